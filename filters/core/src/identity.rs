@@ -1,0 +1,41 @@
+//! Who is acting: the verified caller behind a Postgres session or a Kubernetes
+//! request. Policy rules match on it and every record carries it.
+
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// A caller as far as policy and records are concerned.
+///
+/// Before token verification exists for a path, `subject` is the name the client
+/// claimed (e.g. the Postgres startup user) and `verified` is false.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Identity {
+    /// Unique name of the caller (the JWT `sub`, or a claimed name when unverified).
+    pub subject: String,
+    /// Groups the caller belongs to.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    /// Token issuer, when verified from a token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// Token id (`jti`), when the token has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_id: Option<String>,
+    /// Whether `subject` was proven (a verified token) or only claimed.
+    pub verified: bool,
+    /// Further claims exposed to policy rules as `claims.<name>`; never recorded
+    /// in full (they may hold personal data).
+    #[serde(skip)]
+    pub claims: BTreeMap<String, serde_json::Value>,
+}
+
+impl Identity {
+    /// An identity that only rests on what the client claimed.
+    pub fn claimed(subject: impl Into<String>) -> Self {
+        Self { subject: subject.into(), ..Self::default() }
+    }
+
+    pub fn in_group(&self, group: &str) -> bool {
+        self.groups.iter().any(|g| g == group)
+    }
+}

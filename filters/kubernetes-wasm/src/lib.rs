@@ -1,0 +1,1 @@
+//! proxy-wasm glue for the kubernetes filter.

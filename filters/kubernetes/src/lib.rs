@@ -1,0 +1,1 @@
+//! Kubernetes API requests as gatehouse sees them: RequestInfo, decisions, masking, audit events.

@@ -1,0 +1,1 @@
+//! proxy-wasm glue for the postgres filter.

@@ -1,0 +1,1 @@
+//! PostgreSQL v3 wire protocol as gatehouse sees it: decoding, session state, records.

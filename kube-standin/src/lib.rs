@@ -1,0 +1,1 @@
+//! Stand-in Kubernetes API server.

@@ -1,0 +1,528 @@
+//! Request handling: discovery, CRUD, list/watch, logs and exec.
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+
+use crate::discovery::{self, DiscoveryFormat};
+use crate::exec;
+use crate::resources::{self, NAMESPACES, PODS, Resource};
+use crate::route::{self, Query, Route, Target};
+use crate::selector::Selector;
+use crate::status::{self, Status};
+use crate::store::Store;
+use crate::table;
+use crate::watch::{self, WatchSpec};
+
+/// Response body: a whole buffer or a stream (watch).
+pub type Body = BoxBody<Bytes, Infallible>;
+type Answer = Result<Response<Body>, Status>;
+
+/// Largest request body accepted (the apiserver's limit is 3 MiB).
+const MAX_BODY: usize = 3 << 20;
+
+/// The store shared by all connections.
+pub type SharedStore = Arc<Mutex<Store>>;
+
+fn lock(store: &SharedStore) -> MutexGuard<'_, Store> {
+    // A panic while holding the lock cannot leave the map half-written in a way
+    // that matters for a test server; keep serving.
+    store
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Answers one request.
+pub async fn handle(store: SharedStore, req: Request<Incoming>) -> Response<Body> {
+    let accept = header(&req, "accept").to_string();
+    let result = match route::parse(req.uri().path()) {
+        Route::Resource(target) => resource_request(&store, target, req).await,
+        Route::Paths => Ok(json_response(StatusCode::OK, &paths())),
+        Route::Health => Ok(response(StatusCode::OK, "text/plain; charset=utf-8", "ok")),
+        Route::Version => {
+            let minor = lock(&store).version_minor();
+            Ok(json_response(StatusCode::OK, &discovery::version(minor)))
+        }
+        Route::DiscoveryRoot { core } => {
+            let format = discovery::negotiate(Some(&accept));
+            let body = discovery::root(core, format);
+            Ok(discovery_response(format, &body))
+        }
+        Route::Group(group) => discovery::api_group(&group)
+            .map(|g| json_response(StatusCode::OK, &g))
+            .ok_or_else(Status::no_such_path),
+        Route::ResourceList { group, version } => discovery::resource_list(&group, &version)
+            .map(|l| json_response(StatusCode::OK, &l))
+            .ok_or_else(Status::no_such_path),
+        Route::Unknown => Err(Status::no_such_path()),
+    };
+    result.unwrap_or_else(|status| status_response(&status))
+}
+
+async fn resource_request(store: &SharedStore, target: Target, req: Request<Incoming>) -> Answer {
+    let query = Query::parse(req.uri().query());
+    let resource = target.resource;
+    let method = req.method().clone();
+    if query.get("dryRun").is_some() {
+        return Err(Status::bad_request(
+            "dryRun is not supported by this server",
+        ));
+    }
+    if let Some(sub) = target.subresource.clone() {
+        return subresource_request(store, &target, &sub, &query, req).await;
+    }
+    let ns = target.namespace.as_str();
+    match (&target.name, &method) {
+        (None, &Method::GET | &Method::HEAD) if target.watch_prefix || query.flag("watch") => {
+            start_watch(store, &target, &query, None)
+        }
+        (None, &Method::GET | &Method::HEAD) => list(store, &target, &query, &req),
+        (None, &Method::POST) => {
+            let object = read_json(req, false).await?;
+            let created = lock(store).create(resource, ns, object)?;
+            Ok(json_response(StatusCode::CREATED, &created))
+        }
+        (None, &Method::DELETE) => {
+            read_body(req).await?;
+            let selector = selector(&query)?;
+            let mut store = lock(store);
+            let namespace = target.namespaced_path.then_some(ns);
+            let doomed = store.list(resource, namespace, &selector);
+            let mut deleted = Vec::with_capacity(doomed.len());
+            for object in doomed {
+                let (obj_ns, name) = identity(&object);
+                deleted.push(store.delete(resource, &obj_ns, &name)?);
+            }
+            let rv = store.resource_version();
+            Ok(json_response(
+                StatusCode::OK,
+                &list_body(resource, deleted, rv, None),
+            ))
+        }
+        (Some(name), &Method::GET | &Method::HEAD)
+            if target.watch_prefix || query.flag("watch") =>
+        {
+            start_watch(store, &target, &query, Some(name))
+        }
+        (Some(name), &Method::GET | &Method::HEAD) => {
+            let object = lock(store).get(resource, ns, name)?;
+            Ok(json_response(StatusCode::OK, &object))
+        }
+        (Some(name), &Method::PUT) => {
+            let object = read_json(req, false).await?;
+            let updated = lock(store).update(resource, ns, name, object)?;
+            Ok(json_response(StatusCode::OK, &updated))
+        }
+        (Some(name), &Method::PATCH) => {
+            let patch = read_json(req, true).await?;
+            let patched = lock(store).merge_patch(resource, ns, name, &patch)?;
+            Ok(json_response(StatusCode::OK, &patched))
+        }
+        (Some(name), &Method::DELETE) => {
+            read_body(req).await?;
+            let deleted = lock(store).delete(resource, ns, name)?;
+            // Objects with graceful deletion or finalizers come back whole; the
+            // rest answer with a Success Status, as in the apiserver.
+            if resource.plural == PODS.plural || resource.plural == NAMESPACES.plural {
+                return Ok(json_response(StatusCode::OK, &deleted));
+            }
+            let mut body = status::success();
+            if let Value::Object(map) = &mut body {
+                let uid = deleted
+                    .pointer("/metadata/uid")
+                    .cloned()
+                    .unwrap_or(Value::Null);
+                let mut details = json!({"name": name, "kind": resource.plural, "uid": uid});
+                if !resource.group.is_empty() {
+                    details["group"] = resource.group.into();
+                }
+                map.insert("details".into(), details);
+            }
+            Ok(json_response(StatusCode::OK, &body))
+        }
+        _ => Err(Status::method_not_supported(
+            resource,
+            &resource.qualified(),
+            &verb(&method),
+        )),
+    }
+}
+
+async fn subresource_request(
+    store: &SharedStore,
+    target: &Target,
+    sub: &str,
+    query: &Query,
+    req: Request<Incoming>,
+) -> Answer {
+    let resource = target.resource;
+    let name = target.name.as_deref().unwrap_or_default();
+    let known = resource.subresources.iter().any(|(s, _, _)| *s == sub);
+    if !known {
+        return Err(Status::no_such_path());
+    }
+    let qualified = format!("{}/{sub}", resource.qualified());
+    match (sub, req.method()) {
+        ("exec" | "attach", &Method::GET) => {
+            let pod = lock(store).get(resource, &target.namespace, name)?;
+            connect_websocket(&pod, sub, query, req)
+        }
+        ("exec" | "attach" | "portforward", &Method::POST) => Err(Status::bad_request(format!(
+            "{sub} over SPDY is not supported by this server; use WebSocket (v5.channel.k8s.io)"
+        ))),
+        ("portforward", &Method::GET) => Err(Status::bad_request(
+            "port-forward is not supported by this server",
+        )),
+        ("log", &Method::GET) => {
+            let pod = lock(store).get(resource, &target.namespace, name)?;
+            let container = container(&pod, query.get("container"))?;
+            Ok(response(
+                StatusCode::OK,
+                "text/plain",
+                log_lines(name, &container, query),
+            ))
+        }
+        ("status", &Method::GET) => {
+            let object = lock(store).get(resource, &target.namespace, name)?;
+            Ok(json_response(StatusCode::OK, &object))
+        }
+        (_, method) => Err(Status::method_not_supported(
+            resource,
+            &qualified,
+            &verb(method),
+        )),
+    }
+}
+
+/// The exec/attach WebSocket: validate the pod and request, answer 101, then
+/// run the echo session on the upgraded connection.
+fn connect_websocket(pod: &Value, sub: &str, query: &Query, mut req: Request<Incoming>) -> Answer {
+    let name = pod
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let phase = pod
+        .pointer("/status/phase")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if phase == "Succeeded" || phase == "Failed" {
+        return Err(Status::bad_request(format!(
+            "cannot {sub} into a container in a completed pod; current phase is {phase}"
+        )));
+    }
+    container(pod, query.get("container"))?;
+    let argv = if sub == "exec" {
+        query.all("command")
+    } else {
+        Vec::new()
+    };
+    if sub == "exec" && argv.is_empty() {
+        return Err(Status::bad_request(format!(
+            "you must specify at least one command for the container of pod {name}"
+        )));
+    }
+    let handshake = exec::handshake(req.headers())?;
+    let upgrade = hyper::upgrade::on(&mut req);
+    let output = exec::echo_output(&argv);
+    tokio::spawn(async move {
+        if let Ok(upgraded) = upgrade.await {
+            // A client that vanishes mid-session is not an error worth reporting.
+            let _ = exec::run_session(TokioIo::new(upgraded), &output).await;
+        }
+    });
+    let mut response = Response::new(empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert("upgrade", HeaderValue::from_static("websocket"));
+    headers.insert("connection", HeaderValue::from_static("Upgrade"));
+    headers.insert(
+        "sec-websocket-protocol",
+        HeaderValue::from_static(handshake.protocol),
+    );
+    let accept =
+        HeaderValue::from_str(&handshake.accept).map_err(|e| Status::internal(e.to_string()))?;
+    headers.insert("sec-websocket-accept", accept);
+    Ok(response)
+}
+
+fn list(store: &SharedStore, target: &Target, query: &Query, req: &Request<Incoming>) -> Answer {
+    let selector = selector(query)?;
+    let (items, rv) = {
+        let store = lock(store);
+        let namespace = target.namespaced_path.then_some(target.namespace.as_str());
+        (
+            store.list(target.resource, namespace, &selector),
+            store.resource_version(),
+        )
+    };
+    let offset = match query.get("continue").filter(|c| !c.is_empty()) {
+        Some(token) => token
+            .parse::<usize>()
+            .ok()
+            .filter(|o| *o <= items.len())
+            .ok_or_else(|| Status::bad_request("continue key is not valid"))?,
+        None => 0,
+    };
+    let limit = query
+        .get("limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .filter(|l| *l > 0);
+    let end = limit.map_or(items.len(), |l| offset.saturating_add(l).min(items.len()));
+    let page: Vec<Value> = items
+        .iter()
+        .skip(offset)
+        .take(end - offset)
+        .cloned()
+        .collect();
+    let more = (end < items.len()).then(|| (end, items.len() - end));
+    if table::wanted(header(req, "accept")) {
+        let include_object = query.get("includeObject") == Some("Object");
+        return Ok(json_response(
+            StatusCode::OK,
+            &table::build(target.resource, &page, rv, more, include_object),
+        ));
+    }
+    Ok(json_response(
+        StatusCode::OK,
+        &list_body(target.resource, page, rv, more),
+    ))
+}
+
+/// A `<Kind>List`; `more` is `(next offset, remaining count)` when paged.
+fn list_body(
+    resource: &Resource,
+    items: Vec<Value>,
+    rv: u64,
+    more: Option<(usize, usize)>,
+) -> Value {
+    // Items in a list carry no kind/apiVersion, as from the apiserver.
+    let items: Vec<Value> = items
+        .into_iter()
+        .map(|mut item| {
+            if let Some(map) = item.as_object_mut() {
+                map.remove("kind");
+                map.remove("apiVersion");
+            }
+            item
+        })
+        .collect();
+    let mut metadata = json!({"resourceVersion": rv.to_string()});
+    if let Some((next, remaining)) = more {
+        metadata["continue"] = next.to_string().into();
+        metadata["remainingItemCount"] = remaining.into();
+    }
+    json!({"kind": resource.list_kind(), "apiVersion": resource.api_version(), "metadata": metadata, "items": items})
+}
+
+fn start_watch(store: &SharedStore, target: &Target, query: &Query, name: Option<&str>) -> Answer {
+    let mut selector = selector(query)?;
+    if let Some(name) = name {
+        selector = selector.and_name(name);
+    }
+    let since = match query.get("resourceVersion").filter(|v| !v.is_empty()) {
+        Some(v) => v
+            .parse::<u64>()
+            .map_err(|_| Status::bad_request(format!("invalid resource version: {v:?}")))?,
+        None => 0,
+    };
+    let timeout = query
+        .get("timeoutSeconds")
+        .and_then(|t| t.parse::<u64>().ok())
+        .map_or(watch::MAX_WATCH, |t| {
+            Duration::from_secs(t).min(watch::MAX_WATCH)
+        });
+    let namespace = target.namespaced_path.then(|| target.namespace.clone());
+    let spec = WatchSpec {
+        resource: target.resource,
+        namespace,
+        selector,
+        since,
+        initial_events_bookmark: query.flag("sendInitialEvents"),
+        timeout,
+    };
+    let body = {
+        let store = lock(store);
+        let changes = store.subscribe();
+        let current = store.list(target.resource, spec.namespace.as_deref(), &spec.selector);
+        watch::start(spec, current, store.resource_version(), changes)
+    };
+    let mut response = Response::new(body.boxed());
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/json;stream=watch"),
+    );
+    Ok(response)
+}
+
+fn selector(query: &Query) -> Result<Selector, Status> {
+    Selector::parse(query.get("fieldSelector"), query.get("labelSelector"))
+}
+
+/// The named container, or the only one when none is named.
+fn container(pod: &Value, wanted: Option<&str>) -> Result<String, Status> {
+    let name = pod
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let names: Vec<&str> = pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .map(|cs| {
+            cs.iter()
+                .filter_map(|c| c.get("name").and_then(Value::as_str))
+                .collect()
+        })
+        .unwrap_or_default();
+    match (wanted, names.as_slice()) {
+        (Some(w), _) if names.contains(&w) => Ok(w.to_string()),
+        (Some(w), _) => Err(Status::bad_request(format!(
+            "container {w} is not valid for pod {name}"
+        ))),
+        (None, [only]) => Ok(only.to_string()),
+        (None, _) => Err(Status::bad_request(format!(
+            "a container name must be specified for pod {name}, choose one of: {names:?}"
+        ))),
+    }
+}
+
+/// Fixed log text (honours `tailLines`).
+fn log_lines(pod: &str, container: &str, query: &Query) -> String {
+    let lines = [
+        format!("2026-11-01T08:00:01Z {pod}/{container} starting"),
+        format!("2026-11-01T08:00:02Z {pod}/{container} listening on :8080"),
+        format!("2026-11-01T08:00:03Z {pod}/{container} ready"),
+    ];
+    let tail = query
+        .get("tailLines")
+        .and_then(|t| t.parse::<usize>().ok())
+        .unwrap_or(lines.len());
+    let skip = lines.len().saturating_sub(tail);
+    lines.iter().skip(skip).map(|l| format!("{l}\n")).collect()
+}
+
+fn identity(object: &Value) -> (String, String) {
+    let text = |p: &str| {
+        object
+            .pointer(p)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    (text("/metadata/namespace"), text("/metadata/name"))
+}
+
+/// The RequestInfo verb of a method, for 405 messages.
+fn verb(method: &Method) -> String {
+    match *method {
+        Method::POST => "create".into(),
+        Method::GET | Method::HEAD => "get".into(),
+        Method::PUT => "update".into(),
+        Method::PATCH => "patch".into(),
+        Method::DELETE => "delete".into(),
+        ref other => other.as_str().to_ascii_lowercase(),
+    }
+}
+
+fn paths() -> Value {
+    let mut paths = vec![
+        "/api".to_string(),
+        "/api/v1".to_string(),
+        "/apis".to_string(),
+    ];
+    for (group, version) in resources::GROUP_VERSIONS
+        .iter()
+        .filter(|(g, _)| !g.is_empty())
+    {
+        paths.push(format!("/apis/{group}"));
+        paths.push(format!("/apis/{group}/{version}"));
+    }
+    paths.extend(["/healthz", "/livez", "/readyz", "/version"].map(String::from));
+    json!({"paths": paths})
+}
+
+fn header<'a>(req: &'a Request<Incoming>, name: &str) -> &'a str {
+    req.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+async fn read_body(req: Request<Incoming>) -> Result<Bytes, Status> {
+    Limited::new(req.into_body(), MAX_BODY)
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .map_err(|_| Status::too_large(MAX_BODY))
+}
+
+/// Reads a JSON body; `patch` accepts the merge-patch media types instead of plain JSON.
+async fn read_json(req: Request<Incoming>, patch: bool) -> Result<Value, Status> {
+    let content_type = header(&req, "content-type").to_string();
+    let media = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let accepted = if patch {
+        matches!(
+            media.as_str(),
+            "application/merge-patch+json" | "application/strategic-merge-patch+json"
+        )
+    } else {
+        matches!(media.as_str(), "application/json" | "")
+    };
+    if !accepted {
+        return Err(Status::unsupported_media_type(&content_type));
+    }
+    let body = read_body(req).await?;
+    serde_json::from_slice(&body).map_err(|e| {
+        Status::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
+    })
+}
+
+fn empty() -> Body {
+    Full::new(Bytes::new()).boxed()
+}
+
+fn response(
+    code: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Body> {
+    let mut response = Response::new(Full::new(body.into()).boxed());
+    *response.status_mut() = code;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+fn json_response(code: StatusCode, body: &Value) -> Response<Body> {
+    response(code, "application/json", body.to_string())
+}
+
+fn discovery_response(format: DiscoveryFormat, body: &Value) -> Response<Body> {
+    let mut response = json_response(StatusCode::OK, body);
+    if let Ok(content_type) = HeaderValue::from_str(&format.content_type()) {
+        response.headers_mut().insert(CONTENT_TYPE, content_type);
+    }
+    response
+        .headers_mut()
+        .insert("vary", HeaderValue::from_static("Accept"));
+    response
+}
+
+/// A Status error; the HTTP status equals its `code`.
+pub fn status_response(status: &Status) -> Response<Body> {
+    let code = StatusCode::from_u16(status.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    json_response(code, &status.to_json())
+}

@@ -1,0 +1,217 @@
+//! Server-side printing: the `meta.k8s.io/v1` Table kubectl asks for with
+//! `Accept: application/json;as=Table;v=v1;g=meta.k8s.io`.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+
+use crate::resources::Resource;
+
+/// Whether the client asked for a v1 Table.
+pub fn wanted(accept: &str) -> bool {
+    accept.split(',').any(|range| {
+        let params: Vec<&str> = range.split(';').map(str::trim).collect();
+        params.contains(&"as=Table")
+            && params.contains(&"g=meta.k8s.io")
+            && params.contains(&"v=v1")
+    })
+}
+
+/// A Table of `items`; `more` is `(next offset, remaining)` when paged.
+/// Rows carry `PartialObjectMetadata`, or the whole object with `include_object`.
+pub fn build(
+    resource: &Resource,
+    items: &[Value],
+    rv: u64,
+    more: Option<(usize, usize)>,
+    include_object: bool,
+) -> Value {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let columns: Vec<Value> = columns(resource)
+        .iter()
+        .map(|(name, kind)| {
+            let format = if *name == "Name" { "name" } else { "" };
+            json!({"name": name, "type": kind, "format": format, "description": "", "priority": 0})
+        })
+        .collect();
+    let rows: Vec<Value> = items
+        .iter()
+        .map(|item| {
+            let object = if include_object {
+                item.clone()
+            } else {
+                json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+                       "metadata": item.get("metadata").cloned().unwrap_or_else(|| json!({}))})
+            };
+            json!({"cells": cells(resource, item, now), "object": object})
+        })
+        .collect();
+    let mut metadata = json!({"resourceVersion": rv.to_string()});
+    if let Some((next, remaining)) = more {
+        metadata["continue"] = next.to_string().into();
+        metadata["remainingItemCount"] = remaining.into();
+    }
+    json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": metadata,
+           "columnDefinitions": columns, "rows": rows})
+}
+
+fn columns(resource: &Resource) -> &'static [(&'static str, &'static str)] {
+    match resource.kind {
+        "Pod" => &[
+            ("Name", "string"),
+            ("Ready", "string"),
+            ("Status", "string"),
+            ("Restarts", "string"),
+            ("Age", "string"),
+        ],
+        "Namespace" => &[("Name", "string"), ("Status", "string"), ("Age", "string")],
+        "Secret" => &[
+            ("Name", "string"),
+            ("Type", "string"),
+            ("Data", "integer"),
+            ("Age", "string"),
+        ],
+        "ConfigMap" => &[("Name", "string"), ("Data", "integer"), ("Age", "string")],
+        "Deployment" => &[
+            ("Name", "string"),
+            ("Ready", "string"),
+            ("Up-to-date", "integer"),
+            ("Available", "integer"),
+            ("Age", "string"),
+        ],
+        _ => &[("Name", "string"), ("Age", "string")],
+    }
+}
+
+fn cells(resource: &Resource, item: &Value, now: u64) -> Vec<Value> {
+    let text = |p: &str| {
+        item.pointer(p)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let number = |p: &str| item.pointer(p).and_then(Value::as_u64).unwrap_or(0);
+    let count = |p: &str| {
+        item.pointer(p)
+            .and_then(Value::as_object)
+            .map_or(0, |m| m.len())
+    };
+    let name = Value::from(text("/metadata/name"));
+    let created = parse_rfc3339(&text("/metadata/creationTimestamp"));
+    let age = Value::from(created.map_or_else(
+        || "<unknown>".to_string(),
+        |t| human_age(now.saturating_sub(t)),
+    ));
+    match resource.kind {
+        "Pod" => {
+            let statuses = item
+                .pointer("/status/containerStatuses")
+                .and_then(Value::as_array);
+            let total = item
+                .pointer("/spec/containers")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len);
+            let ready = statuses.map_or(0, |s| s.iter().filter(|c| c["ready"] == true).count());
+            let restarts: u64 = statuses.map_or(0, |s| {
+                s.iter().filter_map(|c| c["restartCount"].as_u64()).sum()
+            });
+            vec![
+                name,
+                format!("{ready}/{total}").into(),
+                text("/status/phase").into(),
+                restarts.to_string().into(),
+                age,
+            ]
+        }
+        "Namespace" => vec![name, text("/status/phase").into(), age],
+        "Secret" => vec![name, text("/type").into(), count("/data").into(), age],
+        "ConfigMap" => vec![name, (count("/data") + count("/binaryData")).into(), age],
+        "Deployment" => vec![
+            name,
+            format!(
+                "{}/{}",
+                number("/status/readyReplicas"),
+                number("/spec/replicas")
+            )
+            .into(),
+            number("/status/updatedReplicas").into(),
+            number("/status/availableReplicas").into(),
+            age,
+        ],
+        _ => vec![name, age],
+    }
+}
+
+/// kubectl's short duration: `45s`, `12m`, `5h`, `3d`.
+fn human_age(secs: u64) -> String {
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 3 * 3600 => format!("{}m", s / 60),
+        s if s < 2 * 86_400 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
+}
+
+/// Parses `YYYY-MM-DDTHH:MM:SSZ` to unix seconds (days_from_civil).
+fn parse_rfc3339(text: &str) -> Option<u64> {
+    let num = |range: std::ops::Range<usize>| text.get(range).and_then(|s| s.parse::<i64>().ok());
+    if text.len() != 20 || !text.ends_with('Z') {
+        return None;
+    }
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days * 86_400 + hh * 3600 + mm * 60 + ss).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::PODS;
+    use crate::selector::Selector;
+    use crate::store::Store;
+
+    #[test]
+    fn kubectl_get_accept_header_wants_a_table() {
+        assert!(wanted(
+            "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json"
+        ));
+        assert!(!wanted("application/json"));
+    }
+
+    #[test]
+    fn pod_rows_show_readiness_and_phase_with_metadata_only() {
+        let store = Store::demo();
+        let pods = store.list(&PODS, Some("dev"), &Selector::default());
+        let table = build(&PODS, &pods, 7, None, false);
+        let row = &table["rows"][0];
+        assert_eq!(row["cells"][0], "web-0");
+        assert_eq!(row["cells"][1], "1/1");
+        assert_eq!(row["cells"][2], "Running");
+        assert_eq!(row["object"]["kind"], "PartialObjectMetadata");
+        assert!(row["object"].get("spec").is_none());
+        let full = build(&PODS, &pods, 7, None, true);
+        assert_eq!(
+            full["rows"][0]["object"]["spec"]["containers"][0]["name"],
+            "app"
+        );
+    }
+
+    #[test]
+    fn parses_timestamps_and_formats_ages() {
+        assert_eq!(parse_rfc3339("1970-01-02T00:00:01Z"), Some(86_401));
+        assert_eq!(parse_rfc3339("2000-03-01T00:00:00Z"), Some(951_868_800));
+        assert_eq!(parse_rfc3339("garbage"), None);
+        assert_eq!(human_age(90), "90s");
+        assert_eq!(human_age(3 * 86_400), "3d");
+    }
+}

@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 
 use crate::discovery::{self, DiscoveryFormat};
 use crate::exec;
+use crate::protobuf;
 use crate::resources::{self, NAMESPACES, PODS, Resource};
 use crate::route::{self, Query, Route, Target};
 use crate::selector::Selector;
@@ -71,6 +72,9 @@ async fn resource_request(store: &SharedStore, target: Target, req: Request<Inco
     let query = Query::parse(req.uri().query());
     let resource = target.resource;
     let method = req.method().clone();
+    // `Some(include_object)` when the client asked for a Table (kubectl get).
+    let as_table =
+        table::wanted(header(&req, "accept")).then(|| query.get("includeObject") == Some("Object"));
     if query.get("dryRun").is_some() {
         return Err(Status::bad_request(
             "dryRun is not supported by this server",
@@ -82,9 +86,9 @@ async fn resource_request(store: &SharedStore, target: Target, req: Request<Inco
     let ns = target.namespace.as_str();
     match (&target.name, &method) {
         (None, &Method::GET | &Method::HEAD) if target.watch_prefix || query.flag("watch") => {
-            start_watch(store, &target, &query, None)
+            start_watch(store, &target, &query, None, as_table)
         }
-        (None, &Method::GET | &Method::HEAD) => list(store, &target, &query, &req),
+        (None, &Method::GET | &Method::HEAD) => list(store, &target, &query, as_table),
         (None, &Method::POST) => {
             let object = read_json(req, false).await?;
             let created = lock(store).create(resource, ns, object)?;
@@ -110,11 +114,24 @@ async fn resource_request(store: &SharedStore, target: Target, req: Request<Inco
         (Some(name), &Method::GET | &Method::HEAD)
             if target.watch_prefix || query.flag("watch") =>
         {
-            start_watch(store, &target, &query, Some(name))
+            start_watch(store, &target, &query, Some(name), as_table)
         }
         (Some(name), &Method::GET | &Method::HEAD) => {
             let object = lock(store).get(resource, ns, name)?;
-            Ok(json_response(StatusCode::OK, &object))
+            let body = match as_table {
+                Some(include_object) => {
+                    let rv = lock(store).resource_version();
+                    table::build(
+                        resource,
+                        std::slice::from_ref(&object),
+                        rv,
+                        None,
+                        include_object,
+                    )
+                }
+                None => object,
+            };
+            Ok(json_response(StatusCode::OK, &body))
         }
         (Some(name), &Method::PUT) => {
             let object = read_json(req, false).await?;
@@ -171,16 +188,22 @@ async fn subresource_request(
     }
     let qualified = format!("{}/{sub}", resource.qualified());
     match (sub, req.method()) {
-        ("exec" | "attach", &Method::GET) => {
+        ("exec" | "attach", &Method::GET | &Method::POST) => {
             let pod = lock(store).get(resource, &target.namespace, name)?;
-            connect_websocket(&pod, sub, query, req)
+            let argv = check_connect(&pod, sub, query)?;
+            if req.method() == Method::POST {
+                return Err(Status::bad_request(format!(
+                    "{sub} over SPDY is not supported by this server; use WebSocket (v5.channel.k8s.io)"
+                )));
+            }
+            connect_websocket(argv, req)
         }
-        ("exec" | "attach" | "portforward", &Method::POST) => Err(Status::bad_request(format!(
-            "{sub} over SPDY is not supported by this server; use WebSocket (v5.channel.k8s.io)"
-        ))),
-        ("portforward", &Method::GET) => Err(Status::bad_request(
-            "port-forward is not supported by this server",
-        )),
+        ("portforward", &Method::GET | &Method::POST) => {
+            lock(store).get(resource, &target.namespace, name)?;
+            Err(Status::bad_request(
+                "port-forward is not supported by this server",
+            ))
+        }
         ("log", &Method::GET) => {
             let pod = lock(store).get(resource, &target.namespace, name)?;
             let container = container(&pod, query.get("container"))?;
@@ -202,9 +225,9 @@ async fn subresource_request(
     }
 }
 
-/// The exec/attach WebSocket: validate the pod and request, answer 101, then
-/// run the echo session on the upgraded connection.
-fn connect_websocket(pod: &Value, sub: &str, query: &Query, mut req: Request<Incoming>) -> Answer {
+/// Checks an exec/attach request against the pod as the apiserver and kubelet
+/// would, and returns the argv to echo (empty for attach).
+fn check_connect(pod: &Value, sub: &str, query: &Query) -> Result<Vec<String>, Status> {
     let name = pod
         .pointer("/metadata/name")
         .and_then(Value::as_str)
@@ -229,6 +252,12 @@ fn connect_websocket(pod: &Value, sub: &str, query: &Query, mut req: Request<Inc
             "you must specify at least one command for the container of pod {name}"
         )));
     }
+    Ok(argv)
+}
+
+/// The exec/attach WebSocket: answer 101, then run the echo session on the
+/// upgraded connection.
+fn connect_websocket(argv: Vec<String>, mut req: Request<Incoming>) -> Answer {
     let handshake = exec::handshake(req.headers())?;
     let upgrade = hyper::upgrade::on(&mut req);
     let output = exec::echo_output(&argv);
@@ -253,7 +282,7 @@ fn connect_websocket(pod: &Value, sub: &str, query: &Query, mut req: Request<Inc
     Ok(response)
 }
 
-fn list(store: &SharedStore, target: &Target, query: &Query, req: &Request<Incoming>) -> Answer {
+fn list(store: &SharedStore, target: &Target, query: &Query, as_table: Option<bool>) -> Answer {
     let selector = selector(query)?;
     let (items, rv) = {
         let store = lock(store);
@@ -283,8 +312,7 @@ fn list(store: &SharedStore, target: &Target, query: &Query, req: &Request<Incom
         .cloned()
         .collect();
     let more = (end < items.len()).then(|| (end, items.len() - end));
-    if table::wanted(header(req, "accept")) {
-        let include_object = query.get("includeObject") == Some("Object");
+    if let Some(include_object) = as_table {
         return Ok(json_response(
             StatusCode::OK,
             &table::build(target.resource, &page, rv, more, include_object),
@@ -322,7 +350,13 @@ fn list_body(
     json!({"kind": resource.list_kind(), "apiVersion": resource.api_version(), "metadata": metadata, "items": items})
 }
 
-fn start_watch(store: &SharedStore, target: &Target, query: &Query, name: Option<&str>) -> Answer {
+fn start_watch(
+    store: &SharedStore,
+    target: &Target,
+    query: &Query,
+    name: Option<&str>,
+    as_table: Option<bool>,
+) -> Answer {
     let mut selector = selector(query)?;
     if let Some(name) = name {
         selector = selector.and_name(name);
@@ -347,6 +381,7 @@ fn start_watch(store: &SharedStore, target: &Target, query: &Query, name: Option
         since,
         initial_events_bookmark: query.flag("sendInitialEvents"),
         timeout,
+        as_table,
     };
     let body = {
         let store = lock(store);
@@ -463,7 +498,7 @@ async fn read_body(req: Request<Incoming>) -> Result<Bytes, Status> {
         .map_err(|_| Status::too_large(MAX_BODY))
 }
 
-/// Reads a JSON body; `patch` accepts the merge-patch media types instead of plain JSON.
+/// Reads a JSON (or, for create and update, Kubernetes protobuf) body; `patch` accepts the merge-patch media types instead of plain JSON.
 async fn read_json(req: Request<Incoming>, patch: bool) -> Result<Value, Status> {
     let content_type = header(&req, "content-type").to_string();
     let media = content_type
@@ -472,18 +507,23 @@ async fn read_json(req: Request<Incoming>, patch: bool) -> Result<Value, Status>
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase();
+    let protobuf = !patch && media == protobuf::MEDIA_TYPE;
     let accepted = if patch {
         matches!(
             media.as_str(),
             "application/merge-patch+json" | "application/strategic-merge-patch+json"
         )
     } else {
-        matches!(media.as_str(), "application/json" | "")
+        matches!(media.as_str(), "application/json" | "") || protobuf
     };
     if !accepted {
         return Err(Status::unsupported_media_type(&content_type));
     }
     let body = read_body(req).await?;
+    if protobuf {
+        // kubectl's typed clients (`create namespace`, `create deployment`) send protobuf.
+        return protobuf::decode(&body).map_err(Status::bad_request);
+    }
     serde_json::from_slice(&body).map_err(|e| {
         Status::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
     })

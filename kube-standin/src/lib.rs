@@ -17,6 +17,7 @@
 mod api;
 pub mod discovery;
 pub mod exec;
+pub mod protobuf;
 pub mod resources;
 pub mod route;
 pub mod selector;

@@ -550,7 +550,7 @@ fn apply_defaults(resource: &Resource, name: &str, obj: &mut Map<String, Value>)
                 }
             }
         }
-        "Pod" if !obj.contains_key("status") => {
+        "Pod" if obj.get("status").is_none_or(|s| s == &json!({})) => {
             obj.insert("status".into(), running_status(obj.get("spec")));
         }
         "Deployment" => {

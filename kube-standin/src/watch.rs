@@ -14,6 +14,7 @@ use crate::resources::Resource;
 use crate::selector::Selector;
 use crate::status::Status;
 use crate::store::{Change, ChangeKind};
+use crate::table;
 
 /// Longest watch the server keeps open (the apiserver's is 30–60 minutes).
 pub const MAX_WATCH: Duration = Duration::from_secs(3600);
@@ -40,6 +41,9 @@ pub struct WatchSpec {
     /// `sendInitialEvents=true`: end the initial events with a bookmark.
     pub initial_events_bookmark: bool,
     pub timeout: Duration,
+    /// Send each object as a one-row Table (`Some(include_object)`), as kubectl
+    /// asks for with `Accept: ...;as=Table`.
+    pub as_table: Option<bool>,
 }
 
 impl WatchSpec {
@@ -48,6 +52,27 @@ impl WatchSpec {
             .as_deref()
             .is_none_or(|ns| !self.resource.namespaced || ns == namespace)
             && self.selector.matches(object)
+    }
+
+    fn event(&self, event_type: &str, object: &Value) -> Bytes {
+        match self.as_table {
+            Some(include_object) => {
+                let rv = object
+                    .pointer("/metadata/resourceVersion")
+                    .and_then(Value::as_str)
+                    .and_then(|rv| rv.parse().ok())
+                    .unwrap_or(0);
+                let table = table::build(
+                    self.resource,
+                    std::slice::from_ref(object),
+                    rv,
+                    None,
+                    include_object,
+                );
+                encode_event(event_type, &table)
+            }
+            None => encode_event(event_type, object),
+        }
     }
 }
 
@@ -128,7 +153,7 @@ async fn run(
                 continue;
             }
             Ok(c) if !spec.wants(&c.namespace, &c.object) => continue,
-            Ok(c) => encode_event(c.kind.as_str(), &c.object),
+            Ok(c) => spec.event(c.kind.as_str(), &c.object),
             Err(broadcast::error::RecvError::Lagged(_)) => {
                 // The client must relist, as after an apiserver's 410.
                 let _ = tx
@@ -159,6 +184,7 @@ mod tests {
             since,
             initial_events_bookmark: false,
             timeout: Duration::from_secs(30),
+            as_table: None,
         }
     }
 

@@ -1,0 +1,439 @@
+//! Host calls that return every status as a value.
+//!
+//! The proxy-wasm SDK's wrappers `panic!` on any status they do not expect, and a
+//! panic aborts the Wasm VM that every connection of an Envoy worker shares. The
+//! glue therefore makes its data-path host calls through this module, which
+//! speaks the proxy-wasm ABI (0.2.1) directly and hands back `Result<_, Status>`.
+//!
+//! Off Wasm (native unit tests, clippy), the calls report `Status::InternalFailure`.
+#![allow(unsafe_code)] // the ABI is a set of extern functions; every use is documented below.
+
+pub use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType, Status};
+
+fn status(code: u32) -> Status {
+    match code {
+        0 => Status::Ok,
+        1 => Status::NotFound,
+        2 => Status::BadArgument,
+        3 => Status::SerializationFailure,
+        4 => Status::ParseFailure,
+        7 => Status::Empty,
+        8 => Status::CasMismatch,
+        _ => Status::InternalFailure,
+    }
+}
+
+fn ok(code: u32) -> Result<(), Status> {
+    match status(code) {
+        Status::Ok => Ok(()),
+        other => Err(other),
+    }
+}
+
+/// A property path as the host expects it: segments joined by NUL.
+fn property_path(path: &[&str]) -> Vec<u8> {
+    path.join("\0").into_bytes()
+}
+
+/// Header pairs serialised as the ABI's map format: count, sizes, then NUL-terminated data.
+fn serialize_map(pairs: &[(&str, &str)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&(pairs.len() as u32).to_le_bytes());
+    for (k, v) in pairs {
+        out.extend_from_slice(&(k.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+    }
+    for (k, v) in pairs {
+        out.extend_from_slice(k.as_bytes());
+        out.push(0);
+        out.extend_from_slice(v.as_bytes());
+        out.push(0);
+    }
+    out
+}
+
+#[cfg(target_arch = "wasm32")]
+mod abi {
+    #[link(wasm_import_module = "env")]
+    unsafe extern "C" {
+        pub fn proxy_get_buffer_bytes(
+            buffer_type: u32,
+            start: usize,
+            max_size: usize,
+            return_data: *mut *mut u8,
+            return_size: *mut usize,
+        ) -> u32;
+        pub fn proxy_set_buffer_bytes(
+            buffer_type: u32,
+            start: usize,
+            size: usize,
+            data: *const u8,
+            data_size: usize,
+        ) -> u32;
+        pub fn proxy_get_property(
+            path: *const u8,
+            path_size: usize,
+            return_data: *mut *mut u8,
+            return_size: *mut usize,
+        ) -> u32;
+        pub fn proxy_set_property(
+            path: *const u8,
+            path_size: usize,
+            data: *const u8,
+            data_size: usize,
+        ) -> u32;
+        pub fn proxy_define_metric(
+            metric_type: u32,
+            name: *const u8,
+            name_size: usize,
+            return_id: *mut u32,
+        ) -> u32;
+        pub fn proxy_increment_metric(id: u32, offset: i64) -> u32;
+        pub fn proxy_record_metric(id: u32, value: u64) -> u32;
+        pub fn proxy_get_current_time_nanoseconds(return_time: *mut u64) -> u32;
+        pub fn proxy_close_stream(stream_type: u32) -> u32;
+        pub fn proxy_log(level: u32, message: *const u8, message_size: usize) -> u32;
+        pub fn proxy_send_local_response(
+            status_code: u32,
+            details: *const u8,
+            details_size: usize,
+            body: *const u8,
+            body_size: usize,
+            headers: *const u8,
+            headers_size: usize,
+            grpc_status: i32,
+        ) -> u32;
+        pub fn proxy_get_header_map_value(
+            map_type: u32,
+            key: *const u8,
+            key_size: usize,
+            return_data: *mut *mut u8,
+            return_size: *mut usize,
+        ) -> u32;
+        pub fn proxy_replace_header_map_value(
+            map_type: u32,
+            key: *const u8,
+            key_size: usize,
+            value: *const u8,
+            value_size: usize,
+        ) -> u32;
+        pub fn proxy_remove_header_map_value(map_type: u32, key: *const u8, key_size: usize)
+        -> u32;
+    }
+
+    /// Takes ownership of bytes the host allocated through the SDK's exported
+    /// `proxy_on_memory_allocate` (a boxed slice of exactly `size` bytes).
+    pub fn take_host_bytes(data: *mut u8, size: usize) -> Option<Vec<u8>> {
+        if data.is_null() {
+            return None;
+        }
+        // SAFETY: the host filled `size` bytes at `data`, which it obtained from
+        // `proxy_on_memory_allocate(size)`: an allocation of exactly `size` bytes
+        // with this module's allocator, now owned by us.
+        Some(unsafe { Vec::from_raw_parts(data, size, size) })
+    }
+}
+
+/// Reads `max_size` bytes from `start` of a host buffer (`None`: empty or absent).
+pub fn get_buffer(
+    buffer: BufferType,
+    start: usize,
+    max_size: usize,
+) -> Result<Option<Vec<u8>>, Status> {
+    #[cfg(target_arch = "wasm32")]
+    {
+        let mut data: *mut u8 = std::ptr::null_mut();
+        let mut size: usize = 0;
+        // SAFETY: out-pointers are valid locals; see `take_host_bytes` for the result.
+        let code = unsafe {
+            abi::proxy_get_buffer_bytes(buffer as u32, start, max_size, &mut data, &mut size)
+        };
+        match status(code) {
+            Status::Ok => Ok(abi::take_host_bytes(data, size)),
+            Status::NotFound => Ok(None),
+            other => Err(other),
+        }
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let _ = (buffer, start, max_size);
+        Err(Status::InternalFailure)
+    }
+}
+
+/// Replaces `size` bytes at `start` of a host buffer with `value`.
+///
+/// Envoy's network buffers accept only `start == 0` (replace a prefix) or an
+/// append; the glue always replaces the whole buffer.
+pub fn set_buffer(
+    buffer: BufferType,
+    start: usize,
+    size: usize,
+    value: &[u8],
+) -> Result<(), Status> {
+    #[cfg(target_arch = "wasm32")]
+    {
+        // SAFETY: `value` is a valid slice for the duration of the call.
+        ok(unsafe {
+            abi::proxy_set_buffer_bytes(buffer as u32, start, size, value.as_ptr(), value.len())
+        })
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let _ = (buffer, start, size, value);
+        Err(Status::InternalFailure)
+    }
+}
+
+/// Reads a host property (e.g. `["connection_id"]`, `["source", "address"]`).
+pub fn get_property(path: &[&str]) -> Result<Option<Vec<u8>>, Status> {
+    let path = property_path(path);
+    #[cfg(target_arch = "wasm32")]
+    {
+        let mut data: *mut u8 = std::ptr::null_mut();
+        let mut size: usize = 0;
+        // SAFETY: `path` outlives the call; out-pointers are valid locals.
+        let code =
+            unsafe { abi::proxy_get_property(path.as_ptr(), path.len(), &mut data, &mut size) };
+        match status(code) {
+            Status::Ok => Ok(abi::take_host_bytes(data, size)),
+            Status::NotFound | Status::SerializationFailure => Ok(None),
+            other => Err(other),
+        }
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let _ = path;
+        Err(Status::InternalFailure)
+    }
+}
+
+/// Sets a property; `set_property(&["x"], v)` becomes Envoy filter state `wasm.x`,
+/// which access logs print with `%FILTER_STATE(wasm.x:PLAIN)%`.
+pub fn set_property(path: &[&str], value: &[u8]) -> Result<(), Status> {
+    let path = property_path(path);
+    #[cfg(target_arch = "wasm32")]
+    {
+        // SAFETY: both slices outlive the call.
+        ok(unsafe {
+            abi::proxy_set_property(path.as_ptr(), path.len(), value.as_ptr(), value.len())
+        })
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let _ = (path, value);
+        Err(Status::InternalFailure)
+    }
+}
+
+/// Defines (or finds) a metric; Envoy exposes it under `wasmcustom.<name>`.
+pub fn define_metric(kind: MetricType, name: &str) -> Result<u32, Status> {
+    #[cfg(target_arch = "wasm32")]
+    {
+        let mut id: u32 = 0;
+        // SAFETY: `name` outlives the call; `id` is a valid out-pointer.
+        let code =
+            unsafe { abi::proxy_define_metric(kind as u32, name.as_ptr(), name.len(), &mut id) };
+        ok(code).map(|()| id)
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let _ = (kind, name);
+        Err(Status::InternalFailure)
+    }
+}
+
+pub fn increment_metric(id: u32, offset: i64) -> Result<(), Status> {
+    #[cfg(target_arch = "wasm32")]
+    {
+        // SAFETY: plain values only.
+        ok(unsafe { abi::proxy_increment_metric(id, offset) })
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let _ = (id, offset);
+        Err(Status::InternalFailure)
+    }
+}
+
+pub fn record_metric(id: u32, value: u64) -> Result<(), Status> {
+    #[cfg(target_arch = "wasm32")]
+    {
+        // SAFETY: plain values only.
+        ok(unsafe { abi::proxy_record_metric(id, value) })
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let _ = (id, value);
+        Err(Status::InternalFailure)
+    }
+}
+
+/// Host wall-clock time in unix microseconds.
+pub fn now_micros() -> Result<u64, Status> {
+    #[cfg(target_arch = "wasm32")]
+    {
+        let mut nanos: u64 = 0;
+        // SAFETY: `nanos` is a valid out-pointer.
+        ok(unsafe { abi::proxy_get_current_time_nanoseconds(&mut nanos) }).map(|()| nanos / 1_000)
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        Err(Status::InternalFailure)
+    }
+}
+
+/// Closes the client side of a network connection (after flushing writes).
+pub fn close_downstream() -> Result<(), Status> {
+    #[cfg(target_arch = "wasm32")]
+    {
+        // SAFETY: plain value; 1 is StreamType::Downstream.
+        ok(unsafe { abi::proxy_close_stream(1) })
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        Err(Status::InternalFailure)
+    }
+}
+
+/// Writes to Envoy's log under the `wasm` logger.
+pub fn log(level: LogLevel, message: &str) {
+    #[cfg(target_arch = "wasm32")]
+    {
+        // SAFETY: `message` outlives the call. A failed log line is not worth more than dropping it.
+        let _ = unsafe { abi::proxy_log(level as u32, message.as_ptr(), message.len()) };
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let _ = (level, message);
+    }
+}
+
+/// Answers an HTTP request locally (the request goes no further upstream).
+pub fn send_http_response(code: u32, headers: &[(&str, &str)], body: &[u8]) -> Result<(), Status> {
+    let headers = serialize_map(headers);
+    #[cfg(target_arch = "wasm32")]
+    {
+        // SAFETY: all slices outlive the call; -1 means "not a gRPC status".
+        ok(unsafe {
+            abi::proxy_send_local_response(
+                code,
+                std::ptr::null(),
+                0,
+                body.as_ptr(),
+                body.len(),
+                headers.as_ptr(),
+                headers.len(),
+                -1,
+            )
+        })
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let _ = (code, headers, body);
+        Err(Status::InternalFailure)
+    }
+}
+
+/// One header's value (`None` when absent).
+pub fn get_header(map: MapType, name: &str) -> Result<Option<String>, Status> {
+    #[cfg(target_arch = "wasm32")]
+    {
+        let mut data: *mut u8 = std::ptr::null_mut();
+        let mut size: usize = 0;
+        // SAFETY: `name` outlives the call; out-pointers are valid locals.
+        let code = unsafe {
+            abi::proxy_get_header_map_value(
+                map as u32,
+                name.as_ptr(),
+                name.len(),
+                &mut data,
+                &mut size,
+            )
+        };
+        match status(code) {
+            Status::Ok => {
+                Ok(abi::take_host_bytes(data, size)
+                    .map(|b| String::from_utf8_lossy(&b).into_owned()))
+            }
+            Status::NotFound => Ok(None),
+            other => Err(other),
+        }
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let _ = (map, name);
+        Err(Status::InternalFailure)
+    }
+}
+
+/// Sets a header, replacing any existing value.
+pub fn replace_header(map: MapType, name: &str, value: &str) -> Result<(), Status> {
+    #[cfg(target_arch = "wasm32")]
+    {
+        // SAFETY: both slices outlive the call.
+        ok(unsafe {
+            abi::proxy_replace_header_map_value(
+                map as u32,
+                name.as_ptr(),
+                name.len(),
+                value.as_ptr(),
+                value.len(),
+            )
+        })
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let _ = (map, name, value);
+        Err(Status::InternalFailure)
+    }
+}
+
+pub fn remove_header(map: MapType, name: &str) -> Result<(), Status> {
+    #[cfg(target_arch = "wasm32")]
+    {
+        // SAFETY: `name` outlives the call.
+        ok(unsafe { abi::proxy_remove_header_map_value(map as u32, name.as_ptr(), name.len()) })
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let _ = (map, name);
+        Err(Status::InternalFailure)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn property_path_joins_with_nul() {
+        assert_eq!(
+            property_path(&["source", "address"]),
+            b"source\0address".to_vec()
+        );
+        assert_eq!(property_path(&["x"]), b"x".to_vec());
+    }
+
+    #[test]
+    fn header_map_serialisation_matches_abi() {
+        let bytes = serialize_map(&[("a", "bc")]);
+        assert_eq!(
+            bytes,
+            [
+                &1u32.to_le_bytes()[..],
+                &1u32.to_le_bytes(),
+                &2u32.to_le_bytes(),
+                b"a\0bc\0"
+            ]
+            .concat()
+        );
+    }
+
+    #[test]
+    fn unknown_status_codes_are_internal_failures() {
+        assert_eq!(status(0), Status::Ok);
+        assert_eq!(status(12), Status::InternalFailure);
+        assert_eq!(ok(2), Err(Status::BadArgument));
+    }
+}

@@ -1,0 +1,887 @@
+//! Audit records in the API server's own `audit.k8s.io/v1` `Event` shape.
+//!
+//! Pipelines that already read API server audit logs (Falco's k8saudit plugin,
+//! Elastic, Datadog, Splunk, Sigma rules) accept these records unchanged. The
+//! fields are filled as the API server's `LogRequestMetadata` fills them;
+//! gatehouse's own data goes under `gatehouse.dev/` annotation keys.
+//!
+//! A [`RequestAudit`] is built once per request from what is known at request
+//! headers time; [`RequestAudit::event`] then yields one [`Event`] per stage
+//! ([`RequestAudit::stages`]). Long-running requests (watch, exec, attach,
+//! port-forward, logs, proxy) get a `ResponseStarted` event as well as
+//! `ResponseComplete`: Falco's exec rule fires only on `ResponseStarted`.
+
+use crate::request_info::RequestInfo;
+use crate::status::Status;
+use gatehouse_core::identity::Identity;
+use gatehouse_core::policy::{Action, Decision};
+use serde::{Serialize, Serializer};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+
+/// `authorization.k8s.io/decision`: `allow` or `forbid`.
+pub const DECISION_ANNOTATION: &str = "authorization.k8s.io/decision";
+/// `authorization.k8s.io/reason`: why, in words.
+pub const REASON_ANNOTATION: &str = "authorization.k8s.io/reason";
+/// The policy rule that decided; absent when the policy default did.
+pub const RULE_ANNOTATION: &str = "gatehouse.dev/rule";
+/// The policy action before it is folded into allow/forbid (`observe`, ...).
+pub const ACTION_ANNOTATION: &str = "gatehouse.dev/action";
+/// Comma-separated JSON paths masked in the response.
+pub const MASKED_FIELDS_ANNOTATION: &str = "gatehouse.dev/masked-fields";
+/// The client's `Kubectl-Session` header, to join a command's requests.
+pub const KUBECTL_SESSION_ANNOTATION: &str = "gatehouse.dev/kubectl-session";
+/// The gatehouse version that wrote the record.
+pub const BUILD_ANNOTATION: &str = "gatehouse.dev/build";
+/// A hash of the policy in force.
+pub const POLICY_HASH_ANNOTATION: &str = "gatehouse.dev/policy-hash";
+/// The issuer of the token that proved the identity.
+pub const ISSUER_ANNOTATION: &str = "gatehouse.dev/issuer";
+
+/// Longest User-Agent recorded before truncation, as the API server truncates.
+const MAX_USER_AGENT_BYTES: usize = 1024;
+const USER_AGENT_TRUNCATED_SUFFIX: &str = "...TRUNCATED";
+/// Most `X-Forwarded-For` addresses recorded.
+const MAX_FORWARDED_IPS: usize = 32;
+/// Most groups or extra values taken from impersonation headers.
+const MAX_IMPERSONATION_VALUES: usize = 64;
+/// Longest `Kubectl-Session` value recorded (kubectl sends a UUID).
+const MAX_SESSION_BYTES: usize = 128;
+
+/// How much of the request an event carries. gatehouse writes `Metadata`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Level {
+    Metadata,
+    Request,
+    RequestResponse,
+}
+
+/// The point in the request's life an event records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Stage {
+    RequestReceived,
+    /// Response headers sent, body not yet complete (long-running requests only).
+    ResponseStarted,
+    ResponseComplete,
+    Panic,
+}
+
+/// `metav1.MicroTime` from unix microseconds; serializes as
+/// `2006-01-02T15:04:05.000000Z`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct MicroTime(pub i64);
+
+impl fmt::Display for MicroTime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let seconds = self.0.div_euclid(1_000_000);
+        let micros = self.0.rem_euclid(1_000_000);
+        let (year, month, day) = civil_from_days(seconds.div_euclid(86_400));
+        let second_of_day = seconds.rem_euclid(86_400);
+        let (hour, minute, second) = (
+            second_of_day / 3600,
+            second_of_day % 3600 / 60,
+            second_of_day % 60,
+        );
+        write!(
+            f,
+            "{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{micros:06}Z"
+        )
+    }
+}
+
+impl Serialize for MicroTime {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+/// The proleptic Gregorian date of a day count from 1970-01-01
+/// (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let shifted_month = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
+    let month = if shifted_month < 10 {
+        shifted_month + 3
+    } else {
+        shifted_month - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// `authentication.k8s.io/v1` `UserInfo`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct UserInfo {
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub username: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub extra: BTreeMap<String, Vec<String>>,
+}
+
+impl UserInfo {
+    /// The user a gatehouse identity stands for.
+    pub fn from_identity(identity: &Identity) -> Self {
+        Self {
+            username: identity.subject.clone(),
+            groups: identity.groups.clone(),
+            ..Self::default()
+        }
+    }
+}
+
+/// `audit.k8s.io/v1` `ObjectReference`; empty fields are omitted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectReference {
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub resource: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub namespace: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub uid: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub api_group: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub api_version: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub resource_version: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub subresource: String,
+}
+
+impl ObjectReference {
+    /// The object a resource request names; `None` for non-resource requests.
+    pub fn from_request_info(info: &RequestInfo) -> Option<Self> {
+        info.is_resource_request.then(|| Self {
+            resource: info.resource.clone(),
+            namespace: info.namespace.clone(),
+            name: info.name.clone(),
+            api_group: info.api_group.clone(),
+            api_version: info.api_version.clone(),
+            subresource: info.subresource.clone(),
+            ..Self::default()
+        })
+    }
+}
+
+/// `audit.k8s.io/v1` `Event`, field for field in upstream order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Event {
+    pub kind: &'static str,
+    pub api_version: &'static str,
+    pub level: Level,
+    #[serde(rename = "auditID")]
+    pub audit_id: String,
+    pub stage: Stage,
+    #[serde(rename = "requestURI")]
+    pub request_uri: String,
+    /// The RequestInfo verb; the lowercase method for non-resource requests.
+    pub verb: String,
+    pub user: UserInfo,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub impersonated_user: Option<UserInfo>,
+    #[serde(rename = "sourceIPs", skip_serializing_if = "Vec::is_empty")]
+    pub source_ips: Vec<String>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub user_agent: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub object_ref: Option<ObjectReference>,
+    /// A `metav1.Status` in its audit form (no kind/apiVersion).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_status: Option<Status>,
+    pub request_received_timestamp: MicroTime,
+    pub stage_timestamp: MicroTime,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl Event {
+    /// One JSON line (without the newline).
+    pub fn to_json(&self) -> serde_json::Result<String> {
+        serde_json::to_string(self)
+    }
+}
+
+/// What is known about a request when its headers arrive; yields its events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestAudit {
+    template: Event,
+    long_running: bool,
+}
+
+impl RequestAudit {
+    /// Starts the record of a request. `request_uri` is the raw `:path` with its
+    /// query; `received_micros` is when the request arrived (unix microseconds).
+    pub fn new(
+        audit_id: &str,
+        request_uri: &str,
+        info: &RequestInfo,
+        identity: &Identity,
+        received_micros: i64,
+    ) -> Self {
+        let mut annotations = BTreeMap::new();
+        annotations.insert(
+            BUILD_ANNOTATION.to_owned(),
+            gatehouse_core::build::VERSION.to_owned(),
+        );
+        if let Some(issuer) = &identity.issuer {
+            annotations.insert(ISSUER_ANNOTATION.to_owned(), issuer.clone());
+        }
+        let template = Event {
+            kind: "Event",
+            api_version: "audit.k8s.io/v1",
+            level: Level::Metadata,
+            audit_id: audit_id.to_owned(),
+            stage: Stage::ResponseComplete,
+            request_uri: request_uri.to_owned(),
+            verb: info.verb.clone(),
+            user: UserInfo::from_identity(identity),
+            impersonated_user: None,
+            source_ips: Vec::new(),
+            user_agent: String::new(),
+            object_ref: ObjectReference::from_request_info(info),
+            response_status: None,
+            request_received_timestamp: MicroTime(received_micros),
+            stage_timestamp: MicroTime(received_micros),
+            annotations,
+        };
+        Self {
+            template,
+            long_running: is_long_running(info),
+        }
+    }
+
+    /// Fills source IPs, user agent, impersonated user and kubectl session from
+    /// the request headers and the peer address (`ip:port` or `ip`).
+    pub fn with_headers<I, K, V>(mut self, headers: I, peer: Option<&str>) -> Self
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        let headers: Vec<(K, V)> = headers.into_iter().collect();
+        let first = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k.as_ref().eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_ref())
+        };
+        self.template.source_ips = source_ips(first("x-forwarded-for"), first("x-real-ip"), peer);
+        self.template.user_agent = first("user-agent")
+            .map(truncate_user_agent)
+            .unwrap_or_default();
+        if let Some(session) =
+            first("kubectl-session").filter(|s| !s.is_empty() && s.len() <= MAX_SESSION_BYTES)
+        {
+            self.template
+                .annotations
+                .insert(KUBECTL_SESSION_ANNOTATION.to_owned(), session.to_owned());
+        }
+        self.template.impersonated_user =
+            impersonated_user(headers.iter().map(|(k, v)| (k.as_ref(), v.as_ref())));
+        self
+    }
+
+    /// Records the policy decision as the API server's authorization annotations.
+    pub fn with_decision(mut self, decision: &Decision) -> Self {
+        let annotations = &mut self.template.annotations;
+        let verdict = if decision.action.blocks() {
+            "forbid"
+        } else {
+            "allow"
+        };
+        annotations.insert(DECISION_ANNOTATION.to_owned(), verdict.to_owned());
+        annotations.insert(REASON_ANNOTATION.to_owned(), decision_reason(decision));
+        annotations.insert(
+            ACTION_ANNOTATION.to_owned(),
+            decision.action.as_str().to_owned(),
+        );
+        if let Some(rule) = &decision.rule {
+            annotations.insert(RULE_ANNOTATION.to_owned(), rule.clone());
+        }
+        self
+    }
+
+    /// Records the hash of the policy in force.
+    pub fn with_policy_hash(mut self, hash: &str) -> Self {
+        self.template
+            .annotations
+            .insert(POLICY_HASH_ANNOTATION.to_owned(), hash.to_owned());
+        self
+    }
+
+    /// Records the response fields that were masked (once the response is seen).
+    pub fn set_masked_fields<S: AsRef<str>>(&mut self, fields: &[S]) {
+        if fields.is_empty() {
+            return;
+        }
+        let joined = fields
+            .iter()
+            .map(AsRef::as_ref)
+            .collect::<Vec<_>>()
+            .join(",");
+        self.template
+            .annotations
+            .insert(MASKED_FIELDS_ANNOTATION.to_owned(), joined);
+    }
+
+    /// Whether the API server treats the request as long-running.
+    pub fn is_long_running(&self) -> bool {
+        self.long_running
+    }
+
+    /// The stages this request is recorded at, in order.
+    pub fn stages(&self) -> &'static [Stage] {
+        if self.long_running {
+            &[Stage::ResponseStarted, Stage::ResponseComplete]
+        } else {
+            &[Stage::ResponseComplete]
+        }
+    }
+
+    /// The request's annotations so far.
+    pub fn annotations(&self) -> &BTreeMap<String, String> {
+        &self.template.annotations
+    }
+
+    /// The event for `stage`, with the response status in its audit form.
+    /// For a success pass `Status::code_only(200)` (or 101 for an upgraded
+    /// `ResponseStarted`); for a refusal, the `Status` sent to the client.
+    pub fn event(&self, stage: Stage, response_status: &Status, stage_micros: i64) -> Event {
+        Event {
+            stage,
+            response_status: Some(response_status.for_audit()),
+            stage_timestamp: MicroTime(stage_micros),
+            ..self.template.clone()
+        }
+    }
+}
+
+/// The API server's long-running check: verbs `watch` and `proxy`; subresources
+/// `attach`, `exec`, `proxy`, `log` and `portforward`; `/debug/pprof/`.
+pub fn is_long_running(info: &RequestInfo) -> bool {
+    matches!(info.verb.as_str(), "watch" | "proxy")
+        || (info.is_resource_request
+            && matches!(
+                info.subresource.as_str(),
+                "attach" | "exec" | "proxy" | "log" | "portforward"
+            ))
+        || (!info.is_resource_request && info.path.starts_with("/debug/pprof/"))
+}
+
+/// `authorization.k8s.io/reason` for a decision.
+fn decision_reason(decision: &Decision) -> String {
+    if let Some(message) = decision.message.as_ref().filter(|m| !m.is_empty()) {
+        return message.clone();
+    }
+    let outcome = match decision.action {
+        Action::Allow => "allowed",
+        Action::Deny => "denied",
+        Action::Observe => "observed",
+        Action::RequireApproval => "awaiting approval",
+    };
+    match &decision.rule {
+        Some(rule) => format!("{outcome} by rule {rule:?}"),
+        None => format!("{outcome} by the policy default"),
+    }
+}
+
+/// `sourceIPs` as the API server's `utilnet.SourceIPs` builds them: every valid
+/// `X-Forwarded-For` address, then `X-Real-Ip` unless already listed, then the
+/// peer unless it repeats the last one.
+pub fn source_ips(
+    forwarded_for: Option<&str>,
+    real_ip: Option<&str>,
+    peer: Option<&str>,
+) -> Vec<String> {
+    let mut ips: Vec<IpAddr> = forwarded_for
+        .into_iter()
+        .flat_map(|list| list.split(','))
+        .filter_map(|part| parse_ip(part.trim()))
+        .take(MAX_FORWARDED_IPS)
+        .collect();
+    if let Some(ip) = real_ip.and_then(|value| parse_ip(value.trim()))
+        && !ips.contains(&ip)
+    {
+        ips.push(ip);
+    }
+    let peer_ip = peer.and_then(|p| {
+        p.parse::<SocketAddr>()
+            .ok()
+            .map(|a| a.ip())
+            .or_else(|| parse_ip(p))
+    });
+    if let Some(ip) = peer_ip.map(|ip| ip.to_canonical())
+        && ips.last() != Some(&ip)
+    {
+        ips.push(ip);
+    }
+    ips.iter().map(IpAddr::to_string).collect()
+}
+
+/// An address as Go prints it: IPv4-mapped IPv6 as plain IPv4.
+fn parse_ip(value: &str) -> Option<IpAddr> {
+    value.parse::<IpAddr>().ok().map(|ip| ip.to_canonical())
+}
+
+fn truncate_user_agent(user_agent: &str) -> String {
+    if user_agent.len() <= MAX_USER_AGENT_BYTES {
+        return user_agent.to_owned();
+    }
+    let mut end = MAX_USER_AGENT_BYTES;
+    while !user_agent.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!(
+        "{}{USER_AGENT_TRUNCATED_SUFFIX}",
+        user_agent.get(..end).unwrap_or_default()
+    )
+}
+
+/// The user named by `Impersonate-User` / `-Uid` / `-Group` / `-Extra-*` headers,
+/// as requested (the API server authorizes and completes it).
+pub fn impersonated_user<'a>(
+    headers: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Option<UserInfo> {
+    let mut user = UserInfo::default();
+    let mut impersonating = false;
+    let mut values = 0;
+    for (name, value) in headers {
+        let Some(suffix) = name
+            .get(..12)
+            .filter(|p| p.eq_ignore_ascii_case("impersonate-"))
+            .and_then(|_| name.get(12..))
+        else {
+            continue;
+        };
+        if values == MAX_IMPERSONATION_VALUES {
+            break;
+        }
+        values += 1;
+        if suffix.eq_ignore_ascii_case("user") {
+            impersonating = true;
+            user.username = value.to_owned();
+        } else if suffix.eq_ignore_ascii_case("uid") {
+            user.uid = Some(value.to_owned());
+        } else if suffix.eq_ignore_ascii_case("group") {
+            user.groups.push(value.to_owned());
+        } else if let Some(key) = suffix
+            .get(..6)
+            .filter(|p| p.eq_ignore_ascii_case("extra-"))
+            .and_then(|_| suffix.get(6..))
+        {
+            user.extra
+                .entry(key.to_ascii_lowercase())
+                .or_default()
+                .push(value.to_owned());
+        }
+    }
+    impersonating.then_some(user)
+}
+
+#[cfg(test)]
+#[allow(clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+    use crate::request_info::decode_request;
+    use crate::status::{Status, forbidden};
+    use serde_json::Value;
+
+    const EXEC_URI: &str = "/api/v1/namespaces/prod/pods/web-0/exec?command=cat&command=%2Fetc%2Fpasswd&container=app&stderr=true&stdout=true";
+    /// 2026-11-22T01:02:03.000004Z
+    const RECEIVED: i64 = 1_795_309_323_000_004;
+
+    fn alice() -> Identity {
+        Identity {
+            subject: "alice@example.com".to_owned(),
+            groups: vec!["developer".to_owned()],
+            issuer: Some("https://idp.example.com".to_owned()),
+            verified: true,
+            ..Identity::default()
+        }
+    }
+
+    const KUBECTL_HEADERS: &[(&str, &str)] = &[
+        (
+            "user-agent",
+            "kubectl/v1.33.0 (linux/amd64) kubernetes/abcdef0",
+        ),
+        ("kubectl-command", "kubectl exec"),
+        ("kubectl-session", "5d3c1f7e-8a0b-4c2d-9e6f-7a8b9c0d1e2f"),
+        ("upgrade", "websocket"),
+    ];
+
+    fn exec_audit(method: &str, decision: &Decision) -> (RequestAudit, RequestInfo) {
+        let info = decode_request(method, EXEC_URI).unwrap().info;
+        let audit = RequestAudit::new(
+            "9b1d7a3e-0c4f-4e55-8a6b-2f1e0d9c8b7a",
+            EXEC_URI,
+            &info,
+            &alice(),
+            RECEIVED,
+        )
+        .with_headers(KUBECTL_HEADERS.iter().copied(), Some("10.0.0.7:52114"))
+        .with_decision(decision)
+        .with_policy_hash("sha256:0f1e2d");
+        (audit, info)
+    }
+
+    fn deny() -> Decision {
+        Decision {
+            action: Action::Deny,
+            rule: Some("no-exec-in-prod".to_owned()),
+            message: Some("blocked by policy no-exec-in-prod".to_owned()),
+        }
+    }
+
+    /// Compares an event's JSON with a golden file; the build annotation is pinned
+    /// so that version bumps do not churn the files.
+    fn golden(name: &str, event: &Event) {
+        let mut event = event.clone();
+        event
+            .annotations
+            .insert(BUILD_ANNOTATION.to_owned(), "0.0.0-test".to_owned());
+        let actual = event.to_json().unwrap();
+        let path = format!("{}/testdata/{name}", env!("CARGO_MANIFEST_DIR"));
+        if std::env::var_os("GATEHOUSE_UPDATE_GOLDEN").is_some() {
+            std::fs::write(&path, format!("{actual}\n")).unwrap();
+        }
+        let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert_eq!(
+            actual,
+            expected.trim_end(),
+            "{path} (set GATEHOUSE_UPDATE_GOLDEN=1 to rewrite)"
+        );
+    }
+
+    #[test]
+    fn denied_exec_events_match_golden_files() {
+        let (audit, info) = exec_audit("GET", &deny());
+        assert_eq!(
+            audit.stages(),
+            [Stage::ResponseStarted, Stage::ResponseComplete]
+        );
+        let refusal = forbidden(
+            &info,
+            "alice@example.com",
+            "blocked by policy no-exec-in-prod",
+        );
+        let started = audit.event(Stage::ResponseStarted, &refusal, RECEIVED + 150);
+        let complete = audit.event(Stage::ResponseComplete, &refusal, RECEIVED + 210);
+        golden("audit_exec_denied_started.json", &started);
+        golden("audit_exec_denied_complete.json", &complete);
+    }
+
+    #[test]
+    fn allowed_list_event_matches_golden_file() {
+        let info = decode_request("GET", "/api/v1/namespaces/dev/pods?limit=500")
+            .unwrap()
+            .info;
+        let audit = RequestAudit::new(
+            "0d7e",
+            "/api/v1/namespaces/dev/pods?limit=500",
+            &info,
+            &alice(),
+            RECEIVED,
+        )
+        .with_headers(
+            [
+                ("X-Forwarded-For", "203.0.113.9, 10.0.0.2"),
+                ("X-Real-Ip", "10.0.0.2"),
+            ],
+            Some("10.0.0.2:443"),
+        )
+        .with_decision(&Decision {
+            action: Action::Allow,
+            rule: Some("read-dev".to_owned()),
+            message: None,
+        });
+        assert_eq!(audit.stages(), [Stage::ResponseComplete]);
+        let event = audit.event(
+            Stage::ResponseComplete,
+            &Status::code_only(200),
+            RECEIVED + 1_234,
+        );
+        golden("audit_list_allowed_complete.json", &event);
+    }
+
+    /// Falco's k8saudit plugin drops events without `kind: Event` or with a
+    /// `stageTimestamp` that is not RFC 3339, and its rules read these fields; the
+    /// "Attach/Exec Pod" rule needs `ResponseStarted` with verb create or get.
+    #[test]
+    fn exec_record_has_everything_falco_reads() {
+        let path = format!(
+            "{}/testdata/audit_exec_denied_started.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let event: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        assert_eq!(event["kind"], "Event");
+        assert_eq!(event["apiVersion"], "audit.k8s.io/v1");
+        for field in ["stageTimestamp", "requestReceivedTimestamp"] {
+            let timestamp = event[field].as_str().unwrap();
+            assert!(is_rfc3339(timestamp), "{field} {timestamp}");
+        }
+        assert_eq!(event["stage"], "ResponseStarted");
+        assert!(matches!(event["verb"].as_str(), Some("get" | "create")));
+        assert!(!event["auditID"].as_str().unwrap().is_empty());
+        assert!(
+            event["requestURI"]
+                .as_str()
+                .unwrap()
+                .contains("command=cat")
+        );
+        assert_eq!(event["user"]["username"], "alice@example.com");
+        assert_eq!(event["user"]["groups"][0], "developer");
+        let object = &event["objectRef"];
+        assert_eq!(
+            (&object["resource"], &object["subresource"]),
+            (&Value::from("pods"), &Value::from("exec"))
+        );
+        assert_eq!(
+            (&object["namespace"], &object["name"]),
+            (&Value::from("prod"), &Value::from("web-0"))
+        );
+        assert!(
+            object.get("apiGroup").is_none(),
+            "core group omits apiGroup"
+        );
+        assert_eq!(event["responseStatus"]["code"], 403);
+        assert_eq!(event["responseStatus"]["reason"], "Forbidden");
+        assert_eq!(event["annotations"][DECISION_ANNOTATION], "forbid");
+        assert_eq!(
+            event["annotations"][REASON_ANNOTATION],
+            "blocked by policy no-exec-in-prod"
+        );
+        assert!(event["userAgent"].as_str().unwrap().starts_with("kubectl/"));
+        assert_eq!(event["sourceIPs"][0], "10.0.0.7");
+    }
+
+    /// RFC 3339 `date-time` as Go's `time.RFC3339Nano` parser accepts it.
+    fn is_rfc3339(value: &str) -> bool {
+        let bytes = value.as_bytes();
+        let digits = |range: std::ops::Range<usize>| {
+            bytes
+                .get(range)
+                .is_some_and(|b| b.iter().all(u8::is_ascii_digit))
+        };
+        let number = |range: std::ops::Range<usize>| {
+            value
+                .get(range)
+                .and_then(|s| s.parse::<u32>().ok())
+                .unwrap_or(99)
+        };
+        let shape = digits(0..4)
+            && bytes.get(4) == Some(&b'-')
+            && digits(5..7)
+            && bytes.get(7) == Some(&b'-')
+            && digits(8..10)
+            && bytes.get(10) == Some(&b'T')
+            && digits(11..13)
+            && bytes.get(13) == Some(&b':')
+            && digits(14..16)
+            && bytes.get(16) == Some(&b':')
+            && digits(17..19);
+        let ranges = (1..=12).contains(&number(5..7))
+            && (1..=31).contains(&number(8..10))
+            && number(11..13) < 24
+            && number(14..16) < 60
+            && number(17..19) < 60;
+        let mut rest = value.get(19..).unwrap_or("");
+        if let Some(fraction) = rest.strip_prefix('.') {
+            let len = fraction.bytes().take_while(u8::is_ascii_digit).count();
+            if len == 0 || len > 9 {
+                return false;
+            }
+            rest = &fraction[len..];
+        }
+        shape
+            && ranges
+            && (rest == "Z"
+                || (rest.len() == 6 && (rest.starts_with('+') || rest.starts_with('-'))))
+    }
+
+    #[test]
+    fn micro_time_formats_like_metav1() {
+        for (micros, expected) in [
+            (0, "1970-01-01T00:00:00.000000Z"),
+            (-1, "1969-12-31T23:59:59.999999Z"),
+            (951_782_400_000_000, "2000-02-29T00:00:00.000000Z"),
+            (1_709_164_800_000_001, "2024-02-29T00:00:00.000001Z"),
+            (1_763_769_600_123_456, "2025-11-22T00:00:00.123456Z"),
+            (RECEIVED, "2026-11-22T01:02:03.000004Z"),
+            (253_402_300_799_999_999, "9999-12-31T23:59:59.999999Z"),
+        ] {
+            assert_eq!(MicroTime(micros).to_string(), expected);
+        }
+    }
+
+    #[test]
+    fn long_running_requests_get_a_response_started_stage() {
+        for (method, uri, long_running) in [
+            ("GET", "/api/v1/namespaces/p/pods?watch=true", true),
+            ("GET", "/api/v1/watch/namespaces/p/pods", true),
+            ("POST", "/api/v1/namespaces/p/pods/w/exec?command=ls", true),
+            ("POST", "/api/v1/namespaces/p/pods/w/attach", true),
+            ("GET", "/api/v1/namespaces/p/pods/w/portforward", true),
+            ("GET", "/api/v1/namespaces/p/pods/w/log?follow=true", true),
+            ("GET", "/api/v1/namespaces/p/pods/w/log", true),
+            ("GET", "/api/v1/namespaces/p/services/s/proxy/metrics", true),
+            ("GET", "/debug/pprof/profile", true),
+            ("GET", "/api/v1/namespaces/p/pods", false),
+            ("GET", "/api/v1/namespaces/p/pods/w", false),
+            ("DELETE", "/api/v1/namespaces/p", false),
+            ("GET", "/version", false),
+        ] {
+            let info = decode_request(method, uri).unwrap().info;
+            assert_eq!(is_long_running(&info), long_running, "{method} {uri}");
+        }
+    }
+
+    #[test]
+    fn upgraded_exec_starts_with_101_and_keeps_the_request_verb() {
+        let (audit, _) = exec_audit("GET", &Decision::allow());
+        let started = audit.event(
+            Stage::ResponseStarted,
+            &Status::code_only(101),
+            RECEIVED + 5,
+        );
+        assert_eq!(started.verb, "get");
+        assert_eq!(started.response_status.as_ref().map(|s| s.code), Some(101));
+        let json = started.to_json().unwrap();
+        assert!(
+            json.contains(r#""responseStatus":{"metadata":{},"code":101}"#),
+            "{json}"
+        );
+        assert_eq!(audit.annotations()[DECISION_ANNOTATION], "allow");
+        assert_eq!(
+            audit.annotations()[REASON_ANNOTATION],
+            "allowed by the policy default"
+        );
+        assert!(!audit.annotations().contains_key(RULE_ANNOTATION));
+    }
+
+    #[test]
+    fn observe_is_allowed_and_approval_is_forbidden() {
+        let observe = Decision {
+            action: Action::Observe,
+            rule: Some("shadow".to_owned()),
+            message: None,
+        };
+        let (audit, _) = exec_audit("POST", &observe);
+        assert_eq!(audit.annotations()[DECISION_ANNOTATION], "allow");
+        assert_eq!(audit.annotations()[ACTION_ANNOTATION], "observe");
+        assert_eq!(
+            audit.annotations()[REASON_ANNOTATION],
+            "observed by rule \"shadow\""
+        );
+        let approval = Decision {
+            action: Action::RequireApproval,
+            rule: None,
+            message: None,
+        };
+        let (audit, _) = exec_audit("POST", &approval);
+        assert_eq!(audit.annotations()[DECISION_ANNOTATION], "forbid");
+    }
+
+    #[test]
+    fn masked_fields_are_annotated_once_known() {
+        let (mut audit, _) = exec_audit("GET", &Decision::allow());
+        audit.set_masked_fields::<&str>(&[]);
+        assert!(!audit.annotations().contains_key(MASKED_FIELDS_ANNOTATION));
+        audit.set_masked_fields(&["data.password", "data.token"]);
+        let event = audit.event(Stage::ResponseComplete, &Status::code_only(200), RECEIVED);
+        assert_eq!(
+            event.annotations[MASKED_FIELDS_ANNOTATION],
+            "data.password,data.token"
+        );
+    }
+
+    #[test]
+    fn source_ips_follow_the_api_server_order() {
+        let ips = |xff, real, peer| source_ips(xff, real, peer);
+        assert_eq!(ips(None, None, Some("10.0.0.7:52114")), ["10.0.0.7"]);
+        assert_eq!(ips(None, None, Some("[2001:db8::1]:443")), ["2001:db8::1"]);
+        assert_eq!(ips(None, None, Some("[::ffff:10.1.2.3]:443")), ["10.1.2.3"]);
+        assert_eq!(
+            ips(
+                Some("203.0.113.9, bogus, 10.0.0.2"),
+                Some("198.51.100.4"),
+                Some("10.0.0.1:1")
+            ),
+            ["203.0.113.9", "10.0.0.2", "198.51.100.4", "10.0.0.1"]
+        );
+        // X-Real-Ip already in the chain and a peer equal to the last entry are not repeated
+        assert_eq!(
+            ips(
+                Some("203.0.113.9,10.0.0.2"),
+                Some("203.0.113.9"),
+                Some("10.0.0.2:1")
+            ),
+            ["203.0.113.9", "10.0.0.2"]
+        );
+        assert!(ips(None, None, Some("not-an-address")).is_empty());
+        let long = vec!["10.0.0.1"; 100].join(",");
+        assert_eq!(ips(Some(&long), None, None).len(), MAX_FORWARDED_IPS);
+    }
+
+    #[test]
+    fn impersonation_headers_become_the_impersonated_user() {
+        let info = decode_request("GET", "/api/v1/pods").unwrap().info;
+        let headers = [
+            ("Impersonate-User", "system:serviceaccount:prod:builder"),
+            ("Impersonate-Group", "system:serviceaccounts"),
+            ("impersonate-group", "system:authenticated"),
+            ("Impersonate-Extra-Scopes", "view"),
+            ("Impersonate-Uid", "1234"),
+        ];
+        let audit =
+            RequestAudit::new("id", "/api/v1/pods", &info, &alice(), 0).with_headers(headers, None);
+        let event = audit.event(Stage::ResponseComplete, &Status::code_only(200), 0);
+        let user = event.impersonated_user.unwrap();
+        assert_eq!(user.username, "system:serviceaccount:prod:builder");
+        assert_eq!(
+            user.groups,
+            ["system:serviceaccounts", "system:authenticated"]
+        );
+        assert_eq!(user.uid.as_deref(), Some("1234"));
+        assert_eq!(user.extra["scopes"], ["view"]);
+        let plain = RequestAudit::new("id", "/api/v1/pods", &info, &alice(), 0)
+            .with_headers([("Impersonate-Group", "x")], None);
+        assert_eq!(
+            plain
+                .event(Stage::ResponseComplete, &Status::code_only(200), 0)
+                .impersonated_user,
+            None
+        );
+    }
+
+    #[test]
+    fn non_resource_requests_have_no_object_ref_and_long_agents_are_truncated() {
+        let info = decode_request("GET", "/version?timeout=5s").unwrap().info;
+        let agent = "a".repeat(MAX_USER_AGENT_BYTES + 10);
+        let audit = RequestAudit::new("id", "/version?timeout=5s", &info, &alice(), 0)
+            .with_headers([("User-Agent", agent.as_str())], None);
+        let event = audit.event(Stage::ResponseComplete, &Status::code_only(200), 0);
+        assert_eq!(event.object_ref, None);
+        assert_eq!(event.verb, "get");
+        assert_eq!(
+            event.user_agent.len(),
+            MAX_USER_AGENT_BYTES + USER_AGENT_TRUNCATED_SUFFIX.len()
+        );
+        assert!(event.user_agent.ends_with("...TRUNCATED"));
+    }
+}

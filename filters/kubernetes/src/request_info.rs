@@ -1,0 +1,933 @@
+//! `RequestInfo`: a Kubernetes API request in the API server's own terms.
+//!
+//! This is a port of the API server's `NewRequestInfo`
+//! (`k8s.io/apiserver/pkg/endpoints/request/requestinfo.go`), so that policy rules
+//! read like RBAC and audit records match the API server's. Valid path shapes:
+//!
+//! ```text
+//! Resource paths
+//!   /apis/{api-group}/{version}/namespaces
+//!   /api/{version}/namespaces
+//!   /api/{version}/namespaces/{namespace}
+//!   /api/{version}/namespaces/{namespace}/{resource}
+//!   /api/{version}/namespaces/{namespace}/{resource}/{resourceName}
+//!   /api/{version}/{resource}
+//!   /api/{version}/{resource}/{resourceName}
+//! Special verbs without subresources
+//!   /api/{version}/proxy/{resource}/{resourceName}
+//!   /api/{version}/proxy/namespaces/{namespace}/{resource}/{resourceName}
+//! Special verbs with subresources
+//!   /api/{version}/watch/{resource}
+//!   /api/{version}/watch/namespaces/{namespace}/{resource}
+//! Non-resource paths
+//!   /apis/{api-group}/{version}, /apis/{api-group}, /apis, /api/{version}, /api,
+//!   /healthz, /version, /openapi/..., /
+//! ```
+//!
+//! Unlike the API server, which receives an already-parsed URL, gatehouse gets the
+//! raw `:path`. It judges the path as the API server will read it (percent-decoded)
+//! and refuses anything whose reading could differ between Envoy, gatehouse and the
+//! API server: encoded slashes, empty or dot segments, control bytes, invalid
+//! percent-encodings, `;` query separators and oversized targets.
+
+use std::borrow::Cow;
+
+/// Longest accepted path (the part of `:path` before `?`), in bytes.
+pub const MAX_PATH_BYTES: usize = 8 * 1024;
+/// Longest accepted query string (after `?`), in bytes. Larger than the path
+/// limit because `kubectl exec` carries its argv there.
+pub const MAX_QUERY_BYTES: usize = 32 * 1024;
+/// Most query parameters accepted in one request.
+pub const MAX_QUERY_PARAMS: usize = 512;
+/// Longest accepted HTTP method, in bytes.
+pub const MAX_METHOD_BYTES: usize = 32;
+
+/// Path prefixes that lead to API resources (`APIPrefixes`).
+const API_PREFIXES: [&str; 2] = ["api", "apis"];
+/// The prefix whose resources have no API group (`GrouplessAPIPrefixes`).
+const GROUPLESS_API_PREFIX: &str = "api";
+
+/// Why a request target was refused. Refusal is deliberate: each case is one where
+/// a guess could let the API server act on something policy never saw.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// The path is longer than [`MAX_PATH_BYTES`].
+    #[error("request path is {len} bytes, over the {max}-byte limit")]
+    PathTooLong { len: usize, max: usize },
+    /// The query string is longer than [`MAX_QUERY_BYTES`].
+    #[error("query string is {len} bytes, over the {max}-byte limit")]
+    QueryTooLong { len: usize, max: usize },
+    /// The query string has more than [`MAX_QUERY_PARAMS`] parameters.
+    #[error("query string has more than {max} parameters")]
+    TooManyQueryParams { max: usize },
+    /// The method is empty, too long or not an HTTP token.
+    #[error("invalid HTTP method")]
+    InvalidMethod,
+    /// The target is not an absolute path (origin form).
+    #[error("request target must start with '/'")]
+    NotAbsolutePath,
+    /// A `%` not followed by two hex digits.
+    #[error("invalid percent-encoding at byte {offset} of the request target")]
+    InvalidPercentEncoding { offset: usize },
+    /// `%2F` or `%5C`: the API server would split the decoded path at it.
+    #[error("encoded slash or backslash at byte {offset} of the request path")]
+    EncodedSlash { offset: usize },
+    /// A literal backslash, which some proxies read as a slash.
+    #[error("backslash in the request path")]
+    Backslash,
+    /// `//` in the path.
+    #[error("empty segment ('//') in the request path")]
+    EmptySegment,
+    /// A `.` or `..` segment, raw or encoded.
+    #[error("dot segment ('.' or '..') in the request path")]
+    DotSegment,
+    /// A control byte in the raw target or in the decoded path.
+    #[error("control character in the request target")]
+    ControlCharacter,
+    /// Percent-decoding produced bytes that are not UTF-8.
+    #[error("percent-decoded request target is not valid UTF-8")]
+    InvalidUtf8,
+    /// A `#`, which never belongs in a request target.
+    #[error("'#' in the request target")]
+    Fragment,
+    /// A `;` in the query; the API server drops such parameters silently.
+    #[error("';' in the query string")]
+    QuerySemicolon,
+    /// `/api/{version}/watch` or `/proxy` with nothing after it; the API server
+    /// fails these too ("unable to determine kind and namespace from url").
+    #[error("unable to determine kind and namespace from the request path")]
+    MissingResource,
+}
+
+/// A request as the API server's `RequestInfo` describes it. Field names mirror
+/// upstream so rules read like RBAC.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestInfo {
+    /// Whether the request is for an API resource or subresource.
+    pub is_resource_request: bool,
+    /// The percent-decoded URL path.
+    pub path: String,
+    /// The Kubernetes verb (`get`, `list`, `watch`, `create`, `deletecollection`,
+    /// ...); for non-resource requests, the lowercase HTTP method.
+    pub verb: String,
+    /// `api` or `apis` for resource requests.
+    pub api_prefix: String,
+    /// The API group; empty for the core group.
+    pub api_group: String,
+    pub api_version: String,
+    /// The namespace; empty for cluster-scoped requests.
+    pub namespace: String,
+    /// The resource (plural, e.g. `pods`), not the kind.
+    pub resource: String,
+    /// The subresource, e.g. `exec`, `status`, `log`.
+    pub subresource: String,
+    /// The object name, from the path or a `metadata.name` field selector.
+    pub name: String,
+    /// Path parts starting at the resource: `resource/name/subresource/...`.
+    pub parts: Vec<String>,
+    /// The raw field selector, for `list`, `watch` and `deletecollection` only.
+    pub field_selector: String,
+    /// The raw label selector, for `list`, `watch` and `deletecollection` only.
+    pub label_selector: String,
+}
+
+impl RequestInfo {
+    /// Decodes `method` and the raw `:path` (query included) into a `RequestInfo`.
+    pub fn new(method: &str, raw_path: &str) -> Result<Self, DecodeError> {
+        decode_request(method, raw_path).map(|decoded| decoded.info)
+    }
+}
+
+/// The decoded query string: every `key=value` pair in order, repeats kept.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Query {
+    pairs: Vec<(String, String)>,
+}
+
+impl Query {
+    /// Parses a raw query string (without the `?`) as Go's `url.ParseQuery` does,
+    /// except that what Go would silently drop (`;`, bad escapes) is refused.
+    pub fn parse(raw: &str) -> Result<Self, DecodeError> {
+        if raw.len() > MAX_QUERY_BYTES {
+            return Err(DecodeError::QueryTooLong {
+                len: raw.len(),
+                max: MAX_QUERY_BYTES,
+            });
+        }
+        if raw.contains(';') {
+            return Err(DecodeError::QuerySemicolon);
+        }
+        if raw.bytes().any(is_control) {
+            return Err(DecodeError::ControlCharacter);
+        }
+        let mut pairs = Vec::new();
+        let mut offset = 0;
+        for pair in raw.split('&') {
+            let pair_offset = offset;
+            offset += pair.len() + 1;
+            if pair.is_empty() {
+                continue;
+            }
+            if pairs.len() == MAX_QUERY_PARAMS {
+                return Err(DecodeError::TooManyQueryParams {
+                    max: MAX_QUERY_PARAMS,
+                });
+            }
+            let (raw_key, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
+            let key = decode_query_component(raw_key, pair_offset)?;
+            let value = decode_query_component(raw_value, pair_offset + raw_key.len() + 1)?;
+            pairs.push((key.into_owned(), value.into_owned()));
+        }
+        Ok(Self { pairs })
+    }
+
+    /// The first value of `key`, as Go's `Values.Get` returns it.
+    pub fn first(&self, key: &str) -> Option<&str> {
+        self.pairs
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of `key`, in order (e.g. each `command=` of an exec).
+    pub fn all<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.pairs
+            .iter()
+            .filter(move |(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// A boolean parameter as apimachinery reads it
+    /// (`Convert_Slice_string_To_bool`): absent is false; present is true unless
+    /// the first value is `0` or a case-insensitive `false`. A bare `?watch` is true.
+    pub fn flag(&self, key: &str) -> bool {
+        self.first(key).is_some_and(is_true)
+    }
+
+    /// All pairs in order.
+    pub fn pairs(&self) -> &[(String, String)] {
+        &self.pairs
+    }
+}
+
+/// apimachinery's truth rule for one query value.
+fn is_true(value: &str) -> bool {
+    !(value == "0" || value.eq_ignore_ascii_case("false"))
+}
+
+/// A decoded request: its `RequestInfo` and its query, parsed once.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DecodedRequest {
+    pub info: RequestInfo,
+    pub query: Query,
+}
+
+/// Decodes `method` and the raw `:path` (query included), refusing ambiguous
+/// targets (see [`DecodeError`]).
+pub fn decode_request(method: &str, raw_path: &str) -> Result<DecodedRequest, DecodeError> {
+    if method.is_empty() || method.len() > MAX_METHOD_BYTES || !method.bytes().all(is_token_byte) {
+        return Err(DecodeError::InvalidMethod);
+    }
+    let (raw_path_only, raw_query) = raw_path.split_once('?').unwrap_or((raw_path, ""));
+    if raw_path_only.len() > MAX_PATH_BYTES {
+        return Err(DecodeError::PathTooLong {
+            len: raw_path_only.len(),
+            max: MAX_PATH_BYTES,
+        });
+    }
+    if let Some(byte) = raw_path.bytes().find(|&b| b == b'#' || is_control(b)) {
+        return Err(if byte == b'#' {
+            DecodeError::Fragment
+        } else {
+            DecodeError::ControlCharacter
+        });
+    }
+    let path = decode_path(raw_path_only)?;
+    let query = Query::parse(raw_query)?;
+    let info = request_info(method, &path, &query)?;
+    Ok(DecodedRequest { info, query })
+}
+
+/// The `NewRequestInfo` algorithm over an already validated, decoded path.
+fn request_info(method: &str, path: &str, query: &Query) -> Result<RequestInfo, DecodeError> {
+    let mut info = RequestInfo {
+        path: path.to_owned(),
+        verb: method.to_ascii_lowercase(),
+        ..RequestInfo::default()
+    };
+
+    let trimmed = path.trim_matches('/');
+    // Upstream checks `len(parts) < 3` first; three segments need two slashes.
+    if trimmed.bytes().filter(|&b| b == b'/').count() < 2 {
+        return Ok(info);
+    }
+    let mut parts = trimmed.split('/');
+    let Some(prefix) = parts.next().filter(|p| API_PREFIXES.contains(p)) else {
+        return Ok(info);
+    };
+    info.api_prefix = prefix.to_owned();
+    let rest: Vec<&str> = parts.collect();
+    let mut current: &[&str] = &rest;
+
+    let mut api_group = "";
+    if prefix != GROUPLESS_API_PREFIX {
+        // Under `apis` the group takes a segment: four parts are needed.
+        let [group, tail @ ..] = current else {
+            return Ok(info);
+        };
+        if tail.len() < 2 {
+            return Ok(info);
+        }
+        api_group = group;
+        current = tail;
+    }
+    let [api_version, tail @ ..] = current else {
+        return Ok(info);
+    };
+    info.is_resource_request = true;
+    info.api_group = api_group.to_owned();
+    info.api_version = (*api_version).to_owned();
+    current = tail;
+
+    // `/{specialVerb}/...`: the deprecated `watch` and `proxy` path prefixes.
+    let mut verb_via_path_prefix = false;
+    match current {
+        [special @ ("watch" | "proxy"), tail @ ..] => {
+            if tail.is_empty() {
+                return Err(DecodeError::MissingResource);
+            }
+            info.verb = (*special).to_owned();
+            current = tail;
+            verb_via_path_prefix = true;
+        }
+        _ => info.verb = verb_for_method(method).to_owned(),
+    }
+
+    // `/namespaces/{namespace}/{resource}/...`: re-base the parts at the resource
+    // unless what follows the namespace is one of its own subresources.
+    if let ["namespaces", namespace, tail @ ..] = current {
+        info.namespace = (*namespace).to_owned();
+        if let Some(next) = tail.first()
+            && !matches!(*next, "status" | "finalize")
+        {
+            current = tail;
+        }
+    }
+
+    // Parts read `resource/name/subresource/...`; anything further is not
+    // interpreted (a proxy subpath, for instance).
+    if let Some(resource) = current.first() {
+        info.resource = (*resource).to_owned();
+    }
+    if let Some(name) = current.get(1) {
+        info.name = (*name).to_owned();
+    }
+    if info.verb != "proxy"
+        && let Some(subresource) = current.get(2)
+    {
+        info.subresource = (*subresource).to_owned();
+    }
+    info.parts = current.iter().map(|part| (*part).to_owned()).collect();
+
+    // No name on a get: a list or a watch of the collection, possibly narrowed to
+    // one object by a `metadata.name` field selector.
+    if info.name.is_empty() && info.verb == "get" {
+        let options = ListOptions::decode(query);
+        info.verb = if options.watch { "watch" } else { "list" }.to_owned();
+        if let Some(name) = options
+            .field_selector_name
+            .filter(|n| is_path_segment_name(n))
+        {
+            info.name = name;
+        }
+    }
+    if info.name.is_empty() && info.verb == "delete" {
+        info.verb = "deletecollection".to_owned();
+    }
+
+    // Selectors are recorded only where the API server honours them, and never
+    // for the deprecated verb-via-path form.
+    if !verb_via_path_prefix && matches!(info.verb.as_str(), "list" | "watch" | "deletecollection")
+    {
+        info.field_selector = query.first("fieldSelector").unwrap_or_default().to_owned();
+        info.label_selector = query.first("labelSelector").unwrap_or_default().to_owned();
+    }
+    Ok(info)
+}
+
+/// The verb for a method when the path does not name one.
+fn verb_for_method(method: &str) -> &'static str {
+    match method {
+        "POST" => "create",
+        "GET" | "HEAD" => "get",
+        "PUT" => "update",
+        "PATCH" => "patch",
+        "DELETE" => "delete",
+        _ => "",
+    }
+}
+
+/// The parts of `metainternalversion.ListOptions` that `NewRequestInfo` reads.
+struct ListOptions {
+    watch: bool,
+    field_selector_name: Option<String>,
+}
+
+impl ListOptions {
+    /// Mirrors `ParameterCodec.DecodeParameters`: if any list option fails to
+    /// decode, everything but `watch` is dropped, so the field selector sets no name.
+    fn decode(query: &Query) -> Self {
+        let watch = query.flag("watch");
+        let integers_ok = ["limit", "timeoutSeconds"]
+            .iter()
+            .all(|key| query.first(key).is_none_or(|v| v.parse::<i64>().is_ok()));
+        let field_selector_name = if integers_ok {
+            query.first("fieldSelector").and_then(|selector| {
+                field_selector_exact_match(selector, "metadata.name")
+                    .ok()
+                    .flatten()
+            })
+        } else {
+            None
+        };
+        Self {
+            watch,
+            field_selector_name,
+        }
+    }
+}
+
+/// `fields.ParseSelector(selector).RequiresExactMatch(field)`: `Err` for an invalid
+/// selector, `Ok(None)` when no `field=value` / `field==value` term exists.
+/// Terms are sorted before matching, as upstream does, so the first term in byte
+/// order wins when a field repeats.
+fn field_selector_exact_match(selector: &str, field: &str) -> Result<Option<String>, ()> {
+    let mut terms = split_selector_terms(selector);
+    terms.sort_unstable();
+    let mut found = None;
+    for term in terms.into_iter().filter(|t| !t.is_empty()) {
+        let (lhs, operator, rhs) = split_selector_term(term).ok_or(())?;
+        let value = unescape_selector_value(rhs)?;
+        if found.is_none() && operator != "!=" && lhs == field {
+            found = Some(value.into_owned());
+        }
+    }
+    Ok(found)
+}
+
+/// Splits on commas not escaped by a backslash (`splitTerms`).
+fn split_selector_terms(selector: &str) -> Vec<&str> {
+    let mut terms = Vec::new();
+    if selector.is_empty() {
+        return terms;
+    }
+    let mut start = 0;
+    let mut in_escape = false;
+    for (i, c) in selector.char_indices() {
+        if in_escape {
+            in_escape = false;
+        } else if c == '\\' {
+            in_escape = true;
+        } else if c == ',' {
+            terms.push(selector.get(start..i).unwrap_or_default());
+            start = i + 1;
+        }
+    }
+    terms.push(selector.get(start..).unwrap_or_default());
+    terms
+}
+
+/// Splits a term at the first operator (`!=`, `==`, `=`; `splitTerm`).
+fn split_selector_term(term: &str) -> Option<(&str, &str, &str)> {
+    term.char_indices().find_map(|(i, _)| {
+        let (lhs, remaining) = term.split_at_checked(i)?;
+        ["!=", "==", "="]
+            .into_iter()
+            .find_map(|op| remaining.strip_prefix(op).map(|rhs| (lhs, op, rhs)))
+    })
+}
+
+/// Resolves `\\`, `\,` and `\=` in a selector value; a bare `,` or `=` or any
+/// other escape is invalid (`fields.UnescapeValue`).
+fn unescape_selector_value(value: &str) -> Result<Cow<'_, str>, ()> {
+    if !value.contains(['\\', ',', '=']) {
+        return Ok(Cow::Borrowed(value));
+    }
+    let mut out = String::with_capacity(value.len());
+    let mut in_escape = false;
+    for c in value.chars() {
+        match (in_escape, c) {
+            (true, '\\' | ',' | '=') => {
+                out.push(c);
+                in_escape = false;
+            }
+            (true, _) | (false, ',' | '=') => return Err(()),
+            (false, '\\') => in_escape = true,
+            (false, _) => out.push(c),
+        }
+    }
+    if in_escape {
+        Err(())
+    } else {
+        Ok(Cow::Owned(out))
+    }
+}
+
+/// Whether a name can be a path segment (`content.IsPathSegmentName`).
+fn is_path_segment_name(name: &str) -> bool {
+    name != "." && name != ".." && !name.contains(['/', '%'])
+}
+
+/// Percent-decodes and validates the path part of the target.
+fn decode_path(raw: &str) -> Result<Cow<'_, str>, DecodeError> {
+    if !raw.is_empty() && !raw.starts_with('/') {
+        return Err(DecodeError::NotAbsolutePath);
+    }
+    if raw.contains('\\') {
+        return Err(DecodeError::Backslash);
+    }
+    if raw.contains("//") {
+        return Err(DecodeError::EmptySegment);
+    }
+    let path = percent_decode(raw, false, 0, true)?;
+    if path.bytes().any(is_control) {
+        return Err(DecodeError::ControlCharacter);
+    }
+    if path
+        .trim_matches('/')
+        .split('/')
+        .any(|segment| segment == "." || segment == "..")
+    {
+        return Err(DecodeError::DotSegment);
+    }
+    Ok(path)
+}
+
+/// Percent-decodes one query key or value, `+` meaning a space.
+fn decode_query_component(raw: &str, offset: usize) -> Result<Cow<'_, str>, DecodeError> {
+    percent_decode(raw, true, offset, false)
+}
+
+/// Percent-decodes `raw`; `offset` locates `raw` in the target for error reports.
+/// In a path (`refuse_slashes`), `%2F` and `%5C` are refused.
+fn percent_decode(
+    raw: &str,
+    plus_is_space: bool,
+    offset: usize,
+    refuse_slashes: bool,
+) -> Result<Cow<'_, str>, DecodeError> {
+    let needs_decoding = raw.contains('%') || (plus_is_space && raw.contains('+'));
+    if !needs_decoding {
+        return Ok(Cow::Borrowed(raw));
+    }
+    let mut out = Vec::with_capacity(raw.len());
+    let mut bytes = raw.bytes().enumerate();
+    while let Some((i, byte)) = bytes.next() {
+        match byte {
+            b'%' => {
+                let hex = |b: Option<(usize, u8)>| b.and_then(|(_, b)| char::from(b).to_digit(16));
+                let (Some(high), Some(low)) = (hex(bytes.next()), hex(bytes.next())) else {
+                    return Err(DecodeError::InvalidPercentEncoding { offset: offset + i });
+                };
+                // Both digits are below 16, so the value fits a byte.
+                let decoded = u8::try_from(high * 16 + low).unwrap_or(0);
+                if refuse_slashes && (decoded == b'/' || decoded == b'\\') {
+                    return Err(DecodeError::EncodedSlash { offset: offset + i });
+                }
+                out.push(decoded);
+            }
+            b'+' if plus_is_space => out.push(b' '),
+            other => out.push(other),
+        }
+    }
+    String::from_utf8(out)
+        .map(Cow::Owned)
+        .map_err(|_| DecodeError::InvalidUtf8)
+}
+
+/// ASCII control bytes, refused anywhere in a raw target (as Go's URL parser does).
+fn is_control(byte: u8) -> bool {
+    byte < 0x20 || byte == 0x7f
+}
+
+/// RFC 9110 `tchar`.
+fn is_token_byte(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
+}
+
+#[cfg(test)]
+#[allow(clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    /// One expected decoding: method, URL, verb, prefix, group, version, namespace,
+    /// resource, subresource, name, parts.
+    type Row = (
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static [&'static str],
+    );
+
+    /// Upstream `TestGetAPIRequestInfo` success cases, row for row. Upstream lists
+    /// `api` as the prefix of the `/apis/extensions` rows without asserting it; the
+    /// real prefix `apis` is asserted here.
+    #[rustfmt::skip]
+    const UPSTREAM_ROWS: &[Row] = &[
+        // resource paths
+        ("GET", "/api/v1/namespaces", "list", "api", "", "v1", "", "namespaces", "", "", &["namespaces"]),
+        ("GET", "/api/v1/namespaces/other", "get", "api", "", "v1", "other", "namespaces", "", "other", &["namespaces", "other"]),
+        ("GET", "/api/v1/namespaces/other/pods", "list", "api", "", "v1", "other", "pods", "", "", &["pods"]),
+        ("GET", "/api/v1/namespaces/other/pods/foo", "get", "api", "", "v1", "other", "pods", "", "foo", &["pods", "foo"]),
+        ("HEAD", "/api/v1/namespaces/other/pods/foo", "get", "api", "", "v1", "other", "pods", "", "foo", &["pods", "foo"]),
+        ("GET", "/api/v1/pods", "list", "api", "", "v1", "", "pods", "", "", &["pods"]),
+        ("HEAD", "/api/v1/pods", "list", "api", "", "v1", "", "pods", "", "", &["pods"]),
+        ("GET", "/api/v1/namespaces/other/pods/foo", "get", "api", "", "v1", "other", "pods", "", "foo", &["pods", "foo"]),
+        ("GET", "/api/v1/namespaces/other/pods", "list", "api", "", "v1", "other", "pods", "", "", &["pods"]),
+        // special verbs
+        ("GET", "/api/v1/proxy/namespaces/other/pods/foo", "proxy", "api", "", "v1", "other", "pods", "", "foo", &["pods", "foo"]),
+        ("GET", "/api/v1/proxy/namespaces/other/pods/foo/subpath/not/a/subresource", "proxy", "api", "", "v1", "other", "pods", "", "foo", &["pods", "foo", "subpath", "not", "a", "subresource"]),
+        ("GET", "/api/v1/watch/pods", "watch", "api", "", "v1", "", "pods", "", "", &["pods"]),
+        ("GET", "/api/v1/pods?watch=true", "watch", "api", "", "v1", "", "pods", "", "", &["pods"]),
+        ("GET", "/api/v1/pods?watch=false", "list", "api", "", "v1", "", "pods", "", "", &["pods"]),
+        ("GET", "/api/v1/watch/namespaces/other/pods", "watch", "api", "", "v1", "other", "pods", "", "", &["pods"]),
+        ("GET", "/api/v1/namespaces/other/pods?watch=1", "watch", "api", "", "v1", "other", "pods", "", "", &["pods"]),
+        ("GET", "/api/v1/namespaces/other/pods?watch=0", "list", "api", "", "v1", "other", "pods", "", "", &["pods"]),
+        // subresource identification
+        ("GET", "/api/v1/namespaces/other/pods/foo/status", "get", "api", "", "v1", "other", "pods", "status", "foo", &["pods", "foo", "status"]),
+        ("GET", "/api/v1/namespaces/other/pods/foo/proxy/subpath", "get", "api", "", "v1", "other", "pods", "proxy", "foo", &["pods", "foo", "proxy", "subpath"]),
+        ("PUT", "/api/v1/namespaces/other/finalize", "update", "api", "", "v1", "other", "namespaces", "finalize", "other", &["namespaces", "other", "finalize"]),
+        ("PUT", "/api/v1/namespaces/other/status", "update", "api", "", "v1", "other", "namespaces", "status", "other", &["namespaces", "other", "status"]),
+        // verb identification
+        ("PATCH", "/api/v1/namespaces/other/pods/foo", "patch", "api", "", "v1", "other", "pods", "", "foo", &["pods", "foo"]),
+        ("DELETE", "/api/v1/namespaces/other/pods/foo", "delete", "api", "", "v1", "other", "pods", "", "foo", &["pods", "foo"]),
+        ("POST", "/api/v1/namespaces/other/pods", "create", "api", "", "v1", "other", "pods", "", "", &["pods"]),
+        // deletecollection verb identification
+        ("DELETE", "/api/v1/nodes", "deletecollection", "api", "", "v1", "", "nodes", "", "", &["nodes"]),
+        ("DELETE", "/api/v1/namespaces", "deletecollection", "api", "", "v1", "", "namespaces", "", "", &["namespaces"]),
+        ("DELETE", "/api/v1/namespaces/other/pods", "deletecollection", "api", "", "v1", "other", "pods", "", "", &["pods"]),
+        ("DELETE", "/apis/extensions/v1/namespaces/other/pods", "deletecollection", "apis", "extensions", "v1", "other", "pods", "", "", &["pods"]),
+        // api group identification
+        ("POST", "/apis/extensions/v1/namespaces/other/pods", "create", "apis", "extensions", "v1", "other", "pods", "", "", &["pods"]),
+        // api version identification
+        ("POST", "/apis/extensions/v1beta3/namespaces/other/pods", "create", "apis", "extensions", "v1beta3", "other", "pods", "", "", &["pods"]),
+        // upstream TestSelectorParsing name cases
+        ("GET", "/apis/group/version/resource?fieldSelector=metadata.name=name1", "list", "apis", "group", "version", "", "resource", "", "name1", &["resource"]),
+        ("GET", "/apis/group/version/resource?watch=true&fieldSelector=metadata.name=name1", "watch", "apis", "group", "version", "", "resource", "", "name1", &["resource"]),
+        ("GET", "/apis/group/version/resource?fieldSelector=metadata.name=name1,foo", "list", "apis", "group", "version", "", "resource", "", "", &["resource"]),
+        ("GET", "/apis/group/version/watch/resource/name?fieldSelector=metadata.name=foo", "watch", "apis", "group", "version", "", "resource", "", "name", &["resource", "name"]),
+    ];
+
+    /// Extra vectors from the kubectl traffic gatehouse sees.
+    #[rustfmt::skip]
+    const EXTRA_ROWS: &[Row] = &[
+        ("POST", "/api/v1/namespaces/prod/pods/web-0/exec?command=sh&command=-c&command=id&container=app&stdin=true&stdout=true&stderr=true&tty=true", "create", "api", "", "v1", "prod", "pods", "exec", "web-0", &["pods", "web-0", "exec"]),
+        ("GET", "/api/v1/namespaces/prod/pods/web-0/exec?command=sh&command=-c&command=id&container=app&stdin=true&stdout=true&stderr=true&tty=true", "get", "api", "", "v1", "prod", "pods", "exec", "web-0", &["pods", "web-0", "exec"]),
+        ("POST", "/api/v1/namespaces/prod/pods/web-0/attach?container=app&stdin=true", "create", "api", "", "v1", "prod", "pods", "attach", "web-0", &["pods", "web-0", "attach"]),
+        ("GET", "/api/v1/namespaces/prod/pods/web-0/portforward", "get", "api", "", "v1", "prod", "pods", "portforward", "web-0", &["pods", "web-0", "portforward"]),
+        ("POST", "/api/v1/namespaces/prod/pods/web-0/portforward", "create", "api", "", "v1", "prod", "pods", "portforward", "web-0", &["pods", "web-0", "portforward"]),
+        ("GET", "/api/v1/namespaces/prod/pods/web-0/log?container=app&follow=true", "get", "api", "", "v1", "prod", "pods", "log", "web-0", &["pods", "web-0", "log"]),
+        ("GET", "/api/v1/nodes/node-1/proxy/metrics", "get", "api", "", "v1", "", "nodes", "proxy", "node-1", &["nodes", "node-1", "proxy", "metrics"]),
+        ("GET", "/api/v1/namespaces/prod/services/http:web:8080/proxy/metrics", "get", "api", "", "v1", "prod", "services", "proxy", "http:web:8080", &["services", "http:web:8080", "proxy", "metrics"]),
+        ("DELETE", "/api/v1/namespaces/prod", "delete", "api", "", "v1", "prod", "namespaces", "", "prod", &["namespaces", "prod"]),
+        ("GET", "/api/v1/namespaces/prod/secrets/db-creds", "get", "api", "", "v1", "prod", "secrets", "", "db-creds", &["secrets", "db-creds"]),
+        ("GET", "/api/v1/namespaces/prod/secrets?fieldSelector=metadata.name%3Ddb-creds&watch=true", "watch", "api", "", "v1", "prod", "secrets", "", "db-creds", &["secrets"]),
+        ("GET", "/api/v1/secrets", "list", "api", "", "v1", "", "secrets", "", "", &["secrets"]),
+        ("PATCH", "/apis/apps/v1/namespaces/prod/deployments/web/scale", "patch", "apis", "apps", "v1", "prod", "deployments", "scale", "web", &["deployments", "web", "scale"]),
+        ("DELETE", "/apis/apps/v1/namespaces/prod/deployments?labelSelector=app%3Dweb", "deletecollection", "apis", "apps", "v1", "prod", "deployments", "", "", &["deployments"]),
+        ("POST", "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", "create", "apis", "rbac.authorization.k8s.io", "v1", "", "clusterrolebindings", "", "", &["clusterrolebindings"]),
+        ("GET", "/apis/stable.example.com/v1/namespaces/prod/crontabs?watch", "watch", "apis", "stable.example.com", "v1", "prod", "crontabs", "", "", &["crontabs"]),
+        ("POST", "/api/v1/namespaces/prod/serviceaccounts/builder/token", "create", "api", "", "v1", "prod", "serviceaccounts", "token", "builder", &["serviceaccounts", "builder", "token"]),
+        ("POST", "/api/v1/namespaces/prod/pods/web-0/eviction", "create", "api", "", "v1", "prod", "pods", "eviction", "web-0", &["pods", "web-0", "eviction"]),
+        ("OPTIONS", "/api/v1/namespaces/prod/pods", "", "api", "", "v1", "prod", "pods", "", "", &["pods"]),
+        // `kubectl get pods -n X` and a trailing slash, which upstream trims
+        ("GET", "/api/v1/namespaces/prod/pods?limit=500", "list", "api", "", "v1", "prod", "pods", "", "", &["pods"]),
+        ("GET", "/api/v1/namespaces/prod/pods/", "list", "api", "", "v1", "prod", "pods", "", "", &["pods"]),
+        // percent-encoded characters that are not slashes are decoded
+        ("GET", "/api/v1/namespaces/prod/pods/web%2D0", "get", "api", "", "v1", "prod", "pods", "", "web-0", &["pods", "web-0"]),
+        // a name from the field selector only for list/watch, `==` as well as `=`
+        ("GET", "/api/v1/namespaces/prod/secrets?fieldSelector=metadata.name%3D%3Ddb-creds", "list", "api", "", "v1", "prod", "secrets", "", "db-creds", &["secrets"]),
+        ("DELETE", "/api/v1/namespaces/prod/secrets?fieldSelector=metadata.name%3Ddb-creds", "deletecollection", "api", "", "v1", "prod", "secrets", "", "", &["secrets"]),
+        // a watch of one object through the deprecated prefix keeps the path name
+        ("GET", "/api/v1/watch/namespaces/prod/secrets/db-creds", "watch", "api", "", "v1", "prod", "secrets", "", "db-creds", &["secrets", "db-creds"]),
+    ];
+
+    fn assert_row(row: &Row) {
+        let (
+            method,
+            url,
+            verb,
+            prefix,
+            group,
+            version,
+            namespace,
+            resource,
+            subresource,
+            name,
+            parts,
+        ) = *row;
+        let info = RequestInfo::new(method, url).unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+        assert!(info.is_resource_request, "{method} {url}: resource request");
+        let got = (
+            info.verb.as_str(),
+            info.api_prefix.as_str(),
+            info.api_group.as_str(),
+            info.api_version.as_str(),
+            info.namespace.as_str(),
+            info.resource.as_str(),
+            info.subresource.as_str(),
+            info.name.as_str(),
+        );
+        assert_eq!(
+            got,
+            (
+                verb,
+                prefix,
+                group,
+                version,
+                namespace,
+                resource,
+                subresource,
+                name
+            ),
+            "{method} {url}"
+        );
+        assert_eq!(info.parts, parts, "{method} {url}: parts");
+    }
+
+    #[test]
+    fn upstream_request_info_table() {
+        UPSTREAM_ROWS.iter().for_each(assert_row);
+    }
+
+    #[test]
+    fn kubectl_request_info_table() {
+        EXTRA_ROWS.iter().for_each(assert_row);
+    }
+
+    #[test]
+    fn non_resource_paths_keep_lowercase_method_as_verb() {
+        for path in [
+            "/",
+            "",
+            "/api",
+            "/api/version",
+            "/api/version/",
+            "/api/v1",
+            "/apis",
+            "/apis/apps",
+            "/apis/apps/v1",
+            "/apis/group/version/",
+            "/apis/extensions/v1beta1",
+            "/apis/extensions/v1beta1/",
+            "/badprefix/version/resource",
+            "/not-api/version/resource",
+            "/apis/version/resource",
+            "/version",
+            "/healthz",
+            "/openapi/v2",
+            "/openapi/v3/apis/apps/v1",
+        ] {
+            let info = RequestInfo::new("GET", path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            assert!(!info.is_resource_request, "{path} is non-resource");
+            assert_eq!(info.verb, "get", "{path}");
+            assert_eq!(info.path, path);
+            assert!(info.parts.is_empty() && info.resource.is_empty(), "{path}");
+        }
+        let info = RequestInfo::new("POST", "/apis/apps/v1?x=1").unwrap();
+        assert_eq!(
+            (info.verb.as_str(), info.api_prefix.as_str()),
+            ("post", "apis")
+        );
+    }
+
+    #[test]
+    fn upstream_resource_path_shapes_are_resource_requests() {
+        for path in [
+            "/api/version/resource",
+            "/apis/group/version/resource/name/subresource",
+            "/api/version/resource/name/subresource",
+            "/apis/batch/v1/job",
+            "/apis/batch/v1/job/foo",
+            "/apis/batch/v1/job/foo/scale",
+        ] {
+            assert!(
+                RequestInfo::new("GET", path).unwrap().is_resource_request,
+                "{path}"
+            );
+        }
+    }
+
+    /// (method, url, name, verb, fieldSelector, labelSelector), from upstream
+    /// `TestSelectorParsing` plus the list-option decoding rules behind it.
+    #[rustfmt::skip]
+    const SELECTOR_ROWS: &[(&str, &str, &str, &str, &str, &str)] = &[
+        ("GET", "/apis/group/version/resource", "", "list", "", ""),
+        ("GET", "/apis/group/version/resource?fieldSelector=metadata.name=name1", "name1", "list", "metadata.name=name1", ""),
+        ("GET", "/apis/group/version/resource?watch=true&fieldSelector=metadata.name=name1", "name1", "watch", "metadata.name=name1", ""),
+        ("GET", "/apis/group/version/resource?fieldSelector=foo=bar&labelSelector=baz=qux", "", "list", "foo=bar", "baz=qux"),
+        ("GET", "/apis/group/version/resource?fieldSelector=metadata.name=name1,foo", "", "list", "metadata.name=name1,foo", ""),
+        ("GET", "/apis/group/version/resource?fieldSelector=metadata.name=name1,foo&watch=true", "", "watch", "metadata.name=name1,foo", ""),
+        ("GET", "/apis/group/version/resource?fieldSelector=metadata.name=name1,foo&watch=false", "", "list", "metadata.name=name1,foo", ""),
+        ("DELETE", "/apis/group/version/resource?fieldSelector=foo=bar&labelSelector=baz=qux", "", "deletecollection", "foo=bar", "baz=qux"),
+        ("GET", "/apis/group/version/resource?fieldSelector=metadata.name=foo&fieldSelector=metadata.name=bar&labelSelector=foo=bar&labelSelector=foo=baz", "foo", "list", "metadata.name=foo", "foo=bar"),
+        ("GET", "/apis/group/version/resource/name?fieldSelector=foo=bar&labelSelector=foo=bar", "name", "get", "", ""),
+        ("GET", "/apis/group/version/watch/resource?fieldSelector=metadata.name=foo&labelSelector=foo=bar", "", "watch", "", ""),
+        ("GET", "/apis/group/version/watch/resource/name?fieldSelector=metadata.name=foo&labelSelector=foo=bar", "name", "watch", "", ""),
+        // one requirement among several still names the object (andTerm)
+        ("GET", "/api/v1/pods?fieldSelector=status.phase%3DRunning,metadata.name%3Dweb-0", "web-0", "list", "status.phase=Running,metadata.name=web-0", ""),
+        // `!=` names nothing
+        ("GET", "/api/v1/pods?fieldSelector=metadata.name!%3Dweb-0", "", "list", "metadata.name!=web-0", ""),
+        // escaped values are unescaped; names that cannot be path segments are dropped
+        ("GET", "/api/v1/pods?fieldSelector=metadata.name%3Da%5C%3Db", "a=b", "list", "metadata.name=a\\=b", ""),
+        ("GET", "/api/v1/pods?fieldSelector=metadata.name%3D..", "", "list", "metadata.name=..", ""),
+        ("GET", "/api/v1/pods?fieldSelector=metadata.name%3Da%25b", "", "list", "metadata.name=a%b", ""),
+        ("GET", "/api/v1/pods?fieldSelector=metadata.name%3Da%5Cb", "", "list", "metadata.name=a\\b", ""),
+        // repeated field: sorted terms, first wins
+        ("GET", "/api/v1/pods?fieldSelector=metadata.name%3Dzed,metadata.name%3Dabc", "abc", "list", "metadata.name=zed,metadata.name=abc", ""),
+        // a list option that fails to decode drops the name but keeps watch
+        ("GET", "/api/v1/pods?fieldSelector=metadata.name%3Dweb-0&limit=abc&watch=1", "", "watch", "metadata.name=web-0", ""),
+        ("GET", "/api/v1/pods?fieldSelector=metadata.name%3Dweb-0&timeoutSeconds=", "", "list", "metadata.name=web-0", ""),
+        ("GET", "/api/v1/pods?fieldSelector=metadata.name%3Dweb-0&limit=500&timeoutSeconds=-1", "web-0", "list", "metadata.name=web-0", ""),
+        // watch truthiness: bare, empty, any value but 0/false
+        ("GET", "/api/v1/pods?watch", "", "watch", "", ""),
+        ("GET", "/api/v1/pods?watch=", "", "watch", "", ""),
+        ("GET", "/api/v1/pods?watch=FALSE", "", "list", "", ""),
+        ("GET", "/api/v1/pods?watch=no", "", "watch", "", ""),
+        ("GET", "/api/v1/pods?watch=0&watch=1", "", "list", "", ""),
+        // `+` is a space in a query value
+        ("GET", "/api/v1/pods?labelSelector=app+in+(web)", "", "list", "", "app in (web)"),
+    ];
+
+    #[test]
+    fn selector_table() {
+        for &(method, url, name, verb, field_selector, label_selector) in SELECTOR_ROWS {
+            let info = RequestInfo::new(method, url).unwrap_or_else(|e| panic!("{url}: {e}"));
+            assert_eq!(
+                (
+                    info.name.as_str(),
+                    info.verb.as_str(),
+                    info.field_selector.as_str(),
+                    info.label_selector.as_str()
+                ),
+                (name, verb, field_selector, label_selector),
+                "{method} {url}"
+            );
+        }
+    }
+
+    #[test]
+    fn ambiguous_targets_are_refused() {
+        #[rustfmt::skip]
+        let cases: &[(&str, DecodeError)] = &[
+            ("/api/v1/namespaces/prod/pods/web-0%2Fexec", DecodeError::EncodedSlash { offset: 34 }),
+            ("/api/v1/namespaces/prod/pods/web-0%2fexec", DecodeError::EncodedSlash { offset: 34 }),
+            ("/api/v1/namespaces/prod/pods/web-0%5Cexec", DecodeError::EncodedSlash { offset: 34 }),
+            ("/api/v1/namespaces/prod/pods/web-0\\exec", DecodeError::Backslash),
+            ("/api/v1/namespaces/prod//pods", DecodeError::EmptySegment),
+            ("//api/v1/pods", DecodeError::EmptySegment),
+            ("/api/v1/pods//", DecodeError::EmptySegment),
+            ("/api/v1/namespaces/prod/pods/../secrets", DecodeError::DotSegment),
+            ("/api/v1/namespaces/prod/./pods", DecodeError::DotSegment),
+            ("/api/v1/namespaces/prod/pods/%2E%2E/secrets", DecodeError::DotSegment),
+            ("/api/v1/namespaces/prod/pods/%2e", DecodeError::DotSegment),
+            ("/api/v1/pods/web%00", DecodeError::ControlCharacter),
+            ("/api/v1/pods/web\u{0}", DecodeError::ControlCharacter),
+            ("/api/v1/pods/web%7F", DecodeError::ControlCharacter),
+            ("/api/v1/pods?watch=true\n", DecodeError::ControlCharacter),
+            ("/api/v1/pods/web%zz", DecodeError::InvalidPercentEncoding { offset: 16 }),
+            ("/api/v1/pods/web%4", DecodeError::InvalidPercentEncoding { offset: 16 }),
+            ("/api/v1/pods/web%", DecodeError::InvalidPercentEncoding { offset: 16 }),
+            ("/api/v1/pods?fieldSelector=a%G1", DecodeError::InvalidPercentEncoding { offset: 15 }),
+            ("/api/v1/pods/%FF", DecodeError::InvalidUtf8),
+            ("/api/v1/pods?x=%C3", DecodeError::InvalidUtf8),
+            ("/api/v1/pods#frag", DecodeError::Fragment),
+            ("/api/v1/pods?watch=true;x=1", DecodeError::QuerySemicolon),
+            ("api/v1/pods", DecodeError::NotAbsolutePath),
+            ("*", DecodeError::NotAbsolutePath),
+            ("/api/v1/watch", DecodeError::MissingResource),
+            ("/apis/apps/v1/proxy/", DecodeError::MissingResource),
+        ];
+        for (target, expected) in cases {
+            assert_eq!(
+                RequestInfo::new("GET", target).as_ref(),
+                Err(expected),
+                "{target:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn oversized_or_malformed_input_is_refused() {
+        let long_path = format!(
+            "/api/v1/namespaces/prod/pods/{}",
+            "a".repeat(MAX_PATH_BYTES)
+        );
+        assert!(matches!(
+            RequestInfo::new("GET", &long_path),
+            Err(DecodeError::PathTooLong { .. })
+        ));
+        let long_query = format!("/api/v1/pods?labelSelector={}", "a".repeat(MAX_QUERY_BYTES));
+        assert!(matches!(
+            RequestInfo::new("GET", &long_query),
+            Err(DecodeError::QueryTooLong { .. })
+        ));
+        let many_params = format!("/api/v1/pods?{}", "a=1&".repeat(MAX_QUERY_PARAMS + 1));
+        assert_eq!(
+            RequestInfo::new("GET", &many_params),
+            Err(DecodeError::TooManyQueryParams {
+                max: MAX_QUERY_PARAMS
+            })
+        );
+        for method in ["", "G ET", "GET\r\n", &"X".repeat(MAX_METHOD_BYTES + 1)] {
+            assert_eq!(
+                RequestInfo::new(method, "/api/v1/pods"),
+                Err(DecodeError::InvalidMethod),
+                "{method:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn method_verbs_are_case_sensitive_like_go() {
+        // Go compares methods exactly: a lowercase `get` is not GET.
+        let info = RequestInfo::new("get", "/api/v1/pods/web-0").unwrap();
+        assert_eq!(info.verb, "");
+    }
+
+    #[test]
+    fn query_keeps_repeats_in_order_and_decodes() {
+        let query =
+            Query::parse("command=sh&command=-c&command=echo+hi%21&container=app&stdin&=x&&tty=0")
+                .unwrap();
+        assert_eq!(
+            query.all("command").collect::<Vec<_>>(),
+            ["sh", "-c", "echo hi!"]
+        );
+        assert_eq!(query.first("container"), Some("app"));
+        assert_eq!(query.first(""), Some("x"));
+        assert!(query.flag("stdin"));
+        assert!(!query.flag("tty"));
+        assert!(!query.flag("stdout"));
+        assert_eq!(query.pairs().len(), 7);
+        // decoded control characters are data in a query value (a multi-line script)
+        assert_eq!(
+            Query::parse("command=a%0Ab").unwrap().first("command"),
+            Some("a\nb")
+        );
+    }
+
+    #[test]
+    fn path_is_recorded_decoded() {
+        let info = RequestInfo::new("GET", "/api/v1/namespaces/prod/pods/web%2D0?x=%2F").unwrap();
+        assert_eq!(info.path, "/api/v1/namespaces/prod/pods/web-0");
+    }
+}

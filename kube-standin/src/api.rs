@@ -383,12 +383,7 @@ fn start_watch(
         timeout,
         as_table,
     };
-    let body = {
-        let store = lock(store);
-        let changes = store.subscribe();
-        let current = store.list(target.resource, spec.namespace.as_deref(), &spec.selector);
-        watch::start(spec, current, store.resource_version(), changes)
-    };
+    let body = watch::start(spec, &lock(store))?;
     let mut response = Response::new(body.boxed());
     response.headers_mut().insert(
         CONTENT_TYPE,

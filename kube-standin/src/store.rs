@@ -1,7 +1,7 @@
 //! The object store: JSON objects keyed by resource, namespace and name, one
 //! global resourceVersion counter, and a broadcast of changes for watches.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -15,6 +15,8 @@ use crate::status::Status;
 
 /// How many changes a slow watcher may fall behind before it gets `410 Expired`.
 const CHANGE_BACKLOG: usize = 4096;
+/// How many past changes a watch from an older resourceVersion can replay.
+const HISTORY_LEN: usize = 4096;
 /// Upper bound on stored objects, so a runaway client cannot exhaust memory.
 const MAX_OBJECTS: usize = 100_000;
 /// Creation time of the demo objects (fixed, so demo output is stable).
@@ -61,6 +63,10 @@ pub struct Store {
     uid_counter: u64,
     version_minor: u32,
     changes: broadcast::Sender<Change>,
+    /// The latest changes, oldest first, for watches that start in the past.
+    history: VecDeque<Change>,
+    /// Changes after this resourceVersion are all in `history`.
+    history_floor: u64,
 }
 
 impl Default for Store {
@@ -78,6 +84,8 @@ impl Store {
             uid_counter: 0,
             version_minor: 33,
             changes: broadcast::channel(CHANGE_BACKLOG).0,
+            history: VecDeque::new(),
+            history_floor: 1000,
         }
     }
 
@@ -422,22 +430,43 @@ impl Store {
         object
     }
 
+    /// Every change after resourceVersion `since`, oldest first; `410 Expired`
+    /// when some of them are no longer remembered.
+    pub fn changes_since(&self, since: u64) -> Result<Vec<Change>, Status> {
+        if since < self.history_floor {
+            return Err(Status::expired());
+        }
+        Ok(self
+            .history
+            .iter()
+            .filter(|c| c.resource_version > since)
+            .cloned()
+            .collect())
+    }
+
     fn publish(
-        &self,
+        &mut self,
         resource: &Resource,
         namespace: &str,
         kind: ChangeKind,
         rv: u64,
         object: &Value,
     ) {
-        // No receivers is fine: nobody is watching.
-        let _ = self.changes.send(Change {
+        let change = Change {
             resource: resource.plural,
             namespace: scope(resource, namespace),
             kind,
             resource_version: rv,
             object: object.clone(),
-        });
+        };
+        if self.history.len() >= HISTORY_LEN
+            && let Some(oldest) = self.history.pop_front()
+        {
+            self.history_floor = oldest.resource_version;
+        }
+        self.history.push_back(change.clone());
+        // No receivers is fine: nobody is watching.
+        let _ = self.changes.send(change);
     }
 
     fn next_resource_version(&mut self) -> u64 {

@@ -13,7 +13,7 @@ use tokio::sync::{broadcast, mpsc};
 use crate::resources::Resource;
 use crate::selector::Selector;
 use crate::status::Status;
-use crate::store::{Change, ChangeKind};
+use crate::store::{Change, ChangeKind, Store};
 use crate::table;
 
 /// Longest watch the server keeps open (the apiserver's is 30–60 minutes).
@@ -94,38 +94,41 @@ impl Body for ChannelBody {
     }
 }
 
-/// Starts a watch: `current` is the snapshot taken together with `changes`
-/// (under one lock, at resourceVersion `snapshot_rv`). Returns the body to send.
-pub fn start(
-    spec: WatchSpec,
-    current: Vec<Value>,
-    snapshot_rv: u64,
-    changes: broadcast::Receiver<Change>,
-) -> ChannelBody {
+/// Starts a watch and returns the body to send. The initial events are every
+/// current object as `ADDED` (no `resourceVersion`, `0`, or
+/// `sendInitialEvents`), or else the remembered changes after the client's
+/// `resourceVersion`. Taking them and subscribing under the one store borrow
+/// means no change falls in between.
+pub fn start(spec: WatchSpec, store: &Store) -> Result<ChannelBody, Status> {
+    let initial: Vec<(ChangeKind, Value)> = if spec.since == 0 || spec.initial_events_bookmark {
+        store
+            .list(spec.resource, spec.namespace.as_deref(), &spec.selector)
+            .into_iter()
+            .map(|object| (ChangeKind::Added, object))
+            .collect()
+    } else {
+        store
+            .changes_since(spec.since)?
+            .into_iter()
+            .filter(|c| c.resource == spec.resource.plural && spec.wants(&c.namespace, &c.object))
+            .map(|c| (c.kind, c.object))
+            .collect()
+    };
     let (tx, rx) = mpsc::channel(CLIENT_BUFFER);
-    tokio::spawn(run(spec, current, snapshot_rv, changes, tx));
-    ChannelBody(rx)
+    let snapshot_rv = store.resource_version();
+    tokio::spawn(run(spec, initial, snapshot_rv, store.subscribe(), tx));
+    Ok(ChannelBody(rx))
 }
 
 async fn run(
     spec: WatchSpec,
-    current: Vec<Value>,
+    initial: Vec<(ChangeKind, Value)>,
     snapshot_rv: u64,
     mut changes: broadcast::Receiver<Change>,
     tx: mpsc::Sender<Bytes>,
 ) {
-    for object in current {
-        let rv = object
-            .pointer("/metadata/resourceVersion")
-            .and_then(Value::as_str)
-            .and_then(|rv| rv.parse::<u64>().ok())
-            .unwrap_or(0);
-        if rv > spec.since
-            && tx
-                .send(encode_event(ChangeKind::Added.as_str(), &object))
-                .await
-                .is_err()
-        {
+    for (kind, object) in initial {
+        if tx.send(spec.event(kind.as_str(), &object)).await.is_err() {
             return;
         }
     }
@@ -146,10 +149,7 @@ async fn run(
             change = changes.recv() => change,
         };
         let line = match change {
-            Ok(c)
-                if c.resource != spec.resource.plural
-                    || c.resource_version <= snapshot_rv.max(spec.since) =>
-            {
+            Ok(c) if c.resource != spec.resource.plural || c.resource_version <= snapshot_rv => {
                 continue;
             }
             Ok(c) if !spec.wants(&c.namespace, &c.object) => continue,
@@ -207,28 +207,15 @@ mod tests {
     #[tokio::test]
     async fn sends_current_objects_then_later_changes() {
         let mut store = Store::demo();
-        let changes = store.subscribe();
-        let current = store.list(&PODS, Some("dev"), &Selector::default());
-        let mut body = start(
-            spec(Selector::default(), 0),
-            current,
-            store.resource_version(),
-            changes,
-        );
+        let mut body = start(spec(Selector::default(), 0), &store).unwrap();
         let added = next_line(&mut body).await;
         assert_eq!(added["type"], "ADDED");
         assert_eq!(added["object"]["metadata"]["name"], "web-0");
         // Changes elsewhere are filtered out; the matching delete arrives.
-        store
-            .create(&CONFIGMAPS, "dev", json!({"metadata": {"name": "c"}}))
-            .unwrap();
-        store
-            .create(
-                &PODS,
-                "prod",
-                json!({"metadata": {"name": "p"}, "spec": {"containers": []}}),
-            )
-            .unwrap();
+        let cm = json!({"metadata": {"name": "c"}});
+        store.create(&CONFIGMAPS, "dev", cm).unwrap();
+        let pod = json!({"metadata": {"name": "p"}, "spec": {"containers": []}});
+        store.create(&PODS, "prod", pod).unwrap();
         store.delete(&PODS, "dev", "web-0").unwrap();
         let deleted = next_line(&mut body).await;
         assert_eq!(deleted["type"], "DELETED");
@@ -236,13 +223,10 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn honours_the_name_selector_and_resource_version() {
+    async fn honours_the_name_selector() {
         let mut store = Store::demo().with_pods("dev", 3);
-        let changes = store.subscribe();
-        let current = store.list(&PODS, Some("dev"), &Selector::default());
         let selector = Selector::default().and_name("pod-0001");
-        let rv = store.resource_version();
-        let mut body = start(spec(selector, rv), current, rv, changes);
+        let mut body = start(spec(selector, store.resource_version()), &store).unwrap();
         store.delete(&PODS, "dev", "pod-0000").unwrap();
         store.delete(&PODS, "dev", "pod-0001").unwrap();
         let event = next_line(&mut body).await;
@@ -251,11 +235,37 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn replays_changes_after_an_older_resource_version() {
+        let mut store = Store::demo();
+        let listed_at = store.resource_version();
+        // Happens between kubectl's list and its watch request.
+        store.delete(&PODS, "dev", "web-0").unwrap();
+        let mut body = start(spec(Selector::default(), listed_at), &store).unwrap();
+        let event = next_line(&mut body).await;
+        assert_eq!(event["type"], "DELETED");
+        assert_eq!(event["object"]["metadata"]["name"], "web-0");
+        // Too old to replay: the client must relist.
+        let expired = start(spec(Selector::default(), 5), &store).err().unwrap();
+        assert_eq!(expired.code, 410);
+    }
+
+    #[tokio::test]
+    async fn table_watches_wrap_each_object_in_a_row() {
+        let store = Store::demo();
+        let mut s = spec(Selector::default(), 0);
+        s.as_table = Some(false);
+        let mut body = start(s, &store).unwrap();
+        let added = next_line(&mut body).await;
+        assert_eq!(added["object"]["kind"], "Table");
+        assert_eq!(added["object"]["rows"][0]["cells"][0], "web-0");
+    }
+
+    #[tokio::test]
     async fn ends_when_the_timeout_elapses() {
         let store = Store::new();
         let mut s = spec(Selector::default(), 0);
         s.timeout = Duration::from_millis(10);
-        let mut body = start(s, Vec::new(), store.resource_version(), store.subscribe());
+        let mut body = start(s, &store).unwrap();
         assert!(body.frame().await.is_none());
     }
 }

@@ -1,5 +1,27 @@
 //! Who is acting: the verified caller behind a Postgres session or a Kubernetes
 //! request. Policy rules match on it and every record carries it.
+//!
+//! Verified identities come from JWTs: [`Verifier`] (built from an
+//! [`IdentityConfig`]) checks a token against the trusted issuers' keys and maps
+//! its claims to an [`Identity`], or says why not with a [`TokenRejection`].
+//! Remote key sets are kept in a [`JwksCache`] per issuer, which decides when the
+//! glue should fetch them.
+
+mod algorithm;
+mod cache;
+mod config;
+mod jwks;
+#[cfg(any(test, feature = "mint"))]
+pub mod testing;
+#[cfg(test)]
+mod tests;
+mod verify;
+
+pub use algorithm::{JwsAlgorithm, KeyFamily};
+pub use cache::{JwksCache, JwksCachePolicy};
+pub use config::{IdentityConfig, IssuerConfig, RemoteJwksConfig, Secret};
+pub use jwks::{Jwks, JwksError, MAX_JWKS_BYTES, MAX_KEYS, SkippedKey};
+pub use verify::{TokenRejection, Verifier};
 
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -23,6 +45,10 @@ pub struct Identity {
     pub token_id: Option<String>,
     /// Whether `subject` was proven (a verified token) or only claimed.
     pub verified: bool,
+    /// When the token proving the identity expires (unix seconds), so long
+    /// sessions can re-check it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
     /// Further claims exposed to policy rules as `claims.<name>`; never recorded
     /// in full (they may hold personal data).
     #[serde(skip)]
@@ -32,9 +58,13 @@ pub struct Identity {
 impl Identity {
     /// An identity that only rests on what the client claimed.
     pub fn claimed(subject: impl Into<String>) -> Self {
-        Self { subject: subject.into(), ..Self::default() }
+        Self {
+            subject: subject.into(),
+            ..Self::default()
+        }
     }
 
+    /// Whether the caller belongs to `group`.
     pub fn in_group(&self, group: &str) -> bool {
         self.groups.iter().any(|g| g == group)
     }

@@ -1,0 +1,838 @@
+//! Verification tests with keys generated here, one per algorithm.
+#![allow(clippy::indexing_slicing)]
+
+use super::testing::Minter;
+use super::*;
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use serde_json::{Value, json};
+use std::sync::OnceLock;
+
+const NOW: i64 = 1_800_000_000;
+const ISS_A: &str = "https://idp-a.example";
+const ISS_B: &str = "https://idp-b.example";
+const AUD: &str = "gatehouse";
+
+/// One RSA key per test binary: debug-mode key generation is slow.
+fn rsa() -> &'static Minter {
+    static KEY: OnceLock<Minter> = OnceLock::new();
+    KEY.get_or_init(|| Minter::generate(JwsAlgorithm::Rs256, ISS_A, AUD, "rsa-RS256").unwrap())
+}
+
+fn es() -> &'static Minter {
+    static KEY: OnceLock<Minter> = OnceLock::new();
+    KEY.get_or_init(|| Minter::generate(JwsAlgorithm::Es256, ISS_A, AUD, "es-1").unwrap())
+}
+
+fn ed() -> &'static Minter {
+    static KEY: OnceLock<Minter> = OnceLock::new();
+    KEY.get_or_init(|| Minter::generate(JwsAlgorithm::EdDsa, ISS_A, AUD, "ed-1").unwrap())
+}
+
+/// The shared RSA key used with another RSA algorithm, under its own kid.
+fn rsa_as(alg: JwsAlgorithm) -> Minter {
+    rsa()
+        .with_algorithm(alg)
+        .unwrap()
+        .with_kid(format!("rsa-{alg}"))
+}
+
+const RSA_ALGORITHMS: [JwsAlgorithm; 6] = [
+    JwsAlgorithm::Rs256,
+    JwsAlgorithm::Rs384,
+    JwsAlgorithm::Rs512,
+    JwsAlgorithm::Ps256,
+    JwsAlgorithm::Ps384,
+    JwsAlgorithm::Ps512,
+];
+
+fn all_minters() -> Vec<Minter> {
+    let mut minters: Vec<Minter> = RSA_ALGORITHMS.iter().map(|alg| rsa_as(*alg)).collect();
+    minters.push(es().clone());
+    minters.push(ed().clone());
+    minters
+}
+
+fn jwks_of(minters: &[&Minter]) -> Value {
+    json!({ "keys": minters.iter().map(|m| m.public_jwk().unwrap()).collect::<Vec<_>>() })
+}
+
+fn issuer_config(issuer: &str, keys: Value) -> Value {
+    json!({ "issuer": issuer, "audiences": [AUD], "jwks": keys })
+}
+
+fn verifier_for(issuers: Vec<Value>) -> Verifier {
+    Verifier::from_json(json!({ "issuers": issuers }).to_string().as_bytes()).unwrap()
+}
+
+/// Issuer A with every algorithm's key inline.
+fn standard_verifier() -> Verifier {
+    let minters = all_minters();
+    let refs: Vec<&Minter> = minters.iter().collect();
+    verifier_for(vec![issuer_config(ISS_A, jwks_of(&refs))])
+}
+
+fn alice() -> Value {
+    json!({ "sub": "alice", "groups": ["developers", "oncall"], "jti": "token-1", "env": "ci" })
+}
+
+fn mint(minter: &Minter, claims: &Value) -> String {
+    minter.mint(claims, 300, NOW).unwrap()
+}
+
+fn rejection(verifier: &Verifier, token: &str) -> &'static str {
+    verifier.verify(token, NOW).unwrap_err().code()
+}
+
+fn encode_json(value: &Value) -> String {
+    URL_SAFE_NO_PAD.encode(value.to_string())
+}
+
+/// A token assembled by hand, for headers no honest signer produces.
+fn craft(header: &Value, claims: &Value, signature: &[u8]) -> String {
+    format!(
+        "{}.{}.{}",
+        encode_json(header),
+        encode_json(claims),
+        URL_SAFE_NO_PAD.encode(signature)
+    )
+}
+
+fn valid_claims() -> Value {
+    json!({ "iss": ISS_A, "aud": AUD, "sub": "alice", "exp": NOW + 300 })
+}
+
+#[test]
+fn every_algorithm_verifies_to_an_identity() {
+    let verifier = standard_verifier();
+    for minter in all_minters() {
+        let identity = verifier
+            .verify(&mint(&minter, &alice()), NOW)
+            .unwrap_or_else(|e| panic!("{} rejected: {e}", minter.algorithm()));
+        assert_eq!(identity.subject, "alice");
+        assert_eq!(identity.groups, ["developers", "oncall"]);
+        assert_eq!(identity.issuer.as_deref(), Some(ISS_A));
+        assert_eq!(identity.token_id.as_deref(), Some("token-1"));
+        assert!(identity.verified);
+        assert_eq!(identity.expires_at, Some(NOW + 300));
+    }
+}
+
+#[test]
+fn arbitrary_claims_are_exposed_to_policy() {
+    let identity = standard_verifier()
+        .verify(&mint(ed(), &alice()), NOW)
+        .unwrap();
+    assert_eq!(identity.claims.get("env"), Some(&json!("ci")));
+    assert_eq!(identity.claims.get("exp"), Some(&json!(NOW + 300)));
+    assert_eq!(identity.claims.get("iss"), Some(&json!(ISS_A)));
+}
+
+#[test]
+fn hs256_verifies_only_with_a_configured_secret() {
+    let secret = [7_u8; 32];
+    let minter = Minter::hs256(&secret, ISS_A, AUD, "");
+    let token = mint(&minter, &alice());
+
+    let with_secret = verifier_for(vec![json!({
+        "issuer": ISS_A, "audiences": [AUD], "hs256_secret": STANDARD.encode(secret)
+    })]);
+    assert_eq!(with_secret.verify(&token, NOW).unwrap().subject, "alice");
+
+    let other_secret = verifier_for(vec![json!({
+        "issuer": ISS_A, "audiences": [AUD], "hs256_secret": STANDARD.encode([8_u8; 32])
+    })]);
+    assert_eq!(rejection(&other_secret, &token), "bad_signature");
+
+    assert_eq!(rejection(&standard_verifier(), &token), "alg_not_allowed");
+}
+
+#[test]
+fn hs256_token_keyed_with_the_rsa_public_key_is_rejected() {
+    // Algorithm confusion: an attacker signs with HMAC, using the public key as secret.
+    let public_jwk = rsa().public_jwk().unwrap();
+    let modulus = URL_SAFE_NO_PAD
+        .decode(public_jwk["n"].as_str().unwrap())
+        .unwrap();
+    let jwks_bytes = jwks_of(&[rsa()]).to_string().into_bytes();
+    let verifier = standard_verifier();
+    for secret in [modulus, jwks_bytes] {
+        let forged = Minter::hs256(&secret, ISS_A, AUD, "rsa-RS256");
+        assert_eq!(
+            rejection(&verifier, &mint(&forged, &alice())),
+            "alg_not_allowed"
+        );
+    }
+    // Even when the issuer also has a (different) HS256 secret, the RSA key is
+    // never used as an HMAC key.
+    let mut issuer = issuer_config(ISS_A, jwks_of(&[rsa()]));
+    issuer["hs256_secret"] = json!(STANDARD.encode([9_u8; 32]));
+    let with_secret = verifier_for(vec![issuer]);
+    let forged = Minter::hs256(public_jwk.to_string().as_bytes(), ISS_A, AUD, "rsa-RS256");
+    assert_eq!(
+        rejection(&with_secret, &mint(&forged, &alice())),
+        "bad_signature"
+    );
+}
+
+#[test]
+fn alg_none_is_rejected_in_any_spelling() {
+    let verifier = standard_verifier();
+    for alg in ["none", "None", "NONE"] {
+        let token = craft(&json!({ "alg": alg, "kid": "ed-1" }), &valid_claims(), b"");
+        assert_eq!(rejection(&verifier, &token), "alg_none");
+    }
+}
+
+#[test]
+fn unsupported_or_disallowed_algorithms_are_rejected() {
+    let token = craft(
+        &json!({ "alg": "ES384", "kid": "es-1" }),
+        &valid_claims(),
+        &[1; 96],
+    );
+    assert_eq!(rejection(&standard_verifier(), &token), "alg_not_allowed");
+
+    let mut issuer = issuer_config(ISS_A, jwks_of(&[rsa(), ed()]));
+    issuer["allowed_algorithms"] = json!(["EdDSA"]);
+    let ed_only = verifier_for(vec![issuer]);
+    assert_eq!(
+        rejection(&ed_only, &mint(rsa(), &alice())),
+        "alg_not_allowed"
+    );
+    assert!(ed_only.verify(&mint(ed(), &alice()), NOW).is_ok());
+}
+
+#[test]
+fn key_of_another_type_or_pinned_alg_is_a_mismatch() {
+    let verifier = standard_verifier();
+    // ES256 token naming the RSA key.
+    let es_as_rsa = es().with_kid("rsa-RS256");
+    assert_eq!(
+        rejection(&verifier, &mint(&es_as_rsa, &alice())),
+        "alg_key_mismatch"
+    );
+    // PS256 token naming the key pinned to RS256 (same RSA key, other alg).
+    let ps_with_rs_kid = rsa().with_algorithm(JwsAlgorithm::Ps256).unwrap();
+    assert_eq!(
+        rejection(&verifier, &mint(&ps_with_rs_kid, &alice())),
+        "alg_key_mismatch"
+    );
+}
+
+#[test]
+fn signature_by_another_key_or_tampering_is_bad_signature() {
+    let verifier = standard_verifier();
+    for minter in [rsa(), es(), ed()] {
+        let impostor = minter.impostor().unwrap();
+        assert_eq!(
+            rejection(&verifier, &mint(&impostor, &alice())),
+            "bad_signature"
+        );
+    }
+    let token = mint(ed(), &alice());
+    let mut parts: Vec<&str> = token.split('.').collect();
+    let mut claims = alice();
+    claims["sub"] = json!("mallory");
+    claims["iss"] = json!(ISS_A);
+    claims["aud"] = json!(AUD);
+    claims["exp"] = json!(NOW + 300);
+    let forged_claims = encode_json(&claims);
+    parts[1] = &forged_claims;
+    assert_eq!(rejection(&verifier, &parts.join(".")), "bad_signature");
+}
+
+#[test]
+fn unknown_kid_names_the_issuer_to_refetch() {
+    let verifier = standard_verifier();
+    let token = mint(&ed().with_kid("rotated-away"), &alice());
+    assert_eq!(
+        verifier.verify(&token, NOW),
+        Err(TokenRejection::UnknownKid {
+            issuer: ISS_A.to_owned()
+        })
+    );
+}
+
+#[test]
+fn token_without_kid_needs_exactly_one_fitting_key() {
+    let verifier = standard_verifier();
+    // One Ed25519 key in the set: accepted without kid.
+    assert!(
+        verifier
+            .verify(&mint(&ed().with_kid(""), &alice()), NOW)
+            .is_ok()
+    );
+    // Two RSA keys fit RS256 when unpinned: ambiguous, so refused.
+    let rsa_unpinned = |kid: &str| {
+        let mut jwk = rsa().with_kid(kid).public_jwk().unwrap();
+        jwk.as_object_mut().unwrap().remove("alg");
+        jwk
+    };
+    let two_rsa = verifier_for(vec![issuer_config(
+        ISS_A,
+        json!({ "keys": [rsa_unpinned("r1"), rsa_unpinned("r2")] }),
+    )]);
+    let no_kid = mint(&rsa().with_kid(""), &alice());
+    assert_eq!(rejection(&two_rsa, &no_kid), "unknown_kid");
+    let one_rsa = verifier_for(vec![issuer_config(
+        ISS_A,
+        json!({ "keys": [rsa_unpinned("r1")] }),
+    )]);
+    assert!(one_rsa.verify(&no_kid, NOW).is_ok());
+}
+
+#[test]
+fn several_issuers_each_verify_with_their_own_keys() {
+    let b_key = es().with_issuer(ISS_B).with_kid("b-1");
+    let verifier = verifier_for(vec![
+        issuer_config(ISS_A, jwks_of(&[ed()])),
+        issuer_config(ISS_B, jwks_of(&[&b_key])),
+    ]);
+    assert_eq!(
+        verifier
+            .verify(&mint(ed(), &alice()), NOW)
+            .unwrap()
+            .issuer
+            .as_deref(),
+        Some(ISS_A)
+    );
+    assert_eq!(
+        verifier
+            .verify(&mint(&b_key, &alice()), NOW)
+            .unwrap()
+            .issuer
+            .as_deref(),
+        Some(ISS_B)
+    );
+    // B's key claiming to issue for A.
+    let b_posing_as_a = b_key.with_issuer(ISS_A);
+    assert_eq!(
+        rejection(&verifier, &mint(&b_posing_as_a, &alice())),
+        "wrong_issuer"
+    );
+}
+
+#[test]
+fn untrusted_or_missing_issuer_is_unknown_issuer() {
+    let verifier = standard_verifier();
+    let stranger = ed().with_issuer("https://evil.example");
+    assert_eq!(
+        rejection(&verifier, &mint(&stranger, &alice())),
+        "unknown_issuer"
+    );
+    let no_iss = ed()
+        .mint(&json!({ "sub": "alice", "iss": null }), 300, NOW)
+        .unwrap();
+    assert_eq!(rejection(&verifier, &no_iss), "unknown_issuer");
+}
+
+#[test]
+fn expiry_and_not_before_honour_the_leeway_exactly() {
+    let verifier = standard_verifier(); // default leeway 60 s
+    let at = |extra: Value| {
+        let mut claims = alice();
+        for (name, value) in extra.as_object().unwrap() {
+            claims[name] = value.clone();
+        }
+        verifier
+            .verify(&mint(ed(), &claims), NOW)
+            .map(|_| ())
+            .map_err(|e| e.code())
+    };
+    assert_eq!(at(json!({ "exp": NOW - 60 })), Ok(()));
+    assert_eq!(at(json!({ "exp": NOW - 61 })), Err("expired"));
+    assert_eq!(at(json!({ "nbf": NOW + 60 })), Ok(()));
+    assert_eq!(at(json!({ "nbf": NOW + 61 })), Err("not_yet_valid"));
+    assert_eq!(at(json!({ "exp": null })), Err("missing_expiry"));
+    assert_eq!(at(json!({ "nbf": null })), Ok(()));
+    assert_eq!(at(json!({ "exp": "tomorrow" })), Err("malformed"));
+
+    let mut strict = issuer_config(ISS_A, jwks_of(&[ed()]));
+    strict["leeway_seconds"] = json!(0);
+    let strict = verifier_for(vec![strict]);
+    let mut claims = alice();
+    claims["exp"] = json!(NOW - 1);
+    assert_eq!(rejection(&strict, &mint(ed(), &claims)), "expired");
+    assert_eq!(
+        rejection(&verifier, &ed().mint_expired(&alice(), NOW).unwrap()),
+        "expired"
+    );
+}
+
+#[test]
+fn audience_must_name_an_accepted_one() {
+    let mut issuer = issuer_config(ISS_A, jwks_of(&[ed()]));
+    issuer["audiences"] = json!([AUD, "kubectl"]);
+    let verifier = verifier_for(vec![issuer]);
+    let with_aud = |aud: Value| {
+        let mut claims = alice();
+        claims["aud"] = aud;
+        verifier
+            .verify(&mint(ed(), &claims), NOW)
+            .map(|_| ())
+            .map_err(|e| e.code())
+    };
+    assert_eq!(with_aud(json!("kubectl")), Ok(()));
+    assert_eq!(with_aud(json!(["other", "kubectl"])), Ok(()));
+    assert_eq!(with_aud(json!("other")), Err("wrong_audience"));
+    assert_eq!(with_aud(json!(["other"])), Err("wrong_audience"));
+    assert_eq!(with_aud(json!(null)), Err("missing_audience"));
+    assert_eq!(with_aud(json!([])), Err("missing_audience"));
+    assert_eq!(with_aud(json!(7)), Err("malformed"));
+}
+
+#[test]
+fn subject_claim_is_required_and_configurable() {
+    let verifier = standard_verifier();
+    let no_sub = mint(ed(), &json!({ "sub": null }));
+    assert_eq!(rejection(&verifier, &no_sub), "missing_subject");
+    assert_eq!(
+        rejection(&verifier, &mint(ed(), &json!({ "sub": "" }))),
+        "missing_subject"
+    );
+    assert_eq!(
+        rejection(&verifier, &mint(ed(), &json!({ "sub": 42 }))),
+        "missing_subject"
+    );
+
+    let mut by_email = issuer_config(ISS_A, jwks_of(&[ed()]));
+    by_email["subject_claim"] = json!("email");
+    let by_email = verifier_for(vec![by_email]);
+    let token = mint(
+        ed(),
+        &json!({ "sub": "u-123", "email": "alice@example.com" }),
+    );
+    assert_eq!(
+        by_email.verify(&token, NOW).unwrap().subject,
+        "alice@example.com"
+    );
+}
+
+#[test]
+fn groups_come_from_a_string_an_array_or_a_nested_path() {
+    let groups_with = |groups_claim: &str, claims: Value| {
+        let mut issuer = issuer_config(ISS_A, jwks_of(&[ed()]));
+        issuer["groups_claim"] = json!(groups_claim);
+        verifier_for(vec![issuer])
+            .verify(&mint(ed(), &claims), NOW)
+            .map(|identity| identity.groups)
+            .map_err(|e| e.code())
+    };
+    let sub = |extra: Value| {
+        let mut claims = json!({ "sub": "alice" });
+        claims
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        claims
+    };
+    assert_eq!(
+        groups_with("groups", sub(json!({ "groups": "dba" }))),
+        Ok(vec!["dba".into()])
+    );
+    assert_eq!(
+        groups_with("groups", sub(json!({ "groups": ["dba", "ci"] }))),
+        Ok(vec!["dba".to_string(), "ci".into()])
+    );
+    assert_eq!(groups_with("groups", sub(json!({}))), Ok(vec![]));
+    assert_eq!(
+        groups_with(
+            "realm_access.roles",
+            sub(json!({ "realm_access": { "roles": ["admin"] } }))
+        ),
+        Ok(vec!["admin".into()])
+    );
+    assert_eq!(
+        groups_with(
+            "https://example.com/groups",
+            sub(json!({ "https://example.com/groups": "ci" }))
+        ),
+        Ok(vec!["ci".into()])
+    );
+    assert_eq!(
+        groups_with("groups", sub(json!({ "groups": 3 }))),
+        Err("malformed")
+    );
+    assert_eq!(
+        groups_with("groups", sub(json!({ "groups": ["a", 3] }))),
+        Err("malformed")
+    );
+}
+
+#[test]
+fn malformed_tokens_are_malformed() {
+    let verifier = standard_verifier();
+    for token in [
+        "",
+        "abc",
+        "a.b",
+        "a.b.c",
+        "a.b.c.d",
+        "e30.e30.",
+        "!!!.e30.AA",
+    ] {
+        assert_eq!(rejection(&verifier, token), "malformed", "{token:?}");
+    }
+    let not_json_claims = format!(
+        "{}.{}.",
+        encode_json(&json!({ "alg": "EdDSA" })),
+        URL_SAFE_NO_PAD.encode("{")
+    );
+    assert_eq!(rejection(&verifier, &not_json_claims), "malformed");
+    let critical = craft(
+        &json!({ "alg": "EdDSA", "crit": ["exp"] }),
+        &valid_claims(),
+        &[0; 64],
+    );
+    assert_eq!(rejection(&verifier, &critical), "malformed");
+}
+
+#[test]
+fn oversized_tokens_are_refused_before_parsing() {
+    let verifier = standard_verifier();
+    let big = mint(
+        ed(),
+        &json!({ "sub": "alice", "padding": "x".repeat(9000) }),
+    );
+    assert_eq!(rejection(&verifier, &big), "oversized");
+    assert_eq!(rejection(&verifier, &"a".repeat(1 << 20)), "oversized");
+
+    // A smaller per-issuer limit applies once the issuer is known.
+    let mut small = issuer_config(ISS_B, jwks_of(&[&ed().with_issuer(ISS_B)]));
+    small["max_token_bytes"] = json!(512);
+    let verifier = verifier_for(vec![issuer_config(ISS_A, jwks_of(&[ed()])), small]);
+    let claims = json!({ "sub": "alice", "padding": "x".repeat(600) });
+    assert!(verifier.verify(&mint(ed(), &claims), NOW).is_ok());
+    assert_eq!(
+        rejection(&verifier, &mint(&ed().with_issuer(ISS_B), &claims)),
+        "oversized"
+    );
+}
+
+#[test]
+fn rejection_codes_are_distinct_and_messages_leak_nothing() {
+    let issuer = || ISS_A.to_owned();
+    let all = [
+        TokenRejection::Oversized,
+        TokenRejection::Malformed,
+        TokenRejection::AlgNone,
+        TokenRejection::AlgNotAllowed,
+        TokenRejection::AlgKeyMismatch,
+        TokenRejection::UnknownIssuer,
+        TokenRejection::WrongIssuer,
+        TokenRejection::UnknownKid { issuer: issuer() },
+        TokenRejection::KeysUnavailable { issuer: issuer() },
+        TokenRejection::BadSignature,
+        TokenRejection::MissingExpiry,
+        TokenRejection::Expired,
+        TokenRejection::NotYetValid,
+        TokenRejection::MissingAudience,
+        TokenRejection::WrongAudience,
+        TokenRejection::MissingSubject,
+    ];
+    let codes: std::collections::BTreeSet<&str> = all.iter().map(TokenRejection::code).collect();
+    assert_eq!(codes.len(), all.len());
+    for rejection in &all {
+        let message = rejection.to_string();
+        assert!(!message.contains(ISS_A), "{message}");
+        assert!(
+            message.starts_with("token") || message.contains("token"),
+            "{message}"
+        );
+    }
+}
+
+fn remote_issuer(issuer: &str) -> Value {
+    json!({
+        "issuer": issuer, "audiences": [AUD],
+        "remote_jwks": {
+            "cluster": "idp", "path": "/jwks.json",
+            "refresh_seconds": 300, "min_refetch_seconds": 30, "max_stale_seconds": 600
+        }
+    })
+}
+
+#[test]
+fn remote_keys_rotate_after_a_refetch_on_unknown_kid() {
+    let mut verifier = verifier_for(vec![remote_issuer(ISS_A)]);
+    let old_key = ed();
+    let new_key = es().with_kid("es-2");
+    let old_token = mint(old_key, &alice());
+    let new_token = mint(&new_key, &alice());
+
+    assert_eq!(rejection(&verifier, &old_token), "keys_unavailable");
+    assert_eq!(
+        verifier
+            .remote_jwks()
+            .map(|(issuer, remote)| (issuer, remote.cluster.as_str()))
+            .collect::<Vec<_>>(),
+        [(ISS_A, "idp")]
+    );
+    let cache = verifier.jwks_cache_mut(ISS_A).unwrap();
+    assert!(cache.needs_refresh(NOW));
+    cache.on_fetch_started(NOW);
+    cache
+        .on_fetch_ok(jwks_of(&[old_key]).to_string().as_bytes(), NOW)
+        .unwrap();
+    assert!(verifier.verify(&old_token, NOW).is_ok());
+
+    let later = NOW + 40;
+    let Err(TokenRejection::UnknownKid { issuer }) = verifier.verify(&new_token, later) else {
+        panic!("expected unknown_kid");
+    };
+    let cache = verifier.jwks_cache_mut(&issuer).unwrap();
+    assert!(cache.on_unknown_kid(later));
+    assert!(
+        !cache.on_unknown_kid(later + 1),
+        "refetches are rate-limited"
+    );
+    cache
+        .on_fetch_ok(jwks_of(&[&new_key]).to_string().as_bytes(), later + 1)
+        .unwrap();
+    assert!(verifier.verify(&new_token, later + 1).is_ok());
+    assert_eq!(
+        rejection(&verifier, &old_token),
+        "unknown_kid",
+        "the old key was rotated out"
+    );
+}
+
+#[test]
+fn stale_keys_are_served_until_the_bound_then_keys_unavailable() {
+    let mut verifier = verifier_for(vec![remote_issuer(ISS_A)]);
+    let cache = verifier.jwks_cache_mut(ISS_A).unwrap();
+    cache
+        .on_fetch_ok(jwks_of(&[ed()]).to_string().as_bytes(), NOW)
+        .unwrap();
+    let refresh_due = NOW + 300;
+    assert!(cache.needs_refresh(refresh_due));
+    cache.on_fetch_started(refresh_due);
+    cache.on_fetch_failed(refresh_due + 5, "connection refused");
+    assert_eq!(cache.last_error(), Some("connection refused"));
+    assert!(cache.is_stale(refresh_due + 5));
+
+    let last_usable = NOW + 300 + 600;
+    let token = ed().mint(&alice(), 3600, NOW).unwrap();
+    assert!(verifier.verify(&token, last_usable).is_ok());
+    assert_eq!(
+        verifier.verify(&token, last_usable + 1).unwrap_err().code(),
+        "keys_unavailable"
+    );
+}
+
+#[test]
+fn cache_refresh_is_periodic_and_spaced_after_failures() {
+    let policy = JwksCachePolicy {
+        refresh_seconds: 300,
+        min_refetch_seconds: 30,
+        max_stale_seconds: 600,
+    };
+    let mut cache = JwksCache::new(policy);
+    assert!(cache.needs_refresh(NOW), "no keys yet");
+    cache.on_fetch_started(NOW);
+    assert!(!cache.needs_refresh(NOW + 29), "a fetch is in flight");
+    cache.on_fetch_failed(NOW + 2, "timeout");
+    assert!(
+        !cache.needs_refresh(NOW + 31),
+        "retry waits min_refetch after the failure"
+    );
+    assert!(cache.needs_refresh(NOW + 32));
+    assert!(cache.keys(NOW + 32).is_none());
+
+    cache.on_fetch_started(NOW + 32);
+    cache
+        .on_fetch_ok(jwks_of(&[ed()]).to_string().as_bytes(), NOW + 33)
+        .unwrap();
+    assert!(!cache.needs_refresh(NOW + 33 + 299));
+    assert!(cache.needs_refresh(NOW + 33 + 300));
+    assert_eq!(cache.fetched_at(), Some(NOW + 33));
+
+    // A body that is no key set keeps the previous keys.
+    assert!(cache.on_fetch_ok(b"<html>", NOW + 400).is_err());
+    assert!(cache.last_error().is_some());
+    assert_eq!(cache.keys(NOW + 400).map(Jwks::len), Some(1));
+    assert_eq!(cache.fetched_at(), Some(NOW + 33));
+}
+
+#[test]
+fn clock_going_backwards_does_not_block_refetching() {
+    let policy = JwksCachePolicy {
+        refresh_seconds: 300,
+        min_refetch_seconds: 30,
+        max_stale_seconds: 600,
+    };
+    let mut cache = JwksCache::new(policy);
+    assert!(cache.on_unknown_kid(NOW));
+    assert!(!cache.on_unknown_kid(NOW + 10));
+    assert!(cache.on_unknown_kid(NOW - 3600));
+}
+
+#[test]
+fn jwks_skips_unusable_keys_with_reasons() {
+    let small_modulus = URL_SAFE_NO_PAD.encode([0xC3_u8; 128]);
+    let mut private_ed = ed().public_jwk().unwrap();
+    private_ed["kid"] = json!("with-secret");
+    private_ed["d"] = json!("AAAA");
+    let mut enc = ed().public_jwk().unwrap();
+    enc["kid"] = json!("enc-1");
+    enc["use"] = json!("enc");
+    let document = json!({ "keys": [
+        ed().public_jwk().unwrap(),
+        enc,
+        { "kid": "p384", "kty": "EC", "crv": "P-384", "x": "AA", "y": "AA" },
+        { "kid": "x25519", "kty": "OKP", "crv": "X25519", "x": "AA" },
+        { "kid": "oct", "kty": "oct", "k": "AAAA" },
+        { "kid": "weird", "kty": "PQC" },
+        { "kid": "hs", "kty": "RSA", "alg": "HS256", "n": "AA", "e": "AQAB" },
+        { "kid": "small", "kty": "RSA", "n": small_modulus, "e": "AQAB" },
+        private_ed,
+        ed().public_jwk().unwrap(),
+        { "kid": "bad-b64", "kty": "OKP", "crv": "Ed25519", "x": "***" },
+        { "kid": "ec-as-rs", "kty": "EC", "crv": "P-256", "alg": "RS256", "x": "AA", "y": "AA" },
+        "not a key",
+    ]});
+    let jwks = Jwks::parse(document.to_string().as_bytes()).unwrap();
+    assert_eq!(jwks.key_ids().collect::<Vec<_>>(), [Some("ed-1")]);
+    let reasons: Vec<String> = jwks.skipped().iter().map(ToString::to_string).collect();
+    let expected = [
+        "keys[1] (kid \"enc-1\"): use is \"enc\", not \"sig\"",
+        "keys[2] (kid \"p384\"): unsupported EC curve \"P-384\"",
+        "keys[3] (kid \"x25519\"): unsupported OKP curve \"X25519\"",
+        "keys[4] (kid \"oct\"): holds private or secret key material",
+        "keys[5] (kid \"weird\"): unsupported kty \"PQC\"",
+        "keys[6] (kid \"hs\"): unsupported alg \"HS256\"",
+        "keys[7] (kid \"small\"): RSA modulus of 1024 bits; 2048 to 4096 are accepted",
+        "keys[8] (kid \"with-secret\"): holds private or secret key material",
+        "keys[9] (kid \"ed-1\"): duplicate kid; the first key with it is used",
+        "keys[10] (kid \"bad-b64\"): x is not base64url",
+        "keys[11] (kid \"ec-as-rs\"): alg RS256 does not fit kty \"EC\"",
+        "keys[12]: not a JSON object",
+    ];
+    assert_eq!(reasons, expected);
+}
+
+#[test]
+fn jwks_documents_that_are_no_key_set_are_errors() {
+    assert!(matches!(Jwks::parse(b"nope"), Err(JwksError::NotJson(_))));
+    assert_eq!(Jwks::parse(b"{}").unwrap_err(), JwksError::NoKeysArray);
+    assert_eq!(
+        Jwks::parse(br#"{"keys": {}}"#).unwrap_err(),
+        JwksError::NoKeysArray
+    );
+    let none_usable = Jwks::parse(br#"{"keys": [{"kty": "oct", "k": "AA"}]}"#).unwrap_err();
+    assert_eq!(
+        none_usable.to_string(),
+        "key set has no usable key: keys[0]: holds private or secret key material"
+    );
+    let many: Vec<Value> = (0..=MAX_KEYS).map(|_| ed().public_jwk().unwrap()).collect();
+    assert_eq!(
+        Jwks::parse(json!({ "keys": many }).to_string().as_bytes()).unwrap_err(),
+        JwksError::TooManyKeys {
+            count: MAX_KEYS + 1,
+            max: MAX_KEYS
+        }
+    );
+    let huge = vec![b' '; MAX_JWKS_BYTES + 1];
+    assert!(matches!(
+        Jwks::parse(&huge),
+        Err(JwksError::TooLarge { .. })
+    ));
+}
+
+fn config_error(config: Value) -> String {
+    Verifier::from_json(config.to_string().as_bytes())
+        .unwrap_err()
+        .to_string()
+}
+
+#[test]
+fn configuration_errors_name_their_path() {
+    let keys = jwks_of(&[ed()]);
+    let with = |field: &str, value: Value| {
+        let mut issuer = issuer_config(ISS_A, keys.clone());
+        issuer[field] = value;
+        json!({ "issuers": [issuer_config(ISS_B, keys.clone()), issuer] })
+    };
+    assert_eq!(
+        config_error(with("allowed_algorithms", json!(["EdDSA", "ES384"]))),
+        "issuers[1].allowed_algorithms[1]: unsupported algorithm \"ES384\""
+    );
+    assert_eq!(
+        config_error(with("allowed_algorithms", json!(["HS256"]))),
+        "issuers[1].allowed_algorithms[0]: HS256 needs hs256_secret"
+    );
+    assert_eq!(
+        config_error(with("audiences", json!([]))),
+        "issuers[1].audiences: at least one audience is required"
+    );
+    assert_eq!(
+        config_error(with("groups_claim", json!("realm_access..roles"))),
+        "issuers[1].groups_claim: \"realm_access..roles\" is not a claim name or dotted path"
+    );
+    assert_eq!(
+        config_error(with("issuer", json!(ISS_B))),
+        format!("issuers[1].issuer: issuer \"{ISS_B}\" is configured twice")
+    );
+    assert_eq!(
+        config_error(with(
+            "remote_jwks",
+            json!({ "cluster": "idp", "path": "/k" })
+        )),
+        "issuers[1].remote_jwks: set either jwks or remote_jwks, not both"
+    );
+    assert!(
+        config_error(with("jwks", json!({ "keys": [] })))
+            .starts_with("issuers[1].jwks: key set has no usable key")
+    );
+    assert!(config_error(with("surprise", json!(1))).contains("unknown field `surprise`"));
+    assert_eq!(
+        config_error(json!({ "issuers": [] })),
+        "issuers: at least one issuer is required"
+    );
+    assert_eq!(
+        config_error(json!({ "issuers": [{ "issuer": ISS_A, "audiences": [AUD] }] })),
+        "issuers[0].jwks: a key source is required: jwks, remote_jwks or hs256_secret"
+    );
+    let mut remote = remote_issuer(ISS_A);
+    remote["remote_jwks"]["path"] = json!("jwks.json");
+    assert_eq!(
+        config_error(json!({ "issuers": [remote] })),
+        "issuers[0].remote_jwks.path: must start with '/'"
+    );
+}
+
+#[test]
+fn weak_hs256_secret_is_refused_without_echoing_it() {
+    let secret = STANDARD.encode(b"short-secret");
+    let error = config_error(json!({ "issuers": [{
+        "issuer": ISS_A, "audiences": [AUD], "hs256_secret": secret
+    }]}));
+    assert_eq!(
+        error,
+        "issuers[0].hs256_secret: must decode to at least 32 bytes"
+    );
+    assert!(!error.contains(&secret));
+    let parsed: IdentityConfig = serde_json::from_value(json!({ "issuers": [{
+        "issuer": ISS_A, "audiences": [AUD], "hs256_secret": secret
+    }]}))
+    .unwrap();
+    assert!(!format!("{parsed:?}").contains(&secret));
+}
+
+#[test]
+fn inline_jwks_may_be_a_json_string() {
+    let verifier = verifier_for(vec![issuer_config(ISS_A, json!(ed().jwks_json()))]);
+    assert!(verifier.verify(&mint(ed(), &alice()), NOW).is_ok());
+}
+
+#[test]
+fn saved_minters_keep_signing_with_the_same_key() {
+    for minter in [rsa(), es(), ed()] {
+        let restored = Minter::from_json(&minter.to_json().unwrap()).unwrap();
+        assert_eq!(restored.jwks_json(), minter.jwks_json());
+        let verifier = verifier_for(vec![issuer_config(ISS_A, jwks_of(&[minter]))]);
+        assert!(verifier.verify(&mint(&restored, &alice()), NOW).is_ok());
+    }
+    assert!(Minter::from_json("{}").is_err());
+}

@@ -63,6 +63,12 @@ pub async fn handle(store: SharedStore, req: Request<Incoming>) -> Response<Body
         Route::ResourceList { group, version } => discovery::resource_list(&group, &version)
             .map(|l| json_response(StatusCode::OK, &l))
             .ok_or_else(Status::no_such_path),
+        Route::OpenApiRoot => Ok(json_response(StatusCode::OK, &discovery::openapi_v3_root())),
+        Route::OpenApiGroupVersion { group, version } => {
+            discovery::openapi_v3_group_version(&group, &version)
+                .map(|doc| json_response(StatusCode::OK, &doc))
+                .ok_or_else(Status::no_such_path)
+        }
         Route::Unknown => Err(Status::no_such_path()),
     };
     result.unwrap_or_else(|status| status_response(&status))

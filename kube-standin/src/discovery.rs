@@ -131,6 +131,58 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
     )
 }
 
+/// `/openapi/v3`: where each group version's document is.
+pub fn openapi_v3_root() -> Value {
+    let paths: serde_json::Map<String, Value> = GROUP_VERSIONS
+        .iter()
+        .map(|(group, version)| {
+            let path = if group.is_empty() {
+                format!("api/{version}")
+            } else {
+                format!("apis/{group}/{version}")
+            };
+            let url =
+                json!({"serverRelativeURL": format!("/openapi/v3/{path}?hash={OPENAPI_HASH}")});
+            (path, url)
+        })
+        .collect();
+    json!({"paths": paths})
+}
+
+/// Changes whenever the documents below change (clients cache by it).
+const OPENAPI_HASH: &str = "5A7E1D0C0FFEE001";
+
+/// `/openapi/v3/api/v1`, `/openapi/v3/apis/<group>/<version>`: a minimal
+/// document with one PATCH operation per kind that declares the
+/// `fieldValidation` parameter. That is what kubectl (`apply`, `create -f`)
+/// checks before leaving validation to the server; without it kubectl insists
+/// on schemas for client-side validation. No schemas are served.
+pub fn openapi_v3_group_version(group: &str, version: &str) -> Option<Value> {
+    if !GROUP_VERSIONS.contains(&(group, version)) {
+        return None;
+    }
+    let paths: serde_json::Map<String, Value> = resources::in_group_version(group, version)
+        .map(|r| {
+            let prefix = if group.is_empty() {
+                format!("/api/{version}")
+            } else {
+                format!("/apis/{group}/{version}")
+            };
+            let scope = if r.namespaced { "/namespaces/{namespace}" } else { "" };
+            let operation = json!({
+                "x-kubernetes-group-version-kind": {"group": group, "version": version, "kind": r.kind},
+                "parameters": [{"name": "fieldValidation", "in": "query", "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "OK"}}
+            });
+            (format!("{prefix}{scope}/{}/{{name}}", r.plural), json!({"patch": operation}))
+        })
+        .collect();
+    Some(
+        json!({"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": "v1"},
+                "paths": paths, "components": {}}),
+    )
+}
+
 fn named_groups() -> impl Iterator<Item = &'static str> {
     GROUP_VERSIONS
         .iter()
@@ -283,5 +335,24 @@ mod tests {
                 .any(|r| r["name"] == "pods/exec")
         );
         assert!(resource_list("apps", "v2").is_none());
+    }
+
+    #[test]
+    fn openapi_v3_declares_field_validation_for_every_kind() {
+        let root = openapi_v3_root();
+        assert!(
+            root["paths"]["apis/apps/v1"]["serverRelativeURL"]
+                .as_str()
+                .unwrap()
+                .starts_with("/openapi/v3/apis/apps/v1?hash=")
+        );
+        let core = openapi_v3_group_version("", "v1").unwrap();
+        let patch = &core["paths"]["/api/v1/namespaces/{namespace}/configmaps/{name}"]["patch"];
+        assert_eq!(
+            patch["x-kubernetes-group-version-kind"]["kind"],
+            "ConfigMap"
+        );
+        assert_eq!(patch["parameters"][0]["name"], "fieldValidation");
+        assert!(core["paths"].get("/api/v1/namespaces/{name}").is_some());
     }
 }

@@ -21,7 +21,14 @@ pub enum Route {
         version: String,
     },
     Resource(Target),
-    /// Anything else, including `/openapi/*`.
+    /// `/openapi/v3`.
+    OpenApiRoot,
+    /// `/openapi/v3/api/v1`, `/openapi/v3/apis/<group>/<version>`.
+    OpenApiGroupVersion {
+        group: String,
+        version: String,
+    },
+    /// Anything else, including `/openapi/v2`.
     Unknown,
 }
 
@@ -60,6 +67,15 @@ pub fn parse(path: &str) -> Route {
         },
         ["apis", group] => Route::Group(group.to_string()),
         ["apis", group, version] => Route::ResourceList {
+            group: group.to_string(),
+            version: version.to_string(),
+        },
+        ["openapi", "v3"] => Route::OpenApiRoot,
+        ["openapi", "v3", "api", version] => Route::OpenApiGroupVersion {
+            group: String::new(),
+            version: version.to_string(),
+        },
+        ["openapi", "v3", "apis", group, version] => Route::OpenApiGroupVersion {
             group: group.to_string(),
             version: version.to_string(),
         },

@@ -364,6 +364,16 @@ impl Store {
         if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
             meta.insert("resourceVersion".into(), rv.to_string().into());
         }
+        if resource.kind == DEPLOYMENTS.kind
+            && let Some(obj) = object.as_object_mut()
+        {
+            let generation = obj
+                .get("metadata")
+                .and_then(|m| m.get("generation"))
+                .and_then(Value::as_u64)
+                .unwrap_or(0);
+            roll_out(obj, generation + 1);
+        }
         let key = (
             resource.plural,
             scope(resource, namespace),
@@ -582,27 +592,30 @@ fn apply_defaults(resource: &Resource, name: &str, obj: &mut Map<String, Value>)
         "Pod" if obj.get("status").is_none_or(|s| s == &json!({})) => {
             obj.insert("status".into(), running_status(obj.get("spec")));
         }
-        "Deployment" => {
-            let replicas = obj
-                .get("spec")
-                .and_then(|s| s.get("replicas"))
-                .and_then(Value::as_u64)
-                .unwrap_or(1);
-            if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
-                spec.insert("replicas".into(), replicas.into());
-            }
-            if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
-                meta.insert("generation".into(), 1.into());
-            }
-            obj.insert(
-                "status".into(),
-                json!({"observedGeneration": 1, "replicas": replicas, "updatedReplicas": replicas,
-                       "readyReplicas": replicas, "availableReplicas": replicas,
-                       "conditions": [{"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"}]}),
-            );
-        }
+        "Deployment" => roll_out(obj, 1),
         _ => {}
     }
+}
+
+/// Plays the deployment controller: every replica is at once ready.
+fn roll_out(obj: &mut Map<String, Value>, generation: u64) {
+    let replicas = obj
+        .get("spec")
+        .and_then(|s| s.get("replicas"))
+        .and_then(Value::as_u64)
+        .unwrap_or(1);
+    if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
+        spec.insert("replicas".into(), replicas.into());
+    }
+    if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.insert("generation".into(), generation.into());
+    }
+    obj.insert(
+        "status".into(),
+        json!({"observedGeneration": generation, "replicas": replicas, "updatedReplicas": replicas,
+               "readyReplicas": replicas, "availableReplicas": replicas,
+               "conditions": [{"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"}]}),
+    );
 }
 
 /// A Running pod status whose containers are all ready.

@@ -403,3 +403,45 @@ fn the_dispatcher_picks_its_client_from_the_version_minor() {
     assert!(out.contains("Client Version: v1.29."), "{out}");
     assert!(out.contains("Server Version: v1.29.2"), "{out}");
 }
+
+#[test]
+fn apply_creates_then_patches_with_server_side_validation() {
+    let server = demo();
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("deploy.yaml");
+    let write = |replicas: u32| {
+        let yaml = format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: api, namespace: prod}}\n\
+             spec:\n  replicas: {replicas}\n  selector: {{matchLabels: {{app: api}}}}\n  template:\n    \
+             metadata: {{labels: {{app: api}}}}\n    spec: {{containers: [{{name: app, image: nginx}}]}}\n"
+        );
+        std::fs::write(&manifest, yaml).unwrap();
+    };
+    let path = manifest.to_str().unwrap();
+    for (version, replicas) in [("1.33", 2), ("1.29", 3)] {
+        write(replicas);
+        let out = Kubectl::new(version, server.addr()).ok(&["apply", "-f", path]);
+        assert!(out.starts_with("deployment.apps/api "), "{version}: {out}");
+    }
+    let ready = Kubectl::new("1.33", server.addr()).ok(&[
+        "get",
+        "deploy",
+        "api",
+        "-n",
+        "prod",
+        "-o",
+        "jsonpath={.status.readyReplicas}",
+    ]);
+    assert_eq!(ready, "3");
+    let posts: Vec<_> = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST")
+        .collect();
+    assert!(
+        posts[0].uri.contains("fieldValidation=Strict"),
+        "{}",
+        posts[0].uri
+    );
+    assert!(server.requests().iter().any(|r| r.method == "PATCH"));
+}

@@ -7,4 +7,5 @@
 pub mod build;
 pub mod config;
 pub mod identity;
+pub mod mask;
 pub mod policy;

@@ -1,0 +1,347 @@
+//! The detector trait, the fixed list of detectors, and scanning text with a set
+//! of them.
+
+use std::ops::Range;
+
+use serde::{Deserialize, Serialize};
+
+use super::detectors;
+
+/// Finds one kind of sensitive value in text.
+///
+/// Implementations are hand-written scanners: each starts from a cheap anchor
+/// (a rare byte such as `@`, a literal such as `AKIA`, a digit run) and only then
+/// validates the candidate (checksums, prefixes, lengths). Ranges they report
+/// start and end on ASCII bytes, so masking never splits a UTF-8 character.
+pub trait Detector: Sync {
+    /// Which detector this is; its name appears in records.
+    fn kind(&self) -> DetectorKind;
+
+    /// Appends the byte ranges of every match in `text` to `out`, in ascending
+    /// order. Ranges reported by one detector never overlap each other.
+    fn find(&self, text: &[u8], out: &mut Vec<Range<usize>>);
+}
+
+/// The detectors gatehouse ships. The serde name is the stable name used in
+/// configuration and records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DetectorKind {
+    /// PEM private key blocks, `-----BEGIN … PRIVATE KEY-----` through `END`.
+    PrivateKey,
+    /// JSON Web Tokens: three base64url parts, header is JSON with `alg`.
+    Jwt,
+    /// AWS access key ids (`AKIA`/`ASIA` + 16 upper-case alphanumerics).
+    AwsAccessKey,
+    /// `password=…`, `api_key: …` and similar with a high-entropy value; only
+    /// the value is reported.
+    SecretAssignment,
+    /// E-mail addresses.
+    Email,
+    /// Payment card numbers (known IIN prefix and length, Luhn-valid).
+    PaymentCard,
+    /// IBANs (per-country length, mod-97 checksum).
+    Iban,
+    /// US social security numbers written `ddd-dd-dddd`, SSA validity rules.
+    UsSsn,
+    /// Phone numbers: E.164 `+…` forms and separated NANP forms.
+    Phone,
+}
+
+impl DetectorKind {
+    /// Every detector, in priority order: when two findings start at the same
+    /// byte and have the same length, the earlier kind here wins.
+    pub const ALL: [DetectorKind; 9] = [
+        DetectorKind::PrivateKey,
+        DetectorKind::Jwt,
+        DetectorKind::AwsAccessKey,
+        DetectorKind::SecretAssignment,
+        DetectorKind::Email,
+        DetectorKind::PaymentCard,
+        DetectorKind::Iban,
+        DetectorKind::UsSsn,
+        DetectorKind::Phone,
+    ];
+
+    /// Number of detectors.
+    pub const COUNT: usize = Self::ALL.len();
+
+    /// The stable name used in configuration and records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DetectorKind::PrivateKey => "private_key",
+            DetectorKind::Jwt => "jwt",
+            DetectorKind::AwsAccessKey => "aws_access_key",
+            DetectorKind::SecretAssignment => "secret_assignment",
+            DetectorKind::Email => "email",
+            DetectorKind::PaymentCard => "payment_card",
+            DetectorKind::Iban => "iban",
+            DetectorKind::UsSsn => "us_ssn",
+            DetectorKind::Phone => "phone",
+        }
+    }
+
+    /// Looks a detector up by its stable name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+
+    /// Position in [`DetectorKind::ALL`]; used to index per-detector tables.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The detector implementation.
+    pub fn detector(self) -> &'static dyn Detector {
+        match self {
+            DetectorKind::PrivateKey => &detectors::PrivateKeyDetector,
+            DetectorKind::Jwt => &detectors::JwtDetector,
+            DetectorKind::AwsAccessKey => &detectors::AwsAccessKeyDetector,
+            DetectorKind::SecretAssignment => &detectors::SecretAssignmentDetector,
+            DetectorKind::Email => &detectors::EmailDetector,
+            DetectorKind::PaymentCard => &detectors::PaymentCardDetector,
+            DetectorKind::Iban => &detectors::IbanDetector,
+            DetectorKind::UsSsn => &detectors::UsSsnDetector,
+            DetectorKind::Phone => &detectors::PhoneDetector,
+        }
+    }
+
+    /// Whether a match of this kind is a credential rather than personal data.
+    /// Credentials are never partially revealed.
+    pub fn is_secret(self) -> bool {
+        matches!(
+            self,
+            DetectorKind::PrivateKey | DetectorKind::Jwt | DetectorKind::SecretAssignment
+        )
+    }
+}
+
+impl std::fmt::Display for DetectorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One sensitive value found in a text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    pub detector: DetectorKind,
+    /// Byte range of the value in the scanned text.
+    pub range: Range<usize>,
+}
+
+/// Number of findings per detector, for records. Never holds the values.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DetectorCounts {
+    counts: [u32; DetectorKind::COUNT],
+    /// Values longer than the scan cap, handled by the over-cap policy.
+    pub over_cap: u32,
+}
+
+impl DetectorCounts {
+    /// Counts one more finding of `kind`.
+    pub fn add(&mut self, kind: DetectorKind) {
+        if let Some(c) = self.counts.get_mut(kind.index()) {
+            *c = c.saturating_add(1);
+        }
+    }
+
+    /// Findings of `kind` so far.
+    pub fn get(&self, kind: DetectorKind) -> u32 {
+        self.counts.get(kind.index()).copied().unwrap_or(0)
+    }
+
+    /// Adds every count of `other` into `self`.
+    pub fn merge(&mut self, other: &DetectorCounts) {
+        for (mine, theirs) in self.counts.iter_mut().zip(other.counts.iter()) {
+            *mine = mine.saturating_add(*theirs);
+        }
+        self.over_cap = self.over_cap.saturating_add(other.over_cap);
+    }
+
+    /// Total findings over every detector (not counting over-cap values).
+    pub fn total(&self) -> u32 {
+        self.counts.iter().fold(0u32, |a, c| a.saturating_add(*c))
+    }
+
+    /// Whether nothing was found and no value was over the cap.
+    pub fn is_empty(&self) -> bool {
+        self.total() == 0 && self.over_cap == 0
+    }
+
+    /// `(detector, count)` for every detector with a non-zero count.
+    pub fn iter(&self) -> impl Iterator<Item = (DetectorKind, u32)> + '_ {
+        DetectorKind::ALL
+            .into_iter()
+            .map(|k| (k, self.get(k)))
+            .filter(|(_, c)| *c > 0)
+    }
+}
+
+/// A set of enabled detectors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DetectorSet {
+    /// Bit `kind.index()` is set when `kind` is enabled.
+    bits: u16,
+}
+
+impl Default for DetectorSet {
+    /// Every detector.
+    fn default() -> Self {
+        Self::all()
+    }
+}
+
+impl DetectorSet {
+    /// Every detector.
+    pub fn all() -> Self {
+        DetectorKind::ALL.into_iter().collect()
+    }
+
+    /// No detector: scanning finds nothing.
+    pub fn none() -> Self {
+        Self { bits: 0 }
+    }
+
+    /// Only `kind`.
+    pub fn only(kind: DetectorKind) -> Self {
+        Self::none().with(kind)
+    }
+
+    /// This set plus `kind`.
+    pub fn with(mut self, kind: DetectorKind) -> Self {
+        self.bits |= 1 << kind.index();
+        self
+    }
+
+    pub fn contains(&self, kind: DetectorKind) -> bool {
+        self.bits & (1 << kind.index()) != 0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bits == 0
+    }
+
+    /// Enabled detectors in priority order.
+    pub fn iter(&self) -> impl Iterator<Item = DetectorKind> + '_ {
+        DetectorKind::ALL.into_iter().filter(|k| self.contains(*k))
+    }
+
+    /// Every non-overlapping finding in `text`, in ascending order.
+    pub fn scan(&self, text: &[u8]) -> Vec<Finding> {
+        let mut findings = Vec::new();
+        self.scan_into(text, &mut findings, &mut Vec::new());
+        findings
+    }
+
+    /// Like [`DetectorSet::scan`], reusing the caller's buffers: `findings` is
+    /// cleared and filled; `scratch` is working space.
+    ///
+    /// Overlaps between detectors are resolved greedily: the finding that starts
+    /// first wins, then the longer one, then the one earlier in
+    /// [`DetectorKind::ALL`] (a JWT inside a `token=` assignment is reported once).
+    pub fn scan_into(
+        &self,
+        text: &[u8],
+        findings: &mut Vec<Finding>,
+        scratch: &mut Vec<Range<usize>>,
+    ) {
+        findings.clear();
+        for kind in self.iter() {
+            scratch.clear();
+            kind.detector().find(text, scratch);
+            findings.extend(scratch.drain(..).map(|range| Finding {
+                detector: kind,
+                range,
+            }));
+        }
+        if findings.len() > 1 {
+            findings.sort_by(|a, b| {
+                a.range
+                    .start
+                    .cmp(&b.range.start)
+                    .then(b.range.end.cmp(&a.range.end))
+                    .then(a.detector.cmp(&b.detector))
+            });
+            let mut kept_end = 0usize;
+            findings.retain(|f| {
+                let keep = f.range.start >= kept_end;
+                if keep {
+                    kept_end = f.range.end;
+                }
+                keep
+            });
+        }
+    }
+}
+
+impl FromIterator<DetectorKind> for DetectorSet {
+    fn from_iter<I: IntoIterator<Item = DetectorKind>>(iter: I) -> Self {
+        iter.into_iter().fold(Self::none(), Self::with)
+    }
+}
+
+/// Every non-overlapping finding of every detector in `text`.
+pub fn scan(text: &[u8]) -> Vec<Finding> {
+    DetectorSet::all().scan(text)
+}
+
+#[cfg(test)]
+#[allow(clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for kind in DetectorKind::ALL {
+            assert_eq!(DetectorKind::from_name(kind.as_str()), Some(kind));
+            let json = serde_json::to_string(&kind).unwrap();
+            assert_eq!(json, format!("\"{}\"", kind.as_str()));
+        }
+        assert_eq!(DetectorKind::from_name("ssn"), None);
+    }
+
+    #[test]
+    fn index_matches_position_in_all() {
+        for (i, kind) in DetectorKind::ALL.into_iter().enumerate() {
+            assert_eq!(kind.index(), i);
+        }
+    }
+
+    #[test]
+    fn overlapping_findings_keep_the_first_and_longest() {
+        // The JWT is inside a `token=` assignment: both detectors match the same
+        // bytes; one finding remains.
+        let text = b"token=eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U done";
+        let found = scan(text);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].range.start, 6);
+    }
+
+    #[test]
+    fn disabled_detectors_find_nothing() {
+        let text = b"mail alice@example.com, card 4111 1111 1111 1111";
+        let only_card = DetectorSet::only(DetectorKind::PaymentCard).scan(text);
+        assert_eq!(only_card.len(), 1);
+        assert_eq!(only_card[0].detector, DetectorKind::PaymentCard);
+        assert!(DetectorSet::none().scan(text).is_empty());
+    }
+
+    #[test]
+    fn counts_add_and_merge() {
+        let mut a = DetectorCounts::default();
+        a.add(DetectorKind::Email);
+        a.add(DetectorKind::Email);
+        let mut b = DetectorCounts::default();
+        b.add(DetectorKind::Phone);
+        b.over_cap = 1;
+        a.merge(&b);
+        assert_eq!(a.get(DetectorKind::Email), 2);
+        assert_eq!(a.total(), 3);
+        assert_eq!(
+            a.iter().collect::<Vec<_>>(),
+            vec![(DetectorKind::Email, 2), (DetectorKind::Phone, 1)]
+        );
+        assert!(!a.is_empty());
+    }
+}

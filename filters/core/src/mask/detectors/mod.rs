@@ -1,0 +1,159 @@
+//! One scanner per [`DetectorKind`](super::DetectorKind), plus the byte-level
+//! helpers they share.
+
+mod aws;
+mod card;
+mod email;
+mod iban;
+mod jwt;
+mod phone;
+mod private_key;
+mod secret;
+mod ssn;
+
+pub use aws::AwsAccessKeyDetector;
+pub use card::PaymentCardDetector;
+pub use email::EmailDetector;
+pub use iban::IbanDetector;
+pub use jwt::JwtDetector;
+pub use phone::PhoneDetector;
+pub use private_key::PrivateKeyDetector;
+pub use secret::{SecretAssignmentDetector, is_secret_key_name, is_secret_value};
+pub use ssn::UsSsnDetector;
+
+/// The byte at `i`, or `None` past either end.
+fn byte_at(text: &[u8], i: usize) -> Option<u8> {
+    text.get(i).copied()
+}
+
+/// The byte just before `i`, or `None` at the start.
+fn byte_before(text: &[u8], i: usize) -> Option<u8> {
+    i.checked_sub(1).and_then(|j| text.get(j)).copied()
+}
+
+/// Whether `b` is an ASCII letter or digit.
+fn is_alnum(b: Option<u8>) -> bool {
+    b.is_some_and(|b| b.is_ascii_alphanumeric())
+}
+
+fn is_digit(b: Option<u8>) -> bool {
+    b.is_some_and(|b| b.is_ascii_digit())
+}
+
+/// Whether a number-like value can start at `i`: the byte before is not a
+/// letter or digit, and not a separator that continues a token on its left
+/// (`0.4111…`, `12-4111…`, `ORD-4111…`, `12,4111…`).
+fn number_starts_at(text: &[u8], i: usize) -> bool {
+    let before = byte_before(text, i);
+    if is_alnum(before) {
+        return false;
+    }
+    let two_before = i.checked_sub(1).and_then(|j| byte_before(text, j));
+    match before {
+        // `ORD-4111…`, `v1.4111…`: part of a longer token.
+        Some(b'.' | b'-' | b'+' | b'_') => !is_alnum(two_before),
+        // `12,4111…` continues a number; `csv,4111…` does not.
+        Some(b',' | b'/') => !is_digit(two_before),
+        _ => true,
+    }
+}
+
+/// Whether a number-like value can end at `end` (exclusive): the byte after is
+/// not a letter or digit, and not a separator that continues the token.
+fn number_ends_at(text: &[u8], end: usize) -> bool {
+    let after = byte_at(text, end);
+    if is_alnum(after) {
+        return false;
+    }
+    let two_after = byte_at(text, end + 1);
+    match after {
+        Some(b'.' | b'-' | b'_') => !is_alnum(two_after),
+        Some(b',' | b'/') => !is_digit(two_after),
+        _ => true,
+    }
+}
+
+/// Digits of `text[range]` in order, skipping every other byte.
+fn digits_of(text: &[u8]) -> impl Iterator<Item = u8> + '_ {
+    text.iter().filter(|b| b.is_ascii_digit()).map(|b| b - b'0')
+}
+
+#[cfg(test)]
+pub(crate) mod corpus {
+    //! Shared loader for the detector corpora in `testdata/mask/`.
+    //!
+    //! One case per line; `#` starts a comment line; `\n` in a line stands for a
+    //! newline. In positive corpora the expected matches are wrapped in `[[` and
+    //! `]]`.
+
+    use super::super::{DetectorKind, DetectorSet};
+
+    /// A case with its expected match ranges.
+    pub struct Case {
+        pub line: usize,
+        pub text: String,
+        pub expected: Vec<std::ops::Range<usize>>,
+    }
+
+    pub fn cases(corpus: &str) -> Vec<Case> {
+        corpus
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty() && !l.starts_with('#'))
+            .map(|(n, l)| {
+                let unescaped = l.replace("\\n", "\n");
+                let mut text = String::new();
+                let mut expected = Vec::new();
+                let mut rest = unescaped.as_str();
+                while let Some(open) = rest.find("[[") {
+                    text.push_str(&rest[..open]);
+                    let after = &rest[open + 2..];
+                    let close = after.find("]]").expect("unclosed [[");
+                    let start = text.len();
+                    text.push_str(&after[..close]);
+                    expected.push(start..text.len());
+                    rest = &after[close + 2..];
+                }
+                text.push_str(rest);
+                Case {
+                    line: n + 1,
+                    text,
+                    expected,
+                }
+            })
+            .collect()
+    }
+
+    /// Runs one detector over a positive and a negative corpus and asserts each
+    /// case finds exactly its marked ranges (none for negatives).
+    pub fn check(kind: DetectorKind, positives: &str, negatives: &str) {
+        let set = DetectorSet::only(kind);
+        let pos = cases(positives);
+        let neg = cases(negatives);
+        assert!(pos.len() >= 40, "{kind}: only {} positive cases", pos.len());
+        assert!(neg.len() >= 40, "{kind}: only {} negative cases", neg.len());
+        let mut failures = Vec::new();
+        for case in pos.iter().chain(neg.iter()) {
+            let found: Vec<_> = set
+                .scan(case.text.as_bytes())
+                .into_iter()
+                .map(|f| f.range)
+                .collect();
+            if found != case.expected {
+                let shown: Vec<_> = found.iter().map(|r| &case.text[r.clone()]).collect();
+                failures.push(format!(
+                    "line {}: {:?}: expected {:?}, found {:?}",
+                    case.line, case.text, case.expected, shown
+                ));
+            }
+        }
+        assert!(failures.is_empty(), "{kind}:\n{}", failures.join("\n"));
+        for case in &pos {
+            assert!(
+                !case.expected.is_empty(),
+                "{kind}: positive line {} marks no match",
+                case.line
+            );
+        }
+    }
+}

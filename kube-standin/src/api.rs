@@ -43,7 +43,6 @@ fn lock(store: &SharedStore) -> MutexGuard<'_, Store> {
 
 /// Answers one request.
 pub async fn handle(store: SharedStore, req: Request<Incoming>) -> Response<Body> {
-    let accept = header(&req, "accept").to_string();
     let result = match route::parse(req.uri().path()) {
         Route::Resource(target) => resource_request(&store, target, req).await,
         Route::Paths => Ok(json_response(StatusCode::OK, &paths())),
@@ -53,7 +52,7 @@ pub async fn handle(store: SharedStore, req: Request<Incoming>) -> Response<Body
             Ok(json_response(StatusCode::OK, &discovery::version(minor)))
         }
         Route::DiscoveryRoot { core } => {
-            let format = discovery::negotiate(Some(&accept));
+            let format = discovery::negotiate(Some(header(&req, "accept")));
             let body = discovery::root(core, format);
             Ok(discovery_response(format, &body))
         }
@@ -126,11 +125,11 @@ async fn resource_request(store: &SharedStore, target: Target, req: Request<Inco
             let object = lock(store).get(resource, ns, name)?;
             let body = match as_table {
                 Some(include_object) => {
-                    let rv = lock(store).resource_version();
+                    let one = std::slice::from_ref(&object);
                     table::build(
                         resource,
-                        std::slice::from_ref(&object),
-                        rv,
+                        one,
+                        resource_version(&object),
                         None,
                         include_object,
                     )
@@ -442,6 +441,15 @@ fn log_lines(pod: &str, container: &str, query: &Query) -> String {
         .unwrap_or(lines.len());
     let skip = lines.len().saturating_sub(tail);
     lines.iter().skip(skip).map(|l| format!("{l}\n")).collect()
+}
+
+/// An object's `metadata.resourceVersion` as a number (0 when absent).
+pub fn resource_version(object: &Value) -> u64 {
+    object
+        .pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .and_then(|rv| rv.parse().ok())
+        .unwrap_or(0)
 }
 
 fn identity(object: &Value) -> (String, String) {

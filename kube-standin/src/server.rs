@@ -172,7 +172,11 @@ async fn serve(
             accepted = listener.accept() => accepted,
         };
         let stream = match accepted {
-            Ok((stream, _)) => stream,
+            Ok((stream, _)) => {
+                // Watch events and exec frames are small writes that must not wait.
+                let _ = stream.set_nodelay(true);
+                stream
+            }
             Err(e) => {
                 // Typically EMFILE: back off instead of spinning.
                 eprintln!("kube-standin: accept failed: {e}");

@@ -32,9 +32,9 @@ pub fn build(
         .unwrap_or(0);
     let columns: Vec<Value> = columns(resource)
         .iter()
-        .map(|(name, kind)| {
+        .map(|(name, kind, priority)| {
             let format = if *name == "Name" { "name" } else { "" };
-            json!({"name": name, "type": kind, "format": format, "description": "", "priority": 0})
+            json!({"name": name, "type": kind, "format": format, "description": "", "priority": priority})
         })
         .collect();
     let rows: Vec<Value> = items
@@ -58,31 +58,42 @@ pub fn build(
            "columnDefinitions": columns, "rows": rows})
 }
 
-fn columns(resource: &Resource) -> &'static [(&'static str, &'static str)] {
+/// `(name, type, priority)`; priority 1 columns show with `-o wide`.
+fn columns(resource: &Resource) -> &'static [(&'static str, &'static str, u8)] {
     match resource.kind {
         "Pod" => &[
-            ("Name", "string"),
-            ("Ready", "string"),
-            ("Status", "string"),
-            ("Restarts", "string"),
-            ("Age", "string"),
+            ("Name", "string", 0),
+            ("Ready", "string", 0),
+            ("Status", "string", 0),
+            ("Restarts", "string", 0),
+            ("Age", "string", 0),
+            ("IP", "string", 1),
+            ("Node", "string", 1),
         ],
-        "Namespace" => &[("Name", "string"), ("Status", "string"), ("Age", "string")],
+        "Namespace" => &[
+            ("Name", "string", 0),
+            ("Status", "string", 0),
+            ("Age", "string", 0),
+        ],
         "Secret" => &[
-            ("Name", "string"),
-            ("Type", "string"),
-            ("Data", "integer"),
-            ("Age", "string"),
+            ("Name", "string", 0),
+            ("Type", "string", 0),
+            ("Data", "integer", 0),
+            ("Age", "string", 0),
         ],
-        "ConfigMap" => &[("Name", "string"), ("Data", "integer"), ("Age", "string")],
+        "ConfigMap" => &[
+            ("Name", "string", 0),
+            ("Data", "integer", 0),
+            ("Age", "string", 0),
+        ],
         "Deployment" => &[
-            ("Name", "string"),
-            ("Ready", "string"),
-            ("Up-to-date", "integer"),
-            ("Available", "integer"),
-            ("Age", "string"),
+            ("Name", "string", 0),
+            ("Ready", "string", 0),
+            ("Up-to-date", "integer", 0),
+            ("Available", "integer", 0),
+            ("Age", "string", 0),
         ],
-        _ => &[("Name", "string"), ("Age", "string")],
+        _ => &[("Name", "string", 0), ("Age", "string", 0)],
     }
 }
 
@@ -124,6 +135,8 @@ fn cells(resource: &Resource, item: &Value, now: u64) -> Vec<Value> {
                 text("/status/phase").into(),
                 restarts.to_string().into(),
                 age,
+                text("/status/podIP").into(),
+                text("/spec/nodeName").into(),
             ]
         }
         "Namespace" => vec![name, text("/status/phase").into(), age],

@@ -57,11 +57,7 @@ impl WatchSpec {
     fn event(&self, event_type: &str, object: &Value) -> Bytes {
         match self.as_table {
             Some(include_object) => {
-                let rv = object
-                    .pointer("/metadata/resourceVersion")
-                    .and_then(Value::as_str)
-                    .and_then(|rv| rv.parse().ok())
-                    .unwrap_or(0);
+                let rv = crate::api::resource_version(object);
                 let table = table::build(
                     self.resource,
                     std::slice::from_ref(object),

@@ -57,6 +57,9 @@ fn namespaced_get_and_deployments_list() {
         pods.contains("web-0") && pods.lines().count() == 2,
         "{pods}"
     );
+    let wide = kubectl.ok(&["get", "pods", "-n", "dev", "-o", "wide"]);
+    let row = wide.lines().nth(1).unwrap_or_default();
+    assert!(row.ends_with("10.244.0.12   node-1"), "{wide}");
     let deployments = kubectl.ok(&["get", "deploy", "-A"]);
     assert!(
         deployments.contains("dev         web    1/1"),

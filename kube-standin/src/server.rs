@@ -80,34 +80,51 @@ impl StandIn {
             std::net::TcpListener::bind(bind).with_context(|| format!("binding {bind}"))?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("kube-standin")
-            .enable_all()
-            .build()
-            .context("starting the tokio runtime")?;
         let seen = SeenLog::default();
         let store: SharedStore = Arc::new(Mutex::new(store));
         let (shutdown, stop) = oneshot::channel();
+        let (ready, started) = std::sync::mpsc::channel::<anyhow::Result<()>>();
         let (task_seen, task_store) = (seen.clone(), store.clone());
+        // The runtime lives and dies on its own thread, so starting and dropping
+        // a StandIn is safe from inside another runtime (async tests).
         let thread = std::thread::Builder::new()
             .name(format!("kube-standin-{}", addr.port()))
             .spawn(move || {
-                let served = runtime.block_on(async move {
-                    let listener = TcpListener::from_std(listener)?;
-                    serve(listener, task_store, task_seen, async {
-                        let _ = stop.await;
-                    })
-                    .await;
-                    anyhow::Ok(())
+                let runtime = match tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .thread_name("kube-standin")
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(e) => {
+                        let _ = ready.send(Err(
+                            anyhow::Error::new(e).context("starting the tokio runtime")
+                        ));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    match TcpListener::from_std(listener) {
+                        Ok(listener) => {
+                            let _ = ready.send(Ok(()));
+                            serve(listener, task_store, task_seen, async {
+                                let _ = stop.await;
+                            })
+                            .await;
+                        }
+                        Err(e) => {
+                            let _ = ready.send(Err(e.into()));
+                        }
+                    }
                 });
-                if let Err(e) = served {
-                    eprintln!("kube-standin on {addr}: {e:#}");
-                }
                 // Open watches and exec sessions end with the runtime.
                 runtime.shutdown_timeout(Duration::from_secs(1));
             })
             .context("spawning the server thread")?;
+        started
+            .recv()
+            .context("the server thread ended before it was ready")??;
         Ok(StandIn {
             addr,
             seen,

@@ -239,3 +239,31 @@ fn binary_writes_its_port_file_and_stops_on_sigterm() {
     assert!(kill.success());
     assert!(child.wait().unwrap().success());
 }
+
+#[tokio::test]
+async fn starts_and_stops_inside_an_async_test() {
+    let server = StandIn::start_demo().unwrap();
+    let addr = server.addr();
+    let version =
+        tokio::task::spawn_blocking(move || http(addr, "GET", "/version", &[], b"").json())
+            .await
+            .unwrap();
+    assert_eq!(version["gitVersion"], "v1.33.2");
+    drop(server);
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "the listener is closed after drop"
+    );
+}
+
+#[test]
+fn a_port_in_use_is_a_clear_error() {
+    let first = StandIn::start_demo().unwrap();
+    let err = StandIn::start(kube_standin::Store::demo(), first.addr())
+        .err()
+        .expect("second bind fails");
+    assert!(
+        format!("{err:#}").contains(&format!("binding {}", first.addr())),
+        "{err:#}"
+    );
+}

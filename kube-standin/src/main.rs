@@ -55,7 +55,9 @@ fn main() -> anyhow::Result<()> {
     let options = parse_args(std::env::args().skip(1))?;
     let mut store = Store::demo().with_version_minor(options.minor);
     if options.pods > 0 {
-        store = store.with_pods(&options.pods_namespace, options.pods);
+        store
+            .add_pods(&options.pods_namespace, options.pods)
+            .map_err(|status| anyhow::anyhow!("--pods-namespace: {}", status.message))?;
     }
     let server = StandIn::start(store, options.listen)?;
     let addr = server.addr();

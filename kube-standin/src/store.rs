@@ -95,39 +95,52 @@ impl Store {
     /// `last-applied-configuration` annotation that repeats them) in `prod`.
     pub fn demo() -> Store {
         let mut store = Store::new();
+        // Fixed data (the tests check it seeds cleanly).
+        let _ = store.seed_demo();
+        store.forget_history();
+        store
+    }
+
+    fn seed_demo(&mut self) -> Result<(), Status> {
         for ns in ["default", "dev", "prod", "kube-system"] {
-            store.seed(&NAMESPACES, "", json!({"metadata": {"name": ns}}));
+            self.seed(&NAMESPACES, "", json!({"metadata": {"name": ns}}))?;
         }
         for (ns, password) in [("dev", "dev-Passw0rd!"), ("prod", "pr0d-S3cret!")] {
-            store.seed(&PODS, ns, demo_pod("web-0", ns, password));
-            store.seed(&DEPLOYMENTS, ns, demo_deployment(ns, password));
-            store.seed(
+            self.seed(&PODS, ns, demo_pod("web-0", ns, password))?;
+            self.seed(&DEPLOYMENTS, ns, demo_deployment(ns, password))?;
+            self.seed(
                 &CONFIGMAPS,
                 ns,
                 json!({"metadata": {"name": "app-config", "labels": {"app": "web"}},
                        "data": {"LOG_LEVEL": if ns == "prod" { "info" } else { "debug" },
                                 "DB_HOST": format!("db.{ns}.svc.cluster.local")}}),
-            );
+            )?;
         }
         let data =
             json!({"password": BASE64.encode("pr0d-S3cret!"), "username": BASE64.encode("app")});
         let applied = json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "data": data,
                              "metadata": {"annotations": {}, "name": "db-credentials", "namespace": "prod"}});
-        store.seed(
+        self.seed(
             &SECRETS,
             "prod",
             json!({"metadata": {"name": "db-credentials", "annotations": {
                         "kubectl.kubernetes.io/last-applied-configuration": format!("{applied}\n")}},
                    "type": "Opaque", "data": data}),
-        );
-        store
+        )
     }
 
     /// Adds `count` running pods `pod-0000`, `pod-0001`, … to `namespace`
-    /// (creating the namespace if needed), for list benchmarks.
+    /// (creating the namespace if needed), for list benchmarks. An invalid
+    /// namespace name adds nothing; [`Store::add_pods`] says why.
     pub fn with_pods(mut self, namespace: &str, count: usize) -> Store {
+        let _ = self.add_pods(namespace, count);
+        self
+    }
+
+    /// [`Store::with_pods`] on a borrowed store, reporting a bad namespace name.
+    pub fn add_pods(&mut self, namespace: &str, count: usize) -> Result<(), Status> {
         if self.get(&NAMESPACES, "", namespace).is_err() {
-            self.seed(&NAMESPACES, "", json!({"metadata": {"name": namespace}}));
+            self.seed(&NAMESPACES, "", json!({"metadata": {"name": namespace}}))?;
         }
         for i in 0..count {
             let name = format!("pod-{i:04}");
@@ -135,9 +148,10 @@ impl Store {
                 &PODS,
                 namespace,
                 demo_pod(&name, namespace, "bench-Passw0rd!"),
-            );
+            )?;
         }
-        self
+        self.forget_history();
+        Ok(())
     }
 
     /// Sets the minor version `/version` reports (the `kubectl` dispatcher picks its client by it).
@@ -155,16 +169,26 @@ impl Store {
         self.resource_version
     }
 
-    /// Demo seeding: objects are known good; a failure would only drop that object.
-    fn seed(&mut self, resource: &'static Resource, namespace: &str, object: Value) {
-        let created = self.create(resource, namespace, object);
-        if let Ok(mut object) = created {
-            if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
-                meta.insert("creationTimestamp".into(), DEMO_TIME.into());
-            }
-            let key = key_of(resource, namespace, &object);
-            self.objects.insert(key, object);
+    /// Creates a seed object, backdated to the demo's creation time.
+    fn seed(
+        &mut self,
+        resource: &'static Resource,
+        namespace: &str,
+        object: Value,
+    ) -> Result<(), Status> {
+        let mut object = self.create(resource, namespace, object)?;
+        if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.insert("creationTimestamp".into(), DEMO_TIME.into());
         }
+        let key = key_of(resource, namespace, &object);
+        self.objects.insert(key, object);
+        Ok(())
+    }
+
+    /// Seeding is not history: watches may start from now on.
+    fn forget_history(&mut self) {
+        self.history.clear();
+        self.history_floor = self.resource_version;
     }
 
     /// Subscribes to changes. Call while holding the store's lock together with
@@ -725,6 +749,13 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(1_795_000_000), "2026-11-18T11:06:40Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn demo_data_seeds_cleanly() {
+        assert_eq!(Store::new().seed_demo(), Ok(()));
+        let mut store = Store::new();
+        assert_eq!(store.add_pods("Bad_Name", 1).unwrap_err().code, 422);
     }
 
     #[test]

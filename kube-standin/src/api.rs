@@ -444,7 +444,7 @@ fn log_lines(pod: &str, container: &str, query: &Query) -> String {
 }
 
 /// An object's `metadata.resourceVersion` as a number (0 when absent).
-pub fn resource_version(object: &Value) -> u64 {
+pub(crate) fn resource_version(object: &Value) -> u64 {
     object
         .pointer("/metadata/resourceVersion")
         .and_then(Value::as_str)

@@ -1,12 +1,26 @@
 //! Stand-in Kubernetes API server for gatehouse's tests and demo.
 //!
 //! Plain HTTP/1.1 (Envoy in front terminates TLS). Real kubectl (1.27–1.33)
-//! works against it: `/version`, aggregated and legacy discovery, namespaces,
-//! pods, secrets, configmaps, events and deployments (get, list as List or
-//! Table, watch, create, update, merge patch, delete, deletecollection), pod
-//! logs, and exec/attach over WebSocket (`v5.channel.k8s.io`) running a fixed
-//! echo of the argv. Errors are `metav1.Status` bodies. Every request is
-//! recorded so tests can check what reached the upstream.
+//! works against it:
+//!
+//! - `/version` (minor configurable: the `kubectl` dispatcher picks its client by it);
+//! - discovery, aggregated (`apidiscovery.k8s.io` v2 or v2beta1, only in a version
+//!   the client asked for) or legacy, and a minimal `/openapi/v3` that lets
+//!   `kubectl apply` leave validation to the server (`/openapi/v2` is 404);
+//! - namespaces, pods, secrets, configmaps, events and deployments: get, list
+//!   (a `List`, or the `Table` kubectl asks for; paged by `limit`/`continue`),
+//!   watch (current objects or replayed changes, then live ones), create (JSON,
+//!   or the protobuf kubectl's typed `create` commands send), update, merge
+//!   patch, delete, deletecollection; field and label selectors;
+//! - pod logs (fixed lines), and exec/attach over WebSocket (`v5.channel.k8s.io`
+//!   or `v4`) running a fixed echo of the argv; SPDY and port-forward are refused
+//!   with a Status;
+//! - errors are `metav1.Status` bodies shaped as the apiserver's.
+//!
+//! Every request is recorded ([`StandIn::requests`]) so tests can check which
+//! headers reached the upstream. The `kube-standin` binary serves the demo data
+//! until SIGTERM: `kube-standin --listen 127.0.0.1:0 [--pods N]
+//! [--pods-namespace NS] [--minor 33] [--port-file PATH]`.
 //!
 //! ```no_run
 //! let server = kube_standin::StandIn::start_demo()?;

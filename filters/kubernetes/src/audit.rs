@@ -20,6 +20,10 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
+/// The request header carrying the audit id. The API server adopts a client's
+/// value and echoes it, so the filter overwrites it upstream with its own
+/// `auditID` to join both audit logs.
+pub const AUDIT_ID_HEADER: &str = "Audit-ID";
 /// `authorization.k8s.io/decision`: `allow` or `forbid`.
 pub const DECISION_ANNOTATION: &str = "authorization.k8s.io/decision";
 /// `authorization.k8s.io/reason`: why, in words.
@@ -351,6 +355,11 @@ impl RequestAudit {
         } else {
             &[Stage::ResponseComplete]
         }
+    }
+
+    /// The id every event of this request carries.
+    pub fn audit_id(&self) -> &str {
+        &self.template.audit_id
     }
 
     /// The request's annotations so far.

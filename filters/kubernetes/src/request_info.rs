@@ -225,6 +225,26 @@ pub struct DecodedRequest {
 
 /// Decodes `method` and the raw `:path` (query included), refusing ambiguous
 /// targets (see [`DecodeError`]).
+///
+/// ```
+/// use gatehouse_kubernetes::request_info::{DecodeError, decode_request};
+///
+/// // `kubectl get secret db-creds -w`: a watch of the collection, narrowed by name.
+/// let decoded = decode_request(
+///     "GET",
+///     "/api/v1/namespaces/prod/secrets?fieldSelector=metadata.name%3Ddb-creds&watch=true",
+/// )?;
+/// let info = decoded.info;
+/// assert_eq!((info.verb.as_str(), info.resource.as_str()), ("watch", "secrets"));
+/// assert_eq!((info.namespace.as_str(), info.name.as_str()), ("prod", "db-creds"));
+///
+/// // The API server would split this name at the decoded slash and run an exec.
+/// assert_eq!(
+///     decode_request("GET", "/api/v1/namespaces/prod/pods/web-0%2Fexec").unwrap_err(),
+///     DecodeError::EncodedSlash { offset: 34 },
+/// );
+/// # Ok::<(), DecodeError>(())
+/// ```
 pub fn decode_request(method: &str, raw_path: &str) -> Result<DecodedRequest, DecodeError> {
     if method.is_empty() || method.len() > MAX_METHOD_BYTES || !method.bytes().all(is_token_byte) {
         return Err(DecodeError::InvalidMethod);
@@ -253,18 +273,22 @@ pub fn decode_request(method: &str, raw_path: &str) -> Result<DecodedRequest, De
 fn request_info(method: &str, path: &str, query: &Query) -> Result<RequestInfo, DecodeError> {
     let mut info = RequestInfo {
         path: path.to_owned(),
-        verb: method.to_ascii_lowercase(),
         ..RequestInfo::default()
+    };
+    // Until proven a resource request, the verb is the lowercase method.
+    let non_resource = |mut info: RequestInfo| {
+        info.verb = method.to_ascii_lowercase();
+        Ok(info)
     };
 
     let trimmed = path.trim_matches('/');
     // Upstream checks `len(parts) < 3` first; three segments need two slashes.
     if trimmed.bytes().filter(|&b| b == b'/').count() < 2 {
-        return Ok(info);
+        return non_resource(info);
     }
     let mut parts = trimmed.split('/');
     let Some(prefix) = parts.next().filter(|p| API_PREFIXES.contains(p)) else {
-        return Ok(info);
+        return non_resource(info);
     };
     info.api_prefix = prefix.to_owned();
     let rest: Vec<&str> = parts.collect();
@@ -274,16 +298,16 @@ fn request_info(method: &str, path: &str, query: &Query) -> Result<RequestInfo, 
     if prefix != GROUPLESS_API_PREFIX {
         // Under `apis` the group takes a segment: four parts are needed.
         let [group, tail @ ..] = current else {
-            return Ok(info);
+            return non_resource(info);
         };
         if tail.len() < 2 {
-            return Ok(info);
+            return non_resource(info);
         }
         api_group = group;
         current = tail;
     }
     let [api_version, tail @ ..] = current else {
-        return Ok(info);
+        return non_resource(info);
     };
     info.is_resource_request = true;
     info.api_group = api_group.to_owned();
@@ -377,6 +401,9 @@ struct ListOptions {
 impl ListOptions {
     /// Mirrors `ParameterCodec.DecodeParameters`: if any list option fails to
     /// decode, everything but `watch` is dropped, so the field selector sets no name.
+    /// Checked here: `fieldSelector`, `limit`, `timeoutSeconds`. Not checked: the
+    /// `labelSelector` grammar; with an invalid label selector the API server
+    /// names nothing but then refuses the list itself (400), so no data flows.
     fn decode(query: &Query) -> Self {
         let watch = query.flag("watch");
         let integers_ok = ["limit", "timeoutSeconds"]
@@ -923,6 +950,75 @@ mod tests {
             Query::parse("command=a%0Ab").unwrap().first("command"),
             Some("a\nb")
         );
+    }
+
+    /// Random targets built from the characters that matter to the decoder never
+    /// panic, and every accepted one keeps the RequestInfo invariants.
+    #[test]
+    fn arbitrary_targets_never_panic() {
+        const PIECES: &[&str] = &[
+            "/",
+            "api",
+            "apis",
+            "v1",
+            "namespaces",
+            "prod",
+            "pods",
+            "watch",
+            "proxy",
+            "exec",
+            "status",
+            "finalize",
+            "%2F",
+            "%2e",
+            "%",
+            "%4",
+            "%zz",
+            "%C3%A9",
+            "%FF",
+            ".",
+            "..",
+            "?",
+            "&",
+            "=",
+            ";",
+            "+",
+            "#",
+            "\\",
+            "\0",
+            "é",
+            "fieldSelector=",
+            "metadata.name",
+            "%3D",
+            ",",
+            "watch=",
+            "limit=x",
+        ];
+        let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move || {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            usize::try_from(state >> 33).unwrap_or(0)
+        };
+        for _ in 0..20_000 {
+            let length = next() % 12;
+            let target: String = (0..length).map(|_| PIECES[next() % PIECES.len()]).collect();
+            let method = ["GET", "POST", "DELETE", "PATCH"][next() % 4];
+            if let Ok(decoded) = decode_request(method, &target) {
+                let info = decoded.info;
+                assert!(
+                    !info.path.contains("//") && !info.path.contains('\\'),
+                    "{target:?}"
+                );
+                if info.is_resource_request {
+                    assert_eq!(info.parts.first(), Some(&info.resource), "{target:?}");
+                    assert!(!info.api_version.is_empty(), "{target:?}");
+                } else {
+                    assert!(info.parts.is_empty(), "{target:?}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -9,3 +9,4 @@ pub mod config;
 pub mod identity;
 pub mod mask;
 pub mod policy;
+pub mod record;

@@ -1,1 +1,14 @@
 //! PostgreSQL v3 wire protocol as gatehouse sees it: decoding, session state, records.
+
+pub mod config;
+pub mod framing;
+pub mod lexer;
+pub mod protocol;
+pub mod session;
+
+pub use config::{EngineConfig, SslRequestPolicy};
+pub use framing::{Forward, Verdict};
+pub use session::{CloseReason, ConnectionInfo, Phase, Session, SessionSummary};
+
+#[cfg(test)]
+mod tests;

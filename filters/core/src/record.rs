@@ -1,0 +1,405 @@
+//! Access records: what gatehouse says happened, one JSON object per event.
+//!
+//! Every record is a [`Record`], serialized as one JSON object whose `"type"` names
+//! the kind of event and whose `"schema"` is [`SCHEMA_VERSION`]. Field names are
+//! stable snake_case; optional fields are omitted when absent.
+//!
+//! # Field reference
+//!
+//! Common to every record (from [`RecordHeader`]):
+//!
+//! | field | JSON | meaning |
+//! |---|---|---|
+//! | `type` | string | `pg.session_start`, `pg.statement` or `pg.session_end` |
+//! | `schema` | integer | record schema version, currently `1` |
+//! | `sequence` | integer | per-connection sequence number, starting at 1 and shared by every record kind of the connection, so a gap means a lost record |
+//! | `connection_id` | integer | the proxy's connection id |
+//! | `time` | string | RFC 3339 UTC time with microseconds: statement start, session start or session end |
+//! | `gatehouse_version` | string | build version of the filter that produced the record |
+//! | `client_address` | string | client address as the proxy saw it (`ip:port`) |
+//! | `database` | string | database named in the StartupMessage (defaults to the user) |
+//! | `user` | string | user named in the StartupMessage (claimed, not verified) |
+//! | `application_name` | string | `application_name` startup parameter; omitted when not sent |
+//!
+//! `pg.session_start` ([`SessionStartRecord`]), once the StartupMessage is seen:
+//! `protocol_version` (`"3.0"`, `"3.2"`).
+//!
+//! `pg.statement` ([`StatementRecord`]), one per simple-query statement, per Execute
+//! of an extended-query portal, or per FunctionCall:
+//!
+//! | field | JSON | meaning |
+//! |---|---|---|
+//! | `protocol` | string | `simple`, `extended` or `function_call` |
+//! | `statement` | string | statement text, literals replaced by `$n` when `redact_literals` is on; omitted when unknown |
+//! | `statement_truncated` | bool | present (true) when the text was cut to the configured limit |
+//! | `statement_name` | string | extended query: prepared statement name (omitted for the unnamed one) |
+//! | `portal` | string | extended query: portal name (omitted for the unnamed one) |
+//! | `kind` | string | first keyword, uppercased (`SELECT`, `INSERT`, …) |
+//! | `category` | string | richer classification from the SQL policy, when it ran |
+//! | `parameters` | array | bind parameters when `record_parameters` is on: `null`, a string (text format), `{"base64": …}` (binary) or `{"omitted_bytes": n}` (over the size limit) |
+//! | `function_oid` | integer | FunctionCall: the function's OID |
+//! | `copy` | string | `in`, `out` or `both` when the statement ran a COPY sub-protocol |
+//! | `command_tag` | string | the server's CommandComplete tag (`SELECT 3`, `INSERT 0 1`) |
+//! | `rows` | integer | rows from the tag, or DataRows counted when the tag has none |
+//! | `suspended` | bool | present (true) when an Execute row limit suspended the portal |
+//! | `error` | object | `{"sqlstate", "message", "severity"}` when the statement failed |
+//! | `duration_us` | integer | from the statement's request to its completion, microseconds |
+//! | `bytes_from_client` | integer | client bytes since the previous statement record, up to and including this statement's request |
+//! | `bytes_to_client` | integer | server bytes since the previous statement completed, up to and including this completion |
+//! | `decision` | object | `{"action", "rule"?, "message"?}` the policy decision |
+//!
+//! `pg.session_end` ([`SessionEndRecord`]):
+//!
+//! | field | JSON | meaning |
+//! |---|---|---|
+//! | `reason` | string | see [`EndReason`] |
+//! | `detail` | string | why, for errors (e.g. the protocol violation) |
+//! | `statements` | integer | statement records produced |
+//! | `errors` | integer | statements that failed |
+//! | `bytes_from_client`, `bytes_to_client` | integer | session totals as seen by the filter (before rewriting) |
+//! | `duration_us` | integer | session duration |
+//! | `backend_pid` | integer | server process id from BackendKeyData, when seen |
+//! | `last_sequence` | integer | equals this record's `sequence`: the number of records the session produced |
+
+use crate::policy::Decision;
+use serde::{Serialize, Serializer};
+use std::fmt::Write as _;
+
+/// Version of the record schema; bumped on any incompatible change.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// One access record.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type")]
+pub enum Record {
+    /// A Postgres session was opened (StartupMessage seen).
+    #[serde(rename = "pg.session_start")]
+    SessionStart(SessionStartRecord),
+    /// A Postgres statement completed (or failed).
+    #[serde(rename = "pg.statement")]
+    Statement(Box<StatementRecord>),
+    /// A Postgres session ended.
+    #[serde(rename = "pg.session_end")]
+    SessionEnd(SessionEndRecord),
+}
+
+impl Record {
+    /// The header every record carries.
+    pub fn header(&self) -> &RecordHeader {
+        match self {
+            Record::SessionStart(r) => &r.header,
+            Record::Statement(r) => &r.header,
+            Record::SessionEnd(r) => &r.header,
+        }
+    }
+
+    /// The record as one line of JSON.
+    pub fn to_json(&self) -> String {
+        // Serializing plain structs of strings and numbers cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// A point in time as unix microseconds, serialized as RFC 3339 UTC with microseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Timestamp(pub u64);
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&rfc3339_micros(self.0))
+    }
+}
+
+/// Formats unix microseconds as `2026-11-22T00:48:08.123456Z`.
+pub fn rfc3339_micros(unix_us: u64) -> String {
+    let secs = unix_us / 1_000_000;
+    let micros = unix_us % 1_000_000;
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    let (y, m, d) = civil_from_days(days);
+    let mut out = String::with_capacity(27);
+    let _ = write!(
+        out,
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}Z",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60
+    );
+    out
+}
+
+/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar.
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    // Howard Hinnant's algorithm, restricted to dates after the epoch.
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + u64::from(m <= 2);
+    (y, m, d)
+}
+
+/// Fields every record starts with.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RecordHeader {
+    /// Always [`SCHEMA_VERSION`].
+    pub schema: u32,
+    /// Per-connection sequence number, from 1, shared by all record kinds.
+    pub sequence: u64,
+    /// The proxy's connection id.
+    pub connection_id: u64,
+    /// When the event happened.
+    pub time: Timestamp,
+    /// Build version of the producing filter.
+    pub gatehouse_version: &'static str,
+}
+
+/// Who is connected, as far as the Postgres startup told us.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct PgClient {
+    /// Client address as the proxy saw it.
+    pub client_address: String,
+    /// Database named at startup (the user's name when not given).
+    pub database: String,
+    /// User named at startup (claimed, not verified).
+    pub user: String,
+    /// `application_name` startup parameter.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub application_name: Option<String>,
+}
+
+/// `pg.session_start`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SessionStartRecord {
+    #[serde(flatten)]
+    pub header: RecordHeader,
+    #[serde(flatten)]
+    pub client: PgClient,
+    /// Protocol version the client asked for, e.g. `3.0`.
+    pub protocol_version: String,
+}
+
+/// How a statement reached the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PgProtocol {
+    /// A Query message.
+    Simple,
+    /// Parse/Bind/Execute.
+    Extended,
+    /// A FunctionCall message.
+    FunctionCall,
+}
+
+/// Direction of a COPY sub-protocol run by a statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CopyDirection {
+    /// COPY FROM STDIN.
+    In,
+    /// COPY TO STDOUT.
+    Out,
+    /// COPY BOTH (replication).
+    Both,
+}
+
+/// One bind parameter as recorded.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum ParameterValue {
+    /// SQL NULL, serialized as `null`.
+    Null,
+    /// A text-format value.
+    Text(String),
+    /// A binary-format value.
+    Binary {
+        /// The bytes in standard base64.
+        base64: String,
+    },
+    /// A value over the recording size limit: only its length.
+    Omitted {
+        /// Its length in bytes.
+        omitted_bytes: u64,
+    },
+}
+
+/// The server's error for a failed statement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StatementError {
+    /// SQLSTATE code (`42P01`).
+    pub sqlstate: String,
+    /// Primary message.
+    pub message: String,
+    /// Severity (`ERROR`, `FATAL`).
+    pub severity: String,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// `pg.statement`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StatementRecord {
+    #[serde(flatten)]
+    pub header: RecordHeader,
+    #[serde(flatten)]
+    pub client: PgClient,
+    pub protocol: PgProtocol,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub statement: Option<String>,
+    #[serde(skip_serializing_if = "is_false")]
+    pub statement_truncated: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub statement_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub portal: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<Vec<ParameterValue>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub function_oid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub copy: Option<CopyDirection>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command_tag: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u64>,
+    #[serde(skip_serializing_if = "is_false")]
+    pub suspended: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<StatementError>,
+    pub duration_us: u64,
+    pub bytes_from_client: u64,
+    pub bytes_to_client: u64,
+    pub decision: Decision,
+}
+
+/// Why a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    /// The client sent Terminate.
+    ClientTerminate,
+    /// The client closed the connection without Terminate.
+    ClientClosed,
+    /// The server closed the connection.
+    ServerClosed,
+    /// The connection closed and the proxy could not tell which side closed it.
+    Closed,
+    /// The server refused the login.
+    AuthenticationFailed,
+    /// The connection only carried a CancelRequest.
+    CancelRequest,
+    /// Malformed or out-of-protocol bytes; `detail` says what.
+    ProtocolError,
+    /// TLS would have made the session opaque and policy refused it.
+    TlsRefused,
+}
+
+/// `pg.session_end`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SessionEndRecord {
+    #[serde(flatten)]
+    pub header: RecordHeader,
+    #[serde(flatten)]
+    pub client: PgClient,
+    pub reason: EndReason,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    pub statements: u64,
+    pub errors: u64,
+    pub bytes_from_client: u64,
+    pub bytes_to_client: u64,
+    pub duration_us: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend_pid: Option<i32>,
+    pub last_sequence: u64,
+}
+
+#[cfg(test)]
+#[allow(clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_rfc3339_with_micros() {
+        assert_eq!(rfc3339_micros(0), "1970-01-01T00:00:00.000000Z");
+        // 2026-11-22T00:48:08.123456Z
+        assert_eq!(
+            rfc3339_micros(1_795_308_488_123_456),
+            "2026-11-22T00:48:08.123456Z"
+        );
+        // leap day
+        assert_eq!(
+            rfc3339_micros(951_782_400_000_001),
+            "2000-02-29T00:00:00.000001Z"
+        );
+    }
+
+    #[test]
+    fn statement_record_json_is_flat_and_tagged() {
+        let header = RecordHeader {
+            schema: SCHEMA_VERSION,
+            sequence: 2,
+            connection_id: 7,
+            time: Timestamp(0),
+            gatehouse_version: "0.1.0",
+        };
+        let r = Record::Statement(Box::new(StatementRecord {
+            header,
+            client: PgClient {
+                client_address: "10.0.0.1:5000".into(),
+                database: "app".into(),
+                user: "alice".into(),
+                application_name: None,
+            },
+            protocol: PgProtocol::Extended,
+            statement: Some("select $1".into()),
+            statement_truncated: false,
+            statement_name: None,
+            portal: None,
+            kind: Some("SELECT".into()),
+            category: None,
+            parameters: Some(vec![
+                ParameterValue::Null,
+                ParameterValue::Text("x".into()),
+                ParameterValue::Binary {
+                    base64: "AAE=".into(),
+                },
+                ParameterValue::Omitted { omitted_bytes: 9 },
+            ]),
+            function_oid: None,
+            copy: None,
+            command_tag: Some("SELECT 1".into()),
+            rows: Some(1),
+            suspended: false,
+            error: None,
+            duration_us: 5,
+            bytes_from_client: 10,
+            bytes_to_client: 20,
+            decision: Decision::allow(),
+        }));
+        let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        assert_eq!(v["type"], "pg.statement");
+        assert_eq!(v["schema"], 1);
+        assert_eq!(v["sequence"], 2);
+        assert_eq!(v["user"], "alice");
+        assert_eq!(v["time"], "1970-01-01T00:00:00.000000Z");
+        assert_eq!(v["protocol"], "extended");
+        assert_eq!(v["decision"]["action"], "allow");
+        assert_eq!(
+            v["parameters"],
+            serde_json::json!([null, "x", {"base64": "AAE="}, {"omitted_bytes": 9}])
+        );
+        assert!(v.get("application_name").is_none());
+        assert!(v.get("suspended").is_none());
+    }
+}

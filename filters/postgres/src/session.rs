@@ -1,0 +1,1430 @@
+//! The per-connection protocol engine: frames both directions, tracks the
+//! session's phase and the server's answers, and produces records.
+//!
+//! ```text
+//!  client ──chunk──▶ Session::on_frontend ──Verdict (bytes for the server)──▶
+//!         ◀──Verdict (bytes for the client)── Session::on_backend ◀──chunk── server
+//!                              Session::take_records ──▶ Record
+//! ```
+//!
+//! # Buffering
+//! A message the engine decodes (Query, Parse, Bind, ErrorResponse, …) is held
+//! until complete, up to `max_buffered_bytes`. DataRow and CopyData, and any
+//! message over the limit, stream through as their bytes arrive; for those only a
+//! bounded prefix is kept (enough for the record). Held memory per direction is
+//! therefore at most `max_buffered_bytes` plus that prefix.
+//!
+//! # Answering the client
+//! The host cannot write to the client on its own: bytes reach the client only in
+//! place of server bytes. So when the engine must tell the client something, it
+//! makes the server answer and rewrites that answer:
+//! - TLS requests (SSLRequest, GSSENCRequest) go to the server as an SSLRequest;
+//!   its one-byte answer becomes `N` or, when refused, a FATAL ErrorResponse.
+//!   See [`SslRequestPolicy`].
+//! - A malformed or out-of-protocol frontend message is not forwarded. In its
+//!   place the server gets CopyFail + Sync + Terminate (or, before startup, an
+//!   SSLRequest), which it answers with ReadyForQuery, an ErrorResponse or a
+//!   one-byte answer; that answer is replaced by `FATAL 08P01` and the
+//!   connection is closed. Later client bytes are discarded.
+//! - Malformed server bytes are replaced by `FATAL 08P01` and the connection is
+//!   closed at once.
+
+use crate::config::{EngineConfig, SslRequestPolicy};
+use crate::framing::{FrameMode, Framer, Header, Output, Stream, Verdict};
+use crate::lexer;
+use crate::protocol::{self as pg, BackendMessage, FrontendMessage, StartupPacket};
+use base64::Engine as _;
+use gatehouse_core::build;
+use gatehouse_core::policy::Decision;
+use gatehouse_core::record::{
+    CopyDirection, EndReason, ParameterValue, PgClient, PgProtocol, Record, RecordHeader,
+    SCHEMA_VERSION, SessionEndRecord, SessionStartRecord, StatementError, StatementRecord,
+    Timestamp,
+};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+/// Records held for the host beyond this are dropped (the sequence shows the gap).
+const MAX_QUEUED_RECORDS: usize = 4096;
+/// Prefix of an oversize Bind or FunctionCall kept for its names and OID.
+const NAMES_PREFIX: usize = 1024;
+/// Prefix of an oversize ErrorResponse kept for its SQLSTATE and message.
+const ERROR_PREFIX: usize = 4096;
+
+/// Who the connection belongs to, as the host knows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConnectionInfo {
+    /// The host's connection id.
+    pub id: u64,
+    /// The client's address (`ip:port`).
+    pub client_address: String,
+}
+
+/// Why the host reports the connection closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client side closed.
+    Client,
+    /// The server side closed.
+    Server,
+    /// The host cannot tell.
+    Unknown,
+}
+
+/// Where in the protocol the session is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Waiting for the StartupMessage (or SSLRequest, GSSENCRequest, CancelRequest).
+    Startup,
+    /// An SSLRequest went to the server; waiting for its one-byte answer.
+    TlsNegotiation,
+    /// StartupMessage sent; authentication exchange under way.
+    Authenticating,
+    /// Logged in: queries flow.
+    Ready,
+    /// The connection carried a CancelRequest; nothing else may follow.
+    Cancelling,
+    /// Terminate seen, or the session failed: nothing more is forwarded.
+    Finished,
+}
+
+/// Counters for the host's filter state and stats.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionSummary {
+    pub statements: u64,
+    pub errors: u64,
+    pub bytes_from_client: u64,
+    pub bytes_to_client: u64,
+    /// Records dropped because the host did not take them in time.
+    pub records_dropped: u64,
+    /// Server messages that matched no outstanding request (tolerated).
+    pub unmatched_backend_messages: u64,
+    /// Bytes currently held in engine memory.
+    pub buffered_bytes: usize,
+    /// Records produced so far (the last sequence number used).
+    pub last_sequence: u64,
+    pub backend_pid: Option<i32>,
+}
+
+/// The text of a statement as recorded, shared by every Execute of it.
+#[derive(Debug)]
+struct StatementText {
+    text: String,
+    truncated: bool,
+    kind: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+struct Portal {
+    statement_name: Vec<u8>,
+    text: Option<Arc<StatementText>>,
+    parameters: Option<Vec<ParameterValue>>,
+}
+
+/// A statement sent to the server whose outcome is awaited.
+#[derive(Debug)]
+struct StatementRun {
+    protocol: PgProtocol,
+    text: Option<Arc<StatementText>>,
+    statement_name: Option<String>,
+    portal: Option<String>,
+    parameters: Option<Vec<ParameterValue>>,
+    function_oid: Option<u32>,
+    copy: Option<CopyDirection>,
+    start_us: u64,
+    bytes_from_client: u64,
+    rows_seen: u64,
+}
+
+impl StatementRun {
+    fn new(protocol: PgProtocol, text: Option<Arc<StatementText>>, start_us: u64) -> Self {
+        Self {
+            protocol,
+            text,
+            statement_name: None,
+            portal: None,
+            parameters: None,
+            function_oid: None,
+            copy: None,
+            start_us,
+            bytes_from_client: 0,
+            rows_seen: 0,
+        }
+    }
+}
+
+/// A request whose answer the server still owes, in order.
+#[derive(Debug)]
+enum Pending {
+    /// A simple Query: statements not yet completed (front first). Ends at ReadyForQuery.
+    Query(VecDeque<StatementRun>),
+    Parse,
+    Bind,
+    Describe,
+    Close,
+    Execute(StatementRun),
+    /// A FunctionCall; `None` once its result was recorded. Ends at ReadyForQuery.
+    FunctionCall(Option<StatementRun>),
+    Sync,
+}
+
+impl Pending {
+    /// Entries that end with ReadyForQuery, where the server stops skipping after an error.
+    fn ends_at_ready(&self) -> bool {
+        matches!(
+            self,
+            Pending::Sync | Pending::Query(_) | Pending::FunctionCall(_)
+        )
+    }
+}
+
+/// The outcome of one statement, from the server.
+#[derive(Default)]
+struct Outcome {
+    command_tag: Option<String>,
+    error: Option<StatementError>,
+    suspended: bool,
+}
+
+/// What to do with a complete (or streamed) message.
+enum Action {
+    Pass,
+    Replace(Vec<u8>),
+    Drop,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Dir {
+    Frontend,
+    Backend,
+}
+
+/// One client connection's protocol engine. Sans-IO: bytes and time in, verdicts
+/// and records out.
+pub struct Session {
+    config: Arc<EngineConfig>,
+    conn: ConnectionInfo,
+    client: PgClient,
+    phase: Phase,
+    frontend: Framer,
+    backend: Framer,
+    /// What the client asked for when the pending TLS answer arrives.
+    tls_request: Option<TlsRequestKind>,
+    /// A FATAL message the client is owed in place of the server's next answer.
+    owed_client_error: Option<Vec<u8>>,
+    close_requested: bool,
+    pending: VecDeque<Pending>,
+    statements_by_name: HashMap<Vec<u8>, Arc<StatementText>>,
+    portals: HashMap<Vec<u8>, Portal>,
+    frontend_bytes_since_record: u64,
+    backend_bytes_since_record: u64,
+    started_us: u64,
+    ended: bool,
+    terminate_seen: bool,
+    end_reason_hint: Option<(EndReason, Option<String>)>,
+    sequence: u64,
+    records: Vec<Record>,
+    summary: SessionSummary,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum TlsRequestKind {
+    Ssl,
+    GssEnc,
+}
+
+impl Session {
+    /// A session for a new connection, before any bytes.
+    pub fn new(config: Arc<EngineConfig>, conn: ConnectionInfo, now_us: u64) -> Self {
+        let client = PgClient {
+            client_address: conn.client_address.clone(),
+            ..PgClient::default()
+        };
+        Self {
+            config,
+            conn,
+            client,
+            phase: Phase::Startup,
+            frontend: Framer::new(FrameMode::Untagged),
+            backend: Framer::new(FrameMode::Tagged),
+            tls_request: None,
+            owed_client_error: None,
+            close_requested: false,
+            pending: VecDeque::new(),
+            statements_by_name: HashMap::new(),
+            portals: HashMap::new(),
+            frontend_bytes_since_record: 0,
+            backend_bytes_since_record: 0,
+            started_us: now_us,
+            ended: false,
+            terminate_seen: false,
+            end_reason_hint: None,
+            sequence: 0,
+            records: Vec::new(),
+            summary: SessionSummary::default(),
+        }
+    }
+
+    /// Client → server bytes. Returns what to forward to the server.
+    pub fn on_frontend(&mut self, chunk: &[u8], now_us: u64) -> Verdict {
+        self.summary.bytes_from_client += chunk.len() as u64;
+        self.process(Dir::Frontend, chunk, now_us)
+    }
+
+    /// Server → client bytes. Returns what to forward to the client. Call it with
+    /// an empty chunk when the server's side reaches end of stream: if the client
+    /// is owed an error, it is returned then.
+    pub fn on_backend(&mut self, chunk: &[u8], now_us: u64) -> Verdict {
+        self.summary.bytes_to_client += chunk.len() as u64;
+        if chunk.is_empty()
+            && let Some(Action::Replace(error)) = self.deliver_owed_error(now_us)
+        {
+            return Verdict {
+                forward: crate::framing::Forward::Replace(error),
+                close_connection: true,
+            };
+        }
+        self.process(Dir::Backend, chunk, now_us)
+    }
+
+    /// The connection closed. Records the session's end (once) and statements
+    /// left without an answer.
+    pub fn on_close(&mut self, reason: CloseReason, now_us: u64) {
+        if self.ended {
+            return;
+        }
+        let unanswered = StatementError {
+            sqlstate: "08006".into(),
+            message: "connection closed before the server completed the statement".into(),
+            severity: "FATAL".into(),
+        };
+        while let Some(entry) = self.pending.pop_front() {
+            let runs: Vec<StatementRun> = match entry {
+                Pending::Query(runs) => runs.into_iter().take(1).collect(),
+                Pending::Execute(run) | Pending::FunctionCall(Some(run)) => vec![run],
+                _ => Vec::new(),
+            };
+            for run in runs {
+                let outcome = Outcome {
+                    error: Some(unanswered.clone()),
+                    ..Outcome::default()
+                };
+                self.finish_statement(run, outcome, now_us);
+            }
+        }
+        let (reason, detail) = if let Some(hint) = self.end_reason_hint.take() {
+            hint
+        } else if self.terminate_seen {
+            (EndReason::ClientTerminate, None)
+        } else {
+            let r = match reason {
+                CloseReason::Client => EndReason::ClientClosed,
+                CloseReason::Server => EndReason::ServerClosed,
+                CloseReason::Unknown => EndReason::Closed,
+            };
+            (r, None)
+        };
+        self.end_session(reason, detail, now_us);
+    }
+
+    /// Records produced since the last call, oldest first.
+    pub fn take_records(&mut self) -> Vec<Record> {
+        std::mem::take(&mut self.records)
+    }
+
+    /// Counters for the host.
+    pub fn summary(&self) -> SessionSummary {
+        SessionSummary {
+            buffered_bytes: self.buffered_bytes(),
+            last_sequence: self.sequence,
+            ..self.summary.clone()
+        }
+    }
+
+    /// Bytes of partial frames and captured prefixes held in engine memory.
+    pub fn buffered_bytes(&self) -> usize {
+        self.frontend.held_bytes() + self.backend.held_bytes()
+    }
+
+    /// The session's protocol phase.
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    fn framer(&mut self, dir: Dir) -> &mut Framer {
+        match dir {
+            Dir::Frontend => &mut self.frontend,
+            Dir::Backend => &mut self.backend,
+        }
+    }
+
+    // ---- framing ------------------------------------------------------------
+
+    fn process(&mut self, dir: Dir, chunk: &[u8], now_us: u64) -> Verdict {
+        let mut out = Output::new(chunk);
+        let mut pos = 0;
+        while pos < chunk.len() {
+            if self.framer(dir).discarding {
+                break;
+            }
+            let avail = chunk.len() - pos;
+            // A message streaming through: forward what arrived.
+            if let Some(stream) = self.framer(dir).stream.as_mut() {
+                let n = stream.remaining.min(avail);
+                let room = stream
+                    .capture_limit
+                    .saturating_sub(stream.captured.len())
+                    .min(n);
+                stream
+                    .captured
+                    .extend_from_slice(chunk.get(pos..pos + room).unwrap_or_default());
+                stream.remaining -= n;
+                out.pass(pos..pos + n);
+                pos += n;
+                if stream.remaining == 0
+                    && let Some(done) = self.framer(dir).stream.take()
+                {
+                    self.on_streamed(dir, done, now_us);
+                }
+                continue;
+            }
+            let mode = self.framer(dir).mode;
+            let header_len = mode.header_len();
+            let pending_len = self.framer(dir).pending.len();
+            // Complete the header.
+            let header_bytes: Vec<u8>;
+            let (header, from_chunk) = if pending_len == 0 && avail >= header_len {
+                (
+                    Header::parse(mode, chunk.get(pos..pos + header_len).unwrap_or_default()),
+                    true,
+                )
+            } else if pending_len < header_len {
+                let n = (header_len - pending_len).min(avail);
+                let fr = self.framer(dir);
+                fr.pending
+                    .extend_from_slice(chunk.get(pos..pos + n).unwrap_or_default());
+                pos += n;
+                if fr.pending.len() < header_len {
+                    break;
+                }
+                header_bytes = fr.pending.clone();
+                (Header::parse(mode, &header_bytes), false)
+            } else {
+                header_bytes = self
+                    .framer(dir)
+                    .pending
+                    .get(..header_len)
+                    .unwrap_or_default()
+                    .to_vec();
+                (Header::parse(mode, &header_bytes), false)
+            };
+            let header = match header {
+                Some(Ok(h)) => h,
+                Some(Err(len)) => {
+                    self.violation(
+                        dir,
+                        format!("invalid message length {len}"),
+                        &mut out,
+                        now_us,
+                    );
+                    break;
+                }
+                None => {
+                    self.violation(dir, "unreadable message header".into(), &mut out, now_us);
+                    break;
+                }
+            };
+            if mode == FrameMode::AnswerByte {
+                let source = if from_chunk {
+                    pos += 1;
+                    Source::Chunk(pos - 1..pos)
+                } else {
+                    Source::Held
+                };
+                self.framer(dir).pending.clear();
+                let action = self.on_tls_answer(header.tag, now_us);
+                self.apply(action, source, &[header.tag], &mut out);
+                continue;
+            }
+            // Only check the header once: when it is first complete.
+            let first_look = from_chunk || pending_len < header_len;
+            let disposition = match self.disposition(dir, mode, header) {
+                Ok(d) => d,
+                Err(reason) => {
+                    self.violation(dir, reason, &mut out, now_us);
+                    break;
+                }
+            };
+            if first_look {
+                self.count_message(dir, header_len + header.body_len);
+            }
+            let total = header_len + header.body_len;
+            match disposition {
+                Disposition::Stream { capture_limit } => {
+                    if from_chunk {
+                        out.pass(pos..pos + header_len);
+                        pos += header_len;
+                    } else {
+                        let fr = self.framer(dir);
+                        let held = std::mem::take(&mut fr.pending);
+                        out.emit(&held);
+                    }
+                    let stream = Stream {
+                        tag: header.tag,
+                        body_len: header.body_len,
+                        remaining: header.body_len,
+                        captured: Vec::new(),
+                        capture_limit,
+                    };
+                    if header.body_len == 0 {
+                        self.on_streamed(dir, stream, now_us);
+                    } else {
+                        self.framer(dir).stream = Some(stream);
+                    }
+                }
+                Disposition::Hold => {
+                    if from_chunk && avail >= total {
+                        let range = pos..pos + total;
+                        let body = chunk.get(pos + header_len..pos + total).unwrap_or_default();
+                        pos += total;
+                        let action = self.on_message(dir, mode, header.tag, body, now_us);
+                        self.apply(action, Source::Chunk(range), &[], &mut out);
+                    } else {
+                        let fr = self.framer(dir);
+                        let need = total - fr.pending.len();
+                        let start = if from_chunk {
+                            pos
+                        } else {
+                            pos.min(chunk.len())
+                        };
+                        let n = need.min(chunk.len() - start);
+                        fr.pending
+                            .extend_from_slice(chunk.get(start..start + n).unwrap_or_default());
+                        pos = start + n;
+                        if fr.pending.len() < total {
+                            break;
+                        }
+                        let mut held = std::mem::take(&mut fr.pending);
+                        let action = self.on_message(
+                            dir,
+                            mode,
+                            header.tag,
+                            held.get(header_len..).unwrap_or_default(),
+                            now_us,
+                        );
+                        self.apply(action, Source::Held, &held, &mut out);
+                        held.clear();
+                        // Keep the allocation unless it grew large.
+                        if held.capacity() <= 64 * 1024 {
+                            let fr = self.framer(dir);
+                            if fr.pending.is_empty() {
+                                fr.pending = held;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let close = self.close_requested;
+        out.finish(close)
+    }
+
+    fn apply(&mut self, action: Action, source: Source, held: &[u8], out: &mut Output<'_>) {
+        match action {
+            Action::Pass => match source {
+                Source::Chunk(range) => out.pass(range),
+                Source::Held => out.emit(held),
+            },
+            Action::Replace(bytes) => out.emit(&bytes),
+            Action::Drop => {}
+        }
+    }
+
+    fn count_message(&mut self, dir: Dir, len: usize) {
+        match dir {
+            Dir::Frontend => self.frontend_bytes_since_record += len as u64,
+            Dir::Backend => self.backend_bytes_since_record += len as u64,
+        }
+    }
+
+    /// Whether a message is held until complete or streamed, or is refused.
+    fn disposition(&self, dir: Dir, mode: FrameMode, h: Header) -> Result<Disposition, String> {
+        let cap = self.config.max_buffered_bytes;
+        if mode == FrameMode::Untagged {
+            if h.body_len + 4 > pg::MAX_STARTUP_PACKET_LENGTH {
+                return Err(format!(
+                    "startup packet length {} over {}",
+                    h.body_len + 4,
+                    pg::MAX_STARTUP_PACKET_LENGTH
+                ));
+            }
+            return Ok(Disposition::Hold);
+        }
+        if h.body_len > pg::MAX_MESSAGE_LENGTH {
+            return Err(format!(
+                "message type {} length {} over the protocol maximum",
+                pg::tag_name(h.tag),
+                h.body_len
+            ));
+        }
+        let over = h.body_len > cap;
+        let statement_prefix = self.config.max_statement_bytes + NAMES_PREFIX;
+        let disposition = match (dir, h.tag) {
+            (Dir::Frontend, pg::COPY_DATA_TAG) => Disposition::Stream { capture_limit: 0 },
+            (Dir::Frontend, pg::QUERY_TAG | pg::PARSE_TAG) if over => Disposition::Stream {
+                capture_limit: statement_prefix,
+            },
+            (Dir::Frontend, pg::BIND_TAG | pg::FUNCTION_CALL_TAG) if over => Disposition::Stream {
+                capture_limit: NAMES_PREFIX,
+            },
+            // Rewriting DataRows (masking) will hold them when small enough.
+            (Dir::Backend, pg::DATA_ROW_TAG | pg::COPY_DATA_TAG) => {
+                Disposition::Stream { capture_limit: 0 }
+            }
+            (Dir::Backend, pg::ERROR_RESPONSE_TAG) if over => Disposition::Stream {
+                capture_limit: ERROR_PREFIX,
+            },
+            (
+                Dir::Backend,
+                pg::ROW_DESCRIPTION_TAG
+                | pg::PARAMETER_DESCRIPTION_TAG
+                | pg::NOTICE_RESPONSE_TAG
+                | pg::NOTIFICATION_RESPONSE_TAG
+                | pg::FUNCTION_CALL_RESPONSE_TAG,
+            ) if over => Disposition::Stream { capture_limit: 0 },
+            (_, tag) if over => {
+                return Err(format!(
+                    "message type {} length {} over max_buffered_bytes",
+                    pg::tag_name(tag),
+                    h.body_len
+                ));
+            }
+            _ => Disposition::Hold,
+        };
+        // Streamed messages are never decoded whole, so check their phase here.
+        let allowed = match dir {
+            Dir::Frontend => self.phase == Phase::Ready,
+            Dir::Backend => matches!(self.phase, Phase::Ready | Phase::Finished),
+        };
+        if matches!(disposition, Disposition::Stream { .. }) && !allowed {
+            let when = if self.phase == Phase::Authenticating {
+                "during authentication"
+            } else {
+                "before startup"
+            };
+            return Err(format!("message type {} {when}", pg::tag_name(h.tag)));
+        }
+        Ok(disposition)
+    }
+
+    // ---- violations and endings -----------------------------------------------
+
+    /// Ends the session because of bad bytes from `dir`; see the module docs.
+    fn violation(&mut self, dir: Dir, reason: String, out: &mut Output<'_>, now_us: u64) {
+        let side = match dir {
+            Dir::Frontend => "client",
+            Dir::Backend => "server",
+        };
+        let detail = format!("{side}: {reason}");
+        let client_error = pg::fatal_error(
+            "08P01",
+            &format!("gatehouse: protocol violation by the {detail}"),
+        );
+        self.frontend.discarding = true;
+        self.frontend.pending = Vec::new();
+        self.frontend.stream = None;
+        match dir {
+            Dir::Backend => {
+                out.emit(&client_error);
+                self.backend.discarding = true;
+                self.close_requested = true;
+                self.owed_client_error = None;
+            }
+            Dir::Frontend => {
+                match self.phase {
+                    Phase::Startup => {
+                        let mut req = Vec::with_capacity(8);
+                        StartupPacket::SslRequest.encode(&mut req);
+                        out.emit(&req);
+                        self.backend.pending.clear();
+                        self.backend.stream = None;
+                        self.backend.mode = FrameMode::AnswerByte;
+                        self.tls_request = None;
+                    }
+                    Phase::TlsNegotiation => {}
+                    Phase::Authenticating | Phase::Ready => {
+                        let mut bytes = Vec::with_capacity(32);
+                        FrontendMessage::CopyFail {
+                            message: b"gatehouse: protocol violation",
+                        }
+                        .encode(&mut bytes);
+                        FrontendMessage::Sync.encode(&mut bytes);
+                        FrontendMessage::Terminate.encode(&mut bytes);
+                        out.emit(&bytes);
+                    }
+                    Phase::Cancelling | Phase::Finished => {}
+                }
+                self.owed_client_error = Some(client_error);
+            }
+        }
+        self.phase = Phase::Finished;
+        if dir == Dir::Backend {
+            self.end_session(EndReason::ProtocolError, Some(detail), now_us);
+        } else {
+            // The server still answers what came before; the session ends when the
+            // client gets its error or the connection closes.
+            self.end_reason_hint = Some((EndReason::ProtocolError, Some(detail)));
+        }
+    }
+
+    /// Remembers why the session will end, unless a protocol error already explains it.
+    fn hint_end(&mut self, reason: EndReason, detail: Option<String>) {
+        if !matches!(self.end_reason_hint, Some((EndReason::ProtocolError, _))) {
+            self.end_reason_hint = Some((reason, detail));
+        }
+    }
+
+    /// When the client is owed an error: the server's answer becomes that error.
+    fn deliver_owed_error(&mut self, now_us: u64) -> Option<Action> {
+        let error = self.owed_client_error.take()?;
+        self.close_requested = true;
+        self.backend.discarding = true;
+        if let Some((reason, detail)) = self.end_reason_hint.take() {
+            self.end_session(reason, detail, now_us);
+        }
+        Some(Action::Replace(error))
+    }
+
+    fn end_session(&mut self, reason: EndReason, detail: Option<String>, now_us: u64) {
+        if self.ended {
+            return;
+        }
+        self.ended = true;
+        let header = self.next_header(now_us);
+        let last_sequence = header.sequence;
+        let record = SessionEndRecord {
+            header,
+            client: self.client.clone(),
+            reason,
+            detail,
+            statements: self.summary.statements,
+            errors: self.summary.errors,
+            bytes_from_client: self.summary.bytes_from_client,
+            bytes_to_client: self.summary.bytes_to_client,
+            duration_us: now_us.saturating_sub(self.started_us),
+            backend_pid: self.summary.backend_pid,
+            last_sequence,
+        };
+        self.push_record(Record::SessionEnd(record));
+    }
+
+    fn next_header(&mut self, time_us: u64) -> RecordHeader {
+        self.sequence += 1;
+        RecordHeader {
+            schema: SCHEMA_VERSION,
+            sequence: self.sequence,
+            connection_id: self.conn.id,
+            time: Timestamp(time_us),
+            gatehouse_version: build::VERSION,
+        }
+    }
+
+    fn push_record(&mut self, record: Record) {
+        if self.records.len() >= MAX_QUEUED_RECORDS {
+            self.summary.records_dropped += 1;
+        } else {
+            self.records.push(record);
+        }
+    }
+
+    // ---- startup and TLS ----------------------------------------------------------
+
+    fn on_startup_packet(&mut self, body: &[u8], now_us: u64) -> Result<Action, String> {
+        if self.phase != Phase::Startup {
+            return Err("startup packet while a TLS answer is pending".into());
+        }
+        let packet = StartupPacket::decode(body).map_err(|e| e.to_string())?;
+        match packet {
+            StartupPacket::SslRequest | StartupPacket::GssEncRequest => {
+                let kind = if packet == StartupPacket::SslRequest {
+                    TlsRequestKind::Ssl
+                } else {
+                    TlsRequestKind::GssEnc
+                };
+                self.tls_request = Some(kind);
+                self.phase = Phase::TlsNegotiation;
+                self.backend.mode = FrameMode::AnswerByte;
+                if kind == TlsRequestKind::Ssl {
+                    Ok(Action::Pass)
+                } else {
+                    let mut req = Vec::with_capacity(8);
+                    StartupPacket::SslRequest.encode(&mut req);
+                    Ok(Action::Replace(req))
+                }
+            }
+            StartupPacket::Cancel { .. } => {
+                self.phase = Phase::Cancelling;
+                // Anything after it is a violation; frame it as messages to say so.
+                self.frontend.mode = FrameMode::Tagged;
+                self.hint_end(EndReason::CancelRequest, None);
+                Ok(Action::Pass)
+            }
+            StartupPacket::Startup { version, params } => {
+                let param = |name: &str| {
+                    params
+                        .iter()
+                        .find(|(k, _)| *k == name)
+                        .map(|(_, v)| (*v).to_string())
+                };
+                self.client.user = param("user").unwrap_or_default();
+                self.client.database =
+                    param("database").unwrap_or_else(|| self.client.user.clone());
+                self.client.application_name = param("application_name");
+                self.phase = Phase::Authenticating;
+                self.frontend.mode = FrameMode::Tagged;
+                self.backend.mode = FrameMode::Tagged;
+                let header = self.next_header(now_us);
+                self.push_record(Record::SessionStart(SessionStartRecord {
+                    header,
+                    client: self.client.clone(),
+                    protocol_version: format!("{}.{}", version >> 16, version & 0xffff),
+                }));
+                Ok(Action::Pass)
+            }
+        }
+    }
+
+    fn on_tls_answer(&mut self, answer: u8, now_us: u64) -> Action {
+        self.backend.mode = FrameMode::Tagged;
+        if let Some(error) = self.deliver_owed_error(now_us) {
+            return error;
+        }
+        let requested = self.tls_request.take();
+        let refuse = |s: &mut Self, detail: &str| {
+            let message = format!(
+                "gatehouse: {detail}; connect without TLS or with TLS to the gateway itself"
+            );
+            s.phase = Phase::Finished;
+            s.frontend.discarding = true;
+            s.backend.discarding = true;
+            s.close_requested = true;
+            s.end_session(EndReason::TlsRefused, Some(detail.to_string()), now_us);
+            Action::Replace(pg::fatal_error("08P01", &message))
+        };
+        if self.config.ssl_request == SslRequestPolicy::Refuse {
+            return refuse(self, "TLS negotiation with the server is refused by policy");
+        }
+        match (answer, requested) {
+            (b'N', Some(_)) => {
+                self.phase = Phase::Startup;
+                self.frontend.mode = FrameMode::Untagged;
+                Action::Pass
+            }
+            (b'S', _) => refuse(
+                self,
+                "the server accepted TLS, which would make the session opaque (opaque TLS refused)",
+            ),
+            (other, _) => {
+                let detail = format!("unexpected answer {} to a TLS request", pg::tag_name(other));
+                refuse(self, &detail)
+            }
+        }
+    }
+
+    // ---- messages -------------------------------------------------------------------
+
+    fn on_message(
+        &mut self,
+        dir: Dir,
+        mode: FrameMode,
+        tag: u8,
+        body: &[u8],
+        now_us: u64,
+    ) -> Action {
+        let result = match (dir, mode) {
+            (Dir::Frontend, FrameMode::Untagged) => self.on_startup_packet(body, now_us),
+            (Dir::Frontend, _) => self.on_frontend_message(tag, body, now_us),
+            (Dir::Backend, _) => self.on_backend_message(tag, body, now_us),
+        };
+        match result {
+            Ok(action) => action,
+            Err(reason) => {
+                // The violation's bytes go out through `out`; collect them here.
+                let mut scratch = Output::new(&[]);
+                self.violation(dir, reason, &mut scratch, now_us);
+                match scratch.finish(false).forward {
+                    crate::framing::Forward::Replace(bytes) => Action::Replace(bytes),
+                    crate::framing::Forward::Unchanged => Action::Drop,
+                }
+            }
+        }
+    }
+
+    fn on_streamed(&mut self, dir: Dir, stream: Stream, now_us: u64) {
+        let truncated = stream.captured.len() < stream.body_len;
+        match (dir, stream.tag) {
+            (Dir::Backend, pg::DATA_ROW_TAG) => self.count_row(),
+            (Dir::Frontend, pg::QUERY_TAG) => {
+                let sql = stream
+                    .captured
+                    .split(|&b| b == 0)
+                    .next()
+                    .unwrap_or_default();
+                self.enqueue_query(sql, truncated, now_us);
+            }
+            (Dir::Frontend, pg::PARSE_TAG) => {
+                let mut parts = stream.captured.splitn(3, |&b| b == 0);
+                let name = parts.next().unwrap_or_default().to_vec();
+                let sql = parts.next().unwrap_or_default();
+                self.register_statement(name, sql, truncated);
+                self.pending.push_back(Pending::Parse);
+            }
+            (Dir::Frontend, pg::BIND_TAG) => {
+                let mut parts = stream.captured.splitn(3, |&b| b == 0);
+                let portal = parts.next().unwrap_or_default().to_vec();
+                let statement = parts.next().unwrap_or_default().to_vec();
+                self.register_portal(portal, statement, None);
+                self.pending.push_back(Pending::Bind);
+            }
+            (Dir::Frontend, pg::FUNCTION_CALL_TAG) => {
+                let oid = stream
+                    .captured
+                    .get(..4)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u32::from_be_bytes);
+                self.enqueue_function_call(oid, None, now_us);
+            }
+            (Dir::Backend, pg::ERROR_RESPONSE_TAG) => {
+                let error = lenient_error(&stream.captured);
+                self.on_error_response(error, now_us);
+            }
+            _ => {}
+        }
+    }
+
+    fn on_frontend_message(&mut self, tag: u8, body: &[u8], now_us: u64) -> Result<Action, String> {
+        let msg = FrontendMessage::decode(tag, body).map_err(|e| e.to_string())?;
+        match self.phase {
+            Phase::Authenticating => {
+                return match msg {
+                    FrontendMessage::Password { .. } => Ok(Action::Pass),
+                    FrontendMessage::Terminate => Ok(self.on_terminate()),
+                    other => Err(format!(
+                        "message type {} during authentication",
+                        pg::tag_name(other.tag())
+                    )),
+                };
+            }
+            Phase::Ready => {}
+            Phase::Cancelling => return Err("data after CancelRequest".into()),
+            _ => {
+                return Err(format!(
+                    "message type {} after the session ended",
+                    pg::tag_name(tag)
+                ));
+            }
+        }
+        match msg {
+            FrontendMessage::Query { sql } => self.enqueue_query(sql, false, now_us),
+            FrontendMessage::Parse { name, sql, .. } => {
+                self.register_statement(name.to_vec(), sql, false);
+                self.pending.push_back(Pending::Parse);
+            }
+            FrontendMessage::Bind(bind) => {
+                let parameters = self
+                    .config
+                    .record_parameters
+                    .then(|| self.parameter_values(&bind));
+                self.register_portal(bind.portal.to_vec(), bind.statement.to_vec(), parameters);
+                self.pending.push_back(Pending::Bind);
+            }
+            FrontendMessage::Describe { .. } => self.pending.push_back(Pending::Describe),
+            FrontendMessage::Close { kind, name } => {
+                if kind == b'S' {
+                    self.statements_by_name.remove(name);
+                } else {
+                    self.portals.remove(name);
+                }
+                self.pending.push_back(Pending::Close);
+            }
+            FrontendMessage::Execute { portal, .. } => {
+                let info = self.portals.get(portal).cloned();
+                let mut run = StatementRun::new(PgProtocol::Extended, None, now_us);
+                if let Some(info) = info {
+                    run.text = info.text;
+                    run.parameters = info.parameters;
+                    run.statement_name = non_empty(&info.statement_name);
+                }
+                run.portal = non_empty(portal);
+                run.bytes_from_client = std::mem::take(&mut self.frontend_bytes_since_record);
+                self.pending.push_back(Pending::Execute(run));
+            }
+            FrontendMessage::Sync => self.pending.push_back(Pending::Sync),
+            FrontendMessage::FunctionCall(call) => {
+                let parameters = self.config.record_parameters.then(|| {
+                    let bind = pg::Bind {
+                        portal: b"",
+                        statement: b"",
+                        param_formats: call.arg_formats.clone(),
+                        params: call.args.clone(),
+                        result_formats: Vec::new(),
+                    };
+                    self.parameter_values(&bind)
+                });
+                self.enqueue_function_call(Some(call.oid), parameters, now_us);
+            }
+            FrontendMessage::Terminate => return Ok(self.on_terminate()),
+            FrontendMessage::Flush
+            | FrontendMessage::CopyData { .. }
+            | FrontendMessage::CopyDone
+            | FrontendMessage::CopyFail { .. } => {}
+            FrontendMessage::Password { .. } => {
+                return Err("password message after authentication".into());
+            }
+        }
+        Ok(Action::Pass)
+    }
+
+    fn on_terminate(&mut self) -> Action {
+        self.terminate_seen = true;
+        self.phase = Phase::Finished;
+        Action::Pass
+    }
+
+    fn statement_text(&self, sql: &[u8], truncated: bool) -> StatementText {
+        let limit = self.config.max_statement_bytes;
+        let cut = sql.len() > limit;
+        let sql = sql.get(..limit.min(sql.len())).unwrap_or_default();
+        let text = if self.config.redact_literals {
+            lexer::redact_literals(sql)
+        } else {
+            String::from_utf8_lossy(sql).into_owned()
+        };
+        StatementText {
+            text,
+            truncated: truncated || cut,
+            kind: lexer::statement_kind(sql),
+        }
+    }
+
+    fn enqueue_query(&mut self, sql: &[u8], truncated: bool, now_us: u64) {
+        let mut runs: VecDeque<StatementRun> = lexer::split_statements(sql)
+            .into_iter()
+            .map(|range| {
+                // A cut query's last statement is cut too.
+                let piece_truncated = truncated && range.end == sql.len();
+                let text = self.statement_text(sql.get(range).unwrap_or_default(), piece_truncated);
+                StatementRun::new(PgProtocol::Simple, Some(Arc::new(text)), now_us)
+            })
+            .collect();
+        if let Some(first) = runs.front_mut() {
+            first.bytes_from_client = std::mem::take(&mut self.frontend_bytes_since_record);
+        }
+        self.pending.push_back(Pending::Query(runs));
+    }
+
+    fn enqueue_function_call(
+        &mut self,
+        oid: Option<u32>,
+        parameters: Option<Vec<ParameterValue>>,
+        now_us: u64,
+    ) {
+        let mut run = StatementRun::new(PgProtocol::FunctionCall, None, now_us);
+        run.function_oid = oid;
+        run.parameters = parameters;
+        run.bytes_from_client = std::mem::take(&mut self.frontend_bytes_since_record);
+        self.pending.push_back(Pending::FunctionCall(Some(run)));
+    }
+
+    fn register_statement(&mut self, name: Vec<u8>, sql: &[u8], truncated: bool) {
+        let text = Arc::new(self.statement_text(sql, truncated));
+        if name.is_empty()
+            || self.statements_by_name.contains_key(&name)
+            || self.statements_by_name.len() < self.config.max_prepared_statements
+        {
+            self.statements_by_name.insert(name, text);
+        }
+    }
+
+    fn register_portal(
+        &mut self,
+        portal: Vec<u8>,
+        statement: Vec<u8>,
+        parameters: Option<Vec<ParameterValue>>,
+    ) {
+        let text = self.statements_by_name.get(&statement).cloned();
+        if portal.is_empty()
+            || self.portals.contains_key(&portal)
+            || self.portals.len() < self.config.max_prepared_statements
+        {
+            self.portals.insert(
+                portal,
+                Portal {
+                    statement_name: statement,
+                    text,
+                    parameters,
+                },
+            );
+        }
+    }
+
+    fn parameter_values(&self, bind: &pg::Bind<'_>) -> Vec<ParameterValue> {
+        let limit = self.config.max_parameter_bytes;
+        bind.params
+            .iter()
+            .enumerate()
+            .map(|(i, value)| match value {
+                None => ParameterValue::Null,
+                Some(v) if v.len() > limit => ParameterValue::Omitted {
+                    omitted_bytes: v.len() as u64,
+                },
+                Some(v) if bind.param_is_binary(i) => ParameterValue::Binary {
+                    base64: base64::engine::general_purpose::STANDARD.encode(v),
+                },
+                Some(v) => ParameterValue::Text(String::from_utf8_lossy(v).into_owned()),
+            })
+            .collect()
+    }
+
+    // ---- server answers -------------------------------------------------------------
+
+    fn on_backend_message(&mut self, tag: u8, body: &[u8], now_us: u64) -> Result<Action, String> {
+        let msg = BackendMessage::decode(tag, body).map_err(|e| e.to_string())?;
+        if matches!(
+            msg,
+            BackendMessage::ReadyForQuery { .. } | BackendMessage::ErrorResponse { .. }
+        ) && let Some(action) = self.deliver_owed_error(now_us)
+        {
+            return Ok(action);
+        }
+        match self.phase {
+            Phase::Authenticating => self.on_login_message(msg, now_us),
+            Phase::Ready | Phase::Finished => self.on_ready_message(msg, now_us),
+            Phase::Startup | Phase::TlsNegotiation | Phase::Cancelling => {
+                Err(format!("message type {} before startup", pg::tag_name(tag)))
+            }
+        }
+    }
+
+    fn on_login_message(&mut self, msg: BackendMessage<'_>, now_us: u64) -> Result<Action, String> {
+        match msg {
+            BackendMessage::Authentication { code: 10, data } => {
+                Ok(pg::sasl_without_channel_binding(data).map_or(Action::Pass, Action::Replace))
+            }
+            BackendMessage::Authentication { .. }
+            | BackendMessage::ParameterStatus { .. }
+            | BackendMessage::NoticeResponse { .. }
+            | BackendMessage::NegotiateProtocolVersion { .. } => Ok(Action::Pass),
+            BackendMessage::BackendKeyData { pid, .. } => {
+                self.summary.backend_pid = Some(pid);
+                Ok(Action::Pass)
+            }
+            BackendMessage::ErrorResponse { fields } => {
+                let error = statement_error(&fields);
+                let detail = format!("{} {}", error.sqlstate, error.message);
+                self.hint_end(EndReason::AuthenticationFailed, Some(detail));
+                let _ = now_us;
+                Ok(Action::Pass)
+            }
+            BackendMessage::ReadyForQuery { .. } => {
+                self.phase = Phase::Ready;
+                self.backend_bytes_since_record = 0;
+                Ok(Action::Pass)
+            }
+            other => Err(format!(
+                "message type {} during authentication",
+                pg::tag_name(other.tag())
+            )),
+        }
+    }
+
+    fn on_ready_message(&mut self, msg: BackendMessage<'_>, now_us: u64) -> Result<Action, String> {
+        match msg {
+            BackendMessage::ParameterStatus { .. }
+            | BackendMessage::NoticeResponse { .. }
+            | BackendMessage::NotificationResponse { .. }
+            | BackendMessage::CopyData { .. }
+            | BackendMessage::CopyDone
+            | BackendMessage::DataRow { .. } => {}
+            BackendMessage::RowDescription { .. } => {
+                if matches!(self.pending.front(), Some(Pending::Describe)) {
+                    self.pending.pop_front();
+                }
+            }
+            BackendMessage::NoData => self.expect_head(|p| matches!(p, Pending::Describe)),
+            BackendMessage::ParameterDescription { .. } => {
+                if !matches!(self.pending.front(), Some(Pending::Describe)) {
+                    self.summary.unmatched_backend_messages += 1;
+                }
+            }
+            BackendMessage::ParseComplete => self.expect_head(|p| matches!(p, Pending::Parse)),
+            BackendMessage::BindComplete => self.expect_head(|p| matches!(p, Pending::Bind)),
+            BackendMessage::CloseComplete => self.expect_head(|p| matches!(p, Pending::Close)),
+            BackendMessage::CommandComplete { tag } => {
+                let tag = String::from_utf8_lossy(tag).into_owned();
+                self.complete_current(
+                    Outcome {
+                        command_tag: Some(tag),
+                        ..Outcome::default()
+                    },
+                    now_us,
+                );
+            }
+            BackendMessage::EmptyQueryResponse => {
+                if matches!(self.pending.front(), Some(Pending::Execute(_))) {
+                    self.complete_current(Outcome::default(), now_us);
+                }
+            }
+            BackendMessage::PortalSuspended => {
+                self.complete_current(
+                    Outcome {
+                        suspended: true,
+                        ..Outcome::default()
+                    },
+                    now_us,
+                );
+            }
+            BackendMessage::CopyInResponse(_) => self.mark_copy(CopyDirection::In),
+            BackendMessage::CopyOutResponse(_) => self.mark_copy(CopyDirection::Out),
+            BackendMessage::CopyBothResponse(_) => self.mark_copy(CopyDirection::Both),
+            BackendMessage::FunctionCallResponse { .. } => {
+                if let Some(Pending::FunctionCall(run)) = self.pending.front_mut() {
+                    if let Some(run) = run.take() {
+                        self.finish_statement(run, Outcome::default(), now_us);
+                    }
+                } else {
+                    self.summary.unmatched_backend_messages += 1;
+                }
+            }
+            BackendMessage::ErrorResponse { fields } => {
+                let error = statement_error(&fields);
+                self.on_error_response(error, now_us);
+            }
+            BackendMessage::ReadyForQuery { .. } => self.on_ready_for_query(),
+            other @ (BackendMessage::Authentication { .. }
+            | BackendMessage::BackendKeyData { .. }
+            | BackendMessage::NegotiateProtocolVersion { .. }) => {
+                return Err(format!(
+                    "message type {} after login",
+                    pg::tag_name(other.tag())
+                ));
+            }
+        }
+        Ok(Action::Pass)
+    }
+
+    fn expect_head(&mut self, matches: impl Fn(&Pending) -> bool) {
+        if self.pending.front().is_some_and(matches) {
+            self.pending.pop_front();
+        } else {
+            self.summary.unmatched_backend_messages += 1;
+        }
+    }
+
+    fn count_row(&mut self) {
+        match self.pending.front_mut() {
+            Some(Pending::Query(runs)) => {
+                if let Some(run) = runs.front_mut() {
+                    run.rows_seen += 1;
+                }
+            }
+            Some(Pending::Execute(run)) => run.rows_seen += 1,
+            _ => {}
+        }
+    }
+
+    fn mark_copy(&mut self, direction: CopyDirection) {
+        match self.pending.front_mut() {
+            Some(Pending::Query(runs)) => {
+                if let Some(run) = runs.front_mut() {
+                    run.copy = Some(direction);
+                }
+            }
+            Some(Pending::Execute(run)) => run.copy = Some(direction),
+            _ => self.summary.unmatched_backend_messages += 1,
+        }
+    }
+
+    /// CommandComplete, EmptyQueryResponse or PortalSuspended for the head request.
+    fn complete_current(&mut self, outcome: Outcome, now_us: u64) {
+        match self.pending.front_mut() {
+            Some(Pending::Query(runs)) => {
+                if let Some(run) = runs.pop_front() {
+                    // The next statement of the same Query starts now.
+                    if let Some(next) = runs.front_mut() {
+                        next.start_us = now_us;
+                    }
+                    self.finish_statement(run, outcome, now_us);
+                } else {
+                    self.summary.unmatched_backend_messages += 1;
+                }
+            }
+            Some(Pending::Execute(_)) => {
+                if let Some(Pending::Execute(run)) = self.pending.pop_front() {
+                    self.finish_statement(run, outcome, now_us);
+                }
+            }
+            _ => self.summary.unmatched_backend_messages += 1,
+        }
+    }
+
+    fn on_error_response(&mut self, error: StatementError, now_us: u64) {
+        let outcome = || Outcome {
+            error: Some(error.clone()),
+            ..Outcome::default()
+        };
+        match self.pending.front_mut() {
+            None => {
+                // Not tied to a request: e.g. a FATAL shutdown notice.
+                self.hint_end(
+                    EndReason::ServerClosed,
+                    Some(format!("{} {}", error.sqlstate, error.message)),
+                );
+                return;
+            }
+            Some(Pending::Query(runs)) => {
+                // The server abandons the rest of the Query string.
+                let first = runs.pop_front();
+                runs.clear();
+                if let Some(run) = first {
+                    self.finish_statement(run, outcome(), now_us);
+                }
+                return;
+            }
+            Some(Pending::FunctionCall(run)) => {
+                if let Some(run) = run.take() {
+                    self.finish_statement(run, outcome(), now_us);
+                }
+                return;
+            }
+            Some(Pending::Sync) => return,
+            Some(_) => {}
+        }
+        // Extended query: the failing message, and everything up to the next Sync
+        // (which the server skips), are done. The first Execute among them is the
+        // statement that failed (its Parse or Bind may be what the server refused);
+        // later ones never ran and get no record.
+        let mut failed = false;
+        while self.pending.front().is_some_and(|p| !p.ends_at_ready()) {
+            if let Some(Pending::Execute(run)) = self.pending.pop_front()
+                && !failed
+            {
+                failed = true;
+                self.finish_statement(run, outcome(), now_us);
+            }
+        }
+    }
+
+    fn on_ready_for_query(&mut self) {
+        // Everything up to and including the request ReadyForQuery answers.
+        while let Some(entry) = self.pending.pop_front() {
+            if entry.ends_at_ready() {
+                return;
+            }
+        }
+        self.summary.unmatched_backend_messages += 1;
+    }
+
+    fn finish_statement(&mut self, run: StatementRun, outcome: Outcome, now_us: u64) {
+        let rows = outcome.command_tag.as_deref().and_then(rows_from_tag).or(
+            if run.rows_seen > 0 || outcome.suspended {
+                Some(run.rows_seen)
+            } else {
+                None
+            },
+        );
+        self.summary.statements += 1;
+        if outcome.error.is_some() {
+            self.summary.errors += 1;
+        }
+        let header = self.next_header(run.start_us);
+        let (statement, statement_truncated, kind) = match &run.text {
+            Some(t) => (Some(t.text.clone()), t.truncated, t.kind.clone()),
+            None => (None, false, None),
+        };
+        let kind = kind.or_else(|| {
+            (run.protocol == PgProtocol::FunctionCall).then(|| "FUNCTION CALL".to_string())
+        });
+        let record = StatementRecord {
+            header,
+            client: self.client.clone(),
+            protocol: run.protocol,
+            statement,
+            statement_truncated,
+            statement_name: run.statement_name,
+            portal: run.portal,
+            kind,
+            category: None,
+            parameters: run.parameters,
+            function_oid: run.function_oid,
+            copy: run.copy,
+            command_tag: outcome.command_tag,
+            rows,
+            suspended: outcome.suspended,
+            error: outcome.error,
+            duration_us: now_us.saturating_sub(run.start_us),
+            bytes_from_client: run.bytes_from_client,
+            bytes_to_client: std::mem::take(&mut self.backend_bytes_since_record),
+            decision: Decision::allow(),
+        };
+        self.push_record(Record::Statement(Box::new(record)));
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Disposition {
+    Hold,
+    Stream { capture_limit: usize },
+}
+
+enum Source {
+    Chunk(std::ops::Range<usize>),
+    Held,
+}
+
+fn non_empty(name: &[u8]) -> Option<String> {
+    (!name.is_empty()).then(|| String::from_utf8_lossy(name).into_owned())
+}
+
+fn statement_error(fields: &[pg::ErrorField<'_>]) -> StatementError {
+    let field = |code| {
+        String::from_utf8_lossy(pg::error_field(fields, code).unwrap_or_default()).into_owned()
+    };
+    let severity = pg::error_field(fields, b'V')
+        .or_else(|| pg::error_field(fields, b'S'))
+        .unwrap_or_default();
+    StatementError {
+        sqlstate: field(b'C'),
+        message: field(b'M'),
+        severity: String::from_utf8_lossy(severity).into_owned(),
+    }
+}
+
+/// Fields of an ErrorResponse of which only a prefix was kept.
+fn lenient_error(prefix: &[u8]) -> StatementError {
+    let mut fields = Vec::new();
+    let mut rest = prefix;
+    while let Some((&code, tail)) = rest.split_first() {
+        if code == 0 {
+            break;
+        }
+        let end = tail.iter().position(|&b| b == 0).unwrap_or(tail.len());
+        let (value, after) = tail.split_at(end);
+        fields.push((code, value));
+        rest = after.get(1..).unwrap_or_default();
+    }
+    statement_error(&fields)
+}
+
+/// Rows affected or returned, from a CommandComplete tag (`INSERT 0 5` → 5).
+pub fn rows_from_tag(tag: &str) -> Option<u64> {
+    let mut words = tag.split(' ');
+    let command = words.next()?;
+    let last = tag.rsplit(' ').next()?;
+    match command {
+        "SELECT" | "INSERT" | "UPDATE" | "DELETE" | "MERGE" | "FETCH" | "MOVE" | "COPY" => {
+            last.parse().ok()
+        }
+        _ => None,
+    }
+}

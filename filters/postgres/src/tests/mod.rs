@@ -1,0 +1,125 @@
+//! Engine tests: real captures, every split point, malformed input, streaming,
+//! pseudo-random chunking and garbage.
+
+#![allow(clippy::indexing_slicing)]
+
+mod captures;
+mod malformed;
+mod streaming;
+
+use crate::{CloseReason, ConnectionInfo, EngineConfig, Session, Verdict};
+use gatehouse_core::record::Record;
+use std::sync::Arc;
+
+/// Which side sent a captured read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Side {
+    Client,
+    Server,
+}
+
+/// One read as captured by testdata/capture.py.
+#[derive(Debug, Clone)]
+pub(crate) struct Read {
+    pub side: Side,
+    pub bytes: Vec<u8>,
+}
+
+/// Parses a `.log` capture: `F`/`B`, a 4-byte length, the bytes; repeated.
+pub(crate) fn parse_log(log: &[u8]) -> Vec<Read> {
+    let mut out = Vec::new();
+    let mut rest = log;
+    while !rest.is_empty() {
+        let side = match rest[0] {
+            b'F' => Side::Client,
+            b'B' => Side::Server,
+            other => panic!("bad marker {other}"),
+        };
+        let len = u32::from_be_bytes(rest[1..5].try_into().unwrap()) as usize;
+        out.push(Read {
+            side,
+            bytes: rest[5..5 + len].to_vec(),
+        });
+        rest = &rest[5 + len..];
+    }
+    out
+}
+
+/// Splits read number `i` into the chunks delivered to the engine.
+pub(crate) type Chunker<'a> = &'a dyn Fn(usize, &[u8]) -> Vec<Vec<u8>>;
+
+/// What a session did with a sequence of reads.
+#[derive(Debug, Default)]
+pub(crate) struct Run {
+    pub to_server: Vec<u8>,
+    pub to_client: Vec<u8>,
+    pub records: Vec<Record>,
+    pub closed: bool,
+    pub max_buffered: usize,
+}
+
+pub(crate) fn session(config: EngineConfig) -> Session {
+    Session::new(
+        Arc::new(config),
+        ConnectionInfo {
+            id: 7,
+            client_address: "127.0.0.1:40000".into(),
+        },
+        1_000,
+    )
+}
+
+/// Feeds `reads` in order (each read's time is its index, so records do not
+/// depend on chunking), splitting each read into chunks by `chunker`, then closes.
+pub(crate) fn replay(config: EngineConfig, reads: &[Read], chunker: Chunker<'_>) -> Run {
+    let mut s = session(config);
+    let mut run = Run::default();
+    for (i, read) in reads.iter().enumerate() {
+        let now = 1_000 + i as u64 * 10;
+        for chunk in chunker(i, &read.bytes) {
+            let (verdict, out): (Verdict, &mut Vec<u8>) = match read.side {
+                Side::Client => (s.on_frontend(&chunk, now), &mut run.to_server),
+                Side::Server => (s.on_backend(&chunk, now), &mut run.to_client),
+            };
+            out.extend_from_slice(verdict.bytes(&chunk));
+            run.closed |= verdict.close_connection;
+            run.max_buffered = run.max_buffered.max(s.buffered_bytes());
+            run.records.extend(s.take_records());
+        }
+    }
+    s.on_close(CloseReason::Client, 1_000 + reads.len() as u64 * 10);
+    run.records.extend(s.take_records());
+    run
+}
+
+pub(crate) fn whole(_: usize, bytes: &[u8]) -> Vec<Vec<u8>> {
+    vec![bytes.to_vec()]
+}
+
+pub(crate) fn byte_by_byte(_: usize, bytes: &[u8]) -> Vec<Vec<u8>> {
+    bytes.iter().map(|b| vec![*b]).collect()
+}
+
+/// All client bytes, then all server bytes, concatenated per side.
+pub(crate) fn side_bytes(reads: &[Read], side: Side) -> Vec<u8> {
+    reads
+        .iter()
+        .filter(|r| r.side == side)
+        .flat_map(|r| r.bytes.iter().copied())
+        .collect()
+}
+
+/// Deterministic xorshift generator for the property tests.
+pub(crate) struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}

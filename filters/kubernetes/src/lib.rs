@@ -2,5 +2,6 @@
 
 pub mod audit;
 pub mod exec;
+mod label_selector;
 pub mod request_info;
 pub mod status;

@@ -30,6 +30,7 @@
 //! API server: encoded slashes, empty or dot segments, control bytes, invalid
 //! percent-encodings, `;` query separators and oversized targets.
 
+use crate::label_selector;
 use std::borrow::Cow;
 
 /// Longest accepted path (the part of `:path` before `?`), in bytes.
@@ -401,15 +402,17 @@ struct ListOptions {
 impl ListOptions {
     /// Mirrors `ParameterCodec.DecodeParameters`: if any list option fails to
     /// decode, everything but `watch` is dropped, so the field selector sets no name.
-    /// Checked here: `fieldSelector`, `limit`, `timeoutSeconds`. Not checked: the
-    /// `labelSelector` grammar; with an invalid label selector the API server
-    /// names nothing but then refuses the list itself (400), so no data flows.
+    /// The options that can fail are `fieldSelector`, `labelSelector`, `limit` and
+    /// `timeoutSeconds`.
     fn decode(query: &Query) -> Self {
         let watch = query.flag("watch");
         let integers_ok = ["limit", "timeoutSeconds"]
             .iter()
             .all(|key| query.first(key).is_none_or(|v| v.parse::<i64>().is_ok()));
-        let field_selector_name = if integers_ok {
+        let labels_ok = query
+            .first("labelSelector")
+            .is_none_or(label_selector::is_valid);
+        let field_selector_name = if integers_ok && labels_ok {
             query.first("fieldSelector").and_then(|selector| {
                 field_selector_exact_match(selector, "metadata.name")
                     .ok()
@@ -824,6 +827,9 @@ mod tests {
         ("GET", "/api/v1/pods?fieldSelector=metadata.name%3Dweb-0&limit=abc&watch=1", "", "watch", "metadata.name=web-0", ""),
         ("GET", "/api/v1/pods?fieldSelector=metadata.name%3Dweb-0&timeoutSeconds=", "", "list", "metadata.name=web-0", ""),
         ("GET", "/api/v1/pods?fieldSelector=metadata.name%3Dweb-0&limit=500&timeoutSeconds=-1", "web-0", "list", "metadata.name=web-0", ""),
+        // an invalid label selector is a failed list option too
+        ("GET", "/api/v1/pods?fieldSelector=metadata.name%3Dweb-0&labelSelector=app%3D%3D%3Dweb", "", "list", "metadata.name=web-0", "app===web"),
+        ("GET", "/api/v1/pods?fieldSelector=metadata.name%3Dweb-0&labelSelector=app+in+(web,api),!canary", "web-0", "list", "metadata.name=web-0", "app in (web,api),!canary"),
         // watch truthiness: bare, empty, any value but 0/false
         ("GET", "/api/v1/pods?watch", "", "watch", "", ""),
         ("GET", "/api/v1/pods?watch=", "", "watch", "", ""),

@@ -19,6 +19,9 @@ mod config;
 mod detector;
 mod detectors;
 mod json;
+#[cfg(test)]
+#[allow(clippy::indexing_slicing)]
+mod robustness;
 mod style;
 
 pub use config::{MAX_SCAN_BYTES_LIMIT, MaskConfig, detector_named, style_named};

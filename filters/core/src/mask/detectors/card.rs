@@ -19,6 +19,10 @@ impl Detector for PaymentCardDetector {
     }
 
     fn find(&self, text: &[u8], out: &mut Vec<Range<usize>>) {
+        // Prefilter: a card needs 13 digits (a vectorised count).
+        if text.iter().filter(|b| b.is_ascii_digit()).count() < MIN_DIGITS {
+            return;
+        }
         let mut i = 0;
         while let Some(offset) = text
             .get(i..)
@@ -26,7 +30,8 @@ impl Detector for PaymentCardDetector {
         {
             let start = i + offset;
             let first_run_end = run_end(text, start);
-            if number_starts_at(text, start)
+            if may_start_card(text, start, first_run_end)
+                && number_starts_at(text, start)
                 && let Some(end) = card_at(text, start)
             {
                 out.push(start..end);
@@ -37,6 +42,18 @@ impl Detector for PaymentCardDetector {
             // ("ref 1234 4111 1111 1111 1111").
             i = first_run_end;
         }
+    }
+}
+
+/// Cheap check before the full parse: a card starts with a 13–19 digit run,
+/// or with a group of four followed by a space or dash and a digit.
+fn may_start_card(text: &[u8], start: usize, run_end: usize) -> bool {
+    match run_end - start {
+        4 => {
+            matches!(text.get(run_end), Some(b' ' | b'-'))
+                && text.get(run_end + 1).is_some_and(u8::is_ascii_digit)
+        }
+        len => (MIN_DIGITS..=MAX_DIGITS).contains(&len),
     }
 }
 

@@ -119,7 +119,11 @@ impl Detector for IbanDetector {
             .and_then(|rest| rest.iter().position(u8::is_ascii_digit))
         {
             let digit = i + offset;
-            i = digit + 1;
+            // Only the first digit of a run can follow the country letters.
+            i = digit
+                + text.get(digit..).map_or(1, |rest| {
+                    rest.iter().take_while(|b| b.is_ascii_digit()).count()
+                });
             let start = digit - 2;
             let shape = text.get(start..start + 4).is_some_and(|s| {
                 matches!(s, [c1, c2, d1, d2] if c1.is_ascii_uppercase() && c2.is_ascii_uppercase()

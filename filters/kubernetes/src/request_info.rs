@@ -32,6 +32,7 @@
 
 use crate::label_selector;
 use std::borrow::Cow;
+use std::ops::Range;
 
 /// Longest accepted path (the part of `:path` before `?`), in bytes.
 pub const MAX_PATH_BYTES: usize = 8 * 1024;
@@ -45,6 +46,8 @@ pub const MAX_METHOD_BYTES: usize = 32;
 
 /// Path prefixes that lead to API resources (`APIPrefixes`).
 const API_PREFIXES: [&str; 2] = ["api", "apis"];
+/// Path segments kept on the stack while decoding; deeper paths spill to the heap.
+const INLINE_SEGMENTS: usize = 12;
 /// The prefix whose resources have no API group (`GrouplessAPIPrefixes`).
 const GROUPLESS_API_PREFIX: &str = "api";
 
@@ -143,7 +146,10 @@ impl RequestInfo {
 /// The decoded query string: every `key=value` pair in order, repeats kept.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Query {
-    pairs: Vec<(String, String)>,
+    /// Every decoded key and value, back to back (one allocation for all).
+    decoded: String,
+    /// Byte ranges of each pair's key and value in `decoded`.
+    pairs: Vec<(Range<usize>, Range<usize>)>,
 }
 
 impl Query {
@@ -162,6 +168,7 @@ impl Query {
         if raw.bytes().any(is_control) {
             return Err(DecodeError::ControlCharacter);
         }
+        let mut decoded = Vec::with_capacity(raw.len());
         let mut pairs = Vec::new();
         let mut offset = 0;
         for pair in raw.split('&') {
@@ -176,27 +183,24 @@ impl Query {
                 });
             }
             let (raw_key, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
-            let key = decode_query_component(raw_key, pair_offset)?;
-            let value = decode_query_component(raw_value, pair_offset + raw_key.len() + 1)?;
-            pairs.push((key.into_owned(), value.into_owned()));
+            let key = decode_query_component(raw_key, pair_offset, &mut decoded)?;
+            let value =
+                decode_query_component(raw_value, pair_offset + raw_key.len() + 1, &mut decoded)?;
+            pairs.push((key, value));
         }
-        Ok(Self { pairs })
+        // Each component was checked to be UTF-8 on its own, so the whole is too.
+        let decoded = String::from_utf8(decoded).map_err(|_| DecodeError::InvalidUtf8)?;
+        Ok(Self { decoded, pairs })
     }
 
     /// The first value of `key`, as Go's `Values.Get` returns it.
     pub fn first(&self, key: &str) -> Option<&str> {
-        self.pairs
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.pairs().find(|(k, _)| *k == key).map(|(_, v)| v)
     }
 
     /// Every value of `key`, in order (e.g. each `command=` of an exec).
     pub fn all<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.pairs
-            .iter()
-            .filter(move |(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.pairs().filter(move |(k, _)| *k == key).map(|(_, v)| v)
     }
 
     /// A boolean parameter as apimachinery reads it
@@ -206,9 +210,22 @@ impl Query {
         self.first(key).is_some_and(is_true)
     }
 
-    /// All pairs in order.
-    pub fn pairs(&self) -> &[(String, String)] {
-        &self.pairs
+    /// All `(key, value)` pairs in order.
+    pub fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        let text = |range: &Range<usize>| self.decoded.get(range.clone()).unwrap_or_default();
+        self.pairs
+            .iter()
+            .map(move |(key, value)| (text(key), text(value)))
+    }
+
+    /// The number of pairs.
+    pub fn len(&self) -> usize {
+        self.pairs.len()
+    }
+
+    /// Whether the query has no pairs.
+    pub fn is_empty(&self) -> bool {
+        self.pairs.is_empty()
     }
 }
 
@@ -292,8 +309,28 @@ fn request_info(method: &str, path: &str, query: &Query) -> Result<RequestInfo, 
         return non_resource(info);
     };
     info.api_prefix = prefix.to_owned();
-    let rest: Vec<&str> = parts.collect();
-    let mut current: &[&str] = &rest;
+    // Segments after the prefix, on the stack unless the path is unusually deep
+    // (proxy subpaths).
+    let mut inline = [""; INLINE_SEGMENTS];
+    let mut spilled: Vec<&str> = Vec::new();
+    let mut count = 0;
+    for segment in parts {
+        match inline.get_mut(count) {
+            Some(slot) => *slot = segment,
+            None => {
+                if spilled.is_empty() {
+                    spilled.extend_from_slice(&inline);
+                }
+                spilled.push(segment);
+            }
+        }
+        count += 1;
+    }
+    let mut current: &[&str] = if spilled.is_empty() {
+        inline.get(..count).unwrap_or_default()
+    } else {
+        &spilled
+    };
 
     let mut api_group = "";
     if prefix != GROUPLESS_API_PREFIX {
@@ -520,7 +557,13 @@ fn decode_path(raw: &str) -> Result<Cow<'_, str>, DecodeError> {
     if raw.contains("//") {
         return Err(DecodeError::EmptySegment);
     }
-    let path = percent_decode(raw, false, 0, true)?;
+    let path = if raw.contains('%') {
+        let mut decoded = Vec::with_capacity(raw.len());
+        percent_decode_into(raw, false, 0, true, &mut decoded)?;
+        Cow::Owned(String::from_utf8(decoded).map_err(|_| DecodeError::InvalidUtf8)?)
+    } else {
+        Cow::Borrowed(raw)
+    };
     if path.bytes().any(is_control) {
         return Err(DecodeError::ControlCharacter);
     }
@@ -534,24 +577,34 @@ fn decode_path(raw: &str) -> Result<Cow<'_, str>, DecodeError> {
     Ok(path)
 }
 
-/// Percent-decodes one query key or value, `+` meaning a space.
-fn decode_query_component(raw: &str, offset: usize) -> Result<Cow<'_, str>, DecodeError> {
-    percent_decode(raw, true, offset, false)
+/// Percent-decodes one query key or value (`+` meaning a space) onto `out`, and
+/// returns where it landed.
+fn decode_query_component(
+    raw: &str,
+    offset: usize,
+    out: &mut Vec<u8>,
+) -> Result<Range<usize>, DecodeError> {
+    let start = out.len();
+    percent_decode_into(raw, true, offset, false, out)?;
+    let component = out.get(start..).unwrap_or_default();
+    std::str::from_utf8(component).map_err(|_| DecodeError::InvalidUtf8)?;
+    Ok(start..out.len())
 }
 
-/// Percent-decodes `raw`; `offset` locates `raw` in the target for error reports.
-/// In a path (`refuse_slashes`), `%2F` and `%5C` are refused.
-fn percent_decode(
+/// Percent-decodes `raw` onto `out`; `offset` locates `raw` in the target for
+/// error reports. In a path (`refuse_slashes`), `%2F` and `%5C` are refused.
+fn percent_decode_into(
     raw: &str,
     plus_is_space: bool,
     offset: usize,
     refuse_slashes: bool,
-) -> Result<Cow<'_, str>, DecodeError> {
+    out: &mut Vec<u8>,
+) -> Result<(), DecodeError> {
     let needs_decoding = raw.contains('%') || (plus_is_space && raw.contains('+'));
     if !needs_decoding {
-        return Ok(Cow::Borrowed(raw));
+        out.extend_from_slice(raw.as_bytes());
+        return Ok(());
     }
-    let mut out = Vec::with_capacity(raw.len());
     let mut bytes = raw.bytes().enumerate();
     while let Some((i, byte)) = bytes.next() {
         match byte {
@@ -571,9 +624,7 @@ fn percent_decode(
             other => out.push(other),
         }
     }
-    String::from_utf8(out)
-        .map(Cow::Owned)
-        .map_err(|_| DecodeError::InvalidUtf8)
+    Ok(())
 }
 
 /// ASCII control bytes, refused anywhere in a raw target (as Go's URL parser does).
@@ -686,6 +737,8 @@ mod tests {
         // a name from the field selector only for list/watch, `==` as well as `=`
         ("GET", "/api/v1/namespaces/prod/secrets?fieldSelector=metadata.name%3D%3Ddb-creds", "list", "api", "", "v1", "prod", "secrets", "", "db-creds", &["secrets"]),
         ("DELETE", "/api/v1/namespaces/prod/secrets?fieldSelector=metadata.name%3Ddb-creds", "deletecollection", "api", "", "v1", "prod", "secrets", "", "", &["secrets"]),
+        // deep proxy subpaths are kept whole in parts
+        ("GET", "/api/v1/namespaces/prod/services/web/proxy/a/b/c/d/e/f/g/h/i", "get", "api", "", "v1", "prod", "services", "proxy", "web", &["services", "web", "proxy", "a", "b", "c", "d", "e", "f", "g", "h", "i"]),
         // a watch of one object through the deprecated prefix keeps the path name
         ("GET", "/api/v1/watch/namespaces/prod/secrets/db-creds", "watch", "api", "", "v1", "prod", "secrets", "", "db-creds", &["secrets", "db-creds"]),
     ];
@@ -950,7 +1003,8 @@ mod tests {
         assert!(query.flag("stdin"));
         assert!(!query.flag("tty"));
         assert!(!query.flag("stdout"));
-        assert_eq!(query.pairs().len(), 7);
+        assert_eq!(query.len(), 7);
+        assert_eq!(query.pairs().nth(5), Some(("", "x")));
         // decoded control characters are data in a query value (a multi-line script)
         assert_eq!(
             Query::parse("command=a%0Ab").unwrap().first("command"),

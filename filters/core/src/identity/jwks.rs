@@ -6,6 +6,8 @@
 //! key set at all, or one without a single usable key, is an error.
 
 use super::algorithm::{JwsAlgorithm, KeyFamily};
+#[cfg(feature = "es384")]
+use super::es384::{self, P384VerifyingKey};
 use base64::Engine as _;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use jwt_compact::Algorithm;
@@ -40,6 +42,8 @@ const BASE64URL: GeneralPurpose = GeneralPurpose::new(
 pub(crate) enum VerifyingKey {
     Rsa(RsaPublicKey),
     P256(P256VerifyingKey),
+    #[cfg(feature = "es384")]
+    P384(P384VerifyingKey),
     Ed25519(Ed25519VerifyingKey),
 }
 
@@ -48,6 +52,8 @@ impl VerifyingKey {
         match self {
             Self::Rsa(_) => KeyFamily::Rsa,
             Self::P256(_) => KeyFamily::P256,
+            #[cfg(feature = "es384")]
+            Self::P384(_) => KeyFamily::P384,
             Self::Ed25519(_) => KeyFamily::Ed25519,
         }
     }
@@ -240,10 +246,11 @@ fn parse_key(entry: &Value) -> Result<(Option<JwsAlgorithm>, VerifyingKey), Stri
         Some(_) => return Err("alg is not a string".to_owned()),
     };
     let kty = text_field(jwk, "kty")?;
-    let family = match kty {
-        "RSA" => Some(KeyFamily::Rsa),
-        "EC" => Some(KeyFamily::P256),
-        "OKP" => Some(KeyFamily::Ed25519),
+    let family = match (kty, jwk.get("crv").and_then(Value::as_str)) {
+        ("RSA", _) => Some(KeyFamily::Rsa),
+        ("EC", Some("P-256")) => Some(KeyFamily::P256),
+        ("EC", Some("P-384")) => Some(KeyFamily::P384),
+        ("OKP", _) => Some(KeyFamily::Ed25519),
         _ => None,
     };
     if let (Some(alg), Some(family)) = (alg, family)
@@ -263,6 +270,13 @@ fn parse_key(entry: &Value) -> Result<(Option<JwsAlgorithm>, VerifyingKey), Stri
                 };
                 VerifyingKey::P256(P256VerifyingKey::try_from(&jwk).map_err(|e| e.to_string())?)
             }
+            #[cfg(feature = "es384")]
+            "P-384" => VerifyingKey::P384(es384::verifying_key(
+                &bytes_field(jwk, "x")?,
+                &bytes_field(jwk, "y")?,
+            )?),
+            #[cfg(not(feature = "es384"))]
+            "P-384" => return Err("P-384 keys need a build with the es384 feature".to_owned()),
             crv => return Err(format!("unsupported EC curve {crv:?}")),
         },
         "OKP" => match text_field(jwk, "crv")? {

@@ -10,6 +10,8 @@
 mod algorithm;
 mod cache;
 mod config;
+#[cfg(feature = "es384")]
+mod es384;
 mod jwks;
 #[cfg(any(test, feature = "mint"))]
 pub mod testing;

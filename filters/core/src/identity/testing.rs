@@ -6,6 +6,8 @@
 //! demo can mint more tokens later from the same key.
 
 use super::algorithm::{JwsAlgorithm, KeyFamily};
+#[cfg(feature = "es384")]
+use super::es384::{COORDINATE_BYTES, Es384, P384SigningKey};
 use jwt_compact::alg::{
     Ed25519, Es256, Hs256, Hs256Key, ModulusBits, Rsa, RsaPrivateKey, SecretBytes,
 };
@@ -39,6 +41,8 @@ enum SigningKey {
     // Boxed: an RSA key is several times larger than the others.
     Rsa(Box<RsaPrivateKey>),
     P256(P256SigningKey),
+    #[cfg(feature = "es384")]
+    P384(P384SigningKey),
     Ed25519(Ed25519SecretKey),
     Hmac(Vec<u8>),
 }
@@ -59,6 +63,10 @@ impl SigningKey {
                         .map_err(|e| mint_error("generating a P-256 key", e))?,
                 )
             }
+            #[cfg(feature = "es384")]
+            KeyFamily::P384 => Self::P384(P384SigningKey::random(&mut OsRng)),
+            #[cfg(not(feature = "es384"))]
+            KeyFamily::P384 => return Err(no_es384()),
             KeyFamily::Ed25519 => Self::Ed25519(Ed25519::generate(&mut OsRng).0),
             KeyFamily::Hmac => {
                 let mut secret = vec![0_u8; 32];
@@ -72,6 +80,8 @@ impl SigningKey {
         match self {
             Self::Rsa(_) => KeyFamily::Rsa,
             Self::P256(_) => KeyFamily::P256,
+            #[cfg(feature = "es384")]
+            Self::P384(_) => KeyFamily::P384,
             Self::Ed25519(_) => KeyFamily::Ed25519,
             Self::Hmac(_) => KeyFamily::Hmac,
         }
@@ -81,6 +91,8 @@ impl SigningKey {
         let jwk = match self {
             Self::Rsa(key) => JsonWebKey::from(key.as_ref()),
             Self::P256(key) => JsonWebKey::from(key),
+            #[cfg(feature = "es384")]
+            Self::P384(key) => p384_jwk(key, true),
             Self::Ed25519(key) => JsonWebKey::from(key),
             Self::Hmac(secret) => JsonWebKey::Symmetric {
                 secret: SecretBytes::borrowed(secret),
@@ -96,6 +108,20 @@ impl SigningKey {
         Ok(match family {
             KeyFamily::Rsa => Self::Rsa(Box::new(RsaPrivateKey::try_from(&jwk).map_err(restore)?)),
             KeyFamily::P256 => Self::P256(P256SigningKey::try_from(&jwk).map_err(restore)?),
+            #[cfg(feature = "es384")]
+            KeyFamily::P384 => match &jwk {
+                JsonWebKey::EllipticCurve {
+                    curve,
+                    secret: Some(secret),
+                    ..
+                } if curve.as_ref() == "P-384" => Self::P384(
+                    P384SigningKey::from_slice(secret)
+                        .map_err(|e| mint_error("restoring the key", e))?,
+                ),
+                _ => return Err(MintError("not a private P-384 key".into())),
+            },
+            #[cfg(not(feature = "es384"))]
+            KeyFamily::P384 => return Err(no_es384()),
             KeyFamily::Ed25519 => Self::Ed25519(Ed25519SecretKey::try_from(&jwk).map_err(restore)?),
             KeyFamily::Hmac => {
                 Self::Hmac(Hs256Key::try_from(&jwk).map_err(restore)?.as_ref().to_vec())
@@ -107,10 +133,32 @@ impl SigningKey {
         let jwk = match self {
             Self::Rsa(key) => serde_json::to_value(JsonWebKey::from(&key.to_public_key())),
             Self::P256(key) => serde_json::to_value(JsonWebKey::from(key.verifying_key())),
+            #[cfg(feature = "es384")]
+            Self::P384(key) => serde_json::to_value(p384_jwk(key, false)),
             Self::Ed25519(key) => serde_json::to_value(JsonWebKey::from(&key.public_key())),
             Self::Hmac(_) => return Err(MintError("a shared secret has no public key".into())),
         };
         jwk.map_err(|e| mint_error("serializing the public key", e))
+    }
+}
+
+#[cfg(not(feature = "es384"))]
+fn no_es384() -> MintError {
+    MintError("ES384 needs a build with the es384 feature".into())
+}
+
+/// The JWK of a P-384 key, with the private scalar when `private`.
+#[cfg(feature = "es384")]
+fn p384_jwk(key: &P384SigningKey, private: bool) -> JsonWebKey<'static> {
+    let point = key.verifying_key().to_encoded_point(false);
+    let coordinate = |c: Option<&p384::FieldBytes>| {
+        std::borrow::Cow::Owned(c.map_or_else(|| vec![0; COORDINATE_BYTES], |c| c.to_vec()))
+    };
+    JsonWebKey::EllipticCurve {
+        curve: "P-384".into(),
+        x: coordinate(point.x()),
+        y: coordinate(point.y()),
+        secret: private.then(|| SecretBytes::owned(key.to_bytes().to_vec())),
     }
 }
 
@@ -312,6 +360,8 @@ impl Minter {
                 rsa.token(&header, &claims, key.as_ref())
             }
             (SigningKey::P256(key), JwsAlgorithm::Es256) => Es256.token(&header, &claims, key),
+            #[cfg(feature = "es384")]
+            (SigningKey::P384(key), JwsAlgorithm::Es384) => Es384.token(&header, &claims, key),
             (SigningKey::Ed25519(key), JwsAlgorithm::EdDsa) => Ed25519.token(&header, &claims, key),
             (SigningKey::Hmac(secret), JwsAlgorithm::Hs256) => {
                 Hs256.token(&header, &claims, &Hs256Key::new(secret))

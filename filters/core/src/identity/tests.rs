@@ -24,6 +24,12 @@ fn es() -> &'static Minter {
     KEY.get_or_init(|| Minter::generate(JwsAlgorithm::Es256, ISS_A, AUD, "es-1").unwrap())
 }
 
+#[cfg(feature = "es384")]
+fn es384() -> &'static Minter {
+    static KEY: OnceLock<Minter> = OnceLock::new();
+    KEY.get_or_init(|| Minter::generate(JwsAlgorithm::Es384, ISS_A, AUD, "es384-1").unwrap())
+}
+
 fn ed() -> &'static Minter {
     static KEY: OnceLock<Minter> = OnceLock::new();
     KEY.get_or_init(|| Minter::generate(JwsAlgorithm::EdDsa, ISS_A, AUD, "ed-1").unwrap())
@@ -49,6 +55,8 @@ const RSA_ALGORITHMS: [JwsAlgorithm; 6] = [
 fn all_minters() -> Vec<Minter> {
     let mut minters: Vec<Minter> = RSA_ALGORITHMS.iter().map(|alg| rsa_as(*alg)).collect();
     minters.push(es().clone());
+    #[cfg(feature = "es384")]
+    minters.push(es384().clone());
     minters.push(ed().clone());
     minters
 }
@@ -187,7 +195,7 @@ fn alg_none_is_rejected_in_any_spelling() {
 #[test]
 fn unsupported_or_disallowed_algorithms_are_rejected() {
     let token = craft(
-        &json!({ "alg": "ES384", "kid": "es-1" }),
+        &json!({ "alg": "ES512", "kid": "es-1" }),
         &valid_claims(),
         &[1; 96],
     );
@@ -680,7 +688,7 @@ fn jwks_skips_unusable_keys_with_reasons() {
     let document = json!({ "keys": [
         ed().public_jwk().unwrap(),
         enc,
-        { "kid": "p384", "kty": "EC", "crv": "P-384", "x": "AA", "y": "AA" },
+        { "kid": "p521", "kty": "EC", "crv": "P-521", "x": "AA", "y": "AA" },
         { "kid": "x25519", "kty": "OKP", "crv": "X25519", "x": "AA" },
         { "kid": "oct", "kty": "oct", "k": "AAAA" },
         { "kid": "weird", "kty": "PQC" },
@@ -697,7 +705,7 @@ fn jwks_skips_unusable_keys_with_reasons() {
     let reasons: Vec<String> = jwks.skipped().iter().map(ToString::to_string).collect();
     let expected = [
         "keys[1] (kid \"enc-1\"): use is \"enc\", not \"sig\"",
-        "keys[2] (kid \"p384\"): unsupported EC curve \"P-384\"",
+        "keys[2] (kid \"p521\"): unsupported EC curve \"P-521\"",
         "keys[3] (kid \"x25519\"): unsupported OKP curve \"X25519\"",
         "keys[4] (kid \"oct\"): holds private or secret key material",
         "keys[5] (kid \"weird\"): unsupported kty \"PQC\"",
@@ -755,8 +763,8 @@ fn configuration_errors_name_their_path() {
         json!({ "issuers": [issuer_config(ISS_B, keys.clone()), issuer] })
     };
     assert_eq!(
-        config_error(with("allowed_algorithms", json!(["EdDSA", "ES384"]))),
-        "issuers[1].allowed_algorithms[1]: unsupported algorithm \"ES384\""
+        config_error(with("allowed_algorithms", json!(["EdDSA", "ES512"]))),
+        "issuers[1].allowed_algorithms[1]: unsupported algorithm \"ES512\""
     );
     assert_eq!(
         config_error(with("allowed_algorithms", json!(["HS256"]))),
@@ -835,4 +843,56 @@ fn saved_minters_keep_signing_with_the_same_key() {
         assert!(verifier.verify(&mint(&restored, &alice()), NOW).is_ok());
     }
     assert!(Minter::from_json("{}").is_err());
+}
+
+#[cfg(not(feature = "es384"))]
+#[test]
+fn es384_without_its_feature_is_refused_clearly() {
+    let p384 = json!({ "kid": "p384", "kty": "EC", "crv": "P-384", "x": "AA", "y": "AA" });
+    let jwks = Jwks::parse(
+        json!({ "keys": [ed().public_jwk().unwrap(), p384] })
+            .to_string()
+            .as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(
+        jwks.skipped()[0].reason,
+        "P-384 keys need a build with the es384 feature"
+    );
+    let token = craft(
+        &json!({ "alg": "ES384", "kid": "p384" }),
+        &valid_claims(),
+        &[1; 96],
+    );
+    assert_eq!(rejection(&standard_verifier(), &token), "alg_not_allowed");
+    let mut issuer = issuer_config(ISS_A, jwks_of(&[ed()]));
+    issuer["allowed_algorithms"] = json!(["ES384"]);
+    assert_eq!(
+        config_error(json!({ "issuers": [issuer] })),
+        "issuers[0].allowed_algorithms[0]: ES384 needs a build with the es384 feature"
+    );
+    assert!(Minter::generate(JwsAlgorithm::Es384, ISS_A, AUD, "k").is_err());
+}
+
+#[cfg(feature = "es384")]
+#[test]
+fn es384_keys_verify_and_reject_tampering() {
+    let verifier = verifier_for(vec![issuer_config(ISS_A, jwks_of(&[es384()]))]);
+    assert_eq!(
+        verifier
+            .verify(&mint(es384(), &alice()), NOW)
+            .unwrap()
+            .subject,
+        "alice"
+    );
+    let impostor = es384().impostor().unwrap();
+    assert_eq!(
+        rejection(&verifier, &mint(&impostor, &alice())),
+        "bad_signature"
+    );
+    let as_es256 = es().with_kid("es384-1");
+    assert_eq!(
+        rejection(&verifier, &mint(&as_es256, &alice())),
+        "alg_key_mismatch"
+    );
 }

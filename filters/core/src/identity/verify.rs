@@ -22,6 +22,8 @@ use super::Identity;
 use super::algorithm::{JwsAlgorithm, KeyFamily};
 use super::cache::{JwksCache, JwksCachePolicy};
 use super::config::{IdentityConfig, IssuerConfig, RemoteJwksConfig, limits};
+#[cfg(feature = "es384")]
+use super::es384::Es384;
 use super::jwks::{Jwks, VerifyingKey, decode_base64url};
 use crate::config::ConfigError;
 use base64::Engine as _;
@@ -350,6 +352,10 @@ impl Verifier {
             (JwsAlgorithm::Es256, VerifyingKey::P256(key)) => {
                 Es256.validator::<Empty>(key).validate(token)
             }
+            #[cfg(feature = "es384")]
+            (JwsAlgorithm::Es384, VerifyingKey::P384(key)) => {
+                Es384.validator::<Empty>(key).validate(token)
+            }
             (JwsAlgorithm::EdDsa, VerifyingKey::Ed25519(key)) => {
                 Ed25519.validator::<Empty>(key).validate(token)
             }
@@ -621,6 +627,7 @@ fn allowed_algorithms(
     let Some(names) = &config.allowed_algorithms else {
         return Ok(JwsAlgorithm::ALL
             .into_iter()
+            .filter(|alg| alg.is_built_in())
             .filter(|alg| {
                 if alg.is_asymmetric() {
                     has_public_keys
@@ -638,6 +645,12 @@ fn allowed_algorithms(
         let path = format!("allowed_algorithms[{index}]");
         let alg = JwsAlgorithm::from_name(name)
             .ok_or_else(|| ConfigError::new(&path, format!("unsupported algorithm {name:?}")))?;
+        if !alg.is_built_in() {
+            return Err(ConfigError::new(
+                path,
+                format!("{alg} needs a build with the es384 feature"),
+            ));
+        }
         if alg == JwsAlgorithm::Hs256 && !has_secret {
             return Err(ConfigError::new(path, "HS256 needs hs256_secret"));
         }

@@ -6,6 +6,17 @@
 //! its claims to an [`Identity`], or says why not with a [`TokenRejection`].
 //! Remote key sets are kept in a [`JwksCache`] per issuer, which decides when the
 //! glue should fetch them.
+//!
+//! Driving remote key sets from the glue (every time is unix seconds):
+//!
+//! - on a timer, for each `(issuer, remote)` of [`Verifier::remote_jwks`]: if
+//!   `jwks_cache(issuer).needs_refresh(now)`, call `on_fetch_started(now)` and fetch
+//!   `remote.path` from `remote.cluster`;
+//! - on the response: `on_fetch_ok(body, now)` (non-200 or timeout:
+//!   `on_fetch_failed(now, reason)`); workers that receive the bytes through shared
+//!   data call `on_fetch_ok(bytes, fetched_at)` with the fetching worker's time;
+//! - on [`TokenRejection::UnknownKid`]: if `on_unknown_kid(now)` says so, fetch now
+//!   and verify again once the response is in (rotation without restart).
 
 mod algorithm;
 mod cache;

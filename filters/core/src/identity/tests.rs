@@ -355,6 +355,14 @@ fn expiry_and_not_before_honour_the_leeway_exactly() {
     assert_eq!(at(json!({ "exp": null })), Err("missing_expiry"));
     assert_eq!(at(json!({ "nbf": null })), Ok(()));
     assert_eq!(at(json!({ "exp": "tomorrow" })), Err("malformed"));
+    // Extreme but representable times decide without overflowing.
+    let earliest = chrono::DateTime::<chrono::Utc>::MIN_UTC.timestamp();
+    let latest = chrono::DateTime::<chrono::Utc>::MAX_UTC.timestamp();
+    assert_eq!(at(json!({ "nbf": earliest })), Ok(()));
+    assert_eq!(at(json!({ "exp": latest })), Ok(()));
+    assert_eq!(at(json!({ "exp": earliest })), Err("expired"));
+    assert_eq!(at(json!({ "nbf": latest })), Err("not_yet_valid"));
+    assert_eq!(at(json!({ "exp": i64::MAX })), Err("malformed"));
 
     let mut strict = issuer_config(ISS_A, jwks_of(&[ed()]));
     strict["leeway_seconds"] = json!(0);

@@ -444,7 +444,11 @@ fn check_times(
         Err(ValidationError::Expired) => return Err(TokenRejection::Expired),
         Err(_) => return Err(TokenRejection::MissingExpiry),
     }
-    if claims.not_before.is_some() && claims.validate_maturity(&options).is_err() {
+    // Not `validate_maturity`: it subtracts the leeway from `nbf` with an operator
+    // that panics when `nbf` is the earliest representable time.
+    if let Some(not_before) = claims.not_before
+        && now < not_before.timestamp().saturating_sub(leeway_seconds)
+    {
         return Err(TokenRejection::NotYetValid);
     }
     Ok(())

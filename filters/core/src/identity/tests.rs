@@ -904,3 +904,20 @@ fn es384_keys_verify_and_reject_tampering() {
         "alg_key_mismatch"
     );
 }
+
+#[test]
+fn corrupted_tokens_never_verify_as_someone_else() {
+    let verifier = standard_verifier();
+    let token = mint(ed(), &alice());
+    for position in 0..token.len() {
+        for replacement in ['A', '.', '-', '~'] {
+            let mut corrupted = token.clone().into_bytes();
+            corrupted[position] = replacement as u8;
+            let corrupted = String::from_utf8(corrupted).unwrap();
+            if let Ok(identity) = verifier.verify(&corrupted, NOW) {
+                // Only a change the encoding ignores (trailing base64 bits) may pass.
+                assert_eq!(identity, verifier.verify(&token, NOW).unwrap());
+            }
+        }
+    }
+}

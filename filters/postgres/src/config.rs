@@ -40,7 +40,9 @@ pub struct EngineConfig {
     /// Bind parameter values longer than this are recorded as their length only.
     pub max_parameter_bytes: usize,
     /// Most prepared statements and portals remembered per session (each); names
-    /// beyond it are executed normally but recorded without their text.
+    /// beyond it are executed normally but recorded without their text. With
+    /// `max_statement_bytes` it bounds the statement text a session keeps
+    /// (256 × 8 KiB = 2 MiB by default, on top of the frame buffers).
     pub max_prepared_statements: usize,
     /// Answer to an SSLRequest or GSSENCRequest.
     pub ssl_request: SslRequestPolicy,
@@ -50,11 +52,11 @@ impl Default for EngineConfig {
     fn default() -> Self {
         Self {
             max_buffered_bytes: 1024 * 1024,
-            max_statement_bytes: 16 * 1024,
+            max_statement_bytes: 8 * 1024,
             redact_literals: false,
             record_parameters: false,
             max_parameter_bytes: 256,
-            max_prepared_statements: 1024,
+            max_prepared_statements: 256,
             ssl_request: SslRequestPolicy::AnswerNo,
         }
     }

@@ -106,6 +106,15 @@ pub struct SessionSummary {
     pub backend_pid: Option<i32>,
 }
 
+/// Rewrites server DataRows, e.g. to mask values. Only rows no longer than
+/// `max_buffered_bytes` are offered (longer ones stream through unchanged).
+pub trait DataRowRewriter {
+    /// `row_description` is the body of the latest RowDescription (when it was
+    /// not over the buffer limit); `data_row` is the DataRow's body. Return the
+    /// complete replacement message (tag and length included) to rewrite it.
+    fn rewrite(&mut self, row_description: Option<&[u8]>, data_row: &[u8]) -> Option<Vec<u8>>;
+}
+
 /// The text of a statement as recorded, shared by every Execute of it.
 #[derive(Debug)]
 struct StatementText {
@@ -225,6 +234,9 @@ pub struct Session {
     sequence: u64,
     records: Vec<Record>,
     summary: SessionSummary,
+    data_row_rewriter: Option<Box<dyn DataRowRewriter>>,
+    /// The latest RowDescription body, kept only while a rewriter is set.
+    row_description: Option<Vec<u8>>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -262,7 +274,14 @@ impl Session {
             sequence: 0,
             records: Vec::new(),
             summary: SessionSummary::default(),
+            data_row_rewriter: None,
+            row_description: None,
         }
+    }
+
+    /// Offers complete DataRows to `rewriter` from now on.
+    pub fn set_data_row_rewriter(&mut self, rewriter: Box<dyn DataRowRewriter>) {
+        self.data_row_rewriter = Some(rewriter);
     }
 
     /// Client → server bytes. Returns what to forward to the server.
@@ -577,7 +596,10 @@ impl Session {
             (Dir::Frontend, pg::BIND_TAG | pg::FUNCTION_CALL_TAG) if over => Disposition::Stream {
                 capture_limit: NAMES_PREFIX,
             },
-            // Rewriting DataRows (masking) will hold them when small enough.
+            // DataRows are held whole only for a rewriter, and only when small enough.
+            (Dir::Backend, pg::DATA_ROW_TAG) if self.data_row_rewriter.is_some() && !over => {
+                Disposition::Hold
+            }
             (Dir::Backend, pg::DATA_ROW_TAG | pg::COPY_DATA_TAG) => {
                 Disposition::Stream { capture_limit: 0 }
             }
@@ -1096,6 +1118,20 @@ impl Session {
         ) && let Some(action) = self.deliver_owed_error(now_us)
         {
             return Ok(action);
+        }
+        if self.data_row_rewriter.is_some() && matches!(self.phase, Phase::Ready | Phase::Finished)
+        {
+            if let BackendMessage::RowDescription { body } = msg {
+                self.row_description = Some(body.to_vec());
+            } else if let BackendMessage::DataRow { .. } = msg {
+                self.count_row();
+                let description = self.row_description.as_deref();
+                let rewritten = self
+                    .data_row_rewriter
+                    .as_mut()
+                    .and_then(|r| r.rewrite(description, body));
+                return Ok(rewritten.map_or(Action::Pass, Action::Replace));
+            }
         }
         match self.phase {
             Phase::Authenticating => self.on_login_message(msg, now_us),

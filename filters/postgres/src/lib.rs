@@ -1,5 +1,8 @@
 //! PostgreSQL v3 wire protocol as gatehouse sees it: decoding, session state, records.
 
+pub mod policy;
+pub mod sql;
+
 pub mod config;
 pub mod framing;
 pub mod lexer;

@@ -1,0 +1,392 @@
+#![allow(clippy::indexing_slicing)]
+
+use super::*;
+use gatehouse_core::policy::Action;
+
+const DEFAULT_POLICY: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../examples/postgres-policy.json"
+));
+const CORPUS: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/testdata/policy/corpus.tsv"
+));
+
+fn ctx(identity: &str) -> SessionContext {
+    let group = match identity {
+        "developer" => Some("developers"),
+        "ci" => Some("ci"),
+        "agent" => Some("ai-agents"),
+        "dba" => Some("dba"),
+        "admin" => Some("platform-admins"),
+        _ => None,
+    };
+    SessionContext {
+        identity: Identity {
+            subject: identity.to_string(),
+            groups: group.into_iter().map(str::to_string).collect(),
+            verified: true,
+            ..Identity::default()
+        },
+        database: "app".into(),
+        role: "app_user".into(),
+    }
+}
+
+fn config_error(json: &str) -> String {
+    match PgPolicy::from_json(json.as_bytes()) {
+        Ok(_) => panic!("accepted: {json}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn action_name(action: Action) -> &'static str {
+    action.as_str()
+}
+
+/// One corpus row: identity, expected action, expected rule (`-` = the default),
+/// SQL (with `\n` standing for a newline).
+struct Row<'a> {
+    line: usize,
+    identity: &'a str,
+    action: &'a str,
+    rule: &'a str,
+    sql: String,
+}
+
+fn corpus() -> Vec<Row<'static>> {
+    CORPUS
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(|(i, l)| {
+            let cols: Vec<&str> = l.splitn(4, '\t').collect();
+            assert_eq!(
+                cols.len(),
+                4,
+                "corpus line {} needs 4 tab-separated columns",
+                i + 1
+            );
+            Row {
+                line: i + 1,
+                identity: cols[0],
+                action: cols[1],
+                rule: cols[2],
+                sql: cols[3].replace("\\n", "\n"),
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn default_policy_loads() {
+    let policy = PgPolicy::from_json(DEFAULT_POLICY.as_bytes()).unwrap();
+    assert_eq!(policy.version(), "default-2026-11");
+}
+
+#[test]
+fn corpus_decisions_match_expectations_cold_and_cached() {
+    let policy = PgPolicy::from_json(DEFAULT_POLICY.as_bytes()).unwrap();
+    let mut cache = PolicyCache::default();
+    let rows = corpus();
+    assert!(
+        rows.len() >= 150,
+        "corpus has only {} statements",
+        rows.len()
+    );
+    let mut failures = Vec::new();
+    for row in &rows {
+        let ctx = ctx(row.identity);
+        let cold = policy.decide(&ctx, &row.sql);
+        let got_rule = cold.decision.rule.as_deref().unwrap_or("-");
+        if action_name(cold.decision.action) != row.action || got_rule != row.rule {
+            failures.push(format!(
+                "line {}: {} {:?}: expected {} by {}, got {} by {} ({:?})",
+                row.line,
+                row.identity,
+                row.sql,
+                row.action,
+                row.rule,
+                action_name(cold.decision.action),
+                got_rule,
+                sql::analyze(&row.sql, &Limits::default()).statements,
+            ));
+        }
+        for _ in 0..2 {
+            let cached = cache.decide(&policy, &ctx, &row.sql);
+            if cached != cold {
+                failures.push(format!(
+                    "line {}: cached verdict differs from cold",
+                    row.line
+                ));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn one_blocking_statement_blocks_the_text_and_is_named() {
+    let policy = PgPolicy::from_json(DEFAULT_POLICY.as_bytes()).unwrap();
+    let v = policy.decide(&ctx("developer"), "select 1; truncate t; select 2");
+    assert_eq!(v.decision.action, Action::Deny);
+    assert_eq!(v.blocked_by, Some(1));
+    assert_eq!(v.statements.len(), 3);
+    assert_eq!(v.statements[0].decision.action, Action::Allow);
+    assert_eq!(v.decision.rule.as_deref(), Some("no-truncate"));
+    assert_eq!(
+        v.decision.message.as_deref(),
+        Some("gatehouse: TRUNCATE is not allowed; delete rows with a WHERE clause")
+    );
+}
+
+#[test]
+fn observed_statements_are_reported_as_observed() {
+    let policy = PgPolicy::from_json(DEFAULT_POLICY.as_bytes()).unwrap();
+    let v = policy.decide(&ctx("admin"), "drop database prod");
+    assert_eq!(v.decision.action, Action::Observe);
+    assert_eq!(v.decision.rule.as_deref(), Some("admins-observed"));
+    assert_eq!(v.blocked_by, None);
+}
+
+#[test]
+fn empty_text_is_allowed_without_a_rule() {
+    let policy = PgPolicy::from_json(DEFAULT_POLICY.as_bytes()).unwrap();
+    let v = policy.decide(&ctx("nobody"), " -- nothing\n");
+    assert_eq!(v.decision, Decision::allow());
+    assert!(v.statements.is_empty());
+}
+
+#[test]
+fn rules_match_on_database_role_subject_and_claims() {
+    let json = r#"{
+        "default": {"action": "allow"},
+        "rules": [
+            {"name": "prod-reads-only", "action": "deny", "message": "read-only here",
+             "match": {"databases": ["prod*"], "roles": ["app_*"], "kinds": ["insert"]}},
+            {"name": "payments-team", "action": "require_approval",
+             "match": {"claims": {"team": "payments"}, "writes": ["billing.*"]}},
+            {"name": "bob-secrets", "action": "deny",
+             "match": {"subjects": ["bob"], "reads": ["secrets.*", "*.api_keys"]}}
+        ]
+    }"#;
+    let policy = PgPolicy::from_json(json.as_bytes()).unwrap();
+    let mut c = ctx("bob");
+    c.database = "prod-eu".into();
+    let d = |c: &SessionContext, sql: &str| policy.decide(c, sql).decision;
+    assert_eq!(
+        d(&c, "insert into t values (1)").message.as_deref(),
+        Some("read-only here")
+    );
+    c.database = "staging".into();
+    assert_eq!(d(&c, "insert into t values (1)").action, Action::Allow);
+    assert_eq!(
+        d(&c, "select * from public.api_keys").rule.as_deref(),
+        Some("bob-secrets")
+    );
+    assert_eq!(
+        d(&c, "select * from secrets.tokens").rule.as_deref(),
+        Some("bob-secrets")
+    );
+    // An unqualified table may resolve to any schema on the search_path.
+    assert_eq!(
+        d(&c, "select * from tokens").rule.as_deref(),
+        Some("bob-secrets")
+    );
+    assert_eq!(
+        d(&c, "insert into secrets.tokens values (1)").action,
+        Action::Allow
+    );
+    c.identity
+        .claims
+        .insert("team".into(), serde_json::json!("payments"));
+    let v = d(&c, "update billing.invoices set paid = true where id = 1");
+    assert_eq!(v.action, Action::RequireApproval);
+    assert_eq!(
+        v.message.as_deref(),
+        Some("statement requires approval by gatehouse policy")
+    );
+}
+
+#[test]
+fn cache_reuses_decisions_across_constants() {
+    let policy = PgPolicy::from_json(DEFAULT_POLICY.as_bytes()).unwrap();
+    let mut cache = PolicyCache::default();
+    let c = ctx("developer");
+    for aid in 1..=50 {
+        let sql = format!("SELECT abalance FROM pgbench_accounts WHERE aid = {aid};");
+        assert_eq!(
+            cache.decide(&policy, &c, &sql).decision.action,
+            Action::Allow
+        );
+    }
+    assert_eq!(cache.stats(), (49, 1));
+    assert_eq!(cache.len(), 1);
+}
+
+#[test]
+fn cache_keeps_constants_where_the_decision_depends_on_them() {
+    let policy = PgPolicy::from_json(DEFAULT_POLICY.as_bytes()).unwrap();
+    let mut cache = PolicyCache::default();
+    let c = ctx("developer");
+    let allowed = "select set_config('application_name', 'x', false)";
+    let denied = "select set_config('role', 'x', false)";
+    assert_eq!(
+        cache.decide(&policy, &c, allowed).decision.action,
+        Action::Allow
+    );
+    assert_eq!(
+        cache.decide(&policy, &c, denied).decision.action,
+        Action::Deny
+    );
+    assert_eq!(
+        cache.decide(&policy, &c, allowed).decision.action,
+        Action::Allow
+    );
+    assert_eq!(
+        cache.decide(&policy, &c, denied).decision.action,
+        Action::Deny
+    );
+    let plan_only = "explain (analyze 0) delete from t";
+    let runs = "explain (analyze 1) delete from t";
+    assert_eq!(
+        cache.decide(&policy, &c, plan_only).decision.action,
+        Action::Allow
+    );
+    assert_eq!(
+        cache.decide(&policy, &c, runs).decision.action,
+        Action::Deny
+    );
+}
+
+#[test]
+fn cache_separates_sessions_to_which_different_rules_apply() {
+    let policy = PgPolicy::from_json(DEFAULT_POLICY.as_bytes()).unwrap();
+    let mut cache = PolicyCache::default();
+    assert_eq!(
+        cache
+            .decide(&policy, &ctx("dba"), "truncate t")
+            .decision
+            .action,
+        Action::Allow
+    );
+    assert_eq!(
+        cache
+            .decide(&policy, &ctx("ci"), "truncate t")
+            .decision
+            .action,
+        Action::Deny
+    );
+    assert_eq!(
+        cache
+            .decide(&policy, &ctx("agent"), "truncate t")
+            .decision
+            .action,
+        Action::Deny
+    );
+    // ci and agent match the same rules, so they share the entry.
+    assert_eq!(cache.stats(), (1, 2));
+}
+
+#[test]
+fn cache_is_bounded_and_dropped_when_the_policy_changes() {
+    let policy = PgPolicy::from_json(DEFAULT_POLICY.as_bytes()).unwrap();
+    let mut cache = PolicyCache::new(8, 1024);
+    let c = ctx("developer");
+    for i in 0..100 {
+        cache.decide(&policy, &c, &format!("select c{i} from t"));
+        assert!(cache.len() <= 8);
+    }
+    // A hot entry survives a stream of one-off statements.
+    for i in 0..100 {
+        cache.decide(&policy, &c, "select hot from t");
+        cache.decide(&policy, &c, &format!("select d{i} from t"));
+    }
+    let (hits_before, _) = cache.stats();
+    cache.decide(&policy, &c, "select hot from t");
+    assert_eq!(cache.stats().0, hits_before + 1);
+    let other = PgPolicy::from_json(br#"{"default": {"action": "allow"}}"#).unwrap();
+    assert_eq!(
+        cache.decide(&other, &c, "truncate t").decision.action,
+        Action::Allow
+    );
+    assert_eq!(cache.len(), 1);
+    let long = format!("select {} from t", "x, ".repeat(400) + "y");
+    cache.decide(&other, &c, &long);
+    assert_eq!(cache.len(), 1, "keys over the size cap are not cached");
+}
+
+#[test]
+fn config_errors_name_their_path() {
+    let cases = [
+        (
+            r#"{"rules": [{"name": "a", "action": "deny", "match": {"kinds": ["select", "selct"]}}]}"#,
+            r#"rules[0].match.kinds[1]: unknown statement kind "selct""#,
+        ),
+        (
+            r#"{"rules": [{"name": "a", "action": "allow"}, {"name": "b", "action": "dney"}]}"#,
+            r#"rules[1].action: unknown action "dney" (expected allow, deny, observe or require_approval)"#,
+        ),
+        (
+            r#"{"rules": [{"name": "a", "action": "deny"}, {"name": "a", "action": "deny"}]}"#,
+            r#"rules[1].name: duplicate rule name "a""#,
+        ),
+        (
+            r#"{"rules": [{"name": "has space", "action": "deny"}]}"#,
+            r#"rules[0].name: invalid rule name "has space" (use 1-128 letters, digits, '-', '_' or '.')"#,
+        ),
+        (
+            r#"{"rules": [{"name": "a", "action": "deny", "match": {"properties": {"no_where": true}}}]}"#,
+            "rules[0].match.properties.no_where: unknown property \"no_where\" (expected one of without_where, copy_program, copy_server_file, role_change, set_role, alter_system, drop_database, string_syntax_change)",
+        ),
+        (
+            r#"{"rules": [{"name": "a", "action": "deny", "match": {"groups": ["dev", ""]}}]}"#,
+            "rules[0].match.groups[1]: pattern must not be empty",
+        ),
+        (
+            r#"{"rules": [{"name": "a", "action": "deny", "match": {"writes": ["public."]}}]}"#,
+            "rules[0].match.writes[0]: pattern must not be empty",
+        ),
+        (
+            r#"{"rules": [{"name": "a", "action": "deny", "match": {"claims": {"team": [""]}}}]}"#,
+            "rules[0].match.claims.team[0]: pattern must not be empty",
+        ),
+        (
+            r#"{"default": {"action": "maybe"}}"#,
+            r#"default.action: unknown action "maybe" (expected allow, deny, observe or require_approval)"#,
+        ),
+    ];
+    for (json, expected) in cases {
+        assert_eq!(config_error(json), expected, "for {json}");
+    }
+}
+
+#[test]
+fn unknown_fields_are_rejected_with_their_location() {
+    let e = config_error(
+        r#"{"rules": [{"name": "a", "action": "deny", "match": {"kind": ["drop"]}}]}"#,
+    );
+    assert!(e.starts_with("rules[0].match: unknown field `kind`"), "{e}");
+    let e = config_error(r#"{"rules": [{"name": "a", "action": "deny", "mesage": "x"}]}"#);
+    assert!(e.starts_with("rules[0]: unknown field `mesage`"), "{e}");
+    let e = config_error(r#"{"rulez": []}"#);
+    assert!(e.starts_with("unknown field `rulez`"), "{e}");
+    assert!(PgPolicy::from_json(b"{\"rules\": [").is_err());
+}
+
+#[test]
+fn missing_default_and_unparseable_settings_deny() {
+    let policy = PgPolicy::from_json(b"{}").unwrap();
+    let c = ctx("developer");
+    let v = policy.decide(&c, "select 1");
+    assert_eq!(v.decision.action, Action::Deny);
+    assert_eq!(v.decision.rule, None);
+    let v = policy.decide(&c, "frobnicate everything");
+    assert_eq!(v.decision.action, Action::Deny);
+    assert_eq!(v.decision.rule.as_deref(), Some(UNPARSEABLE_RULE));
+}

@@ -1,0 +1,536 @@
+//! Analysis of statements sqlparser can parse, by walking the AST with a visitor.
+//!
+//! Every statement node (top level, or nested: data-modifying CTEs, EXPLAIN bodies,
+//! PREPARE bodies) gets a frame on a stack; tables and function calls seen while a
+//! frame is on top belong to that statement. When a nested statement's frame is
+//! popped it becomes one of its parent's [`StatementInfo::runs`], except under plain
+//! EXPLAIN (nothing runs) and for the body of a top-level `WITH … DELETE` (which is
+//! the statement itself).
+
+use super::{
+    Access, Limits, ObjectRef, StatementInfo, StatementKind, fallback, is_role_setting,
+    normalize_name,
+};
+use sqlparser::ast::{
+    CopySource, CopyTarget, Expr, FromTable, FunctionArg, FunctionArgExpr, FunctionArguments,
+    Ident, ObjectName, ObjectType, Query, Reset, SetExpr, Statement, TableFactor, TableObject,
+    Value, Visit, Visitor,
+};
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::Parser;
+use std::ops::ControlFlow;
+
+/// Parses one statement's text and analyzes what it contains, or `None` when
+/// sqlparser cannot parse it.
+pub(super) fn analyze_text(text: &str, limits: &Limits) -> Option<Vec<StatementInfo>> {
+    let dialect = PostgreSqlDialect {};
+    let statements = Parser::new(&dialect)
+        .with_recursion_limit(limits.max_depth)
+        .try_with_sql(text)
+        .ok()?
+        .parse_statements()
+        .ok()?;
+    if statements.is_empty() {
+        return None;
+    }
+    let leading_kind = fallback::leading_kind(text);
+    statements
+        .iter()
+        .map(|statement| {
+            let mut collector = Collector {
+                leading_kind,
+                stack: Vec::new(),
+                done: None,
+            };
+            let _ = statement.visit(&mut collector);
+            collector.done
+        })
+        .collect()
+}
+
+/// (schema, name) of a table as written.
+type TableName = (Option<String>, String);
+
+struct Frame {
+    info: StatementInfo,
+    /// Every table reference seen (a table read twice appears twice).
+    reads: Vec<TableName>,
+    /// Tables the statement itself writes.
+    writes: Vec<TableName>,
+    /// CTE names in scope: references to them are not tables.
+    ctes: Vec<String>,
+    /// Table-valued functions (`FROM dblink(…)`) whose name must not count as a table.
+    skip_relations: Vec<TableName>,
+    /// Plain EXPLAIN: the body is planned, not run.
+    explain_only: bool,
+    /// The statement that *is* this one (the body of `WITH … DELETE`), merged into it.
+    body: Option<*const Statement>,
+}
+
+struct Collector {
+    leading_kind: StatementKind,
+    stack: Vec<Frame>,
+    done: Option<StatementInfo>,
+}
+
+fn table_name(name: &ObjectName) -> TableName {
+    let mut idents = name.0.iter().rev().filter_map(|part| part.as_ident());
+    let table = idents.next().map(ident_name).unwrap_or_default();
+    let schema = idents.next().map(ident_name);
+    (schema, table)
+}
+
+fn ident_name(ident: &Ident) -> String {
+    normalize_name(&ident.value, ident.quote_style.is_some())
+}
+
+fn function_name(name: &ObjectName) -> String {
+    table_name(name).1
+}
+
+impl Collector {
+    fn top(&mut self) -> Option<&mut Frame> {
+        self.stack.last_mut()
+    }
+
+    fn frame_for(&self, statement: &Statement) -> Frame {
+        let nested = !self.stack.is_empty();
+        let mut frame = Frame {
+            info: StatementInfo::new(kind_of(statement, nested, self.leading_kind)),
+            reads: Vec::new(),
+            writes: Vec::new(),
+            ctes: Vec::new(),
+            skip_relations: Vec::new(),
+            explain_only: false,
+            body: None,
+        };
+        frame.info.parsed = true;
+        describe(statement, &mut frame);
+        frame
+    }
+
+    fn is_cte(&self, name: &TableName) -> bool {
+        name.0.is_none() && self.stack.iter().any(|f| f.ctes.contains(&name.1))
+    }
+
+    fn record_function(&mut self, function: &sqlparser::ast::Function) {
+        let name = function_name(&function.name);
+        let Some(frame) = self.top() else { return };
+        if name == "set_config" {
+            judge_set_config(first_argument(&function.args), &mut frame.info);
+        }
+        push_unique(&mut frame.info.functions, name);
+    }
+}
+
+fn push_unique<T: PartialEq>(list: &mut Vec<T>, item: T) {
+    if !list.contains(&item) {
+        list.push(item);
+    }
+}
+
+fn first_argument(args: &FunctionArguments) -> Option<&Expr> {
+    let FunctionArguments::List(list) = args else {
+        return None;
+    };
+    match list.args.first()? {
+        FunctionArg::Unnamed(FunctionArgExpr::Expr(e))
+        | FunctionArg::Named {
+            arg: FunctionArgExpr::Expr(e),
+            ..
+        }
+        | FunctionArg::ExprNamed {
+            arg: FunctionArgExpr::Expr(e),
+            ..
+        } => Some(e),
+        _ => None,
+    }
+}
+
+/// `set_config(name, value, is_local)`: which setting it changes decides whether it
+/// switches role, so the decision depends on a string constant. A name that is not
+/// a constant could be anything and counts as a role switch.
+fn judge_set_config(name: Option<&Expr>, info: &mut StatementInfo) {
+    info.literal_sensitive = true;
+    let setting = match name {
+        Some(Expr::Value(v)) => v
+            .value
+            .clone()
+            .into_string()
+            .map(|s| s.to_ascii_lowercase()),
+        _ => None,
+    };
+    match setting.as_deref() {
+        Some(s) if is_role_setting(s) => info.properties.set_role = true,
+        Some("standard_conforming_strings") => info.properties.string_syntax_change = true,
+        Some(_) => {}
+        None => info.properties.set_role = true,
+    }
+}
+
+/// The kind of a statement node. Top-level statements whose variant is not mapped
+/// here take the kind of their leading keywords, which is how the server itself
+/// names them (CREATE …, ALTER …).
+fn kind_of(statement: &Statement, nested: bool, leading: StatementKind) -> StatementKind {
+    use StatementKind as K;
+    match statement {
+        Statement::Query(q) => query_kind(q),
+        Statement::Insert(_) => K::Insert,
+        Statement::Update(_) => K::Update,
+        Statement::Delete(_) => K::Delete,
+        Statement::Merge(_) => K::Merge,
+        Statement::Explain { .. } => K::Explain,
+        Statement::Execute { .. } => K::Execute,
+        Statement::Declare { .. } => K::Cursor,
+        Statement::CreateTable(_) | Statement::CreateView(_) => K::Create,
+        _ if nested => K::Other,
+        _ => leading,
+    }
+}
+
+fn query_kind(query: &Query) -> StatementKind {
+    match query.body.as_ref() {
+        SetExpr::Insert(_) => StatementKind::Insert,
+        SetExpr::Update(_) => StatementKind::Update,
+        SetExpr::Delete(_) => StatementKind::Delete,
+        SetExpr::Merge(_) => StatementKind::Merge,
+        SetExpr::Select(s) if s.into.is_some() => StatementKind::Create,
+        _ => StatementKind::Select,
+    }
+}
+
+/// Fills in what a statement does by itself: write targets and properties. Reads and
+/// function calls are collected by the visitor as it descends.
+fn describe(statement: &Statement, frame: &mut Frame) {
+    let props = &mut frame.info.properties;
+    match statement {
+        Statement::Query(q) => {
+            if let SetExpr::Select(select) = q.body.as_ref()
+                && let Some(into) = &select.into
+            {
+                frame
+                    .writes
+                    .extend(into.targets.iter().filter_map(expr_table_name));
+            }
+            if let SetExpr::Insert(s)
+            | SetExpr::Update(s)
+            | SetExpr::Delete(s)
+            | SetExpr::Merge(s) = q.body.as_ref()
+            {
+                frame.body = Some(std::ptr::from_ref(s));
+            }
+        }
+        Statement::Insert(insert) => {
+            if let TableObject::TableName(name) = &insert.table {
+                frame.writes.push(table_name(name));
+            }
+        }
+        Statement::Update(update) => {
+            if let TableFactor::Table { name, .. } = &update.table.relation {
+                frame.writes.push(table_name(name));
+            }
+            props.without_where = !filters_rows(update.selection.as_ref());
+        }
+        Statement::Delete(delete) => {
+            let (FromTable::WithFromKeyword(from) | FromTable::WithoutKeyword(from)) = &delete.from;
+            for table in from {
+                if let TableFactor::Table { name, .. } = &table.relation {
+                    frame.writes.push(table_name(name));
+                }
+            }
+            frame.writes.extend(delete.tables.iter().map(table_name));
+            props.without_where = !filters_rows(delete.selection.as_ref());
+        }
+        Statement::Merge(merge) => {
+            if let TableFactor::Table { name, .. } = &merge.table {
+                frame.writes.push(table_name(name));
+            }
+        }
+        Statement::Truncate(truncate) => {
+            frame
+                .writes
+                .extend(truncate.table_names.iter().map(|t| table_name(&t.name)));
+        }
+        Statement::Copy {
+            source, to, target, ..
+        } => {
+            if let CopySource::Table {
+                table_name: name, ..
+            } = source
+            {
+                if *to {
+                    frame.reads.push(table_name(name));
+                } else {
+                    frame.writes.push(table_name(name));
+                }
+            }
+            match target {
+                CopyTarget::Program { .. } => props.copy_program = true,
+                CopyTarget::File { .. } => props.copy_server_file = true,
+                CopyTarget::Stdin | CopyTarget::Stdout => {}
+            }
+        }
+        Statement::Drop {
+            object_type, names, ..
+        } => match object_type {
+            ObjectType::Database => props.drop_database = true,
+            ObjectType::Role | ObjectType::User => props.role_change = true,
+            ObjectType::Table
+            | ObjectType::View
+            | ObjectType::MaterializedView
+            | ObjectType::Sequence
+            | ObjectType::Index => frame.writes.extend(names.iter().map(table_name)),
+            _ => {}
+        },
+        Statement::AlterTable(alter) => frame.writes.push(table_name(&alter.name)),
+        Statement::CreateTable(create) => frame.writes.push(table_name(&create.name)),
+        Statement::CreateView(create) => frame.writes.push(table_name(&create.name)),
+        Statement::CreateRole(_)
+        | Statement::AlterRole { .. }
+        | Statement::CreateUser(_)
+        | Statement::AlterUser(_) => props.role_change = true,
+        Statement::Grant(grant) if grant.objects.is_none() => props.role_change = true,
+        Statement::Revoke(revoke) if revoke.objects.is_none() => props.role_change = true,
+        Statement::Set(set) => describe_set(set, &mut frame.info),
+        Statement::Reset(reset) => match &reset.reset {
+            Reset::SessionAuthorization => props.set_role = true,
+            Reset::ConfigurationParameter(name) => judge_setting_name(name, &mut frame.info),
+            Reset::ALL => {}
+        },
+        Statement::Explain {
+            analyze, options, ..
+        } => {
+            let mut runs = *analyze;
+            for option in options.iter().flatten() {
+                if option.name.value.eq_ignore_ascii_case("analyze") {
+                    // `ANALYZE 0` and `ANALYZE 'off'` differ from `ANALYZE 1` only in a
+                    // constant, so the decision is constant-sensitive.
+                    if matches!(option.arg, Some(Expr::Value(_))) {
+                        frame.info.literal_sensitive = true;
+                    }
+                    runs |= !option.arg.as_ref().is_some_and(is_false);
+                }
+            }
+            frame.explain_only = !runs;
+        }
+        Statement::Prepare { name, .. } => frame.info.prepared_name = Some(ident_name(name)),
+        Statement::Execute {
+            name: Some(name), ..
+        } => {
+            frame.info.prepared_name = Some(function_name(name));
+        }
+        Statement::Deallocate { name, .. } => frame.info.prepared_name = Some(ident_name(name)),
+        _ => {}
+    }
+}
+
+fn describe_set(set: &sqlparser::ast::Set, info: &mut StatementInfo) {
+    use sqlparser::ast::Set;
+    match set {
+        Set::SetRole { .. } | Set::SetSessionAuthorization(_) => info.properties.set_role = true,
+        Set::SingleAssignment { variable, .. } => judge_setting_name(variable, info),
+        Set::MultipleAssignments { assignments } => {
+            for assignment in assignments {
+                judge_setting_name(&assignment.name, info);
+            }
+        }
+        Set::ParenthesizedAssignments { variables, .. } => {
+            for variable in variables {
+                judge_setting_name(variable, info);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn judge_setting_name(name: &ObjectName, info: &mut StatementInfo) {
+    let setting = table_name(name).1.to_ascii_lowercase();
+    if is_role_setting(&setting) {
+        info.properties.set_role = true;
+    } else if setting == "standard_conforming_strings" {
+        info.properties.string_syntax_change = true;
+    }
+}
+
+fn expr_table_name(expr: &Expr) -> Option<TableName> {
+    match expr {
+        Expr::Identifier(ident) => Some((None, ident_name(ident))),
+        Expr::CompoundIdentifier(parts) => {
+            let mut rev = parts.iter().rev();
+            let name = rev.next().map(ident_name)?;
+            Some((rev.next().map(ident_name), name))
+        }
+        _ => None,
+    }
+}
+
+fn is_false(expr: &Expr) -> bool {
+    match expr {
+        Expr::Value(v) => match &v.value {
+            Value::Boolean(b) => !b,
+            Value::Number(n, _) => n.trim() == "0",
+            other => other
+                .clone()
+                .into_string()
+                .is_some_and(|s| matches!(s.to_ascii_lowercase().as_str(), "off" | "false" | "0")),
+        },
+        Expr::Identifier(i) => matches!(i.value.to_ascii_lowercase().as_str(), "off" | "false"),
+        _ => false,
+    }
+}
+
+/// Whether a WHERE clause can select some rows and not others: it must mention a
+/// column or a subquery. `WHERE true` or `WHERE 1 = 1` counts as no WHERE at all.
+fn filters_rows(selection: Option<&Expr>) -> bool {
+    struct RowReference;
+    impl Visitor for RowReference {
+        type Break = ();
+        fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
+            match expr {
+                Expr::Identifier(_)
+                | Expr::CompoundIdentifier(_)
+                | Expr::Subquery(_)
+                | Expr::Exists { .. }
+                | Expr::InSubquery { .. } => ControlFlow::Break(()),
+                _ => ControlFlow::Continue(()),
+            }
+        }
+    }
+    selection.is_some_and(|e| e.visit(&mut RowReference).is_break())
+}
+
+impl Visitor for Collector {
+    type Break = ();
+
+    fn pre_visit_statement(&mut self, statement: &Statement) -> ControlFlow<()> {
+        let frame = self.frame_for(statement);
+        self.stack.push(frame);
+        if let Statement::Call(function) = statement {
+            self.record_function(function);
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_statement(&mut self, statement: &Statement) -> ControlFlow<()> {
+        let Some(frame) = self.stack.pop() else {
+            return ControlFlow::Continue(());
+        };
+        let info = finish(frame);
+        match self.stack.last_mut() {
+            None => self.done = Some(info),
+            Some(parent) if parent.explain_only => {
+                for nested in info.walk() {
+                    for f in &nested.functions {
+                        push_unique(&mut parent.info.functions, f.clone());
+                    }
+                    parent.info.literal_sensitive |= nested.literal_sensitive;
+                }
+            }
+            Some(parent) if parent.body.is_some_and(|b| std::ptr::eq(b, statement)) => {
+                merge_body(&mut parent.info, info);
+            }
+            Some(parent) => parent.info.runs.push(info),
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
+        if let (Some(with), Some(frame)) = (&query.with, self.stack.last_mut()) {
+            frame.ctes.extend(
+                with.cte_tables
+                    .iter()
+                    .map(|cte| ident_name(&cte.alias.name)),
+            );
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_table_factor(&mut self, factor: &TableFactor) -> ControlFlow<()> {
+        match factor {
+            TableFactor::Table {
+                name,
+                args: Some(_),
+                ..
+            } => {
+                let function = function_name(name);
+                if let Some(frame) = self.top() {
+                    frame.skip_relations.push(table_name(name));
+                    push_unique(&mut frame.info.functions, function);
+                }
+            }
+            TableFactor::Function { name, .. } => {
+                let function = function_name(name);
+                if let Some(frame) = self.top() {
+                    push_unique(&mut frame.info.functions, function);
+                }
+            }
+            _ => {}
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_relation(&mut self, relation: &ObjectName) -> ControlFlow<()> {
+        let name = table_name(relation);
+        if self.is_cte(&name) {
+            return ControlFlow::Continue(());
+        }
+        if let Some(frame) = self.top() {
+            if let Some(i) = frame.skip_relations.iter().position(|n| *n == name) {
+                frame.skip_relations.swap_remove(i);
+            } else {
+                frame.reads.push(name);
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
+        if let Expr::Function(function) = expr {
+            self.record_function(function);
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// Turns a frame's raw observations into the statement's objects: every write target
+/// was also seen as a table reference once, which is not a read.
+fn finish(mut frame: Frame) -> StatementInfo {
+    for write in &frame.writes {
+        if let Some(i) = frame.reads.iter().position(|r| r == write) {
+            frame.reads.swap_remove(i);
+        }
+    }
+    let mut objects: Vec<ObjectRef> = frame
+        .writes
+        .into_iter()
+        .map(|n| (n, Access::Write))
+        .chain(frame.reads.into_iter().map(|n| (n, Access::Read)))
+        .map(|((schema, name), access)| ObjectRef {
+            schema,
+            name,
+            access,
+        })
+        .collect();
+    objects.sort();
+    objects.dedup();
+    frame.info.objects = objects;
+    frame.info
+}
+
+/// Folds the body of `WITH … <dml>` into the statement it is.
+fn merge_body(parent: &mut StatementInfo, body: StatementInfo) {
+    parent.kind = body.kind;
+    for object in body.objects {
+        push_unique(&mut parent.objects, object);
+    }
+    parent.objects.sort();
+    for function in body.functions {
+        push_unique(&mut parent.functions, function);
+    }
+    let (p, b) = (&mut parent.properties, body.properties);
+    p.without_where |= b.without_where;
+    p.set_role |= b.set_role;
+    p.string_syntax_change |= b.string_syntax_change;
+    parent.literal_sensitive |= body.literal_sensitive;
+    parent.runs.extend(body.runs);
+}

@@ -1,0 +1,516 @@
+//! What a piece of SQL does, as far as policy cares: for every statement in a Query
+//! (or Parse) text, its kind, the tables it reads and writes, the functions it calls
+//! and a few dangerous properties.
+//!
+//! The text is first split into statements by [`lexer`], which follows the server's
+//! own rules for strings, comments and dollar quoting, so a `;` hidden in an `E''`
+//! string or a nested comment cannot smuggle a second statement past the analysis.
+//! Each statement is then parsed with sqlparser's PostgreSQL dialect (recursion
+//! limited); what sqlparser cannot parse is classified from its tokens by
+//! [`fallback`], and what that cannot classify either is marked
+//! [`StatementInfo::unparseable`], never silently allowed.
+
+mod ast;
+mod fallback;
+pub mod lexer;
+
+use serde::Serialize;
+use std::fmt;
+
+/// Limits that keep analysis bounded whatever the client sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Texts longer than this (bytes) are not analyzed; they come back unparseable.
+    pub max_sql_len: usize,
+    /// Parser recursion depth (nesting of expressions and subqueries).
+    pub max_depth: usize,
+    /// At most this many statements in one text; more makes the text unparseable.
+    pub max_statements: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_sql_len: 256 * 1024,
+            max_depth: 50,
+            max_statements: 64,
+        }
+    }
+}
+
+/// What a statement is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StatementKind {
+    Select,
+    Insert,
+    Update,
+    Delete,
+    Merge,
+    Truncate,
+    Drop,
+    Alter,
+    Create,
+    Grant,
+    Revoke,
+    Copy,
+    Call,
+    Do,
+    Set,
+    Reset,
+    Show,
+    /// BEGIN, START TRANSACTION, COMMIT, END, ROLLBACK, ABORT, SAVEPOINT, RELEASE,
+    /// PREPARE TRANSACTION, COMMIT/ROLLBACK PREPARED.
+    Transaction,
+    Prepare,
+    Execute,
+    Deallocate,
+    Explain,
+    Listen,
+    Unlisten,
+    Notify,
+    Vacuum,
+    Analyze,
+    Lock,
+    Discard,
+    /// DECLARE, FETCH, MOVE, CLOSE of cursors.
+    Cursor,
+    /// COMMENT ON.
+    Comment,
+    /// Anything else PostgreSQL accepts (CHECKPOINT, REINDEX, CLUSTER, LOAD, …).
+    Other,
+}
+
+impl StatementKind {
+    /// Every kind with its configuration name.
+    pub const ALL: [(StatementKind, &'static str); 32] = [
+        (Self::Select, "select"),
+        (Self::Insert, "insert"),
+        (Self::Update, "update"),
+        (Self::Delete, "delete"),
+        (Self::Merge, "merge"),
+        (Self::Truncate, "truncate"),
+        (Self::Drop, "drop"),
+        (Self::Alter, "alter"),
+        (Self::Create, "create"),
+        (Self::Grant, "grant"),
+        (Self::Revoke, "revoke"),
+        (Self::Copy, "copy"),
+        (Self::Call, "call"),
+        (Self::Do, "do"),
+        (Self::Set, "set"),
+        (Self::Reset, "reset"),
+        (Self::Show, "show"),
+        (Self::Transaction, "transaction"),
+        (Self::Prepare, "prepare"),
+        (Self::Execute, "execute"),
+        (Self::Deallocate, "deallocate"),
+        (Self::Explain, "explain"),
+        (Self::Listen, "listen"),
+        (Self::Unlisten, "unlisten"),
+        (Self::Notify, "notify"),
+        (Self::Vacuum, "vacuum"),
+        (Self::Analyze, "analyze"),
+        (Self::Lock, "lock"),
+        (Self::Discard, "discard"),
+        (Self::Cursor, "cursor"),
+        (Self::Comment, "comment"),
+        (Self::Other, "other"),
+    ];
+
+    /// The configuration name of this kind.
+    pub fn as_str(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(k, _)| *k == self)
+            .map_or("other", |(_, n)| n)
+    }
+
+    /// Parses a configuration name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.iter().find(|(_, n)| *n == name).map(|(k, _)| *k)
+    }
+}
+
+impl fmt::Display for StatementKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a statement touches a table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Access {
+    Read,
+    Write,
+}
+
+/// A table (or view, sequence, …) a statement touches.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct ObjectRef {
+    /// The schema when the SQL names one; `None` means the session's search_path decides.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schema: Option<String>,
+    /// The object's name: unquoted names lowercased, quoted ones as written.
+    pub name: String,
+    pub access: Access,
+}
+
+/// Dangerous properties of a statement that rules can match on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize)]
+pub struct Properties {
+    /// UPDATE or DELETE without a WHERE clause, or with one that references no
+    /// column or subquery (`WHERE true`, `WHERE 1 = 1`): it affects every row.
+    pub without_where: bool,
+    /// COPY … TO/FROM PROGRAM: runs a shell command on the database server.
+    pub copy_program: bool,
+    /// COPY … TO/FROM a file on the database server (not STDIN/STDOUT).
+    pub copy_server_file: bool,
+    /// CREATE/ALTER/DROP ROLE or USER, or GRANT/REVOKE of role membership.
+    pub role_change: bool,
+    /// Switches the acting role: SET ROLE, SET SESSION AUTHORIZATION, RESET ROLE,
+    /// RESET SESSION AUTHORIZATION, or `set_config` of `role` /
+    /// `session_authorization` (or of a setting name that is not a constant).
+    pub set_role: bool,
+    /// ALTER SYSTEM: rewrites the server configuration.
+    pub alter_system: bool,
+    /// DROP DATABASE.
+    pub drop_database: bool,
+    /// Changes `standard_conforming_strings`, which changes how the server splits
+    /// strings (and so statements) from then on.
+    pub string_syntax_change: bool,
+}
+
+impl Properties {
+    /// Every property with its configuration name.
+    pub const NAMES: [&'static str; 8] = [
+        "without_where",
+        "copy_program",
+        "copy_server_file",
+        "role_change",
+        "set_role",
+        "alter_system",
+        "drop_database",
+        "string_syntax_change",
+    ];
+
+    /// The value of the property called `name` (one of [`Self::NAMES`]).
+    pub fn get(&self, name: &str) -> Option<bool> {
+        Some(match name {
+            "without_where" => self.without_where,
+            "copy_program" => self.copy_program,
+            "copy_server_file" => self.copy_server_file,
+            "role_change" => self.role_change,
+            "set_role" => self.set_role,
+            "alter_system" => self.alter_system,
+            "drop_database" => self.drop_database,
+            "string_syntax_change" => self.string_syntax_change,
+            _ => return None,
+        })
+    }
+}
+
+/// What one statement does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StatementInfo {
+    pub kind: StatementKind,
+    /// Tables read and written (deduplicated; CTE names are not tables).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub objects: Vec<ObjectRef>,
+    /// Functions called anywhere in the statement, lowercased, schema dropped
+    /// (`pg_catalog.pg_read_file` is `pg_read_file`), deduplicated.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub functions: Vec<String>,
+    pub properties: Properties,
+    /// PREPARE: the name it defines; EXECUTE: the prepared statement it runs
+    /// (resolve it with the session's own map if needed); DEALLOCATE: the name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prepared_name: Option<String>,
+    /// Statements this one runs (or, for PREPARE, will run): the body of EXPLAIN
+    /// ANALYZE, of PREPARE, and data-modifying statements inside WITH. Each is judged
+    /// on its own. Plain EXPLAIN runs nothing; its body's functions are still listed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub runs: Vec<StatementInfo>,
+    /// Whether sqlparser parsed it (false: classified from tokens).
+    pub parsed: bool,
+    /// Could not be classified: the policy's `unparseable` setting decides.
+    pub unparseable: bool,
+    /// The analysis depended on a string constant (e.g. the setting name given to
+    /// `set_config`), so decisions about it must not be shared with statements that
+    /// only differ in constants.
+    #[serde(skip)]
+    pub literal_sensitive: bool,
+}
+
+impl StatementInfo {
+    /// A statement of `kind` with nothing else known yet.
+    pub fn new(kind: StatementKind) -> Self {
+        Self {
+            kind,
+            objects: Vec::new(),
+            functions: Vec::new(),
+            properties: Properties::default(),
+            prepared_name: None,
+            runs: Vec::new(),
+            parsed: false,
+            unparseable: false,
+            literal_sensitive: false,
+        }
+    }
+
+    fn unparseable() -> Self {
+        Self {
+            unparseable: true,
+            ..Self::new(StatementKind::Other)
+        }
+    }
+
+    /// This statement and everything it runs, depth first.
+    pub fn walk(&self) -> Vec<&StatementInfo> {
+        let mut out = vec![self];
+        for child in &self.runs {
+            out.extend(child.walk());
+        }
+        out
+    }
+
+    fn any(&self, f: &dyn Fn(&StatementInfo) -> bool) -> bool {
+        f(self) || self.runs.iter().any(|c| c.any(f))
+    }
+}
+
+/// The analysis of a whole text, one entry per statement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Analysis {
+    pub statements: Vec<StatementInfo>,
+}
+
+impl Analysis {
+    /// Whether any statement's analysis depended on a string constant.
+    pub fn literal_sensitive(&self) -> bool {
+        self.statements
+            .iter()
+            .any(|s| s.any(&|s| s.literal_sensitive))
+    }
+}
+
+/// Analyzes every statement in `sql`.
+///
+/// ```
+/// use gatehouse_postgres::sql::{analyze, Limits, StatementKind};
+/// let a = analyze("select 1; /* ; */ DELETE FROM t", &Limits::default());
+/// assert_eq!(a.statements.len(), 2);
+/// assert_eq!(a.statements[1].kind, StatementKind::Delete);
+/// assert!(a.statements[1].properties.without_where);
+/// ```
+pub fn analyze(sql: &str, limits: &Limits) -> Analysis {
+    if sql.len() > limits.max_sql_len {
+        return Analysis {
+            statements: vec![StatementInfo::unparseable()],
+        };
+    }
+    let lexed = lexer::tokenize(sql);
+    analyze_lexed(sql, &lexed, limits)
+}
+
+/// [`analyze`] for a text already tokenized (the decision cache tokenizes first to
+/// fingerprint, and must not do it twice).
+pub fn analyze_lexed(sql: &str, lexed: &lexer::Lexed, limits: &Limits) -> Analysis {
+    if sql.len() > limits.max_sql_len || lexed.unterminated {
+        return Analysis {
+            statements: vec![StatementInfo::unparseable()],
+        };
+    }
+    let mut statements = Vec::new();
+    for tokens in lexer::split_statements(lexed) {
+        if statements.len() >= limits.max_statements {
+            return Analysis {
+                statements: vec![StatementInfo::unparseable()],
+            };
+        }
+        statements.extend(analyze_statement(sql, tokens, limits));
+    }
+    Analysis { statements }
+}
+
+/// One statement's tokens → its analysis (sqlparser first, then the token fallback).
+fn analyze_statement(sql: &str, tokens: &[lexer::Token], limits: &Limits) -> Vec<StatementInfo> {
+    let (Some(first), Some(last)) = (tokens.first(), tokens.last()) else {
+        return Vec::new();
+    };
+    let text = sql.get(first.span.start..last.span.end).unwrap_or_default();
+    if let Some(parsed) = ast::analyze_text(text, limits) {
+        return parsed;
+    }
+    vec![fallback::classify(sql, tokens)]
+}
+
+/// Normalizes a function or setting name: the last part, unquoted ones lowercased.
+fn normalize_name(value: &str, quoted: bool) -> String {
+    if quoted {
+        value.to_string()
+    } else {
+        value.to_ascii_lowercase()
+    }
+}
+
+/// Settings whose change switches the acting role.
+fn is_role_setting(name: &str) -> bool {
+    matches!(name, "role" | "session_authorization")
+}
+
+#[cfg(test)]
+#[allow(clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_has_a_unique_name() {
+        let mut names: Vec<_> = StatementKind::ALL.iter().map(|(_, n)| *n).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), 32);
+        for (kind, name) in StatementKind::ALL {
+            assert_eq!(StatementKind::from_name(name), Some(kind));
+        }
+    }
+
+    #[test]
+    fn over_long_text_is_unparseable() {
+        let limits = Limits {
+            max_sql_len: 10,
+            ..Limits::default()
+        };
+        let a = analyze("select 1 from a_long_table", &limits);
+        assert!(a.statements[0].unparseable);
+    }
+
+    #[test]
+    fn too_many_statements_is_unparseable() {
+        let limits = Limits {
+            max_statements: 2,
+            ..Limits::default()
+        };
+        let a = analyze("select 1; select 2; select 3", &limits);
+        assert_eq!(a.statements.len(), 1);
+        assert!(a.statements[0].unparseable);
+    }
+
+    #[test]
+    fn unterminated_string_is_unparseable() {
+        assert!(analyze("select 'abc", &Limits::default()).statements[0].unparseable);
+    }
+
+    fn one(sql: &str) -> StatementInfo {
+        let mut a = analyze(sql, &Limits::default());
+        assert_eq!(a.statements.len(), 1, "{sql}");
+        a.statements.remove(0)
+    }
+
+    fn objects(info: &StatementInfo) -> Vec<String> {
+        info.objects
+            .iter()
+            .map(|o| {
+                let access = if o.access == Access::Read { "r" } else { "w" };
+                match &o.schema {
+                    Some(s) => format!("{access}:{s}.{}", o.name),
+                    None => format!("{access}:{}", o.name),
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn insert_select_writes_its_target_and_reads_its_sources() {
+        let info =
+            one("INSERT INTO audit.log (a) SELECT u.a FROM users u JOIN Orders o ON o.u = u.id");
+        assert_eq!(info.kind, StatementKind::Insert);
+        assert_eq!(objects(&info), ["r:orders", "r:users", "w:audit.log"]);
+    }
+
+    #[test]
+    fn cte_names_are_not_tables_and_quoted_names_keep_their_case() {
+        let info =
+            one(r#"with recent as (select * from "Events") select * from recent, public.users"#);
+        assert_eq!(objects(&info), [r"r:Events", "r:public.users"]);
+    }
+
+    #[test]
+    fn update_reading_another_table_in_a_subquery() {
+        let info = one("update t set a = (select max(b) from s) where id = 1 returning a");
+        assert_eq!(objects(&info), ["r:s", "w:t"]);
+        assert!(!info.properties.without_where);
+    }
+
+    #[test]
+    fn functions_are_lowercased_and_lose_their_schema() {
+        let info =
+            one("select PG_CATALOG.Pg_Read_File('x'), upper(a) from t, generate_series(1, 2)");
+        assert_eq!(info.functions, ["pg_read_file", "upper", "generate_series"]);
+        assert_eq!(objects(&info), ["r:t"]);
+    }
+
+    #[test]
+    fn data_modifying_cte_is_a_statement_the_select_runs() {
+        let info = one("with d as (delete from t where x = 1 returning *) select * from d");
+        assert_eq!(info.kind, StatementKind::Select);
+        assert_eq!(info.runs.len(), 1);
+        assert_eq!(info.runs[0].kind, StatementKind::Delete);
+        assert_eq!(objects(&info.runs[0]), ["w:t"]);
+    }
+
+    #[test]
+    fn explain_analyze_runs_its_body_and_plain_explain_does_not() {
+        let runs = one("explain analyze delete from t");
+        assert_eq!(runs.kind, StatementKind::Explain);
+        assert_eq!(runs.runs[0].kind, StatementKind::Delete);
+        assert!(runs.runs[0].properties.without_where);
+        let plans = one("explain delete from t where f(x)");
+        assert!(plans.runs.is_empty());
+        assert_eq!(plans.functions, ["f"]);
+    }
+
+    #[test]
+    fn prepare_and_execute_name_their_statement() {
+        let prepare = one("PREPARE Wipe AS DELETE FROM t");
+        assert_eq!(prepare.prepared_name.as_deref(), Some("wipe"));
+        assert_eq!(prepare.runs[0].kind, StatementKind::Delete);
+        let execute = one("EXECUTE wipe");
+        assert_eq!(execute.kind, StatementKind::Execute);
+        assert_eq!(execute.prepared_name.as_deref(), Some("wipe"));
+    }
+
+    #[test]
+    fn copy_directions_and_targets() {
+        let out = one("copy t to stdout");
+        assert_eq!(objects(&out), ["r:t"]);
+        assert!(!out.properties.copy_server_file);
+        let into = one("copy s.t from '/tmp/x'");
+        assert_eq!(objects(&into), ["w:s.t"]);
+        assert!(into.properties.copy_server_file);
+        assert!(one("copy t to program 'gzip'").properties.copy_program);
+    }
+
+    #[test]
+    fn select_into_creates_a_table() {
+        let info = one("select * into backup from users");
+        assert_eq!(info.kind, StatementKind::Create);
+        assert_eq!(objects(&info), ["w:backup", "r:users"]);
+    }
+
+    #[test]
+    fn deeply_nested_input_is_unparseable_not_a_crash() {
+        let sql = format!("select {}1{}", "(".repeat(5000), ")".repeat(5000));
+        assert!(one(&sql).unparseable);
+    }
+
+    #[test]
+    fn empty_text_has_no_statements() {
+        assert!(
+            analyze(" ; -- nothing\n;", &Limits::default())
+                .statements
+                .is_empty()
+        );
+    }
+}

@@ -1,1 +1,145 @@
-fn main() {}
+//! gatehouse's developer commands.
+//!
+//! ```text
+//! cargo xtask install          wasm target + pinned Envoy; checks for PostgreSQL and kubectl
+//! cargo xtask build            the filter modules (wasm32-wasip1, release)
+//! cargo xtask demo [--detach]  the whole gateway on this machine, with demo data
+//! cargo xtask down             stops a detached demo
+//! cargo xtask test             everything CI runs: fmt, clippy (native + wasm), unit and integration tests
+//! ```
+
+mod demo;
+
+use anyhow::{Context, Result, bail};
+use gatehouse_integration::tools;
+use std::process::Command;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("install") => install().map(|_| ()),
+        Some("build") => build_filters(),
+        Some("demo") => demo::run(args.iter().any(|a| a == "--detach")),
+        Some("down") => demo::down(),
+        Some("test") => test(),
+        _ => {
+            eprintln!("usage: cargo xtask <install|build|demo [--detach]|down|test>");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+/// Crates compiled to WebAssembly (checked with clippy for wasm32-wasip1 too).
+const WASM_CRATES: &[&str] = &[
+    "gatehouse-core",
+    "gatehouse-postgres",
+    "gatehouse-kubernetes",
+    "gatehouse-host",
+    "gatehouse-postgres-wasm",
+    "gatehouse-kubernetes-wasm",
+];
+
+/// The filter modules Envoy loads.
+const FILTER_MODULES: &[&str] = &["gatehouse-postgres-wasm", "gatehouse-kubernetes-wasm"];
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(gatehouse_integration::workspace_root());
+    cmd
+}
+
+/// Runs a command with inherited output; fails when it fails.
+fn step(what: &str, cmd: &mut Command) -> Result<()> {
+    eprintln!("==> {what}");
+    let status = cmd.status().with_context(|| format!("starting {what}"))?;
+    if !status.success() {
+        bail!("{what} failed ({status})");
+    }
+    Ok(())
+}
+
+/// Installs what a fresh machine lacks; reports what must come from OS packages.
+fn install() -> Result<()> {
+    let targets = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output();
+    let has_wasm = targets
+        .as_ref()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|l| l.trim() == "wasm32-wasip1")
+        })
+        .unwrap_or(false);
+    if !has_wasm {
+        step(
+            "rustup target add wasm32-wasip1",
+            Command::new("rustup").args(["target", "add", "wasm32-wasip1"]),
+        )?;
+    }
+    let envoy = tools::install_envoy()?;
+    eprintln!("envoy: {}", envoy.display());
+    let pg = tools::pg_bin_dir()?;
+    eprintln!("postgresql: {}", pg.display());
+    tools::pg_client("psql")?;
+    let kubectl = tools::kubectl(None)?;
+    eprintln!("kubectl: {}", kubectl.display());
+    Ok(())
+}
+
+fn build_filters() -> Result<()> {
+    let mut cmd = cargo();
+    cmd.args(["build", "--release", "--target", "wasm32-wasip1"]);
+    for m in FILTER_MODULES {
+        cmd.args(["-p", m]);
+    }
+    step("build filter modules (wasm32-wasip1, release)", &mut cmd)?;
+    let modules = tools::filter_modules()?;
+    for m in [&modules.postgres, &modules.kubernetes] {
+        let size = std::fs::metadata(m)?.len();
+        eprintln!("    {} ({} KiB)", m.display(), size / 1024);
+    }
+    Ok(())
+}
+
+fn test() -> Result<()> {
+    install()?;
+    step(
+        "cargo fmt --check",
+        cargo().args(["fmt", "--all", "--check"]),
+    )?;
+    step(
+        "clippy (native)",
+        cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    )?;
+    let mut wasm_clippy = cargo();
+    wasm_clippy.args(["clippy", "--target", "wasm32-wasip1"]);
+    for c in WASM_CRATES {
+        wasm_clippy.args(["-p", c]);
+    }
+    step(
+        "clippy (wasm32-wasip1)",
+        wasm_clippy.args(["--", "-D", "warnings"]),
+    )?;
+    step(
+        "unit tests",
+        cargo().args(["test", "--workspace", "--exclude", "gatehouse-integration"]),
+    )?;
+    build_filters()?;
+    step(
+        "integration tests (real Envoy, PostgreSQL, kubectl)",
+        cargo().args(["test", "-p", "gatehouse-integration"]),
+    )?;
+    Ok(())
+}

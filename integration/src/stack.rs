@@ -1,0 +1,294 @@
+//! The whole gateway on one machine: PostgreSQL, the stand-in Kubernetes API
+//! server, and Envoy with both gatehouse filters in front of them, TLS on both
+//! listeners with a freshly generated demo CA.
+
+use crate::certs::DemoPki;
+use crate::envoy::{self, Envoy};
+use crate::postgres::{PgOptions, Postgres};
+use crate::process::{self, Managed};
+use anyhow::{Context, Result};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    pub postgres: PgOptions,
+    /// Postgres filter configuration (the plugin's JSON).
+    pub postgres_filter: Value,
+    /// Kubernetes filter configuration (the plugin's JSON).
+    pub kubernetes_filter: Value,
+    /// Run the stand-in API server as this binary (the demo, which may outlive
+    /// us) instead of in-process (tests).
+    pub kube_standin_binary: Option<PathBuf>,
+    /// Envoy bootstrap template under `envoy/`.
+    pub envoy_template: &'static str,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        StackOptions {
+            postgres: PgOptions {
+                seed_demo: true,
+                log_statements: true,
+            },
+            postgres_filter: serde_json::json!({}),
+            kubernetes_filter: serde_json::json!({}),
+            kube_standin_binary: None,
+            envoy_template: "gatehouse.yaml",
+        }
+    }
+}
+
+/// The upstream the Kubernetes listener routes to.
+enum KubeUpstream {
+    InProcess(kube_standin::StandIn),
+    Process(Managed),
+}
+
+/// Everything running; dropping it stops every process (and, if the current
+/// thread is panicking, prints the logs first so a failed test explains itself).
+pub struct Stack {
+    pub dir: PathBuf,
+    pub pki: DemoPki,
+    pub postgres: Postgres,
+    pub envoy: Envoy,
+    kube: KubeUpstream,
+    pub kube_upstream: SocketAddr,
+    /// Envoy's Postgres listener.
+    pub pg_port: u16,
+    /// Envoy's Kubernetes listener (HTTPS).
+    pub kube_port: u16,
+    /// The access-log file Envoy writes records to.
+    pub access_log: PathBuf,
+    /// A kubeconfig for the Envoy endpoint.
+    pub kubeconfig: PathBuf,
+}
+
+impl Stack {
+    /// Starts the stack in a fresh `target/<area>/<name>-…` directory.
+    pub fn start(area: &str, name: &str, opts: StackOptions) -> Result<Stack> {
+        let dir = crate::scratch_dir(area, name)?;
+        Self::start_in(dir, opts)
+    }
+
+    pub fn start_in(dir: PathBuf, opts: StackOptions) -> Result<Stack> {
+        let modules = crate::tools::filter_modules()?;
+        let pki = DemoPki::generate(&dir.join("pki"))?;
+        let postgres = Postgres::start(&dir.join("postgres"), &opts.postgres)?;
+        let (kube, kube_upstream) = start_kube_upstream(&dir, opts.kube_standin_binary.as_deref())?;
+
+        let access_log = dir.join("access.log");
+        let mut vars = BTreeMap::new();
+        vars.insert("PG_PORT", "0".to_string());
+        vars.insert("KUBE_PORT", "0".to_string());
+        vars.insert("PG_UPSTREAM_PORT", postgres.port.to_string());
+        vars.insert("KUBE_UPSTREAM_PORT", kube_upstream.port().to_string());
+        vars.insert("PG_WASM", path_str(&modules.postgres)?);
+        vars.insert("KUBE_WASM", path_str(&modules.kubernetes)?);
+        vars.insert(
+            "PG_CONFIG",
+            envoy::yaml_quote(&opts.postgres_filter.to_string()),
+        );
+        vars.insert(
+            "KUBE_CONFIG",
+            envoy::yaml_quote(&opts.kubernetes_filter.to_string()),
+        );
+        vars.insert("TLS_CERT", path_str(&pki.server_cert)?);
+        vars.insert("TLS_KEY", path_str(&pki.server_key)?);
+        vars.insert("ACCESS_LOG", path_str(&access_log)?);
+        let template_path = crate::workspace_root()
+            .join("envoy")
+            .join(opts.envoy_template);
+        let template = std::fs::read_to_string(&template_path)
+            .with_context(|| format!("reading {}", template_path.display()))?;
+        let envoy_dir = dir.join("envoy");
+        std::fs::create_dir_all(&envoy_dir)?;
+        let envoy = Envoy::start(&envoy_dir, &envoy::render(&template, &vars)?)?;
+        let pg_port = envoy.listener_port("postgres")?;
+        let kube_port = envoy.listener_port("kubernetes")?;
+
+        let kubeconfig = dir.join("kubeconfig");
+        std::fs::write(&kubeconfig, kubeconfig_yaml(kube_port, &pki.ca_cert)?)?;
+        Ok(Stack {
+            dir,
+            pki,
+            postgres,
+            envoy,
+            kube,
+            kube_upstream,
+            pg_port,
+            kube_port,
+            access_log,
+            kubeconfig,
+        })
+    }
+
+    /// A libpq URL through Envoy (no user or password: they come from the caller).
+    pub fn pg_url(&self) -> String {
+        format!(
+            "postgresql://127.0.0.1:{}/{}",
+            self.pg_port,
+            crate::postgres::DEMO_DATABASE
+        )
+    }
+
+    /// The Kubernetes API through Envoy.
+    pub fn kube_server(&self) -> String {
+        format!("https://127.0.0.1:{}", self.kube_port)
+    }
+
+    /// Runs psql through Envoy as `user` (`-X -At`, stop on error).
+    pub fn psql(&self, user: &str, args: &[&str]) -> Result<Output> {
+        Ok(Command::new(crate::tools::pg_client("psql")?)
+            .args(["-X", "-At", "-v", "ON_ERROR_STOP=1", "-d"])
+            .arg(format!("{}?user={user}&sslmode=disable", self.pg_url()))
+            .args(args)
+            .output()?)
+    }
+
+    /// Runs a kubectl version (`"1.33"`) through Envoy with the stack's kubeconfig
+    /// and a private cache directory.
+    pub fn kubectl(&self, version: &str, args: &[&str]) -> Result<Output> {
+        let cache = self.dir.join(format!("kube-cache-{version}"));
+        Ok(Command::new(crate::tools::kubectl(Some(version))?)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .arg("--cache-dir")
+            .arg(&cache)
+            .args(args)
+            .env_remove("KUBECONFIG")
+            .output()?)
+    }
+
+    /// Records in the access log so far, parsed (waits briefly for Envoy's flush).
+    pub fn access_log_records(&self) -> Result<Vec<Value>> {
+        std::thread::sleep(Duration::from_millis(300));
+        let text = std::fs::read_to_string(&self.access_log).unwrap_or_default();
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                serde_json::from_str(l).with_context(|| format!("access-log line is not JSON: {l}"))
+            })
+            .collect()
+    }
+
+    /// Waits until the access log holds a record matching `pred`.
+    pub fn wait_for_record(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Result<Value> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(r) = self.access_log_records()?.into_iter().find(|r| pred(r)) {
+                return Ok(r);
+            }
+            if std::time::Instant::now() > deadline {
+                anyhow::bail!(
+                    "no access-log record for {what}; log has:\n{}",
+                    std::fs::read_to_string(&self.access_log).unwrap_or_default()
+                );
+            }
+        }
+    }
+
+    /// Requests the stand-in API server received (in-process stand-in only).
+    pub fn upstream_requests(&self) -> Vec<kube_standin::SeenRequest> {
+        match &self.kube {
+            KubeUpstream::InProcess(s) => s.requests(),
+            KubeUpstream::Process(_) => Vec::new(),
+        }
+    }
+
+    /// Leaves every process running (for `cargo xtask demo --detach`); returns their pids.
+    pub fn detach(mut self) -> Vec<u32> {
+        let mut pids = vec![self.envoy.detach(), self.postgres.detach()];
+        if let KubeUpstream::Process(p) = &mut self.kube {
+            pids.push(p.detach());
+        }
+        pids
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "---- Envoy log ({}) ----\n{}",
+                self.envoy.log_path().display(),
+                self.envoy.log_tail(60)
+            );
+            eprintln!(
+                "---- PostgreSQL log ({}) ----\n{}",
+                self.postgres.log_path().display(),
+                process::tail(self.postgres.log_path(), 30)
+            );
+            eprintln!(
+                "---- access log ----\n{}",
+                process::tail(&self.access_log, 30)
+            );
+        }
+    }
+}
+
+fn start_kube_upstream(dir: &Path, binary: Option<&Path>) -> Result<(KubeUpstream, SocketAddr)> {
+    match binary {
+        None => {
+            let standin = kube_standin::StandIn::start_demo()?;
+            let addr = standin.addr();
+            Ok((KubeUpstream::InProcess(standin), addr))
+        }
+        Some(bin) => {
+            let port_file = dir.join("kube-standin.addr");
+            let mut cmd = Command::new(bin);
+            cmd.args(["--listen", "127.0.0.1:0", "--port-file"])
+                .arg(&port_file);
+            let mut p = Managed::spawn("kube-standin", cmd, &dir.join("kube-standin.log"))?;
+            let mut addr = None;
+            process::wait_until(
+                "the stand-in Kubernetes API server",
+                Duration::from_secs(15),
+                || p.check_running(),
+                || {
+                    addr = std::fs::read_to_string(&port_file)
+                        .ok()
+                        .and_then(|s| s.trim().parse().ok());
+                    addr.is_some()
+                },
+            )?;
+            let addr = addr.context("stand-in address")?;
+            Ok((KubeUpstream::Process(p), addr))
+        }
+    }
+}
+
+fn path_str(p: &Path) -> Result<String> {
+    p.to_str()
+        .map(str::to_string)
+        .with_context(|| format!("non-UTF-8 path {}", p.display()))
+}
+
+/// A kubeconfig for the Envoy endpoint that trusts the demo CA.
+pub fn kubeconfig_yaml(port: u16, ca: &Path) -> Result<String> {
+    Ok(format!(
+        "apiVersion: v1
+kind: Config
+clusters:
+- name: gatehouse
+  cluster:
+    server: https://127.0.0.1:{port}
+    certificate-authority: {ca}
+users:
+# Until token login exists the gateway does not look at credentials; kubectl
+# needs some, or it prompts for a username.
+- name: gatehouse
+  user: {{token: unauthenticated}}
+contexts:
+- name: gatehouse
+  context: {{cluster: gatehouse, user: gatehouse}}
+current-context: gatehouse
+",
+        ca = path_str(ca)?
+    ))
+}

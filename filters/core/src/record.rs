@@ -64,6 +64,8 @@
 use crate::policy::Decision;
 use serde::{Serialize, Serializer};
 use std::fmt::Write as _;
+use std::ops::Deref;
+use std::sync::Arc;
 
 /// Version of the record schema; bumped on any incompatible change.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -143,6 +145,42 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
     (y, m, d)
 }
 
+/// A value shared by many records of a session (its client, a prepared
+/// statement's text), serialized as the value itself.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Shared<T: ?Sized>(pub Arc<T>);
+
+impl<T: ?Sized> Clone for Shared<T> {
+    fn clone(&self) -> Self {
+        Self(Arc::clone(&self.0))
+    }
+}
+
+impl<T: ?Sized> Deref for Shared<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: ?Sized + Serialize> Serialize for Shared<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        (*self.0).serialize(s)
+    }
+}
+
+impl<T> From<T> for Shared<T> {
+    fn from(value: T) -> Self {
+        Self(Arc::new(value))
+    }
+}
+
+impl From<&str> for Shared<str> {
+    fn from(value: &str) -> Self {
+        Self(Arc::from(value))
+    }
+}
+
 /// Fields every record starts with.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RecordHeader {
@@ -178,7 +216,7 @@ pub struct SessionStartRecord {
     #[serde(flatten)]
     pub header: RecordHeader,
     #[serde(flatten)]
-    pub client: PgClient,
+    pub client: Shared<PgClient>,
     /// Protocol version the client asked for, e.g. `3.0`.
     pub protocol_version: String,
 }
@@ -248,10 +286,10 @@ pub struct StatementRecord {
     #[serde(flatten)]
     pub header: RecordHeader,
     #[serde(flatten)]
-    pub client: PgClient,
+    pub client: Shared<PgClient>,
     pub protocol: PgProtocol,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub statement: Option<String>,
+    pub statement: Option<Shared<str>>,
     #[serde(skip_serializing_if = "is_false")]
     pub statement_truncated: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -310,7 +348,7 @@ pub struct SessionEndRecord {
     #[serde(flatten)]
     pub header: RecordHeader,
     #[serde(flatten)]
-    pub client: PgClient,
+    pub client: Shared<PgClient>,
     pub reason: EndReason,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
@@ -360,9 +398,10 @@ mod tests {
                 database: "app".into(),
                 user: "alice".into(),
                 application_name: None,
-            },
+            }
+            .into(),
             protocol: PgProtocol::Extended,
-            statement: Some("select $1".into()),
+            statement: Some(Shared::from("select $1")),
             statement_truncated: false,
             statement_name: None,
             portal: None,

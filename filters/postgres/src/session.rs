@@ -38,7 +38,7 @@ use gatehouse_core::build;
 use gatehouse_core::policy::Decision;
 use gatehouse_core::record::{
     CopyDirection, EndReason, ParameterValue, PgClient, PgProtocol, Record, RecordHeader,
-    SCHEMA_VERSION, SessionEndRecord, SessionStartRecord, StatementError, StatementRecord,
+    SCHEMA_VERSION, SessionEndRecord, SessionStartRecord, Shared, StatementError, StatementRecord,
     Timestamp,
 };
 use std::collections::{HashMap, VecDeque};
@@ -118,7 +118,7 @@ pub trait DataRowRewriter {
 /// The text of a statement as recorded, shared by every Execute of it.
 #[derive(Debug)]
 struct StatementText {
-    text: String,
+    text: Shared<str>,
     truncated: bool,
     kind: Option<String>,
 }
@@ -213,7 +213,8 @@ enum Dir {
 pub struct Session {
     config: Arc<EngineConfig>,
     conn: ConnectionInfo,
-    client: PgClient,
+    /// Shared by every record of the session; set once the StartupMessage is seen.
+    client: Shared<PgClient>,
     phase: Phase,
     frontend: Framer,
     backend: Framer,
@@ -251,7 +252,8 @@ impl Session {
         let client = PgClient {
             client_address: conn.client_address.clone(),
             ..PgClient::default()
-        };
+        }
+        .into();
         Self {
             config,
             conn,
@@ -798,10 +800,14 @@ impl Session {
                         .find(|(k, _)| *k == name)
                         .map(|(_, v)| (*v).to_string())
                 };
-                self.client.user = param("user").unwrap_or_default();
-                self.client.database =
-                    param("database").unwrap_or_else(|| self.client.user.clone());
-                self.client.application_name = param("application_name");
+                let user = param("user").unwrap_or_default();
+                self.client = PgClient {
+                    client_address: self.conn.client_address.clone(),
+                    database: param("database").unwrap_or_else(|| user.clone()),
+                    user,
+                    application_name: param("application_name"),
+                }
+                .into();
                 self.phase = Phase::Authenticating;
                 self.frontend.mode = FrameMode::Tagged;
                 self.backend.mode = FrameMode::Tagged;
@@ -1018,9 +1024,9 @@ impl Session {
         let cut = sql.len() > limit;
         let sql = sql.get(..limit.min(sql.len())).unwrap_or_default();
         let text = if self.config.redact_literals {
-            lexer::redact_literals(sql)
+            Shared(Arc::from(lexer::redact_literals(sql)))
         } else {
-            String::from_utf8_lossy(sql).into_owned()
+            Shared(Arc::from(String::from_utf8_lossy(sql)))
         };
         StatementText {
             text,

@@ -395,6 +395,6 @@ fn redact_literals_applies_to_recorded_text() {
         .iter()
         .map(|s| s.statement.clone().unwrap())
         .collect();
-    assert_eq!(texts[1], "insert into t values ($1, $2), ($3, $4)");
-    assert_eq!(texts[4], "select $1/$2");
+    assert_eq!(&*texts[1], "insert into t values ($1, $2), ($3, $4)");
+    assert_eq!(&*texts[4], "select $1/$2");
 }

@@ -162,12 +162,6 @@ impl Query {
                 max: MAX_QUERY_BYTES,
             });
         }
-        if raw.contains(';') {
-            return Err(DecodeError::QuerySemicolon);
-        }
-        if raw.bytes().any(is_control) {
-            return Err(DecodeError::ControlCharacter);
-        }
         let mut decoded = Vec::with_capacity(raw.len());
         let mut pairs = Vec::new();
         let mut offset = 0;
@@ -268,27 +262,73 @@ pub fn decode_request(method: &str, raw_path: &str) -> Result<DecodedRequest, De
         return Err(DecodeError::InvalidMethod);
     }
     let (raw_path_only, raw_query) = raw_path.split_once('?').unwrap_or((raw_path, ""));
-    if raw_path_only.len() > MAX_PATH_BYTES {
-        return Err(DecodeError::PathTooLong {
-            len: raw_path_only.len(),
-            max: MAX_PATH_BYTES,
-        });
-    }
-    if let Some(byte) = raw_path.bytes().find(|&b| b == b'#' || is_control(b)) {
-        return Err(if byte == b'#' {
-            DecodeError::Fragment
-        } else {
-            DecodeError::ControlCharacter
-        });
-    }
     let path = decode_path(raw_path_only)?;
+    let segments = Segments::split(&path)?;
     let query = Query::parse(raw_query)?;
-    let info = request_info(method, &path, &query)?;
+    let info = request_info(method, &path, segments.as_slice(), &query)?;
     Ok(DecodedRequest { info, query })
 }
 
-/// The `NewRequestInfo` algorithm over an already validated, decoded path.
-fn request_info(method: &str, path: &str, query: &Query) -> Result<RequestInfo, DecodeError> {
+/// A decoded path's segments, between one leading and one trailing slash.
+/// Kept on the stack unless the path is unusually deep (proxy subpaths).
+struct Segments<'a> {
+    inline: [&'a str; INLINE_SEGMENTS],
+    count: usize,
+    spilled: Vec<&'a str>,
+}
+
+impl<'a> Segments<'a> {
+    /// Splits a validated, decoded path, refusing `.` and `..` segments.
+    fn split(path: &'a str) -> Result<Self, DecodeError> {
+        let mut segments = Segments {
+            inline: [""; INLINE_SEGMENTS],
+            count: 0,
+            spilled: Vec::new(),
+        };
+        let trimmed = path.strip_prefix('/').unwrap_or(path);
+        let trimmed = trimmed.strip_suffix('/').unwrap_or(trimmed);
+        if trimmed.is_empty() {
+            return Ok(segments);
+        }
+        for segment in trimmed.split('/') {
+            if segment == "." || segment == ".." {
+                return Err(DecodeError::DotSegment);
+            }
+            segments.push(segment);
+        }
+        Ok(segments)
+    }
+
+    fn push(&mut self, segment: &'a str) {
+        match self.inline.get_mut(self.count) {
+            Some(slot) if self.spilled.is_empty() => *slot = segment,
+            _ => {
+                if self.spilled.is_empty() {
+                    self.spilled.extend_from_slice(&self.inline);
+                }
+                self.spilled.push(segment);
+            }
+        }
+        self.count += 1;
+    }
+
+    fn as_slice(&self) -> &[&'a str] {
+        if self.spilled.is_empty() {
+            self.inline.get(..self.count).unwrap_or_default()
+        } else {
+            &self.spilled
+        }
+    }
+}
+
+/// The `NewRequestInfo` algorithm over an already validated, decoded path and
+/// its segments.
+fn request_info(
+    method: &str,
+    path: &str,
+    segments: &[&str],
+    query: &Query,
+) -> Result<RequestInfo, DecodeError> {
     let mut info = RequestInfo {
         path: path.to_owned(),
         ..RequestInfo::default()
@@ -299,41 +339,17 @@ fn request_info(method: &str, path: &str, query: &Query) -> Result<RequestInfo, 
         Ok(info)
     };
 
-    let trimmed = path.trim_matches('/');
-    // Upstream checks `len(parts) < 3` first; three segments need two slashes.
-    if trimmed.bytes().filter(|&b| b == b'/').count() < 2 {
-        return non_resource(info);
-    }
-    let mut parts = trimmed.split('/');
-    let Some(prefix) = parts.next().filter(|p| API_PREFIXES.contains(p)) else {
+    let [prefix, rest @ ..] = segments else {
         return non_resource(info);
     };
-    info.api_prefix = prefix.to_owned();
-    // Segments after the prefix, on the stack unless the path is unusually deep
-    // (proxy subpaths).
-    let mut inline = [""; INLINE_SEGMENTS];
-    let mut spilled: Vec<&str> = Vec::new();
-    let mut count = 0;
-    for segment in parts {
-        match inline.get_mut(count) {
-            Some(slot) => *slot = segment,
-            None => {
-                if spilled.is_empty() {
-                    spilled.extend_from_slice(&inline);
-                }
-                spilled.push(segment);
-            }
-        }
-        count += 1;
+    if segments.len() < 3 || !API_PREFIXES.contains(prefix) {
+        return non_resource(info);
     }
-    let mut current: &[&str] = if spilled.is_empty() {
-        inline.get(..count).unwrap_or_default()
-    } else {
-        &spilled
-    };
+    info.api_prefix = (*prefix).to_owned();
+    let mut current = rest;
 
     let mut api_group = "";
-    if prefix != GROUPLESS_API_PREFIX {
+    if *prefix != GROUPLESS_API_PREFIX {
         // Under `apis` the group takes a segment: four parts are needed.
         let [group, tail @ ..] = current else {
             return non_resource(info);
@@ -546,85 +562,92 @@ fn is_path_segment_name(name: &str) -> bool {
     name != "." && name != ".." && !name.contains(['/', '%'])
 }
 
-/// Percent-decodes and validates the path part of the target.
+/// Validates the raw path in one pass and percent-decodes it.
 fn decode_path(raw: &str) -> Result<Cow<'_, str>, DecodeError> {
     if !raw.is_empty() && !raw.starts_with('/') {
         return Err(DecodeError::NotAbsolutePath);
     }
-    if raw.contains('\\') {
-        return Err(DecodeError::Backslash);
+    if raw.len() > MAX_PATH_BYTES {
+        return Err(DecodeError::PathTooLong {
+            len: raw.len(),
+            max: MAX_PATH_BYTES,
+        });
     }
-    if raw.contains("//") {
-        return Err(DecodeError::EmptySegment);
+    let mut has_escapes = false;
+    let mut previous = 0;
+    for byte in raw.bytes() {
+        match byte {
+            b'#' => return Err(DecodeError::Fragment),
+            b'\\' => return Err(DecodeError::Backslash),
+            b'/' if previous == b'/' => return Err(DecodeError::EmptySegment),
+            b'%' => has_escapes = true,
+            byte if is_control(byte) => return Err(DecodeError::ControlCharacter),
+            _ => {}
+        }
+        previous = byte;
     }
-    let path = if raw.contains('%') {
-        let mut decoded = Vec::with_capacity(raw.len());
-        percent_decode_into(raw, false, 0, true, &mut decoded)?;
-        Cow::Owned(String::from_utf8(decoded).map_err(|_| DecodeError::InvalidUtf8)?)
-    } else {
-        Cow::Borrowed(raw)
-    };
-    if path.bytes().any(is_control) {
-        return Err(DecodeError::ControlCharacter);
+    if !has_escapes {
+        return Ok(Cow::Borrowed(raw));
     }
-    if path
-        .trim_matches('/')
-        .split('/')
-        .any(|segment| segment == "." || segment == "..")
-    {
-        return Err(DecodeError::DotSegment);
+    let mut decoded = Vec::with_capacity(raw.len());
+    let mut bytes = raw.bytes().enumerate();
+    while let Some((offset, byte)) = bytes.next() {
+        if byte != b'%' {
+            decoded.push(byte);
+            continue;
+        }
+        let escaped = hex_pair(bytes.next(), bytes.next())
+            .ok_or(DecodeError::InvalidPercentEncoding { offset })?;
+        match escaped {
+            // The API server would split the decoded path here.
+            b'/' | b'\\' => return Err(DecodeError::EncodedSlash { offset }),
+            escaped if is_control(escaped) => return Err(DecodeError::ControlCharacter),
+            escaped => decoded.push(escaped),
+        }
     }
-    Ok(path)
+    String::from_utf8(decoded)
+        .map(Cow::Owned)
+        .map_err(|_| DecodeError::InvalidUtf8)
 }
 
-/// Percent-decodes one query key or value (`+` meaning a space) onto `out`, and
-/// returns where it landed.
+/// Percent-decodes one query key or value (`+` meaning a space) onto `out` and
+/// returns where it landed. `offset` locates `raw` in the query for error reports.
 fn decode_query_component(
     raw: &str,
     offset: usize,
     out: &mut Vec<u8>,
 ) -> Result<Range<usize>, DecodeError> {
     let start = out.len();
-    percent_decode_into(raw, true, offset, false, out)?;
-    let component = out.get(start..).unwrap_or_default();
-    std::str::from_utf8(component).map_err(|_| DecodeError::InvalidUtf8)?;
-    Ok(start..out.len())
-}
-
-/// Percent-decodes `raw` onto `out`; `offset` locates `raw` in the target for
-/// error reports. In a path (`refuse_slashes`), `%2F` and `%5C` are refused.
-fn percent_decode_into(
-    raw: &str,
-    plus_is_space: bool,
-    offset: usize,
-    refuse_slashes: bool,
-    out: &mut Vec<u8>,
-) -> Result<(), DecodeError> {
-    let needs_decoding = raw.contains('%') || (plus_is_space && raw.contains('+'));
-    if !needs_decoding {
-        out.extend_from_slice(raw.as_bytes());
-        return Ok(());
-    }
+    let mut escaped_non_ascii = false;
     let mut bytes = raw.bytes().enumerate();
     while let Some((i, byte)) = bytes.next() {
         match byte {
             b'%' => {
-                let hex = |b: Option<(usize, u8)>| b.and_then(|(_, b)| char::from(b).to_digit(16));
-                let (Some(high), Some(low)) = (hex(bytes.next()), hex(bytes.next())) else {
-                    return Err(DecodeError::InvalidPercentEncoding { offset: offset + i });
-                };
-                // Both digits are below 16, so the value fits a byte.
-                let decoded = u8::try_from(high * 16 + low).unwrap_or(0);
-                if refuse_slashes && (decoded == b'/' || decoded == b'\\') {
-                    return Err(DecodeError::EncodedSlash { offset: offset + i });
-                }
-                out.push(decoded);
+                let escaped = hex_pair(bytes.next(), bytes.next())
+                    .ok_or(DecodeError::InvalidPercentEncoding { offset: offset + i })?;
+                escaped_non_ascii |= !escaped.is_ascii();
+                out.push(escaped);
             }
-            b'+' if plus_is_space => out.push(b' '),
-            other => out.push(other),
+            b'+' => out.push(b' '),
+            b';' => return Err(DecodeError::QuerySemicolon),
+            b'#' => return Err(DecodeError::Fragment),
+            byte if is_control(byte) => return Err(DecodeError::ControlCharacter),
+            byte => out.push(byte),
         }
     }
-    Ok(())
+    // Copied bytes come from a `str`; only escapes can break UTF-8.
+    if escaped_non_ascii {
+        std::str::from_utf8(out.get(start..).unwrap_or_default())
+            .map_err(|_| DecodeError::InvalidUtf8)?;
+    }
+    Ok(start..out.len())
+}
+
+/// The byte two hex digits (of `%XY`) stand for.
+fn hex_pair(high: Option<(usize, u8)>, low: Option<(usize, u8)>) -> Option<u8> {
+    let digit = |pair: Option<(usize, u8)>| pair.and_then(|(_, b)| char::from(b).to_digit(16));
+    let value = digit(high)? * 16 + digit(low)?;
+    u8::try_from(value).ok()
 }
 
 /// ASCII control bytes, refused anywhere in a raw target (as Go's URL parser does).

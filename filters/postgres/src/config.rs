@@ -12,6 +12,10 @@ use serde::Deserialize;
 /// running with `ssl = off` behind the gateway: such a server always answers `N`.
 /// A server that answers `S` expects a TLS handshake next, which would be opaque,
 /// so the session is refused (08P01 to the client, session end `tls_refused`).
+/// A GSSENCRequest is sent as an SSLRequest too (a server built with GSSAPI
+/// answers `G` to it over TCP). As the server refuses a second SSLRequest on a
+/// connection, a client asking for GSSAPI encryption and then for SSL (libpq with
+/// a Kerberos ticket and `sslmode=prefer`) is refused; `gssencmode=disable` avoids it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum SslRequestPolicy {

@@ -28,6 +28,28 @@
 //!   connection is closed. Later client bytes are discarded.
 //! - Malformed server bytes are replaced by `FATAL 08P01` and the connection is
 //!   closed at once.
+//!
+//! # Glue
+//! ```
+//! use gatehouse_postgres::{CloseReason, ConnectionInfo, EngineConfig, Forward, Session};
+//! use std::sync::Arc;
+//!
+//! let config = Arc::new(EngineConfig::default()); // parsed once, shared
+//! let conn = ConnectionInfo { id: 1, client_address: "10.0.0.7:51000".into() };
+//! let mut session = Session::new(config, conn, 1_700_000_000_000_000);
+//! // In the client → server callback (the same shape for server → client):
+//! let chunk = b"\0\0\0\x08\x04\xd2\x16\x2f"; // an SSLRequest
+//! let verdict = session.on_frontend(chunk, 1_700_000_000_000_100);
+//! match verdict.forward {
+//!     Forward::Unchanged => {}                  // leave the buffer alone
+//!     Forward::Replace(bytes) => drop(bytes),   // replace the whole buffer with `bytes`
+//! }
+//! if verdict.close_connection { /* close the client connection after the write */ }
+//! for record in session.take_records() {
+//!     let _line = record.to_json(); // hand to the record queue
+//! }
+//! session.on_close(CloseReason::Client, 1_700_000_000_000_200);
+//! ```
 
 use crate::config::{EngineConfig, SslRequestPolicy};
 use crate::framing::{FrameMode, Framer, Header, Output, Stream, Verdict};
@@ -220,6 +242,8 @@ pub struct Session {
     backend: Framer,
     /// What the client asked for when the pending TLS answer arrives.
     tls_request: Option<TlsRequestKind>,
+    /// The server already answered an SSLRequest: it refuses a second one.
+    server_saw_ssl_request: bool,
     /// A FATAL message the client is owed in place of the server's next answer.
     owed_client_error: Option<Vec<u8>>,
     close_requested: bool,
@@ -262,6 +286,7 @@ impl Session {
             frontend: Framer::new(FrameMode::Untagged),
             backend: Framer::new(FrameMode::Tagged),
             tls_request: None,
+            server_saw_ssl_request: false,
             owed_client_error: None,
             close_requested: false,
             pending: VecDeque::new(),
@@ -775,7 +800,11 @@ impl Session {
                 } else {
                     TlsRequestKind::GssEnc
                 };
-                self.tls_request = Some(kind);
+                // A second request (libpq tries GSSAPI encryption, then SSL) cannot
+                // be answered `N`: the server refuses a second SSLRequest. It is
+                // forwarded so that the server answers, and refused.
+                self.tls_request = (!self.server_saw_ssl_request).then_some(kind);
+                self.server_saw_ssl_request = true;
                 self.phase = Phase::TlsNegotiation;
                 self.backend.mode = FrameMode::AnswerByte;
                 if kind == TlsRequestKind::Ssl {
@@ -839,6 +868,13 @@ impl Session {
             s.end_session(EndReason::TlsRefused, Some(detail.to_string()), now_us);
             Action::Replace(pg::fatal_error("08P01", &message))
         };
+        if requested.is_none() {
+            return refuse(
+                self,
+                "second TLS request on one connection (GSSAPI encryption, then SSL); \
+                 connect with gssencmode=disable",
+            );
+        }
         if self.config.ssl_request == SslRequestPolicy::Refuse {
             return refuse(self, "TLS negotiation with the server is refused by policy");
         }

@@ -444,3 +444,31 @@ fn failed_login_is_recorded_as_authentication_failed() {
         Some("28P01 password authentication failed")
     );
 }
+
+#[test]
+fn tls_request_after_gssenc_is_refused_clearly() {
+    let server_refusal = backend(&[BackendMessage::ErrorResponse {
+        fields: vec![
+            (b'S', b"FATAL"),
+            (b'C', b"08P01"),
+            (b'M', b"unsupported frontend protocol"),
+        ],
+    }]);
+    let reads = [
+        fe(gssenc_request()),
+        be(b"N".to_vec()),
+        fe(ssl_request()),
+        be(server_refusal),
+    ];
+    let run = replay(EngineConfig::default(), &reads, &byte_by_byte);
+    assert_eq!(&run.to_client[..1], b"N");
+    assert_ends_with_08p01(&run, "second request");
+    let end = end_record(&run);
+    assert_eq!(end.reason, EndReason::TlsRefused);
+    assert!(
+        end.detail
+            .as_deref()
+            .unwrap()
+            .contains("gssencmode=disable")
+    );
+}

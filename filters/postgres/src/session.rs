@@ -68,6 +68,11 @@ use std::sync::Arc;
 
 /// Records held for the host beyond this are dropped (the sequence shows the gap).
 const MAX_QUEUED_RECORDS: usize = 4096;
+/// Requests awaiting the server's answer beyond this end the session: a client
+/// that pipelines without reading would otherwise grow the engine without bound.
+pub const MAX_PENDING_REQUESTS: usize = 16 * 1024;
+/// Statements of one Query recorded separately; the rest share the last record.
+pub const MAX_STATEMENTS_PER_QUERY: usize = 1000;
 /// Prefix of an oversize Bind or FunctionCall kept for its names and OID.
 const NAMES_PREFIX: usize = 1024;
 /// Prefix of an oversize ErrorResponse kept for its SQLSTATE and message.
@@ -979,6 +984,11 @@ impl Session {
                     )),
                 };
             }
+            Phase::Ready if self.pending.len() >= MAX_PENDING_REQUESTS => {
+                return Err(format!(
+                    "more than {MAX_PENDING_REQUESTS} requests awaiting the server's answer"
+                ));
+            }
             Phase::Ready => {}
             Phase::Cancelling => return Err("data after CancelRequest".into()),
             _ => {
@@ -1072,7 +1082,16 @@ impl Session {
     }
 
     fn enqueue_query(&mut self, sql: &[u8], truncated: bool, now_us: u64) {
-        let mut runs: VecDeque<StatementRun> = lexer::split_statements(sql)
+        let mut ranges = lexer::split_statements(sql);
+        if ranges.len() > MAX_STATEMENTS_PER_QUERY {
+            // The last record covers the remaining statements together.
+            let end = ranges.last().map_or(0, |r| r.end);
+            ranges.truncate(MAX_STATEMENTS_PER_QUERY);
+            if let Some(last) = ranges.last_mut() {
+                last.end = end;
+            }
+        }
+        let mut runs: VecDeque<StatementRun> = ranges
             .into_iter()
             .map(|range| {
                 // A cut query's last statement is cut too.

@@ -254,3 +254,63 @@ fn data_row_rewriter_sees_complete_rows_across_any_split() {
         assert_eq!(rows, [2, 2, 1, 1]);
     }
 }
+
+#[test]
+fn pipelining_without_reading_is_bounded() {
+    let mut s = session(EngineConfig::default());
+    login(&mut s);
+    let mut sync = Vec::new();
+    FrontendMessage::Sync.encode(&mut sync);
+    let many = sync.repeat(crate::session::MAX_PENDING_REQUESTS + 1);
+    let v = s.on_frontend(&many, 3);
+    // Everything up to the limit passes; the rest is replaced by the engine's own request.
+    assert_eq!(
+        &v.bytes(&many)[..sync.len() * crate::session::MAX_PENDING_REQUESTS],
+        &many[..sync.len() * crate::session::MAX_PENDING_REQUESTS]
+    );
+    s.on_close(CloseReason::Client, 4);
+    let records = s.take_records();
+    let Some(Record::SessionEnd(end)) = records.last() else {
+        panic!("{records:?}")
+    };
+    assert!(end.detail.as_deref().unwrap().contains("requests awaiting"));
+}
+
+#[test]
+fn a_query_with_thousands_of_statements_keeps_a_bounded_record_count() {
+    let mut s = session(EngineConfig::default());
+    login(&mut s);
+    let sql = "select 1;".repeat(crate::session::MAX_STATEMENTS_PER_QUERY + 500);
+    let mut query = Vec::new();
+    FrontendMessage::Query {
+        sql: sql.as_bytes(),
+    }
+    .encode(&mut query);
+    let _ = s.on_frontend(&query, 3);
+    let mut answers = Vec::new();
+    for _ in 0..crate::session::MAX_STATEMENTS_PER_QUERY + 500 {
+        BackendMessage::CommandComplete { tag: b"SELECT 1" }.encode(&mut answers);
+    }
+    BackendMessage::ReadyForQuery { status: b'I' }.encode(&mut answers);
+    assert_eq!(s.on_backend(&answers, 4).forward, Forward::Unchanged);
+    let records = s.take_records();
+    let statements: Vec<_> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Statement(st) => Some(st),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(statements.len(), crate::session::MAX_STATEMENTS_PER_QUERY);
+    assert_eq!(
+        statements
+            .last()
+            .unwrap()
+            .statement
+            .as_deref()
+            .map(|t| t.len()),
+        Some("select 1;".len() * 501 - 1)
+    );
+    // The shared record completes with the first of its statements; the others are unmatched.
+    assert_eq!(s.summary().unmatched_backend_messages, 500);
+}

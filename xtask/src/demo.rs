@@ -1,20 +1,40 @@
 //! `cargo xtask demo`: the whole gateway on this machine, with demo data.
+//!
+//! The stack is owned by one process that stops it in order on Ctrl-C or
+//! SIGTERM. With `--detach` that process is a background copy of this command
+//! (`demo --serve`), so the stack outlives the terminal; `down` signals it.
 
 use anyhow::{Context, Result, bail};
 use gatehouse_integration::{Stack, StackOptions, process, workspace_root};
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 fn demo_dir() -> PathBuf {
     workspace_root().join("target/demo")
 }
 
-fn pids_file() -> PathBuf {
-    demo_dir().join("pids")
+/// Written by the serving process: its pid.
+fn pid_file() -> PathBuf {
+    demo_dir().join("pid")
 }
 
-pub fn run(detach: bool) -> Result<()> {
-    if let Some(pids) = running_pids() {
-        bail!("a demo is already running (pids {pids:?}): stop it with `cargo xtask down`");
+/// Written once the stack is up: the shell variables, then the instructions.
+fn env_file() -> PathBuf {
+    demo_dir().join("env")
+}
+
+fn instructions_file() -> PathBuf {
+    demo_dir().join("instructions.txt")
+}
+
+pub fn run(detach: bool, serve: bool) -> Result<()> {
+    if serve {
+        return serve_until_stopped();
+    }
+    if let Some(pid) = running_pid() {
+        bail!("a demo is already running (pid {pid}): stop it with `cargo xtask down`");
     }
     super::install()?;
     super::build_filters()?;
@@ -22,69 +42,130 @@ pub fn run(detach: bool) -> Result<()> {
         "build the stand-in Kubernetes API server",
         super::cargo().args(["build", "-q", "-p", "kube-standin"]),
     )?;
-    let standin = workspace_root().join("target/debug/kube-standin");
-
     let dir = demo_dir();
     if dir.exists() {
         std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
     }
     std::fs::create_dir_all(&dir)?;
-    eprintln!("==> starting PostgreSQL, the stand-in Kubernetes API server and Envoy");
-    let opts = StackOptions {
-        kube_standin_binary: Some(standin),
-        ..StackOptions::default()
-    };
-    let stack = Stack::start_in(dir.clone(), opts)?;
-    let env_file = dir.join("env");
-    std::fs::write(&env_file, env_lines(&stack))?;
-    print_instructions(&stack, &env_file);
-
-    if detach {
-        let pids = stack.detach();
-        std::fs::write(
-            pids_file(),
-            pids.iter().map(|p| format!("{p}\n")).collect::<String>(),
-        )?;
-        println!("\nThe demo keeps running; stop it with `cargo xtask down`.");
-        return Ok(());
+    if !detach {
+        return serve_until_stopped();
     }
-    println!("\nPress Ctrl-C to stop.");
+
+    let log = dir.join("demo.log");
+    let mut server = Command::new(std::env::current_exe()?);
+    server
+        .args(["demo", "--serve"])
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&log)?)
+        .stderr(std::fs::File::create(&log)?.try_clone()?)
+        .process_group(0);
+    let mut child = server
+        .spawn()
+        .context("starting the demo in the background")?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !instructions_file().exists() {
+        if let Some(status) = child.try_wait()? {
+            bail!("the demo stopped ({status}):\n{}", process::tail(&log, 40));
+        }
+        if Instant::now() > deadline {
+            process::signal(child.id(), "TERM");
+            bail!(
+                "the demo did not come up in time:\n{}",
+                process::tail(&log, 40)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    print!("{}", std::fs::read_to_string(instructions_file())?);
+    println!("\nThe demo keeps running in the background; stop it with `cargo xtask down`.");
+    Ok(())
+}
+
+fn serve_until_stopped() -> Result<()> {
+    let standin = workspace_root().join("target/debug/kube-standin");
+    eprintln!("==> starting PostgreSQL, the stand-in Kubernetes API server and Envoy");
     let (tx, rx) = std::sync::mpsc::channel();
     ctrlc::set_handler(move || {
         let _ = tx.send(());
     })?;
+    let opts = StackOptions {
+        kube_standin_binary: Some(standin),
+        ..StackOptions::default()
+    };
+    let stack = Stack::start_in(demo_dir(), opts)?;
+    std::fs::write(pid_file(), std::process::id().to_string())?;
+    std::fs::write(env_file(), env_lines(&stack))?;
+    let instructions = instructions(&stack);
+    std::fs::write(instructions_file(), &instructions)?;
+    print!("{instructions}");
+    println!("\nPress Ctrl-C to stop.");
     let _ = rx.recv();
-    eprintln!("\nstopping");
+    eprintln!("\nstopping the demo");
     drop(stack);
+    let _ = std::fs::remove_file(pid_file());
     Ok(())
 }
 
 pub fn down() -> Result<()> {
-    let Some(pids) = running_pids() else {
+    let Some(pid) = running_pid() else {
         println!("no demo is running");
         return Ok(());
     };
-    for pid in &pids {
-        // PostgreSQL treats INT as "fast shutdown"; Envoy and the stand-in exit on it too.
-        process::signal(*pid, "INT");
+    process::signal(pid, "TERM");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while process::alive(pid) {
+        if Instant::now() > deadline {
+            bail!("the demo (pid {pid}) did not stop within 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while pids.iter().any(|p| process::alive(*p)) && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    for pid in pids.iter().filter(|p| process::alive(**p)) {
-        process::signal(*pid, "KILL");
-    }
-    std::fs::remove_file(pids_file())?;
+    let _ = std::fs::remove_file(pid_file());
     println!("demo stopped");
     Ok(())
 }
 
-/// Pids of a detached demo that is still running.
-fn running_pids() -> Option<Vec<u32>> {
-    let text = std::fs::read_to_string(pids_file()).ok()?;
-    let pids: Vec<u32> = text.lines().filter_map(|l| l.trim().parse().ok()).collect();
-    pids.iter().any(|p| process::alive(*p)).then_some(pids)
+/// What the README promises: `demo --detach`, then psql and kubectl through
+/// Envoy using `target/demo/env`, then `down`.
+pub fn smoke_test() -> Result<()> {
+    eprintln!("==> demo smoke test");
+    if running_pid().is_some() {
+        eprintln!("    skipped: a demo is already running");
+        return Ok(());
+    }
+    let exe = std::env::current_exe()?;
+    super::step(
+        "cargo xtask demo --detach",
+        Command::new(&exe).args(["demo", "--detach"]),
+    )?;
+    let result = smoke_checks();
+    super::step("cargo xtask down", Command::new(&exe).arg("down"))?;
+    result
+}
+
+fn smoke_checks() -> Result<()> {
+    let script = format!(
+        "set -eu; set -a; . {env}; set +a
+         test \"$(psql -X -At \"$GATEHOUSE_PG_URL\" -c 'select count(*) from customers')\" = 5000
+         kubectl --kubeconfig \"$GATEHOUSE_KUBECONFIG\" get pods -A | grep -q web-0
+         sleep 0.5
+         grep -q '\"type\":\"pg.connection\"' \"$GATEHOUSE_AUDIT_LOG\"
+         grep -q '\"type\":\"k8s.request\"' \"$GATEHOUSE_AUDIT_LOG\"",
+        env = env_file().display()
+    );
+    super::step(
+        "psql and kubectl through the demo",
+        Command::new("sh").arg("-c").arg(script),
+    )
+}
+
+/// The pid of a demo that is still running.
+fn running_pid() -> Option<u32> {
+    let pid: u32 = std::fs::read_to_string(pid_file())
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    process::alive(pid).then_some(pid)
 }
 
 fn env_lines(stack: &Stack) -> String {
@@ -132,8 +213,8 @@ fn shell_quote(v: &str) -> String {
     }
 }
 
-fn print_instructions(stack: &Stack, env_file: &std::path::Path) {
-    println!(
+fn instructions(stack: &Stack) -> String {
+    format!(
         "
 gatehouse demo is up.
 
@@ -144,11 +225,12 @@ gatehouse demo is up.
 
   Records (one JSON object per line): {log}
   Envoy admin: http://{admin}   (stats: /stats?filter=gatehouse)
-  Everything above as shell variables: set -a; . {env}; set +a",
+  Everything above as shell variables: set -a; . {env}; set +a
+",
         pg = stack.pg_url(),
         kubeconfig = stack.kubeconfig.display(),
         log = stack.access_log.display(),
         admin = stack.envoy.admin,
-        env = env_file.display(),
-    );
+        env = env_file().display(),
+    )
 }

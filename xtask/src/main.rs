@@ -19,7 +19,10 @@ fn main() {
     let result = match args.first().map(String::as_str) {
         Some("install") => install().map(|_| ()),
         Some("build") => build_filters(),
-        Some("demo") => demo::run(args.iter().any(|a| a == "--detach")),
+        Some("demo") => demo::run(
+            args.iter().any(|a| a == "--detach"),
+            args.iter().any(|a| a == "--serve"),
+        ),
         Some("down") => demo::down(),
         Some("test") => test(),
         _ => {
@@ -141,5 +144,5 @@ fn test() -> Result<()> {
         "integration tests (real Envoy, PostgreSQL, kubectl)",
         cargo().args(["test", "-p", "gatehouse-integration"]),
     )?;
-    Ok(())
+    demo::smoke_test()
 }

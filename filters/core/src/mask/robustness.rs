@@ -25,9 +25,40 @@ impl Rng {
 /// random bytes.
 fn tricky_text(rng: &mut Rng) -> Vec<u8> {
     const FRAGMENTS: &[&str] = &[
-        "4111", " ", "-", "1111", "@", "example.com", "+1", "(415)", "555", ".", "0132", "DE89", "3704",
-        "eyJ", "hbGciOiJIUzI1NiJ9", "AKIA", "IOSFODNN7EXAMPLE", "-----BEGIN ", "PRIVATE KEY", "-----",
-        "-----END ", "password", "=", ":", "\"", "\\", "536", "22", "1234", "\n", "é", "\u{1F600}", "{", "}",
+        "4111",
+        " ",
+        "-",
+        "1111",
+        "@",
+        "example.com",
+        "+1",
+        "(415)",
+        "555",
+        ".",
+        "0132",
+        "DE89",
+        "3704",
+        "eyJ",
+        "hbGciOiJIUzI1NiJ9",
+        "AKIA",
+        "IOSFODNN7EXAMPLE",
+        "-----BEGIN ",
+        "PRIVATE KEY",
+        "-----",
+        "-----END ",
+        "password",
+        "=",
+        ":",
+        "\"",
+        "\\",
+        "536",
+        "22",
+        "1234",
+        "\n",
+        "é",
+        "\u{1F600}",
+        "{",
+        "}",
     ];
     let mut text = Vec::new();
     for _ in 0..rng.below(40) {
@@ -41,7 +72,9 @@ fn tricky_text(rng: &mut Rng) -> Vec<u8> {
 }
 
 fn every_style_masker(rng: &mut Rng) -> Masker {
-    let mut m = Masker::new().with_hash_key(b"robustness key").with_keep_last(rng.below(9));
+    let mut m = Masker::new()
+        .with_hash_key(b"robustness key")
+        .with_keep_last(rng.below(9));
     for kind in DetectorKind::ALL {
         m = m.with_style(kind, MaskStyle::ALL[rng.below(MaskStyle::ALL.len())]);
     }
@@ -57,7 +90,11 @@ fn arbitrary_text_gives_sorted_in_bounds_findings_and_never_panics() {
         let findings = all.scan(&text);
         let mut last_end = 0;
         for f in &findings {
-            assert!(f.range.start >= last_end && f.range.start < f.range.end && f.range.end <= text.len());
+            assert!(
+                f.range.start >= last_end
+                    && f.range.start < f.range.end
+                    && f.range.end <= text.len()
+            );
             last_end = f.range.end;
         }
         let masker = every_style_masker(&mut rng);
@@ -67,8 +104,13 @@ fn arbitrary_text_gives_sorted_in_bounds_findings_and_never_panics() {
             assert!(out.value.is_unchanged());
         }
         // Valid UTF-8 in gives valid UTF-8 out.
-        if let (Ok(_), Masked::Value(Cow::Owned(masked))) = (std::str::from_utf8(&text), &out.value) {
-            assert!(std::str::from_utf8(masked).is_ok(), "{:?}", String::from_utf8_lossy(&text));
+        if let (Ok(_), Masked::Value(Cow::Owned(masked))) = (std::str::from_utf8(&text), &out.value)
+        {
+            assert!(
+                std::str::from_utf8(masked).is_ok(),
+                "{:?}",
+                String::from_utf8_lossy(&text)
+            );
         }
     }
 }

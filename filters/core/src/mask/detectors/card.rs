@@ -4,7 +4,7 @@
 
 use std::ops::Range;
 
-use super::{digits_of, number_ends_at, number_starts_at};
+use super::{digit_run_end as run_end, digits_of, find_digit, number_ends_at, number_starts_at};
 use crate::mask::{Detector, DetectorKind};
 
 /// Finds payment card numbers.
@@ -19,16 +19,17 @@ impl Detector for PaymentCardDetector {
     }
 
     fn find(&self, text: &[u8], out: &mut Vec<Range<usize>>) {
-        // Prefilter: a card needs 13 digits (a vectorised count).
-        if text.iter().filter(|b| b.is_ascii_digit()).count() < MIN_DIGITS {
+        // Prefilter: a card needs 13 digits; stop counting once there are.
+        if text
+            .iter()
+            .filter(|b| b.is_ascii_digit())
+            .nth(MIN_DIGITS - 1)
+            .is_none()
+        {
             return;
         }
         let mut i = 0;
-        while let Some(offset) = text
-            .get(i..)
-            .and_then(|rest| rest.iter().position(u8::is_ascii_digit))
-        {
-            let start = i + offset;
+        while let Some(start) = find_digit(text, i) {
             let first_run_end = run_end(text, start);
             if may_start_card(text, start, first_run_end)
                 && number_starts_at(text, start)
@@ -55,14 +56,6 @@ fn may_start_card(text: &[u8], start: usize, run_end: usize) -> bool {
         }
         len => (MIN_DIGITS..=MAX_DIGITS).contains(&len),
     }
-}
-
-/// End of the run of digits starting at `start`.
-fn run_end(text: &[u8], start: usize) -> usize {
-    start
-        + text.get(start..).map_or(0, |rest| {
-            rest.iter().take_while(|b| b.is_ascii_digit()).count()
-        })
 }
 
 /// The end of the longest valid card number starting at `start`, if any.

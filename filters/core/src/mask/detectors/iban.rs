@@ -5,7 +5,7 @@
 
 use std::ops::Range;
 
-use super::{byte_at, byte_before, is_alnum};
+use super::{byte_at, byte_before, digit_run_end, find_digit, is_alnum};
 use crate::mask::{Detector, DetectorKind};
 
 /// Finds IBANs.
@@ -114,16 +114,9 @@ impl Detector for IbanDetector {
         // Anchor on the check digits: an IBAN is `[A-Z]{2}[0-9]{2}…`, and digits
         // are rarer than letters in most text.
         let mut i = 2;
-        while let Some(offset) = text
-            .get(i..)
-            .and_then(|rest| rest.iter().position(u8::is_ascii_digit))
-        {
-            let digit = i + offset;
+        while let Some(digit) = find_digit(text, i) {
             // Only the first digit of a run can follow the country letters.
-            i = digit
-                + text.get(digit..).map_or(1, |rest| {
-                    rest.iter().take_while(|b| b.is_ascii_digit()).count()
-                });
+            i = digit_run_end(text, digit);
             let start = digit - 2;
             let shape = text.get(start..start + 4).is_some_and(|s| {
                 matches!(s, [c1, c2, d1, d2] if c1.is_ascii_uppercase() && c2.is_ascii_uppercase()

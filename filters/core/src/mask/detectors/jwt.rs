@@ -29,8 +29,16 @@ impl Detector for JwtDetector {
     fn find(&self, text: &[u8], out: &mut Vec<Range<usize>>) {
         // `eyJ` is the base64 of `{"`, the start of every JWT header in practice.
         let mut next_allowed = 0;
-        for start in memchr::memmem::find_iter(text, b"eyJ") {
-            if start < next_allowed || byte_before(text, start).is_some_and(is_b64url) {
+        // Anchored on the `J`: an upper-case J is rare in text, and memchr
+        // needs no per-call searcher set-up on short values.
+        for j in memchr::memchr_iter(b'J', text) {
+            let Some(start) = j.checked_sub(2) else {
+                continue;
+            };
+            if start < next_allowed
+                || text.get(start..j) != Some(b"ey")
+                || byte_before(text, start).is_some_and(is_b64url)
+            {
                 continue;
             }
             if let Some(end) = jwt_at(text, start) {

@@ -73,9 +73,75 @@ fn number_ends_at(text: &[u8], end: usize) -> bool {
     }
 }
 
+/// Position of the first ASCII digit at or after `from`.
+///
+/// Eight bytes at a time: most row text has long stretches without digits,
+/// and this is the inner loop of the card and IBAN scanners.
+fn find_digit(text: &[u8], from: usize) -> Option<usize> {
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // Adding these sets a byte's high bit when it is >= '0' / >= ':' (no carry
+    // crosses bytes because each byte is at most 0x7f before the add).
+    const GE_ZERO: u64 = 0x5050_5050_5050_5050;
+    const GE_COLON: u64 = 0x4646_4646_4646_4646;
+    let rest = text.get(from..)?;
+    let mut chunks = rest.chunks_exact(8);
+    let mut offset = 0;
+    for chunk in chunks.by_ref() {
+        let word = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
+        let low = word & LOW7;
+        let digits = (low + GE_ZERO) & !(low + GE_COLON) & !word & HIGH;
+        if digits != 0 {
+            return Some(from + offset + (digits.trailing_zeros() / 8) as usize);
+        }
+        offset += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(u8::is_ascii_digit)
+        .map(|i| from + offset + i)
+}
+
+/// End of the run of digits starting at `start`.
+fn digit_run_end(text: &[u8], start: usize) -> usize {
+    start
+        + text.get(start..).map_or(0, |rest| {
+            rest.iter().take_while(|b| b.is_ascii_digit()).count()
+        })
+}
+
 /// Digits of `text[range]` in order, skipping every other byte.
 fn digits_of(text: &[u8]) -> impl Iterator<Item = u8> + '_ {
     text.iter().filter(|b| b.is_ascii_digit()).map(|b| b - b'0')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn find_digit_matches_a_plain_search_at_every_offset() {
+        let text = "abc\u{e9}\u{ff}xx 9 ~/:;@ 0123 \u{1F600}zz5".as_bytes();
+        for from in 0..=text.len() {
+            let plain = text
+                .get(from..)
+                .and_then(|r| r.iter().position(u8::is_ascii_digit))
+                .map(|i| from + i);
+            assert_eq!(find_digit(text, from), plain, "from {from}");
+        }
+        let all_bytes: Vec<u8> = (0..=255u8).collect();
+        let digits: Vec<usize> = (0..all_bytes.len())
+            .filter_map(|i| find_digit(&all_bytes, i))
+            .collect();
+        assert!(
+            digits
+                .iter()
+                .all(|&d| all_bytes.get(d).is_some_and(u8::is_ascii_digit))
+        );
+        assert_eq!(find_digit(&all_bytes, 0), Some(48));
+        assert_eq!(find_digit(&all_bytes, 58), None);
+    }
 }
 
 #[cfg(test)]

@@ -7,6 +7,8 @@
 
 use std::ops::Range;
 
+use std::sync::LazyLock;
+
 use memchr::memmem;
 
 use crate::mask::{Detector, DetectorKind};
@@ -18,6 +20,11 @@ const BEGIN: &[u8] = b"-----BEGIN ";
 const DASHES: &[u8] = b"-----";
 const MAX_LABEL: usize = 64;
 
+/// Built once: constructing a searcher per value costs more than searching a
+/// short value.
+static BEGIN_FINDER: LazyLock<memmem::Finder<'static>> =
+    LazyLock::new(|| memmem::Finder::new(BEGIN));
+
 impl Detector for PrivateKeyDetector {
     fn kind(&self) -> DetectorKind {
         DetectorKind::PrivateKey
@@ -25,7 +32,7 @@ impl Detector for PrivateKeyDetector {
 
     fn find(&self, text: &[u8], out: &mut Vec<Range<usize>>) {
         let mut from = 0;
-        while let Some(offset) = text.get(from..).and_then(|rest| memmem::find(rest, BEGIN)) {
+        while let Some(offset) = text.get(from..).and_then(|rest| BEGIN_FINDER.find(rest)) {
             let start = from + offset;
             let label_start = start + BEGIN.len();
             let label = text

@@ -36,6 +36,17 @@ const SECRET_KEY_ENDINGS: &[&[u8]] = &[
 
 /// Whether a key (e.g. `DB_PASSWORD`, `x-api-key`, `clientSecret`) names a secret.
 pub fn is_secret_key_name(key: &[u8]) -> bool {
+    // Every entry of SECRET_KEY_ENDINGS ends in one of these letters; most keys seen in text
+    // (`10:22`, `status=ok`) fail here without further work.
+    let last = key.iter().rev().find(|b| !matches!(b, b'_' | b'-' | b'.'));
+    if !last.is_some_and(|b| {
+        matches!(
+            b.to_ascii_lowercase(),
+            b'd' | b'e' | b'n' | b't' | b'y' | b'l' | b's'
+        )
+    }) {
+        return false;
+    }
     let mut normal = [0u8; MAX_KEY];
     let mut len = 0;
     for &b in key.iter().filter(|b| !matches!(b, b'_' | b'-' | b'.')) {
@@ -213,6 +224,13 @@ mod tests {
 
     #[test]
     fn key_names_match_on_their_ending() {
+        for ending in SECRET_KEY_ENDINGS {
+            assert!(
+                is_secret_key_name(ending),
+                "{}",
+                String::from_utf8_lossy(ending)
+            );
+        }
         for key in [
             "password",
             "DB_PASSWORD",

@@ -11,6 +11,8 @@
 //! - [`Masker::mask_text`]: masking detector findings inside a text value; the
 //!   input comes back borrowed when nothing is found.
 //! - [`Masker::mask_json_strings`]: the same inside JSON documents.
+//! - [`Masker::begin_value_stream`]: a large value under a column rule, chunk
+//!   by chunk, with its output length known up front.
 //! - [`MaskConfig`]: the configuration, compiled into a [`Masker`].
 //!
 //! Records get [`DetectorCounts`], never the values.
@@ -22,12 +24,14 @@ mod json;
 #[cfg(test)]
 #[allow(clippy::indexing_slicing)]
 mod robustness;
+mod stream;
 mod style;
 
 pub use config::{MAX_SCAN_BYTES_LIMIT, MaskConfig, detector_named, style_named};
 pub use detector::{Detector, DetectorCounts, DetectorKind, DetectorSet, Finding, scan};
 pub use detectors::{is_secret_key_name, is_secret_value};
 pub use json::{JsonMaskError, JsonMasked};
+pub use stream::ValueStream;
 pub use style::{
     DEFAULT_KEEP_LAST, DEFAULT_MAX_SCAN_BYTES, DEFAULT_REDACT_TOKEN, MaskStyle, Masked, Masker,
     OverCapPolicy, TextMasked, ValueType,

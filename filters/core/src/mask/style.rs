@@ -255,6 +255,18 @@ impl Masker {
         self.max_scan_bytes
     }
 
+    pub(crate) fn redact_token(&self) -> &[u8] {
+        &self.redact_token
+    }
+
+    pub(crate) fn keep_last(&self) -> usize {
+        self.keep_last
+    }
+
+    pub(crate) fn hash_key(&self) -> Option<&Hmac<Sha256>> {
+        self.hash_key.as_ref()
+    }
+
     /// Runs the detectors over `input` and masks every finding with its
     /// detector's style. Returns the input borrowed (no allocation) when
     /// nothing is found. A finding whose style is `null` turns the whole value

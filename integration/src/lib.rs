@@ -8,6 +8,7 @@
 
 pub mod certs;
 pub mod envoy;
+pub mod idp;
 pub mod postgres;
 pub mod process;
 pub mod stack;

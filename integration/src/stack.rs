@@ -4,9 +4,11 @@
 
 use crate::certs::DemoPki;
 use crate::envoy::{self, Envoy};
+use crate::idp::{self, IdentityProvider};
 use crate::postgres::{PgOptions, Postgres};
 use crate::process::{self, Managed};
 use anyhow::{Context, Result};
+use gatehouse_core::identity::testing::Minter;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -27,6 +29,10 @@ pub struct StackOptions {
     pub kube_standin_binary: Option<PathBuf>,
     /// Envoy bootstrap template under `envoy/`.
     pub envoy_template: &'static str,
+    /// The identity provider's signing key (a fresh one when `None`).
+    pub signing_key: Option<Minter>,
+    /// Lifetime of the tokens in the kubeconfig.
+    pub token_ttl_seconds: i64,
 }
 
 impl Default for StackOptions {
@@ -40,6 +46,8 @@ impl Default for StackOptions {
             kubernetes_filter: serde_json::json!({}),
             kube_standin_binary: None,
             envoy_template: "gatehouse.yaml",
+            signing_key: None,
+            token_ttl_seconds: 3600,
         }
     }
 }
@@ -59,6 +67,9 @@ pub struct Stack {
     pub envoy: Envoy,
     kube: KubeUpstream,
     pub kube_upstream: SocketAddr,
+    /// The demo identity provider (its JWKS reaches Envoy as cluster `gatehouse_idp`).
+    pub idp: IdentityProvider,
+    pub minter: Minter,
     /// Envoy's Postgres listener.
     pub pg_port: u16,
     /// Envoy's Kubernetes listener (HTTPS).
@@ -81,6 +92,11 @@ impl Stack {
         let pki = DemoPki::generate(&dir.join("pki"))?;
         let postgres = Postgres::start(&dir.join("postgres"), &opts.postgres)?;
         let (kube, kube_upstream) = start_kube_upstream(&dir, opts.kube_standin_binary.as_deref())?;
+        let minter = match opts.signing_key {
+            Some(m) => m,
+            None => idp::generate_minter()?,
+        };
+        let idp = IdentityProvider::start(&[&minter])?;
 
         let access_log = dir.join("access.log");
         let mut vars = BTreeMap::new();
@@ -88,6 +104,7 @@ impl Stack {
         vars.insert("KUBE_PORT", "0".to_string());
         vars.insert("PG_UPSTREAM_PORT", postgres.port.to_string());
         vars.insert("KUBE_UPSTREAM_PORT", kube_upstream.port().to_string());
+        vars.insert("IDP_PORT", idp.port().to_string());
         vars.insert("PG_WASM", path_str(&modules.postgres)?);
         vars.insert("KUBE_WASM", path_str(&modules.kubernetes)?);
         vars.insert(
@@ -113,7 +130,14 @@ impl Stack {
         let kube_port = envoy.listener_port("kubernetes")?;
 
         let kubeconfig = dir.join("kubeconfig");
-        std::fs::write(&kubeconfig, kubeconfig_yaml(kube_port, &pki.ca_cert)?)?;
+        let tokens = idp::DEMO_IDENTITIES
+            .iter()
+            .map(|(name, _)| Ok((*name, idp::mint(&minter, name, opts.token_ttl_seconds)?)))
+            .collect::<Result<Vec<_>>>()?;
+        std::fs::write(
+            &kubeconfig,
+            kubeconfig_yaml(kube_port, &pki.ca_cert, &tokens)?,
+        )?;
         Ok(Stack {
             dir,
             pki,
@@ -121,6 +145,8 @@ impl Stack {
             envoy,
             kube,
             kube_upstream,
+            idp,
+            minter,
             pg_port,
             kube_port,
             access_log,
@@ -151,8 +177,14 @@ impl Stack {
             .output()?)
     }
 
+    /// A fresh token for a demo identity (`developer`, `dba`, `ci`, `agent`, `admin`).
+    pub fn token(&self, identity: &str) -> Result<String> {
+        idp::mint(&self.minter, identity, 600)
+    }
+
     /// Runs a kubectl version (`"1.33"`) through Envoy with the stack's kubeconfig
-    /// and a private cache directory.
+    /// (context = demo identity, `developer` unless `--context` is given) and a
+    /// private cache directory.
     pub fn kubectl(&self, version: &str, args: &[&str]) -> Result<Output> {
         let cache = self.dir.join(format!("kube-cache-{version}"));
         Ok(Command::new(crate::tools::kubectl(Some(version))?)
@@ -269,9 +301,10 @@ fn path_str(p: &Path) -> Result<String> {
         .with_context(|| format!("non-UTF-8 path {}", p.display()))
 }
 
-/// A kubeconfig for the Envoy endpoint that trusts the demo CA.
-pub fn kubeconfig_yaml(port: u16, ca: &Path) -> Result<String> {
-    Ok(format!(
+/// A kubeconfig for the Envoy endpoint that trusts the demo CA, with one user
+/// and one context per demo identity (context names are identity names).
+pub fn kubeconfig_yaml(port: u16, ca: &Path, tokens: &[(&str, String)]) -> Result<String> {
+    let mut yaml = format!(
         "apiVersion: v1
 kind: Config
 clusters:
@@ -279,16 +312,19 @@ clusters:
   cluster:
     server: https://127.0.0.1:{port}
     certificate-authority: {ca}
+current-context: developer
 users:
-# Until token login exists the gateway does not look at credentials; kubectl
-# needs some, or it prompts for a username.
-- name: gatehouse
-  user: {{token: unauthenticated}}
-contexts:
-- name: gatehouse
-  context: {{cluster: gatehouse, user: gatehouse}}
-current-context: gatehouse
 ",
         ca = path_str(ca)?
-    ))
+    );
+    for (name, token) in tokens {
+        yaml.push_str(&format!("- name: {name}\n  user: {{token: {token}}}\n"));
+    }
+    yaml.push_str("contexts:\n");
+    for (name, _) in tokens {
+        yaml.push_str(&format!(
+            "- name: {name}\n  context: {{cluster: gatehouse, user: {name}}}\n"
+        ));
+    }
+    Ok(yaml)
 }

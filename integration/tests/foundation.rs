@@ -148,6 +148,7 @@ fn shipped_bootstrap_passes_envoy_validation() {
         ("KUBE_PORT", "0".to_string()),
         ("PG_UPSTREAM_PORT", "5432".to_string()),
         ("KUBE_UPSTREAM_PORT", "6443".to_string()),
+        ("IDP_PORT", "8080".to_string()),
         ("PG_WASM", s(&modules.postgres)),
         ("KUBE_WASM", s(&modules.kubernetes)),
         ("PG_CONFIG", envoy::yaml_quote("{}")),

@@ -5,7 +5,8 @@
 //! (`demo --serve`), so the stack outlives the terminal; `down` signals it.
 
 use anyhow::{Context, Result, bail};
-use gatehouse_integration::{Stack, StackOptions, process, workspace_root};
+use gatehouse_core::identity::testing::Minter;
+use gatehouse_integration::{Stack, StackOptions, idp, process, workspace_root};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -23,6 +24,11 @@ fn pid_file() -> PathBuf {
 /// Written once the stack is up: the shell variables, then the instructions.
 fn env_file() -> PathBuf {
     demo_dir().join("env")
+}
+
+/// The demo identity provider's signing key, for `cargo xtask token`.
+fn signing_key_file() -> PathBuf {
+    demo_dir().join("idp-key.json")
 }
 
 fn instructions_file() -> PathBuf {
@@ -94,7 +100,12 @@ fn serve_until_stopped() -> Result<()> {
     };
     let stack = Stack::start_in(demo_dir(), opts)?;
     std::fs::write(pid_file(), std::process::id().to_string())?;
-    std::fs::write(env_file(), env_lines(&stack))?;
+    let key = stack
+        .minter
+        .to_json()
+        .map_err(|e| anyhow::anyhow!("saving the signing key: {e}"))?;
+    std::fs::write(signing_key_file(), key)?;
+    std::fs::write(env_file(), env_lines(&stack)?)?;
     let instructions = instructions(&stack);
     std::fs::write(instructions_file(), &instructions)?;
     print!("{instructions}");
@@ -168,14 +179,31 @@ fn running_pid() -> Option<u32> {
     process::alive(pid).then_some(pid)
 }
 
-fn env_lines(stack: &Stack) -> String {
-    let vars = [
+/// `cargo xtask token <identity> [--ttl 15m]`: a fresh token from the running
+/// demo's identity provider.
+pub fn token(args: &[String]) -> Result<()> {
+    let identity = args
+        .first()
+        .context("usage: cargo xtask token <identity> [--ttl 15m]")?;
+    let ttl = match args.iter().position(|a| a == "--ttl") {
+        Some(i) => idp::parse_ttl(args.get(i + 1).context("--ttl needs a value such as 15m")?)?,
+        None => 15 * 60,
+    };
+    let saved = std::fs::read_to_string(signing_key_file())
+        .context("no demo signing key: start the demo first (`cargo xtask demo --detach`)")?;
+    let minter =
+        Minter::from_json(&saved).map_err(|e| anyhow::anyhow!("reading the signing key: {e}"))?;
+    println!("{}", idp::mint(&minter, identity, ttl)?);
+    Ok(())
+}
+
+fn env_lines(stack: &Stack) -> Result<String> {
+    let demo_db = gatehouse_integration::postgres::DEMO_DATABASE;
+    let mut vars: Vec<(String, String)> = [
         ("GATEHOUSE_PG_URL", stack.pg_url()),
         (
             "GATEHOUSE_PG_DIRECT_URL",
-            stack
-                .postgres
-                .direct_url(gatehouse_integration::postgres::DEMO_DATABASE),
+            stack.postgres.direct_url(demo_db),
         ),
         ("GATEHOUSE_KUBE_SERVER", stack.kube_server()),
         (
@@ -197,10 +225,20 @@ fn env_lines(stack: &Stack) -> String {
         ),
         // Until token login exists the caller names its database role itself.
         ("PGUSER", "app".to_string()),
-    ];
-    vars.iter()
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    for (name, _) in idp::DEMO_IDENTITIES {
+        vars.push((
+            format!("GATEHOUSE_TOKEN_{}", name.to_ascii_uppercase()),
+            stack.token(name)?,
+        ));
+    }
+    Ok(vars
+        .iter()
         .map(|(k, v)| format!("{k}={}\n", shell_quote(v)))
-        .collect()
+        .collect())
 }
 
 fn shell_quote(v: &str) -> String {
@@ -226,6 +264,9 @@ gatehouse demo is up.
   Records (one JSON object per line): {log}
   Envoy admin: http://{admin}   (stats: /stats?filter=gatehouse)
   Everything above as shell variables: set -a; . {env}; set +a
+  Tokens for the demo identities (developer, dba, ci, agent, admin) are in it as
+  GATEHOUSE_TOKEN_<IDENTITY>; kubeconfig contexts are named after them.
+  A fresh one: cargo xtask token developer --ttl 15m
 ",
         pg = stack.pg_url(),
         kubeconfig = stack.kubeconfig.display(),

@@ -5,6 +5,7 @@
 //! cargo xtask build            the filter modules (wasm32-wasip1, release)
 //! cargo xtask demo [--detach]  the whole gateway on this machine, with demo data
 //! cargo xtask down             stops a detached demo
+//! cargo xtask token <identity>  a fresh token for a demo identity (`--ttl 15m`)
 //! cargo xtask test             everything CI runs: fmt, clippy (native + wasm), unit and integration tests
 //! ```
 
@@ -24,9 +25,12 @@ fn main() {
             args.iter().any(|a| a == "--serve"),
         ),
         Some("down") => demo::down(),
+        Some("token") => demo::token(&args[1..]),
         Some("test") => test(),
         _ => {
-            eprintln!("usage: cargo xtask <install|build|demo [--detach]|down|test>");
+            eprintln!(
+                "usage: cargo xtask <install|build|demo [--detach]|down|token <identity> [--ttl 15m]|test>"
+            );
             std::process::exit(2);
         }
     };

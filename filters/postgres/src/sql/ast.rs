@@ -8,8 +8,7 @@
 //! the statement itself).
 
 use super::{
-    Access, Limits, ObjectRef, StatementInfo, StatementKind, fallback, is_role_setting,
-    normalize_name,
+    Access, Limits, ObjectRef, StatementInfo, StatementKind, is_role_setting, normalize_name,
 };
 use sqlparser::ast::{
     CopySource, CopyTarget, Expr, FromTable, FunctionArg, FunctionArgExpr, FunctionArguments,
@@ -22,7 +21,13 @@ use std::ops::ControlFlow;
 
 /// Parses one statement's text and analyzes what it contains, or `None` when
 /// sqlparser cannot parse it.
-pub(super) fn analyze_text(text: &str, limits: &Limits) -> Option<Vec<StatementInfo>> {
+/// `leading_kind` names statements by their leading keywords where the AST variant
+/// needs no finer treatment.
+pub(super) fn analyze_text(
+    text: &str,
+    leading_kind: StatementKind,
+    limits: &Limits,
+) -> Option<Vec<StatementInfo>> {
     let dialect = PostgreSqlDialect {};
     let statements = Parser::new(&dialect)
         .with_recursion_limit(limits.max_depth)
@@ -33,7 +38,6 @@ pub(super) fn analyze_text(text: &str, limits: &Limits) -> Option<Vec<StatementI
     if statements.is_empty() {
         return None;
     }
-    let leading_kind = fallback::leading_kind(text);
     statements
         .iter()
         .map(|statement| {

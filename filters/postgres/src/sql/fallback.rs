@@ -65,11 +65,10 @@ fn kind_of_words(sql: &str, tokens: &[Token]) -> Option<StatementKind> {
     })
 }
 
-/// The kind named by the leading keywords of `text` (`Other` when unknown); used to
+/// The kind named by a statement's leading keywords (`Other` when unknown); used to
 /// name statements whose sqlparser variant needs no finer treatment.
-pub(super) fn leading_kind(text: &str) -> StatementKind {
-    let lexed = super::lexer::tokenize(text);
-    kind_of_words(text, &lexed.tokens).unwrap_or(StatementKind::Other)
+pub(super) fn leading_kind(sql: &str, tokens: &[Token]) -> StatementKind {
+    kind_of_words(sql, tokens).unwrap_or(StatementKind::Other)
 }
 
 /// Kinds whose effect on tables cannot be read off their leading keywords.

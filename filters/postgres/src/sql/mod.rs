@@ -340,7 +340,8 @@ fn analyze_statement(sql: &str, tokens: &[lexer::Token], limits: &Limits) -> Vec
         return Vec::new();
     };
     let text = sql.get(first.span.start..last.span.end).unwrap_or_default();
-    if let Some(parsed) = ast::analyze_text(text, limits) {
+    let leading_kind = fallback::leading_kind(sql, tokens);
+    if let Some(parsed) = ast::analyze_text(text, leading_kind, limits) {
         return parsed;
     }
     vec![fallback::classify(sql, tokens)]
@@ -503,6 +504,27 @@ mod tests {
     fn deeply_nested_input_is_unparseable_not_a_crash() {
         let sql = format!("select {}1{}", "(".repeat(5000), ")".repeat(5000));
         assert!(one(&sql).unparseable);
+    }
+
+    #[test]
+    fn function_calls_are_found_however_the_server_would_lex_the_text() {
+        let cases = [
+            "select a$$b, pg_read_file('x') from t where c$$d = 1",
+            r"select 'a\', pg_read_file('x'), 'b'",
+            r"select E'a\'', pg_read_file('x')",
+            "select U&'a', pg_read_file('x')",
+            "select $x$ a $$ b $x$, pg_read_file('x')",
+            "select x'41', pg_read_file('x')",
+            "select 1 -- x\n, pg_read_file('x')",
+            "select 1 /* a /* b */ c */, pg_read_file('x')",
+        ];
+        for sql in cases {
+            let info = one(sql);
+            assert!(
+                info.unparseable || info.functions.iter().any(|f| f == "pg_read_file"),
+                "{sql}: {info:?}"
+            );
+        }
     }
 
     #[test]

@@ -77,7 +77,9 @@ pub struct Applicability(Vec<u64>);
 
 impl Applicability {
     fn get(&self, i: usize) -> bool {
-        self.0.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
+        self.0
+            .get(i / 64)
+            .is_some_and(|w| w & (1u64 << (i % 64)) != 0)
     }
 
     /// Appends a compact textual form (for cache keys).
@@ -137,7 +139,7 @@ impl PgPolicy {
                 && any(&rule.roles, &ctx.role)
                 && let Some(word) = bits.get_mut(i / 64)
             {
-                *word |= 1 << (i % 64);
+                *word |= 1u64 << (i % 64);
             }
         }
         Applicability(bits)

@@ -390,3 +390,38 @@ fn missing_default_and_unparseable_settings_deny() {
     assert_eq!(v.decision.action, Action::Deny);
     assert_eq!(v.decision.rule.as_deref(), Some(UNPARSEABLE_RULE));
 }
+
+#[test]
+fn policies_with_more_than_64_rules_match_every_rule() {
+    let rules: Vec<String> = (0..130)
+        .map(|i| {
+            format!(r#"{{"name": "r{i}", "action": "deny", "match": {{"subjects": ["user{i}"]}}}}"#)
+        })
+        .collect();
+    let json = format!(
+        r#"{{"default": {{"action": "allow"}}, "rules": [{}]}}"#,
+        rules.join(",")
+    );
+    let policy = PgPolicy::from_json(json.as_bytes()).unwrap();
+    let mut cache = PolicyCache::default();
+    for i in [0, 63, 64, 127, 129] {
+        let v = cache.decide(&policy, &ctx(&format!("user{i}")), "select 1");
+        assert_eq!(v.decision.rule, Some(format!("r{i}")));
+    }
+}
+
+#[test]
+fn nested_dangerous_statements_are_judged_wherever_they_hide() {
+    let policy = PgPolicy::from_json(DEFAULT_POLICY.as_bytes()).unwrap();
+    let c = ctx("developer");
+    for sql in [
+        "insert into t with d as (delete from s returning *) select * from d",
+        "with d as (delete from s returning *) delete from t where id = 1",
+        "with a as (select 1), b as (update t set x = 1 returning *) select * from b",
+        "values (1), ((select count(*) from (select pg_read_file('x')) q))",
+        "prepare p as with d as (delete from t returning *) select * from d",
+    ] {
+        let v = policy.decide(&c, sql);
+        assert!(v.decision.action.blocks(), "{sql}: {v:?}");
+    }
+}

@@ -43,13 +43,25 @@ impl Default for StackOptions {
                 log_statements: true,
             },
             postgres_filter: serde_json::json!({}),
-            kubernetes_filter: serde_json::json!({}),
+            kubernetes_filter: default_kubernetes_filter_config(),
             kube_standin_binary: None,
             envoy_template: "gatehouse.yaml",
             signing_key: None,
             token_ttl_seconds: 3600,
         }
     }
+}
+
+/// The shipped default Kubernetes policy (`examples/kubernetes-policy.json`),
+/// whose identity section trusts the demo identity provider through the
+/// `gatehouse_idp` cluster. Unreadable or invalid: an empty policy, which
+/// refuses every request, so a broken example fails tests loudly.
+pub fn default_kubernetes_filter_config() -> Value {
+    let path = crate::workspace_root().join("examples/kubernetes-policy.json");
+    std::fs::read(&path)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_else(|| serde_json::json!({}))
 }
 
 /// The upstream the Kubernetes listener routes to.

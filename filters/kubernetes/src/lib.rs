@@ -3,5 +3,6 @@
 pub mod audit;
 pub mod exec;
 mod label_selector;
+pub mod policy;
 pub mod request_info;
 pub mod status;

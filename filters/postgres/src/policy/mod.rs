@@ -36,6 +36,11 @@ pub struct StatementVerdict {
     /// Position of the statement in the text (0-based).
     pub index: usize,
     pub kind: StatementKind,
+    /// For PREPARE, EXECUTE and DEALLOCATE: the prepared statement's name, so the
+    /// caller can record "executes prepared X" (PREPARE bodies are judged when
+    /// prepared, so an EXECUTE only ever runs an allowed body).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prepared_name: Option<String>,
     pub decision: Decision,
 }
 
@@ -165,6 +170,7 @@ impl PgPolicy {
                 StatementVerdict {
                     index,
                     kind: statement.kind,
+                    prepared_name: statement.prepared_name.clone(),
                     decision: strongest(decisions).unwrap_or_else(Decision::allow),
                 }
             })

@@ -146,6 +146,15 @@ fn one_blocking_statement_blocks_the_text_and_is_named() {
 }
 
 #[test]
+fn execute_names_the_prepared_statement_it_runs() {
+    let policy = PgPolicy::from_json(DEFAULT_POLICY.as_bytes()).unwrap();
+    let v = policy.decide(&ctx("developer"), "EXECUTE fetch_user(1)");
+    assert_eq!(v.decision.action, Action::Allow);
+    assert_eq!(v.statements[0].kind, StatementKind::Execute);
+    assert_eq!(v.statements[0].prepared_name.as_deref(), Some("fetch_user"));
+}
+
+#[test]
 fn observed_statements_are_reported_as_observed() {
     let policy = PgPolicy::from_json(DEFAULT_POLICY.as_bytes()).unwrap();
     let v = policy.decide(&ctx("admin"), "drop database prod");

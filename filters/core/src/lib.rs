@@ -6,6 +6,7 @@
 
 pub mod build;
 pub mod config;
+pub mod delivery;
 pub mod identity;
 pub mod mask;
 pub mod policy;

@@ -8,8 +8,12 @@
 //! Off Wasm (native unit tests, clippy), the calls report `Status::InternalFailure`.
 #![allow(unsafe_code)] // the ABI is a set of extern functions; every use is documented below.
 
+pub mod records;
+
 pub use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType, Status};
 
+// Off Wasm only the tests call these.
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 fn status(code: u32) -> Status {
     match code {
         0 => Status::Ok,
@@ -23,6 +27,7 @@ fn status(code: u32) -> Status {
     }
 }
 
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 fn ok(code: u32) -> Result<(), Status> {
     match status(code) {
         Status::Ok => Ok(()),
@@ -119,6 +124,46 @@ mod abi {
         ) -> u32;
         pub fn proxy_remove_header_map_value(map_type: u32, key: *const u8, key_size: usize)
         -> u32;
+        pub fn proxy_get_header_map_pairs(
+            map_type: u32,
+            return_data: *mut *mut u8,
+            return_size: *mut usize,
+        ) -> u32;
+        pub fn proxy_add_header_map_value(
+            map_type: u32,
+            key: *const u8,
+            key_size: usize,
+            value: *const u8,
+            value_size: usize,
+        ) -> u32;
+        pub fn proxy_http_call(
+            upstream: *const u8,
+            upstream_size: usize,
+            headers: *const u8,
+            headers_size: usize,
+            body: *const u8,
+            body_size: usize,
+            trailers: *const u8,
+            trailers_size: usize,
+            timeout_ms: u32,
+            return_token: *mut u32,
+        ) -> u32;
+        pub fn proxy_continue_stream(stream_type: u32) -> u32;
+        pub fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
+        pub fn proxy_get_shared_data(
+            key: *const u8,
+            key_size: usize,
+            return_value: *mut *mut u8,
+            return_value_size: *mut usize,
+            return_cas: *mut u32,
+        ) -> u32;
+        pub fn proxy_set_shared_data(
+            key: *const u8,
+            key_size: usize,
+            value: *const u8,
+            value_size: usize,
+            cas: u32,
+        ) -> u32;
     }
 
     /// Takes ownership of bytes the host allocated through the SDK's exported
@@ -402,9 +447,224 @@ pub fn remove_header(map: MapType, name: &str) -> Result<(), Status> {
     }
 }
 
+/// Parses the ABI's map format (see [`serialize_map`]); `None` if malformed.
+fn deserialize_map(bytes: &[u8]) -> Option<Vec<(String, String)>> {
+    let u32_at = |at: usize| -> Option<usize> {
+        let raw: [u8; 4] = bytes.get(at..at.checked_add(4)?)?.try_into().ok()?;
+        usize::try_from(u32::from_le_bytes(raw)).ok()
+    };
+    let count = u32_at(0)?;
+    // Each entry needs 8 bytes of sizes and two NULs: bounds `count` by the input.
+    if count > bytes.len() / 10 {
+        return None;
+    }
+    let mut data = count.checked_mul(8)?.checked_add(4)?;
+    let mut pairs = Vec::with_capacity(count);
+    for i in 0..count {
+        let key_len = u32_at(4 + i * 8)?;
+        let value_len = u32_at(8 + i * 8)?;
+        let key_end = data.checked_add(key_len)?;
+        let key = bytes.get(data..key_end).filter(|_| bytes.get(key_end) == Some(&0))?;
+        data = key_end.checked_add(1)?;
+        let value_end = data.checked_add(value_len)?;
+        let value = bytes.get(data..value_end).filter(|_| bytes.get(value_end) == Some(&0))?;
+        data = value_end.checked_add(1)?;
+        pairs.push((
+            String::from_utf8_lossy(key).into_owned(),
+            String::from_utf8_lossy(value).into_owned(),
+        ));
+    }
+    Some(pairs)
+}
+
+/// Every header of a map, in order (repeated names appear repeatedly).
+pub fn get_headers(map: MapType) -> Result<Vec<(String, String)>, Status> {
+    #[cfg(target_arch = "wasm32")]
+    {
+        let mut data: *mut u8 = std::ptr::null_mut();
+        let mut size: usize = 0;
+        // SAFETY: out-pointers are valid locals; see `take_host_bytes` for the result.
+        let code = unsafe { abi::proxy_get_header_map_pairs(map as u32, &mut data, &mut size) };
+        match status(code) {
+            Status::Ok => match abi::take_host_bytes(data, size) {
+                None => Ok(Vec::new()),
+                Some(bytes) => deserialize_map(&bytes).ok_or(Status::ParseFailure),
+            },
+            Status::NotFound => Ok(Vec::new()),
+            other => Err(other),
+        }
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let _ = (map, deserialize_map);
+        Err(Status::InternalFailure)
+    }
+}
+
+/// Adds a header value, keeping existing values of the same name.
+pub fn add_header(map: MapType, name: &str, value: &str) -> Result<(), Status> {
+    #[cfg(target_arch = "wasm32")]
+    {
+        // SAFETY: both slices outlive the call.
+        ok(unsafe {
+            abi::proxy_add_header_map_value(
+                map as u32,
+                name.as_ptr(),
+                name.len(),
+                value.as_ptr(),
+                value.len(),
+            )
+        })
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let _ = (map, name, value);
+        Err(Status::InternalFailure)
+    }
+}
+
+/// Starts an HTTP call to an Envoy cluster; the answer arrives in the calling
+/// context's `on_http_call_response` with the returned token. `BadArgument`
+/// means the cluster is unknown or the headers are incomplete.
+pub fn dispatch_http_call(
+    cluster: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    timeout_ms: u32,
+) -> Result<u32, Status> {
+    let headers = serialize_map(headers);
+    let trailers = serialize_map(&[]);
+    #[cfg(target_arch = "wasm32")]
+    {
+        let mut token: u32 = 0;
+        // SAFETY: all slices outlive the call; `token` is a valid out-pointer.
+        let code = unsafe {
+            abi::proxy_http_call(
+                cluster.as_ptr(),
+                cluster.len(),
+                headers.as_ptr(),
+                headers.len(),
+                body.as_ptr(),
+                body.len(),
+                trailers.as_ptr(),
+                trailers.len(),
+                timeout_ms,
+                &mut token,
+            )
+        };
+        ok(code).map(|()| token)
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let _ = (cluster, headers, trailers, body, timeout_ms);
+        Err(Status::InternalFailure)
+    }
+}
+
+/// Resumes an HTTP request the current context paused.
+pub fn resume_http_request() -> Result<(), Status> {
+    #[cfg(target_arch = "wasm32")]
+    {
+        // SAFETY: plain value; 0 is StreamType::HttpRequest.
+        ok(unsafe { abi::proxy_continue_stream(0) })
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        Err(Status::InternalFailure)
+    }
+}
+
+/// Resumes an HTTP response the current context paused.
+pub fn resume_http_response() -> Result<(), Status> {
+    #[cfg(target_arch = "wasm32")]
+    {
+        // SAFETY: plain value; 1 is StreamType::HttpResponse.
+        ok(unsafe { abi::proxy_continue_stream(1) })
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        Err(Status::InternalFailure)
+    }
+}
+
+/// Sets the root context's tick period (0 stops ticking).
+pub fn set_tick_period_ms(period_ms: u32) -> Result<(), Status> {
+    #[cfg(target_arch = "wasm32")]
+    {
+        // SAFETY: plain value.
+        ok(unsafe { abi::proxy_set_tick_period_milliseconds(period_ms) })
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let _ = period_ms;
+        Err(Status::InternalFailure)
+    }
+}
+
+/// Reads a value shared by every VM with this vm_id, with its CAS token
+/// (`Ok(None)` when absent).
+pub fn get_shared_data(key: &str) -> Result<Option<(Vec<u8>, u32)>, Status> {
+    #[cfg(target_arch = "wasm32")]
+    {
+        let mut data: *mut u8 = std::ptr::null_mut();
+        let mut size: usize = 0;
+        let mut cas: u32 = 0;
+        // SAFETY: `key` outlives the call; out-pointers are valid locals.
+        let code = unsafe {
+            abi::proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut size, &mut cas)
+        };
+        match status(code) {
+            Status::Ok => Ok(Some((abi::take_host_bytes(data, size).unwrap_or_default(), cas))),
+            Status::NotFound => Ok(None),
+            other => Err(other),
+        }
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let _ = key;
+        Err(Status::InternalFailure)
+    }
+}
+
+/// Writes a shared value. With `cas` (from [`get_shared_data`]) the write only
+/// succeeds if nobody wrote since (`Err(CasMismatch)` otherwise); 0 writes always.
+pub fn set_shared_data(key: &str, value: &[u8], cas: u32) -> Result<(), Status> {
+    #[cfg(target_arch = "wasm32")]
+    {
+        // SAFETY: both slices outlive the call.
+        ok(unsafe {
+            abi::proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas)
+        })
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let _ = (key, value, cas);
+        Err(Status::InternalFailure)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn header_maps_round_trip_and_malformed_maps_are_refused() {
+        let pairs = [(":status", "200"), ("set-cookie", "a"), ("set-cookie", "")];
+        let bytes = serialize_map(&pairs);
+        let parsed = deserialize_map(&bytes).unwrap();
+        assert_eq!(
+            parsed,
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(deserialize_map(&serialize_map(&[])), Some(Vec::new()));
+        for cut in 0..bytes.len() {
+            assert!(deserialize_map(bytes.get(..cut).unwrap()).is_none(), "cut at {cut}");
+        }
+        assert!(deserialize_map(&u32::MAX.to_le_bytes()).is_none());
+    }
 
     #[test]
     fn property_path_joins_with_nul() {

@@ -464,10 +464,14 @@ fn deserialize_map(bytes: &[u8]) -> Option<Vec<(String, String)>> {
         let key_len = u32_at(4 + i * 8)?;
         let value_len = u32_at(8 + i * 8)?;
         let key_end = data.checked_add(key_len)?;
-        let key = bytes.get(data..key_end).filter(|_| bytes.get(key_end) == Some(&0))?;
+        let key = bytes
+            .get(data..key_end)
+            .filter(|_| bytes.get(key_end) == Some(&0))?;
         data = key_end.checked_add(1)?;
         let value_end = data.checked_add(value_len)?;
-        let value = bytes.get(data..value_end).filter(|_| bytes.get(value_end) == Some(&0))?;
+        let value = bytes
+            .get(data..value_end)
+            .filter(|_| bytes.get(value_end) == Some(&0))?;
         data = value_end.checked_add(1)?;
         pairs.push((
             String::from_utf8_lossy(key).into_owned(),
@@ -614,7 +618,10 @@ pub fn get_shared_data(key: &str) -> Result<Option<(Vec<u8>, u32)>, Status> {
             abi::proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut size, &mut cas)
         };
         match status(code) {
-            Status::Ok => Ok(Some((abi::take_host_bytes(data, size).unwrap_or_default(), cas))),
+            Status::Ok => Ok(Some((
+                abi::take_host_bytes(data, size).unwrap_or_default(),
+                cas,
+            ))),
             Status::NotFound => Ok(None),
             other => Err(other),
         }
@@ -661,7 +668,10 @@ mod tests {
         );
         assert_eq!(deserialize_map(&serialize_map(&[])), Some(Vec::new()));
         for cut in 0..bytes.len() {
-            assert!(deserialize_map(bytes.get(..cut).unwrap()).is_none(), "cut at {cut}");
+            assert!(
+                deserialize_map(bytes.get(..cut).unwrap()).is_none(),
+                "cut at {cut}"
+            );
         }
         assert!(deserialize_map(&u32::MAX.to_le_bytes()).is_none());
     }

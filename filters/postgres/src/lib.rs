@@ -4,13 +4,16 @@ pub mod policy;
 pub mod sql;
 
 pub mod config;
+pub mod deny;
 pub mod framing;
+pub mod guard;
 pub mod lexer;
 pub mod protocol;
 pub mod session;
 
 pub use config::{EngineConfig, SslRequestPolicy};
 pub use framing::{Forward, Verdict};
+pub use guard::{CachedPolicy, StatementPolicy};
 pub use session::{CloseReason, ConnectionInfo, Phase, Session, SessionSummary};
 
 #[cfg(test)]

@@ -66,6 +66,8 @@ use gatehouse_core::record::{
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
+mod enforce;
+
 /// Records held for the host beyond this are dropped (the sequence shows the gap).
 const MAX_QUEUED_RECORDS: usize = 4096;
 /// Requests awaiting the server's answer beyond this end the session: a client
@@ -148,6 +150,8 @@ struct StatementText {
     text: Shared<str>,
     truncated: bool,
     kind: Option<String>,
+    /// The policy's decision, when a policy judged the text.
+    decision: Option<Decision>,
 }
 
 #[derive(Debug, Clone)]
@@ -202,6 +206,9 @@ enum Pending {
     /// A FunctionCall; `None` once its result was recorded. Ends at ReadyForQuery.
     FunctionCall(Option<StatementRun>),
     Sync,
+    /// The engine's Bind of its private portal in place of a denied Describe: its
+    /// BindComplete is not the client's.
+    DenialBind,
 }
 
 impl Pending {
@@ -267,6 +274,10 @@ pub struct Session {
     data_row_rewriter: Option<Box<dyn DataRowRewriter>>,
     /// The latest RowDescription body, kept only while a rewriter is set.
     row_description: Option<Vec<u8>>,
+    statement_policy: Option<Box<dyn crate::guard::StatementPolicy>>,
+    policy_identity: Option<gatehouse_core::identity::Identity>,
+    /// Prepared statements (by name) whose Parse the policy blocked.
+    denied_statements: enforce::DeniedStatements,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -308,6 +319,9 @@ impl Session {
             summary: SessionSummary::default(),
             data_row_rewriter: None,
             row_description: None,
+            statement_policy: None,
+            policy_identity: None,
+            denied_statements: HashMap::new(),
         }
     }
 
@@ -619,6 +633,9 @@ impl Session {
             ));
         }
         let over = h.body_len > cap;
+        if over && dir == Dir::Frontend {
+            self.refuse_unjudgeable(h.tag, h.body_len)?;
+        }
         let statement_prefix = self.config.max_statement_bytes + NAMES_PREFIX;
         let disposition = match (dir, h.tag) {
             (Dir::Frontend, pg::COPY_DATA_TAG) => Disposition::Stream { capture_limit: 0 },
@@ -939,13 +956,13 @@ impl Session {
                     .split(|&b| b == 0)
                     .next()
                     .unwrap_or_default();
-                self.enqueue_query(sql, truncated, now_us);
+                self.enqueue_query(sql, truncated, None, now_us);
             }
             (Dir::Frontend, pg::PARSE_TAG) => {
                 let mut parts = stream.captured.splitn(3, |&b| b == 0);
                 let name = parts.next().unwrap_or_default().to_vec();
                 let sql = parts.next().unwrap_or_default();
-                self.register_statement(name, sql, truncated);
+                self.register_statement(name, sql, truncated, None);
                 self.pending.push_back(Pending::Parse);
             }
             (Dir::Frontend, pg::BIND_TAG) => {
@@ -999,10 +1016,11 @@ impl Session {
             }
         }
         match msg {
-            FrontendMessage::Query { sql } => self.enqueue_query(sql, false, now_us),
+            FrontendMessage::Query { sql } => return Ok(self.enforce_query(sql, now_us)),
             FrontendMessage::Parse { name, sql, .. } => {
-                self.register_statement(name.to_vec(), sql, false);
+                let action = self.enforce_parse(name, sql)?;
                 self.pending.push_back(Pending::Parse);
+                return Ok(action);
             }
             FrontendMessage::Bind(bind) => {
                 let parameters = self
@@ -1011,9 +1029,13 @@ impl Session {
                     .then(|| self.parameter_values(&bind));
                 self.register_portal(bind.portal.to_vec(), bind.statement.to_vec(), parameters);
                 self.pending.push_back(Pending::Bind);
+                return Ok(self.enforce_bind(bind.portal, bind.statement));
             }
-            FrontendMessage::Describe { .. } => self.pending.push_back(Pending::Describe),
+            FrontendMessage::Describe { kind, name } => {
+                return Ok(self.enforce_describe(kind, name, now_us));
+            }
             FrontendMessage::Close { kind, name } => {
+                self.forget_denied(kind, name);
                 if kind == b'S' {
                     self.statements_by_name.remove(name);
                 } else {
@@ -1078,10 +1100,17 @@ impl Session {
             text,
             truncated: truncated || cut,
             kind: lexer::statement_kind(sql),
+            decision: None,
         }
     }
 
-    fn enqueue_query(&mut self, sql: &[u8], truncated: bool, now_us: u64) {
+    fn enqueue_query(
+        &mut self,
+        sql: &[u8],
+        truncated: bool,
+        decision: Option<Decision>,
+        now_us: u64,
+    ) {
         let mut ranges = lexer::split_statements(sql);
         if ranges.len() > MAX_STATEMENTS_PER_QUERY {
             // The last record covers the remaining statements together.
@@ -1096,7 +1125,9 @@ impl Session {
             .map(|range| {
                 // A cut query's last statement is cut too.
                 let piece_truncated = truncated && range.end == sql.len();
-                let text = self.statement_text(sql.get(range).unwrap_or_default(), piece_truncated);
+                let mut text =
+                    self.statement_text(sql.get(range).unwrap_or_default(), piece_truncated);
+                text.decision = decision.clone();
                 StatementRun::new(PgProtocol::Simple, Some(Arc::new(text)), now_us)
             })
             .collect();
@@ -1119,8 +1150,16 @@ impl Session {
         self.pending.push_back(Pending::FunctionCall(Some(run)));
     }
 
-    fn register_statement(&mut self, name: Vec<u8>, sql: &[u8], truncated: bool) {
-        let text = Arc::new(self.statement_text(sql, truncated));
+    fn register_statement(
+        &mut self,
+        name: Vec<u8>,
+        sql: &[u8],
+        truncated: bool,
+        decision: Option<Decision>,
+    ) {
+        let mut text = self.statement_text(sql, truncated);
+        text.decision = decision;
+        let text = Arc::new(text);
         if name.is_empty()
             || self.statements_by_name.contains_key(&name)
             || self.statements_by_name.len() < self.config.max_prepared_statements
@@ -1177,6 +1216,11 @@ impl Session {
             msg,
             BackendMessage::ReadyForQuery { .. } | BackendMessage::ErrorResponse { .. }
         ) && let Some(action) = self.deliver_owed_error(now_us)
+        {
+            return Ok(action);
+        }
+        if matches!(self.phase, Phase::Ready | Phase::Finished)
+            && let Some(action) = self.denial_reply(&msg, now_us)
         {
             return Ok(action);
         }
@@ -1435,9 +1479,14 @@ impl Session {
             self.summary.errors += 1;
         }
         let header = self.next_header(run.start_us);
-        let (statement, statement_truncated, kind) = match &run.text {
-            Some(t) => (Some(t.text.clone()), t.truncated, t.kind.clone()),
-            None => (None, false, None),
+        let (statement, statement_truncated, kind, decision) = match &run.text {
+            Some(t) => (
+                Some(t.text.clone()),
+                t.truncated,
+                t.kind.clone(),
+                t.decision.clone(),
+            ),
+            None => (None, false, None, None),
         };
         let kind = kind.or_else(|| {
             (run.protocol == PgProtocol::FunctionCall).then(|| "FUNCTION CALL".to_string())
@@ -1462,7 +1511,7 @@ impl Session {
             duration_us: now_us.saturating_sub(run.start_us),
             bytes_from_client: run.bytes_from_client,
             bytes_to_client: std::mem::take(&mut self.backend_bytes_since_record),
-            decision: Decision::allow(),
+            decision: decision.unwrap_or_else(Decision::allow),
         };
         self.push_record(Record::Statement(Box::new(record)));
     }

@@ -4,6 +4,7 @@
 #![allow(clippy::indexing_slicing)]
 
 mod captures;
+mod deny;
 mod malformed;
 mod streaming;
 

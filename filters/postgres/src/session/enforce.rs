@@ -1,0 +1,196 @@
+//! Policy enforcement hooks of the session: judging Query and Parse texts and
+//! rewriting what a blocking decision touches (see [`crate::deny`]).
+//!
+//! Extended protocol, for a statement whose Parse was denied:
+//! - the Parse becomes a Parse of the same name as the raising DO block, and the
+//!   name is remembered (a new Parse or a Close of it forgets it);
+//! - every Bind to it loses its parameters and formats (a DO block takes none), so
+//!   the parameters never reach the server either;
+//! - Describe of it would reveal the DO block's (empty) description, so it becomes
+//!   Bind + Execute of a private portal: the server raises the denial there, and its
+//!   BindComplete is dropped;
+//! - Execute of a portal bound to it runs the block, which raises the denial.
+//!
+//! The server's ErrorResponse for the denial loses its CONTEXT, file, line and
+//! routine fields on the way back.
+
+use super::{Action, Pending, Session, StatementRun, StatementText};
+use crate::deny;
+use crate::guard::StatementPolicy;
+use crate::policy::SessionContext;
+use crate::protocol::{self as pg, BackendMessage};
+use gatehouse_core::identity::Identity;
+use gatehouse_core::policy::Decision;
+use gatehouse_core::record::PgProtocol;
+use std::sync::Arc;
+
+impl Session {
+    /// Judges every Query and Parse text by `policy` from now on. Without one, every
+    /// statement is allowed and recorded as such.
+    pub fn set_statement_policy(&mut self, policy: Box<dyn StatementPolicy>) {
+        self.statement_policy = Some(policy);
+    }
+
+    /// The identity the policy judges statements for. Until it is set, the identity
+    /// is the user claimed in the startup message (unverified, no groups).
+    pub fn set_identity(&mut self, identity: Identity) {
+        self.policy_identity = Some(identity);
+    }
+
+    /// Whether a policy judges this session's statements.
+    pub fn has_statement_policy(&self) -> bool {
+        self.statement_policy.is_some()
+    }
+
+    fn policy_context(&self) -> SessionContext {
+        let client = &*self.client;
+        SessionContext {
+            identity: self
+                .policy_identity
+                .clone()
+                .unwrap_or_else(|| Identity::claimed(client.user.clone())),
+            database: client.database.clone(),
+            role: client.user.clone(),
+        }
+    }
+
+    /// The policy's decision about a Query or Parse text; `None` without a policy.
+    fn judge_text(&mut self, sql: &[u8]) -> Option<Decision> {
+        let ctx = self.policy_context();
+        let policy = self.statement_policy.as_mut()?;
+        let sql = String::from_utf8_lossy(sql);
+        Some(policy.decide(&ctx, &sql).decision)
+    }
+
+    /// A simple Query: enqueued as usual when allowed; when blocked, recorded as one
+    /// denied statement (the whole text) and replaced by the raising block.
+    pub(super) fn enforce_query(&mut self, sql: &[u8], now_us: u64) -> Action {
+        let decision = self.judge_text(sql);
+        let Some(blocking) = decision.clone().filter(|d| d.action.blocks()) else {
+            self.enqueue_query(sql, false, decision, now_us);
+            return Action::Pass;
+        };
+        let message = deny::denial_message(&blocking);
+        let mut text = self.statement_text(sql, false);
+        text.decision = Some(blocking);
+        let mut run = StatementRun::new(PgProtocol::Simple, Some(Arc::new(text)), now_us);
+        run.bytes_from_client = std::mem::take(&mut self.frontend_bytes_since_record);
+        self.pending.push_back(Pending::Query([run].into()));
+        Action::Replace(deny::query(&message))
+    }
+
+    /// A Parse: registered with its decision; a blocked one is remembered by name
+    /// and replaced by a Parse of the raising block.
+    pub(super) fn enforce_parse(&mut self, name: &[u8], sql: &[u8]) -> Result<Action, String> {
+        let decision = self.judge_text(sql);
+        self.register_statement(name.to_vec(), sql, false, decision.clone());
+        let Some(blocking) = decision.filter(|d| d.action.blocks()) else {
+            self.denied_statements.remove(name);
+            return Ok(Action::Pass);
+        };
+        if !self.denied_statements.contains_key(name)
+            && self.denied_statements.len() >= self.config.max_prepared_statements
+        {
+            return Err(format!(
+                "more than {} denied prepared statements",
+                self.config.max_prepared_statements
+            ));
+        }
+        let message = deny::denial_message(&blocking);
+        let text = match self.statements_by_name.get(name) {
+            Some(text) if text.decision.as_ref() == Some(&blocking) => text.clone(),
+            _ => {
+                let mut text = self.statement_text(sql, false);
+                text.decision = Some(blocking);
+                Arc::new(text)
+            }
+        };
+        self.denied_statements.insert(name.to_vec(), text);
+        Ok(Action::Replace(deny::parse(name, &message)))
+    }
+
+    /// A Bind (already registered): to a denied statement it loses its parameters.
+    pub(super) fn enforce_bind(&mut self, portal: &[u8], statement: &[u8]) -> Action {
+        let Some(text) = self.denied_statements.get(statement).cloned() else {
+            return Action::Pass;
+        };
+        if let Some(entry) = self.portals.get_mut(portal) {
+            entry.text = Some(text);
+        }
+        Action::Replace(deny::bind(portal, statement))
+    }
+
+    /// A Describe: of a denied statement it makes the server raise the denial.
+    pub(super) fn enforce_describe(&mut self, kind: u8, name: &[u8], now_us: u64) -> Action {
+        let denied = (kind == b'S')
+            .then(|| self.denied_statements.get(name).cloned())
+            .flatten();
+        let Some(text) = denied else {
+            self.pending.push_back(Pending::Describe);
+            return Action::Pass;
+        };
+        let mut run = StatementRun::new(PgProtocol::Extended, Some(text), now_us);
+        run.statement_name = super::non_empty(name);
+        run.bytes_from_client = std::mem::take(&mut self.frontend_bytes_since_record);
+        self.pending.push_back(Pending::DenialBind);
+        self.pending.push_back(Pending::Execute(run));
+        Action::Replace(deny::describe_replacement(name))
+    }
+
+    /// A Close of a statement forgets a denial of its name.
+    pub(super) fn forget_denied(&mut self, kind: u8, name: &[u8]) {
+        if kind == b'S' {
+            self.denied_statements.remove(name);
+        }
+    }
+
+    /// What the client gets in place of a server message that answers a denial:
+    /// nothing for the private portal's BindComplete, a clean error for the raised
+    /// denial. `None` for every other message.
+    pub(super) fn denial_reply(&mut self, msg: &BackendMessage<'_>, now_us: u64) -> Option<Action> {
+        match msg {
+            BackendMessage::BindComplete
+                if matches!(self.pending.front(), Some(Pending::DenialBind)) =>
+            {
+                self.pending.pop_front();
+                Some(Action::Drop)
+            }
+            BackendMessage::ErrorResponse { fields } => {
+                let text = match self.pending.front()? {
+                    Pending::Query(runs) => runs.front()?.text.as_ref()?,
+                    Pending::Execute(run) => run.text.as_ref()?,
+                    _ => return None,
+                };
+                let decision = text.decision.as_ref().filter(|d| d.action.blocks())?;
+                if !deny::is_denial(fields, &deny::denial_message(decision)) {
+                    return None;
+                }
+                self.on_error_response(super::statement_error(fields), now_us);
+                Some(Action::Replace(deny::client_error(fields)))
+            }
+            _ => None,
+        }
+    }
+
+    /// A Query or Parse too large to hold cannot be judged, so it cannot be forwarded;
+    /// nor can a large Bind while some statement is denied.
+    pub(super) fn refuse_unjudgeable(&self, tag: u8, len: usize) -> Result<(), String> {
+        let unjudgeable = match tag {
+            pg::QUERY_TAG | pg::PARSE_TAG => self.statement_policy.is_some(),
+            // It might bind a denied statement, whose parameters must not pass.
+            pg::BIND_TAG => !self.denied_statements.is_empty(),
+            _ => false,
+        };
+        if unjudgeable {
+            return Err(format!(
+                "message type {} of {len} bytes is over max_buffered_bytes and cannot be \
+                 judged by the statement policy",
+                pg::tag_name(tag)
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Keeps the type name in one place for the session's field.
+pub(super) type DeniedStatements = std::collections::HashMap<Vec<u8>, Arc<StatementText>>;

@@ -1068,6 +1068,7 @@ impl Session {
                     self.parameter_values(&bind)
                 });
                 self.enqueue_function_call(Some(call.oid), parameters, now_us);
+                return Ok(self.enforce_function_call(&call));
             }
             FrontendMessage::Terminate => return Ok(self.on_terminate()),
             FrontendMessage::Flush

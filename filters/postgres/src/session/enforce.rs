@@ -137,6 +137,29 @@ impl Session {
         Action::Replace(deny::describe_replacement(name))
     }
 
+    /// A FunctionCall (already enqueued) is judged as the equivalent `SELECT` of the
+    /// function, named from its OID (see [`fastpath_sql`]); a blocked one becomes the
+    /// raising block, which the server answers as it would the call: ErrorResponse
+    /// and ReadyForQuery.
+    pub(super) fn enforce_function_call(&mut self, call: &pg::FunctionCall<'_>) -> Action {
+        if self.statement_policy.is_none() {
+            return Action::Pass;
+        }
+        let sql = fastpath_sql(call);
+        let decision = self.judge_text(sql.as_bytes());
+        let mut text = self.statement_text(sql.as_bytes(), false);
+        // Recorded as the function call it is, described by the judged text.
+        text.kind = None;
+        text.decision = decision.clone();
+        if let Some(Pending::FunctionCall(Some(run))) = self.pending.back_mut() {
+            run.text = Some(Arc::new(text));
+        }
+        match decision.filter(|d| d.action.blocks()) {
+            Some(blocking) => Action::Replace(deny::query(&deny::denial_message(&blocking))),
+            None => Action::Pass,
+        }
+    }
+
     /// A Close of a statement forgets a denial of its name.
     pub(super) fn forget_denied(&mut self, kind: u8, name: &[u8]) {
         if kind == b'S' {
@@ -158,7 +181,9 @@ impl Session {
             BackendMessage::ErrorResponse { fields } => {
                 let text = match self.pending.front()? {
                     Pending::Query(runs) => runs.front()?.text.as_ref()?,
-                    Pending::Execute(run) => run.text.as_ref()?,
+                    Pending::Execute(run) | Pending::FunctionCall(Some(run)) => {
+                        run.text.as_ref()?
+                    }
                     _ => return None,
                 };
                 let decision = text.decision.as_ref().filter(|d| d.action.blocks())?;
@@ -176,7 +201,9 @@ impl Session {
     /// nor can a large Bind while some statement is denied.
     pub(super) fn refuse_unjudgeable(&self, tag: u8, len: usize) -> Result<(), String> {
         let unjudgeable = match tag {
-            pg::QUERY_TAG | pg::PARSE_TAG => self.statement_policy.is_some(),
+            pg::QUERY_TAG | pg::PARSE_TAG | pg::FUNCTION_CALL_TAG => {
+                self.statement_policy.is_some()
+            }
             // It might bind a denied statement, whose parameters must not pass.
             pg::BIND_TAG => !self.denied_statements.is_empty(),
             _ => false,
@@ -194,3 +221,76 @@ impl Session {
 
 /// Keeps the type name in one place for the session's field.
 pub(super) type DeniedStatements = std::collections::HashMap<Vec<u8>, Arc<StatementText>>;
+
+/// Builtin functions by OID (fixed in the catalog across PostgreSQL versions) that a
+/// client may call through the fast-path interface: the large-object calls libpq
+/// makes, and the server-file and admin functions a policy is likely to name.
+const FASTPATH_BUILTINS: &[(u32, &str)] = &[
+    (715, "lo_create"),
+    (764, "lo_import"),
+    (765, "lo_export"),
+    (767, "lo_import"),
+    (952, "lo_open"),
+    (953, "lo_close"),
+    (954, "loread"),
+    (955, "lowrite"),
+    (956, "lo_lseek"),
+    (957, "lo_creat"),
+    (958, "lo_tell"),
+    (964, "lo_unlink"),
+    (1004, "lo_truncate"),
+    (2078, "set_config"),
+    (2096, "pg_terminate_backend"),
+    (2171, "pg_cancel_backend"),
+    (2621, "pg_reload_conf"),
+    (2622, "pg_rotate_logfile"),
+    (2623, "pg_stat_file"),
+    (2624, "pg_read_file"),
+    (2625, "pg_ls_dir"),
+    (2848, "pg_switch_wal"),
+    (3170, "lo_lseek64"),
+    (3171, "lo_tell64"),
+    (3172, "lo_truncate64"),
+    (3293, "pg_read_file"),
+    (3295, "pg_read_binary_file"),
+    (3297, "pg_ls_dir"),
+    (3307, "pg_stat_file"),
+    (3353, "pg_ls_logdir"),
+    (3354, "pg_ls_waldir"),
+    (3436, "pg_promote"),
+    (3457, "lo_from_bytea"),
+    (3458, "lo_get"),
+    (3459, "lo_get"),
+    (3460, "lo_put"),
+    (3826, "pg_read_file"),
+    (3827, "pg_read_binary_file"),
+    (3828, "pg_read_binary_file"),
+];
+
+/// The SQL a FunctionCall is judged as: `SELECT <name>()` for a known builtin (with
+/// the setting name kept for `set_config`, which decides whether it switches role),
+/// else `SELECT fastpath_function_<oid>()`, which only a policy's default or a rule
+/// without function patterns decides.
+pub(super) fn fastpath_sql(call: &pg::FunctionCall<'_>) -> String {
+    let name = FASTPATH_BUILTINS
+        .iter()
+        .find(|(oid, _)| *oid == call.oid)
+        .map(|(_, name)| *name);
+    match name {
+        Some("set_config") => {
+            let text_first = call.arg_formats.first().is_none_or(|f| *f == 0);
+            let setting = call
+                .args
+                .first()
+                .copied()
+                .flatten()
+                .filter(|_| text_first)
+                .map(String::from_utf8_lossy)
+                .unwrap_or_default();
+            let literal = setting.replace('\\', "\\\\").replace('\'', "''");
+            format!("SELECT set_config(E'{literal}', '', false)")
+        }
+        Some(name) => format!("SELECT {name}()"),
+        None => format!("SELECT fastpath_function_{}()", call.oid),
+    }
+}

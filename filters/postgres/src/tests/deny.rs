@@ -19,7 +19,9 @@ const TEST_POLICY: &str = r#"{
       "match": { "kinds": ["drop"] } },
     { "name": "approve-truncate", "action": "require_approval",
       "match": { "kinds": ["truncate"] } },
-    { "name": "watch-delete", "action": "observe", "match": { "kinds": ["delete"] } }
+    { "name": "watch-delete", "action": "observe", "match": { "kinds": ["delete"] } },
+    { "name": "no-server-files", "action": "deny", "message": "gatehouse: no server files",
+      "match": { "functions": ["lo_import", "pg_read_file"] } }
   ]
 }"#;
 
@@ -721,4 +723,38 @@ fn real_server_answer_to_a_denied_describe_loses_the_private_bind_complete() {
     assert_eq!(kinds, b"CZCZ1EZ");
     assert!(contains(&to_client, &clean_error(DROP_MESSAGE)));
     assert_eq!(wire.session.summary().unmatched_backend_messages, 0);
+}
+
+fn function_call(oid: u32, arg: &'static [u8]) -> Vec<u8> {
+    frontend(&[FrontendMessage::FunctionCall(
+        crate::protocol::FunctionCall {
+            oid,
+            arg_formats: vec![0],
+            args: vec![Some(arg)],
+            result_format: 0,
+        },
+    )])
+}
+
+#[test]
+fn fast_path_call_of_a_denied_function_is_refused_like_the_sql_call() {
+    let mut wire = Wire::new(TEST_POLICY, None);
+    // lo_import(text) by OID, as a client could send it to read a server file.
+    let sent = wire.client(&function_call(764, b"/etc/passwd"));
+    assert_eq!(sent, deny::query("gatehouse: no server files"));
+    assert_eq!(
+        wire.server(&cat(&[
+            &raised_error("gatehouse: no server files"),
+            &ready(b'I')
+        ])),
+        cat(&[&clean_error("gatehouse: no server files"), &ready(b'I')])
+    );
+    // lo_open is not named by the policy: it passes.
+    let open = function_call(952, b"\0\0\0\x01");
+    assert_eq!(wire.client(&open), open);
+    let records = wire.statements();
+    assert_eq!(records[0].kind.as_deref(), Some("FUNCTION CALL"));
+    assert_eq!(records[0].decision.rule.as_deref(), Some("no-server-files"));
+    assert_eq!(records[0].statement.as_deref(), Some("SELECT lo_import()"));
+    assert_eq!(records[0].error.as_ref().unwrap().sqlstate, "42501");
 }

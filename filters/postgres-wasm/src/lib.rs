@@ -4,10 +4,49 @@
 //! `gatehouse-postgres` and applies what it returns. It makes no decisions.
 //! Envoy calls client→server bytes "downstream data" and server→client bytes
 //! "upstream data".
+//!
+//! # Configuration
+//! The plugin configuration is one JSON object; every part is optional and
+//! unknown keys are rejected (Envoy then refuses the configuration, and the
+//! error naming the offending path is in Envoy's log):
+//!
+//! ```json
+//! { "engine": { "max_buffered_bytes": 1048576, "redact_literals": true } }
+//! ```
+//!
+//! - `engine`: [`gatehouse_postgres::EngineConfig`] (buffer limits, what records
+//!   contain, the answer to SSLRequest).
+//!
+//! Further features (policy, masking, identity) each get their own top-level
+//! key next to `engine`.
+//!
+//! # Data path
+//! Each callback reads the whole buffer, hands it to the session, and when the
+//! engine asks for it replaces the whole buffer (`set_buffer(…, 0, size, …)`, the
+//! only form Envoy accepts). It always returns `Action::Continue`: partial
+//! messages live in engine memory, never in Envoy's paused buffer. A failed host
+//! call is logged and counted, never a panic; when the engine cannot see or
+//! apply the bytes, the connection is closed rather than passed unobserved.
+//!
+//! # What Envoy sees
+//! - Stats `wasmcustom.gatehouse_pg_*` (see [`Metrics`]).
+//! - Filter state per connection, for the TCP access log:
+//!   `wasm.gatehouse_pg_user`, `wasm.gatehouse_pg_database`,
+//!   `wasm.gatehouse_pg_statements`, `wasm.gatehouse_pg_errors`,
+//!   `wasm.gatehouse_pg_last_sequence`, `wasm.gatehouse_pg_session_end_reason`,
+//!   and `wasm.gatehouse_build`.
 
+use gatehouse_core::config::ConfigError;
+use gatehouse_core::record::{EndReason, Record};
 use gatehouse_host as host;
+use gatehouse_postgres::{
+    CloseReason, ConnectionInfo, EngineConfig, Forward, Session, SessionSummary, Verdict,
+};
+use host::{BufferType, LogLevel, MetricType};
 use proxy_wasm::traits::{Context, RootContext, StreamContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel, PeerType};
+use proxy_wasm::types::{Action, ContextType, PeerType};
+use serde::Deserialize;
+use std::sync::Arc;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -17,42 +56,169 @@ proxy_wasm::main! {{
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(PostgresRoot::default()) });
 }}
 
-/// Stats this filter keeps (Envoy prefixes them with `wasmcustom.`).
+/// Largest plugin configuration read, in bytes.
+const MAX_CONFIG_BYTES: usize = 4 * 1024 * 1024;
+
+/// The filter's configuration, as documented in the module doc.
+#[derive(Debug, Default, PartialEq)]
+pub struct FilterConfig {
+    /// The wire engine's settings.
+    pub engine: EngineConfig,
+}
+
+/// The top level, with each part kept raw so its errors can be re-rooted.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFilterConfig {
+    #[serde(default)]
+    engine: Option<serde_json::Value>,
+}
+
+impl FilterConfig {
+    /// Parses the plugin configuration; an empty one means all defaults. Errors
+    /// name the JSON path of the offending value (`engine.max_buffered_bytes`).
+    pub fn from_json(json: &[u8]) -> Result<FilterConfig, ConfigError> {
+        if json.iter().all(u8::is_ascii_whitespace) {
+            return Ok(FilterConfig::default());
+        }
+        let raw: RawFilterConfig = ConfigError::parse_json(json)?;
+        let engine = match raw.engine {
+            None => EngineConfig::default(),
+            Some(value) => {
+                let bytes = serde_json::to_vec(&value)
+                    .map_err(|e| ConfigError::new("engine", e.to_string()))?;
+                EngineConfig::from_json(&bytes).map_err(|e| e.under("engine"))?
+            }
+        };
+        Ok(FilterConfig { engine })
+    }
+}
+
+/// Stats this filter keeps (Envoy prefixes them with `wasmcustom.`). A metric
+/// the host would not define is `None` and simply not kept.
 #[derive(Default, Clone, Copy)]
-struct Metrics {
+pub struct Metrics {
+    /// `gatehouse_pg_connections_total`: connections seen.
     connections: Option<u32>,
+    /// `gatehouse_pg_statements_total`: statements completed (or failed).
+    statements: Option<u32>,
+    /// `gatehouse_pg_errors_total`: statements that ended in an error.
+    errors: Option<u32>,
+    /// `gatehouse_pg_protocol_errors_total`: sessions ended for malformed bytes.
+    protocol_errors: Option<u32>,
+    /// `gatehouse_pg_records_total`: records produced.
+    records: Option<u32>,
+    /// `gatehouse_pg_records_dropped_total`: records the engine could not hold.
+    records_dropped: Option<u32>,
+    /// `gatehouse_pg_client_bytes_total`: bytes client → server (as received).
     bytes_from_client: Option<u32>,
+    /// `gatehouse_pg_server_bytes_total`: bytes server → client (as received).
     bytes_from_server: Option<u32>,
+    /// `gatehouse_pg_buffered_bytes_max` (gauge): most bytes one connection held.
+    buffered_high_water: Option<u32>,
+    /// `gatehouse_pg_host_errors_total`: host calls that failed.
+    host_errors: Option<u32>,
 }
 
 impl Metrics {
     fn define() -> Metrics {
-        let counter = |name| host::define_metric(host::MetricType::Counter, name).ok();
+        let define = |kind, name| match host::define_metric(kind, name) {
+            Ok(id) => Some(id),
+            Err(status) => {
+                host::log(
+                    LogLevel::Warn,
+                    &format!("gatehouse postgres: metric {name} not defined: {status:?}"),
+                );
+                None
+            }
+        };
+        let counter = |name| define(MetricType::Counter, name);
         Metrics {
             connections: counter("gatehouse_pg_connections_total"),
+            statements: counter("gatehouse_pg_statements_total"),
+            errors: counter("gatehouse_pg_errors_total"),
+            protocol_errors: counter("gatehouse_pg_protocol_errors_total"),
+            records: counter("gatehouse_pg_records_total"),
+            records_dropped: counter("gatehouse_pg_records_dropped_total"),
             bytes_from_client: counter("gatehouse_pg_client_bytes_total"),
             bytes_from_server: counter("gatehouse_pg_server_bytes_total"),
+            buffered_high_water: define(MetricType::Gauge, "gatehouse_pg_buffered_bytes_max"),
+            host_errors: counter("gatehouse_pg_host_errors_total"),
         }
     }
-}
 
-fn bump(metric: Option<u32>, by: usize) {
-    if let Some(id) = metric {
-        let _ = host::increment_metric(id, i64::try_from(by).unwrap_or(i64::MAX));
+    fn bump(&self, metric: Option<u32>, by: u64) {
+        if by == 0 {
+            return;
+        }
+        if let Some(id) = metric {
+            // Not routed through `host_error`: a failing metric call would recurse.
+            if let Err(status) = host::increment_metric(id, i64::try_from(by).unwrap_or(i64::MAX)) {
+                host::log(
+                    LogLevel::Debug,
+                    &format!("gatehouse postgres: metric update failed: {status:?}"),
+                );
+            }
+        }
+    }
+
+    /// Logs a failed host call and counts it.
+    fn host_error(&self, what: &str, status: host::Status) {
+        host::log(
+            LogLevel::Warn,
+            &format!("gatehouse postgres: {what} failed: {status:?}"),
+        );
+        self.bump(self.host_errors, 1);
     }
 }
 
 #[derive(Default)]
 struct PostgresRoot {
+    config: Arc<EngineConfig>,
     metrics: Metrics,
+    /// Highest `buffered_bytes` any connection reported, for the gauge.
+    buffered_high_water: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Context for PostgresRoot {}
 
 impl RootContext for PostgresRoot {
-    fn on_configure(&mut self, _config_size: usize) -> bool {
+    fn on_configure(&mut self, config_size: usize) -> bool {
         self.metrics = Metrics::define();
-        true
+        let json = match host::get_buffer(
+            BufferType::PluginConfiguration,
+            0,
+            config_size.min(MAX_CONFIG_BYTES),
+        ) {
+            Ok(bytes) => bytes.unwrap_or_default(),
+            Err(status) => {
+                self.metrics
+                    .host_error("reading the plugin configuration", status);
+                return false;
+            }
+        };
+        if config_size > MAX_CONFIG_BYTES {
+            host::log(
+                LogLevel::Error,
+                &format!(
+                    "gatehouse postgres: configuration rejected: larger than {MAX_CONFIG_BYTES} bytes"
+                ),
+            );
+            return false;
+        }
+        match FilterConfig::from_json(&json) {
+            Ok(config) => {
+                self.config = Arc::new(config.engine);
+                true
+            }
+            Err(error) => {
+                host::log(
+                    LogLevel::Error,
+                    &format!("gatehouse postgres: configuration rejected: {error}"),
+                );
+                false
+            }
+        }
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -61,36 +227,400 @@ impl RootContext for PostgresRoot {
 
     fn create_stream_context(&self, _context_id: u32) -> Option<Box<dyn StreamContext>> {
         Some(Box::new(PostgresConnection {
+            config: Arc::clone(&self.config),
             metrics: self.metrics,
+            buffered_high_water: Arc::clone(&self.buffered_high_water),
+            session: None,
+            published: Published::default(),
+            last_now_us: 0,
+            closed: false,
         }))
     }
 }
 
+/// What was last written to filter state, so unchanged values are not rewritten.
+#[derive(Default)]
+struct Published {
+    client_known: bool,
+    summary: SessionSummary,
+}
+
+/// Which of Envoy's two data buffers a callback is about.
+#[derive(Clone, Copy)]
+enum Direction {
+    FromClient,
+    FromServer,
+}
+
+impl Direction {
+    fn buffer(self) -> BufferType {
+        match self {
+            Direction::FromClient => BufferType::DownstreamData,
+            Direction::FromServer => BufferType::UpstreamData,
+        }
+    }
+}
+
 struct PostgresConnection {
+    config: Arc<EngineConfig>,
     metrics: Metrics,
+    buffered_high_water: Arc<std::sync::atomic::AtomicUsize>,
+    /// Created on the first callback that needs it.
+    session: Option<Session>,
+    published: Published,
+    /// The last time the host gave; reused if a clock read fails.
+    last_now_us: u64,
+    closed: bool,
+}
+
+impl PostgresConnection {
+    fn now_us(&mut self) -> u64 {
+        match host::now_micros() {
+            Ok(now) => self.last_now_us = now,
+            Err(status) => self.metrics.host_error("reading the clock", status),
+        }
+        self.last_now_us
+    }
+
+    fn session(&mut self) -> &mut Session {
+        let now = self.now_us();
+        let metrics = self.metrics;
+        let config = &self.config;
+        self.session.get_or_insert_with(|| {
+            let id = match host::get_property(&["connection_id"]) {
+                Ok(bytes) => connection_id(bytes.as_deref()),
+                Err(status) => {
+                    metrics.host_error("reading connection_id", status);
+                    0
+                }
+            };
+            let client_address = match host::get_property(&["source", "address"]) {
+                Ok(bytes) => String::from_utf8_lossy(&bytes.unwrap_or_default()).into_owned(),
+                Err(status) => {
+                    metrics.host_error("reading source.address", status);
+                    String::new()
+                }
+            };
+            Session::new(
+                Arc::clone(config),
+                ConnectionInfo { id, client_address },
+                now,
+            )
+        })
+    }
+
+    /// Feeds one callback's bytes to the engine and applies its verdict.
+    fn on_data(&mut self, direction: Direction, size: usize, server_finished: bool) {
+        let chunk = if size == 0 {
+            Vec::new()
+        } else {
+            match host::get_buffer(direction.buffer(), 0, size) {
+                Ok(bytes) => bytes.unwrap_or_default(),
+                Err(status) => {
+                    // The engine would lose its place in the stream: end the connection
+                    // rather than pass bytes it has not seen.
+                    self.metrics.host_error("reading connection data", status);
+                    self.close();
+                    return;
+                }
+            }
+        };
+        let counter = match direction {
+            Direction::FromClient => self.metrics.bytes_from_client,
+            Direction::FromServer => self.metrics.bytes_from_server,
+        };
+        self.metrics.bump(counter, chunk.len() as u64);
+        let now = self.now_us();
+        let session = self.session();
+        let mut verdict = if chunk.is_empty() {
+            unchanged()
+        } else {
+            match direction {
+                Direction::FromClient => session.on_frontend(&chunk, now),
+                Direction::FromServer => session.on_backend(&chunk, now),
+            }
+        };
+        if server_finished {
+            // The client may be owed an error in place of the server's last word.
+            let last = session.on_backend(&[], now);
+            verdict = merge(verdict, &chunk, last);
+        }
+        if let Forward::Replace(bytes) = &verdict.forward
+            && let Err(status) = host::set_buffer(direction.buffer(), 0, size, bytes)
+        {
+            self.metrics.host_error("replacing connection data", status);
+            verdict.close_connection = true;
+        }
+        if verdict.close_connection {
+            self.close();
+        }
+        self.after_engine();
+    }
+
+    fn close(&mut self) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        if let Err(status) = host::close_downstream() {
+            self.metrics.host_error("closing the connection", status);
+        }
+    }
+
+    /// Drains the engine's records and brings stats and filter state up to date.
+    fn after_engine(&mut self) {
+        let Some(session) = self.session.as_mut() else {
+            return;
+        };
+        let records = session.take_records();
+        let summary = session.summary();
+        let metrics = self.metrics;
+        for record in &records {
+            match record {
+                Record::SessionStart(start) => {
+                    if !self.published.client_known {
+                        self.published.client_known = true;
+                        publish(&metrics, "gatehouse_pg_user", start.client.user.as_bytes());
+                        publish(
+                            &metrics,
+                            "gatehouse_pg_database",
+                            start.client.database.as_bytes(),
+                        );
+                    }
+                }
+                Record::SessionEnd(end) => {
+                    if end.reason == EndReason::ProtocolError {
+                        metrics.bump(metrics.protocol_errors, 1);
+                    }
+                    let reason = serde_json::to_value(end.reason)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default();
+                    publish(
+                        &metrics,
+                        "gatehouse_pg_session_end_reason",
+                        reason.as_bytes(),
+                    );
+                }
+                Record::Statement(_) => {}
+            }
+        }
+        deliver(&metrics, records);
+        let before = &self.published.summary;
+        metrics.bump(
+            metrics.statements,
+            summary.statements.saturating_sub(before.statements),
+        );
+        metrics.bump(metrics.errors, summary.errors.saturating_sub(before.errors));
+        metrics.bump(
+            metrics.records_dropped,
+            summary
+                .records_dropped
+                .saturating_sub(before.records_dropped),
+        );
+        self.note_buffered(summary.buffered_bytes);
+        self.published.summary = summary;
+    }
+
+    fn note_buffered(&self, buffered: usize) {
+        use std::sync::atomic::Ordering;
+        let previous = self
+            .buffered_high_water
+            .fetch_max(buffered, Ordering::Relaxed);
+        if buffered > previous
+            && let Some(id) = self.metrics.buffered_high_water
+            && let Err(status) = host::record_metric(id, buffered as u64)
+        {
+            self.metrics.host_error("recording buffered bytes", status);
+        }
+    }
+
+    /// Writes the per-connection counters to filter state. Done at close only:
+    /// the TCP access log reads them after every close callback has run, and
+    /// rewriting them per statement would cost on the data path.
+    fn publish_counters(&self) {
+        let summary = &self.published.summary;
+        let metrics = &self.metrics;
+        publish(
+            metrics,
+            "gatehouse_pg_statements",
+            summary.statements.to_string().as_bytes(),
+        );
+        publish(
+            metrics,
+            "gatehouse_pg_errors",
+            summary.errors.to_string().as_bytes(),
+        );
+        publish(
+            metrics,
+            "gatehouse_pg_last_sequence",
+            summary.last_sequence.to_string().as_bytes(),
+        );
+    }
+
+    fn on_close(&mut self, reason: CloseReason) {
+        let now = self.now_us();
+        if let Some(session) = self.session.as_mut() {
+            session.on_close(reason, now);
+        }
+        self.after_engine();
+        self.publish_counters();
+    }
+}
+
+/// Forward the bytes as they are, keep the connection.
+fn unchanged() -> Verdict {
+    Verdict {
+        forward: Forward::Unchanged,
+        close_connection: false,
+    }
+}
+
+/// Combines a data callback's verdict with the one given at the server's end of
+/// stream: the bytes to forward are the first's output followed by the second's.
+fn merge(first: Verdict, chunk: &[u8], last: Verdict) -> Verdict {
+    let close_connection = first.close_connection || last.close_connection;
+    let forward = match (first.forward, last.forward) {
+        (first, Forward::Unchanged) => first,
+        (Forward::Unchanged, Forward::Replace(tail)) => {
+            let mut bytes = chunk.to_vec();
+            bytes.extend_from_slice(&tail);
+            Forward::Replace(bytes)
+        }
+        (Forward::Replace(mut head), Forward::Replace(tail)) => {
+            head.extend_from_slice(&tail);
+            Forward::Replace(head)
+        }
+    };
+    Verdict {
+        forward,
+        close_connection,
+    }
+}
+
+/// Hands finished records to the record pipeline. Each is counted; their content
+/// reaches the access log once the shared record queue is in place.
+fn deliver(metrics: &Metrics, records: Vec<Record>) {
+    metrics.bump(metrics.records, records.len() as u64);
+}
+
+/// Sets filter state `wasm.<key>`.
+fn publish(metrics: &Metrics, key: &str, value: &[u8]) {
+    if let Err(status) = host::set_property(&[key], value) {
+        metrics.host_error("setting filter state", status);
+    }
+}
+
+/// Envoy reports `connection_id` as a little-endian u64.
+fn connection_id(bytes: Option<&[u8]>) -> u64 {
+    bytes
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map(u64::from_le_bytes)
+        .unwrap_or_default()
 }
 
 impl Context for PostgresConnection {}
 
 impl StreamContext for PostgresConnection {
     fn on_new_connection(&mut self) -> Action {
-        bump(self.metrics.connections, 1);
-        let _ = host::set_property(
-            &["gatehouse_build"],
+        self.metrics.bump(self.metrics.connections, 1);
+        publish(
+            &self.metrics,
+            "gatehouse_build",
             gatehouse_core::build::VERSION.as_bytes(),
         );
+        let _ = self.session();
         Action::Continue
     }
 
     fn on_downstream_data(&mut self, data_size: usize, _end_of_stream: bool) -> Action {
-        bump(self.metrics.bytes_from_client, data_size);
+        self.on_data(Direction::FromClient, data_size, false);
         Action::Continue
     }
 
-    fn on_upstream_data(&mut self, data_size: usize, _end_of_stream: bool) -> Action {
-        bump(self.metrics.bytes_from_server, data_size);
+    fn on_upstream_data(&mut self, data_size: usize, end_of_stream: bool) -> Action {
+        self.on_data(Direction::FromServer, data_size, end_of_stream);
         Action::Continue
     }
 
-    fn on_downstream_close(&mut self, _peer_type: PeerType) {}
+    fn on_downstream_close(&mut self, _peer_type: PeerType) {
+        self.on_close(CloseReason::Client);
+    }
+
+    fn on_upstream_close(&mut self, _peer_type: PeerType) {
+        self.on_close(CloseReason::Server);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_configuration_means_defaults() {
+        assert_eq!(
+            FilterConfig::from_json(b"").unwrap(),
+            FilterConfig::default()
+        );
+        assert_eq!(
+            FilterConfig::from_json(b"{}").unwrap(),
+            FilterConfig::default()
+        );
+    }
+
+    #[test]
+    fn engine_settings_are_read_from_the_engine_key() {
+        let config = FilterConfig::from_json(br#"{"engine": {"redact_literals": true}}"#).unwrap();
+        assert!(config.engine.redact_literals);
+    }
+
+    #[test]
+    fn engine_errors_name_their_path_under_engine() {
+        let error =
+            FilterConfig::from_json(br#"{"engine": {"max_buffered_bytes": 1}}"#).unwrap_err();
+        assert_eq!(error.path, "engine.max_buffered_bytes");
+        let error = FilterConfig::from_json(br#"{"engine": {"bogus": 1}}"#).unwrap_err();
+        assert!(error.to_string().contains("bogus"), "{error}");
+    }
+
+    #[test]
+    fn unknown_top_level_keys_are_rejected() {
+        let error = FilterConfig::from_json(br#"{"engnie": {}}"#).unwrap_err();
+        assert!(error.to_string().contains("engnie"), "{error}");
+    }
+
+    #[test]
+    fn connection_id_is_little_endian() {
+        assert_eq!(connection_id(Some(&7u64.to_le_bytes())), 7);
+        assert_eq!(connection_id(Some(b"short")), 0);
+        assert_eq!(connection_id(None), 0);
+    }
+
+    #[test]
+    fn end_of_stream_bytes_follow_the_callbacks_output() {
+        let replaced = merge(
+            Verdict {
+                forward: Forward::Replace(b"ab".to_vec()),
+                close_connection: false,
+            },
+            b"xyz",
+            Verdict {
+                forward: Forward::Replace(b"E".to_vec()),
+                close_connection: true,
+            },
+        );
+        assert_eq!(replaced.forward, Forward::Replace(b"abE".to_vec()));
+        assert!(replaced.close_connection);
+        let appended = merge(
+            unchanged(),
+            b"xyz",
+            Verdict {
+                forward: Forward::Replace(b"E".to_vec()),
+                close_connection: false,
+            },
+        );
+        assert_eq!(appended.forward, Forward::Replace(b"xyzE".to_vec()));
+        let unchanged = merge(unchanged(), b"xyz", unchanged());
+        assert_eq!(unchanged.forward, Forward::Unchanged);
+    }
 }

@@ -82,11 +82,17 @@ fn kubectl_versions_list_pods_through_envoy() {
     }
     let record = stack
         .wait_for_record("a pod list", |r| {
-            r["type"] == "k8s.request" && r["path"].as_str().is_some_and(|p| p.contains("/pods"))
+            r["kind"] == "Event"
+                && r["requestURI"]
+                    .as_str()
+                    .is_some_and(|p| p.contains("/pods"))
         })
         .unwrap();
-    assert_eq!(record["build"], gatehouse_core::build::VERSION);
-    assert_eq!(record["status"], 200);
+    assert_eq!(
+        record["annotations"]["gatehouse.dev/build"],
+        gatehouse_core::build::VERSION
+    );
+    assert_eq!(record["responseStatus"]["code"], 200);
     let requests = stack
         .envoy
         .stat("wasmcustom.gatehouse_k8s_requests_total")

@@ -136,18 +136,6 @@ mod abi {
             value: *const u8,
             value_size: usize,
         ) -> u32;
-        pub fn proxy_http_call(
-            upstream: *const u8,
-            upstream_size: usize,
-            headers: *const u8,
-            headers_size: usize,
-            body: *const u8,
-            body_size: usize,
-            trailers: *const u8,
-            trailers_size: usize,
-            timeout_ms: u32,
-            return_token: *mut u32,
-        ) -> u32;
         pub fn proxy_continue_stream(stream_type: u32) -> u32;
         pub fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
         pub fn proxy_get_shared_data(
@@ -523,44 +511,6 @@ pub fn add_header(map: MapType, name: &str, value: &str) -> Result<(), Status> {
     #[cfg(not(target_arch = "wasm32"))]
     {
         let _ = (map, name, value);
-        Err(Status::InternalFailure)
-    }
-}
-
-/// Starts an HTTP call to an Envoy cluster; the answer arrives in the calling
-/// context's `on_http_call_response` with the returned token. `BadArgument`
-/// means the cluster is unknown or the headers are incomplete.
-pub fn dispatch_http_call(
-    cluster: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-    timeout_ms: u32,
-) -> Result<u32, Status> {
-    let headers = serialize_map(headers);
-    let trailers = serialize_map(&[]);
-    #[cfg(target_arch = "wasm32")]
-    {
-        let mut token: u32 = 0;
-        // SAFETY: all slices outlive the call; `token` is a valid out-pointer.
-        let code = unsafe {
-            abi::proxy_http_call(
-                cluster.as_ptr(),
-                cluster.len(),
-                headers.as_ptr(),
-                headers.len(),
-                body.as_ptr(),
-                body.len(),
-                trailers.as_ptr(),
-                trailers.len(),
-                timeout_ms,
-                &mut token,
-            )
-        };
-        ok(code).map(|()| token)
-    }
-    #[cfg(not(target_arch = "wasm32"))]
-    {
-        let _ = (cluster, headers, trailers, body, timeout_ms);
         Err(Status::InternalFailure)
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod exec;
+pub mod gate;
 mod label_selector;
 pub mod policy;
 pub mod request_info;

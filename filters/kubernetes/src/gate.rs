@@ -1,0 +1,769 @@
+//! One request's way through the filter, decided in one place: decode the
+//! target, verify the caller's token, apply the policy, and say what the glue
+//! must do (answer locally, fetch keys first, or forward with which headers)
+//! together with the audit records.
+//!
+//! Times: `now_micros` is unix microseconds; key-cache times are unix seconds.
+
+use crate::audit::{AUDIT_ID_HEADER, RequestAudit, Stage};
+use crate::exec::StreamRequest;
+use crate::policy::{Policy, Request, Verdict};
+use crate::request_info::{RequestInfo, decode_request};
+use crate::status::{self, Status};
+use gatehouse_core::config::ConfigError;
+use gatehouse_core::identity::{Identity, TokenRejection, Verifier};
+use gatehouse_core::policy::{Action, Decision};
+
+/// Username recorded for requests without a verified token.
+pub const ANONYMOUS: &str = "system:anonymous";
+
+/// The compiled filter configuration with its key caches.
+#[derive(Debug)]
+pub struct Gate {
+    policy: Policy,
+    verifier: Option<Verifier>,
+}
+
+/// What the glue knows when a request's headers arrive.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestHead<'a> {
+    pub method: &'a str,
+    /// The raw `:path`, query included.
+    pub path: &'a str,
+    /// Every request header (names lowercase, as Envoy gives them).
+    pub headers: &'a [(String, String)],
+    /// The peer address (`ip:port`), for `sourceIPs`.
+    pub peer: Option<&'a str>,
+    /// This request's audit id.
+    pub audit_id: &'a str,
+    pub now_micros: i64,
+}
+
+/// A key set to fetch before the request can be judged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyFetch {
+    pub issuer: String,
+    pub cluster: String,
+    pub path: String,
+    pub authority: String,
+    pub timeout_ms: u32,
+}
+
+/// A response the filter sends itself, with its audit record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalResponse {
+    pub status: u16,
+    /// A `metav1.Status` JSON body.
+    pub body: String,
+    /// The `ResponseComplete` audit Event (JSON).
+    pub record: String,
+}
+
+/// How to forward an admitted request.
+#[derive(Debug, Clone)]
+pub struct Forward {
+    /// Headers to remove (the caller's credential).
+    pub remove_headers: Vec<String>,
+    /// Headers to set, replacing any value.
+    pub set_headers: Vec<(String, String)>,
+    /// Headers to add (repeated names, such as `Impersonate-Group`).
+    pub add_headers: Vec<(String, String)>,
+    /// Whether the response must be masked.
+    pub mask: bool,
+    audit: RequestAudit,
+}
+
+impl Forward {
+    /// Whether the API server treats the request as long-running (exec, watch,
+    /// logs): it is recorded at `ResponseStarted` and `ResponseComplete`.
+    pub fn is_long_running(&self) -> bool {
+        self.audit.is_long_running()
+    }
+
+    /// The records to deliver once the response status is known, newline-separated
+    /// (`ResponseStarted` first for long-running requests, then `ResponseComplete`).
+    pub fn records(&self, status_code: u16, started_micros: i64, now_micros: i64) -> String {
+        let response = Status::code_only(status_code);
+        let mut out = String::new();
+        for stage in self.audit.stages() {
+            let at = match stage {
+                Stage::ResponseStarted => started_micros,
+                _ => now_micros,
+            };
+            if !out.is_empty() {
+                out.push('\n');
+            }
+            out.push_str(&event_json(&self.audit, *stage, &response, at));
+        }
+        out
+    }
+}
+
+/// The outcome of a request's headers.
+#[derive(Debug, Clone)]
+pub enum Admission {
+    /// Answer locally (400, 401 or 403); the request goes no further.
+    Respond(LocalResponse),
+    /// Fetch this key set, hand it to [`Gate::keys_fetched`] (or
+    /// [`Gate::keys_failed`]), then call [`Gate::admit`] again.
+    FetchKeys(KeyFetch),
+    /// Let it through with these changes.
+    Forward(Box<Forward>),
+}
+
+impl Gate {
+    /// Compiles the filter configuration (policy and trusted issuers).
+    pub fn from_json(json: &[u8]) -> Result<Gate, ConfigError> {
+        let policy = Policy::from_json(json)?;
+        let verifier = policy
+            .identity()
+            .map(|config| Verifier::from_config(config).map_err(|e| e.under("identity")))
+            .transpose()?;
+        Ok(Gate { policy, verifier })
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// Judges a request's headers.
+    pub fn admit(&mut self, head: &RequestHead<'_>) -> Admission {
+        let now_seconds = head.now_micros.div_euclid(1_000_000);
+        let decoded = match decode_request(head.method, head.path) {
+            Ok(decoded) => decoded,
+            Err(error) => {
+                let info = RequestInfo {
+                    path: head.path.split('?').next().unwrap_or_default().to_owned(),
+                    verb: head.method.to_ascii_lowercase(),
+                    ..RequestInfo::default()
+                };
+                let refusal = status::status(
+                    400,
+                    "BadRequest",
+                    &format!("gatehouse refused an ambiguous request path: {error}"),
+                );
+                return respond(head, &info, &Identity::claimed(ANONYMOUS), None, refusal);
+            }
+        };
+        let info = &decoded.info;
+        let identity = match self.authenticate(head, now_seconds) {
+            Ok(identity) => identity,
+            Err(Authentication::Fetch(fetch)) => return Admission::FetchKeys(fetch),
+            Err(Authentication::Refused(message)) => {
+                let refusal = status::unauthorized(&message);
+                return respond(head, info, &Identity::claimed(ANONYMOUS), None, refusal);
+            }
+        };
+        if let Some((name, _)) = head
+            .headers
+            .iter()
+            .find(|(name, _)| is_impersonation_header(name))
+        {
+            let decision = Decision {
+                action: Action::Deny,
+                rule: None,
+                message: Some(format!("gatehouse does not forward {name} headers")),
+            };
+            let refusal = status::forbidden(
+                info,
+                &identity.subject,
+                decision.message.as_deref().unwrap_or_default(),
+            );
+            return respond(head, info, &identity, Some(&decision), refusal);
+        }
+        let stream = StreamRequest::from_request(
+            info,
+            &decoded.query,
+            head.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        );
+        let Verdict { decision, mask } = self.policy.decide(&Request {
+            info,
+            stream: stream.as_ref(),
+            identity: &identity,
+        });
+        if decision.action.blocks() {
+            let reason = refusal_reason(&decision);
+            let refusal = status::forbidden(info, &identity.subject, &reason);
+            return respond(head, info, &identity, Some(&decision), refusal);
+        }
+        let audit = audit_for(head, info, &identity).with_decision(&decision);
+        Admission::Forward(Box::new(self.forward(head, &identity, audit, mask)))
+    }
+
+    /// Issuers whose remote key set is due for a scheduled refresh at `now`
+    /// (seconds); each is marked as being fetched.
+    pub fn refreshes_due(&mut self, now: i64) -> Vec<KeyFetch> {
+        let Some(verifier) = self.verifier.as_mut() else {
+            return Vec::new();
+        };
+        let shared: &Verifier = verifier;
+        let fetches: Vec<KeyFetch> = shared
+            .remote_jwks()
+            .filter(|(issuer, _)| {
+                shared
+                    .jwks_cache(issuer)
+                    .is_some_and(|cache| cache.needs_refresh(now))
+            })
+            .map(|(issuer, remote)| key_fetch(issuer, remote))
+            .collect();
+        for fetch in &fetches {
+            if let Some(cache) = verifier.jwks_cache_mut(&fetch.issuer) {
+                cache.on_fetch_started(now);
+            }
+        }
+        fetches
+    }
+
+    /// The issuers with remote key sets.
+    pub fn remote_issuers(&self) -> Vec<String> {
+        self.verifier
+            .as_ref()
+            .map(|v| {
+                v.remote_jwks()
+                    .map(|(issuer, _)| issuer.to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Minimum seconds between two fetches of `issuer`'s keys.
+    pub fn min_refetch_seconds(&self, issuer: &str) -> i64 {
+        self.verifier
+            .as_ref()
+            .and_then(|v| v.jwks_cache(issuer))
+            .map_or(30, |c| c.policy().min_refetch_seconds)
+    }
+
+    /// A key set arrived (fetched by this worker or another at `fetched_at`).
+    pub fn keys_fetched(
+        &mut self,
+        issuer: &str,
+        body: &[u8],
+        fetched_at: i64,
+    ) -> Result<(), String> {
+        match self
+            .verifier
+            .as_mut()
+            .and_then(|v| v.jwks_cache_mut(issuer))
+        {
+            None => Err(format!("no remote key set for issuer {issuer}")),
+            Some(cache) => cache
+                .on_fetch_ok(body, fetched_at)
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    /// A fetch failed (status, timeout, connection error).
+    pub fn keys_failed(&mut self, issuer: &str, now: i64, reason: &str) {
+        if let Some(cache) = self
+            .verifier
+            .as_mut()
+            .and_then(|v| v.jwks_cache_mut(issuer))
+        {
+            cache.on_fetch_failed(now, reason);
+        }
+    }
+
+    fn authenticate(
+        &mut self,
+        head: &RequestHead<'_>,
+        now: i64,
+    ) -> Result<Identity, Authentication> {
+        let Some(verifier) = self.verifier.as_mut() else {
+            return Err(Authentication::Refused(
+                "gatehouse trusts no token issuer".to_owned(),
+            ));
+        };
+        let token = head
+            .headers
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case("authorization"))
+            .and_then(|(_, value)| bearer_token(value));
+        let Some(token) = token else {
+            return Err(Authentication::Refused(
+                "gatehouse needs a bearer token from a trusted issuer".to_owned(),
+            ));
+        };
+        match verifier.verify(token, now) {
+            Ok(identity) => Ok(identity),
+            Err(TokenRejection::KeysUnavailable { issuer }) => {
+                let fetch = verifier.jwks_cache_mut(&issuer).and_then(|cache| {
+                    // Before the first fetch completes, every request waits for
+                    // keys; afterwards fetches follow the cache's pacing.
+                    let first = cache.fetched_at().is_none() && cache.last_error().is_none();
+                    (first || cache.needs_refresh(now)).then(|| cache.on_fetch_started(now))
+                });
+                match fetch.and_then(|()| remote_fetch(verifier, &issuer)) {
+                    Some(fetch) => Err(Authentication::Fetch(fetch)),
+                    None => Err(Authentication::Refused(rejection_message(
+                        &TokenRejection::KeysUnavailable { issuer },
+                    ))),
+                }
+            }
+            Err(TokenRejection::UnknownKid { issuer }) => {
+                let refetch = verifier
+                    .jwks_cache_mut(&issuer)
+                    .is_some_and(|cache| cache.on_unknown_kid(now));
+                match refetch.then(|| remote_fetch(verifier, &issuer)).flatten() {
+                    Some(fetch) => Err(Authentication::Fetch(fetch)),
+                    None => Err(Authentication::Refused(rejection_message(
+                        &TokenRejection::UnknownKid { issuer },
+                    ))),
+                }
+            }
+            Err(rejection) => Err(Authentication::Refused(rejection_message(&rejection))),
+        }
+    }
+
+    fn forward(
+        &self,
+        head: &RequestHead<'_>,
+        identity: &Identity,
+        audit: RequestAudit,
+        mask: bool,
+    ) -> Forward {
+        let upstream = self.policy.upstream();
+        let mut remove_headers = vec!["authorization".to_owned()];
+        let mut set_headers = vec![(AUDIT_ID_HEADER.to_owned(), head.audit_id.to_owned())];
+        if let Some(token) = &upstream.bearer_token {
+            remove_headers.clear();
+            set_headers.push(("authorization".to_owned(), format!("Bearer {}", token.0)));
+        }
+        if let Some(header) = &upstream.header {
+            set_headers.push((header.name.clone(), header.value.0.clone()));
+        }
+        let mut add_headers = Vec::new();
+        if upstream.impersonate {
+            set_headers.push(("Impersonate-User".to_owned(), identity.subject.clone()));
+            add_headers.extend(
+                identity
+                    .groups
+                    .iter()
+                    .map(|g| ("Impersonate-Group".to_owned(), g.clone())),
+            );
+        }
+        Forward {
+            remove_headers,
+            set_headers,
+            add_headers,
+            mask,
+            audit,
+        }
+    }
+}
+
+enum Authentication {
+    Fetch(KeyFetch),
+    Refused(String),
+}
+
+fn remote_fetch(verifier: &Verifier, issuer: &str) -> Option<KeyFetch> {
+    verifier
+        .remote_jwks()
+        .find(|(name, _)| *name == issuer)
+        .map(|(name, remote)| key_fetch(name, remote))
+}
+
+fn key_fetch(issuer: &str, remote: &gatehouse_core::identity::RemoteJwksConfig) -> KeyFetch {
+    KeyFetch {
+        issuer: issuer.to_owned(),
+        cluster: remote.cluster.clone(),
+        path: remote.path.clone(),
+        authority: remote
+            .authority
+            .clone()
+            .unwrap_or_else(|| remote.cluster.clone()),
+        timeout_ms: remote.timeout_ms,
+    }
+}
+
+/// `Bearer <token>` (scheme case-insensitive), else `None`.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// What a client is told about a refused token: the reason, never the token.
+fn rejection_message(rejection: &TokenRejection) -> String {
+    format!(
+        "gatehouse rejected the bearer token: {rejection} ({})",
+        rejection.code()
+    )
+}
+
+/// The reason appended to a 403: the rule's message, naming the rule.
+fn refusal_reason(decision: &Decision) -> String {
+    let rule = decision.rule.as_deref().unwrap_or("default");
+    match (&decision.message, decision.action) {
+        (Some(message), Action::RequireApproval) => {
+            format!("needs approval under gatehouse rule {rule}: {message}")
+        }
+        (None, Action::RequireApproval) => format!("needs approval under gatehouse rule {rule}"),
+        (Some(message), _) => format!("denied by gatehouse rule {rule}: {message}"),
+        (None, _) => format!("denied by gatehouse rule {rule}"),
+    }
+}
+
+/// Headers that ask the API server to act as someone else.
+fn is_impersonation_header(name: &str) -> bool {
+    name.get(..12)
+        .is_some_and(|prefix| prefix.eq_ignore_ascii_case("impersonate-"))
+}
+
+fn audit_for(head: &RequestHead<'_>, info: &RequestInfo, identity: &Identity) -> RequestAudit {
+    RequestAudit::new(head.audit_id, head.path, info, identity, head.now_micros).with_headers(
+        head.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        head.peer,
+    )
+}
+
+fn respond(
+    head: &RequestHead<'_>,
+    info: &RequestInfo,
+    identity: &Identity,
+    decision: Option<&Decision>,
+    refusal: Status,
+) -> Admission {
+    let mut audit = audit_for(head, info, identity);
+    if let Some(decision) = decision {
+        audit = audit.with_decision(decision);
+    }
+    let record = event_json(&audit, Stage::ResponseComplete, &refusal, head.now_micros);
+    Admission::Respond(LocalResponse {
+        status: refusal.http_status(),
+        body: refusal.to_json(),
+        record,
+    })
+}
+
+fn event_json(audit: &RequestAudit, stage: Stage, status: &Status, at: i64) -> String {
+    audit
+        .event(stage, status, at)
+        .to_json()
+        .unwrap_or_else(|e| format!("{{\"kind\":\"Event\",\"error\":\"{e}\"}}"))
+}
+
+/// A UUID-shaped audit id from a seed the glue makes unique (time, worker,
+/// context): the bits are mixed so ids do not reveal the seed's structure.
+pub fn audit_id(seed_high: u64, seed_low: u64) -> String {
+    let mix = |mut z: u64| {
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    let a = mix(seed_high ^ mix(seed_low));
+    let b = mix(seed_low.wrapping_add(0x9e37_79b9_7f4a_7c15) ^ a);
+    let bytes: Vec<u8> = a.to_be_bytes().into_iter().chain(b.to_be_bytes()).collect();
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    // Version 4 / variant 1 layout, as clients expect of an Audit-ID.
+    let part = |from: usize, to: usize| hex.get(from..to).unwrap_or_default().to_owned();
+    format!(
+        "{}-{}-4{}-{}{}-{}",
+        part(0, 8),
+        part(8, 12),
+        part(13, 16),
+        ["8", "9", "a", "b"]
+            .get(usize::from(bytes.get(8).copied().unwrap_or_default() & 3))
+            .copied()
+            .unwrap_or("8"),
+        part(17, 20),
+        part(20, 32)
+    )
+}
+
+#[cfg(test)]
+#[allow(clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+    use gatehouse_core::identity::JwsAlgorithm;
+    use gatehouse_core::identity::testing::Minter;
+    use serde_json::json;
+
+    const NOW: i64 = 1_790_000_000;
+    const ISSUER: &str = "https://idp.gatehouse.test";
+
+    fn minter() -> Minter {
+        Minter::generate(JwsAlgorithm::Es256, ISSUER, "gatehouse", "k1").unwrap()
+    }
+
+    fn gate(extra: serde_json::Value) -> Gate {
+        let mut config = serde_json::from_str::<serde_json::Value>(include_str!(
+            "../../../examples/kubernetes-policy.json"
+        ))
+        .unwrap();
+        if let (Some(config), serde_json::Value::Object(extra)) = (config.as_object_mut(), extra) {
+            config.extend(extra);
+        }
+        Gate::from_json(config.to_string().as_bytes()).unwrap()
+    }
+
+    fn token(minter: &Minter, who: &str, group: &str) -> String {
+        minter
+            .mint(&json!({"sub": who, "groups": [group]}), 600, NOW)
+            .unwrap()
+    }
+
+    fn admit(gate: &mut Gate, method: &str, path: &str, headers: &[(&str, &str)]) -> Admission {
+        let headers: Vec<(String, String)> = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        gate.admit(&RequestHead {
+            method,
+            path,
+            headers: &headers,
+            peer: Some("10.0.0.7:5555"),
+            audit_id: "0f5cbb4c-8f6e-4b0e-9c7e-000000000001",
+            now_micros: NOW * 1_000_000,
+        })
+    }
+
+    fn response(admission: Admission) -> LocalResponse {
+        match admission {
+            Admission::Respond(r) => r,
+            other => panic!("expected a local response, got {other:?}"),
+        }
+    }
+
+    fn forward(admission: Admission) -> Forward {
+        match admission {
+            Admission::Forward(f) => *f,
+            other => panic!("expected forwarding, got {other:?}"),
+        }
+    }
+
+    /// A gate whose issuer's keys are loaded as if fetched.
+    fn warm_gate(minter: &Minter) -> Gate {
+        let mut gate = gate(json!({}));
+        gate.keys_fetched(ISSUER, minter.jwks_json().as_bytes(), NOW)
+            .unwrap();
+        gate
+    }
+
+    #[test]
+    fn first_requests_wait_for_keys_and_then_pass() {
+        let minter = minter();
+        let mut gate = gate(json!({}));
+        let bearer = format!("Bearer {}", token(&minter, "developer", "developers"));
+        let headers = [("authorization", bearer.as_str())];
+        let path = "/api/v1/namespaces/dev/pods";
+        let fetch = match admit(&mut gate, "GET", path, &headers) {
+            Admission::FetchKeys(fetch) => fetch,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            (fetch.cluster.as_str(), fetch.path.as_str()),
+            ("gatehouse_idp", "/jwks.json")
+        );
+        // A second request arriving before the first fetch answers also waits.
+        assert!(matches!(
+            admit(&mut gate, "GET", path, &headers),
+            Admission::FetchKeys(_)
+        ));
+        gate.keys_fetched(ISSUER, minter.jwks_json().as_bytes(), NOW)
+            .unwrap();
+        forward(admit(&mut gate, "GET", path, &headers));
+    }
+
+    #[test]
+    fn a_failed_first_fetch_refuses_instead_of_waiting_again() {
+        let minter = minter();
+        let mut gate = gate(json!({}));
+        let bearer = format!("Bearer {}", token(&minter, "developer", "developers"));
+        let headers = [("authorization", bearer.as_str())];
+        assert!(matches!(
+            admit(&mut gate, "GET", "/api", &headers),
+            Admission::FetchKeys(_)
+        ));
+        gate.keys_failed(ISSUER, NOW, "status 503");
+        let refused = response(admit(&mut gate, "GET", "/api", &headers));
+        assert_eq!(refused.status, 401);
+        assert!(
+            refused.body.contains("keys_unavailable"),
+            "{}",
+            refused.body
+        );
+    }
+
+    #[test]
+    fn missing_malformed_and_expired_tokens_get_a_401_status() {
+        let minter = minter();
+        let mut gate = warm_gate(&minter);
+        let expired = minter
+            .mint_expired(&json!({"sub": "developer"}), NOW)
+            .unwrap();
+        for (headers, reason) in [
+            (vec![], "needs a bearer token"),
+            (
+                vec![("authorization", "Basic YTpi".to_owned())],
+                "needs a bearer token",
+            ),
+            (
+                vec![("authorization", "Bearer x.y".to_owned())],
+                "(malformed)",
+            ),
+            (
+                vec![("authorization", format!("Bearer {expired}"))],
+                "(expired)",
+            ),
+        ] {
+            let headers: Vec<(&str, &str)> =
+                headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let refused = response(admit(&mut gate, "GET", "/api/v1/pods", &headers));
+            assert_eq!(refused.status, 401);
+            let status: serde_json::Value = serde_json::from_str(&refused.body).unwrap();
+            assert_eq!(status["kind"], "Status");
+            assert_eq!(status["reason"], "Unauthorized");
+            assert!(
+                status["message"].as_str().unwrap().contains(reason),
+                "{}",
+                refused.body
+            );
+            let event: serde_json::Value = serde_json::from_str(&refused.record).unwrap();
+            assert_eq!(event["user"]["username"], ANONYMOUS);
+            assert_eq!(event["responseStatus"]["code"], 401);
+        }
+    }
+
+    #[test]
+    fn admitted_requests_lose_the_callers_token_and_name_the_caller() {
+        let minter = minter();
+        let mut gate = warm_gate(&minter);
+        let bearer = format!("Bearer {}", token(&minter, "developer", "developers"));
+        let forward = forward(admit(
+            &mut gate,
+            "GET",
+            "/api/v1/namespaces/prod/secrets/db-credentials",
+            &[("authorization", &bearer)],
+        ));
+        assert_eq!(forward.remove_headers, vec!["authorization".to_owned()]);
+        assert!(forward.set_headers.contains(&(
+            "Audit-ID".to_owned(),
+            "0f5cbb4c-8f6e-4b0e-9c7e-000000000001".to_owned()
+        )));
+        assert!(
+            forward
+                .set_headers
+                .contains(&("Impersonate-User".to_owned(), "developer".to_owned()))
+        );
+        assert_eq!(
+            forward.add_headers,
+            vec![("Impersonate-Group".to_owned(), "developers".to_owned())]
+        );
+        assert!(forward.mask);
+        assert!(!forward.is_long_running());
+        let event: serde_json::Value =
+            serde_json::from_str(&forward.records(200, NOW * 1_000_000, NOW * 1_000_000)).unwrap();
+        assert_eq!(
+            event["annotations"]["gatehouse.dev/rule"],
+            "team-dev-and-prod"
+        );
+        assert_eq!(event["sourceIPs"][0], "10.0.0.7");
+    }
+
+    #[test]
+    fn a_configured_gateway_token_replaces_the_callers() {
+        let minter = minter();
+        let mut gate = gate(json!({"upstream": {"bearer_token": "gateway-sa-token"}}));
+        gate.keys_fetched(ISSUER, minter.jwks_json().as_bytes(), NOW)
+            .unwrap();
+        let bearer = format!("Bearer {}", token(&minter, "developer", "developers"));
+        let forward = forward(admit(
+            &mut gate,
+            "GET",
+            "/api",
+            &[("authorization", &bearer)],
+        ));
+        assert!(forward.remove_headers.is_empty());
+        assert!(forward.set_headers.contains(&(
+            "authorization".to_owned(),
+            "Bearer gateway-sa-token".to_owned()
+        )));
+        assert!(
+            !forward
+                .set_headers
+                .iter()
+                .any(|(name, _)| name == "Impersonate-User"),
+            "impersonation is off unless configured"
+        );
+    }
+
+    #[test]
+    fn exec_in_prod_is_a_403_status_naming_the_rule_with_long_running_records_for_dev() {
+        let minter = minter();
+        let mut gate = warm_gate(&minter);
+        let bearer = format!("Bearer {}", token(&minter, "developer", "developers"));
+        for method in ["GET", "POST"] {
+            let refused = response(admit(
+                &mut gate,
+                method,
+                "/api/v1/namespaces/prod/pods/web-0/exec?command=ls&stdout=true",
+                &[("authorization", &bearer)],
+            ));
+            assert_eq!(refused.status, 403);
+            let status: serde_json::Value = serde_json::from_str(&refused.body).unwrap();
+            assert_eq!(
+                status["message"],
+                "pods \"web-0\" is forbidden: User \"developer\" cannot create resource \"pods/exec\" in API group \"\" in the namespace \"prod\": denied by gatehouse rule no-exec-in-prod: exec, attach, port-forward and cp are not allowed in prod"
+            );
+        }
+        let allowed = forward(admit(
+            &mut gate,
+            "GET",
+            "/api/v1/namespaces/dev/pods/web-0/exec?command=ls&stdout=true",
+            &[("authorization", &bearer), ("upgrade", "websocket")],
+        ));
+        assert!(allowed.is_long_running());
+        let records = allowed.records(101, NOW * 1_000_000, NOW * 1_000_000 + 5);
+        let stages: Vec<String> = records
+            .lines()
+            .map(|line| {
+                let event: serde_json::Value = serde_json::from_str(line).unwrap();
+                event["stage"].as_str().unwrap().to_owned()
+            })
+            .collect();
+        assert_eq!(stages, ["ResponseStarted", "ResponseComplete"]);
+    }
+
+    #[test]
+    fn caller_supplied_impersonation_is_refused() {
+        let minter = minter();
+        let mut gate = warm_gate(&minter);
+        let bearer = format!("Bearer {}", token(&minter, "developer", "developers"));
+        let refused = response(admit(
+            &mut gate,
+            "GET",
+            "/api/v1/namespaces/dev/pods",
+            &[("authorization", &bearer), ("impersonate-user", "admin")],
+        ));
+        assert_eq!(refused.status, 403);
+    }
+
+    #[test]
+    fn ambiguous_paths_are_a_400_status() {
+        let mut gate = warm_gate(&minter());
+        let refused = response(admit(
+            &mut gate,
+            "GET",
+            "/api/v1/namespaces/prod/pods/web-0%2Fexec",
+            &[],
+        ));
+        assert_eq!(refused.status, 400);
+        assert!(refused.body.contains("\"kind\":\"Status\""));
+    }
+
+    #[test]
+    fn audit_ids_are_uuid_shaped_and_differ_per_seed() {
+        let a = audit_id(1, 2);
+        let b = audit_id(1, 3);
+        assert_ne!(a, b);
+        for id in [&a, &b] {
+            assert_eq!(id.len(), 36, "{id}");
+            assert_eq!(id.chars().nth(14), Some('4'), "{id}");
+            assert_eq!(id.matches('-').count(), 4, "{id}");
+        }
+    }
+}

@@ -16,6 +16,9 @@
 //!
 //! - `engine`: [`gatehouse_postgres::EngineConfig`] (buffer limits, what records
 //!   contain, the answer to SSLRequest).
+//! - `policy`: a statement policy ([`gatehouse_postgres::policy::PgPolicy`], see
+//!   `examples/postgres-policy.json`); without it every statement is allowed. The
+//!   identity it judges is the startup user until token login exists.
 //!
 //! Further features (policy, masking, identity) each get their own top-level
 //! key next to `engine`.
@@ -39,13 +42,17 @@
 use gatehouse_core::config::ConfigError;
 use gatehouse_core::record::{EndReason, Record};
 use gatehouse_host as host;
+use gatehouse_postgres::policy::{PgPolicy, PolicyCache};
 use gatehouse_postgres::{
-    CloseReason, ConnectionInfo, EngineConfig, Forward, Session, SessionSummary, Verdict,
+    CachedPolicy, CloseReason, ConnectionInfo, EngineConfig, Forward, Session, SessionSummary,
+    Verdict,
 };
 use host::{BufferType, LogLevel, MetricType};
 use proxy_wasm::traits::{Context, RootContext, StreamContext};
 use proxy_wasm::types::{Action, ContextType, PeerType};
 use serde::Deserialize;
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::sync::Arc;
 
 proxy_wasm::main! {{
@@ -64,6 +71,18 @@ const MAX_CONFIG_BYTES: usize = 4 * 1024 * 1024;
 pub struct FilterConfig {
     /// The wire engine's settings.
     pub engine: EngineConfig,
+    /// The statement policy, when configured.
+    pub policy: Option<PolicyConfig>,
+}
+
+/// A compiled statement policy; two are equal when compiled from the same document.
+#[derive(Debug, Clone)]
+pub struct PolicyConfig(pub Arc<PgPolicy>);
+
+impl PartialEq for PolicyConfig {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.fingerprint() == other.0.fingerprint()
+    }
 }
 
 /// The top level, with each part kept raw so its errors can be re-rooted.
@@ -72,6 +91,8 @@ pub struct FilterConfig {
 struct RawFilterConfig {
     #[serde(default)]
     engine: Option<serde_json::Value>,
+    #[serde(default)]
+    policy: Option<serde_json::Value>,
 }
 
 impl FilterConfig {
@@ -90,7 +111,16 @@ impl FilterConfig {
                 EngineConfig::from_json(&bytes).map_err(|e| e.under("engine"))?
             }
         };
-        Ok(FilterConfig { engine })
+        let policy = match raw.policy {
+            None => None,
+            Some(value) => {
+                let bytes = serde_json::to_vec(&value)
+                    .map_err(|e| ConfigError::new("policy", e.to_string()))?;
+                let policy = PgPolicy::from_json(&bytes).map_err(|e| e.under("policy"))?;
+                Some(PolicyConfig(Arc::new(policy)))
+            }
+        };
+        Ok(FilterConfig { engine, policy })
     }
 }
 
@@ -175,6 +205,8 @@ impl Metrics {
 #[derive(Default)]
 struct PostgresRoot {
     config: Arc<EngineConfig>,
+    /// The statement policy with this worker's decision cache, shared by its sessions.
+    policy: Option<CachedPolicy>,
     metrics: Metrics,
     /// Highest `buffered_bytes` any connection reported, for the gauge.
     buffered_high_water: Arc<std::sync::atomic::AtomicUsize>,
@@ -209,6 +241,9 @@ impl RootContext for PostgresRoot {
         match FilterConfig::from_json(&json) {
             Ok(config) => {
                 self.config = Arc::new(config.engine);
+                self.policy = config.policy.map(|PolicyConfig(policy)| {
+                    CachedPolicy::new(policy, Rc::new(RefCell::new(PolicyCache::default())))
+                });
                 true
             }
             Err(error) => {
@@ -228,6 +263,7 @@ impl RootContext for PostgresRoot {
     fn create_stream_context(&self, _context_id: u32) -> Option<Box<dyn StreamContext>> {
         Some(Box::new(PostgresConnection {
             config: Arc::clone(&self.config),
+            policy: self.policy.clone(),
             metrics: self.metrics,
             buffered_high_water: Arc::clone(&self.buffered_high_water),
             session: None,
@@ -263,6 +299,7 @@ impl Direction {
 
 struct PostgresConnection {
     config: Arc<EngineConfig>,
+    policy: Option<CachedPolicy>,
     metrics: Metrics,
     buffered_high_water: Arc<std::sync::atomic::AtomicUsize>,
     /// Created on the first callback that needs it.
@@ -286,6 +323,7 @@ impl PostgresConnection {
         let now = self.now_us();
         let metrics = self.metrics;
         let config = &self.config;
+        let policy = &self.policy;
         self.session.get_or_insert_with(|| {
             let id = match host::get_property(&["connection_id"]) {
                 Ok(bytes) => connection_id(bytes.as_deref()),
@@ -301,11 +339,15 @@ impl PostgresConnection {
                     String::new()
                 }
             };
-            Session::new(
+            let mut session = Session::new(
                 Arc::clone(config),
                 ConnectionInfo { id, client_address },
                 now,
-            )
+            );
+            if let Some(policy) = policy {
+                session.set_statement_policy(Box::new(policy.clone()));
+            }
+            session
         })
     }
 
@@ -566,6 +608,18 @@ mod tests {
             FilterConfig::from_json(b"{}").unwrap(),
             FilterConfig::default()
         );
+    }
+
+    #[test]
+    fn policy_is_compiled_from_the_policy_key_and_its_errors_name_the_path() {
+        let demo = include_str!("../../../examples/postgres-policy.json");
+        let config =
+            FilterConfig::from_json(format!(r#"{{"policy": {demo}}}"#).as_bytes()).unwrap();
+        let policy = config.policy.expect("policy configured");
+        assert_eq!(policy.0.version(), "default-2026-11");
+        let error = FilterConfig::from_json(br#"{"policy": {"default": {"action": "maybe"}}}"#)
+            .unwrap_err();
+        assert!(error.to_string().starts_with("policy."), "{error}");
     }
 
     #[test]

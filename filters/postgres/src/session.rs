@@ -28,6 +28,9 @@
 //!   connection is closed. Later client bytes are discarded.
 //! - Malformed server bytes are replaced by `FATAL 08P01` and the connection is
 //!   closed at once.
+//! - A statement the policy ([`Session::set_statement_policy`]) blocks is replaced
+//!   by a block that makes the server raise `42501` itself, so transaction and
+//!   extended-query semantics are the server's; see [`crate::deny`].
 //!
 //! # Glue
 //! ```

@@ -24,6 +24,20 @@ pub struct Postgres {
     pub port: u16,
     pub data_dir: PathBuf,
     server: Managed,
+    opts: PgOptions,
+}
+
+/// Starts the server program on an initialised data directory.
+fn spawn_server(data_dir: &Path, port: u16, opts: &PgOptions, log: &Path) -> Result<Managed> {
+    let mut cmd = Command::new(crate::tools::pg_bin_dir()?.join("postgres"));
+    cmd.arg("-D").arg(data_dir).arg("-p").arg(port.to_string());
+    for setting in server_settings(opts) {
+        cmd.arg("-c").arg(setting);
+    }
+    as_server_account(&mut cmd, server_account()?);
+    let mut server = Managed::spawn("postgres", cmd, log)?;
+    server.set_stop_signal("INT"); // fast shutdown: do not wait for clients
+    Ok(server)
 }
 
 /// The OS account PostgreSQL runs as when we are root (it refuses to run as root).
@@ -75,20 +89,14 @@ impl Postgres {
         let mut last_err = None;
         for _ in 0..5 {
             let port = process::free_port()?;
-            let mut cmd = Command::new(bin.join("postgres"));
-            cmd.arg("-D").arg(&data_dir).arg("-p").arg(port.to_string());
-            for setting in server_settings(opts) {
-                cmd.arg("-c").arg(setting);
-            }
-            as_server_account(&mut cmd, account);
-            let mut server = Managed::spawn("postgres", cmd, &log)?;
-            server.set_stop_signal("INT"); // fast shutdown: do not wait for clients
+            let mut server = spawn_server(&data_dir, port, opts, &log)?;
             match wait_ready(port, &mut server) {
                 Ok(()) => {
                     let pg = Postgres {
                         port,
                         data_dir,
                         server,
+                        opts: opts.clone(),
                     };
                     if opts.seed_demo {
                         pg.psql(&format!("CREATE DATABASE {DEMO_DATABASE}"))?;
@@ -135,6 +143,15 @@ impl Postgres {
                 .arg("-f")
                 .arg(file),
         )
+    }
+
+    /// Stops the server (fast shutdown: clients are disconnected) and starts it
+    /// again on the same port and data directory.
+    pub fn restart(&mut self) -> Result<()> {
+        self.server.stop();
+        let log = self.server.log_path().to_path_buf();
+        self.server = spawn_server(&self.data_dir, self.port, &self.opts, &log)?;
+        wait_ready(self.port, &mut self.server)
     }
 
     pub fn pid(&self) -> Option<u32> {

@@ -154,6 +154,77 @@ pub fn kubectl(version: Option<&str>) -> Result<PathBuf> {
     }
 }
 
+/// Folder holding psycopg 3 (`tools/python`, put it on `PYTHONPATH`).
+pub fn psycopg_dir() -> Result<PathBuf> {
+    let dir = tools_dir().join("python");
+    if !dir.join("psycopg").is_dir() {
+        bail!(
+            "psycopg is not installed in {}: run `cargo xtask install`",
+            dir.display()
+        );
+    }
+    Ok(dir)
+}
+
+/// Installs psycopg 3 with its bundled libpq (17+) into `tools/python`.
+pub fn install_psycopg() -> Result<PathBuf> {
+    if let Ok(dir) = psycopg_dir() {
+        return Ok(dir);
+    }
+    let dir = tools_dir().join("python");
+    crate::process::run(
+        "pip install psycopg",
+        Command::new("python3")
+            .args(["-m", "pip", "install", "--quiet", "--target"])
+            .arg(&dir)
+            .arg("psycopg[binary]"),
+    )?;
+    psycopg_dir()
+}
+
+/// Folder whose `node_modules` holds node-postgres (`tools/node`).
+pub fn node_pg_dir() -> Result<PathBuf> {
+    let dir = tools_dir().join("node");
+    if !dir.join("node_modules/pg").is_dir() {
+        bail!(
+            "node-postgres is not installed in {}: run `cargo xtask install` (needs npm)",
+            dir.display()
+        );
+    }
+    Ok(dir)
+}
+
+/// Installs node-postgres into `tools/node`.
+pub fn install_node_pg() -> Result<PathBuf> {
+    if let Ok(dir) = node_pg_dir() {
+        return Ok(dir);
+    }
+    let dir = tools_dir().join("node");
+    std::fs::create_dir_all(&dir)?;
+    crate::process::run(
+        "npm install pg",
+        Command::new("npm")
+            .args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
+            .arg(&dir)
+            .arg("pg"),
+    )?;
+    node_pg_dir()
+}
+
+/// The PostgreSQL JDBC driver (Debian package `libpostgresql-jdbc-java`), or `PGJDBC_JAR`.
+pub fn jdbc_jar() -> Result<PathBuf> {
+    let jar = std::env::var_os("PGJDBC_JAR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/share/java/postgresql.jar"));
+    if !jar.is_file() {
+        bail!(
+            "{} not found: install the Debian package `libpostgresql-jdbc-java` or set PGJDBC_JAR",
+            jar.display()
+        );
+    }
+    Ok(jar)
+}
+
 /// The first of `names` found on PATH.
 pub fn find_on_path(names: &[&str]) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;

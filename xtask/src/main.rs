@@ -95,6 +95,9 @@ fn install() -> Result<()> {
     tools::pg_client("psql")?;
     let kubectl = tools::kubectl(None)?;
     eprintln!("kubectl: {}", kubectl.display());
+    eprintln!("psycopg: {}", tools::install_psycopg()?.display());
+    eprintln!("node-postgres: {}", tools::install_node_pg()?.display());
+    eprintln!("jdbc: {}", tools::jdbc_jar()?.display());
     Ok(())
 }
 

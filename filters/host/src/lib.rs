@@ -320,8 +320,8 @@ pub fn now_micros() -> Result<u64, Status> {
 pub fn close_downstream() -> Result<(), Status> {
     #[cfg(target_arch = "wasm32")]
     {
-        // SAFETY: plain value; 1 is StreamType::Downstream.
-        ok(unsafe { abi::proxy_close_stream(1) })
+        // SAFETY: plain value.
+        ok(unsafe { abi::proxy_close_stream(proxy_wasm::types::StreamType::Downstream as u32) })
     }
     #[cfg(not(target_arch = "wasm32"))]
     {

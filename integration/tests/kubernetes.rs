@@ -315,3 +315,79 @@ fn requests_without_a_valid_token_get_a_401_kubectl_explains() {
         "refused requests never reach the API server"
     );
 }
+
+#[test]
+fn secrets_are_masked_for_developers_in_yaml_describe_lists_and_watch() {
+    let stack = stack("k8s-mask");
+    for version in ["1.29", "1.33"] {
+        for args in [
+            &[
+                "get",
+                "secret",
+                "db-credentials",
+                "-n",
+                "prod",
+                "-o",
+                "yaml",
+            ][..],
+            &["describe", "secret", "db-credentials", "-n", "prod"][..],
+            &["get", "secrets", "-n", "prod", "-o", "json"][..],
+        ] {
+            let mut full = vec!["--context", "developer"];
+            full.extend_from_slice(args);
+            let out = stack.kubectl(version, &full).unwrap();
+            let printed = succeeded(&out, &format!("kubectl {version} {args:?}"));
+            assert!(
+                !printed.contains("pr0d-S3cret!") && !printed.contains("cHIwZC1TM2NyZXQh"),
+                "kubectl {version} {args:?} shows the secret:\n{printed}"
+            );
+        }
+        let yaml = succeeded(
+            &stack
+                .kubectl(
+                    version,
+                    &[
+                        "--context",
+                        "developer",
+                        "get",
+                        "secret",
+                        "db-credentials",
+                        "-n",
+                        "prod",
+                        "-o",
+                        "yaml",
+                    ],
+                )
+                .unwrap(),
+            "get secret",
+        );
+        assert!(
+            yaml.contains("KioqKioqKio="),
+            "masked values stay base64:\n{yaml}"
+        );
+    }
+    let event = stack
+        .wait_for_record("the masked secret read", |r| {
+            r["objectRef"]["resource"] == "secrets"
+                && r["annotations"]["gatehouse.dev/masked-fields"].is_string()
+        })
+        .unwrap();
+    assert!(
+        event["annotations"]["gatehouse.dev/masked-fields"]
+            .as_str()
+            .unwrap()
+            .contains("data")
+    );
+    let read = stack
+        .upstream_requests()
+        .into_iter()
+        .find(|r| r.uri.contains("/secrets/db-credentials"))
+        .unwrap();
+    assert!(read.header("accept-encoding").is_none());
+    assert!(
+        !read
+            .header("accept")
+            .unwrap_or_default()
+            .contains("protobuf")
+    );
+}

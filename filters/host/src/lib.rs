@@ -515,6 +515,20 @@ pub fn add_header(map: MapType, name: &str, value: &str) -> Result<(), Status> {
     }
 }
 
+/// Resets the HTTP stream (both directions): for a response that can no
+/// longer be answered cleanly because its headers already went out.
+pub fn reset_http_stream() -> Result<(), Status> {
+    #[cfg(target_arch = "wasm32")]
+    {
+        // SAFETY: plain value; 1 is StreamType::HttpResponse.
+        ok(unsafe { abi::proxy_close_stream(1) })
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        Err(Status::InternalFailure)
+    }
+}
+
 /// Resumes an HTTP request the current context paused.
 pub fn resume_http_request() -> Result<(), Status> {
     #[cfg(target_arch = "wasm32")]

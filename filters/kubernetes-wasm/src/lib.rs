@@ -17,6 +17,8 @@
 
 use gatehouse_host as host;
 use gatehouse_kubernetes::gate::{Admission, Forward, Gate, KeyFetch, RequestHead, audit_id};
+use gatehouse_kubernetes::masking::{WatchLines, mask_body};
+use gatehouse_kubernetes::policy::MaskingConfig;
 use host::{BufferType, LogLevel, MapType};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
@@ -307,6 +309,7 @@ impl RootContext for KubernetesRoot {
             fetches: 0,
             started_micros: 0,
             status: 0,
+            body_mode: BodyMode::PassThrough,
         }))
     }
 }
@@ -324,6 +327,16 @@ struct KubernetesRequest {
     fetches: u8,
     started_micros: i64,
     status: u16,
+    body_mode: BodyMode,
+}
+
+/// What happens to the response body.
+enum BodyMode {
+    PassThrough,
+    /// Held whole (headers paused) and masked at the end.
+    Buffered(MaskingConfig),
+    /// A watch stream, masked line by line.
+    Watch(MaskingConfig, WatchLines),
 }
 
 impl KubernetesRequest {
@@ -447,6 +460,27 @@ impl KubernetesRequest {
         Action::Pause
     }
 
+    /// Answers with a Status instead of a response that could not be masked.
+    fn refuse_response(&mut self, message: &str) -> Action {
+        let refusal = gatehouse_kubernetes::status::status(500, "InternalError", message);
+        self.status = 500;
+        self.body_mode = BodyMode::PassThrough;
+        self.record();
+        let _ = host::send_http_response(
+            500,
+            &[("content-type", "application/json")],
+            refusal.to_json().as_bytes(),
+        );
+        Action::Pause
+    }
+
+    fn masking_settings(&self) -> Option<MaskingConfig> {
+        self.worker
+            .borrow()
+            .as_ref()
+            .map(|worker| worker.gate.policy().masking().clone())
+    }
+
     /// Writes the request's audit Events to filter state.
     fn record(&self) {
         if let Some(forward) = &self.forward {
@@ -498,7 +532,7 @@ impl HttpContext for KubernetesRequest {
         self.admit()
     }
 
-    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         self.started_micros = now_micros();
         self.status = host::get_header(MapType::HttpResponseHeaders, ":status")
             .ok()
@@ -506,10 +540,104 @@ impl HttpContext for KubernetesRequest {
             .and_then(|s| s.parse().ok())
             .unwrap_or_default();
         self.record();
-        Action::Continue
+        let must_mask = self.forward.as_ref().is_some_and(|f| f.mask_body);
+        if !must_mask || end_of_stream || !(200..300).contains(&self.status) {
+            return Action::Continue;
+        }
+        let Some(settings) = self.masking_settings() else {
+            return self.refuse_response("gatehouse has no masking settings");
+        };
+        let content_type = host::get_header(MapType::HttpResponseHeaders, "content-type")
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        if !content_type.starts_with("application/json") {
+            return self.refuse_response("gatehouse must mask this response but it is not JSON");
+        }
+        let _ = host::remove_header(MapType::HttpResponseHeaders, "content-length");
+        if content_type.contains("stream=watch") {
+            self.body_mode = BodyMode::Watch(settings, WatchLines::default());
+            Action::Continue
+        } else {
+            self.body_mode = BodyMode::Buffered(settings);
+            // Held until the body is masked, so an oversize body fails cleanly.
+            Action::Pause
+        }
     }
 
-    fn on_http_response_body(&mut self, _body_size: usize, end_of_stream: bool) -> Action {
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        match &mut self.body_mode {
+            BodyMode::PassThrough => {}
+            BodyMode::Watch(settings, lines) => {
+                let chunk = host::get_buffer(BufferType::HttpResponseBody, 0, body_size)
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default();
+                match lines.push(&chunk, end_of_stream, settings) {
+                    Ok(out) => {
+                        let fields = lines.fields.clone();
+                        if host::set_buffer(BufferType::HttpResponseBody, 0, body_size, &out)
+                            .is_err()
+                        {
+                            return self
+                                .refuse_response("gatehouse could not rewrite a watch event");
+                        }
+                        if let Some(forward) = self.forward.as_mut() {
+                            forward.set_masked_fields(&fields);
+                        }
+                    }
+                    // Headers are gone: end the stream rather than pass clear data.
+                    Err(_) => {
+                        let _ = host::set_buffer(BufferType::HttpResponseBody, 0, body_size, b"");
+                        let _ = host::reset_http_stream();
+                        return Action::Pause;
+                    }
+                }
+            }
+            BodyMode::Buffered(settings) => {
+                if body_size > settings.max_body_bytes {
+                    let limit = settings.max_body_bytes;
+                    return self.refuse_response(&format!(
+                        "gatehouse must mask this response but it exceeds {limit} bytes"
+                    ));
+                }
+                if !end_of_stream {
+                    return Action::Pause;
+                }
+                let body = host::get_buffer(BufferType::HttpResponseBody, 0, body_size)
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default();
+                match mask_body(&body, settings) {
+                    Ok(masked) => {
+                        if host::set_buffer(
+                            BufferType::HttpResponseBody,
+                            0,
+                            body_size,
+                            &masked.body,
+                        )
+                        .is_err()
+                        {
+                            return self.refuse_response("gatehouse could not rewrite a response");
+                        }
+                        let _ = host::replace_header(
+                            MapType::HttpResponseHeaders,
+                            "content-length",
+                            &masked.body.len().to_string(),
+                        );
+                        if let Some(forward) = self.forward.as_mut() {
+                            forward.set_masked_fields(&masked.fields);
+                        }
+                    }
+                    Err(error) => {
+                        return self.refuse_response(&format!(
+                            "gatehouse could not mask the response: {error}"
+                        ));
+                    }
+                }
+            }
+        }
         if end_of_stream {
             self.record();
         }

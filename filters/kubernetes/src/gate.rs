@@ -7,6 +7,7 @@
 
 use crate::audit::{AUDIT_ID_HEADER, RequestAudit, Stage};
 use crate::exec::StreamRequest;
+use crate::masking::{json_only_accept, needs_masking};
 use crate::policy::{Policy, Request, Verdict};
 use crate::request_info::{RequestInfo, decode_request};
 use crate::status::{self, Status};
@@ -70,10 +71,18 @@ pub struct Forward {
     pub add_headers: Vec<(String, String)>,
     /// Whether the response must be masked.
     pub mask: bool,
+    /// Whether the response body goes through [`crate::masking::mask_body`]
+    /// (or [`crate::masking::WatchLines`] for a watch stream).
+    pub mask_body: bool,
     audit: RequestAudit,
 }
 
 impl Forward {
+    /// Notes the response fields that were masked in the records.
+    pub fn set_masked_fields(&mut self, fields: &[String]) {
+        self.audit.set_masked_fields(fields);
+    }
+
     /// Whether the API server treats the request as long-running (exec, watch,
     /// logs): it is recorded at `ResponseStarted` and `ResponseComplete`.
     pub fn is_long_running(&self) -> bool {
@@ -188,7 +197,10 @@ impl Gate {
             return respond(head, info, &identity, Some(&decision), refusal);
         }
         let audit = audit_for(head, info, &identity).with_decision(&decision);
-        Admission::Forward(Box::new(self.forward(head, &identity, audit, mask)))
+        let mask_body = mask && needs_masking(info, self.policy.masking());
+        Admission::Forward(Box::new(
+            self.forward(head, &identity, audit, mask, mask_body),
+        ))
     }
 
     /// Issuers whose remote key set is due for a scheduled refresh at `now`
@@ -323,6 +335,7 @@ impl Gate {
         identity: &Identity,
         audit: RequestAudit,
         mask: bool,
+        mask_body: bool,
     ) -> Forward {
         let upstream = self.policy.upstream();
         let mut remove_headers = vec!["authorization".to_owned()];
@@ -344,11 +357,22 @@ impl Gate {
                     .map(|g| ("Impersonate-Group".to_owned(), g.clone())),
             );
         }
+        if mask_body {
+            // The body must be JSON the filter can read, and uncompressed.
+            let accept = head
+                .headers
+                .iter()
+                .find(|(name, _)| name.eq_ignore_ascii_case("accept"))
+                .map_or("application/json", |(_, value)| value.as_str());
+            set_headers.push(("accept".to_owned(), json_only_accept(accept)));
+            remove_headers.push("accept-encoding".to_owned());
+        }
         Forward {
             remove_headers,
             set_headers,
             add_headers,
             mask,
+            mask_body,
             audit,
         }
     }
@@ -639,7 +663,17 @@ mod tests {
             "/api/v1/namespaces/prod/secrets/db-credentials",
             &[("authorization", &bearer)],
         ));
-        assert_eq!(forward.remove_headers, vec!["authorization".to_owned()]);
+        assert_eq!(
+            forward.remove_headers,
+            ["authorization", "accept-encoding"],
+            "a masked read is asked for uncompressed"
+        );
+        assert!(forward.mask_body);
+        assert!(
+            forward
+                .set_headers
+                .contains(&("accept".to_owned(), "application/json".to_owned()))
+        );
         assert!(forward.set_headers.contains(&(
             "Audit-ID".to_owned(),
             "0f5cbb4c-8f6e-4b0e-9c7e-000000000001".to_owned()

@@ -4,6 +4,7 @@ pub mod audit;
 pub mod exec;
 pub mod gate;
 mod label_selector;
+pub mod masking;
 pub mod policy;
 pub mod request_info;
 pub mod status;

@@ -6,10 +6,14 @@
 //! cargo xtask demo [--detach]  the whole gateway on this machine, with demo data
 //! cargo xtask down             stops a detached demo
 //! cargo xtask token <identity>  a fresh token for a demo identity (`--ttl 15m`)
+//! cargo xtask package          each filter as a Wasm OCI image layout tarball (target/package/)
+//! cargo xtask measure-modules  module sizes and cold start against the targets
 //! cargo xtask test             everything CI runs: fmt, clippy (native + wasm), unit and integration tests
 //! ```
 
 mod demo;
+mod measure;
+mod package;
 
 use anyhow::{Context, Result, bail};
 use gatehouse_integration::tools;
@@ -27,6 +31,8 @@ fn main() {
         Some("down") => demo::down(),
         Some("token") => demo::token(&args[1..]),
         Some("test") => test(),
+        Some("package") => package::run(),
+        Some("measure-modules") => measure::run(),
         _ => {
             eprintln!(
                 "usage: cargo xtask <install|build|demo [--detach]|down|token <identity> [--ttl 15m]|test>"

@@ -9,8 +9,42 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-/// Fills `${NAME}` placeholders; every placeholder must have a value.
+/// The audit service's configuration when the caller gives none.
+pub fn default_audit_config() -> serde_json::Value {
+    serde_json::json!({"role": "service", "cluster": "gatehouse_records"})
+}
+
+/// Values for the record path's placeholders (`AUDIT_WASM`, `AUDIT_CONFIG`,
+/// `RECORDS_PORT`) that `vars` leaves out: the built audit module, the default
+/// service configuration and a free loopback port.
+pub fn with_record_path_defaults<'a>(
+    template: &str,
+    vars: &BTreeMap<&'a str, String>,
+) -> Result<BTreeMap<&'a str, String>> {
+    let mut vars = vars.clone();
+    if template.contains("${AUDIT_WASM}") && !vars.contains_key("AUDIT_WASM") {
+        let module = crate::tools::filter_modules()?.audit;
+        vars.insert("AUDIT_WASM", module.display().to_string());
+    }
+    if !vars.contains_key("AUDIT_CONFIG") {
+        vars.insert(
+            "AUDIT_CONFIG",
+            yaml_quote(&default_audit_config().to_string()),
+        );
+    }
+    if template.contains("${RECORDS_PORT}") && !vars.contains_key("RECORDS_PORT") {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        vars.insert("RECORDS_PORT", port.to_string());
+    }
+    Ok(vars)
+}
+
+/// Fills `${NAME}` placeholders; every placeholder must have a value (the record
+/// path's have defaults, see [`with_record_path_defaults`]).
 pub fn render(template: &str, vars: &BTreeMap<&str, String>) -> Result<String> {
+    let vars = &with_record_path_defaults(template, vars)?;
     let mut out = String::with_capacity(template.len());
     let mut rest = template;
     while let Some(start) = rest.find("${") {

@@ -29,6 +29,12 @@ pub struct StackOptions {
     pub kube_standin_binary: Option<PathBuf>,
     /// Envoy bootstrap template under `envoy/`.
     pub envoy_template: &'static str,
+    /// The audit service's configuration (`None`: the default from
+    /// [`envoy::default_audit_config`]).
+    pub audit_service: Option<Value>,
+    /// YAML of extra listeners (each starting `  - name:`), added to the
+    /// bootstrap's static listeners; tests use it for a record producer.
+    pub extra_listeners: Option<String>,
     /// The identity provider's signing key (a fresh one when `None`).
     pub signing_key: Option<Minter>,
     /// Lifetime of the tokens in the kubeconfig.
@@ -46,6 +52,8 @@ impl Default for StackOptions {
             kubernetes_filter: default_kubernetes_filter_config(),
             kube_standin_binary: None,
             envoy_template: "gatehouse.yaml",
+            audit_service: None,
+            extra_listeners: None,
             signing_key: None,
             token_ttl_seconds: 3600,
         }
@@ -130,6 +138,9 @@ impl Stack {
         vars.insert("TLS_CERT", path_str(&pki.server_cert)?);
         vars.insert("TLS_KEY", path_str(&pki.server_key)?);
         vars.insert("ACCESS_LOG", path_str(&access_log)?);
+        if let Some(audit) = &opts.audit_service {
+            vars.insert("AUDIT_CONFIG", envoy::yaml_quote(&audit.to_string()));
+        }
         let template_path = crate::workspace_root()
             .join("envoy")
             .join(opts.envoy_template);
@@ -137,7 +148,15 @@ impl Stack {
             .with_context(|| format!("reading {}", template_path.display()))?;
         let envoy_dir = dir.join("envoy");
         std::fs::create_dir_all(&envoy_dir)?;
-        let envoy = Envoy::start(&envoy_dir, &envoy::render(&template, &vars)?)?;
+        let mut yaml = envoy::render(&template, &vars)?;
+        if let Some(extra) = &opts.extra_listeners {
+            let at = yaml
+                .find("\n  listeners:\n")
+                .context("the Envoy template has no static listeners")?
+                + "\n  listeners:\n".len();
+            yaml.insert_str(at, extra);
+        }
+        let envoy = Envoy::start(&envoy_dir, &yaml)?;
         let pg_port = envoy.listener_port("postgres")?;
         let kube_port = envoy.listener_port("kubernetes")?;
 

@@ -243,6 +243,15 @@ pub fn find_on_path(names: &[&str]) -> Option<PathBuf> {
 pub struct FilterModules {
     pub postgres: PathBuf,
     pub kubernetes: PathBuf,
+    /// The audit service and record sink (one module, two roles).
+    pub audit: PathBuf,
+}
+
+impl FilterModules {
+    /// The test-only record producer (built by `cargo xtask build` next to the filters).
+    pub fn record_producer(&self) -> PathBuf {
+        self.audit.with_file_name("gatehouse_record_producer.wasm")
+    }
 }
 
 /// Where `cargo build --release --target wasm32-wasip1` puts the modules.
@@ -254,8 +263,9 @@ pub fn filter_modules() -> Result<FilterModules> {
     let modules = FilterModules {
         postgres: dir.join("gatehouse_postgres_wasm.wasm"),
         kubernetes: dir.join("gatehouse_kubernetes_wasm.wasm"),
+        audit: dir.join("gatehouse_audit_wasm.wasm"),
     };
-    for m in [&modules.postgres, &modules.kubernetes] {
+    for m in [&modules.postgres, &modules.kubernetes, &modules.audit] {
         if !m.is_file() {
             bail!(
                 "{} is missing: build the filters first with `cargo xtask build`",

@@ -54,10 +54,17 @@ const WASM_CRATES: &[&str] = &[
     "gatehouse-host",
     "gatehouse-postgres-wasm",
     "gatehouse-kubernetes-wasm",
+    "gatehouse-audit-wasm",
 ];
 
 /// The filter modules Envoy loads.
-const FILTER_MODULES: &[&str] = &["gatehouse-postgres-wasm", "gatehouse-kubernetes-wasm"];
+const FILTER_MODULES: &[&str] = &[
+    "gatehouse-postgres-wasm",
+    "gatehouse-kubernetes-wasm",
+    "gatehouse-audit-wasm",
+    // Test-only: emits numbered records for the record-path integration tests.
+    "gatehouse-record-producer",
+];
 
 fn cargo() -> Command {
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));

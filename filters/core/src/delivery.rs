@@ -240,9 +240,10 @@ impl Outbox {
 
     /// The sink refused the record itself (it would never accept it): drop and count it.
     pub fn rejected(&mut self, ticket: Ticket, now_us: u64) {
+        // The notice waits for the next offer or delivery: queuing it here would
+        // let a sink that refuses everything refuse notices about notices forever.
         if self.in_flight.remove(&ticket).is_some() {
             self.count_drop(now_us);
-            self.queue_drop_notice(now_us);
         }
     }
 
@@ -404,14 +405,17 @@ mod tests {
 
     #[test]
     fn a_rejected_record_is_dropped_not_retried() {
-        let mut o = outbox(10, 1);
+        let mut o = outbox(10, 2);
         o.offer("bad".into(), 0).unwrap();
         let (t, _) = o.next_send(0).unwrap();
         o.rejected(t, 1);
         assert_eq!(o.totals().dropped, 1);
-        let sent = send_all(&mut o, 1);
-        assert_eq!(sent.len(), 1);
+        assert!(o.next_send(1).is_none(), "neither retried nor a notice by itself");
+        o.offer("next".into(), 2).unwrap();
+        let sent = send_all(&mut o, 2);
+        assert_eq!(sent.len(), 2);
         assert!(sent[0].1.contains(DROPPED_RECORD_TYPE));
+        assert_eq!(sent[1].1, "next");
     }
 
     #[test]

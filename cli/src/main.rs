@@ -1,0 +1,27 @@
+//! `gatehouse`: the command line for operators and auditors.
+//!
+//! Each subcommand lives in its own module with a `run(args) -> ExitCode`.
+
+use std::process::ExitCode;
+
+mod audit;
+
+const USAGE: &str = "usage: gatehouse <command> ...
+
+commands:
+  audit    read an audit log (follow, replay, verify); `gatehouse audit --help`";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.split_first() {
+        Some((cmd, rest)) if cmd == "audit" => audit::run(rest),
+        Some((cmd, _)) if cmd == "--help" || cmd == "-h" || cmd == "help" => {
+            println!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        _ => {
+            eprintln!("{USAGE}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,7 +1,9 @@
 //! Every configuration shipped under `envoy/` renders with the shared variable
 //! map and passes `envoy --mode validate`.
 
-use gatehouse_integration::{configs, scratch_dir};
+use gatehouse_integration::envoy::{self, Envoy};
+use gatehouse_integration::postgres::{PgOptions, Postgres};
+use gatehouse_integration::{configs, scratch_dir, stack};
 
 #[test]
 fn every_shipped_bootstrap_passes_envoy_validation() {
@@ -56,4 +58,84 @@ fn every_ecds_resource_renders_to_a_wasm_extension_config_with_local_code() {
             "type.googleapis.com/google.protobuf.StringValue"
         );
     }
+}
+
+/// `select 1` as superuser through Envoy's Postgres listener.
+fn psql_through(port: u16) -> std::process::Output {
+    std::process::Command::new(gatehouse_integration::tools::pg_client("psql").unwrap())
+        .args(["-X", "-At", "-v", "ON_ERROR_STOP=1", "-d"])
+        .arg(format!(
+            "postgresql://postgres@127.0.0.1:{port}/postgres?sslmode=disable"
+        ))
+        .args(["-c", "select 1"])
+        .output()
+        .unwrap()
+}
+
+/// Waits (bounded) until a stat reaches `at_least`.
+fn wait_for_stat(envoy: &Envoy, name: &str, at_least: u64) {
+    gatehouse_integration::process::wait_until(
+        name,
+        std::time::Duration::from_secs(30),
+        || Ok(()),
+        || envoy.stat(name).ok().flatten().unwrap_or(0) >= at_least,
+    )
+    .unwrap_or_else(|e| {
+        let (_, stats) =
+            envoy::http_get(&envoy.admin, "/stats?filter=extension_config_discovery").unwrap();
+        panic!("{e}\n{stats}\n{}", envoy.log_tail(30))
+    });
+}
+
+#[test]
+fn ecds_rollout_applies_new_versions_and_rejects_a_corrupt_module_while_serving() {
+    let dir = scratch_dir("it", "ecds-rollout").unwrap();
+    let mut vars = configs::vars(&dir).unwrap();
+    let postgres = Postgres::start(&dir.join("postgres"), &PgOptions::default()).unwrap();
+    vars.insert("PG_UPSTREAM_PORT", postgres.port.to_string());
+    vars.insert(
+        "KUBE_CONFIG",
+        envoy::yaml_quote(&stack::default_kubernetes_filter_config().to_string()),
+    );
+    configs::write_ecds_resources(&vars).unwrap();
+    let envoy_dir = dir.join("envoy");
+    std::fs::create_dir_all(&envoy_dir).unwrap();
+    let bootstrap = configs::render_file(&configs::envoy_dir().join("ecds.yaml"), &vars).unwrap();
+    let envoy = Envoy::start(&envoy_dir, &bootstrap).unwrap();
+    let port = envoy.listener_port("postgres").unwrap();
+    let reload = "extension_config_discovery.network_filter.gatehouse_postgres.config_reload";
+    let rejected = "extension_config_discovery.network_filter.gatehouse_postgres.update_rejected";
+    wait_for_stat(&envoy, reload, 1);
+    let out = psql_through(port);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1", "{out:?}");
+
+    // A new version (new vm_id) is applied and new sessions run on it.
+    vars.insert("ECDS_VERSION", "v2".to_string());
+    configs::write_ecds_resources(&vars).unwrap();
+    wait_for_stat(&envoy, reload, 2);
+    let out = psql_through(port);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1", "{out:?}");
+
+    // A corrupt module is rejected and the filter keeps running on new sessions.
+    let filtered = "wasmcustom.gatehouse_pg_connections_total";
+    let filtered_before = envoy.stat(filtered).unwrap().unwrap_or(0);
+    let corrupt = dir.join("corrupt.wasm");
+    std::fs::write(&corrupt, b"\0asm garbage").unwrap();
+    vars.insert("ECDS_VERSION", "v3".to_string());
+    vars.insert("PG_WASM", corrupt.display().to_string());
+    let resource =
+        configs::render_file(&configs::envoy_dir().join("ecds/postgres.json"), &vars).unwrap();
+    configs::replace_atomically(
+        std::path::Path::new(&vars["ECDS_DIR"]),
+        "postgres.json",
+        &resource,
+    )
+    .unwrap();
+    wait_for_stat(&envoy, rejected, 1);
+    let out = psql_through(port);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1", "{out:?}");
+    assert!(
+        envoy.stat(filtered).unwrap().unwrap_or(0) > filtered_before,
+        "the session after the rejected update ran without the filter"
+    );
 }

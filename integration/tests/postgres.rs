@@ -419,11 +419,23 @@ fn malformed_bytes_end_only_their_own_session_with_08p01() {
     assert_eq!(row.get::<_, i64>(0), 5000);
     assert_eq!(stat(&stack, "gatehouse_pg_protocol_errors_total"), 2);
     let record = stack
-        .wait_for_record("the malformed session", |r| {
-            r["type"] == "pg.connection" && r["pg_session_end"] == "protocol_error"
+        .wait_for_record("the logged-in malformed session", |r| {
+            r["type"] == "pg.connection"
+                && r["pg_session_end"] == "protocol_error"
+                && r["pg_user"] == "app"
         })
         .unwrap();
-    assert_eq!(record["pg_user"], "app");
+    assert_eq!(record["pg_database"], "shop");
+    let ended_by_violation = stack
+        .access_log_records()
+        .unwrap()
+        .into_iter()
+        .filter(|r| r["pg_session_end"] == "protocol_error")
+        .count();
+    assert_eq!(
+        ended_by_violation, 2,
+        "the bystander's session ended normally"
+    );
 }
 
 fn run_script(what: &str, cmd: &mut Command) -> String {

@@ -138,6 +138,7 @@ mod abi {
         ) -> u32;
         pub fn proxy_continue_stream(stream_type: u32) -> u32;
         pub fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
+        pub fn proxy_set_effective_context(context_id: u32) -> u32;
         pub fn proxy_get_shared_data(
             key: *const u8,
             key_size: usize,
@@ -551,6 +552,21 @@ pub fn resume_http_response() -> Result<(), Status> {
     }
     #[cfg(not(target_arch = "wasm32"))]
     {
+        Err(Status::InternalFailure)
+    }
+}
+
+/// Makes `context_id` the context later host calls act on (e.g. to close a
+/// connection from the root context's tick). `Err(BadArgument)`: it is gone.
+pub fn set_effective_context(context_id: u32) -> Result<(), Status> {
+    #[cfg(target_arch = "wasm32")]
+    {
+        // SAFETY: plain value.
+        ok(unsafe { abi::proxy_set_effective_context(context_id) })
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let _ = context_id;
         Err(Status::InternalFailure)
     }
 }

@@ -210,13 +210,21 @@ struct PostgresRoot {
     metrics: Metrics,
     /// Highest `buffered_bytes` any connection reported, for the gauge.
     buffered_high_water: Arc<std::sync::atomic::AtomicUsize>,
+    /// Connections to close once the bytes written in their last callback left.
+    closing: Rc<RefCell<Vec<u32>>>,
 }
+
+/// How often the root context closes connections that asked for it.
+const CLOSE_TICK_MS: u32 = 20;
 
 impl Context for PostgresRoot {}
 
 impl RootContext for PostgresRoot {
     fn on_configure(&mut self, config_size: usize) -> bool {
         self.metrics = Metrics::define();
+        if let Err(status) = host::set_tick_period_ms(CLOSE_TICK_MS) {
+            self.metrics.host_error("starting the close timer", status);
+        }
         let json = match host::get_buffer(
             BufferType::PluginConfiguration,
             0,
@@ -260,8 +268,25 @@ impl RootContext for PostgresRoot {
         Some(ContextType::StreamContext)
     }
 
-    fn create_stream_context(&self, _context_id: u32) -> Option<Box<dyn StreamContext>> {
+    /// Closes the connections whose close was asked for while writing to the
+    /// client: closing inside that callback would drop the bytes being written
+    /// (Envoy moves them to the socket only after the callback returns).
+    fn on_tick(&mut self) {
+        let ids = std::mem::take(&mut *self.closing.borrow_mut());
+        for id in ids {
+            // A connection that is already gone cannot be selected: nothing to do.
+            if host::set_effective_context(id).is_ok()
+                && let Err(status) = host::close_downstream()
+            {
+                self.metrics.host_error("closing the connection", status);
+            }
+        }
+    }
+
+    fn create_stream_context(&self, context_id: u32) -> Option<Box<dyn StreamContext>> {
         Some(Box::new(PostgresConnection {
+            context_id,
+            closing: Rc::clone(&self.closing),
             config: Arc::clone(&self.config),
             policy: self.policy.clone(),
             metrics: self.metrics,
@@ -298,6 +323,9 @@ impl Direction {
 }
 
 struct PostgresConnection {
+    /// This connection's context, named when the root context closes it later.
+    context_id: u32,
+    closing: Rc<RefCell<Vec<u32>>>,
     config: Arc<EngineConfig>,
     policy: Option<CachedPolicy>,
     metrics: Metrics,
@@ -394,9 +422,22 @@ impl PostgresConnection {
             verdict.close_connection = true;
         }
         if verdict.close_connection {
-            self.close();
+            match direction {
+                Direction::FromClient => self.close(),
+                Direction::FromServer => self.close_after_write(),
+            }
         }
         self.after_engine();
+    }
+
+    /// Closes the connection once the bytes of the current server → client
+    /// callback are on their way (see [`PostgresRoot::on_tick`]).
+    fn close_after_write(&mut self) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        self.closing.borrow_mut().push(self.context_id);
     }
 
     fn close(&mut self) {

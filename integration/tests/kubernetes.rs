@@ -317,7 +317,7 @@ fn requests_without_a_valid_token_get_a_401_kubectl_explains() {
 }
 
 #[test]
-fn secrets_are_masked_for_developers_in_yaml_describe_lists_and_watch() {
+fn secrets_are_masked_for_developers_in_yaml_describe_and_lists() {
     let stack = stack("k8s-mask");
     for version in ["1.29", "1.33"] {
         for args in [

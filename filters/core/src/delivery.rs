@@ -410,7 +410,10 @@ mod tests {
         let (t, _) = o.next_send(0).unwrap();
         o.rejected(t, 1);
         assert_eq!(o.totals().dropped, 1);
-        assert!(o.next_send(1).is_none(), "neither retried nor a notice by itself");
+        assert!(
+            o.next_send(1).is_none(),
+            "neither retried nor a notice by itself"
+        );
         o.offer("next".into(), 2).unwrap();
         let sent = send_all(&mut o, 2);
         assert_eq!(sent.len(), 2);

@@ -159,6 +159,28 @@ fn test() -> Result<()> {
         "unit tests",
         cargo().args(["test", "--workspace", "--exclude", "gatehouse-integration"]),
     )?;
+    let runner = format!(
+        "node --no-warnings {}",
+        gatehouse_integration::workspace_root()
+            .join("xtask/wasi/run.mjs")
+            .display()
+    );
+    step(
+        "core unit tests compiled to wasm32-wasip1 (run under Node's WASI)",
+        cargo()
+            .args([
+                "test",
+                "-p",
+                "gatehouse-core",
+                "--target",
+                "wasm32-wasip1",
+                "--lib",
+            ])
+            // The shared masking, record and config code, as it runs inside Envoy;
+            // the identity tests generate RSA keys, which is slow in unoptimised Wasm.
+            .args(["--", "mask::", "config::", "record::"])
+            .env("CARGO_TARGET_WASM32_WASIP1_RUNNER", runner),
+    )?;
     build_filters()?;
     step(
         "integration tests (real Envoy, PostgreSQL, kubectl)",

@@ -1,0 +1,143 @@
+//! The Postgres statement policy through real Envoy and PostgreSQL: a denied
+//! statement comes back as the server's own permission error, the session and its
+//! transaction behave as for a real one, and the server never sees the denied SQL.
+
+use gatehouse_integration::{Stack, StackOptions};
+use serde_json::json;
+use tokio_postgres::NoTls;
+
+const DROP_MESSAGE: &str = "gatehouse: DROP is not allowed through the gateway";
+
+fn stack(name: &str) -> Stack {
+    let policy = json!({
+        "version": "integration",
+        "default": { "action": "allow" },
+        "rules": [{
+            "name": "no-drop",
+            "action": "deny",
+            "message": DROP_MESSAGE,
+            "match": { "kinds": ["drop"] }
+        }]
+    });
+    let opts = StackOptions {
+        postgres_filter: json!({ "policy": policy }),
+        ..StackOptions::default()
+    };
+    Stack::start("it", name, opts).expect("stack starts")
+}
+
+fn server_log(stack: &Stack) -> String {
+    std::fs::read_to_string(stack.postgres.log_path()).unwrap_or_default()
+}
+
+#[test]
+fn psql_denied_statement_is_a_clean_error_and_the_session_goes_on() {
+    let stack = stack("pg-policy-psql");
+    let out = stack
+        .psql(
+            "app",
+            &[
+                "-v",
+                "ON_ERROR_STOP=0",
+                "-c",
+                "drop table customers",
+                "-c",
+                "select count(*) > 0 from customers",
+            ],
+        )
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.trim_end(),
+        format!("ERROR:  {DROP_MESSAGE}"),
+        "{stderr}"
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "t");
+    assert!(!server_log(&stack).contains("drop table customers"));
+}
+
+#[test]
+fn psql_denied_statement_inside_begin_aborts_the_transaction() {
+    let stack = stack("pg-policy-tx");
+    let out = stack
+        .psql(
+            "app",
+            &[
+                "-v",
+                "ON_ERROR_STOP=0",
+                "-c",
+                "begin; drop table customers; select 1; rollback; select 'after'",
+            ],
+        )
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("ERROR:  {DROP_MESSAGE}")),
+        "{stderr}"
+    );
+    // One Query message: the denial refuses all of it, so nothing after runs.
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("after"));
+
+    let file = std::env::temp_dir().join(format!("gatehouse-pg-policy-{}.sql", std::process::id()));
+    std::fs::write(
+        &file,
+        "begin;\nselect 1;\ndrop table customers;\nselect 2;\nrollback;\nselect 'after';\n",
+    )
+    .unwrap();
+    let out = stack
+        .psql(
+            "app",
+            &["-v", "ON_ERROR_STOP=0", "-f", file.to_str().unwrap()],
+        )
+        .unwrap();
+    let _ = std::fs::remove_file(&file);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(DROP_MESSAGE), "{stderr}");
+    assert!(
+        stderr.contains("current transaction is aborted"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("CONTEXT"), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("after"));
+    assert!(!server_log(&stack).contains("drop table customers"));
+}
+
+#[test]
+fn prepared_statement_is_denied_with_sqlstate_42501_and_the_client_goes_on() {
+    let stack = stack("pg-policy-extended");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let (client, connection) = tokio_postgres::connect(
+            &format!(
+                "host=127.0.0.1 port={} dbname=shop user=app sslmode=disable",
+                stack.pg_port
+            ),
+            NoTls,
+        )
+        .await
+        .expect("connects through Envoy");
+        tokio::spawn(connection);
+        let error = client
+            .prepare("DROP TABLE customers")
+            .await
+            .expect_err("denied");
+        let db = error.as_db_error().expect("a server error");
+        assert_eq!(db.code().code(), "42501");
+        assert_eq!(db.message(), DROP_MESSAGE);
+        assert!(db.where_().is_none());
+        let error = client
+            .execute("DROP TABLE IF EXISTS customers", &[])
+            .await
+            .expect_err("denied");
+        assert_eq!(error.code().map(|c| c.code()), Some("42501"));
+        let row = client
+            .query_one("select $1::int + 1", &[&41])
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, i32>(0), 42);
+    });
+    assert!(!server_log(&stack).to_lowercase().contains("drop table"));
+}

@@ -103,7 +103,9 @@ impl Envoy {
         let mut admin = String::new();
         process::wait_until(
             "Envoy's admin /ready",
-            Duration::from_secs(30),
+            // V8 compiles every module on the main thread and each worker; on a
+            // loaded 2-core machine with several Envoys starting, that takes a while.
+            Duration::from_secs(120),
             || process.check_running(),
             || {
                 if admin.is_empty() {

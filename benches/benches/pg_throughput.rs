@@ -56,19 +56,26 @@ fn main() -> Result<()> {
     {
         return Ok(());
     }
-    let stack = Stack::start("bench", "pg_throughput", StackOptions {
-        postgres: gatehouse_integration::postgres::PgOptions {
-            seed_demo: true,
-            log_statements: false,
+    let stack = Stack::start(
+        "bench",
+        "pg_throughput",
+        StackOptions {
+            postgres: gatehouse_integration::postgres::PgOptions {
+                seed_demo: true,
+                log_statements: false,
+            },
+            ..StackOptions::default()
         },
-        ..StackOptions::default()
-    })?;
+    )?;
     let init = Command::new(tools::pg_client("pgbench")?)
         .args(["-i", "-q", "-s", "10", "-d"])
         .arg(stack.postgres.direct_url("shop"))
         .output()?;
     if !init.status.success() {
-        bail!("pgbench -i failed: {}", String::from_utf8_lossy(&init.stderr));
+        bail!(
+            "pgbench -i failed: {}",
+            String::from_utf8_lossy(&init.stderr)
+        );
     }
 
     let baseline_dir = scratch_dir("bench", "tcp_proxy")?;

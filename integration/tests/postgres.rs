@@ -606,3 +606,51 @@ fn node_postgres_queries_named_statements_and_errors() {
     assert_eq!(record["pg_statements"], "6");
     assert_eq!(record["pg_errors"], "1");
 }
+
+#[test]
+fn every_statement_on_one_connection_is_its_own_access_log_line_in_order() {
+    let stack = stack("records-1000");
+    let script: String = (1..=1000).map(|i| format!("select {i} as n;\n")).collect();
+    let file = stack.dir.join("thousand.sql");
+    std::fs::write(&file, script).unwrap();
+    stdout(
+        &stack
+            .psql("app", &["-q", "-f", file.to_str().unwrap()])
+            .unwrap(),
+    );
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let statements = loop {
+        let statements: Vec<Value> = stack
+            .access_log_records()
+            .unwrap()
+            .into_iter()
+            .filter(|r| r["type"] == "pg.statement" && r["user"] == "app")
+            .collect();
+        if statements.len() >= 1000 || std::time::Instant::now() > deadline {
+            break statements;
+        }
+    };
+    assert_eq!(statements.len(), 1000, "one line per statement");
+    let connection = &statements[0]["connection_id"];
+    let first_sequence = statements[0]["sequence"].as_u64().unwrap();
+    for (i, record) in statements.iter().enumerate() {
+        assert_eq!(
+            &record["connection_id"], connection,
+            "all from one connection"
+        );
+        assert_eq!(
+            record["sequence"].as_u64(),
+            Some(first_sequence + i as u64),
+            "in order, no gaps"
+        );
+        assert_eq!(record["statement"], format!("select {} as n", i + 1));
+        assert_eq!(record["rows"], 1);
+    }
+    let end = stack
+        .wait_for_record("the session end", |r| {
+            r["type"] == "pg.session_end" && &r["connection_id"] == connection
+        })
+        .unwrap();
+    assert_eq!(end["statements"], 1000);
+}

@@ -272,6 +272,7 @@ impl RootContext for PostgresRoot {
     /// client: closing inside that callback would drop the bytes being written
     /// (Envoy moves them to the socket only after the callback returns).
     fn on_tick(&mut self) {
+        host::records::flush();
         let ids = std::mem::take(&mut *self.closing.borrow_mut());
         for id in ids {
             // A connection that is already gone cannot be selected: nothing to do.
@@ -581,10 +582,14 @@ fn merge(first: Verdict, chunk: &[u8], last: Verdict) -> Verdict {
     }
 }
 
-/// Hands finished records to the record pipeline. Each is counted; their content
-/// reaches the access log once the shared record queue is in place.
+/// Hands finished records to the record service (one JSON line each, through
+/// its shared queue); a record the queue cannot take yet waits in this VM's
+/// backlog and goes out, in order, from the root context's tick.
 fn deliver(metrics: &Metrics, records: Vec<Record>) {
     metrics.bump(metrics.records, records.len() as u64);
+    for record in records {
+        host::records::emit(&record.to_json());
+    }
 }
 
 /// Sets filter state `wasm.<key>`.

@@ -159,8 +159,8 @@ fn smoke_checks() -> Result<()> {
          test \"$(psql -X -At \"$GATEHOUSE_PG_URL\" -c 'select count(*) from customers')\" = 5000
          kubectl --kubeconfig \"$GATEHOUSE_KUBECONFIG\" get pods -A | grep -q web-0
          sleep 0.5
-         grep -q '\"type\":\"pg.connection\"' \"$GATEHOUSE_AUDIT_LOG\"
-         grep -q '\"type\":\"k8s.request\"' \"$GATEHOUSE_AUDIT_LOG\"",
+         grep -q '\"type\":\"pg.statement\"' \"$GATEHOUSE_AUDIT_LOG\"
+         grep -q '\"kind\":\"Event\"' \"$GATEHOUSE_AUDIT_LOG\"",
         env = env_file().display()
     );
     super::step(

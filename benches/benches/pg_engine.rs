@@ -5,8 +5,8 @@
 //! replays the captured transactions on the logged-in session, read by read as
 //! they arrived from the sockets, and takes the records as the glue would.
 
-use criterion::{Criterion, Throughput, black_box, criterion_group, criterion_main};
-use gatehouse_core::record::Record;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use gatehouse_benches::{feed, parse_log};
 use gatehouse_postgres::{ConnectionInfo, EngineConfig, Phase, Session};
 use std::sync::Arc;
 
@@ -28,36 +28,6 @@ const CAPTURES: &[(&str, &[u8])] = &[
         include_bytes!("../../filters/postgres/testdata/pgbench_tpcb_prepared.log"),
     ),
 ];
-
-/// Captured reads: (from the client?, bytes), see testdata/capture.py.
-fn parse_log(mut log: &[u8]) -> Vec<(bool, &[u8])> {
-    let mut reads = Vec::new();
-    while let [marker, a, b, c, d, rest @ ..] = log {
-        let len = u32::from_be_bytes([*a, *b, *c, *d]) as usize;
-        let (bytes, tail) = rest.split_at(len);
-        reads.push((*marker == b'F', bytes));
-        log = tail;
-    }
-    reads
-}
-
-fn feed(session: &mut Session, reads: &[(bool, &[u8])], now: u64) -> usize {
-    let mut statements = 0;
-    for (from_client, bytes) in reads {
-        let verdict = if *from_client {
-            session.on_frontend(bytes, now)
-        } else {
-            session.on_backend(bytes, now)
-        };
-        let _ = black_box(verdict);
-        statements += session
-            .take_records()
-            .iter()
-            .filter(|r| matches!(r, Record::Statement(_)))
-            .count();
-    }
-    statements
-}
 
 fn pg_engine(c: &mut Criterion) {
     let config = Arc::new(EngineConfig::default());

@@ -3,8 +3,8 @@
 //! denied Query: the rewrite to the raising block and the cleaned error back.
 
 use criterion::{Criterion, Throughput, black_box, criterion_group, criterion_main};
+use gatehouse_benches::{feed, parse_log};
 use gatehouse_core::identity::Identity;
-use gatehouse_core::record::Record;
 use gatehouse_postgres::policy::{PgPolicy, PolicyCache};
 use gatehouse_postgres::protocol::{BackendMessage, FrontendMessage};
 use gatehouse_postgres::{CachedPolicy, ConnectionInfo, EngineConfig, Phase, Session};
@@ -23,36 +23,6 @@ const CAPTURES: &[(&str, &[u8])] = &[
         include_bytes!("../../filters/postgres/testdata/pgbench_prepared.log"),
     ),
 ];
-
-/// Captured reads: (from the client?, bytes), see testdata/capture.py.
-fn parse_log(mut log: &[u8]) -> Vec<(bool, &[u8])> {
-    let mut reads = Vec::new();
-    while let [marker, a, b, c, d, rest @ ..] = log {
-        let len = u32::from_be_bytes([*a, *b, *c, *d]) as usize;
-        let (bytes, tail) = rest.split_at(len);
-        reads.push((*marker == b'F', bytes));
-        log = tail;
-    }
-    reads
-}
-
-fn feed(session: &mut Session, reads: &[(bool, &[u8])], now: u64) -> usize {
-    let mut statements = 0;
-    for (from_client, bytes) in reads {
-        let verdict = if *from_client {
-            session.on_frontend(bytes, now)
-        } else {
-            session.on_backend(bytes, now)
-        };
-        let _ = black_box(verdict);
-        statements += session
-            .take_records()
-            .iter()
-            .filter(|r| matches!(r, Record::Statement(_)))
-            .count();
-    }
-    statements
-}
 
 /// A session of the `developers` group with the demo policy, logged in by `reads`;
 /// returns it with the reads after login (without the final Terminate).

@@ -6,22 +6,10 @@
 //! "upstream data".
 //!
 //! # Configuration
-//! The plugin configuration is one JSON object; every part is optional and
-//! unknown keys are rejected (Envoy then refuses the configuration, and the
-//! error naming the offending path is in Envoy's log):
-//!
-//! ```json
-//! { "engine": { "max_buffered_bytes": 1048576, "redact_literals": true } }
-//! ```
-//!
-//! - `engine`: [`gatehouse_postgres::EngineConfig`] (buffer limits, what records
-//!   contain, the answer to SSLRequest).
-//! - `policy`: a statement policy ([`gatehouse_postgres::policy::PgPolicy`], see
-//!   `examples/postgres-policy.json`); without it every statement is allowed. The
-//!   identity it judges is the startup user until token login exists.
-//!
-//! Further features (policy, masking, identity) each get their own top-level
-//! key next to `engine`.
+//! The plugin configuration is [`gatehouse_postgres::FilterConfig`]: one JSON
+//! object, every part optional, unknown keys rejected. A bad configuration is
+//! refused (Envoy keeps the previous one) and the error, naming the offending
+//! JSON path, is in Envoy's log.
 //!
 //! # Data path
 //! Each callback reads the whole buffer, hands it to the session, and when the
@@ -39,18 +27,16 @@
 //!   `wasm.gatehouse_pg_last_sequence`, `wasm.gatehouse_pg_session_end_reason`,
 //!   and `wasm.gatehouse_build`.
 
-use gatehouse_core::config::ConfigError;
 use gatehouse_core::record::{EndReason, Record};
 use gatehouse_host as host;
-use gatehouse_postgres::policy::{PgPolicy, PolicyCache};
+use gatehouse_postgres::policy::PolicyCache;
 use gatehouse_postgres::{
-    CachedPolicy, CloseReason, ConnectionInfo, EngineConfig, Forward, Session, SessionSummary,
-    Verdict,
+    CachedPolicy, CloseReason, ConnectionInfo, EngineConfig, FilterConfig, Forward, PolicyConfig,
+    Session, SessionSummary, Verdict,
 };
 use host::{BufferType, LogLevel, MetricType};
 use proxy_wasm::traits::{Context, RootContext, StreamContext};
 use proxy_wasm::types::{Action, ContextType, PeerType};
-use serde::Deserialize;
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -65,64 +51,6 @@ proxy_wasm::main! {{
 
 /// Largest plugin configuration read, in bytes.
 const MAX_CONFIG_BYTES: usize = 4 * 1024 * 1024;
-
-/// The filter's configuration, as documented in the module doc.
-#[derive(Debug, Default, PartialEq)]
-pub struct FilterConfig {
-    /// The wire engine's settings.
-    pub engine: EngineConfig,
-    /// The statement policy, when configured.
-    pub policy: Option<PolicyConfig>,
-}
-
-/// A compiled statement policy; two are equal when compiled from the same document.
-#[derive(Debug, Clone)]
-pub struct PolicyConfig(pub Arc<PgPolicy>);
-
-impl PartialEq for PolicyConfig {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.fingerprint() == other.0.fingerprint()
-    }
-}
-
-/// The top level, with each part kept raw so its errors can be re-rooted.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawFilterConfig {
-    #[serde(default)]
-    engine: Option<serde_json::Value>,
-    #[serde(default)]
-    policy: Option<serde_json::Value>,
-}
-
-impl FilterConfig {
-    /// Parses the plugin configuration; an empty one means all defaults. Errors
-    /// name the JSON path of the offending value (`engine.max_buffered_bytes`).
-    pub fn from_json(json: &[u8]) -> Result<FilterConfig, ConfigError> {
-        if json.iter().all(u8::is_ascii_whitespace) {
-            return Ok(FilterConfig::default());
-        }
-        let raw: RawFilterConfig = ConfigError::parse_json(json)?;
-        let engine = match raw.engine {
-            None => EngineConfig::default(),
-            Some(value) => {
-                let bytes = serde_json::to_vec(&value)
-                    .map_err(|e| ConfigError::new("engine", e.to_string()))?;
-                EngineConfig::from_json(&bytes).map_err(|e| e.under("engine"))?
-            }
-        };
-        let policy = match raw.policy {
-            None => None,
-            Some(value) => {
-                let bytes = serde_json::to_vec(&value)
-                    .map_err(|e| ConfigError::new("policy", e.to_string()))?;
-                let policy = PgPolicy::from_json(&bytes).map_err(|e| e.under("policy"))?;
-                Some(PolicyConfig(Arc::new(policy)))
-            }
-        };
-        Ok(FilterConfig { engine, policy })
-    }
-}
 
 /// Stats this filter keeps (Envoy prefixes them with `wasmcustom.`). A metric
 /// the host would not define is `None` and simply not kept.
@@ -643,51 +571,6 @@ impl StreamContext for PostgresConnection {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn empty_configuration_means_defaults() {
-        assert_eq!(
-            FilterConfig::from_json(b"").unwrap(),
-            FilterConfig::default()
-        );
-        assert_eq!(
-            FilterConfig::from_json(b"{}").unwrap(),
-            FilterConfig::default()
-        );
-    }
-
-    #[test]
-    fn policy_is_compiled_from_the_policy_key_and_its_errors_name_the_path() {
-        let demo = include_str!("../../../examples/postgres-policy.json");
-        let config =
-            FilterConfig::from_json(format!(r#"{{"policy": {demo}}}"#).as_bytes()).unwrap();
-        let policy = config.policy.expect("policy configured");
-        assert_eq!(policy.0.version(), "default-2026-11");
-        let error = FilterConfig::from_json(br#"{"policy": {"default": {"action": "maybe"}}}"#)
-            .unwrap_err();
-        assert!(error.to_string().starts_with("policy."), "{error}");
-    }
-
-    #[test]
-    fn engine_settings_are_read_from_the_engine_key() {
-        let config = FilterConfig::from_json(br#"{"engine": {"redact_literals": true}}"#).unwrap();
-        assert!(config.engine.redact_literals);
-    }
-
-    #[test]
-    fn engine_errors_name_their_path_under_engine() {
-        let error =
-            FilterConfig::from_json(br#"{"engine": {"max_buffered_bytes": 1}}"#).unwrap_err();
-        assert_eq!(error.path, "engine.max_buffered_bytes");
-        let error = FilterConfig::from_json(br#"{"engine": {"bogus": 1}}"#).unwrap_err();
-        assert!(error.to_string().contains("bogus"), "{error}");
-    }
-
-    #[test]
-    fn unknown_top_level_keys_are_rejected() {
-        let error = FilterConfig::from_json(br#"{"engnie": {}}"#).unwrap_err();
-        assert!(error.to_string().contains("engnie"), "{error}");
-    }
 
     #[test]
     fn connection_id_is_little_endian() {

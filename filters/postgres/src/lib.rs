@@ -5,6 +5,7 @@ pub mod sql;
 
 pub mod config;
 pub mod deny;
+pub mod filter_config;
 pub mod framing;
 pub mod guard;
 pub mod lexer;
@@ -12,6 +13,7 @@ pub mod protocol;
 pub mod session;
 
 pub use config::{EngineConfig, SslRequestPolicy};
+pub use filter_config::{FilterConfig, PolicyConfig};
 pub use framing::{Forward, Verdict};
 pub use guard::{CachedPolicy, StatementPolicy};
 pub use session::{CloseReason, ConnectionInfo, Phase, Session, SessionSummary};

@@ -1,0 +1,126 @@
+//! The Postgres filter's whole configuration: one JSON object with a key per
+//! part, every part optional, unknown keys rejected. Errors name the JSON path of
+//! the offending value (`engine.max_buffered_bytes`, `policy.rules[2].action`).
+//!
+//! ```json
+//! { "engine": { "max_buffered_bytes": 1048576 }, "policy": { "rules": [] } }
+//! ```
+//!
+//! - `engine`: [`EngineConfig`] (buffer limits, what records contain, the answer
+//!   to SSLRequest).
+//! - `policy`: a statement policy ([`PgPolicy`], see `examples/postgres-policy.json`);
+//!   without it every statement is allowed.
+
+use crate::config::EngineConfig;
+use crate::policy::PgPolicy;
+use gatehouse_core::config::ConfigError;
+use serde::Deserialize;
+use std::sync::Arc;
+
+/// The filter's configuration, as documented in the module doc.
+#[derive(Debug, Default, PartialEq)]
+pub struct FilterConfig {
+    /// The wire engine's settings.
+    pub engine: EngineConfig,
+    /// The statement policy, when configured.
+    pub policy: Option<PolicyConfig>,
+}
+
+/// A compiled statement policy; two are equal when compiled from the same document.
+#[derive(Debug, Clone)]
+pub struct PolicyConfig(pub Arc<PgPolicy>);
+
+impl PartialEq for PolicyConfig {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.fingerprint() == other.0.fingerprint()
+    }
+}
+
+/// The top level, with each part kept raw so its errors can be re-rooted.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFilterConfig {
+    #[serde(default)]
+    engine: Option<serde_json::Value>,
+    #[serde(default)]
+    policy: Option<serde_json::Value>,
+}
+
+impl FilterConfig {
+    /// Parses the plugin configuration; an empty one means all defaults. Errors
+    /// name the JSON path of the offending value (`engine.max_buffered_bytes`).
+    pub fn from_json(json: &[u8]) -> Result<FilterConfig, ConfigError> {
+        if json.iter().all(u8::is_ascii_whitespace) {
+            return Ok(FilterConfig::default());
+        }
+        let raw: RawFilterConfig = ConfigError::parse_json(json)?;
+        let engine = part(raw.engine, "engine", EngineConfig::from_json)?.unwrap_or_default();
+        let policy = part(raw.policy, "policy", |json| {
+            PgPolicy::from_json(json).map(|policy| PolicyConfig(Arc::new(policy)))
+        })?;
+        Ok(FilterConfig { engine, policy })
+    }
+}
+
+/// Compiles one top-level part with its own parser, re-rooting its errors under `name`.
+fn part<T>(
+    value: Option<serde_json::Value>,
+    name: &str,
+    parse: impl FnOnce(&[u8]) -> Result<T, ConfigError>,
+) -> Result<Option<T>, ConfigError> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    let bytes = serde_json::to_vec(&value).map_err(|e| ConfigError::new(name, e.to_string()))?;
+    parse(&bytes).map(Some).map_err(|e| e.under(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_configuration_means_defaults() {
+        assert_eq!(
+            FilterConfig::from_json(b"").unwrap(),
+            FilterConfig::default()
+        );
+        assert_eq!(
+            FilterConfig::from_json(b"{}").unwrap(),
+            FilterConfig::default()
+        );
+    }
+
+    #[test]
+    fn policy_is_compiled_from_the_policy_key_and_its_errors_name_the_path() {
+        let demo = include_str!("../../../examples/postgres-policy.json");
+        let config =
+            FilterConfig::from_json(format!(r#"{{"policy": {demo}}}"#).as_bytes()).unwrap();
+        let policy = config.policy.expect("policy configured");
+        assert_eq!(policy.0.version(), "default-2026-11");
+        let error = FilterConfig::from_json(br#"{"policy": {"default": {"action": "maybe"}}}"#)
+            .unwrap_err();
+        assert!(error.to_string().starts_with("policy."), "{error}");
+    }
+
+    #[test]
+    fn engine_settings_are_read_from_the_engine_key() {
+        let config = FilterConfig::from_json(br#"{"engine": {"redact_literals": true}}"#).unwrap();
+        assert!(config.engine.redact_literals);
+    }
+
+    #[test]
+    fn engine_errors_name_their_path_under_engine() {
+        let error =
+            FilterConfig::from_json(br#"{"engine": {"max_buffered_bytes": 1}}"#).unwrap_err();
+        assert_eq!(error.path, "engine.max_buffered_bytes");
+        let error = FilterConfig::from_json(br#"{"engine": {"bogus": 1}}"#).unwrap_err();
+        assert!(error.to_string().contains("bogus"), "{error}");
+    }
+
+    #[test]
+    fn unknown_top_level_keys_are_rejected() {
+        let error = FilterConfig::from_json(br#"{"engnie": {}}"#).unwrap_err();
+        assert!(error.to_string().contains("engnie"), "{error}");
+    }
+}

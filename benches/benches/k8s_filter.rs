@@ -16,7 +16,9 @@ const POLICY: &str = include_str!("../../examples/kubernetes-policy.json");
 
 fn warm_gate(minter: &Minter) -> Gate {
     let mut gate = Gate::from_json(POLICY.as_bytes()).expect("default policy");
-    gate.keys_fetched(minter.issuer(), minter.jwks_json().as_bytes(), NOW)
+    gate.verifier_mut()
+        .unwrap()
+        .keys_fetched(minter.issuer(), minter.jwks_json().as_bytes(), NOW)
         .expect("keys");
     gate
 }

@@ -8,6 +8,7 @@
 //! Off Wasm (native unit tests, clippy), the calls report `Status::InternalFailure`.
 #![allow(unsafe_code)] // the ABI is a set of extern functions; every use is documented below.
 
+pub mod keys;
 pub mod records;
 
 pub use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType, Status};

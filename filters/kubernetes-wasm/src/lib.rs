@@ -6,24 +6,22 @@
 //!
 //! Key sets: the first requests of a worker pause while their own fetch of the
 //! issuer's JWKS (from its Envoy cluster) is in flight and resume when it
-//! answers; every fetched set is published in shared data (`gatehouse_k8s_jwks|
-//! <issuer>`: 8 bytes of fetch time, then the JWKS) and every worker adopts sets
-//! published by others on its tick. Scheduled refreshes run on the tick, claimed
-//! across workers by compare-and-swap so one worker fetches.
+//! answers; fetched sets reach every worker and scheduled refreshes run on the
+//! tick, as [`gatehouse_host::keys`] describes (prefix `gatehouse_k8s_jwks`).
 //!
 //! Records: each request's audit Events (ResponseStarted for long-running
 //! requests, then ResponseComplete) go to filter state `gatehouse_k8s_audit`,
 //! one JSON Event per line, which the listener's access log prints.
 
 use gatehouse_host as host;
-use gatehouse_kubernetes::gate::{Admission, Forward, Gate, KeyFetch, RequestHead, audit_id};
+use gatehouse_kubernetes::gate::{Admission, Forward, Gate, RequestHead, audit_id};
 use gatehouse_kubernetes::masking::{WatchLines, mask_body};
 use gatehouse_kubernetes::policy::MaskingConfig;
+use host::keys::KeyDistribution;
 use host::{BufferType, LogLevel, MapType};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
 use std::cell::RefCell;
-use std::collections::BTreeMap;
 use std::rc::Rc;
 
 proxy_wasm::main! {{
@@ -40,8 +38,6 @@ proxy_wasm::main! {{
 const AUDIT_PROPERTY: &str = "gatehouse_k8s_audit";
 /// Tick period: adopts key sets other workers fetched and runs due refreshes.
 const TICK_MS: u32 = 1_000;
-/// Largest key-set response read from the identity provider.
-const MAX_JWKS_RESPONSE: usize = 256 * 1024;
 /// Key fetches one request may wait for before it is judged with what is there.
 const MAX_FETCHES_PER_REQUEST: u8 = 2;
 
@@ -61,8 +57,7 @@ fn count(metric: Option<u32>) {
 /// Per-worker state shared by the root context and every request on it.
 struct Worker {
     gate: Gate,
-    /// CAS of the shared key set last adopted, per issuer.
-    adopted: BTreeMap<String, u32>,
+    keys: KeyDistribution,
     /// Requests seen, part of audit-id seeds.
     sequence: u64,
 }
@@ -76,146 +71,31 @@ fn now_micros() -> i64 {
         .unwrap_or_default()
 }
 
-fn shared_key(issuer: &str) -> String {
-    format!("gatehouse_k8s_jwks|{issuer}")
-}
-
-fn claim_key(issuer: &str) -> String {
-    format!("gatehouse_k8s_jwks_claim|{issuer}")
+fn now_seconds() -> i64 {
+    now_micros().div_euclid(1_000_000)
 }
 
 impl Worker {
-    /// Adopts key sets other workers published; whether any was new.
-    fn adopt_shared_keys(&mut self) -> bool {
-        let mut adopted_any = false;
-        for issuer in self.gate.remote_issuers() {
-            let Ok(Some((value, cas))) = host::get_shared_data(&shared_key(&issuer)) else {
-                continue;
-            };
-            if self.adopted.get(&issuer) == Some(&cas) {
-                continue;
-            }
-            self.adopted.insert(issuer.clone(), cas);
-            let Some((stamp, body)) = value.split_first_chunk::<8>() else {
-                continue;
-            };
-            let fetched_at = i64::from_be_bytes(*stamp);
-            match self.gate.keys_fetched(&issuer, body, fetched_at) {
-                Ok(()) => adopted_any = true,
-                Err(error) => host::log(
-                    LogLevel::Warn,
-                    &format!("gatehouse: shared key set of {issuer} unusable: {error}"),
-                ),
-            }
-        }
-        adopted_any
+    /// Hands a key-fetch answer to the verifier; whether it was a key fetch.
+    fn on_key_response(&mut self, token: u32, body_size: usize) -> bool {
+        let Worker { gate, keys, .. } = self;
+        gate.verifier_mut()
+            .and_then(|verifier| keys.on_response(verifier, token, body_size, now_seconds()))
+            .is_some()
     }
-
-    /// Applies a key-set response and publishes a good one to every worker.
-    fn on_key_response(&mut self, issuer: &str, body_size: usize) {
-        let now = now_micros().div_euclid(1_000_000);
-        let status = host::get_header(MapType::HttpCallResponseHeaders, ":status")
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        if status != "200" {
-            let reason = if status.is_empty() {
-                "no response (timeout or connection failure)".to_owned()
-            } else {
-                format!("status {status}")
-            };
-            host::log(
-                LogLevel::Warn,
-                &format!("gatehouse: fetching keys of {issuer} failed: {reason}"),
-            );
-            self.gate.keys_failed(issuer, now, &reason);
-            return;
-        }
-        let body = host::get_buffer(
-            BufferType::HttpCallResponseBody,
-            0,
-            body_size.min(MAX_JWKS_RESPONSE),
-        )
-        .ok()
-        .flatten()
-        .unwrap_or_default();
-        match self.gate.keys_fetched(issuer, &body, now) {
-            Ok(()) => {
-                let mut shared = now.to_be_bytes().to_vec();
-                shared.extend_from_slice(&body);
-                if let Err(status) = host::set_shared_data(&shared_key(issuer), &shared, 0) {
-                    host::log(
-                        LogLevel::Warn,
-                        &format!("gatehouse: sharing keys of {issuer} failed: {status:?}"),
-                    );
-                }
-            }
-            Err(error) => host::log(
-                LogLevel::Warn,
-                &format!("gatehouse: key set of {issuer} unusable: {error}"),
-            ),
-        }
-    }
-}
-
-/// Starts a key fetch; the token names the call in `on_http_call_response`.
-///
-/// Made through the SDK because only its wrapper registers the call with the
-/// SDK's dispatcher, which routes the answer to this context (an unregistered
-/// answer aborts the VM). Its wrapper panics only on statuses other than Ok,
-/// BadArgument and InternalFailure, which Envoy's `http_call` does not return
-/// for well-formed headers like these.
-fn dispatch_key_fetch(fetch: &KeyFetch) -> Result<u32, host::Status> {
-    proxy_wasm::hostcalls::dispatch_http_call(
-        &fetch.cluster,
-        vec![
-            (":method", "GET"),
-            (":path", &fetch.path),
-            (":authority", &fetch.authority),
-            ("accept", "application/json"),
-        ],
-        None,
-        vec![],
-        std::time::Duration::from_millis(u64::from(fetch.timeout_ms)),
-    )
-}
-
-/// Claims a scheduled refresh of `issuer` across workers (compare-and-swap on
-/// the claim time), so one worker fetches per period.
-fn claim_refresh(issuer: &str, now: i64, min_refetch_seconds: i64) -> bool {
-    let key = claim_key(issuer);
-    let (previous, cas) = match host::get_shared_data(&key) {
-        Ok(Some((value, cas))) => (
-            value
-                .first_chunk::<8>()
-                .map(|stamp| i64::from_be_bytes(*stamp)),
-            cas,
-        ),
-        Ok(None) => (None, 0),
-        Err(_) => return false,
-    };
-    if previous.is_some_and(|at| (0..min_refetch_seconds).contains(&now.saturating_sub(at))) {
-        return false;
-    }
-    host::set_shared_data(&key, &now.to_be_bytes(), cas).is_ok()
 }
 
 #[derive(Default)]
 struct KubernetesRoot {
     metrics: Metrics,
     worker: SharedWorker,
-    /// Key fetches started on the tick: call token → issuer.
-    fetches: BTreeMap<u32, String>,
     context_id: u32,
 }
 
 impl Context for KubernetesRoot {
     fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _: usize) {
-        let Some(issuer) = self.fetches.remove(&token) else {
-            return;
-        };
         if let Some(worker) = self.worker.borrow_mut().as_mut() {
-            worker.on_key_response(&issuer, body_size);
+            worker.on_key_response(token, body_size);
         }
     }
 }
@@ -244,7 +124,7 @@ impl RootContext for KubernetesRoot {
             Ok(gate) => {
                 *self.worker.borrow_mut() = Some(Worker {
                     gate,
-                    adopted: BTreeMap::new(),
+                    keys: KeyDistribution::new("gatehouse_k8s_jwks"),
                     sequence: 0,
                 });
             }
@@ -266,30 +146,10 @@ impl RootContext for KubernetesRoot {
     }
 
     fn on_tick(&mut self) {
-        let now = now_micros().div_euclid(1_000_000);
-        let shared = Rc::clone(&self.worker);
-        let mut guard = shared.borrow_mut();
-        let Some(worker) = guard.as_mut() else {
-            return;
-        };
-        worker.adopt_shared_keys();
-        for fetch in worker.gate.refreshes_due(now) {
-            let min_refetch = worker.gate.min_refetch_seconds(&fetch.issuer);
-            if !claim_refresh(&fetch.issuer, now, min_refetch) {
-                continue;
-            }
-            match dispatch_key_fetch(&fetch) {
-                Ok(token) => {
-                    self.fetches.insert(token, fetch.issuer);
-                }
-                Err(status) => {
-                    worker.gate.keys_failed(
-                        &fetch.issuer,
-                        now,
-                        &format!("dispatch failed: {status:?}"),
-                    );
-                }
-            }
+        if let Some(Worker { gate, keys, .. }) = self.worker.borrow_mut().as_mut()
+            && let Some(verifier) = gate.verifier_mut()
+        {
+            keys.on_tick(verifier, now_seconds());
         }
     }
 
@@ -322,8 +182,8 @@ struct KubernetesRequest {
     audit_id: String,
     /// Set once the request is admitted.
     forward: Option<Box<Forward>>,
-    /// The key fetch this request waits for: (token, issuer).
-    key_fetch: Option<(u32, String)>,
+    /// The key fetch (call token) this request waits for.
+    key_fetch: Option<u32>,
     fetches: u8,
     started_micros: i64,
     status: u16,
@@ -381,7 +241,11 @@ impl KubernetesRequest {
         let mut admission = worker.gate.admit(&head);
         if let Admission::FetchKeys(_) = admission {
             // Another worker may already have the keys.
-            if worker.adopt_shared_keys() {
+            let Worker { gate, keys, .. } = &mut *worker;
+            if gate
+                .verifier_mut()
+                .is_some_and(|verifier| keys.adopt_shared(verifier))
+            {
                 admission = worker.gate.admit(&head);
             }
         }
@@ -405,18 +269,16 @@ impl KubernetesRequest {
             }
             Admission::FetchKeys(fetch) if self.fetches < MAX_FETCHES_PER_REQUEST => {
                 self.fetches = self.fetches.saturating_add(1);
-                match dispatch_key_fetch(&fetch) {
-                    Ok(token) => {
-                        self.key_fetch = Some((token, fetch.issuer));
+                let Worker { gate, keys, .. } = worker;
+                let started = gate
+                    .verifier_mut()
+                    .and_then(|verifier| keys.start(verifier, &fetch, now.div_euclid(1_000_000)));
+                match started {
+                    Some(token) => {
+                        self.key_fetch = Some(token);
                         Action::Pause
                     }
-                    Err(status) => {
-                        let now_seconds = now.div_euclid(1_000_000);
-                        worker.gate.keys_failed(
-                            &fetch.issuer,
-                            now_seconds,
-                            &format!("dispatch failed: {status:?}"),
-                        );
+                    None => {
                         drop(guard);
                         self.admit()
                     }
@@ -505,14 +367,12 @@ fn apply_upstream_headers(forward: &Forward) {
 
 impl Context for KubernetesRequest {
     fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _: usize) {
-        let Some((expected, issuer)) = self.key_fetch.take() else {
-            return;
-        };
-        if expected != token {
+        if self.key_fetch != Some(token) {
             return;
         }
+        self.key_fetch = None;
         if let Some(worker) = self.worker.borrow_mut().as_mut() {
-            worker.on_key_response(&issuer, body_size);
+            worker.on_key_response(token, body_size);
         }
         if let Action::Continue = self.admit()
             && host::resume_http_request().is_err()

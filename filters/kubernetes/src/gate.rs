@@ -12,6 +12,7 @@ use crate::policy::{Policy, Request, Verdict};
 use crate::request_info::{RequestInfo, decode_request};
 use crate::status::{self, Status};
 use gatehouse_core::config::ConfigError;
+pub use gatehouse_core::identity::KeyFetch;
 use gatehouse_core::identity::{Identity, TokenRejection, Verifier};
 use gatehouse_core::policy::{Action, Decision};
 
@@ -38,16 +39,6 @@ pub struct RequestHead<'a> {
     /// This request's audit id.
     pub audit_id: &'a str,
     pub now_micros: i64,
-}
-
-/// A key set to fetch before the request can be judged.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyFetch {
-    pub issuer: String,
-    pub cluster: String,
-    pub path: String,
-    pub authority: String,
-    pub timeout_ms: u32,
 }
 
 /// A response the filter sends itself, with its audit record.
@@ -113,8 +104,8 @@ impl Forward {
 pub enum Admission {
     /// Answer locally (400, 401 or 403); the request goes no further.
     Respond(LocalResponse),
-    /// Fetch this key set, hand it to [`Gate::keys_fetched`] (or
-    /// [`Gate::keys_failed`]), then call [`Gate::admit`] again.
+    /// Fetch this key set, hand it to [`Verifier::keys_fetched`] (or
+    /// [`Verifier::keys_failed`]) through [`Gate::verifier_mut`], then call [`Gate::admit`] again.
     FetchKeys(KeyFetch),
     /// Let it through with these changes.
     Forward(Box<Forward>),
@@ -203,79 +194,10 @@ impl Gate {
         ))
     }
 
-    /// Issuers whose remote key set is due for a scheduled refresh at `now`
-    /// (seconds); each is marked as being fetched.
-    pub fn refreshes_due(&mut self, now: i64) -> Vec<KeyFetch> {
-        let Some(verifier) = self.verifier.as_mut() else {
-            return Vec::new();
-        };
-        let shared: &Verifier = verifier;
-        let fetches: Vec<KeyFetch> = shared
-            .remote_jwks()
-            .filter(|(issuer, _)| {
-                shared
-                    .jwks_cache(issuer)
-                    .is_some_and(|cache| cache.needs_refresh(now))
-            })
-            .map(|(issuer, remote)| key_fetch(issuer, remote))
-            .collect();
-        for fetch in &fetches {
-            if let Some(cache) = verifier.jwks_cache_mut(&fetch.issuer) {
-                cache.on_fetch_started(now);
-            }
-        }
-        fetches
-    }
-
-    /// The issuers with remote key sets.
-    pub fn remote_issuers(&self) -> Vec<String> {
-        self.verifier
-            .as_ref()
-            .map(|v| {
-                v.remote_jwks()
-                    .map(|(issuer, _)| issuer.to_owned())
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    /// Minimum seconds between two fetches of `issuer`'s keys.
-    pub fn min_refetch_seconds(&self, issuer: &str) -> i64 {
-        self.verifier
-            .as_ref()
-            .and_then(|v| v.jwks_cache(issuer))
-            .map_or(30, |c| c.policy().min_refetch_seconds)
-    }
-
-    /// A key set arrived (fetched by this worker or another at `fetched_at`).
-    pub fn keys_fetched(
-        &mut self,
-        issuer: &str,
-        body: &[u8],
-        fetched_at: i64,
-    ) -> Result<(), String> {
-        match self
-            .verifier
-            .as_mut()
-            .and_then(|v| v.jwks_cache_mut(issuer))
-        {
-            None => Err(format!("no remote key set for issuer {issuer}")),
-            Some(cache) => cache
-                .on_fetch_ok(body, fetched_at)
-                .map(|_| ())
-                .map_err(|e| e.to_string()),
-        }
-    }
-
-    /// A fetch failed (status, timeout, connection error).
-    pub fn keys_failed(&mut self, issuer: &str, now: i64, reason: &str) {
-        if let Some(cache) = self
-            .verifier
-            .as_mut()
-            .and_then(|v| v.jwks_cache_mut(issuer))
-        {
-            cache.on_fetch_failed(now, reason);
-        }
+    /// The token verifier, whose remote key sets the glue keeps fresh (see
+    /// [`gatehouse_core::identity`]); `None` when no issuer is trusted.
+    pub fn verifier_mut(&mut self) -> Option<&mut Verifier> {
+        self.verifier.as_mut()
     }
 
     fn authenticate(
@@ -298,35 +220,12 @@ impl Gate {
                 "gatehouse needs a bearer token from a trusted issuer".to_owned(),
             ));
         };
-        match verifier.verify(token, now) {
-            Ok(identity) => Ok(identity),
-            Err(TokenRejection::KeysUnavailable { issuer }) => {
-                let fetch = verifier.jwks_cache_mut(&issuer).and_then(|cache| {
-                    // Before the first fetch completes, every request waits for
-                    // keys; afterwards fetches follow the cache's pacing.
-                    let first = cache.fetched_at().is_none() && cache.last_error().is_none();
-                    (first || cache.needs_refresh(now)).then(|| cache.on_fetch_started(now))
-                });
-                match fetch.and_then(|()| remote_fetch(verifier, &issuer)) {
-                    Some(fetch) => Err(Authentication::Fetch(fetch)),
-                    None => Err(Authentication::Refused(rejection_message(
-                        &TokenRejection::KeysUnavailable { issuer },
-                    ))),
-                }
-            }
-            Err(TokenRejection::UnknownKid { issuer }) => {
-                let refetch = verifier
-                    .jwks_cache_mut(&issuer)
-                    .is_some_and(|cache| cache.on_unknown_kid(now));
-                match refetch.then(|| remote_fetch(verifier, &issuer)).flatten() {
-                    Some(fetch) => Err(Authentication::Fetch(fetch)),
-                    None => Err(Authentication::Refused(rejection_message(
-                        &TokenRejection::UnknownKid { issuer },
-                    ))),
-                }
-            }
-            Err(rejection) => Err(Authentication::Refused(rejection_message(&rejection))),
-        }
+        verifier
+            .verify(token, now)
+            .map_err(|rejection| match verifier.fetch_for(&rejection, now) {
+                Some(fetch) => Authentication::Fetch(fetch),
+                None => Authentication::Refused(rejection_message(&rejection)),
+            })
     }
 
     fn forward(
@@ -381,26 +280,6 @@ impl Gate {
 enum Authentication {
     Fetch(KeyFetch),
     Refused(String),
-}
-
-fn remote_fetch(verifier: &Verifier, issuer: &str) -> Option<KeyFetch> {
-    verifier
-        .remote_jwks()
-        .find(|(name, _)| *name == issuer)
-        .map(|(name, remote)| key_fetch(name, remote))
-}
-
-fn key_fetch(issuer: &str, remote: &gatehouse_core::identity::RemoteJwksConfig) -> KeyFetch {
-    KeyFetch {
-        issuer: issuer.to_owned(),
-        cluster: remote.cluster.clone(),
-        path: remote.path.clone(),
-        authority: remote
-            .authority
-            .clone()
-            .unwrap_or_else(|| remote.cluster.clone()),
-        timeout_ms: remote.timeout_ms,
-    }
 }
 
 /// `Bearer <token>` (scheme case-insensitive), else `None`.
@@ -562,7 +441,9 @@ mod tests {
     /// A gate whose issuer's keys are loaded as if fetched.
     fn warm_gate(minter: &Minter) -> Gate {
         let mut gate = gate(json!({}));
-        gate.keys_fetched(ISSUER, minter.jwks_json().as_bytes(), NOW)
+        gate.verifier_mut()
+            .unwrap()
+            .keys_fetched(ISSUER, minter.jwks_json().as_bytes(), NOW)
             .unwrap();
         gate
     }
@@ -587,7 +468,9 @@ mod tests {
             admit(&mut gate, "GET", path, &headers),
             Admission::FetchKeys(_)
         ));
-        gate.keys_fetched(ISSUER, minter.jwks_json().as_bytes(), NOW)
+        gate.verifier_mut()
+            .unwrap()
+            .keys_fetched(ISSUER, minter.jwks_json().as_bytes(), NOW)
             .unwrap();
         forward(admit(&mut gate, "GET", path, &headers));
     }
@@ -602,7 +485,9 @@ mod tests {
             admit(&mut gate, "GET", "/api", &headers),
             Admission::FetchKeys(_)
         ));
-        gate.keys_failed(ISSUER, NOW, "status 503");
+        gate.verifier_mut()
+            .unwrap()
+            .keys_failed(ISSUER, NOW, "status 503");
         let refused = response(admit(&mut gate, "GET", "/api", &headers));
         assert_eq!(refused.status, 401);
         assert!(
@@ -702,7 +587,9 @@ mod tests {
     fn a_configured_gateway_token_replaces_the_callers() {
         let minter = minter();
         let mut gate = gate(json!({"upstream": {"bearer_token": "gateway-sa-token"}}));
-        gate.keys_fetched(ISSUER, minter.jwks_json().as_bytes(), NOW)
+        gate.verifier_mut()
+            .unwrap()
+            .keys_fetched(ISSUER, minter.jwks_json().as_bytes(), NOW)
             .unwrap();
         let bearer = format!("Bearer {}", token(&minter, "developer", "developers"));
         let forward = forward(admit(

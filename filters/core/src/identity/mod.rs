@@ -24,6 +24,7 @@ mod config;
 #[cfg(feature = "es384")]
 mod es384;
 mod jwks;
+mod keys;
 #[cfg(any(test, feature = "mint"))]
 pub mod testing;
 #[cfg(test)]
@@ -34,6 +35,7 @@ pub use algorithm::{JwsAlgorithm, KeyFamily};
 pub use cache::{JwksCache, JwksCachePolicy};
 pub use config::{IdentityConfig, IssuerConfig, RemoteJwksConfig, Secret};
 pub use jwks::{Jwks, JwksError, MAX_JWKS_BYTES, MAX_KEYS, SkippedKey};
+pub use keys::KeyFetch;
 pub use verify::{TokenRejection, Verifier};
 
 use serde::Serialize;

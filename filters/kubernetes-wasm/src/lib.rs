@@ -15,8 +15,7 @@
 
 use gatehouse_host as host;
 use gatehouse_kubernetes::gate::{Admission, Forward, Gate, RequestHead, audit_id};
-use gatehouse_kubernetes::masking::{WatchLines, mask_body};
-use gatehouse_kubernetes::policy::MaskingConfig;
+use gatehouse_kubernetes::masking::{BodyMasker, WatchLines};
 use host::keys::KeyDistribution;
 use host::{BufferType, LogLevel, MapType};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -194,9 +193,9 @@ struct KubernetesRequest {
 enum BodyMode {
     PassThrough,
     /// Held whole (headers paused) and masked at the end.
-    Buffered(MaskingConfig),
+    Buffered(BodyMasker),
     /// A watch stream, masked line by line.
-    Watch(MaskingConfig, WatchLines),
+    Watch(BodyMasker, WatchLines),
 }
 
 impl KubernetesRequest {
@@ -336,13 +335,6 @@ impl KubernetesRequest {
         Action::Pause
     }
 
-    fn masking_settings(&self) -> Option<MaskingConfig> {
-        self.worker
-            .borrow()
-            .as_ref()
-            .map(|worker| worker.gate.policy().masking().clone())
-    }
-
     /// Writes the request's audit Events to filter state.
     fn record(&self) {
         if let Some(forward) = &self.forward {
@@ -400,13 +392,13 @@ impl HttpContext for KubernetesRequest {
             .and_then(|s| s.parse().ok())
             .unwrap_or_default();
         self.record();
-        let must_mask = self.forward.as_ref().is_some_and(|f| f.mask_body);
-        if !must_mask || end_of_stream || !(200..300).contains(&self.status) {
+        let masker = self.forward.as_ref().and_then(|f| f.body_masker.clone());
+        let Some(masker) = masker else {
+            return Action::Continue;
+        };
+        if end_of_stream || !(200..300).contains(&self.status) {
             return Action::Continue;
         }
-        let Some(settings) = self.masking_settings() else {
-            return self.refuse_response("gatehouse has no masking settings");
-        };
         let content_type = host::get_header(MapType::HttpResponseHeaders, "content-type")
             .ok()
             .flatten()
@@ -417,10 +409,10 @@ impl HttpContext for KubernetesRequest {
         }
         let _ = host::remove_header(MapType::HttpResponseHeaders, "content-length");
         if content_type.contains("stream=watch") {
-            self.body_mode = BodyMode::Watch(settings, WatchLines::default());
+            self.body_mode = BodyMode::Watch(masker, WatchLines::default());
             Action::Continue
         } else {
-            self.body_mode = BodyMode::Buffered(settings);
+            self.body_mode = BodyMode::Buffered(masker);
             // Held until the body is masked, so an oversize body fails cleanly.
             Action::Pause
         }
@@ -429,12 +421,12 @@ impl HttpContext for KubernetesRequest {
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         match &mut self.body_mode {
             BodyMode::PassThrough => {}
-            BodyMode::Watch(settings, lines) => {
+            BodyMode::Watch(masker, lines) => {
                 let chunk = host::get_buffer(BufferType::HttpResponseBody, 0, body_size)
                     .ok()
                     .flatten()
                     .unwrap_or_default();
-                match lines.push(&chunk, end_of_stream, settings) {
+                match lines.push(&chunk, end_of_stream, masker) {
                     Ok(out) => {
                         let fields = lines.fields.clone();
                         if host::set_buffer(BufferType::HttpResponseBody, 0, body_size, &out)
@@ -455,9 +447,9 @@ impl HttpContext for KubernetesRequest {
                     }
                 }
             }
-            BodyMode::Buffered(settings) => {
-                if body_size > settings.max_body_bytes {
-                    let limit = settings.max_body_bytes;
+            BodyMode::Buffered(masker) => {
+                if body_size > masker.max_body_bytes() {
+                    let limit = masker.max_body_bytes();
                     return self.refuse_response(&format!(
                         "gatehouse must mask this response but it exceeds {limit} bytes"
                     ));
@@ -469,7 +461,7 @@ impl HttpContext for KubernetesRequest {
                     .ok()
                     .flatten()
                     .unwrap_or_default();
-                match mask_body(&body, settings) {
+                match masker.mask(&body) {
                     Ok(masked) => {
                         if host::set_buffer(
                             BufferType::HttpResponseBody,

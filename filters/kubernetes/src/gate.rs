@@ -7,7 +7,7 @@
 
 use crate::audit::{AUDIT_ID_HEADER, RequestAudit, Stage};
 use crate::exec::StreamRequest;
-use crate::masking::{json_only_accept, needs_masking};
+use crate::masking::{BodyMasker, json_only_accept};
 use crate::policy::{Policy, Request, Verdict};
 use crate::request_info::{RequestInfo, decode_request};
 use crate::status::{self, Status};
@@ -62,9 +62,9 @@ pub struct Forward {
     pub add_headers: Vec<(String, String)>,
     /// Whether the response must be masked.
     pub mask: bool,
-    /// Whether the response body goes through [`crate::masking::mask_body`]
-    /// (or [`crate::masking::WatchLines`] for a watch stream).
-    pub mask_body: bool,
+    /// What masks the response body (with [`crate::masking::WatchLines`] for
+    /// a watch stream), when it must be masked.
+    pub body_masker: Option<BodyMasker>,
     audit: RequestAudit,
 }
 
@@ -188,10 +188,16 @@ impl Gate {
             return respond(head, info, &identity, Some(&decision), refusal);
         }
         let audit = audit_for(head, info, &identity).with_decision(&decision);
-        let mask_body = mask && needs_masking(info, self.policy.masking());
-        Admission::Forward(Box::new(
-            self.forward(head, &identity, audit, mask, mask_body),
-        ))
+        let body_masker = mask
+            .then(|| BodyMasker::for_request(info, self.policy.masking()))
+            .flatten();
+        Admission::Forward(Box::new(self.forward(
+            head,
+            &identity,
+            audit,
+            mask,
+            body_masker,
+        )))
     }
 
     /// The token verifier, whose remote key sets the glue keeps fresh (see
@@ -234,7 +240,7 @@ impl Gate {
         identity: &Identity,
         audit: RequestAudit,
         mask: bool,
-        mask_body: bool,
+        body_masker: Option<BodyMasker>,
     ) -> Forward {
         let upstream = self.policy.upstream();
         let mut remove_headers = vec!["authorization".to_owned()];
@@ -256,7 +262,7 @@ impl Gate {
                     .map(|g| ("Impersonate-Group".to_owned(), g.clone())),
             );
         }
-        if mask_body {
+        if body_masker.is_some() {
             // The body must be JSON the filter can read, and uncompressed.
             let accept = head
                 .headers
@@ -271,7 +277,7 @@ impl Gate {
             set_headers,
             add_headers,
             mask,
-            mask_body,
+            body_masker,
             audit,
         }
     }
@@ -553,7 +559,7 @@ mod tests {
             ["authorization", "accept-encoding"],
             "a masked read is asked for uncompressed"
         );
-        assert!(forward.mask_body);
+        assert!(forward.body_masker.is_some());
         assert!(
             forward
                 .set_headers

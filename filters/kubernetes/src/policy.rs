@@ -13,7 +13,8 @@
 //!      "match": {"verbs": ["get", "list", "watch"], "namespaces": ["dev"]}}
 //!   ],
 //!   "upstream": {"bearer_token": "...", "impersonate": true},
-//!   "masking": {"secrets": true, "pod_env": true}
+//!   "masking": {"secrets": true, "pod_env": true,
+//!               "fields": [{"resources": ["configmaps"], "paths": ["data.*"]}]}
 //! }
 //! ```
 //!
@@ -24,9 +25,11 @@
 //! rule covers both the WebSocket and the SPDY attempt.
 
 use crate::exec::{StreamRequest, authorization_verb};
+use crate::masking::FieldMasking;
 use crate::request_info::RequestInfo;
 use gatehouse_core::config::ConfigError;
 use gatehouse_core::identity::{Identity, IdentityConfig, Secret};
+use gatehouse_core::mask::MaskConfig;
 use gatehouse_core::policy::{
     Action, Decision, IdentityMatch, OneOrMany, Wildcard, compile_wildcards,
 };
@@ -70,7 +73,7 @@ struct PolicyDocument {
     #[serde(default)]
     upstream: UpstreamConfig,
     #[serde(default)]
-    masking: MaskingConfig,
+    masking: MaskingDocument,
 }
 
 #[derive(Debug, Deserialize)]
@@ -156,23 +159,68 @@ pub struct UpstreamHeader {
     pub value: Secret,
 }
 
-/// What the filter masks in responses.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// The `masking` section as written; compiled into [`MaskingConfig`].
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct MaskingDocument {
+    #[serde(default = "yes")]
+    secrets: bool,
+    #[serde(default = "yes")]
+    pod_env: bool,
+    #[serde(default = "default_mask_text")]
+    mask_text: String,
+    #[serde(default = "default_max_body_bytes")]
+    max_body_bytes: usize,
+    /// Detector rules over JSON paths (see [`FieldMasking`]).
+    #[serde(default)]
+    fields: Vec<Value>,
+    /// The shared detectors' settings for `fields`.
+    #[serde(default)]
+    detectors: Option<MaskConfig>,
+}
+
+impl Default for MaskingDocument {
+    fn default() -> Self {
+        Self {
+            secrets: true,
+            pod_env: true,
+            mask_text: default_mask_text(),
+            max_body_bytes: default_max_body_bytes(),
+            fields: Vec::new(),
+            detectors: None,
+        }
+    }
+}
+
+impl MaskingDocument {
+    fn compile(self) -> Result<MaskingConfig, ConfigError> {
+        if self.mask_text.is_empty() || self.mask_text.len() > 256 {
+            return Err(ConfigError::new("mask_text", "must be 1 to 256 bytes"));
+        }
+        Ok(MaskingConfig {
+            fields: FieldMasking::compile(&self.fields, self.detectors.as_ref())?,
+            secrets: self.secrets,
+            pod_env: self.pod_env,
+            mask_text: self.mask_text,
+            max_body_bytes: self.max_body_bytes,
+        })
+    }
+}
+
+/// What the filter masks in responses.
+#[derive(Debug, Clone)]
 pub struct MaskingConfig {
     /// Secret `data` / `stringData` values (and their copy in the
     /// last-applied-configuration annotation).
-    #[serde(default = "yes")]
     pub secrets: bool,
     /// `env[].value` of containers in pods and pod templates.
-    #[serde(default = "yes")]
     pub pod_env: bool,
     /// The text a masked value is replaced with (base64-encoded in Secret `data`).
-    #[serde(default = "default_mask_text")]
     pub mask_text: String,
     /// Largest response body buffered for masking; larger ones fail with a 500.
-    #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
+    /// The shared detectors over configured JSON paths of chosen resources.
+    pub fields: FieldMasking,
 }
 
 impl Default for MaskingConfig {
@@ -182,7 +230,16 @@ impl Default for MaskingConfig {
             pod_env: true,
             mask_text: default_mask_text(),
             max_body_bytes: default_max_body_bytes(),
+            fields: FieldMasking::default(),
         }
+    }
+}
+
+impl MaskingConfig {
+    /// Parses and compiles a `masking` section on its own (error paths are
+    /// relative to it).
+    pub fn from_json(json: &[u8]) -> Result<MaskingConfig, ConfigError> {
+        ConfigError::parse_json::<MaskingDocument>(json)?.compile()
     }
 }
 
@@ -349,19 +406,14 @@ impl Policy {
             }
         }
         check_upstream(&doc.upstream)?;
-        if doc.masking.mask_text.is_empty() || doc.masking.mask_text.len() > 256 {
-            return Err(ConfigError::new(
-                "masking.mask_text",
-                "must be 1 to 256 bytes",
-            ));
-        }
+        let masking = doc.masking.compile().map_err(|e| e.under("masking"))?;
         Ok(Policy {
             version: doc.version,
             identity: doc.identity,
             default,
             rules,
             upstream: doc.upstream,
-            masking: doc.masking,
+            masking,
         })
     }
 
@@ -855,6 +907,28 @@ mod tests {
             (
                 r#"{"upstream": {"header": {"name": "Impersonate-User", "value": "x"}}}"#,
                 "upstream.header.name: impersonation headers are set from the verified caller",
+            ),
+            (
+                r#"{"masking": {"fields": [{"resources": ["configmaps"], "paths": ["data"]},
+                    {"resources": ["pods"], "paths": ["spec", "spec..env"]}]}}"#,
+                "masking.fields[1].paths[1]: \"spec..env\": each segment is a member name or `*`, optionally followed by `[]`",
+            ),
+            (
+                r#"{"masking": {"fields": [{"resources": [], "paths": ["data"]}]}}"#,
+                "masking.fields[0].resources: name at least one resource (`*` for all)",
+            ),
+            (
+                r#"{"masking": {"fields": [{"resources": ["configmaps"], "paths": ["data"]}],
+                    "detectors": {"detectors": ["email", "ssn"]}}}"#,
+                "masking.detectors.detectors[1]: unknown detector \"ssn\"; expected one of private_key, jwt, aws_access_key, secret_assignment, email, payment_card, iban, us_ssn, phone",
+            ),
+            (
+                r#"{"masking": {"detectors": {}}}"#,
+                "masking.detectors: the detectors run over `fields` paths, and none are configured",
+            ),
+            (
+                r#"{"masking": {"mask_text": ""}}"#,
+                "masking.mask_text: must be 1 to 256 bytes",
             ),
         ];
         for (json, expected) in cases {

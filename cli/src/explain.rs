@@ -238,10 +238,12 @@ fn explain_sql(policy: &PgPolicy, identity: &Identity, args: &Args, sql: &str) -
     let mut lines = decision_lines(&verdict.decision);
     lines.push(format!("policy version: {}", policy.version()));
     lines.push(identity_line(identity));
-    lines.push(format!(
-        "session: database \"{}\", role \"{}\"",
-        context.database, context.role
-    ));
+    if !context.database.is_empty() || !context.role.is_empty() {
+        lines.push(format!(
+            "session: database \"{}\", role \"{}\"",
+            context.database, context.role
+        ));
+    }
     if let Some(index) = verdict.blocked_by {
         lines.push(format!("blocked by statement {index}"));
     }

@@ -8,7 +8,8 @@
 //! cargo xtask token <identity>  a fresh token for a demo identity (`--ttl 15m`)
 //! cargo xtask package          each filter as a Wasm OCI image layout tarball (target/package/)
 //! cargo xtask measure-modules  module sizes and cold start against the targets
-//! cargo xtask test             everything CI runs: fmt, clippy (native + wasm), unit and integration tests
+//! cargo xtask test             everything CI runs: fmt, clippy (native + wasm), unit tests,
+//!                              `gatehouse validate` of every example, integration tests
 //! ```
 
 mod demo;
@@ -129,6 +130,34 @@ fn build_filters() -> Result<()> {
     Ok(())
 }
 
+/// Shipped examples that hold one part of the Postgres filter configuration
+/// (`gatehouse validate --part`); every other example is a whole document.
+const PART_EXAMPLES: &[(&str, &str)] = &[("postgres-masking.json", "masking")];
+
+/// Checks every `examples/*.json` with `gatehouse validate`, the filters' own parsers.
+fn validate_examples() -> Result<()> {
+    let dir = gatehouse_integration::workspace_root().join("examples");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.extension().is_some_and(|ext| ext == "json"))
+        .collect();
+    files.sort();
+    for file in files {
+        let name = file.file_name().unwrap_or_default().to_string_lossy();
+        let mut cmd = cargo();
+        cmd.args(["run", "-q", "-p", "gatehouse-cli", "--", "validate"]);
+        if let Some((_, part)) = PART_EXAMPLES.iter().find(|(example, _)| *example == name) {
+            cmd.args(["--part", part]);
+        }
+        step(
+            &format!("gatehouse validate examples/{name}"),
+            cmd.arg(&file),
+        )?;
+    }
+    Ok(())
+}
+
 fn test() -> Result<()> {
     install()?;
     step(
@@ -159,6 +188,7 @@ fn test() -> Result<()> {
         "unit tests",
         cargo().args(["test", "--workspace", "--exclude", "gatehouse-integration"]),
     )?;
+    validate_examples()?;
     let runner = format!(
         "node --no-warnings {}",
         gatehouse_integration::workspace_root()

@@ -141,16 +141,21 @@ fn kubernetes_problems_in_rules_and_settings_are_all_reported() {
 
 #[test]
 fn a_part_file_is_checked_as_that_part_with_paths_relative_to_the_file() {
-    let path = file(
-        "pg-masking-part-bad",
-        r#"{"rules": [{"name": "x", "table": "t", "column": "c", "style": "nope"}]}"#,
-    );
-    let run = gatehouse(&["validate", "--part", "masking", &path]);
+    let path = file("pg-engine-part-bad", r#"{"max_buffered_bytes": 1}"#);
+    let run = gatehouse(&["validate", "--part", "engine", &path]);
     assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
     assert!(
-        run.stdout.starts_with(&format!("{path}: rules[0]")),
+        run.stdout
+            .starts_with(&format!("{path}: max_buffered_bytes: must be")),
         "{}",
         run.stdout
+    );
+    let good = file("pg-engine-part-good", r#"{"redact_literals": true}"#);
+    let run = gatehouse(&["validate", "--part", "engine", &good]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert_eq!(
+        run.stdout,
+        format!("{good}: ok (postgres-filter part engine)\n")
     );
 }
 

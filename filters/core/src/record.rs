@@ -47,6 +47,7 @@
 //! | `bytes_from_client` | integer | client bytes since the previous statement record, up to and including this statement's request |
 //! | `bytes_to_client` | integer | server bytes since the previous statement completed, up to and including this completion |
 //! | `decision` | object | `{"action", "rule"?, "message"?}` the policy decision |
+//! | `masking` | object | when masking is configured and something was (or, for an exempt identity, would have been) masked: [`MaskingCounts`] |
 //!
 //! `pg.session_end` ([`SessionEndRecord`]):
 //!
@@ -318,6 +319,39 @@ pub struct StatementRecord {
     pub bytes_from_client: u64,
     pub bytes_to_client: u64,
     pub decision: Decision,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub masking: Option<MaskingCounts>,
+}
+
+/// What masking did to what one statement sent back (result cells, COPY rows,
+/// error, notice and notification fields): counts per column rule and per
+/// detector, never the values.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct MaskingCounts {
+    /// Values masked per column rule, by rule name.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub rules: std::collections::BTreeMap<String, u64>,
+    /// Findings masked per detector, by detector name.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub detectors: std::collections::BTreeMap<String, u64>,
+    /// Values too long to scan, handled whole by the over-cap policy.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub over_cap: u64,
+    /// Present (true) when the identity is exempt: the values reached the client
+    /// clear and the counts say what would have been masked.
+    #[serde(skip_serializing_if = "is_false")]
+    pub exempt: bool,
+}
+
+impl MaskingCounts {
+    /// Whether nothing was, or would have been, masked.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty() && self.detectors.is_empty() && self.over_cap == 0
+    }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Why a session ended.
@@ -425,6 +459,7 @@ mod tests {
             bytes_from_client: 10,
             bytes_to_client: 20,
             decision: Decision::allow(),
+            masking: None,
         }));
         let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
         assert_eq!(v["type"], "pg.statement");

@@ -181,6 +181,12 @@ fn statement() -> StatementRecord {
         bytes_from_client: 10,
         bytes_to_client: 20,
         decision: Decision::allow(),
+        masking: Some(gatehouse_core::record::MaskingCounts {
+            rules: [("customer-ssn".to_string(), 2)].into_iter().collect(),
+            detectors: [("email".to_string(), 1)].into_iter().collect(),
+            over_cap: 0,
+            exempt: true,
+        }),
     }
 }
 

@@ -10,8 +10,12 @@
 //!   to SSLRequest).
 //! - `policy`: a statement policy ([`PgPolicy`], see `examples/postgres-policy.json`);
 //!   without it every statement is allowed.
+//! - `masking`: masking of what the server sends back ([`MaskingPolicy`], shape in
+//!   [`crate::masking::config`], demo in `examples/postgres-masking.json`); without
+//!   it nothing is masked.
 
 use crate::config::EngineConfig;
+use crate::masking::MaskingPolicy;
 use crate::policy::PgPolicy;
 use gatehouse_core::config::ConfigError;
 use serde::Deserialize;
@@ -24,6 +28,21 @@ pub struct FilterConfig {
     pub engine: EngineConfig,
     /// The statement policy, when configured.
     pub policy: Option<PolicyConfig>,
+    /// Masking of server results, when configured.
+    pub masking: Option<MaskingConfig>,
+}
+
+/// A compiled masking policy; two are equal when compiled from the same document.
+#[derive(Debug, Clone)]
+pub struct MaskingConfig {
+    pub policy: Arc<MaskingPolicy>,
+    source: serde_json::Value,
+}
+
+impl PartialEq for MaskingConfig {
+    fn eq(&self, other: &Self) -> bool {
+        self.source == other.source
+    }
 }
 
 /// A compiled statement policy; two are equal when compiled from the same document.
@@ -44,6 +63,8 @@ struct RawFilterConfig {
     engine: Option<serde_json::Value>,
     #[serde(default)]
     policy: Option<serde_json::Value>,
+    #[serde(default)]
+    masking: Option<serde_json::Value>,
 }
 
 impl FilterConfig {
@@ -58,7 +79,17 @@ impl FilterConfig {
         let policy = part(raw.policy, "policy", |json| {
             PgPolicy::from_json(json).map(|policy| PolicyConfig(Arc::new(policy)))
         })?;
-        Ok(FilterConfig { engine, policy })
+        let source = raw.masking.clone().unwrap_or_default();
+        let masking =
+            part(raw.masking, "masking", MaskingPolicy::from_json)?.map(|policy| MaskingConfig {
+                policy: Arc::new(policy),
+                source,
+            });
+        Ok(FilterConfig {
+            engine,
+            policy,
+            masking,
+        })
     }
 }
 
@@ -116,6 +147,20 @@ mod tests {
         assert_eq!(error.path, "engine.max_buffered_bytes");
         let error = FilterConfig::from_json(br#"{"engine": {"bogus": 1}}"#).unwrap_err();
         assert!(error.to_string().contains("bogus"), "{error}");
+    }
+
+    #[test]
+    fn masking_is_compiled_from_the_masking_key_and_its_errors_name_the_path() {
+        let demo = include_str!("../../../examples/postgres-masking.json");
+        let config =
+            FilterConfig::from_json(format!(r#"{{"masking": {demo}}}"#).as_bytes()).unwrap();
+        let masking = config.masking.expect("masking configured");
+        assert_eq!(masking.policy.rules.len(), 3);
+        let error = FilterConfig::from_json(
+            br#"{"masking": {"rules": [{"table": "t", "column": "c", "style": "blur"}]}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(error.path, "masking.rules[0].style");
     }
 
     #[test]

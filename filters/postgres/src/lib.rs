@@ -9,11 +9,12 @@ pub mod filter_config;
 pub mod framing;
 pub mod guard;
 pub mod lexer;
+pub mod masking;
 pub mod protocol;
 pub mod session;
 
 pub use config::{EngineConfig, SslRequestPolicy};
-pub use filter_config::{FilterConfig, PolicyConfig};
+pub use filter_config::{FilterConfig, MaskingConfig, PolicyConfig};
 pub use framing::{Forward, Verdict};
 pub use guard::{CachedPolicy, StatementPolicy};
 pub use session::{CloseReason, ConnectionInfo, Phase, Session, SessionSummary};

@@ -70,6 +70,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 mod enforce;
+mod mask_hooks;
 
 /// Records held for the host beyond this are dropped (the sequence shows the gap).
 const MAX_QUEUED_RECORDS: usize = 4096;
@@ -275,6 +276,10 @@ pub struct Session {
     records: Vec<Record>,
     summary: SessionSummary,
     data_row_rewriter: Option<Box<dyn DataRowRewriter>>,
+    /// Masks what the server sends back, when configured.
+    masker: Option<crate::masking::SessionMasker>,
+    /// The in-place rewrite of the server message streaming through.
+    stream_mask: Option<crate::masking::StreamRewrite>,
     /// The latest RowDescription body, kept only while a rewriter is set.
     row_description: Option<Vec<u8>>,
     statement_policy: Option<Box<dyn crate::guard::StatementPolicy>>,
@@ -321,6 +326,8 @@ impl Session {
             records: Vec::new(),
             summary: SessionSummary::default(),
             data_row_rewriter: None,
+            masker: None,
+            stream_mask: None,
             row_description: None,
             statement_policy: None,
             policy_identity: None,
@@ -447,11 +454,15 @@ impl Session {
                     .captured
                     .extend_from_slice(chunk.get(pos..pos + room).unwrap_or_default());
                 stream.remaining -= n;
-                out.pass(pos..pos + n);
+                let finished = stream.remaining == 0;
+                let bytes = chunk.get(pos..pos + n).unwrap_or_default();
+                match self.stream_mask_bytes(dir, bytes) {
+                    Some(masked) => out.emit(&masked),
+                    None => out.pass(pos..pos + n),
+                }
                 pos += n;
-                if stream.remaining == 0
-                    && let Some(done) = self.framer(dir).stream.take()
-                {
+                if finished && let Some(done) = self.framer(dir).stream.take() {
+                    self.end_stream_mask(dir);
                     self.on_streamed(dir, done, now_us);
                 }
                 continue;
@@ -547,6 +558,7 @@ impl Session {
                     if header.body_len == 0 {
                         self.on_streamed(dir, stream, now_us);
                     } else {
+                        self.begin_stream_mask(dir, header.tag, header.body_len);
                         self.framer(dir).stream = Some(stream);
                     }
                 }
@@ -650,6 +662,12 @@ impl Session {
             },
             // DataRows are held whole only for a rewriter, and only when small enough.
             (Dir::Backend, pg::DATA_ROW_TAG) if self.data_row_rewriter.is_some() && !over => {
+                Disposition::Hold
+            }
+            // The masker rewrites DataRows and CopyData held whole when it can.
+            (Dir::Backend, pg::DATA_ROW_TAG | pg::COPY_DATA_TAG)
+                if self.masker.is_some() && !over =>
+            {
                 Disposition::Hold
             }
             (Dir::Backend, pg::DATA_ROW_TAG | pg::COPY_DATA_TAG) => {
@@ -932,8 +950,8 @@ impl Session {
     ) -> Action {
         let result = match (dir, mode) {
             (Dir::Frontend, FrameMode::Untagged) => self.on_startup_packet(body, now_us),
-            (Dir::Frontend, _) => self.on_frontend_message(tag, body, now_us),
-            (Dir::Backend, _) => self.on_backend_message(tag, body, now_us),
+            (Dir::Frontend, _) => self.frontend_with_masking(tag, body, now_us),
+            (Dir::Backend, _) => self.backend_with_masking(tag, body, now_us),
         };
         match result {
             Ok(action) => action,
@@ -1516,6 +1534,7 @@ impl Session {
             bytes_from_client: run.bytes_from_client,
             bytes_to_client: std::mem::take(&mut self.backend_bytes_since_record),
             decision: decision.unwrap_or_else(Decision::allow),
+            masking: self.take_masking_counts(),
         };
         self.push_record(Record::Statement(Box::new(record)));
     }

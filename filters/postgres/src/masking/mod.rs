@@ -1,0 +1,699 @@
+//! Masking what the server sends back to the client.
+//!
+//! A [`SessionMasker`] (one per session, sharing a compiled [`MaskingPolicy`])
+//! sees every client message the server receives and every server message, and
+//! rewrites the server messages that carry data:
+//!
+//! - DataRow, text and binary format: each column is masked by its column rule
+//!   (resolved from RowDescription's table OID and attribute number, or its
+//!   field name), otherwise text, JSON/JSONB and text-array values go through the
+//!   detectors. A masked value stays valid for its type (see [`values`]); the
+//!   row's lengths are recomputed.
+//! - ErrorResponse and NoticeResponse: message, detail, hint, context and
+//!   internal query, by detector; a unique violation's `Key (col)=(value)` detail
+//!   whole, by the column's rule.
+//! - NotificationResponse payloads, by detector.
+//! - COPY TO STDOUT rows, by detector (text and CSV: the replacements never
+//!   contain delimiters; binary: findings are starred in place, lengths kept).
+//!
+//! Which description applies to a DataRow follows the server's order of
+//! answers: the masker keeps its own queue of the requests whose answers carry
+//! descriptions or rows (Describe, Execute, Query, Sync), with the formats each
+//! Bind asked for, and unwinds it on errors as the server does.
+//!
+//! Table rules are resolved by a catalog lookup (see [`catalog`]) sent ahead of
+//! the client's first request; its answers are consumed here. If the lookup
+//! fails, table rules match result fields by column name instead.
+//!
+//! Messages longer than the engine's buffer limit stream through; a
+//! [`StreamRewrite`] masks them in place with the length already sent: columns
+//! under a rule are filled (`partial` keeps the last characters), detector
+//! values up to `max_scan_bytes` have their findings starred, longer ones are
+//! starred whole (or passed, when `over_cap` is `allow`).
+//!
+//! An exempt identity gets every message unchanged; the counts for the records
+//! are computed all the same.
+
+pub mod catalog;
+pub mod config;
+pub mod stream;
+#[cfg(test)]
+#[allow(clippy::indexing_slicing)]
+mod tests;
+pub mod values;
+
+pub use config::{ColumnRule, MaskingPolicy, RuleTarget};
+pub use stream::StreamRewrite;
+
+use crate::protocol::{BackendMessage, FrontendMessage};
+use gatehouse_core::mask::{DetectorCounts, Masked};
+use gatehouse_core::record::MaskingCounts;
+use std::borrow::Cow;
+use std::cell::OnceCell;
+use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
+use std::sync::Arc;
+use values::{ColumnPlan, Field, RowPlan, ValueCounts};
+
+/// Prepared statements and portals tracked per session; past this, new names
+/// get no description (their text values are still scanned).
+const MAX_TRACKED_NAMES: usize = 10_000;
+/// Requests awaiting answers tracked; past this the masker stops tracking
+/// (the engine ends such sessions well before).
+const MAX_EXPECTED: usize = 64 * 1024;
+
+/// What to do with a server message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MaskAction {
+    /// Forward it as it is.
+    Unchanged,
+    /// Forward these bytes (a whole message, tag and length included) instead.
+    Replace(Vec<u8>),
+    /// The message answers the masker's own catalog lookup: the client never sees it.
+    Consume,
+}
+
+/// A description filled when the server answers the Describe that asked for it.
+type Slot = Rc<OnceCell<Rc<Vec<Field>>>>;
+
+#[derive(Debug, Clone)]
+struct PortalShape {
+    slot: Slot,
+    formats: Rc<[i16]>,
+}
+
+/// A request whose answer the masker cares about, in the server's order.
+#[derive(Debug)]
+enum Expect {
+    /// The catalog lookup: everything through its ReadyForQuery is consumed.
+    Catalog,
+    Describe(Slot),
+    Execute {
+        shape: PortalShape,
+        plan: Option<Rc<RowPlan>>,
+    },
+    /// A simple Query or FunctionCall: ends at ReadyForQuery.
+    Query,
+    Sync,
+}
+
+impl Expect {
+    fn ends_at_ready(&self) -> bool {
+        matches!(self, Expect::Catalog | Expect::Query | Expect::Sync)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lookup {
+    /// Not sent yet.
+    Due,
+    Sent,
+    Done,
+    /// The server refused it: table rules match by column name.
+    Failed,
+}
+
+/// One session's masking state; see the module documentation.
+pub struct SessionMasker {
+    policy: Arc<MaskingPolicy>,
+    exempt: Option<bool>,
+    lookup: Lookup,
+    /// (table OID, attribute number) → rule index, from the catalog lookup.
+    resolved: HashMap<(u32, i16), usize>,
+    statements: HashMap<Vec<u8>, Slot>,
+    portals: HashMap<Vec<u8>, PortalShape>,
+    expected: VecDeque<Expect>,
+    /// The description of the simple Query result being received.
+    query_plan: Option<Rc<RowPlan>>,
+    /// A COPY TO STDOUT in progress: whether it is binary.
+    copy_binary: Option<bool>,
+    /// The result formats of an Execute whose columns are unknown.
+    unknown_formats: Option<Rc<[i16]>>,
+    rule_counts: Vec<u64>,
+    detector_counts: DetectorCounts,
+    over_cap: u64,
+}
+
+impl SessionMasker {
+    pub fn new(policy: Arc<MaskingPolicy>) -> Self {
+        let lookup = if policy.column_rules().next().is_some() {
+            Lookup::Due
+        } else {
+            Lookup::Done
+        };
+        Self {
+            rule_counts: vec![0; policy.rules.len()],
+            policy,
+            exempt: None,
+            lookup,
+            resolved: HashMap::new(),
+            statements: HashMap::new(),
+            portals: HashMap::new(),
+            expected: VecDeque::new(),
+            query_plan: None,
+            copy_binary: None,
+            unknown_formats: None,
+            detector_counts: DetectorCounts::default(),
+            over_cap: 0,
+        }
+    }
+
+    /// Exempt sessions get every message unchanged (counts are still kept).
+    pub fn set_exempt(&mut self, exempt: bool) {
+        self.exempt = Some(exempt);
+    }
+
+    pub fn is_exempt(&self) -> bool {
+        self.exempt == Some(true)
+    }
+
+    /// Whether [`SessionMasker::set_exempt`] was called.
+    pub fn exemption_decided(&self) -> bool {
+        self.exempt.is_some()
+    }
+
+    pub fn policy(&self) -> &MaskingPolicy {
+        &self.policy
+    }
+
+    /// Whether the catalog lookup is still to be sent.
+    pub fn lookup_due(&self) -> bool {
+        self.lookup == Lookup::Due
+    }
+
+    /// The catalog lookup to send ahead of the client's next request (once);
+    /// its answers are consumed by [`SessionMasker::on_backend`].
+    pub fn take_lookup(&mut self) -> Option<Vec<u8>> {
+        if self.lookup != Lookup::Due {
+            return None;
+        }
+        let sql = catalog::lookup_sql(&self.policy);
+        let Some(sql) = sql else {
+            self.lookup = Lookup::Done;
+            return None;
+        };
+        self.lookup = Lookup::Sent;
+        self.expected.push_back(Expect::Catalog);
+        Some(catalog::query_message(&sql))
+    }
+
+    /// A client message as the server receives it.
+    pub fn on_frontend(&mut self, msg: &FrontendMessage<'_>) {
+        match msg {
+            FrontendMessage::Query { .. } | FrontendMessage::FunctionCall(_) => {
+                self.expect(Expect::Query)
+            }
+            FrontendMessage::Parse { name, .. }
+                if self.statements.len() < MAX_TRACKED_NAMES
+                    || self.statements.contains_key(*name) =>
+            {
+                self.statements.insert(name.to_vec(), Slot::default());
+            }
+            FrontendMessage::Bind(bind) => {
+                let slot = self
+                    .statements
+                    .get(bind.statement)
+                    .cloned()
+                    .unwrap_or_default();
+                if self.portals.len() < MAX_TRACKED_NAMES || self.portals.contains_key(bind.portal)
+                {
+                    self.portals.insert(
+                        bind.portal.to_vec(),
+                        PortalShape {
+                            slot,
+                            formats: Rc::from(bind.result_formats.as_slice()),
+                        },
+                    );
+                }
+            }
+            FrontendMessage::Describe { kind, name } => {
+                let slot = if *kind == b'S' {
+                    self.statements.get(*name).cloned()
+                } else {
+                    self.portals.get(*name).map(|p| p.slot.clone())
+                };
+                self.expect(Expect::Describe(slot.unwrap_or_default()));
+            }
+            FrontendMessage::Execute { portal, .. } => {
+                let shape = self.portals.get(*portal).cloned().unwrap_or(PortalShape {
+                    slot: Slot::default(),
+                    formats: Rc::from(Vec::new()),
+                });
+                self.expect(Expect::Execute { shape, plan: None });
+            }
+            FrontendMessage::Close { kind, name } => {
+                if *kind == b'S' {
+                    self.statements.remove(*name);
+                } else {
+                    self.portals.remove(*name);
+                }
+            }
+            FrontendMessage::Sync => self.expect(Expect::Sync),
+            _ => {}
+        }
+    }
+
+    fn expect(&mut self, expect: Expect) {
+        if self.expected.len() < MAX_EXPECTED {
+            self.expected.push_back(expect);
+        }
+    }
+
+    /// A server message after login: what to forward in its place.
+    pub fn on_backend(&mut self, msg: &BackendMessage<'_>) -> MaskAction {
+        if matches!(self.expected.front(), Some(Expect::Catalog)) {
+            return self.on_lookup_answer(msg);
+        }
+        match msg {
+            BackendMessage::RowDescription { body } => {
+                let fields = values::parse_row_description(body).unwrap_or_default();
+                match self.expected.front() {
+                    Some(Expect::Describe(slot)) => {
+                        let _ = slot.set(Rc::new(fields));
+                        self.expected.pop_front();
+                    }
+                    _ => {
+                        self.unknown_formats = None;
+                        self.query_plan = Some(Rc::new(self.plan(&fields, None)));
+                    }
+                }
+                MaskAction::Unchanged
+            }
+            BackendMessage::NoData => {
+                if let Some(Expect::Describe(slot)) = self.expected.front() {
+                    let _ = slot.set(Rc::new(Vec::new()));
+                    self.expected.pop_front();
+                }
+                MaskAction::Unchanged
+            }
+            BackendMessage::DataRow { values } => self.on_data_row(values),
+            BackendMessage::CommandComplete { .. }
+            | BackendMessage::EmptyQueryResponse
+            | BackendMessage::PortalSuspended => {
+                self.copy_binary = None;
+                if matches!(self.expected.front(), Some(Expect::Execute { .. })) {
+                    self.expected.pop_front();
+                } else {
+                    self.query_plan = None;
+                }
+                MaskAction::Unchanged
+            }
+            BackendMessage::CopyOutResponse(copy) | BackendMessage::CopyBothResponse(copy) => {
+                self.copy_binary = Some(copy.format == 1);
+                MaskAction::Unchanged
+            }
+            BackendMessage::CopyData { data } => self.on_copy_data(data),
+            BackendMessage::CopyDone => {
+                self.copy_binary = None;
+                MaskAction::Unchanged
+            }
+            BackendMessage::ErrorResponse { fields } => {
+                self.on_error();
+                self.mask_fields(msg, fields)
+            }
+            BackendMessage::NoticeResponse { fields } => self.mask_fields(msg, fields),
+            BackendMessage::NotificationResponse {
+                pid,
+                channel,
+                payload,
+            } => {
+                let masked = self.policy.masker.mask_text(payload);
+                self.detector_counts.merge(&masked.counts);
+                match masked.value {
+                    Masked::Value(Cow::Borrowed(_)) => MaskAction::Unchanged,
+                    value => self.replace(BackendMessage::NotificationResponse {
+                        pid: *pid,
+                        channel,
+                        payload: value.as_bytes().unwrap_or_default(),
+                    }),
+                }
+            }
+            BackendMessage::ReadyForQuery { .. } => {
+                self.query_plan = None;
+                self.copy_binary = None;
+                while let Some(entry) = self.expected.pop_front() {
+                    if entry.ends_at_ready() {
+                        break;
+                    }
+                }
+                MaskAction::Unchanged
+            }
+            _ => MaskAction::Unchanged,
+        }
+    }
+
+    /// The answers to the catalog lookup, consumed.
+    fn on_lookup_answer(&mut self, msg: &BackendMessage<'_>) -> MaskAction {
+        match msg {
+            BackendMessage::DataRow { values } => {
+                if let Some((oid, attnum, rule)) = catalog::parse_row(values)
+                    && rule < self.policy.rules.len()
+                {
+                    self.resolved.entry((oid, attnum)).or_insert(rule);
+                }
+            }
+            BackendMessage::ErrorResponse { .. } => self.lookup = Lookup::Failed,
+            BackendMessage::ReadyForQuery { .. } => {
+                self.expected.pop_front();
+                if self.lookup == Lookup::Sent {
+                    self.lookup = Lookup::Done;
+                }
+            }
+            // Asynchronous messages belong to the client.
+            BackendMessage::ParameterStatus { .. }
+            | BackendMessage::NotificationResponse { .. } => {
+                self.expected.pop_front();
+                let action = self.on_backend(msg);
+                self.expected.push_front(Expect::Catalog);
+                return action;
+            }
+            _ => {}
+        }
+        MaskAction::Consume
+    }
+
+    /// The server skips the rest of an extended-query batch after an error.
+    fn on_error(&mut self) {
+        self.query_plan = None;
+        self.copy_binary = None;
+        match self.expected.front() {
+            Some(Expect::Query | Expect::Sync | Expect::Catalog) | None => {}
+            Some(_) => {
+                while self.expected.front().is_some_and(|e| !e.ends_at_ready()) {
+                    self.expected.pop_front();
+                }
+            }
+        }
+    }
+
+    fn plan(&self, fields: &[Field], formats: Option<&[i16]>) -> RowPlan {
+        values::plan_for(
+            &self.policy,
+            &self.resolved,
+            self.lookup == Lookup::Failed,
+            fields,
+            formats,
+        )
+    }
+
+    /// The plan for the DataRow being received.
+    fn current_plan(&mut self) -> Option<Rc<RowPlan>> {
+        if let Some(Expect::Execute { shape, plan }) = self.expected.front() {
+            if let Some(plan) = plan {
+                return Some(Rc::clone(plan));
+            }
+            let fields = shape.slot.get().cloned();
+            let formats = Rc::clone(&shape.formats);
+            let built = Rc::new(match fields {
+                Some(fields) => self.plan(&fields, Some(&formats)),
+                // Executed without a Describe: the columns are unknown.
+                None => Vec::new(),
+            });
+            let unknown_formats = formats;
+            if let Some(Expect::Execute { plan, .. }) = self.expected.front_mut() {
+                *plan = Some(Rc::clone(&built));
+            }
+            self.unknown_formats = built.is_empty().then_some(unknown_formats);
+            return Some(built);
+        }
+        self.query_plan.clone()
+    }
+
+    fn on_data_row(&mut self, row: &[Option<&[u8]>]) -> MaskAction {
+        let plan = self.current_plan();
+        let plan = plan.as_deref().map(Vec::as_slice).unwrap_or_default();
+        let mut out: Option<Vec<Option<Cow<'_, [u8]>>>> = None;
+        for (i, value) in row.iter().enumerate() {
+            let Some(value) = value else { continue };
+            let column = plan
+                .get(i)
+                .copied()
+                .unwrap_or_else(|| self.unknown_column(i));
+            let mut counts = ValueCounts::default();
+            let masked = values::mask_value(&self.policy, column, value, &mut counts);
+            self.count(&counts);
+            if masked.is_unchanged() {
+                continue;
+            }
+            let out = out.get_or_insert_with(|| row.iter().map(|v| v.map(Cow::Borrowed)).collect());
+            if let Some(slot) = out.get_mut(i) {
+                *slot = match masked {
+                    Masked::Value(v) => Some(Cow::Owned(v.into_owned())),
+                    Masked::Null => None,
+                };
+            }
+        }
+        match out {
+            Some(values) if !self.is_exempt() => {
+                let values: Vec<Option<&[u8]>> = values.iter().map(|v| v.as_deref()).collect();
+                let mut bytes = Vec::with_capacity(
+                    values.iter().flatten().map(|v| v.len() + 4).sum::<usize>() + 7,
+                );
+                BackendMessage::DataRow { values }.encode(&mut bytes);
+                MaskAction::Replace(bytes)
+            }
+            _ => MaskAction::Unchanged,
+        }
+    }
+
+    /// A column no description covers: scanned as text in text format.
+    fn unknown_column(&self, i: usize) -> ColumnPlan {
+        let binary = self
+            .unknown_formats
+            .as_deref()
+            .is_some_and(|formats| match formats {
+                [] => false,
+                [one] => *one == 1,
+                many => many.get(i) == Some(&1),
+            });
+        values::unknown_column(binary)
+    }
+
+    fn on_copy_data(&mut self, data: &[u8]) -> MaskAction {
+        let binary = self.copy_binary.unwrap_or(false);
+        let masker = &self.policy.masker;
+        let (masked, counts) = if binary {
+            stream::star_findings(&self.policy, data)
+        } else {
+            let masked = masker.mask_text(data);
+            let value = match masked.value {
+                Masked::Value(Cow::Borrowed(_)) => None,
+                Masked::Value(Cow::Owned(v)) => Some(v),
+                // A `null` style finding in a COPY row: the row keeps its shape
+                // with the finding starred instead.
+                Masked::Null => stream::star_findings(&self.policy, data).0,
+            };
+            (value, masked.counts)
+        };
+        self.detector_counts.merge(&counts);
+        self.over_cap += u64::from(counts.over_cap);
+        match masked {
+            Some(data) if !self.is_exempt() => {
+                self.replace(BackendMessage::CopyData { data: &data })
+            }
+            _ => MaskAction::Unchanged,
+        }
+    }
+
+    /// ErrorResponse / NoticeResponse: the fields that can quote values.
+    fn mask_fields(&mut self, msg: &BackendMessage<'_>, fields: &[(u8, &[u8])]) -> MaskAction {
+        let mut changed = false;
+        let mut out: Vec<(u8, Cow<'_, [u8]>)> = Vec::with_capacity(fields.len());
+        for &(code, value) in fields {
+            let masked = match code {
+                b'D' => self.mask_key_detail(fields, value),
+                _ => None,
+            };
+            let masked = masked.or_else(|| {
+                matches!(code, b'M' | b'D' | b'H' | b'W' | b'q').then(|| {
+                    let m = self.policy.masker.mask_text(value);
+                    self.detector_counts.merge(&m.counts);
+                    match m.value {
+                        Masked::Value(Cow::Borrowed(_)) => None,
+                        Masked::Value(Cow::Owned(v)) => Some(v),
+                        Masked::Null => Some(
+                            self.policy
+                                .masker
+                                .mask_value(
+                                    gatehouse_core::mask::MaskStyle::Redact,
+                                    value,
+                                    gatehouse_core::mask::ValueType::Text,
+                                    None,
+                                )
+                                .as_bytes()
+                                .unwrap_or_default()
+                                .to_vec(),
+                        ),
+                    }
+                })?
+            });
+            match masked {
+                Some(v) => {
+                    changed = true;
+                    out.push((code, Cow::Owned(v)));
+                }
+                None => out.push((code, Cow::Borrowed(value))),
+            }
+        }
+        if !changed || self.is_exempt() {
+            return MaskAction::Unchanged;
+        }
+        let fields: Vec<(u8, &[u8])> = out.iter().map(|(c, v)| (*c, v.as_ref())).collect();
+        let rebuilt = match msg {
+            BackendMessage::ErrorResponse { .. } => BackendMessage::ErrorResponse { fields },
+            _ => BackendMessage::NoticeResponse { fields },
+        };
+        self.replace(rebuilt)
+    }
+
+    /// A detail `Key (a, b)=(x, y) …` (unique and foreign key violations)
+    /// whose table and one of whose columns are under a rule: the values part
+    /// is masked whole with that rule's style.
+    fn mask_key_detail(&mut self, fields: &[(u8, &[u8])], detail: &[u8]) -> Option<Vec<u8>> {
+        let field = |code| {
+            fields
+                .iter()
+                .find(|(c, _)| *c == code)
+                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        };
+        let schema = field(b's').unwrap_or_else(|| "public".into());
+        let table = field(b't')?;
+        let rest = detail.strip_prefix(b"Key (")?;
+        let split = rest.windows(3).position(|w| w == b")=(")?;
+        let columns = String::from_utf8_lossy(rest.get(..split)?).into_owned();
+        let values_start = 5 + split + 3;
+        // The values end at the last `)` of the detail.
+        let values_end = detail.iter().rposition(|&b| b == b')')?;
+        if values_end < values_start {
+            return None;
+        }
+        let rule = columns.split(", ").find_map(|column| {
+            let column = column.trim_matches('"');
+            self.policy
+                .column_rules()
+                .find(|(_, s, t, c)| *s == schema && *t == table && *c == column)
+                .map(|(i, ..)| i)
+                .or_else(|| self.policy.rule_for_field_name(column.as_bytes()))
+        })?;
+        let style = self.policy.rules.get(rule)?.style;
+        let value = detail.get(values_start..values_end)?;
+        let masked = self.policy.masker.mask_value(
+            style,
+            value,
+            gatehouse_core::mask::ValueType::Text,
+            self.policy.rules.get(rule).and_then(|r| r.kind),
+        );
+        self.count(&ValueCounts {
+            rule: Some(rule),
+            detectors: DetectorCounts::default(),
+        });
+        let masked = match masked {
+            // A NULL does not fit in a message: the redact token does.
+            Masked::Null => self.policy.masker.mask_value(
+                gatehouse_core::mask::MaskStyle::Redact,
+                value,
+                gatehouse_core::mask::ValueType::Text,
+                None,
+            ),
+            other => other,
+        };
+        let mut out = detail.get(..values_start)?.to_vec();
+        out.extend_from_slice(masked.as_bytes().unwrap_or_default());
+        out.extend_from_slice(detail.get(values_end..)?);
+        Some(out)
+    }
+
+    fn replace(&self, msg: BackendMessage<'_>) -> MaskAction {
+        if self.is_exempt() {
+            return MaskAction::Unchanged;
+        }
+        let mut bytes = Vec::new();
+        msg.encode(&mut bytes);
+        MaskAction::Replace(bytes)
+    }
+
+    fn count(&mut self, counts: &ValueCounts) {
+        if let Some(rule) = counts.rule
+            && let Some(n) = self.rule_counts.get_mut(rule)
+        {
+            *n = n.saturating_add(1);
+        }
+        self.detector_counts.merge(&counts.detectors);
+        self.over_cap = self
+            .over_cap
+            .saturating_add(u64::from(counts.detectors.over_cap));
+    }
+
+    /// Counts from a streamed message.
+    pub(crate) fn add_counts(&mut self, rules: &[u64], detectors: &DetectorCounts) {
+        for (mine, theirs) in self.rule_counts.iter_mut().zip(rules) {
+            *mine = mine.saturating_add(*theirs);
+        }
+        self.detector_counts.merge(detectors);
+        self.over_cap = self.over_cap.saturating_add(u64::from(detectors.over_cap));
+    }
+
+    /// A streamed server message's in-place rewrite; `None` when it carries no
+    /// data to mask.
+    pub fn begin_stream(&mut self, tag: u8, body_len: usize) -> Option<StreamRewrite> {
+        if matches!(self.expected.front(), Some(Expect::Catalog)) {
+            return None;
+        }
+        let policy = Arc::clone(&self.policy);
+        let rewrite = match tag {
+            crate::protocol::DATA_ROW_TAG => {
+                let plan = self
+                    .current_plan()
+                    .map(|p| p.as_ref().clone())
+                    .unwrap_or_default();
+                // Columns past the plan (or all, without one) are read as unknown.
+                let unknown = (0..=plan.len()).map(|i| self.unknown_column(i)).collect();
+                StreamRewrite::data_row(policy, plan, unknown, body_len)
+            }
+            crate::protocol::COPY_DATA_TAG => {
+                StreamRewrite::copy_data(policy, self.copy_binary.unwrap_or(false), body_len)
+            }
+            crate::protocol::ERROR_RESPONSE_TAG => {
+                StreamRewrite::fields(policy, body_len).with_error(true)
+            }
+            crate::protocol::NOTICE_RESPONSE_TAG => StreamRewrite::fields(policy, body_len),
+            crate::protocol::NOTIFICATION_RESPONSE_TAG => {
+                StreamRewrite::notification(policy, body_len)
+            }
+            _ => return None,
+        };
+        Some(rewrite.with_exempt(self.is_exempt()))
+    }
+
+    /// Ends a streamed message's rewrite, adding its counts.
+    pub fn end_stream(&mut self, rewrite: StreamRewrite) {
+        let (rules, detectors) = rewrite.counts();
+        self.add_counts(rules, detectors);
+        if rewrite.is_error() {
+            self.on_error();
+        }
+    }
+
+    /// What was masked since the last call, for the statement record; `None`
+    /// when nothing was (or would have been).
+    pub fn take_counts(&mut self) -> Option<MaskingCounts> {
+        let mut counts = MaskingCounts {
+            exempt: self.is_exempt(),
+            over_cap: std::mem::take(&mut self.over_cap),
+            ..MaskingCounts::default()
+        };
+        for (rule, n) in self.policy.rules.iter().zip(self.rule_counts.iter_mut()) {
+            let n = std::mem::take(n);
+            if n > 0 {
+                *counts.rules.entry(rule.name.clone()).or_default() += n;
+            }
+        }
+        let detectors = std::mem::take(&mut self.detector_counts);
+        for (kind, n) in detectors.iter() {
+            counts
+                .detectors
+                .insert(kind.as_str().to_string(), u64::from(n));
+        }
+        (!counts.is_empty()).then_some(counts)
+    }
+}

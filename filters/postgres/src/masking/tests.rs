@@ -1,0 +1,776 @@
+//! The masker through a real session: what the client gets, what the server
+//! gets, and the records.
+
+use super::*;
+use crate::protocol::{Bind, CopyResponse, StartupPacket};
+use crate::{ConnectionInfo, EngineConfig, Session};
+use gatehouse_core::record::{Record, StatementRecord};
+
+const DEMO: &str = include_str!("../../../../examples/postgres-masking.json");
+
+const CUSTOMERS_OID: u32 = 16_400;
+const VIEW_OID: u32 = 16_500;
+const TEXT: u32 = 25;
+const INT4: u32 = 23;
+const JSONB: u32 = 3802;
+const TEXT_ARRAY: u32 = 1009;
+
+fn demo_policy() -> Arc<MaskingPolicy> {
+    Arc::new(MaskingPolicy::from_json(DEMO.as_bytes()).unwrap())
+}
+
+struct Wire {
+    session: Session,
+    records: Vec<Record>,
+    now: u64,
+    byte_by_byte: bool,
+}
+
+fn encode_backend(msgs: &[BackendMessage<'_>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    msgs.iter().for_each(|m| m.encode(&mut out));
+    out
+}
+
+fn encode_frontend(msgs: &[FrontendMessage<'_>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    msgs.iter().for_each(|m| m.encode(&mut out));
+    out
+}
+
+fn query(sql: &str) -> Vec<u8> {
+    encode_frontend(&[FrontendMessage::Query {
+        sql: sql.as_bytes(),
+    }])
+}
+
+/// A RowDescription of `(name, table oid, attnum, type oid, format)` fields.
+fn row_description(fields: &[(&str, u32, i16, u32, i16)]) -> Vec<u8> {
+    let mut body = (fields.len() as i16).to_be_bytes().to_vec();
+    for (name, table, attnum, type_oid, format) in fields {
+        body.extend_from_slice(name.as_bytes());
+        body.push(0);
+        body.extend_from_slice(&table.to_be_bytes());
+        body.extend_from_slice(&attnum.to_be_bytes());
+        body.extend_from_slice(&type_oid.to_be_bytes());
+        body.extend_from_slice(&(-1i16).to_be_bytes());
+        body.extend_from_slice(&(-1i32).to_be_bytes());
+        body.extend_from_slice(&format.to_be_bytes());
+    }
+    body
+}
+
+fn data_row(values: &[Option<&[u8]>]) -> Vec<u8> {
+    encode_backend(&[BackendMessage::DataRow {
+        values: values.to_vec(),
+    }])
+}
+
+/// The server's answer to the catalog lookup: customers.email (attnum 2),
+/// card_number (3), ssn (4), and the view column 2 that shows ssn.
+fn catalog_answer() -> Vec<u8> {
+    let rd = row_description(&[
+        ("relid", 0, 0, 20, 0),
+        ("attnum", 0, 0, 21, 0),
+        ("min", 0, 0, 23, 0),
+    ]);
+    let mut out = encode_backend(&[BackendMessage::RowDescription { body: &rd }]);
+    for (oid, attnum, rule) in [
+        (CUSTOMERS_OID, "2", "0"),
+        (CUSTOMERS_OID, "3", "1"),
+        (CUSTOMERS_OID, "4", "2"),
+        (VIEW_OID, "2", "2"),
+    ] {
+        let oid = oid.to_string();
+        out.extend(data_row(&[
+            Some(oid.as_bytes()),
+            Some(attnum.as_bytes()),
+            Some(rule.as_bytes()),
+        ]));
+    }
+    out.extend(encode_backend(&[
+        BackendMessage::CommandComplete { tag: b"SELECT 4" },
+        BackendMessage::ReadyForQuery { status: b'I' },
+    ]));
+    out
+}
+
+impl Wire {
+    fn new(identity: Option<gatehouse_core::identity::Identity>) -> Self {
+        Self::with(EngineConfig::default(), identity, false)
+    }
+
+    fn with(
+        config: EngineConfig,
+        identity: Option<gatehouse_core::identity::Identity>,
+        byte_by_byte: bool,
+    ) -> Self {
+        let mut session = Session::new(
+            Arc::new(config),
+            ConnectionInfo {
+                id: 9,
+                client_address: "127.0.0.1:40000".into(),
+            },
+            1_000,
+        );
+        session.set_masker(SessionMasker::new(demo_policy()));
+        if let Some(identity) = identity {
+            session.set_identity(identity);
+        }
+        let mut wire = Self {
+            session,
+            records: Vec::new(),
+            now: 2_000,
+            byte_by_byte,
+        };
+        let mut startup = Vec::new();
+        StartupPacket::Startup {
+            version: 3 << 16,
+            params: vec![("user", "alice"), ("database", "shop")],
+        }
+        .encode(&mut startup);
+        assert_eq!(wire.client(&startup), startup);
+        let login = encode_backend(&[
+            BackendMessage::Authentication { code: 0, data: b"" },
+            BackendMessage::ReadyForQuery { status: b'I' },
+        ]);
+        assert_eq!(wire.server(&login), login);
+        wire
+    }
+
+    fn feed(&mut self, bytes: &[u8], to_server: bool) -> Vec<u8> {
+        self.now += 10;
+        let chunks: Vec<Vec<u8>> = if self.byte_by_byte {
+            bytes.iter().map(|b| vec![*b]).collect()
+        } else {
+            vec![bytes.to_vec()]
+        };
+        let mut out = Vec::new();
+        for chunk in chunks {
+            let verdict = if to_server {
+                self.session.on_frontend(&chunk, self.now)
+            } else {
+                self.session.on_backend(&chunk, self.now)
+            };
+            assert!(!verdict.close_connection, "session closed");
+            out.extend_from_slice(verdict.bytes(&chunk));
+        }
+        self.records.extend(self.session.take_records());
+        out
+    }
+
+    fn client(&mut self, bytes: &[u8]) -> Vec<u8> {
+        self.feed(bytes, true)
+    }
+
+    fn server(&mut self, bytes: &[u8]) -> Vec<u8> {
+        self.feed(bytes, false)
+    }
+
+    /// Sends the client's first request; checks the catalog lookup goes ahead
+    /// of it and consumes the lookup's answers.
+    fn first_request(&mut self, request: &[u8]) {
+        let to_server = self.client(request);
+        let lookup = catalog::lookup_sql(&demo_policy()).unwrap();
+        let expected = [catalog::query_message(&lookup), request.to_vec()].concat();
+        assert_eq!(to_server, expected);
+        assert_eq!(
+            self.server(&catalog_answer()),
+            b"",
+            "lookup answers reach the client"
+        );
+    }
+
+    fn statements(&self) -> Vec<&StatementRecord> {
+        self.records
+            .iter()
+            .filter_map(|r| match r {
+                Record::Statement(s) => Some(s.as_ref()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+fn customers_description(format: i16) -> Vec<u8> {
+    row_description(&[
+        ("id", CUSTOMERS_OID, 1, INT4, format),
+        ("email", CUSTOMERS_OID, 2, TEXT, format),
+        ("card_number", CUSTOMERS_OID, 3, TEXT, format),
+        ("ssn", CUSTOMERS_OID, 4, TEXT, format),
+        ("note", CUSTOMERS_OID, 5, TEXT, format),
+    ])
+}
+
+fn select_answer(description: &[u8], rows: &[Vec<u8>], tag: &[u8]) -> Vec<u8> {
+    let mut out = encode_backend(&[BackendMessage::RowDescription { body: description }]);
+    rows.iter().for_each(|r| out.extend_from_slice(r));
+    out.extend(encode_backend(&[
+        BackendMessage::CommandComplete { tag },
+        BackendMessage::ReadyForQuery { status: b'I' },
+    ]));
+    out
+}
+
+#[test]
+fn text_rows_are_masked_by_rule_and_detector_with_every_length_recomputed() {
+    let mut wire = Wire::new(None);
+    wire.first_request(&query("SELECT * FROM shop.customers"));
+    let description = customers_description(0);
+    let row = data_row(&[
+        Some(b"1"),
+        Some(b"alice@example.com"),
+        Some(b"4111 1111 1111 1111"),
+        Some(b"536-22-1234"),
+        Some(b"call +14155550123 or mail bob@example.org"),
+    ]);
+    let to_client = wire.server(&select_answer(&description, &[row], b"SELECT 1"));
+    // Golden: every value and the message length recomputed.
+    let expected_row = data_row(&[
+        Some(b"1"),
+        Some(b"a***@example.com"),
+        Some(b"**** **** **** 1111"),
+        Some(b"****"),
+        Some(b"call **** or mail ****"),
+    ]);
+    let expected = select_answer(&description, &[expected_row], b"SELECT 1");
+    assert_eq!(to_client, expected);
+    let stmt = wire.statements();
+    let masking = stmt[0].masking.as_ref().expect("counts recorded");
+    assert_eq!(masking.rules["customer-email"], 1);
+    assert_eq!(masking.rules["customer-card"], 1);
+    assert_eq!(masking.rules["customer-ssn"], 1);
+    assert_eq!(masking.detectors["phone"], 1);
+    assert_eq!(masking.detectors["email"], 1);
+    assert!(!masking.exempt);
+    let json = wire.records[wire.records.len() - 1].to_json();
+    assert!(
+        !json.contains("alice@example.com") && !json.contains("536-22-1234"),
+        "{json}"
+    );
+}
+
+#[test]
+fn binary_rows_stay_valid_for_their_types() {
+    let mut wire = Wire::new(None);
+    let description = row_description(&[
+        ("id", CUSTOMERS_OID, 1, INT4, 1),
+        ("ssn", CUSTOMERS_OID, 4, TEXT, 1),
+        ("profile", 0, 0, JSONB, 1),
+        ("tags", 0, 0, TEXT_ARRAY, 1),
+        ("x", VIEW_OID, 2, INT4, 1),
+    ]);
+    let request = encode_frontend(&[
+        FrontendMessage::Parse {
+            name: b"",
+            sql: b"SELECT id, ssn, profile, tags, x FROM v",
+            param_types: vec![],
+        },
+        FrontendMessage::Bind(Bind {
+            portal: b"",
+            statement: b"",
+            param_formats: vec![],
+            params: vec![],
+            result_formats: vec![1],
+        }),
+        FrontendMessage::Describe {
+            kind: b'P',
+            name: b"",
+        },
+        FrontendMessage::Execute {
+            portal: b"",
+            max_rows: 0,
+        },
+        FrontendMessage::Sync,
+    ]);
+    wire.first_request(&request);
+    let mut array = Vec::new();
+    array.extend_from_slice(&1i32.to_be_bytes()); // ndim
+    array.extend_from_slice(&0i32.to_be_bytes()); // has nulls
+    array.extend_from_slice(&TEXT.to_be_bytes());
+    array.extend_from_slice(&2i32.to_be_bytes()); // dim
+    array.extend_from_slice(&1i32.to_be_bytes()); // lower bound
+    for element in [b"plain".as_slice(), b"eve@example.net"] {
+        array.extend_from_slice(&(element.len() as i32).to_be_bytes());
+        array.extend_from_slice(element);
+    }
+    let jsonb = [b"\x01".as_slice(), br#"{"mail": "eve@example.net"}"#].concat();
+    let row = data_row(&[
+        Some(&7i32.to_be_bytes()),
+        Some(b"536-22-1234"),
+        Some(&jsonb),
+        Some(&array),
+        Some(&9i32.to_be_bytes()),
+    ]);
+    let mut answer = encode_backend(&[
+        BackendMessage::ParseComplete,
+        BackendMessage::BindComplete,
+        BackendMessage::RowDescription { body: &description },
+    ]);
+    answer.extend(row);
+    answer.extend(encode_backend(&[
+        BackendMessage::CommandComplete { tag: b"SELECT 1" },
+        BackendMessage::ReadyForQuery { status: b'I' },
+    ]));
+    let to_client = wire.server(&answer);
+    let mut masked_array = array[..20].to_vec();
+    for element in [b"plain".as_slice(), b"****"] {
+        masked_array.extend_from_slice(&(element.len() as i32).to_be_bytes());
+        masked_array.extend_from_slice(element);
+    }
+    let masked_jsonb = [b"\x01".as_slice(), br#"{"mail": "****"}"#].concat();
+    let expected_row = data_row(&[
+        Some(&7i32.to_be_bytes()),
+        Some(b"****"),
+        Some(&masked_jsonb),
+        Some(&masked_array),
+        // A binary integer under the ssn rule (through the view) becomes NULL.
+        None,
+    ]);
+    let start = to_client
+        .windows(expected_row.len())
+        .position(|w| w == expected_row.as_slice());
+    assert!(start.is_some(), "masked row not found in {to_client:?}");
+}
+
+#[test]
+fn pipelined_prepared_statements_use_their_own_descriptions() {
+    let mut wire = Wire::new(None);
+    let prepare = encode_frontend(&[
+        FrontendMessage::Parse {
+            name: b"s1",
+            sql: b"SELECT ssn FROM shop.customers",
+            param_types: vec![],
+        },
+        FrontendMessage::Describe {
+            kind: b'S',
+            name: b"s1",
+        },
+        FrontendMessage::Parse {
+            name: b"s2",
+            sql: b"SELECT id, note FROM shop.customers",
+            param_types: vec![],
+        },
+        FrontendMessage::Describe {
+            kind: b'S',
+            name: b"s2",
+        },
+        FrontendMessage::Sync,
+    ]);
+    wire.first_request(&prepare);
+    let d1 = row_description(&[("ssn", CUSTOMERS_OID, 4, TEXT, 0)]);
+    let d2 = row_description(&[
+        ("id", CUSTOMERS_OID, 1, INT4, 0),
+        ("note", CUSTOMERS_OID, 5, TEXT, 0),
+    ]);
+    let answers = encode_backend(&[
+        BackendMessage::ParseComplete,
+        BackendMessage::ParameterDescription { types: vec![] },
+        BackendMessage::RowDescription { body: &d1 },
+        BackendMessage::ParseComplete,
+        BackendMessage::ParameterDescription { types: vec![] },
+        BackendMessage::RowDescription { body: &d2 },
+        BackendMessage::ReadyForQuery { status: b'I' },
+    ]);
+    assert_eq!(
+        wire.server(&answers),
+        answers,
+        "descriptions pass unchanged"
+    );
+    let bind = |statement: &'static [u8], formats: Vec<i16>| {
+        FrontendMessage::Bind(Bind {
+            portal: b"",
+            statement,
+            param_formats: vec![],
+            params: vec![],
+            result_formats: formats,
+        })
+    };
+    let execute = FrontendMessage::Execute {
+        portal: b"",
+        max_rows: 0,
+    };
+    let run = encode_frontend(&[
+        bind(b"s1", vec![0]),
+        execute.clone(),
+        bind(b"s2", vec![1, 0]),
+        execute,
+        FrontendMessage::Sync,
+    ]);
+    assert_eq!(wire.client(&run), run);
+    let mut answers = encode_backend(&[BackendMessage::BindComplete]);
+    answers.extend(data_row(&[Some(b"536-22-1234")]));
+    answers.extend(encode_backend(&[
+        BackendMessage::CommandComplete { tag: b"SELECT 1" },
+        BackendMessage::BindComplete,
+    ]));
+    // s2's first column is a binary integer whose bytes happen to be digits:
+    // it is not text, so no detector touches it.
+    answers.extend(data_row(&[Some(b"5362"), Some(b"ssn 536-22-1234")]));
+    answers.extend(encode_backend(&[
+        BackendMessage::CommandComplete { tag: b"SELECT 1" },
+        BackendMessage::ReadyForQuery { status: b'I' },
+    ]));
+    let to_client = wire.server(&answers);
+    let mut expected = encode_backend(&[BackendMessage::BindComplete]);
+    expected.extend(data_row(&[Some(b"****")]));
+    expected.extend(encode_backend(&[
+        BackendMessage::CommandComplete { tag: b"SELECT 1" },
+        BackendMessage::BindComplete,
+    ]));
+    expected.extend(data_row(&[Some(b"5362"), Some(b"ssn ****")]));
+    expected.extend(encode_backend(&[
+        BackendMessage::CommandComplete { tag: b"SELECT 1" },
+        BackendMessage::ReadyForQuery { status: b'I' },
+    ]));
+    assert_eq!(to_client, expected);
+    let stmts = wire.statements();
+    let last_two: Vec<_> = stmts[stmts.len() - 2..]
+        .iter()
+        .map(|s| s.masking.clone().unwrap())
+        .collect();
+    assert_eq!(last_two[0].rules["customer-ssn"], 1);
+    assert_eq!(last_two[1].detectors["us_ssn"], 1);
+}
+
+#[test]
+fn an_error_skips_the_rest_of_the_batch_for_the_masker_too() {
+    let mut wire = Wire::new(None);
+    let d = row_description(&[("ssn", CUSTOMERS_OID, 4, TEXT, 0)]);
+    let batch = encode_frontend(&[
+        FrontendMessage::Parse {
+            name: b"bad",
+            sql: b"SELEC 1",
+            param_types: vec![],
+        },
+        FrontendMessage::Describe {
+            kind: b'S',
+            name: b"bad",
+        },
+        FrontendMessage::Sync,
+        FrontendMessage::Query {
+            sql: b"SELECT ssn FROM shop.customers",
+        },
+    ]);
+    wire.first_request(&batch);
+    let error_fields = vec![
+        (b'S', b"ERROR".as_slice()),
+        (b'C', b"42601"),
+        (b'M', b"syntax error"),
+    ];
+    let mut answers = encode_backend(&[
+        BackendMessage::ErrorResponse {
+            fields: error_fields,
+        },
+        BackendMessage::ReadyForQuery { status: b'I' },
+    ]);
+    answers.extend(select_answer(
+        &d,
+        &[data_row(&[Some(b"536-22-1234")])],
+        b"SELECT 1",
+    ));
+    let to_client = wire.server(&answers);
+    let masked_row = data_row(&[Some(b"****")]);
+    assert!(
+        to_client
+            .windows(masked_row.len())
+            .any(|w| w == masked_row.as_slice()),
+        "{to_client:?}"
+    );
+}
+
+#[test]
+fn errors_notices_and_notifications_are_masked() {
+    let mut wire = Wire::new(None);
+    wire.first_request(&query(
+        "INSERT INTO shop.customers (email) VALUES ('a@b.com')",
+    ));
+    let unique = BackendMessage::ErrorResponse {
+        fields: vec![
+            (b'S', b"ERROR".as_slice()),
+            (b'C', b"23505"),
+            (
+                b'M',
+                b"duplicate key value violates unique constraint \"customers_email_key\"",
+            ),
+            (b'D', b"Key (email)=(a@b.com) already exists."),
+            (b's', b"shop"),
+            (b't', b"customers"),
+        ],
+    };
+    let mut answer = encode_backend(&[unique]);
+    answer.extend(encode_backend(&[BackendMessage::ReadyForQuery {
+        status: b'E',
+    }]));
+    let to_client = wire.server(&answer);
+    let text = String::from_utf8_lossy(&to_client);
+    assert!(!text.contains("a@b.com"), "{text}");
+    assert!(
+        text.contains("Key (email)=(a***@b.com) already exists."),
+        "{text}"
+    );
+    assert_eq!(
+        wire.statements()[0].masking.as_ref().unwrap().rules["customer-email"],
+        1
+    );
+    // The rebuilt message is well formed.
+    let (tag, body) = (to_client[0], &to_client[5..]);
+    let len = u32::from_be_bytes(to_client[1..5].try_into().unwrap()) as usize;
+    assert_eq!(tag, b'E');
+    assert!(BackendMessage::decode(tag, &body[..len - 4]).is_ok());
+
+    wire.client(&query(
+        "DO $$ BEGIN RAISE NOTICE 'card 4111111111111111'; END $$",
+    ));
+    let notice = encode_backend(&[
+        BackendMessage::NoticeResponse {
+            fields: vec![
+                (b'S', b"NOTICE".as_slice()),
+                (b'C', b"00000"),
+                (b'M', b"card 4111111111111111"),
+            ],
+        },
+        BackendMessage::CommandComplete { tag: b"DO" },
+        BackendMessage::NotificationResponse {
+            pid: 42,
+            channel: b"orders",
+            payload: b"{\"ssn\": \"536-22-1234\"}",
+        },
+        BackendMessage::ReadyForQuery { status: b'I' },
+    ]);
+    let to_client = wire.server(&notice);
+    let expected = encode_backend(&[
+        BackendMessage::NoticeResponse {
+            fields: vec![
+                (b'S', b"NOTICE".as_slice()),
+                (b'C', b"00000"),
+                (b'M', b"card ****"),
+            ],
+        },
+        BackendMessage::CommandComplete { tag: b"DO" },
+        BackendMessage::NotificationResponse {
+            pid: 42,
+            channel: b"orders",
+            payload: b"{\"ssn\": \"****\"}",
+        },
+        BackendMessage::ReadyForQuery { status: b'I' },
+    ]);
+    assert_eq!(to_client, expected);
+}
+
+#[test]
+fn copy_out_rows_are_masked_by_detector() {
+    let mut wire = Wire::new(None);
+    wire.first_request(&query(
+        "COPY (SELECT email, ssn FROM shop.customers) TO STDOUT",
+    ));
+    let answer = encode_backend(&[
+        BackendMessage::CopyOutResponse(CopyResponse {
+            format: 0,
+            column_formats: vec![0, 0],
+        }),
+        BackendMessage::CopyData {
+            data: b"alice@example.com\t536-22-1234\n",
+        },
+        BackendMessage::CopyData {
+            data: b"\\N\t\\N\n",
+        },
+        BackendMessage::CopyDone,
+        BackendMessage::CommandComplete { tag: b"COPY 2" },
+        BackendMessage::ReadyForQuery { status: b'I' },
+    ]);
+    let to_client = wire.server(&answer);
+    let expected = encode_backend(&[
+        BackendMessage::CopyOutResponse(CopyResponse {
+            format: 0,
+            column_formats: vec![0, 0],
+        }),
+        BackendMessage::CopyData {
+            data: b"****\t****\n",
+        },
+        BackendMessage::CopyData {
+            data: b"\\N\t\\N\n",
+        },
+        BackendMessage::CopyDone,
+        BackendMessage::CommandComplete { tag: b"COPY 2" },
+        BackendMessage::ReadyForQuery { status: b'I' },
+    ]);
+    assert_eq!(to_client, expected);
+    let masking = wire.statements()[0].masking.clone().unwrap();
+    assert_eq!(masking.detectors["email"], 1);
+    assert_eq!(masking.detectors["us_ssn"], 1);
+}
+
+#[test]
+fn exempt_identities_see_clear_values_and_records_count_what_would_be_masked() {
+    let identity = gatehouse_core::identity::Identity {
+        subject: "dora".into(),
+        groups: vec!["dba".into()],
+        ..Default::default()
+    };
+    let mut wire = Wire::new(Some(identity));
+    wire.first_request(&query("SELECT * FROM shop.customers"));
+    let description = customers_description(0);
+    let row = data_row(&[
+        Some(b"1"),
+        Some(b"alice@example.com"),
+        Some(b"4111 1111 1111 1111"),
+        Some(b"536-22-1234"),
+        Some(b"nothing"),
+    ]);
+    let answer = select_answer(&description, &[row], b"SELECT 1");
+    assert_eq!(wire.server(&answer), answer);
+    let masking = wire.statements()[0].masking.clone().unwrap();
+    assert!(masking.exempt);
+    assert_eq!(masking.rules.len(), 3);
+}
+
+#[test]
+fn a_large_value_streams_through_masked_with_its_length_kept() {
+    let config = EngineConfig {
+        max_buffered_bytes: 16 * 1024,
+        ..EngineConfig::default()
+    };
+    for byte_by_byte in [false, true] {
+        let mut wire = Wire::with(config.clone(), None, byte_by_byte);
+        wire.first_request(&query("SELECT ssn, note FROM shop.customers"));
+        let description = row_description(&[
+            ("card_number", CUSTOMERS_OID, 3, TEXT, 0),
+            ("note", CUSTOMERS_OID, 5, TEXT, 0),
+        ]);
+        let big = vec![b'7'; 40_000];
+        let note = b"mail bob@example.org".to_vec();
+        let row = data_row(&[Some(&big), Some(&note)]);
+        let answer = select_answer(&description, std::slice::from_ref(&row), b"SELECT 1");
+        let to_client = wire.server(&answer);
+        assert_eq!(to_client.len(), answer.len());
+        let mut masked_big = vec![b'*'; 40_000 - 4];
+        masked_big.extend_from_slice(b"7777");
+        let masked_note = format!("mail {}", "*".repeat("bob@example.org".len()));
+        let expected_row = data_row(&[Some(&masked_big), Some(masked_note.as_bytes())]);
+        assert_eq!(expected_row.len(), row.len());
+        assert!(
+            to_client
+                .windows(expected_row.len())
+                .any(|w| w == expected_row.as_slice()),
+            "streamed row not masked (byte_by_byte {byte_by_byte})"
+        );
+        let masking = wire.statements()[0].masking.clone().unwrap();
+        assert_eq!(masking.rules["customer-card"], 1);
+        assert_eq!(masking.detectors["email"], 1);
+    }
+}
+
+#[test]
+fn a_large_detector_only_value_is_starred_whole() {
+    let config = EngineConfig {
+        max_buffered_bytes: 16 * 1024,
+        ..EngineConfig::default()
+    };
+    let mut wire = Wire::with(config, None, false);
+    wire.first_request(&query("SELECT note FROM shop.customers"));
+    let description = row_description(&[("note", CUSTOMERS_OID, 5, TEXT, 0)]);
+    // Over the demo's 64 KiB scan cap.
+    let big = vec![b'x'; 70_000];
+    let answer = select_answer(&description, &[data_row(&[Some(&big)])], b"SELECT 1");
+    let to_client = wire.server(&answer);
+    assert_eq!(to_client.len(), answer.len());
+    assert!(!to_client.windows(100).any(|w| w == [b'x'; 100]));
+    assert_eq!(wire.statements()[0].masking.clone().unwrap().over_cap, 1);
+}
+
+#[test]
+fn malformed_server_messages_end_the_session_cleanly() {
+    let mut wire = Wire::new(None);
+    wire.first_request(&query("SELECT 1"));
+    // A RowDescription that lies about its field count, then a DataRow with
+    // a value length past its end.
+    let bad_description = encode_backend(&[BackendMessage::RowDescription {
+        body: b"\x00\x05abc",
+    }]);
+    let out = wire.server(&bad_description);
+    assert_eq!(
+        out, bad_description,
+        "an unreadable description masks by detector only"
+    );
+    let mut bad_row = vec![b'D'];
+    bad_row.extend_from_slice(&10u32.to_be_bytes());
+    bad_row.extend_from_slice(&[0, 1, 0, 0, 0, 9, b'a', b'b']);
+    let verdict = wire.session.on_backend(&bad_row, 99_999);
+    assert!(verdict.close_connection);
+    let bytes = verdict.bytes(&bad_row).to_vec();
+    assert!(String::from_utf8_lossy(&bytes).contains("08P01"));
+}
+
+#[test]
+fn a_failed_lookup_falls_back_to_column_names() {
+    let mut wire = Wire::new(None);
+    let request = query("SELECT ssn AS x, ssn FROM shop.customers");
+    let to_server = wire.client(&request);
+    assert!(to_server.ends_with(&request));
+    let refused = encode_backend(&[
+        BackendMessage::ErrorResponse {
+            fields: vec![
+                (b'S', b"ERROR".as_slice()),
+                (b'C', b"42501"),
+                (b'M', b"permission denied"),
+            ],
+        },
+        BackendMessage::ReadyForQuery { status: b'I' },
+    ]);
+    assert_eq!(wire.server(&refused), b"");
+    let description = row_description(&[("x", 1, 4, TEXT, 0), ("ssn", 1, 4, TEXT, 0)]);
+    let to_client = wire.server(&select_answer(
+        &description,
+        &[data_row(&[Some(b"secret-1"), Some(b"secret-2")])],
+        b"SELECT 1",
+    ));
+    let expected_row = data_row(&[Some(b"secret-1"), Some(b"****")]);
+    assert!(
+        to_client
+            .windows(expected_row.len())
+            .any(|w| w == expected_row.as_slice())
+    );
+}
+
+#[test]
+fn configuration_errors_name_their_path() {
+    let err = |json: &str| {
+        MaskingPolicy::from_json(json.as_bytes())
+            .unwrap_err()
+            .to_string()
+    };
+    assert!(
+        err(r#"{"rules": [{"table": "t", "column": "c", "style": "blur"}]}"#)
+            .starts_with("rules[0].style: unknown style")
+    );
+    assert!(err(r#"{"rules": [{"column": "c", "style": "redact"}]}"#).starts_with("rules[0]:"));
+    assert!(
+        err(r#"{"rules": [{"column_pattern": "", "style": "redact"}]}"#)
+            .starts_with("rules[0].column_pattern:")
+    );
+    assert!(
+        err(r#"{"rules": [{"table": "a.b", "column": "c", "style": "hash"}]}"#)
+            .starts_with("rules[0].style: \"hash\" needs")
+    );
+    assert!(
+        err(r#"{"rules": [{"table": "a\\b", "column": "c", "style": "redact"}]}"#)
+            .starts_with("rules[0].table:")
+    );
+    assert!(err(r#"{"masker": {"over_cap": "drop"}}"#).starts_with("masker.over_cap:"));
+    assert!(err(r#"{"exempt": {}}"#).starts_with("exempt:"));
+    assert!(err(r#"{"exempt": {"groups": [""]}}"#).starts_with("exempt.groups"));
+    assert!(err(r#"{"rulez": []}"#).contains("rulez"));
+}
+
+#[test]
+fn the_lookup_quotes_names_and_covers_views() {
+    let policy = MaskingPolicy::from_json(
+        br#"{"rules": [{"table": "o'neil.t", "column": "c", "style": "redact"}]}"#,
+    )
+    .unwrap();
+    let sql = catalog::lookup_sql(&policy).unwrap();
+    assert!(sql.contains("('o''neil','t','c',0)"), "{sql}");
+    assert!(sql.contains("pg_rewrite") && sql.contains("pg_depend"));
+    assert!(catalog::lookup_sql(&MaskingPolicy::from_json(b"{}").unwrap()).is_none());
+}

@@ -1,0 +1,409 @@
+//! Result columns, their types, and masking one value so that it stays valid
+//! for its column's type and format.
+
+use super::config::MaskingPolicy;
+use gatehouse_core::mask::{DetectorCounts, Masked, Masker, ValueType};
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+/// Most columns one RowDescription may describe (Postgres allows 1664).
+pub const MAX_COLUMNS: usize = 1664;
+
+/// One field of a RowDescription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Field {
+    pub name: Vec<u8>,
+    pub table_oid: u32,
+    pub attnum: i16,
+    pub type_oid: u32,
+    pub format: i16,
+}
+
+/// Parses a RowDescription body.
+pub fn parse_row_description(body: &[u8]) -> Result<Vec<Field>, String> {
+    let bad = |what: &str| format!("malformed RowDescription: {what}");
+    let (count, mut rest) = body
+        .split_at_checked(2)
+        .ok_or_else(|| bad("no field count"))?;
+    let count = i16::from_be_bytes([
+        count.first().copied().unwrap_or(0),
+        count.get(1).copied().unwrap_or(0),
+    ]);
+    let count = usize::try_from(count).map_err(|_| bad("negative field count"))?;
+    if count > MAX_COLUMNS {
+        return Err(bad("too many fields"));
+    }
+    let mut fields = Vec::with_capacity(count);
+    for _ in 0..count {
+        let end = rest
+            .iter()
+            .position(|&b| b == 0)
+            .ok_or_else(|| bad("unterminated name"))?;
+        let (name, after) = rest.split_at(end);
+        let after = after.get(1..).unwrap_or_default();
+        let (fixed, tail) = after
+            .split_at_checked(18)
+            .ok_or_else(|| bad("truncated field"))?;
+        let u32_at = |i: usize| {
+            fixed
+                .get(i..i + 4)
+                .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                .map_or(0, u32::from_be_bytes)
+        };
+        let i16_at = |i: usize| {
+            fixed
+                .get(i..i + 2)
+                .and_then(|b| <[u8; 2]>::try_from(b).ok())
+                .map_or(0, i16::from_be_bytes)
+        };
+        fields.push(Field {
+            name: name.to_vec(),
+            table_oid: u32_at(0),
+            attnum: i16_at(4),
+            type_oid: u32_at(6),
+            format: i16_at(16),
+        });
+        rest = tail;
+    }
+    if !rest.is_empty() {
+        return Err(bad("trailing bytes"));
+    }
+    Ok(fields)
+}
+
+/// What the masker needs to know about a column's type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TypeClass {
+    /// text, varchar, char(n), name, unknown, and columns of unknown type.
+    Text,
+    Json,
+    Jsonb,
+    /// Arrays whose elements are text-like or JSON.
+    TextArray,
+    Bytea,
+    Int2,
+    Int4,
+    Int8,
+    /// numeric, float4, float8.
+    Numeric,
+    Uuid,
+    /// Every other type: never scanned by detectors.
+    Other,
+}
+
+impl TypeClass {
+    /// Classifies a type OID (built-in types; others are `Other`).
+    pub fn of(type_oid: u32) -> Self {
+        match type_oid {
+            25 | 1043 | 1042 | 19 | 18 | 705 => TypeClass::Text,
+            114 => TypeClass::Json,
+            3802 => TypeClass::Jsonb,
+            1009 | 1015 | 1014 | 1003 | 199 | 3807 => TypeClass::TextArray,
+            17 => TypeClass::Bytea,
+            21 => TypeClass::Int2,
+            23 | 26 => TypeClass::Int4,
+            20 => TypeClass::Int8,
+            1700 | 700 | 701 => TypeClass::Numeric,
+            2950 => TypeClass::Uuid,
+            _ => TypeClass::Other,
+        }
+    }
+
+    /// Whether detectors run on values of this type.
+    pub fn scanned(self) -> bool {
+        matches!(
+            self,
+            TypeClass::Text | TypeClass::Json | TypeClass::Jsonb | TypeClass::TextArray
+        )
+    }
+}
+
+/// How one column of a result is treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ColumnPlan {
+    /// The column rule that masks it whole, by index.
+    pub rule: Option<usize>,
+    pub class: TypeClass,
+    pub binary: bool,
+}
+
+/// The plan for every column of one result.
+pub type RowPlan = Vec<ColumnPlan>;
+
+/// Builds a result's plan from its fields and the result formats (empty: all
+/// text; one: applies to all; otherwise one per column, as in Bind).
+pub fn plan_for(
+    policy: &MaskingPolicy,
+    resolved: &HashMap<(u32, i16), usize>,
+    by_column_name: bool,
+    fields: &[Field],
+    formats: Option<&[i16]>,
+) -> RowPlan {
+    fields
+        .iter()
+        .enumerate()
+        .map(|(i, field)| {
+            let format = match formats {
+                None => field.format,
+                Some([]) => 0,
+                Some([one]) => *one,
+                Some(many) => many.get(i).copied().unwrap_or(0),
+            };
+            let rule = resolved
+                .get(&(field.table_oid, field.attnum))
+                .copied()
+                .or_else(|| policy.rule_for_field_name(&field.name))
+                .or_else(|| {
+                    // Without the catalog's answer, table rules fall back to the
+                    // column name: masking too much beats leaking.
+                    by_column_name
+                        .then(|| {
+                            policy
+                                .column_rules()
+                                .find(|(_, _, _, column)| {
+                                    column.as_bytes() == field.name.as_slice()
+                                })
+                                .map(|(i, ..)| i)
+                        })
+                        .flatten()
+                });
+            ColumnPlan {
+                rule,
+                class: TypeClass::of(field.type_oid),
+                binary: format == 1,
+            }
+        })
+        .collect()
+}
+
+/// The plan for a result whose description is unknown: every text value is
+/// scanned as text, binary values are left alone (they cannot be read safely).
+pub fn unknown_column(binary: bool) -> ColumnPlan {
+    ColumnPlan {
+        rule: None,
+        class: if binary {
+            TypeClass::Other
+        } else {
+            TypeClass::Text
+        },
+        binary,
+    }
+}
+
+/// What masking one value did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ValueCounts {
+    pub rule: Option<usize>,
+    pub detectors: DetectorCounts,
+}
+
+/// Masks one non-NULL value of a column.
+pub fn mask_value<'a>(
+    policy: &MaskingPolicy,
+    plan: ColumnPlan,
+    value: &'a [u8],
+    counts: &mut ValueCounts,
+) -> Masked<'a> {
+    let masker = &policy.masker;
+    if let Some(index) = plan.rule {
+        let Some(rule) = policy.rules.get(index) else {
+            return Masked::Null;
+        };
+        counts.rule = Some(index);
+        return whole_value(masker, rule.style, rule.kind, plan, value);
+    }
+    if !plan.class.scanned() {
+        return Masked::Value(Cow::Borrowed(value));
+    }
+    match (plan.class, plan.binary) {
+        (TypeClass::Json, _) | (TypeClass::Jsonb, false) => json(masker, value, counts),
+        (TypeClass::Jsonb, true) => match value.split_first() {
+            Some((&version, document)) => match json(masker, document, counts) {
+                Masked::Value(Cow::Borrowed(_)) => Masked::Value(Cow::Borrowed(value)),
+                Masked::Value(Cow::Owned(mut masked)) => {
+                    masked.insert(0, version);
+                    Masked::Value(Cow::Owned(masked))
+                }
+                Masked::Null => Masked::Null,
+            },
+            None => Masked::Value(Cow::Borrowed(value)),
+        },
+        (TypeClass::TextArray, true) => binary_array(policy, value, counts),
+        _ => {
+            // Text, and arrays in text form: the replacements never contain
+            // quotes, commas, braces or backslashes, so array literals stay valid.
+            let masked = masker.mask_text(value);
+            counts.detectors.merge(&masked.counts);
+            masked.value
+        }
+    }
+}
+
+fn json<'a>(masker: &Masker, value: &'a [u8], counts: &mut ValueCounts) -> Masked<'a> {
+    if value.len() > masker.max_scan_bytes() {
+        let masked = masker.mask_text(value);
+        counts.detectors.merge(&masked.counts);
+        return match masked.value {
+            Masked::Value(Cow::Owned(_)) => Masked::Value(Cow::Owned(b"null".to_vec())),
+            other => other,
+        };
+    }
+    match masker.mask_json_strings(value) {
+        Ok(masked) => {
+            counts.detectors.merge(&masked.counts);
+            Masked::Value(masked.json)
+        }
+        // Not JSON after all: nothing in it can be trusted to be safe.
+        Err(_) => {
+            counts.detectors.over_cap = counts.detectors.over_cap.saturating_add(1);
+            Masked::Value(Cow::Owned(b"null".to_vec()))
+        }
+    }
+}
+
+/// A whole value under a column rule, valid for its type: text-like types get
+/// the masked text, other types a type-valid value in text format and NULL in
+/// binary format (except bytea, whose binary form is any bytes).
+fn whole_value<'a>(
+    masker: &Masker,
+    style: gatehouse_core::mask::MaskStyle,
+    kind: Option<gatehouse_core::mask::DetectorKind>,
+    plan: ColumnPlan,
+    value: &[u8],
+) -> Masked<'a> {
+    let value_type = match (plan.class, plan.binary) {
+        (TypeClass::Text, _) | (TypeClass::Bytea, true) => ValueType::Text,
+        (TypeClass::Json, _) | (TypeClass::Jsonb, false) => ValueType::Json,
+        (TypeClass::Jsonb, true) => {
+            return match masker.mask_value(
+                style,
+                value.get(1..).unwrap_or_default(),
+                ValueType::Json,
+                kind,
+            ) {
+                Masked::Value(v) => {
+                    let mut out = Vec::with_capacity(v.len() + 1);
+                    out.push(1);
+                    out.extend_from_slice(&v);
+                    Masked::Value(Cow::Owned(out))
+                }
+                Masked::Null => Masked::Null,
+            };
+        }
+        (_, true) => return Masked::Null,
+        (TypeClass::Int2, false) => ValueType::SmallInt,
+        (TypeClass::Int4, false) => ValueType::Integer,
+        (TypeClass::Int8, false) => ValueType::BigInt,
+        (TypeClass::Numeric, false) => ValueType::Numeric,
+        (TypeClass::Uuid, false) => ValueType::Uuid,
+        (TypeClass::Bytea, false) => ValueType::Bytea,
+        (TypeClass::TextArray | TypeClass::Other, false) => return Masked::Null,
+    };
+    masker.mask_value(style, value, value_type, kind)
+}
+
+/// A binary-format array of text-like or JSON elements: every element is
+/// masked and its length recomputed. Anything unreadable becomes NULL.
+fn binary_array<'a>(
+    policy: &MaskingPolicy,
+    value: &'a [u8],
+    counts: &mut ValueCounts,
+) -> Masked<'a> {
+    let read_i32 = |at: usize| {
+        value
+            .get(at..at + 4)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map(i32::from_be_bytes)
+    };
+    let (Some(ndim), Some(element_type)) = (read_i32(0), read_i32(8)) else {
+        return Masked::Null;
+    };
+    let Ok(ndim) = usize::try_from(ndim) else {
+        return Masked::Null;
+    };
+    if ndim > 6 {
+        return Masked::Null;
+    }
+    let header_len = 12 + ndim * 8;
+    let element_plan = ColumnPlan {
+        rule: None,
+        class: TypeClass::of(u32::from_ne_bytes(element_type.to_ne_bytes())),
+        binary: true,
+    };
+    let mut out: Option<Vec<u8>> = None;
+    let mut at = header_len;
+    if value.len() < header_len {
+        return Masked::Null;
+    }
+    while at < value.len() {
+        let Some(len) = read_i32(at) else {
+            return Masked::Null;
+        };
+        let start = at + 4;
+        if len < 0 {
+            if let Some(out) = out.as_mut() {
+                out.extend_from_slice(&len.to_be_bytes());
+            }
+            at = start;
+            continue;
+        }
+        let end = start.saturating_add(len.unsigned_abs() as usize);
+        let Some(element) = value.get(start..end) else {
+            return Masked::Null;
+        };
+        let masked = mask_value(policy, element_plan, element, counts);
+        match (&masked, out.as_mut()) {
+            (Masked::Value(Cow::Borrowed(_)), None) => {}
+            (_, None) => {
+                let mut fresh = Vec::with_capacity(value.len() + 16);
+                fresh.extend_from_slice(value.get(..at).unwrap_or_default());
+                push_element(&mut fresh, masked.as_bytes());
+                out = Some(fresh);
+            }
+            (_, Some(out)) => push_element(out, masked.as_bytes()),
+        }
+        at = end;
+    }
+    match out {
+        Some(mut out) => {
+            // A NULL element: set the array's has-null flag.
+            if out.len() >= 8 && value.len() >= 8 {
+                let had_null = read_i32(4).unwrap_or(0) != 0;
+                let now_null = had_null || out_has_null(&out, header_len);
+                if let Some(flag) = out.get_mut(4..8) {
+                    flag.copy_from_slice(&i32::from(now_null).to_be_bytes());
+                }
+            }
+            Masked::Value(Cow::Owned(out))
+        }
+        None => Masked::Value(Cow::Borrowed(value)),
+    }
+}
+
+fn push_element(out: &mut Vec<u8>, element: Option<&[u8]>) {
+    match element {
+        None => out.extend_from_slice(&(-1i32).to_be_bytes()),
+        Some(bytes) => {
+            let len = i32::try_from(bytes.len()).unwrap_or(i32::MAX);
+            out.extend_from_slice(&len.to_be_bytes());
+            out.extend_from_slice(bytes);
+        }
+    }
+}
+
+fn out_has_null(array: &[u8], header_len: usize) -> bool {
+    let mut at = header_len;
+    while let Some(len) = array
+        .get(at..at + 4)
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .map(i32::from_be_bytes)
+    {
+        if len < 0 {
+            return true;
+        }
+        at = at
+            .saturating_add(4)
+            .saturating_add(len.unsigned_abs() as usize);
+    }
+    false
+}

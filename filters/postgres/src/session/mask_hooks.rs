@@ -1,0 +1,166 @@
+//! Where the session hands messages to its [`SessionMasker`]: every client
+//! message as the server receives it, every server message after login, and
+//! the bytes of server messages that stream through.
+
+use super::{Action, Dir, Phase, Session};
+use crate::masking::{MaskAction, SessionMasker};
+use crate::protocol::{self as pg, BackendMessage, FrontendMessage};
+use gatehouse_core::identity::Identity;
+use gatehouse_core::record::MaskingCounts;
+
+impl Session {
+    /// Masks what the server sends back from now on (see [`crate::masking`]).
+    /// Whether the identity is exempt is decided at the first request after
+    /// login, so an identity set by then ([`Session::set_identity`]) counts.
+    pub fn set_masker(&mut self, masker: SessionMasker) {
+        self.masker = Some(masker);
+    }
+
+    /// A client message: the engine's handling, plus what masking needs (the
+    /// catalog lookup sent ahead of the first request, and the requests the
+    /// server will answer).
+    pub(super) fn frontend_with_masking(
+        &mut self,
+        tag: u8,
+        body: &[u8],
+        now_us: u64,
+    ) -> Result<Action, String> {
+        if self.masker.is_none() || self.phase != Phase::Ready {
+            return self.on_frontend_message(tag, body, now_us);
+        }
+        let identity = self
+            .policy_identity
+            .clone()
+            .unwrap_or_else(|| Identity::claimed(self.client.user.clone()));
+        let starts_request = !matches!(
+            tag,
+            pg::COPY_DATA_TAG | pg::COPY_DONE_TAG | pg::COPY_FAIL_TAG | pg::TERMINATE_TAG
+        );
+        let idle = self.pending.is_empty();
+        let mut lookup = None;
+        if let Some(masker) = self.masker.as_mut() {
+            if !masker.exemption_decided() {
+                let exempt = masker.policy().exempts(&identity);
+                masker.set_exempt(exempt);
+            }
+            if idle && starts_request {
+                lookup = masker.take_lookup();
+            }
+        }
+        let action = self.on_frontend_message(tag, body, now_us)?;
+        if let Some(masker) = self.masker.as_mut() {
+            match &action {
+                Action::Pass => {
+                    if let Ok(msg) = FrontendMessage::decode(tag, body) {
+                        masker.on_frontend(&msg);
+                    }
+                }
+                Action::Replace(bytes) => observe_frames(masker, bytes),
+                Action::Drop => {}
+            }
+        }
+        Ok(match (lookup, action) {
+            (None, action) => action,
+            (Some(mut bytes), Action::Pass) => {
+                bytes.push(tag);
+                let len = u32::try_from(body.len() + 4).unwrap_or(u32::MAX);
+                bytes.extend_from_slice(&len.to_be_bytes());
+                bytes.extend_from_slice(body);
+                Action::Replace(bytes)
+            }
+            (Some(mut bytes), Action::Replace(rest)) => {
+                bytes.extend_from_slice(&rest);
+                Action::Replace(bytes)
+            }
+            (Some(bytes), Action::Drop) => Action::Replace(bytes),
+        })
+    }
+
+    /// A server message: the masker's rewrite, unless the engine itself
+    /// replaces or drops the message.
+    pub(super) fn backend_with_masking(
+        &mut self,
+        tag: u8,
+        body: &[u8],
+        now_us: u64,
+    ) -> Result<Action, String> {
+        let masking = self.masker.is_some() && matches!(self.phase, Phase::Ready | Phase::Finished);
+        if !masking || self.owed_client_error.is_some() {
+            return self.on_backend_message(tag, body, now_us);
+        }
+        let msg = BackendMessage::decode(tag, body).map_err(|e| e.to_string())?;
+        let masked = match self.masker.as_mut() {
+            Some(masker) => masker.on_backend(&msg),
+            None => MaskAction::Unchanged,
+        };
+        if masked == MaskAction::Consume {
+            return Ok(Action::Drop);
+        }
+        if tag == pg::DATA_ROW_TAG {
+            // Held DataRows are counted here (streamed ones when they end).
+            self.count_row();
+        }
+        let action = self.on_backend_message(tag, body, now_us)?;
+        Ok(match (action, masked) {
+            (Action::Pass, MaskAction::Replace(bytes)) => Action::Replace(bytes),
+            (action, _) => action,
+        })
+    }
+
+    /// Starts the in-place rewrite of a server message that streams through.
+    pub(super) fn begin_stream_mask(&mut self, dir: Dir, tag: u8, body_len: usize) {
+        if dir != Dir::Backend || !matches!(self.phase, Phase::Ready | Phase::Finished) {
+            return;
+        }
+        self.stream_mask = self
+            .masker
+            .as_mut()
+            .and_then(|m| m.begin_stream(tag, body_len));
+    }
+
+    /// Rewrites the next bytes of a streaming server message, when masked.
+    pub(super) fn stream_mask_bytes(&mut self, dir: Dir, bytes: &[u8]) -> Option<Vec<u8>> {
+        if dir != Dir::Backend {
+            return None;
+        }
+        let rewrite = self.stream_mask.as_mut()?;
+        let mut out = Vec::with_capacity(bytes.len());
+        rewrite.feed(bytes, &mut out);
+        Some(out)
+    }
+
+    /// A streamed server message ended: its counts go to the masker.
+    pub(super) fn end_stream_mask(&mut self, dir: Dir) {
+        if dir != Dir::Backend {
+            return;
+        }
+        if let (Some(rewrite), Some(masker)) = (self.stream_mask.take(), self.masker.as_mut()) {
+            masker.end_stream(rewrite);
+        }
+    }
+
+    /// What masking did since the previous statement record.
+    pub(super) fn take_masking_counts(&mut self) -> Option<MaskingCounts> {
+        self.masker.as_mut().and_then(SessionMasker::take_counts)
+    }
+}
+
+/// Messages the engine wrote in place of the client's, as the server gets them.
+fn observe_frames(masker: &mut SessionMasker, mut bytes: &[u8]) {
+    while let Some((&tag, rest)) = bytes.split_first() {
+        let Some((len, rest)) = rest.split_at_checked(4) else {
+            return;
+        };
+        let len = len
+            .try_into()
+            .map(u32::from_be_bytes)
+            .map_or(0, |l| l as usize);
+        let Some((body, rest)) = rest.split_at_checked(len.saturating_sub(4)) else {
+            return;
+        };
+        if let Ok(msg) = FrontendMessage::decode(tag, body) {
+            masker.on_frontend(&msg);
+        }
+        bytes = rest;
+    }
+}

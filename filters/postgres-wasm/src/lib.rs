@@ -29,6 +29,7 @@
 
 use gatehouse_core::record::{EndReason, Record};
 use gatehouse_host as host;
+use gatehouse_postgres::masking::{MaskingPolicy, SessionMasker};
 use gatehouse_postgres::policy::PolicyCache;
 use gatehouse_postgres::{
     CachedPolicy, CloseReason, ConnectionInfo, EngineConfig, FilterConfig, Forward, PolicyConfig,
@@ -135,6 +136,8 @@ struct PostgresRoot {
     config: Arc<EngineConfig>,
     /// The statement policy with this worker's decision cache, shared by its sessions.
     policy: Option<CachedPolicy>,
+    /// The compiled masking policy, shared by every session.
+    masking: Option<Arc<MaskingPolicy>>,
     metrics: Metrics,
     /// Highest `buffered_bytes` any connection reported, for the gauge.
     buffered_high_water: Arc<std::sync::atomic::AtomicUsize>,
@@ -177,6 +180,7 @@ impl RootContext for PostgresRoot {
         match FilterConfig::from_json(&json) {
             Ok(config) => {
                 self.config = Arc::new(config.engine);
+                self.masking = config.masking.map(|masking| masking.policy);
                 self.policy = config.policy.map(|PolicyConfig(policy)| {
                     CachedPolicy::new(policy, Rc::new(RefCell::new(PolicyCache::default())))
                 });
@@ -218,6 +222,7 @@ impl RootContext for PostgresRoot {
             closing: Rc::clone(&self.closing),
             config: Arc::clone(&self.config),
             policy: self.policy.clone(),
+            masking: self.masking.clone(),
             metrics: self.metrics,
             buffered_high_water: Arc::clone(&self.buffered_high_water),
             session: None,
@@ -257,6 +262,7 @@ struct PostgresConnection {
     closing: Rc<RefCell<Vec<u32>>>,
     config: Arc<EngineConfig>,
     policy: Option<CachedPolicy>,
+    masking: Option<Arc<MaskingPolicy>>,
     metrics: Metrics,
     buffered_high_water: Arc<std::sync::atomic::AtomicUsize>,
     /// Created on the first callback that needs it.
@@ -281,6 +287,7 @@ impl PostgresConnection {
         let metrics = self.metrics;
         let config = &self.config;
         let policy = &self.policy;
+        let masking = &self.masking;
         self.session.get_or_insert_with(|| {
             let id = match host::get_property(&["connection_id"]) {
                 Ok(bytes) => connection_id(bytes.as_deref()),
@@ -303,6 +310,9 @@ impl PostgresConnection {
             );
             if let Some(policy) = policy {
                 session.set_statement_policy(Box::new(policy.clone()));
+            }
+            if let Some(masking) = masking {
+                session.set_masker(SessionMasker::new(Arc::clone(masking)));
             }
             session
         })

@@ -209,6 +209,10 @@ pub struct PgClient {
     /// `application_name` startup parameter.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub application_name: Option<String>,
+    /// The caller proven by token login (subject, groups, issuer, token id);
+    /// absent when the filter does not require a token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity: Option<crate::identity::Identity>,
 }
 
 /// `pg.session_start`.
@@ -432,6 +436,7 @@ mod tests {
                 database: "app".into(),
                 user: "alice".into(),
                 application_name: None,
+                identity: None,
             }
             .into(),
             protocol: PgProtocol::Extended,

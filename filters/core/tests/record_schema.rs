@@ -144,6 +144,7 @@ fn client() -> Shared<PgClient> {
         database: "app".into(),
         user: "alice".into(),
         application_name: Some("psql".into()),
+        identity: None,
     }
     .into()
 }

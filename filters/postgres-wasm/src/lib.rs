@@ -23,22 +23,27 @@
 //! - Stats `wasmcustom.gatehouse_pg_*` (see [`Metrics`]).
 //! - Filter state per connection, for the TCP access log:
 //!   `wasm.gatehouse_pg_user`, `wasm.gatehouse_pg_database`,
+//!   `wasm.gatehouse_pg_subject` (the verified caller, under token login),
 //!   `wasm.gatehouse_pg_statements`, `wasm.gatehouse_pg_errors`,
 //!   `wasm.gatehouse_pg_last_sequence`, `wasm.gatehouse_pg_session_end_reason`,
 //!   and `wasm.gatehouse_build`.
 
+use gatehouse_core::identity::Verifier;
 use gatehouse_core::record::{EndReason, Record};
 use gatehouse_host as host;
+use gatehouse_postgres::login::{LoginConfig, TokenLogin, WantedFetches};
 use gatehouse_postgres::masking::{MaskingPolicy, SessionMasker};
 use gatehouse_postgres::policy::PolicyCache;
 use gatehouse_postgres::{
     CachedPolicy, CloseReason, ConnectionInfo, EngineConfig, FilterConfig, Forward, PolicyConfig,
     Session, SessionSummary, Verdict,
 };
+use host::keys::KeyDistribution;
 use host::{BufferType, LogLevel, MetricType};
 use proxy_wasm::traits::{Context, RootContext, StreamContext};
 use proxy_wasm::types::{Action, ContextType, PeerType};
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -143,12 +148,77 @@ struct PostgresRoot {
     buffered_high_water: Arc<std::sync::atomic::AtomicUsize>,
     /// Connections to close once the bytes written in their last callback left.
     closing: Rc<RefCell<Vec<u32>>>,
+    /// Token login, when configured.
+    login: Option<LoginRuntime>,
+    /// Connections still logging in: context id → deadline (unix µs).
+    login_deadlines: Rc<RefCell<BTreeMap<u32, u64>>>,
+    ticks: u32,
+}
+
+/// This worker's token-login state: the verifier its sessions share and the
+/// upkeep of its remote key sets.
+struct LoginRuntime {
+    verifier: Rc<RefCell<Verifier>>,
+    config: Arc<LoginConfig>,
+    /// Fetches refused logins asked for; started on the next tick.
+    wanted: WantedFetches,
+    keys: KeyDistribution,
+}
+
+impl LoginRuntime {
+    fn authenticator(&self) -> TokenLogin {
+        TokenLogin::new(
+            Rc::clone(&self.verifier),
+            Arc::clone(&self.config),
+            Rc::clone(&self.wanted),
+        )
+    }
+
+    /// Adopts key sets other workers fetched, starts the fetches logins asked
+    /// for and, once a second, the scheduled refreshes.
+    fn upkeep(&mut self, now_seconds: i64, scheduled: bool) {
+        let Ok(mut verifier) = self.verifier.try_borrow_mut() else {
+            return;
+        };
+        let wanted = std::mem::take(&mut *self.wanted.borrow_mut());
+        for fetch in &wanted {
+            self.keys.start(&mut verifier, fetch, now_seconds);
+        }
+        if scheduled {
+            self.keys.on_tick(&mut verifier, now_seconds);
+        } else {
+            // Cheap when nothing changed (a CAS comparison), and a login must
+            // not wait a second for keys another worker already fetched.
+            self.keys.adopt_shared(&mut verifier);
+        }
+    }
 }
 
 /// How often the root context closes connections that asked for it.
 const CLOSE_TICK_MS: u32 = 20;
+/// Ticks between two scheduled key upkeeps (one second).
+const KEY_UPKEEP_TICKS: u32 = 1_000 / CLOSE_TICK_MS;
 
-impl Context for PostgresRoot {}
+impl Context for PostgresRoot {
+    fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _: usize) {
+        let now_seconds = now_micros_or_zero().div_euclid(1_000_000);
+        if let Some(login) = self.login.as_mut()
+            && let Ok(mut verifier) = login.verifier.try_borrow_mut()
+        {
+            login
+                .keys
+                .on_response(&mut verifier, token, body_size, now_seconds);
+        }
+    }
+}
+
+/// The host's clock in unix microseconds, or 0 when it cannot be read.
+fn now_micros_or_zero() -> i64 {
+    host::now_micros()
+        .ok()
+        .and_then(|micros| i64::try_from(micros).ok())
+        .unwrap_or_default()
+}
 
 impl RootContext for PostgresRoot {
     fn on_configure(&mut self, config_size: usize) -> bool {
@@ -184,6 +254,12 @@ impl RootContext for PostgresRoot {
                 self.policy = config.policy.map(|PolicyConfig(policy)| {
                     CachedPolicy::new(policy, Rc::new(RefCell::new(PolicyCache::default())))
                 });
+                self.login = config.token_login.map(|token_login| LoginRuntime {
+                    verifier: Rc::new(RefCell::new(token_login.verifier)),
+                    config: token_login.login,
+                    wanted: WantedFetches::default(),
+                    keys: KeyDistribution::new("gatehouse_pg_jwks"),
+                });
                 true
             }
             Err(error) => {
@@ -205,6 +281,7 @@ impl RootContext for PostgresRoot {
     /// (Envoy moves them to the socket only after the callback returns).
     fn on_tick(&mut self) {
         host::records::flush();
+        self.login_upkeep();
         let ids = std::mem::take(&mut *self.closing.borrow_mut());
         for id in ids {
             // A connection that is already gone cannot be selected: nothing to do.
@@ -217,6 +294,11 @@ impl RootContext for PostgresRoot {
     }
 
     fn create_stream_context(&self, context_id: u32) -> Option<Box<dyn StreamContext>> {
+        let login = self.login.as_ref().map(|login| LoginSetup {
+            authenticator: login.authenticator(),
+            deadline_seconds: login.config.deadline_seconds,
+            deadlines: Rc::clone(&self.login_deadlines),
+        });
         Some(Box::new(PostgresConnection {
             context_id,
             closing: Rc::clone(&self.closing),
@@ -225,12 +307,59 @@ impl RootContext for PostgresRoot {
             masking: self.masking.clone(),
             metrics: self.metrics,
             buffered_high_water: Arc::clone(&self.buffered_high_water),
+            login,
             session: None,
             published: Published::default(),
             last_now_us: 0,
             closed: false,
         }))
     }
+}
+
+impl PostgresRoot {
+    /// Keeps the token issuers' keys fresh and disconnects clients that did not
+    /// finish logging in by their deadline.
+    fn login_upkeep(&mut self) {
+        let Some(login) = self.login.as_mut() else {
+            return;
+        };
+        let now = now_micros_or_zero();
+        let scheduled = self.ticks.is_multiple_of(KEY_UPKEEP_TICKS);
+        self.ticks = self.ticks.wrapping_add(1);
+        login.upkeep(now.div_euclid(1_000_000), scheduled);
+        let now = u64::try_from(now).unwrap_or_default();
+        let overdue: Vec<u32> = {
+            let mut deadlines = self.login_deadlines.borrow_mut();
+            let overdue = deadlines
+                .iter()
+                .filter(|(_, deadline)| **deadline <= now)
+                .map(|(id, _)| *id)
+                .collect::<Vec<_>>();
+            for id in &overdue {
+                deadlines.remove(id);
+            }
+            overdue
+        };
+        for id in overdue {
+            host::log(
+                LogLevel::Info,
+                "gatehouse postgres: closing a connection that did not log in by its deadline",
+            );
+            if host::set_effective_context(id).is_ok()
+                && let Err(status) = host::close_downstream()
+            {
+                self.metrics.host_error("closing an overdue login", status);
+            }
+        }
+    }
+}
+
+/// What a connection needs for token login.
+struct LoginSetup {
+    authenticator: TokenLogin,
+    deadline_seconds: u32,
+    /// The root's registry of connections still logging in.
+    deadlines: Rc<RefCell<BTreeMap<u32, u64>>>,
 }
 
 /// What was last written to filter state, so unchanged values are not rewritten.
@@ -265,6 +394,8 @@ struct PostgresConnection {
     masking: Option<Arc<MaskingPolicy>>,
     metrics: Metrics,
     buffered_high_water: Arc<std::sync::atomic::AtomicUsize>,
+    /// Token login, when configured; taken when the session is created.
+    login: Option<LoginSetup>,
     /// Created on the first callback that needs it.
     session: Option<Session>,
     published: Published,
@@ -288,6 +419,8 @@ impl PostgresConnection {
         let config = &self.config;
         let policy = &self.policy;
         let masking = &self.masking;
+        let login = &mut self.login;
+        let context_id = self.context_id;
         self.session.get_or_insert_with(|| {
             let id = match host::get_property(&["connection_id"]) {
                 Ok(bytes) => connection_id(bytes.as_deref()),
@@ -313,6 +446,15 @@ impl PostgresConnection {
             }
             if let Some(masking) = masking {
                 session.set_masker(SessionMasker::new(Arc::clone(masking)));
+            }
+            if let Some(setup) = login.as_ref() {
+                session.set_authenticator(
+                    Box::new(setup.authenticator.clone()),
+                    setup.deadline_seconds,
+                );
+                if let Some(deadline) = session.login_deadline_us() {
+                    setup.deadlines.borrow_mut().insert(context_id, deadline);
+                }
             }
             session
         })
@@ -396,6 +538,11 @@ impl PostgresConnection {
         };
         let records = session.take_records();
         let summary = session.summary();
+        if session.login_deadline_us().is_none()
+            && let Some(setup) = self.login.take()
+        {
+            setup.deadlines.borrow_mut().remove(&self.context_id);
+        }
         let metrics = self.metrics;
         for record in &records {
             match record {
@@ -408,6 +555,13 @@ impl PostgresConnection {
                             "gatehouse_pg_database",
                             start.client.database.as_bytes(),
                         );
+                        if let Some(identity) = &start.client.identity {
+                            publish(
+                                &metrics,
+                                "gatehouse_pg_subject",
+                                identity.subject.as_bytes(),
+                            );
+                        }
                     }
                 }
                 Record::SessionEnd(end) => {
@@ -481,6 +635,9 @@ impl PostgresConnection {
     }
 
     fn on_close(&mut self, reason: CloseReason) {
+        if let Some(setup) = self.login.take() {
+            setup.deadlines.borrow_mut().remove(&self.context_id);
+        }
         let now = self.now_us();
         if let Some(session) = self.session.as_mut() {
             session.on_close(reason, now);

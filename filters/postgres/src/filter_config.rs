@@ -10,24 +10,32 @@
 //!   to SSLRequest).
 //! - `policy`: a statement policy ([`PgPolicy`], see `examples/postgres-policy.json`);
 //!   without it every statement is allowed.
+//! - `identity` and `login` (together): token login. `identity` names the trusted
+//!   token issuers ([`IdentityConfig`](gatehouse_core::identity::IdentityConfig)),
+//!   `login` which identities may use which database roles ([`LoginConfig`]).
+//!   Without them the session's identity is the user the client claims, unverified.
 //! - `masking`: masking of what the server sends back ([`MaskingPolicy`], shape in
 //!   [`crate::masking::config`], demo in `examples/postgres-masking.json`); without
 //!   it nothing is masked.
 
 use crate::config::EngineConfig;
+use crate::login::LoginConfig;
 use crate::masking::MaskingPolicy;
 use crate::policy::PgPolicy;
 use gatehouse_core::config::ConfigError;
+use gatehouse_core::identity::Verifier;
 use serde::Deserialize;
 use std::sync::Arc;
 
 /// The filter's configuration, as documented in the module doc.
-#[derive(Debug, Default, PartialEq)]
+#[derive(Debug, Default)]
 pub struct FilterConfig {
     /// The wire engine's settings.
     pub engine: EngineConfig,
     /// The statement policy, when configured.
     pub policy: Option<PolicyConfig>,
+    /// Token login, when configured.
+    pub token_login: Option<TokenLoginConfig>,
     /// Masking of server results, when configured.
     pub masking: Option<MaskingConfig>,
 }
@@ -55,6 +63,13 @@ impl PartialEq for PolicyConfig {
     }
 }
 
+/// Token login: the verifier of the trusted issuers and the role grants.
+#[derive(Debug, Clone)]
+pub struct TokenLoginConfig {
+    pub verifier: Verifier,
+    pub login: Arc<LoginConfig>,
+}
+
 /// The top level, with each part kept raw so its errors can be re-rooted.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -63,6 +78,10 @@ struct RawFilterConfig {
     engine: Option<serde_json::Value>,
     #[serde(default)]
     policy: Option<serde_json::Value>,
+    #[serde(default)]
+    identity: Option<serde_json::Value>,
+    #[serde(default)]
+    login: Option<serde_json::Value>,
     #[serde(default)]
     masking: Option<serde_json::Value>,
 }
@@ -79,6 +98,27 @@ impl FilterConfig {
         let policy = part(raw.policy, "policy", |json| {
             PgPolicy::from_json(json).map(|policy| PolicyConfig(Arc::new(policy)))
         })?;
+        let verifier = part(raw.identity, "identity", Verifier::from_json)?;
+        let login = part(raw.login, "login", LoginConfig::from_json)?;
+        let token_login = match (verifier, login) {
+            (Some(verifier), Some(login)) => Some(TokenLoginConfig {
+                verifier,
+                login: Arc::new(login),
+            }),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(ConfigError::new(
+                    "login",
+                    "token login needs a login section saying which identities may use which roles",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::new(
+                    "identity",
+                    "token login needs an identity section naming the trusted token issuers",
+                ));
+            }
+        };
         let source = raw.masking.clone().unwrap_or_default();
         let masking =
             part(raw.masking, "masking", MaskingPolicy::from_json)?.map(|policy| MaskingConfig {
@@ -88,6 +128,7 @@ impl FilterConfig {
         Ok(FilterConfig {
             engine,
             policy,
+            token_login,
             masking,
         })
     }
@@ -112,14 +153,30 @@ mod tests {
 
     #[test]
     fn empty_configuration_means_defaults() {
-        assert_eq!(
-            FilterConfig::from_json(b"").unwrap(),
-            FilterConfig::default()
-        );
-        assert_eq!(
-            FilterConfig::from_json(b"{}").unwrap(),
-            FilterConfig::default()
-        );
+        for empty in [&b""[..], b" \n", b"{}"] {
+            let config = FilterConfig::from_json(empty).unwrap();
+            assert_eq!(config.engine, EngineConfig::default());
+            assert!(config.policy.is_none());
+            assert!(config.token_login.is_none());
+        }
+    }
+
+    #[test]
+    fn token_login_needs_both_identity_and_login() {
+        let identity = r#""identity": {"issuers": [{"issuer": "https://idp.test",
+            "audiences": ["gatehouse"], "remote_jwks": {"cluster": "idp", "path": "/jwks"}}]}"#;
+        let login = r#""login": {"roles": [{"role": "app", "match": {"groups": ["dev"]}}]}"#;
+        let both = FilterConfig::from_json(format!("{{{identity}, {login}}}").as_bytes()).unwrap();
+        let token_login = both.token_login.expect("token login configured");
+        assert_eq!(token_login.login.deadline_seconds, 10);
+        let error = FilterConfig::from_json(format!("{{{identity}}}").as_bytes()).unwrap_err();
+        assert_eq!(error.path, "login");
+        let error = FilterConfig::from_json(format!("{{{login}}}").as_bytes()).unwrap_err();
+        assert_eq!(error.path, "identity");
+        let error =
+            FilterConfig::from_json(br#"{"identity": {"issuers": []}, "login": {"roles": []}}"#)
+                .unwrap_err();
+        assert_eq!(error.path, "identity.issuers");
     }
 
     #[test]

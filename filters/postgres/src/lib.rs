@@ -9,6 +9,7 @@ pub mod filter_config;
 pub mod framing;
 pub mod guard;
 pub mod lexer;
+pub mod login;
 pub mod masking;
 pub mod protocol;
 pub mod session;

@@ -70,6 +70,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 mod enforce;
+mod login;
 mod mask_hooks;
 
 /// Records held for the host beyond this are dropped (the sequence shows the gap).
@@ -286,6 +287,8 @@ pub struct Session {
     policy_identity: Option<gatehouse_core::identity::Identity>,
     /// Prepared statements (by name) whose Parse the policy blocked.
     denied_statements: enforce::DeniedStatements,
+    /// Present when the client must log in with a token.
+    token_login: Option<login::TokenLogin>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -332,6 +335,7 @@ impl Session {
             statement_policy: None,
             policy_identity: None,
             denied_statements: HashMap::new(),
+            token_login: None,
         }
     }
 
@@ -878,17 +882,21 @@ impl Session {
                     database: param("database").unwrap_or_else(|| user.clone()),
                     user,
                     application_name: param("application_name"),
+                    identity: None,
                 }
                 .into();
                 self.phase = Phase::Authenticating;
                 self.frontend.mode = FrameMode::Tagged;
                 self.backend.mode = FrameMode::Tagged;
-                let header = self.next_header(now_us);
-                self.push_record(Record::SessionStart(SessionStartRecord {
-                    header,
-                    client: self.client.clone(),
-                    protocol_version: format!("{}.{}", version >> 16, version & 0xffff),
-                }));
+                let protocol_version = format!("{}.{}", version >> 16, version & 0xffff);
+                if !self.defer_session_start(protocol_version.clone()) {
+                    let header = self.next_header(now_us);
+                    self.push_record(Record::SessionStart(SessionStartRecord {
+                        header,
+                        client: self.client.clone(),
+                        protocol_version,
+                    }));
+                }
                 Ok(Action::Pass)
             }
         }
@@ -1014,6 +1022,9 @@ impl Session {
         match self.phase {
             Phase::Authenticating => {
                 return match msg {
+                    FrontendMessage::Password { data } if self.token_login.is_some() => {
+                        self.on_token_password(data, now_us)
+                    }
                     FrontendMessage::Password { .. } => Ok(Action::Pass),
                     FrontendMessage::Terminate => Ok(self.on_terminate()),
                     other => Err(format!(
@@ -1261,6 +1272,9 @@ impl Session {
             }
         }
         match self.phase {
+            Phase::Authenticating if self.token_login.is_some() => {
+                self.on_token_login_message(msg, tag, body, now_us)
+            }
             Phase::Authenticating => self.on_login_message(msg, now_us),
             Phase::Ready | Phase::Finished => self.on_ready_message(msg, now_us),
             Phase::Startup | Phase::TlsNegotiation | Phase::Cancelling => {

@@ -117,6 +117,7 @@ impl Verifier {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing)]
 mod tests {
     use super::*;
     use crate::identity::JwsAlgorithm;

@@ -5,6 +5,7 @@
 
 mod captures;
 mod deny;
+mod login;
 mod malformed;
 mod streaming;
 

@@ -1,0 +1,299 @@
+//! Token login on the wire (see [`crate::login`] for the decision).
+//!
+//! The host cannot write to the client, so the exchange rides on the server's
+//! own answers:
+//!
+//! ```text
+//! client                         gatehouse                          server (trusts the gateway)
+//! StartupMessage ──────────────────────────────────────────────────▶
+//!                ◀── AuthenticationCleartextPassword (in place of) ◀── AuthenticationOk
+//!                    held: ParameterStatus…, BackendKeyData, ReadyForQuery ◀──
+//! PasswordMessage(token) ── verified; replaced by Sync ────────────▶
+//!                ◀── the held messages (in place of) ◀───────────────── ReadyForQuery
+//!                ◀── or FATAL 28P01/28000, then close (in place of) ◀── ReadyForQuery
+//! ```
+//!
+//! Until the token is verified nothing the server says reaches the client: a
+//! server error (an unknown database, say) becomes a generic refusal, so names
+//! cannot be probed without a valid token.
+
+use super::{Action, Phase, Session};
+use crate::login::{Authenticator, LoginRefusal};
+use crate::protocol::{self as pg, BackendMessage, FrontendMessage};
+use gatehouse_core::identity::Identity;
+use gatehouse_core::record::{EndReason, PgClient, Record, SessionStartRecord};
+
+/// `AuthenticationCleartextPassword`: asks the client for its password (the token).
+const CLEARTEXT_PASSWORD_REQUEST: [u8; 9] = [b'R', 0, 0, 0, 8, 0, 0, 0, 3];
+
+/// Where a token login stands.
+#[derive(Debug, Default)]
+enum Stage {
+    /// StartupMessage forwarded; the server has not accepted it yet.
+    #[default]
+    AwaitingServer,
+    /// The client was asked for its token.
+    AwaitingPassword,
+    /// The token was judged and replaced by Sync; the server's answer to it
+    /// carries the outcome to the client.
+    Verifying(Result<Identity, LoginRefusal>),
+}
+
+impl Stage {
+    fn step(&self) -> Step {
+        match self {
+            Stage::AwaitingServer => Step::AwaitingServer,
+            Stage::AwaitingPassword => Step::AwaitingPassword,
+            Stage::Verifying(_) => Step::Verifying,
+        }
+    }
+}
+
+/// [`Stage`] without its outcome, to match on while the session changes.
+#[derive(Clone, Copy)]
+enum Step {
+    AwaitingServer,
+    AwaitingPassword,
+    Verifying,
+}
+
+/// A session's token login, present when the filter requires one.
+pub(super) struct TokenLogin {
+    authenticator: Box<dyn Authenticator>,
+    stage: Stage,
+    /// The server's startup answer (AuthenticationOk … ReadyForQuery), held
+    /// until the token is verified.
+    held: Vec<u8>,
+    /// The server's startup ReadyForQuery is among `held`: the next one answers
+    /// the Sync that replaced the password.
+    startup_complete: bool,
+    protocol_version: String,
+    deadline_us: u64,
+}
+
+impl TokenLogin {
+    pub(super) fn new(authenticator: Box<dyn Authenticator>, deadline_us: u64) -> Self {
+        TokenLogin {
+            authenticator,
+            stage: Stage::AwaitingServer,
+            held: Vec::new(),
+            startup_complete: false,
+            protocol_version: String::new(),
+            deadline_us,
+        }
+    }
+}
+
+/// The complete message `tag` + length + `body`.
+fn framed(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(body.len() + 5);
+    bytes.push(tag);
+    bytes.extend_from_slice(
+        &u32::try_from(body.len() + 4)
+            .unwrap_or(u32::MAX)
+            .to_be_bytes(),
+    );
+    bytes.extend_from_slice(body);
+    bytes
+}
+
+impl Session {
+    /// Requires token login on this session: the client's password is judged by
+    /// `authenticator`, and the session becomes usable only if it accepts. Set it
+    /// before any bytes; the login must complete within `deadline_seconds` (see
+    /// [`Session::login_deadline_us`]).
+    pub fn set_authenticator(
+        &mut self,
+        authenticator: Box<dyn Authenticator>,
+        deadline_seconds: u32,
+    ) {
+        let deadline_us = self
+            .started_us
+            .saturating_add(u64::from(deadline_seconds).saturating_mul(1_000_000));
+        self.token_login = Some(TokenLogin::new(authenticator, deadline_us));
+    }
+
+    /// When the login must be complete (unix µs), while a token login is under
+    /// way: past it the host closes the connection, since an unanswered
+    /// password request holds a logged-in server backend. `None` otherwise.
+    pub fn login_deadline_us(&self) -> Option<u64> {
+        let logging_in = matches!(
+            self.phase,
+            Phase::Startup | Phase::TlsNegotiation | Phase::Authenticating
+        );
+        self.token_login
+            .as_ref()
+            .filter(|_| logging_in)
+            .map(|login| login.deadline_us)
+    }
+
+    /// Whether the session start waits for the token (recorded with the identity).
+    pub(super) fn defer_session_start(&mut self, protocol_version: String) -> bool {
+        match self.token_login.as_mut() {
+            Some(login) => {
+                login.protocol_version = protocol_version;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The client's PasswordMessage under token login.
+    pub(super) fn on_token_password(&mut self, data: &[u8], now_us: u64) -> Result<Action, String> {
+        let role = self.client.user.clone();
+        let Some(login) = self.token_login.as_mut() else {
+            return Ok(Action::Pass);
+        };
+        if !matches!(login.stage, Stage::AwaitingPassword) {
+            return Err("password message before the gateway asked for it".into());
+        }
+        let outcome = login.authenticator.authenticate(data, &role, now_us);
+        login.stage = Stage::Verifying(outcome);
+        let mut sync = Vec::with_capacity(5);
+        FrontendMessage::Sync.encode(&mut sync);
+        Ok(Action::Replace(sync))
+    }
+
+    /// A server message while a token login is under way.
+    pub(super) fn on_token_login_message(
+        &mut self,
+        msg: BackendMessage<'_>,
+        tag: u8,
+        body: &[u8],
+        now_us: u64,
+    ) -> Result<Action, String> {
+        let Some(login) = self.token_login.as_mut() else {
+            return Err("token login state missing".into());
+        };
+        let step = login.stage.step();
+        let startup_complete = login.startup_complete;
+        match (&msg, step) {
+            (BackendMessage::Authentication { code: 0, .. }, Step::AwaitingServer) => {
+                login.held.extend_from_slice(&framed(tag, body));
+                login.stage = Stage::AwaitingPassword;
+                Ok(Action::Replace(CLEARTEXT_PASSWORD_REQUEST.to_vec()))
+            }
+            (BackendMessage::Authentication { code, .. }, _) => Ok(self.refuse_login(
+                "28000",
+                "gatehouse: login failed: the database server asked for its own \
+                 authentication; with token login it must trust the gateway",
+                format!("server asked for authentication method {code}"),
+                None,
+                now_us,
+            )),
+            (BackendMessage::NegotiateProtocolVersion { .. }, Step::AwaitingServer) => {
+                Ok(Action::Pass)
+            }
+            (BackendMessage::ErrorResponse { fields }, _) => {
+                let error = super::statement_error(fields);
+                Ok(self.refuse_login(
+                    "28000",
+                    "gatehouse: login failed: the database refused the session \
+                     (check the database and role names)",
+                    format!(
+                        "server refused the session: {} {}",
+                        error.sqlstate, error.message
+                    ),
+                    None,
+                    now_us,
+                ))
+            }
+            (
+                BackendMessage::ParameterStatus { .. }
+                | BackendMessage::NoticeResponse { .. }
+                | BackendMessage::BackendKeyData { .. }
+                | BackendMessage::ReadyForQuery { .. },
+                Step::AwaitingPassword | Step::Verifying,
+            ) if !startup_complete => {
+                match msg {
+                    BackendMessage::BackendKeyData { pid, .. } => {
+                        self.summary.backend_pid = Some(pid);
+                    }
+                    BackendMessage::ReadyForQuery { .. } => login.startup_complete = true,
+                    _ => {}
+                }
+                login.held.extend_from_slice(&framed(tag, body));
+                Ok(Action::Drop)
+            }
+            (BackendMessage::ReadyForQuery { .. }, Step::Verifying) => {
+                let Stage::Verifying(outcome) = std::mem::take(&mut login.stage) else {
+                    return Err("token login state lost".into());
+                };
+                let held = std::mem::take(&mut login.held);
+                let protocol_version = std::mem::take(&mut login.protocol_version);
+                match outcome {
+                    Ok(identity) => {
+                        Ok(self.complete_login(identity, held, protocol_version, now_us))
+                    }
+                    Err(refusal) => {
+                        let detail = format!("token refused: {}", refusal.code);
+                        Ok(self.refuse_login(
+                            refusal.sqlstate,
+                            &refusal.message,
+                            detail,
+                            refusal.identity,
+                            now_us,
+                        ))
+                    }
+                }
+            }
+            (other, _) => Err(format!(
+                "message type {} during token login",
+                pg::tag_name(other.tag())
+            )),
+        }
+    }
+
+    /// The token was good: the client gets the server's startup answer and the
+    /// session starts, recorded with the verified identity.
+    fn complete_login(
+        &mut self,
+        identity: Identity,
+        held: Vec<u8>,
+        protocol_version: String,
+        now_us: u64,
+    ) -> Action {
+        self.client = PgClient {
+            identity: Some(identity.clone()),
+            ..(*self.client).clone()
+        }
+        .into();
+        self.set_identity(identity);
+        self.phase = Phase::Ready;
+        self.backend_bytes_since_record = 0;
+        let header = self.next_header(now_us);
+        self.push_record(Record::SessionStart(SessionStartRecord {
+            header,
+            client: self.client.clone(),
+            protocol_version,
+        }));
+        Action::Replace(held)
+    }
+
+    /// Ends the session with a FATAL for the client in place of the server's answer.
+    fn refuse_login(
+        &mut self,
+        sqlstate: &str,
+        message: &str,
+        detail: String,
+        identity: Option<Box<Identity>>,
+        now_us: u64,
+    ) -> Action {
+        if let Some(login) = self.token_login.as_mut() {
+            login.held = Vec::new();
+        }
+        if let Some(identity) = identity {
+            self.client = PgClient {
+                identity: Some(*identity),
+                ..(*self.client).clone()
+            }
+            .into();
+        }
+        self.phase = Phase::Finished;
+        self.frontend.discarding = true;
+        self.backend.discarding = true;
+        self.close_requested = true;
+        self.end_session(EndReason::AuthenticationFailed, Some(detail), now_us);
+        Action::Replace(pg::fatal_error(sqlstate, message))
+    }
+}

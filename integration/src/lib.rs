@@ -7,6 +7,7 @@
 //! failure to start says why (with the tail of the process's log), never hangs.
 
 pub mod certs;
+pub mod clients;
 pub mod configs;
 pub mod envoy;
 pub mod idp;

@@ -62,10 +62,27 @@ impl Default for StackOptions {
 
 /// The shipped default Kubernetes policy (`examples/kubernetes-policy.json`),
 /// whose identity section trusts the demo identity provider through the
-/// `gatehouse_idp` cluster. Unreadable or invalid: an empty policy, which
-/// refuses every request, so a broken example fails tests loudly.
+/// `gatehouse_idp` cluster.
 pub fn default_kubernetes_filter_config() -> Value {
-    let path = crate::workspace_root().join("examples/kubernetes-policy.json");
+    example("kubernetes-policy.json")
+}
+
+/// The demo's Postgres filter configuration: token login from the demo identity
+/// provider (`examples/postgres-login.json`) and the statement policy
+/// (`examples/postgres-policy.json`).
+pub fn demo_postgres_filter_config() -> Value {
+    let mut config = example("postgres-login.json");
+    if let Some(parts) = config.as_object_mut() {
+        parts.insert("policy".into(), example("postgres-policy.json"));
+    }
+    config
+}
+
+/// An example file under `examples/`, parsed. Unreadable or invalid: an empty
+/// object, which the filters refuse or treat as "deny everything", so a broken
+/// example fails tests loudly.
+pub fn example(name: &str) -> Value {
+    let path = crate::workspace_root().join("examples").join(name);
     std::fs::read(&path)
         .ok()
         .and_then(|bytes| serde_json::from_slice(&bytes).ok())
@@ -157,6 +174,9 @@ impl Stack {
             yaml.insert_str(at, extra);
         }
         let envoy = Envoy::start(&envoy_dir, &yaml)?;
+        if opts.postgres_filter.get("identity").is_some() {
+            wait_for_key_fetch(&idp)?;
+        }
         let pg_port = envoy.listener_port("postgres")?;
         let kube_port = envoy.listener_port("kubernetes")?;
 
@@ -201,11 +221,21 @@ impl Stack {
 
     /// Runs psql through Envoy as `user` (`-X -At`, stop on error).
     pub fn psql(&self, user: &str, args: &[&str]) -> Result<Output> {
-        Ok(Command::new(crate::tools::pg_client("psql")?)
-            .args(["-X", "-At", "-v", "ON_ERROR_STOP=1", "-d"])
+        self.psql_login(user, None, args)
+    }
+
+    /// Runs psql through Envoy as `user` with `password` (a token under token
+    /// login); never prompts.
+    pub fn psql_login(&self, user: &str, password: Option<&str>, args: &[&str]) -> Result<Output> {
+        let mut psql = Command::new(crate::tools::pg_client("psql")?);
+        psql.args(["-X", "-w", "-At", "-v", "ON_ERROR_STOP=1", "-d"])
             .arg(format!("{}?user={user}&sslmode=disable", self.pg_url()))
             .args(args)
-            .output()?)
+            .env_remove("PGPASSWORD");
+        if let Some(password) = password {
+            psql.env("PGPASSWORD", password);
+        }
+        Ok(psql.output()?)
     }
 
     /// A fresh token for a demo identity (`developer`, `dba`, `ci`, `agent`, `admin`).
@@ -293,6 +323,20 @@ impl Drop for Stack {
             );
         }
     }
+}
+
+/// Token login is ready once a worker fetched the issuer's keys; the others
+/// adopt them on their next tick (20 ms).
+fn wait_for_key_fetch(idp: &IdentityProvider) -> Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while idp.fetches() == 0 {
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!("Envoy never fetched the identity provider's keys");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    Ok(())
 }
 
 fn start_kube_upstream(dir: &Path, binary: Option<&Path>) -> Result<(KubeUpstream, SocketAddr)> {

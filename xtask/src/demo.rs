@@ -6,6 +6,7 @@
 
 use anyhow::{Context, Result, bail};
 use gatehouse_core::identity::testing::Minter;
+use gatehouse_integration::stack::demo_postgres_filter_config;
 use gatehouse_integration::{Stack, StackOptions, idp, process, workspace_root};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -96,6 +97,7 @@ fn serve_until_stopped() -> Result<()> {
     })?;
     let opts = StackOptions {
         kube_standin_binary: Some(standin),
+        postgres_filter: demo_postgres_filter_config(),
         ..StackOptions::default()
     };
     let stack = Stack::start_in(demo_dir(), opts)?;
@@ -157,6 +159,8 @@ fn smoke_checks() -> Result<()> {
     let script = format!(
         "set -eu; set -a; . {env}; set +a
          test \"$(psql -X -At \"$GATEHOUSE_PG_URL\" -c 'select count(*) from customers')\" = 5000
+         psql -X -At \"$GATEHOUSE_PG_URL\" -c 'drop table orders' 2>&1 | grep -q 'schema changes'
+         PGPASSWORD=\"$GATEHOUSE_TOKEN_DBA\" PGUSER=postgres psql -X -At \"$GATEHOUSE_PG_URL\" -c 'select 1' >/dev/null
          kubectl --kubeconfig \"$GATEHOUSE_KUBECONFIG\" get pods -A | grep -q web-0
          sleep 0.5
          grep -q '\"type\":\"pg.statement\"' \"$GATEHOUSE_AUDIT_LOG\"
@@ -223,8 +227,9 @@ fn env_lines(stack: &Stack) -> Result<String> {
             "GATEHOUSE_AUDIT_LOG",
             stack.access_log.display().to_string(),
         ),
-        // Until token login exists the caller names its database role itself.
+        // psql and libpq read these: the application role, logged in as `developer`.
         ("PGUSER", "app".to_string()),
+        ("PGPASSWORD", stack.token("developer")?),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -256,8 +261,9 @@ fn instructions(stack: &Stack) -> String {
         "
 gatehouse demo is up.
 
-  Postgres through Envoy:
-    PGUSER=app psql \"{pg}\" -c 'select count(*) from customers'
+  Postgres through Envoy (the password is a token; role app is open to developer,
+  ci and agent, role postgres to dba and admin):
+    PGUSER=app PGPASSWORD=$(cargo xtask token developer) psql \"{pg}\" -c 'select count(*) from customers'
   Kubernetes through Envoy:
     kubectl --kubeconfig {kubeconfig} get pods -A
 

@@ -68,12 +68,13 @@ pub fn default_kubernetes_filter_config() -> Value {
 }
 
 /// The demo's Postgres filter configuration: token login from the demo identity
-/// provider (`examples/postgres-login.json`) and the statement policy
-/// (`examples/postgres-policy.json`).
+/// provider (`examples/postgres-login.json`), the statement policy
+/// (`examples/postgres-policy.json`) and masking (`examples/postgres-masking.json`).
 pub fn demo_postgres_filter_config() -> Value {
     let mut config = example("postgres-login.json");
     if let Some(parts) = config.as_object_mut() {
         parts.insert("policy".into(), example("postgres-policy.json"));
+        parts.insert("masking".into(), example("postgres-masking.json"));
     }
     config
 }

@@ -35,6 +35,20 @@ impl ConfigError {
     }
 }
 
+/// `sha256:<hex>` of a configuration document as the filter received it: records
+/// carry it so an auditor can tell which policy, masking and login rules applied.
+pub fn config_hash(document: &[u8]) -> String {
+    use sha2::Digest as _;
+    use std::fmt::Write as _;
+    let digest = sha2::Sha256::digest(document);
+    let mut hash = String::with_capacity(7 + 64);
+    hash.push_str("sha256:");
+    for byte in digest {
+        let _ = write!(hash, "{byte:02x}");
+    }
+    hash
+}
+
 /// Joins two JSON path fragments: `join_path("rules[2]", "match")` is `rules[2].match`.
 pub fn join_path(prefix: &str, rest: &str) -> String {
     match (prefix.is_empty(), rest.is_empty()) {
@@ -65,6 +79,16 @@ mod tests {
     fn error_names_its_path() {
         let e = ConfigError::new("match.verb", "unknown verb \"lst\"").under("rules[2]");
         assert_eq!(e.to_string(), "rules[2].match.verb: unknown verb \"lst\"");
+    }
+
+    #[test]
+    fn config_hash_is_the_sha256_of_the_document() {
+        // The SHA-256 of the empty document, as `sha256sum` prints it.
+        assert_eq!(
+            config_hash(b""),
+            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        assert_ne!(config_hash(b"{}"), config_hash(b"{ }"));
     }
 
     #[test]

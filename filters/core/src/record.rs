@@ -195,6 +195,10 @@ pub struct RecordHeader {
     pub time: Timestamp,
     /// Build version of the producing filter.
     pub gatehouse_version: &'static str,
+    /// `sha256:<hex>` of the filter configuration in force (policy, masking,
+    /// login rules); see [`crate::config::config_hash`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy_hash: Option<Shared<str>>,
 }
 
 /// Who is connected, as far as the Postgres startup told us.
@@ -428,6 +432,7 @@ mod tests {
             connection_id: 7,
             time: Timestamp(0),
             gatehouse_version: "0.1.0",
+            policy_hash: Some(Shared(Arc::from("sha256:00ff"))),
         };
         let r = Record::Statement(Box::new(StatementRecord {
             header,
@@ -474,6 +479,7 @@ mod tests {
         assert_eq!(v["time"], "1970-01-01T00:00:00.000000Z");
         assert_eq!(v["protocol"], "extended");
         assert_eq!(v["decision"]["action"], "allow");
+        assert_eq!(v["policy_hash"], "sha256:00ff");
         assert_eq!(
             v["parameters"],
             serde_json::json!([null, "x", {"base64": "AAE="}, {"omitted_bytes": 9}])

@@ -135,6 +135,9 @@ fn header(sequence: u64) -> RecordHeader {
         connection_id: 7,
         time: Timestamp(1_795_308_488_123_456),
         gatehouse_version: gatehouse_core::build::VERSION,
+        policy_hash: Some(Shared(std::sync::Arc::from(
+            gatehouse_core::config::config_hash(b"{}"),
+        ))),
     }
 }
 

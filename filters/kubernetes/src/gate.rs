@@ -11,7 +11,7 @@ use crate::masking::{BodyMasker, json_only_accept};
 use crate::policy::{Policy, Request, Verdict};
 use crate::request_info::{RequestInfo, decode_request};
 use crate::status::{self, Status};
-use gatehouse_core::config::ConfigError;
+use gatehouse_core::config::{ConfigError, config_hash};
 pub use gatehouse_core::identity::KeyFetch;
 use gatehouse_core::identity::{Identity, TokenRejection, Verifier};
 use gatehouse_core::policy::{Action, Decision};
@@ -24,6 +24,8 @@ pub const ANONYMOUS: &str = "system:anonymous";
 pub struct Gate {
     policy: Policy,
     verifier: Option<Verifier>,
+    /// `sha256:<hex>` of the configuration, on every audit Event.
+    policy_hash: String,
 }
 
 /// What the glue knows when a request's headers arrive.
@@ -119,7 +121,11 @@ impl Gate {
             .identity()
             .map(|config| Verifier::from_config(config).map_err(|e| e.under("identity")))
             .transpose()?;
-        Ok(Gate { policy, verifier })
+        Ok(Gate {
+            policy,
+            verifier,
+            policy_hash: config_hash(json),
+        })
     }
 
     /// The policy in force.
@@ -143,7 +149,7 @@ impl Gate {
                     "BadRequest",
                     &format!("gatehouse refused an ambiguous request path: {error}"),
                 );
-                return respond(head, &info, &Identity::claimed(ANONYMOUS), None, refusal);
+                return self.respond(head, &info, &Identity::claimed(ANONYMOUS), None, refusal);
             }
         };
         let info = &decoded.info;
@@ -152,7 +158,7 @@ impl Gate {
             Err(Authentication::Fetch(fetch)) => return Admission::FetchKeys(fetch),
             Err(Authentication::Refused(message)) => {
                 let refusal = status::unauthorized(&message);
-                return respond(head, info, &Identity::claimed(ANONYMOUS), None, refusal);
+                return self.respond(head, info, &Identity::claimed(ANONYMOUS), None, refusal);
             }
         };
         if let Some((name, _)) = head
@@ -170,7 +176,7 @@ impl Gate {
                 &identity.subject,
                 decision.message.as_deref().unwrap_or_default(),
             );
-            return respond(head, info, &identity, Some(&decision), refusal);
+            return self.respond(head, info, &identity, Some(&decision), refusal);
         }
         let stream = StreamRequest::from_request(
             info,
@@ -185,9 +191,11 @@ impl Gate {
         if decision.action.blocks() {
             let reason = refusal_reason(&decision);
             let refusal = status::forbidden(info, &identity.subject, &reason);
-            return respond(head, info, &identity, Some(&decision), refusal);
+            return self.respond(head, info, &identity, Some(&decision), refusal);
         }
-        let audit = audit_for(head, info, &identity).with_decision(&decision);
+        let audit = self
+            .audit_for(head, info, &identity)
+            .with_decision(&decision);
         let body_masker = mask
             .then(|| BodyMasker::for_request(info, self.policy.masking()))
             .flatten();
@@ -232,6 +240,40 @@ impl Gate {
                 Some(fetch) => Authentication::Fetch(fetch),
                 None => Authentication::Refused(rejection_message(&rejection)),
             })
+    }
+
+    fn audit_for(
+        &self,
+        head: &RequestHead<'_>,
+        info: &RequestInfo,
+        identity: &Identity,
+    ) -> RequestAudit {
+        RequestAudit::new(head.audit_id, head.path, info, identity, head.now_micros)
+            .with_headers(
+                head.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                head.peer,
+            )
+            .with_policy_hash(&self.policy_hash)
+    }
+
+    fn respond(
+        &self,
+        head: &RequestHead<'_>,
+        info: &RequestInfo,
+        identity: &Identity,
+        decision: Option<&Decision>,
+        refusal: Status,
+    ) -> Admission {
+        let mut audit = self.audit_for(head, info, identity);
+        if let Some(decision) = decision {
+            audit = audit.with_decision(decision);
+        }
+        let record = event_json(&audit, Stage::ResponseComplete, &refusal, head.now_micros);
+        Admission::Respond(LocalResponse {
+            status: refusal.http_status(),
+            body: refusal.to_json(),
+            record,
+        })
     }
 
     fn forward(
@@ -320,32 +362,6 @@ fn refusal_reason(decision: &Decision) -> String {
 fn is_impersonation_header(name: &str) -> bool {
     name.get(..12)
         .is_some_and(|prefix| prefix.eq_ignore_ascii_case("impersonate-"))
-}
-
-fn audit_for(head: &RequestHead<'_>, info: &RequestInfo, identity: &Identity) -> RequestAudit {
-    RequestAudit::new(head.audit_id, head.path, info, identity, head.now_micros).with_headers(
-        head.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-        head.peer,
-    )
-}
-
-fn respond(
-    head: &RequestHead<'_>,
-    info: &RequestInfo,
-    identity: &Identity,
-    decision: Option<&Decision>,
-    refusal: Status,
-) -> Admission {
-    let mut audit = audit_for(head, info, identity);
-    if let Some(decision) = decision {
-        audit = audit.with_decision(decision);
-    }
-    let record = event_json(&audit, Stage::ResponseComplete, &refusal, head.now_micros);
-    Admission::Respond(LocalResponse {
-        status: refusal.http_status(),
-        body: refusal.to_json(),
-        record,
-    })
 }
 
 fn event_json(audit: &RequestAudit, stage: Stage, status: &Status, at: i64) -> String {
@@ -585,6 +601,13 @@ mod tests {
         assert_eq!(
             event["annotations"]["gatehouse.dev/rule"],
             "team-dev-and-prod"
+        );
+        let hash = event["annotations"]["gatehouse.dev/policy-hash"]
+            .as_str()
+            .unwrap();
+        assert!(
+            hash.starts_with("sha256:") && hash.len() == 71,
+            "the configuration in force is named: {hash}"
         );
         assert_eq!(event["sourceIPs"][0], "10.0.0.7");
     }

@@ -29,7 +29,7 @@
 //!   and `wasm.gatehouse_build`.
 
 use gatehouse_core::identity::Verifier;
-use gatehouse_core::record::{EndReason, Record};
+use gatehouse_core::record::{EndReason, Record, Shared};
 use gatehouse_host as host;
 use gatehouse_postgres::login::{LoginConfig, TokenLogin, WantedFetches};
 use gatehouse_postgres::masking::{MaskingPolicy, SessionMasker};
@@ -150,6 +150,8 @@ struct PostgresRoot {
     closing: Rc<RefCell<Vec<u32>>>,
     /// Token login, when configured.
     login: Option<LoginRuntime>,
+    /// The configuration in force, stamped on every record.
+    policy_hash: Option<Shared<str>>,
     /// Connections still logging in: context id → deadline (unix µs).
     login_deadlines: Rc<RefCell<BTreeMap<u32, u64>>>,
     ticks: u32,
@@ -250,6 +252,7 @@ impl RootContext for PostgresRoot {
         match FilterConfig::from_json(&json) {
             Ok(config) => {
                 self.config = Arc::new(config.engine);
+                self.policy_hash = Some(Shared(Arc::from(config.hash)));
                 self.masking = config.masking.map(|masking| masking.policy);
                 self.policy = config.policy.map(|PolicyConfig(policy)| {
                     CachedPolicy::new(policy, Rc::new(RefCell::new(PolicyCache::default())))
@@ -307,6 +310,7 @@ impl RootContext for PostgresRoot {
             masking: self.masking.clone(),
             metrics: self.metrics,
             buffered_high_water: Arc::clone(&self.buffered_high_water),
+            policy_hash: self.policy_hash.clone(),
             login,
             session: None,
             published: Published::default(),
@@ -396,6 +400,7 @@ struct PostgresConnection {
     buffered_high_water: Arc<std::sync::atomic::AtomicUsize>,
     /// Token login, when configured; taken when the session is created.
     login: Option<LoginSetup>,
+    policy_hash: Option<Shared<str>>,
     /// Created on the first callback that needs it.
     session: Option<Session>,
     published: Published,
@@ -420,6 +425,7 @@ impl PostgresConnection {
         let policy = &self.policy;
         let masking = &self.masking;
         let login = &mut self.login;
+        let policy_hash = &self.policy_hash;
         let context_id = self.context_id;
         self.session.get_or_insert_with(|| {
             let id = match host::get_property(&["connection_id"]) {
@@ -443,6 +449,9 @@ impl PostgresConnection {
             );
             if let Some(policy) = policy {
                 session.set_statement_policy(Box::new(policy.clone()));
+            }
+            if let Some(hash) = policy_hash {
+                session.set_policy_hash(hash.clone());
             }
             if let Some(masking) = masking {
                 session.set_masker(SessionMasker::new(Arc::clone(masking)));

@@ -22,7 +22,7 @@ use crate::config::EngineConfig;
 use crate::login::LoginConfig;
 use crate::masking::MaskingPolicy;
 use crate::policy::PgPolicy;
-use gatehouse_core::config::ConfigError;
+use gatehouse_core::config::{ConfigError, config_hash};
 use gatehouse_core::identity::Verifier;
 use serde::Deserialize;
 use std::sync::Arc;
@@ -36,6 +36,8 @@ pub struct FilterConfig {
     pub policy: Option<PolicyConfig>,
     /// Token login, when configured.
     pub token_login: Option<TokenLoginConfig>,
+    /// `sha256:<hex>` of the configuration document, stamped on every record.
+    pub hash: String,
     /// Masking of server results, when configured.
     pub masking: Option<MaskingConfig>,
 }
@@ -91,7 +93,10 @@ impl FilterConfig {
     /// name the JSON path of the offending value (`engine.max_buffered_bytes`).
     pub fn from_json(json: &[u8]) -> Result<FilterConfig, ConfigError> {
         if json.iter().all(u8::is_ascii_whitespace) {
-            return Ok(FilterConfig::default());
+            return Ok(FilterConfig {
+                hash: config_hash(json),
+                ..FilterConfig::default()
+            });
         }
         let raw: RawFilterConfig = ConfigError::parse_json(json)?;
         let engine = part(raw.engine, "engine", EngineConfig::from_json)?.unwrap_or_default();
@@ -130,6 +135,7 @@ impl FilterConfig {
             policy,
             token_login,
             masking,
+            hash: config_hash(json),
         })
     }
 }

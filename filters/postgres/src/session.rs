@@ -289,6 +289,8 @@ pub struct Session {
     denied_statements: enforce::DeniedStatements,
     /// Present when the client must log in with a token.
     token_login: Option<login::TokenLogin>,
+    /// The configuration in force, stamped on every record.
+    policy_hash: Option<Shared<str>>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -336,7 +338,14 @@ impl Session {
             policy_identity: None,
             denied_statements: HashMap::new(),
             token_login: None,
+            policy_hash: None,
         }
+    }
+
+    /// Stamps every record with `hash`, the configuration in force
+    /// ([`gatehouse_core::config::config_hash`]). Set it before any bytes.
+    pub fn set_policy_hash(&mut self, hash: Shared<str>) {
+        self.policy_hash = Some(hash);
     }
 
     /// Offers complete DataRows to `rewriter` from now on.
@@ -822,6 +831,7 @@ impl Session {
             connection_id: self.conn.id,
             time: Timestamp(time_us),
             gatehouse_version: build::VERSION,
+            policy_hash: self.policy_hash.clone(),
         }
     }
 

@@ -47,9 +47,12 @@ impl Authenticator for FixedTokens {
     }
 }
 
+const POLICY_HASH: &str = "sha256:5eed";
+
 fn login_session() -> Session {
     let mut s = session(EngineConfig::default());
     s.set_authenticator(Box::new(FixedTokens), DEADLINE_SECONDS);
+    s.set_policy_hash(POLICY_HASH.into());
     s
 }
 
@@ -176,6 +179,11 @@ fn a_good_token_releases_the_held_startup_answer_in_place_of_the_syncs_answer() 
         let identity = start.client.identity.as_ref().expect("identity recorded");
         assert_eq!(identity.subject, "alice");
         assert_eq!(start.protocol_version, "3.0");
+        assert_eq!(
+            start.header.policy_hash.as_deref(),
+            Some(POLICY_HASH),
+            "records name the configuration in force"
+        );
 
         let query = frontend(&[FrontendMessage::Query { sql: b"select 1" }]);
         let (to_server, _) = feed(&mut s, true, &query, bytewise);

@@ -352,6 +352,15 @@ pub struct MaskingCounts {
 }
 
 impl MaskingCounts {
+    /// Values masked (or, when exempt, that would have been): rule cells,
+    /// detector findings and over-cap values.
+    pub fn total(&self) -> u64 {
+        self.rules
+            .values()
+            .chain(self.detectors.values())
+            .fold(self.over_cap, |sum, n| sum.saturating_add(*n))
+    }
+
     /// Whether nothing was, or would have been, masked.
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty() && self.detectors.is_empty() && self.over_cap == 0
@@ -396,6 +405,11 @@ pub struct SessionEndRecord {
     pub detail: Option<String>,
     pub statements: u64,
     pub errors: u64,
+    /// Statements the policy refused.
+    pub denied: u64,
+    /// Values masked for the client: column-rule cells plus detector findings
+    /// (not counting what an exempt identity saw in clear).
+    pub masked: u64,
     pub bytes_from_client: u64,
     pub bytes_to_client: u64,
     pub duration_us: u64,

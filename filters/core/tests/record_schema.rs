@@ -210,6 +210,8 @@ fn every_record_kind_validates_against_the_schema() {
             detail: None,
             statements: 1,
             errors: 1,
+            denied: 0,
+            masked: 2,
             bytes_from_client: 10,
             bytes_to_client: 20,
             duration_us: 9,

@@ -127,6 +127,10 @@ pub enum Phase {
 pub struct SessionSummary {
     pub statements: u64,
     pub errors: u64,
+    /// Statements the policy refused.
+    pub denied: u64,
+    /// Values masked for the client (see `SessionEndRecord::masked`).
+    pub masked: u64,
     pub bytes_from_client: u64,
     pub bytes_to_client: u64,
     /// Records dropped because the host did not take them in time.
@@ -814,6 +818,8 @@ impl Session {
             detail,
             statements: self.summary.statements,
             errors: self.summary.errors,
+            denied: self.summary.denied,
+            masked: self.summary.masked,
             bytes_from_client: self.summary.bytes_from_client,
             bytes_to_client: self.summary.bytes_to_client,
             duration_us: now_us.saturating_sub(self.started_us),
@@ -1537,6 +1543,14 @@ impl Session {
         let kind = kind.or_else(|| {
             (run.protocol == PgProtocol::FunctionCall).then(|| "FUNCTION CALL".to_string())
         });
+        let decision = decision.unwrap_or_else(Decision::allow);
+        if decision.action.blocks() {
+            self.summary.denied += 1;
+        }
+        let masking = self.take_masking_counts();
+        if let Some(counts) = masking.as_ref().filter(|c| !c.exempt) {
+            self.summary.masked = self.summary.masked.saturating_add(counts.total());
+        }
         let record = StatementRecord {
             header,
             client: self.client.clone(),
@@ -1557,8 +1571,8 @@ impl Session {
             duration_us: now_us.saturating_sub(run.start_us),
             bytes_from_client: run.bytes_from_client,
             bytes_to_client: std::mem::take(&mut self.backend_bytes_since_record),
-            decision: decision.unwrap_or_else(Decision::allow),
-            masking: self.take_masking_counts(),
+            decision,
+            masking,
         };
         self.push_record(Record::Statement(Box::new(record)));
     }

@@ -224,6 +224,13 @@ fn denied_query_becomes_the_raising_block_and_the_next_statement_passes() {
         assert_denied(records[0], "no-drop", "DROP TABLE users");
         assert_eq!(records[1].decision.action, Action::Allow);
         assert!(records[1].error.is_none());
+        assert_eq!(wire.session.summary().denied, 1);
+        wire.session.on_close(crate::CloseReason::Client, wire.now);
+        let end = wire.session.take_records();
+        let [Record::SessionEnd(end)] = end.as_slice() else {
+            panic!("{end:?}");
+        };
+        assert_eq!((end.statements, end.denied, end.masked), (2, 1, 0));
     }
 }
 

@@ -72,6 +72,19 @@ fn psql_through(port: u16) -> std::process::Output {
         .unwrap()
 }
 
+/// Starts pgbench as superuser through Envoy's Postgres listener.
+fn pgbench_through(port: u16, args: &[&str]) -> std::process::Child {
+    std::process::Command::new(gatehouse_integration::tools::pg_client("pgbench").unwrap())
+        .args(["-n", "-h", "127.0.0.1", "-U", "postgres", "-p"])
+        .arg(port.to_string())
+        .args(args)
+        .arg("postgres")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 /// Waits (bounded) until a stat reaches `at_least`.
 fn wait_for_stat(envoy: &Envoy, name: &str, at_least: u64) {
     gatehouse_integration::process::wait_until(
@@ -88,7 +101,7 @@ fn wait_for_stat(envoy: &Envoy, name: &str, at_least: u64) {
 }
 
 #[test]
-fn ecds_rollout_applies_new_versions_and_rejects_a_corrupt_module_while_serving() {
+fn ecds_rollout_under_pgbench_load_applies_new_versions_and_rejects_a_corrupt_module() {
     let dir = scratch_dir("it", "ecds-rollout").unwrap();
     let mut vars = configs::vars(&dir).unwrap();
     let postgres = Postgres::start(&dir.join("postgres"), &PgOptions::default()).unwrap();
@@ -109,10 +122,31 @@ fn ecds_rollout_applies_new_versions_and_rejects_a_corrupt_module_while_serving(
     let out = psql_through(port);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1", "{out:?}");
 
-    // A new version (new vm_id) is applied and new sessions run on it.
+    // A new version (new vm_id) is applied under load: sessions open during the
+    // rollout finish on the version they started with, sessions opened during
+    // and after it run on the new one, and no transaction fails.
+    let init =
+        std::process::Command::new(gatehouse_integration::tools::pg_client("pgbench").unwrap())
+            .args(["-i", "-q", "-s", "1", "-d"])
+            .arg(postgres.direct_url("postgres"))
+            .output()
+            .unwrap();
+    assert!(init.status.success(), "{init:?}");
+    let long_lived = pgbench_through(port, &["-S", "-c", "2", "-j", "2", "-T", "6"]);
+    let reconnecting = pgbench_through(port, &["-S", "-C", "-c", "1", "-T", "6"]);
+    std::thread::sleep(std::time::Duration::from_secs(2));
     vars.insert("ECDS_VERSION", "v2".to_string());
     configs::write_ecds_resources(&vars).unwrap();
     wait_for_stat(&envoy, reload, 2);
+    for (what, run) in [("long-lived", long_lived), ("reconnecting", reconnecting)] {
+        let out = run.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{what} pgbench failed: {out:?}");
+        assert!(
+            text.contains("number of failed transactions: 0"),
+            "{what}: {text}"
+        );
+    }
     let out = psql_through(port);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1", "{out:?}");
 

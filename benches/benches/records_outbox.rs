@@ -1,5 +1,6 @@
-//! The audit service's outbox: offering a record, sending it and marking it
-//! delivered, per record, with the default window.
+//! The audit service's outbox, per 1 000 records: offering them, sending them
+//! and marking them delivered, one record per send (`max_batch_records: 1`)
+//! and in the default batches.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use gatehouse_core::delivery::{DeliveryConfig, Outbox};
@@ -12,18 +13,30 @@ fn outbox_round_trip(c: &mut Criterion) {
     );
     let mut group = c.benchmark_group("records_outbox");
     group.throughput(Throughput::Elements(1_000));
-    group.bench_function("offer_send_deliver_1000", |b| {
-        let mut outbox = Outbox::new(DeliveryConfig::default());
-        b.iter(|| {
-            for i in 0..1_000u64 {
-                let _ = outbox.offer(line.clone(), i);
-                while let Some((ticket, sent)) = outbox.next_send(i) {
-                    black_box(sent.len());
-                    outbox.delivered(ticket, i);
+    let configs = [
+        (
+            "one_per_send",
+            DeliveryConfig {
+                max_batch_records: 1,
+                ..DeliveryConfig::default()
+            },
+        ),
+        ("batched", DeliveryConfig::default()),
+    ];
+    for (name, config) in configs {
+        group.bench_function(format!("offer_send_deliver_1000_{name}"), |b| {
+            let mut outbox = Outbox::new(config.clone());
+            b.iter(|| {
+                for i in 0..1_000u64 {
+                    let _ = outbox.offer(line.clone(), i);
                 }
-            }
+                while let Some(batch) = outbox.next_send(1_000) {
+                    black_box(batch.body.len());
+                    outbox.delivered(batch.ticket, 1_000);
+                }
+            });
         });
-    });
+    }
     group.finish();
 }
 

@@ -1,5 +1,7 @@
 //! Shared helpers for benchmarks.
 
+pub mod pgbench;
+
 use gatehouse_core::record::Record;
 use gatehouse_postgres::Session;
 use std::hint::black_box;

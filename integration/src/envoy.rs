@@ -14,6 +14,44 @@ pub fn default_audit_config() -> serde_json::Value {
     serde_json::json!({"role": "service", "cluster": "gatehouse_records"})
 }
 
+/// YAML of a listener (for [`crate::StackOptions::extra_listeners`]) running
+/// the test-only record producer module: `GET /produce?session=S&count=N&pad=P`
+/// on listener `test_record_producer` emits N numbered records through
+/// `gatehouse_host::records::emit`, as the filters do.
+pub fn record_producer_listener() -> Result<String> {
+    let module = crate::tools::filter_modules()?.record_producer();
+    Ok(format!(
+        r#"  - name: test_record_producer
+    address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: test_record_producer
+          route_config:
+            virtual_hosts:
+            - name: produce
+              domains: ["*"]
+              routes: [{{match: {{prefix: "/"}}, direct_response: {{status: 404}}}}]
+          http_filters:
+          - name: envoy.filters.http.wasm
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                name: test_record_producer
+                root_id: test_record_producer
+                vm_config:
+                  vm_id: test_record_producer
+                  runtime: envoy.wasm.runtime.v8
+                  code: {{local: {{filename: "{}"}}}}
+          - name: envoy.filters.http.router
+            typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
+"#,
+        module.display()
+    ))
+}
+
 /// Values for the record path's placeholders (`AUDIT_WASM`, `AUDIT_CONFIG`,
 /// `RECORDS_PORT`) that `vars` leaves out: the built audit module, the default
 /// service configuration and a free loopback port.

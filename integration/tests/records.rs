@@ -1,51 +1,16 @@
 //! The record path with real Envoy: producers enqueue records on the audit
-//! service's queue, the service delivers each one to the record listener, and
-//! the access log holds one JSON line per record.
+//! service's queue, the service delivers them in batches to the record
+//! listener, and the access log holds one JSON line per record.
 //!
 //! A test-only producer module (integration/record-producer) emits numbered
 //! records through `gatehouse_host::records::emit`, the same call the filters use.
 
-use gatehouse_integration::envoy::http_get;
+use gatehouse_integration::envoy::{self, http_get};
 use gatehouse_integration::stack::{Stack, StackOptions};
-use gatehouse_integration::tools;
 use serde_json::{Value, json};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
-
-fn producer_listener() -> String {
-    let module = tools::filter_modules().unwrap().record_producer();
-    format!(
-        r#"  - name: test_record_producer
-    address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: test_record_producer
-          route_config:
-            virtual_hosts:
-            - name: produce
-              domains: ["*"]
-              routes: [{{match: {{prefix: "/"}}, direct_response: {{status: 404}}}}]
-          http_filters:
-          - name: envoy.filters.http.wasm
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
-              config:
-                name: test_record_producer
-                root_id: test_record_producer
-                vm_config:
-                  vm_id: test_record_producer
-                  runtime: envoy.wasm.runtime.v8
-                  code: {{local: {{filename: "{}"}}}}
-          - name: envoy.filters.http.router
-            typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
-"#,
-        module.display()
-    )
-}
 
 fn start(name: &str, audit_service: Option<Value>) -> (Stack, String) {
     let stack = Stack::start(
@@ -53,7 +18,7 @@ fn start(name: &str, audit_service: Option<Value>) -> (Stack, String) {
         name,
         StackOptions {
             audit_service,
-            extra_listeners: Some(producer_listener()),
+            extra_listeners: Some(envoy::record_producer_listener().unwrap()),
             ..StackOptions::default()
         },
     )
@@ -108,6 +73,24 @@ fn admin_post(stack: &Stack, path: &str) {
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
 }
 
+fn set_drill_abort_percent(stack: &Stack, percent: u32) {
+    admin_post(
+        stack,
+        &format!("/runtime_modify?gatehouse.records.drill_abort_percent={percent}"),
+    );
+}
+
+/// Raw access-log lines of the producer's records for `session`.
+fn raw_lines(stack: &Stack, session: &str) -> Vec<String> {
+    let needle = format!(r#""session":"{session}""#);
+    std::fs::read_to_string(&stack.access_log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(&needle))
+        .map(str::to_string)
+        .collect()
+}
+
 #[test]
 fn a_thousand_records_arrive_as_a_thousand_lines_in_order() {
     let (stack, producer) = start("records-order", None);
@@ -120,12 +103,31 @@ fn a_thousand_records_arrive_as_a_thousand_lines_in_order() {
 }
 
 #[test]
-fn records_held_while_the_sink_fails_all_arrive_after_it_recovers() {
-    let (stack, producer) = start("records-stall", None);
-    admin_post(
-        &stack,
-        "/runtime_modify?gatehouse.records.drill_abort_percent=100",
+fn a_batch_is_written_as_one_line_per_record() {
+    let (stack, producer) = start("records-batch", None);
+    // One producer callback enqueues them all: they leave in a few batches.
+    produce(&producer, "batch", 2000);
+    let seen = wait_for_records(&stack, "batch", 2000);
+    assert_eq!(seen, (1..=2000).collect::<Vec<_>>());
+    let batches = stat(&stack, "wasmcustom.gatehouse_records_batches");
+    assert!(
+        (2..=1000).contains(&batches),
+        "2000 records went in {batches} batches"
     );
+    // Each line is exactly one record object, as the producer made it.
+    let lines = raw_lines(&stack, "batch");
+    assert_eq!(lines.len(), 2000);
+    for (i, line) in lines.iter().enumerate() {
+        let record: Value = serde_json::from_str(line).unwrap();
+        assert_eq!(record["sequence"], i as u64 + 1, "{line}");
+        assert_eq!(record["pad"].as_str().map(str::len), Some(100));
+    }
+}
+
+#[test]
+fn records_held_while_the_sink_fails_all_arrive_in_order_after_it_recovers() {
+    let (stack, producer) = start("records-stall", None);
+    set_drill_abort_percent(&stack, 100);
     produce(&producer, "stall", 300);
     let deadline = Instant::now() + Duration::from_secs(20);
     while stat(&stack, "wasmcustom.gatehouse_records_retried") < 3 {
@@ -136,14 +138,41 @@ fn records_held_while_the_sink_fails_all_arrive_after_it_recovers() {
         test_records(&stack, "stall").is_empty(),
         "nothing is logged while the sink fails"
     );
-    admin_post(
-        &stack,
-        "/runtime_modify?gatehouse.records.drill_abort_percent=0",
+    set_drill_abort_percent(&stack, 0);
+    let seen = wait_for_records(&stack, "stall", 300);
+    assert_eq!(
+        seen,
+        (1..=300).collect::<Vec<_>>(),
+        "every record, once, in order"
     );
-    let mut seen = wait_for_records(&stack, "stall", 300);
-    seen.sort_unstable();
-    assert_eq!(seen, (1..=300).collect::<Vec<_>>(), "every record, once");
     assert_eq!(stat(&stack, "wasmcustom.gatehouse_records_dropped"), 0);
+}
+
+#[test]
+fn with_a_flaky_sink_every_record_arrives_once_and_in_order() {
+    let (stack, producer) = start("records-flaky", None);
+    set_drill_abort_percent(&stack, 50);
+    for part in 0..10 {
+        // Several requests, so batches form while others are failing.
+        let (code, _) = http_get(
+            &producer,
+            &format!("/produce?session=flaky{part}&count=100&pad=10"),
+        )
+        .unwrap();
+        assert_eq!(code, 200);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while stat(&stack, "wasmcustom.gatehouse_records_retried") == 0 {
+        assert!(Instant::now() < deadline, "no delivery failed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    set_drill_abort_percent(&stack, 0);
+    for part in 0..10 {
+        let seen = wait_for_records(&stack, &format!("flaky{part}"), 100);
+        assert_eq!(seen, (1..=100).collect::<Vec<_>>(), "session flaky{part}");
+    }
+    assert_eq!(stat(&stack, "wasmcustom.gatehouse_records_dropped"), 0);
+    assert_eq!(stat(&stack, "wasmcustom.gatehouse_records_delivered"), 1000);
 }
 
 #[test]
@@ -152,24 +181,28 @@ fn a_burst_over_the_bound_is_counted_and_recorded() {
         "records-burst",
         Some(json!({"role": "service", "cluster": "gatehouse_records", "max_buffer": 100})),
     );
-    // One producer callback enqueues all of them before the service drains any.
+    // With the sink failing nothing leaves the buffer: exactly the first 100
+    // are held and the newest 2900 dropped.
+    set_drill_abort_percent(&stack, 100);
     produce(&producer, "burst", 3000);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while stat(&stack, "wasmcustom.gatehouse_records_dropped") < 2900 {
+        assert!(Instant::now() < deadline, "drops were not counted");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    set_drill_abort_percent(&stack, 0);
     let notice = stack
         .wait_for_record("a records_dropped notice", |r| {
             r["type"] == "gatehouse.records_dropped"
         })
         .unwrap();
-    let dropped_in_notice = notice["dropped"].as_u64().unwrap();
-    assert!(dropped_in_notice > 0);
+    assert_eq!(notice["dropped"], 2900);
     assert_eq!(notice["schema"], 1);
-    let dropped = stat(&stack, "wasmcustom.gatehouse_records_dropped");
-    assert_eq!(dropped, dropped_in_notice);
-    let delivered = wait_for_records(&stack, "burst", (3000 - dropped) as usize);
+    assert_eq!(stat(&stack, "wasmcustom.gatehouse_records_dropped"), 2900);
+    let delivered = wait_for_records(&stack, "burst", 100);
     assert_eq!(
-        delivered.len() as u64 + dropped,
-        3000,
-        "each record is either logged or counted"
+        delivered,
+        (1..=100).collect::<Vec<_>>(),
+        "the oldest are kept, in order"
     );
-    // Drops take the newest; what arrived is still in order.
-    assert!(delivered.windows(2).all(|w| w[0] < w[1]), "{delivered:?}");
 }

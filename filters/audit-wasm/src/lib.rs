@@ -4,16 +4,20 @@
 //! - `service` — a singleton Wasm service (bootstrap extension `envoy.bootstrap.wasm`,
 //!   `singleton: true`, vm_id [`gatehouse_host::records::AUDIT_VM_ID`]). It owns the shared queue
 //!   [`RECORD_QUEUE`] the filters emit records on, drains it into a bounded
-//!   [`Outbox`], and POSTs each record, one per request, to the record listener.
-//!   Failed sends are retried in order with backoff; overflow is counted and
-//!   reported by a `gatehouse.records_dropped` record.
-//! - `sink` — the HTTP filter on that listener. It puts the request body (one
-//!   record) into filter state `wasm.gatehouse_record` and answers 204, so the
-//!   listener's access log writes the record as one line with
-//!   `%FILTER_STATE(wasm.gatehouse_record:PLAIN)%`. Any Envoy access logger works.
+//!   [`Outbox`], and POSTs the records in batches (NDJSON, one record per line,
+//!   one batch in flight) to the record listener. Failed batches are retried in
+//!   order with backoff; overflow is counted and reported by a
+//!   `gatehouse.records_dropped` record.
+//! - `sink` — the HTTP filter on that listener. It checks that every line of the
+//!   request body is one record, puts the body (records joined by `\n`) into
+//!   filter state `wasm.gatehouse_record` and answers 204, so the listener's
+//!   access log, `%FILTER_STATE(wasm.gatehouse_record:PLAIN)%\n`, writes each
+//!   record of the batch as its own line. Loggers that take each entry as one
+//!   event (OpenTelemetry, gRPC) see one event per batch unless the service
+//!   sends one record per batch (`max_batch_records: 1`).
 //!
 //! Counters (`wasmcustom.…`): `gatehouse_records_accepted`, `_delivered`,
-//! `_dropped`, `_retried`; gauge `gatehouse_records_buffered`.
+//! `_dropped`, `_retried`, `_batches` (sends); gauge `gatehouse_records_buffered`.
 
 use gatehouse_core::delivery::{DeliveryConfig, DeliveryTotals, Outbox, Ticket};
 use gatehouse_host as host;
@@ -42,11 +46,20 @@ pub enum AuditConfig {
     /// The singleton delivery service.
     Service(ServiceConfig),
     /// The record listener's HTTP filter.
-    Sink {
-        /// Largest record body accepted, in bytes.
-        #[serde(default = "default_max_record_bytes")]
-        max_record_bytes: usize,
-    },
+    Sink(SinkConfig),
+}
+
+/// Settings of the record listener's filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkConfig {
+    /// Largest record (one line of a batch) accepted, in bytes.
+    #[serde(default = "default_max_record_bytes")]
+    pub max_record_bytes: usize,
+    /// Largest batch body accepted, in bytes. The listener's
+    /// `per_connection_buffer_limit_bytes` must be at least this.
+    #[serde(default = "default_sink_max_batch_bytes")]
+    pub max_batch_bytes: usize,
 }
 
 /// Settings of the delivery service.
@@ -65,9 +78,16 @@ pub struct ServiceConfig {
     /// Records held at most before the newest are dropped.
     #[serde(default = "default_max_buffer")]
     pub max_buffer: usize,
-    /// Records sent and not yet answered, at most.
+    /// Batches sent and not yet answered, at most. More than one may reorder
+    /// records when a batch fails while a later one succeeds.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
+    /// Records per batch, at most (1: one request and one access-log entry per record).
+    #[serde(default = "default_max_batch_records")]
+    pub max_batch_records: usize,
+    /// Bytes per batch body, at most (a larger record goes alone).
+    #[serde(default = "default_max_batch_bytes")]
+    pub max_batch_bytes: usize,
     #[serde(default = "default_max_record_bytes")]
     pub max_record_bytes: usize,
     /// Per-send timeout.
@@ -97,6 +117,16 @@ fn default_max_buffer() -> usize {
 fn default_max_in_flight() -> usize {
     DeliveryConfig::default().max_in_flight
 }
+fn default_max_batch_records() -> usize {
+    DeliveryConfig::default().max_batch_records
+}
+fn default_max_batch_bytes() -> usize {
+    DeliveryConfig::default().max_batch_bytes
+}
+/// Room for the service's default batch or its largest record, with slack.
+fn default_sink_max_batch_bytes() -> usize {
+    4 << 20
+}
 fn default_max_record_bytes() -> usize {
     DeliveryConfig::default().max_record_bytes
 }
@@ -121,8 +151,14 @@ impl AuditConfig {
             if s.cluster.is_empty() {
                 return Err("service: cluster must not be empty".into());
             }
-            if s.max_buffer == 0 || s.max_in_flight == 0 {
-                return Err("service: max_buffer and max_in_flight must be at least 1".into());
+            if s.max_buffer == 0
+                || s.max_in_flight == 0
+                || s.max_batch_records == 0
+                || s.max_batch_bytes == 0
+            {
+                return Err("service: max_buffer, max_in_flight, max_batch_records and \
+                     max_batch_bytes must be at least 1"
+                    .into());
             }
         }
         Ok(config)
@@ -134,6 +170,8 @@ impl ServiceConfig {
         DeliveryConfig {
             max_buffer: self.max_buffer,
             max_in_flight: self.max_in_flight,
+            max_batch_records: self.max_batch_records,
+            max_batch_bytes: self.max_batch_bytes,
             max_record_bytes: self.max_record_bytes,
             initial_backoff_us: self.initial_backoff_ms.saturating_mul(1_000),
             max_backoff_us: self.max_backoff_ms.saturating_mul(1_000),
@@ -162,15 +200,26 @@ pub fn classify(status: Option<&str>) -> SendOutcome {
     }
 }
 
-/// Why the sink refuses a body, if it does.
-pub fn check_record_body(body: &[u8], max_bytes: usize) -> Result<(), &'static str> {
-    if body.len() > max_bytes {
-        return Err("record too large");
+/// The records of a batch body: its lines without the final newline, if any.
+/// Counts them, or says why the sink refuses the body: every line must look
+/// like one JSON object (`{` … `}`) of at most `max_record_bytes`, so each
+/// becomes exactly one access-log line.
+pub fn check_batch_body(body: &[u8], config: &SinkConfig) -> Result<usize, &'static str> {
+    if body.len() > config.max_batch_bytes {
+        return Err("batch too large");
     }
-    match (body.first(), body.last()) {
-        (Some(b'{'), Some(b'}')) if !body.contains(&b'\n') => Ok(()),
-        _ => Err("not a one-line JSON object"),
+    let records = body.strip_suffix(b"\n").unwrap_or(body);
+    let mut count = 0;
+    for line in records.split(|b| *b == b'\n') {
+        if line.len() > config.max_record_bytes {
+            return Err("record too large");
+        }
+        match (line.first(), line.last()) {
+            (Some(b'{'), Some(b'}')) => count += 1,
+            _ => return Err("a line is not one JSON object"),
+        }
     }
+    Ok(count)
 }
 
 #[derive(Default)]
@@ -195,6 +244,7 @@ struct ServiceMetrics {
     delivered: Option<u32>,
     dropped: Option<u32>,
     retried: Option<u32>,
+    batches: Option<u32>,
     buffered: Option<u32>,
 }
 
@@ -206,6 +256,7 @@ impl ServiceMetrics {
             delivered: counter("gatehouse_records_delivered"),
             dropped: counter("gatehouse_records_dropped"),
             retried: counter("gatehouse_records_retried"),
+            batches: counter("gatehouse_records_batches"),
             buffered: host::define_metric(host::MetricType::Gauge, "gatehouse_records_buffered")
                 .ok(),
         }
@@ -231,10 +282,7 @@ impl AuditRoot {
             return;
         };
         let now = now_us();
-        let mut sends = Vec::new();
-        while let Some((ticket, line)) = service.outbox.next_send(now) {
-            sends.push((ticket, line.as_bytes().to_vec()));
-        }
+        let sends: Vec<_> = std::iter::from_fn(|| service.outbox.next_send(now)).collect();
         let mut dispatched = Vec::with_capacity(sends.len());
         let mut failed = Vec::new();
         if let Some(service) = self.service.as_ref() {
@@ -243,22 +291,22 @@ impl AuditRoot {
                 (":method", "POST"),
                 (":path", config.path.as_str()),
                 (":authority", config.authority.as_str()),
-                ("content-type", "application/json"),
+                ("content-type", "application/x-ndjson"),
             ];
             let timeout = Duration::from_millis(config.timeout_ms);
-            for (ticket, body) in sends {
+            for batch in sends {
                 // The SDK maps every status Envoy's http_call returns (Ok,
                 // BadArgument, InternalFailure) and must see the call to route
                 // its response back, so this one goes through the SDK.
                 match self.dispatch_http_call(
                     &config.cluster,
                     headers.clone(),
-                    Some(&body),
+                    Some(batch.body.as_bytes()),
                     vec![],
                     timeout,
                 ) {
-                    Ok(token) => dispatched.push((token, ticket)),
-                    Err(_) => failed.push(ticket),
+                    Ok(token) => dispatched.push((token, batch.ticket)),
+                    Err(_) => failed.push(batch.ticket),
                 }
             }
         }
@@ -276,26 +324,37 @@ impl Service {
     fn sync_metrics(&mut self) {
         let t = self.outbox.totals();
         let r = self.reported;
+        if t == r {
+            return;
+        }
         add(self.metrics.accepted, r.accepted, t.accepted);
         add(self.metrics.delivered, r.delivered, t.delivered);
         add(self.metrics.dropped, r.dropped, t.dropped);
         add(self.metrics.retried, r.retried, t.retried);
+        add(self.metrics.batches, r.batches, t.batches);
         if let Some(id) = self.metrics.buffered {
             let _ = host::record_metric(id, self.outbox.held() as u64);
         }
         self.reported = t;
     }
 
-    fn drain(&mut self) {
+    /// Moves everything on the queue into the outbox; returns how many messages it took.
+    fn drain(&mut self) -> usize {
+        // Envoy signals every enqueue separately; the first signal takes them all
+        // and the rest find the queue empty.
+        let mut taken = 0;
         let now = now_us();
         while let Ok(Some(bytes)) = host::records::dequeue_shared_queue(self.queue_id) {
-            let mut line = String::from_utf8_lossy(&bytes).into_owned();
+            taken += 1;
+            let mut line = String::from_utf8(bytes)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
             while line.ends_with('\n') {
                 line.pop();
             }
             // Refusals are counted by the outbox and reported by its notice.
             let _ = self.outbox.offer(line, now);
         }
+        taken
     }
 }
 
@@ -313,7 +372,10 @@ impl Context for AuditRoot {
                 SendOutcome::Rejected => {
                     host::log(
                         LogLevel::Warn,
-                        &format!("record sink refused a record (status {status:?}); dropped"),
+                        &format!(
+                            "record sink refused a batch (status {status:?}); a batch of \
+                             several is resent one record at a time, a single record is dropped"
+                        ),
                     );
                     service.outbox.rejected(ticket, now);
                 }
@@ -370,10 +432,10 @@ impl RootContext for AuditRoot {
     fn on_queue_ready(&mut self, queue_id: u32) {
         if let Some(service) = self.service.as_mut()
             && service.queue_id == queue_id
+            && service.drain() > 0
         {
-            service.drain();
+            self.pump();
         }
-        self.pump();
     }
 
     fn on_tick(&mut self) {
@@ -382,24 +444,22 @@ impl RootContext for AuditRoot {
 
     fn get_type(&self) -> Option<ContextType> {
         match self.role {
-            Some(AuditConfig::Sink { .. }) => Some(ContextType::HttpContext),
+            Some(AuditConfig::Sink(_)) => Some(ContextType::HttpContext),
             _ => None,
         }
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         match self.role {
-            Some(AuditConfig::Sink { max_record_bytes }) => {
-                Some(Box::new(RecordSinkRequest { max_record_bytes }))
-            }
+            Some(AuditConfig::Sink(config)) => Some(Box::new(RecordSinkRequest { config })),
             _ => None,
         }
     }
 }
 
-/// One record arriving at the record listener.
+/// One batch of records arriving at the record listener.
 struct RecordSinkRequest {
-    max_record_bytes: usize,
+    config: SinkConfig,
 }
 
 impl RecordSinkRequest {
@@ -423,7 +483,7 @@ impl HttpContext for RecordSinkRequest {
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         if !end_of_stream {
-            if body_size > self.max_record_bytes {
+            if body_size > self.config.max_batch_bytes {
                 return Self::answer(413);
             }
             return Action::Pause;
@@ -433,11 +493,13 @@ impl HttpContext for RecordSinkRequest {
             Ok(None) => Vec::new(),
             Err(_) => return Self::answer(500),
         };
-        if let Err(why) = check_record_body(&body, self.max_record_bytes) {
+        if let Err(why) = check_batch_body(&body, &self.config) {
             host::log(LogLevel::Warn, &format!("record sink: {why}"));
             return Self::answer(400);
         }
-        match host::set_property(&[RECORD_PROPERTY], &body) {
+        // The log format adds the last line's newline.
+        let records = body.strip_suffix(b"\n").unwrap_or(&body);
+        match host::set_property(&[RECORD_PROPERTY], records) {
             Ok(()) => Self::answer(204),
             Err(_) => Self::answer(500),
         }
@@ -456,16 +518,27 @@ mod tests {
             panic!("service expected")
         };
         assert_eq!(s.queue, RECORD_QUEUE);
-        assert_eq!(s.max_in_flight, 64);
+        assert_eq!(
+            s.max_in_flight, 1,
+            "one batch in flight keeps records in order"
+        );
+        assert_eq!(s.max_batch_records, 1_000);
+        assert_eq!(s.delivery().max_batch_bytes, 256 << 10);
         assert!(AuditConfig::parse(br#"{"role":"service","cluster":"c","typo":1}"#).is_err());
         assert!(AuditConfig::parse(br#"{"role":"service","cluster":""}"#).is_err());
         assert!(AuditConfig::parse(br#"{"role":"service","cluster":"c","max_buffer":0}"#).is_err());
+        assert!(
+            AuditConfig::parse(br#"{"role":"service","cluster":"c","max_batch_records":0}"#)
+                .is_err()
+        );
         assert_eq!(
             AuditConfig::parse(br#"{"role":"sink"}"#).unwrap(),
-            AuditConfig::Sink {
-                max_record_bytes: 1 << 20
-            }
+            AuditConfig::Sink(SinkConfig {
+                max_record_bytes: 1 << 20,
+                max_batch_bytes: 4 << 20,
+            })
         );
+        assert!(AuditConfig::parse(br#"{"role":"sink","max_batch":1}"#).is_err());
     }
 
     #[test]
@@ -480,12 +553,45 @@ mod tests {
     }
 
     #[test]
-    fn the_sink_takes_only_one_line_json_objects_within_the_limit() {
-        assert!(check_record_body(br#"{"a":1}"#, 100).is_ok());
-        assert!(check_record_body(b"{\"a\":\n1}", 100).is_err());
-        assert!(check_record_body(b"", 100).is_err());
-        assert!(check_record_body(b"[1]", 100).is_err());
-        assert!(check_record_body(br#"{"a":1}"#, 3).is_err());
+    fn the_sink_counts_the_records_of_a_batch_one_per_line() {
+        let config = SinkConfig {
+            max_record_bytes: 100,
+            max_batch_bytes: 1_000,
+        };
+        assert_eq!(check_batch_body(br#"{"a":1}"#, &config), Ok(1));
+        assert_eq!(
+            check_batch_body(b"{\"a\":1}\n{\"b\":2}\n{}", &config),
+            Ok(3)
+        );
+        assert_eq!(
+            check_batch_body(b"{\"a\":1}\n{\"b\":2}\n", &config),
+            Ok(2),
+            "a final newline is allowed"
+        );
+    }
+
+    #[test]
+    fn the_sink_refuses_a_batch_with_any_line_that_is_not_one_record() {
+        let config = SinkConfig {
+            max_record_bytes: 10,
+            max_batch_bytes: 30,
+        };
+        for bad in [
+            &b""[..],
+            b"\n",
+            b"[1]",
+            b"{\"a\":\n1}",
+            b"{}\n\n{}",
+            b"{}\r\n{}",
+            b"{\"a\":\"12345678\"}",
+            b"{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}",
+        ] {
+            assert!(
+                check_batch_body(bad, &config).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 
     #[test]

@@ -3,19 +3,30 @@
 //! Producers hand over records as finished JSON lines. The [`Outbox`] holds them
 //! until the sink has accepted each one, and decides what to send next:
 //!
+//! - **Batches.** A send carries up to [`DeliveryConfig::max_batch_records`]
+//!   records and [`DeliveryConfig::max_batch_bytes`] bytes (a larger record goes
+//!   alone) as NDJSON: the records in order, joined by `\n`. The sink writes each
+//!   record of a batch as its own line. Batches form by themselves: whatever
+//!   arrived while the previous send was in flight goes in the next one, so a
+//!   quiet gateway sends each record at once and a busy one sends few large
+//!   batches.
 //! - **Bounded.** At most [`DeliveryConfig::max_buffer`] records are held (queued,
 //!   awaiting retry, or in flight). Past the bound the *newest* record is dropped
 //!   and counted; once space frees, a `gatehouse.records_dropped` record with the
 //!   count is queued like any other record, so the loss is itself in the log.
-//! - **In order, with a window.** Up to [`DeliveryConfig::max_in_flight`] records
-//!   are in flight at once, oldest first. A record whose delivery failed goes back
-//!   ahead of everything not yet sent, in its original order.
+//! - **In order, with a window.** Up to [`DeliveryConfig::max_in_flight`] batches
+//!   are in flight at once, oldest records first. Records of a failed batch go
+//!   back ahead of everything not yet sent, in their original order. With one
+//!   batch in flight (the default) records reach the sink in exactly the order
+//!   they were offered, failures included.
 //! - **Backoff.** After a failure nothing is sent until the backoff expires (doubling
 //!   from [`DeliveryConfig::initial_backoff_us`] up to
-//!   [`DeliveryConfig::max_backoff_us`]); then one record probes the sink, and the
+//!   [`DeliveryConfig::max_backoff_us`]); then one batch probes the sink, and the
 //!   full window resumes after a success.
-//! - **Permanent rejections** (the sink says the record itself is bad) are dropped
-//!   and counted, not retried forever.
+//! - **Permanent rejections** (the sink says the batch itself is bad): a batch of
+//!   several records is split and its records are sent again one at a time, so
+//!   only a record the sink refuses on its own is dropped and counted, never
+//!   retried forever.
 //!
 //! Sans-IO: the caller passes the current time (unix microseconds) and performs
 //! the sends.
@@ -32,8 +43,12 @@ pub const DROPPED_RECORD_TYPE: &str = "gatehouse.records_dropped";
 pub struct DeliveryConfig {
     /// Records held at most (queued + awaiting retry + in flight).
     pub max_buffer: usize,
-    /// Records sent and not yet answered, at most.
+    /// Batches sent and not yet answered, at most.
     pub max_in_flight: usize,
+    /// Records per batch, at most.
+    pub max_batch_records: usize,
+    /// Bytes of a batch body, at most, unless one record alone is larger.
+    pub max_batch_bytes: usize,
     /// Largest record accepted, in bytes.
     pub max_record_bytes: usize,
     /// First backoff after a failure.
@@ -48,7 +63,9 @@ impl Default for DeliveryConfig {
     fn default() -> Self {
         Self {
             max_buffer: 100_000,
-            max_in_flight: 64,
+            max_in_flight: 1,
+            max_batch_records: 1_000,
+            max_batch_bytes: 256 << 10,
             max_record_bytes: 1 << 20,
             initial_backoff_us: 100_000,
             max_backoff_us: 5_000_000,
@@ -72,6 +89,17 @@ pub enum Refusal {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Ticket(u64);
 
+/// One send: a batch of records as an NDJSON body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    /// Reports the outcome of this send.
+    pub ticket: Ticket,
+    /// Records in the batch.
+    pub records: usize,
+    /// The records in order, joined by `\n` (no trailing newline).
+    pub body: String,
+}
+
 /// Running totals, for the service's counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DeliveryTotals {
@@ -81,8 +109,10 @@ pub struct DeliveryTotals {
     pub delivered: u64,
     /// Records dropped: over the bound, oversized, malformed or rejected by the sink.
     pub dropped: u64,
-    /// Failed sends that were queued again.
+    /// Records of failed sends that were queued again.
     pub retried: u64,
+    /// Batches sent (each record counts once per send).
+    pub batches: u64,
 }
 
 /// Records dropped since the last notice.
@@ -105,16 +135,22 @@ struct DropNotice<'a> {
     last_drop_time: Timestamp,
 }
 
+/// A record with its place in the offer order.
+type Entry = (u64, String);
+
 /// The service's records between producers and the sink. See the module docs.
 #[derive(Debug)]
 pub struct Outbox {
     config: DeliveryConfig,
-    /// Never sent, oldest first: (ordinal, line).
-    queued: VecDeque<(u64, String)>,
-    /// Failed sends, by ordinal; sent before `queued`.
+    /// Never sent, oldest first.
+    queued: VecDeque<Entry>,
+    /// Records of failed or split sends, by ordinal; sent before `queued`.
     retry: BTreeMap<u64, String>,
-    /// Sent, awaiting an answer: ticket -> (ordinal, line).
-    in_flight: BTreeMap<Ticket, (u64, String)>,
+    /// Records up to this ordinal go one per send (they came from a rejected batch).
+    alone_through: Option<u64>,
+    /// Sent, awaiting an answer: ticket -> the batch's records.
+    in_flight: BTreeMap<Ticket, Vec<Entry>>,
+    in_flight_records: usize,
     next_ordinal: u64,
     next_ticket: u64,
     /// No sends before this time (backoff).
@@ -130,11 +166,14 @@ impl Outbox {
     pub fn new(mut config: DeliveryConfig) -> Self {
         config.max_buffer = config.max_buffer.max(1);
         config.max_in_flight = config.max_in_flight.max(1);
+        config.max_batch_records = config.max_batch_records.max(1);
         Self {
             config,
             queued: VecDeque::new(),
             retry: BTreeMap::new(),
+            alone_through: None,
             in_flight: BTreeMap::new(),
+            in_flight_records: 0,
             next_ordinal: 0,
             next_ticket: 0,
             paused_until_us: 0,
@@ -146,10 +185,10 @@ impl Outbox {
 
     /// Records held: queued, awaiting retry and in flight.
     pub fn held(&self) -> usize {
-        self.queued.len() + self.retry.len() + self.in_flight.len()
+        self.queued.len() + self.retry.len() + self.in_flight_records
     }
 
-    /// Records sent and not yet answered.
+    /// Batches sent and not yet answered.
     pub fn in_flight(&self) -> usize {
         self.in_flight.len()
     }
@@ -186,14 +225,14 @@ impl Outbox {
         }
     }
 
-    /// The next record to send, if the window and backoff allow one now. The
+    /// The next batch to send, if the window and backoff allow one now. The
     /// caller sends it and reports the outcome with [`Outbox::delivered`],
     /// [`Outbox::failed`] or [`Outbox::rejected`].
-    pub fn next_send(&mut self, now_us: u64) -> Option<(Ticket, &str)> {
+    pub fn next_send(&mut self, now_us: u64) -> Option<Batch> {
         if now_us < self.paused_until_us {
             return None;
         }
-        // While the sink is failing, probe with one record at a time.
+        // While the sink is failing, probe with one batch at a time.
         let window = if self.backoff_us > 0 {
             1
         } else {
@@ -202,32 +241,62 @@ impl Outbox {
         if self.in_flight.len() >= window {
             return None;
         }
-        let (ordinal, line) = match self.retry.pop_first() {
-            Some(entry) => entry,
-            None => self.queued.pop_front()?,
-        };
+        let first = self.take_next()?;
+        let alone = self.alone_through.is_some_and(|last| first.0 <= last);
+        let mut bytes = first.1.len();
+        let mut records = vec![first];
+        while !alone && records.len() < self.config.max_batch_records {
+            let Some(len) = self.peek_next_len() else {
+                break;
+            };
+            if bytes + 1 + len > self.config.max_batch_bytes {
+                break;
+            }
+            let Some(next) = self.take_next() else {
+                break;
+            };
+            bytes += 1 + len;
+            records.push(next);
+        }
+        if self.retry.is_empty() {
+            self.alone_through = None;
+        }
+        let mut body = String::with_capacity(bytes);
+        for (i, (_, line)) in records.iter().enumerate() {
+            if i > 0 {
+                body.push('\n');
+            }
+            body.push_str(line);
+        }
         let ticket = Ticket(self.next_ticket);
         self.next_ticket += 1;
-        let (_, line) = self.in_flight.entry(ticket).or_insert((ordinal, line));
-        Some((ticket, line.as_str()))
+        self.totals.batches += 1;
+        self.in_flight_records += records.len();
+        let batch = Batch {
+            ticket,
+            records: records.len(),
+            body,
+        };
+        self.in_flight.insert(ticket, records);
+        Some(batch)
     }
 
-    /// The sink accepted the record.
+    /// The sink accepted every record of the batch.
     pub fn delivered(&mut self, ticket: Ticket, now_us: u64) {
-        if self.in_flight.remove(&ticket).is_some() {
-            self.totals.delivered += 1;
+        if let Some(records) = self.take_in_flight(ticket) {
+            self.totals.delivered += records.len() as u64;
             self.backoff_us = 0;
             self.paused_until_us = 0;
             self.queue_drop_notice(now_us);
         }
     }
 
-    /// The send failed (no answer, timeout, a retryable status): the record is
+    /// The send failed (no answer, timeout, a retryable status): its records are
     /// queued again ahead of newer ones and sending pauses for the backoff.
     pub fn failed(&mut self, ticket: Ticket, now_us: u64) {
-        if let Some((ordinal, line)) = self.in_flight.remove(&ticket) {
-            self.retry.insert(ordinal, line);
-            self.totals.retried += 1;
+        if let Some(records) = self.take_in_flight(ticket) {
+            self.totals.retried += records.len() as u64;
+            self.retry.extend(records);
             self.backoff_us = if self.backoff_us == 0 {
                 self.config.initial_backoff_us
             } else {
@@ -238,12 +307,44 @@ impl Outbox {
         }
     }
 
-    /// The sink refused the record itself (it would never accept it): drop and count it.
+    /// The sink refused the batch itself (it would never accept it). A single
+    /// record is dropped and counted; the records of a larger batch are sent
+    /// again one per send, so only those refused on their own are dropped.
     pub fn rejected(&mut self, ticket: Ticket, now_us: u64) {
-        // The notice waits for the next offer or delivery: queuing it here would
-        // let a sink that refuses everything refuse notices about notices forever.
-        if self.in_flight.remove(&ticket).is_some() {
+        let Some(records) = self.take_in_flight(ticket) else {
+            return;
+        };
+        if let [_single] = records.as_slice() {
+            // The notice waits for the next offer or delivery: queuing it here
+            // would let a sink that refuses everything refuse notices about
+            // notices forever.
             self.count_drop(now_us);
+            return;
+        }
+        if let Some((last, _)) = records.last() {
+            self.alone_through = Some(self.alone_through.map_or(*last, |a| a.max(*last)));
+        }
+        self.retry.extend(records);
+    }
+
+    fn take_in_flight(&mut self, ticket: Ticket) -> Option<Vec<Entry>> {
+        let records = self.in_flight.remove(&ticket)?;
+        self.in_flight_records = self.in_flight_records.saturating_sub(records.len());
+        Some(records)
+    }
+
+    /// Removes the oldest record waiting to be sent (retries first).
+    fn take_next(&mut self) -> Option<Entry> {
+        self.retry.pop_first().or_else(|| self.queued.pop_front())
+    }
+
+    /// Length of the record [`Outbox::take_next`] would return, if it may join
+    /// the current batch (records from a split batch never do).
+    fn peek_next_len(&self) -> Option<usize> {
+        match self.retry.first_key_value() {
+            Some((ordinal, _)) if self.alone_through.is_some_and(|last| *ordinal <= last) => None,
+            Some((_, line)) => Some(line.len()),
+            None => self.queued.front().map(|(_, line)| line.len()),
         }
     }
 
@@ -288,10 +389,12 @@ impl Outbox {
 mod tests {
     use super::*;
 
-    fn outbox(max_buffer: usize, max_in_flight: usize) -> Outbox {
+    fn outbox_with(max_buffer: usize, max_in_flight: usize, max_batch_records: usize) -> Outbox {
         Outbox::new(DeliveryConfig {
             max_buffer,
             max_in_flight,
+            max_batch_records,
+            max_batch_bytes: 1 << 10,
             max_record_bytes: 64,
             initial_backoff_us: 100,
             max_backoff_us: 1_000,
@@ -299,12 +402,21 @@ mod tests {
         })
     }
 
+    /// One record per send, as the window tests want.
+    fn outbox(max_buffer: usize, max_in_flight: usize) -> Outbox {
+        outbox_with(max_buffer, max_in_flight, 1)
+    }
+
     fn send_all(o: &mut Outbox, now: u64) -> Vec<(Ticket, String)> {
         let mut sent = Vec::new();
-        while let Some((t, l)) = o.next_send(now) {
-            sent.push((t, l.to_string()));
+        while let Some(batch) = o.next_send(now) {
+            sent.push((batch.ticket, batch.body));
         }
         sent
+    }
+
+    fn bodies(sent: &[(Ticket, String)]) -> Vec<&str> {
+        sent.iter().map(|s| s.1.as_str()).collect()
     }
 
     #[test]
@@ -314,14 +426,77 @@ mod tests {
             o.offer(format!("r{i}"), 0).unwrap();
         }
         let sent = send_all(&mut o, 0);
-        assert_eq!(
-            sent.iter().map(|s| s.1.as_str()).collect::<Vec<_>>(),
-            ["r0", "r1"]
-        );
+        assert_eq!(bodies(&sent), ["r0", "r1"]);
         o.delivered(sent[0].0, 0);
         let next = send_all(&mut o, 0);
         assert_eq!(next[0].1, "r2");
         assert_eq!(o.totals().delivered, 1);
+    }
+
+    #[test]
+    fn waiting_records_go_in_one_batch_joined_by_newlines() {
+        let mut o = outbox_with(100, 1, 1_000);
+        o.offer("r0".into(), 0).unwrap();
+        let first = o.next_send(0).unwrap();
+        assert_eq!((first.records, first.body.as_str()), (1, "r0"));
+        for i in 1..=3 {
+            o.offer(format!("r{i}"), 0).unwrap();
+        }
+        assert!(o.next_send(0).is_none(), "one batch in flight by default");
+        o.delivered(first.ticket, 0);
+        let second = o.next_send(0).unwrap();
+        assert_eq!((second.records, second.body.as_str()), (3, "r1\nr2\nr3"));
+        assert_eq!(o.held(), 3);
+        o.delivered(second.ticket, 0);
+        assert_eq!(o.totals().delivered, 4);
+        assert_eq!(o.totals().batches, 2);
+        assert_eq!(o.held(), 0);
+    }
+
+    #[test]
+    fn batches_stop_at_the_record_and_byte_limits_but_a_large_record_still_goes() {
+        let mut o = outbox_with(100, 10, 3);
+        for i in 0..7 {
+            o.offer(format!("r{i}"), 0).unwrap();
+        }
+        let sent = send_all(&mut o, 0);
+        assert_eq!(bodies(&sent), ["r0\nr1\nr2", "r3\nr4\nr5", "r6"]);
+
+        let mut o = Outbox::new(DeliveryConfig {
+            max_batch_bytes: 10,
+            ..DeliveryConfig::default()
+        });
+        for line in ["aaaa", "bbbb", "cccc", "a record over the batch size"] {
+            o.offer(line.into(), 0).unwrap();
+        }
+        let mut got = Vec::new();
+        while let Some(batch) = o.next_send(0) {
+            o.delivered(batch.ticket, 0);
+            got.push(batch.body);
+        }
+        // "aaaa\nbbbb" is 9 bytes; "cccc" would make it 14.
+        assert_eq!(got, ["aaaa\nbbbb", "cccc", "a record over the batch size"]);
+    }
+
+    #[test]
+    fn a_failed_batch_is_resent_whole_and_first_after_backoff() {
+        let mut o = outbox_with(100, 1, 1_000);
+        for i in 0..3 {
+            o.offer(format!("r{i}"), 0).unwrap();
+        }
+        let batch = o.next_send(0).unwrap();
+        o.offer("r3".into(), 5).unwrap();
+        o.failed(batch.ticket, 10);
+        assert_eq!(o.totals().retried, 3);
+        assert_eq!(o.held(), 4, "nothing lost");
+        assert!(o.next_send(109).is_none(), "paused during backoff");
+        let again = o.next_send(110).unwrap();
+        assert_eq!(
+            again.body, "r0\nr1\nr2\nr3",
+            "the old records first, in order"
+        );
+        o.delivered(again.ticket, 120);
+        assert_eq!(o.totals().delivered, 4);
     }
 
     #[test]
@@ -343,10 +518,7 @@ mod tests {
         assert_eq!(probe[0].1, "r0");
         o.delivered(probe[0].0, 220);
         let rest = send_all(&mut o, 220);
-        assert_eq!(
-            rest.iter().map(|s| s.1.as_str()).collect::<Vec<_>>(),
-            ["r2", "r3"]
-        );
+        assert_eq!(bodies(&rest), ["r2", "r3"]);
         assert_eq!(o.totals().retried, 2);
     }
 
@@ -356,13 +528,13 @@ mod tests {
         o.offer("r".into(), 0).unwrap();
         let mut now = 0;
         for _ in 0..20 {
-            let (t, _) = loop {
-                if let Some((t, l)) = o.next_send(now) {
-                    break (t, l.to_string());
+            let ticket = loop {
+                if let Some(batch) = o.next_send(now) {
+                    break batch.ticket;
                 }
                 now += 1;
             };
-            o.failed(t, now);
+            o.failed(ticket, now);
         }
         assert_eq!(o.backoff_us, 1_000);
         assert_eq!(o.held(), 1, "nothing lost while failing");
@@ -391,6 +563,20 @@ mod tests {
     }
 
     #[test]
+    fn records_in_a_batch_count_against_the_bound_until_delivered() {
+        let mut o = outbox_with(3, 1, 1_000);
+        for i in 0..3 {
+            o.offer(format!("r{i}"), 0).unwrap();
+        }
+        let batch = o.next_send(0).unwrap();
+        assert_eq!(batch.records, 3);
+        assert_eq!(o.offer("r3".into(), 1), Err(Refusal::Full));
+        o.delivered(batch.ticket, 2);
+        assert_eq!(o.held(), 1, "the drop notice");
+        assert_eq!(o.totals().dropped, 1);
+    }
+
+    #[test]
     fn oversized_and_multiline_records_are_refused_and_counted() {
         let mut o = outbox(10, 1);
         assert_eq!(o.offer("x".repeat(65), 0), Err(Refusal::TooLarge));
@@ -407,8 +593,8 @@ mod tests {
     fn a_rejected_record_is_dropped_not_retried() {
         let mut o = outbox(10, 2);
         o.offer("bad".into(), 0).unwrap();
-        let (t, _) = o.next_send(0).unwrap();
-        o.rejected(t, 1);
+        let batch = o.next_send(0).unwrap();
+        o.rejected(batch.ticket, 1);
         assert_eq!(o.totals().dropped, 1);
         assert!(
             o.next_send(1).is_none(),
@@ -422,6 +608,36 @@ mod tests {
     }
 
     #[test]
+    fn a_rejected_batch_is_split_so_only_the_refused_record_is_dropped() {
+        let mut o = outbox_with(100, 1, 1_000);
+        for line in ["r0", "bad", "r2"] {
+            o.offer(line.into(), 0).unwrap();
+        }
+        let batch = o.next_send(0).unwrap();
+        o.offer("r3".into(), 0).unwrap();
+        o.rejected(batch.ticket, 1);
+        assert_eq!(o.totals().dropped, 0);
+        let mut logged = Vec::new();
+        while let Some(batch) = o.next_send(2) {
+            if batch.body.contains("bad") {
+                o.rejected(batch.ticket, 2);
+            } else {
+                o.delivered(batch.ticket, 2);
+                logged.push(batch.body);
+            }
+        }
+        // One at a time for the split batch, then batching again; the drop
+        // notice is queued when the delivery after the refusal frees room.
+        assert_eq!(logged.len(), 3, "{logged:?}");
+        assert_eq!(logged[..2], ["r0", "r2"]);
+        let (r3, notice) = logged[2].split_once('\n').unwrap();
+        assert_eq!(r3, "r3");
+        assert!(notice.contains(DROPPED_RECORD_TYPE), "{notice}");
+        assert_eq!(o.totals().dropped, 1);
+        assert_eq!(o.held(), 0);
+    }
+
+    #[test]
     fn unknown_tickets_are_ignored() {
         let mut o = outbox(10, 1);
         o.delivered(Ticket(99), 0);
@@ -431,8 +647,9 @@ mod tests {
         assert!(o.next_send(0).is_none());
     }
 
-    #[test]
-    fn every_accepted_record_is_delivered_exactly_once_under_random_failures() {
+    /// Runs 500 records through a flaky sink; returns the lines it accepted, in
+    /// the order it accepted them.
+    fn deliver_through_a_flaky_sink(max_in_flight: usize, max_batch_records: usize) -> Vec<String> {
         // A small deterministic generator stands in for a flaky sink.
         let mut state = 0x2545_f491_4f6c_dd1du64;
         let mut rand = move || {
@@ -441,29 +658,44 @@ mod tests {
             state ^= state << 17;
             state
         };
-        let mut o = outbox(1_000, 8);
-        for i in 0..500 {
-            o.offer(format!("r{i}"), 0).unwrap();
-        }
+        let mut o = outbox_with(1_000, max_in_flight, max_batch_records);
         let mut delivered = Vec::new();
         let mut now = 0;
-        while o.held() > 0 {
+        let mut offered = 0;
+        while offered < 500 || o.held() > 0 {
             now += 1_000;
-            let sent = send_all(&mut o, now);
-            for (t, line) in sent {
+            // Records keep arriving while earlier ones are in flight.
+            for _ in 0..rand() % 20 {
+                if offered < 500 {
+                    o.offer(format!("r{offered:03}"), now).unwrap();
+                    offered += 1;
+                }
+            }
+            for batch in std::iter::from_fn(|| o.next_send(now)).collect::<Vec<_>>() {
                 if rand() % 4 == 0 {
-                    o.failed(t, now);
+                    o.failed(batch.ticket, now);
                 } else {
-                    o.delivered(t, now);
-                    delivered.push(line);
+                    o.delivered(batch.ticket, now);
+                    delivered.extend(batch.body.split('\n').map(str::to_string));
                 }
             }
         }
-        let mut expected: Vec<String> = (0..500).map(|i| format!("r{i}")).collect();
-        let mut got = delivered.clone();
-        got.sort();
-        expected.sort();
-        assert_eq!(got, expected);
         assert_eq!(o.totals().delivered, 500);
+        delivered
+    }
+
+    #[test]
+    fn every_accepted_record_is_delivered_exactly_once_under_random_failures() {
+        let mut got = deliver_through_a_flaky_sink(8, 1);
+        let expected: Vec<String> = (0..500).map(|i| format!("r{i:03}")).collect();
+        got.sort();
+        assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn with_one_batch_in_flight_records_arrive_in_offer_order_despite_failures() {
+        let got = deliver_through_a_flaky_sink(1, 7);
+        let expected: Vec<String> = (0..500).map(|i| format!("r{i:03}")).collect();
+        assert_eq!(got, expected);
     }
 }

@@ -1,0 +1,137 @@
+//! What delivering records costs, end to end: `pgbench -S` through Envoy's
+//! tcp_proxy alone, through gatehouse's Postgres filter with no record service
+//! (records off: `envoy/postgres.yaml`), and through the whole gateway with
+//! every statement record delivered to the access log (records on:
+//! `envoy/gatehouse.yaml`), in one run; prints TPS, the on/off and
+//! on/tcp_proxy ratios and the records per second the path delivered. Then the
+//! record path alone: a test producer bursts records at it and the time until
+//! the last one is delivered gives the records per second it sustains.
+//!
+//! Needs the filter modules and the test record producer built (`cargo xtask
+//! build`, or `GATEHOUSE_WASM_DIR`), PostgreSQL, pgbench and Envoy. Run with
+//! `cargo bench -p gatehouse-benches --bench records_throughput`; knobs as in
+//! [`gatehouse_benches::pgbench`], plus `RECORDS_BENCH_BURST` (records the
+//! producer bursts, default 100000).
+
+use anyhow::{Result, bail};
+use gatehouse_benches::pgbench::{self, env_or};
+use gatehouse_integration::envoy::{self, Envoy, http_get};
+use gatehouse_integration::postgres::PgOptions;
+use gatehouse_integration::{Stack, StackOptions};
+use std::time::{Duration, Instant};
+
+const PRODUCED: &str = "wasmcustom.gatehouse_records_produced";
+const DELIVERED: &str = "wasmcustom.gatehouse_records_delivered";
+const DROPPED: &str = "wasmcustom.gatehouse_records_dropped";
+
+fn stat(envoy: &Envoy, name: &str) -> Result<u64> {
+    Ok(envoy.stat(name)?.unwrap_or(0))
+}
+
+/// Waits until every record produced so far is delivered or counted dropped;
+/// returns how long that took.
+fn settle(envoy: &Envoy) -> Result<Duration> {
+    let start = Instant::now();
+    loop {
+        let produced = stat(envoy, PRODUCED)?;
+        if stat(envoy, DELIVERED)? + stat(envoy, DROPPED)? >= produced {
+            return Ok(start.elapsed());
+        }
+        if start.elapsed() > Duration::from_secs(300) {
+            bail!("records still undelivered after 300 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn main() -> Result<()> {
+    if pgbench::skipped("records_throughput") {
+        return Ok(());
+    }
+    let stack = Stack::start(
+        "bench",
+        "records_throughput",
+        StackOptions {
+            postgres: PgOptions {
+                seed_demo: true,
+                log_statements: false,
+            },
+            extra_listeners: Some(envoy::record_producer_listener()?),
+            ..StackOptions::default()
+        },
+    )?;
+    pgbench::init(&stack)?;
+    let (_tcp_proxy, tcp_proxy_port) = pgbench::start_tcp_proxy_baseline(&stack)?;
+    let (_records_off, records_off_port) = pgbench::start_envoy(
+        &stack,
+        "records_off",
+        "postgres.yaml",
+        &[("PG_CONFIG", envoy::yaml_quote("{}"))],
+    )?;
+    let seconds: f64 = env_or("PG_BENCH_SECONDS", "10").parse()?;
+
+    println!("{}", pgbench::settings());
+    println!(
+        "{:<10} {:>10} {:>12} {:>11} {:>8} {:>13} {:>10} {:>9}",
+        "mode",
+        "tcp_proxy",
+        "records off",
+        "records on",
+        "on/off",
+        "on/tcp_proxy",
+        "records/s",
+        "lag ms"
+    );
+    for mode in ["simple", "prepared"] {
+        let tcp_proxy = pgbench::tps(tcp_proxy_port, mode)?;
+        let off = pgbench::tps(records_off_port, mode)?;
+        let delivered_before = stat(&stack.envoy, DELIVERED)?;
+        let on = pgbench::tps(stack.pg_port, mode)?;
+        let delivered_in_run = stat(&stack.envoy, DELIVERED)? - delivered_before;
+        let lag = settle(&stack.envoy)?;
+        println!(
+            "{mode:<10} {tcp_proxy:>10.0} {off:>12.0} {on:>11.0} {:>8.3} {:>13.3} {:>10.0} {:>9}",
+            on / off,
+            on / tcp_proxy,
+            delivered_in_run as f64 / seconds,
+            lag.as_millis()
+        );
+    }
+
+    let burst: u64 = env_or("RECORDS_BENCH_BURST", "100000").parse()?;
+    let producer = format!(
+        "127.0.0.1:{}",
+        stack.envoy.listener_port("test_record_producer")?
+    );
+    let delivered_before = stat(&stack.envoy, DELIVERED)?;
+    let start = Instant::now();
+    // In requests of at most 10 000 so one producer callback stays short.
+    let mut left = burst;
+    let mut session = 0;
+    while left > 0 {
+        let count = left.min(10_000);
+        session += 1;
+        let (code, _) = http_get(
+            &producer,
+            &format!("/produce?session=burst{session}&count={count}&pad=300"),
+        )?;
+        if code != 200 {
+            bail!("record producer answered {code}");
+        }
+        left -= count;
+    }
+    settle(&stack.envoy)?;
+    let elapsed = start.elapsed().as_secs_f64();
+    let delivered = stat(&stack.envoy, DELIVERED)? - delivered_before;
+    println!(
+        "record path alone: {burst} records of ~400 bytes, {delivered} delivered in {elapsed:.2} s = {:.0} records/s",
+        delivered as f64 / elapsed
+    );
+    println!(
+        "totals: produced {}, delivered {}, dropped {}",
+        stat(&stack.envoy, PRODUCED)?,
+        stat(&stack.envoy, DELIVERED)?,
+        stat(&stack.envoy, DROPPED)?
+    );
+    Ok(())
+}

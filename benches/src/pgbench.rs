@@ -1,0 +1,113 @@
+//! End-to-end Postgres benches: pgbench through Envoy configurations started
+//! by the integration harness.
+//!
+//! Environment knobs shared by every end-to-end bench: `PG_BENCH_SECONDS`
+//! (default 10), `PG_BENCH_CLIENTS` (4), `PG_BENCH_THREADS` (2).
+
+use anyhow::{Context, Result, bail};
+use gatehouse_integration::envoy::{self, Envoy};
+use gatehouse_integration::{Stack, scratch_dir, tools, workspace_root};
+use std::collections::BTreeMap;
+use std::process::Command;
+
+/// The value of environment variable `name`, or `default`.
+pub fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_string())
+}
+
+/// `cargo bench` passes `--bench` and maybe a filter: true when a filter was
+/// given that does not name this bench, so it should do nothing.
+pub fn skipped(bench_name: &str) -> bool {
+    std::env::args()
+        .skip(1)
+        .any(|a| !a.starts_with("--") && a != bench_name)
+}
+
+/// One line describing the pgbench settings in force.
+pub fn settings() -> String {
+    format!(
+        "pgbench -S, {} clients, {} threads, {} s per run; Envoy --concurrency 2",
+        env_or("PG_BENCH_CLIENTS", "4"),
+        env_or("PG_BENCH_THREADS", "2"),
+        env_or("PG_BENCH_SECONDS", "10")
+    )
+}
+
+/// Creates pgbench's tables (scale 10) in the stack's demo database.
+pub fn init(stack: &Stack) -> Result<()> {
+    let init = Command::new(tools::pg_client("pgbench")?)
+        .args(["-i", "-q", "-s", "10", "-d"])
+        .arg(stack.postgres.direct_url("shop"))
+        .output()?;
+    if !init.status.success() {
+        bail!(
+            "pgbench -i failed: {}",
+            String::from_utf8_lossy(&init.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// Runs `pgbench -S` (`mode`: `simple`, `extended` or `prepared`) against
+/// 127.0.0.1:`port` and returns its TPS; any failed transaction is an error.
+pub fn tps(port: u16, mode: &str) -> Result<f64> {
+    let out = Command::new(tools::pg_client("pgbench")?)
+        .args(["-n", "-S", "-M", mode, "-h", "127.0.0.1", "-U", "postgres"])
+        .arg("-p")
+        .arg(port.to_string())
+        .arg("-c")
+        .arg(env_or("PG_BENCH_CLIENTS", "4"))
+        .arg("-j")
+        .arg(env_or("PG_BENCH_THREADS", "2"))
+        .arg("-T")
+        .arg(env_or("PG_BENCH_SECONDS", "10"))
+        .arg("shop")
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        bail!(
+            "pgbench failed: {}\n{text}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    if !text.contains("number of failed transactions: 0") {
+        bail!("pgbench reported failures:\n{text}");
+    }
+    text.lines()
+        .find_map(|l| l.strip_prefix("tps = "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .with_context(|| format!("no tps line in pgbench output:\n{text}"))
+}
+
+/// Starts an Envoy from `envoy/<template>` next to the stack, in front of the
+/// stack's PostgreSQL, with `vars` added to the stack's own (upstream port,
+/// certificates, modules); returns it with the port of its `postgres` listener.
+pub fn start_envoy(
+    stack: &Stack,
+    name: &str,
+    template: &str,
+    vars: &[(&'static str, String)],
+) -> Result<(Envoy, u16)> {
+    let dir = scratch_dir("bench", name)?;
+    let text = std::fs::read_to_string(workspace_root().join("envoy").join(template))?;
+    let mut all = BTreeMap::new();
+    all.insert("PG_PORT", "0".to_string());
+    all.insert("PG_UPSTREAM_PORT", stack.postgres.port.to_string());
+    all.insert("TLS_CERT", stack.pki.server_cert.display().to_string());
+    all.insert("TLS_KEY", stack.pki.server_key.display().to_string());
+    all.insert(
+        "PG_WASM",
+        tools::filter_modules()?.postgres.display().to_string(),
+    );
+    all.insert("ACCESS_LOG", dir.join("access.log").display().to_string());
+    all.extend(vars.iter().cloned());
+    let envoy = Envoy::start(&dir, &envoy::render(&text, &all)?)?;
+    let port = envoy.listener_port("postgres")?;
+    Ok((envoy, port))
+}
+
+/// Envoy's tcp_proxy alone in front of the stack's PostgreSQL (the baseline).
+pub fn start_tcp_proxy_baseline(stack: &Stack) -> Result<(Envoy, u16)> {
+    start_envoy(stack, "tcp_proxy", "tcp-proxy-baseline.yaml", &[])
+}

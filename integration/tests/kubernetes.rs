@@ -391,3 +391,145 @@ fn secrets_are_masked_for_developers_in_yaml_describe_and_lists() {
             .contains("protobuf")
     );
 }
+
+#[test]
+fn watched_pod_events_are_masked_as_they_stream_and_the_watch_is_recorded() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    // The default policy, plus the detectors over pod annotations.
+    let mut config = gatehouse_integration::stack::default_kubernetes_filter_config();
+    config["masking"]["fields"] =
+        serde_json::json!([{"resources": ["pods"], "paths": ["metadata.annotations.*"]}]);
+    let stack = Stack::start(
+        "it",
+        "k8s-watch",
+        StackOptions {
+            kubernetes_filter: config,
+            ..StackOptions::default()
+        },
+    )
+    .expect("stack starts");
+
+    let mut watch =
+        std::process::Command::new(gatehouse_integration::tools::kubectl(Some("1.33")).unwrap())
+            .arg("--kubeconfig")
+            .arg(&stack.kubeconfig)
+            .args([
+                "--context",
+                "developer",
+                "get",
+                "pods",
+                "web-0",
+                "-n",
+                "dev",
+            ])
+            .args(["--watch", "--output-watch-events", "-o", "json"])
+            .env_remove("KUBECONFIG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+    let stdout = watch.stdout.take().unwrap();
+    let (lines_tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // kubectl prints each watch event as one line of JSON.
+    let mut printed = String::new();
+    let read_events = |want: usize, printed: &mut String| {
+        while printed
+            .lines()
+            .filter(|l| l.starts_with("{\"type\":"))
+            .count()
+            < want
+        {
+            match lines.recv_timeout(Duration::from_secs(30)) {
+                Ok(line) => {
+                    printed.push_str(&line);
+                    printed.push('\n');
+                }
+                Err(_) => panic!("the watch printed fewer than {want} events:\n{printed}"),
+            }
+        }
+    };
+    read_events(1, &mut printed);
+
+    let annotate = stack
+        .kubectl(
+            "1.33",
+            &[
+                "--context",
+                "developer",
+                "annotate",
+                "pod",
+                "web-0",
+                "-n",
+                "dev",
+                "owner=alice@example.com",
+            ],
+        )
+        .unwrap();
+    succeeded(&annotate, "annotate the watched pod");
+    read_events(2, &mut printed);
+    let _ = watch.kill();
+    let _ = watch.wait();
+
+    assert!(
+        printed.contains("{\"type\":\"ADDED\"") && printed.contains("{\"type\":\"MODIFIED\""),
+        "{printed}"
+    );
+    assert!(
+        !printed.contains("dev-Passw0rd!") && !printed.contains("alice@example.com"),
+        "the streamed events show clear data:\n{printed}"
+    );
+    assert!(
+        printed.contains("\"owner\":\"****\"") && printed.contains("\"value\":\"********\""),
+        "annotations and env values arrive masked:\n{printed}"
+    );
+
+    let watched = stack
+        .upstream_requests()
+        .into_iter()
+        .find(|r| r.uri.contains("/namespaces/dev/pods") && r.uri.contains("watch"))
+        .expect("the watch reached the API server");
+    assert!(
+        !watched
+            .header("accept")
+            .unwrap_or_default()
+            .contains("protobuf")
+            && watched.header("accept-encoding").is_none(),
+        "a masked watch is asked for uncompressed JSON"
+    );
+    let audit_id = watched.header("audit-id").unwrap().to_owned();
+    let recorded = |stage: &str| {
+        stack
+            .wait_for_record(&format!("the watch's {stage} Event"), |r| {
+                r["auditID"] == audit_id.as_str() && r["stage"] == stage
+            })
+            .unwrap()
+    };
+    let started = recorded("ResponseStarted");
+    let complete = recorded("ResponseComplete");
+    for event in [&started, &complete] {
+        assert_eq!(event["verb"], "watch");
+        assert_eq!(event["objectRef"]["resource"], "pods");
+        assert_eq!(event["objectRef"]["namespace"], "dev");
+        assert_eq!(event["user"]["username"], "developer");
+        assert_eq!(event["responseStatus"]["code"], 200);
+    }
+    let masked = complete["annotations"]["gatehouse.dev/masked-fields"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        masked.contains("object.metadata.annotations.*")
+            && masked.contains("object.spec.containers[].env[].value"),
+        "the record names what was masked in the stream: {complete}"
+    );
+}

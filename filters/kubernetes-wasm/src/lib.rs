@@ -426,6 +426,7 @@ impl HttpContext for KubernetesRequest {
                     .ok()
                     .flatten()
                     .unwrap_or_default();
+                let known_fields = lines.fields.len();
                 match lines.push(&chunk, end_of_stream, masker) {
                     Ok(out) => {
                         let fields = lines.fields.clone();
@@ -437,6 +438,11 @@ impl HttpContext for KubernetesRequest {
                         }
                         if let Some(forward) = self.forward.as_mut() {
                             forward.set_masked_fields(&fields);
+                        }
+                        // A watch usually ends by the client going away, with no
+                        // last body callback: keep the record current.
+                        if fields.len() > known_fields {
+                            self.record();
                         }
                     }
                     // Headers are gone: end the stream rather than pass clear data.

@@ -344,7 +344,7 @@ fn base64(bytes: &[u8]) -> String {
 #[derive(Debug, Default)]
 pub struct WatchLines {
     pending: Vec<u8>,
-    /// Fields masked so far.
+    /// Fields masked so far, each once, in the order first seen.
     pub fields: Vec<String>,
 }
 
@@ -384,7 +384,12 @@ impl WatchLines {
                 continue;
             }
             let masked = masker.mask(content)?;
-            self.fields.extend(masked.fields);
+            // Each field once, however long the stream runs.
+            for field in masked.fields {
+                if !self.fields.contains(&field) {
+                    self.fields.push(field);
+                }
+            }
             out.extend_from_slice(&masked.body);
             if newline {
                 out.push(b'\n');
@@ -539,6 +544,14 @@ mod tests {
             .collect();
         assert_eq!(events.len(), 2);
         assert_eq!(events[1]["type"], "MODIFIED");
+        assert_eq!(
+            watch.fields,
+            [
+                "object.data".to_owned(),
+                format!("object.metadata.annotations.{LAST_APPLIED}")
+            ],
+            "each masked field is noted once however many events carry it"
+        );
     }
 
     #[test]

@@ -17,7 +17,10 @@
 //! ```
 //!
 //! A role no grant names cannot be used by anyone; `role` may hold `*` wildcards.
-//! Tokens are verified by the filter's `identity` issuers.
+//! Tokens are verified by the filter's `identity` issuers. A session lives on
+//! past its token's expiry, but every statement sent after it is refused
+//! (rule `gatehouse:token-expired`), so a long session cannot outlive the
+//! credential that opened it.
 
 use gatehouse_core::config::ConfigError;
 use gatehouse_core::identity::{Identity, KeyFetch, TokenRejection, Verifier};

@@ -1066,7 +1066,7 @@ impl Session {
         match msg {
             FrontendMessage::Query { sql } => return Ok(self.enforce_query(sql, now_us)),
             FrontendMessage::Parse { name, sql, .. } => {
-                let action = self.enforce_parse(name, sql)?;
+                let action = self.enforce_parse(name, sql, now_us)?;
                 self.pending.push_back(Pending::Parse);
                 return Ok(action);
             }
@@ -1116,7 +1116,7 @@ impl Session {
                     self.parameter_values(&bind)
                 });
                 self.enqueue_function_call(Some(call.oid), parameters, now_us);
-                return Ok(self.enforce_function_call(&call));
+                return Ok(self.enforce_function_call(&call, now_us));
             }
             FrontendMessage::Terminate => return Ok(self.on_terminate()),
             FrontendMessage::Flush

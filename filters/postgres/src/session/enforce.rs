@@ -54,8 +54,12 @@ impl Session {
         }
     }
 
-    /// The policy's decision about a Query or Parse text; `None` without a policy.
-    fn judge_text(&mut self, sql: &[u8]) -> Option<Decision> {
+    /// The decision about a Query or Parse text: a denial once the login token
+    /// expired, else the policy's; `None` without either.
+    fn judge_text(&mut self, sql: &[u8], now_us: u64) -> Option<Decision> {
+        if let Some(expired) = self.expired_token_denial(now_us) {
+            return Some(expired);
+        }
         let ctx = self.policy_context();
         let policy = self.statement_policy.as_mut()?;
         let sql = String::from_utf8_lossy(sql);
@@ -65,7 +69,7 @@ impl Session {
     /// A simple Query: enqueued as usual when allowed; when blocked, recorded as one
     /// denied statement (the whole text) and replaced by the raising block.
     pub(super) fn enforce_query(&mut self, sql: &[u8], now_us: u64) -> Action {
-        let decision = self.judge_text(sql);
+        let decision = self.judge_text(sql, now_us);
         let Some(blocking) = decision.clone().filter(|d| d.action.blocks()) else {
             self.enqueue_query(sql, false, decision, now_us);
             return Action::Pass;
@@ -81,8 +85,13 @@ impl Session {
 
     /// A Parse: registered with its decision; a blocked one is remembered by name
     /// and replaced by a Parse of the raising block.
-    pub(super) fn enforce_parse(&mut self, name: &[u8], sql: &[u8]) -> Result<Action, String> {
-        let decision = self.judge_text(sql);
+    pub(super) fn enforce_parse(
+        &mut self,
+        name: &[u8],
+        sql: &[u8],
+        now_us: u64,
+    ) -> Result<Action, String> {
+        let decision = self.judge_text(sql, now_us);
         self.register_statement(name.to_vec(), sql, false, decision.clone());
         let Some(blocking) = decision.filter(|d| d.action.blocks()) else {
             self.denied_statements.remove(name);
@@ -141,12 +150,16 @@ impl Session {
     /// function, named from its OID (see [`fastpath_sql`]); a blocked one becomes the
     /// raising block, which the server answers as it would the call: ErrorResponse
     /// and ReadyForQuery.
-    pub(super) fn enforce_function_call(&mut self, call: &pg::FunctionCall<'_>) -> Action {
-        if self.statement_policy.is_none() {
+    pub(super) fn enforce_function_call(
+        &mut self,
+        call: &pg::FunctionCall<'_>,
+        now_us: u64,
+    ) -> Action {
+        if self.statement_policy.is_none() && self.token_login.is_none() {
             return Action::Pass;
         }
         let sql = fastpath_sql(call);
-        let decision = self.judge_text(sql.as_bytes());
+        let decision = self.judge_text(sql.as_bytes(), now_us);
         let mut text = self.statement_text(sql.as_bytes(), false);
         // Recorded as the function call it is, described by the judged text.
         text.kind = None;

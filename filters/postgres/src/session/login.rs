@@ -21,7 +21,11 @@ use super::{Action, Phase, Session};
 use crate::login::{Authenticator, LoginRefusal};
 use crate::protocol::{self as pg, BackendMessage, FrontendMessage};
 use gatehouse_core::identity::Identity;
+use gatehouse_core::policy::{Action as PolicyAction, Decision};
 use gatehouse_core::record::{EndReason, PgClient, Record, SessionStartRecord};
+
+/// The rule name recorded for statements refused because the token expired.
+pub(super) const TOKEN_EXPIRED_RULE: &str = "gatehouse:token-expired";
 
 /// `AuthenticationCleartextPassword`: asks the client for its password (the token).
 const CLEARTEXT_PASSWORD_REQUEST: [u8; 9] = [b'R', 0, 0, 0, 8, 0, 0, 0, 3];
@@ -125,6 +129,24 @@ impl Session {
             .as_ref()
             .filter(|_| logging_in)
             .map(|login| login.deadline_us)
+    }
+
+    /// Statements sent after the login token expired are refused (the session
+    /// stays open, so the client can finish a transaction's ROLLBACK and
+    /// reconnect with a fresh token). `None` while the token is valid.
+    pub(super) fn expired_token_denial(&self, now_us: u64) -> Option<Decision> {
+        self.token_login.as_ref()?;
+        let expires_at = self.policy_identity.as_ref()?.expires_at?;
+        let now = i64::try_from(now_us / 1_000_000).unwrap_or(i64::MAX);
+        (now >= expires_at).then(|| Decision {
+            action: PolicyAction::Deny,
+            rule: Some(TOKEN_EXPIRED_RULE.to_owned()),
+            message: Some(
+                "gatehouse: the login token of this session has expired; \
+                 reconnect with a fresh token"
+                    .to_owned(),
+            ),
+        })
     }
 
     /// Whether the session start waits for the token (recorded with the identity).

@@ -9,6 +9,8 @@ use gatehouse_core::identity::Identity;
 use gatehouse_core::record::{EndReason, Record};
 
 const GOOD_TOKEN: &[u8] = b"good-token\0";
+/// When [`GOOD_TOKEN`] expires (unix seconds).
+const TOKEN_EXPIRES_AT: i64 = 60;
 const DEADLINE_SECONDS: u32 = 10;
 
 /// Accepts exactly [`GOOD_TOKEN`] as `alice` (group developers) for role `app`.
@@ -33,6 +35,7 @@ impl Authenticator for FixedTokens {
             subject: "alice".into(),
             groups: vec!["developers".into()],
             verified: true,
+            expires_at: Some(TOKEN_EXPIRES_AT),
             ..Identity::default()
         };
         if role != "app" {
@@ -343,5 +346,39 @@ fn the_login_deadline_runs_from_the_session_start_until_login_completes() {
         plain.login_deadline_us(),
         None,
         "no deadline without token login"
+    );
+}
+
+#[test]
+fn statements_after_the_token_expired_are_refused_while_the_session_stays_open() {
+    let mut s = login_session();
+    feed(&mut s, true, &startup("app"), false);
+    feed(&mut s, false, &server_startup_answer(), false);
+    let password = frontend(&[FrontendMessage::Password { data: GOOD_TOKEN }]);
+    feed(&mut s, true, &password, false);
+    feed(&mut s, false, &ready(), false);
+    let query = frontend(&[FrontendMessage::Query { sql: b"select 1" }]);
+    let before = s.on_frontend(&query, 59_000_000);
+    assert_eq!(before.bytes(&query), query, "valid until it expires");
+    let rows = backend(&[
+        BackendMessage::CommandComplete { tag: b"SELECT 1" },
+        BackendMessage::ReadyForQuery { status: b'I' },
+    ]);
+    s.on_backend(&rows, 59_000_100);
+    let after = s.on_frontend(&query, 60_000_000);
+    let sent = after.bytes(&query).to_vec();
+    assert!(
+        sent.windows(14).any(|w| w == b"RAISE EXCEPTIO"),
+        "the statement becomes the raising block: {:?}",
+        String::from_utf8_lossy(&sent)
+    );
+    assert!(
+        !after.close_connection,
+        "the client may still roll back and leave"
+    );
+    let text = String::from_utf8_lossy(&sent).into_owned();
+    assert!(
+        text.contains("login token of this session has expired"),
+        "{text}"
     );
 }

@@ -364,7 +364,8 @@ fn statements_after_the_token_expired_are_refused_while_the_session_stays_open()
         BackendMessage::CommandComplete { tag: b"SELECT 1" },
         BackendMessage::ReadyForQuery { status: b'I' },
     ]);
-    s.on_backend(&rows, 59_000_100);
+    let answer = s.on_backend(&rows, 59_000_100);
+    assert_eq!(answer.bytes(&rows), rows);
     let after = s.on_frontend(&query, 60_000_000);
     let sent = after.bytes(&query).to_vec();
     assert!(

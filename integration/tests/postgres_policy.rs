@@ -2,7 +2,7 @@
 //! statement comes back as the server's own permission error, the session and its
 //! transaction behave as for a real one, and the server never sees the denied SQL.
 
-use gatehouse_integration::{Stack, StackOptions};
+use gatehouse_integration::{Stack, StackOptions, clients};
 use serde_json::json;
 use tokio_postgres::NoTls;
 
@@ -139,5 +139,123 @@ fn prepared_statement_is_denied_with_sqlstate_42501_and_the_client_goes_on() {
             .unwrap();
         assert_eq!(row.get::<_, i32>(0), 42);
     });
+    assert!(!server_log(&stack).to_lowercase().contains("drop table"));
+}
+
+const PSYCOPG_SCRIPT: &str = r#"
+import sys, psycopg
+port, message = sys.argv[1], sys.argv[2]
+
+def refused(conn, sql, **options):
+    try:
+        conn.execute(sql, **options)
+    except psycopg.errors.InsufficientPrivilege as e:
+        assert e.sqlstate == "42501", e.sqlstate
+        assert e.diag.message_primary == message, e.diag.message_primary
+        return
+    raise AssertionError(f"not refused: {sql}")
+
+with psycopg.connect(f"host=127.0.0.1 port={port} dbname=shop user=app sslmode=disable",
+                     autocommit=True) as conn:
+    refused(conn, "drop table customers")
+    refused(conn, "drop table customers", prepare=True)
+    assert conn.execute("select count(*) > 0 from customers").fetchone()[0] is True
+
+    conn.execute("begin")
+    assert conn.execute("select 1").fetchone()[0] == 1
+    refused(conn, "drop table customers")
+    assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR
+    try:
+        conn.execute("select 1")
+        raise AssertionError("the aborted transaction ran a statement")
+    except psycopg.errors.InFailedSqlTransaction as e:
+        assert e.sqlstate == "25P02", e.sqlstate
+    conn.execute("rollback")
+    assert conn.execute("select 'after'").fetchone()[0] == "after"
+print("ok")
+"#;
+
+#[test]
+fn psycopg_gets_42501_with_the_rules_message_and_an_aborted_transaction_until_rollback() {
+    let stack = stack("pg-policy-psycopg");
+    let port = stack.pg_port.to_string();
+    clients::psycopg(
+        &stack,
+        "policy_check",
+        PSYCOPG_SCRIPT,
+        &[&port, DROP_MESSAGE],
+    );
+    assert!(!server_log(&stack).to_lowercase().contains("drop table"));
+}
+
+const JDBC_PROGRAM: &str = r#"
+import java.sql.*;
+public class PolicyCheck {
+    static String message;
+
+    static void refused(Statement s, String sql) throws SQLException {
+        try {
+            s.execute(sql);
+        } catch (SQLException e) {
+            if (!"42501".equals(e.getSQLState())) throw e;
+            // The driver prints the server's severity and message, nothing more.
+            if (!("ERROR: " + message).equals(e.getMessage())) {
+                throw new AssertionError("message: " + e.getMessage());
+            }
+            return;
+        }
+        throw new AssertionError("not refused: " + sql);
+    }
+
+    static String one(Statement s, String sql) throws SQLException {
+        try (ResultSet r = s.executeQuery(sql)) {
+            r.next();
+            return r.getString(1);
+        }
+    }
+
+    public static void main(String[] args) throws Exception {
+        message = args[1];
+        try (Connection c = DriverManager.getConnection(args[0], "app", "")) {
+            try (Statement s = c.createStatement()) {
+                refused(s, "drop table customers");
+                if (!"t".equals(one(s, "select count(*) > 0 from customers"))) throw new AssertionError("rows");
+            }
+            try (PreparedStatement p = c.prepareStatement("drop table customers")) {
+                try {
+                    p.execute();
+                    throw new AssertionError("prepared drop not refused");
+                } catch (SQLException e) {
+                    if (!"42501".equals(e.getSQLState())) throw e;
+                }
+            }
+            c.setAutoCommit(false);
+            try (Statement s = c.createStatement()) {
+                if (!"1".equals(one(s, "select 1"))) throw new AssertionError("select 1");
+                refused(s, "drop table customers");
+                try {
+                    one(s, "select 2");
+                    throw new AssertionError("the aborted transaction ran a statement");
+                } catch (SQLException e) {
+                    if (!"25P02".equals(e.getSQLState())) throw e;
+                }
+                c.rollback();
+                if (!"after".equals(one(s, "select 'after'"))) throw new AssertionError("after");
+                c.commit();
+            }
+        }
+        System.out.println("ok");
+    }
+}
+"#;
+
+#[test]
+fn jdbc_gets_42501_with_the_rules_message_and_an_aborted_transaction_until_rollback() {
+    let stack = stack("pg-policy-jdbc");
+    let url = format!(
+        "jdbc:postgresql://127.0.0.1:{}/shop?sslmode=disable",
+        stack.pg_port
+    );
+    clients::jdbc(&stack, "PolicyCheck", JDBC_PROGRAM, &[&url, DROP_MESSAGE]);
     assert!(!server_log(&stack).to_lowercase().contains("drop table"));
 }

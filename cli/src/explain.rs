@@ -456,7 +456,7 @@ fn explain_request(
     // The filter refuses impersonation headers from callers before policy runs.
     if let Some((name, _)) = headers
         .iter()
-        .find(|(name, _)| name.starts_with("impersonate-"))
+        .find(|(name, _)| gatehouse_kubernetes::gate::is_impersonation_header(name))
     {
         let message = format!("gatehouse does not forward {name} headers");
         return Ok(Explanation {

@@ -359,8 +359,9 @@ fn refusal_reason(decision: &Decision) -> String {
 }
 
 /// Headers that ask the API server to act as someone else.
-/// `Impersonate-*` headers from callers are refused before policy runs: only the
-/// gateway may impersonate, on the caller's verified behalf.
+/// Whether `name` is an `Impersonate-*` header. Callers may not send one (it is
+/// refused before policy runs): only the gateway impersonates, on the caller's
+/// verified behalf.
 pub fn is_impersonation_header(name: &str) -> bool {
     name.get(..12)
         .is_some_and(|prefix| prefix.eq_ignore_ascii_case("impersonate-"))

@@ -51,8 +51,33 @@ pub fn init(stack: &Stack) -> Result<()> {
 /// Runs `pgbench -S` (`mode`: `simple`, `extended` or `prepared`) against
 /// 127.0.0.1:`port` and returns its TPS; any failed transaction is an error.
 pub fn tps(port: u16, mode: &str) -> Result<f64> {
-    let out = Command::new(tools::pg_client("pgbench")?)
-        .args(["-n", "-S", "-M", mode, "-h", "127.0.0.1", "-U", "postgres"])
+    tps_as(port, &Login::superuser(), &["-M", mode])
+}
+
+/// Who pgbench logs in as.
+pub struct Login<'a> {
+    pub user: &'a str,
+    /// `PGPASSWORD` (a token under token login).
+    pub password: Option<&'a str>,
+}
+
+impl Login<'static> {
+    /// The server's superuser, no password (the benches' servers trust local clients).
+    pub fn superuser() -> Self {
+        Login {
+            user: "postgres",
+            password: None,
+        }
+    }
+}
+
+/// Runs `pgbench -S` with `extra` arguments (e.g. `-C` for a new connection per
+/// transaction) against 127.0.0.1:`port` as `login`; returns its TPS.
+pub fn tps_as(port: u16, login: &Login<'_>, extra: &[&str]) -> Result<f64> {
+    let mut pgbench = Command::new(tools::pg_client("pgbench")?);
+    pgbench
+        .args(["-n", "-S", "-h", "127.0.0.1", "-U", login.user])
+        .args(extra)
         .arg("-p")
         .arg(port.to_string())
         .arg("-c")
@@ -62,7 +87,11 @@ pub fn tps(port: u16, mode: &str) -> Result<f64> {
         .arg("-T")
         .arg(env_or("PG_BENCH_SECONDS", "10"))
         .arg("shop")
-        .output()?;
+        .env_remove("PGPASSWORD");
+    if let Some(password) = login.password {
+        pgbench.env("PGPASSWORD", password);
+    }
+    let out = pgbench.output()?;
     let text = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
         bail!(

@@ -124,11 +124,16 @@ impl Postgres {
 
     /// Runs SQL as superuser straight against the server; returns psql's unaligned output.
     pub fn psql(&self, sql: &str) -> Result<String> {
+        self.psql_in("postgres", sql)
+    }
+
+    /// Runs SQL as superuser in `database`, straight against the server.
+    pub fn psql_in(&self, database: &str, sql: &str) -> Result<String> {
         process::run(
             "psql",
             Command::new(crate::tools::pg_client("psql")?)
                 .args(["-X", "-v", "ON_ERROR_STOP=1", "-At", "-d"])
-                .arg(self.direct_url("postgres"))
+                .arg(self.direct_url(database))
                 .arg("-c")
                 .arg(sql),
         )

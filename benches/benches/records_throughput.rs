@@ -34,7 +34,7 @@ fn settle(envoy: &Envoy) -> Result<Duration> {
     let start = Instant::now();
     loop {
         let produced = stat(envoy, PRODUCED)?;
-        if stat(envoy, DELIVERED)? + stat(envoy, DROPPED)? >= produced {
+        if done(envoy)? >= produced {
             return Ok(start.elapsed());
         }
         if start.elapsed() > Duration::from_secs(300) {
@@ -42,6 +42,23 @@ fn settle(envoy: &Envoy) -> Result<Duration> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Records delivered or dropped so far.
+fn done(envoy: &Envoy) -> Result<u64> {
+    Ok(stat(envoy, DELIVERED)? + stat(envoy, DROPPED)?)
+}
+
+/// Waits until at least `count` records are delivered or dropped.
+fn settle_after(envoy: &Envoy, count: u64) -> Result<()> {
+    let start = Instant::now();
+    while done(envoy)? < count {
+        if start.elapsed() > Duration::from_secs(300) {
+            bail!("records still undelivered after 300 s");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(())
 }
 
 fn main() -> Result<()> {
@@ -104,24 +121,33 @@ fn main() -> Result<()> {
         stack.envoy.listener_port("test_record_producer")?
     );
     let delivered_before = stat(&stack.envoy, DELIVERED)?;
+    let done_before = done(&stack.envoy)?;
     let start = Instant::now();
-    // In requests of at most 10 000 so one producer callback stays short.
-    let mut left = burst;
-    let mut session = 0;
-    while left > 0 {
-        let count = left.min(10_000);
-        session += 1;
-        let (code, _) = http_get(
-            &producer,
-            &format!("/produce?session=burst{session}&count={count}&pad=300"),
-        )?;
+    // In requests of at most 10 000, so one producer callback stays short; in
+    // parallel, since each answer's connection closes only after Envoy's
+    // delayed-close timeout.
+    let requests: Vec<_> = (0..burst.div_ceil(10_000))
+        .map(|i| {
+            let count = (burst - i * 10_000).min(10_000);
+            let producer = producer.clone();
+            std::thread::spawn(move || {
+                http_get(
+                    &producer,
+                    &format!("/produce?session=burst{i}&count={count}&pad=300"),
+                )
+            })
+        })
+        .collect();
+    settle_after(&stack.envoy, done_before + burst)?;
+    let elapsed = start.elapsed().as_secs_f64();
+    for request in requests {
+        let (code, _) = request
+            .join()
+            .map_err(|_| anyhow::anyhow!("producer request panicked"))??;
         if code != 200 {
             bail!("record producer answered {code}");
         }
-        left -= count;
     }
-    settle(&stack.envoy)?;
-    let elapsed = start.elapsed().as_secs_f64();
     let delivered = stat(&stack.envoy, DELIVERED)? - delivered_before;
     println!(
         "record path alone: {burst} records of ~400 bytes, {delivered} delivered in {elapsed:.2} s = {:.0} records/s",

@@ -5,7 +5,8 @@
 //!   `singleton: true`, vm_id [`gatehouse_host::records::AUDIT_VM_ID`]). It owns the shared queue
 //!   [`RECORD_QUEUE`] the filters emit records on, drains it into a bounded
 //!   [`Outbox`], and POSTs the records in batches (NDJSON, one record per line,
-//!   one batch in flight) to the record listener. Failed batches are retried in
+//!   one batch in flight; a partial batch waits up to `linger_ms`) to the record
+//!   listener. Failed batches are retried in
 //!   order with backoff; overflow is counted and reported by a
 //!   `gatehouse.records_dropped` record.
 //! - `sink` — the HTTP filter on that listener. It checks that every line of the
@@ -88,12 +89,15 @@ pub struct ServiceConfig {
     /// Bytes per batch body, at most (a larger record goes alone).
     #[serde(default = "default_max_batch_bytes")]
     pub max_batch_bytes: usize,
+    /// How long a record waits for its batch to fill before a partial batch goes.
+    #[serde(default = "default_linger_ms")]
+    pub linger_ms: u64,
     #[serde(default = "default_max_record_bytes")]
     pub max_record_bytes: usize,
     /// Per-send timeout.
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
-    /// How often sending resumes after a backoff.
+    /// How often the service looks for a lingering batch or the end of a backoff.
     #[serde(default = "default_tick_ms")]
     pub tick_ms: u32,
     #[serde(default = "default_initial_backoff_ms")]
@@ -133,8 +137,11 @@ fn default_max_record_bytes() -> usize {
 fn default_timeout_ms() -> u64 {
     5_000
 }
+fn default_linger_ms() -> u64 {
+    DeliveryConfig::default().linger_us / 1_000
+}
 fn default_tick_ms() -> u32 {
-    50
+    5
 }
 fn default_initial_backoff_ms() -> u64 {
     100
@@ -172,6 +179,7 @@ impl ServiceConfig {
             max_in_flight: self.max_in_flight,
             max_batch_records: self.max_batch_records,
             max_batch_bytes: self.max_batch_bytes,
+            linger_us: self.linger_ms.saturating_mul(1_000),
             max_record_bytes: self.max_record_bytes,
             initial_backoff_us: self.initial_backoff_ms.saturating_mul(1_000),
             max_backoff_us: self.max_backoff_ms.saturating_mul(1_000),
@@ -524,6 +532,7 @@ mod tests {
         );
         assert_eq!(s.max_batch_records, 1_000);
         assert_eq!(s.delivery().max_batch_bytes, 256 << 10);
+        assert_eq!(s.delivery().linger_us, 10_000);
         assert!(AuditConfig::parse(br#"{"role":"service","cluster":"c","typo":1}"#).is_err());
         assert!(AuditConfig::parse(br#"{"role":"service","cluster":""}"#).is_err());
         assert!(AuditConfig::parse(br#"{"role":"service","cluster":"c","max_buffer":0}"#).is_err());

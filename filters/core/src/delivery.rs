@@ -6,10 +6,10 @@
 //! - **Batches.** A send carries up to [`DeliveryConfig::max_batch_records`]
 //!   records and [`DeliveryConfig::max_batch_bytes`] bytes (a larger record goes
 //!   alone) as NDJSON: the records in order, joined by `\n`. The sink writes each
-//!   record of a batch as its own line. Batches form by themselves: whatever
-//!   arrived while the previous send was in flight goes in the next one, so a
-//!   quiet gateway sends each record at once and a busy one sends few large
-//!   batches.
+//!   record of a batch as its own line. A batch goes when it is full or when its
+//!   oldest record has waited [`DeliveryConfig::linger_us`], so a busy gateway
+//!   sends few large batches instead of one request per record, and a quiet one
+//!   delays each record by at most the linger.
 //! - **Bounded.** At most [`DeliveryConfig::max_buffer`] records are held (queued,
 //!   awaiting retry, or in flight). Past the bound the *newest* record is dropped
 //!   and counted; once space frees, a `gatehouse.records_dropped` record with the
@@ -49,6 +49,9 @@ pub struct DeliveryConfig {
     pub max_batch_records: usize,
     /// Bytes of a batch body, at most, unless one record alone is larger.
     pub max_batch_bytes: usize,
+    /// How long a record may wait for a batch to fill before a partial batch
+    /// goes (0: send whatever waits at once).
+    pub linger_us: u64,
     /// Largest record accepted, in bytes.
     pub max_record_bytes: usize,
     /// First backoff after a failure.
@@ -66,6 +69,7 @@ impl Default for DeliveryConfig {
             max_in_flight: 1,
             max_batch_records: 1_000,
             max_batch_bytes: 256 << 10,
+            linger_us: 10_000,
             max_record_bytes: 1 << 20,
             initial_backoff_us: 100_000,
             max_backoff_us: 5_000_000,
@@ -138,12 +142,22 @@ struct DropNotice<'a> {
 /// A record with its place in the offer order.
 type Entry = (u64, String);
 
+/// A record never sent yet.
+#[derive(Debug)]
+struct Waiting {
+    ordinal: u64,
+    offered_us: u64,
+    line: String,
+}
+
 /// The service's records between producers and the sink. See the module docs.
 #[derive(Debug)]
 pub struct Outbox {
     config: DeliveryConfig,
     /// Never sent, oldest first.
-    queued: VecDeque<Entry>,
+    queued: VecDeque<Waiting>,
+    /// Bytes of the lines in `queued`.
+    queued_bytes: usize,
     /// Records of failed or split sends, by ordinal; sent before `queued`.
     retry: BTreeMap<u64, String>,
     /// Records up to this ordinal go one per send (they came from a rejected batch).
@@ -170,6 +184,7 @@ impl Outbox {
         Self {
             config,
             queued: VecDeque::new(),
+            queued_bytes: 0,
             retry: BTreeMap::new(),
             alone_through: None,
             in_flight: BTreeMap::new(),
@@ -219,7 +234,7 @@ impl Outbox {
                 Err(r)
             }
             None => {
-                self.push(line);
+                self.push(line, now_us);
                 Ok(())
             }
         }
@@ -238,7 +253,7 @@ impl Outbox {
         } else {
             self.config.max_in_flight
         };
-        if self.in_flight.len() >= window {
+        if self.in_flight.len() >= window || !self.batch_due(now_us) {
             return None;
         }
         let first = self.take_next()?;
@@ -333,9 +348,26 @@ impl Outbox {
         Some(records)
     }
 
+    /// Whether a batch should go now: records to retry, a full batch waiting,
+    /// or the oldest waiting record has lingered long enough.
+    fn batch_due(&self, now_us: u64) -> bool {
+        !self.retry.is_empty()
+            || self.queued.len() >= self.config.max_batch_records
+            || self.queued_bytes >= self.config.max_batch_bytes
+            || self
+                .queued
+                .front()
+                .is_some_and(|w| now_us >= w.offered_us.saturating_add(self.config.linger_us))
+    }
+
     /// Removes the oldest record waiting to be sent (retries first).
     fn take_next(&mut self) -> Option<Entry> {
-        self.retry.pop_first().or_else(|| self.queued.pop_front())
+        if let Some(entry) = self.retry.pop_first() {
+            return Some(entry);
+        }
+        let waiting = self.queued.pop_front()?;
+        self.queued_bytes = self.queued_bytes.saturating_sub(waiting.line.len());
+        Some((waiting.ordinal, waiting.line))
     }
 
     /// Length of the record [`Outbox::take_next`] would return, if it may join
@@ -344,12 +376,17 @@ impl Outbox {
         match self.retry.first_key_value() {
             Some((ordinal, _)) if self.alone_through.is_some_and(|last| *ordinal <= last) => None,
             Some((_, line)) => Some(line.len()),
-            None => self.queued.front().map(|(_, line)| line.len()),
+            None => self.queued.front().map(|w| w.line.len()),
         }
     }
 
-    fn push(&mut self, line: String) {
-        self.queued.push_back((self.next_ordinal, line));
+    fn push(&mut self, line: String, now_us: u64) {
+        self.queued_bytes += line.len();
+        self.queued.push_back(Waiting {
+            ordinal: self.next_ordinal,
+            offered_us: now_us,
+            line,
+        });
         self.next_ordinal += 1;
         self.totals.accepted += 1;
     }
@@ -379,7 +416,7 @@ impl Outbox {
         };
         if let Ok(line) = serde_json::to_string(&notice) {
             self.drops = PendingDrops::default();
-            self.push(line);
+            self.push(line, now_us);
         }
     }
 }
@@ -395,6 +432,7 @@ mod tests {
             max_in_flight,
             max_batch_records,
             max_batch_bytes: 1 << 10,
+            linger_us: 0,
             max_record_bytes: 64,
             initial_backoff_us: 100,
             max_backoff_us: 1_000,
@@ -464,6 +502,7 @@ mod tests {
 
         let mut o = Outbox::new(DeliveryConfig {
             max_batch_bytes: 10,
+            linger_us: 0,
             ..DeliveryConfig::default()
         });
         for line in ["aaaa", "bbbb", "cccc", "a record over the batch size"] {
@@ -476,6 +515,26 @@ mod tests {
         }
         // "aaaa\nbbbb" is 9 bytes; "cccc" would make it 14.
         assert_eq!(got, ["aaaa\nbbbb", "cccc", "a record over the batch size"]);
+    }
+
+    #[test]
+    fn a_partial_batch_waits_for_the_linger_and_a_full_one_goes_at_once() {
+        let mut o = Outbox::new(DeliveryConfig {
+            max_batch_records: 3,
+            linger_us: 100,
+            ..DeliveryConfig::default()
+        });
+        o.offer("r0".into(), 1_000).unwrap();
+        o.offer("r1".into(), 1_050).unwrap();
+        assert!(o.next_send(1_099).is_none(), "r0 has waited 99us");
+        let partial = o.next_send(1_100).unwrap();
+        assert_eq!(partial.body, "r0\nr1");
+        o.delivered(partial.ticket, 1_100);
+        for i in 2..5 {
+            o.offer(format!("r{i}"), 2_000).unwrap();
+        }
+        let full = o.next_send(2_000).unwrap();
+        assert_eq!(full.body, "r2\nr3\nr4", "a full batch does not linger");
     }
 
     #[test]

@@ -11,6 +11,7 @@ use crate::masking::{BodyMasker, json_only_accept};
 use crate::policy::{Policy, Request, Verdict};
 use crate::request_info::{RequestInfo, decode_request};
 use crate::status::{self, Status};
+use crate::token_cache::TokenCache;
 use gatehouse_core::config::{ConfigError, config_hash};
 pub use gatehouse_core::identity::KeyFetch;
 use gatehouse_core::identity::{Identity, TokenRejection, Verifier};
@@ -24,6 +25,8 @@ pub const ANONYMOUS: &str = "system:anonymous";
 pub struct Gate {
     policy: Policy,
     verifier: Option<Verifier>,
+    /// Tokens verified in the last few seconds (see [`crate::token_cache`]).
+    verified_tokens: TokenCache,
     /// `sha256:<hex>` of the configuration, on every audit Event.
     policy_hash: String,
 }
@@ -124,6 +127,7 @@ impl Gate {
         Ok(Gate {
             policy,
             verifier,
+            verified_tokens: TokenCache::default(),
             policy_hash: config_hash(json),
         })
     }
@@ -234,12 +238,17 @@ impl Gate {
                 "gatehouse needs a bearer token from a trusted issuer".to_owned(),
             ));
         };
-        verifier
-            .verify(token, now)
-            .map_err(|rejection| match verifier.fetch_for(&rejection, now) {
+        if let Some(identity) = self.verified_tokens.get(token, now) {
+            return Ok(identity.clone());
+        }
+        let identity = verifier.verify(token, now).map_err(|rejection| {
+            match verifier.fetch_for(&rejection, now) {
                 Some(fetch) => Authentication::Fetch(fetch),
                 None => Authentication::Refused(rejection_message(&rejection)),
-            })
+            }
+        })?;
+        self.verified_tokens.insert(token, &identity, now);
+        Ok(identity)
     }
 
     fn audit_for(
@@ -560,6 +569,43 @@ mod tests {
             assert_eq!(event["user"]["username"], ANONYMOUS);
             assert_eq!(event["responseStatus"]["code"], 401);
         }
+    }
+
+    #[test]
+    fn a_verified_token_is_not_checked_again_for_a_few_seconds() {
+        use crate::token_cache::TRUSTED_SECONDS;
+        let minter = minter();
+        let mut gate = warm_gate(&minter);
+        let bearer = format!("Bearer {}", token(&minter, "developer", "developers"));
+        let headers = vec![("authorization".to_owned(), bearer)];
+        let admitted_at = |gate: &mut Gate, seconds: i64| {
+            matches!(
+                gate.admit(&RequestHead {
+                    method: "GET",
+                    path: "/api/v1/namespaces/dev/pods",
+                    headers: &headers,
+                    peer: None,
+                    audit_id: "0f5cbb4c-8f6e-4b0e-9c7e-000000000002",
+                    now_micros: seconds * 1_000_000,
+                }),
+                Admission::Forward(_)
+            )
+        };
+        assert!(admitted_at(&mut gate, NOW));
+        // The issuer rotates its key: the token's signature no longer checks out.
+        let rotated = Minter::generate(JwsAlgorithm::Es256, ISSUER, "gatehouse", "k2").unwrap();
+        gate.verifier_mut()
+            .unwrap()
+            .keys_fetched(ISSUER, rotated.jwks_json().as_bytes(), NOW)
+            .unwrap();
+        assert!(
+            admitted_at(&mut gate, NOW + TRUSTED_SECONDS - 1),
+            "trusted without a new signature check"
+        );
+        assert!(
+            !admitted_at(&mut gate, NOW + TRUSTED_SECONDS),
+            "checked again, and no longer valid"
+        );
     }
 
     #[test]

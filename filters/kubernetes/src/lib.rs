@@ -8,3 +8,4 @@ pub mod masking;
 pub mod policy;
 pub mod request_info;
 pub mod status;
+pub mod token_cache;

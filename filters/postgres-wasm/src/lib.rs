@@ -82,6 +82,14 @@ pub struct Metrics {
     buffered_high_water: Option<u32>,
     /// `gatehouse_pg_host_errors_total`: host calls that failed.
     host_errors: Option<u32>,
+    /// `gatehouse_pg_denied_total`: statements the policy refused.
+    denied: Option<u32>,
+    /// `gatehouse_pg_masked_total`: values masked for clients.
+    masked: Option<u32>,
+    /// `gatehouse_pg_logins_total`: token logins that succeeded.
+    logins: Option<u32>,
+    /// `gatehouse_pg_login_failures_total`: logins refused (bad token, role, server).
+    login_failures: Option<u32>,
 }
 
 impl Metrics {
@@ -108,6 +116,10 @@ impl Metrics {
             bytes_from_server: counter("gatehouse_pg_server_bytes_total"),
             buffered_high_water: define(MetricType::Gauge, "gatehouse_pg_buffered_bytes_max"),
             host_errors: counter("gatehouse_pg_host_errors_total"),
+            denied: counter("gatehouse_pg_denied_total"),
+            masked: counter("gatehouse_pg_masked_total"),
+            logins: counter("gatehouse_pg_logins_total"),
+            login_failures: counter("gatehouse_pg_login_failures_total"),
         }
     }
 
@@ -565,6 +577,7 @@ impl PostgresConnection {
                             start.client.database.as_bytes(),
                         );
                         if let Some(identity) = &start.client.identity {
+                            metrics.bump(metrics.logins, 1);
                             publish(
                                 &metrics,
                                 "gatehouse_pg_subject",
@@ -574,8 +587,12 @@ impl PostgresConnection {
                     }
                 }
                 Record::SessionEnd(end) => {
-                    if end.reason == EndReason::ProtocolError {
-                        metrics.bump(metrics.protocol_errors, 1);
+                    match end.reason {
+                        EndReason::ProtocolError => metrics.bump(metrics.protocol_errors, 1),
+                        EndReason::AuthenticationFailed => {
+                            metrics.bump(metrics.login_failures, 1);
+                        }
+                        _ => {}
                     }
                     let reason = serde_json::to_value(end.reason)
                         .ok()
@@ -597,6 +614,8 @@ impl PostgresConnection {
             summary.statements.saturating_sub(before.statements),
         );
         metrics.bump(metrics.errors, summary.errors.saturating_sub(before.errors));
+        metrics.bump(metrics.denied, summary.denied.saturating_sub(before.denied));
+        metrics.bump(metrics.masked, summary.masked.saturating_sub(before.masked));
         metrics.bump(
             metrics.records_dropped,
             summary

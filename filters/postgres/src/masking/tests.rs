@@ -494,7 +494,7 @@ fn errors_notices_and_notifications_are_masked() {
                 b"duplicate key value violates unique constraint \"customers_email_key\"",
             ),
             (b'D', b"Key (email)=(a@b.com) already exists."),
-            (b's', b"shop"),
+            (b's', b"public"),
             (b't', b"customers"),
         ],
     };

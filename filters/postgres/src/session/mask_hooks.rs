@@ -100,6 +100,14 @@ impl Session {
             // Held DataRows are counted here (streamed ones when they end).
             self.count_row();
         }
+        if matches!(tag, pg::DATA_ROW_TAG | pg::COPY_DATA_TAG) && self.data_row_rewriter.is_none() {
+            // Nothing else in the engine acts on a row after login: spare the
+            // second decode on the hottest path.
+            return Ok(match masked {
+                MaskAction::Replace(bytes) => Action::Replace(bytes),
+                MaskAction::Unchanged | MaskAction::Consume => Action::Pass,
+            });
+        }
         let action = self.on_backend_message(tag, body, now_us)?;
         Ok(match (action, masked) {
             (Action::Pass, MaskAction::Replace(bytes)) => Action::Replace(bytes),

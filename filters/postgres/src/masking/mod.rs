@@ -22,8 +22,9 @@
 //! Bind asked for, and unwinds it on errors as the server does.
 //!
 //! Table rules are resolved by a catalog lookup (see [`catalog`]) sent ahead of
-//! the client's first request; its answers are consumed here. If the lookup
-//! fails, table rules match result fields by column name instead.
+//! the client's first request; its answers are consumed here. Until it has
+//! answered, or if it fails, table rules match result fields by column name
+//! instead (masking too much rather than too little).
 //!
 //! Messages longer than the engine's buffer limit stream through; a
 //! [`StreamRewrite`] masks them in place with the length already sent: columns
@@ -390,7 +391,8 @@ impl SessionMasker {
         values::plan_for(
             &self.policy,
             &self.resolved,
-            self.lookup == Lookup::Failed,
+            // Until the lookup has answered, table rules match by column name.
+            self.lookup != Lookup::Done,
             fields,
             formats,
         )

@@ -774,3 +774,22 @@ fn the_lookup_quotes_names_and_covers_views() {
     assert!(sql.contains("pg_rewrite") && sql.contains("pg_depend"));
     assert!(catalog::lookup_sql(&MaskingPolicy::from_json(b"{}").unwrap()).is_none());
 }
+
+#[test]
+fn before_the_lookup_answers_table_rules_match_by_column_name() {
+    let mut masker = SessionMasker::new(demo_policy());
+    masker.set_exempt(false);
+    masker.on_frontend(&FrontendMessage::Query {
+        sql: b"SELECT ssn FROM customers",
+    });
+    let description = row_description(&[("ssn", 1, 1, TEXT, 0)]);
+    assert_eq!(
+        masker.on_backend(&BackendMessage::RowDescription { body: &description }),
+        MaskAction::Unchanged
+    );
+    let action = masker.on_backend(&BackendMessage::DataRow {
+        values: vec![Some(b"no pattern here")],
+    });
+    assert_eq!(action, MaskAction::Replace(data_row(&[Some(b"****")])));
+    assert_eq!(masker.take_counts().unwrap().rules["customer-ssn"], 1);
+}

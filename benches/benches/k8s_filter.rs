@@ -105,7 +105,10 @@ fn masking(c: &mut Criterion) {
         "data": {"password": "cHIwZC1TM2NyZXQh", "username": "YXBw"}})
     .to_string();
     let mut group = c.benchmark_group("k8s_mask");
-    for (name, resource, body) in [("pod_list_100", "pods", &list), ("secret", "secrets", &secret)] {
+    for (name, resource, body) in [
+        ("pod_list_100", "pods", &list),
+        ("secret", "secrets", &secret),
+    ] {
         group.throughput(Throughput::Bytes(body.len() as u64));
         group.bench_function(name, |b| {
             b.iter(|| black_box(mask_body(black_box(body.as_bytes()), &settings, resource)))

@@ -1,5 +1,6 @@
 //! Shared helpers for benchmarks.
 
+pub mod http_load;
 pub mod pgbench;
 
 use gatehouse_core::record::Record;

@@ -2,6 +2,12 @@
 //! Envoy's tcp_proxy alone, and through Envoy with gatehouse's Postgres filter,
 //! in one run on one server, printing TPS and the gatehouse / tcp_proxy ratio.
 //!
+//! The policy columns compare the filter alone (`envoy/postgres.yaml`, no record
+//! delivery) without a statement policy and with the demo policy
+//! (`examples/postgres-policy.json`) applied to pgbench's user: the demo's rules
+//! for the developer groups are made to match the subject `postgres`, so every
+//! SELECT runs the whole rule list (through the decision cache) before it is allowed.
+//!
 //! Needs the filter modules built (`cargo xtask build`, or `GATEHOUSE_WASM_DIR`)
 //! and PostgreSQL, pgbench and Envoy installed (`cargo xtask install`). Run with
 //! `cargo bench -p gatehouse-benches --bench pg_throughput`; environment knobs:
@@ -9,7 +15,41 @@
 
 use anyhow::Result;
 use gatehouse_benches::pgbench;
+use gatehouse_integration::envoy::{Envoy, yaml_quote};
+use gatehouse_integration::stack::example;
 use gatehouse_integration::{Stack, StackOptions};
+use serde_json::{Value, json};
+
+/// The pgbench user, as the policy sees it (the startup user).
+const PGBENCH_SUBJECT: &str = "postgres";
+
+/// The demo policy with every rule for the `developers` group matching
+/// pgbench's user instead.
+fn bench_policy() -> Value {
+    let mut policy = example("postgres-policy.json");
+    if let Some(rules) = policy["rules"].as_array_mut() {
+        for rule in rules {
+            let for_developers = rule["match"]["groups"]
+                .as_array()
+                .is_some_and(|groups| groups.iter().any(|g| g == "developers"));
+            if let (true, Some(matcher)) = (for_developers, rule["match"].as_object_mut()) {
+                matcher.remove("groups");
+                matcher.insert("subjects".into(), json!([PGBENCH_SUBJECT]));
+            }
+        }
+    }
+    policy
+}
+
+/// An Envoy with only the Postgres filter, configured with `config`.
+fn start_filter_only(stack: &Stack, name: &str, config: &Value) -> Result<(Envoy, u16)> {
+    pgbench::start_envoy(
+        stack,
+        name,
+        "postgres.yaml",
+        &[("PG_CONFIG", yaml_quote(&config.to_string()))],
+    )
+}
 
 fn main() -> Result<()> {
     if pgbench::skipped("pg_throughput") {
@@ -28,19 +68,32 @@ fn main() -> Result<()> {
     )?;
     pgbench::init(&stack)?;
     let (_baseline, baseline_port) = pgbench::start_tcp_proxy_baseline(&stack)?;
+    let (_unpoliced, filter_port) = start_filter_only(&stack, "filter", &json!({}))?;
+    let (_policed, policy_port) =
+        start_filter_only(&stack, "filter_policy", &json!({"policy": bench_policy()}))?;
 
     println!("{}", pgbench::settings());
     println!(
-        "{:<10} {:>12} {:>12} {:>12} {:>18}",
-        "mode", "direct", "tcp_proxy", "gatehouse", "gatehouse/tcp_proxy"
+        "{:<10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>20} {:>17}",
+        "mode",
+        "direct",
+        "tcp_proxy",
+        "gatehouse",
+        "filter",
+        "+policy",
+        "gatehouse/tcp_proxy",
+        "policy/tcp_proxy"
     );
     for mode in ["simple", "prepared"] {
         let direct = pgbench::tps(stack.postgres.port, mode)?;
         let tcp_proxy = pgbench::tps(baseline_port, mode)?;
         let gatehouse = pgbench::tps(stack.pg_port, mode)?;
+        let filter = pgbench::tps(filter_port, mode)?;
+        let policy = pgbench::tps(policy_port, mode)?;
         println!(
-            "{mode:<10} {direct:>12.0} {tcp_proxy:>12.0} {gatehouse:>12.0} {:>18.3}",
-            gatehouse / tcp_proxy
+            "{mode:<10} {direct:>10.0} {tcp_proxy:>10.0} {gatehouse:>10.0} {filter:>10.0} {policy:>10.0} {:>20.3} {:>17.3}",
+            gatehouse / tcp_proxy,
+            policy / tcp_proxy
         );
     }
     let statements = stack

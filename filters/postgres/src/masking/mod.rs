@@ -424,34 +424,44 @@ impl SessionMasker {
     fn on_data_row(&mut self, row: &[Option<&[u8]>]) -> MaskAction {
         let plan = self.current_plan();
         let plan = plan.as_deref().map(Vec::as_slice).unwrap_or_default();
-        let mut out: Option<Vec<Option<Cow<'_, [u8]>>>> = None;
+        // The rewritten message, started at the first masked value.
+        let mut out: Option<Vec<u8>> = None;
         for (i, value) in row.iter().enumerate() {
-            let Some(value) = value else { continue };
-            let column = plan
-                .get(i)
-                .copied()
-                .unwrap_or_else(|| self.unknown_column(i));
-            let mut counts = ValueCounts::default();
-            let masked = values::mask_value(&self.policy, column, value, &mut counts);
-            self.count(&counts);
-            if masked.is_unchanged() {
-                continue;
+            let masked = match value {
+                None => Masked::Null,
+                Some(value) => {
+                    let column = plan
+                        .get(i)
+                        .copied()
+                        .unwrap_or_else(|| self.unknown_column(i));
+                    let mut counts = ValueCounts::default();
+                    let masked = values::mask_value(&self.policy, column, value, &mut counts);
+                    self.count(&counts);
+                    masked
+                }
+            };
+            let changed = value.is_some() && !masked.is_unchanged();
+            if changed && out.is_none() {
+                let mut started = Vec::with_capacity(row_len(row) + 64);
+                started.push(crate::protocol::DATA_ROW_TAG);
+                started.extend_from_slice(&[0; 4]);
+                let count = i16::try_from(row.len()).unwrap_or(i16::MAX);
+                started.extend_from_slice(&count.to_be_bytes());
+                row.iter()
+                    .take(i)
+                    .for_each(|v| push_value(&mut started, *v));
+                out = Some(started);
             }
-            let out = out.get_or_insert_with(|| row.iter().map(|v| v.map(Cow::Borrowed)).collect());
-            if let Some(slot) = out.get_mut(i) {
-                *slot = match masked {
-                    Masked::Value(v) => Some(Cow::Owned(v.into_owned())),
-                    Masked::Null => None,
-                };
+            if let Some(out) = out.as_mut() {
+                push_value(out, masked.as_bytes());
             }
         }
         match out {
-            Some(values) if !self.is_exempt() => {
-                let values: Vec<Option<&[u8]>> = values.iter().map(|v| v.as_deref()).collect();
-                let mut bytes = Vec::with_capacity(
-                    values.iter().flatten().map(|v| v.len() + 4).sum::<usize>() + 7,
-                );
-                BackendMessage::DataRow { values }.encode(&mut bytes);
+            Some(mut bytes) if !self.is_exempt() => {
+                let len = u32::try_from(bytes.len() - 1).unwrap_or(u32::MAX);
+                if let Some(field) = bytes.get_mut(1..5) {
+                    field.copy_from_slice(&len.to_be_bytes());
+                }
                 MaskAction::Replace(bytes)
             }
             _ => MaskAction::Unchanged,
@@ -697,5 +707,25 @@ impl SessionMasker {
                 .insert(kind.as_str().to_string(), u64::from(n));
         }
         (!counts.is_empty()).then_some(counts)
+    }
+}
+
+/// Body bytes of a DataRow's values (for a buffer's capacity).
+fn row_len(row: &[Option<&[u8]>]) -> usize {
+    row.iter()
+        .map(|v| 4 + v.map_or(0, <[u8]>::len))
+        .sum::<usize>()
+        + 2
+}
+
+/// One DataRow value: its length (-1 for NULL), then its bytes.
+fn push_value(out: &mut Vec<u8>, value: Option<&[u8]>) {
+    match value {
+        None => out.extend_from_slice(&(-1i32).to_be_bytes()),
+        Some(bytes) => {
+            let len = i32::try_from(bytes.len()).unwrap_or(i32::MAX);
+            out.extend_from_slice(&len.to_be_bytes());
+            out.extend_from_slice(bytes);
+        }
     }
 }

@@ -27,6 +27,10 @@ use gatehouse_core::record::{EndReason, PgClient, Record, SessionStartRecord};
 /// The rule name recorded for statements refused because the token expired.
 pub(super) const TOKEN_EXPIRED_RULE: &str = "gatehouse:token-expired";
 
+/// Most bytes of the server's startup answer held while the token is checked
+/// (a real one is well under a kilobyte: parameter statuses and key data).
+const MAX_HELD_STARTUP_BYTES: usize = 64 * 1024;
+
 /// `AuthenticationCleartextPassword`: asks the client for its password (the token).
 const CLEARTEXT_PASSWORD_REQUEST: [u8; 9] = [b'R', 0, 0, 0, 8, 0, 0, 0, 3];
 
@@ -227,6 +231,11 @@ impl Session {
                 | BackendMessage::ReadyForQuery { .. },
                 Step::AwaitingPassword | Step::Verifying,
             ) if !startup_complete => {
+                if login.held.len() + body.len() > MAX_HELD_STARTUP_BYTES {
+                    return Err(format!(
+                        "server startup answer over {MAX_HELD_STARTUP_BYTES} bytes"
+                    ));
+                }
                 match msg {
                     BackendMessage::BackendKeyData { pid, .. } => {
                         self.summary.backend_pid = Some(pid);

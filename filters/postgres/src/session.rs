@@ -144,15 +144,6 @@ pub struct SessionSummary {
     pub backend_pid: Option<i32>,
 }
 
-/// Rewrites server DataRows, e.g. to mask values. Only rows no longer than
-/// `max_buffered_bytes` are offered (longer ones stream through unchanged).
-pub trait DataRowRewriter {
-    /// `row_description` is the body of the latest RowDescription (when it was
-    /// not over the buffer limit); `data_row` is the DataRow's body. Return the
-    /// complete replacement message (tag and length included) to rewrite it.
-    fn rewrite(&mut self, row_description: Option<&[u8]>, data_row: &[u8]) -> Option<Vec<u8>>;
-}
-
 /// The text of a statement as recorded, shared by every Execute of it.
 #[derive(Debug)]
 struct StatementText {
@@ -280,13 +271,10 @@ pub struct Session {
     sequence: u64,
     records: Vec<Record>,
     summary: SessionSummary,
-    data_row_rewriter: Option<Box<dyn DataRowRewriter>>,
     /// Masks what the server sends back, when configured.
     masker: Option<crate::masking::SessionMasker>,
     /// The in-place rewrite of the server message streaming through.
     stream_mask: Option<crate::masking::StreamRewrite>,
-    /// The latest RowDescription body, kept only while a rewriter is set.
-    row_description: Option<Vec<u8>>,
     statement_policy: Option<Box<dyn crate::guard::StatementPolicy>>,
     policy_identity: Option<gatehouse_core::identity::Identity>,
     /// Prepared statements (by name) whose Parse the policy blocked.
@@ -334,10 +322,8 @@ impl Session {
             sequence: 0,
             records: Vec::new(),
             summary: SessionSummary::default(),
-            data_row_rewriter: None,
             masker: None,
             stream_mask: None,
-            row_description: None,
             statement_policy: None,
             policy_identity: None,
             denied_statements: HashMap::new(),
@@ -350,11 +336,6 @@ impl Session {
     /// ([`gatehouse_core::config::config_hash`]). Set it before any bytes.
     pub fn set_policy_hash(&mut self, hash: Shared<str>) {
         self.policy_hash = Some(hash);
-    }
-
-    /// Offers complete DataRows to `rewriter` from now on.
-    pub fn set_data_row_rewriter(&mut self, rewriter: Box<dyn DataRowRewriter>) {
-        self.data_row_rewriter = Some(rewriter);
     }
 
     /// Client → server bytes. Returns what to forward to the server.
@@ -677,10 +658,6 @@ impl Session {
             (Dir::Frontend, pg::BIND_TAG | pg::FUNCTION_CALL_TAG) if over => Disposition::Stream {
                 capture_limit: NAMES_PREFIX,
             },
-            // DataRows are held whole only for a rewriter, and only when small enough.
-            (Dir::Backend, pg::DATA_ROW_TAG) if self.data_row_rewriter.is_some() && !over => {
-                Disposition::Hold
-            }
             // The masker rewrites DataRows and CopyData held whole when it can.
             (Dir::Backend, pg::DATA_ROW_TAG | pg::COPY_DATA_TAG)
                 if self.masker.is_some() && !over =>
@@ -1272,20 +1249,6 @@ impl Session {
             && let Some(action) = self.denial_reply(&msg, now_us)
         {
             return Ok(action);
-        }
-        if self.data_row_rewriter.is_some() && matches!(self.phase, Phase::Ready | Phase::Finished)
-        {
-            if let BackendMessage::RowDescription { body } = msg {
-                self.row_description = Some(body.to_vec());
-            } else if let BackendMessage::DataRow { .. } = msg {
-                self.count_row();
-                let description = self.row_description.as_deref();
-                let rewritten = self
-                    .data_row_rewriter
-                    .as_mut()
-                    .and_then(|r| r.rewrite(description, body));
-                return Ok(rewritten.map_or(Action::Pass, Action::Replace));
-            }
         }
         match self.phase {
             Phase::Authenticating if self.token_login.is_some() => {

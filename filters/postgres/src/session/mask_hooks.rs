@@ -100,7 +100,7 @@ impl Session {
             // Held DataRows are counted here (streamed ones when they end).
             self.count_row();
         }
-        if matches!(tag, pg::DATA_ROW_TAG | pg::COPY_DATA_TAG) && self.data_row_rewriter.is_none() {
+        if matches!(tag, pg::DATA_ROW_TAG | pg::COPY_DATA_TAG) {
             // Nothing else in the engine acts on a row after login: spare the
             // second decode on the hottest path.
             return Ok(match masked {

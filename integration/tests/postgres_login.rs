@@ -69,6 +69,31 @@ fn psql_logs_in_with_a_token_and_every_record_names_the_verified_caller() {
 }
 
 #[test]
+fn masking_follows_the_verified_identity_dba_sees_clear_values_developers_do_not() {
+    let stack = login_stack("pg-login-masking");
+    let clear = stack
+        .postgres
+        .psql_in("shop", "select email, ssn from customers where id = 7")
+        .unwrap();
+    let sql = "select email, ssn from customers where id = 7";
+    let developer = stack.token("developer").unwrap();
+    let masked = clients::stdout(
+        &stack
+            .psql_login("app", Some(&developer), &["-c", sql])
+            .unwrap(),
+    );
+    assert_ne!(masked.trim(), clear.trim(), "developers see masked values");
+    assert!(masked.contains("****"), "{masked}");
+    let dba = stack.token("dba").unwrap();
+    let unmasked = clients::stdout(
+        &stack
+            .psql_login("postgres", Some(&dba), &["-c", sql])
+            .unwrap(),
+    );
+    assert_eq!(unmasked.trim(), clear.trim(), "group dba is exempt");
+}
+
+#[test]
 fn bad_tokens_and_forbidden_roles_get_a_fatal_error_with_the_reason() {
     let stack = login_stack("pg-login-refusals");
     let developer = stack.token("developer").unwrap();

@@ -2,16 +2,18 @@
 //! tcp_proxy alone, through gatehouse's Postgres filter with no record service
 //! (records off: `envoy/postgres.yaml`), and through the whole gateway with
 //! every statement record delivered to the access log (records on:
-//! `envoy/gatehouse.yaml`), in one run; prints TPS, the on/off and
-//! on/tcp_proxy ratios and the records per second the path delivered. Then the
+//! `envoy/gatehouse.yaml`), in one run of interleaved rounds; prints the median
+//! TPS, on/off and on/tcp_proxy ratios, the records per second the path
+//! delivered and how long the last record took to arrive after pgbench ended
+//! (lag). Then the
 //! record path alone: a test producer bursts records at it and the time until
 //! the last one is delivered gives the records per second it sustains.
 //!
 //! Needs the filter modules and the test record producer built (`cargo xtask
 //! build`, or `GATEHOUSE_WASM_DIR`), PostgreSQL, pgbench and Envoy. Run with
 //! `cargo bench -p gatehouse-benches --bench records_throughput`; knobs as in
-//! [`gatehouse_benches::pgbench`], plus `RECORDS_BENCH_BURST` (records the
-//! producer bursts, default 100000).
+//! [`gatehouse_benches::pgbench`], plus `RECORDS_BENCH_ROUNDS` (default 3) and
+//! `RECORDS_BENCH_BURST` (records the producer bursts, default 100000).
 
 use anyhow::{Result, bail};
 use gatehouse_benches::pgbench::{self, env_or};
@@ -42,6 +44,13 @@ fn settle(envoy: &Envoy) -> Result<Duration> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// The median of some values (0 for none).
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut values: Vec<f64> = values.collect();
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or_default()
 }
 
 /// Records delivered or dropped so far.
@@ -99,19 +108,31 @@ fn main() -> Result<()> {
         "records/s",
         "lag ms"
     );
+    let rounds: usize = env_or("RECORDS_BENCH_ROUNDS", "3").parse()?;
     for mode in ["simple", "prepared"] {
-        let tcp_proxy = pgbench::tps(tcp_proxy_port, mode)?;
-        let off = pgbench::tps(records_off_port, mode)?;
-        let delivered_before = stat(&stack.envoy, DELIVERED)?;
-        let on = pgbench::tps(stack.pg_port, mode)?;
-        let delivered_in_run = stat(&stack.envoy, DELIVERED)? - delivered_before;
-        let lag = settle(&stack.envoy)?;
+        // Interleaved rounds, medians: the machine's load drifts between runs.
+        let mut runs = Vec::new();
+        for _ in 0..rounds.max(1) {
+            let tcp_proxy = pgbench::tps(tcp_proxy_port, mode)?;
+            let off = pgbench::tps(records_off_port, mode)?;
+            let delivered_before = stat(&stack.envoy, DELIVERED)?;
+            let on = pgbench::tps(stack.pg_port, mode)?;
+            let delivered = (stat(&stack.envoy, DELIVERED)? - delivered_before) as f64;
+            let lag = settle(&stack.envoy)?.as_secs_f64() * 1e3;
+            runs.push([
+                tcp_proxy,
+                off,
+                on,
+                on / off,
+                on / tcp_proxy,
+                delivered / seconds,
+                lag,
+            ]);
+        }
+        let [tcp_proxy, off, on, on_off, on_tcp, records, lag] =
+            std::array::from_fn(|column| median(runs.iter().map(|run| run[column])));
         println!(
-            "{mode:<10} {tcp_proxy:>10.0} {off:>12.0} {on:>11.0} {:>8.3} {:>13.3} {:>10.0} {:>9}",
-            on / off,
-            on / tcp_proxy,
-            delivered_in_run as f64 / seconds,
-            lag.as_millis()
+            "{mode:<10} {tcp_proxy:>10.0} {off:>12.0} {on:>11.0} {on_off:>8.3} {on_tcp:>13.3} {records:>10.0} {lag:>9.0}"
         );
     }
 

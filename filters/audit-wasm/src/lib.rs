@@ -141,7 +141,7 @@ fn default_linger_ms() -> u64 {
     DeliveryConfig::default().linger_us / 1_000
 }
 fn default_tick_ms() -> u32 {
-    5
+    10
 }
 fn default_initial_backoff_ms() -> u64 {
     100
@@ -354,13 +354,13 @@ impl Service {
         let now = now_us();
         while let Ok(Some(bytes)) = host::records::dequeue_shared_queue(self.queue_id) {
             taken += 1;
-            let mut line = String::from_utf8(bytes)
-                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
-            while line.ends_with('\n') {
-                line.pop();
+            // A message holds one or more records, one per line (producers join
+            // what they emit within their linger).
+            let text = String::from_utf8_lossy(&bytes);
+            for line in text.trim_end_matches('\n').split('\n') {
+                // Refusals are counted by the outbox and reported by its notice.
+                let _ = self.outbox.offer(line.to_string(), now);
             }
-            // Refusals are counted by the outbox and reported by its notice.
-            let _ = self.outbox.offer(line, now);
         }
         taken
     }

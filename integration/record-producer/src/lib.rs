@@ -1,7 +1,12 @@
 //! Test-only record producer: a request `GET /produce?session=S&count=N&pad=P`
 //! emits records `{"type":"test.record","schema":1,"session":S,"sequence":1..=N,"pad":"xx…"}`
 //! (P bytes of padding) through `gatehouse_host::records::emit`, exactly as the
-//! filters' glue does, and answers 200 with N.
+//! filters' glue does, and answers 200 with N. Like the glue, its root context
+//! calls `gatehouse_host::records::flush` from a tick.
+//!
+//! `GET /abort` makes the VM fail (a Wasm trap), so tests can watch Envoy's
+//! `failure_policy` at work on a module built like the filters. Only this
+//! test module has such a path: the filters never trap on purpose.
 
 use gatehouse_host as host;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -19,9 +24,20 @@ const MAX_PAD: usize = 1 << 20;
 
 struct ProducerRoot;
 
+/// How often records waiting in this VM are flushed (the Postgres glue's period).
+const FLUSH_TICK_MS: u32 = 20;
+
 impl Context for ProducerRoot {}
 
 impl RootContext for ProducerRoot {
+    fn on_configure(&mut self, _config_size: usize) -> bool {
+        host::records::set_tick_period_ms(FLUSH_TICK_MS).is_ok()
+    }
+
+    fn on_tick(&mut self) {
+        host::records::flush();
+    }
+
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
     }
@@ -49,6 +65,9 @@ impl HttpContext for Produce {
             .ok()
             .flatten()
             .unwrap_or_default();
+        if path == "/abort" {
+            std::process::abort();
+        }
         let query = path.split_once('?').map(|(_, q)| q).unwrap_or_default();
         let session: String = query_value(query, "session")
             .unwrap_or("s")

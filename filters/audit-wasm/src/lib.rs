@@ -532,7 +532,7 @@ mod tests {
         );
         assert_eq!(s.max_batch_records, 1_000);
         assert_eq!(s.delivery().max_batch_bytes, 256 << 10);
-        assert_eq!(s.delivery().linger_us, 10_000);
+        assert_eq!(s.delivery().linger_us, 20_000);
         assert!(AuditConfig::parse(br#"{"role":"service","cluster":"c","typo":1}"#).is_err());
         assert!(AuditConfig::parse(br#"{"role":"service","cluster":""}"#).is_err());
         assert!(AuditConfig::parse(br#"{"role":"service","cluster":"c","max_buffer":0}"#).is_err());

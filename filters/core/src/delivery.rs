@@ -69,7 +69,7 @@ impl Default for DeliveryConfig {
             max_in_flight: 1,
             max_batch_records: 1_000,
             max_batch_bytes: 256 << 10,
-            linger_us: 10_000,
+            linger_us: 20_000,
             max_record_bytes: 1 << 20,
             initial_backoff_us: 100_000,
             max_backoff_us: 5_000_000,

@@ -194,7 +194,7 @@ pub struct Coalesce {
 impl Default for Coalesce {
     fn default() -> Self {
         Self {
-            linger_us: 5_000,
+            linger_us: 10_000,
             max_records: 256,
             max_bytes: 64 << 10,
         }

@@ -22,6 +22,9 @@ use gatehouse_integration::postgres::PgOptions;
 use gatehouse_integration::{Stack, StackOptions};
 use std::time::{Duration, Instant};
 
+/// The Postgres filter's configuration on both gatehouse Envoys: defaults, no
+/// policy, so the two differ only in the record path.
+const PG_FILTER_CONFIG: &str = "{}";
 const PRODUCED: &str = "wasmcustom.gatehouse_records_produced";
 const DELIVERED: &str = "wasmcustom.gatehouse_records_delivered";
 const DROPPED: &str = "wasmcustom.gatehouse_records_dropped";
@@ -82,6 +85,7 @@ fn main() -> Result<()> {
                 seed_demo: true,
                 log_statements: false,
             },
+            postgres_filter: serde_json::from_str(PG_FILTER_CONFIG)?,
             extra_listeners: Some(envoy::record_producer_listener()?),
             ..StackOptions::default()
         },
@@ -92,7 +96,7 @@ fn main() -> Result<()> {
         &stack,
         "records_off",
         "postgres.yaml",
-        &[("PG_CONFIG", envoy::yaml_quote("{}"))],
+        &[("PG_CONFIG", envoy::yaml_quote(PG_FILTER_CONFIG))],
     )?;
     let seconds: f64 = env_or("PG_BENCH_SECONDS", "10").parse()?;
 

@@ -214,6 +214,13 @@ const CLOSE_TICK_MS: u32 = 20;
 const KEY_UPKEEP_TICKS: u32 = 1_000 / CLOSE_TICK_MS;
 
 impl Context for PostgresRoot {
+    /// The VM is going away (an ECDS update, Envoy draining): records still
+    /// coalescing in it leave now.
+    fn on_done(&mut self) -> bool {
+        host::records::flush();
+        true
+    }
+
     fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _: usize) {
         let now_seconds = now_micros_or_zero().div_euclid(1_000_000);
         if let Some(login) = self.login.as_mut()
@@ -671,6 +678,8 @@ impl PostgresConnection {
             session.on_close(reason, now);
         }
         self.after_engine();
+        // The session's last records go now rather than with the next tick.
+        host::records::flush();
         self.publish_counters();
     }
 }

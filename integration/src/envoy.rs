@@ -41,6 +41,7 @@ pub fn record_producer_listener() -> Result<String> {
               config:
                 name: test_record_producer
                 root_id: test_record_producer
+                failure_policy: FAIL_RELOAD
                 vm_config:
                   vm_id: test_record_producer
                   runtime: envoy.wasm.runtime.v8

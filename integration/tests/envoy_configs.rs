@@ -173,3 +173,50 @@ fn ecds_rollout_under_pgbench_load_applies_new_versions_and_rejects_a_corrupt_mo
         "the session after the rejected update ran without the filter"
     );
 }
+
+#[test]
+fn a_failed_module_vm_is_reloaded_and_records_keep_flowing() {
+    let stack = stack::Stack::start(
+        "it",
+        "fail-reload",
+        stack::StackOptions {
+            extra_listeners: Some(envoy::record_producer_listener().unwrap()),
+            ..stack::StackOptions::default()
+        },
+    )
+    .unwrap();
+    let port = stack.envoy.listener_port("test_record_producer").unwrap();
+    let producer = format!("127.0.0.1:{port}");
+    let produce =
+        |session: &str| envoy::http_get(&producer, &format!("/produce?session={session}&count=3"));
+    assert_eq!(produce("before").unwrap().0, 200);
+    let delivered = |session: &str| {
+        stack
+            .wait_for_record(&format!("the {session} records"), |r| {
+                r["type"] == "test.record" && r["session"] == session && r["sequence"] == 3
+            })
+            .unwrap();
+    };
+    delivered("before");
+
+    // The module traps: the request fails, and with FAIL_RELOAD (the policy every
+    // shipped configuration uses) a fresh VM serves the requests after it.
+    let aborted = envoy::http_get(&producer, "/abort");
+    assert!(
+        aborted.as_ref().map_or(true, |(code, _)| *code >= 500),
+        "the trapping request does not succeed: {aborted:?}"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match produce("after") {
+            Ok((200, _)) => break,
+            other => assert!(
+                std::time::Instant::now() < deadline,
+                "the module never came back: {other:?}\n{}",
+                stack.envoy.log_tail(30)
+            ),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    delivered("after");
+}

@@ -22,13 +22,9 @@ fn main() -> Result<()> {
         "bench",
         "pg_login",
         StackOptions {
-            postgres: gatehouse_integration::postgres::PgOptions {
-                seed_demo: true,
-                log_statements: false,
-            },
             postgres_filter: demo_postgres_filter_config(),
             token_ttl_seconds: 3600,
-            ..StackOptions::default()
+            ..pgbench::stack_options()
         },
     )?;
     pgbench::init(&stack)?;

@@ -59,12 +59,8 @@ fn main() -> Result<()> {
         "bench",
         "pg_masking_throughput",
         StackOptions {
-            postgres: gatehouse_integration::postgres::PgOptions {
-                seed_demo: true,
-                log_statements: false,
-            },
             postgres_filter: json!({ "masking": masking }),
-            ..StackOptions::default()
+            ..pgbench::stack_options()
         },
     )?;
     // About 100 bytes per row on the wire: id, e-mail, SSN, a 32-character note.

@@ -59,11 +59,7 @@ fn main() -> Result<()> {
         "bench",
         "pg_throughput",
         StackOptions {
-            postgres: gatehouse_integration::postgres::PgOptions {
-                seed_demo: true,
-                log_statements: false,
-            },
-            ..StackOptions::default()
+            ..pgbench::stack_options()
         },
     )?;
     pgbench::init(&stack)?;

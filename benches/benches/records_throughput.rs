@@ -18,7 +18,6 @@
 use anyhow::{Result, bail};
 use gatehouse_benches::pgbench::{self, env_or};
 use gatehouse_integration::envoy::{self, Envoy, http_get};
-use gatehouse_integration::postgres::PgOptions;
 use gatehouse_integration::{Stack, StackOptions};
 use std::time::{Duration, Instant};
 
@@ -81,13 +80,9 @@ fn main() -> Result<()> {
         "bench",
         "records_throughput",
         StackOptions {
-            postgres: PgOptions {
-                seed_demo: true,
-                log_statements: false,
-            },
             postgres_filter: serde_json::from_str(PG_FILTER_CONFIG)?,
             extra_listeners: Some(envoy::record_producer_listener()?),
-            ..StackOptions::default()
+            ..pgbench::stack_options()
         },
     )?;
     pgbench::init(&stack)?;

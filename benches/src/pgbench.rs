@@ -6,7 +6,8 @@
 
 use anyhow::{Context, Result, bail};
 use gatehouse_integration::envoy::{self, Envoy};
-use gatehouse_integration::{Stack, scratch_dir, tools, workspace_root};
+use gatehouse_integration::postgres::PgOptions;
+use gatehouse_integration::{Stack, StackOptions, scratch_dir, tools, workspace_root};
 use std::collections::BTreeMap;
 use std::process::Command;
 
@@ -31,6 +32,18 @@ pub fn settings() -> String {
         env_or("PG_BENCH_THREADS", "2"),
         env_or("PG_BENCH_SECONDS", "10")
     )
+}
+
+/// What every end-to-end bench starts: the demo data, and no statement log
+/// (writing it would be the server's bottleneck).
+pub fn stack_options() -> StackOptions {
+    StackOptions {
+        postgres: PgOptions {
+            seed_demo: true,
+            log_statements: false,
+        },
+        ..StackOptions::default()
+    }
 }
 
 /// Creates pgbench's tables (scale 10) in the stack's demo database.

@@ -1,23 +1,13 @@
 //! The gateway carries real clients' traffic through real Envoy with both
 //! filters loaded, and reports on it through Envoy's stats and access log.
 
+use gatehouse_integration::clients::stdout;
 use gatehouse_integration::envoy::{self, Envoy};
 use gatehouse_integration::{Stack, StackOptions, scratch_dir, tools};
 use std::collections::BTreeMap;
 
 fn stack(name: &str) -> Stack {
     Stack::start("it", name, StackOptions::default()).expect("stack starts")
-}
-
-fn stdout(out: &std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "command failed ({}):\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]

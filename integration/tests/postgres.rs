@@ -2,27 +2,17 @@
 //! each behaves exactly as it does against the server directly, and the filter
 //! accounts for what it saw.
 
+use gatehouse_integration::clients::{self, stdout};
 use gatehouse_integration::{Stack, StackOptions, tools};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 use tokio_postgres::NoTls;
 
 fn stack(name: &str) -> Stack {
     Stack::start("it", name, StackOptions::default()).expect("stack starts")
-}
-
-fn stdout(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "command failed ({}):\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// The access-log line of the one Postgres connection made as `user`.
@@ -438,15 +428,6 @@ fn malformed_bytes_end_only_their_own_session_with_08p01() {
     );
 }
 
-fn run_script(what: &str, cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("{what} could not start: {e}"));
-    let text = stdout(&out);
-    assert!(text.contains("ok"), "{what}: {text}");
-    text
-}
-
 const PSYCOPG_SCRIPT: &str = r#"
 import sys, psycopg
 port, ca = sys.argv[1], sys.argv[2]
@@ -478,7 +459,7 @@ fn psycopg_text_binary_pipeline_and_direct_tls() {
     let pythonpath = tools::psycopg_dir().unwrap();
     let script = stack.dir.join("psycopg_check.py");
     std::fs::write(&script, PSYCOPG_SCRIPT).unwrap();
-    run_script(
+    clients::run_checked(
         "psycopg",
         Command::new("python3")
             .arg(&script)
@@ -551,7 +532,7 @@ fn jdbc_switches_to_named_server_statements_through_the_filter() {
         .expect("javac runs (install a JDK: apt-get install default-jdk-headless)");
     stdout(&javac);
     let classpath = format!("{}:{}", classes.display(), jar.display());
-    run_script(
+    clients::run_checked(
         "JDBC",
         Command::new("java")
             .args(["-cp", &classpath, "JdbcCheck"])
@@ -595,7 +576,7 @@ fn node_postgres_queries_named_statements_and_errors() {
     let node_dir = tools::node_pg_dir().unwrap();
     let script = stack.dir.join("node_check.js");
     std::fs::write(&script, NODE_SCRIPT).unwrap();
-    run_script(
+    clients::run_checked(
         "node-postgres",
         Command::new("node")
             .arg(&script)

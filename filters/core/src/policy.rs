@@ -140,6 +140,26 @@ impl OneOrMany {
     }
 }
 
+/// An identity match as written in a configuration: `{"subjects": […],
+/// "groups": […], "claims": {"name": "value" or […]}}`, every part optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityMatchDoc {
+    #[serde(default)]
+    pub subjects: Vec<String>,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    #[serde(default)]
+    pub claims: BTreeMap<String, OneOrMany>,
+}
+
+impl IdentityMatchDoc {
+    /// Compiles it; errors are relative to the match object (e.g. `groups[1]`).
+    pub fn compile(&self) -> Result<IdentityMatch, ConfigError> {
+        IdentityMatch::new(&self.subjects, &self.groups, &self.claims)
+    }
+}
+
 /// The identity part of a rule, shared by every filter's policy: who the rule is for.
 ///
 /// Each listed part must match (subjects AND groups AND every claim); inside a part

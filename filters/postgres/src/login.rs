@@ -24,10 +24,9 @@
 
 use gatehouse_core::config::ConfigError;
 use gatehouse_core::identity::{Identity, KeyFetch, TokenRejection, Verifier};
-use gatehouse_core::policy::{IdentityMatch, OneOrMany, Wildcard};
+use gatehouse_core::policy::{IdentityMatch, IdentityMatchDoc, Wildcard};
 use serde::Deserialize;
 use std::cell::RefCell;
-use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -64,18 +63,7 @@ struct LoginDoc {
 struct GrantDoc {
     role: String,
     #[serde(rename = "match")]
-    who: MatchDoc,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct MatchDoc {
-    #[serde(default)]
-    subjects: Vec<String>,
-    #[serde(default)]
-    groups: Vec<String>,
-    #[serde(default)]
-    claims: BTreeMap<String, OneOrMany>,
+    who: IdentityMatchDoc,
 }
 
 impl LoginConfig {
@@ -96,7 +84,9 @@ impl LoginConfig {
             .map(|(i, grant)| {
                 let path = format!("roles[{i}]");
                 let role = Wildcard::new(&grant.role).map_err(|e| e.under(&format!("{path}.role")))?;
-                let who = IdentityMatch::new(&grant.who.subjects, &grant.who.groups, &grant.who.claims)
+                let who = grant
+                    .who
+                    .compile()
                     .map_err(|e| e.under(&format!("{path}.match")))?;
                 if who.is_any() {
                     return Err(ConfigError::new(

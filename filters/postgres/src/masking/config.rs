@@ -33,9 +33,8 @@ use gatehouse_core::identity::Identity;
 use gatehouse_core::mask::{
     DetectorKind, MaskConfig, MaskStyle, Masker, OverCapPolicy, detector_named, style_named,
 };
-use gatehouse_core::policy::{IdentityMatch, OneOrMany, Wildcard};
+use gatehouse_core::policy::{IdentityMatch, IdentityMatchDoc, Wildcard};
 use serde::Deserialize;
-use std::collections::BTreeMap;
 
 /// Most column rules one configuration may hold (the catalog lookup names each).
 pub const MAX_RULES: usize = 256;
@@ -50,7 +49,7 @@ struct RawMasking {
     #[serde(default)]
     masker: Option<MaskConfig>,
     #[serde(default)]
-    exempt: Option<RawIdentityMatch>,
+    exempt: Option<IdentityMatchDoc>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -67,17 +66,6 @@ struct RawRule {
     style: String,
     #[serde(default)]
     kind: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawIdentityMatch {
-    #[serde(default)]
-    subjects: Vec<String>,
-    #[serde(default)]
-    groups: Vec<String>,
-    #[serde(default)]
-    claims: BTreeMap<String, OneOrMany>,
 }
 
 /// What a column rule matches.
@@ -140,8 +128,7 @@ impl MaskingPolicy {
         let exempt = match raw.exempt {
             None => None,
             Some(m) => {
-                let matcher = IdentityMatch::new(&m.subjects, &m.groups, &m.claims)
-                    .map_err(|e| e.under("exempt"))?;
+                let matcher = m.compile().map_err(|e| e.under("exempt"))?;
                 if matcher.is_any() {
                     // An empty match would exempt everyone: surely a mistake.
                     return Err(ConfigError::new(

@@ -492,16 +492,8 @@ fn explain_request(
     ));
     lines.push(identity_line(identity));
     lines.push(if info.is_resource_request {
-        let resource = if info.subresource.is_empty() {
-            info.resource.clone()
-        } else {
-            format!("{}/{}", info.resource, info.subresource)
-        };
-        let group = if info.api_group.is_empty() {
-            "core"
-        } else {
-            info.api_group.as_str()
-        };
+        let resource = info.resource_path();
+        let group = info.api_group_name();
         let mut line = format!(
             "request: {} {resource} (api group {group})",
             authorization_verb(&info)

@@ -305,16 +305,8 @@ impl RequestMatch {
         if !self.paths.is_empty() {
             return false;
         }
-        let resource = if info.subresource.is_empty() {
-            info.resource.clone()
-        } else {
-            format!("{}/{}", info.resource, info.subresource)
-        };
-        let group = if info.api_group.is_empty() {
-            "core"
-        } else {
-            info.api_group.as_str()
-        };
+        let resource = info.resource_path();
+        let group = info.api_group_name();
         let command = request
             .stream
             .map(|s| s.command.join(" "))

@@ -137,6 +137,24 @@ pub struct RequestInfo {
 }
 
 impl RequestInfo {
+    /// The resource as policy rules name it: `pods`, or `pods/exec` for a subresource.
+    pub fn resource_path(&self) -> String {
+        if self.subresource.is_empty() {
+            self.resource.clone()
+        } else {
+            format!("{}/{}", self.resource, self.subresource)
+        }
+    }
+
+    /// The API group as policy rules name it: `core` for the legacy group.
+    pub fn api_group_name(&self) -> &str {
+        if self.api_group.is_empty() {
+            "core"
+        } else {
+            &self.api_group
+        }
+    }
+
     /// Decodes `method` and the raw `:path` (query included) into a `RequestInfo`.
     pub fn new(method: &str, raw_path: &str) -> Result<Self, DecodeError> {
         decode_request(method, raw_path).map(|decoded| decoded.info)

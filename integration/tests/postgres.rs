@@ -456,17 +456,9 @@ print("ok")
 #[test]
 fn psycopg_text_binary_pipeline_and_direct_tls() {
     let stack = stack("pg-psycopg");
-    let pythonpath = tools::psycopg_dir().unwrap();
-    let script = stack.dir.join("psycopg_check.py");
-    std::fs::write(&script, PSYCOPG_SCRIPT).unwrap();
-    clients::run_checked(
-        "psycopg",
-        Command::new("python3")
-            .arg(&script)
-            .arg(stack.pg_port.to_string())
-            .arg(&stack.pki.ca_cert)
-            .env("PYTHONPATH", &pythonpath),
-    );
+    let port = stack.pg_port.to_string();
+    let ca = stack.pki.ca_cert.display().to_string();
+    clients::psycopg(&stack, "psycopg_check", PSYCOPG_SCRIPT, &[&port, &ca]);
     let tls = stack
         .wait_for_record("the direct-TLS connection", |r| {
             r["type"] == "pg.connection" && r["filter_chain"] == "postgres_direct_tls"
@@ -520,27 +512,11 @@ public class JdbcCheck {
 #[test]
 fn jdbc_switches_to_named_server_statements_through_the_filter() {
     let stack = stack("pg-jdbc");
-    let jar = tools::jdbc_jar().unwrap();
-    let source = stack.dir.join("JdbcCheck.java");
-    std::fs::write(&source, JDBC_PROGRAM).unwrap();
-    let classes = stack.dir.join("classes");
-    let javac = Command::new("javac")
-        .arg("-d")
-        .arg(&classes)
-        .arg(&source)
-        .output()
-        .expect("javac runs (install a JDK: apt-get install default-jdk-headless)");
-    stdout(&javac);
-    let classpath = format!("{}:{}", classes.display(), jar.display());
-    clients::run_checked(
-        "JDBC",
-        Command::new("java")
-            .args(["-cp", &classpath, "JdbcCheck"])
-            .arg(format!(
-                "jdbc:postgresql://127.0.0.1:{}/shop?sslmode=disable",
-                stack.pg_port
-            )),
+    let url = format!(
+        "jdbc:postgresql://127.0.0.1:{}/shop?sslmode=disable",
+        stack.pg_port
     );
+    clients::jdbc(&stack, "JdbcCheck", JDBC_PROGRAM, &[&url]);
     let server_log = std::fs::read_to_string(stack.postgres.log_path()).unwrap();
     assert!(
         server_log.contains("execute S_"),

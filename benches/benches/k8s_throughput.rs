@@ -1,12 +1,14 @@
 //! End-to-end Kubernetes API throughput: kubectl-like GETs (a ~100-pod list as
 //! `kubectl get pods` asks for it, a pod and a Secret as `-o yaml` asks for
 //! them, and discovery) through
-//! Envoy with gatehouse's Kubernetes filter (default policy, masking on) and
-//! through the same Envoy route without the filter, in one run against the
-//! stand-in API server, printing requests/s and the gatehouse / baseline ratio.
+//! Envoy with gatehouse's Kubernetes filter (default policy, masking on),
+//! through the same Envoy route with a Wasm filter that does nothing (the
+//! floor: what Envoy's Wasm runtime costs alone) and without any filter, in
+//! one run against the stand-in API server, printing requests/s and the
+//! ratios to the baseline.
 //!
-//! Both listeners are plaintext HTTP/1.1 in one Envoy, identical but for the
-//! filter; runs alternate between them so drift on a shared machine hits both.
+//! The listeners are plaintext HTTP/1.1 in one Envoy, identical but for the
+//! filter; runs alternate between them so drift on a shared machine hits all.
 //! Needs the filter modules built (`cargo xtask build`, or `GATEHOUSE_WASM_DIR`)
 //! and Envoy installed. Run with `cargo bench -p gatehouse-benches --bench
 //! k8s_throughput`; knobs: `K8S_BENCH_SECONDS` (per run, default 5),
@@ -14,7 +16,7 @@
 
 use anyhow::{Result, bail};
 use gatehouse_benches::http_load::{self, Connection, Load};
-use gatehouse_benches::pgbench::{env_or, skipped};
+use gatehouse_benches::pgbench::{self, env_or, skipped};
 use gatehouse_integration::{Stack, StackOptions, tools};
 use serde_json::json;
 use std::net::SocketAddr;
@@ -26,34 +28,47 @@ const NAMESPACE: &str = "dev";
 /// What `kubectl get` asks for.
 const TABLE_ACCEPT: &str = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
 
-/// A plaintext HTTP listener routing to the stand-in API server, with the
-/// gatehouse filter (the default policy) or without it.
-fn listener(name: &str, gatehouse: bool) -> Result<String> {
-    let filter = if gatehouse {
-        let module = tools::filter_modules()?.kubernetes;
-        let config = gatehouse_integration::stack::default_kubernetes_filter_config();
+/// The HTTP filter a bench listener runs in front of the router.
+enum Filter {
+    None,
+    /// gatehouse's Kubernetes filter with the default policy.
+    Gatehouse,
+    /// A Wasm filter that does nothing: what Envoy's Wasm runtime costs alone.
+    Noop,
+}
+
+/// A plaintext HTTP listener routing to the stand-in API server, with `filter`.
+fn listener(name: &str, filter: Filter) -> Result<String> {
+    let wasm = |root_id: &str, config: &str, module: &std::path::Path| {
         format!(
             r#"          - name: envoy.filters.http.wasm
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
               config:
-                name: gatehouse_kubernetes
-                root_id: gatehouse_kubernetes
+                name: {root_id}
+                root_id: {root_id}
                 failure_policy: FAIL_RELOAD
                 allow_on_headers_stop_iteration: true
                 configuration:
                   "@type": type.googleapis.com/google.protobuf.StringValue
                   value: {}
                 vm_config:
-                  vm_id: gatehouse_kubernetes
+                  vm_id: {root_id}
                   runtime: envoy.wasm.runtime.v8
                   code: {{local: {{filename: "{}"}}}}
 "#,
-            gatehouse_integration::envoy::yaml_quote(&config.to_string()),
+            gatehouse_integration::envoy::yaml_quote(config),
             module.display()
         )
-    } else {
-        String::new()
+    };
+    let filter = match filter {
+        Filter::None => String::new(),
+        Filter::Gatehouse => wasm(
+            "gatehouse_kubernetes",
+            &gatehouse_integration::stack::default_kubernetes_filter_config().to_string(),
+            &tools::filter_modules()?.kubernetes,
+        ),
+        Filter::Noop => wasm("bench_noop", "http", &pgbench::noop_module()?),
     };
     Ok(format!(
         r#"  - name: {name}
@@ -119,9 +134,10 @@ fn main() -> Result<()> {
     let connections: usize = env_or("K8S_BENCH_CONNECTIONS", "4").parse()?;
     let rounds: usize = env_or("K8S_BENCH_ROUNDS", "2").parse()?;
     let listeners = format!(
-        "{}{}",
-        listener("k8s_bench_gatehouse", true)?,
-        listener("k8s_bench_baseline", false)?
+        "{}{}{}",
+        listener("k8s_bench_gatehouse", Filter::Gatehouse)?,
+        listener("k8s_bench_noop", Filter::Noop)?,
+        listener("k8s_bench_baseline", Filter::None)?
     );
     let stack = Stack::start(
         "bench",
@@ -137,7 +153,11 @@ fn main() -> Result<()> {
             stack.envoy.listener_port(name)?,
         )))
     };
-    let (gatehouse, baseline) = (addr("k8s_bench_gatehouse")?, addr("k8s_bench_baseline")?);
+    let (gatehouse, noop, baseline) = (
+        addr("k8s_bench_gatehouse")?,
+        addr("k8s_bench_noop")?,
+        addr("k8s_bench_baseline")?,
+    );
     let token = stack.token("developer")?;
     seed_pods(baseline, &token)?;
 
@@ -205,27 +225,32 @@ fn main() -> Result<()> {
          alternating; Envoy --concurrency 2, HTTP/1.1 plaintext"
     );
     println!(
-        "{:<20} {:>12} {:>12} {:>18}",
-        "request", "baseline/s", "gatehouse/s", "gatehouse/baseline"
+        "{:<20} {:>12} {:>12} {:>12} {:>15} {:>18}",
+        "request", "baseline/s", "wasm no-op/s", "gatehouse/s", "no-op/baseline", "gatehouse/baseline"
     );
     let duration = Duration::from_secs(seconds);
     for (name, request) in &workloads {
-        let (mut without, mut with) = (Load::default(), Load::default());
+        let (mut without, mut floor, mut with) =
+            (Load::default(), Load::default(), Load::default());
         for _ in 0..rounds {
             without.add(http_load::run(baseline, request, connections, duration)?);
+            floor.add(http_load::run(noop, request, connections, duration)?);
             with.add(http_load::run(gatehouse, request, connections, duration)?);
         }
-        if without.failed + with.failed > 0 {
+        if without.failed + floor.failed + with.failed > 0 {
             bail!(
-                "{name}: {} baseline and {} gatehouse requests failed",
+                "{name}: {} baseline, {} no-op and {} gatehouse requests failed",
                 without.failed,
+                floor.failed,
                 with.failed
             );
         }
         println!(
-            "{name:<20} {:>12.0} {:>12.0} {:>18.3}",
+            "{name:<20} {:>12.0} {:>12.0} {:>12.0} {:>15.3} {:>18.3}",
             without.per_second(),
+            floor.per_second(),
             with.per_second(),
+            floor.per_second() / without.per_second(),
             with.per_second() / without.per_second()
         );
     }

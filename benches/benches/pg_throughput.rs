@@ -2,6 +2,10 @@
 //! Envoy's tcp_proxy alone, and through Envoy with gatehouse's Postgres filter,
 //! in one run on one server, printing TPS and the gatehouse / tcp_proxy ratio.
 //!
+//! The `wasm no-op` column loads a Wasm filter that does nothing in the
+//! Postgres filter's place: what Envoy's Wasm runtime costs by itself, the
+//! floor under every gatehouse figure.
+//!
 //! The policy columns compare the filter alone (`envoy/postgres.yaml`, no record
 //! delivery) without a statement policy and with the demo policy
 //! (`examples/postgres-policy.json`) applied to pgbench's user: the demo's rules
@@ -64,30 +68,35 @@ fn main() -> Result<()> {
     )?;
     pgbench::init(&stack)?;
     let (_baseline, baseline_port) = pgbench::start_tcp_proxy_baseline(&stack)?;
+    let (_noop, noop_port) = pgbench::start_noop_filter(&stack)?;
     let (_unpoliced, filter_port) = start_filter_only(&stack, "filter", &json!({}))?;
     let (_policed, policy_port) =
         start_filter_only(&stack, "filter_policy", &json!({"policy": bench_policy()}))?;
 
     println!("{}", pgbench::settings());
     println!(
-        "{:<10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>20} {:>17}",
+        "{:<10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>14} {:>20} {:>17}",
         "mode",
         "direct",
         "tcp_proxy",
+        "wasm no-op",
         "gatehouse",
         "filter",
         "+policy",
+        "no-op/tcp_proxy",
         "gatehouse/tcp_proxy",
         "policy/tcp_proxy"
     );
     for mode in ["simple", "prepared"] {
         let direct = pgbench::tps(stack.postgres.port, mode)?;
         let tcp_proxy = pgbench::tps(baseline_port, mode)?;
+        let noop = pgbench::tps(noop_port, mode)?;
         let gatehouse = pgbench::tps(stack.pg_port, mode)?;
         let filter = pgbench::tps(filter_port, mode)?;
         let policy = pgbench::tps(policy_port, mode)?;
         println!(
-            "{mode:<10} {direct:>10.0} {tcp_proxy:>10.0} {gatehouse:>10.0} {filter:>10.0} {policy:>10.0} {:>20.3} {:>17.3}",
+            "{mode:<10} {direct:>10.0} {tcp_proxy:>10.0} {noop:>10.0} {gatehouse:>10.0} {filter:>10.0} {policy:>10.0} {:>14.3} {:>20.3} {:>17.3}",
+            noop / tcp_proxy,
             gatehouse / tcp_proxy,
             policy / tcp_proxy
         );

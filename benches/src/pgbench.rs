@@ -9,6 +9,7 @@ use gatehouse_integration::envoy::{self, Envoy};
 use gatehouse_integration::postgres::PgOptions;
 use gatehouse_integration::{Stack, StackOptions, scratch_dir, tools, workspace_root};
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::process::Command;
 
 /// The value of environment variable `name`, or `default`.
@@ -147,6 +148,35 @@ pub fn start_envoy(
     let envoy = Envoy::start(&dir, &envoy::render(&text, &all)?)?;
     let port = envoy.listener_port("postgres")?;
     Ok((envoy, port))
+}
+
+/// The bench-only Wasm filter that does nothing (`benches/noop-filter`), which
+/// `cargo xtask build` builds next to the filter modules: loaded in a
+/// gatehouse module's place, it measures what Envoy's Wasm runtime alone costs.
+pub fn noop_module() -> Result<PathBuf> {
+    let module = tools::filter_modules()?
+        .postgres
+        .with_file_name("gatehouse_bench_noop.wasm");
+    if !module.is_file() {
+        bail!(
+            "{} is missing: build the filters first with `cargo xtask build`",
+            module.display()
+        );
+    }
+    Ok(module)
+}
+
+/// Envoy with the no-op Wasm network filter where the Postgres filter goes.
+pub fn start_noop_filter(stack: &Stack) -> Result<(Envoy, u16)> {
+    start_envoy(
+        stack,
+        "noop_filter",
+        "postgres.yaml",
+        &[
+            ("PG_WASM", noop_module()?.display().to_string()),
+            ("PG_CONFIG", "network".to_string()),
+        ],
+    )
 }
 
 /// Envoy's tcp_proxy alone in front of the stack's PostgreSQL (the baseline).

@@ -65,6 +65,8 @@ const FILTER_MODULES: &[&str] = &[
     "gatehouse-audit-wasm",
     // Test-only: emits numbered records for the record-path integration tests.
     "gatehouse-record-producer",
+    // Bench-only: a filter that does nothing, the end-to-end benches' floor.
+    "gatehouse-bench-noop",
 ];
 
 fn cargo() -> Command {

@@ -9,6 +9,7 @@
 #![allow(unsafe_code)] // the ABI is a set of extern functions; every use is documented below.
 
 pub mod keys;
+pub mod metrics;
 pub mod records;
 
 pub use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType, Status};

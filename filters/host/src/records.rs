@@ -404,9 +404,15 @@ fn now_us() -> u64 {
 /// Never fails loudly: a line that cannot be queued yet waits (linger or
 /// backlog) or is counted as dropped.
 pub fn emit(line: &str) {
+    emit_at(line, now_us());
+}
+
+/// [`emit`] for a caller that has just read the clock (`now_us`, unix
+/// microseconds): one host call fewer per record on the data path.
+pub fn emit_at(line: &str, now_us: u64) {
     SINK.with(|sink| {
         if let Ok(mut sink) = sink.try_borrow_mut() {
-            let _ = sink.emit(line, now_us());
+            let _ = sink.emit(line, now_us);
         }
     });
 }

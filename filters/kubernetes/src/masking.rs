@@ -119,6 +119,28 @@ struct Masking<'a> {
     settings: &'a MaskingConfig,
     /// The `fields` rules for the requested resource, if any.
     fields: Option<SelectedFields<'a>>,
+    /// The kind the requested resource holds, for objects that do not say
+    /// theirs (Table rows of `PartialObjectMetadata`).
+    resource_kind: Option<&'static str>,
+}
+
+/// The kind of object a resource holds, for the kinds masked by built-in
+/// rules: a Table row of metadata only still carries the object's
+/// last-applied annotation, which must be masked as the object would be.
+fn kind_of_resource(resource: &str) -> Option<&'static str> {
+    Some(match resource {
+        "secrets" => "Secret",
+        "pods" => "Pod",
+        "podtemplates" => "PodTemplate",
+        "cronjobs" => "CronJob",
+        "deployments" => "Deployment",
+        "statefulsets" => "StatefulSet",
+        "daemonsets" => "DaemonSet",
+        "replicasets" => "ReplicaSet",
+        "jobs" => "Job",
+        "replicationcontrollers" => "ReplicationController",
+        _ => return None,
+    })
 }
 
 /// Masks one complete JSON response body (object, list, Table or watch event)
@@ -138,6 +160,7 @@ pub fn mask_body(
     let masking = Masking {
         settings,
         fields: settings.fields.for_resource(resource),
+        resource_kind: kind_of_resource(resource),
     };
     let mut fields = Vec::new();
     mask_value(&mut value, &masking, "", &mut fields);
@@ -198,11 +221,12 @@ fn mask_object(
     fields: &mut Vec<String>,
 ) {
     let settings = masking.settings;
-    let kind = object
-        .get("kind")
-        .and_then(Value::as_str)
-        .unwrap_or(kind)
-        .to_owned();
+    let kind = match object.get("kind").and_then(Value::as_str) {
+        Some("PartialObjectMetadata") => masking.resource_kind.unwrap_or_default(),
+        Some(kind) => kind,
+        None => kind,
+    }
+    .to_owned();
     let pod_spec = match kind.as_str() {
         "Pod" => Some("spec"),
         "PodTemplate" => Some("template.spec"),
@@ -825,6 +849,51 @@ mod tests {
             "rows": [{"cells": ["db-credentials", 2], "object": secret()},
                      {"cells": ["app", 4], "object": metadata_only}]});
         golden("table_secrets", "secrets", &table.to_string());
+    }
+
+    #[test]
+    fn metadata_only_table_rows_mask_the_applied_copy_of_their_resource() {
+        // `kubectl get secrets` asks for a Table whose rows carry only metadata,
+        // but that metadata holds the Secret as last applied, data and all.
+        let applied = |kind: &str, body: Value| {
+            let mut object = json!({"apiVersion": "v1", "kind": kind, "metadata": {"name": "x"}});
+            object.as_object_mut().unwrap().extend(body.as_object().unwrap().clone());
+            object.to_string()
+        };
+        let row = |applied: String| {
+            json!({"cells": ["x"], "object": {"kind": "PartialObjectMetadata",
+                "apiVersion": "meta.k8s.io/v1", "metadata": {"name": "x",
+                    "annotations": {LAST_APPLIED: applied}}}})
+        };
+        let table = |row: Value| {
+            json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1",
+                "columnDefinitions": [], "rows": [row]})
+            .to_string()
+        };
+        let settings = MaskingConfig::default();
+        let secret = applied("Secret", json!({"data": {"password": "cHIwZC1TM2NyZXQh"}}));
+        let masked = mask_body(table(row(secret)).as_bytes(), &settings, "secrets").unwrap();
+        let text = String::from_utf8(masked.body).unwrap();
+        assert!(!text.contains("cHIwZC1TM2NyZXQh"), "{text}");
+        assert_eq!(
+            masked.fields,
+            [format!("rows[].object.metadata.annotations.{LAST_APPLIED}")]
+        );
+
+        let pod = applied(
+            "Pod",
+            json!({"spec": {"containers": [{"name": "app",
+                "env": [{"name": "DB_PASSWORD", "value": "pr0d-S3cret!"}]}]}}),
+        );
+        let masked = mask_body(table(row(pod)).as_bytes(), &settings, "pods").unwrap();
+        assert!(!String::from_utf8(masked.body).unwrap().contains("pr0d-S3cret!"));
+
+        // A resource without built-in rules passes its rows as they are.
+        let config_map = applied("ConfigMap", json!({"data": {"color": "blue"}}));
+        let body = table(row(config_map));
+        let masked = mask_body(body.as_bytes(), &settings, "configmaps").unwrap();
+        assert!(masked.fields.is_empty());
+        assert_eq!(masked.body, body.as_bytes());
     }
 
     #[test]

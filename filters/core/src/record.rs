@@ -97,14 +97,19 @@ impl Record {
 
     /// The record as one line of JSON.
     pub fn to_json(&self) -> String {
-        let mut line = JsonLine(Vec::with_capacity(512));
-        // Serializing plain structs of strings and numbers cannot fail, and
-        // serde_json writes valid UTF-8.
-        match serde_json::to_writer(&mut line, self) {
-            Ok(()) => String::from_utf8(line.0).unwrap_or_default(),
-            Err(_) => String::new(),
-        }
+        // Serializing plain structs of strings and numbers cannot fail.
+        to_json_line(self).unwrap_or_default()
     }
+}
+
+/// `value` as one line of JSON, as `serde_json::to_string` writes it but
+/// cheaper inside a Wasm VM (see [`JsonLine`]); every record and audit Event
+/// is serialized with it.
+pub fn to_json_line<T: Serialize + ?Sized>(value: &T) -> serde_json::Result<String> {
+    let mut line = JsonLine(Vec::with_capacity(512));
+    serde_json::to_writer(&mut line, value)?;
+    // serde_json writes valid UTF-8.
+    Ok(String::from_utf8(line.0).unwrap_or_default())
 }
 
 /// The buffer a record is serialized into. serde_json writes a record in

@@ -216,7 +216,7 @@ pub struct Event {
 impl Event {
     /// One JSON line (without the newline).
     pub fn to_json(&self) -> serde_json::Result<String> {
-        serde_json::to_string(self)
+        gatehouse_core::record::to_json_line(self)
     }
 }
 

@@ -13,11 +13,13 @@
 //! requests, then ResponseComplete) go to filter state `gatehouse_k8s_audit`,
 //! one JSON Event per line, which the listener's access log prints.
 
+use gatehouse_core::policy::Decision;
 use gatehouse_host as host;
 use gatehouse_kubernetes::gate::{Admission, Forward, Gate, RequestHead, audit_id};
 use gatehouse_kubernetes::masking::{BodyMasker, WatchLines};
 use host::keys::KeyDistribution;
-use host::{BufferType, LogLevel, MapType};
+use host::metrics::{Histogram, LabelledCounter};
+use host::{BufferType, LogLevel, MapType, MetricType};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
 use std::cell::RefCell;
@@ -45,6 +47,42 @@ struct Metrics {
     requests: Option<u32>,
     denied: Option<u32>,
     unauthenticated: Option<u32>,
+    /// `gatehouse_k8s_config_loaded_total` / `_rejected_total`: configurations
+    /// a VM accepted or refused.
+    config_loaded: Option<u32>,
+    config_rejected: Option<u32>,
+    /// `gatehouse_k8s_request_duration_us` (histogram): request headers to the
+    /// end of the stream, for requests the filter saw both ends of.
+    request_duration: Histogram,
+    /// `gatehouse_k8s_filter_time_us` (histogram): time the filter spent judging
+    /// a request's headers or masking a response body callback.
+    filter_time: Histogram,
+}
+
+impl Metrics {
+    fn define() -> Metrics {
+        let counter = |name| host::metrics::define(MetricType::Counter, name, "kubernetes");
+        Metrics {
+            requests: counter("gatehouse_k8s_requests_total"),
+            denied: counter("gatehouse_k8s_denied_total"),
+            unauthenticated: counter("gatehouse_k8s_unauthenticated_total"),
+            config_loaded: counter("gatehouse_k8s_config_loaded_total"),
+            config_rejected: counter("gatehouse_k8s_config_rejected_total"),
+            request_duration: Histogram::define("gatehouse_k8s_request_duration_us", "kubernetes"),
+            filter_time: Histogram::define("gatehouse_k8s_filter_time_us", "kubernetes"),
+        }
+    }
+}
+
+/// `gatehouse_k8s_decisions_total{action, rule}`: requests by policy decision.
+fn decisions_family() -> LabelledCounter {
+    LabelledCounter::with_class("gatehouse_k8s_decisions_total", Some("action"), "rule")
+}
+
+/// Counts a policy decision; no rule means the policy's default.
+fn count_decision(decisions: &mut LabelledCounter, decision: &Decision) {
+    let rule = decision.rule.as_deref().unwrap_or("default");
+    decisions.add(decision.action.as_str(), rule, 1);
 }
 
 fn count(metric: Option<u32>) {
@@ -59,6 +97,7 @@ struct Worker {
     keys: KeyDistribution,
     /// Requests seen, part of audit-id seeds.
     sequence: u64,
+    decisions: LabelledCounter,
 }
 
 type SharedWorker = Rc<RefCell<Option<Worker>>>;
@@ -101,20 +140,7 @@ impl Context for KubernetesRoot {
 
 impl RootContext for KubernetesRoot {
     fn on_configure(&mut self, _config_size: usize) -> bool {
-        self.metrics = Metrics {
-            requests: host::define_metric(
-                host::MetricType::Counter,
-                "gatehouse_k8s_requests_total",
-            )
-            .ok(),
-            denied: host::define_metric(host::MetricType::Counter, "gatehouse_k8s_denied_total")
-                .ok(),
-            unauthenticated: host::define_metric(
-                host::MetricType::Counter,
-                "gatehouse_k8s_unauthenticated_total",
-            )
-            .ok(),
-        };
+        self.metrics = Metrics::define();
         let config = host::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX)
             .ok()
             .flatten()
@@ -125,13 +151,16 @@ impl RootContext for KubernetesRoot {
                     gate,
                     keys: KeyDistribution::new("gatehouse_k8s_jwks"),
                     sequence: 0,
+                    decisions: decisions_family(),
                 });
+                count(self.metrics.config_loaded);
             }
             Err(error) => {
                 host::log(
                     LogLevel::Critical,
                     &format!("gatehouse kubernetes filter configuration: {error}"),
                 );
+                count(self.metrics.config_rejected);
                 return false;
             }
         }
@@ -167,6 +196,7 @@ impl RootContext for KubernetesRoot {
             key_fetch: None,
             fetches: 0,
             started_micros: 0,
+            request_micros: 0,
             status: 0,
             body_mode: BodyMode::PassThrough,
         }))
@@ -185,6 +215,8 @@ struct KubernetesRequest {
     key_fetch: Option<u32>,
     fetches: u8,
     started_micros: i64,
+    /// When the request's headers arrived (0: not yet).
+    request_micros: i64,
     status: u16,
     body_mode: BodyMode,
 }
@@ -255,6 +287,9 @@ impl KubernetesRequest {
                 } else {
                     count(self.metrics.denied);
                 }
+                if let Some(decision) = &response.decision {
+                    count_decision(&mut worker.decisions, decision);
+                }
                 let _ = host::set_property(&[AUDIT_PROPERTY], response.record.as_bytes());
                 let sent = host::send_http_response(
                     u32::from(response.status),
@@ -298,6 +333,7 @@ impl KubernetesRequest {
                 Action::Pause
             }
             Admission::Forward(forward) => {
+                count_decision(&mut worker.decisions, forward.decision());
                 drop(guard);
                 apply_upstream_headers(&forward);
                 self.forward = Some(forward);
@@ -381,7 +417,19 @@ impl HttpContext for KubernetesRequest {
             &["gatehouse_build"],
             gatehouse_core::build::VERSION.as_bytes(),
         );
-        self.admit()
+        self.request_micros = now_micros();
+        let action = self.admit();
+        self.note_filter_time(self.request_micros);
+        action
+    }
+
+    fn on_log(&mut self) {
+        if self.request_micros > 0 {
+            let duration = now_micros().saturating_sub(self.request_micros);
+            self.metrics
+                .request_duration
+                .record(u64::try_from(duration).unwrap_or_default());
+        }
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
@@ -419,6 +467,30 @@ impl HttpContext for KubernetesRequest {
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if matches!(self.body_mode, BodyMode::PassThrough) {
+            if end_of_stream {
+                self.record();
+            }
+            return Action::Continue;
+        }
+        let started = now_micros();
+        let action = self.mask_body(body_size, end_of_stream);
+        self.note_filter_time(started);
+        action
+    }
+}
+
+impl KubernetesRequest {
+    /// Records the time the filter spent since `started` (unix µs).
+    fn note_filter_time(&self, started: i64) {
+        let spent = now_micros().saturating_sub(started);
+        self.metrics
+            .filter_time
+            .record(u64::try_from(spent).unwrap_or_default());
+    }
+
+    /// Masks one response body callback (the body is being masked).
+    fn mask_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         match &mut self.body_mode {
             BodyMode::PassThrough => {}
             BodyMode::Watch(masker, lines) => {

@@ -54,6 +54,9 @@ pub struct LocalResponse {
     pub body: String,
     /// The `ResponseComplete` audit Event (JSON).
     pub record: String,
+    /// The decision behind a refusal after authentication (403); `None` for
+    /// requests refused before policy ran (400, 401).
+    pub decision: Option<Decision>,
 }
 
 /// How to forward an admitted request.
@@ -71,9 +74,15 @@ pub struct Forward {
     /// a watch stream), when it must be masked.
     pub body_masker: Option<BodyMasker>,
     audit: RequestAudit,
+    decision: Decision,
 }
 
 impl Forward {
+    /// The policy decision that let the request through (for stats).
+    pub fn decision(&self) -> &Decision {
+        &self.decision
+    }
+
     /// Notes the response fields that were masked in the records.
     pub fn set_masked_fields(&mut self, fields: &[String]) {
         self.audit.set_masked_fields(fields);
@@ -206,7 +215,7 @@ impl Gate {
         Admission::Forward(Box::new(self.forward(
             head,
             &identity,
-            audit,
+            (audit, decision),
             mask,
             body_masker,
         )))
@@ -282,6 +291,7 @@ impl Gate {
             status: refusal.http_status(),
             body: refusal.to_json(),
             record,
+            decision: decision.cloned(),
         })
     }
 
@@ -289,7 +299,7 @@ impl Gate {
         &self,
         head: &RequestHead<'_>,
         identity: &Identity,
-        audit: RequestAudit,
+        (audit, decision): (RequestAudit, Decision),
         mask: bool,
         body_masker: Option<BodyMasker>,
     ) -> Forward {
@@ -330,6 +340,7 @@ impl Gate {
             mask,
             body_masker,
             audit,
+            decision,
         }
     }
 }
@@ -725,6 +736,31 @@ mod tests {
             })
             .collect();
         assert_eq!(stages, ["ResponseStarted", "ResponseComplete"]);
+    }
+
+    #[test]
+    fn the_deciding_rule_and_action_are_told_for_stats() {
+        let minter = minter();
+        let mut gate = warm_gate(&minter);
+        let bearer = format!("Bearer {}", token(&minter, "developer", "developers"));
+        let refused = response(admit(
+            &mut gate,
+            "POST",
+            "/api/v1/namespaces/prod/pods/web-0/exec?command=ls&stdout=true",
+            &[("authorization", &bearer)],
+        ));
+        let decision = refused.decision.unwrap();
+        assert_eq!(decision.action, Action::Deny);
+        assert_eq!(decision.rule.as_deref(), Some("no-exec-in-prod"));
+        let allowed = forward(admit(
+            &mut gate,
+            "GET",
+            "/api/v1/namespaces/dev/pods",
+            &[("authorization", &bearer)],
+        ));
+        assert_eq!(allowed.decision().action, Action::Allow);
+        let unauthenticated = response(admit(&mut gate, "GET", "/api/v1/namespaces/dev/pods", &[]));
+        assert_eq!(unauthenticated.decision, None);
     }
 
     #[test]

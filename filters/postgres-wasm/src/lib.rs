@@ -29,7 +29,7 @@
 //!   and `wasm.gatehouse_build`.
 
 use gatehouse_core::identity::Verifier;
-use gatehouse_core::record::{EndReason, Record, Shared};
+use gatehouse_core::record::{EndReason, Record, Shared, StatementRecord};
 use gatehouse_host as host;
 use gatehouse_postgres::login::{LoginConfig, TokenLogin, WantedFetches};
 use gatehouse_postgres::masking::{MaskingPolicy, SessionMasker};
@@ -39,6 +39,7 @@ use gatehouse_postgres::{
     Session, SessionSummary, Verdict,
 };
 use host::keys::KeyDistribution;
+use host::metrics::{Histogram, LabelledCounter, Tally};
 use host::{BufferType, LogLevel, MetricType};
 use proxy_wasm::traits::{Context, RootContext, StreamContext};
 use proxy_wasm::types::{Action, ContextType, PeerType};
@@ -90,6 +91,16 @@ pub struct Metrics {
     logins: Option<u32>,
     /// `gatehouse_pg_login_failures_total`: logins refused (bad token, role, server).
     login_failures: Option<u32>,
+    /// `gatehouse_pg_sessions_active` (gauge): connections open now.
+    sessions_active: Option<u32>,
+    /// `gatehouse_pg_config_loaded_total`: configurations a VM accepted.
+    config_loaded: Option<u32>,
+    /// `gatehouse_pg_config_rejected_total`: configurations a VM refused.
+    config_rejected: Option<u32>,
+    /// `gatehouse_pg_statement_duration_us` (histogram): each statement's duration.
+    statement_duration: Histogram,
+    /// `gatehouse_pg_filter_time_us` (histogram): time the filter spent per data callback.
+    filter_time: Histogram,
 }
 
 impl Metrics {
@@ -120,7 +131,18 @@ impl Metrics {
             masked: counter("gatehouse_pg_masked_total"),
             logins: counter("gatehouse_pg_logins_total"),
             login_failures: counter("gatehouse_pg_login_failures_total"),
+            sessions_active: define(MetricType::Gauge, "gatehouse_pg_sessions_active"),
+            config_loaded: counter("gatehouse_pg_config_loaded_total"),
+            config_rejected: counter("gatehouse_pg_config_rejected_total"),
+            statement_duration: Histogram::define("gatehouse_pg_statement_duration_us", "postgres"),
+            filter_time: Histogram::define("gatehouse_pg_filter_time_us", "postgres"),
         }
+    }
+
+    /// Counts a configuration this VM refused; `false` for `on_configure`.
+    fn rejected(&self) -> bool {
+        self.bump(self.config_rejected, 1);
+        false
     }
 
     fn bump(&self, metric: Option<u32>, by: u64) {
@@ -156,6 +178,8 @@ struct PostgresRoot {
     /// The compiled masking policy, shared by every session.
     masking: Option<Arc<MaskingPolicy>>,
     metrics: Metrics,
+    /// Stats labelled by rule, shared by this worker's connections.
+    rule_stats: Rc<RefCell<RuleStats>>,
     /// Highest `buffered_bytes` any connection reported, for the gauge.
     buffered_high_water: Arc<std::sync::atomic::AtomicUsize>,
     /// Connections to close once the bytes written in their last callback left.
@@ -256,7 +280,7 @@ impl RootContext for PostgresRoot {
             Err(status) => {
                 self.metrics
                     .host_error("reading the plugin configuration", status);
-                return false;
+                return self.metrics.rejected();
             }
         };
         if config_size > MAX_CONFIG_BYTES {
@@ -266,7 +290,7 @@ impl RootContext for PostgresRoot {
                     "gatehouse postgres: configuration rejected: larger than {MAX_CONFIG_BYTES} bytes"
                 ),
             );
-            return false;
+            return self.metrics.rejected();
         }
         match FilterConfig::from_json(&json) {
             Ok(config) => {
@@ -282,6 +306,7 @@ impl RootContext for PostgresRoot {
                     wanted: WantedFetches::default(),
                     keys: KeyDistribution::new("gatehouse_pg_jwks"),
                 });
+                self.metrics.bump(self.metrics.config_loaded, 1);
                 true
             }
             Err(error) => {
@@ -289,7 +314,7 @@ impl RootContext for PostgresRoot {
                     LogLevel::Error,
                     &format!("gatehouse postgres: configuration rejected: {error}"),
                 );
-                false
+                self.metrics.rejected()
             }
         }
     }
@@ -328,6 +353,7 @@ impl RootContext for PostgresRoot {
             policy: self.policy.clone(),
             masking: self.masking.clone(),
             metrics: self.metrics,
+            rule_stats: Rc::clone(&self.rule_stats),
             buffered_high_water: Arc::clone(&self.buffered_high_water),
             policy_hash: self.policy_hash.clone(),
             login,
@@ -335,6 +361,7 @@ impl RootContext for PostgresRoot {
             published: Published::default(),
             last_now_us: 0,
             closed: false,
+            open: false,
         }))
     }
 }
@@ -416,6 +443,7 @@ struct PostgresConnection {
     policy: Option<CachedPolicy>,
     masking: Option<Arc<MaskingPolicy>>,
     metrics: Metrics,
+    rule_stats: Rc<RefCell<RuleStats>>,
     buffered_high_water: Arc<std::sync::atomic::AtomicUsize>,
     /// Token login, when configured; taken when the session is created.
     login: Option<LoginSetup>,
@@ -426,6 +454,8 @@ struct PostgresConnection {
     /// The last time the host gave; reused if a clock read fails.
     last_now_us: u64,
     closed: bool,
+    /// Counted in `gatehouse_pg_sessions_active` and not yet closed.
+    open: bool,
 }
 
 impl PostgresConnection {
@@ -437,8 +467,8 @@ impl PostgresConnection {
         self.last_now_us
     }
 
-    /// The connection's session, created at time `now` if this is its first callback.
-    fn session(&mut self, now: u64) -> &mut Session {
+    fn session(&mut self) -> &mut Session {
+        let now = self.now_us();
         let metrics = self.metrics;
         let config = &self.config;
         let policy = &self.policy;
@@ -510,7 +540,7 @@ impl PostgresConnection {
         };
         self.metrics.bump(counter, chunk.len() as u64);
         let now = self.now_us();
-        let session = self.session(now);
+        let session = self.session();
         let mut verdict = if chunk.is_empty() {
             unchanged()
         } else {
@@ -537,6 +567,8 @@ impl PostgresConnection {
             }
         }
         self.after_engine();
+        let spent = self.now_us().saturating_sub(now);
+        self.metrics.filter_time.record(spent);
     }
 
     /// Closes the connection once the bytes of the current server → client
@@ -572,6 +604,8 @@ impl PostgresConnection {
             setup.deadlines.borrow_mut().remove(&self.context_id);
         }
         let metrics = self.metrics;
+        let mut rule_stats = self.rule_stats.try_borrow_mut().ok();
+        let mut decisions = Tally::default();
         for record in &records {
             match record {
                 Record::SessionStart(start) => {
@@ -611,10 +645,16 @@ impl PostgresConnection {
                         reason.as_bytes(),
                     );
                 }
-                Record::Statement(_) => {}
+                Record::Statement(statement) => {
+                    metrics.statement_duration.record(statement.duration_us);
+                    if let Some(rule_stats) = rule_stats.as_deref_mut() {
+                        rule_stats.count(statement, &mut decisions);
+                    }
+                }
             }
         }
-        deliver(&metrics, records, self.last_now_us);
+        decisions.flush();
+        deliver(&metrics, records);
         let before = &self.published.summary;
         metrics.bump(
             metrics.statements,
@@ -670,6 +710,9 @@ impl PostgresConnection {
     }
 
     fn on_close(&mut self, reason: CloseReason) {
+        if std::mem::take(&mut self.open) {
+            host::metrics::adjust(self.metrics.sessions_active, -1);
+        }
         if let Some(setup) = self.login.take() {
             setup.deadlines.borrow_mut().remove(&self.context_id);
         }
@@ -681,6 +724,55 @@ impl PostgresConnection {
         // The session's last records go now rather than with the next tick.
         host::records::flush();
         self.publish_counters();
+    }
+}
+
+/// Stats labelled by rule and detector (see [`host::metrics`]).
+struct RuleStats {
+    /// `gatehouse_pg_decisions_total{action, rule}`: statements by decision.
+    decisions: LabelledCounter,
+    /// `gatehouse_pg_masked_by_rule_total{rule}`: values masked by column rule.
+    masked_by_rule: LabelledCounter,
+    /// `gatehouse_pg_masked_by_detector_total{detector}`: findings masked by detector.
+    masked_by_detector: LabelledCounter,
+}
+
+/// The `rule` label of a decision no rule made: the policy's default.
+const DEFAULT_RULE: &str = "default";
+
+impl Default for RuleStats {
+    fn default() -> Self {
+        RuleStats {
+            decisions: LabelledCounter::with_class(
+                "gatehouse_pg_decisions_total",
+                Some("action"),
+                "rule",
+            ),
+            masked_by_rule: LabelledCounter::new("gatehouse_pg_masked_by_rule_total", "rule"),
+            masked_by_detector: LabelledCounter::new(
+                "gatehouse_pg_masked_by_detector_total",
+                "detector",
+            ),
+        }
+    }
+}
+
+impl RuleStats {
+    /// Counts one statement's decision and what masking did to its results
+    /// (not for an exempt identity: its values reached the client clear).
+    fn count(&mut self, statement: &StatementRecord, decisions: &mut Tally) {
+        let decision = &statement.decision;
+        let rule = decision.rule.as_deref().unwrap_or(DEFAULT_RULE);
+        decisions.add(self.decisions.id(decision.action.as_str(), rule));
+        let Some(masking) = statement.masking.as_ref().filter(|m| !m.exempt) else {
+            return;
+        };
+        for (rule, count) in &masking.rules {
+            self.masked_by_rule.add("", rule, *count);
+        }
+        for (detector, count) in &masking.detectors {
+            self.masked_by_detector.add("", detector, *count);
+        }
     }
 }
 
@@ -717,10 +809,10 @@ fn merge(first: Verdict, chunk: &[u8], last: Verdict) -> Verdict {
 /// Hands finished records to the record service (one JSON line each, through
 /// its shared queue); a record the queue cannot take yet waits in this VM's
 /// backlog and goes out, in order, from the root context's tick.
-fn deliver(metrics: &Metrics, records: Vec<Record>, now_us: u64) {
+fn deliver(metrics: &Metrics, records: Vec<Record>) {
     metrics.bump(metrics.records, records.len() as u64);
     for record in records {
-        host::records::emit_at(&record.to_json(), now_us);
+        host::records::emit(&record.to_json());
     }
 }
 
@@ -744,13 +836,14 @@ impl Context for PostgresConnection {}
 impl StreamContext for PostgresConnection {
     fn on_new_connection(&mut self) -> Action {
         self.metrics.bump(self.metrics.connections, 1);
+        self.open = true;
+        host::metrics::adjust(self.metrics.sessions_active, 1);
         publish(
             &self.metrics,
             "gatehouse_build",
             gatehouse_core::build::VERSION.as_bytes(),
         );
-        let now = self.now_us();
-        let _ = self.session(now);
+        let _ = self.session();
         Action::Continue
     }
 

@@ -16,13 +16,15 @@
 //! | `connection_id` | integer | the proxy's connection id |
 //! | `time` | string | RFC 3339 UTC time with microseconds: statement start, session start or session end |
 //! | `gatehouse_version` | string | build version of the filter that produced the record |
+//! | `mode` | string | `shadow` when an observe-only instance produced the record: its `decision` and `masking` are what it would have done, the traffic passed unchanged; omitted for an enforcing instance |
 //! | `client_address` | string | client address as the proxy saw it (`ip:port`) |
 //! | `database` | string | database named in the StartupMessage (defaults to the user) |
 //! | `user` | string | user named in the StartupMessage (claimed, not verified) |
 //! | `application_name` | string | `application_name` startup parameter; omitted when not sent |
 //!
 //! `pg.session_start` ([`SessionStartRecord`]), once the StartupMessage is seen:
-//! `protocol_version` (`"3.0"`, `"3.2"`).
+//! `protocol_version` (`"3.0"`, `"3.2"`); from a shadow instance with token login,
+//! `login_refusal` when its login would have refused the session.
 //!
 //! `pg.statement` ([`StatementRecord`]), one per simple-query statement, per Execute
 //! of an extended-query portal, or per FunctionCall:
@@ -256,6 +258,42 @@ pub struct RecordHeader {
     /// login rules); see [`crate::config::config_hash`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub policy_hash: Option<Shared<str>>,
+    /// `shadow` when an observe-only filter instance produced the record (its
+    /// decisions and masking are what it would have done); omitted when enforcing.
+    #[serde(skip_serializing_if = "FilterMode::is_enforce")]
+    pub mode: FilterMode,
+}
+
+/// Whether a filter instance acts on traffic or only records what it would do.
+/// Configured as the top-level `"mode"` of a filter's configuration.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FilterMode {
+    /// Decisions are applied: denials, masking, token login.
+    #[default]
+    Enforce,
+    /// Observe only: traffic passes unchanged; records say what would have happened.
+    Shadow,
+}
+
+impl FilterMode {
+    /// Whether decisions are applied.
+    pub fn is_enforce(&self) -> bool {
+        *self == FilterMode::Enforce
+    }
+
+    /// Whether the instance only observes.
+    pub fn is_shadow(&self) -> bool {
+        *self == FilterMode::Shadow
+    }
+
+    /// `enforce` or `shadow`, as configured and recorded.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            FilterMode::Enforce => "enforce",
+            FilterMode::Shadow => "shadow",
+        }
+    }
 }
 
 /// Who is connected, as far as the Postgres startup told us.
@@ -285,6 +323,10 @@ pub struct SessionStartRecord {
     pub client: Shared<PgClient>,
     /// Protocol version the client asked for, e.g. `3.0`.
     pub protocol_version: String,
+    /// Shadow mode only: why token login would have refused the session
+    /// (`token refused: expired`, `no token`); the session went on unverified.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub login_refusal: Option<String>,
 }
 
 /// How a statement reached the server.
@@ -526,6 +568,7 @@ mod tests {
             time: Timestamp(0),
             gatehouse_version: "0.1.0",
             policy_hash: Some(Shared(Arc::from("sha256:00ff"))),
+            mode: FilterMode::Enforce,
         };
         let r = Record::Statement(Box::new(StatementRecord {
             header,
@@ -579,5 +622,24 @@ mod tests {
         );
         assert!(v.get("application_name").is_none());
         assert!(v.get("suspended").is_none());
+        assert!(v.get("mode").is_none(), "enforcing records carry no mode");
+    }
+
+    #[test]
+    fn shadow_records_say_so_in_their_header() {
+        let header = RecordHeader {
+            schema: SCHEMA_VERSION,
+            sequence: 1,
+            connection_id: 7,
+            time: Timestamp(0),
+            gatehouse_version: "0.1.0",
+            policy_hash: None,
+            mode: FilterMode::Shadow,
+        };
+        let json = serde_json::to_value(&header).unwrap();
+        assert_eq!(json["mode"], "shadow");
+        let mode: FilterMode = serde_json::from_str("\"enforce\"").unwrap();
+        assert!(mode.is_enforce());
+        assert!(serde_json::from_str::<FilterMode>("\"observe\"").is_err());
     }
 }

@@ -138,6 +138,7 @@ fn header(sequence: u64) -> RecordHeader {
         policy_hash: Some(Shared(std::sync::Arc::from(
             gatehouse_core::config::config_hash(b"{}"),
         ))),
+        mode: gatehouse_core::record::FilterMode::Enforce,
     }
 }
 
@@ -201,6 +202,7 @@ fn every_record_kind_validates_against_the_schema() {
             header: header(1),
             client: client(),
             protocol_version: "3.0".into(),
+            login_refusal: None,
         }),
         Record::Statement(Box::new(statement())),
         Record::SessionEnd(SessionEndRecord {

@@ -17,6 +17,10 @@
 //! - `masking`: masking of what the server sends back ([`MaskingPolicy`], shape in
 //!   [`crate::masking::config`], demo in `examples/postgres-masking.json`); without
 //!   it nothing is masked.
+//! - `mode`: `"enforce"` (the default) or `"shadow"`: observe only. A shadow
+//!   instance never changes the traffic; its records (`"mode": "shadow"`) say
+//!   what it would have denied and masked. See `envoy/README.md` for running one
+//!   beside the enforcing instance.
 
 use crate::config::EngineConfig;
 use crate::login::LoginConfig;
@@ -24,6 +28,7 @@ use crate::masking::MaskingPolicy;
 use crate::policy::PgPolicy;
 use gatehouse_core::config::{ConfigError, config_hash};
 use gatehouse_core::identity::Verifier;
+use gatehouse_core::record::FilterMode;
 use serde::Deserialize;
 use std::sync::Arc;
 
@@ -40,6 +45,8 @@ pub struct FilterConfig {
     pub hash: String,
     /// Masking of server results, when configured.
     pub masking: Option<MaskingConfig>,
+    /// Enforce, or observe only.
+    pub mode: FilterMode,
 }
 
 /// A compiled masking policy; two are equal when compiled from the same document.
@@ -86,6 +93,8 @@ struct RawFilterConfig {
     login: Option<serde_json::Value>,
     #[serde(default)]
     masking: Option<serde_json::Value>,
+    #[serde(default)]
+    mode: Option<serde_json::Value>,
 }
 
 impl FilterConfig {
@@ -130,11 +139,14 @@ impl FilterConfig {
                 policy: Arc::new(policy),
                 source,
             });
+        let mode =
+            part(raw.mode, "mode", ConfigError::parse_json::<FilterMode>)?.unwrap_or_default();
         Ok(FilterConfig {
             engine,
             policy,
             token_login,
             masking,
+            mode,
             hash: config_hash(json),
         })
     }
@@ -224,6 +236,19 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(error.path, "masking.rules[0].style");
+    }
+
+    #[test]
+    fn mode_defaults_to_enforce_and_unknown_modes_are_rejected_at_mode() {
+        assert_eq!(
+            FilterConfig::from_json(b"{}").unwrap().mode,
+            FilterMode::Enforce
+        );
+        let shadow = FilterConfig::from_json(br#"{"mode": "shadow"}"#).unwrap();
+        assert_eq!(shadow.mode, FilterMode::Shadow);
+        let error = FilterConfig::from_json(br#"{"mode": "audit"}"#).unwrap_err();
+        assert_eq!(error.path, "mode");
+        assert!(error.to_string().contains("shadow"), "{error}");
     }
 
     #[test]

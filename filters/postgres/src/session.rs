@@ -62,9 +62,9 @@ use base64::Engine as _;
 use gatehouse_core::build;
 use gatehouse_core::policy::Decision;
 use gatehouse_core::record::{
-    CopyDirection, EndReason, ParameterValue, PgClient, PgProtocol, Record, RecordHeader,
-    SCHEMA_VERSION, SessionEndRecord, SessionStartRecord, Shared, StatementError, StatementRecord,
-    Timestamp,
+    CopyDirection, EndReason, FilterMode, ParameterValue, PgClient, PgProtocol, Record,
+    RecordHeader, SCHEMA_VERSION, SessionEndRecord, SessionStartRecord, Shared, StatementError,
+    StatementRecord, Timestamp,
 };
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -72,6 +72,7 @@ use std::sync::Arc;
 mod enforce;
 mod login;
 mod mask_hooks;
+mod shadow;
 
 /// Records held for the host beyond this are dropped (the sequence shows the gap).
 const MAX_QUEUED_RECORDS: usize = 4096;
@@ -283,6 +284,10 @@ pub struct Session {
     token_login: Option<login::TokenLogin>,
     /// The configuration in force, stamped on every record.
     policy_hash: Option<Shared<str>>,
+    /// Enforcing, or observing only (see [`Session::set_mode`]).
+    mode: FilterMode,
+    /// Shadow mode with token login: the passive check of the client's token.
+    shadow_login: Option<shadow::ShadowLogin>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -329,6 +334,8 @@ impl Session {
             denied_statements: HashMap::new(),
             token_login: None,
             policy_hash: None,
+            mode: FilterMode::Enforce,
+            shadow_login: None,
         }
     }
 
@@ -341,7 +348,8 @@ impl Session {
     /// Client → server bytes. Returns what to forward to the server.
     pub fn on_frontend(&mut self, chunk: &[u8], now_us: u64) -> Verdict {
         self.summary.bytes_from_client += chunk.len() as u64;
-        self.process(Dir::Frontend, chunk, now_us)
+        let verdict = self.process(Dir::Frontend, chunk, now_us);
+        self.observed(verdict)
     }
 
     /// Server → client bytes. Returns what to forward to the client. Call it with
@@ -352,12 +360,13 @@ impl Session {
         if chunk.is_empty()
             && let Some(Action::Replace(error)) = self.deliver_owed_error(now_us)
         {
-            return Verdict {
+            return self.observed(Verdict {
                 forward: crate::framing::Forward::Replace(error),
                 close_connection: true,
-            };
+            });
         }
-        self.process(Dir::Backend, chunk, now_us)
+        let verdict = self.process(Dir::Backend, chunk, now_us);
+        self.observed(verdict)
     }
 
     /// The connection closed. Records the session's end (once) and statements
@@ -815,6 +824,7 @@ impl Session {
             time: Timestamp(time_us),
             gatehouse_version: build::VERSION,
             policy_hash: self.policy_hash.clone(),
+            mode: self.mode,
         }
     }
 
@@ -888,6 +898,7 @@ impl Session {
                         header,
                         client: self.client.clone(),
                         protocol_version,
+                        login_refusal: None,
                     }));
                 }
                 Ok(Action::Pass)
@@ -1017,6 +1028,9 @@ impl Session {
                 return match msg {
                     FrontendMessage::Password { data } if self.token_login.is_some() => {
                         self.on_token_password(data, now_us)
+                    }
+                    FrontendMessage::Password { data } if self.shadow_login.is_some() => {
+                        Ok(self.observe_token_password(data, now_us))
                     }
                     FrontendMessage::Password { .. } => Ok(Action::Pass),
                     FrontendMessage::Terminate => Ok(self.on_terminate()),
@@ -1263,6 +1277,9 @@ impl Session {
     }
 
     fn on_login_message(&mut self, msg: BackendMessage<'_>, now_us: u64) -> Result<Action, String> {
+        if self.shadow_login.is_some() {
+            self.observe_login_message(&msg, now_us);
+        }
         match msg {
             BackendMessage::Authentication { code: 10, data } => {
                 Ok(pg::sasl_without_channel_binding(data).map_or(Action::Pass, Action::Replace))

@@ -66,11 +66,17 @@ impl Session {
         Some(policy.decide(&ctx, &sql).decision)
     }
 
+    /// Whether `decision` blocks here: in shadow mode nothing is blocked, the
+    /// decision is only recorded.
+    fn applies(&self, decision: &Decision) -> bool {
+        decision.action.blocks() && self.mode.is_enforce()
+    }
+
     /// A simple Query: enqueued as usual when allowed; when blocked, recorded as one
     /// denied statement (the whole text) and replaced by the raising block.
     pub(super) fn enforce_query(&mut self, sql: &[u8], now_us: u64) -> Action {
         let decision = self.judge_text(sql, now_us);
-        let Some(blocking) = decision.clone().filter(|d| d.action.blocks()) else {
+        let Some(blocking) = decision.clone().filter(|d| self.applies(d)) else {
             self.enqueue_query(sql, false, decision, now_us);
             return Action::Pass;
         };
@@ -93,7 +99,7 @@ impl Session {
     ) -> Result<Action, String> {
         let decision = self.judge_text(sql, now_us);
         self.register_statement(name.to_vec(), sql, false, decision.clone());
-        let Some(blocking) = decision.filter(|d| d.action.blocks()) else {
+        let Some(blocking) = decision.filter(|d| self.applies(d)) else {
             self.denied_statements.remove(name);
             return Ok(Action::Pass);
         };
@@ -167,7 +173,7 @@ impl Session {
         if let Some(Pending::FunctionCall(Some(run))) = self.pending.back_mut() {
             run.text = Some(Arc::new(text));
         }
-        match decision.filter(|d| d.action.blocks()) {
+        match decision.filter(|d| self.applies(d)) {
             Some(blocking) => Action::Replace(deny::query(&deny::denial_message(&blocking))),
             None => Action::Pass,
         }

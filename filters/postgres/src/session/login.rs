@@ -107,7 +107,8 @@ fn framed(tag: u8, body: &[u8]) -> Vec<u8> {
 
 impl Session {
     /// Requires token login on this session: the client's password is judged by
-    /// `authenticator`, and the session becomes usable only if it accepts. Set it
+    /// `authenticator`, and the session becomes usable only if it accepts (in
+    /// shadow mode, set first, the token is only checked as it passes). Set it
     /// before any bytes; the login must complete within `deadline_seconds` (see
     /// [`Session::login_deadline_us`]).
     pub fn set_authenticator(
@@ -115,6 +116,11 @@ impl Session {
         authenticator: Box<dyn Authenticator>,
         deadline_seconds: u32,
     ) {
+        if self.mode.is_shadow() {
+            // Observing only: the token is checked as it passes (see `shadow`).
+            self.shadow_login = Some(super::shadow::ShadowLogin::new(authenticator));
+            return;
+        }
         let deadline_us = self
             .started_us
             .saturating_add(u64::from(deadline_seconds).saturating_mul(1_000_000));
@@ -139,7 +145,9 @@ impl Session {
     /// stays open, so the client can finish a transaction's ROLLBACK and
     /// reconnect with a fresh token). `None` while the token is valid.
     pub(super) fn expired_token_denial(&self, now_us: u64) -> Option<Decision> {
-        self.token_login.as_ref()?;
+        if self.token_login.is_none() && self.shadow_login.is_none() {
+            return None;
+        }
         let expires_at = self.policy_identity.as_ref()?.expires_at?;
         let now = i64::try_from(now_us / 1_000_000).unwrap_or(i64::MAX);
         (now >= expires_at).then(|| Decision {
@@ -160,7 +168,7 @@ impl Session {
                 login.protocol_version = protocol_version;
                 true
             }
-            None => false,
+            None => self.defer_shadow_session_start(protocol_version),
         }
     }
 
@@ -297,6 +305,7 @@ impl Session {
             header,
             client: self.client.clone(),
             protocol_version,
+            login_refusal: None,
         }));
         Action::Replace(held)
     }

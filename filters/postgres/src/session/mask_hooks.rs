@@ -43,7 +43,9 @@ impl Session {
                 let exempt = masker.policy().exempts(&identity);
                 masker.set_exempt(exempt);
             }
-            if idle && starts_request {
+            // A shadow session adds no traffic: without the catalog lookup its
+            // table rules match by column name.
+            if idle && starts_request && self.mode.is_enforce() {
                 lookup = masker.take_lookup();
             }
         }

@@ -7,6 +7,7 @@ mod captures;
 mod deny;
 mod login;
 mod malformed;
+mod shadow;
 mod streaming;
 
 use crate::{CloseReason, ConnectionInfo, EngineConfig, Session, Verdict};

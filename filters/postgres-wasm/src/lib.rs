@@ -29,7 +29,7 @@
 //!   and `wasm.gatehouse_build`.
 
 use gatehouse_core::identity::Verifier;
-use gatehouse_core::record::{EndReason, Record, Shared, StatementRecord};
+use gatehouse_core::record::{EndReason, FilterMode, Record, Shared, StatementRecord};
 use gatehouse_host as host;
 use gatehouse_postgres::login::{LoginConfig, TokenLogin, WantedFetches};
 use gatehouse_postgres::masking::{MaskingPolicy, SessionMasker};
@@ -191,6 +191,8 @@ struct PostgresRoot {
     /// Connections still logging in: context id → deadline (unix µs).
     login_deadlines: Rc<RefCell<BTreeMap<u32, u64>>>,
     ticks: u32,
+    /// Enforce, or observe only (the engine decides what that means).
+    mode: FilterMode,
 }
 
 /// This worker's token-login state: the verifier its sessions share and the
@@ -296,6 +298,7 @@ impl RootContext for PostgresRoot {
             Ok(config) => {
                 self.config = Arc::new(config.engine);
                 self.policy_hash = Some(Shared(Arc::from(config.hash)));
+                self.mode = config.mode;
                 self.masking = config.masking.map(|masking| masking.policy);
                 self.policy = config.policy.map(|PolicyConfig(policy)| {
                     CachedPolicy::new(policy, Rc::new(RefCell::new(PolicyCache::default())))
@@ -356,6 +359,7 @@ impl RootContext for PostgresRoot {
             rule_stats: Rc::clone(&self.rule_stats),
             buffered_high_water: Arc::clone(&self.buffered_high_water),
             policy_hash: self.policy_hash.clone(),
+            mode: self.mode,
             login,
             session: None,
             published: Published::default(),
@@ -436,6 +440,8 @@ impl Direction {
 }
 
 struct PostgresConnection {
+    /// A shadow instance writes no filter state: the enforcing one's stands.
+    mode: FilterMode,
     /// This connection's context, named when the root context closes it later.
     context_id: u32,
     closing: Rc<RefCell<Vec<u32>>>,
@@ -467,14 +473,15 @@ impl PostgresConnection {
         self.last_now_us
     }
 
-    /// The connection's session, created at time `now` if this is its first callback.
-    fn session(&mut self, now: u64) -> &mut Session {
+    fn session(&mut self) -> &mut Session {
+        let now = self.now_us();
         let metrics = self.metrics;
         let config = &self.config;
         let policy = &self.policy;
         let masking = &self.masking;
         let login = &mut self.login;
         let policy_hash = &self.policy_hash;
+        let mode = self.mode;
         let context_id = self.context_id;
         self.session.get_or_insert_with(|| {
             let id = match host::get_property(&["connection_id"]) {
@@ -496,6 +503,7 @@ impl PostgresConnection {
                 ConnectionInfo { id, client_address },
                 now,
             );
+            session.set_mode(mode);
             if let Some(policy) = policy {
                 session.set_statement_policy(Box::new(policy.clone()));
             }
@@ -540,7 +548,7 @@ impl PostgresConnection {
         };
         self.metrics.bump(counter, chunk.len() as u64);
         let now = self.now_us();
-        let session = self.session(now);
+        let session = self.session();
         let mut verdict = if chunk.is_empty() {
             unchanged()
         } else {
@@ -609,7 +617,7 @@ impl PostgresConnection {
         for record in &records {
             match record {
                 Record::SessionStart(start) => {
-                    if !self.published.client_known {
+                    if !self.published.client_known && self.mode.is_enforce() {
                         self.published.client_known = true;
                         publish(&metrics, "gatehouse_pg_user", start.client.user.as_bytes());
                         publish(
@@ -639,11 +647,13 @@ impl PostgresConnection {
                         .ok()
                         .and_then(|v| v.as_str().map(str::to_owned))
                         .unwrap_or_default();
-                    publish(
-                        &metrics,
-                        "gatehouse_pg_session_end_reason",
-                        reason.as_bytes(),
-                    );
+                    if self.mode.is_enforce() {
+                        publish(
+                            &metrics,
+                            "gatehouse_pg_session_end_reason",
+                            reason.as_bytes(),
+                        );
+                    }
                 }
                 Record::Statement(statement) => {
                     metrics.statement_duration.record(statement.duration_us);
@@ -654,7 +664,7 @@ impl PostgresConnection {
             }
         }
         decisions.flush();
-        deliver(&metrics, records, self.last_now_us);
+        deliver(&metrics, records);
         let before = &self.published.summary;
         metrics.bump(
             metrics.statements,
@@ -690,6 +700,9 @@ impl PostgresConnection {
     /// the TCP access log reads them after every close callback has run, and
     /// rewriting them per statement would cost on the data path.
     fn publish_counters(&self) {
+        if self.mode.is_shadow() {
+            return;
+        }
         let summary = &self.published.summary;
         let metrics = &self.metrics;
         publish(
@@ -809,10 +822,10 @@ fn merge(first: Verdict, chunk: &[u8], last: Verdict) -> Verdict {
 /// Hands finished records to the record service (one JSON line each, through
 /// its shared queue); a record the queue cannot take yet waits in this VM's
 /// backlog and goes out, in order, from the root context's tick.
-fn deliver(metrics: &Metrics, records: Vec<Record>, now_us: u64) {
+fn deliver(metrics: &Metrics, records: Vec<Record>) {
     metrics.bump(metrics.records, records.len() as u64);
     for record in records {
-        host::records::emit_at(&record.to_json(), now_us);
+        host::records::emit(&record.to_json());
     }
 }
 
@@ -843,8 +856,7 @@ impl StreamContext for PostgresConnection {
             "gatehouse_build",
             gatehouse_core::build::VERSION.as_bytes(),
         );
-        let now = self.now_us();
-        let _ = self.session(now);
+        let _ = self.session();
         Action::Continue
     }
 

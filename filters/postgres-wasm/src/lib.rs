@@ -473,8 +473,8 @@ impl PostgresConnection {
         self.last_now_us
     }
 
-    fn session(&mut self) -> &mut Session {
-        let now = self.now_us();
+    /// The connection's session, created at time `now` if this is its first callback.
+    fn session(&mut self, now: u64) -> &mut Session {
         let metrics = self.metrics;
         let config = &self.config;
         let policy = &self.policy;
@@ -548,7 +548,7 @@ impl PostgresConnection {
         };
         self.metrics.bump(counter, chunk.len() as u64);
         let now = self.now_us();
-        let session = self.session();
+        let session = self.session(now);
         let mut verdict = if chunk.is_empty() {
             unchanged()
         } else {
@@ -664,7 +664,7 @@ impl PostgresConnection {
             }
         }
         decisions.flush();
-        deliver(&metrics, records);
+        deliver(&metrics, records, self.last_now_us);
         let before = &self.published.summary;
         metrics.bump(
             metrics.statements,
@@ -822,10 +822,10 @@ fn merge(first: Verdict, chunk: &[u8], last: Verdict) -> Verdict {
 /// Hands finished records to the record service (one JSON line each, through
 /// its shared queue); a record the queue cannot take yet waits in this VM's
 /// backlog and goes out, in order, from the root context's tick.
-fn deliver(metrics: &Metrics, records: Vec<Record>) {
+fn deliver(metrics: &Metrics, records: Vec<Record>, now_us: u64) {
     metrics.bump(metrics.records, records.len() as u64);
     for record in records {
-        host::records::emit(&record.to_json());
+        host::records::emit_at(&record.to_json(), now_us);
     }
 }
 
@@ -856,7 +856,8 @@ impl StreamContext for PostgresConnection {
             "gatehouse_build",
             gatehouse_core::build::VERSION.as_bytes(),
         );
-        let _ = self.session();
+        let now = self.now_us();
+        let _ = self.session(now);
         Action::Continue
     }
 

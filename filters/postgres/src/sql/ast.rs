@@ -41,11 +41,7 @@ pub(super) fn analyze_text(
     statements
         .iter()
         .map(|statement| {
-            let mut collector = Collector {
-                leading_kind,
-                stack: Vec::new(),
-                done: None,
-            };
+            let mut collector = Collector::new(leading_kind);
             let _ = statement.visit(&mut collector);
             collector.done
         })
@@ -75,6 +71,12 @@ struct Collector {
     leading_kind: StatementKind,
     stack: Vec<Frame>,
     done: Option<StatementInfo>,
+    /// Only looking for a reference to a row (see [`filters_rows`]): no frame is
+    /// ever pushed, so the table and query hooks find none and do nothing. A mode
+    /// rather than a second visitor type: sqlparser's AST walk is generic over the
+    /// visitor, and each visitor type would link another copy of it (about 40 KB of
+    /// Wasm).
+    row_probe: bool,
 }
 
 fn table_name(name: &ObjectName) -> TableName {
@@ -93,6 +95,15 @@ fn function_name(name: &ObjectName) -> String {
 }
 
 impl Collector {
+    fn new(leading_kind: StatementKind) -> Self {
+        Self {
+            leading_kind,
+            stack: Vec::new(),
+            done: None,
+            row_probe: false,
+        }
+    }
+
     fn top(&mut self) -> Option<&mut Frame> {
         self.stack.last_mut()
     }
@@ -386,27 +397,32 @@ fn is_false(expr: &Expr) -> bool {
 /// Whether a WHERE clause can select some rows and not others: it must mention a
 /// column or a subquery. `WHERE true` or `WHERE 1 = 1` counts as no WHERE at all.
 fn filters_rows(selection: Option<&Expr>) -> bool {
-    struct RowReference;
-    impl Visitor for RowReference {
-        type Break = ();
-        fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
-            match expr {
-                Expr::Identifier(_)
-                | Expr::CompoundIdentifier(_)
-                | Expr::Subquery(_)
-                | Expr::Exists { .. }
-                | Expr::InSubquery { .. } => ControlFlow::Break(()),
-                _ => ControlFlow::Continue(()),
-            }
-        }
-    }
-    selection.is_some_and(|e| e.visit(&mut RowReference).is_break())
+    let mut probe = Collector {
+        row_probe: true,
+        ..Collector::new(StatementKind::Other)
+    };
+    selection.is_some_and(|e| e.visit(&mut probe).is_break())
+}
+
+/// An expression that names a column or runs a subquery.
+fn references_rows(expr: &Expr) -> bool {
+    matches!(
+        expr,
+        Expr::Identifier(_)
+            | Expr::CompoundIdentifier(_)
+            | Expr::Subquery(_)
+            | Expr::Exists { .. }
+            | Expr::InSubquery { .. }
+    )
 }
 
 impl Visitor for Collector {
     type Break = ();
 
     fn pre_visit_statement(&mut self, statement: &Statement) -> ControlFlow<()> {
+        if self.row_probe {
+            return ControlFlow::Continue(());
+        }
         let frame = self.frame_for(statement);
         self.stack.push(frame);
         if let Statement::Call(function) = statement {
@@ -416,6 +432,9 @@ impl Visitor for Collector {
     }
 
     fn post_visit_statement(&mut self, statement: &Statement) -> ControlFlow<()> {
+        if self.row_probe {
+            return ControlFlow::Continue(());
+        }
         let Some(frame) = self.stack.pop() else {
             return ControlFlow::Continue(());
         };
@@ -489,6 +508,13 @@ impl Visitor for Collector {
     }
 
     fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
+        if self.row_probe {
+            return if references_rows(expr) {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            };
+        }
         if let Expr::Function(function) = expr {
             self.record_function(function);
         }

@@ -299,6 +299,7 @@ impl RootContext for PostgresRoot {
                 self.config = Arc::new(config.engine);
                 self.policy_hash = Some(Shared(Arc::from(config.hash)));
                 self.mode = config.mode;
+                self.rule_stats = Rc::new(RefCell::new(RuleStats::for_mode(config.mode)));
                 self.masking = config.masking.map(|masking| masking.policy);
                 self.policy = config.policy.map(|PolicyConfig(policy)| {
                     CachedPolicy::new(policy, Rc::new(RefCell::new(PolicyCache::default())))
@@ -755,17 +756,31 @@ const DEFAULT_RULE: &str = "default";
 
 impl Default for RuleStats {
     fn default() -> Self {
-        RuleStats {
-            decisions: LabelledCounter::with_class(
+        RuleStats::for_mode(FilterMode::Enforce)
+    }
+}
+
+impl RuleStats {
+    /// A shadow instance counts its would-be decisions and masking under
+    /// `gatehouse_pg_shadow_*`, so they never add to the enforcing instance's.
+    fn for_mode(mode: FilterMode) -> Self {
+        let [decisions, masked_by_rule, masked_by_detector] = if mode.is_shadow() {
+            [
+                "gatehouse_pg_shadow_decisions_total",
+                "gatehouse_pg_shadow_masked_by_rule_total",
+                "gatehouse_pg_shadow_masked_by_detector_total",
+            ]
+        } else {
+            [
                 "gatehouse_pg_decisions_total",
-                Some("action"),
-                "rule",
-            ),
-            masked_by_rule: LabelledCounter::new("gatehouse_pg_masked_by_rule_total", "rule"),
-            masked_by_detector: LabelledCounter::new(
+                "gatehouse_pg_masked_by_rule_total",
                 "gatehouse_pg_masked_by_detector_total",
-                "detector",
-            ),
+            ]
+        };
+        RuleStats {
+            decisions: LabelledCounter::with_class(decisions, Some("action"), "rule"),
+            masked_by_rule: LabelledCounter::new(masked_by_rule, "rule"),
+            masked_by_detector: LabelledCounter::new(masked_by_detector, "detector"),
         }
     }
 }

@@ -15,7 +15,9 @@
 
 use gatehouse_core::policy::Decision;
 use gatehouse_host as host;
-use gatehouse_kubernetes::gate::{Admission, Forward, Gate, RequestHead, audit_id};
+use gatehouse_kubernetes::gate::{
+    Admission, Forward, Gate, RequestHead, audit_filter_state_key, audit_id,
+};
 use gatehouse_kubernetes::masking::{BodyMasker, WatchLines};
 use host::keys::KeyDistribution;
 use host::metrics::{Histogram, LabelledCounter};
@@ -35,8 +37,6 @@ proxy_wasm::main! {{
     });
 }}
 
-/// Filter state holding the request's audit Events.
-const AUDIT_PROPERTY: &str = "gatehouse_k8s_audit";
 /// Tick period: adopts key sets other workers fetched and runs due refreshes.
 const TICK_MS: u32 = 1_000;
 /// Key fetches one request may wait for before it is judged with what is there.
@@ -199,6 +199,7 @@ impl RootContext for KubernetesRoot {
             request_micros: 0,
             status: 0,
             body_mode: BodyMode::PassThrough,
+            audit_key: audit_filter_state_key(Default::default()),
         }))
     }
 }
@@ -219,6 +220,8 @@ struct KubernetesRequest {
     request_micros: i64,
     status: u16,
     body_mode: BodyMode,
+    /// The filter state this instance writes audit Events to (one per mode).
+    audit_key: &'static str,
 }
 
 /// What happens to the response body.
@@ -269,6 +272,7 @@ impl KubernetesRequest {
             audit_id: &self.audit_id,
             now_micros: now,
         };
+        self.audit_key = audit_filter_state_key(worker.gate.mode());
         let mut admission = worker.gate.admit(&head);
         if let Admission::FetchKeys(_) = admission {
             // Another worker may already have the keys.
@@ -280,6 +284,16 @@ impl KubernetesRequest {
                 admission = worker.gate.admit(&head);
             }
         }
+        let keys_missing = match &admission {
+            Admission::FetchKeys(fetch) if self.fetches >= MAX_FETCHES_PER_REQUEST => {
+                Some(fetch.issuer.clone())
+            }
+            _ => None,
+        };
+        if let Some(issuer) = keys_missing {
+            // Waited for keys as often as allowed: judged without them.
+            admission = worker.gate.keys_unavailable(&head, &issuer);
+        }
         match admission {
             Admission::Respond(response) => {
                 if response.status == 401 {
@@ -290,7 +304,7 @@ impl KubernetesRequest {
                 if let Some(decision) = &response.decision {
                     count_decision(&mut worker.decisions, decision);
                 }
-                let _ = host::set_property(&[AUDIT_PROPERTY], response.record.as_bytes());
+                let _ = host::set_property(&[self.audit_key], response.record.as_bytes());
                 let sent = host::send_http_response(
                     u32::from(response.status),
                     &[("content-type", "application/json")],
@@ -375,7 +389,7 @@ impl KubernetesRequest {
     fn record(&self) {
         if let Some(forward) = &self.forward {
             let records = forward.records(self.status, self.started_micros, now_micros());
-            let _ = host::set_property(&[AUDIT_PROPERTY], records.as_bytes());
+            let _ = host::set_property(&[self.audit_key], records.as_bytes());
         }
     }
 }

@@ -320,6 +320,11 @@ impl RequestAudit {
         self
     }
 
+    /// Adds a `gatehouse.dev/` annotation to every Event of the request.
+    pub fn annotate(&mut self, key: &str, value: String) {
+        self.template.annotations.insert(key.to_owned(), value);
+    }
+
     /// Records the hash of the policy in force.
     pub fn with_policy_hash(mut self, hash: &str) -> Self {
         self.template

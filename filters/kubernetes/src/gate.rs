@@ -17,6 +17,11 @@ pub use gatehouse_core::identity::KeyFetch;
 use gatehouse_core::identity::{Identity, TokenRejection, Verifier};
 use gatehouse_core::policy::{Action, Decision};
 
+mod shadow;
+pub use shadow::{
+    MODE_ANNOTATION, WOULD_BE_STATUS_ANNOTATION, WOULD_MASK_ANNOTATION, audit_filter_state_key,
+};
+
 /// Username recorded for requests without a verified token.
 pub const ANONYMOUS: &str = "system:anonymous";
 
@@ -209,6 +214,9 @@ impl Gate {
         let audit = self
             .audit_for(head, info, &identity)
             .with_decision(&decision);
+        if self.mode().is_shadow() {
+            return self.observe_forward(audit, decision, mask);
+        }
         let body_masker = mask
             .then(|| BodyMasker::for_request(info, self.policy.masking()))
             .flatten();
@@ -282,6 +290,9 @@ impl Gate {
         decision: Option<&Decision>,
         refusal: Status,
     ) -> Admission {
+        if self.mode().is_shadow() {
+            return self.observe_refusal(head, info, identity, decision, &refusal);
+        }
         let mut audit = self.audit_for(head, info, identity);
         if let Some(decision) = decision {
             audit = audit.with_decision(decision);

@@ -14,9 +14,14 @@
 //!   ],
 //!   "upstream": {"bearer_token": "...", "impersonate": true},
 //!   "masking": {"secrets": true, "pod_env": true,
-//!               "fields": [{"resources": ["configmaps"], "paths": ["data.*"]}]}
+//!               "fields": [{"resources": ["configmaps"], "paths": ["data.*"]}]},
+//!   "mode": "enforce"
 //! }
 //! ```
+//!
+//! `mode` is `enforce` (the default) or `shadow`: a shadow instance never changes
+//! a request or answers one itself; its audit Events say what it would have done
+//! (see [`crate::gate`]).
 //!
 //! Rules are tried in order and the first that matches decides; when none does,
 //! `default` does. Within a `match`, every listed field must match and any
@@ -33,6 +38,7 @@ use gatehouse_core::mask::MaskConfig;
 use gatehouse_core::policy::{
     Action, Decision, IdentityMatch, OneOrMany, Wildcard, compile_wildcards,
 };
+use gatehouse_core::record::FilterMode;
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -74,6 +80,8 @@ struct PolicyDocument {
     upstream: UpstreamConfig,
     #[serde(default)]
     masking: MaskingDocument,
+    #[serde(default)]
+    mode: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -353,6 +361,7 @@ pub struct Policy {
     rules: Vec<Rule>,
     upstream: UpstreamConfig,
     masking: MaskingConfig,
+    mode: FilterMode,
 }
 
 impl Policy {
@@ -399,7 +408,13 @@ impl Policy {
         }
         check_upstream(&doc.upstream)?;
         let masking = doc.masking.compile().map_err(|e| e.under("masking"))?;
+        let mode = match doc.mode {
+            None => FilterMode::Enforce,
+            Some(value) => serde_json::from_value(value)
+                .map_err(|e| ConfigError::new("mode", e.to_string()))?,
+        };
         Ok(Policy {
+            mode,
             version: doc.version,
             identity: doc.identity,
             default,
@@ -407,6 +422,11 @@ impl Policy {
             upstream: doc.upstream,
             masking,
         })
+    }
+
+    /// `enforce` (the default) or `shadow`: observe only (see [`crate::gate`]).
+    pub fn mode(&self) -> FilterMode {
+        self.mode
     }
 
     /// The configured policy version, if any.

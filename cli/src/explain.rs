@@ -11,6 +11,7 @@ use crate::args::Args;
 use crate::document::{self, Compiled, Kind};
 use gatehouse_core::identity::Identity;
 use gatehouse_core::policy::Decision;
+use gatehouse_core::record::FilterMode;
 use gatehouse_kubernetes::exec::{StreamRequest, authorization_verb};
 use gatehouse_kubernetes::masking::needs_masking;
 use gatehouse_kubernetes::policy::{Policy, Request};
@@ -136,7 +137,12 @@ fn explain(args: &Args) -> Result<Explanation, Failure> {
         ))
     })?;
     let identity = identity(args)?;
-    match (compiled, args.option("--sql")) {
+    let mode = match &compiled {
+        Compiled::PostgresFilter(config) => config.mode,
+        Compiled::Kubernetes(gate) => gate.mode(),
+        Compiled::PostgresPolicy(_) => FilterMode::Enforce,
+    };
+    let explanation = match (compiled, args.option("--sql")) {
         (Compiled::PostgresFilter(config), Some(sql)) => Ok(match &config.policy {
             Some(policy) => explain_sql(&policy.0, &identity, args, sql),
             None => no_postgres_policy(&identity, sql),
@@ -148,7 +154,22 @@ fn explain(args: &Args) -> Result<Explanation, Failure> {
         _ => Err(Failure::Usage(
             "the request does not fit the configuration's kind".to_owned(),
         )),
+    }?;
+    Ok(with_mode(explanation, mode))
+}
+
+/// A shadow configuration's decision is only recorded: say so.
+fn with_mode(mut explanation: Explanation, mode: FilterMode) -> Explanation {
+    if mode.is_shadow() {
+        explanation.lines.insert(
+            1,
+            "mode: shadow (observe only: recorded, never applied)".to_owned(),
+        );
+        if let Some(object) = explanation.json.as_object_mut() {
+            object.insert("mode".to_owned(), json!(mode.as_str()));
+        }
     }
+    explanation
 }
 
 /// The identity from `--subject`, `--group` and `--claim`.

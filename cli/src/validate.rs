@@ -181,5 +181,14 @@ fn version_note(compiled: &Compiled) -> String {
         Compiled::PostgresPolicy(policy) => Some(policy.version().to_owned()),
         Compiled::Kubernetes(gate) => gate.policy().version().map(str::to_owned),
     };
-    version.map_or_else(String::new, |v| format!(", policy version {v}"))
+    let mode = match compiled {
+        Compiled::PostgresFilter(config) => config.mode,
+        Compiled::Kubernetes(gate) => gate.mode(),
+        Compiled::PostgresPolicy(_) => gatehouse_core::record::FilterMode::Enforce,
+    };
+    let mut note = version.map_or_else(String::new, |v| format!(", policy version {v}"));
+    if mode.is_shadow() {
+        note.push_str(", mode shadow");
+    }
+    note
 }

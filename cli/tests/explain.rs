@@ -458,3 +458,34 @@ fn bad_invocations_and_invalid_files_have_distinct_exit_codes() {
     assert_eq!(run.code, 1);
     assert!(run.stderr.contains("rules[0].action"), "{}", run.stderr);
 }
+
+#[test]
+fn a_shadow_configuration_is_explained_as_observe_only() {
+    let policy = std::fs::read_to_string(example("postgres-policy.json")).unwrap();
+    let config = file(
+        "explain-shadow-config",
+        &format!(r#"{{"mode": "shadow", "policy": {policy}}}"#),
+    );
+    let args = [
+        "explain",
+        &config,
+        "--subject",
+        "dba",
+        "--group",
+        "dba",
+        "--sql",
+        "DROP DATABASE shop",
+    ];
+    let run = gatehouse(&args);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout
+            .contains("\nmode: shadow (observe only: recorded, never applied)\n"),
+        "{}",
+        run.stdout
+    );
+    let run = gatehouse(&[&args[..], &["--json"]].concat());
+    let json: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(json["mode"], "shadow");
+    assert_eq!(json["decision"]["rule"], "dba-no-drop-database");
+}

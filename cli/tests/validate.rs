@@ -208,3 +208,39 @@ fn a_document_of_no_recognisable_kind_asks_for_kind() {
     assert_eq!(run.code, 2);
     assert!(run.stderr.contains("--kind"), "{}", run.stderr);
 }
+
+#[test]
+fn the_filter_mode_is_shown_and_an_unknown_mode_is_reported_at_mode() {
+    let shadow = file("pg-filter-shadow", r#"{"mode": "shadow"}"#);
+    let run = gatehouse(&["validate", "--kind", "postgres-filter", &shadow]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("ok (postgres-filter, mode shadow)"),
+        "{}",
+        run.stdout
+    );
+    let policy = std::fs::read_to_string(example("kubernetes-policy.json")).unwrap();
+    let kube = file(
+        "kube-shadow",
+        &policy.replacen('{', r#"{"mode": "shadow", "#, 1),
+    );
+    let run = gatehouse(&["validate", "--kind", "kubernetes", &kube]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains(", mode shadow)"), "{}", run.stdout);
+    let bad = file("pg-filter-bad-mode", r#"{"mode": "observe"}"#);
+    let run = gatehouse(&["validate", "--kind", "postgres-filter", &bad]);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains(": mode: unknown variant `observe`"),
+        "{}",
+        run.stdout
+    );
+    let run = gatehouse(&[
+        "validate",
+        "--kind",
+        "kubernetes",
+        &file("kube-bad-mode", r#"{"mode": 1}"#),
+    ]);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains(": mode: "), "{}", run.stdout);
+}

@@ -60,6 +60,14 @@ pub fn vars(dir: &Path) -> Result<BTreeMap<&'static str, String>> {
         ("KUBE_WASM", path(&modules.kubernetes)),
         ("PG_CONFIG", envoy::yaml_quote("{}")),
         ("KUBE_CONFIG", envoy::yaml_quote("{}")),
+        (
+            "PG_SHADOW_CONFIG",
+            envoy::yaml_quote(r#"{"mode": "shadow"}"#),
+        ),
+        (
+            "KUBE_SHADOW_CONFIG",
+            envoy::yaml_quote(r#"{"mode": "shadow"}"#),
+        ),
         ("TLS_CERT", path(&pki.server_cert)),
         ("TLS_KEY", path(&pki.server_key)),
         ("ACCESS_LOG", path(&dir.join("access.log"))),

@@ -39,6 +39,9 @@ pub struct StackOptions {
     pub signing_key: Option<Minter>,
     /// Lifetime of the tokens in the kubeconfig.
     pub token_ttl_seconds: i64,
+    /// Values for placeholders only `envoy_template` has (for example the shadow
+    /// instances' configurations of `shadow.yaml`).
+    pub template_vars: Vec<(&'static str, String)>,
 }
 
 impl Default for StackOptions {
@@ -56,6 +59,7 @@ impl Default for StackOptions {
             extra_listeners: None,
             signing_key: None,
             token_ttl_seconds: 3600,
+            template_vars: Vec::new(),
         }
     }
 }
@@ -158,6 +162,9 @@ impl Stack {
         vars.insert("ACCESS_LOG", path_str(&access_log)?);
         if let Some(audit) = &opts.audit_service {
             vars.insert("AUDIT_CONFIG", envoy::yaml_quote(&audit.to_string()));
+        }
+        for (name, value) in &opts.template_vars {
+            vars.insert(name, value.clone());
         }
         let template_path = crate::workspace_root()
             .join("envoy")

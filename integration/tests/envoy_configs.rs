@@ -20,6 +20,7 @@ fn every_shipped_bootstrap_passes_envoy_validation() {
         "postgres.yaml",
         "kubernetes.yaml",
         "ecds.yaml",
+        "shadow.yaml",
     ] {
         assert!(
             names.iter().any(|n| n == expected),

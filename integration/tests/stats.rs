@@ -241,3 +241,27 @@ fn a_rejected_configuration_is_counted_while_the_previous_one_serves() {
     );
     assert!(sample(&text, "gatehouse_pg_config_loaded_total", &[]).unwrap_or(0.0) >= 1.0);
 }
+
+#[test]
+fn every_bootstrap_with_a_gatehouse_filter_turns_the_label_pairs_into_tags() {
+    for template in configs::bootstrap_templates().unwrap() {
+        let text = std::fs::read_to_string(&template).unwrap();
+        if !text.contains("gatehouse_postgres") && !text.contains("gatehouse_kubernetes") {
+            continue;
+        }
+        for label in ["action", "rule", "detector"] {
+            assert!(
+                text.contains(&format!(
+                    r#"{{tag_name: {label}, regex: "({label}=\\.=(.*?);\\.;)"}}"#
+                )),
+                "{} has no stats_tags rule for {label} (see docs/stats.md)",
+                template.display()
+            );
+        }
+        assert!(
+            text.contains(r#"match: {prefix: "wasmcustom.gatehouse_"}"#),
+            "{} has no histogram buckets for gatehouse (see docs/stats.md)",
+            template.display()
+        );
+    }
+}

@@ -81,6 +81,30 @@ fn shadow_stack(name: &str) -> Stack {
     stack
 }
 
+/// Waits until Envoy's Prometheus page has a `gatehouse_` series line that
+/// starts with `series` and holds `label`; then checks `enforcing_series` has no
+/// line with it (the shadow instance's decisions never add to the enforcing one's).
+fn shadow_stats_apart(stack: &Stack, series: &str, enforcing_series: &str, label: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (code, text) = envoy::http_get(&stack.envoy.admin, "/stats/prometheus").unwrap();
+        assert_eq!(code, 200);
+        let has = |name: &str| {
+            text.lines()
+                .any(|line| line.starts_with(&format!("{name}{{")) && line.contains(label))
+        };
+        if has(series) {
+            assert!(!has(enforcing_series), "{text}");
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {series} with {label}:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Waits until the access log holds records of `kind` from both instances.
 fn both_records(stack: &Stack, kind: &str) -> (Value, Value) {
     let shadow = stack
@@ -124,6 +148,12 @@ fn postgres_a_statement_the_shadow_policy_denies_succeeds_and_both_records_name_
     let (_, start) = both_records(&stack, "pg.session_start");
     assert_eq!(start["identity"]["subject"], "developer");
     assert!(start.get("login_refusal").is_none(), "{start}");
+    shadow_stats_apart(
+        &stack,
+        "gatehouse_pg_shadow_decisions_total",
+        "gatehouse_pg_decisions_total",
+        "rule=\"no-customers\"",
+    );
 }
 
 #[test]
@@ -162,6 +192,12 @@ fn kubernetes_a_request_the_shadow_policy_denies_succeeds_and_its_event_has_the_
     assert_eq!(shadow["responseStatus"]["code"], 200);
     assert_eq!(shadow["user"]["username"], "developer");
     assert_eq!(enforcing["user"]["username"], "developer");
+    shadow_stats_apart(
+        &stack,
+        "gatehouse_k8s_shadow_decisions_total",
+        "gatehouse_k8s_decisions_total",
+        "rule=\"candidate-no-pods\"",
+    );
     // The API server saw only the enforcing instance's request.
     for request in stack.upstream_requests() {
         assert_eq!(request.header("impersonate-user"), Some("developer"));

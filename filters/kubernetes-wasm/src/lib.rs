@@ -14,6 +14,7 @@
 //! one JSON Event per line, which the listener's access log prints.
 
 use gatehouse_core::policy::Decision;
+use gatehouse_core::record::FilterMode;
 use gatehouse_host as host;
 use gatehouse_kubernetes::gate::{
     Admission, Forward, Gate, RequestHead, audit_filter_state_key, audit_id,
@@ -74,9 +75,16 @@ impl Metrics {
     }
 }
 
-/// `gatehouse_k8s_decisions_total{action, rule}`: requests by policy decision.
-fn decisions_family() -> LabelledCounter {
-    LabelledCounter::with_class("gatehouse_k8s_decisions_total", Some("action"), "rule")
+/// `gatehouse_k8s_decisions_total{action, rule}`: requests by policy decision;
+/// a shadow instance's would-be decisions go to
+/// `gatehouse_k8s_shadow_decisions_total`, apart from the enforcing instance's.
+fn decisions_family(mode: FilterMode) -> LabelledCounter {
+    let name = if mode.is_shadow() {
+        "gatehouse_k8s_shadow_decisions_total"
+    } else {
+        "gatehouse_k8s_decisions_total"
+    };
+    LabelledCounter::with_class(name, Some("action"), "rule")
 }
 
 /// Counts a policy decision; no rule means the policy's default.
@@ -147,11 +155,12 @@ impl RootContext for KubernetesRoot {
             .unwrap_or_else(|| b"{}".to_vec());
         match Gate::from_json(&config) {
             Ok(gate) => {
+                let mode = gate.mode();
                 *self.worker.borrow_mut() = Some(Worker {
                     gate,
                     keys: KeyDistribution::new("gatehouse_k8s_jwks"),
                     sequence: 0,
-                    decisions: decisions_family(),
+                    decisions: decisions_family(mode),
                 });
                 count(self.metrics.config_loaded);
             }

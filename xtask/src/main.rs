@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo xtask install          wasm target + pinned Envoy; checks for PostgreSQL and kubectl
-//! cargo xtask build            the filter modules (wasm32-wasip1, release)
+//! cargo xtask build            the filter modules (wasm32-wasip1, release, then wasm-opt -Oz)
 //! cargo xtask demo [--detach]  the whole gateway on this machine, with demo data
 //! cargo xtask down             stops a detached demo
 //! cargo xtask token <identity>  a fresh token for a demo identity (`--ttl 15m`)
@@ -15,6 +15,7 @@
 mod demo;
 mod measure;
 mod package;
+mod shrink;
 
 use anyhow::{Context, Result, bail};
 use gatehouse_integration::tools;
@@ -114,6 +115,7 @@ fn install() -> Result<()> {
     eprintln!("psycopg: {}", tools::install_psycopg()?.display());
     eprintln!("node-postgres: {}", tools::install_node_pg()?.display());
     eprintln!("jdbc: {}", tools::jdbc_jar()?.display());
+    eprintln!("wasm-opt: {}", shrink::wasm_opt()?.display());
     Ok(())
 }
 
@@ -124,10 +126,11 @@ fn build_filters() -> Result<()> {
         cmd.args(["-p", m]);
     }
     step("build filter modules (wasm32-wasip1, release)", &mut cmd)?;
-    let modules = tools::filter_modules()?;
-    for m in [&modules.postgres, &modules.kubernetes] {
-        let size = std::fs::metadata(m)?.len();
-        eprintln!("    {} ({} KiB)", m.display(), size / 1024);
+    let wasm_opt = shrink::wasm_opt()?;
+    eprintln!("==> wasm-opt the modules Envoy loads");
+    for m in shrink::filter_modules_built() {
+        let (before, after) = shrink::optimize(&wasm_opt, &m)?;
+        eprintln!("    {} ({before} -> {after} bytes)", m.display());
     }
     Ok(())
 }

@@ -883,7 +883,10 @@ mod tests {
         // but that metadata holds the Secret as last applied, data and all.
         let applied = |kind: &str, body: Value| {
             let mut object = json!({"apiVersion": "v1", "kind": kind, "metadata": {"name": "x"}});
-            object.as_object_mut().unwrap().extend(body.as_object().unwrap().clone());
+            object
+                .as_object_mut()
+                .unwrap()
+                .extend(body.as_object().unwrap().clone());
             object.to_string()
         };
         let row = |applied: String| {
@@ -912,7 +915,11 @@ mod tests {
                 "env": [{"name": "DB_PASSWORD", "value": "pr0d-S3cret!"}]}]}}),
         );
         let masked = mask_body(table(row(pod)).as_bytes(), &settings, "pods").unwrap();
-        assert!(!String::from_utf8(masked.body).unwrap().contains("pr0d-S3cret!"));
+        assert!(
+            !String::from_utf8(masked.body)
+                .unwrap()
+                .contains("pr0d-S3cret!")
+        );
 
         // A resource without built-in rules passes its rows as they are.
         let config_map = applied("ConfigMap", json!({"data": {"color": "blue"}}));
@@ -938,7 +945,11 @@ mod tests {
         // A key spelled with escapes is still found.
         let escaped = r#"{"kind":"Pod","spec":{"containers":[{"name":"a","\u0065nv":[{"name":"P","value":"pr0d-S3cret!"}]}]}}"#;
         let masked = mask_body(escaped.as_bytes(), &settings, "pods").unwrap();
-        assert!(!String::from_utf8(masked.body).unwrap().contains("pr0d-S3cret!"));
+        assert!(
+            !String::from_utf8(masked.body)
+                .unwrap()
+                .contains("pr0d-S3cret!")
+        );
     }
 
     #[test]

@@ -226,7 +226,12 @@ fn main() -> Result<()> {
     );
     println!(
         "{:<20} {:>12} {:>12} {:>12} {:>15} {:>18}",
-        "request", "baseline/s", "wasm no-op/s", "gatehouse/s", "no-op/baseline", "gatehouse/baseline"
+        "request",
+        "baseline/s",
+        "wasm no-op/s",
+        "gatehouse/s",
+        "no-op/baseline",
+        "gatehouse/baseline"
     );
     let duration = Duration::from_secs(seconds);
     for (name, request) in &workloads {

@@ -9,6 +9,7 @@ mod audit;
 mod collect;
 mod document;
 mod explain;
+mod ready;
 mod validate;
 
 const USAGE: &str = "usage: gatehouse <command> ...
@@ -17,7 +18,9 @@ commands:
   audit     read an audit log (follow, replay, verify); `gatehouse audit --help`
   validate  check filter configurations and policies; `gatehouse validate --help`
   explain   show the decision a policy reaches for an identity and a statement
-            or request; `gatehouse explain --help`";
+            or request; `gatehouse explain --help`
+  ready     probe a listener: does the gatehouse filter answer there;
+            `gatehouse ready --help`";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -25,6 +28,7 @@ fn main() -> ExitCode {
         Some((cmd, rest)) if cmd == "audit" => audit::run(rest),
         Some((cmd, rest)) if cmd == "validate" => validate::run(rest),
         Some((cmd, rest)) if cmd == "explain" => explain::run(rest),
+        Some((cmd, rest)) if cmd == "ready" => ready::run(rest),
         Some((cmd, _)) if cmd == "--help" || cmd == "-h" || cmd == "help" => {
             println!("{USAGE}");
             ExitCode::SUCCESS

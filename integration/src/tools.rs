@@ -275,3 +275,27 @@ pub fn filter_modules() -> Result<FilterModules> {
     }
     Ok(modules)
 }
+
+/// The `gatehouse` command line, built (or found up to date) in the target
+/// directory the tests run from.
+pub fn gatehouse_cli() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    // target/<profile>/deps/<test> → target/<profile>/gatehouse
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("test binary outside a target directory")?;
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "-q", "-p", "gatehouse-cli"])
+        .current_dir(crate::workspace_root())
+        .status()
+        .context("building the gatehouse command line")?;
+    let cli = profile_dir.join("gatehouse");
+    if !status.success() || !cli.is_file() {
+        bail!(
+            "building the gatehouse command line failed ({})",
+            cli.display()
+        );
+    }
+    Ok(cli)
+}

@@ -350,3 +350,46 @@ fn clients_that_skip_or_stall_the_password_exchange_never_get_a_session() {
         "the query never reached the server"
     );
 }
+
+#[test]
+fn the_readiness_probe_is_answered_by_the_filter_and_never_logs_in() {
+    let stack = login_stack("readiness");
+    let cli = gatehouse_integration::tools::gatehouse_cli().unwrap();
+    let probe = |port: u16| {
+        std::process::Command::new(&cli)
+            .args(["ready", "postgres", &format!("127.0.0.1:{port}")])
+            .output()
+            .unwrap()
+    };
+    let ready = probe(stack.pg_port);
+    assert!(ready.status.success(), "{}", stderr(&ready));
+    let message = String::from_utf8_lossy(&ready.stdout);
+    assert!(
+        message.starts_with("gatehouse ready: gatehouse postgres filter ")
+            && message.contains("policy sha256:"),
+        "the answer names the build and the policy: {message}"
+    );
+    stack
+        .wait_for_record("the probe's connection", |r| r["type"] == "pg.connection")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let server_log = std::fs::read_to_string(stack.postgres.log_path()).unwrap();
+    assert!(
+        !server_log.contains("gatehouse-readiness"),
+        "the server never sees the probe's startup"
+    );
+    assert!(
+        records(&stack, "pg.session_start").is_empty()
+            && records(&stack, "pg.session_end").is_empty(),
+        "a probe is not a session"
+    );
+
+    // PostgreSQL's own answer to that startup is not the filter's.
+    let direct = probe(stack.postgres.port);
+    assert_eq!(direct.status.code(), Some(1), "{}", stderr(&direct));
+    assert!(
+        stderr(&direct).contains("answered by something else"),
+        "{}",
+        stderr(&direct)
+    );
+}

@@ -18,7 +18,9 @@ pub use config::{EngineConfig, SslRequestPolicy};
 pub use filter_config::{FilterConfig, MaskingConfig, PolicyConfig};
 pub use framing::{Forward, Verdict};
 pub use guard::{CachedPolicy, StatementPolicy};
-pub use session::{CloseReason, ConnectionInfo, Phase, Session, SessionSummary};
+pub use session::{
+    CloseReason, ConnectionInfo, Phase, READINESS_MESSAGE, READINESS_USER, Session, SessionSummary,
+};
 
 #[cfg(test)]
 mod tests;

@@ -86,6 +86,13 @@ const NAMES_PREFIX: usize = 1024;
 /// Prefix of an oversize ErrorResponse kept for its SQLSTATE and message.
 const ERROR_PREFIX: usize = 4096;
 
+/// The startup user of a readiness probe (`gatehouse ready postgres`): the
+/// filter answers it itself, after the server answered an SSLRequest, so a
+/// probe proves the filter and the way to the server both work.
+pub const READINESS_USER: &str = "gatehouse-readiness";
+/// How the filter's readiness answer begins; the probe looks for it.
+pub const READINESS_MESSAGE: &str = "gatehouse ready";
+
 /// Who the connection belongs to, as the host knows it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConnectionInfo {
@@ -880,6 +887,9 @@ impl Session {
                         .map(|(_, v)| (*v).to_string())
                 };
                 let user = param("user").unwrap_or_default();
+                if user == READINESS_USER && self.mode.is_enforce() {
+                    return Ok(self.answer_readiness());
+                }
                 self.client = PgClient {
                     client_address: self.conn.client_address.clone(),
                     database: param("database").unwrap_or_else(|| user.clone()),
@@ -904,6 +914,27 @@ impl Session {
                 Ok(Action::Pass)
             }
         }
+    }
+
+    /// Answers a readiness probe: the server gets an SSLRequest instead of the
+    /// startup (it logs no connection attempt and no one logs in), and its
+    /// answer is replaced by the readiness message. A probe is not a session:
+    /// it leaves no records, which would otherwise arrive every few seconds.
+    fn answer_readiness(&mut self) -> Action {
+        let policy = self.policy_hash.as_deref().unwrap_or("none");
+        let message = format!(
+            "{READINESS_MESSAGE}: gatehouse postgres filter {}, policy {policy}",
+            gatehouse_core::build::VERSION
+        );
+        self.owed_client_error = Some(pg::fatal_error("08004", &message));
+        self.frontend.discarding = true;
+        self.backend.mode = FrameMode::AnswerByte;
+        self.tls_request = None;
+        self.phase = Phase::Finished;
+        self.ended = true;
+        let mut ssl_request = Vec::with_capacity(8);
+        StartupPacket::SslRequest.encode(&mut ssl_request);
+        Action::Replace(ssl_request)
     }
 
     fn on_tls_answer(&mut self, answer: u8, now_us: u64) -> Action {

@@ -7,6 +7,7 @@ mod captures;
 mod deny;
 mod login;
 mod malformed;
+mod readiness;
 mod shadow;
 mod streaming;
 

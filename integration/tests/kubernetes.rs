@@ -533,3 +533,37 @@ fn watched_pod_events_are_masked_as_they_stream_and_the_watch_is_recorded() {
         "the record names what was masked in the stream: {complete}"
     );
 }
+
+#[test]
+fn the_filter_answers_its_readiness_path_itself() {
+    let stack = stack("k8s-ready");
+    let out = stack
+        .kubectl(
+            "1.33",
+            &["--context", "developer", "get", "--raw", "/gatehouse/ready"],
+        )
+        .unwrap();
+    let body: Value = serde_json::from_str(&succeeded(&out, "the readiness path")).unwrap();
+    assert_eq!(body["status"], "Success");
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("gatehouse ready: gatehouse kubernetes filter ")
+            && message.contains("policy sha256:"),
+        "{message}"
+    );
+    let record = stack
+        .wait_for_record("the probe", |r| r["requestURI"] == "/gatehouse/ready")
+        .unwrap();
+    assert_eq!(record["responseStatus"]["code"], 200);
+    assert_eq!(
+        record["annotations"]["gatehouse.dev/rule"],
+        "gatehouse:readiness"
+    );
+    assert!(
+        !stack
+            .upstream_requests()
+            .iter()
+            .any(|r| r.uri.contains("/gatehouse/ready")),
+        "the API server never sees the probe"
+    );
+}

@@ -305,10 +305,11 @@ impl KubernetesRequest {
         }
         match admission {
             Admission::Respond(response) => {
-                if response.status == 401 {
-                    count(self.metrics.unauthenticated);
-                } else {
-                    count(self.metrics.denied);
+                match response.status {
+                    401 => count(self.metrics.unauthenticated),
+                    400..=599 => count(self.metrics.denied),
+                    // The filter's own readiness answer.
+                    _ => {}
                 }
                 if let Some(decision) = &response.decision {
                     count_decision(&mut worker.decisions, decision);
@@ -320,7 +321,7 @@ impl KubernetesRequest {
                     response.body.as_bytes(),
                 );
                 if sent.is_err() {
-                    host::log(LogLevel::Error, "gatehouse: could not send a refusal");
+                    host::log(LogLevel::Error, "gatehouse: could not send a local answer");
                 }
                 Action::Pause
             }

@@ -25,6 +25,13 @@ pub use shadow::{
 /// Username recorded for requests without a verified token.
 pub const ANONYMOUS: &str = "system:anonymous";
 
+/// `GET` on this path is a readiness probe the filter answers itself (200,
+/// naming its build and policy), without a token and without the API server:
+/// it proves the filter is loaded and configured on this listener.
+pub const READINESS_PATH: &str = "/gatehouse/ready";
+/// The rule named in a readiness probe's audit Event and decision stats.
+pub const READINESS_RULE: &str = "gatehouse:readiness";
+
 /// The compiled filter configuration with its key caches.
 #[derive(Debug)]
 pub struct Gate {
@@ -171,6 +178,9 @@ impl Gate {
             }
         };
         let info = &decoded.info;
+        if head.method == "GET" && info.path == READINESS_PATH && self.mode().is_enforce() {
+            return self.answer_readiness(head, info);
+        }
         let identity = match self.authenticate(head, now_seconds) {
             Ok(identity) => identity,
             Err(Authentication::Fetch(fetch)) => return Admission::FetchKeys(fetch),
@@ -280,6 +290,34 @@ impl Gate {
                 head.peer,
             )
             .with_policy_hash(&self.policy_hash)
+    }
+
+    /// The readiness answer, recorded like every request.
+    fn answer_readiness(&self, head: &RequestHead<'_>, info: &RequestInfo) -> Admission {
+        let decision = Decision {
+            action: Action::Allow,
+            rule: Some(READINESS_RULE.to_owned()),
+            message: None,
+        };
+        let message = format!(
+            "gatehouse ready: gatehouse kubernetes filter {}, policy {}",
+            gatehouse_core::build::VERSION,
+            self.policy_hash
+        );
+        let audit = self
+            .audit_for(head, info, &Identity::claimed(ANONYMOUS))
+            .with_decision(&decision);
+        Admission::Respond(LocalResponse {
+            status: 200,
+            body: status::status(200, "", &message).to_json(),
+            record: event_json(
+                &audit,
+                Stage::ResponseComplete,
+                &Status::code_only(200),
+                head.now_micros,
+            ),
+            decision: Some(decision),
+        })
     }
 
     fn respond(
@@ -772,6 +810,32 @@ mod tests {
         assert_eq!(allowed.decision().action, Action::Allow);
         let unauthenticated = response(admit(&mut gate, "GET", "/api/v1/namespaces/dev/pods", &[]));
         assert_eq!(unauthenticated.decision, None);
+    }
+
+    #[test]
+    fn the_filter_answers_a_readiness_probe_itself_and_records_it() {
+        let minter = minter();
+        let mut gate = warm_gate(&minter);
+        let ready = response(admit(&mut gate, "GET", READINESS_PATH, &[]));
+        assert_eq!(ready.status, 200, "no token needed");
+        let body: serde_json::Value = serde_json::from_str(&ready.body).unwrap();
+        assert_eq!(body["kind"], "Status");
+        assert_eq!(body["status"], "Success");
+        let message = body["message"].as_str().unwrap();
+        assert!(message.starts_with("gatehouse ready: gatehouse kubernetes filter "));
+        assert!(message.contains("policy sha256:"), "{message}");
+        let event: serde_json::Value = serde_json::from_str(&ready.record).unwrap();
+        assert_eq!(event["requestURI"], READINESS_PATH);
+        assert_eq!(event["responseStatus"]["code"], 200);
+        assert_eq!(
+            ready.decision.unwrap().rule.as_deref(),
+            Some(READINESS_RULE)
+        );
+        // Only that exact GET: anything else is an ordinary request.
+        for (method, path) in [("POST", READINESS_PATH), ("GET", "/gatehouse/ready/x")] {
+            let other = response(admit(&mut gate, method, path, &[]));
+            assert_eq!(other.status, 401, "{method} {path}");
+        }
     }
 
     #[test]

@@ -12,9 +12,22 @@ use gatehouse_integration::tools;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Optimisation level and what is dropped: debug info and the producers section
-/// (the name section is already gone: the release profile strips symbols).
-const WASM_OPT_ARGS: &[&str] = &["-Oz", "--strip-debug", "--strip-producers"];
+/// Optimisation level, the Wasm features rustc's `wasm32-wasip1` target enables
+/// (`rustc --print cfg --target wasm32-wasip1`; the stripped module no longer
+/// carries its `target_features` section, so wasm-opt cannot detect them), and
+/// what is dropped: debug info and the producers section (the name section is
+/// already gone: the release profile strips symbols).
+const WASM_OPT_ARGS: &[&str] = &[
+    "-Oz",
+    "--enable-bulk-memory",
+    "--enable-multivalue",
+    "--enable-mutable-globals",
+    "--enable-nontrapping-float-to-int",
+    "--enable-reference-types",
+    "--enable-sign-ext",
+    "--strip-debug",
+    "--strip-producers",
+];
 
 /// The filter modules Envoy loads, where the cargo build just wrote them
 /// (`CARGO_TARGET_DIR` when set, relative to the workspace root where the build

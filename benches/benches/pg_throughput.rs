@@ -15,7 +15,10 @@
 //! Needs the filter modules built (`cargo xtask build`, or `GATEHOUSE_WASM_DIR`)
 //! and PostgreSQL, pgbench and Envoy installed (`cargo xtask install`). Run with
 //! `cargo bench -p gatehouse-benches --bench pg_throughput`; environment knobs:
-//! `PG_BENCH_SECONDS` (default 10), `PG_BENCH_CLIENTS` (4), `PG_BENCH_THREADS` (2).
+//! `PG_BENCH_SECONDS` (default 10), `PG_BENCH_CLIENTS` (4), `PG_BENCH_THREADS` (2),
+//! `PG_BENCH_ROUNDS` (3: every configuration runs once per round, in turn, and
+//! the median is printed, so a noisy moment on a shared machine hits one round
+//! of every configuration rather than one configuration).
 
 use anyhow::Result;
 use gatehouse_benches::pgbench;
@@ -73,7 +76,11 @@ fn main() -> Result<()> {
     let (_policed, policy_port) =
         start_filter_only(&stack, "filter_policy", &json!({"policy": bench_policy()}))?;
 
-    println!("{}", pgbench::settings());
+    println!(
+        "{}; median of {} alternating rounds",
+        pgbench::settings(),
+        pgbench::env_or("PG_BENCH_ROUNDS", "3")
+    );
     println!(
         "{:<10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>14} {:>20} {:>17}",
         "mode",
@@ -87,13 +94,17 @@ fn main() -> Result<()> {
         "gatehouse/tcp_proxy",
         "policy/tcp_proxy"
     );
+    let ports = [
+        stack.postgres.port,
+        baseline_port,
+        noop_port,
+        stack.pg_port,
+        filter_port,
+        policy_port,
+    ];
     for mode in ["simple", "prepared"] {
-        let direct = pgbench::tps(stack.postgres.port, mode)?;
-        let tcp_proxy = pgbench::tps(baseline_port, mode)?;
-        let noop = pgbench::tps(noop_port, mode)?;
-        let gatehouse = pgbench::tps(stack.pg_port, mode)?;
-        let filter = pgbench::tps(filter_port, mode)?;
-        let policy = pgbench::tps(policy_port, mode)?;
+        let [direct, tcp_proxy, noop, gatehouse, filter, policy] =
+            pgbench::median_tps_alternating(&ports, mode)?;
         println!(
             "{mode:<10} {direct:>10.0} {tcp_proxy:>10.0} {noop:>10.0} {gatehouse:>10.0} {filter:>10.0} {policy:>10.0} {:>14.3} {:>20.3} {:>17.3}",
             noop / tcp_proxy,

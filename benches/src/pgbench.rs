@@ -68,6 +68,24 @@ pub fn tps(port: u16, mode: &str) -> Result<f64> {
     tps_as(port, &Login::superuser(), &["-M", mode])
 }
 
+/// The median TPS of `pgbench -S` (`mode`) against each port, over
+/// `PG_BENCH_ROUNDS` rounds (default 3) that each run every port once, in turn.
+pub fn median_tps_alternating<const N: usize>(ports: &[u16; N], mode: &str) -> Result<[f64; N]> {
+    let rounds: usize = env_or("PG_BENCH_ROUNDS", "3").parse()?;
+    let mut samples: Vec<Vec<f64>> = vec![Vec::with_capacity(rounds); N];
+    for _ in 0..rounds.max(1) {
+        for (port, runs) in ports.iter().zip(samples.iter_mut()) {
+            runs.push(tps(*port, mode)?);
+        }
+    }
+    let mut medians = [0.0; N];
+    for (median, mut runs) in medians.iter_mut().zip(samples) {
+        runs.sort_by(f64::total_cmp);
+        *median = runs.get(runs.len() / 2).copied().unwrap_or_default();
+    }
+    Ok(medians)
+}
+
 /// Who pgbench logs in as.
 pub struct Login<'a> {
     pub user: &'a str,

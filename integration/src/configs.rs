@@ -131,3 +131,48 @@ pub fn validate_template(template: &Path, vars: &BTreeMap<&str, String>, dir: &P
     std::fs::write(&config, render_file(template, vars)?)?;
     envoy::validate(&config).with_context(|| format!("validating {}", template.display()))
 }
+
+/// Envoy started from `envoy/ecds.yaml` (its filters come from ECDS resource
+/// files) in front of its own PostgreSQL. `vars` are what it was rendered
+/// from: a test changes them, then [`push_postgres_resource`] rolls the
+/// Postgres filter's new version out as an operator would.
+pub struct EcdsGateway {
+    pub envoy: crate::envoy::Envoy,
+    pub postgres: crate::postgres::Postgres,
+    pub vars: BTreeMap<&'static str, String>,
+}
+
+impl EcdsGateway {
+    pub fn start(dir: &Path) -> Result<EcdsGateway> {
+        let mut vars = vars(dir)?;
+        let postgres = crate::postgres::Postgres::start(
+            &dir.join("postgres"),
+            &crate::postgres::PgOptions::default(),
+        )?;
+        vars.insert("PG_UPSTREAM_PORT", postgres.port.to_string());
+        vars.insert(
+            "KUBE_CONFIG",
+            envoy::yaml_quote(&crate::stack::default_kubernetes_filter_config().to_string()),
+        );
+        write_ecds_resources(&vars)?;
+        let run_dir = dir.join("envoy");
+        std::fs::create_dir_all(&run_dir)?;
+        let bootstrap = render_file(&envoy_dir().join("ecds.yaml"), &vars)?;
+        let envoy = crate::envoy::Envoy::start(&run_dir, &bootstrap)?;
+        Ok(EcdsGateway {
+            envoy,
+            postgres,
+            vars,
+        })
+    }
+}
+
+/// Writes the Postgres filter's ECDS resource rendered from `vars` into their
+/// `ECDS_DIR`, replacing the one Envoy watches in a single rename.
+pub fn push_postgres_resource(vars: &BTreeMap<&str, String>) -> Result<()> {
+    let resource = render_file(&envoy_dir().join("ecds/postgres.json"), vars)?;
+    let dir = vars
+        .get("ECDS_DIR")
+        .context("no ECDS_DIR in the variables")?;
+    replace_atomically(Path::new(dir), "postgres.json", &resource)
+}

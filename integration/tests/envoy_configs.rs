@@ -2,8 +2,10 @@
 //! map and passes `envoy --mode validate`.
 
 use gatehouse_integration::envoy::{self, Envoy};
-use gatehouse_integration::postgres::{PgOptions, Postgres};
-use gatehouse_integration::{configs, scratch_dir, stack};
+use gatehouse_integration::{
+    configs::{self, EcdsGateway},
+    scratch_dir, stack,
+};
 
 #[test]
 fn every_shipped_bootstrap_passes_envoy_validation() {
@@ -104,18 +106,11 @@ fn wait_for_stat(envoy: &Envoy, name: &str, at_least: u64) {
 #[test]
 fn ecds_rollout_under_pgbench_load_applies_new_versions_and_rejects_a_corrupt_module() {
     let dir = scratch_dir("it", "ecds-rollout").unwrap();
-    let mut vars = configs::vars(&dir).unwrap();
-    let postgres = Postgres::start(&dir.join("postgres"), &PgOptions::default()).unwrap();
-    vars.insert("PG_UPSTREAM_PORT", postgres.port.to_string());
-    vars.insert(
-        "KUBE_CONFIG",
-        envoy::yaml_quote(&stack::default_kubernetes_filter_config().to_string()),
-    );
-    configs::write_ecds_resources(&vars).unwrap();
-    let envoy_dir = dir.join("envoy");
-    std::fs::create_dir_all(&envoy_dir).unwrap();
-    let bootstrap = configs::render_file(&configs::envoy_dir().join("ecds.yaml"), &vars).unwrap();
-    let envoy = Envoy::start(&envoy_dir, &bootstrap).unwrap();
+    let EcdsGateway {
+        envoy,
+        postgres,
+        mut vars,
+    } = EcdsGateway::start(&dir).unwrap();
     let port = envoy.listener_port("postgres").unwrap();
     let reload = "extension_config_discovery.network_filter.gatehouse_postgres.config_reload";
     let rejected = "extension_config_discovery.network_filter.gatehouse_postgres.update_rejected";
@@ -158,14 +153,7 @@ fn ecds_rollout_under_pgbench_load_applies_new_versions_and_rejects_a_corrupt_mo
     std::fs::write(&corrupt, b"\0asm garbage").unwrap();
     vars.insert("ECDS_VERSION", "v3".to_string());
     vars.insert("PG_WASM", corrupt.display().to_string());
-    let resource =
-        configs::render_file(&configs::envoy_dir().join("ecds/postgres.json"), &vars).unwrap();
-    configs::replace_atomically(
-        std::path::Path::new(&vars["ECDS_DIR"]),
-        "postgres.json",
-        &resource,
-    )
-    .unwrap();
+    configs::push_postgres_resource(&vars).unwrap();
     wait_for_stat(&envoy, rejected, 1);
     let out = psql_through(port);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1", "{out:?}");

@@ -5,9 +5,12 @@
 //! the stand-in API server).
 
 use gatehouse_integration::envoy::{self, Envoy};
-use gatehouse_integration::postgres::{PgOptions, Postgres};
-use gatehouse_integration::stack::{self, example};
-use gatehouse_integration::{Stack, StackOptions, configs, scratch_dir};
+use gatehouse_integration::stack::example;
+use gatehouse_integration::{
+    Stack, StackOptions,
+    configs::{self, EcdsGateway},
+    scratch_dir,
+};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -198,18 +201,12 @@ fn decisions_masking_and_durations_show_in_prometheus_with_their_labels() {
 #[test]
 fn a_rejected_configuration_is_counted_while_the_previous_one_serves() {
     let dir = scratch_dir("it", "stats-rejected").unwrap();
-    let mut vars = configs::vars(&dir).unwrap();
-    let postgres = Postgres::start(&dir.join("postgres"), &PgOptions::default()).unwrap();
-    vars.insert("PG_UPSTREAM_PORT", postgres.port.to_string());
-    vars.insert(
-        "KUBE_CONFIG",
-        envoy::yaml_quote(&stack::default_kubernetes_filter_config().to_string()),
-    );
-    configs::write_ecds_resources(&vars).unwrap();
-    let envoy_dir = dir.join("envoy");
-    std::fs::create_dir_all(&envoy_dir).unwrap();
-    let bootstrap = configs::render_file(&configs::envoy_dir().join("ecds.yaml"), &vars).unwrap();
-    let envoy = Envoy::start(&envoy_dir, &bootstrap).unwrap();
+    let EcdsGateway {
+        envoy,
+        // Serves until the end of the test.
+        postgres: _postgres,
+        mut vars,
+    } = EcdsGateway::start(&dir).unwrap();
     scrape_until(&envoy, "the loaded configuration", |text| {
         sample(text, "gatehouse_pg_config_loaded_total", &[]).unwrap_or(0.0) >= 1.0
     });
@@ -220,14 +217,7 @@ fn a_rejected_configuration_is_counted_while_the_previous_one_serves() {
         "PG_CONFIG",
         envoy::yaml_quote(r#"{"no_such_setting": true}"#),
     );
-    let resource =
-        configs::render_file(&configs::envoy_dir().join("ecds/postgres.json"), &vars).unwrap();
-    configs::replace_atomically(
-        std::path::Path::new(&vars["ECDS_DIR"]),
-        "postgres.json",
-        &resource,
-    )
-    .unwrap();
+    configs::push_postgres_resource(&vars).unwrap();
     let text = scrape_until(&envoy, "the rejected configuration", |text| {
         sample(text, "gatehouse_pg_config_rejected_total", &[]).unwrap_or(0.0) >= 1.0
     });

@@ -479,7 +479,7 @@ mod tests {
     use gatehouse_core::identity::testing::Minter;
     use serde_json::json;
 
-    const NOW: i64 = 1_790_000_000;
+    pub(super) const NOW: i64 = 1_790_000_000;
     const ISSUER: &str = "https://idp.gatehouse.test";
 
     fn minter() -> Minter {
@@ -503,7 +503,12 @@ mod tests {
             .unwrap()
     }
 
-    fn admit(gate: &mut Gate, method: &str, path: &str, headers: &[(&str, &str)]) -> Admission {
+    pub(super) fn admit(
+        gate: &mut Gate,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Admission {
         let headers: Vec<(String, String)> = headers
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -525,7 +530,7 @@ mod tests {
         }
     }
 
-    fn forward(admission: Admission) -> Forward {
+    pub(super) fn forward(admission: Admission) -> Forward {
         match admission {
             Admission::Forward(f) => *f,
             other => panic!("expected forwarding, got {other:?}"),

@@ -118,12 +118,12 @@ fn observed(mut audit: RequestAudit, would_mask: bool, decision: Decision) -> Fo
 #[allow(clippy::indexing_slicing)]
 mod tests {
     use super::*;
+    use crate::gate::tests::{NOW, admit as admit_request, forward};
     use gatehouse_core::identity::JwsAlgorithm;
     use gatehouse_core::identity::testing::Minter;
     use gatehouse_core::policy::Action;
     use serde_json::{Value, json};
 
-    const NOW: i64 = 1_790_000_000;
     const ISSUER: &str = "https://idp.gatehouse.test";
     const EXEC_IN_PROD: &str = "/api/v1/namespaces/prod/pods/web-0/exec?command=ls&stdout=true";
 
@@ -141,23 +141,9 @@ mod tests {
         gate
     }
 
+    /// A shadow gate forwards everything.
     fn admit(gate: &mut Gate, method: &str, path: &str, headers: &[(&str, &str)]) -> Forward {
-        let headers: Vec<(String, String)> = headers
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let admission = gate.admit(&RequestHead {
-            method,
-            path,
-            headers: &headers,
-            peer: Some("10.0.0.7:5555"),
-            audit_id: "0f5cbb4c-8f6e-4b0e-9c7e-000000000001",
-            now_micros: NOW * 1_000_000,
-        });
-        match admission {
-            Admission::Forward(forward) => *forward,
-            other => panic!("a shadow gate forwards everything, got {other:?}"),
-        }
+        forward(admit_request(gate, method, path, headers))
     }
 
     fn unchanged(forward: &Forward) {

@@ -110,18 +110,6 @@ impl Wire {
     }
 }
 
-fn backend(msgs: &[BackendMessage<'_>]) -> Vec<u8> {
-    let mut out = Vec::new();
-    msgs.iter().for_each(|m| m.encode(&mut out));
-    out
-}
-
-fn frontend(msgs: &[FrontendMessage<'_>]) -> Vec<u8> {
-    let mut out = Vec::new();
-    msgs.iter().for_each(|m| m.encode(&mut out));
-    out
-}
-
 fn query(sql: &str) -> Vec<u8> {
     frontend(&[FrontendMessage::Query {
         sql: sql.as_bytes(),

@@ -1,7 +1,7 @@
 //! Token login on the wire: what the client and the server see at each step,
 //! for good and bad tokens, impatient and silent clients, and server refusals.
 
-use super::session;
+use super::{backend, frontend, session};
 use crate::login::{Authenticator, LoginRefusal};
 use crate::protocol::{BackendMessage, FrontendMessage, StartupPacket, error_field};
 use crate::{EngineConfig, Phase, Session};
@@ -66,18 +66,6 @@ fn startup(user: &str) -> Vec<u8> {
         params: vec![("user", user), ("database", "shop")],
     }
     .encode(&mut out);
-    out
-}
-
-fn backend(messages: &[BackendMessage<'_>]) -> Vec<u8> {
-    let mut out = Vec::new();
-    messages.iter().for_each(|m| m.encode(&mut out));
-    out
-}
-
-fn frontend(messages: &[FrontendMessage<'_>]) -> Vec<u8> {
-    let mut out = Vec::new();
-    messages.iter().for_each(|m| m.encode(&mut out));
     out
 }
 

@@ -11,6 +11,7 @@ mod readiness;
 mod shadow;
 mod streaming;
 
+use crate::protocol::{BackendMessage, FrontendMessage};
 use crate::{CloseReason, ConnectionInfo, EngineConfig, Session, Verdict};
 use gatehouse_core::record::Record;
 use std::sync::Arc;
@@ -60,6 +61,20 @@ pub(crate) struct Run {
     pub records: Vec<Record>,
     pub closed: bool,
     pub max_buffered: usize,
+}
+
+/// The wire bytes of server messages.
+pub(crate) fn backend(messages: &[BackendMessage<'_>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    messages.iter().for_each(|m| m.encode(&mut out));
+    out
+}
+
+/// The wire bytes of client messages.
+pub(crate) fn frontend(messages: &[FrontendMessage<'_>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    messages.iter().for_each(|m| m.encode(&mut out));
+    out
 }
 
 pub(crate) fn session(config: EngineConfig) -> Session {

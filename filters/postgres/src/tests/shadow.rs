@@ -2,7 +2,7 @@
 //! would, but every byte passes unchanged and its records say what it would
 //! have done.
 
-use super::session;
+use super::{backend, frontend, session};
 use crate::login::{Authenticator, LoginRefusal};
 use crate::masking::{MaskingPolicy, SessionMasker};
 use crate::policy::PgPolicy;
@@ -49,18 +49,6 @@ impl Authenticator for FixedTokens {
             ..Identity::default()
         })
     }
-}
-
-fn backend(messages: &[BackendMessage<'_>]) -> Vec<u8> {
-    let mut out = Vec::new();
-    messages.iter().for_each(|m| m.encode(&mut out));
-    out
-}
-
-fn frontend(messages: &[FrontendMessage<'_>]) -> Vec<u8> {
-    let mut out = Vec::new();
-    messages.iter().for_each(|m| m.encode(&mut out));
-    out
 }
 
 fn startup() -> Vec<u8> {

@@ -13,6 +13,7 @@ use crate::request_info::RequestInfo;
 use serde_json::Value;
 
 mod fields;
+mod stream;
 use fields::SelectedFields;
 pub use fields::{
     FieldMasking, FieldPath, MAX_FIELD_RULES, MAX_PATH_BYTES, MAX_PATH_SEGMENTS, MAX_PATHS_PER_RULE,
@@ -186,10 +187,43 @@ pub fn mask_body(
             fields: Vec::new(),
         });
     }
+    if masking.fields.is_none()
+        && let Some(masked) = mask_streamed(body, &masking)?
+    {
+        return Ok(masked);
+    }
+    mask_tree(body, &masking)
+}
+
+/// Masks `body` with the built-in rules in one pass over its bytes
+/// ([`stream`]); `None` when the pass cannot follow it (member names or kinds
+/// written with escapes, text that is not UTF-8), for the tree path to take.
+/// Refuses what is not JSON, exactly as the tree path does.
+fn mask_streamed(body: &[u8], masking: &Masking<'_>) -> Result<Option<MaskedBody>, MaskError> {
+    let Ok(text) = std::str::from_utf8(body) else {
+        return Ok(None);
+    };
+    serde_json::from_str::<serde::de::IgnoredAny>(text)
+        .map_err(|e| MaskError::NotJson(e.to_string()))?;
+    let Ok(streamed) = stream::StreamMasker::run(body, masking) else {
+        return Ok(None);
+    };
+    let mut fields = streamed.fields;
+    fields.sort();
+    fields.dedup();
+    let body = match streamed.body {
+        Some(masked) if !fields.is_empty() => masked,
+        _ => body.to_vec(),
+    };
+    Ok(Some(MaskedBody { body, fields }))
+}
+
+/// Masks `body` by parsing it into a tree and serializing it again.
+fn mask_tree(body: &[u8], masking: &Masking<'_>) -> Result<MaskedBody, MaskError> {
     let mut value: Value =
         serde_json::from_slice(body).map_err(|e| MaskError::NotJson(e.to_string()))?;
     let mut fields = Vec::new();
-    mask_value(&mut value, &masking, "", &mut fields);
+    mask_value(&mut value, masking, "", &mut fields);
     if fields.is_empty() {
         return Ok(MaskedBody {
             body: body.to_vec(),
@@ -253,18 +287,7 @@ fn mask_object(
         None => kind,
     }
     .to_owned();
-    let pod_spec = match kind.as_str() {
-        "Pod" => Some("spec"),
-        "PodTemplate" => Some("template.spec"),
-        "CronJob" => Some("spec.jobTemplate.spec.template.spec"),
-        "Deployment"
-        | "StatefulSet"
-        | "DaemonSet"
-        | "ReplicaSet"
-        | "Job"
-        | "ReplicationController" => Some("spec.template.spec"),
-        _ => None,
-    };
+    let pod_spec = stream::pod_spec_path(&kind);
     let builtin = if kind == "Secret" {
         if settings.secrets {
             mask_secret_values(object, settings, at, fields);
@@ -347,23 +370,34 @@ fn mask_last_applied(
     }) else {
         return;
     };
-    let Some(text) = annotation.as_str() else {
+    let Some(replacement) = annotation
+        .as_str()
+        .and_then(|text| masked_last_applied(text, masking))
+    else {
         return;
-    };
-    let mut inner_fields = Vec::new();
-    let replacement = match serde_json::from_str::<Value>(text) {
-        Ok(mut applied) => {
-            mask_value(&mut applied, masking, "", &mut inner_fields);
-            if inner_fields.is_empty() {
-                return;
-            }
-            serde_json::to_string(&applied).unwrap_or_else(|_| masking.settings.mask_text.clone())
-        }
-        // Unreadable: it may hold anything, so it is replaced whole.
-        Err(_) => masking.settings.mask_text.clone(),
     };
     *annotation = Value::String(replacement);
     fields.push(format!("{at}metadata.annotations.{LAST_APPLIED}"));
+}
+
+/// The masked text of a last-applied annotation, or `None` when nothing in
+/// it is masked.
+fn masked_last_applied(text: &str, masking: &Masking<'_>) -> Option<String> {
+    let mut inner_fields = Vec::new();
+    match serde_json::from_str::<Value>(text) {
+        Ok(mut applied) => {
+            mask_value(&mut applied, masking, "", &mut inner_fields);
+            if inner_fields.is_empty() {
+                return None;
+            }
+            Some(
+                serde_json::to_string(&applied)
+                    .unwrap_or_else(|_| masking.settings.mask_text.clone()),
+            )
+        }
+        // Unreadable: it may hold anything, so it is replaced whole.
+        Err(_) => Some(masking.settings.mask_text.clone()),
+    }
 }
 
 /// Standard base64 with padding.
@@ -963,5 +997,269 @@ mod tests {
         .map(|event| format!("{event}\n"))
         .collect::<String>();
         golden("watch_pods", "pods", &stream);
+    }
+
+    /// Masks `body` through the one-pass path and through the tree and checks
+    /// they agree: the same verdict, the same document once parsed, the same
+    /// fields. Returns whether the one-pass path handled it.
+    fn assert_paths_agree(body: &[u8], settings: &MaskingConfig, resource: &str) -> bool {
+        let masking = Masking {
+            settings,
+            fields: None,
+            resource_kind: kind_of_resource(resource),
+        };
+        let tree = mask_tree(body, &masking);
+        let streamed = match mask_streamed(body, &masking) {
+            Ok(None) => return false,
+            Ok(Some(streamed)) => Ok(streamed),
+            Err(error) => Err(error),
+        };
+        let text = String::from_utf8_lossy(body);
+        match (tree, streamed) {
+            (Ok(tree), Ok(streamed)) => {
+                let parse = |bytes: &[u8]| serde_json::from_slice::<Value>(bytes).unwrap();
+                assert_eq!(
+                    parse(&streamed.body),
+                    parse(&tree.body),
+                    "{resource}: {text}"
+                );
+                assert_eq!(streamed.fields, tree.fields, "{resource}: {text}");
+                if tree.fields.is_empty() {
+                    assert_eq!(streamed.body, body, "unmasked bodies pass byte for byte");
+                }
+            }
+            (Err(_), Err(_)) => {}
+            (tree, streamed) => panic!("{resource}: {text}: tree {tree:?}, one pass {streamed:?}"),
+        }
+        true
+    }
+
+    /// A tiny deterministic generator (xorshift) for the differential test.
+    struct Draw(u64);
+
+    impl Draw {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+        fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+            &items[self.below(items.len())]
+        }
+    }
+
+    /// Writes `value` as JSON with members in a drawn order and drawn
+    /// whitespace, so `kind` may come after the members it governs.
+    fn write_shuffled(value: &Value, draw: &mut Draw, out: &mut String) {
+        let space = |draw: &mut Draw| *draw.pick(&["", "", " ", "\n  "]);
+        match value {
+            Value::Object(map) => {
+                let mut members: Vec<_> = map.iter().collect();
+                for i in (1..members.len()).rev() {
+                    members.swap(i, draw.below(i + 1));
+                }
+                out.push('{');
+                for (i, (key, item)) in members.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(space(draw));
+                    out.push_str(&serde_json::to_string(key).unwrap());
+                    out.push_str(space(draw));
+                    out.push(':');
+                    out.push_str(space(draw));
+                    write_shuffled(item, draw, out);
+                }
+                out.push_str(space(draw));
+                out.push('}');
+            }
+            Value::Array(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(space(draw));
+                    write_shuffled(item, draw, out);
+                }
+                out.push(']');
+            }
+            scalar => out.push_str(&scalar.to_string()),
+        }
+    }
+
+    /// A drawn value where a masked field could be: the usual shape mostly,
+    /// sometimes the wrong type.
+    fn odd_or(draw: &mut Draw, usual: Value) -> Value {
+        match draw.below(8) {
+            0 => json!(null),
+            1 => json!(42),
+            2 => json!(["x", {"value": "nested"}]),
+            3 => json!("a \"quoted\" \\ value \u{e9}\n"),
+            _ => usual,
+        }
+    }
+
+    fn drawn_containers(draw: &mut Draw) -> Value {
+        let var = |draw: &mut Draw, i: usize| {
+            let value = odd_or(draw, json!(format!("v{i}-{CLEAR}")));
+            match draw.below(4) {
+                0 => json!({"name": format!("V{i}"), "valueFrom": {"secretKeyRef": {"name": "s"}}}),
+                1 => json!({"value": value}),
+                _ => json!({"name": format!("V{i}"), "value": value}),
+            }
+        };
+        let containers = (0..draw.below(3))
+            .map(|c| {
+                let env = (0..draw.below(4)).map(|i| var(draw, i)).collect::<Vec<_>>();
+                json!({"name": format!("c{c}"), "image": "app:1", "env": odd_or(draw, json!(env))})
+            })
+            .collect::<Vec<_>>();
+        odd_or(draw, json!(containers))
+    }
+
+    fn drawn_object(draw: &mut Draw, depth: usize) -> Value {
+        let kind = *draw.pick(&[
+            "Pod",
+            "Secret",
+            "Deployment",
+            "CronJob",
+            "PodTemplate",
+            "ConfigMap",
+            "PartialObjectMetadata",
+            "",
+        ]);
+        let mut object = json!({"apiVersion": "v1", "metadata": {"name": "x", "namespace": "dev"}});
+        if !kind.is_empty() {
+            object["kind"] = json!(kind);
+        }
+        let spec = json!({"containers": drawn_containers(draw),
+            "initContainers": drawn_containers(draw), "ephemeralContainers": drawn_containers(draw)});
+        match draw.below(5) {
+            0 => object["spec"] = spec,
+            1 => object["spec"] = json!({"template": {"spec": spec}}),
+            2 => object["template"] = json!({"spec": spec}),
+            3 => object["spec"] = json!({"jobTemplate": {"spec": {"template": {"spec": spec}}}}),
+            _ => {}
+        }
+        if draw.below(2) == 0 {
+            object["data"] = odd_or(draw, json!({"password": CLEAR_BASE64, "user": "YXBw"}));
+        }
+        if draw.below(3) == 0 {
+            object["stringData"] = odd_or(draw, json!({"password": CLEAR}));
+        }
+        if draw.below(3) == 0 && depth < 2 {
+            let applied = match draw.below(4) {
+                0 => json!("{not json"),
+                1 => json!(42),
+                _ => json!(drawn_object(draw, depth + 1).to_string()),
+            };
+            object["metadata"]["annotations"] = json!({LAST_APPLIED: applied, "a": "b"});
+        }
+        object
+    }
+
+    fn drawn_body(draw: &mut Draw) -> Value {
+        let items = |draw: &mut Draw| {
+            (0..draw.below(4))
+                .map(|_| drawn_object(draw, 0))
+                .collect::<Vec<_>>()
+        };
+        match draw.below(6) {
+            0 => json!({"kind": *draw.pick(&["PodList", "SecretList", "List", "DeploymentList"]),
+                "apiVersion": "v1", "metadata": {}, "items": items(draw)}),
+            1 => {
+                let rows = items(draw)
+                    .into_iter()
+                    .map(|object| json!({"cells": ["x", 1], "object": object}))
+                    .collect::<Vec<_>>();
+                json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "rows": rows})
+            }
+            2 => json!({"type": "ADDED", "object": drawn_object(draw, 0)}),
+            _ => drawn_object(draw, 0),
+        }
+    }
+
+    #[test]
+    fn the_one_pass_path_agrees_with_the_tree_on_the_test_corpus() {
+        let mut item = pod();
+        item.as_object_mut().unwrap().remove("kind");
+        let corpus = [
+            ("secrets", secret()),
+            ("pods", pod()),
+            ("configmaps", config_map()),
+            (
+                "pods",
+                json!({"kind": "PodList", "items": [item.clone(), item]}),
+            ),
+            (
+                "secrets",
+                json!({"kind": "Table", "rows": [{"cells": [], "object": secret()}]}),
+            ),
+            ("pods", json!({"type": "MODIFIED", "object": pod()})),
+        ];
+        for (resource, value) in &corpus {
+            for text in [
+                value.to_string(),
+                serde_json::to_string_pretty(value).unwrap(),
+            ] {
+                assert!(assert_paths_agree(text.as_bytes(), &settings(), resource));
+            }
+        }
+        // Escaped member names and kinds take the tree path.
+        for escaped in [
+            r#"{"kind":"Pod","spec":{"containers":[{"\u0065nv":[{"value":"x"}]}]}}"#,
+            r#"{"kind":"S\u0065cret","data":{"a":"eA=="}}"#,
+        ] {
+            assert!(!assert_paths_agree(escaped.as_bytes(), &settings(), "pods"));
+        }
+        // Not JSON: both refuse.
+        for broken in [
+            &b"{\"kind\":\"Pod\",\"env\":"[..],
+            b"{\"data\":1}x",
+            b"[1,]",
+        ] {
+            assert_paths_agree(broken, &settings(), "secrets");
+        }
+    }
+
+    #[test]
+    fn the_one_pass_path_agrees_with_the_tree_on_generated_bodies() {
+        let mut draw = Draw(0x9e37_79b9_7f4a_7c15);
+        let variants = [
+            settings(),
+            MaskingConfig {
+                secrets: false,
+                ..settings()
+            },
+            MaskingConfig {
+                pod_env: false,
+                mask_text: "<\"hidden\">".to_owned(),
+                ..settings()
+            },
+        ];
+        let (mut streamed, mut masked) = (0, 0);
+        for round in 0..3000 {
+            let body = drawn_body(&mut draw);
+            let mut text = String::new();
+            write_shuffled(&body, &mut draw, &mut text);
+            let resource = *draw.pick(&["pods", "secrets", "deployments", "configmaps"]);
+            let settings = &variants[round % variants.len()];
+            if assert_paths_agree(text.as_bytes(), settings, resource) {
+                streamed += 1;
+            }
+            if mask_body(text.as_bytes(), settings, resource).is_ok_and(|m| !m.fields.is_empty()) {
+                masked += 1;
+            }
+        }
+        assert!(
+            streamed > 2900,
+            "the one-pass path handled {streamed} bodies"
+        );
+        assert!(masked > 300, "only {masked} bodies had something to mask");
     }
 }

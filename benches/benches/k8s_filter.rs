@@ -1,6 +1,7 @@
 //! The Kubernetes filter's per-request work, as the glue runs it: decode,
 //! verify the bearer token with warm keys and decide under the default policy
-//! (`admit`); and masking a list of about 100 pods and a Secret.
+//! (`admit`) and writing the audit Event of an admitted request; and masking a
+//! list of about 100 pods, one pod and a Secret.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use gatehouse_core::identity::JwsAlgorithm;
@@ -76,6 +77,13 @@ fn admit(c: &mut Criterion) {
         };
         assert!(!matches!(gate.admit(&head), Admission::FetchKeys(_)));
         group.bench_function(name, |b| b.iter(|| black_box(gate.admit(black_box(&head)))));
+        // The audit Event of an admitted request, as written when it ends.
+        if let Admission::Forward(forward) = gate.admit(&head) {
+            let record = format!("{name}_record");
+            group.bench_function(record, |b| {
+                b.iter(|| black_box(forward.records(200, NOW * 1_000_000, NOW * 1_000_000 + 900)))
+            });
+        }
     }
     group.finish();
 }
@@ -104,9 +112,15 @@ fn masking(c: &mut Criterion) {
                 json!({"kind": "Secret", "stringData": {"password": "pr0d-S3cret!"}}).to_string()}},
         "data": {"password": "cHIwZC1TM2NyZXQh", "username": "YXBw"}})
     .to_string();
+    let single_pod = {
+        let mut pod = pod(0);
+        pod["kind"] = json!("Pod");
+        pod.to_string()
+    };
     let mut group = c.benchmark_group("k8s_mask");
     for (name, resource, body) in [
         ("pod_list_100", "pods", &list),
+        ("pod", "pods", &single_pod),
         ("secret", "secrets", &secret),
     ] {
         group.throughput(Throughput::Bytes(body.len() as u64));

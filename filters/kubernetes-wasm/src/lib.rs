@@ -395,10 +395,11 @@ impl KubernetesRequest {
         Action::Pause
     }
 
-    /// Writes the request's audit Events to filter state.
-    fn record(&self) {
-        if let Some(forward) = &self.forward {
-            let records = forward.records(self.status, self.started_micros, now_micros());
+    /// Writes the request's audit Events to filter state (serialized once;
+    /// written again, only their end time moves).
+    fn record(&mut self) {
+        if let Some(forward) = &mut self.forward {
+            let records = forward.current_records(self.status, self.started_micros, now_micros());
             let _ = host::set_property(&[self.audit_key], records.as_bytes());
         }
     }

@@ -333,19 +333,23 @@ impl RequestAudit {
         self
     }
 
-    /// Records the response fields that were masked (once the response is seen).
-    pub fn set_masked_fields<S: AsRef<str>>(&mut self, fields: &[S]) {
+    /// Records the response fields that were masked (once the response is
+    /// seen); whether that changed the annotation.
+    pub fn set_masked_fields<S: AsRef<str>>(&mut self, fields: &[S]) -> bool {
         if fields.is_empty() {
-            return;
+            return false;
         }
         let joined = fields
             .iter()
             .map(AsRef::as_ref)
             .collect::<Vec<_>>()
             .join(",");
-        self.template
-            .annotations
-            .insert(MASKED_FIELDS_ANNOTATION.to_owned(), joined);
+        let annotations = &mut self.template.annotations;
+        if annotations.get(MASKED_FIELDS_ANNOTATION) == Some(&joined) {
+            return false;
+        }
+        annotations.insert(MASKED_FIELDS_ANNOTATION.to_owned(), joined);
+        true
     }
 
     /// Whether the API server treats the request as long-running.

@@ -5,7 +5,7 @@
 //!
 //! Times: `now_micros` is unix microseconds; key-cache times are unix seconds.
 
-use crate::audit::{AUDIT_ID_HEADER, RequestAudit, Stage};
+use crate::audit::{AUDIT_ID_HEADER, MicroTime, RequestAudit, Stage};
 use crate::exec::StreamRequest;
 use crate::masking::{BodyMasker, json_only_accept};
 use crate::policy::{Policy, Request, Verdict};
@@ -87,6 +87,56 @@ pub struct Forward {
     pub body_masker: Option<BodyMasker>,
     audit: RequestAudit,
     decision: Decision,
+    /// The records as last written by [`Forward::current_records`].
+    written: Option<WrittenRecords>,
+}
+
+/// A request's records as last written, with what they were written for: at
+/// the end of the response only the `ResponseComplete` timestamp moves, and
+/// it is rewritten in place instead of serializing the Events again.
+#[derive(Debug, Clone)]
+struct WrittenRecords {
+    status_code: u16,
+    started_micros: i64,
+    text: String,
+    /// Where the last Event's `stageTimestamp` value starts in `text`.
+    stage_timestamp: usize,
+}
+
+impl WrittenRecords {
+    fn new(text: String, status_code: u16, started_micros: i64) -> WrittenRecords {
+        // A member name: inside a string value its quotes would be escaped.
+        const KEY: &str = "\"stageTimestamp\":\"";
+        let last_line = text.rfind('\n').map_or(0, |newline| newline + 1);
+        let stage_timestamp = text
+            .get(last_line..)
+            .and_then(|line| line.find(KEY))
+            .map_or(0, |at| last_line + at + KEY.len());
+        WrittenRecords {
+            status_code,
+            started_micros,
+            text,
+            stage_timestamp,
+        }
+    }
+
+    /// Moves the last Event's `stageTimestamp` to `now_micros`; false when
+    /// the text does not have one of the same width.
+    fn restamp(&mut self, now_micros: i64) -> bool {
+        let stamp = MicroTime(now_micros).to_string();
+        let range = self.stage_timestamp..self.stage_timestamp + stamp.len();
+        let fits = self.stage_timestamp > 0
+            && self.text.get(range.clone()).is_some_and(|old| {
+                old.bytes()
+                    .zip(stamp.bytes())
+                    .all(|(a, b)| a.is_ascii_digit() == b.is_ascii_digit())
+            })
+            && self.text.as_bytes().get(range.end) == Some(&b'"');
+        if fits {
+            self.text.replace_range(range, &stamp);
+        }
+        fits
+    }
 }
 
 impl Forward {
@@ -97,7 +147,9 @@ impl Forward {
 
     /// Notes the response fields that were masked in the records.
     pub fn set_masked_fields(&mut self, fields: &[String]) {
-        self.audit.set_masked_fields(fields);
+        if self.audit.set_masked_fields(fields) {
+            self.written = None;
+        }
     }
 
     /// Whether the API server treats the request as long-running (exec, watch,
@@ -122,6 +174,35 @@ impl Forward {
             out.push_str(&event_json(&self.audit, *stage, &response, at));
         }
         out
+    }
+
+    /// [`Forward::records`], for a glue that writes them more than once (at
+    /// response headers, in case the stream ends without a last body, and
+    /// again at the end): when only the time moved since the last call, the
+    /// text written then gets the new `ResponseComplete` timestamp instead of
+    /// the Events being serialized again.
+    pub fn current_records(
+        &mut self,
+        status_code: u16,
+        started_micros: i64,
+        now_micros: i64,
+    ) -> &str {
+        let restamped = match &mut self.written {
+            Some(written)
+                if written.status_code == status_code
+                    && written.started_micros == started_micros =>
+            {
+                written.restamp(now_micros)
+            }
+            _ => false,
+        };
+        if !restamped {
+            let text = self.records(status_code, started_micros, now_micros);
+            self.written = Some(WrittenRecords::new(text, status_code, started_micros));
+        }
+        self.written
+            .as_ref()
+            .map_or("", |written| written.text.as_str())
     }
 }
 
@@ -390,6 +471,7 @@ impl Gate {
             body_masker,
             audit,
             decision,
+            written: None,
         }
     }
 }
@@ -671,6 +753,35 @@ mod tests {
             !admitted_at(&mut gate, NOW + TRUSTED_SECONDS),
             "checked again, and no longer valid"
         );
+    }
+
+    #[test]
+    fn records_written_again_are_the_records_of_that_moment() {
+        let minter = minter();
+        let mut gate = warm_gate(&minter);
+        let bearer = format!("Bearer {}", token(&minter, "developer", "developers"));
+        let start = NOW * 1_000_000;
+        for path in [
+            "/api/v1/namespaces/prod/secrets/db-credentials",
+            "/api/v1/namespaces/dev/pods/web-0/exec?command=ls&stdout=true",
+        ] {
+            let mut forward = forward(admit(&mut gate, "GET", path, &[("authorization", &bearer)]));
+            let check = |forward: &mut Forward, status: u16, now: i64| {
+                let expected = forward.records(status, start + 7, now);
+                assert_eq!(forward.current_records(status, start + 7, now), expected);
+            };
+            check(&mut forward, 200, start + 10);
+            check(&mut forward, 200, start + 999_999);
+            check(&mut forward, 200, start + 86_400_000_001);
+            forward.set_masked_fields(&["data".to_owned()]);
+            check(&mut forward, 200, start + 86_400_000_002);
+            forward.set_masked_fields(&["data".to_owned()]);
+            check(&mut forward, 200, start + 86_400_000_003);
+            check(&mut forward, 500, start + 86_400_000_004);
+            // A timestamp of another width is written in full.
+            check(&mut forward, 500, 300_000_000_000_000_000);
+            check(&mut forward, 500, start);
+        }
     }
 
     #[test]

@@ -111,6 +111,7 @@ fn observed(mut audit: RequestAudit, would_mask: bool, decision: Decision) -> Fo
         body_masker: None,
         audit,
         decision,
+        written: None,
     }
 }
 

@@ -13,8 +13,9 @@
 //!   internal query, by detector; a unique violation's `Key (col)=(value)` detail
 //!   whole, by the column's rule.
 //! - NotificationResponse payloads, by detector.
-//! - COPY TO STDOUT rows, by detector (text and CSV: the replacements never
-//!   contain delimiters; binary: findings are starred in place, lengths kept).
+//! - COPY TO STDOUT rows, text, CSV and binary: by column rule, with the
+//!   columns described by a Parse + Describe of the equivalent query sent
+//!   ahead of the COPY, and by detector (see [`copy`]).
 //!
 //! Which description applies to a DataRow follows the server's order of
 //! answers: the masker keeps its own queue of the requests whose answers carry
@@ -37,6 +38,7 @@
 
 pub mod catalog;
 pub mod config;
+pub mod copy;
 pub mod stream;
 #[cfg(test)]
 #[allow(clippy::indexing_slicing)]
@@ -93,14 +95,21 @@ enum Expect {
         shape: PortalShape,
         plan: Option<Rc<RowPlan>>,
     },
-    /// A simple Query or FunctionCall: ends at ReadyForQuery.
-    Query,
+    /// A simple Query or FunctionCall, with its `COPY … TO STDOUT`
+    /// statements in order: ends at ReadyForQuery.
+    Query(VecDeque<copy::CopyStatement>),
+    /// The describe of a COPY's columns sent ahead of its Query: everything
+    /// through its ReadyForQuery is consumed.
+    CopyDescribe,
     Sync,
 }
 
 impl Expect {
     fn ends_at_ready(&self) -> bool {
-        matches!(self, Expect::Catalog | Expect::Query | Expect::Sync)
+        matches!(
+            self,
+            Expect::Catalog | Expect::CopyDescribe | Expect::Query(_) | Expect::Sync
+        )
     }
 }
 
@@ -126,8 +135,17 @@ pub struct SessionMasker {
     expected: VecDeque<Expect>,
     /// The description of the simple Query result being received.
     query_plan: Option<Rc<RowPlan>>,
-    /// A COPY TO STDOUT in progress: whether it is binary.
-    copy_binary: Option<bool>,
+    /// A COPY TO STDOUT in progress: how its rows are masked.
+    copy: Option<copy::CopyRows>,
+    /// The transaction status of the last ReadyForQuery.
+    tx_status: u8,
+    /// The error of a COPY's describe that failed in a transaction block.
+    copy_describe_error: Option<Vec<u8>>,
+    copy_describe_in_block: bool,
+    /// An extended-protocol batch is open (no Sync since its first message).
+    batch_open: bool,
+    /// The last Query arrived outside an extended-protocol batch.
+    query_at_boundary: bool,
     /// The result formats of an Execute whose columns are unknown.
     unknown_formats: Option<Rc<[i16]>>,
     rule_counts: Vec<u64>,
@@ -152,7 +170,12 @@ impl SessionMasker {
             portals: HashMap::new(),
             expected: VecDeque::new(),
             query_plan: None,
-            copy_binary: None,
+            copy: None,
+            tx_status: b'I',
+            copy_describe_error: None,
+            copy_describe_in_block: false,
+            batch_open: false,
+            query_at_boundary: true,
             unknown_formats: None,
             detector_counts: DetectorCounts::default(),
             over_cap: 0,
@@ -200,10 +223,10 @@ impl SessionMasker {
 
     /// A client message as the server receives it.
     pub fn on_frontend(&mut self, msg: &FrontendMessage<'_>) {
+        self.note_batch(msg);
         match msg {
-            FrontendMessage::Query { .. } | FrontendMessage::FunctionCall(_) => {
-                self.expect(Expect::Query)
-            }
+            FrontendMessage::Query { sql } => self.expect(Expect::Query(self.copies_of(sql))),
+            FrontendMessage::FunctionCall(_) => self.expect(Expect::Query(VecDeque::new())),
             FrontendMessage::Parse { name, .. }
                 if self.statements.len() < MAX_TRACKED_NAMES
                     || self.statements.contains_key(*name) =>
@@ -262,8 +285,10 @@ impl SessionMasker {
 
     /// A server message after login: what to forward in its place.
     pub fn on_backend(&mut self, msg: &BackendMessage<'_>) -> MaskAction {
-        if matches!(self.expected.front(), Some(Expect::Catalog)) {
-            return self.on_lookup_answer(msg);
+        match self.expected.front() {
+            Some(Expect::Catalog) => return self.on_lookup_answer(msg),
+            Some(Expect::CopyDescribe) => return self.on_copy_describe_answer(msg),
+            _ => {}
         }
         match msg {
             BackendMessage::RowDescription { body } => {
@@ -291,7 +316,7 @@ impl SessionMasker {
             BackendMessage::CommandComplete { .. }
             | BackendMessage::EmptyQueryResponse
             | BackendMessage::PortalSuspended => {
-                self.copy_binary = None;
+                self.copy = None;
                 if matches!(self.expected.front(), Some(Expect::Execute { .. })) {
                     self.expected.pop_front();
                 } else {
@@ -300,15 +325,18 @@ impl SessionMasker {
                 MaskAction::Unchanged
             }
             BackendMessage::CopyOutResponse(copy) | BackendMessage::CopyBothResponse(copy) => {
-                self.copy_binary = Some(copy.format == 1);
+                self.start_copy(copy);
                 MaskAction::Unchanged
             }
             BackendMessage::CopyData { data } => self.on_copy_data(data),
             BackendMessage::CopyDone => {
-                self.copy_binary = None;
+                self.copy = None;
                 MaskAction::Unchanged
             }
             BackendMessage::ErrorResponse { fields } => {
+                if let Some(action) = self.copy_error(msg, fields) {
+                    return action;
+                }
                 self.on_error();
                 self.mask_fields(msg, fields)
             }
@@ -329,9 +357,11 @@ impl SessionMasker {
                     }),
                 }
             }
-            BackendMessage::ReadyForQuery { .. } => {
+            BackendMessage::ReadyForQuery { status } => {
                 self.query_plan = None;
-                self.copy_binary = None;
+                self.copy = None;
+                self.tx_status = *status;
+                self.copy_describe_error = None;
                 while let Some(entry) = self.expected.pop_front() {
                     if entry.ends_at_ready() {
                         break;
@@ -376,9 +406,10 @@ impl SessionMasker {
     /// The server skips the rest of an extended-query batch after an error.
     fn on_error(&mut self) {
         self.query_plan = None;
-        self.copy_binary = None;
+        self.copy = None;
         match self.expected.front() {
-            Some(Expect::Query | Expect::Sync | Expect::Catalog) | None => {}
+            Some(Expect::Query(_) | Expect::Sync | Expect::Catalog | Expect::CopyDescribe)
+            | None => {}
             Some(_) => {
                 while self.expected.front().is_some_and(|e| !e.ends_at_ready()) {
                     self.expected.pop_front();
@@ -479,32 +510,6 @@ impl SessionMasker {
                 many => many.get(i) == Some(&1),
             });
         values::unknown_column(binary)
-    }
-
-    fn on_copy_data(&mut self, data: &[u8]) -> MaskAction {
-        let binary = self.copy_binary.unwrap_or(false);
-        let masker = &self.policy.masker;
-        let (masked, counts) = if binary {
-            stream::star_findings(&self.policy, data)
-        } else {
-            let masked = masker.mask_text(data);
-            let value = match masked.value {
-                Masked::Value(Cow::Borrowed(_)) => None,
-                Masked::Value(Cow::Owned(v)) => Some(v),
-                // A `null` style finding in a COPY row: the row keeps its shape
-                // with the finding starred instead.
-                Masked::Null => stream::star_findings(&self.policy, data).0,
-            };
-            (value, masked.counts)
-        };
-        self.detector_counts.merge(&counts);
-        self.over_cap += u64::from(counts.over_cap);
-        match masked {
-            Some(data) if !self.is_exempt() => {
-                self.replace(BackendMessage::CopyData { data: &data })
-            }
-            _ => MaskAction::Unchanged,
-        }
     }
 
     /// ErrorResponse / NoticeResponse: the fields that can quote values.
@@ -648,7 +653,10 @@ impl SessionMasker {
     /// A streamed server message's in-place rewrite; `None` when it carries no
     /// data to mask.
     pub fn begin_stream(&mut self, tag: u8, body_len: usize) -> Option<StreamRewrite> {
-        if matches!(self.expected.front(), Some(Expect::Catalog)) {
+        if matches!(
+            self.expected.front(),
+            Some(Expect::Catalog | Expect::CopyDescribe)
+        ) {
             return None;
         }
         let policy = Arc::clone(&self.policy);
@@ -663,7 +671,11 @@ impl SessionMasker {
                 StreamRewrite::data_row(policy, plan, unknown, body_len)
             }
             crate::protocol::COPY_DATA_TAG => {
-                StreamRewrite::copy_data(policy, self.copy_binary.unwrap_or(false), body_len)
+                let under_rules = self.copy.as_mut().is_some_and(|rows| {
+                    rows.streamed();
+                    rows.under_rules()
+                }) || (self.copy.is_none() && !self.policy.rules.is_empty());
+                StreamRewrite::copy_data(policy, under_rules, body_len)
             }
             crate::protocol::ERROR_RESPONSE_TAG => {
                 StreamRewrite::fields(policy, body_len).with_error(true)

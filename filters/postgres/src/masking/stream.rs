@@ -9,7 +9,8 @@
 //!   held up to `max_scan_bytes` and its findings starred; a longer one is
 //!   starred whole (the default over-cap policy; `allow` passes it).
 //! - CopyData over the limit: starred whole except tabs, newlines and
-//!   backslash escapes (so a text row keeps its shape), unless `allow`.
+//!   backslash escapes (so a text row keeps its shape), unless `allow` and
+//!   no column rule applies to the COPY.
 //! - ErrorResponse/NoticeResponse: field codes, severity, SQLSTATE and source
 //!   location pass; every other field's text is starred.
 //! - NotificationResponse: the payload is starred.
@@ -129,7 +130,9 @@ impl StreamRewrite {
         )
     }
 
-    pub fn copy_data(policy: Arc<MaskingPolicy>, _binary: bool, _body_len: usize) -> Self {
+    /// A CopyData row: starred whole (shape kept) unless the over-cap policy
+    /// is `allow` and no column rule applies to the COPY (`under_rules`).
+    pub fn copy_data(policy: Arc<MaskingPolicy>, under_rules: bool, _body_len: usize) -> Self {
         let mut rewrite = Self::new(
             policy,
             Kind::Copy {
@@ -139,7 +142,7 @@ impl StreamRewrite {
         );
         rewrite.detectors.over_cap = 1;
         rewrite.kind = Kind::Copy {
-            star: !rewrite.allow_over_cap,
+            star: under_rules || !rewrite.allow_over_cap,
             after_backslash: false,
         };
         rewrite

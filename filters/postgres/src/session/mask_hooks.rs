@@ -49,12 +49,20 @@ impl Session {
                 lookup = masker.take_lookup();
             }
         }
+        let may_describe_copy = idle && tag == pg::QUERY_TAG && self.mode.is_enforce();
         let action = self.on_frontend_message(tag, body, now_us)?;
         if let Some(masker) = self.masker.as_mut() {
             match &action {
                 Action::Pass => {
                     if let Ok(msg) = FrontendMessage::decode(tag, body) {
                         masker.on_frontend(&msg);
+                    }
+                    // A COPY's columns, described ahead of it (see
+                    // `crate::masking::copy`).
+                    if may_describe_copy && let Some(describe) = masker.take_copy_describe() {
+                        lookup
+                            .get_or_insert_with(Vec::new)
+                            .extend_from_slice(&describe);
                     }
                 }
                 Action::Replace(bytes) => observe_frames(masker, bytes),

@@ -1,0 +1,429 @@
+//! COPY TO STDOUT rows through a real session: the describe sent ahead of the
+//! COPY, its answers consumed, and the rows masked by column rule.
+
+use super::super::tests::{
+    CUSTOMERS_OID, INT4, TEXT, Wire, customers_description, demo_policy, encode_backend, query,
+    row_description, select_answer,
+};
+use super::*;
+use crate::masking::{MaskingPolicy, StreamRewrite};
+use crate::protocol::CopyResponse;
+use std::sync::Arc;
+
+/// A session past its first request (so the catalog lookup is done).
+fn wire(identity: Option<gatehouse_core::identity::Identity>) -> Wire {
+    let mut wire = Wire::new(identity);
+    wire.first_request(&query("SELECT 1"));
+    let one = row_description(&[("?column?", 0, 0, INT4, 0)]);
+    wire.server(&select_answer(&one, &[], b"SELECT 0"));
+    wire
+}
+
+/// The server's answers to the describe: consumed, none reaches the client.
+fn describe_answer(description: &[u8], status: u8) -> Vec<u8> {
+    encode_backend(&[
+        BackendMessage::ParseComplete,
+        BackendMessage::ParameterDescription { types: Vec::new() },
+        BackendMessage::RowDescription { body: description },
+        BackendMessage::ReadyForQuery { status },
+    ])
+}
+
+/// A COPY's answer: CopyOutResponse, one CopyData per entry, the end.
+fn copy_answer(format: u8, columns: usize, rows: &[&[u8]]) -> Vec<u8> {
+    let mut msgs = vec![BackendMessage::CopyOutResponse(CopyResponse {
+        format,
+        column_formats: vec![i16::from(format); columns],
+    })];
+    msgs.extend(rows.iter().map(|data| BackendMessage::CopyData { data }));
+    msgs.extend([
+        BackendMessage::CopyDone,
+        BackendMessage::CommandComplete { tag: b"COPY 2" },
+        BackendMessage::ReadyForQuery { status: b'I' },
+    ]);
+    encode_backend(&msgs)
+}
+
+/// Sends a COPY Query, checks the describe of `describe_sql` goes ahead of it
+/// and answers it with `description`.
+fn copy_with_describe(wire: &mut Wire, sql: &str, describe_sql: &str, description: &[u8]) {
+    let request = query(sql);
+    let to_server = wire.client(&request);
+    assert_eq!(
+        to_server,
+        [describe_messages(describe_sql), request].concat(),
+        "describe sent ahead of the COPY"
+    );
+    assert_eq!(wire.server(&describe_answer(description, b'I')), b"");
+}
+
+#[test]
+fn text_copy_of_a_table_masks_rule_columns_and_keeps_escapes_and_nulls() {
+    let mut wire = wire(None);
+    copy_with_describe(
+        &mut wire,
+        "copy customers to stdout",
+        "SELECT * FROM \"customers\"",
+        &customers_description(0),
+    );
+    let rows: [&[u8]; 2] = [
+        b"1\talice@example.com\t4111 1111 1111 1111\t536\\t22\\\\1234\ttab\\there\n",
+        b"2\t\\N\t\\N\t\\N\t\\N\n",
+    ];
+    let to_client = wire.server(&copy_answer(0, 5, &rows));
+    let expected: [&[u8]; 2] = [
+        b"1\ta***@example.com\t**** **** **** 1111\t****\ttab\\there\n",
+        b"2\t\\N\t\\N\t\\N\t\\N\n",
+    ];
+    assert_eq!(to_client, copy_answer(0, 5, &expected));
+    let masking = wire.statements().last().unwrap().masking.clone().unwrap();
+    assert_eq!(masking.rules["customer-email"], 1);
+    assert_eq!(masking.rules["customer-card"], 1);
+    assert_eq!(masking.rules["customer-ssn"], 1);
+    assert_eq!(masking.over_cap, 0);
+}
+
+#[test]
+fn csv_copy_of_a_query_masks_aliased_rule_columns_and_passes_the_header() {
+    let mut wire = wire(None);
+    let description = row_description(&[
+        ("x", CUSTOMERS_OID, 4, TEXT, 0),
+        ("note", CUSTOMERS_OID, 5, TEXT, 0),
+        ("n", 0, 0, INT4, 0),
+    ]);
+    copy_with_describe(
+        &mut wire,
+        "COPY (SELECT ssn AS x, note, 1 AS n FROM customers) TO STDOUT WITH (FORMAT csv, HEADER)",
+        "SELECT ssn AS x, note, 1 AS n FROM customers",
+        &description,
+    );
+    let rows: [&[u8]; 4] = [
+        b"x,note,n\n",
+        b"536-22-1234,\"a, \"\"quoted\"\" note\",1\n",
+        b"\"536,22\n1234\",,1\n",
+        b",\"\",1\n",
+    ];
+    let to_client = wire.server(&copy_answer(0, 3, &rows));
+    let expected: [&[u8]; 4] = [
+        b"x,note,n\n",
+        b"\"****\",\"a, \"\"quoted\"\" note\",1\n",
+        b"\"****\",,1\n",
+        b",\"\",1\n",
+    ];
+    assert_eq!(to_client, copy_answer(0, 3, &expected));
+    let masking = wire.statements().last().unwrap().masking.clone().unwrap();
+    assert_eq!(masking.rules["customer-ssn"], 2);
+}
+
+#[test]
+fn csv_options_decide_how_fields_are_split_and_quoted() {
+    let mut wire = wire(None);
+    let description = row_description(&[
+        ("ssn", CUSTOMERS_OID, 4, TEXT, 0),
+        ("note", CUSTOMERS_OID, 5, TEXT, 0),
+    ]);
+    copy_with_describe(
+        &mut wire,
+        "COPY customers (SSN, \"note\") TO STDOUT WITH DELIMITER ';' NULL 'nil' CSV QUOTE ''''",
+        "SELECT \"ssn\", \"note\" FROM \"customers\"",
+        &description,
+    );
+    let rows: [&[u8]; 2] = [b"'it''s;1234';a\n", b"nil;''\n"];
+    let to_client = wire.server(&copy_answer(0, 2, &rows));
+    let expected: [&[u8]; 2] = [b"'****';a\n", b"nil;''\n"];
+    assert_eq!(to_client, copy_answer(0, 2, &expected));
+}
+
+/// A binary tuple of `values` (None = NULL).
+fn tuple(values: &[Option<&[u8]>]) -> Vec<u8> {
+    let mut out = (values.len() as i16).to_be_bytes().to_vec();
+    for value in values {
+        match value {
+            None => out.extend_from_slice(&(-1i32).to_be_bytes()),
+            Some(v) => {
+                out.extend_from_slice(&(v.len() as i32).to_be_bytes());
+                out.extend_from_slice(v);
+            }
+        }
+    }
+    out
+}
+
+fn binary_header() -> Vec<u8> {
+    let mut out = BINARY_SIGNATURE.to_vec();
+    out.extend_from_slice(&0i32.to_be_bytes());
+    out.extend_from_slice(&0i32.to_be_bytes());
+    out
+}
+
+#[test]
+fn binary_copy_masks_rule_columns_and_recomputes_lengths() {
+    let mut wire = wire(None);
+    let description = row_description(&[
+        ("id", CUSTOMERS_OID, 1, INT4, 0),
+        ("ssn", CUSTOMERS_OID, 4, TEXT, 0),
+        ("email", CUSTOMERS_OID, 2, TEXT, 0),
+    ]);
+    copy_with_describe(
+        &mut wire,
+        "COPY public.customers (id, ssn, email) TO STDOUT (FORMAT binary)",
+        "SELECT \"id\", \"ssn\", \"email\" FROM \"public\".\"customers\"",
+        &description,
+    );
+    let one = 1i32.to_be_bytes();
+    let two = 2i32.to_be_bytes();
+    let first = [
+        binary_header(),
+        tuple(&[Some(&one), Some(b"536-22-1234"), Some(b"alice@example.com")]),
+    ]
+    .concat();
+    let second = tuple(&[Some(&two), None, None]);
+    let trailer = (-1i16).to_be_bytes();
+    let to_client = wire.server(&copy_answer(1, 3, &[&first, &second, &trailer]));
+    let masked_first = [
+        binary_header(),
+        tuple(&[Some(&one), Some(b"****"), Some(b"a***@example.com")]),
+    ]
+    .concat();
+    assert_eq!(
+        to_client,
+        copy_answer(1, 3, &[&masked_first, &second, &trailer])
+    );
+    let masking = wire.statements().last().unwrap().masking.clone().unwrap();
+    assert_eq!(masking.rules["customer-ssn"], 1);
+    assert_eq!(masking.rules["customer-email"], 1);
+}
+
+#[test]
+fn without_a_description_every_value_becomes_null() {
+    let mut wire = wire(None);
+    // Not the Query's first statement: no describe, the columns are unknown.
+    let request = query("SELECT 1; COPY customers TO STDOUT");
+    assert_eq!(wire.client(&request), request);
+    let one = row_description(&[("?column?", 0, 0, INT4, 0)]);
+    let mut answer = encode_backend(&[
+        BackendMessage::RowDescription { body: &one },
+        BackendMessage::CommandComplete { tag: b"SELECT 0" },
+    ]);
+    answer.extend(copy_answer(0, 2, &[b"1\tfull name\n"]));
+    let to_client = wire.server(&answer);
+    let mut expected = encode_backend(&[
+        BackendMessage::RowDescription { body: &one },
+        BackendMessage::CommandComplete { tag: b"SELECT 0" },
+    ]);
+    expected.extend(copy_answer(0, 2, &[b"\\N\t\\N\n"]));
+    assert_eq!(to_client, expected);
+    let masking = wire.statements().last().unwrap().masking.clone().unwrap();
+    assert_eq!(masking.over_cap, 2);
+
+    // Binary rows describe themselves: NULLs too.
+    let request = query("SELECT 1; COPY customers TO STDOUT (FORMAT binary)");
+    assert_eq!(wire.client(&request), request);
+    let first = [binary_header(), tuple(&[Some(b"Ann")])].concat();
+    let nulled = [binary_header(), tuple(&[None])].concat();
+    let trailer = (-1i16).to_be_bytes();
+    let to_client = wire.server(&copy_answer(1, 1, &[&first, &trailer]));
+    assert_eq!(to_client, copy_answer(1, 1, &[&nulled, &trailer]));
+}
+
+#[test]
+fn a_description_that_does_not_match_the_copy_is_not_used() {
+    let mut wire = wire(None);
+    // `*` selects a generated column the COPY leaves out: 5 fields, 4 copied.
+    copy_with_describe(
+        &mut wire,
+        "COPY customers TO STDOUT",
+        "SELECT * FROM \"customers\"",
+        &customers_description(0),
+    );
+    let to_client = wire.server(&copy_answer(0, 4, &[b"1\tx\ty\tz\n"]));
+    assert_eq!(to_client, copy_answer(0, 4, &[b"\\N\t\\N\t\\N\t\\N\n"]));
+}
+
+#[test]
+fn a_failed_describe_in_a_transaction_block_gives_the_copy_its_own_error() {
+    let mut wire = wire(None);
+    let begin = query("BEGIN");
+    assert_eq!(wire.client(&begin), begin);
+    let began = encode_backend(&[
+        BackendMessage::CommandComplete { tag: b"BEGIN" },
+        BackendMessage::ReadyForQuery { status: b'T' },
+    ]);
+    assert_eq!(wire.server(&began), began);
+    let request = query("COPY nosuch TO STDOUT");
+    let to_server = wire.client(&request);
+    assert!(to_server.starts_with(&describe_messages("SELECT * FROM \"nosuch\"")));
+    let missing: Vec<(u8, &[u8])> = vec![
+        (b'S', b"ERROR"),
+        (b'C', b"42P01"),
+        (b'M', b"relation \"nosuch\" does not exist"),
+        (b'P', b"15"),
+    ];
+    let describe_failed = encode_backend(&[
+        BackendMessage::ErrorResponse {
+            fields: missing.clone(),
+        },
+        BackendMessage::ReadyForQuery { status: b'E' },
+    ]);
+    assert_eq!(wire.server(&describe_failed), b"");
+    let aborted = encode_backend(&[
+        BackendMessage::ErrorResponse {
+            fields: vec![
+                (b'S', b"ERROR"),
+                (b'C', b"25P02"),
+                (b'M', b"current transaction is aborted"),
+            ],
+        },
+        BackendMessage::ReadyForQuery { status: b'E' },
+    ]);
+    let expected = encode_backend(&[
+        BackendMessage::ErrorResponse {
+            fields: missing[..3].to_vec(),
+        },
+        BackendMessage::ReadyForQuery { status: b'E' },
+    ]);
+    assert_eq!(wire.server(&aborted), expected);
+    // In the failed transaction no describe is sent.
+    let again = query("COPY customers TO STDOUT");
+    assert_eq!(wire.client(&again), again);
+}
+
+#[test]
+fn an_exempt_identity_gets_clear_rows_and_the_counts() {
+    let identity = gatehouse_core::identity::Identity {
+        subject: "dora".into(),
+        groups: vec!["dba".into()],
+        ..Default::default()
+    };
+    let mut wire = wire(Some(identity));
+    copy_with_describe(
+        &mut wire,
+        "COPY customers TO STDOUT",
+        "SELECT * FROM \"customers\"",
+        &customers_description(0),
+    );
+    let rows: [&[u8]; 1] = [b"1\talice@example.com\t4111 1111 1111 1111\t536-22-1234\tx\n"];
+    let answer = copy_answer(0, 5, &rows);
+    assert_eq!(wire.server(&answer), answer);
+    let masking = wire.statements().last().unwrap().masking.clone().unwrap();
+    assert!(masking.exempt);
+    assert_eq!(masking.rules.len(), 3);
+}
+
+#[test]
+fn copy_statements_are_read_with_their_options() {
+    let read = |sql: &str| copy_statements(sql.as_bytes());
+    let copies = read("COPY Shop.\"Customers\" (Name, \"SSN\") TO STDOUT WITH CSV HEADER");
+    assert_eq!(copies.len(), 1);
+    assert_eq!(
+        copies[0].describe_sql.as_deref(),
+        Some("SELECT \"name\", \"SSN\" FROM \"shop\".\"Customers\"")
+    );
+    let options = copies[0].options.clone().unwrap();
+    assert_eq!(options.format, CopyFormat::Csv);
+    assert!(options.header);
+    assert_eq!(
+        (options.delimiter, options.quote, options.escape),
+        (b',', b'"', b'"')
+    );
+    assert_eq!(options.null, b"");
+
+    let copies = read(
+        "copy (select 1 from t where a = ')') to stdout (format text, null 'NULL', delimiter '|')",
+    );
+    assert_eq!(
+        copies[0].describe_sql.as_deref(),
+        Some("select 1 from t where a = ')'")
+    );
+    let options = copies[0].options.clone().unwrap();
+    assert_eq!(
+        (options.format, options.delimiter),
+        (CopyFormat::Text, b'|')
+    );
+    assert_eq!(options.null, b"NULL");
+    assert_eq!(
+        read("COPY t TO STDOUT BINARY")[0]
+            .options
+            .clone()
+            .unwrap()
+            .format,
+        CopyFormat::Binary
+    );
+    assert_eq!(
+        read("copy t to stdout (format csv, escape '\\')")[0]
+            .options
+            .clone()
+            .unwrap()
+            .escape,
+        b'\\'
+    );
+    // No rows for the client.
+    assert!(read("COPY t FROM STDIN").is_empty());
+    assert!(read("COPY t TO '/tmp/x'").is_empty());
+    assert!(read("SELECT 'copy'").is_empty());
+    // Only the first statement is described.
+    let copies = read("COPY a TO STDOUT; COPY b TO STDOUT");
+    assert_eq!(copies.len(), 2);
+    assert!(copies[0].describe_sql.is_some() && copies[1].describe_sql.is_none());
+    // Options sqlparser does not know: the rows are treated as unknown.
+    assert!(read("COPY t TO STDOUT (FORMAT fancy)")[0].options.is_none());
+}
+
+#[test]
+fn text_escapes_round_trip() {
+    let raw = b"a\\tb\\\\c\\nd\\101\\x41\\.\\|";
+    let value = unescape_text(raw);
+    assert_eq!(value.as_ref(), b"a\tb\\c\nd\x41\x41.|");
+    let mut out = Vec::new();
+    escape_text(b"a\tb\\c\nd|e\r", b'|', &mut out);
+    assert_eq!(out, b"a\\tb\\\\c\\nd\\|e\\r");
+    assert_eq!(unescape_text(&out).as_ref(), b"a\tb\\c\nd|e\r");
+}
+
+#[test]
+fn unparseable_rows_are_starred_whole() {
+    let mut rows = start_rows(
+        true,
+        &CopyResponse {
+            format: 0,
+            column_formats: vec![0],
+        },
+        Some(&CopyStatement {
+            options: Some(CopyOptions::defaults(CopyFormat::Csv)),
+            ..CopyStatement::default()
+        }),
+        None,
+    );
+    let mut counts = CopyCounts::default();
+    let policy = demo_policy();
+    // An unterminated quoted field.
+    let masked = rows.mask(&policy, b"\"open,1\n", &mut counts);
+    assert_eq!(masked.unwrap(), b"********");
+    // Text rows whose options are unknown keep only their shape.
+    let mut rows = start_rows(
+        true,
+        &CopyResponse {
+            format: 0,
+            column_formats: vec![0, 0],
+        },
+        None,
+        None,
+    );
+    let masked = rows.mask(&policy, b"Ann\\tB\tx\n", &mut counts);
+    assert_eq!(masked.unwrap(), b"***\\t*\t*\n");
+}
+
+#[test]
+fn streamed_copy_rows_under_rules_are_starred_even_when_over_cap_is_allowed() {
+    let mut json: serde_json::Value =
+        serde_json::from_str(include_str!("../../../../examples/postgres-masking.json")).unwrap();
+    json["masker"]["over_cap"] = "allow".into();
+    let policy = Arc::new(MaskingPolicy::from_json(json.to_string().as_bytes()).unwrap());
+    let row = b"Ann Smith\t42\n";
+    let mut out = Vec::new();
+    StreamRewrite::copy_data(Arc::clone(&policy), true, row.len()).feed(row, &mut out);
+    assert_eq!(out, b"*********\t**\n");
+    let mut out = Vec::new();
+    StreamRewrite::copy_data(policy, false, row.len()).feed(row, &mut out);
+    assert_eq!(out, row);
+}

@@ -181,20 +181,24 @@ fn parse_copy(sql: &str, tokens: &[Token]) -> Option<Parsed> {
         let inner = sql.get(first.span.start..last.span.end)?;
         (inner.to_string(), close + 1)
     } else {
+        // `name ( . name )*`; anything else (the old `COPY BINARY t` form,
+        // for one) is left undescribed.
         let mut i = 1;
         let mut table = String::new();
+        let mut expect_name = true;
         while let Some(t) = tokens.get(i) {
             match t.kind {
-                TokenKind::Word if !word(i, "to") && !word(i, "from") => {
-                    table.push_str(&quote_ident(sql, t)?)
-                }
-                TokenKind::QuotedIdent => table.push_str(lexer::text(sql, t)),
-                TokenKind::Punct if lexer::text(sql, t) == "." => table.push('.'),
-                _ => break,
+                TokenKind::Word if word(i, "to") || word(i, "from") => break,
+                TokenKind::Word if expect_name => table.push_str(&quote_ident(sql, t)?),
+                TokenKind::QuotedIdent if expect_name => table.push_str(lexer::text(sql, t)),
+                TokenKind::Punct if !expect_name && lexer::text(sql, t) == "." => table.push('.'),
+                TokenKind::Punct if !expect_name && lexer::text(sql, t) == "(" => break,
+                _ => return None,
             }
+            expect_name = !expect_name;
             i += 1;
         }
-        if table.is_empty() {
+        if table.is_empty() || expect_name {
             return None;
         }
         let mut columns = Vec::new();
@@ -446,10 +450,14 @@ impl CopyRows {
                 let plan = plan.as_deref().map(Vec::as_slice);
                 let result = match options.format {
                     CopyFormat::Binary => mask_binary(policy, plan, data, header_pending, counts),
-                    // The header line is column names.
-                    _ if header_pending && options.header => return None,
-                    CopyFormat::Text => mask_text_rows(policy, options, plan, data, counts),
-                    CopyFormat::Csv => mask_csv_rows(policy, options, plan, data, counts),
+                    // The header line is column names: it passes.
+                    _ if header_pending && options.header => header_line_end(options, data)
+                        .and_then(|end| {
+                            let (header, rows) = data.split_at_checked(end).ok_or(())?;
+                            Ok(mask_rows(policy, options, plan, rows, counts)?
+                                .map(|masked| [header, masked.as_slice()].concat()))
+                        }),
+                    _ => mask_rows(policy, options, plan, data, counts),
                 };
                 match result {
                     Ok(masked) => masked,
@@ -556,6 +564,32 @@ fn mask_one<'a>(
             counts.unknown_value();
             Masked::Null
         }
+    }
+}
+
+/// Text or CSV rows.
+fn mask_rows(
+    policy: &super::MaskingPolicy,
+    options: &CopyOptions,
+    plan: Option<&[ColumnPlan]>,
+    data: &[u8],
+    counts: &mut CopyCounts,
+) -> Result<Option<Vec<u8>>, ()> {
+    match options.format {
+        CopyFormat::Csv => mask_csv_rows(policy, options, plan, data, counts),
+        _ => mask_text_rows(policy, options, plan, data, counts),
+    }
+}
+
+/// Where the header line ends (just past its newline).
+fn header_line_end(options: &CopyOptions, data: &[u8]) -> Result<usize, ()> {
+    match options.format {
+        CopyFormat::Csv => split_csv_row(options, data, 0).map(|(_, end)| end + 1),
+        _ => data
+            .iter()
+            .position(|&b| b == b'\n')
+            .map(|end| end + 1)
+            .ok_or(()),
     }
 }
 

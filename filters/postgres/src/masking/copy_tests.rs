@@ -67,12 +67,12 @@ fn text_copy_of_a_table_masks_rule_columns_and_keeps_escapes_and_nulls() {
         &customers_description(0),
     );
     let rows: [&[u8]; 2] = [
-        b"1\talice@example.com\t4111 1111 1111 1111\t536\\t22\\\\1234\ttab\\there\n",
+        b"1\talice@example.com\t4111 1111 1111 1111\t536\\t22\\\\1234\ttab\\there bob@example.org\n",
         b"2\t\\N\t\\N\t\\N\t\\N\n",
     ];
     let to_client = wire.server(&copy_answer(0, 5, &rows));
     let expected: [&[u8]; 2] = [
-        b"1\ta***@example.com\t**** **** **** 1111\t****\ttab\\there\n",
+        b"1\ta***@example.com\t**** **** **** 1111\t****\ttab\\there ****\n",
         b"2\t\\N\t\\N\t\\N\t\\N\n",
     ];
     assert_eq!(to_client, copy_answer(0, 5, &expected));
@@ -80,6 +80,7 @@ fn text_copy_of_a_table_masks_rule_columns_and_keeps_escapes_and_nulls() {
     assert_eq!(masking.rules["customer-email"], 1);
     assert_eq!(masking.rules["customer-card"], 1);
     assert_eq!(masking.rules["customer-ssn"], 1);
+    assert_eq!(masking.detectors["email"], 1);
     assert_eq!(masking.over_cap, 0);
 }
 
@@ -357,6 +358,10 @@ fn copy_statements_are_read_with_their_options() {
             .escape,
         b'\\'
     );
+    // The old `COPY BINARY t` form: a COPY to the client, not described.
+    let copies = read("COPY BINARY customers TO STDOUT");
+    assert_eq!(copies.len(), 1);
+    assert!(copies[0].describe_sql.is_none() && copies[0].options.is_none());
     // No rows for the client.
     assert!(read("COPY t FROM STDIN").is_empty());
     assert!(read("COPY t TO '/tmp/x'").is_empty());
@@ -426,4 +431,57 @@ fn streamed_copy_rows_under_rules_are_starred_even_when_over_cap_is_allowed() {
     let mut out = Vec::new();
     StreamRewrite::copy_data(policy, false, row.len()).feed(row, &mut out);
     assert_eq!(out, row);
+}
+
+#[test]
+fn a_header_sharing_its_message_with_rows_passes_alone() {
+    let ssn = ColumnPlan {
+        rule: Some(2),
+        class: values::TypeClass::Text,
+        binary: false,
+    };
+    let policy = demo_policy();
+    for (format, data, expected, later) in [
+        (
+            CopyFormat::Csv,
+            &b"\"a,\nb\"\n536-22-1234\n"[..],
+            &b"\"a,\nb\"\n\"****\"\n"[..],
+            &b"\"****\"\n"[..],
+        ),
+        (
+            CopyFormat::Text,
+            b"ssn\n536-22-1234\n",
+            b"ssn\n****\n",
+            b"****\n",
+        ),
+    ] {
+        let mut options = CopyOptions::defaults(format);
+        options.header = true;
+        let mut rows = start_rows(
+            true,
+            &CopyResponse {
+                format: 0,
+                column_formats: vec![0],
+            },
+            Some(&CopyStatement {
+                options: Some(options),
+                ..CopyStatement::default()
+            }),
+            Some(vec![ssn]),
+        );
+        let mut counts = CopyCounts::default();
+        assert_eq!(rows.mask(&policy, data, &mut counts).unwrap(), expected);
+        assert_eq!(counts.rules[2], 1);
+        // Later messages hold no header.
+        assert_eq!(
+            rows.mask(
+                &policy,
+                b"ssn
+",
+                &mut counts
+            )
+            .unwrap(),
+            later
+        );
+    }
 }

@@ -485,3 +485,23 @@ fn a_header_sharing_its_message_with_rows_passes_alone() {
         );
     }
 }
+
+#[test]
+fn without_column_rules_rows_go_through_the_detectors_only() {
+    let response = CopyResponse {
+        format: 0,
+        column_formats: vec![0, 0],
+    };
+    let statement = CopyStatement {
+        options: Some(CopyOptions::defaults(CopyFormat::Text)),
+        ..CopyStatement::default()
+    };
+    let mut rows = start_rows(false, &response, Some(&statement), None);
+    let mut counts = CopyCounts::default();
+    let policy = demo_policy();
+    let masked = rows.mask(&policy, b"alice@example.com\t536-22-1234\n", &mut counts);
+    assert_eq!(masked.unwrap(), b"****\t****\n");
+    assert_eq!(rows.mask(&policy, b"\\N\tAnn\n", &mut counts), None);
+    assert!(counts.rules.is_empty());
+    assert_eq!(counts.detectors.over_cap, 0);
+}

@@ -233,7 +233,8 @@ fn parse_copy(sql: &str, tokens: &[Token]) -> Option<Parsed> {
         (Some(first), Some(last)) => sql.get(first.span.start..last.span.end)?,
         _ => "",
     };
-    let options = parse_options(&format!("COPY x TO STDOUT {rest}"));
+    let options = parse_options(&format!("COPY x TO STDOUT {rest}"))
+        .or_else(|| parse_legacy_options(sql, tokens.get(after_source + 2..)?));
     Some(Parsed::ToStdout {
         options,
         describe_sql: Some(describe_sql),
@@ -349,6 +350,114 @@ fn parse_options(statement: &str) -> Option<CopyOptions> {
     }
     // ESCAPE defaults to QUOTE.
     out.escape = escape.unwrap_or(out.quote);
+    Some(out)
+}
+
+/// The options of the old unparenthesized syntax, which the server takes in
+/// any order (`CSV HEADER DELIMITER ';'`) and sqlparser only in one.
+fn parse_legacy_options(sql: &str, tokens: &[Token]) -> Option<CopyOptions> {
+    let word = |i: usize, w: &str| tokens.get(i).is_some_and(|t| lexer::is_word(sql, t, w));
+    let mut format = CopyFormat::Text;
+    let (mut delimiter, mut null, mut quote, mut escape, mut header) =
+        (None, None, None, None, false);
+    let mut i = usize::from(word(0, "with"));
+    // A string constant after the option name (and an optional AS).
+    let string_at = |i: &mut usize| -> Option<Vec<u8>> {
+        *i += 1 + usize::from(word(*i + 1, "as"));
+        let value = string_value(lexer::text(sql, tokens.get(*i)?))?;
+        *i += 1;
+        Some(value)
+    };
+    let one_byte = |value: Vec<u8>| match value.as_slice() {
+        [b] if b.is_ascii() => Some(*b),
+        _ => None,
+    };
+    while i < tokens.len() {
+        if word(i, "binary") {
+            format = CopyFormat::Binary;
+            i += 1;
+        } else if word(i, "csv") {
+            format = CopyFormat::Csv;
+            i += 1;
+        } else if word(i, "header") {
+            header = true;
+            i += 1;
+        } else if word(i, "freeze") {
+            i += 1;
+        } else if word(i, "delimiter") {
+            delimiter = Some(one_byte(string_at(&mut i)?)?);
+        } else if word(i, "null") {
+            null = Some(string_at(&mut i)?);
+        } else if word(i, "quote") {
+            quote = Some(one_byte(string_at(&mut i)?)?);
+        } else if word(i, "escape") {
+            escape = Some(one_byte(string_at(&mut i)?)?);
+        } else if word(i, "encoding") {
+            string_at(&mut i)?;
+        } else if word(i, "force") {
+            // FORCE QUOTE / FORCE NOT NULL / FORCE NULL, then `*` or columns.
+            i += 1;
+            while word(i, "quote") || word(i, "not") || word(i, "null") {
+                i += 1;
+            }
+            while let Some(t) = tokens.get(i) {
+                let next_is_comma = tokens
+                    .get(i + 1)
+                    .is_some_and(|n| lexer::text(sql, n) == ",");
+                let column = matches!(t.kind, TokenKind::Word | TokenKind::QuotedIdent)
+                    || lexer::text(sql, t) == "*";
+                if !column {
+                    return None;
+                }
+                i += if next_is_comma { 2 } else { 1 };
+                if !next_is_comma {
+                    break;
+                }
+            }
+        } else {
+            return None;
+        }
+    }
+    let mut out = CopyOptions::defaults(format);
+    out.delimiter = delimiter.unwrap_or(out.delimiter);
+    out.null = null.unwrap_or(out.null);
+    out.quote = quote.unwrap_or(out.quote);
+    out.escape = escape.unwrap_or(out.quote);
+    out.header = header;
+    Some(out)
+}
+
+/// The value of a string constant: `'…'` (quotes doubled) or `E'…'`
+/// (backslash escapes); `None` for any other form.
+fn string_value(text: &str) -> Option<Vec<u8>> {
+    let (escaped, quoted) = match text.strip_prefix(['E', 'e']) {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let inner = quoted
+        .strip_prefix('\'')?
+        .strip_suffix('\'')?
+        .replace("''", "'");
+    if !escaped {
+        return Some(inner.into_bytes());
+    }
+    // The escapes an option value plausibly uses; the rest mean themselves.
+    let mut out = Vec::with_capacity(inner.len());
+    let mut bytes = inner.bytes();
+    while let Some(b) = bytes.next() {
+        if b != b'\\' {
+            out.push(b);
+            continue;
+        }
+        out.push(match bytes.next()? {
+            b't' => b'\t',
+            b'n' => b'\n',
+            b'r' => b'\r',
+            b'b' => 0x08,
+            b'f' => 0x0c,
+            other => other,
+        });
+    }
     Some(out)
 }
 

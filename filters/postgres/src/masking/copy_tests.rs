@@ -370,7 +370,32 @@ fn copy_statements_are_read_with_their_options() {
     let copies = read("COPY a TO STDOUT; COPY b TO STDOUT");
     assert_eq!(copies.len(), 2);
     assert!(copies[0].describe_sql.is_some() && copies[1].describe_sql.is_none());
+    // The old syntax in any order, as the server takes it.
+    let options =
+        read("copy t to stdout with csv header delimiter as E'\\t' null 'x' force quote *")[0]
+            .options
+            .clone()
+            .unwrap();
+    assert_eq!(options.format, CopyFormat::Csv);
+    assert!(options.header);
+    assert_eq!(
+        (options.delimiter, options.null.as_slice()),
+        (b'\t', &b"x"[..])
+    );
+    assert_eq!(
+        read("COPY t TO STDOUT DELIMITER ';' CSV QUOTE '''' HEADER")[0]
+            .options
+            .clone()
+            .unwrap()
+            .quote,
+        b'\''
+    );
     // Options sqlparser does not know: the rows are treated as unknown.
+    assert!(
+        read("COPY t TO STDOUT WITH CSV HEADER DELIMITER 'ab'")[0]
+            .options
+            .is_none()
+    );
     assert!(read("COPY t TO STDOUT (FORMAT fancy)")[0].options.is_none());
 }
 

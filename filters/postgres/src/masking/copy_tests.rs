@@ -12,7 +12,12 @@ use std::sync::Arc;
 
 /// A session past its first request (so the catalog lookup is done).
 fn wire(identity: Option<gatehouse_core::identity::Identity>) -> Wire {
-    let mut wire = Wire::new(identity);
+    wire_fed(identity, false)
+}
+
+/// [`wire`], its bytes fed one at a time when `byte_by_byte`.
+fn wire_fed(identity: Option<gatehouse_core::identity::Identity>, byte_by_byte: bool) -> Wire {
+    let mut wire = Wire::with(crate::EngineConfig::default(), identity, byte_by_byte);
     wire.first_request(&query("SELECT 1"));
     let one = row_description(&[("?column?", 0, 0, INT4, 0)]);
     wire.server(&select_answer(&one, &[], b"SELECT 0"));
@@ -59,7 +64,13 @@ fn copy_with_describe(wire: &mut Wire, sql: &str, describe_sql: &str, descriptio
 
 #[test]
 fn text_copy_of_a_table_masks_rule_columns_and_keeps_escapes_and_nulls() {
-    let mut wire = wire(None);
+    for byte_by_byte in [false, true] {
+        text_copy_of_a_table(byte_by_byte);
+    }
+}
+
+fn text_copy_of_a_table(byte_by_byte: bool) {
+    let mut wire = wire_fed(None, byte_by_byte);
     copy_with_describe(
         &mut wire,
         "copy customers to stdout",

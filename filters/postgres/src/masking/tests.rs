@@ -100,7 +100,7 @@ impl Wire {
         Self::with(EngineConfig::default(), identity, false)
     }
 
-    fn with(
+    pub(super) fn with(
         config: EngineConfig,
         identity: Option<gatehouse_core::identity::Identity>,
         byte_by_byte: bool,

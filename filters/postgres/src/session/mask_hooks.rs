@@ -17,8 +17,9 @@ impl Session {
     }
 
     /// A client message: the engine's handling, plus what masking needs (the
-    /// catalog lookup sent ahead of the first request, and the requests the
-    /// server will answer).
+    /// catalog lookup sent ahead of the first request, the describe of a
+    /// COPY's columns sent ahead of its Query, and the requests the server
+    /// will answer).
     pub(super) fn frontend_with_masking(
         &mut self,
         tag: u8,
@@ -37,7 +38,8 @@ impl Session {
             pg::COPY_DATA_TAG | pg::COPY_DONE_TAG | pg::COPY_FAIL_TAG | pg::TERMINATE_TAG
         );
         let idle = self.pending.is_empty();
-        let mut lookup = None;
+        // Messages of the masker's own, sent ahead of the client's.
+        let mut ahead = None;
         if let Some(masker) = self.masker.as_mut() {
             if !masker.exemption_decided() {
                 let exempt = masker.policy().exempts(&identity);
@@ -46,7 +48,7 @@ impl Session {
             // A shadow session adds no traffic: without the catalog lookup its
             // table rules match by column name.
             if idle && starts_request && self.mode.is_enforce() {
-                lookup = masker.take_lookup();
+                ahead = masker.take_lookup();
             }
         }
         let may_describe_copy = idle && tag == pg::QUERY_TAG && self.mode.is_enforce();
@@ -60,7 +62,7 @@ impl Session {
                     // A COPY's columns, described ahead of it (see
                     // `crate::masking::copy`).
                     if may_describe_copy && let Some(describe) = masker.take_copy_describe() {
-                        lookup
+                        ahead
                             .get_or_insert_with(Vec::new)
                             .extend_from_slice(&describe);
                     }
@@ -69,7 +71,7 @@ impl Session {
                 Action::Drop => {}
             }
         }
-        Ok(match (lookup, action) {
+        Ok(match (ahead, action) {
             (None, action) => action,
             (Some(mut bytes), Action::Pass) => {
                 bytes.push(tag);

@@ -566,13 +566,16 @@ impl KubernetesRequest {
                     .unwrap_or_default();
                 match masker.mask(&body) {
                     Ok(masked) => {
-                        if host::set_buffer(
-                            BufferType::HttpResponseBody,
-                            0,
-                            body_size,
-                            &masked.body,
-                        )
-                        .is_err()
+                        // Nothing masked: the body is unchanged and stays in Envoy.
+                        let changed = !masked.fields.is_empty();
+                        if changed
+                            && host::set_buffer(
+                                BufferType::HttpResponseBody,
+                                0,
+                                body_size,
+                                &masked.body,
+                            )
+                            .is_err()
                         {
                             return self.refuse_response("gatehouse could not rewrite a response");
                         }

@@ -376,6 +376,21 @@ impl RequestAudit {
         &self.template.annotations
     }
 
+    /// [`RequestAudit::event`] as one JSON line, serialized without copying
+    /// the request's fields: the stage's own fields are set in place.
+    pub fn event_json(
+        &mut self,
+        stage: Stage,
+        response_status: &Status,
+        stage_micros: i64,
+    ) -> serde_json::Result<String> {
+        let template = &mut self.template;
+        template.stage = stage;
+        template.response_status = Some(response_status.for_audit());
+        template.stage_timestamp = MicroTime(stage_micros);
+        template.to_json()
+    }
+
     /// The event for `stage`, with the response status in its audit form.
     /// For a success pass `Status::code_only(200)` (or 101 for an upgraded
     /// `ResponseStarted`); for a refusal, the `Status` sent to the client.
@@ -584,6 +599,24 @@ mod tests {
             expected.trim_end(),
             "{path} (set GATEHOUSE_UPDATE_GOLDEN=1 to rewrite)"
         );
+    }
+
+    #[test]
+    fn events_serialized_in_place_match_the_events_of_their_stage() {
+        let (mut audit, info) = exec_audit("GET", &deny());
+        let refusal = forbidden(&info, "alice@example.com", "denied by gatehouse rule \"x\"");
+        for (stage, status, at) in [
+            (Stage::ResponseStarted, Status::code_only(101), RECEIVED + 5),
+            (
+                Stage::ResponseComplete,
+                Status::code_only(200),
+                RECEIVED + 9,
+            ),
+            (Stage::ResponseComplete, refusal, RECEIVED),
+        ] {
+            let expected = audit.event(stage, &status, at).to_json().unwrap();
+            assert_eq!(audit.event_json(stage, &status, at).unwrap(), expected);
+        }
     }
 
     #[test]

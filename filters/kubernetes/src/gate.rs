@@ -197,7 +197,18 @@ impl Forward {
             _ => false,
         };
         if !restamped {
-            let text = self.records(status_code, started_micros, now_micros);
+            let response = Status::code_only(status_code);
+            let mut text = String::new();
+            for stage in self.audit.stages() {
+                let at = match stage {
+                    Stage::ResponseStarted => started_micros,
+                    _ => now_micros,
+                };
+                if !text.is_empty() {
+                    text.push('\n');
+                }
+                text.push_str(&event_json_in_place(&mut self.audit, *stage, &response, at));
+            }
             self.written = Some(WrittenRecords::new(text, status_code, started_micros));
         }
         self.written
@@ -416,7 +427,12 @@ impl Gate {
         if let Some(decision) = decision {
             audit = audit.with_decision(decision);
         }
-        let record = event_json(&audit, Stage::ResponseComplete, &refusal, head.now_micros);
+        let record = event_json_in_place(
+            &mut audit,
+            Stage::ResponseComplete,
+            &refusal,
+            head.now_micros,
+        );
         Admission::Respond(LocalResponse {
             status: refusal.http_status(),
             body: refusal.to_json(),
@@ -519,10 +535,17 @@ pub fn is_impersonation_header(name: &str) -> bool {
 }
 
 fn event_json(audit: &RequestAudit, stage: Stage, status: &Status, at: i64) -> String {
-    audit
-        .event(stage, status, at)
-        .to_json()
-        .unwrap_or_else(|e| format!("{{\"kind\":\"Event\",\"error\":\"{e}\"}}"))
+    unserializable(audit.event(stage, status, at).to_json())
+}
+
+/// [`event_json`] of an audit the caller may change (no copy is made).
+fn event_json_in_place(audit: &mut RequestAudit, stage: Stage, status: &Status, at: i64) -> String {
+    unserializable(audit.event_json(stage, status, at))
+}
+
+/// The Event line, or a line saying why there is none.
+fn unserializable(json: serde_json::Result<String>) -> String {
+    json.unwrap_or_else(|e| format!("{{\"kind\":\"Event\",\"error\":\"{e}\"}}"))
 }
 
 /// A UUID-shaped audit id from a seed the glue makes unique (time, worker,

@@ -108,7 +108,8 @@ pub enum MaskError {
     TooLarge { limit: usize },
 }
 
-/// A masked body and the JSON paths that were masked (for the record).
+/// A masked body and the JSON paths that were masked (for the record). With
+/// no fields masked, `body` is the input byte for byte.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MaskedBody {
     pub body: Vec<u8>,

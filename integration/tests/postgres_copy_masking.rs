@@ -126,6 +126,25 @@ fn copy_to_stdout_masks_rule_columns_in_every_format() {
     );
     assert_eq!(lines.len(), 4, "{out}");
 
+    // The old option syntax, in an order of its own.
+    let (out, err) = psql(
+        &stack,
+        "app",
+        &[
+            "-c",
+            "\\copy customers (id, name, ssn, notes) to stdout csv header delimiter ';' null 'none'",
+        ],
+    );
+    assert!(err.is_empty(), "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "id;name;ssn;notes");
+    let row = lines.iter().find(|l| l.starts_with("1;")).expect("row 1");
+    assert!(row.starts_with("1;\"****\";\"****\";"), "{row}");
+    assert!(
+        lines.iter().any(|l| l.ends_with(";none")),
+        "NULL notes keep the NULL string: {out}"
+    );
+
     // The exempt user's COPY is clear.
     let (out, _) = psql(
         &stack,

@@ -9,19 +9,25 @@
 //! by the client; the RowDescription gives table OIDs and attribute numbers,
 //! hence the same [`RowPlan`] a DataRow of that query would get.
 //!
+//! In the extended protocol the same describe goes, with a statement of its
+//! own that it closes again, ahead of the Parse of a COPY that starts a batch
+//! and ahead of each Bind of a named COPY statement that starts one (so a
+//! statement prepared long before is described afresh when it runs); portals
+//! carry the description of their statement to the Execute.
+//!
 //! Why that is invisible to the client:
-//! - A simple Query destroys the unnamed statement anyway, and Sync outside a
-//!   transaction block only ends the implicit transaction Parse opened.
+//! - A simple Query destroys the unnamed statement anyway (the extended
+//!   protocol's describe uses a named one), and Sync outside a transaction
+//!   block only ends the implicit transaction Parse opened.
 //! - It is sent only when the server is idle between requests (never inside
 //!   an extended-protocol batch) and not in a failed transaction.
 //! - Parse checks no privileges and runs nothing; the equivalent query fails
 //!   to parse only when the COPY itself fails (same name resolution: column
 //!   names are quoted after the server's case folding). Inside a transaction
 //!   block such a failure aborts the transaction, as the COPY's own error would
-//!   have: the client then gets the COPY's answer `25P02 current transaction
-//!   is aborted`, which the masker replaces by the saved error of the
-//!   equivalent query (without its position), the error the COPY would have
-//!   returned.
+//!   have: the client then gets the answer `25P02 current transaction is
+//!   aborted`, which the masker replaces by the saved error of the equivalent
+//!   query (without its position), the error the COPY would have returned.
 //!
 //! Rows are then parsed with the statement's options (FORMAT, DELIMITER,
 //! QUOTE, ESCAPE, NULL, HEADER; the header line passes), every value masked as
@@ -30,12 +36,12 @@
 //! quoted, binary lengths recomputed.
 //!
 //! When the policy has column rules and the columns are not known (the COPY
-//! is not its Query's first statement, arrives through the extended protocol,
-//! the description failed or does not match the COPY's column count, the
+//! is not its Query's first statement, is parsed inside an extended-protocol
+//! batch, the description failed or does not match the COPY's column count, the
 //! session is in shadow mode), the safe side is taken: every value of the row
 //! becomes NULL, counted as over the cap. When even the options are unknown
-//! (text format through the extended protocol, or options sqlparser cannot
-//! read), text rows are starred whole except tabs, newlines and backslash
+//! (a portal the masker did not see bound, or options neither sqlparser nor
+//! the old-syntax reader understands), text rows are starred whole except tabs, newlines and backslash
 //! escapes. A row that cannot be parsed is starred whole. Without column rules
 //! rows go through the detectors as before.
 
@@ -50,11 +56,17 @@ use sqlparser::ast::{
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::Rc;
 
 /// COPY statements tracked per Query; later ones are treated as unknown.
 const MAX_COPIES_PER_QUERY: usize = 64;
+/// Prepared COPY statements tracked per session; later ones are unknown.
+const MAX_PREPARED_COPIES: usize = 1_000;
+/// The statement the extended-protocol describe prepares (and closes): named,
+/// so the client's unnamed statement is left alone.
+const DESCRIBE_STATEMENT: &[u8] = b"gatehouse_copy_describe";
 /// Query texts longer than this are not examined for COPY statements.
 const MAX_COPY_SQL_LEN: usize = 256 * 1024;
 /// The binary COPY signature that starts the first CopyData.
@@ -105,9 +117,13 @@ pub struct CopyStatement {
     /// Query's first statement: later ones may run after a statement that
     /// changes what the names resolve to).
     pub describe_sql: Option<String>,
-    /// The description, once the server answered it.
-    pub fields: Option<Rc<Vec<Field>>>,
+    /// The description, once the server answered it (the latest, for a
+    /// prepared statement described at each Bind).
+    pub fields: DescribedFields,
 }
+
+/// A COPY's description, shared by a prepared statement and its portals.
+pub type DescribedFields = Rc<RefCell<Option<Rc<Vec<Field>>>>>;
 
 /// The `COPY … TO STDOUT` statements of a Query text, in order (at most
 /// [`MAX_COPIES_PER_QUERY`]).
@@ -137,7 +153,7 @@ pub fn copy_statements(sql: &[u8]) -> VecDeque<CopyStatement> {
             }) => out.push_back(CopyStatement {
                 options,
                 describe_sql: describe_sql.filter(|_| index == 0 && !lexed.unterminated),
-                fields: None,
+                fields: DescribedFields::default(),
             }),
             Some(Parsed::Other) => {}
             // Unreadable: if it may write to the client, it is one of them.
@@ -461,7 +477,8 @@ fn string_value(text: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// The Parse + Describe + Sync that asks for a COPY's columns.
+/// The Parse + Describe + Sync that asks for a COPY's columns, with the
+/// unnamed statement (ahead of a simple Query, which destroys it anyway).
 pub fn describe_messages(sql: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(sql.len() + 32);
     for msg in [
@@ -473,6 +490,31 @@ pub fn describe_messages(sql: &str) -> Vec<u8> {
         FrontendMessage::Describe {
             kind: b'S',
             name: b"",
+        },
+        FrontendMessage::Sync,
+    ] {
+        msg.encode(&mut out);
+    }
+    out
+}
+
+/// The same with a statement of its own, closed again (Parse + Describe +
+/// Close + Sync), ahead of an extended-protocol Parse or Bind.
+pub fn named_describe_messages(sql: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(sql.len() + 96);
+    for msg in [
+        FrontendMessage::Parse {
+            name: DESCRIBE_STATEMENT,
+            sql: sql.as_bytes(),
+            param_types: Vec::new(),
+        },
+        FrontendMessage::Describe {
+            kind: b'S',
+            name: DESCRIBE_STATEMENT,
+        },
+        FrontendMessage::Close {
+            kind: b'S',
+            name: DESCRIBE_STATEMENT,
         },
         FrontendMessage::Sync,
     ] {
@@ -1122,20 +1164,52 @@ impl SessionMasker {
     /// Follows extended-protocol batches: a describe is never sent inside one
     /// (its Sync would end the client's implicit transaction early, and its
     /// failure abort the client's batch).
+    /// Also follows prepared statements that are a `COPY … TO STDOUT`.
     pub(super) fn note_batch(&mut self, msg: &FrontendMessage<'_>) {
+        self.at_boundary = !self.batch_open;
+        self.copy_describe_next = None;
         match msg {
-            FrontendMessage::Parse { .. }
-            | FrontendMessage::Bind(_)
-            | FrontendMessage::Describe { .. }
-            | FrontendMessage::Execute { .. }
-            | FrontendMessage::Close { .. }
-            | FrontendMessage::Flush => self.batch_open = true,
-            FrontendMessage::Query { .. } | FrontendMessage::FunctionCall(_) => {
-                self.query_at_boundary = !self.batch_open;
+            FrontendMessage::Parse { name, sql, .. } => {
+                self.batch_open = true;
+                self.note_prepared(name, sql);
             }
+            FrontendMessage::Bind(bind) => {
+                self.batch_open = true;
+                // The client's unnamed statement is described at its Parse only.
+                if !bind.statement.is_empty() {
+                    self.copy_describe_next = self.copy_prepared.get(bind.statement).cloned();
+                }
+            }
+            FrontendMessage::Close { kind, name } => {
+                self.batch_open = true;
+                if *kind == b'S' {
+                    self.copy_prepared.remove(*name);
+                }
+            }
+            FrontendMessage::Describe { .. }
+            | FrontendMessage::Execute { .. }
+            | FrontendMessage::Flush => self.batch_open = true,
             FrontendMessage::Sync => self.batch_open = false,
             _ => {}
         }
+    }
+
+    /// A Parse: whether the statement is a `COPY … TO STDOUT`.
+    fn note_prepared(&mut self, name: &[u8], sql: &[u8]) {
+        self.copy_prepared.remove(name);
+        if self.policy.rules.is_empty() || self.copy_prepared.len() >= MAX_PREPARED_COPIES {
+            return;
+        }
+        let mut copies = copy_statements(sql);
+        if copies.len() != 1 {
+            return;
+        }
+        let Some(statement) = copies.pop_front() else {
+            return;
+        };
+        let statement = Rc::new(statement);
+        self.copy_describe_next = Some(Rc::clone(&statement));
+        self.copy_prepared.insert(name.to_vec(), statement);
     }
 
     /// The COPY statements of a simple Query, tracked with it.
@@ -1146,33 +1220,52 @@ impl SessionMasker {
         copy_statements(sql)
     }
 
-    /// The Parse + Describe + Sync that describes the columns of the COPY the
-    /// client's Query (just seen by [`SessionMasker::on_frontend`]) starts with,
-    /// to send ahead of it; `None` when there is none or it must not be sent.
-    /// Call only when the server has answered everything before this Query.
+    /// The messages that describe the columns of the COPY the client message
+    /// just seen by [`SessionMasker::on_frontend`] starts (a Query's first
+    /// statement) or prepares or binds (a Parse or Bind), to send ahead of it;
+    /// `None` when there is none or it must not be sent. Call only when the
+    /// server has answered everything before this message.
     pub fn take_copy_describe(&mut self) -> Option<Vec<u8>> {
-        if self.tx_status == b'E' || !self.query_at_boundary {
+        if self.tx_status == b'E' || !self.at_boundary {
             return None;
         }
+        let (statement, bytes, at) = match self.copy_describe_next.take() {
+            Some(statement) => {
+                let sql = statement.describe_sql.as_deref()?;
+                (
+                    Rc::clone(&statement),
+                    named_describe_messages(sql),
+                    self.expected.len(),
+                )
+            }
+            // A Query leaves no batch open; a Parse or Bind does.
+            None if !self.batch_open => {
+                let Some(Expect::Query(copies)) = self.expected.back() else {
+                    return None;
+                };
+                let first = copies.front()?;
+                let sql = first.describe_sql.as_deref()?;
+                let bytes = describe_messages(sql);
+                (Rc::new(first.clone()), bytes, self.expected.len() - 1)
+            }
+            None => return None,
+        };
         // Nothing but the catalog lookup may be awaiting answers before it.
-        let earlier = self.expected.len().saturating_sub(1);
         if self
             .expected
             .iter()
-            .take(earlier)
+            .take(at)
             .any(|e| !matches!(e, Expect::Catalog))
         {
             return None;
         }
-        let Some(Expect::Query(copies)) = self.expected.back() else {
-            return None;
-        };
-        let sql = copies.front()?.describe_sql.clone()?;
-        let at = self.expected.len() - 1;
-        self.expected.insert(at, Expect::CopyDescribe);
+        // A stale description must not outlive a describe that fails.
+        statement.fields.replace(None);
+        self.expected
+            .insert(at, Expect::CopyDescribe(Rc::clone(&statement.fields)));
         self.copy_describe_error = None;
         self.copy_describe_in_block = self.tx_status == b'T';
-        Some(describe_messages(&sql))
+        Some(bytes)
     }
 
     /// The answers to the injected describe, consumed; the description goes
@@ -1181,10 +1274,9 @@ impl SessionMasker {
         match msg {
             BackendMessage::RowDescription { body } => {
                 if let Ok(fields) = values::parse_row_description(body)
-                    && let Some(Expect::Query(copies)) = self.expected.get_mut(1)
-                    && let Some(first) = copies.front_mut()
+                    && let Some(Expect::CopyDescribe(described)) = self.expected.front()
                 {
-                    first.fields = Some(Rc::new(fields));
+                    described.replace(Some(Rc::new(fields)));
                 }
             }
             BackendMessage::ErrorResponse { fields } if self.copy_describe_in_block => {
@@ -1202,11 +1294,14 @@ impl SessionMasker {
                 self.tx_status = *status;
                 self.expected.pop_front();
             }
+            // Asynchronous messages belong to the client.
             BackendMessage::ParameterStatus { .. }
             | BackendMessage::NotificationResponse { .. } => {
-                self.expected.pop_front();
+                let describe = self.expected.pop_front();
                 let action = self.on_backend(msg);
-                self.expected.push_front(Expect::CopyDescribe);
+                if let Some(describe) = describe {
+                    self.expected.push_front(describe);
+                }
                 return action;
             }
             _ => {}
@@ -1214,17 +1309,14 @@ impl SessionMasker {
         MaskAction::Consume
     }
 
-    /// An ErrorResponse to a Query after its COPY's describe failed in a
-    /// transaction block: when it is the COPY's `25P02`, the describe's error
-    /// (masked like any error) takes its place.
+    /// An ErrorResponse after a COPY's describe failed in a transaction block:
+    /// when it is the client request's `25P02`, the describe's error (masked
+    /// like any error) takes its place.
     pub(super) fn copy_error(
         &mut self,
         msg: &BackendMessage<'_>,
         fields: &[(u8, &[u8])],
     ) -> Option<MaskAction> {
-        if !matches!(self.expected.front(), Some(Expect::Query(_))) {
-            return None;
-        }
         let in_failed_block = fields
             .iter()
             .any(|(code, value)| *code == b'C' && *value == b"25P02");
@@ -1249,13 +1341,12 @@ impl SessionMasker {
     pub(super) fn start_copy(&mut self, response: &CopyResponse) {
         let statement = match self.expected.front_mut() {
             Some(Expect::Query(copies)) => copies.pop_front(),
+            Some(Expect::Execute { shape, .. }) => shape.copy.as_deref().cloned(),
             _ => None,
         };
         let binary = response.format == 1;
-        let plan = statement
-            .as_ref()
-            .and_then(|s| s.fields.clone())
-            .map(|fields| self.plan(&fields, Some(&[i16::from(binary)])));
+        let described = statement.as_ref().and_then(|s| s.fields.borrow().clone());
+        let plan = described.map(|fields| self.plan(&fields, Some(&[i16::from(binary)])));
         self.copy = Some(start_rows(
             !self.policy.rules.is_empty(),
             response,

@@ -2,12 +2,12 @@
 //! COPY, its answers consumed, and the rows masked by column rule.
 
 use super::super::tests::{
-    CUSTOMERS_OID, INT4, TEXT, Wire, customers_description, demo_policy, encode_backend, query,
-    row_description, select_answer,
+    CUSTOMERS_OID, INT4, TEXT, Wire, customers_description, demo_policy, encode_backend,
+    encode_frontend, query, row_description, select_answer,
 };
 use super::*;
 use crate::masking::{MaskingPolicy, StreamRewrite};
-use crate::protocol::CopyResponse;
+use crate::protocol::{Bind, CopyResponse};
 use std::sync::Arc;
 
 /// A session past its first request (so the catalog lookup is done).
@@ -540,4 +540,126 @@ fn without_column_rules_rows_go_through_the_detectors_only() {
     assert_eq!(rows.mask(&policy, b"\\N\tAnn\n", &mut counts), None);
     assert!(counts.rules.is_empty());
     assert_eq!(counts.detectors.over_cap, 0);
+}
+
+/// The server's answers to the extended-protocol describe.
+fn named_describe_answer(description: &[u8]) -> Vec<u8> {
+    encode_backend(&[
+        BackendMessage::ParseComplete,
+        BackendMessage::ParameterDescription { types: Vec::new() },
+        BackendMessage::RowDescription { body: description },
+        BackendMessage::CloseComplete,
+        BackendMessage::ReadyForQuery { status: b'I' },
+    ])
+}
+
+#[test]
+fn a_prepared_copy_is_described_at_its_parse_and_at_each_bind() {
+    let mut wire = wire(None);
+    let copy_sql = b"COPY customers (id, ssn) TO STDOUT (FORMAT binary)";
+    let describe_sql = "SELECT \"id\", \"ssn\" FROM \"customers\"";
+    let description = row_description(&[
+        ("id", CUSTOMERS_OID, 1, INT4, 0),
+        ("ssn", CUSTOMERS_OID, 4, TEXT, 0),
+    ]);
+    // Prepared in a batch of its own.
+    let prepare = encode_frontend(&[
+        FrontendMessage::Parse {
+            name: b"s0",
+            sql: copy_sql,
+            param_types: vec![],
+        },
+        FrontendMessage::Describe {
+            kind: b'S',
+            name: b"s0",
+        },
+        FrontendMessage::Sync,
+    ]);
+    assert_eq!(
+        wire.client(&prepare),
+        [named_describe_messages(describe_sql), prepare].concat()
+    );
+    assert_eq!(wire.server(&named_describe_answer(&description)), b"");
+    let prepared = encode_backend(&[
+        BackendMessage::ParseComplete,
+        BackendMessage::ParameterDescription { types: vec![] },
+        BackendMessage::NoData,
+        BackendMessage::ReadyForQuery { status: b'I' },
+    ]);
+    assert_eq!(wire.server(&prepared), prepared);
+
+    // Executed in the next: described again ahead of the Bind.
+    let execute = encode_frontend(&[
+        FrontendMessage::Bind(Bind {
+            portal: b"",
+            statement: b"s0",
+            param_formats: vec![],
+            params: vec![],
+            result_formats: vec![],
+        }),
+        FrontendMessage::Execute {
+            portal: b"",
+            max_rows: 0,
+        },
+        FrontendMessage::Sync,
+    ]);
+    assert_eq!(
+        wire.client(&execute),
+        [named_describe_messages(describe_sql), execute].concat()
+    );
+    assert_eq!(wire.server(&named_describe_answer(&description)), b"");
+    let one = 1i32.to_be_bytes();
+    let first = [binary_header(), tuple(&[Some(&one), Some(b"536-22-1234")])].concat();
+    let trailer = (-1i16).to_be_bytes();
+    let answer = |first: &[u8]| {
+        let mut out = encode_backend(&[BackendMessage::BindComplete]);
+        out.extend(copy_answer(1, 2, &[first, &trailer]));
+        out
+    };
+    let masked = [binary_header(), tuple(&[Some(&one), Some(b"****")])].concat();
+    assert_eq!(wire.server(&answer(&first)), answer(&masked));
+    let masking = wire.statements().last().unwrap().masking.clone().unwrap();
+    assert_eq!(masking.rules["customer-ssn"], 1);
+}
+
+#[test]
+fn no_describe_is_sent_inside_a_batch() {
+    let mut wire = wire(None);
+    // A Parse of a COPY after another message of its batch.
+    let batch = encode_frontend(&[
+        FrontendMessage::Parse {
+            name: b"other",
+            sql: b"SELECT 1",
+            param_types: vec![],
+        },
+        FrontendMessage::Parse {
+            name: b"",
+            sql: b"COPY customers TO STDOUT",
+            param_types: vec![],
+        },
+        FrontendMessage::Bind(Bind {
+            portal: b"",
+            statement: b"",
+            param_formats: vec![],
+            params: vec![],
+            result_formats: vec![],
+        }),
+        FrontendMessage::Execute {
+            portal: b"",
+            max_rows: 0,
+        },
+        FrontendMessage::Sync,
+    ]);
+    assert_eq!(wire.client(&batch), batch);
+    // Its rows: the columns are unknown, so NULL.
+    let answer = |row: &[u8]| {
+        let mut out = encode_backend(&[
+            BackendMessage::ParseComplete,
+            BackendMessage::ParseComplete,
+            BackendMessage::BindComplete,
+        ]);
+        out.extend(copy_answer(0, 2, &[row]));
+        out
+    };
+    assert_eq!(wire.server(&answer(b"Ann\tx\n")), answer(b"\\N\t\\N\n"));
 }

@@ -83,6 +83,8 @@ type Slot = Rc<OnceCell<Rc<Vec<Field>>>>;
 struct PortalShape {
     slot: Slot,
     formats: Rc<[i16]>,
+    /// The portal runs a `COPY … TO STDOUT`.
+    copy: Option<Rc<copy::CopyStatement>>,
 }
 
 /// A request whose answer the masker cares about, in the server's order.
@@ -98,9 +100,9 @@ enum Expect {
     /// A simple Query or FunctionCall, with its `COPY … TO STDOUT`
     /// statements in order: ends at ReadyForQuery.
     Query(VecDeque<copy::CopyStatement>),
-    /// The describe of a COPY's columns sent ahead of its Query: everything
-    /// through its ReadyForQuery is consumed.
-    CopyDescribe,
+    /// The describe of a COPY's columns sent ahead of its Query (or Parse or
+    /// Bind): everything through its ReadyForQuery is consumed.
+    CopyDescribe(copy::DescribedFields),
     Sync,
 }
 
@@ -108,7 +110,7 @@ impl Expect {
     fn ends_at_ready(&self) -> bool {
         matches!(
             self,
-            Expect::Catalog | Expect::CopyDescribe | Expect::Query(_) | Expect::Sync
+            Expect::Catalog | Expect::CopyDescribe(_) | Expect::Query(_) | Expect::Sync
         )
     }
 }
@@ -144,8 +146,13 @@ pub struct SessionMasker {
     copy_describe_in_block: bool,
     /// An extended-protocol batch is open (no Sync since its first message).
     batch_open: bool,
-    /// The last Query arrived outside an extended-protocol batch.
-    query_at_boundary: bool,
+    /// The client message being handled starts a batch (see `copy`).
+    at_boundary: bool,
+    /// Prepared statements that are a `COPY … TO STDOUT`, by name.
+    copy_prepared: HashMap<Vec<u8>, Rc<copy::CopyStatement>>,
+    /// The COPY whose columns the client message being handled may have
+    /// described ahead of it (a Parse or Bind of one).
+    copy_describe_next: Option<Rc<copy::CopyStatement>>,
     /// The result formats of an Execute whose columns are unknown.
     unknown_formats: Option<Rc<[i16]>>,
     rule_counts: Vec<u64>,
@@ -175,7 +182,9 @@ impl SessionMasker {
             copy_describe_error: None,
             copy_describe_in_block: false,
             batch_open: false,
-            query_at_boundary: true,
+            at_boundary: true,
+            copy_prepared: HashMap::new(),
+            copy_describe_next: None,
             unknown_formats: None,
             detector_counts: DetectorCounts::default(),
             over_cap: 0,
@@ -246,6 +255,7 @@ impl SessionMasker {
                         PortalShape {
                             slot,
                             formats: Rc::from(bind.result_formats.as_slice()),
+                            copy: self.copy_prepared.get(bind.statement).cloned(),
                         },
                     );
                 }
@@ -262,6 +272,7 @@ impl SessionMasker {
                 let shape = self.portals.get(*portal).cloned().unwrap_or(PortalShape {
                     slot: Slot::default(),
                     formats: Rc::from(Vec::new()),
+                    copy: None,
                 });
                 self.expect(Expect::Execute { shape, plan: None });
             }
@@ -287,7 +298,7 @@ impl SessionMasker {
     pub fn on_backend(&mut self, msg: &BackendMessage<'_>) -> MaskAction {
         match self.expected.front() {
             Some(Expect::Catalog) => return self.on_lookup_answer(msg),
-            Some(Expect::CopyDescribe) => return self.on_copy_describe_answer(msg),
+            Some(Expect::CopyDescribe(_)) => return self.on_copy_describe_answer(msg),
             _ => {}
         }
         match msg {
@@ -408,7 +419,7 @@ impl SessionMasker {
         self.query_plan = None;
         self.copy = None;
         match self.expected.front() {
-            Some(Expect::Query(_) | Expect::Sync | Expect::Catalog | Expect::CopyDescribe)
+            Some(Expect::Query(_) | Expect::Sync | Expect::Catalog | Expect::CopyDescribe(_))
             | None => {}
             Some(_) => {
                 while self.expected.front().is_some_and(|e| !e.ends_at_ready()) {
@@ -655,7 +666,7 @@ impl SessionMasker {
     pub fn begin_stream(&mut self, tag: u8, body_len: usize) -> Option<StreamRewrite> {
         if matches!(
             self.expected.front(),
-            Some(Expect::Catalog | Expect::CopyDescribe)
+            Some(Expect::Catalog | Expect::CopyDescribe(_))
         ) {
             return None;
         }

@@ -51,7 +51,9 @@ impl Session {
                 ahead = masker.take_lookup();
             }
         }
-        let may_describe_copy = idle && tag == pg::QUERY_TAG && self.mode.is_enforce();
+        let may_describe_copy = idle
+            && matches!(tag, pg::QUERY_TAG | pg::PARSE_TAG | pg::BIND_TAG)
+            && self.mode.is_enforce();
         let action = self.on_frontend_message(tag, body, now_us)?;
         if let Some(masker) = self.masker.as_mut() {
             match &action {

@@ -199,3 +199,50 @@ with psycopg.connect(f"host=127.0.0.1 port={port} dbname=shop user=app sslmode=d
         assert clear_name.encode() not in data and clear_ssn.encode() not in data
 print("ok")
 "#;
+
+#[test]
+fn a_prepared_copy_through_the_extended_protocol_is_masked_each_time_it_runs() {
+    use futures_util::StreamExt;
+    let stack = stack("pg-copy-masking-extended");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let (client, connection) = tokio_postgres::connect(
+            &format!(
+                "host=127.0.0.1 port={} dbname=shop user=app sslmode=disable",
+                stack.pg_port
+            ),
+            tokio_postgres::NoTls,
+        )
+        .await
+        .expect("connects through Envoy");
+        tokio::spawn(connection);
+        // tokio-postgres prepares the COPY (Parse), then binds and runs it.
+        let statement = client
+            .prepare("COPY customers (id, name, ssn) TO STDOUT")
+            .await
+            .unwrap();
+        for _ in 0..2 {
+            let chunks: Vec<_> = client.copy_out(&statement).await.unwrap().collect().await;
+            let bytes: Vec<u8> = chunks
+                .into_iter()
+                .flat_map(|c| c.unwrap().to_vec())
+                .collect();
+            let text = String::from_utf8(bytes).unwrap();
+            assert_eq!(text.lines().count(), 5000);
+            assert!(
+                text.lines().all(|line| {
+                    let fields: Vec<&str> = line.split('\t').collect();
+                    fields.len() == 3
+                        && fields[0].parse::<i64>().is_ok()
+                        && fields[1] == "****"
+                        && fields[2] == "****"
+                }),
+                "{}",
+                &text[..200]
+            );
+        }
+    });
+}

@@ -33,7 +33,7 @@ pub(super) struct StreamMasker<'a, 'm> {
 }
 
 /// A document masked by the pass: the body (`None` when nothing was replaced)
-/// and the masked fields, unsorted and possibly repeated.
+/// and the masked fields, each once, unsorted.
 pub(super) struct Streamed {
     pub(super) body: Option<Vec<u8>>,
     pub(super) fields: Vec<String>,
@@ -116,9 +116,16 @@ impl<'a, 'm> StreamMasker<'a, 'm> {
         Ok(())
     }
 
-    /// Records a masked field under the current path prefix.
+    /// Records a masked field under the current path prefix, once (a list
+    /// masks the same fields in every item).
     fn note(&mut self, field: &str) {
-        self.fields.push(format!("{}{field}", self.at));
+        let at = self.at.as_str();
+        let known = self.fields.iter().any(|known| {
+            known.len() == at.len() + field.len() && known.starts_with(at) && known.ends_with(field)
+        });
+        if !known {
+            self.fields.push(format!("{at}{field}"));
+        }
     }
 
     /// Runs `walk` with `suffix` appended to the path prefix.
@@ -439,7 +446,10 @@ impl<'a, 'm> StreamMasker<'a, 'm> {
                 let replaced = pass.replace(value, end, literal.as_bytes());
                 pass.text_literal = literal;
                 replaced?;
-                pass.note(&format!("{list}[].env[].value"));
+                pass.under(list, |pass| {
+                    pass.note("[].env[].value");
+                    Ok(())
+                })?;
             }
             Ok(end)
         })
@@ -464,7 +474,10 @@ impl<'a, 'm> StreamMasker<'a, 'm> {
                 if let Some(masked) = masked_last_applied(&text, pass.masking) {
                     let literal = serde_json::to_string(&masked).map_err(|_| Fallback)?;
                     pass.replace(value, end, literal.as_bytes())?;
-                    pass.note(&format!("metadata.annotations.{LAST_APPLIED}"));
+                    pass.under("metadata.annotations.", |pass| {
+                        pass.note(LAST_APPLIED);
+                        Ok(())
+                    })?;
                 }
                 Ok(end)
             })

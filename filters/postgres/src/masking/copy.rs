@@ -11,9 +11,10 @@
 //!
 //! In the extended protocol the same describe goes, with a statement of its
 //! own that it closes again, ahead of the Parse of a COPY that starts a batch
-//! and ahead of each Bind of a named COPY statement that starts one (so a
-//! statement prepared long before is described afresh when it runs); portals
-//! carry the description of their statement to the Execute.
+//! outside a transaction block, and ahead of each Bind of a named COPY
+//! statement that starts one (so a statement prepared long before is
+//! described afresh when it runs); portals carry the description of their
+//! statement to the Execute.
 //!
 //! Why that is invisible to the client:
 //! - A simple Query destroys the unnamed statement anyway (the extended
@@ -1208,7 +1209,12 @@ impl SessionMasker {
             return;
         };
         let statement = Rc::new(statement);
-        self.copy_describe_next = Some(Rc::clone(&statement));
+        // A statement may be prepared and never run: its describe must not be
+        // able to abort the client's transaction block, so it is sent here
+        // only outside one (inside, at each Bind, where the COPY runs next).
+        if self.tx_status == b'I' {
+            self.copy_describe_next = Some(Rc::clone(&statement));
+        }
         self.copy_prepared.insert(name.to_vec(), statement);
     }
 

@@ -663,3 +663,51 @@ fn no_describe_is_sent_inside_a_batch() {
     };
     assert_eq!(wire.server(&answer(b"Ann\tx\n")), answer(b"\\N\t\\N\n"));
 }
+
+#[test]
+fn a_copy_prepared_in_a_transaction_block_is_described_at_its_bind_only() {
+    let mut wire = wire(None);
+    let begin = query("BEGIN");
+    assert_eq!(wire.client(&begin), begin);
+    let began = encode_backend(&[
+        BackendMessage::CommandComplete { tag: b"BEGIN" },
+        BackendMessage::ReadyForQuery { status: b'T' },
+    ]);
+    assert_eq!(wire.server(&began), began);
+    let prepare = encode_frontend(&[
+        FrontendMessage::Parse {
+            name: b"s1",
+            sql: b"COPY customers (ssn) TO STDOUT",
+            param_types: vec![],
+        },
+        FrontendMessage::Sync,
+    ]);
+    assert_eq!(wire.client(&prepare), prepare);
+    let prepared = encode_backend(&[
+        BackendMessage::ParseComplete,
+        BackendMessage::ReadyForQuery { status: b'T' },
+    ]);
+    assert_eq!(wire.server(&prepared), prepared);
+    let execute = encode_frontend(&[
+        FrontendMessage::Bind(Bind {
+            portal: b"",
+            statement: b"s1",
+            param_formats: vec![],
+            params: vec![],
+            result_formats: vec![],
+        }),
+        FrontendMessage::Execute {
+            portal: b"",
+            max_rows: 0,
+        },
+        FrontendMessage::Sync,
+    ]);
+    assert_eq!(
+        wire.client(&execute),
+        [
+            named_describe_messages("SELECT \"ssn\" FROM \"customers\""),
+            execute
+        ]
+        .concat()
+    );
+}

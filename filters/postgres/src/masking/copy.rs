@@ -38,13 +38,14 @@
 //!
 //! When the policy has column rules and the columns are not known (the COPY
 //! is not its Query's first statement, is parsed inside an extended-protocol
-//! batch, the description failed or does not match the COPY's column count, the
-//! session is in shadow mode), the safe side is taken: every value of the row
-//! becomes NULL, counted as over the cap. When even the options are unknown
-//! (a portal the masker did not see bound, or options neither sqlparser nor
-//! the old-syntax reader understands), text rows are starred whole except tabs, newlines and backslash
-//! escapes. A row that cannot be parsed is starred whole. Without column rules
-//! rows go through the detectors as before.
+//! batch, the description failed or does not match the COPY's column count,
+//! the session is in shadow mode), the safe side is taken: every value of the
+//! row becomes NULL, counted as over the cap. When even the options are
+//! unknown (a portal the masker did not see bound, or options neither
+//! sqlparser nor the old-syntax reader understands), text rows are starred
+//! whole except tabs, newlines and backslash escapes. A row that cannot be
+//! parsed is starred whole. Without column rules rows go through the
+//! detectors as before. The describe is one more round trip per COPY.
 
 use super::values::{self, ColumnPlan, Field, RowPlan, ValueCounts};
 use super::{Expect, MaskAction, SessionMasker, stream};

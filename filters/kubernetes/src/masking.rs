@@ -131,15 +131,23 @@ impl Masking<'_> {
     /// costs about ten times more than reading the body once, and most bodies
     /// (Tables of metadata, lists of pods without `env`) hold nothing a rule
     /// masks: each built-in rule needs its key in the text. Configured `fields`
-    /// paths, and any `\u` escape (which could spell a key), always take the
-    /// full path.
+    /// paths, and any `\u` or `\/` escape (which could spell a key), always
+    /// take the full path. One scan over the quotes and backslashes of the body.
     fn may_apply_to(&self, body: &[u8]) -> bool {
-        let contains = |needle: &[u8]| memchr::memmem::find(body, needle).is_some();
-        self.fields.is_some()
-            || contains(b"\\u")
-            || contains(LAST_APPLIED.as_bytes())
-            || (self.settings.secrets && (contains(b"\"data\"") || contains(b"\"stringData\"")))
-            || (self.settings.pod_env && contains(b"\"env\""))
+        if self.fields.is_some() {
+            return true;
+        }
+        let settings = self.settings;
+        memchr::memchr2_iter(b'"', b'\\', body).any(|at| {
+            let rest = body.get(at + 1..).unwrap_or_default();
+            if body.get(at) == Some(&b'\\') {
+                return matches!(rest.first(), Some(b'u' | b'/'));
+            }
+            rest.starts_with(LAST_APPLIED.as_bytes())
+                || (settings.secrets
+                    && (rest.starts_with(b"data\"") || rest.starts_with(b"stringData\"")))
+                || (settings.pod_env && rest.starts_with(b"env\""))
+        })
     }
 }
 
@@ -984,6 +992,19 @@ mod tests {
             !String::from_utf8(masked.body)
                 .unwrap()
                 .contains("pr0d-S3cret!")
+        );
+        let applied = json!({"kind": "Secret", "data": {"password": CLEAR_BASE64}}).to_string();
+        let escaped_slash = json!({"kind": "Table", "rows": [{"object": {
+            "kind": "PartialObjectMetadata",
+            "metadata": {"annotations": {LAST_APPLIED: applied}}}}]})
+        .to_string()
+        .replace("kubernetes.io/last", "kubernetes.io\\/last");
+        let masked = mask_body(escaped_slash.as_bytes(), &settings, "secrets").unwrap();
+        assert!(
+            !String::from_utf8(masked.body)
+                .unwrap()
+                .contains(CLEAR_BASE64),
+            "{escaped_slash}"
         );
     }
 

@@ -7,6 +7,11 @@
 //! Works on single objects, `…List`s, `Table`s carrying objects and watch
 //! events (`{"type", "object"}`); a watch stream is masked line by line as it
 //! arrives ([`WatchLines`]), never buffered whole.
+//!
+//! The built-in rules run in one pass over the body's bytes (`stream`), which
+//! copies what they leave alone verbatim; configured `fields` rules, and
+//! bodies that pass cannot follow (escaped member names), are parsed into a
+//! tree and serialized again. Both refuse what is not JSON.
 
 use crate::policy::MaskingConfig;
 use crate::request_info::RequestInfo;

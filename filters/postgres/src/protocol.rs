@@ -428,6 +428,44 @@ fn formats(r: &mut Reader<'_>, field: &'static str) -> Result<Vec<i16>, DecodeEr
     (0..n).map(|_| r.i16()).collect()
 }
 
+/// A DataRow body's values read in place, one at a time: the masking hot path
+/// reads each row once, without collecting its values. Each value comes with
+/// the offset in the body where its length field starts; after the last one,
+/// [`DataRowValues::finish`] checks that the body ended there, as
+/// [`BackendMessage::decode`] does.
+pub struct DataRowValues<'a> {
+    reader: Reader<'a>,
+    body_len: usize,
+    left: usize,
+}
+
+impl<'a> DataRowValues<'a> {
+    pub fn new(body: &'a [u8]) -> Result<Self, DecodeError> {
+        let mut reader = Reader::new(body, "DataRow");
+        let left = reader.count16("column count", 4)?;
+        Ok(Self {
+            reader,
+            body_len: body.len(),
+            left,
+        })
+    }
+
+    /// Errors when bytes follow the last value.
+    pub fn finish(self) -> Result<(), DecodeError> {
+        self.reader.finish()
+    }
+}
+
+impl<'a> Iterator for DataRowValues<'a> {
+    type Item = Result<(usize, Option<&'a [u8]>), DecodeError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.left = self.left.checked_sub(1)?;
+        let offset = self.body_len - self.reader.buf.len();
+        Some(self.reader.nullable().map(|value| (offset, value)))
+    }
+}
+
 fn values<'a>(
     r: &mut Reader<'a>,
     field: &'static str,

@@ -629,7 +629,12 @@ impl Session {
                 Source::Chunk(range) => out.pass(range),
                 Source::Held => out.emit(held),
             },
-            Action::Replace(bytes) => out.emit(&bytes),
+            Action::Replace(bytes) => {
+                out.emit(&bytes);
+                if let Some(masker) = self.masker.as_mut() {
+                    masker.recycle(bytes);
+                }
+            }
             Action::Drop => {}
         }
     }

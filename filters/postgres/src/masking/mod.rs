@@ -48,7 +48,7 @@ pub mod values;
 pub use config::{ColumnRule, MaskingPolicy, RuleTarget};
 pub use stream::StreamRewrite;
 
-use crate::protocol::{BackendMessage, FrontendMessage};
+use crate::protocol::{BackendMessage, DataRowValues, DecodeError, FrontendMessage};
 use gatehouse_core::mask::{DetectorCounts, Masked};
 use gatehouse_core::record::MaskingCounts;
 use std::borrow::Cow;
@@ -64,6 +64,8 @@ const MAX_TRACKED_NAMES: usize = 10_000;
 /// Requests awaiting answers tracked; past this the masker stops tracking
 /// (the engine ends such sessions well before).
 const MAX_EXPECTED: usize = 64 * 1024;
+/// The largest row buffer kept for reuse between rows.
+const MAX_SPARE_ROW: usize = 64 * 1024;
 
 /// What to do with a server message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,6 +160,8 @@ pub struct SessionMasker {
     rule_counts: Vec<u64>,
     detector_counts: DetectorCounts,
     over_cap: u64,
+    /// The buffer the next rewritten row is written into (see [`SessionMasker::recycle`]).
+    spare_row: Vec<u8>,
 }
 
 impl SessionMasker {
@@ -188,6 +192,7 @@ impl SessionMasker {
             unknown_formats: None,
             detector_counts: DetectorCounts::default(),
             over_cap: 0,
+            spare_row: Vec::new(),
         }
     }
 
@@ -323,7 +328,16 @@ impl SessionMasker {
                 }
                 MaskAction::Unchanged
             }
-            BackendMessage::DataRow { values } => self.on_data_row(values),
+            BackendMessage::DataRow { values } => {
+                let mut row = Vec::new();
+                BackendMessage::DataRow {
+                    values: values.clone(),
+                }
+                .encode(&mut row);
+                // A decoded row always encodes to a valid one.
+                self.on_data_row(row.get(5..).unwrap_or_default())
+                    .unwrap_or(MaskAction::Consume)
+            }
             BackendMessage::CommandComplete { .. }
             | BackendMessage::EmptyQueryResponse
             | BackendMessage::PortalSuspended => {
@@ -463,12 +477,28 @@ impl SessionMasker {
         self.query_plan.clone()
     }
 
-    fn on_data_row(&mut self, row: &[Option<&[u8]>]) -> MaskAction {
+    /// A DataRow, read in place from its body: each value is masked by its
+    /// column's plan and, from the first value that changes, the row is
+    /// rewritten into the masker's spare buffer (the values before it are
+    /// copied as they came). Errors are the row's decoding errors.
+    pub fn on_data_row(&mut self, body: &[u8]) -> Result<MaskAction, DecodeError> {
+        if matches!(
+            self.expected.front(),
+            Some(Expect::Catalog | Expect::CopyDescribe(_))
+        ) {
+            // An answer to the masker's own request: rare, take the general path.
+            let msg = BackendMessage::decode(crate::protocol::DATA_ROW_TAG, body)?;
+            return Ok(self.on_backend(&msg));
+        }
         let plan = self.current_plan();
         let plan = plan.as_deref().map(Vec::as_slice).unwrap_or_default();
-        // The rewritten message, started at the first masked value.
+        let rewrite = !self.is_exempt();
         let mut out: Option<Vec<u8>> = None;
-        for (i, value) in row.iter().enumerate() {
+        let mut row = DataRowValues::new(body)?;
+        // Detector counts add up over the row and are counted once at its end.
+        let mut counts = ValueCounts::default();
+        for (i, next) in row.by_ref().enumerate() {
+            let (offset, value) = next?;
             let masked = match value {
                 None => Masked::Null,
                 Some(value) => {
@@ -476,37 +506,46 @@ impl SessionMasker {
                         .get(i)
                         .copied()
                         .unwrap_or_else(|| self.unknown_column(i));
-                    let mut counts = ValueCounts::default();
                     let masked = values::mask_value(&self.policy, column, value, &mut counts);
-                    self.count(&counts);
+                    if let Some(rule) = counts.rule.take() {
+                        self.count_rule(rule);
+                    }
                     masked
                 }
             };
             let changed = value.is_some() && !masked.is_unchanged();
-            if changed && out.is_none() {
-                let mut started = Vec::with_capacity(row_len(row) + 64);
+            if changed && rewrite && out.is_none() {
+                let mut started = std::mem::take(&mut self.spare_row);
+                started.clear();
+                started.reserve(body.len() + 69);
                 started.push(crate::protocol::DATA_ROW_TAG);
                 started.extend_from_slice(&[0; 4]);
-                let count = i16::try_from(row.len()).unwrap_or(i16::MAX);
-                started.extend_from_slice(&count.to_be_bytes());
-                row.iter()
-                    .take(i)
-                    .for_each(|v| push_value(&mut started, *v));
+                started.extend_from_slice(body.get(..offset).unwrap_or_default());
                 out = Some(started);
             }
             if let Some(out) = out.as_mut() {
                 push_value(out, masked.as_bytes());
             }
         }
-        match out {
-            Some(mut bytes) if !self.is_exempt() => {
+        row.finish()?;
+        self.count(&counts);
+        Ok(match out {
+            Some(mut bytes) => {
                 let len = u32::try_from(bytes.len() - 1).unwrap_or(u32::MAX);
                 if let Some(field) = bytes.get_mut(1..5) {
                     field.copy_from_slice(&len.to_be_bytes());
                 }
                 MaskAction::Replace(bytes)
             }
-            _ => MaskAction::Unchanged,
+            None => MaskAction::Unchanged,
+        })
+    }
+
+    /// Takes back a buffer the caller is done with, as the next rewritten
+    /// row's: one allocation per session instead of one per masked row.
+    pub fn recycle(&mut self, buffer: Vec<u8>) {
+        if buffer.capacity() <= MAX_SPARE_ROW && buffer.capacity() > self.spare_row.capacity() {
+            self.spare_row = buffer;
         }
     }
 
@@ -641,15 +680,19 @@ impl SessionMasker {
     }
 
     fn count(&mut self, counts: &ValueCounts) {
-        if let Some(rule) = counts.rule
-            && let Some(n) = self.rule_counts.get_mut(rule)
-        {
-            *n = n.saturating_add(1);
+        if let Some(rule) = counts.rule {
+            self.count_rule(rule);
         }
         self.detector_counts.merge(&counts.detectors);
         self.over_cap = self
             .over_cap
             .saturating_add(u64::from(counts.detectors.over_cap));
+    }
+
+    fn count_rule(&mut self, rule: usize) {
+        if let Some(n) = self.rule_counts.get_mut(rule) {
+            *n = n.saturating_add(1);
+        }
     }
 
     /// Counts from a streamed message.
@@ -731,14 +774,6 @@ impl SessionMasker {
         }
         (!counts.is_empty()).then_some(counts)
     }
-}
-
-/// Body bytes of a DataRow's values (for a buffer's capacity).
-fn row_len(row: &[Option<&[u8]>]) -> usize {
-    row.iter()
-        .map(|v| 4 + v.map_or(0, <[u8]>::len))
-        .sum::<usize>()
-        + 2
 }
 
 /// One DataRow value: its length (-1 for NULL), then its bytes.

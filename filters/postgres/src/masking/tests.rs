@@ -660,6 +660,25 @@ fn malformed_server_messages_end_the_session_cleanly() {
 }
 
 #[test]
+fn a_row_with_bytes_after_its_last_value_ends_the_session_unforwarded() {
+    let mut wire = Wire::new(None);
+    wire.first_request(&query("SELECT notes FROM customers"));
+    let description = row_description(&[("notes", 0, 0, TEXT, 0)]);
+    let _ = wire.server(&encode_backend(&[BackendMessage::RowDescription {
+        body: &description,
+    }]));
+    let mut bad_row = data_row(&[Some(b"card 4111 1111 1111 1111")]);
+    bad_row.extend_from_slice(b"tail");
+    let len = u32::try_from(bad_row.len() - 1).unwrap();
+    bad_row[1..5].copy_from_slice(&len.to_be_bytes());
+    let verdict = wire.session.on_backend(&bad_row, 99_999);
+    assert!(verdict.close_connection);
+    let bytes = String::from_utf8_lossy(verdict.bytes(&bad_row)).into_owned();
+    assert!(bytes.contains("08P01"), "{bytes}");
+    assert!(!bytes.contains("4111"), "{bytes}");
+}
+
+#[test]
 fn a_failed_lookup_falls_back_to_column_names() {
     let mut wire = Wire::new(None);
     let request = query("SELECT ssn AS x, ssn FROM shop.customers");

@@ -102,6 +102,18 @@ impl Session {
         if !masking || self.owed_client_error.is_some() {
             return self.on_backend_message(tag, body, now_us);
         }
+        if tag == pg::DATA_ROW_TAG {
+            // The hottest path: the row is read in place, not decoded first.
+            let masked = match self.masker.as_mut() {
+                Some(masker) => masker.on_data_row(body).map_err(|e| e.to_string())?,
+                None => MaskAction::Unchanged,
+            };
+            if masked != MaskAction::Consume {
+                // Held DataRows are counted here (streamed ones when they end).
+                self.count_row();
+            }
+            return Ok(row_action(masked));
+        }
         let msg = BackendMessage::decode(tag, body).map_err(|e| e.to_string())?;
         let masked = match self.masker.as_mut() {
             Some(masker) => masker.on_backend(&msg),
@@ -110,17 +122,10 @@ impl Session {
         if masked == MaskAction::Consume {
             return Ok(Action::Drop);
         }
-        if tag == pg::DATA_ROW_TAG {
-            // Held DataRows are counted here (streamed ones when they end).
-            self.count_row();
-        }
-        if matches!(tag, pg::DATA_ROW_TAG | pg::COPY_DATA_TAG) {
+        if tag == pg::COPY_DATA_TAG {
             // Nothing else in the engine acts on a row after login: spare the
-            // second decode on the hottest path.
-            return Ok(match masked {
-                MaskAction::Replace(bytes) => Action::Replace(bytes),
-                MaskAction::Unchanged | MaskAction::Consume => Action::Pass,
-            });
+            // second decode.
+            return Ok(row_action(masked));
         }
         let action = self.on_backend_message(tag, body, now_us)?;
         Ok(match (action, masked) {
@@ -184,5 +189,14 @@ fn observe_frames(masker: &mut SessionMasker, mut bytes: &[u8]) {
             masker.on_frontend(&msg);
         }
         bytes = rest;
+    }
+}
+
+/// What the engine does with a row the masker has seen.
+fn row_action(masked: MaskAction) -> Action {
+    match masked {
+        MaskAction::Replace(bytes) => Action::Replace(bytes),
+        MaskAction::Unchanged => Action::Pass,
+        MaskAction::Consume => Action::Drop,
     }
 }

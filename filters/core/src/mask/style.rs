@@ -348,27 +348,39 @@ impl Masker {
         value_type: ValueType,
         hint: Option<DetectorKind>,
     ) -> Masked<'a> {
-        if style == MaskStyle::Null {
-            return Masked::Null;
+        let mut out = Vec::with_capacity(value.len().max(18));
+        if self.write_value(style, value, value_type, hint, &mut out) {
+            Masked::Value(Cow::Owned(out))
+        } else {
+            Masked::Null
         }
-        let owned = |v: Vec<u8>| Masked::Value(Cow::Owned(v));
+    }
+
+    /// [`Masker::mask_value`] appended to `out`, for callers that build a
+    /// message around the value; `false` (nothing written) means NULL.
+    pub fn write_value(
+        &self,
+        style: MaskStyle,
+        value: &[u8],
+        value_type: ValueType,
+        hint: Option<DetectorKind>,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        if style == MaskStyle::Null {
+            return false;
+        }
         let hashing = style == MaskStyle::Hash && self.hash_key.is_some();
         match value_type {
-            ValueType::Text => {
-                let mut out = Vec::with_capacity(value.len().max(18));
-                self.write_text_mask(style, value, hint, &mut out);
-                owned(out)
-            }
+            ValueType::Text => self.write_text_mask(style, value, hint, out),
             ValueType::Json => {
                 let mut text = Vec::with_capacity(value.len().max(18));
                 self.write_text_mask(style, value, hint, &mut text);
-                let mut out = Vec::with_capacity(text.len() + 2);
-                super::json::write_json_string(&text, &mut out);
-                owned(out)
+                super::json::write_json_string(&text, out);
             }
             ValueType::SmallInt | ValueType::Integer | ValueType::BigInt | ValueType::Numeric => {
                 if !hashing {
-                    return owned(b"0".to_vec());
+                    out.push(b'0');
+                    return true;
                 }
                 let bound: u64 = match value_type {
                     ValueType::SmallInt => 1 << 15,
@@ -377,7 +389,7 @@ impl Masker {
                     _ => 1_000_000_000_000_000,
                 };
                 let n = u64::from_be_bytes(self.digest8(value, hint)) % bound;
-                owned(n.to_string().into_bytes())
+                out.extend_from_slice(n.to_string().as_bytes());
             }
             ValueType::Uuid => {
                 let bytes = if hashing {
@@ -385,17 +397,17 @@ impl Masker {
                 } else {
                     [0u8; 16]
                 };
-                owned(format_uuid(&bytes).into_bytes())
+                out.extend_from_slice(format_uuid(&bytes).as_bytes());
             }
             ValueType::Bytea => {
-                let mut out = b"\\x".to_vec();
+                out.extend_from_slice(b"\\x");
                 if hashing {
-                    push_hex(&self.digest16(value, hint), &mut out);
+                    push_hex(&self.digest16(value, hint), out);
                 }
-                owned(out)
             }
-            ValueType::Opaque => Masked::Null,
+            ValueType::Opaque => return false,
         }
+        true
     }
 
     /// Writes the text form of `style` applied to `value`. `Null` is handled by
@@ -460,18 +472,20 @@ impl Masker {
         let counted = |b: u8| !alnum_only || b.is_ascii_alphanumeric();
         let total = value.iter().filter(|&&b| counted(b)).count();
         let hidden = total - self.keep_last.min(total / 2);
-        let mut seen = 0;
-        out.reserve(value.len());
-        for &b in value {
-            if counted(b) {
-                seen += 1;
-                if seen <= hidden {
-                    out.push(b'*');
-                    continue;
-                }
-            }
-            out.push(b);
-        }
+        // The kept tail starts after the `hidden`-th counted byte; the head is
+        // written in one sized pass (no capacity check per byte).
+        let tail_start = match hidden {
+            0 => 0,
+            n => value
+                .iter()
+                .enumerate()
+                .filter(|&(_, &b)| counted(b))
+                .nth(n - 1)
+                .map_or(value.len(), |(i, _)| i + 1),
+        };
+        let (head, tail) = value.split_at_checked(tail_start).unwrap_or((value, &[]));
+        out.extend(head.iter().map(|&b| if counted(b) { b'*' } else { b }));
+        out.extend_from_slice(tail);
     }
 
     fn write_keep_last_chars(&self, value: &[u8], alnum_only: bool, out: &mut Vec<u8>) {

@@ -506,6 +506,19 @@ impl SessionMasker {
                         .get(i)
                         .copied()
                         .unwrap_or_else(|| self.unknown_column(i));
+                    if rewrite && column.rule.is_some() {
+                        // A rule always changes its value: written straight
+                        // into the row.
+                        let out = match out.as_mut() {
+                            Some(out) => out,
+                            None => out.insert(self.start_row(body, offset)),
+                        };
+                        values::push_rule_value(&self.policy, column, value, &mut counts, out);
+                        if let Some(rule) = counts.rule.take() {
+                            self.count_rule(rule);
+                        }
+                        continue;
+                    }
                     let masked = values::mask_value(&self.policy, column, value, &mut counts);
                     if let Some(rule) = counts.rule.take() {
                         self.count_rule(rule);
@@ -515,13 +528,7 @@ impl SessionMasker {
             };
             let changed = value.is_some() && !masked.is_unchanged();
             if changed && rewrite && out.is_none() {
-                let mut started = std::mem::take(&mut self.spare_row);
-                started.clear();
-                started.reserve(body.len() + 69);
-                started.push(crate::protocol::DATA_ROW_TAG);
-                started.extend_from_slice(&[0; 4]);
-                started.extend_from_slice(body.get(..offset).unwrap_or_default());
-                out = Some(started);
+                out = Some(self.start_row(body, offset));
             }
             if let Some(out) = out.as_mut() {
                 push_value(out, masked.as_bytes());
@@ -539,6 +546,18 @@ impl SessionMasker {
             }
             None => MaskAction::Unchanged,
         })
+    }
+
+    /// A rewritten DataRow begun in the spare buffer: tag, length to fill in,
+    /// then the body's bytes before `offset` as they came.
+    fn start_row(&mut self, body: &[u8], offset: usize) -> Vec<u8> {
+        let mut row = std::mem::take(&mut self.spare_row);
+        row.clear();
+        row.reserve(body.len() + 69);
+        row.push(crate::protocol::DATA_ROW_TAG);
+        row.extend_from_slice(&[0; 4]);
+        row.extend_from_slice(body.get(..offset).unwrap_or_default());
+        row
     }
 
     /// Takes back a buffer the caller is done with, as the next rewritten

@@ -271,35 +271,77 @@ fn whole_value<'a>(
     plan: ColumnPlan,
     value: &[u8],
 ) -> Masked<'a> {
+    let mut out = Vec::with_capacity(value.len().max(18));
+    if write_whole_value(masker, style, kind, plan, value, &mut out) {
+        Masked::Value(Cow::Owned(out))
+    } else {
+        Masked::Null
+    }
+}
+
+/// [`whole_value`] appended to `out`; `false` (nothing written) means NULL.
+fn write_whole_value(
+    masker: &Masker,
+    style: gatehouse_core::mask::MaskStyle,
+    kind: Option<gatehouse_core::mask::DetectorKind>,
+    plan: ColumnPlan,
+    value: &[u8],
+    out: &mut Vec<u8>,
+) -> bool {
     let value_type = match (plan.class, plan.binary) {
         (TypeClass::Text, _) | (TypeClass::Bytea, true) => ValueType::Text,
         (TypeClass::Json, _) | (TypeClass::Jsonb, false) => ValueType::Json,
         (TypeClass::Jsonb, true) => {
-            return match masker.mask_value(
-                style,
-                value.get(1..).unwrap_or_default(),
-                ValueType::Json,
-                kind,
-            ) {
-                Masked::Value(v) => {
-                    let mut out = Vec::with_capacity(v.len() + 1);
-                    out.push(1);
-                    out.extend_from_slice(&v);
-                    Masked::Value(Cow::Owned(out))
-                }
-                Masked::Null => Masked::Null,
-            };
+            // Binary jsonb: the version byte, then the JSON text.
+            let start = out.len();
+            out.push(1);
+            let document = value.get(1..).unwrap_or_default();
+            if masker.write_value(style, document, ValueType::Json, kind, out) {
+                return true;
+            }
+            out.truncate(start);
+            return false;
         }
-        (_, true) => return Masked::Null,
+        (_, true) => return false,
         (TypeClass::Int2, false) => ValueType::SmallInt,
         (TypeClass::Int4, false) => ValueType::Integer,
         (TypeClass::Int8, false) => ValueType::BigInt,
         (TypeClass::Numeric, false) => ValueType::Numeric,
         (TypeClass::Uuid, false) => ValueType::Uuid,
         (TypeClass::Bytea, false) => ValueType::Bytea,
-        (TypeClass::TextArray | TypeClass::Other, false) => return Masked::Null,
+        (TypeClass::TextArray | TypeClass::Other, false) => return false,
     };
-    masker.mask_value(style, value, value_type, kind)
+    masker.write_value(style, value, value_type, kind, out)
+}
+
+/// A non-NULL value of a column under a rule, appended to a DataRow being
+/// written (its length, then its bytes; -1 when the rule makes it NULL)
+/// without an allocation of its own. The plan must carry a rule.
+pub fn push_rule_value(
+    policy: &MaskingPolicy,
+    plan: ColumnPlan,
+    value: &[u8],
+    counts: &mut ValueCounts,
+    out: &mut Vec<u8>,
+) {
+    let length_at = out.len();
+    out.extend_from_slice(&[0; 4]);
+    let written = match plan.rule.and_then(|index| policy.rules.get(index)) {
+        Some(rule) => {
+            counts.rule = plan.rule;
+            write_whole_value(&policy.masker, rule.style, rule.kind, plan, value, out)
+        }
+        None => false,
+    };
+    let length = if written {
+        i32::try_from(out.len() - length_at - 4).unwrap_or(i32::MAX)
+    } else {
+        out.truncate(length_at + 4);
+        -1
+    };
+    if let Some(field) = out.get_mut(length_at..length_at + 4) {
+        field.copy_from_slice(&length.to_be_bytes());
+    }
 }
 
 /// A binary-format array of text-like or JSON elements: every element is

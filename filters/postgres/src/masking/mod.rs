@@ -328,13 +328,12 @@ impl SessionMasker {
                 }
                 MaskAction::Unchanged
             }
-            BackendMessage::DataRow { values } => {
+            BackendMessage::DataRow { .. } => {
+                // The session hands rows over undecoded ([`Self::on_data_row`]);
+                // a decoded one is encoded again, which always gives a valid
+                // row (were it not, the row would be dropped, never passed).
                 let mut row = Vec::new();
-                BackendMessage::DataRow {
-                    values: values.clone(),
-                }
-                .encode(&mut row);
-                // A decoded row always encodes to a valid one.
+                msg.encode(&mut row);
                 self.on_data_row(row.get(5..).unwrap_or_default())
                     .unwrap_or(MaskAction::Consume)
             }

@@ -1,20 +1,25 @@
 //! End-to-end Kubernetes API throughput: kubectl-like GETs (a ~100-pod list as
 //! `kubectl get pods` asks for it, a pod and a Secret as `-o yaml` asks for
 //! them, and discovery) through
-//! Envoy with gatehouse's Kubernetes filter (default policy, masking on),
-//! through the same Envoy route with a Wasm filter that does nothing (the
-//! floor: what Envoy's Wasm runtime costs alone) and without any filter, in
-//! one run against the stand-in API server, printing requests/s and the
-//! ratios to the baseline.
+//! Envoy with gatehouse's Kubernetes filter (default policy, masking on), and
+//! through the same Envoy route without any filter (the baseline), with a
+//! Wasm filter that does nothing (what Envoy's Wasm runtime costs alone) and
+//! with one that only holds each response whole and writes it back (what
+//! holding a body for masking costs before any masking), in one run against
+//! the stand-in API server. Prints requests/s and their ratios to the
+//! baseline, and the CPU each request cost Envoy and the whole machine, which
+//! is steadier than requests/s on a shared machine.
 //!
 //! The listeners are plaintext HTTP/1.1 in one Envoy, identical but for the
 //! filter; runs alternate between them so drift on a shared machine hits all.
 //! Needs the filter modules built (`cargo xtask build`, or `GATEHOUSE_WASM_DIR`)
 //! and Envoy installed. Run with `cargo bench -p gatehouse-benches --bench
 //! k8s_throughput`; knobs: `K8S_BENCH_SECONDS` (per run, default 5),
-//! `K8S_BENCH_CONNECTIONS` (4), `K8S_BENCH_ROUNDS` (2).
+//! `K8S_BENCH_CONNECTIONS` (4), `K8S_BENCH_ROUNDS` (2), `K8S_BENCH_ONLY` (only
+//! the requests whose name contains it).
 
 use anyhow::{Result, bail};
+use gatehouse_benches::cpu::Usage;
 use gatehouse_benches::http_load::{self, Connection, Load};
 use gatehouse_benches::pgbench::{self, env_or, skipped};
 use gatehouse_integration::{Stack, StackOptions, tools};
@@ -35,6 +40,8 @@ enum Filter {
     Gatehouse,
     /// A Wasm filter that does nothing: what Envoy's Wasm runtime costs alone.
     Noop,
+    /// A Wasm filter that holds each response whole and writes it back.
+    Hold,
 }
 
 /// A plaintext HTTP listener routing to the stand-in API server, with `filter`.
@@ -69,6 +76,7 @@ fn listener(name: &str, filter: Filter) -> Result<String> {
             &tools::filter_modules()?.kubernetes,
         ),
         Filter::Noop => wasm("bench_noop", "http", &pgbench::noop_module()?),
+        Filter::Hold => wasm("bench_hold", "http-hold", &pgbench::noop_module()?),
     };
     Ok(format!(
         r#"  - name: {name}
@@ -134,9 +142,10 @@ fn main() -> Result<()> {
     let connections: usize = env_or("K8S_BENCH_CONNECTIONS", "4").parse()?;
     let rounds: usize = env_or("K8S_BENCH_ROUNDS", "2").parse()?;
     let listeners = format!(
-        "{}{}{}",
+        "{}{}{}{}",
         listener("k8s_bench_gatehouse", Filter::Gatehouse)?,
         listener("k8s_bench_noop", Filter::Noop)?,
+        listener("k8s_bench_hold", Filter::Hold)?,
         listener("k8s_bench_baseline", Filter::None)?
     );
     let stack = Stack::start(
@@ -153,9 +162,10 @@ fn main() -> Result<()> {
             stack.envoy.listener_port(name)?,
         )))
     };
-    let (gatehouse, noop, baseline) = (
+    let (gatehouse, noop, hold, baseline) = (
         addr("k8s_bench_gatehouse")?,
         addr("k8s_bench_noop")?,
+        addr("k8s_bench_hold")?,
         addr("k8s_bench_baseline")?,
     );
     let token = stack.token("developer")?;
@@ -203,6 +213,11 @@ fn main() -> Result<()> {
         // Decided and recorded, but nothing to mask.
         ("discovery /api", get("/api", "application/json")),
     ];
+    let only = env_or("K8S_BENCH_ONLY", "");
+    let workloads: Vec<_> = workloads
+        .into_iter()
+        .filter(|(name, _)| name.contains(only.as_str()))
+        .collect();
     // Both answer 200, and only the filtered route masks: check once before measuring.
     for (name, request) in &workloads {
         for (target, masked) in [(gatehouse, true), (baseline, false)] {
@@ -220,43 +235,71 @@ fn main() -> Result<()> {
         }
     }
 
+    let modes = [
+        ("baseline", baseline),
+        ("wasm no-op", noop),
+        ("hold body", hold),
+        ("gatehouse", gatehouse),
+    ];
     println!(
         "{connections} keep-alive connections, {rounds} x {seconds} s per mode and request, \
          alternating; Envoy --concurrency 2, HTTP/1.1 plaintext"
     );
     println!(
-        "{:<20} {:>12} {:>12} {:>12} {:>15} {:>18}",
-        "request",
-        "baseline/s",
-        "wasm no-op/s",
-        "gatehouse/s",
-        "no-op/baseline",
-        "gatehouse/baseline"
+        "{:<20} {:>12} {:>12} {:>12} {:>12}   (ratios to the baseline's requests/s)",
+        "request", "baseline/s", "no-op", "hold body", "gatehouse"
     );
     let duration = Duration::from_secs(seconds);
+    let envoy = stack.envoy.pid();
+    let mut costs = Vec::new();
     for (name, request) in &workloads {
-        let (mut without, mut floor, mut with) =
-            (Load::default(), Load::default(), Load::default());
+        // Requests and CPU per mode, in the order of `modes`.
+        let mut measured = [(Load::default(), Usage::default()); 4];
         for _ in 0..rounds {
-            without.add(http_load::run(baseline, request, connections, duration)?);
-            floor.add(http_load::run(noop, request, connections, duration)?);
-            with.add(http_load::run(gatehouse, request, connections, duration)?);
+            for ((_, target), (load, usage)) in modes.iter().zip(&mut measured) {
+                let before = Usage::now(envoy);
+                load.add(http_load::run(*target, request, connections, duration)?);
+                usage.add(Usage::now(envoy).since(&before));
+            }
         }
-        if without.failed + floor.failed + with.failed > 0 {
-            bail!(
-                "{name}: {} baseline, {} no-op and {} gatehouse requests failed",
-                without.failed,
-                floor.failed,
-                with.failed
-            );
+        let failed: Vec<String> = modes
+            .iter()
+            .zip(&measured)
+            .filter(|(_, (load, _))| load.failed > 0)
+            .map(|((mode, _), (load, _))| format!("{} {mode}", load.failed))
+            .collect();
+        if !failed.is_empty() {
+            bail!("{name}: requests failed: {}", failed.join(", "));
         }
+        let rate = measured.map(|(load, _)| load.per_second());
         println!(
-            "{name:<20} {:>12.0} {:>12.0} {:>12.0} {:>15.3} {:>18.3}",
-            without.per_second(),
-            floor.per_second(),
-            with.per_second(),
-            floor.per_second() / without.per_second(),
-            with.per_second() / without.per_second()
+            "{name:<20} {:>12.0} {:>12.3} {:>12.3} {:>12.3}",
+            rate[0],
+            rate[1] / rate[0],
+            rate[2] / rate[0],
+            rate[3] / rate[0]
+        );
+        costs.push((name, measured));
+    }
+    println!("\nCPU per request in µs, Envoy / whole machine:");
+    println!(
+        "{:<20} {:>14} {:>14} {:>14} {:>14}",
+        "request", "baseline", "no-op", "hold body", "gatehouse"
+    );
+    for (name, measured) in costs {
+        let cell = |(load, usage): &(Load, Usage)| {
+            format!(
+                "{:.0} / {:.0}",
+                usage.proxy_micros_per(load.ok),
+                usage.machine_micros_per(load.ok)
+            )
+        };
+        println!(
+            "{name:<20} {:>14} {:>14} {:>14} {:>14}",
+            cell(&measured[0]),
+            cell(&measured[1]),
+            cell(&measured[2]),
+            cell(&measured[3])
         );
     }
     Ok(())

@@ -1,5 +1,6 @@
 //! Shared helpers for benchmarks.
 
+pub mod cpu;
 pub mod http_load;
 pub mod pgbench;
 

@@ -7,35 +7,51 @@
 //! of gatehouse's distance from plain Envoy is its own work.
 //!
 //! The plugin configuration names the context type: `http` for an HTTP
-//! filter, anything else for a network filter.
+//! filter, `http-hold` for an HTTP filter that holds each response until its
+//! body is complete and writes the body back unchanged (the least any filter
+//! that must see a whole body before it leaves, such as a masking one, costs),
+//! anything else for a network filter.
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext, StreamContext};
-use proxy_wasm::types::ContextType;
+use proxy_wasm::types::{Action, ContextType};
 
 proxy_wasm::main! {{
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(NoopRoot::default()) });
 }}
 
+#[derive(Default, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    #[default]
+    Network,
+    Http,
+    HttpHold,
+}
+
 #[derive(Default)]
 struct NoopRoot {
-    http: bool,
+    mode: Mode,
 }
 
 impl Context for NoopRoot {}
 
 impl RootContext for NoopRoot {
     fn on_configure(&mut self, _config_size: usize) -> bool {
-        self.http = self
+        self.mode = match self
             .get_plugin_configuration()
-            .is_some_and(|config| config.trim_ascii() == b"http");
+            .as_deref()
+            .map(<[u8]>::trim_ascii)
+        {
+            Some(b"http") => Mode::Http,
+            Some(b"http-hold") => Mode::HttpHold,
+            _ => Mode::Network,
+        };
         true
     }
 
     fn get_type(&self) -> Option<ContextType> {
-        Some(if self.http {
-            ContextType::HttpContext
-        } else {
-            ContextType::StreamContext
+        Some(match self.mode {
+            Mode::Network => ContextType::StreamContext,
+            Mode::Http | Mode::HttpHold => ContextType::HttpContext,
         })
     }
 
@@ -44,7 +60,10 @@ impl RootContext for NoopRoot {
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Noop))
+        Some(match self.mode {
+            Mode::HttpHold => Box::new(Hold),
+            _ => Box::new(Noop),
+        })
     }
 }
 
@@ -54,3 +73,31 @@ struct Noop;
 impl Context for Noop {}
 impl StreamContext for Noop {}
 impl HttpContext for Noop {}
+
+/// Holds the response headers until the body is complete, then reads the body
+/// and writes it back as it was.
+struct Hold;
+
+impl Context for Hold {}
+
+impl HttpContext for Hold {
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        if end_of_stream {
+            return Action::Continue;
+        }
+        self.set_http_response_header("content-length", None);
+        Action::Pause
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        let body = self
+            .get_http_response_body(0, body_size)
+            .unwrap_or_default();
+        self.set_http_response_body(0, body_size, &body);
+        self.set_http_response_header("content-length", Some(&body.len().to_string()));
+        Action::Continue
+    }
+}

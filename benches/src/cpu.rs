@@ -1,0 +1,94 @@
+//! CPU time of processes and of the machine, from `/proc`, for end-to-end
+//! benches: on a shared two-core machine the CPU a request costs each process
+//! is steadier than the requests per second it reaches.
+
+use std::time::Duration;
+
+/// Clock ticks per second in `/proc` (Linux's USER_HZ, fixed at 100 for userspace).
+const TICKS_PER_SECOND: u64 = 100;
+
+/// A process's user + system CPU time so far (zero when it cannot be read).
+pub fn process_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name (which may hold spaces):
+    // state is field 3, utime 14 and stime 15.
+    let ticks = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| {
+            rest.split_whitespace()
+                .skip(11)
+                .take(2)
+                .filter_map(|field| field.parse::<u64>().ok())
+                .sum::<u64>()
+        })
+        .unwrap_or_default();
+    ticks_to_duration(ticks)
+}
+
+/// CPU time every core of the machine spent busy (not idle or waiting) so far.
+pub fn machine_busy_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|field| field.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal …
+    let busy: u64 = ticks
+        .iter()
+        .enumerate()
+        .filter(|(index, _)| !matches!(index, 3 | 4))
+        .map(|(_, ticks)| ticks)
+        .sum();
+    ticks_to_duration(busy)
+}
+
+fn ticks_to_duration(ticks: u64) -> Duration {
+    Duration::from_millis(ticks.saturating_mul(1000 / TICKS_PER_SECOND))
+}
+
+/// CPU spent between two readings, by whom.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Usage {
+    /// The proxy under test.
+    pub proxy: Duration,
+    /// The whole machine (proxy, load generator, upstream and anything else).
+    pub machine: Duration,
+}
+
+impl Usage {
+    /// Reads the counters now, for `proxy_pid`.
+    pub fn now(proxy_pid: Option<u32>) -> Usage {
+        Usage {
+            proxy: proxy_pid.map(process_time).unwrap_or_default(),
+            machine: machine_busy_time(),
+        }
+    }
+
+    /// What was spent since `earlier`.
+    pub fn since(&self, earlier: &Usage) -> Usage {
+        Usage {
+            proxy: self.proxy.saturating_sub(earlier.proxy),
+            machine: self.machine.saturating_sub(earlier.machine),
+        }
+    }
+
+    /// Adds another measurement.
+    pub fn add(&mut self, other: Usage) {
+        self.proxy += other.proxy;
+        self.machine += other.machine;
+    }
+
+    /// Proxy CPU per request, in µs.
+    pub fn proxy_micros_per(&self, requests: u64) -> f64 {
+        self.proxy.as_secs_f64() * 1e6 / requests.max(1) as f64
+    }
+
+    /// Machine CPU per request, in µs.
+    pub fn machine_micros_per(&self, requests: u64) -> f64 {
+        self.machine.as_secs_f64() * 1e6 / requests.max(1) as f64
+    }
+}

@@ -1,7 +1,8 @@
 //! The Kubernetes filter's per-request work, as the glue runs it: decode,
 //! verify the bearer token with warm keys and decide under the default policy
 //! (`admit`) and writing the audit Event of an admitted request; and masking a
-//! list of about 100 pods, one pod and a Secret.
+//! list of about 100 pods, the Table `kubectl get pods` reads, one pod and a
+//! Secret.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use gatehouse_core::identity::JwsAlgorithm;
@@ -117,6 +118,22 @@ fn masking(c: &mut Criterion) {
                 json!({"kind": "Secret", "stringData": {"password": "pr0d-S3cret!"}}).to_string()}},
         "data": {"password": "cHIwZC1TM2NyZXQh", "username": "YXBw"}})
     .to_string();
+    // What `kubectl get pods` fetches: a Table whose rows carry metadata only
+    // (no last-applied annotation here, so nothing is masked).
+    let columns: Vec<_> = ["Name", "Ready", "Status", "Restarts", "Age", "IP", "Node"]
+        .iter()
+        .map(|name| json!({"name": name, "type": "string", "format": "", "description": "", "priority": 0}))
+        .collect();
+    let rows: Vec<_> = (0..100)
+        .map(|i| {
+            json!({"cells": [format!("web-{i}"), "1/1", "Running", 0, "5d", "10.0.0.1", "node-1"],
+                   "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+                              "metadata": pod(i)["metadata"]}})
+        })
+        .collect();
+    let table = json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1",
+        "metadata": {"resourceVersion": "12345"}, "columnDefinitions": columns, "rows": rows})
+    .to_string();
     let single_pod = {
         let mut pod = pod(0);
         pod["kind"] = json!("Pod");
@@ -125,6 +142,7 @@ fn masking(c: &mut Criterion) {
     let mut group = c.benchmark_group("k8s_mask");
     for (name, resource, body) in [
         ("pod_list_100", "pods", &list),
+        ("pod_table_100", "pods", &table),
         ("pod", "pods", &single_pod),
         ("secret", "secrets", &secret),
     ] {

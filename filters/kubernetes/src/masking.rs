@@ -148,10 +148,14 @@ impl Masking<'_> {
             if body.get(at) == Some(&b'\\') {
                 return matches!(rest.first(), Some(b'u' | b'/'));
             }
-            rest.starts_with(LAST_APPLIED.as_bytes())
-                || (settings.secrets
-                    && (rest.starts_with(b"data\"") || rest.starts_with(b"stringData\"")))
-                || (settings.pod_env && rest.starts_with(b"env\""))
+            // Most strings are told apart by their first byte, without a compare.
+            match rest.first() {
+                Some(b'k') => rest.starts_with(LAST_APPLIED.as_bytes()),
+                Some(b'd') => settings.secrets && rest.starts_with(b"data\""),
+                Some(b's') => settings.secrets && rest.starts_with(b"stringData\""),
+                Some(b'e') => settings.pod_env && rest.starts_with(b"env\""),
+                _ => false,
+            }
         })
     }
 }
@@ -975,6 +979,38 @@ mod tests {
         let masked = mask_body(body.as_bytes(), &settings, "configmaps").unwrap();
         assert!(masked.fields.is_empty());
         assert_eq!(masked.body, body.as_bytes());
+    }
+
+    #[test]
+    fn each_maskable_key_alone_is_enough_to_be_masked() {
+        let applied = json!({"kind": "Secret", "stringData": {"password": CLEAR}}).to_string();
+        for (resource, body) in [
+            (
+                "secrets",
+                json!({"kind": "Secret", "data": {"password": CLEAR_BASE64}}),
+            ),
+            (
+                "secrets",
+                json!({"kind": "Secret", "stringData": {"password": CLEAR}}),
+            ),
+            (
+                "secrets",
+                json!({"kind": "Secret", "metadata": {"annotations": {LAST_APPLIED: applied}}}),
+            ),
+            (
+                "pods",
+                json!({"kind": "Pod", "spec": {"containers": [
+                {"name": "app", "env": [{"name": "PASSWORD", "value": CLEAR}]}]}}),
+            ),
+        ] {
+            let out = mask_body(body.to_string().as_bytes(), &settings(), resource).unwrap();
+            let text = String::from_utf8(out.body).unwrap();
+            assert!(
+                !text.contains(CLEAR) && !text.contains(CLEAR_BASE64),
+                "{text}"
+            );
+            assert_eq!(out.fields.len(), 1, "{body}");
+        }
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub fn process_time(pid: u32) -> Duration {
     ticks_to_duration(ticks)
 }
 
-/// CPU time every core of the machine spent busy (not idle or waiting) so far.
+/// CPU time the machine's cores spent running its own work so far.
 pub fn machine_busy_time() -> Duration {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let ticks: Vec<u64> = stat
@@ -36,11 +36,13 @@ pub fn machine_busy_time() -> Duration {
         .skip(1)
         .filter_map(|field| field.parse().ok())
         .collect();
-    // user nice system idle iowait irq softirq steal …
+    // user nice system idle iowait irq softirq steal guest guest_nice: busy is
+    // user + nice + system + irq + softirq (steal is another VM's, and guest
+    // time is already in user).
     let busy: u64 = ticks
         .iter()
         .enumerate()
-        .filter(|(index, _)| !matches!(index, 3 | 4))
+        .filter(|(index, _)| matches!(index, 0 | 1 | 2 | 5 | 6))
         .map(|(_, ticks)| ticks)
         .sum();
     ticks_to_duration(busy)

@@ -18,6 +18,7 @@ use crate::request_info::RequestInfo;
 use serde_json::Value;
 
 mod fields;
+mod scan;
 mod stream;
 use fields::SelectedFields;
 pub use fields::{
@@ -131,32 +132,13 @@ struct Masking<'a> {
     resource_kind: Option<&'static str>,
 }
 
-impl Masking<'_> {
-    /// Whether any rule could mask something in `body`. Building a JSON tree
-    /// costs about ten times more than reading the body once, and most bodies
-    /// (Tables of metadata, lists of pods without `env`) hold nothing a rule
-    /// masks: each built-in rule needs its key in the text. Configured `fields`
-    /// paths, and any `\u` or `\/` escape (which could spell a key), always
-    /// take the full path. One scan over the quotes and backslashes of the body.
-    fn may_apply_to(&self, body: &[u8]) -> bool {
-        if self.fields.is_some() {
-            return true;
-        }
-        let settings = self.settings;
-        memchr::memchr2_iter(b'"', b'\\', body).any(|at| {
-            let rest = body.get(at + 1..).unwrap_or_default();
-            if body.get(at) == Some(&b'\\') {
-                return matches!(rest.first(), Some(b'u' | b'/'));
-            }
-            // Most strings are told apart by their first byte, without a compare.
-            match rest.first() {
-                Some(b'k') => rest.starts_with(LAST_APPLIED.as_bytes()),
-                Some(b'd') => settings.secrets && rest.starts_with(b"data\""),
-                Some(b's') => settings.secrets && rest.starts_with(b"stringData\""),
-                Some(b'e') => settings.pod_env && rest.starts_with(b"env\""),
-                _ => false,
-            }
-        })
+/// Whether a member name is one a built-in rule masks under (Secret `data`
+/// and `stringData`, container `env`, the last-applied annotation).
+fn is_rule_key(name: &[u8], settings: &MaskingConfig) -> bool {
+    match name {
+        b"data" | b"stringData" => settings.secrets,
+        b"env" => settings.pod_env,
+        _ => name == LAST_APPLIED.as_bytes(),
     }
 }
 
@@ -196,36 +178,34 @@ pub fn mask_body(
         fields: settings.fields.for_resource(resource),
         resource_kind: kind_of_resource(resource),
     };
-    if !masking.may_apply_to(body) {
-        // Still refused unless it is JSON: what cannot be read cannot be vouched for.
-        serde_json::from_slice::<serde::de::IgnoredAny>(body)
-            .map_err(|e| MaskError::NotJson(e.to_string()))?;
+    if masking.fields.is_some() {
+        return mask_tree(body, &masking);
+    }
+    // Building a tree costs about ten times more than reading the body once,
+    // and most bodies (Tables of metadata, lists of pods without `env`) hold
+    // no member a rule masks under: one read tells, and refuses what is not
+    // JSON (what cannot be read cannot be vouched for).
+    let may_apply = scan::scan(body, |name| is_rule_key(name, settings))
+        .map_err(|e| MaskError::NotJson(e.to_string()))?;
+    if !may_apply {
         return Ok(MaskedBody {
             body: body.to_vec(),
             fields: Vec::new(),
         });
     }
-    if masking.fields.is_none()
-        && let Some(masked) = mask_streamed(body, &masking)?
-    {
-        return Ok(masked);
+    match mask_streamed(body, &masking) {
+        Some(masked) => Ok(masked),
+        None => mask_tree(body, &masking),
     }
-    mask_tree(body, &masking)
 }
 
-/// Masks `body` with the built-in rules in one pass over its bytes
-/// ([`stream`]); `None` when the pass cannot follow it (member names or kinds
-/// written with escapes, text that is not UTF-8), for the tree path to take.
-/// Refuses what is not JSON, exactly as the tree path does.
-fn mask_streamed(body: &[u8], masking: &Masking<'_>) -> Result<Option<MaskedBody>, MaskError> {
-    let Ok(text) = std::str::from_utf8(body) else {
-        return Ok(None);
-    };
-    serde_json::from_str::<serde::de::IgnoredAny>(text)
-        .map_err(|e| MaskError::NotJson(e.to_string()))?;
-    let Ok(streamed) = stream::StreamMasker::run(body, masking) else {
-        return Ok(None);
-    };
+/// Masks `body` (known to be JSON) with the built-in rules in one pass over
+/// its bytes ([`stream`]); `None` when the pass cannot follow it (member names
+/// or kinds written with escapes, text that is not UTF-8), for the tree path
+/// to take.
+fn mask_streamed(body: &[u8], masking: &Masking<'_>) -> Option<MaskedBody> {
+    std::str::from_utf8(body).ok()?;
+    let streamed = stream::StreamMasker::run(body, masking).ok()?;
     let mut fields = streamed.fields;
     fields.sort();
     fields.dedup();
@@ -233,7 +213,7 @@ fn mask_streamed(body: &[u8], masking: &Masking<'_>) -> Result<Option<MaskedBody
         Some(masked) if !fields.is_empty() => masked,
         _ => body.to_vec(),
     };
-    Ok(Some(MaskedBody { body, fields }))
+    Some(MaskedBody { body, fields })
 }
 
 /// Masks `body` by parsing it into a tree and serializing it again.
@@ -1072,10 +1052,13 @@ mod tests {
             resource_kind: kind_of_resource(resource),
         };
         let tree = mask_tree(body, &masking);
-        let streamed = match mask_streamed(body, &masking) {
-            Ok(None) => return false,
-            Ok(Some(streamed)) => Ok(streamed),
-            Err(error) => Err(error),
+        // The one-pass route: the reading pass refuses what is not JSON.
+        let streamed = match scan::scan(body, |_| true) {
+            Err(error) => Err(MaskError::NotJson(error.to_string())),
+            Ok(_) => match mask_streamed(body, &masking) {
+                None => return false,
+                Some(streamed) => Ok(streamed),
+            },
         };
         let text = String::from_utf8_lossy(body);
         match (tree, streamed) {

@@ -480,13 +480,15 @@ impl HttpContext for KubernetesRequest {
         if !content_type.starts_with("application/json") {
             return self.refuse_response("gatehouse must mask this response but it is not JSON");
         }
-        let _ = host::remove_header(MapType::HttpResponseHeaders, "content-length");
         if content_type.contains("stream=watch") {
+            // Masked events change length as they pass.
+            let _ = host::remove_header(MapType::HttpResponseHeaders, "content-length");
             self.body_mode = BodyMode::Watch(masker, WatchLines::default());
             Action::Continue
         } else {
             self.body_mode = BodyMode::Buffered(masker);
-            // Held until the body is masked, so an oversize body fails cleanly.
+            // Held until the body is masked, so an oversize body fails cleanly;
+            // its length is set again only if masking changes it.
             Action::Pause
         }
     }
@@ -567,23 +569,24 @@ impl KubernetesRequest {
                 match masker.mask(&body) {
                     Ok(masked) => {
                         // Nothing masked: the body is unchanged and stays in Envoy.
-                        let changed = !masked.fields.is_empty();
-                        if changed
-                            && host::set_buffer(
+                        if !masked.fields.is_empty() {
+                            if host::set_buffer(
                                 BufferType::HttpResponseBody,
                                 0,
                                 body_size,
                                 &masked.body,
                             )
                             .is_err()
-                        {
-                            return self.refuse_response("gatehouse could not rewrite a response");
+                            {
+                                return self
+                                    .refuse_response("gatehouse could not rewrite a response");
+                            }
+                            let _ = host::replace_header(
+                                MapType::HttpResponseHeaders,
+                                "content-length",
+                                &masked.body.len().to_string(),
+                            );
                         }
-                        let _ = host::replace_header(
-                            MapType::HttpResponseHeaders,
-                            "content-length",
-                            &masked.body.len().to_string(),
-                        );
                         if let Some(forward) = self.forward.as_mut() {
                             forward.set_masked_fields(&masked.fields);
                         }

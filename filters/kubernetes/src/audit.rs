@@ -210,7 +210,7 @@ pub struct Event {
     pub request_received_timestamp: MicroTime,
     pub stage_timestamp: MicroTime,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub annotations: BTreeMap<String, String>,
+    pub annotations: BTreeMap<&'static str, String>,
 }
 
 impl Event {
@@ -238,12 +238,9 @@ impl RequestAudit {
         received_micros: i64,
     ) -> Self {
         let mut annotations = BTreeMap::new();
-        annotations.insert(
-            BUILD_ANNOTATION.to_owned(),
-            gatehouse_core::build::VERSION.to_owned(),
-        );
+        annotations.insert(BUILD_ANNOTATION, gatehouse_core::build::VERSION.to_owned());
         if let Some(issuer) = &identity.issuer {
-            annotations.insert(ISSUER_ANNOTATION.to_owned(), issuer.clone());
+            annotations.insert(ISSUER_ANNOTATION, issuer.clone());
         }
         let template = Event {
             kind: "Event",
@@ -293,7 +290,7 @@ impl RequestAudit {
         {
             self.template
                 .annotations
-                .insert(KUBECTL_SESSION_ANNOTATION.to_owned(), session.to_owned());
+                .insert(KUBECTL_SESSION_ANNOTATION, session.to_owned());
         }
         self.template.impersonated_user =
             impersonated_user(headers.iter().map(|(k, v)| (k.as_ref(), v.as_ref())));
@@ -308,28 +305,25 @@ impl RequestAudit {
         } else {
             "allow"
         };
-        annotations.insert(DECISION_ANNOTATION.to_owned(), verdict.to_owned());
-        annotations.insert(REASON_ANNOTATION.to_owned(), decision_reason(decision));
-        annotations.insert(
-            ACTION_ANNOTATION.to_owned(),
-            decision.action.as_str().to_owned(),
-        );
+        annotations.insert(DECISION_ANNOTATION, verdict.to_owned());
+        annotations.insert(REASON_ANNOTATION, decision_reason(decision));
+        annotations.insert(ACTION_ANNOTATION, decision.action.as_str().to_owned());
         if let Some(rule) = &decision.rule {
-            annotations.insert(RULE_ANNOTATION.to_owned(), rule.clone());
+            annotations.insert(RULE_ANNOTATION, rule.clone());
         }
         self
     }
 
     /// Adds a `gatehouse.dev/` annotation to every Event of the request.
-    pub fn annotate(&mut self, key: &str, value: String) {
-        self.template.annotations.insert(key.to_owned(), value);
+    pub fn annotate(&mut self, key: &'static str, value: String) {
+        self.template.annotations.insert(key, value);
     }
 
     /// Records the hash of the policy in force.
     pub fn with_policy_hash(mut self, hash: &str) -> Self {
         self.template
             .annotations
-            .insert(POLICY_HASH_ANNOTATION.to_owned(), hash.to_owned());
+            .insert(POLICY_HASH_ANNOTATION, hash.to_owned());
         self
     }
 
@@ -348,7 +342,7 @@ impl RequestAudit {
         if annotations.get(MASKED_FIELDS_ANNOTATION) == Some(&joined) {
             return false;
         }
-        annotations.insert(MASKED_FIELDS_ANNOTATION.to_owned(), joined);
+        annotations.insert(MASKED_FIELDS_ANNOTATION, joined);
         true
     }
 
@@ -372,7 +366,7 @@ impl RequestAudit {
     }
 
     /// The request's annotations so far.
-    pub fn annotations(&self) -> &BTreeMap<String, String> {
+    pub fn annotations(&self) -> &BTreeMap<&'static str, String> {
         &self.template.annotations
     }
 
@@ -587,7 +581,7 @@ mod tests {
         let mut event = event.clone();
         event
             .annotations
-            .insert(BUILD_ANNOTATION.to_owned(), "0.0.0-test".to_owned());
+            .insert(BUILD_ANNOTATION, "0.0.0-test".to_owned());
         let actual = event.to_json().unwrap();
         let path = format!("{}/testdata/{name}", env!("CARGO_MANIFEST_DIR"));
         if std::env::var_os("GATEHOUSE_UPDATE_GOLDEN").is_some() {

@@ -6,8 +6,9 @@
 //! It accepts exactly what `serde_json` accepts when it reads a document
 //! without keeping it (a differential test holds them together): like that
 //! reader it follows nesting with a stack of its own, to any depth. Only
-//! member names are looked at: every built-in rule is keyed by one, and a name written with any
-//! escape counts as interesting, since an escape could spell a rule's key.
+//! member names are looked at: every built-in rule is keyed by one, and a
+//! name written with any escape counts as interesting, since an escape could
+//! spell a rule's key.
 
 use std::fmt;
 

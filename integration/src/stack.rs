@@ -120,13 +120,19 @@ pub struct Stack {
     pub access_log: PathBuf,
     /// A kubeconfig for the Envoy endpoint.
     pub kubeconfig: PathBuf,
+    /// Removes a scratch `dir` once everything above has stopped (fields
+    /// drop in order, so this one goes last).
+    scratch: Option<crate::ScratchDir>,
 }
 
 impl Stack {
-    /// Starts the stack in a fresh `target/<area>/<name>-…` directory.
+    /// Starts the stack in a fresh `target/<area>/<name>-…` directory, which
+    /// is removed when the stack is dropped unless a test failed.
     pub fn start(area: &str, name: &str, opts: StackOptions) -> Result<Stack> {
         let dir = crate::scratch_dir(area, name)?;
-        Self::start_in(dir, opts)
+        let mut stack = Self::start_in(dir.clone(), opts)?;
+        stack.scratch = Some(crate::ScratchDir::new(dir));
+        Ok(stack)
     }
 
     pub fn start_in(dir: PathBuf, opts: StackOptions) -> Result<Stack> {
@@ -210,6 +216,7 @@ impl Stack {
             kube_port,
             access_log,
             kubeconfig,
+            scratch: None,
         })
     }
 
@@ -304,6 +311,9 @@ impl Stack {
 
     /// Leaves every process running (for `cargo xtask demo --detach`); returns their pids.
     pub fn detach(mut self) -> Vec<u32> {
+        if let Some(scratch) = &mut self.scratch {
+            scratch.keep();
+        }
         let mut pids = vec![self.envoy.detach(), self.postgres.detach()];
         if let KubeUpstream::Process(p) = &mut self.kube {
             pids.push(p.detach());

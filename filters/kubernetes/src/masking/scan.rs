@@ -136,9 +136,10 @@ impl<F: Fn(&[u8]) -> bool> Reader<'_, F> {
         }
         let start = self.i + 1;
         let escaped = self.string()?;
-        let name = self.json.get(start..self.i - 1).unwrap_or_default();
-        if escaped || (self.interesting)(name) {
-            self.found = true;
+        // Once one name is interesting the rest need not be looked at.
+        if !self.found {
+            let name = self.json.get(start..self.i - 1).unwrap_or_default();
+            self.found = escaped || (self.interesting)(name);
         }
         self.skip_ws();
         if self.peek() != Some(b':') {

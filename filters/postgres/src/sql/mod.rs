@@ -13,6 +13,7 @@
 mod ast;
 mod fallback;
 pub mod lexer;
+pub mod lineage;
 
 use serde::Serialize;
 use std::fmt;

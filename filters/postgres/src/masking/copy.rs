@@ -1239,15 +1239,17 @@ impl SessionMasker {
         let (statement, bytes, at) = match self.copy_describe_next.take() {
             Some(statement) => {
                 let sql = statement.describe_sql.as_deref()?;
-                (
-                    Rc::clone(&statement),
-                    named_describe_messages(sql),
-                    self.expected.len(),
-                )
+                // Ahead of the Parse or Bind just expected.
+                let at = self.expected.len()
+                    - usize::from(matches!(
+                        self.expected.back(),
+                        Some(Expect::Parse { .. } | Expect::Bind { .. })
+                    ));
+                (Rc::clone(&statement), named_describe_messages(sql), at)
             }
             // A Query leaves no batch open; a Parse or Bind does.
             None if !self.batch_open => {
-                let Some(Expect::Query(copies)) = self.expected.back() else {
+                let Some(Expect::Query { copies, .. }) = self.expected.back() else {
                     return None;
                 };
                 let first = copies.front()?;
@@ -1347,13 +1349,20 @@ impl SessionMasker {
     /// A CopyOutResponse: how its rows are masked.
     pub(super) fn start_copy(&mut self, response: &CopyResponse) {
         let statement = match self.expected.front_mut() {
-            Some(Expect::Query(copies)) => copies.pop_front(),
-            Some(Expect::Execute { shape, .. }) => shape.copy.as_deref().cloned(),
+            Some(Expect::Query { copies, .. }) => copies.pop_front(),
+            Some(Expect::Execute { portal, .. }) => self
+                .portals
+                .get(portal)
+                .and_then(|shape| shape.copy.as_deref().cloned()),
             _ => None,
         };
         let binary = response.format == 1;
         let described = statement.as_ref().and_then(|s| s.fields.borrow().clone());
-        let plan = described.map(|fields| self.plan(&fields, Some(&[i16::from(binary)])));
+        let plan = described.map(|fields| {
+            let describe_sql = statement.as_ref().and_then(|s| s.describe_sql.clone());
+            let taints = self.copy_taints(describe_sql.as_deref(), fields.len());
+            self.plan(&fields, Some(&[i16::from(binary)]), &taints)
+        });
         self.copy = Some(start_rows(
             !self.policy.rules.is_empty(),
             response,

@@ -44,6 +44,36 @@ pub(super) fn query(sql: &str) -> Vec<u8> {
     }])
 }
 
+/// Client messages as the server gets them: the masker's Describe of the
+/// portal ahead of each Execute the client did not describe just before.
+pub(super) fn with_portal_describes(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut rest = bytes;
+    let mut described: Option<Vec<u8>> = None;
+    while let Some((&tag, tail)) = rest.split_first() {
+        let len = u32::from_be_bytes(tail[..4].try_into().unwrap()) as usize;
+        let (frame, after) = tail.split_at(len);
+        let msg = FrontendMessage::decode(tag, &frame[4..]).unwrap();
+        if let FrontendMessage::Execute { portal, .. } = &msg
+            && described.as_deref() != Some(*portal)
+        {
+            FrontendMessage::Describe {
+                kind: b'P',
+                name: portal,
+            }
+            .encode(&mut out);
+        }
+        described = match &msg {
+            FrontendMessage::Describe { kind: b'P', name } => Some(name.to_vec()),
+            _ => None,
+        };
+        out.push(tag);
+        out.extend_from_slice(frame);
+        rest = after;
+    }
+    out
+}
+
 /// A RowDescription of `(name, table oid, attnum, type oid, format)` fields.
 pub(super) fn row_description(fields: &[(&str, u32, i16, u32, i16)]) -> Vec<u8> {
     let mut body = (fields.len() as i16).to_be_bytes().to_vec();
@@ -73,19 +103,23 @@ fn catalog_answer() -> Vec<u8> {
         ("relid", 0, 0, 20, 0),
         ("attnum", 0, 0, 21, 0),
         ("min", 0, 0, 23, 0),
+        ("relname", 0, 0, 19, 0),
+        ("attname", 0, 0, 19, 0),
     ]);
     let mut out = encode_backend(&[BackendMessage::RowDescription { body: &rd }]);
-    for (oid, attnum, rule) in [
-        (CUSTOMERS_OID, "2", "0"),
-        (CUSTOMERS_OID, "3", "1"),
-        (CUSTOMERS_OID, "4", "2"),
-        (VIEW_OID, "2", "2"),
+    for (oid, attnum, rule, relation, column) in [
+        (CUSTOMERS_OID, "2", "0", "customers", "email"),
+        (CUSTOMERS_OID, "3", "1", "customers", "card_number"),
+        (CUSTOMERS_OID, "4", "2", "customers", "ssn"),
+        (VIEW_OID, "2", "2", "customer_ids", "tax_id"),
     ] {
         let oid = oid.to_string();
         out.extend(data_row(&[
             Some(oid.as_bytes()),
             Some(attnum.as_bytes()),
             Some(rule.as_bytes()),
+            Some(relation.as_bytes()),
+            Some(column.as_bytes()),
         ]));
     }
     out.extend(encode_backend(&[
@@ -397,12 +431,22 @@ fn pipelined_prepared_statements_use_their_own_descriptions() {
         execute,
         FrontendMessage::Sync,
     ]);
-    assert_eq!(wire.client(&run), run);
-    let mut answers = encode_backend(&[BackendMessage::BindComplete]);
+    // Each Execute's portal is described ahead of it, with its formats.
+    assert_eq!(wire.client(&run), with_portal_describes(&run));
+    let p1 = row_description(&[("ssn", CUSTOMERS_OID, 4, TEXT, 0)]);
+    let p2 = row_description(&[
+        ("id", CUSTOMERS_OID, 1, INT4, 1),
+        ("note", CUSTOMERS_OID, 5, TEXT, 0),
+    ]);
+    let mut answers = encode_backend(&[
+        BackendMessage::BindComplete,
+        BackendMessage::RowDescription { body: &p1 },
+    ]);
     answers.extend(data_row(&[Some(b"536-22-1234")]));
     answers.extend(encode_backend(&[
         BackendMessage::CommandComplete { tag: b"SELECT 1" },
         BackendMessage::BindComplete,
+        BackendMessage::RowDescription { body: &p2 },
     ]));
     // s2's first column is a binary integer whose bytes happen to be digits:
     // it is not text, so no detector touches it.

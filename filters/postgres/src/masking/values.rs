@@ -2,7 +2,8 @@
 //! for its column's type and format.
 
 use super::config::MaskingPolicy;
-use gatehouse_core::mask::{DetectorCounts, Masked, Masker, ValueType};
+use crate::sql::lineage::Taint;
+use gatehouse_core::mask::{DetectorCounts, MaskStyle, Masked, Masker, ValueType};
 use std::borrow::Cow;
 use std::collections::HashMap;
 
@@ -125,19 +126,64 @@ pub struct ColumnPlan {
     pub rule: Option<usize>,
     pub class: TypeClass,
     pub binary: bool,
+    /// The value is computed from the rule's column rather than being it: a
+    /// style that shows part of it is replaced by `redact`.
+    pub derived: bool,
+    /// The value is computed by something lineage cannot follow, or its
+    /// column is unknown: masked whole (`redact`).
+    pub opaque: bool,
+    /// The column's type.
+    pub type_oid: u32,
+}
+
+impl ColumnPlan {
+    /// A column of `type_oid` that nothing masks whole.
+    pub fn scanned(type_oid: u32, binary: bool) -> Self {
+        Self {
+            rule: None,
+            class: TypeClass::of(type_oid),
+            binary,
+            derived: false,
+            opaque: false,
+            type_oid,
+        }
+    }
+
+    /// Whether every value is replaced whole (by a rule, or as opaque).
+    pub fn masks_whole(&self) -> bool {
+        self.rule.is_some() || self.opaque
+    }
+
+    /// The style its whole values are masked with, and the rule's kind.
+    fn whole_style(
+        &self,
+        policy: &MaskingPolicy,
+    ) -> (MaskStyle, Option<gatehouse_core::mask::DetectorKind>) {
+        match self.rule.and_then(|i| policy.rules.get(i)) {
+            Some(rule) if self.derived && rule.style == MaskStyle::Partial => {
+                (MaskStyle::Redact, None)
+            }
+            Some(rule) if self.derived => (rule.style, None),
+            Some(rule) => (rule.style, rule.kind),
+            None => (MaskStyle::Redact, None),
+        }
+    }
 }
 
 /// The plan for every column of one result.
 pub type RowPlan = Vec<ColumnPlan>;
 
 /// Builds a result's plan from its fields and the result formats (empty: all
-/// text; one: applies to all; otherwise one per column, as in Bind).
+/// text; one: applies to all; otherwise one per column, as in Bind). A field
+/// that is a table or view column (a table OID) is masked by its column's
+/// rule; a computed one by its taint from lineage (`taints`, one per field).
 pub fn plan_for(
     policy: &MaskingPolicy,
     resolved: &HashMap<(u32, i16), usize>,
     by_column_name: bool,
     fields: &[Field],
     formats: Option<&[i16]>,
+    taints: &[Taint],
 ) -> RowPlan {
     fields
         .iter()
@@ -167,28 +213,34 @@ pub fn plan_for(
                         })
                         .flatten()
                 });
+            let computed = field.table_oid == 0;
+            let taint = taints.get(i).copied().unwrap_or_default();
+            let derived_rule = (computed && rule.is_none())
+                .then(|| taint.rules().next())
+                .flatten();
             ColumnPlan {
-                rule,
-                class: TypeClass::of(field.type_oid),
-                binary: format == 1,
+                rule: rule.or(derived_rule),
+                derived: derived_rule.is_some(),
+                opaque: computed && rule.is_none() && derived_rule.is_none() && taint.opaque,
+                ..ColumnPlan::scanned(field.type_oid, format == 1)
             }
         })
         .collect()
 }
 
-/// The plan for a result whose description is unknown: every text value is
-/// scanned as text, binary values are left alone (they cannot be read safely).
-pub fn unknown_column(binary: bool) -> ColumnPlan {
+/// The plan for a column whose description is unknown: with column rules
+/// (`under_rules`) masked whole, since any value may be a rule's; otherwise
+/// scanned as of unknown type (its bytes as text, in either format).
+pub fn unknown_column(under_rules: bool) -> ColumnPlan {
     ColumnPlan {
-        rule: None,
-        class: if binary {
-            TypeClass::Other
-        } else {
-            TypeClass::Text
-        },
-        binary,
+        opaque: under_rules,
+        ..ColumnPlan::scanned(UNKNOWN_TYPE, false)
     }
 }
+
+/// The type OID the masker uses for values of unknown type (no built-in
+/// type has it).
+pub const UNKNOWN_TYPE: u32 = 0;
 
 /// What masking one value did.
 #[derive(Debug, Default, Clone, Copy)]
@@ -205,12 +257,10 @@ pub fn mask_value<'a>(
     counts: &mut ValueCounts,
 ) -> Masked<'a> {
     let masker = &policy.masker;
-    if let Some(index) = plan.rule {
-        let Some(rule) = policy.rules.get(index) else {
-            return Masked::Null;
-        };
-        counts.rule = Some(index);
-        return whole_value(masker, rule.style, rule.kind, plan, value);
+    if plan.masks_whole() {
+        counts.rule = plan.rule;
+        let (style, kind) = plan.whole_style(policy);
+        return whole_value(masker, style, kind, plan, value);
     }
     if !plan.class.scanned() {
         return Masked::Value(Cow::Borrowed(value));
@@ -314,9 +364,9 @@ fn write_whole_value(
     masker.write_value(style, value, value_type, kind, out)
 }
 
-/// A non-NULL value of a column under a rule, appended to a DataRow being
+/// A non-NULL value of a column masked whole, appended to a DataRow being
 /// written (its length, then its bytes; -1 when the rule makes it NULL)
-/// without an allocation of its own. The plan must carry a rule.
+/// without an allocation of its own.
 pub fn push_rule_value(
     policy: &MaskingPolicy,
     plan: ColumnPlan,
@@ -326,13 +376,9 @@ pub fn push_rule_value(
 ) {
     let length_at = out.len();
     out.extend_from_slice(&[0; 4]);
-    let written = match plan.rule.and_then(|index| policy.rules.get(index)) {
-        Some(rule) => {
-            counts.rule = plan.rule;
-            write_whole_value(&policy.masker, rule.style, rule.kind, plan, value, out)
-        }
-        None => false,
-    };
+    counts.rule = plan.rule;
+    let (style, kind) = plan.whole_style(policy);
+    let written = write_whole_value(&policy.masker, style, kind, plan, value, out);
     let length = if written {
         i32::try_from(out.len() - length_at - 4).unwrap_or(i32::MAX)
     } else {
@@ -367,11 +413,7 @@ fn binary_array<'a>(
         return Masked::Null;
     }
     let header_len = 12 + ndim * 8;
-    let element_plan = ColumnPlan {
-        rule: None,
-        class: TypeClass::of(u32::from_ne_bytes(element_type.to_ne_bytes())),
-        binary: true,
-    };
+    let element_plan = ColumnPlan::scanned(u32::from_ne_bytes(element_type.to_ne_bytes()), true);
     let mut out: Option<Vec<u8>> = None;
     let mut at = header_len;
     if value.len() < header_len {

@@ -61,9 +61,12 @@ impl Session {
             return Some(expired);
         }
         let ctx = self.policy_context();
-        let policy = self.statement_policy.as_mut()?;
-        let sql = String::from_utf8_lossy(sql);
-        Some(policy.decide(&ctx, &sql).decision)
+        let text = String::from_utf8_lossy(sql);
+        let decision = self
+            .statement_policy
+            .as_mut()
+            .map(|policy| policy.decide(&ctx, &text).decision);
+        self.with_masking_refusal(sql, decision)
     }
 
     /// Whether `decision` blocks here: in shadow mode nothing is blocked, the

@@ -6,6 +6,7 @@ use super::{Action, Dir, Phase, Session};
 use crate::masking::{MaskAction, SessionMasker};
 use crate::protocol::{self as pg, BackendMessage, FrontendMessage};
 use gatehouse_core::identity::Identity;
+use gatehouse_core::policy::Decision;
 use gatehouse_core::record::MaskingCounts;
 
 impl Session {
@@ -18,8 +19,8 @@ impl Session {
 
     /// A client message: the engine's handling, plus what masking needs (the
     /// catalog lookup sent ahead of the first request, the describe of a
-    /// COPY's columns sent ahead of its Query, and the requests the server
-    /// will answer).
+    /// COPY's columns sent ahead of its Query, the describe of a portal sent
+    /// ahead of its Execute, and the requests the server will answer).
     pub(super) fn frontend_with_masking(
         &mut self,
         tag: u8,
@@ -59,6 +60,16 @@ impl Session {
             match &action {
                 Action::Pass => {
                     if let Ok(msg) = FrontendMessage::decode(tag, body) {
+                        // The portal's columns, described ahead of its rows
+                        // (a shadow session adds no traffic: its unknown
+                        // columns are masked whole).
+                        if self.mode.is_enforce()
+                            && let Some(describe) = masker.describe_ahead_of_execute(&msg)
+                        {
+                            ahead
+                                .get_or_insert_with(Vec::new)
+                                .extend_from_slice(&describe);
+                        }
                         masker.on_frontend(&msg);
                     }
                     // A COPY's columns, described ahead of it (see
@@ -163,6 +174,38 @@ impl Session {
         }
         if let (Some(rewrite), Some(masker)) = (self.stream_mask.take(), self.masker.as_mut()) {
             masker.end_stream(rewrite);
+        }
+    }
+
+    /// A policy decision with masking's own say added: a text whose lineage
+    /// would carry masked values where they are not masked (or, as the
+    /// masking policy says, compute result columns from them) is denied.
+    pub(super) fn with_masking_refusal(
+        &mut self,
+        sql: &[u8],
+        decision: Option<Decision>,
+    ) -> Option<Decision> {
+        if decision.as_ref().is_some_and(|d| d.action.blocks()) {
+            return decision;
+        }
+        let identity = self
+            .policy_identity
+            .clone()
+            .unwrap_or_else(|| Identity::claimed(self.client.user.clone()));
+        let Some(masker) = self.masker.as_mut() else {
+            return decision;
+        };
+        if !masker.exemption_decided() {
+            let exempt = masker.policy().exempts(&identity);
+            masker.set_exempt(exempt);
+        }
+        match masker.refusal(sql) {
+            Some(reason) => Some(Decision {
+                action: gatehouse_core::policy::Action::Deny,
+                rule: Some("masking".into()),
+                message: Some(format!("gatehouse: refused by masking: {reason}")),
+            }),
+            None => decision,
         }
     }
 

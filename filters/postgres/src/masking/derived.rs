@@ -1,0 +1,176 @@
+//! Lineage ([`crate::sql::lineage`]) applied to masking: each Query and Parse
+//! text is analyzed once, when it is judged, and its lineage follows the
+//! statement (prepared statements and portals keep theirs) to the results it
+//! produces. A result column that is a plain reference to a table or view
+//! column is masked by its rule from the RowDescription's table OID and
+//! attribute number; a computed column (table OID 0) is masked whole when
+//! lineage says a masked column, or something opaque, flows into it:
+//! - from a rule's column: with that rule's style, except that a style that
+//!   shows part of the value (`partial`) becomes `redact` (the part it would
+//!   keep need not be the part the rule meant to show: `reverse(card)`);
+//! - opaque: redacted.
+//!
+//! A text whose lineage is unknown (never seen, unreadable, over the limits)
+//! is opaque: every computed column is masked.
+//!
+//! Statements that would carry masked values somewhere they are not masked
+//! (see [`Refusal`]) are refused before they reach the server, and so are
+//! those with tainted or opaque result columns when the policy's
+//! `lineage.derived` or `lineage.opaque` says `refuse`.
+//!
+//! The names lineage follows are the policy's table rules and, once the
+//! catalog lookup has answered, the view columns it found; a text analyzed
+//! before that is analyzed again when its result arrives.
+
+use super::SessionMasker;
+use super::catalog::Resolved;
+use super::config::{LineageAction, MaskingPolicy, RuleTarget};
+use crate::sql::lineage::{self, Outputs, Refusal, SourceColumn, Sources, StatementLineage, Taint};
+use std::cell::RefCell;
+use std::rc::Rc;
+
+/// The lineage of one Query or Parse text, per statement.
+#[derive(Debug)]
+pub(super) struct TextLineage {
+    /// The text, kept while the names lineage follows may still grow (the
+    /// catalog lookup has not answered).
+    sql: Option<Box<str>>,
+    analyzed: RefCell<(u64, Rc<[StatementLineage]>)>,
+}
+
+impl TextLineage {
+    /// The lineage of statement `index`; `None` when unknown.
+    fn statement(&self, index: usize) -> Option<StatementLineage> {
+        self.analyzed.borrow().1.get(index).cloned()
+    }
+
+    /// Whether any of its statements creates or drops prepared statements or
+    /// portals by name.
+    pub(super) fn redefines_names(&self) -> bool {
+        self.analyzed.borrow().1.iter().any(|s| s.redefines_names)
+    }
+}
+
+/// The policy's table and field-name rules, as names lineage follows.
+pub(super) fn policy_sources(policy: &MaskingPolicy) -> Sources {
+    let mut sources = Sources::default();
+    for (i, rule) in policy.rules.iter().enumerate() {
+        match &rule.target {
+            RuleTarget::Column { table, column, .. } => sources.columns.push(SourceColumn {
+                table: table.clone(),
+                column: column.clone(),
+                rule: i,
+            }),
+            RuleTarget::FieldName(pattern) => sources.patterns.push((pattern.clone(), i)),
+        }
+    }
+    sources
+}
+
+impl SessionMasker {
+    /// Whether lineage applies: there are rules on columns, and the identity
+    /// is not exempt.
+    fn lineage_applies(&self) -> bool {
+        !self.sources.is_empty() && !self.is_exempt()
+    }
+
+    /// A view (or table) column the catalog lookup found under a rule.
+    pub(super) fn add_catalog_source(&mut self, resolved: &Resolved) {
+        let source = SourceColumn {
+            table: resolved.relation.clone(),
+            column: resolved.column.clone(),
+            rule: resolved.rule,
+        };
+        if !self.sources.columns.contains(&source) {
+            Rc::make_mut(&mut self.sources).columns.push(source);
+            self.sources_generation += 1;
+        }
+    }
+
+    /// The lineage of a Query or Parse text (the last one is kept: a text is
+    /// judged, then seen again as it goes to the server).
+    pub(super) fn text_lineage(&mut self, sql: &[u8]) -> Option<Rc<TextLineage>> {
+        if !self.lineage_applies() {
+            return None;
+        }
+        if let Some((last_sql, last)) = &self.last_text
+            && last_sql.as_slice() == sql
+        {
+            return Some(Rc::clone(last));
+        }
+        let text = std::str::from_utf8(sql).ok()?;
+        if text.len() > lineage::MAX_SQL_LEN {
+            return None;
+        }
+        let statements: Rc<[StatementLineage]> = lineage::analyze(text, &self.sources).into();
+        let lineage = Rc::new(TextLineage {
+            sql: (!self.catalog_answered()).then(|| text.into()),
+            analyzed: RefCell::new((self.sources_generation, statements)),
+        });
+        self.last_text = Some((sql.to_vec(), Rc::clone(&lineage)));
+        Some(lineage)
+    }
+
+    /// Why a Query or Parse text must be refused, as the client's error
+    /// message; `None` when it may run.
+    pub fn refusal(&mut self, sql: &[u8]) -> Option<String> {
+        if !self.lineage_applies() {
+            return None;
+        }
+        let Some(lineage) = self.text_lineage(sql) else {
+            // Too long or not UTF-8 to analyze: nothing can be followed.
+            return Some(Refusal::Unreadable.to_string());
+        };
+        let statements = Rc::clone(&lineage.analyzed.borrow().1);
+        for statement in statements.iter() {
+            if let Some(refusal) = &statement.refusal {
+                return Some(refusal.to_string());
+            }
+            if self.policy.derived == LineageAction::Refuse && statement.derived {
+                return Some("a result column would be computed from masked columns".into());
+            }
+            if self.policy.opaque == LineageAction::Refuse && statement.opaque {
+                return Some(
+                    "a result column would be computed by something masking cannot follow".into(),
+                );
+            }
+        }
+        None
+    }
+
+    /// The taint of each of `n` computed result columns of statement `index`
+    /// of a text; every column opaque when the lineage is unknown.
+    pub(super) fn column_taints(
+        &self,
+        lineage: Option<&TextLineage>,
+        index: usize,
+        n: usize,
+    ) -> Vec<Taint> {
+        if !self.lineage_applies() {
+            return vec![Taint::default(); n];
+        }
+        let Some(lineage) = lineage else {
+            return vec![Taint::opaque(); n];
+        };
+        self.refresh(lineage);
+        match lineage.statement(index) {
+            Some(statement) => lineage::column_taints(&statement.outputs, n),
+            None => lineage::column_taints(&Outputs::Opaque, n),
+        }
+    }
+
+    /// The taints of a COPY's columns, from the query its description ran.
+    pub(super) fn copy_taints(&mut self, describe_sql: Option<&str>, n: usize) -> Vec<Taint> {
+        let lineage = describe_sql.and_then(|sql| self.text_lineage(sql.as_bytes()));
+        self.column_taints(lineage.as_deref(), 0, n)
+    }
+
+    /// Analyzes a text again when the names lineage follows grew since.
+    fn refresh(&self, lineage: &TextLineage) {
+        let stale = lineage.analyzed.borrow().0 != self.sources_generation;
+        if let (true, Some(sql)) = (stale, lineage.sql.as_deref()) {
+            let statements: Rc<[StatementLineage]> = lineage::analyze(sql, &self.sources).into();
+            *lineage.analyzed.borrow_mut() = (self.sources_generation, statements);
+        }
+    }
+}

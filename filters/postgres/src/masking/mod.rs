@@ -52,6 +52,7 @@ pub mod catalog;
 pub mod config;
 pub mod copy;
 mod derived;
+mod inspect;
 pub mod stream;
 #[cfg(test)]
 #[allow(clippy::indexing_slicing)]

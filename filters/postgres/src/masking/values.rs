@@ -88,7 +88,7 @@ pub enum TypeClass {
     /// numeric, float4, float8.
     Numeric,
     Uuid,
-    /// Every other type: never scanned by detectors.
+    /// Every other type (written whole as NULL under a rule).
     Other,
 }
 
@@ -108,14 +108,6 @@ impl TypeClass {
             2950 => TypeClass::Uuid,
             _ => TypeClass::Other,
         }
-    }
-
-    /// Whether detectors run on values of this type.
-    pub fn scanned(self) -> bool {
-        matches!(
-            self,
-            TypeClass::Text | TypeClass::Json | TypeClass::Jsonb | TypeClass::TextArray
-        )
     }
 }
 
@@ -155,7 +147,7 @@ impl ColumnPlan {
     }
 
     /// The style its whole values are masked with, and the rule's kind.
-    fn whole_style(
+    pub(super) fn whole_style(
         &self,
         policy: &MaskingPolicy,
     ) -> (MaskStyle, Option<gatehouse_core::mask::DetectorKind>) {
@@ -262,53 +254,7 @@ pub fn mask_value<'a>(
         let (style, kind) = plan.whole_style(policy);
         return whole_value(masker, style, kind, plan, value);
     }
-    if !plan.class.scanned() {
-        return Masked::Value(Cow::Borrowed(value));
-    }
-    match (plan.class, plan.binary) {
-        (TypeClass::Json, _) | (TypeClass::Jsonb, false) => json(masker, value, counts),
-        (TypeClass::Jsonb, true) => match value.split_first() {
-            Some((&version, document)) => match json(masker, document, counts) {
-                Masked::Value(Cow::Borrowed(_)) => Masked::Value(Cow::Borrowed(value)),
-                Masked::Value(Cow::Owned(mut masked)) => {
-                    masked.insert(0, version);
-                    Masked::Value(Cow::Owned(masked))
-                }
-                Masked::Null => Masked::Null,
-            },
-            None => Masked::Value(Cow::Borrowed(value)),
-        },
-        (TypeClass::TextArray, true) => binary_array(policy, value, counts),
-        _ => {
-            // Text, and arrays in text form: the replacements never contain
-            // quotes, commas, braces or backslashes, so array literals stay valid.
-            let masked = masker.mask_text(value);
-            counts.detectors.merge(&masked.counts);
-            masked.value
-        }
-    }
-}
-
-fn json<'a>(masker: &Masker, value: &'a [u8], counts: &mut ValueCounts) -> Masked<'a> {
-    if value.len() > masker.max_scan_bytes() {
-        let masked = masker.mask_text(value);
-        counts.detectors.merge(&masked.counts);
-        return match masked.value {
-            Masked::Value(Cow::Owned(_)) => Masked::Value(Cow::Owned(b"null".to_vec())),
-            other => other,
-        };
-    }
-    match masker.mask_json_strings(value) {
-        Ok(masked) => {
-            counts.detectors.merge(&masked.counts);
-            Masked::Value(masked.json)
-        }
-        // Not JSON after all: nothing in it can be trusted to be safe.
-        Err(_) => {
-            counts.detectors.over_cap = counts.detectors.over_cap.saturating_add(1);
-            Masked::Value(Cow::Owned(b"null".to_vec()))
-        }
-    }
+    super::inspect::inspect(policy, plan.type_oid, plan.binary, value, counts)
 }
 
 /// A whole value under a column rule, valid for its type: text-like types get
@@ -388,106 +334,4 @@ pub fn push_rule_value(
     if let Some(field) = out.get_mut(length_at..length_at + 4) {
         field.copy_from_slice(&length.to_be_bytes());
     }
-}
-
-/// A binary-format array of text-like or JSON elements: every element is
-/// masked and its length recomputed. Anything unreadable becomes NULL.
-fn binary_array<'a>(
-    policy: &MaskingPolicy,
-    value: &'a [u8],
-    counts: &mut ValueCounts,
-) -> Masked<'a> {
-    let read_i32 = |at: usize| {
-        value
-            .get(at..at + 4)
-            .and_then(|b| <[u8; 4]>::try_from(b).ok())
-            .map(i32::from_be_bytes)
-    };
-    let (Some(ndim), Some(element_type)) = (read_i32(0), read_i32(8)) else {
-        return Masked::Null;
-    };
-    let Ok(ndim) = usize::try_from(ndim) else {
-        return Masked::Null;
-    };
-    if ndim > 6 {
-        return Masked::Null;
-    }
-    let header_len = 12 + ndim * 8;
-    let element_plan = ColumnPlan::scanned(u32::from_ne_bytes(element_type.to_ne_bytes()), true);
-    let mut out: Option<Vec<u8>> = None;
-    let mut at = header_len;
-    if value.len() < header_len {
-        return Masked::Null;
-    }
-    while at < value.len() {
-        let Some(len) = read_i32(at) else {
-            return Masked::Null;
-        };
-        let start = at + 4;
-        if len < 0 {
-            if let Some(out) = out.as_mut() {
-                out.extend_from_slice(&len.to_be_bytes());
-            }
-            at = start;
-            continue;
-        }
-        let end = start.saturating_add(len.unsigned_abs() as usize);
-        let Some(element) = value.get(start..end) else {
-            return Masked::Null;
-        };
-        let masked = mask_value(policy, element_plan, element, counts);
-        match (&masked, out.as_mut()) {
-            (Masked::Value(Cow::Borrowed(_)), None) => {}
-            (_, None) => {
-                let mut fresh = Vec::with_capacity(value.len() + 16);
-                fresh.extend_from_slice(value.get(..at).unwrap_or_default());
-                push_element(&mut fresh, masked.as_bytes());
-                out = Some(fresh);
-            }
-            (_, Some(out)) => push_element(out, masked.as_bytes()),
-        }
-        at = end;
-    }
-    match out {
-        Some(mut out) => {
-            // A NULL element: set the array's has-null flag.
-            if out.len() >= 8 && value.len() >= 8 {
-                let had_null = read_i32(4).unwrap_or(0) != 0;
-                let now_null = had_null || out_has_null(&out, header_len);
-                if let Some(flag) = out.get_mut(4..8) {
-                    flag.copy_from_slice(&i32::from(now_null).to_be_bytes());
-                }
-            }
-            Masked::Value(Cow::Owned(out))
-        }
-        None => Masked::Value(Cow::Borrowed(value)),
-    }
-}
-
-fn push_element(out: &mut Vec<u8>, element: Option<&[u8]>) {
-    match element {
-        None => out.extend_from_slice(&(-1i32).to_be_bytes()),
-        Some(bytes) => {
-            let len = i32::try_from(bytes.len()).unwrap_or(i32::MAX);
-            out.extend_from_slice(&len.to_be_bytes());
-            out.extend_from_slice(bytes);
-        }
-    }
-}
-
-fn out_has_null(array: &[u8], header_len: usize) -> bool {
-    let mut at = header_len;
-    while let Some(len) = array
-        .get(at..at + 4)
-        .and_then(|b| <[u8; 4]>::try_from(b).ok())
-        .map(i32::from_be_bytes)
-    {
-        if len < 0 {
-            return true;
-        }
-        at = at
-            .saturating_add(4)
-            .saturating_add(len.unsigned_abs() as usize);
-    }
-    false
 }

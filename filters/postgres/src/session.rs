@@ -1168,10 +1168,11 @@ impl Session {
         let cut = sql.len() > limit;
         let sql = sql.get(..limit.min(sql.len())).unwrap_or_default();
         let text = if self.config.redact_literals {
-            Shared(Arc::from(lexer::redact_literals(sql)))
+            lexer::redact_literals(sql)
         } else {
-            Shared(Arc::from(String::from_utf8_lossy(sql)))
+            String::from_utf8_lossy(sql).into_owned()
         };
+        let text = Shared(Arc::from(self.text_for_record(text)));
         StatementText {
             text,
             truncated: truncated || cut,
@@ -1268,7 +1269,8 @@ impl Session {
 
     fn parameter_values(&self, bind: &pg::Bind<'_>) -> Vec<ParameterValue> {
         let limit = self.config.max_parameter_bytes;
-        bind.params
+        let values = bind
+            .params
             .iter()
             .enumerate()
             .map(|(i, value)| match value {
@@ -1281,7 +1283,8 @@ impl Session {
                 },
                 Some(v) => ParameterValue::Text(String::from_utf8_lossy(v).into_owned()),
             })
-            .collect()
+            .collect();
+        self.parameters_for_record(bind.statement, values)
     }
 
     // ---- server answers -------------------------------------------------------------
@@ -1478,6 +1481,7 @@ impl Session {
     }
 
     fn on_error_response(&mut self, error: StatementError, now_us: u64) {
+        let error = self.error_for_record(error);
         let outcome = || Outcome {
             error: Some(error.clone()),
             ..Outcome::default()

@@ -34,6 +34,9 @@
 //!   values written where they would not be masked are always refused (see
 //!   [`crate::sql::lineage`]).
 //! - `limits`: result-size guardrails per identity (see [`ResultLimit`]).
+//! - `records`: `"mask"` (the default) masks statement texts, parameters and
+//!   error messages before records are written; `"clear"` records them as
+//!   they came.
 
 use gatehouse_core::config::ConfigError;
 use gatehouse_core::identity::Identity;
@@ -61,6 +64,8 @@ struct RawMasking {
     lineage: Option<RawLineage>,
     #[serde(default)]
     limits: Vec<RawLimit>,
+    #[serde(default)]
+    records: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -170,6 +175,9 @@ pub struct MaskingPolicy {
     pub opaque: LineageAction,
     /// Result-size guardrails, first match wins.
     pub limits: Vec<ResultLimit>,
+    /// Statement texts, parameters and error messages are masked before
+    /// records are written (`"records": "mask"`, the default).
+    pub records_masked: bool,
 }
 
 impl MaskingPolicy {
@@ -233,6 +241,16 @@ impl MaskingPolicy {
             .enumerate()
             .map(|(i, limit)| compile_limit(limit).map_err(|e| e.under(&format!("limits[{i}]"))))
             .collect::<Result<Vec<_>, _>>()?;
+        let records_masked = match raw.records.as_deref() {
+            None | Some("mask") => true,
+            Some("clear") => false,
+            Some(other) => {
+                return Err(ConfigError::new(
+                    "records",
+                    format!("unknown {other:?}: \"mask\" or \"clear\""),
+                ));
+            }
+        };
         Ok(Self {
             masker,
             over_cap,
@@ -241,6 +259,7 @@ impl MaskingPolicy {
             derived,
             opaque,
             limits,
+            records_masked,
         })
     }
 

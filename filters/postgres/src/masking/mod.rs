@@ -52,7 +52,12 @@ pub mod catalog;
 pub mod config;
 pub mod copy;
 mod derived;
+#[cfg(test)]
+#[allow(clippy::indexing_slicing)]
+mod hostile_tests;
 mod inspect;
+mod limits;
+mod records;
 pub mod stream;
 #[cfg(test)]
 #[allow(clippy::indexing_slicing)]
@@ -95,6 +100,9 @@ pub enum MaskAction {
     Replace(Vec<u8>),
     /// The message answers the masker's own catalog lookup: the client never sees it.
     Consume,
+    /// The message is the client's, but a result-size limit withholds it: the
+    /// engine still follows it (for its records), the client does not get it.
+    Withhold,
 }
 
 /// A description filled when the server answers the Describe that asked for it.
@@ -232,6 +240,8 @@ pub struct SessionMasker {
     over_cap: u64,
     /// The buffer the next rewritten row is written into (see [`SessionMasker::recycle`]).
     spare_row: Vec<u8>,
+    /// The result-size limit and where the current result stands.
+    guard: limits::ResultGuard,
 }
 
 impl SessionMasker {
@@ -268,6 +278,7 @@ impl SessionMasker {
             detector_counts: DetectorCounts::default(),
             over_cap: 0,
             spare_row: Vec::new(),
+            guard: limits::ResultGuard::default(),
         }
     }
 
@@ -465,6 +476,19 @@ impl SessionMasker {
             Some(Expect::CopyDescribe(_)) => return self.on_copy_describe_answer(msg),
             _ => {}
         }
+        if let BackendMessage::DataRow { .. } = msg {
+            return self.route(msg);
+        }
+        let guarded = self.guard_message(msg);
+        match (self.route(msg), guarded) {
+            (MaskAction::Consume, _) => MaskAction::Consume,
+            (_, Some(guarded)) => guarded,
+            (action, None) => action,
+        }
+    }
+
+    /// A server message of the client's: masked, and followed.
+    fn route(&mut self, msg: &BackendMessage<'_>) -> MaskAction {
         match msg {
             BackendMessage::RowDescription { body } => {
                 // A description that does not parse describes nothing: its
@@ -760,6 +784,9 @@ impl SessionMasker {
             let msg = BackendMessage::decode(crate::protocol::DATA_ROW_TAG, body)?;
             return Ok(self.on_backend(&msg));
         }
+        if let Some(action) = self.guard_row(body.len()) {
+            return Ok(action);
+        }
         let plan = self.current_plan();
         let known = plan.is_some();
         let plan = plan.as_deref().map(Vec::as_slice).unwrap_or_default();
@@ -1004,10 +1031,17 @@ impl SessionMasker {
         let policy = Arc::clone(&self.policy);
         let rewrite = match tag {
             crate::protocol::DATA_ROW_TAG => {
-                let plan = self
+                let past_limit = self.guard_streamed_row(body_len);
+                let plan: RowPlan = self
                     .current_plan()
                     .map(|p| p.as_ref().clone())
-                    .unwrap_or_default();
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|column| ColumnPlan {
+                        opaque: column.opaque || past_limit,
+                        ..column
+                    })
+                    .collect();
                 // Columns past the plan (or all, without one) are read as unknown.
                 let unknown = vec![self.unknown_column(false); plan.len() + 1];
                 StreamRewrite::data_row(policy, plan, unknown, body_len)
@@ -1047,6 +1081,7 @@ impl SessionMasker {
             exempt: self.is_exempt(),
             over_cap: std::mem::take(&mut self.over_cap),
             opaque: std::mem::take(&mut self.opaque_count),
+            limited: self.guard.limited.take(),
             ..MaskingCounts::default()
         };
         for (rule, n) in self.policy.rules.iter().zip(self.rule_counts.iter_mut()) {

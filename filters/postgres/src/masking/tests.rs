@@ -21,6 +21,7 @@ pub(super) fn demo_policy() -> Arc<MaskingPolicy> {
 
 pub(super) struct Wire {
     session: Session,
+    policy: Arc<MaskingPolicy>,
     records: Vec<Record>,
     now: u64,
     byte_by_byte: bool,
@@ -139,6 +140,15 @@ impl Wire {
         identity: Option<gatehouse_core::identity::Identity>,
         byte_by_byte: bool,
     ) -> Self {
+        Self::with_policy(demo_policy(), config, identity, byte_by_byte)
+    }
+
+    pub(super) fn with_policy(
+        policy: Arc<MaskingPolicy>,
+        config: EngineConfig,
+        identity: Option<gatehouse_core::identity::Identity>,
+        byte_by_byte: bool,
+    ) -> Self {
         let mut session = Session::new(
             Arc::new(config),
             ConnectionInfo {
@@ -147,12 +157,13 @@ impl Wire {
             },
             1_000,
         );
-        session.set_masker(SessionMasker::new(demo_policy()));
+        session.set_masker(SessionMasker::new(Arc::clone(&policy)));
         if let Some(identity) = identity {
             session.set_identity(identity);
         }
         let mut wire = Self {
             session,
+            policy,
             records: Vec::new(),
             now: 2_000,
             byte_by_byte,
@@ -205,7 +216,7 @@ impl Wire {
     /// of it and consumes the lookup's answers.
     pub(super) fn first_request(&mut self, request: &[u8]) {
         let to_server = self.client(request);
-        let lookup = catalog::lookup_sql(&demo_policy()).unwrap();
+        let lookup = catalog::lookup_sql(&self.policy).unwrap();
         let expected = [catalog::query_message(&lookup), request.to_vec()].concat();
         assert_eq!(to_server, expected);
         assert_eq!(

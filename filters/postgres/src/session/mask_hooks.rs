@@ -7,7 +7,7 @@ use crate::masking::{MaskAction, SessionMasker};
 use crate::protocol::{self as pg, BackendMessage, FrontendMessage};
 use gatehouse_core::identity::Identity;
 use gatehouse_core::policy::Decision;
-use gatehouse_core::record::MaskingCounts;
+use gatehouse_core::record::{MaskingCounts, ParameterValue, StatementError};
 
 impl Session {
     /// Masks what the server sends back from now on (see [`crate::masking`]).
@@ -45,6 +45,8 @@ impl Session {
             if !masker.exemption_decided() {
                 let exempt = masker.policy().exempts(&identity);
                 masker.set_exempt(exempt);
+                let limit = masker.policy().limit_for(&identity).cloned();
+                masker.set_limit(limit);
             }
             // A shadow session adds no traffic: without the catalog lookup its
             // table rules match by column name.
@@ -119,7 +121,7 @@ impl Session {
                 Some(masker) => masker.on_data_row(body).map_err(|e| e.to_string())?,
                 None => MaskAction::Unchanged,
             };
-            if masked != MaskAction::Consume {
+            if !matches!(masked, MaskAction::Consume | MaskAction::Withhold) {
                 // Held DataRows are counted here (streamed ones when they end).
                 self.count_row();
             }
@@ -141,6 +143,8 @@ impl Session {
         let action = self.on_backend_message(tag, body, now_us)?;
         Ok(match (action, masked) {
             (Action::Pass, MaskAction::Replace(bytes)) => Action::Replace(bytes),
+            // Followed by the engine, withheld from the client.
+            (_, MaskAction::Withhold) => Action::Drop,
             (action, _) => action,
         })
     }
@@ -198,6 +202,8 @@ impl Session {
         if !masker.exemption_decided() {
             let exempt = masker.policy().exempts(&identity);
             masker.set_exempt(exempt);
+            let limit = masker.policy().limit_for(&identity).cloned();
+            masker.set_limit(limit);
         }
         match masker.refusal(sql) {
             Some(reason) => Some(Decision {
@@ -207,6 +213,36 @@ impl Session {
             }),
             None => decision,
         }
+    }
+
+    /// A statement text as records hold it (see [`crate::masking`]'s
+    /// records module): masked unless masking is off or says `clear`.
+    pub(super) fn text_for_record(&self, text: String) -> String {
+        match self.masker.as_ref() {
+            Some(masker) => masker.record_text(text),
+            None => text,
+        }
+    }
+
+    /// Bind parameters as records hold them.
+    pub(super) fn parameters_for_record(
+        &self,
+        statement: &[u8],
+        values: Vec<ParameterValue>,
+    ) -> Vec<ParameterValue> {
+        let Some(masker) = self.masker.as_ref() else {
+            return values;
+        };
+        let text = self.statements_by_name.get(statement).map(|t| &*t.text.0);
+        masker.record_parameters(text, values)
+    }
+
+    /// A server error as records hold it.
+    pub(super) fn error_for_record(&self, mut error: StatementError) -> StatementError {
+        if let Some(masker) = self.masker.as_ref() {
+            error.message = masker.record_message(error.message);
+        }
+        error
     }
 
     /// What masking did since the previous statement record.
@@ -240,6 +276,6 @@ fn row_action(masked: MaskAction) -> Action {
     match masked {
         MaskAction::Replace(bytes) => Action::Replace(bytes),
         MaskAction::Unchanged => Action::Pass,
-        MaskAction::Consume => Action::Drop,
+        MaskAction::Consume | MaskAction::Withhold => Action::Drop,
     }
 }

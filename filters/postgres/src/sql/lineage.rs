@@ -256,6 +256,18 @@ impl StatementLineage {
     }
 }
 
+/// Whether a text names a masked table, view or column anywhere outside its
+/// string constants (for records: literals of such a statement may be
+/// values of masked columns).
+pub fn mentions(sql: &str, sources: &Sources) -> bool {
+    let lexed = lexer::tokenize(sql);
+    lexed.tokens.iter().any(|t| match t.kind {
+        TokenKind::Word => sources.names(lexer::text(sql, t)),
+        TokenKind::QuotedIdent => sources.names(lexer::text(sql, t).trim_matches('"')),
+        _ => false,
+    })
+}
+
 /// The lineage of every statement of a text, split as the server splits it.
 pub fn analyze(sql: &str, sources: &Sources) -> Vec<StatementLineage> {
     if sql.len() > MAX_SQL_LEN {

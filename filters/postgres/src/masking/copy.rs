@@ -1333,6 +1333,7 @@ impl SessionMasker {
             return None;
         }
         let saved = self.copy_describe_error.take()?;
+        let quoted = self.statement_reads_masked();
         self.on_error();
         let Ok(BackendMessage::ErrorResponse { fields }) = BackendMessage::decode(
             crate::protocol::ERROR_RESPONSE_TAG,
@@ -1340,7 +1341,7 @@ impl SessionMasker {
         ) else {
             return None;
         };
-        Some(match self.mask_fields(msg, &fields) {
+        Some(match self.mask_fields(msg, &fields, quoted) {
             MaskAction::Unchanged => MaskAction::Replace(saved),
             masked => masked,
         })

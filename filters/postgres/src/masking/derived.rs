@@ -44,6 +44,15 @@ impl TextLineage {
         self.analyzed.borrow().1.get(index).cloned()
     }
 
+    /// Whether statement `index` reads masked columns (unknown: it may).
+    pub(super) fn reads_masked(&self, index: usize) -> bool {
+        self.analyzed
+            .borrow()
+            .1
+            .get(index)
+            .is_none_or(|s| s.reads_masked)
+    }
+
     /// Whether any of its statements creates or drops prepared statements or
     /// portals by name.
     pub(super) fn redefines_names(&self) -> bool {

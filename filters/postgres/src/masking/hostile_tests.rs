@@ -318,14 +318,14 @@ fn records_hold_no_clear_values() {
         BackendMessage::ReadyForQuery { status: b'I' },
     ]));
     wire.server(&answer);
-    // An error quoting a value.
-    wire.client(&query("SELECT 1/0"));
+    // An error quoting a value glued to other text.
+    wire.client(&query("SELECT (ssn || 'x')::numeric FROM customers"));
     wire.server(&encode_backend(&[
         BackendMessage::ErrorResponse {
             fields: vec![
                 (b'S', b"ERROR"),
                 (b'C', b"22P02"),
-                (b'M', b"invalid input syntax: \"536-22-1234\""),
+                (b'M', b"invalid input syntax: \"536-22-1234x\""),
             ],
         },
         BackendMessage::ReadyForQuery { status: b'I' },
@@ -436,4 +436,43 @@ fn identities_without_a_limit_get_every_row() {
     wire.first_request(&query("SELECT id FROM orders"));
     assert_eq!(decoded(&wire.server(&five_rows())), b"TDDDDDCZ");
     let _ = demo_policy();
+}
+
+#[test]
+fn errors_of_statements_reading_masked_columns_lose_their_quoted_values() {
+    let mut wire = ready_wire();
+    wire.client(&query(
+        "SELECT (ssn || 'x')::numeric FROM customers WHERE id = 1",
+    ));
+    let error = |message: &[u8]| {
+        encode_backend(&[
+            BackendMessage::ErrorResponse {
+                fields: vec![(b'S', b"ERROR"), (b'C', b"22P02"), (b'M', message)],
+            },
+            BackendMessage::ReadyForQuery { status: b'I' },
+        ])
+    };
+    let to_client = wire.server(&error(
+        b"invalid input syntax for type numeric: \"536-22-1234x\"",
+    ));
+    assert!(!contains(&to_client, b"536-22-1234"));
+    assert!(contains(&to_client, b"type numeric: \"****\""));
+    // A statement reading nothing masked keeps its error as it came.
+    wire.client(&query("SELECT 'abc'::numeric"));
+    let original = error(b"invalid input syntax for type numeric: \"abc\"");
+    assert_eq!(wire.server(&original), original);
+}
+
+#[test]
+fn quoted_values_and_failing_rows_are_masked_whole() {
+    assert_eq!(
+        mask_quoted(b"value \"a1\" and \"b\" end", b"**").unwrap(),
+        b"value \"**\" and \"**\" end"
+    );
+    assert_eq!(
+        mask_quoted(b"Failing row contains (1, x, 536-22-1234x).", b"**").unwrap(),
+        b"Failing row contains (**)."
+    );
+    assert_eq!(mask_quoted(b"open \"quote", b"**").unwrap(), b"open \"**");
+    assert_eq!(mask_quoted(b"nothing quoted", b"**"), None);
 }

@@ -614,10 +614,14 @@ impl SessionMasker {
                 if let Some(action) = self.copy_error(msg, fields) {
                     return action;
                 }
+                let quoted = self.statement_reads_masked();
                 self.on_error();
-                self.mask_fields(msg, fields)
+                self.mask_fields(msg, fields, quoted)
             }
-            BackendMessage::NoticeResponse { fields } => self.mask_fields(msg, fields),
+            BackendMessage::NoticeResponse { fields } => {
+                let quoted = self.statement_reads_masked();
+                self.mask_fields(msg, fields, quoted)
+            }
             BackendMessage::NotificationResponse {
                 pid,
                 channel,
@@ -877,37 +881,66 @@ impl SessionMasker {
         values::unknown_column(!self.policy.rules.is_empty())
     }
 
-    /// ErrorResponse / NoticeResponse: the fields that can quote values.
-    fn mask_fields(&mut self, msg: &BackendMessage<'_>, fields: &[(u8, &[u8])]) -> MaskAction {
+    /// Whether the statement being answered reads masked columns (or may:
+    /// its lineage is unknown), so that its errors may quote their values.
+    fn statement_reads_masked(&self) -> bool {
+        if self.sources.is_empty() {
+            return false;
+        }
+        let reads = |lineage: Option<&Rc<TextLineage>>, index: usize| {
+            lineage.is_none_or(|l| l.reads_masked(index))
+        };
+        match self.expected.front() {
+            Some(Expect::Query {
+                lineage, statement, ..
+            }) => reads(lineage.as_ref(), *statement),
+            Some(Expect::Parse { lineage, .. }) => reads(lineage.as_ref(), 0),
+            Some(Expect::Execute { portal, .. }) => {
+                reads(self.portals.get(portal).and_then(|p| p.lineage.as_ref()), 0)
+            }
+            Some(Expect::Bind { statement, .. }) => reads(self.statements.get(statement), 0),
+            Some(Expect::Describe(_) | Expect::OwnDescribe(_) | Expect::FunctionCall { .. }) => {
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// ErrorResponse / NoticeResponse: the fields that can quote values. When
+    /// the statement reads masked columns (`quoted`), the values its messages
+    /// quote (`"…"`, a failing row) are masked whole too: a value glued to
+    /// other text (`(ssn || 'x')::numeric`) is no longer what a detector knows.
+    fn mask_fields(
+        &mut self,
+        msg: &BackendMessage<'_>,
+        fields: &[(u8, &[u8])],
+        quoted: bool,
+    ) -> MaskAction {
         let mut changed = false;
         let mut out: Vec<(u8, Cow<'_, [u8]>)> = Vec::with_capacity(fields.len());
         for &(code, value) in fields {
-            let masked = match code {
+            let key_detail = match code {
                 b'D' => self.mask_key_detail(fields, value),
                 _ => None,
             };
-            let masked = masked.or_else(|| {
-                matches!(code, b'M' | b'D' | b'H' | b'W' | b'q').then(|| {
-                    let m = self.policy.masker.mask_text(value);
-                    self.detector_counts.merge(&m.counts);
-                    match m.value {
-                        Masked::Value(Cow::Borrowed(_)) => None,
-                        Masked::Value(Cow::Owned(v)) => Some(v),
-                        Masked::Null => Some(
-                            self.policy
-                                .masker
-                                .mask_value(
-                                    gatehouse_core::mask::MaskStyle::Redact,
-                                    value,
-                                    gatehouse_core::mask::ValueType::Text,
-                                    None,
-                                )
-                                .as_bytes()
-                                .unwrap_or_default()
-                                .to_vec(),
-                        ),
-                    }
-                })?
+            let masked = key_detail.or_else(|| {
+                if !matches!(code, b'M' | b'D' | b'H' | b'W' | b'q') {
+                    return None;
+                }
+                let unquoted = quoted
+                    .then(|| mask_quoted(value, self.policy.masker.redact_token()))
+                    .flatten();
+                if unquoted.is_some() {
+                    self.opaque_count = self.opaque_count.saturating_add(1);
+                }
+                let text = unquoted.as_deref().unwrap_or(value);
+                let m = self.policy.masker.mask_text(text);
+                self.detector_counts.merge(&m.counts);
+                match m.value {
+                    Masked::Value(Cow::Borrowed(_)) => unquoted,
+                    Masked::Value(Cow::Owned(v)) => Some(v),
+                    Masked::Null => Some(self.policy.masker.redact_token().to_vec()),
+                }
             });
             match masked {
                 Some(v) => {
@@ -1098,6 +1131,52 @@ impl SessionMasker {
         }
         (!counts.is_empty()).then_some(counts)
     }
+}
+
+/// `text` with the content of every `"…"` it quotes, and the row of a
+/// `Failing row contains (…)`, replaced by `token`; `None` when it quotes
+/// nothing.
+pub(super) fn mask_quoted(text: &[u8], token: &[u8]) -> Option<Vec<u8>> {
+    const FAILING_ROW: &[u8] = b"Failing row contains (";
+    let mut out = Vec::with_capacity(text.len());
+    let mut changed = false;
+    let mut rest = text;
+    while let Some((&b, tail)) = rest.split_first() {
+        if b == b'"' {
+            match tail.iter().position(|&c| c == b'"') {
+                Some(end) => {
+                    out.push(b'"');
+                    out.extend_from_slice(token);
+                    out.push(b'"');
+                    changed = true;
+                    rest = tail.get(end + 1..).unwrap_or_default();
+                }
+                None => {
+                    // An unclosed quote: the rest is its content.
+                    out.push(b'"');
+                    out.extend_from_slice(token);
+                    return Some(out);
+                }
+            }
+            continue;
+        }
+        if rest.starts_with(FAILING_ROW) {
+            out.extend_from_slice(FAILING_ROW);
+            out.extend_from_slice(token);
+            out.push(b')');
+            changed = true;
+            // The row ends at the last `)`.
+            let after = rest.get(FAILING_ROW.len()..).unwrap_or_default();
+            rest = match after.iter().rposition(|&c| c == b')') {
+                Some(end) => after.get(end + 1..).unwrap_or_default(),
+                None => &[],
+            };
+            continue;
+        }
+        out.push(b);
+        rest = tail;
+    }
+    changed.then_some(out)
 }
 
 /// One DataRow value: its length (-1 for NULL), then its bytes.

@@ -6,7 +6,8 @@
 //!   any other statement's text goes through the detectors;
 //! - bind and function-call parameters go through the detectors; those of a
 //!   statement that names masked data are replaced whole;
-//! - error messages go through the detectors.
+//! - error messages go through the detectors; those of a statement that
+//!   names masked data (or an unknown one) also lose the values they quote.
 //!
 //! This holds for exempt identities too: records are read by others.
 
@@ -72,6 +73,23 @@ impl SessionMasker {
                 other => other,
             })
             .collect()
+    }
+
+    /// A server error's message as a record holds it; `statement` is the
+    /// text that caused it, when known.
+    pub fn record_error_message(&self, message: String, statement: Option<&str>) -> String {
+        if !self.masks_records() {
+            return message;
+        }
+        let message = match statement.is_none_or(|sql| self.names_masked(sql)) {
+            true => match super::mask_quoted(message.as_bytes(), self.policy.masker.redact_token())
+            {
+                Some(masked) => String::from_utf8_lossy(&masked).into_owned(),
+                None => message,
+            },
+            false => message,
+        };
+        self.record_message(message)
     }
 
     /// A message (an error's, a statement's text) through the detectors.

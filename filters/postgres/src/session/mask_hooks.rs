@@ -2,7 +2,7 @@
 //! message as the server receives it, every server message after login, and
 //! the bytes of server messages that stream through.
 
-use super::{Action, Dir, Phase, Session};
+use super::{Action, Dir, Pending, Phase, Session};
 use crate::masking::{MaskAction, SessionMasker};
 use crate::protocol::{self as pg, BackendMessage, FrontendMessage};
 use gatehouse_core::identity::Identity;
@@ -239,9 +239,16 @@ impl Session {
 
     /// A server error as records hold it.
     pub(super) fn error_for_record(&self, mut error: StatementError) -> StatementError {
-        if let Some(masker) = self.masker.as_ref() {
-            error.message = masker.record_message(error.message);
-        }
+        let Some(masker) = self.masker.as_ref() else {
+            return error;
+        };
+        let run = match self.pending.front() {
+            Some(Pending::Query(runs)) => runs.front(),
+            Some(Pending::Execute(run) | Pending::FunctionCall(Some(run))) => Some(run),
+            _ => None,
+        };
+        let text = run.and_then(|r| r.text.as_ref()).map(|t| &*t.text.0);
+        error.message = masker.record_error_message(error.message, text);
         error
     }
 

@@ -242,6 +242,8 @@ pub struct StatementLineage {
     /// The statement can create or drop portals (DECLARE, CLOSE) or prepared
     /// statements (PREPARE, DEALLOCATE, DISCARD) by name behind the protocol's back.
     pub redefines_names: bool,
+    /// The statement reads masked columns (its errors may quote their values).
+    pub reads_masked: bool,
 }
 
 impl StatementLineage {
@@ -252,6 +254,7 @@ impl StatementLineage {
             derived: false,
             opaque: true,
             redefines_names: true,
+            reads_masked: mentions,
         }
     }
 }
@@ -296,7 +299,7 @@ pub fn analyze(sql: &str, sources: &Sources) -> Vec<StatementLineage> {
             // An anonymous code block: its body is a string the server runs.
             StatementLineage {
                 refusal: (!sources.is_empty()).then_some(Refusal::Code("a DO block")),
-                ..StatementLineage::unreadable(sources, false)
+                ..StatementLineage::unreadable(sources, true)
             }
         } else {
             analyze_statement(text, sources)
@@ -327,6 +330,25 @@ fn analyze_statement(text: &str, sources: &Sources) -> Option<StatementLineage> 
     };
     let mut gather = Gather::default();
     let _ = statement.visit(&mut gather);
+    // Every word of the text may name a relation (`FROM ONLY t`, syntax
+    // sqlparser reads otherwise): a masked column is in play whenever its
+    // table's name appears at all.
+    let lexed = lexer::tokenize(text);
+    for token in &lexed.tokens {
+        match token.kind {
+            TokenKind::Word => {
+                gather
+                    .tables
+                    .insert(lexer::text(text, token).to_ascii_lowercase());
+            }
+            TokenKind::QuotedIdent => {
+                gather
+                    .tables
+                    .insert(lexer::text(text, token).trim_matches('"').to_string());
+            }
+            _ => {}
+        }
+    }
     let Some(names) = Names::resolve(&gather, sources) else {
         return Some(StatementLineage::unreadable(sources, true));
     };
@@ -360,12 +382,15 @@ fn analyze_statement(text: &str, sources: &Sources) -> Option<StatementLineage> 
         Some(what) if !sources.is_empty() => Some(Refusal::Code(what)),
         _ => refusal,
     };
+    let reads_masked = names.columns.values().any(Taint::has_rules)
+        || names.relations.values().any(Taint::has_rules);
     Some(StatementLineage {
         outputs,
         refusal,
         derived,
         opaque,
         redefines_names: false,
+        reads_masked,
     })
 }
 

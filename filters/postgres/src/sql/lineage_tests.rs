@@ -167,6 +167,18 @@ fn plain_columns_and_counts_are_not_derived() {
 }
 
 #[test]
+fn a_table_named_in_syntax_the_parser_reads_otherwise_is_still_in_play() {
+    for sql in [
+        "select upper(ssn) from only customers",
+        "select upper(ssn) from customers tablesample system (50)",
+    ] {
+        assert_eq!(rules(&columns(sql, 1)[0]), vec![SSN], "{sql}");
+        assert!(one(sql).reads_masked, "{sql}");
+    }
+    assert!(!one("select upper(name) from orders").reads_masked);
+}
+
+#[test]
 fn columns_of_other_tables_are_not_tainted_by_name_alone() {
     let got = columns("select upper(ssn) from orders", 1);
     assert!(got[0].is_clean());

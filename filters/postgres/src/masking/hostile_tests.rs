@@ -4,7 +4,7 @@
 //! limits.
 
 use super::tests::{
-    CUSTOMERS_OID, INT4, TEXT, Wire, data_row, demo_policy, encode_backend, encode_frontend, query,
+    CUSTOMERS_OID, INT4, TEXT, Wire, data_row, encode_backend, encode_frontend, query,
     row_description, with_portal_describes,
 };
 use super::*;
@@ -388,21 +388,20 @@ fn decoded(bytes: &[u8]) -> Vec<u8> {
     tags
 }
 
+/// What the last statement record says the limit did.
+fn last_limited(wire: &Wire) -> gatehouse_core::record::LimitedResult {
+    let statements = wire.statements();
+    let masking = statements.last().unwrap().masking.clone().unwrap();
+    masking.limited.unwrap()
+}
+
 #[test]
 fn a_result_past_its_limit_is_truncated_with_a_notice() {
     let mut wire = limited_wire("truncate");
     let to_client = wire.server(&five_rows());
     assert_eq!(decoded(&to_client), b"TDDNCZ");
     assert!(contains(&to_client, b"SELECT 2\0"));
-    let limited = wire
-        .statements()
-        .last()
-        .unwrap()
-        .masking
-        .clone()
-        .unwrap()
-        .limited
-        .unwrap();
+    let limited = last_limited(&wire);
     assert_eq!(limited.limit, "max_rows");
     assert_eq!(limited.rows_withheld, 3);
     assert_eq!(limited.action, "truncate");
@@ -414,15 +413,7 @@ fn a_result_past_its_limit_ends_with_an_error() {
     let to_client = wire.server(&five_rows());
     assert_eq!(decoded(&to_client), b"TDDEZ");
     assert!(contains(&to_client, b"54000"));
-    let limited = wire
-        .statements()
-        .last()
-        .unwrap()
-        .masking
-        .clone()
-        .unwrap()
-        .limited
-        .unwrap();
+    let limited = last_limited(&wire);
     assert_eq!(limited.action, "error");
     // The next statement starts afresh.
     wire.client(&query("SELECT id FROM orders"));
@@ -435,7 +426,6 @@ fn identities_without_a_limit_get_every_row() {
     let mut wire = Wire::new(None);
     wire.first_request(&query("SELECT id FROM orders"));
     assert_eq!(decoded(&wire.server(&five_rows())), b"TDDDDDCZ");
-    let _ = demo_policy();
 }
 
 #[test]
@@ -475,4 +465,48 @@ fn quoted_values_and_failing_rows_are_masked_whole() {
     );
     assert_eq!(mask_quoted(b"open \"quote", b"**").unwrap(), b"open \"**");
     assert_eq!(mask_quoted(b"nothing quoted", b"**"), None);
+}
+
+#[test]
+fn a_statement_past_the_name_tracking_cap_is_still_described_and_masked() {
+    let mut wire = ready_wire();
+    let names: Vec<String> = (0..=MAX_TRACKED_NAMES).map(|i| format!("s{i}")).collect();
+    let mut batch = Vec::new();
+    for name in &names {
+        FrontendMessage::Parse {
+            name: name.as_bytes(),
+            sql: b"SELECT 1",
+            param_types: vec![],
+        }
+        .encode(&mut batch);
+    }
+    FrontendMessage::Sync.encode(&mut batch);
+    wire.client(&batch);
+    let mut answers = Vec::new();
+    for _ in &names {
+        BackendMessage::ParseComplete.encode(&mut answers);
+    }
+    BackendMessage::ReadyForQuery { status: b'I' }.encode(&mut answers);
+    wire.server(&answers);
+    // Past the cap: the statement's lineage is not kept.
+    let run = encode_frontend(&[
+        parse(b"over", "SELECT upper(ssn), ssn FROM customers"),
+        bind(b"over", vec![1]),
+        EXECUTE,
+        FrontendMessage::Sync,
+    ]);
+    assert_eq!(wire.client(&run), with_portal_describes(&run));
+    let description =
+        row_description(&[("upper", 0, 0, TEXT, 1), ("ssn", CUSTOMERS_OID, 4, TEXT, 1)]);
+    let answer = executed(
+        &[BackendMessage::ParseComplete, BackendMessage::BindComplete],
+        &description,
+        &data_row(&[Some(b"536-22-1234"), Some(SSN)]),
+    );
+    let to_client = wire.server(&answer);
+    assert_no_clear_values(&to_client);
+    assert!(contains(
+        &to_client,
+        &data_row(&[Some(b"****"), Some(b"****")])
+    ));
 }

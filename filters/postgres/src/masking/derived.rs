@@ -21,13 +21,31 @@
 //! The names lineage follows are the policy's table rules and, once the
 //! catalog lookup has answered, the view columns it found; a text analyzed
 //! before that is analyzed again when its result arrives.
+//!
+//! Lineage does not depend on constants, so each session keeps the lineage
+//! of its recent texts by their normalized form (constants replaced): a
+//! statement sent again with other values is not parsed again.
 
 use super::SessionMasker;
 use super::catalog::Resolved;
 use super::config::{LineageAction, MaskingPolicy, RuleTarget};
+use crate::sql::lexer;
 use crate::sql::lineage::{self, Outputs, Refusal, SourceColumn, Sources, StatementLineage, Taint};
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
+
+/// Normalized texts whose lineage a session keeps; past this the cache
+/// starts afresh.
+const MAX_CACHED_TEXTS: usize = 64;
+
+/// Lineage of recent texts by normalized form, for one generation of the
+/// names lineage follows.
+#[derive(Debug, Default)]
+pub(super) struct LineageCache {
+    generation: u64,
+    texts: HashMap<String, Rc<[StatementLineage]>>,
+}
 
 /// The lineage of one Query or Parse text, per statement.
 #[derive(Debug)]
@@ -111,13 +129,38 @@ impl SessionMasker {
         if text.len() > lineage::MAX_SQL_LEN {
             return None;
         }
-        let statements: Rc<[StatementLineage]> = lineage::analyze(text, &self.sources).into();
+        let statements = self.analyze_cached(text);
         let lineage = Rc::new(TextLineage {
             sql: (!self.catalog_answered()).then(|| text.into()),
             analyzed: RefCell::new((self.sources_generation, statements)),
         });
         self.last_text = Some((sql.to_vec(), Rc::clone(&lineage)));
         Some(lineage)
+    }
+
+    /// `lineage::analyze`, through the session's cache of normalized texts.
+    fn analyze_cached(&mut self, text: &str) -> Rc<[StatementLineage]> {
+        let lexed = lexer::tokenize(text);
+        let mut key = String::with_capacity(text.len());
+        for tokens in lexer::split_statements(&lexed) {
+            lexer::normalize_into(text, tokens, false, &mut key);
+            key.push(';');
+        }
+        let cache = &mut self.lineage_cache;
+        if cache.generation != self.sources_generation || cache.texts.len() >= MAX_CACHED_TEXTS {
+            cache.texts.clear();
+            cache.generation = self.sources_generation;
+        }
+        if !lexed.unterminated
+            && let Some(hit) = cache.texts.get(&key)
+        {
+            return Rc::clone(hit);
+        }
+        let statements: Rc<[StatementLineage]> = lineage::analyze(text, &self.sources).into();
+        if !lexed.unterminated {
+            cache.texts.insert(key, Rc::clone(&statements));
+        }
+        statements
     }
 
     /// Why a Query or Parse text must be refused, as the client's error
@@ -181,5 +224,64 @@ impl SessionMasker {
             let statements: Rc<[StatementLineage]> = lineage::analyze(sql, &self.sources).into();
             *lineage.analyzed.borrow_mut() = (self.sources_generation, statements);
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+    use crate::masking::MaskingPolicy;
+    use std::sync::Arc;
+
+    fn masker() -> SessionMasker {
+        let policy =
+            MaskingPolicy::from_json(include_bytes!("../../../../examples/postgres-masking.json"))
+                .unwrap();
+        let mut masker = SessionMasker::new(Arc::new(policy));
+        masker.set_exempt(false);
+        masker
+    }
+
+    fn statements(lineage: &TextLineage) -> Rc<[StatementLineage]> {
+        Rc::clone(&lineage.analyzed.borrow().1)
+    }
+
+    #[test]
+    fn a_text_sent_again_with_other_constants_is_not_parsed_again() {
+        let mut masker = masker();
+        let a = masker
+            .text_lineage(b"select upper(ssn) from customers where id = 1")
+            .unwrap();
+        let b = masker
+            .text_lineage(b"select upper(ssn) from customers where id = 2")
+            .unwrap();
+        assert!(Rc::ptr_eq(&statements(&a), &statements(&b)));
+        let other = masker
+            .text_lineage(b"select upper(email) from customers where id = 2")
+            .unwrap();
+        assert!(!Rc::ptr_eq(&statements(&a), &statements(&other)));
+        // A text whose constant is where a sink is (COPY's target) is another text.
+        let to_stdout = masker.text_lineage(b"copy customers to stdout").unwrap();
+        let to_file = masker.text_lineage(b"copy customers to '/tmp/x'").unwrap();
+        assert!(statements(&to_stdout)[0].refusal.is_none());
+        assert!(statements(&to_file)[0].refusal.is_some());
+    }
+
+    #[test]
+    fn exempt_identities_and_policies_without_column_rules_analyze_nothing() {
+        let mut masker = masker();
+        masker.set_exempt(true);
+        assert!(masker.text_lineage(b"select ssn from customers").is_none());
+        assert_eq!(
+            masker.refusal(b"select pg_notify('c', ssn) from customers"),
+            None
+        );
+        let mut plain = SessionMasker::new(Arc::new(MaskingPolicy::from_json(b"{}").unwrap()));
+        plain.set_exempt(false);
+        assert_eq!(
+            plain.refusal(b"select pg_notify('c', ssn) from customers"),
+            None
+        );
     }
 }

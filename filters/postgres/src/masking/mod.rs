@@ -214,6 +214,8 @@ pub struct SessionMasker {
     sources_generation: u64,
     /// The last text analyzed, and its lineage.
     last_text: Option<(Vec<u8>, Rc<TextLineage>)>,
+    /// Lineage of recent texts by normalized form.
+    lineage_cache: derived::LineageCache,
     /// Values masked whole because something opaque computed them.
     opaque_count: u64,
     expected: VecDeque<Expect>,
@@ -264,6 +266,7 @@ impl SessionMasker {
             sources: Rc::new(derived::policy_sources(&policy)),
             sources_generation: 0,
             last_text: None,
+            lineage_cache: derived::LineageCache::default(),
             opaque_count: 0,
             expected: VecDeque::new(),
             query_plan: None,

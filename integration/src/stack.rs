@@ -71,10 +71,18 @@ pub fn default_kubernetes_filter_config() -> Value {
     example("kubernetes-policy.json")
 }
 
-/// The demo's Postgres filter configuration: token login from the demo identity
+/// The demo's Postgres filter configuration as shipped
+/// (`examples/postgres-filter.json`): token login from the demo identity
 /// provider (`examples/postgres-login.json`), the statement policy
-/// (`examples/postgres-policy.json`) and masking (`examples/postgres-masking.json`).
+/// (`examples/postgres-policy.json`) and masking (`examples/postgres-masking.json`),
+/// in one document.
 pub fn demo_postgres_filter_config() -> Value {
+    example("postgres-filter.json")
+}
+
+/// The demo's Postgres configuration put together from its parts; the shipped
+/// combined file must equal it.
+pub fn demo_postgres_filter_parts() -> Value {
     let mut config = example("postgres-login.json");
     if let Some(parts) = config.as_object_mut() {
         parts.insert("policy".into(), example("postgres-policy.json"));
@@ -420,4 +428,41 @@ users:
         ));
     }
     Ok(yaml)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_combined_postgres_configuration_is_its_parts() {
+        assert_eq!(
+            demo_postgres_filter_config(),
+            demo_postgres_filter_parts(),
+            "examples/postgres-filter.json must hold postgres-login.json with \
+             postgres-policy.json as `policy` and postgres-masking.json as `masking`"
+        );
+    }
+
+    #[test]
+    fn the_demo_identities_file_names_the_identity_providers_identities() {
+        let file = crate::workspace_root().join("examples/demo/identities.json");
+        let shipped: Value = serde_json::from_slice(&std::fs::read(file).unwrap()).unwrap();
+        let names: Vec<&str> = shipped
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut expected: Vec<&str> = idp::DEMO_IDENTITIES.iter().map(|(n, _)| *n).collect();
+        expected.sort_unstable();
+        assert_eq!(names, expected);
+        for (name, group) in idp::DEMO_IDENTITIES {
+            assert_eq!(
+                shipped[name]["groups"],
+                serde_json::json!([group]),
+                "{name}"
+            );
+        }
+    }
 }

@@ -49,8 +49,8 @@ fn psql_denied_statement_is_a_clean_error_and_the_session_goes_on() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
         stderr.trim_end(),
-        format!("ERROR:  {DROP_MESSAGE}"),
-        "{stderr}"
+        format!("ERROR:  {DROP_MESSAGE}\nDETAIL:  denied by gatehouse rule no-drop"),
+        "the client is told which rule refused it: {stderr}"
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "t");
     assert!(!server_log(&stack).contains("drop table customers"));

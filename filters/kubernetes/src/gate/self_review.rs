@@ -207,14 +207,21 @@ struct NonResourceAttributes {
     verb: String,
 }
 
-/// The review's `spec`, or a 400 naming what is wrong.
+/// The review's `spec` (from JSON, or from the protobuf kubectl sends), or a
+/// 400 naming what is wrong.
 fn spec<T: serde::de::DeserializeOwned>(
     body: &[u8],
     kind: &str,
 ) -> Result<(T, Value), Box<Status>> {
     let bad = |why: String| Box::new(status::status(400, "BadRequest", &format!("{kind}: {why}")));
-    let object: Value = serde_json::from_slice(body).map_err(|e| bad(e.to_string()))?;
-    let spec = object.get("spec").cloned().unwrap_or(Value::Null);
+    let spec = match body.strip_prefix(protobuf::MAGIC) {
+        Some(envelope) => protobuf::review_spec(envelope, kind == Review::Rules.kind())
+            .map_err(|e| bad(e.to_owned()))?,
+        None => {
+            let object: Value = serde_json::from_slice(body).map_err(|e| bad(e.to_string()))?;
+            object.get("spec").cloned().unwrap_or(Value::Null)
+        }
+    };
     let parsed = serde_json::from_value(spec.clone()).map_err(|e| bad(format!("spec: {e}")))?;
     Ok((parsed, spec))
 }
@@ -338,6 +345,141 @@ fn rules_review(policy: &Policy, identity: &Identity, body: &[u8]) -> Result<Val
         status.insert("evaluationError".into(), json!(why.join("; ")));
     }
     Ok(json!({"spec": echoed, "status": status}))
+}
+
+/// The Kubernetes protobuf encoding of the reviews, as kubectl sends them
+/// (`application/vnd.kubernetes.protobuf`): a `k8s\0` magic, then a
+/// `runtime.Unknown` whose `raw` field holds the review message. Only the
+/// fields gatehouse reads are decoded, into the JSON the API documents; every
+/// length is checked and unknown fields are skipped.
+mod protobuf {
+    use serde_json::{Map, Value};
+
+    pub const MAGIC: &[u8] = b"k8s\0";
+
+    /// Field numbers of `runtime.Unknown.raw` and of the reviews' `spec`.
+    const UNKNOWN_RAW: u64 = 2;
+    const REVIEW_SPEC: u64 = 2;
+    /// `SelfSubjectAccessReviewSpec`.
+    const RESOURCE_ATTRIBUTES: u64 = 1;
+    const NON_RESOURCE_ATTRIBUTES: u64 = 2;
+    /// `ResourceAttributes` fields 1 to 7, in order.
+    const RESOURCE_FIELDS: [&str; 7] = [
+        "namespace",
+        "verb",
+        "group",
+        "version",
+        "resource",
+        "subresource",
+        "name",
+    ];
+    /// `NonResourceAttributes` fields 1 and 2.
+    const NON_RESOURCE_FIELDS: [&str; 2] = ["path", "verb"];
+
+    /// One field: its number and, for a length-delimited one, its bytes.
+    struct Field<'a> {
+        number: u64,
+        bytes: Option<&'a [u8]>,
+    }
+
+    fn varint(input: &mut &[u8]) -> Result<u64, &'static str> {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let (&byte, rest) = input.split_first().ok_or("truncated varint")?;
+            *input = rest;
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err("varint too long")
+    }
+
+    fn fields(mut input: &[u8]) -> Result<Vec<Field<'_>>, &'static str> {
+        let mut out = Vec::new();
+        while !input.is_empty() {
+            let key = varint(&mut input)?;
+            let number = key >> 3;
+            let skip = |input: &mut &[u8], n: usize| -> Result<(), &'static str> {
+                *input = input.get(n..).ok_or("truncated field")?;
+                Ok(())
+            };
+            let bytes = match key & 7 {
+                0 => {
+                    varint(&mut input)?;
+                    None
+                }
+                1 => {
+                    skip(&mut input, 8)?;
+                    None
+                }
+                2 => {
+                    let len = usize::try_from(varint(&mut input)?).map_err(|_| "bad length")?;
+                    let bytes = input.get(..len).ok_or("truncated field")?;
+                    skip(&mut input, len)?;
+                    Some(bytes)
+                }
+                5 => {
+                    skip(&mut input, 4)?;
+                    None
+                }
+                _ => return Err("unsupported protobuf wire type"),
+            };
+            out.push(Field { number, bytes });
+        }
+        Ok(out)
+    }
+
+    /// The last length-delimited field `number` (protobuf's last-one-wins).
+    fn message(input: &[u8], number: u64) -> Result<Option<&[u8]>, &'static str> {
+        Ok(fields(input)?
+            .into_iter()
+            .rev()
+            .filter(|f| f.number == number)
+            .find_map(|f| f.bytes))
+    }
+
+    /// A message of string fields numbered 1.. as a JSON object.
+    fn strings(input: &[u8], names: &[&str]) -> Result<Value, &'static str> {
+        let mut object = Map::new();
+        for field in fields(input)? {
+            let name = usize::try_from(field.number)
+                .ok()
+                .and_then(|n| n.checked_sub(1))
+                .and_then(|i| names.get(i));
+            if let (Some(name), Some(bytes)) = (name, field.bytes) {
+                let text = std::str::from_utf8(bytes).map_err(|_| "a string is not UTF-8")?;
+                object.insert((*name).to_owned(), Value::String(text.to_owned()));
+            }
+        }
+        Ok(Value::Object(object))
+    }
+
+    /// The `spec` of an access review (`rules` false) or a rules review
+    /// (`SelfSubjectRulesReviewSpec`: `namespace`, field 1) as JSON.
+    pub fn review_spec(envelope: &[u8], rules: bool) -> Result<Value, &'static str> {
+        let raw = message(envelope, UNKNOWN_RAW)?.ok_or("no object in the envelope")?;
+        let Some(spec) = message(raw, REVIEW_SPEC)? else {
+            return Ok(Value::Object(Map::new()));
+        };
+        if rules {
+            return strings(spec, &["namespace"]);
+        }
+        let mut object = Map::new();
+        if let Some(bytes) = message(spec, RESOURCE_ATTRIBUTES)? {
+            object.insert(
+                "resourceAttributes".to_owned(),
+                strings(bytes, &RESOURCE_FIELDS)?,
+            );
+        }
+        if let Some(bytes) = message(spec, NON_RESOURCE_ATTRIBUTES)? {
+            object.insert(
+                "nonResourceAttributes".to_owned(),
+                strings(bytes, &NON_RESOURCE_FIELDS)?,
+            );
+        }
+        Ok(Value::Object(object))
+    }
 }
 
 fn resource_rule(rule: &RuleSummary<'_>, verbs: Vec<&str>) -> Value {
@@ -503,6 +645,92 @@ mod tests {
         // Other verbs on the review resources go to policy like any request.
         let list = admit(&mut gate, "GET", path, &[("authorization", &bearer)]);
         assert!(matches!(list, Admission::Forward(_)), "{list:?}");
+    }
+
+    /// A protobuf length-delimited field.
+    fn field(number: u8, bytes: &[u8]) -> Vec<u8> {
+        let mut out = vec![(number << 3) | 2, u8::try_from(bytes.len()).unwrap()];
+        out.extend_from_slice(bytes);
+        out
+    }
+
+    /// What kubectl sends: `k8s\0`, then runtime.Unknown{typeMeta, raw}.
+    fn envelope(spec: &[u8]) -> Vec<u8> {
+        let type_meta = [
+            field(1, b"authorization.k8s.io/v1"),
+            field(2, b"SelfSubjectAccessReview"),
+        ]
+        .concat();
+        let object = [field(1, b""), field(2, spec)].concat();
+        [
+            b"k8s\0".as_slice(),
+            &field(1, &type_meta),
+            &field(2, &object),
+        ]
+        .concat()
+    }
+
+    #[test]
+    fn kubectls_protobuf_reviews_are_read_as_their_json_would_be() {
+        let attributes = [
+            field(1, b"prod"),
+            field(2, b"delete"),
+            // An unknown varint field (42) in between is skipped.
+            vec![0xd0, 0x02, 0x96, 0x01],
+            field(5, b"namespaces"),
+            field(7, b"prod"),
+        ]
+        .concat();
+        let body = envelope(&field(1, &attributes));
+        assert_eq!(
+            protobuf::review_spec(body.strip_prefix(protobuf::MAGIC).unwrap(), false).unwrap(),
+            json!({"resourceAttributes": {
+                "namespace": "prod", "verb": "delete", "resource": "namespaces", "name": "prod"}})
+        );
+        let (mut gate, bearer) = gate_and_token("developer", "developers");
+        let Admission::ReadBody(pending) = admit(
+            &mut gate,
+            "POST",
+            "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+            &[("authorization", &bearer)],
+        ) else {
+            panic!("waits for the body");
+        };
+        let answer = gate.answer_review((*pending).clone(), &body, NOW * 1_000_000);
+        assert_eq!(answer.status, 201, "{}", answer.body);
+        assert!(
+            answer.body.contains("no-namespace-deletion"),
+            "{}",
+            answer.body
+        );
+        // Cut anywhere, the envelope is a clean 400, never a panic.
+        for end in 4..body.len() {
+            let cut = gate.answer_review((*pending).clone(), &body[..end], NOW * 1_000_000);
+            assert!(
+                cut.status == 400 || cut.status == 201,
+                "{end}: {}",
+                cut.body
+            );
+        }
+        let non_resource = envelope(&field(2, &[field(1, b"/apis"), field(2, b"get")].concat()));
+        assert_eq!(
+            protobuf::review_spec(non_resource.strip_prefix(protobuf::MAGIC).unwrap(), false)
+                .unwrap(),
+            json!({"nonResourceAttributes": {"path": "/apis", "verb": "get"}})
+        );
+        let rules = envelope(&field(1, b"dev"));
+        assert_eq!(
+            protobuf::review_spec(rules.strip_prefix(protobuf::MAGIC).unwrap(), true).unwrap(),
+            json!({"namespace": "dev"})
+        );
+        for bad in [
+            &b"\x12\x05ab"[..],
+            b"\x12",
+            b"\x0f",
+            b"\x12\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01",
+        ] {
+            assert!(protobuf::review_spec(bad, false).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -198,8 +198,10 @@ public class PolicyCheck {
             s.execute(sql);
         } catch (SQLException e) {
             if (!"42501".equals(e.getSQLState())) throw e;
-            // The driver prints the server's severity and message, nothing more.
-            if (!("ERROR: " + message).equals(e.getMessage())) {
+            // The driver prints the server's severity, message and the
+            // detail naming the rule, nothing more.
+            String expected = "ERROR: " + message + "\n  Detail: denied by gatehouse rule no-drop";
+            if (!expected.equals(e.getMessage())) {
                 throw new AssertionError("message: " + e.getMessage());
             }
             return;

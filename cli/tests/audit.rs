@@ -70,6 +70,15 @@ fn an_unknown_session_is_an_error_and_a_known_one_replays() {
         "{}",
         known.stdout
     );
+    let last = gatehouse(&["audit", "replay", &path, "--subject", "developer", "--last"]);
+    assert_eq!(last.stdout, known.stdout, "the developer's last session");
+    let nobody = gatehouse(&["audit", "replay", &path, "--subject", "nobody", "--last"]);
+    assert_eq!(nobody.code, 1);
+    assert_eq!(
+        gatehouse(&["audit", "replay", &path]).code,
+        2,
+        "which session?"
+    );
     let missing = gatehouse(&["audit", "records", "/nonexistent/access.log"]);
     assert_eq!(missing.code, 2);
 }

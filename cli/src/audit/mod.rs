@@ -68,12 +68,17 @@ struct FollowArgs {
 }
 
 #[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["session", "last"])))]
 struct ReplayArgs {
     /// The access-log file.
     file: PathBuf,
-    /// The session (a Postgres connection id, as `audit sessions` lists them).
-    #[arg(long, value_name = "ID")]
-    session: String,
+    /// Which session: `--session ID` (a connection id, as `audit sessions`
+    /// lists them), or `--last` with any selection.
+    #[command(flatten)]
+    select: Selection,
+    /// The last session the selection matches.
+    #[arg(long)]
+    last: bool,
 }
 
 /// How records are shown.
@@ -95,13 +100,15 @@ pub enum AuditError {
         "no Postgres session {session} in {path} (`gatehouse audit sessions {path}` lists them)"
     )]
     UnknownSession { session: String, path: String },
+    #[error("no Postgres session in {path} matches")]
+    NoSession { path: String },
 }
 
 impl AuditError {
     fn exit_code(&self) -> u8 {
         match self {
             AuditError::Read { .. } => 2,
-            AuditError::UnknownSession { .. } => 1,
+            AuditError::UnknownSession { .. } | AuditError::NoSession { .. } => 1,
         }
     }
 }
@@ -141,12 +148,22 @@ fn dispatch(command: AuditCommand) -> Result<ExitCode, AuditError> {
         }
         AuditCommand::Replay(args) => {
             let log = read(&args.file)?;
-            let lines = replay::transcript(&log, &args.session).ok_or_else(|| {
-                AuditError::UnknownSession {
-                    session: args.session.clone(),
+            let session = match (&args.select.session, args.last) {
+                (Some(session), false) => session.clone(),
+                _ => log
+                    .select(&args.select)
+                    .iter()
+                    .rev()
+                    .find_map(|r| log::session_id(&r.value))
+                    .ok_or_else(|| AuditError::NoSession {
+                        path: args.file.display().to_string(),
+                    })?,
+            };
+            let lines =
+                replay::transcript(&log, &session).ok_or_else(|| AuditError::UnknownSession {
+                    session: session.clone(),
                     path: args.file.display().to_string(),
-                }
-            })?;
+                })?;
             lines.iter().for_each(|line| println!("{line}"));
             Ok(ExitCode::SUCCESS)
         }

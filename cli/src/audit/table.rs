@@ -71,18 +71,23 @@ pub fn record_row(r: &Value) -> Option<Vec<String>> {
     let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
     let who = Who::of(r).short();
     if is_kubernetes(r) {
+        // As kubectl writes it: `delete namespaces/prod`, `list pods -n dev`.
         let object = &r["objectRef"];
+        let present = |v: &Value| v.as_str().filter(|s| !s.is_empty()).map(str::to_owned);
         let mut what = format!("{} ", text(&r["verb"]));
-        match object["resource"].as_str() {
+        match present(&object["resource"]) {
             Some(resource) => {
-                what.push_str(resource);
-                if let Some(sub) = object["subresource"].as_str() {
+                what.push_str(&resource);
+                if let Some(name) = present(&object["name"]) {
+                    what.push_str(&format!("/{name}"));
+                }
+                if let Some(sub) = present(&object["subresource"]) {
                     what.push_str(&format!("/{sub}"));
                 }
-                for part in [&object["namespace"], &object["name"]] {
-                    if let Some(part) = part.as_str().filter(|p| !p.is_empty()) {
-                        what.push_str(&format!(" {part}"));
-                    }
+                if let Some(namespace) = present(&object["namespace"])
+                    && resource != "namespaces"
+                {
+                    what.push_str(&format!(" -n {namespace}"));
                 }
             }
             None => what.push_str(&text(&r["requestURI"])),
@@ -235,7 +240,7 @@ mod tests {
         assert!(masked.trim_end().ends_with(" 3"), "{masked}");
         let event = lines.iter().find(|l| l.contains("kubernetes")).unwrap();
         assert!(
-            event.contains("delete namespaces prod")
+            event.contains("delete namespaces/prod ")
                 && event.contains("forbid no-namespace-deletion"),
             "{event}"
         );

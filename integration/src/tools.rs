@@ -225,6 +225,27 @@ pub fn jdbc_jar() -> Result<PathBuf> {
     Ok(jar)
 }
 
+/// Prometheus's `promtool` (Debian package `prometheus`), or `PROMTOOL`.
+pub fn promtool() -> Result<PathBuf> {
+    named_tool("PROMTOOL", "promtool", "prometheus")
+}
+
+/// The Prometheus server (Debian package `prometheus`), or `PROMETHEUS`.
+pub fn prometheus() -> Result<PathBuf> {
+    named_tool("PROMETHEUS", "prometheus", "prometheus")
+}
+
+/// A program from `variable`, else found on PATH, else an error naming the
+/// Debian package that provides it.
+fn named_tool(variable: &str, name: &str, package: &str) -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os(variable) {
+        return Ok(PathBuf::from(path));
+    }
+    find_on_path(&[name]).with_context(|| {
+        format!("{name} not found: install the Debian package `{package}` or set {variable}")
+    })
+}
+
 /// The first of `names` found on PATH.
 pub fn find_on_path(names: &[&str]) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;

@@ -405,6 +405,37 @@ fn path_str(p: &Path) -> Result<String> {
 /// A kubeconfig for the Envoy endpoint that trusts the demo CA, with one user
 /// and one context per demo identity (context names are identity names).
 pub fn kubeconfig_yaml(port: u16, ca: &Path, tokens: &[(&str, String)]) -> Result<String> {
+    let users: Vec<(&str, String)> = tokens
+        .iter()
+        .map(|(name, token)| (*name, format!("{{token: {token}}}")))
+        .collect();
+    kubeconfig_with_users(port, ca, &users)
+}
+
+/// A kubeconfig like [`kubeconfig_yaml`] whose users get their tokens from a
+/// credential plugin (kubectl's exec protocol, `client.authentication.k8s.io/v1`,
+/// as OIDC users do with kubelogin): `command token <identity> --exec-credential`
+/// mints a fresh one whenever kubectl's has expired, so it never goes stale.
+pub fn exec_kubeconfig_yaml(port: u16, ca: &Path, command: &Path) -> Result<String> {
+    let command = path_str(command)?;
+    let users: Vec<(&str, String)> = idp::DEMO_IDENTITIES
+        .iter()
+        .map(|(name, _)| {
+            (
+                *name,
+                format!(
+                    "{{exec: {{apiVersion: client.authentication.k8s.io/v1, command: \"{command}\", \
+                     args: [token, {name}, --exec-credential], interactiveMode: Never}}}}"
+                ),
+            )
+        })
+        .collect();
+    kubeconfig_with_users(port, ca, &users)
+}
+
+/// The kubeconfig with one user (given as a YAML flow mapping) and one context
+/// per identity.
+fn kubeconfig_with_users(port: u16, ca: &Path, users: &[(&str, String)]) -> Result<String> {
     let mut yaml = format!(
         "apiVersion: v1
 kind: Config
@@ -418,11 +449,11 @@ users:
 ",
         ca = path_str(ca)?
     );
-    for (name, token) in tokens {
-        yaml.push_str(&format!("- name: {name}\n  user: {{token: {token}}}\n"));
+    for (name, user) in users {
+        yaml.push_str(&format!("- name: {name}\n  user: {user}\n"));
     }
     yaml.push_str("contexts:\n");
-    for (name, _) in tokens {
+    for (name, _) in users {
         yaml.push_str(&format!(
             "- name: {name}\n  context: {{cluster: gatehouse, user: {name}}}\n"
         ));

@@ -203,7 +203,8 @@ const TEST_CLIENTS: &[&str] = &[
 
 /// What the README promises, on a machine without the test clients: `cargo
 /// xtask demo --detach`, the README's tour against it (`cargo xtask tour`),
-/// then `cargo xtask down`.
+/// then `cargo xtask down`; and, first, that a missing PostgreSQL or kubectl
+/// is named with the package that provides it.
 ///
 /// It runs in a private mount namespace (`unshare --mount`, as root) where the
 /// test clients are hidden from PATH and from their usual places (the JDBC
@@ -235,6 +236,10 @@ pub fn smoke_test() -> Result<()> {
          export PATH={path}
          for client in {clients}; do
            if command -v \"$client\" >/dev/null; then echo \"$client is still on PATH\"; exit 1; fi
+         done
+         for missing in PG_BIN_DIR KUBECTL; do
+           out=$(env $missing=/nonexistent cargo xtask install 2>&1) && {{ echo \"install passed without $missing\"; exit 1; }}
+           echo \"$out\" | grep -q 'install the Debian package' || {{ echo \"$out\"; exit 1; }}
          done
          trap 'cargo xtask down' EXIT
          if ! cargo xtask demo --detach >{log} 2>&1; then cat {log}; exit 1; fi

@@ -368,3 +368,32 @@ fn prometheus_rules() -> Result<()> {
             .arg(dir.join("gatehouse-alerts.test.yaml")),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_task_answers_help() {
+        Cli::command().debug_assert();
+        for task in Cli::command().get_subcommands() {
+            let name = task.get_name();
+            if name == "gatehouse" {
+                // Its --help is the command line's own.
+                continue;
+            }
+            let error = Cli::try_parse_from(["cargo xtask", name, "--help"])
+                .err()
+                .map(|e| e.kind());
+            assert_eq!(error, Some(clap::error::ErrorKind::DisplayHelp), "{name}");
+        }
+        let token = Cli::try_parse_from(["cargo xtask", "token", "--help"]).map(|_| ());
+        assert!(token.is_err(), "token --help is help, not an identity");
+        let passed = Cli::try_parse_from(["cargo xtask", "gatehouse", "audit", "--help"]).unwrap();
+        assert!(
+            matches!(passed.task, Task::Gatehouse { ref args } if args == &["audit", "--help"]),
+            "{passed:?}"
+        );
+    }
+}

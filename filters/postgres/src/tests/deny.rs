@@ -139,28 +139,20 @@ fn raised_error(message: &str) -> Vec<u8> {
 /// The error the client must see: severity, code and message only (these
 /// synthetic answers carry no DETAIL).
 fn clean_error(message: &str) -> Vec<u8> {
-    backend(&[BackendMessage::ErrorResponse {
-        fields: vec![
-            (b'S', b"ERROR"),
-            (b'V', b"ERROR"),
-            (b'C', b"42501"),
-            (b'M', message.as_bytes()),
-        ],
-    }])
+    clean_error_with_detail(message, None)
 }
 
-/// The error the client must see for a real server's answer: severity, code,
-/// message and the DETAIL naming the rule.
-fn clean_error_with_detail(message: &str, detail: &str) -> Vec<u8> {
-    backend(&[BackendMessage::ErrorResponse {
-        fields: vec![
-            (b'S', b"ERROR"),
-            (b'V', b"ERROR"),
-            (b'C', b"42501"),
-            (b'M', message.as_bytes()),
-            (b'D', detail.as_bytes()),
-        ],
-    }])
+/// The error the client must see: severity, code, message and, from a real
+/// server's answer, the DETAIL naming the rule.
+fn clean_error_with_detail(message: &str, detail: Option<&str>) -> Vec<u8> {
+    let mut fields = vec![
+        (b'S', b"ERROR".as_slice()),
+        (b'V', b"ERROR"),
+        (b'C', b"42501"),
+        (b'M', message.as_bytes()),
+    ];
+    fields.extend(detail.map(|detail| (b'D', detail.as_bytes())));
+    backend(&[BackendMessage::ErrorResponse { fields }])
 }
 
 fn ready(status: u8) -> Vec<u8> {
@@ -644,7 +636,7 @@ fn strip_raised(server: &[u8]) -> Vec<u8> {
             let is_raise = m[0] == b'E' && contains(&m, b"Rexec_stmt_raise\0");
             assert!(!is_raise || contains(&m, raised[3].1), "unexpected raise");
             if is_raise {
-                clean_error_with_detail(DROP_MESSAGE, "denied by gatehouse rule no-drop")
+                clean_error_with_detail(DROP_MESSAGE, Some("denied by gatehouse rule no-drop"))
             } else {
                 m
             }
@@ -742,7 +734,7 @@ fn real_server_answer_to_a_denied_describe_loses_the_private_bind_complete() {
     assert_eq!(kinds, b"CZCZ1EZ");
     assert!(contains(
         &to_client,
-        &clean_error_with_detail(DROP_MESSAGE, "denied by gatehouse rule no-drop")
+        &clean_error_with_detail(DROP_MESSAGE, Some("denied by gatehouse rule no-drop"))
     ));
     assert_eq!(wire.session.summary().unmatched_backend_messages, 0);
 }

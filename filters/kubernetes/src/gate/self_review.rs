@@ -515,8 +515,14 @@ mod tests {
     const POLICY: &str = include_str!("../../../../examples/kubernetes-policy.json");
 
     fn gate_and_token(who: &str, group: &str) -> (Gate, String) {
+        gate_in_mode(who, group, "enforce")
+    }
+
+    fn gate_in_mode(who: &str, group: &str, mode: &str) -> (Gate, String) {
         let minter = Minter::generate(JwsAlgorithm::Es256, ISSUER, "gatehouse", "k1").unwrap();
-        let mut gate = Gate::from_json(POLICY.as_bytes()).unwrap();
+        let mut config: Value = serde_json::from_str(POLICY).unwrap();
+        config["mode"] = json!(mode);
+        let mut gate = Gate::from_json(config.to_string().as_bytes()).unwrap();
         gate.verifier_mut()
             .unwrap()
             .keys_fetched(ISSUER, minter.jwks_json().as_bytes(), NOW)
@@ -618,6 +624,21 @@ mod tests {
             unmatched["reason"],
             "denied by the gatehouse policy's default: no gatehouse policy rule allows this request"
         );
+    }
+
+    #[test]
+    fn a_shadow_instance_leaves_self_checks_to_the_enforcing_one() {
+        let (mut gate, bearer) = gate_in_mode("developer", "developers", "shadow");
+        for path in [
+            "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+            "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+        ] {
+            let admission = admit(&mut gate, "POST", path, &[("authorization", &bearer)]);
+            assert!(
+                matches!(admission, Admission::Forward(_)),
+                "{path}: {admission:?}"
+            );
+        }
     }
 
     #[test]

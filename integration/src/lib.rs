@@ -13,6 +13,7 @@ pub mod envoy;
 pub mod idp;
 pub mod postgres;
 pub mod process;
+pub mod rawpg;
 pub mod stack;
 pub mod tools;
 

@@ -73,15 +73,39 @@ pub fn default_kubernetes_filter_config() -> Value {
 
 /// The demo's Postgres filter configuration: token login from the demo identity
 /// provider (`examples/postgres-login.json`), the statement policy
-/// (`examples/postgres-policy.json`) and masking (`examples/postgres-masking.json`).
+/// (`examples/postgres-policy.json`), masking (`examples/postgres-masking.json`),
+/// and the large-object functions through the fast path (what libpq's `lo_*`
+/// and JDBC's LargeObjectManager call), each judged by the policy.
 pub fn demo_postgres_filter_config() -> Value {
     let mut config = example("postgres-login.json");
     if let Some(parts) = config.as_object_mut() {
         parts.insert("policy".into(), example("postgres-policy.json"));
         parts.insert("masking".into(), example("postgres-masking.json"));
+        parts.insert(
+            "engine".into(),
+            serde_json::json!({ "fast_path_functions": LARGE_OBJECT_FUNCTIONS }),
+        );
     }
     config
 }
+
+/// The functions libpq (`lo_import`, `lo_export`, `lo_read`, …, client side) and
+/// JDBC's LargeObjectManager call through the fast path.
+pub const LARGE_OBJECT_FUNCTIONS: &[&str] = &[
+    "lo_open",
+    "lo_close",
+    "lo_creat",
+    "lo_create",
+    "lo_unlink",
+    "lo_lseek",
+    "lo_lseek64",
+    "lo_tell",
+    "lo_tell64",
+    "lo_truncate",
+    "lo_truncate64",
+    "loread",
+    "lowrite",
+];
 
 /// An example file under `examples/`, parsed. Unreadable or invalid: an empty
 /// object, which the filters refuse or treat as "deny everything", so a broken

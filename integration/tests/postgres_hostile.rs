@@ -1566,6 +1566,40 @@ fn large_objects_work_through_the_fast_path_for_jdbc_and_psql() {
     assert_eq!(write["decision"]["action"], "allow");
     assert_eq!(write["identity"]["subject"], "developer");
 
+    // A function not named for the fast path is refused by OID, and its record
+    // names it from the catalog.
+    let (mut raw, login) = RawPg::login(
+        stack.pg_port,
+        &[("user", "app"), ("database", "shop")],
+        &token,
+    )
+    .unwrap();
+    assert_eq!(login.messages.last().map(|m| m.tag), Some(b'Z'));
+    let oid: u32 = stack
+        .postgres
+        .psql_in("shop", "select 'pg_catalog.query_to_xml'::regproc::oid")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    raw.send(&rawpg::query(b"select 1")).unwrap();
+    raw.read_until_ready(1, WAIT).unwrap();
+    let args: [Option<&[u8]>; 4] = [Some(b"select 1"), Some(b"t"), Some(b"f"), Some(b"")];
+    raw.send(&rawpg::function_call(oid, false, &args)).unwrap();
+    let reply = raw.read_until_ready(1, WAIT).unwrap();
+    assert_eq!(reply.errors(), ["42501"], "{:?}", reply.error_message());
+    let refused = stack
+        .wait_for_record("the refused fast-path call", |r| {
+            r["type"] == "pg.statement" && r["function_oid"] == oid
+        })
+        .unwrap();
+    assert_eq!(
+        refused["statement"],
+        r#"SELECT "pg_catalog"."query_to_xml"($1, $2, $3, $4)"#
+    );
+    assert_eq!(refused["decision"]["rule"], "gatehouse:fast-path");
+    assert_eq!(refused["error"]["sqlstate"], "42501");
+
     // lo_import of a server file is the SQL function the policy denies.
     let refused = stack
         .psql_login(
@@ -1575,4 +1609,93 @@ fn large_objects_work_through_the_fast_path_for_jdbc_and_psql() {
         )
         .unwrap();
     assert!(String::from_utf8_lossy(&refused.stderr).contains("not allowed"));
+}
+
+/// The encoding names the filter knows mean to the server what the filter thinks,
+/// and every encoding the server has is among them (a name the filter does not know
+/// is refused, so a missing alias could only refuse too much).
+#[test]
+fn encoding_names_mean_to_the_server_what_the_filter_thinks() {
+    use gatehouse_postgres::startup::{ENCODING_ALIASES, UNSAFE_CLIENT_ENCODINGS, encoding};
+    let dir = gatehouse_integration::scratch_dir("it", "pg-encodings").unwrap();
+    let _scratch = gatehouse_integration::ScratchDir::new(dir.clone());
+    let postgres = gatehouse_integration::postgres::Postgres::start(
+        &dir,
+        &gatehouse_integration::postgres::PgOptions::default(),
+    )
+    .expect("PostgreSQL starts");
+    let values: Vec<String> = ENCODING_ALIASES
+        .iter()
+        .map(|(alias, _)| format!("('{alias}')"))
+        .collect();
+    let out = postgres
+        .psql(&format!(
+            "select a, pg_encoding_to_char(pg_char_to_encoding(a)) from (values {}) v(a)",
+            values.join(",")
+        ))
+        .unwrap();
+    for line in out.lines() {
+        let (alias, server) = line.split_once('|').unwrap();
+        let (_, ours) = ENCODING_ALIASES.iter().find(|(a, _)| *a == alias).unwrap();
+        assert_eq!(server, *ours, "{alias}");
+    }
+    // Spelled as clients spell them, the server and the filter agree too.
+    let spellings = [
+        "Shift-JIS",
+        "S.J.I.S",
+        "WINDOWS-932",
+        "utf-8",
+        "Latin_1",
+        "EUC-JP",
+    ];
+    for spelling in spellings {
+        let server = postgres
+            .psql(&format!(
+                "select pg_encoding_to_char(pg_char_to_encoding('{spelling}'))"
+            ))
+            .unwrap();
+        assert_eq!(
+            Some(server.trim()),
+            encoding(spelling).map(|(n, _)| n),
+            "{spelling}"
+        );
+    }
+    let server_encodings = postgres
+        .psql("select pg_encoding_to_char(i) from generate_series(0, 64) i where pg_encoding_to_char(i) <> ''")
+        .unwrap();
+    for name in server_encodings.lines() {
+        assert!(
+            ENCODING_ALIASES.iter().any(|(_, n)| *n == name),
+            "the server's encoding {name} has no alias in the filter"
+        );
+    }
+    // Every encoding in which the server reads a lead byte and a backslash or a
+    // quote as one character is one the filter refuses.
+    postgres
+        .psql(
+            "create function hides(enc text, b text) returns boolean language plpgsql as $$ \
+             declare lead int; begin \
+               for lead in 128..255 loop begin \
+                 if length(convert_from(decode(to_hex(lead) || b, 'hex'), enc)) = 1 then \
+                   return true; end if; \
+               exception when others then null; end; end loop; \
+               return false; end $$",
+        )
+        .unwrap();
+    let hiding = postgres
+        .psql(
+            "select pg_encoding_to_char(i) from generate_series(0, 64) i \
+             where pg_encoding_to_char(i) <> '' \
+             and (hides(pg_encoding_to_char(i), '5c') or hides(pg_encoding_to_char(i), '27'))",
+        )
+        .unwrap();
+    let hiding: Vec<&str> = hiding.lines().collect();
+    assert!(hiding.contains(&"SJIS"), "the check finds SJIS: {hiding:?}");
+    for name in &hiding {
+        assert!(
+            UNSAFE_CLIENT_ENCODINGS.contains(name),
+            "{name} hides a backslash or quote"
+        );
+        assert_eq!(encoding(name).map(|(_, safe)| safe), Some(false), "{name}");
+    }
 }

@@ -1167,6 +1167,9 @@ impl Session {
 
     fn on_streamed(&mut self, dir: Dir, stream: Stream, now_us: u64) {
         let truncated = stream.captured.len() < stream.body_len;
+        if dir == Dir::Frontend {
+            self.note_batch_message(stream.tag);
+        }
         match (dir, stream.tag) {
             (Dir::Backend, pg::DATA_ROW_TAG) => self.count_row(),
             (Dir::Frontend, pg::QUERY_TAG) => {

@@ -111,13 +111,7 @@ impl Session {
         }
         let queued = self.pending.len();
         let result = self.frontend_with_masking(tag, body, now_us);
-        match tag {
-            pg::PARSE_TAG | pg::BIND_TAG | pg::DESCRIBE_TAG | pg::EXECUTE_TAG | pg::CLOSE_TAG => {
-                self.fast_path.batch_open = true;
-            }
-            pg::SYNC_TAG => self.fast_path.batch_open = false,
-            _ => {}
-        }
+        self.note_batch_message(tag);
         let ahead = std::mem::take(&mut self.fast_path.ahead);
         let action = result?;
         if ahead.is_empty() || !may_send {
@@ -151,6 +145,18 @@ impl Session {
             }
             Action::Drop => Action::Replace(bytes),
         })
+    }
+
+    /// Follows the extended-protocol batches the client opens (streamed
+    /// messages included) and closes with Sync.
+    pub(super) fn note_batch_message(&mut self, tag: u8) {
+        match tag {
+            pg::PARSE_TAG | pg::BIND_TAG | pg::DESCRIBE_TAG | pg::EXECUTE_TAG | pg::CLOSE_TAG => {
+                self.fast_path.batch_open = true;
+            }
+            pg::SYNC_TAG => self.fast_path.batch_open = false,
+            _ => {}
+        }
     }
 
     /// Whether the next server message answers one of the engine's own queries.

@@ -141,6 +141,11 @@ fn pipelined_queries_without_reading_end_the_session_at_the_bound() {
     );
     let most = accounted.iter().max().copied().unwrap();
     assert!(most <= LIMIT + LIMIT / 16 + 64 * 1024, "held {most} bytes");
+    eprintln!(
+        "Queries of 8 KiB: refused after {forwarded}, at most {most} bytes held (bound {LIMIT}); \
+         {} bytes after 100",
+        accounted[99]
+    );
     assert_ends_with_53200(&mut s);
 }
 
@@ -151,6 +156,9 @@ fn pipelined_extended_rounds_without_reading_end_the_session_at_the_bound() {
     assert!(forwarded < 10_000, "never refused");
     let most = accounted.iter().max().copied().unwrap();
     assert!(most <= LIMIT + LIMIT / 16 + 64 * 1024, "held {most} bytes");
+    eprintln!(
+        "extended rounds: refused after {forwarded}, at most {most} bytes held (bound {LIMIT})"
+    );
     assert_ends_with_53200(&mut s);
 }
 

@@ -174,13 +174,17 @@ impl RawPg {
         }
     }
 
-    /// Reads until `ready_count` ReadyForQuery messages arrived or the connection closed.
+    /// Reads until `ready_count` ReadyForQuery messages arrived or the connection
+    /// closed. A COPY FROM STDIN is answered with CopyDone at once.
     pub fn read_until_ready(&mut self, ready_count: usize, timeout: Duration) -> Result<Reply> {
         let mut reply = Reply::default();
         let mut seen = 0;
         while seen < ready_count {
             match self.read_message(timeout)? {
                 Some(message) => {
+                    if message.tag == b'G' {
+                        self.send(&copy_done())?;
+                    }
                     seen += usize::from(message.tag == b'Z');
                     reply.messages.push(message);
                 }
@@ -277,15 +281,11 @@ pub fn parse(name: &str, sql: &[u8]) -> Vec<u8> {
     message(b'P', &body)
 }
 
-/// Bind with text parameters (`None` is NULL) and text results.
-pub fn bind(portal: &str, statement: &str, params: &[Option<&[u8]>]) -> Vec<u8> {
-    let mut body = Vec::new();
-    cstr(&mut body, portal.as_bytes());
-    cstr(&mut body, statement.as_bytes());
-    body.extend_from_slice(&0u16.to_be_bytes());
-    body.extend_from_slice(&(params.len() as u16).to_be_bytes());
-    for p in params {
-        match p {
+/// A count, then each value with its length (-1 for NULL).
+fn values(body: &mut Vec<u8>, values: &[Option<&[u8]>]) {
+    body.extend_from_slice(&(values.len() as u16).to_be_bytes());
+    for value in values {
+        match value {
             None => body.extend_from_slice(&(-1i32).to_be_bytes()),
             Some(v) => {
                 body.extend_from_slice(&(v.len() as i32).to_be_bytes());
@@ -293,6 +293,15 @@ pub fn bind(portal: &str, statement: &str, params: &[Option<&[u8]>]) -> Vec<u8> 
             }
         }
     }
+}
+
+/// Bind with text parameters (`None` is NULL) and text results.
+pub fn bind(portal: &str, statement: &str, params: &[Option<&[u8]>]) -> Vec<u8> {
+    let mut body = Vec::new();
+    cstr(&mut body, portal.as_bytes());
+    cstr(&mut body, statement.as_bytes());
+    body.extend_from_slice(&0u16.to_be_bytes());
+    values(&mut body, params);
     body.extend_from_slice(&0u16.to_be_bytes());
     message(b'B', &body)
 }
@@ -324,6 +333,10 @@ pub fn flush() -> Vec<u8> {
     message(b'H', &[])
 }
 
+pub fn copy_done() -> Vec<u8> {
+    message(b'c', &[])
+}
+
 pub fn terminate() -> Vec<u8> {
     message(b'X', &[])
 }
@@ -333,16 +346,7 @@ pub fn function_call(oid: u32, binary: bool, args: &[Option<&[u8]>]) -> Vec<u8> 
     let mut body = oid.to_be_bytes().to_vec();
     body.extend_from_slice(&1u16.to_be_bytes());
     body.extend_from_slice(&u16::from(binary).to_be_bytes());
-    body.extend_from_slice(&(args.len() as u16).to_be_bytes());
-    for a in args {
-        match a {
-            None => body.extend_from_slice(&(-1i32).to_be_bytes()),
-            Some(v) => {
-                body.extend_from_slice(&(v.len() as i32).to_be_bytes());
-                body.extend_from_slice(v);
-            }
-        }
-    }
+    values(&mut body, args);
     body.extend_from_slice(&1u16.to_be_bytes());
     message(b'F', &body)
 }

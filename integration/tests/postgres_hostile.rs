@@ -1089,30 +1089,10 @@ fn log_len(stack: &Stack) -> u64 {
         .unwrap_or(0)
 }
 
-/// Reads until ReadyForQuery or the close; a COPY FROM STDIN gets CopyDone.
+/// Reads until `readies` ReadyForQuery or the close; a COPY FROM STDIN gets CopyDone.
 fn read_answer(raw: &mut RawPg, readies: usize) -> Result<Reply, String> {
-    let mut reply = Reply::default();
-    let mut seen = 0;
-    while seen < readies {
-        match raw
-            .read_message(WAIT)
-            .map_err(|e| format!("no answer: {e}"))?
-        {
-            Some(message) => {
-                if message.tag == b'G' {
-                    raw.send(&[b"c".as_slice(), &4u32.to_be_bytes()].concat())
-                        .map_err(|e| e.to_string())?;
-                }
-                seen += usize::from(message.tag == b'Z');
-                reply.messages.push(message);
-            }
-            None => {
-                reply.closed = true;
-                break;
-            }
-        }
-    }
-    Ok(reply)
+    raw.read_until_ready(readies, WAIT)
+        .map_err(|e| format!("no answer: {e}"))
 }
 
 struct Session {

@@ -120,13 +120,21 @@ enum Act {
         binary: bool,
         first_request: bool,
         piece: usize,
+        /// Sent in one write right after a Query.
+        pipelined: bool,
     },
     /// A FunctionCall of an OID no function has.
     FastPathOid(u32),
     /// A FunctionCall inside an extended-protocol batch (after a Parse, before Sync).
     FastPathInBatch(&'static str),
-    /// Writes `select 1;` × 1000 Queries without reading the answers.
-    Flood,
+    /// Writes requests without reading the answers, in front of a sleeping
+    /// server: Queries of 64 statements, or extended rounds without Sync. The
+    /// session must end with this SQLSTATE (the memory bound's 53200, or the
+    /// bound on requests awaiting answers, 08P01).
+    Flood {
+        extended: bool,
+        expect: &'static str,
+    },
 }
 
 /// Builds an attempt's writes from its marker.
@@ -305,6 +313,13 @@ fn corpus() -> Vec<Attempt> {
         "SJIS split into three-byte writes",
         Act::StartupSplit(params(&[("client_encoding", "SJIS")]), 3),
     );
+    let long = "x".repeat(12_000);
+    add(
+        &mut out,
+        "startup",
+        "StartupMessage over the server's length limit",
+        Act::Startup(vec![("application_name".to_owned(), long)]),
+    );
 
     // ---- fast path ---------------------------------------------------------------
     let text = |s: &str| Some(s.as_bytes().to_vec());
@@ -349,6 +364,7 @@ fn corpus() -> Vec<Attempt> {
                 binary: false,
                 first_request: false,
                 piece: 0,
+                pipelined: false,
             },
         );
     }
@@ -362,6 +378,7 @@ fn corpus() -> Vec<Attempt> {
             binary: false,
             first_request: true,
             piece: 0,
+            pipelined: false,
         },
     );
     add(
@@ -374,6 +391,7 @@ fn corpus() -> Vec<Attempt> {
             binary: false,
             first_request: false,
             piece: 1,
+            pipelined: false,
         },
     );
     add(
@@ -386,6 +404,7 @@ fn corpus() -> Vec<Attempt> {
             binary: true,
             first_request: false,
             piece: 0,
+            pipelined: false,
         },
     );
     add(
@@ -395,6 +414,32 @@ fn corpus() -> Vec<Attempt> {
         Act::FastPathOid(4_000_000_000),
     );
     add(&mut out, "fast path", "OID 0", Act::FastPathOid(0));
+    add(
+        &mut out,
+        "fast path",
+        "query_to_xml in the same write as a Query",
+        Act::FastPath {
+            function: "query_to_xml",
+            args: vec![text("select 1"), text("t"), text("f"), text("")],
+            binary: false,
+            first_request: false,
+            piece: 0,
+            pipelined: true,
+        },
+    );
+    add(
+        &mut out,
+        "fast path",
+        "pg_read_file with an argument over the buffer limit",
+        Act::FastPath {
+            function: "pg_read_file",
+            args: vec![Some(vec![b'x'; 2 * 1024 * 1024])],
+            binary: false,
+            first_request: false,
+            piece: 0,
+            pipelined: false,
+        },
+    );
     add(
         &mut out,
         "fast path",
@@ -587,8 +632,20 @@ fn corpus() -> Vec<Attempt> {
     add(
         &mut out,
         "wire",
-        "pipelining without reading until the session bound",
-        Act::Flood,
+        "pipelining Queries without reading until the memory bound",
+        Act::Flood {
+            extended: false,
+            expect: "53200",
+        },
+    );
+    add(
+        &mut out,
+        "wire",
+        "pipelining extended rounds without reading until the request bound",
+        Act::Flood {
+            extended: true,
+            expect: "08P01",
+        },
     );
 
     // ---- the SQL engine: lexer ----------------------------------------------------
@@ -1184,15 +1241,23 @@ fn run(
                 }
             }
         }
-        Act::Flood => {
+        Act::Flood { extended, expect } => {
             let mut raw = session.login()?;
             // The server sleeps, so what follows piles up in front of it.
             raw.send(&rawpg::query(b"select pg_sleep(3)"))
                 .map_err(|e| e.to_string())?;
-            // As many statements as the policy analyzes in one text.
-            let query = rawpg::query("select 1;".repeat(64).as_bytes());
+            let round = if *extended {
+                let mut b = rawpg::parse("", b"select 1");
+                b.extend(rawpg::bind("", "", &[]));
+                b.extend(rawpg::execute(""));
+                b
+            } else {
+                // As many statements as the policy analyzes in one text.
+                rawpg::query("select 1;".repeat(64).as_bytes())
+            };
+            let flood_started = Instant::now();
             let written = raw
-                .flood(&query, 20_000, Duration::from_secs(2))
+                .flood(&round, 200_000, Duration::from_secs(2))
                 .map_err(|e| e.to_string())?;
             // Now read: the session must end with 53200 rather than answer everything.
             let mut reply = Reply::default();
@@ -1210,9 +1275,14 @@ fn run(
                     }
                 }
             }
-            if reply.errors().first().map(String::as_str) != Some("53200") {
+            eprintln!(
+                "  flood: {written} rounds written unread in {:.2} s, then {:?}",
+                flood_started.elapsed().as_secs_f64(),
+                reply.error_message()
+            );
+            if reply.errors().first().map(String::as_str) != Some(*expect) {
                 return Err(format!(
-                    "after {written} unread Queries the session did not end with 53200: {:?}",
+                    "after {written} unread requests the session did not end with {expect}: {:?}",
                     reply.errors()
                 ));
             }
@@ -1283,6 +1353,7 @@ fn run(
                     args,
                     binary,
                     piece,
+                    pipelined,
                     ..
                 } => {
                     // The overload with as many arguments, else the first one
@@ -1296,7 +1367,12 @@ fn run(
                         .ok_or_else(|| format!("no function {function}"))?;
                     let mut args: Vec<Option<&[u8]>> = args.iter().map(|a| a.as_deref()).collect();
                     args.resize(nargs, None);
-                    (rawpg::function_call(oid, *binary, &args), 1, *piece)
+                    let call = rawpg::function_call(oid, *binary, &args);
+                    if *pipelined {
+                        ([rawpg::query(b"select 2"), call].concat(), 2, *piece)
+                    } else {
+                        (call, 1, *piece)
+                    }
                 }
                 Act::FastPathOid(oid) => (rawpg::function_call(*oid, false, &[]), 1, 0),
                 Act::FastPathInBatch(function) => {
@@ -1314,7 +1390,7 @@ fn run(
                     b.extend(rawpg::sync());
                     (b, 2, 0)
                 }
-                Act::Startup(_) | Act::StartupSplit(..) | Act::Flood => unreachable!(),
+                Act::Startup(_) | Act::StartupSplit(..) | Act::Flood { .. } => unreachable!(),
             };
             if piece > 0 {
                 raw.send_split(&bytes, piece)
@@ -1370,7 +1446,15 @@ fn no_hostile_attempt_gets_a_denied_statement_to_the_server() {
     let mut per_class: std::collections::BTreeMap<&str, usize> = Default::default();
     for (i, attempt) in attempts.iter().enumerate() {
         let marker = format!("gh_atk_{i:03}");
+        let attempt_started = Instant::now();
         let outcome = run(attempt, &marker, &session, &catalog);
+        if attempt_started.elapsed() > Duration::from_secs(1) {
+            eprintln!(
+                "  {} took {:.1} s",
+                attempt.name,
+                attempt_started.elapsed().as_secs_f64()
+            );
+        }
         // The server logs a statement before it answers; a refused startup or a
         // closed session has nothing more to log.
         let (log, next) = log_since(&stack, offset);

@@ -28,6 +28,12 @@
 //!   connection is closed. Later client bytes are discarded.
 //! - Malformed server bytes are replaced by `FATAL 08P01` and the connection is
 //!   closed at once.
+//! - A StartupMessage whose parameters are refused ([`crate::startup`]) goes to
+//!   the server as an SSLRequest, whose answer becomes the refusal's FATAL.
+//! - A session that holds more than `max_session_bytes` ends as after a
+//!   malformed client message, with `FATAL 53200` (see `memory`).
+//! - The engine's own catalog queries (for the fast path, see `fastpath`) go
+//!   ahead of a client message; their answers are consumed.
 //! - A statement the policy ([`Session::set_statement_policy`]) blocks is replaced
 //!   by a block that makes the server raise `42501` itself, so transaction and
 //!   extended-query semantics are the server's; see [`crate::deny`].

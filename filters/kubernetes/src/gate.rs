@@ -1075,6 +1075,53 @@ mod tests {
     }
 
     #[test]
+    fn every_admitted_resource_request_asks_for_uncompressed_json_and_is_masked() {
+        let minter = minter();
+        let mut gate = warm_gate(&minter);
+        let bearer = format!("Bearer {}", token(&minter, "developer", "developers"));
+        for (method, path) in [
+            ("GET", "/api/v1/namespaces/dev/pods/web-0/status"),
+            ("PATCH", "/api/v1/namespaces/dev/pods/web-0"),
+            ("GET", "/api/v1/namespaces/dev/configmaps"),
+            ("GET", "/apis/apps/v1/namespaces/dev/controllerrevisions"),
+        ] {
+            let forward = forward(admit(
+                &mut gate,
+                method,
+                path,
+                &[
+                    ("authorization", &bearer),
+                    (
+                        "accept",
+                        "application/yaml, application/vnd.kubernetes.protobuf",
+                    ),
+                    ("accept-encoding", "gzip"),
+                ],
+            ));
+            assert!(forward.body_masker.is_some(), "{method} {path}");
+            assert!(
+                forward
+                    .set_headers
+                    .contains(&("accept".to_owned(), "application/json".to_owned())),
+                "{method} {path}: {:?}",
+                forward.set_headers
+            );
+            assert!(
+                forward
+                    .remove_headers
+                    .contains(&"accept-encoding".to_owned())
+            );
+        }
+        let discovery = forward(admit(
+            &mut gate,
+            "GET",
+            "/apis/apps/v1",
+            &[("authorization", &bearer)],
+        ));
+        assert!(discovery.body_masker.is_none());
+    }
+
+    #[test]
     fn audit_ids_are_uuid_shaped_and_differ_per_seed() {
         let a = audit_id(1, 2);
         let b = audit_id(1, 3);

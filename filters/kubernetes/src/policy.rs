@@ -927,7 +927,7 @@ mod tests {
             ),
             (
                 r#"{"masking": {"fields": [{"resources": [], "paths": ["data"]}]}}"#,
-                "masking.fields[0].resources: name at least one resource (`*` for all)",
+                "masking.fields[0].resources: name at least one resource (`*` for all) or kind",
             ),
             (
                 r#"{"masking": {"fields": [{"resources": ["configmaps"], "paths": ["data"]}],

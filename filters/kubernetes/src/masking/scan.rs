@@ -1,7 +1,8 @@
-//! One pass over a response body that checks it is JSON and notes whether any
-//! member name is one a built-in rule acts on. Most bodies (Tables of
-//! metadata, lists of pods without `env`, discovery) hold no such name, and
-//! this pass is then all the masking they cost.
+//! One pass over a response body that checks it is JSON and notes where the
+//! member names a built-in rule acts on are. Most bodies (Tables of metadata,
+//! lists of pods without `env`, ConfigMaps) hold no such name, and this pass
+//! is then all the masking they cost; the others are masked by a walk that
+//! skips every value holding none of the places noted here.
 //!
 //! It accepts exactly what `serde_json` accepts when it reads a document
 //! without keeping it (a differential test holds them together): like that
@@ -35,18 +36,21 @@ struct Reader<'a, F> {
     json: &'a [u8],
     i: usize,
     interesting: F,
-    found: bool,
+    found: Vec<usize>,
 }
 
-/// Reads `json` whole: `Ok(true)` when some member name satisfies
-/// `interesting` (given the name's raw bytes) or is written with an escape,
-/// `Ok(false)` when none does, and an error when `json` is not JSON.
-pub(super) fn scan(json: &[u8], interesting: impl Fn(&[u8]) -> bool) -> Result<bool, NotJson> {
+/// Reads `json` whole: the byte offsets (of the opening quote, ascending) of
+/// the member names that satisfy `interesting` (given the name's raw bytes)
+/// or are written with an escape, and an error when `json` is not JSON.
+pub(super) fn scan(
+    json: &[u8],
+    interesting: impl Fn(&[u8]) -> bool,
+) -> Result<Vec<usize>, NotJson> {
     let mut reader = Reader {
         json,
         i: 0,
         interesting,
-        found: false,
+        found: Vec::new(),
     };
     reader.document()?;
     Ok(reader.found)
@@ -134,12 +138,11 @@ impl<F: Fn(&[u8]) -> bool> Reader<'_, F> {
         if self.peek() != Some(b'"') {
             return self.error("a member name");
         }
-        let start = self.i + 1;
+        let quote = self.i;
         let escaped = self.string()?;
-        // Once one name is interesting the rest need not be looked at.
-        if !self.found {
-            let name = self.json.get(start..self.i - 1).unwrap_or_default();
-            self.found = escaped || (self.interesting)(name);
+        let name = self.json.get(quote + 1..self.i - 1).unwrap_or_default();
+        if escaped || (self.interesting)(name) {
+            self.found.push(quote);
         }
         self.skip_ws();
         if self.peek() != Some(b':') {
@@ -252,18 +255,21 @@ mod tests {
         serde_json::from_slice::<serde::de::IgnoredAny>(json).is_ok()
     }
 
-    fn names_data(json: &[u8]) -> Result<bool, NotJson> {
+    fn names_data(json: &[u8]) -> Result<Vec<usize>, NotJson> {
         scan(json, |name| name == b"data")
     }
 
     #[test]
-    fn only_member_names_are_interesting() {
-        assert_eq!(names_data(br#"{"kind":"Secret","data":{}}"#), Ok(true));
-        assert_eq!(names_data(br#"{"kind":"data","x":["data"]}"#), Ok(false));
-        assert_eq!(names_data(br#"[{"a":1},{"b":{"data":2}}]"#), Ok(true));
+    fn only_member_names_are_interesting_and_each_is_located() {
+        assert_eq!(names_data(br#"{"kind":"Secret","data":{}}"#), Ok(vec![17]));
+        assert_eq!(names_data(br#"{"kind":"data","x":["data"]}"#), Ok(vec![]));
+        assert_eq!(
+            names_data(br#"[{"data":1},{"b":{"data":2}}]"#),
+            Ok(vec![2, 18])
+        );
         // An escape could spell the name.
-        assert_eq!(names_data(br#"{"d\u0061ta":1}"#), Ok(true));
-        assert_eq!(names_data(br#"{"a":"\u0064"}"#), Ok(false));
+        assert_eq!(names_data(br#"{"d\u0061ta":1}"#), Ok(vec![1]));
+        assert_eq!(names_data(br#"{"a":"\u0064"}"#), Ok(vec![]));
     }
 
     #[test]

@@ -361,7 +361,11 @@ pub fn mask_body(
 /// its bytes ([`stream`]); `None` when the walk cannot follow it (member
 /// names or kinds written with escapes, text that is not UTF-8), for the tree
 /// path to take.
-fn mask_streamed(body: &[u8], masking: &Masking<'_>, located: &[usize]) -> Option<MaskedBody> {
+fn mask_streamed(
+    body: &[u8],
+    masking: &Masking<'_>,
+    located: &scan::Located,
+) -> Option<MaskedBody> {
     std::str::from_utf8(body).ok()?;
     let streamed = stream::StreamMasker::run(body, masking, located).ok()?;
     let mut fields = streamed.fields;

@@ -14,6 +14,7 @@
 //! a rule (a member name or `kind` written with escapes), and the caller then
 //! takes the tree path. Configured `fields` rules always take the tree path.
 
+use super::scan::Located;
 use super::{Context, LAST_APPLIED, Masking, masked_last_applied};
 
 /// The walk cannot follow this body; mask it through the tree instead.
@@ -27,8 +28,8 @@ type Step<T> = Result<T, Fallback>;
 pub(super) struct StreamMasker<'a, 'm> {
     json: &'a [u8],
     masking: &'a Masking<'m>,
-    /// Offsets of the member names the reading pass found, ascending.
-    located: &'a [usize],
+    /// Where the reading pass found the member names a rule acts on.
+    located: &'a Located,
     /// Replacement JSON string literals (escaped once per body).
     data_literal: String,
     text_literal: String,
@@ -48,11 +49,11 @@ pub(super) struct Streamed {
 
 impl<'a, 'm> StreamMasker<'a, 'm> {
     /// Masks `json` (valid JSON) with the built-in rules of `masking`;
-    /// `located` are the offsets of the member names a rule acts on.
+    /// `located` says where the member names a rule acts on are.
     pub(super) fn run(
         json: &'a [u8],
         masking: &'a Masking<'m>,
-        located: &'a [usize],
+        located: &'a Located,
     ) -> Step<Streamed> {
         let settings = masking.settings;
         let literal = |text: &str| serde_json::to_string(text).map_err(|_| Fallback);
@@ -93,10 +94,21 @@ impl<'a, 'm> StreamMasker<'a, 'm> {
         i
     }
 
-    /// Whether a located member name lies in `start..end`.
-    fn holds_located(&self, start: usize, end: usize) -> bool {
-        let first = self.located.partition_point(|&at| at < start);
-        self.located.get(first).is_some_and(|&at| at < end)
+    /// The located member names in `start..end`.
+    fn located_in(&self, start: usize, end: usize) -> &'a [usize] {
+        let located: &'a [usize] = &self.located.names;
+        let first = located.partition_point(|&at| at < start);
+        let last = located.partition_point(|&at| at < end);
+        located.get(first..last).unwrap_or_default()
+    }
+
+    /// Whether `start..end` holds a located name whose rule depends on the
+    /// kind of the object it is in: any but `env`, which is masked in every
+    /// object alike. Without one, an object's kind need not be read.
+    fn needs_kind(&self, start: usize, end: usize) -> bool {
+        self.located_in(start, end)
+            .iter()
+            .any(|&at| self.json.get(at..at + 5) != Some(b"\"env\""))
     }
 
     /// Replaces the bytes in `start..end` with `literal`.
@@ -281,24 +293,27 @@ impl<'a, 'm> StreamMasker<'a, 'm> {
     /// Masks the value at `start` in `context`; returns its end. A value that
     /// holds no located member name is skipped whole.
     fn value(&mut self, start: usize, context: Context<'a>) -> Step<usize> {
-        let end = self.skip_value(start)?;
-        if !self.holds_located(start, end) {
-            return Ok(end);
-        }
+        let Some(end) = self.located.container_end(start) else {
+            return self.skip_value(start);
+        };
         match self.byte(start)? {
-            b'{' => self.object(start, context),
-            b'[' => self.each_element(start, |pass, element| {
+            b'{' => self.object(start, end, context),
+            _ => self.each_element(start, |pass, element| {
                 pass.under("[]", |pass| pass.value(element, context.nested()))
             }),
-            _ => Ok(end),
         }
     }
 
-    /// Masks one object (at `start`) by the rules [`super::TreeWalk::object`]
-    /// states; returns its end.
-    fn object(&mut self, start: usize, context: Context<'a>) -> Step<usize> {
+    /// Masks one object (at `start`, ending at `end`) by the rules
+    /// [`super::TreeWalk::object`] states; returns its end.
+    fn object(&mut self, start: usize, end: usize, context: Context<'a>) -> Step<usize> {
         let settings = self.masking.settings;
-        let own = self.own_kind(start)?;
+        // Read ahead for the kind only where it decides something.
+        let own = if self.needs_kind(start, end) {
+            self.own_kind(start)?
+        } else {
+            None
+        };
         let kind = own.or(context.hint);
         let secret = settings.secrets && kind == Some("Secret");
         let item_kind = kind.and_then(|k| k.strip_suffix("List"));

@@ -450,6 +450,9 @@ const KNOWN_PARAMS: &[KnownParam] = &[
     param("path", ParamValue::Text),
 ];
 
+// `check_query` notes the parameters seen in one `u64`.
+const _: () = assert!(KNOWN_PARAMS.len() <= 64);
+
 /// Refuses a query whose meaning gatehouse and the API server (or another
 /// upstream) could read differently; see [`DecodeError`].
 fn check_query(

@@ -1492,6 +1492,14 @@ mod tests {
             ",",
             "watch=",
             "limit=x",
+            "Watch=1",
+            "w%61tch",
+            "dryRun=All",
+            "command=id",
+            "container=a",
+            "unknown=1",
+            "/",
+            "-0",
         ];
         let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
         let mut next = move || {
@@ -1500,9 +1508,47 @@ mod tests {
                 .wrapping_add(1_442_695_040_888_963_407);
             usize::try_from(state >> 33).unwrap_or(0)
         };
-        for _ in 0..20_000 {
-            let length = next() % 12;
-            let target: String = (0..length).map(|_| PIECES[next() % PIECES.len()]).collect();
+        // Half the targets are pieces anywhere; half a known path and a query
+        // of pieces, which reach the query rules.
+        const PATHS: &[&str] = &[
+            "/api/v1/namespaces/prod/secrets",
+            "/api/v1/namespaces/prod/secrets/db",
+            "/api/v1/watch/namespaces/prod/pods",
+            "/api/v1/namespaces/prod/pods/web-0/exec",
+            "/api/v1/namespaces/prod/services/web/proxy/x",
+            "/version",
+        ];
+        const QUERY: &[&str] = &[
+            "watch",
+            "watch=1",
+            "watch=0",
+            "watch=no",
+            "Watch=1",
+            "w%61tch=1",
+            "limit=5",
+            "limit=x",
+            "dryRun=All",
+            "command=id",
+            "container=a",
+            "tty=true",
+            "tty=yes",
+            "fieldSelector=metadata.name%3Dx",
+            "labelSelector=a%3Db",
+            "unknown=1",
+            "=1",
+            "",
+        ];
+        let mut queried_resources = 0;
+        for round in 0..20_000 {
+            let target: String = if round % 2 == 0 {
+                let length = next() % 12;
+                (0..length).map(|_| PIECES[next() % PIECES.len()]).collect()
+            } else {
+                let query: Vec<&str> = (0..next() % 4)
+                    .map(|_| QUERY[next() % QUERY.len()])
+                    .collect();
+                format!("{}?{}", PATHS[next() % PATHS.len()], query.join("&"))
+            };
             let method = ["GET", "POST", "DELETE", "PATCH"][next() % 4];
             if let Ok(decoded) = decode_request(method, &target) {
                 let info = decoded.info;
@@ -1510,6 +1556,25 @@ mod tests {
                     !info.path.contains("//") && !info.path.contains('\\'),
                     "{target:?}"
                 );
+                // Nothing accepted needs decoding or could be read two ways.
+                assert!(
+                    !info.path.contains('%') && (info.path.len() <= 1 || !info.path.ends_with('/')),
+                    "{target:?}"
+                );
+                if info.is_resource_request && info.subresource != "proxy" {
+                    let mut keys: Vec<&str> = decoded.query.pairs().map(|(k, _)| k).collect();
+                    assert!(
+                        keys.iter()
+                            .all(|k| KNOWN_PARAMS.iter().any(|p| p.name == *k)),
+                        "{target:?}"
+                    );
+                    keys.retain(|k| *k != "command");
+                    let count = keys.len();
+                    keys.sort_unstable();
+                    keys.dedup();
+                    assert_eq!(keys.len(), count, "{target:?}: a repeated parameter");
+                    queried_resources += usize::from(!decoded.query.is_empty());
+                }
                 if info.is_resource_request {
                     assert_eq!(info.parts.first(), Some(&info.resource), "{target:?}");
                     assert!(!info.api_version.is_empty(), "{target:?}");
@@ -1518,6 +1583,10 @@ mod tests {
                 }
             }
         }
+        assert!(
+            queried_resources > 20,
+            "only {queried_resources} accepted resource requests had a query"
+        );
     }
 
     #[test]

@@ -51,11 +51,14 @@ fn clear_in(bytes: &[u8], clear: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// The default policy, with a custom resource's credential masked by kind.
+/// The default policy, with a custom resource's credential masked by kind
+/// wherever it appears, and by resource in the Tables kubectl prints of it
+/// (rows of metadata only do not say their kind).
 fn filter_config() -> Value {
     let mut config = gatehouse_integration::stack::default_kubernetes_filter_config();
     config["masking"]["fields"] = json!([
-        {"kinds": ["DatabaseCredential"], "paths": ["spec.password"], "whole": true}
+        {"kinds": ["DatabaseCredential"], "resources": ["databasecredentials"],
+         "paths": ["spec.password"], "whole": true}
     ]);
     config
 }
@@ -488,6 +491,7 @@ fn hostile_requests_are_refused_before_the_server_or_judged_as_it_reads_them() {
         ],
         &["get", "controllerrevisions", "-n", "prod", "-o", "json"],
         &["get", "dbcred", "orders-db", "-n", "prod", "-o", "yaml"],
+        &["get", "dbcred", "-A", "-o", "wide"],
         &["get", "workflows", "-n", "dev", "-o", "json"],
         &["get", "secrets", "-n", "prod", "-o", "yaml"],
         &[

@@ -533,6 +533,57 @@ impl<'a, 'm> TreeWalk<'a, 'm> {
                 self.note(&path);
             }
         }
+        if kind == Some("Table") {
+            self.mask_table_cells(value);
+        }
+    }
+
+    /// Masks the cells of a Table's rows whose objects a `whole` rule covers,
+    /// but for the name and age columns ([`fields`]).
+    fn mask_table_cells(&mut self, table: &mut Value) {
+        let Some(fields) = &self.masking.fields else {
+            return;
+        };
+        let shown: Vec<bool> = table
+            .get("columnDefinitions")
+            .and_then(Value::as_array)
+            .map(|columns| {
+                columns
+                    .iter()
+                    .map(|column| {
+                        column.get("format").and_then(Value::as_str) == Some("name")
+                            || column
+                                .get("name")
+                                .and_then(Value::as_str)
+                                .is_some_and(|name| name.eq_ignore_ascii_case("age"))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let Some(rows) = table.get_mut("rows").and_then(Value::as_array_mut) else {
+            return;
+        };
+        let mask_text = &self.masking.settings.mask_text;
+        let mut any = false;
+        for row in rows {
+            let kind = row.pointer("/object/kind").and_then(Value::as_str);
+            if !fields.masks_whole(kind) {
+                continue;
+            }
+            let Some(cells) = row.get_mut("cells").and_then(Value::as_array_mut) else {
+                continue;
+            };
+            for (i, cell) in cells.iter_mut().enumerate() {
+                if !shown.get(i).copied().unwrap_or(false) && (cell.is_string() || cell.is_number())
+                {
+                    *cell = Value::String(mask_text.clone());
+                    any = true;
+                }
+            }
+        }
+        if any {
+            self.note("rows[].cells[]");
+        }
     }
 }
 
@@ -1070,6 +1121,38 @@ mod tests {
             assert!(text.contains(r#""user":"app""#), "{text}");
             assert!(out.fields.contains(&field.to_owned()), "{:?}", out.fields);
         }
+        // A Table's printed columns of such objects are masked too, but for
+        // the name and age; rows of metadata only need the resource named.
+        let table = |object: Value| {
+            json!({"kind": "Table", "columnDefinitions": [
+                {"name": "Name", "type": "string", "format": "name"},
+                {"name": "Password", "type": "string", "format": ""},
+                {"name": "Age", "type": "date", "format": ""}],
+                "rows": [{"cells": ["db", CLEAR, "5d"], "object": object}]})
+            .to_string()
+        };
+        let metadata = json!({"kind": "PartialObjectMetadata", "metadata": {"name": "db"}});
+        for (settings, body) in [
+            (&settings, table(credential.clone())),
+            (
+                &MaskingConfig::from_json(
+                    br#"{"fields": [{"resources": ["databasecredentials"], "kinds": ["DatabaseCredential"], "paths": ["spec.password"], "whole": true}]}"#,
+                )
+                .unwrap(),
+                table(metadata.clone()),
+            ),
+        ] {
+            let out = mask_body(body.as_bytes(), settings, "databasecredentials").unwrap();
+            let out: Value = serde_json::from_slice(&out.body).unwrap();
+            assert_eq!(out["rows"][0]["cells"], json!(["db", "********", "5d"]));
+        }
+        let unnamed =
+            mask_body(table(metadata).as_bytes(), &settings, "databasecredentials").unwrap();
+        assert!(
+            String::from_utf8(unnamed.body).unwrap().contains(CLEAR),
+            "a kind rule alone cannot tell what a metadata row is (the documented limit)"
+        );
+
         // Bodies that never name the kind keep the fast path and are untouched.
         let pod = json!({"kind": "Pod", "metadata": {"name": "x"}}).to_string();
         let out = mask_body(pod.as_bytes(), &settings, "pods").unwrap();

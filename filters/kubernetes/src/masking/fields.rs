@@ -19,7 +19,10 @@
 //! A rule selects objects by `resources` (every object in a response to a
 //! request for one of them, its subresources included) or by `kinds` (every
 //! object of that `kind` wherever it appears in any response: in a list, a
-//! Table, a watch event, another object). A path is dot-separated member names
+//! Table, a watch event, another object). A `whole` rule also masks the
+//! cells a Table prints of its objects, but for the name and age columns:
+//! a custom resource's printer columns may show any field. Rows of metadata
+//! only do not say their kind, so name the resource too for those. A path is dot-separated member names
 //! of the object (not of its list, Table or watch event); `*` is every member
 //! (or element), `name[]` every element of the array `name`. Everything under
 //! a selected value is scanned: strings, and numbers (a card number stored as
@@ -233,6 +236,18 @@ impl<'a> FieldSelection<'a> {
                 memchr::memmem::find(body, needle.as_bytes()).is_some()
             })
             || (!self.by_kind.is_empty() && memchr::memchr(b'\\', body).is_some())
+    }
+
+    /// Whether a `whole` rule applies to the requested resource's objects,
+    /// or to objects of `kind`: the columns a Table prints of them may show
+    /// what the rule hides, and are masked too.
+    pub(crate) fn masks_whole(&self, kind: Option<&str>) -> bool {
+        self.by_resource.iter().any(|r| r.whole)
+            || kind.is_some_and(|kind| {
+                self.by_kind
+                    .iter()
+                    .any(|r| r.whole && r.kinds.iter().any(|k| k == kind))
+            })
     }
 
     /// The paths to mask in one object of `kind`.

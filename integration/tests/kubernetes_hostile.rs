@@ -512,6 +512,70 @@ fn hostile_requests_are_refused_before_the_server_or_judged_as_it_reads_them() {
             );
         }
     }
+    // kubectl's raw verbs send what they are given; each refusal is a Status
+    // kubectl prints, and none reached the server.
+    let body = stack.dir.join("raw-body.json");
+    std::fs::write(&body, json!({"metadata": {"name": "raw"}}).to_string()).unwrap();
+    let body = body.display().to_string();
+    let before = stack.upstream_requests().len();
+    for (args, printed) in [
+        (
+            &[
+                "delete",
+                "--raw",
+                "/api/v1/watch/namespaces/prod/secrets/db-credentials",
+            ][..],
+            "Error from server (MethodNotAllowed)",
+        ),
+        (
+            &[
+                "create",
+                "--raw",
+                "/api/v1/watch/namespaces/prod/configmaps",
+                "-f",
+                &body,
+            ],
+            "Error from server (MethodNotAllowed)",
+        ),
+        (
+            &[
+                "replace",
+                "--raw",
+                "/api/v1/watch/namespaces/prod/configmaps/app-config",
+                "-f",
+                &body,
+            ],
+            "Error from server (MethodNotAllowed)",
+        ),
+        (
+            &["get", "--raw", "/api/v1/namespaces/prod/secrets?watch=no"],
+            "Error from server (BadRequest)",
+        ),
+        (
+            &["get", "--raw", "/api/v1/namespaces/prod/secrets?export=1"],
+            "Error from server (BadRequest)",
+        ),
+    ] {
+        let (ok, text) = kubectl(args);
+        assert!(
+            !ok && text.contains(printed)
+                && text.contains("gatehouse refused an ambiguous request"),
+            "kubectl {args:?}:\n{text}"
+        );
+    }
+    let reached: Vec<_> = stack
+        .upstream_requests()
+        .into_iter()
+        .skip(before)
+        .map(|r| format!("{} {}", r.method, r.uri))
+        .collect();
+    assert!(
+        reached
+            .iter()
+            .all(|r| !r.contains("/watch/") && !r.contains("watch=no") && !r.contains("export")),
+        "{reached:?}"
+    );
+
     let (ok, text) = kubectl(&["get", "reports", "-n", "prod"]);
     assert!(
         !ok && text.contains("gatehouse must mask this response but cannot read application/yaml"),

@@ -10,6 +10,7 @@ pub mod certs;
 pub mod clients;
 pub mod configs;
 pub mod envoy;
+pub mod http_batch;
 pub mod idp;
 pub mod postgres;
 pub mod process;

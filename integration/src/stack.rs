@@ -342,6 +342,15 @@ impl Stack {
     }
 
     /// Requests the stand-in API server received (in-process stand-in only).
+    /// The in-process stand-in API server (`None` when it runs as a binary),
+    /// to read or change its objects.
+    pub fn kube_standin(&self) -> Option<&kube_standin::StandIn> {
+        match &self.kube {
+            KubeUpstream::InProcess(s) => Some(s),
+            KubeUpstream::Process(_) => None,
+        }
+    }
+
     pub fn upstream_requests(&self) -> Vec<kube_standin::SeenRequest> {
         match &self.kube {
             KubeUpstream::InProcess(s) => s.requests(),

@@ -74,8 +74,10 @@ pub fn default_kubernetes_filter_config() -> Value {
 /// The demo's Postgres filter configuration as shipped
 /// (`examples/postgres-filter.json`): token login from the demo identity
 /// provider (`examples/postgres-login.json`), the statement policy
-/// (`examples/postgres-policy.json`) and masking (`examples/postgres-masking.json`),
-/// in one document.
+/// (`examples/postgres-policy.json`), masking (`examples/postgres-masking.json`),
+/// and the large-object functions through the fast path (what libpq's `lo_*`
+/// and JDBC's LargeObjectManager call), each judged by the policy, in one
+/// document.
 pub fn demo_postgres_filter_config() -> Value {
     example("postgres-filter.json")
 }
@@ -87,9 +89,31 @@ pub fn demo_postgres_filter_parts() -> Value {
     if let Some(parts) = config.as_object_mut() {
         parts.insert("policy".into(), example("postgres-policy.json"));
         parts.insert("masking".into(), example("postgres-masking.json"));
+        parts.insert(
+            "engine".into(),
+            serde_json::json!({ "fast_path_functions": LARGE_OBJECT_FUNCTIONS }),
+        );
     }
     config
 }
+
+/// The functions libpq (`lo_import`, `lo_export`, `lo_read`, …, client side) and
+/// JDBC's LargeObjectManager call through the fast path.
+pub const LARGE_OBJECT_FUNCTIONS: &[&str] = &[
+    "lo_open",
+    "lo_close",
+    "lo_creat",
+    "lo_create",
+    "lo_unlink",
+    "lo_lseek",
+    "lo_lseek64",
+    "lo_tell",
+    "lo_tell64",
+    "lo_truncate",
+    "lo_truncate64",
+    "loread",
+    "lowrite",
+];
 
 /// An example file under `examples/`, parsed. Unreadable or invalid: an empty
 /// object, which the filters refuse or treat as "deny everything", so a broken
@@ -326,6 +350,15 @@ impl Stack {
     }
 
     /// Requests the stand-in API server received (in-process stand-in only).
+    /// The in-process stand-in API server (`None` when it runs as a binary),
+    /// to read or change its objects.
+    pub fn kube_standin(&self) -> Option<&kube_standin::StandIn> {
+        match &self.kube {
+            KubeUpstream::InProcess(s) => Some(s),
+            KubeUpstream::Process(_) => None,
+        }
+    }
+
     pub fn upstream_requests(&self) -> Vec<kube_standin::SeenRequest> {
         match &self.kube {
             KubeUpstream::InProcess(s) => s.requests(),

@@ -198,7 +198,7 @@ pub fn down() -> Result<()> {
 /// Programs the tests drive and the demo must not need (wasm-opt included:
 /// the demo builds without it).
 const TEST_CLIENTS: &[&str] = &[
-    "java", "javac", "jshell", "node", "nodejs", "npm", "npx", "corepack", "wasm-opt",
+    "java", "javac", "jshell", "node", "nodejs", "npm", "npx", "corepack", "pgbench", "wasm-opt",
 ];
 
 /// What the README promises, on a machine without the test clients: `cargo

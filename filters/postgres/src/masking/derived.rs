@@ -38,6 +38,8 @@ use std::rc::Rc;
 /// Normalized texts whose lineage a session keeps; past this the cache
 /// starts afresh.
 const MAX_CACHED_TEXTS: usize = 64;
+/// Longer normalized texts are not kept (a session's cache stays small).
+const MAX_CACHED_TEXT_LEN: usize = 4 * 1024;
 
 /// Lineage of recent texts by normalized form, for one generation of the
 /// names lineage follows.
@@ -62,6 +64,13 @@ impl TextLineage {
         self.analyzed.borrow().1.get(index).cloned()
     }
 
+    /// An estimate of the bytes it holds.
+    pub(super) fn held_bytes(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.sql.as_ref().map_or(0, |sql| sql.len())
+            + statements_bytes(&self.analyzed.borrow().1)
+    }
+
     /// Whether statement `index` reads masked columns (unknown: it may).
     pub(super) fn reads_masked(&self, index: usize) -> bool {
         self.analyzed
@@ -76,6 +85,31 @@ impl TextLineage {
     pub(super) fn redefines_names(&self) -> bool {
         self.analyzed.borrow().1.iter().any(|s| s.redefines_names)
     }
+}
+
+/// An estimate of the bytes the lineage of a text's statements holds.
+fn statements_bytes(statements: &[StatementLineage]) -> usize {
+    use crate::sql::lineage::Output;
+    use std::mem::size_of;
+    statements
+        .iter()
+        .map(|s| {
+            size_of::<StatementLineage>()
+                + match &s.outputs {
+                    Outputs::Items(items) => items
+                        .iter()
+                        .map(|o| {
+                            size_of::<Output>()
+                                + match o {
+                                    Output::Expand(taints) => taints.len() * size_of::<Taint>(),
+                                    _ => 0,
+                                }
+                        })
+                        .sum(),
+                    _ => 0,
+                }
+        })
+        .sum()
 }
 
 /// The policy's table and field-name rules, as names lineage follows.
@@ -157,10 +191,32 @@ impl SessionMasker {
             return Rc::clone(hit);
         }
         let statements: Rc<[StatementLineage]> = lineage::analyze(text, &self.sources).into();
-        if !lexed.unterminated {
+        if !lexed.unterminated && key.len() <= MAX_CACHED_TEXT_LEN {
             cache.texts.insert(key, Rc::clone(&statements));
         }
         statements
+    }
+
+    /// An estimate of the bytes lineage holds beyond the names it tracks:
+    /// the names it follows, the last text and the cache.
+    pub(super) fn lineage_held_bytes(&self) -> usize {
+        let sources: usize = self
+            .sources
+            .columns
+            .iter()
+            .map(|c| 64 + c.table.len() + c.column.len())
+            .sum();
+        let last = self
+            .last_text
+            .as_ref()
+            .map_or(0, |(sql, lineage)| sql.len() + lineage.held_bytes());
+        let cache: usize = self
+            .lineage_cache
+            .texts
+            .iter()
+            .map(|(key, statements)| 64 + key.len() + statements_bytes(statements))
+            .sum();
+        sources + last + cache
     }
 
     /// Why a Query or Parse text must be refused, as the client's error

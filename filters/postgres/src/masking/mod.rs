@@ -52,11 +52,13 @@ pub mod catalog;
 pub mod config;
 pub mod copy;
 mod derived;
+mod held;
 #[cfg(test)]
 #[allow(clippy::indexing_slicing)]
 mod hostile_tests;
 mod inspect;
 mod limits;
+pub mod preview;
 mod records;
 pub mod stream;
 #[cfg(test)]

@@ -253,6 +253,7 @@ fn explain_sql(policy: &PgPolicy, identity: &Identity, args: &Args, sql: &str) -
         identity: identity.clone(),
         database: args.option("--database").unwrap_or_default().to_owned(),
         role: args.option("--role").unwrap_or_default().to_owned(),
+        ..SessionContext::default()
     };
     let verdict = policy.decide(&context, sql);
     let analysis = sql::analyze(sql, policy.limits());

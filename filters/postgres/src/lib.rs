@@ -8,7 +8,6 @@ pub mod deny;
 pub mod filter_config;
 pub mod framing;
 pub mod guard;
-pub mod lexer;
 pub mod login;
 pub mod masking;
 pub mod protocol;

@@ -30,6 +30,7 @@ fn ctx(identity: &str) -> SessionContext {
         },
         database: "app".into(),
         role: "app_user".into(),
+        ..SessionContext::default()
     }
 }
 

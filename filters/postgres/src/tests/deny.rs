@@ -177,6 +177,7 @@ fn policy_message(sql: &str) -> String {
         identity: Identity::claimed("alice"),
         database: "app".into(),
         role: "alice".into(),
+        ..Default::default()
     };
     let decision = policy.decide(&ctx, sql).decision;
     assert!(decision.action.blocks(), "{sql} is not blocked");

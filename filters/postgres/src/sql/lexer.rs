@@ -326,7 +326,17 @@ impl Scanner<'_> {
     /// A quoted token whose opening quote is at `quote` (`start` is where its
     /// prefix begins).
     fn quoted(&mut self, start: usize, quote: usize, body: Body, kind: TokenKind, form: Form) {
-        match scan_quoted(self.b, quote, body, None) {
+        // Escapes can spell bytes that are not UTF-8, which the server (UTF-8 is
+        // assumed) refuses while lexing: decode escape strings to check.
+        let mut decoded = (body == Body::Escape).then(Vec::new);
+        match scan_quoted(self.b, quote, body, decoded.as_mut()) {
+            Ok(_)
+                if decoded
+                    .as_deref()
+                    .is_some_and(|v| std::str::from_utf8(v).is_err()) =>
+            {
+                self.unterminated(start, "invalid byte sequence for encoding UTF8");
+            }
             Ok(end) => {
                 self.pos = end;
                 if body == Body::Ident && end == quote + 2 {

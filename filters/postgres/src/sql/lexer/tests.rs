@@ -99,6 +99,10 @@ fn escape_strings_decode_every_escape() {
         [r"select E'\'; drop'", "select 2"]
     );
     assert_eq!(error(r"select E'\u12'"), Some("invalid Unicode escape"));
+    // Escapes spelling bytes that are not UTF-8 are refused, as the server does.
+    assert!(error(r"select E'\600'").is_some());
+    assert!(error(r"select E'\xff'").is_some());
+    assert!(error(r"select E'\xc3\xa9'").is_none());
     assert_eq!(
         error(r"select E'\uD800'"),
         Some("invalid Unicode surrogate pair")

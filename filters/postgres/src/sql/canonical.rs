@@ -96,6 +96,21 @@ const NOT_TYPE_NAMES: &[&str] = &[
     "language",
     "with",
     "without",
+    "analyze",
+    "analyse",
+    "verbose",
+    "costs",
+    "buffers",
+    "settings",
+    "wal",
+    "timing",
+    "summary",
+];
+
+/// Statements whose parenthesized `(name value, …)` option lists look like typed
+/// literals.
+const OPTION_LIST_STATEMENTS: &[&str] = &[
+    "explain", "copy", "vacuum", "analyze", "analyse", "reindex", "cluster",
 ];
 
 /// Words that can follow a complete expression, so a string constant after them is
@@ -300,6 +315,7 @@ pub(super) fn canonical(sql: &str, tokens: &[Token]) -> Canonical {
         previous_punct: false,
     };
     let is_copy = w.word(0, "copy");
+    let option_lists = OPTION_LIST_STATEMENTS.iter().any(|s| w.word(0, s));
     // Paren depth of an UPDATE … SET list in progress, if any.
     let mut set_list: Option<usize> = None;
     let mut depth = 0usize;
@@ -482,7 +498,8 @@ pub(super) fn canonical(sql: &str, tokens: &[Token]) -> Canonical {
                 continue;
             }
             // A typed literal `type 'text'` where an expression starts.
-            if w.token(i + 1).is_some_and(|t| t.kind == TokenKind::String)
+            if !option_lists
+                && w.token(i + 1).is_some_and(|t| t.kind == TokenKind::String)
                 && is_typed_literal_type(sql, token)
                 && prev.is_some_and(|k| {
                     w.token(k).is_some_and(|t| {

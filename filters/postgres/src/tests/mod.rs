@@ -8,6 +8,7 @@ mod deny;
 mod login;
 mod malformed;
 mod readiness;
+mod server_settings;
 mod shadow;
 mod streaming;
 

@@ -478,6 +478,11 @@ fn hostile_spellings_are_judged_as_the_server_reads_them() {
             "set U&\"standard\\005fconforming\\005fstrings\" = off",
             "no-string-syntax-change",
         ),
+        // A label the parser library could take for the end of the statement.
+        (
+            "select 1 as end, pg_read_file('x') from customers",
+            "no-admin-functions",
+        ),
         // Comment and string boundaries.
         (
             "select 1 --\r; update customers set notes = notes",
@@ -565,6 +570,10 @@ fn hostile_spellings_are_judged_as_the_server_reads_them() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // sqlparser stops at a bare END label and would drop the call after it; the
+    // statement must not pass (it is refused as unanalyzable).
+    let bare_label = policy.decide(&c, "select 1 end, pg_read_file('x')");
+    assert!(bare_label.decision.action.blocks(), "{bare_label:?}");
     let dba = policy.decide(
         &ctx("dba"),
         "select set_config('client_encoding', 'gbk', false)",

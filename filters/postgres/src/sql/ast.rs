@@ -17,6 +17,7 @@ use sqlparser::ast::{
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
+use sqlparser::tokenizer::Token;
 use std::ops::ControlFlow;
 
 /// Parses one statement's text and analyzes what it contains, or `None` when
@@ -29,12 +30,24 @@ pub(super) fn analyze_text(
     limits: &Limits,
 ) -> Option<Vec<StatementInfo>> {
     let dialect = PostgreSqlDialect {};
-    let statements = Parser::new(&dialect)
+    let mut parser = Parser::new(&dialect)
         .with_recursion_limit(limits.max_depth)
         .try_with_sql(text)
-        .ok()?
-        .parse_statements()
         .ok()?;
+    // Not `parse_statements`: it stops quietly at an END after a statement, so
+    // `select 1 end, pg_read_file('x')` (a column labelled "end", then a call)
+    // would lose everything after the label. Every token must be accounted for.
+    let mut statements = Vec::new();
+    loop {
+        while parser.consume_token(&Token::SemiColon) {}
+        if parser.peek_token_ref().token == Token::EOF {
+            break;
+        }
+        statements.push(parser.parse_statement().ok()?);
+        if !matches!(parser.peek_token_ref().token, Token::EOF | Token::SemiColon) {
+            return None;
+        }
+    }
     if statements.is_empty() {
         return None;
     }

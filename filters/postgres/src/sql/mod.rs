@@ -600,6 +600,108 @@ mod tests {
         }
     }
 
+    /// A bounded, seeded fuzz run over texts built from SQL pieces: analysis never
+    /// panics, and a call of pg_read_file the lexer sees outside strings and
+    /// comments is always listed, or its statement is refused as unanalyzable.
+    #[test]
+    fn no_function_call_escapes_the_analysis() {
+        let pieces = [
+            "select ",
+            "from ",
+            "t ",
+            "where ",
+            "x ",
+            "= ",
+            "1 ",
+            "'a' ",
+            "E'\\'' ",
+            "$$;$$ ",
+            "U&\"\\0070g_read_file\"(",
+            "pg_read_file(",
+            "PG_CATALOG.pg_read_file(",
+            "\"pg_read_file\"(",
+            ") ",
+            "( ",
+            ", ",
+            "; ",
+            "--c\r",
+            "/* /* */ */ ",
+            "\n",
+            "update ",
+            "set ",
+            "y ",
+            "delete ",
+            "insert ",
+            "into ",
+            "values ",
+            "copy ",
+            "stdin ",
+            "with ",
+            "as ",
+            "union ",
+            "explain ",
+            "analyze ",
+            "merge ",
+            "using ",
+            "on ",
+            "when ",
+            "matched ",
+            "then ",
+            "do ",
+            "nothing ",
+            "conflict ",
+            "[",
+            "] ",
+            ":",
+            "current ",
+            "of ",
+            "returning ",
+            "* ",
+            "exists ",
+            "case ",
+            "end ",
+            "'x'\n'y' ",
+            "::text ",
+            "isnull ",
+            "table ",
+            "lateral ",
+            "join ",
+            "order ",
+            "by ",
+        ];
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let limits = Limits::default();
+        for _ in 0..20_000 {
+            let len = 1 + (next() % 16) as usize;
+            let sql: String = (0..len)
+                .map(|_| pieces[(next() % pieces.len() as u64) as usize])
+                .collect();
+            let lexed = lexer::tokenize(&sql);
+            let analysis = analyze_lexed(&sql, &lexed, &limits);
+            if lexed.error.is_some() {
+                assert!(analysis.statements.iter().all(|s| s.unparseable), "{sql:?}");
+                continue;
+            }
+            for (tokens, info) in lexed.statement_tokens().zip(&analysis.statements) {
+                let calls = tokens.windows(2).any(|w| {
+                    lexer::ident_value(&sql, &w[0]).as_deref() == Some("pg_read_file")
+                        && lexer::is_punct(&sql, &w[1], "(")
+                });
+                let listed = info
+                    .walk()
+                    .iter()
+                    .any(|s| s.unparseable || s.functions.iter().any(|f| f == "pg_read_file"));
+                assert!(!calls || listed, "{sql:?}: {info:?}");
+            }
+        }
+    }
+
     #[test]
     fn empty_text_has_no_statements() {
         assert!(

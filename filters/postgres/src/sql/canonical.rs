@@ -369,6 +369,33 @@ pub(super) fn canonical(sql: &str, tokens: &[Token]) -> Canonical {
                     i += 1;
                     continue;
                 }
+                // Identity overrides and lock strengths judge nothing.
+                "overriding"
+                    if (w.word(i + 1, "system") || w.word(i + 1, "user"))
+                        && w.word(i + 2, "value") =>
+                {
+                    i += 3;
+                    continue;
+                }
+                "no" if prev_word("for") && w.word(i + 1, "key") => {
+                    i += 2;
+                    continue;
+                }
+                "key" if prev_word("for") && w.word(i + 1, "share") => {
+                    i += 1;
+                    continue;
+                }
+                // `ROWS FROM (f(), g())`: the same calls as a subquery's targets.
+                "rows" if w.word(i + 1, "from") && w.punct(i + 2, "(") => {
+                    w.insert("(SELECT");
+                    i += 3;
+                    continue;
+                }
+                // SQL/XML labels: `xmlelement(name x, xmlattributes(e AS a))`.
+                "xmlelement" | "xmlattributes" | "xmlforest" if w.punct(i + 1, "(") => {
+                    i = w.xml_call(i);
+                    continue;
+                }
                 "variadic" if prev_is("(") || prev_is(",") => {
                     i += 1;
                     continue;
@@ -539,6 +566,43 @@ pub(super) fn canonical(sql: &str, tokens: &[Token]) -> Canonical {
 }
 
 impl Writer<'_> {
+    /// An SQL/XML call at `i`: `name x` becomes the string `'x'`, `AS label`
+    /// goes, the expressions stay (nested calls alike). Returns where it ends.
+    fn xml_call(&mut self, i: usize) -> usize {
+        self.emit(i);
+        self.emit(i + 1);
+        let close = self.closing(i + 1);
+        let mut k = i + 2;
+        let mut level = 0usize;
+        while k < close {
+            if self.punct(k, "(") {
+                level += 1;
+            } else if self.punct(k, ")") {
+                level = level.saturating_sub(1);
+            }
+            let nested = ["xmlelement", "xmlattributes", "xmlforest"]
+                .iter()
+                .any(|f| self.word(k, f))
+                && self.punct(k + 1, "(");
+            if nested {
+                k = self.xml_call(k);
+            } else if k == i + 2 && self.word(k, "name") {
+                if let Some(label) = self.token(k + 1) {
+                    let name = ident_value(self.sql, label).unwrap_or_default();
+                    self.insert(&format!("'{}'", name.replace('\'', "''")));
+                }
+                k += 2;
+            } else if level == 0 && self.word(k, "as") {
+                k += 2;
+            } else {
+                self.emit(k);
+                k += 1;
+            }
+        }
+        self.emit(close);
+        close + 1
+    }
+
     fn emit_as(&mut self, i: usize, text: &str) {
         let Some(token) = self.token(i) else { return };
         let gap = self.previous_end.is_none_or(|end| end != token.span.start);
@@ -612,6 +676,22 @@ mod tests {
         assert_eq!(
             canon("explain analyse select 1").text,
             "explain analyze select 1"
+        );
+        assert_eq!(
+            canon("insert into t (id) overriding system value values (1)").text,
+            "insert into t (id) values (1)"
+        );
+        assert_eq!(
+            canon("select * from t for no key update").text,
+            "select * from t for update"
+        );
+        assert_eq!(
+            canon("select * from rows from (f(1), g()) as r(a, b)").text,
+            "select * from (SELECT f(1), g()) as r(a, b)"
+        );
+        assert_eq!(
+            canon("select xmlelement(name item, xmlattributes(f(1) as id), 'x')").text,
+            "select xmlelement( 'item' , xmlattributes(f(1) ), 'x')"
         );
         assert_eq!(
             canon("merge into t using s on true when not matched then insert default values").text,

@@ -1147,7 +1147,22 @@ pub fn fingerprint_into(sql: &str, tokens: &[Token], keep_literals: bool, out: &
             TokenKind::Semicolon => ';',
             TokenKind::Punct => 'o',
         });
+        let raw = text(sql, token);
         match token.kind {
+            // The common spellings without an allocation: a short word, and a
+            // quoted name with no doubled quote.
+            TokenKind::Word if raw.len() <= MAX_NAME_BYTES => {
+                out.extend(raw.chars().map(|c| c.to_ascii_lowercase()));
+            }
+            TokenKind::QuotedIdent
+                if token.form == Form::Standard
+                    && raw.len() <= MAX_NAME_BYTES + 2
+                    && raw
+                        .get(1..raw.len().saturating_sub(1))
+                        .is_some_and(|inner| !inner.contains('"')) =>
+            {
+                out.push_str(raw.get(1..raw.len().saturating_sub(1)).unwrap_or_default());
+            }
             TokenKind::Word | TokenKind::QuotedIdent => match ident_value(sql, token) {
                 Some(name) => out.push_str(&name),
                 // Undecodable (the server refuses it): the raw text.

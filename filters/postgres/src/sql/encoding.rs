@@ -12,85 +12,12 @@
 
 use super::lexer::{self, Token, TokenKind, ident_value, is_punct, is_word};
 
-/// Encoding names the server accepts whose multibyte characters are all bytes of
-/// 0x80 and above (or that have none), normalized as the server normalizes them:
-/// lower case, letters and digits only.
-const SAFE_ENCODINGS: &[&str] = &[
-    "sqlascii",
-    "utf8",
-    "unicode",
-    "eucjp",
-    "euccn",
-    "euckr",
-    "euctw",
-    "eucjis2004",
-    "muleinternal",
-    "latin1",
-    "latin2",
-    "latin3",
-    "latin4",
-    "latin5",
-    "latin6",
-    "latin7",
-    "latin8",
-    "latin9",
-    "latin10",
-    "iso88591",
-    "iso88592",
-    "iso88593",
-    "iso88594",
-    "iso88595",
-    "iso88596",
-    "iso88597",
-    "iso88598",
-    "iso88599",
-    "iso885910",
-    "iso885913",
-    "iso885914",
-    "iso885915",
-    "iso885916",
-    "win1250",
-    "win1251",
-    "win1252",
-    "win1253",
-    "win1254",
-    "win1255",
-    "win1256",
-    "win1257",
-    "win1258",
-    "windows1250",
-    "windows1251",
-    "windows1252",
-    "windows1253",
-    "windows1254",
-    "windows1255",
-    "windows1256",
-    "windows1257",
-    "windows1258",
-    "win866",
-    "windows866",
-    "win874",
-    "windows874",
-    "win",
-    "alt",
-    "abc",
-    "tcvn",
-    "tcvn5712",
-    "vscii",
-    "koi8",
-    "koi8r",
-    "koi8u",
-];
-
 /// Whether the filter can lex text in the client encoding `name` (as a client or a
-/// ParameterStatus spells it). Unknown names are not safe.
+/// ParameterStatus spells it): the server's names and aliases, as the startup
+/// parameter check reads them ([`crate::startup::encoding`]). Unknown names are not
+/// safe.
 pub fn is_safe_client_encoding(name: &str) -> bool {
-    let normalized: String = name
-        .chars()
-        .filter(char::is_ascii_alphanumeric)
-        .map(|c| c.to_ascii_lowercase())
-        .collect();
-    SAFE_ENCODINGS.contains(&normalized.as_str())
+    crate::startup::encoding(name).is_some_and(|(_, safe)| safe)
 }
 
 /// Whether the text could change meaning if the client encoding were one of the

@@ -5,11 +5,14 @@
 
 mod captures;
 mod deny;
+mod fastpath;
 mod login;
 mod malformed;
+mod memory;
 mod readiness;
 mod server_settings;
 mod shadow;
+mod startup;
 mod streaming;
 
 use crate::protocol::{BackendMessage, FrontendMessage};

@@ -561,6 +561,11 @@ fn hostile_spellings_are_judged_as_the_server_reads_them() {
         // Encodings the filter cannot read, whoever asks.
         ("set client_encoding = 'SJIS'", UNSAFE_ENCODING_RULE),
         ("set names big5", UNSAFE_ENCODING_RULE),
+        // pg_settings is set_config by another name: any setting, this one too.
+        (
+            "update pg_settings set setting = 'off' where name = 'standard_conforming_strings'",
+            UNSAFE_ENCODING_RULE,
+        ),
     ];
     let mut failures = Vec::new();
     for (sql, rule) in cases {

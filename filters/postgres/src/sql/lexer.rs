@@ -29,7 +29,6 @@
 //! `backslash_quote` only decides whether the server *rejects* a `\'` escape; it
 //! never moves a boundary, so it needs no setting here.
 
-use std::borrow::Cow;
 use std::ops::Range;
 
 /// The server settings that change how text is lexed.
@@ -455,8 +454,7 @@ impl Scanner<'_> {
                 return;
             }
         }
-        let (Some(keyword), Some(escape)) = (look.out.tokens.first(), look.out.tokens.get(1))
-        else {
+        let (Some(_), Some(escape)) = (look.out.tokens.first(), look.out.tokens.get(1)) else {
             if look.out.tokens.len() == 1 {
                 self.fail(
                     self.pos,
@@ -465,7 +463,6 @@ impl Scanner<'_> {
             }
             return;
         };
-        let _ = keyword;
         let value = (escape.kind == TokenKind::String
             && matches!(escape.form, Form::Standard | Form::Escape | Form::Dollar))
         .then(|| string_bytes(self.b, escape))
@@ -1182,11 +1179,6 @@ pub fn fingerprint_into(sql: &str, tokens: &[Token], keep_literals: bool, out: &
             _ => out.push_str(text(sql, token)),
         }
     }
-}
-
-/// A name for logs and messages: the token's resolved name, or its text.
-pub fn display_name<'a>(sql: &'a str, token: &Token) -> Cow<'a, str> {
-    ident_value(sql, token).map_or_else(|| Cow::Borrowed(text(sql, token)), Cow::Owned)
 }
 
 #[cfg(test)]

@@ -119,6 +119,7 @@ fn the_compatibility_corpus_runs_through_the_gateway_as_it_runs_directly() {
         "valid SQL refused as unanalyzable:\n{}",
         unanalyzed.join("\n")
     );
+    assert_encoding_switch_ends_the_session(&stack);
     // The refusals the corpus must meet, each by its rule.
     for rule in [
         "no-ddl",
@@ -132,4 +133,43 @@ fn the_compatibility_corpus_runs_through_the_gateway_as_it_runs_directly() {
             "no refusal by {rule}"
         );
     }
+}
+
+/// A client encoding the filter cannot read, set where the analysis cannot see it
+/// (dynamic SQL in a function), ends the session when the server reports it: the
+/// client gets a FATAL and nothing after it runs.
+fn assert_encoding_switch_ends_the_session(stack: &Stack) {
+    let database = gatehouse_integration::postgres::DEMO_DATABASE;
+    stack
+        .postgres
+        .psql_in(
+            database,
+            "CREATE FUNCTION switch_to_sjis() RETURNS int LANGUAGE plpgsql AS $$ \
+             BEGIN EXECUTE 'SET client_encoding = ' || quote_literal('SJIS'); RETURN 1; END $$; \
+             GRANT EXECUTE ON FUNCTION switch_to_sjis() TO app",
+        )
+        .unwrap();
+    let token = stack.token("developer").unwrap();
+    let out = stack
+        .psql_login(
+            "app",
+            Some(&token),
+            &["-c", "select switch_to_sjis()", "-c", "select 'still here'"],
+        )
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("client encoding SJIS is refused"),
+        "{stderr}"
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("still here"));
+    let ended = stack
+        .wait_for_record("the session ended by the encoding switch", |r| {
+            r["type"] == "pg.session_end"
+                && r["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("client_encoding to SJIS"))
+        })
+        .unwrap();
+    assert_eq!(ended["identity"]["subject"], "developer");
 }

@@ -1,8 +1,9 @@
-//! Masking lineage: what analysing one statement's SQL costs (sqlparser parse,
-//! name resolution, sinks), per statement text, on pgbench -S SQL, an
-//! ORM-shaped query and a query over masked columns, next to the policy's cold
-//! decision on the same text (one more parse of the same size). Lineage runs
-//! once per Query or Parse text when column rules are configured.
+//! Masking lineage: what analysing one statement's SQL costs (lexing, the
+//! canonical text, sqlparser parse, name resolution, sinks), per statement
+//! text, on pgbench -S SQL, an ORM-shaped query and a query over masked
+//! columns, next to the policy's cold decision on the same text (one more
+//! parse of the same size). Lineage runs once per Query or Parse text when
+//! column rules are configured.
 
 use criterion::{Criterion, black_box, criterion_group, criterion_main};
 use gatehouse_core::identity::Identity;
@@ -46,6 +47,7 @@ fn bench(c: &mut Criterion) {
         },
         database: "shop".into(),
         role: "app".into(),
+        ..SessionContext::default()
     };
     let sources = demo_sources();
     for (name, sql) in [

@@ -127,9 +127,9 @@ pub struct CopyStatement {
 /// A COPY's description, shared by a prepared statement and its portals.
 pub type DescribedFields = Rc<RefCell<Option<Rc<Vec<Field>>>>>;
 
-/// The `COPY … TO STDOUT` statements of a Query text, in order (at most
-/// [`MAX_COPIES_PER_QUERY`]).
-pub fn copy_statements(sql: &[u8]) -> VecDeque<CopyStatement> {
+/// The `COPY … TO STDOUT` statements of a Query text as the server lexes it
+/// under `settings`, in order (at most [`MAX_COPIES_PER_QUERY`]).
+pub fn copy_statements(sql: &[u8], settings: lexer::Settings) -> VecDeque<CopyStatement> {
     let mut out = VecDeque::new();
     let Ok(sql) = std::str::from_utf8(sql) else {
         return out;
@@ -137,8 +137,8 @@ pub fn copy_statements(sql: &[u8]) -> VecDeque<CopyStatement> {
     if sql.len() > MAX_COPY_SQL_LEN || !contains_word_copy(sql) {
         return out;
     }
-    let lexed = lexer::tokenize(sql);
-    for (index, tokens) in lexer::split_statements(&lexed).enumerate() {
+    let lexed = lexer::tokenize_with(sql, settings);
+    for (index, tokens) in lexed.statement_tokens().enumerate() {
         if out.len() >= MAX_COPIES_PER_QUERY {
             break;
         }
@@ -154,7 +154,7 @@ pub fn copy_statements(sql: &[u8]) -> VecDeque<CopyStatement> {
                 describe_sql,
             }) => out.push_back(CopyStatement {
                 options,
-                describe_sql: describe_sql.filter(|_| index == 0 && !lexed.unterminated),
+                describe_sql: describe_sql.filter(|_| index == 0 && lexed.error.is_none()),
                 fields: DescribedFields::default(),
             }),
             Some(Parsed::Other) => {}
@@ -1202,7 +1202,7 @@ impl SessionMasker {
         if self.policy.rules.is_empty() || self.copy_prepared.len() >= MAX_PREPARED_COPIES {
             return;
         }
-        let mut copies = copy_statements(sql);
+        let mut copies = copy_statements(sql, self.lexing.settings());
         if copies.len() != 1 {
             return;
         }
@@ -1224,7 +1224,7 @@ impl SessionMasker {
         if self.policy.rules.is_empty() {
             return VecDeque::new();
         }
-        copy_statements(sql)
+        copy_statements(sql, self.lexing.settings())
     }
 
     /// The messages that describe the columns of the COPY the client message

@@ -324,7 +324,7 @@ fn an_exempt_identity_gets_clear_rows_and_the_counts() {
 
 #[test]
 fn copy_statements_are_read_with_their_options() {
-    let read = |sql: &str| copy_statements(sql.as_bytes());
+    let read = |sql: &str| copy_statements(sql.as_bytes(), Default::default());
     let copies = read("COPY Shop.\"Customers\" (Name, \"SSN\") TO STDOUT WITH CSV HEADER");
     assert_eq!(copies.len(), 1);
     assert_eq!(
@@ -723,4 +723,15 @@ fn a_copy_prepared_in_a_transaction_block_is_described_at_its_bind_only() {
         ]
         .concat()
     );
+}
+
+#[test]
+fn copy_statements_are_found_as_the_server_lexes_the_text() {
+    // With backslashes escaping, a string and then a COPY; without, one string.
+    let sql = br"select 'a\' || '; copy customers to stdout --'";
+    let off = crate::sql::Settings {
+        standard_conforming_strings: false,
+    };
+    assert_eq!(copy_statements(sql, off).len(), 1);
+    assert_eq!(copy_statements(sql, Default::default()).len(), 0);
 }

@@ -29,7 +29,8 @@
 use super::SessionMasker;
 use super::catalog::Resolved;
 use super::config::{LineageAction, MaskingPolicy, RuleTarget};
-use crate::sql::lexer;
+use crate::policy::Lexing;
+use crate::sql::lexer::{self, Lexed, Settings};
 use crate::sql::lineage::{self, Outputs, Refusal, SourceColumn, Sources, StatementLineage, Taint};
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -52,9 +53,9 @@ pub(super) struct LineageCache {
 /// The lineage of one Query or Parse text, per statement.
 #[derive(Debug)]
 pub(super) struct TextLineage {
-    /// The text, kept while the names lineage follows may still grow (the
-    /// catalog lookup has not answered).
-    sql: Option<Box<str>>,
+    /// The text and the settings it was lexed under, kept while the names
+    /// lineage follows may still grow (the catalog lookup has not answered).
+    sql: Option<(Box<str>, Settings)>,
     analyzed: RefCell<(u64, Rc<[StatementLineage]>)>,
 }
 
@@ -67,7 +68,7 @@ impl TextLineage {
     /// An estimate of the bytes it holds.
     pub(super) fn held_bytes(&self) -> usize {
         std::mem::size_of::<Self>()
-            + self.sql.as_ref().map_or(0, |sql| sql.len())
+            + self.sql.as_ref().map_or(0, |(sql, _)| sql.len())
             + statements_bytes(&self.analyzed.borrow().1)
     }
 
@@ -148,14 +149,22 @@ impl SessionMasker {
         }
     }
 
+    /// How the server will lex the texts judged from now on: the settings it
+    /// last reported, and whether a request in flight may change them.
+    pub fn set_lexing(&mut self, lexing: Lexing) {
+        self.lexing = lexing;
+    }
+
     /// The lineage of a Query or Parse text (the last one is kept: a text is
-    /// judged, then seen again as it goes to the server).
+    /// judged, then seen again as it goes to the server); `None` (unknown)
+    /// when lineage does not apply or the text cannot be read for certain.
     pub(super) fn text_lineage(&mut self, sql: &[u8]) -> Option<Rc<TextLineage>> {
         if !self.lineage_applies() {
             return None;
         }
-        if let Some((last_sql, last)) = &self.last_text
+        if let Some((last_sql, lexing, last)) = &self.last_text
             && last_sql.as_slice() == sql
+            && *lexing == self.lexing
         {
             return Some(Rc::clone(last));
         }
@@ -163,21 +172,25 @@ impl SessionMasker {
         if text.len() > lineage::MAX_SQL_LEN {
             return None;
         }
-        let statements = self.analyze_cached(text);
+        // Read as the server will read it; a text whose reading a setting in
+        // flight may change is unknown.
+        let lexed = self.lexing.lex(text)?;
+        let statements = self.analyze_cached(text, &lexed);
+        let settings = self.lexing.settings();
         let lineage = Rc::new(TextLineage {
-            sql: (!self.catalog_answered()).then(|| text.into()),
+            sql: (!self.catalog_answered()).then(|| (text.into(), settings)),
             analyzed: RefCell::new((self.sources_generation, statements)),
         });
-        self.last_text = Some((sql.to_vec(), Rc::clone(&lineage)));
+        self.last_text = Some((sql.to_vec(), self.lexing.clone(), Rc::clone(&lineage)));
         Some(lineage)
     }
 
-    /// `lineage::analyze`, through the session's cache of normalized texts.
-    fn analyze_cached(&mut self, text: &str) -> Rc<[StatementLineage]> {
-        let lexed = lexer::tokenize(text);
+    /// `lineage::analyze_lexed`, through the session's cache of normalized
+    /// texts (keyed by the statements' tokens, constants left out).
+    fn analyze_cached(&mut self, text: &str, lexed: &Lexed) -> Rc<[StatementLineage]> {
         let mut key = String::with_capacity(text.len());
-        for tokens in lexer::split_statements(&lexed) {
-            lexer::normalize_into(text, tokens, false, &mut key);
+        for tokens in lexed.statement_tokens() {
+            lexer::fingerprint_into(text, tokens, false, &mut key);
             key.push(';');
         }
         let cache = &mut self.lineage_cache;
@@ -185,13 +198,13 @@ impl SessionMasker {
             cache.texts.clear();
             cache.generation = self.sources_generation;
         }
-        if !lexed.unterminated
-            && let Some(hit) = cache.texts.get(&key)
-        {
+        let cacheable = lexed.error.is_none();
+        if cacheable && let Some(hit) = cache.texts.get(&key) {
             return Rc::clone(hit);
         }
-        let statements: Rc<[StatementLineage]> = lineage::analyze(text, &self.sources).into();
-        if !lexed.unterminated && key.len() <= MAX_CACHED_TEXT_LEN {
+        let statements: Rc<[StatementLineage]> =
+            lineage::analyze_lexed(text, lexed, &self.sources).into();
+        if cacheable && key.len() <= MAX_CACHED_TEXT_LEN {
             cache.texts.insert(key, Rc::clone(&statements));
         }
         statements
@@ -209,7 +222,7 @@ impl SessionMasker {
         let last = self
             .last_text
             .as_ref()
-            .map_or(0, |(sql, lineage)| sql.len() + lineage.held_bytes());
+            .map_or(0, |(sql, _, lineage)| sql.len() + lineage.held_bytes());
         let cache: usize = self
             .lineage_cache
             .texts
@@ -276,8 +289,10 @@ impl SessionMasker {
     /// Analyzes a text again when the names lineage follows grew since.
     fn refresh(&self, lineage: &TextLineage) {
         let stale = lineage.analyzed.borrow().0 != self.sources_generation;
-        if let (true, Some(sql)) = (stale, lineage.sql.as_deref()) {
-            let statements: Rc<[StatementLineage]> = lineage::analyze(sql, &self.sources).into();
+        if let (true, Some((sql, settings))) = (stale, lineage.sql.as_ref()) {
+            let lexed = lexer::tokenize_with(sql, *settings);
+            let statements: Rc<[StatementLineage]> =
+                lineage::analyze_lexed(sql, &lexed, &self.sources).into();
             *lineage.analyzed.borrow_mut() = (self.sources_generation, statements);
         }
     }
@@ -322,6 +337,37 @@ mod tests {
         let to_file = masker.text_lineage(b"copy customers to '/tmp/x'").unwrap();
         assert!(statements(&to_stdout)[0].refusal.is_none());
         assert!(statements(&to_file)[0].refusal.is_some());
+    }
+
+    #[test]
+    fn texts_are_read_under_the_settings_the_server_reports() {
+        // Under standard_conforming_strings = off, `'\''` is one quote and the
+        // call is code; under on, the text ends inside a string.
+        let sql = br"select '\'', upper(ssn) from customers";
+        let mut masker = masker();
+        assert!(masker.refusal(sql).is_some());
+        let off = Lexing {
+            standard_conforming_strings: false,
+            ..Lexing::default()
+        };
+        masker.set_lexing(off.clone());
+        assert_eq!(masker.refusal(sql), None);
+        let lineage = masker.text_lineage(sql).unwrap();
+        let taints = masker.column_taints(Some(&lineage), 0, 2);
+        assert!(taints[0].is_clean());
+        assert!(taints[1].has_rules());
+        // A request in flight may switch the setting: the reading is unknown.
+        masker.set_lexing(Lexing {
+            settings_in_flight: true,
+            ..off
+        });
+        assert!(masker.text_lineage(sql).is_none());
+        assert!(masker.refusal(sql).is_some());
+        assert!(
+            masker
+                .text_lineage(b"select upper(ssn) from customers")
+                .is_some()
+        );
     }
 
     #[test]

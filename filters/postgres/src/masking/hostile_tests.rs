@@ -254,6 +254,36 @@ fn computed_columns_are_masked_by_their_lineage() {
 }
 
 #[test]
+fn lineage_reads_a_text_under_the_settings_the_server_reported() {
+    let mut wire = ready_wire();
+    wire.client(&query("SET standard_conforming_strings = off"));
+    wire.server(&encode_backend(&[
+        BackendMessage::CommandComplete { tag: b"SET" },
+        BackendMessage::ParameterStatus {
+            name: b"standard_conforming_strings",
+            value: b"off",
+        },
+        BackendMessage::ReadyForQuery { status: b'I' },
+    ]));
+    // With backslashes escaping, a string and a computed column; read with
+    // them not escaping, one string.
+    let sql = r"SELECT 'a\' || ', upper(ssn) x FROM customers --'";
+    let sent = wire.client(&query(sql));
+    assert_eq!(sent, query(sql));
+    let description = row_description(&[("?column?", 0, 0, TEXT, 0), ("x", 0, 0, TEXT, 0)]);
+    let mut answer = encode_backend(&[BackendMessage::RowDescription { body: &description }]);
+    // A value no detector would catch: only lineage masks it.
+    answer.extend(data_row(&[Some(b"a' || "), Some(b"UPPERCASED-SSN")]));
+    answer.extend(encode_backend(&[
+        BackendMessage::CommandComplete { tag: b"SELECT 1" },
+        BackendMessage::ReadyForQuery { status: b'I' },
+    ]));
+    let to_client = wire.server(&answer);
+    let expected = data_row(&[Some(b"a' || "), Some(b"****")]);
+    assert!(contains(&to_client, &expected), "{to_client:?}");
+}
+
+#[test]
 fn statements_that_would_carry_masked_values_elsewhere_are_refused() {
     for sql in [
         "SELECT pg_notify('c', ssn) FROM customers",

@@ -69,6 +69,7 @@ pub mod values;
 pub use config::{ColumnRule, MaskingPolicy, RuleTarget};
 pub use stream::StreamRewrite;
 
+use crate::policy::Lexing;
 use crate::protocol::{BackendMessage, DataRowValues, DecodeError, FrontendMessage};
 use crate::sql::lineage::Taint;
 use derived::TextLineage;
@@ -214,8 +215,11 @@ pub struct SessionMasker {
     sources: Rc<crate::sql::lineage::Sources>,
     /// Bumped when `sources` grows.
     sources_generation: u64,
-    /// The last text analyzed, and its lineage.
-    last_text: Option<(Vec<u8>, Rc<TextLineage>)>,
+    /// How the server will lex the text being judged (see
+    /// [`SessionMasker::set_lexing`]).
+    lexing: Lexing,
+    /// The last text analyzed, how it was lexed, and its lineage.
+    last_text: Option<(Vec<u8>, Lexing, Rc<TextLineage>)>,
     /// Lineage of recent texts by normalized form.
     lineage_cache: derived::LineageCache,
     /// Values masked whole because something opaque computed them.
@@ -267,6 +271,7 @@ impl SessionMasker {
             own_describe: None,
             sources: Rc::new(derived::policy_sources(&policy)),
             sources_generation: 0,
+            lexing: Lexing::default(),
             last_text: None,
             lineage_cache: derived::LineageCache::default(),
             opaque_count: 0,

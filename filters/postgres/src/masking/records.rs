@@ -12,6 +12,7 @@
 //! This holds for exempt identities too: records are read by others.
 
 use super::SessionMasker;
+use crate::sql::lexer::{self, Settings};
 use crate::sql::lineage;
 use base64::Engine as _;
 use gatehouse_core::mask::Masked;
@@ -25,9 +26,18 @@ impl SessionMasker {
         self.policy.records_masked
     }
 
-    /// Whether a statement names masked data.
+    /// Whether a statement names masked data. The text may have been judged
+    /// under other settings than the server's current ones: where the setting
+    /// changes its reading (a backslash, a `U&'` string), either reading counts.
     fn names_masked(&self, sql: &str) -> bool {
-        lineage::mentions(sql, &self.sources)
+        let settings = self.lexing.settings();
+        let mentions =
+            |settings| lineage::mentions(sql, &lexer::tokenize_with(sql, settings), &self.sources);
+        mentions(settings)
+            || ((sql.contains('\\') || sql.contains("&'"))
+                && mentions(Settings {
+                    standard_conforming_strings: !settings.standard_conforming_strings,
+                }))
     }
 
     /// A statement's text as its record holds it.
@@ -36,7 +46,8 @@ impl SessionMasker {
             return text;
         }
         if self.names_masked(&text) {
-            return crate::lexer::redact_literals(text.as_bytes());
+            let lexed = lexer::tokenize_with(&text, self.lexing.settings());
+            return lexer::redact_literals(&text, &lexed);
         }
         self.record_message(text)
     }

@@ -189,6 +189,10 @@ impl Session {
         sql: &[u8],
         decision: Option<Decision>,
     ) -> Option<Decision> {
+        let lexing = self.lexing();
+        if let Some(masker) = self.masker.as_mut() {
+            masker.set_lexing(lexing);
+        }
         if decision.as_ref().is_some_and(|d| d.action.blocks()) {
             return decision;
         }

@@ -26,7 +26,8 @@
 //! RowDescription, and is masked by its rule exactly; only computed columns
 //! (table OID 0) take their taint from here.
 
-use super::lexer::{self, TokenKind};
+use super::lexer::{self, Lexed, Token};
+use super::{ast, canonical};
 use gatehouse_core::policy::Wildcard;
 use sqlparser::ast::{
     AssignmentTarget, CopySource, CopyTarget, Expr, FunctionArg, FunctionArgExpr,
@@ -35,8 +36,6 @@ use sqlparser::ast::{
     SelectItemQualifiedWildcardKind, SetExpr, Statement, TableFactor, TableObject, TableWithJoins,
     Visit, Visitor,
 };
-use sqlparser::dialect::PostgreSqlDialect;
-use sqlparser::parser::Parser;
 use std::collections::{HashMap, HashSet};
 use std::ops::ControlFlow;
 
@@ -261,40 +260,46 @@ impl StatementLineage {
 
 /// Whether a text names a masked table, view or column anywhere outside its
 /// string constants (for records: literals of such a statement may be
-/// values of masked columns).
-pub fn mentions(sql: &str, sources: &Sources) -> bool {
-    let lexed = lexer::tokenize(sql);
-    lexed.tokens.iter().any(|t| match t.kind {
-        TokenKind::Word => sources.names(lexer::text(sql, t)),
-        TokenKind::QuotedIdent => sources.names(lexer::text(sql, t).trim_matches('"')),
-        _ => false,
-    })
+/// values of masked columns). Names are read as the server resolves them.
+pub fn mentions(sql: &str, lexed: &Lexed, sources: &Sources) -> bool {
+    tokens_mention(sql, &lexed.tokens, sources)
 }
 
-/// The lineage of every statement of a text, split as the server splits it.
+fn tokens_mention(sql: &str, tokens: &[Token], sources: &Sources) -> bool {
+    tokens
+        .iter()
+        .filter_map(|t| lexer::ident_value(sql, t))
+        .any(|name| sources.names(&name))
+}
+
+/// The lineage of every statement of a text, as a server with default
+/// settings splits and reads it.
 pub fn analyze(sql: &str, sources: &Sources) -> Vec<StatementLineage> {
     if sql.len() > MAX_SQL_LEN {
         return vec![StatementLineage::unreadable(sources, true)];
     }
-    let lexed = lexer::tokenize(sql);
-    if lexed.unterminated {
+    analyze_lexed(sql, &lexer::tokenize(sql), sources)
+}
+
+/// [`analyze`] for a text already tokenized under the session's settings.
+/// Each statement is read from its tokens as the policy's analysis reads it:
+/// written out canonically for sqlparser (see [`super::canonical`]), never
+/// from the client's text.
+pub fn analyze_lexed(sql: &str, lexed: &Lexed, sources: &Sources) -> Vec<StatementLineage> {
+    if sql.len() > MAX_SQL_LEN || lexed.error.is_some() {
+        // The server refuses the whole text; it is not guessed at either.
         return vec![StatementLineage::unreadable(sources, true)];
     }
     let mut out = Vec::new();
-    for tokens in lexer::split_statements(&lexed) {
+    for tokens in lexed.statement_tokens() {
         if out.len() >= MAX_STATEMENTS {
             return vec![StatementLineage::unreadable(sources, true)];
         }
-        let (Some(first), Some(last)) = (tokens.first(), tokens.last()) else {
+        let Some(first) = tokens.first() else {
             continue;
         };
-        let text = sql.get(first.span.start..last.span.end).unwrap_or_default();
         let leading = |word: &str| lexer::is_word(sql, first, word);
-        let mentions = tokens.iter().any(|t| match t.kind {
-            TokenKind::Word => sources.names(lexer::text(sql, t)),
-            TokenKind::QuotedIdent => sources.names(lexer::text(sql, t).trim_matches('"')),
-            _ => false,
-        });
+        let mentions = tokens_mention(sql, tokens, sources);
         let mut lineage = if leading("do") {
             // An anonymous code block: its body is a string the server runs.
             StatementLineage {
@@ -302,7 +307,7 @@ pub fn analyze(sql: &str, sources: &Sources) -> Vec<StatementLineage> {
                 ..StatementLineage::unreadable(sources, true)
             }
         } else {
-            analyze_statement(text, sources)
+            analyze_statement(sql, tokens, sources)
                 .unwrap_or_else(|| StatementLineage::unreadable(sources, mentions))
         };
         if ["prepare", "deallocate", "discard", "declare", "close"]
@@ -316,44 +321,48 @@ pub fn analyze(sql: &str, sources: &Sources) -> Vec<StatementLineage> {
     out
 }
 
-/// One statement's text, parsed; `None` when sqlparser cannot parse it as
-/// exactly one statement.
-fn analyze_statement(text: &str, sources: &Sources) -> Option<StatementLineage> {
-    let statements = Parser::new(&PostgreSqlDialect {})
-        .with_recursion_limit(MAX_DEPTH)
-        .try_with_sql(text)
-        .ok()?
-        .parse_statements()
-        .ok()?;
+/// One statement, parsed from its canonical text; `None` when sqlparser cannot
+/// parse it (or an expression the canonical text leaves out) as exactly one
+/// statement.
+fn analyze_statement(sql: &str, tokens: &[Token], sources: &Sources) -> Option<StatementLineage> {
+    let canonical = canonical::canonical(sql, tokens);
+    let statements = ast::parse(&canonical.text, MAX_DEPTH)?;
     let [statement] = statements.as_slice() else {
         return None;
     };
+    // What the canonical text leaves out (assignment subscripts, ON CONFLICT
+    // inference, COPY's WHERE), each read as `SELECT <expression>`.
+    let mut extracted = Vec::with_capacity(canonical.extracted.len());
+    for expression in &canonical.extracted {
+        let probe = ast::parse(&format!("SELECT {expression}"), MAX_DEPTH)?;
+        let [Statement::Query(query)] = probe.as_slice() else {
+            return None;
+        };
+        extracted.push(query.clone());
+    }
     let mut gather = Gather::default();
     let _ = statement.visit(&mut gather);
-    // Every word of the text may name a relation (`FROM ONLY t`, syntax
+    for query in &extracted {
+        let _ = query.visit(&mut gather);
+    }
+    // Every name of the statement may name a relation (`FROM ONLY t`, syntax
     // sqlparser reads otherwise): a masked column is in play whenever its
     // table's name appears at all.
-    let lexed = lexer::tokenize(text);
-    for token in &lexed.tokens {
-        match token.kind {
-            TokenKind::Word => {
-                gather
-                    .tables
-                    .insert(lexer::text(text, token).to_ascii_lowercase());
-            }
-            TokenKind::QuotedIdent => {
-                gather
-                    .tables
-                    .insert(lexer::text(text, token).trim_matches('"').to_string());
-            }
-            _ => {}
-        }
-    }
+    gather
+        .tables
+        .extend(tokens.iter().filter_map(|t| lexer::ident_value(sql, t)));
     let Some(names) = Names::resolve(&gather, sources) else {
         return Some(StatementLineage::unreadable(sources, true));
     };
     let outputs = names.outputs(statement);
-    let refusal = names.refusal(statement, &gather);
+    // A masked value in a left-out expression decides where a write lands or
+    // which rows a statement touches, in ways lineage does not follow.
+    let refusal = names.refusal(statement, &gather).or_else(|| {
+        extracted
+            .iter()
+            .any(|query| names.query_taints(query).iter().any(Taint::has_rules))
+            .then_some(Refusal::Unreadable)
+    });
     let derived = gather.items.iter().any(|item| {
         let taint = names.item_taint(item);
         match item.plain.as_deref() {

@@ -358,3 +358,46 @@ fn everyday_reads_of_masked_columns_are_masked_not_refused() {
         assert_eq!(lineage.refusal, None, "{sql}");
     }
 }
+
+#[test]
+fn statements_are_read_as_the_server_lexes_them() {
+    // Names the server decodes are the names lineage follows.
+    for sql in [
+        r#"select upper(U&"\0073sn") from customers"#,
+        r#"select upper("ssn") from U&"cust!006fmers" uescape '!'"#,
+        "select upper(ssn) --\rfrom customers",
+        "select upper(ssn) /* /* */ from */ from customers",
+    ] {
+        let lineage = one(sql);
+        assert_eq!(lineage.refusal, None, "{sql}");
+        assert_eq!(
+            rules(&column_taints(&lineage.outputs, 1)[0]),
+            vec![SSN],
+            "{sql}"
+        );
+    }
+    // A label `end` does not end the statement for lineage either.
+    let end = one("select 1 end, upper(ssn) from customers");
+    assert_eq!(end.refusal, Some(Refusal::Unreadable));
+    // A text the server refuses at lexing is unreadable.
+    assert_eq!(
+        one("select upper(ssn) from customers where x = 'a").refusal,
+        Some(Refusal::Unreadable)
+    );
+}
+
+#[test]
+fn expressions_left_out_of_the_canonical_text_are_followed() {
+    // An assignment subscript computed from a masked column decides where a
+    // write lands.
+    let subscript = one("update orders set tags[(select length(ssn) from customers)] = 'x'");
+    assert_eq!(subscript.refusal, Some(Refusal::Unreadable));
+    let leaky_call =
+        one("update orders set tags[length(pg_notify('c', (select ssn from customers)))] = 'x'");
+    assert_eq!(leaky_call.refusal, Some(Refusal::Call("pg_notify".into())));
+    // Plain ones are fine.
+    assert_eq!(
+        one("update customers set tags[1] = 'x' where id = 1").refusal,
+        None
+    );
+}

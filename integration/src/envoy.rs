@@ -130,11 +130,19 @@ impl Envoy {
             .arg(&admin_file)
             // Several Envoys (parallel tests, a demo) share this machine.
             .arg("--use-dynamic-base-id")
+            // Native modules (`dynamic_module_config: {name: X}`) load from here.
+            .env(
+                "ENVOY_DYNAMIC_MODULES_SEARCH_PATH",
+                crate::tools::native_dir(),
+            )
             .args([
                 "--concurrency",
                 "2",
                 "--log-level",
                 "warn",
+                // The native modules' own lines (and the ABI version check).
+                "--component-log-level",
+                "dynamic_modules:info",
                 "--file-flush-interval-msec",
                 "100",
             ]);
@@ -221,7 +229,11 @@ pub fn validate(config: &Path) -> Result<()> {
             .arg("validate")
             .arg("-c")
             .arg(config)
-            .arg("--use-dynamic-base-id"),
+            .arg("--use-dynamic-base-id")
+            .env(
+                "ENVOY_DYNAMIC_MODULES_SEARCH_PATH",
+                crate::tools::native_dir(),
+            ),
     )
     .map(|_| ())
 }

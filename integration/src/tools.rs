@@ -254,6 +254,29 @@ impl FilterModules {
     }
 }
 
+/// Where the native build's shared libraries are: `GATEHOUSE_NATIVE_DIR`, else
+/// where `cargo xtask build --native` (profile `release-native`) puts them.
+/// Envoy finds a dynamic module `name` as `lib<name>.so` in this directory
+/// (`ENVOY_DYNAMIC_MODULES_SEARCH_PATH`, which [`crate::envoy::Envoy::start`] sets).
+pub fn native_dir() -> PathBuf {
+    match std::env::var_os("GATEHOUSE_NATIVE_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => crate::workspace_root().join("target/release-native"),
+    }
+}
+
+/// The native module `name` (`lib<name>.so` in [`native_dir`]), which must be built.
+pub fn native_module(name: &str) -> Result<PathBuf> {
+    let module = native_dir().join(format!("lib{name}.so"));
+    if !module.is_file() {
+        bail!(
+            "{} is missing: build the native modules first with `cargo xtask build --native`",
+            module.display()
+        );
+    }
+    Ok(module)
+}
+
 /// Where `cargo build --release --target wasm32-wasip1` puts the modules.
 pub fn filter_modules() -> Result<FilterModules> {
     let dir = match std::env::var_os("GATEHOUSE_WASM_DIR") {

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! cargo xtask install          wasm target + pinned Envoy; checks for PostgreSQL and kubectl
-//! cargo xtask build            the filter modules (wasm32-wasip1, release, then wasm-opt -Oz)
+//! cargo xtask build [--native] the filter modules (wasm32-wasip1, release, then wasm-opt -Oz);
+//!                              with --native, the Envoy dynamic modules (release-native)
 //! cargo xtask demo [--detach]  the whole gateway on this machine, with demo data
 //! cargo xtask down             stops a detached demo
 //! cargo xtask token <identity>  a fresh token for a demo identity (`--ttl 15m`)
@@ -25,6 +26,7 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("install") => install().map(|_| ()),
+        Some("build") if args.iter().any(|a| a == "--native") => build_native(),
         Some("build") => build_filters(),
         Some("demo") => demo::run(
             args.iter().any(|a| a == "--detach"),
@@ -68,6 +70,12 @@ const FILTER_MODULES: &[&str] = &[
     "gatehouse-record-producer",
     // Bench-only: a filter that does nothing, the end-to-end benches' floor.
     "gatehouse-bench-noop",
+];
+
+/// The native build's crates: Envoy dynamic modules (shared libraries).
+const NATIVE_MODULES: &[&str] = &[
+    // Test- and bench-only: passes bytes on, the native build's floor.
+    "gatehouse-native-passthrough",
 ];
 
 fn cargo() -> Command {
@@ -133,6 +141,20 @@ fn build_filters() -> Result<()> {
         eprintln!("    {} ({before} -> {after} bytes)", m.display());
     }
     Ok(())
+}
+
+/// Builds the Envoy dynamic modules (profile `release-native`, into
+/// `target/release-native/lib<name>.so`).
+fn build_native() -> Result<()> {
+    let mut cmd = cargo();
+    cmd.args(["build", "--profile", "release-native"]);
+    for m in NATIVE_MODULES {
+        cmd.args(["-p", m]);
+    }
+    step(
+        "build native modules (Envoy dynamic modules, release-native)",
+        &mut cmd,
+    )
 }
 
 /// Shipped examples that hold one part of the Postgres filter configuration
@@ -217,6 +239,7 @@ fn test() -> Result<()> {
             .env("CARGO_TARGET_WASM32_WASIP1_RUNNER", runner),
     )?;
     build_filters()?;
+    build_native()?;
     step(
         "integration tests (real Envoy, PostgreSQL, kubectl)",
         cargo().args(["test", "-p", "gatehouse-integration"]),

@@ -139,7 +139,8 @@ impl Envoy {
                 "--concurrency",
                 "2",
                 "--log-level",
-                "warn",
+                // `GATEHOUSE_ENVOY_LOG_LEVEL=debug` to see why a test failed.
+                &std::env::var("GATEHOUSE_ENVOY_LOG_LEVEL").unwrap_or_else(|_| "warn".into()),
                 // The native modules' own lines (and the ABI version check).
                 "--component-log-level",
                 "dynamic_modules:info",

@@ -254,6 +254,45 @@ impl FilterModules {
     }
 }
 
+/// Which build of the filters a stack runs, from `GATEHOUSE_BUILD`: `wasm`
+/// (the default: proxy-wasm modules in V8) or `native` (the Postgres filter as
+/// the Envoy dynamic module `libgatehouse.so`; the Kubernetes filter and the
+/// audit service stay Wasm).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Build {
+    Wasm,
+    Native,
+}
+
+impl Build {
+    /// The build `GATEHOUSE_BUILD` names (unset: Wasm).
+    pub fn from_env() -> Result<Build> {
+        match std::env::var("GATEHOUSE_BUILD").as_deref() {
+            Err(_) | Ok("" | "wasm") => Ok(Build::Wasm),
+            Ok("native") => Ok(Build::Native),
+            Ok(other) => bail!("GATEHOUSE_BUILD={other:?}: expected \"wasm\" or \"native\""),
+        }
+    }
+
+    /// What Envoy puts before the Postgres filter's stat names.
+    pub fn pg_stat_prefix(self) -> &'static str {
+        match self {
+            Build::Wasm => "wasmcustom.",
+            Build::Native => "dynamicmodulescustom.",
+        }
+    }
+
+    /// The bootstrap under `envoy/` this build uses in place of the Wasm
+    /// build's `template` (templates without a native twin stay as they are).
+    pub fn template(self, template: &'static str) -> &'static str {
+        match (self, template) {
+            (Build::Native, "gatehouse.yaml") => "gatehouse-native.yaml",
+            (Build::Native, "postgres.yaml") => "postgres-native.yaml",
+            _ => template,
+        }
+    }
+}
+
 /// Where the native build's shared libraries are: `GATEHOUSE_NATIVE_DIR`, else
 /// where `cargo xtask build --native` (profile `release-native`) puts them.
 /// Envoy finds a dynamic module `name` as `lib<name>.so` in this directory

@@ -1,12 +1,20 @@
-//! The ground the native build stands on: a gatehouse dynamic module loads into
-//! the pinned Envoy 1.40, reports the ABI version Envoy was built with, sees a
-//! connection's bytes in both directions, and carries a real pgbench run.
+//! The native build: a gatehouse dynamic module loads into the pinned Envoy
+//! 1.40, reports the ABI version Envoy was built with, sees a connection's
+//! bytes in both directions and carries a real pgbench run; and the native
+//! Postgres filter gives TLS to clients that ask for it with an SSLRequest,
+//! which the Wasm build cannot.
 
+use gatehouse_integration::clients::{self, stdout};
 use gatehouse_integration::envoy::{self, Envoy};
 use gatehouse_integration::postgres::{PgOptions, Postgres};
-use gatehouse_integration::{scratch_dir, tools};
+use gatehouse_integration::stack::demo_postgres_filter_config;
+use gatehouse_integration::tools::Build;
+use gatehouse_integration::{Stack, StackOptions, scratch_dir, tools};
 use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::process::Command;
+use std::time::Duration;
 
 /// A listener whose network filter is the pass-through module, before tcp_proxy.
 const PASSTHROUGH: &str = r#"
@@ -132,4 +140,125 @@ fn a_native_passthrough_filter_carries_pgbench_both_ways() {
         assert_eq!(words["client"], words["received"], "{line}");
         assert_eq!(words["server"], words["sent"], "{line}");
     }
+}
+
+/// The demo gateway on the native build, with token login, policy and masking.
+fn native_stack(name: &str) -> Stack {
+    let options = StackOptions {
+        build: Some(Build::Native),
+        postgres_filter: demo_postgres_filter_config(),
+        ..StackOptions::default()
+    };
+    Stack::start("it", name, options).expect("stack starts")
+}
+
+/// The pg.connection line of the connection a record (`session`) is about.
+fn connection_line(stack: &Stack, session: &serde_json::Value) -> serde_json::Value {
+    let id = &session["connection_id"];
+    stack
+        .wait_for_record("the connection's line", |r| {
+            r["type"] == "pg.connection" && r["connection_id"] == *id
+        })
+        .unwrap()
+}
+
+const JDBC_TLS_PROGRAM: &str = r#"
+import java.sql.*;
+public class JdbcTls {
+    public static void main(String[] args) throws Exception {
+        try (Connection c = DriverManager.getConnection(args[0], "app", args[1]);
+             Statement s = c.createStatement();
+             ResultSet rs = s.executeQuery("select 'jdbc over tls', current_user")) {
+            rs.next();
+            if (!"app".equals(rs.getString(2))) throw new AssertionError(rs.getString(2));
+        }
+        System.out.println("ok");
+    }
+}
+"#;
+
+#[test]
+fn ssl_request_clients_get_tls_from_the_native_filter_and_their_token_never_travels_in_clear() {
+    let stack = native_stack("native-tls");
+    let token = stack.token("developer").unwrap();
+
+    // psql 15 (libpq 15: SSLRequest, then the handshake on the same connection).
+    let out = Command::new(tools::pg_client("psql").unwrap())
+        .args(["-X", "-w", "-At", "-v", "ON_ERROR_STOP=1", "-d"])
+        .arg(format!("{}?user=app&sslmode=require", stack.pg_url()))
+        .args([
+            "-c",
+            "select 'psql over tls', current_user",
+            "-c",
+            "\\conninfo",
+        ])
+        .env("PGPASSWORD", &token)
+        .output()
+        .unwrap();
+    let text = stdout(&out);
+    assert!(
+        out.status.success(),
+        "psql: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("psql over tls|app"), "{text}");
+    assert!(text.contains("SSL connection (protocol: TLSv1."), "{text}");
+
+    // JDBC with sslmode=require asks the same way.
+    let url = format!(
+        "jdbc:postgresql://127.0.0.1:{}/shop?sslmode=require",
+        stack.pg_port
+    );
+    clients::jdbc(&stack, "JdbcTls", JDBC_TLS_PROGRAM, &[&url, &token]);
+
+    // Both sessions logged in with the token, over TLS, on the SSLRequest chain.
+    for client in ["psql over tls", "jdbc over tls"] {
+        let statement = stack
+            .wait_for_record(client, |r| {
+                r["type"] == "pg.statement"
+                    && r["statement"].as_str().is_some_and(|t| t.contains(client))
+            })
+            .unwrap();
+        assert_eq!(statement["identity"]["subject"], "developer", "{statement}");
+        let line = connection_line(&stack, &statement);
+        assert_eq!(line["filter_chain"], "postgres_plaintext", "{line}");
+        assert!(
+            line["tls"]
+                .as_str()
+                .is_some_and(|v| v.starts_with("TLSv1.")),
+            "{client}: {line}"
+        );
+    }
+}
+
+#[test]
+fn bytes_smuggled_behind_an_ssl_request_never_reach_the_server() {
+    let stack = native_stack("native-tls-smuggle");
+    // A plaintext query pipelined behind the SSLRequest, as an attacker on the
+    // path would inject it before the handshake.
+    let mut payload = vec![0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
+    let query = b"select 'smuggled behind sslrequest'\0";
+    payload.push(b'Q');
+    payload.extend_from_slice(&((query.len() + 4) as u32).to_be_bytes());
+    payload.extend_from_slice(query);
+    let mut socket = TcpStream::connect(("127.0.0.1", stack.pg_port)).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    socket.write_all(&payload).unwrap();
+    let mut answer = Vec::new();
+    let _ = socket.read_to_end(&mut answer);
+    assert!(answer.is_empty(), "no answer, not even 'S': {answer:?}");
+
+    // A well-behaved client on the same gateway still gets TLS.
+    let out = Command::new(tools::pg_client("psql").unwrap())
+        .args(["-X", "-w", "-At", "-d"])
+        .arg(format!("{}?user=app&sslmode=require", stack.pg_url()))
+        .args(["-c", "select 1"])
+        .env("PGPASSWORD", stack.token("developer").unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out).trim(), "1");
+    let server_log = std::fs::read_to_string(stack.postgres.log_path()).unwrap();
+    assert!(!server_log.contains("smuggled"), "{server_log}");
 }

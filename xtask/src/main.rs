@@ -74,6 +74,8 @@ const FILTER_MODULES: &[&str] = &[
 
 /// The native build's crates: Envoy dynamic modules (shared libraries).
 const NATIVE_MODULES: &[&str] = &[
+    // libgatehouse.so: the Postgres filter.
+    "gatehouse-native",
     // Test- and bench-only: passes bytes on, the native build's floor.
     "gatehouse-native-passthrough",
 ];

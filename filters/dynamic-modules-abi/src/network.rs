@@ -126,8 +126,9 @@ pub trait NetworkFilterConfig: Send + Sync {
     /// A filter for a new connection (on its worker thread); `None` closes it.
     fn new_filter(&self, connection: &mut Connection) -> Option<Box<dyn NetworkFilter>>;
 
-    /// An event committed through a [`ConfigScheduler`], on the main thread.
-    fn on_scheduled(&self, _event_id: u64) {}
+    /// An event committed through a [`ConfigScheduler`], on the main thread,
+    /// where the configuration's metrics can be defined and counted.
+    fn on_scheduled(&self, _envoy: &mut ConfigEnvoy, _event_id: u64) {}
 }
 
 /// One connection's filter. Client → server bytes are "read", server →
@@ -186,7 +187,8 @@ pub fn program_init(new_config: NewConfigFn) -> *const std::ffi::c_char {
     sys::ABI_VERSION.as_ptr().cast()
 }
 
-/// Envoy's side of a configuration, while it is being built (main thread).
+/// Envoy's side of a configuration: handed to `config_new` and to
+/// [`NetworkFilterConfig::on_scheduled`], both on the main thread.
 pub struct ConfigEnvoy {
     ptr: sys::NetworkFilterConfigEnvoyPtr,
 }
@@ -227,6 +229,17 @@ impl ConfigEnvoy {
         let define =
             sys::callbacks().envoy_dynamic_module_callback_network_filter_config_define_histogram;
         self.define(name, define)
+    }
+
+    /// Adds `by` to a counter this configuration defined.
+    pub fn increment_counter(&mut self, id: MetricId, by: u64) -> bool {
+        // SAFETY: `ptr` is this configuration, used on the main thread; `id`
+        // came from it.
+        envoy_call!(
+            envoy_dynamic_module_callback_network_filter_config_increment_counter(
+                self.ptr, id.0, by
+            )
+        ) == Some(sys::METRICS_SUCCESS)
     }
 
     /// A handle that wakes [`NetworkFilterConfig::on_scheduled`] on the main
@@ -410,6 +423,16 @@ impl Connection {
         envoy_call!(envoy_dynamic_module_callback_network_filter_continue_reading(self.ptr));
     }
 
+    /// Stops (`true`) or resumes (`false`) reading from the client's socket;
+    /// the calls nest (as many resumes as stops). `false` if Envoy refused.
+    pub fn read_disable(&mut self, disable: bool) -> bool {
+        // SAFETY: `ptr` is this hook's filter.
+        envoy_call!(envoy_dynamic_module_callback_network_filter_read_disable(
+            self.ptr, disable
+        ))
+        .is_some()
+    }
+
     pub fn close(&mut self, kind: CloseKind) -> bool {
         // SAFETY: `ptr` is this hook's filter.
         envoy_call!(envoy_dynamic_module_callback_network_filter_close(
@@ -571,6 +594,8 @@ impl Connection {
 /// A configuration as Envoy holds it.
 struct ConfigSlot {
     config: Box<dyn NetworkFilterConfig>,
+    /// Envoy's side, for hooks on the main thread.
+    envoy: sys::NetworkFilterConfigEnvoyPtr,
 }
 
 /// A filter as Envoy holds it; after a panic it only refuses.
@@ -682,7 +707,7 @@ hooks! {
             let name = String::from_utf8_lossy(envoy_bytes(name)).into_owned();
             let mut envoy = ConfigEnvoy { ptr: config_envoy };
             match new_config(&name, envoy_bytes(config), &mut envoy) {
-                Ok(config) => Box::into_raw(Box::new(ConfigSlot { config })) as NetworkFilterConfigModulePtr,
+                Ok(config) => Box::into_raw(Box::new(ConfigSlot { config, envoy: config_envoy })) as NetworkFilterConfigModulePtr,
                 Err(error) => {
                     log(LogLevel::Error, &format!("gatehouse {name}: configuration rejected: {error}"));
                     std::ptr::null()
@@ -797,7 +822,8 @@ hooks! {
         // SAFETY: `config` came from config_new and is alive until config_destroy,
         // which Envoy runs on this (main) thread, never during this hook.
         let slot = unsafe { &*(config as *const ConfigSlot) };
-        guard("network_filter_config_scheduled", || slot.config.on_scheduled(event_id), || ());
+        let mut envoy = ConfigEnvoy { ptr: slot.envoy };
+        guard("network_filter_config_scheduled", || slot.config.on_scheduled(&mut envoy, event_id), || ());
     }
 
     fn envoy_dynamic_module_on_network_filter_above_write_buffer_high_watermark(filter_envoy: NetworkFilterEnvoyPtr, filter: NetworkFilterModulePtr) {

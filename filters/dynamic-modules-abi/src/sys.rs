@@ -101,6 +101,13 @@ pub const EVENT_LOCAL_CLOSE: ConnectionEventCode = 1;
 pub const EVENT_CONNECTED: ConnectionEventCode = 2;
 pub const EVENT_CONNECTED_ZERO_RTT: ConnectionEventCode = 3;
 
+/// `envoy_dynamic_module_type_network_read_disable_status`.
+pub type ReadDisableStatus = u32;
+pub const READ_NO_TRANSITION: ReadDisableStatus = 0;
+pub const READ_STILL_DISABLED: ReadDisableStatus = 1;
+pub const READ_TRANSITIONED_TO_ENABLED: ReadDisableStatus = 2;
+pub const READ_TRANSITIONED_TO_DISABLED: ReadDisableStatus = 3;
+
 /// `envoy_dynamic_module_type_log_level`.
 pub type LogLevelCode = u32;
 pub const LOG_TRACE: LogLevelCode = 0;
@@ -210,6 +217,7 @@ callbacks! {
     fn envoy_dynamic_module_callback_network_filter_append_write_buffer(filter: NetworkFilterEnvoyPtr, data: ModuleBuffer) -> bool;
     fn envoy_dynamic_module_callback_network_filter_write(filter: NetworkFilterEnvoyPtr, data: ModuleBuffer, end_stream: bool);
     fn envoy_dynamic_module_callback_network_filter_continue_reading(filter: NetworkFilterEnvoyPtr);
+    fn envoy_dynamic_module_callback_network_filter_read_disable(filter: NetworkFilterEnvoyPtr, disable: bool) -> ReadDisableStatus;
     fn envoy_dynamic_module_callback_network_filter_close(filter: NetworkFilterEnvoyPtr, close_type: CloseType);
     fn envoy_dynamic_module_callback_network_filter_get_connection_id(filter: NetworkFilterEnvoyPtr) -> u64;
     fn envoy_dynamic_module_callback_network_filter_get_remote_address(filter: NetworkFilterEnvoyPtr, address: *mut EnvoyBuffer, port: *mut u32) -> bool;

@@ -39,6 +39,7 @@ fn c_type(rust: &str) -> String {
         "DataStatus" => "on_network_filter_data_status",
         "CloseType" => "network_connection_close_type",
         "ConnectionEventCode" => "network_connection_event",
+        "ReadDisableStatus" => "network_read_disable_status",
         "MetricsResult" => "metrics_result",
         "CalloutInitResult" => "http_callout_init_result",
         "CalloutResultCode" => "http_callout_result",
@@ -138,6 +139,21 @@ fn enum_values_match_the_header() {
                 ("LocalClose", sys::EVENT_LOCAL_CLOSE),
                 ("Connected", sys::EVENT_CONNECTED),
                 ("ConnectedZeroRtt", sys::EVENT_CONNECTED_ZERO_RTT),
+            ],
+        ),
+        (
+            "network_read_disable_status",
+            vec![
+                ("NoTransition", sys::READ_NO_TRANSITION),
+                ("StillReadDisabled", sys::READ_STILL_DISABLED),
+                (
+                    "TransitionedToReadEnabled",
+                    sys::READ_TRANSITIONED_TO_ENABLED,
+                ),
+                (
+                    "TransitionedToReadDisabled",
+                    sys::READ_TRANSITIONED_TO_DISABLED,
+                ),
             ],
         ),
         (

@@ -31,7 +31,7 @@ static_resources:
           "@type": type.googleapis.com/envoy.extensions.filters.network.dynamic_modules.v3.DynamicModuleNetworkFilter
           dynamic_module_config: {name: gatehouse_passthrough}
           filter_name: passthrough
-          filter_config: {"@type": type.googleapis.com/google.protobuf.StringValue, value: ""}
+          filter_config: {"@type": type.googleapis.com/google.protobuf.StringValue, value: ${PASSTHROUGH_CONFIG}}
       - name: envoy.filters.network.tcp_proxy
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
@@ -77,6 +77,7 @@ fn a_native_passthrough_filter_carries_pgbench_both_ways() {
     let vars = BTreeMap::from([
         ("PG_UPSTREAM_PORT", postgres.port.to_string()),
         ("ACCESS_LOG", access_log.display().to_string()),
+        ("PASSTHROUGH_CONFIG", "\"\"".to_string()),
     ]);
     let envoy_dir = dir.join("envoy");
     std::fs::create_dir_all(&envoy_dir).unwrap();
@@ -261,4 +262,72 @@ fn bytes_smuggled_behind_an_ssl_request_never_reach_the_server() {
     assert_eq!(stdout(&out).trim(), "1");
     let server_log = std::fs::read_to_string(stack.postgres.log_path()).unwrap();
     assert!(!server_log.contains("smuggled"), "{server_log}");
+}
+
+#[test]
+fn a_panic_in_a_native_filter_ends_only_its_own_connection() {
+    tools::native_module("gatehouse_passthrough").expect("module built");
+    let dir = scratch_dir("it", "native-panic").unwrap();
+    let postgres = Postgres::start(&dir.join("postgres"), &PgOptions::default()).unwrap();
+    let vars = BTreeMap::from([
+        ("PG_UPSTREAM_PORT", postgres.port.to_string()),
+        ("ACCESS_LOG", dir.join("access.log").display().to_string()),
+        (
+            "PASSTHROUGH_CONFIG",
+            envoy::yaml_quote(r#"{"panic_on": "trip the module"}"#),
+        ),
+    ]);
+    let envoy_dir = dir.join("envoy");
+    std::fs::create_dir_all(&envoy_dir).unwrap();
+    let envoy = Envoy::start(&envoy_dir, &envoy::render(PASSTHROUGH, &vars).unwrap()).unwrap();
+    let port = envoy.listener_port("postgres").unwrap();
+    let psql = |sql: &str| {
+        Command::new(tools::pg_client("psql").unwrap())
+            .args(["-X", "-At", "-d"])
+            .arg(format!(
+                "postgresql://postgres@127.0.0.1:{port}/postgres?sslmode=disable"
+            ))
+            .args(["-c", sql])
+            .output()
+            .unwrap()
+    };
+
+    // A session that stays open across the panic on another connection.
+    let mut bystander = Command::new(tools::pg_client("psql").unwrap())
+        .args(["-X", "-At", "-d"])
+        .arg(format!(
+            "postgresql://postgres@127.0.0.1:{port}/postgres?sslmode=disable"
+        ))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = bystander.stdin.take().unwrap();
+    writeln!(input, "select 'before';").unwrap();
+
+    let tripped = psql("select 'trip the module'");
+    assert!(!tripped.status.success(), "the panicking connection ends");
+    assert!(
+        String::from_utf8_lossy(&tripped.stderr).contains("server closed the connection"),
+        "{}",
+        String::from_utf8_lossy(&tripped.stderr)
+    );
+
+    writeln!(input, "select 'after';").unwrap();
+    drop(input);
+    let bystander = bystander.wait_with_output().unwrap();
+    assert_eq!(
+        stdout(&bystander),
+        "before\nafter\n",
+        "the other session went on"
+    );
+    assert_eq!(
+        stdout(&psql("select 'new connection'")).trim(),
+        "new connection"
+    );
+    let log = std::fs::read_to_string(envoy.log_path()).unwrap();
+    assert!(
+        log.contains("a panic in network_filter_read was caught at the module boundary"),
+        "{log}"
+    );
 }

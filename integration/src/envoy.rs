@@ -141,9 +141,10 @@ impl Envoy {
                 "--log-level",
                 // `GATEHOUSE_ENVOY_LOG_LEVEL=debug` to see why a test failed.
                 &std::env::var("GATEHOUSE_ENVOY_LOG_LEVEL").unwrap_or_else(|_| "warn".into()),
-                // The native modules' own lines (and the ABI version check).
+                // The native modules' own lines (and the ABI version check),
+                // and the startup milestones (config loaded, main loop started).
                 "--component-log-level",
-                "dynamic_modules:info",
+                "dynamic_modules:info,main:info",
                 "--file-flush-interval-msec",
                 "100",
             ]);

@@ -1,4 +1,6 @@
 //! `cargo xtask demo`: the whole gateway on this machine, with demo data.
+//! With `--native`, the Postgres filter runs as the native build (the Envoy
+//! dynamic module `libgatehouse.so`, `envoy/gatehouse-native.yaml`).
 //!
 //! The stack is owned by one process that stops it in order on Ctrl-C or
 //! SIGTERM. With `--detach` that process is a background copy of this command
@@ -7,6 +9,7 @@
 use anyhow::{Context, Result, bail};
 use gatehouse_core::identity::testing::Minter;
 use gatehouse_integration::stack::demo_postgres_filter_config;
+use gatehouse_integration::tools::Build;
 use gatehouse_integration::{Stack, StackOptions, idp, process, workspace_root};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -36,15 +39,18 @@ fn instructions_file() -> PathBuf {
     demo_dir().join("instructions.txt")
 }
 
-pub fn run(detach: bool, serve: bool) -> Result<()> {
+pub fn run(detach: bool, serve: bool, native: bool) -> Result<()> {
     if serve {
-        return serve_until_stopped();
+        return serve_until_stopped(native);
     }
     if let Some(pid) = running_pid() {
         bail!("a demo is already running (pid {pid}): stop it with `cargo xtask down`");
     }
     super::install()?;
     super::build_filters()?;
+    if native {
+        super::build_native()?;
+    }
     super::step(
         "build the stand-in Kubernetes API server",
         super::cargo().args(["build", "-q", "-p", "kube-standin"]),
@@ -55,13 +61,16 @@ pub fn run(detach: bool, serve: bool) -> Result<()> {
     }
     std::fs::create_dir_all(&dir)?;
     if !detach {
-        return serve_until_stopped();
+        return serve_until_stopped(native);
     }
 
     let log = dir.join("demo.log");
     let mut server = Command::new(std::env::current_exe()?);
+    server.args(["demo", "--serve"]);
+    if native {
+        server.arg("--native");
+    }
     server
-        .args(["demo", "--serve"])
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&log)?)
         .stderr(std::fs::File::create(&log)?.try_clone()?)
@@ -88,7 +97,7 @@ pub fn run(detach: bool, serve: bool) -> Result<()> {
     Ok(())
 }
 
-fn serve_until_stopped() -> Result<()> {
+fn serve_until_stopped(native: bool) -> Result<()> {
     let standin = workspace_root().join("target/debug/kube-standin");
     eprintln!("==> starting PostgreSQL, the stand-in Kubernetes API server and Envoy");
     let (tx, rx) = std::sync::mpsc::channel();
@@ -98,6 +107,7 @@ fn serve_until_stopped() -> Result<()> {
     let opts = StackOptions {
         kube_standin_binary: Some(standin),
         postgres_filter: demo_postgres_filter_config(),
+        build: Some(if native { Build::Native } else { Build::Wasm }),
         ..StackOptions::default()
     };
     let stack = Stack::start_in(demo_dir(), opts)?;
@@ -139,17 +149,22 @@ pub fn down() -> Result<()> {
 
 /// What the README promises: `demo --detach`, then psql and kubectl through
 /// Envoy using `target/demo/env`, then `down`.
-pub fn smoke_test() -> Result<()> {
-    eprintln!("==> demo smoke test");
+pub fn smoke_test(native: bool) -> Result<()> {
+    eprintln!(
+        "==> demo smoke test{}",
+        if native { " (native)" } else { "" }
+    );
     if running_pid().is_some() {
         eprintln!("    skipped: a demo is already running");
         return Ok(());
     }
     let exe = std::env::current_exe()?;
-    super::step(
-        "cargo xtask demo --detach",
-        Command::new(&exe).args(["demo", "--detach"]),
-    )?;
+    let mut demo = Command::new(&exe);
+    demo.args(["demo", "--detach"]);
+    if native {
+        demo.arg("--native");
+    }
+    super::step("cargo xtask demo --detach", &mut demo)?;
     let result = smoke_checks();
     super::step("cargo xtask down", Command::new(&exe).arg("down"))?;
     result
@@ -259,7 +274,7 @@ fn shell_quote(v: &str) -> String {
 fn instructions(stack: &Stack) -> String {
     format!(
         "
-gatehouse demo is up.
+gatehouse demo is up ({build} build).
 
   Postgres through Envoy (the password is a token; role app is open to developer,
   ci and agent, role postgres to dba and admin):
@@ -274,6 +289,10 @@ gatehouse demo is up.
   GATEHOUSE_TOKEN_<IDENTITY>; kubeconfig contexts are named after them.
   A fresh one: cargo xtask token developer --ttl 15m
 ",
+        build = match stack.build {
+            Build::Wasm => "Wasm",
+            Build::Native => "native: the Postgres filter is libgatehouse.so, and psql gets TLS",
+        },
         pg = stack.pg_url(),
         kubeconfig = stack.kubeconfig.display(),
         log = stack.access_log.display(),

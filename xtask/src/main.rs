@@ -4,7 +4,9 @@
 //! cargo xtask install          wasm target + pinned Envoy; checks for PostgreSQL and kubectl
 //! cargo xtask build [--native] the filter modules (wasm32-wasip1, release, then wasm-opt -Oz);
 //!                              with --native, the Envoy dynamic modules (release-native)
-//! cargo xtask demo [--detach]  the whole gateway on this machine, with demo data
+//! cargo xtask demo [--detach] [--native]
+//!                              the whole gateway on this machine, with demo data
+//!                              (--native: the Postgres filter as an Envoy dynamic module)
 //! cargo xtask down             stops a detached demo
 //! cargo xtask token <identity>  a fresh token for a demo identity (`--ttl 15m`)
 //! cargo xtask package          each filter as a Wasm OCI image layout tarball (target/package/)
@@ -31,6 +33,7 @@ fn main() {
         Some("demo") => demo::run(
             args.iter().any(|a| a == "--detach"),
             args.iter().any(|a| a == "--serve"),
+            args.iter().any(|a| a == "--native"),
         ),
         Some("down") => demo::down(),
         Some("token") => demo::token(&args[1..]),
@@ -39,7 +42,7 @@ fn main() {
         Some("measure-modules") => measure::run(),
         _ => {
             eprintln!(
-                "usage: cargo xtask <install|build|demo [--detach]|down|token <identity> [--ttl 15m]|test>"
+                "usage: cargo xtask <install|build [--native]|demo [--detach] [--native]|down|token <identity> [--ttl 15m]|test>"
             );
             std::process::exit(2);
         }
@@ -78,6 +81,17 @@ const NATIVE_MODULES: &[&str] = &[
     "gatehouse-native",
     // Test- and bench-only: passes bytes on, the native build's floor.
     "gatehouse-native-passthrough",
+];
+
+/// Integration tests that exercise the Postgres filter's glue: `cargo xtask
+/// test` runs them on the native build too (`GATEHOUSE_BUILD=native`).
+const NATIVE_GLUE_TESTS: &[&str] = &[
+    "foundation",
+    "postgres",
+    "postgres_login",
+    "postgres_policy",
+    "postgres_masking",
+    "postgres_copy_masking",
 ];
 
 fn cargo() -> Command {
@@ -246,5 +260,15 @@ fn test() -> Result<()> {
         "integration tests (real Envoy, PostgreSQL, kubectl)",
         cargo().args(["test", "-p", "gatehouse-integration"]),
     )?;
-    demo::smoke_test()
+    let mut native = cargo();
+    native.args(["test", "-p", "gatehouse-integration"]);
+    for test in NATIVE_GLUE_TESTS {
+        native.args(["--test", test]);
+    }
+    step(
+        "integration tests of the Postgres glue on the native build",
+        native.env("GATEHOUSE_BUILD", "native"),
+    )?;
+    demo::smoke_test(false)?;
+    demo::smoke_test(true)
 }

@@ -86,6 +86,34 @@ pub enum ConfigError {
     Writer(std::io::Error),
 }
 
+/// The parts of a native configuration.
+#[derive(Debug)]
+struct Unwrapped<'a> {
+    /// The filter's configuration as the Wasm build takes it, byte for byte.
+    filter: &'a [u8],
+    records: Option<RecordsConfig>,
+    starttls: bool,
+}
+
+/// Takes the filter's configuration out of its envelope, if it has one.
+fn unwrap(bytes: &[u8]) -> Result<Unwrapped<'_>, ConfigError> {
+    let document: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(ConfigError::NotJson)?;
+    if document.get("filter").is_none() {
+        return Ok(Unwrapped {
+            filter: bytes,
+            records: None,
+            starttls: false,
+        });
+    }
+    let envelope: Envelope<'_> = serde_json::from_slice(bytes).map_err(ConfigError::Envelope)?;
+    Ok(Unwrapped {
+        filter: envelope.filter.get().as_bytes(),
+        records: envelope.records,
+        starttls: envelope.starttls,
+    })
+}
+
 /// One Postgres filter configuration, shared by every worker.
 pub struct PgConfig {
     /// Tells this configuration's per-worker state apart from others'.
@@ -107,19 +135,11 @@ pub struct PgConfig {
 impl PgConfig {
     /// Parses `bytes` (see the module docs) and defines the stats.
     pub fn new(bytes: &[u8], envoy: &mut ConfigEnvoy) -> Result<PgConfig, ConfigError> {
-        let document: serde_json::Value =
-            serde_json::from_slice(bytes).map_err(ConfigError::NotJson)?;
-        let (filter, records, starttls) = if document.get("filter").is_some() {
-            let envelope: Envelope<'_> =
-                serde_json::from_slice(bytes).map_err(ConfigError::Envelope)?;
-            (
-                envelope.filter.get().as_bytes(),
-                envelope.records,
-                envelope.starttls,
-            )
-        } else {
-            (bytes, None, false)
-        };
+        let Unwrapped {
+            filter,
+            records,
+            starttls,
+        } = unwrap(bytes)?;
         let metrics = Metrics::define(envoy);
         let parsed = match FilterConfig::from_json(filter) {
             Ok(parsed) => parsed,
@@ -743,6 +763,54 @@ impl Host for NativeHost<'_> {
                     "gatehouse postgres: no alarm for a login deadline",
                 );
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILTER: &str = r#"{"mode": "shadow",  "engine": {"redact_literals": true}}"#;
+
+    #[test]
+    fn the_wasm_builds_configuration_is_taken_as_it_is() {
+        let unwrapped = unwrap(FILTER.as_bytes()).unwrap();
+        assert_eq!(unwrapped.filter, FILTER.as_bytes());
+        assert!(unwrapped.records.is_none());
+        assert!(!unwrapped.starttls);
+    }
+
+    #[test]
+    fn an_envelope_hands_over_the_filter_byte_for_byte_so_its_hash_is_the_wasm_builds() {
+        let envelope = format!(
+            r#"{{"filter": {FILTER}, "records": {{"address": "127.0.0.1:7070"}}, "starttls": true}}"#
+        );
+        let unwrapped = unwrap(envelope.as_bytes()).unwrap();
+        assert_eq!(unwrapped.filter, FILTER.as_bytes());
+        assert_eq!(
+            FilterConfig::from_json(unwrapped.filter).unwrap().hash,
+            FilterConfig::from_json(FILTER.as_bytes()).unwrap().hash
+        );
+        let records = unwrapped.records.unwrap();
+        assert_eq!(records.address, "127.0.0.1:7070");
+        assert_eq!(records.path, "/record");
+        assert!(unwrapped.starttls);
+    }
+
+    #[test]
+    fn a_bad_envelope_is_refused_with_the_reason() {
+        for (bad, reason) in [
+            (r#"{"filter": {}, "record": {}}"#, "unknown field `record`"),
+            (
+                r#"{"filter": {}, "records": {"adress": "x"}}"#,
+                "unknown field `adress`",
+            ),
+            (r#"{"filter": {}, "starttls": "yes"}"#, "invalid type"),
+            ("not json", "not JSON"),
+        ] {
+            let error = unwrap(bad.as_bytes()).unwrap_err().to_string();
+            assert!(error.contains(reason), "{bad}: {error}");
         }
     }
 }

@@ -35,51 +35,39 @@ pub const DRAIN_DEADLINE: Duration = Duration::from_secs(5);
 /// Largest response head read from the sink.
 const MAX_RESPONSE_HEAD: usize = 16 * 1024;
 
-/// Where records go (the `records` part of the native configuration).
+/// Where records go (the `records` part of the native configuration); every
+/// field but `address` has the record service's default.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct RecordsConfig {
     /// The record listener, `host:port`.
     pub address: String,
-    #[serde(default = "default_path")]
     pub path: String,
-    #[serde(default = "default_authority")]
     pub authority: String,
     /// Records held at most before the newest are dropped.
-    #[serde(default = "default_max_buffer")]
     pub max_buffer: usize,
-    #[serde(default = "default_max_batch_records")]
     pub max_batch_records: usize,
-    #[serde(default = "default_max_batch_bytes")]
     pub max_batch_bytes: usize,
     /// How long a record waits for its batch to fill.
-    #[serde(default = "default_linger_ms")]
     pub linger_ms: u64,
     /// Per-send timeout.
-    #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
 }
 
-fn default_path() -> String {
-    "/record".into()
-}
-fn default_authority() -> String {
-    "gatehouse-records".into()
-}
-fn default_max_buffer() -> usize {
-    DeliveryConfig::default().max_buffer
-}
-fn default_max_batch_records() -> usize {
-    DeliveryConfig::default().max_batch_records
-}
-fn default_max_batch_bytes() -> usize {
-    DeliveryConfig::default().max_batch_bytes
-}
-fn default_linger_ms() -> u64 {
-    DeliveryConfig::default().linger_us / 1_000
-}
-fn default_timeout_ms() -> u64 {
-    5_000
+impl Default for RecordsConfig {
+    fn default() -> Self {
+        let delivery = DeliveryConfig::default();
+        RecordsConfig {
+            address: String::new(),
+            path: "/record".into(),
+            authority: "gatehouse-records".into(),
+            max_buffer: delivery.max_buffer,
+            max_batch_records: delivery.max_batch_records,
+            max_batch_bytes: delivery.max_batch_bytes,
+            linger_ms: delivery.linger_us / 1_000,
+            timeout_ms: 5_000,
+        }
+    }
 }
 
 impl RecordsConfig {
@@ -122,6 +110,12 @@ pub struct RecordWriter {
 impl RecordWriter {
     /// Starts the writer thread for `config`.
     pub fn start(config: RecordsConfig) -> std::io::Result<RecordWriter> {
+        if config.address.is_empty() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "records.address: the record listener's host:port is required",
+            ));
+        }
         let shared = Arc::new(Shared::default());
         let thread_shared = Arc::clone(&shared);
         std::thread::Builder::new()
@@ -422,13 +416,10 @@ mod tests {
     fn config(address: String) -> RecordsConfig {
         RecordsConfig {
             address,
-            path: default_path(),
-            authority: default_authority(),
             max_buffer: 100,
-            max_batch_records: 100,
-            max_batch_bytes: 1 << 20,
             linger_ms: 0,
             timeout_ms: 2_000,
+            ..RecordsConfig::default()
         }
     }
 

@@ -92,6 +92,7 @@ const NATIVE_GLUE_TESTS: &[&str] = &[
     "postgres_policy",
     "postgres_masking",
     "postgres_copy_masking",
+    "stats",
 ];
 
 fn cargo() -> Command {

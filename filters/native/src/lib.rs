@@ -34,8 +34,6 @@ use std::sync::Arc;
 pub const EVENT_CLOSE: u64 = 1;
 pub const EVENT_START_TLS: u64 = 2;
 pub const EVENT_LOGIN_DEADLINE: u64 = 3;
-/// A configuration's main-thread event: publish labelled stats.
-pub const EVENT_LABELLED_STATS: u64 = 1;
 
 declare_network_filters!(new_network_filter);
 

@@ -19,8 +19,8 @@
 //!   the listener's transport socket must be `envoy.transport_sockets.starttls`.
 //!
 //! # Differences from the Wasm build
-//! - Stats are `dynamicmodulescustom.<name>`; labelled ones lag by up to
-//!   [`crate::stats::HANDOVER`].
+//! - Stats are `dynamicmodulescustom.<name>`; labelled ones are defined with
+//!   the configuration for the rule names it holds (see [`crate::stats`]).
 //! - Filter state keys are the Wasm build's (`wasm.gatehouse_pg_*`), so one
 //!   access-log format serves both builds.
 //! - A client asking for TLS with an SSLRequest gets it (`starttls`).
@@ -29,7 +29,7 @@
 use crate::keys::{SharedKeys, WorkerKeys};
 use crate::records::{RecordWriter, RecordsConfig};
 use crate::starttls::{Gate, SSL_REQUEST, StartTlsGate};
-use crate::stats::{Labelled, Metrics, Tally};
+use crate::stats::{LabelledStats, Metrics, rule_names};
 use crate::{EVENT_CLOSE, EVENT_LOGIN_DEADLINE, EVENT_START_TLS, timer};
 use gatehouse_core::identity::Verifier;
 use gatehouse_core::record::{FilterMode, Shared};
@@ -128,7 +128,7 @@ pub struct PgConfig {
     starttls: bool,
     records: Option<RecordWriter>,
     metrics: Metrics,
-    labelled: Labelled,
+    labelled: LabelledStats,
     buffered_high_water: Arc<AtomicUsize>,
 }
 
@@ -148,6 +148,13 @@ impl PgConfig {
                 return Err(ConfigError::Filter(error));
             }
         };
+        let document: serde_json::Value = serde_json::from_slice(filter).unwrap_or_default();
+        let labelled = LabelledStats::define(
+            envoy,
+            parsed.mode.is_shadow(),
+            &rule_names(&document, "policy"),
+            &rule_names(&document, "masking"),
+        );
         let records = records
             .map(RecordWriter::start)
             .transpose()
@@ -168,7 +175,7 @@ impl PgConfig {
             starttls,
             records,
             metrics,
-            labelled: Labelled::new(envoy.scheduler()),
+            labelled,
             buffered_high_water: Arc::default(),
         })
     }
@@ -192,7 +199,6 @@ impl PgConfig {
                     .login
                     .as_ref()
                     .map(|(verifier, _)| RefCell::new(WorkerKeys::new(verifier.clone()))),
-                tally: RefCell::new(Tally::default()),
             });
             workers.insert(self.id, (Arc::downgrade(self), Rc::clone(&worker)));
             worker
@@ -213,8 +219,6 @@ struct Worker {
     policy: Option<CachedPolicy>,
     /// Token login's verifier and key upkeep.
     keys: Option<RefCell<WorkerKeys>>,
-    /// Labelled counts not yet handed to the main thread.
-    tally: RefCell<Tally>,
 }
 
 /// A worker's state for one configuration, with a way to tell the
@@ -263,12 +267,6 @@ impl NetworkFilterConfig for PgFilterConfig {
             worker: Rc::downgrade(&worker),
             state: FilterState::default(),
         }))
-    }
-
-    fn on_scheduled(&self, envoy: &mut ConfigEnvoy, event_id: u64) {
-        if event_id == crate::EVENT_LABELLED_STATS {
-            self.0.labelled.publish(envoy);
-        }
     }
 }
 
@@ -561,8 +559,7 @@ fn buffer(direction: Direction) -> Buffer {
 }
 
 impl NativeHost<'_> {
-    /// After the glue's event: records leave, labelled counts go to the main
-    /// thread when due, and key fetches the event called for start.
+    /// After the glue's event: its records leave.
     fn finish(&mut self) {
         if let Some(writer) = &self.config.records {
             writer.emit(&mut self.state.records);
@@ -570,12 +567,6 @@ impl NativeHost<'_> {
             let lost = self.state.records.len() as u64;
             self.state.records.clear();
             self.count(Counter::RecordsDropped, lost);
-        }
-        let now = now_us();
-        if let Ok(mut tally) = self.worker.tally.try_borrow_mut()
-            && tally.due(now)
-        {
-            self.config.labelled.hand_over(tally.take(now));
         }
     }
 
@@ -724,8 +715,8 @@ impl Host for NativeHost<'_> {
     }
 
     fn count_labelled(&mut self, family: Family, class: &'static str, name: &str, by: u64) {
-        if let Ok(mut tally) = self.worker.tally.try_borrow_mut() {
-            tally.add(family, class, name, by);
+        if let Some(id) = self.config.labelled.id(family, class, name) {
+            self.connection.increment_counter(id, by);
         }
     }
 
@@ -733,13 +724,8 @@ impl Host for NativeHost<'_> {
         self.state.records.push(line.to_owned());
     }
 
-    /// At close: the records go with [`NativeHost::finish`], and the labelled
-    /// counts now rather than with a later event.
-    fn flush_records(&mut self) {
-        if let Ok(mut tally) = self.worker.tally.try_borrow_mut() {
-            self.config.labelled.hand_over(tally.take(now_us()));
-        }
-    }
+    /// At close: the records go with [`NativeHost::finish`], right after.
+    fn flush_records(&mut self) {}
 
     fn log(&mut self, level: Level, message: &str) {
         let level = match level {

@@ -4,15 +4,19 @@
 //! alone, through the Wasm build and through the native build, both with the
 //! demo configuration (token login as `app` with a developer token, the
 //! statement policy, masking, and every statement's record delivered to the
-//! access log): median TPS over alternating rounds, and the Envoy CPU each
+//! access log), and through the native build with the same configuration but
+//! no record delivery (`records off`: the records are made and counted as
+//! dropped, which splits the filter's cost from the record path's): median TPS
+//! over alternating rounds, and the Envoy CPU each
 //! statement cost (user + system time of the Envoy process from `/proc`,
 //! summed over the rounds, divided by the statements). All clients use
 //! `sslmode=disable`, so the native build's TLS does not enter the figures.
 //!
 //! **Startup.** Envoy started with the Postgres listener only (tcp_proxy,
 //! the Wasm filter, the native filter), from Envoy's own log: milliseconds
-//! from "loading … listener(s)" to "starting main dispatch loop", median of
-//! three starts; what a filter adds over tcp_proxy is when its module is ready.
+//! from the line that follows loading the bootstrap (`runtime: …`) to
+//! "starting main dispatch loop", median of three starts; what a filter adds
+//! over tcp_proxy is when its module is ready.
 //!
 //! Needs both builds (`cargo xtask build`, `cargo xtask build --native`) and
 //! the tools (`cargo xtask install`). Run with `cargo bench -p
@@ -52,7 +56,8 @@ fn main() -> Result<()> {
         .postgres
         .psql_in("shop", "grant select on all tables in schema public to app")?;
     let (baseline, baseline_port) = pgbench::start_tcp_proxy_baseline(&stack)?;
-    let (native, native_port) = start_native_gateway(&stack)?;
+    let (native, native_port) = start_native_gateway(&stack, true)?;
+    let (quiet, quiet_port) = start_native_gateway(&stack, false)?;
     let token = stack.token("developer")?;
     let login = Login {
         user: "app",
@@ -71,26 +76,35 @@ fn main() -> Result<()> {
             port: native_port,
             pid: native.pid(),
         },
+        Proxy {
+            port: quiet_port,
+            pid: quiet.pid(),
+        },
     ];
     let rounds: usize = pgbench::env_or("PG_BENCH_ROUNDS", "3").parse()?;
     println!(
         "{}; median of {rounds} alternating rounds; demo configuration (token login as app, \
-         policy, masking, records to the access log); sslmode=disable",
+         policy, masking, records to the access log; nat-norec: records not delivered); \
+         sslmode=disable; cpu: Envoy µs per statement",
         pgbench::settings()
     );
     println!(
-        "{:<9} {:>10} {:>10} {:>10} {:>12} {:>14} {:>11} {:>11} {:>11} {:>13} {:>15}",
+        "{:<9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} | {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9}",
         "mode",
         "tcp_proxy",
         "wasm",
         "native",
+        "nat-norec",
         "wasm/tcp",
-        "native/tcp",
-        "cpu tcp µs",
-        "cpu wasm µs",
-        "cpu nat µs",
-        "cpu wasm/tcp",
-        "cpu native/tcp"
+        "nat/tcp",
+        "norec/tcp",
+        "cpu tcp",
+        "cpu wasm",
+        "cpu nat",
+        "cpu norec",
+        "wasm/tcp",
+        "nat/tcp",
+        "norec/tcp"
     );
     for mode in ["simple", "prepared"] {
         let mut tps: Vec<Vec<f64>> = vec![Vec::new(); proxies.len()];
@@ -116,19 +130,22 @@ fn main() -> Result<()> {
             samples.sort_by(f64::total_cmp);
             samples.get(samples.len() / 2).copied().unwrap_or_default()
         };
-        let [tcp, wasm, native] = [0, 1, 2].map(|i| tps.get_mut(i).map(median).unwrap_or_default());
-        let [cpu_tcp, cpu_wasm, cpu_native] = [0, 1, 2].map(|i| {
+        let [tcp, wasm, native, quiet] =
+            [0, 1, 2, 3].map(|i| tps.get_mut(i).map(median).unwrap_or_default());
+        let [cpu_tcp, cpu_wasm, cpu_native, cpu_quiet] = [0, 1, 2, 3].map(|i| {
             cpu.get(i)
                 .zip(statements.get(i))
                 .map(|(usage, count)| usage.proxy_micros_per(*count))
                 .unwrap_or_default()
         });
         println!(
-            "{mode:<9} {tcp:>10.0} {wasm:>10.0} {native:>10.0} {:>12.3} {:>14.3} {cpu_tcp:>11.1} {cpu_wasm:>11.1} {cpu_native:>11.1} {:>13.2} {:>15.2}",
+            "{mode:<9} {tcp:>9.0} {wasm:>9.0} {native:>9.0} {quiet:>9.0} {:>9.3} {:>9.3} {:>9.3} | {cpu_tcp:>8.1} {cpu_wasm:>8.1} {cpu_native:>8.1} {cpu_quiet:>8.1} {:>9.2} {:>9.2} {:>9.2}",
             wasm / tcp,
             native / tcp,
+            quiet / tcp,
             cpu_wasm / cpu_tcp,
             cpu_native / cpu_tcp,
+            cpu_quiet / cpu_tcp,
         );
     }
     for (build, pg) in [
@@ -143,6 +160,7 @@ fn main() -> Result<()> {
             pg.unwrap_or(0)
         );
     }
+    drop(quiet);
     drop(native);
     drop(baseline);
     startup(&stack)?;
@@ -150,13 +168,18 @@ fn main() -> Result<()> {
 }
 
 /// A second gateway in front of the stack's PostgreSQL and identity provider,
-/// from `envoy/gatehouse-native.yaml`, with its own record listener.
-fn start_native_gateway(stack: &Stack) -> Result<(Envoy, u16)> {
+/// from `envoy/gatehouse-native.yaml`, with its own record listener, to which
+/// the native filter delivers records when `records` holds.
+fn start_native_gateway(stack: &Stack, records: bool) -> Result<(Envoy, u16)> {
     let records_port = process::free_port()?;
     let modules = tools::filter_modules()?;
     pgbench::start_envoy(
         stack,
-        "native_gateway",
+        if records {
+            "native_gateway"
+        } else {
+            "native_gateway_norec"
+        },
         "gatehouse-native.yaml",
         &[
             ("KUBE_PORT", "0".into()),
@@ -168,16 +191,19 @@ fn start_native_gateway(stack: &Stack) -> Result<(Envoy, u16)> {
             (
                 "PG_NATIVE_CONFIG",
                 yaml_quote(
-                    &native_postgres_config(&demo_postgres_filter_config(), Some(records_port))
-                        .to_string(),
+                    &native_postgres_config(
+                        &demo_postgres_filter_config(),
+                        records.then_some(records_port),
+                    )
+                    .to_string(),
                 ),
             ),
         ],
     )
 }
 
-/// Milliseconds from "loading … listener(s)" to "starting main dispatch loop"
-/// in an Envoy log.
+/// Milliseconds from the line that follows loading the bootstrap (`runtime:`)
+/// to "starting main dispatch loop" in an Envoy log.
 fn startup_millis(log: &str) -> Option<f64> {
     let at = |marker: &str| {
         log.lines()
@@ -193,7 +219,7 @@ fn startup_millis(log: &str) -> Option<f64> {
                 Some((hours * 3600.0 + minutes * 60.0 + seconds) * 1000.0)
             })
     };
-    Some(at("starting main dispatch loop")? - at("listener(s)")?)
+    Some(at("starting main dispatch loop")? - at("] runtime: ")?)
 }
 
 /// A bootstrap to time: its name, the template and its extra variables.
@@ -213,7 +239,7 @@ fn startup(stack: &Stack) -> Result<()> {
             vec![("PG_NATIVE_CONFIG", native_config)],
         ),
     ];
-    println!("\nstartup: ms from loading the listeners to the main dispatch loop (median of 3)");
+    println!("\nstartup: ms from the bootstrap loaded to the main dispatch loop (median of 3)");
     let mut medians = Vec::new();
     for (name, template, vars) in &variants {
         let mut samples = Vec::new();

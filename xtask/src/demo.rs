@@ -275,7 +275,7 @@ fn shell_quote(v: &str) -> String {
 fn instructions(stack: &Stack) -> String {
     format!(
         "
-gatehouse demo is up ({build} build).
+gatehouse demo is up ({build}).
 
   Postgres through Envoy (the password is a token; role app is open to developer,
   ci and agent, role postgres to dba and admin):
@@ -291,8 +291,10 @@ gatehouse demo is up ({build} build).
   A fresh one: cargo xtask token developer --ttl 15m
 ",
         build = match stack.build {
-            Build::Wasm => "Wasm",
-            Build::Native => "native: the Postgres filter is libgatehouse.so, and psql gets TLS",
+            Build::Wasm => "Wasm build",
+            Build::Native => {
+                "native build: the Postgres filter is libgatehouse.so, and psql gets TLS"
+            }
         },
         pg = stack.pg_url(),
         kubeconfig = stack.kubeconfig.display(),

@@ -240,6 +240,24 @@ pub fn validate(config: &Path) -> Result<()> {
     .map(|_| ())
 }
 
+/// A minimal HTTP/1.1 POST without a body (admin commands such as
+/// `/runtime_modify?…`); the status code.
+pub fn http_post(authority: &str, path: &str) -> Result<u16> {
+    let mut stream = TcpStream::connect(authority)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    response
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .context("malformed HTTP response")
+}
+
 /// A minimal HTTP/1.1 GET (admin pages only; no dependencies needed).
 pub fn http_get(authority: &str, path: &str) -> Result<(u16, String)> {
     let mut stream = TcpStream::connect(authority)?;

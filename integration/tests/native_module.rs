@@ -331,3 +331,49 @@ fn a_panic_in_a_native_filter_ends_only_its_own_connection() {
         "{log}"
     );
 }
+
+#[test]
+fn the_native_writer_holds_records_while_the_sink_fails_and_delivers_them_in_order() {
+    let options = StackOptions {
+        build: Some(Build::Native),
+        ..StackOptions::default()
+    };
+    let stack = Stack::start("it", "native-records", options).expect("stack starts");
+    let drill = |percent: u32| {
+        let path = format!("/runtime_modify?gatehouse.records.drill_abort_percent={percent}");
+        assert_eq!(envoy::http_post(&stack.envoy.admin, &path).unwrap(), 200);
+    };
+    drill(100);
+    let statements: Vec<String> = (1..=20).map(|n| format!("select 'held {n}'")).collect();
+    let mut args = Vec::new();
+    for statement in &statements {
+        args.extend(["-c", statement.as_str()]);
+    }
+    let out = stack.psql("app", &args).unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let held = |stack: &Stack| -> Vec<String> {
+        stack
+            .access_log_records()
+            .unwrap()
+            .into_iter()
+            .filter(|r| r["type"] == "pg.statement")
+            .filter_map(|r| r["statement"].as_str().map(str::to_owned))
+            .filter(|s| s.contains("held "))
+            .collect()
+    };
+    // The writer retries with a backoff; the sink refuses every batch.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        held(&stack).is_empty(),
+        "nothing is logged while the sink fails"
+    );
+
+    drill(0);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut seen = held(&stack);
+    while seen.len() < statements.len() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        seen = held(&stack);
+    }
+    assert_eq!(seen, statements, "every record, once, in order");
+}

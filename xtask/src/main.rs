@@ -136,6 +136,7 @@ const WASM_CRATES: &[&str] = &[
     "gatehouse-postgres",
     "gatehouse-kubernetes",
     "gatehouse-host",
+    "gatehouse-postgres-glue",
     "gatehouse-postgres-wasm",
     "gatehouse-kubernetes-wasm",
     "gatehouse-audit-wasm",

@@ -118,6 +118,7 @@ impl SpdyDecoder {
         streams: &mut StreamMap,
         sink: &mut dyn FnMut(Piece<'_>),
     ) -> Result<(), DecodeError> {
+        let total = input.len();
         while !input.is_empty() {
             if let Some(frame) = self.data.as_mut() {
                 let take = (frame.remaining as usize).min(input.len());
@@ -131,7 +132,7 @@ impl SpdyDecoder {
                     data: raw,
                 });
                 if frame.remaining == 0 {
-                    self.end_data_frame(frame, sink);
+                    self.end_data_frame(frame, total - input.len(), sink);
                 }
                 continue;
             }
@@ -143,7 +144,7 @@ impl SpdyDecoder {
                 if control.len() == self.control_len {
                     let frame = std::mem::take(control);
                     self.control = None;
-                    self.read_control(&frame, streams, sink)?;
+                    self.read_control(&frame, total - input.len(), streams, sink)?;
                 }
                 continue;
             }
@@ -156,7 +157,7 @@ impl SpdyDecoder {
             input = rest;
             if self.have == 8 {
                 self.have = 0;
-                self.start_frame(streams, sink)?;
+                self.start_frame(total - input.len(), streams, sink)?;
             }
         }
         Ok(())
@@ -164,6 +165,7 @@ impl SpdyDecoder {
 
     fn start_frame(
         &mut self,
+        at: usize,
         streams: &StreamMap,
         sink: &mut dyn FnMut(Piece<'_>),
     ) -> Result<(), DecodeError> {
@@ -181,7 +183,7 @@ impl SpdyDecoder {
             frame.extend_from_slice(&self.header);
             self.control_len = 8 + len as usize;
             if len == 0 {
-                return self.read_control_now(frame, sink);
+                return self.read_control_now(frame, at, sink);
             }
             self.control = Some(frame);
             return Ok(());
@@ -208,7 +210,7 @@ impl SpdyDecoder {
             },
         });
         if len == 0 {
-            self.end_data_frame(frame, sink);
+            self.end_data_frame(frame, at, sink);
         } else {
             self.data = Some(frame);
         }
@@ -219,19 +221,20 @@ impl SpdyDecoder {
     fn read_control_now(
         &mut self,
         frame: Vec<u8>,
+        at: usize,
         sink: &mut dyn FnMut(Piece<'_>),
     ) -> Result<(), DecodeError> {
         sink(Piece::FrameStart {
             raw: &frame,
             frame: FrameInfo::Control,
         });
-        sink(Piece::FrameEnd);
+        sink(Piece::FrameEnd { at });
         Ok(())
     }
 
-    fn end_data_frame(&mut self, frame: DataFrame, sink: &mut dyn FnMut(Piece<'_>)) {
+    fn end_data_frame(&mut self, frame: DataFrame, at: usize, sink: &mut dyn FnMut(Piece<'_>)) {
         self.data = None;
-        sink(Piece::FrameEnd);
+        sink(Piece::FrameEnd { at });
         if frame.fin {
             sink(Piece::ChannelClosed(frame.channel));
         }
@@ -240,6 +243,7 @@ impl SpdyDecoder {
     fn read_control(
         &mut self,
         frame: &[u8],
+        at: usize,
         streams: &mut StreamMap,
         sink: &mut dyn FnMut(Piece<'_>),
     ) -> Result<(), DecodeError> {
@@ -298,7 +302,7 @@ impl SpdyDecoder {
             raw: frame,
             frame: FrameInfo::Control,
         });
-        sink(Piece::FrameEnd);
+        sink(Piece::FrameEnd { at });
         for channel in events {
             sink(Piece::ChannelClosed(channel));
         }
@@ -536,7 +540,7 @@ mod tests {
                         _ => seen.data.push((channel, data.to_vec())),
                     }
                 }
-                Piece::FrameEnd => seen.frames += 1,
+                Piece::FrameEnd { .. } => seen.frames += 1,
                 Piece::ChannelClosed(channel) => seen.closed.push(channel),
                 Piece::ConnectionClosing => {}
             })?;

@@ -92,9 +92,10 @@ impl WebSocketDecoder {
         mut input: &[u8],
         sink: &mut dyn FnMut(Piece<'_>),
     ) -> Result<(), DecodeError> {
+        let total = input.len();
         while !input.is_empty() {
             let Some(frame) = self.frame.as_mut() else {
-                input = self.read_header(input, sink)?;
+                input = self.read_header(input, total, sink)?;
                 continue;
             };
             let take = usize::try_from(frame.remaining)
@@ -129,7 +130,7 @@ impl WebSocketDecoder {
             if let Some(channel) = closing {
                 sink(Piece::ChannelClosed(channel));
             }
-            self.end_frame_if_done(sink);
+            self.end_frame_if_done(total - input.len(), sink);
         }
         Ok(())
     }
@@ -138,6 +139,7 @@ impl WebSocketDecoder {
     fn read_header<'i>(
         &mut self,
         input: &'i [u8],
+        total: usize,
         sink: &mut dyn FnMut(Piece<'_>),
     ) -> Result<&'i [u8], DecodeError> {
         let mut input = input;
@@ -181,7 +183,7 @@ impl WebSocketDecoder {
             sink(Piece::ConnectionClosing);
         }
         self.frame = Some(frame);
-        self.end_frame_if_done(sink);
+        self.end_frame_if_done(total - input.len(), sink);
         Ok(input)
     }
 
@@ -300,10 +302,10 @@ impl WebSocketDecoder {
         Ok(frame)
     }
 
-    fn end_frame_if_done(&mut self, sink: &mut dyn FnMut(Piece<'_>)) {
+    fn end_frame_if_done(&mut self, at: usize, sink: &mut dyn FnMut(Piece<'_>)) {
         if self.frame.is_some_and(|frame| frame.remaining == 0) {
             self.frame = None;
-            sink(Piece::FrameEnd);
+            sink(Piece::FrameEnd { at });
         }
     }
 }
@@ -411,7 +413,7 @@ mod tests {
                         _ => seen.data.push((channel, data.to_vec())),
                     }
                 }
-                Piece::FrameEnd => seen.frames += 1,
+                Piece::FrameEnd { .. } => seen.frames += 1,
                 Piece::ChannelClosed(channel) => seen.closed.push(channel),
                 Piece::ConnectionClosing => seen.closing = true,
             })?;

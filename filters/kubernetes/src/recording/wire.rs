@@ -71,8 +71,9 @@ pub enum Piece<'a> {
         channel: Option<Channel>,
         data: &'a [u8],
     },
-    /// The current frame ended; the stream is at a frame boundary.
-    FrameEnd,
+    /// The current frame ended; the stream is at a frame boundary, `at`
+    /// bytes into the input being fed.
+    FrameEnd { at: usize },
     /// The sender closed `channel` (v5 close message, SPDY FIN or reset).
     ChannelClosed(Channel),
     /// The sender is closing the connection (WebSocket close frame, GOAWAY).

@@ -8,6 +8,7 @@
 //! ([`config`]) turns it on.
 
 pub mod config;
+mod plan;
 pub mod recorder;
 pub mod session;
 pub mod spdy;
@@ -16,6 +17,7 @@ pub mod websocket;
 pub mod wire;
 
 pub use config::RecordingConfig;
+pub use plan::{RecordingPlan, SessionRequest, WEBSOCKET_PROTOCOLS};
 pub use recorder::SessionInfo;
 pub use session::{ExecSession, Output, TransportKind};
 

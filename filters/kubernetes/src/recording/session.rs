@@ -539,6 +539,15 @@ impl ExecSession {
         records
     }
 
+    /// Ends the session before any byte passed: `reason` says why.
+    pub fn abort(&mut self, reason: &str, now_us: u64) -> Vec<String> {
+        let mut records = Vec::new();
+        self.ended = true;
+        self.recorder
+            .finish("protocol_error", Some(reason), now_us, &mut records);
+        records
+    }
+
     pub fn is_finished(&self) -> bool {
         self.recorder.is_finished()
     }

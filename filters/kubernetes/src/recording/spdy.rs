@@ -614,6 +614,41 @@ mod tests {
     }
 
     #[test]
+    fn captured_kubectl_1_29_exec_decodes() {
+        // kubectl 1.29 `exec -i -t web-0 -- sh` through the stand-in, client
+        // bytes after the upgrade (see testdata/README.md).
+        let wire = include_bytes!("../../testdata/kubectl-1.29-spdy-exec-client.bin");
+        let (seen, streams) = decode_client(wire, &[]).unwrap();
+        for channel in [
+            Channel::Stdin,
+            Channel::Stdout,
+            Channel::Error,
+            Channel::Resize,
+        ] {
+            assert!(streams.stream_of(channel).is_some(), "{channel:?} opened");
+        }
+        let typed: Vec<u8> = seen
+            .data
+            .iter()
+            .filter(|(c, _)| *c == Channel::Stdin)
+            .flat_map(|(_, d)| d.clone())
+            .collect();
+        assert!(
+            typed.starts_with(b"echo hi\r"),
+            "{:?}",
+            String::from_utf8_lossy(&typed)
+        );
+        assert!(
+            seen.data
+                .iter()
+                .any(|(c, d)| *c == Channel::Resize && d.starts_with(b"{\"Width\":"))
+        );
+        for cut in 0..=wire.len() {
+            assert_eq!(decode_client(wire, &[cut]).unwrap().0, seen, "cut {cut}");
+        }
+    }
+
+    #[test]
     fn hostile_frames_are_refused() {
         let mut deflater = Deflater::new();
         let unknown = [0, 0, 0, 9, 0, 0, 0, 1, b'x'];

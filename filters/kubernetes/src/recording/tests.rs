@@ -639,3 +639,43 @@ fn spdy_sessions_are_recorded_and_refused_lines_stopped() {
         assert_eq!(summary(&split), summary(&whole), "cut {cut}");
     }
 }
+
+/// Real kubectl 1.29 bytes (testdata/README.md): its streams, resize and
+/// typed lines are read, and a refused line loses its Enter at every split.
+#[test]
+fn captured_kubectl_1_29_input_is_recorded_and_a_refused_line_stopped() {
+    let wire = include_bytes!("../../testdata/kubectl-1.29-spdy-exec-client.bin").to_vec();
+    let config = config(json!({"deny_commands": ["echo hi"]}));
+    let steps = vec![Step::Client(wire.clone(), 10)];
+    for cut in 0..=wire.len() {
+        let run = run(TransportKind::Spdy, info(true), &config, &steps, cut);
+        verify(&run);
+        let mut streams = spdy::StreamMap::default();
+        let mut client = spdy::SpdyDecoder::new(spdy::Sender::Client);
+        let mut stdin = Vec::new();
+        client
+            .feed(&run.to_pod, &mut streams, &mut |piece| {
+                if let super::wire::Piece::Payload {
+                    channel: Some(Channel::Stdin),
+                    data,
+                    ..
+                } = piece
+                {
+                    stdin.extend_from_slice(data);
+                }
+            })
+            .unwrap();
+        assert_eq!(stdin, b"echo hi\x03exit\r", "cut {cut}");
+        let records = parsed(&run);
+        let commands: Vec<(&str, &str)> = of_type(&records, "k8s.exec.command")
+            .iter()
+            .map(|c| (c["line"].as_str().unwrap(), c["action"].as_str().unwrap()))
+            .collect();
+        assert_eq!(
+            commands,
+            [("echo hi", "deny"), ("exit", "allow")],
+            "cut {cut}"
+        );
+        assert_eq!(events(&records, "r"), "0x0");
+    }
+}

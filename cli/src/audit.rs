@@ -18,8 +18,9 @@ subcommands:
                  print the records of one Postgres connection or one identity
   replay <file> --session <connection id>
                  print a Postgres session like a psql transcript
-  verify <file>  check per-connection sequence numbers and summaries;
-                 exits 1 when a record is missing";
+  verify <file>  check per-connection sequence numbers and summaries, and
+                 each recorded exec session's hash chain (naming its first
+                 gap or altered record); exits 1 when a record is missing";
 
 /// Entry point for `gatehouse audit ...`.
 pub fn run(args: &[String]) -> ExitCode {
@@ -47,13 +48,16 @@ pub fn run(args: &[String]) -> ExitCode {
         ("follow", Some(session), None) => print_all(log.session(session)),
         ("follow", None, Some(identity)) => print_all(log.identity(identity)),
         ("replay", Some(session), None) => {
-            for line in replay(log.session(session)) {
+            for line in crate::replay::postgres_transcript(&log.session(session)) {
                 println!("{line}");
             }
             ExitCode::SUCCESS
         }
         ("verify", None, None) => {
-            let report = verify(&log.records);
+            let mut report = verify(&log.records);
+            let (sessions, problems) = crate::recording::verify_sessions(&text);
+            report.connections += sessions;
+            report.problems.extend(problems);
             for problem in &report.problems {
                 println!("{problem}");
             }
@@ -136,66 +140,6 @@ fn id_str(v: &Value) -> String {
         Value::String(s) => s.clone(),
         other => other.to_string(),
     }
-}
-
-/// A psql-like transcript of one session's records.
-pub fn replay(records: Vec<&Value>) -> Vec<String> {
-    let mut out = Vec::new();
-    for r in records {
-        let s = |k: &str| r[k].as_str().unwrap_or("").to_string();
-        match r["type"].as_str().unwrap_or("") {
-            "pg.session_start" => out.push(format!(
-                "-- {} session {} start: user {} database {} from {}",
-                s("time"),
-                id_str(&r["connection_id"]),
-                s("user"),
-                s("database"),
-                s("client_address")
-            )),
-            "pg.statement" => {
-                let decision = &r["decision"];
-                let mut verdict = decision["action"].as_str().unwrap_or("?").to_string();
-                if let Some(rule) = decision["rule"].as_str() {
-                    verdict.push_str(&format!(" by rule {rule}"));
-                }
-                out.push(format!(
-                    "{}=> {};",
-                    s("database"),
-                    r["statement"].as_str().unwrap_or("<unknown statement>")
-                ));
-                let mut result = match (&r["error"], r["command_tag"].as_str()) {
-                    (Value::Object(e), _) => format!(
-                        "{}: {} ({})",
-                        e.get("severity").and_then(Value::as_str).unwrap_or("ERROR"),
-                        e.get("message").and_then(Value::as_str).unwrap_or(""),
-                        e.get("sqlstate").and_then(Value::as_str).unwrap_or("")
-                    ),
-                    (_, Some(tag)) => tag.to_string(),
-                    _ => String::new(),
-                };
-                if let Some(rows) = r["rows"].as_u64() {
-                    result.push_str(&format!(" [{rows} rows]"));
-                }
-                if let Some(masked) = r["masked"].as_u64().or(r["masked_cells"].as_u64()) {
-                    result.push_str(&format!(" [{masked} values masked]"));
-                }
-                out.push(format!(
-                    "   {result}  -- #{} {verdict}, {} us",
-                    r["sequence"], r["duration_us"]
-                ));
-            }
-            "pg.session_end" => out.push(format!(
-                "-- {} session end ({}): {} statements, {} errors, last sequence {}",
-                s("time"),
-                s("reason"),
-                r["statements"],
-                r["errors"],
-                r["last_sequence"]
-            )),
-            _ => {}
-        }
-    }
-    out
 }
 
 /// What `verify` found.
@@ -325,18 +269,5 @@ not json
             4,
             "pg records and the k8s Event"
         );
-    }
-
-    #[test]
-    fn replay_reads_like_a_transcript() {
-        let log = Log::parse(SESSION);
-        let lines = replay(log.session("7"));
-        assert!(lines[0].contains("user alice database app"));
-        assert_eq!(lines[1], "app=> select 1;");
-        assert!(lines[2].contains("SELECT 1 [1 rows]") && lines[2].contains("allow"));
-        assert!(
-            lines[4].contains("ERROR: denied (42501)") && lines[4].contains("deny by rule no-ddl")
-        );
-        assert!(lines[5].contains("2 statements, 1 errors"));
     }
 }

@@ -10,6 +10,8 @@ mod collect;
 mod document;
 mod explain;
 mod ready;
+mod recording;
+mod replay;
 mod validate;
 
 const USAGE: &str = "usage: gatehouse <command> ...
@@ -20,7 +22,9 @@ commands:
   explain   show the decision a policy reaches for an identity and a statement
             or request; `gatehouse explain --help`
   ready     probe a listener: does the gatehouse filter answer there;
-            `gatehouse ready --help`";
+            `gatehouse ready --help`
+  replay    play a recorded exec session or a Postgres session back from the
+            log, as asciicast or a transcript; `gatehouse replay --help`";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -29,6 +33,7 @@ fn main() -> ExitCode {
         Some((cmd, rest)) if cmd == "validate" => validate::run(rest),
         Some((cmd, rest)) if cmd == "explain" => explain::run(rest),
         Some((cmd, rest)) if cmd == "ready" => ready::run(rest),
+        Some((cmd, rest)) if cmd == "replay" => replay::run(rest),
         Some((cmd, _)) if cmd == "--help" || cmd == "-h" || cmd == "help" => {
             println!("{USAGE}");
             ExitCode::SUCCESS

@@ -3,7 +3,8 @@
 //! Output is masked a line at a time: a terminal echoes typed characters one
 //! frame each, so a secret only shows whole once its line is. A partial line
 //! waits for its end, for [`MAX_PENDING_LINE`] bytes, or, when nothing is
-//! being typed, for a second (a prompt). Typed secrets (a line typed at a
+//! being typed, for a second (a prompt). Its pieces keep their arrival times
+//! unless masking changed the line. Typed secrets (a line typed at a
 //! password prompt) are masked wherever they show again. Events gather in a
 //! chunk sealed once it holds [`CHUNK_BYTES`] or its first event is a second
 //! old, and before every command record, so records stay in time order.
@@ -63,10 +64,51 @@ pub struct CommandEntry<'a> {
     pub refused: Option<&'a str>,
 }
 
+/// Output waiting for its line's end, with when each piece arrived.
 #[derive(Debug, Default)]
 struct PendingLine {
     bytes: Vec<u8>,
-    since_us: u64,
+    /// `(offset in bytes, arrival time)` of each piece, in order.
+    arrivals: Vec<(usize, u64)>,
+}
+
+impl PendingLine {
+    fn push(&mut self, data: &[u8], now_us: u64) {
+        if data.is_empty() {
+            return;
+        }
+        self.arrivals.push((self.bytes.len(), now_us));
+        self.bytes.extend_from_slice(data);
+    }
+
+    /// When the oldest waiting byte arrived.
+    fn since_us(&self) -> Option<u64> {
+        self.arrivals.first().map(|(_, at)| *at)
+    }
+
+    /// Takes the first `n` bytes with their arrivals.
+    fn take(&mut self, n: usize) -> PendingLine {
+        let n = n.min(self.bytes.len());
+        let rest = self.bytes.split_off(n);
+        let head = std::mem::replace(&mut self.bytes, rest);
+        let split = self.arrivals.partition_point(|(offset, _)| *offset < n);
+        let mut rest_arrivals: Vec<(usize, u64)> = self.arrivals.split_off(split);
+        // A piece cut in two: its tail keeps its arrival time.
+        if rest_arrivals.first().is_none_or(|(offset, _)| *offset > n)
+            && !self.bytes.is_empty()
+            && let Some((_, at)) = self.arrivals.last()
+        {
+            rest_arrivals.insert(0, (n, *at));
+        }
+        for (offset, _) in &mut rest_arrivals {
+            *offset -= n;
+        }
+        let head_arrivals = std::mem::replace(&mut self.arrivals, rest_arrivals);
+        PendingLine {
+            bytes: head,
+            arrivals: head_arrivals,
+        }
+    }
 }
 
 /// The records of one session.
@@ -217,16 +259,10 @@ impl Recorder {
         let Some(pending) = self.pending.get_mut(index) else {
             return limit;
         };
-        if pending.bytes.is_empty() {
-            pending.since_us = now_us;
-        }
-        pending.bytes.extend_from_slice(data);
+        pending.push(data, now_us);
         if let Some(newline) = pending.bytes.iter().rposition(|b| *b == b'\n') {
-            let rest = pending.bytes.split_off(newline + 1);
-            let lines = std::mem::replace(&mut pending.bytes, rest);
-            let since = pending.since_us;
-            pending.since_us = now_us;
-            self.push_output(index, lines, since, out);
+            let lines = pending.take(newline + 1);
+            self.push_output(index, lines, out);
         }
         self.flush_long_pending(out);
         self.maybe_seal(now_us, out);
@@ -242,11 +278,8 @@ impl Recorder {
             if pending.bytes.len() <= MAX_PENDING_LINE {
                 continue;
             }
-            let cut = utf8_boundary(&pending.bytes);
-            let rest = pending.bytes.split_off(cut);
-            let head = std::mem::replace(&mut pending.bytes, rest);
-            let since = pending.since_us;
-            self.push_output(index, head, since, out);
+            let head = pending.take(utf8_boundary(&pending.bytes));
+            self.push_output(index, head, out);
         }
     }
 
@@ -257,32 +290,42 @@ impl Recorder {
             let Some(pending) = self.pending.get_mut(index) else {
                 continue;
             };
-            let idle = now_us.saturating_sub(pending.since_us) >= CHUNK_MICROS;
-            if pending.bytes.is_empty() || typing || !idle {
+            let idle = pending
+                .since_us()
+                .is_some_and(|since| now_us.saturating_sub(since) >= CHUNK_MICROS);
+            if typing || !idle {
                 continue;
             }
-            let cut = utf8_boundary(&pending.bytes);
-            let rest = pending.bytes.split_off(cut);
-            let head = std::mem::replace(&mut pending.bytes, rest);
-            let since = pending.since_us;
-            self.push_output(index, head, since, out);
+            let head = pending.take(utf8_boundary(&pending.bytes));
+            self.push_output(index, head, out);
         }
     }
 
-    fn push_output(&mut self, index: usize, bytes: Vec<u8>, at_us: u64, out: &mut Vec<String>) {
-        if bytes.is_empty() {
+    /// Records output lines: a piece per arrival, as the user saw them
+    /// come; when masking changed them, one event when the last piece came
+    /// (the pieces would spell what was masked).
+    fn push_output(&mut self, index: usize, lines: PendingLine, out: &mut Vec<String>) {
+        let Some((_, last_us)) = lines.arrivals.last().copied() else {
             return;
-        }
-        let (masked, masking) = self.mask(&bytes);
+        };
+        let (masked, masking) = self.mask(&lines.bytes);
         self.chunk_masking.add(&masking);
         let code = if index == 0 {
             EventCode::Output
         } else {
             EventCode::ErrorOutput
         };
-        let data = masked.into_owned();
-        self.chunk_bytes += bytes.len();
-        self.push(code, data, at_us, out);
+        self.chunk_bytes += lines.bytes.len();
+        if let Cow::Owned(masked) = masked {
+            self.push(code, masked, last_us, out);
+            return;
+        }
+        let mut starts = lines.arrivals.iter().peekable();
+        while let Some((start, at)) = starts.next() {
+            let end = starts.peek().map_or(lines.bytes.len(), |(next, _)| *next);
+            let piece = lines.bytes.get(*start..end).unwrap_or_default().to_vec();
+            self.push(code, piece, *at, out);
+        }
     }
 
     /// Masks typed secrets, then detector findings.
@@ -384,10 +427,7 @@ impl Recorder {
             return;
         }
         if let Some(pending) = self.pending.first_mut() {
-            if pending.bytes.is_empty() {
-                pending.since_us = now_us;
-            }
-            pending.bytes.extend_from_slice(text);
+            pending.push(text, now_us);
         }
     }
 
@@ -514,9 +554,8 @@ impl Recorder {
         self.ended = true;
         for index in 0..2 {
             if let Some(pending) = self.pending.get_mut(index) {
-                let bytes = std::mem::take(&mut pending.bytes);
-                let since = pending.since_us;
-                self.push_output(index, bytes, since, out);
+                let all = pending.take(usize::MAX);
+                self.push_output(index, all, out);
             }
         }
         self.status_complete(now_us, out);

@@ -679,3 +679,50 @@ fn captured_kubectl_1_29_input_is_recorded_and_a_refused_line_stopped() {
         assert_eq!(events(&records, "r"), "0x0");
     }
 }
+
+/// Echoed pieces keep their times; a line masking changed is one event, when
+/// its last piece came, so the pieces cannot spell the secret.
+#[test]
+fn output_keeps_its_timing_unless_masking_changed_the_line() {
+    let mut steps = vec![Step::Server(ws_server(Channel::Stdout, b"$ "), 10)];
+    for (i, c) in b"ls\r\n".iter().enumerate() {
+        steps.push(Step::Server(
+            ws_server(Channel::Stdout, &[*c]),
+            100 + i as u64,
+        ));
+    }
+    for (i, piece) in ["export DB_PASS", "WORD=Sup3r-s3", "cret\r\n"]
+        .iter()
+        .enumerate()
+    {
+        steps.push(Step::Server(
+            ws_server(Channel::Stdout, piece.as_bytes()),
+            200 + i as u64,
+        ));
+    }
+    let whole = run(
+        TransportKind::WebSocket,
+        info(true),
+        &config(json!({})),
+        &steps,
+        0,
+    );
+    let records = parsed(&whole);
+    let timed: Vec<(u64, String)> = of_type(&records, "k8s.exec.chunk")
+        .iter()
+        .flat_map(|c| c["events"].as_array().unwrap().clone())
+        .filter(|e| e[1] == "o")
+        .map(|e| (e[0].as_u64().unwrap(), e[2].as_str().unwrap().to_owned()))
+        .collect();
+    assert_eq!(
+        timed,
+        [
+            (10, "$ ".to_owned()),
+            (100, "l".to_owned()),
+            (101, "s".to_owned()),
+            (102, "\r".to_owned()),
+            (103, "\n".to_owned()),
+            (202, "export DB_PASSWORD=****\r\n".to_owned()),
+        ]
+    );
+}

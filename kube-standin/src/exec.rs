@@ -26,6 +26,8 @@ const STATUS: u8 = 3;
 const CLOSE_SIGNAL: u8 = 255;
 const OPCODE_BINARY: u8 = 0x2;
 const OPCODE_CLOSE: u8 = 0x8;
+/// Largest output frame written, as a kubelet copies a stream (32 KiB reads).
+pub const MAX_OUTPUT_FRAME: usize = 32 * 1024;
 /// How long to wait for the client's closing handshake.
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
 /// Largest client frame read while waiting for the close.

@@ -6,7 +6,7 @@
 //! typed characters are echoed, backspace erases, ^U clears the line, ^C
 //! abandons it (printing `^C` and a new prompt), CR runs it. Without a
 //! terminal it reads `\n`-separated lines and echoes nothing. Commands:
-//! `echo`, `ls`, `pwd`, `id`, `whoami`, `hostname`, `uname`, `env`, `cat`
+//! `echo`, `ls`, `pwd`, `id`, `whoami`, `hostname`, `uname`, `env`, `seq`, `cat`
 //! (a few fixed files, one of them holding a password), `export`,
 //! `read [-s] [-p PROMPT] NAME` (with `-s` nothing is echoed, as for a
 //! password), `sleep`, `true`, `false` and `exit [CODE]`; anything else is
@@ -14,6 +14,8 @@
 
 use std::collections::BTreeMap;
 
+/// Most numbers one `seq` prints.
+const MAX_SEQ: u64 = 10_000_000;
 /// The prompt.
 pub const PROMPT: &str = "$ ";
 /// What `cat /app/.env` prints: a secret the recording must mask.
@@ -211,6 +213,23 @@ impl Shell {
             "hostname" => print(&format!("{}\n", self.hostname)),
             "uname" => print("Linux\n"),
             "true" | "sleep" => {}
+            "seq" => {
+                let numbers: Vec<u64> = args.iter().filter_map(|a| a.parse().ok()).collect();
+                let (first, last) = match *numbers.as_slice() {
+                    [last] => (1, last),
+                    [first, last] => (first, last),
+                    _ => {
+                        self.error("seq: usage: seq [FIRST] LAST", out);
+                        return 1;
+                    }
+                };
+                let mut text = String::new();
+                for n in first..=last.min(first.saturating_add(MAX_SEQ)) {
+                    text.push_str(&n.to_string());
+                    text.push('\n');
+                }
+                print(&text);
+            }
             "false" => return 1,
             "env" => {
                 let vars: Vec<String> = self.vars.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -337,5 +356,7 @@ mod tests {
         assert_eq!(out.exit, Some(0));
         assert_eq!(shell.run_once(&["ls".into(), "/x".into()]).exit, Some(0));
         assert_eq!(shell.run_once(&["frob".into()]).exit, Some(127));
+        let seq = shell.run_once(&["seq".into(), "3".into()]);
+        assert_eq!((seq.stdout, seq.exit), (b"1\n2\n3\n".to_vec(), Some(0)));
     }
 }

@@ -9,7 +9,7 @@
 //! `KUBE_STANDIN_CAPTURE_DIR`, when set, receives each session's client bytes
 //! (`spdy-<n>-client.bin`), for test fixtures.
 
-use crate::exec::{ExecSpec, Program, exit_status};
+use crate::exec::{ExecSpec, MAX_OUTPUT_FRAME, Program, exit_status};
 use crate::shell::ShellOutput;
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 use std::collections::BTreeMap;
@@ -182,16 +182,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 
     async fn write_output(&mut self, spec: &ExecSpec, output: &ShellOutput) -> anyhow::Result<()> {
         let stdout = self.stream_of("stdout");
-        if let Some(id) = stdout.filter(|_| !output.stdout.is_empty()) {
-            self.data(id, false, &output.stdout).await?;
+        if let Some(id) = stdout {
+            for piece in output.stdout.chunks(MAX_OUTPUT_FRAME) {
+                self.data(id, false, piece).await?;
+            }
         }
         let stderr = if spec.tty {
             stdout
         } else {
             self.stream_of("stderr")
         };
-        if let Some(id) = stderr.filter(|_| !output.stderr.is_empty()) {
-            self.data(id, false, &output.stderr).await?;
+        if let Some(id) = stderr {
+            for piece in output.stderr.chunks(MAX_OUTPUT_FRAME) {
+                self.data(id, false, piece).await?;
+            }
         }
         self.io.flush().await?;
         Ok(())

@@ -320,6 +320,11 @@ impl Recorder {
             self.push(code, masked, last_us, out);
             return;
         }
+        if let [(_, at)] = *lines.arrivals.as_slice() {
+            // One piece, the common case for bulk output: its bytes move.
+            self.push(code, lines.bytes, at, out);
+            return;
+        }
         let mut starts = lines.arrivals.iter().peekable();
         while let Some((start, at)) = starts.next() {
             let end = starts.peek().map_or(lines.bytes.len(), |(next, _)| *next);

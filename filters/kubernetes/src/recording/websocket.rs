@@ -103,11 +103,16 @@ impl WebSocketDecoder {
                 .min(input.len());
             let (raw, rest) = input.split_at(take);
             input = rest;
-            self.scratch.clear();
-            self.scratch.extend_from_slice(raw);
-            if let Some(mask) = frame.mask {
-                unmask(&mut self.scratch, mask, frame.offset);
-            }
+            // Server frames are not masked: their payload is read in place.
+            let data: &[u8] = match frame.mask {
+                Some(mask) => {
+                    self.scratch.clear();
+                    self.scratch.extend_from_slice(raw);
+                    unmask(&mut self.scratch, mask, frame.offset);
+                    &self.scratch
+                }
+                None => raw,
+            };
             frame.offset += take as u64;
             frame.remaining -= take as u64;
             let channel = match frame.data {
@@ -115,18 +120,12 @@ impl WebSocketDecoder {
                 _ => None,
             };
             let closing = match frame.data {
-                Some(MessageChannel::CloseSignal) => self
-                    .scratch
-                    .first()
-                    .copied()
-                    .and_then(Channel::from_websocket),
+                Some(MessageChannel::CloseSignal) => {
+                    data.first().copied().and_then(Channel::from_websocket)
+                }
                 _ => None,
             };
-            sink(Piece::Payload {
-                raw,
-                channel,
-                data: &self.scratch,
-            });
+            sink(Piece::Payload { raw, channel, data });
             if let Some(channel) = closing {
                 sink(Piece::ChannelClosed(channel));
             }

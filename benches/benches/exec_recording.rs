@@ -144,7 +144,21 @@ fn main() -> Result<()> {
         .arg(&stack.access_log)
         .output()?;
     if !verify.status.success() {
-        bail!("audit verify: {}", String::from_utf8_lossy(&verify.stdout));
+        let envoy_log =
+            std::fs::read_to_string(stack.dir.join("envoy/envoy.log")).unwrap_or_default();
+        let warnings: Vec<&str> = envoy_log
+            .lines()
+            .filter(|l| l.contains("gatehouse") || l.contains("record"))
+            .collect();
+        let drops: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("records_dropped"))
+            .collect();
+        bail!(
+            "audit verify: {}\nenvoy:\n{}\ndrop notices: {drops:?}",
+            String::from_utf8_lossy(&verify.stdout),
+            warnings.join("\n")
+        );
     }
     println!("{} recorded sessions verified", ends.len());
     Ok(())

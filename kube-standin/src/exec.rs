@@ -202,15 +202,15 @@ async fn write_output<S: AsyncWrite + Unpin>(
     spec: &ExecSpec,
     output: &ShellOutput,
 ) -> anyhow::Result<()> {
-    if !output.stdout.is_empty() && spec.stdout {
-        io.write_all(&channel_message(STDOUT, &output.stdout))
-            .await?;
+    if spec.stdout {
+        for piece in output.stdout.chunks(MAX_OUTPUT_FRAME) {
+            io.write_all(&channel_message(STDOUT, piece)).await?;
+        }
     }
-    if let Some(channel) = spec.stderr_channel()
-        && !output.stderr.is_empty()
-    {
-        io.write_all(&channel_message(channel, &output.stderr))
-            .await?;
+    if let Some(channel) = spec.stderr_channel() {
+        for piece in output.stderr.chunks(MAX_OUTPUT_FRAME) {
+            io.write_all(&channel_message(channel, piece)).await?;
+        }
     }
     io.flush().await?;
     Ok(())

@@ -92,7 +92,7 @@ pub struct Chunk<'a> {
     #[serde(flatten)]
     pub header: ExecHeader<'a>,
     pub events: &'a [Event],
-    /// Payload bytes the events carry, as received (before masking).
+    /// Bytes the events carry, as recorded (after masking; at most 16 KiB).
     pub bytes: u64,
     #[serde(skip_serializing_if = "Masking::is_empty")]
     pub masking: Masking,

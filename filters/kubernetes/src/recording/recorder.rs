@@ -315,7 +315,6 @@ impl Recorder {
         } else {
             EventCode::ErrorOutput
         };
-        self.chunk_bytes += lines.bytes.len();
         if let Cow::Owned(masked) = masked {
             self.push(code, masked, last_us, out);
             return;
@@ -325,11 +324,25 @@ impl Recorder {
             self.push(code, lines.bytes, at, out);
             return;
         }
-        let mut starts = lines.arrivals.iter().peekable();
-        while let Some((start, at)) = starts.next() {
-            let end = starts.peek().map_or(lines.bytes.len(), |(next, _)| *next);
-            let piece = lines.bytes.get(*start..end).unwrap_or_default().to_vec();
-            self.push(code, piece, *at, out);
+        // Pieces are cut where they arrived, moved on to a character's start.
+        let bytes = &lines.bytes;
+        let char_start = |mut at: usize| {
+            while bytes.get(at).is_some_and(|b| b & 0xc0 == 0x80) {
+                at += 1;
+            }
+            at
+        };
+        let mut start = 0;
+        let mut arrivals = lines.arrivals.iter().peekable();
+        while let Some((_, at)) = arrivals.next() {
+            let end = arrivals
+                .peek()
+                .map_or(bytes.len(), |(next, _)| char_start(*next));
+            if end > start {
+                let piece = bytes.get(start..end).unwrap_or_default().to_vec();
+                self.push(code, piece, *at, out);
+                start = end;
+            }
         }
     }
 
@@ -380,7 +393,6 @@ impl Recorder {
             self.chunk_masking.add(&masking);
             masked.into_owned()
         };
-        self.chunk_bytes += data.len();
         self.push(EventCode::Input, data, at_us, out);
         self.maybe_seal(now_us, out);
         limit
@@ -495,18 +507,47 @@ impl Recorder {
         out.push(self.chain.seal(&record));
     }
 
-    fn push(&mut self, code: EventCode, data: Vec<u8>, at_us: u64, out: &mut Vec<String>) {
+    /// Adds an event to the open chunk, splitting it over as many chunks as
+    /// it takes for none to carry more than [`CHUNK_BYTES`] (a terminal may
+    /// write a megabyte without a line end).
+    fn push(&mut self, code: EventCode, mut data: Vec<u8>, at_us: u64, out: &mut Vec<String>) {
         let offset_us = at_us.saturating_sub(self.start_us);
-        if self.chunk_first_us.is_none() {
-            self.chunk_first_us = Some(at_us);
-        }
-        self.events.push(Event {
-            offset_us,
-            code,
-            data,
-        });
-        if self.chunk_bytes >= CHUNK_BYTES {
-            self.seal_chunk(out);
+        loop {
+            let room = CHUNK_BYTES.saturating_sub(self.chunk_bytes);
+            if room == 0 {
+                self.seal_chunk(out);
+                continue;
+            }
+            let rest = if data.len() > room {
+                let mut cut = utf8_boundary(data.get(..room).unwrap_or_default());
+                if cut == 0 {
+                    if !self.events.is_empty() {
+                        // A character straddles the room left: start afresh.
+                        self.seal_chunk(out);
+                        continue;
+                    }
+                    cut = room;
+                }
+                Some(data.split_off(cut))
+            } else {
+                None
+            };
+            if self.chunk_first_us.is_none() {
+                self.chunk_first_us = Some(at_us);
+            }
+            self.chunk_bytes += data.len();
+            self.events.push(Event {
+                offset_us,
+                code,
+                data,
+            });
+            if self.chunk_bytes >= CHUNK_BYTES {
+                self.seal_chunk(out);
+            }
+            match rest {
+                Some(rest) => data = rest,
+                None => return,
+            }
         }
     }
 

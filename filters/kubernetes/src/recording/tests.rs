@@ -726,3 +726,36 @@ fn output_keeps_its_timing_unless_masking_changed_the_line() {
         ]
     );
 }
+
+/// A megabyte in one frame (with and without line ends) still makes records
+/// of at most 16 KiB of events, which the audit service takes (it refuses
+/// records over 1 MiB), and none of it is lost.
+#[test]
+fn a_huge_frame_is_spread_over_bounded_chunks() {
+    let lines: String = (1..=150_000).map(|n| format!("{n}\n")).collect();
+    let unbroken = "é".repeat(300_000);
+    for text in [lines.as_str(), unbroken.as_str()] {
+        let steps = vec![Step::Server(
+            ws_server(Channel::Stdout, text.as_bytes()),
+            10,
+        )];
+        for cut in [0, 100_000, 333_333] {
+            let run = run(
+                TransportKind::WebSocket,
+                info(false),
+                &config(json!({"mask": false})),
+                &steps,
+                cut,
+            );
+            verify(&run);
+            let records = parsed(&run);
+            for (line, record) in run.records.iter().zip(&records) {
+                assert!(line.len() < 24 * 1024, "{} bytes", line.len());
+                if record["type"] == "k8s.exec.chunk" {
+                    assert!(record["bytes"].as_u64().unwrap() <= 16 * 1024);
+                }
+            }
+            assert_eq!(events(&records, "o"), text, "cut {cut}");
+        }
+    }
+}

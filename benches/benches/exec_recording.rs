@@ -5,15 +5,18 @@
 //! identity's execs are recorded (every byte decoded, masked a line at a
 //! time, chunked, chained and delivered to the access log), another's pass
 //! unrecorded under an otherwise equal rule; runs alternate between them in
-//! each round. Prints bytes/s per run, the medians and their ratio; each
-//! run's output is checked whole, and each recorded session's records must
-//! account for every byte and verify.
+//! each round. Prints bytes/s per run, the medians and their ratio, and the
+//! CPU Envoy spent per MB (steadier than bytes/s on a shared machine; it
+//! includes delivering the records to the access log); each run's output is
+//! checked whole, and each recorded session's records must account for every
+//! byte and verify.
 //!
 //! Needs the filter modules built (`cargo xtask build`) and Envoy installed.
 //! `cargo bench -p gatehouse-benches --bench exec_recording`; knobs:
 //! `EXEC_BENCH_LINES` (1000000), `EXEC_BENCH_ROUNDS` (5).
 
 use anyhow::{Context, Result, bail};
+use gatehouse_benches::cpu::Usage;
 use gatehouse_benches::pgbench::{env_or, skipped};
 use gatehouse_integration::{Stack, StackOptions};
 use serde_json::{Value, json};
@@ -38,8 +41,11 @@ fn policy() -> Value {
     policy
 }
 
-/// One exec: its output's bytes/s, after checking the output is `seq`'s.
-fn run(stack: &Stack, context: &str, lines: u64) -> Result<f64> {
+/// One exec: its output's bytes/s and Envoy's CPU milliseconds per MB,
+/// after checking the output is `seq`'s.
+fn run(stack: &Stack, context: &str, lines: u64) -> Result<(f64, f64)> {
+    let envoy = stack.envoy.pid();
+    let before = Usage::now(envoy);
     let started = Instant::now();
     let out = stack.kubectl(
         "1.33",
@@ -56,6 +62,9 @@ fn run(stack: &Stack, context: &str, lines: u64) -> Result<f64> {
         ],
     )?;
     let elapsed = started.elapsed().as_secs_f64();
+    // Records still on their way to the access log are part of the cost.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let cpu = Usage::now(envoy).since(&before).proxy.as_secs_f64();
     if !out.status.success() {
         bail!(
             "kubectl exec as {context}: {}",
@@ -71,7 +80,8 @@ fn run(stack: &Stack, context: &str, lines: u64) -> Result<f64> {
             stdout.len()
         );
     }
-    Ok(stdout.len() as f64 / elapsed)
+    let megabytes = stdout.len() as f64 / 1e6;
+    Ok((stdout.len() as f64 / elapsed, cpu * 1e3 / megabytes))
 }
 
 fn median(mut samples: Vec<f64>) -> f64 {
@@ -98,6 +108,7 @@ fn main() -> Result<()> {
     run(&stack, "developer", 1000)?;
     run(&stack, "ci", 1000)?;
     let (mut recorded, mut plain) = (Vec::new(), Vec::new());
+    let (mut recorded_cpu, mut plain_cpu) = (Vec::new(), Vec::new());
     for round in 0..rounds {
         // Alternate which goes first, so drift on a shared machine hits both.
         let order = if round % 2 == 0 {
@@ -106,18 +117,24 @@ fn main() -> Result<()> {
             ["ci", "developer"]
         };
         for context in order {
-            let rate = run(&stack, context, lines)?;
-            println!("round {round}: {context:>9} {:>8.1} MB/s", rate / 1e6);
+            let (rate, cpu) = run(&stack, context, lines)?;
+            println!(
+                "round {round}: {context:>9} {:>8.1} MB/s, Envoy {cpu:>6.1} ms CPU per MB",
+                rate / 1e6
+            );
             if context == "developer" {
                 recorded.push(rate);
+                recorded_cpu.push(cpu);
             } else {
                 plain.push(rate);
+                plain_cpu.push(cpu);
             }
         }
     }
     let (recorded, plain) = (median(recorded), median(plain));
+    let (recorded_cpu, plain_cpu) = (median(recorded_cpu), median(plain_cpu));
     println!(
-        "exec `seq {lines}` through Envoy, medians of {rounds}: recorded {:.1} MB/s, unrecorded {:.1} MB/s, ratio {:.2}",
+        "exec `seq {lines}` through Envoy, medians of {rounds}: recorded {:.1} MB/s, unrecorded {:.1} MB/s, ratio {:.2}; Envoy CPU per MB {recorded_cpu:.1} ms recorded, {plain_cpu:.1} ms unrecorded",
         recorded / 1e6,
         plain / 1e6,
         recorded / plain

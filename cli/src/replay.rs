@@ -4,8 +4,9 @@
 //! gatehouse replay <access-log> --session <id> [--format asciicast|text] [--output FILE]
 //! ```
 //!
-//! `<id>` is an exec session's audit ID (`k8s.exec.*` records) or a Postgres
-//! connection id (`pg.*` records). `asciicast` writes asciicast v2, which
+//! `<id>` is an exec session's audit ID (`k8s.exec.*` records), `last` for
+//! the exec session that started last, or a Postgres connection id (`pg.*`
+//! records). `asciicast` writes asciicast v2, which
 //! `asciinema play` and `asciinema cat` read; `text` prints a transcript: the
 //! terminal's output as plain text and the typed commands with their
 //! outcome for an exec session, the statements with their outcomes for a
@@ -19,7 +20,8 @@ use std::process::ExitCode;
 
 const USAGE: &str = "usage: gatehouse replay <access-log file> --session <id> [--format asciicast|text] [--output FILE]
 
-  <id>  an exec session's audit ID, or a Postgres connection id";
+  <id>  an exec session's audit ID, `last` for the latest exec session, or a
+        Postgres connection id";
 
 /// The terminal size when the session never said.
 const DEFAULT_SIZE: (u64, u64) = (80, 24);
@@ -93,7 +95,21 @@ pub struct Replay {
 
 /// Renders session `id` of the log `text`.
 pub fn replay(text: &str, id: &str, format: Format) -> Result<Replay, String> {
-    if let Some(session) = sessions(text).remove(id) {
+    let mut sessions = sessions(text);
+    let id = match id {
+        "last" => sessions
+            .iter()
+            .filter_map(|(id, session)| {
+                let start = session.first("k8s.exec.session_start")?;
+                Some((start.get("time")?.as_str()?.to_owned(), id.clone()))
+            })
+            .max()
+            .map(|(_, id)| id)
+            .ok_or("no exec session in the log")?,
+        id => id.to_owned(),
+    };
+    let id = id.as_str();
+    if let Some(session) = sessions.remove(id) {
         let warning = session
             .verify()
             .map(|problem| format!("session {id}: {problem}"));

@@ -188,6 +188,8 @@ fn an_exec_session_replays_as_a_transcript_with_its_commands() {
     let path = file("replay-text", &log());
     let run = gatehouse(&["replay", &path, "--session", SESSION, "--format", "text"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
+    let last = gatehouse(&["replay", &path, "--session", "last"]);
+    assert_eq!(last.stdout, run.stdout, "the only exec session is the last");
     let text = &run.stdout;
     assert!(text.starts_with("-- 2026-11-22T00:48:08.000000Z 0f5cbb4c-8f6e-4b0e-9c7e-00000000abcd: kubectl exec dev/web-0 -c app -- sh (developer) (rule exec-in-dev-recorded, websocket)\n"), "{text}");
     assert!(text.contains("$ hostname\nweb-0\n$ "), "{text}");

@@ -10,7 +10,10 @@
 //!      "match": {"groups": ["developers"], "verbs": ["create"],
 //!                "resources": ["pods/exec", "pods/attach"], "namespaces": ["prod"]}},
 //!     {"name": "read-dev", "action": "allow",
-//!      "match": {"verbs": ["get", "list", "watch"], "namespaces": ["dev"]}}
+//!      "match": {"verbs": ["get", "list", "watch"], "namespaces": ["dev"]}},
+//!     {"name": "exec-in-dev", "action": "allow",
+//!      "match": {"resources": ["pods/exec", "pods/attach"], "namespaces": ["dev"]},
+//!      "record": {"deny_commands": ["rm -rf /"]}}
 //!   ],
 //!   "upstream": {"bearer_token": "...", "impersonate": true},
 //!   "masking": {"secrets": true, "pod_env": true,
@@ -22,6 +25,9 @@
 //! `mode` is `enforce` (the default) or `shadow`: a shadow instance never changes
 //! a request or answers one itself; its audit Events say what it would have done
 //! (see [`crate::gate`]).
+//!
+//! A rule's `record` section records the exec and attach sessions it admits
+//! (see [`crate::recording::config`]).
 //!
 //! Rules are tried in order and the first that matches decides; when none does,
 //! `default` does. Within a `match`, every listed field must match and any

@@ -447,17 +447,21 @@ fn explain_request(
     let DecodedRequest { info, query } = match decode_request(&method, &path) {
         Ok(decoded) => decoded,
         Err(error) => {
-            let message = format!("gatehouse refused an ambiguous request path: {error}");
+            let message = format!("gatehouse refused an ambiguous request: {error}");
+            let status = error.http_status();
             return Ok(Explanation {
                 lines: vec![
-                    "decision: refused before policy (400 Bad Request)".to_owned(),
+                    format!(
+                        "decision: refused before policy ({status} {})",
+                        error.reason()
+                    ),
                     format!("message: {message}"),
                 ],
                 json: json!({
                     "kind": "kubernetes",
                     "policy_version": version,
                     "request": {"method": method, "path": path},
-                    "refused": {"status": 400, "message": message},
+                    "refused": {"status": status, "message": message},
                 }),
             });
         }

@@ -10,9 +10,11 @@ pub mod certs;
 pub mod clients;
 pub mod configs;
 pub mod envoy;
+pub mod http_batch;
 pub mod idp;
 pub mod postgres;
 pub mod process;
+pub mod rawpg;
 pub mod stack;
 pub mod tools;
 

@@ -73,15 +73,39 @@ pub fn default_kubernetes_filter_config() -> Value {
 
 /// The demo's Postgres filter configuration: token login from the demo identity
 /// provider (`examples/postgres-login.json`), the statement policy
-/// (`examples/postgres-policy.json`) and masking (`examples/postgres-masking.json`).
+/// (`examples/postgres-policy.json`), masking (`examples/postgres-masking.json`),
+/// and the large-object functions through the fast path (what libpq's `lo_*`
+/// and JDBC's LargeObjectManager call), each judged by the policy.
 pub fn demo_postgres_filter_config() -> Value {
     let mut config = example("postgres-login.json");
     if let Some(parts) = config.as_object_mut() {
         parts.insert("policy".into(), example("postgres-policy.json"));
         parts.insert("masking".into(), example("postgres-masking.json"));
+        parts.insert(
+            "engine".into(),
+            serde_json::json!({ "fast_path_functions": LARGE_OBJECT_FUNCTIONS }),
+        );
     }
     config
 }
+
+/// The functions libpq (`lo_import`, `lo_export`, `lo_read`, …, client side) and
+/// JDBC's LargeObjectManager call through the fast path.
+pub const LARGE_OBJECT_FUNCTIONS: &[&str] = &[
+    "lo_open",
+    "lo_close",
+    "lo_creat",
+    "lo_create",
+    "lo_unlink",
+    "lo_lseek",
+    "lo_lseek64",
+    "lo_tell",
+    "lo_tell64",
+    "lo_truncate",
+    "lo_truncate64",
+    "loread",
+    "lowrite",
+];
 
 /// An example file under `examples/`, parsed. Unreadable or invalid: an empty
 /// object, which the filters refuse or treat as "deny everything", so a broken
@@ -112,8 +136,10 @@ pub struct Stack {
     /// The demo identity provider (its JWKS reaches Envoy as cluster `gatehouse_idp`).
     pub idp: IdentityProvider,
     pub minter: Minter,
-    /// Envoy's Postgres listener.
+    /// Envoy's Postgres listener (plaintext; the filter answers SSLRequest `N`).
     pub pg_port: u16,
+    /// Envoy's Postgres listener for direct TLS (libpq 17+ `sslnegotiation=direct`).
+    pub pg_tls_port: u16,
     /// Envoy's Kubernetes listener (HTTPS).
     pub kube_port: u16,
     /// The access-log file Envoy writes records to.
@@ -149,6 +175,7 @@ impl Stack {
         let access_log = dir.join("access.log");
         let mut vars = BTreeMap::new();
         vars.insert("PG_PORT", "0".to_string());
+        vars.insert("PG_TLS_PORT", "0".to_string());
         vars.insert("KUBE_PORT", "0".to_string());
         vars.insert("PG_UPSTREAM_PORT", postgres.port.to_string());
         vars.insert("KUBE_UPSTREAM_PORT", kube_upstream.port().to_string());
@@ -192,6 +219,7 @@ impl Stack {
             wait_for_key_fetch(&idp)?;
         }
         let pg_port = envoy.listener_port("postgres")?;
+        let pg_tls_port = envoy.listener_port("postgres_tls")?;
         let kube_port = envoy.listener_port("kubernetes")?;
 
         let kubeconfig = dir.join("kubeconfig");
@@ -213,6 +241,7 @@ impl Stack {
             idp,
             minter,
             pg_port,
+            pg_tls_port,
             kube_port,
             access_log,
             kubeconfig,
@@ -226,6 +255,17 @@ impl Stack {
             "postgresql://127.0.0.1:{}/{}",
             self.pg_port,
             crate::postgres::DEMO_DATABASE
+        )
+    }
+
+    /// Postgres through Envoy's direct-TLS listener, for libpq 17+ clients
+    /// (`sslnegotiation=direct`; verify against the demo CA).
+    pub fn pg_tls_url(&self) -> String {
+        format!(
+            "postgresql://127.0.0.1:{}/{}?sslmode=verify-full&sslnegotiation=direct&sslrootcert={}",
+            self.pg_tls_port,
+            crate::postgres::DEMO_DATABASE,
+            self.pki.ca_cert.display()
         )
     }
 
@@ -302,6 +342,15 @@ impl Stack {
     }
 
     /// Requests the stand-in API server received (in-process stand-in only).
+    /// The in-process stand-in API server (`None` when it runs as a binary),
+    /// to read or change its objects.
+    pub fn kube_standin(&self) -> Option<&kube_standin::StandIn> {
+        match &self.kube {
+            KubeUpstream::InProcess(s) => Some(s),
+            KubeUpstream::Process(_) => None,
+        }
+    }
+
     pub fn upstream_requests(&self) -> Vec<kube_standin::SeenRequest> {
         match &self.kube {
             KubeUpstream::InProcess(s) => s.requests(),

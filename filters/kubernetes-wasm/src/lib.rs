@@ -22,7 +22,7 @@ use gatehouse_host as host;
 use gatehouse_kubernetes::gate::{
     Admission, Forward, Gate, RequestHead, audit_filter_state_key, audit_id,
 };
-use gatehouse_kubernetes::masking::{BodyMasker, WatchLines};
+use gatehouse_kubernetes::masking::{BodyMasker, ResponseHead, ResponsePlan, WatchLines};
 use gatehouse_kubernetes::recording::{ExecSession, Output};
 use host::keys::KeyDistribution;
 use host::metrics::{Histogram, LabelledCounter};
@@ -519,27 +519,33 @@ impl HttpContext for KubernetesRequest {
         let Some(masker) = masker else {
             return Action::Continue;
         };
-        if end_of_stream || !(200..300).contains(&self.status) {
-            return Action::Continue;
-        }
-        let content_type = host::get_header(MapType::HttpResponseHeaders, "content-type")
-            .ok()
-            .flatten()
-            .unwrap_or_default()
-            .to_ascii_lowercase();
-        if !content_type.starts_with("application/json") {
-            return self.refuse_response("gatehouse must mask this response but it is not JSON");
-        }
-        if content_type.contains("stream=watch") {
-            // Masked events change length as they pass.
-            let _ = host::remove_header(MapType::HttpResponseHeaders, "content-length");
-            self.body_mode = BodyMode::Watch(masker, WatchLines::default());
-            Action::Continue
-        } else {
-            self.body_mode = BodyMode::Buffered(masker);
-            // Held until the body is masked, so an oversize body fails cleanly;
-            // its length is set again only if masking changes it.
-            Action::Pause
+        let header = |name| {
+            host::get_header(MapType::HttpResponseHeaders, name)
+                .ok()
+                .flatten()
+        };
+        let (content_type, content_encoding) = (header("content-type"), header("content-encoding"));
+        let plan = masker.plan(&ResponseHead {
+            status: self.status,
+            content_type: content_type.as_deref(),
+            content_encoding: content_encoding.as_deref(),
+            end_of_stream,
+        });
+        match plan {
+            ResponsePlan::Pass => Action::Continue,
+            ResponsePlan::Refuse(message) => self.refuse_response(&message),
+            ResponsePlan::Lines => {
+                // Masked events change length as they pass.
+                let _ = host::remove_header(MapType::HttpResponseHeaders, "content-length");
+                self.body_mode = BodyMode::Watch(masker, WatchLines::default());
+                Action::Continue
+            }
+            ResponsePlan::Hold => {
+                self.body_mode = BodyMode::Buffered(masker);
+                // Held until the body is masked, so an oversize body fails
+                // cleanly; its length is set again only if masking changes it.
+                Action::Pause
+            }
         }
     }
 

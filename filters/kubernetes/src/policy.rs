@@ -233,7 +233,8 @@ pub struct MaskingConfig {
     /// Secret `data` / `stringData` values (and their copy in the
     /// last-applied-configuration annotation).
     pub secrets: bool,
-    /// `env[].value` of containers in pods and pod templates.
+    /// The `value` of each variable in every `env` array: containers in pods,
+    /// pod templates and custom resources alike.
     pub pod_env: bool,
     /// The text a masked value is replaced with (base64-encoded in Secret `data`).
     pub mask_text: String,
@@ -964,7 +965,7 @@ mod tests {
             ),
             (
                 r#"{"masking": {"fields": [{"resources": [], "paths": ["data"]}]}}"#,
-                "masking.fields[0].resources: name at least one resource (`*` for all)",
+                "masking.fields[0].resources: name at least one resource (`*` for all) or kind",
             ),
             (
                 r#"{"masking": {"fields": [{"resources": ["configmaps"], "paths": ["data"]}],

@@ -39,6 +39,7 @@
 pub mod catalog;
 pub mod config;
 pub mod copy;
+mod held;
 pub mod stream;
 #[cfg(test)]
 #[allow(clippy::indexing_slicing)]

@@ -92,6 +92,13 @@ impl TokenLogin {
     }
 }
 
+impl TokenLogin {
+    /// Bytes of the server's startup answer held (for the memory count).
+    pub(super) fn held_bytes(&self) -> usize {
+        self.held.len()
+    }
+}
+
 /// The complete message `tag` + length + `body`.
 fn framed(tag: u8, body: &[u8]) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(body.len() + 5);

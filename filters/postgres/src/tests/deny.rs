@@ -11,7 +11,7 @@ use gatehouse_core::record::StatementRecord;
 
 const DROP_MESSAGE: &str = "gatehouse: DROP is not allowed";
 
-const TEST_POLICY: &str = r#"{
+pub(super) const TEST_POLICY: &str = r#"{
   "version": "deny-tests",
   "default": { "action": "allow" },
   "rules": [
@@ -26,22 +26,35 @@ const TEST_POLICY: &str = r#"{
 }"#;
 
 /// A logged-in session with a policy, driven message by message.
-struct Wire {
-    session: Session,
-    records: Vec<Record>,
+pub(super) struct Wire {
+    pub(super) session: Session,
+    pub(super) records: Vec<Record>,
     now: u64,
     /// Deliver every input one byte at a time.
     byte_by_byte: bool,
 }
 
 impl Wire {
-    fn new(policy_json: &str, identity: Option<Identity>) -> Self {
+    pub(super) fn new(policy_json: &str, identity: Option<Identity>) -> Self {
         Self::with_chunking(policy_json, identity, false)
     }
 
-    fn with_chunking(policy_json: &str, identity: Option<Identity>, byte_by_byte: bool) -> Self {
+    pub(super) fn with_chunking(
+        policy_json: &str,
+        identity: Option<Identity>,
+        byte_by_byte: bool,
+    ) -> Self {
+        Self::with_config(policy_json, identity, byte_by_byte, EngineConfig::default())
+    }
+
+    pub(super) fn with_config(
+        policy_json: &str,
+        identity: Option<Identity>,
+        byte_by_byte: bool,
+        config: EngineConfig,
+    ) -> Self {
         let policy = Arc::new(PgPolicy::from_json(policy_json.as_bytes()).unwrap());
-        let mut session = session(EngineConfig::default());
+        let mut session = session(config);
         session.set_statement_policy(Box::new(policy));
         if let Some(identity) = identity {
             session.set_identity(identity);
@@ -68,7 +81,7 @@ impl Wire {
         wire
     }
 
-    fn feed(&mut self, bytes: &[u8], to_server: bool) -> Vec<u8> {
+    pub(super) fn feed(&mut self, bytes: &[u8], to_server: bool) -> Vec<u8> {
         self.now += 10;
         let chunks: Vec<Vec<u8>> = if self.byte_by_byte {
             byte_by_byte(0, bytes)
@@ -90,16 +103,16 @@ impl Wire {
     }
 
     /// Client bytes in; the bytes the server gets.
-    fn client(&mut self, bytes: &[u8]) -> Vec<u8> {
+    pub(super) fn client(&mut self, bytes: &[u8]) -> Vec<u8> {
         self.feed(bytes, true)
     }
 
     /// Server bytes in; the bytes the client gets.
-    fn server(&mut self, bytes: &[u8]) -> Vec<u8> {
+    pub(super) fn server(&mut self, bytes: &[u8]) -> Vec<u8> {
         self.feed(bytes, false)
     }
 
-    fn statements(&self) -> Vec<&StatementRecord> {
+    pub(super) fn statements(&self) -> Vec<&StatementRecord> {
         self.records
             .iter()
             .filter_map(|r| match r {
@@ -110,7 +123,7 @@ impl Wire {
     }
 }
 
-fn query(sql: &str) -> Vec<u8> {
+pub(super) fn query(sql: &str) -> Vec<u8> {
     frontend(&[FrontendMessage::Query {
         sql: sql.as_bytes(),
     }])
@@ -130,14 +143,14 @@ fn raised_error_fields(message: &str) -> Vec<ErrorField<'_>> {
     ]
 }
 
-fn raised_error(message: &str) -> Vec<u8> {
+pub(super) fn raised_error(message: &str) -> Vec<u8> {
     backend(&[BackendMessage::ErrorResponse {
         fields: raised_error_fields(message),
     }])
 }
 
 /// The error the client must see: severity, code and message only.
-fn clean_error(message: &str) -> Vec<u8> {
+pub(super) fn clean_error(message: &str) -> Vec<u8> {
     backend(&[BackendMessage::ErrorResponse {
         fields: vec![
             (b'S', b"ERROR"),
@@ -148,15 +161,15 @@ fn clean_error(message: &str) -> Vec<u8> {
     }])
 }
 
-fn ready(status: u8) -> Vec<u8> {
+pub(super) fn ready(status: u8) -> Vec<u8> {
     backend(&[BackendMessage::ReadyForQuery { status }])
 }
 
-fn cat(parts: &[&[u8]]) -> Vec<u8> {
+pub(super) fn cat(parts: &[&[u8]]) -> Vec<u8> {
     parts.concat()
 }
 
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+pub(super) fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
 }
 
@@ -602,7 +615,7 @@ fn captured(name: &str) -> (Vec<u8>, Vec<u8>) {
 }
 
 /// Splits wire bytes into whole messages (tag, length, body).
-fn messages(mut bytes: &[u8]) -> Vec<Vec<u8>> {
+pub(super) fn messages(mut bytes: &[u8]) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     while !bytes.is_empty() {
         let len = u32::from_be_bytes(bytes[1..5].try_into().unwrap()) as usize;
@@ -718,38 +731,4 @@ fn real_server_answer_to_a_denied_describe_loses_the_private_bind_complete() {
     assert_eq!(kinds, b"CZCZ1EZ");
     assert!(contains(&to_client, &clean_error(DROP_MESSAGE)));
     assert_eq!(wire.session.summary().unmatched_backend_messages, 0);
-}
-
-fn function_call(oid: u32, arg: &'static [u8]) -> Vec<u8> {
-    frontend(&[FrontendMessage::FunctionCall(
-        crate::protocol::FunctionCall {
-            oid,
-            arg_formats: vec![0],
-            args: vec![Some(arg)],
-            result_format: 0,
-        },
-    )])
-}
-
-#[test]
-fn fast_path_call_of_a_denied_function_is_refused_like_the_sql_call() {
-    let mut wire = Wire::new(TEST_POLICY, None);
-    // lo_import(text) by OID, as a client could send it to read a server file.
-    let sent = wire.client(&function_call(764, b"/etc/passwd"));
-    assert_eq!(sent, deny::query("gatehouse: no server files"));
-    assert_eq!(
-        wire.server(&cat(&[
-            &raised_error("gatehouse: no server files"),
-            &ready(b'I')
-        ])),
-        cat(&[&clean_error("gatehouse: no server files"), &ready(b'I')])
-    );
-    // lo_open is not named by the policy: it passes.
-    let open = function_call(952, b"\0\0\0\x01");
-    assert_eq!(wire.client(&open), open);
-    let records = wire.statements();
-    assert_eq!(records[0].kind.as_deref(), Some("FUNCTION CALL"));
-    assert_eq!(records[0].decision.rule.as_deref(), Some("no-server-files"));
-    assert_eq!(records[0].statement.as_deref(), Some("SELECT lo_import()"));
-    assert_eq!(records[0].error.as_ref().unwrap().sqlstate, "42501");
 }

@@ -1,6 +1,7 @@
 //! Recorded exec sessions: real kubectl on a real terminal (`script`),
 //! through Envoy with the Kubernetes filter, to the stand-in API server's
-//! shell. kubectl 1.33 speaks WebSocket, 1.29 SPDY/3.1; both are recorded,
+//! shell. kubectl 1.33 speaks WebSocket, 1.29 SPDY/3.1; both are recorded, as
+//! is the attach of `kubectl debug`,
 //! a refused line never runs, typed and echoed secrets stay out of the
 //! records, and the recordings verify and replay with the real `asciinema`.
 
@@ -208,6 +209,32 @@ fn exec_sessions_over_websocket_and_spdy_are_recorded_refused_lines_stopped_and_
         shell_session(&stack, version);
         transports.push(transport);
     }
+
+    // `kubectl debug`: an ephemeral container, then an attach, recorded too.
+    let mut debug = Terminal::spawn(
+        &stack,
+        "1.33",
+        &[
+            "--context",
+            "developer",
+            "debug",
+            "-it",
+            "web-0",
+            "-n",
+            "dev",
+            "--image=busybox",
+            "--profile=general",
+        ],
+    );
+    debug.wait_for("If you don't see a command prompt");
+    std::thread::sleep(Duration::from_millis(300));
+    debug.type_text("\r");
+    debug.wait_for("$ ");
+    debug.type_text("rm -rf /\r");
+    debug.wait_for("gatehouse: refused \"rm -rf /\"");
+    debug.type_text("exit\r");
+    let (code, screen) = debug.exit_code();
+    assert_eq!(code, Some(0), "{screen}");
 
     // Without a terminal: whole lines are held, a refused one is dropped and
     // the user told on stderr.

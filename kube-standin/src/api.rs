@@ -211,6 +211,34 @@ fn subresource_part(sub: &str) -> Option<&'static str> {
     }
 }
 
+/// Marks every ephemeral container of a pod running, as a kubelet soon
+/// would: `kubectl debug` waits for that before it attaches.
+fn start_ephemeral_containers(pod: &mut Value) {
+    let started = store::now_rfc3339();
+    let statuses: Vec<Value> = pod
+        .pointer("/spec/ephemeralContainers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|container| {
+            json!({
+                "name": container.get("name").cloned().unwrap_or_default(),
+                "image": container.get("image").cloned().unwrap_or_default(),
+                "imageID": "",
+                "ready": false,
+                "restartCount": 0,
+                "state": {"running": {"startedAt": started}},
+            })
+        })
+        .collect();
+    if let Some(Value::Object(status)) = pod.get_mut("status") {
+        status.insert(
+            "ephemeralContainerStatuses".to_owned(),
+            Value::Array(statuses),
+        );
+    }
+}
+
 /// A Deployment seen through its `scale` subresource.
 fn scale_of(object: &Value) -> Value {
     let replicas = object
@@ -310,6 +338,9 @@ async fn subresource_request(
                         Some(value) => parent.insert(field.to_owned(), value),
                         None => parent.remove(field),
                     };
+                }
+                if sub == "ephemeralcontainers" {
+                    start_ephemeral_containers(&mut object);
                 }
                 store.replace(resource, ns, name, object)
             };
@@ -560,8 +591,17 @@ fn container(pod: &Value, wanted: Option<&str>) -> Result<String, Status> {
                 .collect()
         })
         .unwrap_or_default();
+    // Ephemeral containers (`kubectl debug`) may be named, never defaulted to.
+    let ephemeral = pod
+        .pointer("/spec/ephemeralContainers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.get("name").and_then(Value::as_str));
     match (wanted, names.as_slice()) {
-        (Some(w), _) if names.contains(&w) => Ok(w.to_string()),
+        (Some(w), _) if names.contains(&w) || ephemeral.clone().any(|e| e == w) => {
+            Ok(w.to_string())
+        }
         (Some(w), _) => Err(Status::bad_request(format!(
             "container {w} is not valid for pod {name}"
         ))),

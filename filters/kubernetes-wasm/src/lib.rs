@@ -512,8 +512,10 @@ impl HttpContext for KubernetesRequest {
             .and_then(|s| s.parse().ok())
             .unwrap_or_default();
         self.record();
-        if self.status == 101 {
-            self.start_recording();
+        if self.status == 101
+            && let Action::Pause = self.start_recording()
+        {
+            return Action::Pause;
         }
         let masker = self.forward.as_ref().and_then(|f| f.body_masker.clone());
         let Some(masker) = masker else {
@@ -575,10 +577,11 @@ impl HttpContext for KubernetesRequest {
 }
 
 impl KubernetesRequest {
-    /// Starts recording the upgraded session, when the admitting rule asked.
-    fn start_recording(&mut self) {
+    /// Starts recording the upgraded session, when the admitting rule asked;
+    /// `Pause` when the stream was ended instead (it cannot be recorded).
+    fn start_recording(&mut self) -> Action {
         let Some(plan) = self.forward.as_mut().and_then(|f| f.recording.take()) else {
-            return;
+            return Action::Continue;
         };
         let header = |name| {
             host::get_header(MapType::HttpResponseHeaders, name)
@@ -597,7 +600,7 @@ impl KubernetesRequest {
             worker.sessions.push(Rc::downgrade(&session));
         }
         self.session = Some(session);
-        self.apply_session_output(output, None, 0);
+        self.apply_session_output(output, None, 0)
     }
 
     /// Hands one body callback's bytes to the recorded session and applies

@@ -102,3 +102,51 @@ impl RecordingPlan {
         (session, output)
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    fn plan(transport: TransportKind) -> RecordingPlan {
+        RecordingPlan {
+            config: Arc::new(RecordingConfig::from_value(json!({})).unwrap()),
+            info: SessionInfo {
+                audit_id: "a".into(),
+                stdin: true,
+                ..SessionInfo::default()
+            },
+            transport,
+        }
+    }
+
+    #[test]
+    fn a_stream_gatehouse_cannot_read_is_ended_and_recorded_as_such() {
+        for (transport, protocol, extensions, readable) in [
+            (TransportKind::WebSocket, "v5.channel.k8s.io", "", true),
+            (TransportKind::WebSocket, "v4.channel.k8s.io", "", true),
+            (
+                TransportKind::WebSocket,
+                "v4.base64.channel.k8s.io",
+                "",
+                false,
+            ),
+            (TransportKind::WebSocket, "", "", false),
+            (
+                TransportKind::WebSocket,
+                "v5.channel.k8s.io",
+                "permessage-deflate",
+                false,
+            ),
+            (TransportKind::Spdy, "v4.channel.k8s.io", "", true),
+        ] {
+            let (_, output) = plan(transport).start(protocol, extensions, 1);
+            assert_eq!(output.end, !readable, "{protocol} {extensions}");
+            let last: Value = serde_json::from_str(output.records.last().unwrap()).unwrap();
+            let ended =
+                last["type"] == "k8s.exec.session_end" && last["reason"] == "protocol_error";
+            assert_eq!(ended, !readable, "{last}");
+        }
+    }
+}

@@ -1,5 +1,6 @@
-//! `gatehouse replay` and `gatehouse audit verify` over recorded sessions:
-//! a log written by the filter's own session recorder, among other records.
+//! `gatehouse replay` (`gatehouse audit replay`) and `gatehouse audit
+//! verify` over recorded sessions: a log written by the filter's own session
+//! recorder, among other records.
 
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
@@ -188,8 +189,11 @@ fn an_exec_session_replays_as_a_transcript_with_its_commands() {
     let path = file("replay-text", &log());
     let run = gatehouse(&["replay", &path, "--session", SESSION, "--format", "text"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    let last = gatehouse(&["replay", &path, "--session", "last"]);
-    assert_eq!(last.stdout, run.stdout, "the only exec session is the last");
+    let last = gatehouse(&["audit", "replay", &path, "--subject", "developer", "--last"]);
+    assert_eq!(
+        last.stdout, run.stdout,
+        "the developer's last session is the exec session, after alice's Postgres session"
+    );
     let text = &run.stdout;
     assert!(text.starts_with("-- 2026-11-22T00:48:08.000000Z 0f5cbb4c-8f6e-4b0e-9c7e-00000000abcd: kubectl exec dev/web-0 -c app -- sh (developer) (rule exec-in-dev-recorded, websocket)\n"), "{text}");
     assert!(text.contains("$ hostname\nweb-0\n$ "), "{text}");
@@ -215,18 +219,23 @@ fn a_postgres_session_replays_as_a_statement_transcript() {
     let run = gatehouse(&["replay", &path, "--session", "7"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     let lines: Vec<&str> = run.stdout.lines().collect();
-    assert!(lines[0].contains("session 7 start: user alice database shop"));
-    assert_eq!(lines[1], "shop=> select email from customers;");
-    assert!(
-        lines[2].contains("SELECT 3 [3 rows] [3 masked: email 3]") && lines[2].contains("allow"),
-        "{}",
-        lines[2]
+    assert_eq!(lines[0], "-- 2026-11-22T00:48:08.000000Z session 7 start");
+    assert_eq!(
+        lines[1],
+        "-- role alice (no verified identity) on database shop from 1.2.3.4:5"
     );
-    assert!(lines[4].contains("ERROR: denied (42501)") && lines[4].contains("deny by rule no-ddl"));
+    assert_eq!(lines[2], "shop=> select email from customers;");
     assert!(
-        lines[5].contains("2 statements, 1 errors, 1 denied, 3 masked"),
+        lines[3].contains("SELECT 3 [3 rows] [3 values masked: email 3]")
+            && lines[3].contains("allow"),
         "{}",
-        lines[5]
+        lines[3]
+    );
+    assert!(lines[5].contains("ERROR: denied (42501)") && lines[5].contains("deny by rule no-ddl"));
+    assert!(
+        lines[6].contains("2 statements, 1 denied, 1 errors, 3 values masked"),
+        "{}",
+        lines[6]
     );
     let cast = gatehouse(&["replay", &path, "--session", "7", "--format", "asciicast"]);
     assert_eq!(cast.code, 0);
@@ -237,13 +246,17 @@ fn a_postgres_session_replays_as_a_statement_transcript() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(events.len(), lines.len());
-    assert_eq!(events[3][0], 2.0, "the second statement two seconds in");
+    assert_eq!(
+        events[3][0], 1.0,
+        "the first statement's outcome a second in"
+    );
+    assert_eq!(events[4][0], 2.0, "the second statement two seconds in");
     let missing = gatehouse(&["replay", &path, "--session", "8"]);
     assert_eq!(missing.code, 1);
     assert!(
         missing
             .stderr
-            .contains("no exec session or Postgres connection 8")
+            .contains("no Postgres session or recorded exec session 8")
     );
 }
 

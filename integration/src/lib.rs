@@ -14,6 +14,7 @@ pub mod http_batch;
 pub mod idp;
 pub mod postgres;
 pub mod process;
+pub mod prometheus;
 pub mod rawpg;
 pub mod stack;
 pub mod tools;

@@ -20,7 +20,8 @@ use gatehouse_core::policy::Decision;
 use gatehouse_core::record::FilterMode;
 use gatehouse_host as host;
 use gatehouse_kubernetes::gate::{
-    Admission, Forward, Gate, RequestHead, audit_filter_state_key, audit_id,
+    Admission, Forward, Gate, LocalResponse, MAX_REVIEW_BODY_BYTES, PendingReview, RequestHead,
+    audit_filter_state_key, audit_id,
 };
 use gatehouse_kubernetes::masking::{BodyMasker, ResponseHead, ResponsePlan, WatchLines};
 use gatehouse_kubernetes::recording::{ExecSession, Output};
@@ -245,6 +246,9 @@ impl RootContext for KubernetesRoot {
             status: 0,
             body_mode: BodyMode::PassThrough,
             audit_key: audit_filter_state_key(Default::default()),
+            review: None,
+            request_complete: false,
+            request_body_bytes: 0,
             session: None,
         }))
     }
@@ -268,6 +272,12 @@ struct KubernetesRequest {
     body_mode: BodyMode,
     /// The filter state this instance writes audit Events to (one per mode).
     audit_key: &'static str,
+    /// A self-check waiting for its request body.
+    review: Option<Box<PendingReview>>,
+    /// Whether the request has ended (with its headers or its last body chunk).
+    request_complete: bool,
+    /// The request body Envoy holds for this filter so far.
+    request_body_bytes: usize,
     /// The recorded exec or attach session, once upgraded.
     session: Option<Rc<RefCell<ExecSession>>>,
 }
@@ -343,24 +353,13 @@ impl KubernetesRequest {
             admission = worker.gate.keys_unavailable(&head, &issuer);
         }
         match admission {
-            Admission::Respond(response) => {
-                match response.status {
-                    401 => count(self.metrics.unauthenticated),
-                    400..=599 => count(self.metrics.denied),
-                    // The filter's own readiness answer.
-                    _ => {}
-                }
-                if let Some(decision) = &response.decision {
-                    count_decision(&mut worker.decisions, decision);
-                }
-                let _ = host::set_property(&[self.audit_key], response.record.as_bytes());
-                let sent = host::send_http_response(
-                    u32::from(response.status),
-                    &[("content-type", "application/json")],
-                    response.body.as_bytes(),
-                );
-                if sent.is_err() {
-                    host::log(LogLevel::Error, "gatehouse: could not send a local answer");
+            Admission::Respond(response) => self.respond(worker, &response),
+            Admission::ReadBody(pending) => {
+                self.review = Some(pending);
+                if self.request_complete {
+                    // The body ended while the keys were fetched (or there is none).
+                    drop(guard);
+                    return self.answer_review(self.request_body_bytes, true);
                 }
                 Action::Pause
             }
@@ -403,6 +402,56 @@ impl KubernetesRequest {
                 Action::Continue
             }
         }
+    }
+
+    /// Sends the gate's own answer, with its record and stats.
+    fn respond(&self, worker: &mut Worker, response: &LocalResponse) -> Action {
+        match response.status {
+            401 => count(self.metrics.unauthenticated),
+            400..=599 => count(self.metrics.denied),
+            // The filter's own readiness and self-check answers.
+            _ => {}
+        }
+        if let Some(decision) = &response.decision {
+            count_decision(&mut worker.decisions, decision);
+        }
+        let _ = host::set_property(&[self.audit_key], response.record.as_bytes());
+        let sent = host::send_http_response(
+            u32::from(response.status),
+            &[("content-type", "application/json")],
+            response.body.as_bytes(),
+        );
+        if sent.is_err() {
+            host::log(LogLevel::Error, "gatehouse: could not send a local answer");
+        }
+        Action::Pause
+    }
+
+    /// Answers a self-check once its body is whole (or too large to read).
+    fn answer_review(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if !end_of_stream && body_size <= MAX_REVIEW_BODY_BYTES {
+            return Action::Pause;
+        }
+        let Some(pending) = self.review.take() else {
+            return Action::Continue;
+        };
+        // One byte past the limit is enough for the gate to refuse it.
+        let body = host::get_buffer(
+            BufferType::HttpRequestBody,
+            0,
+            body_size.min(MAX_REVIEW_BODY_BYTES + 1),
+        )
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+        let shared = Rc::clone(&self.worker);
+        let mut guard = shared.borrow_mut();
+        let Some(worker) = guard.as_mut() else {
+            drop(guard);
+            return self.refuse_unconfigured();
+        };
+        let response = worker.gate.answer_review(*pending, &body, now_micros());
+        self.respond(worker, &response)
     }
 
     fn refuse_unconfigured(&mut self) -> Action {
@@ -475,8 +524,9 @@ impl Context for KubernetesRequest {
 }
 
 impl HttpContext for KubernetesRequest {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         count(self.metrics.requests);
+        self.request_complete = end_of_stream;
         let _ = host::set_property(
             &["gatehouse_build"],
             gatehouse_core::build::VERSION.as_bytes(),
@@ -485,6 +535,24 @@ impl HttpContext for KubernetesRequest {
         let action = self.admit();
         self.note_filter_time(self.request_micros);
         action
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        self.request_complete = end_of_stream;
+        self.request_body_bytes = body_size;
+        if self.review.is_some() {
+            return self.answer_review(body_size, end_of_stream);
+        }
+        // Only an admitted request's body moves on. One still being judged
+        // (its issuer's keys are on their way) waits, buffered, with it;
+        // continuing here would forward the request unjudged. An admitted
+        // one that was upgraded to a recorded session is the client's side
+        // of it: the session sees it first.
+        if self.forward.is_some() {
+            self.feed_session(true, body_size)
+        } else {
+            Action::Pause
+        }
     }
 
     fn on_log(&mut self) {
@@ -549,10 +617,6 @@ impl HttpContext for KubernetesRequest {
                 Action::Pause
             }
         }
-    }
-
-    fn on_http_request_body(&mut self, body_size: usize, _end_of_stream: bool) -> Action {
-        self.feed_session(true, body_size)
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {

@@ -18,7 +18,9 @@ pub use gatehouse_core::identity::KeyFetch;
 use gatehouse_core::identity::{Identity, TokenRejection, Verifier};
 use gatehouse_core::policy::{Action, Decision};
 
+mod self_review;
 mod shadow;
+pub use self_review::{MAX_REVIEW_BODY_BYTES, PendingReview, SELF_REVIEW_RULE};
 pub use shadow::{
     MODE_ANNOTATION, WOULD_BE_STATUS_ANNOTATION, WOULD_MASK_ANNOTATION, audit_filter_state_key,
 };
@@ -231,6 +233,9 @@ pub enum Admission {
     FetchKeys(KeyFetch),
     /// Let it through with these changes.
     Forward(Box<Forward>),
+    /// A self-check the gate answers itself once it has the request body:
+    /// hand the whole body to [`Gate::answer_review`].
+    ReadBody(Box<PendingReview>),
 }
 
 impl Gate {
@@ -313,6 +318,9 @@ impl Gate {
                 decision.message.as_deref().unwrap_or_default(),
             );
             return self.respond(head, info, &identity, Some(&decision), refusal);
+        }
+        if let Some(admission) = self.self_review(head, info, &identity) {
+            return admission;
         }
         let stream = StreamRequest::from_request(
             info,

@@ -155,9 +155,9 @@ impl Session {
         if self.token_login.is_none() && self.shadow_login.is_none() {
             return None;
         }
-        let expires_at = self.policy_identity.as_ref()?.expires_at?;
+        let identity = self.policy_identity.as_ref()?;
         let now = i64::try_from(now_us / 1_000_000).unwrap_or(i64::MAX);
-        (now >= expires_at).then(|| Decision {
+        identity.token_expired(now).then(|| Decision {
             action: PolicyAction::Deny,
             rule: Some(TOKEN_EXPIRED_RULE.to_owned()),
             message: Some(

@@ -149,16 +149,23 @@ pub(super) fn raised_error(message: &str) -> Vec<u8> {
     }])
 }
 
-/// The error the client must see: severity, code and message only.
+/// The error the client must see: severity, code and message only (these
+/// synthetic answers carry no DETAIL).
 pub(super) fn clean_error(message: &str) -> Vec<u8> {
-    backend(&[BackendMessage::ErrorResponse {
-        fields: vec![
-            (b'S', b"ERROR"),
-            (b'V', b"ERROR"),
-            (b'C', b"42501"),
-            (b'M', message.as_bytes()),
-        ],
-    }])
+    clean_error_with_detail(message, None)
+}
+
+/// The error the client must see: severity, code, message and, from a real
+/// server's answer, the DETAIL naming the rule.
+fn clean_error_with_detail(message: &str, detail: Option<&str>) -> Vec<u8> {
+    let mut fields = vec![
+        (b'S', b"ERROR".as_slice()),
+        (b'V', b"ERROR"),
+        (b'C', b"42501"),
+        (b'M', message.as_bytes()),
+    ];
+    fields.extend(detail.map(|detail| (b'D', detail.as_bytes())));
+    backend(&[BackendMessage::ErrorResponse { fields }])
 }
 
 pub(super) fn ready(status: u8) -> Vec<u8> {
@@ -183,13 +190,22 @@ fn assert_denied(record: &StatementRecord, rule: &str, statement: &str) {
     );
 }
 
-/// The client's message for a statement TEST_POLICY blocks for the claimed user.
-fn policy_message(sql: &str) -> String {
+/// What the client is told for a statement `rule` refuses with `message`.
+pub(super) fn denial(message: &str, rule: &str) -> deny::Denial {
+    deny::Denial {
+        message: message.to_owned(),
+        detail: Some(format!("denied by gatehouse rule {rule}")),
+    }
+}
+
+/// What the client is told for a statement TEST_POLICY blocks for the claimed user.
+fn policy_message(sql: &str) -> deny::Denial {
     let policy = PgPolicy::from_json(TEST_POLICY.as_bytes()).unwrap();
     let ctx = crate::policy::SessionContext {
         identity: Identity::claimed("alice"),
         database: "app".into(),
         role: "alice".into(),
+        ..Default::default()
     };
     let decision = policy.decide(&ctx, sql).decision;
     assert!(decision.action.blocks(), "{sql} is not blocked");
@@ -205,7 +221,8 @@ fn denied_query_becomes_the_raising_block_and_the_next_statement_passes() {
             sent,
             query(
                 "DO $gh$BEGIN RAISE EXCEPTION USING ERRCODE = '42501', \
-                 MESSAGE = E'gatehouse: DROP is not allowed'; END$gh$"
+                 MESSAGE = E'gatehouse: DROP is not allowed', \
+                 DETAIL = E'denied by gatehouse rule no-drop'; END$gh$"
             )
         );
         let answer = cat(&[&raised_error(DROP_MESSAGE), &ready(b'I')]);
@@ -245,7 +262,7 @@ fn denial_inside_begin_aborts_the_transaction_as_the_server_decides() {
     ]);
     assert_eq!(wire.server(&begun), begun);
     let sent = wire.client(&query("drop table accounts"));
-    assert_eq!(sent, deny::query(DROP_MESSAGE));
+    assert_eq!(sent, deny::query(&denial(DROP_MESSAGE, "no-drop")));
     assert_eq!(
         wire.server(&cat(&[&raised_error(DROP_MESSAGE), &ready(b'E')])),
         cat(&[&clean_error(DROP_MESSAGE), &ready(b'E')])
@@ -281,7 +298,7 @@ fn one_denied_statement_denies_the_whole_query_message() {
     let mut wire = Wire::new(TEST_POLICY, None);
     let sql = "select 1; insert into t values (1); DROP TABLE t; select 2";
     let sent = wire.client(&query(sql));
-    assert_eq!(sent, deny::query(DROP_MESSAGE));
+    assert_eq!(sent, deny::query(&denial(DROP_MESSAGE, "no-drop")));
     wire.server(&cat(&[&raised_error(DROP_MESSAGE), &ready(b'I')]));
     let records = wire.statements();
     assert_eq!(records.len(), 1);
@@ -295,8 +312,8 @@ fn require_approval_blocks_with_its_own_reason_and_observe_lets_it_run() {
     let message = policy_message("TRUNCATE audit");
     assert_eq!(sent, deny::query(&message));
     assert_eq!(
-        wire.server(&cat(&[&raised_error(&message), &ready(b'I')])),
-        cat(&[&clean_error(&message), &ready(b'I')])
+        wire.server(&cat(&[&raised_error(&message.message), &ready(b'I')])),
+        cat(&[&clean_error(&message.message), &ready(b'I')])
     );
     let delete = query("delete from t where id = 3");
     assert_eq!(wire.client(&delete), delete);
@@ -320,7 +337,7 @@ fn unparseable_text_is_denied_by_default() {
     let records_before = wire.statements().len();
     let message = policy_message(sql);
     assert_eq!(sent, deny::query(&message));
-    wire.server(&cat(&[&raised_error(&message), &ready(b'I')]));
+    wire.server(&cat(&[&raised_error(&message.message), &ready(b'I')]));
     let records = wire.statements();
     assert_eq!(records.len(), records_before + 1);
     assert_eq!(
@@ -389,7 +406,7 @@ fn extended_named_statement_is_parsed_as_the_block_and_bound_without_parameters(
         ]);
         let sent = wire.client(&request);
         let expected = cat(&[
-            &deny::parse(b"s1", DROP_MESSAGE),
+            &deny::parse(b"s1", &denial(DROP_MESSAGE, "no-drop")),
             &deny::bind(b"", b"s1"),
             &frontend(&[
                 FrontendMessage::Describe {
@@ -447,7 +464,7 @@ fn describe_of_a_denied_statement_raises_there_without_sync() {
     ]);
     let sent = wire.client(&request);
     let mut expected = cat(&[
-        &deny::parse(b"__stmt_1", DROP_MESSAGE),
+        &deny::parse(b"__stmt_1", &denial(DROP_MESSAGE, "no-drop")),
         &deny::bind(deny::PRIVATE_PORTAL, b"__stmt_1"),
     ]);
     FrontendMessage::Execute {
@@ -503,7 +520,7 @@ fn pipelined_unnamed_statements_deny_one_and_run_the_next() {
         FrontendMessage::Sync,
     ]);
     let expected = cat(&[
-        &deny::parse(b"", DROP_MESSAGE),
+        &deny::parse(b"", &denial(DROP_MESSAGE, "no-drop")),
         &deny::bind(b"", b""),
         &frontend(&[execute, FrontendMessage::Sync]),
         &allowed,
@@ -633,7 +650,7 @@ fn strip_raised(server: &[u8]) -> Vec<u8> {
             let is_raise = m[0] == b'E' && contains(&m, b"Rexec_stmt_raise\0");
             assert!(!is_raise || contains(&m, raised[3].1), "unexpected raise");
             if is_raise {
-                clean_error(DROP_MESSAGE)
+                clean_error_with_detail(DROP_MESSAGE, Some("denied by gatehouse rule no-drop"))
             } else {
                 m
             }
@@ -729,6 +746,9 @@ fn real_server_answer_to_a_denied_describe_loses_the_private_bind_complete() {
     let kinds: Vec<u8> = messages(&to_client).iter().map(|m| m[0]).collect();
     // BEGIN, SAVEPOINT, ParseComplete, the denial, ReadyForQuery (failed block).
     assert_eq!(kinds, b"CZCZ1EZ");
-    assert!(contains(&to_client, &clean_error(DROP_MESSAGE)));
+    assert!(contains(
+        &to_client,
+        &clean_error_with_detail(DROP_MESSAGE, Some("denied by gatehouse rule no-drop"))
+    ));
     assert_eq!(wire.session.summary().unmatched_backend_messages, 0);
 }

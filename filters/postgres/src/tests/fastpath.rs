@@ -1,7 +1,9 @@
 //! FunctionCall (fast path): judged as the SQL call it is, by the OIDs the
 //! server's catalog gives; everything else refused.
 
-use super::deny::{TEST_POLICY, Wire, cat, clean_error, messages, query, raised_error, ready};
+use super::deny::{
+    TEST_POLICY, Wire, cat, clean_error, denial, messages, query, raised_error, ready,
+};
 use super::*;
 use crate::deny;
 use crate::fastpath;
@@ -106,7 +108,7 @@ fn an_allowed_function_the_policy_denies_in_sql_is_denied_on_the_fast_path() {
     let import = function_call(764, vec![0], vec![Some(b"/etc/passwd")]);
     assert_eq!(
         wire.client(&import),
-        deny::query("gatehouse: no server files")
+        deny::query(&denial("gatehouse: no server files", "no-server-files"))
     );
     assert_eq!(
         wire.server(&cat(&[
@@ -149,7 +151,10 @@ fn a_function_not_configured_is_refused_and_named_from_the_catalog_for_its_recor
     assert_eq!(sent_messages[0], query(&fastpath::name_sql(2930)));
     let raised_message = "gatehouse: function 2930 is not one the fast-path interface may call \
                           (fast_path_functions); call it in SQL";
-    assert_eq!(sent_messages[1], deny::query(raised_message));
+    assert_eq!(
+        sent_messages[1],
+        deny::query(&denial(raised_message, "gatehouse:fast-path"))
+    );
     assert!(
         !contains_bytes(&sent, b"customers"),
         "the arguments never reach the server"

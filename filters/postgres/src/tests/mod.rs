@@ -10,6 +10,7 @@ mod login;
 mod malformed;
 mod memory;
 mod readiness;
+mod server_settings;
 mod shadow;
 mod startup;
 mod streaming;

@@ -1,15 +1,16 @@
-//! Recorded exec and attach sessions in an access log: gathered by session,
+//! Recorded exec and attach sessions in an audit log: gathered by session,
 //! their events put back in order, and their hash chains checked.
 
+use super::log::{Log, Record, exec_session_id};
 use base64::Engine as _;
 use gatehouse_core::exec_record::ChainCheck;
 use serde_json::Value;
 use std::collections::BTreeMap;
 
-/// One session's records, in sequence order, each with its line as logged.
+/// One session's records, in sequence order.
 #[derive(Debug, Default)]
-pub struct SessionRecords {
-    pub records: Vec<(String, Value)>,
+pub struct SessionRecords<'a> {
+    pub records: Vec<&'a Record>,
 }
 
 /// One event of a session, as replay uses it.
@@ -20,21 +21,18 @@ pub struct Event {
     pub data: String,
 }
 
-impl SessionRecords {
+impl<'a> SessionRecords<'a> {
     /// The first record of a type.
-    pub fn first(&self, kind: &str) -> Option<&Value> {
-        self.records
-            .iter()
-            .map(|(_, record)| record)
-            .find(|record| record.get("type").and_then(Value::as_str) == Some(kind))
+    pub fn first(&self, kind: &str) -> Option<&'a Value> {
+        self.all(kind).next()
     }
 
     /// Every record of a type.
-    pub fn all<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
+    pub fn all<'s>(&'s self, kind: &'s str) -> impl Iterator<Item = &'a Value> + 's {
         self.records
             .iter()
-            .map(|(_, record)| record)
-            .filter(move |record| record.get("type").and_then(Value::as_str) == Some(kind))
+            .map(|record| &record.value)
+            .filter(move |record| record["type"] == kind)
     }
 
     /// Every chunk's events, by time (a line of output is stamped with its
@@ -42,13 +40,8 @@ impl SessionRecords {
     pub fn events(&self) -> Vec<Event> {
         let mut events: Vec<Event> = self
             .all("k8s.exec.chunk")
-            .flat_map(|chunk| {
-                chunk
-                    .get("events")
-                    .and_then(Value::as_array)
-                    .cloned()
-                    .unwrap_or_default()
-            })
+            .filter_map(|chunk| chunk["events"].as_array())
+            .flatten()
             .filter_map(|event| {
                 let offset_us = event.get(0)?.as_u64()?;
                 let code = event.get(1)?.as_str()?.to_owned();
@@ -76,8 +69,8 @@ impl SessionRecords {
     /// Checks the chain: the first problem, if any.
     pub fn verify(&self) -> Option<String> {
         let mut check = ChainCheck::default();
-        for (line, record) in &self.records {
-            check.push(line, record);
+        for record in &self.records {
+            check.push(&record.line, &record.value);
         }
         check.broken.or_else(|| {
             (!check.ended).then(|| {
@@ -90,43 +83,26 @@ impl SessionRecords {
     }
 }
 
-/// Gathers every exec session of a log by its `session` (the audit ID).
-pub fn sessions(text: &str) -> BTreeMap<String, SessionRecords> {
-    let mut sessions: BTreeMap<String, SessionRecords> = BTreeMap::new();
-    for line in text.lines() {
-        if !line.contains("\"k8s.exec.") {
-            continue;
-        }
-        let Ok(record) = serde_json::from_str::<Value>(line) else {
-            continue;
-        };
-        let is_exec = record
-            .get("type")
-            .and_then(Value::as_str)
-            .is_some_and(|t| t.starts_with("k8s.exec."));
-        let Some(session) = record.get("session").and_then(Value::as_str) else {
-            continue;
-        };
-        if is_exec {
-            sessions
-                .entry(session.to_owned())
-                .or_default()
-                .records
-                .push((line.to_owned(), record.clone()));
+/// Every recorded session of a log, by its id (the request's audit ID).
+pub fn sessions(log: &Log) -> BTreeMap<String, SessionRecords<'_>> {
+    let mut sessions: BTreeMap<String, SessionRecords<'_>> = BTreeMap::new();
+    for record in &log.records {
+        if let Some(id) = exec_session_id(&record.value) {
+            sessions.entry(id).or_default().records.push(record);
         }
     }
     for session in sessions.values_mut() {
         session
             .records
-            .sort_by_key(|(_, record)| record.get("sequence").and_then(Value::as_u64));
+            .sort_by_key(|record| record.value["sequence"].as_u64());
     }
     sessions
 }
 
-/// What `gatehouse audit verify` adds for recorded sessions: one problem
-/// per broken session, naming its first break.
-pub fn verify_sessions(text: &str) -> (usize, Vec<String>) {
-    let sessions = sessions(text);
+/// What `gatehouse audit verify` adds for recorded sessions: how many there
+/// are, and one problem per broken session, naming its first break.
+pub fn verify_sessions(log: &Log) -> (usize, Vec<String>) {
+    let sessions = sessions(log);
     let problems = sessions
         .iter()
         .filter_map(|(id, session)| {

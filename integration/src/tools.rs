@@ -383,8 +383,13 @@ pub fn gatehouse_cli() -> Result<PathBuf> {
         .parent()
         .and_then(Path::parent)
         .context("test binary outside a target directory")?;
+    // Benches run from target/release: build the command line there too.
+    let release = profile_dir
+        .file_name()
+        .is_some_and(|name| name == "release");
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args(["build", "-q", "-p", "gatehouse-cli"])
+        .args(release.then_some("--release"))
         .current_dir(crate::workspace_root())
         .status()
         .context("building the gatehouse command line")?;

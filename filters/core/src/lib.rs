@@ -7,6 +7,7 @@
 pub mod build;
 pub mod config;
 pub mod delivery;
+pub mod exec_record;
 pub mod identity;
 pub mod mask;
 pub mod policy;

@@ -16,7 +16,7 @@ mod identities;
 mod ready;
 mod validate;
 
-/// gatehouse: read audit logs, check and explain configurations, probe listeners.
+/// gatehouse: read audit logs and replay sessions, check and explain configurations, probe listeners.
 #[derive(Debug, Parser)]
 #[command(name = "gatehouse", version, propagate_version = true)]
 struct Cli {
@@ -30,6 +30,10 @@ enum Command {
     Validate(validate::ValidateArgs),
     Explain(Box<explain::ExplainArgs>),
     Ready(ready::ReadyArgs),
+    /// Play one session back from an audit log: a recorded exec or attach
+    /// session as asciicast v2 or a transcript, or a Postgres session (the
+    /// same as `gatehouse audit replay`).
+    Replay(audit::ReplayArgs),
 }
 
 fn main() -> ExitCode {
@@ -38,6 +42,7 @@ fn main() -> ExitCode {
         Command::Validate(args) => validate::run(args),
         Command::Explain(args) => explain::run(*args),
         Command::Ready(args) => ready::run(args),
+        Command::Replay(args) => audit::replay(args),
     }
 }
 

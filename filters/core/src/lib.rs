@@ -7,7 +7,9 @@
 pub mod build;
 pub mod config;
 pub mod delivery;
+pub mod exec_record;
 pub mod identity;
 pub mod mask;
 pub mod policy;
 pub mod record;
+pub mod stats;

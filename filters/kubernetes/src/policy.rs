@@ -10,7 +10,10 @@
 //!      "match": {"groups": ["developers"], "verbs": ["create"],
 //!                "resources": ["pods/exec", "pods/attach"], "namespaces": ["prod"]}},
 //!     {"name": "read-dev", "action": "allow",
-//!      "match": {"verbs": ["get", "list", "watch"], "namespaces": ["dev"]}}
+//!      "match": {"verbs": ["get", "list", "watch"], "namespaces": ["dev"]}},
+//!     {"name": "exec-in-dev", "action": "allow",
+//!      "match": {"resources": ["pods/exec", "pods/attach"], "namespaces": ["dev"]},
+//!      "record": {"deny_commands": ["rm -rf /"]}}
 //!   ],
 //!   "upstream": {"bearer_token": "...", "impersonate": true},
 //!   "masking": {"secrets": true, "pod_env": true,
@@ -23,6 +26,9 @@
 //! a request or answers one itself; its audit Events say what it would have done
 //! (see [`crate::gate`]).
 //!
+//! A rule's `record` section records the exec and attach sessions it admits
+//! (see [`crate::recording::config`]).
+//!
 //! Rules are tried in order and the first that matches decides; when none does,
 //! `default` does. Within a `match`, every listed field must match and any
 //! pattern of a field may match (`*` is a wildcard). Exec, attach and
@@ -31,6 +37,7 @@
 
 use crate::exec::{StreamRequest, authorization_verb};
 use crate::masking::FieldMasking;
+use crate::recording::RecordingConfig;
 use crate::request_info::RequestInfo;
 use gatehouse_core::config::ConfigError;
 use gatehouse_core::identity::{Identity, IdentityConfig, Secret};
@@ -42,6 +49,7 @@ use gatehouse_core::record::FilterMode;
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Most rules a policy may hold.
 pub const MAX_RULES: usize = 1024;
@@ -104,6 +112,10 @@ struct RuleDocument {
     mask: bool,
     #[serde(rename = "match", default)]
     matcher: Option<Value>,
+    /// Record the exec and attach sessions this rule admits (see
+    /// [`crate::recording::config`]).
+    #[serde(default)]
+    record: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -270,6 +282,7 @@ struct Rule {
     message: Option<String>,
     mask: bool,
     matcher: RequestMatch,
+    recording: Option<Arc<RecordingConfig>>,
 }
 
 /// The request part of a rule's match.
@@ -346,12 +359,28 @@ pub struct Request<'a> {
 }
 
 /// The verdict on one request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Verdict {
     pub decision: Decision,
     /// Whether the response must be masked.
     pub mask: bool,
+    /// How exec and attach sessions are recorded, when the deciding rule
+    /// asks for it.
+    pub recording: Option<Arc<RecordingConfig>>,
 }
+
+impl PartialEq for Verdict {
+    fn eq(&self, other: &Self) -> bool {
+        let same_recording = match (&self.recording, &other.recording) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        };
+        self.decision == other.decision && self.mask == other.mask && same_recording
+    }
+}
+
+impl Eq for Verdict {}
 
 /// The compiled configuration of the Kubernetes filter.
 #[derive(Debug, Clone)]
@@ -461,12 +490,14 @@ impl Policy {
                         message: rule.message.clone(),
                     },
                     mask: rule.mask,
+                    recording: rule.recording.clone(),
                 };
             }
         }
         Verdict {
             decision: self.default.clone(),
             mask: true,
+            recording: None,
         }
     }
 }
@@ -540,12 +571,18 @@ fn compile_rule(value: Value) -> Result<Rule, ConfigError> {
         None => RequestMatch::default(),
         Some(value) => compile_match(value).map_err(|e| e.under("match"))?,
     };
+    let recording = doc
+        .record
+        .map(|value| RecordingConfig::from_value(value).map_err(|e| e.under("record")))
+        .transpose()?
+        .map(Arc::new);
     Ok(Rule {
         name: doc.name,
         action: doc.action,
         message: doc.message,
         mask: doc.mask,
         matcher,
+        recording,
     })
 }
 
@@ -713,7 +750,7 @@ mod tests {
                 "GET",
                 "/api/v1/namespaces/dev/pods/web-0/exec?command=ls",
                 Allow,
-                "team-dev-and-prod",
+                "exec-in-dev-recorded",
             ),
             (
                 &developer,

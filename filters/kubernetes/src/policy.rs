@@ -32,6 +32,7 @@
 use crate::exec::{StreamRequest, authorization_verb};
 use crate::masking::FieldMasking;
 use crate::request_info::RequestInfo;
+use gatehouse_core::approval::{ApprovalRequirement, Holding, rule_requirement};
 use gatehouse_core::config::ConfigError;
 use gatehouse_core::identity::{Identity, IdentityConfig, Secret};
 use gatehouse_core::mask::MaskConfig;
@@ -42,6 +43,7 @@ use gatehouse_core::record::FilterMode;
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Most rules a policy may hold.
 pub const MAX_RULES: usize = 1024;
@@ -102,6 +104,9 @@ struct RuleDocument {
     /// Whether responses to requests this rule lets through are masked.
     #[serde(default = "yes")]
     mask: bool,
+    /// Settings of a `require_approval` rule (see [`ApprovalRequirement`]).
+    #[serde(default)]
+    approval: Option<Value>,
     #[serde(rename = "match", default)]
     matcher: Option<Value>,
 }
@@ -269,6 +274,8 @@ struct Rule {
     message: Option<String>,
     mask: bool,
     matcher: RequestMatch,
+    /// Who approves what this rule covers, when its action is `require_approval`.
+    approval: Option<Arc<ApprovalRequirement>>,
 }
 
 /// The request part of a rule's match.
@@ -384,6 +391,12 @@ impl Policy {
             Some(value) => {
                 let d: DefaultDocument = serde_json::from_value(value)
                     .map_err(|e| ConfigError::new("default", e.to_string()))?;
+                if d.action == Action::RequireApproval {
+                    return Err(ConfigError::new(
+                        "default.action",
+                        "require_approval belongs on a named rule with approval settings",
+                    ));
+                }
                 Decision {
                     action: d.action,
                     rule: None,
@@ -449,6 +462,14 @@ impl Policy {
         &self.masking
     }
 
+    /// The approval settings of the `require_approval` rule named `rule`.
+    pub fn approval_requirement(&self, rule: &str) -> Option<&Arc<ApprovalRequirement>> {
+        self.rules
+            .iter()
+            .find(|r| r.name == rule)
+            .and_then(|r| r.approval.as_ref())
+    }
+
     /// Judges a request: the first matching rule, else the default.
     pub fn decide(&self, request: &Request<'_>) -> Verdict {
         for rule in &self.rules {
@@ -480,12 +501,19 @@ fn compile_rule(value: Value) -> Result<Rule, ConfigError> {
         None => RequestMatch::default(),
         Some(value) => compile_match(value).map_err(|e| e.under("match"))?,
     };
+    let approval = rule_requirement(
+        doc.action == Action::RequireApproval,
+        doc.approval,
+        Holding::Allowed,
+    )?
+    .map(Arc::new);
     Ok(Rule {
         name: doc.name,
         action: doc.action,
         message: doc.message,
         mask: doc.mask,
         matcher,
+        approval,
     })
 }
 
@@ -942,6 +970,22 @@ mod tests {
                 r#"{"masking": {"mask_text": ""}}"#,
                 "masking.mask_text: must be 1 to 256 bytes",
             ),
+            (
+                r#"{"rules": [{"name":"a","action":"require_approval"}]}"#,
+                "rules[0].approval: a require_approval rule must say who approves: {\"approvers\": [\"group\"]}",
+            ),
+            (
+                r#"{"rules": [{"name":"a","action":"require_approval","approval":{"approvers":["admin"],"hold":"1h"}}]}"#,
+                "rules[0].approval.hold: must be more than 0s and at most 300s",
+            ),
+            (
+                r#"{"rules": [{"name":"a","action":"allow","approval":{"approvers":["admin"]}}]}"#,
+                "rules[0].approval: only a require_approval rule takes approval settings",
+            ),
+            (
+                r#"{"default": {"action": "require_approval"}}"#,
+                "default.action: require_approval belongs on a named rule with approval settings",
+            ),
         ];
         for (json, expected) in cases {
             assert_eq!(
@@ -949,6 +993,21 @@ mod tests {
                 expected
             );
         }
+    }
+
+    #[test]
+    fn a_require_approval_rule_carries_its_approval_settings() {
+        let policy = Policy::from_json(
+            br#"{"rules": [{"name":"exec-prod","action":"require_approval",
+                "approval":{"approvers":["admin"],"hold":"30s","reason_required":true},
+                "match":{"resources":["pods/exec"]}}]}"#,
+        )
+        .unwrap();
+        let requirement = policy.approval_requirement("exec-prod").unwrap();
+        assert_eq!(requirement.approvers, ["admin"]);
+        assert_eq!(requirement.hold_seconds, 30);
+        assert!(requirement.reason_required);
+        assert!(policy.approval_requirement("other").is_none());
     }
 
     #[test]

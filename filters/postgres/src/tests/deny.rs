@@ -18,6 +18,7 @@ const TEST_POLICY: &str = r#"{
     { "name": "no-drop", "action": "deny", "message": "gatehouse: DROP is not allowed",
       "match": { "kinds": ["drop"] } },
     { "name": "approve-truncate", "action": "require_approval",
+      "approval": { "approvers": ["dba"] },
       "match": { "kinds": ["truncate"] } },
     { "name": "watch-delete", "action": "observe", "match": { "kinds": ["delete"] } },
     { "name": "no-server-files", "action": "deny", "message": "gatehouse: no server files",

@@ -4,6 +4,7 @@
 
 use std::process::ExitCode;
 
+mod approvals;
 mod args;
 mod audit;
 mod collect;
@@ -20,7 +21,11 @@ commands:
   explain   show the decision a policy reaches for an identity and a statement
             or request; `gatehouse explain --help`
   ready     probe a listener: does the gatehouse filter answer there;
-            `gatehouse ready --help`";
+            `gatehouse ready --help`
+  approvals list or show approval requests; `gatehouse approvals --help`
+  approve   approve a request: `gatehouse approve ID [--reason …]`
+  deny      deny a request: `gatehouse deny ID --reason …`
+  request   ask for a time window: `gatehouse request --scope NAME --for 30m --reason …`";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -29,6 +34,10 @@ fn main() -> ExitCode {
         Some((cmd, rest)) if cmd == "validate" => validate::run(rest),
         Some((cmd, rest)) if cmd == "explain" => explain::run(rest),
         Some((cmd, rest)) if cmd == "ready" => ready::run(rest),
+        Some((cmd, rest)) if cmd == "approvals" => approvals::run_approvals(rest),
+        Some((cmd, rest)) if cmd == "approve" => approvals::run_approve(rest),
+        Some((cmd, rest)) if cmd == "deny" => approvals::run_deny(rest),
+        Some((cmd, rest)) if cmd == "request" => approvals::run_request(rest),
         Some((cmd, _)) if cmd == "--help" || cmd == "-h" || cmd == "help" => {
             println!("{USAGE}");
             ExitCode::SUCCESS

@@ -350,6 +350,78 @@ fn approvals_through_the_service() {
         404
     );
 
+    // The same through the command line.
+    f.file("apr-cli1", "developer", requirement(), "sha256:cli");
+    let cli = |who: &str, args: &[&str]| {
+        let out =
+            std::process::Command::new(gatehouse_integration::tools::gatehouse_cli().unwrap())
+                .args(args)
+                .env("GATEHOUSE_APPROVALS_URL", f.service.url(1))
+                .env("GATEHOUSE_TOKEN", f.token(who))
+                .output()
+                .unwrap();
+        (
+            out.status.code().unwrap(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stdout, _) = cli("dba", &["approvals", "list"]);
+    assert_eq!(code, 0);
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("apr-cli1"))
+        .unwrap_or_default();
+    assert!(
+        line.contains("pending") && line.contains("developer"),
+        "{stdout}"
+    );
+    let (_, stdout, _) = cli("dba", &["approvals", "list", "--json"]);
+    let listed: Value = serde_json::from_str(&stdout).unwrap();
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["id"] == "apr-cli1")
+    );
+    let (code, _, stderr) = cli("developer", &["approve", "apr-cli1", "--reason", "me"]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("may not approve their own request"),
+        "{stderr}"
+    );
+    let (code, stdout, stderr) = cli("dba", &["approve", "apr-cli1"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("apr-cli1: approved; developer may now run it"),
+        "{stdout}"
+    );
+    let (_, stdout, _) = cli("dba", &["approvals", "show", "apr-cli1"]);
+    assert!(
+        stdout.contains("approved   by dba") && stdout.contains("reason     ticket 42"),
+        "{stdout}"
+    );
+    let (code, _, _) = cli("dba", &["deny", "apr-cli1"]);
+    assert_eq!(code, 2, "deny needs a reason");
+    let (code, stdout, stderr) = cli(
+        "developer",
+        &[
+            "request",
+            "--scope",
+            "customer-writes",
+            "--for",
+            "30m",
+            "--reason",
+            "backfill",
+        ],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.starts_with("apr-") && stdout.contains("30m window"),
+        "{stdout}"
+    );
+
     // The database holds it all (the service's own tables).
     let count = f
         .postgres

@@ -186,6 +186,14 @@ fn statement() -> StatementRecord {
         bytes_from_client: 10,
         bytes_to_client: 20,
         decision: Decision::allow(),
+        approval: Some(gatehouse_core::approval::ApprovalRef {
+            id: "apr-abcd1234".into(),
+            grant: gatehouse_core::approval::GrantKind::SingleUse,
+            approvers: vec!["dana".into()],
+            forced: false,
+            reason: Some("ticket 42".into()),
+        }),
+        access_reason: Some(Shared::from("ticket 42")),
         masking: Some(gatehouse_core::record::MaskingCounts {
             rules: [("customer-ssn".to_string(), 2)].into_iter().collect(),
             detectors: [("email".to_string(), 1)].into_iter().collect(),

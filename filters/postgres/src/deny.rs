@@ -59,24 +59,76 @@ pub fn denial_message(decision: &Decision) -> String {
 /// same whatever `standard_conforming_strings` says; the dollar-quote tag is one the
 /// literal does not contain, so the block cannot be closed early.
 pub fn raise_block(message: &str) -> String {
-    let mut literal = String::with_capacity(message.len() + 8);
-    for c in message.chars() {
+    raise_block_with_hint(message, "")
+}
+
+/// [`raise_block`] with a HINT (none when `hint` is empty): what to do about it,
+/// e.g. which approval request to wait for.
+pub fn raise_block_with_hint(message: &str, hint: &str) -> String {
+    let message = e_literal(message);
+    let hint = (!hint.is_empty()).then(|| e_literal(&clean(hint)));
+    let mut tag = String::from("gh");
+    let mut n = 0u32;
+    let clashes = |tag: &str| {
+        let tag = format!("${tag}$");
+        message.contains(&tag) || hint.as_ref().is_some_and(|h| h.contains(&tag))
+    };
+    while clashes(&tag) {
+        n += 1;
+        tag = format!("gh{n}");
+    }
+    let hint = hint.map(|h| format!(", HINT = E'{h}'")).unwrap_or_default();
+    format!(
+        "DO ${tag}$BEGIN RAISE EXCEPTION USING ERRCODE = '{DENIED_SQLSTATE}', \
+         MESSAGE = E'{message}'{hint}; END${tag}$"
+    )
+}
+
+/// The body of an `E''` literal meaning `text`.
+fn e_literal(text: &str) -> String {
+    let mut literal = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
         match c {
             '\\' => literal.push_str("\\\\"),
             '\'' => literal.push_str("''"),
             c => literal.push(c),
         }
     }
-    let mut tag = String::from("gh");
-    let mut n = 0u32;
-    while literal.contains(&format!("${tag}$")) {
-        n += 1;
-        tag = format!("gh{n}");
+    literal
+}
+
+/// `text` without control characters, at most [`MAX_MESSAGE_BYTES`].
+fn clean(text: &str) -> String {
+    let mut out = String::with_capacity(text.len().min(MAX_MESSAGE_BYTES));
+    for c in text.chars() {
+        if out.len() + c.len_utf8() > MAX_MESSAGE_BYTES {
+            break;
+        }
+        out.push(if c.is_control() { ' ' } else { c });
     }
-    format!(
-        "DO ${tag}$BEGIN RAISE EXCEPTION USING ERRCODE = '{DENIED_SQLSTATE}', \
-         MESSAGE = E'{literal}'; END${tag}$"
-    )
+    out
+}
+
+/// A Query message running [`raise_block_with_hint`].
+pub fn query_with_hint(message: &str, hint: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    FrontendMessage::Query {
+        sql: raise_block_with_hint(message, hint).as_bytes(),
+    }
+    .encode(&mut out);
+    out
+}
+
+/// A Parse of statement `name` as [`raise_block_with_hint`], with no parameter types.
+pub fn parse_with_hint(name: &[u8], message: &str, hint: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    FrontendMessage::Parse {
+        name,
+        sql: raise_block_with_hint(message, hint).as_bytes(),
+        param_types: Vec::new(),
+    }
+    .encode(&mut out);
+    out
 }
 
 /// A Query message running [`raise_block`].
@@ -134,12 +186,13 @@ pub fn is_denial(fields: &[ErrorField<'_>], message: &str) -> bool {
         && crate::protocol::error_field(fields, b'M') == Some(message.as_bytes())
 }
 
-/// The ErrorResponse the client gets for a raised denial: severity, SQLSTATE and
-/// message only (no CONTEXT naming the DO block, no source file, line or routine).
+/// The ErrorResponse the client gets for a raised denial: severity, SQLSTATE,
+/// message and hint only (no CONTEXT naming the DO block, no source file, line
+/// or routine).
 pub fn client_error(fields: &[ErrorField<'_>]) -> Vec<u8> {
     let kept: Vec<ErrorField<'_>> = fields
         .iter()
-        .filter(|(code, _)| matches!(code, b'S' | b'V' | b'C' | b'M'))
+        .filter(|(code, _)| matches!(code, b'S' | b'V' | b'C' | b'M' | b'H'))
         .copied()
         .collect();
     let mut out = Vec::new();
@@ -194,12 +247,25 @@ mod tests {
     }
 
     #[test]
+    fn a_hint_is_escaped_and_kept_apart_from_the_message() {
+        assert_eq!(
+            raise_block_with_hint("needs approval", "run 'gatehouse approve apr-x'\n"),
+            "DO $gh$BEGIN RAISE EXCEPTION USING ERRCODE = '42501', MESSAGE = E'needs approval', \
+             HINT = E'run ''gatehouse approve apr-x'' '; END$gh$"
+        );
+        let block = raise_block_with_hint("m", "x $gh$ y");
+        assert!(block.starts_with("DO $gh1$BEGIN"), "{block}");
+        assert_eq!(raise_block_with_hint("m", ""), raise_block("m"));
+    }
+
+    #[test]
     fn client_error_keeps_only_severity_code_and_message() {
         let fields: Vec<ErrorField<'_>> = vec![
             (b'S', b"ERROR"),
             (b'V', b"ERROR"),
             (b'C', b"42501"),
             (b'M', b"no"),
+            (b'H', b"ask"),
             (b'W', b"PL/pgSQL function inline_code_block line 1 at RAISE"),
             (b'F', b"pl_exec.c"),
             (b'L', b"3907"),
@@ -209,6 +275,6 @@ mod tests {
         assert!(!is_denial(&fields, "other"));
         let out = client_error(&fields);
         assert_eq!(&out[..1], b"E");
-        assert_eq!(&out[5..], b"SERROR\0VERROR\0C42501\0Mno\0\0");
+        assert_eq!(&out[5..], b"SERROR\0VERROR\0C42501\0Mno\0Hask\0\0");
     }
 }

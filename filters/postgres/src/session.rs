@@ -69,6 +69,7 @@ use gatehouse_core::record::{
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
+mod approvals;
 mod enforce;
 mod login;
 mod mask_hooks;
@@ -160,6 +161,8 @@ struct StatementText {
     kind: Option<String>,
     /// The policy's decision, when a policy judged the text.
     decision: Option<Decision>,
+    /// The approval it runs under, when a `require_approval` rule matched it.
+    approval: Option<gatehouse_core::approval::ApprovalRef>,
 }
 
 #[derive(Debug, Clone)]
@@ -217,6 +220,9 @@ enum Pending {
     /// The engine's Bind of its private portal in place of a denied Describe: its
     /// BindComplete is not the client's.
     DenialBind,
+    /// The engine's Close or Parse of its private statement in place of a Bind
+    /// that needs approval: its answer is not the client's.
+    DenialPrelude,
 }
 
 impl Pending {
@@ -295,6 +301,8 @@ pub struct Session {
     mode: FilterMode,
     /// Shadow mode with token login: the passive check of the client's token.
     shadow_login: Option<shadow::ShadowLogin>,
+    /// Connected to the approval service (see [`Session::set_approval_gate`]).
+    approvals: Option<approvals::SessionApprovals>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -343,6 +351,7 @@ impl Session {
             policy_hash: None,
             mode: FilterMode::Enforce,
             shadow_login: None,
+            approvals: None,
         }
     }
 
@@ -1104,7 +1113,7 @@ impl Session {
                     .then(|| self.parameter_values(&bind));
                 self.register_portal(bind.portal.to_vec(), bind.statement.to_vec(), parameters);
                 self.pending.push_back(Pending::Bind);
-                return Ok(self.enforce_bind(bind.portal, bind.statement));
+                return Ok(self.enforce_bind(&bind, now_us));
             }
             FrontendMessage::Describe { kind, name } => {
                 return Ok(self.enforce_describe(kind, name, now_us));
@@ -1177,6 +1186,7 @@ impl Session {
             truncated: truncated || cut,
             kind: lexer::statement_kind(sql),
             decision: None,
+            approval: None,
         }
     }
 
@@ -1547,6 +1557,7 @@ impl Session {
             self.summary.errors += 1;
         }
         let header = self.next_header(run.start_us);
+        let approval = run.text.as_ref().and_then(|t| t.approval.clone());
         let (statement, statement_truncated, kind, decision) = match &run.text {
             Some(t) => (
                 Some(t.text.clone()),
@@ -1588,6 +1599,8 @@ impl Session {
             bytes_from_client: run.bytes_from_client,
             bytes_to_client: std::mem::take(&mut self.backend_bytes_since_record),
             decision,
+            approval,
+            access_reason: self.access_reason(),
             masking,
         };
         self.push_record(Record::Statement(Box::new(record)));

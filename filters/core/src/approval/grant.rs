@@ -262,6 +262,13 @@ pub fn request_hash(method: &str, path: &str) -> String {
     hex_digest("sha256:", &hasher.finalize())
 }
 
+/// A short stable name for a statement's shape (its text with literals
+/// replaced): the first 16 hex digits of its SHA-256.
+pub fn fingerprint(shape: &str) -> String {
+    let full = hex_digest("", &Sha256::digest(shape.as_bytes()));
+    full.get(..16).unwrap_or_default().to_owned()
+}
+
 /// A fresh request id from `seed` (which must differ per request: connection,
 /// time, counter): `apr-` and 16 base-32 characters of its hash.
 pub fn request_id(seed: &[u8]) -> String {

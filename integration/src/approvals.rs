@@ -21,6 +21,12 @@ pub const FILTER_KEY: &str = "gatehouse-demo-filter-key-change-me";
 /// The Envoy cluster the filters reach the service through.
 pub const CLUSTER: &str = "gatehouse_approvals";
 
+/// The filters' `approvals` section for a stack: the service through the
+/// `gatehouse_approvals` cluster, grants read every `poll_ms`.
+pub fn filter_section(poll_ms: u32) -> Value {
+    json!({"cluster": CLUSTER, "key": FILTER_KEY, "poll_ms": poll_ms})
+}
+
 /// The service configuration for a stack: tokens from the demo identity
 /// provider, records to Envoy's record listener when `records_port` is given,
 /// notifications to `webhook` when given, and the demo's window scopes.

@@ -28,23 +28,26 @@
 //!   `wasm.gatehouse_pg_last_sequence`, `wasm.gatehouse_pg_session_end_reason`,
 //!   and `wasm.gatehouse_build`.
 
+use gatehouse_core::approval::{ApprovalServiceConfig, GrantBook};
 use gatehouse_core::identity::Verifier;
 use gatehouse_core::record::{EndReason, FilterMode, Record, Shared, StatementRecord};
 use gatehouse_host as host;
+use gatehouse_postgres::approval::{ApprovalCall, ApprovalGate};
 use gatehouse_postgres::login::{LoginConfig, TokenLogin, WantedFetches};
 use gatehouse_postgres::masking::{MaskingPolicy, SessionMasker};
-use gatehouse_postgres::policy::PolicyCache;
+use gatehouse_postgres::policy::{PgPolicy, PolicyCache};
 use gatehouse_postgres::{
     CachedPolicy, CloseReason, ConnectionInfo, EngineConfig, FilterConfig, Forward, PolicyConfig,
     Session, SessionSummary, Verdict,
 };
+use host::approvals::GrantDistribution;
 use host::keys::KeyDistribution;
 use host::metrics::{Histogram, LabelledCounter, Tally};
 use host::{BufferType, LogLevel, MetricType};
 use proxy_wasm::traits::{Context, RootContext, StreamContext};
 use proxy_wasm::types::{Action, ContextType, PeerType};
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -193,6 +196,10 @@ struct PostgresRoot {
     ticks: u32,
     /// Enforce, or observe only (the engine decides what that means).
     mode: FilterMode,
+    /// The approval service and this worker's grants, when configured.
+    approvals: Option<GrantDistribution>,
+    /// The compiled policy, whose `require_approval` rules the sessions' gates read.
+    policy_document: Option<Arc<PgPolicy>>,
 }
 
 /// This worker's token-login state: the verifier its sessions share and the
@@ -234,6 +241,9 @@ impl LoginRuntime {
     }
 }
 
+/// Shared-data key of the grants the approval service publishes.
+const GRANTS_KEY: &str = "gatehouse_pg_grants";
+
 /// How often the root context closes connections that asked for it.
 const CLOSE_TICK_MS: u32 = 20;
 /// Ticks between two scheduled key upkeeps (one second).
@@ -248,6 +258,11 @@ impl Context for PostgresRoot {
     }
 
     fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _: usize) {
+        if let Some(approvals) = self.approvals.as_mut()
+            && approvals.on_response(token, body_size)
+        {
+            return;
+        }
         let now_seconds = now_micros_or_zero().div_euclid(1_000_000);
         if let Some(login) = self.login.as_mut()
             && let Ok(mut verifier) = login.verifier.try_borrow_mut()
@@ -301,9 +316,13 @@ impl RootContext for PostgresRoot {
                 self.mode = config.mode;
                 self.rule_stats = Rc::new(RefCell::new(RuleStats::for_mode(config.mode)));
                 self.masking = config.masking.map(|masking| masking.policy);
+                self.policy_document = config.policy.as_ref().map(|p| Arc::clone(&p.0));
                 self.policy = config.policy.map(|PolicyConfig(policy)| {
                     CachedPolicy::new(policy, Rc::new(RefCell::new(PolicyCache::default())))
                 });
+                self.approvals = config
+                    .approvals
+                    .map(|service| GrantDistribution::new(GRANTS_KEY, service));
                 self.login = config.token_login.map(|token_login| LoginRuntime {
                     verifier: Rc::new(RefCell::new(token_login.verifier)),
                     config: token_login.login,
@@ -333,6 +352,10 @@ impl RootContext for PostgresRoot {
     fn on_tick(&mut self) {
         host::records::flush();
         self.login_upkeep();
+        if let Some(approvals) = self.approvals.as_mut() {
+            let now_ms = u64::try_from(now_micros_or_zero() / 1000).unwrap_or_default();
+            approvals.on_tick(now_ms);
+        }
         let ids = std::mem::take(&mut *self.closing.borrow_mut());
         for id in ids {
             // A connection that is already gone cannot be selected: nothing to do.
@@ -350,8 +373,18 @@ impl RootContext for PostgresRoot {
             deadline_seconds: login.config.deadline_seconds,
             deadlines: Rc::clone(&self.login_deadlines),
         });
+        let approvals = match (&self.approvals, &self.policy_document) {
+            (Some(service), Some(policy)) => Some(ApprovalSetup {
+                service: Rc::new(service.config().clone()),
+                book: service.book(),
+                policy: Arc::clone(policy),
+            }),
+            _ => None,
+        };
         Some(Box::new(PostgresConnection {
             context_id,
+            approvals,
+            held: Held::default(),
             closing: Rc::clone(&self.closing),
             config: Arc::clone(&self.config),
             policy: self.policy.clone(),
@@ -440,7 +473,29 @@ impl Direction {
     }
 }
 
+/// What a connection needs for approvals.
+struct ApprovalSetup {
+    service: Rc<ApprovalServiceConfig>,
+    book: Rc<RefCell<GrantBook>>,
+    policy: Arc<PgPolicy>,
+}
+
+/// Client bytes held while single-use grants are used up at the service.
+#[derive(Default)]
+struct Held {
+    /// Calls whose answer the held bytes wait for.
+    consumes: BTreeSet<u32>,
+    /// Requests filed (answers only logged).
+    filings: BTreeSet<u32>,
+    /// Bytes at the start of Envoy's paused buffer that the engine already
+    /// processed (and let through); later callbacks carry them again.
+    processed: usize,
+}
+
 struct PostgresConnection {
+    /// The approval service, when configured with a policy.
+    approvals: Option<ApprovalSetup>,
+    held: Held,
     /// A shadow instance writes no filter state: the enforcing one's stands.
     mode: FilterMode,
     /// This connection's context, named when the root context closes it later.
@@ -484,6 +539,7 @@ impl PostgresConnection {
         let policy_hash = &self.policy_hash;
         let mode = self.mode;
         let context_id = self.context_id;
+        let approvals = &self.approvals;
         self.session.get_or_insert_with(|| {
             let id = match host::get_property(&["connection_id"]) {
                 Ok(bytes) => connection_id(bytes.as_deref()),
@@ -513,6 +569,13 @@ impl PostgresConnection {
             }
             if let Some(masking) = masking {
                 session.set_masker(SessionMasker::new(Arc::clone(masking)));
+            }
+            if let Some(setup) = approvals {
+                session.set_approval_gate(ApprovalGate::new(
+                    Arc::clone(&setup.policy),
+                    Rc::clone(&setup.book),
+                    id,
+                ));
             }
             if let Some(setup) = login.as_ref() {
                 session.set_authenticator(
@@ -859,7 +922,127 @@ fn connection_id(bytes: Option<&[u8]>) -> u64 {
         .unwrap_or_default()
 }
 
-impl Context for PostgresConnection {}
+impl Context for PostgresConnection {
+    /// An approval call answered: a confirmed use releases the held bytes once
+    /// every use they wait for is confirmed; a refused one ends the connection
+    /// (the bytes can only go on unchanged or not at all).
+    fn on_http_call_response(&mut self, token: u32, _: usize, _body_size: usize, _: usize) {
+        let status = host::approvals::response_status();
+        if self.held.filings.remove(&token) {
+            if !(200..300).contains(&status) {
+                host::log(
+                    LogLevel::Warn,
+                    &format!("gatehouse postgres: filing an approval request failed ({status})"),
+                );
+            }
+            return;
+        }
+        if !self.held.consumes.remove(&token) {
+            return;
+        }
+        if status != 200 {
+            host::log(
+                LogLevel::Warn,
+                &format!(
+                    "gatehouse postgres: the approval service refused to use a grant ({status}); \
+                     closing the connection"
+                ),
+            );
+            self.held.consumes.clear();
+            self.close();
+            return;
+        }
+        if self.held.consumes.is_empty() {
+            self.held.processed = 0;
+            if let Err(status) = host::resume_downstream() {
+                self.metrics
+                    .host_error("releasing held client bytes", status);
+                self.close();
+            }
+        }
+    }
+}
+
+impl PostgresConnection {
+    /// Starts the approval service calls the session asked for.
+    fn start_approval_calls(&mut self) {
+        let Some(service) = self.approvals.as_ref().map(|s| Rc::clone(&s.service)) else {
+            return;
+        };
+        let Some(session) = self.session.as_mut() else {
+            return;
+        };
+        for call in session.take_approval_calls() {
+            let started =
+                host::approvals::call(&service, "POST", &call.path(), Some(call.body().as_bytes()));
+            match (started, &call) {
+                (Ok(token), ApprovalCall::Consume { id, .. }) => {
+                    host::approvals::share_used(GRANTS_KEY, id);
+                    self.held.consumes.insert(token);
+                }
+                (Ok(token), ApprovalCall::File { .. }) => {
+                    self.held.filings.insert(token);
+                }
+                (Err(status), ApprovalCall::Consume { .. }) => {
+                    // The grant cannot be confirmed: its statement must not run.
+                    self.metrics.host_error("using an approval", status);
+                    self.close();
+                }
+                (Err(status), ApprovalCall::File { .. }) => {
+                    self.metrics
+                        .host_error("filing an approval request", status);
+                }
+            }
+        }
+    }
+
+    /// How many bytes Envoy's client buffer holds now.
+    fn buffered_client_bytes(&self, fallback: usize) -> usize {
+        match host::get_buffer(BufferType::DownstreamData, 0, usize::MAX) {
+            Ok(bytes) => bytes.map_or(0, |b| b.len()),
+            Err(_) => fallback,
+        }
+    }
+
+    /// Client bytes while earlier ones are held: Envoy hands the held bytes
+    /// again, followed by the new ones; only the new ones go to the engine,
+    /// and everything stays held.
+    fn on_held_data(&mut self, size: usize) -> Action {
+        let all = match host::get_buffer(BufferType::DownstreamData, 0, size) {
+            Ok(bytes) => bytes.unwrap_or_default(),
+            Err(status) => {
+                self.metrics
+                    .host_error("reading held connection data", status);
+                self.close();
+                return Action::Pause;
+            }
+        };
+        let processed = self.held.processed.min(all.len());
+        let (done, new) = all.split_at(processed);
+        self.metrics
+            .bump(self.metrics.bytes_from_client, new.len() as u64);
+        let now = self.now_us();
+        let verdict = self.session(now).on_frontend(new, now);
+        if let Forward::Replace(bytes) = &verdict.forward {
+            let mut out = done.to_vec();
+            out.extend_from_slice(bytes);
+            if let Err(status) = host::set_buffer(BufferType::DownstreamData, 0, size, &out) {
+                self.metrics
+                    .host_error("replacing held connection data", status);
+                self.close();
+            }
+            self.held.processed = out.len();
+        } else {
+            self.held.processed = all.len();
+        }
+        if verdict.close_connection {
+            self.close();
+        }
+        self.after_engine();
+        self.start_approval_calls();
+        Action::Pause
+    }
+}
 
 impl StreamContext for PostgresConnection {
     fn on_new_connection(&mut self) -> Action {
@@ -877,8 +1060,18 @@ impl StreamContext for PostgresConnection {
     }
 
     fn on_downstream_data(&mut self, data_size: usize, _end_of_stream: bool) -> Action {
+        if !self.held.consumes.is_empty() {
+            return self.on_held_data(data_size);
+        }
         self.on_data(Direction::FromClient, data_size, false);
-        Action::Continue
+        self.start_approval_calls();
+        if self.held.consumes.is_empty() {
+            return Action::Continue;
+        }
+        // What the engine let through waits in Envoy's buffer until the service
+        // confirms every single-use grant it relies on.
+        self.held.processed = self.buffered_client_bytes(data_size);
+        Action::Pause
     }
 
     fn on_upstream_data(&mut self, data_size: usize, end_of_stream: bool) -> Action {

@@ -14,6 +14,7 @@ pub mod grant;
 pub mod record;
 pub mod request;
 pub mod requirement;
+pub mod service;
 
 pub use duration::{format_duration, parse_duration};
 pub use grant::{ApprovalRef, Grant, GrantBook, GrantsDocument, Lookup, PendingRef};
@@ -21,3 +22,4 @@ pub use request::{
     ApprovalError, ApprovalRequest, Event, NewRequest, Principal, Review, State, Target, Verdict,
 };
 pub use requirement::{ApprovalRequirement, GrantKind, Holding, rule_requirement};
+pub use service::ApprovalServiceConfig;

@@ -299,8 +299,16 @@ fn cache_separates_sessions_to_which_different_rules_apply() {
             .action,
         Action::Deny
     );
-    // ci and agent match the same rules, so they share the entry.
-    assert_eq!(cache.stats(), (1, 2));
+    assert_eq!(
+        cache
+            .decide(&policy, &ctx("developer"), "truncate t")
+            .decision
+            .action,
+        Action::Deny
+    );
+    // developer and agent match the same rules, so they share the entry; ci
+    // differs from them (customer writes need approval only for the other two).
+    assert_eq!(cache.stats(), (1, 3));
 }
 
 #[test]

@@ -154,6 +154,7 @@ pub fn start_envoy(
     let text = std::fs::read_to_string(workspace_root().join("envoy").join(template))?;
     let mut all = BTreeMap::new();
     all.insert("PG_PORT", "0".to_string());
+    all.insert("PG_TLS_PORT", "0".to_string());
     all.insert("PG_UPSTREAM_PORT", stack.postgres.port.to_string());
     all.insert("TLS_CERT", stack.pki.server_cert.display().to_string());
     all.insert("TLS_KEY", stack.pki.server_key.display().to_string());

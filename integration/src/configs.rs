@@ -52,6 +52,7 @@ pub fn vars(dir: &Path) -> Result<BTreeMap<&'static str, String>> {
     let path = |p: &Path| p.display().to_string();
     Ok([
         ("PG_PORT", "0".to_string()),
+        ("PG_TLS_PORT", "0".to_string()),
         ("KUBE_PORT", "0".to_string()),
         ("PG_UPSTREAM_PORT", "5432".to_string()),
         ("KUBE_UPSTREAM_PORT", "6443".to_string()),

@@ -126,8 +126,10 @@ pub struct Stack {
     /// The demo identity provider (its JWKS reaches Envoy as cluster `gatehouse_idp`).
     pub idp: IdentityProvider,
     pub minter: Minter,
-    /// Envoy's Postgres listener.
+    /// Envoy's Postgres listener (plaintext; the filter answers SSLRequest `N`).
     pub pg_port: u16,
+    /// Envoy's Postgres listener for direct TLS (libpq 17+ `sslnegotiation=direct`).
+    pub pg_tls_port: u16,
     /// Envoy's Kubernetes listener (HTTPS).
     pub kube_port: u16,
     /// The access-log file Envoy writes records to.
@@ -189,6 +191,7 @@ impl Stack {
             None => None,
         };
         vars.insert("PG_PORT", "0".to_string());
+        vars.insert("PG_TLS_PORT", "0".to_string());
         vars.insert("KUBE_PORT", "0".to_string());
         vars.insert("PG_UPSTREAM_PORT", postgres.port.to_string());
         vars.insert("KUBE_UPSTREAM_PORT", kube_upstream.port().to_string());
@@ -233,6 +236,7 @@ impl Stack {
             wait_for_key_fetch(&idp)?;
         }
         let pg_port = envoy.listener_port("postgres")?;
+        let pg_tls_port = envoy.listener_port("postgres_tls")?;
         let kube_port = envoy.listener_port("kubernetes")?;
 
         let kubeconfig = dir.join("kubeconfig");
@@ -254,6 +258,7 @@ impl Stack {
             idp,
             minter,
             pg_port,
+            pg_tls_port,
             kube_port,
             access_log,
             kubeconfig,
@@ -290,6 +295,17 @@ impl Stack {
             "postgresql://127.0.0.1:{}/{}",
             self.pg_port,
             crate::postgres::DEMO_DATABASE
+        )
+    }
+
+    /// Postgres through Envoy's direct-TLS listener, for libpq 17+ clients
+    /// (`sslnegotiation=direct`; verify against the demo CA).
+    pub fn pg_tls_url(&self) -> String {
+        format!(
+            "postgresql://127.0.0.1:{}/{}?sslmode=verify-full&sslnegotiation=direct&sslrootcert={}",
+            self.pg_tls_port,
+            crate::postgres::DEMO_DATABASE,
+            self.pki.ca_cert.display()
         )
     }
 

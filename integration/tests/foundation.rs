@@ -141,6 +141,7 @@ fn shipped_bootstrap_passes_envoy_validation() {
     let s = |p: &std::path::Path| p.display().to_string();
     let vars: BTreeMap<&str, String> = [
         ("PG_PORT", "0".to_string()),
+        ("PG_TLS_PORT", "0".to_string()),
         ("KUBE_PORT", "0".to_string()),
         ("PG_UPSTREAM_PORT", "5432".to_string()),
         ("KUBE_UPSTREAM_PORT", "6443".to_string()),

@@ -314,6 +314,48 @@ fn requests_without_a_valid_token_get_a_401_kubectl_explains() {
             .any(|r| r.uri.contains("/namespaces/dev/pods")),
         "refused requests never reach the API server"
     );
+
+    // Envoy itself refuses an encoded slash before the filter runs; the access
+    // log still gets one JSON Event for it (access_log_records fails on any line
+    // that is not JSON, such as the `-` Envoy writes for missing filter state).
+    // curl sends the path as written (kubectl would decode the %2F first).
+    let token = stack.token("developer").unwrap();
+    let out = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "--path-as-is",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ])
+        .arg("--cacert")
+        .arg(&stack.pki.ca_cert)
+        .args(["-H", &format!("Authorization: Bearer {token}")])
+        .arg(format!(
+            "{}/api/v1/namespaces/dev/pods/web-0%2Fexec",
+            stack.kube_server()
+        ))
+        .output()
+        .expect("curl runs");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "400",
+        "{}",
+        text(&out)
+    );
+    let refused = stack
+        .wait_for_record("the request Envoy refused", |r| {
+            r["annotations"]["gatehouse.dev/refused-by"] == "envoy"
+        })
+        .unwrap();
+    assert_eq!(refused["kind"], "Event");
+    assert_eq!(refused["verb"], "get");
+    assert_eq!(refused["responseStatus"]["code"], 400);
+    assert!(
+        refused["auditID"].as_str().is_some_and(|id| !id.is_empty()),
+        "{refused}"
+    );
 }
 
 #[test]

@@ -282,6 +282,23 @@ fn query_cancel_reaches_the_server_from_the_client_and_from_pg_cancel_backend() 
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // Client-side cancel from a driver: tokio-postgres sends its CancelRequest
+    // and half-closes the connection at once, without waiting for the server.
+    runtime.block_on(async {
+        let client = connect(&stack, "app").await;
+        let cancel = client.cancel_token();
+        let sleeper = tokio::spawn(async move { client.simple_query("select pg_sleep(60)").await });
+        wait_for_sleeper(&stack).await;
+        cancel.cancel_query(tokio_postgres::NoTls).await.unwrap();
+        let outcome = tokio::time::timeout(std::time::Duration::from_secs(20), sleeper)
+            .await
+            .expect("tokio-postgres's cancel reached the server");
+        assert_eq!(
+            outcome.unwrap().unwrap_err().code(),
+            Some(&tokio_postgres::error::SqlState::QUERY_CANCELED)
+        );
+    });
+
     // Server-side cancel from another session.
     runtime.block_on(async {
         let client = connect(&stack, "app").await;
@@ -430,7 +447,7 @@ fn malformed_bytes_end_only_their_own_session_with_08p01() {
 
 const PSYCOPG_SCRIPT: &str = r#"
 import sys, psycopg
-port, ca = sys.argv[1], sys.argv[2]
+port, tls_port, ca = sys.argv[1], sys.argv[2], sys.argv[3]
 with psycopg.connect(f"host=127.0.0.1 port={port} dbname=shop user=app sslmode=disable") as conn:
     row = conn.execute("select %s::int + 1, %s::text", (41, "x")).fetchone()
     assert row == (42, "x"), row
@@ -446,7 +463,7 @@ with psycopg.connect(f"host=127.0.0.1 port={port} dbname=shop user=app sslmode=d
         raise SystemExit("no error")
     except psycopg.errors.DivisionByZero:
         pass
-with psycopg.connect(f"host=127.0.0.1 port={port} dbname=shop user=app sslmode=require "
+with psycopg.connect(f"host=127.0.0.1 port={tls_port} dbname=shop user=app sslmode=require "
                      f"sslnegotiation=direct sslrootcert={ca}") as conn:
     assert conn.pgconn.ssl_in_use
     assert conn.execute("select count(*) from customers").fetchone()[0] == 5000
@@ -457,8 +474,14 @@ print("ok")
 fn psycopg_text_binary_pipeline_and_direct_tls() {
     let stack = stack("pg-psycopg");
     let port = stack.pg_port.to_string();
+    let tls_port = stack.pg_tls_port.to_string();
     let ca = stack.pki.ca_cert.display().to_string();
-    clients::psycopg(&stack, "psycopg_check", PSYCOPG_SCRIPT, &[&port, &ca]);
+    clients::psycopg(
+        &stack,
+        "psycopg_check",
+        PSYCOPG_SCRIPT,
+        &[&port, &tls_port, &ca],
+    );
     let tls = stack
         .wait_for_record("the direct-TLS connection", |r| {
             r["type"] == "pg.connection" && r["filter_chain"] == "postgres_direct_tls"

@@ -205,6 +205,7 @@ fn env_lines(stack: &Stack) -> Result<String> {
     let demo_db = gatehouse_integration::postgres::DEMO_DATABASE;
     let mut vars: Vec<(String, String)> = [
         ("GATEHOUSE_PG_URL", stack.pg_url()),
+        ("GATEHOUSE_PG_TLS_URL", stack.pg_tls_url()),
         (
             "GATEHOUSE_PG_DIRECT_URL",
             stack.postgres.direct_url(demo_db),

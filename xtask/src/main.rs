@@ -193,6 +193,34 @@ fn test() -> Result<()> {
         "unit tests",
         cargo().args(["test", "--workspace", "--exclude", "gatehouse-integration"]),
     )?;
+    // ES384 is an optional feature of the core (it adds to every module's size):
+    // lint and test the build that has it too.
+    step(
+        "clippy with the es384 feature",
+        cargo().args([
+            "clippy",
+            "-p",
+            "gatehouse-core",
+            "--features",
+            "es384",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    )?;
+    step(
+        "identity tests with the es384 feature",
+        cargo().args([
+            "test",
+            "-p",
+            "gatehouse-core",
+            "--features",
+            "es384",
+            "--lib",
+            "identity::",
+        ]),
+    )?;
     validate_examples()?;
     let runner = format!(
         "node --no-warnings {}",

@@ -11,6 +11,8 @@
 //! | `POST /v1/requests/ID/deny` | person | `{"reason"}` |
 //! | `POST /v1/requests/ID/expire` | person | withdraw (requester) or end (approver) |
 //! | `POST /v1/requests/ID/consume` | filter | use up a single-use grant: `{"subject", "hash"}`; 409 if it cannot be |
+//! | `POST /v1/requests?wait_ms=N` | filter | file a request and hold the answer until it is decided (at most N ms): see [`Api::await_decision`] |
+//! | `POST /v1/requests/ID/await` | filter | the same for a request already filed: `{"subject", "hash", "wait_ms"}` |
 //! | `GET /v1/grants` | filter | [`GrantsDocument`](gatehouse_core::approval::GrantsDocument) |
 //! | `GET /healthz` | anyone | 200 once the database answered at start |
 //!
@@ -117,6 +119,19 @@ struct ConsumeBody {
     hash: String,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AwaitBody {
+    subject: String,
+    hash: String,
+    wait_ms: u64,
+}
+
+/// Longest a filter may hold an answer open.
+const MAX_WAIT_MS: u64 = 300_000;
+/// How often a held answer looks at the request again.
+const WAIT_STEP_MS: u64 = 200;
+
 type Reply = Result<(StatusCode, Value), ApiError>;
 
 impl Api {
@@ -146,7 +161,24 @@ impl Api {
         let caller = self.authenticate(request.headers())?;
         let body = read_body(request).await?;
         match (method, segments.as_slice(), caller) {
-            (Method::POST, ["v1", "requests"], Caller::Filter) => self.file(&body).await,
+            (Method::POST, ["v1", "requests"], Caller::Filter) => {
+                let filed = self.file(&body).await?;
+                match query_value(&query, "wait_ms").and_then(|w| w.parse().ok()) {
+                    Some(wait_ms) => {
+                        let (id, subject, hash) = waiting_for(&filed.1);
+                        self.await_decision(&id, &subject, &hash, wait_ms).await
+                    }
+                    None => Ok(filed),
+                }
+            }
+            (Method::POST, ["v1", "requests", id, "await"], Caller::Filter) => {
+                let AwaitBody {
+                    subject,
+                    hash,
+                    wait_ms,
+                } = parse(&body)?;
+                self.await_decision(id, &subject, &hash, wait_ms).await
+            }
             (Method::POST, ["v1", "requests"], Caller::Person(who)) => {
                 self.ask_scope(&body, who).await
             }
@@ -331,12 +363,67 @@ impl Api {
         Ok((StatusCode::OK, to_value(&request)))
     }
 
+    /// Holds the answer until request `id` is decided or `wait_ms` pass, then
+    /// answers it as it stands. An approved single-use grant is used up for
+    /// `subject` running `hash` before the answer (state `used`): the filter
+    /// holding the request lets it through on that answer alone. Any replica
+    /// may answer: the wait reads the database, the use takes the row lock.
+    async fn await_decision(&self, id: &str, subject: &str, hash: &str, wait_ms: u64) -> Reply {
+        let deadline = tokio::time::Instant::now()
+            + std::time::Duration::from_millis(wait_ms.min(MAX_WAIT_MS));
+        loop {
+            let request = self.store.get(id).await?;
+            match request.state {
+                State::Pending if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(WAIT_STEP_MS)).await;
+                }
+                State::Approved
+                    if request.requirement.grant
+                        == gatehouse_core::approval::GrantKind::SingleUse =>
+                {
+                    let actor = Principal {
+                        subject: subject.to_owned(),
+                        groups: Vec::new(),
+                    };
+                    let used = self
+                        .store
+                        .update(id, now_us(), |r, now| {
+                            r.consume(subject, hash, now).map(|e| Some((e, actor)))
+                        })
+                        .await;
+                    return match used {
+                        Ok(request) => Ok((StatusCode::OK, to_value(&request))),
+                        // Used or ended meanwhile: answer it as it now stands.
+                        Err(StoreError::Refused(_)) => {
+                            Ok((StatusCode::OK, to_value(&self.store.get(id).await?)))
+                        }
+                        Err(e) => Err(e.into()),
+                    };
+                }
+                _ => return Ok((StatusCode::OK, to_value(&request))),
+            }
+        }
+    }
+
     /// `apr-…` from the subject, the time, the process and a counter.
     fn fresh_id(&self, subject: &str) -> String {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let seed = format!("{subject}\0{}\0{}\0{n}", now_us(), std::process::id());
         gatehouse_core::approval::grant::request_id(seed.as_bytes())
     }
+}
+
+/// The id, requester and hash of a request just filed (as answered).
+fn waiting_for(request: &Value) -> (String, String, String) {
+    let text = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or_default().to_owned();
+    let target_hash = request
+        .get("target")
+        .and_then(|t| t.get("statement_hash").or_else(|| t.get("request_hash")));
+    (
+        text(request.get("id")),
+        text(request.get("requester").and_then(|r| r.get("subject"))),
+        text(target_hash),
+    )
 }
 
 fn to_value<T: serde::Serialize>(value: &T) -> Value {

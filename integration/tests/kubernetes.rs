@@ -195,7 +195,7 @@ fn exec_is_allowed_in_dev_and_refused_in_prod_on_both_transports() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
             stderr.contains("Error from server (Forbidden): pods \"web-0\" is forbidden: User \"developer\" cannot create resource \"pods/exec\" in API group \"\" in the namespace \"prod\"")
-                && stderr.contains("no-exec-in-prod"),
+                && stderr.contains("prod-exec-needs-admin"),
             "kubectl {version}: {stderr}"
         );
     }

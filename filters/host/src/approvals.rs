@@ -23,6 +23,19 @@ pub fn call(
     path: &str,
     body: Option<&[u8]>,
 ) -> Result<u32, Status> {
+    let timeout = std::time::Duration::from_millis(u64::from(config.timeout_ms));
+    call_waiting(config, method, path, body, timeout)
+}
+
+/// [`call`] with its own timeout: for a call the service holds open while a
+/// person decides.
+pub fn call_waiting(
+    config: &ApprovalServiceConfig,
+    method: &str,
+    path: &str,
+    body: Option<&[u8]>,
+    timeout: std::time::Duration,
+) -> Result<u32, Status> {
     let authorization = config.authorization();
     let headers = [
         (":method", method),
@@ -31,12 +44,7 @@ pub fn call(
         ("authorization", authorization.as_str()),
         ("content-type", "application/json"),
     ];
-    crate::dispatch_http_call(
-        &config.cluster,
-        &headers,
-        body,
-        std::time::Duration::from_millis(u64::from(config.timeout_ms)),
-    )
+    crate::dispatch_http_call(&config.cluster, &headers, body, timeout)
 }
 
 /// The status of the answer being handled (0 when there is none: a timeout or

@@ -17,9 +17,11 @@ use gatehouse_core::policy::Decision;
 use gatehouse_core::record::FilterMode;
 use gatehouse_host as host;
 use gatehouse_kubernetes::gate::{
-    Admission, Forward, Gate, RequestHead, audit_filter_state_key, audit_id,
+    Admission, ApprovalStep, Conclusion, Forward, Gate, LocalResponse, RequestHead,
+    audit_filter_state_key, audit_id,
 };
 use gatehouse_kubernetes::masking::{BodyMasker, WatchLines};
+use host::approvals::GrantDistribution;
 use host::keys::KeyDistribution;
 use host::metrics::{Histogram, LabelledCounter};
 use host::{BufferType, LogLevel, MapType, MetricType};
@@ -40,6 +42,8 @@ proxy_wasm::main! {{
 
 /// Tick period: adopts key sets other workers fetched and runs due refreshes.
 const TICK_MS: u32 = 1_000;
+/// Tick period with the approval service: grants are read at its poll period.
+const APPROVALS_TICK_MS: u32 = 200;
 /// Key fetches one request may wait for before it is judged with what is there.
 const MAX_FETCHES_PER_REQUEST: u8 = 2;
 
@@ -103,6 +107,8 @@ fn count(metric: Option<u32>) {
 struct Worker {
     gate: Gate,
     keys: KeyDistribution,
+    /// The approval service's grants, when configured.
+    grants: Option<GrantDistribution>,
     /// Requests seen, part of audit-id seeds.
     sequence: u64,
     decisions: LabelledCounter,
@@ -141,6 +147,11 @@ struct KubernetesRoot {
 impl Context for KubernetesRoot {
     fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _: usize) {
         if let Some(worker) = self.worker.borrow_mut().as_mut() {
+            if let Some(grants) = worker.grants.as_mut()
+                && grants.on_response(token, body_size)
+            {
+                return;
+            }
             worker.on_key_response(token, body_size);
         }
     }
@@ -153,11 +164,25 @@ impl RootContext for KubernetesRoot {
             .ok()
             .flatten()
             .unwrap_or_else(|| b"{}".to_vec());
+        let tick_ms;
         match Gate::from_json(&config) {
-            Ok(gate) => {
+            Ok(mut gate) => {
                 let mode = gate.mode();
+                let grants = gate
+                    .policy()
+                    .approval_service()
+                    .map(|service| GrantDistribution::new("gatehouse_k8s_grants", service.clone()));
+                if let Some(grants) = &grants {
+                    gate.set_grant_book(grants.book());
+                }
+                tick_ms = if grants.is_some() {
+                    APPROVALS_TICK_MS
+                } else {
+                    TICK_MS
+                };
                 *self.worker.borrow_mut() = Some(Worker {
                     gate,
+                    grants,
                     keys: KeyDistribution::new("gatehouse_k8s_jwks"),
                     sequence: 0,
                     decisions: decisions_family(mode),
@@ -173,7 +198,7 @@ impl RootContext for KubernetesRoot {
                 return false;
             }
         }
-        if let Err(status) = host::set_tick_period_ms(TICK_MS) {
+        if let Err(status) = host::set_tick_period_ms(tick_ms) {
             host::log(
                 LogLevel::Warn,
                 &format!("gatehouse: no tick, keys refresh only on demand: {status:?}"),
@@ -183,9 +208,17 @@ impl RootContext for KubernetesRoot {
     }
 
     fn on_tick(&mut self) {
-        if let Some(Worker { gate, keys, .. }) = self.worker.borrow_mut().as_mut()
-            && let Some(verifier) = gate.verifier_mut()
-        {
+        let mut worker = self.worker.borrow_mut();
+        let Some(Worker {
+            gate, keys, grants, ..
+        }) = worker.as_mut()
+        else {
+            return;
+        };
+        if let Some(grants) = grants.as_mut() {
+            grants.on_tick(u64::try_from(now_micros() / 1000).unwrap_or_default());
+        }
+        if let Some(verifier) = gate.verifier_mut() {
             keys.on_tick(verifier, now_seconds());
         }
     }
@@ -202,6 +235,7 @@ impl RootContext for KubernetesRoot {
             root_id: self.context_id,
             audit_id: String::new(),
             forward: None,
+            approval: None,
             key_fetch: None,
             fetches: 0,
             started_micros: 0,
@@ -221,6 +255,8 @@ struct KubernetesRequest {
     audit_id: String,
     /// Set once the request is admitted.
     forward: Option<Box<Forward>>,
+    /// The approval service call this request is held for, and its step.
+    approval: Option<(u32, Box<ApprovalStep>)>,
     /// The key fetch (call token) this request waits for.
     key_fetch: Option<u32>,
     fetches: u8,
@@ -305,25 +341,15 @@ impl KubernetesRequest {
         }
         match admission {
             Admission::Respond(response) => {
-                match response.status {
-                    401 => count(self.metrics.unauthenticated),
-                    400..=599 => count(self.metrics.denied),
-                    // The filter's own readiness answer.
-                    _ => {}
-                }
                 if let Some(decision) = &response.decision {
                     count_decision(&mut worker.decisions, decision);
                 }
-                let _ = host::set_property(&[self.audit_key], response.record.as_bytes());
-                let sent = host::send_http_response(
-                    u32::from(response.status),
-                    &[("content-type", "application/json")],
-                    response.body.as_bytes(),
-                );
-                if sent.is_err() {
-                    host::log(LogLevel::Error, "gatehouse: could not send a local answer");
-                }
-                Action::Pause
+                drop(guard);
+                self.respond(&response)
+            }
+            Admission::Approval(step) => {
+                drop(guard);
+                self.hold_for_approval(step)
             }
             Admission::FetchKeys(fetch) if self.fetches < MAX_FETCHES_PER_REQUEST => {
                 self.fetches = self.fetches.saturating_add(1);
@@ -362,6 +388,94 @@ impl KubernetesRequest {
                 apply_upstream_headers(&forward);
                 self.forward = Some(forward);
                 Action::Continue
+            }
+        }
+    }
+
+    /// Answers the request locally (refusal, readiness), with its record.
+    fn respond(&mut self, response: &LocalResponse) -> Action {
+        match response.status {
+            401 => count(self.metrics.unauthenticated),
+            400..=599 => count(self.metrics.denied),
+            // The filter's own readiness answer.
+            _ => {}
+        }
+        let _ = host::set_property(&[self.audit_key], response.record.as_bytes());
+        let sent = host::send_http_response(
+            u32::from(response.status),
+            &[("content-type", "application/json")],
+            response.body.as_bytes(),
+        );
+        if sent.is_err() {
+            host::log(LogLevel::Error, "gatehouse: could not send a local answer");
+        }
+        Action::Pause
+    }
+
+    /// Makes the approval service call a step names and holds the request
+    /// for its answer (other requests go on); answers at once when the step
+    /// says so.
+    fn hold_for_approval(&mut self, step: Box<ApprovalStep>) -> Action {
+        let service = self
+            .worker
+            .borrow()
+            .as_ref()
+            .and_then(|w| w.gate.policy().approval_service().cloned());
+        let started = service
+            .as_ref()
+            .map_or(Err(host::Status::NotFound), |service| {
+                host::approvals::call_waiting(
+                    service,
+                    step.call.method,
+                    &step.call.path,
+                    Some(step.call.body.as_bytes()),
+                    std::time::Duration::from_millis(step.call.timeout_ms),
+                )
+            });
+        if let Some(response) = &step.respond_now {
+            if started.is_err() {
+                host::log(
+                    LogLevel::Warn,
+                    "gatehouse: filing an approval request failed",
+                );
+            }
+            return self.respond(response);
+        }
+        match started {
+            Ok(token) => {
+                self.approval = Some((token, step));
+                Action::Pause
+            }
+            Err(_) => self.conclude_approval(step, 0, &[]),
+        }
+    }
+
+    /// Applies the approval service's answer to a held request.
+    fn conclude_approval(&mut self, step: Box<ApprovalStep>, status: u16, body: &[u8]) -> Action {
+        let conclusion = self.worker.borrow().as_ref().map(|worker| {
+            worker
+                .gate
+                .conclude_approval(*step, status, body, now_micros())
+        });
+        let Some(conclusion) = conclusion else {
+            return self.refuse_unconfigured();
+        };
+        match conclusion {
+            Conclusion::Forward(forward) => {
+                if let Some(worker) = self.worker.borrow_mut().as_mut() {
+                    count_decision(&mut worker.decisions, forward.decision());
+                }
+                apply_upstream_headers(&forward);
+                self.forward = Some(forward);
+                Action::Continue
+            }
+            Conclusion::Respond(response) => {
+                if let (Some(worker), Some(decision)) =
+                    (self.worker.borrow_mut().as_mut(), &response.decision)
+                {
+                    count_decision(&mut worker.decisions, decision);
+                }
+                self.respond(&response)
             }
         }
     }
@@ -420,6 +534,23 @@ fn apply_upstream_headers(forward: &Forward) {
 
 impl Context for KubernetesRequest {
     fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _: usize) {
+        if let Some((waiting, step)) = self.approval.take() {
+            if waiting != token {
+                self.approval = Some((waiting, step));
+                return;
+            }
+            let status = host::approvals::response_status();
+            let body = host::approvals::response_body(body_size);
+            if let Action::Continue = self.conclude_approval(step, status, &body)
+                && host::resume_http_request().is_err()
+            {
+                host::log(
+                    LogLevel::Error,
+                    "gatehouse: could not resume an approved request",
+                );
+            }
+            return;
+        }
         if self.key_fetch != Some(token) {
             return;
         }

@@ -17,7 +17,9 @@ pub use gatehouse_core::identity::KeyFetch;
 use gatehouse_core::identity::{Identity, TokenRejection, Verifier};
 use gatehouse_core::policy::{Action, Decision};
 
+mod approval;
 mod shadow;
+pub use approval::{ApprovalStep, Conclusion, REASON_HEADER, ServiceCall};
 pub use shadow::{
     MODE_ANNOTATION, WOULD_BE_STATUS_ANNOTATION, WOULD_MASK_ANNOTATION, audit_filter_state_key,
 };
@@ -41,6 +43,8 @@ pub struct Gate {
     verified_tokens: TokenCache,
     /// `sha256:<hex>` of the configuration, on every audit Event.
     policy_hash: String,
+    /// The grants this worker knows, once the glue connects them.
+    approvals: Option<approval::GateApprovals>,
 }
 
 /// What the glue knows when a request's headers arrive.
@@ -145,6 +149,12 @@ impl Forward {
         &self.decision
     }
 
+    /// Records that `approval` lets the request through.
+    pub fn approve(&mut self, approval: &gatehouse_core::approval::ApprovalRef) {
+        self.audit.approve(approval);
+        self.written = None;
+    }
+
     /// Notes the response fields that were masked in the records.
     pub fn set_masked_fields(&mut self, fields: &[String]) {
         if self.audit.set_masked_fields(fields) {
@@ -227,6 +237,9 @@ pub enum Admission {
     FetchKeys(KeyFetch),
     /// Let it through with these changes.
     Forward(Box<Forward>),
+    /// Needs approval: make the step's call, and hand its answer to
+    /// [`Gate::conclude_approval`] (or answer at once with its `respond_now`).
+    Approval(Box<ApprovalStep>),
 }
 
 impl Gate {
@@ -242,6 +255,7 @@ impl Gate {
             verifier,
             verified_tokens: TokenCache::default(),
             policy_hash: config_hash(json),
+            approvals: None,
         })
     }
 
@@ -308,6 +322,12 @@ impl Gate {
             stream: stream.as_ref(),
             identity: &identity,
         });
+        if decision.action == Action::RequireApproval
+            && let Some(admission) =
+                self.admit_with_approval(head, info, &identity, &decision, mask)
+        {
+            return admission;
+        }
         if decision.action.blocks() {
             let reason = refusal_reason(&decision);
             let refusal = status::forbidden(info, &identity.subject, &reason);
@@ -893,7 +913,7 @@ mod tests {
     fn exec_in_prod_is_a_403_status_naming_the_rule_with_long_running_records_for_dev() {
         let minter = minter();
         let mut gate = warm_gate(&minter);
-        let bearer = format!("Bearer {}", token(&minter, "developer", "developers"));
+        let bearer = format!("Bearer {}", token(&minter, "dba", "dba"));
         for method in ["GET", "POST"] {
             let refused = response(admit(
                 &mut gate,
@@ -905,7 +925,7 @@ mod tests {
             let status: serde_json::Value = serde_json::from_str(&refused.body).unwrap();
             assert_eq!(
                 status["message"],
-                "pods \"web-0\" is forbidden: User \"developer\" cannot create resource \"pods/exec\" in API group \"\" in the namespace \"prod\": denied by gatehouse rule no-exec-in-prod: exec, attach, port-forward and cp are not allowed in prod"
+                "pods \"web-0\" is forbidden: User \"dba\" cannot create resource \"pods/exec\" in API group \"\" in the namespace \"prod\": denied by gatehouse rule no-exec-in-prod: exec, attach, port-forward and cp are not allowed in prod"
             );
         }
         let allowed = forward(admit(
@@ -930,7 +950,7 @@ mod tests {
     fn the_deciding_rule_and_action_are_told_for_stats() {
         let minter = minter();
         let mut gate = warm_gate(&minter);
-        let bearer = format!("Bearer {}", token(&minter, "developer", "developers"));
+        let bearer = format!("Bearer {}", token(&minter, "dba", "dba"));
         let refused = response(admit(
             &mut gate,
             "POST",

@@ -19,6 +19,11 @@
 //! }
 //! ```
 //!
+//! `approvals` names the approval service (`{"cluster", "key", "poll_ms"?}`):
+//! with it, a request a `require_approval` rule matches is held while a
+//! person decides (up to the rule's `hold`), then forwarded or refused (see
+//! [`crate::gate`]); without it, such a request is refused like a denial.
+//!
 //! `mode` is `enforce` (the default) or `shadow`: a shadow instance never changes
 //! a request or answers one itself; its audit Events say what it would have done
 //! (see [`crate::gate`]).
@@ -32,7 +37,9 @@
 use crate::exec::{StreamRequest, authorization_verb};
 use crate::masking::FieldMasking;
 use crate::request_info::RequestInfo;
-use gatehouse_core::approval::{ApprovalRequirement, Holding, rule_requirement};
+use gatehouse_core::approval::{
+    ApprovalRequirement, ApprovalServiceConfig, Holding, rule_requirement,
+};
 use gatehouse_core::config::ConfigError;
 use gatehouse_core::identity::{Identity, IdentityConfig, Secret};
 use gatehouse_core::mask::MaskConfig;
@@ -84,6 +91,9 @@ struct PolicyDocument {
     masking: MaskingDocument,
     #[serde(default)]
     mode: Option<Value>,
+    /// The approval service (see [`ApprovalServiceConfig`]).
+    #[serde(default)]
+    approvals: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -369,6 +379,7 @@ pub struct Policy {
     upstream: UpstreamConfig,
     masking: MaskingConfig,
     mode: FilterMode,
+    approvals: Option<ApprovalServiceConfig>,
 }
 
 impl Policy {
@@ -426,8 +437,16 @@ impl Policy {
             Some(value) => serde_json::from_value(value)
                 .map_err(|e| ConfigError::new("mode", e.to_string()))?,
         };
+        let approvals = doc
+            .approvals
+            .map(|value| {
+                ApprovalServiceConfig::from_json(value.to_string().as_bytes())
+                    .map_err(|e| e.under("approvals"))
+            })
+            .transpose()?;
         Ok(Policy {
             mode,
+            approvals,
             version: doc.version,
             identity: doc.identity,
             default,
@@ -460,6 +479,12 @@ impl Policy {
     /// Masking settings.
     pub fn masking(&self) -> &MaskingConfig {
         &self.masking
+    }
+
+    /// The approval service, when configured: without it `require_approval`
+    /// refuses like `deny`.
+    pub fn approval_service(&self) -> Option<&ApprovalServiceConfig> {
+        self.approvals.as_ref()
     }
 
     /// The approval settings of the `require_approval` rule named `rule`.
@@ -687,15 +712,15 @@ mod tests {
                 &developer,
                 "GET",
                 "/api/v1/namespaces/prod/pods/web-0/exec?command=ls",
-                Deny,
-                "no-exec-in-prod",
+                RequireApproval,
+                "prod-exec-needs-admin",
             ),
             (
                 &developer,
                 "POST",
                 "/api/v1/namespaces/prod/pods/web-0/exec?command=ls",
-                Deny,
-                "no-exec-in-prod",
+                RequireApproval,
+                "prod-exec-needs-admin",
             ),
             (
                 &developer,

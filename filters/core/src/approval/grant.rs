@@ -176,6 +176,11 @@ impl GrantBook {
         self.document = document;
     }
 
+    /// The document as last published (without this worker's local notes of use).
+    pub fn clone_document(&self) -> GrantsDocument {
+        self.document.clone()
+    }
+
     /// Whether nothing is granted or pending (the common case: one comparison).
     pub fn is_empty(&self) -> bool {
         self.document.grants.is_empty() && self.document.pending.is_empty()

@@ -425,6 +425,22 @@ impl ApprovalRequest {
         u32::try_from(n).unwrap_or(u32::MAX)
     }
 
+    /// How records name the approval behind this request.
+    pub fn approval_ref(&self) -> super::ApprovalRef {
+        super::ApprovalRef {
+            id: self.id.clone(),
+            grant: self.requirement.grant,
+            approvers: self
+                .reviews
+                .iter()
+                .filter(|r| r.verdict == Verdict::Approve)
+                .map(|r| r.by.subject.clone())
+                .collect(),
+            forced: self.forced,
+            reason: self.reason.clone(),
+        }
+    }
+
     /// Whether the request is approved and its grant still runs at `now`.
     pub fn grant_active(&self, now: u64) -> bool {
         self.state == State::Approved && self.grant_until.is_some_and(|until| now < until)

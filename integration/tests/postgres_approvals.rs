@@ -55,7 +55,9 @@ fn request_id(stderr: &str) -> String {
 /// `gatehouse …` as `identity` against service replica `replica`.
 fn cli(stack: &Stack, replica: usize, identity: &str, args: &[&str]) -> (i32, String, String) {
     let service = stack.approvals.as_ref().unwrap();
-    let out = Command::new(tools::gatehouse_cli().unwrap())
+    static CLI: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    let binary = CLI.get_or_init(|| tools::gatehouse_cli().unwrap());
+    let out = Command::new(binary)
         .args(args)
         .env("GATEHOUSE_APPROVALS_URL", service.url(replica))
         .env("GATEHOUSE_TOKEN", stack.token(identity).unwrap())

@@ -452,7 +452,7 @@ impl KubernetesRequest {
 
     /// Applies the approval service's answer to a held request.
     fn conclude_approval(&mut self, step: Box<ApprovalStep>, status: u16, body: &[u8]) -> Action {
-        let conclusion = self.worker.borrow().as_ref().map(|worker| {
+        let conclusion = self.worker.borrow_mut().as_mut().map(|worker| {
             worker
                 .gate
                 .conclude_approval(*step, status, body, now_micros())
@@ -621,6 +621,25 @@ impl HttpContext for KubernetesRequest {
             // Held until the body is masked, so an oversize body fails cleanly;
             // its length is set again only if masking changes it.
             Action::Pause
+        }
+    }
+
+    /// A request held for approval (an upgrade, such as a WebSocket exec, has a
+    /// body stream) stays held whatever arrives after its headers: Envoy would
+    /// otherwise let the headers go on with the first body callback.
+    fn on_http_request_body(&mut self, _body_size: usize, _end_of_stream: bool) -> Action {
+        if self.approval.is_some() {
+            Action::Pause
+        } else {
+            Action::Continue
+        }
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        if self.approval.is_some() {
+            Action::Pause
+        } else {
+            Action::Continue
         }
     }
 

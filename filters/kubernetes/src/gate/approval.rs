@@ -39,11 +39,28 @@ pub const REASON_HEADER: &str = "x-gatehouse-reason";
 /// Extra time a held call gets beyond the hold, for the service to answer.
 const ANSWER_MARGIN_MS: u64 = 5_000;
 
-/// The worker's approvals: the grants it knows and what it filed.
+/// How long a refusal is repeated at once to the same caller for the same
+/// request: kubectl retries a refused WebSocket exec over SPDY straight away,
+/// which must not file a second request or wait a second hold.
+const REPEAT_REFUSAL_MICROS: i64 = 5_000_000;
+/// Most refusals remembered.
+const MAX_RECENT_REFUSALS: usize = 64;
+
+/// The worker's approvals: the grants it knows, what it filed, what it refused.
 #[derive(Debug, Default)]
 pub(super) struct GateApprovals {
     book: Rc<RefCell<GrantBook>>,
     filed: u64,
+    recent_refusals: Vec<RecentRefusal>,
+}
+
+/// A refusal given to `subject` for `hash` until `until_micros`.
+#[derive(Debug, Clone)]
+struct RecentRefusal {
+    subject: String,
+    hash: String,
+    until_micros: i64,
+    reason: String,
 }
 
 /// One call to the approval service, for the glue to make.
@@ -64,6 +81,7 @@ pub struct ApprovalStep {
     pub respond_now: Option<LocalResponse>,
     /// The request id asked about (filed or pending), or the grant used.
     pub request_id: String,
+    hash: String,
     /// The grant being used, when a published single-use grant matched.
     using: Option<ApprovalRef>,
     forward: Box<Forward>,
@@ -82,7 +100,11 @@ impl Gate {
     /// Lets this worker's approvals read `book`, which the glue keeps current
     /// from the service's publications.
     pub fn set_grant_book(&mut self, book: Rc<RefCell<GrantBook>>) {
-        self.approvals = Some(GateApprovals { book, filed: 0 });
+        self.approvals = Some(GateApprovals {
+            book,
+            filed: 0,
+            recent_refusals: Vec::new(),
+        });
     }
 
     /// A request the policy says needs approval. `None` when the approval
@@ -143,6 +165,7 @@ impl Gate {
             },
             respond_now: None,
             request_id: pending.clone(),
+            hash: hash.clone(),
             using: None,
             forward: Box::new(forward),
             info: info.clone(),
@@ -158,6 +181,20 @@ impl Gate {
             step.call.timeout_ms = ANSWER_MARGIN_MS;
             step.using = Some(grant);
             return Some(Admission::Approval(Box::new(step)));
+        }
+        let repeated = approvals
+            .recent_refusals
+            .iter()
+            .find(|r| {
+                r.subject == identity.subject && r.hash == hash && r.until_micros > head.now_micros
+            })
+            .map(|r| r.reason.clone());
+        if let Some(reason) = repeated {
+            return Some(Admission::Respond(self.approval_refusal(
+                &mut step,
+                &reason,
+                head.now_micros,
+            )));
         }
         if !pending.is_empty() {
             step.call.path = format!("/v1/requests/{pending}/await");
@@ -216,6 +253,15 @@ impl Gate {
         Some(Admission::Approval(Box::new(step)))
     }
 
+    /// An approval came through: earlier refusals of the same request are over.
+    fn forget_refusals(&mut self, step: &ApprovalStep) {
+        if let Some(approvals) = self.approvals.as_mut() {
+            approvals
+                .recent_refusals
+                .retain(|r| r.subject != step.subject || r.hash != step.hash);
+        }
+    }
+
     /// The 403 for a step that did not end in approval.
     fn approval_refusal(
         &self,
@@ -241,7 +287,7 @@ impl Gate {
     /// What the service's answer to `step`'s call means (`status` 0: no
     /// answer, a timeout or a failed connection).
     pub fn conclude_approval(
-        &self,
+        &mut self,
         mut step: ApprovalStep,
         status: u16,
         body: &[u8],
@@ -250,6 +296,7 @@ impl Gate {
         let id = step.request_id.clone();
         if let Some(grant) = step.using.take() {
             if status == 200 {
+                self.forget_refusals(&step);
                 step.forward.approve(&grant);
                 return Conclusion::Forward(step.forward);
             }
@@ -264,6 +311,7 @@ impl Gate {
             .flatten();
         let reason = match answer {
             Some(request) if matches!(request.state, State::Used | State::Approved) => {
+                self.forget_refusals(&step);
                 step.forward.approve(&request.approval_ref());
                 return Conclusion::Forward(step.forward);
             }
@@ -293,6 +341,19 @@ impl Gate {
                 &format!("could not be confirmed (the approval service answered {status})"),
             ),
         };
+        if let Some(approvals) = self.approvals.as_mut() {
+            let recent = &mut approvals.recent_refusals;
+            recent.retain(|r| r.until_micros > now_micros);
+            if recent.len() >= MAX_RECENT_REFUSALS {
+                recent.remove(0);
+            }
+            recent.push(RecentRefusal {
+                subject: step.subject.clone(),
+                hash: step.hash.clone(),
+                until_micros: now_micros + REPEAT_REFUSAL_MICROS,
+                reason: reason.clone(),
+            });
+        }
         Conclusion::Respond(self.approval_refusal(&mut step, &reason, now_micros))
     }
 }
@@ -425,32 +486,17 @@ mod tests {
     fn denied_and_timed_out_requests_get_a_403_naming_the_request() {
         let (mut gate, _, bearer) = setup("30s");
         let headers = [("authorization", bearer.as_str())];
+        let now = NOW * 1_000_000;
         let held = step(admit(&mut gate, "GET", EXEC, &headers));
         let id = held.request_id.clone();
         let filing = held.call.body.clone();
-        let denied = answer(
-            &held,
-            &filing,
-            "denied",
-            json!([{"by": {"subject": "admin"}, "verdict": "deny", "reason": "not now", "at": NOW}]),
-        );
-        let Conclusion::Respond(response) = gate.conclude_approval(held, 200, &denied, 0) else {
-            panic!("forwarded a denied request");
-        };
-        assert_eq!(response.status, 403);
-        assert!(
-            response.body.contains(&format!(
-                "approval request {id} was denied by admin: not now"
-            )),
-            "{}",
-            response.body
-        );
         // The same request again while the first is pending (in the book): the
         // service is asked about that one, not a new one.
         let again = step(admit(&mut gate, "GET", EXEC, &headers));
         assert_eq!(again.call.path, format!("/v1/requests/{id}/await"));
         let pending = answer(&again, &filing, "pending", json!([]));
-        let Conclusion::Respond(response) = gate.conclude_approval(again, 200, &pending, 0) else {
+        let Conclusion::Respond(response) = gate.conclude_approval(again, 200, &pending, now)
+        else {
             panic!("forwarded a pending request");
         };
         assert!(
@@ -459,6 +505,25 @@ mod tests {
             "{}",
             response.body
         );
+        let denied = answer(
+            &held,
+            &filing,
+            "denied",
+            json!([{"by": {"subject": "admin"}, "verdict": "deny", "reason": "not now", "at": NOW}]),
+        );
+        let Conclusion::Respond(response) = gate.conclude_approval(held, 200, &denied, now) else {
+            panic!("forwarded a denied request");
+        };
+        assert_eq!(response.status, 403);
+        let denial = format!("approval request {id} was denied by admin: not now");
+        assert!(response.body.contains(&denial), "{}", response.body);
+        // kubectl's immediate retry over SPDY gets an answer at once, without
+        // a new request or a second hold.
+        let Admission::Respond(repeated) = admit(&mut gate, "POST", EXEC, &headers) else {
+            panic!("the retry was not refused at once");
+        };
+        assert_eq!(repeated.status, 403);
+        assert!(repeated.body.contains(&id), "{}", repeated.body);
     }
 
     #[test]

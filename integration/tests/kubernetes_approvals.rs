@@ -135,7 +135,7 @@ fn a_held_kubectl_exec_is_released_by_an_approval_and_refused_otherwise() {
     let refused = exec_in_prod(&stack);
     assert!(!refused.status.success());
     let message = stderr(&refused);
-    let second = pending_exec(&stack, &[id.clone()]);
+    let second = pending_exec(&stack, std::slice::from_ref(&id));
     assert!(
         message.contains("Forbidden")
             && message.contains(&second)

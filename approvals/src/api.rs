@@ -14,6 +14,7 @@
 //! | `POST /v1/requests?wait_ms=N` | filter | file a request and hold the answer until it is decided (at most N ms): see [`Api::await_decision`] |
 //! | `POST /v1/requests/ID/await` | filter | the same for a request already filed: `{"subject", "hash", "wait_ms"}` |
 //! | `GET /v1/grants` | filter | [`GrantsDocument`](gatehouse_core::approval::GrantsDocument) |
+//! | `POST /v1/reasons` | person | `{"reason", "seconds"}`: the caller's reason for what they do next; requests filed for them without one carry it (a reason that works with plain kubectl) |
 //! | `GET /healthz` | anyone | 200 once the database answered at start |
 //!
 //! People present an OIDC token the filters accept (`Authorization: Bearer`);
@@ -104,6 +105,16 @@ struct ScopeRequest {
     #[serde(default)]
     reason: Option<String>,
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReasonBody {
+    reason: String,
+    seconds: u64,
+}
+
+/// Longest a stated reason lasts.
+const MAX_REASON_SECONDS: u64 = 24 * 3600;
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -223,6 +234,24 @@ impl Api {
                     .await?;
                 Ok((StatusCode::OK, to_value(&request)))
             }
+            (Method::POST, ["v1", "reasons"], Caller::Person(who)) => {
+                let ReasonBody { reason, seconds } = parse(&body)?;
+                let reason = reason.trim();
+                if reason.is_empty()
+                    || reason.len() > gatehouse_core::approval::request::MAX_REASON_BYTES
+                {
+                    return Err(ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "a reason is 1 to 1000 bytes of text",
+                    ));
+                }
+                let until = now_us() / 1_000_000 + seconds.clamp(1, MAX_REASON_SECONDS);
+                self.store.set_reason(&who.subject, reason, until).await?;
+                Ok((
+                    StatusCode::OK,
+                    json!({"subject": who.subject, "reason": reason, "until": until}),
+                ))
+            }
             (Method::GET, ["v1", "grants"], Caller::Filter) => Ok((
                 StatusCode::OK,
                 to_value(&self.store.grants(now_us()).await?),
@@ -271,7 +300,16 @@ impl Api {
     }
 
     async fn file(&self, body: &[u8]) -> Reply {
-        let FiledRequest { requester, request } = parse(body)?;
+        let FiledRequest {
+            requester,
+            mut request,
+        } = parse(body)?;
+        if request.reason.is_none() {
+            request.reason = self
+                .store
+                .current_reason(&requester.subject, now_us() / 1_000_000)
+                .await?;
+        }
         let id = match &request.id {
             Some(id) => id.clone(),
             None => self.fresh_id(&requester.subject),

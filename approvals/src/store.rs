@@ -18,7 +18,8 @@ use tokio_postgres::{Client, NoTls, Transaction};
 
 /// Schema changes, applied in order at start; the number of those applied is
 /// kept in `gatehouse_approvals_schema`.
-const MIGRATIONS: &[&str] = &[r"
+const MIGRATIONS: &[&str] = &[
+    r"
 CREATE TABLE requests (
     id            text PRIMARY KEY,
     state         text NOT NULL,
@@ -48,7 +49,15 @@ CREATE TABLE outbox (
     last_error text
 );
 CREATE INDEX outbox_due ON outbox (next_at) WHERE NOT done;
-"];
+",
+    r"
+CREATE TABLE reasons (
+    subject text PRIMARY KEY,
+    reason  text NOT NULL,
+    until   bigint NOT NULL
+);
+",
+];
 
 /// Connections kept open between requests.
 const MAX_IDLE: usize = 8;
@@ -372,6 +381,41 @@ impl Store {
             .await?;
         self.release(conn);
         Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
+    }
+
+    /// Records `subject`'s reason for what they do until `until` (unix seconds).
+    pub async fn set_reason(
+        &self,
+        subject: &str,
+        reason: &str,
+        until: u64,
+    ) -> Result<(), StoreError> {
+        let conn = self.conn().await?;
+        conn.execute(
+            "INSERT INTO reasons (subject, reason, until) VALUES ($1, $2, $3)
+             ON CONFLICT (subject) DO UPDATE SET reason = $2, until = $3",
+            &[&subject, &reason, &to_i64(until)],
+        )
+        .await?;
+        self.release(conn);
+        Ok(())
+    }
+
+    /// `subject`'s reason, while it lasts.
+    pub async fn current_reason(
+        &self,
+        subject: &str,
+        now: u64,
+    ) -> Result<Option<String>, StoreError> {
+        let conn = self.conn().await?;
+        let row = conn
+            .query_opt(
+                "SELECT reason FROM reasons WHERE subject = $1 AND until > $2",
+                &[&subject, &to_i64(now)],
+            )
+            .await?;
+        self.release(conn);
+        Ok(row.map(|r| r.get(0)))
     }
 
     /// Requests, newest first, optionally in one state (at most `limit`).

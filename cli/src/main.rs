@@ -25,7 +25,8 @@ commands:
   approvals list or show approval requests; `gatehouse approvals --help`
   approve   approve a request: `gatehouse approve ID [--reason …]`
   deny      deny a request: `gatehouse deny ID --reason …`
-  request   ask for a time window: `gatehouse request --scope NAME --for 30m --reason …`";
+  request   ask for a time window: `gatehouse request --scope NAME --for 30m --reason …`
+  reason    say why, for the requests filed for you next: `gatehouse reason TEXT [--for 1h]`";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -38,6 +39,7 @@ fn main() -> ExitCode {
         Some((cmd, rest)) if cmd == "approve" => approvals::run_approve(rest),
         Some((cmd, rest)) if cmd == "deny" => approvals::run_deny(rest),
         Some((cmd, rest)) if cmd == "request" => approvals::run_request(rest),
+        Some((cmd, rest)) if cmd == "reason" => approvals::run_reason(rest),
         Some((cmd, _)) if cmd == "--help" || cmd == "-h" || cmd == "help" => {
             println!("{USAGE}");
             ExitCode::SUCCESS

@@ -398,6 +398,9 @@ impl Stack {
         if let KubeUpstream::Process(p) = &mut self.kube {
             pids.push(p.detach());
         }
+        if let Some(service) = &mut self.approvals {
+            pids.extend(service.detach());
+        }
         pids
     }
 }

@@ -154,10 +154,20 @@ fn a_held_kubectl_exec_is_released_by_an_approval_and_refused_otherwise() {
         stderr(&retry)
     );
 
-    // Denied during the hold: a 403 naming the request and the denial.
+    // Denied during the hold: a 403 naming the request and the denial. The
+    // reason comes from `gatehouse reason`, which works with plain kubectl.
+    let (code, _, err) = cli(
+        &stack,
+        "developer",
+        &["reason", "INC-9: a stuck worker", "--for", "10m"],
+    );
+    assert_eq!(code, 0, "{err}");
     let (out, third) = std::thread::scope(|s| {
         let run = s.spawn(|| exec_in_prod(&stack));
         let id = pending_exec(&stack, &[id.clone(), second.clone()]);
+        let (_, shown, _) = cli(&stack, "admin", &["approvals", "show", &id, "--json"]);
+        let shown: Value = serde_json::from_str(&shown).unwrap();
+        assert_eq!(shown["reason"], "INC-9: a stuck worker");
         let (code, _, err) = cli(
             &stack,
             "admin",

@@ -6,7 +6,10 @@
 
 use anyhow::{Context, Result, bail};
 use gatehouse_core::identity::testing::Minter;
-use gatehouse_integration::stack::demo_postgres_filter_config;
+use gatehouse_integration::approvals::filter_section;
+use gatehouse_integration::stack::{
+    ApprovalOptions, default_kubernetes_filter_config, demo_postgres_filter_config,
+};
 use gatehouse_integration::{Stack, StackOptions, idp, process, workspace_root};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -48,6 +51,17 @@ pub fn run(detach: bool, serve: bool) -> Result<()> {
     super::step(
         "build the stand-in Kubernetes API server",
         super::cargo().args(["build", "-q", "-p", "kube-standin"]),
+    )?;
+    super::step(
+        "build the approval service and the gatehouse command line",
+        super::cargo().args([
+            "build",
+            "-q",
+            "-p",
+            "gatehouse-approvals",
+            "-p",
+            "gatehouse-cli",
+        ]),
     )?;
     let dir = demo_dir();
     if dir.exists() {
@@ -97,7 +111,12 @@ fn serve_until_stopped() -> Result<()> {
     })?;
     let opts = StackOptions {
         kube_standin_binary: Some(standin),
-        postgres_filter: demo_postgres_filter_config(),
+        postgres_filter: with_approvals(demo_postgres_filter_config()),
+        kubernetes_filter: with_approvals(default_kubernetes_filter_config()),
+        approvals: Some(ApprovalOptions {
+            replicas: 1,
+            webhook: std::env::var("GATEHOUSE_DEMO_WEBHOOK").ok(),
+        }),
         ..StackOptions::default()
     };
     let stack = Stack::start_in(demo_dir(), opts)?;
@@ -161,6 +180,8 @@ fn smoke_checks() -> Result<()> {
          test \"$(psql -X -At \"$GATEHOUSE_PG_URL\" -c 'select count(*) from customers')\" = 5000
          psql -X -At \"$GATEHOUSE_PG_URL\" -c 'drop table orders' 2>&1 | grep -q 'schema changes'
          PGPASSWORD=\"$GATEHOUSE_TOKEN_DBA\" PGUSER=postgres psql -X -At \"$GATEHOUSE_PG_URL\" -c 'select 1' >/dev/null
+         psql -X -At \"$GATEHOUSE_PG_URL\" -c \"update customers set notes = 'x' where id = 1\" 2>&1 | grep -q 'HINT:  approval request apr-'
+         curl -sf \"$GATEHOUSE_APPROVALS_URL/healthz\" >/dev/null
          kubectl --kubeconfig \"$GATEHOUSE_KUBECONFIG\" get pods -A | grep -q web-0
          sleep 0.5
          grep -q '\"type\":\"pg.statement\"' \"$GATEHOUSE_AUDIT_LOG\"
@@ -201,6 +222,12 @@ pub fn token(args: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// A filter configuration connected to the demo's approval service.
+fn with_approvals(mut config: serde_json::Value) -> serde_json::Value {
+    config["approvals"] = filter_section(1000);
+    config
+}
+
 fn env_lines(stack: &Stack) -> Result<String> {
     let demo_db = gatehouse_integration::postgres::DEMO_DATABASE;
     let mut vars: Vec<(String, String)> = [
@@ -227,6 +254,14 @@ fn env_lines(stack: &Stack) -> Result<String> {
         (
             "GATEHOUSE_AUDIT_LOG",
             stack.access_log.display().to_string(),
+        ),
+        (
+            "GATEHOUSE_APPROVALS_URL",
+            stack
+                .approvals
+                .as_ref()
+                .map(|service| service.url(0))
+                .unwrap_or_default(),
         ),
         // psql and libpq read these: the application role, logged in as `developer`.
         ("PGUSER", "app".to_string()),
@@ -268,6 +303,13 @@ gatehouse demo is up.
   Kubernetes through Envoy:
     kubectl --kubeconfig {kubeconfig} get pods -A
 
+  Approvals: a developer's UPDATE or DELETE of customers is refused with the
+  request it filed (HINT); a dba approves it, and the same statement runs once:
+    GATEHOUSE_TOKEN=$GATEHOUSE_TOKEN_DBA target/debug/gatehouse approvals list
+    GATEHOUSE_TOKEN=$GATEHOUSE_TOKEN_DBA target/debug/gatehouse approve apr-…
+  A developer's kubectl exec in prod waits for an admin's approval (up to 2 min).
+  The service: {approvals}   (GATEHOUSE_APPROVALS_URL)
+
   Records (one JSON object per line): {log}
   Envoy admin: http://{admin}   (stats: /stats?filter=gatehouse)
   Everything above as shell variables: set -a; . {env}; set +a
@@ -276,6 +318,11 @@ gatehouse demo is up.
   A fresh one: cargo xtask token developer --ttl 15m
 ",
         pg = stack.pg_url(),
+        approvals = stack
+            .approvals
+            .as_ref()
+            .map(|service| service.url(0))
+            .unwrap_or_default(),
         kubeconfig = stack.kubeconfig.display(),
         log = stack.access_log.display(),
         admin = stack.envoy.admin,

@@ -6,6 +6,7 @@
 //! gatehouse approve ID [--reason TEXT]
 //! gatehouse deny ID --reason TEXT
 //! gatehouse request --scope NAME --for 30m --reason TEXT
+//! gatehouse reason TEXT [--for 1h]
 //! ```
 //!
 //! Every command takes the caller's token from `--token` or `GATEHOUSE_TOKEN`
@@ -26,6 +27,8 @@ const USAGE: &str = "usage:
   gatehouse approve ID [--reason TEXT]
   gatehouse deny ID --reason TEXT
   gatehouse request --scope NAME --for DURATION --reason TEXT
+  gatehouse reason TEXT [--for DURATION]   (default 1h: requests filed for you
+                                            meanwhile carry it, kubectl's too)
 
 Each takes --token TOKEN (or GATEHOUSE_TOKEN) and --server http://HOST:PORT
 (or GATEHOUSE_APPROVALS_URL). A requester cannot approve their own request;
@@ -52,6 +55,11 @@ pub fn run_approve(args: &[String]) -> ExitCode {
 /// `gatehouse deny ID --reason …`.
 pub fn run_deny(args: &[String]) -> ExitCode {
     run(args, &[], &["--reason"], |ctx| review(ctx, "deny"))
+}
+
+/// `gatehouse reason TEXT [--for 1h]`.
+pub fn run_reason(args: &[String]) -> ExitCode {
+    run(args, &[], &["--for"], reason)
 }
 
 /// `gatehouse request --scope NAME --for 30m --reason …`.
@@ -224,6 +232,24 @@ fn request(ctx: &Context) -> Result<(), Failure> {
     let id = answer.get("id").and_then(Value::as_str).unwrap_or_default();
     println!(
         "{id}: asked for a {} window on {scope}; an approver runs: gatehouse approve {id}",
+        format_duration(seconds)
+    );
+    Ok(())
+}
+
+fn reason(ctx: &Context) -> Result<(), Failure> {
+    let text = match ctx.args.positional.as_slice() {
+        [text] if !text.trim().is_empty() => text,
+        _ => return Err(Failure::Usage("expected one reason (quote it)".into())),
+    };
+    let seconds = match ctx.args.option("--for") {
+        Some(text) => parse_duration(text).map_err(|e| Failure::Usage(format!("--for: {e}")))?,
+        None => 3600,
+    };
+    let body = json!({ "reason": text, "seconds": seconds });
+    ctx.call("POST", "/v1/reasons", Some(&body))?;
+    println!(
+        "for the next {}, requests filed for you carry this reason",
         format_duration(seconds)
     );
     Ok(())

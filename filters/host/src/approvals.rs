@@ -74,21 +74,53 @@ const MAX_SHARED_USED: usize = 256;
 
 /// Tells every worker at once that this one is using grant `id`, so none of
 /// them offers it again before the service's next publication says it is used
-/// (another worker's attempt would be refused by the service, and could then
-/// only end its connection). Shared data under `<prefix>_used`.
+/// (another worker's attempt would be refused by the service). Shared data
+/// under `<prefix>_used`.
 pub fn share_used(prefix: &str, id: &str) {
-    let key = format!("{prefix}_used");
+    update_shared_lines(&format!("{prefix}_used"), |lines| {
+        lines.push(id.to_owned());
+        let skip = lines.len().saturating_sub(MAX_SHARED_USED);
+        lines.drain(..skip);
+    });
+}
+
+/// Whether some worker said it is using grant `id` (see [`share_used`]).
+pub fn shared_in_use(prefix: &str, id: &str) -> bool {
+    shared_lines(&format!("{prefix}_used"))
+        .iter()
+        .any(|line| line == id)
+}
+
+/// The lines of a shared-data value (none when absent or unreadable).
+pub fn shared_lines(key: &str) -> Vec<String> {
+    match crate::get_shared_data(key) {
+        Ok(Some((value, _))) => String::from_utf8_lossy(&value)
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Changes the lines of a shared-data value with `change`, retrying when
+/// another worker wrote it meanwhile (compare-and-swap).
+pub fn update_shared_lines(key: &str, change: impl Fn(&mut Vec<String>)) {
     for _ in 0..8 {
-        let (mut list, cas) = match crate::get_shared_data(&key) {
-            Ok(Some((value, cas))) => (String::from_utf8_lossy(&value).into_owned(), cas),
-            Ok(None) => (String::new(), 0),
+        let (mut lines, cas) = match crate::get_shared_data(key) {
+            Ok(Some((value, cas))) => (
+                String::from_utf8_lossy(&value)
+                    .lines()
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>(),
+                cas,
+            ),
+            Ok(None) => (Vec::new(), 0),
             Err(_) => return,
         };
-        let mut ids: Vec<&str> = list.lines().filter(|l| !l.is_empty()).collect();
-        ids.push(id);
-        let skip = ids.len().saturating_sub(MAX_SHARED_USED);
-        list = ids.get(skip..).unwrap_or_default().join("\n");
-        match crate::set_shared_data(&key, list.as_bytes(), cas) {
+        change(&mut lines);
+        match crate::set_shared_data(key, lines.join("\n").as_bytes(), cas) {
             Err(Status::CasMismatch) => continue,
             _ => return,
         }

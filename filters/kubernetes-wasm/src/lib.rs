@@ -17,8 +17,8 @@ use gatehouse_core::policy::Decision;
 use gatehouse_core::record::FilterMode;
 use gatehouse_host as host;
 use gatehouse_kubernetes::gate::{
-    Admission, ApprovalStep, Conclusion, Forward, Gate, LocalResponse, RequestHead,
-    audit_filter_state_key, audit_id,
+    Admission, ApprovalMemory, ApprovalStep, Conclusion, Forward, Gate, LocalResponse,
+    RecentRefusal, RequestHead, audit_filter_state_key, audit_id, remember,
 };
 use gatehouse_kubernetes::masking::{BodyMasker, WatchLines};
 use host::approvals::GrantDistribution;
@@ -44,6 +44,76 @@ proxy_wasm::main! {{
 const TICK_MS: u32 = 1_000;
 /// Tick period with the approval service: grants are read at its poll period.
 const APPROVALS_TICK_MS: u32 = 200;
+/// Shared-data key of the grants the approval service publishes (and, with
+/// suffixes, of what the workers share between publications).
+const GRANTS_KEY: &str = "gatehouse_k8s_grants";
+/// Shared-data key of the approval refusals workers repeat for a few seconds.
+const REFUSALS_KEY: &str = "gatehouse_k8s_grants_refusals";
+
+/// Approval memory shared by this Envoy's workers through shared data, so
+/// kubectl's immediate retry gets the same answer on any worker.
+#[derive(Debug)]
+struct SharedApprovalMemory;
+
+impl SharedApprovalMemory {
+    fn refusals() -> Vec<RecentRefusal> {
+        host::approvals::shared_lines(REFUSALS_KEY)
+            .iter()
+            .filter_map(|line| RecentRefusal::from_line(line))
+            .collect()
+    }
+
+    fn store(refusals: &[RecentRefusal], lines: &mut Vec<String>) {
+        *lines = refusals.iter().map(RecentRefusal::to_line).collect();
+    }
+}
+
+impl ApprovalMemory for SharedApprovalMemory {
+    fn repeated_refusal(&self, subject: &str, hash: &str, now_micros: i64) -> Option<String> {
+        Self::refusals()
+            .into_iter()
+            .find(|r| r.subject == subject && r.hash == hash && r.until_micros > now_micros)
+            .map(|r| r.reason)
+    }
+
+    fn remember_refusal(&self, subject: &str, hash: &str, until_micros: i64, reason: &str) {
+        host::approvals::update_shared_lines(REFUSALS_KEY, |lines| {
+            let mut refusals: Vec<RecentRefusal> = lines
+                .iter()
+                .filter_map(|line| RecentRefusal::from_line(line))
+                .collect();
+            remember(
+                &mut refusals,
+                RecentRefusal {
+                    subject: subject.to_owned(),
+                    hash: hash.to_owned(),
+                    until_micros,
+                    reason: reason.to_owned(),
+                },
+            );
+            Self::store(&refusals, lines);
+        });
+    }
+
+    fn forget_refusals(&self, subject: &str, hash: &str) {
+        host::approvals::update_shared_lines(REFUSALS_KEY, |lines| {
+            let refusals: Vec<RecentRefusal> = lines
+                .iter()
+                .filter_map(|line| RecentRefusal::from_line(line))
+                .filter(|r| r.subject != subject || r.hash != hash)
+                .collect();
+            Self::store(&refusals, lines);
+        });
+    }
+
+    fn in_use(&self, id: &str) -> bool {
+        host::approvals::shared_in_use(GRANTS_KEY, id)
+    }
+
+    fn mark_in_use(&self, id: &str) {
+        host::approvals::share_used(GRANTS_KEY, id);
+    }
+}
 /// Key fetches one request may wait for before it is judged with what is there.
 const MAX_FETCHES_PER_REQUEST: u8 = 2;
 
@@ -171,9 +241,10 @@ impl RootContext for KubernetesRoot {
                 let grants = gate
                     .policy()
                     .approval_service()
-                    .map(|service| GrantDistribution::new("gatehouse_k8s_grants", service.clone()));
+                    .map(|service| GrantDistribution::new(GRANTS_KEY, service.clone()));
                 if let Some(grants) = &grants {
                     gate.set_grant_book(grants.book());
+                    gate.set_approval_memory(Rc::new(SharedApprovalMemory));
                 }
                 tick_ms = if grants.is_some() {
                     APPROVALS_TICK_MS

@@ -19,7 +19,10 @@ use gatehouse_core::policy::{Action, Decision};
 
 mod approval;
 mod shadow;
-pub use approval::{ApprovalStep, Conclusion, REASON_HEADER, ServiceCall};
+pub use approval::{
+    ApprovalMemory, ApprovalStep, Conclusion, LocalMemory, REASON_HEADER, RecentRefusal,
+    ServiceCall, remember,
+};
 pub use shadow::{
     MODE_ANNOTATION, WOULD_BE_STATUS_ANNOTATION, WOULD_MASK_ANNOTATION, audit_filter_state_key,
 };

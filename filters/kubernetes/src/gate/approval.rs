@@ -46,21 +46,117 @@ const REPEAT_REFUSAL_MICROS: i64 = 5_000_000;
 /// Most refusals remembered.
 const MAX_RECENT_REFUSALS: usize = 64;
 
-/// The worker's approvals: the grants it knows, what it filed, what it refused.
-#[derive(Debug, Default)]
+/// The worker's approvals: the grants it knows, what it filed, and what the
+/// workers share between two publications of the service.
+#[derive(Debug)]
 pub(super) struct GateApprovals {
     book: Rc<RefCell<GrantBook>>,
     filed: u64,
-    recent_refusals: Vec<RecentRefusal>,
+    memory: Rc<dyn ApprovalMemory>,
+}
+
+/// What the workers of one Envoy tell each other at once about approvals,
+/// between two publications of the service: refusals just given (kubectl's
+/// SPDY retry may reach another worker) and single-use grants being used.
+pub trait ApprovalMemory: std::fmt::Debug {
+    /// The refusal given to `subject` for `hash` that still stands at `now_micros`.
+    fn repeated_refusal(&self, subject: &str, hash: &str, now_micros: i64) -> Option<String>;
+    /// Remembers a refusal until `until_micros`.
+    fn remember_refusal(&self, subject: &str, hash: &str, until_micros: i64, reason: &str);
+    /// An approval came through: refusals of that request are over.
+    fn forget_refusals(&self, subject: &str, hash: &str);
+    /// Whether some worker is using grant `id`.
+    fn in_use(&self, id: &str) -> bool;
+    /// Notes that this worker is using grant `id`.
+    fn mark_in_use(&self, id: &str);
+}
+
+/// One worker's own memory (tests, and glue that shares nothing).
+#[derive(Debug, Default)]
+pub struct LocalMemory {
+    refusals: RefCell<Vec<RecentRefusal>>,
+    used: RefCell<Vec<String>>,
 }
 
 /// A refusal given to `subject` for `hash` until `until_micros`.
-#[derive(Debug, Clone)]
-struct RecentRefusal {
-    subject: String,
-    hash: String,
-    until_micros: i64,
-    reason: String,
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecentRefusal {
+    pub subject: String,
+    pub hash: String,
+    pub until_micros: i64,
+    pub reason: String,
+}
+
+impl RecentRefusal {
+    /// One line (tab-separated; the reason loses tabs and newlines).
+    pub fn to_line(&self) -> String {
+        let clean = |s: &str| s.replace(['\t', '\n', '\r'], " ");
+        format!(
+            "{}\t{}\t{}\t{}",
+            self.until_micros,
+            clean(&self.subject),
+            clean(&self.hash),
+            clean(&self.reason)
+        )
+    }
+
+    /// Reads a line of [`RecentRefusal::to_line`].
+    pub fn from_line(line: &str) -> Option<RecentRefusal> {
+        let mut parts = line.splitn(4, '\t');
+        Some(RecentRefusal {
+            until_micros: parts.next()?.parse().ok()?,
+            subject: parts.next()?.to_owned(),
+            hash: parts.next()?.to_owned(),
+            reason: parts.next()?.to_owned(),
+        })
+    }
+}
+
+impl ApprovalMemory for LocalMemory {
+    fn repeated_refusal(&self, subject: &str, hash: &str, now_micros: i64) -> Option<String> {
+        self.refusals
+            .borrow()
+            .iter()
+            .find(|r| r.subject == subject && r.hash == hash && r.until_micros > now_micros)
+            .map(|r| r.reason.clone())
+    }
+
+    fn remember_refusal(&self, subject: &str, hash: &str, until_micros: i64, reason: &str) {
+        let mut refusals = self.refusals.borrow_mut();
+        remember(
+            &mut refusals,
+            RecentRefusal {
+                subject: subject.to_owned(),
+                hash: hash.to_owned(),
+                until_micros,
+                reason: reason.to_owned(),
+            },
+        );
+    }
+
+    fn forget_refusals(&self, subject: &str, hash: &str) {
+        self.refusals
+            .borrow_mut()
+            .retain(|r| r.subject != subject || r.hash != hash);
+    }
+
+    fn in_use(&self, id: &str) -> bool {
+        self.used.borrow().iter().any(|u| u == id)
+    }
+
+    fn mark_in_use(&self, id: &str) {
+        self.used.borrow_mut().push(id.to_owned());
+    }
+}
+
+/// Adds `refusal` to a bounded list, dropping what has expired.
+pub fn remember(refusals: &mut Vec<RecentRefusal>, refusal: RecentRefusal) {
+    let now = refusal.until_micros - REPEAT_REFUSAL_MICROS;
+    refusals.retain(|r| r.until_micros > now);
+    if refusals.len() >= MAX_RECENT_REFUSALS {
+        refusals.remove(0);
+    }
+    refusals.push(refusal);
 }
 
 /// One call to the approval service, for the glue to make.
@@ -103,8 +199,16 @@ impl Gate {
         self.approvals = Some(GateApprovals {
             book,
             filed: 0,
-            recent_refusals: Vec::new(),
+            memory: Rc::new(LocalMemory::default()),
         });
+    }
+
+    /// Shares refusals and grants in use with the other workers through
+    /// `memory` (after [`Gate::set_grant_book`]).
+    pub fn set_approval_memory(&mut self, memory: Rc<dyn ApprovalMemory>) {
+        if let Some(approvals) = self.approvals.as_mut() {
+            approvals.memory = memory;
+        }
     }
 
     /// A request the policy says needs approval. `None` when the approval
@@ -143,6 +247,10 @@ impl Gate {
             let book = approvals.book.try_borrow().ok()?;
             match book.lookup(&identity.subject, &rule, &requirement, &hash, now) {
                 Lookup::Window(grant) => Err(grant.reference()),
+                // Another worker is using it: the service will say it is gone.
+                Lookup::SingleUse(grant) if approvals.memory.in_use(&grant.id) => {
+                    Ok((None, String::new()))
+                }
                 Lookup::SingleUse(grant) => Ok((Some(grant.reference()), grant.id.clone())),
                 Lookup::Pending(id) => Ok((None, id.to_owned())),
                 Lookup::Nothing => Ok((None, String::new())),
@@ -176,6 +284,7 @@ impl Gate {
             if let Ok(mut book) = approvals.book.try_borrow_mut() {
                 book.mark_used(&grant.id);
             }
+            approvals.memory.mark_in_use(&grant.id);
             step.call.path = format!("/v1/requests/{}/consume", grant.id);
             step.call.body = subject_and_hash().to_string();
             step.call.timeout_ms = ANSWER_MARGIN_MS;
@@ -183,12 +292,8 @@ impl Gate {
             return Some(Admission::Approval(Box::new(step)));
         }
         let repeated = approvals
-            .recent_refusals
-            .iter()
-            .find(|r| {
-                r.subject == identity.subject && r.hash == hash && r.until_micros > head.now_micros
-            })
-            .map(|r| r.reason.clone());
+            .memory
+            .repeated_refusal(&identity.subject, &hash, head.now_micros);
         if let Some(reason) = repeated {
             return Some(Admission::Respond(self.approval_refusal(
                 &mut step,
@@ -255,10 +360,8 @@ impl Gate {
 
     /// An approval came through: earlier refusals of the same request are over.
     fn forget_refusals(&mut self, step: &ApprovalStep) {
-        if let Some(approvals) = self.approvals.as_mut() {
-            approvals
-                .recent_refusals
-                .retain(|r| r.subject != step.subject || r.hash != step.hash);
+        if let Some(approvals) = self.approvals.as_ref() {
+            approvals.memory.forget_refusals(&step.subject, &step.hash);
         }
     }
 
@@ -341,18 +444,13 @@ impl Gate {
                 &format!("could not be confirmed (the approval service answered {status})"),
             ),
         };
-        if let Some(approvals) = self.approvals.as_mut() {
-            let recent = &mut approvals.recent_refusals;
-            recent.retain(|r| r.until_micros > now_micros);
-            if recent.len() >= MAX_RECENT_REFUSALS {
-                recent.remove(0);
-            }
-            recent.push(RecentRefusal {
-                subject: step.subject.clone(),
-                hash: step.hash.clone(),
-                until_micros: now_micros + REPEAT_REFUSAL_MICROS,
-                reason: reason.clone(),
-            });
+        if let Some(approvals) = self.approvals.as_ref() {
+            approvals.memory.remember_refusal(
+                &step.subject,
+                &step.hash,
+                now_micros + REPEAT_REFUSAL_MICROS,
+                &reason,
+            );
         }
         Conclusion::Respond(self.approval_refusal(&mut step, &reason, now_micros))
     }

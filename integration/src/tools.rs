@@ -298,8 +298,13 @@ pub fn workspace_binary(package: &str, name: &str) -> Result<PathBuf> {
             }
         })
         .context("binary outside a target directory")?;
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["build", "-q", "-p", package])
+    let mut build = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    build.args(["build", "-q", "-p", package]);
+    // Benches run from target/release.
+    if profile_dir.ends_with("release") {
+        build.arg("--release");
+    }
+    let status = build
         .current_dir(crate::workspace_root())
         .status()
         .with_context(|| format!("building {package}"))?;

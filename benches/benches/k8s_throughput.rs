@@ -1,6 +1,6 @@
 //! End-to-end Kubernetes API throughput: kubectl-like GETs (a ~100-pod list as
-//! `kubectl get pods` asks for it, a pod and a Secret as `-o yaml` asks for
-//! them, and discovery) through
+//! `kubectl get pods` asks for it, a pod, a Secret and a ConfigMap as `-o
+//! yaml` asks for them, and discovery) through
 //! Envoy with gatehouse's Kubernetes filter (default policy, masking on), and
 //! through the same Envoy route without any filter (the baseline), with a
 //! Wasm filter that does nothing (what Envoy's Wasm runtime costs alone) and
@@ -207,6 +207,14 @@ fn main() -> Result<()> {
             "get secret (json)",
             get(
                 "/api/v1/namespaces/prod/secrets/db-credentials",
+                "application/json",
+            ),
+        ),
+        // Every resource answer is read for objects to mask; this one has none.
+        (
+            "read configmap",
+            get(
+                &format!("/api/v1/namespaces/{NAMESPACE}/configmaps/app-config"),
                 "application/json",
             ),
         ),

@@ -98,14 +98,16 @@ fn pg_policy_wire(c: &mut Criterion) {
             "DELETE FROM pgbench_accounts",
         )
         .decision;
-    let message = gatehouse_postgres::deny::denial_message(&message);
+    let denial = gatehouse_postgres::deny::denial_message(&message);
+    let detail = denial.detail.unwrap_or_default();
     let mut answer = Vec::new();
     BackendMessage::ErrorResponse {
         fields: vec![
             (b'S', b"ERROR"),
             (b'V', b"ERROR"),
             (b'C', b"42501"),
-            (b'M', message.as_bytes()),
+            (b'M', denial.message.as_bytes()),
+            (b'D', detail.as_bytes()),
             (b'W', b"PL/pgSQL function inline_code_block line 1 at RAISE"),
             (b'F', b"pl_exec.c"),
             (b'L', b"3891"),

@@ -51,12 +51,16 @@ impl Kind {
     /// Every kind, in the order detection tries them.
     pub const ALL: [Kind; 3] = [Kind::PostgresFilter, Kind::PostgresPolicy, Kind::Kubernetes];
 
+    /// Every kind's `--kind` name.
+    pub const NAMES: [&'static str; 3] = ["postgres-filter", "postgres-policy", "kubernetes"];
+
     /// The name used by `--kind`.
     pub fn name(self) -> &'static str {
+        let [postgres_filter, postgres_policy, kubernetes] = Kind::NAMES;
         match self {
-            Kind::PostgresFilter => "postgres-filter",
-            Kind::PostgresPolicy => "postgres-policy",
-            Kind::Kubernetes => "kubernetes",
+            Kind::PostgresFilter => postgres_filter,
+            Kind::PostgresPolicy => postgres_policy,
+            Kind::Kubernetes => kubernetes,
         }
     }
 

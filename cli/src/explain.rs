@@ -7,66 +7,102 @@
 // Reading a `serde_json::Value` by key never panics: an absent key reads as null.
 #![allow(clippy::indexing_slicing)]
 
-use crate::args::Args;
 use crate::document::{self, Compiled, Kind};
-use gatehouse_core::identity::Identity;
+use crate::identities;
+use gatehouse_core::identity::{Identity, IdentityConfig};
 use gatehouse_core::policy::Decision;
 use gatehouse_core::record::FilterMode;
 use gatehouse_kubernetes::exec::{StreamRequest, authorization_verb};
 use gatehouse_kubernetes::masking::needs_masking;
 use gatehouse_kubernetes::policy::{Policy, Request};
 use gatehouse_kubernetes::request_info::{DecodedRequest, decode_request};
+use gatehouse_postgres::FilterConfig;
 use gatehouse_postgres::policy::{PgPolicy, SessionContext};
 use gatehouse_postgres::sql;
 use serde_json::{Value, json};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-const USAGE: &str =
-    "usage: gatehouse explain <file> [--kind postgres-filter|postgres-policy|kubernetes]
-         [--subject NAME] [--group GROUP]... [--claim NAME=VALUE]... [--json]
-         (--sql TEXT [--database DB] [--role ROLE]
-          | --request \"METHOD /path?query\" [--header \"Name: value\"]...
-          | --verb VERB --resource RESOURCE[/SUBRESOURCE] [--namespace NS] [--name NAME]
-            [--api-group GROUP] [--api-version VERSION])
-
-Prints the decision the policy in <file> reaches for the identity and the SQL
-text (Postgres) or the request (Kubernetes), and the rule that decided. The
-identity is taken as given; no token is verified. --claim repeated with one
-name gives the claim a list of values.
-Exit status: 0 explained, 1 the file is invalid, 2 usage or read error.";
-
-const FLAGS: &[&str] = &["--json", "--help"];
-const OPTIONS: &[&str] = &[
-    "--kind",
-    "--subject",
-    "--group",
-    "--claim",
-    "--sql",
-    "--database",
-    "--role",
-    "--request",
-    "--header",
-    "--verb",
-    "--resource",
-    "--namespace",
-    "--name",
-    "--api-group",
-    "--api-version",
-];
+/// Show the decision a policy reaches for an identity and a statement or request.
+///
+/// Prints the decision the policy in FILE reaches for the identity and the SQL
+/// text (Postgres) or the request (Kubernetes), the rule that decided, and what
+/// would be masked. The identity is given with --subject/--group/--claim, by
+/// name from an identities file (--identity), or read from a token (--token,
+/// whose signature is not checked: this is a dry run). --claim repeated with one
+/// name gives the claim a list of values.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Exit status: 0 explained, 1 the file is invalid, 2 usage or read error.")]
+pub struct ExplainArgs {
+    /// The filter configuration or policy to explain.
+    file: String,
+    /// What FILE holds; told from the content when absent.
+    #[arg(long, value_parser = Kind::NAMES)]
+    kind: Option<String>,
+    /// The caller's subject.
+    #[arg(long, value_name = "NAME", help_heading = "Identity")]
+    subject: Option<String>,
+    /// A group of the caller (repeat for more).
+    #[arg(long, value_name = "GROUP", help_heading = "Identity")]
+    group: Vec<String>,
+    /// A claim of the caller, NAME=VALUE (repeat for more).
+    #[arg(long, value_name = "NAME=VALUE", help_heading = "Identity")]
+    claim: Vec<String>,
+    /// A named identity from the identities file (e.g. the demo's `developer`).
+    #[arg(long, value_name = "NAME", help_heading = "Identity",
+          conflicts_with_all = ["subject", "group", "claim", "token"])]
+    identity: Option<String>,
+    /// The identities file for --identity (the demo sets GATEHOUSE_IDENTITIES).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "GATEHOUSE_IDENTITIES",
+        help_heading = "Identity"
+    )]
+    identities: Option<PathBuf>,
+    /// A token (JWT) whose claims give the identity; its signature is not checked.
+    #[arg(long, value_name = "JWT", help_heading = "Identity",
+          conflicts_with_all = ["subject", "group", "claim"])]
+    token: Option<String>,
+    /// Print JSON for programs.
+    #[arg(long)]
+    json: bool,
+    /// SQL text to judge (Postgres).
+    #[arg(long, value_name = "TEXT", help_heading = "Postgres")]
+    sql: Option<String>,
+    /// The session's database.
+    #[arg(long, value_name = "DB", help_heading = "Postgres")]
+    database: Option<String>,
+    /// The session's database role (also checked against token login's role grants).
+    #[arg(long, value_name = "ROLE", help_heading = "Postgres")]
+    role: Option<String>,
+    /// A Kubernetes request, "METHOD /path?query".
+    #[arg(long, value_name = "REQUEST", help_heading = "Kubernetes")]
+    request: Option<String>,
+    /// A request header, "Name: value" (repeat for more).
+    #[arg(long, value_name = "HEADER", help_heading = "Kubernetes")]
+    header: Vec<String>,
+    /// The request's verb (get, list, watch, create, update, patch, delete, deletecollection).
+    #[arg(long, help_heading = "Kubernetes")]
+    verb: Option<String>,
+    /// The resource, RESOURCE[/SUBRESOURCE].
+    #[arg(long, help_heading = "Kubernetes")]
+    resource: Option<String>,
+    #[arg(long, help_heading = "Kubernetes")]
+    namespace: Option<String>,
+    #[arg(long, help_heading = "Kubernetes")]
+    name: Option<String>,
+    #[arg(long, value_name = "GROUP", help_heading = "Kubernetes")]
+    api_group: Option<String>,
+    #[arg(long, value_name = "VERSION", help_heading = "Kubernetes")]
+    api_version: Option<String>,
+}
 
 /// Entry point for `gatehouse explain ...`.
-pub fn run(args: &[String]) -> ExitCode {
-    let args = match Args::parse(args, FLAGS, OPTIONS) {
-        Ok(args) if !args.flag("--help") => args,
-        Ok(_) => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(error) => return usage_error(&error),
-    };
+pub fn run(args: ExplainArgs) -> ExitCode {
     match explain(&args) {
         Ok(explanation) => {
-            if args.flag("--json") {
+            if args.json {
                 println!("{}", explanation.json);
             } else {
                 for line in &explanation.lines {
@@ -84,7 +120,7 @@ pub fn run(args: &[String]) -> ExitCode {
 }
 
 fn usage_error(message: &str) -> ExitCode {
-    eprintln!("gatehouse explain: {message}\n{USAGE}");
+    eprintln!("gatehouse explain: {message} (see `gatehouse explain --help`)");
     ExitCode::from(2)
 }
 
@@ -101,14 +137,10 @@ struct Explanation {
     json: Value,
 }
 
-fn explain(args: &Args) -> Result<Explanation, Failure> {
-    let [file] = args.positional.as_slice() else {
-        return Err(Failure::Usage(
-            "name exactly one configuration file".to_owned(),
-        ));
-    };
-    let postgres = args.option("--sql").is_some();
-    let kubernetes = args.option("--request").is_some() || args.option("--verb").is_some();
+fn explain(args: &ExplainArgs) -> Result<Explanation, Failure> {
+    let file = &args.file;
+    let postgres = args.sql.as_deref().is_some();
+    let kubernetes = args.request.as_deref().is_some() || args.verb.as_deref().is_some();
     let candidates: &[Kind] = match (postgres, kubernetes) {
         (true, false) => &[Kind::PostgresFilter, Kind::PostgresPolicy],
         (false, true) => &[Kind::Kubernetes],
@@ -119,7 +151,7 @@ fn explain(args: &Args) -> Result<Explanation, Failure> {
         }
     };
     let json = document::read(file).map_err(Failure::Usage)?;
-    let kind = match args.option("--kind") {
+    let kind = match args.kind.as_deref() {
         Some(name) => Kind::from_name(name)
             .filter(|kind| candidates.contains(kind))
             .ok_or_else(|| Failure::Usage(format!("--kind {name} does not fit this request")))?,
@@ -136,17 +168,22 @@ fn explain(args: &Args) -> Result<Explanation, Failure> {
             kind.name()
         ))
     })?;
-    let identity = identity(args)?;
+    let trusted = trusted_issuers(&compiled, &json);
+    let (identity, notes) = identity(args, trusted.as_ref())?;
     let mode = match &compiled {
         Compiled::PostgresFilter(config) => config.mode,
         Compiled::Kubernetes(gate) => gate.mode(),
         Compiled::PostgresPolicy(_) => FilterMode::Enforce,
     };
-    let explanation = match (compiled, args.option("--sql")) {
-        (Compiled::PostgresFilter(config), Some(sql)) => Ok(match &config.policy {
-            Some(policy) => explain_sql(&policy.0, &identity, args, sql),
-            None => no_postgres_policy(&identity, sql),
-        }),
+    let explanation = match (compiled, args.sql.as_deref()) {
+        (Compiled::PostgresFilter(config), Some(sql)) => {
+            let mut explanation = match &config.policy {
+                Some(policy) => explain_sql(&policy.0, &identity, args, sql),
+                None => no_postgres_policy(&identity, sql),
+            };
+            preview_login_and_masking(&mut explanation, &config, &identity, args, sql);
+            Ok(explanation)
+        }
         (Compiled::PostgresPolicy(policy), Some(sql)) => {
             Ok(explain_sql(&policy, &identity, args, sql))
         }
@@ -155,7 +192,55 @@ fn explain(args: &Args) -> Result<Explanation, Failure> {
             "the request does not fit the configuration's kind".to_owned(),
         )),
     }?;
-    Ok(with_mode(explanation, mode))
+    let mut explanation = with_mode(explanation, mode);
+    explanation.lines.extend(notes);
+    Ok(explanation)
+}
+
+/// The issuers a configuration trusts, for reading a token as the filter would.
+fn trusted_issuers(compiled: &Compiled, json: &[u8]) -> Option<IdentityConfig> {
+    match compiled {
+        Compiled::Kubernetes(gate) => gate.policy().identity().cloned(),
+        Compiled::PostgresFilter(_) => serde_json::from_slice::<Value>(json)
+            .ok()
+            .and_then(|doc| serde_json::from_value(doc["identity"].clone()).ok()),
+        Compiled::PostgresPolicy(_) => None,
+    }
+}
+
+/// What token login and masking would do for this identity and statement.
+fn preview_login_and_masking(
+    explanation: &mut Explanation,
+    config: &FilterConfig,
+    identity: &Identity,
+    args: &ExplainArgs,
+    sql: &str,
+) {
+    let mut preview = serde_json::Map::new();
+    if let (Some(login), Some(role)) = (&config.token_login, args.role.as_deref()) {
+        let allowed = login.login.may_use_role(identity, role);
+        explanation.lines.push(if allowed {
+            format!("login: role \"{role}\" is open to this identity")
+        } else {
+            format!("login: role \"{role}\" is refused to this identity (FATAL 28000)")
+        });
+        preview.insert("login_allowed".to_owned(), json!(allowed));
+    }
+    if let Some(masking) = &config.masking {
+        let masks = gatehouse_postgres::masking::preview::preview(
+            &masking.policy,
+            identity,
+            &sql::analyze(sql, &Default::default()),
+        );
+        explanation.lines.extend(masks.lines());
+        preview.insert(
+            "masking".to_owned(),
+            serde_json::to_value(&masks).unwrap_or_default(),
+        );
+    }
+    if let Some(object) = explanation.json.as_object_mut() {
+        object.extend(preview);
+    }
 }
 
 /// A shadow configuration's decision is only recorded: say so.
@@ -172,11 +257,47 @@ fn with_mode(mut explanation: Explanation, mode: FilterMode) -> Explanation {
     explanation
 }
 
+/// The identity to explain for, with notes on how it was had.
+fn identity(
+    args: &ExplainArgs,
+    trusted: Option<&IdentityConfig>,
+) -> Result<(Identity, Vec<String>), Failure> {
+    if let Some(name) = &args.identity {
+        let identity = identities::named(args.identities.as_deref(), name)
+            .map_err(|e| Failure::Usage(e.to_string()))?;
+        return Ok((identity, Vec::new()));
+    }
+    let Some(token) = &args.token else {
+        return Ok((claimed_identity(args)?, Vec::new()));
+    };
+    let read = identities::from_token(token, trusted, now_unix())
+        .map_err(|e| Failure::Usage(format!("--token: {e}")))?;
+    let mut notes = vec!["token: claims read without checking the signature".to_owned()];
+    if !read.trusted_issuer {
+        notes.push(format!(
+            "token: issuer {} is not trusted by this configuration: the filter would refuse the token",
+            read.identity.issuer.as_deref().unwrap_or("(none)")
+        ));
+    }
+    if let Some(past) = read.expired_for.filter(|past| *past > 0) {
+        notes.push(format!(
+            "token: expired {past} s ago (past exp and the clock-skew leeway): the filter would refuse it"
+        ));
+    }
+    Ok((read.identity, notes))
+}
+
+fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
 /// The identity from `--subject`, `--group` and `--claim`.
-fn identity(args: &Args) -> Result<Identity, Failure> {
-    let mut identity = Identity::claimed(args.option("--subject").unwrap_or_default());
-    identity.groups = args.all("--group").map(str::to_owned).collect();
-    for claim in args.all("--claim") {
+fn claimed_identity(args: &ExplainArgs) -> Result<Identity, Failure> {
+    let mut identity = Identity::claimed(args.subject.as_deref().unwrap_or_default());
+    identity.groups = args.group.clone();
+    for claim in &args.claim {
         let Some((name, value)) = claim.split_once('=') else {
             return Err(Failure::Usage(format!("--claim {claim}: write NAME=VALUE")));
         };
@@ -248,11 +369,16 @@ fn no_postgres_policy(identity: &Identity, sql: &str) -> Explanation {
     }
 }
 
-fn explain_sql(policy: &PgPolicy, identity: &Identity, args: &Args, sql: &str) -> Explanation {
+fn explain_sql(
+    policy: &PgPolicy,
+    identity: &Identity,
+    args: &ExplainArgs,
+    sql: &str,
+) -> Explanation {
     let context = SessionContext {
         identity: identity.clone(),
-        database: args.option("--database").unwrap_or_default().to_owned(),
-        role: args.option("--role").unwrap_or_default().to_owned(),
+        database: args.database.as_deref().unwrap_or_default().to_owned(),
+        role: args.role.as_deref().unwrap_or_default().to_owned(),
     };
     let verdict = policy.decide(&context, sql);
     let analysis = sql::analyze(sql, policy.limits());
@@ -348,8 +474,8 @@ fn text(value: &Value) -> String {
 }
 
 /// The method and raw path of the request to explain.
-fn request_target(args: &Args) -> Result<(String, String), Failure> {
-    if let Some(request) = args.option("--request") {
+fn request_target(args: &ExplainArgs) -> Result<(String, String), Failure> {
+    if let Some(request) = args.request.as_deref() {
         let mut words = request.split_whitespace();
         return match (words.next(), words.next(), words.next()) {
             (Some(method), Some(path), None) => Ok((method.to_ascii_uppercase(), path.to_owned())),
@@ -358,13 +484,13 @@ fn request_target(args: &Args) -> Result<(String, String), Failure> {
             ))),
         };
     }
-    let verb = args.option("--verb").unwrap_or_default();
-    let Some(resource) = args.option("--resource") else {
+    let verb = args.verb.as_deref().unwrap_or_default();
+    let Some(resource) = args.resource.as_deref() else {
         return Err(Failure::Usage("--verb needs --resource".to_owned()));
     };
     let (resource, subresource) = resource.split_once('/').unwrap_or((resource, ""));
-    let name = args.option("--name").unwrap_or_default();
-    let namespace = args.option("--namespace").unwrap_or_default();
+    let name = args.name.as_deref().unwrap_or_default();
+    let namespace = args.namespace.as_deref().unwrap_or_default();
     for (option, value) in [
         ("--resource", resource),
         ("--resource", subresource),
@@ -377,8 +503,8 @@ fn request_target(args: &Args) -> Result<(String, String), Failure> {
             )));
         }
     }
-    let version = args.option("--api-version").unwrap_or("v1");
-    let mut path = match args.option("--api-group") {
+    let version = args.api_version.as_deref().unwrap_or("v1");
+    let mut path = match args.api_group.as_deref() {
         None | Some("" | "core") => format!("/api/{version}"),
         Some(group) => format!("/apis/{group}/{version}"),
     };
@@ -424,8 +550,9 @@ fn request_target(args: &Args) -> Result<(String, String), Failure> {
 }
 
 /// `Name: value` headers, names lowercased as Envoy hands them to the filter.
-fn headers(args: &Args) -> Result<Vec<(String, String)>, Failure> {
-    args.all("--header")
+fn headers(args: &ExplainArgs) -> Result<Vec<(String, String)>, Failure> {
+    args.header
+        .iter()
         .map(|header| {
             header
                 .split_once(':')
@@ -439,7 +566,7 @@ fn headers(args: &Args) -> Result<Vec<(String, String)>, Failure> {
 fn explain_request(
     policy: &Policy,
     identity: &Identity,
-    args: &Args,
+    args: &ExplainArgs,
 ) -> Result<Explanation, Failure> {
     let (method, path) = request_target(args)?;
     let headers = headers(args)?;
@@ -447,17 +574,21 @@ fn explain_request(
     let DecodedRequest { info, query } = match decode_request(&method, &path) {
         Ok(decoded) => decoded,
         Err(error) => {
-            let message = format!("gatehouse refused an ambiguous request path: {error}");
+            let message = format!("gatehouse refused an ambiguous request: {error}");
+            let status = error.http_status();
             return Ok(Explanation {
                 lines: vec![
-                    "decision: refused before policy (400 Bad Request)".to_owned(),
+                    format!(
+                        "decision: refused before policy ({status} {})",
+                        error.reason()
+                    ),
                     format!("message: {message}"),
                 ],
                 json: json!({
                     "kind": "kubernetes",
                     "policy_version": version,
                     "request": {"method": method, "path": path},
-                    "refused": {"status": 400, "message": message},
+                    "refused": {"status": status, "message": message},
                 }),
             });
         }

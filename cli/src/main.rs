@@ -1,52 +1,97 @@
 //! `gatehouse`: the command line for operators and auditors.
 //!
-//! Each subcommand lives in its own module with a `run(args) -> ExitCode`.
+//! Each command lives in its own module with its clap arguments and a
+//! `run(args) -> ExitCode`; [`Command`] lists them, so a new command is one
+//! module and one variant here. Every command and subcommand answers `--help`
+//! (exit 0); a usage error exits 2.
 
+use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 mod approvals;
-mod args;
 mod audit;
 mod collect;
 mod document;
 mod explain;
+mod identities;
 mod ready;
 mod validate;
 
-const USAGE: &str = "usage: gatehouse <command> ...
+/// gatehouse: read audit logs, check and explain configurations, probe
+/// listeners, and approve what policy holds back.
+#[derive(Debug, Parser)]
+#[command(name = "gatehouse", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-commands:
-  audit     read an audit log (follow, replay, verify); `gatehouse audit --help`
-  validate  check filter configurations and policies; `gatehouse validate --help`
-  explain   show the decision a policy reaches for an identity and a statement
-            or request; `gatehouse explain --help`
-  ready     probe a listener: does the gatehouse filter answer there;
-            `gatehouse ready --help`
-  approvals list or show approval requests; `gatehouse approvals --help`
-  approve   approve a request: `gatehouse approve ID [--reason …]`
-  deny      deny a request: `gatehouse deny ID --reason …`
-  request   ask for a time window: `gatehouse request --scope NAME --for 30m --reason …`
-  reason    say why, for the requests filed for you next: `gatehouse reason TEXT [--for 1h]`";
+#[derive(Debug, Subcommand)]
+enum Command {
+    Audit(audit::AuditArgs),
+    Validate(validate::ValidateArgs),
+    Explain(Box<explain::ExplainArgs>),
+    Ready(ready::ReadyArgs),
+    Approvals(approvals::ApprovalsArgs),
+    Approve(approvals::ApproveArgs),
+    Deny(approvals::DenyArgs),
+    Request(approvals::RequestArgs),
+    Reason(approvals::ReasonArgs),
+}
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.split_first() {
-        Some((cmd, rest)) if cmd == "audit" => audit::run(rest),
-        Some((cmd, rest)) if cmd == "validate" => validate::run(rest),
-        Some((cmd, rest)) if cmd == "explain" => explain::run(rest),
-        Some((cmd, rest)) if cmd == "ready" => ready::run(rest),
-        Some((cmd, rest)) if cmd == "approvals" => approvals::run_approvals(rest),
-        Some((cmd, rest)) if cmd == "approve" => approvals::run_approve(rest),
-        Some((cmd, rest)) if cmd == "deny" => approvals::run_deny(rest),
-        Some((cmd, rest)) if cmd == "request" => approvals::run_request(rest),
-        Some((cmd, rest)) if cmd == "reason" => approvals::run_reason(rest),
-        Some((cmd, _)) if cmd == "--help" || cmd == "-h" || cmd == "help" => {
-            println!("{USAGE}");
-            ExitCode::SUCCESS
+    match Cli::parse().command {
+        Command::Audit(args) => audit::run(args),
+        Command::Validate(args) => validate::run(args),
+        Command::Explain(args) => explain::run(*args),
+        Command::Ready(args) => ready::run(args),
+        Command::Approvals(args) => approvals::run_approvals(args),
+        Command::Approve(args) => approvals::run_approve(args),
+        Command::Deny(args) => approvals::run_deny(args),
+        Command::Request(args) => approvals::run_request(args),
+        Command::Reason(args) => approvals::run_reason(args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    /// Every command path, from `gatehouse` down to each leaf subcommand.
+    fn command_paths(command: &clap::Command, path: Vec<String>, out: &mut Vec<Vec<String>>) {
+        out.push(path.clone());
+        for sub in command.get_subcommands() {
+            let mut deeper = path.clone();
+            deeper.push(sub.get_name().to_owned());
+            command_paths(sub, deeper, out);
         }
-        _ => {
-            eprintln!("{USAGE}");
-            ExitCode::from(2)
+    }
+
+    #[test]
+    fn help_works_the_same_on_every_command_and_subcommand() {
+        let mut paths = Vec::new();
+        command_paths(&Cli::command(), Vec::new(), &mut paths);
+        assert!(paths.len() > 8, "{paths:?}");
+        for path in paths {
+            for help in ["--help", "-h"] {
+                let args = std::iter::once("gatehouse".to_owned())
+                    .chain(path.iter().cloned())
+                    .chain([help.to_owned()]);
+                match Cli::try_parse_from(args) {
+                    Err(e) => assert_eq!(
+                        e.kind(),
+                        clap::error::ErrorKind::DisplayHelp,
+                        "{path:?} {help}"
+                    ),
+                    Ok(parsed) => panic!("{path:?} {help} ran {parsed:?} instead of printing help"),
+                }
+            }
         }
     }
 }

@@ -9,7 +9,6 @@
 //! Exit codes: 0 ready, 1 not ready, 2 usage error. For a Kubernetes exec
 //! readiness probe or a deployment pipeline's health gate.
 
-use crate::args::Args;
 use gatehouse_postgres::protocol::{BackendMessage, StartupPacket, error_field};
 use gatehouse_postgres::{READINESS_MESSAGE, READINESS_USER};
 use std::io::{Read, Write};
@@ -17,38 +16,38 @@ use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::process::ExitCode;
 use std::time::Duration;
 
-const USAGE: &str = "usage: gatehouse ready postgres HOST:PORT [--timeout SECONDS]
+/// Probe a listener: does the gatehouse filter answer there.
+///
+/// Connects through the Postgres listener as the reserved user
+/// gatehouse-readiness. The gatehouse filter answers it itself once the server
+/// has answered too; the answer names the filter's build and policy.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Exit status: 0 ready, 1 not ready, 2 usage error.")]
+pub struct ReadyArgs {
+    /// The filter to probe.
+    #[arg(value_parser = ["postgres"])]
+    filter: String,
+    /// The listener's address.
+    #[arg(value_name = "HOST:PORT")]
+    address: String,
+    /// How long to wait for the answer.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5.0, value_parser = positive_seconds)]
+    timeout: f64,
+}
 
-Connects through the Postgres listener as the reserved user gatehouse-readiness.
-The gatehouse filter answers it itself once the server has answered too; the
-answer names the filter's build and policy. Exit 0 when it did, 1 otherwise.";
+fn positive_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(seconds) if seconds > 0.0 && seconds.is_finite() => Ok(seconds),
+        _ => Err("needs a positive number of seconds".to_owned()),
+    }
+}
 
 /// Longest answer read: the readiness message is one short ErrorResponse.
 const MAX_ANSWER_BYTES: usize = 8 * 1024;
 
-pub fn run(args: &[String]) -> ExitCode {
-    if args.iter().any(|a| a == "--help" || a == "-h") {
-        println!("{USAGE}");
-        return ExitCode::SUCCESS;
-    }
-    let parsed = match Args::parse(args, &[], &["--timeout"]) {
-        Ok(parsed) => parsed,
-        Err(error) => return usage(&error),
-    };
-    let timeout = match parsed.option("--timeout").map(str::parse::<f64>) {
-        None => Duration::from_secs(5),
-        Some(Ok(seconds)) if seconds > 0.0 && seconds.is_finite() => {
-            Duration::from_secs_f64(seconds)
-        }
-        Some(_) => return usage("--timeout needs a positive number of seconds"),
-    };
-    let [kind, address] = parsed.positional.as_slice() else {
-        return usage("expected: postgres HOST:PORT");
-    };
-    if kind != "postgres" {
-        return usage(&format!("unknown filter {kind:?} (expected postgres)"));
-    }
-    match probe_postgres(address, timeout) {
+pub fn run(args: ReadyArgs) -> ExitCode {
+    let address = &args.address;
+    match probe_postgres(address, Duration::from_secs_f64(args.timeout)) {
         Ok(message) => {
             println!("{message}");
             ExitCode::SUCCESS
@@ -58,11 +57,6 @@ pub fn run(args: &[String]) -> ExitCode {
             ExitCode::from(1)
         }
     }
-}
-
-fn usage(error: &str) -> ExitCode {
-    eprintln!("gatehouse ready: {error}\n\n{USAGE}");
-    ExitCode::from(2)
 }
 
 /// The filter's readiness message, or why it was not received.

@@ -4,22 +4,30 @@
 //! `file: ok (kind)`. Exit status: 0 when every file is valid, 1 when one is
 //! invalid, 2 on a usage or read error.
 
-use crate::args::Args;
 use crate::collect;
 use crate::document::{self, Compiled, Kind};
 use gatehouse_core::config::ConfigError;
 use serde_json::Value;
 use std::process::ExitCode;
 
-const USAGE: &str =
-    "usage: gatehouse validate [--kind postgres-filter|postgres-policy|kubernetes] <file>...
-       gatehouse validate --part KEY <file>...
-
-Checks each file with the code the filters run and prints every problem as
-`file: path: message`. Without --kind the kind is told from the content.
---part checks each file as the KEY part of the Postgres filter configuration
-(e.g. --part masking for a file holding only the masking settings).
-Exit status: 0 all valid, 1 a file is invalid, 2 usage or read error.";
+/// Check configuration files with the code the filters run.
+///
+/// Prints every problem as `file: path: message`, and `file: ok (kind)` for a
+/// valid file.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Exit status: 0 all valid, 1 a file is invalid, 2 usage or read error.")]
+pub struct ValidateArgs {
+    /// What every file holds; told from the content when absent.
+    #[arg(long, value_parser = Kind::NAMES)]
+    kind: Option<String>,
+    /// Check each file as the KEY part of the Postgres filter configuration
+    /// (e.g. `--part masking` for a file holding only the masking settings).
+    #[arg(long, value_name = "KEY")]
+    part: Option<String>,
+    /// The files to check.
+    #[arg(required = true, value_name = "FILE")]
+    files: Vec<String>,
+}
 
 /// What became of one file.
 #[derive(Debug, PartialEq, Eq)]
@@ -31,27 +39,9 @@ enum Outcome {
 }
 
 /// Entry point for `gatehouse validate ...`.
-pub fn run(args: &[String]) -> ExitCode {
-    let args = match Args::parse(args, &["--help"], &["--kind", "--part"]) {
-        Ok(args) if !args.flag("--help") => args,
-        Ok(_) => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(error) => return usage_error(&error),
-    };
-    let kind = match args
-        .option("--kind")
-        .map(|name| (name, Kind::from_name(name)))
-    {
-        None => None,
-        Some((_, Some(kind))) => Some(kind),
-        Some((name, None)) => return usage_error(&format!("unknown kind \"{name}\"")),
-    };
-    if args.positional.is_empty() {
-        return usage_error("name at least one file");
-    }
-    let part = args.option("--part");
+pub fn run(args: ValidateArgs) -> ExitCode {
+    let kind = args.kind.as_deref().and_then(Kind::from_name);
+    let part = args.part.as_deref();
     if part.is_some() && kind.is_some_and(|kind| kind != Kind::PostgresFilter) {
         return usage_error("--part names a part of the postgres-filter configuration");
     }
@@ -59,7 +49,7 @@ pub fn run(args: &[String]) -> ExitCode {
         return usage_error("--part needs a key name");
     }
     let outcomes: Vec<Outcome> = args
-        .positional
+        .files
         .iter()
         .map(|file| validate_file(file, kind, part))
         .collect();
@@ -73,7 +63,7 @@ pub fn run(args: &[String]) -> ExitCode {
 }
 
 fn usage_error(message: &str) -> ExitCode {
-    eprintln!("gatehouse validate: {message}\n{USAGE}");
+    eprintln!("gatehouse validate: {message} (see `gatehouse validate --help`)");
     ExitCode::from(2)
 }
 

@@ -2,7 +2,7 @@
 
 // Test helpers: a missing value fails the test. Indexing a `serde_json::Value`
 // by key never panics.
-#![allow(clippy::expect_used, clippy::indexing_slicing)]
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::indexing_slicing)]
 
 mod common;
 
@@ -488,4 +488,116 @@ fn a_shadow_configuration_is_explained_as_observe_only() {
     let json: Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(json["mode"], "shadow");
     assert_eq!(json["decision"]["rule"], "dba-no-drop-database");
+}
+
+#[test]
+fn a_named_identity_or_a_token_stands_for_the_caller_and_masking_is_previewed() {
+    let config = example("postgres-filter.json");
+    let identities = example("demo/identities.json");
+    let sql = "SELECT email, card_number FROM customers LIMIT 3";
+    let run = gatehouse(&[
+        "explain",
+        &config,
+        "--identity",
+        "developer",
+        "--identities",
+        &identities,
+        "--role",
+        "app",
+        "--sql",
+        sql,
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let out = &run.stdout;
+    assert!(
+        out.contains("identity: subject \"developer\", groups developers"),
+        "{out}"
+    );
+    assert!(
+        out.contains("login: role \"app\" is open to this identity"),
+        "{out}"
+    );
+    assert!(
+        out.contains("masking: columns public.customers.email by rule customer-email (partial)"),
+        "{out}"
+    );
+    let dba = gatehouse(&[
+        "explain",
+        &config,
+        "--identity",
+        "dba",
+        "--identities",
+        &identities,
+        "--role",
+        "app",
+        "--sql",
+        sql,
+        "--json",
+    ]);
+    let json: Value = serde_json::from_str(&dba.stdout).unwrap();
+    assert_eq!(json["login_allowed"], false, "dba logs in as postgres");
+    assert_eq!(json["masking"]["exempt"], true);
+    let unknown = gatehouse(&[
+        "explain",
+        &config,
+        "--identity",
+        "mallory",
+        "--identities",
+        &identities,
+        "--sql",
+        sql,
+    ]);
+    assert_eq!(unknown.code, 2);
+    assert!(
+        unknown
+            .stderr
+            .contains("known: admin, agent, ci, dba, developer"),
+        "{}",
+        unknown.stderr
+    );
+
+    // A token's claims, read the way the configuration's issuer maps them.
+    use base64::Engine;
+    let b64 = |v: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
+    let token = format!(
+        "{}.{}.c2ln",
+        b64(r#"{"alg":"EdDSA"}"#),
+        b64(r#"{"iss":"https://idp.gatehouse.test","sub":"ci","groups":["ci"],"exp":1}"#)
+    );
+    let run = gatehouse(&[
+        "explain",
+        &config,
+        "--token",
+        &token,
+        "--sql",
+        "DROP TABLE orders",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.contains("rule: no-ddl"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("identity: subject \"ci\", groups ci"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("signature"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("the filter would refuse it"),
+        "expired: {}",
+        run.stdout
+    );
+    assert_eq!(
+        gatehouse(&[
+            "explain",
+            &config,
+            "--token",
+            &token,
+            "--subject",
+            "x",
+            "--sql",
+            "SELECT 1"
+        ])
+        .code,
+        2,
+        "a token and a claimed subject conflict"
+    );
 }

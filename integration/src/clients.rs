@@ -48,14 +48,17 @@ pub fn jdbc(stack: &Stack, class: &str, source: &str, args: &[&str]) -> String {
     std::fs::create_dir_all(&dir).expect("java directory");
     let file = dir.join(format!("{class}.java"));
     std::fs::write(&file, source).expect("java source written");
+    let jar = crate::tools::jdbc_jar().expect("JDBC driver installed");
+    // The driver's own classes (large objects, PGConnection) on the compile path too.
     let javac = Command::new("javac")
+        .arg("-cp")
+        .arg(&jar)
         .arg("-d")
         .arg(&dir)
         .arg(&file)
         .output()
         .expect("javac runs (install a JDK: apt-get install default-jdk-headless)");
     stdout(&javac);
-    let jar = crate::tools::jdbc_jar().expect("JDBC driver installed");
     run_checked(
         "JDBC",
         Command::new("java")

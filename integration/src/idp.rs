@@ -73,6 +73,24 @@ pub fn mint(minter: &Minter, identity: &str, ttl_seconds: i64) -> Result<String>
         .map_err(|e| anyhow!("minting a token for {identity}: {e}"))
 }
 
+/// A kubectl `ExecCredential` (`client.authentication.k8s.io/v1`) holding
+/// `token`, valid until `expires_at` (unix seconds): what a credential plugin
+/// prints for kubectl, which keeps it until then and runs the plugin again after.
+pub fn exec_credential(token: &str, expires_at: i64) -> String {
+    let micros = u64::try_from(expires_at)
+        .unwrap_or(0)
+        .saturating_mul(1_000_000);
+    serde_json::json!({
+        "apiVersion": "client.authentication.k8s.io/v1",
+        "kind": "ExecCredential",
+        "status": {
+            "token": token,
+            "expirationTimestamp": gatehouse_core::record::rfc3339_micros(micros),
+        },
+    })
+    .to_string()
+}
+
 /// Parses a TTL such as `15m`, `1h`, `90s` or `300` (seconds).
 pub fn parse_ttl(text: &str) -> Result<i64> {
     let (digits, unit) = text.split_at(
@@ -211,6 +229,19 @@ mod tests {
         assert_eq!(parse_ttl("90").unwrap(), 90);
         assert!(parse_ttl("5d").is_err());
         assert!(parse_ttl("m").is_err());
+    }
+
+    #[test]
+    fn an_exec_credential_is_what_kubectl_reads() {
+        let credential: serde_json::Value =
+            serde_json::from_str(&exec_credential("t0k3n", 1_800_000_000)).unwrap();
+        assert_eq!(credential["apiVersion"], "client.authentication.k8s.io/v1");
+        assert_eq!(credential["kind"], "ExecCredential");
+        assert_eq!(credential["status"]["token"], "t0k3n");
+        assert_eq!(
+            credential["status"]["expirationTimestamp"],
+            "2027-01-15T08:00:00.000000Z"
+        );
     }
 
     #[test]

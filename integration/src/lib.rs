@@ -11,9 +11,12 @@ pub mod certs;
 pub mod clients;
 pub mod configs;
 pub mod envoy;
+pub mod http_batch;
 pub mod idp;
 pub mod postgres;
 pub mod process;
+pub mod prometheus;
+pub mod rawpg;
 pub mod stack;
 pub mod tools;
 

@@ -85,17 +85,49 @@ pub fn default_kubernetes_filter_config() -> Value {
     example("kubernetes-policy.json")
 }
 
-/// The demo's Postgres filter configuration: token login from the demo identity
+/// The demo's Postgres filter configuration as shipped
+/// (`examples/postgres-filter.json`): token login from the demo identity
 /// provider (`examples/postgres-login.json`), the statement policy
-/// (`examples/postgres-policy.json`) and masking (`examples/postgres-masking.json`).
+/// (`examples/postgres-policy.json`), masking (`examples/postgres-masking.json`),
+/// and the large-object functions through the fast path (what libpq's `lo_*`
+/// and JDBC's LargeObjectManager call), each judged by the policy, in one
+/// document.
 pub fn demo_postgres_filter_config() -> Value {
+    example("postgres-filter.json")
+}
+
+/// The demo's Postgres configuration put together from its parts; the shipped
+/// combined file must equal it.
+pub fn demo_postgres_filter_parts() -> Value {
     let mut config = example("postgres-login.json");
     if let Some(parts) = config.as_object_mut() {
         parts.insert("policy".into(), example("postgres-policy.json"));
         parts.insert("masking".into(), example("postgres-masking.json"));
+        parts.insert(
+            "engine".into(),
+            serde_json::json!({ "fast_path_functions": LARGE_OBJECT_FUNCTIONS }),
+        );
     }
     config
 }
+
+/// The functions libpq (`lo_import`, `lo_export`, `lo_read`, …, client side) and
+/// JDBC's LargeObjectManager call through the fast path.
+pub const LARGE_OBJECT_FUNCTIONS: &[&str] = &[
+    "lo_open",
+    "lo_close",
+    "lo_creat",
+    "lo_create",
+    "lo_unlink",
+    "lo_lseek",
+    "lo_lseek64",
+    "lo_tell",
+    "lo_tell64",
+    "lo_truncate",
+    "lo_truncate64",
+    "loread",
+    "lowrite",
+];
 
 /// An example file under `examples/`, parsed. Unreadable or invalid: an empty
 /// object, which the filters refuse or treat as "deny everything", so a broken
@@ -382,6 +414,15 @@ impl Stack {
     }
 
     /// Requests the stand-in API server received (in-process stand-in only).
+    /// The in-process stand-in API server (`None` when it runs as a binary),
+    /// to read or change its objects.
+    pub fn kube_standin(&self) -> Option<&kube_standin::StandIn> {
+        match &self.kube {
+            KubeUpstream::InProcess(s) => Some(s),
+            KubeUpstream::Process(_) => None,
+        }
+    }
+
     pub fn upstream_requests(&self) -> Vec<kube_standin::SeenRequest> {
         match &self.kube {
             KubeUpstream::InProcess(s) => s.requests(),
@@ -480,6 +521,37 @@ fn path_str(p: &Path) -> Result<String> {
 /// A kubeconfig for the Envoy endpoint that trusts the demo CA, with one user
 /// and one context per demo identity (context names are identity names).
 pub fn kubeconfig_yaml(port: u16, ca: &Path, tokens: &[(&str, String)]) -> Result<String> {
+    let users: Vec<(&str, String)> = tokens
+        .iter()
+        .map(|(name, token)| (*name, format!("{{token: {token}}}")))
+        .collect();
+    kubeconfig_with_users(port, ca, &users)
+}
+
+/// A kubeconfig like [`kubeconfig_yaml`] whose users get their tokens from a
+/// credential plugin (kubectl's exec protocol, `client.authentication.k8s.io/v1`,
+/// as OIDC users do with kubelogin): `command token <identity> --exec-credential`
+/// mints a fresh one whenever kubectl's has expired, so it never goes stale.
+pub fn exec_kubeconfig_yaml(port: u16, ca: &Path, command: &Path) -> Result<String> {
+    let command = path_str(command)?;
+    let users: Vec<(&str, String)> = idp::DEMO_IDENTITIES
+        .iter()
+        .map(|(name, _)| {
+            (
+                *name,
+                format!(
+                    "{{exec: {{apiVersion: client.authentication.k8s.io/v1, command: \"{command}\", \
+                     args: [token, {name}, --exec-credential], interactiveMode: Never}}}}"
+                ),
+            )
+        })
+        .collect();
+    kubeconfig_with_users(port, ca, &users)
+}
+
+/// The kubeconfig with one user (given as a YAML flow mapping) and one context
+/// per identity.
+fn kubeconfig_with_users(port: u16, ca: &Path, users: &[(&str, String)]) -> Result<String> {
     let mut yaml = format!(
         "apiVersion: v1
 kind: Config
@@ -493,14 +565,51 @@ users:
 ",
         ca = path_str(ca)?
     );
-    for (name, token) in tokens {
-        yaml.push_str(&format!("- name: {name}\n  user: {{token: {token}}}\n"));
+    for (name, user) in users {
+        yaml.push_str(&format!("- name: {name}\n  user: {user}\n"));
     }
     yaml.push_str("contexts:\n");
-    for (name, _) in tokens {
+    for (name, _) in users {
         yaml.push_str(&format!(
             "- name: {name}\n  context: {{cluster: gatehouse, user: {name}}}\n"
         ));
     }
     Ok(yaml)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_combined_postgres_configuration_is_its_parts() {
+        assert_eq!(
+            demo_postgres_filter_config(),
+            demo_postgres_filter_parts(),
+            "examples/postgres-filter.json must hold postgres-login.json with \
+             postgres-policy.json as `policy` and postgres-masking.json as `masking`"
+        );
+    }
+
+    #[test]
+    fn the_demo_identities_file_names_the_identity_providers_identities() {
+        let file = crate::workspace_root().join("examples/demo/identities.json");
+        let shipped: Value = serde_json::from_slice(&std::fs::read(file).unwrap()).unwrap();
+        let names: Vec<&str> = shipped
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut expected: Vec<&str> = idp::DEMO_IDENTITIES.iter().map(|(n, _)| *n).collect();
+        expected.sort_unstable();
+        assert_eq!(names, expected);
+        for (name, group) in idp::DEMO_IDENTITIES {
+            assert_eq!(
+                shipped[name]["groups"],
+                serde_json::json!([group]),
+                "{name}"
+            );
+        }
+    }
 }

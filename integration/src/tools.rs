@@ -84,7 +84,15 @@ pub fn install_envoy() -> Result<PathBuf> {
 /// Directory holding PostgreSQL's server programs (`initdb`, `pg_ctl`, `postgres`).
 pub fn pg_bin_dir() -> Result<PathBuf> {
     if let Some(dir) = std::env::var_os("PG_BIN_DIR") {
-        return Ok(PathBuf::from(dir));
+        let dir = PathBuf::from(dir);
+        if !dir.join("initdb").is_file() {
+            bail!(
+                "PG_BIN_DIR={} holds no initdb: point it at PostgreSQL's server programs \
+                 or install the Debian package `postgresql`",
+                dir.display()
+            );
+        }
+        return Ok(dir);
     }
     let mut candidates: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
         .map(|rd| {
@@ -146,7 +154,14 @@ pub fn kubectl(version: Option<&str>) -> Result<PathBuf> {
         }
         None => {
             if let Some(p) = std::env::var_os("KUBECTL") {
-                return Ok(PathBuf::from(p));
+                let p = PathBuf::from(p);
+                if !p.is_file() {
+                    bail!(
+                        "KUBECTL={} does not exist: install the Debian package `kubectl` or set KUBECTL",
+                        p.display()
+                    );
+                }
+                return Ok(p);
             }
             find_on_path(&["kubectl"])
                 .context("kubectl not found: install the Debian package `kubectl` or set KUBECTL")
@@ -223,6 +238,27 @@ pub fn jdbc_jar() -> Result<PathBuf> {
         );
     }
     Ok(jar)
+}
+
+/// Prometheus's `promtool` (Debian package `prometheus`), or `PROMTOOL`.
+pub fn promtool() -> Result<PathBuf> {
+    named_tool("PROMTOOL", "promtool", "prometheus")
+}
+
+/// The Prometheus server (Debian package `prometheus`), or `PROMETHEUS`.
+pub fn prometheus() -> Result<PathBuf> {
+    named_tool("PROMETHEUS", "prometheus", "prometheus")
+}
+
+/// A program from `variable`, else found on PATH, else an error naming the
+/// Debian package that provides it.
+fn named_tool(variable: &str, name: &str, package: &str) -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os(variable) {
+        return Ok(PathBuf::from(path));
+    }
+    find_on_path(&[name]).with_context(|| {
+        format!("{name} not found: install the Debian package `{package}` or set {variable}")
+    })
 }
 
 /// The first of `names` found on PATH.

@@ -609,3 +609,56 @@ fn the_filter_answers_its_readiness_path_itself() {
         "the API server never sees the probe"
     );
 }
+
+#[test]
+fn whoami_and_can_i_are_answered_from_gatehouses_identity_and_policy() {
+    let stack = stack("k8s-self-review");
+    for version in ["1.29", "1.33"] {
+        let whoami = stack
+            .kubectl(version, &["--context", "developer", "auth", "whoami"])
+            .unwrap();
+        let whoami = succeeded(&whoami, "auth whoami");
+        assert!(
+            whoami.contains("developer") && whoami.contains("developers"),
+            "kubectl {version}: {whoami}"
+        );
+        let can_i = |args: &[&str]| {
+            let mut all = vec!["--context", "developer", "auth", "can-i"];
+            all.extend_from_slice(args);
+            stack.kubectl(version, &all).unwrap()
+        };
+        // kubectl exits 1 for "no" and prints the reason after it.
+        let no = can_i(&["delete", "namespace/prod"]);
+        assert_eq!(no.status.code(), Some(1), "{}", text(&no));
+        assert_eq!(
+            String::from_utf8_lossy(&no.stdout).trim(),
+            "no - denied by gatehouse rule no-namespace-deletion: namespaces are deleted through the platform team, not kubectl"
+        );
+        let exec = can_i(&["create", "pods", "--subresource=exec", "-n", "prod"]);
+        assert!(
+            text(&exec).contains("needs approval under gatehouse rule prod-exec-needs-admin"),
+            "{}",
+            text(&exec)
+        );
+        let yes = can_i(&["get", "pods", "-n", "dev"]);
+        assert_eq!(succeeded(&yes, "can-i get pods").trim(), "yes");
+        let list = can_i(&["--list", "-n", "dev"]);
+        let listed = text(&list);
+        // kubectl merges the rules for every resource (`*.*`); the answer
+        // is marked incomplete, naming the refusing rules that come first.
+        assert!(
+            listed.contains("*.*") && listed.contains("[/api]"),
+            "kubectl {version}: {listed}"
+        );
+        assert!(
+            listed.contains("incomplete") && listed.contains("no-namespace-deletion"),
+            "kubectl {version}: {listed}"
+        );
+    }
+    let reviews: Vec<Value> = events(&stack)
+        .into_iter()
+        .filter(|e| e["annotations"]["gatehouse.dev/rule"] == "gatehouse:self-review")
+        .collect();
+    assert_eq!(reviews.len(), 2 * 5, "every self-check is recorded");
+    assert!(reviews.iter().all(|e| e["user"]["username"] == "developer"));
+}

@@ -49,8 +49,8 @@ fn psql_denied_statement_is_a_clean_error_and_the_session_goes_on() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
         stderr.trim_end(),
-        format!("ERROR:  {DROP_MESSAGE}"),
-        "{stderr}"
+        format!("ERROR:  {DROP_MESSAGE}\nDETAIL:  denied by gatehouse rule no-drop"),
+        "the client is told which rule refused it: {stderr}"
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "t");
     assert!(!server_log(&stack).contains("drop table customers"));
@@ -198,8 +198,10 @@ public class PolicyCheck {
             s.execute(sql);
         } catch (SQLException e) {
             if (!"42501".equals(e.getSQLState())) throw e;
-            // The driver prints the server's severity and message, nothing more.
-            if (!("ERROR: " + message).equals(e.getMessage())) {
+            // The driver prints the server's severity, message and the
+            // detail naming the rule, nothing more.
+            String expected = "ERROR: " + message + "\n  Detail: denied by gatehouse rule no-drop";
+            if (!expected.equals(e.getMessage())) {
                 throw new AssertionError("message: " + e.getMessage());
             }
             return;

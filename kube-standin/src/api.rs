@@ -14,12 +14,13 @@ use serde_json::{Value, json};
 
 use crate::discovery::{self, DiscoveryFormat};
 use crate::exec;
+use crate::media::Media;
 use crate::protobuf;
 use crate::resources::{self, NAMESPACES, PODS, Resource};
 use crate::route::{self, Query, Route, Target};
 use crate::selector::Selector;
 use crate::status::{self, Status};
-use crate::store::Store;
+use crate::store::{self, Store};
 use crate::table;
 use crate::watch::{self, WatchSpec};
 
@@ -78,83 +79,92 @@ async fn resource_request(store: &SharedStore, target: Target, req: Request<Inco
     let resource = target.resource;
     let method = req.method().clone();
     // `Some(include_object)` when the client asked for a Table (kubectl get).
-    let as_table =
-        table::wanted(header(&req, "accept")).then(|| query.get("includeObject") == Some("Object"));
-    if query.get("dryRun").is_some() {
-        return Err(Status::bad_request(
-            "dryRun is not supported by this server",
-        ));
-    }
+    let as_table = (table::wanted(header(&req, "accept")) && !resource.yaml_only)
+        .then(|| query.get("includeObject") == Some("Object"));
+    let media = if resource.yaml_only {
+        Ok(Media::Yaml)
+    } else {
+        Media::negotiate(header(&req, "accept")).ok_or_else(Status::not_acceptable)
+    };
+    let dry_run = dry_run(&query)?;
     if let Some(sub) = target.subresource.clone() {
-        return subresource_request(store, &target, &sub, &query, req).await;
+        return subresource_request(store, &target, &sub, &query, req, (media, dry_run)).await;
     }
     let ns = target.namespace.as_str();
+    // A write that is a dry run is computed on the store and forgotten.
+    let write = |change: &dyn Fn(&mut Store) -> Result<Value, Status>| {
+        let mut store = lock(store);
+        if dry_run {
+            store.dry_run(|store| change(store))
+        } else {
+            change(&mut store)
+        }
+    };
     match (&target.name, &method) {
         (None, &Method::GET | &Method::HEAD) if target.watch_prefix || query.flag("watch") => {
             start_watch(store, &target, &query, None, as_table)
         }
-        (None, &Method::GET | &Method::HEAD) => list(store, &target, &query, as_table),
+        (None, &Method::GET | &Method::HEAD) => list(store, &target, &query, as_table, media),
         (None, &Method::POST) => {
             let object = read_json(req, false).await?;
-            let created = lock(store).create(resource, ns, object)?;
-            Ok(json_response(StatusCode::CREATED, &created))
+            let created = write(&|store| store.create(resource, ns, object.clone()))?;
+            object_response(media, StatusCode::CREATED, &created)
         }
         (None, &Method::DELETE) => {
             read_body(req).await?;
             let selector = selector(&query)?;
-            let mut store = lock(store);
             let namespace = target.namespaced_path.then_some(ns);
-            let doomed = store.list(resource, namespace, &selector);
-            let mut deleted = Vec::with_capacity(doomed.len());
-            for object in doomed {
-                let (obj_ns, name) = identity(&object);
-                deleted.push(store.delete(resource, &obj_ns, &name)?);
-            }
-            let rv = store.resource_version();
-            Ok(json_response(
-                StatusCode::OK,
-                &list_body(resource, deleted, rv, None),
-            ))
+            let list = write(&|store| {
+                let doomed = store.list(resource, namespace, &selector);
+                let mut deleted = Vec::with_capacity(doomed.len());
+                for object in doomed {
+                    let (obj_ns, name) = identity(&object);
+                    deleted.push(store.delete(resource, &obj_ns, &name)?);
+                }
+                let rv = store.resource_version();
+                Ok(list_body(resource, deleted, rv, None))
+            })?;
+            object_response(media, StatusCode::OK, &list)
         }
-        (Some(name), &Method::GET | &Method::HEAD)
-            if target.watch_prefix || query.flag("watch") =>
-        {
+        // The deprecated `/watch/` prefix watches one object; a `?watch` on
+        // a named GET is ignored, as the apiserver's item GET ignores it.
+        (Some(name), &Method::GET | &Method::HEAD) if target.watch_prefix => {
             start_watch(store, &target, &query, Some(name), as_table)
         }
         (Some(name), &Method::GET | &Method::HEAD) => {
             let object = lock(store).get(resource, ns, name)?;
-            let body = match as_table {
+            match as_table {
                 Some(include_object) => {
                     let one = std::slice::from_ref(&object);
-                    table::build(
+                    let table = table::build(
                         resource,
                         one,
                         resource_version(&object),
                         None,
                         include_object,
-                    )
+                    );
+                    Ok(json_response(StatusCode::OK, &table))
                 }
-                None => object,
-            };
-            Ok(json_response(StatusCode::OK, &body))
+                None => object_response(media, StatusCode::OK, &object),
+            }
         }
         (Some(name), &Method::PUT) => {
             let object = read_json(req, false).await?;
-            let updated = lock(store).update(resource, ns, name, object)?;
-            Ok(json_response(StatusCode::OK, &updated))
+            let updated = write(&|store| store.update(resource, ns, name, object.clone()))?;
+            object_response(media, StatusCode::OK, &updated)
         }
         (Some(name), &Method::PATCH) => {
             let patch = read_json(req, true).await?;
-            let patched = lock(store).merge_patch(resource, ns, name, &patch)?;
-            Ok(json_response(StatusCode::OK, &patched))
+            let patched = write(&|store| store.merge_patch(resource, ns, name, &patch))?;
+            object_response(media, StatusCode::OK, &patched)
         }
         (Some(name), &Method::DELETE) => {
             read_body(req).await?;
-            let deleted = lock(store).delete(resource, ns, name)?;
+            let deleted = write(&|store| store.delete(resource, ns, name))?;
             // Objects with graceful deletion or finalizers come back whole; the
             // rest answer with a Success Status, as in the apiserver.
             if resource.plural == PODS.plural || resource.plural == NAMESPACES.plural {
-                return Ok(json_response(StatusCode::OK, &deleted));
+                return object_response(media, StatusCode::OK, &deleted);
             }
             let mut body = status::success();
             if let Value::Object(map) = &mut body {
@@ -178,12 +188,50 @@ async fn resource_request(store: &SharedStore, target: Target, req: Request<Inco
     }
 }
 
+/// Whether the request is a dry run: `dryRun=All` (the only value the
+/// apiserver accepts).
+fn dry_run(query: &Query) -> Result<bool, Status> {
+    let values = query.all("dryRun");
+    match values.iter().find(|value| value.as_str() != "All") {
+        Some(other) => Err(Status::bad_request(format!(
+            "Invalid value: {other:?}: supported values: \"All\""
+        ))),
+        None => Ok(!values.is_empty()),
+    }
+}
+
+/// The part of an object a subresource reads and writes.
+fn subresource_part(sub: &str) -> Option<&'static str> {
+    match sub {
+        "status" => Some("/status"),
+        "ephemeralcontainers" => Some("/spec/ephemeralContainers"),
+        "scale" => Some("/spec/replicas"),
+        _ => None,
+    }
+}
+
+/// A Deployment seen through its `scale` subresource.
+fn scale_of(object: &Value) -> Value {
+    let replicas = object
+        .pointer("/spec/replicas")
+        .cloned()
+        .unwrap_or_else(|| 0.into());
+    let ready = object
+        .pointer("/status/replicas")
+        .cloned()
+        .unwrap_or_else(|| 0.into());
+    let metadata = object.get("metadata").cloned().unwrap_or_else(|| json!({}));
+    json!({"kind": "Scale", "apiVersion": "autoscaling/v1", "metadata": metadata,
+           "spec": {"replicas": replicas}, "status": {"replicas": ready, "selector": "app=web"}})
+}
+
 async fn subresource_request(
     store: &SharedStore,
     target: &Target,
     sub: &str,
     query: &Query,
     req: Request<Incoming>,
+    (media, dry_run): (Result<Media, Status>, bool),
 ) -> Answer {
     let resource = target.resource;
     let name = target.name.as_deref().unwrap_or_default();
@@ -192,6 +240,15 @@ async fn subresource_request(
         return Err(Status::no_such_path());
     }
     let qualified = format!("{}/{sub}", resource.qualified());
+    let ns = target.namespace.as_str();
+    // What the subresource answers with: the whole object, or its Scale.
+    let view = |object: &Value| {
+        if sub == "scale" {
+            scale_of(object)
+        } else {
+            object.clone()
+        }
+    };
     match (sub, req.method()) {
         ("exec" | "attach", &Method::GET | &Method::POST) => {
             let pod = lock(store).get(resource, &target.namespace, name)?;
@@ -218,9 +275,43 @@ async fn subresource_request(
                 log_lines(name, &container, query),
             ))
         }
-        ("status", &Method::GET) => {
-            let object = lock(store).get(resource, &target.namespace, name)?;
-            Ok(json_response(StatusCode::OK, &object))
+        ("status" | "ephemeralcontainers" | "scale", &Method::GET) => {
+            let object = lock(store).get(resource, ns, name)?;
+            object_response(media, StatusCode::OK, &view(&object))
+        }
+        ("status" | "ephemeralcontainers" | "scale", &Method::PUT | &Method::PATCH) => {
+            let patch = req.method() == Method::PATCH;
+            let sent = read_json(req, patch).await?;
+            let pointer = subresource_part(sub).unwrap_or_default();
+            let change = |store: &mut Store| {
+                let current = store.get(resource, ns, name)?;
+                // What the client asked for, in the subresource's own shape.
+                let mut wanted = if patch { view(&current) } else { sent.clone() };
+                if patch {
+                    store::merge(&mut wanted, &sent);
+                }
+                let part = match sub {
+                    "scale" => wanted.pointer("/spec/replicas").cloned(),
+                    _ => wanted.pointer(pointer).cloned(),
+                };
+                // Only that part changes; the rest of the object stays.
+                let mut object = current;
+                let (parent, field) = pointer.rsplit_once('/').unwrap_or_default();
+                if let Some(Value::Object(parent)) = object.pointer_mut(parent) {
+                    match part {
+                        Some(value) => parent.insert(field.to_owned(), value),
+                        None => parent.remove(field),
+                    };
+                }
+                store.replace(resource, ns, name, object)
+            };
+            let mut guard = lock(store);
+            let stored = if dry_run {
+                guard.dry_run(change)?
+            } else {
+                change(&mut guard)?
+            };
+            object_response(media, StatusCode::OK, &view(&stored))
         }
         (_, method) => Err(Status::method_not_supported(
             resource,
@@ -287,7 +378,13 @@ fn connect_websocket(argv: Vec<String>, mut req: Request<Incoming>) -> Answer {
     Ok(response)
 }
 
-fn list(store: &SharedStore, target: &Target, query: &Query, as_table: Option<bool>) -> Answer {
+fn list(
+    store: &SharedStore,
+    target: &Target,
+    query: &Query,
+    as_table: Option<bool>,
+    media: Result<Media, Status>,
+) -> Answer {
     let selector = selector(query)?;
     let (items, rv) = {
         let store = lock(store);
@@ -323,10 +420,11 @@ fn list(store: &SharedStore, target: &Target, query: &Query, as_table: Option<bo
             &table::build(target.resource, &page, rv, more, include_object),
         ));
     }
-    Ok(json_response(
+    object_response(
+        media,
         StatusCode::OK,
         &list_body(target.resource, page, rv, more),
-    ))
+    )
 }
 
 /// A `<Kind>List`; `more` is `(next offset, remaining count)` when paged.
@@ -553,6 +651,12 @@ fn response(
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
+}
+
+/// An object answer in the negotiated media.
+fn object_response(media: Result<Media, Status>, code: StatusCode, body: &Value) -> Answer {
+    let (content_type, bytes) = media?.write(body)?;
+    Ok(response(code, content_type, bytes))
 }
 
 fn json_response(code: StatusCode, body: &Value) -> Response<Body> {

@@ -7,11 +7,19 @@
 //! - discovery, aggregated (`apidiscovery.k8s.io` v2 or v2beta1, only in a version
 //!   the client asked for) or legacy, and a minimal `/openapi/v3` that lets
 //!   `kubectl apply` leave validation to the server (`/openapi/v2` is 404);
-//! - namespaces, pods, secrets, configmaps, events and deployments: get, list
-//!   (a `List`, or the `Table` kubectl asks for; paged by `limit`/`continue`),
-//!   watch (current objects or replayed changes, then live ones), create (JSON,
-//!   or the protobuf kubectl's typed `create` commands send), update, merge
-//!   patch, delete, deletecollection; field and label selectors;
+//! - namespaces, pods, secrets, configmaps, events, deployments,
+//!   controllerrevisions and two custom resources (`databasecredentials` and
+//!   `workflows` in `example.com`): get, list (a `List`, or the `Table` kubectl
+//!   asks for; paged by `limit`/`continue`), watch (current objects or
+//!   replayed changes, then live ones), create (JSON, or the protobuf
+//!   kubectl's typed `create` commands send), update, merge patch, delete,
+//!   deletecollection, each also as a dry run (`dryRun=All`); field and label
+//!   selectors;
+//! - the `status`, `ephemeralcontainers` and `scale` subresources (read, and
+//!   written one part of the object at a time);
+//! - object answers in JSON, YAML, or protobuf for a client that accepts only
+//!   protobuf ([`media`]), and `reports` in `legacy.example.com`, an API that
+//!   answers YAML whatever it is asked;
 //! - pod logs (fixed lines), and exec/attach over WebSocket (`v5.channel.k8s.io`
 //!   or `v4`) running a fixed echo of the argv; SPDY and port-forward are refused
 //!   with a Status;
@@ -31,6 +39,7 @@
 mod api;
 pub mod discovery;
 pub mod exec;
+pub mod media;
 pub mod protobuf;
 pub mod resources;
 pub mod route;

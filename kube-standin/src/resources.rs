@@ -17,6 +17,9 @@ pub struct Resource {
     pub verbs: &'static [&'static str],
     /// `(subresource, response kind, verbs)`.
     pub subresources: &'static [(&'static str, &'static str, &'static [&'static str])],
+    /// Answers in YAML whatever the client accepts, as an aggregated API
+    /// server that does not negotiate might.
+    pub yaml_only: bool,
 }
 
 impl Resource {
@@ -73,6 +76,7 @@ pub static NAMESPACES: Resource = Resource {
         ("finalize", "Namespace", &["update"]),
         ("status", "Namespace", STATUS_VERBS),
     ],
+    yaml_only: false,
 };
 
 pub static PODS: Resource = Resource {
@@ -88,10 +92,12 @@ pub static PODS: Resource = Resource {
     subresources: &[
         ("attach", "PodAttachOptions", CONNECT_VERBS),
         ("exec", "PodExecOptions", CONNECT_VERBS),
+        ("ephemeralcontainers", "Pod", STATUS_VERBS),
         ("log", "Pod", &["get"]),
         ("portforward", "PodPortForwardOptions", CONNECT_VERBS),
         ("status", "Pod", STATUS_VERBS),
     ],
+    yaml_only: false,
 };
 
 pub static SECRETS: Resource = Resource {
@@ -105,6 +111,7 @@ pub static SECRETS: Resource = Resource {
     categories: &[],
     verbs: OBJECT_VERBS,
     subresources: &[],
+    yaml_only: false,
 };
 
 pub static CONFIGMAPS: Resource = Resource {
@@ -118,6 +125,7 @@ pub static CONFIGMAPS: Resource = Resource {
     categories: &[],
     verbs: OBJECT_VERBS,
     subresources: &[],
+    yaml_only: false,
 };
 
 /// Served (always empty unless created) so that `kubectl describe` finds events.
@@ -132,6 +140,7 @@ pub static EVENTS: Resource = Resource {
     categories: &[],
     verbs: OBJECT_VERBS,
     subresources: &[],
+    yaml_only: false,
 };
 
 pub static DEPLOYMENTS: Resource = Resource {
@@ -148,20 +157,94 @@ pub static DEPLOYMENTS: Resource = Resource {
         ("scale", "Scale", STATUS_VERBS),
         ("status", "Deployment", STATUS_VERBS),
     ],
+    yaml_only: false,
+};
+
+/// History of a StatefulSet's or DaemonSet's pod template (`kubectl rollout
+/// history`): `data` holds the template, environment and all.
+pub static CONTROLLER_REVISIONS: Resource = Resource {
+    plural: "controllerrevisions",
+    singular: "controllerrevision",
+    kind: "ControllerRevision",
+    group: "apps",
+    version: "v1",
+    namespaced: true,
+    short_names: &[],
+    categories: &[],
+    verbs: OBJECT_VERBS,
+    subresources: &[],
+    yaml_only: false,
+};
+
+/// A custom resource that holds a credential in `spec.password` (operators
+/// configure its masking by kind).
+pub static DATABASE_CREDENTIALS: Resource = Resource {
+    plural: "databasecredentials",
+    singular: "databasecredential",
+    kind: "DatabaseCredential",
+    group: "example.com",
+    version: "v1",
+    namespaced: true,
+    short_names: &["dbcred"],
+    categories: &[],
+    verbs: OBJECT_VERBS,
+    subresources: &[("status", "DatabaseCredential", STATUS_VERBS)],
+    yaml_only: false,
+};
+
+/// A custom resource that embeds containers (`spec.steps[].container`), as
+/// workflow and pipeline operators' do.
+pub static WORKFLOWS: Resource = Resource {
+    plural: "workflows",
+    singular: "workflow",
+    kind: "Workflow",
+    group: "example.com",
+    version: "v1",
+    namespaced: true,
+    short_names: &["wf"],
+    categories: &[],
+    verbs: OBJECT_VERBS,
+    subresources: &[],
+    yaml_only: false,
+};
+
+/// A resource of an aggregated API server that answers YAML whatever it is
+/// asked for: what a gateway cannot read, it must not pass.
+pub static REPORTS: Resource = Resource {
+    plural: "reports",
+    singular: "report",
+    kind: "Report",
+    group: "legacy.example.com",
+    version: "v1",
+    namespaced: true,
+    short_names: &[],
+    categories: &[],
+    verbs: OBJECT_VERBS,
+    subresources: &[],
+    yaml_only: true,
 };
 
 /// Every served resource, core group first.
-pub static ALL: [&Resource; 6] = [
+pub static ALL: [&Resource; 10] = [
     &NAMESPACES,
     &PODS,
     &SECRETS,
     &CONFIGMAPS,
     &EVENTS,
     &DEPLOYMENTS,
+    &CONTROLLER_REVISIONS,
+    &DATABASE_CREDENTIALS,
+    &WORKFLOWS,
+    &REPORTS,
 ];
 
-/// The served group versions: `("", "v1")` and `("apps", "v1")`.
-pub const GROUP_VERSIONS: [(&str, &str); 2] = [("", "v1"), ("apps", "v1")];
+/// The served group versions.
+pub const GROUP_VERSIONS: [(&str, &str); 4] = [
+    ("", "v1"),
+    ("apps", "v1"),
+    ("example.com", "v1"),
+    ("legacy.example.com", "v1"),
+];
 
 /// The resources of one group version.
 pub fn in_group_version(group: &str, version: &str) -> impl Iterator<Item = &'static Resource> {

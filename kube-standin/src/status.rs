@@ -117,6 +117,15 @@ impl Status {
         Status::new(410, "Expired", "too old resource version")
     }
 
+    /// No acceptable media type can be written (406).
+    pub fn not_acceptable() -> Status {
+        Status::new(
+            406,
+            "NotAcceptable",
+            "only the following media types are accepted: application/json, application/yaml, application/vnd.kubernetes.protobuf",
+        )
+    }
+
     pub fn internal(message: impl Into<String>) -> Status {
         Status::new(500, "InternalError", message)
     }

@@ -9,7 +9,10 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::{Map, Value, json};
 use tokio::sync::broadcast;
 
-use crate::resources::{self, CONFIGMAPS, DEPLOYMENTS, NAMESPACES, PODS, Resource, SECRETS};
+use crate::resources::{
+    self, CONFIGMAPS, CONTROLLER_REVISIONS, DATABASE_CREDENTIALS, DEPLOYMENTS, NAMESPACES, PODS,
+    REPORTS, Resource, SECRETS, WORKFLOWS,
+};
 use crate::selector::Selector;
 use crate::status::Status;
 
@@ -21,6 +24,10 @@ const HISTORY_LEN: usize = 4096;
 const MAX_OBJECTS: usize = 100_000;
 /// Creation time of the demo objects (fixed, so demo output is stable).
 const DEMO_TIME: &str = "2026-11-01T08:00:00Z";
+
+/// The namespaces of the demo data and the password every credential in
+/// each holds: a value that must never leave a masking gateway in clear.
+pub const DEMO_PASSWORDS: [(&str, &str); 2] = [("dev", "dev-Passw0rd!"), ("prod", "pr0d-S3cret!")];
 
 /// `(resource plural, namespace or "", name)`.
 type Key = (&'static str, String, String);
@@ -67,6 +74,8 @@ pub struct Store {
     history: VecDeque<Change>,
     /// Changes after this resourceVersion are all in `history`.
     history_floor: u64,
+    /// Inside a dry run: changes are not broadcast.
+    quiet: bool,
 }
 
 impl Default for Store {
@@ -86,13 +95,17 @@ impl Store {
             changes: broadcast::channel(CHANGE_BACKLOG).0,
             history: VecDeque::new(),
             history_floor: 1000,
+            quiet: false,
         }
     }
 
     /// The demo cluster: namespaces `default`, `dev`, `prod`, `kube-system`; pod
-    /// `web-0`, configmap `app-config` and deployment `web` in `dev` and `prod`;
-    /// secret `db-credentials` (keys `password`, `username`, and a
-    /// `last-applied-configuration` annotation that repeats them) in `prod`.
+    /// `web-0`, configmap `app-config`, deployment `web`, its controller
+    /// revision `web-1`, database credential `orders-db` and workflow
+    /// `nightly` in `dev` and `prod`; secret `db-credentials` (keys `password`,
+    /// `username`, and a `last-applied-configuration` annotation that repeats
+    /// them) and report `quarterly` in `prod`. Every object that holds a
+    /// credential holds the namespace's password (see [`DEMO_PASSWORDS`]).
     pub fn demo() -> Store {
         let mut store = Store::new();
         // Fixed data (the tests check it seeds cleanly).
@@ -105,9 +118,31 @@ impl Store {
         for ns in ["default", "dev", "prod", "kube-system"] {
             self.seed(&NAMESPACES, "", json!({"metadata": {"name": ns}}))?;
         }
-        for (ns, password) in [("dev", "dev-Passw0rd!"), ("prod", "pr0d-S3cret!")] {
+        for (ns, password) in DEMO_PASSWORDS {
             self.seed(&PODS, ns, demo_pod("web-0", ns, password))?;
             self.seed(&DEPLOYMENTS, ns, demo_deployment(ns, password))?;
+            let template = json!({"$patch": "replace", "metadata": {"labels": {"app": "web"}},
+                                  "spec": {"containers": [app_container(ns, password)]}});
+            self.seed(
+                &CONTROLLER_REVISIONS,
+                ns,
+                json!({"metadata": {"name": "web-1", "labels": {"app": "web"}},
+                       "revision": 1, "data": {"spec": {"template": template}}}),
+            )?;
+            self.seed(
+                &DATABASE_CREDENTIALS,
+                ns,
+                json!({"metadata": {"name": "orders-db"},
+                       "spec": {"host": format!("db.{ns}.svc.cluster.local"), "user": "orders",
+                                "password": password}}),
+            )?;
+            self.seed(
+                &WORKFLOWS,
+                ns,
+                json!({"metadata": {"name": "nightly"},
+                       "spec": {"schedule": "0 2 * * *", "steps": [
+                           {"name": "backup", "container": app_container(ns, password)}]}}),
+            )?;
             self.seed(
                 &CONFIGMAPS,
                 ns,
@@ -126,7 +161,42 @@ impl Store {
             json!({"metadata": {"name": "db-credentials", "annotations": {
                         "kubectl.kubernetes.io/last-applied-configuration": format!("{applied}\n")}},
                    "type": "Opaque", "data": data}),
+        )?;
+        self.seed(
+            &REPORTS,
+            "prod",
+            json!({"metadata": {"name": "quarterly"},
+                   "spec": {"env": [{"name": "DB_PASSWORD", "value": "pr0d-S3cret!"}]}}),
         )
+    }
+
+    /// Runs `change` as a dry run (`?dryRun=All`): its answer is computed as
+    /// for real, and the store is left as it was, with nothing broadcast.
+    pub fn dry_run<T>(
+        &mut self,
+        change: impl FnOnce(&mut Store) -> Result<T, Status>,
+    ) -> Result<T, Status> {
+        let objects = self.objects.clone();
+        let counters = (self.resource_version, self.uid_counter);
+        self.quiet = true;
+        let answer = change(self);
+        self.quiet = false;
+        self.objects = objects;
+        (self.resource_version, self.uid_counter) = counters;
+        answer
+    }
+
+    /// Replaces a stored object with `object` (a subresource's write, which
+    /// changes one part of it), as `PUT` does after its checks.
+    pub fn replace(
+        &mut self,
+        resource: &'static Resource,
+        namespace: &str,
+        name: &str,
+        object: Value,
+    ) -> Result<Value, Status> {
+        self.get(resource, namespace, name)?;
+        self.store_modified(resource, namespace, name, object)
     }
 
     /// Adds `count` running pods `pod-0000`, `pod-0001`, … to `namespace`
@@ -486,6 +556,9 @@ impl Store {
         rv: u64,
         object: &Value,
     ) {
+        if self.quiet {
+            return;
+        }
         let change = Change {
             resource: resource.plural,
             namespace: scope(resource, namespace),
@@ -613,8 +686,15 @@ fn apply_defaults(resource: &Resource, name: &str, obj: &mut Map<String, Value>)
                 }
             }
         }
-        "Pod" if obj.get("status").is_none_or(|s| s == &json!({})) => {
-            obj.insert("status".into(), running_status(obj.get("spec")));
+        "Pod" => {
+            // The apiserver defaults an empty pod security context (kubectl
+            // debug reads it).
+            if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
+                spec.entry("securityContext").or_insert_with(|| json!({}));
+            }
+            if obj.get("status").is_none_or(|s| s == &json!({})) {
+                obj.insert("status".into(), running_status(obj.get("spec")));
+            }
         }
         "Deployment" => roll_out(obj, 1),
         _ => {}
@@ -684,7 +764,7 @@ fn demo_deployment(namespace: &str, password: &str) -> Value {
 }
 
 /// RFC 7386 merge: objects merge recursively, `null` deletes, anything else replaces.
-fn merge(target: &mut Value, patch: &Value) {
+pub fn merge(target: &mut Value, patch: &Value) {
     let Value::Object(patch) = patch else {
         *target = patch.clone();
         return;

@@ -93,6 +93,15 @@ fn columns(resource: &Resource) -> &'static [(&'static str, &'static str, u8)] {
             ("Available", "integer", 0),
             ("Age", "string", 0),
         ],
+        // A custom resource's printer columns may print any field, a
+        // credential included.
+        "DatabaseCredential" => &[
+            ("Name", "string", 0),
+            ("Host", "string", 0),
+            ("User", "string", 0),
+            ("Password", "string", 1),
+            ("Age", "string", 0),
+        ],
         _ => &[("Name", "string", 0), ("Age", "string", 0)],
     }
 }
@@ -152,6 +161,13 @@ fn cells(resource: &Resource, item: &Value, now: u64) -> Vec<Value> {
             .into(),
             number("/status/updatedReplicas").into(),
             number("/status/availableReplicas").into(),
+            age,
+        ],
+        "DatabaseCredential" => vec![
+            name,
+            text("/spec/host").into(),
+            text("/spec/user").into(),
+            text("/spec/password").into(),
             age,
         ],
         _ => vec![name, age],

@@ -267,3 +267,69 @@ fn a_port_in_use_is_a_clear_error() {
         "{err:#}"
     );
 }
+
+/// Objects in the media the client asks for, as kube-apiserver answers:
+/// JSON, YAML, protobuf for a client that accepts only protobuf, a 406 for
+/// what cannot be written; and the YAML-only API whatever is asked.
+#[test]
+fn objects_are_written_in_the_media_asked_for() {
+    let server = StandIn::start_demo().unwrap();
+    let secret = "/api/v1/namespaces/prod/secrets/db-credentials";
+    let yaml = http(
+        server.addr(),
+        "GET",
+        secret,
+        &[("accept", "application/yaml")],
+        b"",
+    );
+    assert_eq!(yaml.header("content-type"), Some("application/yaml"));
+    let text = String::from_utf8_lossy(&yaml.body);
+    assert!(
+        text.contains("\"password\": \"cHIwZC1TM2NyZXQh\""),
+        "{text}"
+    );
+    let proto = http(
+        server.addr(),
+        "GET",
+        secret,
+        &[("accept", "application/vnd.kubernetes.protobuf")],
+        b"",
+    );
+    assert_eq!(
+        proto.header("content-type"),
+        Some("application/vnd.kubernetes.protobuf")
+    );
+    assert!(proto.body.starts_with(b"k8s\0"));
+    assert!(proto.body.windows(12).any(|w| w == b"pr0d-S3cret!"));
+    let kubectl_style = http(
+        server.addr(),
+        "GET",
+        secret,
+        &[(
+            "accept",
+            "application/vnd.kubernetes.protobuf, application/json",
+        )],
+        b"",
+    );
+    assert_eq!(
+        kubectl_style.header("content-type"),
+        Some("application/json")
+    );
+    let refused = http(
+        server.addr(),
+        "GET",
+        "/apis/apps/v1/namespaces/prod/controllerrevisions",
+        &[("accept", "application/vnd.kubernetes.protobuf")],
+        b"",
+    );
+    assert_eq!(refused.status, 406);
+    assert_eq!(refused.json()["reason"], "NotAcceptable");
+    let report = http(
+        server.addr(),
+        "GET",
+        "/apis/legacy.example.com/v1/namespaces/prod/reports/quarterly",
+        &[("accept", "application/json")],
+        b"",
+    );
+    assert_eq!(report.header("content-type"), Some("application/yaml"));
+}

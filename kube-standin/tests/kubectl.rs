@@ -448,3 +448,179 @@ fn apply_creates_then_patches_with_server_side_validation() {
     );
     assert!(server.requests().iter().any(|r| r.method == "PATCH"));
 }
+
+/// The answers a masking gateway must read: subresources, writes, dry runs,
+/// custom resources and ControllerRevisions, each served as kube-apiserver
+/// serves them, every one carrying the namespace's password.
+#[test]
+fn subresources_writes_and_dry_runs_answer_with_the_object() {
+    let server = demo();
+    let kubectl = Kubectl::new("1.33", server.addr());
+    let status = kubectl.ok(&[
+        "get",
+        "pod",
+        "web-0",
+        "-n",
+        "dev",
+        "--subresource=status",
+        "-o",
+        "json",
+    ]);
+    assert!(status.contains("dev-Passw0rd!"), "{status}");
+    let patched = kubectl.ok(&[
+        "patch",
+        "pod",
+        "web-0",
+        "-n",
+        "dev",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"message":"checked"}}"#,
+        "-o",
+        "json",
+    ]);
+    let patched: serde_json::Value = serde_json::from_str(&patched).unwrap();
+    assert_eq!(patched["status"]["message"], "checked");
+    assert_eq!(
+        patched["spec"]["containers"][0]["env"][2]["value"],
+        "dev-Passw0rd!"
+    );
+    // A status write changes the status alone.
+    let ignored = kubectl.ok(&[
+        "patch",
+        "pod",
+        "web-0",
+        "-n",
+        "dev",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"labels":{"x":"y"}}}"#,
+        "-o",
+        "jsonpath={.metadata.labels}",
+    ]);
+    assert!(!ignored.contains("\"x\""), "{ignored}");
+
+    let scaled = kubectl.ok(&["scale", "deployment", "web", "-n", "dev", "--replicas=3"]);
+    assert!(scaled.contains("scaled"), "{scaled}");
+    let replicas = kubectl.ok(&[
+        "get",
+        "deployment",
+        "web",
+        "-n",
+        "dev",
+        "-o",
+        "jsonpath={.spec.replicas}",
+    ]);
+    assert_eq!(replicas, "3");
+    let scale = kubectl.ok(&[
+        "get",
+        "deployment",
+        "web",
+        "-n",
+        "dev",
+        "--subresource=scale",
+        "-o",
+        "json",
+    ]);
+    assert!(scale.contains("\"kind\": \"Scale\""), "{scale}");
+
+    // Dry runs answer with the object and change nothing.
+    let dry = kubectl.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "dry",
+        "-n",
+        "dev",
+        "--from-literal=token=dry-S3cret",
+        "--dry-run=server",
+        "-o",
+        "json",
+    ]);
+    assert!(dry.contains("ZHJ5LVMzY3JldA=="), "{dry}");
+    kubectl.fails(&["get", "secret", "dry", "-n", "dev"]);
+    let dry_patch = kubectl.ok(&[
+        "label",
+        "pod",
+        "web-0",
+        "-n",
+        "dev",
+        "dry=run",
+        "--dry-run=server",
+        "-o",
+        "json",
+    ]);
+    assert!(dry_patch.contains("dev-Passw0rd!") && dry_patch.contains("\"dry\": \"run\""));
+    let labels = kubectl.ok(&[
+        "get",
+        "pod",
+        "web-0",
+        "-n",
+        "dev",
+        "-o",
+        "jsonpath={.metadata.labels}",
+    ]);
+    assert!(!labels.contains("dry"), "{labels}");
+
+    // ControllerRevisions and custom resources, in discovery and served.
+    let revisions = kubectl.ok(&["get", "controllerrevisions", "-n", "prod", "-o", "json"]);
+    assert!(revisions.contains("pr0d-S3cret!"), "{revisions}");
+    let credential = kubectl.ok(&["get", "dbcred", "orders-db", "-n", "prod", "-o", "yaml"]);
+    assert!(
+        credential.contains("password: pr0d-S3cret!"),
+        "{credential}"
+    );
+    let workflows = kubectl.ok(&["get", "workflows", "-A"]);
+    assert!(workflows.contains("nightly"), "{workflows}");
+    // An aggregated API that answers YAML whatever is asked: kubectl cannot
+    // read it either.
+    let reports = kubectl.fails(&["get", "reports", "-n", "prod", "-o", "json"]);
+    assert!(
+        reports.contains("serializer for application/yaml doesn't exist"),
+        "{reports}"
+    );
+    assert!(
+        server
+            .requests()
+            .iter()
+            .any(|r| r.uri.contains("dryRun=All") && r.method == "POST")
+    );
+}
+
+#[test]
+fn debug_adds_an_ephemeral_container_through_its_subresource() {
+    let server = demo();
+    let kubectl = Kubectl::new("1.33", server.addr());
+    let out = kubectl.run(&[
+        "debug",
+        "web-0",
+        "-n",
+        "dev",
+        "--image=busybox",
+        "--container=debugger",
+    ]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        server
+            .requests()
+            .iter()
+            .any(|r| r.method == "PATCH" && r.path().ends_with("/pods/web-0/ephemeralcontainers")),
+        "{text}"
+    );
+    let ephemeral = kubectl.ok(&[
+        "get",
+        "pod",
+        "web-0",
+        "-n",
+        "dev",
+        "-o",
+        "jsonpath={.spec.ephemeralContainers[0].name}",
+    ]);
+    assert_eq!(ephemeral, "debugger", "{text}");
+}

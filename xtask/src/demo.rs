@@ -3,14 +3,20 @@
 //! The stack is owned by one process that stops it in order on Ctrl-C or
 //! SIGTERM. With `--detach` that process is a background copy of this command
 //! (`demo --serve`), so the stack outlives the terminal; `down` signals it.
+//!
+//! The demo needs only what it runs: PostgreSQL, kubectl and (installed into
+//! `./tools` when missing) Envoy; wasm-opt shrinks the modules when the machine
+//! has it. It builds the `gatehouse` command line into `tools/bin`, and
+//! `target/demo/env` puts it on PATH with the rest of the demo's settings.
 
 use anyhow::{Context, Result, bail};
 use gatehouse_core::identity::testing::Minter;
 use gatehouse_integration::approvals::filter_section;
 use gatehouse_integration::stack::{
     ApprovalOptions, default_kubernetes_filter_config, demo_postgres_filter_config,
+    exec_kubeconfig_yaml,
 };
-use gatehouse_integration::{Stack, StackOptions, idp, process, workspace_root};
+use gatehouse_integration::{Stack, StackOptions, idp, process, tools, workspace_root};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -39,6 +45,20 @@ fn instructions_file() -> PathBuf {
     demo_dir().join("instructions.txt")
 }
 
+/// The copy of this program the kubeconfig's credential plugin runs (a copy,
+/// so rebuilding xtask while the demo runs does not pull it away).
+fn credential_plugin() -> PathBuf {
+    demo_dir().join("xtask")
+}
+
+/// Where the demo puts the `gatehouse` command line.
+fn cli_bin_dir() -> PathBuf {
+    tools::tools_dir().join("bin")
+}
+
+/// How long the tokens in `target/demo/env` last.
+const ENV_TOKEN_TTL_SECONDS: i64 = 3600;
+
 pub fn run(detach: bool, serve: bool) -> Result<()> {
     if serve {
         return serve_until_stopped();
@@ -46,28 +66,25 @@ pub fn run(detach: bool, serve: bool) -> Result<()> {
     if let Some(pid) = running_pid() {
         bail!("a demo is already running (pid {pid}): stop it with `cargo xtask down`");
     }
-    super::install()?;
-    super::build_filters()?;
+    super::install(false)?;
+    super::build_filters(super::shrink::Shrink::IfAvailable)?;
     super::step(
-        "build the stand-in Kubernetes API server",
-        super::cargo().args(["build", "-q", "-p", "kube-standin"]),
-    )?;
-    super::step(
-        "build the approval service and the gatehouse command line",
+        "build the stand-in Kubernetes API server, the gatehouse command line and the approval service",
         super::cargo().args([
             "build",
             "-q",
             "-p",
-            "gatehouse-approvals",
+            "kube-standin",
             "-p",
             "gatehouse-cli",
+            "-p",
+            "gatehouse-approvals",
         ]),
     )?;
     let dir = demo_dir();
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
-    }
-    std::fs::create_dir_all(&dir)?;
+    clear(&dir)?;
+    install_cli()?;
+    copy_or_link(&std::env::current_exe()?, &credential_plugin())?;
     if !detach {
         return serve_until_stopped();
     }
@@ -102,6 +119,40 @@ pub fn run(detach: bool, serve: bool) -> Result<()> {
     Ok(())
 }
 
+/// Empties `dir` (creating it if needed), keeping the directory itself.
+fn clear(dir: &std::path::Path) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let removed = if path.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        removed.with_context(|| format!("clearing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Puts the freshly built `gatehouse` into `tools/bin`.
+fn install_cli() -> Result<()> {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| workspace_root().join("target"), PathBuf::from);
+    let bin = cli_bin_dir();
+    std::fs::create_dir_all(&bin)?;
+    copy_or_link(&target.join("debug/gatehouse"), &bin.join("gatehouse"))
+}
+
+/// A hard link to `from` at `to` (a copy across file systems), replacing `to`.
+fn copy_or_link(from: &std::path::Path, to: &std::path::Path) -> Result<()> {
+    let _ = std::fs::remove_file(to);
+    if std::fs::hard_link(from, to).is_err() {
+        std::fs::copy(from, to)
+            .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+    }
+    Ok(())
+}
+
 fn serve_until_stopped() -> Result<()> {
     let standin = workspace_root().join("target/debug/kube-standin");
     eprintln!("==> starting PostgreSQL, the stand-in Kubernetes API server and Envoy");
@@ -121,6 +172,12 @@ fn serve_until_stopped() -> Result<()> {
     };
     let stack = Stack::start_in(demo_dir(), opts)?;
     std::fs::write(pid_file(), std::process::id().to_string())?;
+    // In place of the stack's fixed tokens: a credential plugin, so kubectl's
+    // tokens never go stale.
+    std::fs::write(
+        &stack.kubeconfig,
+        exec_kubeconfig_yaml(stack.kube_port, &stack.pki.ca_cert, &credential_plugin())?,
+    )?;
     let key = stack
         .minter
         .to_json()
@@ -156,42 +213,111 @@ pub fn down() -> Result<()> {
     Ok(())
 }
 
-/// What the README promises: `demo --detach`, then psql and kubectl through
-/// Envoy using `target/demo/env`, then `down`.
+/// Programs the tests drive and the demo must not need (wasm-opt included:
+/// the demo builds without it).
+const TEST_CLIENTS: &[&str] = &[
+    "java", "javac", "jshell", "node", "nodejs", "npm", "npx", "corepack", "pgbench", "wasm-opt",
+];
+
+/// What the README promises, on a machine without the test clients: `cargo
+/// xtask demo --detach`, the README's tour against it (`cargo xtask tour`),
+/// then `cargo xtask down`; and, first, that a missing PostgreSQL or kubectl
+/// is named with the package that provides it.
+///
+/// It runs in a private mount namespace (`unshare --mount`, as root) where the
+/// test clients are hidden from PATH and from their usual places (the JDBC
+/// driver in /usr/share/java, psycopg and node-postgres under ./tools), and
+/// where `target/demo` is a fresh, empty file system: the smoke test always
+/// runs its own demo, even beside one a developer left running.
 pub fn smoke_test() -> Result<()> {
-    eprintln!("==> demo smoke test");
-    if running_pid().is_some() {
-        eprintln!("    skipped: a demo is already running");
-        return Ok(());
+    eprintln!("==> the README's demo and tour, with the test clients hidden");
+    let root = workspace_root();
+    let scratch = root.join("target/demo-smoke");
+    clear(&scratch)?;
+    let path = scratch.join("path");
+    path_without(TEST_CLIENTS, &path)?;
+    let demo_log = scratch.join("demo.log");
+    let hidden: Vec<String> = [
+        PathBuf::from("/usr/share/java"),
+        tools::tools_dir().join("python"),
+        tools::tools_dir().join("node"),
+    ]
+    .iter()
+    .filter(|dir| dir.is_dir())
+    .map(|dir| shell_quote(&dir.display().to_string()))
+    .collect();
+    std::fs::create_dir_all(demo_dir())?;
+    let script = format!(
+        "set -eu
+         for dir in {hidden}; do mount -t tmpfs gatehouse-hidden \"$dir\"; done
+         mount -t tmpfs gatehouse-demo {demo}
+         export PATH={path}
+         for client in {clients}; do
+           if command -v \"$client\" >/dev/null; then echo \"$client is still on PATH\"; exit 1; fi
+         done
+         for missing in PG_BIN_DIR KUBECTL; do
+           out=$(env $missing=/nonexistent cargo xtask install 2>&1) && {{ echo \"install passed without $missing\"; exit 1; }}
+           echo \"$out\" | grep -q 'install the Debian package' || {{ echo \"$out\"; exit 1; }}
+         done
+         trap 'cargo xtask down' EXIT
+         if ! cargo xtask demo --detach >{log} 2>&1; then cat {log}; exit 1; fi
+         grep -q 'note: wasm-opt not found' {log} || {{ echo 'no note about the missing wasm-opt'; cat {log}; exit 1; }}
+         cargo xtask tour",
+        hidden = hidden.join(" "),
+        demo = shell_quote(&demo_dir().display().to_string()),
+        path = shell_quote(&path.display().to_string()),
+        clients = TEST_CLIENTS.join(" "),
+        log = shell_quote(&demo_log.display().to_string()),
+    );
+    let unshare = tools::find_on_path(&["unshare"])
+        .context("the demo smoke test needs `unshare` (util-linux) to hide the test clients")?;
+    if !running_as_root() {
+        bail!(
+            "the demo smoke test hides the test clients with `unshare --mount`, which needs root"
+        );
     }
-    let exe = std::env::current_exe()?;
     super::step(
-        "cargo xtask demo --detach",
-        Command::new(&exe).args(["demo", "--detach"]),
+        "cargo xtask demo --detach; cargo xtask tour; cargo xtask down (in a mount namespace)",
+        Command::new(unshare)
+            .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+            .current_dir(&root),
     )?;
-    let result = smoke_checks();
-    super::step("cargo xtask down", Command::new(&exe).arg("down"))?;
-    result
+    let _ = std::fs::remove_dir_all(&scratch);
+    Ok(())
 }
 
-fn smoke_checks() -> Result<()> {
-    let script = format!(
-        "set -eu; set -a; . {env}; set +a
-         test \"$(psql -X -At \"$GATEHOUSE_PG_URL\" -c 'select count(*) from customers')\" = 5000
-         psql -X -At \"$GATEHOUSE_PG_URL\" -c 'drop table orders' 2>&1 | grep -q 'schema changes'
-         PGPASSWORD=\"$GATEHOUSE_TOKEN_DBA\" PGUSER=postgres psql -X -At \"$GATEHOUSE_PG_URL\" -c 'select 1' >/dev/null
-         psql -X -At \"$GATEHOUSE_PG_URL\" -c \"update customers set notes = 'x' where id = 1\" 2>&1 | grep -q 'HINT:  approval request apr-'
-         curl -sf \"$GATEHOUSE_APPROVALS_URL/healthz\" >/dev/null
-         kubectl --kubeconfig \"$GATEHOUSE_KUBECONFIG\" get pods -A | grep -q web-0
-         sleep 0.5
-         grep -q '\"type\":\"pg.statement\"' \"$GATEHOUSE_AUDIT_LOG\"
-         grep -q '\"kind\":\"Event\"' \"$GATEHOUSE_AUDIT_LOG\"",
-        env = env_file().display()
-    );
-    super::step(
-        "psql and kubectl through the demo",
-        Command::new("sh").arg("-c").arg(script),
-    )
+fn running_as_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// Fills `farm` with links to every program on PATH except `hidden` ones
+/// (and binaryen's other `wasm-*` tools), first match winning as on PATH.
+fn path_without(hidden: &[&str], farm: &std::path::Path) -> Result<()> {
+    std::fs::create_dir_all(farm)?;
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path) {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let text = name.to_string_lossy();
+            let link = farm.join(&name);
+            if hidden.contains(&text.as_ref())
+                || text.starts_with("wasm-")
+                || text == "wasm2js"
+                || link.symlink_metadata().is_ok()
+            {
+                continue;
+            }
+            std::os::unix::fs::symlink(entry.path(), &link)
+                .with_context(|| format!("linking {}", link.display()))?;
+        }
+    }
+    Ok(())
 }
 
 /// The pid of a demo that is still running.
@@ -204,21 +330,21 @@ fn running_pid() -> Option<u32> {
     process::alive(pid).then_some(pid)
 }
 
-/// `cargo xtask token <identity> [--ttl 15m]`: a fresh token from the running
-/// demo's identity provider.
-pub fn token(args: &[String]) -> Result<()> {
-    let identity = args
-        .first()
-        .context("usage: cargo xtask token <identity> [--ttl 15m]")?;
-    let ttl = match args.iter().position(|a| a == "--ttl") {
-        Some(i) => idp::parse_ttl(args.get(i + 1).context("--ttl needs a value such as 15m")?)?,
-        None => 15 * 60,
-    };
+/// `cargo xtask token <identity> [--ttl 15m] [--exec-credential]`: a fresh
+/// token from the running demo's identity provider.
+pub fn token(identity: &str, ttl: &str, exec_credential: bool) -> Result<()> {
+    let ttl = idp::parse_ttl(ttl)?;
     let saved = std::fs::read_to_string(signing_key_file())
         .context("no demo signing key: start the demo first (`cargo xtask demo --detach`)")?;
     let minter =
         Minter::from_json(&saved).map_err(|e| anyhow::anyhow!("reading the signing key: {e}"))?;
-    println!("{}", idp::mint(&minter, identity, ttl)?);
+    let expires_at = idp::now_unix() + ttl;
+    let token = idp::mint(&minter, identity, ttl)?;
+    if exec_credential {
+        println!("{}", idp::exec_credential(&token, expires_at));
+    } else {
+        println!("{token}");
+    }
     Ok(())
 }
 
@@ -263,9 +389,20 @@ fn env_lines(stack: &Stack) -> Result<String> {
                 .map(|service| service.url(0))
                 .unwrap_or_default(),
         ),
+        ("KUBECONFIG", stack.kubeconfig.display().to_string()),
+        (
+            "GATEHOUSE_IDENTITIES",
+            workspace_root()
+                .join("examples/demo/identities.json")
+                .display()
+                .to_string(),
+        ),
         // psql and libpq read these: the application role, logged in as `developer`.
         ("PGUSER", "app".to_string()),
-        ("PGPASSWORD", stack.token("developer")?),
+        (
+            "PGPASSWORD",
+            idp::mint(&stack.minter, "developer", ENV_TOKEN_TTL_SECONDS)?,
+        ),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -273,13 +410,19 @@ fn env_lines(stack: &Stack) -> Result<String> {
     for (name, _) in idp::DEMO_IDENTITIES {
         vars.push((
             format!("GATEHOUSE_TOKEN_{}", name.to_ascii_uppercase()),
-            stack.token(name)?,
+            idp::mint(&stack.minter, name, ENV_TOKEN_TTL_SECONDS)?,
         ));
     }
-    Ok(vars
+    let mut lines: String = vars
         .iter()
         .map(|(k, v)| format!("{k}={}\n", shell_quote(v)))
-        .collect())
+        .collect();
+    // The gatehouse command line, first on PATH.
+    lines.push_str(&format!(
+        "PATH={}:\"$PATH\"\n",
+        shell_quote(&cli_bin_dir().display().to_string())
+    ));
+    Ok(lines)
 }
 
 fn shell_quote(v: &str) -> String {
@@ -295,37 +438,34 @@ fn shell_quote(v: &str) -> String {
 fn instructions(stack: &Stack) -> String {
     format!(
         "
-gatehouse demo is up.
+gatehouse demo is up. In a shell at the repository's root:
 
-  Postgres through Envoy (the password is a token; role app is open to developer,
-  ci and agent, role postgres to dba and admin):
-    PGUSER=app PGPASSWORD=$(cargo xtask token developer) psql \"{pg}\" -c 'select count(*) from customers'
-  Kubernetes through Envoy:
-    kubectl --kubeconfig {kubeconfig} get pods -A
+  set -a; . target/demo/env; set +a      # the demo's settings; gatehouse on PATH
 
-  Approvals: a developer's UPDATE or DELETE of customers is refused with the
-  request it filed (HINT); a dba approves it, and the same statement runs once:
-    GATEHOUSE_TOKEN=$GATEHOUSE_TOKEN_DBA target/debug/gatehouse approvals list
-    GATEHOUSE_TOKEN=$GATEHOUSE_TOKEN_DBA target/debug/gatehouse approve apr-…
-  A developer's kubectl exec in prod waits for an admin's approval (up to 2 min).
-  The service: {approvals}   (GATEHOUSE_APPROVALS_URL)
+  Postgres through Envoy, logged in as developer with a token (role app):
+    psql \"$GATEHOUSE_PG_URL\" -c 'select name, email, card_number from customers limit 3'  # masked
+    psql \"$GATEHOUSE_PG_URL\" -c 'drop table orders'      # denied: DETAIL names the rule
+    export PGPASSWORD=$(cargo xtask token developer)      # a fresh token (tokens here last 1 hour)
+  Kubernetes through Envoy (kubectl mints tokens itself; context = identity):
+    kubectl --context developer delete ns prod             # denied by rule no-namespace-deletion
+    kubectl --context developer auth can-i delete ns/prod  # no, and why
+  Approvals (a dba approves a developer's customer writes, an admin a developer's
+  exec in prod; see the README):
+    psql \"$GATEHOUSE_PG_URL\" -c \"update customers set notes = 'x' where id = 1\"  # HINT names the request
+    GATEHOUSE_TOKEN=$GATEHOUSE_TOKEN_DBA gatehouse approvals list
+    GATEHOUSE_TOKEN=$GATEHOUSE_TOKEN_DBA gatehouse approve apr-...   # then run it again: once
+  Who ran what:
+    gatehouse audit sessions \"$GATEHOUSE_AUDIT_LOG\"
+    gatehouse audit records \"$GATEHOUSE_AUDIT_LOG\" --subject developer
 
+  Postgres: {pg}   Kubernetes: {kube}   Envoy admin: http://{admin}
   Records (one JSON object per line): {log}
-  Envoy admin: http://{admin}   (stats: /stats?filter=gatehouse)
-  Everything above as shell variables: set -a; . {env}; set +a
-  Tokens for the demo identities (developer, dba, ci, agent, admin) are in it as
-  GATEHOUSE_TOKEN_<IDENTITY>; kubeconfig contexts are named after them.
-  A fresh one: cargo xtask token developer --ttl 15m
+  Identities: developer, ci, agent (role app); dba, admin (role postgres)
+  The README's five-minute tour: cargo xtask tour
 ",
         pg = stack.pg_url(),
-        approvals = stack
-            .approvals
-            .as_ref()
-            .map(|service| service.url(0))
-            .unwrap_or_default(),
-        kubeconfig = stack.kubeconfig.display(),
+        kube = stack.kube_server(),
         log = stack.access_log.display(),
         admin = stack.envoy.admin,
-        env = env_file().display(),
     )
 }

@@ -1,46 +1,112 @@
-//! gatehouse's developer commands.
+//! gatehouse's developer commands (`cargo xtask --help` lists them).
 //!
 //! ```text
 //! cargo xtask install          wasm target + pinned Envoy; checks for PostgreSQL and kubectl
+//!                              (--test-clients: also the clients the tests drive)
 //! cargo xtask build            the filter modules (wasm32-wasip1, release, then wasm-opt -Oz)
 //! cargo xtask demo [--detach]  the whole gateway on this machine, with demo data
 //! cargo xtask down             stops a detached demo
 //! cargo xtask token <identity>  a fresh token for a demo identity (`--ttl 15m`)
+//! cargo xtask gatehouse ...    the gatehouse command line
+//! cargo xtask tour             the README's five-minute tour, against the running demo
 //! cargo xtask package          each filter as a Wasm OCI image layout tarball (target/package/)
 //! cargo xtask measure-modules  module sizes and cold start against the targets
 //! cargo xtask test             everything CI runs: fmt, clippy (native + wasm), unit tests,
-//!                              `gatehouse validate` of every example, integration tests
+//!                              `gatehouse validate` of every example, Prometheus rules,
+//!                              integration tests, the demo with the README's tour
+//! cargo xtask demo-test        that last part alone
 //! ```
 
 mod demo;
 mod measure;
 mod package;
 mod shrink;
+mod tour;
 
 use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
 use gatehouse_integration::tools;
 use std::process::Command;
 
+/// gatehouse's developer commands.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Install what the demo runs: the wasm32-wasip1 target and the pinned Envoy;
+    /// check for PostgreSQL and kubectl.
+    Install {
+        /// Also the clients the tests drive (psycopg, node-postgres, JDBC,
+        /// wasm-opt, promtool).
+        #[arg(long)]
+        test_clients: bool,
+    },
+    /// Build the filter modules (wasm32-wasip1, release, shrunk by wasm-opt -Oz).
+    Build,
+    /// Run the whole gateway on this machine, with demo data, until Ctrl-C.
+    Demo {
+        /// Keep it running in the background (stop it with `cargo xtask down`).
+        #[arg(long)]
+        detach: bool,
+        /// The background process of --detach.
+        #[arg(long, hide = true)]
+        serve: bool,
+    },
+    /// Stop a detached demo.
+    Down,
+    /// Print a fresh token for a demo identity (developer, dba, ci, agent, admin).
+    Token {
+        identity: String,
+        /// How long it lasts (90s, 15m, 1h).
+        #[arg(long, default_value = "15m")]
+        ttl: String,
+        /// Print it as a kubectl ExecCredential (client.authentication.k8s.io/v1),
+        /// for the demo kubeconfig's credential plugin.
+        #[arg(long)]
+        exec_credential: bool,
+    },
+    /// Run the gatehouse command line (`cargo xtask gatehouse audit --help`).
+    #[command(disable_help_flag = true)]
+    Gatehouse {
+        /// Its arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Run the README's five-minute tour against the running demo.
+    Tour,
+    /// Package each filter as a Wasm OCI image layout tarball (target/package/).
+    Package,
+    /// Print module sizes and cold start against the targets.
+    MeasureModules,
+    /// Run everything CI runs.
+    Test,
+    /// Run only the suite's demo test: `demo --detach`, the README's tour and
+    /// `down`, with the test clients hidden (needs root, for a mount namespace).
+    DemoTest,
+}
+
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = match args.first().map(String::as_str) {
-        Some("install") => install().map(|_| ()),
-        Some("build") => build_filters(),
-        Some("demo") => demo::run(
-            args.iter().any(|a| a == "--detach"),
-            args.iter().any(|a| a == "--serve"),
-        ),
-        Some("down") => demo::down(),
-        Some("token") => demo::token(&args[1..]),
-        Some("test") => test(),
-        Some("package") => package::run(),
-        Some("measure-modules") => measure::run(),
-        _ => {
-            eprintln!(
-                "usage: cargo xtask <install|build|demo [--detach]|down|token <identity> [--ttl 15m]|test>"
-            );
-            std::process::exit(2);
-        }
+    let result = match Cli::parse().task {
+        Task::Install { test_clients } => install(test_clients),
+        Task::Build => build_filters(shrink::Shrink::Required),
+        Task::Demo { detach, serve } => demo::run(detach, serve),
+        Task::Down => demo::down(),
+        Task::Token {
+            identity,
+            ttl,
+            exec_credential,
+        } => demo::token(&identity, &ttl, exec_credential),
+        Task::Gatehouse { args } => gatehouse(&args),
+        Task::Tour => tour::run(),
+        Task::Test => test(),
+        Task::DemoTest => demo::smoke_test(),
+        Task::Package => package::run(),
+        Task::MeasureModules => measure::run(),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
@@ -86,8 +152,9 @@ fn step(what: &str, cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
-/// Installs what a fresh machine lacks; reports what must come from OS packages.
-fn install() -> Result<()> {
+/// Installs what the demo runs and reports what must come from OS packages
+/// (PostgreSQL and kubectl); with `test_clients`, also what the tests drive.
+fn install(test_clients: bool) -> Result<()> {
     let targets = Command::new("rustup")
         .args(["target", "list", "--installed"])
         .output();
@@ -109,30 +176,58 @@ fn install() -> Result<()> {
     eprintln!("envoy: {}", envoy.display());
     let pg = tools::pg_bin_dir()?;
     eprintln!("postgresql: {}", pg.display());
-    tools::pg_client("psql")?;
+    eprintln!("psql: {}", tools::pg_client("psql")?.display());
     let kubectl = tools::kubectl(None)?;
     eprintln!("kubectl: {}", kubectl.display());
-    eprintln!("psycopg: {}", tools::install_psycopg()?.display());
-    eprintln!("node-postgres: {}", tools::install_node_pg()?.display());
-    eprintln!("jdbc: {}", tools::jdbc_jar()?.display());
-    eprintln!("wasm-opt: {}", shrink::wasm_opt()?.display());
+    if test_clients {
+        eprintln!("psycopg: {}", tools::install_psycopg()?.display());
+        eprintln!("node-postgres: {}", tools::install_node_pg()?.display());
+        eprintln!("jdbc: {}", tools::jdbc_jar()?.display());
+        let wasm_opt = shrink::wasm_opt()
+            .context("wasm-opt not found: install the Debian package `binaryen`")?;
+        eprintln!("wasm-opt: {}", wasm_opt.display());
+        eprintln!("promtool: {}", tools::promtool()?.display());
+    }
     Ok(())
 }
 
-fn build_filters() -> Result<()> {
+/// Builds the filter modules and shrinks them with wasm-opt; with
+/// `Shrink::IfAvailable` a machine without wasm-opt gets them unshrunk, with a note.
+fn build_filters(shrink: shrink::Shrink) -> Result<()> {
     let mut cmd = cargo();
     cmd.args(["build", "--release", "--target", "wasm32-wasip1"]);
     for m in FILTER_MODULES {
         cmd.args(["-p", m]);
     }
     step("build filter modules (wasm32-wasip1, release)", &mut cmd)?;
-    let wasm_opt = shrink::wasm_opt()?;
+    let wasm_opt = match (shrink::wasm_opt(), shrink) {
+        (Some(wasm_opt), _) => wasm_opt,
+        (None, shrink::Shrink::IfAvailable) => {
+            eprintln!("{}", shrink::UNSHRUNK_NOTE);
+            return Ok(());
+        }
+        (None, shrink::Shrink::Required) => {
+            bail!("wasm-opt not found: install the Debian package `binaryen`")
+        }
+    };
     eprintln!("==> wasm-opt the modules Envoy loads");
     for m in shrink::filter_modules_built() {
         let (before, after) = shrink::optimize(&wasm_opt, &m)?;
         eprintln!("    {} ({before} -> {after} bytes)", m.display());
     }
     Ok(())
+}
+
+/// `cargo xtask gatehouse ...`: the command line, built if needed, run in
+/// the caller's directory.
+fn gatehouse(args: &[String]) -> Result<()> {
+    let status = cargo()
+        .args(["run", "--quiet", "-p", "gatehouse-cli", "--"])
+        .args(args)
+        .current_dir(std::env::current_dir()?)
+        .status()
+        .context("running the gatehouse command line")?;
+    std::process::exit(status.code().unwrap_or(1));
 }
 
 /// Shipped examples that hold one part of the Postgres filter configuration
@@ -164,7 +259,7 @@ fn validate_examples() -> Result<()> {
 }
 
 fn test() -> Result<()> {
-    install()?;
+    install(true)?;
     step(
         "cargo fmt --check",
         cargo().args(["fmt", "--all", "--check"]),
@@ -244,10 +339,61 @@ fn test() -> Result<()> {
             .args(["--", "mask::", "config::", "record::"])
             .env("CARGO_TARGET_WASM32_WASIP1_RUNNER", runner),
     )?;
-    build_filters()?;
+    build_filters(shrink::Shrink::Required)?;
+    prometheus_rules()?;
     step(
         "integration tests (real Envoy, PostgreSQL, kubectl)",
         cargo().args(["test", "-p", "gatehouse-integration"]),
     )?;
-    demo::smoke_test()
+    demo::smoke_test()?;
+    // The smoke test builds the demo's modules as a machine without wasm-opt would.
+    build_filters(shrink::Shrink::Required)
+}
+
+/// The shipped Prometheus alerting rules: valid (`promtool check rules`) and
+/// firing as their unit tests say (`promtool test rules`).
+fn prometheus_rules() -> Result<()> {
+    let promtool = tools::promtool()?;
+    let dir = gatehouse_integration::workspace_root().join("ops/prometheus");
+    step(
+        "promtool check rules ops/prometheus/gatehouse-alerts.yaml",
+        Command::new(&promtool)
+            .args(["check", "rules"])
+            .arg(dir.join("gatehouse-alerts.yaml")),
+    )?;
+    step(
+        "promtool test rules ops/prometheus/gatehouse-alerts.test.yaml",
+        Command::new(&promtool)
+            .args(["test", "rules"])
+            .arg(dir.join("gatehouse-alerts.test.yaml")),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_task_answers_help() {
+        Cli::command().debug_assert();
+        for task in Cli::command().get_subcommands() {
+            let name = task.get_name();
+            if name == "gatehouse" {
+                // Its --help is the command line's own.
+                continue;
+            }
+            let error = Cli::try_parse_from(["cargo xtask", name, "--help"])
+                .err()
+                .map(|e| e.kind());
+            assert_eq!(error, Some(clap::error::ErrorKind::DisplayHelp), "{name}");
+        }
+        let token = Cli::try_parse_from(["cargo xtask", "token", "--help"]).map(|_| ());
+        assert!(token.is_err(), "token --help is help, not an identity");
+        let passed = Cli::try_parse_from(["cargo xtask", "gatehouse", "audit", "--help"]).unwrap();
+        assert!(
+            matches!(passed.task, Task::Gatehouse { ref args } if args == &["audit", "--help"]),
+            "{passed:?}"
+        );
+    }
 }

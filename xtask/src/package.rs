@@ -22,7 +22,7 @@ struct Filter {
 
 /// Builds the modules and writes one image-layout tarball per filter.
 pub fn run() -> Result<()> {
-    crate::build_filters()?;
+    crate::build_filters(crate::shrink::Shrink::Required)?;
     let modules = gatehouse_integration::tools::filter_modules()?;
     let out_dir = gatehouse_integration::workspace_root().join("target/package");
     std::fs::create_dir_all(&out_dir)?;

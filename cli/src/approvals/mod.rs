@@ -11,246 +11,268 @@
 //!
 //! Every command takes the caller's token from `--token` or `GATEHOUSE_TOKEN`
 //! and the service from `--server` or `GATEHOUSE_APPROVALS_URL`. Exit codes: 0
-//! done, 1 the service refused (the reason is printed), 2 usage error.
+//! done, 1 the service refused (the reason is printed), 2 usage error. Each
+//! command is a variant of the `gatehouse` command line ([`ApprovalsArgs`] …).
 
 mod http;
 
-use crate::args::Args;
+use clap::Subcommand;
 use gatehouse_core::approval::{ApprovalRequest, format_duration, parse_duration};
 use serde_json::{Value, json};
 use std::process::ExitCode;
 use std::time::Duration;
 
-const USAGE: &str = "usage:
-  gatehouse approvals list [--json] [--state pending|approved|denied|expired|used|all]
-  gatehouse approvals show ID [--json]
-  gatehouse approve ID [--reason TEXT]
-  gatehouse deny ID --reason TEXT
-  gatehouse request --scope NAME --for DURATION --reason TEXT
-  gatehouse reason TEXT [--for DURATION]   (default 1h: requests filed for you
-                                            meanwhile carry it, kubectl's too)
+/// Where the approval service is and who is asking (every approval command).
+#[derive(Debug, clap::Args)]
+pub struct Service {
+    /// The approval service.
+    #[arg(long, env = "GATEHOUSE_APPROVALS_URL", value_name = "http://HOST:PORT")]
+    server: String,
+    /// Your OIDC token (the one the filters accept).
+    #[arg(long, env = "GATEHOUSE_TOKEN", hide_env_values = true)]
+    token: String,
+    /// How long to wait for the service.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    timeout: u64,
+}
 
-Each takes --token TOKEN (or GATEHOUSE_TOKEN) and --server http://HOST:PORT
-(or GATEHOUSE_APPROVALS_URL). A requester cannot approve their own request;
-members of a break-glass group can, with --reason, and the approval is flagged.";
+/// List or show approval requests.
+#[derive(Debug, clap::Args)]
+#[command(after_help = EXIT_STATUS)]
+pub struct ApprovalsArgs {
+    #[command(subcommand)]
+    command: ApprovalsCommand,
+}
 
-/// Options every command accepts.
-const COMMON: &[&str] = &["--token", "--server", "--timeout"];
+#[derive(Debug, Subcommand)]
+enum ApprovalsCommand {
+    /// The requests in one state, newest first (the approvers' inbox).
+    List {
+        /// Print the requests as a JSON array.
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value = "pending",
+              value_parser = ["pending", "approved", "denied", "expired", "used", "all"])]
+        state: String,
+        #[command(flatten)]
+        service: Service,
+    },
+    /// Everything about one request.
+    Show {
+        #[arg(value_name = "ID", value_parser = request_id)]
+        id: String,
+        /// Print the request as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        service: Service,
+    },
+}
+
+/// Approve a request (never your own, unless you may break glass: then with
+/// a reason, flagged as forced).
+#[derive(Debug, clap::Args)]
+#[command(after_help = EXIT_STATUS)]
+pub struct ApproveArgs {
+    #[arg(value_name = "ID", value_parser = request_id)]
+    id: String,
+    /// Why (required to break glass).
+    #[arg(long)]
+    reason: Option<String>,
+    #[command(flatten)]
+    service: Service,
+}
+
+/// Deny a request; one denial ends it.
+#[derive(Debug, clap::Args)]
+#[command(after_help = EXIT_STATUS)]
+pub struct DenyArgs {
+    #[arg(value_name = "ID", value_parser = request_id)]
+    id: String,
+    /// Why (the requester is told).
+    #[arg(long, value_parser = non_empty)]
+    reason: String,
+    #[command(flatten)]
+    service: Service,
+}
+
+/// Ask for a time window on a scope (a rule the service lists).
+#[derive(Debug, clap::Args)]
+#[command(after_help = EXIT_STATUS)]
+pub struct RequestArgs {
+    /// The scope (a rule's name).
+    #[arg(long)]
+    scope: String,
+    /// How long, e.g. 30m or 1h30m.
+    #[arg(long = "for", value_name = "DURATION", value_parser = seconds)]
+    duration: u64,
+    /// Why.
+    #[arg(long)]
+    reason: Option<String>,
+    #[command(flatten)]
+    service: Service,
+}
+
+/// Say why, for the requests filed for you next (kubectl's too).
+#[derive(Debug, clap::Args)]
+#[command(after_help = EXIT_STATUS)]
+pub struct ReasonArgs {
+    /// The reason (quote it).
+    #[arg(value_parser = non_empty)]
+    reason: String,
+    /// How long it holds.
+    #[arg(long = "for", value_name = "DURATION", value_parser = seconds, default_value = "1h")]
+    duration: u64,
+    #[command(flatten)]
+    service: Service,
+}
+
+const EXIT_STATUS: &str =
+    "Exit status: 0 done, 1 the service refused (the reason is printed), 2 usage error.";
+
+fn request_id(text: &str) -> Result<String, String> {
+    if gatehouse_core::approval::request::valid_id(text) {
+        Ok(text.to_owned())
+    } else {
+        Err("a request id is apr- and lowercase letters and digits".to_owned())
+    }
+}
+
+fn non_empty(text: &str) -> Result<String, String> {
+    match text.trim() {
+        "" => Err("must not be empty".to_owned()),
+        _ => Ok(text.to_owned()),
+    }
+}
+
+fn seconds(text: &str) -> Result<u64, String> {
+    parse_duration(text).map_err(|e| e.to_string())
+}
 
 /// `gatehouse approvals list|show …`.
-pub fn run_approvals(args: &[String]) -> ExitCode {
-    match args.split_first() {
-        Some((cmd, rest)) if cmd == "list" => run(rest, &["--json"], &["--state"], list),
-        Some((cmd, rest)) if cmd == "show" => run(rest, &["--json"], &[], show),
-        Some((cmd, _)) if cmd == "--help" || cmd == "-h" => help(),
-        _ => usage("expected list or show"),
-    }
+pub fn run_approvals(args: ApprovalsArgs) -> ExitCode {
+    finish(match args.command {
+        ApprovalsCommand::List {
+            json,
+            state,
+            service,
+        } => list(&service, &state, json),
+        ApprovalsCommand::Show { id, json, service } => show(&service, &id, json),
+    })
 }
 
 /// `gatehouse approve ID [--reason …]`.
-pub fn run_approve(args: &[String]) -> ExitCode {
-    run(args, &[], &["--reason"], |ctx| review(ctx, "approve"))
+pub fn run_approve(args: ApproveArgs) -> ExitCode {
+    finish(review(
+        &args.service,
+        &args.id,
+        "approve",
+        args.reason.as_deref(),
+    ))
 }
 
 /// `gatehouse deny ID --reason …`.
-pub fn run_deny(args: &[String]) -> ExitCode {
-    run(args, &[], &["--reason"], |ctx| review(ctx, "deny"))
-}
-
-/// `gatehouse reason TEXT [--for 1h]`.
-pub fn run_reason(args: &[String]) -> ExitCode {
-    run(args, &[], &["--for"], reason)
+pub fn run_deny(args: DenyArgs) -> ExitCode {
+    finish(review(&args.service, &args.id, "deny", Some(&args.reason)))
 }
 
 /// `gatehouse request --scope NAME --for 30m --reason …`.
-pub fn run_request(args: &[String]) -> ExitCode {
-    run(args, &[], &["--scope", "--for", "--reason"], request)
+pub fn run_request(args: RequestArgs) -> ExitCode {
+    finish(request(&args))
 }
 
-/// What a command runs with.
-struct Context {
-    args: Args,
-    server: String,
-    token: String,
-    timeout: Duration,
+/// `gatehouse reason TEXT [--for 1h]`.
+pub fn run_reason(args: ReasonArgs) -> ExitCode {
+    finish(reason(&args))
 }
 
-/// How a command ends.
-enum Failure {
-    /// Bad arguments: exit 2 with the usage.
-    Usage(String),
-    /// The service refused or could not be reached: exit 1.
-    Refused(String),
-}
-
-fn run(
-    args: &[String],
-    flags: &[&str],
-    options: &[&str],
-    command: impl FnOnce(&Context) -> Result<(), Failure>,
-) -> ExitCode {
-    if args.iter().any(|a| a == "--help" || a == "-h") {
-        return help();
-    }
-    let options: Vec<&str> = options.iter().chain(COMMON).copied().collect();
-    let context = Args::parse(args, flags, &options)
-        .map_err(Failure::Usage)
-        .and_then(context);
-    match context.and_then(|ctx| command(&ctx)) {
+/// Prints why the service refused, if it did.
+fn finish(outcome: Result<(), String>) -> ExitCode {
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
-        Err(Failure::Usage(message)) => usage(&message),
-        Err(Failure::Refused(message)) => {
+        Err(message) => {
             eprintln!("gatehouse: {message}");
             ExitCode::from(1)
         }
     }
 }
 
-fn context(args: Args) -> Result<Context, Failure> {
-    let from = |option: &str, variable: &str| {
-        args.option(option)
-            .map(str::to_owned)
-            .or_else(|| std::env::var(variable).ok())
-            .filter(|v| !v.trim().is_empty())
-            .ok_or_else(|| Failure::Usage(format!("give {option} or set {variable}")))
-    };
-    let server = from("--server", "GATEHOUSE_APPROVALS_URL")?;
-    let token = from("--token", "GATEHOUSE_TOKEN")?;
-    let timeout = match args.option("--timeout").map(str::parse::<u64>) {
-        None => Duration::from_secs(10),
-        Some(Ok(seconds)) if seconds > 0 => Duration::from_secs(seconds),
-        Some(_) => return Err(Failure::Usage("--timeout needs whole seconds".into())),
-    };
-    Ok(Context {
-        args,
-        server,
-        token,
-        timeout,
-    })
-}
-
-impl Context {
+impl Service {
     /// Calls the service; a non-2xx answer becomes its error message.
-    fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value, Failure> {
-        let answer = http::call(&self.server, &self.token, method, path, body, self.timeout)
-            .map_err(|e| Failure::Refused(e.to_string()))?;
+    fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value, String> {
+        let timeout = Duration::from_secs(self.timeout.max(1));
+        let answer = http::call(&self.server, &self.token, method, path, body, timeout)
+            .map_err(|e| e.to_string())?;
         if (200..300).contains(&answer.status) {
             return Ok(answer.body);
         }
-        let reason = answer
+        Err(answer
             .body
             .get("error")
             .and_then(Value::as_str)
             .map_or_else(
                 || format!("the service answered {}", answer.status),
                 str::to_owned,
-            );
-        Err(Failure::Refused(reason))
-    }
-
-    /// The single positional argument: a request id.
-    fn id(&self) -> Result<&str, Failure> {
-        match self.args.positional.as_slice() {
-            [id] if gatehouse_core::approval::request::valid_id(id) => Ok(id),
-            [id] => Err(Failure::Usage(format!(
-                "{id:?} is not a request id (apr-…)"
-            ))),
-            _ => Err(Failure::Usage("expected one request id".into())),
-        }
-    }
-
-    fn no_positional(&self) -> Result<(), Failure> {
-        match self.args.positional.first() {
-            Some(extra) => Err(Failure::Usage(format!("unexpected argument {extra:?}"))),
-            None => Ok(()),
-        }
+            ))
     }
 }
 
-fn list(ctx: &Context) -> Result<(), Failure> {
-    ctx.no_positional()?;
-    let state = ctx.args.option("--state").unwrap_or("pending");
-    let answer = ctx.call("GET", &format!("/v1/requests?state={state}"), None)?;
-    if ctx.args.flag("--json") {
-        println!("{}", answer.get("requests").unwrap_or(&Value::Null));
+fn list(service: &Service, state: &str, json: bool) -> Result<(), String> {
+    let answer = service.call("GET", &format!("/v1/requests?state={state}"), None)?;
+    let requests = answer.get("requests").cloned().unwrap_or_default();
+    if json {
+        println!("{requests}");
         return Ok(());
     }
     let requests: Vec<ApprovalRequest> =
-        serde_json::from_value(answer.get("requests").cloned().unwrap_or_default())
-            .map_err(|e| Failure::Refused(format!("unexpected answer: {e}")))?;
+        serde_json::from_value(requests).map_err(|e| format!("unexpected answer: {e}"))?;
     print!("{}", table(&requests, now()));
     Ok(())
 }
 
-fn show(ctx: &Context) -> Result<(), Failure> {
-    let id = ctx.id()?;
-    let answer = ctx.call("GET", &format!("/v1/requests/{id}"), None)?;
-    if ctx.args.flag("--json") {
+fn show(service: &Service, id: &str, json: bool) -> Result<(), String> {
+    let answer = service.call("GET", &format!("/v1/requests/{id}"), None)?;
+    if json {
         println!("{answer}");
         return Ok(());
     }
-    let request: ApprovalRequest = serde_json::from_value(answer)
-        .map_err(|e| Failure::Refused(format!("unexpected answer: {e}")))?;
+    let request: ApprovalRequest =
+        serde_json::from_value(answer).map_err(|e| format!("unexpected answer: {e}"))?;
     print!("{}", details(&request, now()));
     Ok(())
 }
 
-fn review(ctx: &Context, verdict: &str) -> Result<(), Failure> {
-    let id = ctx.id()?;
-    let reason = ctx.args.option("--reason");
-    if verdict == "deny" && reason.is_none_or(|r| r.trim().is_empty()) {
-        return Err(Failure::Usage("deny needs --reason".into()));
-    }
+fn review(service: &Service, id: &str, verdict: &str, reason: Option<&str>) -> Result<(), String> {
     let body = json!({ "reason": reason });
-    let answer = ctx.call("POST", &format!("/v1/requests/{id}/{verdict}"), Some(&body))?;
-    let request: ApprovalRequest = serde_json::from_value(answer)
-        .map_err(|e| Failure::Refused(format!("unexpected answer: {e}")))?;
+    let answer = service.call("POST", &format!("/v1/requests/{id}/{verdict}"), Some(&body))?;
+    let request: ApprovalRequest =
+        serde_json::from_value(answer).map_err(|e| format!("unexpected answer: {e}"))?;
     println!("{}", outcome(&request));
     Ok(())
 }
 
-fn request(ctx: &Context) -> Result<(), Failure> {
-    ctx.no_positional()?;
-    let scope = ctx
-        .args
-        .option("--scope")
-        .ok_or_else(|| Failure::Usage("request needs --scope NAME".into()))?;
-    let seconds = match ctx.args.option("--for") {
-        Some(text) => parse_duration(text).map_err(|e| Failure::Usage(format!("--for: {e}")))?,
-        None => {
-            return Err(Failure::Usage(
-                "request needs --for DURATION (e.g. 30m)".into(),
-            ));
-        }
-    };
+fn request(args: &RequestArgs) -> Result<(), String> {
     let body = json!({
-        "scope": scope,
-        "grant_seconds": seconds,
-        "reason": ctx.args.option("--reason"),
+        "scope": args.scope,
+        "grant_seconds": args.duration,
+        "reason": args.reason,
     });
-    let answer = ctx.call("POST", "/v1/requests", Some(&body))?;
+    let answer = args.service.call("POST", "/v1/requests", Some(&body))?;
     let id = answer.get("id").and_then(Value::as_str).unwrap_or_default();
     println!(
-        "{id}: asked for a {} window on {scope}; an approver runs: gatehouse approve {id}",
-        format_duration(seconds)
+        "{id}: asked for a {} window on {}; an approver runs: gatehouse approve {id}",
+        format_duration(args.duration),
+        args.scope
     );
     Ok(())
 }
 
-fn reason(ctx: &Context) -> Result<(), Failure> {
-    let text = match ctx.args.positional.as_slice() {
-        [text] if !text.trim().is_empty() => text,
-        _ => return Err(Failure::Usage("expected one reason (quote it)".into())),
-    };
-    let seconds = match ctx.args.option("--for") {
-        Some(text) => parse_duration(text).map_err(|e| Failure::Usage(format!("--for: {e}")))?,
-        None => 3600,
-    };
-    let body = json!({ "reason": text, "seconds": seconds });
-    ctx.call("POST", "/v1/reasons", Some(&body))?;
+fn reason(args: &ReasonArgs) -> Result<(), String> {
+    let body = json!({ "reason": args.reason, "seconds": args.duration });
+    args.service.call("POST", "/v1/reasons", Some(&body))?;
     println!(
         "for the next {}, requests filed for you carry this reason",
-        format_duration(seconds)
+        format_duration(args.duration)
     );
     Ok(())
 }
@@ -387,16 +409,6 @@ fn outcome(r: &ApprovalRequest) -> String {
         State::Denied => format!("{}: denied", r.id),
         other => format!("{}: {}", r.id, other.as_str()),
     }
-}
-
-fn help() -> ExitCode {
-    println!("{USAGE}");
-    ExitCode::SUCCESS
-}
-
-fn usage(error: &str) -> ExitCode {
-    eprintln!("gatehouse: {error}\n\n{USAGE}");
-    ExitCode::from(2)
 }
 
 #[cfg(test)]

@@ -499,6 +499,12 @@ pub enum EndReason {
     ProtocolError,
     /// TLS would have made the session opaque and policy refused it.
     TlsRefused,
+    /// A startup parameter was not allowed (`detail` says which); the server
+    /// never saw the StartupMessage.
+    StartupRefused,
+    /// The session held more than its memory bound (`detail` says how much),
+    /// typically a client sending requests without reading the answers.
+    MemoryLimit,
 }
 
 /// `pg.session_end`.

@@ -7,6 +7,11 @@
 //! compare-and-swap on `<prefix>_claim|<issuer>`, so one worker fetches per
 //! period. The decisions (what is due, what a rejection calls for) are the
 //! verifier's; this module only moves bytes between it and the host.
+//!
+//! Every fetch that fails (not dispatched, no answer, a status other than 200,
+//! or a key set the verifier cannot use) is counted in
+//! `<prefix>_fetch_failures_total`, so an operator hears about it before tokens
+//! start failing with `keys_unavailable`.
 
 use crate::{BufferType, LogLevel, MapType, Status};
 use gatehouse_core::identity::{KeyFetch, Verifier};
@@ -23,6 +28,8 @@ pub struct KeyDistribution {
     adopted: BTreeMap<String, u32>,
     /// Fetches this worker started: call token → issuer.
     in_flight: BTreeMap<u32, String>,
+    /// `<prefix>_fetch_failures_total`.
+    failures: Option<u32>,
 }
 
 impl KeyDistribution {
@@ -33,6 +40,18 @@ impl KeyDistribution {
             prefix,
             adopted: BTreeMap::new(),
             in_flight: BTreeMap::new(),
+            failures: crate::metrics::define(
+                crate::MetricType::Counter,
+                &format!("{prefix}_fetch_failures_total"),
+                prefix,
+            ),
+        }
+    }
+
+    /// Counts a failed fetch.
+    fn failed(&self) {
+        if let Some(id) = self.failures {
+            let _ = crate::increment_metric(id, 1);
         }
     }
 
@@ -61,6 +80,7 @@ impl KeyDistribution {
                 Some(token)
             }
             Err(status) => {
+                self.failed();
                 verifier.keys_failed(&fetch.issuer, now, &format!("dispatch failed: {status:?}"));
                 None
             }
@@ -91,6 +111,7 @@ impl KeyDistribution {
                 LogLevel::Warn,
                 &format!("gatehouse: fetching keys of {issuer} failed: {reason}"),
             );
+            self.failed();
             verifier.keys_failed(&issuer, now, &reason);
             return Some(issuer);
         }
@@ -113,10 +134,13 @@ impl KeyDistribution {
                     );
                 }
             }
-            Err(error) => crate::log(
-                LogLevel::Warn,
-                &format!("gatehouse: key set of {issuer} unusable: {error}"),
-            ),
+            Err(error) => {
+                self.failed();
+                crate::log(
+                    LogLevel::Warn,
+                    &format!("gatehouse: key set of {issuer} unusable: {error}"),
+                );
+            }
         }
         Some(issuer)
     }

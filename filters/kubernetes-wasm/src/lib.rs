@@ -18,9 +18,10 @@ use gatehouse_core::record::FilterMode;
 use gatehouse_host as host;
 use gatehouse_kubernetes::gate::{
     Admission, ApprovalMemory, ApprovalStep, Conclusion, Forward, Gate, LocalResponse,
-    RecentRefusal, RequestHead, audit_filter_state_key, audit_id, remember,
+    MAX_REVIEW_BODY_BYTES, PendingReview, RecentRefusal, RequestHead, audit_filter_state_key,
+    audit_id, remember,
 };
-use gatehouse_kubernetes::masking::{BodyMasker, WatchLines};
+use gatehouse_kubernetes::masking::{BodyMasker, ResponseHead, ResponsePlan, WatchLines};
 use host::approvals::GrantDistribution;
 use host::keys::KeyDistribution;
 use host::metrics::{Histogram, LabelledCounter};
@@ -314,6 +315,8 @@ impl RootContext for KubernetesRoot {
             status: 0,
             body_mode: BodyMode::PassThrough,
             audit_key: audit_filter_state_key(Default::default()),
+            review: None,
+            request_complete: false,
         }))
     }
 }
@@ -338,6 +341,10 @@ struct KubernetesRequest {
     body_mode: BodyMode,
     /// The filter state this instance writes audit Events to (one per mode).
     audit_key: &'static str,
+    /// A self-check waiting for its request body.
+    review: Option<Box<PendingReview>>,
+    /// Whether the request had no body (its headers ended the stream).
+    request_complete: bool,
 }
 
 /// What happens to the response body.
@@ -411,12 +418,14 @@ impl KubernetesRequest {
             admission = worker.gate.keys_unavailable(&head, &issuer);
         }
         match admission {
-            Admission::Respond(response) => {
-                if let Some(decision) = &response.decision {
-                    count_decision(&mut worker.decisions, decision);
+            Admission::Respond(response) => self.respond(worker, &response),
+            Admission::ReadBody(pending) => {
+                if self.request_complete {
+                    let response = worker.gate.answer_review(*pending, b"", now);
+                    return self.respond(worker, &response);
                 }
-                drop(guard);
-                self.respond(&response)
+                self.review = Some(pending);
+                Action::Pause
             }
             Admission::Approval(step) => {
                 drop(guard);
@@ -463,13 +472,16 @@ impl KubernetesRequest {
         }
     }
 
-    /// Answers the request locally (refusal, readiness), with its record.
-    fn respond(&mut self, response: &LocalResponse) -> Action {
+    /// Sends the gate's own answer, with its record and stats.
+    fn respond(&self, worker: &mut Worker, response: &LocalResponse) -> Action {
         match response.status {
             401 => count(self.metrics.unauthenticated),
             400..=599 => count(self.metrics.denied),
-            // The filter's own readiness answer.
+            // The filter's own readiness and self-check answers.
             _ => {}
+        }
+        if let Some(decision) = &response.decision {
+            count_decision(&mut worker.decisions, decision);
         }
         let _ = host::set_property(&[self.audit_key], response.record.as_bytes());
         let sent = host::send_http_response(
@@ -510,7 +522,7 @@ impl KubernetesRequest {
                     "gatehouse: filing an approval request failed",
                 );
             }
-            return self.respond(response);
+            return self.respond_locally(response);
         }
         match started {
             Ok(token) => {
@@ -540,15 +552,48 @@ impl KubernetesRequest {
                 self.forward = Some(forward);
                 Action::Continue
             }
-            Conclusion::Respond(response) => {
-                if let (Some(worker), Some(decision)) =
-                    (self.worker.borrow_mut().as_mut(), &response.decision)
-                {
-                    count_decision(&mut worker.decisions, decision);
-                }
-                self.respond(&response)
+            Conclusion::Respond(response) => self.respond_locally(&response),
+        }
+    }
+
+    /// [`Self::respond`] with this worker's state.
+    fn respond_locally(&mut self, response: &LocalResponse) -> Action {
+        let shared = Rc::clone(&self.worker);
+        let mut guard = shared.borrow_mut();
+        match guard.as_mut() {
+            Some(worker) => self.respond(worker, response),
+            None => {
+                drop(guard);
+                self.refuse_unconfigured()
             }
         }
+    }
+
+    /// Answers a self-check once its body is whole (or too large to read).
+    fn answer_review(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if !end_of_stream && body_size <= MAX_REVIEW_BODY_BYTES {
+            return Action::Pause;
+        }
+        let Some(pending) = self.review.take() else {
+            return Action::Continue;
+        };
+        // One byte past the limit is enough for the gate to refuse it.
+        let body = host::get_buffer(
+            BufferType::HttpRequestBody,
+            0,
+            body_size.min(MAX_REVIEW_BODY_BYTES + 1),
+        )
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+        let shared = Rc::clone(&self.worker);
+        let mut guard = shared.borrow_mut();
+        let Some(worker) = guard.as_mut() else {
+            drop(guard);
+            return self.refuse_unconfigured();
+        };
+        let response = worker.gate.answer_review(*pending, &body, now_micros());
+        self.respond(worker, &response)
     }
 
     fn refuse_unconfigured(&mut self) -> Action {
@@ -638,8 +683,9 @@ impl Context for KubernetesRequest {
 }
 
 impl HttpContext for KubernetesRequest {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         count(self.metrics.requests);
+        self.request_complete = end_of_stream;
         let _ = host::set_property(
             &["gatehouse_build"],
             gatehouse_core::build::VERSION.as_bytes(),
@@ -648,6 +694,20 @@ impl HttpContext for KubernetesRequest {
         let action = self.admit();
         self.note_filter_time(self.request_micros);
         action
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        // A request held for approval (an upgrade, such as a WebSocket exec,
+        // has a body stream) stays held whatever arrives after its headers:
+        // Envoy would otherwise let the headers go on with the first body
+        // callback.
+        if self.approval.is_some() {
+            return Action::Pause;
+        }
+        if self.review.is_none() {
+            return Action::Continue;
+        }
+        self.answer_review(body_size, end_of_stream)
     }
 
     fn on_log(&mut self) {
@@ -671,38 +731,33 @@ impl HttpContext for KubernetesRequest {
         let Some(masker) = masker else {
             return Action::Continue;
         };
-        if end_of_stream || !(200..300).contains(&self.status) {
-            return Action::Continue;
-        }
-        let content_type = host::get_header(MapType::HttpResponseHeaders, "content-type")
-            .ok()
-            .flatten()
-            .unwrap_or_default()
-            .to_ascii_lowercase();
-        if !content_type.starts_with("application/json") {
-            return self.refuse_response("gatehouse must mask this response but it is not JSON");
-        }
-        if content_type.contains("stream=watch") {
-            // Masked events change length as they pass.
-            let _ = host::remove_header(MapType::HttpResponseHeaders, "content-length");
-            self.body_mode = BodyMode::Watch(masker, WatchLines::default());
-            Action::Continue
-        } else {
-            self.body_mode = BodyMode::Buffered(masker);
-            // Held until the body is masked, so an oversize body fails cleanly;
-            // its length is set again only if masking changes it.
-            Action::Pause
-        }
-    }
-
-    /// A request held for approval (an upgrade, such as a WebSocket exec, has a
-    /// body stream) stays held whatever arrives after its headers: Envoy would
-    /// otherwise let the headers go on with the first body callback.
-    fn on_http_request_body(&mut self, _body_size: usize, _end_of_stream: bool) -> Action {
-        if self.approval.is_some() {
-            Action::Pause
-        } else {
-            Action::Continue
+        let header = |name| {
+            host::get_header(MapType::HttpResponseHeaders, name)
+                .ok()
+                .flatten()
+        };
+        let (content_type, content_encoding) = (header("content-type"), header("content-encoding"));
+        let plan = masker.plan(&ResponseHead {
+            status: self.status,
+            content_type: content_type.as_deref(),
+            content_encoding: content_encoding.as_deref(),
+            end_of_stream,
+        });
+        match plan {
+            ResponsePlan::Pass => Action::Continue,
+            ResponsePlan::Refuse(message) => self.refuse_response(&message),
+            ResponsePlan::Lines => {
+                // Masked events change length as they pass.
+                let _ = host::remove_header(MapType::HttpResponseHeaders, "content-length");
+                self.body_mode = BodyMode::Watch(masker, WatchLines::default());
+                Action::Continue
+            }
+            ResponsePlan::Hold => {
+                self.body_mode = BodyMode::Buffered(masker);
+                // Held until the body is masked, so an oversize body fails
+                // cleanly; its length is set again only if masking changes it.
+                Action::Pause
+            }
         }
     }
 

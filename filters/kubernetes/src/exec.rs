@@ -331,7 +331,6 @@ mod tests {
                 "GET",
                 "/apis/example.com/v1/namespaces/prod/pods/web-0/exec",
             ),
-            ("GET", "/api/v1/proxy/namespaces/prod/pods/web-0/exec"),
             ("GET", "/api/v1/namespaces/prod/pods"),
         ] {
             assert_eq!(stream(method, url, WEBSOCKET), None, "{method} {url}");

@@ -18,11 +18,13 @@ use gatehouse_core::identity::{Identity, TokenRejection, Verifier};
 use gatehouse_core::policy::{Action, Decision};
 
 mod approval;
+mod self_review;
 mod shadow;
 pub use approval::{
     ApprovalMemory, ApprovalStep, Conclusion, LocalMemory, REASON_HEADER, RecentRefusal,
     ServiceCall, remember,
 };
+pub use self_review::{MAX_REVIEW_BODY_BYTES, PendingReview, SELF_REVIEW_RULE};
 pub use shadow::{
     MODE_ANNOTATION, WOULD_BE_STATUS_ANNOTATION, WOULD_MASK_ANNOTATION, audit_filter_state_key,
 };
@@ -243,6 +245,9 @@ pub enum Admission {
     /// Needs approval: make the step's call, and hand its answer to
     /// [`Gate::conclude_approval`] (or answer at once with its `respond_now`).
     Approval(Box<ApprovalStep>),
+    /// A self-check the gate answers itself once it has the request body:
+    /// hand the whole body to [`Gate::answer_review`].
+    ReadBody(Box<PendingReview>),
 }
 
 impl Gate {
@@ -279,14 +284,26 @@ impl Gate {
                     ..RequestInfo::default()
                 };
                 let refusal = status::status(
-                    400,
-                    "BadRequest",
-                    &format!("gatehouse refused an ambiguous request path: {error}"),
+                    error.http_status(),
+                    error.reason(),
+                    &format!("gatehouse refused an ambiguous request: {error}"),
                 );
                 return self.respond(head, &info, &Identity::claimed(ANONYMOUS), None, refusal);
             }
         };
         let info = &decoded.info;
+        if let Some((name, _)) = head
+            .headers
+            .iter()
+            .find(|(name, _)| is_method_override_header(name))
+        {
+            let refusal = status::status(
+                400,
+                "BadRequest",
+                &format!("gatehouse refused an ambiguous request: {name} names another method"),
+            );
+            return self.respond(head, info, &Identity::claimed(ANONYMOUS), None, refusal);
+        }
         if head.method == "GET" && info.path == READINESS_PATH && self.mode().is_enforce() {
             return self.answer_readiness(head, info);
         }
@@ -314,6 +331,9 @@ impl Gate {
                 decision.message.as_deref().unwrap_or_default(),
             );
             return self.respond(head, info, &identity, Some(&decision), refusal);
+        }
+        if let Some(admission) = self.self_review(head, info, &identity) {
+            return admission;
         }
         let stream = StreamRequest::from_request(
             info,
@@ -555,6 +575,18 @@ fn refusal_reason(decision: &Decision) -> String {
 pub fn is_impersonation_header(name: &str) -> bool {
     name.get(..12)
         .is_some_and(|prefix| prefix.eq_ignore_ascii_case("impersonate-"))
+}
+
+/// Headers some frameworks and proxies take as the request's real method: the
+/// policy judged the method on the request line, so none may say otherwise.
+pub fn is_method_override_header(name: &str) -> bool {
+    [
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
+    ]
+    .iter()
+    .any(|known| name.eq_ignore_ascii_case(known))
 }
 
 fn event_json(audit: &RequestAudit, stage: Stage, status: &Status, at: i64) -> String {
@@ -1025,6 +1057,99 @@ mod tests {
         ));
         assert_eq!(refused.status, 400);
         assert!(refused.body.contains("\"kind\":\"Status\""));
+    }
+
+    #[test]
+    fn methods_that_disagree_with_the_path_are_refused_even_for_allowed_callers() {
+        let minter = minter();
+        let mut gate = warm_gate(&minter);
+        let bearer = format!("Bearer {}", token(&minter, "developer", "developers"));
+        let auth = [("authorization", bearer.as_str())];
+        // `team-dev-and-prod` allows a watch of prod; these are not watches.
+        for method in ["PATCH", "DELETE", "PUT", "POST"] {
+            let refused = response(admit(
+                &mut gate,
+                method,
+                "/api/v1/watch/namespaces/prod/secrets/db-credentials",
+                &auth,
+            ));
+            assert_eq!(refused.status, 405, "{method}");
+            let status: serde_json::Value = serde_json::from_str(&refused.body).unwrap();
+            assert_eq!(status["reason"], "MethodNotAllowed");
+            assert_eq!(status["code"], 405);
+        }
+        let watch = admit(
+            &mut gate,
+            "GET",
+            "/api/v1/watch/namespaces/prod/secrets/db-credentials",
+            &auth,
+        );
+        assert!(matches!(watch, Admission::Forward(_)));
+        for header in [
+            "X-HTTP-Method-Override",
+            "x-http-method",
+            "X-Method-Override",
+        ] {
+            let refused = response(admit(
+                &mut gate,
+                "GET",
+                "/api/v1/namespaces/dev/pods",
+                &[auth[0], (header, "DELETE")],
+            ));
+            assert_eq!(refused.status, 400, "{header}");
+            assert!(
+                refused.body.contains("names another method"),
+                "{}",
+                refused.body
+            );
+        }
+    }
+
+    #[test]
+    fn every_admitted_resource_request_asks_for_uncompressed_json_and_is_masked() {
+        let minter = minter();
+        let mut gate = warm_gate(&minter);
+        let bearer = format!("Bearer {}", token(&minter, "developer", "developers"));
+        for (method, path) in [
+            ("GET", "/api/v1/namespaces/dev/pods/web-0/status"),
+            ("PATCH", "/api/v1/namespaces/dev/pods/web-0"),
+            ("GET", "/api/v1/namespaces/dev/configmaps"),
+            ("GET", "/apis/apps/v1/namespaces/dev/controllerrevisions"),
+        ] {
+            let forward = forward(admit(
+                &mut gate,
+                method,
+                path,
+                &[
+                    ("authorization", &bearer),
+                    (
+                        "accept",
+                        "application/yaml, application/vnd.kubernetes.protobuf",
+                    ),
+                    ("accept-encoding", "gzip"),
+                ],
+            ));
+            assert!(forward.body_masker.is_some(), "{method} {path}");
+            assert!(
+                forward
+                    .set_headers
+                    .contains(&("accept".to_owned(), "application/json".to_owned())),
+                "{method} {path}: {:?}",
+                forward.set_headers
+            );
+            assert!(
+                forward
+                    .remove_headers
+                    .contains(&"accept-encoding".to_owned())
+            );
+        }
+        let discovery = forward(admit(
+            &mut gate,
+            "GET",
+            "/apis/apps/v1",
+            &[("authorization", &bearer)],
+        ));
+        assert!(discovery.body_masker.is_none());
     }
 
     #[test]

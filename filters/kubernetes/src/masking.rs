@@ -1,16 +1,29 @@
-//! Masking sensitive values in API server responses: Secret `data` and
-//! `stringData` (masked values stay valid base64, so `kubectl describe` and
-//! `-o yaml` work), their copy in the last-applied-configuration annotation,
-//! and container `env[].value` in pods and pod templates; and the shared
-//! detectors over configured JSON paths of any resource ([`FieldMasking`]).
+//! Masking sensitive values in API server responses, decided by what the
+//! body holds, not by the request that asked for it:
 //!
-//! Works on single objects, `…List`s, `Table`s carrying objects and watch
-//! events (`{"type", "object"}`); a watch stream is masked line by line as it
-//! arrives ([`WatchLines`]), never buffered whole.
+//! - every object of kind `Secret`: `data` and `stringData` (masked values
+//!   stay valid base64, so `kubectl describe` and `-o yaml` work);
+//! - every `env` array, wherever it is: the `value` of each variable. Pods,
+//!   their status and ephemeral containers, every pod template (Deployments,
+//!   Jobs, CronJobs, ControllerRevisions, PodTemplates, …) and custom
+//!   resources that embed containers hold their environment there;
+//! - every `kubectl.kubernetes.io/last-applied-configuration` annotation,
+//!   which holds a copy of an object as JSON text: masked as that object is;
+//! - the configured `fields` rules ([`FieldMasking`]), by requested resource
+//!   or by object kind (custom resources).
 //!
-//! The built-in rules run in one pass over the body's bytes (`stream`), which
-//! copies what they leave alone verbatim; configured `fields` rules, and
-//! bodies that pass cannot follow (escaped member names), are parsed into a
+//! Objects are found at any depth: in `…List`s (whose items may omit their
+//! kind), in `Table`s carrying objects, in watch events (`{"type",
+//! "object"}`), in `Status` details and inside other objects. A watch stream
+//! is masked line by line as it arrives ([`WatchLines`]), never buffered
+//! whole. What the filter cannot read (YAML, protobuf, CBOR, compressed
+//! bodies) is refused, never passed ([`BodyMasker::plan`]).
+//!
+//! The built-in rules run in one read of the body's bytes (`scan`) that
+//! checks it is JSON and locates the member names a rule acts on, then, only
+//! when there is one, a walk that enters just the values holding one
+//! (`stream`) and copies the rest verbatim; configured `fields` rules, and
+//! bodies the walk cannot follow (escaped member names), are parsed into a
 //! tree and serialized again. Both refuse what is not JSON.
 
 use crate::policy::MaskingConfig;
@@ -20,7 +33,7 @@ use serde_json::Value;
 mod fields;
 mod scan;
 mod stream;
-use fields::SelectedFields;
+use fields::FieldSelection;
 pub use fields::{
     FieldMasking, FieldPath, MAX_FIELD_RULES, MAX_PATH_BYTES, MAX_PATH_SEGMENTS, MAX_PATHS_PER_RULE,
 };
@@ -28,44 +41,59 @@ pub use fields::{
 /// The annotation `kubectl apply` stores a full copy of the object in.
 pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
-/// Resources whose responses can hold masked fields.
-const MASKED_RESOURCES: &[&str] = &[
-    "secrets",
-    "pods",
-    "podtemplates",
-    "replicationcontrollers",
-    "deployments",
-    "statefulsets",
-    "daemonsets",
-    "replicasets",
-    "jobs",
-    "cronjobs",
-];
-
-/// Whether responses to this request must go through [`mask_body`]: reads of
-/// resources that can carry masked fields (not their logs or other subresources).
+/// Whether responses to this request go through the masker: every resource
+/// request may answer with objects (a read, a write's answer, a subresource,
+/// an error's details); non-resource paths (discovery, `/version`) never do.
 pub fn needs_masking(info: &RequestInfo, settings: &MaskingConfig) -> bool {
-    let reads = matches!(info.verb.as_str(), "get" | "list" | "watch");
-    let relevant = match info.resource.as_str() {
-        "secrets" => settings.secrets,
-        other => settings.pod_env && MASKED_RESOURCES.contains(&other),
-    } || settings.fields.covers(&info.resource);
-    info.is_resource_request && reads && info.subresource.is_empty() && relevant
+    let any_rule = settings.secrets || settings.pod_env || !settings.fields.is_empty();
+    info.is_resource_request && any_rule
 }
 
-/// How the response to one request is masked: the settings and the resource
-/// the request read (which selects the `fields` rules).
+/// How the response to one request is masked: the settings, the resource the
+/// request named (which selects `fields` rules and names the kind of a body
+/// that does not say its own), and whether it may answer in media that hold
+/// no objects (pod logs, proxied pages).
 #[derive(Debug, Clone)]
 pub struct BodyMasker {
     settings: MaskingConfig,
     resource: String,
+    foreign_media: bool,
+}
+
+/// The parts of a response's head that decide how its body is treated.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ResponseHead<'a> {
+    pub status: u16,
+    pub content_type: Option<&'a str>,
+    pub content_encoding: Option<&'a str>,
+    /// The response has no body.
+    pub end_of_stream: bool,
+}
+
+/// What the glue does with a response body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResponsePlan {
+    /// Let it pass as it comes: there is no body, the connection was
+    /// upgraded, or it is a log or proxied page in media no object is
+    /// written in.
+    Pass,
+    /// Hold it whole and mask it at its end.
+    Hold,
+    /// A watch stream: mask each line as it completes.
+    Lines,
+    /// Answer with a Status carrying this message instead: the body may hold
+    /// masked values in a form the filter cannot read.
+    Refuse(String),
 }
 
 impl BodyMasker {
     /// The masker for a request whose response must be masked, or `None` when
     /// [`needs_masking`] says it need not be.
     pub fn for_request(info: &RequestInfo, settings: &MaskingConfig) -> Option<BodyMasker> {
-        needs_masking(info, settings).then(|| BodyMasker::new(settings, &info.resource))
+        needs_masking(info, settings).then(|| BodyMasker {
+            foreign_media: matches!(info.subresource.as_str(), "log" | "proxy"),
+            ..BodyMasker::new(settings, &info.resource)
+        })
     }
 
     /// Masks responses about `resource` (e.g. `configmaps`) with `settings`.
@@ -73,6 +101,7 @@ impl BodyMasker {
         BodyMasker {
             settings: settings.clone(),
             resource: resource.to_owned(),
+            foreign_media: false,
         }
     }
 
@@ -85,17 +114,74 @@ impl BodyMasker {
     pub fn mask(&self, body: &[u8]) -> Result<MaskedBody, MaskError> {
         mask_body(body, &self.settings, &self.resource)
     }
+
+    /// How a response with this head is treated. JSON is masked whatever the
+    /// status (an error's details are objects too); media the filter cannot
+    /// read are refused, unless the request is one whose answers are not
+    /// objects (a log, a proxied page) and the media are not a form objects
+    /// are written in.
+    pub fn plan(&self, head: &ResponseHead<'_>) -> ResponsePlan {
+        if head.end_of_stream || matches!(head.status, 101 | 204 | 304) {
+            return ResponsePlan::Pass;
+        }
+        let (media, parameters) = match head.content_type {
+            Some(content_type) => {
+                let (media, parameters) =
+                    content_type.split_once(';').unwrap_or((content_type, ""));
+                (Some(media.trim().to_ascii_lowercase()), parameters)
+            }
+            None => (None, ""),
+        };
+        let compressed = head.content_encoding.is_some_and(|encoding| {
+            let encoding = encoding.trim();
+            !encoding.is_empty() && !encoding.eq_ignore_ascii_case("identity")
+        });
+        match media.as_deref() {
+            Some("application/json") if compressed => ResponsePlan::Refuse(
+                "gatehouse must mask this response but it is compressed".to_owned(),
+            ),
+            Some("application/json") => {
+                let watch = parameters
+                    .split(';')
+                    .any(|parameter| parameter.trim().eq_ignore_ascii_case("stream=watch"));
+                if watch {
+                    ResponsePlan::Lines
+                } else {
+                    ResponsePlan::Hold
+                }
+            }
+            Some(media) if self.foreign_media && !is_object_media(media) => ResponsePlan::Pass,
+            None if self.foreign_media => ResponsePlan::Pass,
+            Some(media) => ResponsePlan::Refuse(format!(
+                "gatehouse must mask this response but cannot read {media}"
+            )),
+            None => ResponsePlan::Refuse(
+                "gatehouse must mask this response but it names no content type".to_owned(),
+            ),
+        }
+    }
 }
 
-/// An `Accept` header without protobuf or CBOR, so the response is JSON the
-/// filter can read; `application/json` when nothing else is left.
+/// Media types Kubernetes objects are written in (JSON, YAML, protobuf, CBOR
+/// and their variants).
+fn is_object_media(media: &str) -> bool {
+    ["json", "yaml", "protobuf", "cbor"]
+        .iter()
+        .any(|form| media.contains(form))
+}
+
+/// An `Accept` header that admits JSON only, so the response is one the
+/// filter can read: the `application/json` entries (with their parameters,
+/// such as `as=Table`), else `application/json`. YAML, protobuf, CBOR and
+/// wildcards are dropped: a server may answer those in a form the filter
+/// cannot read.
 pub fn json_only_accept(accept: &str) -> String {
     let kept: Vec<&str> = accept
         .split(',')
         .map(str::trim)
-        .filter(|media| {
-            let lower = media.to_ascii_lowercase();
-            !lower.is_empty() && !lower.contains("protobuf") && !lower.contains("cbor")
+        .filter(|entry| {
+            let media = entry.split(';').next().unwrap_or_default().trim();
+            media.eq_ignore_ascii_case("application/json")
         })
         .collect();
     if kept.is_empty() {
@@ -125,15 +211,82 @@ pub struct MaskedBody {
 /// What one response is masked with.
 struct Masking<'a> {
     settings: &'a MaskingConfig,
-    /// The `fields` rules for the requested resource, if any.
-    fields: Option<SelectedFields<'a>>,
-    /// The kind the requested resource holds, for objects that do not say
-    /// theirs (Table rows of `PartialObjectMetadata`).
+    /// The `fields` rules that may apply to this body, if any.
+    fields: Option<FieldSelection<'a>>,
+    /// The kind the requested resource holds, for a body that does not say
+    /// its own.
     resource_kind: Option<&'static str>,
 }
 
-/// Whether a member name is one a built-in rule masks under (Secret `data`
-/// and `stringData`, container `env`, the last-applied annotation).
+/// What a value's place in the body says about it, beyond its own content.
+#[derive(Debug, Clone, Copy)]
+struct Context<'k> {
+    /// The kind of an object here that names none: the requested resource's
+    /// at the root, the list's at an item of a `<Kind>List`.
+    hint: Option<&'k str>,
+    /// The kind of the nearest enclosing object that has one.
+    enclosing: Option<&'k str>,
+    /// The body's root, or the object of a watch event at the root.
+    is_root: bool,
+}
+
+impl<'k> Context<'k> {
+    fn root(hint: Option<&'k str>) -> Context<'k> {
+        Context {
+            hint,
+            enclosing: None,
+            is_root: true,
+        }
+    }
+
+    /// An element of an array here.
+    fn nested(self) -> Context<'k> {
+        Context {
+            hint: None,
+            is_root: false,
+            ..self
+        }
+    }
+
+    /// A member of an object of `kind` here.
+    fn inside(self, kind: Option<&'k str>) -> Context<'k> {
+        Context {
+            hint: None,
+            enclosing: kind.filter(|k| !k.is_empty()).or(self.enclosing),
+            is_root: false,
+        }
+    }
+
+    /// An item of a list whose items are of `kind`.
+    fn item(self, kind: Option<&'k str>) -> Context<'k> {
+        Context {
+            hint: kind,
+            is_root: false,
+            ..self
+        }
+    }
+
+    /// The kind a last-applied copy found here is masked as when it does not
+    /// name its own: the enclosing object's (a metadata-only row's is its
+    /// resource's), else a Secret's.
+    fn applied_kind(self, masking: &Masking<'_>) -> &'k str {
+        match self.enclosing {
+            Some(kind) if kind != "PartialObjectMetadata" => kind,
+            _ => masking.resource_kind.unwrap_or("Secret"),
+        }
+    }
+}
+
+/// Appends a member name (or `[]` for an array's elements) to a JSON path.
+fn push_member(path: &mut String, member: &str) {
+    if !path.is_empty() && member != "[]" {
+        path.push('.');
+    }
+    path.push_str(member);
+}
+
+/// Whether a member name is one a built-in rule acts on (Secret `data` and
+/// `stringData`, `env`, the last-applied annotation).
 fn is_rule_key(name: &[u8], settings: &MaskingConfig) -> bool {
     match name {
         b"data" | b"stringData" => settings.secrets,
@@ -143,8 +296,8 @@ fn is_rule_key(name: &[u8], settings: &MaskingConfig) -> bool {
 }
 
 /// The kind of object a resource holds, for the kinds masked by built-in
-/// rules: a Table row of metadata only still carries the object's
-/// last-applied annotation, which must be masked as the object would be.
+/// rules: a body (or a last-applied copy) that does not name its kind is
+/// masked as the requested resource's.
 fn kind_of_resource(resource: &str) -> Option<&'static str> {
     Some(match resource {
         "secrets" => "Secret",
@@ -157,12 +310,13 @@ fn kind_of_resource(resource: &str) -> Option<&'static str> {
         "replicasets" => "ReplicaSet",
         "jobs" => "Job",
         "replicationcontrollers" => "ReplicationController",
+        "controllerrevisions" => "ControllerRevision",
         _ => return None,
     })
 }
 
-/// Masks one complete JSON response body (object, list, Table or watch event)
-/// of a read of `resource` (which selects the `fields` rules).
+/// Masks one complete JSON response body (any object, list, Table, watch
+/// event or Status) of a request for `resource`.
 pub fn mask_body(
     body: &[u8],
     settings: &MaskingConfig,
@@ -173,9 +327,13 @@ pub fn mask_body(
             limit: settings.max_body_bytes,
         });
     }
+    let fields = settings
+        .fields
+        .for_response(resource)
+        .filter(|selection| selection.may_apply(body));
     let masking = Masking {
         settings,
-        fields: settings.fields.for_resource(resource),
+        fields,
         resource_kind: kind_of_resource(resource),
     };
     if masking.fields.is_some() {
@@ -185,27 +343,31 @@ pub fn mask_body(
     // and most bodies (Tables of metadata, lists of pods without `env`) hold
     // no member a rule masks under: one read tells, and refuses what is not
     // JSON (what cannot be read cannot be vouched for).
-    let may_apply = scan::scan(body, |name| is_rule_key(name, settings))
+    let located = scan::scan(body, |name| is_rule_key(name, settings))
         .map_err(|e| MaskError::NotJson(e.to_string()))?;
-    if !may_apply {
+    if located.is_empty() {
         return Ok(MaskedBody {
             body: body.to_vec(),
             fields: Vec::new(),
         });
     }
-    match mask_streamed(body, &masking) {
+    match mask_streamed(body, &masking, &located) {
         Some(masked) => Ok(masked),
         None => mask_tree(body, &masking),
     }
 }
 
-/// Masks `body` (known to be JSON) with the built-in rules in one pass over
-/// its bytes ([`stream`]); `None` when the pass cannot follow it (member names
-/// or kinds written with escapes, text that is not UTF-8), for the tree path
-/// to take.
-fn mask_streamed(body: &[u8], masking: &Masking<'_>) -> Option<MaskedBody> {
+/// Masks `body` (known to be JSON) with the built-in rules in one walk over
+/// its bytes ([`stream`]); `None` when the walk cannot follow it (member
+/// names or kinds written with escapes, text that is not UTF-8), for the tree
+/// path to take.
+fn mask_streamed(
+    body: &[u8],
+    masking: &Masking<'_>,
+    located: &scan::Located,
+) -> Option<MaskedBody> {
     std::str::from_utf8(body).ok()?;
-    let streamed = stream::StreamMasker::run(body, masking).ok()?;
+    let streamed = stream::StreamMasker::run(body, masking, located).ok()?;
     let mut fields = streamed.fields;
     fields.sort();
     fields.dedup();
@@ -220,8 +382,7 @@ fn mask_streamed(body: &[u8], masking: &Masking<'_>) -> Option<MaskedBody> {
 fn mask_tree(body: &[u8], masking: &Masking<'_>) -> Result<MaskedBody, MaskError> {
     let mut value: Value =
         serde_json::from_slice(body).map_err(|e| MaskError::NotJson(e.to_string()))?;
-    let mut fields = Vec::new();
-    mask_value(&mut value, masking, "", &mut fields);
+    let fields = TreeWalk::mask(&mut value, masking, Context::root(masking.resource_kind));
     if fields.is_empty() {
         return Ok(MaskedBody {
             body: body.to_vec(),
@@ -229,163 +390,215 @@ fn mask_tree(body: &[u8], masking: &Masking<'_>) -> Result<MaskedBody, MaskError
         });
     }
     let body = serde_json::to_vec(&value).map_err(|e| MaskError::NotJson(e.to_string()))?;
-    fields.sort();
-    fields.dedup();
     Ok(MaskedBody { body, fields })
 }
 
-/// Masks whatever `value` is: a watch event, a list, a Table or an object.
-fn mask_value(value: &mut Value, masking: &Masking<'_>, at: &str, fields: &mut Vec<String>) {
-    let kind = value
-        .get("kind")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
-    if kind.is_empty() && value.get("type").is_some() {
-        if let Some(object) = value.get_mut("object") {
-            mask_value(object, masking, &format!("{at}object."), fields);
-        }
-        return;
+/// The masking rules over a parsed document; the reference the one-pass walk
+/// ([`stream`]) is held to.
+struct TreeWalk<'a, 'm> {
+    masking: &'a Masking<'m>,
+    /// The JSON path of the value being walked.
+    at: String,
+    fields: Vec<String>,
+}
+
+impl<'a, 'm> TreeWalk<'a, 'm> {
+    /// Masks `value` (a body's root in `context`); the masked fields, sorted,
+    /// each once.
+    fn mask(value: &mut Value, masking: &'a Masking<'m>, context: Context<'_>) -> Vec<String> {
+        let mut walk = TreeWalk {
+            masking,
+            at: String::new(),
+            fields: Vec::new(),
+        };
+        walk.value(value, context);
+        let mut fields = walk.fields;
+        fields.sort();
+        fields.dedup();
+        fields
     }
-    if kind == "Table" {
-        if let Some(rows) = value.get_mut("rows").and_then(Value::as_array_mut) {
-            for row in rows {
-                if let Some(object) = row.get_mut("object") {
-                    mask_value(object, masking, &format!("{at}rows[].object."), fields);
+
+    fn note(&mut self, suffix: &str) {
+        let len = self.at.len();
+        push_member(&mut self.at, suffix);
+        self.fields.push(self.at.clone());
+        self.at.truncate(len);
+    }
+
+    fn under(&mut self, suffix: &str, walk: impl FnOnce(&mut Self)) {
+        let len = self.at.len();
+        push_member(&mut self.at, suffix);
+        walk(self);
+        self.at.truncate(len);
+    }
+
+    fn value(&mut self, value: &mut Value, context: Context<'_>) {
+        match value {
+            Value::Object(_) => self.object(value, context),
+            Value::Array(items) => {
+                for item in items {
+                    self.under("[]", |walk| walk.value(item, context.nested()));
                 }
             }
+            _ => {}
         }
-        return;
     }
-    if kind.ends_with("List") {
-        if let Some(items) = value.get_mut("items").and_then(Value::as_array_mut) {
-            for item in items {
-                // List items often omit `kind`; the list's kind names them.
-                let item_kind = kind.trim_end_matches("List");
-                mask_object(item, item_kind, masking, &format!("{at}items[]."), fields);
-            }
-        }
-        return;
-    }
-    mask_object(value, &kind, masking, at, fields);
-}
 
-/// Masks one object: the built-in fields of its kind, then the `fields` paths.
-fn mask_object(
-    object: &mut Value,
-    kind: &str,
-    masking: &Masking<'_>,
-    at: &str,
-    fields: &mut Vec<String>,
-) {
-    let settings = masking.settings;
-    let kind = match object.get("kind").and_then(Value::as_str) {
-        Some("PartialObjectMetadata") => masking.resource_kind.unwrap_or_default(),
-        Some(kind) => kind,
-        None => kind,
-    }
-    .to_owned();
-    let pod_spec = stream::pod_spec_path(&kind);
-    let builtin = if kind == "Secret" {
-        if settings.secrets {
-            mask_secret_values(object, settings, at, fields);
-        }
-        settings.secrets
-    } else if let Some(spec_path) = pod_spec.filter(|_| settings.pod_env) {
-        let pointer = format!("/{}", spec_path.replace('.', "/"));
-        if let Some(spec) = object.pointer_mut(&pointer) {
-            mask_pod_spec(spec, settings, &format!("{at}{spec_path}."), fields);
-        }
-        true
-    } else {
-        false
-    };
-    // The applied copy is masked as the object is, before the `fields` paths
-    // (which may cover annotations) see its text.
-    if builtin || masking.fields.is_some() {
-        mask_last_applied(object, masking, at, fields);
-    }
-    if let Some(selected) = &masking.fields {
-        for path in selected.mask(object) {
-            fields.push(format!("{at}{path}"));
-        }
-    }
-}
-
-fn mask_secret_values(
-    object: &mut Value,
-    settings: &MaskingConfig,
-    at: &str,
-    fields: &mut Vec<String>,
-) {
-    let masked_base64 = base64(settings.mask_text.as_bytes());
-    for (field, replacement) in [
-        ("data", masked_base64.as_str()),
-        ("stringData", settings.mask_text.as_str()),
-    ] {
-        if let Some(values) = object.get_mut(field).and_then(Value::as_object_mut) {
-            for value in values.values_mut() {
-                *value = Value::String(replacement.to_owned());
-            }
-            if !values.is_empty() {
-                fields.push(format!("{at}{field}"));
-            }
-        }
-    }
-}
-
-fn mask_pod_spec(spec: &mut Value, settings: &MaskingConfig, at: &str, fields: &mut Vec<String>) {
-    for list in ["containers", "initContainers", "ephemeralContainers"] {
-        let Some(containers) = spec.get_mut(list).and_then(Value::as_array_mut) else {
-            continue;
+    /// Masks one object and everything in it:
+    /// - its kind is its own `kind`, else the context's hint;
+    /// - a Secret's `data` and `stringData` members have every value replaced;
+    /// - an `env` array has each variable's string `value` replaced, in any
+    ///   object;
+    /// - a last-applied annotation (a string) is masked as the object it
+    ///   copies ([`masked_last_applied`]);
+    /// - the `items` of a `<Kind>List` are objects of `Kind` unless they say;
+    /// - the `object` of a kindless root (a watch event) is a root itself;
+    /// - every other member is walked in turn; then the `fields` rules that
+    ///   select this object run over it.
+    fn object(&mut self, value: &mut Value, context: Context<'_>) {
+        let settings = self.masking.settings;
+        let own: Option<String> = value.get("kind").and_then(Value::as_str).map(str::to_owned);
+        let kind = own.as_deref().or(context.hint);
+        let secret = settings.secrets && kind == Some("Secret");
+        let item_kind = kind.and_then(|k| k.strip_suffix("List"));
+        let inner = context.inside(kind);
+        let is_event =
+            own.is_none() && value.get("type").is_some() && value.get("object").is_some();
+        let Value::Object(map) = value else {
+            return;
         };
-        for container in containers {
-            let Some(env) = container.get_mut("env").and_then(Value::as_array_mut) else {
+        for (name, member) in map.iter_mut() {
+            match (name.as_str(), &mut *member) {
+                ("data" | "stringData", Value::Object(values)) if secret => {
+                    let replacement = if name == "data" {
+                        base64(settings.mask_text.as_bytes())
+                    } else {
+                        settings.mask_text.clone()
+                    };
+                    for value in values.values_mut() {
+                        *value = Value::String(replacement.clone());
+                    }
+                    if !values.is_empty() {
+                        self.note(name);
+                    }
+                }
+                ("env", Value::Array(vars)) if settings.pod_env => {
+                    let mut any = false;
+                    for var in vars {
+                        if let Some(value) = var.get_mut("value")
+                            && value.is_string()
+                        {
+                            *value = Value::String(settings.mask_text.clone());
+                            any = true;
+                        }
+                    }
+                    if any {
+                        self.note("env[].value");
+                    }
+                }
+                (LAST_APPLIED, Value::String(text)) => {
+                    if let Some(masked) =
+                        masked_last_applied(text, self.masking, inner.applied_kind(self.masking))
+                    {
+                        *text = masked;
+                        self.note(LAST_APPLIED);
+                    }
+                }
+                ("items", Value::Array(items)) if item_kind.is_some() => {
+                    let items_context = inner.item(item_kind);
+                    self.under("items", |walk| {
+                        for item in items {
+                            walk.under("[]", |walk| walk.value(item, items_context));
+                        }
+                    });
+                }
+                ("object", member) if context.is_root && own.is_none() => {
+                    self.under("object", |walk| walk.value(member, context));
+                }
+                (name, member) => self.under(name, |walk| walk.value(member, inner)),
+            }
+        }
+        let api_object = kind.is_some_and(|k| {
+            !k.is_empty() && k != "Table" && k != "Status" && !k.ends_with("List")
+        }) && !is_event;
+        let selected = self
+            .masking
+            .fields
+            .as_ref()
+            .filter(|_| api_object)
+            .and_then(|fields| fields.for_object(kind.unwrap_or_default()));
+        if let Some(selected) = selected {
+            for path in selected.mask(value, &settings.mask_text) {
+                let path = path.to_owned();
+                self.note(&path);
+            }
+        }
+        if kind == Some("Table") {
+            self.mask_table_cells(value);
+        }
+    }
+
+    /// Masks the cells of a Table's rows whose objects a `whole` rule covers,
+    /// but for the name and age columns ([`fields`]).
+    fn mask_table_cells(&mut self, table: &mut Value) {
+        let Some(fields) = &self.masking.fields else {
+            return;
+        };
+        let shown: Vec<bool> = table
+            .get("columnDefinitions")
+            .and_then(Value::as_array)
+            .map(|columns| {
+                columns
+                    .iter()
+                    .map(|column| {
+                        column.get("format").and_then(Value::as_str) == Some("name")
+                            || column
+                                .get("name")
+                                .and_then(Value::as_str)
+                                .is_some_and(|name| name.eq_ignore_ascii_case("age"))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let Some(rows) = table.get_mut("rows").and_then(Value::as_array_mut) else {
+            return;
+        };
+        let mask_text = &self.masking.settings.mask_text;
+        let mut any = false;
+        for row in rows {
+            let kind = row.pointer("/object/kind").and_then(Value::as_str);
+            if !fields.masks_whole(kind) {
+                continue;
+            }
+            let Some(cells) = row.get_mut("cells").and_then(Value::as_array_mut) else {
                 continue;
             };
-            for var in env {
-                if let Some(value) = var.get_mut("value")
-                    && value.is_string()
+            for (i, cell) in cells.iter_mut().enumerate() {
+                if !shown.get(i).copied().unwrap_or(false) && (cell.is_string() || cell.is_number())
                 {
-                    *value = Value::String(settings.mask_text.clone());
-                    fields.push(format!("{at}{list}[].env[].value"));
+                    *cell = Value::String(mask_text.clone());
+                    any = true;
                 }
             }
         }
+        if any {
+            self.note("rows[].cells[]");
+        }
     }
-}
-
-/// The annotation holds the applied object as JSON text: mask it the same way.
-fn mask_last_applied(
-    object: &mut Value,
-    masking: &Masking<'_>,
-    at: &str,
-    fields: &mut Vec<String>,
-) {
-    let Some(annotation) = object.pointer_mut("/metadata/annotations").and_then(|a| {
-        a.as_object_mut()
-            .and_then(|annotations| annotations.get_mut(LAST_APPLIED))
-    }) else {
-        return;
-    };
-    let Some(replacement) = annotation
-        .as_str()
-        .and_then(|text| masked_last_applied(text, masking))
-    else {
-        return;
-    };
-    *annotation = Value::String(replacement);
-    fields.push(format!("{at}metadata.annotations.{LAST_APPLIED}"));
 }
 
 /// The masked text of a last-applied annotation, or `None` when nothing in
-/// it is masked.
-fn masked_last_applied(text: &str, masking: &Masking<'_>) -> Option<String> {
-    let mut inner_fields = Vec::new();
+/// it is masked. A copy that does not name its kind is masked as `kind` and
+/// as a Secret, the most it could hold.
+fn masked_last_applied(text: &str, masking: &Masking<'_>, kind: &str) -> Option<String> {
     match serde_json::from_str::<Value>(text) {
         Ok(mut applied) => {
-            mask_value(&mut applied, masking, "", &mut inner_fields);
-            if inner_fields.is_empty() {
+            let mut fields = TreeWalk::mask(&mut applied, masking, Context::root(Some(kind)));
+            if applied.get("kind").is_none() && kind != "Secret" {
+                let context = Context::root(Some("Secret"));
+                fields.extend(TreeWalk::mask(&mut applied, masking, context));
+            }
+            if fields.is_empty() {
                 return None;
             }
             Some(
@@ -637,40 +850,317 @@ mod tests {
     }
 
     #[test]
-    fn accept_headers_lose_protobuf_and_cbor() {
-        assert_eq!(
-            json_only_accept("application/vnd.kubernetes.protobuf,application/json"),
-            "application/json"
-        );
-        assert_eq!(
-            json_only_accept("application/json;as=Table;v=v1;g=meta.k8s.io,application/json"),
-            "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"
-        );
-        assert_eq!(json_only_accept("application/cbor"), "application/json");
-    }
-
-    #[test]
-    fn only_reads_of_masked_resources_are_masked() {
+    fn every_resource_request_goes_through_the_masker_and_no_other() {
         let info = |method: &str, path: &str| {
             crate::request_info::decode_request(method, path)
                 .unwrap()
                 .info
         };
         let s = settings();
-        assert!(needs_masking(
-            &info("GET", "/api/v1/namespaces/prod/secrets/x"),
-            &s
-        ));
-        assert!(needs_masking(&info("GET", "/api/v1/pods"), &s));
-        assert!(!needs_masking(
-            &info("GET", "/api/v1/namespaces/prod/pods/x/log"),
-            &s
-        ));
-        assert!(!needs_masking(
-            &info("GET", "/api/v1/namespaces/prod/configmaps"),
-            &s
-        ));
-        assert!(!needs_masking(&info("GET", "/api"), &s));
+        for (method, path) in [
+            ("GET", "/api/v1/namespaces/prod/secrets/x"),
+            ("GET", "/api/v1/pods"),
+            ("GET", "/api/v1/namespaces/prod/pods/x/status"),
+            (
+                "PATCH",
+                "/api/v1/namespaces/prod/pods/x/ephemeralcontainers",
+            ),
+            ("PATCH", "/apis/apps/v1/namespaces/prod/deployments/web"),
+            ("POST", "/api/v1/namespaces/prod/secrets?dryRun=All"),
+            ("DELETE", "/api/v1/namespaces/prod/secrets/x"),
+            ("GET", "/apis/apps/v1/namespaces/prod/controllerrevisions"),
+            ("GET", "/apis/example.com/v1/namespaces/prod/credentials"),
+            ("GET", "/api/v1/namespaces/prod/configmaps"),
+            ("GET", "/api/v1/namespaces/prod/pods/x/log"),
+        ] {
+            assert!(needs_masking(&info(method, path), &s), "{method} {path}");
+        }
+        for path in ["/api", "/apis/apps/v1", "/version", "/openapi/v3"] {
+            assert!(!needs_masking(&info("GET", path), &s), "{path}");
+        }
+        let nothing = MaskingConfig {
+            secrets: false,
+            pod_env: false,
+            ..settings()
+        };
+        assert!(!needs_masking(&info("GET", "/api/v1/pods"), &nothing));
+    }
+
+    #[test]
+    fn response_plans_follow_the_media_type_and_refuse_what_cannot_be_read() {
+        let info = |path: &str| {
+            crate::request_info::decode_request("GET", path)
+                .unwrap()
+                .info
+        };
+        let object =
+            BodyMasker::for_request(&info("/api/v1/namespaces/prod/secrets/s"), &settings())
+                .unwrap();
+        let log = BodyMasker::for_request(&info("/api/v1/namespaces/prod/pods/p/log"), &settings())
+            .unwrap();
+        let proxy = BodyMasker::for_request(
+            &info("/api/v1/namespaces/prod/services/web/proxy/index.html"),
+            &settings(),
+        )
+        .unwrap();
+        let head = |status, content_type, content_encoding, end_of_stream| ResponseHead {
+            status,
+            content_type,
+            content_encoding,
+            end_of_stream,
+        };
+        let refuse = |what: &str| {
+            ResponsePlan::Refuse(format!("gatehouse must mask this response but {what}"))
+        };
+        #[rustfmt::skip]
+        let cases: &[(&BodyMasker, ResponseHead<'_>, ResponsePlan)] = &[
+            (&object, head(200, Some("application/json"), None, false), ResponsePlan::Hold),
+            (&object, head(201, Some("Application/JSON; charset=utf-8"), None, false), ResponsePlan::Hold),
+            (&object, head(422, Some("application/json"), None, false), ResponsePlan::Hold),
+            (&object, head(200, Some("application/json;as=Table;v=v1;g=meta.k8s.io"), None, false), ResponsePlan::Hold),
+            (&object, head(200, Some("application/json;stream=watch"), None, false), ResponsePlan::Lines),
+            (&object, head(200, Some("application/json; stream=watch"), Some("identity"), false), ResponsePlan::Lines),
+            (&object, head(200, Some("application/json"), Some("gzip"), false), refuse("it is compressed")),
+            (&object, head(200, Some("application/yaml"), None, false), refuse("cannot read application/yaml")),
+            (&object, head(200, Some("application/vnd.kubernetes.protobuf"), None, false), refuse("cannot read application/vnd.kubernetes.protobuf")),
+            (&object, head(200, Some("application/vnd.kubernetes.protobuf;stream=watch"), None, false), refuse("cannot read application/vnd.kubernetes.protobuf")),
+            (&object, head(200, Some("application/cbor"), None, false), refuse("cannot read application/cbor")),
+            (&object, head(200, Some("text/plain"), None, false), refuse("cannot read text/plain")),
+            (&object, head(200, None, None, false), refuse("it names no content type")),
+            (&object, head(200, Some("application/yaml"), None, true), ResponsePlan::Pass),
+            (&object, head(101, None, None, false), ResponsePlan::Pass),
+            (&object, head(204, None, None, false), ResponsePlan::Pass),
+            (&log, head(200, Some("text/plain"), None, false), ResponsePlan::Pass),
+            (&log, head(200, None, None, false), ResponsePlan::Pass),
+            (&log, head(400, Some("application/json"), None, false), ResponsePlan::Hold),
+            (&log, head(200, Some("application/yaml"), None, false), refuse("cannot read application/yaml")),
+            (&proxy, head(200, Some("text/html"), Some("gzip"), false), ResponsePlan::Pass),
+            (&proxy, head(200, Some("application/json"), None, false), ResponsePlan::Hold),
+            (&proxy, head(200, Some("application/vnd.kubernetes.protobuf"), None, false), refuse("cannot read application/vnd.kubernetes.protobuf")),
+        ];
+        for (masker, head, plan) in cases {
+            assert_eq!(&masker.plan(head), plan, "{head:?}");
+        }
+    }
+
+    #[test]
+    fn accept_headers_keep_json_only() {
+        for (asked, sent) in [
+            ("application/yaml", "application/json"),
+            ("*/*", "application/json"),
+            (
+                "application/vnd.kubernetes.protobuf;stream=watch",
+                "application/json",
+            ),
+            ("application/json, */*", "application/json"),
+            (
+                "application/yaml;q=1, application/json;q=0.1",
+                "application/json;q=0.1",
+            ),
+            (
+                "APPLICATION/JSON;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1",
+                "APPLICATION/JSON;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1",
+            ),
+            ("application/json-patch+json", "application/json"),
+            ("", "application/json"),
+        ] {
+            assert_eq!(json_only_accept(asked), sent, "{asked}");
+        }
+    }
+
+    /// Masks `value` as the answer to a request for `resource` and returns
+    /// the text, checked to hold no clear value.
+    fn masked_text(value: &Value, resource: &str) -> (String, Vec<String>) {
+        let out = mask_body(value.to_string().as_bytes(), &settings(), resource).unwrap();
+        let text = String::from_utf8(out.body).unwrap();
+        for clear in [CLEAR, CLEAR_BASE64] {
+            assert!(!text.contains(clear), "{resource}: {text}");
+        }
+        (text, out.fields)
+    }
+
+    fn env_container(name: &str) -> Value {
+        json!({"name": name, "image": "app:1", "env": [{"name": "DB_PASSWORD", "value": CLEAR}]})
+    }
+
+    #[test]
+    fn masking_follows_the_objects_in_the_body_not_the_request() {
+        let template = json!({"metadata": {"labels": {"app": "web"}},
+            "spec": {"containers": [env_container("app")]}});
+        let cases: Vec<(&str, Value, &[&str])> = vec![
+            // `kubectl get pod --subresource=status` and `kubectl debug`
+            (
+                "pods",
+                json!({"kind": "Pod", "apiVersion": "v1", "metadata": {"name": "web-0"},
+                "spec": {"containers": [env_container("app")],
+                    "ephemeralContainers": [env_container("debugger")]},
+                "status": {"phase": "Running"}}),
+                &[
+                    "spec.containers[].env[].value",
+                    "spec.ephemeralContainers[].env[].value",
+                ],
+            ),
+            // a Deployment's status subresource, and the answer to a scale
+            (
+                "deployments",
+                json!({"kind": "Deployment", "apiVersion": "apps/v1",
+                "spec": {"replicas": 2, "template": template}}),
+                &["spec.template.spec.containers[].env[].value"],
+            ),
+            // ControllerRevisions embed a pod template in `data`
+            (
+                "controllerrevisions",
+                json!({"kind": "ControllerRevision", "apiVersion": "apps/v1",
+                "revision": 1, "data": {"spec": {"template": {"$patch": "replace",
+                    "spec": {"containers": [env_container("app")]}}}}}),
+                &["data.spec.template.spec.containers[].env[].value"],
+            ),
+            (
+                "controllerrevisions",
+                json!({"kind": "ControllerRevisionList", "apiVersion": "apps/v1",
+                "items": [{"revision": 1, "data": {"spec": {"template": template}}}]}),
+                &["items[].data.spec.template.spec.containers[].env[].value"],
+            ),
+            // a custom resource that embeds containers, with no rule naming it
+            (
+                "workflows",
+                json!({"kind": "Workflow", "apiVersion": "example.com/v1",
+                "spec": {"steps": [{"name": "build", "container": {"env": [{"name": "T", "value": CLEAR}]}}]}}),
+                &["spec.steps[].container.env[].value"],
+            ),
+            // a Secret where no request path says so: a pods watch, a List,
+            // an error's details, a Table of full objects
+            (
+                "pods",
+                json!({"type": "ADDED", "object": {"kind": "Secret", "data": {"p": CLEAR_BASE64}}}),
+                &["object.data"],
+            ),
+            (
+                "configmaps",
+                json!({"kind": "List", "apiVersion": "v1", "items": [
+                {"kind": "ConfigMap", "data": {"a": "b"}},
+                {"kind": "Secret", "stringData": {"p": CLEAR}}]}),
+                &["items[].stringData"],
+            ),
+            (
+                "pods",
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 409,
+                "details": {"name": "x", "causes": [{"object": {"kind": "Secret", "data": {"p": CLEAR_BASE64}}}]}}),
+                &["details.causes[].object.data"],
+            ),
+            (
+                "secrets",
+                json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "rows": [{"cells": ["x"],
+                "object": {"kind": "Secret", "apiVersion": "v1", "data": {"p": CLEAR_BASE64}}}]}),
+                &["rows[].object.data"],
+            ),
+            // a kindless body answering a secrets request is read as a Secret
+            ("secrets", json!({"data": {"p": CLEAR_BASE64}}), &["data"]),
+            // metadata only: the copy in the annotation names its own kind
+            (
+                "configmaps",
+                json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1",
+                "items": [{"kind": "PartialObjectMetadata", "metadata": {"name": "s", "annotations": {
+                    LAST_APPLIED: json!({"kind": "Secret", "data": {"p": CLEAR_BASE64}}).to_string()}}}]}),
+                &["items[].metadata.annotations.kubectl.kubernetes.io/last-applied-configuration"],
+            ),
+            // a copy without a kind is masked as the most it could be
+            (
+                "configmaps",
+                json!({"kind": "PartialObjectMetadata", "metadata": {"annotations": {
+                LAST_APPLIED: json!({"data": {"p": CLEAR_BASE64}}).to_string()}}}),
+                &["metadata.annotations.kubectl.kubernetes.io/last-applied-configuration"],
+            ),
+        ];
+        for (resource, body, expected) in &cases {
+            let (_, fields) = masked_text(body, resource);
+            assert_eq!(&fields, expected, "{resource}: {body}");
+            // Whatever resource was asked for, the same body is masked alike.
+            for other in ["pods", "configmaps", "widgets"] {
+                if body.get("kind").is_some() {
+                    assert_eq!(&masked_text(body, other).1, expected, "{other}: {body}");
+                }
+            }
+        }
+        // A ConfigMap keeps its data; a ConfigMap list too.
+        let config_map = json!({"kind": "ConfigMapList", "items": [{"data": {"password": "x"}}]});
+        assert!(masked_text(&config_map, "secrets").1.is_empty());
+    }
+
+    #[test]
+    fn custom_resources_are_masked_by_kind_wherever_they_appear() {
+        let settings = MaskingConfig::from_json(
+            br#"{"fields": [{"kinds": ["DatabaseCredential"], "paths": ["spec.password", "spec.extra.*"], "whole": true}]}"#,
+        )
+        .unwrap();
+        let credential = json!({"kind": "DatabaseCredential", "apiVersion": "example.com/v1",
+            "metadata": {"name": "db"}, "spec": {"user": "app", "password": CLEAR, "extra": {"pin": 1234}}});
+        let mut item = credential.clone();
+        item.as_object_mut().unwrap().remove("kind");
+        for (resource, body, field) in [
+            ("databasecredentials", credential.clone(), "spec.password"),
+            (
+                "pods",
+                json!({"type": "MODIFIED", "object": credential.clone()}),
+                "object.spec.password",
+            ),
+            (
+                "databasecredentials",
+                json!({"kind": "DatabaseCredentialList", "items": [item]}),
+                "items[].spec.password",
+            ),
+            (
+                "databasecredentials",
+                json!({"kind": "Table", "rows": [{"object": credential.clone()}]}),
+                "rows[].object.spec.password",
+            ),
+        ] {
+            let out = mask_body(body.to_string().as_bytes(), &settings, resource).unwrap();
+            let text = String::from_utf8(out.body).unwrap();
+            assert!(!text.contains(CLEAR) && !text.contains("1234"), "{text}");
+            assert!(text.contains(r#""user":"app""#), "{text}");
+            assert!(out.fields.contains(&field.to_owned()), "{:?}", out.fields);
+        }
+        // A Table's printed columns of such objects are masked too, but for
+        // the name and age; rows of metadata only need the resource named.
+        let table = |object: Value| {
+            json!({"kind": "Table", "columnDefinitions": [
+                {"name": "Name", "type": "string", "format": "name"},
+                {"name": "Password", "type": "string", "format": ""},
+                {"name": "Age", "type": "date", "format": ""}],
+                "rows": [{"cells": ["db", CLEAR, "5d"], "object": object}]})
+            .to_string()
+        };
+        let metadata = json!({"kind": "PartialObjectMetadata", "metadata": {"name": "db"}});
+        for (settings, body) in [
+            (&settings, table(credential.clone())),
+            (
+                &MaskingConfig::from_json(
+                    br#"{"fields": [{"resources": ["databasecredentials"], "kinds": ["DatabaseCredential"], "paths": ["spec.password"], "whole": true}]}"#,
+                )
+                .unwrap(),
+                table(metadata.clone()),
+            ),
+        ] {
+            let out = mask_body(body.as_bytes(), settings, "databasecredentials").unwrap();
+            let out: Value = serde_json::from_slice(&out.body).unwrap();
+            assert_eq!(out["rows"][0]["cells"], json!(["db", "********", "5d"]));
+        }
+        let unnamed =
+            mask_body(table(metadata).as_bytes(), &settings, "databasecredentials").unwrap();
+        assert!(
+            String::from_utf8(unnamed.body).unwrap().contains(CLEAR),
+            "a kind rule alone cannot tell what a metadata row is (the documented limit)"
+        );
+
+        // Bodies that never name the kind keep the fast path and are untouched.
+        let pod = json!({"kind": "Pod", "metadata": {"name": "x"}}).to_string();
+        let out = mask_body(pod.as_bytes(), &settings, "pods").unwrap();
+        assert_eq!(out.body, pod.as_bytes());
+        assert!(
+            MaskingConfig::from_json(br#"{"fields": [{"kinds": ["Cred*"], "paths": ["spec"]}]}"#)
+                .is_err()
+        );
     }
 
     const JWT: &str = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U";
@@ -722,32 +1212,6 @@ mod tests {
         let (out, fields) = mask_with(&with_fields, "services", &config_map());
         assert_eq!(out["data"]["contact"], "alice@example.com");
         assert_eq!(fields, ["metadata.annotations.*"]);
-        let info = |path: &str| {
-            crate::request_info::decode_request("GET", path)
-                .unwrap()
-                .info
-        };
-        assert!(needs_masking(
-            &info("/api/v1/namespaces/prod/configmaps"),
-            &with_fields
-        ));
-        assert!(
-            needs_masking(&info("/apis/apps/v1/deployments"), &with_fields),
-            "`*` covers every resource"
-        );
-        assert!(!needs_masking(
-            &info("/api/v1/namespaces/prod/pods/web-0/log"),
-            &with_fields
-        ));
-        assert!(
-            !needs_masking(&info("/api/v1/namespaces/prod/configmaps"), &settings())
-                && BodyMasker::for_request(
-                    &info("/api/v1/namespaces/prod/configmaps"),
-                    &settings()
-                )
-                .is_none(),
-            "without field rules ConfigMaps pass unbuffered"
-        );
     }
 
     #[test]
@@ -1052,12 +1516,21 @@ mod tests {
             resource_kind: kind_of_resource(resource),
         };
         let tree = mask_tree(body, &masking);
-        // The one-pass route: the reading pass refuses what is not JSON.
-        let streamed = match scan::scan(body, |_| true) {
+        // The one-pass route: the reading pass refuses what is not JSON, and
+        // locates the names the walk enters values for.
+        let streamed = match scan::scan(body, |name| is_rule_key(name, settings)) {
             Err(error) => Err(MaskError::NotJson(error.to_string())),
-            Ok(_) => match mask_streamed(body, &masking) {
+            Ok(located) => match mask_streamed(body, &masking, &located) {
                 None => return false,
-                Some(streamed) => Ok(streamed),
+                Some(streamed) => {
+                    // Entering every value gives the same as entering only
+                    // those that hold a located name.
+                    let everything = scan::scan(body, |_| true).unwrap();
+                    if let Some(unpruned) = mask_streamed(body, &masking, &everything) {
+                        assert_eq!(unpruned, streamed, "{}", String::from_utf8_lossy(body));
+                    }
+                    Ok(streamed)
+                }
             },
         };
         let text = String::from_utf8_lossy(body);
@@ -1176,6 +1649,8 @@ mod tests {
             "CronJob",
             "PodTemplate",
             "ConfigMap",
+            "ControllerRevision",
+            "Workflow",
             "PartialObjectMetadata",
             "",
         ]);
@@ -1185,11 +1660,13 @@ mod tests {
         }
         let spec = json!({"containers": drawn_containers(draw),
             "initContainers": drawn_containers(draw), "ephemeralContainers": drawn_containers(draw)});
-        match draw.below(5) {
+        match draw.below(7) {
             0 => object["spec"] = spec,
             1 => object["spec"] = json!({"template": {"spec": spec}}),
             2 => object["template"] = json!({"spec": spec}),
             3 => object["spec"] = json!({"jobTemplate": {"spec": {"template": {"spec": spec}}}}),
+            4 => object["status"] = json!({"steps": [{"container": spec}]}),
+            5 if depth < 2 => object["spec"] = json!({"inner": drawn_object(draw, depth + 1)}),
             _ => {}
         }
         if draw.below(2) == 0 {
@@ -1215,9 +1692,11 @@ mod tests {
                 .map(|_| drawn_object(draw, 0))
                 .collect::<Vec<_>>()
         };
-        match draw.below(6) {
+        match draw.below(7) {
             0 => json!({"kind": *draw.pick(&["PodList", "SecretList", "List", "DeploymentList"]),
                 "apiVersion": "v1", "metadata": {}, "items": items(draw)}),
+            3 => json!({"kind": "Status", "apiVersion": "v1", "code": 409,
+                "details": {"causes": items(draw)}}),
             1 => {
                 let rows = items(draw)
                     .into_iter()

@@ -236,7 +236,8 @@ pub struct MaskingConfig {
     /// Secret `data` / `stringData` values (and their copy in the
     /// last-applied-configuration annotation).
     pub secrets: bool,
-    /// `env[].value` of containers in pods and pod templates.
+    /// The `value` of each variable in every `env` array: containers in pods,
+    /// pod templates and custom resources alike.
     pub pod_env: bool,
     /// The text a masked value is replaced with (base64-encoded in Secret `data`).
     pub mask_text: String,
@@ -513,6 +514,65 @@ impl Policy {
             decision: self.default.clone(),
             mask: true,
         }
+    }
+}
+
+/// A rule as a rules review lists it (`kubectl auth can-i --list`): what it
+/// covers for one caller in one namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleSummary<'a> {
+    pub name: &'a str,
+    pub action: Action,
+    /// Verbs; empty means every verb.
+    pub verbs: &'a [String],
+    /// API groups (`core` for the legacy group); empty means every group.
+    pub api_groups: Vec<&'a str>,
+    /// Resources (`pods/exec` for a subresource); empty means every resource.
+    pub resources: Vec<&'a str>,
+    /// Object names; empty means every name.
+    pub names: Vec<&'a str>,
+    /// Non-resource paths; a rule naming paths covers only them.
+    pub paths: Vec<&'a str>,
+    /// Whether the rule covers only requests on cluster-scoped resources.
+    pub cluster_only: bool,
+    /// Whether the rule also matches on something a rules review cannot say
+    /// (exec commands).
+    pub narrower: bool,
+}
+
+impl Policy {
+    /// The rules that can decide for `identity` on requests in `namespace`
+    /// (empty: cluster-scoped and non-resource requests), in policy order; the
+    /// first that matches a request decides it.
+    pub fn rules_for<'a>(
+        &'a self,
+        identity: &'a Identity,
+        namespace: &'a str,
+    ) -> impl Iterator<Item = RuleSummary<'a>> + 'a {
+        let texts = |patterns: &'a [Wildcard]| patterns.iter().map(Wildcard::as_str).collect();
+        self.rules.iter().filter_map(move |rule| {
+            let m = &rule.matcher;
+            let in_namespace = if namespace.is_empty() {
+                m.namespaces.is_empty() && m.scope != Some(Scope::Namespaced)
+            } else {
+                m.scope != Some(Scope::Cluster)
+                    && (m.namespaces.is_empty()
+                        || m.namespaces.iter().any(|p| p.matches(namespace)))
+            };
+            (m.identity.matches(identity) && (in_namespace || !m.paths.is_empty())).then(|| {
+                RuleSummary {
+                    name: &rule.name,
+                    action: rule.action,
+                    verbs: &m.verbs,
+                    api_groups: texts(&m.api_groups),
+                    resources: texts(&m.resources),
+                    names: texts(&m.names),
+                    paths: texts(&m.paths),
+                    cluster_only: m.scope == Some(Scope::Cluster),
+                    narrower: !m.commands.is_empty(),
+                }
+            })
+        })
     }
 }
 
@@ -980,7 +1040,7 @@ mod tests {
             ),
             (
                 r#"{"masking": {"fields": [{"resources": [], "paths": ["data"]}]}}"#,
-                "masking.fields[0].resources: name at least one resource (`*` for all)",
+                "masking.fields[0].resources: name at least one resource (`*` for all) or kind",
             ),
             (
                 r#"{"masking": {"fields": [{"resources": ["configmaps"], "paths": ["data"]}],

@@ -25,10 +25,21 @@
 //! ```
 //!
 //! Unlike the API server, which receives an already-parsed URL, gatehouse gets the
-//! raw `:path`. It judges the path as the API server will read it (percent-decoded)
-//! and refuses anything whose reading could differ between Envoy, gatehouse and the
-//! API server: encoded slashes, empty or dot segments, control bytes, invalid
-//! percent-encodings, `;` query separators and oversized targets.
+//! raw `:path`. It judges the request as the API server will read it and refuses
+//! anything whose reading could differ between Envoy, gatehouse, the API server
+//! or another upstream ([`DecodeError`]):
+//!
+//! - methods the API server serves no resource with, and the deprecated path
+//!   prefixes with a method they are not served with (`/watch/` is a `GET`;
+//!   `/proxy/` has been served with none since Kubernetes 1.10);
+//! - paths with percent-encoded bytes, characters outside a name's alphabet,
+//!   empty or dot segments, or a trailing slash;
+//! - queries with `;` separators, escaped or differently-cased parameter names,
+//!   repeated parameters, values the API server would read differently from a
+//!   plain `true`/`false` or number, and, on resource requests, parameters the
+//!   filter does not know (the API server may read them; gatehouse cannot say
+//!   what they do). A proxied request's query belongs to the proxied backend
+//!   and is not judged.
 
 use crate::label_selector;
 use std::borrow::Cow;
@@ -68,6 +79,18 @@ pub enum DecodeError {
     /// The method is empty, too long or not an HTTP token.
     #[error("invalid HTTP method")]
     InvalidMethod,
+    /// A method the API server serves no request with (verbs come from
+    /// `GET`, `HEAD`, `POST`, `PUT`, `PATCH` and `DELETE` only).
+    #[error("method {method} is not served by the Kubernetes API")]
+    MethodNotAllowed { method: String },
+    /// The deprecated `/watch/` prefix with a method other than `GET`: it
+    /// would be judged a watch while the request asks for something else.
+    #[error("the /watch/ path prefix is served with GET only, not {method}")]
+    WatchPrefixMethod { method: String },
+    /// The `/proxy/` path prefix, removed from the API server in Kubernetes
+    /// 1.10 (the `proxy` subresource replaced it).
+    #[error("the /proxy/ path prefix is not served; use the proxy subresource")]
+    ProxyPrefix,
     /// The target is not an absolute path (origin form).
     #[error("request target must start with '/'")]
     NotAbsolutePath,
@@ -77,6 +100,17 @@ pub enum DecodeError {
     /// `%2F` or `%5C`: the API server would split the decoded path at it.
     #[error("encoded slash or backslash at byte {offset} of the request path")]
     EncodedSlash { offset: usize },
+    /// Any other percent-encoded byte in the path: no Kubernetes name needs
+    /// one, and readers differ on which escapes they decode.
+    #[error("percent-encoded byte at byte {offset} of the request path")]
+    EncodedCharacter { offset: usize },
+    /// A byte no Kubernetes name or path holds (`;`, spaces, quotes, non-ASCII,
+    /// ...), which proxies and servers treat differently.
+    #[error("character not allowed at byte {offset} of the request path")]
+    DisallowedCharacter { offset: usize },
+    /// A trailing `/` (other than the root path), which routers read differently.
+    #[error("trailing '/' in the request path")]
+    TrailingSlash,
     /// A literal backslash, which some proxies read as a slash.
     #[error("backslash in the request path")]
     Backslash,
@@ -98,10 +132,54 @@ pub enum DecodeError {
     /// A `;` in the query; the API server drops such parameters silently.
     #[error("';' in the query string")]
     QuerySemicolon,
+    /// A parameter name written with `%` escapes or `+`.
+    #[error("escaped query parameter name")]
+    EscapedQueryKey,
+    /// A parameter gatehouse does not know, on a resource request.
+    #[error("unknown query parameter {key:?}")]
+    UnknownQueryParameter { key: String },
+    /// A known parameter spelled in another case (`Watch`): the API server
+    /// ignores it, other readers may not.
+    #[error("query parameter {key:?} must be spelled {expected:?}")]
+    QueryKeyCase { key: String, expected: &'static str },
+    /// A parameter given twice where the API server reads one value.
+    #[error("query parameter {key:?} is repeated")]
+    RepeatedQueryParameter { key: String },
+    /// A boolean or integer parameter whose value is neither: the API server
+    /// reads `watch=no` as true.
+    #[error("query parameter {key:?} has a value that is not a plain {expected}: {value:?}")]
+    QueryValue {
+        key: &'static str,
+        expected: &'static str,
+        value: String,
+    },
+    /// `watch` where the API server does not read it: on a named object, a
+    /// write, or with the `/watch/` prefix.
+    #[error("the watch parameter applies only to a GET of a collection")]
+    MisplacedWatchParameter,
     /// `/api/{version}/watch` or `/proxy` with nothing after it; the API server
     /// fails these too ("unable to determine kind and namespace from url").
     #[error("unable to determine kind and namespace from the request path")]
     MissingResource,
+}
+
+impl DecodeError {
+    /// The HTTP status a refusal is answered with: 405 for a method the
+    /// request is not served with, else 400.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            DecodeError::MethodNotAllowed { .. } | DecodeError::WatchPrefixMethod { .. } => 405,
+            _ => 400,
+        }
+    }
+
+    /// The `metav1.Status` reason for [`DecodeError::http_status`].
+    pub fn reason(&self) -> &'static str {
+        match self.http_status() {
+            405 => "MethodNotAllowed",
+            _ => "BadRequest",
+        }
+    }
 }
 
 /// A request as the API server's `RequestInfo` describes it. Field names mirror
@@ -110,7 +188,7 @@ pub enum DecodeError {
 pub struct RequestInfo {
     /// Whether the request is for an API resource or subresource.
     pub is_resource_request: bool,
-    /// The percent-decoded URL path.
+    /// The URL path (as sent: a path that would need decoding is refused).
     pub path: String,
     /// The Kubernetes verb (`get`, `list`, `watch`, `create`, `deletecollection`,
     /// ...); for non-resource requests, the lowercase HTTP method.
@@ -195,6 +273,11 @@ impl Query {
                 });
             }
             let (raw_key, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
+            // Go decodes escaped names; no client needs them, and they hide a
+            // parameter from a reader that compares raw text.
+            if raw_key.contains(['%', '+']) {
+                return Err(DecodeError::EscapedQueryKey);
+            }
             let key = decode_query_component(raw_key, pair_offset, &mut decoded)?;
             let value =
                 decode_query_component(raw_value, pair_offset + raw_key.len() + 1, &mut decoded)?;
@@ -279,12 +362,169 @@ pub fn decode_request(method: &str, raw_path: &str) -> Result<DecodedRequest, De
     if method.is_empty() || method.len() > MAX_METHOD_BYTES || !method.bytes().all(is_token_byte) {
         return Err(DecodeError::InvalidMethod);
     }
+    if verb_for_method(method).is_empty() {
+        return Err(DecodeError::MethodNotAllowed {
+            method: method.to_owned(),
+        });
+    }
     let (raw_path_only, raw_query) = raw_path.split_once('?').unwrap_or((raw_path, ""));
-    let path = decode_path(raw_path_only)?;
-    let segments = Segments::split(&path)?;
+    let path = check_path(raw_path_only)?;
+    let segments = Segments::split(path)?;
     let query = Query::parse(raw_query)?;
-    let info = request_info(method, &path, segments.as_slice(), &query)?;
+    let (info, verb_via_path_prefix) = request_info(method, path, segments.as_slice(), &query)?;
+    check_query(&info, &query, verb_via_path_prefix)?;
     Ok(DecodedRequest { info, query })
+}
+
+/// How the API server reads a query parameter's value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ParamValue {
+    /// Any text.
+    Text,
+    /// A boolean (apimachinery: anything but `0`/`false` is true).
+    Bool,
+    /// A decimal integer.
+    Integer,
+}
+
+/// A query parameter the API server reads on resource requests.
+struct KnownParam {
+    name: &'static str,
+    value: ParamValue,
+    /// Whether it may be given more than once (exec's argv).
+    repeats: bool,
+}
+
+const fn param(name: &'static str, value: ParamValue) -> KnownParam {
+    KnownParam {
+        name,
+        value,
+        repeats: false,
+    }
+}
+
+/// Every query parameter the API server reads on a resource request
+/// (`ListOptions`, `GetOptions`, `CreateOptions`, `UpdateOptions`,
+/// `PatchOptions`, `DeleteOptions`, `PodLogOptions`, `PodExecOptions`,
+/// `PodAttachOptions`, `PodPortForwardOptions`, `*ProxyOptions`, `TableOptions`,
+/// and the request-wide `timeout` and `pretty`).
+#[rustfmt::skip]
+const KNOWN_PARAMS: &[KnownParam] = &[
+    param("watch", ParamValue::Bool),
+    param("allowWatchBookmarks", ParamValue::Bool),
+    param("resourceVersion", ParamValue::Text),
+    param("resourceVersionMatch", ParamValue::Text),
+    param("timeoutSeconds", ParamValue::Integer),
+    param("limit", ParamValue::Integer),
+    param("continue", ParamValue::Text),
+    param("fieldSelector", ParamValue::Text),
+    param("labelSelector", ParamValue::Text),
+    param("sendInitialEvents", ParamValue::Bool),
+    param("includeObject", ParamValue::Text),
+    param("dryRun", ParamValue::Text),
+    param("fieldManager", ParamValue::Text),
+    param("fieldValidation", ParamValue::Text),
+    param("force", ParamValue::Bool),
+    param("gracePeriodSeconds", ParamValue::Integer),
+    param("propagationPolicy", ParamValue::Text),
+    param("orphanDependents", ParamValue::Bool),
+    param("ignoreStoreReadErrorWithClusterBreakingPotential", ParamValue::Bool),
+    param("pretty", ParamValue::Bool),
+    param("timeout", ParamValue::Text),
+    param("container", ParamValue::Text),
+    param("follow", ParamValue::Bool),
+    param("previous", ParamValue::Bool),
+    param("sinceSeconds", ParamValue::Integer),
+    param("sinceTime", ParamValue::Text),
+    param("timestamps", ParamValue::Bool),
+    param("tailLines", ParamValue::Integer),
+    param("limitBytes", ParamValue::Integer),
+    param("insecureSkipTLSVerifyBackend", ParamValue::Bool),
+    param("stream", ParamValue::Text),
+    KnownParam { name: "command", value: ParamValue::Text, repeats: true },
+    param("stdin", ParamValue::Bool),
+    param("stdout", ParamValue::Bool),
+    param("stderr", ParamValue::Bool),
+    param("tty", ParamValue::Bool),
+    KnownParam { name: "ports", value: ParamValue::Text, repeats: true },
+    param("path", ParamValue::Text),
+];
+
+// `check_query` notes the parameters seen in one `u64`.
+const _: () = assert!(KNOWN_PARAMS.len() <= 64);
+
+/// Refuses a query whose meaning gatehouse and the API server (or another
+/// upstream) could read differently; see [`DecodeError`].
+fn check_query(
+    info: &RequestInfo,
+    query: &Query,
+    verb_via_path_prefix: bool,
+) -> Result<(), DecodeError> {
+    // A proxied request's query is the proxied backend's, not the API server's.
+    if info.subresource == "proxy" {
+        return Ok(());
+    }
+    let mut seen: u64 = 0;
+    for (key, value) in query.pairs() {
+        let Some((index, known)) = KNOWN_PARAMS.iter().enumerate().find(|(_, p)| p.name == key)
+        else {
+            if let Some(known) = KNOWN_PARAMS
+                .iter()
+                .find(|p| p.name.eq_ignore_ascii_case(key))
+            {
+                return Err(DecodeError::QueryKeyCase {
+                    key: key.to_owned(),
+                    expected: known.name,
+                });
+            }
+            if info.is_resource_request {
+                return Err(DecodeError::UnknownQueryParameter {
+                    key: shortened(key),
+                });
+            }
+            continue;
+        };
+        let bit = 1u64 << index;
+        if seen & bit != 0 && !known.repeats {
+            return Err(DecodeError::RepeatedQueryParameter {
+                key: known.name.to_owned(),
+            });
+        }
+        seen |= bit;
+        let expected = match known.value {
+            ParamValue::Bool if !is_plain_bool(value) => "boolean",
+            ParamValue::Integer if value.parse::<i64>().is_err() => "integer",
+            _ => continue,
+        };
+        return Err(DecodeError::QueryValue {
+            key: known.name,
+            expected,
+            value: shortened(value),
+        });
+    }
+    let collection_read = matches!(info.verb.as_str(), "list" | "watch") && !verb_via_path_prefix;
+    if query.first("watch").is_some() && info.is_resource_request && !collection_read {
+        return Err(DecodeError::MisplacedWatchParameter);
+    }
+    Ok(())
+}
+
+/// A boolean spelled the way every reader agrees on.
+fn is_plain_bool(value: &str) -> bool {
+    value.is_empty()
+        || value == "1"
+        || value == "0"
+        || value.eq_ignore_ascii_case("true")
+        || value.eq_ignore_ascii_case("false")
+}
+
+/// Client text quoted in an error, cut to a readable length.
+fn shortened(text: &str) -> String {
+    const MAX: usize = 64;
+    match text.char_indices().nth(MAX) {
+        Some((at, _)) => format!("{}...", text.get(..at).unwrap_or_default()),
+        None => text.to_owned(),
+    }
 }
 
 /// A decoded path's segments, between one leading and one trailing slash.
@@ -341,12 +581,13 @@ impl<'a> Segments<'a> {
 
 /// The `NewRequestInfo` algorithm over an already validated, decoded path and
 /// its segments.
+/// Also says whether the verb came from a deprecated path prefix.
 fn request_info(
     method: &str,
     path: &str,
     segments: &[&str],
     query: &Query,
-) -> Result<RequestInfo, DecodeError> {
+) -> Result<(RequestInfo, bool), DecodeError> {
     let mut info = RequestInfo {
         path: path.to_owned(),
         ..RequestInfo::default()
@@ -354,7 +595,7 @@ fn request_info(
     // Until proven a resource request, the verb is the lowercase method.
     let non_resource = |mut info: RequestInfo| {
         info.verb = method.to_ascii_lowercase();
-        Ok(info)
+        Ok((info, false))
     };
 
     let [prefix, rest @ ..] = segments else {
@@ -390,6 +631,16 @@ fn request_info(
     let mut verb_via_path_prefix = false;
     match current {
         [special @ ("watch" | "proxy"), tail @ ..] => {
+            // The API server serves `/watch/` with GET alone, and `/proxy/`
+            // not at all: any other reading is one policy never judged.
+            if *special == "proxy" {
+                return Err(DecodeError::ProxyPrefix);
+            }
+            if method != "GET" {
+                return Err(DecodeError::WatchPrefixMethod {
+                    method: method.to_owned(),
+                });
+            }
             if tail.is_empty() {
                 return Err(DecodeError::MissingResource);
             }
@@ -449,7 +700,7 @@ fn request_info(
         info.field_selector = query.first("fieldSelector").unwrap_or_default().to_owned();
         info.label_selector = query.first("labelSelector").unwrap_or_default().to_owned();
     }
-    Ok(info)
+    Ok((info, verb_via_path_prefix))
 }
 
 /// The verb for a method when the path does not name one.
@@ -580,8 +831,9 @@ fn is_path_segment_name(name: &str) -> bool {
     name != "." && name != ".." && !name.contains(['/', '%'])
 }
 
-/// Validates the raw path in one pass and percent-decodes it.
-fn decode_path(raw: &str) -> Result<Cow<'_, str>, DecodeError> {
+/// Validates the raw path in one pass. Nothing in it is decoded: a path that
+/// would need decoding is refused, so every reader sees the same text.
+fn check_path(raw: &str) -> Result<&str, DecodeError> {
     if !raw.is_empty() && !raw.starts_with('/') {
         return Err(DecodeError::NotAbsolutePath);
     }
@@ -591,41 +843,41 @@ fn decode_path(raw: &str) -> Result<Cow<'_, str>, DecodeError> {
             max: MAX_PATH_BYTES,
         });
     }
-    let mut has_escapes = false;
+    let bytes = raw.as_bytes();
     let mut previous = 0;
-    for byte in raw.bytes() {
+    for (offset, &byte) in bytes.iter().enumerate() {
         match byte {
             b'#' => return Err(DecodeError::Fragment),
             b'\\' => return Err(DecodeError::Backslash),
             b'/' if previous == b'/' => return Err(DecodeError::EmptySegment),
-            b'%' => has_escapes = true,
+            b'%' => {
+                let escaped = hex_pair(
+                    bytes.get(offset + 1).copied(),
+                    bytes.get(offset + 2).copied(),
+                )
+                .ok_or(DecodeError::InvalidPercentEncoding { offset })?;
+                return Err(match escaped {
+                    // The API server would split the decoded path here.
+                    b'/' | b'\\' => DecodeError::EncodedSlash { offset },
+                    _ => DecodeError::EncodedCharacter { offset },
+                });
+            }
             byte if is_control(byte) => return Err(DecodeError::ControlCharacter),
+            byte if !is_path_byte(byte) => return Err(DecodeError::DisallowedCharacter { offset }),
             _ => {}
         }
         previous = byte;
     }
-    if !has_escapes {
-        return Ok(Cow::Borrowed(raw));
+    if raw.len() > 1 && previous == b'/' {
+        return Err(DecodeError::TrailingSlash);
     }
-    let mut decoded = Vec::with_capacity(raw.len());
-    let mut bytes = raw.bytes().enumerate();
-    while let Some((offset, byte)) = bytes.next() {
-        if byte != b'%' {
-            decoded.push(byte);
-            continue;
-        }
-        let escaped = hex_pair(bytes.next(), bytes.next())
-            .ok_or(DecodeError::InvalidPercentEncoding { offset })?;
-        match escaped {
-            // The API server would split the decoded path here.
-            b'/' | b'\\' => return Err(DecodeError::EncodedSlash { offset }),
-            escaped if is_control(escaped) => return Err(DecodeError::ControlCharacter),
-            escaped => decoded.push(escaped),
-        }
-    }
-    String::from_utf8(decoded)
-        .map(Cow::Owned)
-        .map_err(|_| DecodeError::InvalidUtf8)
+    Ok(raw)
+}
+
+/// Bytes a path may hold as they are: RFC 3986 `pchar` without `;` (a
+/// parameter separator to some servers) and `/`.
+fn is_path_byte(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || b"/-._~:@!$&'()*+,=".contains(&byte)
 }
 
 /// Percent-decodes one query key or value (`+` meaning a space) onto `out` and
@@ -641,7 +893,7 @@ fn decode_query_component(
     while let Some((i, byte)) = bytes.next() {
         match byte {
             b'%' => {
-                let escaped = hex_pair(bytes.next(), bytes.next())
+                let escaped = hex_pair(bytes.next().map(|(_, b)| b), bytes.next().map(|(_, b)| b))
                     .ok_or(DecodeError::InvalidPercentEncoding { offset: offset + i })?;
                 escaped_non_ascii |= !escaped.is_ascii();
                 out.push(escaped);
@@ -662,8 +914,8 @@ fn decode_query_component(
 }
 
 /// The byte two hex digits (of `%XY`) stand for.
-fn hex_pair(high: Option<(usize, u8)>, low: Option<(usize, u8)>) -> Option<u8> {
-    let digit = |pair: Option<(usize, u8)>| pair.and_then(|(_, b)| char::from(b).to_digit(16));
+fn hex_pair(high: Option<u8>, low: Option<u8>) -> Option<u8> {
+    let digit = |byte: Option<u8>| byte.and_then(|b| char::from(b).to_digit(16));
     let value = digit(high)? * 16 + digit(low)?;
     u8::try_from(value).ok()
 }
@@ -714,9 +966,8 @@ mod tests {
         ("HEAD", "/api/v1/pods", "list", "api", "", "v1", "", "pods", "", "", &["pods"]),
         ("GET", "/api/v1/namespaces/other/pods/foo", "get", "api", "", "v1", "other", "pods", "", "foo", &["pods", "foo"]),
         ("GET", "/api/v1/namespaces/other/pods", "list", "api", "", "v1", "other", "pods", "", "", &["pods"]),
-        // special verbs
-        ("GET", "/api/v1/proxy/namespaces/other/pods/foo", "proxy", "api", "", "v1", "other", "pods", "", "foo", &["pods", "foo"]),
-        ("GET", "/api/v1/proxy/namespaces/other/pods/foo/subpath/not/a/subresource", "proxy", "api", "", "v1", "other", "pods", "", "foo", &["pods", "foo", "subpath", "not", "a", "subresource"]),
+        // special verbs (the `/proxy/` prefix rows are refused: see
+        // `deprecated_prefixes_are_served_only_as_the_api_server_serves_them`)
         ("GET", "/api/v1/watch/pods", "watch", "api", "", "v1", "", "pods", "", "", &["pods"]),
         ("GET", "/api/v1/pods?watch=true", "watch", "api", "", "v1", "", "pods", "", "", &["pods"]),
         ("GET", "/api/v1/pods?watch=false", "list", "api", "", "v1", "", "pods", "", "", &["pods"]),
@@ -769,12 +1020,10 @@ mod tests {
         ("GET", "/apis/stable.example.com/v1/namespaces/prod/crontabs?watch", "watch", "apis", "stable.example.com", "v1", "prod", "crontabs", "", "", &["crontabs"]),
         ("POST", "/api/v1/namespaces/prod/serviceaccounts/builder/token", "create", "api", "", "v1", "prod", "serviceaccounts", "token", "builder", &["serviceaccounts", "builder", "token"]),
         ("POST", "/api/v1/namespaces/prod/pods/web-0/eviction", "create", "api", "", "v1", "prod", "pods", "eviction", "web-0", &["pods", "web-0", "eviction"]),
-        ("OPTIONS", "/api/v1/namespaces/prod/pods", "", "api", "", "v1", "prod", "pods", "", "", &["pods"]),
-        // `kubectl get pods -n X` and a trailing slash, which upstream trims
+        // `kubectl get pods -n X`
         ("GET", "/api/v1/namespaces/prod/pods?limit=500", "list", "api", "", "v1", "prod", "pods", "", "", &["pods"]),
-        ("GET", "/api/v1/namespaces/prod/pods/", "list", "api", "", "v1", "prod", "pods", "", "", &["pods"]),
-        // percent-encoded characters that are not slashes are decoded
-        ("GET", "/api/v1/namespaces/prod/pods/web%2D0", "get", "api", "", "v1", "prod", "pods", "", "web-0", &["pods", "web-0"]),
+        // names with the characters RBAC names use
+        ("GET", "/apis/rbac.authorization.k8s.io/v1/clusterroles/system:controller:job-controller", "get", "apis", "rbac.authorization.k8s.io", "v1", "", "clusterroles", "", "system:controller:job-controller", &["clusterroles", "system:controller:job-controller"]),
         // a name from the field selector only for list/watch, `==` as well as `=`
         ("GET", "/api/v1/namespaces/prod/secrets?fieldSelector=metadata.name%3D%3Ddb-creds", "list", "api", "", "v1", "prod", "secrets", "", "db-creds", &["secrets"]),
         ("DELETE", "/api/v1/namespaces/prod/secrets?fieldSelector=metadata.name%3Ddb-creds", "deletecollection", "api", "", "v1", "prod", "secrets", "", "", &["secrets"]),
@@ -844,14 +1093,11 @@ mod tests {
             "",
             "/api",
             "/api/version",
-            "/api/version/",
             "/api/v1",
             "/apis",
             "/apis/apps",
             "/apis/apps/v1",
-            "/apis/group/version/",
             "/apis/extensions/v1beta1",
-            "/apis/extensions/v1beta1/",
             "/badprefix/version/resource",
             "/not-api/version/resource",
             "/apis/version/resource",
@@ -902,7 +1148,6 @@ mod tests {
         ("GET", "/apis/group/version/resource?fieldSelector=metadata.name=name1,foo&watch=true", "", "watch", "metadata.name=name1,foo", ""),
         ("GET", "/apis/group/version/resource?fieldSelector=metadata.name=name1,foo&watch=false", "", "list", "metadata.name=name1,foo", ""),
         ("DELETE", "/apis/group/version/resource?fieldSelector=foo=bar&labelSelector=baz=qux", "", "deletecollection", "foo=bar", "baz=qux"),
-        ("GET", "/apis/group/version/resource?fieldSelector=metadata.name=foo&fieldSelector=metadata.name=bar&labelSelector=foo=bar&labelSelector=foo=baz", "foo", "list", "metadata.name=foo", "foo=bar"),
         ("GET", "/apis/group/version/resource/name?fieldSelector=foo=bar&labelSelector=foo=bar", "name", "get", "", ""),
         ("GET", "/apis/group/version/watch/resource?fieldSelector=metadata.name=foo&labelSelector=foo=bar", "", "watch", "", ""),
         ("GET", "/apis/group/version/watch/resource/name?fieldSelector=metadata.name=foo&labelSelector=foo=bar", "name", "watch", "", ""),
@@ -917,19 +1162,16 @@ mod tests {
         ("GET", "/api/v1/pods?fieldSelector=metadata.name%3Da%5Cb", "", "list", "metadata.name=a\\b", ""),
         // repeated field: sorted terms, first wins
         ("GET", "/api/v1/pods?fieldSelector=metadata.name%3Dzed,metadata.name%3Dabc", "abc", "list", "metadata.name=zed,metadata.name=abc", ""),
-        // a list option that fails to decode drops the name but keeps watch
-        ("GET", "/api/v1/pods?fieldSelector=metadata.name%3Dweb-0&limit=abc&watch=1", "", "watch", "metadata.name=web-0", ""),
-        ("GET", "/api/v1/pods?fieldSelector=metadata.name%3Dweb-0&timeoutSeconds=", "", "list", "metadata.name=web-0", ""),
+        // integer list options that decode keep the name
         ("GET", "/api/v1/pods?fieldSelector=metadata.name%3Dweb-0&limit=500&timeoutSeconds=-1", "web-0", "list", "metadata.name=web-0", ""),
         // an invalid label selector is a failed list option too
         ("GET", "/api/v1/pods?fieldSelector=metadata.name%3Dweb-0&labelSelector=app%3D%3D%3Dweb", "", "list", "metadata.name=web-0", "app===web"),
         ("GET", "/api/v1/pods?fieldSelector=metadata.name%3Dweb-0&labelSelector=app+in+(web,api),!canary", "web-0", "list", "metadata.name=web-0", "app in (web,api),!canary"),
-        // watch truthiness: bare, empty, any value but 0/false
+        // watch truthiness: bare, empty, and the plain spellings
         ("GET", "/api/v1/pods?watch", "", "watch", "", ""),
         ("GET", "/api/v1/pods?watch=", "", "watch", "", ""),
         ("GET", "/api/v1/pods?watch=FALSE", "", "list", "", ""),
-        ("GET", "/api/v1/pods?watch=no", "", "watch", "", ""),
-        ("GET", "/api/v1/pods?watch=0&watch=1", "", "list", "", ""),
+        ("GET", "/api/v1/pods?watch=True", "", "watch", "", ""),
         // `+` is a space in a query value
         ("GET", "/api/v1/pods?labelSelector=app+in+(web)", "", "list", "", "app in (web)"),
     ];
@@ -964,30 +1206,193 @@ mod tests {
             ("/api/v1/pods//", DecodeError::EmptySegment),
             ("/api/v1/namespaces/prod/pods/../secrets", DecodeError::DotSegment),
             ("/api/v1/namespaces/prod/./pods", DecodeError::DotSegment),
-            ("/api/v1/namespaces/prod/pods/%2E%2E/secrets", DecodeError::DotSegment),
-            ("/api/v1/namespaces/prod/pods/%2e", DecodeError::DotSegment),
-            ("/api/v1/pods/web%00", DecodeError::ControlCharacter),
+            ("/api/v1/namespaces/prod/pods/..", DecodeError::DotSegment),
+            // every escape is refused, not only the ones that spell a separator
+            ("/api/v1/namespaces/prod/pods/%2E%2E/secrets", DecodeError::EncodedCharacter { offset: 29 }),
+            ("/api/v1/namespaces/prod/pods/%2e", DecodeError::EncodedCharacter { offset: 29 }),
+            ("/api/v1/namespaces/prod/pods/web%2D0", DecodeError::EncodedCharacter { offset: 32 }),
+            ("/api/v1/namespaces/prod/p%6Fds/web-0", DecodeError::EncodedCharacter { offset: 25 }),
+            ("/api/v1/w%61tch/pods", DecodeError::EncodedCharacter { offset: 9 }),
+            ("/api/v1/pods/web%00", DecodeError::EncodedCharacter { offset: 16 }),
+            ("/api/v1/pods/%FF", DecodeError::EncodedCharacter { offset: 13 }),
             ("/api/v1/pods/web\u{0}", DecodeError::ControlCharacter),
-            ("/api/v1/pods/web%7F", DecodeError::ControlCharacter),
+            ("/api/v1/pods/web\u{7f}", DecodeError::ControlCharacter),
             ("/api/v1/pods?watch=true\n", DecodeError::ControlCharacter),
             ("/api/v1/pods/web%zz", DecodeError::InvalidPercentEncoding { offset: 16 }),
             ("/api/v1/pods/web%4", DecodeError::InvalidPercentEncoding { offset: 16 }),
             ("/api/v1/pods/web%", DecodeError::InvalidPercentEncoding { offset: 16 }),
             ("/api/v1/pods?fieldSelector=a%G1", DecodeError::InvalidPercentEncoding { offset: 15 }),
-            ("/api/v1/pods/%FF", DecodeError::InvalidUtf8),
-            ("/api/v1/pods?x=%C3", DecodeError::InvalidUtf8),
+            ("/api/v1/pods?fieldSelector=%C3", DecodeError::InvalidUtf8),
+            // characters no name holds, which some servers read as separators
+            ("/api/v1/namespaces/prod/pods/web-0;exec", DecodeError::DisallowedCharacter { offset: 34 }),
+            ("/api/v1/namespaces/prod/pods/web 0", DecodeError::DisallowedCharacter { offset: 32 }),
+            ("/api/v1/namespaces/prod/pods/wéb", DecodeError::DisallowedCharacter { offset: 30 }),
+            ("/api/v1/namespaces/prod/pods/\"web\"", DecodeError::DisallowedCharacter { offset: 29 }),
             ("/api/v1/pods#frag", DecodeError::Fragment),
+            ("/api/v1/namespaces/prod/pods/", DecodeError::TrailingSlash),
+            ("/api/", DecodeError::TrailingSlash),
             ("/api/v1/pods?watch=true;x=1", DecodeError::QuerySemicolon),
             ("api/v1/pods", DecodeError::NotAbsolutePath),
             ("*", DecodeError::NotAbsolutePath),
             ("/api/v1/watch", DecodeError::MissingResource),
-            ("/apis/apps/v1/proxy/", DecodeError::MissingResource),
         ];
         for (target, expected) in cases {
             assert_eq!(
                 RequestInfo::new("GET", target).as_ref(),
                 Err(expected),
                 "{target:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn methods_without_a_verb_are_refused() {
+        for method in [
+            "OPTIONS", "TRACE", "CONNECT", "PROPFIND", "get", "Get", "pAtch",
+        ] {
+            let refused =
+                RequestInfo::new(method, "/api/v1/namespaces/prod/pods/web-0").unwrap_err();
+            assert_eq!(
+                refused,
+                DecodeError::MethodNotAllowed {
+                    method: method.to_owned()
+                }
+            );
+            assert_eq!(
+                (refused.http_status(), refused.reason()),
+                (405, "MethodNotAllowed")
+            );
+            assert!(
+                RequestInfo::new(method, "/version").is_err(),
+                "{method} /version"
+            );
+        }
+    }
+
+    #[test]
+    fn deprecated_prefixes_are_served_only_as_the_api_server_serves_them() {
+        // `/watch/` is registered for GET alone: any other method would be
+        // judged a watch and run as a write elsewhere.
+        for method in ["HEAD", "POST", "PUT", "PATCH", "DELETE"] {
+            for path in [
+                "/api/v1/watch/namespaces/prod/secrets/db-credentials",
+                "/api/v1/watch/namespaces/prod/pods",
+                "/apis/apps/v1/watch/namespaces/prod/deployments/web",
+            ] {
+                assert_eq!(
+                    RequestInfo::new(method, path),
+                    Err(DecodeError::WatchPrefixMethod {
+                        method: method.to_owned()
+                    }),
+                    "{method} {path}"
+                );
+            }
+        }
+        // `/proxy/` was removed in Kubernetes 1.10, for every method.
+        for method in ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"] {
+            for path in [
+                "/api/v1/proxy/namespaces/other/pods/foo",
+                "/api/v1/proxy/namespaces/other/pods/foo/subpath/not/a/subresource",
+                "/api/v1/proxy/nodes/node-1",
+                "/apis/apps/v1/proxy",
+            ] {
+                assert_eq!(
+                    RequestInfo::new(method, path),
+                    Err(DecodeError::ProxyPrefix),
+                    "{method} {path}"
+                );
+            }
+        }
+        let watch = RequestInfo::new("GET", "/api/v1/watch/namespaces/prod/pods").unwrap();
+        assert_eq!(watch.verb, "watch");
+    }
+
+    #[test]
+    fn query_spellings_readers_could_disagree_on_are_refused() {
+        let key = |k: &str| k.to_owned();
+        #[rustfmt::skip]
+        let cases: &[(&str, &str, DecodeError)] = &[
+            // differently-cased and escaped names
+            ("GET", "/api/v1/namespaces/prod/secrets?Watch=true", DecodeError::QueryKeyCase { key: key("Watch"), expected: "watch" }),
+            ("GET", "/api/v1/namespaces/prod/secrets?WATCH=1", DecodeError::QueryKeyCase { key: key("WATCH"), expected: "watch" }),
+            ("GET", "/api/v1/namespaces/prod/secrets?fieldselector=metadata.name%3Dx", DecodeError::QueryKeyCase { key: key("fieldselector"), expected: "fieldSelector" }),
+            ("GET", "/version?Watch=1", DecodeError::QueryKeyCase { key: key("Watch"), expected: "watch" }),
+            ("GET", "/api/v1/namespaces/prod/secrets?w%61tch=true", DecodeError::EscapedQueryKey),
+            ("GET", "/api/v1/namespaces/prod/secrets?watch+=true", DecodeError::EscapedQueryKey),
+            // repeats, where the API server reads the first and others the last
+            ("GET", "/api/v1/namespaces/prod/secrets?watch=false&watch=true", DecodeError::RepeatedQueryParameter { key: key("watch") }),
+            ("GET", "/api/v1/namespaces/prod/secrets?fieldSelector=metadata.name%3Da&fieldSelector=metadata.name%3Db", DecodeError::RepeatedQueryParameter { key: key("fieldSelector") }),
+            ("POST", "/api/v1/namespaces/dev/pods/web-0/exec?command=id&container=a&container=b", DecodeError::RepeatedQueryParameter { key: key("container") }),
+            ("DELETE", "/api/v1/namespaces/dev/pods?labelSelector=a%3Db&labelSelector=", DecodeError::RepeatedQueryParameter { key: key("labelSelector") }),
+            // values the API server reads differently from their spelling
+            ("GET", "/api/v1/namespaces/prod/secrets?watch=no", DecodeError::QueryValue { key: "watch", expected: "boolean", value: key("no") }),
+            ("GET", "/api/v1/namespaces/prod/secrets?watch=yes", DecodeError::QueryValue { key: "watch", expected: "boolean", value: key("yes") }),
+            ("POST", "/api/v1/namespaces/dev/pods/web-0/exec?command=sh&tty=off", DecodeError::QueryValue { key: "tty", expected: "boolean", value: key("off") }),
+            ("GET", "/api/v1/pods?limit=abc", DecodeError::QueryValue { key: "limit", expected: "integer", value: key("abc") }),
+            ("GET", "/api/v1/pods?timeoutSeconds=", DecodeError::QueryValue { key: "timeoutSeconds", expected: "integer", value: key("") }),
+            // parameters gatehouse does not know, which the API server may read
+            ("GET", "/api/v1/namespaces/prod/secrets?export=true", DecodeError::UnknownQueryParameter { key: key("export") }),
+            ("GET", "/api/v1/namespaces/prod/secrets?=x", DecodeError::UnknownQueryParameter { key: key("") }),
+            ("PATCH", "/api/v1/namespaces/prod/pods/web-0?_method=GET", DecodeError::UnknownQueryParameter { key: key("_method") }),
+            // `watch` where the API server does not read it
+            ("GET", "/api/v1/namespaces/prod/secrets/db-credentials?watch=true", DecodeError::MisplacedWatchParameter),
+            ("DELETE", "/api/v1/namespaces/prod/pods?watch=true", DecodeError::MisplacedWatchParameter),
+            ("GET", "/api/v1/watch/namespaces/prod/pods?watch=false", DecodeError::MisplacedWatchParameter),
+        ];
+        for (method, target, expected) in cases {
+            let refused = RequestInfo::new(method, target).unwrap_err();
+            assert_eq!(&refused, expected, "{method} {target}");
+            assert_eq!(refused.http_status(), 400);
+        }
+        // A proxied request's query is the backend's: it is not judged.
+        let proxied = RequestInfo::new(
+            "GET",
+            "/api/v1/namespaces/prod/services/web/proxy/search?q=a&q=b&Watch=x&w%61tch",
+        );
+        assert!(proxied.is_err(), "escaped names are refused everywhere");
+        let proxied = RequestInfo::new(
+            "GET",
+            "/api/v1/namespaces/prod/services/web/proxy/search?q=a&q=b&Watch=x",
+        )
+        .unwrap();
+        assert_eq!(proxied.subresource, "proxy");
+        // Unknown parameters on non-resource paths reach no object.
+        assert!(RequestInfo::new("GET", "/openapi/v3/apis/apps/v1?hash=ABC").is_ok());
+        // The full kubectl vocabulary decodes.
+        for (method, target) in [
+            ("GET", "/api/v1/namespaces/dev/pods?limit=500"),
+            (
+                "GET",
+                "/api/v1/namespaces/dev/pods?fieldSelector=metadata.name%3Dweb-0&resourceVersion=0&watch=true&allowWatchBookmarks=true&timeoutSeconds=300",
+            ),
+            (
+                "POST",
+                "/api/v1/namespaces/dev/configmaps?fieldManager=kubectl-create&fieldValidation=Strict&dryRun=All",
+            ),
+            (
+                "PATCH",
+                "/apis/apps/v1/namespaces/dev/deployments/web?fieldManager=kubectl&force=true",
+            ),
+            (
+                "DELETE",
+                "/api/v1/namespaces/dev/pods/web-0?gracePeriodSeconds=0&propagationPolicy=Background",
+            ),
+            (
+                "GET",
+                "/api/v1/namespaces/dev/pods/web-0/log?container=app&follow=true&tailLines=10&timestamps=true&sinceSeconds=60&limitBytes=100&previous=false",
+            ),
+            (
+                "POST",
+                "/api/v1/namespaces/dev/pods/web-0/exec?command=sh&command=-c&command=id&container=app&stdin=true&stdout=true&stderr=true&tty=true",
+            ),
+            (
+                "GET",
+                "/api/v1/namespaces/dev/pods?includeObject=Object&pretty=true&timeout=32s",
+            ),
+        ] {
+            assert!(
+                RequestInfo::new(method, target).is_ok(),
+                "{method} {target}"
             );
         }
     }
@@ -1021,13 +1426,6 @@ mod tests {
                 "{method:?}"
             );
         }
-    }
-
-    #[test]
-    fn method_verbs_are_case_sensitive_like_go() {
-        // Go compares methods exactly: a lowercase `get` is not GET.
-        let info = RequestInfo::new("get", "/api/v1/pods/web-0").unwrap();
-        assert_eq!(info.verb, "");
     }
 
     #[test]
@@ -1094,6 +1492,14 @@ mod tests {
             ",",
             "watch=",
             "limit=x",
+            "Watch=1",
+            "w%61tch",
+            "dryRun=All",
+            "command=id",
+            "container=a",
+            "unknown=1",
+            "/",
+            "-0",
         ];
         let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
         let mut next = move || {
@@ -1102,9 +1508,47 @@ mod tests {
                 .wrapping_add(1_442_695_040_888_963_407);
             usize::try_from(state >> 33).unwrap_or(0)
         };
-        for _ in 0..20_000 {
-            let length = next() % 12;
-            let target: String = (0..length).map(|_| PIECES[next() % PIECES.len()]).collect();
+        // Half the targets are pieces anywhere; half a known path and a query
+        // of pieces, which reach the query rules.
+        const PATHS: &[&str] = &[
+            "/api/v1/namespaces/prod/secrets",
+            "/api/v1/namespaces/prod/secrets/db",
+            "/api/v1/watch/namespaces/prod/pods",
+            "/api/v1/namespaces/prod/pods/web-0/exec",
+            "/api/v1/namespaces/prod/services/web/proxy/x",
+            "/version",
+        ];
+        const QUERY: &[&str] = &[
+            "watch",
+            "watch=1",
+            "watch=0",
+            "watch=no",
+            "Watch=1",
+            "w%61tch=1",
+            "limit=5",
+            "limit=x",
+            "dryRun=All",
+            "command=id",
+            "container=a",
+            "tty=true",
+            "tty=yes",
+            "fieldSelector=metadata.name%3Dx",
+            "labelSelector=a%3Db",
+            "unknown=1",
+            "=1",
+            "",
+        ];
+        let mut queried_resources = 0;
+        for round in 0..20_000 {
+            let target: String = if round % 2 == 0 {
+                let length = next() % 12;
+                (0..length).map(|_| PIECES[next() % PIECES.len()]).collect()
+            } else {
+                let query: Vec<&str> = (0..next() % 4)
+                    .map(|_| QUERY[next() % QUERY.len()])
+                    .collect();
+                format!("{}?{}", PATHS[next() % PATHS.len()], query.join("&"))
+            };
             let method = ["GET", "POST", "DELETE", "PATCH"][next() % 4];
             if let Ok(decoded) = decode_request(method, &target) {
                 let info = decoded.info;
@@ -1112,6 +1556,25 @@ mod tests {
                     !info.path.contains("//") && !info.path.contains('\\'),
                     "{target:?}"
                 );
+                // Nothing accepted needs decoding or could be read two ways.
+                assert!(
+                    !info.path.contains('%') && (info.path.len() <= 1 || !info.path.ends_with('/')),
+                    "{target:?}"
+                );
+                if info.is_resource_request && info.subresource != "proxy" {
+                    let mut keys: Vec<&str> = decoded.query.pairs().map(|(k, _)| k).collect();
+                    assert!(
+                        keys.iter()
+                            .all(|k| KNOWN_PARAMS.iter().any(|p| p.name == *k)),
+                        "{target:?}"
+                    );
+                    keys.retain(|k| *k != "command");
+                    let count = keys.len();
+                    keys.sort_unstable();
+                    keys.dedup();
+                    assert_eq!(keys.len(), count, "{target:?}: a repeated parameter");
+                    queried_resources += usize::from(!decoded.query.is_empty());
+                }
                 if info.is_resource_request {
                     assert_eq!(info.parts.first(), Some(&info.resource), "{target:?}");
                     assert!(!info.api_version.is_empty(), "{target:?}");
@@ -1120,11 +1583,15 @@ mod tests {
                 }
             }
         }
+        assert!(
+            queried_resources > 20,
+            "only {queried_resources} accepted resource requests had a query"
+        );
     }
 
     #[test]
-    fn path_is_recorded_decoded() {
-        let info = RequestInfo::new("GET", "/api/v1/namespaces/prod/pods/web%2D0?x=%2F").unwrap();
+    fn path_is_recorded_as_sent() {
+        let info = RequestInfo::new("GET", "/api/v1/namespaces/prod/pods/web-0?limit=%31").unwrap();
         assert_eq!(info.path, "/api/v1/namespaces/prod/pods/web-0");
     }
 }

@@ -27,6 +27,9 @@ pub enum SslRequestPolicy {
     Refuse,
 }
 
+/// Largest `max_session_bytes`.
+const MAX_SESSION_BYTES: usize = 1024 * 1024 * 1024;
+
 /// Configuration of the Postgres wire-protocol engine.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -50,7 +53,40 @@ pub struct EngineConfig {
     pub max_prepared_statements: usize,
     /// Answer to an SSLRequest or GSSENCRequest.
     pub ssl_request: SslRequestPolicy,
+    /// Server settings a client may give in its StartupMessage, besides `user`
+    /// and `database` (compared as the server compares setting names: without
+    /// regard to case). Any other parameter refuses the session; see
+    /// [`crate::startup`]. `client_encoding` is also checked for its value.
+    pub startup_parameters: Vec<String>,
+    /// Functions a client may call through the fast-path interface
+    /// (FunctionCall), as `schema.name` or `name` (in `pg_catalog`). A call is
+    /// judged by the statement policy as the SQL call it is; a function not
+    /// named here is refused. See [`crate::fastpath`].
+    pub fast_path_functions: Vec<String>,
+    /// Most bytes one session may hold (requests awaiting answers, statement
+    /// texts, prepared statements and portals, queued records, masking state,
+    /// partial frames). A client that sends more without reading the answers
+    /// ends its session with `FATAL 53200`.
+    pub max_session_bytes: usize,
 }
+
+/// Startup parameters allowed by default: what psql, pgbench, libpq's
+/// environment (`PGDATESTYLE`, `PGTZ`, `PGGEQO`), psycopg, JDBC, node-postgres,
+/// tokio-postgres and asyncpg send, none of which changes how statements are
+/// lexed or who runs them.
+pub const DEFAULT_STARTUP_PARAMETERS: &[&str] = &[
+    "application_name",
+    "client_encoding",
+    "DateStyle",
+    "TimeZone",
+    "IntervalStyle",
+    "extra_float_digits",
+    "search_path",
+    "statement_timeout",
+    "lock_timeout",
+    "idle_in_transaction_session_timeout",
+    "geqo",
+];
 
 impl Default for EngineConfig {
     fn default() -> Self {
@@ -62,6 +98,12 @@ impl Default for EngineConfig {
             max_parameter_bytes: 256,
             max_prepared_statements: 256,
             ssl_request: SslRequestPolicy::AnswerNo,
+            startup_parameters: DEFAULT_STARTUP_PARAMETERS
+                .iter()
+                .map(|name| (*name).to_owned())
+                .collect(),
+            fast_path_functions: Vec::new(),
+            max_session_bytes: 32 * 1024 * 1024,
         }
     }
 }
@@ -103,6 +145,25 @@ impl EngineConfig {
                 "must be at most 1000000",
             ));
         }
+        // Room for a whole frame held in each direction, and what comes with it.
+        let min_session = 4 * self.max_buffered_bytes;
+        if !(min_session..=MAX_SESSION_BYTES).contains(&self.max_session_bytes) {
+            return Err(ConfigError::new(
+                "max_session_bytes",
+                format!(
+                    "must be between 4 x max_buffered_bytes ({min_session}) and {MAX_SESSION_BYTES}"
+                ),
+            ));
+        }
+        for (i, name) in self.startup_parameters.iter().enumerate() {
+            crate::startup::check_allowed_name(name)
+                .map_err(|e| ConfigError::new(format!("startup_parameters[{i}]"), e.to_string()))?;
+        }
+        for (i, name) in self.fast_path_functions.iter().enumerate() {
+            crate::fastpath::FunctionName::parse(name).map_err(|e| {
+                ConfigError::new(format!("fast_path_functions[{i}]"), e.to_string())
+            })?;
+        }
         Ok(())
     }
 }
@@ -131,6 +192,62 @@ mod tests {
         assert_eq!(e.path, "max_buffered_bytes");
         let e = EngineConfig::from_json(br#"{"max_statement_bytes": 0}"#).unwrap_err();
         assert_eq!(e.path, "max_statement_bytes");
+    }
+
+    #[test]
+    fn startup_parameters_that_would_bypass_the_policy_cannot_be_allowed() {
+        for (name, why) in [
+            ("options", "options"),
+            ("replication", "replication"),
+            ("_pq_.compression", "protocol option"),
+            ("standard_conforming_strings", "lexes"),
+            ("Backslash_Quote", "lexes"),
+            ("role", "role"),
+            ("session_authorization", "role"),
+            ("bad name", "not a setting name"),
+            ("", "not a setting name"),
+        ] {
+            let json = format!(r#"{{"startup_parameters": ["application_name", "{name}"]}}"#);
+            let e = EngineConfig::from_json(json.as_bytes()).unwrap_err();
+            assert_eq!(e.path, "startup_parameters[1]", "{name}");
+            assert!(e.to_string().contains(why), "{name}: {e}");
+        }
+        let c = EngineConfig::from_json(br#"{"startup_parameters": ["work_mem", "myapp.tenant"]}"#)
+            .unwrap();
+        assert_eq!(c.startup_parameters, ["work_mem", "myapp.tenant"]);
+    }
+
+    #[test]
+    fn fast_path_functions_must_be_plain_names() {
+        let c = EngineConfig::from_json(
+            br#"{"fast_path_functions": ["lo_open", "pg_catalog.loread", "app.Fn"]}"#,
+        )
+        .unwrap();
+        assert_eq!(c.fast_path_functions.len(), 3);
+        for bad in [
+            r#""a.b.c""#,
+            r#""""#,
+            r#""x\\y""#,
+            r#""lo_open()""#,
+            r#"".lo_open""#,
+        ] {
+            let json = format!(r#"{{"fast_path_functions": ["lo_open", {bad}]}}"#);
+            let e = EngineConfig::from_json(json.as_bytes()).unwrap_err();
+            assert_eq!(e.path, "fast_path_functions[1]", "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn session_bound_leaves_room_for_the_frame_buffers() {
+        let e = EngineConfig::from_json(
+            br#"{"max_buffered_bytes": 1048576, "max_session_bytes": 2097152}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.path, "max_session_bytes");
+        assert!(
+            EngineConfig::from_json(br#"{"max_session_bytes": 4194304}"#).is_ok(),
+            "4 x the default buffer"
+        );
     }
 
     #[test]

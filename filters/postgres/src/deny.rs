@@ -10,9 +10,20 @@
 //!
 //! The server aborts a transaction block (25P02 afterwards until ROLLBACK) and skips
 //! extended-protocol messages until Sync, exactly as for a real permission error.
+//! The block also sets the error's DETAIL to the deciding rule, so a client shows
+//! which rule refused it, as kubectl does for the Kubernetes filter:
+//!
+//! ```text
+//! ERROR:  gatehouse: schema changes … go through migrations, not ad-hoc sessions
+//! DETAIL:  denied by gatehouse rule no-ddl
+//! ```
+//!
+//! A statement waiting for approval also gets a HINT naming the request and the
+//! command that approves it (see [`crate::approval`]).
+//!
 //! Its ErrorResponse names the DO block's internals (CONTEXT, source file, line,
-//! routine); [`client_error`] keeps only severity, SQLSTATE and message, so the client
-//! sees `ERROR:  <message>` and nothing else.
+//! routine); [`client_error`] keeps only severity, SQLSTATE, message, detail and
+//! hint, so the client sees the lines above and nothing else.
 
 use crate::protocol::{BackendMessage, ErrorField, FrontendMessage};
 use gatehouse_core::policy::{Action, Decision};
@@ -25,11 +36,61 @@ pub const MAX_MESSAGE_BYTES: usize = 1024;
 /// names are arbitrary bytes; a client never picks one starting with a control byte.
 pub const PRIVATE_PORTAL: &[u8] = b"\x01gatehouse_denied";
 
-/// The message the client sees for a blocking decision: the rule's message, else
-/// one naming the rule. Control characters (and NUL, which the protocol cannot
-/// carry) become spaces; the result is at most [`MAX_MESSAGE_BYTES`].
-pub fn denial_message(decision: &Decision) -> String {
-    let text = match (&decision.message, &decision.rule) {
+/// What the client is told about a refused statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    /// The error's message.
+    pub message: String,
+    /// The error's DETAIL: which rule decided.
+    pub detail: Option<String>,
+    /// The error's HINT: what to do about it (the approval request to wait for).
+    pub hint: Option<String>,
+}
+
+impl From<&str> for Denial {
+    /// A denial with only a message.
+    fn from(message: &str) -> Denial {
+        Denial {
+            message: message.to_owned(),
+            detail: None,
+            hint: None,
+        }
+    }
+}
+
+/// What the client sees for a blocking decision: the rule's message, else one
+/// naming the rule, with a DETAIL naming the deciding rule (or the policy's
+/// default). Control characters (and NUL, which the protocol cannot carry)
+/// become spaces; each text is at most [`MAX_MESSAGE_BYTES`].
+pub fn denial_message(decision: &Decision) -> Denial {
+    let rule = decision.rule.as_deref();
+    let detail = match (decision.action, rule) {
+        (Action::RequireApproval, Some(rule)) => {
+            format!("needs approval under gatehouse rule {rule}")
+        }
+        (Action::RequireApproval, None) => {
+            "needs approval under the gatehouse policy's default".to_owned()
+        }
+        (_, Some(rule)) => format!("denied by gatehouse rule {rule}"),
+        (_, None) => "denied by the gatehouse policy's default".to_owned(),
+    };
+    Denial {
+        message: clean(&message_text(decision)),
+        detail: Some(clean(&detail)),
+        hint: None,
+    }
+}
+
+impl Denial {
+    /// The same denial with `hint` (control characters become spaces; empty: none).
+    pub fn with_hint(mut self, hint: &str) -> Denial {
+        self.hint = (!hint.is_empty()).then(|| clean(hint));
+        self
+    }
+}
+
+fn message_text(decision: &Decision) -> String {
+    match (&decision.message, &decision.rule) {
         (Some(message), _) if !message.is_empty() => message.clone(),
         (_, rule) => {
             let what = if decision.action == Action::RequireApproval {
@@ -42,59 +103,7 @@ pub fn denial_message(decision: &Decision) -> String {
                 None => what.to_string(),
             }
         }
-    };
-    let mut out = String::with_capacity(text.len().min(MAX_MESSAGE_BYTES));
-    for c in text.chars() {
-        if out.len() + c.len_utf8() > MAX_MESSAGE_BYTES {
-            break;
-        }
-        out.push(if c.is_control() { ' ' } else { c });
     }
-    out
-}
-
-/// The DO block that makes the server raise `message` with SQLSTATE 42501.
-///
-/// The message is an `E''` literal (backslash and quote escaped), which means the
-/// same whatever `standard_conforming_strings` says; the dollar-quote tag is one the
-/// literal does not contain, so the block cannot be closed early.
-pub fn raise_block(message: &str) -> String {
-    raise_block_with_hint(message, "")
-}
-
-/// [`raise_block`] with a HINT (none when `hint` is empty): what to do about it,
-/// e.g. which approval request to wait for.
-pub fn raise_block_with_hint(message: &str, hint: &str) -> String {
-    let message = e_literal(message);
-    let hint = (!hint.is_empty()).then(|| e_literal(&clean(hint)));
-    let mut tag = String::from("gh");
-    let mut n = 0u32;
-    let clashes = |tag: &str| {
-        let tag = format!("${tag}$");
-        message.contains(&tag) || hint.as_ref().is_some_and(|h| h.contains(&tag))
-    };
-    while clashes(&tag) {
-        n += 1;
-        tag = format!("gh{n}");
-    }
-    let hint = hint.map(|h| format!(", HINT = E'{h}'")).unwrap_or_default();
-    format!(
-        "DO ${tag}$BEGIN RAISE EXCEPTION USING ERRCODE = '{DENIED_SQLSTATE}', \
-         MESSAGE = E'{message}'{hint}; END${tag}$"
-    )
-}
-
-/// The body of an `E''` literal meaning `text`.
-fn e_literal(text: &str) -> String {
-    let mut literal = String::with_capacity(text.len() + 8);
-    for c in text.chars() {
-        match c {
-            '\\' => literal.push_str("\\\\"),
-            '\'' => literal.push_str("''"),
-            c => literal.push(c),
-        }
-    }
-    literal
 }
 
 /// `text` without control characters, at most [`MAX_MESSAGE_BYTES`].
@@ -109,44 +118,66 @@ fn clean(text: &str) -> String {
     out
 }
 
-/// A Query message running [`raise_block_with_hint`].
-pub fn query_with_hint(message: &str, hint: &str) -> Vec<u8> {
-    let mut out = Vec::new();
-    FrontendMessage::Query {
-        sql: raise_block_with_hint(message, hint).as_bytes(),
+/// The DO block that makes the server raise the denial with SQLSTATE 42501.
+///
+/// Message, detail and hint are `E''` literals (backslash and quote escaped),
+/// which mean the same whatever `standard_conforming_strings` says; the
+/// dollar-quote tag is one no literal contains, so the block cannot be closed
+/// early.
+pub fn raise_block(denial: &Denial) -> String {
+    let literal = |text: &str| {
+        let mut literal = String::with_capacity(text.len() + 8);
+        for c in text.chars() {
+            match c {
+                '\\' => literal.push_str("\\\\"),
+                '\'' => literal.push_str("''"),
+                c => literal.push(c),
+            }
+        }
+        literal
+    };
+    let message = literal(&denial.message);
+    let detail = denial
+        .detail
+        .as_deref()
+        .map(|detail| format!(", DETAIL = E'{}'", literal(detail)))
+        .unwrap_or_default();
+    let hint = denial
+        .hint
+        .as_deref()
+        .map(|hint| format!(", HINT = E'{}'", literal(hint)))
+        .unwrap_or_default();
+    let mut tag = String::from("gh");
+    let mut n = 0u32;
+    while [&message, &detail, &hint]
+        .iter()
+        .any(|text| text.contains(&format!("${tag}$")))
+    {
+        n += 1;
+        tag = format!("gh{n}");
     }
-    .encode(&mut out);
-    out
-}
-
-/// A Parse of statement `name` as [`raise_block_with_hint`], with no parameter types.
-pub fn parse_with_hint(name: &[u8], message: &str, hint: &str) -> Vec<u8> {
-    let mut out = Vec::new();
-    FrontendMessage::Parse {
-        name,
-        sql: raise_block_with_hint(message, hint).as_bytes(),
-        param_types: Vec::new(),
-    }
-    .encode(&mut out);
-    out
+    format!(
+        "DO ${tag}$BEGIN RAISE EXCEPTION USING ERRCODE = '{DENIED_SQLSTATE}', \
+         MESSAGE = E'{message}'{detail}{hint}; END${tag}$"
+    )
 }
 
 /// A Query message running [`raise_block`].
-pub fn query(message: &str) -> Vec<u8> {
+pub fn query(denial: &Denial) -> Vec<u8> {
     let mut out = Vec::new();
     FrontendMessage::Query {
-        sql: raise_block(message).as_bytes(),
+        sql: raise_block(denial).as_bytes(),
     }
     .encode(&mut out);
     out
 }
 
 /// A Parse of statement `name` as [`raise_block`], with no parameter types.
-pub fn parse(name: &[u8], message: &str) -> Vec<u8> {
+pub fn parse(name: &[u8], denial: &Denial) -> Vec<u8> {
     let mut out = Vec::new();
     FrontendMessage::Parse {
         name,
-        sql: raise_block(message).as_bytes(),
+        sql: raise_block(denial).as_bytes(),
         param_types: Vec::new(),
     }
     .encode(&mut out);
@@ -180,19 +211,20 @@ pub fn describe_replacement(statement: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Whether an ErrorResponse is the server raising the denial with `message`.
-pub fn is_denial(fields: &[ErrorField<'_>], message: &str) -> bool {
+/// Whether an ErrorResponse is the server raising the denial (by its SQLSTATE
+/// and message).
+pub fn is_denial(fields: &[ErrorField<'_>], denial: &Denial) -> bool {
     crate::protocol::error_field(fields, b'C') == Some(DENIED_SQLSTATE.as_bytes())
-        && crate::protocol::error_field(fields, b'M') == Some(message.as_bytes())
+        && crate::protocol::error_field(fields, b'M') == Some(denial.message.as_bytes())
 }
 
 /// The ErrorResponse the client gets for a raised denial: severity, SQLSTATE,
-/// message and hint only (no CONTEXT naming the DO block, no source file, line
-/// or routine).
+/// message, the detail naming the rule and the hint only (no CONTEXT naming
+/// the DO block, no source file, line or routine).
 pub fn client_error(fields: &[ErrorField<'_>]) -> Vec<u8> {
     let kept: Vec<ErrorField<'_>> = fields
         .iter()
-        .filter(|(code, _)| matches!(code, b'S' | b'V' | b'C' | b'M' | b'H'))
+        .filter(|(code, _)| matches!(code, b'S' | b'V' | b'C' | b'M' | b'D' | b'H'))
         .copied()
         .collect();
     let mut out = Vec::new();
@@ -216,65 +248,95 @@ mod tests {
 
     #[test]
     fn message_falls_back_to_the_rule_and_loses_control_characters() {
+        let ddl = denial_message(&deny(None, Some("no-ddl")));
+        assert_eq!(ddl.message, "statement denied by policy (rule no-ddl)");
         assert_eq!(
-            denial_message(&deny(None, Some("no-ddl"))),
-            "statement denied by policy (rule no-ddl)"
+            ddl.detail.as_deref(),
+            Some("denied by gatehouse rule no-ddl")
         );
         let approval = Decision {
             action: Action::RequireApproval,
             ..deny(None, None)
         };
-        assert_eq!(denial_message(&approval), "statement requires approval");
-        assert_eq!(denial_message(&deny(Some("a\0b\nc"), None)), "a b c");
+        let approval = denial_message(&approval);
+        assert_eq!(approval.message, "statement requires approval");
+        assert_eq!(
+            approval.detail.as_deref(),
+            Some("needs approval under the gatehouse policy's default")
+        );
+        assert_eq!(
+            denial_message(&deny(Some("a\0b\nc"), None)).message,
+            "a b c"
+        );
         let long = "é".repeat(MAX_MESSAGE_BYTES);
-        assert!(denial_message(&deny(Some(&long), None)).len() <= MAX_MESSAGE_BYTES);
+        assert!(denial_message(&deny(Some(&long), None)).message.len() <= MAX_MESSAGE_BYTES);
+        let odd_rule = denial_message(&deny(Some("no"), Some("x\ny")));
+        assert_eq!(
+            odd_rule.detail.as_deref(),
+            Some("denied by gatehouse rule x y")
+        );
+    }
+
+    #[test]
+    fn the_detail_names_the_rule_and_cannot_close_the_block() {
+        let denial = denial_message(&deny(Some("no DDL"), Some("it's $gh$")));
+        assert_eq!(
+            raise_block(&denial),
+            "DO $gh1$BEGIN RAISE EXCEPTION USING ERRCODE = '42501', MESSAGE = E'no DDL', \
+             DETAIL = E'denied by gatehouse rule it''s $gh$'; END$gh1$"
+        );
     }
 
     #[test]
     fn block_escapes_quotes_and_backslashes() {
         assert_eq!(
-            raise_block(r"it's a \ test"),
+            raise_block(&Denial::from(r"it's a \ test")),
             r"DO $gh$BEGIN RAISE EXCEPTION USING ERRCODE = '42501', MESSAGE = E'it''s a \\ test'; END$gh$"
         );
     }
 
     #[test]
     fn dollar_tag_never_occurs_in_the_message() {
-        let block = raise_block("x $gh$ y $gh1$ z");
+        let block = raise_block(&Denial::from("x $gh$ y $gh1$ z"));
         assert!(block.starts_with("DO $gh2$BEGIN"), "{block}");
         assert!(block.ends_with("END$gh2$"));
         assert_eq!(block.matches("$gh2$").count(), 2);
     }
 
     #[test]
-    fn a_hint_is_escaped_and_kept_apart_from_the_message() {
+    fn a_hint_is_escaped_and_comes_after_the_detail() {
+        let denial = Denial::from("needs approval").with_hint("run 'gatehouse approve apr-x'\n");
         assert_eq!(
-            raise_block_with_hint("needs approval", "run 'gatehouse approve apr-x'\n"),
+            raise_block(&denial),
             "DO $gh$BEGIN RAISE EXCEPTION USING ERRCODE = '42501', MESSAGE = E'needs approval', \
              HINT = E'run ''gatehouse approve apr-x'' '; END$gh$"
         );
-        let block = raise_block_with_hint("m", "x $gh$ y");
+        let block = raise_block(&Denial::from("m").with_hint("x $gh$ y"));
         assert!(block.starts_with("DO $gh1$BEGIN"), "{block}");
-        assert_eq!(raise_block_with_hint("m", ""), raise_block("m"));
+        assert_eq!(Denial::from("m").with_hint("").hint, None);
     }
 
     #[test]
-    fn client_error_keeps_only_severity_code_and_message() {
+    fn client_error_keeps_only_severity_code_message_detail_and_hint() {
         let fields: Vec<ErrorField<'_>> = vec![
             (b'S', b"ERROR"),
             (b'V', b"ERROR"),
             (b'C', b"42501"),
             (b'M', b"no"),
+            (b'D', b"denied by gatehouse rule r"),
             (b'H', b"ask"),
             (b'W', b"PL/pgSQL function inline_code_block line 1 at RAISE"),
             (b'F', b"pl_exec.c"),
             (b'L', b"3907"),
             (b'R', b"exec_stmt_raise"),
         ];
-        assert!(is_denial(&fields, "no"));
-        assert!(!is_denial(&fields, "other"));
+        assert!(is_denial(&fields, &Denial::from("no")));
+        assert!(!is_denial(&fields, &Denial::from("other")));
         let out = client_error(&fields);
         assert_eq!(&out[..1], b"E");
-        assert_eq!(&out[5..], b"SERROR\0VERROR\0C42501\0Mno\0Hask\0\0");
+        assert_eq!(
+            &out[5..],
+            b"SERROR\0VERROR\0C42501\0Mno\0Ddenied by gatehouse rule r\0Hask\0\0"
+        );
     }
 }

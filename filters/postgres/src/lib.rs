@@ -6,6 +6,7 @@ pub mod sql;
 pub mod approval;
 pub mod config;
 pub mod deny;
+pub mod fastpath;
 pub mod filter_config;
 pub mod framing;
 pub mod guard;
@@ -14,6 +15,7 @@ pub mod login;
 pub mod masking;
 pub mod protocol;
 pub mod session;
+pub mod startup;
 
 pub use config::{EngineConfig, SslRequestPolicy};
 pub use filter_config::{FilterConfig, MaskingConfig, PolicyConfig};

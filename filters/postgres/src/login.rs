@@ -20,7 +20,9 @@
 //! Tokens are verified by the filter's `identity` issuers. A session lives on
 //! past its token's expiry, but every statement sent after it is refused
 //! (rule `gatehouse:token-expired`), so a long session cannot outlive the
-//! credential that opened it.
+//! credential that opened it. One clock-skew rule holds for both: a token is
+//! accepted up to its `exp` plus the issuer's `leeway_seconds` (60 by default),
+//! at login and for every statement after ([`Identity::token_expired`]).
 
 use gatehouse_core::config::ConfigError;
 use gatehouse_core::identity::{Identity, KeyFetch, TokenRejection, Verifier};

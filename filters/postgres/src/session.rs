@@ -28,6 +28,12 @@
 //!   connection is closed. Later client bytes are discarded.
 //! - Malformed server bytes are replaced by `FATAL 08P01` and the connection is
 //!   closed at once.
+//! - A StartupMessage whose parameters are refused ([`crate::startup`]) goes to
+//!   the server as an SSLRequest, whose answer becomes the refusal's FATAL.
+//! - A session that holds more than `max_session_bytes` ends as after a
+//!   malformed client message, with `FATAL 53200` (see `memory`).
+//! - The engine's own catalog queries (for the fast path, see `fastpath`) go
+//!   ahead of a client message; their answers are consumed.
 //! - A statement the policy ([`Session::set_statement_policy`]) blocks is replaced
 //!   by a block that makes the server raise `42501` itself, so transaction and
 //!   extended-query semantics are the server's; see [`crate::deny`].
@@ -71,8 +77,10 @@ use std::sync::Arc;
 
 mod approvals;
 mod enforce;
+mod fastpath;
 mod login;
 mod mask_hooks;
+mod memory;
 mod shadow;
 
 /// Records held for the host beyond this are dropped (the sequence shows the gap).
@@ -86,6 +94,14 @@ pub const MAX_STATEMENTS_PER_QUERY: usize = 1000;
 const NAMES_PREFIX: usize = 1024;
 /// Prefix of an oversize ErrorResponse kept for its SQLSTATE and message.
 const ERROR_PREFIX: usize = 4096;
+/// The server knows a prepared statement or portal by the first 63 bytes of its
+/// name (NAMEDATALEN - 1): longer names that agree that far are one name.
+const SERVER_NAME_BYTES: usize = 63;
+
+/// A prepared statement or portal name as the server keys it.
+fn server_name(name: &[u8]) -> &[u8] {
+    name.get(..SERVER_NAME_BYTES).unwrap_or(name)
+}
 
 /// The startup user of a readiness probe (`gatehouse ready postgres`): the
 /// filter answers it itself, after the server answered an SSLRequest, so a
@@ -148,6 +164,9 @@ pub struct SessionSummary {
     pub unmatched_backend_messages: u64,
     /// Bytes currently held in engine memory.
     pub buffered_bytes: usize,
+    /// Bytes the session held at its last memory count (see
+    /// [`Session::accounted_bytes`]).
+    pub accounted_bytes: usize,
     /// Records produced so far (the last sequence number used).
     pub last_sequence: u64,
     pub backend_pid: Option<i32>,
@@ -223,6 +242,9 @@ enum Pending {
     /// The engine's Close or Parse of its private statement in place of a Bind
     /// that needs approval: its answer is not the client's.
     DenialPrelude,
+    /// A Query of the engine's own (see `fastpath`): its answers, through
+    /// ReadyForQuery, are consumed.
+    Own(fastpath::OwnRequest),
 }
 
 impl Pending {
@@ -230,7 +252,7 @@ impl Pending {
     fn ends_at_ready(&self) -> bool {
         matches!(
             self,
-            Pending::Sync | Pending::Query(_) | Pending::FunctionCall(_)
+            Pending::Sync | Pending::Query(_) | Pending::FunctionCall(_) | Pending::Own(_)
         )
     }
 }
@@ -303,6 +325,25 @@ pub struct Session {
     shadow_login: Option<shadow::ShadowLogin>,
     /// Connected to the approval service (see [`Session::set_approval_gate`]).
     approvals: Option<approvals::SessionApprovals>,
+    /// Why an enforcing session would have refused the startup parameters (shadow
+    /// mode records it on the session start).
+    startup_refusal: Option<String>,
+    /// Protocol options the client asked for that the server has not yet said
+    /// it does not know (see [`crate::startup`]).
+    protocol_options: Vec<String>,
+    /// The fast-path functions and the engine's own catalog queries.
+    fast_path: fastpath::FastPathTable,
+    /// The count behind the session's memory bound.
+    memory: memory::MemoryWatch,
+}
+
+/// Why the engine ends a session itself.
+struct Failure {
+    sqlstate: &'static str,
+    /// What the client is told, in a FATAL.
+    client_message: String,
+    reason: EndReason,
+    detail: String,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -352,6 +393,10 @@ impl Session {
             mode: FilterMode::Enforce,
             shadow_login: None,
             approvals: None,
+            startup_refusal: None,
+            protocol_options: Vec::new(),
+            fast_path: fastpath::FastPathTable::default(),
+            memory: memory::MemoryWatch::default(),
         }
     }
 
@@ -434,6 +479,7 @@ impl Session {
     pub fn summary(&self) -> SessionSummary {
         SessionSummary {
             buffered_bytes: self.buffered_bytes(),
+            accounted_bytes: self.last_counted_bytes(),
             last_sequence: self.sequence,
             ..self.summary.clone()
         }
@@ -559,6 +605,21 @@ impl Session {
             };
             if first_look {
                 self.count_message(dir, header_len + header.body_len);
+                if let Err(detail) = self.admit_message(dir, header.tag, header.body_len) {
+                    let failure = Failure {
+                        sqlstate: "53200",
+                        client_message: format!(
+                            "gatehouse: the session holds more than {} bytes \
+                             (max_session_bytes); read the server's answers before \
+                             sending more",
+                            self.config.max_session_bytes
+                        ),
+                        reason: EndReason::MemoryLimit,
+                        detail,
+                    };
+                    self.fail(dir, failure, &mut out, now_us);
+                    break;
+                }
             }
             let total = header_len + header.body_len;
             match disposition {
@@ -680,6 +741,17 @@ impl Session {
             self.refuse_unjudgeable(h.tag, h.body_len)?;
         }
         let statement_prefix = self.config.max_statement_bytes + NAMES_PREFIX;
+        if dir == Dir::Backend && self.answering_own_request() {
+            // Answers to the engine's own queries never reach the client.
+            if over {
+                return Err(format!(
+                    "message type {} of {} bytes in answer to the gateway's catalog query",
+                    pg::tag_name(h.tag),
+                    h.body_len
+                ));
+            }
+            return Ok(Disposition::Hold);
+        }
         let disposition = match (dir, h.tag) {
             (Dir::Frontend, pg::COPY_DATA_TAG) => Disposition::Stream { capture_limit: 0 },
             (Dir::Frontend, pg::QUERY_TAG | pg::PARSE_TAG) if over => Disposition::Stream {
@@ -742,10 +814,20 @@ impl Session {
             Dir::Backend => "server",
         };
         let detail = format!("{side}: {reason}");
-        let client_error = pg::fatal_error(
-            "08P01",
-            &format!("gatehouse: protocol violation by the {detail}"),
-        );
+        let failure = Failure {
+            sqlstate: "08P01",
+            client_message: format!("gatehouse: protocol violation by the {detail}"),
+            reason: EndReason::ProtocolError,
+            detail,
+        };
+        self.fail(dir, failure, out, now_us);
+    }
+
+    /// Ends the session while handling bytes from `dir`: the client gets a FATAL
+    /// (at once, or in place of the server's next answer) and nothing more
+    /// reaches the server; see the module docs.
+    fn fail(&mut self, dir: Dir, failure: Failure, out: &mut Output<'_>, now_us: u64) {
+        let client_error = pg::fatal_error(failure.sqlstate, &failure.client_message);
         self.frontend.discarding = true;
         self.frontend.pending = Vec::new();
         self.frontend.stream = None;
@@ -785,17 +867,24 @@ impl Session {
         }
         self.phase = Phase::Finished;
         if dir == Dir::Backend {
-            self.end_session(EndReason::ProtocolError, Some(detail), now_us);
+            self.end_session(failure.reason, Some(failure.detail), now_us);
         } else {
             // The server still answers what came before; the session ends when the
             // client gets its error or the connection closes.
-            self.end_reason_hint = Some((EndReason::ProtocolError, Some(detail)));
+            self.end_reason_hint = Some((failure.reason, Some(failure.detail)));
         }
     }
 
-    /// Remembers why the session will end, unless a protocol error already explains it.
+    /// Remembers why the session will end, unless the engine's own ending of it
+    /// already explains it.
     fn hint_end(&mut self, reason: EndReason, detail: Option<String>) {
-        if !matches!(self.end_reason_hint, Some((EndReason::ProtocolError, _))) {
+        if !matches!(
+            self.end_reason_hint,
+            Some((
+                EndReason::ProtocolError | EndReason::MemoryLimit | EndReason::StartupRefused,
+                _
+            ))
+        ) {
             self.end_reason_hint = Some((reason, detail));
         }
     }
@@ -912,21 +1001,79 @@ impl Session {
                     identity: None,
                 }
                 .into();
+                if let Err(refusal) =
+                    crate::startup::check(&params, &self.config.startup_parameters)
+                {
+                    if self.mode.is_enforce() {
+                        return Ok(self.refuse_startup(&refusal));
+                    }
+                    self.startup_refusal = Some(refusal.to_string());
+                }
+                self.protocol_options = crate::startup::protocol_options(&params);
                 self.phase = Phase::Authenticating;
                 self.frontend.mode = FrameMode::Tagged;
                 self.backend.mode = FrameMode::Tagged;
                 let protocol_version = format!("{}.{}", version >> 16, version & 0xffff);
                 if !self.defer_session_start(protocol_version.clone()) {
                     let header = self.next_header(now_us);
+                    let login_refusal = self.startup_refusal.take();
                     self.push_record(Record::SessionStart(SessionStartRecord {
                         header,
                         client: self.client.clone(),
                         protocol_version,
-                        login_refusal: None,
+                        login_refusal,
                     }));
                 }
                 Ok(Action::Pass)
             }
+        }
+    }
+
+    /// Refuses a StartupMessage the server must not see (see [`crate::startup`]):
+    /// the server gets an SSLRequest in its place, and its answer is replaced by
+    /// the refusal.
+    fn refuse_startup(&mut self, refusal: &crate::startup::StartupRefusal) -> Action {
+        let message = refusal.to_string();
+        self.owed_client_error = Some(pg::fatal_error(refusal.sqlstate(), &message));
+        self.frontend.discarding = true;
+        self.backend.mode = FrameMode::AnswerByte;
+        self.tls_request = None;
+        self.phase = Phase::Finished;
+        self.end_reason_hint = Some((EndReason::StartupRefused, Some(message)));
+        let mut ssl_request = Vec::with_capacity(8);
+        StartupPacket::SslRequest.encode(&mut ssl_request);
+        Action::Replace(ssl_request)
+    }
+
+    /// During login: the server's NegotiateProtocolVersion names the protocol
+    /// options it does not know; once it asks for authentication, any other
+    /// option the client sent was accepted, and the session ends. `Some` with the
+    /// refusal for the client in place of `msg`.
+    fn check_protocol_options(&mut self, msg: &BackendMessage<'_>, now_us: u64) -> Option<Action> {
+        if self.protocol_options.is_empty() {
+            return None;
+        }
+        match msg {
+            BackendMessage::NegotiateProtocolVersion { unrecognized, .. } => {
+                self.protocol_options
+                    .retain(|option| !unrecognized.contains(&option.as_bytes()));
+                None
+            }
+            BackendMessage::Authentication { .. } if self.mode.is_enforce() => {
+                let option = self.protocol_options.swap_remove(0);
+                let refusal = crate::startup::StartupRefusal::AcceptedProtocolOption(option);
+                let message = refusal.to_string();
+                self.phase = Phase::Finished;
+                self.frontend.discarding = true;
+                self.backend.discarding = true;
+                self.close_requested = true;
+                self.end_session(EndReason::StartupRefused, Some(message.clone()), now_us);
+                Some(Action::Replace(pg::fatal_error(
+                    refusal.sqlstate(),
+                    &message,
+                )))
+            }
+            _ => None,
         }
     }
 
@@ -1007,7 +1154,16 @@ impl Session {
     ) -> Action {
         let result = match (dir, mode) {
             (Dir::Frontend, FrameMode::Untagged) => self.on_startup_packet(body, now_us),
+            (Dir::Frontend, _) if self.phase == Phase::Ready => {
+                self.frontend_with_own_requests(tag, body, now_us)
+            }
             (Dir::Frontend, _) => self.frontend_with_masking(tag, body, now_us),
+            (Dir::Backend, _)
+                if matches!(self.phase, Phase::Ready | Phase::Finished)
+                    && self.answering_own_request() =>
+            {
+                self.on_own_answer(tag, body, now_us)
+            }
             (Dir::Backend, _) => self.backend_with_masking(tag, body, now_us),
         };
         match result {
@@ -1026,6 +1182,9 @@ impl Session {
 
     fn on_streamed(&mut self, dir: Dir, stream: Stream, now_us: u64) {
         let truncated = stream.captured.len() < stream.body_len;
+        if dir == Dir::Frontend {
+            self.note_batch_message(stream.tag);
+        }
         match (dir, stream.tag) {
             (Dir::Backend, pg::DATA_ROW_TAG) => self.count_row(),
             (Dir::Frontend, pg::QUERY_TAG) => {
@@ -1121,14 +1280,14 @@ impl Session {
             FrontendMessage::Close { kind, name } => {
                 self.forget_denied(kind, name);
                 if kind == b'S' {
-                    self.statements_by_name.remove(name);
+                    self.statements_by_name.remove(server_name(name));
                 } else {
-                    self.portals.remove(name);
+                    self.portals.remove(server_name(name));
                 }
                 self.pending.push_back(Pending::Close);
             }
             FrontendMessage::Execute { portal, .. } => {
-                let info = self.portals.get(portal).cloned();
+                let info = self.portals.get(server_name(portal)).cloned();
                 let mut run = StatementRun::new(PgProtocol::Extended, None, now_us);
                 if let Some(info) = info {
                     run.text = info.text;
@@ -1246,6 +1405,8 @@ impl Session {
         let mut text = self.statement_text(sql, truncated);
         text.decision = decision;
         let text = Arc::new(text);
+        let mut name = name;
+        name.truncate(SERVER_NAME_BYTES);
         if name.is_empty()
             || self.statements_by_name.contains_key(&name)
             || self.statements_by_name.len() < self.config.max_prepared_statements
@@ -1260,7 +1421,12 @@ impl Session {
         statement: Vec<u8>,
         parameters: Option<Vec<ParameterValue>>,
     ) {
-        let text = self.statements_by_name.get(&statement).cloned();
+        let text = self
+            .statements_by_name
+            .get(server_name(&statement))
+            .cloned();
+        let mut portal = portal;
+        portal.truncate(SERVER_NAME_BYTES);
         if portal.is_empty()
             || self.portals.contains_key(&portal)
             || self.portals.len() < self.config.max_prepared_statements
@@ -1307,6 +1473,11 @@ impl Session {
         }
         if matches!(self.phase, Phase::Ready | Phase::Finished)
             && let Some(action) = self.denial_reply(&msg, now_us)
+        {
+            return Ok(action);
+        }
+        if self.phase == Phase::Authenticating
+            && let Some(action) = self.check_protocol_options(&msg, now_us)
         {
             return Ok(action);
         }

@@ -43,7 +43,8 @@ pub struct IssuerConfig {
     /// path such as `realm_access.roles` reaches into nested objects.
     #[serde(default = "default_groups_claim")]
     pub groups_claim: String,
-    /// Clock skew tolerated on `exp` and `nbf`.
+    /// Clock skew tolerated on `exp` and `nbf`: a token is accepted until `exp`
+    /// plus this, at login and mid-session alike.
     #[serde(default = "default_leeway_seconds")]
     pub leeway_seconds: u32,
     /// Largest token accepted, in bytes.

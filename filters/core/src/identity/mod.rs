@@ -64,6 +64,11 @@ pub struct Identity {
     /// sessions can re-check it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<i64>,
+    /// The first second (unix) the token is refused: `exp` plus the issuer's
+    /// clock-skew leeway, plus one. The one rule for a token's end, at login and
+    /// for everything after it ([`Identity::token_expired`]); set by verification.
+    #[serde(skip)]
+    pub valid_before: Option<i64>,
     /// Further claims exposed to policy rules as `claims.<name>`; never recorded
     /// in full (they may hold personal data).
     #[serde(skip)]
@@ -77,6 +82,16 @@ impl Identity {
             subject: subject.into(),
             ..Self::default()
         }
+    }
+
+    /// Whether the token behind this identity is no longer accepted at `now`
+    /// (unix seconds): from [`Identity::valid_before`], the same instant token
+    /// verification starts refusing it, so a session never outlives what a new
+    /// login would be allowed. Without it, at `expires_at`.
+    pub fn token_expired(&self, now: i64) -> bool {
+        self.valid_before
+            .or(self.expires_at)
+            .is_some_and(|end| now >= end)
     }
 
     /// Whether the caller belongs to `group`.

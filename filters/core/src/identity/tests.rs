@@ -377,6 +377,29 @@ fn expiry_and_not_before_honour_the_leeway_exactly() {
 }
 
 #[test]
+fn a_verified_identity_expires_mid_session_exactly_when_a_login_would_be_refused() {
+    for leeway in [0, 60] {
+        let mut config = issuer_config(ISS_A, jwks_of(&[ed()]));
+        config["leeway_seconds"] = json!(leeway);
+        let verifier = verifier_for(vec![config]);
+        let token = mint(ed(), &alice());
+        let identity = verifier.verify(&token, NOW).unwrap();
+        let exp = identity.expires_at.unwrap();
+        for now in exp - 2..exp + leeway + 3 {
+            let login_refused = verifier.verify(&token, now).is_err();
+            assert_eq!(
+                identity.token_expired(now),
+                login_refused,
+                "leeway {leeway}, {} s past exp",
+                now - exp
+            );
+        }
+        assert!(!identity.token_expired(exp + leeway));
+        assert!(identity.token_expired(exp + leeway + 1));
+    }
+}
+
+#[test]
 fn audience_must_name_an_accepted_one() {
     let mut issuer = issuer_config(ISS_A, jwks_of(&[ed()]));
     issuer["audiences"] = json!([AUD, "kubectl"]);

@@ -517,6 +517,8 @@ fn identity_from_claims(
         token_id,
         verified: true,
         expires_at,
+        valid_before: expires_at
+            .map(|exp| exp.saturating_add(issuer.leeway_seconds).saturating_add(1)),
         claims: all_claims,
     })
 }

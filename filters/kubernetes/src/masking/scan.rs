@@ -1,7 +1,8 @@
-//! One pass over a response body that checks it is JSON and notes whether any
-//! member name is one a built-in rule acts on. Most bodies (Tables of
-//! metadata, lists of pods without `env`, discovery) hold no such name, and
-//! this pass is then all the masking they cost.
+//! One pass over a response body that checks it is JSON and notes where the
+//! member names a built-in rule acts on are. Most bodies (Tables of metadata,
+//! lists of pods without `env`, ConfigMaps) hold no such name, and this pass
+//! is then all the masking they cost; the others are masked by a walk that
+//! skips every value holding none of the places noted here.
 //!
 //! It accepts exactly what `serde_json` accepts when it reads a document
 //! without keeping it (a differential test holds them together): like that
@@ -35,21 +36,56 @@ struct Reader<'a, F> {
     json: &'a [u8],
     i: usize,
     interesting: F,
-    found: bool,
+    located: Located,
 }
 
-/// Reads `json` whole: `Ok(true)` when some member name satisfies
-/// `interesting` (given the name's raw bytes) or is written with an escape,
-/// `Ok(false)` when none does, and an error when `json` is not JSON.
-pub(super) fn scan(json: &[u8], interesting: impl Fn(&[u8]) -> bool) -> Result<bool, NotJson> {
+/// Where the interesting member names of a document are.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct Located {
+    /// The byte offset of each one's opening quote, ascending.
+    pub(super) names: Vec<usize>,
+    /// The span (from its bracket to just after its closing one) of every
+    /// object or array that holds one, at any depth, by ascending start.
+    pub(super) containers: Vec<(usize, usize)>,
+}
+
+impl Located {
+    pub(super) fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    /// The end of the container starting at `start` when it holds a located
+    /// name; `None` when it holds none.
+    pub(super) fn container_end(&self, start: usize) -> Option<usize> {
+        let at = self
+            .containers
+            .binary_search_by_key(&start, |&(start, _)| start)
+            .ok()?;
+        self.containers.get(at).map(|&(_, end)| end)
+    }
+}
+
+/// A container the reader is inside.
+struct Open {
+    object: bool,
+    start: usize,
+    /// Whether a located name was found in it.
+    holds: bool,
+}
+
+/// Reads `json` whole: where the member names that satisfy `interesting`
+/// (given the name's raw bytes) or are written with an escape are, and an
+/// error when `json` is not JSON.
+pub(super) fn scan(json: &[u8], interesting: impl Fn(&[u8]) -> bool) -> Result<Located, NotJson> {
     let mut reader = Reader {
         json,
         i: 0,
         interesting,
-        found: false,
+        located: Located::default(),
     };
     reader.document()?;
-    Ok(reader.found)
+    reader.located.containers.sort_unstable();
+    Ok(reader.located)
 }
 
 impl<F: Fn(&[u8]) -> bool> Reader<'_, F> {
@@ -73,22 +109,31 @@ impl<F: Fn(&[u8]) -> bool> Reader<'_, F> {
     /// The whole document: one value, then only whitespace. Open containers
     /// are kept on a stack (`true`: an object), not in recursion.
     fn document(&mut self) -> Result<(), NotJson> {
-        let mut open: Vec<bool> = Vec::new();
+        let mut open: Vec<Open> = Vec::new();
         self.skip_ws();
         'value: loop {
             match self.peek() {
                 Some(bracket @ (b'{' | b'[')) => {
+                    let start = self.i;
                     self.i += 1;
                     self.skip_ws();
                     match (bracket, self.peek()) {
                         (b'{', Some(b'}')) | (b'[', Some(b']')) => self.i += 1,
                         (b'{', _) => {
-                            open.push(true);
-                            self.member_name()?;
+                            let holds = self.member_name()?;
+                            open.push(Open {
+                                object: true,
+                                start,
+                                holds,
+                            });
                             continue 'value;
                         }
                         _ => {
-                            open.push(false);
+                            open.push(Open {
+                                object: false,
+                                start,
+                                holds: false,
+                            });
                             continue 'value;
                         }
                     }
@@ -103,24 +148,30 @@ impl<F: Fn(&[u8]) -> bool> Reader<'_, F> {
             // After a value: a separator, the end of its container, or the end.
             loop {
                 self.skip_ws();
-                let Some(&in_object) = open.last() else {
+                let Some(top) = open.last_mut() else {
                     return match self.peek() {
                         None => Ok(()),
                         Some(_) => self.error("the end of the document"),
                     };
                 };
+                let in_object = top.object;
                 match (self.peek(), in_object) {
                     (Some(b','), _) => {
                         self.i += 1;
                         self.skip_ws();
-                        if in_object {
-                            self.member_name()?;
+                        if in_object && self.member_name()? {
+                            top.holds = true;
                         }
                         continue 'value;
                     }
                     (Some(b'}'), true) | (Some(b']'), false) => {
                         self.i += 1;
-                        open.pop();
+                        if let Some(closed) = open.pop().filter(|closed| closed.holds) {
+                            self.located.containers.push((closed.start, self.i));
+                            if let Some(parent) = open.last_mut() {
+                                parent.holds = true;
+                            }
+                        }
                     }
                     (_, true) => return self.error("`,` or `}`"),
                     (_, false) => return self.error("`,` or `]`"),
@@ -129,17 +180,17 @@ impl<F: Fn(&[u8]) -> bool> Reader<'_, F> {
         }
     }
 
-    /// A member name and its colon, noting whether the name is interesting.
-    fn member_name(&mut self) -> Result<(), NotJson> {
+    /// A member name and its colon; whether the name is located.
+    fn member_name(&mut self) -> Result<bool, NotJson> {
         if self.peek() != Some(b'"') {
             return self.error("a member name");
         }
-        let start = self.i + 1;
+        let quote = self.i;
         let escaped = self.string()?;
-        // Once one name is interesting the rest need not be looked at.
-        if !self.found {
-            let name = self.json.get(start..self.i - 1).unwrap_or_default();
-            self.found = escaped || (self.interesting)(name);
+        let name = self.json.get(quote + 1..self.i - 1).unwrap_or_default();
+        let located = escaped || (self.interesting)(name);
+        if located {
+            self.located.names.push(quote);
         }
         self.skip_ws();
         if self.peek() != Some(b':') {
@@ -147,7 +198,7 @@ impl<F: Fn(&[u8]) -> bool> Reader<'_, F> {
         }
         self.i += 1;
         self.skip_ws();
-        Ok(())
+        Ok(located)
     }
 
     /// A string from its opening quote; whether it holds an escape.
@@ -245,6 +296,7 @@ impl<F: Fn(&[u8]) -> bool> Reader<'_, F> {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing)]
 mod tests {
     use super::*;
 
@@ -252,18 +304,48 @@ mod tests {
         serde_json::from_slice::<serde::de::IgnoredAny>(json).is_ok()
     }
 
-    fn names_data(json: &[u8]) -> Result<bool, NotJson> {
-        scan(json, |name| name == b"data")
+    fn names_data(json: &[u8]) -> Result<Vec<usize>, NotJson> {
+        scan(json, |name| name == b"data").map(|located| located.names)
     }
 
     #[test]
-    fn only_member_names_are_interesting() {
-        assert_eq!(names_data(br#"{"kind":"Secret","data":{}}"#), Ok(true));
-        assert_eq!(names_data(br#"{"kind":"data","x":["data"]}"#), Ok(false));
-        assert_eq!(names_data(br#"[{"a":1},{"b":{"data":2}}]"#), Ok(true));
+    fn every_container_on_the_way_to_a_located_name_is_spanned() {
+        let json = br#"{"a":[1,{"b":{}}],"c":{"d":[{"data":1},{}]},"e":{"data":2}}"#;
+        let located = scan(json, |name| name == b"data").unwrap();
+        let spans: Vec<&[u8]> = located
+            .containers
+            .iter()
+            .map(|&(start, end)| &json[start..end])
+            .collect();
+        assert_eq!(
+            spans,
+            [
+                &json[..],
+                br#"{"d":[{"data":1},{}]}"#,
+                br#"[{"data":1},{}]"#,
+                br#"{"data":1}"#,
+                br#"{"data":2}"#,
+            ]
+        );
+        assert_eq!(located.container_end(0), Some(json.len()));
+        assert_eq!(
+            located.container_end(5),
+            None,
+            "the first array holds no data"
+        );
+    }
+
+    #[test]
+    fn only_member_names_are_interesting_and_each_is_located() {
+        assert_eq!(names_data(br#"{"kind":"Secret","data":{}}"#), Ok(vec![17]));
+        assert_eq!(names_data(br#"{"kind":"data","x":["data"]}"#), Ok(vec![]));
+        assert_eq!(
+            names_data(br#"[{"data":1},{"b":{"data":2}}]"#),
+            Ok(vec![2, 18])
+        );
         // An escape could spell the name.
-        assert_eq!(names_data(br#"{"d\u0061ta":1}"#), Ok(true));
-        assert_eq!(names_data(br#"{"a":"\u0064"}"#), Ok(false));
+        assert_eq!(names_data(br#"{"d\u0061ta":1}"#), Ok(vec![1]));
+        assert_eq!(names_data(br#"{"a":"\u0064"}"#), Ok(vec![]));
     }
 
     #[test]

@@ -1,17 +1,23 @@
-//! The built-in masking rules applied in one pass over the body's bytes,
+//! The built-in masking rules applied in one walk over the body's bytes,
 //! without building a JSON tree: untouched spans are copied verbatim and only
-//! the string values a rule acts on are replaced. It follows the tree walk in
-//! [`super`] step for step (watch events, Tables, lists, objects by kind) and
-//! gives the same document once parsed, and the same masked fields.
+//! the values a rule acts on are replaced. It follows the tree walk in
+//! [`super`] step for step and gives the same document once parsed, and the
+//! same masked fields.
+//!
+//! The walk enters only values that hold one of the member names the reading
+//! pass ([`super::scan`]) located; every other value is skipped whole, which
+//! keeps a body with one Secret or one `env` in it nearly as cheap as one
+//! without.
 //!
 //! The body must already be known to be JSON (the caller validates it). The
-//! pass gives up ([`Fallback`]) on whatever it would have to decode to follow
-//! a rule, a member name or `kind` written with escapes, and the caller then
+//! walk gives up ([`Fallback`]) on whatever it would have to decode to follow
+//! a rule (a member name or `kind` written with escapes), and the caller then
 //! takes the tree path. Configured `fields` rules always take the tree path.
 
-use super::{LAST_APPLIED, Masking, masked_last_applied};
+use super::scan::Located;
+use super::{Context, LAST_APPLIED, Masking, masked_last_applied};
 
-/// The pass cannot follow this body; mask it through the tree instead.
+/// The walk cannot follow this body; mask it through the tree instead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Fallback;
 
@@ -22,55 +28,39 @@ type Step<T> = Result<T, Fallback>;
 pub(super) struct StreamMasker<'a, 'm> {
     json: &'a [u8],
     masking: &'a Masking<'m>,
+    /// Where the reading pass found the member names a rule acts on.
+    located: &'a Located,
     /// Replacement JSON string literals (escaped once per body).
     data_literal: String,
     text_literal: String,
     out: Option<Vec<u8>>,
     copied: usize,
-    /// The JSON path prefix of the value being walked (`items[].`, …).
+    /// The JSON path of the value being walked (`items[].spec`, …).
     at: String,
     pub(super) fields: Vec<String>,
 }
 
-/// A document masked by the pass: the body (`None` when nothing was replaced)
+/// A document masked by the walk: the body (`None` when nothing was replaced)
 /// and the masked fields, each once, unsorted.
 pub(super) struct Streamed {
     pub(super) body: Option<Vec<u8>>,
     pub(super) fields: Vec<String>,
 }
 
-/// The `spec` path of the pod template in objects of `kind`, as a dotted path.
-pub(super) fn pod_spec_path(kind: &str) -> Option<&'static str> {
-    match kind {
-        "Pod" => Some("spec"),
-        "PodTemplate" => Some("template.spec"),
-        "CronJob" => Some("spec.jobTemplate.spec.template.spec"),
-        "Deployment"
-        | "StatefulSet"
-        | "DaemonSet"
-        | "ReplicaSet"
-        | "Job"
-        | "ReplicationController" => Some("spec.template.spec"),
-        _ => None,
-    }
-}
-
-/// What an object's own members say about it.
-#[derive(Default)]
-struct Summary<'a> {
-    /// The last `kind` member: `Some(None)` when it is not a string.
-    kind: Option<Option<&'a str>>,
-    has_type: bool,
-}
-
 impl<'a, 'm> StreamMasker<'a, 'm> {
-    /// Masks `json` (valid JSON) with the built-in rules of `masking`.
-    pub(super) fn run(json: &'a [u8], masking: &'a Masking<'m>) -> Step<Streamed> {
+    /// Masks `json` (valid JSON) with the built-in rules of `masking`;
+    /// `located` says where the member names a rule acts on are.
+    pub(super) fn run(
+        json: &'a [u8],
+        masking: &'a Masking<'m>,
+        located: &'a Located,
+    ) -> Step<Streamed> {
         let settings = masking.settings;
         let literal = |text: &str| serde_json::to_string(text).map_err(|_| Fallback);
         let mut pass = StreamMasker {
             json,
             masking,
+            located,
             data_literal: literal(&super::base64(settings.mask_text.as_bytes()))?,
             text_literal: literal(&settings.mask_text)?,
             out: None,
@@ -79,7 +69,7 @@ impl<'a, 'm> StreamMasker<'a, 'm> {
             fields: Vec::new(),
         };
         let start = pass.skip_ws(0);
-        let end = pass.mask_value(start)?;
+        let end = pass.value(start, Context::root(masking.resource_kind))?;
         if pass.skip_ws(end) != json.len() {
             return Err(Fallback);
         }
@@ -104,6 +94,23 @@ impl<'a, 'm> StreamMasker<'a, 'm> {
         i
     }
 
+    /// The located member names in `start..end`.
+    fn located_in(&self, start: usize, end: usize) -> &'a [usize] {
+        let located: &'a [usize] = &self.located.names;
+        let first = located.partition_point(|&at| at < start);
+        let last = located.partition_point(|&at| at < end);
+        located.get(first..last).unwrap_or_default()
+    }
+
+    /// Whether `start..end` holds a located name whose rule depends on the
+    /// kind of the object it is in: any but `env`, which is masked in every
+    /// object alike. Without one, an object's kind need not be read.
+    fn needs_kind(&self, start: usize, end: usize) -> bool {
+        self.located_in(start, end)
+            .iter()
+            .any(|&at| self.json.get(at..at + 5) != Some(b"\"env\""))
+    }
+
     /// Replaces the bytes in `start..end` with `literal`.
     fn replace(&mut self, start: usize, end: usize, literal: &[u8]) -> Step<()> {
         let verbatim = self.json.get(self.copied..start).ok_or(Fallback)?;
@@ -116,22 +123,21 @@ impl<'a, 'm> StreamMasker<'a, 'm> {
         Ok(())
     }
 
-    /// Records a masked field under the current path prefix, once (a list
+    /// Records a masked field, `suffix` under the current path, once (a list
     /// masks the same fields in every item).
-    fn note(&mut self, field: &str) {
-        let at = self.at.as_str();
-        let known = self.fields.iter().any(|known| {
-            known.len() == at.len() + field.len() && known.starts_with(at) && known.ends_with(field)
-        });
-        if !known {
-            self.fields.push(format!("{at}{field}"));
+    fn note(&mut self, suffix: &str) {
+        let len = self.at.len();
+        super::push_member(&mut self.at, suffix);
+        if !self.fields.contains(&self.at) {
+            self.fields.push(self.at.clone());
         }
+        self.at.truncate(len);
     }
 
-    /// Runs `walk` with `suffix` appended to the path prefix.
+    /// Runs `walk` with `suffix` (a member name, or `[]`) appended to the path.
     fn under<T>(&mut self, suffix: &str, walk: impl FnOnce(&mut Self) -> Step<T>) -> Step<T> {
         let len = self.at.len();
-        self.at.push_str(suffix);
+        super::push_member(&mut self.at, suffix);
         let result = walk(self);
         self.at.truncate(len);
         result
@@ -263,107 +269,82 @@ impl<'a, 'm> StreamMasker<'a, 'm> {
         }
     }
 
-    /// Reads the `kind` and whether there is a `type` of the object at `start`.
-    fn summary(&self, start: usize) -> Step<Summary<'a>> {
-        let mut summary = Summary::default();
+    /// The object's own `kind` at `start`: `None` when it has none, or one
+    /// that is not a string.
+    fn own_kind(&self, start: usize) -> Step<Option<&'a str>> {
+        let mut kind = None;
         let mut i = start + 1;
         loop {
             match self.next_member(i)? {
                 Ok((name, value)) => {
                     if name == "kind" {
-                        summary.kind = Some(if self.byte(value)? == b'"' {
-                            Some(self.plain_string(value)?.0)
-                        } else {
-                            None
-                        });
-                    } else if name == "type" {
-                        summary.has_type = true;
+                        kind = match self.byte(value)? {
+                            b'"' => Some(self.plain_string(value)?.0),
+                            _ => None,
+                        };
                     }
                     i = self.skip_value(value)?;
                 }
-                Err(_) => return Ok(summary),
+                Err(_) => return Ok(kind),
             }
         }
     }
 
-    /// Masks whatever the value at `start` is: a watch event, a list, a
-    /// Table or an object; returns its end.
-    fn mask_value(&mut self, start: usize) -> Step<usize> {
-        if self.byte(start)? != b'{' {
+    /// Masks the value at `start` in `context`; returns its end. A value that
+    /// holds no located member name is skipped whole.
+    fn value(&mut self, start: usize, context: Context<'a>) -> Step<usize> {
+        let Some(end) = self.located.container_end(start) else {
             return self.skip_value(start);
+        };
+        match self.byte(start)? {
+            b'{' => self.object(start, end, context),
+            _ => self.each_element(start, |pass, element| {
+                pass.under("[]", |pass| pass.value(element, context.nested()))
+            }),
         }
-        let summary = self.summary(start)?;
-        let kind = summary.kind.flatten().unwrap_or_default();
-        if kind.is_empty() && summary.has_type {
-            return self.each_member(start, |pass, name, value| match name {
-                "object" => pass.under("object.", |pass| pass.mask_value(value)),
-                _ => pass.skip_value(value),
-            });
-        }
-        if kind == "Table" {
-            return self.each_member(start, |pass, name, value| match name {
-                "rows" if pass.byte(value)? == b'[' => pass.each_element(value, |pass, row| {
-                    if pass.byte(row)? != b'{' {
-                        return pass.skip_value(row);
-                    }
-                    pass.each_member(row, |pass, name, value| match name {
-                        "object" => pass.under("rows[].object.", |pass| pass.mask_value(value)),
-                        _ => pass.skip_value(value),
-                    })
-                }),
-                _ => pass.skip_value(value),
-            });
-        }
-        if kind.ends_with("List") {
-            let item_kind = kind.trim_end_matches("List");
-            return self.each_member(start, |pass, name, value| match name {
-                "items" if pass.byte(value)? == b'[' => pass.each_element(value, |pass, item| {
-                    pass.under("items[].", |pass| pass.mask_object(item, item_kind))
-                }),
-                _ => pass.skip_value(value),
-            });
-        }
-        self.mask_object(start, kind)
     }
 
-    /// Masks one object (the value at `start`) with the built-in rules of its
-    /// kind (`kind` when it names none); returns its end.
-    fn mask_object(&mut self, start: usize, kind: &'a str) -> Step<usize> {
-        if self.byte(start)? != b'{' {
-            return self.skip_value(start);
-        }
+    /// Masks one object (at `start`, ending at `end`) by the rules
+    /// [`super::TreeWalk::object`] states; returns its end.
+    fn object(&mut self, start: usize, end: usize, context: Context<'a>) -> Step<usize> {
         let settings = self.masking.settings;
-        let kind = match self.summary(start)?.kind {
-            Some(Some("PartialObjectMetadata")) => self.masking.resource_kind.unwrap_or_default(),
-            Some(Some(own)) => own,
-            _ => kind,
-        };
-        let secret = kind == "Secret" && settings.secrets;
-        let spec_path = pod_spec_path(kind).filter(|_| settings.pod_env);
-        let builtin = if kind == "Secret" {
-            settings.secrets
+        // Read ahead for the kind only where it decides something.
+        let own = if self.needs_kind(start, end) {
+            self.own_kind(start)?
         } else {
-            spec_path.is_some()
+            None
         };
-        if !builtin {
-            return self.skip_value(start);
-        }
-        self.each_member(start, |pass, name, value| match name {
-            "data" | "stringData" if secret => pass.mask_secret_values(value, name),
-            "metadata" => pass.mask_last_applied(value),
-            _ => match spec_path {
-                Some(path) => pass.mask_pod_spec_at(value, name, path, path),
-                None => pass.skip_value(value),
-            },
+        let kind = own.or(context.hint);
+        let secret = settings.secrets && kind == Some("Secret");
+        let item_kind = kind.and_then(|k| k.strip_suffix("List"));
+        let inner = context.inside(kind);
+        self.each_member(start, |pass, name, value| {
+            let first = pass.byte(value)?;
+            match name {
+                "data" | "stringData" if secret && first == b'{' => {
+                    pass.mask_secret_values(value, name)
+                }
+                "env" if settings.pod_env && first == b'[' => pass.mask_env(value),
+                LAST_APPLIED if first == b'"' => pass.mask_last_applied(value, inner),
+                "items" if first == b'[' && item_kind.is_some() => {
+                    let items = inner.item(item_kind);
+                    pass.under("items", |pass| {
+                        pass.each_element(value, |pass, item| {
+                            pass.under("[]", |pass| pass.value(item, items))
+                        })
+                    })
+                }
+                "object" if context.is_root && own.is_none() => {
+                    pass.under(name, |pass| pass.value(value, context))
+                }
+                _ => pass.under(name, |pass| pass.value(value, inner)),
+            }
         })
     }
 
     /// Replaces every member value of the object at `start` (Secret `data` or
     /// `stringData`).
     fn mask_secret_values(&mut self, start: usize, field: &str) -> Step<usize> {
-        if self.byte(start)? != b'{' {
-            return self.skip_value(start);
-        }
         let replacement = if field == "data" {
             std::mem::take(&mut self.data_literal)
         } else {
@@ -387,100 +368,37 @@ impl<'a, 'm> StreamMasker<'a, 'm> {
         end
     }
 
-    /// Follows the rest of the pod spec path `path` (of which `name` is the
-    /// member whose value is at `start`) and masks the env values there.
-    fn mask_pod_spec_at(
-        &mut self,
-        start: usize,
-        name: &str,
-        rest: &'static str,
-        path: &'static str,
-    ) -> Step<usize> {
-        let (segment, further) = rest.split_once('.').unwrap_or((rest, ""));
-        if name != segment || self.byte(start)? != b'{' {
-            return self.skip_value(start);
-        }
-        if further.is_empty() {
-            return self.under(path, |pass| {
-                pass.under(".", |pass| pass.mask_pod_spec(start))
-            });
-        }
-        self.each_member(start, |pass, name, value| {
-            pass.mask_pod_spec_at(value, name, further, path)
-        })
-    }
-
-    /// Masks `env[].value` of every container in the pod spec at `start`.
-    fn mask_pod_spec(&mut self, start: usize) -> Step<usize> {
-        self.each_member(start, |pass, name, value| {
-            let list = match name {
-                "containers" | "initContainers" | "ephemeralContainers" => name,
-                _ => return pass.skip_value(value),
-            };
-            if pass.byte(value)? != b'[' {
-                return pass.skip_value(value);
+    /// Masks the string `value` of each variable of the `env` array at `start`.
+    fn mask_env(&mut self, start: usize) -> Step<usize> {
+        self.each_element(start, |pass, var| {
+            if pass.byte(var)? != b'{' {
+                return pass.skip_value(var);
             }
-            pass.each_element(value, |pass, container| {
-                if pass.byte(container)? != b'{' {
-                    return pass.skip_value(container);
-                }
-                pass.each_member(container, |pass, name, env| {
-                    if name != "env" || pass.byte(env)? != b'[' {
-                        return pass.skip_value(env);
-                    }
-                    pass.each_element(env, |pass, var| pass.mask_env_var(var, list))
-                })
-            })
-        })
-    }
-
-    /// Masks the string `value` of one env var (the value at `start`).
-    fn mask_env_var(&mut self, start: usize, list: &str) -> Step<usize> {
-        if self.byte(start)? != b'{' {
-            return self.skip_value(start);
-        }
-        self.each_member(start, |pass, name, value| {
-            let end = pass.skip_value(value)?;
-            if name == "value" && pass.byte(value)? == b'"' {
-                let literal = std::mem::take(&mut pass.text_literal);
-                let replaced = pass.replace(value, end, literal.as_bytes());
-                pass.text_literal = literal;
-                replaced?;
-                pass.under(list, |pass| {
-                    pass.note("[].env[].value");
-                    Ok(())
-                })?;
-            }
-            Ok(end)
-        })
-    }
-
-    /// Masks the last-applied annotation in the metadata object at `start`.
-    fn mask_last_applied(&mut self, start: usize) -> Step<usize> {
-        if self.byte(start)? != b'{' {
-            return self.skip_value(start);
-        }
-        self.each_member(start, |pass, name, annotations| {
-            if name != "annotations" || pass.byte(annotations)? != b'{' {
-                return pass.skip_value(annotations);
-            }
-            pass.each_member(annotations, |pass, name, value| {
+            pass.each_member(var, |pass, name, value| {
                 let end = pass.skip_value(value)?;
-                if name != LAST_APPLIED || pass.byte(value)? != b'"' {
-                    return Ok(end);
-                }
-                let raw = pass.json.get(value..end).ok_or(Fallback)?;
-                let text: String = serde_json::from_slice(raw).map_err(|_| Fallback)?;
-                if let Some(masked) = masked_last_applied(&text, pass.masking) {
-                    let literal = serde_json::to_string(&masked).map_err(|_| Fallback)?;
-                    pass.replace(value, end, literal.as_bytes())?;
-                    pass.under("metadata.annotations.", |pass| {
-                        pass.note(LAST_APPLIED);
-                        Ok(())
-                    })?;
+                if name == "value" && pass.byte(value)? == b'"' {
+                    let literal = std::mem::take(&mut pass.text_literal);
+                    let replaced = pass.replace(value, end, literal.as_bytes());
+                    pass.text_literal = literal;
+                    replaced?;
+                    pass.note("env[].value");
                 }
                 Ok(end)
             })
         })
+    }
+
+    /// Masks the last-applied annotation whose string value is at `start`.
+    fn mask_last_applied(&mut self, start: usize, context: Context<'a>) -> Step<usize> {
+        let end = self.skip_value(start)?;
+        let raw = self.json.get(start..end).ok_or(Fallback)?;
+        let text: String = serde_json::from_slice(raw).map_err(|_| Fallback)?;
+        let fallback = context.applied_kind(self.masking);
+        if let Some(masked) = masked_last_applied(&text, self.masking, fallback) {
+            let literal = serde_json::to_string(&masked).map_err(|_| Fallback)?;
+            self.replace(start, end, literal.as_bytes())?;
+            self.note(LAST_APPLIED);
+        }
+        Ok(end)
     }
 }

@@ -39,6 +39,8 @@
 pub mod catalog;
 pub mod config;
 pub mod copy;
+mod held;
+pub mod preview;
 pub mod stream;
 #[cfg(test)]
 #[allow(clippy::indexing_slicing)]

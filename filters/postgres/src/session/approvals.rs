@@ -159,14 +159,14 @@ impl Session {
         let (text, replacement) = match self.gate(&decision, &sql, &bind.params, now_us) {
             Gated::Run(approval) => (with_approval(&text, approval), None),
             Gated::Refuse(decision, hint) => {
-                let message = deny::denial_message(&decision);
+                let denial = deny::denial_message(&decision).with_hint(&hint);
                 let mut out = Vec::new();
                 FrontendMessage::Close {
                     kind: b'S',
                     name: PRIVATE_STATEMENT,
                 }
                 .encode(&mut out);
-                out.extend(deny::parse_with_hint(PRIVATE_STATEMENT, &message, &hint));
+                out.extend(deny::parse(PRIVATE_STATEMENT, &denial));
                 out.extend(deny::bind(bind.portal, PRIVATE_STATEMENT));
                 (text, Some(out))
             }

@@ -57,7 +57,7 @@ impl Session {
 
     /// The decision about a Query or Parse text: a denial once the login token
     /// expired, else the policy's; `None` without either.
-    fn judge_text(&mut self, sql: &[u8], now_us: u64) -> Option<Decision> {
+    pub(super) fn judge_text(&mut self, sql: &[u8], now_us: u64) -> Option<Decision> {
         if let Some(expired) = self.expired_token_denial(now_us) {
             return Some(expired);
         }
@@ -69,7 +69,7 @@ impl Session {
 
     /// Whether `decision` blocks here: in shadow mode nothing is blocked, the
     /// decision is only recorded.
-    fn applies(&self, decision: &Decision) -> bool {
+    pub(super) fn applies(&self, decision: &Decision) -> bool {
         decision.action.blocks() && self.mode.is_enforce()
     }
 
@@ -95,13 +95,13 @@ impl Session {
                 Gated::Refuse(_, refusal_hint) => hint = refusal_hint,
             }
         }
-        let message = deny::denial_message(&blocking);
+        let denial = deny::denial_message(&blocking).with_hint(&hint);
         let mut text = self.statement_text(sql, false);
         text.decision = Some(blocking);
         let mut run = StatementRun::new(PgProtocol::Simple, Some(Arc::new(text)), now_us);
         run.bytes_from_client = std::mem::take(&mut self.frontend_bytes_since_record);
         self.pending.push_back(Pending::Query([run].into()));
-        Action::Replace(deny::query_with_hint(&message, &hint))
+        Action::Replace(deny::query(&denial))
     }
 
     /// A Parse: registered with its decision; a blocked one is remembered by name
@@ -115,19 +115,20 @@ impl Session {
         let decision = self.judge_text(sql, now_us);
         self.register_statement(name.to_vec(), sql, false, decision.clone());
         self.forget_gated(name);
+        let key = super::server_name(name);
         let Some(blocking) = decision.filter(|d| self.applies(d)) else {
-            self.denied_statements.remove(name);
+            self.denied_statements.remove(key);
             return Ok(Action::Pass);
         };
         // Approval is checked at each Bind, with the parameters.
         if self.approval_applies(&blocking)
-            && self.statements_by_name.contains_key(name)
+            && self.statements_by_name.contains_key(key)
             && self.gate_parse(name, sql)
         {
-            self.denied_statements.remove(name);
+            self.denied_statements.remove(key);
             return Ok(Action::Pass);
         }
-        if !self.denied_statements.contains_key(name)
+        if !self.denied_statements.contains_key(key)
             && self.denied_statements.len() >= self.config.max_prepared_statements
         {
             return Err(format!(
@@ -136,7 +137,7 @@ impl Session {
             ));
         }
         let message = deny::denial_message(&blocking);
-        let text = match self.statements_by_name.get(name) {
+        let text = match self.statements_by_name.get(key) {
             Some(text) if text.decision.as_ref() == Some(&blocking) => text.clone(),
             _ => {
                 let mut text = self.statement_text(sql, false);
@@ -144,7 +145,7 @@ impl Session {
                 Arc::new(text)
             }
         };
-        self.denied_statements.insert(name.to_vec(), text);
+        self.denied_statements.insert(key.to_vec(), text);
         Ok(Action::Replace(deny::parse(name, &message)))
     }
 
@@ -155,10 +156,14 @@ impl Session {
             return action;
         }
         let (portal, statement) = (bind.portal, bind.statement);
-        let Some(text) = self.denied_statements.get(statement).cloned() else {
+        let Some(text) = self
+            .denied_statements
+            .get(super::server_name(statement))
+            .cloned()
+        else {
             return Action::Pass;
         };
-        if let Some(entry) = self.portals.get_mut(portal) {
+        if let Some(entry) = self.portals.get_mut(super::server_name(portal)) {
             entry.text = Some(text);
         }
         Action::Replace(deny::bind(portal, statement))
@@ -167,7 +172,11 @@ impl Session {
     /// A Describe: of a denied statement it makes the server raise the denial.
     pub(super) fn enforce_describe(&mut self, kind: u8, name: &[u8], now_us: u64) -> Action {
         let denied = (kind == b'S')
-            .then(|| self.denied_statements.get(name).cloned())
+            .then(|| {
+                self.denied_statements
+                    .get(super::server_name(name))
+                    .cloned()
+            })
             .flatten();
         let Some(text) = denied else {
             self.pending.push_back(Pending::Describe);
@@ -181,37 +190,10 @@ impl Session {
         Action::Replace(deny::describe_replacement(name))
     }
 
-    /// A FunctionCall (already enqueued) is judged as the equivalent `SELECT` of the
-    /// function, named from its OID (see [`fastpath_sql`]); a blocked one becomes the
-    /// raising block, which the server answers as it would the call: ErrorResponse
-    /// and ReadyForQuery.
-    pub(super) fn enforce_function_call(
-        &mut self,
-        call: &pg::FunctionCall<'_>,
-        now_us: u64,
-    ) -> Action {
-        if self.statement_policy.is_none() && self.token_login.is_none() {
-            return Action::Pass;
-        }
-        let sql = fastpath_sql(call);
-        let decision = self.judge_text(sql.as_bytes(), now_us);
-        let mut text = self.statement_text(sql.as_bytes(), false);
-        // Recorded as the function call it is, described by the judged text.
-        text.kind = None;
-        text.decision = decision.clone();
-        if let Some(Pending::FunctionCall(Some(run))) = self.pending.back_mut() {
-            run.text = Some(Arc::new(text));
-        }
-        match decision.filter(|d| self.applies(d)) {
-            Some(blocking) => Action::Replace(deny::query(&deny::denial_message(&blocking))),
-            None => Action::Pass,
-        }
-    }
-
     /// A Close of a statement forgets a denial of its name.
     pub(super) fn forget_denied(&mut self, kind: u8, name: &[u8]) {
         if kind == b'S' {
-            self.denied_statements.remove(name);
+            self.denied_statements.remove(super::server_name(name));
             self.forget_gated(name);
         }
     }
@@ -276,76 +258,3 @@ impl Session {
 
 /// Keeps the type name in one place for the session's field.
 pub(super) type DeniedStatements = std::collections::HashMap<Vec<u8>, Arc<StatementText>>;
-
-/// Builtin functions by OID (fixed in the catalog across PostgreSQL versions) that a
-/// client may call through the fast-path interface: the large-object calls libpq
-/// makes, and the server-file and admin functions a policy is likely to name.
-const FASTPATH_BUILTINS: &[(u32, &str)] = &[
-    (715, "lo_create"),
-    (764, "lo_import"),
-    (765, "lo_export"),
-    (767, "lo_import"),
-    (952, "lo_open"),
-    (953, "lo_close"),
-    (954, "loread"),
-    (955, "lowrite"),
-    (956, "lo_lseek"),
-    (957, "lo_creat"),
-    (958, "lo_tell"),
-    (964, "lo_unlink"),
-    (1004, "lo_truncate"),
-    (2078, "set_config"),
-    (2096, "pg_terminate_backend"),
-    (2171, "pg_cancel_backend"),
-    (2621, "pg_reload_conf"),
-    (2622, "pg_rotate_logfile"),
-    (2623, "pg_stat_file"),
-    (2624, "pg_read_file"),
-    (2625, "pg_ls_dir"),
-    (2848, "pg_switch_wal"),
-    (3170, "lo_lseek64"),
-    (3171, "lo_tell64"),
-    (3172, "lo_truncate64"),
-    (3293, "pg_read_file"),
-    (3295, "pg_read_binary_file"),
-    (3297, "pg_ls_dir"),
-    (3307, "pg_stat_file"),
-    (3353, "pg_ls_logdir"),
-    (3354, "pg_ls_waldir"),
-    (3436, "pg_promote"),
-    (3457, "lo_from_bytea"),
-    (3458, "lo_get"),
-    (3459, "lo_get"),
-    (3460, "lo_put"),
-    (3826, "pg_read_file"),
-    (3827, "pg_read_binary_file"),
-    (3828, "pg_read_binary_file"),
-];
-
-/// The SQL a FunctionCall is judged as: `SELECT <name>()` for a known builtin (with
-/// the setting name kept for `set_config`, which decides whether it switches role),
-/// else `SELECT fastpath_function_<oid>()`, which only a policy's default or a rule
-/// without function patterns decides.
-pub(super) fn fastpath_sql(call: &pg::FunctionCall<'_>) -> String {
-    let name = FASTPATH_BUILTINS
-        .iter()
-        .find(|(oid, _)| *oid == call.oid)
-        .map(|(_, name)| *name);
-    match name {
-        Some("set_config") => {
-            let text_first = call.arg_formats.first().is_none_or(|f| *f == 0);
-            let setting = call
-                .args
-                .first()
-                .copied()
-                .flatten()
-                .filter(|_| text_first)
-                .map(String::from_utf8_lossy)
-                .unwrap_or_default();
-            let literal = setting.replace('\\', "\\\\").replace('\'', "''");
-            format!("SELECT set_config(E'{literal}', '', false)")
-        }
-        Some(name) => format!("SELECT {name}()"),
-        None => format!("SELECT fastpath_function_{}()", call.oid),
-    }
-}

@@ -92,6 +92,13 @@ impl TokenLogin {
     }
 }
 
+impl TokenLogin {
+    /// Bytes of the server's startup answer held (for the memory count).
+    pub(super) fn held_bytes(&self) -> usize {
+        self.held.len()
+    }
+}
+
 /// The complete message `tag` + length + `body`.
 fn framed(tag: u8, body: &[u8]) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(body.len() + 5);
@@ -148,9 +155,9 @@ impl Session {
         if self.token_login.is_none() && self.shadow_login.is_none() {
             return None;
         }
-        let expires_at = self.policy_identity.as_ref()?.expires_at?;
+        let identity = self.policy_identity.as_ref()?;
         let now = i64::try_from(now_us / 1_000_000).unwrap_or(i64::MAX);
-        (now >= expires_at).then(|| Decision {
+        identity.token_expired(now).then(|| Decision {
             action: PolicyAction::Deny,
             rule: Some(TOKEN_EXPIRED_RULE.to_owned()),
             message: Some(

@@ -11,7 +11,7 @@ use gatehouse_core::record::StatementRecord;
 
 const DROP_MESSAGE: &str = "gatehouse: DROP is not allowed";
 
-const TEST_POLICY: &str = r#"{
+pub(super) const TEST_POLICY: &str = r#"{
   "version": "deny-tests",
   "default": { "action": "allow" },
   "rules": [
@@ -27,22 +27,35 @@ const TEST_POLICY: &str = r#"{
 }"#;
 
 /// A logged-in session with a policy, driven message by message.
-struct Wire {
-    session: Session,
-    records: Vec<Record>,
+pub(super) struct Wire {
+    pub(super) session: Session,
+    pub(super) records: Vec<Record>,
     now: u64,
     /// Deliver every input one byte at a time.
     byte_by_byte: bool,
 }
 
 impl Wire {
-    fn new(policy_json: &str, identity: Option<Identity>) -> Self {
+    pub(super) fn new(policy_json: &str, identity: Option<Identity>) -> Self {
         Self::with_chunking(policy_json, identity, false)
     }
 
-    fn with_chunking(policy_json: &str, identity: Option<Identity>, byte_by_byte: bool) -> Self {
+    pub(super) fn with_chunking(
+        policy_json: &str,
+        identity: Option<Identity>,
+        byte_by_byte: bool,
+    ) -> Self {
+        Self::with_config(policy_json, identity, byte_by_byte, EngineConfig::default())
+    }
+
+    pub(super) fn with_config(
+        policy_json: &str,
+        identity: Option<Identity>,
+        byte_by_byte: bool,
+        config: EngineConfig,
+    ) -> Self {
         let policy = Arc::new(PgPolicy::from_json(policy_json.as_bytes()).unwrap());
-        let mut session = session(EngineConfig::default());
+        let mut session = session(config);
         session.set_statement_policy(Box::new(policy));
         if let Some(identity) = identity {
             session.set_identity(identity);
@@ -69,7 +82,7 @@ impl Wire {
         wire
     }
 
-    fn feed(&mut self, bytes: &[u8], to_server: bool) -> Vec<u8> {
+    pub(super) fn feed(&mut self, bytes: &[u8], to_server: bool) -> Vec<u8> {
         self.now += 10;
         let chunks: Vec<Vec<u8>> = if self.byte_by_byte {
             byte_by_byte(0, bytes)
@@ -91,16 +104,16 @@ impl Wire {
     }
 
     /// Client bytes in; the bytes the server gets.
-    fn client(&mut self, bytes: &[u8]) -> Vec<u8> {
+    pub(super) fn client(&mut self, bytes: &[u8]) -> Vec<u8> {
         self.feed(bytes, true)
     }
 
     /// Server bytes in; the bytes the client gets.
-    fn server(&mut self, bytes: &[u8]) -> Vec<u8> {
+    pub(super) fn server(&mut self, bytes: &[u8]) -> Vec<u8> {
         self.feed(bytes, false)
     }
 
-    fn statements(&self) -> Vec<&StatementRecord> {
+    pub(super) fn statements(&self) -> Vec<&StatementRecord> {
         self.records
             .iter()
             .filter_map(|r| match r {
@@ -111,7 +124,7 @@ impl Wire {
     }
 }
 
-fn query(sql: &str) -> Vec<u8> {
+pub(super) fn query(sql: &str) -> Vec<u8> {
     frontend(&[FrontendMessage::Query {
         sql: sql.as_bytes(),
     }])
@@ -131,33 +144,40 @@ fn raised_error_fields(message: &str) -> Vec<ErrorField<'_>> {
     ]
 }
 
-fn raised_error(message: &str) -> Vec<u8> {
+pub(super) fn raised_error(message: &str) -> Vec<u8> {
     backend(&[BackendMessage::ErrorResponse {
         fields: raised_error_fields(message),
     }])
 }
 
-/// The error the client must see: severity, code and message only.
-fn clean_error(message: &str) -> Vec<u8> {
-    backend(&[BackendMessage::ErrorResponse {
-        fields: vec![
-            (b'S', b"ERROR"),
-            (b'V', b"ERROR"),
-            (b'C', b"42501"),
-            (b'M', message.as_bytes()),
-        ],
-    }])
+/// The error the client must see: severity, code and message only (these
+/// synthetic answers carry no DETAIL).
+pub(super) fn clean_error(message: &str) -> Vec<u8> {
+    clean_error_with_detail(message, None)
 }
 
-fn ready(status: u8) -> Vec<u8> {
+/// The error the client must see: severity, code, message and, from a real
+/// server's answer, the DETAIL naming the rule.
+fn clean_error_with_detail(message: &str, detail: Option<&str>) -> Vec<u8> {
+    let mut fields = vec![
+        (b'S', b"ERROR".as_slice()),
+        (b'V', b"ERROR"),
+        (b'C', b"42501"),
+        (b'M', message.as_bytes()),
+    ];
+    fields.extend(detail.map(|detail| (b'D', detail.as_bytes())));
+    backend(&[BackendMessage::ErrorResponse { fields }])
+}
+
+pub(super) fn ready(status: u8) -> Vec<u8> {
     backend(&[BackendMessage::ReadyForQuery { status }])
 }
 
-fn cat(parts: &[&[u8]]) -> Vec<u8> {
+pub(super) fn cat(parts: &[&[u8]]) -> Vec<u8> {
     parts.concat()
 }
 
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+pub(super) fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
 }
 
@@ -171,8 +191,17 @@ fn assert_denied(record: &StatementRecord, rule: &str, statement: &str) {
     );
 }
 
-/// The client's message for a statement TEST_POLICY blocks for the claimed user.
-fn policy_message(sql: &str) -> String {
+/// What the client is told for a statement `rule` refuses with `message`.
+pub(super) fn denial(message: &str, rule: &str) -> deny::Denial {
+    deny::Denial {
+        message: message.to_owned(),
+        detail: Some(format!("denied by gatehouse rule {rule}")),
+        hint: None,
+    }
+}
+
+/// What the client is told for a statement TEST_POLICY blocks for the claimed user.
+fn policy_message(sql: &str) -> deny::Denial {
     let policy = PgPolicy::from_json(TEST_POLICY.as_bytes()).unwrap();
     let ctx = crate::policy::SessionContext {
         identity: Identity::claimed("alice"),
@@ -193,7 +222,8 @@ fn denied_query_becomes_the_raising_block_and_the_next_statement_passes() {
             sent,
             query(
                 "DO $gh$BEGIN RAISE EXCEPTION USING ERRCODE = '42501', \
-                 MESSAGE = E'gatehouse: DROP is not allowed'; END$gh$"
+                 MESSAGE = E'gatehouse: DROP is not allowed', \
+                 DETAIL = E'denied by gatehouse rule no-drop'; END$gh$"
             )
         );
         let answer = cat(&[&raised_error(DROP_MESSAGE), &ready(b'I')]);
@@ -233,7 +263,7 @@ fn denial_inside_begin_aborts_the_transaction_as_the_server_decides() {
     ]);
     assert_eq!(wire.server(&begun), begun);
     let sent = wire.client(&query("drop table accounts"));
-    assert_eq!(sent, deny::query(DROP_MESSAGE));
+    assert_eq!(sent, deny::query(&denial(DROP_MESSAGE, "no-drop")));
     assert_eq!(
         wire.server(&cat(&[&raised_error(DROP_MESSAGE), &ready(b'E')])),
         cat(&[&clean_error(DROP_MESSAGE), &ready(b'E')])
@@ -269,7 +299,7 @@ fn one_denied_statement_denies_the_whole_query_message() {
     let mut wire = Wire::new(TEST_POLICY, None);
     let sql = "select 1; insert into t values (1); DROP TABLE t; select 2";
     let sent = wire.client(&query(sql));
-    assert_eq!(sent, deny::query(DROP_MESSAGE));
+    assert_eq!(sent, deny::query(&denial(DROP_MESSAGE, "no-drop")));
     wire.server(&cat(&[&raised_error(DROP_MESSAGE), &ready(b'I')]));
     let records = wire.statements();
     assert_eq!(records.len(), 1);
@@ -283,8 +313,8 @@ fn require_approval_blocks_with_its_own_reason_and_observe_lets_it_run() {
     let message = policy_message("TRUNCATE audit");
     assert_eq!(sent, deny::query(&message));
     assert_eq!(
-        wire.server(&cat(&[&raised_error(&message), &ready(b'I')])),
-        cat(&[&clean_error(&message), &ready(b'I')])
+        wire.server(&cat(&[&raised_error(&message.message), &ready(b'I')])),
+        cat(&[&clean_error(&message.message), &ready(b'I')])
     );
     let delete = query("delete from t where id = 3");
     assert_eq!(wire.client(&delete), delete);
@@ -308,7 +338,7 @@ fn unparseable_text_is_denied_by_default() {
     let records_before = wire.statements().len();
     let message = policy_message(sql);
     assert_eq!(sent, deny::query(&message));
-    wire.server(&cat(&[&raised_error(&message), &ready(b'I')]));
+    wire.server(&cat(&[&raised_error(&message.message), &ready(b'I')]));
     let records = wire.statements();
     assert_eq!(records.len(), records_before + 1);
     assert_eq!(
@@ -377,7 +407,7 @@ fn extended_named_statement_is_parsed_as_the_block_and_bound_without_parameters(
         ]);
         let sent = wire.client(&request);
         let expected = cat(&[
-            &deny::parse(b"s1", DROP_MESSAGE),
+            &deny::parse(b"s1", &denial(DROP_MESSAGE, "no-drop")),
             &deny::bind(b"", b"s1"),
             &frontend(&[
                 FrontendMessage::Describe {
@@ -435,7 +465,7 @@ fn describe_of_a_denied_statement_raises_there_without_sync() {
     ]);
     let sent = wire.client(&request);
     let mut expected = cat(&[
-        &deny::parse(b"__stmt_1", DROP_MESSAGE),
+        &deny::parse(b"__stmt_1", &denial(DROP_MESSAGE, "no-drop")),
         &deny::bind(deny::PRIVATE_PORTAL, b"__stmt_1"),
     ]);
     FrontendMessage::Execute {
@@ -491,7 +521,7 @@ fn pipelined_unnamed_statements_deny_one_and_run_the_next() {
         FrontendMessage::Sync,
     ]);
     let expected = cat(&[
-        &deny::parse(b"", DROP_MESSAGE),
+        &deny::parse(b"", &denial(DROP_MESSAGE, "no-drop")),
         &deny::bind(b"", b""),
         &frontend(&[execute, FrontendMessage::Sync]),
         &allowed,
@@ -604,7 +634,7 @@ fn captured(name: &str) -> (Vec<u8>, Vec<u8>) {
 }
 
 /// Splits wire bytes into whole messages (tag, length, body).
-fn messages(mut bytes: &[u8]) -> Vec<Vec<u8>> {
+pub(super) fn messages(mut bytes: &[u8]) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     while !bytes.is_empty() {
         let len = u32::from_be_bytes(bytes[1..5].try_into().unwrap()) as usize;
@@ -622,7 +652,7 @@ fn strip_raised(server: &[u8]) -> Vec<u8> {
             let is_raise = m[0] == b'E' && contains(&m, b"Rexec_stmt_raise\0");
             assert!(!is_raise || contains(&m, raised[3].1), "unexpected raise");
             if is_raise {
-                clean_error(DROP_MESSAGE)
+                clean_error_with_detail(DROP_MESSAGE, Some("denied by gatehouse rule no-drop"))
             } else {
                 m
             }
@@ -718,40 +748,9 @@ fn real_server_answer_to_a_denied_describe_loses_the_private_bind_complete() {
     let kinds: Vec<u8> = messages(&to_client).iter().map(|m| m[0]).collect();
     // BEGIN, SAVEPOINT, ParseComplete, the denial, ReadyForQuery (failed block).
     assert_eq!(kinds, b"CZCZ1EZ");
-    assert!(contains(&to_client, &clean_error(DROP_MESSAGE)));
+    assert!(contains(
+        &to_client,
+        &clean_error_with_detail(DROP_MESSAGE, Some("denied by gatehouse rule no-drop"))
+    ));
     assert_eq!(wire.session.summary().unmatched_backend_messages, 0);
-}
-
-fn function_call(oid: u32, arg: &'static [u8]) -> Vec<u8> {
-    frontend(&[FrontendMessage::FunctionCall(
-        crate::protocol::FunctionCall {
-            oid,
-            arg_formats: vec![0],
-            args: vec![Some(arg)],
-            result_format: 0,
-        },
-    )])
-}
-
-#[test]
-fn fast_path_call_of_a_denied_function_is_refused_like_the_sql_call() {
-    let mut wire = Wire::new(TEST_POLICY, None);
-    // lo_import(text) by OID, as a client could send it to read a server file.
-    let sent = wire.client(&function_call(764, b"/etc/passwd"));
-    assert_eq!(sent, deny::query("gatehouse: no server files"));
-    assert_eq!(
-        wire.server(&cat(&[
-            &raised_error("gatehouse: no server files"),
-            &ready(b'I')
-        ])),
-        cat(&[&clean_error("gatehouse: no server files"), &ready(b'I')])
-    );
-    // lo_open is not named by the policy: it passes.
-    let open = function_call(952, b"\0\0\0\x01");
-    assert_eq!(wire.client(&open), open);
-    let records = wire.statements();
-    assert_eq!(records[0].kind.as_deref(), Some("FUNCTION CALL"));
-    assert_eq!(records[0].decision.rule.as_deref(), Some("no-server-files"));
-    assert_eq!(records[0].statement.as_deref(), Some("SELECT lo_import()"));
-    assert_eq!(records[0].error.as_ref().unwrap().sqlstate, "42501");
 }

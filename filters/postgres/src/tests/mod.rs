@@ -6,10 +6,13 @@
 mod approvals;
 mod captures;
 mod deny;
+mod fastpath;
 mod login;
 mod malformed;
+mod memory;
 mod readiness;
 mod shadow;
+mod startup;
 mod streaming;
 
 use crate::protocol::{BackendMessage, FrontendMessage};

@@ -12,8 +12,9 @@ import struct
 import sys
 
 MESSAGE = "gatehouse: DROP is not allowed"
+DETAIL = "denied by gatehouse rule no-drop"
 BLOCK = ("DO $gh$BEGIN RAISE EXCEPTION USING ERRCODE = '42501', "
-         "MESSAGE = E'" + MESSAGE + "'; END$gh$")
+         "MESSAGE = E'" + MESSAGE + "', DETAIL = E'" + DETAIL + "'; END$gh$")
 PRIVATE = "\x01gatehouse_denied"
 
 

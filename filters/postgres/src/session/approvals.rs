@@ -136,25 +136,29 @@ impl Session {
         let Some(approvals) = self.approvals.as_mut() else {
             return false;
         };
-        if !approvals.gated.contains_key(name) && approvals.gated.len() >= limit {
+        // Keyed as the server knows the name: a Bind to a longer name that
+        // agrees on its first 63 bytes binds this statement.
+        let key = super::server_name(name);
+        if !approvals.gated.contains_key(key) && approvals.gated.len() >= limit {
             return false;
         }
-        approvals.gated.insert(name.to_vec(), Arc::from(sql));
+        approvals.gated.insert(key.to_vec(), Arc::from(sql));
         true
     }
 
     /// A Parse or Close of `name`: whatever was gated under it is gone.
     pub(super) fn forget_gated(&mut self, name: &[u8]) {
         if let Some(approvals) = self.approvals.as_mut() {
-            approvals.gated.remove(name);
+            approvals.gated.remove(super::server_name(name));
         }
     }
 
     /// A Bind (already registered) to a gated statement: checked with its
     /// parameters. `None` when the statement is not gated.
     pub(super) fn gate_bind(&mut self, bind: &pg::Bind<'_>, now_us: u64) -> Option<Action> {
-        let sql = self.approvals.as_ref()?.gated.get(bind.statement)?.clone();
-        let text = self.statements_by_name.get(bind.statement)?.clone();
+        let statement = super::server_name(bind.statement);
+        let sql = self.approvals.as_ref()?.gated.get(statement)?.clone();
+        let text = self.statements_by_name.get(statement)?.clone();
         let decision = text.decision.clone()?;
         let (text, replacement) = match self.gate(&decision, &sql, &bind.params, now_us) {
             Gated::Run(approval) => (with_approval(&text, approval), None),
@@ -171,7 +175,7 @@ impl Session {
                 (text, Some(out))
             }
         };
-        if let Some(portal) = self.portals.get_mut(bind.portal) {
+        if let Some(portal) = self.portals.get_mut(super::server_name(bind.portal)) {
             portal.text = Some(text);
         }
         let replacement = replacement?;

@@ -309,6 +309,37 @@ fn binds_are_checked_with_their_parameters() {
 }
 
 #[test]
+fn a_bind_to_a_longer_name_the_server_reads_as_the_same_is_checked_too() {
+    let mut wire = Wire::new();
+    // The server keys statements by their first 63 bytes.
+    let prepared = format!("{}a", "s".repeat(63));
+    let alias = format!("{}b", "s".repeat(63));
+    let parse = frontend(&[FrontendMessage::Parse {
+        name: prepared.as_bytes(),
+        sql: b"DELETE FROM customers WHERE id = $1",
+        param_types: vec![],
+    }]);
+    assert_eq!(wire.client(&parse), parse);
+    let bind = frontend(&[
+        FrontendMessage::Bind(Bind {
+            portal: b"",
+            statement: alias.as_bytes(),
+            param_formats: vec![],
+            params: vec![Some(b"7")],
+            result_formats: vec![],
+        }),
+        FrontendMessage::Execute {
+            portal: b"",
+            max_rows: 0,
+        },
+        FrontendMessage::Sync,
+    ]);
+    let sent = wire.client(&bind);
+    assert_ne!(sent, bind, "the aliased Bind went through unchecked");
+    assert!(text_of(&sent).contains("gatehouse_approval"));
+}
+
+#[test]
 fn a_window_grant_passes_every_statement_of_its_rule_until_it_ends() {
     let mut wire = Wire::new();
     let policy = POLICY.replace(

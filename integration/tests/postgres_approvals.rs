@@ -115,7 +115,11 @@ fn deny_and_retry_through_envoy_and_the_approval_service() {
     let sql = "UPDATE customers SET email = 'approved@example.com' WHERE id = 1";
     let out = psql(&stack, port, "developer", sql);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(stderr.contains(&format!("ERROR:  {REFUSAL}")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("ERROR:  {REFUSAL}")),
+        "{stderr}{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let id = request_id(&stderr);
     assert!(
         stderr.contains(&format!("gatehouse approve {id}")),

@@ -21,6 +21,7 @@ fn developer() -> SessionContext {
         },
         database: "app".into(),
         role: "app_user".into(),
+        ..SessionContext::default()
     }
 }
 

@@ -379,6 +379,7 @@ fn explain_sql(
         identity: identity.clone(),
         database: args.database.as_deref().unwrap_or_default().to_owned(),
         role: args.role.as_deref().unwrap_or_default().to_owned(),
+        ..SessionContext::default()
     };
     let verdict = policy.decide(&context, sql);
     let analysis = sql::analyze(sql, policy.limits());

@@ -844,3 +844,55 @@ fn masking_differential_every_verb_subresource_and_content_type() {
     );
     assert!(checked >= 200, "{checked} cases");
 }
+
+/// A worker fetches its issuer's signing keys on its first request; a request
+/// body that arrives meanwhile must wait for the judgment, not carry the
+/// request past it. Every request here is the first of a fresh stack, sent
+/// with its body in the same packets as its headers.
+#[test]
+fn a_body_sent_while_the_keys_are_fetched_waits_for_the_judgment() {
+    let stack = stack("k8s-body-during-key-fetch");
+    let token = stack.token("developer").unwrap();
+    let denied_write = |http2: bool| {
+        let request = RawRequest::new("POST", "/api/v1/namespaces/prod/configmaps").body(
+            JSON,
+            &serde_json::to_vec(&json!({"metadata": {"name": "slipped-past"}, "data": {"a": "b"}}))
+                .unwrap(),
+        );
+        if http2 { request.http2() } else { request }
+    };
+    let can_i = RawRequest::new(
+        "POST",
+        "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+    )
+    .body(
+        JSON,
+        &serde_json::to_vec(&json!({
+            "apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+            "spec": {"resourceAttributes": {"verb": "create", "resource": "configmaps", "namespace": "prod"}}
+        }))
+        .unwrap(),
+    );
+    let mut requests: Vec<RawRequest> = (0..6).map(|i| denied_write(i % 2 == 1)).collect();
+    requests.push(can_i.clone());
+    requests.push(can_i.http2());
+    let responses = through_gateway(&stack, "first-requests", requests, &token);
+    for (i, response) in responses.iter().enumerate().take(6) {
+        assert_eq!(response.status, 403, "write {i}: {}", response.text());
+    }
+    for response in &responses[6..] {
+        assert_eq!(response.status, 201, "{}", response.text());
+        let review = response.json().expect("a SelfSubjectAccessReview");
+        assert_eq!(review["status"]["allowed"], false, "{review}");
+    }
+    let leaked: Vec<String> = stack
+        .upstream_requests()
+        .into_iter()
+        .filter(|seen| seen.method != "GET")
+        .map(|seen| format!("{} {}", seen.method, seen.uri))
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "reached the API server unjudged: {leaked:?}"
+    );
+}

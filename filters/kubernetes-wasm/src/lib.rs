@@ -317,6 +317,7 @@ impl RootContext for KubernetesRoot {
             audit_key: audit_filter_state_key(Default::default()),
             review: None,
             request_complete: false,
+            request_body_bytes: 0,
         }))
     }
 }
@@ -343,8 +344,10 @@ struct KubernetesRequest {
     audit_key: &'static str,
     /// A self-check waiting for its request body.
     review: Option<Box<PendingReview>>,
-    /// Whether the request had no body (its headers ended the stream).
+    /// Whether the request has ended (with its headers or its last body chunk).
     request_complete: bool,
+    /// The request body Envoy holds for this filter so far.
+    request_body_bytes: usize,
 }
 
 /// What happens to the response body.
@@ -420,11 +423,12 @@ impl KubernetesRequest {
         match admission {
             Admission::Respond(response) => self.respond(worker, &response),
             Admission::ReadBody(pending) => {
-                if self.request_complete {
-                    let response = worker.gate.answer_review(*pending, b"", now);
-                    return self.respond(worker, &response);
-                }
                 self.review = Some(pending);
+                if self.request_complete {
+                    // The body ended while the keys were fetched (or there is none).
+                    drop(guard);
+                    return self.answer_review(self.request_body_bytes, true);
+                }
                 Action::Pause
             }
             Admission::Approval(step) => {
@@ -697,6 +701,8 @@ impl HttpContext for KubernetesRequest {
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        self.request_complete = end_of_stream;
+        self.request_body_bytes = body_size;
         // A request held for approval (an upgrade, such as a WebSocket exec,
         // has a body stream) stays held whatever arrives after its headers:
         // Envoy would otherwise let the headers go on with the first body
@@ -704,10 +710,17 @@ impl HttpContext for KubernetesRequest {
         if self.approval.is_some() {
             return Action::Pause;
         }
-        if self.review.is_none() {
-            return Action::Continue;
+        if self.review.is_some() {
+            return self.answer_review(body_size, end_of_stream);
         }
-        self.answer_review(body_size, end_of_stream)
+        // Only an admitted request's body moves on. One still being judged
+        // (its issuer's keys are on their way) waits, buffered, with it;
+        // continuing here would forward the request unjudged.
+        if self.forward.is_some() {
+            Action::Continue
+        } else {
+            Action::Pause
+        }
     }
 
     fn on_log(&mut self) {

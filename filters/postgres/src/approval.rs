@@ -18,6 +18,7 @@
 //! filter reads and does not forward (see [`parse_set_reason`]).
 
 use crate::policy::PgPolicy;
+use crate::sql::{Settings, lexer};
 use gatehouse_core::approval::grant::{fingerprint, request_id, statement_hash};
 use gatehouse_core::approval::{
     ApprovalRef, ApprovalRequirement, GrantBook, Lookup, NewRequest, PendingRef, Principal, Target,
@@ -80,6 +81,8 @@ pub struct ApprovalAsk<'a> {
     pub rule: &'a str,
     /// The exact text, as sent.
     pub sql: &'a [u8],
+    /// How the server lexes this session's text (for the request's fingerprint).
+    pub lexing: Settings,
     /// Bind parameters (`None` for NULL); empty for a simple Query.
     pub params: &'a [Option<&'a [u8]>],
     /// The text as records show it (literals masked when configured).
@@ -172,7 +175,8 @@ impl ApprovalGate {
         seed.extend_from_slice(&self.filed.to_be_bytes());
         seed.extend_from_slice(hash.as_bytes());
         let id = request_id(&seed);
-        let shape = crate::lexer::redact_literals(ask.sql);
+        let sql = String::from_utf8_lossy(ask.sql);
+        let shape = lexer::redact_literals(&sql, &lexer::tokenize_with(&sql, ask.lexing));
         let request = NewRequest {
             id: Some(id.clone()),
             rule: ask.rule.to_owned(),
@@ -315,6 +319,7 @@ mod tests {
             role: "app",
             rule,
             sql,
+            lexing: Settings::default(),
             params,
             recorded_text: "delete from customers where id = $1",
             reason: None,

@@ -10,7 +10,6 @@ pub mod fastpath;
 pub mod filter_config;
 pub mod framing;
 pub mod guard;
-pub mod lexer;
 pub mod login;
 pub mod masking;
 pub mod protocol;

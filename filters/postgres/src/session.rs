@@ -62,8 +62,8 @@
 
 use crate::config::{EngineConfig, SslRequestPolicy};
 use crate::framing::{FrameMode, Framer, Header, Output, Stream, Verdict};
-use crate::lexer;
 use crate::protocol::{self as pg, BackendMessage, FrontendMessage, StartupPacket};
+use crate::sql::lexer;
 use base64::Engine as _;
 use gatehouse_core::build;
 use gatehouse_core::policy::Decision;
@@ -325,6 +325,8 @@ pub struct Session {
     shadow_login: Option<shadow::ShadowLogin>,
     /// Connected to the approval service (see [`Session::set_approval_gate`]).
     approvals: Option<approvals::SessionApprovals>,
+    /// The settings that decide how the server lexes, as it last reported them.
+    server_lexing: crate::policy::Lexing,
     /// Why an enforcing session would have refused the startup parameters (shadow
     /// mode records it on the session start).
     startup_refusal: Option<String>,
@@ -393,6 +395,7 @@ impl Session {
             mode: FilterMode::Enforce,
             shadow_login: None,
             approvals: None,
+            server_lexing: crate::policy::Lexing::default(),
             startup_refusal: None,
             protocol_options: Vec::new(),
             fast_path: fastpath::FastPathTable::default(),
@@ -1334,16 +1337,21 @@ impl Session {
     fn statement_text(&self, sql: &[u8], truncated: bool) -> StatementText {
         let limit = self.config.max_statement_bytes;
         let cut = sql.len() > limit;
-        let sql = sql.get(..limit.min(sql.len())).unwrap_or_default();
+        let sql = String::from_utf8_lossy(sql.get(..limit.min(sql.len())).unwrap_or_default());
+        let lexed = lexer::tokenize_with(&sql, self.lexer_settings());
+        let kind = lexed
+            .statement_tokens()
+            .next()
+            .and_then(|tokens| lexer::leading_keyword(&sql, tokens));
         let text = if self.config.redact_literals {
-            Shared(Arc::from(lexer::redact_literals(sql)))
+            Shared(Arc::from(lexer::redact_literals(&sql, &lexed)))
         } else {
-            Shared(Arc::from(String::from_utf8_lossy(sql)))
+            Shared(Arc::from(sql))
         };
         StatementText {
             text,
             truncated: truncated || cut,
-            kind: lexer::statement_kind(sql),
+            kind,
             decision: None,
             approval: None,
         }
@@ -1356,7 +1364,7 @@ impl Session {
         decision: Option<Decision>,
         now_us: u64,
     ) {
-        let mut ranges = lexer::split_statements(sql);
+        let mut ranges = lexer::statement_spans(sql, self.lexer_settings());
         if ranges.len() > MAX_STATEMENTS_PER_QUERY {
             // The last record covers the remaining statements together.
             let end = ranges.last().map_or(0, |r| r.end);
@@ -1464,6 +1472,11 @@ impl Session {
 
     fn on_backend_message(&mut self, tag: u8, body: &[u8], now_us: u64) -> Result<Action, String> {
         let msg = BackendMessage::decode(tag, body).map_err(|e| e.to_string())?;
+        if let BackendMessage::ParameterStatus { name, value } = &msg
+            && let Some(action) = self.on_parameter_status(name, value, now_us)
+        {
+            return Ok(action);
+        }
         if matches!(
             msg,
             BackendMessage::ReadyForQuery { .. } | BackendMessage::ErrorResponse { .. }

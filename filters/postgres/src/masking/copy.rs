@@ -138,7 +138,7 @@ pub fn copy_statements(sql: &[u8]) -> VecDeque<CopyStatement> {
         return out;
     }
     let lexed = lexer::tokenize(sql);
-    for (index, tokens) in lexer::split_statements(&lexed).enumerate() {
+    for (index, tokens) in lexed.statement_tokens().enumerate() {
         if out.len() >= MAX_COPIES_PER_QUERY {
             break;
         }
@@ -154,7 +154,7 @@ pub fn copy_statements(sql: &[u8]) -> VecDeque<CopyStatement> {
                 describe_sql,
             }) => out.push_back(CopyStatement {
                 options,
-                describe_sql: describe_sql.filter(|_| index == 0 && !lexed.unterminated),
+                describe_sql: describe_sql.filter(|_| index == 0 && lexed.error.is_none()),
                 fields: DescribedFields::default(),
             }),
             Some(Parsed::Other) => {}

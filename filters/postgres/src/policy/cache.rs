@@ -1,16 +1,19 @@
 //! A bounded decision cache, so the same statement shape is parsed once per policy.
 //!
-//! The key is the session's [`Applicability`] (which rules can apply to it at all)
-//! plus the text's normalized fingerprint: tokens with comments and layout removed,
-//! keywords lowercased and every string and number constant replaced by `$?`.
-//! `SELECT abalance FROM pgbench_accounts WHERE aid = 42` and `… aid = 77` share one
-//! entry.
+//! The key is the session's [`Applicability`] (which rules can apply to it at all),
+//! the `standard_conforming_strings` setting the text was lexed under, and the
+//! text's fingerprint ([`lexer::fingerprint_into`]): each
+//! token's kind and form with names as the server resolves them, comments and layout
+//! removed, and every string and number constant replaced by a placeholder of its
+//! kind. `SELECT abalance FROM pgbench_accounts WHERE aid = 42` and `… aid = 77`
+//! share one entry; `"u&x"` and `U&"u&x"`, or a string and a quoted name, never do.
 //!
 //! Why sharing across constants is safe: the lexer that fingerprints is the one that
 //! splits statements, so constants cannot hide statements or keywords, and identifiers
 //! (quoted ones verbatim) are kept. Analysis only looks at constants in a few places:
-//! the setting name given to `set_config` (`'role'` or `'search_path'`) and the value
-//! of `EXPLAIN (ANALYZE <const>)`. An analysis that did is marked literal-sensitive;
+//! the setting name given to `set_config` (`'role'` or `'search_path'`), the value
+//! given to `client_encoding`, a LIKE pattern in a write's WHERE and the value of
+//! `EXPLAIN (ANALYZE <const>)`. An analysis that did is marked literal-sensitive;
 //! its fingerprint entry then only records that fact, and decisions for that shape are
 //! cached under the full text with constants kept, so `set_config('role', …)` can never
 //! reuse the decision made for `set_config('application_name', …)`. COPY targets need
@@ -103,8 +106,13 @@ impl PolicyCache {
         if sql.len() > policy.limits().max_sql_len {
             return policy.judge(&applicable, &sql::analyze(sql, policy.limits()));
         }
-        let lexed = lexer::tokenize(sql);
-        let shape_key = key(&applicable, sql, &lexed, false);
+        let lexed = match policy.lex(ctx, sql) {
+            Ok(lexed) => lexed,
+            Err(refusal) => return refusal,
+        };
+        let scs = ctx.lexing.standard_conforming_strings;
+        let key_for = |keep_literals: bool| key(&applicable, scs, sql, &lexed, keep_literals);
+        let shape_key = key_for(false);
         let exact = match self.lookup(&shape_key) {
             Some(Entry::Decided(verdict)) => {
                 let verdict = verdict.clone();
@@ -112,7 +120,7 @@ impl PolicyCache {
                 return verdict;
             }
             Some(Entry::LiteralSensitive) => {
-                let exact_key = key(&applicable, sql, &lexed, true);
+                let exact_key = key_for(true);
                 if let Some(Entry::Decided(verdict)) = self.lookup(&exact_key) {
                     let verdict = verdict.clone();
                     self.hits += 1;
@@ -126,7 +134,7 @@ impl PolicyCache {
         let analysis = sql::analyze_lexed(sql, &lexed, policy.limits());
         let verdict = policy.judge(&applicable, &analysis);
         if analysis.literal_sensitive() {
-            let exact_key = exact.unwrap_or_else(|| key(&applicable, sql, &lexed, true));
+            let exact_key = exact.unwrap_or_else(|| key_for(true));
             self.insert(shape_key, Entry::LiteralSensitive);
             self.insert(exact_key, Entry::Decided(verdict.clone()));
         } else {
@@ -181,16 +189,26 @@ impl PolicyCache {
     }
 }
 
-/// Applicability, then the normalized text (with or without its constants).
-fn key(applicable: &Applicability, sql: &str, lexed: &lexer::Lexed, keep_literals: bool) -> String {
+/// Applicability, the lexing setting, then the text's fingerprint (with or without
+/// its constants): token kinds and forms, resolved names, statement boundaries.
+fn key(
+    applicable: &Applicability,
+    standard_conforming_strings: bool,
+    sql: &str,
+    lexed: &lexer::Lexed,
+    keep_literals: bool,
+) -> String {
     let mut out = String::with_capacity(sql.len() + 16);
     applicable.write_key(&mut out);
+    out.push(if standard_conforming_strings {
+        's'
+    } else {
+        'e'
+    });
     out.push(if keep_literals { '=' } else { '~' });
-    let mut normalized = String::with_capacity(sql.len());
-    lexer::normalize_into(sql, &lexed.tokens, keep_literals, &mut normalized);
-    out.push_str(&normalized);
-    if lexed.unterminated {
-        out.push_str(" <unterminated>");
+    if lexed.error.is_some() {
+        out.push_str("<refused>");
     }
+    lexer::fingerprint_into(sql, &lexed.tokens, keep_literals, &mut out);
     out
 }

@@ -13,7 +13,8 @@ mod config;
 pub use cache::PolicyCache;
 pub use config::UNPARSEABLE_RULE;
 
-use crate::sql::{self, Analysis, Limits, StatementInfo, StatementKind};
+use crate::sql::lexer::{self, Lexed, TokenKind};
+use crate::sql::{self, Analysis, Limits, Settings, StatementInfo, StatementKind, encoding};
 use config::Rule;
 use gatehouse_core::approval::ApprovalRequirement;
 use gatehouse_core::config::ConfigError;
@@ -22,7 +23,8 @@ use gatehouse_core::policy::{Action, Decision};
 use serde::Serialize;
 use std::sync::Arc;
 
-/// What the policy may match on besides the SQL: who is connected, to what, as whom.
+/// What the policy may match on besides the SQL: who is connected, to what, as whom,
+/// and how the server will read the text.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SessionContext {
     pub identity: Identity,
@@ -30,6 +32,63 @@ pub struct SessionContext {
     pub database: String,
     /// The database role (startup `user`) the session runs as.
     pub role: String,
+    pub lexing: Lexing,
+}
+
+/// The server state that decides how it lexes the session's next text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lexing {
+    /// `standard_conforming_strings` as the server last reported it.
+    pub standard_conforming_strings: bool,
+    /// `client_encoding` as the server last reported it.
+    pub client_encoding: String,
+    /// A request is still unanswered that may change either setting before the
+    /// server reads this text (a client can pipeline `SET …` and the next text in
+    /// one write; a function can change them too).
+    pub settings_in_flight: bool,
+}
+
+impl Default for Lexing {
+    /// The server defaults, nothing in flight.
+    fn default() -> Self {
+        Self {
+            standard_conforming_strings: true,
+            client_encoding: "UTF8".into(),
+            settings_in_flight: false,
+        }
+    }
+}
+
+/// Name of the pseudo-rule that refuses a text whose lexing depends on a setting a
+/// request in flight may change.
+pub const UNCERTAIN_LEXING_RULE: &str = "(uncertain-lexing)";
+/// Name of the pseudo-rule that refuses a switch to a client encoding the filter
+/// cannot read.
+pub const UNSAFE_ENCODING_RULE: &str = "(unsafe-client-encoding)";
+
+fn builtin_denial(rule: &str, message: &str) -> Decision {
+    Decision {
+        action: Action::Deny,
+        rule: Some(rule.to_string()),
+        message: Some(message.to_string()),
+    }
+}
+
+fn uncertain_lexing() -> Decision {
+    builtin_denial(
+        UNCERTAIN_LEXING_RULE,
+        "gatehouse: this text would be read differently if a request still in flight \
+         changes standard_conforming_strings or client_encoding; send it after that \
+         request's answer",
+    )
+}
+
+fn unsafe_encoding() -> Decision {
+    builtin_denial(
+        UNSAFE_ENCODING_RULE,
+        "gatehouse: client encodings in which a character can hold a quote or backslash \
+         byte (SJIS, BIG5, GBK, GB18030, UHC, JOHAB) are refused; use UTF8",
+    )
 }
 
 /// The decision about one statement of a text.
@@ -162,8 +221,51 @@ impl PgPolicy {
 
     /// Analyzes `sql` and judges it for the session (no caching; see [`PolicyCache`]).
     pub fn decide(&self, ctx: &SessionContext, sql: &str) -> Verdict {
-        let analysis = sql::analyze(sql, &self.limits);
-        self.judge(&self.applicability(ctx), &analysis)
+        let applicable = self.applicability(ctx);
+        match self.lex(ctx, sql) {
+            Ok(lexed) => self.judge(&applicable, &sql::analyze_lexed(sql, &lexed, &self.limits)),
+            Err(refusal) => refusal,
+        }
+    }
+
+    /// Lexes `sql` as the server will for the session, or the refusal when that is
+    /// not certain: a setting that changes the lexing may change before the server
+    /// reads the text, and the text reads differently under the other value.
+    pub fn lex(&self, ctx: &SessionContext, sql: &str) -> Result<Lexed, Verdict> {
+        let lexing = &ctx.lexing;
+        let refuse = || Verdict::refused(uncertain_lexing());
+        if sql.len() > self.limits.max_sql_len {
+            // Analysis refuses it whole; no need to lex it.
+            return Ok(Lexed {
+                error: Some(lexer::LexError {
+                    offset: 0,
+                    message: "text too long to analyze",
+                }),
+                ..Lexed::default()
+            });
+        }
+        let encoding_uncertain = lexing.settings_in_flight
+            || !encoding::is_safe_client_encoding(&lexing.client_encoding);
+        if encoding_uncertain && encoding::ambiguous_under_unsafe_encodings(sql.as_bytes()) {
+            return Err(refuse());
+        }
+        let settings = Settings {
+            standard_conforming_strings: lexing.standard_conforming_strings,
+        };
+        let lexed = lexer::tokenize_with(sql, settings);
+        // Only backslashes and `U&'` read differently under the other setting.
+        if lexing.settings_in_flight && (sql.contains('\\') || sql.contains("&'")) {
+            let other = lexer::tokenize_with(
+                sql,
+                Settings {
+                    standard_conforming_strings: !settings.standard_conforming_strings,
+                },
+            );
+            if !same_reading(sql, &lexed, &other) {
+                return Err(refuse());
+            }
+        }
+        Ok(lexed)
     }
 
     /// Judges an analysis for a session with the given applicability.
@@ -197,14 +299,156 @@ impl PgPolicy {
 
     /// The first rule matching one statement (not what it runs), else the default.
     fn judge_one(&self, applicable: &Applicability, statement: &StatementInfo) -> Decision {
+        if statement.unsafe_client_encoding {
+            return unsafe_encoding();
+        }
         if statement.unparseable {
-            return self.unparseable.clone();
+            return self.judge_unknown(applicable, statement.kind);
         }
         self.rules
             .iter()
             .enumerate()
             .find(|(i, rule)| applicable.get(*i) && rule_matches(rule, statement))
             .map_or_else(|| self.default.clone(), |(_, rule)| rule.decision.clone())
+    }
+}
+
+impl PgPolicy {
+    /// A statement that could not be analyzed, of `kind` as far as its leading
+    /// keywords tell: the rules are tried in order as far as that knowledge
+    /// decides them. A rule that cannot match is skipped; one that surely matches
+    /// (one that depends only on who is asking, such as an allow-everything rule
+    /// for DBAs) decides. Otherwise (a rule that might match, or none left) the
+    /// policy's `unparseable` setting decides.
+    fn judge_unknown(&self, applicable: &Applicability, kind: StatementKind) -> Decision {
+        let kinds = possible_kinds(kind);
+        for (i, rule) in self.rules.iter().enumerate() {
+            if !applicable.get(i) {
+                continue;
+            }
+            match could_match(rule, &kinds) {
+                Some(false) => continue,
+                Some(true) => return rule.decision.clone(),
+                None => break,
+            }
+        }
+        self.unparseable.clone()
+    }
+}
+
+/// The kinds an unanalyzed statement led by `kind`'s keywords, and what it runs,
+/// can have.
+fn possible_kinds(kind: StatementKind) -> Vec<StatementKind> {
+    use StatementKind as K;
+    match kind {
+        K::Other => StatementKind::ALL.iter().map(|(k, _)| *k).collect(),
+        K::Select
+        | K::Insert
+        | K::Update
+        | K::Delete
+        | K::Merge
+        | K::Explain
+        | K::Prepare
+        | K::Create
+        | K::Copy
+        | K::Cursor => {
+            let mut kinds = vec![
+                K::Select,
+                K::Insert,
+                K::Update,
+                K::Delete,
+                K::Merge,
+                K::Create,
+                K::Execute,
+                K::Cursor,
+            ];
+            if !kinds.contains(&kind) {
+                kinds.push(kind);
+            }
+            kinds
+        }
+        other => vec![other],
+    }
+}
+
+/// Whether a statement of one of `kinds` could have property `name`.
+fn property_possible(name: &str, kinds: &[StatementKind]) -> bool {
+    use StatementKind as K;
+    let any = |of: &[StatementKind]| kinds.iter().any(|k| of.contains(k));
+    match name {
+        "without_where" => any(&[K::Update, K::Delete, K::Merge, K::Insert]),
+        "copy_program" | "copy_server_file" => any(&[K::Copy]),
+        "role_change" => any(&[K::Create, K::Alter, K::Drop, K::Grant, K::Revoke, K::Other]),
+        "alter_system" => any(&[K::Alter]),
+        "drop_database" => any(&[K::Drop]),
+        // Anything that can call set_config, or sets a setting.
+        _ => !kinds.iter().all(|k| {
+            matches!(
+                k,
+                K::Transaction
+                    | K::Listen
+                    | K::Unlisten
+                    | K::Notify
+                    | K::Deallocate
+                    | K::Show
+                    | K::Discard
+                    | K::Lock
+                    | K::Truncate
+                    | K::Vacuum
+                    | K::Analyze
+                    | K::Comment
+                    | K::Grant
+                    | K::Revoke
+                    | K::Drop
+            )
+        }),
+    }
+}
+
+/// Whether `rule` matches a statement known only to be of one of `kinds`:
+/// `Some(false)` if it cannot, `Some(true)` if it surely does, `None` if unknown.
+fn could_match(rule: &Rule, kinds: &[StatementKind]) -> Option<bool> {
+    let mut certain = true;
+    if !rule.kinds.is_empty() {
+        if !kinds.iter().any(|k| rule.kinds.contains(k)) {
+            return Some(false);
+        }
+        certain &= kinds.iter().all(|k| rule.kinds.contains(k));
+    }
+    for (name, want) in &rule.properties {
+        let possible = property_possible(name, kinds);
+        if *want && !possible {
+            return Some(false);
+        }
+        certain &= !possible;
+    }
+    certain &= rule.objects.is_empty() && rule.functions.is_empty();
+    certain.then_some(true)
+}
+
+/// Whether two lexings of `sql` give the server the same statements: the same
+/// tokens, the same string values and the same outcome.
+fn same_reading(sql: &str, a: &Lexed, b: &Lexed) -> bool {
+    a.error.is_some() == b.error.is_some()
+        && a.statements == b.statements
+        && a.tokens.len() == b.tokens.len()
+        && a.tokens.iter().zip(&b.tokens).all(|(x, y)| {
+            x.kind == y.kind
+                && x.span == y.span
+                && (x.kind != TokenKind::String
+                    || lexer::string_bytes(sql.as_bytes(), x)
+                        == lexer::string_bytes(sql.as_bytes(), y))
+        })
+}
+
+impl Verdict {
+    /// The whole text refused by `decision`, before any statement was told apart.
+    fn refused(decision: Decision) -> Self {
+        Self {
+            decision,
+            blocked_by: Some(0),
+            statements: Vec::new(),
+        }
     }
 }
 

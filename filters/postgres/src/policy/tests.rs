@@ -30,6 +30,7 @@ fn ctx(identity: &str) -> SessionContext {
         },
         database: "app".into(),
         role: "app_user".into(),
+        ..SessionContext::default()
     }
 }
 
@@ -484,4 +485,288 @@ fn nested_dangerous_statements_are_judged_wherever_they_hide() {
         let v = policy.decide(&c, sql);
         assert!(v.decision.action.blocks(), "{sql}: {v:?}");
     }
+}
+
+/// One row per attack: the spelling changes, the decision does not.
+#[test]
+fn hostile_spellings_are_judged_as_the_server_reads_them() {
+    let policy = PgPolicy::from_json(DEFAULT_POLICY.as_bytes()).unwrap();
+    let c = ctx("developer");
+    let cases = [
+        // Names after quoting, case folding, U& escapes and schema qualification.
+        (
+            "select U&\"\\0070g_terminate_backend\"(1)",
+            "no-admin-functions",
+        ),
+        ("select \"pg_read_file\"('x')", "no-admin-functions"),
+        (
+            "select PG_CATALOG.\"pg_read_file\"('x')",
+            "no-admin-functions",
+        ),
+        (
+            "select U&\"pg!005fread!005ffile\" UESCAPE '!'('x')",
+            "no-admin-functions",
+        ),
+        (
+            "select * from U&\"\\0070g_ls_dir\"('.')",
+            "no-admin-functions",
+        ),
+        ("set U&\"r\\006fle\" = postgres", "no-role-switch"),
+        ("SET \"role\" TO postgres", "no-role-switch"),
+        (
+            "select set_config(U&'r\\006fle', 'x', false)",
+            "no-role-switch",
+        ),
+        (
+            "select set_config(E'\\x72ole', 'x', false)",
+            "no-role-switch",
+        ),
+        (
+            "select set_config('ro'\n'le', 'x', false)",
+            "no-role-switch",
+        ),
+        (
+            "set U&\"standard\\005fconforming\\005fstrings\" = off",
+            "no-string-syntax-change",
+        ),
+        // A label the parser library could take for the end of the statement.
+        (
+            "select 1 as end, pg_read_file('x') from customers",
+            "no-admin-functions",
+        ),
+        // Comment and string boundaries.
+        (
+            "select 1 --\r; update customers set notes = notes",
+            "no-unfiltered-writes",
+        ),
+        ("select 1 /* /* */ ; */ ; drop table customers", "no-ddl"),
+        // Kind and properties from the whole tree.
+        ("(select * into t2 from customers)", "no-ddl"),
+        (
+            "select 1 union all (select * into t2 from customers)",
+            "no-ddl",
+        ),
+        ("with x as (select 1) select * into t3 from x", "no-ddl"),
+        (
+            "explain analyse delete from customers",
+            "no-unfiltered-writes",
+        ),
+        (
+            "explain (analyse) delete from customers",
+            "no-unfiltered-writes",
+        ),
+        (
+            "explain (analyze true) delete from customers",
+            "no-unfiltered-writes",
+        ),
+        (
+            "explain (analyze 'on') delete from customers",
+            "no-unfiltered-writes",
+        ),
+        (
+            "explain (analyze on, verbose) delete from customers",
+            "no-unfiltered-writes",
+        ),
+        (
+            "explain (analyze 1) delete from customers",
+            "no-unfiltered-writes",
+        ),
+        (
+            "explain (\"analyze\") delete from customers",
+            "no-unfiltered-writes",
+        ),
+        // Writes that can touch every row.
+        (
+            "update customers set notes = notes where id = id",
+            "no-unfiltered-writes",
+        ),
+        (
+            "update customers set notes = notes where 1 = 1 or id = 7",
+            "no-unfiltered-writes",
+        ),
+        (
+            "delete from customers where id in (select id from customers)",
+            "no-unfiltered-writes",
+        ),
+        (
+            "merge into customers c using customers s on c.id = s.id when matched then update set notes = s.notes",
+            "no-unfiltered-writes",
+        ),
+        (
+            "insert into customers select * from customers on conflict (id) do update set notes = excluded.notes",
+            "no-unfiltered-writes",
+        ),
+        // A function in any clause of a statement sqlparser cannot parse.
+        (
+            "copy customers from stdin where pg_read_file('x') is not null",
+            "no-admin-functions",
+        ),
+        (
+            "update customers set notes[pg_read_file('x')::int] = 'x' where id = 1",
+            "no-admin-functions",
+        ),
+        (
+            "insert into customers values (1) on conflict ((pg_read_file('x'))) do nothing",
+            "no-admin-functions",
+        ),
+        // Encodings the filter cannot read, whoever asks.
+        ("set client_encoding = 'SJIS'", UNSAFE_ENCODING_RULE),
+        ("set names big5", UNSAFE_ENCODING_RULE),
+        // pg_settings is set_config by another name: any setting, this one too.
+        (
+            "update pg_settings set setting = 'off' where name = 'standard_conforming_strings'",
+            UNSAFE_ENCODING_RULE,
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (sql, rule) in cases {
+        let v = policy.decide(&c, sql);
+        if !v.decision.action.blocks() || v.decision.rule.as_deref() != Some(rule) {
+            failures.push(format!("{sql:?}: expected {rule}, got {:?}", v.decision));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // sqlparser stops at a bare END label and would drop the call after it; the
+    // statement must not pass (it is refused as unanalyzable).
+    let bare_label = policy.decide(&c, "select 1 end, pg_read_file('x')");
+    assert!(bare_label.decision.action.blocks(), "{bare_label:?}");
+    let dba = policy.decide(
+        &ctx("dba"),
+        "select set_config('client_encoding', 'gbk', false)",
+    );
+    assert_eq!(dba.decision.rule.as_deref(), Some(UNSAFE_ENCODING_RULE));
+}
+
+/// Valid PostgreSQL that sqlparser's grammar lacks is judged by its content.
+#[test]
+fn valid_sql_the_parser_lacks_is_judged_not_refused() {
+    let policy = PgPolicy::from_json(DEFAULT_POLICY.as_bytes()).unwrap();
+    let c = ctx("developer");
+    for sql in [
+        "update t set a[1] = 2 where id = 1",
+        "update t set a[1:2] = '{1,2}' where id = 1",
+        "insert into t (a[1], b) values (1, 2)",
+        "update t set x = 1 where current of c",
+        "select 'a'\n'b'",
+        "select U&'\\0041'",
+        "select U&\"a\" from t",
+        "select cast(name 'x' as text)",
+        "select trim(both from '  x  '), trim(leading from x)",
+        "select 1 where x isnull or y notnull",
+        "select * from f() as t(a int, b text)",
+        "select f(variadic array[1, 2])",
+        "merge into t using s on t.id = s.id when not matched then insert default values",
+        "insert into t values (1) on conflict ((lower(e))) do nothing",
+        "insert into t values (1) on conflict (lower(e)) where e is not null do update set x = 1",
+        "select;",
+        "select from t",
+        "table t",
+        "select * from t where x between symmetric 1 and 2",
+        "explain analyse select 1",
+        "copy t from stdin where x > 1",
+        "select 0x1F, 1_000",
+    ] {
+        let v = policy.decide(&c, sql);
+        assert_eq!(v.decision.action, Action::Allow, "{sql}: {v:?}");
+    }
+}
+
+/// Everything a decision depends on is in the cache key: the statements a text
+/// holds under the session's settings, and token kinds.
+#[test]
+fn cache_never_lends_a_decision_to_a_text_that_reads_differently() {
+    let policy = PgPolicy::from_json(DEFAULT_POLICY.as_bytes()).unwrap();
+    let mut cache = PolicyCache::default();
+    let on = ctx("developer");
+    let mut off = ctx("developer");
+    off.lexing.standard_conforming_strings = false;
+    let smuggler = r"select 'a\'; drop table users; --'";
+    assert_eq!(
+        cache.decide(&policy, &off, smuggler).decision.action,
+        Action::Allow
+    );
+    assert_eq!(
+        cache.decide(&policy, &on, smuggler).decision.action,
+        Action::Deny
+    );
+    assert_eq!(
+        cache.decide(&policy, &on, "select 1").decision.action,
+        Action::Allow
+    );
+    let hidden = "select 1 --\r; drop table users";
+    assert_eq!(
+        cache.decide(&policy, &on, hidden).decision.action,
+        Action::Deny
+    );
+    // A constant that decides is kept in the key: the LIKE pattern of a write.
+    let all = "delete from users where name like '%'";
+    let some = "delete from users where name like 'a%'";
+    assert_eq!(
+        cache.decide(&policy, &on, some).decision.action,
+        Action::Allow
+    );
+    assert_eq!(
+        cache.decide(&policy, &on, all).decision.action,
+        Action::Deny
+    );
+    assert_eq!(
+        cache
+            .decide(&policy, &on, "set client_encoding = 'utf8'")
+            .decision
+            .action,
+        Action::Allow
+    );
+    assert_eq!(
+        cache
+            .decide(&policy, &on, "set client_encoding = 'sjis'")
+            .decision
+            .action,
+        Action::Deny
+    );
+}
+
+#[test]
+fn unparseable_statements_are_decided_by_rules_about_who_asks_only() {
+    let policy = PgPolicy::from_json(DEFAULT_POLICY.as_bytes()).unwrap();
+    // A SELECT sqlparser cannot parse cannot drop a database: dba-all decides.
+    let select = "SELECT a FROM t WHERE a OPERATOR(~) 'x'";
+    assert_eq!(
+        policy.decide(&ctx("dba"), select).decision.rule.as_deref(),
+        Some("dba-all")
+    );
+    // Words the filter does not know could be anything, DROP DATABASE included.
+    let garbage = "frobnicate the database";
+    assert_eq!(
+        policy.decide(&ctx("dba"), garbage).decision.rule.as_deref(),
+        Some(UNPARSEABLE_RULE)
+    );
+    assert_eq!(
+        policy
+            .decide(&ctx("developer"), garbage)
+            .decision
+            .rule
+            .as_deref(),
+        Some(UNPARSEABLE_RULE)
+    );
+    // What the server would refuse to lex is refused for everyone.
+    assert_eq!(
+        policy.decide(&ctx("dba"), "select 'x").decision.action,
+        Action::Deny
+    );
+    // A rule that might match (it asks for a property a DROP could have) stops the walk.
+    let json = r#"{"default": {"action": "allow"}, "rules": [
+        {"name": "no-db-drop", "action": "deny", "match": {"properties": {"drop_database": true}}},
+        {"name": "everyone", "action": "allow"}]}"#;
+    let p = PgPolicy::from_json(json.as_bytes()).unwrap();
+    assert_eq!(
+        p.decide(&ctx("x"), "select * from t where x operator(~) y")
+            .decision
+            .rule
+            .as_deref(),
+        Some("everyone")
+    );
+    assert_eq!(
+        p.decide(&ctx("x"), garbage).decision.rule.as_deref(),
+        Some(UNPARSEABLE_RULE)
+    );
 }

@@ -108,6 +108,7 @@ impl Session {
     ) -> Gated {
         let ctx = self.policy_context();
         let recorded = self.statement_text(sql, false);
+        let lexing = self.lexer_settings();
         let Some(approvals) = self.approvals.as_mut() else {
             return Gated::Refuse(decision.clone(), String::new());
         };
@@ -118,6 +119,7 @@ impl Session {
             role: &ctx.role,
             rule: decision.rule.as_deref().unwrap_or_default(),
             sql,
+            lexing,
             params,
             recorded_text: &recorded.text,
             reason: reason.as_deref(),

@@ -15,14 +15,16 @@
 //! routine fields on the way back.
 
 use super::approvals::Gated;
-use super::{Action, Pending, Session, StatementRun, StatementText};
+use super::{Action, Pending, Phase, Session, StatementRun, StatementText};
 use crate::deny;
+use crate::framing::{Forward, Output};
 use crate::guard::StatementPolicy;
-use crate::policy::SessionContext;
+use crate::policy::{Lexing, SessionContext};
 use crate::protocol::{self as pg, BackendMessage};
+use crate::sql::{Settings, encoding};
 use gatehouse_core::identity::Identity;
 use gatehouse_core::policy::Decision;
-use gatehouse_core::record::PgProtocol;
+use gatehouse_core::record::{EndReason, PgProtocol};
 use std::sync::Arc;
 
 impl Session {
@@ -52,7 +54,74 @@ impl Session {
                 .unwrap_or_else(|| Identity::claimed(client.user.clone())),
             database: client.database.clone(),
             role: client.user.clone(),
+            lexing: Lexing {
+                // Anything unanswered may change a setting before the server reads
+                // the text being judged (its report comes with ReadyForQuery).
+                settings_in_flight: !self.pending.is_empty(),
+                ..self.server_lexing.clone()
+            },
         }
+    }
+
+    /// Ends the session because the server reported a client encoding the filter
+    /// cannot read: the client gets a FATAL in place of the report.
+    fn end_for_encoding(&mut self, value: &str, now_us: u64) -> Action {
+        let reason = if self.phase == Phase::Authenticating {
+            EndReason::StartupRefused
+        } else {
+            EndReason::ProtocolError
+        };
+        let failure = super::Failure {
+            sqlstate: "0A000",
+            client_message: format!(
+                "gatehouse: client encoding {value} is refused: a character can hold a \
+                 quote or backslash byte; use UTF8"
+            ),
+            reason,
+            detail: format!(
+                "the server switched client_encoding to {value}, in which statements \
+                 cannot be read reliably"
+            ),
+        };
+        let mut out = Output::new(&[]);
+        self.fail(super::Dir::Backend, failure, &mut out, now_us);
+        match out.finish(false).forward {
+            Forward::Replace(bytes) => Action::Replace(bytes),
+            Forward::Unchanged => Action::Drop,
+        }
+    }
+
+    /// How the server lexes the session's next text, as it last reported.
+    pub(super) fn lexer_settings(&self) -> Settings {
+        Settings {
+            standard_conforming_strings: self.server_lexing.standard_conforming_strings,
+        }
+    }
+
+    /// A ParameterStatus from the server: the settings that decide how it lexes are
+    /// tracked. A client encoding the filter cannot read (see
+    /// [`crate::sql::encoding`]) ends the session with a clean error at once, before
+    /// anything else from the client is forwarded.
+    pub(super) fn on_parameter_status(
+        &mut self,
+        name: &[u8],
+        value: &[u8],
+        now_us: u64,
+    ) -> Option<Action> {
+        let value = String::from_utf8_lossy(value);
+        match name {
+            b"standard_conforming_strings" => {
+                self.server_lexing.standard_conforming_strings = value == "on";
+            }
+            b"client_encoding" => {
+                self.server_lexing.client_encoding = value.to_string();
+                if !encoding::is_safe_client_encoding(&value) {
+                    return Some(self.end_for_encoding(&value, now_us));
+                }
+            }
+            _ => {}
+        }
+        None
     }
 
     /// The decision about a Query or Parse text: a denial once the login token

@@ -12,11 +12,12 @@ use super::{
 };
 use sqlparser::ast::{
     CopySource, CopyTarget, Expr, FromTable, FunctionArg, FunctionArgExpr, FunctionArguments,
-    Ident, ObjectName, ObjectType, Query, Reset, SetExpr, Statement, TableFactor, TableObject,
-    Value, Visit, Visitor,
+    Ident, MergeAction, ObjectName, ObjectType, OnConflict, OnConflictAction, OnInsert, Query,
+    Reset, SetExpr, Statement, TableFactor, TableObject, Value, Visit, Visitor,
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
+use sqlparser::tokenizer::Token;
 use std::ops::ControlFlow;
 
 /// Parses one statement's text and analyzes what it contains, or `None` when
@@ -29,12 +30,24 @@ pub(super) fn analyze_text(
     limits: &Limits,
 ) -> Option<Vec<StatementInfo>> {
     let dialect = PostgreSqlDialect {};
-    let statements = Parser::new(&dialect)
+    let mut parser = Parser::new(&dialect)
         .with_recursion_limit(limits.max_depth)
         .try_with_sql(text)
-        .ok()?
-        .parse_statements()
         .ok()?;
+    // Not `parse_statements`: it stops quietly at an END after a statement, so
+    // `select 1 end, pg_read_file('x')` (a column labelled "end", then a call)
+    // would lose everything after the label. Every token must be accounted for.
+    let mut statements = Vec::new();
+    loop {
+        while parser.consume_token(&Token::SemiColon) {}
+        if parser.peek_token_ref().token == Token::EOF {
+            break;
+        }
+        statements.push(parser.parse_statement().ok()?);
+        if !matches!(parser.peek_token_ref().token, Token::EOF | Token::SemiColon) {
+            return None;
+        }
+    }
     if statements.is_empty() {
         return None;
     }
@@ -71,12 +84,81 @@ struct Collector {
     leading_kind: StatementKind,
     stack: Vec<Frame>,
     done: Option<StatementInfo>,
-    /// Only looking for a reference to a row (see [`filters_rows`]): no frame is
-    /// ever pushed, so the table and query hooks find none and do nothing. A mode
-    /// rather than a second visitor type: sqlparser's AST walk is generic over the
-    /// visitor, and each visitor type would link another copy of it (about 40 KB of
-    /// Wasm).
-    row_probe: bool,
+    /// Only probing an expression for the rows it refers to (see [`probe`]): no
+    /// frame is ever pushed. A mode rather than a second visitor type: sqlparser's
+    /// AST walk is generic over the visitor, and each visitor type would link
+    /// another copy of it (about 40 KB of Wasm).
+    probe: Option<RowProbe>,
+}
+
+/// The table an UPDATE, DELETE or INSERT writes, as its WHERE refers to it.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Target {
+    pub name: String,
+    pub alias: Option<String>,
+}
+
+impl Target {
+    fn is_named(&self, qualifier: &str) -> bool {
+        self.alias.as_deref() == Some(qualifier) || self.name == qualifier
+    }
+}
+
+/// What an expression refers to, relative to a [`Target`].
+#[derive(Debug, Default)]
+pub(super) struct RowProbe {
+    target: Target,
+    /// Subquery nesting at the current node.
+    depth: usize,
+    /// A column of the target (or an unqualified column) outside subqueries.
+    pub target_columns: bool,
+    /// A column qualified by another relation, outside subqueries.
+    pub other_columns: bool,
+    /// A subquery reads the target table.
+    pub reads_target: bool,
+    /// A subquery refers to the target by name or alias (is correlated with it).
+    pub correlated: bool,
+}
+
+/// Probes `exprs` for references to `target`'s rows.
+pub(super) fn probe(exprs: &[&Expr], target: &Target) -> RowProbe {
+    let mut collector = Collector::new(StatementKind::Other);
+    collector.probe = Some(RowProbe {
+        target: target.clone(),
+        ..RowProbe::default()
+    });
+    for expr in exprs {
+        let _ = expr.visit(&mut collector);
+    }
+    collector.probe.unwrap_or_default()
+}
+
+/// Probes a query (a subquery from the start) for reads of `target`.
+pub(super) fn probe_query(query: &Query, target: &Target) -> RowProbe {
+    let mut collector = Collector::new(StatementKind::Other);
+    collector.probe = Some(RowProbe {
+        target: target.clone(),
+        ..RowProbe::default()
+    });
+    let _ = query.visit(&mut collector);
+    collector.probe.unwrap_or_default()
+}
+
+impl RowProbe {
+    fn column(&mut self, parts: &[Ident]) {
+        let qualifiers = parts.len().saturating_sub(1);
+        let names_target = parts
+            .iter()
+            .take(qualifiers)
+            .any(|q| self.target.is_named(&ident_name(q)));
+        if self.depth > 0 {
+            self.correlated |= names_target;
+        } else if qualifiers == 0 || names_target {
+            self.target_columns = true;
+        } else {
+            self.other_columns = true;
+        }
+    }
 }
 
 fn table_name(name: &ObjectName) -> TableName {
@@ -100,7 +182,7 @@ impl Collector {
             leading_kind,
             stack: Vec::new(),
             done: None,
-            row_probe: false,
+            probe: None,
         }
     }
 
@@ -220,13 +302,6 @@ fn describe(statement: &Statement, frame: &mut Frame) {
     let props = &mut frame.info.properties;
     match statement {
         Statement::Query(q) => {
-            if let SetExpr::Select(select) = q.body.as_ref()
-                && let Some(into) = &select.into
-            {
-                frame
-                    .writes
-                    .extend(into.targets.iter().filter_map(expr_table_name));
-            }
             if let SetExpr::Insert(s)
             | SetExpr::Update(s)
             | SetExpr::Delete(s)
@@ -238,28 +313,64 @@ fn describe(statement: &Statement, frame: &mut Frame) {
         Statement::Insert(insert) => {
             if let TableObject::TableName(name) = &insert.table {
                 frame.writes.push(table_name(name));
+                // An upsert fed from its own table can rewrite every row.
+                let upserts = matches!(
+                    &insert.on,
+                    Some(OnInsert::OnConflict(OnConflict {
+                        action: OnConflictAction::DoUpdate(_),
+                        ..
+                    }))
+                );
+                let target = Target {
+                    name: table_name(name).1,
+                    alias: insert.table_alias.as_ref().map(|a| ident_name(&a.alias)),
+                };
+                if upserts
+                    && let Some(source) = &insert.source
+                    && probe_query(source, &target).reads_target
+                {
+                    props.without_where = true;
+                }
             }
         }
         Statement::Update(update) => {
             if let TableFactor::Table { name, .. } = &update.table.relation {
                 frame.writes.push(table_name(name));
             }
-            props.without_where = !filters_rows(update.selection.as_ref());
+            let target = factor_target(&update.table.relation).unwrap_or_default();
+            props.without_where = !super::rows::constrains(
+                update.selection.as_ref(),
+                &target,
+                &mut frame.info.literal_sensitive,
+            );
         }
         Statement::Delete(delete) => {
             let (FromTable::WithFromKeyword(from) | FromTable::WithoutKeyword(from)) = &delete.from;
+            let mut target = None;
             for table in from {
                 if let TableFactor::Table { name, .. } = &table.relation {
                     frame.writes.push(table_name(name));
+                    target = target.or_else(|| factor_target(&table.relation));
                 }
             }
             frame.writes.extend(delete.tables.iter().map(table_name));
-            props.without_where = !filters_rows(delete.selection.as_ref());
+            let literal_sensitive = &mut frame.info.literal_sensitive;
+            props.without_where = !target.is_some_and(|t| {
+                super::rows::constrains(delete.selection.as_ref(), &t, literal_sensitive)
+            });
         }
         Statement::Merge(merge) => {
             if let TableFactor::Table { name, .. } = &merge.table {
                 frame.writes.push(table_name(name));
             }
+            // A MERGE that updates or deletes matched rows can reach every row of
+            // its target, whatever joins it: the join condition is the source's.
+            props.without_where = merge.clauses.iter().any(|c| {
+                matches!(
+                    c.action,
+                    MergeAction::Update(_) | MergeAction::Delete { .. }
+                )
+            });
         }
         Statement::Truncate(truncate) => {
             frame
@@ -317,7 +428,11 @@ fn describe(statement: &Statement, frame: &mut Frame) {
         } => {
             let mut runs = *analyze;
             for option in options.iter().flatten() {
-                if option.name.value.eq_ignore_ascii_case("analyze") {
+                // The server names the option `analyze` for either spelling; a quoted
+                // name is taken as the same option whatever its case (erring towards
+                // running the body, which is judged).
+                let name = option.name.value.to_ascii_lowercase();
+                if name == "analyze" || name == "analyse" {
                     // `ANALYZE 0` and `ANALYZE 'off'` differ from `ANALYZE 1` only in a
                     // constant, so the decision is constant-sensitive.
                     if matches!(option.arg, Some(Expr::Value(_))) {
@@ -394,33 +509,22 @@ fn is_false(expr: &Expr) -> bool {
     }
 }
 
-/// Whether a WHERE clause can select some rows and not others: it must mention a
-/// column or a subquery. `WHERE true` or `WHERE 1 = 1` counts as no WHERE at all.
-fn filters_rows(selection: Option<&Expr>) -> bool {
-    let mut probe = Collector {
-        row_probe: true,
-        ..Collector::new(StatementKind::Other)
+/// The target of an UPDATE or DELETE: its table's name and alias.
+fn factor_target(factor: &TableFactor) -> Option<Target> {
+    let TableFactor::Table { name, alias, .. } = factor else {
+        return None;
     };
-    selection.is_some_and(|e| e.visit(&mut probe).is_break())
-}
-
-/// An expression that names a column or runs a subquery.
-fn references_rows(expr: &Expr) -> bool {
-    matches!(
-        expr,
-        Expr::Identifier(_)
-            | Expr::CompoundIdentifier(_)
-            | Expr::Subquery(_)
-            | Expr::Exists { .. }
-            | Expr::InSubquery { .. }
-    )
+    Some(Target {
+        name: table_name(name).1,
+        alias: alias.as_ref().map(|a| ident_name(&a.name)),
+    })
 }
 
 impl Visitor for Collector {
     type Break = ();
 
     fn pre_visit_statement(&mut self, statement: &Statement) -> ControlFlow<()> {
-        if self.row_probe {
+        if self.probe.is_some() {
             return ControlFlow::Continue(());
         }
         let frame = self.frame_for(statement);
@@ -432,7 +536,7 @@ impl Visitor for Collector {
     }
 
     fn post_visit_statement(&mut self, statement: &Statement) -> ControlFlow<()> {
-        if self.row_probe {
+        if self.probe.is_some() {
             return ControlFlow::Continue(());
         }
         let Some(frame) = self.stack.pop() else {
@@ -458,12 +562,37 @@ impl Visitor for Collector {
     }
 
     fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
+        if let Some(probe) = self.probe.as_mut() {
+            probe.depth += 1;
+            return ControlFlow::Continue(());
+        }
         if let (Some(with), Some(frame)) = (&query.with, self.stack.last_mut()) {
             frame.ctes.extend(
                 with.cte_tables
                     .iter()
                     .map(|cte| ident_name(&cte.alias.name)),
             );
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_query(&mut self, _query: &Query) -> ControlFlow<()> {
+        if let Some(probe) = self.probe.as_mut() {
+            probe.depth = probe.depth.saturating_sub(1);
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// `SELECT … INTO` anywhere in the statement (a set operation's branch, a
+    /// parenthesized query, a CTE) creates a table.
+    fn pre_visit_select(&mut self, select: &sqlparser::ast::Select) -> ControlFlow<()> {
+        if let (Some(into), Some(frame)) = (&select.into, self.stack.last_mut()) {
+            if frame.info.kind == StatementKind::Select {
+                frame.info.kind = StatementKind::Create;
+            }
+            frame
+                .writes
+                .extend(into.targets.iter().filter_map(expr_table_name));
         }
         ControlFlow::Continue(())
     }
@@ -494,6 +623,12 @@ impl Visitor for Collector {
 
     fn pre_visit_relation(&mut self, relation: &ObjectName) -> ControlFlow<()> {
         let name = table_name(relation);
+        if let Some(probe) = self.probe.as_mut() {
+            if probe.depth > 0 && probe.target.name == name.1 {
+                probe.reads_target = true;
+            }
+            return ControlFlow::Continue(());
+        }
         if self.is_cte(&name) {
             return ControlFlow::Continue(());
         }
@@ -508,12 +643,13 @@ impl Visitor for Collector {
     }
 
     fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
-        if self.row_probe {
-            return if references_rows(expr) {
-                ControlFlow::Break(())
-            } else {
-                ControlFlow::Continue(())
-            };
+        if let Some(probe) = self.probe.as_mut() {
+            match expr {
+                Expr::Identifier(ident) => probe.column(std::slice::from_ref(ident)),
+                Expr::CompoundIdentifier(parts) => probe.column(parts),
+                _ => {}
+            }
+            return ControlFlow::Continue(());
         }
         if let Expr::Function(function) = expr {
             self.record_function(function);

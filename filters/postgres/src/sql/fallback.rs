@@ -3,19 +3,20 @@
 //!
 //! Only statements whose meaning for policy is fixed by their leading keywords are
 //! classified here. Statements that read or write tables in ways that need a real
-//! parse (SELECT, INSERT, UPDATE, DELETE, MERGE, COPY, EXPLAIN, PREPARE, …) and
-//! anything with unknown leading keywords come back unparseable, so the policy's
-//! `unparseable` setting decides.
+//! parse (SELECT, INSERT, UPDATE, DELETE, MERGE, EXPLAIN, PREPARE, …) and anything
+//! with unknown leading keywords come back unparseable, so the policy's
+//! `unparseable` setting decides. Whatever is classified has every function call
+//! in any of its clauses listed (names as the server resolves them).
 
-use super::lexer::{Token, TokenKind, is_word, text};
-use super::{StatementInfo, StatementKind, is_role_setting, normalize_name};
+use super::lexer::{Token, TokenKind, ident_value, is_punct, is_word, text};
+use super::{StatementInfo, StatementKind, is_role_setting};
 
 /// The kind a statement's leading keywords name, or `None` if they name nothing
 /// PostgreSQL knows.
 fn kind_of_words(sql: &str, tokens: &[Token]) -> Option<StatementKind> {
     use StatementKind as K;
     let first = tokens.first()?;
-    if first.kind == TokenKind::Punct && text(sql, first) == "(" {
+    if is_punct(sql, first, "(") {
         return Some(K::Select);
     }
     if first.kind != TokenKind::Word {
@@ -145,20 +146,18 @@ const NOT_FUNCTIONS: &[&str] = &[
 /// Classifies a statement from its tokens; `unparseable` when that is not enough.
 pub(super) fn classify(sql: &str, tokens: &[Token]) -> StatementInfo {
     let Some(kind) = kind_of_words(sql, tokens) else {
-        return StatementInfo::unparseable();
+        return StatementInfo::unparseable(StatementKind::Other);
     };
     // DECLARE … CURSOR FOR <query> runs a query; FETCH/MOVE/CLOSE do not.
     let declares = tokens.first().is_some_and(|t| is_word(sql, t, "declare"));
-    if kind == StatementKind::Copy {
-        return classify_copy(sql, tokens);
-    }
     if needs_parse(kind) && (kind != StatementKind::Cursor || declares) {
-        return StatementInfo {
-            unparseable: true,
-            ..StatementInfo::new(kind)
-        };
+        return StatementInfo::unparseable(kind);
     }
-    let mut info = StatementInfo::new(kind);
+    let mut info = if kind == StatementKind::Copy {
+        classify_copy(sql, tokens)
+    } else {
+        StatementInfo::new(kind)
+    };
     let word_at = |i: usize, w: &str| tokens.get(i).is_some_and(|t| is_word(sql, t, w));
     let props = &mut info.properties;
     match kind {
@@ -179,7 +178,10 @@ pub(super) fn classify(sql: &str, tokens: &[Token]) -> StatementInfo {
                 .iter()
                 .skip(1)
                 .skip_while(|t| is_word(sql, t, "session") || is_word(sql, t, "local"));
-            let setting = rest.next().map(|t| text(sql, t).to_ascii_lowercase());
+            let setting = rest
+                .next()
+                .and_then(|t| ident_value(sql, t))
+                .map(|name| name.to_ascii_lowercase());
             let setting = setting.as_deref().unwrap_or_default();
             // `SET SESSION AUTHORIZATION` lost its SESSION to the skip above.
             if is_role_setting(setting) || setting == "authorization" {
@@ -191,10 +193,20 @@ pub(super) fn classify(sql: &str, tokens: &[Token]) -> StatementInfo {
         }
         _ => {}
     }
-    for function in called_functions(sql, tokens) {
+    // COPY's table and column list are not calls; its WHERE clause may hold some.
+    let calls_from = if kind == StatementKind::Copy {
+        tokens
+            .iter()
+            .position(|t| is_word(sql, t, "from") || is_word(sql, t, "to"))
+            .unwrap_or(0)
+    } else {
+        0
+    };
+    for function in called_functions(sql, tokens.get(calls_from..).unwrap_or_default()) {
         if function == "set_config" {
             // The setting name is not examined here: assume the worst.
             info.properties.set_role = true;
+            info.properties.string_syntax_change = true;
             info.literal_sensitive = true;
         }
         if !info.functions.contains(&function) {
@@ -205,28 +217,28 @@ pub(super) fn classify(sql: &str, tokens: &[Token]) -> StatementInfo {
 }
 
 /// `COPY [schema.]table [(columns)] FROM|TO STDIN|STDOUT|PROGRAM '…'|'file' …`: the
-/// form whose options sqlparser may not know (`WITH (FREEZE on)`). `COPY (query)` and
-/// anything else unexpected is unparseable.
+/// form whose options sqlparser may not know (`WITH (FREEZE on)`). `COPY (query)`,
+/// a subquery anywhere, and anything else unexpected is unparseable; functions in
+/// a WHERE clause are listed with the others'.
 fn classify_copy(sql: &str, tokens: &[Token]) -> StatementInfo {
-    let unparseable = StatementInfo {
-        unparseable: true,
-        ..StatementInfo::new(StatementKind::Copy)
-    };
+    let unparseable = StatementInfo::unparseable(StatementKind::Copy);
     let is_name = |t: &Token| matches!(t.kind, TokenKind::Word | TokenKind::QuotedIdent);
-    let name_of = |t: &Token| {
-        let raw = text(sql, t);
-        match raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')) {
-            Some(inner) => inner.replace("\"\"", "\""),
-            None => raw.to_ascii_lowercase(),
-        }
-    };
+    let name_of = |t: &Token| ident_value(sql, t).unwrap_or_default();
+    // A query inside the statement reads tables this reading cannot see.
+    if tokens.iter().skip(1).any(|t| {
+        ["select", "values", "table"]
+            .iter()
+            .any(|w| is_word(sql, t, w))
+    }) {
+        return unparseable;
+    }
     let mut rest = tokens.iter().skip(1).peekable();
     let Some(first) = rest.next().filter(|t| is_name(t)) else {
         return unparseable;
     };
     let mut schema = None;
     let mut table = name_of(first);
-    if rest.peek().is_some_and(|t| text(sql, t) == ".") {
+    if rest.peek().is_some_and(|t| is_punct(sql, t, ".")) {
         rest.next();
         let Some(second) = rest.next().filter(|t| is_name(t)) else {
             return unparseable;
@@ -265,22 +277,21 @@ fn classify_copy(sql: &str, tokens: &[Token]) -> StatementInfo {
     info
 }
 
-/// Names followed by `(` outside strings and comments, lowercased, schema dropped.
+/// Names followed by `(` outside strings and comments, as the server resolves
+/// them (folded, unquoted, `U&` escapes decoded), schema dropped.
 fn called_functions<'a>(sql: &'a str, tokens: &'a [Token]) -> impl Iterator<Item = String> + 'a {
     tokens.windows(2).filter_map(move |pair| {
         let [name, paren] = pair else { return None };
-        if paren.kind != TokenKind::Punct || text(sql, paren) != "(" {
+        if !is_punct(sql, paren, "(") {
             return None;
         }
-        let word = text(sql, name);
         match name.kind {
-            TokenKind::Word if !NOT_FUNCTIONS.contains(&word.to_ascii_lowercase().as_str()) => {
-                Some(normalize_name(word, false))
+            TokenKind::Word
+                if !NOT_FUNCTIONS.contains(&text(sql, name).to_ascii_lowercase().as_str()) =>
+            {
+                ident_value(sql, name)
             }
-            TokenKind::QuotedIdent => {
-                let inner = word.strip_prefix('"').and_then(|w| w.strip_suffix('"'))?;
-                Some(normalize_name(&inner.replace("\"\"", "\""), true))
-            }
+            TokenKind::QuotedIdent => ident_value(sql, name),
             _ => None,
         }
     })

@@ -3,16 +3,23 @@
 //! and a few dangerous properties.
 //!
 //! The text is first split into statements by [`lexer`], which follows the server's
-//! own rules for strings, comments and dollar quoting, so a `;` hidden in an `E''`
-//! string or a nested comment cannot smuggle a second statement past the analysis.
-//! Each statement is then parsed with sqlparser's PostgreSQL dialect (recursion
-//! limited); what sqlparser cannot parse is classified from its tokens by
-//! [`fallback`], and what that cannot classify either is marked
+//! own scanner under the session's settings, so a `;` hidden in an `E''` string, a
+//! comment ended by `\r` or a nested comment cannot smuggle a second statement past
+//! the analysis. Each statement's tokens are then written out for sqlparser in
+//! forms it reads as the server does ([`canonical`]: names decoded, strings joined
+//! and decoded, a few grammar gaps rewritten) and parsed with sqlparser's PostgreSQL
+//! dialect (recursion limited). What sqlparser cannot parse is classified from its
+//! tokens by [`fallback`], and what that cannot account for is marked
 //! [`StatementInfo::unparseable`], never silently allowed.
 
 mod ast;
+mod canonical;
+pub mod encoding;
 mod fallback;
 pub mod lexer;
+mod rows;
+
+pub use lexer::Settings;
 
 use serde::Serialize;
 use std::fmt;
@@ -236,6 +243,9 @@ pub struct StatementInfo {
     pub parsed: bool,
     /// Could not be classified: the policy's `unparseable` setting decides.
     pub unparseable: bool,
+    /// May switch the client encoding to one the filter cannot lex (see
+    /// [`encoding`]): refused whatever the policy says.
+    pub unsafe_client_encoding: bool,
     /// The analysis depended on a string constant (e.g. the setting name given to
     /// `set_config`), so decisions about it must not be shared with statements that
     /// only differ in constants.
@@ -255,14 +265,17 @@ impl StatementInfo {
             runs: Vec::new(),
             parsed: false,
             unparseable: false,
+            unsafe_client_encoding: false,
             literal_sensitive: false,
         }
     }
 
-    fn unparseable() -> Self {
+    /// A statement that could not be analyzed, of `kind` as far as its leading
+    /// keywords tell.
+    fn unparseable(kind: StatementKind) -> Self {
         Self {
             unparseable: true,
-            ..Self::new(StatementKind::Other)
+            ..Self::new(kind)
         }
     }
 
@@ -295,7 +308,7 @@ impl Analysis {
     }
 }
 
-/// Analyzes every statement in `sql`.
+/// Analyzes every statement in `sql` as a server with default settings reads it.
 ///
 /// ```
 /// use gatehouse_postgres::sql::{analyze, Limits, StatementKind};
@@ -305,28 +318,34 @@ impl Analysis {
 /// assert!(a.statements[1].properties.without_where);
 /// ```
 pub fn analyze(sql: &str, limits: &Limits) -> Analysis {
+    analyze_with(sql, Settings::default(), limits)
+}
+
+/// Analyzes every statement in `sql` as a server with `settings` reads it.
+pub fn analyze_with(sql: &str, settings: Settings, limits: &Limits) -> Analysis {
     if sql.len() > limits.max_sql_len {
         return Analysis {
-            statements: vec![StatementInfo::unparseable()],
+            statements: vec![StatementInfo::unparseable(StatementKind::Other)],
         };
     }
-    let lexed = lexer::tokenize(sql);
+    let lexed = lexer::tokenize_with(sql, settings);
     analyze_lexed(sql, &lexed, limits)
 }
 
 /// [`analyze`] for a text already tokenized (the decision cache tokenizes first to
 /// fingerprint, and must not do it twice).
 pub fn analyze_lexed(sql: &str, lexed: &lexer::Lexed, limits: &Limits) -> Analysis {
-    if sql.len() > limits.max_sql_len || lexed.unterminated {
+    if sql.len() > limits.max_sql_len || lexed.error.is_some() {
+        // The server would refuse the whole text; it is not guessed at either.
         return Analysis {
-            statements: vec![StatementInfo::unparseable()],
+            statements: vec![StatementInfo::unparseable(StatementKind::Other)],
         };
     }
     let mut statements = Vec::new();
-    for tokens in lexer::split_statements(lexed) {
+    for tokens in lexed.statement_tokens() {
         if statements.len() >= limits.max_statements {
             return Analysis {
-                statements: vec![StatementInfo::unparseable()],
+                statements: vec![StatementInfo::unparseable(StatementKind::Other)],
             };
         }
         statements.extend(analyze_statement(sql, tokens, limits));
@@ -336,15 +355,69 @@ pub fn analyze_lexed(sql: &str, lexed: &lexer::Lexed, limits: &Limits) -> Analys
 
 /// One statement's tokens → its analysis (sqlparser first, then the token fallback).
 fn analyze_statement(sql: &str, tokens: &[lexer::Token], limits: &Limits) -> Vec<StatementInfo> {
-    let (Some(first), Some(last)) = (tokens.first(), tokens.last()) else {
+    if tokens.is_empty() {
         return Vec::new();
-    };
-    let text = sql.get(first.span.start..last.span.end).unwrap_or_default();
-    let leading_kind = fallback::leading_kind(sql, tokens);
-    if let Some(parsed) = ast::analyze_text(text, leading_kind, limits) {
-        return parsed;
     }
-    vec![fallback::classify(sql, tokens)]
+    let leading_kind = fallback::leading_kind(sql, tokens);
+    let canonical = canonical::canonical(sql, tokens);
+    let mut infos = match ast::analyze_text(&canonical.text, leading_kind, limits) {
+        Some(mut infos) => {
+            merge_extracted(&mut infos, &canonical, limits);
+            infos
+        }
+        None => vec![fallback::classify(sql, tokens)],
+    };
+    let encoding = encoding::sets_unsafe_client_encoding(sql, tokens);
+    for info in &mut infos {
+        info.unsafe_client_encoding |= encoding.unsafe_encoding;
+        info.literal_sensitive |= encoding.literal_sensitive;
+        // Writing pg_settings is set_config under another name.
+        let writes_settings = info.walk().iter().any(|s| {
+            s.objects
+                .iter()
+                .any(|o| o.name == "pg_settings" && o.access == Access::Write)
+        });
+        if writes_settings {
+            info.properties.set_role = true;
+            info.properties.string_syntax_change = true;
+            info.unsafe_client_encoding = true;
+        }
+    }
+    infos
+}
+
+/// Folds what [`canonical`] took out of a statement back into its analysis: the
+/// functions and tables of each extracted expression, and `WHERE CURRENT OF`.
+fn merge_extracted(infos: &mut [StatementInfo], canonical: &canonical::Canonical, limits: &Limits) {
+    let Some(first) = infos.first_mut() else {
+        return;
+    };
+    if canonical.current_of {
+        first.properties.without_where = false;
+    }
+    for expression in &canonical.extracted {
+        let probe = format!("SELECT {expression}");
+        let parsed = ast::analyze_text(&probe, StatementKind::Select, limits);
+        match parsed.as_deref() {
+            Some([info]) => {
+                for function in &info.functions {
+                    if !first.functions.contains(function) {
+                        first.functions.push(function.clone());
+                    }
+                }
+                for object in &info.objects {
+                    if !first.objects.contains(object) {
+                        first.objects.push(object.clone());
+                    }
+                }
+                first.runs.extend(info.runs.iter().cloned());
+                first.literal_sensitive |= info.literal_sensitive;
+                first.properties.set_role |= info.properties.set_role;
+                first.properties.string_syntax_change |= info.properties.string_syntax_change;
+            }
+            _ => first.unparseable = true,
+        }
+    }
 }
 
 /// Normalizes a function or setting name: the last part, unquoted ones lowercased.
@@ -524,6 +597,108 @@ mod tests {
                 info.unparseable || info.functions.iter().any(|f| f == "pg_read_file"),
                 "{sql}: {info:?}"
             );
+        }
+    }
+
+    /// A bounded, seeded fuzz run over texts built from SQL pieces: analysis never
+    /// panics, and a call of pg_read_file the lexer sees outside strings and
+    /// comments is always listed, or its statement is refused as unanalyzable.
+    #[test]
+    fn no_function_call_escapes_the_analysis() {
+        let pieces = [
+            "select ",
+            "from ",
+            "t ",
+            "where ",
+            "x ",
+            "= ",
+            "1 ",
+            "'a' ",
+            "E'\\'' ",
+            "$$;$$ ",
+            "U&\"\\0070g_read_file\"(",
+            "pg_read_file(",
+            "PG_CATALOG.pg_read_file(",
+            "\"pg_read_file\"(",
+            ") ",
+            "( ",
+            ", ",
+            "; ",
+            "--c\r",
+            "/* /* */ */ ",
+            "\n",
+            "update ",
+            "set ",
+            "y ",
+            "delete ",
+            "insert ",
+            "into ",
+            "values ",
+            "copy ",
+            "stdin ",
+            "with ",
+            "as ",
+            "union ",
+            "explain ",
+            "analyze ",
+            "merge ",
+            "using ",
+            "on ",
+            "when ",
+            "matched ",
+            "then ",
+            "do ",
+            "nothing ",
+            "conflict ",
+            "[",
+            "] ",
+            ":",
+            "current ",
+            "of ",
+            "returning ",
+            "* ",
+            "exists ",
+            "case ",
+            "end ",
+            "'x'\n'y' ",
+            "::text ",
+            "isnull ",
+            "table ",
+            "lateral ",
+            "join ",
+            "order ",
+            "by ",
+        ];
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let limits = Limits::default();
+        for _ in 0..20_000 {
+            let len = 1 + (next() % 16) as usize;
+            let sql: String = (0..len)
+                .map(|_| pieces[(next() % pieces.len() as u64) as usize])
+                .collect();
+            let lexed = lexer::tokenize(&sql);
+            let analysis = analyze_lexed(&sql, &lexed, &limits);
+            if lexed.error.is_some() {
+                assert!(analysis.statements.iter().all(|s| s.unparseable), "{sql:?}");
+                continue;
+            }
+            for (tokens, info) in lexed.statement_tokens().zip(&analysis.statements) {
+                let calls = tokens.windows(2).any(|w| {
+                    lexer::ident_value(&sql, &w[0]).as_deref() == Some("pg_read_file")
+                        && lexer::is_punct(&sql, &w[1], "(")
+                });
+                let listed = info
+                    .walk()
+                    .iter()
+                    .any(|s| s.unparseable || s.functions.iter().any(|f| f == "pg_read_file"));
+                assert!(!calls || listed, "{sql:?}: {info:?}");
+            }
         }
     }
 

@@ -207,6 +207,7 @@ fn policy_message(sql: &str) -> deny::Denial {
         identity: Identity::claimed("alice"),
         database: "app".into(),
         role: "alice".into(),
+        ..Default::default()
     };
     let decision = policy.decide(&ctx, sql).decision;
     assert!(decision.action.blocks(), "{sql} is not blocked");

@@ -11,6 +11,7 @@ mod login;
 mod malformed;
 mod memory;
 mod readiness;
+mod server_settings;
 mod shadow;
 mod startup;
 mod streaming;

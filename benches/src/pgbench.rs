@@ -125,6 +125,21 @@ impl Login<'static> {
 /// Runs `pgbench -S` with `extra` arguments (e.g. `-C` for a new connection per
 /// transaction) against 127.0.0.1:`port` as `login`; returns its TPS.
 pub fn tps_as(port: u16, login: &Login<'_>, extra: &[&str]) -> Result<f64> {
+    run_as(port, login, extra).map(|run| run.tps)
+}
+
+/// What one pgbench run reports.
+#[derive(Debug, Clone, Copy)]
+pub struct Run {
+    pub tps: f64,
+    /// Transactions processed (each one statement under `-S`).
+    pub transactions: u64,
+}
+
+/// [`tps_as`], with the transactions processed. Clients never ask for TLS
+/// (`sslmode=disable`): a build that answers an SSLRequest with TLS must not
+/// be measured doing TLS against one that does not.
+pub fn run_as(port: u16, login: &Login<'_>, extra: &[&str]) -> Result<Run> {
     let mut pgbench = Command::new(tools::pg_client("pgbench")?);
     pgbench
         .args(["-n", "-S", "-h", "127.0.0.1", "-U", login.user])
@@ -138,7 +153,8 @@ pub fn tps_as(port: u16, login: &Login<'_>, extra: &[&str]) -> Result<f64> {
         .arg("-T")
         .arg(env_or("PG_BENCH_SECONDS", "10"))
         .arg("shop")
-        .env_remove("PGPASSWORD");
+        .env_remove("PGPASSWORD")
+        .env("PGSSLMODE", "disable");
     if let Some(password) = login.password {
         pgbench.env("PGPASSWORD", password);
     }
@@ -153,11 +169,19 @@ pub fn tps_as(port: u16, login: &Login<'_>, extra: &[&str]) -> Result<f64> {
     if !text.contains("number of failed transactions: 0") {
         bail!("pgbench reported failures:\n{text}");
     }
-    text.lines()
+    let tps = text
+        .lines()
         .find_map(|l| l.strip_prefix("tps = "))
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|n| n.parse().ok())
-        .with_context(|| format!("no tps line in pgbench output:\n{text}"))
+        .with_context(|| format!("no tps line in pgbench output:\n{text}"))?;
+    let transactions = text
+        .lines()
+        .find_map(|l| l.strip_prefix("number of transactions actually processed: "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .with_context(|| format!("no transaction count in pgbench output:\n{text}"))?;
+    Ok(Run { tps, transactions })
 }
 
 /// Starts an Envoy from `envoy/<template>` next to the stack, in front of the

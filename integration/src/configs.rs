@@ -60,6 +60,13 @@ pub fn vars(dir: &Path) -> Result<BTreeMap<&'static str, String>> {
         ("PG_WASM", path(&modules.postgres)),
         ("KUBE_WASM", path(&modules.kubernetes)),
         ("PG_CONFIG", envoy::yaml_quote("{}")),
+        (
+            "PG_NATIVE_CONFIG",
+            envoy::yaml_quote(
+                &crate::stack::native_postgres_config(&serde_json::json!({}), Some(7070))
+                    .to_string(),
+            ),
+        ),
         ("KUBE_CONFIG", envoy::yaml_quote("{}")),
         (
             "PG_SHADOW_CONFIG",

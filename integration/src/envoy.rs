@@ -130,11 +130,21 @@ impl Envoy {
             .arg(&admin_file)
             // Several Envoys (parallel tests, a demo) share this machine.
             .arg("--use-dynamic-base-id")
+            // Native modules (`dynamic_module_config: {name: X}`) load from here.
+            .env(
+                "ENVOY_DYNAMIC_MODULES_SEARCH_PATH",
+                crate::tools::native_dir(),
+            )
             .args([
                 "--concurrency",
                 "2",
                 "--log-level",
-                "warn",
+                // `GATEHOUSE_ENVOY_LOG_LEVEL=debug` to see why a test failed.
+                &std::env::var("GATEHOUSE_ENVOY_LOG_LEVEL").unwrap_or_else(|_| "warn".into()),
+                // The native modules' own lines (and the ABI version check),
+                // and the startup milestones (config loaded, main loop started).
+                "--component-log-level",
+                "dynamic_modules:info,main:info",
                 "--file-flush-interval-msec",
                 "100",
             ]);
@@ -221,9 +231,31 @@ pub fn validate(config: &Path) -> Result<()> {
             .arg("validate")
             .arg("-c")
             .arg(config)
-            .arg("--use-dynamic-base-id"),
+            .arg("--use-dynamic-base-id")
+            .env(
+                "ENVOY_DYNAMIC_MODULES_SEARCH_PATH",
+                crate::tools::native_dir(),
+            ),
     )
     .map(|_| ())
+}
+
+/// A minimal HTTP/1.1 POST without a body (admin commands such as
+/// `/runtime_modify?…`); the status code.
+pub fn http_post(authority: &str, path: &str) -> Result<u16> {
+    let mut stream = TcpStream::connect(authority)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    response
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .context("malformed HTTP response")
 }
 
 /// A minimal HTTP/1.1 GET (admin pages only; no dependencies needed).

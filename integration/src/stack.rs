@@ -28,8 +28,11 @@ pub struct StackOptions {
     /// Run the stand-in API server as this binary (the demo, which may outlive
     /// us) instead of in-process (tests).
     pub kube_standin_binary: Option<PathBuf>,
-    /// Envoy bootstrap template under `envoy/`.
+    /// Envoy bootstrap template under `envoy/` (the Wasm build's; the native
+    /// build uses its twin, see [`crate::tools::Build::template`]).
     pub envoy_template: &'static str,
+    /// The build to run; `None`: `GATEHOUSE_BUILD`'s.
+    pub build: Option<crate::tools::Build>,
     /// The audit service's configuration (`None`: the default from
     /// [`envoy::default_audit_config`]).
     pub audit_service: Option<Value>,
@@ -68,6 +71,7 @@ impl Default for StackOptions {
             kubernetes_filter: default_kubernetes_filter_config(),
             kube_standin_binary: None,
             envoy_template: "gatehouse.yaml",
+            build: None,
             audit_service: None,
             extra_listeners: None,
             signing_key: None,
@@ -149,6 +153,8 @@ enum KubeUpstream {
 /// Everything running; dropping it stops every process (and, if the current
 /// thread is panicking, prints the logs first so a failed test explains itself).
 pub struct Stack {
+    /// The build of the filters it runs (`GATEHOUSE_BUILD`).
+    pub build: crate::tools::Build,
     pub dir: PathBuf,
     pub pki: DemoPki,
     pub postgres: Postgres,
@@ -189,6 +195,10 @@ impl Stack {
     }
 
     pub fn start_in(dir: PathBuf, opts: StackOptions) -> Result<Stack> {
+        let build = match opts.build {
+            Some(build) => build,
+            None => crate::tools::Build::from_env()?,
+        };
         let modules = crate::tools::filter_modules()?;
         let pki = DemoPki::generate(&dir.join("pki"))?;
         let postgres = Postgres::start(&dir.join("postgres"), &opts.postgres)?;
@@ -247,9 +257,19 @@ impl Stack {
         for (name, value) in &opts.template_vars {
             vars.insert(name, value.clone());
         }
-        let template_path = crate::workspace_root()
-            .join("envoy")
-            .join(opts.envoy_template);
+        let template_name = build.template(opts.envoy_template);
+        if template_name != opts.envoy_template {
+            crate::tools::native_module("gatehouse")?;
+            let records_port = process::free_port()?;
+            vars.insert("RECORDS_PORT", records_port.to_string());
+            vars.insert(
+                "PG_NATIVE_CONFIG",
+                envoy::yaml_quote(
+                    &native_postgres_config(&opts.postgres_filter, Some(records_port)).to_string(),
+                ),
+            );
+        }
+        let template_path = crate::workspace_root().join("envoy").join(template_name);
         let template = std::fs::read_to_string(&template_path)
             .with_context(|| format!("reading {}", template_path.display()))?;
         let envoy_dir = dir.join("envoy");
@@ -264,10 +284,10 @@ impl Stack {
             yaml.insert_str(at, extra);
         }
         let envoy = Envoy::start(&envoy_dir, &yaml)?;
+        let pg_port = envoy.listener_port("postgres")?;
         if opts.postgres_filter.get("identity").is_some() {
             wait_for_key_fetch(&idp)?;
         }
-        let pg_port = envoy.listener_port("postgres")?;
         let pg_tls_port = envoy.listener_port("postgres_tls")?;
         let kube_port = envoy.listener_port("kubernetes")?;
 
@@ -281,6 +301,7 @@ impl Stack {
             kubeconfig_yaml(kube_port, &pki.ca_cert, &tokens)?,
         )?;
         Ok(Stack {
+            build,
             dir,
             pki,
             postgres,
@@ -319,6 +340,13 @@ impl Stack {
         let envoy = Envoy::start(&dir, &envoy::render(&self.template, &vars)?)?;
         let port = envoy.listener_port("postgres")?;
         Ok((envoy, port))
+    }
+
+    /// A Postgres filter stat (`gatehouse_pg_…`, named without the prefix Envoy
+    /// gives the build's stats); `None` when Envoy has no such stat yet.
+    pub fn pg_stat(&self, name: &str) -> Result<Option<u64>> {
+        self.envoy
+            .stat(&format!("{}{name}", self.build.pg_stat_prefix()))
     }
 
     /// A libpq URL through Envoy (no user or password: they come from the caller).
@@ -467,8 +495,23 @@ impl Drop for Stack {
     }
 }
 
+/// The native module's configuration for a Postgres filter configuration:
+/// the same JSON, with where records go (`records_port`: the record listener)
+/// and TLS for SSLRequest clients (see `envoy/gatehouse-native.yaml`).
+pub fn native_postgres_config(filter: &Value, records_port: Option<u16>) -> Value {
+    let mut config = serde_json::json!({"filter": filter, "starttls": true});
+    if let (Some(port), Some(parts)) = (records_port, config.as_object_mut()) {
+        parts.insert(
+            "records".into(),
+            serde_json::json!({"address": format!("127.0.0.1:{port}")}),
+        );
+    }
+    config
+}
+
 /// Token login is ready once a worker fetched the issuer's keys; the others
-/// adopt them on their next tick (20 ms).
+/// adopt them on their next tick (20 ms). The native build fetches when the
+/// first client logs in and holds that login until the keys arrive.
 fn wait_for_key_fetch(idp: &IdentityProvider) -> Result<()> {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while idp.fetches() == 0 {

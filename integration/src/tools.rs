@@ -290,6 +290,68 @@ impl FilterModules {
     }
 }
 
+/// Which build of the filters a stack runs, from `GATEHOUSE_BUILD`: `wasm`
+/// (the default: proxy-wasm modules in V8) or `native` (the Postgres filter as
+/// the Envoy dynamic module `libgatehouse.so`; the Kubernetes filter and the
+/// audit service stay Wasm).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Build {
+    Wasm,
+    Native,
+}
+
+impl Build {
+    /// The build `GATEHOUSE_BUILD` names (unset: Wasm).
+    pub fn from_env() -> Result<Build> {
+        match std::env::var("GATEHOUSE_BUILD").as_deref() {
+            Err(_) | Ok("" | "wasm") => Ok(Build::Wasm),
+            Ok("native") => Ok(Build::Native),
+            Ok(other) => bail!("GATEHOUSE_BUILD={other:?}: expected \"wasm\" or \"native\""),
+        }
+    }
+
+    /// What Envoy puts before the Postgres filter's stat names.
+    pub fn pg_stat_prefix(self) -> &'static str {
+        match self {
+            Build::Wasm => "wasmcustom.",
+            Build::Native => "dynamicmodulescustom.",
+        }
+    }
+
+    /// The bootstrap under `envoy/` this build uses in place of the Wasm
+    /// build's `template` (templates without a native twin stay as they are).
+    pub fn template(self, template: &'static str) -> &'static str {
+        match (self, template) {
+            (Build::Native, "gatehouse.yaml") => "gatehouse-native.yaml",
+            (Build::Native, "postgres.yaml") => "postgres-native.yaml",
+            _ => template,
+        }
+    }
+}
+
+/// Where the native build's shared libraries are: `GATEHOUSE_NATIVE_DIR`, else
+/// where `cargo xtask build --native` (profile `release-native`) puts them.
+/// Envoy finds a dynamic module `name` as `lib<name>.so` in this directory
+/// (`ENVOY_DYNAMIC_MODULES_SEARCH_PATH`, which [`crate::envoy::Envoy::start`] sets).
+pub fn native_dir() -> PathBuf {
+    match std::env::var_os("GATEHOUSE_NATIVE_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => crate::workspace_root().join("target/release-native"),
+    }
+}
+
+/// The native module `name` (`lib<name>.so` in [`native_dir`]), which must be built.
+pub fn native_module(name: &str) -> Result<PathBuf> {
+    let module = native_dir().join(format!("lib{name}.so"));
+    if !module.is_file() {
+        bail!(
+            "{} is missing: build the native modules first with `cargo xtask build --native`",
+            module.display()
+        );
+    }
+    Ok(module)
+}
+
 /// Where `cargo build --release --target wasm32-wasip1` puts the modules.
 pub fn filter_modules() -> Result<FilterModules> {
     let dir = match std::env::var_os("GATEHOUSE_WASM_DIR") {

@@ -23,6 +23,8 @@ fn every_shipped_bootstrap_passes_envoy_validation() {
         "kubernetes.yaml",
         "ecds.yaml",
         "shadow.yaml",
+        "gatehouse-native.yaml",
+        "postgres-native.yaml",
     ] {
         assert!(
             names.iter().any(|n| n == expected),

@@ -28,20 +28,15 @@ fn psql_reads_the_demo_schema_through_envoy() {
     );
     assert_eq!(record["filter_chain"], "postgres_plaintext");
     assert_eq!(
-        stack
-            .envoy
-            .stat("wasmcustom.gatehouse_pg_connections_total")
-            .unwrap(),
+        stack.pg_stat("gatehouse_pg_connections_total").unwrap(),
         Some(1)
     );
     let from_client = stack
-        .envoy
-        .stat("wasmcustom.gatehouse_pg_client_bytes_total")
+        .pg_stat("gatehouse_pg_client_bytes_total")
         .unwrap()
         .unwrap();
     let from_server = stack
-        .envoy
-        .stat("wasmcustom.gatehouse_pg_server_bytes_total")
+        .pg_stat("gatehouse_pg_server_bytes_total")
         .unwrap()
         .unwrap();
     assert!(

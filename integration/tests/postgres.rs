@@ -25,11 +25,7 @@ fn connection_record(stack: &Stack, user: &str) -> Value {
 }
 
 fn stat(stack: &Stack, name: &str) -> u64 {
-    stack
-        .envoy
-        .stat(&format!("wasmcustom.{name}"))
-        .unwrap()
-        .unwrap_or(0)
+    stack.pg_stat(name).unwrap().unwrap_or(0)
 }
 
 fn tokio_runtime() -> tokio::runtime::Runtime {

@@ -168,8 +168,7 @@ fn copy_to_stdout_masks_rule_columns_in_every_format() {
     let log = std::fs::read_to_string(&stack.access_log).unwrap();
     assert!(!log.contains(ssn.as_str()), "clear values in records");
     let errors = stack
-        .envoy
-        .stat("wasmcustom.gatehouse_pg_protocol_errors_total")
+        .pg_stat("gatehouse_pg_protocol_errors_total")
         .unwrap()
         .unwrap_or(0);
     assert_eq!(errors, 0);

@@ -155,10 +155,7 @@ fn bad_tokens_and_forbidden_roles_get_a_fatal_error_with_the_reason() {
     );
     let server_log = std::fs::read_to_string(stack.postgres.log_path()).unwrap();
     assert!(!server_log.contains("reached the server"));
-    let failures = stack
-        .envoy
-        .stat("wasmcustom.gatehouse_pg_login_failures_total")
-        .unwrap();
+    let failures = stack.pg_stat("gatehouse_pg_login_failures_total").unwrap();
     assert_eq!(failures, Some(4), "each refusal is counted");
 }
 

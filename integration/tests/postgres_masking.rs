@@ -315,8 +315,7 @@ fn psycopg_jdbc_and_node_postgres_decode_masked_results() {
             ),
     );
     let errors = stack
-        .envoy
-        .stat("wasmcustom.gatehouse_pg_protocol_errors_total")
+        .pg_stat("gatehouse_pg_protocol_errors_total")
         .unwrap()
         .unwrap_or(0);
     assert_eq!(errors, 0);

@@ -8,8 +8,6 @@
 use gatehouse_integration::envoy::{self, http_get};
 use gatehouse_integration::stack::{Stack, StackOptions};
 use serde_json::{Value, json};
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 fn start(name: &str, audit_service: Option<Value>) -> (Stack, String) {
@@ -62,15 +60,8 @@ fn stat(stack: &Stack, name: &str) -> u64 {
 }
 
 fn admin_post(stack: &Stack, path: &str) {
-    let mut s = TcpStream::connect(&stack.envoy.admin).unwrap();
-    write!(
-        s,
-        "POST {path} HTTP/1.1\r\nHost: admin\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    s.read_to_string(&mut response).unwrap();
-    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let status = gatehouse_integration::envoy::http_post(&stack.envoy.admin, path).unwrap();
+    assert_eq!(status, 200, "POST {path}");
 }
 
 fn set_drill_abort_percent(stack: &Stack, percent: u32) {

@@ -1,4 +1,6 @@
 //! `cargo xtask demo`: the whole gateway on this machine, with demo data.
+//! With `--native`, the Postgres filter runs as the native build (the Envoy
+//! dynamic module `libgatehouse.so`, `envoy/gatehouse-native.yaml`).
 //!
 //! The stack is owned by one process that stops it in order on Ctrl-C or
 //! SIGTERM. With `--detach` that process is a background copy of this command
@@ -16,6 +18,7 @@ use gatehouse_integration::stack::{
     ApprovalOptions, default_kubernetes_filter_config, demo_postgres_filter_config,
     exec_kubeconfig_yaml,
 };
+use gatehouse_integration::tools::Build;
 use gatehouse_integration::{Stack, StackOptions, idp, process, tools, workspace_root};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -59,15 +62,18 @@ fn cli_bin_dir() -> PathBuf {
 /// How long the tokens in `target/demo/env` last.
 const ENV_TOKEN_TTL_SECONDS: i64 = 3600;
 
-pub fn run(detach: bool, serve: bool) -> Result<()> {
+pub fn run(detach: bool, serve: bool, native: bool) -> Result<()> {
     if serve {
-        return serve_until_stopped();
+        return serve_until_stopped(native);
     }
     if let Some(pid) = running_pid() {
         bail!("a demo is already running (pid {pid}): stop it with `cargo xtask down`");
     }
     super::install(false)?;
     super::build_filters(super::shrink::Shrink::IfAvailable)?;
+    if native {
+        super::build_native()?;
+    }
     super::step(
         "build the stand-in Kubernetes API server, the gatehouse command line and the approval service",
         super::cargo().args([
@@ -86,13 +92,16 @@ pub fn run(detach: bool, serve: bool) -> Result<()> {
     install_cli()?;
     copy_or_link(&std::env::current_exe()?, &credential_plugin())?;
     if !detach {
-        return serve_until_stopped();
+        return serve_until_stopped(native);
     }
 
     let log = dir.join("demo.log");
     let mut server = Command::new(std::env::current_exe()?);
+    server.args(["demo", "--serve"]);
+    if native {
+        server.arg("--native");
+    }
     server
-        .args(["demo", "--serve"])
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&log)?)
         .stderr(std::fs::File::create(&log)?.try_clone()?)
@@ -153,7 +162,7 @@ fn copy_or_link(from: &std::path::Path, to: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
-fn serve_until_stopped() -> Result<()> {
+fn serve_until_stopped(native: bool) -> Result<()> {
     let standin = workspace_root().join("target/debug/kube-standin");
     eprintln!("==> starting PostgreSQL, the stand-in Kubernetes API server and Envoy");
     let (tx, rx) = std::sync::mpsc::channel();
@@ -162,12 +171,19 @@ fn serve_until_stopped() -> Result<()> {
     })?;
     let opts = StackOptions {
         kube_standin_binary: Some(standin),
-        postgres_filter: with_approvals(demo_postgres_filter_config()),
+        // The native Postgres filter cannot reach the approval service: its
+        // require_approval rules refuse like deny there.
+        postgres_filter: if native {
+            demo_postgres_filter_config()
+        } else {
+            with_approvals(demo_postgres_filter_config())
+        },
         kubernetes_filter: with_approvals(default_kubernetes_filter_config()),
         approvals: Some(ApprovalOptions {
             replicas: 1,
             webhook: std::env::var("GATEHOUSE_DEMO_WEBHOOK").ok(),
         }),
+        build: Some(if native { Build::Native } else { Build::Wasm }),
         ..StackOptions::default()
     };
     let stack = Stack::start_in(demo_dir(), opts)?;
@@ -438,7 +454,7 @@ fn shell_quote(v: &str) -> String {
 fn instructions(stack: &Stack) -> String {
     format!(
         "
-gatehouse demo is up. In a shell at the repository's root:
+gatehouse demo is up ({build}). In a shell at the repository's root:
 
   set -a; . target/demo/env; set +a      # the demo's settings; gatehouse on PATH
 
@@ -463,6 +479,12 @@ gatehouse demo is up. In a shell at the repository's root:
   Identities: developer, ci, agent (role app); dba, admin (role postgres)
   The README's five-minute tour: cargo xtask tour
 ",
+        build = match stack.build {
+            Build::Wasm => "Wasm build",
+            Build::Native => {
+                "native build: the Postgres filter is libgatehouse.so, and psql gets TLS"
+            }
+        },
         pg = stack.pg_url(),
         kube = stack.kube_server(),
         log = stack.access_log.display(),

@@ -3,8 +3,10 @@
 //! ```text
 //! cargo xtask install          wasm target + pinned Envoy; checks for PostgreSQL and kubectl
 //!                              (--test-clients: also the clients the tests drive)
-//! cargo xtask build            the filter modules (wasm32-wasip1, release, then wasm-opt -Oz)
+//! cargo xtask build            the filter modules (wasm32-wasip1, release, then wasm-opt -Oz);
+//!                              with --native, the Envoy dynamic modules (release-native)
 //! cargo xtask demo [--detach]  the whole gateway on this machine, with demo data
+//!                              (--native: the Postgres filter as an Envoy dynamic module)
 //! cargo xtask down             stops a detached demo
 //! cargo xtask token <identity>  a fresh token for a demo identity (`--ttl 15m`)
 //! cargo xtask gatehouse ...    the gatehouse command line
@@ -47,7 +49,12 @@ enum Task {
         test_clients: bool,
     },
     /// Build the filter modules (wasm32-wasip1, release, shrunk by wasm-opt -Oz).
-    Build,
+    Build {
+        /// Build the native build instead: the Envoy 1.40 dynamic modules
+        /// (target/release-native/libgatehouse.so; see docs/native.md).
+        #[arg(long)]
+        native: bool,
+    },
     /// Run the whole gateway on this machine, with demo data, until Ctrl-C.
     Demo {
         /// Keep it running in the background (stop it with `cargo xtask down`).
@@ -56,6 +63,10 @@ enum Task {
         /// The background process of --detach.
         #[arg(long, hide = true)]
         serve: bool,
+        /// Run the Postgres filter as the native build (libgatehouse.so,
+        /// envoy/gatehouse-native.yaml) instead of Wasm.
+        #[arg(long)]
+        native: bool,
     },
     /// Stop a detached demo.
     Down,
@@ -93,8 +104,13 @@ enum Task {
 fn main() {
     let result = match Cli::parse().task {
         Task::Install { test_clients } => install(test_clients),
-        Task::Build => build_filters(shrink::Shrink::Required),
-        Task::Demo { detach, serve } => demo::run(detach, serve),
+        Task::Build { native: false } => build_filters(shrink::Shrink::Required),
+        Task::Build { native: true } => build_native(),
+        Task::Demo {
+            detach,
+            serve,
+            native,
+        } => demo::run(detach, serve, native),
         Task::Down => demo::down(),
         Task::Token {
             identity,
@@ -120,6 +136,7 @@ const WASM_CRATES: &[&str] = &[
     "gatehouse-postgres",
     "gatehouse-kubernetes",
     "gatehouse-host",
+    "gatehouse-postgres-glue",
     "gatehouse-postgres-wasm",
     "gatehouse-kubernetes-wasm",
     "gatehouse-audit-wasm",
@@ -134,6 +151,26 @@ const FILTER_MODULES: &[&str] = &[
     "gatehouse-record-producer",
     // Bench-only: a filter that does nothing, the end-to-end benches' floor.
     "gatehouse-bench-noop",
+];
+
+/// The native build's crates: Envoy dynamic modules (shared libraries).
+const NATIVE_MODULES: &[&str] = &[
+    // libgatehouse.so: the Postgres filter.
+    "gatehouse-native",
+    // Test- and bench-only: passes bytes on, the native build's floor.
+    "gatehouse-native-passthrough",
+];
+
+/// Integration tests that exercise the Postgres filter's glue: `cargo xtask
+/// test` runs them on the native build too (`GATEHOUSE_BUILD=native`).
+const NATIVE_GLUE_TESTS: &[&str] = &[
+    "foundation",
+    "postgres",
+    "postgres_login",
+    "postgres_policy",
+    "postgres_masking",
+    "postgres_copy_masking",
+    "stats",
 ];
 
 fn cargo() -> Command {
@@ -216,6 +253,20 @@ fn build_filters(shrink: shrink::Shrink) -> Result<()> {
         eprintln!("    {} ({before} -> {after} bytes)", m.display());
     }
     Ok(())
+}
+
+/// Builds the Envoy dynamic modules (profile `release-native`, into
+/// `target/release-native/lib<name>.so`).
+fn build_native() -> Result<()> {
+    let mut cmd = cargo();
+    cmd.args(["build", "--profile", "release-native"]);
+    for m in NATIVE_MODULES {
+        cmd.args(["-p", m]);
+    }
+    step(
+        "build native modules (Envoy dynamic modules, release-native)",
+        &mut cmd,
+    )
 }
 
 /// `cargo xtask gatehouse ...`: the command line, built if needed, run in
@@ -340,10 +391,20 @@ fn test() -> Result<()> {
             .env("CARGO_TARGET_WASM32_WASIP1_RUNNER", runner),
     )?;
     build_filters(shrink::Shrink::Required)?;
+    build_native()?;
     prometheus_rules()?;
     step(
         "integration tests (real Envoy, PostgreSQL, kubectl)",
         cargo().args(["test", "-p", "gatehouse-integration"]),
+    )?;
+    let mut native = cargo();
+    native.args(["test", "-p", "gatehouse-integration"]);
+    for test in NATIVE_GLUE_TESTS {
+        native.args(["--test", test]);
+    }
+    step(
+        "integration tests of the Postgres glue on the native build",
+        native.env("GATEHOUSE_BUILD", "native"),
     )?;
     demo::smoke_test()?;
     // The smoke test builds the demo's modules as a machine without wasm-opt would.

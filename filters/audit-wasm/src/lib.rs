@@ -188,25 +188,7 @@ impl ServiceConfig {
     }
 }
 
-/// What the sink answers a response status means for the record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SendOutcome {
-    Delivered,
-    /// The record itself is refused; retrying cannot help.
-    Rejected,
-    /// Try again later.
-    Retry,
-}
-
-/// Classifies a send's `:status` (`None`: no response, reset or timeout).
-pub fn classify(status: Option<&str>) -> SendOutcome {
-    match status.and_then(|s| s.parse::<u16>().ok()) {
-        Some(200..=299) => SendOutcome::Delivered,
-        Some(408 | 429) => SendOutcome::Retry,
-        Some(400..=499) => SendOutcome::Rejected,
-        _ => SendOutcome::Retry,
-    }
-}
+pub use gatehouse_core::delivery::{SendOutcome, classify};
 
 /// The records of a batch body: its lines without the final newline, if any.
 /// Counts them, or says why the sink refuses the body: every line must look

@@ -78,6 +78,27 @@ impl Default for DeliveryConfig {
     }
 }
 
+/// What the sink's answer to a send means for its records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendOutcome {
+    Delivered,
+    /// The records themselves are refused; retrying cannot help
+    /// ([`Outbox::rejected`]).
+    Rejected,
+    /// Try again later ([`Outbox::failed`]).
+    Retry,
+}
+
+/// Classifies a send's HTTP status (`None`: no response, reset or timeout).
+pub fn classify(status: Option<&str>) -> SendOutcome {
+    match status.and_then(|s| s.parse::<u16>().ok()) {
+        Some(200..=299) => SendOutcome::Delivered,
+        Some(408 | 429) => SendOutcome::Retry,
+        Some(400..=499) => SendOutcome::Rejected,
+        _ => SendOutcome::Retry,
+    }
+}
+
 /// Why a record offered to the outbox was not accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {

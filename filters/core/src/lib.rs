@@ -12,3 +12,4 @@ pub mod identity;
 pub mod mask;
 pub mod policy;
 pub mod record;
+pub mod stats;

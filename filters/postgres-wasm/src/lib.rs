@@ -11,34 +11,23 @@
 //! refused (Envoy keeps the previous one) and the error, naming the offending
 //! JSON path, is in Envoy's log.
 //!
-//! # Data path
-//! Each callback reads the whole buffer, hands it to the session, and when the
-//! engine asks for it replaces the whole buffer (`set_buffer(…, 0, size, …)`, the
-//! only form Envoy accepts). It always returns `Action::Continue`: partial
-//! messages live in engine memory, never in Envoy's paused buffer. A failed host
-//! call is logged and counted, never a panic; when the engine cannot see or
-//! apply the bytes, the connection is closed rather than passed unobserved.
-//!
-//! # What Envoy sees
-//! - Stats `wasmcustom.gatehouse_pg_*` (see [`Metrics`]).
-//! - Filter state per connection, for the TCP access log:
-//!   `wasm.gatehouse_pg_user`, `wasm.gatehouse_pg_database`,
-//!   `wasm.gatehouse_pg_subject` (the verified caller, under token login),
-//!   `wasm.gatehouse_pg_statements`, `wasm.gatehouse_pg_errors`,
-//!   `wasm.gatehouse_pg_last_sequence`, `wasm.gatehouse_pg_session_end_reason`,
-//!   and `wasm.gatehouse_build`.
+//! # Data path and what Envoy sees
+//! The connection glue is `gatehouse-postgres-glue`, shared with the native
+//! build; this crate is its proxy-wasm host ([`WasmHost`]) and the root
+//! context that holds a worker's shared state. Stats are `wasmcustom.<name>`
+//! and filter state keys `wasm.<key>` (see the glue crate for the names).
 
-use gatehouse_core::approval::{ApprovalServiceConfig, GrantBook};
+use gatehouse_core::approval::ApprovalServiceConfig;
 use gatehouse_core::identity::Verifier;
-use gatehouse_core::record::{EndReason, FilterMode, Record, Shared, StatementRecord};
+use gatehouse_core::record::{FilterMode, Shared};
 use gatehouse_host as host;
-use gatehouse_postgres::approval::{ApprovalCall, ApprovalGate};
 use gatehouse_postgres::login::{LoginConfig, TokenLogin, WantedFetches};
-use gatehouse_postgres::masking::{MaskingPolicy, SessionMasker};
+use gatehouse_postgres::masking::MaskingPolicy;
 use gatehouse_postgres::policy::{PgPolicy, PolicyCache};
-use gatehouse_postgres::{
-    CachedPolicy, CloseReason, ConnectionInfo, EngineConfig, FilterConfig, Forward, PolicyConfig,
-    Session, SessionSummary, Verdict,
+use gatehouse_postgres::{CachedPolicy, CloseReason, EngineConfig, FilterConfig, PolicyConfig};
+use gatehouse_postgres_glue::{
+    Approvals, Counter, Direction, Family, Flow, Gauge, HistogramStat, Host, HostError, Level,
+    PgConnection, Setup,
 };
 use host::approvals::GrantDistribution;
 use host::keys::KeyDistribution;
@@ -47,7 +36,7 @@ use host::{BufferType, LogLevel, MetricType};
 use proxy_wasm::traits::{Context, RootContext, StreamContext};
 use proxy_wasm::types::{Action, ContextType, PeerType};
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -62,48 +51,13 @@ proxy_wasm::main! {{
 /// Largest plugin configuration read, in bytes.
 const MAX_CONFIG_BYTES: usize = 4 * 1024 * 1024;
 
-/// Stats this filter keeps (Envoy prefixes them with `wasmcustom.`). A metric
-/// the host would not define is `None` and simply not kept.
+/// Stats this filter keeps (Envoy prefixes them with `wasmcustom.`), by the
+/// glue's names. A metric the host would not define is `None` and simply not kept.
 #[derive(Default, Clone, Copy)]
 pub struct Metrics {
-    /// `gatehouse_pg_connections_total`: connections seen.
-    connections: Option<u32>,
-    /// `gatehouse_pg_statements_total`: statements completed (or failed).
-    statements: Option<u32>,
-    /// `gatehouse_pg_errors_total`: statements that ended in an error.
-    errors: Option<u32>,
-    /// `gatehouse_pg_protocol_errors_total`: sessions ended for malformed bytes.
-    protocol_errors: Option<u32>,
-    /// `gatehouse_pg_records_total`: records produced.
-    records: Option<u32>,
-    /// `gatehouse_pg_records_dropped_total`: records the engine could not hold.
-    records_dropped: Option<u32>,
-    /// `gatehouse_pg_client_bytes_total`: bytes client → server (as received).
-    bytes_from_client: Option<u32>,
-    /// `gatehouse_pg_server_bytes_total`: bytes server → client (as received).
-    bytes_from_server: Option<u32>,
-    /// `gatehouse_pg_buffered_bytes_max` (gauge): most bytes one connection held.
-    buffered_high_water: Option<u32>,
-    /// `gatehouse_pg_host_errors_total`: host calls that failed.
-    host_errors: Option<u32>,
-    /// `gatehouse_pg_denied_total`: statements the policy refused.
-    denied: Option<u32>,
-    /// `gatehouse_pg_masked_total`: values masked for clients.
-    masked: Option<u32>,
-    /// `gatehouse_pg_logins_total`: token logins that succeeded.
-    logins: Option<u32>,
-    /// `gatehouse_pg_login_failures_total`: logins refused (bad token, role, server).
-    login_failures: Option<u32>,
-    /// `gatehouse_pg_sessions_active` (gauge): connections open now.
-    sessions_active: Option<u32>,
-    /// `gatehouse_pg_config_loaded_total`: configurations a VM accepted.
-    config_loaded: Option<u32>,
-    /// `gatehouse_pg_config_rejected_total`: configurations a VM refused.
-    config_rejected: Option<u32>,
-    /// `gatehouse_pg_statement_duration_us` (histogram): each statement's duration.
-    statement_duration: Histogram,
-    /// `gatehouse_pg_filter_time_us` (histogram): time the filter spent per data callback.
-    filter_time: Histogram,
+    counters: [Option<u32>; Counter::ALL.len()],
+    gauges: [Option<u32>; Gauge::ALL.len()],
+    histograms: [Histogram; HistogramStat::ALL.len()],
 }
 
 impl Metrics {
@@ -118,41 +72,32 @@ impl Metrics {
                 None
             }
         };
-        let counter = |name| define(MetricType::Counter, name);
         Metrics {
-            connections: counter("gatehouse_pg_connections_total"),
-            statements: counter("gatehouse_pg_statements_total"),
-            errors: counter("gatehouse_pg_errors_total"),
-            protocol_errors: counter("gatehouse_pg_protocol_errors_total"),
-            records: counter("gatehouse_pg_records_total"),
-            records_dropped: counter("gatehouse_pg_records_dropped_total"),
-            bytes_from_client: counter("gatehouse_pg_client_bytes_total"),
-            bytes_from_server: counter("gatehouse_pg_server_bytes_total"),
-            buffered_high_water: define(MetricType::Gauge, "gatehouse_pg_buffered_bytes_max"),
-            host_errors: counter("gatehouse_pg_host_errors_total"),
-            denied: counter("gatehouse_pg_denied_total"),
-            masked: counter("gatehouse_pg_masked_total"),
-            logins: counter("gatehouse_pg_logins_total"),
-            login_failures: counter("gatehouse_pg_login_failures_total"),
-            sessions_active: define(MetricType::Gauge, "gatehouse_pg_sessions_active"),
-            config_loaded: counter("gatehouse_pg_config_loaded_total"),
-            config_rejected: counter("gatehouse_pg_config_rejected_total"),
-            statement_duration: Histogram::define("gatehouse_pg_statement_duration_us", "postgres"),
-            filter_time: Histogram::define("gatehouse_pg_filter_time_us", "postgres"),
+            counters: Counter::ALL.map(|c| define(MetricType::Counter, c.name())),
+            gauges: Gauge::ALL.map(|g| define(MetricType::Gauge, g.name())),
+            histograms: HistogramStat::ALL.map(|h| Histogram::define(h.name(), "postgres")),
         }
+    }
+
+    fn counter(&self, counter: Counter) -> Option<u32> {
+        self.counters.get(counter as usize).copied().flatten()
+    }
+
+    fn gauge(&self, gauge: Gauge) -> Option<u32> {
+        self.gauges.get(gauge as usize).copied().flatten()
     }
 
     /// Counts a configuration this VM refused; `false` for `on_configure`.
     fn rejected(&self) -> bool {
-        self.bump(self.config_rejected, 1);
+        self.bump(Counter::ConfigRejected, 1);
         false
     }
 
-    fn bump(&self, metric: Option<u32>, by: u64) {
+    fn bump(&self, counter: Counter, by: u64) {
         if by == 0 {
             return;
         }
-        if let Some(id) = metric {
+        if let Some(id) = self.counter(counter) {
             // Not routed through `host_error`: a failing metric call would recurse.
             if let Err(status) = host::increment_metric(id, i64::try_from(by).unwrap_or(i64::MAX)) {
                 host::log(
@@ -169,7 +114,35 @@ impl Metrics {
             LogLevel::Warn,
             &format!("gatehouse postgres: {what} failed: {status:?}"),
         );
-        self.bump(self.host_errors, 1);
+        self.bump(Counter::HostErrors, 1);
+    }
+}
+
+/// Labelled stats (see [`host::metrics`]), defined on first use and shared by
+/// this worker's connections.
+#[derive(Default)]
+struct RuleStats {
+    families: Vec<(Family, LabelledCounter)>,
+}
+
+impl RuleStats {
+    fn id(&mut self, family: Family, class: &'static str, name: &str) -> Option<u32> {
+        let index = match self.families.iter().position(|(known, _)| *known == family) {
+            Some(index) => index,
+            None => {
+                let counter = match family.class_label() {
+                    Some(class_label) => LabelledCounter::with_class(
+                        family.name(),
+                        Some(class_label),
+                        family.name_label(),
+                    ),
+                    None => LabelledCounter::new(family.name(), family.name_label()),
+                };
+                self.families.push((family, counter));
+                self.families.len() - 1
+            }
+        };
+        self.families.get_mut(index)?.1.id(class, name)
     }
 }
 
@@ -314,22 +287,21 @@ impl RootContext for PostgresRoot {
                 self.config = Arc::new(config.engine);
                 self.policy_hash = Some(Shared(Arc::from(config.hash)));
                 self.mode = config.mode;
-                self.rule_stats = Rc::new(RefCell::new(RuleStats::for_mode(config.mode)));
                 self.masking = config.masking.map(|masking| masking.policy);
                 self.policy_document = config.policy.as_ref().map(|p| Arc::clone(&p.0));
-                self.policy = config.policy.map(|PolicyConfig(policy)| {
-                    CachedPolicy::new(policy, Rc::new(RefCell::new(PolicyCache::default())))
-                });
                 self.approvals = config
                     .approvals
                     .map(|service| GrantDistribution::new(GRANTS_KEY, service));
+                self.policy = config.policy.map(|PolicyConfig(policy)| {
+                    CachedPolicy::new(policy, Rc::new(RefCell::new(PolicyCache::default())))
+                });
                 self.login = config.token_login.map(|token_login| LoginRuntime {
                     verifier: Rc::new(RefCell::new(token_login.verifier)),
                     config: token_login.login,
                     wanted: WantedFetches::default(),
                     keys: KeyDistribution::new("gatehouse_pg_jwks"),
                 });
-                self.metrics.bump(self.metrics.config_loaded, 1);
+                self.metrics.bump(Counter::ConfigLoaded, 1);
                 true
             }
             Err(error) => {
@@ -368,38 +340,38 @@ impl RootContext for PostgresRoot {
     }
 
     fn create_stream_context(&self, context_id: u32) -> Option<Box<dyn StreamContext>> {
-        let login = self.login.as_ref().map(|login| LoginSetup {
-            authenticator: login.authenticator(),
-            deadline_seconds: login.config.deadline_seconds,
-            deadlines: Rc::clone(&self.login_deadlines),
-        });
-        let approvals = match (&self.approvals, &self.policy_document) {
-            (Some(service), Some(policy)) => Some(ApprovalSetup {
-                service: Rc::new(service.config().clone()),
-                book: service.book(),
-                policy: Arc::clone(policy),
-            }),
-            _ => None,
-        };
-        Some(Box::new(PostgresConnection {
-            context_id,
-            approvals,
-            held: Held::default(),
-            closing: Rc::clone(&self.closing),
+        let setup = Setup {
             config: Arc::clone(&self.config),
             policy: self.policy.clone(),
             masking: self.masking.clone(),
-            metrics: self.metrics,
-            rule_stats: Rc::clone(&self.rule_stats),
-            buffered_high_water: Arc::clone(&self.buffered_high_water),
             policy_hash: self.policy_hash.clone(),
             mode: self.mode,
-            login,
-            session: None,
-            published: Published::default(),
-            last_now_us: 0,
-            closed: false,
-            open: false,
+            login: self
+                .login
+                .as_ref()
+                .map(|login| (login.authenticator(), login.config.deadline_seconds)),
+            buffered_high_water: Arc::clone(&self.buffered_high_water),
+            approvals: match (&self.approvals, &self.policy_document) {
+                (Some(grants), Some(policy)) => Some(Approvals {
+                    policy: Arc::clone(policy),
+                    book: grants.book(),
+                }),
+                _ => None,
+            },
+        };
+        Some(Box::new(PostgresConnection {
+            context_id,
+            glue: PgConnection::new(setup),
+            shared: WorkerShared {
+                metrics: self.metrics,
+                rule_stats: Rc::clone(&self.rule_stats),
+                closing: Rc::clone(&self.closing),
+                login_deadlines: Rc::clone(&self.login_deadlines),
+                approval_service: self
+                    .approvals
+                    .as_ref()
+                    .map(|grants| Rc::new(grants.config().clone())),
+            },
         }))
     }
 }
@@ -442,475 +414,185 @@ impl PostgresRoot {
     }
 }
 
-/// What a connection needs for token login.
-struct LoginSetup {
-    authenticator: TokenLogin,
-    deadline_seconds: u32,
-    /// The root's registry of connections still logging in.
-    deadlines: Rc<RefCell<BTreeMap<u32, u64>>>,
+/// What a worker's connections share with its root context.
+struct WorkerShared {
+    metrics: Metrics,
+    rule_stats: Rc<RefCell<RuleStats>>,
+    /// Connections to close once the bytes written in their last callback left.
+    closing: Rc<RefCell<Vec<u32>>>,
+    /// Connections still logging in: context id → deadline (unix µs).
+    login_deadlines: Rc<RefCell<BTreeMap<u32, u64>>>,
+    /// The approval service, when configured.
+    approval_service: Option<Rc<ApprovalServiceConfig>>,
 }
 
-/// What was last written to filter state, so unchanged values are not rewritten.
-#[derive(Default)]
-struct Published {
-    client_known: bool,
-    summary: SessionSummary,
+/// The proxy-wasm host of one callback of one connection.
+struct WasmHost<'a> {
+    context_id: u32,
+    shared: &'a WorkerShared,
+    /// Labelled counts of this callback, handed over in few host calls.
+    tally: Tally,
 }
 
-/// Which of Envoy's two data buffers a callback is about.
-#[derive(Clone, Copy)]
-enum Direction {
-    FromClient,
-    FromServer,
-}
-
-impl Direction {
-    fn buffer(self) -> BufferType {
-        match self {
-            Direction::FromClient => BufferType::DownstreamData,
-            Direction::FromServer => BufferType::UpstreamData,
-        }
+/// Which of Envoy's two data buffers a direction is.
+fn buffer(direction: Direction) -> BufferType {
+    match direction {
+        Direction::FromClient => BufferType::DownstreamData,
+        Direction::FromServer => BufferType::UpstreamData,
     }
 }
 
-/// What a connection needs for approvals.
-struct ApprovalSetup {
-    service: Rc<ApprovalServiceConfig>,
-    book: Rc<RefCell<GrantBook>>,
-    policy: Arc<PgPolicy>,
+fn host_error(status: host::Status) -> HostError {
+    HostError(format!("{status:?}"))
 }
 
-/// Client bytes held while single-use grants are used up at the service.
-#[derive(Default)]
-struct Held {
-    /// Calls whose answer the held bytes wait for.
-    consumes: BTreeSet<u32>,
-    /// Requests filed (answers only logged).
-    filings: BTreeSet<u32>,
-    /// Bytes at the start of Envoy's paused buffer that the engine already
-    /// processed (and let through); later callbacks carry them again.
-    processed: usize,
+impl Host for WasmHost<'_> {
+    fn now_us(&mut self) -> Result<u64, HostError> {
+        host::now_micros().map_err(host_error)
+    }
+
+    fn connection_id(&mut self) -> Result<u64, HostError> {
+        host::get_property(&["connection_id"])
+            .map(|bytes| connection_id(bytes.as_deref()))
+            .map_err(host_error)
+    }
+
+    fn client_address(&mut self) -> Result<String, HostError> {
+        host::get_property(&["source", "address"])
+            .map(|bytes| String::from_utf8_lossy(&bytes.unwrap_or_default()).into_owned())
+            .map_err(host_error)
+    }
+
+    fn read(&mut self, direction: Direction, size: usize) -> Result<Vec<u8>, HostError> {
+        host::get_buffer(buffer(direction), 0, size)
+            .map(Option::unwrap_or_default)
+            .map_err(host_error)
+    }
+
+    fn replace(
+        &mut self,
+        direction: Direction,
+        size: usize,
+        bytes: &[u8],
+    ) -> Result<(), HostError> {
+        host::set_buffer(buffer(direction), 0, size, bytes).map_err(host_error)
+    }
+
+    fn close(&mut self) -> Result<(), HostError> {
+        host::close_downstream().map_err(host_error)
+    }
+
+    /// Closed by the root context's next tick (see [`PostgresRoot::on_tick`]).
+    fn close_after_write(&mut self) {
+        self.shared.closing.borrow_mut().push(self.context_id);
+    }
+
+    fn set_filter_state(&mut self, key: &str, value: &[u8]) -> Result<(), HostError> {
+        host::set_property(&[key], value).map_err(host_error)
+    }
+
+    fn count(&mut self, counter: Counter, by: u64) {
+        self.shared.metrics.bump(counter, by);
+    }
+
+    fn adjust_gauge(&mut self, gauge: Gauge, delta: i64) {
+        host::metrics::adjust(self.shared.metrics.gauge(gauge), delta);
+    }
+
+    fn set_gauge(&mut self, gauge: Gauge, value: u64) {
+        if let Some(id) = self.shared.metrics.gauge(gauge)
+            && let Err(status) = host::record_metric(id, value)
+        {
+            self.shared.metrics.host_error("setting a gauge", status);
+        }
+    }
+
+    fn record(&mut self, histogram: HistogramStat, value: u64) {
+        if let Some(histogram) = self.shared.metrics.histograms.get(histogram as usize) {
+            histogram.record(value);
+        }
+    }
+
+    fn count_labelled(&mut self, family: Family, class: &'static str, name: &str, by: u64) {
+        let Ok(mut stats) = self.shared.rule_stats.try_borrow_mut() else {
+            return;
+        };
+        let id = stats.id(family, class, name);
+        if by == 1 {
+            self.tally.add(id);
+        } else {
+            host::metrics::increment(id, by);
+        }
+    }
+
+    fn flush_labelled(&mut self) {
+        self.tally.flush();
+    }
+
+    /// Hands a record to the record service (through its shared queue); one
+    /// the queue cannot take yet waits in this VM's backlog and goes out, in
+    /// order, from the root context's tick.
+    fn emit_record(&mut self, line: &str, now_us: u64) {
+        host::records::emit_at(line, now_us);
+    }
+
+    fn flush_records(&mut self) {
+        host::records::flush();
+    }
+
+    fn log(&mut self, level: Level, message: &str) {
+        let level = match level {
+            Level::Debug => LogLevel::Debug,
+            Level::Info => LogLevel::Info,
+            Level::Warn => LogLevel::Warn,
+            Level::Error => LogLevel::Error,
+        };
+        host::log(level, message);
+    }
+
+    /// The root context's tick closes connections past their deadline.
+    fn login_deadline(&mut self, deadline_us: Option<u64>) {
+        let mut deadlines = self.shared.login_deadlines.borrow_mut();
+        match deadline_us {
+            Some(deadline) => deadlines.insert(self.context_id, deadline),
+            None => deadlines.remove(&self.context_id),
+        };
+    }
+
+    fn approval_call(&mut self, path: &str, body: &[u8]) -> Result<u32, HostError> {
+        let service = self
+            .shared
+            .approval_service
+            .as_ref()
+            .ok_or_else(|| HostError("no approval service is configured".into()))?;
+        host::approvals::call(service, "POST", path, Some(body)).map_err(host_error)
+    }
+
+    fn share_grant_use(&mut self, id: &str) {
+        host::approvals::share_used(GRANTS_KEY, id);
+    }
+
+    fn resume_client(&mut self) -> Result<(), HostError> {
+        host::resume_downstream().map_err(host_error)
+    }
 }
 
 struct PostgresConnection {
-    /// The approval service, when configured with a policy.
-    approvals: Option<ApprovalSetup>,
-    held: Held,
-    /// A shadow instance writes no filter state: the enforcing one's stands.
-    mode: FilterMode,
     /// This connection's context, named when the root context closes it later.
     context_id: u32,
-    closing: Rc<RefCell<Vec<u32>>>,
-    config: Arc<EngineConfig>,
-    policy: Option<CachedPolicy>,
-    masking: Option<Arc<MaskingPolicy>>,
-    metrics: Metrics,
-    rule_stats: Rc<RefCell<RuleStats>>,
-    buffered_high_water: Arc<std::sync::atomic::AtomicUsize>,
-    /// Token login, when configured; taken when the session is created.
-    login: Option<LoginSetup>,
-    policy_hash: Option<Shared<str>>,
-    /// Created on the first callback that needs it.
-    session: Option<Session>,
-    published: Published,
-    /// The last time the host gave; reused if a clock read fails.
-    last_now_us: u64,
-    closed: bool,
-    /// Counted in `gatehouse_pg_sessions_active` and not yet closed.
-    open: bool,
+    glue: PgConnection,
+    shared: WorkerShared,
 }
 
 impl PostgresConnection {
-    fn now_us(&mut self) -> u64 {
-        match host::now_micros() {
-            Ok(now) => self.last_now_us = now,
-            Err(status) => self.metrics.host_error("reading the clock", status),
-        }
-        self.last_now_us
-    }
-
-    /// The connection's session, created at time `now` if this is its first callback.
-    fn session(&mut self, now: u64) -> &mut Session {
-        let metrics = self.metrics;
-        let config = &self.config;
-        let policy = &self.policy;
-        let masking = &self.masking;
-        let login = &mut self.login;
-        let policy_hash = &self.policy_hash;
-        let mode = self.mode;
-        let context_id = self.context_id;
-        let approvals = &self.approvals;
-        self.session.get_or_insert_with(|| {
-            let id = match host::get_property(&["connection_id"]) {
-                Ok(bytes) => connection_id(bytes.as_deref()),
-                Err(status) => {
-                    metrics.host_error("reading connection_id", status);
-                    0
-                }
-            };
-            let client_address = match host::get_property(&["source", "address"]) {
-                Ok(bytes) => String::from_utf8_lossy(&bytes.unwrap_or_default()).into_owned(),
-                Err(status) => {
-                    metrics.host_error("reading source.address", status);
-                    String::new()
-                }
-            };
-            let mut session = Session::new(
-                Arc::clone(config),
-                ConnectionInfo { id, client_address },
-                now,
-            );
-            session.set_mode(mode);
-            if let Some(policy) = policy {
-                session.set_statement_policy(Box::new(policy.clone()));
-            }
-            if let Some(hash) = policy_hash {
-                session.set_policy_hash(hash.clone());
-            }
-            if let Some(masking) = masking {
-                session.set_masker(SessionMasker::new(Arc::clone(masking)));
-            }
-            if let Some(setup) = approvals {
-                session.set_approval_gate(ApprovalGate::new(
-                    Arc::clone(&setup.policy),
-                    Rc::clone(&setup.book),
-                    id,
-                ));
-            }
-            if let Some(setup) = login.as_ref() {
-                session.set_authenticator(
-                    Box::new(setup.authenticator.clone()),
-                    setup.deadline_seconds,
-                );
-                if let Some(deadline) = session.login_deadline_us() {
-                    setup.deadlines.borrow_mut().insert(context_id, deadline);
-                }
-            }
-            session
-        })
-    }
-
-    /// Feeds one callback's bytes to the engine and applies its verdict.
-    fn on_data(&mut self, direction: Direction, size: usize, server_finished: bool) {
-        let chunk = if size == 0 {
-            Vec::new()
-        } else {
-            match host::get_buffer(direction.buffer(), 0, size) {
-                Ok(bytes) => bytes.unwrap_or_default(),
-                Err(status) => {
-                    // The engine would lose its place in the stream: end the connection
-                    // rather than pass bytes it has not seen.
-                    self.metrics.host_error("reading connection data", status);
-                    self.close();
-                    return;
-                }
-            }
+    /// Runs `event` with this callback's host.
+    fn with_host(&mut self, event: impl FnOnce(&mut PgConnection, &mut WasmHost<'_>)) {
+        let mut host = WasmHost {
+            context_id: self.context_id,
+            shared: &self.shared,
+            tally: Tally::default(),
         };
-        let counter = match direction {
-            Direction::FromClient => self.metrics.bytes_from_client,
-            Direction::FromServer => self.metrics.bytes_from_server,
-        };
-        self.metrics.bump(counter, chunk.len() as u64);
-        let now = self.now_us();
-        let session = self.session(now);
-        let mut verdict = if chunk.is_empty() {
-            unchanged()
-        } else {
-            match direction {
-                Direction::FromClient => session.on_frontend(&chunk, now),
-                Direction::FromServer => session.on_backend(&chunk, now),
-            }
-        };
-        if server_finished {
-            // The client may be owed an error in place of the server's last word.
-            let last = session.on_backend(&[], now);
-            verdict = merge(verdict, &chunk, last);
-        }
-        if let Forward::Replace(bytes) = &verdict.forward
-            && let Err(status) = host::set_buffer(direction.buffer(), 0, size, bytes)
-        {
-            self.metrics.host_error("replacing connection data", status);
-            verdict.close_connection = true;
-        }
-        if verdict.close_connection {
-            match direction {
-                Direction::FromClient => self.close(),
-                Direction::FromServer => self.close_after_write(),
-            }
-        }
-        self.after_engine();
-        let spent = self.now_us().saturating_sub(now);
-        self.metrics.filter_time.record(spent);
-    }
-
-    /// Closes the connection once the bytes of the current server → client
-    /// callback are on their way (see [`PostgresRoot::on_tick`]).
-    fn close_after_write(&mut self) {
-        if self.closed {
-            return;
-        }
-        self.closed = true;
-        self.closing.borrow_mut().push(self.context_id);
-    }
-
-    fn close(&mut self) {
-        if self.closed {
-            return;
-        }
-        self.closed = true;
-        if let Err(status) = host::close_downstream() {
-            self.metrics.host_error("closing the connection", status);
-        }
-    }
-
-    /// Drains the engine's records and brings stats and filter state up to date.
-    fn after_engine(&mut self) {
-        let Some(session) = self.session.as_mut() else {
-            return;
-        };
-        let records = session.take_records();
-        let summary = session.summary();
-        if session.login_deadline_us().is_none()
-            && let Some(setup) = self.login.take()
-        {
-            setup.deadlines.borrow_mut().remove(&self.context_id);
-        }
-        let metrics = self.metrics;
-        let mut rule_stats = self.rule_stats.try_borrow_mut().ok();
-        let mut decisions = Tally::default();
-        for record in &records {
-            match record {
-                Record::SessionStart(start) => {
-                    if !self.published.client_known && self.mode.is_enforce() {
-                        self.published.client_known = true;
-                        publish(&metrics, "gatehouse_pg_user", start.client.user.as_bytes());
-                        publish(
-                            &metrics,
-                            "gatehouse_pg_database",
-                            start.client.database.as_bytes(),
-                        );
-                        if let Some(identity) = &start.client.identity {
-                            metrics.bump(metrics.logins, 1);
-                            publish(
-                                &metrics,
-                                "gatehouse_pg_subject",
-                                identity.subject.as_bytes(),
-                            );
-                        }
-                    }
-                }
-                Record::SessionEnd(end) => {
-                    match end.reason {
-                        EndReason::ProtocolError => metrics.bump(metrics.protocol_errors, 1),
-                        EndReason::AuthenticationFailed => {
-                            metrics.bump(metrics.login_failures, 1);
-                        }
-                        _ => {}
-                    }
-                    let reason = serde_json::to_value(end.reason)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_owned))
-                        .unwrap_or_default();
-                    if self.mode.is_enforce() {
-                        publish(
-                            &metrics,
-                            "gatehouse_pg_session_end_reason",
-                            reason.as_bytes(),
-                        );
-                    }
-                }
-                Record::Statement(statement) => {
-                    metrics.statement_duration.record(statement.duration_us);
-                    if let Some(rule_stats) = rule_stats.as_deref_mut() {
-                        rule_stats.count(statement, &mut decisions);
-                    }
-                }
-            }
-        }
-        decisions.flush();
-        deliver(&metrics, records, self.last_now_us);
-        let before = &self.published.summary;
-        metrics.bump(
-            metrics.statements,
-            summary.statements.saturating_sub(before.statements),
-        );
-        metrics.bump(metrics.errors, summary.errors.saturating_sub(before.errors));
-        metrics.bump(metrics.denied, summary.denied.saturating_sub(before.denied));
-        metrics.bump(metrics.masked, summary.masked.saturating_sub(before.masked));
-        metrics.bump(
-            metrics.records_dropped,
-            summary
-                .records_dropped
-                .saturating_sub(before.records_dropped),
-        );
-        self.note_buffered(summary.buffered_bytes);
-        self.published.summary = summary;
-    }
-
-    fn note_buffered(&self, buffered: usize) {
-        use std::sync::atomic::Ordering;
-        let previous = self
-            .buffered_high_water
-            .fetch_max(buffered, Ordering::Relaxed);
-        if buffered > previous
-            && let Some(id) = self.metrics.buffered_high_water
-            && let Err(status) = host::record_metric(id, buffered as u64)
-        {
-            self.metrics.host_error("recording buffered bytes", status);
-        }
-    }
-
-    /// Writes the per-connection counters to filter state. Done at close only:
-    /// the TCP access log reads them after every close callback has run, and
-    /// rewriting them per statement would cost on the data path.
-    fn publish_counters(&self) {
-        if self.mode.is_shadow() {
-            return;
-        }
-        let summary = &self.published.summary;
-        let metrics = &self.metrics;
-        publish(
-            metrics,
-            "gatehouse_pg_statements",
-            summary.statements.to_string().as_bytes(),
-        );
-        publish(
-            metrics,
-            "gatehouse_pg_errors",
-            summary.errors.to_string().as_bytes(),
-        );
-        publish(
-            metrics,
-            "gatehouse_pg_last_sequence",
-            summary.last_sequence.to_string().as_bytes(),
-        );
-    }
-
-    fn on_close(&mut self, reason: CloseReason) {
-        if std::mem::take(&mut self.open) {
-            host::metrics::adjust(self.metrics.sessions_active, -1);
-        }
-        if let Some(setup) = self.login.take() {
-            setup.deadlines.borrow_mut().remove(&self.context_id);
-        }
-        let now = self.now_us();
-        if let Some(session) = self.session.as_mut() {
-            session.on_close(reason, now);
-        }
-        self.after_engine();
-        // The session's last records go now rather than with the next tick.
-        host::records::flush();
-        self.publish_counters();
-    }
-}
-
-/// Stats labelled by rule and detector (see [`host::metrics`]).
-struct RuleStats {
-    /// `gatehouse_pg_decisions_total{action, rule}`: statements by decision.
-    decisions: LabelledCounter,
-    /// `gatehouse_pg_masked_by_rule_total{rule}`: values masked by column rule.
-    masked_by_rule: LabelledCounter,
-    /// `gatehouse_pg_masked_by_detector_total{detector}`: findings masked by detector.
-    masked_by_detector: LabelledCounter,
-}
-
-/// The `rule` label of a decision no rule made: the policy's default.
-const DEFAULT_RULE: &str = "default";
-
-impl Default for RuleStats {
-    fn default() -> Self {
-        RuleStats::for_mode(FilterMode::Enforce)
-    }
-}
-
-impl RuleStats {
-    /// A shadow instance counts its would-be decisions and masking under
-    /// `gatehouse_pg_shadow_*`, so they never add to the enforcing instance's.
-    fn for_mode(mode: FilterMode) -> Self {
-        let [decisions, masked_by_rule, masked_by_detector] = if mode.is_shadow() {
-            [
-                "gatehouse_pg_shadow_decisions_total",
-                "gatehouse_pg_shadow_masked_by_rule_total",
-                "gatehouse_pg_shadow_masked_by_detector_total",
-            ]
-        } else {
-            [
-                "gatehouse_pg_decisions_total",
-                "gatehouse_pg_masked_by_rule_total",
-                "gatehouse_pg_masked_by_detector_total",
-            ]
-        };
-        RuleStats {
-            decisions: LabelledCounter::with_class(decisions, Some("action"), "rule"),
-            masked_by_rule: LabelledCounter::new(masked_by_rule, "rule"),
-            masked_by_detector: LabelledCounter::new(masked_by_detector, "detector"),
-        }
-    }
-}
-
-impl RuleStats {
-    /// Counts one statement's decision and what masking did to its results
-    /// (not for an exempt identity: its values reached the client clear).
-    fn count(&mut self, statement: &StatementRecord, decisions: &mut Tally) {
-        let decision = &statement.decision;
-        let rule = decision.rule.as_deref().unwrap_or(DEFAULT_RULE);
-        decisions.add(self.decisions.id(decision.action.as_str(), rule));
-        let Some(masking) = statement.masking.as_ref().filter(|m| !m.exempt) else {
-            return;
-        };
-        for (rule, count) in &masking.rules {
-            self.masked_by_rule.add("", rule, *count);
-        }
-        for (detector, count) in &masking.detectors {
-            self.masked_by_detector.add("", detector, *count);
-        }
-    }
-}
-
-/// Forward the bytes as they are, keep the connection.
-fn unchanged() -> Verdict {
-    Verdict {
-        forward: Forward::Unchanged,
-        close_connection: false,
-    }
-}
-
-/// Combines a data callback's verdict with the one given at the server's end of
-/// stream: the bytes to forward are the first's output followed by the second's.
-fn merge(first: Verdict, chunk: &[u8], last: Verdict) -> Verdict {
-    let close_connection = first.close_connection || last.close_connection;
-    let forward = match (first.forward, last.forward) {
-        (first, Forward::Unchanged) => first,
-        (Forward::Unchanged, Forward::Replace(tail)) => {
-            let mut bytes = chunk.to_vec();
-            bytes.extend_from_slice(&tail);
-            Forward::Replace(bytes)
-        }
-        (Forward::Replace(mut head), Forward::Replace(tail)) => {
-            head.extend_from_slice(&tail);
-            Forward::Replace(head)
-        }
-    };
-    Verdict {
-        forward,
-        close_connection,
-    }
-}
-
-/// Hands finished records to the record service (one JSON line each, through
-/// its shared queue); a record the queue cannot take yet waits in this VM's
-/// backlog and goes out, in order, from the root context's tick.
-fn deliver(metrics: &Metrics, records: Vec<Record>, now_us: u64) {
-    metrics.bump(metrics.records, records.len() as u64);
-    for record in records {
-        host::records::emit_at(&record.to_json(), now_us);
-    }
-}
-
-/// Sets filter state `wasm.<key>`.
-fn publish(metrics: &Metrics, key: &str, value: &[u8]) {
-    if let Err(status) = host::set_property(&[key], value) {
-        metrics.host_error("setting filter state", status);
+        event(&mut self.glue, &mut host);
     }
 }
 
@@ -923,168 +605,49 @@ fn connection_id(bytes: Option<&[u8]>) -> u64 {
 }
 
 impl Context for PostgresConnection {
-    /// An approval call answered: a confirmed use releases the held bytes once
-    /// every use they wait for is confirmed; a refused one ends the connection
-    /// (the bytes can only go on unchanged or not at all).
+    /// The approval service answered one of this connection's calls.
     fn on_http_call_response(&mut self, token: u32, _: usize, _body_size: usize, _: usize) {
         let status = host::approvals::response_status();
-        if self.held.filings.remove(&token) {
-            if !(200..300).contains(&status) {
-                host::log(
-                    LogLevel::Warn,
-                    &format!("gatehouse postgres: filing an approval request failed ({status})"),
-                );
-            }
-            return;
-        }
-        if !self.held.consumes.remove(&token) {
-            return;
-        }
-        if status != 200 {
-            host::log(
-                LogLevel::Warn,
-                &format!(
-                    "gatehouse postgres: the approval service refused to use a grant ({status}); \
-                     closing the connection"
-                ),
-            );
-            self.held.consumes.clear();
-            self.close();
-            return;
-        }
-        if self.held.consumes.is_empty() {
-            self.held.processed = 0;
-            if let Err(status) = host::resume_downstream() {
-                self.metrics
-                    .host_error("releasing held client bytes", status);
-                self.close();
-            }
-        }
+        self.with_host(|glue, host| glue.on_approval_answer(host, token, status));
     }
 }
 
-impl PostgresConnection {
-    /// Starts the approval service calls the session asked for.
-    fn start_approval_calls(&mut self) {
-        let Some(service) = self.approvals.as_ref().map(|s| Rc::clone(&s.service)) else {
-            return;
-        };
-        let Some(session) = self.session.as_mut() else {
-            return;
-        };
-        for call in session.take_approval_calls() {
-            let started =
-                host::approvals::call(&service, "POST", &call.path(), Some(call.body().as_bytes()));
-            match (started, &call) {
-                (Ok(token), ApprovalCall::Consume { id, .. }) => {
-                    host::approvals::share_used(GRANTS_KEY, id);
-                    self.held.consumes.insert(token);
-                }
-                (Ok(token), ApprovalCall::File { .. }) => {
-                    self.held.filings.insert(token);
-                }
-                (Err(status), ApprovalCall::Consume { .. }) => {
-                    // The grant cannot be confirmed: its statement must not run.
-                    self.metrics.host_error("using an approval", status);
-                    self.close();
-                }
-                (Err(status), ApprovalCall::File { .. }) => {
-                    self.metrics
-                        .host_error("filing an approval request", status);
-                }
-            }
-        }
-    }
-
-    /// How many bytes Envoy's client buffer holds now.
-    fn buffered_client_bytes(&self, fallback: usize) -> usize {
-        match host::get_buffer(BufferType::DownstreamData, 0, usize::MAX) {
-            Ok(bytes) => bytes.map_or(0, |b| b.len()),
-            Err(_) => fallback,
-        }
-    }
-
-    /// Client bytes while earlier ones are held: Envoy hands the held bytes
-    /// again, followed by the new ones; only the new ones go to the engine,
-    /// and everything stays held.
-    fn on_held_data(&mut self, size: usize) -> Action {
-        let all = match host::get_buffer(BufferType::DownstreamData, 0, size) {
-            Ok(bytes) => bytes.unwrap_or_default(),
-            Err(status) => {
-                self.metrics
-                    .host_error("reading held connection data", status);
-                self.close();
-                return Action::Pause;
-            }
-        };
-        let processed = self.held.processed.min(all.len());
-        let (done, new) = all.split_at(processed);
-        self.metrics
-            .bump(self.metrics.bytes_from_client, new.len() as u64);
-        let now = self.now_us();
-        let verdict = self.session(now).on_frontend(new, now);
-        if let Forward::Replace(bytes) = &verdict.forward {
-            let mut out = done.to_vec();
-            out.extend_from_slice(bytes);
-            if let Err(status) = host::set_buffer(BufferType::DownstreamData, 0, size, &out) {
-                self.metrics
-                    .host_error("replacing held connection data", status);
-                self.close();
-            }
-            self.held.processed = out.len();
-        } else {
-            self.held.processed = all.len();
-        }
-        if verdict.close_connection {
-            self.close();
-        }
-        self.after_engine();
-        self.start_approval_calls();
-        Action::Pause
+/// What Envoy does with the bytes of a data callback.
+fn action(flow: Flow) -> Action {
+    match flow {
+        Flow::Continue => Action::Continue,
+        Flow::Hold => Action::Pause,
     }
 }
 
 impl StreamContext for PostgresConnection {
     fn on_new_connection(&mut self) -> Action {
-        self.metrics.bump(self.metrics.connections, 1);
-        self.open = true;
-        host::metrics::adjust(self.metrics.sessions_active, 1);
-        publish(
-            &self.metrics,
-            "gatehouse_build",
-            gatehouse_core::build::VERSION.as_bytes(),
-        );
-        let now = self.now_us();
-        let _ = self.session(now);
+        self.with_host(|glue, host| glue.on_new_connection(host));
         Action::Continue
     }
 
     fn on_downstream_data(&mut self, data_size: usize, _end_of_stream: bool) -> Action {
-        if !self.held.consumes.is_empty() {
-            return self.on_held_data(data_size);
-        }
-        self.on_data(Direction::FromClient, data_size, false);
-        self.start_approval_calls();
-        if self.held.consumes.is_empty() {
-            return Action::Continue;
-        }
-        // What the engine let through waits in Envoy's buffer until the service
-        // confirms every single-use grant it relies on.
-        self.held.processed = self.buffered_client_bytes(data_size);
-        Action::Pause
+        let mut flow = Flow::Continue;
+        self.with_host(|glue, host| {
+            flow = glue.on_data(host, Direction::FromClient, data_size, false);
+        });
+        action(flow)
     }
 
     fn on_upstream_data(&mut self, data_size: usize, end_of_stream: bool) -> Action {
-        self.on_data(Direction::FromServer, data_size, end_of_stream);
-        Action::Continue
+        let mut flow = Flow::Continue;
+        self.with_host(|glue, host| {
+            flow = glue.on_data(host, Direction::FromServer, data_size, end_of_stream);
+        });
+        action(flow)
     }
 
     fn on_downstream_close(&mut self, _peer_type: PeerType) {
-        self.on_close(CloseReason::Client);
+        self.with_host(|glue, host| glue.on_close(host, CloseReason::Client));
     }
 
     fn on_upstream_close(&mut self, _peer_type: PeerType) {
-        self.on_close(CloseReason::Server);
+        self.with_host(|glue, host| glue.on_close(host, CloseReason::Server));
     }
 }
 
@@ -1097,33 +660,5 @@ mod tests {
         assert_eq!(connection_id(Some(&7u64.to_le_bytes())), 7);
         assert_eq!(connection_id(Some(b"short")), 0);
         assert_eq!(connection_id(None), 0);
-    }
-
-    #[test]
-    fn end_of_stream_bytes_follow_the_callbacks_output() {
-        let replaced = merge(
-            Verdict {
-                forward: Forward::Replace(b"ab".to_vec()),
-                close_connection: false,
-            },
-            b"xyz",
-            Verdict {
-                forward: Forward::Replace(b"E".to_vec()),
-                close_connection: true,
-            },
-        );
-        assert_eq!(replaced.forward, Forward::Replace(b"abE".to_vec()));
-        assert!(replaced.close_connection);
-        let appended = merge(
-            unchanged(),
-            b"xyz",
-            Verdict {
-                forward: Forward::Replace(b"E".to_vec()),
-                close_connection: false,
-            },
-        );
-        assert_eq!(appended.forward, Forward::Replace(b"xyzE".to_vec()));
-        let unchanged = merge(unchanged(), b"xyz", unchanged());
-        assert_eq!(unchanged.forward, Forward::Unchanged);
     }
 }

@@ -1,0 +1,871 @@
+//! Network filters: the event hooks Envoy calls, and the safe handles a filter
+//! gets to call Envoy back.
+//!
+//! A module registers one function that builds a [`NetworkFilterConfig`] from
+//! the filter's name and configuration bytes ([`crate::declare_network_filters`]).
+//! Envoy then drives it:
+//!
+//! - on the main thread, `config_new` builds the configuration (it may define
+//!   metrics with its [`ConfigEnvoy`]), `config_destroy` drops it;
+//! - on a worker thread, per connection, `new` asks the configuration for a
+//!   [`NetworkFilter`], whose methods then receive every event of that
+//!   connection with a [`Connection`] to act on it, until `destroy` drops it.
+//!
+//! Every hook runs its body under [`guard`]: a panic is caught at the boundary,
+//! logged, and the connection it happened on is aborted (nothing it had not
+//! seen is passed on); the filter is then inert. A panic must never unwind
+//! into Envoy, which is C++ and would abort the process.
+
+use crate::sys::{self, EnvoyBuffer, ModuleBuffer, envoy_call};
+use crate::{LogLevel, log};
+use std::any::Any;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::OnceLock;
+
+/// Whether Envoy passes the data on to the next filter now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FilterStatus {
+    Continue,
+    /// Hold it (in Envoy's buffer) until [`Connection::continue_reading`].
+    StopIteration,
+}
+
+impl FilterStatus {
+    fn code(self) -> sys::DataStatus {
+        match self {
+            FilterStatus::Continue => sys::DATA_STATUS_CONTINUE,
+            FilterStatus::StopIteration => sys::DATA_STATUS_STOP_ITERATION,
+        }
+    }
+}
+
+/// A connection event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionEvent {
+    /// The peer (the client) closed.
+    RemoteClose,
+    /// Envoy closed the connection (a filter asked, the upstream went away, …).
+    LocalClose,
+    Connected,
+    ConnectedZeroRtt,
+    /// A code this binding does not know.
+    Other(u32),
+}
+
+impl ConnectionEvent {
+    fn from_code(code: sys::ConnectionEventCode) -> Self {
+        match code {
+            sys::EVENT_REMOTE_CLOSE => ConnectionEvent::RemoteClose,
+            sys::EVENT_LOCAL_CLOSE => ConnectionEvent::LocalClose,
+            sys::EVENT_CONNECTED => ConnectionEvent::Connected,
+            sys::EVENT_CONNECTED_ZERO_RTT => ConnectionEvent::ConnectedZeroRtt,
+            other => ConnectionEvent::Other(other),
+        }
+    }
+}
+
+/// How a connection is closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseKind {
+    /// After the bytes already written to the connection are flushed.
+    FlushWrite,
+    /// At once, dropping anything not yet written.
+    Abort,
+}
+
+impl CloseKind {
+    fn code(self) -> sys::CloseType {
+        match self {
+            CloseKind::FlushWrite => sys::CLOSE_FLUSH_WRITE,
+            CloseKind::Abort => sys::CLOSE_ABORT,
+        }
+    }
+}
+
+/// A metric a configuration defined; used through [`Connection`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricId(usize);
+
+/// How an HTTP callout ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CalloutResult {
+    Success,
+    /// The stream was reset (no upstream, timeout, connection failure).
+    Reset,
+    ExceedResponseBufferLimit,
+    Other(u32),
+}
+
+/// The answer to an HTTP callout, borrowed from Envoy for the hook.
+#[derive(Debug)]
+pub struct CalloutResponse<'a> {
+    pub result: CalloutResult,
+    pub headers: Vec<(&'a [u8], &'a [u8])>,
+    pub body: Vec<&'a [u8]>,
+}
+
+impl CalloutResponse<'_> {
+    /// The first value of header `name` (ASCII case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, value)| *value)
+    }
+
+    /// The body, joined.
+    pub fn body_bytes(&self) -> Vec<u8> {
+        self.body.concat()
+    }
+}
+
+/// A network filter's configuration: built on the main thread, shared by
+/// every worker, so it must be `Send + Sync` (per-worker state belongs in the
+/// filters or in thread-locals).
+pub trait NetworkFilterConfig: Send + Sync {
+    /// A filter for a new connection (on its worker thread); `None` closes it.
+    fn new_filter(&self, connection: &mut Connection) -> Option<Box<dyn NetworkFilter>>;
+
+    /// An event committed through a [`ConfigScheduler`], on the main thread,
+    /// where the configuration's metrics can be defined and counted.
+    fn on_scheduled(&self, _envoy: &mut ConfigEnvoy, _event_id: u64) {}
+}
+
+/// One connection's filter. Client → server bytes are "read", server →
+/// client bytes "write", as in Envoy.
+pub trait NetworkFilter {
+    fn on_new_connection(&mut self, _connection: &mut Connection) -> FilterStatus {
+        FilterStatus::Continue
+    }
+    /// `length` bytes from the client are in the read buffer.
+    fn on_read(
+        &mut self,
+        connection: &mut Connection,
+        length: usize,
+        end_stream: bool,
+    ) -> FilterStatus;
+    /// `length` bytes for the client are in the write buffer.
+    fn on_write(
+        &mut self,
+        connection: &mut Connection,
+        length: usize,
+        end_stream: bool,
+    ) -> FilterStatus;
+    fn on_event(&mut self, _connection: &mut Connection, _event: ConnectionEvent) {}
+    fn on_http_callout_done(
+        &mut self,
+        _connection: &mut Connection,
+        _callout_id: u64,
+        _response: CalloutResponse<'_>,
+    ) {
+    }
+    /// An event committed through this connection's [`Scheduler`].
+    fn on_scheduled(&mut self, _connection: &mut Connection, _event_id: u64) {}
+}
+
+/// Builds a configuration from the filter's name and its configuration bytes
+/// (for a `StringValue`, the string); `Err` rejects the configuration.
+pub type NewConfigFn = fn(
+    name: &str,
+    config: &[u8],
+    envoy: &mut ConfigEnvoy,
+) -> Result<Box<dyn NetworkFilterConfig>, String>;
+
+static NEW_CONFIG: OnceLock<NewConfigFn> = OnceLock::new();
+
+/// What `envoy_dynamic_module_on_program_init` does (see
+/// [`crate::declare_network_filters`]): registers `new_config`, routes panic
+/// messages to Envoy's log, and reports the ABI version.
+pub fn program_init(new_config: NewConfigFn) -> *const std::ffi::c_char {
+    let _ = NEW_CONFIG.set(new_config);
+    std::panic::set_hook(Box::new(|info| {
+        log(
+            LogLevel::Critical,
+            &format!("gatehouse native module panicked: {info}"),
+        );
+    }));
+    sys::ABI_VERSION.as_ptr().cast()
+}
+
+/// Envoy's side of a configuration: handed to `config_new` and to
+/// [`NetworkFilterConfig::on_scheduled`], both on the main thread.
+pub struct ConfigEnvoy {
+    ptr: sys::NetworkFilterConfigEnvoyPtr,
+}
+
+impl ConfigEnvoy {
+    fn define(
+        &mut self,
+        name: &str,
+        define: Option<
+            unsafe extern "C" fn(
+                sys::NetworkFilterConfigEnvoyPtr,
+                ModuleBuffer,
+                *mut usize,
+            ) -> sys::MetricsResult,
+        >,
+    ) -> Option<MetricId> {
+        let define = define?;
+        let mut id = 0usize;
+        // SAFETY: `ptr` is the configuration Envoy is building (valid during
+        // config_new); `name` outlives the call; `id` is a valid out-pointer.
+        let result = unsafe { define(self.ptr, ModuleBuffer::of(name.as_bytes()), &mut id) };
+        (result == sys::METRICS_SUCCESS).then_some(MetricId(id))
+    }
+
+    pub fn define_counter(&mut self, name: &str) -> Option<MetricId> {
+        let define =
+            sys::callbacks().envoy_dynamic_module_callback_network_filter_config_define_counter;
+        self.define(name, define)
+    }
+
+    pub fn define_gauge(&mut self, name: &str) -> Option<MetricId> {
+        let define =
+            sys::callbacks().envoy_dynamic_module_callback_network_filter_config_define_gauge;
+        self.define(name, define)
+    }
+
+    pub fn define_histogram(&mut self, name: &str) -> Option<MetricId> {
+        let define =
+            sys::callbacks().envoy_dynamic_module_callback_network_filter_config_define_histogram;
+        self.define(name, define)
+    }
+
+    /// Adds `by` to a counter this configuration defined.
+    pub fn increment_counter(&mut self, id: MetricId, by: u64) -> bool {
+        // SAFETY: `ptr` is this configuration, used on the main thread; `id`
+        // came from it.
+        envoy_call!(
+            envoy_dynamic_module_callback_network_filter_config_increment_counter(
+                self.ptr, id.0, by
+            )
+        ) == Some(sys::METRICS_SUCCESS)
+    }
+
+    /// A handle that wakes [`NetworkFilterConfig::on_scheduled`] on the main
+    /// thread, from any thread.
+    pub fn scheduler(&mut self) -> Option<ConfigScheduler> {
+        // SAFETY: `ptr` is valid during config_new; Envoy allocates the
+        // scheduler and the module owns it from here (deleted on drop).
+        let ptr = envoy_call!(
+            envoy_dynamic_module_callback_network_filter_config_scheduler_new(self.ptr)
+        )?;
+        (!ptr.is_null()).then_some(ConfigScheduler { ptr })
+    }
+}
+
+/// Commits events to a configuration's main thread, from any thread.
+pub struct ConfigScheduler {
+    ptr: sys::NetworkFilterConfigSchedulerPtr,
+}
+
+// SAFETY: the header documents commit as callable from any thread; the
+// pointer is only used for commit and delete.
+unsafe impl Send for ConfigScheduler {}
+// SAFETY: as above; commit takes the pointer by value and Envoy synchronises.
+unsafe impl Sync for ConfigScheduler {}
+
+impl ConfigScheduler {
+    pub fn commit(&self, event_id: u64) {
+        // SAFETY: `ptr` came from config_scheduler_new and is deleted only on drop.
+        envoy_call!(
+            envoy_dynamic_module_callback_network_filter_config_scheduler_commit(
+                self.ptr, event_id
+            )
+        );
+    }
+}
+
+impl Drop for ConfigScheduler {
+    fn drop(&mut self) {
+        // SAFETY: `ptr` came from config_scheduler_new and is deleted once.
+        envoy_call!(envoy_dynamic_module_callback_network_filter_config_scheduler_delete(self.ptr));
+    }
+}
+
+/// Commits events to one connection's filter on its worker thread, from any
+/// thread; a commit after the connection ended is dropped by Envoy.
+pub struct Scheduler {
+    ptr: sys::NetworkFilterSchedulerPtr,
+}
+
+// SAFETY: the header documents commit as safe from any thread, and a no-op
+// once the filter is destroyed.
+unsafe impl Send for Scheduler {}
+// SAFETY: as above.
+unsafe impl Sync for Scheduler {}
+
+impl Scheduler {
+    pub fn commit(&self, event_id: u64) {
+        // SAFETY: `ptr` came from scheduler_new and is deleted only on drop.
+        envoy_call!(
+            envoy_dynamic_module_callback_network_filter_scheduler_commit(self.ptr, event_id)
+        );
+    }
+}
+
+impl Drop for Scheduler {
+    fn drop(&mut self) {
+        // SAFETY: `ptr` came from scheduler_new and is deleted once.
+        envoy_call!(envoy_dynamic_module_callback_network_filter_scheduler_delete(self.ptr));
+    }
+}
+
+/// Which of a connection's two buffers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Buffer {
+    /// Client → server (Envoy's read buffer).
+    Read,
+    /// Server → client (Envoy's write buffer).
+    Write,
+}
+
+/// Envoy's side of one connection, handed to each hook of its filter. Valid
+/// for that hook only; not `Send` (Envoy's connection lives on its worker).
+pub struct Connection {
+    ptr: sys::NetworkFilterEnvoyPtr,
+}
+
+type MetricCall =
+    unsafe extern "C" fn(sys::NetworkFilterEnvoyPtr, usize, u64) -> sys::MetricsResult;
+
+impl Connection {
+    /// The bytes of a buffer, as Envoy's chunks (valid until the buffer changes).
+    pub fn chunks(&self, buffer: Buffer) -> Vec<&[u8]> {
+        let callbacks = sys::callbacks();
+        let (size_fn, chunks_fn) = match buffer {
+            Buffer::Read => (
+                callbacks.envoy_dynamic_module_callback_network_filter_get_read_buffer_chunks_size,
+                callbacks.envoy_dynamic_module_callback_network_filter_get_read_buffer_chunks,
+            ),
+            Buffer::Write => (
+                callbacks.envoy_dynamic_module_callback_network_filter_get_write_buffer_chunks_size,
+                callbacks.envoy_dynamic_module_callback_network_filter_get_write_buffer_chunks,
+            ),
+        };
+        let (Some(size_fn), Some(chunks_fn)) = (size_fn, chunks_fn) else {
+            return Vec::new();
+        };
+        // SAFETY: `ptr` is the filter Envoy called this hook for.
+        let count = unsafe { size_fn(self.ptr) };
+        if count == 0 {
+            return Vec::new();
+        }
+        let mut raw = vec![EnvoyBuffer::EMPTY; count];
+        // SAFETY: `raw` has room for `count` entries, the number Envoy just gave.
+        if !unsafe { chunks_fn(self.ptr, raw.as_mut_ptr()) } {
+            return Vec::new();
+        }
+        raw.iter()
+            .filter(|chunk| !chunk.ptr.is_null() && chunk.length > 0)
+            // SAFETY: Envoy owns each chunk and keeps it valid until the buffer
+            // changes; the borrow of `self` (changes need `&mut self`) bounds it.
+            .map(|chunk| unsafe { std::slice::from_raw_parts(chunk.ptr, chunk.length) })
+            .collect()
+    }
+
+    /// A buffer's bytes, copied into one slice.
+    pub fn buffer_bytes(&self, buffer: Buffer) -> Vec<u8> {
+        self.chunks(buffer).concat()
+    }
+
+    /// Replaces the first `length` bytes of a buffer with `bytes`; `false` if
+    /// Envoy refused.
+    pub fn replace(&mut self, buffer: Buffer, length: usize, bytes: &[u8]) -> bool {
+        let data = ModuleBuffer::of(bytes);
+        // SAFETY (every call below): `ptr` is this hook's filter; `bytes`
+        // outlives the calls.
+        match buffer {
+            Buffer::Read => {
+                envoy_call!(
+                    envoy_dynamic_module_callback_network_filter_drain_read_buffer(
+                        self.ptr, length
+                    )
+                ) == Some(true)
+                    && (bytes.is_empty()
+                        || envoy_call!(
+                            envoy_dynamic_module_callback_network_filter_append_read_buffer(
+                                self.ptr, data
+                            )
+                        ) == Some(true))
+            }
+            Buffer::Write => {
+                envoy_call!(
+                    envoy_dynamic_module_callback_network_filter_drain_write_buffer(
+                        self.ptr, length
+                    )
+                ) == Some(true)
+                    && (bytes.is_empty()
+                        || envoy_call!(
+                            envoy_dynamic_module_callback_network_filter_append_write_buffer(
+                                self.ptr, data
+                            )
+                        ) == Some(true))
+            }
+        }
+    }
+
+    /// Writes `bytes` to the client now, on the filter's own initiative (they
+    /// pass the write filters after this one); `end_stream` half-closes.
+    pub fn write_to_client(&mut self, bytes: &[u8], end_stream: bool) -> bool {
+        // SAFETY: `ptr` is this hook's filter; `bytes` outlives the call.
+        envoy_call!(envoy_dynamic_module_callback_network_filter_write(
+            self.ptr,
+            ModuleBuffer::of(bytes),
+            end_stream
+        ))
+        .is_some()
+    }
+
+    /// Resumes reading after a hook returned [`FilterStatus::StopIteration`].
+    pub fn continue_reading(&mut self) {
+        // SAFETY: `ptr` is this hook's filter.
+        envoy_call!(envoy_dynamic_module_callback_network_filter_continue_reading(self.ptr));
+    }
+
+    /// Stops (`true`) or resumes (`false`) reading from the client's socket;
+    /// the calls nest (as many resumes as stops). `false` if Envoy refused.
+    pub fn read_disable(&mut self, disable: bool) -> bool {
+        // SAFETY: `ptr` is this hook's filter.
+        envoy_call!(envoy_dynamic_module_callback_network_filter_read_disable(
+            self.ptr, disable
+        ))
+        .is_some()
+    }
+
+    pub fn close(&mut self, kind: CloseKind) -> bool {
+        // SAFETY: `ptr` is this hook's filter.
+        envoy_call!(envoy_dynamic_module_callback_network_filter_close(
+            self.ptr,
+            kind.code()
+        ))
+        .is_some()
+    }
+
+    pub fn connection_id(&self) -> Option<u64> {
+        // SAFETY: `ptr` is this hook's filter.
+        envoy_call!(envoy_dynamic_module_callback_network_filter_get_connection_id(self.ptr))
+    }
+
+    /// The client's address (`ip:port`), when it is an IP address.
+    pub fn remote_address(&self) -> Option<String> {
+        let mut address = EnvoyBuffer::EMPTY;
+        let mut port = 0u32;
+        // SAFETY: `ptr` is this hook's filter; both out-pointers are valid locals.
+        let found = envoy_call!(
+            envoy_dynamic_module_callback_network_filter_get_remote_address(
+                self.ptr,
+                &mut address,
+                &mut port
+            )
+        )?;
+        if !found || address.ptr.is_null() {
+            return None;
+        }
+        let host = String::from_utf8_lossy(envoy_bytes(address));
+        Some(if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        })
+    }
+
+    /// Whether the client side already speaks TLS.
+    pub fn is_tls(&self) -> bool {
+        // SAFETY: `ptr` is this hook's filter.
+        envoy_call!(envoy_dynamic_module_callback_network_filter_is_ssl(
+            self.ptr
+        )) == Some(true)
+    }
+
+    /// Switches the client side to TLS (a `starttls` transport socket);
+    /// `false` when the listener's transport socket cannot.
+    pub fn start_tls(&mut self) -> bool {
+        // SAFETY: `ptr` is this hook's filter.
+        envoy_call!(
+            envoy_dynamic_module_callback_network_filter_start_downstream_secure_transport(
+                self.ptr
+            )
+        ) == Some(true)
+    }
+
+    pub fn worker_index(&self) -> Option<u32> {
+        // SAFETY: `ptr` is this hook's filter.
+        envoy_call!(envoy_dynamic_module_callback_network_filter_get_worker_index(self.ptr))
+    }
+
+    /// Sets connection filter state `key` (access logs print it with
+    /// `%FILTER_STATE(key:PLAIN)%`).
+    pub fn set_filter_state(&mut self, key: &str, value: &[u8]) -> bool {
+        // SAFETY: `ptr` is this hook's filter; both slices outlive the call.
+        envoy_call!(
+            envoy_dynamic_module_callback_network_set_filter_state_bytes(
+                self.ptr,
+                ModuleBuffer::of(key.as_bytes()),
+                ModuleBuffer::of(value)
+            )
+        ) == Some(true)
+    }
+
+    fn metric(&mut self, id: MetricId, value: u64, call: Option<MetricCall>) -> bool {
+        let Some(call) = call else {
+            return false;
+        };
+        // SAFETY: `ptr` is this hook's filter; `id` came from its configuration.
+        unsafe { call(self.ptr, id.0, value) == sys::METRICS_SUCCESS }
+    }
+
+    pub fn increment_counter(&mut self, id: MetricId, by: u64) -> bool {
+        let call = sys::callbacks().envoy_dynamic_module_callback_network_filter_increment_counter;
+        self.metric(id, by, call)
+    }
+
+    pub fn set_gauge(&mut self, id: MetricId, value: u64) -> bool {
+        let call = sys::callbacks().envoy_dynamic_module_callback_network_filter_set_gauge;
+        self.metric(id, value, call)
+    }
+
+    pub fn increment_gauge(&mut self, id: MetricId, by: u64) -> bool {
+        let call = sys::callbacks().envoy_dynamic_module_callback_network_filter_increment_gauge;
+        self.metric(id, by, call)
+    }
+
+    pub fn decrement_gauge(&mut self, id: MetricId, by: u64) -> bool {
+        let call = sys::callbacks().envoy_dynamic_module_callback_network_filter_decrement_gauge;
+        self.metric(id, by, call)
+    }
+
+    pub fn record_histogram(&mut self, id: MetricId, value: u64) -> bool {
+        let call =
+            sys::callbacks().envoy_dynamic_module_callback_network_filter_record_histogram_value;
+        self.metric(id, value, call)
+    }
+
+    /// Starts an HTTP request to `cluster`; its answer comes to
+    /// [`NetworkFilter::on_http_callout_done`] of this connection with the
+    /// returned id. `headers` must hold `:method`, `:path` and `host`. `Err`
+    /// holds Envoy's reason code (`u32::MAX`: no such callback).
+    pub fn http_callout(
+        &mut self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        timeout_ms: u64,
+    ) -> Result<u64, u32> {
+        let mut raw: Vec<sys::ModuleHttpHeader> = headers
+            .iter()
+            .map(|(key, value)| sys::ModuleHttpHeader {
+                key_ptr: key.as_ptr(),
+                key_length: key.len(),
+                value_ptr: value.as_ptr(),
+                value_length: value.len(),
+            })
+            .collect();
+        let mut id = 0u64;
+        // SAFETY: `ptr` is this hook's filter; every slice `raw` points into
+        // outlives the call, as do `cluster` and `body`; `id` is a valid out-pointer.
+        let result = envoy_call!(envoy_dynamic_module_callback_network_filter_http_callout(
+            self.ptr,
+            &mut id,
+            ModuleBuffer::of(cluster.as_bytes()),
+            raw.as_mut_ptr(),
+            raw.len(),
+            ModuleBuffer::of(body),
+            timeout_ms
+        ))
+        .unwrap_or(u32::MAX);
+        if result == sys::CALLOUT_INIT_SUCCESS {
+            Ok(id)
+        } else {
+            Err(result)
+        }
+    }
+
+    /// A handle to wake this connection's filter from any thread.
+    pub fn scheduler(&mut self) -> Option<Scheduler> {
+        // SAFETY: `ptr` is this hook's filter; the module owns the result.
+        let ptr = envoy_call!(envoy_dynamic_module_callback_network_filter_scheduler_new(
+            self.ptr
+        ))?;
+        (!ptr.is_null()).then_some(Scheduler { ptr })
+    }
+}
+
+/// A configuration as Envoy holds it.
+struct ConfigSlot {
+    config: Box<dyn NetworkFilterConfig>,
+    /// Envoy's side, for hooks on the main thread.
+    envoy: sys::NetworkFilterConfigEnvoyPtr,
+}
+
+/// A filter as Envoy holds it; after a panic it only refuses.
+struct FilterSlot {
+    filter: Box<dyn NetworkFilter>,
+    failed: bool,
+}
+
+/// Runs `body`, catching a panic: logged, then `None`.
+fn try_hook<T>(hook: &str, body: impl FnOnce() -> T) -> Option<T> {
+    match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(value) => Some(value),
+        Err(payload) => {
+            log(
+                LogLevel::Critical,
+                &format!(
+                    "gatehouse: a panic in {hook} was caught at the module boundary: {}",
+                    panic_message(payload.as_ref())
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// [`try_hook`], with `on_panic` giving the value to return after a panic.
+fn guard<T>(hook: &str, body: impl FnOnce() -> T, on_panic: impl FnOnce() -> T) -> T {
+    try_hook(hook, body).unwrap_or_else(on_panic)
+}
+
+fn panic_message(payload: &(dyn Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
+}
+
+/// Bytes Envoy lent for a hook, as a slice.
+fn envoy_bytes<'a>(buffer: EnvoyBuffer) -> &'a [u8] {
+    if buffer.ptr.is_null() {
+        return &[];
+    }
+    // SAFETY: Envoy keeps the bytes valid for the hook that received them;
+    // callers use the slice only within that hook.
+    unsafe { std::slice::from_raw_parts(buffer.ptr, buffer.length) }
+}
+
+/// Runs a hook of one connection's filter under [`guard`]. A panic marks the
+/// filter failed and aborts the connection; a failed filter's hooks do nothing
+/// but hold the data (`StopIteration`).
+fn with_filter(
+    hook: &str,
+    filter_envoy: sys::NetworkFilterEnvoyPtr,
+    filter: sys::NetworkFilterModulePtr,
+    body: impl FnOnce(&mut dyn NetworkFilter, &mut Connection) -> FilterStatus,
+) -> FilterStatus {
+    if filter.is_null() {
+        return FilterStatus::StopIteration;
+    }
+    // SAFETY: `filter` is the pointer `new` returned from `Box::into_raw` of a
+    // FilterSlot; Envoy passes it back on this connection's worker thread only,
+    // one hook at a time, until `destroy`.
+    let slot = unsafe { &mut *(filter as *mut FilterSlot) };
+    let mut connection = Connection { ptr: filter_envoy };
+    if slot.failed {
+        return FilterStatus::StopIteration;
+    }
+    match try_hook(hook, || body(slot.filter.as_mut(), &mut connection)) {
+        Some(status) => status,
+        None => {
+            slot.failed = true;
+            connection.close(CloseKind::Abort);
+            FilterStatus::StopIteration
+        }
+    }
+}
+
+/// Declares the event hooks Envoy resolves for a network filter and lists
+/// each definition in [`HOOKS`] for the facts test.
+macro_rules! hooks {
+    ($( fn $name:ident ( $($arg:ident : $ty:ty),* $(,)? ) $(-> $ret:ty)? $body:block )*) => {
+        $(
+            #[unsafe(no_mangle)]
+            #[allow(clippy::not_unsafe_ptr_arg_deref)] // Envoy is the only caller.
+            pub extern "C" fn $name($($arg: $ty),*) $(-> $ret)? $body
+        )*
+
+        /// Every hook defined here: `(name, "(arguments) -> return")`.
+        pub const HOOKS: &[(&str, &str)] = &[
+            $( (stringify!($name), stringify!(($($arg: $ty),*) $(-> $ret)?)) ),*
+        ];
+    };
+}
+
+use sys::{
+    CalloutResultCode, ConnectionEventCode, DataStatus, EnvoyHttpHeader,
+    NetworkFilterConfigEnvoyPtr, NetworkFilterConfigModulePtr, NetworkFilterEnvoyPtr,
+    NetworkFilterModulePtr,
+};
+
+hooks! {
+    fn envoy_dynamic_module_on_network_filter_config_new(config_envoy: NetworkFilterConfigEnvoyPtr, name: EnvoyBuffer, config: EnvoyBuffer) -> NetworkFilterConfigModulePtr {
+        guard("network_filter_config_new", || {
+            let Some(new_config) = NEW_CONFIG.get() else {
+                log(LogLevel::Error, "gatehouse: the module registered no network filter");
+                return std::ptr::null();
+            };
+            let name = String::from_utf8_lossy(envoy_bytes(name)).into_owned();
+            let mut envoy = ConfigEnvoy { ptr: config_envoy };
+            match new_config(&name, envoy_bytes(config), &mut envoy) {
+                Ok(config) => Box::into_raw(Box::new(ConfigSlot { config, envoy: config_envoy })) as NetworkFilterConfigModulePtr,
+                Err(error) => {
+                    log(LogLevel::Error, &format!("gatehouse {name}: configuration rejected: {error}"));
+                    std::ptr::null()
+                }
+            }
+        }, std::ptr::null)
+    }
+
+    fn envoy_dynamic_module_on_network_filter_config_destroy(config: NetworkFilterConfigModulePtr) {
+        if config.is_null() {
+            return;
+        }
+        // SAFETY: `config` came from `Box::into_raw` in config_new; Envoy
+        // destroys it once, after its last filter.
+        let slot = unsafe { Box::from_raw(config as *mut ConfigSlot) };
+        guard("network_filter_config_destroy", || drop(slot), || ());
+    }
+
+    fn envoy_dynamic_module_on_network_filter_new(config: NetworkFilterConfigModulePtr, filter_envoy: NetworkFilterEnvoyPtr) -> NetworkFilterModulePtr {
+        if config.is_null() {
+            return std::ptr::null();
+        }
+        // SAFETY: `config` came from config_new and outlives its filters; it is
+        // only read here (the configuration is Sync).
+        let slot = unsafe { &*(config as *const ConfigSlot) };
+        guard("network_filter_new", || {
+            let mut connection = Connection { ptr: filter_envoy };
+            match slot.config.new_filter(&mut connection) {
+                Some(filter) => Box::into_raw(Box::new(FilterSlot { filter, failed: false })) as NetworkFilterModulePtr,
+                None => std::ptr::null(),
+            }
+        }, std::ptr::null)
+    }
+
+    fn envoy_dynamic_module_on_network_filter_new_connection(filter_envoy: NetworkFilterEnvoyPtr, filter: NetworkFilterModulePtr) -> DataStatus {
+        with_filter("network_filter_new_connection", filter_envoy, filter, |f, c| f.on_new_connection(c)).code()
+    }
+
+    fn envoy_dynamic_module_on_network_filter_read(filter_envoy: NetworkFilterEnvoyPtr, filter: NetworkFilterModulePtr, data_length: usize, end_stream: bool) -> DataStatus {
+        with_filter("network_filter_read", filter_envoy, filter, |f, c| f.on_read(c, data_length, end_stream)).code()
+    }
+
+    fn envoy_dynamic_module_on_network_filter_write(filter_envoy: NetworkFilterEnvoyPtr, filter: NetworkFilterModulePtr, data_length: usize, end_stream: bool) -> DataStatus {
+        with_filter("network_filter_write", filter_envoy, filter, |f, c| f.on_write(c, data_length, end_stream)).code()
+    }
+
+    fn envoy_dynamic_module_on_network_filter_event(filter_envoy: NetworkFilterEnvoyPtr, filter: NetworkFilterModulePtr, event: ConnectionEventCode) {
+        with_filter("network_filter_event", filter_envoy, filter, |f, c| {
+            f.on_event(c, ConnectionEvent::from_code(event));
+            FilterStatus::Continue
+        });
+    }
+
+    fn envoy_dynamic_module_on_network_filter_destroy(filter: NetworkFilterModulePtr) {
+        if filter.is_null() {
+            return;
+        }
+        // SAFETY: `filter` came from `Box::into_raw` in `new`; Envoy destroys
+        // it once, after its last hook.
+        let slot = unsafe { Box::from_raw(filter as *mut FilterSlot) };
+        guard("network_filter_destroy", || drop(slot), || ());
+    }
+
+    fn envoy_dynamic_module_on_network_filter_http_callout_done(filter_envoy: NetworkFilterEnvoyPtr, filter: NetworkFilterModulePtr, callout_id: u64, result: CalloutResultCode, headers: *const EnvoyHttpHeader, headers_size: usize, body_chunks: *const EnvoyBuffer, body_chunks_size: usize) {
+        with_filter("network_filter_http_callout_done", filter_envoy, filter, |f, c| {
+            let headers: &[EnvoyHttpHeader] = if headers.is_null() {
+                &[]
+            } else {
+                // SAFETY: Envoy passes `headers_size` headers, valid for this hook.
+                unsafe { std::slice::from_raw_parts(headers, headers_size) }
+            };
+            let body: &[EnvoyBuffer] = if body_chunks.is_null() {
+                &[]
+            } else {
+                // SAFETY: Envoy passes `body_chunks_size` chunks, valid for this hook.
+                unsafe { std::slice::from_raw_parts(body_chunks, body_chunks_size) }
+            };
+            let response = CalloutResponse {
+                result: match result {
+                    sys::CALLOUT_SUCCESS => CalloutResult::Success,
+                    sys::CALLOUT_RESET => CalloutResult::Reset,
+                    sys::CALLOUT_EXCEED_RESPONSE_BUFFER_LIMIT => CalloutResult::ExceedResponseBufferLimit,
+                    other => CalloutResult::Other(other),
+                },
+                headers: headers
+                    .iter()
+                    .map(|h| {
+                        (
+                            envoy_bytes(EnvoyBuffer { ptr: h.key_ptr, length: h.key_length }),
+                            envoy_bytes(EnvoyBuffer { ptr: h.value_ptr, length: h.value_length }),
+                        )
+                    })
+                    .collect(),
+                body: body.iter().map(|chunk| envoy_bytes(*chunk)).collect(),
+            };
+            f.on_http_callout_done(c, callout_id, response);
+            FilterStatus::Continue
+        });
+    }
+
+    fn envoy_dynamic_module_on_network_filter_scheduled(filter_envoy: NetworkFilterEnvoyPtr, filter: NetworkFilterModulePtr, event_id: u64) {
+        with_filter("network_filter_scheduled", filter_envoy, filter, |f, c| {
+            f.on_scheduled(c, event_id);
+            FilterStatus::Continue
+        });
+    }
+
+    fn envoy_dynamic_module_on_network_filter_config_scheduled(config: NetworkFilterConfigModulePtr, event_id: u64) {
+        if config.is_null() {
+            return;
+        }
+        // SAFETY: `config` came from config_new and is alive until config_destroy,
+        // which Envoy runs on this (main) thread, never during this hook.
+        let slot = unsafe { &*(config as *const ConfigSlot) };
+        let mut envoy = ConfigEnvoy { ptr: slot.envoy };
+        guard("network_filter_config_scheduled", || slot.config.on_scheduled(&mut envoy, event_id), || ());
+    }
+
+    fn envoy_dynamic_module_on_network_filter_above_write_buffer_high_watermark(filter_envoy: NetworkFilterEnvoyPtr, filter: NetworkFilterModulePtr) {
+        let _ = (filter_envoy, filter);
+    }
+
+    fn envoy_dynamic_module_on_network_filter_below_write_buffer_low_watermark(filter_envoy: NetworkFilterEnvoyPtr, filter: NetworkFilterModulePtr) {
+        let _ = (filter_envoy, filter);
+    }
+}
+
+/// Defines the module's `envoy_dynamic_module_on_program_init`, which
+/// registers `$new_config` ([`NewConfigFn`]) and reports the ABI version.
+/// Use it once, in the `cdylib` crate Envoy loads.
+#[macro_export]
+macro_rules! declare_network_filters {
+    ($new_config:expr) => {
+        #[unsafe(no_mangle)]
+        pub extern "C" fn envoy_dynamic_module_on_program_init() -> *const ::std::ffi::c_char {
+            $crate::network::program_init($new_config)
+        }
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn panics_are_caught_and_their_message_kept() {
+        let value = guard("test", || -> u32 { std::panic::panic_any("boom") }, || 7);
+        assert_eq!(value, 7);
+        assert_eq!(panic_message(&"boom"), "boom");
+        assert_eq!(panic_message(&String::from("owned")), "owned");
+        assert_eq!(panic_message(&3u8), "(no message)");
+    }
+
+    #[test]
+    fn a_null_filter_holds_the_data() {
+        let status = with_filter("test", std::ptr::null_mut(), std::ptr::null(), |_, _| {
+            FilterStatus::Continue
+        });
+        assert_eq!(status, FilterStatus::StopIteration);
+    }
+}

@@ -1,0 +1,56 @@
+//! gatehouse's filters as one Envoy dynamic module, `libgatehouse.so`, for
+//! **Envoy 1.40** (dynamic-modules ABI v0.2.0).
+//!
+//! The same engines and the same glue as the Wasm build, over Envoy's native
+//! ABI (`gatehouse-dynamic-modules-abi`) instead of proxy-wasm: no Wasm runtime
+//! between Envoy and the filter, no module compile at start. Load it with
+//! `ENVOY_DYNAMIC_MODULES_SEARCH_PATH` pointing at its directory and
+//!
+//! ```yaml
+//! - name: envoy.filters.network.dynamic_modules
+//!   typed_config:
+//!     "@type": type.googleapis.com/envoy.extensions.filters.network.dynamic_modules.v3.DynamicModuleNetworkFilter
+//!     dynamic_module_config: {name: gatehouse}
+//!     filter_name: postgres
+//!     filter_config: {"@type": type.googleapis.com/google.protobuf.StringValue, value: '{…}'}
+//! ```
+//!
+//! Filters: `postgres` ([`postgres`]). Build it with
+//! `cargo xtask build --native` (profile `release-native`, which unwinds so
+//! that each hook catches a panic at the module boundary).
+
+pub mod keys;
+pub mod postgres;
+pub mod records;
+pub mod starttls;
+pub mod stats;
+pub mod timer;
+
+use gatehouse_dynamic_modules_abi::declare_network_filters;
+use gatehouse_dynamic_modules_abi::network::{ConfigEnvoy, NetworkFilterConfig};
+use std::sync::Arc;
+
+/// A connection's scheduled events.
+pub const EVENT_CLOSE: u64 = 1;
+pub const EVENT_START_TLS: u64 = 2;
+pub const EVENT_LOGIN_DEADLINE: u64 = 3;
+
+declare_network_filters!(new_network_filter);
+
+/// Builds the network filter `name` from its configuration.
+fn new_network_filter(
+    name: &str,
+    config: &[u8],
+    envoy: &mut ConfigEnvoy,
+) -> Result<Box<dyn NetworkFilterConfig>, String> {
+    match name {
+        "postgres" => postgres::PgConfig::new(config, envoy)
+            .map(|config| {
+                Box::new(postgres::PgFilterConfig(Arc::new(config))) as Box<dyn NetworkFilterConfig>
+            })
+            .map_err(|error| error.to_string()),
+        other => Err(format!(
+            "unknown network filter {other:?} (this module has \"postgres\")"
+        )),
+    }
+}

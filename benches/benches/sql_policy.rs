@@ -26,11 +26,17 @@ fn developer() -> SessionContext {
 }
 
 fn bench(c: &mut Criterion) {
-    let Ok(policy) = PgPolicy::from_json(POLICY.as_bytes()) else {
-        return;
-    };
+    // A policy that does not parse, or a path that refuses these reads, would
+    // time something other than the decision this bench is about.
+    let policy = PgPolicy::from_json(POLICY.as_bytes())
+        .unwrap_or_else(|e| panic!("examples/postgres-policy.json does not parse: {e}"));
     let ctx = developer();
     for (name, sql) in [("pgbench_select", PGBENCH_SELECT), ("orm_query", ORM_QUERY)] {
+        let verdict = policy.decide(&ctx, sql);
+        assert!(
+            !verdict.decision.action.blocks() && verdict.statements.len() == 1,
+            "{name} must be one allowed statement: {verdict:?}"
+        );
         c.bench_function(&format!("sql_policy/{name}/cold"), |b| {
             b.iter(|| policy.decide(black_box(&ctx), black_box(sql)))
         });

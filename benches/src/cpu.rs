@@ -25,6 +25,33 @@ pub fn process_time(pid: u32) -> Duration {
     ticks_to_duration(ticks)
 }
 
+/// CPU time so far of each thread of a process, by thread name (Envoy names
+/// its main thread `envoy` and its workers `wrk:worker_N`); threads of one
+/// name are added up.
+pub fn thread_times(pid: u32) -> std::collections::BTreeMap<String, Duration> {
+    let mut times = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return times;
+    };
+    for task in tasks.flatten() {
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let name = stat.get(open + 1..close).unwrap_or_default().to_owned();
+        let ticks: u64 = stat
+            .get(close + 1..)
+            .unwrap_or_default()
+            .split_whitespace()
+            .skip(11)
+            .take(2)
+            .filter_map(|field| field.parse::<u64>().ok())
+            .sum();
+        *times.entry(name).or_default() += ticks_to_duration(ticks);
+    }
+    times
+}
+
 /// CPU time the machine's cores spent running its own work so far.
 pub fn machine_busy_time() -> Duration {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();

@@ -17,8 +17,8 @@ mod identities;
 mod ready;
 mod validate;
 
-/// gatehouse: read audit logs, check and explain configurations, probe
-/// listeners, and approve what policy holds back.
+/// gatehouse: read audit logs and replay sessions, check and explain
+/// configurations, probe listeners, and approve what policy holds back.
 #[derive(Debug, Parser)]
 #[command(name = "gatehouse", version, propagate_version = true)]
 struct Cli {
@@ -37,6 +37,10 @@ enum Command {
     Deny(approvals::DenyArgs),
     Request(approvals::RequestArgs),
     Reason(approvals::ReasonArgs),
+    /// Play one session back from an audit log: a recorded exec or attach
+    /// session as asciicast v2 or a transcript, or a Postgres session (the
+    /// same as `gatehouse audit replay`).
+    Replay(audit::ReplayArgs),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +54,7 @@ fn main() -> ExitCode {
         Command::Deny(args) => approvals::run_deny(args),
         Command::Request(args) => approvals::run_request(args),
         Command::Reason(args) => approvals::run_reason(args),
+        Command::Replay(args) => audit::replay(args),
     }
 }
 

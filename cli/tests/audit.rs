@@ -57,7 +57,9 @@ fn an_unknown_session_is_an_error_and_a_known_one_replays() {
     let unknown = gatehouse(&["audit", "replay", &path, "--session", "999"]);
     assert_eq!(unknown.code, 1, "{}{}", unknown.stdout, unknown.stderr);
     assert!(
-        unknown.stderr.contains("no Postgres session 999"),
+        unknown
+            .stderr
+            .contains("no Postgres session or recorded exec session 999"),
         "{}",
         unknown.stderr
     );

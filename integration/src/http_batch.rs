@@ -68,6 +68,11 @@ impl RawResponse {
 /// Sends `requests` to `base` (`https://127.0.0.1:PORT` or `http://…`),
 /// trusting `ca` for TLS, in parallel; the responses in request order. Files
 /// go under `dir/<name>/`.
+///
+/// An HTTP/2 request that got no response is sent once more, on its own:
+/// curl 7.88 reports a stream the server answered before the upload ended
+/// and then reset with NO_ERROR (as RFC 9113 §8.1 allows, and Envoy does for
+/// an early refusal) as a failure, dropping the answer it received.
 pub fn send(
     dir: &Path,
     name: &str,
@@ -77,56 +82,6 @@ pub fn send(
 ) -> Result<Vec<RawResponse>> {
     let work = dir.join(name);
     std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
-    let mut config = String::new();
-    for (i, request) in requests.iter().enumerate() {
-        if i > 0 {
-            config.push_str("next\n");
-        }
-        let option = |config: &mut String, name: &str, value: &str| {
-            config.push_str(&format!("{name} = \"{}\"\n", quote(value)));
-        };
-        option(&mut config, "url", base);
-        option(&mut config, "request-target", &request.target);
-        if request.method == "HEAD" {
-            config.push_str("head\n");
-        } else {
-            option(&mut config, "request", &request.method);
-        }
-        for (name, value) in &request.headers {
-            option(&mut config, "header", &format!("{name}: {value}"));
-        }
-        if let Some(body) = &request.body {
-            let file = work.join(format!("{i}.request"));
-            std::fs::write(&file, body)?;
-            option(&mut config, "data-binary", &format!("@{}", file.display()));
-        }
-        if let Some(ca) = ca {
-            option(&mut config, "cacert", &ca.display().to_string());
-        }
-        config.push_str(if request.http2 {
-            "http2\n"
-        } else {
-            "http1.1\n"
-        });
-        option(
-            &mut config,
-            "output",
-            &body_file(&work, i).display().to_string(),
-        );
-        option(
-            &mut config,
-            "write-out",
-            &format!("{i} %{{http_code}} %{{content_type}}\\n"),
-        );
-        config.push_str("path-as-is\nsilent\nmax-time = 30\n");
-    }
-    let config_file = work.join("curl.config");
-    std::fs::write(&config_file, &config)?;
-    let out = Command::new("curl")
-        .args(["--parallel", "--parallel-max", "16", "--config"])
-        .arg(&config_file)
-        .output()
-        .context("running curl")?;
     let mut responses = vec![
         RawResponse {
             status: 0,
@@ -135,22 +90,122 @@ pub fn send(
         };
         requests.len()
     ];
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let mut fields = line.splitn(3, ' ');
-        let (Some(index), Some(status)) = (fields.next(), fields.next()) else {
-            continue;
-        };
-        let (Ok(index), Ok(status)) = (index.parse::<usize>(), status.parse::<u16>()) else {
-            bail!("unexpected curl output line {line:?}");
-        };
-        let Some(response) = responses.get_mut(index) else {
-            bail!("curl reported request {index} of {}", requests.len());
-        };
-        response.status = status;
-        response.content_type = fields.next().unwrap_or_default().to_owned();
-        response.body = std::fs::read(body_file(&work, index)).unwrap_or_default();
+    let batch = Batch {
+        work: &work,
+        base,
+        ca,
+        requests,
+    };
+    let all: Vec<usize> = (0..requests.len()).collect();
+    batch.run("curl.config", &all, true, &mut responses)?;
+    let dropped: Vec<usize> = all
+        .into_iter()
+        .filter(|&i| responses[i].status == 0 && requests[i].http2)
+        .collect();
+    if !dropped.is_empty() {
+        batch.run("curl-again.config", &dropped, false, &mut responses)?;
     }
     Ok(responses)
+}
+
+/// Requests for one server, with the folder their files go to.
+struct Batch<'a> {
+    work: &'a Path,
+    base: &'a str,
+    ca: Option<&'a Path>,
+    requests: &'a [RawRequest],
+}
+
+impl Batch<'_> {
+    /// Runs one curl process for `requests[indices]` (in parallel or one after
+    /// another), filling their entries of `responses`.
+    fn run(
+        &self,
+        config_name: &str,
+        indices: &[usize],
+        parallel: bool,
+        responses: &mut [RawResponse],
+    ) -> Result<()> {
+        let Batch {
+            work,
+            base,
+            ca,
+            requests,
+        } = *self;
+        let mut config = String::new();
+        for (n, &i) in indices.iter().enumerate() {
+            let Some(request) = requests.get(i) else {
+                bail!("no request {i} of {}", requests.len());
+            };
+            if n > 0 {
+                config.push_str("next\n");
+            }
+            let option = |config: &mut String, name: &str, value: &str| {
+                config.push_str(&format!("{name} = \"{}\"\n", quote(value)));
+            };
+            option(&mut config, "url", base);
+            option(&mut config, "request-target", &request.target);
+            if request.method == "HEAD" {
+                config.push_str("head\n");
+            } else {
+                option(&mut config, "request", &request.method);
+            }
+            for (name, value) in &request.headers {
+                option(&mut config, "header", &format!("{name}: {value}"));
+            }
+            if let Some(body) = &request.body {
+                let file = work.join(format!("{i}.request"));
+                std::fs::write(&file, body)?;
+                option(&mut config, "data-binary", &format!("@{}", file.display()));
+            }
+            if let Some(ca) = ca {
+                option(&mut config, "cacert", &ca.display().to_string());
+            }
+            config.push_str(if request.http2 {
+                "http2\n"
+            } else {
+                "http1.1\n"
+            });
+            option(
+                &mut config,
+                "output",
+                &body_file(work, i).display().to_string(),
+            );
+            option(
+                &mut config,
+                "write-out",
+                &format!("{i} %{{http_code}} %{{content_type}}\\n"),
+            );
+            config.push_str("path-as-is\nsilent\nmax-time = 30\n");
+        }
+        let config_file = work.join(config_name);
+        std::fs::write(&config_file, &config)?;
+        let mut curl = Command::new("curl");
+        if parallel {
+            curl.args(["--parallel", "--parallel-max", "16"]);
+        }
+        let out = curl
+            .arg("--config")
+            .arg(&config_file)
+            .output()
+            .context("running curl")?;
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let mut fields = line.splitn(3, ' ');
+            let (Some(index), Some(status)) = (fields.next(), fields.next()) else {
+                continue;
+            };
+            let (Ok(index), Ok(status)) = (index.parse::<usize>(), status.parse::<u16>()) else {
+                bail!("unexpected curl output line {line:?}");
+            };
+            let Some(response) = responses.get_mut(index) else {
+                bail!("curl reported request {index} of {}", requests.len());
+            };
+            response.status = status;
+            response.content_type = fields.next().unwrap_or_default().to_owned();
+            response.body = std::fs::read(body_file(work, index)).unwrap_or_default();
+        }
+        Ok(())
+    }
 }
 
 fn body_file(work: &Path, index: usize) -> PathBuf {

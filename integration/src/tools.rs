@@ -396,13 +396,13 @@ pub fn workspace_binary(package: &str, name: &str) -> Result<PathBuf> {
             }
         })
         .context("binary outside a target directory")?;
-    let mut build = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    build.args(["build", "-q", "-p", package]);
-    // Benches run from target/release.
-    if profile_dir.ends_with("release") {
-        build.arg("--release");
-    }
-    let status = build
+    // Benches run from target/release: build there too.
+    let release = profile_dir
+        .file_name()
+        .is_some_and(|name| name == "release");
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "-q", "-p", package])
+        .args(release.then_some("--release"))
         .current_dir(crate::workspace_root())
         .status()
         .with_context(|| format!("building {package}"))?;

@@ -19,6 +19,7 @@ use crate::protobuf;
 use crate::resources::{self, NAMESPACES, PODS, Resource};
 use crate::route::{self, Query, Route, Target};
 use crate::selector::Selector;
+use crate::spdy;
 use crate::status::{self, Status};
 use crate::store::{self, Store};
 use crate::table;
@@ -210,6 +211,34 @@ fn subresource_part(sub: &str) -> Option<&'static str> {
     }
 }
 
+/// Marks every ephemeral container of a pod running, as a kubelet soon
+/// would: `kubectl debug` waits for that before it attaches.
+fn start_ephemeral_containers(pod: &mut Value) {
+    let started = store::now_rfc3339();
+    let statuses: Vec<Value> = pod
+        .pointer("/spec/ephemeralContainers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|container| {
+            json!({
+                "name": container.get("name").cloned().unwrap_or_default(),
+                "image": container.get("image").cloned().unwrap_or_default(),
+                "imageID": "",
+                "ready": false,
+                "restartCount": 0,
+                "state": {"running": {"startedAt": started}},
+            })
+        })
+        .collect();
+    if let Some(Value::Object(status)) = pod.get_mut("status") {
+        status.insert(
+            "ephemeralContainerStatuses".to_owned(),
+            Value::Array(statuses),
+        );
+    }
+}
+
 /// A Deployment seen through its `scale` subresource.
 fn scale_of(object: &Value) -> Value {
     let replicas = object
@@ -253,12 +282,19 @@ async fn subresource_request(
         ("exec" | "attach", &Method::GET | &Method::POST) => {
             let pod = lock(store).get(resource, &target.namespace, name)?;
             let argv = check_connect(&pod, sub, query)?;
+            let spec = exec::ExecSpec {
+                argv,
+                tty: query.flag("tty"),
+                stdin: query.flag("stdin"),
+                stdout: query.flag("stdout") || sub == "attach",
+                stderr: query.flag("stderr"),
+                hostname: name.to_owned(),
+            };
             if req.method() == Method::POST {
-                return Err(Status::bad_request(format!(
-                    "{sub} over SPDY is not supported by this server; use WebSocket (v5.channel.k8s.io)"
-                )));
+                connect_spdy(spec, req)
+            } else {
+                connect_websocket(spec, req)
             }
-            connect_websocket(argv, req)
         }
         ("portforward", &Method::GET | &Method::POST) => {
             lock(store).get(resource, &target.namespace, name)?;
@@ -302,6 +338,9 @@ async fn subresource_request(
                         Some(value) => parent.insert(field.to_owned(), value),
                         None => parent.remove(field),
                     };
+                }
+                if sub == "ephemeralcontainers" {
+                    start_ephemeral_containers(&mut object);
                 }
                 store.replace(resource, ns, name, object)
             };
@@ -351,16 +390,54 @@ fn check_connect(pod: &Value, sub: &str, query: &Query) -> Result<Vec<String>, S
     Ok(argv)
 }
 
-/// The exec/attach WebSocket: answer 101, then run the echo session on the
+/// The exec/attach over SPDY/3.1: answer 101 with the chosen stream
+/// protocol, then run the session on the upgraded connection.
+fn connect_spdy(spec: exec::ExecSpec, mut req: Request<Incoming>) -> Answer {
+    let upgrade_header = header(&req, "upgrade").to_ascii_lowercase();
+    if !upgrade_header.starts_with("spdy/3.1") {
+        return Err(Status::bad_request("expected an Upgrade: SPDY/3.1 request"));
+    }
+    let offered = req
+        .headers()
+        .get_all("x-stream-protocol-version")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>();
+    let protocol = spdy::negotiate(offered.iter().copied()).ok_or_else(|| {
+        Status::bad_request(format!(
+            "none of the offered stream protocols {offered:?} is supported (want one of {:?})",
+            spdy::PROTOCOLS
+        ))
+    })?;
+    let upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        if let Ok(upgraded) = upgrade.await
+            && let Err(error) = spdy::run_session(TokioIo::new(upgraded), spec).await
+        {
+            eprintln!("kube-standin: SPDY exec session: {error:#}");
+        }
+    });
+    let mut response = Response::new(empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert("upgrade", HeaderValue::from_static("SPDY/3.1"));
+    headers.insert("connection", HeaderValue::from_static("Upgrade"));
+    headers.insert(
+        "x-stream-protocol-version",
+        HeaderValue::from_static(protocol),
+    );
+    Ok(response)
+}
+
+/// The exec/attach WebSocket: answer 101, then run the session on the
 /// upgraded connection.
-fn connect_websocket(argv: Vec<String>, mut req: Request<Incoming>) -> Answer {
+fn connect_websocket(spec: exec::ExecSpec, mut req: Request<Incoming>) -> Answer {
     let handshake = exec::handshake(req.headers())?;
     let upgrade = hyper::upgrade::on(&mut req);
-    let output = exec::echo_output(&argv);
     tokio::spawn(async move {
         if let Ok(upgraded) = upgrade.await {
             // A client that vanishes mid-session is not an error worth reporting.
-            let _ = exec::run_session(TokioIo::new(upgraded), &output).await;
+            let _ = exec::run_session(TokioIo::new(upgraded), spec).await;
         }
     });
     let mut response = Response::new(empty());
@@ -514,8 +591,17 @@ fn container(pod: &Value, wanted: Option<&str>) -> Result<String, Status> {
                 .collect()
         })
         .unwrap_or_default();
+    // Ephemeral containers (`kubectl debug`) may be named, never defaulted to.
+    let ephemeral = pod
+        .pointer("/spec/ephemeralContainers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.get("name").and_then(Value::as_str));
     match (wanted, names.as_slice()) {
-        (Some(w), _) if names.contains(&w) => Ok(w.to_string()),
+        (Some(w), _) if names.contains(&w) || ephemeral.clone().any(|e| e == w) => {
+            Ok(w.to_string())
+        }
         (Some(w), _) => Err(Status::bad_request(format!(
             "container {w} is not valid for pod {name}"
         ))),

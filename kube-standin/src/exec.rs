@@ -1,7 +1,9 @@
-//! exec and attach over WebSocket with the Kubernetes channel protocol
-//! (`v5.channel.k8s.io`, `v4.channel.k8s.io`): the first byte of each binary
-//! message is the channel (1 stdout, 3 status). The "command" is a fixed echo
-//! of its argv, so tests can see what ran.
+//! exec and attach: what runs ([`ExecSpec`], the pretend shell of
+//! [`crate::shell`]), its final status, and the WebSocket transport with the
+//! Kubernetes channel protocol (`v5.channel.k8s.io`, `v4.channel.k8s.io`):
+//! the first byte of each binary message is the channel (0 stdin, 1 stdout,
+//! 2 stderr, 3 status, 4 resize; v5's 255 closes a channel). The SPDY/3.1
+//! transport is in [`crate::spdy`].
 
 use std::time::Duration;
 
@@ -11,14 +13,21 @@ use hyper::HeaderMap;
 use sha1::{Digest, Sha1};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use crate::shell::{Shell, ShellOutput};
 use crate::status::{self, Status};
 
 /// Subprotocols served, in preference order.
 pub const PROTOCOLS: [&str; 2] = ["v5.channel.k8s.io", "v4.channel.k8s.io"];
+const STDIN: u8 = 0;
 const STDOUT: u8 = 1;
+const STDERR: u8 = 2;
 const STATUS: u8 = 3;
+/// v5: the next byte names a channel the sender closed.
+const CLOSE_SIGNAL: u8 = 255;
 const OPCODE_BINARY: u8 = 0x2;
 const OPCODE_CLOSE: u8 = 0x8;
+/// Largest output frame written, as a kubelet copies a stream (32 KiB reads).
+pub const MAX_OUTPUT_FRAME: usize = 32 * 1024;
 /// How long to wait for the client's closing handshake.
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
 /// Largest client frame read while waiting for the close.
@@ -87,15 +96,78 @@ pub fn accept_key(key: &str) -> String {
     BASE64.encode(sha.finalize())
 }
 
-/// What the fixed "command" prints: the argv joined by spaces, then a newline
-/// (nothing for attach, which has no argv).
-pub fn echo_output(argv: &[String]) -> Vec<u8> {
-    if argv.is_empty() {
-        return Vec::new();
+/// What an exec or attach request asks to run, and how.
+#[derive(Debug, Clone, Default)]
+pub struct ExecSpec {
+    /// The argv (empty for attach, which joins the container's shell).
+    pub argv: Vec<String>,
+    pub tty: bool,
+    pub stdin: bool,
+    pub stdout: bool,
+    pub stderr: bool,
+    /// The pod's name, the shell's hostname.
+    pub hostname: String,
+}
+
+/// How the session runs: a shell reading stdin, or one command.
+pub enum Program {
+    Interactive(Shell),
+    Once(ShellOutput),
+}
+
+impl ExecSpec {
+    /// Attach, or a shell without `-c`, reads stdin; `sh -c SCRIPT` and
+    /// any other argv run once.
+    pub fn program(&self) -> Program {
+        let mut shell = Shell::new(self.tty, &self.hostname);
+        let program = self.argv.first().map(|p| p.rsplit('/').next().unwrap_or(p));
+        let is_shell = matches!(program, None | Some("sh" | "bash" | "ash"));
+        match self.argv.get(1).map(String::as_str) {
+            Some("-c") if is_shell => {
+                let script = self.argv.get(2).cloned().unwrap_or_default();
+                let words: Vec<String> = script.split_whitespace().map(str::to_owned).collect();
+                Program::Once(shell.run_once(&words))
+            }
+            _ if is_shell && self.stdin => Program::Interactive(shell),
+            _ if is_shell => Program::Once(ShellOutput {
+                exit: Some(0),
+                ..ShellOutput::default()
+            }),
+            _ => Program::Once(shell.run_once(&self.argv)),
+        }
     }
-    let mut out = argv.join(" ").into_bytes();
-    out.push(b'\n');
-    out
+
+    /// Where stderr goes: its own channel without a terminal (when asked
+    /// for), the terminal's output with one.
+    pub fn stderr_channel(&self) -> Option<u8> {
+        match (self.tty, self.stderr) {
+            (true, _) => Some(STDOUT),
+            (false, true) => Some(STDERR),
+            (false, false) => None,
+        }
+    }
+}
+
+/// The channel protocol's final status for an exit code (it carries no
+/// kind/apiVersion).
+pub fn exit_status(code: i32) -> Vec<u8> {
+    let status = if code == 0 {
+        let mut success = status::success();
+        if let Some(map) = success.as_object_mut() {
+            map.remove("kind");
+            map.remove("apiVersion");
+        }
+        success
+    } else {
+        serde_json::json!({
+            "metadata": {},
+            "status": "Failure",
+            "message": format!("command terminated with non-zero exit code: error executing command, exit code {code}"),
+            "reason": "NonZeroExitCode",
+            "details": {"causes": [{"reason": "ExitCode", "message": code.to_string()}]},
+        })
+    };
+    status.to_string().into_bytes()
 }
 
 /// One unmasked server frame with FIN set.
@@ -124,22 +196,57 @@ fn channel_message(channel: u8, data: &[u8]) -> Vec<u8> {
     frame(OPCODE_BINARY, &payload)
 }
 
-/// Runs a session on the upgraded connection: stdout, a Success status,
-/// then the closing handshake.
+/// Writes a shell's output as channel messages.
+async fn write_output<S: AsyncWrite + Unpin>(
+    io: &mut S,
+    spec: &ExecSpec,
+    output: &ShellOutput,
+) -> anyhow::Result<()> {
+    if spec.stdout {
+        for piece in output.stdout.chunks(MAX_OUTPUT_FRAME) {
+            io.write_all(&channel_message(STDOUT, piece)).await?;
+        }
+    }
+    if let Some(channel) = spec.stderr_channel() {
+        for piece in output.stderr.chunks(MAX_OUTPUT_FRAME) {
+            io.write_all(&channel_message(channel, piece)).await?;
+        }
+    }
+    io.flush().await?;
+    Ok(())
+}
+
+/// Runs a session on the upgraded connection: the program's output, its
+/// status, then the closing handshake.
 pub async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
     mut io: S,
-    stdout: &[u8],
+    spec: ExecSpec,
 ) -> anyhow::Result<()> {
-    if !stdout.is_empty() {
-        io.write_all(&channel_message(STDOUT, stdout)).await?;
-    }
-    let mut success = status::success();
-    if let Some(map) = success.as_object_mut() {
-        // The channel protocol's status carries no kind/apiVersion.
-        map.remove("kind");
-        map.remove("apiVersion");
-    }
-    io.write_all(&channel_message(STATUS, success.to_string().as_bytes()))
+    let exit = match spec.program() {
+        Program::Once(output) => {
+            write_output(&mut io, &spec, &output).await?;
+            output.exit.unwrap_or(0)
+        }
+        Program::Interactive(mut shell) => {
+            write_output(&mut io, &spec, &shell.start()).await?;
+            loop {
+                let Some((opcode, payload)) = read_frame(&mut io).await? else {
+                    break shell.end_of_input().exit.unwrap_or(0);
+                };
+                let output = match (opcode, payload.split_first()) {
+                    (OPCODE_CLOSE, _) => shell.end_of_input(),
+                    (OPCODE_BINARY, Some((&STDIN, data))) => shell.input(data),
+                    (OPCODE_BINARY, Some((&CLOSE_SIGNAL, [STDIN]))) => shell.end_of_input(),
+                    _ => continue,
+                };
+                write_output(&mut io, &spec, &output).await?;
+                if let Some(code) = output.exit {
+                    break code;
+                }
+            }
+        }
+    };
+    io.write_all(&channel_message(STATUS, &exit_status(exit)))
         .await?;
     io.write_all(&frame(OPCODE_CLOSE, &1000u16.to_be_bytes()))
         .await?;
@@ -150,27 +257,43 @@ pub async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
     Ok(())
 }
 
+/// Reads one client frame, unmasked: `None` at the end of the stream.
+async fn read_frame<S: AsyncRead + Unpin>(io: &mut S) -> anyhow::Result<Option<(u8, Vec<u8>)>> {
+    let mut head = [0u8; 2];
+    match io.read_exact(&mut head).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    let [first, second] = head;
+    let len = match second & 0x7f {
+        126 => u64::from(io.read_u16().await?),
+        127 => io.read_u64().await?,
+        n => u64::from(n),
+    };
+    if len > MAX_CLIENT_FRAME {
+        anyhow::bail!("client frame of {len} bytes is too large");
+    }
+    let mut mask = [0u8; 4];
+    if second & 0x80 != 0 {
+        io.read_exact(&mut mask).await?;
+    }
+    let mut payload = vec![0u8; len as usize];
+    io.read_exact(&mut payload).await?;
+    for (i, byte) in payload.iter_mut().enumerate() {
+        *byte ^= mask[i % 4];
+    }
+    Ok(Some((first & 0x0f, payload)))
+}
+
 /// Reads client frames until a close frame, EOF or an oversized frame.
 async fn wait_for_close<S: AsyncRead + Unpin>(io: &mut S) -> anyhow::Result<()> {
-    loop {
-        let mut head = [0u8; 2];
-        io.read_exact(&mut head).await?;
-        let [first, second] = head;
-        let len = match second & 0x7f {
-            126 => u64::from(io.read_u16().await?),
-            127 => io.read_u64().await?,
-            n => u64::from(n),
-        };
-        let mask_len = if second & 0x80 != 0 { 4 } else { 0 };
-        if len > MAX_CLIENT_FRAME {
-            anyhow::bail!("client frame of {len} bytes is too large");
-        }
-        let mut skip = vec![0u8; (len + mask_len) as usize];
-        io.read_exact(&mut skip).await?;
-        if first & 0x0f == OPCODE_CLOSE {
-            return Ok(());
+    while let Some((opcode, _)) = read_frame(io).await? {
+        if opcode == OPCODE_CLOSE {
+            break;
         }
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -217,10 +340,24 @@ mod tests {
         assert_eq!(&big[..4], &[0x82, 126, 1, 44]);
     }
 
+    fn spec(argv: &[&str], tty: bool, stdin: bool) -> ExecSpec {
+        ExecSpec {
+            argv: argv.iter().map(|a| a.to_string()).collect(),
+            tty,
+            stdin,
+            stdout: true,
+            stderr: true,
+            hostname: "web-0".into(),
+        }
+    }
+
     #[tokio::test]
-    async fn session_sends_stdout_status_and_close() {
+    async fn a_command_sends_stdout_status_and_close() {
         let (mut client, server) = tokio::io::duplex(4096);
-        let task = tokio::spawn(async move { run_session(server, b"echo hi\n").await });
+        let task =
+            tokio::spawn(
+                async move { run_session(server, spec(&["echo", "hi"], false, false)).await },
+            );
         let mut buf = vec![0u8; 4096];
         let mut got = Vec::new();
         while !got.ends_with(&[0x88, 2, 0x03, 0xe8]) {
@@ -228,10 +365,7 @@ mod tests {
             assert!(n > 0, "server closed early: {got:?}");
             got.extend_from_slice(&buf[..n]);
         }
-        assert_eq!(
-            &got[..10],
-            &[0x82, 9, 1, b'e', b'c', b'h', b'o', b' ', b'h', b'i']
-        );
+        assert_eq!(&got[..6], &[0x82, 4, 1, b'h', b'i', b'\n']);
         let text = String::from_utf8_lossy(&got);
         assert!(
             text.contains("\u{3}{\"metadata\":{},\"status\":\"Success\"}"),
@@ -242,6 +376,38 @@ mod tests {
             .write_all(&[0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8])
             .await
             .unwrap();
+        task.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_interactive_shell_answers_typed_lines_and_exits_with_their_status() {
+        let (mut client, server) = tokio::io::duplex(4096);
+        let task =
+            tokio::spawn(async move { run_session(server, spec(&["sh"], true, true)).await });
+        let masked = |data: &[u8]| {
+            let mut out = vec![0x82, 0x80 | (data.len() as u8 + 1), 0, 0, 0, 0, STDIN];
+            out.extend_from_slice(data);
+            out
+        };
+        client.write_all(&masked(b"id\r")).await.unwrap();
+        client.write_all(&masked(b"exit 4\r")).await.unwrap();
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 4096];
+        while !got.ends_with(&[0x88, 2, 0x03, 0xe8]) {
+            let n = client.read(&mut buf).await.unwrap();
+            assert!(n > 0, "server closed early: {got:?}");
+            got.extend_from_slice(&buf[..n]);
+        }
+        let text = String::from_utf8_lossy(&got);
+        assert!(
+            text.contains("$ ") && text.contains("uid=0(root)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\"reason\":\"NonZeroExitCode\"") && text.contains("\"message\":\"4\""),
+            "{text}"
+        );
+        client.write_all(&[0x88, 0x80, 0, 0, 0, 0]).await.unwrap();
         task.await.unwrap().unwrap();
     }
 }

@@ -21,8 +21,9 @@
 //!   protobuf ([`media`]), and `reports` in `legacy.example.com`, an API that
 //!   answers YAML whatever it is asked;
 //! - pod logs (fixed lines), and exec/attach over WebSocket (`v5.channel.k8s.io`
-//!   or `v4`) running a fixed echo of the argv; SPDY and port-forward are refused
-//!   with a Status;
+//!   or `v4`) and SPDY/3.1 (`v4.channel.k8s.io`), running a small interactive
+//!   shell ([`shell`]: a prompt, echo on a terminal, a few commands);
+//!   port-forward is refused with a Status;
 //! - errors are `metav1.Status` bodies shaped as the apiserver's.
 //!
 //! Every request is recorded ([`StandIn::requests`]) so tests can check which
@@ -45,6 +46,8 @@ pub mod resources;
 pub mod route;
 pub mod selector;
 mod server;
+pub mod shell;
+pub mod spdy;
 pub mod status;
 pub mod store;
 pub mod table;

@@ -314,11 +314,11 @@ fn watch_of_one_named_secret_uses_a_field_selector() {
 }
 
 #[test]
-fn exec_over_websocket_echoes_the_command() {
+fn exec_over_websocket_runs_the_command() {
     let server = demo();
     let kubectl = Kubectl::new("1.33", server.addr());
     let out = kubectl.ok(&["exec", "web-0", "-n", "dev", "--", "echo", "hi"]);
-    assert_eq!(out, "echo hi\n");
+    assert_eq!(out, "hi\n");
     let exec = server
         .requests()
         .into_iter()
@@ -338,20 +338,53 @@ fn exec_over_websocket_echoes_the_command() {
 }
 
 #[test]
-fn spdy_exec_from_1_29_is_refused_with_a_status() {
+fn spdy_exec_from_1_29_runs_the_command() {
     let server = demo();
-    let err =
-        Kubectl::new("1.29", server.addr()).fails(&["exec", "web-0", "-n", "dev", "--", "id"]);
-    assert!(
-        err.starts_with("Error from server (BadRequest): exec over SPDY is not supported"),
-        "{err}"
-    );
+    let out = Kubectl::new("1.29", server.addr()).ok(&["exec", "web-0", "-n", "dev", "--", "id"]);
+    assert_eq!(out, "uid=0(root) gid=0(root) groups=0(root)\n");
     let post = server
         .requests()
         .into_iter()
         .find(|r| r.method == "POST")
         .expect("SPDY POST");
     assert_eq!(post.header("upgrade"), Some("SPDY/3.1"));
+}
+
+/// A shell fed on stdin, over both transports: the commands' output, stderr
+/// apart, and the exit code of `exit`.
+#[test]
+fn interactive_exec_reads_stdin_over_spdy_and_websocket() {
+    use std::io::Write as _;
+    use std::process::Stdio;
+    let server = demo();
+    for version in ["1.29", "1.33"] {
+        let kubectl = Kubectl::new(version, server.addr());
+        let mut child = kubectl
+            .command(&["exec", "-i", "web-0", "-n", "dev", "--", "sh"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"hostname\ncat /nope\nexit 3\n")
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "web-0\n",
+            "{version}: {stderr}"
+        );
+        assert!(
+            stderr.contains("cat: /nope: No such file or directory"),
+            "{version}: {stderr}"
+        );
+        assert_eq!(out.status.code(), Some(3), "{version}: {stderr}");
+    }
 }
 
 #[test]

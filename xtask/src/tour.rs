@@ -82,6 +82,35 @@ const EXPECTED: &[Expected] = &[
         shows: &["-- developer (groups developers)", "values masked"],
     },
     Expected {
+        command: "exec -i -n dev web-0",
+        fails: false,
+        shows: &["web-0", "gatehouse: refused \"rm -rf /\""],
+    },
+    Expected {
+        command: "audit verify",
+        fails: false,
+        shows: &[" 0 problems, 0 records reported dropped"],
+    },
+    Expected {
+        command: "for try in",
+        fails: false,
+        shows: &[],
+    },
+    Expected {
+        command: "--format asciicast",
+        fails: false,
+        shows: &[],
+    },
+    Expected {
+        command: "gatehouse replay",
+        fails: false,
+        shows: &[
+            "kubectl exec dev/web-0 -c app -- sh (developer)",
+            "DB_PASSWORD=****",
+            "deny rm -rf /",
+        ],
+    },
+    Expected {
         command: "stats/prometheus",
         fails: false,
         shows: &["gatehouse_pg_decisions_total{action=\"deny\",rule=\"no-ddl\"}"],

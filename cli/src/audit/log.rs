@@ -78,7 +78,8 @@ pub struct Selection {
     /// many people may share a role).
     #[arg(long, value_name = "ROLE")]
     pub role: Option<String>,
-    /// One Postgres session, by connection id.
+    /// One session: a Postgres connection id, or a recorded exec or attach
+    /// session's audit ID.
     #[arg(long, value_name = "ID")]
     pub session: Option<String>,
 }
@@ -97,7 +98,7 @@ impl Selection {
             && self
                 .session
                 .as_deref()
-                .is_none_or(|id| session_id(record).as_deref() == Some(id))
+                .is_none_or(|id| any_session_id(record).as_deref() == Some(id))
     }
 }
 
@@ -128,6 +129,15 @@ impl Who {
             return Who {
                 subject: user["username"].as_str().map(str::to_owned),
                 groups: strings(&user["groups"]),
+                role: None,
+            };
+        }
+        if is_exec(record) {
+            // Every record of a recorded session names its caller; the first
+            // also names their groups.
+            return Who {
+                subject: record["user"].as_str().map(str::to_owned),
+                groups: strings(&record["groups"]),
                 role: None,
             };
         }
@@ -163,6 +173,27 @@ pub fn is_postgres(record: &Value) -> bool {
 /// A Kubernetes audit Event.
 pub fn is_kubernetes(record: &Value) -> bool {
     record["kind"] == "Event"
+}
+
+/// A record of a recorded exec or attach session (`k8s.exec.*`).
+pub fn is_exec(record: &Value) -> bool {
+    record["type"]
+        .as_str()
+        .is_some_and(|t| t.starts_with("k8s.exec."))
+}
+
+/// A recorded exec or attach session's id: the request's audit ID.
+pub fn exec_session_id(record: &Value) -> Option<String> {
+    if !is_exec(record) {
+        return None;
+    }
+    record["session"].as_str().map(str::to_owned)
+}
+
+/// The session a record belongs to: a Postgres connection or a recorded
+/// exec or attach session.
+pub fn any_session_id(record: &Value) -> Option<String> {
+    session_id(record).or_else(|| exec_session_id(record))
 }
 
 /// A Postgres record's connection id, as text.

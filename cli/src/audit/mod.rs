@@ -1,7 +1,8 @@
 //! `gatehouse audit`: who ran what, from an access-log file of records.
 //!
 //! The file holds one JSON object per line: gatehouse's Postgres records
-//! (`pg.*`, `gatehouse.records_dropped`), Kubernetes audit Events and Envoy's
+//! (`pg.*`, `gatehouse.records_dropped`), Kubernetes audit Events, the
+//! records of recorded exec and attach sessions (`k8s.exec.*`) and Envoy's
 //! own per-connection lines. Lines that are not JSON objects are counted and
 //! skipped. Each subcommand is a module; records are selected the same way
 //! everywhere ([`Selection`]) and shown as a table or as the raw JSON lines.
@@ -11,6 +12,8 @@
 
 mod follow;
 mod log;
+mod playback;
+mod recording;
 mod replay;
 mod sessions;
 mod table;
@@ -35,9 +38,12 @@ enum AuditCommand {
     Follow(FollowArgs),
     /// List Postgres sessions: who, when, from where, statements, denied, masked.
     Sessions(RecordsArgs),
-    /// Print one Postgres session like a psql transcript, naming the person.
+    /// Play one session back: a Postgres session like a psql transcript,
+    /// naming the person; a recorded exec or attach session as a transcript
+    /// or as asciicast v2.
     Replay(ReplayArgs),
-    /// Check per-connection sequence numbers and summaries; exit 1 when a record is missing.
+    /// Check Postgres sequence numbers and summaries, and each recorded exec
+    /// session's hash chain; exit 1 when a record is missing or altered.
     Verify(FileArg),
 }
 
@@ -69,16 +75,28 @@ struct FollowArgs {
 
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("which").required(true).args(["session", "last"])))]
-struct ReplayArgs {
+pub struct ReplayArgs {
     /// The access-log file.
     file: PathBuf,
-    /// Which session: `--session ID` (a connection id, as `audit sessions`
-    /// lists them), or `--last` with any selection.
+    /// Which session: `--session ID` (a Postgres connection id, as `audit
+    /// sessions` lists them, or a recorded exec session's audit ID), or
+    /// `--last` with any selection.
     #[command(flatten)]
     select: Selection,
-    /// The last session the selection matches.
+    /// The last session the selection matches, Postgres or recorded exec.
     #[arg(long)]
     last: bool,
+    /// `text` for a transcript; `asciicast` for asciicast v2, which
+    /// `asciinema play` and `asciinema cat` read (redirect it to a file).
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+}
+
+/// How a session is played back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Text,
+    Asciicast,
 }
 
 /// How records are shown.
@@ -97,10 +115,10 @@ pub enum AuditError {
         source: std::io::Error,
     },
     #[error(
-        "no Postgres session {session} in {path} (`gatehouse audit sessions {path}` lists them)"
+        "no Postgres session or recorded exec session {session} in {path} (`gatehouse audit sessions {path}` lists the Postgres ones)"
     )]
     UnknownSession { session: String, path: String },
-    #[error("no Postgres session in {path} matches")]
+    #[error("no Postgres session or recorded exec session in {path} matches")]
     NoSession { path: String },
 }
 
@@ -115,10 +133,19 @@ impl AuditError {
 
 /// Entry point for `gatehouse audit ...`.
 pub fn run(args: AuditArgs) -> ExitCode {
-    match dispatch(args.command) {
+    finish("gatehouse audit", dispatch(args.command))
+}
+
+/// Entry point for `gatehouse replay ...` (`gatehouse audit replay`).
+pub fn replay(args: ReplayArgs) -> ExitCode {
+    finish("gatehouse replay", replay_session(&args))
+}
+
+fn finish(command: &str, result: Result<ExitCode, AuditError>) -> ExitCode {
+    match result {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("gatehouse audit: {error}");
+            eprintln!("{command}: {error}");
             ExitCode::from(error.exit_code())
         }
     }
@@ -146,29 +173,48 @@ fn dispatch(command: AuditCommand) -> Result<ExitCode, AuditError> {
             sessions::print(&log, &args.select, args.output);
             Ok(ExitCode::SUCCESS)
         }
-        AuditCommand::Replay(args) => {
-            let log = read(&args.file)?;
-            let session = match (&args.select.session, args.last) {
-                (Some(session), false) => session.clone(),
-                _ => log
-                    .select(&args.select)
-                    .iter()
-                    .rev()
-                    .find_map(|r| log::session_id(&r.value))
-                    .ok_or_else(|| AuditError::NoSession {
-                        path: args.file.display().to_string(),
-                    })?,
-            };
-            let lines =
-                replay::transcript(&log, &session).ok_or_else(|| AuditError::UnknownSession {
-                    session: session.clone(),
-                    path: args.file.display().to_string(),
-                })?;
-            lines.iter().for_each(|line| println!("{line}"));
-            Ok(ExitCode::SUCCESS)
-        }
+        AuditCommand::Replay(args) => replay_session(&args),
         AuditCommand::Verify(args) => Ok(verify::run(&read(&args.file)?)),
     }
+}
+
+/// Plays back the session `args` picks: a recorded exec session by its
+/// audit ID, else a Postgres session by its connection id.
+fn replay_session(args: &ReplayArgs) -> Result<ExitCode, AuditError> {
+    let log = read(&args.file)?;
+    let path = || args.file.display().to_string();
+    let id = match (&args.select.session, args.last) {
+        (Some(session), false) => session.clone(),
+        _ => log
+            .select(&args.select)
+            .iter()
+            .rev()
+            .find_map(|r| log::any_session_id(&r.value))
+            .ok_or_else(|| AuditError::NoSession { path: path() })?,
+    };
+    if let Some(session) = recording::sessions(&log).remove(&id) {
+        // A broken chain is said, and the session still played.
+        if let Some(problem) = session.verify() {
+            eprintln!("gatehouse replay: warning: exec session {id}: {problem}");
+        }
+        match args.format {
+            Format::Text => print!("{}", playback::exec_transcript(&session)),
+            Format::Asciicast => print!("{}", playback::exec_asciicast(&session)),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let lines = replay::timed_transcript(&log, &id).ok_or_else(|| AuditError::UnknownSession {
+        session: id.clone(),
+        path: path(),
+    })?;
+    match args.format {
+        Format::Text => lines.iter().for_each(|(_, line)| println!("{line}")),
+        Format::Asciicast => print!(
+            "{}",
+            playback::lines_asciicast(&format!("Postgres session {id}"), &lines)
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The log at `path`, parsed; skipped lines are reported on stderr.

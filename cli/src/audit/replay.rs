@@ -1,16 +1,18 @@
-//! `gatehouse audit replay`: one Postgres session as a psql-like transcript,
+//! `gatehouse audit replay` of a Postgres session: a psql-like transcript,
 //! naming the person behind the database role.
 
 use super::log::{Log, masking_total};
 use serde_json::Value;
 
-/// The transcript of session `id`, or `None` when the log has no such session.
-pub fn transcript(log: &Log, id: &str) -> Option<Vec<String>> {
+/// The transcript of session `id`, each line with the time of the record it
+/// came from, or `None` when the log has no such session.
+pub fn timed_transcript(log: &Log, id: &str) -> Option<Vec<(Option<String>, String)>> {
     let records = log.session(id);
     if records.is_empty() {
         return None;
     }
     let mut out = Vec::new();
+    let mut times: Vec<Option<String>> = Vec::new();
     let mut introduced = false;
     for r in records {
         let s = |k: &str| r[k].as_str().unwrap_or("").to_owned();
@@ -52,8 +54,10 @@ pub fn transcript(log: &Log, id: &str) -> Option<Vec<String>> {
             }
             _ => {}
         }
+        let time = r["time"].as_str().map(str::to_owned);
+        times.resize(out.len(), time);
     }
-    Some(out)
+    Some(times.into_iter().zip(out).collect())
 }
 
 /// Who the session is: the verified person, their groups and token, then the
@@ -146,6 +150,10 @@ fn statement(r: &Value) -> Vec<String> {
 mod tests {
     use super::super::log::tests::LOG;
     use super::*;
+
+    fn transcript(log: &Log, id: &str) -> Option<Vec<String>> {
+        timed_transcript(log, id).map(|lines| lines.into_iter().map(|(_, line)| line).collect())
+    }
 
     #[test]
     fn a_replay_names_the_person_and_what_was_masked_and_refused() {

@@ -1,20 +1,25 @@
-//! `gatehouse audit verify`: is every record there?
+//! `gatehouse audit verify`: is every record there, and unaltered?
 
 use super::log::{Log, session_id};
+use super::recording::verify_sessions;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 
-/// Prints every problem and a summary; exit 1 when a record is missing.
+/// Prints every problem and a summary; exit 1 when a record is missing or
+/// a recorded session's chain is broken.
 pub fn run(log: &Log) -> ExitCode {
     let records: Vec<&Value> = log.records.iter().map(|r| &r.value).collect();
-    let report = verify(&records);
+    let mut report = verify(&records);
+    let (exec_sessions, exec_problems) = verify_sessions(log);
+    report.problems.extend(exec_problems);
     for problem in &report.problems {
         println!("{problem}");
     }
     println!(
-        "{} connections, {} records checked, {} problems, {} records reported dropped",
+        "{} connections, {} recorded exec sessions, {} records checked, {} problems, {} records reported dropped",
         report.connections,
+        exec_sessions,
         report.records,
         report.problems.len(),
         report.reported_dropped

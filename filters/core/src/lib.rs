@@ -8,6 +8,7 @@ pub mod approval;
 pub mod build;
 pub mod config;
 pub mod delivery;
+pub mod exec_record;
 pub mod identity;
 pub mod mask;
 pub mod policy;

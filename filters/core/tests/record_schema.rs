@@ -1,8 +1,11 @@
-//! Records as serialized validate against schemas/postgres-record.schema.json.
+//! Records as serialized validate against schemas/postgres-record.schema.json
+//! and schemas/exec-record.schema.json.
 //!
-//! A small validator for the keywords that schema uses (type, required,
-//! properties, enum, const, minimum, minLength, items, anyOf, allOf, if/then,
-//! additionalProperties: false); `pattern` is checked only for `time`.
+//! A small validator for the keywords those schemas use (type, required,
+//! properties, enum, const, minimum, minLength, items, prefixItems, minItems,
+//! maxItems, anyOf, allOf, if/then, `$ref` to `#/$defs/…`,
+//! additionalProperties: false); `pattern` is checked only for `time` and the
+//! digests.
 
 // Test code: a failed unwrap or index is a failed test.
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
@@ -11,12 +14,13 @@ use gatehouse_core::policy::Decision;
 use gatehouse_core::record::*;
 use serde_json::Value;
 
-fn schema() -> Value {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../schemas/postgres-record.schema.json"
-    );
+fn schema_named(name: &str) -> Value {
+    let path = format!("{}/../../schemas/{name}", env!("CARGO_MANIFEST_DIR"));
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn schema() -> Value {
+    schema_named("postgres-record.schema.json")
 }
 
 fn type_ok(t: &str, v: &Value) -> bool {
@@ -31,7 +35,11 @@ fn type_ok(t: &str, v: &Value) -> bool {
     }
 }
 
-fn validate(s: &Value, v: &Value, at: &str, errors: &mut Vec<String>) {
+fn validate(root: &Value, s: &Value, v: &Value, at: &str, errors: &mut Vec<String>) {
+    if let Some(reference) = s.get("$ref").and_then(Value::as_str) {
+        let name = reference.strip_prefix("#/$defs/").unwrap();
+        return validate(root, &root["$defs"][name], v, at, errors);
+    }
     let Some(s) = s.as_object() else { return };
     if let Some(t) = s.get("type").and_then(Value::as_str)
         && !type_ok(t, v)
@@ -75,7 +83,7 @@ fn validate(s: &Value, v: &Value, at: &str, errors: &mut Vec<String>) {
         let props = s.get("properties").and_then(Value::as_object);
         for (k, child) in obj {
             match props.and_then(|p| p.get(k)) {
-                Some(ps) => validate(ps, child, &format!("{at}.{k}"), errors),
+                Some(ps) => validate(root, ps, child, &format!("{at}.{k}"), errors),
                 None if s.get("additionalProperties") == Some(&Value::Bool(false)) => {
                     errors.push(format!("{at}: unexpected {k}"))
                 }
@@ -85,13 +93,32 @@ fn validate(s: &Value, v: &Value, at: &str, errors: &mut Vec<String>) {
     }
     if let (Some(items), Some(arr)) = (s.get("items"), v.as_array()) {
         for (i, item) in arr.iter().enumerate() {
-            validate(items, item, &format!("{at}[{i}]"), errors);
+            validate(root, items, item, &format!("{at}[{i}]"), errors);
+        }
+    }
+    if let (Some(prefix), Some(arr)) =
+        (s.get("prefixItems").and_then(Value::as_array), v.as_array())
+    {
+        for (i, (schema, item)) in prefix.iter().zip(arr).enumerate() {
+            validate(root, schema, item, &format!("{at}[{i}]"), errors);
+        }
+    }
+    if let Some(arr) = v.as_array() {
+        let len = arr.len() as u64;
+        if s.get("minItems")
+            .and_then(Value::as_u64)
+            .is_some_and(|min| len < min)
+            || s.get("maxItems")
+                .and_then(Value::as_u64)
+                .is_some_and(|max| len > max)
+        {
+            errors.push(format!("{at}: {len} items"));
         }
     }
     if let Some(any) = s.get("anyOf").and_then(Value::as_array)
         && !any.iter().any(|alt| {
             let mut e = Vec::new();
-            validate(alt, v, at, &mut e);
+            validate(root, alt, v, at, &mut e);
             e.is_empty()
         })
     {
@@ -105,14 +132,14 @@ fn validate(s: &Value, v: &Value, at: &str, errors: &mut Vec<String>) {
     {
         if let Some(cond) = sub.get("if") {
             let mut e = Vec::new();
-            validate(cond, v, at, &mut e);
+            validate(root, cond, v, at, &mut e);
             if e.is_empty()
                 && let Some(then) = sub.get("then")
             {
-                validate(then, v, at, errors);
+                validate(root, then, v, at, errors);
             }
         } else {
-            validate(sub, v, at, errors);
+            validate(root, sub, v, at, errors);
         }
     }
 }
@@ -120,7 +147,8 @@ fn validate(s: &Value, v: &Value, at: &str, errors: &mut Vec<String>) {
 fn errors_for(record: &Record) -> Vec<String> {
     let v: Value = serde_json::from_str(&record.to_json()).unwrap();
     let mut errors = Vec::new();
-    validate(&schema(), &v, "$", &mut errors);
+    let schema = schema();
+    validate(&schema, &schema, &v, "$", &mut errors);
     let time = v["time"].as_str().unwrap_or("");
     if time.len() != 27 || !time.ends_with('Z') {
         errors.push(format!("$.time: {time}"));
@@ -242,14 +270,6 @@ fn the_schema_catches_a_record_that_breaks_it() {
     assert_eq!(errors, vec!["$.sequence: below 1".to_string()]);
 }
 
-fn approval_schema() -> Value {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../schemas/approval-record.schema.json"
-    );
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
 #[test]
 fn every_approval_record_validates_against_its_schema() {
     use gatehouse_core::approval::record::ApprovalRecord;
@@ -300,11 +320,11 @@ fn every_approval_record_validates_against_its_schema() {
     forced.state = State::Approved;
     forced.forced = true;
     lines.push(ApprovalRecord::new(Event::Approved, &forced, &forced.requester, 5, 4).to_json());
-    let schema = approval_schema();
+    let schema = schema_named("approval-record.schema.json");
     for line in &lines {
         let v: Value = serde_json::from_str(line).unwrap();
         let mut errors = Vec::new();
-        validate(&schema, &v, "$", &mut errors);
+        validate(&schema, &schema, &v, "$", &mut errors);
         assert_eq!(errors, Vec::<String>::new(), "{line}");
     }
     let types: Vec<String> = lines
@@ -329,9 +349,180 @@ fn every_approval_record_validates_against_its_schema() {
     let mut broken: Value = serde_json::from_str(&lines[0]).unwrap();
     broken["request"]["state"] = "maybe".into();
     let mut errors = Vec::new();
-    validate(&schema, &broken, "$", &mut errors);
+    validate(&schema, &schema, &broken, "$", &mut errors);
     assert_eq!(
         errors,
         vec!["$.request.state: \"maybe\" not in enum".to_string()]
+    );
+}
+
+/// Exec records as the chain seals them: every kind, with its optional fields.
+fn exec_lines() -> Vec<String> {
+    use gatehouse_core::exec_record::*;
+    let mut chain = Chain::default();
+    let groups = vec!["developers".to_owned()];
+    let command = vec!["sh".to_owned()];
+    let mut lines = Vec::new();
+    let start = ExecRecord::SessionStart(SessionStart {
+        header: header(
+            &chain,
+            "0f5cbb4c-8f6e-4b0e-9c7e-000000000001",
+            "developer",
+            1_795_308_488_123_456,
+        ),
+        groups: &groups,
+        namespace: "dev",
+        pod: "web-0",
+        container: Some("app"),
+        subresource: "exec",
+        command: &command,
+        tty: true,
+        stdin: true,
+        transport: "spdy",
+        protocol: "v4.channel.k8s.io",
+        rule: "exec-in-dev-recorded",
+        policy_hash: Some("sha256:00"),
+    });
+    lines.push(chain.seal(&start));
+    let events = vec![
+        Event {
+            offset_us: 0,
+            code: EventCode::Resize,
+            data: b"80x24".to_vec(),
+        },
+        Event {
+            offset_us: 5,
+            code: EventCode::Output,
+            data: b"$ ".to_vec(),
+        },
+        Event {
+            offset_us: 6,
+            code: EventCode::ErrorOutput,
+            data: vec![0xff],
+        },
+        Event {
+            offset_us: 7,
+            code: EventCode::Input,
+            data: b"ls\r".to_vec(),
+        },
+        Event {
+            offset_us: 8,
+            code: EventCode::Marker,
+            data: b"refused".to_vec(),
+        },
+        Event {
+            offset_us: 9,
+            code: EventCode::Status,
+            data: b"{}".to_vec(),
+        },
+    ];
+    let mut masking = Masking::default();
+    masking.detectors.insert("email", 2);
+    masking.typed_secrets = 1;
+    let chunk = ExecRecord::Chunk(Chunk {
+        header: header(
+            &chain,
+            "0f5cbb4c-8f6e-4b0e-9c7e-000000000001",
+            "developer",
+            1_795_308_488_123_456,
+        ),
+        events: &events,
+        bytes: 10,
+        masking: masking.clone(),
+        truncated: true,
+    });
+    lines.push(chain.seal(&chunk));
+    let line = ExecRecord::Command(Command {
+        header: header(
+            &chain,
+            "0f5cbb4c-8f6e-4b0e-9c7e-000000000001",
+            "developer",
+            1_795_308_488_123_456,
+        ),
+        offset_us: 7,
+        line: "rm -rf /",
+        raw: "rm -rf /\r",
+        uncertain: true,
+        cancelled: true,
+        secret: true,
+        action: "deny",
+        reason: Some("matches deny pattern"),
+        masking,
+    });
+    lines.push(chain.seal(&line));
+    let status = serde_json::json!({"metadata": {}, "status": "Success"});
+    let end = ExecRecord::SessionEnd(SessionEnd {
+        header: header(
+            &chain,
+            "0f5cbb4c-8f6e-4b0e-9c7e-000000000001",
+            "developer",
+            1_795_308_489_123_456,
+        ),
+        reason: "completed",
+        detail: Some("detail"),
+        duration_us: 1_000_000,
+        status: Some(&status),
+        exit_code: Some(0),
+        stdin_bytes: 3,
+        stdout_bytes: 2,
+        stderr_bytes: 1,
+        commands: 1,
+        denied: 1,
+        truncated: true,
+        last_sequence: chain.next_sequence(),
+    });
+    lines.push(chain.seal(&end));
+    lines
+}
+
+fn exec_errors(line: &str) -> Vec<String> {
+    let v: Value = serde_json::from_str(line).unwrap();
+    let schema = schema_named("exec-record.schema.json");
+    let mut errors = Vec::new();
+    validate(&schema, &schema, &v, "$", &mut errors);
+    let time = v["time"].as_str().unwrap_or("");
+    if time.len() != 27 || !time.ends_with('Z') {
+        errors.push(format!("$.time: {time}"));
+    }
+    for key in ["digest", "prev_digest"] {
+        if let Some(digest) = v.get(key).and_then(Value::as_str)
+            && !(digest.len() == 71
+                && digest.starts_with("sha256:")
+                && digest[7..]
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
+        {
+            errors.push(format!("$.{key}: {digest}"));
+        }
+    }
+    errors
+}
+
+#[test]
+fn every_exec_record_kind_validates_against_its_schema() {
+    let lines = exec_lines();
+    assert_eq!(lines.len(), 4);
+    for line in &lines {
+        assert_eq!(exec_errors(line), Vec::<String>::new(), "{line}");
+    }
+}
+
+#[test]
+fn the_exec_schema_catches_records_that_break_it() {
+    let lines = exec_lines();
+    let bad_event = lines[1].replacen("[5,\"o\",\"$ \"]", "[5,\"q\",\"$ \"]", 1);
+    assert_eq!(
+        exec_errors(&bad_event),
+        vec!["$.events[1][1]: \"q\" not in enum".to_string()]
+    );
+    let bad_action = lines[2].replacen("\"action\":\"deny\"", "\"action\":\"block\"", 1);
+    assert_eq!(
+        exec_errors(&bad_action),
+        vec!["$.action: \"block\" not in enum".to_string()]
+    );
+    let no_digest = lines[3].rsplit_once(",\"digest\"").unwrap().0.to_owned() + "}";
+    assert_eq!(
+        exec_errors(&no_digest),
+        vec!["$: missing digest".to_string()]
     );
 }

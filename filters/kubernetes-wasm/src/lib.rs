@@ -11,7 +11,10 @@
 //!
 //! Records: each request's audit Events (ResponseStarted for long-running
 //! requests, then ResponseComplete) go to filter state `gatehouse_k8s_audit`,
-//! one JSON Event per line, which the listener's access log prints.
+//! one JSON Event per line, which the listener's access log prints. A
+//! recorded exec or attach session ([`ExecSession`]) gets both directions of
+//! the upgraded stream, in order, and its records go to the audit service
+//! ([`gatehouse_host::records`]); the tick seals its aged chunks.
 
 use gatehouse_core::policy::Decision;
 use gatehouse_core::record::FilterMode;
@@ -22,6 +25,7 @@ use gatehouse_kubernetes::gate::{
     audit_id, remember,
 };
 use gatehouse_kubernetes::masking::{BodyMasker, ResponseHead, ResponsePlan, WatchLines};
+use gatehouse_kubernetes::recording::{ExecSession, Output};
 use host::approvals::GrantDistribution;
 use host::keys::KeyDistribution;
 use host::metrics::{Histogram, LabelledCounter};
@@ -29,7 +33,7 @@ use host::{BufferType, LogLevel, MapType, MetricType};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
 use std::cell::RefCell;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -183,6 +187,8 @@ struct Worker {
     /// Requests seen, part of audit-id seeds.
     sequence: u64,
     decisions: LabelledCounter,
+    /// Recorded sessions open on this worker, for the tick.
+    sessions: Vec<Weak<RefCell<ExecSession>>>,
 }
 
 type SharedWorker = Rc<RefCell<Option<Worker>>>;
@@ -192,6 +198,10 @@ fn now_micros() -> i64 {
         .ok()
         .and_then(|micros| i64::try_from(micros).ok())
         .unwrap_or_default()
+}
+
+fn now_unsigned() -> u64 {
+    host::now_micros().unwrap_or_default()
 }
 
 fn now_seconds() -> i64 {
@@ -216,6 +226,11 @@ struct KubernetesRoot {
 }
 
 impl Context for KubernetesRoot {
+    fn on_done(&mut self) -> bool {
+        host::records::flush();
+        true
+    }
+
     fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _: usize) {
         if let Some(worker) = self.worker.borrow_mut().as_mut() {
             if let Some(grants) = worker.grants.as_mut()
@@ -258,6 +273,7 @@ impl RootContext for KubernetesRoot {
                     keys: KeyDistribution::new("gatehouse_k8s_jwks"),
                     sequence: 0,
                     decisions: decisions_family(mode),
+                    sessions: Vec::new(),
                 });
                 count(self.metrics.config_loaded);
             }
@@ -281,18 +297,35 @@ impl RootContext for KubernetesRoot {
 
     fn on_tick(&mut self) {
         let mut worker = self.worker.borrow_mut();
-        let Some(Worker {
-            gate, keys, grants, ..
+        if let Some(Worker {
+            gate,
+            keys,
+            grants,
+            sessions,
+            ..
         }) = worker.as_mut()
-        else {
-            return;
-        };
-        if let Some(grants) = grants.as_mut() {
-            grants.on_tick(u64::try_from(now_micros() / 1000).unwrap_or_default());
+        {
+            if let Some(grants) = grants.as_mut() {
+                grants.on_tick(u64::try_from(now_micros() / 1000).unwrap_or_default());
+            }
+            if let Some(verifier) = gate.verifier_mut() {
+                keys.on_tick(verifier, now_seconds());
+            }
+            let now = now_unsigned();
+            sessions.retain(|session| {
+                let Some(session) = session.upgrade() else {
+                    return false;
+                };
+                let Ok(mut session) = session.try_borrow_mut() else {
+                    return true;
+                };
+                for record in session.on_tick(now) {
+                    host::records::emit_at(&record, now);
+                }
+                true
+            });
         }
-        if let Some(verifier) = gate.verifier_mut() {
-            keys.on_tick(verifier, now_seconds());
-        }
+        host::records::flush();
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -318,6 +351,7 @@ impl RootContext for KubernetesRoot {
             review: None,
             request_complete: false,
             request_body_bytes: 0,
+            session: None,
         }))
     }
 }
@@ -348,6 +382,8 @@ struct KubernetesRequest {
     request_complete: bool,
     /// The request body Envoy holds for this filter so far.
     request_body_bytes: usize,
+    /// The recorded exec or attach session, once upgraded.
+    session: Option<Rc<RefCell<ExecSession>>>,
 }
 
 /// What happens to the response body.
@@ -715,15 +751,25 @@ impl HttpContext for KubernetesRequest {
         }
         // Only an admitted request's body moves on. One still being judged
         // (its issuer's keys are on their way) waits, buffered, with it;
-        // continuing here would forward the request unjudged.
+        // continuing here would forward the request unjudged. An admitted
+        // one that was upgraded to a recorded session is the client's side
+        // of it: the session sees it first.
         if self.forward.is_some() {
-            Action::Continue
+            self.feed_session(true, body_size)
         } else {
             Action::Pause
         }
     }
 
     fn on_log(&mut self) {
+        if let Some(session) = self.session.take()
+            && let Ok(mut session) = session.try_borrow_mut()
+        {
+            let now = now_unsigned();
+            for record in session.finish(now) {
+                host::records::emit_at(&record, now);
+            }
+        }
         if self.request_micros > 0 {
             let duration = now_micros().saturating_sub(self.request_micros);
             self.metrics
@@ -740,6 +786,11 @@ impl HttpContext for KubernetesRequest {
             .and_then(|s| s.parse().ok())
             .unwrap_or_default();
         self.record();
+        if self.status == 101
+            && let Action::Pause = self.start_recording()
+        {
+            return Action::Pause;
+        }
         let masker = self.forward.as_ref().and_then(|f| f.body_masker.clone());
         let Some(masker) = masker else {
             return Action::Continue;
@@ -783,6 +834,13 @@ impl HttpContext for KubernetesRequest {
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if self.session.is_some() {
+            let action = self.feed_session(false, body_size);
+            if end_of_stream {
+                self.record();
+            }
+            return action;
+        }
         if matches!(self.body_mode, BodyMode::PassThrough) {
             if end_of_stream {
                 self.record();
@@ -797,6 +855,101 @@ impl HttpContext for KubernetesRequest {
 }
 
 impl KubernetesRequest {
+    /// Starts recording the upgraded session, when the admitting rule asked;
+    /// `Pause` when the stream was ended instead (it cannot be recorded).
+    fn start_recording(&mut self) -> Action {
+        let Some(plan) = self.forward.as_mut().and_then(|f| f.recording.take()) else {
+            return Action::Continue;
+        };
+        let header = |name| {
+            host::get_header(MapType::HttpResponseHeaders, name)
+                .ok()
+                .flatten()
+                .unwrap_or_default()
+        };
+        let protocol = match header("sec-websocket-protocol") {
+            p if p.is_empty() => header("x-stream-protocol-version"),
+            p => p,
+        };
+        let extensions = header("sec-websocket-extensions");
+        let (session, output) = plan.start(&protocol, &extensions, now_unsigned());
+        let session = Rc::new(RefCell::new(session));
+        if let Some(worker) = self.worker.borrow_mut().as_mut() {
+            worker.sessions.push(Rc::downgrade(&session));
+        }
+        self.session = Some(session);
+        self.apply_session_output(output, None, 0)
+    }
+
+    /// Hands one body callback's bytes to the recorded session and applies
+    /// what it returns.
+    fn feed_session(&mut self, from_client: bool, body_size: usize) -> Action {
+        let Some(session) = self.session.clone() else {
+            return Action::Continue;
+        };
+        let started = now_unsigned();
+        let buffer = if from_client {
+            BufferType::HttpRequestBody
+        } else {
+            BufferType::HttpResponseBody
+        };
+        let bytes = host::get_buffer(buffer, 0, body_size)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let output = match session.try_borrow_mut() {
+            Ok(mut session) if from_client => session.on_client(&bytes, started),
+            Ok(mut session) => session.on_server(&bytes, started),
+            Err(_) => Output {
+                end: true,
+                ..Output::default()
+            },
+        };
+        let action = self.apply_session_output(output, Some(buffer), body_size);
+        self.note_filter_time(i64::try_from(started).unwrap_or_default());
+        action
+    }
+
+    /// Emits a session's records, puts its bytes in place of the callback's,
+    /// and ends the stream when it says so.
+    fn apply_session_output(
+        &mut self,
+        output: Output,
+        buffer: Option<BufferType>,
+        size: usize,
+    ) -> Action {
+        let now = now_unsigned();
+        for record in &output.records {
+            host::records::emit_at(record, now);
+        }
+        if let (Some(bytes), Some(buffer)) = (&output.rewrite, buffer)
+            && host::set_buffer(buffer, 0, size, bytes).is_err()
+        {
+            host::log(
+                LogLevel::Error,
+                "gatehouse: could not rewrite an exec stream; ending it",
+            );
+            return self.end_session(buffer, size);
+        }
+        if output.end {
+            return match buffer {
+                Some(buffer) => self.end_session(buffer, size),
+                None => {
+                    let _ = host::reset_http_stream();
+                    Action::Pause
+                }
+            };
+        }
+        Action::Continue
+    }
+
+    /// Ends a session the filter cannot go on recording: nothing more passes.
+    fn end_session(&mut self, buffer: BufferType, size: usize) -> Action {
+        let _ = host::set_buffer(buffer, 0, size, b"");
+        let _ = host::reset_http_stream();
+        Action::Pause
+    }
+
     /// Records the time the filter spent since `started` (unix µs).
     fn note_filter_time(&self, started: i64) {
         let spent = now_micros().saturating_sub(started);

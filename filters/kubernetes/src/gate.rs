@@ -9,6 +9,7 @@ use crate::audit::{AUDIT_ID_HEADER, MicroTime, RequestAudit, Stage};
 use crate::exec::StreamRequest;
 use crate::masking::{BodyMasker, json_only_accept};
 use crate::policy::{Policy, Request, Verdict};
+use crate::recording::{RecordingPlan, SessionRequest};
 use crate::request_info::{RequestInfo, decode_request};
 use crate::status::{self, Status};
 use crate::token_cache::TokenCache;
@@ -94,6 +95,9 @@ pub struct Forward {
     /// What masks the response body (with [`crate::masking::WatchLines`] for
     /// a watch stream), when it must be masked.
     pub body_masker: Option<BodyMasker>,
+    /// How to record the exec or attach session this request opens, when
+    /// the rule that admitted it asks for a recording.
+    pub recording: Option<RecordingPlan>,
     audit: RequestAudit,
     decision: Decision,
     /// The records as last written by [`Forward::current_records`].
@@ -340,14 +344,29 @@ impl Gate {
             &decoded.query,
             head.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
         );
-        let Verdict { decision, mask } = self.policy.decide(&Request {
+        let Verdict {
+            decision,
+            mask,
+            recording,
+        } = self.policy.decide(&Request {
             info,
             stream: stream.as_ref(),
             identity: &identity,
         });
+        let mut plan = recording.and_then(|config| {
+            let session = SessionRequest {
+                info,
+                stream: stream.as_ref()?,
+                identity: &identity,
+                rule: decision.rule.as_deref(),
+                audit_id: head.audit_id,
+                policy_hash: &self.policy_hash,
+            };
+            RecordingPlan::for_request(config, &session)
+        });
         if decision.action == Action::RequireApproval
             && let Some(admission) =
-                self.admit_with_approval(head, info, &identity, &decision, mask)
+                self.admit_with_approval(head, info, &identity, &decision, mask, &mut plan)
         {
             return admission;
         }
@@ -365,13 +384,9 @@ impl Gate {
         let body_masker = mask
             .then(|| BodyMasker::for_request(info, self.policy.masking()))
             .flatten();
-        Admission::Forward(Box::new(self.forward(
-            head,
-            &identity,
-            (audit, decision),
-            mask,
-            body_masker,
-        )))
+        let mut forward = self.forward(head, &identity, (audit, decision), mask, body_masker);
+        forward.recording = plan;
+        Admission::Forward(Box::new(forward))
     }
 
     /// The token verifier, whose remote key sets the glue keeps fresh (see
@@ -528,6 +543,7 @@ impl Gate {
             add_headers,
             mask,
             body_masker,
+            recording: None,
             audit,
             decision,
             written: None,
@@ -979,6 +995,54 @@ mod tests {
             })
             .collect();
         assert_eq!(stages, ["ResponseStarted", "ResponseComplete"]);
+    }
+
+    #[test]
+    fn a_rule_with_a_record_section_plans_the_sessions_recording() {
+        let minter = minter();
+        let mut gate = warm_gate(&minter);
+        let bearer = format!("Bearer {}", token(&minter, "developer", "developers"));
+        let exec = forward(admit(
+            &mut gate,
+            "GET",
+            "/api/v1/namespaces/dev/pods/web-0/exec?command=sh&container=app&stdin=true&tty=true&stdout=true",
+            &[("authorization", &bearer), ("upgrade", "websocket")],
+        ));
+        let plan = exec.recording.expect("exec in dev is recorded");
+        assert_eq!(plan.info.user, "developer");
+        assert_eq!(plan.info.groups, ["developers"]);
+        assert_eq!(
+            (plan.info.namespace.as_str(), plan.info.pod.as_str()),
+            ("dev", "web-0")
+        );
+        assert_eq!(plan.info.audit_id, "0f5cbb4c-8f6e-4b0e-9c7e-000000000001");
+        assert_eq!(plan.info.rule, "exec-in-dev-recorded");
+        assert!(plan.info.tty && plan.info.stdin);
+        assert!(plan.config.commands.is_active());
+        let attach = forward(admit(
+            &mut gate,
+            "POST",
+            "/api/v1/namespaces/dev/pods/web-0/attach?container=debugger&stdin=true&tty=true",
+            &[("authorization", &bearer), ("upgrade", "SPDY/3.1")],
+        ));
+        let plan = attach
+            .recording
+            .expect("attach (kubectl debug) is recorded too");
+        assert_eq!(plan.info.subresource, "attach");
+        assert_eq!(plan.info.container.as_deref(), Some("debugger"));
+        for (path, upgrade) in [
+            ("/api/v1/namespaces/dev/pods/web-0/log", "websocket"),
+            ("/api/v1/namespaces/dev/pods/web-0/exec?command=ls", "h2c"),
+            ("/api/v1/namespaces/dev/pods/web-0/portforward", "websocket"),
+        ] {
+            let other = forward(admit(
+                &mut gate,
+                "GET",
+                path,
+                &[("authorization", &bearer), ("upgrade", upgrade)],
+            ));
+            assert!(other.recording.is_none(), "{path}");
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod gate;
 mod label_selector;
 pub mod masking;
 pub mod policy;
+pub mod recording;
 pub mod request_info;
 pub mod status;
 pub mod token_cache;

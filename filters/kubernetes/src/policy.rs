@@ -10,7 +10,10 @@
 //!      "match": {"groups": ["developers"], "verbs": ["create"],
 //!                "resources": ["pods/exec", "pods/attach"], "namespaces": ["prod"]}},
 //!     {"name": "read-dev", "action": "allow",
-//!      "match": {"verbs": ["get", "list", "watch"], "namespaces": ["dev"]}}
+//!      "match": {"verbs": ["get", "list", "watch"], "namespaces": ["dev"]}},
+//!     {"name": "exec-in-dev", "action": "allow",
+//!      "match": {"resources": ["pods/exec", "pods/attach"], "namespaces": ["dev"]},
+//!      "record": {"deny_commands": ["rm -rf /"]}}
 //!   ],
 //!   "upstream": {"bearer_token": "...", "impersonate": true},
 //!   "masking": {"secrets": true, "pod_env": true,
@@ -28,6 +31,9 @@
 //! a request or answers one itself; its audit Events say what it would have done
 //! (see [`crate::gate`]).
 //!
+//! A rule's `record` section records the exec and attach sessions it admits
+//! (see [`crate::recording::config`]).
+//!
 //! Rules are tried in order and the first that matches decides; when none does,
 //! `default` does. Within a `match`, every listed field must match and any
 //! pattern of a field may match (`*` is a wildcard). Exec, attach and
@@ -36,6 +42,7 @@
 
 use crate::exec::{StreamRequest, authorization_verb};
 use crate::masking::FieldMasking;
+use crate::recording::RecordingConfig;
 use crate::request_info::RequestInfo;
 use gatehouse_core::approval::{
     ApprovalRequirement, ApprovalServiceConfig, Holding, rule_requirement,
@@ -119,6 +126,10 @@ struct RuleDocument {
     approval: Option<Value>,
     #[serde(rename = "match", default)]
     matcher: Option<Value>,
+    /// Record the exec and attach sessions this rule admits (see
+    /// [`crate::recording::config`]).
+    #[serde(default)]
+    record: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -287,6 +298,7 @@ struct Rule {
     matcher: RequestMatch,
     /// Who approves what this rule covers, when its action is `require_approval`.
     approval: Option<Arc<ApprovalRequirement>>,
+    recording: Option<Arc<RecordingConfig>>,
 }
 
 /// The request part of a rule's match.
@@ -363,12 +375,28 @@ pub struct Request<'a> {
 }
 
 /// The verdict on one request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Verdict {
     pub decision: Decision,
     /// Whether the response must be masked.
     pub mask: bool,
+    /// How exec and attach sessions are recorded, when the deciding rule
+    /// asks for it.
+    pub recording: Option<Arc<RecordingConfig>>,
 }
+
+impl PartialEq for Verdict {
+    fn eq(&self, other: &Self) -> bool {
+        let same_recording = match (&self.recording, &other.recording) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        };
+        self.decision == other.decision && self.mask == other.mask && same_recording
+    }
+}
+
+impl Eq for Verdict {}
 
 /// The compiled configuration of the Kubernetes filter.
 #[derive(Debug, Clone)]
@@ -507,12 +535,14 @@ impl Policy {
                         message: rule.message.clone(),
                     },
                     mask: rule.mask,
+                    recording: rule.recording.clone(),
                 };
             }
         }
         Verdict {
             decision: self.default.clone(),
             mask: true,
+            recording: None,
         }
     }
 }
@@ -592,6 +622,11 @@ fn compile_rule(value: Value) -> Result<Rule, ConfigError> {
         Holding::Allowed,
     )?
     .map(Arc::new);
+    let recording = doc
+        .record
+        .map(|value| RecordingConfig::from_value(value).map_err(|e| e.under("record")))
+        .transpose()?
+        .map(Arc::new);
     Ok(Rule {
         name: doc.name,
         action: doc.action,
@@ -599,6 +634,7 @@ fn compile_rule(value: Value) -> Result<Rule, ConfigError> {
         mask: doc.mask,
         matcher,
         approval,
+        recording,
     })
 }
 
@@ -766,7 +802,7 @@ mod tests {
                 "GET",
                 "/api/v1/namespaces/dev/pods/web-0/exec?command=ls",
                 Allow,
-                "team-dev-and-prod",
+                "exec-in-dev-recorded",
             ),
             (
                 &developer,

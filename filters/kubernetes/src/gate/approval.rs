@@ -21,6 +21,7 @@
 use super::{Admission, Forward, Gate, LocalResponse, RequestHead, event_json_in_place};
 use crate::audit::Stage;
 use crate::exec::authorization_verb;
+use crate::recording::RecordingPlan;
 use crate::request_info::RequestInfo;
 use crate::status;
 use gatehouse_core::approval::grant::{request_hash, request_id};
@@ -221,6 +222,7 @@ impl Gate {
         identity: &Identity,
         decision: &Decision,
         mask: bool,
+        recording: &mut Option<RecordingPlan>,
     ) -> Option<Admission> {
         if !self.mode().is_enforce() || self.policy.approval_service().is_none() {
             return None;
@@ -242,6 +244,8 @@ impl Gate {
         let mut forward =
             self.forward(head, identity, (audit, decision.clone()), mask, body_masker);
         forward.remove_headers.push(REASON_HEADER.to_owned());
+        // An approved exec is recorded as its rule asks, like any admitted one.
+        forward.recording = recording.take();
         let approvals = self.approvals.as_mut()?;
         let lookup = {
             let book = approvals.book.try_borrow().ok()?;
@@ -478,6 +482,14 @@ mod tests {
     const EXEC: &str = "/api/v1/namespaces/prod/pods/web-0/exec?command=sh&stdin=true&stdout=true";
 
     fn setup(hold: &str) -> (Gate, Rc<RefCell<GrantBook>>, String) {
+        setup_with(hold, None)
+    }
+
+    /// [`setup`] with the approval rule's `record` section.
+    fn setup_with(
+        hold: &str,
+        record: Option<serde_json::Value>,
+    ) -> (Gate, Rc<RefCell<GrantBook>>, String) {
         let minter = Minter::generate(JwsAlgorithm::Es256, ISSUER, "gatehouse", "k1").unwrap();
         let mut config: serde_json::Value =
             serde_json::from_str(include_str!("../../../../examples/kubernetes-policy.json"))
@@ -493,6 +505,9 @@ mod tests {
                 "match": {"groups": ["developers"], "namespaces": ["prod"],
                           "resources": ["pods/exec"]}}),
         );
+        if let Some(record) = record {
+            config["rules"][0]["record"] = record;
+        }
         config["approvals"] = json!({"cluster": "gatehouse_approvals", "key": "k-123456"});
         let mut gate = Gate::from_json(config.to_string().as_bytes()).unwrap();
         gate.verifier_mut()
@@ -578,6 +593,22 @@ mod tests {
             record.contains("\"authorization.k8s.io/decision\":\"allow\""),
             "{record}"
         );
+    }
+
+    #[test]
+    fn an_approved_exec_is_recorded_as_its_rule_asks() {
+        let (mut recorded, _, bearer) =
+            setup_with("30s", Some(json!({"deny_commands": ["reboot*"]})));
+        let headers = [("authorization", bearer.as_str()), ("upgrade", "websocket")];
+        let held = step(admit(&mut recorded, "GET", EXEC, &headers));
+        assert!(
+            held.forward.recording.is_some(),
+            "the held exec keeps its plan"
+        );
+        let (mut plain, _, bearer) = setup("30s");
+        let headers = [("authorization", bearer.as_str()), ("upgrade", "websocket")];
+        let held = step(admit(&mut plain, "GET", EXEC, &headers));
+        assert!(held.forward.recording.is_none());
     }
 
     #[test]

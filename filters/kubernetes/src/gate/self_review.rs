@@ -773,11 +773,16 @@ mod tests {
         let rules = status["resourceRules"].as_array().unwrap();
         assert_eq!(
             rules[0],
+            json!({"verbs": ["*"], "apiGroups": ["*"], "resources": ["pods/exec", "pods/attach"]}),
+            "exec-in-dev-recorded"
+        );
+        assert_eq!(
+            rules[1],
             json!({"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}),
             "team-dev-and-prod"
         );
         assert_eq!(
-            rules[1],
+            rules[2],
             json!({"verbs": ["get", "list", "watch"], "apiGroups": ["*"], "resources": ["*"]}),
             "team-read-cluster"
         );

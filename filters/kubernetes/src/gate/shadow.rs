@@ -109,6 +109,8 @@ fn observed(mut audit: RequestAudit, would_mask: bool, decision: Decision) -> Fo
         add_headers: Vec::new(),
         mask: false,
         body_masker: None,
+        // An observe-only instance changes nothing, so it records no session.
+        recording: None,
         audit,
         decision,
         written: None,

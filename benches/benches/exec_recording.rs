@@ -1,0 +1,194 @@
+//! End-to-end exec throughput with and without session recording: real
+//! kubectl 1.33 (WebSocket) through Envoy with gatehouse's Kubernetes filter
+//! to the stand-in API server, `kubectl exec web-0 -- seq N` (about 23 MB
+//! for three million lines, in 32 KiB frames as a kubelet writes them). One
+//! identity's execs are recorded (every byte decoded, masked a line at a
+//! time, chunked, chained and delivered to the access log), another's pass
+//! unrecorded under an otherwise equal rule; runs alternate between them in
+//! each round. Prints bytes/s per run, the medians and their ratio, and the
+//! CPU Envoy spent per MB (steadier than bytes/s on a shared machine; it
+//! includes delivering the records to the access log); each run's output is
+//! checked whole, and each recorded session's records must account for every
+//! byte and verify.
+//!
+//! Needs the filter modules built (`cargo xtask build`) and Envoy installed.
+//! `cargo bench -p gatehouse-benches --bench exec_recording`; knobs:
+//! `EXEC_BENCH_LINES` (3000000), `EXEC_BENCH_ROUNDS` (5).
+
+use anyhow::{Context, Result, bail};
+use gatehouse_benches::cpu::{Usage, thread_times};
+use gatehouse_benches::pgbench::{env_or, skipped};
+use gatehouse_integration::{Stack, StackOptions};
+use serde_json::{Value, json};
+use std::time::Instant;
+
+/// The shipped policy with two exec rules in front: `developers`' execs in
+/// dev are recorded, `ci`'s are not.
+fn policy() -> Value {
+    let mut policy = gatehouse_integration::stack::default_kubernetes_filter_config();
+    let exec = |name: &str, group: &str| {
+        json!({"name": name, "action": "allow",
+               "match": {"groups": [group], "namespaces": ["dev"], "resources": ["pods/exec"]}})
+    };
+    let mut recorded = exec("bench-recorded", "developers");
+    if let Some(rule) = recorded.as_object_mut() {
+        rule.insert("record".into(), json!({}));
+    }
+    if let Some(rules) = policy.get_mut("rules").and_then(Value::as_array_mut) {
+        rules.insert(0, exec("bench-unrecorded", "ci"));
+        rules.insert(0, recorded);
+    }
+    policy
+}
+
+/// One exec: its output's bytes/s, Envoy's CPU milliseconds per MB, and
+/// that CPU on the main thread (the audit service), after checking the
+/// output is `seq`'s.
+fn run(stack: &Stack, context: &str, lines: u64) -> Result<(f64, f64, f64)> {
+    let envoy = stack.envoy.pid();
+    let before = Usage::now(envoy);
+    let main_thread = |pid: Option<u32>| {
+        pid.map(thread_times)
+            .and_then(|times| times.get("envoy").copied())
+            .unwrap_or_default()
+    };
+    let main_before = main_thread(envoy);
+    let started = Instant::now();
+    let out = stack.kubectl(
+        "1.33",
+        &[
+            "--context",
+            context,
+            "exec",
+            "web-0",
+            "-n",
+            "dev",
+            "--",
+            "seq",
+            &lines.to_string(),
+        ],
+    )?;
+    let elapsed = started.elapsed().as_secs_f64();
+    // Records still on their way to the access log are part of the cost.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let cpu = Usage::now(envoy).since(&before).proxy.as_secs_f64();
+    let main = main_thread(envoy).saturating_sub(main_before).as_secs_f64();
+    if !out.status.success() {
+        bail!(
+            "kubectl exec as {context}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let expected: usize = (1..=lines).map(|n| n.to_string().len() + 1).sum();
+    let stdout = &out.stdout;
+    let last = format!("\n{lines}\n");
+    if stdout.len() != expected || !stdout.ends_with(last.as_bytes()) {
+        bail!(
+            "{context}: seq output of {} bytes, expected {expected}",
+            stdout.len()
+        );
+    }
+    let megabytes = stdout.len() as f64 / 1e6;
+    Ok((
+        stdout.len() as f64 / elapsed,
+        cpu * 1e3 / megabytes,
+        main * 1e3 / megabytes,
+    ))
+}
+
+fn median(mut samples: Vec<f64>) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    samples.get(samples.len() / 2).copied().unwrap_or(0.0)
+}
+
+fn main() -> Result<()> {
+    if skipped("exec_recording") {
+        return Ok(());
+    }
+    let lines: u64 = env_or("EXEC_BENCH_LINES", "3000000").parse()?;
+    let rounds: usize = env_or("EXEC_BENCH_ROUNDS", "5").parse()?;
+    let stack = Stack::start(
+        "bench",
+        "exec-recording",
+        StackOptions {
+            kubernetes_filter: policy(),
+            ..StackOptions::default()
+        },
+    )
+    .context("starting the stack")?;
+    // Warm both paths (discovery caches, key fetches).
+    run(&stack, "developer", 1000)?;
+    run(&stack, "ci", 1000)?;
+    let (mut recorded, mut plain) = (Vec::new(), Vec::new());
+    let (mut recorded_cpu, mut plain_cpu) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        // Alternate which goes first, so drift on a shared machine hits both.
+        let order = if round % 2 == 0 {
+            ["developer", "ci"]
+        } else {
+            ["ci", "developer"]
+        };
+        for context in order {
+            let (rate, cpu, main) = run(&stack, context, lines)?;
+            println!(
+                "round {round}: {context:>9} {:>8.1} MB/s, Envoy {cpu:>6.1} ms CPU per MB ({main:.1} on the main thread)",
+                rate / 1e6
+            );
+            if context == "developer" {
+                recorded.push(rate);
+                recorded_cpu.push(cpu);
+            } else {
+                plain.push(rate);
+                plain_cpu.push(cpu);
+            }
+        }
+    }
+    let (recorded, plain) = (median(recorded), median(plain));
+    let (recorded_cpu, plain_cpu) = (median(recorded_cpu), median(plain_cpu));
+    println!(
+        "exec `seq {lines}` through Envoy, medians of {rounds}: recorded {:.1} MB/s, unrecorded {:.1} MB/s, ratio {:.2}; Envoy CPU per MB {recorded_cpu:.1} ms recorded, {plain_cpu:.1} ms unrecorded",
+        recorded / 1e6,
+        plain / 1e6,
+        recorded / plain
+    );
+
+    // Every recorded session accounts for its bytes and verifies.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let log = std::fs::read_to_string(&stack.access_log)?;
+    let ends: Vec<Value> = log
+        .lines()
+        .filter(|l| l.contains("\"k8s.exec.session_end\""))
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let full = ends
+        .iter()
+        .filter(|end| end.get("stdout_bytes").and_then(Value::as_u64) > Some(1_000_000))
+        .count();
+    if full != rounds {
+        bail!("{full} recorded sessions of {rounds} account for their output: {ends:?}");
+    }
+    let cli = gatehouse_integration::tools::gatehouse_cli()?;
+    let verify = std::process::Command::new(cli)
+        .args(["audit", "verify"])
+        .arg(&stack.access_log)
+        .output()?;
+    if !verify.status.success() {
+        let envoy_log =
+            std::fs::read_to_string(stack.dir.join("envoy/envoy.log")).unwrap_or_default();
+        let warnings: Vec<&str> = envoy_log
+            .lines()
+            .filter(|l| l.contains("gatehouse") || l.contains("record"))
+            .collect();
+        let drops: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("records_dropped"))
+            .collect();
+        bail!(
+            "audit verify: {}\nenvoy:\n{}\ndrop notices: {drops:?}",
+            String::from_utf8_lossy(&verify.stdout),
+            warnings.join("\n")
+        );
+    }
+    println!("{} recorded sessions verified", ends.len());
+    Ok(())
+}

@@ -23,30 +23,8 @@
 use anyhow::Result;
 use gatehouse_benches::pgbench;
 use gatehouse_integration::envoy::{Envoy, yaml_quote};
-use gatehouse_integration::stack::example;
 use gatehouse_integration::{Stack, StackOptions};
 use serde_json::{Value, json};
-
-/// The pgbench user, as the policy sees it (the startup user).
-const PGBENCH_SUBJECT: &str = "postgres";
-
-/// The demo policy with every rule for the `developers` group matching
-/// pgbench's user instead.
-fn bench_policy() -> Value {
-    let mut policy = example("postgres-policy.json");
-    if let Some(rules) = policy["rules"].as_array_mut() {
-        for rule in rules {
-            let for_developers = rule["match"]["groups"]
-                .as_array()
-                .is_some_and(|groups| groups.iter().any(|g| g == "developers"));
-            if let (true, Some(matcher)) = (for_developers, rule["match"].as_object_mut()) {
-                matcher.remove("groups");
-                matcher.insert("subjects".into(), json!([PGBENCH_SUBJECT]));
-            }
-        }
-    }
-    policy
-}
 
 /// An Envoy with only the Postgres filter, configured with `config`.
 fn start_filter_only(stack: &Stack, name: &str, config: &Value) -> Result<(Envoy, u16)> {
@@ -73,8 +51,11 @@ fn main() -> Result<()> {
     let (_baseline, baseline_port) = pgbench::start_tcp_proxy_baseline(&stack)?;
     let (_noop, noop_port) = pgbench::start_noop_filter(&stack)?;
     let (_unpoliced, filter_port) = start_filter_only(&stack, "filter", &json!({}))?;
-    let (_policed, policy_port) =
-        start_filter_only(&stack, "filter_policy", &json!({"policy": bench_policy()}))?;
+    let (_policed, policy_port) = start_filter_only(
+        &stack,
+        "filter_policy",
+        &json!({"policy": pgbench::demo_policy_for_pgbench()}),
+    )?;
 
     println!(
         "{}; median of {} alternating rounds",

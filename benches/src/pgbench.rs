@@ -47,6 +47,25 @@ pub fn stack_options() -> StackOptions {
     }
 }
 
+/// The demo policy (`examples/postgres-policy.json`) with every rule for the
+/// `developers` group matching pgbench's user (`postgres`, the startup user,
+/// without token login) instead, so every statement runs the whole rule list.
+pub fn demo_policy_for_pgbench() -> serde_json::Value {
+    let mut policy = gatehouse_integration::stack::example("postgres-policy.json");
+    if let Some(rules) = policy["rules"].as_array_mut() {
+        for rule in rules {
+            let for_developers = rule["match"]["groups"]
+                .as_array()
+                .is_some_and(|groups| groups.iter().any(|g| g == "developers"));
+            if let (true, Some(matcher)) = (for_developers, rule["match"].as_object_mut()) {
+                matcher.remove("groups");
+                matcher.insert("subjects".into(), serde_json::json!(["postgres"]));
+            }
+        }
+    }
+    policy
+}
+
 /// Creates pgbench's tables (scale 10) in the stack's demo database.
 pub fn init(stack: &Stack) -> Result<()> {
     let init = Command::new(tools::pg_client("pgbench")?)

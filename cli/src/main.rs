@@ -8,6 +8,7 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+mod approvals;
 mod audit;
 mod collect;
 mod document;
@@ -16,7 +17,8 @@ mod identities;
 mod ready;
 mod validate;
 
-/// gatehouse: read audit logs and replay sessions, check and explain configurations, probe listeners.
+/// gatehouse: read audit logs and replay sessions, check and explain
+/// configurations, probe listeners, and approve what policy holds back.
 #[derive(Debug, Parser)]
 #[command(name = "gatehouse", version, propagate_version = true)]
 struct Cli {
@@ -30,6 +32,11 @@ enum Command {
     Validate(validate::ValidateArgs),
     Explain(Box<explain::ExplainArgs>),
     Ready(ready::ReadyArgs),
+    Approvals(approvals::ApprovalsArgs),
+    Approve(approvals::ApproveArgs),
+    Deny(approvals::DenyArgs),
+    Request(approvals::RequestArgs),
+    Reason(approvals::ReasonArgs),
     /// Play one session back from an audit log: a recorded exec or attach
     /// session as asciicast v2 or a transcript, or a Postgres session (the
     /// same as `gatehouse audit replay`).
@@ -42,6 +49,11 @@ fn main() -> ExitCode {
         Command::Validate(args) => validate::run(args),
         Command::Explain(args) => explain::run(*args),
         Command::Ready(args) => ready::run(args),
+        Command::Approvals(args) => approvals::run_approvals(args),
+        Command::Approve(args) => approvals::run_approve(args),
+        Command::Deny(args) => approvals::run_deny(args),
+        Command::Request(args) => approvals::run_request(args),
+        Command::Reason(args) => approvals::run_reason(args),
         Command::Replay(args) => audit::replay(args),
     }
 }

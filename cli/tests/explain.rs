@@ -219,7 +219,7 @@ fn kubernetes_demo_identities_get_the_demo_policy_decisions() {
         (
             DEVELOPER,
             exec_in_prod.to_vec(),
-            expect("deny", "no-exec-in-prod"),
+            expect("require_approval", "prod-exec-needs-admin"),
         ),
         (
             DBA,
@@ -349,7 +349,7 @@ fn a_websocket_exec_request_is_judged_as_create() {
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(
         run.stdout
-            .starts_with("decision: deny\nrule: no-exec-in-prod\n"),
+            .starts_with("decision: require_approval\nrule: prod-exec-needs-admin\n"),
         "{}",
         run.stdout
     );

@@ -86,6 +86,7 @@ pub fn vars(dir: &Path) -> Result<BTreeMap<&'static str, String>> {
         ),
         ("AUDIT_CONFIG", envoy::yaml_quote("{}")),
         ("RECORDS_PORT", "7070".to_string()),
+        ("APPROVALS_PORT", "8480".to_string()),
         ("ECDS_DIR", path(&ecds_dir)),
         ("ECDS_VERSION", "v1".to_string()),
     ]

@@ -54,8 +54,8 @@ pub fn record_producer_listener() -> Result<String> {
 }
 
 /// Values for the record path's placeholders (`AUDIT_WASM`, `AUDIT_CONFIG`,
-/// `RECORDS_PORT`) that `vars` leaves out: the built audit module, the default
-/// service configuration and a free loopback port.
+/// `RECORDS_PORT`) and `APPROVALS_PORT` that `vars` leaves out: the built audit
+/// module, the default service configuration and free loopback ports.
 pub fn with_record_path_defaults<'a>(
     template: &str,
     vars: &BTreeMap<&'a str, String>,
@@ -71,11 +71,11 @@ pub fn with_record_path_defaults<'a>(
             yaml_quote(&default_audit_config().to_string()),
         );
     }
-    if template.contains("${RECORDS_PORT}") && !vars.contains_key("RECORDS_PORT") {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        vars.insert("RECORDS_PORT", port.to_string());
+    for placeholder in ["RECORDS_PORT", "APPROVALS_PORT"] {
+        // Without an approval service, its cluster points at a port nobody serves.
+        if template.contains(&format!("${{{placeholder}}}")) && !vars.contains_key(placeholder) {
+            vars.insert(placeholder, crate::process::free_port()?.to_string());
+        }
     }
     Ok(vars)
 }

@@ -6,6 +6,7 @@
 //! Kubernetes API server. Every process is stopped when its guard drops, and a
 //! failure to start says why (with the tail of the process's log), never hangs.
 
+pub mod approvals;
 pub mod certs;
 pub mod clients;
 pub mod configs;

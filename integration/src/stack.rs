@@ -2,6 +2,7 @@
 //! server, and Envoy with both gatehouse filters in front of them, TLS on both
 //! listeners with a freshly generated demo CA.
 
+use crate::approvals::ApprovalService;
 use crate::certs::DemoPki;
 use crate::envoy::{self, Envoy};
 use crate::idp::{self, IdentityProvider};
@@ -45,6 +46,18 @@ pub struct StackOptions {
     /// Values for placeholders only `envoy_template` has (for example the shadow
     /// instances' configurations of `shadow.yaml`).
     pub template_vars: Vec<(&'static str, String)>,
+    /// Run the approval service (its own database on the stack's PostgreSQL;
+    /// its records go to Envoy's record listener).
+    pub approvals: Option<ApprovalOptions>,
+}
+
+/// How to run the approval service in a stack.
+#[derive(Debug, Clone, Default)]
+pub struct ApprovalOptions {
+    /// Replicas over the one database (at least one; Envoy calls the first).
+    pub replicas: usize,
+    /// Where notifications go (a chat incoming webhook).
+    pub webhook: Option<String>,
 }
 
 impl Default for StackOptions {
@@ -64,6 +77,7 @@ impl Default for StackOptions {
             signing_key: None,
             token_ttl_seconds: 3600,
             template_vars: Vec::new(),
+            approvals: None,
         }
     }
 }
@@ -160,6 +174,11 @@ pub struct Stack {
     pub access_log: PathBuf,
     /// A kubeconfig for the Envoy endpoint.
     pub kubeconfig: PathBuf,
+    /// The approval service, when the options asked for it.
+    pub approvals: Option<ApprovalService>,
+    /// The Envoy template and its values, for further Envoy processes.
+    template: String,
+    template_values: BTreeMap<&'static str, String>,
     /// Removes a scratch `dir` once everything above has stopped (fields
     /// drop in order, so this one goes last).
     scratch: Option<crate::ScratchDir>,
@@ -192,6 +211,27 @@ impl Stack {
 
         let access_log = dir.join("access.log");
         let mut vars = BTreeMap::new();
+        let approvals = match &opts.approvals {
+            Some(options) => {
+                let records_port = process::free_port()?;
+                vars.insert("RECORDS_PORT", records_port.to_string());
+                let config = crate::approvals::service_config(
+                    postgres.port,
+                    idp.port(),
+                    Some(records_port),
+                    options.webhook.as_deref(),
+                );
+                let service = ApprovalService::start(
+                    &dir.join("approvals"),
+                    &postgres,
+                    &config,
+                    options.replicas.max(1),
+                )?;
+                vars.insert("APPROVALS_PORT", service.port(0).to_string());
+                Some(service)
+            }
+            None => None,
+        };
         vars.insert("PG_PORT", "0".to_string());
         vars.insert("PG_TLS_PORT", "0".to_string());
         vars.insert("KUBE_PORT", "0".to_string());
@@ -234,6 +274,7 @@ impl Stack {
             .with_context(|| format!("reading {}", template_path.display()))?;
         let envoy_dir = dir.join("envoy");
         std::fs::create_dir_all(&envoy_dir)?;
+        let vars = envoy::with_record_path_defaults(&template, &vars)?;
         let mut yaml = envoy::render(&template, &vars)?;
         if let Some(extra) = &opts.extra_listeners {
             let at = yaml
@@ -274,8 +315,31 @@ impl Stack {
             kube_port,
             access_log,
             kubeconfig,
+            approvals,
+            template,
+            template_values: vars,
             scratch: None,
         })
+    }
+
+    /// Another Envoy process with the same filters and configuration, its own
+    /// listener ports and record listener, and its approval calls going to
+    /// service replica `approvals_replica`: a second gateway replica. Returns
+    /// it with its Postgres listener port.
+    pub fn another_envoy(&self, name: &str, approvals_replica: usize) -> Result<(Envoy, u16)> {
+        let mut vars = self.template_values.clone();
+        vars.insert("RECORDS_PORT", process::free_port()?.to_string());
+        if let Some(service) = &self.approvals {
+            vars.insert(
+                "APPROVALS_PORT",
+                service.port(approvals_replica).to_string(),
+            );
+        }
+        let dir = self.dir.join(name);
+        std::fs::create_dir_all(&dir)?;
+        let envoy = Envoy::start(&dir, &envoy::render(&self.template, &vars)?)?;
+        let port = envoy.listener_port("postgres")?;
+        Ok((envoy, port))
     }
 
     /// A Postgres filter stat (`gatehouse_pg_…`, named without the prefix Envoy
@@ -402,6 +466,9 @@ impl Stack {
         let mut pids = vec![self.envoy.detach(), self.postgres.detach()];
         if let KubeUpstream::Process(p) = &mut self.kube {
             pids.push(p.detach());
+        }
+        if let Some(service) = &mut self.approvals {
+            pids.extend(service.detach());
         }
         pids
     }

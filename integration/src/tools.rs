@@ -377,28 +377,38 @@ pub fn filter_modules() -> Result<FilterModules> {
 /// The `gatehouse` command line, built (or found up to date) in the target
 /// directory the tests run from.
 pub fn gatehouse_cli() -> Result<PathBuf> {
+    workspace_binary("gatehouse-cli", "gatehouse")
+}
+
+/// Binary `name` of workspace package `package`, built (or found up to date)
+/// in the target directory the tests run from.
+pub fn workspace_binary(package: &str, name: &str) -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
-    // target/<profile>/deps/<test> → target/<profile>/gatehouse
+    // target/<profile>/deps/<test> → target/<profile>/<name>; xtask runs from
+    // target/<profile>/xtask.
     let profile_dir = exe
         .parent()
-        .and_then(Path::parent)
-        .context("test binary outside a target directory")?;
-    // Benches run from target/release: build the command line there too.
+        .and_then(|dir| {
+            if dir.ends_with("deps") {
+                dir.parent()
+            } else {
+                Some(dir)
+            }
+        })
+        .context("binary outside a target directory")?;
+    // Benches run from target/release: build there too.
     let release = profile_dir
         .file_name()
         .is_some_and(|name| name == "release");
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["build", "-q", "-p", "gatehouse-cli"])
+        .args(["build", "-q", "-p", package])
         .args(release.then_some("--release"))
         .current_dir(crate::workspace_root())
         .status()
-        .context("building the gatehouse command line")?;
-    let cli = profile_dir.join("gatehouse");
-    if !status.success() || !cli.is_file() {
-        bail!(
-            "building the gatehouse command line failed ({})",
-            cli.display()
-        );
+        .with_context(|| format!("building {package}"))?;
+    let binary = profile_dir.join(name);
+    if !status.success() || !binary.is_file() {
+        bail!("building {package} failed ({})", binary.display());
     }
-    Ok(cli)
+    Ok(binary)
 }

@@ -195,7 +195,7 @@ fn exec_is_allowed_in_dev_and_refused_in_prod_on_both_transports() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
             stderr.contains("Error from server (Forbidden): pods \"web-0\" is forbidden: User \"developer\" cannot create resource \"pods/exec\" in API group \"\" in the namespace \"prod\"")
-                && stderr.contains("no-exec-in-prod"),
+                && stderr.contains("prod-exec-needs-admin"),
             "kubectl {version}: {stderr}"
         );
     }
@@ -635,7 +635,11 @@ fn whoami_and_can_i_are_answered_from_gatehouses_identity_and_policy() {
             "no - denied by gatehouse rule no-namespace-deletion: namespaces are deleted through the platform team, not kubectl"
         );
         let exec = can_i(&["create", "pods", "--subresource=exec", "-n", "prod"]);
-        assert!(text(&exec).contains("no-exec-in-prod"), "{}", text(&exec));
+        assert!(
+            text(&exec).contains("needs approval under gatehouse rule prod-exec-needs-admin"),
+            "{}",
+            text(&exec)
+        );
         let yes = can_i(&["get", "pods", "-n", "dev"]);
         assert_eq!(succeeded(&yes, "can-i get pods").trim(), "yes");
         let list = can_i(&["--list", "-n", "dev"]);

@@ -13,7 +13,11 @@
 
 use anyhow::{Context, Result, bail};
 use gatehouse_core::identity::testing::Minter;
-use gatehouse_integration::stack::{demo_postgres_filter_config, exec_kubeconfig_yaml};
+use gatehouse_integration::approvals::filter_section;
+use gatehouse_integration::stack::{
+    ApprovalOptions, default_kubernetes_filter_config, demo_postgres_filter_config,
+    exec_kubeconfig_yaml,
+};
 use gatehouse_integration::tools::Build;
 use gatehouse_integration::{Stack, StackOptions, idp, process, tools, workspace_root};
 use std::os::unix::process::CommandExt;
@@ -71,8 +75,17 @@ pub fn run(detach: bool, serve: bool, native: bool) -> Result<()> {
         super::build_native()?;
     }
     super::step(
-        "build the stand-in Kubernetes API server and the gatehouse command line",
-        super::cargo().args(["build", "-q", "-p", "kube-standin", "-p", "gatehouse-cli"]),
+        "build the stand-in Kubernetes API server, the gatehouse command line and the approval service",
+        super::cargo().args([
+            "build",
+            "-q",
+            "-p",
+            "kube-standin",
+            "-p",
+            "gatehouse-cli",
+            "-p",
+            "gatehouse-approvals",
+        ]),
     )?;
     let dir = demo_dir();
     clear(&dir)?;
@@ -158,7 +171,18 @@ fn serve_until_stopped(native: bool) -> Result<()> {
     })?;
     let opts = StackOptions {
         kube_standin_binary: Some(standin),
-        postgres_filter: demo_postgres_filter_config(),
+        // The native Postgres filter cannot reach the approval service: its
+        // require_approval rules refuse like deny there.
+        postgres_filter: if native {
+            demo_postgres_filter_config()
+        } else {
+            with_approvals(demo_postgres_filter_config())
+        },
+        kubernetes_filter: with_approvals(default_kubernetes_filter_config()),
+        approvals: Some(ApprovalOptions {
+            replicas: 1,
+            webhook: std::env::var("GATEHOUSE_DEMO_WEBHOOK").ok(),
+        }),
         build: Some(if native { Build::Native } else { Build::Wasm }),
         ..StackOptions::default()
     };
@@ -340,6 +364,12 @@ pub fn token(identity: &str, ttl: &str, exec_credential: bool) -> Result<()> {
     Ok(())
 }
 
+/// A filter configuration connected to the demo's approval service.
+fn with_approvals(mut config: serde_json::Value) -> serde_json::Value {
+    config["approvals"] = filter_section(1000);
+    config
+}
+
 fn env_lines(stack: &Stack) -> Result<String> {
     let demo_db = gatehouse_integration::postgres::DEMO_DATABASE;
     let mut vars: Vec<(String, String)> = [
@@ -366,6 +396,14 @@ fn env_lines(stack: &Stack) -> Result<String> {
         (
             "GATEHOUSE_AUDIT_LOG",
             stack.access_log.display().to_string(),
+        ),
+        (
+            "GATEHOUSE_APPROVALS_URL",
+            stack
+                .approvals
+                .as_ref()
+                .map(|service| service.url(0))
+                .unwrap_or_default(),
         ),
         ("KUBECONFIG", stack.kubeconfig.display().to_string()),
         (
@@ -427,6 +465,11 @@ gatehouse demo is up ({build}). In a shell at the repository's root:
   Kubernetes through Envoy (kubectl mints tokens itself; context = identity):
     kubectl --context developer delete ns prod             # denied by rule no-namespace-deletion
     kubectl --context developer auth can-i delete ns/prod  # no, and why
+  Approvals (a dba approves a developer's customer writes, an admin a developer's
+  exec in prod; see the README):
+    psql \"$GATEHOUSE_PG_URL\" -c \"update customers set notes = 'x' where id = 1\"  # HINT names the request
+    GATEHOUSE_TOKEN=$GATEHOUSE_TOKEN_DBA gatehouse approvals list
+    GATEHOUSE_TOKEN=$GATEHOUSE_TOKEN_DBA gatehouse approve apr-...   # then run it again: once
   Who ran what:
     gatehouse audit sessions \"$GATEHOUSE_AUDIT_LOG\"
     gatehouse audit records \"$GATEHOUSE_AUDIT_LOG\" --subject developer

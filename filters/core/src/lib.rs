@@ -4,6 +4,7 @@
 //! Callers pass bytes and the current time in and get decisions and records out,
 //! so the same code is unit-tested natively and runs unchanged inside Envoy.
 
+pub mod approval;
 pub mod build;
 pub mod config;
 pub mod delivery;

@@ -49,6 +49,8 @@
 //! | `bytes_from_client` | integer | client bytes since the previous statement record, up to and including this statement's request |
 //! | `bytes_to_client` | integer | server bytes since the previous statement completed, up to and including this completion |
 //! | `decision` | object | `{"action", "rule"?, "message"?}` the policy decision |
+//! | `approval` | object | `{"id", "grant", "approvers", "forced"?, "reason"?}` the approval that let a `require_approval` statement run |
+//! | `access_reason` | string | the reason the session gave for its access (`SET gatehouse.reason = '…'`), on every statement after it |
 //! | `masking` | object | when masking is configured and something was (or, for an exempt identity, would have been) masked: [`MaskingCounts`] |
 //!
 //! `pg.session_end` ([`SessionEndRecord`]):
@@ -426,6 +428,13 @@ pub struct StatementRecord {
     pub bytes_from_client: u64,
     pub bytes_to_client: u64,
     pub decision: Decision,
+    /// The approval that let a `require_approval` statement run: its id, kind
+    /// and approvers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval: Option<crate::approval::ApprovalRef>,
+    /// The reason the session gave for its access (`SET gatehouse.reason = '…'`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access_reason: Option<Shared<str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub masking: Option<MaskingCounts>,
 }
@@ -639,6 +648,8 @@ mod tests {
             bytes_from_client: 10,
             bytes_to_client: 20,
             decision: Decision::allow(),
+            approval: None,
+            access_reason: None,
             masking: None,
         }));
         let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();

@@ -214,6 +214,14 @@ fn statement() -> StatementRecord {
         bytes_from_client: 10,
         bytes_to_client: 20,
         decision: Decision::allow(),
+        approval: Some(gatehouse_core::approval::ApprovalRef {
+            id: "apr-abcd1234".into(),
+            grant: gatehouse_core::approval::GrantKind::SingleUse,
+            approvers: vec!["dana".into()],
+            forced: false,
+            reason: Some("ticket 42".into()),
+        }),
+        access_reason: Some(Shared::from("ticket 42")),
         masking: Some(gatehouse_core::record::MaskingCounts {
             rules: [("customer-ssn".to_string(), 2)].into_iter().collect(),
             detectors: [("email".to_string(), 1)].into_iter().collect(),
@@ -267,6 +275,92 @@ fn the_schema_catches_a_record_that_breaks_it() {
     broken.header.sequence = 0;
     let errors = errors_for(&Record::Statement(Box::new(broken)));
     assert_eq!(errors, vec!["$.sequence: below 1".to_string()]);
+}
+
+#[test]
+fn every_approval_record_validates_against_its_schema() {
+    use gatehouse_core::approval::record::ApprovalRecord;
+    use gatehouse_core::approval::*;
+    let who = |subject: &str, group: &str| Principal {
+        subject: subject.into(),
+        groups: vec![group.into()],
+    };
+    let requirement = ApprovalRequirement::from_value(
+        serde_json::json!({"approvers": ["dba"], "approvals": 2, "break_glass": ["oncall"]}),
+        Holding::NotPossible,
+    )
+    .unwrap();
+    let mut request = ApprovalRequest::new(
+        "apr-schema1".into(),
+        NewRequest {
+            id: None,
+            rule: "customer-writes".into(),
+            requirement,
+            reason: Some("ticket 9".into()),
+            target: Target::PostgresStatement {
+                database: "shop".into(),
+                role: "app".into(),
+                statement: "DELETE FROM customers WHERE id = $1".into(),
+                fingerprint: "delete from customers where id = ?".into(),
+                statement_hash: grant::statement_hash(b"x", &[]),
+            },
+            grant_seconds: None,
+        },
+        who("developer", "developers"),
+        1_795_308_488,
+    )
+    .unwrap();
+    let mut lines =
+        vec![ApprovalRecord::new(Event::Requested, &request, &request.requester, 1, 1).to_json()];
+    let dana = who("dana", "dba");
+    let erin = who("erin", "dba");
+    for (sequence, by) in [(2, &dana), (3, &erin)] {
+        let event = request
+            .review(by, Verdict::Approve, Some("ok".into()), 1_795_308_489)
+            .unwrap();
+        lines.push(ApprovalRecord::new(event, &request, by, sequence, 2).to_json());
+    }
+    let hash = request.target.hash().unwrap().to_owned();
+    let event = request.consume("developer", &hash, 1_795_308_490).unwrap();
+    lines.push(ApprovalRecord::new(event, &request, &request.requester, 4, 3).to_json());
+    let mut forced = request.clone();
+    forced.state = State::Approved;
+    forced.forced = true;
+    lines.push(ApprovalRecord::new(Event::Approved, &forced, &forced.requester, 5, 4).to_json());
+    let schema = schema_named("approval-record.schema.json");
+    for line in &lines {
+        let v: Value = serde_json::from_str(line).unwrap();
+        let mut errors = Vec::new();
+        validate(&schema, &schema, &v, "$", &mut errors);
+        assert_eq!(errors, Vec::<String>::new(), "{line}");
+    }
+    let types: Vec<String> = lines
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["type"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "approval.requested",
+            "approval.reviewed",
+            "approval.approved",
+            "approval.used",
+            "approval.approved"
+        ]
+    );
+    let mut broken: Value = serde_json::from_str(&lines[0]).unwrap();
+    broken["request"]["state"] = "maybe".into();
+    let mut errors = Vec::new();
+    validate(&schema, &schema, &broken, "$", &mut errors);
+    assert_eq!(
+        errors,
+        vec!["$.request.state: \"maybe\" not in enum".to_string()]
+    );
 }
 
 /// Exec records as the chain seals them: every kind, with its optional fields.

@@ -196,31 +196,16 @@ impl KeyDistribution {
 }
 
 /// Starts a key fetch; the token names the call in `on_http_call_response`.
-///
-/// Made through the SDK because only its wrapper registers the call with the
-/// SDK's dispatcher, which routes the answer to the calling context (an
-/// unregistered answer aborts the VM). Its wrapper panics only on statuses other
-/// than Ok, BadArgument and InternalFailure, which Envoy's `http_call` does not
-/// return for well-formed headers like these.
 fn dispatch(fetch: &KeyFetch) -> Result<u32, Status> {
-    #[cfg(target_arch = "wasm32")]
-    {
-        proxy_wasm::hostcalls::dispatch_http_call(
-            &fetch.cluster,
-            vec![
-                (":method", "GET"),
-                (":path", &fetch.path),
-                (":authority", &fetch.authority),
-                ("accept", "application/json"),
-            ],
-            None,
-            vec![],
-            std::time::Duration::from_millis(u64::from(fetch.timeout_ms)),
-        )
-    }
-    #[cfg(not(target_arch = "wasm32"))]
-    {
-        let _ = fetch;
-        Err(Status::InternalFailure)
-    }
+    crate::dispatch_http_call(
+        &fetch.cluster,
+        &[
+            (":method", "GET"),
+            (":path", &fetch.path),
+            (":authority", &fetch.authority),
+            ("accept", "application/json"),
+        ],
+        None,
+        std::time::Duration::from_millis(u64::from(fetch.timeout_ms)),
+    )
 }

@@ -8,6 +8,7 @@
 //! Off Wasm (native unit tests, clippy), the calls report `Status::InternalFailure`.
 #![allow(unsafe_code)] // the ABI is a set of extern functions; every use is documented below.
 
+pub mod approvals;
 pub mod keys;
 pub mod metrics;
 pub mod records;
@@ -541,6 +542,45 @@ pub fn resume_http_request() -> Result<(), Status> {
     }
     #[cfg(not(target_arch = "wasm32"))]
     {
+        Err(Status::InternalFailure)
+    }
+}
+
+/// Resumes the client → server data of a network connection the current
+/// context paused: the held bytes go on to the next filter unchanged.
+pub fn resume_downstream() -> Result<(), Status> {
+    #[cfg(target_arch = "wasm32")]
+    {
+        // SAFETY: plain value; 2 is StreamType::Downstream.
+        ok(unsafe { abi::proxy_continue_stream(2) })
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        Err(Status::InternalFailure)
+    }
+}
+
+/// Starts an HTTP call to `cluster`; its answer comes to the calling context's
+/// `on_http_call_response` with the returned token.
+///
+/// Made through the SDK because only its wrapper registers the call with the
+/// SDK's dispatcher, which routes the answer to the calling context (an
+/// unregistered answer aborts the VM). Its wrapper panics only on statuses other
+/// than Ok, BadArgument and InternalFailure, which Envoy's `http_call` does not
+/// return for well-formed headers like these.
+pub fn dispatch_http_call(
+    cluster: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+    timeout: std::time::Duration,
+) -> Result<u32, Status> {
+    #[cfg(target_arch = "wasm32")]
+    {
+        proxy_wasm::hostcalls::dispatch_http_call(cluster, headers.to_vec(), body, vec![], timeout)
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let _ = (cluster, headers, body, timeout);
         Err(Status::InternalFailure)
     }
 }

@@ -20,11 +20,13 @@ use gatehouse_core::policy::Decision;
 use gatehouse_core::record::FilterMode;
 use gatehouse_host as host;
 use gatehouse_kubernetes::gate::{
-    Admission, Forward, Gate, LocalResponse, MAX_REVIEW_BODY_BYTES, PendingReview, RequestHead,
-    audit_filter_state_key, audit_id,
+    Admission, ApprovalMemory, ApprovalStep, Conclusion, Forward, Gate, LocalResponse,
+    MAX_REVIEW_BODY_BYTES, PendingReview, RecentRefusal, RequestHead, audit_filter_state_key,
+    audit_id, remember,
 };
 use gatehouse_kubernetes::masking::{BodyMasker, ResponseHead, ResponsePlan, WatchLines};
 use gatehouse_kubernetes::recording::{ExecSession, Output};
+use host::approvals::GrantDistribution;
 use host::keys::KeyDistribution;
 use host::metrics::{Histogram, LabelledCounter};
 use host::{BufferType, LogLevel, MapType, MetricType};
@@ -45,6 +47,78 @@ proxy_wasm::main! {{
 
 /// Tick period: adopts key sets other workers fetched and runs due refreshes.
 const TICK_MS: u32 = 1_000;
+/// Tick period with the approval service: grants are read at its poll period.
+const APPROVALS_TICK_MS: u32 = 200;
+/// Shared-data key of the grants the approval service publishes (and, with
+/// suffixes, of what the workers share between publications).
+const GRANTS_KEY: &str = "gatehouse_k8s_grants";
+/// Shared-data key of the approval refusals workers repeat for a few seconds.
+const REFUSALS_KEY: &str = "gatehouse_k8s_grants_refusals";
+
+/// Approval memory shared by this Envoy's workers through shared data, so
+/// kubectl's immediate retry gets the same answer on any worker.
+#[derive(Debug)]
+struct SharedApprovalMemory;
+
+impl SharedApprovalMemory {
+    fn refusals() -> Vec<RecentRefusal> {
+        host::approvals::shared_lines(REFUSALS_KEY)
+            .iter()
+            .filter_map(|line| RecentRefusal::from_line(line))
+            .collect()
+    }
+
+    fn store(refusals: &[RecentRefusal], lines: &mut Vec<String>) {
+        *lines = refusals.iter().map(RecentRefusal::to_line).collect();
+    }
+}
+
+impl ApprovalMemory for SharedApprovalMemory {
+    fn repeated_refusal(&self, subject: &str, hash: &str, now_micros: i64) -> Option<String> {
+        Self::refusals()
+            .into_iter()
+            .find(|r| r.subject == subject && r.hash == hash && r.until_micros > now_micros)
+            .map(|r| r.reason)
+    }
+
+    fn remember_refusal(&self, subject: &str, hash: &str, until_micros: i64, reason: &str) {
+        host::approvals::update_shared_lines(REFUSALS_KEY, |lines| {
+            let mut refusals: Vec<RecentRefusal> = lines
+                .iter()
+                .filter_map(|line| RecentRefusal::from_line(line))
+                .collect();
+            remember(
+                &mut refusals,
+                RecentRefusal {
+                    subject: subject.to_owned(),
+                    hash: hash.to_owned(),
+                    until_micros,
+                    reason: reason.to_owned(),
+                },
+            );
+            Self::store(&refusals, lines);
+        });
+    }
+
+    fn forget_refusals(&self, subject: &str, hash: &str) {
+        host::approvals::update_shared_lines(REFUSALS_KEY, |lines| {
+            let refusals: Vec<RecentRefusal> = lines
+                .iter()
+                .filter_map(|line| RecentRefusal::from_line(line))
+                .filter(|r| r.subject != subject || r.hash != hash)
+                .collect();
+            Self::store(&refusals, lines);
+        });
+    }
+
+    fn in_use(&self, id: &str) -> bool {
+        host::approvals::shared_in_use(GRANTS_KEY, id)
+    }
+
+    fn mark_in_use(&self, id: &str) {
+        host::approvals::share_used(GRANTS_KEY, id);
+    }
+}
 /// Key fetches one request may wait for before it is judged with what is there.
 const MAX_FETCHES_PER_REQUEST: u8 = 2;
 
@@ -108,6 +182,8 @@ fn count(metric: Option<u32>) {
 struct Worker {
     gate: Gate,
     keys: KeyDistribution,
+    /// The approval service's grants, when configured.
+    grants: Option<GrantDistribution>,
     /// Requests seen, part of audit-id seeds.
     sequence: u64,
     decisions: LabelledCounter,
@@ -157,6 +233,11 @@ impl Context for KubernetesRoot {
 
     fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _: usize) {
         if let Some(worker) = self.worker.borrow_mut().as_mut() {
+            if let Some(grants) = worker.grants.as_mut()
+                && grants.on_response(token, body_size)
+            {
+                return;
+            }
             worker.on_key_response(token, body_size);
         }
     }
@@ -169,11 +250,26 @@ impl RootContext for KubernetesRoot {
             .ok()
             .flatten()
             .unwrap_or_else(|| b"{}".to_vec());
+        let tick_ms;
         match Gate::from_json(&config) {
-            Ok(gate) => {
+            Ok(mut gate) => {
                 let mode = gate.mode();
+                let grants = gate
+                    .policy()
+                    .approval_service()
+                    .map(|service| GrantDistribution::new(GRANTS_KEY, service.clone()));
+                if let Some(grants) = &grants {
+                    gate.set_grant_book(grants.book());
+                    gate.set_approval_memory(Rc::new(SharedApprovalMemory));
+                }
+                tick_ms = if grants.is_some() {
+                    APPROVALS_TICK_MS
+                } else {
+                    TICK_MS
+                };
                 *self.worker.borrow_mut() = Some(Worker {
                     gate,
+                    grants,
                     keys: KeyDistribution::new("gatehouse_k8s_jwks"),
                     sequence: 0,
                     decisions: decisions_family(mode),
@@ -190,7 +286,7 @@ impl RootContext for KubernetesRoot {
                 return false;
             }
         }
-        if let Err(status) = host::set_tick_period_ms(TICK_MS) {
+        if let Err(status) = host::set_tick_period_ms(tick_ms) {
             host::log(
                 LogLevel::Warn,
                 &format!("gatehouse: no tick, keys refresh only on demand: {status:?}"),
@@ -200,13 +296,18 @@ impl RootContext for KubernetesRoot {
     }
 
     fn on_tick(&mut self) {
+        let mut worker = self.worker.borrow_mut();
         if let Some(Worker {
             gate,
             keys,
+            grants,
             sessions,
             ..
-        }) = self.worker.borrow_mut().as_mut()
+        }) = worker.as_mut()
         {
+            if let Some(grants) = grants.as_mut() {
+                grants.on_tick(u64::try_from(now_micros() / 1000).unwrap_or_default());
+            }
             if let Some(verifier) = gate.verifier_mut() {
                 keys.on_tick(verifier, now_seconds());
             }
@@ -239,6 +340,7 @@ impl RootContext for KubernetesRoot {
             root_id: self.context_id,
             audit_id: String::new(),
             forward: None,
+            approval: None,
             key_fetch: None,
             fetches: 0,
             started_micros: 0,
@@ -262,6 +364,8 @@ struct KubernetesRequest {
     audit_id: String,
     /// Set once the request is admitted.
     forward: Option<Box<Forward>>,
+    /// The approval service call this request is held for, and its step.
+    approval: Option<(u32, Box<ApprovalStep>)>,
     /// The key fetch (call token) this request waits for.
     key_fetch: Option<u32>,
     fetches: u8,
@@ -363,6 +467,10 @@ impl KubernetesRequest {
                 }
                 Action::Pause
             }
+            Admission::Approval(step) => {
+                drop(guard);
+                self.hold_for_approval(step)
+            }
             Admission::FetchKeys(fetch) if self.fetches < MAX_FETCHES_PER_REQUEST => {
                 self.fetches = self.fetches.saturating_add(1);
                 let Worker { gate, keys, .. } = worker;
@@ -425,6 +533,80 @@ impl KubernetesRequest {
             host::log(LogLevel::Error, "gatehouse: could not send a local answer");
         }
         Action::Pause
+    }
+
+    /// Makes the approval service call a step names and holds the request
+    /// for its answer (other requests go on); answers at once when the step
+    /// says so.
+    fn hold_for_approval(&mut self, step: Box<ApprovalStep>) -> Action {
+        let service = self
+            .worker
+            .borrow()
+            .as_ref()
+            .and_then(|w| w.gate.policy().approval_service().cloned());
+        let started = service
+            .as_ref()
+            .map_or(Err(host::Status::NotFound), |service| {
+                host::approvals::call_waiting(
+                    service,
+                    step.call.method,
+                    &step.call.path,
+                    Some(step.call.body.as_bytes()),
+                    std::time::Duration::from_millis(step.call.timeout_ms),
+                )
+            });
+        if let Some(response) = &step.respond_now {
+            if started.is_err() {
+                host::log(
+                    LogLevel::Warn,
+                    "gatehouse: filing an approval request failed",
+                );
+            }
+            return self.respond_locally(response);
+        }
+        match started {
+            Ok(token) => {
+                self.approval = Some((token, step));
+                Action::Pause
+            }
+            Err(_) => self.conclude_approval(step, 0, &[]),
+        }
+    }
+
+    /// Applies the approval service's answer to a held request.
+    fn conclude_approval(&mut self, step: Box<ApprovalStep>, status: u16, body: &[u8]) -> Action {
+        let conclusion = self.worker.borrow_mut().as_mut().map(|worker| {
+            worker
+                .gate
+                .conclude_approval(*step, status, body, now_micros())
+        });
+        let Some(conclusion) = conclusion else {
+            return self.refuse_unconfigured();
+        };
+        match conclusion {
+            Conclusion::Forward(forward) => {
+                if let Some(worker) = self.worker.borrow_mut().as_mut() {
+                    count_decision(&mut worker.decisions, forward.decision());
+                }
+                apply_upstream_headers(&forward);
+                self.forward = Some(forward);
+                Action::Continue
+            }
+            Conclusion::Respond(response) => self.respond_locally(&response),
+        }
+    }
+
+    /// [`Self::respond`] with this worker's state.
+    fn respond_locally(&mut self, response: &LocalResponse) -> Action {
+        let shared = Rc::clone(&self.worker);
+        let mut guard = shared.borrow_mut();
+        match guard.as_mut() {
+            Some(worker) => self.respond(worker, response),
+            None => {
+                drop(guard);
+                self.refuse_unconfigured()
+            }
+        }
     }
 
     /// Answers a self-check once its body is whole (or too large to read).
@@ -508,6 +690,23 @@ fn apply_upstream_headers(forward: &Forward) {
 
 impl Context for KubernetesRequest {
     fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _: usize) {
+        if let Some((waiting, step)) = self.approval.take() {
+            if waiting != token {
+                self.approval = Some((waiting, step));
+                return;
+            }
+            let status = host::approvals::response_status();
+            let body = host::approvals::response_body(body_size);
+            if let Action::Continue = self.conclude_approval(step, status, &body)
+                && host::resume_http_request().is_err()
+            {
+                host::log(
+                    LogLevel::Error,
+                    "gatehouse: could not resume an approved request",
+                );
+            }
+            return;
+        }
         if self.key_fetch != Some(token) {
             return;
         }
@@ -540,6 +739,13 @@ impl HttpContext for KubernetesRequest {
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         self.request_complete = end_of_stream;
         self.request_body_bytes = body_size;
+        // A request held for approval (an upgrade, such as a WebSocket exec,
+        // has a body stream) stays held whatever arrives after its headers:
+        // Envoy would otherwise let the headers go on with the first body
+        // callback.
+        if self.approval.is_some() {
+            return Action::Pause;
+        }
         if self.review.is_some() {
             return self.answer_review(body_size, end_of_stream);
         }
@@ -616,6 +822,14 @@ impl HttpContext for KubernetesRequest {
                 // cleanly; its length is set again only if masking changes it.
                 Action::Pause
             }
+        }
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        if self.approval.is_some() {
+            Action::Pause
+        } else {
+            Action::Continue
         }
     }
 

@@ -32,6 +32,14 @@ pub const REASON_ANNOTATION: &str = "authorization.k8s.io/reason";
 pub const RULE_ANNOTATION: &str = "gatehouse.dev/rule";
 /// The policy action before it is folded into allow/forbid (`observe`, ...).
 pub const ACTION_ANNOTATION: &str = "gatehouse.dev/action";
+/// The approval request that let a `require_approval` request through.
+pub const APPROVAL_ANNOTATION: &str = "gatehouse.dev/approval";
+/// Who approved it, comma-separated.
+pub const APPROVERS_ANNOTATION: &str = "gatehouse.dev/approvers";
+/// `true` when the requester approved it themselves (break-glass).
+pub const APPROVAL_FORCED_ANNOTATION: &str = "gatehouse.dev/approval-forced";
+/// The reason the requester gave.
+pub const ACCESS_REASON_ANNOTATION: &str = "gatehouse.dev/access-reason";
 /// Comma-separated JSON paths masked in the response.
 pub const MASKED_FIELDS_ANNOTATION: &str = "gatehouse.dev/masked-fields";
 /// The client's `Kubectl-Session` header, to join a command's requests.
@@ -312,6 +320,32 @@ impl RequestAudit {
             annotations.insert(RULE_ANNOTATION, rule.clone());
         }
         self
+    }
+
+    /// Records that `approval` let a `require_approval` request through: the
+    /// authorization decision becomes `allow`, and the approval, its approvers
+    /// and the requester's reason are annotated.
+    pub fn approve(&mut self, approval: &gatehouse_core::approval::ApprovalRef) {
+        let annotations = &mut self.template.annotations;
+        annotations.insert(DECISION_ANNOTATION, "allow".to_owned());
+        let approvers = approval.approvers.join(", ");
+        let forced = if approval.forced {
+            " (break-glass)"
+        } else {
+            ""
+        };
+        annotations.insert(
+            REASON_ANNOTATION,
+            format!("approved under {} by {approvers}{forced}", approval.id),
+        );
+        annotations.insert(APPROVAL_ANNOTATION, approval.id.clone());
+        annotations.insert(APPROVERS_ANNOTATION, approvers);
+        if approval.forced {
+            annotations.insert(APPROVAL_FORCED_ANNOTATION, "true".to_owned());
+        }
+        if let Some(reason) = &approval.reason {
+            annotations.insert(ACCESS_REASON_ANNOTATION, reason.clone());
+        }
     }
 
     /// Adds a `gatehouse.dev/` annotation to every Event of the request.

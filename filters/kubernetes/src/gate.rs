@@ -18,8 +18,13 @@ pub use gatehouse_core::identity::KeyFetch;
 use gatehouse_core::identity::{Identity, TokenRejection, Verifier};
 use gatehouse_core::policy::{Action, Decision};
 
+mod approval;
 mod self_review;
 mod shadow;
+pub use approval::{
+    ApprovalMemory, ApprovalStep, Conclusion, LocalMemory, REASON_HEADER, RecentRefusal,
+    ServiceCall, remember,
+};
 pub use self_review::{MAX_REVIEW_BODY_BYTES, PendingReview, SELF_REVIEW_RULE};
 pub use shadow::{
     MODE_ANNOTATION, WOULD_BE_STATUS_ANNOTATION, WOULD_MASK_ANNOTATION, audit_filter_state_key,
@@ -44,6 +49,8 @@ pub struct Gate {
     verified_tokens: TokenCache,
     /// `sha256:<hex>` of the configuration, on every audit Event.
     policy_hash: String,
+    /// The grants this worker knows, once the glue connects them.
+    approvals: Option<approval::GateApprovals>,
 }
 
 /// What the glue knows when a request's headers arrive.
@@ -151,6 +158,12 @@ impl Forward {
         &self.decision
     }
 
+    /// Records that `approval` lets the request through.
+    pub fn approve(&mut self, approval: &gatehouse_core::approval::ApprovalRef) {
+        self.audit.approve(approval);
+        self.written = None;
+    }
+
     /// Notes the response fields that were masked in the records.
     pub fn set_masked_fields(&mut self, fields: &[String]) {
         if self.audit.set_masked_fields(fields) {
@@ -233,6 +246,9 @@ pub enum Admission {
     FetchKeys(KeyFetch),
     /// Let it through with these changes.
     Forward(Box<Forward>),
+    /// Needs approval: make the step's call, and hand its answer to
+    /// [`Gate::conclude_approval`] (or answer at once with its `respond_now`).
+    Approval(Box<ApprovalStep>),
     /// A self-check the gate answers itself once it has the request body:
     /// hand the whole body to [`Gate::answer_review`].
     ReadBody(Box<PendingReview>),
@@ -251,6 +267,7 @@ impl Gate {
             verifier,
             verified_tokens: TokenCache::default(),
             policy_hash: config_hash(json),
+            approvals: None,
         })
     }
 
@@ -336,6 +353,23 @@ impl Gate {
             stream: stream.as_ref(),
             identity: &identity,
         });
+        let mut plan = recording.and_then(|config| {
+            let session = SessionRequest {
+                info,
+                stream: stream.as_ref()?,
+                identity: &identity,
+                rule: decision.rule.as_deref(),
+                audit_id: head.audit_id,
+                policy_hash: &self.policy_hash,
+            };
+            RecordingPlan::for_request(config, &session)
+        });
+        if decision.action == Action::RequireApproval
+            && let Some(admission) =
+                self.admit_with_approval(head, info, &identity, &decision, mask, &mut plan)
+        {
+            return admission;
+        }
         if decision.action.blocks() {
             let reason = refusal_reason(&decision);
             let refusal = status::forbidden(info, &identity.subject, &reason);
@@ -350,17 +384,6 @@ impl Gate {
         let body_masker = mask
             .then(|| BodyMasker::for_request(info, self.policy.masking()))
             .flatten();
-        let plan = recording.and_then(|config| {
-            let session = SessionRequest {
-                info,
-                stream: stream.as_ref()?,
-                identity: &identity,
-                rule: decision.rule.as_deref(),
-                audit_id: head.audit_id,
-                policy_hash: &self.policy_hash,
-            };
-            RecordingPlan::for_request(config, &session)
-        });
         let mut forward = self.forward(head, &identity, (audit, decision), mask, body_masker);
         forward.recording = plan;
         Admission::Forward(Box::new(forward))
@@ -941,7 +964,7 @@ mod tests {
     fn exec_in_prod_is_a_403_status_naming_the_rule_with_long_running_records_for_dev() {
         let minter = minter();
         let mut gate = warm_gate(&minter);
-        let bearer = format!("Bearer {}", token(&minter, "developer", "developers"));
+        let bearer = format!("Bearer {}", token(&minter, "dba", "dba"));
         for method in ["GET", "POST"] {
             let refused = response(admit(
                 &mut gate,
@@ -953,7 +976,7 @@ mod tests {
             let status: serde_json::Value = serde_json::from_str(&refused.body).unwrap();
             assert_eq!(
                 status["message"],
-                "pods \"web-0\" is forbidden: User \"developer\" cannot create resource \"pods/exec\" in API group \"\" in the namespace \"prod\": denied by gatehouse rule no-exec-in-prod: exec, attach, port-forward and cp are not allowed in prod"
+                "pods \"web-0\" is forbidden: User \"dba\" cannot create resource \"pods/exec\" in API group \"\" in the namespace \"prod\": denied by gatehouse rule no-exec-in-prod: exec, attach, port-forward and cp are not allowed in prod"
             );
         }
         let allowed = forward(admit(
@@ -1026,7 +1049,7 @@ mod tests {
     fn the_deciding_rule_and_action_are_told_for_stats() {
         let minter = minter();
         let mut gate = warm_gate(&minter);
-        let bearer = format!("Bearer {}", token(&minter, "developer", "developers"));
+        let bearer = format!("Bearer {}", token(&minter, "dba", "dba"));
         let refused = response(admit(
             &mut gate,
             "POST",

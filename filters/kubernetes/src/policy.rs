@@ -22,6 +22,11 @@
 //! }
 //! ```
 //!
+//! `approvals` names the approval service (`{"cluster", "key", "poll_ms"?}`):
+//! with it, a request a `require_approval` rule matches is held while a
+//! person decides (up to the rule's `hold`), then forwarded or refused (see
+//! [`crate::gate`]); without it, such a request is refused like a denial.
+//!
 //! `mode` is `enforce` (the default) or `shadow`: a shadow instance never changes
 //! a request or answers one itself; its audit Events say what it would have done
 //! (see [`crate::gate`]).
@@ -39,6 +44,9 @@ use crate::exec::{StreamRequest, authorization_verb};
 use crate::masking::FieldMasking;
 use crate::recording::RecordingConfig;
 use crate::request_info::RequestInfo;
+use gatehouse_core::approval::{
+    ApprovalRequirement, ApprovalServiceConfig, Holding, rule_requirement,
+};
 use gatehouse_core::config::ConfigError;
 use gatehouse_core::identity::{Identity, IdentityConfig, Secret};
 use gatehouse_core::mask::MaskConfig;
@@ -90,6 +98,9 @@ struct PolicyDocument {
     masking: MaskingDocument,
     #[serde(default)]
     mode: Option<Value>,
+    /// The approval service (see [`ApprovalServiceConfig`]).
+    #[serde(default)]
+    approvals: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -110,6 +121,9 @@ struct RuleDocument {
     /// Whether responses to requests this rule lets through are masked.
     #[serde(default = "yes")]
     mask: bool,
+    /// Settings of a `require_approval` rule (see [`ApprovalRequirement`]).
+    #[serde(default)]
+    approval: Option<Value>,
     #[serde(rename = "match", default)]
     matcher: Option<Value>,
     /// Record the exec and attach sessions this rule admits (see
@@ -282,6 +296,8 @@ struct Rule {
     message: Option<String>,
     mask: bool,
     matcher: RequestMatch,
+    /// Who approves what this rule covers, when its action is `require_approval`.
+    approval: Option<Arc<ApprovalRequirement>>,
     recording: Option<Arc<RecordingConfig>>,
 }
 
@@ -392,6 +408,7 @@ pub struct Policy {
     upstream: UpstreamConfig,
     masking: MaskingConfig,
     mode: FilterMode,
+    approvals: Option<ApprovalServiceConfig>,
 }
 
 impl Policy {
@@ -414,6 +431,12 @@ impl Policy {
             Some(value) => {
                 let d: DefaultDocument = serde_json::from_value(value)
                     .map_err(|e| ConfigError::new("default", e.to_string()))?;
+                if d.action == Action::RequireApproval {
+                    return Err(ConfigError::new(
+                        "default.action",
+                        "require_approval belongs on a named rule with approval settings",
+                    ));
+                }
                 Decision {
                     action: d.action,
                     rule: None,
@@ -443,8 +466,16 @@ impl Policy {
             Some(value) => serde_json::from_value(value)
                 .map_err(|e| ConfigError::new("mode", e.to_string()))?,
         };
+        let approvals = doc
+            .approvals
+            .map(|value| {
+                ApprovalServiceConfig::from_json(value.to_string().as_bytes())
+                    .map_err(|e| e.under("approvals"))
+            })
+            .transpose()?;
         Ok(Policy {
             mode,
+            approvals,
             version: doc.version,
             identity: doc.identity,
             default,
@@ -477,6 +508,20 @@ impl Policy {
     /// Masking settings.
     pub fn masking(&self) -> &MaskingConfig {
         &self.masking
+    }
+
+    /// The approval service, when configured: without it `require_approval`
+    /// refuses like `deny`.
+    pub fn approval_service(&self) -> Option<&ApprovalServiceConfig> {
+        self.approvals.as_ref()
+    }
+
+    /// The approval settings of the `require_approval` rule named `rule`.
+    pub fn approval_requirement(&self, rule: &str) -> Option<&Arc<ApprovalRequirement>> {
+        self.rules
+            .iter()
+            .find(|r| r.name == rule)
+            .and_then(|r| r.approval.as_ref())
     }
 
     /// Judges a request: the first matching rule, else the default.
@@ -571,6 +616,12 @@ fn compile_rule(value: Value) -> Result<Rule, ConfigError> {
         None => RequestMatch::default(),
         Some(value) => compile_match(value).map_err(|e| e.under("match"))?,
     };
+    let approval = rule_requirement(
+        doc.action == Action::RequireApproval,
+        doc.approval,
+        Holding::Allowed,
+    )?
+    .map(Arc::new);
     let recording = doc
         .record
         .map(|value| RecordingConfig::from_value(value).map_err(|e| e.under("record")))
@@ -582,6 +633,7 @@ fn compile_rule(value: Value) -> Result<Rule, ConfigError> {
         message: doc.message,
         mask: doc.mask,
         matcher,
+        approval,
         recording,
     })
 }
@@ -756,15 +808,15 @@ mod tests {
                 &developer,
                 "GET",
                 "/api/v1/namespaces/prod/pods/web-0/exec?command=ls",
-                Deny,
-                "no-exec-in-prod",
+                RequireApproval,
+                "prod-exec-needs-admin",
             ),
             (
                 &developer,
                 "POST",
                 "/api/v1/namespaces/prod/pods/web-0/exec?command=ls",
-                Deny,
-                "no-exec-in-prod",
+                RequireApproval,
+                "prod-exec-needs-admin",
             ),
             (
                 &developer,
@@ -1039,6 +1091,22 @@ mod tests {
                 r#"{"masking": {"mask_text": ""}}"#,
                 "masking.mask_text: must be 1 to 256 bytes",
             ),
+            (
+                r#"{"rules": [{"name":"a","action":"require_approval"}]}"#,
+                "rules[0].approval: a require_approval rule must say who approves: {\"approvers\": [\"group\"]}",
+            ),
+            (
+                r#"{"rules": [{"name":"a","action":"require_approval","approval":{"approvers":["admin"],"hold":"1h"}}]}"#,
+                "rules[0].approval.hold: must be more than 0s and at most 300s",
+            ),
+            (
+                r#"{"rules": [{"name":"a","action":"allow","approval":{"approvers":["admin"]}}]}"#,
+                "rules[0].approval: only a require_approval rule takes approval settings",
+            ),
+            (
+                r#"{"default": {"action": "require_approval"}}"#,
+                "default.action: require_approval belongs on a named rule with approval settings",
+            ),
         ];
         for (json, expected) in cases {
             assert_eq!(
@@ -1046,6 +1114,21 @@ mod tests {
                 expected
             );
         }
+    }
+
+    #[test]
+    fn a_require_approval_rule_carries_its_approval_settings() {
+        let policy = Policy::from_json(
+            br#"{"rules": [{"name":"exec-prod","action":"require_approval",
+                "approval":{"approvers":["admin"],"hold":"30s","reason_required":true},
+                "match":{"resources":["pods/exec"]}}]}"#,
+        )
+        .unwrap();
+        let requirement = policy.approval_requirement("exec-prod").unwrap();
+        assert_eq!(requirement.approvers, ["admin"]);
+        assert_eq!(requirement.hold_seconds, 30);
+        assert!(requirement.reason_required);
+        assert!(policy.approval_requirement("other").is_none());
     }
 
     #[test]

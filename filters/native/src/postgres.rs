@@ -25,6 +25,9 @@
 //!   access-log format serves both builds.
 //! - A client asking for TLS with an SSLRequest gets it (`starttls`).
 //! - A login deadline closes the connection from an alarm, not a 20 ms tick.
+//! - No approval service: a configuration with `approvals` is refused (the
+//!   module cannot poll the service's grants for its workers). Without it,
+//!   `require_approval` rules refuse like `deny`, as in the Wasm build.
 
 use crate::keys::{SharedKeys, WorkerKeys};
 use crate::records::{RecordWriter, RecordsConfig};
@@ -84,6 +87,12 @@ pub enum ConfigError {
     Filter(gatehouse_core::config::ConfigError),
     #[error("the record writer could not start: {0}")]
     Writer(std::io::Error),
+    #[error(
+        "approvals: the native build cannot use the approval service (it does not poll its \
+         grants); use the Wasm build to file and grant approvals, or leave `approvals` out and \
+         require_approval rules refuse like deny"
+    )]
+    ApprovalsUnsupported,
 }
 
 /// The parts of a native configuration.
@@ -112,6 +121,15 @@ fn unwrap(bytes: &[u8]) -> Result<Unwrapped<'_>, ConfigError> {
         records: envelope.records,
         starttls: envelope.starttls,
     })
+}
+
+/// Refuses what the native build cannot do rather than ignore it: the
+/// approval service's grants are polled by the Wasm build's workers only.
+fn supported(config: &FilterConfig) -> Result<(), ConfigError> {
+    if config.approvals.is_some() {
+        return Err(ConfigError::ApprovalsUnsupported);
+    }
+    Ok(())
 }
 
 /// One Postgres filter configuration, shared by every worker.
@@ -148,6 +166,10 @@ impl PgConfig {
                 return Err(ConfigError::Filter(error));
             }
         };
+        if let Err(error) = supported(&parsed) {
+            count_config(envoy, &metrics, Counter::ConfigRejected);
+            return Err(error);
+        }
         let document: serde_json::Value = serde_json::from_slice(filter).unwrap_or_default();
         let labelled = LabelledStats::define(
             envoy,
@@ -260,6 +282,8 @@ impl NetworkFilterConfig for PgFilterConfig {
             mode: config.mode,
             login,
             buffered_high_water: Arc::clone(&config.buffered_high_water),
+            // Refused with the configuration (see `ConfigError::ApprovalsUnsupported`).
+            approvals: None,
         };
         Some(Box::new(PgFilter {
             glue: PgConnection::new(setup),
@@ -354,7 +378,8 @@ impl NetworkFilter for PgFilter {
             return FilterStatus::StopIteration;
         }
         self.with_host(connection, |glue, host| {
-            glue.on_data(host, Direction::FromClient, length, false);
+            // Nothing is held without an approval service: the flow is Continue.
+            let _ = glue.on_data(host, Direction::FromClient, length, false);
             host.start_key_fetches();
         });
         FilterStatus::Continue
@@ -367,7 +392,7 @@ impl NetworkFilter for PgFilter {
             return FilterStatus::Continue;
         }
         self.with_host(connection, |glue, host| {
-            glue.on_data(host, Direction::FromServer, length, end)
+            let _ = glue.on_data(host, Direction::FromServer, length, end);
         });
         FilterStatus::Continue
     }
@@ -500,7 +525,7 @@ impl PgFilter {
             .sum();
         if length > 0 {
             self.with_host(connection, |glue, host| {
-                glue.on_data(host, Direction::FromClient, length, false)
+                let _ = glue.on_data(host, Direction::FromClient, length, false);
             });
         }
         connection.continue_reading();
@@ -751,6 +776,18 @@ impl Host for NativeHost<'_> {
             }
         }
     }
+
+    /// Never called: a configuration with the approval service is refused.
+    fn approval_call(&mut self, _path: &str, _body: &[u8]) -> Result<u32, HostError> {
+        Err(HostError(ConfigError::ApprovalsUnsupported.to_string()))
+    }
+
+    fn share_grant_use(&mut self, _id: &str) {}
+
+    fn resume_client(&mut self) -> Result<(), HostError> {
+        self.connection.continue_reading();
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -782,6 +819,32 @@ mod tests {
         assert_eq!(records.address, "127.0.0.1:7070");
         assert_eq!(records.path, "/record");
         assert!(unwrapped.starttls);
+    }
+
+    #[test]
+    fn the_approval_service_is_refused_and_require_approval_rules_refuse_like_deny() {
+        let policy = r#""policy": {"rules": [{"name": "writes", "action": "require_approval",
+            "approval": {"approvers": ["dba"]}, "match": {"kinds": ["delete"]}}]}"#;
+        let with_service = format!(
+            r#"{{{policy}, "approvals": {{"cluster": "gatehouse_approvals", "key": "k-1"}}}}"#
+        );
+        let error = supported(&FilterConfig::from_json(with_service.as_bytes()).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("native build cannot use the approval service"),
+            "{error}"
+        );
+        let without = format!("{{{policy}}}");
+        let config = FilterConfig::from_json(without.as_bytes()).unwrap();
+        assert!(supported(&config).is_ok());
+        let ctx = gatehouse_postgres::policy::SessionContext::default();
+        let verdict = config
+            .policy
+            .unwrap()
+            .0
+            .decide(&ctx, "delete from t where id = 1");
+        assert!(verdict.decision.action.blocks(), "{verdict:?}");
     }
 
     #[test]

@@ -25,18 +25,33 @@
 //!   `gatehouse_pg_session_end_reason` and `gatehouse_build` (a host may prefix
 //!   the keys: the Wasm host's become `wasm.<key>`).
 //! - One record per statement and session event, as a JSON line.
+//!
+//! # Approvals
+//! With the approval service ([`Approvals`] in the [`Setup`]), the session asks
+//! for calls to it: filing a request as a statement is refused, and using up a
+//! single-use grant a statement relies on. The glue starts them through the
+//! host; a data event whose client bytes rely on a grant returns
+//! [`Flow::Hold`], and the bytes stay in Envoy's buffer until
+//! [`PgConnection::on_approval_answer`] has every use confirmed (a refused use
+//! ends the connection: held bytes can only go on unchanged or not at all).
 
 pub mod stats;
 
 pub use stats::{Counter, Family, Gauge, HistogramStat};
 
+use gatehouse_core::approval::GrantBook;
 use gatehouse_core::record::{EndReason, FilterMode, Record, Shared, StatementRecord};
+use gatehouse_postgres::approval::{ApprovalCall, ApprovalGate};
 use gatehouse_postgres::login::TokenLogin;
 use gatehouse_postgres::masking::{MaskingPolicy, SessionMasker};
+use gatehouse_postgres::policy::PgPolicy;
 use gatehouse_postgres::{
     CachedPolicy, CloseReason, ConnectionInfo, EngineConfig, Forward, Session, SessionSummary,
     Verdict,
 };
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -106,6 +121,34 @@ pub trait Host {
     /// The login deadline of this connection changed: `Some` (unix µs) when it
     /// must be closed if still logging in then, `None` when that is over.
     fn login_deadline(&mut self, deadline_us: Option<u64>);
+    /// Starts `POST path` with `body` to the approval service; its answer goes
+    /// to [`PgConnection::on_approval_answer`] with the returned token.
+    fn approval_call(&mut self, path: &str, body: &[u8]) -> Result<u32, HostError>;
+    /// Tells the other sessions of this Envoy that single-use grant `id` is
+    /// being used, so none relies on it too.
+    fn share_grant_use(&mut self, id: &str);
+    /// Lets the client bytes held since a [`Flow::Hold`] go on.
+    fn resume_client(&mut self) -> Result<(), HostError>;
+}
+
+/// What a data event asks of the host for the bytes it saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum Flow {
+    /// Let the (possibly replaced) bytes go on.
+    Continue,
+    /// Keep the client's bytes in Envoy's buffer until
+    /// [`Host::resume_client`]: they rely on a grant the service has yet to
+    /// confirm.
+    Hold,
+}
+
+/// A worker's share of the approval service: the grants it reads and the
+/// policy whose `require_approval` rules its sessions' gates apply.
+#[derive(Clone)]
+pub struct Approvals {
+    pub policy: Arc<PgPolicy>,
+    pub book: Rc<RefCell<GrantBook>>,
 }
 
 /// What every connection of a worker shares: the configuration and the
@@ -126,6 +169,20 @@ pub struct Setup {
     pub login: Option<(TokenLogin, u32)>,
     /// Highest `buffered_bytes` any connection reported, for the gauge.
     pub buffered_high_water: Arc<AtomicUsize>,
+    /// The approval service, when configured with a policy.
+    pub approvals: Option<Approvals>,
+}
+
+/// Client bytes held while single-use grants are used up at the service.
+#[derive(Default)]
+struct Held {
+    /// Calls whose answer the held bytes wait for.
+    consumes: BTreeSet<u32>,
+    /// Requests filed (their answers are only logged).
+    filings: BTreeSet<u32>,
+    /// Bytes at the start of Envoy's held buffer that the engine already
+    /// processed; later events carry them again, followed by new ones.
+    processed: usize,
 }
 
 /// What was last written to filter state, so unchanged values are not rewritten.
@@ -148,6 +205,7 @@ pub struct PgConnection {
     open: bool,
     /// A login deadline was handed to the host and not yet withdrawn.
     deadline_set: bool,
+    held: Held,
 }
 
 impl PgConnection {
@@ -160,6 +218,7 @@ impl PgConnection {
             closed: false,
             open: false,
             deadline_set: false,
+            held: Held::default(),
         }
     }
 
@@ -178,15 +237,19 @@ impl PgConnection {
     }
 
     /// `size` bytes arrived from one side; `server_finished` when the server
-    /// closed its side with them. Feeds them to the engine and applies its verdict.
+    /// closed its side with them. Feeds them to the engine and applies its
+    /// verdict. While client bytes are held, Envoy hands them again with the new
+    /// ones: only the new ones go to the engine, and everything stays held.
     pub fn on_data(
         &mut self,
         host: &mut impl Host,
         direction: Direction,
         size: usize,
         server_finished: bool,
-    ) {
-        let chunk = if size == 0 {
+    ) -> Flow {
+        let holding = direction == Direction::FromClient && !self.held.consumes.is_empty();
+        let held_flow = if holding { Flow::Hold } else { Flow::Continue };
+        let buffer = if size == 0 {
             Vec::new()
         } else {
             match host.read(direction, size) {
@@ -196,10 +259,16 @@ impl PgConnection {
                     // rather than pass bytes it has not seen.
                     host_error(host, "reading connection data", &error);
                     self.close(host);
-                    return;
+                    return held_flow;
                 }
             }
         };
+        let processed = if holding {
+            self.held.processed.min(buffer.len())
+        } else {
+            0
+        };
+        let (done, chunk) = buffer.split_at(processed);
         let counter = match direction {
             Direction::FromClient => Counter::ClientBytes,
             Direction::FromServer => Counter::ServerBytes,
@@ -211,20 +280,31 @@ impl PgConnection {
             unchanged()
         } else {
             match direction {
-                Direction::FromClient => session.on_frontend(&chunk, now),
-                Direction::FromServer => session.on_backend(&chunk, now),
+                Direction::FromClient => session.on_frontend(chunk, now),
+                Direction::FromServer => session.on_backend(chunk, now),
             }
         };
         if server_finished {
             // The client may be owed an error in place of the server's last word.
             let last = session.on_backend(&[], now);
-            verdict = merge(verdict, &chunk, last);
+            verdict = merge(verdict, chunk, last);
         }
-        if let Forward::Replace(bytes) = &verdict.forward
-            && let Err(error) = host.replace(direction, size, bytes)
-        {
-            host_error(host, "replacing connection data", &error);
-            verdict.close_connection = true;
+        let mut buffered = buffer.len();
+        if let Forward::Replace(bytes) = &verdict.forward {
+            let joined;
+            let out = if done.is_empty() {
+                bytes
+            } else {
+                joined = [done, bytes.as_slice()].concat();
+                &joined
+            };
+            match host.replace(direction, size, out) {
+                Ok(()) => buffered = out.len(),
+                Err(error) => {
+                    host_error(host, "replacing connection data", &error);
+                    verdict.close_connection = true;
+                }
+            }
         }
         if verdict.close_connection {
             match direction {
@@ -233,8 +313,83 @@ impl PgConnection {
             }
         }
         self.after_engine(host);
+        self.start_approval_calls(host);
         let spent = self.now_us(host).saturating_sub(now);
         host.record(HistogramStat::FilterTime, spent);
+        if direction == Direction::FromClient && !self.held.consumes.is_empty() {
+            // What the engine let through waits in Envoy's buffer until the
+            // service confirms every single-use grant it relies on.
+            self.held.processed = buffered;
+            return Flow::Hold;
+        }
+        Flow::Continue
+    }
+
+    /// The approval service answered call `token` with HTTP `status` (0: no
+    /// answer). A confirmed use releases the held bytes once every use they
+    /// wait for is confirmed; a refused one ends the connection.
+    pub fn on_approval_answer(&mut self, host: &mut impl Host, token: u32, status: u16) {
+        if self.held.filings.remove(&token) {
+            if !(200..300).contains(&status) {
+                host.log(
+                    Level::Warn,
+                    &format!("gatehouse postgres: filing an approval request failed ({status})"),
+                );
+            }
+            return;
+        }
+        if !self.held.consumes.remove(&token) {
+            return;
+        }
+        if status != 200 {
+            host.log(
+                Level::Warn,
+                &format!(
+                    "gatehouse postgres: the approval service refused to use a grant ({status}); \
+                     closing the connection"
+                ),
+            );
+            self.held.consumes.clear();
+            self.close(host);
+            return;
+        }
+        if self.held.consumes.is_empty() {
+            self.held.processed = 0;
+            if let Err(error) = host.resume_client() {
+                host_error(host, "releasing held client bytes", &error);
+                self.close(host);
+            }
+        }
+    }
+
+    /// Starts the approval service calls the session asked for.
+    fn start_approval_calls(&mut self, host: &mut impl Host) {
+        let calls = match self.session.as_mut() {
+            Some(session) if self.setup.approvals.is_some() => session.take_approval_calls(),
+            _ => return,
+        };
+        for call in calls {
+            match (
+                host.approval_call(&call.path(), call.body().as_bytes()),
+                &call,
+            ) {
+                (Ok(token), ApprovalCall::Consume { id, .. }) => {
+                    host.share_grant_use(id);
+                    self.held.consumes.insert(token);
+                }
+                (Ok(token), ApprovalCall::File { .. }) => {
+                    self.held.filings.insert(token);
+                }
+                (Err(error), ApprovalCall::Consume { .. }) => {
+                    // The grant cannot be confirmed: its statement must not run.
+                    host_error(host, "using an approval", &error);
+                    self.close(host);
+                }
+                (Err(error), ApprovalCall::File { .. }) => {
+                    host_error(host, "filing an approval request", &error);
+                }
+            }
+        }
     }
 
     /// The connection ended (`reason`: who closed it).
@@ -299,6 +454,13 @@ impl PgConnection {
         }
         if let Some(masking) = &setup.masking {
             session.set_masker(SessionMasker::new(Arc::clone(masking)));
+        }
+        if let Some(approvals) = &setup.approvals {
+            session.set_approval_gate(ApprovalGate::new(
+                Arc::clone(&approvals.policy),
+                Rc::clone(&approvals.book),
+                id,
+            ));
         }
         if let Some((authenticator, deadline_seconds)) = &setup.login {
             session.set_authenticator(Box::new(authenticator.clone()), *deadline_seconds);

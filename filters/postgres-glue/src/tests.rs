@@ -2,6 +2,7 @@
 //! PostgreSQL bytes, and what it does when a host call fails.
 
 use super::*;
+use gatehouse_postgres::policy::PgPolicy;
 use std::collections::BTreeMap;
 
 /// A host that records every call; buffers are given per direction.
@@ -21,6 +22,9 @@ struct FakeHost {
     records: Vec<serde_json::Value>,
     flushed: u32,
     deadlines: Vec<Option<u64>>,
+    approval_calls: Vec<String>,
+    grants_in_use: Vec<String>,
+    resumed: u32,
 }
 
 fn key(direction: Direction) -> &'static str {
@@ -97,6 +101,17 @@ impl Host for FakeHost {
     fn login_deadline(&mut self, deadline_us: Option<u64>) {
         self.deadlines.push(deadline_us);
     }
+    fn approval_call(&mut self, path: &str, _body: &[u8]) -> Result<u32, HostError> {
+        self.approval_calls.push(path.to_owned());
+        Ok(u32::try_from(self.approval_calls.len()).unwrap_or(u32::MAX))
+    }
+    fn share_grant_use(&mut self, id: &str) {
+        self.grants_in_use.push(id.to_owned());
+    }
+    fn resume_client(&mut self) -> Result<(), HostError> {
+        self.resumed += 1;
+        Ok(())
+    }
 }
 
 fn setup() -> Setup {
@@ -108,6 +123,7 @@ fn setup() -> Setup {
         mode: FilterMode::Enforce,
         login: None,
         buffered_high_water: Arc::default(),
+        approvals: None,
     }
 }
 
@@ -134,7 +150,7 @@ fn message(tag: u8, body: &[u8]) -> Vec<u8> {
 fn deliver(glue: &mut PgConnection, host: &mut FakeHost, direction: Direction, bytes: Vec<u8>) {
     let size = bytes.len();
     host.buffers.insert(key(direction), bytes);
-    glue.on_data(host, direction, size, false);
+    assert_eq!(glue.on_data(host, direction, size, false), Flow::Continue);
 }
 
 #[test]
@@ -205,7 +221,7 @@ fn a_buffer_the_host_cannot_read_closes_the_connection_unobserved_bytes_never_pa
     };
     let mut glue = PgConnection::new(setup());
     glue.on_new_connection(&mut host);
-    glue.on_data(&mut host, Direction::FromClient, 8, false);
+    let _ = glue.on_data(&mut host, Direction::FromClient, 8, false);
     assert_eq!(host.closed, 1);
     assert_eq!(host.counters[&Counter::HostErrors], 1);
     assert!(glue.closing());
@@ -267,4 +283,100 @@ fn stat_names_are_the_ones_both_builds_define() {
     );
     let names: std::collections::BTreeSet<&str> = Counter::ALL.iter().map(|c| c.name()).collect();
     assert_eq!(names.len(), Counter::ALL.len());
+}
+
+/// A worker whose policy asks approval for deletes, with a published
+/// single-use grant for `sql` run by `developer`.
+fn approvals_setup(sql: &str) -> Setup {
+    use gatehouse_core::approval::grant::statement_hash;
+    use gatehouse_core::approval::{Grant, GrantBook, GrantKind, GrantsDocument, Principal};
+    let policy = Arc::new(
+        PgPolicy::from_json(
+            br#"{"default": {"action": "allow"}, "rules": [{"name": "deletes",
+                "action": "require_approval", "approval": {"approvers": ["dba"]},
+                "match": {"kinds": ["delete"]}}]}"#,
+        )
+        .unwrap(),
+    );
+    let book = Rc::new(RefCell::new(GrantBook::default()));
+    book.borrow_mut().update(GrantsDocument {
+        grants: vec![Grant {
+            id: "apr-granted1".into(),
+            rule: "deletes".into(),
+            subject: "developer".into(),
+            kind: GrantKind::SingleUse,
+            hash: Some(statement_hash(sql.as_bytes(), &[])),
+            // Ten minutes past the fake host's clock, within the rule's validity.
+            until: 1_700_000_600,
+            approvers: vec![Principal {
+                subject: "dba".into(),
+                groups: vec!["dba".into()],
+            }],
+            forced: false,
+            reason: None,
+        }],
+        pending: vec![],
+    });
+    Setup {
+        policy: Some(CachedPolicy::new(
+            Arc::clone(&policy),
+            Rc::new(RefCell::new(Default::default())),
+        )),
+        approvals: Some(Approvals { policy, book }),
+        ..setup()
+    }
+}
+
+/// A session of `developer` past its login, with its statement sent: the
+/// flow of that data event.
+fn run_granted_statement(glue: &mut PgConnection, host: &mut FakeHost, sql: &str) -> Flow {
+    glue.on_new_connection(host);
+    deliver(
+        glue,
+        host,
+        Direction::FromClient,
+        startup("developer", "shop"),
+    );
+    let mut login = message(b'R', &0u32.to_be_bytes());
+    login.extend(message(b'Z', b"I"));
+    deliver(glue, host, Direction::FromServer, login);
+    let query = message(b'Q', format!("{sql}\0").as_bytes());
+    let size = query.len();
+    host.buffers.insert(key(Direction::FromClient), query);
+    glue.on_data(host, Direction::FromClient, size, false)
+}
+
+#[test]
+fn a_statement_on_a_single_use_grant_waits_for_the_service_to_confirm_its_use() {
+    let sql = "delete from t where id = 1";
+    let mut host = FakeHost::default();
+    let mut glue = PgConnection::new(approvals_setup(sql));
+    assert_eq!(run_granted_statement(&mut glue, &mut host, sql), Flow::Hold);
+    assert_eq!(host.approval_calls, ["/v1/requests/apr-granted1/consume"]);
+    assert_eq!(host.grants_in_use, ["apr-granted1"]);
+    // More bytes while held stay held; an unrelated answer releases nothing.
+    let mut more = host.buffers[&key(Direction::FromClient)].clone();
+    more.extend(message(b'Q', b"select 1\0"));
+    let size = more.len();
+    host.buffers.insert(key(Direction::FromClient), more);
+    assert_eq!(
+        glue.on_data(&mut host, Direction::FromClient, size, false),
+        Flow::Hold
+    );
+    glue.on_approval_answer(&mut host, 99, 200);
+    assert_eq!(host.resumed, 0);
+    glue.on_approval_answer(&mut host, 1, 200);
+    assert_eq!(host.resumed, 1);
+    assert_eq!(host.closed, 0);
+}
+
+#[test]
+fn a_use_the_service_refuses_ends_the_connection_with_the_statement_still_held() {
+    let sql = "delete from t where id = 2";
+    let mut host = FakeHost::default();
+    let mut glue = PgConnection::new(approvals_setup(sql));
+    assert_eq!(run_granted_statement(&mut glue, &mut host, sql), Flow::Hold);
+    glue.on_approval_answer(&mut host, 1, 409);
+    assert_eq!(host.resumed, 0);
+    assert_eq!(host.closed, 1);
 }

@@ -17,16 +17,19 @@
 //! context that holds a worker's shared state. Stats are `wasmcustom.<name>`
 //! and filter state keys `wasm.<key>` (see the glue crate for the names).
 
+use gatehouse_core::approval::ApprovalServiceConfig;
 use gatehouse_core::identity::Verifier;
 use gatehouse_core::record::{FilterMode, Shared};
 use gatehouse_host as host;
 use gatehouse_postgres::login::{LoginConfig, TokenLogin, WantedFetches};
 use gatehouse_postgres::masking::MaskingPolicy;
-use gatehouse_postgres::policy::PolicyCache;
+use gatehouse_postgres::policy::{PgPolicy, PolicyCache};
 use gatehouse_postgres::{CachedPolicy, CloseReason, EngineConfig, FilterConfig, PolicyConfig};
 use gatehouse_postgres_glue::{
-    Counter, Direction, Family, Gauge, HistogramStat, Host, HostError, Level, PgConnection, Setup,
+    Approvals, Counter, Direction, Family, Flow, Gauge, HistogramStat, Host, HostError, Level,
+    PgConnection, Setup,
 };
+use host::approvals::GrantDistribution;
 use host::keys::KeyDistribution;
 use host::metrics::{Histogram, LabelledCounter, Tally};
 use host::{BufferType, LogLevel, MetricType};
@@ -166,6 +169,10 @@ struct PostgresRoot {
     ticks: u32,
     /// Enforce, or observe only (the engine decides what that means).
     mode: FilterMode,
+    /// The approval service and this worker's grants, when configured.
+    approvals: Option<GrantDistribution>,
+    /// The compiled policy, whose `require_approval` rules the sessions' gates read.
+    policy_document: Option<Arc<PgPolicy>>,
 }
 
 /// This worker's token-login state: the verifier its sessions share and the
@@ -207,6 +214,9 @@ impl LoginRuntime {
     }
 }
 
+/// Shared-data key of the grants the approval service publishes.
+const GRANTS_KEY: &str = "gatehouse_pg_grants";
+
 /// How often the root context closes connections that asked for it.
 const CLOSE_TICK_MS: u32 = 20;
 /// Ticks between two scheduled key upkeeps (one second).
@@ -221,6 +231,11 @@ impl Context for PostgresRoot {
     }
 
     fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _: usize) {
+        if let Some(approvals) = self.approvals.as_mut()
+            && approvals.on_response(token, body_size)
+        {
+            return;
+        }
         let now_seconds = now_micros_or_zero().div_euclid(1_000_000);
         if let Some(login) = self.login.as_mut()
             && let Ok(mut verifier) = login.verifier.try_borrow_mut()
@@ -273,6 +288,10 @@ impl RootContext for PostgresRoot {
                 self.policy_hash = Some(Shared(Arc::from(config.hash)));
                 self.mode = config.mode;
                 self.masking = config.masking.map(|masking| masking.policy);
+                self.policy_document = config.policy.as_ref().map(|p| Arc::clone(&p.0));
+                self.approvals = config
+                    .approvals
+                    .map(|service| GrantDistribution::new(GRANTS_KEY, service));
                 self.policy = config.policy.map(|PolicyConfig(policy)| {
                     CachedPolicy::new(policy, Rc::new(RefCell::new(PolicyCache::default())))
                 });
@@ -305,6 +324,10 @@ impl RootContext for PostgresRoot {
     fn on_tick(&mut self) {
         host::records::flush();
         self.login_upkeep();
+        if let Some(approvals) = self.approvals.as_mut() {
+            let now_ms = u64::try_from(now_micros_or_zero() / 1000).unwrap_or_default();
+            approvals.on_tick(now_ms);
+        }
         let ids = std::mem::take(&mut *self.closing.borrow_mut());
         for id in ids {
             // A connection that is already gone cannot be selected: nothing to do.
@@ -328,6 +351,13 @@ impl RootContext for PostgresRoot {
                 .as_ref()
                 .map(|login| (login.authenticator(), login.config.deadline_seconds)),
             buffered_high_water: Arc::clone(&self.buffered_high_water),
+            approvals: match (&self.approvals, &self.policy_document) {
+                (Some(grants), Some(policy)) => Some(Approvals {
+                    policy: Arc::clone(policy),
+                    book: grants.book(),
+                }),
+                _ => None,
+            },
         };
         Some(Box::new(PostgresConnection {
             context_id,
@@ -337,6 +367,10 @@ impl RootContext for PostgresRoot {
                 rule_stats: Rc::clone(&self.rule_stats),
                 closing: Rc::clone(&self.closing),
                 login_deadlines: Rc::clone(&self.login_deadlines),
+                approval_service: self
+                    .approvals
+                    .as_ref()
+                    .map(|grants| Rc::new(grants.config().clone())),
             },
         }))
     }
@@ -388,6 +422,8 @@ struct WorkerShared {
     closing: Rc<RefCell<Vec<u32>>>,
     /// Connections still logging in: context id → deadline (unix µs).
     login_deadlines: Rc<RefCell<BTreeMap<u32, u64>>>,
+    /// The approval service, when configured.
+    approval_service: Option<Rc<ApprovalServiceConfig>>,
 }
 
 /// The proxy-wasm host of one callback of one connection.
@@ -522,6 +558,23 @@ impl Host for WasmHost<'_> {
             None => deadlines.remove(&self.context_id),
         };
     }
+
+    fn approval_call(&mut self, path: &str, body: &[u8]) -> Result<u32, HostError> {
+        let service = self
+            .shared
+            .approval_service
+            .as_ref()
+            .ok_or_else(|| HostError("no approval service is configured".into()))?;
+        host::approvals::call(service, "POST", path, Some(body)).map_err(host_error)
+    }
+
+    fn share_grant_use(&mut self, id: &str) {
+        host::approvals::share_used(GRANTS_KEY, id);
+    }
+
+    fn resume_client(&mut self) -> Result<(), HostError> {
+        host::resume_downstream().map_err(host_error)
+    }
 }
 
 struct PostgresConnection {
@@ -551,7 +604,21 @@ fn connection_id(bytes: Option<&[u8]>) -> u64 {
         .unwrap_or_default()
 }
 
-impl Context for PostgresConnection {}
+impl Context for PostgresConnection {
+    /// The approval service answered one of this connection's calls.
+    fn on_http_call_response(&mut self, token: u32, _: usize, _body_size: usize, _: usize) {
+        let status = host::approvals::response_status();
+        self.with_host(|glue, host| glue.on_approval_answer(host, token, status));
+    }
+}
+
+/// What Envoy does with the bytes of a data callback.
+fn action(flow: Flow) -> Action {
+    match flow {
+        Flow::Continue => Action::Continue,
+        Flow::Hold => Action::Pause,
+    }
+}
 
 impl StreamContext for PostgresConnection {
     fn on_new_connection(&mut self) -> Action {
@@ -560,15 +627,19 @@ impl StreamContext for PostgresConnection {
     }
 
     fn on_downstream_data(&mut self, data_size: usize, _end_of_stream: bool) -> Action {
-        self.with_host(|glue, host| glue.on_data(host, Direction::FromClient, data_size, false));
-        Action::Continue
+        let mut flow = Flow::Continue;
+        self.with_host(|glue, host| {
+            flow = glue.on_data(host, Direction::FromClient, data_size, false);
+        });
+        action(flow)
     }
 
     fn on_upstream_data(&mut self, data_size: usize, end_of_stream: bool) -> Action {
+        let mut flow = Flow::Continue;
         self.with_host(|glue, host| {
-            glue.on_data(host, Direction::FromServer, data_size, end_of_stream)
+            flow = glue.on_data(host, Direction::FromServer, data_size, end_of_stream);
         });
-        Action::Continue
+        action(flow)
     }
 
     fn on_downstream_close(&mut self, _peer_type: PeerType) {

@@ -18,9 +18,12 @@
 //! DETAIL:  denied by gatehouse rule no-ddl
 //! ```
 //!
+//! A statement waiting for approval also gets a HINT naming the request and the
+//! command that approves it (see [`crate::approval`]).
+//!
 //! Its ErrorResponse names the DO block's internals (CONTEXT, source file, line,
-//! routine); [`client_error`] keeps only severity, SQLSTATE, message and detail,
-//! so the client sees the two lines above and nothing else.
+//! routine); [`client_error`] keeps only severity, SQLSTATE, message, detail and
+//! hint, so the client sees the lines above and nothing else.
 
 use crate::protocol::{BackendMessage, ErrorField, FrontendMessage};
 use gatehouse_core::policy::{Action, Decision};
@@ -40,6 +43,8 @@ pub struct Denial {
     pub message: String,
     /// The error's DETAIL: which rule decided.
     pub detail: Option<String>,
+    /// The error's HINT: what to do about it (the approval request to wait for).
+    pub hint: Option<String>,
 }
 
 impl From<&str> for Denial {
@@ -48,6 +53,7 @@ impl From<&str> for Denial {
         Denial {
             message: message.to_owned(),
             detail: None,
+            hint: None,
         }
     }
 }
@@ -71,6 +77,15 @@ pub fn denial_message(decision: &Decision) -> Denial {
     Denial {
         message: clean(&message_text(decision)),
         detail: Some(clean(&detail)),
+        hint: None,
+    }
+}
+
+impl Denial {
+    /// The same denial with `hint` (control characters become spaces; empty: none).
+    pub fn with_hint(mut self, hint: &str) -> Denial {
+        self.hint = (!hint.is_empty()).then(|| clean(hint));
+        self
     }
 }
 
@@ -105,9 +120,10 @@ fn clean(text: &str) -> String {
 
 /// The DO block that makes the server raise the denial with SQLSTATE 42501.
 ///
-/// Message and detail are `E''` literals (backslash and quote escaped), which mean
-/// the same whatever `standard_conforming_strings` says; the dollar-quote tag is
-/// one neither literal contains, so the block cannot be closed early.
+/// Message, detail and hint are `E''` literals (backslash and quote escaped),
+/// which mean the same whatever `standard_conforming_strings` says; the
+/// dollar-quote tag is one no literal contains, so the block cannot be closed
+/// early.
 pub fn raise_block(denial: &Denial) -> String {
     let literal = |text: &str| {
         let mut literal = String::with_capacity(text.len() + 8);
@@ -126,15 +142,23 @@ pub fn raise_block(denial: &Denial) -> String {
         .as_deref()
         .map(|detail| format!(", DETAIL = E'{}'", literal(detail)))
         .unwrap_or_default();
+    let hint = denial
+        .hint
+        .as_deref()
+        .map(|hint| format!(", HINT = E'{}'", literal(hint)))
+        .unwrap_or_default();
     let mut tag = String::from("gh");
     let mut n = 0u32;
-    while message.contains(&format!("${tag}$")) || detail.contains(&format!("${tag}$")) {
+    while [&message, &detail, &hint]
+        .iter()
+        .any(|text| text.contains(&format!("${tag}$")))
+    {
         n += 1;
         tag = format!("gh{n}");
     }
     format!(
         "DO ${tag}$BEGIN RAISE EXCEPTION USING ERRCODE = '{DENIED_SQLSTATE}', \
-         MESSAGE = E'{message}'{detail}; END${tag}$"
+         MESSAGE = E'{message}'{detail}{hint}; END${tag}$"
     )
 }
 
@@ -195,12 +219,12 @@ pub fn is_denial(fields: &[ErrorField<'_>], denial: &Denial) -> bool {
 }
 
 /// The ErrorResponse the client gets for a raised denial: severity, SQLSTATE,
-/// message and the detail naming the rule only (no CONTEXT naming the DO block,
-/// no source file, line or routine).
+/// message, the detail naming the rule and the hint only (no CONTEXT naming
+/// the DO block, no source file, line or routine).
 pub fn client_error(fields: &[ErrorField<'_>]) -> Vec<u8> {
     let kept: Vec<ErrorField<'_>> = fields
         .iter()
-        .filter(|(code, _)| matches!(code, b'S' | b'V' | b'C' | b'M' | b'D'))
+        .filter(|(code, _)| matches!(code, b'S' | b'V' | b'C' | b'M' | b'D' | b'H'))
         .copied()
         .collect();
     let mut out = Vec::new();
@@ -280,13 +304,27 @@ mod tests {
     }
 
     #[test]
-    fn client_error_keeps_only_severity_code_message_and_detail() {
+    fn a_hint_is_escaped_and_comes_after_the_detail() {
+        let denial = Denial::from("needs approval").with_hint("run 'gatehouse approve apr-x'\n");
+        assert_eq!(
+            raise_block(&denial),
+            "DO $gh$BEGIN RAISE EXCEPTION USING ERRCODE = '42501', MESSAGE = E'needs approval', \
+             HINT = E'run ''gatehouse approve apr-x'' '; END$gh$"
+        );
+        let block = raise_block(&Denial::from("m").with_hint("x $gh$ y"));
+        assert!(block.starts_with("DO $gh1$BEGIN"), "{block}");
+        assert_eq!(Denial::from("m").with_hint("").hint, None);
+    }
+
+    #[test]
+    fn client_error_keeps_only_severity_code_message_detail_and_hint() {
         let fields: Vec<ErrorField<'_>> = vec![
             (b'S', b"ERROR"),
             (b'V', b"ERROR"),
             (b'C', b"42501"),
             (b'M', b"no"),
             (b'D', b"denied by gatehouse rule r"),
+            (b'H', b"ask"),
             (b'W', b"PL/pgSQL function inline_code_block line 1 at RAISE"),
             (b'F', b"pl_exec.c"),
             (b'L', b"3907"),
@@ -298,7 +336,7 @@ mod tests {
         assert_eq!(&out[..1], b"E");
         assert_eq!(
             &out[5..],
-            b"SERROR\0VERROR\0C42501\0Mno\0Ddenied by gatehouse rule r\0\0"
+            b"SERROR\0VERROR\0C42501\0Mno\0Ddenied by gatehouse rule r\0Hask\0\0"
         );
     }
 }

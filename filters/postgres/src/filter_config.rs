@@ -17,6 +17,11 @@
 //! - `masking`: masking of what the server sends back ([`MaskingPolicy`], shape in
 //!   [`crate::masking::config`], demo in `examples/postgres-masking.json`); without
 //!   it nothing is masked.
+//! - `approvals`: the approval service
+//!   ([`ApprovalServiceConfig`](gatehouse_core::approval::ApprovalServiceConfig)):
+//!   with it, statements a `require_approval` rule matches are refused with a
+//!   request filed, and pass once approved (see [`crate::approval`]); without
+//!   it they are refused like denials.
 //! - `mode`: `"enforce"` (the default) or `"shadow"`: observe only. A shadow
 //!   instance never changes the traffic; its records (`"mode": "shadow"`) say
 //!   what it would have denied and masked. See `envoy/README.md` for running one
@@ -26,6 +31,7 @@ use crate::config::EngineConfig;
 use crate::login::LoginConfig;
 use crate::masking::MaskingPolicy;
 use crate::policy::PgPolicy;
+use gatehouse_core::approval::ApprovalServiceConfig;
 use gatehouse_core::config::{ConfigError, config_hash};
 use gatehouse_core::identity::Verifier;
 use gatehouse_core::record::FilterMode;
@@ -47,6 +53,8 @@ pub struct FilterConfig {
     pub masking: Option<MaskingConfig>,
     /// Enforce, or observe only.
     pub mode: FilterMode,
+    /// The approval service, when configured.
+    pub approvals: Option<ApprovalServiceConfig>,
 }
 
 /// A compiled masking policy; two are equal when compiled from the same document.
@@ -95,6 +103,8 @@ struct RawFilterConfig {
     masking: Option<serde_json::Value>,
     #[serde(default)]
     mode: Option<serde_json::Value>,
+    #[serde(default)]
+    approvals: Option<serde_json::Value>,
 }
 
 impl FilterConfig {
@@ -141,12 +151,14 @@ impl FilterConfig {
             });
         let mode =
             part(raw.mode, "mode", ConfigError::parse_json::<FilterMode>)?.unwrap_or_default();
+        let approvals = part(raw.approvals, "approvals", ApprovalServiceConfig::from_json)?;
         Ok(FilterConfig {
             engine,
             policy,
             token_login,
             masking,
             mode,
+            approvals,
             hash: config_hash(json),
         })
     }
@@ -249,6 +261,20 @@ mod tests {
         let error = FilterConfig::from_json(br#"{"mode": "audit"}"#).unwrap_err();
         assert_eq!(error.path, "mode");
         assert!(error.to_string().contains("shadow"), "{error}");
+    }
+
+    #[test]
+    fn the_approval_service_is_read_from_the_approvals_key() {
+        let config = FilterConfig::from_json(
+            br#"{"approvals": {"cluster": "gatehouse_approvals", "key": "k-1234"}}"#,
+        )
+        .unwrap();
+        assert_eq!(config.approvals.unwrap().cluster, "gatehouse_approvals");
+        let error = FilterConfig::from_json(
+            br#"{"approvals": {"cluster": "c", "key": "k", "poll_ms": 1}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(error.path, "approvals.poll_ms");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 pub mod policy;
 pub mod sql;
 
+pub mod approval;
 pub mod config;
 pub mod deny;
 pub mod fastpath;

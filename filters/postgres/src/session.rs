@@ -75,6 +75,7 @@ use gatehouse_core::record::{
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
+mod approvals;
 mod enforce;
 mod fastpath;
 mod login;
@@ -179,6 +180,8 @@ struct StatementText {
     kind: Option<String>,
     /// The policy's decision, when a policy judged the text.
     decision: Option<Decision>,
+    /// The approval it runs under, when a `require_approval` rule matched it.
+    approval: Option<gatehouse_core::approval::ApprovalRef>,
 }
 
 #[derive(Debug, Clone)]
@@ -236,6 +239,9 @@ enum Pending {
     /// The engine's Bind of its private portal in place of a denied Describe: its
     /// BindComplete is not the client's.
     DenialBind,
+    /// The engine's Close or Parse of its private statement in place of a Bind
+    /// that needs approval: its answer is not the client's.
+    DenialPrelude,
     /// A Query of the engine's own (see `fastpath`): its answers, through
     /// ReadyForQuery, are consumed.
     Own(fastpath::OwnRequest),
@@ -317,6 +323,8 @@ pub struct Session {
     mode: FilterMode,
     /// Shadow mode with token login: the passive check of the client's token.
     shadow_login: Option<shadow::ShadowLogin>,
+    /// Connected to the approval service (see [`Session::set_approval_gate`]).
+    approvals: Option<approvals::SessionApprovals>,
     /// The settings that decide how the server lexes, as it last reported them.
     server_lexing: crate::policy::Lexing,
     /// Why an enforcing session would have refused the startup parameters (shadow
@@ -386,6 +394,7 @@ impl Session {
             policy_hash: None,
             mode: FilterMode::Enforce,
             shadow_login: None,
+            approvals: None,
             server_lexing: crate::policy::Lexing::default(),
             startup_refusal: None,
             protocol_options: Vec::new(),
@@ -1266,7 +1275,7 @@ impl Session {
                     .then(|| self.parameter_values(&bind));
                 self.register_portal(bind.portal.to_vec(), bind.statement.to_vec(), parameters);
                 self.pending.push_back(Pending::Bind);
-                return Ok(self.enforce_bind(bind.portal, bind.statement));
+                return Ok(self.enforce_bind(&bind, now_us));
             }
             FrontendMessage::Describe { kind, name } => {
                 return Ok(self.enforce_describe(kind, name, now_us));
@@ -1345,6 +1354,7 @@ impl Session {
             truncated: truncated || cut,
             kind,
             decision: None,
+            approval: None,
         }
     }
 
@@ -1735,6 +1745,7 @@ impl Session {
             self.summary.errors += 1;
         }
         let header = self.next_header(run.start_us);
+        let approval = run.text.as_ref().and_then(|t| t.approval.clone());
         let (statement, statement_truncated, kind, decision) = match &run.text {
             Some(t) => (
                 Some(t.text.clone()),
@@ -1776,6 +1787,8 @@ impl Session {
             bytes_from_client: run.bytes_from_client,
             bytes_to_client: std::mem::take(&mut self.backend_bytes_since_record),
             decision,
+            approval,
+            access_reason: self.access_reason(),
             masking,
         };
         self.push_record(Record::Statement(Box::new(record)));

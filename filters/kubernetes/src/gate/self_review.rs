@@ -605,8 +605,13 @@ mod tests {
         );
         let exec = can_i(json!({"resourceAttributes": {
             "namespace": "prod", "verb": "create", "resource": "pods", "subresource": "exec"}}));
+        // A developer's exec in prod waits for an admin's approval.
+        assert_eq!(exec["allowed"], false);
         assert!(
-            exec["reason"].as_str().unwrap().contains("no-exec-in-prod"),
+            exec["reason"]
+                .as_str()
+                .unwrap()
+                .starts_with("needs approval under gatehouse rule prod-exec-needs-admin"),
             "{exec}"
         );
         let allowed = can_i(json!({"resourceAttributes": {

@@ -184,13 +184,15 @@ mod tests {
             &[("authorization", &bearer)],
         );
         unchanged(&forward);
-        assert_eq!(forward.decision().action, Action::Deny);
+        // The demo policy asks an admin's approval for a developer's exec in
+        // prod; a shadow instance never holds or files, it records.
+        assert_eq!(forward.decision().action, Action::RequireApproval);
         let event = event(&forward, 101);
         let annotations = &event["annotations"];
         assert_eq!(annotations[MODE_ANNOTATION], "shadow");
         assert_eq!(annotations[WOULD_BE_STATUS_ANNOTATION], "403");
         assert_eq!(annotations["authorization.k8s.io/decision"], "forbid");
-        assert_eq!(annotations["gatehouse.dev/rule"], "no-exec-in-prod");
+        assert_eq!(annotations["gatehouse.dev/rule"], "prod-exec-needs-admin");
         assert_eq!(event["user"]["username"], "developer");
         assert_eq!(event["responseStatus"]["code"], 101);
     }

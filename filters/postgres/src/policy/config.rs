@@ -4,6 +4,7 @@
 //! e.g. `rules[2].match.kinds[0]: unknown statement kind "selct"`.
 
 use crate::sql::{Access, StatementKind};
+use gatehouse_core::approval::{ApprovalRequirement, Holding, rule_requirement};
 use gatehouse_core::config::ConfigError;
 use gatehouse_core::policy::{
     Action, Decision, IdentityMatch, OneOrMany, Wildcard, compile_wildcards,
@@ -12,6 +13,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -41,6 +43,9 @@ struct RuleDoc {
     action: String,
     #[serde(default)]
     message: Option<String>,
+    /// Settings of a `require_approval` rule (see [`ApprovalRequirement`]).
+    #[serde(default)]
+    approval: Option<Value>,
     #[serde(rename = "match", default)]
     matches: Option<Value>,
 }
@@ -116,6 +121,8 @@ pub(crate) struct Rule {
     pub objects: Vec<(ObjectPattern, Option<Access>)>,
     pub functions: Vec<Wildcard>,
     pub properties: Vec<(&'static str, bool)>,
+    /// Who approves what this rule covers, when its action is `require_approval`.
+    pub approval: Option<Arc<ApprovalRequirement>>,
 }
 
 /// The compiled document.
@@ -169,6 +176,12 @@ fn outcome(value: Option<Value>, path: &str, rule: Option<&str>) -> Result<Decis
     };
     let doc: OutcomeDoc = from_value(value, path)?;
     let action = parse_action(&doc.action, &format!("{path}.action"))?;
+    if action == Action::RequireApproval {
+        return Err(ConfigError::new(
+            format!("{path}.action"),
+            "require_approval belongs on a named rule with approval settings",
+        ));
+    }
     Ok(Decision {
         action,
         rule: rule.map(str::to_string),
@@ -222,6 +235,13 @@ fn compile_rule(value: Value, path: &str) -> Result<Rule, ConfigError> {
         ));
     }
     let action = parse_action(&doc.action, &format!("{path}.action"))?;
+    let approval = rule_requirement(
+        action == Action::RequireApproval,
+        doc.approval,
+        Holding::NotPossible,
+    )
+    .map_err(|e| e.under(path))?
+    .map(Arc::new);
     let decision = Decision {
         action,
         message: doc
@@ -294,5 +314,6 @@ fn compile_rule(value: Value, path: &str) -> Result<Rule, ConfigError> {
         objects,
         functions: compile_wildcards("functions", &m.functions).map_err(under)?,
         properties,
+        approval,
     })
 }

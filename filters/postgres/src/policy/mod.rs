@@ -16,10 +16,12 @@ pub use config::UNPARSEABLE_RULE;
 use crate::sql::lexer::{self, Lexed, TokenKind};
 use crate::sql::{self, Analysis, Limits, Settings, StatementInfo, StatementKind, encoding};
 use config::Rule;
+use gatehouse_core::approval::ApprovalRequirement;
 use gatehouse_core::config::ConfigError;
 use gatehouse_core::identity::Identity;
 use gatehouse_core::policy::{Action, Decision};
 use serde::Serialize;
+use std::sync::Arc;
 
 /// What the policy may match on besides the SQL: who is connected, to what, as whom,
 /// and how the server will read the text.
@@ -224,6 +226,14 @@ impl PgPolicy {
 
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// The approval settings of the `require_approval` rule named `rule`.
+    pub fn approval_requirement(&self, rule: &str) -> Option<&Arc<ApprovalRequirement>> {
+        self.rules
+            .iter()
+            .find(|r| r.decision.rule.as_deref() == Some(rule))
+            .and_then(|r| r.approval.as_ref())
     }
 
     /// Which rules apply to the session at all.

@@ -180,6 +180,7 @@ fn rules_match_on_database_role_subject_and_claims() {
             {"name": "prod-reads-only", "action": "deny", "message": "read-only here",
              "match": {"databases": ["prod*"], "roles": ["app_*"], "kinds": ["insert"]}},
             {"name": "payments-team", "action": "require_approval",
+             "approval": {"approvers": ["finance-leads"]},
              "match": {"claims": {"team": "payments"}, "writes": ["billing.*"]}},
             {"name": "bob-secrets", "action": "deny",
              "match": {"subjects": ["bob"], "reads": ["secrets.*", "*.api_keys"]}}
@@ -299,8 +300,16 @@ fn cache_separates_sessions_to_which_different_rules_apply() {
             .action,
         Action::Deny
     );
-    // ci and agent match the same rules, so they share the entry.
-    assert_eq!(cache.stats(), (1, 2));
+    assert_eq!(
+        cache
+            .decide(&policy, &ctx("developer"), "truncate t")
+            .decision
+            .action,
+        Action::Deny
+    );
+    // developer and agent match the same rules, so they share the entry; ci
+    // differs from them (customer writes need approval only for the other two).
+    assert_eq!(cache.stats(), (1, 3));
 }
 
 #[test]
@@ -367,6 +376,26 @@ fn config_errors_name_their_path() {
             "rules[0].match.claims.team[0]: pattern must not be empty",
         ),
         (
+            r#"{"rules": [{"name": "a", "action": "require_approval"}]}"#,
+            r#"rules[0].approval: a require_approval rule must say who approves: {"approvers": ["group"]}"#,
+        ),
+        (
+            r#"{"rules": [{"name": "a", "action": "require_approval", "approval": {"approvers": ["dba"], "approvals": 0}}]}"#,
+            "rules[0].approval.approvals: must be 1 to 10",
+        ),
+        (
+            r#"{"rules": [{"name": "a", "action": "require_approval", "approval": {"approvers": ["dba"], "hold": "30s"}}]}"#,
+            "rules[0].approval.hold: this filter cannot hold a statement: it refuses at once and the client retries once approved",
+        ),
+        (
+            r#"{"rules": [{"name": "a", "action": "deny", "approval": {"approvers": ["dba"]}}]}"#,
+            "rules[0].approval: only a require_approval rule takes approval settings",
+        ),
+        (
+            r#"{"default": {"action": "require_approval"}}"#,
+            "default.action: require_approval belongs on a named rule with approval settings",
+        ),
+        (
             r#"{"default": {"action": "maybe"}}"#,
             r#"default.action: unknown action "maybe" (expected allow, deny, observe or require_approval)"#,
         ),
@@ -374,6 +403,28 @@ fn config_errors_name_their_path() {
     for (json, expected) in cases {
         assert_eq!(config_error(json), expected, "for {json}");
     }
+}
+
+#[test]
+fn a_require_approval_rule_carries_its_approval_settings() {
+    let policy = PgPolicy::from_json(
+        br#"{"rules": [
+            {"name": "plain", "action": "deny"},
+            {"name": "writes", "action": "require_approval",
+             "approval": {"approvers": ["dba"], "approvals": 2, "valid": "30m", "grant": "window"}}
+        ]}"#,
+    )
+    .unwrap();
+    let requirement = policy.approval_requirement("writes").unwrap();
+    assert_eq!(requirement.approvers, ["dba"]);
+    assert_eq!(requirement.approvals, 2);
+    assert_eq!(requirement.valid_seconds, 1800);
+    assert_eq!(
+        requirement.grant,
+        gatehouse_core::approval::GrantKind::Window
+    );
+    assert!(policy.approval_requirement("plain").is_none());
+    assert!(policy.approval_requirement("missing").is_none());
 }
 
 #[test]

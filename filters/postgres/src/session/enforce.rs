@@ -14,6 +14,7 @@
 //! The server's ErrorResponse for the denial loses its CONTEXT, file, line and
 //! routine fields on the way back.
 
+use super::approvals::Gated;
 use super::{Action, Pending, Phase, Session, StatementRun, StatementText};
 use crate::deny;
 use crate::framing::{Forward, Output};
@@ -44,7 +45,7 @@ impl Session {
         self.statement_policy.is_some()
     }
 
-    fn policy_context(&self) -> SessionContext {
+    pub(super) fn policy_context(&self) -> SessionContext {
         let client = &*self.client;
         SessionContext {
             identity: self
@@ -150,18 +151,32 @@ impl Session {
     /// A simple Query: enqueued as usual when allowed; when blocked, recorded as one
     /// denied statement (the whole text) and replaced by the raising block.
     pub(super) fn enforce_query(&mut self, sql: &[u8], now_us: u64) -> Action {
+        if let Some(action) = self.set_reason_query(sql, now_us) {
+            return action;
+        }
         let decision = self.judge_text(sql, now_us);
         let Some(blocking) = decision.clone().filter(|d| self.applies(d)) else {
             self.enqueue_query(sql, false, decision, now_us);
             return Action::Pass;
         };
-        let message = deny::denial_message(&blocking);
+        let mut hint = String::new();
+        if self.approval_applies(&blocking) {
+            match self.gate(&blocking, sql, &[], now_us) {
+                Gated::Run(approval) => {
+                    self.enqueue_query(sql, false, decision, now_us);
+                    self.attach_approval_to_last_query(&approval);
+                    return Action::Pass;
+                }
+                Gated::Refuse(_, refusal_hint) => hint = refusal_hint,
+            }
+        }
+        let denial = deny::denial_message(&blocking).with_hint(&hint);
         let mut text = self.statement_text(sql, false);
         text.decision = Some(blocking);
         let mut run = StatementRun::new(PgProtocol::Simple, Some(Arc::new(text)), now_us);
         run.bytes_from_client = std::mem::take(&mut self.frontend_bytes_since_record);
         self.pending.push_back(Pending::Query([run].into()));
-        Action::Replace(deny::query(&message))
+        Action::Replace(deny::query(&denial))
     }
 
     /// A Parse: registered with its decision; a blocked one is remembered by name
@@ -174,11 +189,20 @@ impl Session {
     ) -> Result<Action, String> {
         let decision = self.judge_text(sql, now_us);
         self.register_statement(name.to_vec(), sql, false, decision.clone());
+        self.forget_gated(name);
         let key = super::server_name(name);
         let Some(blocking) = decision.filter(|d| self.applies(d)) else {
             self.denied_statements.remove(key);
             return Ok(Action::Pass);
         };
+        // Approval is checked at each Bind, with the parameters.
+        if self.approval_applies(&blocking)
+            && self.statements_by_name.contains_key(key)
+            && self.gate_parse(name, sql)
+        {
+            self.denied_statements.remove(key);
+            return Ok(Action::Pass);
+        }
         if !self.denied_statements.contains_key(key)
             && self.denied_statements.len() >= self.config.max_prepared_statements
         {
@@ -200,8 +224,13 @@ impl Session {
         Ok(Action::Replace(deny::parse(name, &message)))
     }
 
-    /// A Bind (already registered): to a denied statement it loses its parameters.
-    pub(super) fn enforce_bind(&mut self, portal: &[u8], statement: &[u8]) -> Action {
+    /// A Bind (already registered): to a denied statement it loses its
+    /// parameters; to one needing approval it is checked with them.
+    pub(super) fn enforce_bind(&mut self, bind: &pg::Bind<'_>, now_us: u64) -> Action {
+        if let Some(action) = self.gate_bind(bind, now_us) {
+            return action;
+        }
+        let (portal, statement) = (bind.portal, bind.statement);
         let Some(text) = self
             .denied_statements
             .get(super::server_name(statement))
@@ -240,6 +269,7 @@ impl Session {
     pub(super) fn forget_denied(&mut self, kind: u8, name: &[u8]) {
         if kind == b'S' {
             self.denied_statements.remove(super::server_name(name));
+            self.forget_gated(name);
         }
     }
 
@@ -250,6 +280,12 @@ impl Session {
         match msg {
             BackendMessage::BindComplete
                 if matches!(self.pending.front(), Some(Pending::DenialBind)) =>
+            {
+                self.pending.pop_front();
+                Some(Action::Drop)
+            }
+            BackendMessage::CloseComplete | BackendMessage::ParseComplete
+                if matches!(self.pending.front(), Some(Pending::DenialPrelude)) =>
             {
                 self.pending.pop_front();
                 Some(Action::Drop)

@@ -183,7 +183,9 @@ impl Session {
 
     /// A policy decision with masking's own say added: a text whose lineage
     /// would carry masked values where they are not masked (or, as the
-    /// masking policy says, compute result columns from them) is denied.
+    /// masking policy says, compute result columns from them) is denied,
+    /// even when the policy would let it run once approved (an approval is
+    /// for the policy's concern, not a way around masking).
     pub(super) fn with_masking_refusal(
         &mut self,
         sql: &[u8],
@@ -193,7 +195,10 @@ impl Session {
         if let Some(masker) = self.masker.as_mut() {
             masker.set_lexing(lexing);
         }
-        if decision.as_ref().is_some_and(|d| d.action.blocks()) {
+        if decision
+            .as_ref()
+            .is_some_and(|d| d.action == gatehouse_core::policy::Action::Deny)
+        {
             return decision;
         }
         let identity = self

@@ -3,6 +3,7 @@
 
 #![allow(clippy::indexing_slicing)]
 
+mod approvals;
 mod captures;
 mod deny;
 mod fastpath;

@@ -1,0 +1,225 @@
+//! The session's side of approvals (see [`crate::approval`]): statements a
+//! `require_approval` rule matches, when the filter is connected to the
+//! approval service.
+//!
+//! - A simple Query is checked at once, its hash over its exact text.
+//! - A Parse is forwarded (preparing runs nothing) and its text kept; each
+//!   Bind is checked with its parameters. A refused Bind is replaced by
+//!   Close + Parse of a private statement holding the raising block + Bind of
+//!   the client's portal to it, so the portal's Execute raises the refusal
+//!   (the Close's and Parse's answers are not the client's and are dropped).
+//! - `SET gatehouse.reason = '…'` sets the session's reason: it is recorded,
+//!   sent with every request, and reaches the server only as
+//!   [`REASON_REPLACEMENT`].
+//!
+//! Without the approval service, `require_approval` refuses like a denial.
+
+use super::{Action, Pending, Session, StatementText};
+use crate::approval::{ApprovalAsk, ApprovalCall, ApprovalGate, GateAnswer, REASON_REPLACEMENT};
+use crate::deny;
+use crate::protocol::{self as pg, FrontendMessage};
+use gatehouse_core::approval::ApprovalRef;
+use gatehouse_core::policy::{Action as PolicyAction, Decision};
+use gatehouse_core::record::Shared;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// The private statement a refused Bind's portal is bound to. Statement names
+/// are arbitrary bytes; a client never picks one starting with a control byte.
+const PRIVATE_STATEMENT: &[u8] = b"\x01gatehouse_approval";
+
+/// Approval state of one session.
+pub(super) struct SessionApprovals {
+    gate: ApprovalGate,
+    /// What the session said it is doing (`SET gatehouse.reason`).
+    reason: Option<Shared<str>>,
+    /// Exact texts of prepared statements waiting for their Binds' check.
+    gated: HashMap<Vec<u8>, Arc<[u8]>>,
+}
+
+/// How a statement needing approval goes on.
+pub(super) enum Gated {
+    /// Forward it; records name the approval.
+    Run(ApprovalRef),
+    /// Refuse it with this decision (the rule's, with its message) and HINT.
+    Refuse(Decision, String),
+}
+
+impl Session {
+    /// Connects the session to the approval service through `gate`: statements
+    /// a `require_approval` rule matches are then refused with a request filed,
+    /// and pass once approved.
+    pub fn set_approval_gate(&mut self, gate: ApprovalGate) {
+        self.approvals = Some(SessionApprovals {
+            gate,
+            reason: None,
+            gated: HashMap::new(),
+        });
+    }
+
+    /// Calls to the approval service the glue must make, in order (see
+    /// [`ApprovalCall`]).
+    pub fn take_approval_calls(&mut self) -> Vec<ApprovalCall> {
+        self.approvals
+            .as_mut()
+            .map(|a| a.gate.take_calls())
+            .unwrap_or_default()
+    }
+
+    /// The session's reason, for records.
+    pub(super) fn access_reason(&self) -> Option<Shared<str>> {
+        self.approvals.as_ref().and_then(|a| a.reason.clone())
+    }
+
+    /// A Query that only sets the session's reason: remembered, recorded, and
+    /// replaced by [`REASON_REPLACEMENT`]. `None` for any other text.
+    pub(super) fn set_reason_query(&mut self, sql: &[u8], now_us: u64) -> Option<Action> {
+        let approvals = self.approvals.as_mut()?;
+        if !starts_with_set(sql) {
+            return None;
+        }
+        let reason = crate::approval::parse_set_reason(sql)?;
+        approvals.reason = Some(Shared::from(reason.as_str()));
+        self.enqueue_query(sql, false, None, now_us);
+        let mut out = Vec::new();
+        FrontendMessage::Query {
+            sql: REASON_REPLACEMENT.as_bytes(),
+        }
+        .encode(&mut out);
+        Some(Action::Replace(out))
+    }
+
+    /// Whether the approval service decides about `decision` (an enforced
+    /// `require_approval`); otherwise it blocks like a denial.
+    pub(super) fn approval_applies(&self, decision: &Decision) -> bool {
+        decision.action == PolicyAction::RequireApproval
+            && self.approvals.is_some()
+            && self.mode.is_enforce()
+    }
+
+    /// Checks a statement that needs approval: `sql` exactly as sent, with its
+    /// Bind parameters.
+    pub(super) fn gate(
+        &mut self,
+        decision: &Decision,
+        sql: &[u8],
+        params: &[Option<&[u8]>],
+        now_us: u64,
+    ) -> Gated {
+        let ctx = self.policy_context();
+        let recorded = self.statement_text(sql, false);
+        let lexing = self.lexer_settings();
+        let Some(approvals) = self.approvals.as_mut() else {
+            return Gated::Refuse(decision.clone(), String::new());
+        };
+        let reason = approvals.reason.clone();
+        let ask = ApprovalAsk {
+            identity: &ctx.identity,
+            database: &ctx.database,
+            role: &ctx.role,
+            rule: decision.rule.as_deref().unwrap_or_default(),
+            sql,
+            lexing,
+            params,
+            recorded_text: &recorded.text,
+            reason: reason.as_deref(),
+            now_us,
+        };
+        match approvals.gate.check(&ask) {
+            GateAnswer::Pass(approval) | GateAnswer::UseOnce(approval) => Gated::Run(approval),
+            GateAnswer::Refuse { hint } => Gated::Refuse(decision.clone(), hint),
+        }
+    }
+
+    /// A Parse needing approval: forwarded, its text kept for its Binds. `false`
+    /// when it cannot be kept (too many prepared statements): then it is denied.
+    pub(super) fn gate_parse(&mut self, name: &[u8], sql: &[u8]) -> bool {
+        let limit = self.config.max_prepared_statements;
+        let Some(approvals) = self.approvals.as_mut() else {
+            return false;
+        };
+        // Keyed as the server knows the name: a Bind to a longer name that
+        // agrees on its first 63 bytes binds this statement.
+        let key = super::server_name(name);
+        if !approvals.gated.contains_key(key) && approvals.gated.len() >= limit {
+            return false;
+        }
+        approvals.gated.insert(key.to_vec(), Arc::from(sql));
+        true
+    }
+
+    /// A Parse or Close of `name`: whatever was gated under it is gone.
+    pub(super) fn forget_gated(&mut self, name: &[u8]) {
+        if let Some(approvals) = self.approvals.as_mut() {
+            approvals.gated.remove(super::server_name(name));
+        }
+    }
+
+    /// A Bind (already registered) to a gated statement: checked with its
+    /// parameters. `None` when the statement is not gated.
+    pub(super) fn gate_bind(&mut self, bind: &pg::Bind<'_>, now_us: u64) -> Option<Action> {
+        let statement = super::server_name(bind.statement);
+        let sql = self.approvals.as_ref()?.gated.get(statement)?.clone();
+        let text = self.statements_by_name.get(statement)?.clone();
+        let decision = text.decision.clone()?;
+        let (text, replacement) = match self.gate(&decision, &sql, &bind.params, now_us) {
+            Gated::Run(approval) => (with_approval(&text, approval), None),
+            Gated::Refuse(decision, hint) => {
+                let denial = deny::denial_message(&decision).with_hint(&hint);
+                let mut out = Vec::new();
+                FrontendMessage::Close {
+                    kind: b'S',
+                    name: PRIVATE_STATEMENT,
+                }
+                .encode(&mut out);
+                out.extend(deny::parse(PRIVATE_STATEMENT, &denial));
+                out.extend(deny::bind(bind.portal, PRIVATE_STATEMENT));
+                (text, Some(out))
+            }
+        };
+        if let Some(portal) = self.portals.get_mut(super::server_name(bind.portal)) {
+            portal.text = Some(text);
+        }
+        let replacement = replacement?;
+        // The server answers CloseComplete and ParseComplete before the
+        // BindComplete the client is owed: those two are dropped.
+        let bind_entry = self.pending.pop_back();
+        self.pending.push_back(Pending::DenialPrelude);
+        self.pending.push_back(Pending::DenialPrelude);
+        self.pending.extend(bind_entry);
+        Some(Action::Replace(replacement))
+    }
+
+    /// Marks the statements of the Query just enqueued as run under `approval`.
+    pub(super) fn attach_approval_to_last_query(&mut self, approval: &ApprovalRef) {
+        if let Some(Pending::Query(runs)) = self.pending.back_mut() {
+            for run in runs {
+                if let Some(text) = run.text.as_mut() {
+                    *text = with_approval(text, approval.clone());
+                }
+            }
+        }
+    }
+}
+
+/// A copy of `text` that names the approval it runs under.
+fn with_approval(text: &Arc<StatementText>, approval: ApprovalRef) -> Arc<StatementText> {
+    Arc::new(StatementText {
+        text: text.text.clone(),
+        truncated: text.truncated,
+        kind: text.kind.clone(),
+        decision: text.decision.clone(),
+        approval: Some(approval),
+    })
+}
+
+/// Whether `sql` starts (after whitespace) with `SET`, case-insensitively: the
+/// cheap test before reading a reason.
+fn starts_with_set(sql: &[u8]) -> bool {
+    let start = sql
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(sql.len());
+    sql.get(start..start + 3)
+        .is_some_and(|w| w.eq_ignore_ascii_case(b"set"))
+}

@@ -1,0 +1,265 @@
+//! Deny and retry through real Envoy, the real approval service and real
+//! PostgreSQL, with psql, JDBC and the gatehouse CLI: the demo policy's
+//! `customer-writes` rule (a DBA approves developers' UPDATE and DELETE of
+//! customer rows, once).
+//!
+//! One stack (two service replicas, a webhook receiver) for every case.
+
+use gatehouse_integration::approvals::{WebhookReceiver, filter_section};
+use gatehouse_integration::stack::{ApprovalOptions, demo_postgres_filter_config};
+use gatehouse_integration::{Stack, StackOptions, clients, tools};
+use serde_json::Value;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+const REFUSAL: &str = "gatehouse: changing customer rows needs a DBA's approval";
+
+fn start() -> (Stack, WebhookReceiver) {
+    let webhook = WebhookReceiver::start(0).unwrap();
+    let mut filter = demo_postgres_filter_config();
+    filter["approvals"] = filter_section(200);
+    let opts = StackOptions {
+        postgres_filter: filter,
+        approvals: Some(ApprovalOptions {
+            replicas: 2,
+            webhook: Some(webhook.url()),
+        }),
+        ..StackOptions::default()
+    };
+    (Stack::start("it", "pg-approvals", opts).unwrap(), webhook)
+}
+
+/// psql through the Envoy listener on `port` as `identity` (role app).
+fn psql(stack: &Stack, port: u16, identity: &str, sql: &str) -> Output {
+    Command::new(tools::pg_client("psql").unwrap())
+        .args(["-X", "-w", "-At", "-d"])
+        .arg(format!(
+            "postgresql://127.0.0.1:{port}/shop?user=app&sslmode=disable"
+        ))
+        .args(["-c", sql])
+        .env("PGPASSWORD", stack.token(identity).unwrap())
+        .output()
+        .unwrap()
+}
+
+/// The request id in a refusal's HINT.
+fn request_id(stderr: &str) -> String {
+    stderr
+        .lines()
+        .find(|l| l.starts_with("HINT:"))
+        .and_then(|l| l.split_whitespace().find(|w| w.starts_with("apr-")))
+        .unwrap_or_else(|| panic!("no request id in: {stderr}"))
+        .to_owned()
+}
+
+/// `gatehouse …` as `identity` against service replica `replica`.
+fn cli(stack: &Stack, replica: usize, identity: &str, args: &[&str]) -> (i32, String, String) {
+    let service = stack.approvals.as_ref().unwrap();
+    static CLI: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    let binary = CLI.get_or_init(|| tools::gatehouse_cli().unwrap());
+    let out = Command::new(binary)
+        .args(args)
+        .env("GATEHOUSE_APPROVALS_URL", service.url(replica))
+        .env("GATEHOUSE_TOKEN", stack.token(identity).unwrap())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The request as the service has it, once filed (filing is asynchronous).
+fn filed(stack: &Stack, id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (code, stdout, _) = cli(stack, 0, "dba", &["approvals", "show", id, "--json"]);
+        if code == 0 {
+            return serde_json::from_str(&stdout).unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "request {id} never reached the service"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Approves as dba and waits until the filters have read the grant.
+fn approve(stack: &Stack, id: &str) {
+    filed(stack, id);
+    let (code, stdout, stderr) = cli(stack, 1, "dba", &["approve", id, "--reason", "checked"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    // Grants are read every 200 ms.
+    std::thread::sleep(Duration::from_millis(800));
+}
+
+/// Statements of the demo database's sessions in the server's log that
+/// contain `needle` (the approval service's own queries, which carry the
+/// statement text as a parameter, are in another database).
+fn server_log_count(stack: &Stack, needle: &str) -> usize {
+    std::fs::read_to_string(stack.postgres.log_path())
+        .unwrap_or_default()
+        .lines()
+        .filter(|line| line.contains("@shop ") && line.contains(needle))
+        .count()
+}
+
+#[test]
+fn deny_and_retry_through_envoy_and_the_approval_service() {
+    let (mut stack, webhook) = start();
+    let port = stack.pg_port;
+
+    // psql: refused at once with the rule's message and the request named.
+    let sql = "UPDATE customers SET email = 'approved@example.com' WHERE id = 1";
+    let out = psql(&stack, port, "developer", sql);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        stderr.contains(&format!("ERROR:  {REFUSAL}")),
+        "{stderr}{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let id = request_id(&stderr);
+    assert!(
+        stderr.contains(&format!("gatehouse approve {id}")),
+        "{stderr}"
+    );
+    assert_eq!(server_log_count(&stack, "approved@example.com"), 0);
+    let request = filed(&stack, &id);
+    assert_eq!(request["requester"]["subject"], "developer");
+    assert_eq!(request["target"]["database"], "shop");
+    assert_eq!(request["target"]["role"], "app");
+    assert!(
+        request["target"]["statement_hash"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:")
+    );
+    webhook.wait_for(&format!("{id}: developer asks")).unwrap();
+
+    // Retrying before approval names the same request.
+    let again = psql(&stack, port, "developer", sql);
+    assert_eq!(request_id(&String::from_utf8_lossy(&again.stderr)), id);
+
+    // The requester cannot approve their own request.
+    let (code, _, stderr) = cli(
+        &stack,
+        0,
+        "developer",
+        &["approve", &id, "--reason", "mine"],
+    );
+    assert_eq!(code, 1);
+    assert!(stderr.contains("own request"), "{stderr}");
+
+    // A dba approves (on the other replica); a service restart loses nothing.
+    approve(&stack, &id);
+    stack.approvals.as_mut().unwrap().restart(0).unwrap();
+    let out = psql(&stack, port, "developer", sql);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "UPDATE 1",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(server_log_count(&stack, "approved@example.com"), 1);
+    // A third run needs a new approval.
+    let third = psql(&stack, port, "developer", sql);
+    let third_id = request_id(&String::from_utf8_lossy(&third.stderr));
+    assert_ne!(third_id, id);
+    assert_eq!(server_log_count(&stack, "approved@example.com"), 1);
+
+    // The statement's record names the approval and its approver.
+    let record = stack
+        .wait_for_record("the approved statement", |r| {
+            r["type"] == "pg.statement" && r["approval"]["id"] == id.as_str()
+        })
+        .unwrap();
+    assert_eq!(record["approval"]["approvers"][0], "dba");
+    assert_eq!(record["command_tag"], "UPDATE 1");
+    // The service's records reach the same access log.
+    for kind in ["approval.requested", "approval.approved", "approval.used"] {
+        stack
+            .wait_for_record(kind, |r| {
+                r["type"] == kind && r["request_id"] == id.as_str()
+            })
+            .unwrap();
+    }
+
+    // A denial: the next run files a new request.
+    let (code, _, stderr) = cli(
+        &stack,
+        0,
+        "dba",
+        &["deny", &third_id, "--reason", "no ticket"],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    std::thread::sleep(Duration::from_millis(800));
+    let after_denial = psql(&stack, port, "developer", sql);
+    assert_ne!(
+        request_id(&String::from_utf8_lossy(&after_denial.stderr)),
+        third_id
+    );
+
+    // JDBC, with parameters: refused, approved, passes once, refused again.
+    let url = format!("jdbc:postgresql://127.0.0.1:{port}/shop?sslmode=disable");
+    let token = stack.token("developer").unwrap();
+    let jdbc = |stack: &Stack| {
+        let out = clients::jdbc(stack, "ApprovalCheck", JDBC_PROGRAM, &[&url, &token]);
+        out.lines().next().unwrap_or_default().trim().to_owned()
+    };
+    let first = jdbc(&stack);
+    let jdbc_id = first
+        .strip_prefix("refused 42501 ")
+        .unwrap_or_else(|| panic!("{first}"));
+    let jdbc_id = request_id(&format!("HINT: {jdbc_id}"));
+    approve(&stack, &jdbc_id);
+    assert_eq!(jdbc(&stack), "ok 1");
+    assert!(jdbc(&stack).starts_with("refused 42501"), "single use");
+
+    // Two Envoy processes, each calling its own service replica, race to use
+    // one single-use grant: the statement runs once.
+    let race = "UPDATE customers SET email = 'raced@example.com' WHERE id = 2";
+    let (_second_envoy, second_port) = stack.another_envoy("envoy-b", 1).unwrap();
+    let refused = psql(&stack, port, "developer", race);
+    let race_id = request_id(&String::from_utf8_lossy(&refused.stderr));
+    approve(&stack, &race_id);
+    let outcomes: Vec<String> = std::thread::scope(|s| {
+        let runs: Vec<_> = [port, second_port]
+            .into_iter()
+            .map(|p| {
+                let stack = &stack;
+                s.spawn(move || {
+                    String::from_utf8_lossy(&psql(stack, p, "developer", race).stdout).into_owned()
+                })
+            })
+            .collect();
+        runs.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    assert_eq!(
+        outcomes.iter().filter(|o| o.trim() == "UPDATE 1").count(),
+        1,
+        "{outcomes:?}"
+    );
+    assert_eq!(server_log_count(&stack, "raced@example.com"), 1);
+}
+
+const JDBC_PROGRAM: &str = r#"
+import java.sql.*;
+public class ApprovalCheck {
+    public static void main(String[] args) throws Exception {
+        try (Connection c = DriverManager.getConnection(args[0], "app", args[1]);
+             PreparedStatement st = c.prepareStatement("UPDATE customers SET email = ? WHERE id = ?")) {
+            st.setString(1, "jdbc@example.com");
+            st.setInt(2, 3);
+            try {
+                System.out.println("ok " + st.executeUpdate());
+            } catch (SQLException e) {
+                // The driver's message carries the server's HINT.
+                System.out.println("refused " + e.getSQLState() + " " + e.getMessage().replace('\n', ' '));
+            }
+        }
+        System.out.println("ok");
+    }
+}
+"#;

@@ -91,6 +91,35 @@ const EXPECTED: &[Expected] = &[
         fails: false,
         shows: &[" 0 problems, 0 records reported dropped"],
     },
+    // Before "for try in" and the refused statement: the retry loop holds both.
+    Expected {
+        command: "for retry in",
+        fails: false,
+        shows: &["UPDATE 1"],
+    },
+    Expected {
+        command: "where id = 42\"",
+        fails: true,
+        shows: &[
+            "needs approval under gatehouse rule customer-writes",
+            "HINT:  approval request apr-",
+        ],
+    },
+    Expected {
+        command: "gatehouse approvals list | grep -B1",
+        fails: false,
+        shows: &["ID ", "apr-", "pending  developer  customer-writes"],
+    },
+    Expected {
+        command: "request=$(",
+        fails: false,
+        shows: &[],
+    },
+    Expected {
+        command: "gatehouse approve ",
+        fails: false,
+        shows: &["approved"],
+    },
     Expected {
         command: "for try in",
         fails: false,

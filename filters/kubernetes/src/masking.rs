@@ -1787,4 +1787,116 @@ mod tests {
         );
         assert!(masked > 300, "only {masked} bodies had something to mask");
     }
+
+    /// Bounded, seeded fuzzing of the body and watch-line maskers (fixed seed
+    /// and case count).
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+        use proptest::test_runner::{Config, RngSeed};
+
+        fn config(cases: u32) -> Config {
+            Config {
+                cases,
+                rng_seed: RngSeed::Fixed(0x6b75_6265),
+                failure_persistence: None,
+                ..Config::default()
+            }
+        }
+
+        /// Bodies that reach every masker: a Secret with its applied copy, a
+        /// Pod with env values, a list and a watch event of them.
+        fn seeds() -> Vec<Value> {
+            let pod = json!({"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": "p", "namespace": "prod"},
+                "spec": {"containers": [{"name": "c", "env": [
+                    {"name": "PASSWORD", "value": CLEAR},
+                    {"name": "FROM", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]}]}});
+            vec![
+                secret(),
+                pod.clone(),
+                json!({"apiVersion": "v1", "kind": "List", "items": [secret(), pod]}),
+                json!({"type": "ADDED", "object": secret()}),
+            ]
+        }
+
+        /// A seed body, its text edited: bytes overwritten, inserted, removed.
+        fn mutated_body() -> impl Strategy<Value = (Vec<u8>, &'static str)> {
+            let edit = (any::<usize>(), any::<u8>(), 0..3u8);
+            (
+                0..seeds().len(),
+                prop::collection::vec(edit, 0..4),
+                prop::sample::select(vec!["secrets", "pods", "configmaps"]),
+            )
+                .prop_map(|(which, edits, resource)| {
+                    let mut body = seeds()[which].to_string().into_bytes();
+                    for (at, byte, kind) in edits {
+                        let at = at % (body.len() + 1);
+                        match kind {
+                            0 if at < body.len() => body[at] = byte,
+                            1 => body.insert(at, byte),
+                            _ if at < body.len() => {
+                                body.remove(at);
+                            }
+                            _ => {}
+                        }
+                    }
+                    (body, resource)
+                })
+        }
+
+        fn is_json(bytes: &[u8]) -> bool {
+            serde_json::from_slice::<Value>(bytes).is_ok()
+        }
+
+        proptest! {
+            #![proptest_config(config(1024))]
+
+            /// Mutated bodies never panic the masker; one that is still JSON
+            /// and masks comes out as JSON.
+            #[test]
+            fn fuzz_masked_bodies_stay_json((body, resource) in mutated_body()) {
+                let result = mask_body(&body, &settings(), resource);
+                if let (true, Ok(masked)) = (is_json(&body), result) {
+                    prop_assert!(is_json(&masked.body), "{}", String::from_utf8_lossy(&masked.body));
+                }
+            }
+
+            /// Watch streams of mutated events, split anywhere: never a panic;
+            /// every line that was JSON comes out as JSON, line for line.
+            #[test]
+            fn fuzz_watch_lines_stay_json_line_for_line(
+                events in prop::collection::vec(mutated_body(), 1..5),
+                splits in prop::collection::vec(1..64usize, 0..16),
+            ) {
+                let lines: Vec<Vec<u8>> = events
+                    .into_iter()
+                    .map(|(body, _)| body.into_iter().filter(|&b| b != b'\n').collect())
+                    .collect();
+                let stream: Vec<u8> = lines.iter().flat_map(|l| l.iter().copied().chain([b'\n'])).collect();
+                let masker = BodyMasker::new(&settings(), "secrets");
+                let mut watch = WatchLines::default();
+                let mut out = Vec::new();
+                let mut rest = stream.as_slice();
+                for n in splits.into_iter().chain([usize::MAX]) {
+                    let (chunk, tail) = rest.split_at(n.min(rest.len()));
+                    rest = tail;
+                    match watch.push(chunk, rest.is_empty(), &masker) {
+                        Ok(masked) => out.extend(masked),
+                        Err(_) => return Ok(()),
+                    }
+                    if rest.is_empty() {
+                        break;
+                    }
+                }
+                let masked_lines: Vec<&[u8]> = out.split(|&b| b == b'\n').collect();
+                prop_assert_eq!(masked_lines.len(), lines.len() + 1);
+                for (line, masked) in lines.iter().zip(masked_lines) {
+                    if is_json(line) {
+                        prop_assert!(is_json(masked), "{}", String::from_utf8_lossy(masked));
+                    }
+                }
+            }
+        }
+    }
 }

@@ -1594,4 +1594,138 @@ mod tests {
         let info = RequestInfo::new("GET", "/api/v1/namespaces/prod/pods/web-0?limit=%31").unwrap();
         assert_eq!(info.path, "/api/v1/namespaces/prod/pods/web-0");
     }
+
+    /// Bounded, seeded fuzzing of request decoding (fixed seed and case count).
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+        use proptest::test_runner::{Config, RngSeed};
+
+        fn config(cases: u32) -> Config {
+            Config {
+                cases,
+                rng_seed: RngSeed::Fixed(0x7265_7175),
+                failure_persistence: None,
+                ..Config::default()
+            }
+        }
+
+        /// Paths and queries built from the pieces that steer the decoder, and
+        /// arbitrary text.
+        fn target() -> impl Strategy<Value = String> {
+            let segment = prop::sample::select(vec![
+                "api",
+                "apis",
+                "v1",
+                "apps",
+                "namespaces",
+                "prod",
+                "pods",
+                "secrets",
+                "watch",
+                "proxy",
+                "exec",
+                "status",
+                "log",
+                "db",
+                "",
+                ".",
+                "..",
+                "%2F",
+                "%2e",
+                "a b",
+                "x%",
+                "é",
+            ]);
+            let param = prop::sample::select(vec![
+                "watch=true",
+                "watch=1",
+                "watch=false",
+                "fieldSelector=metadata.name%3Ddb",
+                "fieldSelector=metadata.name=db,a=b",
+                "labelSelector=app%3Dx",
+                "command=ls",
+                "a=%zz",
+                "%61=b",
+                "",
+                ";",
+                "x+y=1",
+            ]);
+            let prefix = prop::sample::select(vec![
+                "",
+                "/api/v1",
+                "/apis/apps/v1",
+                "/api/v1/watch",
+                "/apis/apps/v1/watch",
+                "/api/v1/namespaces/prod",
+                "/api/v1/watch/namespaces/prod",
+                "/apis/apps/v1/namespaces/prod",
+            ]);
+            let built = (
+                prefix,
+                prop::collection::vec(segment, 0..5),
+                any::<bool>(),
+                prop::collection::vec(param, 0..4),
+            )
+                .prop_map(|(prefix, segments, trailing_slash, params)| {
+                    let mut path = format!("{prefix}/{}", segments.join("/"));
+                    if trailing_slash {
+                        path.push('/');
+                    }
+                    if !params.is_empty() {
+                        path = format!("{path}?{}", params.join("&"));
+                    }
+                    path
+                });
+            prop_oneof![3 => built, 1 => any::<String>()]
+        }
+
+        fn method() -> impl Strategy<Value = String> {
+            prop_oneof![
+                prop::sample::select(vec![
+                    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "get"
+                ])
+                .prop_map(str::to_owned),
+                any::<String>(),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(config(2048))]
+
+            /// Any method and target: no panic, and a decoded request agrees
+            /// with itself: its verb is one its method can carry, its path is
+            /// the target's path, its resource parts start with its resource,
+            /// and decoding it again gives the same.
+            #[test]
+            fn fuzz_decoded_requests_agree_with_their_method_and_path(
+                method in method(),
+                target in target(),
+            ) {
+                let Ok(decoded) = decode_request(&method, &target) else {
+                    return Ok(());
+                };
+                let info = &decoded.info;
+                let verbs: &[&str] = match method.as_str() {
+                    "GET" | "HEAD" => &["get", "list", "watch", "proxy"],
+                    "POST" => &["create", "proxy"],
+                    "PUT" => &["update", "proxy"],
+                    "PATCH" => &["patch", "proxy"],
+                    "DELETE" => &["delete", "deletecollection", "proxy"],
+                    _ => &[],
+                };
+                if info.is_resource_request {
+                    prop_assert!(verbs.contains(&info.verb.as_str()), "{method} {target}: {info:?}");
+                    prop_assert!(["api", "apis"].contains(&info.api_prefix.as_str()), "{info:?}");
+                    prop_assert_eq!(info.parts.first(), Some(&info.resource), "{:?}", info);
+                    prop_assert!(!info.resource.is_empty(), "{:?}", info);
+                } else {
+                    prop_assert_eq!(&info.verb, &method.to_lowercase());
+                }
+                prop_assert_eq!(info.path.as_str(), target.split('?').next().unwrap_or_default());
+                let again = RequestInfo::new(&method, &target);
+                prop_assert_eq!(again.as_ref(), Ok(info));
+            }
+        }
+    }
 }

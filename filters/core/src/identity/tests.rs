@@ -944,3 +944,111 @@ fn corrupted_tokens_never_verify_as_someone_else() {
         }
     }
 }
+
+/// Seeded, bounded fuzzing of token verification: tokens built from valid
+/// ones by byte edits, and arbitrary text, never panic the verifier, and a
+/// token is accepted only if it is exactly what an issuer signed.
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, RngSeed};
+
+    fn config(cases: u32) -> Config {
+        Config {
+            cases,
+            rng_seed: RngSeed::Fixed(0x6a77_7473),
+            failure_persistence: None,
+            ..Config::default()
+        }
+    }
+
+    /// One edit of a token's bytes.
+    #[derive(Debug, Clone)]
+    enum Edit {
+        Replace(usize, u8),
+        Insert(usize, u8),
+        Remove(usize),
+        Truncate(usize),
+    }
+
+    fn edit() -> impl Strategy<Value = Edit> {
+        // Bytes a token is made of, and a few it never holds.
+        let byte = prop_oneof![
+            4 => prop::sample::select(
+                b"ABCXYZabcxyz0189-_.=+/ \"{}".to_vec()
+            ),
+            1 => any::<u8>(),
+        ];
+        prop_oneof![
+            4 => (any::<usize>(), byte.clone()).prop_map(|(at, b)| Edit::Replace(at, b)),
+            2 => (any::<usize>(), byte).prop_map(|(at, b)| Edit::Insert(at, b)),
+            2 => any::<usize>().prop_map(Edit::Remove),
+            1 => any::<usize>().prop_map(Edit::Truncate),
+        ]
+    }
+
+    fn apply(token: &str, edits: &[Edit]) -> Vec<u8> {
+        let mut bytes = token.as_bytes().to_vec();
+        for edit in edits {
+            let len = bytes.len().max(1);
+            match *edit {
+                Edit::Replace(at, b) if !bytes.is_empty() => bytes[at % len] = b,
+                Edit::Insert(at, b) => bytes.insert(at % (bytes.len() + 1), b),
+                Edit::Remove(at) if !bytes.is_empty() => {
+                    bytes.remove(at % len);
+                }
+                Edit::Truncate(at) => bytes.truncate(at % len),
+                _ => {}
+            }
+        }
+        bytes
+    }
+
+    /// The verifier and a valid token per key type, built once: key setup
+    /// dominates a case's cost in debug builds.
+    fn fixture() -> &'static (Verifier, Vec<String>) {
+        static FIXTURE: OnceLock<(Verifier, Vec<String>)> = OnceLock::new();
+        FIXTURE.get_or_init(|| {
+            let tokens = [es(), ed(), &rsa_as(JwsAlgorithm::Rs256)]
+                .into_iter()
+                .map(|minter| mint(minter, &alice()))
+                .collect();
+            (standard_verifier(), tokens)
+        })
+    }
+
+    proptest! {
+        #![proptest_config(config(768))]
+
+        /// Edited tokens never panic the verifier and are accepted only when
+        /// the edits left the token as it was signed.
+        #[test]
+        fn fuzz_edited_tokens_are_refused_unless_unchanged(
+            which in 0usize..3,
+            edits in prop::collection::vec(edit(), 1..4),
+        ) {
+            let (verifier, tokens) = fixture();
+            let original = &tokens[which];
+            let edited = apply(original, &edits);
+            let Ok(text) = std::str::from_utf8(&edited) else {
+                return Ok(());
+            };
+            if let Ok(identity) = verifier.verify(text, NOW) {
+                prop_assert_eq!(text, original.as_str(), "an edited token was accepted");
+                prop_assert_eq!(identity.subject, "alice");
+            }
+        }
+
+        /// Arbitrary text, and three dot-separated parts of arbitrary
+        /// base64url, are refused without a panic.
+        #[test]
+        fn fuzz_arbitrary_tokens_are_refused(
+            text in any::<String>(),
+            parts in prop::collection::vec("[A-Za-z0-9_-]{0,64}", 3),
+        ) {
+            let (verifier, _) = fixture();
+            prop_assert!(verifier.verify(&text, NOW).is_err());
+            prop_assert!(verifier.verify(&parts.join("."), NOW).is_err());
+        }
+    }
+}

@@ -7,6 +7,7 @@ mod approvals;
 mod captures;
 mod deny;
 mod fastpath;
+mod fuzz;
 mod login;
 mod malformed;
 mod memory;

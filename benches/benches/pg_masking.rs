@@ -76,16 +76,27 @@ fn customers_answer() -> Vec<u8> {
 }
 
 fn catalog_answer() -> Vec<u8> {
-    let description =
-        row_description(&[("relid", 0, 0, 20), ("attnum", 0, 0, 21), ("min", 0, 0, 23)]);
+    let description = row_description(&[
+        ("relid", 0, 0, 20),
+        ("attnum", 0, 0, 21),
+        ("min", 0, 0, 23),
+        ("relname", 0, 0, 19),
+        ("attname", 0, 0, 19),
+    ]);
     let mut out = encode(&[BackendMessage::RowDescription { body: &description }]);
     let oid = CUSTOMERS_OID.to_string();
-    for (attnum, rule) in [("3", "0"), ("4", "1"), ("5", "2")] {
+    for (attnum, rule, column) in [
+        ("3", "0", "email"),
+        ("4", "1", "card_number"),
+        ("5", "2", "ssn"),
+    ] {
         BackendMessage::DataRow {
             values: vec![
                 Some(oid.as_bytes()),
                 Some(attnum.as_bytes()),
                 Some(rule.as_bytes()),
+                Some(b"customers"),
+                Some(column.as_bytes()),
             ],
         }
         .encode(&mut out);

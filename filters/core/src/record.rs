@@ -453,25 +453,53 @@ pub struct MaskingCounts {
     /// Values too long to scan, handled whole by the over-cap policy.
     #[serde(skip_serializing_if = "is_zero")]
     pub over_cap: u64,
+    /// Values masked whole because what computed them cannot be followed (a
+    /// function whose body the filter cannot see, a statement it could not
+    /// analyze, a result it could not describe).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub opaque: u64,
+    /// Rows (and their bytes) withheld by a result-size limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limited: Option<LimitedResult>,
     /// Present (true) when the identity is exempt: the values reached the client
     /// clear and the counts say what would have been masked.
     #[serde(skip_serializing_if = "is_false")]
     pub exempt: bool,
 }
 
+/// A result cut short by a result-size limit.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct LimitedResult {
+    /// The limit that applied: `max_rows` or `max_bytes`.
+    pub limit: String,
+    /// Its value.
+    pub value: u64,
+    /// `error` (the statement ended with an error) or `truncate` (the rest
+    /// was withheld with a notice).
+    pub action: String,
+    /// Rows withheld from the client.
+    pub rows_withheld: u64,
+}
+
 impl MaskingCounts {
     /// Values masked (or, when exempt, that would have been): rule cells,
-    /// detector findings and over-cap values.
+    /// detector findings, over-cap and opaque values.
     pub fn total(&self) -> u64 {
         self.rules
             .values()
             .chain(self.detectors.values())
-            .fold(self.over_cap, |sum, n| sum.saturating_add(*n))
+            .fold(self.over_cap.saturating_add(self.opaque), |sum, n| {
+                sum.saturating_add(*n)
+            })
     }
 
-    /// Whether nothing was, or would have been, masked.
+    /// Whether nothing was, or would have been, masked or limited.
     pub fn is_empty(&self) -> bool {
-        self.rules.is_empty() && self.detectors.is_empty() && self.over_cap == 0
+        self.rules.is_empty()
+            && self.detectors.is_empty()
+            && self.over_cap == 0
+            && self.opaque == 0
+            && self.limited.is_none()
     }
 }
 

@@ -226,6 +226,13 @@ fn statement() -> StatementRecord {
             rules: [("customer-ssn".to_string(), 2)].into_iter().collect(),
             detectors: [("email".to_string(), 1)].into_iter().collect(),
             over_cap: 0,
+            opaque: 3,
+            limited: Some(gatehouse_core::record::LimitedResult {
+                limit: "max_rows".into(),
+                value: 1000,
+                action: "truncate".into(),
+                rows_withheld: 7,
+            }),
             exempt: true,
         }),
     }

@@ -1344,10 +1344,11 @@ impl Session {
             .next()
             .and_then(|tokens| lexer::leading_keyword(&sql, tokens));
         let text = if self.config.redact_literals {
-            Shared(Arc::from(lexer::redact_literals(&sql, &lexed)))
+            lexer::redact_literals(&sql, &lexed)
         } else {
-            Shared(Arc::from(sql))
+            sql.into_owned()
         };
+        let text = Shared(Arc::from(self.text_for_record(text)));
         StatementText {
             text,
             truncated: truncated || cut,
@@ -1452,7 +1453,8 @@ impl Session {
 
     fn parameter_values(&self, bind: &pg::Bind<'_>) -> Vec<ParameterValue> {
         let limit = self.config.max_parameter_bytes;
-        bind.params
+        let values = bind
+            .params
             .iter()
             .enumerate()
             .map(|(i, value)| match value {
@@ -1465,7 +1467,8 @@ impl Session {
                 },
                 Some(v) => ParameterValue::Text(String::from_utf8_lossy(v).into_owned()),
             })
-            .collect()
+            .collect();
+        self.parameters_for_record(bind.statement, values)
     }
 
     // ---- server answers -------------------------------------------------------------
@@ -1672,6 +1675,7 @@ impl Session {
     }
 
     fn on_error_response(&mut self, error: StatementError, now_us: u64) {
+        let error = self.error_for_record(error);
         let outcome = || Outcome {
             error: Some(error.clone()),
             ..Outcome::default()

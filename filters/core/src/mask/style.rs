@@ -255,7 +255,8 @@ impl Masker {
         self.max_scan_bytes
     }
 
-    pub(crate) fn redact_token(&self) -> &[u8] {
+    /// The text `redact` replaces a value with.
+    pub fn redact_token(&self) -> &[u8] {
         &self.redact_token
     }
 

@@ -27,6 +27,16 @@
 //!   `max_scan_bytes`, `over_cap`). Absent: every detector, `redact`.
 //! - `exempt`: identities (`subjects`, `groups`, `claims`, wildcards) that see
 //!   values clear; their records still count what would have been masked.
+//! - `lineage`: what happens to result columns computed from masked columns
+//!   (`derived`) and to those computed by something the filter cannot follow,
+//!   such as a function whose body it cannot see (`opaque`): `"mask"` (the
+//!   default) masks the value whole, `"refuse"` refuses the statement. Masked
+//!   values written where they would not be masked are always refused (see
+//!   [`crate::sql::lineage`]).
+//! - `limits`: result-size guardrails per identity (see [`ResultLimit`]).
+//! - `records`: `"mask"` (the default) masks statement texts, parameters and
+//!   error messages before records are written; `"clear"` records them as
+//!   they came.
 
 use gatehouse_core::config::ConfigError;
 use gatehouse_core::identity::Identity;
@@ -50,6 +60,64 @@ struct RawMasking {
     masker: Option<MaskConfig>,
     #[serde(default)]
     exempt: Option<IdentityMatchDoc>,
+    #[serde(default)]
+    lineage: Option<RawLineage>,
+    #[serde(default)]
+    limits: Vec<RawLimit>,
+    #[serde(default)]
+    records: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLineage {
+    #[serde(default)]
+    derived: Option<String>,
+    #[serde(default)]
+    opaque: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimit {
+    #[serde(rename = "match")]
+    matches: IdentityMatchDoc,
+    #[serde(default)]
+    max_rows: Option<u64>,
+    #[serde(default)]
+    max_bytes: Option<u64>,
+    #[serde(default)]
+    past_limit: Option<String>,
+}
+
+/// What lineage does with a result column it finds tainted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LineageAction {
+    /// Mask the value whole.
+    #[default]
+    Mask,
+    /// Refuse the statement before it runs.
+    Refuse,
+}
+
+/// What happens to the rest of a result past a [`ResultLimit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PastLimit {
+    /// The statement ends with an error (SQLSTATE 54000).
+    #[default]
+    Error,
+    /// The rest of the rows is withheld; a NoticeResponse says so.
+    Truncate,
+}
+
+/// A result-size guardrail: the identities it applies to, at most this many
+/// rows and bytes of rows per statement.
+#[derive(Debug, Clone)]
+pub struct ResultLimit {
+    pub matches: IdentityMatch,
+    pub max_rows: Option<u64>,
+    pub max_bytes: Option<u64>,
+    pub past_limit: PastLimit,
 }
 
 #[derive(Debug, Deserialize)]
@@ -101,6 +169,15 @@ pub struct MaskingPolicy {
     pub over_cap: OverCapPolicy,
     pub rules: Vec<ColumnRule>,
     exempt: Option<IdentityMatch>,
+    /// Result columns computed from masked columns.
+    pub derived: LineageAction,
+    /// Result columns computed by what lineage cannot follow.
+    pub opaque: LineageAction,
+    /// Result-size guardrails, first match wins.
+    pub limits: Vec<ResultLimit>,
+    /// Statement texts, parameters and error messages are masked before
+    /// records are written (`"records": "mask"`, the default).
+    pub records_masked: bool,
 }
 
 impl MaskingPolicy {
@@ -144,12 +221,51 @@ impl MaskingPolicy {
             Some("allow") => OverCapPolicy::Allow,
             _ => OverCapPolicy::Redact,
         };
+        let action = |value: Option<&str>, path: &str| match value {
+            None | Some("mask") => Ok(LineageAction::Mask),
+            Some("refuse") => Ok(LineageAction::Refuse),
+            Some(other) => Err(ConfigError::new(
+                path,
+                format!("unknown action {other:?}: \"mask\" or \"refuse\""),
+            )),
+        };
+        let lineage = raw.lineage.as_ref();
+        let derived = action(
+            lineage.and_then(|l| l.derived.as_deref()),
+            "lineage.derived",
+        )?;
+        let opaque = action(lineage.and_then(|l| l.opaque.as_deref()), "lineage.opaque")?;
+        let limits = raw
+            .limits
+            .iter()
+            .enumerate()
+            .map(|(i, limit)| compile_limit(limit).map_err(|e| e.under(&format!("limits[{i}]"))))
+            .collect::<Result<Vec<_>, _>>()?;
+        let records_masked = match raw.records.as_deref() {
+            None | Some("mask") => true,
+            Some("clear") => false,
+            Some(other) => {
+                return Err(ConfigError::new(
+                    "records",
+                    format!("unknown {other:?}: \"mask\" or \"clear\""),
+                ));
+            }
+        };
         Ok(Self {
             masker,
             over_cap,
             rules,
             exempt,
+            derived,
+            opaque,
+            limits,
+            records_masked,
         })
+    }
+
+    /// The result-size guardrail for `identity`, if any.
+    pub fn limit_for(&self, identity: &Identity) -> Option<&ResultLimit> {
+        self.limits.iter().find(|l| l.matches.matches(identity))
     }
 
     /// Whether `identity` sees values clear.
@@ -180,6 +296,38 @@ impl MaskingPolicy {
             RuleTarget::Column { .. } => false,
         })
     }
+}
+
+fn compile_limit(raw: &RawLimit) -> Result<ResultLimit, ConfigError> {
+    let matches = raw.matches.compile().map_err(|e| e.under("match"))?;
+    if matches.is_any() {
+        return Err(ConfigError::new(
+            "match",
+            "names no subjects, groups or claims; use a wildcard subject to limit everyone",
+        ));
+    }
+    if raw.max_rows.is_none() && raw.max_bytes.is_none() {
+        return Err(ConfigError::new(
+            "",
+            "a limit needs max_rows, max_bytes or both",
+        ));
+    }
+    let past_limit = match raw.past_limit.as_deref() {
+        None | Some("error") => PastLimit::Error,
+        Some("truncate") => PastLimit::Truncate,
+        Some(other) => {
+            return Err(ConfigError::new(
+                "past_limit",
+                format!("unknown {other:?}: \"error\" or \"truncate\""),
+            ));
+        }
+    };
+    Ok(ResultLimit {
+        matches,
+        max_rows: raw.max_rows,
+        max_bytes: raw.max_bytes,
+        past_limit,
+    })
 }
 
 fn compile_rule(raw: &RawRule, masker: &Masker) -> Result<ColumnRule, ConfigError> {

@@ -127,9 +127,9 @@ pub struct CopyStatement {
 /// A COPY's description, shared by a prepared statement and its portals.
 pub type DescribedFields = Rc<RefCell<Option<Rc<Vec<Field>>>>>;
 
-/// The `COPY … TO STDOUT` statements of a Query text, in order (at most
-/// [`MAX_COPIES_PER_QUERY`]).
-pub fn copy_statements(sql: &[u8]) -> VecDeque<CopyStatement> {
+/// The `COPY … TO STDOUT` statements of a Query text as the server lexes it
+/// under `settings`, in order (at most [`MAX_COPIES_PER_QUERY`]).
+pub fn copy_statements(sql: &[u8], settings: lexer::Settings) -> VecDeque<CopyStatement> {
     let mut out = VecDeque::new();
     let Ok(sql) = std::str::from_utf8(sql) else {
         return out;
@@ -137,7 +137,7 @@ pub fn copy_statements(sql: &[u8]) -> VecDeque<CopyStatement> {
     if sql.len() > MAX_COPY_SQL_LEN || !contains_word_copy(sql) {
         return out;
     }
-    let lexed = lexer::tokenize(sql);
+    let lexed = lexer::tokenize_with(sql, settings);
     for (index, tokens) in lexed.statement_tokens().enumerate() {
         if out.len() >= MAX_COPIES_PER_QUERY {
             break;
@@ -1202,7 +1202,7 @@ impl SessionMasker {
         if self.policy.rules.is_empty() || self.copy_prepared.len() >= MAX_PREPARED_COPIES {
             return;
         }
-        let mut copies = copy_statements(sql);
+        let mut copies = copy_statements(sql, self.lexing.settings());
         if copies.len() != 1 {
             return;
         }
@@ -1224,7 +1224,7 @@ impl SessionMasker {
         if self.policy.rules.is_empty() {
             return VecDeque::new();
         }
-        copy_statements(sql)
+        copy_statements(sql, self.lexing.settings())
     }
 
     /// The messages that describe the columns of the COPY the client message
@@ -1239,15 +1239,17 @@ impl SessionMasker {
         let (statement, bytes, at) = match self.copy_describe_next.take() {
             Some(statement) => {
                 let sql = statement.describe_sql.as_deref()?;
-                (
-                    Rc::clone(&statement),
-                    named_describe_messages(sql),
-                    self.expected.len(),
-                )
+                // Ahead of the Parse or Bind just expected.
+                let at = self.expected.len()
+                    - usize::from(matches!(
+                        self.expected.back(),
+                        Some(Expect::Parse { .. } | Expect::Bind { .. })
+                    ));
+                (Rc::clone(&statement), named_describe_messages(sql), at)
             }
             // A Query leaves no batch open; a Parse or Bind does.
             None if !self.batch_open => {
-                let Some(Expect::Query(copies)) = self.expected.back() else {
+                let Some(Expect::Query { copies, .. }) = self.expected.back() else {
                     return None;
                 };
                 let first = copies.front()?;
@@ -1331,6 +1333,7 @@ impl SessionMasker {
             return None;
         }
         let saved = self.copy_describe_error.take()?;
+        let quoted = self.statement_reads_masked();
         self.on_error();
         let Ok(BackendMessage::ErrorResponse { fields }) = BackendMessage::decode(
             crate::protocol::ERROR_RESPONSE_TAG,
@@ -1338,7 +1341,7 @@ impl SessionMasker {
         ) else {
             return None;
         };
-        Some(match self.mask_fields(msg, &fields) {
+        Some(match self.mask_fields(msg, &fields, quoted) {
             MaskAction::Unchanged => MaskAction::Replace(saved),
             masked => masked,
         })
@@ -1347,13 +1350,20 @@ impl SessionMasker {
     /// A CopyOutResponse: how its rows are masked.
     pub(super) fn start_copy(&mut self, response: &CopyResponse) {
         let statement = match self.expected.front_mut() {
-            Some(Expect::Query(copies)) => copies.pop_front(),
-            Some(Expect::Execute { shape, .. }) => shape.copy.as_deref().cloned(),
+            Some(Expect::Query { copies, .. }) => copies.pop_front(),
+            Some(Expect::Execute { portal, .. }) => self
+                .portals
+                .get(portal)
+                .and_then(|shape| shape.copy.as_deref().cloned()),
             _ => None,
         };
         let binary = response.format == 1;
         let described = statement.as_ref().and_then(|s| s.fields.borrow().clone());
-        let plan = described.map(|fields| self.plan(&fields, Some(&[i16::from(binary)])));
+        let plan = described.map(|fields| {
+            let describe_sql = statement.as_ref().and_then(|s| s.describe_sql.clone());
+            let taints = self.copy_taints(describe_sql.as_deref(), fields.len());
+            self.plan(&fields, Some(&[i16::from(binary)]), &taints)
+        });
         self.copy = Some(start_rows(
             !self.policy.rules.is_empty(),
             response,

@@ -3,7 +3,7 @@
 
 use super::super::tests::{
     CUSTOMERS_OID, INT4, TEXT, Wire, customers_description, demo_policy, encode_backend,
-    encode_frontend, query, row_description, select_answer,
+    encode_frontend, query, row_description, select_answer, with_portal_describes,
 };
 use super::*;
 use crate::masking::{MaskingPolicy, StreamRewrite};
@@ -324,7 +324,7 @@ fn an_exempt_identity_gets_clear_rows_and_the_counts() {
 
 #[test]
 fn copy_statements_are_read_with_their_options() {
-    let read = |sql: &str| copy_statements(sql.as_bytes());
+    let read = |sql: &str| copy_statements(sql.as_bytes(), Default::default());
     let copies = read("COPY Shop.\"Customers\" (Name, \"SSN\") TO STDOUT WITH CSV HEADER");
     assert_eq!(copies.len(), 1);
     assert_eq!(
@@ -473,8 +473,7 @@ fn streamed_copy_rows_under_rules_are_starred_even_when_over_cap_is_allowed() {
 fn a_header_sharing_its_message_with_rows_passes_alone() {
     let ssn = ColumnPlan {
         rule: Some(2),
-        class: values::TypeClass::Text,
-        binary: false,
+        ..ColumnPlan::scanned(25, false)
     };
     let policy = demo_policy();
     for (format, data, expected, later) in [
@@ -605,19 +604,27 @@ fn a_prepared_copy_is_described_at_its_parse_and_at_each_bind() {
     ]);
     assert_eq!(
         wire.client(&execute),
-        [named_describe_messages(describe_sql), execute].concat()
+        [
+            named_describe_messages(describe_sql),
+            with_portal_describes(&execute)
+        ]
+        .concat()
     );
     assert_eq!(wire.server(&named_describe_answer(&description)), b"");
     let one = 1i32.to_be_bytes();
     let first = [binary_header(), tuple(&[Some(&one), Some(b"536-22-1234")])].concat();
     let trailer = (-1i16).to_be_bytes();
-    let answer = |first: &[u8]| {
+    // The portal's own describe (a COPY: NoData) is the masker's.
+    let answer = |first: &[u8], described: bool| {
         let mut out = encode_backend(&[BackendMessage::BindComplete]);
+        if described {
+            out.extend(encode_backend(&[BackendMessage::NoData]));
+        }
         out.extend(copy_answer(1, 2, &[first, &trailer]));
         out
     };
     let masked = [binary_header(), tuple(&[Some(&one), Some(b"****")])].concat();
-    assert_eq!(wire.server(&answer(&first)), answer(&masked));
+    assert_eq!(wire.server(&answer(&first, true)), answer(&masked, false));
     let masking = wire.statements().last().unwrap().masking.clone().unwrap();
     assert_eq!(masking.rules["customer-ssn"], 1);
 }
@@ -650,18 +657,24 @@ fn no_describe_is_sent_inside_a_batch() {
         },
         FrontendMessage::Sync,
     ]);
-    assert_eq!(wire.client(&batch), batch);
+    assert_eq!(wire.client(&batch), with_portal_describes(&batch));
     // Its rows: the columns are unknown, so NULL.
-    let answer = |row: &[u8]| {
+    let answer = |row: &[u8], described: bool| {
         let mut out = encode_backend(&[
             BackendMessage::ParseComplete,
             BackendMessage::ParseComplete,
             BackendMessage::BindComplete,
         ]);
+        if described {
+            out.extend(encode_backend(&[BackendMessage::NoData]));
+        }
         out.extend(copy_answer(0, 2, &[row]));
         out
     };
-    assert_eq!(wire.server(&answer(b"Ann\tx\n")), answer(b"\\N\t\\N\n"));
+    assert_eq!(
+        wire.server(&answer(b"Ann\tx\n", true)),
+        answer(b"\\N\t\\N\n", false)
+    );
 }
 
 #[test]
@@ -706,16 +719,27 @@ fn a_copy_prepared_in_a_transaction_block_is_described_at_its_bind_only() {
         wire.client(&execute),
         [
             named_describe_messages("SELECT \"ssn\" FROM \"customers\""),
-            execute
+            with_portal_describes(&execute)
         ]
         .concat()
     );
 }
 
+#[test]
+fn copy_statements_are_found_as_the_server_lexes_the_text() {
+    // With backslashes escaping, a string and then a COPY; without, one string.
+    let sql = br"select 'a\' || '; copy customers to stdout --'";
+    let off = crate::sql::Settings {
+        standard_conforming_strings: false,
+    };
+    assert_eq!(copy_statements(sql, off).len(), 1);
+    assert_eq!(copy_statements(sql, Default::default()).len(), 0);
+}
+
 /// Bounded, seeded fuzzing of the COPY row codecs (fixed seed and case count).
 mod fuzz {
     use super::*;
-    use crate::masking::values::{ColumnPlan, TypeClass};
+    use crate::masking::values::ColumnPlan;
     use proptest::prelude::*;
     use proptest::test_runner::{Config, RngSeed};
 
@@ -736,8 +760,7 @@ mod fuzz {
         let binary = format == CopyFormat::Binary;
         let column = |rule| ColumnPlan {
             rule,
-            class: TypeClass::Text,
-            binary,
+            ..ColumnPlan::scanned(crate::masking::tests::TEXT, binary)
         };
         start_rows(
             true,

@@ -1,6 +1,7 @@
 //! What a session's masking state holds, in bytes, for the session's memory
 //! bound (see the engine's `accounted_bytes`).
 
+use super::derived::TextLineage;
 use super::{Expect, PortalShape, SessionMasker, Slot};
 use std::mem::size_of;
 use std::rc::Rc;
@@ -15,7 +16,7 @@ impl SessionMasker {
         let statements: usize = self
             .statements
             .iter()
-            .map(|(name, slot)| PER_ENTRY + name.len() + slot_share(slot))
+            .map(|(name, lineage)| PER_ENTRY + name.len() + lineage_share(lineage))
             .sum();
         let portals: usize = self.portals.iter().map(portal_bytes).sum();
         let copies: usize = self
@@ -29,10 +30,19 @@ impl SessionMasker {
             .map(|e| {
                 size_of::<Expect>()
                     + match e {
-                        Expect::Describe(slot) => slot_share(slot),
-                        Expect::Execute { shape, .. } => portal_bytes((&Vec::new(), shape)),
-                        Expect::Query(copies) => {
+                        Expect::Describe(slot) | Expect::OwnDescribe(slot) => slot_share(slot),
+                        Expect::Execute { portal, slot, .. } => portal.len() + slot_share(slot),
+                        Expect::Parse { name, lineage } => {
+                            name.len() + lineage.as_ref().map_or(0, lineage_share)
+                        }
+                        Expect::Bind {
+                            portal, statement, ..
+                        } => portal.len() + statement.len(),
+                        Expect::Query {
+                            copies, lineage, ..
+                        } => {
                             copies.len() * size_of::<super::copy::CopyStatement>()
+                                + lineage.as_ref().map_or(0, lineage_share)
                         }
                         _ => 0,
                     }
@@ -49,6 +59,7 @@ impl SessionMasker {
             + expected
             + plan
             + self.resolved.len() * PER_ENTRY
+            + self.lineage_held_bytes()
             + self.spare_row.capacity()
             + self.rule_counts.len() * size_of::<u64>()
     }
@@ -72,10 +83,15 @@ fn copy_share(copy: &Rc<super::copy::CopyStatement>) -> usize {
     bytes.div_ceil(Rc::strong_count(copy))
 }
 
+/// A text's lineage, shared out among the statements, portals and
+/// expectations holding it.
+fn lineage_share(lineage: &Rc<TextLineage>) -> usize {
+    lineage.held_bytes().div_ceil(Rc::strong_count(lineage))
+}
+
 fn portal_bytes((name, shape): (&Vec<u8>, &PortalShape)) -> usize {
     PER_ENTRY
         + name.len()
-        + slot_share(&shape.slot)
-        + shape.formats.len() * size_of::<i16>()
+        + shape.lineage.as_ref().map_or(0, lineage_share)
         + shape.copy.as_ref().map_or(0, copy_share)
 }

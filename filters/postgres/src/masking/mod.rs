@@ -19,8 +19,20 @@
 //!
 //! Which description applies to a DataRow follows the server's order of
 //! answers: the masker keeps its own queue of the requests whose answers carry
-//! descriptions or rows (Describe, Execute, Query, Sync), with the formats each
-//! Bind asked for, and unwinds it on errors as the server does.
+//! descriptions or rows (Parse, Bind, Describe, Execute, Query, Sync), and
+//! unwinds it on errors as the server does.
+//!
+//! Masking fails closed. An Execute's rows are masked by a description of
+//! that very portal: unless the client described the portal in the message
+//! just before, the session sends a Describe of the portal ahead of the
+//! Execute (in the same batch, so it costs no round trip) and the masker
+//! consumes its answer. So a result is always described, whatever the client
+//! did or did not describe, re-parsed or named, and however many names it
+//! used. Where no description can be had (a shadow session adds no traffic),
+//! with column rules every value is masked whole.
+//!
+//! Computed columns follow the data (see [`derived`]): lineage of the
+//! statement's SQL says which masked columns flow into each of them.
 //!
 //! Table rules are resolved by a catalog lookup (see [`catalog`]) sent ahead of
 //! the client's first request; its answers are consumed here. Until it has
@@ -39,8 +51,15 @@
 pub mod catalog;
 pub mod config;
 pub mod copy;
+mod derived;
 mod held;
+#[cfg(test)]
+#[allow(clippy::indexing_slicing)]
+mod hostile_tests;
+mod inspect;
+mod limits;
 pub mod preview;
+mod records;
 pub mod stream;
 #[cfg(test)]
 #[allow(clippy::indexing_slicing)]
@@ -50,7 +69,10 @@ pub mod values;
 pub use config::{ColumnRule, MaskingPolicy, RuleTarget};
 pub use stream::StreamRewrite;
 
+use crate::policy::Lexing;
 use crate::protocol::{BackendMessage, DataRowValues, DecodeError, FrontendMessage};
+use crate::sql::lineage::Taint;
+use derived::TextLineage;
 use gatehouse_core::mask::{DetectorCounts, Masked};
 use gatehouse_core::record::MaskingCounts;
 use std::borrow::Cow;
@@ -61,11 +83,14 @@ use std::sync::Arc;
 use values::{ColumnPlan, Field, RowPlan, ValueCounts};
 
 /// Prepared statements and portals tracked per session; past this, new names
-/// get no description (their text values are still scanned).
+/// have no known lineage (their computed columns are masked whole).
 const MAX_TRACKED_NAMES: usize = 10_000;
 /// Requests awaiting answers tracked; past this the masker stops tracking
 /// (the engine ends such sessions well before).
 const MAX_EXPECTED: usize = 64 * 1024;
+/// Functions with an OID below this are built in (the server's
+/// FirstNormalObjectId).
+const FIRST_NORMAL_OID: u32 = 16_384;
 /// The largest row buffer kept for reuse between rows.
 const MAX_SPARE_ROW: usize = 64 * 1024;
 
@@ -78,15 +103,18 @@ pub enum MaskAction {
     Replace(Vec<u8>),
     /// The message answers the masker's own catalog lookup: the client never sees it.
     Consume,
+    /// The message is the client's, but a result-size limit withholds it: the
+    /// engine still follows it (for its records), the client does not get it.
+    Withhold,
 }
 
 /// A description filled when the server answers the Describe that asked for it.
 type Slot = Rc<OnceCell<Rc<Vec<Field>>>>;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 struct PortalShape {
-    slot: Slot,
-    formats: Rc<[i16]>,
+    /// The lineage of the portal's statement; `None` when unknown.
+    lineage: Option<Rc<TextLineage>>,
     /// The portal runs a `COPY … TO STDOUT`.
     copy: Option<Rc<copy::CopyStatement>>,
 }
@@ -96,14 +124,47 @@ struct PortalShape {
 enum Expect {
     /// The catalog lookup: everything through its ReadyForQuery is consumed.
     Catalog,
+    /// A Parse: its statement's lineage is the name's once the server
+    /// answers ParseComplete.
+    Parse {
+        name: Vec<u8>,
+        lineage: Option<Rc<TextLineage>>,
+    },
+    /// A Bind: the portal is the name's once the server answers BindComplete,
+    /// with the lineage its statement has then (the server's order); unless
+    /// a later request may have redefined names first (`valid` false).
+    Bind {
+        portal: Vec<u8>,
+        statement: Vec<u8>,
+        copy: Option<Rc<copy::CopyStatement>>,
+        valid: bool,
+    },
+    /// The client's Describe.
     Describe(Slot),
+    /// The masker's own Describe of a portal, sent ahead of its Execute: its
+    /// answer is consumed.
+    OwnDescribe(Slot),
     Execute {
-        shape: PortalShape,
+        /// The portal, looked up when its answers arrive (its Bind has been
+        /// answered by then).
+        portal: Vec<u8>,
+        /// The portal's description (with its result formats).
+        slot: Slot,
         plan: Option<Rc<RowPlan>>,
     },
     /// A simple Query or FunctionCall, with its `COPY … TO STDOUT`
-    /// statements in order: ends at ReadyForQuery.
-    Query(VecDeque<copy::CopyStatement>),
+    /// statements in order and its lineage: ends at ReadyForQuery.
+    Query {
+        copies: VecDeque<copy::CopyStatement>,
+        lineage: Option<Rc<TextLineage>>,
+        /// The statement whose results come next.
+        statement: usize,
+    },
+    /// A FunctionCall in the given result format: ends at ReadyForQuery.
+    FunctionCall {
+        binary: bool,
+        builtin: bool,
+    },
     /// The describe of a COPY's columns sent ahead of its Query (or Parse or
     /// Bind): everything through its ReadyForQuery is consumed.
     CopyDescribe(copy::DescribedFields),
@@ -114,7 +175,11 @@ impl Expect {
     fn ends_at_ready(&self) -> bool {
         matches!(
             self,
-            Expect::Catalog | Expect::CopyDescribe(_) | Expect::Query(_) | Expect::Sync
+            Expect::Catalog
+                | Expect::CopyDescribe(_)
+                | Expect::Query { .. }
+                | Expect::FunctionCall { .. }
+                | Expect::Sync
         )
     }
 }
@@ -136,8 +201,29 @@ pub struct SessionMasker {
     lookup: Lookup,
     /// (table OID, attribute number) → rule index, from the catalog lookup.
     resolved: HashMap<(u32, i16), usize>,
-    statements: HashMap<Vec<u8>, Slot>,
+    /// Prepared statements the server confirmed, with their lineage.
+    statements: HashMap<Vec<u8>, Rc<TextLineage>>,
+    /// Portals the server confirmed.
     portals: HashMap<Vec<u8>, PortalShape>,
+    /// The portal the previous client message described, with the slot its
+    /// description fills: an Execute of it right after needs no describe.
+    described_portal: Option<(Vec<u8>, Slot)>,
+    /// The masker's own Describe sent ahead of the Execute being handled.
+    own_describe: Option<(Vec<u8>, Slot)>,
+    /// Masked columns by name, for lineage: the table rules, then the view
+    /// columns the catalog lookup found.
+    sources: Rc<crate::sql::lineage::Sources>,
+    /// Bumped when `sources` grows.
+    sources_generation: u64,
+    /// How the server will lex the text being judged (see
+    /// [`SessionMasker::set_lexing`]).
+    lexing: Lexing,
+    /// The last text analyzed, how it was lexed, and its lineage.
+    last_text: Option<(Vec<u8>, Lexing, Rc<TextLineage>)>,
+    /// Lineage of recent texts by normalized form.
+    lineage_cache: derived::LineageCache,
+    /// Values masked whole because something opaque computed them.
+    opaque_count: u64,
     expected: VecDeque<Expect>,
     /// The description of the simple Query result being received.
     query_plan: Option<Rc<RowPlan>>,
@@ -157,13 +243,13 @@ pub struct SessionMasker {
     /// The COPY whose columns the client message being handled may have
     /// described ahead of it (a Parse or Bind of one).
     copy_describe_next: Option<Rc<copy::CopyStatement>>,
-    /// The result formats of an Execute whose columns are unknown.
-    unknown_formats: Option<Rc<[i16]>>,
     rule_counts: Vec<u64>,
     detector_counts: DetectorCounts,
     over_cap: u64,
     /// The buffer the next rewritten row is written into (see [`SessionMasker::recycle`]).
     spare_row: Vec<u8>,
+    /// The result-size limit and where the current result stands.
+    guard: limits::ResultGuard,
 }
 
 impl SessionMasker {
@@ -175,12 +261,20 @@ impl SessionMasker {
         };
         Self {
             rule_counts: vec![0; policy.rules.len()],
-            policy,
+            policy: Arc::clone(&policy),
             exempt: None,
             lookup,
             resolved: HashMap::new(),
             statements: HashMap::new(),
             portals: HashMap::new(),
+            described_portal: None,
+            own_describe: None,
+            sources: Rc::new(derived::policy_sources(&policy)),
+            sources_generation: 0,
+            lexing: Lexing::default(),
+            last_text: None,
+            lineage_cache: derived::LineageCache::default(),
+            opaque_count: 0,
             expected: VecDeque::new(),
             query_plan: None,
             copy: None,
@@ -191,10 +285,10 @@ impl SessionMasker {
             at_boundary: true,
             copy_prepared: HashMap::new(),
             copy_describe_next: None,
-            unknown_formats: None,
             detector_counts: DetectorCounts::default(),
             over_cap: 0,
             spare_row: Vec::new(),
+            guard: limits::ResultGuard::default(),
         }
     }
 
@@ -237,51 +331,83 @@ impl SessionMasker {
         Some(catalog::query_message(&sql))
     }
 
+    /// Whether the catalog lookup has answered (or will not be sent).
+    fn catalog_answered(&self) -> bool {
+        matches!(self.lookup, Lookup::Done | Lookup::Failed)
+    }
+
     /// A client message as the server receives it.
     pub fn on_frontend(&mut self, msg: &FrontendMessage<'_>) {
         self.note_batch(msg);
+        let described = self.described_portal.take();
         match msg {
-            FrontendMessage::Query { sql } => self.expect(Expect::Query(self.copies_of(sql))),
-            FrontendMessage::FunctionCall(_) => self.expect(Expect::Query(VecDeque::new())),
-            FrontendMessage::Parse { name, .. }
-                if self.statements.len() < MAX_TRACKED_NAMES
-                    || self.statements.contains_key(*name) =>
-            {
-                self.statements.insert(name.to_vec(), Slot::default());
+            FrontendMessage::Query { sql } => {
+                // A Query destroys the unnamed statement.
+                self.statements.remove(&[][..]);
+                let lineage = self.text_lineage(sql);
+                if lineage.as_deref().is_none_or(TextLineage::redefines_names) {
+                    self.forget_names();
+                }
+                // Portals may be declared or closed by any statement of it.
+                self.forget_portals();
+                self.expect(Expect::Query {
+                    copies: self.copies_of(sql),
+                    lineage,
+                    statement: 0,
+                });
+            }
+            FrontendMessage::FunctionCall(call) => {
+                let binary = call.result_format == 1;
+                self.expect(Expect::FunctionCall {
+                    binary,
+                    builtin: call.oid < FIRST_NORMAL_OID,
+                });
+            }
+            FrontendMessage::Parse { name, sql, .. } => {
+                // Until the server confirms it, the name means nothing known.
+                self.statements.remove(*name);
+                let lineage = self.text_lineage(sql);
+                if lineage.as_deref().is_none_or(TextLineage::redefines_names) {
+                    self.forget_names();
+                }
+                self.expect(Expect::Parse {
+                    name: name.to_vec(),
+                    lineage,
+                });
             }
             FrontendMessage::Bind(bind) => {
-                let slot = self
-                    .statements
-                    .get(bind.statement)
-                    .cloned()
-                    .unwrap_or_default();
-                if self.portals.len() < MAX_TRACKED_NAMES || self.portals.contains_key(bind.portal)
-                {
-                    self.portals.insert(
-                        bind.portal.to_vec(),
-                        PortalShape {
-                            slot,
-                            formats: Rc::from(bind.result_formats.as_slice()),
-                            copy: self.copy_prepared.get(bind.statement).cloned(),
-                        },
-                    );
+                let lineage = self.statements.get(bind.statement).cloned();
+                if lineage.as_deref().is_none_or(TextLineage::redefines_names) {
+                    // Running it may declare or close cursors by any name.
+                    self.forget_portals();
                 }
+                let _ = lineage;
+                self.expect(Expect::Bind {
+                    portal: bind.portal.to_vec(),
+                    statement: bind.statement.to_vec(),
+                    copy: self.copy_prepared.get(bind.statement).cloned(),
+                    valid: true,
+                });
             }
             FrontendMessage::Describe { kind, name } => {
-                let slot = if *kind == b'S' {
-                    self.statements.get(*name).cloned()
-                } else {
-                    self.portals.get(*name).map(|p| p.slot.clone())
-                };
-                self.expect(Expect::Describe(slot.unwrap_or_default()));
+                let slot = Slot::default();
+                if *kind == b'P' {
+                    self.described_portal = Some((name.to_vec(), Rc::clone(&slot)));
+                }
+                self.expect(Expect::Describe(slot));
             }
             FrontendMessage::Execute { portal, .. } => {
-                let shape = self.portals.get(*portal).cloned().unwrap_or(PortalShape {
-                    slot: Slot::default(),
-                    formats: Rc::from(Vec::new()),
-                    copy: None,
+                let slot = match (described, self.own_describe.take()) {
+                    (_, Some((name, slot))) if name == *portal => slot,
+                    (Some((name, slot)), _) if name == *portal => slot,
+                    // Not described: the columns stay unknown.
+                    _ => Slot::default(),
+                };
+                self.expect(Expect::Execute {
+                    portal: portal.to_vec(),
+                    slot,
+                    plan: None,
                 });
-                self.expect(Expect::Execute { shape, plan: None });
             }
             FrontendMessage::Close { kind, name } => {
                 if *kind == b'S' {
@@ -292,6 +418,58 @@ impl SessionMasker {
             }
             FrontendMessage::Sync => self.expect(Expect::Sync),
             _ => {}
+        }
+    }
+
+    /// The Describe of a portal to send ahead of the client's Execute of it,
+    /// unless the client described it in the message just before. Call it
+    /// right before [`SessionMasker::on_frontend`] with the Execute; its
+    /// answer is consumed.
+    pub fn describe_ahead_of_execute(&mut self, msg: &FrontendMessage<'_>) -> Option<Vec<u8>> {
+        let FrontendMessage::Execute { portal, .. } = msg else {
+            return None;
+        };
+        if self
+            .described_portal
+            .as_ref()
+            .is_some_and(|(name, _)| name == portal)
+            || self.expected.len() >= MAX_EXPECTED
+        {
+            return None;
+        }
+        let slot = Slot::default();
+        self.expected
+            .push_back(Expect::OwnDescribe(Rc::clone(&slot)));
+        self.own_describe = Some((portal.to_vec(), slot));
+        let mut bytes = Vec::with_capacity(portal.len() + 7);
+        FrontendMessage::Describe {
+            kind: b'P',
+            name: portal,
+        }
+        .encode(&mut bytes);
+        Some(bytes)
+    }
+
+    /// Prepared statements may have been redefined behind the protocol
+    /// (PREPARE, DEALLOCATE, DISCARD): none has a known lineage any more.
+    fn forget_names(&mut self) {
+        self.statements.clear();
+        for expect in &mut self.expected {
+            if let Expect::Parse { lineage, .. } = expect {
+                *lineage = None;
+            }
+        }
+        self.forget_portals();
+    }
+
+    /// Portals may have been declared or closed behind the protocol: none is
+    /// known any more, and Binds not yet answered are not trusted either.
+    fn forget_portals(&mut self) {
+        self.portals.clear();
+        for expect in &mut self.expected {
+            if let Expect::Bind { valid, .. } = expect {
+                *valid = false;
+            }
         }
     }
 
@@ -308,27 +486,105 @@ impl SessionMasker {
             Some(Expect::CopyDescribe(_)) => return self.on_copy_describe_answer(msg),
             _ => {}
         }
+        if let BackendMessage::DataRow { .. } = msg {
+            return self.route(msg);
+        }
+        let guarded = self.guard_message(msg);
+        match (self.route(msg), guarded) {
+            (MaskAction::Consume, _) => MaskAction::Consume,
+            (_, Some(guarded)) => guarded,
+            (action, None) => action,
+        }
+    }
+
+    /// A server message of the client's: masked, and followed.
+    fn route(&mut self, msg: &BackendMessage<'_>) -> MaskAction {
         match msg {
             BackendMessage::RowDescription { body } => {
-                let fields = values::parse_row_description(body).unwrap_or_default();
+                // A description that does not parse describes nothing: its
+                // rows are masked as of unknown columns.
+                let fields = values::parse_row_description(body).ok();
                 match self.expected.front() {
-                    Some(Expect::Describe(slot)) => {
-                        let _ = slot.set(Rc::new(fields));
-                        self.expected.pop_front();
+                    Some(Expect::Describe(slot) | Expect::OwnDescribe(slot)) => {
+                        if let Some(fields) = fields {
+                            let _ = slot.set(Rc::new(fields));
+                        }
+                        let own = matches!(self.expected.pop_front(), Some(Expect::OwnDescribe(_)));
+                        if own {
+                            return MaskAction::Consume;
+                        }
                     }
                     _ => {
-                        self.unknown_formats = None;
-                        self.query_plan = Some(Rc::new(self.plan(&fields, None)));
+                        self.query_plan = fields.map(|fields| {
+                            let (lineage, statement) = match self.expected.front() {
+                                Some(Expect::Query {
+                                    lineage, statement, ..
+                                }) => (lineage.clone(), *statement),
+                                _ => (None, 0),
+                            };
+                            let taints =
+                                self.column_taints(lineage.as_deref(), statement, fields.len());
+                            Rc::new(self.plan(&fields, None, &taints))
+                        });
                     }
                 }
                 MaskAction::Unchanged
             }
             BackendMessage::NoData => {
-                if let Some(Expect::Describe(slot)) = self.expected.front() {
+                if let Some(Expect::Describe(slot) | Expect::OwnDescribe(slot)) =
+                    self.expected.front()
+                {
                     let _ = slot.set(Rc::new(Vec::new()));
-                    self.expected.pop_front();
+                    if matches!(self.expected.pop_front(), Some(Expect::OwnDescribe(_))) {
+                        return MaskAction::Consume;
+                    }
                 }
                 MaskAction::Unchanged
+            }
+            BackendMessage::ParseComplete => {
+                if let Some(Expect::Parse { .. }) = self.expected.front()
+                    && let Some(Expect::Parse { name, lineage }) = self.expected.pop_front()
+                {
+                    match lineage {
+                        Some(lineage)
+                            if self.statements.len() < MAX_TRACKED_NAMES
+                                || self.statements.contains_key(&name) =>
+                        {
+                            self.statements.insert(name, lineage);
+                        }
+                        _ => {
+                            self.statements.remove(&name);
+                        }
+                    }
+                }
+                MaskAction::Unchanged
+            }
+            BackendMessage::BindComplete => {
+                if let Some(Expect::Bind { .. }) = self.expected.front()
+                    && let Some(Expect::Bind {
+                        portal,
+                        statement,
+                        copy,
+                        valid,
+                    }) = self.expected.pop_front()
+                {
+                    let shape = PortalShape {
+                        lineage: self.statements.get(&statement).cloned(),
+                        copy,
+                    };
+                    if valid
+                        && (self.portals.len() < MAX_TRACKED_NAMES
+                            || self.portals.contains_key(&portal))
+                    {
+                        self.portals.insert(portal, shape);
+                    } else {
+                        self.portals.remove(&portal);
+                    }
+                }
+                MaskAction::Unchanged
+            }
+            BackendMessage::FunctionCallResponse { result } => {
+                self.on_function_result(msg, *result)
             }
             BackendMessage::DataRow { .. } => {
                 // The session hands rows over undecoded ([`Self::on_data_row`]);
@@ -343,10 +599,15 @@ impl SessionMasker {
             | BackendMessage::EmptyQueryResponse
             | BackendMessage::PortalSuspended => {
                 self.copy = None;
-                if matches!(self.expected.front(), Some(Expect::Execute { .. })) {
-                    self.expected.pop_front();
-                } else {
-                    self.query_plan = None;
+                match self.expected.front_mut() {
+                    Some(Expect::Execute { .. }) => {
+                        self.expected.pop_front();
+                    }
+                    Some(Expect::Query { statement, .. }) => {
+                        *statement += 1;
+                        self.query_plan = None;
+                    }
+                    _ => self.query_plan = None,
                 }
                 MaskAction::Unchanged
             }
@@ -363,10 +624,14 @@ impl SessionMasker {
                 if let Some(action) = self.copy_error(msg, fields) {
                     return action;
                 }
+                let quoted = self.statement_reads_masked();
                 self.on_error();
-                self.mask_fields(msg, fields)
+                self.mask_fields(msg, fields, quoted)
             }
-            BackendMessage::NoticeResponse { fields } => self.mask_fields(msg, fields),
+            BackendMessage::NoticeResponse { fields } => {
+                let quoted = self.statement_reads_masked();
+                self.mask_fields(msg, fields, quoted)
+            }
             BackendMessage::NotificationResponse {
                 pid,
                 channel,
@@ -387,6 +652,10 @@ impl SessionMasker {
                 self.query_plan = None;
                 self.copy = None;
                 self.tx_status = *status;
+                if *status == b'I' {
+                    // Portals end with their transaction.
+                    self.portals.clear();
+                }
                 self.copy_describe_error = None;
                 while let Some(entry) = self.expected.pop_front() {
                     if entry.ends_at_ready() {
@@ -399,14 +668,49 @@ impl SessionMasker {
         }
     }
 
+    /// A FunctionCallResponse: its value is inspected as one of unknown type
+    /// in the call's result format; a function defined in the database (not
+    /// built in) is opaque, so under column rules its value is masked whole.
+    fn on_function_result(
+        &mut self,
+        msg: &BackendMessage<'_>,
+        result: Option<&[u8]>,
+    ) -> MaskAction {
+        let (binary, builtin) = match self.expected.front() {
+            Some(Expect::FunctionCall { binary, builtin }) => (*binary, *builtin),
+            _ => (true, false),
+        };
+        let Some(value) = result else {
+            return MaskAction::Unchanged;
+        };
+        let mut plan = ColumnPlan::scanned(values::UNKNOWN_TYPE, binary);
+        plan.opaque = !builtin && !self.policy.rules.is_empty();
+        if plan.opaque {
+            self.opaque_count = self.opaque_count.saturating_add(1);
+        }
+        let mut counts = ValueCounts::default();
+        let masked = values::mask_value(&self.policy, plan, value, &mut counts);
+        self.count(&counts);
+        if masked.is_unchanged() {
+            return MaskAction::Unchanged;
+        }
+        let _ = msg;
+        self.replace(BackendMessage::FunctionCallResponse {
+            result: masked.as_bytes(),
+        })
+    }
+
     /// The answers to the catalog lookup, consumed.
     fn on_lookup_answer(&mut self, msg: &BackendMessage<'_>) -> MaskAction {
         match msg {
             BackendMessage::DataRow { values } => {
-                if let Some((oid, attnum, rule)) = catalog::parse_row(values)
-                    && rule < self.policy.rules.len()
+                if let Some(resolved) = catalog::parse_row(values)
+                    && resolved.rule < self.policy.rules.len()
                 {
-                    self.resolved.entry((oid, attnum)).or_insert(rule);
+                    self.resolved
+                        .entry((resolved.oid, resolved.attnum))
+                        .or_insert(resolved.rule);
+                    self.add_catalog_source(&resolved);
                 }
             }
             BackendMessage::ErrorResponse { .. } => self.lookup = Lookup::Failed,
@@ -434,7 +738,13 @@ impl SessionMasker {
         self.query_plan = None;
         self.copy = None;
         match self.expected.front() {
-            Some(Expect::Query(_) | Expect::Sync | Expect::Catalog | Expect::CopyDescribe(_))
+            Some(
+                Expect::Query { .. }
+                | Expect::FunctionCall { .. }
+                | Expect::Sync
+                | Expect::Catalog
+                | Expect::CopyDescribe(_),
+            )
             | None => {}
             Some(_) => {
                 while self.expected.front().is_some_and(|e| !e.ends_at_ready()) {
@@ -444,7 +754,7 @@ impl SessionMasker {
         }
     }
 
-    fn plan(&self, fields: &[Field], formats: Option<&[i16]>) -> RowPlan {
+    fn plan(&self, fields: &[Field], formats: Option<&[i16]>, taints: &[Taint]) -> RowPlan {
         values::plan_for(
             &self.policy,
             &self.resolved,
@@ -452,27 +762,24 @@ impl SessionMasker {
             self.lookup != Lookup::Done,
             fields,
             formats,
+            taints,
         )
     }
 
     /// The plan for the DataRow being received.
     fn current_plan(&mut self) -> Option<Rc<RowPlan>> {
-        if let Some(Expect::Execute { shape, plan }) = self.expected.front() {
+        if let Some(Expect::Execute { portal, slot, plan }) = self.expected.front() {
             if let Some(plan) = plan {
                 return Some(Rc::clone(plan));
             }
-            let fields = shape.slot.get().cloned();
-            let formats = Rc::clone(&shape.formats);
-            let built = Rc::new(match fields {
-                Some(fields) => self.plan(&fields, Some(&formats)),
-                // Executed without a Describe: the columns are unknown.
-                None => Vec::new(),
-            });
-            let unknown_formats = formats;
+            // The portal's own description carries its result formats.
+            let fields = slot.get().cloned()?;
+            let lineage = self.portals.get(portal).and_then(|p| p.lineage.clone());
+            let taints = self.column_taints(lineage.as_deref(), 0, fields.len());
+            let built = Rc::new(self.plan(&fields, None, &taints));
             if let Some(Expect::Execute { plan, .. }) = self.expected.front_mut() {
                 *plan = Some(Rc::clone(&built));
             }
-            self.unknown_formats = built.is_empty().then_some(unknown_formats);
             return Some(built);
         }
         self.query_plan.clone()
@@ -491,7 +798,11 @@ impl SessionMasker {
             let msg = BackendMessage::decode(crate::protocol::DATA_ROW_TAG, body)?;
             return Ok(self.on_backend(&msg));
         }
+        if let Some(action) = self.guard_row(body.len()) {
+            return Ok(action);
+        }
         let plan = self.current_plan();
+        let known = plan.is_some();
         let plan = plan.as_deref().map(Vec::as_slice).unwrap_or_default();
         let rewrite = !self.is_exempt();
         let mut out: Option<Vec<u8>> = None;
@@ -506,8 +817,11 @@ impl SessionMasker {
                     let column = plan
                         .get(i)
                         .copied()
-                        .unwrap_or_else(|| self.unknown_column(i));
-                    if rewrite && column.rule.is_some() {
+                        .unwrap_or_else(|| self.unknown_column(known));
+                    if column.opaque {
+                        self.opaque_count = self.opaque_count.saturating_add(1);
+                    }
+                    if rewrite && column.masks_whole() {
                         // A rule always changes its value: written straight
                         // into the row.
                         let out = match out.as_mut() {
@@ -569,50 +883,74 @@ impl SessionMasker {
         }
     }
 
-    /// A column no description covers: scanned as text in text format.
-    fn unknown_column(&self, i: usize) -> ColumnPlan {
-        let binary = self
-            .unknown_formats
-            .as_deref()
-            .is_some_and(|formats| match formats {
-                [] => false,
-                [one] => *one == 1,
-                many => many.get(i) == Some(&1),
-            });
-        values::unknown_column(binary)
+    /// A column no description covers (a result never described, or a
+    /// column past its description): with column rules, masked whole; else
+    /// scanned whatever it holds.
+    fn unknown_column(&self, described: bool) -> ColumnPlan {
+        let _ = described;
+        values::unknown_column(!self.policy.rules.is_empty())
     }
 
-    /// ErrorResponse / NoticeResponse: the fields that can quote values.
-    fn mask_fields(&mut self, msg: &BackendMessage<'_>, fields: &[(u8, &[u8])]) -> MaskAction {
+    /// Whether the statement being answered reads masked columns (or may:
+    /// its lineage is unknown), so that its errors may quote their values.
+    fn statement_reads_masked(&self) -> bool {
+        if self.sources.is_empty() {
+            return false;
+        }
+        let reads = |lineage: Option<&Rc<TextLineage>>, index: usize| {
+            lineage.is_none_or(|l| l.reads_masked(index))
+        };
+        match self.expected.front() {
+            Some(Expect::Query {
+                lineage, statement, ..
+            }) => reads(lineage.as_ref(), *statement),
+            Some(Expect::Parse { lineage, .. }) => reads(lineage.as_ref(), 0),
+            Some(Expect::Execute { portal, .. }) => {
+                reads(self.portals.get(portal).and_then(|p| p.lineage.as_ref()), 0)
+            }
+            Some(Expect::Bind { statement, .. }) => reads(self.statements.get(statement), 0),
+            Some(Expect::Describe(_) | Expect::OwnDescribe(_) | Expect::FunctionCall { .. }) => {
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// ErrorResponse / NoticeResponse: the fields that can quote values. When
+    /// the statement reads masked columns (`quoted`), the values its messages
+    /// quote (`"…"`, a failing row) are masked whole too: a value glued to
+    /// other text (`(ssn || 'x')::numeric`) is no longer what a detector knows.
+    fn mask_fields(
+        &mut self,
+        msg: &BackendMessage<'_>,
+        fields: &[(u8, &[u8])],
+        quoted: bool,
+    ) -> MaskAction {
         let mut changed = false;
         let mut out: Vec<(u8, Cow<'_, [u8]>)> = Vec::with_capacity(fields.len());
         for &(code, value) in fields {
-            let masked = match code {
+            let key_detail = match code {
                 b'D' => self.mask_key_detail(fields, value),
                 _ => None,
             };
-            let masked = masked.or_else(|| {
-                matches!(code, b'M' | b'D' | b'H' | b'W' | b'q').then(|| {
-                    let m = self.policy.masker.mask_text(value);
-                    self.detector_counts.merge(&m.counts);
-                    match m.value {
-                        Masked::Value(Cow::Borrowed(_)) => None,
-                        Masked::Value(Cow::Owned(v)) => Some(v),
-                        Masked::Null => Some(
-                            self.policy
-                                .masker
-                                .mask_value(
-                                    gatehouse_core::mask::MaskStyle::Redact,
-                                    value,
-                                    gatehouse_core::mask::ValueType::Text,
-                                    None,
-                                )
-                                .as_bytes()
-                                .unwrap_or_default()
-                                .to_vec(),
-                        ),
-                    }
-                })?
+            let masked = key_detail.or_else(|| {
+                if !matches!(code, b'M' | b'D' | b'H' | b'W' | b'q') {
+                    return None;
+                }
+                let unquoted = quoted
+                    .then(|| mask_quoted(value, self.policy.masker.redact_token()))
+                    .flatten();
+                if unquoted.is_some() {
+                    self.opaque_count = self.opaque_count.saturating_add(1);
+                }
+                let text = unquoted.as_deref().unwrap_or(value);
+                let m = self.policy.masker.mask_text(text);
+                self.detector_counts.merge(&m.counts);
+                match m.value {
+                    Masked::Value(Cow::Borrowed(_)) => unquoted,
+                    Masked::Value(Cow::Owned(v)) => Some(v),
+                    Masked::Null => Some(self.policy.masker.redact_token().to_vec()),
+                }
             });
             match masked {
                 Some(v) => {
@@ -736,12 +1074,19 @@ impl SessionMasker {
         let policy = Arc::clone(&self.policy);
         let rewrite = match tag {
             crate::protocol::DATA_ROW_TAG => {
-                let plan = self
+                let past_limit = self.guard_streamed_row(body_len);
+                let plan: RowPlan = self
                     .current_plan()
                     .map(|p| p.as_ref().clone())
-                    .unwrap_or_default();
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|column| ColumnPlan {
+                        opaque: column.opaque || past_limit,
+                        ..column
+                    })
+                    .collect();
                 // Columns past the plan (or all, without one) are read as unknown.
-                let unknown = (0..=plan.len()).map(|i| self.unknown_column(i)).collect();
+                let unknown = vec![self.unknown_column(false); plan.len() + 1];
                 StreamRewrite::data_row(policy, plan, unknown, body_len)
             }
             crate::protocol::COPY_DATA_TAG => {
@@ -778,6 +1123,8 @@ impl SessionMasker {
         let mut counts = MaskingCounts {
             exempt: self.is_exempt(),
             over_cap: std::mem::take(&mut self.over_cap),
+            opaque: std::mem::take(&mut self.opaque_count),
+            limited: self.guard.limited.take(),
             ..MaskingCounts::default()
         };
         for (rule, n) in self.policy.rules.iter().zip(self.rule_counts.iter_mut()) {
@@ -794,6 +1141,52 @@ impl SessionMasker {
         }
         (!counts.is_empty()).then_some(counts)
     }
+}
+
+/// `text` with the content of every `"…"` it quotes, and the row of a
+/// `Failing row contains (…)`, replaced by `token`; `None` when it quotes
+/// nothing.
+pub(super) fn mask_quoted(text: &[u8], token: &[u8]) -> Option<Vec<u8>> {
+    const FAILING_ROW: &[u8] = b"Failing row contains (";
+    let mut out = Vec::with_capacity(text.len());
+    let mut changed = false;
+    let mut rest = text;
+    while let Some((&b, tail)) = rest.split_first() {
+        if b == b'"' {
+            match tail.iter().position(|&c| c == b'"') {
+                Some(end) => {
+                    out.push(b'"');
+                    out.extend_from_slice(token);
+                    out.push(b'"');
+                    changed = true;
+                    rest = tail.get(end + 1..).unwrap_or_default();
+                }
+                None => {
+                    // An unclosed quote: the rest is its content.
+                    out.push(b'"');
+                    out.extend_from_slice(token);
+                    return Some(out);
+                }
+            }
+            continue;
+        }
+        if rest.starts_with(FAILING_ROW) {
+            out.extend_from_slice(FAILING_ROW);
+            out.extend_from_slice(token);
+            out.push(b')');
+            changed = true;
+            // The row ends at the last `)`.
+            let after = rest.get(FAILING_ROW.len()..).unwrap_or_default();
+            rest = match after.iter().rposition(|&c| c == b')') {
+                Some(end) => after.get(end + 1..).unwrap_or_default(),
+                None => &[],
+            };
+            continue;
+        }
+        out.push(b);
+        rest = tail;
+    }
+    changed.then_some(out)
 }
 
 /// One DataRow value: its length (-1 for NULL), then its bytes.

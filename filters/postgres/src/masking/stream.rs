@@ -341,15 +341,11 @@ impl StreamRewrite {
             return ValueAction::Pass;
         };
         let masker = &self.policy.masker;
-        if let Some(index) = plan.rule {
-            if let Some(n) = self.rules.get_mut(index) {
+        if plan.masks_whole() {
+            if let Some(n) = plan.rule.and_then(|index| self.rules.get_mut(index)) {
                 *n = n.saturating_add(1);
             }
-            let style = self
-                .policy
-                .rules
-                .get(index)
-                .map_or(MaskStyle::Redact, |r| r.style);
+            let (style, _) = plan.whole_style(&self.policy);
             let text_like = matches!(
                 (plan.class, plan.binary),
                 (TypeClass::Text, _) | (TypeClass::Bytea, true)
@@ -370,9 +366,9 @@ impl StreamRewrite {
                 _ => ValueAction::Fill(b'*'),
             };
         }
-        if !plan.class.scanned() {
-            return ValueAction::Pass;
-        }
+        // Every type is scanned: its text form, or its raw binary bytes
+        // (findings are starred in place, so lengths and binary structure
+        // hold).
         if len <= masker.max_scan_bytes() {
             return ValueAction::Scan(Vec::with_capacity(len));
         }

@@ -21,6 +21,7 @@ pub(super) fn demo_policy() -> Arc<MaskingPolicy> {
 
 pub(super) struct Wire {
     session: Session,
+    policy: Arc<MaskingPolicy>,
     records: Vec<Record>,
     now: u64,
     byte_by_byte: bool,
@@ -42,6 +43,36 @@ pub(super) fn query(sql: &str) -> Vec<u8> {
     encode_frontend(&[FrontendMessage::Query {
         sql: sql.as_bytes(),
     }])
+}
+
+/// Client messages as the server gets them: the masker's Describe of the
+/// portal ahead of each Execute the client did not describe just before.
+pub(super) fn with_portal_describes(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut rest = bytes;
+    let mut described: Option<Vec<u8>> = None;
+    while let Some((&tag, tail)) = rest.split_first() {
+        let len = u32::from_be_bytes(tail[..4].try_into().unwrap()) as usize;
+        let (frame, after) = tail.split_at(len);
+        let msg = FrontendMessage::decode(tag, &frame[4..]).unwrap();
+        if let FrontendMessage::Execute { portal, .. } = &msg
+            && described.as_deref() != Some(*portal)
+        {
+            FrontendMessage::Describe {
+                kind: b'P',
+                name: portal,
+            }
+            .encode(&mut out);
+        }
+        described = match &msg {
+            FrontendMessage::Describe { kind: b'P', name } => Some(name.to_vec()),
+            _ => None,
+        };
+        out.push(tag);
+        out.extend_from_slice(frame);
+        rest = after;
+    }
+    out
 }
 
 /// A RowDescription of `(name, table oid, attnum, type oid, format)` fields.
@@ -73,19 +104,23 @@ fn catalog_answer() -> Vec<u8> {
         ("relid", 0, 0, 20, 0),
         ("attnum", 0, 0, 21, 0),
         ("min", 0, 0, 23, 0),
+        ("relname", 0, 0, 19, 0),
+        ("attname", 0, 0, 19, 0),
     ]);
     let mut out = encode_backend(&[BackendMessage::RowDescription { body: &rd }]);
-    for (oid, attnum, rule) in [
-        (CUSTOMERS_OID, "2", "0"),
-        (CUSTOMERS_OID, "3", "1"),
-        (CUSTOMERS_OID, "4", "2"),
-        (VIEW_OID, "2", "2"),
+    for (oid, attnum, rule, relation, column) in [
+        (CUSTOMERS_OID, "2", "0", "customers", "email"),
+        (CUSTOMERS_OID, "3", "1", "customers", "card_number"),
+        (CUSTOMERS_OID, "4", "2", "customers", "ssn"),
+        (VIEW_OID, "2", "2", "customer_ids", "tax_id"),
     ] {
         let oid = oid.to_string();
         out.extend(data_row(&[
             Some(oid.as_bytes()),
             Some(attnum.as_bytes()),
             Some(rule.as_bytes()),
+            Some(relation.as_bytes()),
+            Some(column.as_bytes()),
         ]));
     }
     out.extend(encode_backend(&[
@@ -105,6 +140,15 @@ impl Wire {
         identity: Option<gatehouse_core::identity::Identity>,
         byte_by_byte: bool,
     ) -> Self {
+        Self::with_policy(demo_policy(), config, identity, byte_by_byte)
+    }
+
+    pub(super) fn with_policy(
+        policy: Arc<MaskingPolicy>,
+        config: EngineConfig,
+        identity: Option<gatehouse_core::identity::Identity>,
+        byte_by_byte: bool,
+    ) -> Self {
         let mut session = Session::new(
             Arc::new(config),
             ConnectionInfo {
@@ -113,12 +157,13 @@ impl Wire {
             },
             1_000,
         );
-        session.set_masker(SessionMasker::new(demo_policy()));
+        session.set_masker(SessionMasker::new(Arc::clone(&policy)));
         if let Some(identity) = identity {
             session.set_identity(identity);
         }
         let mut wire = Self {
             session,
+            policy,
             records: Vec::new(),
             now: 2_000,
             byte_by_byte,
@@ -171,7 +216,7 @@ impl Wire {
     /// of it and consumes the lookup's answers.
     pub(super) fn first_request(&mut self, request: &[u8]) {
         let to_server = self.client(request);
-        let lookup = catalog::lookup_sql(&demo_policy()).unwrap();
+        let lookup = catalog::lookup_sql(&self.policy).unwrap();
         let expected = [catalog::query_message(&lookup), request.to_vec()].concat();
         assert_eq!(to_server, expected);
         assert_eq!(
@@ -397,12 +442,22 @@ fn pipelined_prepared_statements_use_their_own_descriptions() {
         execute,
         FrontendMessage::Sync,
     ]);
-    assert_eq!(wire.client(&run), run);
-    let mut answers = encode_backend(&[BackendMessage::BindComplete]);
+    // Each Execute's portal is described ahead of it, with its formats.
+    assert_eq!(wire.client(&run), with_portal_describes(&run));
+    let p1 = row_description(&[("ssn", CUSTOMERS_OID, 4, TEXT, 0)]);
+    let p2 = row_description(&[
+        ("id", CUSTOMERS_OID, 1, INT4, 1),
+        ("note", CUSTOMERS_OID, 5, TEXT, 0),
+    ]);
+    let mut answers = encode_backend(&[
+        BackendMessage::BindComplete,
+        BackendMessage::RowDescription { body: &p1 },
+    ]);
     answers.extend(data_row(&[Some(b"536-22-1234")]));
     answers.extend(encode_backend(&[
         BackendMessage::CommandComplete { tag: b"SELECT 1" },
         BackendMessage::BindComplete,
+        BackendMessage::RowDescription { body: &p2 },
     ]));
     // s2's first column is a binary integer whose bytes happen to be digits:
     // it is not text, so no detector touches it.

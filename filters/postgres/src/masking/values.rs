@@ -2,7 +2,8 @@
 //! for its column's type and format.
 
 use super::config::MaskingPolicy;
-use gatehouse_core::mask::{DetectorCounts, Masked, Masker, ValueType};
+use crate::sql::lineage::Taint;
+use gatehouse_core::mask::{DetectorCounts, MaskStyle, Masked, Masker, ValueType};
 use std::borrow::Cow;
 use std::collections::HashMap;
 
@@ -87,7 +88,7 @@ pub enum TypeClass {
     /// numeric, float4, float8.
     Numeric,
     Uuid,
-    /// Every other type: never scanned by detectors.
+    /// Every other type (written whole as NULL under a rule).
     Other,
 }
 
@@ -108,14 +109,6 @@ impl TypeClass {
             _ => TypeClass::Other,
         }
     }
-
-    /// Whether detectors run on values of this type.
-    pub fn scanned(self) -> bool {
-        matches!(
-            self,
-            TypeClass::Text | TypeClass::Json | TypeClass::Jsonb | TypeClass::TextArray
-        )
-    }
 }
 
 /// How one column of a result is treated.
@@ -125,19 +118,64 @@ pub struct ColumnPlan {
     pub rule: Option<usize>,
     pub class: TypeClass,
     pub binary: bool,
+    /// The value is computed from the rule's column rather than being it: a
+    /// style that shows part of it is replaced by `redact`.
+    pub derived: bool,
+    /// The value is computed by something lineage cannot follow, or its
+    /// column is unknown: masked whole (`redact`).
+    pub opaque: bool,
+    /// The column's type.
+    pub type_oid: u32,
+}
+
+impl ColumnPlan {
+    /// A column of `type_oid` that nothing masks whole.
+    pub fn scanned(type_oid: u32, binary: bool) -> Self {
+        Self {
+            rule: None,
+            class: TypeClass::of(type_oid),
+            binary,
+            derived: false,
+            opaque: false,
+            type_oid,
+        }
+    }
+
+    /// Whether every value is replaced whole (by a rule, or as opaque).
+    pub fn masks_whole(&self) -> bool {
+        self.rule.is_some() || self.opaque
+    }
+
+    /// The style its whole values are masked with, and the rule's kind.
+    pub(super) fn whole_style(
+        &self,
+        policy: &MaskingPolicy,
+    ) -> (MaskStyle, Option<gatehouse_core::mask::DetectorKind>) {
+        match self.rule.and_then(|i| policy.rules.get(i)) {
+            Some(rule) if self.derived && rule.style == MaskStyle::Partial => {
+                (MaskStyle::Redact, None)
+            }
+            Some(rule) if self.derived => (rule.style, None),
+            Some(rule) => (rule.style, rule.kind),
+            None => (MaskStyle::Redact, None),
+        }
+    }
 }
 
 /// The plan for every column of one result.
 pub type RowPlan = Vec<ColumnPlan>;
 
 /// Builds a result's plan from its fields and the result formats (empty: all
-/// text; one: applies to all; otherwise one per column, as in Bind).
+/// text; one: applies to all; otherwise one per column, as in Bind). A field
+/// that is a table or view column (a table OID) is masked by its column's
+/// rule; a computed one by its taint from lineage (`taints`, one per field).
 pub fn plan_for(
     policy: &MaskingPolicy,
     resolved: &HashMap<(u32, i16), usize>,
     by_column_name: bool,
     fields: &[Field],
     formats: Option<&[i16]>,
+    taints: &[Taint],
 ) -> RowPlan {
     fields
         .iter()
@@ -167,28 +205,34 @@ pub fn plan_for(
                         })
                         .flatten()
                 });
+            let computed = field.table_oid == 0;
+            let taint = taints.get(i).copied().unwrap_or_default();
+            let derived_rule = (computed && rule.is_none())
+                .then(|| taint.rules().next())
+                .flatten();
             ColumnPlan {
-                rule,
-                class: TypeClass::of(field.type_oid),
-                binary: format == 1,
+                rule: rule.or(derived_rule),
+                derived: derived_rule.is_some(),
+                opaque: computed && rule.is_none() && derived_rule.is_none() && taint.opaque,
+                ..ColumnPlan::scanned(field.type_oid, format == 1)
             }
         })
         .collect()
 }
 
-/// The plan for a result whose description is unknown: every text value is
-/// scanned as text, binary values are left alone (they cannot be read safely).
-pub fn unknown_column(binary: bool) -> ColumnPlan {
+/// The plan for a column whose description is unknown: with column rules
+/// (`under_rules`) masked whole, since any value may be a rule's; otherwise
+/// scanned as of unknown type (its bytes as text, in either format).
+pub fn unknown_column(under_rules: bool) -> ColumnPlan {
     ColumnPlan {
-        rule: None,
-        class: if binary {
-            TypeClass::Other
-        } else {
-            TypeClass::Text
-        },
-        binary,
+        opaque: under_rules,
+        ..ColumnPlan::scanned(UNKNOWN_TYPE, false)
     }
 }
+
+/// The type OID the masker uses for values of unknown type (no built-in
+/// type has it).
+pub const UNKNOWN_TYPE: u32 = 0;
 
 /// What masking one value did.
 #[derive(Debug, Default, Clone, Copy)]
@@ -205,60 +249,12 @@ pub fn mask_value<'a>(
     counts: &mut ValueCounts,
 ) -> Masked<'a> {
     let masker = &policy.masker;
-    if let Some(index) = plan.rule {
-        let Some(rule) = policy.rules.get(index) else {
-            return Masked::Null;
-        };
-        counts.rule = Some(index);
-        return whole_value(masker, rule.style, rule.kind, plan, value);
+    if plan.masks_whole() {
+        counts.rule = plan.rule;
+        let (style, kind) = plan.whole_style(policy);
+        return whole_value(masker, style, kind, plan, value);
     }
-    if !plan.class.scanned() {
-        return Masked::Value(Cow::Borrowed(value));
-    }
-    match (plan.class, plan.binary) {
-        (TypeClass::Json, _) | (TypeClass::Jsonb, false) => json(masker, value, counts),
-        (TypeClass::Jsonb, true) => match value.split_first() {
-            Some((&version, document)) => match json(masker, document, counts) {
-                Masked::Value(Cow::Borrowed(_)) => Masked::Value(Cow::Borrowed(value)),
-                Masked::Value(Cow::Owned(mut masked)) => {
-                    masked.insert(0, version);
-                    Masked::Value(Cow::Owned(masked))
-                }
-                Masked::Null => Masked::Null,
-            },
-            None => Masked::Value(Cow::Borrowed(value)),
-        },
-        (TypeClass::TextArray, true) => binary_array(policy, value, counts),
-        _ => {
-            // Text, and arrays in text form: the replacements never contain
-            // quotes, commas, braces or backslashes, so array literals stay valid.
-            let masked = masker.mask_text(value);
-            counts.detectors.merge(&masked.counts);
-            masked.value
-        }
-    }
-}
-
-fn json<'a>(masker: &Masker, value: &'a [u8], counts: &mut ValueCounts) -> Masked<'a> {
-    if value.len() > masker.max_scan_bytes() {
-        let masked = masker.mask_text(value);
-        counts.detectors.merge(&masked.counts);
-        return match masked.value {
-            Masked::Value(Cow::Owned(_)) => Masked::Value(Cow::Owned(b"null".to_vec())),
-            other => other,
-        };
-    }
-    match masker.mask_json_strings(value) {
-        Ok(masked) => {
-            counts.detectors.merge(&masked.counts);
-            Masked::Value(masked.json)
-        }
-        // Not JSON after all: nothing in it can be trusted to be safe.
-        Err(_) => {
-            counts.detectors.over_cap = counts.detectors.over_cap.saturating_add(1);
-            Masked::Value(Cow::Owned(b"null".to_vec()))
-        }
-    }
+    super::inspect::inspect(policy, plan.type_oid, plan.binary, value, counts)
 }
 
 /// A whole value under a column rule, valid for its type: text-like types get
@@ -314,9 +310,9 @@ fn write_whole_value(
     masker.write_value(style, value, value_type, kind, out)
 }
 
-/// A non-NULL value of a column under a rule, appended to a DataRow being
+/// A non-NULL value of a column masked whole, appended to a DataRow being
 /// written (its length, then its bytes; -1 when the rule makes it NULL)
-/// without an allocation of its own. The plan must carry a rule.
+/// without an allocation of its own.
 pub fn push_rule_value(
     policy: &MaskingPolicy,
     plan: ColumnPlan,
@@ -326,13 +322,9 @@ pub fn push_rule_value(
 ) {
     let length_at = out.len();
     out.extend_from_slice(&[0; 4]);
-    let written = match plan.rule.and_then(|index| policy.rules.get(index)) {
-        Some(rule) => {
-            counts.rule = plan.rule;
-            write_whole_value(&policy.masker, rule.style, rule.kind, plan, value, out)
-        }
-        None => false,
-    };
+    counts.rule = plan.rule;
+    let (style, kind) = plan.whole_style(policy);
+    let written = write_whole_value(&policy.masker, style, kind, plan, value, out);
     let length = if written {
         i32::try_from(out.len() - length_at - 4).unwrap_or(i32::MAX)
     } else {
@@ -342,110 +334,4 @@ pub fn push_rule_value(
     if let Some(field) = out.get_mut(length_at..length_at + 4) {
         field.copy_from_slice(&length.to_be_bytes());
     }
-}
-
-/// A binary-format array of text-like or JSON elements: every element is
-/// masked and its length recomputed. Anything unreadable becomes NULL.
-fn binary_array<'a>(
-    policy: &MaskingPolicy,
-    value: &'a [u8],
-    counts: &mut ValueCounts,
-) -> Masked<'a> {
-    let read_i32 = |at: usize| {
-        value
-            .get(at..at + 4)
-            .and_then(|b| <[u8; 4]>::try_from(b).ok())
-            .map(i32::from_be_bytes)
-    };
-    let (Some(ndim), Some(element_type)) = (read_i32(0), read_i32(8)) else {
-        return Masked::Null;
-    };
-    let Ok(ndim) = usize::try_from(ndim) else {
-        return Masked::Null;
-    };
-    if ndim > 6 {
-        return Masked::Null;
-    }
-    let header_len = 12 + ndim * 8;
-    let element_plan = ColumnPlan {
-        rule: None,
-        class: TypeClass::of(u32::from_ne_bytes(element_type.to_ne_bytes())),
-        binary: true,
-    };
-    let mut out: Option<Vec<u8>> = None;
-    let mut at = header_len;
-    if value.len() < header_len {
-        return Masked::Null;
-    }
-    while at < value.len() {
-        let Some(len) = read_i32(at) else {
-            return Masked::Null;
-        };
-        let start = at + 4;
-        if len < 0 {
-            if let Some(out) = out.as_mut() {
-                out.extend_from_slice(&len.to_be_bytes());
-            }
-            at = start;
-            continue;
-        }
-        let end = start.saturating_add(len.unsigned_abs() as usize);
-        let Some(element) = value.get(start..end) else {
-            return Masked::Null;
-        };
-        let masked = mask_value(policy, element_plan, element, counts);
-        match (&masked, out.as_mut()) {
-            (Masked::Value(Cow::Borrowed(_)), None) => {}
-            (_, None) => {
-                let mut fresh = Vec::with_capacity(value.len() + 16);
-                fresh.extend_from_slice(value.get(..at).unwrap_or_default());
-                push_element(&mut fresh, masked.as_bytes());
-                out = Some(fresh);
-            }
-            (_, Some(out)) => push_element(out, masked.as_bytes()),
-        }
-        at = end;
-    }
-    match out {
-        Some(mut out) => {
-            // A NULL element: set the array's has-null flag.
-            if out.len() >= 8 && value.len() >= 8 {
-                let had_null = read_i32(4).unwrap_or(0) != 0;
-                let now_null = had_null || out_has_null(&out, header_len);
-                if let Some(flag) = out.get_mut(4..8) {
-                    flag.copy_from_slice(&i32::from(now_null).to_be_bytes());
-                }
-            }
-            Masked::Value(Cow::Owned(out))
-        }
-        None => Masked::Value(Cow::Borrowed(value)),
-    }
-}
-
-fn push_element(out: &mut Vec<u8>, element: Option<&[u8]>) {
-    match element {
-        None => out.extend_from_slice(&(-1i32).to_be_bytes()),
-        Some(bytes) => {
-            let len = i32::try_from(bytes.len()).unwrap_or(i32::MAX);
-            out.extend_from_slice(&len.to_be_bytes());
-            out.extend_from_slice(bytes);
-        }
-    }
-}
-
-fn out_has_null(array: &[u8], header_len: usize) -> bool {
-    let mut at = header_len;
-    while let Some(len) = array
-        .get(at..at + 4)
-        .and_then(|b| <[u8; 4]>::try_from(b).ok())
-        .map(i32::from_be_bytes)
-    {
-        if len < 0 {
-            return true;
-        }
-        at = at
-            .saturating_add(4)
-            .saturating_add(len.unsigned_abs() as usize);
-    }
-    false
 }

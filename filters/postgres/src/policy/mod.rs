@@ -48,6 +48,41 @@ pub struct Lexing {
     pub settings_in_flight: bool,
 }
 
+impl Lexing {
+    /// The settings the server last reported.
+    pub fn settings(&self) -> Settings {
+        Settings {
+            standard_conforming_strings: self.standard_conforming_strings,
+        }
+    }
+
+    /// Lexes `sql` as the server will, or `None` when that is not certain: a
+    /// setting that changes the lexing may change before the server reads the
+    /// text, and the text reads differently under the other value.
+    pub fn lex(&self, sql: &str) -> Option<Lexed> {
+        let encoding_uncertain =
+            self.settings_in_flight || !encoding::is_safe_client_encoding(&self.client_encoding);
+        if encoding_uncertain && encoding::ambiguous_under_unsafe_encodings(sql.as_bytes()) {
+            return None;
+        }
+        let settings = self.settings();
+        let lexed = lexer::tokenize_with(sql, settings);
+        // Only backslashes and `U&'` read differently under the other setting.
+        if self.settings_in_flight && (sql.contains('\\') || sql.contains("&'")) {
+            let other = lexer::tokenize_with(
+                sql,
+                Settings {
+                    standard_conforming_strings: !settings.standard_conforming_strings,
+                },
+            );
+            if !same_reading(sql, &lexed, &other) {
+                return None;
+            }
+        }
+        Some(lexed)
+    }
+}
+
 impl Default for Lexing {
     /// The server defaults, nothing in flight.
     fn default() -> Self {
@@ -232,8 +267,6 @@ impl PgPolicy {
     /// not certain: a setting that changes the lexing may change before the server
     /// reads the text, and the text reads differently under the other value.
     pub fn lex(&self, ctx: &SessionContext, sql: &str) -> Result<Lexed, Verdict> {
-        let lexing = &ctx.lexing;
-        let refuse = || Verdict::refused(uncertain_lexing());
         if sql.len() > self.limits.max_sql_len {
             // Analysis refuses it whole; no need to lex it.
             return Ok(Lexed {
@@ -244,28 +277,9 @@ impl PgPolicy {
                 ..Lexed::default()
             });
         }
-        let encoding_uncertain = lexing.settings_in_flight
-            || !encoding::is_safe_client_encoding(&lexing.client_encoding);
-        if encoding_uncertain && encoding::ambiguous_under_unsafe_encodings(sql.as_bytes()) {
-            return Err(refuse());
-        }
-        let settings = Settings {
-            standard_conforming_strings: lexing.standard_conforming_strings,
-        };
-        let lexed = lexer::tokenize_with(sql, settings);
-        // Only backslashes and `U&'` read differently under the other setting.
-        if lexing.settings_in_flight && (sql.contains('\\') || sql.contains("&'")) {
-            let other = lexer::tokenize_with(
-                sql,
-                Settings {
-                    standard_conforming_strings: !settings.standard_conforming_strings,
-                },
-            );
-            if !same_reading(sql, &lexed, &other) {
-                return Err(refuse());
-            }
-        }
-        Ok(lexed)
+        ctx.lexing
+            .lex(sql)
+            .ok_or_else(|| Verdict::refused(uncertain_lexing()))
     }
 
     /// Judges an analysis for a session with the given applicability.

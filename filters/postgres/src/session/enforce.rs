@@ -54,12 +54,17 @@ impl Session {
                 .unwrap_or_else(|| Identity::claimed(client.user.clone())),
             database: client.database.clone(),
             role: client.user.clone(),
-            lexing: Lexing {
-                // Anything unanswered may change a setting before the server reads
-                // the text being judged (its report comes with ReadyForQuery).
-                settings_in_flight: !self.pending.is_empty(),
-                ..self.server_lexing.clone()
-            },
+            lexing: self.lexing(),
+        }
+    }
+
+    /// How the server will lex the text being judged.
+    pub(super) fn lexing(&self) -> Lexing {
+        Lexing {
+            // Anything unanswered may change a setting before the server reads
+            // the text being judged (its report comes with ReadyForQuery).
+            settings_in_flight: !self.pending.is_empty(),
+            ..self.server_lexing.clone()
         }
     }
 
@@ -93,9 +98,7 @@ impl Session {
 
     /// How the server lexes the session's next text, as it last reported.
     pub(super) fn lexer_settings(&self) -> Settings {
-        Settings {
-            standard_conforming_strings: self.server_lexing.standard_conforming_strings,
-        }
+        self.server_lexing.settings()
     }
 
     /// A ParameterStatus from the server: the settings that decide how it lexes are
@@ -131,9 +134,12 @@ impl Session {
             return Some(expired);
         }
         let ctx = self.policy_context();
-        let policy = self.statement_policy.as_mut()?;
-        let sql = String::from_utf8_lossy(sql);
-        Some(policy.decide(&ctx, &sql).decision)
+        let text = String::from_utf8_lossy(sql);
+        let decision = self
+            .statement_policy
+            .as_mut()
+            .map(|policy| policy.decide(&ctx, &text).decision);
+        self.with_masking_refusal(sql, decision)
     }
 
     /// Whether `decision` blocks here: in shadow mode nothing is blocked, the

@@ -2,11 +2,12 @@
 //! message as the server receives it, every server message after login, and
 //! the bytes of server messages that stream through.
 
-use super::{Action, Dir, Phase, Session};
+use super::{Action, Dir, Pending, Phase, Session};
 use crate::masking::{MaskAction, SessionMasker};
 use crate::protocol::{self as pg, BackendMessage, FrontendMessage};
 use gatehouse_core::identity::Identity;
-use gatehouse_core::record::MaskingCounts;
+use gatehouse_core::policy::Decision;
+use gatehouse_core::record::{MaskingCounts, ParameterValue, StatementError};
 
 impl Session {
     /// Masks what the server sends back from now on (see [`crate::masking`]).
@@ -18,8 +19,8 @@ impl Session {
 
     /// A client message: the engine's handling, plus what masking needs (the
     /// catalog lookup sent ahead of the first request, the describe of a
-    /// COPY's columns sent ahead of its Query, and the requests the server
-    /// will answer).
+    /// COPY's columns sent ahead of its Query, the describe of a portal sent
+    /// ahead of its Execute, and the requests the server will answer).
     pub(super) fn frontend_with_masking(
         &mut self,
         tag: u8,
@@ -44,6 +45,8 @@ impl Session {
             if !masker.exemption_decided() {
                 let exempt = masker.policy().exempts(&identity);
                 masker.set_exempt(exempt);
+                let limit = masker.policy().limit_for(&identity).cloned();
+                masker.set_limit(limit);
             }
             // A shadow session adds no traffic: without the catalog lookup its
             // table rules match by column name.
@@ -59,6 +62,16 @@ impl Session {
             match &action {
                 Action::Pass => {
                     if let Ok(msg) = FrontendMessage::decode(tag, body) {
+                        // The portal's columns, described ahead of its rows
+                        // (a shadow session adds no traffic: its unknown
+                        // columns are masked whole).
+                        if self.mode.is_enforce()
+                            && let Some(describe) = masker.describe_ahead_of_execute(&msg)
+                        {
+                            ahead
+                                .get_or_insert_with(Vec::new)
+                                .extend_from_slice(&describe);
+                        }
                         masker.on_frontend(&msg);
                     }
                     // A COPY's columns, described ahead of it (see
@@ -108,7 +121,7 @@ impl Session {
                 Some(masker) => masker.on_data_row(body).map_err(|e| e.to_string())?,
                 None => MaskAction::Unchanged,
             };
-            if masked != MaskAction::Consume {
+            if !matches!(masked, MaskAction::Consume | MaskAction::Withhold) {
                 // Held DataRows are counted here (streamed ones when they end).
                 self.count_row();
             }
@@ -130,6 +143,8 @@ impl Session {
         let action = self.on_backend_message(tag, body, now_us)?;
         Ok(match (action, masked) {
             (Action::Pass, MaskAction::Replace(bytes)) => Action::Replace(bytes),
+            // Followed by the engine, withheld from the client.
+            (_, MaskAction::Withhold) => Action::Drop,
             (action, _) => action,
         })
     }
@@ -166,6 +181,86 @@ impl Session {
         }
     }
 
+    /// A policy decision with masking's own say added: a text whose lineage
+    /// would carry masked values where they are not masked (or, as the
+    /// masking policy says, compute result columns from them) is denied,
+    /// even when the policy would let it run once approved (an approval is
+    /// for the policy's concern, not a way around masking).
+    pub(super) fn with_masking_refusal(
+        &mut self,
+        sql: &[u8],
+        decision: Option<Decision>,
+    ) -> Option<Decision> {
+        let lexing = self.lexing();
+        if let Some(masker) = self.masker.as_mut() {
+            masker.set_lexing(lexing);
+        }
+        if decision
+            .as_ref()
+            .is_some_and(|d| d.action == gatehouse_core::policy::Action::Deny)
+        {
+            return decision;
+        }
+        let identity = self
+            .policy_identity
+            .clone()
+            .unwrap_or_else(|| Identity::claimed(self.client.user.clone()));
+        let Some(masker) = self.masker.as_mut() else {
+            return decision;
+        };
+        if !masker.exemption_decided() {
+            let exempt = masker.policy().exempts(&identity);
+            masker.set_exempt(exempt);
+            let limit = masker.policy().limit_for(&identity).cloned();
+            masker.set_limit(limit);
+        }
+        match masker.refusal(sql) {
+            Some(reason) => Some(Decision {
+                action: gatehouse_core::policy::Action::Deny,
+                rule: Some("masking".into()),
+                message: Some(format!("gatehouse: refused by masking: {reason}")),
+            }),
+            None => decision,
+        }
+    }
+
+    /// A statement text as records hold it (see [`crate::masking`]'s
+    /// records module): masked unless masking is off or says `clear`.
+    pub(super) fn text_for_record(&self, text: String) -> String {
+        match self.masker.as_ref() {
+            Some(masker) => masker.record_text(text),
+            None => text,
+        }
+    }
+
+    /// Bind parameters as records hold them.
+    pub(super) fn parameters_for_record(
+        &self,
+        statement: &[u8],
+        values: Vec<ParameterValue>,
+    ) -> Vec<ParameterValue> {
+        let Some(masker) = self.masker.as_ref() else {
+            return values;
+        };
+        let text = self.statements_by_name.get(statement).map(|t| &*t.text.0);
+        masker.record_parameters(text, values)
+    }
+
+    /// A server error as records hold it.
+    pub(super) fn error_for_record(&self, mut error: StatementError) -> StatementError {
+        let Some(masker) = self.masker.as_ref() else {
+            return error;
+        };
+        let run = match self.pending.front() {
+            Some(Pending::Query(runs)) => runs.front(),
+            Some(Pending::Execute(run) | Pending::FunctionCall(Some(run))) => Some(run),
+            _ => None,
+        };
+        let text = run.and_then(|r| r.text.as_ref()).map(|t| &*t.text.0);
+        error.message = masker.record_error_message(error.message, text);
+        error
+    }
+
     /// What masking did since the previous statement record.
     pub(super) fn take_masking_counts(&mut self) -> Option<MaskingCounts> {
         self.masker.as_mut().and_then(SessionMasker::take_counts)
@@ -197,6 +292,6 @@ fn row_action(masked: MaskAction) -> Action {
     match masked {
         MaskAction::Replace(bytes) => Action::Replace(bytes),
         MaskAction::Unchanged => Action::Pass,
-        MaskAction::Consume => Action::Drop,
+        MaskAction::Consume | MaskAction::Withhold => Action::Drop,
     }
 }

@@ -29,9 +29,23 @@ pub(super) fn analyze_text(
     leading_kind: StatementKind,
     limits: &Limits,
 ) -> Option<Vec<StatementInfo>> {
+    let statements = parse(text, limits.max_depth)?;
+    statements
+        .iter()
+        .map(|statement| {
+            let mut collector = Collector::new(leading_kind);
+            let _ = statement.visit(&mut collector);
+            collector.done
+        })
+        .collect()
+}
+
+/// Parses a (canonical) text into its statements, or `None` when sqlparser cannot
+/// parse every token of it or it holds no statement.
+pub(super) fn parse(text: &str, max_depth: usize) -> Option<Vec<Statement>> {
     let dialect = PostgreSqlDialect {};
     let mut parser = Parser::new(&dialect)
-        .with_recursion_limit(limits.max_depth)
+        .with_recursion_limit(max_depth)
         .try_with_sql(text)
         .ok()?;
     // Not `parse_statements`: it stops quietly at an END after a statement, so
@@ -48,17 +62,7 @@ pub(super) fn analyze_text(
             return None;
         }
     }
-    if statements.is_empty() {
-        return None;
-    }
-    statements
-        .iter()
-        .map(|statement| {
-            let mut collector = Collector::new(leading_kind);
-            let _ = statement.visit(&mut collector);
-            collector.done
-        })
-        .collect()
+    (!statements.is_empty()).then_some(statements)
 }
 
 /// (schema, name) of a table as written.

@@ -17,6 +17,7 @@ mod canonical;
 pub mod encoding;
 mod fallback;
 pub mod lexer;
+pub mod lineage;
 mod rows;
 
 pub use lexer::Settings;

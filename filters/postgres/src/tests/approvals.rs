@@ -216,6 +216,28 @@ fn a_refused_query_names_its_request_and_a_single_use_grant_lets_it_run_once() {
 }
 
 #[test]
+fn an_approval_does_not_get_a_statement_past_masking() {
+    let mut wire = Wire::new();
+    let masking = crate::masking::MaskingPolicy::from_json(include_bytes!(
+        "../../../../examples/postgres-masking.json"
+    ))
+    .unwrap();
+    wire.session
+        .set_masker(crate::masking::SessionMasker::new(Arc::new(masking)));
+    // The policy wants an approval; masking refuses it outright (it would copy
+    // a masked column into one that is not masked), granted or not.
+    let sql = "UPDATE customers SET notes = ssn WHERE id = 7";
+    wire.grant(
+        GrantKind::SingleUse,
+        Some(statement_hash(sql.as_bytes(), &[])),
+    );
+    let sent = text_of(&wire.client(&query(sql)));
+    assert!(!sent.contains(sql), "{sent}");
+    assert!(sent.contains("refused by masking"), "{sent}");
+    assert!(wire.session.take_approval_calls().is_empty());
+}
+
+#[test]
 fn binds_are_checked_with_their_parameters() {
     let mut wire = Wire::new();
     let sql = "UPDATE customers SET email = $1 WHERE id = $2";

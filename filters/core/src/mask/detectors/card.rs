@@ -4,7 +4,7 @@
 
 use std::ops::Range;
 
-use super::{digit_run_end as run_end, digits_of, find_digit, number_ends_at, number_starts_at};
+use super::{digit_run_end as run_end, digits_of, find_digit, value_ends_at, value_starts_at};
 use crate::mask::{Detector, DetectorKind};
 
 /// Finds payment card numbers.
@@ -32,7 +32,7 @@ impl Detector for PaymentCardDetector {
         while let Some(start) = find_digit(text, i) {
             let first_run_end = run_end(text, start);
             if may_start_card(text, start, first_run_end)
-                && number_starts_at(text, start)
+                && value_starts_at(text, start)
                 && let Some(end) = card_at(text, start)
             {
                 out.push(start..end);
@@ -84,7 +84,7 @@ fn card_at(text: &[u8], start: usize) -> Option<usize> {
             break;
         }
         if digits >= MIN_DIGITS
-            && number_ends_at(text, end)
+            && value_ends_at(text, end)
             && let Some(slot) = candidates.get_mut(n_candidates)
         {
             *slot = end;

@@ -73,6 +73,20 @@ fn number_ends_at(text: &[u8], end: usize) -> bool {
     }
 }
 
+/// Whether a distinctive value (a card or SSN, whose shape and checks already
+/// set it apart) can start at `i`: only a letter or digit right before it
+/// joins it to a longer token. A separator never does, whatever precedes it:
+/// `'2,' || ssn` or a record's text `(2,4111…)` must not hide the value.
+fn value_starts_at(text: &[u8], i: usize) -> bool {
+    !is_alnum(byte_before(text, i))
+}
+
+/// Whether such a value can end at `end` (exclusive): only a letter or digit
+/// right after it joins it to a longer token.
+fn value_ends_at(text: &[u8], end: usize) -> bool {
+    !is_alnum(byte_at(text, end))
+}
+
 /// Position of the first ASCII digit at or after `from`.
 ///
 /// Eight bytes at a time: most row text has long stretches without digits,

@@ -7,7 +7,6 @@
 
 use std::ops::Range;
 
-use super::{number_ends_at, number_starts_at};
 use crate::mask::{Detector, DetectorKind};
 
 /// Finds dashed US SSNs.
@@ -34,12 +33,22 @@ impl Detector for UsSsnDetector {
             let Some(candidate) = text.get(start..end) else {
                 continue;
             };
-            if is_ssn(candidate) && number_starts_at(text, start) && number_ends_at(text, end) {
+            if is_ssn(candidate) && ssn_bounded(text, start, end) {
                 out.push(start..end);
                 next_allowed = end;
             }
         }
     }
+}
+
+/// Whether the SSN at `start..end` stands apart: no letter right before or
+/// after it. Digits and separators around the dashed shape do not hide it
+/// (`2123-45-6789`, `2,123-45-6789`, `ref 123-45-6789-01`): the shape is
+/// distinctive enough.
+fn ssn_bounded(text: &[u8], start: usize, end: usize) -> bool {
+    let letter = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_alphabetic());
+    let before = start.checked_sub(1).and_then(|i| text.get(i));
+    !letter(before) && !letter(text.get(end))
 }
 
 /// Whether `s` is exactly a valid `ddd-dd-dddd` SSN.

@@ -18,8 +18,11 @@ use std::borrow::Cow;
 use std::fmt;
 use std::ops::Range;
 
+use super::detector::DetectorCounts;
 use super::detectors::{is_secret_key_name, is_secret_value};
-use super::{DetectorCounts, DetectorKind, MaskStyle, Masked, Masker};
+use super::kind::DetectorKind;
+use super::style::{MaskStyle, Masked, Masker, ValueType};
+use super::write::write_json_string;
 
 /// Why a document could not be scanned.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,7 +124,7 @@ impl Masker {
                                 _ => self.mask_value(
                                     style,
                                     &decoded,
-                                    super::ValueType::Text,
+                                    ValueType::Text,
                                     Some(DetectorKind::SecretAssignment),
                                 ),
                             };
@@ -259,26 +262,6 @@ fn write_json_value(value: &Masked<'_>, out: &mut Vec<u8>) {
         Masked::Null => out.extend_from_slice(b"null"),
         Masked::Value(v) => write_json_string(v, out),
     }
-}
-
-/// Writes `text` as a JSON string literal with the escapes JSON requires.
-pub(crate) fn write_json_string(text: &[u8], out: &mut Vec<u8>) {
-    out.push(b'"');
-    for &b in text {
-        match b {
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            0..=0x1f => {
-                out.extend_from_slice(b"\\u00");
-                super::style::push_hex(&[b], out);
-            }
-            _ => out.push(b),
-        }
-    }
-    out.push(b'"');
 }
 
 #[cfg(test)]

@@ -26,17 +26,19 @@
 //! bodies the walk cannot follow (escaped member names), are parsed into a
 //! tree and serialized again. Both refuse what is not JSON.
 
-use crate::policy::MaskingConfig;
+use crate::config::MaskingConfig;
 use crate::request_info::RequestInfo;
 use serde_json::Value;
 
 mod fields;
 mod scan;
 mod stream;
-use fields::FieldSelection;
-pub use fields::{
+// The `fields` configuration lives in `crate::config`; re-exported here
+// where it used to be.
+pub use crate::config::{
     FieldMasking, FieldPath, MAX_FIELD_RULES, MAX_PATH_BYTES, MAX_PATH_SEGMENTS, MAX_PATHS_PER_RULE,
 };
+use fields::FieldSelection;
 
 /// The annotation `kubectl apply` stores a full copy of the object in.
 pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";

@@ -10,7 +10,7 @@ use proptest::test_runner::{Config, RngSeed};
 
 /// A fixed seed and case count: the same inputs on every run, a few seconds
 /// in a debug build; no regression files written.
-fn config(cases: u32) -> Config {
+pub(super) fn config(cases: u32) -> Config {
     Config {
         cases,
         rng_seed: RngSeed::Fixed(0x6761_7465_686f_7573),

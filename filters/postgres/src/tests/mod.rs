@@ -133,18 +133,3 @@ pub(crate) fn side_bytes(reads: &[Read], side: Side) -> Vec<u8> {
         .flat_map(|r| r.bytes.iter().copied())
         .collect()
 }
-
-/// Deterministic xorshift generator for the property tests.
-pub(crate) struct Rng(pub u64);
-
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}

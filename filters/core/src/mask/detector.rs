@@ -309,53 +309,54 @@ mod tests {
             .collect()
     }
 
-    /// Texts built from the bytes detectors care about, in every arrangement
-    /// a small generator reaches (deterministic, so failures reproduce).
-    fn generated_texts() -> Vec<Vec<u8>> {
-        let alphabet: &[u8; 34] = b"0123456789 -.+@=:AJKISBDEGaeyx()/_";
-        let mut state = 0x2545_f491_4f6c_dd1d_u64;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
-        (0..20_000)
-            .map(|_| {
-                let len = usize::try_from(next() % 40).unwrap();
-                (0..len)
-                    .map(|_| alphabet[usize::try_from(next() % 34).unwrap()])
-                    .collect()
-            })
-            .collect()
+    /// Texts of up to 39 bytes detectors care about, in any arrangement.
+    fn generated_text() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        let alphabet = b"0123456789 -.+@=:AJKISBDEGaeyx()/_".to_vec();
+        proptest::collection::vec(proptest::sample::select(alphabet), 0..40)
+    }
+
+    /// When `kind` matches `text`, the profile must not skip it; counts the
+    /// matches per kind in `seen`.
+    fn check_profile(text: &[u8], seen: &mut [usize; DetectorKind::COUNT]) -> Result<(), String> {
+        let profile = TextProfile::of(text);
+        for kind in DetectorKind::ALL {
+            let mut found = Vec::new();
+            kind.detector().find(text, &mut found);
+            if !found.is_empty() {
+                seen[kind.index()] += 1;
+                if !profile.may_hold(kind) {
+                    return Err(format!(
+                        "{kind} matches {:?} but the profile skips it",
+                        String::from_utf8_lossy(text)
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     #[test]
     fn the_profile_skips_only_detectors_that_find_nothing() {
-        let texts = corpus_texts()
-            .into_iter()
-            .map(String::into_bytes)
-            .chain(generated_texts());
-        let mut checked = [0usize; DetectorKind::COUNT];
-        for text in texts {
-            let profile = TextProfile::of(&text);
-            for kind in DetectorKind::ALL {
-                let mut found = Vec::new();
-                kind.detector().find(&text, &mut found);
-                if !found.is_empty() {
-                    checked[kind.index()] += 1;
-                    assert!(
-                        profile.may_hold(kind),
-                        "{kind} matches {:?} but the profile skips it",
-                        String::from_utf8_lossy(&text)
-                    );
-                }
-            }
+        let mut seen = [0usize; DetectorKind::COUNT];
+        for text in corpus_texts() {
+            check_profile(text.as_bytes(), &mut seen).unwrap();
         }
-        assert!(
-            checked.iter().all(|&n| n >= 40),
-            "matches seen: {checked:?}"
-        );
+        let seen = std::cell::Cell::new(seen);
+        let mut runner = proptest::test_runner::TestRunner::new(super::super::robustness::config(
+            20_000,
+            0x2545_F491_4F6C_DD1D,
+        ));
+        let outcome = runner.run(&generated_text(), |text| {
+            let mut counts = seen.get();
+            let checked = check_profile(&text, &mut counts);
+            seen.set(counts);
+            checked.map_err(proptest::test_runner::TestCaseError::fail)
+        });
+        if let Err(failure) = outcome {
+            panic!("{failure}");
+        }
+        let seen = seen.get();
+        assert!(seen.iter().all(|&n| n >= 40), "matches seen: {seen:?}");
     }
 
     #[test]

@@ -11,7 +11,9 @@ use proptest::test_runner::{Config, RngSeed};
 
 use super::{DetectorKind, DetectorSet, MaskStyle, Masked, Masker};
 
-fn config(cases: u32, seed: u64) -> Config {
+/// A fixed seed and case count, and no regression files: the same inputs on
+/// every run.
+pub(super) fn config(cases: u32, seed: u64) -> Config {
     Config {
         cases,
         rng_seed: RngSeed::Fixed(seed),

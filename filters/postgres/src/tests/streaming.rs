@@ -1,13 +1,13 @@
 //! Bounded memory: huge messages stream through; random chunking and garbage
 //! never panic and never grow the engine's buffers past their limits. The
-//! random inputs are proptest strategies under a fixed seed and case count.
+//! random inputs are proptest strategies under a fixed seed and case count
+//! ([`run_cases`]).
 
 use super::captures::CAPTURES;
 use super::*;
 use crate::Forward;
 use crate::protocol::{BackendMessage, FrontendMessage, StartupPacket};
 use proptest::prelude::*;
-use proptest::test_runner::TestRunner;
 
 fn login(s: &mut Session) {
     let mut startup = Vec::new();
@@ -128,17 +128,6 @@ fn query_over_the_buffer_limit_streams_and_is_recorded_truncated() {
 /// consumed.
 fn chunk_plan(reads: usize) -> impl Strategy<Value = Vec<Vec<usize>>> {
     prop::collection::vec(prop::collection::vec(1..=97usize, 1..16), reads)
-}
-
-/// Runs `test` on `cases` values of `strategy`, seeded, shrinking a failure.
-fn run_cases<S: Strategy>(
-    cases: u32,
-    strategy: S,
-    test: impl Fn(S::Value) -> Result<(), TestCaseError>,
-) {
-    if let Err(failure) = TestRunner::new(fuzz::config(cases)).run(&strategy, test) {
-        panic!("{failure}");
-    }
 }
 
 #[test]

@@ -413,7 +413,13 @@ impl Context for KubernetesRoot {
     }
 
     fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _: usize) {
-        let mut state = self.state.borrow_mut();
+        let Ok(mut state) = self.state.try_borrow_mut() else {
+            host::log(
+                LogLevel::Error,
+                "gatehouse: worker state busy for a call answer",
+            );
+            return;
+        };
         if let Some(Configured { glue, keys, grants }) = state.worker.as_mut() {
             if let Some(grants) = grants.as_mut()
                 && grants.on_response(token, body_size)
@@ -429,7 +435,13 @@ impl Context for KubernetesRoot {
 
 impl RootContext for KubernetesRoot {
     fn on_configure(&mut self, _config_size: usize) -> bool {
-        let mut state = self.state.borrow_mut();
+        let Ok(mut state) = self.state.try_borrow_mut() else {
+            host::log(
+                LogLevel::Critical,
+                "gatehouse: worker state busy on configuration",
+            );
+            return false;
+        };
         state.stats = Stats::define();
         let config = match host::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX) {
             Ok(config) => config.unwrap_or_else(|| b"{}".to_vec()),
@@ -483,7 +495,10 @@ impl RootContext for KubernetesRoot {
     }
 
     fn on_tick(&mut self) {
-        let mut state = self.state.borrow_mut();
+        let Ok(mut state) = self.state.try_borrow_mut() else {
+            // Busy: the next tick does this tick's work.
+            return;
+        };
         let State { stats, worker } = &mut *state;
         if let Some(Configured { glue, keys, grants }) = worker.as_mut() {
             if let Some(grants) = grants.as_mut() {
@@ -531,9 +546,24 @@ impl KubernetesRequest {
         &mut self,
         event: impl FnOnce(&mut Request, Option<&mut Worker>, &mut WasmHost<'_>) -> T,
     ) -> T {
-        let mut state = self.state.borrow_mut();
-        let (worker, mut wasm) = split(&mut state);
-        event(&mut self.glue, worker, &mut wasm)
+        match self.state.try_borrow_mut() {
+            Ok(mut state) => {
+                let (worker, mut wasm) = split(&mut state);
+                event(&mut self.glue, worker, &mut wasm)
+            }
+            // Reentered while the worker is in use (Envoy defers its own
+            // callbacks, so this should not happen): judged as unconfigured,
+            // which refuses, rather than panicking.
+            Err(_) => {
+                host::log(
+                    LogLevel::Error,
+                    "gatehouse: worker state busy in a request event",
+                );
+                let mut state = State::default();
+                let (worker, mut wasm) = split(&mut state);
+                event(&mut self.glue, worker, &mut wasm)
+            }
+        }
     }
 }
 

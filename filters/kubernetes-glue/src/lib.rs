@@ -304,6 +304,8 @@ pub struct Request {
     request_body_bytes: usize,
     /// The recorded exec or attach session, once upgraded.
     session: Option<Rc<RefCell<ExecSession>>>,
+    /// The glue ended the stream: nothing more passes either way.
+    stream_ended: bool,
     last_now_us: u64,
 }
 
@@ -326,6 +328,7 @@ impl Request {
             request_complete: false,
             request_body_bytes: 0,
             session: None,
+            stream_ended: false,
             last_now_us: 0,
         }
     }
@@ -374,6 +377,9 @@ impl Request {
     ) -> Flow {
         self.request_complete = end_of_stream;
         self.request_body_bytes = size;
+        if self.stream_ended {
+            return Flow::Pause;
+        }
         // A request held for approval (an upgrade, such as a WebSocket exec,
         // has a body stream) stays held whatever arrives after its headers:
         // Envoy would otherwise let the headers go on with the first body
@@ -506,6 +512,9 @@ impl Request {
         size: usize,
         end_of_stream: bool,
     ) -> Flow {
+        if self.stream_ended {
+            return Flow::Pause;
+        }
         if self.session.is_some() {
             let flow = self.feed_session(host, Direction::FromServer, size);
             if end_of_stream {
@@ -901,6 +910,7 @@ impl Request {
     }
 
     fn reset(&mut self, host: &mut impl Host) {
+        self.stream_ended = true;
         if let Err(error) = host.reset_stream() {
             host_failed(host, "resetting a stream", &error);
         }

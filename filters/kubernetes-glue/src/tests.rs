@@ -2,6 +2,7 @@
 //! requests under the example policy, and what it does when a host call fails.
 
 use super::*;
+use gatehouse_core::approval::GrantBook;
 use gatehouse_core::identity::JwsAlgorithm;
 use gatehouse_core::identity::testing::Minter;
 use serde_json::{Value, json};
@@ -574,4 +575,150 @@ fn an_oversize_held_body_is_refused_and_later_chunks_are_left_alone() {
     host.fail = ["read_body"].into();
     let _ = request.on_response_body(&mut host, limit + 2, true);
     assert_eq!(host.counter(Counter::HostErrors), 0);
+}
+
+const PROD_EXEC: &str =
+    "/api/v1/namespaces/prod/pods/web/exec?command=sh&stdin=true&stdout=true&tty=true";
+const DEV_EXEC: &str =
+    "/api/v1/namespaces/dev/pods/web/exec?command=sh&stdin=true&stdout=true&tty=true";
+
+/// A worker with the approval service and an empty grant book.
+fn approvals_worker(host: &mut FakeHost, minter: &Minter) -> Worker {
+    let approvals = json!({"approvals": {"cluster": "gatehouse_approvals", "key": "k-123456"}});
+    let mut worker = warm_worker(host, minter, approvals);
+    worker
+        .gate_mut()
+        .set_grant_book(Rc::new(RefCell::new(GrantBook::default())));
+    worker
+}
+
+/// A developer's exec in prod, which the example policy holds for approval.
+fn held_exec(minter: &Minter) -> (FakeHost, Worker, Request) {
+    let mut host = developer_request(minter, "GET", PROD_EXEC);
+    let mut worker = approvals_worker(&mut host, minter);
+    let mut request = Request::new(1);
+    assert_eq!(
+        request.on_request_headers(Some(&mut worker), &mut host, false),
+        Flow::Pause
+    );
+    (host, worker, request)
+}
+
+#[test]
+fn a_held_request_stays_held_until_its_answer_and_no_answer_is_a_recorded_refusal() {
+    let minter = minter();
+    let (mut host, mut worker, mut request) = held_exec(&minter);
+    assert_eq!(host.approval_calls.len(), 1, "{:?}", host.approval_calls);
+    assert!(host.approval_calls[0].starts_with("POST /v1/requests"));
+    assert!(host.sent.is_empty());
+    // Whatever follows its headers stays held with them.
+    host.client_body = b"stdin".to_vec();
+    assert_eq!(
+        request.on_request_body(Some(&mut worker), &mut host, 5, false),
+        Flow::Pause
+    );
+    assert_eq!(request.on_request_trailers(), Flow::Pause);
+    assert!(!request.on_approval_answer(Some(&mut worker), &mut host, 7, 200, b"{}"));
+    // The service did not answer (a timeout): refused, with its record.
+    assert!(request.on_approval_answer(Some(&mut worker), &mut host, 101, 0, b""));
+    assert_eq!(host.sent.len(), 1);
+    assert_eq!(host.sent[0].0, 403);
+    assert_eq!(host.last_event_code(), 403);
+    assert_eq!(host.resumed, 0);
+    assert_eq!(request.on_request_trailers(), Flow::Continue);
+}
+
+#[test]
+fn a_failed_approval_call_is_counted_and_refused_with_its_record() {
+    let minter = minter();
+    let mut host = developer_request(&minter, "GET", PROD_EXEC);
+    host.fail = ["approval_call"].into();
+    let mut worker = approvals_worker(&mut host, &minter);
+    let mut request = Request::new(1);
+    assert_eq!(
+        request.on_request_headers(Some(&mut worker), &mut host, true),
+        Flow::Pause
+    );
+    assert_eq!(host.counter(Counter::HostErrors), 1);
+    assert!(host.logs.iter().any(|l| l.contains("approval service")));
+    assert_eq!(host.sent.len(), 1);
+    assert_eq!(host.sent[0].0, 403);
+    assert_eq!(host.last_event_code(), 403);
+}
+
+/// A developer's recorded exec in dev over WebSocket, upgraded with
+/// `protocol`.
+fn upgraded_exec(minter: &Minter, protocol: &str) -> (FakeHost, Worker, Request, Flow) {
+    let mut host = developer_request(minter, "GET", DEV_EXEC);
+    host.request.push(("upgrade".into(), "websocket".into()));
+    let mut worker = warm_worker(&mut host, minter, json!({}));
+    let mut request = Request::new(1);
+    assert_eq!(
+        request.on_request_headers(Some(&mut worker), &mut host, false),
+        Flow::Continue
+    );
+    host.response = vec![
+        (":status".into(), "101".into()),
+        ("sec-websocket-protocol".into(), protocol.into()),
+    ];
+    let flow = request.on_response_headers(Some(&mut worker), &mut host, false);
+    (host, worker, request, flow)
+}
+
+#[test]
+fn an_upgraded_exec_is_recorded_from_start_to_end() {
+    let minter = minter();
+    let (mut host, mut worker, mut request, flow) = upgraded_exec(&minter, "v5.channel.k8s.io");
+    assert_eq!(flow, Flow::Continue);
+    assert_eq!(host.last_event_code(), 101);
+    // Nothing arrived yet: the tick and the end still give the session's records.
+    worker.on_tick(&mut host);
+    request.on_log(&mut host);
+    assert!(
+        !host.records.is_empty(),
+        "a recorded session leaves records"
+    );
+    for line in &host.records {
+        serde_json::from_str::<Value>(line).unwrap();
+    }
+    // The worker forgets the ended session.
+    let records = host.records.len();
+    worker.on_tick(&mut host);
+    assert_eq!(host.records.len(), records);
+}
+
+#[test]
+fn an_exec_stream_that_cannot_be_read_is_ended_not_passed_unrecorded() {
+    let minter = minter();
+    let (mut host, mut worker, mut request, flow) = upgraded_exec(&minter, "v5.channel.k8s.io");
+    assert_eq!(flow, Flow::Continue);
+    host.fail = ["read_body"].into();
+    assert_eq!(
+        request.on_request_body(Some(&mut worker), &mut host, 16, false),
+        Flow::Pause
+    );
+    assert_eq!(host.resets, 1);
+    assert_eq!(host.replaced, [(Direction::FromClient, Vec::new())]);
+    assert_eq!(host.counter(Counter::HostErrors), 1);
+    host.fail.clear();
+    assert_eq!(
+        request.on_response_body(&mut host, 16, false),
+        Flow::Pause,
+        "the server side of an ended session goes nowhere either"
+    );
+}
+
+#[test]
+fn an_exec_on_a_protocol_gatehouse_cannot_read_is_ended_with_its_records() {
+    let minter = minter();
+    let (host, _worker, _request, flow) = upgraded_exec(&minter, "v9.unknown.k8s.io");
+    assert_eq!(flow, Flow::Pause);
+    assert_eq!(host.resets, 1);
+    assert!(
+        host.records
+            .iter()
+            .any(|line| line.contains("v9.unknown.k8s.io")),
+        "{:?}",
+        host.records
+    );
 }

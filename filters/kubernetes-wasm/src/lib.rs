@@ -392,13 +392,17 @@ impl Host for WasmHost<'_> {
     }
 }
 
-/// Unix seconds, for the key and grant upkeep (0 when the clock fails; the
-/// glue counts clock failures on the request path).
-fn now_seconds() -> i64 {
-    host::now_micros()
-        .ok()
-        .and_then(|micros| i64::try_from(micros / 1_000_000).ok())
-        .unwrap_or_default()
+/// The clock for the key and grant upkeep, unix µs (0, counted and logged,
+/// when it fails).
+fn clock_us(stats: &mut Stats) -> u64 {
+    host::now_micros().unwrap_or_else(|status| {
+        WasmHost { stats, keys: None }.stat_failed("reading the clock", status);
+        0
+    })
+}
+
+fn seconds(micros: u64) -> i64 {
+    i64::try_from(micros / 1_000_000).unwrap_or(i64::MAX)
 }
 
 struct KubernetesRoot {
@@ -420,14 +424,15 @@ impl Context for KubernetesRoot {
             );
             return;
         };
-        if let Some(Configured { glue, keys, grants }) = state.worker.as_mut() {
+        let State { stats, worker } = &mut *state;
+        if let Some(Configured { glue, keys, grants }) = worker.as_mut() {
             if let Some(grants) = grants.as_mut()
                 && grants.on_response(token, body_size)
             {
                 return;
             }
             if let Some(verifier) = glue.gate_mut().verifier_mut() {
-                keys.on_response(verifier, token, body_size, now_seconds());
+                keys.on_response(verifier, token, body_size, seconds(clock_us(stats)));
             }
         }
     }
@@ -501,12 +506,12 @@ impl RootContext for KubernetesRoot {
         };
         let State { stats, worker } = &mut *state;
         if let Some(Configured { glue, keys, grants }) = worker.as_mut() {
+            let now_us = clock_us(stats);
             if let Some(grants) = grants.as_mut() {
-                let now_ms = host::now_micros().unwrap_or_default() / 1000;
-                grants.on_tick(now_ms);
+                grants.on_tick(now_us / 1000);
             }
             if let Some(verifier) = glue.gate_mut().verifier_mut() {
-                keys.on_tick(verifier, now_seconds());
+                keys.on_tick(verifier, seconds(now_us));
             }
             glue.on_tick(&mut WasmHost {
                 stats,
@@ -579,10 +584,11 @@ impl Context for KubernetesRequest {
         }
         if self.glue.awaits_keys(token) {
             self.with(|request, mut worker, wasm| {
+                let now = seconds(clock_us(wasm.stats));
                 if let Some(verifier) = worker.as_mut().and_then(|w| w.gate_mut().verifier_mut())
                     && let Some(keys) = wasm.keys.as_mut()
                 {
-                    keys.on_response(verifier, token, body_size, now_seconds());
+                    keys.on_response(verifier, token, body_size, now);
                 }
                 request.on_keys_answer(worker, wasm, token)
             });

@@ -575,6 +575,7 @@ fn an_oversize_held_body_is_refused_and_later_chunks_are_left_alone() {
     host.fail = ["read_body"].into();
     let _ = request.on_response_body(&mut host, limit + 2, true);
     assert_eq!(host.counter(Counter::HostErrors), 0);
+    assert_eq!(host.sent.len(), 1, "refused once");
 }
 
 const PROD_EXEC: &str =

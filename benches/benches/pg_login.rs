@@ -9,6 +9,13 @@
 //! Run with `cargo bench -p gatehouse-benches --bench pg_login`; knobs as in
 //! [`gatehouse_benches::pgbench`].
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a bench: a failed unwrap is a failed bench"
+)]
+
 use anyhow::Result;
 use gatehouse_benches::pgbench::{self, Login};
 use gatehouse_integration::stack::demo_postgres_filter_config;

@@ -821,6 +821,7 @@ fn rfc3339(unix_secs: u64) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing)] // a missing key is a failed test
 mod tests {
     use super::*;
 

@@ -49,11 +49,7 @@ pub fn build(
             json!({"cells": cells(resource, item, now), "object": object})
         })
         .collect();
-    let mut metadata = json!({"resourceVersion": rv.to_string()});
-    if let Some((next, remaining)) = more {
-        metadata["continue"] = next.to_string().into();
-        metadata["remainingItemCount"] = remaining.into();
-    }
+    let metadata = crate::api::list_metadata(rv, more);
     json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": metadata,
            "columnDefinitions": columns, "rows": rows})
 }
@@ -203,6 +199,7 @@ fn parse_rfc3339(text: &str) -> Option<u64> {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing)] // a missing key is a failed test
 mod tests {
     use super::*;
     use crate::resources::PODS;

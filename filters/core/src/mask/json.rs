@@ -15,27 +15,19 @@
 //! structure, which the caller's decoder owns.
 
 use std::borrow::Cow;
-use std::fmt;
 use std::ops::Range;
 
 use super::detectors::{is_secret_key_name, is_secret_value};
 use super::{DetectorCounts, DetectorKind, MaskStyle, Masked, Masker};
 
 /// Why a document could not be scanned.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid JSON at byte {offset}: {reason}")]
 pub struct JsonMaskError {
     /// Byte offset of the problem.
     pub offset: usize,
     pub reason: &'static str,
 }
-
-impl fmt::Display for JsonMaskError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid JSON at byte {}: {}", self.offset, self.reason)
-    }
-}
-
-impl std::error::Error for JsonMaskError {}
 
 /// A masked JSON document.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -615,25 +615,8 @@ fn masked_last_applied(text: &str, masking: &Masking<'_>, kind: &str) -> Option<
 
 /// Standard base64 with padding.
 fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let symbol = |index: u32| {
-        char::from(
-            ALPHABET
-                .get(usize::try_from(index & 63).unwrap_or_default())
-                .copied()
-                .unwrap_or(b'A'),
-        )
-    };
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = |i: usize| u32::from(chunk.get(i).copied().unwrap_or_default());
-        let n = (b(0) << 16) | (b(1) << 8) | b(2);
-        out.push(symbol(n >> 18));
-        out.push(symbol(n >> 12));
-        out.push(if chunk.len() > 1 { symbol(n >> 6) } else { '=' });
-        out.push(if chunk.len() > 2 { symbol(n) } else { '=' });
-    }
-    out
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 /// A watch stream (`application/json;stream=watch`), masked one complete line

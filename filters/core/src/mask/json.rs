@@ -15,7 +15,6 @@
 //! structure, which the caller's decoder owns.
 
 use std::borrow::Cow;
-use std::fmt;
 use std::ops::Range;
 
 use super::detector::DetectorCounts;
@@ -25,20 +24,13 @@ use super::style::{MaskStyle, Masked, Masker, ValueType};
 use super::write::write_json_string;
 
 /// Why a document could not be scanned.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid JSON at byte {offset}: {reason}")]
 pub struct JsonMaskError {
     /// Byte offset of the problem.
     pub offset: usize,
     pub reason: &'static str,
 }
-
-impl fmt::Display for JsonMaskError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid JSON at byte {}: {}", self.offset, self.reason)
-    }
-}
-
-impl std::error::Error for JsonMaskError {}
 
 /// A masked JSON document.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -72,12 +72,14 @@ use gatehouse_core::record::{
     RecordHeader, SCHEMA_VERSION, SessionEndRecord, SessionStartRecord, Shared, StatementError,
     StatementRecord, Timestamp,
 };
+use ledger::{Ledger, Pending};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 mod approvals;
 mod enforce;
 mod fastpath;
+mod ledger;
 mod login;
 mod mask_hooks;
 mod memory;
@@ -223,40 +225,6 @@ impl StatementRun {
     }
 }
 
-/// A request whose answer the server still owes, in order.
-#[derive(Debug)]
-enum Pending {
-    /// A simple Query: statements not yet completed (front first). Ends at ReadyForQuery.
-    Query(VecDeque<StatementRun>),
-    Parse,
-    Bind,
-    Describe,
-    Close,
-    Execute(StatementRun),
-    /// A FunctionCall; `None` once its result was recorded. Ends at ReadyForQuery.
-    FunctionCall(Option<StatementRun>),
-    Sync,
-    /// The engine's Bind of its private portal in place of a denied Describe: its
-    /// BindComplete is not the client's.
-    DenialBind,
-    /// The engine's Close or Parse of its private statement in place of a Bind
-    /// that needs approval: its answer is not the client's.
-    DenialPrelude,
-    /// A Query of the engine's own (see `fastpath`): its answers, through
-    /// ReadyForQuery, are consumed.
-    Own(fastpath::OwnRequest),
-}
-
-impl Pending {
-    /// Entries that end with ReadyForQuery, where the server stops skipping after an error.
-    fn ends_at_ready(&self) -> bool {
-        matches!(
-            self,
-            Pending::Sync | Pending::Query(_) | Pending::FunctionCall(_) | Pending::Own(_)
-        )
-    }
-}
-
 /// The outcome of one statement, from the server.
 #[derive(Default)]
 struct Outcome {
@@ -295,9 +263,9 @@ pub struct Session {
     /// A FATAL message the client is owed in place of the server's next answer.
     owed_client_error: Option<Vec<u8>>,
     close_requested: bool,
-    pending: VecDeque<Pending>,
-    statements_by_name: HashMap<Vec<u8>, Arc<StatementText>>,
-    portals: HashMap<Vec<u8>, Portal>,
+    /// The requests the server owes answers to, with the statements and
+    /// portals they define.
+    ledger: Ledger,
     frontend_bytes_since_record: u64,
     backend_bytes_since_record: u64,
     started_us: u64,
@@ -373,9 +341,7 @@ impl Session {
             server_saw_ssl_request: false,
             owed_client_error: None,
             close_requested: false,
-            pending: VecDeque::new(),
-            statements_by_name: HashMap::new(),
-            portals: HashMap::new(),
+            ledger: Ledger::default(),
             frontend_bytes_since_record: 0,
             backend_bytes_since_record: 0,
             started_us: now_us,
@@ -444,7 +410,7 @@ impl Session {
             message: "connection closed before the server completed the statement".into(),
             severity: "FATAL".into(),
         };
-        while let Some(entry) = self.pending.pop_front() {
+        while let Some(entry) = self.ledger.requests.pop_front() {
             let runs: Vec<StatementRun> = match entry {
                 Pending::Query(runs) => runs.into_iter().take(1).collect(),
                 Pending::Execute(run) | Pending::FunctionCall(Some(run)) => vec![run],
@@ -1203,14 +1169,14 @@ impl Session {
                 let name = parts.next().unwrap_or_default().to_vec();
                 let sql = parts.next().unwrap_or_default();
                 self.register_statement(name, sql, truncated, None);
-                self.pending.push_back(Pending::Parse);
+                self.ledger.requests.push_back(Pending::Parse);
             }
             (Dir::Frontend, pg::BIND_TAG) => {
                 let mut parts = stream.captured.splitn(3, |&b| b == 0);
                 let portal = parts.next().unwrap_or_default().to_vec();
                 let statement = parts.next().unwrap_or_default().to_vec();
                 self.register_portal(portal, statement, None);
-                self.pending.push_back(Pending::Bind);
+                self.ledger.requests.push_back(Pending::Bind);
             }
             (Dir::Frontend, pg::FUNCTION_CALL_TAG) => {
                 let oid = stream
@@ -1247,7 +1213,7 @@ impl Session {
                     )),
                 };
             }
-            Phase::Ready if self.pending.len() >= MAX_PENDING_REQUESTS => {
+            Phase::Ready if self.ledger.requests.len() >= MAX_PENDING_REQUESTS => {
                 return Err(format!(
                     "more than {MAX_PENDING_REQUESTS} requests awaiting the server's answer"
                 ));
@@ -1265,7 +1231,7 @@ impl Session {
             FrontendMessage::Query { sql } => return Ok(self.enforce_query(sql, now_us)),
             FrontendMessage::Parse { name, sql, .. } => {
                 let action = self.enforce_parse(name, sql, now_us)?;
-                self.pending.push_back(Pending::Parse);
+                self.ledger.requests.push_back(Pending::Parse);
                 return Ok(action);
             }
             FrontendMessage::Bind(bind) => {
@@ -1274,7 +1240,7 @@ impl Session {
                     .record_parameters
                     .then(|| self.parameter_values(&bind));
                 self.register_portal(bind.portal.to_vec(), bind.statement.to_vec(), parameters);
-                self.pending.push_back(Pending::Bind);
+                self.ledger.requests.push_back(Pending::Bind);
                 return Ok(self.enforce_bind(&bind, now_us));
             }
             FrontendMessage::Describe { kind, name } => {
@@ -1283,14 +1249,14 @@ impl Session {
             FrontendMessage::Close { kind, name } => {
                 self.forget_denied(kind, name);
                 if kind == b'S' {
-                    self.statements_by_name.remove(server_name(name));
+                    self.ledger.statements.remove(server_name(name));
                 } else {
-                    self.portals.remove(server_name(name));
+                    self.ledger.portals.remove(server_name(name));
                 }
-                self.pending.push_back(Pending::Close);
+                self.ledger.requests.push_back(Pending::Close);
             }
             FrontendMessage::Execute { portal, .. } => {
-                let info = self.portals.get(server_name(portal)).cloned();
+                let info = self.ledger.portals.get(server_name(portal)).cloned();
                 let mut run = StatementRun::new(PgProtocol::Extended, None, now_us);
                 if let Some(info) = info {
                     run.text = info.text;
@@ -1299,9 +1265,9 @@ impl Session {
                 }
                 run.portal = non_empty(portal);
                 run.bytes_from_client = std::mem::take(&mut self.frontend_bytes_since_record);
-                self.pending.push_back(Pending::Execute(run));
+                self.ledger.requests.push_back(Pending::Execute(run));
             }
-            FrontendMessage::Sync => self.pending.push_back(Pending::Sync),
+            FrontendMessage::Sync => self.ledger.requests.push_back(Pending::Sync),
             FrontendMessage::FunctionCall(call) => {
                 let parameters = self.config.record_parameters.then(|| {
                     let bind = pg::Bind {
@@ -1388,7 +1354,7 @@ impl Session {
         if let Some(first) = runs.front_mut() {
             first.bytes_from_client = std::mem::take(&mut self.frontend_bytes_since_record);
         }
-        self.pending.push_back(Pending::Query(runs));
+        self.ledger.requests.push_back(Pending::Query(runs));
     }
 
     fn enqueue_function_call(
@@ -1401,7 +1367,9 @@ impl Session {
         run.function_oid = oid;
         run.parameters = parameters;
         run.bytes_from_client = std::mem::take(&mut self.frontend_bytes_since_record);
-        self.pending.push_back(Pending::FunctionCall(Some(run)));
+        self.ledger
+            .requests
+            .push_back(Pending::FunctionCall(Some(run)));
     }
 
     fn register_statement(
@@ -1417,10 +1385,10 @@ impl Session {
         let mut name = name;
         name.truncate(SERVER_NAME_BYTES);
         if name.is_empty()
-            || self.statements_by_name.contains_key(&name)
-            || self.statements_by_name.len() < self.config.max_prepared_statements
+            || self.ledger.statements.contains_key(&name)
+            || self.ledger.statements.len() < self.config.max_prepared_statements
         {
-            self.statements_by_name.insert(name, text);
+            self.ledger.statements.insert(name, text);
         }
     }
 
@@ -1430,17 +1398,14 @@ impl Session {
         statement: Vec<u8>,
         parameters: Option<Vec<ParameterValue>>,
     ) {
-        let text = self
-            .statements_by_name
-            .get(server_name(&statement))
-            .cloned();
+        let text = self.ledger.statements.get(server_name(&statement)).cloned();
         let mut portal = portal;
         portal.truncate(SERVER_NAME_BYTES);
         if portal.is_empty()
-            || self.portals.contains_key(&portal)
-            || self.portals.len() < self.config.max_prepared_statements
+            || self.ledger.portals.contains_key(&portal)
+            || self.ledger.portals.len() < self.config.max_prepared_statements
         {
-            self.portals.insert(
+            self.ledger.portals.insert(
                 portal,
                 Portal {
                     statement_name: statement,
@@ -1553,13 +1518,13 @@ impl Session {
             | BackendMessage::CopyDone
             | BackendMessage::DataRow { .. } => {}
             BackendMessage::RowDescription { .. } => {
-                if matches!(self.pending.front(), Some(Pending::Describe)) {
-                    self.pending.pop_front();
+                if matches!(self.ledger.requests.front(), Some(Pending::Describe)) {
+                    self.ledger.requests.pop_front();
                 }
             }
             BackendMessage::NoData => self.expect_head(|p| matches!(p, Pending::Describe)),
             BackendMessage::ParameterDescription { .. } => {
-                if !matches!(self.pending.front(), Some(Pending::Describe)) {
+                if !matches!(self.ledger.requests.front(), Some(Pending::Describe)) {
                     self.summary.unmatched_backend_messages += 1;
                 }
             }
@@ -1577,7 +1542,7 @@ impl Session {
                 );
             }
             BackendMessage::EmptyQueryResponse => {
-                if matches!(self.pending.front(), Some(Pending::Execute(_))) {
+                if matches!(self.ledger.requests.front(), Some(Pending::Execute(_))) {
                     self.complete_current(Outcome::default(), now_us);
                 }
             }
@@ -1594,7 +1559,7 @@ impl Session {
             BackendMessage::CopyOutResponse(_) => self.mark_copy(CopyDirection::Out),
             BackendMessage::CopyBothResponse(_) => self.mark_copy(CopyDirection::Both),
             BackendMessage::FunctionCallResponse { .. } => {
-                if let Some(Pending::FunctionCall(run)) = self.pending.front_mut() {
+                if let Some(Pending::FunctionCall(run)) = self.ledger.requests.front_mut() {
                     if let Some(run) = run.take() {
                         self.finish_statement(run, Outcome::default(), now_us);
                     }
@@ -1620,15 +1585,15 @@ impl Session {
     }
 
     fn expect_head(&mut self, matches: impl Fn(&Pending) -> bool) {
-        if self.pending.front().is_some_and(matches) {
-            self.pending.pop_front();
+        if self.ledger.requests.front().is_some_and(matches) {
+            self.ledger.requests.pop_front();
         } else {
             self.summary.unmatched_backend_messages += 1;
         }
     }
 
     fn count_row(&mut self) {
-        match self.pending.front_mut() {
+        match self.ledger.requests.front_mut() {
             Some(Pending::Query(runs)) => {
                 if let Some(run) = runs.front_mut() {
                     run.rows_seen += 1;
@@ -1640,7 +1605,7 @@ impl Session {
     }
 
     fn mark_copy(&mut self, direction: CopyDirection) {
-        match self.pending.front_mut() {
+        match self.ledger.requests.front_mut() {
             Some(Pending::Query(runs)) => {
                 if let Some(run) = runs.front_mut() {
                     run.copy = Some(direction);
@@ -1653,7 +1618,7 @@ impl Session {
 
     /// CommandComplete, EmptyQueryResponse or PortalSuspended for the head request.
     fn complete_current(&mut self, outcome: Outcome, now_us: u64) {
-        match self.pending.front_mut() {
+        match self.ledger.requests.front_mut() {
             Some(Pending::Query(runs)) => {
                 if let Some(run) = runs.pop_front() {
                     // The next statement of the same Query starts now.
@@ -1666,7 +1631,7 @@ impl Session {
                 }
             }
             Some(Pending::Execute(_)) => {
-                if let Some(Pending::Execute(run)) = self.pending.pop_front() {
+                if let Some(Pending::Execute(run)) = self.ledger.requests.pop_front() {
                     self.finish_statement(run, outcome, now_us);
                 }
             }
@@ -1680,7 +1645,7 @@ impl Session {
             error: Some(error.clone()),
             ..Outcome::default()
         };
-        match self.pending.front_mut() {
+        match self.ledger.requests.front_mut() {
             None => {
                 // Not tied to a request: e.g. a FATAL shutdown notice.
                 self.hint_end(
@@ -1712,8 +1677,13 @@ impl Session {
         // statement that failed (its Parse or Bind may be what the server refused);
         // later ones never ran and get no record.
         let mut failed = false;
-        while self.pending.front().is_some_and(|p| !p.ends_at_ready()) {
-            if let Some(Pending::Execute(run)) = self.pending.pop_front()
+        while self
+            .ledger
+            .requests
+            .front()
+            .is_some_and(|p| !p.ends_at_ready())
+        {
+            if let Some(Pending::Execute(run)) = self.ledger.requests.pop_front()
                 && !failed
             {
                 failed = true;
@@ -1724,7 +1694,7 @@ impl Session {
 
     fn on_ready_for_query(&mut self) {
         // Everything up to and including the request ReadyForQuery answers.
-        while let Some(entry) = self.pending.pop_front() {
+        while let Some(entry) = self.ledger.requests.pop_front() {
             if entry.ends_at_ready() {
                 return;
             }

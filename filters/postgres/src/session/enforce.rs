@@ -15,7 +15,8 @@
 //! routine fields on the way back.
 
 use super::approvals::Gated;
-use super::{Action, Pending, Phase, Session, StatementRun, StatementText};
+use super::ledger::{Injected, Pending};
+use super::{Action, Phase, Session, StatementRun, StatementText};
 use crate::deny;
 use crate::framing::{Forward, Output};
 use crate::guard::StatementPolicy;
@@ -63,7 +64,7 @@ impl Session {
         Lexing {
             // Anything unanswered may change a setting before the server reads
             // the text being judged (its report comes with ReadyForQuery).
-            settings_in_flight: !self.pending.is_empty(),
+            settings_in_flight: !self.ledger.requests.is_empty(),
             ..self.server_lexing.clone()
         }
     }
@@ -175,7 +176,7 @@ impl Session {
         text.decision = Some(blocking);
         let mut run = StatementRun::new(PgProtocol::Simple, Some(Arc::new(text)), now_us);
         run.bytes_from_client = std::mem::take(&mut self.frontend_bytes_since_record);
-        self.pending.push_back(Pending::Query([run].into()));
+        self.ledger.requests.push_back(Pending::Query([run].into()));
         Action::Replace(deny::query(&denial))
     }
 
@@ -197,7 +198,7 @@ impl Session {
         };
         // Approval is checked at each Bind, with the parameters.
         if self.approval_applies(&blocking)
-            && self.statements_by_name.contains_key(key)
+            && self.ledger.statements.contains_key(key)
             && self.gate_parse(name, sql)
         {
             self.denied_statements.remove(key);
@@ -212,7 +213,7 @@ impl Session {
             ));
         }
         let message = deny::denial_message(&blocking);
-        let text = match self.statements_by_name.get(key) {
+        let text = match self.ledger.statements.get(key) {
             Some(text) if text.decision.as_ref() == Some(&blocking) => text.clone(),
             _ => {
                 let mut text = self.statement_text(sql, false);
@@ -238,7 +239,7 @@ impl Session {
         else {
             return Action::Pass;
         };
-        if let Some(entry) = self.portals.get_mut(super::server_name(portal)) {
+        if let Some(entry) = self.ledger.portals.get_mut(super::server_name(portal)) {
             entry.text = Some(text);
         }
         Action::Replace(deny::bind(portal, statement))
@@ -254,14 +255,16 @@ impl Session {
             })
             .flatten();
         let Some(text) = denied else {
-            self.pending.push_back(Pending::Describe);
+            self.ledger.requests.push_back(Pending::Describe);
             return Action::Pass;
         };
         let mut run = StatementRun::new(PgProtocol::Extended, Some(text), now_us);
         run.statement_name = super::non_empty(name);
         run.bytes_from_client = std::mem::take(&mut self.frontend_bytes_since_record);
-        self.pending.push_back(Pending::DenialBind);
-        self.pending.push_back(Pending::Execute(run));
+        self.ledger
+            .requests
+            .push_back(Pending::Injected(Injected::DenialBind));
+        self.ledger.requests.push_back(Pending::Execute(run));
         Action::Replace(deny::describe_replacement(name))
     }
 
@@ -279,25 +282,25 @@ impl Session {
     pub(super) fn denial_reply(&mut self, msg: &BackendMessage<'_>, now_us: u64) -> Option<Action> {
         match msg {
             BackendMessage::BindComplete
-                if matches!(self.pending.front(), Some(Pending::DenialBind)) =>
+                if matches!(
+                    self.ledger.requests.front(),
+                    Some(Pending::Injected(Injected::DenialBind))
+                ) =>
             {
-                self.pending.pop_front();
+                self.ledger.requests.pop_front();
                 Some(Action::Drop)
             }
             BackendMessage::CloseComplete | BackendMessage::ParseComplete
-                if matches!(self.pending.front(), Some(Pending::DenialPrelude)) =>
+                if matches!(
+                    self.ledger.requests.front(),
+                    Some(Pending::Injected(Injected::DenialPrelude))
+                ) =>
             {
-                self.pending.pop_front();
+                self.ledger.requests.pop_front();
                 Some(Action::Drop)
             }
             BackendMessage::ErrorResponse { fields } => {
-                let text = match self.pending.front()? {
-                    Pending::Query(runs) => runs.front()?.text.as_ref()?,
-                    Pending::Execute(run) | Pending::FunctionCall(Some(run)) => {
-                        run.text.as_ref()?
-                    }
-                    _ => return None,
-                };
+                let text = self.ledger.answering_run()?.text.as_ref()?;
                 let decision = text.decision.as_ref().filter(|d| d.action.blocks())?;
                 if !deny::is_denial(fields, &deny::denial_message(decision)) {
                     return None;

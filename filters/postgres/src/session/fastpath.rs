@@ -16,7 +16,8 @@
 //!   lookup found, and refused otherwise; a refused call's function is named by
 //!   a second lookup sent ahead of the refusal, for its record.
 
-use super::{Action, Pending, Session, StatementText};
+use super::ledger::{Injected, Owner, Pending};
+use super::{Action, Session, StatementText};
 use crate::deny;
 use crate::fastpath::{self, FunctionName, Signature};
 use crate::protocol::{self as pg, BackendMessage, FrontendMessage};
@@ -109,7 +110,7 @@ impl Session {
                 self.fast_path.ahead.push(OwnRequest::FastPathFunctions);
             }
         }
-        let queued = self.pending.len();
+        let queued = self.ledger.requests.len();
         let result = self.frontend_with_masking(tag, body, now_us);
         self.note_batch_message(tag);
         let ahead = std::mem::take(&mut self.fast_path.ahead);
@@ -128,8 +129,10 @@ impl Session {
             }
             .encode(&mut bytes);
             // Before the client message's own requests: its answers come first.
-            let at = (queued + i).min(self.pending.len());
-            self.pending.insert(at, Pending::Own(request));
+            let at = (queued + i).min(self.ledger.requests.len());
+            self.ledger
+                .requests
+                .insert(at, Pending::Injected(Injected::FastPath(request)));
         }
         Ok(match action {
             Action::Pass => {
@@ -161,7 +164,7 @@ impl Session {
 
     /// Whether the next server message answers one of the engine's own queries.
     pub(super) fn answering_own_request(&self) -> bool {
-        matches!(self.pending.front(), Some(Pending::Own(_)))
+        self.ledger.front_is_injected(Owner::FastPath)
     }
 
     /// A server message answering one of the engine's own queries: consumed,
@@ -185,15 +188,18 @@ impl Session {
             BackendMessage::DataRow { values } => self.on_own_row(&values),
             BackendMessage::ErrorResponse { .. } => {
                 if matches!(
-                    self.pending.front(),
-                    Some(Pending::Own(OwnRequest::FastPathFunctions))
+                    self.ledger.requests.front(),
+                    Some(Pending::Injected(Injected::FastPath(
+                        OwnRequest::FastPathFunctions
+                    )))
                 ) {
                     self.fast_path.lookup = Lookup::Unavailable;
                     self.fast_path.functions.clear();
                 }
             }
             BackendMessage::ReadyForQuery { .. } => {
-                if let Some(Pending::Own(OwnRequest::FastPathFunctions)) = self.pending.pop_front()
+                if let Some(Pending::Injected(Injected::FastPath(OwnRequest::FastPathFunctions))) =
+                    self.ledger.requests.pop_front()
                     && self.fast_path.lookup == Lookup::Sent
                 {
                     self.fast_path.lookup = Lookup::Done;
@@ -210,19 +216,21 @@ impl Session {
     }
 
     fn on_own_row(&mut self, values: &[Option<&[u8]>]) {
-        match self.pending.front() {
-            Some(Pending::Own(OwnRequest::FastPathFunctions)) => {
+        match self.ledger.requests.front() {
+            Some(Pending::Injected(Injected::FastPath(OwnRequest::FastPathFunctions))) => {
                 if let Some((oid, signature)) = fastpath::parse_lookup_row(values) {
                     self.fast_path.functions.insert(oid, signature);
                 }
             }
-            Some(Pending::Own(OwnRequest::FunctionName { args, .. })) => {
+            Some(Pending::Injected(Injected::FastPath(OwnRequest::FunctionName {
+                args, ..
+            }))) => {
                 let args = *args;
                 let Some((schema, name)) = fastpath::parse_name_row(values) else {
                     return;
                 };
                 // The refused call is the next request.
-                let decision = match self.pending.get(1) {
+                let decision = match self.ledger.requests.get(1) {
                     Some(Pending::FunctionCall(Some(run))) => {
                         run.text.as_ref().and_then(|t| t.decision.clone())
                     }
@@ -232,7 +240,7 @@ impl Session {
                 let mut named = self.statement_text(sql.as_bytes(), false);
                 named.kind = None;
                 named.decision = decision;
-                if let Some(Pending::FunctionCall(Some(run))) = self.pending.get_mut(1) {
+                if let Some(Pending::FunctionCall(Some(run))) = self.ledger.requests.get_mut(1) {
                     run.text = Some(Arc::new(named));
                 }
             }
@@ -276,7 +284,7 @@ impl Session {
         // Recorded as the function call it is, described by the judged text.
         text.kind = None;
         text.decision = decision.clone();
-        if let Some(Pending::FunctionCall(Some(run))) = self.pending.back_mut() {
+        if let Some(Pending::FunctionCall(Some(run))) = self.ledger.requests.back_mut() {
             run.text = Some(Arc::new(text));
         }
         match decision.filter(|d| self.applies(d)) {

@@ -2,7 +2,7 @@
 //! message as the server receives it, every server message after login, and
 //! the bytes of server messages that stream through.
 
-use super::{Action, Dir, Pending, Phase, Session};
+use super::{Action, Dir, Phase, Session};
 use crate::masking::{MaskAction, SessionMasker};
 use crate::protocol::{self as pg, BackendMessage, FrontendMessage};
 use gatehouse_core::identity::Identity;
@@ -38,7 +38,7 @@ impl Session {
             tag,
             pg::COPY_DATA_TAG | pg::COPY_DONE_TAG | pg::COPY_FAIL_TAG | pg::TERMINATE_TAG
         );
-        let idle = self.pending.is_empty();
+        let idle = self.ledger.requests.is_empty();
         // Messages of the masker's own, sent ahead of the client's.
         let mut ahead = None;
         if let Some(masker) = self.masker.as_mut() {
@@ -242,7 +242,7 @@ impl Session {
         let Some(masker) = self.masker.as_ref() else {
             return values;
         };
-        let text = self.statements_by_name.get(statement).map(|t| &*t.text.0);
+        let text = self.ledger.statements.get(statement).map(|t| &*t.text.0);
         masker.record_parameters(text, values)
     }
 
@@ -251,12 +251,11 @@ impl Session {
         let Some(masker) = self.masker.as_ref() else {
             return error;
         };
-        let run = match self.pending.front() {
-            Some(Pending::Query(runs)) => runs.front(),
-            Some(Pending::Execute(run) | Pending::FunctionCall(Some(run))) => Some(run),
-            _ => None,
-        };
-        let text = run.and_then(|r| r.text.as_ref()).map(|t| &*t.text.0);
+        let text = self
+            .ledger
+            .answering_run()
+            .and_then(|r| r.text.as_ref())
+            .map(|t| &*t.text.0);
         error.message = masker.record_error_message(error.message, text);
         error
     }

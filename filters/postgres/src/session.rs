@@ -1123,10 +1123,15 @@ impl Session {
     ) -> Action {
         let result = match (dir, mode) {
             (Dir::Frontend, FrameMode::Untagged) => self.on_startup_packet(body, now_us),
-            (Dir::Frontend, _) if self.phase == Phase::Ready => {
-                self.frontend_with_own_requests(tag, body, now_us)
-            }
-            (Dir::Frontend, _) => self.frontend_with_masking(tag, body, now_us),
+            // Each client message is decoded once, here; the engine's
+            // handling, enforcement, masking and records all read it.
+            (Dir::Frontend, _) => match FrontendMessage::decode(tag, body) {
+                Err(e) => Err(e.to_string()),
+                Ok(msg) if self.phase == Phase::Ready => {
+                    self.frontend_with_own_requests(&msg, tag, body, now_us)
+                }
+                Ok(msg) => self.frontend_with_masking(&msg, tag, body, now_us),
+            },
             (Dir::Backend, _)
                 if matches!(self.phase, Phase::Ready | Phase::Finished)
                     && self.answering_own_request() =>
@@ -1194,11 +1199,15 @@ impl Session {
         }
     }
 
-    fn on_frontend_message(&mut self, tag: u8, body: &[u8], now_us: u64) -> Result<Action, String> {
-        let msg = FrontendMessage::decode(tag, body).map_err(|e| e.to_string())?;
+    fn on_frontend_message(
+        &mut self,
+        msg: &FrontendMessage<'_>,
+        tag: u8,
+        now_us: u64,
+    ) -> Result<Action, String> {
         match self.phase {
             Phase::Authenticating => {
-                return match msg {
+                return match *msg {
                     FrontendMessage::Password { data } if self.token_login.is_some() => {
                         self.on_token_password(data, now_us)
                     }
@@ -1207,7 +1216,7 @@ impl Session {
                     }
                     FrontendMessage::Password { .. } => Ok(Action::Pass),
                     FrontendMessage::Terminate => Ok(self.on_terminate()),
-                    other => Err(format!(
+                    ref other => Err(format!(
                         "message type {} during authentication",
                         pg::tag_name(other.tag())
                     )),
@@ -1227,21 +1236,21 @@ impl Session {
                 ));
             }
         }
-        match msg {
+        match *msg {
             FrontendMessage::Query { sql } => return Ok(self.enforce_query(sql, now_us)),
             FrontendMessage::Parse { name, sql, .. } => {
                 let action = self.enforce_parse(name, sql, now_us)?;
                 self.ledger.requests.push_back(Pending::Parse);
                 return Ok(action);
             }
-            FrontendMessage::Bind(bind) => {
+            FrontendMessage::Bind(ref bind) => {
                 let parameters = self
                     .config
                     .record_parameters
-                    .then(|| self.parameter_values(&bind));
+                    .then(|| self.parameter_values(bind));
                 self.register_portal(bind.portal.to_vec(), bind.statement.to_vec(), parameters);
                 self.ledger.requests.push_back(Pending::Bind);
-                return Ok(self.enforce_bind(&bind, now_us));
+                return Ok(self.enforce_bind(bind, now_us));
             }
             FrontendMessage::Describe { kind, name } => {
                 return Ok(self.enforce_describe(kind, name, now_us));
@@ -1268,7 +1277,7 @@ impl Session {
                 self.ledger.requests.push_back(Pending::Execute(run));
             }
             FrontendMessage::Sync => self.ledger.requests.push_back(Pending::Sync),
-            FrontendMessage::FunctionCall(call) => {
+            FrontendMessage::FunctionCall(ref call) => {
                 let parameters = self.config.record_parameters.then(|| {
                     let bind = pg::Bind {
                         portal: b"",
@@ -1280,7 +1289,7 @@ impl Session {
                     self.parameter_values(&bind)
                 });
                 self.enqueue_function_call(Some(call.oid), parameters, now_us);
-                return Ok(self.enforce_function_call(&call, now_us));
+                return Ok(self.enforce_function_call(call, now_us));
             }
             FrontendMessage::Terminate => return Ok(self.on_terminate()),
             FrontendMessage::Flush
@@ -1438,8 +1447,13 @@ impl Session {
 
     // ---- server answers -------------------------------------------------------------
 
-    fn on_backend_message(&mut self, tag: u8, body: &[u8], now_us: u64) -> Result<Action, String> {
-        let msg = BackendMessage::decode(tag, body).map_err(|e| e.to_string())?;
+    fn on_backend_message(
+        &mut self,
+        msg: BackendMessage<'_>,
+        tag: u8,
+        body: &[u8],
+        now_us: u64,
+    ) -> Result<Action, String> {
         if let BackendMessage::ParameterStatus { name, value } = &msg
             && let Some(action) = self.on_parameter_status(name, value, now_us)
         {

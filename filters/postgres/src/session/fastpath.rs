@@ -95,6 +95,7 @@ impl Session {
     /// the engine's own queries sent ahead of it.
     pub(super) fn frontend_with_own_requests(
         &mut self,
+        msg: &FrontendMessage<'_>,
         tag: u8,
         body: &[u8],
         now_us: u64,
@@ -111,7 +112,7 @@ impl Session {
             }
         }
         let queued = self.ledger.requests.len();
-        let result = self.frontend_with_masking(tag, body, now_us);
+        let result = self.frontend_with_masking(msg, tag, body, now_us);
         self.note_batch_message(tag);
         let ahead = std::mem::take(&mut self.fast_path.ahead);
         let action = result?;
@@ -180,7 +181,7 @@ impl Session {
             BackendMessage::ParameterStatus { .. }
             | BackendMessage::NoticeResponse { .. }
             | BackendMessage::NotificationResponse { .. } => {
-                return self.backend_with_masking(tag, body, now_us);
+                return self.backend_decoded_with_masking(msg, tag, body, now_us);
             }
             BackendMessage::RowDescription { .. }
             | BackendMessage::CommandComplete { .. }

@@ -23,12 +23,13 @@ impl Session {
     /// ahead of its Execute, and the requests the server will answer).
     pub(super) fn frontend_with_masking(
         &mut self,
+        msg: &FrontendMessage<'_>,
         tag: u8,
         body: &[u8],
         now_us: u64,
     ) -> Result<Action, String> {
         if self.masker.is_none() || self.phase != Phase::Ready {
-            return self.on_frontend_message(tag, body, now_us);
+            return self.on_frontend_message(msg, tag, now_us);
         }
         let identity = self
             .policy_identity
@@ -57,23 +58,21 @@ impl Session {
         let may_describe_copy = idle
             && matches!(tag, pg::QUERY_TAG | pg::PARSE_TAG | pg::BIND_TAG)
             && self.mode.is_enforce();
-        let action = self.on_frontend_message(tag, body, now_us)?;
+        let action = self.on_frontend_message(msg, tag, now_us)?;
         if let Some(masker) = self.masker.as_mut() {
             match &action {
                 Action::Pass => {
-                    if let Ok(msg) = FrontendMessage::decode(tag, body) {
-                        // The portal's columns, described ahead of its rows
-                        // (a shadow session adds no traffic: its unknown
-                        // columns are masked whole).
-                        if self.mode.is_enforce()
-                            && let Some(describe) = masker.describe_ahead_of_execute(&msg)
-                        {
-                            ahead
-                                .get_or_insert_with(Vec::new)
-                                .extend_from_slice(&describe);
-                        }
-                        masker.on_frontend(&msg);
+                    // The portal's columns, described ahead of its rows (a
+                    // shadow session adds no traffic: its unknown columns
+                    // are masked whole).
+                    if self.mode.is_enforce()
+                        && let Some(describe) = masker.describe_ahead_of_execute(msg)
+                    {
+                        ahead
+                            .get_or_insert_with(Vec::new)
+                            .extend_from_slice(&describe);
                     }
+                    masker.on_frontend(msg);
                     // A COPY's columns, described ahead of it (see
                     // `crate::masking::copy`).
                     if may_describe_copy && let Some(describe) = masker.take_copy_describe() {
@@ -104,18 +103,15 @@ impl Session {
     }
 
     /// A server message: the masker's rewrite, unless the engine itself
-    /// replaces or drops the message.
+    /// replaces or drops the message. Decoded once, here, except a DataRow
+    /// that only masking reads.
     pub(super) fn backend_with_masking(
         &mut self,
         tag: u8,
         body: &[u8],
         now_us: u64,
     ) -> Result<Action, String> {
-        let masking = self.masker.is_some() && matches!(self.phase, Phase::Ready | Phase::Finished);
-        if !masking || self.owed_client_error.is_some() {
-            return self.on_backend_message(tag, body, now_us);
-        }
-        if tag == pg::DATA_ROW_TAG {
+        if tag == pg::DATA_ROW_TAG && self.masking_backend() {
             // The hottest path: the row is read in place, not decoded first.
             let masked = match self.masker.as_mut() {
                 Some(masker) => masker.on_data_row(body).map_err(|e| e.to_string())?,
@@ -128,6 +124,28 @@ impl Session {
             return Ok(row_action(masked));
         }
         let msg = BackendMessage::decode(tag, body).map_err(|e| e.to_string())?;
+        self.backend_decoded_with_masking(msg, tag, body, now_us)
+    }
+
+    /// Whether server messages go through the masker first.
+    fn masking_backend(&self) -> bool {
+        self.masker.is_some()
+            && matches!(self.phase, Phase::Ready | Phase::Finished)
+            && self.owed_client_error.is_none()
+    }
+
+    /// [`Session::backend_with_masking`] for a message already decoded: the
+    /// masker reads it, then the engine.
+    pub(super) fn backend_decoded_with_masking(
+        &mut self,
+        msg: BackendMessage<'_>,
+        tag: u8,
+        body: &[u8],
+        now_us: u64,
+    ) -> Result<Action, String> {
+        if !self.masking_backend() {
+            return self.on_backend_message(msg, tag, body, now_us);
+        }
         let masked = match self.masker.as_mut() {
             Some(masker) => masker.on_backend(&msg),
             None => MaskAction::Unchanged,
@@ -140,7 +158,7 @@ impl Session {
             // second decode.
             return Ok(row_action(masked));
         }
-        let action = self.on_backend_message(tag, body, now_us)?;
+        let action = self.on_backend_message(msg, tag, body, now_us)?;
         Ok(match (action, masked) {
             (Action::Pass, MaskAction::Replace(bytes)) => Action::Replace(bytes),
             // Followed by the engine, withheld from the client.

@@ -61,6 +61,7 @@
 //! ```
 
 use crate::config::{EngineConfig, SslRequestPolicy};
+use crate::disposition::Disposition;
 use crate::framing::{FrameMode, Framer, Header, Output, Stream, Verdict};
 use crate::protocol::{self as pg, BackendMessage, FrontendMessage, StartupPacket};
 use crate::sql::lexer;
@@ -233,13 +234,6 @@ struct Outcome {
     suspended: bool,
 }
 
-/// What to do with a complete (or streamed) message.
-enum Action {
-    Pass,
-    Replace(Vec<u8>),
-    Drop,
-}
-
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Dir {
     Frontend,
@@ -388,7 +382,7 @@ impl Session {
     pub fn on_backend(&mut self, chunk: &[u8], now_us: u64) -> Verdict {
         self.summary.bytes_to_client += chunk.len() as u64;
         if chunk.is_empty()
-            && let Some(Action::Replace(error)) = self.deliver_owed_error(now_us)
+            && let Some(Disposition::Replace(error)) = self.deliver_owed_error(now_us)
         {
             return self.observed(Verdict {
                 forward: crate::framing::Forward::Replace(error),
@@ -565,7 +559,7 @@ impl Session {
             }
             // Only check the header once: when it is first complete.
             let first_look = from_chunk || pending_len < header_len;
-            let disposition = match self.disposition(dir, mode, header) {
+            let disposition = match self.buffering(dir, mode, header) {
                 Ok(d) => d,
                 Err(reason) => {
                     self.violation(dir, reason, &mut out, now_us);
@@ -592,7 +586,7 @@ impl Session {
             }
             let total = header_len + header.body_len;
             match disposition {
-                Disposition::Stream { capture_limit } => {
+                Buffering::Stream { capture_limit } => {
                     if from_chunk {
                         out.pass(pos..pos + header_len);
                         pos += header_len;
@@ -615,7 +609,7 @@ impl Session {
                         self.framer(dir).stream = Some(stream);
                     }
                 }
-                Disposition::Hold => {
+                Buffering::Hold => {
                     if from_chunk && avail >= total {
                         let range = pos..pos + total;
                         let body = chunk.get(pos + header_len..pos + total).unwrap_or_default();
@@ -662,19 +656,21 @@ impl Session {
         out.finish(close)
     }
 
-    fn apply(&mut self, action: Action, source: Source, held: &[u8], out: &mut Output<'_>) {
+    fn apply(&mut self, action: Disposition, source: Source, held: &[u8], out: &mut Output<'_>) {
         match action {
-            Action::Pass => match source {
+            Disposition::Pass => match source {
                 Source::Chunk(range) => out.pass(range),
                 Source::Held => out.emit(held),
             },
-            Action::Replace(bytes) => {
+            Disposition::Replace(bytes) => {
                 out.emit(&bytes);
                 if let Some(masker) = self.masker.as_mut() {
                     masker.recycle(bytes);
                 }
             }
-            Action::Drop => {}
+            // Withheld messages were followed like any other; the client
+            // gets neither kind.
+            Disposition::Drop | Disposition::Withhold => {}
         }
     }
 
@@ -686,7 +682,7 @@ impl Session {
     }
 
     /// Whether a message is held until complete or streamed, or is refused.
-    fn disposition(&self, dir: Dir, mode: FrameMode, h: Header) -> Result<Disposition, String> {
+    fn buffering(&self, dir: Dir, mode: FrameMode, h: Header) -> Result<Buffering, String> {
         let cap = self.config.max_buffered_bytes;
         if mode == FrameMode::Untagged {
             if h.body_len + 4 > pg::MAX_STARTUP_PACKET_LENGTH {
@@ -696,7 +692,7 @@ impl Session {
                     pg::MAX_STARTUP_PACKET_LENGTH
                 ));
             }
-            return Ok(Disposition::Hold);
+            return Ok(Buffering::Hold);
         }
         if h.body_len > pg::MAX_MESSAGE_LENGTH {
             return Err(format!(
@@ -719,26 +715,26 @@ impl Session {
                     h.body_len
                 ));
             }
-            return Ok(Disposition::Hold);
+            return Ok(Buffering::Hold);
         }
         let disposition = match (dir, h.tag) {
-            (Dir::Frontend, pg::COPY_DATA_TAG) => Disposition::Stream { capture_limit: 0 },
-            (Dir::Frontend, pg::QUERY_TAG | pg::PARSE_TAG) if over => Disposition::Stream {
+            (Dir::Frontend, pg::COPY_DATA_TAG) => Buffering::Stream { capture_limit: 0 },
+            (Dir::Frontend, pg::QUERY_TAG | pg::PARSE_TAG) if over => Buffering::Stream {
                 capture_limit: statement_prefix,
             },
-            (Dir::Frontend, pg::BIND_TAG | pg::FUNCTION_CALL_TAG) if over => Disposition::Stream {
+            (Dir::Frontend, pg::BIND_TAG | pg::FUNCTION_CALL_TAG) if over => Buffering::Stream {
                 capture_limit: NAMES_PREFIX,
             },
             // The masker rewrites DataRows and CopyData held whole when it can.
             (Dir::Backend, pg::DATA_ROW_TAG | pg::COPY_DATA_TAG)
                 if self.masker.is_some() && !over =>
             {
-                Disposition::Hold
+                Buffering::Hold
             }
             (Dir::Backend, pg::DATA_ROW_TAG | pg::COPY_DATA_TAG) => {
-                Disposition::Stream { capture_limit: 0 }
+                Buffering::Stream { capture_limit: 0 }
             }
-            (Dir::Backend, pg::ERROR_RESPONSE_TAG) if over => Disposition::Stream {
+            (Dir::Backend, pg::ERROR_RESPONSE_TAG) if over => Buffering::Stream {
                 capture_limit: ERROR_PREFIX,
             },
             (
@@ -748,7 +744,7 @@ impl Session {
                 | pg::NOTICE_RESPONSE_TAG
                 | pg::NOTIFICATION_RESPONSE_TAG
                 | pg::FUNCTION_CALL_RESPONSE_TAG,
-            ) if over => Disposition::Stream { capture_limit: 0 },
+            ) if over => Buffering::Stream { capture_limit: 0 },
             (_, tag) if over => {
                 return Err(format!(
                     "message type {} length {} over max_buffered_bytes",
@@ -756,14 +752,14 @@ impl Session {
                     h.body_len
                 ));
             }
-            _ => Disposition::Hold,
+            _ => Buffering::Hold,
         };
         // Streamed messages are never decoded whole, so check their phase here.
         let allowed = match dir {
             Dir::Frontend => self.phase == Phase::Ready,
             Dir::Backend => matches!(self.phase, Phase::Ready | Phase::Finished),
         };
-        if matches!(disposition, Disposition::Stream { .. }) && !allowed {
+        if matches!(disposition, Buffering::Stream { .. }) && !allowed {
             let when = if self.phase == Phase::Authenticating {
                 "during authentication"
             } else {
@@ -859,14 +855,14 @@ impl Session {
     }
 
     /// When the client is owed an error: the server's answer becomes that error.
-    fn deliver_owed_error(&mut self, now_us: u64) -> Option<Action> {
+    fn deliver_owed_error(&mut self, now_us: u64) -> Option<Disposition> {
         let error = self.owed_client_error.take()?;
         self.close_requested = true;
         self.backend.discarding = true;
         if let Some((reason, detail)) = self.end_reason_hint.take() {
             self.end_session(reason, detail, now_us);
         }
-        Some(Action::Replace(error))
+        Some(Disposition::Replace(error))
     }
 
     fn end_session(&mut self, reason: EndReason, detail: Option<String>, now_us: u64) {
@@ -917,7 +913,7 @@ impl Session {
 
     // ---- startup and TLS ----------------------------------------------------------
 
-    fn on_startup_packet(&mut self, body: &[u8], now_us: u64) -> Result<Action, String> {
+    fn on_startup_packet(&mut self, body: &[u8], now_us: u64) -> Result<Disposition, String> {
         if self.phase != Phase::Startup {
             return Err("startup packet while a TLS answer is pending".into());
         }
@@ -937,11 +933,11 @@ impl Session {
                 self.phase = Phase::TlsNegotiation;
                 self.backend.mode = FrameMode::AnswerByte;
                 if kind == TlsRequestKind::Ssl {
-                    Ok(Action::Pass)
+                    Ok(Disposition::Pass)
                 } else {
                     let mut req = Vec::with_capacity(8);
                     StartupPacket::SslRequest.encode(&mut req);
-                    Ok(Action::Replace(req))
+                    Ok(Disposition::Replace(req))
                 }
             }
             StartupPacket::Cancel { .. } => {
@@ -949,7 +945,7 @@ impl Session {
                 // Anything after it is a violation; frame it as messages to say so.
                 self.frontend.mode = FrameMode::Tagged;
                 self.hint_end(EndReason::CancelRequest, None);
-                Ok(Action::Pass)
+                Ok(Disposition::Pass)
             }
             StartupPacket::Startup { version, params } => {
                 let param = |name: &str| {
@@ -993,7 +989,7 @@ impl Session {
                         login_refusal,
                     }));
                 }
-                Ok(Action::Pass)
+                Ok(Disposition::Pass)
             }
         }
     }
@@ -1001,7 +997,7 @@ impl Session {
     /// Refuses a StartupMessage the server must not see (see [`crate::startup`]):
     /// the server gets an SSLRequest in its place, and its answer is replaced by
     /// the refusal.
-    fn refuse_startup(&mut self, refusal: &crate::startup::StartupRefusal) -> Action {
+    fn refuse_startup(&mut self, refusal: &crate::startup::StartupRefusal) -> Disposition {
         let message = refusal.to_string();
         self.owed_client_error = Some(pg::fatal_error(refusal.sqlstate(), &message));
         self.frontend.discarding = true;
@@ -1011,14 +1007,18 @@ impl Session {
         self.end_reason_hint = Some((EndReason::StartupRefused, Some(message)));
         let mut ssl_request = Vec::with_capacity(8);
         StartupPacket::SslRequest.encode(&mut ssl_request);
-        Action::Replace(ssl_request)
+        Disposition::Replace(ssl_request)
     }
 
     /// During login: the server's NegotiateProtocolVersion names the protocol
     /// options it does not know; once it asks for authentication, any other
     /// option the client sent was accepted, and the session ends. `Some` with the
     /// refusal for the client in place of `msg`.
-    fn check_protocol_options(&mut self, msg: &BackendMessage<'_>, now_us: u64) -> Option<Action> {
+    fn check_protocol_options(
+        &mut self,
+        msg: &BackendMessage<'_>,
+        now_us: u64,
+    ) -> Option<Disposition> {
         if self.protocol_options.is_empty() {
             return None;
         }
@@ -1037,7 +1037,7 @@ impl Session {
                 self.backend.discarding = true;
                 self.close_requested = true;
                 self.end_session(EndReason::StartupRefused, Some(message.clone()), now_us);
-                Some(Action::Replace(pg::fatal_error(
+                Some(Disposition::Replace(pg::fatal_error(
                     refusal.sqlstate(),
                     &message,
                 )))
@@ -1050,7 +1050,7 @@ impl Session {
     /// startup (it logs no connection attempt and no one logs in), and its
     /// answer is replaced by the readiness message. A probe is not a session:
     /// it leaves no records, which would otherwise arrive every few seconds.
-    fn answer_readiness(&mut self) -> Action {
+    fn answer_readiness(&mut self) -> Disposition {
         let policy = self.policy_hash.as_deref().unwrap_or("none");
         let message = format!(
             "{READINESS_MESSAGE}: gatehouse postgres filter {}, policy {policy}",
@@ -1064,10 +1064,10 @@ impl Session {
         self.ended = true;
         let mut ssl_request = Vec::with_capacity(8);
         StartupPacket::SslRequest.encode(&mut ssl_request);
-        Action::Replace(ssl_request)
+        Disposition::Replace(ssl_request)
     }
 
-    fn on_tls_answer(&mut self, answer: u8, now_us: u64) -> Action {
+    fn on_tls_answer(&mut self, answer: u8, now_us: u64) -> Disposition {
         self.backend.mode = FrameMode::Tagged;
         if let Some(error) = self.deliver_owed_error(now_us) {
             return error;
@@ -1082,7 +1082,7 @@ impl Session {
             s.backend.discarding = true;
             s.close_requested = true;
             s.end_session(EndReason::TlsRefused, Some(detail.to_string()), now_us);
-            Action::Replace(pg::fatal_error("08P01", &message))
+            Disposition::Replace(pg::fatal_error("08P01", &message))
         };
         if requested.is_none() {
             return refuse(
@@ -1098,7 +1098,7 @@ impl Session {
             (b'N', Some(_)) => {
                 self.phase = Phase::Startup;
                 self.frontend.mode = FrameMode::Untagged;
-                Action::Pass
+                Disposition::Pass
             }
             (b'S', _) => refuse(
                 self,
@@ -1120,7 +1120,7 @@ impl Session {
         tag: u8,
         body: &[u8],
         now_us: u64,
-    ) -> Action {
+    ) -> Disposition {
         let result = match (dir, mode) {
             (Dir::Frontend, FrameMode::Untagged) => self.on_startup_packet(body, now_us),
             // Each client message is decoded once, here; the engine's
@@ -1147,8 +1147,8 @@ impl Session {
                 let mut scratch = Output::new(&[]);
                 self.violation(dir, reason, &mut scratch, now_us);
                 match scratch.finish(false).forward {
-                    crate::framing::Forward::Replace(bytes) => Action::Replace(bytes),
-                    crate::framing::Forward::Unchanged => Action::Drop,
+                    crate::framing::Forward::Replace(bytes) => Disposition::Replace(bytes),
+                    crate::framing::Forward::Unchanged => Disposition::Drop,
                 }
             }
         }
@@ -1204,7 +1204,7 @@ impl Session {
         msg: &FrontendMessage<'_>,
         tag: u8,
         now_us: u64,
-    ) -> Result<Action, String> {
+    ) -> Result<Disposition, String> {
         match self.phase {
             Phase::Authenticating => {
                 return match *msg {
@@ -1214,7 +1214,7 @@ impl Session {
                     FrontendMessage::Password { data } if self.shadow_login.is_some() => {
                         Ok(self.observe_token_password(data, now_us))
                     }
-                    FrontendMessage::Password { .. } => Ok(Action::Pass),
+                    FrontendMessage::Password { .. } => Ok(Disposition::Pass),
                     FrontendMessage::Terminate => Ok(self.on_terminate()),
                     ref other => Err(format!(
                         "message type {} during authentication",
@@ -1300,13 +1300,13 @@ impl Session {
                 return Err("password message after authentication".into());
             }
         }
-        Ok(Action::Pass)
+        Ok(Disposition::Pass)
     }
 
-    fn on_terminate(&mut self) -> Action {
+    fn on_terminate(&mut self) -> Disposition {
         self.terminate_seen = true;
         self.phase = Phase::Finished;
-        Action::Pass
+        Disposition::Pass
     }
 
     fn statement_text(&self, sql: &[u8], truncated: bool) -> StatementText {
@@ -1453,7 +1453,7 @@ impl Session {
         tag: u8,
         body: &[u8],
         now_us: u64,
-    ) -> Result<Action, String> {
+    ) -> Result<Disposition, String> {
         if let BackendMessage::ParameterStatus { name, value } = &msg
             && let Some(action) = self.on_parameter_status(name, value, now_us)
         {
@@ -1488,33 +1488,38 @@ impl Session {
         }
     }
 
-    fn on_login_message(&mut self, msg: BackendMessage<'_>, now_us: u64) -> Result<Action, String> {
+    fn on_login_message(
+        &mut self,
+        msg: BackendMessage<'_>,
+        now_us: u64,
+    ) -> Result<Disposition, String> {
         if self.shadow_login.is_some() {
             self.observe_login_message(&msg, now_us);
         }
         match msg {
             BackendMessage::Authentication { code: 10, data } => {
-                Ok(pg::sasl_without_channel_binding(data).map_or(Action::Pass, Action::Replace))
+                Ok(pg::sasl_without_channel_binding(data)
+                    .map_or(Disposition::Pass, Disposition::Replace))
             }
             BackendMessage::Authentication { .. }
             | BackendMessage::ParameterStatus { .. }
             | BackendMessage::NoticeResponse { .. }
-            | BackendMessage::NegotiateProtocolVersion { .. } => Ok(Action::Pass),
+            | BackendMessage::NegotiateProtocolVersion { .. } => Ok(Disposition::Pass),
             BackendMessage::BackendKeyData { pid, .. } => {
                 self.summary.backend_pid = Some(pid);
-                Ok(Action::Pass)
+                Ok(Disposition::Pass)
             }
             BackendMessage::ErrorResponse { fields } => {
                 let error = statement_error(&fields);
                 let detail = format!("{} {}", error.sqlstate, error.message);
                 self.hint_end(EndReason::AuthenticationFailed, Some(detail));
                 let _ = now_us;
-                Ok(Action::Pass)
+                Ok(Disposition::Pass)
             }
             BackendMessage::ReadyForQuery { .. } => {
                 self.phase = Phase::Ready;
                 self.backend_bytes_since_record = 0;
-                Ok(Action::Pass)
+                Ok(Disposition::Pass)
             }
             other => Err(format!(
                 "message type {} during authentication",
@@ -1523,7 +1528,11 @@ impl Session {
         }
     }
 
-    fn on_ready_message(&mut self, msg: BackendMessage<'_>, now_us: u64) -> Result<Action, String> {
+    fn on_ready_message(
+        &mut self,
+        msg: BackendMessage<'_>,
+        now_us: u64,
+    ) -> Result<Disposition, String> {
         match msg {
             BackendMessage::ParameterStatus { .. }
             | BackendMessage::NoticeResponse { .. }
@@ -1595,7 +1604,7 @@ impl Session {
                 ));
             }
         }
-        Ok(Action::Pass)
+        Ok(Disposition::Pass)
     }
 
     fn expect_head(&mut self, matches: impl Fn(&Pending) -> bool) {
@@ -1780,7 +1789,7 @@ impl Session {
 }
 
 #[derive(Clone, Copy)]
-enum Disposition {
+enum Buffering {
     Hold,
     Stream { capture_limit: usize },
 }

@@ -15,7 +15,7 @@
 //! Without the approval service, `require_approval` refuses like a denial.
 
 use super::ledger::{Injected, Pending};
-use super::{Action, Session, StatementText};
+use super::{Disposition, Session, StatementText};
 use crate::approval::{ApprovalAsk, ApprovalCall, ApprovalGate, GateAnswer, REASON_REPLACEMENT};
 use crate::deny;
 use crate::protocol::{self as pg, FrontendMessage};
@@ -74,7 +74,7 @@ impl Session {
 
     /// A Query that only sets the session's reason: remembered, recorded, and
     /// replaced by [`REASON_REPLACEMENT`]. `None` for any other text.
-    pub(super) fn set_reason_query(&mut self, sql: &[u8], now_us: u64) -> Option<Action> {
+    pub(super) fn set_reason_query(&mut self, sql: &[u8], now_us: u64) -> Option<Disposition> {
         let approvals = self.approvals.as_mut()?;
         if !starts_with_set(sql) {
             return None;
@@ -87,7 +87,7 @@ impl Session {
             sql: REASON_REPLACEMENT.as_bytes(),
         }
         .encode(&mut out);
-        Some(Action::Replace(out))
+        Some(Disposition::Replace(out))
     }
 
     /// Whether the approval service decides about `decision` (an enforced
@@ -158,7 +158,7 @@ impl Session {
 
     /// A Bind (already registered) to a gated statement: checked with its
     /// parameters. `None` when the statement is not gated.
-    pub(super) fn gate_bind(&mut self, bind: &pg::Bind<'_>, now_us: u64) -> Option<Action> {
+    pub(super) fn gate_bind(&mut self, bind: &pg::Bind<'_>, now_us: u64) -> Option<Disposition> {
         let statement = super::server_name(bind.statement);
         let sql = self.approvals.as_ref()?.gated.get(statement)?.clone();
         let text = self.ledger.statements.get(statement)?.clone();
@@ -192,7 +192,7 @@ impl Session {
             .requests
             .push_back(Pending::Injected(Injected::DenialPrelude));
         self.ledger.requests.extend(bind_entry);
-        Some(Action::Replace(replacement))
+        Some(Disposition::Replace(replacement))
     }
 
     /// Marks the statements of the Query just enqueued as run under `approval`.

@@ -17,7 +17,7 @@
 //!   a second lookup sent ahead of the refusal, for its record.
 
 use super::ledger::{Injected, Owner, Pending};
-use super::{Action, Session, StatementText};
+use super::{Disposition, Session, StatementText};
 use crate::deny;
 use crate::fastpath::{self, FunctionName, Signature};
 use crate::protocol::{self as pg, BackendMessage, FrontendMessage};
@@ -99,7 +99,7 @@ impl Session {
         tag: u8,
         body: &[u8],
         now_us: u64,
-    ) -> Result<Action, String> {
+    ) -> Result<Disposition, String> {
         let first_request = matches!(tag, pg::QUERY_TAG | pg::PARSE_TAG | pg::FUNCTION_CALL_TAG);
         let may_send = !self.fast_path.batch_open && self.mode.is_enforce();
         if self.fast_path.lookup == Lookup::Due && first_request {
@@ -136,18 +136,18 @@ impl Session {
                 .insert(at, Pending::Injected(Injected::FastPath(request)));
         }
         Ok(match action {
-            Action::Pass => {
+            Disposition::Pass => {
                 bytes.push(tag);
                 let len = u32::try_from(body.len() + 4).unwrap_or(u32::MAX);
                 bytes.extend_from_slice(&len.to_be_bytes());
                 bytes.extend_from_slice(body);
-                Action::Replace(bytes)
+                Disposition::Replace(bytes)
             }
-            Action::Replace(rest) => {
+            Disposition::Replace(rest) => {
                 bytes.extend_from_slice(&rest);
-                Action::Replace(bytes)
+                Disposition::Replace(bytes)
             }
-            Action::Drop => Action::Replace(bytes),
+            Disposition::Drop | Disposition::Withhold => Disposition::Replace(bytes),
         })
     }
 
@@ -175,7 +175,7 @@ impl Session {
         tag: u8,
         body: &[u8],
         now_us: u64,
-    ) -> Result<Action, String> {
+    ) -> Result<Disposition, String> {
         let msg = BackendMessage::decode(tag, body).map_err(|e| e.to_string())?;
         match msg {
             BackendMessage::ParameterStatus { .. }
@@ -213,7 +213,7 @@ impl Session {
                 ));
             }
         }
-        Ok(Action::Drop)
+        Ok(Disposition::Drop)
     }
 
     fn on_own_row(&mut self, values: &[Option<&[u8]>]) {
@@ -257,9 +257,9 @@ impl Session {
         &mut self,
         call: &pg::FunctionCall<'_>,
         now_us: u64,
-    ) -> Action {
+    ) -> Disposition {
         if self.statement_policy.is_none() && self.token_login.is_none() {
-            return Action::Pass;
+            return Disposition::Pass;
         }
         let (sql, decision) = match self.fast_path.functions.get(&call.oid) {
             Some(signature) => {
@@ -289,8 +289,8 @@ impl Session {
             run.text = Some(Arc::new(text));
         }
         match decision.filter(|d| self.applies(d)) {
-            Some(blocking) => Action::Replace(deny::query(&deny::denial_message(&blocking))),
-            None => Action::Pass,
+            Some(blocking) => Disposition::Replace(deny::query(&deny::denial_message(&blocking))),
+            None => Disposition::Pass,
         }
     }
 

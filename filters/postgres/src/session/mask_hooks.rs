@@ -2,8 +2,8 @@
 //! message as the server receives it, every server message after login, and
 //! the bytes of server messages that stream through.
 
-use super::{Action, Dir, Phase, Session};
-use crate::masking::{MaskAction, SessionMasker};
+use super::{Dir, Disposition, Phase, Session};
+use crate::masking::SessionMasker;
 use crate::protocol::{self as pg, BackendMessage, FrontendMessage};
 use gatehouse_core::identity::Identity;
 use gatehouse_core::policy::Decision;
@@ -27,7 +27,7 @@ impl Session {
         tag: u8,
         body: &[u8],
         now_us: u64,
-    ) -> Result<Action, String> {
+    ) -> Result<Disposition, String> {
         if self.masker.is_none() || self.phase != Phase::Ready {
             return self.on_frontend_message(msg, tag, now_us);
         }
@@ -61,7 +61,7 @@ impl Session {
         let action = self.on_frontend_message(msg, tag, now_us)?;
         if let Some(masker) = self.masker.as_mut() {
             match &action {
-                Action::Pass => {
+                Disposition::Pass => {
                     // The portal's columns, described ahead of its rows (a
                     // shadow session adds no traffic: its unknown columns
                     // are masked whole).
@@ -81,24 +81,24 @@ impl Session {
                             .extend_from_slice(&describe);
                     }
                 }
-                Action::Replace(bytes) => observe_frames(masker, bytes),
-                Action::Drop => {}
+                Disposition::Replace(bytes) => observe_frames(masker, bytes),
+                Disposition::Drop | Disposition::Withhold => {}
             }
         }
         Ok(match (ahead, action) {
             (None, action) => action,
-            (Some(mut bytes), Action::Pass) => {
+            (Some(mut bytes), Disposition::Pass) => {
                 bytes.push(tag);
                 let len = u32::try_from(body.len() + 4).unwrap_or(u32::MAX);
                 bytes.extend_from_slice(&len.to_be_bytes());
                 bytes.extend_from_slice(body);
-                Action::Replace(bytes)
+                Disposition::Replace(bytes)
             }
-            (Some(mut bytes), Action::Replace(rest)) => {
+            (Some(mut bytes), Disposition::Replace(rest)) => {
                 bytes.extend_from_slice(&rest);
-                Action::Replace(bytes)
+                Disposition::Replace(bytes)
             }
-            (Some(bytes), Action::Drop) => Action::Replace(bytes),
+            (Some(bytes), Disposition::Drop | Disposition::Withhold) => Disposition::Replace(bytes),
         })
     }
 
@@ -110,18 +110,18 @@ impl Session {
         tag: u8,
         body: &[u8],
         now_us: u64,
-    ) -> Result<Action, String> {
+    ) -> Result<Disposition, String> {
         if tag == pg::DATA_ROW_TAG && self.masking_backend() {
             // The hottest path: the row is read in place, not decoded first.
             let masked = match self.masker.as_mut() {
                 Some(masker) => masker.on_data_row(body).map_err(|e| e.to_string())?,
-                None => MaskAction::Unchanged,
+                None => Disposition::Pass,
             };
-            if !matches!(masked, MaskAction::Consume | MaskAction::Withhold) {
+            if !matches!(masked, Disposition::Drop | Disposition::Withhold) {
                 // Held DataRows are counted here (streamed ones when they end).
                 self.count_row();
             }
-            return Ok(row_action(masked));
+            return Ok(masked);
         }
         let msg = BackendMessage::decode(tag, body).map_err(|e| e.to_string())?;
         self.backend_decoded_with_masking(msg, tag, body, now_us)
@@ -142,27 +142,26 @@ impl Session {
         tag: u8,
         body: &[u8],
         now_us: u64,
-    ) -> Result<Action, String> {
+    ) -> Result<Disposition, String> {
         if !self.masking_backend() {
             return self.on_backend_message(msg, tag, body, now_us);
         }
         let masked = match self.masker.as_mut() {
             Some(masker) => masker.on_backend(&msg),
-            None => MaskAction::Unchanged,
+            None => Disposition::Pass,
         };
-        if masked == MaskAction::Consume {
-            return Ok(Action::Drop);
+        if masked == Disposition::Drop {
+            return Ok(Disposition::Drop);
         }
         if tag == pg::COPY_DATA_TAG {
-            // Nothing else in the engine acts on a row after login: spare the
-            // second decode.
-            return Ok(row_action(masked));
+            // Nothing else in the engine acts on a row after login.
+            return Ok(masked);
         }
         let action = self.on_backend_message(msg, tag, body, now_us)?;
         Ok(match (action, masked) {
-            (Action::Pass, MaskAction::Replace(bytes)) => Action::Replace(bytes),
+            (Disposition::Pass, Disposition::Replace(bytes)) => Disposition::Replace(bytes),
             // Followed by the engine, withheld from the client.
-            (_, MaskAction::Withhold) => Action::Drop,
+            (_, Disposition::Withhold) => Disposition::Withhold,
             (action, _) => action,
         })
     }
@@ -301,14 +300,5 @@ fn observe_frames(masker: &mut SessionMasker, mut bytes: &[u8]) {
             masker.on_frontend(&msg);
         }
         bytes = rest;
-    }
-}
-
-/// What the engine does with a row the masker has seen.
-fn row_action(masked: MaskAction) -> Action {
-    match masked {
-        MaskAction::Replace(bytes) => Action::Replace(bytes),
-        MaskAction::Unchanged => Action::Pass,
-        MaskAction::Consume | MaskAction::Withhold => Action::Drop,
     }
 }

@@ -1,7 +1,7 @@
 //! The describe sent ahead of a COPY: the messages that ask the server for
 //! its columns, when they may be sent, and its answers, consumed.
 
-use super::super::{Expect, MaskAction, SessionMasker, values};
+use super::super::{Disposition, Expect, SessionMasker, values};
 use super::{CopyStatement, copy_statements};
 use crate::protocol::{BackendMessage, FrontendMessage};
 use std::collections::VecDeque;
@@ -179,7 +179,7 @@ impl SessionMasker {
     pub(in crate::masking) fn on_copy_describe_answer(
         &mut self,
         msg: &BackendMessage<'_>,
-    ) -> MaskAction {
+    ) -> Disposition {
         match msg {
             BackendMessage::RowDescription { body } => {
                 if let Ok(fields) = values::parse_row_description(body)
@@ -215,7 +215,7 @@ impl SessionMasker {
             }
             _ => {}
         }
-        MaskAction::Consume
+        Disposition::Drop
     }
 
     /// An ErrorResponse after a COPY's describe failed in a transaction block:
@@ -225,7 +225,7 @@ impl SessionMasker {
         &mut self,
         msg: &BackendMessage<'_>,
         fields: &[(u8, &[u8])],
-    ) -> Option<MaskAction> {
+    ) -> Option<Disposition> {
         let in_failed_block = fields
             .iter()
             .any(|(code, value)| *code == b'C' && *value == b"25P02");
@@ -242,7 +242,7 @@ impl SessionMasker {
             return None;
         };
         Some(match self.mask_fields(msg, &fields, quoted) {
-            MaskAction::Unchanged => MaskAction::Replace(saved),
+            Disposition::Pass => Disposition::Replace(saved),
             masked => masked,
         })
     }

@@ -2,7 +2,7 @@
 //! rule, by detector, or starred when they cannot be read).
 
 use super::super::values::{self, ColumnPlan, RowPlan, ValueCounts};
-use super::super::{Expect, MaskAction, MaskingPolicy, SessionMasker, stream};
+use super::super::{Disposition, Expect, MaskingPolicy, SessionMasker, stream};
 use super::codec::{self, FieldEdit, MalformedRows};
 use super::{CopyFormat, CopyOptions, CopyStatement};
 use crate::protocol::{BackendMessage, CopyResponse};
@@ -252,7 +252,7 @@ impl SessionMasker {
         ));
     }
 
-    pub(in crate::masking) fn on_copy_data(&mut self, data: &[u8]) -> MaskAction {
+    pub(in crate::masking) fn on_copy_data(&mut self, data: &[u8]) -> Disposition {
         let Some(mut rows) = self.copy.take() else {
             // CopyData outside a COPY the masker saw begin: detectors only.
             let response = CopyResponse {
@@ -273,7 +273,7 @@ impl SessionMasker {
         self.add_counts(&counts.rules, &counts.detectors);
         match masked {
             Some(data) => self.replace(BackendMessage::CopyData { data: &data }),
-            None => MaskAction::Unchanged,
+            None => Disposition::Pass,
         }
     }
 }

@@ -1,0 +1,190 @@
+//! `http_passthrough`: an HTTP filter that passes every request and response
+//! on, and shows on the way that it read and changed them, so a test can
+//! hold each part of the HTTP bindings to what Envoy and the server did.
+//!
+//! - Request bodies are buffered whole (as the Kubernetes filter must before
+//!   it decides) and then passed on; the response body streams through.
+//! - Every request reaches the server with `x-gatehouse-passthrough: <n>`
+//!   (the body's length) and without `x-gatehouse-strip`; every response
+//!   reaches the client with `x-gatehouse-passthrough: seen`.
+//! - At the end of each stream, filter state `gatehouse.http_passthrough`
+//!   holds `request=<n> response=<n> source=<addr>`, and the counters
+//!   `http_passthrough_request_bytes` / `http_passthrough_response_bytes` grow.
+//! - A request with `x-gatehouse-probe: local-reply` is answered by the
+//!   filter (418); with `x-gatehouse-probe: callout` the filter asks
+//!   `GET /version` of the configured `callout_cluster` and answers with what
+//!   came back; with `x-gatehouse-probe: panic` it panics (the boundary must
+//!   answer 500 and Envoy serve on).
+
+use gatehouse_dynamic_modules_abi::http::{
+    Body, BodyStatus, CalloutResponse, HeaderMap, HeadersStatus, HttpConfigEnvoy, HttpFilter,
+    HttpFilterConfig, MetricId, Stream,
+};
+
+pub fn new_config(
+    name: &str,
+    config: &[u8],
+    envoy: &mut HttpConfigEnvoy,
+) -> Result<Box<dyn HttpFilterConfig>, String> {
+    if name != "http_passthrough" {
+        return Err(format!(
+            "unknown HTTP filter {name:?} (this module has \"http_passthrough\")"
+        ));
+    }
+    let callout_cluster = if config.is_empty() {
+        None
+    } else {
+        let config: serde_json::Value =
+            serde_json::from_slice(config).map_err(|e| format!("configuration: {e}"))?;
+        config
+            .get("callout_cluster")
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned)
+    };
+    Ok(Box::new(PassthroughConfig {
+        request_bytes: envoy.define_counter("http_passthrough_request_bytes"),
+        response_bytes: envoy.define_counter("http_passthrough_response_bytes"),
+        callout_cluster,
+    }))
+}
+
+struct PassthroughConfig {
+    request_bytes: Option<MetricId>,
+    response_bytes: Option<MetricId>,
+    callout_cluster: Option<String>,
+}
+
+impl HttpFilterConfig for PassthroughConfig {
+    fn new_filter(&self, _stream: &mut Stream) -> Option<Box<dyn HttpFilter>> {
+        Some(Box::new(Passthrough {
+            request_bytes: self.request_bytes,
+            response_bytes: self.response_bytes,
+            callout_cluster: self.callout_cluster.clone(),
+            request: 0,
+            response: 0,
+        }))
+    }
+}
+
+struct Passthrough {
+    request_bytes: Option<MetricId>,
+    response_bytes: Option<MetricId>,
+    callout_cluster: Option<String>,
+    request: usize,
+    response: usize,
+}
+
+impl Passthrough {
+    /// Marks the request for the server with its body's length, strips the
+    /// header the test asks to strip, and lets it go.
+    fn release_request(&mut self, stream: &mut Stream) {
+        stream.set_header(
+            HeaderMap::RequestHeaders,
+            "x-gatehouse-passthrough",
+            self.request.to_string().as_bytes(),
+        );
+        stream.remove_header(HeaderMap::RequestHeaders, "x-gatehouse-strip");
+        if let Some(id) = self.request_bytes {
+            stream.increment_counter(id, self.request as u64);
+        }
+    }
+}
+
+impl HttpFilter for Passthrough {
+    fn on_request_headers(&mut self, stream: &mut Stream, end_stream: bool) -> HeadersStatus {
+        match stream.header(HeaderMap::RequestHeaders, "x-gatehouse-probe") {
+            Some(b"local-reply") => {
+                stream.send_response(
+                    418,
+                    &[("x-gatehouse-probe", b"answered")],
+                    b"answered by the module\n",
+                    "gatehouse_probe",
+                );
+                return HeadersStatus::StopIteration;
+            }
+            Some(b"callout") => {
+                let Some(cluster) = self.callout_cluster.clone() else {
+                    stream.send_response(500, &[], b"no callout_cluster\n", "gatehouse_probe");
+                    return HeadersStatus::StopIteration;
+                };
+                let headers = [(":method", "GET"), (":path", "/version"), ("host", "kube")];
+                if let Err(error) = stream.http_callout(&cluster, &headers, b"", 5_000) {
+                    let body = format!("callout refused: {error}\n");
+                    stream.send_response(502, &[], body.as_bytes(), "gatehouse_probe");
+                }
+                return HeadersStatus::StopIteration;
+            }
+            Some(b"panic") => {
+                // The test's deliberate panic: the boundary must catch it.
+                #[allow(clippy::panic)]
+                {
+                    panic!("deliberate panic on a probed request");
+                }
+            }
+            _ => {}
+        }
+        if end_stream {
+            self.release_request(stream);
+            return HeadersStatus::Continue;
+        }
+        // Hold the headers with the body: they can still change once it is read.
+        HeadersStatus::StopIteration
+    }
+
+    fn on_request_body(&mut self, stream: &mut Stream, end_stream: bool) -> BodyStatus {
+        if !end_stream {
+            return BodyStatus::StopIterationAndBuffer;
+        }
+        // The whole body: what Envoy buffered, then the last chunk.
+        self.request = stream.body_size(Body::BufferedRequest)
+            + stream.body_bytes(Body::ReceivedRequest).len();
+        self.release_request(stream);
+        BodyStatus::Continue
+    }
+
+    fn on_response_headers(&mut self, stream: &mut Stream, _end_stream: bool) -> HeadersStatus {
+        stream.set_header(
+            HeaderMap::ResponseHeaders,
+            "x-gatehouse-passthrough",
+            b"seen",
+        );
+        HeadersStatus::Continue
+    }
+
+    fn on_response_body(&mut self, stream: &mut Stream, _end_stream: bool) -> BodyStatus {
+        let length: usize = stream
+            .body_chunks(Body::ReceivedResponse)
+            .iter()
+            .map(|chunk| chunk.len())
+            .sum();
+        self.response += length;
+        if let Some(id) = self.response_bytes {
+            stream.increment_counter(id, length as u64);
+        }
+        BodyStatus::Continue
+    }
+
+    fn on_http_callout_done(
+        &mut self,
+        stream: &mut Stream,
+        _callout_id: u64,
+        response: CalloutResponse<'_>,
+    ) {
+        let status = response.header(":status").unwrap_or(b"none").to_vec();
+        stream.send_response(
+            200,
+            &[("x-callout-status", &status)],
+            &response.body_bytes(),
+            "gatehouse_callout",
+        );
+    }
+
+    fn on_stream_complete(&mut self, stream: &mut Stream) {
+        let source = stream.source_address().unwrap_or_default();
+        let summary = format!(
+            "request={} response={} source={source}",
+            self.request, self.response
+        );
+        stream.set_filter_state("gatehouse.http_passthrough", summary.as_bytes());
+    }
+}

@@ -779,14 +779,32 @@ struct ConfigSlot {
 }
 
 /// A filter as Envoy holds it; after a panic it only holds.
+///
+/// Envoy calls back into a filter while one of its hooks runs: a local reply
+/// the filter sends raises `local_reply` on the same filter, before
+/// `send_response` returns. So the slot is only ever shared (`&FilterSlot`),
+/// and the filter is lent out mutably by one hook at a time ([`Self::busy`]);
+/// a hook that arrives while another runs is not delivered.
 struct FilterSlot {
-    filter: Box<dyn HttpFilter>,
-    failed: bool,
+    filter: std::cell::UnsafeCell<Box<dyn HttpFilter>>,
+    busy: std::cell::Cell<bool>,
+    failed: std::cell::Cell<bool>,
+}
+
+impl FilterSlot {
+    fn new(filter: Box<dyn HttpFilter>) -> FilterSlot {
+        FilterSlot {
+            filter: std::cell::UnsafeCell::new(filter),
+            busy: std::cell::Cell::new(false),
+            failed: std::cell::Cell::new(false),
+        }
+    }
 }
 
 /// Runs a hook of one stream's filter under the panic guard. A panic marks
 /// the filter failed and answers the stream with a 500 (a reset, if the
-/// response had begun); a failed filter's hooks only return `held`.
+/// response had begun); a failed filter's hooks only return `held`, as does
+/// a hook that arrives while another of the same filter runs.
 fn with_filter<T: Copy>(
     hook: &str,
     filter_envoy: sys::HttpFilterEnvoyPtr,
@@ -798,17 +816,34 @@ fn with_filter<T: Copy>(
         return held;
     }
     // SAFETY: `filter` is the pointer `new` returned from `Box::into_raw` of a
-    // FilterSlot; Envoy passes it back on this stream's worker thread only,
-    // one hook at a time, until `destroy`.
-    let slot = unsafe { &mut *(filter as *mut FilterSlot) };
-    if slot.failed {
+    // FilterSlot, alive until `destroy`; Envoy passes it back on this
+    // stream's worker thread only. Only a shared reference is made here.
+    let slot = unsafe { &*(filter as *const FilterSlot) };
+    if slot.failed.get() {
+        return held;
+    }
+    if slot.busy.replace(true) {
+        if hook != "http_filter_local_reply" {
+            log(
+                LogLevel::Warn,
+                &format!(
+                    "gatehouse: {hook} arrived during another hook of its filter; not delivered"
+                ),
+            );
+        }
         return held;
     }
     let mut stream = Stream { ptr: filter_envoy };
-    match try_hook(hook, || body(slot.filter.as_mut(), &mut stream)) {
+    // SAFETY: `busy` was false and is now true on this (the only) thread, so
+    // no other reference to the filter exists until it is cleared below.
+    let outcome = try_hook(hook, || {
+        body(unsafe { (*slot.filter.get()).as_mut() }, &mut stream)
+    });
+    slot.busy.set(false);
+    match outcome {
         Some(value) => value,
         None => {
-            slot.failed = true;
+            slot.failed.set(true);
             stream.send_response(
                 500,
                 &[],
@@ -880,7 +915,7 @@ hooks! {
         guard("http_filter_new", || {
             let mut stream = Stream { ptr: filter_envoy };
             match slot.config.new_filter(&mut stream) {
-                Some(filter) => Box::into_raw(Box::new(FilterSlot { filter, failed: false })) as HttpFilterModulePtr,
+                Some(filter) => Box::into_raw(Box::new(FilterSlot::new(filter))) as HttpFilterModulePtr,
                 None => std::ptr::null(),
             }
         }, std::ptr::null)
@@ -1034,10 +1069,7 @@ mod tests {
 
     #[test]
     fn a_panicking_filter_is_held_from_then_on() {
-        let slot = Box::into_raw(Box::new(FilterSlot {
-            filter: Box::new(Panics),
-            failed: false,
-        }));
+        let slot = Box::into_raw(Box::new(FilterSlot::new(Box::new(Panics))));
         let status = envoy_dynamic_module_on_http_filter_request_headers(
             std::ptr::null_mut(),
             slot as HttpFilterModulePtr,
@@ -1051,6 +1083,61 @@ mod tests {
             true,
         );
         assert_eq!(body, sys::BODY_STOP_ITERATION_NO_BUFFER);
+        envoy_dynamic_module_on_http_filter_destroy(slot as HttpFilterModulePtr);
+    }
+
+    /// A filter whose request-headers hook is re-entered (as Envoy does when
+    /// a filter's own local reply raises `local_reply` on it).
+    struct Reenters {
+        slot: *const FilterSlot,
+        replies_seen: u32,
+    }
+    impl HttpFilter for Reenters {
+        fn on_request_headers(&mut self, _: &mut Stream, _: bool) -> HeadersStatus {
+            let status = envoy_dynamic_module_on_http_filter_local_reply(
+                std::ptr::null_mut(),
+                self.slot as HttpFilterModulePtr,
+                403,
+                EnvoyBuffer::EMPTY,
+                false,
+            );
+            assert_eq!(status, sys::LOCAL_REPLY_CONTINUE);
+            HeadersStatus::Continue
+        }
+        fn on_local_reply(&mut self, _: &mut Stream, _: u32, _: &[u8]) {
+            self.replies_seen += 1;
+        }
+    }
+
+    #[test]
+    fn a_hook_during_another_of_the_same_filter_is_not_delivered() {
+        let slot = Box::into_raw(Box::new(FilterSlot::new(Box::new(Reenters {
+            slot: std::ptr::null(),
+            replies_seen: 0,
+        }))));
+        // SAFETY (test): the slot was just made and nothing else uses it yet.
+        let filter = unsafe { &mut *(*slot).filter.get() };
+        let reenters: *mut Reenters = (filter.as_mut() as *mut dyn HttpFilter).cast();
+        // SAFETY (test): the filter in the slot is the Reenters made above.
+        unsafe { (*reenters).slot = slot };
+        let status = envoy_dynamic_module_on_http_filter_request_headers(
+            std::ptr::null_mut(),
+            slot as HttpFilterModulePtr,
+            true,
+        );
+        assert_eq!(status, sys::HEADERS_CONTINUE);
+        // SAFETY (test): no hook runs now.
+        assert_eq!(unsafe { (*reenters).replies_seen }, 0);
+        // Outside another hook, the same hook is delivered.
+        envoy_dynamic_module_on_http_filter_local_reply(
+            std::ptr::null_mut(),
+            slot as HttpFilterModulePtr,
+            403,
+            EnvoyBuffer::EMPTY,
+            false,
+        );
+        // SAFETY (test): as above.
+        assert_eq!(unsafe { (*reenters).replies_seen }, 1);
         envoy_dynamic_module_on_http_filter_destroy(slot as HttpFilterModulePtr);
     }
 

@@ -602,6 +602,12 @@ fn a_native_http_filter_carries_kubectl_answers_locally_and_calls_out() {
     );
     assert_eq!(after[0].uri, "/version");
 
+    // A reset from the filter: no answer at all, and nothing upstream.
+    let before = standin.requests().len();
+    let (status, head, body) = raw_request(port, "/probe/reset", &[("x-gatehouse-probe", "reset")]);
+    assert_eq!(status, 0, "{head}{body}");
+    assert_eq!(standin.requests().len(), before);
+
     // A panic in the filter: answered 500 at the boundary; Envoy serves on.
     let (status, _, body) = raw_request(port, "/probe/panic", &[("x-gatehouse-probe", "panic")]);
     assert_eq!(

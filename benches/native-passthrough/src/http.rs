@@ -13,7 +13,8 @@
 //! - A request with `x-gatehouse-probe: local-reply` is answered by the
 //!   filter (418); with `x-gatehouse-probe: callout` the filter asks
 //!   `GET /version` of the configured `callout_cluster` and answers with what
-//!   came back; with `x-gatehouse-probe: panic` it panics (the boundary must
+//!   came back; with `x-gatehouse-probe: reset` it resets the stream; with
+//!   `x-gatehouse-probe: panic` it panics (the boundary must
 //!   answer 500 and Envoy serve on).
 
 use gatehouse_dynamic_modules_abi::http::{
@@ -112,6 +113,10 @@ impl HttpFilter for Passthrough {
                     let body = format!("callout refused: {error}\n");
                     stream.send_response(502, &[], body.as_bytes(), "gatehouse_probe");
                 }
+                return HeadersStatus::StopIteration;
+            }
+            Some(b"reset") => {
+                stream.reset_stream("gatehouse_probe");
                 return HeadersStatus::StopIteration;
             }
             Some(b"panic") => {

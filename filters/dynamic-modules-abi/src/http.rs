@@ -574,6 +574,18 @@ impl Stream {
         ));
     }
 
+    /// Ends the stream both ways at once (the client sees a reset, or a
+    /// closed connection on HTTP/1.1); `details` names why in Envoy's log.
+    pub fn reset_stream(&mut self, details: &str) -> bool {
+        // SAFETY: `ptr` is this hook's stream; `details` outlives the call.
+        envoy_call!(envoy_dynamic_module_callback_http_filter_reset_stream(
+            self.ptr,
+            sys::FILTER_RESET_LOCAL_RESET,
+            ModuleBuffer::of(details.as_bytes())
+        ))
+        .is_some()
+    }
+
     /// Answers the stream from the filter: `status`, `headers`, `body`, and
     /// `details` for Envoy's `%RESPONSE_CODE_DETAILS%`. The request goes no
     /// further; after it a hook returns a stop status.

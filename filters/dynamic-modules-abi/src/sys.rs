@@ -138,6 +138,12 @@ pub type LocalReplyStatus = u32;
 pub const LOCAL_REPLY_CONTINUE: LocalReplyStatus = 0;
 pub const LOCAL_REPLY_CONTINUE_AND_RESET_STREAM: LocalReplyStatus = 1;
 
+/// `envoy_dynamic_module_type_http_filter_stream_reset_reason`: how a filter
+/// resets its own stream.
+pub type FilterStreamResetReason = u32;
+pub const FILTER_RESET_LOCAL_RESET: FilterStreamResetReason = 0;
+pub const FILTER_RESET_LOCAL_REFUSED_STREAM_RESET: FilterStreamResetReason = 1;
+
 /// `envoy_dynamic_module_type_http_stream_reset_reason` (streamed callouts).
 pub type StreamResetReason = u32;
 pub const STREAM_RESET_CONNECTION_FAILURE: StreamResetReason = 0;
@@ -345,6 +351,7 @@ callbacks! {
     fn envoy_dynamic_module_callback_http_filter_get_worker_index(filter: HttpFilterEnvoyPtr) -> u32;
     fn envoy_dynamic_module_callback_http_filter_continue_decoding(filter: HttpFilterEnvoyPtr);
     fn envoy_dynamic_module_callback_http_filter_continue_encoding(filter: HttpFilterEnvoyPtr);
+    fn envoy_dynamic_module_callback_http_filter_reset_stream(filter: HttpFilterEnvoyPtr, reason: FilterStreamResetReason, details: ModuleBuffer);
     fn envoy_dynamic_module_callback_http_filter_http_callout(filter: HttpFilterEnvoyPtr, callout_id: *mut u64, cluster_name: ModuleBuffer, headers: *mut ModuleHttpHeader, headers_size: usize, body: ModuleBuffer, timeout_milliseconds: u64) -> CalloutInitResult;
 
     fn envoy_dynamic_module_callback_http_filter_config_define_counter(config: HttpFilterConfigEnvoyPtr, name: ModuleBuffer, label_names: *mut ModuleBuffer, label_names_size: usize, id: *mut usize) -> MetricsResult;

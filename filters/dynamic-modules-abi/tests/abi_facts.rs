@@ -42,6 +42,7 @@ fn c_type(rust: &str) -> String {
         "HttpBodyType" => "http_body_type",
         "AttributeId" => "attribute_id",
         "StreamResetReason" => "http_stream_reset_reason",
+        "FilterStreamResetReason" => "http_filter_stream_reset_reason",
         "LocalReplyStatus" => "on_http_filter_local_reply_status",
         "ModuleBuffer" => "module_buffer",
         "EnvoyBuffer" => "envoy_buffer",
@@ -341,6 +342,16 @@ fn enum_values_match_the_header() {
                 (
                     "ContinueAndResetStream",
                     sys::LOCAL_REPLY_CONTINUE_AND_RESET_STREAM,
+                ),
+            ],
+        ),
+        (
+            "http_filter_stream_reset_reason",
+            vec![
+                ("LocalReset", sys::FILTER_RESET_LOCAL_RESET),
+                (
+                    "LocalRefusedStreamReset",
+                    sys::FILTER_RESET_LOCAL_REFUSED_STREAM_RESET,
                 ),
             ],
         ),

@@ -632,10 +632,19 @@ fn a_native_http_filter_carries_kubectl_answers_locally_and_calls_out() {
         "the module counted the request bodies:\n{stats}"
     );
 
+    // Every stream reached the filter's end-of-stream hook, the ones it
+    // answered or reset itself included (Envoy ends those inside the hook),
+    // but for the one whose filter panicked: that filter is inert.
+    let completed = envoy
+        .stat("dynamicmodulescustom.http_passthrough_streams_completed")
+        .unwrap();
+
     // Every proxied exchange: the filter's own count of both bodies, set as
     // filter state at the end of the stream, matches what Envoy moved.
     drop(envoy);
     let lines = std::fs::read_to_string(&access_log).unwrap();
+    let streams = lines.lines().count() as u64;
+    assert_eq!(completed, Some(streams - 1), "{lines}");
     let proxied: Vec<&str> = lines.lines().filter(|l| !l.contains("/probe/")).collect();
     assert!(proxied.len() >= 6, "{lines}");
     for line in proxied {

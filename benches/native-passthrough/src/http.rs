@@ -9,7 +9,9 @@
 //!   reaches the client with `x-gatehouse-passthrough: seen`.
 //! - At the end of each stream, filter state `gatehouse.http_passthrough`
 //!   holds `request=<n> response=<n> source=<addr>`, and the counters
-//!   `http_passthrough_request_bytes` / `http_passthrough_response_bytes` grow.
+//!   `http_passthrough_request_bytes` / `http_passthrough_response_bytes` grow
+//!   and `http_passthrough_streams_completed` counts it (local replies and
+//!   resets included: their end arrives during the hook that sent them).
 //! - A request with `x-gatehouse-probe: local-reply` is answered by the
 //!   filter (418); with `x-gatehouse-probe: callout` the filter asks
 //!   `GET /version` of the configured `callout_cluster` and answers with what
@@ -45,6 +47,7 @@ pub fn new_config(
     Ok(Box::new(PassthroughConfig {
         request_bytes: envoy.define_counter("http_passthrough_request_bytes"),
         response_bytes: envoy.define_counter("http_passthrough_response_bytes"),
+        completed: envoy.define_counter("http_passthrough_streams_completed"),
         callout_cluster,
     }))
 }
@@ -52,6 +55,7 @@ pub fn new_config(
 struct PassthroughConfig {
     request_bytes: Option<MetricId>,
     response_bytes: Option<MetricId>,
+    completed: Option<MetricId>,
     callout_cluster: Option<String>,
 }
 
@@ -60,6 +64,7 @@ impl HttpFilterConfig for PassthroughConfig {
         Some(Box::new(Passthrough {
             request_bytes: self.request_bytes,
             response_bytes: self.response_bytes,
+            completed: self.completed,
             callout_cluster: self.callout_cluster.clone(),
             request: 0,
             response: 0,
@@ -70,6 +75,7 @@ impl HttpFilterConfig for PassthroughConfig {
 struct Passthrough {
     request_bytes: Option<MetricId>,
     response_bytes: Option<MetricId>,
+    completed: Option<MetricId>,
     callout_cluster: Option<String>,
     request: usize,
     response: usize,
@@ -191,5 +197,8 @@ impl HttpFilter for Passthrough {
             self.request, self.response
         );
         stream.set_filter_state("gatehouse.http_passthrough", summary.as_bytes());
+        if let Some(id) = self.completed {
+            stream.increment_counter(id, 1);
+        }
     }
 }

@@ -793,14 +793,18 @@ struct ConfigSlot {
 /// A filter as Envoy holds it; after a panic it only holds.
 ///
 /// Envoy calls back into a filter while one of its hooks runs: a local reply
-/// the filter sends raises `local_reply` on the same filter, before
-/// `send_response` returns. So the slot is only ever shared (`&FilterSlot`),
-/// and the filter is lent out mutably by one hook at a time ([`Self::busy`]);
-/// a hook that arrives while another runs is not delivered.
+/// or a reset the filter sends raises `local_reply` and, when that ends the
+/// stream, `stream_complete` on the same filter, before the call returns. So
+/// the slot is only ever shared (`&FilterSlot`), and the filter is lent out
+/// mutably by one hook at a time (`busy`). A `stream_complete` that arrives
+/// during another hook is delivered as soon as that hook is done (Envoy's
+/// stream is still there: it is deleted later, on the event loop); any other
+/// hook that arrives then is not delivered.
 struct FilterSlot {
     filter: std::cell::UnsafeCell<Box<dyn HttpFilter>>,
     busy: std::cell::Cell<bool>,
     failed: std::cell::Cell<bool>,
+    complete_deferred: std::cell::Cell<bool>,
 }
 
 impl FilterSlot {
@@ -809,9 +813,13 @@ impl FilterSlot {
             filter: std::cell::UnsafeCell::new(filter),
             busy: std::cell::Cell::new(false),
             failed: std::cell::Cell::new(false),
+            complete_deferred: std::cell::Cell::new(false),
         }
     }
 }
+
+/// The hook a filter may receive during another of its hooks, deferred.
+const STREAM_COMPLETE: &str = "http_filter_stream_complete";
 
 /// Runs a hook of one stream's filter under the panic guard. A panic marks
 /// the filter failed and answers the stream with a 500 (a reset, if the
@@ -835,7 +843,9 @@ fn with_filter<T: Copy>(
         return held;
     }
     if slot.busy.replace(true) {
-        if hook != "http_filter_local_reply" {
+        if hook == STREAM_COMPLETE {
+            slot.complete_deferred.set(true);
+        } else if hook != "http_filter_local_reply" {
             log(
                 LogLevel::Warn,
                 &format!(
@@ -852,6 +862,9 @@ fn with_filter<T: Copy>(
         body(unsafe { (*slot.filter.get()).as_mut() }, &mut stream)
     });
     slot.busy.set(false);
+    if slot.complete_deferred.replace(false) {
+        envoy_dynamic_module_on_http_filter_stream_complete(filter_envoy, filter);
+    }
     match outcome {
         Some(value) => value,
         None => {
@@ -958,7 +971,7 @@ hooks! {
     }
 
     fn envoy_dynamic_module_on_http_filter_stream_complete(filter_envoy: HttpFilterEnvoyPtr, filter: HttpFilterModulePtr) {
-        with_filter("http_filter_stream_complete", filter_envoy, filter, (), |f, s| f.on_stream_complete(s));
+        with_filter(STREAM_COMPLETE, filter_envoy, filter, (), |f, s| f.on_stream_complete(s));
     }
 
     fn envoy_dynamic_module_on_http_filter_destroy(filter: HttpFilterModulePtr) {
@@ -1103,6 +1116,7 @@ mod tests {
     struct Reenters {
         slot: *const FilterSlot,
         replies_seen: u32,
+        completed: u32,
     }
     impl HttpFilter for Reenters {
         fn on_request_headers(&mut self, _: &mut Stream, _: bool) -> HeadersStatus {
@@ -1119,13 +1133,26 @@ mod tests {
         fn on_local_reply(&mut self, _: &mut Stream, _: u32, _: &[u8]) {
             self.replies_seen += 1;
         }
+        fn on_request_body(&mut self, _: &mut Stream, _: bool) -> BodyStatus {
+            // As a reset the filter sends ends the stream inside the call.
+            envoy_dynamic_module_on_http_filter_stream_complete(
+                std::ptr::null_mut(),
+                self.slot as HttpFilterModulePtr,
+            );
+            assert_eq!(self.completed, 0, "not while this hook runs");
+            BodyStatus::StopIterationNoBuffer
+        }
+        fn on_stream_complete(&mut self, _: &mut Stream) {
+            self.completed += 1;
+        }
     }
 
     #[test]
-    fn a_hook_during_another_of_the_same_filter_is_not_delivered() {
+    fn a_hook_during_another_of_the_same_filter_waits_or_is_dropped() {
         let slot = Box::into_raw(Box::new(FilterSlot::new(Box::new(Reenters {
             slot: std::ptr::null(),
             replies_seen: 0,
+            completed: 0,
         }))));
         // SAFETY (test): the slot was just made and nothing else uses it yet.
         let filter = unsafe { &mut *(*slot).filter.get() };
@@ -1150,6 +1177,15 @@ mod tests {
         );
         // SAFETY (test): as above.
         assert_eq!(unsafe { (*reenters).replies_seen }, 1);
+        // The end of the stream, raised inside a hook, follows that hook.
+        let status = envoy_dynamic_module_on_http_filter_request_body(
+            std::ptr::null_mut(),
+            slot as HttpFilterModulePtr,
+            true,
+        );
+        assert_eq!(status, sys::BODY_STOP_ITERATION_NO_BUFFER);
+        // SAFETY (test): as above.
+        assert_eq!(unsafe { (*reenters).completed }, 1);
         envoy_dynamic_module_on_http_filter_destroy(slot as HttpFilterModulePtr);
     }
 

@@ -602,6 +602,21 @@ fn a_native_http_filter_carries_kubectl_answers_locally_and_calls_out() {
     );
     assert_eq!(after[0].uri, "/version");
 
+    // A response held whole and replaced, with its length: what masking does.
+    let (_, _, original) = raw_request(port, "/version", &[]);
+    let (status, head, body) = raw_request(port, "/version", &[("x-gatehouse-probe", "rewrite")]);
+    assert_eq!(status, 200, "{head}{body}");
+    assert_eq!(body, format!("{{\"rewritten\": {original}}}"));
+    assert!(
+        head.contains(&format!("content-length: {}", body.len())),
+        "{head}"
+    );
+    let rewritten: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        rewritten["rewritten"]["gitVersion"].is_string(),
+        "{rewritten}"
+    );
+
     // A reset from the filter: no answer at all, and nothing upstream.
     let before = standin.requests().len();
     let (status, head, body) = raw_request(port, "/probe/reset", &[("x-gatehouse-probe", "reset")]);

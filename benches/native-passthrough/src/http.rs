@@ -15,13 +15,15 @@
 //! - A request with `x-gatehouse-probe: local-reply` is answered by the
 //!   filter (418); with `x-gatehouse-probe: callout` the filter asks
 //!   `GET /version` of the configured `callout_cluster` and answers with what
-//!   came back; with `x-gatehouse-probe: reset` it resets the stream; with
+//!   came back; with `x-gatehouse-probe: rewrite` it holds the response whole
+//!   and passes on `{"rewritten": <the server's body>}` (as masking must);
+//!   with `x-gatehouse-probe: reset` it resets the stream; with
 //!   `x-gatehouse-probe: panic` it panics (the boundary must
 //!   answer 500 and Envoy serve on).
 
 use gatehouse_dynamic_modules_abi::http::{
     Body, BodyStatus, CalloutResponse, HeaderMap, HeadersStatus, HttpConfigEnvoy, HttpFilter,
-    HttpFilterConfig, MetricId, Stream,
+    HttpFilterConfig, Message, MetricId, Stream,
 };
 
 pub fn new_config(
@@ -68,6 +70,7 @@ impl HttpFilterConfig for PassthroughConfig {
             callout_cluster: self.callout_cluster.clone(),
             request: 0,
             response: 0,
+            rewrite: false,
         }))
     }
 }
@@ -79,6 +82,8 @@ struct Passthrough {
     callout_cluster: Option<String>,
     request: usize,
     response: usize,
+    /// Hold the response whole and rewrite it.
+    rewrite: bool,
 }
 
 impl Passthrough {
@@ -121,6 +126,7 @@ impl HttpFilter for Passthrough {
                 }
                 return HeadersStatus::StopIteration;
             }
+            Some(b"rewrite") => self.rewrite = true,
             Some(b"reset") => {
                 stream.reset_stream("gatehouse_probe");
                 return HeadersStatus::StopIteration;
@@ -147,22 +153,42 @@ impl HttpFilter for Passthrough {
             return BodyStatus::StopIterationAndBuffer;
         }
         // The whole body: what Envoy buffered, then the last chunk.
-        self.request = stream.body_size(Body::BufferedRequest)
-            + stream.body_bytes(Body::ReceivedRequest).len();
+        self.request = stream.whole_body_size(Message::Request);
         self.release_request(stream);
         BodyStatus::Continue
     }
 
-    fn on_response_headers(&mut self, stream: &mut Stream, _end_stream: bool) -> HeadersStatus {
+    fn on_response_headers(&mut self, stream: &mut Stream, end_stream: bool) -> HeadersStatus {
         stream.set_header(
             HeaderMap::ResponseHeaders,
             "x-gatehouse-passthrough",
             b"seen",
         );
+        if self.rewrite && !end_stream {
+            // Held with the body, whose length changes.
+            return HeadersStatus::StopIteration;
+        }
         HeadersStatus::Continue
     }
 
-    fn on_response_body(&mut self, stream: &mut Stream, _end_stream: bool) -> BodyStatus {
+    fn on_response_body(&mut self, stream: &mut Stream, end_stream: bool) -> BodyStatus {
+        if self.rewrite {
+            if !end_stream {
+                return BodyStatus::StopIterationAndBuffer;
+            }
+            let original = stream.whole_body(Message::Response);
+            let mut rewritten = b"{\"rewritten\": ".to_vec();
+            rewritten.extend_from_slice(&original);
+            rewritten.extend_from_slice(b"}");
+            stream.replace_whole_body(Message::Response, &rewritten);
+            stream.set_header(
+                HeaderMap::ResponseHeaders,
+                "content-length",
+                rewritten.len().to_string().as_bytes(),
+            );
+            self.response = rewritten.len();
+            return BodyStatus::Continue;
+        }
         let length: usize = stream
             .body_chunks(Body::ReceivedResponse)
             .iter()

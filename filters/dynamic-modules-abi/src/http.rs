@@ -123,6 +123,29 @@ impl Body {
     }
 }
 
+/// The request or the response, for what concerns its body as a whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Message {
+    Request,
+    Response,
+}
+
+impl Message {
+    fn buffered(self) -> Body {
+        match self {
+            Message::Request => Body::BufferedRequest,
+            Message::Response => Body::BufferedResponse,
+        }
+    }
+
+    fn received(self) -> Body {
+        match self {
+            Message::Request => Body::ReceivedRequest,
+            Message::Response => Body::ReceivedResponse,
+        }
+    }
+}
+
 /// A metric an HTTP configuration defined; used through [`Stream`] or
 /// [`HttpConfigEnvoy`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -513,6 +536,56 @@ impl Stream {
     /// A body buffer's bytes, copied into one slice.
     pub fn body_bytes(&self, body: Body) -> Vec<u8> {
         self.body_chunks(body).concat()
+    }
+
+    /// Whether the chunk now received is Envoy's buffered body itself (an
+    /// earlier filter buffered it and passed it on whole).
+    fn received_is_buffered(&self, of: Message) -> bool {
+        match of {
+            Message::Request => self.received_buffered_request_body(),
+            Message::Response => self.received_buffered_response_body(),
+        }
+    }
+
+    /// The body so far as the next filter would get it if this hook
+    /// continued: what Envoy buffered for this filter, then the chunk of the
+    /// current body hook (none outside one).
+    pub fn whole_body(&self, of: Message) -> Vec<u8> {
+        if self.received_is_buffered(of) {
+            return self.body_bytes(of.received());
+        }
+        let mut body = self.body_bytes(of.buffered());
+        body.extend(self.body_chunks(of.received()).concat());
+        body
+    }
+
+    /// The size of [`Stream::whole_body`].
+    pub fn whole_body_size(&self, of: Message) -> usize {
+        if self.received_is_buffered(of) {
+            return self.body_size(of.received());
+        }
+        self.body_size(of.buffered()) + self.body_size(of.received())
+    }
+
+    /// Makes `bytes` the body so far ([`Stream::whole_body`]): both buffers
+    /// are emptied and `bytes` becomes the current chunk (in a body hook) or
+    /// the buffered body (outside one, where there is no current chunk).
+    pub fn replace_whole_body(&mut self, of: Message, bytes: &[u8]) -> bool {
+        let received = self.body_size(of.received());
+        let buffered = if self.received_is_buffered(of) {
+            0
+        } else {
+            self.body_size(of.buffered())
+        };
+        let drained = (buffered == 0 || self.drain_body(of.buffered(), buffered))
+            && (received == 0 || self.drain_body(of.received(), received));
+        if !drained {
+            return false;
+        }
+        // Envoy refuses the received buffer outside a body hook.
+        bytes.is_empty()
+            || self.append_body(of.received(), bytes)
+            || self.append_body(of.buffered(), bytes)
     }
 
     pub fn body_size(&self, body: Body) -> usize {

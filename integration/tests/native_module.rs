@@ -647,6 +647,20 @@ fn a_native_http_filter_carries_kubectl_answers_locally_and_calls_out() {
         "the module counted the request bodies:\n{stats}"
     );
 
+    // A labelled family: Envoy makes a stat per method counted.
+    let prometheus = envoy::http_get(&envoy.admin, "/stats/prometheus")
+        .unwrap()
+        .1;
+    let by_method = |method: &str| {
+        let series = format!("http_passthrough_requests{{method=\"{method}\"}} ");
+        prometheus
+            .lines()
+            .find_map(|line| line.split_once(&series).map(|(_, n)| n.trim().to_owned()))
+            .and_then(|n| n.parse::<u64>().ok())
+    };
+    assert_eq!(by_method("POST"), Some(2), "{prometheus}");
+    assert!(by_method("GET").is_some_and(|n| n >= 10), "{prometheus}");
+
     // Every stream reached the filter's end-of-stream hook, the ones it
     // answered or reset itself included (Envoy ends those inside the hook),
     // but for the one whose filter panicked: that filter is inert.

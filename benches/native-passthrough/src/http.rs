@@ -11,7 +11,8 @@
 //!   holds `request=<n> response=<n> source=<addr>`, and the counters
 //!   `http_passthrough_request_bytes` / `http_passthrough_response_bytes` grow
 //!   and `http_passthrough_streams_completed` counts it (local replies and
-//!   resets included: their end arrives during the hook that sent them).
+//!   resets included: their end arrives during the hook that sent them);
+//!   `http_passthrough_requests{method}` counts requests by method.
 //! - A request with `x-gatehouse-probe: local-reply` is answered by the
 //!   filter (418); with `x-gatehouse-probe: callout` the filter asks
 //!   `GET /version` of the configured `callout_cluster` and answers with what
@@ -23,7 +24,7 @@
 
 use gatehouse_dynamic_modules_abi::http::{
     Body, BodyStatus, CalloutResponse, HeaderMap, HeadersStatus, HttpConfigEnvoy, HttpFilter,
-    HttpFilterConfig, Message, MetricId, Stream,
+    HttpFilterConfig, LabelledCounterId, Message, MetricId, Stream,
 };
 
 pub fn new_config(
@@ -50,6 +51,7 @@ pub fn new_config(
         request_bytes: envoy.define_counter("http_passthrough_request_bytes"),
         response_bytes: envoy.define_counter("http_passthrough_response_bytes"),
         completed: envoy.define_counter("http_passthrough_streams_completed"),
+        by_method: envoy.define_labelled_counter("http_passthrough_requests", &["method"]),
         callout_cluster,
     }))
 }
@@ -58,6 +60,7 @@ struct PassthroughConfig {
     request_bytes: Option<MetricId>,
     response_bytes: Option<MetricId>,
     completed: Option<MetricId>,
+    by_method: Option<LabelledCounterId>,
     callout_cluster: Option<String>,
 }
 
@@ -67,6 +70,7 @@ impl HttpFilterConfig for PassthroughConfig {
             request_bytes: self.request_bytes,
             response_bytes: self.response_bytes,
             completed: self.completed,
+            by_method: self.by_method,
             callout_cluster: self.callout_cluster.clone(),
             request: 0,
             response: 0,
@@ -79,6 +83,7 @@ struct Passthrough {
     request_bytes: Option<MetricId>,
     response_bytes: Option<MetricId>,
     completed: Option<MetricId>,
+    by_method: Option<LabelledCounterId>,
     callout_cluster: Option<String>,
     request: usize,
     response: usize,
@@ -104,6 +109,13 @@ impl Passthrough {
 
 impl HttpFilter for Passthrough {
     fn on_request_headers(&mut self, stream: &mut Stream, end_stream: bool) -> HeadersStatus {
+        if let Some(id) = self.by_method {
+            let method = stream
+                .header(HeaderMap::RequestHeaders, ":method")
+                .map(|m| String::from_utf8_lossy(m).into_owned())
+                .unwrap_or_default();
+            stream.increment_labelled(id, &[&method], 1);
+        }
         match stream.header(HeaderMap::RequestHeaders, "x-gatehouse-probe") {
             Some(b"local-reply") => {
                 stream.send_response(

@@ -151,6 +151,22 @@ impl Message {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MetricId(usize);
 
+/// A counter family an HTTP configuration defined with label names; each
+/// increment names one value per label, in the same order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LabelledCounterId {
+    id: usize,
+    labels: usize,
+}
+
+/// Label names or values as the ABI takes them, pointing into the caller's.
+fn module_buffers(strings: &[&str]) -> Vec<ModuleBuffer> {
+    strings
+        .iter()
+        .map(|s| ModuleBuffer::of(s.as_bytes()))
+        .collect()
+}
+
 /// Why Envoy refused to start an HTTP callout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum CalloutError {
@@ -293,6 +309,35 @@ impl HttpConfigEnvoy {
         let define =
             sys::callbacks().envoy_dynamic_module_callback_http_filter_config_define_histogram;
         self.define(name, define)
+    }
+
+    /// A counter family whose stats Envoy makes per label values as they are
+    /// counted (Prometheus: `name{label="value",…}`).
+    pub fn define_labelled_counter(
+        &mut self,
+        name: &str,
+        labels: &[&str],
+    ) -> Option<LabelledCounterId> {
+        let define =
+            sys::callbacks().envoy_dynamic_module_callback_http_filter_config_define_counter?;
+        let mut names = module_buffers(labels);
+        let mut id = 0usize;
+        // SAFETY: `ptr` is the configuration Envoy is building; `name` and
+        // every label name `names` points into outlive the call; `id` is a
+        // valid out-pointer.
+        let result = unsafe {
+            define(
+                self.ptr,
+                ModuleBuffer::of(name.as_bytes()),
+                names.as_mut_ptr(),
+                names.len(),
+                &mut id,
+            )
+        };
+        (result == sys::METRICS_SUCCESS).then_some(LabelledCounterId {
+            id,
+            labels: labels.len(),
+        })
     }
 
     /// Adds `by` to a counter this configuration defined.
@@ -820,6 +865,26 @@ impl Stream {
     pub fn increment_counter(&mut self, id: MetricId, by: u64) -> bool {
         let call = sys::callbacks().envoy_dynamic_module_callback_http_filter_increment_counter;
         self.metric(id, by, call)
+    }
+
+    /// Adds `by` to the stat of a labelled family for `values` (one per
+    /// label, in order; `false`, counting nothing, for another number:
+    /// Envoy requires the match and does not check it).
+    pub fn increment_labelled(&mut self, id: LabelledCounterId, values: &[&str], by: u64) -> bool {
+        if values.len() != id.labels {
+            return false;
+        }
+        let mut values = module_buffers(values);
+        // SAFETY: `ptr` is this hook's stream; `id` came from its
+        // configuration with as many labels as `values` holds; every value
+        // outlives the call.
+        envoy_call!(envoy_dynamic_module_callback_http_filter_increment_counter(
+            self.ptr,
+            id.id,
+            values.as_mut_ptr(),
+            values.len(),
+            by
+        )) == Some(sys::METRICS_SUCCESS)
     }
 
     pub fn set_gauge(&mut self, id: MetricId, value: u64) -> bool {

@@ -5,7 +5,9 @@
 //! through the same Envoy route without any filter (the baseline), with a
 //! Wasm filter that does nothing (what Envoy's Wasm runtime costs alone) and
 //! with one that only holds each response whole and writes it back (what
-//! holding a body for masking costs before any masking), in one run against
+//! holding a body for masking costs before any masking), with the native
+//! build's pass-through HTTP filter alone and holding each response (the
+//! dynamic-module floor under a native Kubernetes filter), in one run against
 //! the stand-in API server. Prints requests/s and their ratios to the
 //! baseline, and the CPU each request cost Envoy and the whole machine, which
 //! is steadier than requests/s on a shared machine.
@@ -42,6 +44,28 @@ enum Filter {
     Noop,
     /// A Wasm filter that holds each response whole and writes it back.
     Hold,
+    /// The native pass-through HTTP filter (`gatehouse_passthrough`): what a
+    /// dynamic module costs alone.
+    NativePassthrough,
+    /// The same, holding each response whole and writing it back.
+    NativeHold,
+}
+
+/// The native pass-through HTTP filter with `config`.
+fn native(config: &str) -> Result<String> {
+    tools::native_module("gatehouse_passthrough")?;
+    Ok(format!(
+        r#"          - name: envoy.filters.http.dynamic_modules
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter
+              dynamic_module_config: {{name: gatehouse_passthrough}}
+              filter_name: http_passthrough
+              filter_config:
+                "@type": type.googleapis.com/google.protobuf.StringValue
+                value: {}
+"#,
+        gatehouse_integration::envoy::yaml_quote(config)
+    ))
 }
 
 /// A plaintext HTTP listener routing to the stand-in API server, with `filter`.
@@ -77,6 +101,8 @@ fn listener(name: &str, filter: Filter) -> Result<String> {
         ),
         Filter::Noop => wasm("bench_noop", "http", &pgbench::noop_module()?),
         Filter::Hold => wasm("bench_hold", "http-hold", &pgbench::noop_module()?),
+        Filter::NativePassthrough => native(r#"{}"#)?,
+        Filter::NativeHold => native(r#"{"hold_responses": true}"#)?,
     };
     Ok(format!(
         r#"  - name: {name}
@@ -142,10 +168,12 @@ fn main() -> Result<()> {
     let connections: usize = env_or("K8S_BENCH_CONNECTIONS", "4").parse()?;
     let rounds: usize = env_or("K8S_BENCH_ROUNDS", "2").parse()?;
     let listeners = format!(
-        "{}{}{}{}",
+        "{}{}{}{}{}{}",
         listener("k8s_bench_gatehouse", Filter::Gatehouse)?,
         listener("k8s_bench_noop", Filter::Noop)?,
         listener("k8s_bench_hold", Filter::Hold)?,
+        listener("k8s_bench_native", Filter::NativePassthrough)?,
+        listener("k8s_bench_native_hold", Filter::NativeHold)?,
         listener("k8s_bench_baseline", Filter::None)?
     );
     let stack = Stack::start(
@@ -162,10 +190,12 @@ fn main() -> Result<()> {
             stack.envoy.listener_port(name)?,
         )))
     };
-    let (gatehouse, noop, hold, baseline) = (
+    let (gatehouse, noop, hold, native, native_hold, baseline) = (
         addr("k8s_bench_gatehouse")?,
         addr("k8s_bench_noop")?,
         addr("k8s_bench_hold")?,
+        addr("k8s_bench_native")?,
+        addr("k8s_bench_native_hold")?,
         addr("k8s_bench_baseline")?,
     );
     let token = stack.token("developer")?;
@@ -247,6 +277,8 @@ fn main() -> Result<()> {
         ("baseline", baseline),
         ("wasm no-op", noop),
         ("hold body", hold),
+        ("native no-op", native),
+        ("native hold", native_hold),
         ("gatehouse", gatehouse),
     ];
     println!(
@@ -254,15 +286,15 @@ fn main() -> Result<()> {
          alternating; Envoy --concurrency 2, HTTP/1.1 plaintext"
     );
     println!(
-        "{:<20} {:>12} {:>12} {:>12} {:>12}   (ratios to the baseline's requests/s)",
-        "request", "baseline/s", "no-op", "hold body", "gatehouse"
+        "{:<20} {:>12} {:>12} {:>12} {:>12} {:>12} {:>12}   (ratios to the baseline's requests/s)",
+        "request", "baseline/s", "no-op", "hold body", "native no-op", "native hold", "gatehouse"
     );
     let duration = Duration::from_secs(seconds);
     let envoy = stack.envoy.pid();
     let mut costs = Vec::new();
     for (name, request) in &workloads {
         // Requests and CPU per mode, in the order of `modes`.
-        let mut measured = [(Load::default(), Usage::default()); 4];
+        let mut measured = [(Load::default(), Usage::default()); 6];
         for _ in 0..rounds {
             for ((_, target), (load, usage)) in modes.iter().zip(&mut measured) {
                 let before = Usage::now(envoy);
@@ -281,18 +313,20 @@ fn main() -> Result<()> {
         }
         let rate = measured.map(|(load, _)| load.per_second());
         println!(
-            "{name:<20} {:>12.0} {:>12.3} {:>12.3} {:>12.3}",
+            "{name:<20} {:>12.0} {:>12.3} {:>12.3} {:>12.3} {:>12.3} {:>12.3}",
             rate[0],
             rate[1] / rate[0],
             rate[2] / rate[0],
-            rate[3] / rate[0]
+            rate[3] / rate[0],
+            rate[4] / rate[0],
+            rate[5] / rate[0]
         );
         costs.push((name, measured));
     }
     println!("\nCPU per request in µs, Envoy / whole machine:");
     println!(
-        "{:<20} {:>14} {:>14} {:>14} {:>14}",
-        "request", "baseline", "no-op", "hold body", "gatehouse"
+        "{:<20} {:>14} {:>14} {:>14} {:>14} {:>14} {:>14}",
+        "request", "baseline", "no-op", "hold body", "native no-op", "native hold", "gatehouse"
     );
     for (name, measured) in costs {
         let cell = |(load, usage): &(Load, Usage)| {
@@ -303,11 +337,13 @@ fn main() -> Result<()> {
             )
         };
         println!(
-            "{name:<20} {:>14} {:>14} {:>14} {:>14}",
+            "{name:<20} {:>14} {:>14} {:>14} {:>14} {:>14} {:>14}",
             cell(&measured[0]),
             cell(&measured[1]),
             cell(&measured[2]),
-            cell(&measured[3])
+            cell(&measured[3]),
+            cell(&measured[4]),
+            cell(&measured[5])
         );
     }
     Ok(())

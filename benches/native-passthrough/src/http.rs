@@ -13,6 +13,8 @@
 //!   and `http_passthrough_streams_completed` counts it (local replies and
 //!   resets included: their end arrives during the hook that sent them);
 //!   `http_passthrough_requests{method}` counts requests by method.
+//! - With `{"hold_responses": true}` every response is held whole and written
+//!   back unchanged: the native cost of holding a body for masking (bench).
 //! - A request with `x-gatehouse-probe: local-reply` is answered by the
 //!   filter (418); with `x-gatehouse-probe: callout` the filter asks
 //!   `GET /version` of the configured `callout_cluster` and answers with what
@@ -37,22 +39,26 @@ pub fn new_config(
             "unknown HTTP filter {name:?} (this module has \"http_passthrough\")"
         ));
     }
-    let callout_cluster = if config.is_empty() {
-        None
+    let config: serde_json::Value = if config.is_empty() {
+        serde_json::Value::Null
     } else {
-        let config: serde_json::Value =
-            serde_json::from_slice(config).map_err(|e| format!("configuration: {e}"))?;
-        config
-            .get("callout_cluster")
-            .and_then(serde_json::Value::as_str)
-            .map(str::to_owned)
+        serde_json::from_slice(config).map_err(|e| format!("configuration: {e}"))?
     };
+    let callout_cluster = config
+        .get("callout_cluster")
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_owned);
+    let hold_responses = config
+        .get("hold_responses")
+        .and_then(serde_json::Value::as_bool)
+        .unwrap_or(false);
     Ok(Box::new(PassthroughConfig {
         request_bytes: envoy.define_counter("http_passthrough_request_bytes"),
         response_bytes: envoy.define_counter("http_passthrough_response_bytes"),
         completed: envoy.define_counter("http_passthrough_streams_completed"),
         by_method: envoy.define_labelled_counter("http_passthrough_requests", &["method"]),
         callout_cluster,
+        hold_responses,
     }))
 }
 
@@ -62,6 +68,7 @@ struct PassthroughConfig {
     completed: Option<MetricId>,
     by_method: Option<LabelledCounterId>,
     callout_cluster: Option<String>,
+    hold_responses: bool,
 }
 
 impl HttpFilterConfig for PassthroughConfig {
@@ -75,6 +82,7 @@ impl HttpFilterConfig for PassthroughConfig {
             request: 0,
             response: 0,
             rewrite: false,
+            hold: self.hold_responses,
         }))
     }
 }
@@ -89,6 +97,8 @@ struct Passthrough {
     response: usize,
     /// Hold the response whole and rewrite it.
     rewrite: bool,
+    /// Hold the response whole and write it back unchanged.
+    hold: bool,
 }
 
 impl Passthrough {
@@ -176,7 +186,7 @@ impl HttpFilter for Passthrough {
             "x-gatehouse-passthrough",
             b"seen",
         );
-        if self.rewrite && !end_stream {
+        if (self.rewrite || self.hold) && !end_stream {
             // Held with the body, whose length changes.
             return HeadersStatus::StopIteration;
         }
@@ -199,6 +209,15 @@ impl HttpFilter for Passthrough {
                 rewritten.len().to_string().as_bytes(),
             );
             self.response = rewritten.len();
+            return BodyStatus::Continue;
+        }
+        if self.hold {
+            if !end_stream {
+                return BodyStatus::StopIterationAndBuffer;
+            }
+            let whole = stream.whole_body(Message::Response);
+            stream.replace_whole_body(Message::Response, &whole);
+            self.response = whole.len();
             return BodyStatus::Continue;
         }
         let length: usize = stream

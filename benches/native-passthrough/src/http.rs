@@ -220,11 +220,7 @@ impl HttpFilter for Passthrough {
             self.response = whole.len();
             return BodyStatus::Continue;
         }
-        let length: usize = stream
-            .body_chunks(Body::ReceivedResponse)
-            .iter()
-            .map(|chunk| chunk.len())
-            .sum();
+        let length = stream.body_size(Body::ReceivedResponse);
         self.response += length;
         if let Some(id) = self.response_bytes {
             stream.increment_counter(id, length as u64);

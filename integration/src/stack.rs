@@ -263,6 +263,12 @@ impl Stack {
             let records_port = process::free_port()?;
             vars.insert("RECORDS_PORT", records_port.to_string());
             vars.insert(
+                "KUBE_NATIVE_CONFIG",
+                envoy::yaml_quote(
+                    &native_kubernetes_config(&opts.kubernetes_filter, records_port).to_string(),
+                ),
+            );
+            vars.insert(
                 "PG_NATIVE_CONFIG",
                 envoy::yaml_quote(
                     &native_postgres_config(&opts.postgres_filter, Some(records_port)).to_string(),
@@ -507,6 +513,16 @@ pub fn native_postgres_config(filter: &Value, records_port: Option<u16>) -> Valu
         );
     }
     config
+}
+
+/// The native module's configuration for a Kubernetes filter configuration:
+/// the same JSON, with where a recorded session's records go (the record
+/// listener, `records_port`).
+pub fn native_kubernetes_config(filter: &Value, records_port: u16) -> Value {
+    serde_json::json!({
+        "filter": filter,
+        "records": {"address": format!("127.0.0.1:{records_port}")},
+    })
 }
 
 /// Token login is ready once a worker fetched the issuer's keys; the others

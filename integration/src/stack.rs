@@ -352,7 +352,13 @@ impl Stack {
     /// gives the build's stats); `None` when Envoy has no such stat yet.
     pub fn pg_stat(&self, name: &str) -> Result<Option<u64>> {
         self.envoy
-            .stat(&format!("{}{name}", self.build.pg_stat_prefix()))
+            .stat(&format!("{}{name}", self.build.stat_prefix()))
+    }
+
+    /// A Kubernetes filter stat (`gatehouse_k8s_…`), as [`Stack::pg_stat`].
+    pub fn k8s_stat(&self, name: &str) -> Result<Option<u64>> {
+        self.envoy
+            .stat(&format!("{}{name}", self.build.stat_prefix()))
     }
 
     /// A libpq URL through Envoy (no user or password: they come from the caller).

@@ -5,6 +5,14 @@
 //! which the Wasm build cannot; and an HTTP filter of the same module carries
 //! real kubectl to the stand-in API server, answers locally and calls out.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "an integration test: a failed unwrap or a missing item is a failed test"
+)]
+
 use gatehouse_integration::clients::{self, stdout};
 use gatehouse_integration::envoy::{self, Envoy};
 use gatehouse_integration::postgres::{PgOptions, Postgres};

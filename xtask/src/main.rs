@@ -138,6 +138,7 @@ const WASM_CRATES: &[&str] = &[
     "gatehouse-host",
     "gatehouse-postgres-glue",
     "gatehouse-postgres-wasm",
+    "gatehouse-kubernetes-glue",
     "gatehouse-kubernetes-wasm",
     "gatehouse-audit-wasm",
 ];

@@ -394,6 +394,16 @@ impl Stack {
     /// Runs psql through Envoy as `user` with `password` (a token under token
     /// login); never prompts.
     pub fn psql_login(&self, user: &str, password: Option<&str>, args: &[&str]) -> Result<Output> {
+        Ok(self.psql_login_command(user, password, args)?.output()?)
+    }
+
+    /// The command [`Stack::psql_login`] runs, to start it in the background.
+    pub fn psql_login_command(
+        &self,
+        user: &str,
+        password: Option<&str>,
+        args: &[&str],
+    ) -> Result<Command> {
         let mut psql = Command::new(crate::tools::pg_client("psql")?);
         psql.args(["-X", "-w", "-At", "-v", "ON_ERROR_STOP=1", "-d"])
             .arg(format!("{}?user={user}&sslmode=disable", self.pg_url()))
@@ -402,7 +412,7 @@ impl Stack {
         if let Some(password) = password {
             psql.env("PGPASSWORD", password);
         }
-        Ok(psql.output()?)
+        Ok(psql)
     }
 
     /// A fresh token for a demo identity (`developer`, `dba`, `ci`, `agent`, `admin`).

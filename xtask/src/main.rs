@@ -406,11 +406,6 @@ fn test() -> Result<()> {
     for test in NATIVE_GLUE_TESTS {
         native.args(["--test", test]);
     }
-    // Known defect of the native build, open in the native-build issue: a key
-    // the identity provider rotates in is not adopted by the native module
-    // (its logins keep getting "unknown key"), while the Wasm build adopts it.
-    // Skipped here by name, so every other glue test still runs on both builds.
-    native.args(["--", "--skip", "keys_rotated_at_the_identity_provider"]);
     step(
         "integration tests of the Postgres and Kubernetes glue on the native build",
         native.env("GATEHOUSE_BUILD", "native"),

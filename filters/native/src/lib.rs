@@ -37,6 +37,8 @@ use std::sync::Arc;
 pub const EVENT_CLOSE: u64 = 1;
 pub const EVENT_START_TLS: u64 = 2;
 pub const EVENT_LOGIN_DEADLINE: u64 = 3;
+/// A fetch of keys a held login waits for ended.
+pub const EVENT_KEYS_FETCHED: u64 = 4;
 
 declare_filters!(network: new_network_filter, http: new_http_filter);
 

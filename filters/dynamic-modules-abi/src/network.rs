@@ -20,6 +20,7 @@ pub use crate::boundary::{CalloutResponse, CalloutResult};
 use crate::boundary::{callout_response, envoy_bytes, guard, try_hook};
 use crate::sys::{self, EnvoyBuffer, ModuleBuffer, envoy_call};
 use crate::{LogLevel, log};
+use std::cell::{Cell, UnsafeCell};
 use std::sync::OnceLock;
 
 /// Whether Envoy passes the data on to the next filter now.
@@ -291,6 +292,8 @@ pub enum Buffer {
 /// for that hook only; not `Send` (Envoy's connection lives on its worker).
 pub struct Connection {
     ptr: sys::NetworkFilterEnvoyPtr,
+    /// The slot of the filter whose hook this is (null in `new`, before it exists).
+    slot: *const FilterSlot,
 }
 
 type MetricCall =
@@ -374,14 +377,30 @@ impl Connection {
 
     /// Writes `bytes` to the client now, on the filter's own initiative (they
     /// pass the write filters after this one); `end_stream` half-closes.
+    ///
+    /// The filter is not shown these bytes again on its write path: Envoy
+    /// runs the write filters on them inside this call, and the binding
+    /// passes them on there without calling the filter (see [`FilterSlot`]).
     pub fn write_to_client(&mut self, bytes: &[u8], end_stream: bool) -> bool {
+        // SAFETY: `slot` is null or the slot of the filter whose hook holds
+        // this connection, alive for the whole hook; only its cells are used.
+        let slot = unsafe { self.slot.as_ref() };
+        if let Some(slot) = slot {
+            slot.own_bytes
+                .set(slot.own_bytes.get().saturating_add(bytes.len()));
+        }
         // SAFETY: `ptr` is this hook's filter; `bytes` outlives the call.
-        envoy_call!(envoy_dynamic_module_callback_network_filter_write(
+        let written = envoy_call!(envoy_dynamic_module_callback_network_filter_write(
             self.ptr,
             ModuleBuffer::of(bytes),
             end_stream
         ))
-        .is_some()
+        .is_some();
+        if let (false, Some(slot)) = (written, slot) {
+            slot.own_bytes
+                .set(slot.own_bytes.get().saturating_sub(bytes.len()));
+        }
+        written
     }
 
     /// Resumes reading after a hook returned [`FilterStatus::StopIteration`].
@@ -566,14 +585,80 @@ struct ConfigSlot {
 }
 
 /// A filter as Envoy holds it; after a panic it only refuses.
+///
+/// Envoy calls back into a filter while one of its hooks runs: a close the
+/// filter asks for raises `event` (`LocalClose`), and bytes it writes to the
+/// client pass the write filters, this one's `write` hook included, before
+/// the call returns. So the slot is only ever shared (`&FilterSlot`), and the
+/// filter is lent out mutably by one hook at a time (`in_hook`):
+///
+/// - an event that arrives during a hook is queued, and delivered in order
+///   as soon as that hook is done (Envoy still holds the filter: it is
+///   destroyed later, from the event loop);
+/// - bytes the filter wrote itself ([`Connection::write_to_client`] counts
+///   them in `own_bytes`) pass its write hook without calling it, nested or
+///   later: they are the filter's, not the server's;
+/// - any other hook during a hook (read, write of bytes the filter did not
+///   write, callout, scheduled) is not delivered, and the connection is
+///   closed rather than let bytes pass unseen. In Envoy 1.40 none of the
+///   callbacks this binding offers raises one: reads come from the socket
+///   and callouts and scheduled events from the event loop, never from
+///   inside a call, and a filter's `write` carries only the bytes written.
 struct FilterSlot {
-    filter: Box<dyn NetworkFilter>,
-    failed: bool,
+    filter: UnsafeCell<Box<dyn NetworkFilter>>,
+    failed: Cell<bool>,
+    in_hook: Cell<bool>,
+    /// Events that arrived during a hook, oldest first.
+    deferred_events: Cell<Vec<sys::ConnectionEventCode>>,
+    /// Bytes the filter wrote to the client that its write hook has not passed yet.
+    own_bytes: Cell<usize>,
 }
+
+impl FilterSlot {
+    fn new(filter: Box<dyn NetworkFilter>) -> FilterSlot {
+        FilterSlot {
+            filter: UnsafeCell::new(filter),
+            failed: Cell::new(false),
+            in_hook: Cell::new(false),
+            deferred_events: Cell::new(Vec::new()),
+            own_bytes: Cell::new(0),
+        }
+    }
+
+    /// Whose `length` bytes on the write path are; the filter's own are
+    /// counted off as they pass.
+    fn write_origin(&self, length: usize) -> WriteOrigin {
+        let own = self.own_bytes.get();
+        if own == 0 {
+            WriteOrigin::Server
+        } else if length <= own {
+            self.own_bytes.set(own - length);
+            WriteOrigin::Filter
+        } else {
+            WriteOrigin::Mixed
+        }
+    }
+}
+
+/// Whose bytes a `write` hook carries (see [`FilterSlot::write_origin`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WriteOrigin {
+    /// The server's: the filter sees them.
+    Server,
+    /// The filter's own: passed on without it.
+    Filter,
+    /// Both in one buffer, which Envoy does not do (it runs the write
+    /// filters on each write alone): the filter could not tell them apart.
+    Mixed,
+}
+
+/// A hook Envoy may raise during another hook of the same filter, deferred.
+const EVENT_HOOK: &str = "network_filter_event";
 
 /// Runs a hook of one connection's filter under [`guard`]. A panic marks the
 /// filter failed and aborts the connection; a failed filter's hooks do nothing
-/// but hold the data (`StopIteration`).
+/// but hold the data (`StopIteration`). A hook that arrives while another of
+/// the same filter runs never reaches the filter (see [`FilterSlot`]).
 fn with_filter(
     hook: &str,
     filter_envoy: sys::NetworkFilterEnvoyPtr,
@@ -584,20 +669,96 @@ fn with_filter(
         return FilterStatus::StopIteration;
     }
     // SAFETY: `filter` is the pointer `new` returned from `Box::into_raw` of a
-    // FilterSlot; Envoy passes it back on this connection's worker thread only,
-    // one hook at a time, until `destroy`.
-    let slot = unsafe { &mut *(filter as *mut FilterSlot) };
-    let mut connection = Connection { ptr: filter_envoy };
-    if slot.failed {
+    // FilterSlot, alive until `destroy`; Envoy passes it back on this
+    // connection's worker thread only. Only a shared reference is made here.
+    let slot = unsafe { &*(filter as *const FilterSlot) };
+    let mut connection = Connection {
+        ptr: filter_envoy,
+        slot,
+    };
+    if slot.failed.get() {
         return FilterStatus::StopIteration;
     }
-    match try_hook(hook, || body(slot.filter.as_mut(), &mut connection)) {
+    if slot.in_hook.replace(true) {
+        log(
+            LogLevel::Error,
+            &format!(
+                "gatehouse: {hook} arrived during another hook of its filter; connection closed"
+            ),
+        );
+        connection.close(CloseKind::Abort);
+        return FilterStatus::StopIteration;
+    }
+    // SAFETY: `in_hook` was false and is now true on this (the only) thread,
+    // so no other reference to the filter exists until it is cleared below.
+    let outcome = try_hook(hook, || {
+        body(unsafe { (*slot.filter.get()).as_mut() }, &mut connection)
+    });
+    slot.in_hook.set(false);
+    match outcome {
         Some(status) => status,
         None => {
-            slot.failed = true;
+            slot.failed.set(true);
             connection.close(CloseKind::Abort);
             FilterStatus::StopIteration
         }
+    }
+}
+
+/// Delivers `event`, or queues it when it arrives during another hook of the
+/// filter (it is then delivered when that hook returns).
+fn deliver_event(
+    filter_envoy: sys::NetworkFilterEnvoyPtr,
+    filter: sys::NetworkFilterModulePtr,
+    event: sys::ConnectionEventCode,
+) {
+    if filter.is_null() {
+        return;
+    }
+    // SAFETY: as in `with_filter`: alive until `destroy`, this thread only,
+    // shared reference only.
+    let slot = unsafe { &*(filter as *const FilterSlot) };
+    let mut queue = slot.deferred_events.take();
+    queue.push(event);
+    slot.deferred_events.set(queue);
+    deliver_deferred_events(filter_envoy, filter);
+}
+
+/// Runs a hook, then the events that arrived while it ran.
+fn run_hook(
+    hook: &str,
+    filter_envoy: sys::NetworkFilterEnvoyPtr,
+    filter: sys::NetworkFilterModulePtr,
+    body: impl FnOnce(&mut dyn NetworkFilter, &mut Connection) -> FilterStatus,
+) -> FilterStatus {
+    let status = with_filter(hook, filter_envoy, filter, body);
+    deliver_deferred_events(filter_envoy, filter);
+    status
+}
+
+/// Delivers the events queued during the hook that just returned.
+fn deliver_deferred_events(
+    filter_envoy: sys::NetworkFilterEnvoyPtr,
+    filter: sys::NetworkFilterModulePtr,
+) {
+    if filter.is_null() {
+        return;
+    }
+    // SAFETY: as in `with_filter`.
+    let slot = unsafe { &*(filter as *const FilterSlot) };
+    if slot.in_hook.get() {
+        return;
+    }
+    // Events queued by the hooks below join the end of the queue.
+    let mut queue = slot.deferred_events.take();
+    let mut next = 0;
+    while let Some(&event) = queue.get(next) {
+        next += 1;
+        with_filter(EVENT_HOOK, filter_envoy, filter, |f, c| {
+            f.on_event(c, ConnectionEvent::from_code(event));
+            FilterStatus::Continue
+        });
+        queue.extend(slot.deferred_events.take());
     }
 }
 
@@ -644,31 +805,44 @@ hooks! {
         // only read here (the configuration is Sync).
         let slot = unsafe { &*(config as *const ConfigSlot) };
         guard("network_filter_new", || {
-            let mut connection = Connection { ptr: filter_envoy };
+            let mut connection = Connection { ptr: filter_envoy, slot: std::ptr::null() };
             match slot.config.new_filter(&mut connection) {
-                Some(filter) => Box::into_raw(Box::new(FilterSlot { filter, failed: false })) as NetworkFilterModulePtr,
+                Some(filter) => Box::into_raw(Box::new(FilterSlot::new(filter))) as NetworkFilterModulePtr,
                 None => std::ptr::null(),
             }
         }, std::ptr::null)
     }
 
     fn envoy_dynamic_module_on_network_filter_new_connection(filter_envoy: NetworkFilterEnvoyPtr, filter: NetworkFilterModulePtr) -> DataStatus {
-        with_filter("network_filter_new_connection", filter_envoy, filter, |f, c| f.on_new_connection(c)).code()
+        run_hook("network_filter_new_connection", filter_envoy, filter, |f, c| f.on_new_connection(c)).code()
     }
 
     fn envoy_dynamic_module_on_network_filter_read(filter_envoy: NetworkFilterEnvoyPtr, filter: NetworkFilterModulePtr, data_length: usize, end_stream: bool) -> DataStatus {
-        with_filter("network_filter_read", filter_envoy, filter, |f, c| f.on_read(c, data_length, end_stream)).code()
+        run_hook("network_filter_read", filter_envoy, filter, |f, c| f.on_read(c, data_length, end_stream)).code()
     }
 
     fn envoy_dynamic_module_on_network_filter_write(filter_envoy: NetworkFilterEnvoyPtr, filter: NetworkFilterModulePtr, data_length: usize, end_stream: bool) -> DataStatus {
-        with_filter("network_filter_write", filter_envoy, filter, |f, c| f.on_write(c, data_length, end_stream)).code()
+        if !filter.is_null() {
+            // SAFETY: as in `with_filter`.
+            let slot = unsafe { &*(filter as *const FilterSlot) };
+            if !slot.failed.get() {
+                match slot.write_origin(data_length) {
+                    WriteOrigin::Server => {}
+                    WriteOrigin::Filter => return FilterStatus::Continue.code(),
+                    WriteOrigin::Mixed => {
+                        log(LogLevel::Error, "gatehouse: the filter's own bytes and the server's in one write; connection closed");
+                        let mut connection = Connection { ptr: filter_envoy, slot };
+                        connection.close(CloseKind::Abort);
+                        return FilterStatus::StopIteration.code();
+                    }
+                }
+            }
+        }
+        run_hook("network_filter_write", filter_envoy, filter, |f, c| f.on_write(c, data_length, end_stream)).code()
     }
 
     fn envoy_dynamic_module_on_network_filter_event(filter_envoy: NetworkFilterEnvoyPtr, filter: NetworkFilterModulePtr, event: ConnectionEventCode) {
-        with_filter("network_filter_event", filter_envoy, filter, |f, c| {
-            f.on_event(c, ConnectionEvent::from_code(event));
-            FilterStatus::Continue
-        });
+        deliver_event(filter_envoy, filter, event);
     }
 
     fn envoy_dynamic_module_on_network_filter_destroy(filter: NetworkFilterModulePtr) {
@@ -682,7 +856,7 @@ hooks! {
     }
 
     fn envoy_dynamic_module_on_network_filter_http_callout_done(filter_envoy: NetworkFilterEnvoyPtr, filter: NetworkFilterModulePtr, callout_id: u64, result: CalloutResultCode, headers: *const EnvoyHttpHeader, headers_size: usize, body_chunks: *const EnvoyBuffer, body_chunks_size: usize) {
-        with_filter("network_filter_http_callout_done", filter_envoy, filter, |f, c| {
+        run_hook("network_filter_http_callout_done", filter_envoy, filter, |f, c| {
             let response = callout_response(result, headers, headers_size, body_chunks, body_chunks_size);
             f.on_http_callout_done(c, callout_id, response);
             FilterStatus::Continue
@@ -690,7 +864,7 @@ hooks! {
     }
 
     fn envoy_dynamic_module_on_network_filter_scheduled(filter_envoy: NetworkFilterEnvoyPtr, filter: NetworkFilterModulePtr, event_id: u64) {
-        with_filter("network_filter_scheduled", filter_envoy, filter, |f, c| {
+        run_hook("network_filter_scheduled", filter_envoy, filter, |f, c| {
             f.on_scheduled(c, event_id);
             FilterStatus::Continue
         });
@@ -739,5 +913,151 @@ mod tests {
             FilterStatus::Continue
         });
         assert_eq!(status, FilterStatus::StopIteration);
+    }
+
+    /// What a filter under test was shown, in order.
+    type Seen = std::rc::Rc<std::cell::RefCell<Vec<String>>>;
+
+    /// A filter that, as Envoy makes it happen, is called back inside its
+    /// own hooks: a close raises an event, its own write raises `write`, and
+    /// (which Envoy does not do) a read raises another read.
+    struct Reenters {
+        slot: std::rc::Rc<Cell<*const FilterSlot>>,
+        seen: Seen,
+    }
+
+    impl Reenters {
+        fn slot(&self) -> NetworkFilterModulePtr {
+            self.slot.get() as NetworkFilterModulePtr
+        }
+    }
+
+    impl NetworkFilter for Reenters {
+        fn on_read(&mut self, c: &mut Connection, length: usize, _: bool) -> FilterStatus {
+            self.seen.borrow_mut().push(format!("read {length}"));
+            match length {
+                // Closes: Envoy raises LocalClose inside the close.
+                1 => {
+                    envoy_dynamic_module_on_network_filter_event(
+                        c.ptr,
+                        self.slot(),
+                        sys::EVENT_LOCAL_CLOSE,
+                    );
+                    self.seen.borrow_mut().push("read returns".into());
+                }
+                // Answers the client itself: Envoy runs its write hook on
+                // the answer inside the write.
+                2 => {
+                    // SAFETY (test): the slot outlives the hook.
+                    let slot = unsafe { &*self.slot.get() };
+                    slot.own_bytes.set(slot.own_bytes.get() + 1);
+                    let status =
+                        envoy_dynamic_module_on_network_filter_write(c.ptr, self.slot(), 1, false);
+                    assert_eq!(status, sys::DATA_STATUS_CONTINUE);
+                }
+                // A read inside a read.
+                3 => {
+                    let status =
+                        envoy_dynamic_module_on_network_filter_read(c.ptr, self.slot(), 7, false);
+                    assert_eq!(status, sys::DATA_STATUS_STOP_ITERATION);
+                }
+                // A write of bytes the filter did not write, inside a read.
+                4 => {
+                    let status =
+                        envoy_dynamic_module_on_network_filter_write(c.ptr, self.slot(), 4, false);
+                    assert_eq!(status, sys::DATA_STATUS_STOP_ITERATION);
+                }
+                _ => {}
+            }
+            FilterStatus::Continue
+        }
+        fn on_write(&mut self, _: &mut Connection, length: usize, _: bool) -> FilterStatus {
+            self.seen.borrow_mut().push(format!("write {length}"));
+            FilterStatus::Continue
+        }
+        fn on_event(&mut self, c: &mut Connection, event: ConnectionEvent) {
+            self.seen.borrow_mut().push(format!("{event:?}"));
+            if event == ConnectionEvent::LocalClose {
+                // An event raised in an event hook follows it too.
+                envoy_dynamic_module_on_network_filter_event(
+                    c.ptr,
+                    self.slot(),
+                    sys::EVENT_REMOTE_CLOSE,
+                );
+                self.seen.borrow_mut().push("event returns".into());
+            }
+        }
+    }
+
+    /// A slot holding a [`Reenters`], and what it sees.
+    fn reentrant_slot() -> (NetworkFilterModulePtr, Seen) {
+        let seen = Seen::default();
+        let slot_ptr = std::rc::Rc::new(Cell::new(std::ptr::null()));
+        let filter = Reenters {
+            slot: slot_ptr.clone(),
+            seen: seen.clone(),
+        };
+        let slot = Box::into_raw(Box::new(FilterSlot::new(Box::new(filter))));
+        slot_ptr.set(slot);
+        (slot as NetworkFilterModulePtr, seen)
+    }
+
+    fn read(slot: NetworkFilterModulePtr, length: usize) -> DataStatus {
+        envoy_dynamic_module_on_network_filter_read(std::ptr::null_mut(), slot, length, false)
+    }
+
+    #[test]
+    fn an_event_during_a_hook_follows_it_in_order() {
+        let (slot, seen) = reentrant_slot();
+        assert_eq!(read(slot, 1), sys::DATA_STATUS_CONTINUE);
+        assert_eq!(
+            *seen.borrow(),
+            [
+                "read 1",
+                "read returns",
+                "LocalClose",
+                "event returns",
+                "RemoteClose"
+            ]
+        );
+        envoy_dynamic_module_on_network_filter_destroy(slot);
+    }
+
+    #[test]
+    fn the_filters_own_write_passes_without_it_and_the_servers_reaches_it() {
+        let (slot, seen) = reentrant_slot();
+        assert_eq!(read(slot, 2), sys::DATA_STATUS_CONTINUE);
+        // The server's bytes, after the filter's own passed.
+        let status =
+            envoy_dynamic_module_on_network_filter_write(std::ptr::null_mut(), slot, 5, false);
+        assert_eq!(status, sys::DATA_STATUS_CONTINUE);
+        assert_eq!(*seen.borrow(), ["read 2", "write 5"]);
+        envoy_dynamic_module_on_network_filter_destroy(slot);
+    }
+
+    #[test]
+    fn own_bytes_written_later_pass_without_the_filter_mixed_ones_are_refused() {
+        let (slot, seen) = reentrant_slot();
+        // SAFETY (test): no hook runs.
+        let own = &unsafe { &*(slot as *const FilterSlot) }.own_bytes;
+        own.set(3);
+        let status =
+            envoy_dynamic_module_on_network_filter_write(std::ptr::null_mut(), slot, 2, false);
+        assert_eq!(status, sys::DATA_STATUS_CONTINUE);
+        assert_eq!(own.get(), 1);
+        let status =
+            envoy_dynamic_module_on_network_filter_write(std::ptr::null_mut(), slot, 6, false);
+        assert_eq!(status, sys::DATA_STATUS_STOP_ITERATION);
+        assert!(seen.borrow().is_empty());
+        envoy_dynamic_module_on_network_filter_destroy(slot);
+    }
+
+    #[test]
+    fn a_data_hook_during_a_hook_never_reaches_the_filter() {
+        let (slot, seen) = reentrant_slot();
+        assert_eq!(read(slot, 3), sys::DATA_STATUS_CONTINUE);
+        assert_eq!(read(slot, 4), sys::DATA_STATUS_CONTINUE);
+        assert_eq!(*seen.borrow(), ["read 3", "read 4"]);
+        envoy_dynamic_module_on_network_filter_destroy(slot);
     }
 }

@@ -314,8 +314,6 @@ struct FilterState {
     records: Vec<String>,
     /// The client's SSLRequest (`starttls` only).
     gate: StartTlsGate,
-    /// Bytes the filter wrote to the client itself, still to pass its own write path.
-    own_bytes_pending: usize,
     /// Key fetches this connection started: callout id → issuer.
     key_fetches: BTreeMap<u64, String>,
     /// The client's bytes wait in Envoy's buffer for keys: the worker's first
@@ -397,11 +395,6 @@ impl NetworkFilter for PgFilter {
     }
 
     fn on_write(&mut self, connection: &mut Connection, length: usize, end: bool) -> FilterStatus {
-        if self.state.own_bytes_pending > 0 {
-            // The filter's own answer to an SSLRequest, not the server's.
-            self.state.own_bytes_pending = self.state.own_bytes_pending.saturating_sub(length);
-            return FilterStatus::Continue;
-        }
         self.with_host(connection, |glue, host| {
             let _ = glue.on_data(host, Direction::FromServer, length, end);
         });
@@ -523,7 +516,6 @@ impl PgFilter {
             connection.close(CloseKind::Abort);
             return;
         }
-        self.state.own_bytes_pending = 1;
         if !connection.read_disable(true)
             || !connection.write_to_client(b"S", false)
             || !timer::after(START_TLS_DELAY, scheduler, EVENT_START_TLS)

@@ -283,7 +283,9 @@ fn a_panic_in_a_native_filter_ends_only_its_own_connection() {
         ("ACCESS_LOG", dir.join("access.log").display().to_string()),
         (
             "PASSTHROUGH_CONFIG",
-            envoy::yaml_quote(r#"{"panic_on": "trip the module"}"#),
+            envoy::yaml_quote(
+                r#"{"panic_on": "trip the module", "close_on": "answer and close", "abort_on": "abort now"}"#,
+            ),
         ),
     ]);
     let envoy_dir = dir.join("envoy");
@@ -339,6 +341,37 @@ fn a_panic_in_a_native_filter_ends_only_its_own_connection() {
         log.contains("a panic in network_filter_read was caught at the module boundary"),
         "{log}"
     );
+
+    // The filter writes to its client and closes from inside its read hook,
+    // where Envoy calls it back: its own bytes reach the client without
+    // passing it, and the close's event reaches it after the hook, not inside.
+    let raw = |bytes: &[u8]| {
+        let mut socket = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        socket.write_all(bytes).unwrap();
+        let mut answer = Vec::new();
+        let _ = socket.read_to_end(&mut answer);
+        answer
+    };
+    assert_eq!(raw(b"answer and close"), b"closed by the filter\n");
+    raw(b"abort now");
+    drop(envoy);
+    let lines = std::fs::read_to_string(dir.join("access.log")).unwrap();
+    assert!(
+        lines
+            .lines()
+            .any(|line| line == "client=16 server=0 received=16 sent=21"),
+        "{lines}"
+    );
+    assert!(
+        lines
+            .lines()
+            .any(|line| line.starts_with("client=9 server=0 ")),
+        "{lines}"
+    );
+    assert!(!lines.contains("nested"), "{lines}");
 }
 
 #[test]

@@ -629,7 +629,10 @@ impl FilterSlot {
     /// counted off as they pass.
     fn write_origin(&self, length: usize) -> WriteOrigin {
         let own = self.own_bytes.get();
-        if own == 0 {
+        if length == 0 && self.in_hook.get() {
+            // The filter's own end of stream, with no bytes.
+            WriteOrigin::Filter
+        } else if own == 0 {
             WriteOrigin::Server
         } else if length <= own {
             self.own_bytes.set(own - length);
@@ -953,6 +956,10 @@ mod tests {
                     slot.own_bytes.set(slot.own_bytes.get() + 1);
                     let status =
                         envoy_dynamic_module_on_network_filter_write(c.ptr, self.slot(), 1, false);
+                    assert_eq!(status, sys::DATA_STATUS_CONTINUE);
+                    // Its end of stream alone.
+                    let status =
+                        envoy_dynamic_module_on_network_filter_write(c.ptr, self.slot(), 0, true);
                     assert_eq!(status, sys::DATA_STATUS_CONTINUE);
                 }
                 // A read inside a read.

@@ -15,6 +15,13 @@
 //! `cargo bench -p gatehouse-benches --bench exec_recording`; knobs:
 //! `EXEC_BENCH_LINES` (3000000), `EXEC_BENCH_ROUNDS` (5).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a bench: a failed unwrap is a failed bench"
+)]
+
 use anyhow::{Context, Result, bail};
 use gatehouse_benches::cpu::{Usage, thread_times};
 use gatehouse_benches::pgbench::{env_or, skipped};

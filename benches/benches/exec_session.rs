@@ -3,6 +3,13 @@
 //! recorded with the default masking, without masking, and the decoding
 //! alone (an unrecorded session's filter does none of it).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a bench: a failed unwrap is a failed bench"
+)]
+
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use gatehouse_kubernetes::recording::websocket::{
     Sender, WebSocketDecoder, encode_channel_message,

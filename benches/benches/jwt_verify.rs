@@ -2,6 +2,13 @@
 //! the cost paid per new Postgres session and per Kubernetes request. Also the
 //! cost of parsing a key set, paid once per fetch and worker.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a bench: a failed unwrap is a failed bench"
+)]
+
 use criterion::{Criterion, black_box, criterion_group, criterion_main};
 use gatehouse_core::identity::testing::Minter;
 use gatehouse_core::identity::{Jwks, JwsAlgorithm, Verifier};

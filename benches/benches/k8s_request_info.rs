@@ -1,6 +1,13 @@
 //! RequestInfo decoding of the paths kubectl sends most: the work the Kubernetes
 //! filter does on every request before policy runs.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a bench: a failed unwrap is a failed bench"
+)]
+
 use criterion::{Criterion, black_box, criterion_group, criterion_main};
 use gatehouse_kubernetes::request_info::decode_request;
 

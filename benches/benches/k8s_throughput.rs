@@ -18,6 +18,13 @@
 //! `K8S_BENCH_CONNECTIONS` (4), `K8S_BENCH_ROUNDS` (2), `K8S_BENCH_ONLY` (only
 //! the requests whose name contains it).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a bench: a failed unwrap is a failed bench"
+)]
+
 use anyhow::{Result, bail};
 use gatehouse_benches::cpu::Usage;
 use gatehouse_benches::http_load::{self, Connection, Load};

@@ -23,6 +23,13 @@
 //! gatehouse-benches --bench native_throughput`; knobs as in
 //! [`gatehouse_benches::pgbench`].
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a bench: a failed unwrap is a failed bench"
+)]
+
 use anyhow::{Context, Result};
 use gatehouse_benches::cpu::Usage;
 use gatehouse_benches::pgbench::{self, Login};

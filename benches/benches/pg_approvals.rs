@@ -10,6 +10,13 @@
 //! are `pg_throughput`'s (`PG_BENCH_SECONDS`, `PG_BENCH_CLIENTS`,
 //! `PG_BENCH_THREADS`, `PG_BENCH_ROUNDS`).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a bench: a failed unwrap is a failed bench"
+)]
+
 use anyhow::Result;
 use gatehouse_benches::cpu::Usage;
 use gatehouse_benches::pgbench::{self, env_or};
@@ -47,7 +54,9 @@ fn main() -> Result<()> {
         .unwrap_or_default();
     let policy = json!({"policy": pgbench::demo_policy_for_pgbench()});
     let mut connected = policy.clone();
-    connected["approvals"] = filter_section(1000);
+    if let Some(fields) = connected.as_object_mut() {
+        fields.insert("approvals".into(), filter_section(1000));
+    }
     let start = |name: &str, config: &Value| {
         pgbench::start_envoy(
             &stack,
@@ -75,16 +84,16 @@ fn main() -> Result<()> {
         let mut tps = [Vec::new(), Vec::new()];
         let mut cpu = [Vec::new(), Vec::new()];
         for _ in 0..rounds.max(1) {
-            for (i, (envoy, port)) in [(&without, without_port), (&with, with_port)]
+            for ((envoy, port), (tps, cpu)) in [(&without, without_port), (&with, with_port)]
                 .into_iter()
-                .enumerate()
+                .zip(tps.iter_mut().zip(cpu.iter_mut()))
             {
                 let before = Usage::now(envoy.pid());
                 let rate = pgbench::tps(port, mode)?;
                 let spent = Usage::now(envoy.pid()).since(&before);
                 let transactions = (rate * seconds).max(1.0);
-                tps[i].push(rate);
-                cpu[i].push(spent.proxy.as_secs_f64() * 1e6 / transactions);
+                tps.push(rate);
+                cpu.push(spent.proxy.as_secs_f64() * 1e6 / transactions);
             }
         }
         let [tps_without, tps_with] = tps.map(median);

@@ -5,6 +5,13 @@
 //! parse of the same size). Lineage runs once per Query or Parse text when
 //! column rules are configured.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a bench: a failed unwrap is a failed bench"
+)]
+
 use criterion::{Criterion, black_box, criterion_group, criterion_main};
 use gatehouse_core::identity::Identity;
 use gatehouse_postgres::policy::{PgPolicy, SessionContext};

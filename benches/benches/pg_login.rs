@@ -1,18 +1,57 @@
 //! End-to-end cost of token login: `pgbench -S -C` (a new connection, hence a
 //! new token login, per transaction) through Envoy's tcp_proxy alone and
 //! through Envoy with gatehouse's Postgres filter in its demo configuration
-//! (token login, statement policy, masking), in one run on one server, printing
-//! TPS and the gatehouse / tcp_proxy ratio. The same pair without `-C` shows the
-//! per-statement cost on long-lived sessions for comparison.
+//! (token login, statement policy, masking), in one run on one server. The same
+//! pair without `-C` shows the per-statement cost on long-lived sessions for
+//! comparison.
+//!
+//! Rounds interleave every configuration (each round runs both modes through
+//! both proxies, in turn); the bench prints the median TPS and the median
+//! Envoy CPU per transaction (read from /proc around each run and divided by
+//! the transactions pgbench counted), with gatehouse / tcp_proxy ratios. It
+//! fails unless every run completed without a failed transaction and the
+//! filter's counters show that it did the work: a token login per `-C`
+//! transaction, none refused, and every statement of the long-lived sessions.
 //!
 //! Needs the filter modules built and the tools installed (see pg_throughput).
 //! Run with `cargo bench -p gatehouse-benches --bench pg_login`; knobs as in
-//! [`gatehouse_benches::pgbench`].
+//! [`gatehouse_benches::pgbench`] (`PG_BENCH_SECONDS`, `PG_BENCH_CLIENTS`,
+//! `PG_BENCH_THREADS`, `PG_BENCH_ROUNDS`).
 
-use anyhow::Result;
-use gatehouse_benches::pgbench::{self, Login};
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a bench: a failed unwrap is a failed bench"
+)]
+
+use anyhow::{Result, bail};
+use gatehouse_benches::cpu::Usage;
+use gatehouse_benches::median;
+use gatehouse_benches::pgbench::{self, Login, env_or};
 use gatehouse_integration::stack::demo_postgres_filter_config;
 use gatehouse_integration::{Stack, StackOptions};
+
+/// The two modes measured, with their extra pgbench arguments.
+const MODES: [(&str, &[&str]); 2] = [
+    ("new connection per txn (-C)", &["-C"]),
+    ("long-lived sessions", &[]),
+];
+
+/// Per-round samples of one configuration (mode × proxy).
+#[derive(Default)]
+struct Samples {
+    tps: Vec<f64>,
+    /// Envoy CPU per transaction, µs.
+    cpu: Vec<f64>,
+}
+
+impl Samples {
+    fn push(&mut self, tps: f64, spent: &Usage, transactions: u64) {
+        self.tps.push(tps);
+        self.cpu.push(spent.proxy_micros_per(transactions));
+    }
+}
 
 fn main() -> Result<()> {
     if pgbench::skipped("pg_login") {
@@ -31,31 +70,87 @@ fn main() -> Result<()> {
     stack
         .postgres
         .psql_in("shop", "grant select on all tables in schema public to app")?;
-    let (_baseline, baseline_port) = pgbench::start_tcp_proxy_baseline(&stack)?;
+    let (baseline, baseline_port) = pgbench::start_tcp_proxy_baseline(&stack)?;
     let token = stack.token("developer")?;
     let login = Login {
         user: "app",
         password: Some(&token),
     };
+    let rounds: usize = env_or("PG_BENCH_ROUNDS", "3").parse()?;
+    let proxies = [
+        (baseline.pid(), baseline_port),
+        (stack.envoy.pid(), stack.pg_port),
+    ];
+
+    // [mode][proxy]: 0 tcp_proxy, 1 gatehouse.
+    let mut samples: [[Samples; 2]; 2] = Default::default();
+    let counters = [
+        "gatehouse_pg_logins_total",
+        "gatehouse_pg_login_failures_total",
+        "gatehouse_pg_statements_total",
+    ];
+    let read_counters = || -> Result<[u64; 3]> {
+        let mut values = [0; 3];
+        for (value, name) in values.iter_mut().zip(counters) {
+            *value = stack.pg_stat(name)?.unwrap_or(0);
+        }
+        Ok(values)
+    };
+    for _ in 0..rounds.max(1) {
+        for ((_, extra), by_proxy) in MODES.iter().zip(samples.iter_mut()) {
+            for ((pid, port), samples) in proxies.iter().zip(by_proxy.iter_mut()) {
+                let gatehouse = *port == stack.pg_port;
+                let counted_before = read_counters()?;
+                let before = Usage::now(*pid);
+                let run = pgbench::run_as(*port, &login, extra)?;
+                let spent = Usage::now(*pid).since(&before);
+                samples.push(run.tps, &spent, run.transactions);
+                if gatehouse {
+                    check_work(counted_before, read_counters()?, extra, run.transactions)?;
+                }
+            }
+        }
+    }
 
     println!(
-        "{}; logged in as app with a developer token",
+        "{}; logged in as app with a developer token; median of {rounds} interleaved rounds; \
+         cpu: Envoy µs per transaction",
         pgbench::settings()
     );
     println!(
-        "{:<28} {:>12} {:>12} {:>20}",
-        "mode", "tcp_proxy", "gatehouse", "gatehouse/tcp_proxy"
+        "{:<28} {:>10} {:>10} {:>8} | {:>9} {:>9} {:>8}",
+        "mode", "tcp_proxy", "gatehouse", "ratio", "cpu tcp", "cpu gh", "ratio"
     );
-    for (name, extra) in [
-        ("new connection per txn (-C)", &["-C"][..]),
-        ("long-lived sessions", &[][..]),
-    ] {
-        let tcp_proxy = pgbench::tps_as(baseline_port, &login, extra)?;
-        let gatehouse = pgbench::tps_as(stack.pg_port, &login, extra)?;
+    for ((name, _), [tcp, gatehouse]) in MODES.iter().zip(samples) {
+        let (tps_tcp, tps_gh) = (median(tcp.tps), median(gatehouse.tps));
+        let (cpu_tcp, cpu_gh) = (median(tcp.cpu), median(gatehouse.cpu));
         println!(
-            "{name:<28} {tcp_proxy:>12.0} {gatehouse:>12.0} {:>20.3}",
-            gatehouse / tcp_proxy
+            "{name:<28} {tps_tcp:>10.0} {tps_gh:>10.0} {:>8.3} | {cpu_tcp:>9.1} {cpu_gh:>9.1} {:>8.2}",
+            tps_gh / tps_tcp,
+            cpu_gh / cpu_tcp
         );
+    }
+    Ok(())
+}
+
+/// Fails unless the filter's counters grew by what one gatehouse run did:
+/// under `-C` a successful token login per transaction; otherwise at least
+/// one recorded statement per transaction; never a refused login.
+fn check_work(before: [u64; 3], after: [u64; 3], extra: &[&str], transactions: u64) -> Result<()> {
+    let [logins, failures, statements] = [0, 1, 2].map(|i| {
+        after
+            .get(i)
+            .zip(before.get(i))
+            .map_or(0, |(a, b)| a.saturating_sub(*b))
+    });
+    if failures > 0 {
+        bail!("the filter refused {failures} token logins");
+    }
+    if extra.contains(&"-C") && logins < transactions {
+        bail!("{transactions} transactions with -C but only {logins} token logins");
+    }
+    if statements < transactions {
+        bail!("{transactions} transactions but the filter counted {statements} statements");
     }
     Ok(())
 }

@@ -9,6 +9,13 @@
 //! `cargo bench -p gatehouse-benches --bench pg_masking_throughput`; environment
 //! knobs: `PG_MASKING_ROWS` (default 1000000), `PG_MASKING_RUNS` (3, best kept).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a bench: a failed unwrap is a failed bench"
+)]
+
 use anyhow::{Context, Result, bail};
 use gatehouse_benches::pgbench;
 use gatehouse_integration::{Stack, StackOptions, tools};

@@ -2,6 +2,13 @@
 //! decision cache) adds to replaying captured pgbench sessions, and the cost of one
 //! denied Query: the rewrite to the raising block and the cleaned error back.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a bench: a failed unwrap is a failed bench"
+)]
+
 use criterion::{Criterion, Throughput, black_box, criterion_group, criterion_main};
 use gatehouse_benches::{feed, parse_log};
 use gatehouse_core::identity::Identity;
@@ -54,7 +61,9 @@ fn logged_in<'a>(
         })
         .expect("capture logs in")
         + 1;
-    let body = reads[login_end..]
+    let body = reads
+        .get(login_end..)
+        .unwrap_or_default()
         .iter()
         .copied()
         .filter(|(_, b)| *b != b"X\0\0\0\x04")
@@ -78,7 +87,7 @@ fn pg_policy_wire(c: &mut Criterion) {
     }
 
     // One denied Query and the server's raised error, as PostgreSQL 15 sends it.
-    let reads = parse_log(CAPTURES[0].1);
+    let reads = parse_log(CAPTURES.first().expect("a capture").1);
     let (mut session, _) = logged_in(&cached, &reads);
     let mut denied = Vec::new();
     FrontendMessage::Query {

@@ -20,6 +20,13 @@
 //! the median is printed, so a noisy moment on a shared machine hits one round
 //! of every configuration rather than one configuration).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a bench: a failed unwrap is a failed bench"
+)]
+
 use anyhow::Result;
 use gatehouse_benches::pgbench;
 use gatehouse_integration::envoy::{Envoy, yaml_quote};

@@ -2,6 +2,13 @@
 //! and marking them delivered, one record per send (`max_batch_records: 1`)
 //! and in the default batches.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a bench: a failed unwrap is a failed bench"
+)]
+
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use gatehouse_core::delivery::{DeliveryConfig, Outbox};
 use std::hint::black_box;

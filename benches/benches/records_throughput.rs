@@ -15,6 +15,13 @@
 //! [`gatehouse_benches::pgbench`], plus `RECORDS_BENCH_ROUNDS` (default 3) and
 //! `RECORDS_BENCH_BURST` (records the producer bursts, default 100000).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a bench: a failed unwrap is a failed bench"
+)]
+
 use anyhow::{Result, bail};
 use gatehouse_benches::pgbench::{self, env_or};
 use gatehouse_integration::envoy::{self, Envoy, http_get};
@@ -128,8 +135,9 @@ fn main() -> Result<()> {
                 lag,
             ]);
         }
-        let [tcp_proxy, off, on, on_off, on_tcp, records, lag] =
-            std::array::from_fn(|column| median(runs.iter().map(|run| run[column])));
+        let [tcp_proxy, off, on, on_off, on_tcp, records, lag] = std::array::from_fn(|column| {
+            median(runs.iter().filter_map(|run| run.get(column).copied()))
+        });
         println!(
             "{mode:<10} {tcp_proxy:>10.0} {off:>12.0} {on:>11.0} {on_off:>8.3} {on_tcp:>13.3} {records:>10.0} {lag:>9.0}"
         );

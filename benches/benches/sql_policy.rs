@@ -2,6 +2,13 @@
 //! judge) and warm (fingerprint hit in the decision cache), on pgbench -S SQL and an
 //! ORM-shaped query. Each warm iteration varies the constants, as real traffic does.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a bench: a failed unwrap is a failed bench"
+)]
+
 use criterion::{Criterion, black_box, criterion_group, criterion_main};
 use gatehouse_core::identity::Identity;
 use gatehouse_postgres::policy::{PgPolicy, PolicyCache, SessionContext};

@@ -41,3 +41,10 @@ pub fn feed(session: &mut Session, reads: &[(bool, &[u8])], now: u64) -> usize {
     }
     statements
 }
+
+/// The median of `values` (the upper one of an even count; 0 for none).
+pub fn median(values: impl IntoIterator<Item = f64>) -> f64 {
+    let mut values: Vec<f64> = values.into_iter().collect();
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or_default()
+}

@@ -52,12 +52,22 @@ pub fn stack_options() -> StackOptions {
 /// without token login) instead, so every statement runs the whole rule list.
 pub fn demo_policy_for_pgbench() -> serde_json::Value {
     let mut policy = gatehouse_integration::stack::example("postgres-policy.json");
-    if let Some(rules) = policy["rules"].as_array_mut() {
+    if let Some(rules) = policy
+        .get_mut("rules")
+        .and_then(serde_json::Value::as_array_mut)
+    {
         for rule in rules {
-            let for_developers = rule["match"]["groups"]
-                .as_array()
+            let Some(matcher) = rule
+                .get_mut("match")
+                .and_then(serde_json::Value::as_object_mut)
+            else {
+                continue;
+            };
+            let for_developers = matcher
+                .get("groups")
+                .and_then(serde_json::Value::as_array)
                 .is_some_and(|groups| groups.iter().any(|g| g == "developers"));
-            if let (true, Some(matcher)) = (for_developers, rule["match"].as_object_mut()) {
+            if for_developers {
                 matcher.remove("groups");
                 matcher.insert("subjects".into(), serde_json::json!(["postgres"]));
             }

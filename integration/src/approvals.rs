@@ -39,7 +39,7 @@ pub fn service_config(
     let mut config = json!({
         "listen": "127.0.0.1:0",
         "database_url": format!("host=127.0.0.1 port={postgres_port} user=postgres dbname={DATABASE}"),
-        "identity": crate::stack::example("postgres-login.json")["identity"].clone(),
+        "identity": crate::stack::example("postgres-login.json").get("identity").cloned(),
         "clusters": {"gatehouse_idp": format!("http://127.0.0.1:{idp_port}")},
         "filter_key": FILTER_KEY,
         "sweep_ms": 200,
@@ -48,11 +48,19 @@ pub fn service_config(
                                 "reason_required": true}
         }
     });
-    if let Some(port) = records_port {
-        config["records_url"] = json!(format!("http://127.0.0.1:{port}/records"));
-    }
-    if let Some(url) = webhook {
-        config["webhook"] = json!({"url": url, "attempts": 5, "timeout_ms": 1000});
+    if let Some(settings) = config.as_object_mut() {
+        if let Some(port) = records_port {
+            settings.insert(
+                "records_url".into(),
+                json!(format!("http://127.0.0.1:{port}/records")),
+            );
+        }
+        if let Some(url) = webhook {
+            settings.insert(
+                "webhook".into(),
+                json!({"url": url, "attempts": 5, "timeout_ms": 1000}),
+            );
+        }
     }
     config
 }

@@ -181,13 +181,15 @@ impl Envoy {
     pub fn listener_port(&self, name: &str) -> Result<u16> {
         let (_, body) = http_get(&self.admin, "/listeners?format=json")?;
         let doc: serde_json::Value = serde_json::from_str(&body)?;
-        let statuses = doc["listener_statuses"]
-            .as_array()
+        let statuses = doc
+            .get("listener_statuses")
+            .and_then(serde_json::Value::as_array)
             .context("no listener_statuses")?;
         for l in statuses {
-            if l["name"] == name {
-                let port = l["local_address"]["socket_address"]["port_value"]
-                    .as_u64()
+            if l.get("name").and_then(serde_json::Value::as_str) == Some(name) {
+                let port = l
+                    .pointer("/local_address/socket_address/port_value")
+                    .and_then(serde_json::Value::as_u64)
                     .context("listener without port")?;
                 return Ok(u16::try_from(port)?);
             }

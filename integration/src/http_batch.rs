@@ -100,7 +100,10 @@ pub fn send(
     batch.run("curl.config", &all, true, &mut responses)?;
     let dropped: Vec<usize> = all
         .into_iter()
-        .filter(|&i| responses[i].status == 0 && requests[i].http2)
+        .filter(|&i| {
+            let unanswered = responses.get(i).is_some_and(|r| r.status == 0);
+            unanswered && requests.get(i).is_some_and(|r| r.http2)
+        })
         .collect();
     if !dropped.is_empty() {
         batch.run("curl-again.config", &dropped, false, &mut responses)?;

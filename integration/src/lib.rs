@@ -6,6 +6,14 @@
 //! Kubernetes API server. Every process is stopped when its guard drops, and a
 //! failure to start says why (with the tail of the process's log), never hangs.
 
+// The helpers here run inside tests: a failed unwrap is a failed test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test harness: a failed unwrap or expect is a failed test"
+)]
+
 pub mod approvals;
 pub mod certs;
 pub mod clients;

@@ -119,7 +119,8 @@ pub fn alive(pid: u32) -> bool {
 pub fn tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
+    let first = all.len().saturating_sub(lines);
+    all.get(first..).unwrap_or_default().join("\n")
 }
 
 /// Polls `probe` until it returns Ok(true), failing after `timeout` or as soon

@@ -67,22 +67,30 @@ impl Prometheus {
         let (code, body) = crate::envoy::http_get(&self.address, path)?;
         let answer: Value = serde_json::from_str(&body)
             .with_context(|| format!("Prometheus answered {code}: {body}"))?;
-        if answer["status"] != "success" {
+        if answer.get("status").and_then(Value::as_str) != Some("success") {
             bail!("Prometheus refused {path}: {body}");
         }
-        Ok(answer["data"].clone())
+        Ok(answer.get("data").cloned().unwrap_or_default())
     }
 
     /// The result of an instant PromQL query (a vector's samples).
     pub fn query(&self, promql: &str) -> Result<Vec<Value>> {
         let data = self.api(&format!("/api/v1/query?query={}", url_encode(promql)))?;
-        Ok(data["result"].as_array().cloned().unwrap_or_default())
+        Ok(data
+            .get("result")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default())
     }
 
     /// The alerts Prometheus holds now (pending and firing).
     pub fn alerts(&self) -> Result<Vec<Value>> {
         let data = self.api("/api/v1/alerts")?;
-        Ok(data["alerts"].as_array().cloned().unwrap_or_default())
+        Ok(data
+            .get("alerts")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default())
     }
 
     /// Waits up to `timeout` for `check` to return something.

@@ -27,10 +27,11 @@ impl Message {
                 break;
             }
             let end = tail.iter().position(|&b| b == 0)?;
+            let (value, after) = tail.split_at(end);
             if c == code {
-                return Some(String::from_utf8_lossy(&tail[..end]).into_owned());
+                return Some(String::from_utf8_lossy(value).into_owned());
             }
-            rest = &tail[end + 1..];
+            rest = after.get(1..).unwrap_or_default();
         }
         None
     }
@@ -135,19 +136,13 @@ impl RawPg {
     pub fn read_message(&mut self, timeout: Duration) -> Result<Option<Message>> {
         let deadline = Instant::now() + timeout;
         loop {
-            if self.buffer.len() >= 5 {
-                let len = u32::from_be_bytes([
-                    self.buffer[1],
-                    self.buffer[2],
-                    self.buffer[3],
-                    self.buffer[4],
-                ]) as usize;
+            if let Some(&[tag, a, b, c, d]) = self.buffer.first_chunk::<5>() {
+                let len = u32::from_be_bytes([a, b, c, d]) as usize;
                 if len < 4 {
                     bail!("invalid message length {len}");
                 }
-                if self.buffer.len() > len {
-                    let body = self.buffer[5..1 + len].to_vec();
-                    let tag = self.buffer[0];
+                if let Some(body) = self.buffer.get(5..1 + len) {
+                    let body = body.to_vec();
                     self.buffer.drain(..1 + len);
                     return Ok(Some(Message { tag, body }));
                 }
@@ -166,7 +161,9 @@ impl RawPg {
             let mut chunk = [0u8; 16 * 1024];
             match self.stream.read(&mut chunk) {
                 Ok(0) => self.closed = true,
-                Ok(n) => self.buffer.extend_from_slice(&chunk[..n]),
+                Ok(n) => self
+                    .buffer
+                    .extend_from_slice(chunk.get(..n).unwrap_or_default()),
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
                 Err(e) if e.kind() == ErrorKind::ConnectionReset => self.closed = true,
                 Err(e) => return Err(e).context("reading"),

@@ -5,6 +5,14 @@
 //! One stack for every case (the service is stateless; each case files its
 //! own requests).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "an integration test: a failed unwrap or a missing item is a failed test"
+)]
+
 use gatehouse_approvals::client::{Outgoing, exchange};
 use gatehouse_integration::approvals::{
     ApprovalService, FILTER_KEY, WebhookReceiver, service_config,

@@ -1,6 +1,14 @@
 //! Every configuration shipped under `envoy/` renders with the shared variable
 //! map and passes `envoy --mode validate`.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "an integration test: a failed unwrap or a missing item is a failed test"
+)]
+
 use gatehouse_integration::envoy::{self, Envoy};
 use gatehouse_integration::{
     configs::{self, EcdsGateway},

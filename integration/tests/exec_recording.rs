@@ -5,6 +5,14 @@
 //! a refused line never runs, typed and echoed secrets stay out of the
 //! records, and the recordings verify and replay with the real `asciinema`.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "an integration test: a failed unwrap or a missing item is a failed test"
+)]
+
 use gatehouse_integration::{Stack, StackOptions};
 use serde_json::Value;
 use std::io::{Read, Write};

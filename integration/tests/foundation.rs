@@ -1,6 +1,14 @@
 //! The gateway carries real clients' traffic through real Envoy with both
 //! filters loaded, and reports on it through Envoy's stats and access log.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "an integration test: a failed unwrap or a missing item is a failed test"
+)]
+
 use gatehouse_integration::clients::stdout;
 use gatehouse_integration::envoy::{self, Envoy};
 use gatehouse_integration::{Stack, StackOptions, scratch_dir, tools};

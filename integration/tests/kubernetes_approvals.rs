@@ -2,6 +2,14 @@
 //! kubectl: the demo policy's `prod-exec-needs-admin` rule (a platform admin
 //! approves a developer's exec in prod), with its hold shortened.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "an integration test: a failed unwrap or a missing item is a failed test"
+)]
+
 use gatehouse_integration::approvals::filter_section;
 use gatehouse_integration::stack::{ApprovalOptions, default_kubernetes_filter_config};
 use gatehouse_integration::{Stack, StackOptions, tools};

@@ -14,6 +14,14 @@
 //! subresource × content type that answers with an object, asked of the
 //! stand-in directly and through the gateway.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "an integration test: a failed unwrap or a missing item is a failed test"
+)]
+
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use gatehouse_integration::http_batch::{self, RawRequest, RawResponse};

@@ -4,6 +4,14 @@
 //! waits), and tokens signed by a key that was withdrawn stop working once the
 //! set is refetched.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "an integration test: a failed unwrap or a missing item is a failed test"
+)]
+
 use gatehouse_integration::stack::default_kubernetes_filter_config;
 use gatehouse_integration::{Stack, StackOptions, clients, idp};
 use serde_json::json;

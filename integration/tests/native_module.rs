@@ -4,6 +4,14 @@
 //! Postgres filter gives TLS to clients that ask for it with an SSLRequest,
 //! which the Wasm build cannot.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "an integration test: a failed unwrap or a missing item is a failed test"
+)]
+
 use gatehouse_integration::clients::{self, stdout};
 use gatehouse_integration::envoy::{self, Envoy};
 use gatehouse_integration::postgres::{PgOptions, Postgres};

@@ -2,6 +2,14 @@
 //! each behaves exactly as it does against the server directly, and the filter
 //! accounts for what it saw.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "an integration test: a failed unwrap or a missing item is a failed test"
+)]
+
 use gatehouse_integration::clients::{self, stdout};
 use gatehouse_integration::{Stack, StackOptions, tools};
 use serde_json::Value;

@@ -5,6 +5,14 @@
 //!
 //! One stack (two service replicas, a webhook receiver) for every case.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "an integration test: a failed unwrap or a missing item is a failed test"
+)]
+
 use gatehouse_integration::approvals::{WebhookReceiver, filter_section};
 use gatehouse_integration::stack::{ApprovalOptions, demo_postgres_filter_config};
 use gatehouse_integration::{Stack, StackOptions, clients, tools};

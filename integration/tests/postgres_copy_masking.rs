@@ -5,6 +5,14 @@
 //! binary and text COPY all get rule columns masked and other columns intact;
 //! the exempt `postgres` user gets clear values.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "an integration test: a failed unwrap or a missing item is a failed test"
+)]
+
 use gatehouse_integration::stack::example;
 use gatehouse_integration::{Stack, StackOptions, clients};
 use serde_json::json;

@@ -9,6 +9,14 @@
 //! - the canary table `gh_canary` still holds its 100 clean rows, and no
 //!   relation or role named after a marker exists.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "an integration test: a failed unwrap or a missing item is a failed test"
+)]
+
 use gatehouse_integration::rawpg::{self, RawPg, Reply};
 use gatehouse_integration::stack::demo_postgres_filter_config;
 use gatehouse_integration::{Stack, StackOptions, clients};

@@ -3,6 +3,14 @@
 //! password; bad tokens, roles the identity may not use and slow clients are
 //! refused with clear errors, and nothing reaches a usable server session.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "an integration test: a failed unwrap or a missing item is a failed test"
+)]
+
 use gatehouse_integration::stack::demo_postgres_filter_config;
 use gatehouse_integration::{Stack, StackOptions, clients, idp};
 use serde_json::{Value, json};

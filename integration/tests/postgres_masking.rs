@@ -7,6 +7,14 @@
 //! masked without the values. The hostile cases are in
 //! `postgres_masking_hostile.rs`.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "an integration test: a failed unwrap or a missing item is a failed test"
+)]
+
 use gatehouse_integration::stack::example;
 use gatehouse_integration::{Stack, StackOptions, tools};
 use serde_json::{Value, json};

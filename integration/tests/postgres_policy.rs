@@ -2,6 +2,14 @@
 //! statement comes back as the server's own permission error, the session and its
 //! transaction behave as for a real one, and the server never sees the denied SQL.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "an integration test: a failed unwrap or a missing item is a failed test"
+)]
+
 use gatehouse_integration::{Stack, StackOptions, clients};
 use serde_json::json;
 use tokio_postgres::NoTls;

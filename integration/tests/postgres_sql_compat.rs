@@ -6,6 +6,14 @@
 //! - as `developer` every refusal is a rule's or the policy default's, and none is
 //!   "could not be analyzed" for SQL the server's grammar accepts.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "an integration test: a failed unwrap or a missing item is a failed test"
+)]
+
 use gatehouse_integration::stack::demo_postgres_filter_config;
 use gatehouse_integration::{Stack, StackOptions, tools, workspace_root};
 use serde_json::Value;

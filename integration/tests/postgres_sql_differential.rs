@@ -22,6 +22,14 @@
 //! setting change in flight, and whatever it does not refuse must read as the
 //! server runs it. Both settings are covered from the start of a connection.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "an integration test: a failed unwrap or a missing item is a failed test"
+)]
+
 use gatehouse_integration::postgres::{PgOptions, Postgres};
 use gatehouse_integration::{ScratchDir, scratch_dir};
 use gatehouse_postgres::policy::{Lexing, PgPolicy, SessionContext};

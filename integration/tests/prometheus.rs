@@ -3,6 +3,14 @@
 //! gatehouse's series with their labels, and a shipped alert fires when
 //! logins are refused.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "an integration test: a failed unwrap or a missing item is a failed test"
+)]
+
 use gatehouse_integration::prometheus::{Prometheus, alert_rules};
 use gatehouse_integration::stack::demo_postgres_filter_config;
 use gatehouse_integration::{Stack, StackOptions};

@@ -5,6 +5,14 @@
 //! A test-only producer module (integration/record-producer) emits numbered
 //! records through `gatehouse_host::records::emit`, the same call the filters use.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "an integration test: a failed unwrap or a missing item is a failed test"
+)]
+
 use gatehouse_integration::envoy::{self, http_get};
 use gatehouse_integration::stack::{Stack, StackOptions};
 use serde_json::{Value, json};

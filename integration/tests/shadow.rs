@@ -4,6 +4,14 @@
 //! decides; the access log holds both instances' records, the shadow ones
 //! marked and carrying the would-be decisions for the same verified caller.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "an integration test: a failed unwrap or a missing item is a failed test"
+)]
+
 use gatehouse_integration::stack::{default_kubernetes_filter_config, example};
 use gatehouse_integration::{Stack, StackOptions, clients, envoy};
 use serde_json::{Value, json};

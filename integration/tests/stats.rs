@@ -4,6 +4,14 @@
 //! filter (real PostgreSQL, psql) and the Kubernetes filter (kubectl against
 //! the stand-in API server).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "an integration test: a failed unwrap or a missing item is a failed test"
+)]
+
 use gatehouse_integration::envoy::{self, Envoy};
 use gatehouse_integration::stack::example;
 use gatehouse_integration::{

@@ -173,11 +173,14 @@ async fn resource_request(store: &SharedStore, target: Target, req: Request<Inco
                     .pointer("/metadata/uid")
                     .cloned()
                     .unwrap_or(Value::Null);
-                let mut details = json!({"name": name, "kind": resource.plural, "uid": uid});
+                let mut details = serde_json::Map::new();
+                details.insert("name".into(), name.as_str().into());
+                details.insert("kind".into(), resource.plural.into());
+                details.insert("uid".into(), uid);
                 if !resource.group.is_empty() {
-                    details["group"] = resource.group.into();
+                    details.insert("group".into(), resource.group.into());
                 }
-                map.insert("details".into(), details);
+                map.insert("details".into(), Value::Object(details));
             }
             Ok(json_response(StatusCode::OK, &body))
         }
@@ -504,6 +507,18 @@ fn list(
     )
 }
 
+/// A list's `metadata`: its resource version, and where the next page
+/// starts when paged (`more` is `(next offset, remaining count)`).
+pub(crate) fn list_metadata(rv: u64, more: Option<(usize, usize)>) -> Value {
+    let mut metadata = serde_json::Map::new();
+    metadata.insert("resourceVersion".into(), rv.to_string().into());
+    if let Some((next, remaining)) = more {
+        metadata.insert("continue".into(), next.to_string().into());
+        metadata.insert("remainingItemCount".into(), remaining.into());
+    }
+    Value::Object(metadata)
+}
+
 /// A `<Kind>List`; `more` is `(next offset, remaining count)` when paged.
 fn list_body(
     resource: &Resource,
@@ -522,11 +537,7 @@ fn list_body(
             item
         })
         .collect();
-    let mut metadata = json!({"resourceVersion": rv.to_string()});
-    if let Some((next, remaining)) = more {
-        metadata["continue"] = next.to_string().into();
-        metadata["remainingItemCount"] = remaining.into();
-    }
+    let metadata = list_metadata(rv, more);
     json!({"kind": resource.list_kind(), "apiVersion": resource.api_version(), "metadata": metadata, "items": items})
 }
 

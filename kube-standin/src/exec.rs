@@ -280,8 +280,8 @@ async fn read_frame<S: AsyncRead + Unpin>(io: &mut S) -> anyhow::Result<Option<(
     }
     let mut payload = vec![0u8; len as usize];
     io.read_exact(&mut payload).await?;
-    for (i, byte) in payload.iter_mut().enumerate() {
-        *byte ^= mask[i % 4];
+    for (byte, mask) in payload.iter_mut().zip(mask.iter().cycle()) {
+        *byte ^= mask;
     }
     Ok(Some((first & 0x0f, payload)))
 }

@@ -394,6 +394,7 @@ impl<'a> Fields<'a> {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing)] // a missing key is a failed test
 mod tests {
     use super::*;
     use serde_json::json;

@@ -156,6 +156,7 @@ pub fn success() -> Value {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing)] // a missing key is a failed test
 mod tests {
     use super::*;
     use crate::resources::{DEPLOYMENTS, PODS};

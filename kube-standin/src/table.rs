@@ -49,11 +49,7 @@ pub fn build(
             json!({"cells": cells(resource, item, now), "object": object})
         })
         .collect();
-    let mut metadata = json!({"resourceVersion": rv.to_string()});
-    if let Some((next, remaining)) = more {
-        metadata["continue"] = next.to_string().into();
-        metadata["remainingItemCount"] = remaining.into();
-    }
+    let metadata = crate::api::list_metadata(rv, more);
     json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": metadata,
            "columnDefinitions": columns, "rows": rows})
 }
@@ -184,25 +180,15 @@ fn human_age(secs: u64) -> String {
     }
 }
 
-/// Parses `YYYY-MM-DDTHH:MM:SSZ` to unix seconds (days_from_civil).
+/// Parses an RFC 3339 time such as `2006-01-02T15:04:05Z` to unix seconds
+/// (`None` before 1970 or when unreadable).
 fn parse_rfc3339(text: &str) -> Option<u64> {
-    let num = |range: std::ops::Range<usize>| text.get(range).and_then(|s| s.parse::<i64>().ok());
-    if text.len() != 20 || !text.ends_with('Z') {
-        return None;
-    }
-    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    u64::try_from(days * 86_400 + hh * 3600 + mm * 60 + ss).ok()
+    let time = chrono::DateTime::parse_from_rfc3339(text).ok()?;
+    u64::try_from(time.timestamp()).ok()
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing)] // a missing key is a failed test
 mod tests {
     use super::*;
     use crate::resources::PODS;

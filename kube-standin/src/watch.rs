@@ -166,6 +166,7 @@ async fn run(
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing)] // a missing key is a failed test
 mod tests {
     use super::*;
     use crate::resources::{CONFIGMAPS, PODS};

@@ -1,4 +1,11 @@
 //! Real kubectl binaries against the stand-in, straight over plain HTTP.
+#![allow(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test harness: a missing item or a failed unwrap is a failed test"
+)]
 
 mod common;
 

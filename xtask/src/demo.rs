@@ -366,7 +366,9 @@ pub fn token(identity: &str, ttl: &str, exec_credential: bool) -> Result<()> {
 
 /// A filter configuration connected to the demo's approval service.
 fn with_approvals(mut config: serde_json::Value) -> serde_json::Value {
-    config["approvals"] = filter_section(1000);
+    if let Some(fields) = config.as_object_mut() {
+        fields.insert("approvals".into(), filter_section(1000));
+    }
     config
 }
 

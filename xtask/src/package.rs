@@ -74,11 +74,24 @@ fn blob_path(hex: &str) -> String {
 }
 
 fn descriptor(media_type: &str, bytes: &[u8]) -> serde_json::Value {
-    serde_json::json!({
+    annotated_descriptor(media_type, bytes, None)
+}
+
+/// A descriptor carrying `annotations`, when given.
+fn annotated_descriptor(
+    media_type: &str,
+    bytes: &[u8],
+    annotations: Option<serde_json::Value>,
+) -> serde_json::Value {
+    let mut descriptor = serde_json::json!({
         "mediaType": media_type,
         "digest": format!("sha256:{}", sha256_hex(bytes)),
         "size": bytes.len(),
-    })
+    });
+    if let (Some(fields), Some(annotations)) = (descriptor.as_object_mut(), annotations) {
+        fields.insert("annotations".into(), annotations);
+    }
+    descriptor
 }
 
 impl ImageLayout {
@@ -89,17 +102,22 @@ impl ImageLayout {
             "abiVersions": ["v0.2.1"],
             "rootIds": [root_id],
         }))?;
-        let mut layer = descriptor(LAYER_MEDIA_TYPE, wasm);
-        layer["annotations"] = serde_json::json!({"org.opencontainers.image.title": "plugin.wasm"});
+        let layer = annotated_descriptor(
+            LAYER_MEDIA_TYPE,
+            wasm,
+            Some(serde_json::json!({"org.opencontainers.image.title": "plugin.wasm"})),
+        );
         let manifest = serde_json::to_vec(&serde_json::json!({
             "schemaVersion": 2,
             "mediaType": MANIFEST_MEDIA_TYPE,
             "config": descriptor(CONFIG_MEDIA_TYPE, &config),
             "layers": [layer],
         }))?;
-        let mut manifest_descriptor = descriptor(MANIFEST_MEDIA_TYPE, &manifest);
-        manifest_descriptor["annotations"] =
-            serde_json::json!({"org.opencontainers.image.ref.name": tag});
+        let manifest_descriptor = annotated_descriptor(
+            MANIFEST_MEDIA_TYPE,
+            &manifest,
+            Some(serde_json::json!({"org.opencontainers.image.ref.name": tag})),
+        );
         let index = serde_json::to_vec(&serde_json::json!({
             "schemaVersion": 2,
             "mediaType": INDEX_MEDIA_TYPE,

@@ -1,10 +1,9 @@
 //! Configuration errors that name the offending path, e.g.
 //! `rules[2].match.verb: unknown verb "lst"`.
 
-use std::fmt;
-
 /// A configuration problem at a JSON path.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{}{message}", .path, if .path.is_empty() { "" } else { ": " })]
 pub struct ConfigError {
     /// Dotted JSON path to the offending value (`""` for the document root).
     pub path: String,
@@ -58,18 +57,6 @@ pub fn join_path(prefix: &str, rest: &str) -> String {
         _ => format!("{prefix}.{rest}"),
     }
 }
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.path.is_empty() {
-            write!(f, "{}", self.message)
-        } else {
-            write!(f, "{}: {}", self.path, self.message)
-        }
-    }
-}
-
-impl std::error::Error for ConfigError {}
 
 #[cfg(test)]
 mod tests {

@@ -31,9 +31,14 @@
 //! Sans-IO: the caller passes the current time (unix microseconds) and performs
 //! the sends.
 
+pub mod config;
+pub mod sink;
+
 use crate::record::{SCHEMA_VERSION, Timestamp};
 use serde::Serialize;
 use std::collections::{BTreeMap, VecDeque};
+
+pub use config::RECORD_QUEUE;
 
 /// Record type of the notice queued after records were dropped.
 pub const DROPPED_RECORD_TYPE: &str = "gatehouse.records_dropped";
@@ -138,6 +143,62 @@ pub struct DeliveryTotals {
     pub retried: u64,
     /// Batches sent (each record counts once per send).
     pub batches: u64,
+}
+
+/// The service's counters, one per field of [`DeliveryTotals`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryCounter {
+    Accepted,
+    Delivered,
+    Dropped,
+    Retried,
+    Batches,
+}
+
+impl DeliveryCounter {
+    pub const ALL: [Self; 5] = [
+        Self::Accepted,
+        Self::Delivered,
+        Self::Dropped,
+        Self::Retried,
+        Self::Batches,
+    ];
+
+    /// The stat's name (`wasmcustom.<name>` in Envoy).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Accepted => "gatehouse_records_accepted",
+            Self::Delivered => "gatehouse_records_delivered",
+            Self::Dropped => "gatehouse_records_dropped",
+            Self::Retried => "gatehouse_records_retried",
+            Self::Batches => "gatehouse_records_batches",
+        }
+    }
+}
+
+impl DeliveryTotals {
+    /// This total of one counter.
+    pub fn get(&self, counter: DeliveryCounter) -> u64 {
+        match counter {
+            DeliveryCounter::Accepted => self.accepted,
+            DeliveryCounter::Delivered => self.delivered,
+            DeliveryCounter::Dropped => self.dropped,
+            DeliveryCounter::Retried => self.retried,
+            DeliveryCounter::Batches => self.batches,
+        }
+    }
+
+    /// What each counter grew by since `reported`, the counters that did not
+    /// grow left out: what the service adds to its stats.
+    pub fn increases_since(
+        &self,
+        reported: &DeliveryTotals,
+    ) -> impl Iterator<Item = (DeliveryCounter, u64)> {
+        DeliveryCounter::ALL.into_iter().filter_map(move |counter| {
+            let delta = self.get(counter).saturating_sub(reported.get(counter));
+            (delta > 0).then_some((counter, delta))
+        })
+    }
 }
 
 /// Records dropped since the last notice.
@@ -259,6 +320,19 @@ impl Outbox {
                 Ok(())
             }
         }
+    }
+
+    /// Takes the records of one queue message: one record per line (producers
+    /// join what they emit within their linger), a final newline ignored,
+    /// invalid UTF-8 replaced rather than lost. Returns how many were refused;
+    /// the outbox counts them and reports them in its drop notice.
+    pub fn offer_message(&mut self, message: &[u8], now_us: u64) -> usize {
+        let text = String::from_utf8_lossy(message);
+        text.strip_suffix('\n')
+            .unwrap_or(&text)
+            .split('\n')
+            .filter(|line| self.offer((*line).to_string(), now_us).is_err())
+            .count()
     }
 
     /// The next batch to send, if the window and backoff allow one now. The
@@ -715,6 +789,62 @@ mod tests {
         assert!(notice.contains(DROPPED_RECORD_TYPE), "{notice}");
         assert_eq!(o.totals().dropped, 1);
         assert_eq!(o.held(), 0);
+    }
+
+    #[test]
+    fn a_queue_message_is_offered_one_record_per_line() {
+        let mut o = outbox_with(100, 1, 100);
+        assert_eq!(o.offer_message(b"{\"a\":1}\n{\"b\":2}\n", 0), 0);
+        assert_eq!(o.offer_message(b"{\"c\":\xff}", 0), 0);
+        // An empty line inside a message is refused and counted, the rest kept.
+        assert_eq!(o.offer_message(b"{\"d\":4}\n\n{\"e\":5}", 0), 1);
+        assert_eq!(o.totals().dropped, 1);
+        let sent = send_all(&mut o, 0);
+        assert_eq!(sent.len(), 1);
+        let lines: Vec<&str> = sent[0].1.split('\n').collect();
+        assert_eq!(lines.len(), 6, "{lines:?}");
+        assert_eq!(
+            lines[..4],
+            ["{\"a\":1}", "{\"b\":2}", "{\"c\":\u{fffd}}", "{\"d\":4}"]
+        );
+        assert!(lines[4].contains(DROPPED_RECORD_TYPE), "{}", lines[4]);
+        assert_eq!(lines[5], "{\"e\":5}");
+    }
+
+    #[test]
+    fn counter_increases_are_what_grew_since_the_last_report() {
+        let mut o = outbox_with(2, 1, 10);
+        let reported = o.totals();
+        assert_eq!(o.totals().increases_since(&reported).count(), 0);
+        for i in 0..3 {
+            let _ = o.offer(format!("r{i}"), 0);
+        }
+        let batch = o.next_send(0).unwrap();
+        o.failed(batch.ticket, 0);
+        let grown: Vec<_> = o.totals().increases_since(&reported).collect();
+        assert_eq!(
+            grown,
+            [
+                (DeliveryCounter::Accepted, 2),
+                (DeliveryCounter::Dropped, 1),
+                (DeliveryCounter::Retried, 2),
+                (DeliveryCounter::Batches, 1),
+            ]
+        );
+        let reported = o.totals();
+        let batch = o.next_send(1_000).unwrap();
+        o.delivered(batch.ticket, 1_000);
+        let grown: Vec<_> = o.totals().increases_since(&reported).collect();
+        assert_eq!(
+            grown,
+            [
+                (DeliveryCounter::Accepted, 1),
+                (DeliveryCounter::Delivered, 2),
+                (DeliveryCounter::Batches, 1),
+            ],
+            "the drop notice is accepted once room frees"
+        );
+        assert_eq!(DeliveryCounter::Dropped.name(), "gatehouse_records_dropped");
     }
 
     #[test]

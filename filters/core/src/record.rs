@@ -158,27 +158,36 @@ impl Serialize for Timestamp {
 
 /// Formats unix microseconds as `2026-11-22T00:48:08.123456Z`.
 pub fn rfc3339_micros(unix_us: u64) -> String {
-    let secs = unix_us / 1_000_000;
-    let micros = unix_us % 1_000_000;
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    let (y, m, d) = civil_from_days(days);
+    rfc3339_micros_signed(i64::try_from(unix_us).unwrap_or(i64::MAX))
+}
+
+/// [`rfc3339_micros`] for a time that may precede 1970. Times beyond the
+/// calendar's range (about 262,000 years either side) print as its limit.
+pub fn rfc3339_micros_signed(unix_us: i64) -> String {
+    use chrono::{DateTime, Datelike as _, Timelike as _, Utc};
+    let limit = if unix_us < 0 {
+        DateTime::<Utc>::MIN_UTC
+    } else {
+        DateTime::<Utc>::MAX_UTC
+    };
+    let time = DateTime::<Utc>::from_timestamp_micros(unix_us).unwrap_or(limit);
+    let year = u64::try_from(time.year()).unwrap_or_default();
     // Digit by digit rather than through `format!`: every record carries a
     // timestamp, and the formatting machinery costs more than the rest of it.
     let mut out = String::with_capacity(27);
-    push_digits(&mut out, y, 4);
+    push_digits(&mut out, year, 4);
     out.push('-');
-    push_digits(&mut out, m, 2);
+    push_digits(&mut out, time.month().into(), 2);
     out.push('-');
-    push_digits(&mut out, d, 2);
+    push_digits(&mut out, time.day().into(), 2);
     out.push('T');
-    push_digits(&mut out, rem / 3600, 2);
+    push_digits(&mut out, time.hour().into(), 2);
     out.push(':');
-    push_digits(&mut out, (rem / 60) % 60, 2);
+    push_digits(&mut out, time.minute().into(), 2);
     out.push(':');
-    push_digits(&mut out, rem % 60, 2);
+    push_digits(&mut out, time.second().into(), 2);
     out.push('.');
-    push_digits(&mut out, micros, 6);
+    push_digits(&mut out, time.timestamp_subsec_micros().into(), 6);
     out.push('Z');
     out
 }
@@ -190,21 +199,6 @@ fn push_digits(out: &mut String, value: u64, width: u32) {
         let digit = (value / 10u64.pow(position)) % 10;
         out.push(char::from(b'0' + digit as u8));
     }
-}
-
-/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar.
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    // Howard Hinnant's algorithm, restricted to dates after the epoch.
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + u64::from(m <= 2);
-    (y, m, d)
 }
 
 /// A value shared by many records of a session (its client, a prepared
@@ -582,6 +576,16 @@ mod tests {
         assert_eq!(
             rfc3339_micros(253_402_300_800_000_000),
             "10000-01-01T00:00:00.000000Z"
+        );
+        assert_eq!(
+            rfc3339_micros_signed(-1),
+            "1969-12-31T23:59:59.999999Z",
+            "before the epoch"
+        );
+        assert_eq!(
+            rfc3339_micros(u64::MAX),
+            "262142-12-31T23:59:59.999999Z",
+            "past the calendar's range: its limit"
         );
     }
 

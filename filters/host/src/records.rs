@@ -40,7 +40,7 @@ use std::collections::VecDeque;
 /// vm_id of the singleton audit service that owns the record queue.
 pub const AUDIT_VM_ID: &str = "gatehouse_audit";
 /// Name of the shared queue records travel on.
-pub const RECORD_QUEUE: &str = "gatehouse_records";
+pub use gatehouse_core::delivery::RECORD_QUEUE;
 /// Lines a producer VM keeps while the queue is unreachable.
 pub const MAX_BACKLOG: usize = 1024;
 

@@ -1,6 +1,7 @@
 //! Kubernetes API requests as gatehouse sees them: RequestInfo, decisions, masking, audit events.
 
 pub mod audit;
+pub mod config;
 pub mod exec;
 pub mod gate;
 mod label_selector;

@@ -6,6 +6,7 @@ pub mod sql;
 pub mod approval;
 pub mod config;
 pub mod deny;
+pub mod disposition;
 pub mod fastpath;
 pub mod filter_config;
 pub mod framing;
@@ -17,6 +18,7 @@ pub mod session;
 pub mod startup;
 
 pub use config::{EngineConfig, SslRequestPolicy};
+pub use disposition::Disposition;
 pub use filter_config::{FilterConfig, MaskingConfig, PolicyConfig};
 pub use framing::{Forward, Verdict};
 pub use guard::{CachedPolicy, StatementPolicy};

@@ -4,8 +4,6 @@
 //! Decoding borrows from the message body and never panics; encoding writes a
 //! complete message (tag, length, body) into a buffer.
 
-use std::fmt;
-
 // Frontend (client → server) tags.
 pub const QUERY_TAG: u8 = b'Q';
 pub const PARSE_TAG: u8 = b'P';
@@ -62,60 +60,34 @@ pub const MAX_STARTUP_PACKET_LENGTH: usize = 10_000;
 pub const MAX_MESSAGE_LENGTH: usize = 0x3fff_ffff;
 
 /// Why bytes do not form a valid message.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum DecodeError {
     /// The body ended before a field did.
+    #[error("{message}: message body too short")]
     Truncated { message: &'static str },
     /// A string field had no NUL terminator.
+    #[error("{message}: unterminated string")]
     UnterminatedString { message: &'static str },
     /// Bytes were left after the last field.
+    #[error("{message}: trailing bytes after last field")]
     TrailingBytes { message: &'static str },
     /// A count or length field is negative or inconsistent.
+    #[error("{message}: invalid {field}")]
     BadField {
         message: &'static str,
         field: &'static str,
     },
     /// The tag is not a message this direction may send.
+    #[error("unknown message type {}", tag_name(*.tag))]
     UnknownTag { tag: u8 },
     /// The startup packet's code or protocol version is not supported.
+    #[error("unsupported startup request code {code} (protocol {}.{})", .code >> 16, .code & 0xffff)]
     UnknownStartupCode { code: u32 },
     /// The length field is outside what the message type allows.
+    #[error("invalid length {length} for message type {}", tag_name(*.tag))]
     BadLength { tag: u8, length: usize },
 }
-
-impl fmt::Display for DecodeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            DecodeError::Truncated { message } => write!(f, "{message}: message body too short"),
-            DecodeError::UnterminatedString { message } => {
-                write!(f, "{message}: unterminated string")
-            }
-            DecodeError::TrailingBytes { message } => {
-                write!(f, "{message}: trailing bytes after last field")
-            }
-            DecodeError::BadField { message, field } => write!(f, "{message}: invalid {field}"),
-            DecodeError::UnknownTag { tag } => write!(f, "unknown message type {}", tag_name(*tag)),
-            DecodeError::UnknownStartupCode { code } => {
-                write!(
-                    f,
-                    "unsupported startup request code {code} (protocol {}.{})",
-                    code >> 16,
-                    code & 0xffff
-                )
-            }
-            DecodeError::BadLength { tag, length } => {
-                write!(
-                    f,
-                    "invalid length {length} for message type {}",
-                    tag_name(*tag)
-                )
-            }
-        }
-    }
-}
-
-impl std::error::Error for DecodeError {}
 
 /// A printable name for a tag byte: `'Q'` or `0x00`.
 pub fn tag_name(tag: u8) -> String {

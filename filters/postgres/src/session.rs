@@ -61,6 +61,7 @@
 //! ```
 
 use crate::config::{EngineConfig, SslRequestPolicy};
+use crate::disposition::Disposition;
 use crate::framing::{FrameMode, Framer, Header, Output, Stream, Verdict};
 use crate::protocol::{self as pg, BackendMessage, FrontendMessage, StartupPacket};
 use crate::sql::lexer;
@@ -72,12 +73,14 @@ use gatehouse_core::record::{
     RecordHeader, SCHEMA_VERSION, SessionEndRecord, SessionStartRecord, Shared, StatementError,
     StatementRecord, Timestamp,
 };
+use ledger::{Ledger, Pending};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 mod approvals;
 mod enforce;
 mod fastpath;
+mod ledger;
 mod login;
 mod mask_hooks;
 mod memory;
@@ -223,53 +226,12 @@ impl StatementRun {
     }
 }
 
-/// A request whose answer the server still owes, in order.
-#[derive(Debug)]
-enum Pending {
-    /// A simple Query: statements not yet completed (front first). Ends at ReadyForQuery.
-    Query(VecDeque<StatementRun>),
-    Parse,
-    Bind,
-    Describe,
-    Close,
-    Execute(StatementRun),
-    /// A FunctionCall; `None` once its result was recorded. Ends at ReadyForQuery.
-    FunctionCall(Option<StatementRun>),
-    Sync,
-    /// The engine's Bind of its private portal in place of a denied Describe: its
-    /// BindComplete is not the client's.
-    DenialBind,
-    /// The engine's Close or Parse of its private statement in place of a Bind
-    /// that needs approval: its answer is not the client's.
-    DenialPrelude,
-    /// A Query of the engine's own (see `fastpath`): its answers, through
-    /// ReadyForQuery, are consumed.
-    Own(fastpath::OwnRequest),
-}
-
-impl Pending {
-    /// Entries that end with ReadyForQuery, where the server stops skipping after an error.
-    fn ends_at_ready(&self) -> bool {
-        matches!(
-            self,
-            Pending::Sync | Pending::Query(_) | Pending::FunctionCall(_) | Pending::Own(_)
-        )
-    }
-}
-
 /// The outcome of one statement, from the server.
 #[derive(Default)]
 struct Outcome {
     command_tag: Option<String>,
     error: Option<StatementError>,
     suspended: bool,
-}
-
-/// What to do with a complete (or streamed) message.
-enum Action {
-    Pass,
-    Replace(Vec<u8>),
-    Drop,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -295,9 +257,9 @@ pub struct Session {
     /// A FATAL message the client is owed in place of the server's next answer.
     owed_client_error: Option<Vec<u8>>,
     close_requested: bool,
-    pending: VecDeque<Pending>,
-    statements_by_name: HashMap<Vec<u8>, Arc<StatementText>>,
-    portals: HashMap<Vec<u8>, Portal>,
+    /// The requests the server owes answers to, with the statements and
+    /// portals they define.
+    ledger: Ledger,
     frontend_bytes_since_record: u64,
     backend_bytes_since_record: u64,
     started_us: u64,
@@ -373,9 +335,7 @@ impl Session {
             server_saw_ssl_request: false,
             owed_client_error: None,
             close_requested: false,
-            pending: VecDeque::new(),
-            statements_by_name: HashMap::new(),
-            portals: HashMap::new(),
+            ledger: Ledger::default(),
             frontend_bytes_since_record: 0,
             backend_bytes_since_record: 0,
             started_us: now_us,
@@ -422,7 +382,7 @@ impl Session {
     pub fn on_backend(&mut self, chunk: &[u8], now_us: u64) -> Verdict {
         self.summary.bytes_to_client += chunk.len() as u64;
         if chunk.is_empty()
-            && let Some(Action::Replace(error)) = self.deliver_owed_error(now_us)
+            && let Some(Disposition::Replace(error)) = self.deliver_owed_error(now_us)
         {
             return self.observed(Verdict {
                 forward: crate::framing::Forward::Replace(error),
@@ -444,7 +404,7 @@ impl Session {
             message: "connection closed before the server completed the statement".into(),
             severity: "FATAL".into(),
         };
-        while let Some(entry) = self.pending.pop_front() {
+        while let Some(entry) = self.ledger.requests.pop_front() {
             let runs: Vec<StatementRun> = match entry {
                 Pending::Query(runs) => runs.into_iter().take(1).collect(),
                 Pending::Execute(run) | Pending::FunctionCall(Some(run)) => vec![run],
@@ -599,7 +559,7 @@ impl Session {
             }
             // Only check the header once: when it is first complete.
             let first_look = from_chunk || pending_len < header_len;
-            let disposition = match self.disposition(dir, mode, header) {
+            let disposition = match self.buffering(dir, mode, header) {
                 Ok(d) => d,
                 Err(reason) => {
                     self.violation(dir, reason, &mut out, now_us);
@@ -626,7 +586,7 @@ impl Session {
             }
             let total = header_len + header.body_len;
             match disposition {
-                Disposition::Stream { capture_limit } => {
+                Buffering::Stream { capture_limit } => {
                     if from_chunk {
                         out.pass(pos..pos + header_len);
                         pos += header_len;
@@ -649,7 +609,7 @@ impl Session {
                         self.framer(dir).stream = Some(stream);
                     }
                 }
-                Disposition::Hold => {
+                Buffering::Hold => {
                     if from_chunk && avail >= total {
                         let range = pos..pos + total;
                         let body = chunk.get(pos + header_len..pos + total).unwrap_or_default();
@@ -696,19 +656,21 @@ impl Session {
         out.finish(close)
     }
 
-    fn apply(&mut self, action: Action, source: Source, held: &[u8], out: &mut Output<'_>) {
+    fn apply(&mut self, action: Disposition, source: Source, held: &[u8], out: &mut Output<'_>) {
         match action {
-            Action::Pass => match source {
+            Disposition::Pass => match source {
                 Source::Chunk(range) => out.pass(range),
                 Source::Held => out.emit(held),
             },
-            Action::Replace(bytes) => {
+            Disposition::Replace(bytes) => {
                 out.emit(&bytes);
                 if let Some(masker) = self.masker.as_mut() {
                     masker.recycle(bytes);
                 }
             }
-            Action::Drop => {}
+            // Withheld messages were followed like any other; the client
+            // gets neither kind.
+            Disposition::Drop | Disposition::Withhold => {}
         }
     }
 
@@ -720,7 +682,7 @@ impl Session {
     }
 
     /// Whether a message is held until complete or streamed, or is refused.
-    fn disposition(&self, dir: Dir, mode: FrameMode, h: Header) -> Result<Disposition, String> {
+    fn buffering(&self, dir: Dir, mode: FrameMode, h: Header) -> Result<Buffering, String> {
         let cap = self.config.max_buffered_bytes;
         if mode == FrameMode::Untagged {
             if h.body_len + 4 > pg::MAX_STARTUP_PACKET_LENGTH {
@@ -730,7 +692,7 @@ impl Session {
                     pg::MAX_STARTUP_PACKET_LENGTH
                 ));
             }
-            return Ok(Disposition::Hold);
+            return Ok(Buffering::Hold);
         }
         if h.body_len > pg::MAX_MESSAGE_LENGTH {
             return Err(format!(
@@ -753,26 +715,26 @@ impl Session {
                     h.body_len
                 ));
             }
-            return Ok(Disposition::Hold);
+            return Ok(Buffering::Hold);
         }
         let disposition = match (dir, h.tag) {
-            (Dir::Frontend, pg::COPY_DATA_TAG) => Disposition::Stream { capture_limit: 0 },
-            (Dir::Frontend, pg::QUERY_TAG | pg::PARSE_TAG) if over => Disposition::Stream {
+            (Dir::Frontend, pg::COPY_DATA_TAG) => Buffering::Stream { capture_limit: 0 },
+            (Dir::Frontend, pg::QUERY_TAG | pg::PARSE_TAG) if over => Buffering::Stream {
                 capture_limit: statement_prefix,
             },
-            (Dir::Frontend, pg::BIND_TAG | pg::FUNCTION_CALL_TAG) if over => Disposition::Stream {
+            (Dir::Frontend, pg::BIND_TAG | pg::FUNCTION_CALL_TAG) if over => Buffering::Stream {
                 capture_limit: NAMES_PREFIX,
             },
             // The masker rewrites DataRows and CopyData held whole when it can.
             (Dir::Backend, pg::DATA_ROW_TAG | pg::COPY_DATA_TAG)
                 if self.masker.is_some() && !over =>
             {
-                Disposition::Hold
+                Buffering::Hold
             }
             (Dir::Backend, pg::DATA_ROW_TAG | pg::COPY_DATA_TAG) => {
-                Disposition::Stream { capture_limit: 0 }
+                Buffering::Stream { capture_limit: 0 }
             }
-            (Dir::Backend, pg::ERROR_RESPONSE_TAG) if over => Disposition::Stream {
+            (Dir::Backend, pg::ERROR_RESPONSE_TAG) if over => Buffering::Stream {
                 capture_limit: ERROR_PREFIX,
             },
             (
@@ -782,7 +744,7 @@ impl Session {
                 | pg::NOTICE_RESPONSE_TAG
                 | pg::NOTIFICATION_RESPONSE_TAG
                 | pg::FUNCTION_CALL_RESPONSE_TAG,
-            ) if over => Disposition::Stream { capture_limit: 0 },
+            ) if over => Buffering::Stream { capture_limit: 0 },
             (_, tag) if over => {
                 return Err(format!(
                     "message type {} length {} over max_buffered_bytes",
@@ -790,14 +752,14 @@ impl Session {
                     h.body_len
                 ));
             }
-            _ => Disposition::Hold,
+            _ => Buffering::Hold,
         };
         // Streamed messages are never decoded whole, so check their phase here.
         let allowed = match dir {
             Dir::Frontend => self.phase == Phase::Ready,
             Dir::Backend => matches!(self.phase, Phase::Ready | Phase::Finished),
         };
-        if matches!(disposition, Disposition::Stream { .. }) && !allowed {
+        if matches!(disposition, Buffering::Stream { .. }) && !allowed {
             let when = if self.phase == Phase::Authenticating {
                 "during authentication"
             } else {
@@ -893,14 +855,14 @@ impl Session {
     }
 
     /// When the client is owed an error: the server's answer becomes that error.
-    fn deliver_owed_error(&mut self, now_us: u64) -> Option<Action> {
+    fn deliver_owed_error(&mut self, now_us: u64) -> Option<Disposition> {
         let error = self.owed_client_error.take()?;
         self.close_requested = true;
         self.backend.discarding = true;
         if let Some((reason, detail)) = self.end_reason_hint.take() {
             self.end_session(reason, detail, now_us);
         }
-        Some(Action::Replace(error))
+        Some(Disposition::Replace(error))
     }
 
     fn end_session(&mut self, reason: EndReason, detail: Option<String>, now_us: u64) {
@@ -951,7 +913,7 @@ impl Session {
 
     // ---- startup and TLS ----------------------------------------------------------
 
-    fn on_startup_packet(&mut self, body: &[u8], now_us: u64) -> Result<Action, String> {
+    fn on_startup_packet(&mut self, body: &[u8], now_us: u64) -> Result<Disposition, String> {
         if self.phase != Phase::Startup {
             return Err("startup packet while a TLS answer is pending".into());
         }
@@ -971,11 +933,11 @@ impl Session {
                 self.phase = Phase::TlsNegotiation;
                 self.backend.mode = FrameMode::AnswerByte;
                 if kind == TlsRequestKind::Ssl {
-                    Ok(Action::Pass)
+                    Ok(Disposition::Pass)
                 } else {
                     let mut req = Vec::with_capacity(8);
                     StartupPacket::SslRequest.encode(&mut req);
-                    Ok(Action::Replace(req))
+                    Ok(Disposition::Replace(req))
                 }
             }
             StartupPacket::Cancel { .. } => {
@@ -983,7 +945,7 @@ impl Session {
                 // Anything after it is a violation; frame it as messages to say so.
                 self.frontend.mode = FrameMode::Tagged;
                 self.hint_end(EndReason::CancelRequest, None);
-                Ok(Action::Pass)
+                Ok(Disposition::Pass)
             }
             StartupPacket::Startup { version, params } => {
                 let param = |name: &str| {
@@ -1027,7 +989,7 @@ impl Session {
                         login_refusal,
                     }));
                 }
-                Ok(Action::Pass)
+                Ok(Disposition::Pass)
             }
         }
     }
@@ -1035,7 +997,7 @@ impl Session {
     /// Refuses a StartupMessage the server must not see (see [`crate::startup`]):
     /// the server gets an SSLRequest in its place, and its answer is replaced by
     /// the refusal.
-    fn refuse_startup(&mut self, refusal: &crate::startup::StartupRefusal) -> Action {
+    fn refuse_startup(&mut self, refusal: &crate::startup::StartupRefusal) -> Disposition {
         let message = refusal.to_string();
         self.owed_client_error = Some(pg::fatal_error(refusal.sqlstate(), &message));
         self.frontend.discarding = true;
@@ -1045,14 +1007,18 @@ impl Session {
         self.end_reason_hint = Some((EndReason::StartupRefused, Some(message)));
         let mut ssl_request = Vec::with_capacity(8);
         StartupPacket::SslRequest.encode(&mut ssl_request);
-        Action::Replace(ssl_request)
+        Disposition::Replace(ssl_request)
     }
 
     /// During login: the server's NegotiateProtocolVersion names the protocol
     /// options it does not know; once it asks for authentication, any other
     /// option the client sent was accepted, and the session ends. `Some` with the
     /// refusal for the client in place of `msg`.
-    fn check_protocol_options(&mut self, msg: &BackendMessage<'_>, now_us: u64) -> Option<Action> {
+    fn check_protocol_options(
+        &mut self,
+        msg: &BackendMessage<'_>,
+        now_us: u64,
+    ) -> Option<Disposition> {
         if self.protocol_options.is_empty() {
             return None;
         }
@@ -1071,7 +1037,7 @@ impl Session {
                 self.backend.discarding = true;
                 self.close_requested = true;
                 self.end_session(EndReason::StartupRefused, Some(message.clone()), now_us);
-                Some(Action::Replace(pg::fatal_error(
+                Some(Disposition::Replace(pg::fatal_error(
                     refusal.sqlstate(),
                     &message,
                 )))
@@ -1084,7 +1050,7 @@ impl Session {
     /// startup (it logs no connection attempt and no one logs in), and its
     /// answer is replaced by the readiness message. A probe is not a session:
     /// it leaves no records, which would otherwise arrive every few seconds.
-    fn answer_readiness(&mut self) -> Action {
+    fn answer_readiness(&mut self) -> Disposition {
         let policy = self.policy_hash.as_deref().unwrap_or("none");
         let message = format!(
             "{READINESS_MESSAGE}: gatehouse postgres filter {}, policy {policy}",
@@ -1098,10 +1064,10 @@ impl Session {
         self.ended = true;
         let mut ssl_request = Vec::with_capacity(8);
         StartupPacket::SslRequest.encode(&mut ssl_request);
-        Action::Replace(ssl_request)
+        Disposition::Replace(ssl_request)
     }
 
-    fn on_tls_answer(&mut self, answer: u8, now_us: u64) -> Action {
+    fn on_tls_answer(&mut self, answer: u8, now_us: u64) -> Disposition {
         self.backend.mode = FrameMode::Tagged;
         if let Some(error) = self.deliver_owed_error(now_us) {
             return error;
@@ -1116,7 +1082,7 @@ impl Session {
             s.backend.discarding = true;
             s.close_requested = true;
             s.end_session(EndReason::TlsRefused, Some(detail.to_string()), now_us);
-            Action::Replace(pg::fatal_error("08P01", &message))
+            Disposition::Replace(pg::fatal_error("08P01", &message))
         };
         if requested.is_none() {
             return refuse(
@@ -1132,7 +1098,7 @@ impl Session {
             (b'N', Some(_)) => {
                 self.phase = Phase::Startup;
                 self.frontend.mode = FrameMode::Untagged;
-                Action::Pass
+                Disposition::Pass
             }
             (b'S', _) => refuse(
                 self,
@@ -1154,13 +1120,18 @@ impl Session {
         tag: u8,
         body: &[u8],
         now_us: u64,
-    ) -> Action {
+    ) -> Disposition {
         let result = match (dir, mode) {
             (Dir::Frontend, FrameMode::Untagged) => self.on_startup_packet(body, now_us),
-            (Dir::Frontend, _) if self.phase == Phase::Ready => {
-                self.frontend_with_own_requests(tag, body, now_us)
-            }
-            (Dir::Frontend, _) => self.frontend_with_masking(tag, body, now_us),
+            // Each client message is decoded once, here; the engine's
+            // handling, enforcement, masking and records all read it.
+            (Dir::Frontend, _) => match FrontendMessage::decode(tag, body) {
+                Err(e) => Err(e.to_string()),
+                Ok(msg) if self.phase == Phase::Ready => {
+                    self.frontend_with_own_requests(&msg, tag, body, now_us)
+                }
+                Ok(msg) => self.frontend_with_masking(&msg, tag, body, now_us),
+            },
             (Dir::Backend, _)
                 if matches!(self.phase, Phase::Ready | Phase::Finished)
                     && self.answering_own_request() =>
@@ -1176,8 +1147,8 @@ impl Session {
                 let mut scratch = Output::new(&[]);
                 self.violation(dir, reason, &mut scratch, now_us);
                 match scratch.finish(false).forward {
-                    crate::framing::Forward::Replace(bytes) => Action::Replace(bytes),
-                    crate::framing::Forward::Unchanged => Action::Drop,
+                    crate::framing::Forward::Replace(bytes) => Disposition::Replace(bytes),
+                    crate::framing::Forward::Unchanged => Disposition::Drop,
                 }
             }
         }
@@ -1203,14 +1174,14 @@ impl Session {
                 let name = parts.next().unwrap_or_default().to_vec();
                 let sql = parts.next().unwrap_or_default();
                 self.register_statement(name, sql, truncated, None);
-                self.pending.push_back(Pending::Parse);
+                self.ledger.requests.push_back(Pending::Parse);
             }
             (Dir::Frontend, pg::BIND_TAG) => {
                 let mut parts = stream.captured.splitn(3, |&b| b == 0);
                 let portal = parts.next().unwrap_or_default().to_vec();
                 let statement = parts.next().unwrap_or_default().to_vec();
                 self.register_portal(portal, statement, None);
-                self.pending.push_back(Pending::Bind);
+                self.ledger.requests.push_back(Pending::Bind);
             }
             (Dir::Frontend, pg::FUNCTION_CALL_TAG) => {
                 let oid = stream
@@ -1228,26 +1199,30 @@ impl Session {
         }
     }
 
-    fn on_frontend_message(&mut self, tag: u8, body: &[u8], now_us: u64) -> Result<Action, String> {
-        let msg = FrontendMessage::decode(tag, body).map_err(|e| e.to_string())?;
+    fn on_frontend_message(
+        &mut self,
+        msg: &FrontendMessage<'_>,
+        tag: u8,
+        now_us: u64,
+    ) -> Result<Disposition, String> {
         match self.phase {
             Phase::Authenticating => {
-                return match msg {
+                return match *msg {
                     FrontendMessage::Password { data } if self.token_login.is_some() => {
                         self.on_token_password(data, now_us)
                     }
                     FrontendMessage::Password { data } if self.shadow_login.is_some() => {
                         Ok(self.observe_token_password(data, now_us))
                     }
-                    FrontendMessage::Password { .. } => Ok(Action::Pass),
+                    FrontendMessage::Password { .. } => Ok(Disposition::Pass),
                     FrontendMessage::Terminate => Ok(self.on_terminate()),
-                    other => Err(format!(
+                    ref other => Err(format!(
                         "message type {} during authentication",
                         pg::tag_name(other.tag())
                     )),
                 };
             }
-            Phase::Ready if self.pending.len() >= MAX_PENDING_REQUESTS => {
+            Phase::Ready if self.ledger.requests.len() >= MAX_PENDING_REQUESTS => {
                 return Err(format!(
                     "more than {MAX_PENDING_REQUESTS} requests awaiting the server's answer"
                 ));
@@ -1261,21 +1236,21 @@ impl Session {
                 ));
             }
         }
-        match msg {
+        match *msg {
             FrontendMessage::Query { sql } => return Ok(self.enforce_query(sql, now_us)),
             FrontendMessage::Parse { name, sql, .. } => {
                 let action = self.enforce_parse(name, sql, now_us)?;
-                self.pending.push_back(Pending::Parse);
+                self.ledger.requests.push_back(Pending::Parse);
                 return Ok(action);
             }
-            FrontendMessage::Bind(bind) => {
+            FrontendMessage::Bind(ref bind) => {
                 let parameters = self
                     .config
                     .record_parameters
-                    .then(|| self.parameter_values(&bind));
+                    .then(|| self.parameter_values(bind));
                 self.register_portal(bind.portal.to_vec(), bind.statement.to_vec(), parameters);
-                self.pending.push_back(Pending::Bind);
-                return Ok(self.enforce_bind(&bind, now_us));
+                self.ledger.requests.push_back(Pending::Bind);
+                return Ok(self.enforce_bind(bind, now_us));
             }
             FrontendMessage::Describe { kind, name } => {
                 return Ok(self.enforce_describe(kind, name, now_us));
@@ -1283,14 +1258,14 @@ impl Session {
             FrontendMessage::Close { kind, name } => {
                 self.forget_denied(kind, name);
                 if kind == b'S' {
-                    self.statements_by_name.remove(server_name(name));
+                    self.ledger.statements.remove(server_name(name));
                 } else {
-                    self.portals.remove(server_name(name));
+                    self.ledger.portals.remove(server_name(name));
                 }
-                self.pending.push_back(Pending::Close);
+                self.ledger.requests.push_back(Pending::Close);
             }
             FrontendMessage::Execute { portal, .. } => {
-                let info = self.portals.get(server_name(portal)).cloned();
+                let info = self.ledger.portals.get(server_name(portal)).cloned();
                 let mut run = StatementRun::new(PgProtocol::Extended, None, now_us);
                 if let Some(info) = info {
                     run.text = info.text;
@@ -1299,10 +1274,10 @@ impl Session {
                 }
                 run.portal = non_empty(portal);
                 run.bytes_from_client = std::mem::take(&mut self.frontend_bytes_since_record);
-                self.pending.push_back(Pending::Execute(run));
+                self.ledger.requests.push_back(Pending::Execute(run));
             }
-            FrontendMessage::Sync => self.pending.push_back(Pending::Sync),
-            FrontendMessage::FunctionCall(call) => {
+            FrontendMessage::Sync => self.ledger.requests.push_back(Pending::Sync),
+            FrontendMessage::FunctionCall(ref call) => {
                 let parameters = self.config.record_parameters.then(|| {
                     let bind = pg::Bind {
                         portal: b"",
@@ -1314,7 +1289,7 @@ impl Session {
                     self.parameter_values(&bind)
                 });
                 self.enqueue_function_call(Some(call.oid), parameters, now_us);
-                return Ok(self.enforce_function_call(&call, now_us));
+                return Ok(self.enforce_function_call(call, now_us));
             }
             FrontendMessage::Terminate => return Ok(self.on_terminate()),
             FrontendMessage::Flush
@@ -1325,13 +1300,13 @@ impl Session {
                 return Err("password message after authentication".into());
             }
         }
-        Ok(Action::Pass)
+        Ok(Disposition::Pass)
     }
 
-    fn on_terminate(&mut self) -> Action {
+    fn on_terminate(&mut self) -> Disposition {
         self.terminate_seen = true;
         self.phase = Phase::Finished;
-        Action::Pass
+        Disposition::Pass
     }
 
     fn statement_text(&self, sql: &[u8], truncated: bool) -> StatementText {
@@ -1388,7 +1363,7 @@ impl Session {
         if let Some(first) = runs.front_mut() {
             first.bytes_from_client = std::mem::take(&mut self.frontend_bytes_since_record);
         }
-        self.pending.push_back(Pending::Query(runs));
+        self.ledger.requests.push_back(Pending::Query(runs));
     }
 
     fn enqueue_function_call(
@@ -1401,7 +1376,9 @@ impl Session {
         run.function_oid = oid;
         run.parameters = parameters;
         run.bytes_from_client = std::mem::take(&mut self.frontend_bytes_since_record);
-        self.pending.push_back(Pending::FunctionCall(Some(run)));
+        self.ledger
+            .requests
+            .push_back(Pending::FunctionCall(Some(run)));
     }
 
     fn register_statement(
@@ -1417,10 +1394,10 @@ impl Session {
         let mut name = name;
         name.truncate(SERVER_NAME_BYTES);
         if name.is_empty()
-            || self.statements_by_name.contains_key(&name)
-            || self.statements_by_name.len() < self.config.max_prepared_statements
+            || self.ledger.statements.contains_key(&name)
+            || self.ledger.statements.len() < self.config.max_prepared_statements
         {
-            self.statements_by_name.insert(name, text);
+            self.ledger.statements.insert(name, text);
         }
     }
 
@@ -1430,17 +1407,14 @@ impl Session {
         statement: Vec<u8>,
         parameters: Option<Vec<ParameterValue>>,
     ) {
-        let text = self
-            .statements_by_name
-            .get(server_name(&statement))
-            .cloned();
+        let text = self.ledger.statements.get(server_name(&statement)).cloned();
         let mut portal = portal;
         portal.truncate(SERVER_NAME_BYTES);
         if portal.is_empty()
-            || self.portals.contains_key(&portal)
-            || self.portals.len() < self.config.max_prepared_statements
+            || self.ledger.portals.contains_key(&portal)
+            || self.ledger.portals.len() < self.config.max_prepared_statements
         {
-            self.portals.insert(
+            self.ledger.portals.insert(
                 portal,
                 Portal {
                     statement_name: statement,
@@ -1473,8 +1447,13 @@ impl Session {
 
     // ---- server answers -------------------------------------------------------------
 
-    fn on_backend_message(&mut self, tag: u8, body: &[u8], now_us: u64) -> Result<Action, String> {
-        let msg = BackendMessage::decode(tag, body).map_err(|e| e.to_string())?;
+    fn on_backend_message(
+        &mut self,
+        msg: BackendMessage<'_>,
+        tag: u8,
+        body: &[u8],
+        now_us: u64,
+    ) -> Result<Disposition, String> {
         if let BackendMessage::ParameterStatus { name, value } = &msg
             && let Some(action) = self.on_parameter_status(name, value, now_us)
         {
@@ -1509,33 +1488,38 @@ impl Session {
         }
     }
 
-    fn on_login_message(&mut self, msg: BackendMessage<'_>, now_us: u64) -> Result<Action, String> {
+    fn on_login_message(
+        &mut self,
+        msg: BackendMessage<'_>,
+        now_us: u64,
+    ) -> Result<Disposition, String> {
         if self.shadow_login.is_some() {
             self.observe_login_message(&msg, now_us);
         }
         match msg {
             BackendMessage::Authentication { code: 10, data } => {
-                Ok(pg::sasl_without_channel_binding(data).map_or(Action::Pass, Action::Replace))
+                Ok(pg::sasl_without_channel_binding(data)
+                    .map_or(Disposition::Pass, Disposition::Replace))
             }
             BackendMessage::Authentication { .. }
             | BackendMessage::ParameterStatus { .. }
             | BackendMessage::NoticeResponse { .. }
-            | BackendMessage::NegotiateProtocolVersion { .. } => Ok(Action::Pass),
+            | BackendMessage::NegotiateProtocolVersion { .. } => Ok(Disposition::Pass),
             BackendMessage::BackendKeyData { pid, .. } => {
                 self.summary.backend_pid = Some(pid);
-                Ok(Action::Pass)
+                Ok(Disposition::Pass)
             }
             BackendMessage::ErrorResponse { fields } => {
                 let error = statement_error(&fields);
                 let detail = format!("{} {}", error.sqlstate, error.message);
                 self.hint_end(EndReason::AuthenticationFailed, Some(detail));
                 let _ = now_us;
-                Ok(Action::Pass)
+                Ok(Disposition::Pass)
             }
             BackendMessage::ReadyForQuery { .. } => {
                 self.phase = Phase::Ready;
                 self.backend_bytes_since_record = 0;
-                Ok(Action::Pass)
+                Ok(Disposition::Pass)
             }
             other => Err(format!(
                 "message type {} during authentication",
@@ -1544,7 +1528,11 @@ impl Session {
         }
     }
 
-    fn on_ready_message(&mut self, msg: BackendMessage<'_>, now_us: u64) -> Result<Action, String> {
+    fn on_ready_message(
+        &mut self,
+        msg: BackendMessage<'_>,
+        now_us: u64,
+    ) -> Result<Disposition, String> {
         match msg {
             BackendMessage::ParameterStatus { .. }
             | BackendMessage::NoticeResponse { .. }
@@ -1553,13 +1541,13 @@ impl Session {
             | BackendMessage::CopyDone
             | BackendMessage::DataRow { .. } => {}
             BackendMessage::RowDescription { .. } => {
-                if matches!(self.pending.front(), Some(Pending::Describe)) {
-                    self.pending.pop_front();
+                if matches!(self.ledger.requests.front(), Some(Pending::Describe)) {
+                    self.ledger.requests.pop_front();
                 }
             }
             BackendMessage::NoData => self.expect_head(|p| matches!(p, Pending::Describe)),
             BackendMessage::ParameterDescription { .. } => {
-                if !matches!(self.pending.front(), Some(Pending::Describe)) {
+                if !matches!(self.ledger.requests.front(), Some(Pending::Describe)) {
                     self.summary.unmatched_backend_messages += 1;
                 }
             }
@@ -1577,7 +1565,7 @@ impl Session {
                 );
             }
             BackendMessage::EmptyQueryResponse => {
-                if matches!(self.pending.front(), Some(Pending::Execute(_))) {
+                if matches!(self.ledger.requests.front(), Some(Pending::Execute(_))) {
                     self.complete_current(Outcome::default(), now_us);
                 }
             }
@@ -1594,7 +1582,7 @@ impl Session {
             BackendMessage::CopyOutResponse(_) => self.mark_copy(CopyDirection::Out),
             BackendMessage::CopyBothResponse(_) => self.mark_copy(CopyDirection::Both),
             BackendMessage::FunctionCallResponse { .. } => {
-                if let Some(Pending::FunctionCall(run)) = self.pending.front_mut() {
+                if let Some(Pending::FunctionCall(run)) = self.ledger.requests.front_mut() {
                     if let Some(run) = run.take() {
                         self.finish_statement(run, Outcome::default(), now_us);
                     }
@@ -1616,19 +1604,19 @@ impl Session {
                 ));
             }
         }
-        Ok(Action::Pass)
+        Ok(Disposition::Pass)
     }
 
     fn expect_head(&mut self, matches: impl Fn(&Pending) -> bool) {
-        if self.pending.front().is_some_and(matches) {
-            self.pending.pop_front();
+        if self.ledger.requests.front().is_some_and(matches) {
+            self.ledger.requests.pop_front();
         } else {
             self.summary.unmatched_backend_messages += 1;
         }
     }
 
     fn count_row(&mut self) {
-        match self.pending.front_mut() {
+        match self.ledger.requests.front_mut() {
             Some(Pending::Query(runs)) => {
                 if let Some(run) = runs.front_mut() {
                     run.rows_seen += 1;
@@ -1640,7 +1628,7 @@ impl Session {
     }
 
     fn mark_copy(&mut self, direction: CopyDirection) {
-        match self.pending.front_mut() {
+        match self.ledger.requests.front_mut() {
             Some(Pending::Query(runs)) => {
                 if let Some(run) = runs.front_mut() {
                     run.copy = Some(direction);
@@ -1653,7 +1641,7 @@ impl Session {
 
     /// CommandComplete, EmptyQueryResponse or PortalSuspended for the head request.
     fn complete_current(&mut self, outcome: Outcome, now_us: u64) {
-        match self.pending.front_mut() {
+        match self.ledger.requests.front_mut() {
             Some(Pending::Query(runs)) => {
                 if let Some(run) = runs.pop_front() {
                     // The next statement of the same Query starts now.
@@ -1666,7 +1654,7 @@ impl Session {
                 }
             }
             Some(Pending::Execute(_)) => {
-                if let Some(Pending::Execute(run)) = self.pending.pop_front() {
+                if let Some(Pending::Execute(run)) = self.ledger.requests.pop_front() {
                     self.finish_statement(run, outcome, now_us);
                 }
             }
@@ -1680,7 +1668,7 @@ impl Session {
             error: Some(error.clone()),
             ..Outcome::default()
         };
-        match self.pending.front_mut() {
+        match self.ledger.requests.front_mut() {
             None => {
                 // Not tied to a request: e.g. a FATAL shutdown notice.
                 self.hint_end(
@@ -1712,8 +1700,13 @@ impl Session {
         // statement that failed (its Parse or Bind may be what the server refused);
         // later ones never ran and get no record.
         let mut failed = false;
-        while self.pending.front().is_some_and(|p| !p.ends_at_ready()) {
-            if let Some(Pending::Execute(run)) = self.pending.pop_front()
+        while self
+            .ledger
+            .requests
+            .front()
+            .is_some_and(|p| !p.ends_at_ready())
+        {
+            if let Some(Pending::Execute(run)) = self.ledger.requests.pop_front()
                 && !failed
             {
                 failed = true;
@@ -1724,7 +1717,7 @@ impl Session {
 
     fn on_ready_for_query(&mut self) {
         // Everything up to and including the request ReadyForQuery answers.
-        while let Some(entry) = self.pending.pop_front() {
+        while let Some(entry) = self.ledger.requests.pop_front() {
             if entry.ends_at_ready() {
                 return;
             }
@@ -1796,7 +1789,7 @@ impl Session {
 }
 
 #[derive(Clone, Copy)]
-enum Disposition {
+enum Buffering {
     Hold,
     Stream { capture_limit: usize },
 }

@@ -1,23 +1,10 @@
 //! Durations as people write them in policies and on the command line:
 //! `90s`, `15m`, `2h`, `1d`, or a combination such as `1h30m`.
 
-use std::fmt;
-
 /// Why a duration could not be read.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid duration \"{0}\" (write e.g. 90s, 15m, 2h, 1d or 1h30m)")]
 pub struct DurationError(String);
-
-impl fmt::Display for DurationError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "invalid duration \"{}\" (write e.g. 90s, 15m, 2h, 1d or 1h30m)",
-            self.0
-        )
-    }
-}
-
-impl std::error::Error for DurationError {}
 
 /// Seconds in `text`: one or more `<digits><unit>` parts, units `s`, `m`, `h`, `d`.
 pub fn parse_duration(text: &str) -> Result<u64, DurationError> {

@@ -96,45 +96,35 @@ impl fmt::Display for SkippedKey {
 }
 
 /// Why a key set document was refused as a whole.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum JwksError {
     /// The document exceeds [`MAX_JWKS_BYTES`].
+    #[error("key set is {len} bytes, more than the limit of {max}")]
     TooLarge { len: usize, max: usize },
     /// The document is not JSON.
+    #[error("key set is not JSON: {0}")]
     NotJson(String),
     /// The document has no `keys` array.
+    #[error("key set has no \"keys\" array")]
     NoKeysArray,
     /// The set holds more than [`MAX_KEYS`] keys.
+    #[error("key set has {count} keys, more than the limit of {max}")]
     TooManyKeys { count: usize, max: usize },
     /// No key of the set is usable; the reasons are kept.
+    #[error("key set has no usable key{}", reasons(.skipped))]
     NoUsableKeys { skipped: Vec<SkippedKey> },
 }
 
-impl fmt::Display for JwksError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::TooLarge { len, max } => {
-                write!(f, "key set is {len} bytes, more than the limit of {max}")
-            }
-            Self::NotJson(e) => write!(f, "key set is not JSON: {e}"),
-            Self::NoKeysArray => f.write_str("key set has no \"keys\" array"),
-            Self::TooManyKeys { count, max } => {
-                write!(f, "key set has {count} keys, more than the limit of {max}")
-            }
-            Self::NoUsableKeys { skipped } => {
-                f.write_str("key set has no usable key")?;
-                for (i, key) in skipped.iter().enumerate() {
-                    f.write_str(if i == 0 { ": " } else { "; " })?;
-                    write!(f, "{key}")?;
-                }
-                Ok(())
-            }
-        }
+/// `: <first>; <second>…`, or nothing when no key was skipped.
+fn reasons(skipped: &[SkippedKey]) -> String {
+    let mut out = String::new();
+    for (i, key) in skipped.iter().enumerate() {
+        out.push_str(if i == 0 { ": " } else { "; " });
+        out.push_str(&key.to_string());
     }
+    out
 }
-
-impl std::error::Error for JwksError {}
 
 /// A parsed key set: the usable signing keys of one issuer.
 #[derive(Debug, Clone)]

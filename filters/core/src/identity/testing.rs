@@ -21,16 +21,9 @@ type P256SigningKey = <Es256 as Algorithm>::SigningKey;
 type Ed25519SecretKey = <Ed25519 as Algorithm>::SigningKey;
 
 /// Why minting, generating or restoring failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
 pub struct MintError(String);
-
-impl fmt::Display for MintError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for MintError {}
 
 fn mint_error(context: &str, error: impl fmt::Display) -> MintError {
     MintError(format!("{context}: {error}"))

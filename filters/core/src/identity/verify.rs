@@ -38,46 +38,62 @@ use std::fmt;
 /// Why a token was refused. [`TokenRejection::code`] is stable for records and
 /// metrics; `Display` is safe to show the client (it never includes the token,
 /// keys or secrets).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum TokenRejection {
     /// Larger than the size limit.
+    #[error("token is too large")]
     Oversized,
     /// Not a well-formed JWS compact token, or a claim has the wrong type.
+    #[error("token is malformed")]
     Malformed,
     /// `alg: none`.
+    #[error("unsigned tokens (alg none) are not accepted")]
     AlgNone,
     /// `alg` is unsupported or not allowed for the issuer.
+    #[error("token signing algorithm is not allowed")]
     AlgNotAllowed,
     /// The key named by `kid` is of another type, or pinned to another `alg`.
+    #[error("token algorithm does not match its signing key")]
     AlgKeyMismatch,
     /// `iss` is missing or not a trusted issuer.
+    #[error("token issuer is not trusted")]
     UnknownIssuer,
     /// The `kid` belongs to another trusted issuer than the token's `iss`.
+    #[error("token is signed by a key of a different issuer")]
     WrongIssuer,
     /// No key of the issuer's set has the token's `kid` (a refetch may help).
+    #[error("token is signed by an unknown key")]
     UnknownKid {
         /// The configured issuer whose set lacks the key.
         issuer: String,
     },
     /// The issuer's remote key set has not been fetched, or is stale beyond its bound.
+    #[error("signing keys of the token issuer are unavailable")]
     KeysUnavailable {
         /// The configured issuer whose keys are missing.
         issuer: String,
     },
     /// The signature does not verify.
+    #[error("token signature is invalid")]
     BadSignature,
     /// No `exp` claim.
+    #[error("token has no expiry")]
     MissingExpiry,
     /// `exp` has passed (beyond the leeway).
+    #[error("token has expired")]
     Expired,
     /// `nbf` is in the future (beyond the leeway).
+    #[error("token is not valid yet")]
     NotYetValid,
     /// No `aud` claim.
+    #[error("token has no audience")]
     MissingAudience,
     /// `aud` names none of the accepted audiences.
+    #[error("token is not meant for this service")]
     WrongAudience,
     /// The subject claim is missing or empty.
+    #[error("token has no subject")]
     MissingSubject,
 }
 
@@ -104,31 +120,6 @@ impl TokenRejection {
         }
     }
 }
-
-impl fmt::Display for TokenRejection {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Oversized => "token is too large",
-            Self::Malformed => "token is malformed",
-            Self::AlgNone => "unsigned tokens (alg none) are not accepted",
-            Self::AlgNotAllowed => "token signing algorithm is not allowed",
-            Self::AlgKeyMismatch => "token algorithm does not match its signing key",
-            Self::UnknownIssuer => "token issuer is not trusted",
-            Self::WrongIssuer => "token is signed by a key of a different issuer",
-            Self::UnknownKid { .. } => "token is signed by an unknown key",
-            Self::KeysUnavailable { .. } => "signing keys of the token issuer are unavailable",
-            Self::BadSignature => "token signature is invalid",
-            Self::MissingExpiry => "token has no expiry",
-            Self::Expired => "token has expired",
-            Self::NotYetValid => "token is not valid yet",
-            Self::MissingAudience => "token has no audience",
-            Self::WrongAudience => "token is not meant for this service",
-            Self::MissingSubject => "token has no subject",
-        })
-    }
-}
-
-impl std::error::Error for TokenRejection {}
 
 /// Header fields beyond the ones the token library reads.
 #[derive(Debug, Clone, Default, Deserialize)]

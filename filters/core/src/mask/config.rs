@@ -23,8 +23,12 @@ use std::collections::BTreeMap;
 use base64::Engine;
 use serde::Deserialize;
 
-use super::style::{DEFAULT_KEEP_LAST, DEFAULT_MAX_SCAN_BYTES, DEFAULT_REDACT_TOKEN};
-use super::{DetectorKind, DetectorSet, MaskStyle, Masker, OverCapPolicy};
+use super::detector::DetectorSet;
+use super::kind::DetectorKind;
+use super::style::{
+    DEFAULT_KEEP_LAST, DEFAULT_MAX_SCAN_BYTES, DEFAULT_REDACT_TOKEN, MaskStyle, Masker,
+    OverCapPolicy,
+};
 use crate::config::ConfigError;
 
 /// Largest accepted `max_scan_bytes` (64 MiB): scanning is linear, but a cap

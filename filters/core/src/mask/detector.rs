@@ -1,126 +1,8 @@
-//! The detector trait, the fixed list of detectors, and scanning text with a set
-//! of them.
+//! Scanning text with a set of detectors.
 
 use std::ops::Range;
 
-use serde::{Deserialize, Serialize};
-
-use super::detectors;
-
-/// Finds one kind of sensitive value in text.
-///
-/// Implementations are hand-written scanners: each starts from a cheap anchor
-/// (a rare byte such as `@`, a literal such as `AKIA`, a digit run) and only then
-/// validates the candidate (checksums, prefixes, lengths). Ranges they report
-/// start and end on ASCII bytes, so masking never splits a UTF-8 character.
-pub trait Detector: Sync {
-    /// Which detector this is; its name appears in records.
-    fn kind(&self) -> DetectorKind;
-
-    /// Appends the byte ranges of every match in `text` to `out`, in ascending
-    /// order. Ranges reported by one detector never overlap each other.
-    fn find(&self, text: &[u8], out: &mut Vec<Range<usize>>);
-}
-
-/// The detectors gatehouse ships. The serde name is the stable name used in
-/// configuration and records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DetectorKind {
-    /// PEM private key blocks, `-----BEGIN … PRIVATE KEY-----` through `END`.
-    PrivateKey,
-    /// JSON Web Tokens: three base64url parts, header is JSON with `alg`.
-    Jwt,
-    /// AWS access key ids (`AKIA`/`ASIA` + 16 upper-case alphanumerics).
-    AwsAccessKey,
-    /// `password=…`, `api_key: …` and similar with a high-entropy value; only
-    /// the value is reported.
-    SecretAssignment,
-    /// E-mail addresses.
-    Email,
-    /// Payment card numbers (known IIN prefix and length, Luhn-valid).
-    PaymentCard,
-    /// IBANs (per-country length, mod-97 checksum).
-    Iban,
-    /// US social security numbers written `ddd-dd-dddd`, SSA validity rules.
-    UsSsn,
-    /// Phone numbers: E.164 `+…` forms and separated NANP forms.
-    Phone,
-}
-
-impl DetectorKind {
-    /// Every detector, in priority order: when two findings start at the same
-    /// byte and have the same length, the earlier kind here wins.
-    pub const ALL: [DetectorKind; 9] = [
-        DetectorKind::PrivateKey,
-        DetectorKind::Jwt,
-        DetectorKind::AwsAccessKey,
-        DetectorKind::SecretAssignment,
-        DetectorKind::Email,
-        DetectorKind::PaymentCard,
-        DetectorKind::Iban,
-        DetectorKind::UsSsn,
-        DetectorKind::Phone,
-    ];
-
-    /// Number of detectors.
-    pub const COUNT: usize = Self::ALL.len();
-
-    /// The stable name used in configuration and records.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DetectorKind::PrivateKey => "private_key",
-            DetectorKind::Jwt => "jwt",
-            DetectorKind::AwsAccessKey => "aws_access_key",
-            DetectorKind::SecretAssignment => "secret_assignment",
-            DetectorKind::Email => "email",
-            DetectorKind::PaymentCard => "payment_card",
-            DetectorKind::Iban => "iban",
-            DetectorKind::UsSsn => "us_ssn",
-            DetectorKind::Phone => "phone",
-        }
-    }
-
-    /// Looks a detector up by its stable name.
-    pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|k| k.as_str() == name)
-    }
-
-    /// Position in [`DetectorKind::ALL`]; used to index per-detector tables.
-    pub fn index(self) -> usize {
-        self as usize
-    }
-
-    /// The detector implementation.
-    pub fn detector(self) -> &'static dyn Detector {
-        match self {
-            DetectorKind::PrivateKey => &detectors::PrivateKeyDetector,
-            DetectorKind::Jwt => &detectors::JwtDetector,
-            DetectorKind::AwsAccessKey => &detectors::AwsAccessKeyDetector,
-            DetectorKind::SecretAssignment => &detectors::SecretAssignmentDetector,
-            DetectorKind::Email => &detectors::EmailDetector,
-            DetectorKind::PaymentCard => &detectors::PaymentCardDetector,
-            DetectorKind::Iban => &detectors::IbanDetector,
-            DetectorKind::UsSsn => &detectors::UsSsnDetector,
-            DetectorKind::Phone => &detectors::PhoneDetector,
-        }
-    }
-
-    /// Whether a match of this kind is a credential rather than personal data.
-    /// Credentials are never partially revealed.
-    pub fn is_secret(self) -> bool {
-        matches!(
-            self,
-            DetectorKind::PrivateKey | DetectorKind::Jwt | DetectorKind::SecretAssignment
-        )
-    }
-}
-
-impl std::fmt::Display for DetectorKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+use super::kind::DetectorKind;
 
 /// One sensitive value found in a text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -427,53 +309,54 @@ mod tests {
             .collect()
     }
 
-    /// Texts built from the bytes detectors care about, in every arrangement
-    /// a small generator reaches (deterministic, so failures reproduce).
-    fn generated_texts() -> Vec<Vec<u8>> {
-        let alphabet: &[u8; 34] = b"0123456789 -.+@=:AJKISBDEGaeyx()/_";
-        let mut state = 0x2545_f491_4f6c_dd1d_u64;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
-        (0..20_000)
-            .map(|_| {
-                let len = usize::try_from(next() % 40).unwrap();
-                (0..len)
-                    .map(|_| alphabet[usize::try_from(next() % 34).unwrap()])
-                    .collect()
-            })
-            .collect()
+    /// Texts of up to 39 bytes detectors care about, in any arrangement.
+    fn generated_text() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        let alphabet = b"0123456789 -.+@=:AJKISBDEGaeyx()/_".to_vec();
+        proptest::collection::vec(proptest::sample::select(alphabet), 0..40)
+    }
+
+    /// When `kind` matches `text`, the profile must not skip it; counts the
+    /// matches per kind in `seen`.
+    fn check_profile(text: &[u8], seen: &mut [usize; DetectorKind::COUNT]) -> Result<(), String> {
+        let profile = TextProfile::of(text);
+        for kind in DetectorKind::ALL {
+            let mut found = Vec::new();
+            kind.detector().find(text, &mut found);
+            if !found.is_empty() {
+                seen[kind.index()] += 1;
+                if !profile.may_hold(kind) {
+                    return Err(format!(
+                        "{kind} matches {:?} but the profile skips it",
+                        String::from_utf8_lossy(text)
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     #[test]
     fn the_profile_skips_only_detectors_that_find_nothing() {
-        let texts = corpus_texts()
-            .into_iter()
-            .map(String::into_bytes)
-            .chain(generated_texts());
-        let mut checked = [0usize; DetectorKind::COUNT];
-        for text in texts {
-            let profile = TextProfile::of(&text);
-            for kind in DetectorKind::ALL {
-                let mut found = Vec::new();
-                kind.detector().find(&text, &mut found);
-                if !found.is_empty() {
-                    checked[kind.index()] += 1;
-                    assert!(
-                        profile.may_hold(kind),
-                        "{kind} matches {:?} but the profile skips it",
-                        String::from_utf8_lossy(&text)
-                    );
-                }
-            }
+        let mut seen = [0usize; DetectorKind::COUNT];
+        for text in corpus_texts() {
+            check_profile(text.as_bytes(), &mut seen).unwrap();
         }
-        assert!(
-            checked.iter().all(|&n| n >= 40),
-            "matches seen: {checked:?}"
-        );
+        let seen = std::cell::Cell::new(seen);
+        let mut runner = proptest::test_runner::TestRunner::new(super::super::robustness::config(
+            20_000,
+            0x2545_F491_4F6C_DD1D,
+        ));
+        let outcome = runner.run(&generated_text(), |text| {
+            let mut counts = seen.get();
+            let checked = check_profile(&text, &mut counts);
+            seen.set(counts);
+            checked.map_err(proptest::test_runner::TestCaseError::fail)
+        });
+        if let Err(failure) = outcome {
+            panic!("{failure}");
+        }
+        let seen = seen.get();
+        assert!(seen.iter().all(|&n| n >= 40), "matches seen: {seen:?}");
     }
 
     #[test]

@@ -15,27 +15,22 @@
 //! structure, which the caller's decoder owns.
 
 use std::borrow::Cow;
-use std::fmt;
 use std::ops::Range;
 
+use super::detector::DetectorCounts;
 use super::detectors::{is_secret_key_name, is_secret_value};
-use super::{DetectorCounts, DetectorKind, MaskStyle, Masked, Masker};
+use super::kind::DetectorKind;
+use super::style::{MaskStyle, Masked, Masker, ValueType};
+use super::write::write_json_string;
 
 /// Why a document could not be scanned.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid JSON at byte {offset}: {reason}")]
 pub struct JsonMaskError {
     /// Byte offset of the problem.
     pub offset: usize,
     pub reason: &'static str,
 }
-
-impl fmt::Display for JsonMaskError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid JSON at byte {}: {}", self.offset, self.reason)
-    }
-}
-
-impl std::error::Error for JsonMaskError {}
 
 /// A masked JSON document.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,7 +116,7 @@ impl Masker {
                                 _ => self.mask_value(
                                     style,
                                     &decoded,
-                                    super::ValueType::Text,
+                                    ValueType::Text,
                                     Some(DetectorKind::SecretAssignment),
                                 ),
                             };
@@ -259,26 +254,6 @@ fn write_json_value(value: &Masked<'_>, out: &mut Vec<u8>) {
         Masked::Null => out.extend_from_slice(b"null"),
         Masked::Value(v) => write_json_string(v, out),
     }
-}
-
-/// Writes `text` as a JSON string literal with the escapes JSON requires.
-pub(crate) fn write_json_string(text: &[u8], out: &mut Vec<u8>) {
-    out.push(b'"');
-    for &b in text {
-        match b {
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            0..=0x1f => {
-                out.extend_from_slice(b"\\u00");
-                super::style::push_hex(&[b], out);
-            }
-            _ => out.push(b),
-        }
-    }
-    out.push(b'"');
 }
 
 #[cfg(test)]

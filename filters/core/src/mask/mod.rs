@@ -21,16 +21,19 @@ mod config;
 mod detector;
 mod detectors;
 mod json;
+mod kind;
 #[cfg(test)]
 #[allow(clippy::indexing_slicing)]
 mod robustness;
 mod stream;
 mod style;
+mod write;
 
 pub use config::{MAX_SCAN_BYTES_LIMIT, MaskConfig, detector_named, style_named};
-pub use detector::{Detector, DetectorCounts, DetectorKind, DetectorSet, Finding, scan};
+pub use detector::{DetectorCounts, DetectorSet, Finding, scan};
 pub use detectors::{is_secret_key_name, is_secret_value};
 pub use json::{JsonMaskError, JsonMasked};
+pub use kind::{Detector, DetectorKind};
 pub use stream::ValueStream;
 pub use style::{
     DEFAULT_KEEP_LAST, DEFAULT_MAX_SCAN_BYTES, DEFAULT_REDACT_TOKEN, MaskStyle, Masked, Masker,

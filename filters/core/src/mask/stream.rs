@@ -19,8 +19,8 @@
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use super::style::push_hex;
-use super::{MaskStyle, Masker};
+use super::style::{MaskStyle, Masker};
+use super::write::push_hex;
 
 /// A value being masked chunk by chunk; see the module documentation.
 pub struct ValueStream {

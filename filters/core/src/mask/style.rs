@@ -30,7 +30,9 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use super::{DetectorCounts, DetectorKind, DetectorSet, Finding};
+use super::detector::{DetectorCounts, DetectorSet, Finding};
+use super::kind::DetectorKind;
+use super::write::{push_hex, write_json_string};
 
 /// How a sensitive value is replaced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -376,7 +378,7 @@ impl Masker {
             ValueType::Json => {
                 let mut text = Vec::with_capacity(value.len().max(18));
                 self.write_text_mask(style, value, hint, &mut text);
-                super::json::write_json_string(&text, out);
+                write_json_string(&text, out);
             }
             ValueType::SmallInt | ValueType::Integer | ValueType::BigInt | ValueType::Numeric => {
                 if !hashing {
@@ -551,14 +553,6 @@ impl Masker {
 fn stars_per_char(value: &[u8], out: &mut Vec<u8>) {
     let chars = value.iter().filter(|&&b| (b & 0xC0) != 0x80).count();
     out.resize(out.len() + chars, b'*');
-}
-
-/// Appends `bytes` as lower-case hex.
-pub(crate) fn push_hex(bytes: &[u8], out: &mut Vec<u8>) {
-    let digit = |n: u8| if n < 10 { b'0' + n } else { b'a' + n - 10 };
-    for &b in bytes {
-        out.extend_from_slice(&[digit(b >> 4), digit(b & 0x0f)]);
-    }
 }
 
 fn format_uuid(bytes: &[u8; 16]) -> String {

@@ -11,19 +11,12 @@
 //! name written with any escape counts as interesting, since an escape could
 //! spell a rule's key.
 
-use std::fmt;
-
 /// Why a body is not JSON, with the byte offset where reading stopped.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("expected {expected} at byte {at}")]
 pub(super) struct NotJson {
     pub(super) expected: &'static str,
     pub(super) at: usize,
-}
-
-impl fmt::Display for NotJson {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "expected {} at byte {}", self.expected, self.at)
-    }
 }
 
 /// Bytes a string scan must stop at: the closing quote, an escape, and the

@@ -15,7 +15,7 @@
 //! once its length is sent: past the cap, its values are blanked instead.
 
 use super::config::{PastLimit, ResultLimit};
-use super::{MaskAction, SessionMasker};
+use super::{Disposition, SessionMasker};
 use crate::protocol::BackendMessage;
 use gatehouse_core::record::LimitedResult;
 
@@ -89,10 +89,10 @@ impl SessionMasker {
 
     /// A DataRow of `len` bytes: what replaces it when the limit withholds
     /// it; `None` when it goes on to masking.
-    pub(super) fn guard_row(&mut self, len: usize) -> Option<MaskAction> {
+    pub(super) fn guard_row(&mut self, len: usize) -> Option<Disposition> {
         if self.guard.state != Guard::Open {
             self.guard.withheld();
-            return Some(MaskAction::Withhold);
+            return Some(Disposition::Withhold);
         }
         let (limit, value) = self.guard.count(len)?;
         self.guard.delivered = self.guard.rows.saturating_sub(1);
@@ -142,12 +142,12 @@ impl SessionMasker {
                 .encode(&mut out);
             }
         }
-        Some(MaskAction::Replace(out))
+        Some(Disposition::Replace(out))
     }
 
     /// A server message other than DataRow while the limit withholds: the
     /// action that replaces the masker's own, if any.
-    pub(super) fn guard_message(&mut self, msg: &BackendMessage<'_>) -> Option<MaskAction> {
+    pub(super) fn guard_message(&mut self, msg: &BackendMessage<'_>) -> Option<Disposition> {
         match (self.guard.state, msg) {
             (_, BackendMessage::ReadyForQuery { .. }) => {
                 self.guard.state = Guard::Open;
@@ -161,7 +161,7 @@ impl SessionMasker {
                 | BackendMessage::ParameterStatus { .. }
                 | BackendMessage::NoticeResponse { .. },
             ) => None,
-            (Guard::Failed, _) => Some(MaskAction::Withhold),
+            (Guard::Failed, _) => Some(Disposition::Withhold),
             (Guard::Truncating, BackendMessage::CommandComplete { tag }) => {
                 // The client's count: the rows it got.
                 let delivered = self.guard.delivered;
@@ -178,7 +178,7 @@ impl SessionMasker {
                     tag: rewritten.as_bytes(),
                 }
                 .encode(&mut out);
-                Some(MaskAction::Replace(out))
+                Some(Disposition::Replace(out))
             }
             (
                 _,

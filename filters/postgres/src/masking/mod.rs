@@ -69,6 +69,7 @@ pub mod values;
 pub use config::{ColumnRule, MaskingPolicy, RuleTarget};
 pub use stream::StreamRewrite;
 
+pub use crate::disposition::Disposition;
 use crate::policy::Lexing;
 use crate::protocol::{BackendMessage, DataRowValues, DecodeError, FrontendMessage};
 use crate::sql::lineage::Taint;
@@ -93,20 +94,6 @@ const MAX_EXPECTED: usize = 64 * 1024;
 const FIRST_NORMAL_OID: u32 = 16_384;
 /// The largest row buffer kept for reuse between rows.
 const MAX_SPARE_ROW: usize = 64 * 1024;
-
-/// What to do with a server message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MaskAction {
-    /// Forward it as it is.
-    Unchanged,
-    /// Forward these bytes (a whole message, tag and length included) instead.
-    Replace(Vec<u8>),
-    /// The message answers the masker's own catalog lookup: the client never sees it.
-    Consume,
-    /// The message is the client's, but a result-size limit withholds it: the
-    /// engine still follows it (for its records), the client does not get it.
-    Withhold,
-}
 
 /// A description filled when the server answers the Describe that asked for it.
 type Slot = Rc<OnceCell<Rc<Vec<Field>>>>;
@@ -480,7 +467,7 @@ impl SessionMasker {
     }
 
     /// A server message after login: what to forward in its place.
-    pub fn on_backend(&mut self, msg: &BackendMessage<'_>) -> MaskAction {
+    pub fn on_backend(&mut self, msg: &BackendMessage<'_>) -> Disposition {
         match self.expected.front() {
             Some(Expect::Catalog) => return self.on_lookup_answer(msg),
             Some(Expect::CopyDescribe(_)) => return self.on_copy_describe_answer(msg),
@@ -491,14 +478,14 @@ impl SessionMasker {
         }
         let guarded = self.guard_message(msg);
         match (self.route(msg), guarded) {
-            (MaskAction::Consume, _) => MaskAction::Consume,
+            (Disposition::Drop, _) => Disposition::Drop,
             (_, Some(guarded)) => guarded,
             (action, None) => action,
         }
     }
 
     /// A server message of the client's: masked, and followed.
-    fn route(&mut self, msg: &BackendMessage<'_>) -> MaskAction {
+    fn route(&mut self, msg: &BackendMessage<'_>) -> Disposition {
         match msg {
             BackendMessage::RowDescription { body } => {
                 // A description that does not parse describes nothing: its
@@ -511,7 +498,7 @@ impl SessionMasker {
                         }
                         let own = matches!(self.expected.pop_front(), Some(Expect::OwnDescribe(_)));
                         if own {
-                            return MaskAction::Consume;
+                            return Disposition::Drop;
                         }
                     }
                     _ => {
@@ -528,7 +515,7 @@ impl SessionMasker {
                         });
                     }
                 }
-                MaskAction::Unchanged
+                Disposition::Pass
             }
             BackendMessage::NoData => {
                 if let Some(Expect::Describe(slot) | Expect::OwnDescribe(slot)) =
@@ -536,10 +523,10 @@ impl SessionMasker {
                 {
                     let _ = slot.set(Rc::new(Vec::new()));
                     if matches!(self.expected.pop_front(), Some(Expect::OwnDescribe(_))) {
-                        return MaskAction::Consume;
+                        return Disposition::Drop;
                     }
                 }
-                MaskAction::Unchanged
+                Disposition::Pass
             }
             BackendMessage::ParseComplete => {
                 if let Some(Expect::Parse { .. }) = self.expected.front()
@@ -557,7 +544,7 @@ impl SessionMasker {
                         }
                     }
                 }
-                MaskAction::Unchanged
+                Disposition::Pass
             }
             BackendMessage::BindComplete => {
                 if let Some(Expect::Bind { .. }) = self.expected.front()
@@ -581,7 +568,7 @@ impl SessionMasker {
                         self.portals.remove(&portal);
                     }
                 }
-                MaskAction::Unchanged
+                Disposition::Pass
             }
             BackendMessage::FunctionCallResponse { result } => {
                 self.on_function_result(msg, *result)
@@ -593,7 +580,7 @@ impl SessionMasker {
                 let mut row = Vec::new();
                 msg.encode(&mut row);
                 self.on_data_row(row.get(5..).unwrap_or_default())
-                    .unwrap_or(MaskAction::Consume)
+                    .unwrap_or(Disposition::Drop)
             }
             BackendMessage::CommandComplete { .. }
             | BackendMessage::EmptyQueryResponse
@@ -609,16 +596,16 @@ impl SessionMasker {
                     }
                     _ => self.query_plan = None,
                 }
-                MaskAction::Unchanged
+                Disposition::Pass
             }
             BackendMessage::CopyOutResponse(copy) | BackendMessage::CopyBothResponse(copy) => {
                 self.start_copy(copy);
-                MaskAction::Unchanged
+                Disposition::Pass
             }
             BackendMessage::CopyData { data } => self.on_copy_data(data),
             BackendMessage::CopyDone => {
                 self.copy = None;
-                MaskAction::Unchanged
+                Disposition::Pass
             }
             BackendMessage::ErrorResponse { fields } => {
                 if let Some(action) = self.copy_error(msg, fields) {
@@ -640,7 +627,7 @@ impl SessionMasker {
                 let masked = self.policy.masker.mask_text(payload);
                 self.detector_counts.merge(&masked.counts);
                 match masked.value {
-                    Masked::Value(Cow::Borrowed(_)) => MaskAction::Unchanged,
+                    Masked::Value(Cow::Borrowed(_)) => Disposition::Pass,
                     value => self.replace(BackendMessage::NotificationResponse {
                         pid: *pid,
                         channel,
@@ -662,9 +649,9 @@ impl SessionMasker {
                         break;
                     }
                 }
-                MaskAction::Unchanged
+                Disposition::Pass
             }
-            _ => MaskAction::Unchanged,
+            _ => Disposition::Pass,
         }
     }
 
@@ -675,13 +662,13 @@ impl SessionMasker {
         &mut self,
         msg: &BackendMessage<'_>,
         result: Option<&[u8]>,
-    ) -> MaskAction {
+    ) -> Disposition {
         let (binary, builtin) = match self.expected.front() {
             Some(Expect::FunctionCall { binary, builtin }) => (*binary, *builtin),
             _ => (true, false),
         };
         let Some(value) = result else {
-            return MaskAction::Unchanged;
+            return Disposition::Pass;
         };
         let mut plan = ColumnPlan::scanned(values::UNKNOWN_TYPE, binary);
         plan.opaque = !builtin && !self.policy.rules.is_empty();
@@ -692,7 +679,7 @@ impl SessionMasker {
         let masked = values::mask_value(&self.policy, plan, value, &mut counts);
         self.count(&counts);
         if masked.is_unchanged() {
-            return MaskAction::Unchanged;
+            return Disposition::Pass;
         }
         let _ = msg;
         self.replace(BackendMessage::FunctionCallResponse {
@@ -701,7 +688,7 @@ impl SessionMasker {
     }
 
     /// The answers to the catalog lookup, consumed.
-    fn on_lookup_answer(&mut self, msg: &BackendMessage<'_>) -> MaskAction {
+    fn on_lookup_answer(&mut self, msg: &BackendMessage<'_>) -> Disposition {
         match msg {
             BackendMessage::DataRow { values } => {
                 if let Some(resolved) = catalog::parse_row(values)
@@ -730,7 +717,7 @@ impl SessionMasker {
             }
             _ => {}
         }
-        MaskAction::Consume
+        Disposition::Drop
     }
 
     /// The server skips the rest of an extended-query batch after an error.
@@ -789,7 +776,7 @@ impl SessionMasker {
     /// column's plan and, from the first value that changes, the row is
     /// rewritten into the masker's spare buffer (the values before it are
     /// copied as they came). Errors are the row's decoding errors.
-    pub fn on_data_row(&mut self, body: &[u8]) -> Result<MaskAction, DecodeError> {
+    pub fn on_data_row(&mut self, body: &[u8]) -> Result<Disposition, DecodeError> {
         if matches!(
             self.expected.front(),
             Some(Expect::Catalog | Expect::CopyDescribe(_))
@@ -857,9 +844,9 @@ impl SessionMasker {
                 if let Some(field) = bytes.get_mut(1..5) {
                     field.copy_from_slice(&len.to_be_bytes());
                 }
-                MaskAction::Replace(bytes)
+                Disposition::Replace(bytes)
             }
-            None => MaskAction::Unchanged,
+            None => Disposition::Pass,
         })
     }
 
@@ -925,7 +912,7 @@ impl SessionMasker {
         msg: &BackendMessage<'_>,
         fields: &[(u8, &[u8])],
         quoted: bool,
-    ) -> MaskAction {
+    ) -> Disposition {
         let mut changed = false;
         let mut out: Vec<(u8, Cow<'_, [u8]>)> = Vec::with_capacity(fields.len());
         for &(code, value) in fields {
@@ -961,7 +948,7 @@ impl SessionMasker {
             }
         }
         if !changed || self.is_exempt() {
-            return MaskAction::Unchanged;
+            return Disposition::Pass;
         }
         let fields: Vec<(u8, &[u8])> = out.iter().map(|(c, v)| (*c, v.as_ref())).collect();
         let rebuilt = match msg {
@@ -1028,13 +1015,13 @@ impl SessionMasker {
         Some(out)
     }
 
-    fn replace(&self, msg: BackendMessage<'_>) -> MaskAction {
+    fn replace(&self, msg: BackendMessage<'_>) -> Disposition {
         if self.is_exempt() {
-            return MaskAction::Unchanged;
+            return Disposition::Pass;
         }
         let mut bytes = Vec::new();
         msg.encode(&mut bytes);
-        MaskAction::Replace(bytes)
+        Disposition::Replace(bytes)
     }
 
     fn count(&mut self, counts: &ValueCounts) {

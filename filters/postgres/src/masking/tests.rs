@@ -816,12 +816,12 @@ fn before_the_lookup_answers_table_rules_match_by_column_name() {
     let description = row_description(&[("ssn", 1, 1, TEXT, 0)]);
     assert_eq!(
         masker.on_backend(&BackendMessage::RowDescription { body: &description }),
-        MaskAction::Unchanged
+        Disposition::Pass
     );
     let action = masker.on_backend(&BackendMessage::DataRow {
         values: vec![Some(b"no pattern here")],
     });
-    assert_eq!(action, MaskAction::Replace(data_row(&[Some(b"****")])));
+    assert_eq!(action, Disposition::Replace(data_row(&[Some(b"****")])));
     assert_eq!(masker.take_counts().unwrap().rules["customer-ssn"], 1);
 }
 

@@ -14,7 +14,8 @@
 //!
 //! Without the approval service, `require_approval` refuses like a denial.
 
-use super::{Action, Pending, Session, StatementText};
+use super::ledger::{Injected, Pending};
+use super::{Disposition, Session, StatementText};
 use crate::approval::{ApprovalAsk, ApprovalCall, ApprovalGate, GateAnswer, REASON_REPLACEMENT};
 use crate::deny;
 use crate::protocol::{self as pg, FrontendMessage};
@@ -73,7 +74,7 @@ impl Session {
 
     /// A Query that only sets the session's reason: remembered, recorded, and
     /// replaced by [`REASON_REPLACEMENT`]. `None` for any other text.
-    pub(super) fn set_reason_query(&mut self, sql: &[u8], now_us: u64) -> Option<Action> {
+    pub(super) fn set_reason_query(&mut self, sql: &[u8], now_us: u64) -> Option<Disposition> {
         let approvals = self.approvals.as_mut()?;
         if !starts_with_set(sql) {
             return None;
@@ -86,7 +87,7 @@ impl Session {
             sql: REASON_REPLACEMENT.as_bytes(),
         }
         .encode(&mut out);
-        Some(Action::Replace(out))
+        Some(Disposition::Replace(out))
     }
 
     /// Whether the approval service decides about `decision` (an enforced
@@ -157,10 +158,10 @@ impl Session {
 
     /// A Bind (already registered) to a gated statement: checked with its
     /// parameters. `None` when the statement is not gated.
-    pub(super) fn gate_bind(&mut self, bind: &pg::Bind<'_>, now_us: u64) -> Option<Action> {
+    pub(super) fn gate_bind(&mut self, bind: &pg::Bind<'_>, now_us: u64) -> Option<Disposition> {
         let statement = super::server_name(bind.statement);
         let sql = self.approvals.as_ref()?.gated.get(statement)?.clone();
-        let text = self.statements_by_name.get(statement)?.clone();
+        let text = self.ledger.statements.get(statement)?.clone();
         let decision = text.decision.clone()?;
         let (text, replacement) = match self.gate(&decision, &sql, &bind.params, now_us) {
             Gated::Run(approval) => (with_approval(&text, approval), None),
@@ -177,22 +178,26 @@ impl Session {
                 (text, Some(out))
             }
         };
-        if let Some(portal) = self.portals.get_mut(super::server_name(bind.portal)) {
+        if let Some(portal) = self.ledger.portals.get_mut(super::server_name(bind.portal)) {
             portal.text = Some(text);
         }
         let replacement = replacement?;
         // The server answers CloseComplete and ParseComplete before the
         // BindComplete the client is owed: those two are dropped.
-        let bind_entry = self.pending.pop_back();
-        self.pending.push_back(Pending::DenialPrelude);
-        self.pending.push_back(Pending::DenialPrelude);
-        self.pending.extend(bind_entry);
-        Some(Action::Replace(replacement))
+        let bind_entry = self.ledger.requests.pop_back();
+        self.ledger
+            .requests
+            .push_back(Pending::Injected(Injected::DenialPrelude));
+        self.ledger
+            .requests
+            .push_back(Pending::Injected(Injected::DenialPrelude));
+        self.ledger.requests.extend(bind_entry);
+        Some(Disposition::Replace(replacement))
     }
 
     /// Marks the statements of the Query just enqueued as run under `approval`.
     pub(super) fn attach_approval_to_last_query(&mut self, approval: &ApprovalRef) {
-        if let Some(Pending::Query(runs)) = self.pending.back_mut() {
+        if let Some(Pending::Query(runs)) = self.ledger.requests.back_mut() {
             for run in runs {
                 if let Some(text) = run.text.as_mut() {
                     *text = with_approval(text, approval.clone());

@@ -15,7 +15,8 @@
 //! routine fields on the way back.
 
 use super::approvals::Gated;
-use super::{Action, Pending, Phase, Session, StatementRun, StatementText};
+use super::ledger::{Injected, Pending};
+use super::{Disposition, Phase, Session, StatementRun, StatementText};
 use crate::deny;
 use crate::framing::{Forward, Output};
 use crate::guard::StatementPolicy;
@@ -63,14 +64,14 @@ impl Session {
         Lexing {
             // Anything unanswered may change a setting before the server reads
             // the text being judged (its report comes with ReadyForQuery).
-            settings_in_flight: !self.pending.is_empty(),
+            settings_in_flight: !self.ledger.requests.is_empty(),
             ..self.server_lexing.clone()
         }
     }
 
     /// Ends the session because the server reported a client encoding the filter
     /// cannot read: the client gets a FATAL in place of the report.
-    fn end_for_encoding(&mut self, value: &str, now_us: u64) -> Action {
+    fn end_for_encoding(&mut self, value: &str, now_us: u64) -> Disposition {
         let reason = if self.phase == Phase::Authenticating {
             EndReason::StartupRefused
         } else {
@@ -91,8 +92,8 @@ impl Session {
         let mut out = Output::new(&[]);
         self.fail(super::Dir::Backend, failure, &mut out, now_us);
         match out.finish(false).forward {
-            Forward::Replace(bytes) => Action::Replace(bytes),
-            Forward::Unchanged => Action::Drop,
+            Forward::Replace(bytes) => Disposition::Replace(bytes),
+            Forward::Unchanged => Disposition::Drop,
         }
     }
 
@@ -110,7 +111,7 @@ impl Session {
         name: &[u8],
         value: &[u8],
         now_us: u64,
-    ) -> Option<Action> {
+    ) -> Option<Disposition> {
         let value = String::from_utf8_lossy(value);
         match name {
             b"standard_conforming_strings" => {
@@ -150,14 +151,14 @@ impl Session {
 
     /// A simple Query: enqueued as usual when allowed; when blocked, recorded as one
     /// denied statement (the whole text) and replaced by the raising block.
-    pub(super) fn enforce_query(&mut self, sql: &[u8], now_us: u64) -> Action {
+    pub(super) fn enforce_query(&mut self, sql: &[u8], now_us: u64) -> Disposition {
         if let Some(action) = self.set_reason_query(sql, now_us) {
             return action;
         }
         let decision = self.judge_text(sql, now_us);
         let Some(blocking) = decision.clone().filter(|d| self.applies(d)) else {
             self.enqueue_query(sql, false, decision, now_us);
-            return Action::Pass;
+            return Disposition::Pass;
         };
         let mut hint = String::new();
         if self.approval_applies(&blocking) {
@@ -165,7 +166,7 @@ impl Session {
                 Gated::Run(approval) => {
                     self.enqueue_query(sql, false, decision, now_us);
                     self.attach_approval_to_last_query(&approval);
-                    return Action::Pass;
+                    return Disposition::Pass;
                 }
                 Gated::Refuse(_, refusal_hint) => hint = refusal_hint,
             }
@@ -175,8 +176,8 @@ impl Session {
         text.decision = Some(blocking);
         let mut run = StatementRun::new(PgProtocol::Simple, Some(Arc::new(text)), now_us);
         run.bytes_from_client = std::mem::take(&mut self.frontend_bytes_since_record);
-        self.pending.push_back(Pending::Query([run].into()));
-        Action::Replace(deny::query(&denial))
+        self.ledger.requests.push_back(Pending::Query([run].into()));
+        Disposition::Replace(deny::query(&denial))
     }
 
     /// A Parse: registered with its decision; a blocked one is remembered by name
@@ -186,22 +187,22 @@ impl Session {
         name: &[u8],
         sql: &[u8],
         now_us: u64,
-    ) -> Result<Action, String> {
+    ) -> Result<Disposition, String> {
         let decision = self.judge_text(sql, now_us);
         self.register_statement(name.to_vec(), sql, false, decision.clone());
         self.forget_gated(name);
         let key = super::server_name(name);
         let Some(blocking) = decision.filter(|d| self.applies(d)) else {
             self.denied_statements.remove(key);
-            return Ok(Action::Pass);
+            return Ok(Disposition::Pass);
         };
         // Approval is checked at each Bind, with the parameters.
         if self.approval_applies(&blocking)
-            && self.statements_by_name.contains_key(key)
+            && self.ledger.statements.contains_key(key)
             && self.gate_parse(name, sql)
         {
             self.denied_statements.remove(key);
-            return Ok(Action::Pass);
+            return Ok(Disposition::Pass);
         }
         if !self.denied_statements.contains_key(key)
             && self.denied_statements.len() >= self.config.max_prepared_statements
@@ -212,7 +213,7 @@ impl Session {
             ));
         }
         let message = deny::denial_message(&blocking);
-        let text = match self.statements_by_name.get(key) {
+        let text = match self.ledger.statements.get(key) {
             Some(text) if text.decision.as_ref() == Some(&blocking) => text.clone(),
             _ => {
                 let mut text = self.statement_text(sql, false);
@@ -221,12 +222,12 @@ impl Session {
             }
         };
         self.denied_statements.insert(key.to_vec(), text);
-        Ok(Action::Replace(deny::parse(name, &message)))
+        Ok(Disposition::Replace(deny::parse(name, &message)))
     }
 
     /// A Bind (already registered): to a denied statement it loses its
     /// parameters; to one needing approval it is checked with them.
-    pub(super) fn enforce_bind(&mut self, bind: &pg::Bind<'_>, now_us: u64) -> Action {
+    pub(super) fn enforce_bind(&mut self, bind: &pg::Bind<'_>, now_us: u64) -> Disposition {
         if let Some(action) = self.gate_bind(bind, now_us) {
             return action;
         }
@@ -236,16 +237,16 @@ impl Session {
             .get(super::server_name(statement))
             .cloned()
         else {
-            return Action::Pass;
+            return Disposition::Pass;
         };
-        if let Some(entry) = self.portals.get_mut(super::server_name(portal)) {
+        if let Some(entry) = self.ledger.portals.get_mut(super::server_name(portal)) {
             entry.text = Some(text);
         }
-        Action::Replace(deny::bind(portal, statement))
+        Disposition::Replace(deny::bind(portal, statement))
     }
 
     /// A Describe: of a denied statement it makes the server raise the denial.
-    pub(super) fn enforce_describe(&mut self, kind: u8, name: &[u8], now_us: u64) -> Action {
+    pub(super) fn enforce_describe(&mut self, kind: u8, name: &[u8], now_us: u64) -> Disposition {
         let denied = (kind == b'S')
             .then(|| {
                 self.denied_statements
@@ -254,15 +255,17 @@ impl Session {
             })
             .flatten();
         let Some(text) = denied else {
-            self.pending.push_back(Pending::Describe);
-            return Action::Pass;
+            self.ledger.requests.push_back(Pending::Describe);
+            return Disposition::Pass;
         };
         let mut run = StatementRun::new(PgProtocol::Extended, Some(text), now_us);
         run.statement_name = super::non_empty(name);
         run.bytes_from_client = std::mem::take(&mut self.frontend_bytes_since_record);
-        self.pending.push_back(Pending::DenialBind);
-        self.pending.push_back(Pending::Execute(run));
-        Action::Replace(deny::describe_replacement(name))
+        self.ledger
+            .requests
+            .push_back(Pending::Injected(Injected::DenialBind));
+        self.ledger.requests.push_back(Pending::Execute(run));
+        Disposition::Replace(deny::describe_replacement(name))
     }
 
     /// A Close of a statement forgets a denial of its name.
@@ -276,34 +279,38 @@ impl Session {
     /// What the client gets in place of a server message that answers a denial:
     /// nothing for the private portal's BindComplete, a clean error for the raised
     /// denial. `None` for every other message.
-    pub(super) fn denial_reply(&mut self, msg: &BackendMessage<'_>, now_us: u64) -> Option<Action> {
+    pub(super) fn denial_reply(
+        &mut self,
+        msg: &BackendMessage<'_>,
+        now_us: u64,
+    ) -> Option<Disposition> {
         match msg {
             BackendMessage::BindComplete
-                if matches!(self.pending.front(), Some(Pending::DenialBind)) =>
+                if matches!(
+                    self.ledger.requests.front(),
+                    Some(Pending::Injected(Injected::DenialBind))
+                ) =>
             {
-                self.pending.pop_front();
-                Some(Action::Drop)
+                self.ledger.requests.pop_front();
+                Some(Disposition::Drop)
             }
             BackendMessage::CloseComplete | BackendMessage::ParseComplete
-                if matches!(self.pending.front(), Some(Pending::DenialPrelude)) =>
+                if matches!(
+                    self.ledger.requests.front(),
+                    Some(Pending::Injected(Injected::DenialPrelude))
+                ) =>
             {
-                self.pending.pop_front();
-                Some(Action::Drop)
+                self.ledger.requests.pop_front();
+                Some(Disposition::Drop)
             }
             BackendMessage::ErrorResponse { fields } => {
-                let text = match self.pending.front()? {
-                    Pending::Query(runs) => runs.front()?.text.as_ref()?,
-                    Pending::Execute(run) | Pending::FunctionCall(Some(run)) => {
-                        run.text.as_ref()?
-                    }
-                    _ => return None,
-                };
+                let text = self.ledger.answering_run()?.text.as_ref()?;
                 let decision = text.decision.as_ref().filter(|d| d.action.blocks())?;
                 if !deny::is_denial(fields, &deny::denial_message(decision)) {
                     return None;
                 }
                 self.on_error_response(super::statement_error(fields), now_us);
-                Some(Action::Replace(deny::client_error(fields)))
+                Some(Disposition::Replace(deny::client_error(fields)))
             }
             _ => None,
         }

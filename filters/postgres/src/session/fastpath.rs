@@ -16,7 +16,8 @@
 //!   lookup found, and refused otherwise; a refused call's function is named by
 //!   a second lookup sent ahead of the refusal, for its record.
 
-use super::{Action, Pending, Session, StatementText};
+use super::ledger::{Injected, Owner, Pending};
+use super::{Disposition, Session, StatementText};
 use crate::deny;
 use crate::fastpath::{self, FunctionName, Signature};
 use crate::protocol::{self as pg, BackendMessage, FrontendMessage};
@@ -94,10 +95,11 @@ impl Session {
     /// the engine's own queries sent ahead of it.
     pub(super) fn frontend_with_own_requests(
         &mut self,
+        msg: &FrontendMessage<'_>,
         tag: u8,
         body: &[u8],
         now_us: u64,
-    ) -> Result<Action, String> {
+    ) -> Result<Disposition, String> {
         let first_request = matches!(tag, pg::QUERY_TAG | pg::PARSE_TAG | pg::FUNCTION_CALL_TAG);
         let may_send = !self.fast_path.batch_open && self.mode.is_enforce();
         if self.fast_path.lookup == Lookup::Due && first_request {
@@ -109,8 +111,8 @@ impl Session {
                 self.fast_path.ahead.push(OwnRequest::FastPathFunctions);
             }
         }
-        let queued = self.pending.len();
-        let result = self.frontend_with_masking(tag, body, now_us);
+        let queued = self.ledger.requests.len();
+        let result = self.frontend_with_masking(msg, tag, body, now_us);
         self.note_batch_message(tag);
         let ahead = std::mem::take(&mut self.fast_path.ahead);
         let action = result?;
@@ -128,22 +130,24 @@ impl Session {
             }
             .encode(&mut bytes);
             // Before the client message's own requests: its answers come first.
-            let at = (queued + i).min(self.pending.len());
-            self.pending.insert(at, Pending::Own(request));
+            let at = (queued + i).min(self.ledger.requests.len());
+            self.ledger
+                .requests
+                .insert(at, Pending::Injected(Injected::FastPath(request)));
         }
         Ok(match action {
-            Action::Pass => {
+            Disposition::Pass => {
                 bytes.push(tag);
                 let len = u32::try_from(body.len() + 4).unwrap_or(u32::MAX);
                 bytes.extend_from_slice(&len.to_be_bytes());
                 bytes.extend_from_slice(body);
-                Action::Replace(bytes)
+                Disposition::Replace(bytes)
             }
-            Action::Replace(rest) => {
+            Disposition::Replace(rest) => {
                 bytes.extend_from_slice(&rest);
-                Action::Replace(bytes)
+                Disposition::Replace(bytes)
             }
-            Action::Drop => Action::Replace(bytes),
+            Disposition::Drop | Disposition::Withhold => Disposition::Replace(bytes),
         })
     }
 
@@ -161,7 +165,7 @@ impl Session {
 
     /// Whether the next server message answers one of the engine's own queries.
     pub(super) fn answering_own_request(&self) -> bool {
-        matches!(self.pending.front(), Some(Pending::Own(_)))
+        self.ledger.front_is_injected(Owner::FastPath)
     }
 
     /// A server message answering one of the engine's own queries: consumed,
@@ -171,13 +175,13 @@ impl Session {
         tag: u8,
         body: &[u8],
         now_us: u64,
-    ) -> Result<Action, String> {
+    ) -> Result<Disposition, String> {
         let msg = BackendMessage::decode(tag, body).map_err(|e| e.to_string())?;
         match msg {
             BackendMessage::ParameterStatus { .. }
             | BackendMessage::NoticeResponse { .. }
             | BackendMessage::NotificationResponse { .. } => {
-                return self.backend_with_masking(tag, body, now_us);
+                return self.backend_decoded_with_masking(msg, tag, body, now_us);
             }
             BackendMessage::RowDescription { .. }
             | BackendMessage::CommandComplete { .. }
@@ -185,15 +189,18 @@ impl Session {
             BackendMessage::DataRow { values } => self.on_own_row(&values),
             BackendMessage::ErrorResponse { .. } => {
                 if matches!(
-                    self.pending.front(),
-                    Some(Pending::Own(OwnRequest::FastPathFunctions))
+                    self.ledger.requests.front(),
+                    Some(Pending::Injected(Injected::FastPath(
+                        OwnRequest::FastPathFunctions
+                    )))
                 ) {
                     self.fast_path.lookup = Lookup::Unavailable;
                     self.fast_path.functions.clear();
                 }
             }
             BackendMessage::ReadyForQuery { .. } => {
-                if let Some(Pending::Own(OwnRequest::FastPathFunctions)) = self.pending.pop_front()
+                if let Some(Pending::Injected(Injected::FastPath(OwnRequest::FastPathFunctions))) =
+                    self.ledger.requests.pop_front()
                     && self.fast_path.lookup == Lookup::Sent
                 {
                     self.fast_path.lookup = Lookup::Done;
@@ -206,23 +213,25 @@ impl Session {
                 ));
             }
         }
-        Ok(Action::Drop)
+        Ok(Disposition::Drop)
     }
 
     fn on_own_row(&mut self, values: &[Option<&[u8]>]) {
-        match self.pending.front() {
-            Some(Pending::Own(OwnRequest::FastPathFunctions)) => {
+        match self.ledger.requests.front() {
+            Some(Pending::Injected(Injected::FastPath(OwnRequest::FastPathFunctions))) => {
                 if let Some((oid, signature)) = fastpath::parse_lookup_row(values) {
                     self.fast_path.functions.insert(oid, signature);
                 }
             }
-            Some(Pending::Own(OwnRequest::FunctionName { args, .. })) => {
+            Some(Pending::Injected(Injected::FastPath(OwnRequest::FunctionName {
+                args, ..
+            }))) => {
                 let args = *args;
                 let Some((schema, name)) = fastpath::parse_name_row(values) else {
                     return;
                 };
                 // The refused call is the next request.
-                let decision = match self.pending.get(1) {
+                let decision = match self.ledger.requests.get(1) {
                     Some(Pending::FunctionCall(Some(run))) => {
                         run.text.as_ref().and_then(|t| t.decision.clone())
                     }
@@ -232,7 +241,7 @@ impl Session {
                 let mut named = self.statement_text(sql.as_bytes(), false);
                 named.kind = None;
                 named.decision = decision;
-                if let Some(Pending::FunctionCall(Some(run))) = self.pending.get_mut(1) {
+                if let Some(Pending::FunctionCall(Some(run))) = self.ledger.requests.get_mut(1) {
                     run.text = Some(Arc::new(named));
                 }
             }
@@ -248,9 +257,9 @@ impl Session {
         &mut self,
         call: &pg::FunctionCall<'_>,
         now_us: u64,
-    ) -> Action {
+    ) -> Disposition {
         if self.statement_policy.is_none() && self.token_login.is_none() {
-            return Action::Pass;
+            return Disposition::Pass;
         }
         let (sql, decision) = match self.fast_path.functions.get(&call.oid) {
             Some(signature) => {
@@ -276,12 +285,12 @@ impl Session {
         // Recorded as the function call it is, described by the judged text.
         text.kind = None;
         text.decision = decision.clone();
-        if let Some(Pending::FunctionCall(Some(run))) = self.pending.back_mut() {
+        if let Some(Pending::FunctionCall(Some(run))) = self.ledger.requests.back_mut() {
             run.text = Some(Arc::new(text));
         }
         match decision.filter(|d| self.applies(d)) {
-            Some(blocking) => Action::Replace(deny::query(&deny::denial_message(&blocking))),
-            None => Action::Pass,
+            Some(blocking) => Disposition::Replace(deny::query(&deny::denial_message(&blocking))),
+            None => Disposition::Pass,
         }
     }
 

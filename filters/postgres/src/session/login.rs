@@ -17,7 +17,7 @@
 //! server error (an unknown database, say) becomes a generic refusal, so names
 //! cannot be probed without a valid token.
 
-use super::{Action, Phase, Session};
+use super::{Disposition, Phase, Session};
 use crate::login::{Authenticator, LoginRefusal};
 use crate::protocol::{self as pg, BackendMessage, FrontendMessage};
 use gatehouse_core::identity::Identity;
@@ -180,10 +180,14 @@ impl Session {
     }
 
     /// The client's PasswordMessage under token login.
-    pub(super) fn on_token_password(&mut self, data: &[u8], now_us: u64) -> Result<Action, String> {
+    pub(super) fn on_token_password(
+        &mut self,
+        data: &[u8],
+        now_us: u64,
+    ) -> Result<Disposition, String> {
         let role = self.client.user.clone();
         let Some(login) = self.token_login.as_mut() else {
-            return Ok(Action::Pass);
+            return Ok(Disposition::Pass);
         };
         if !matches!(login.stage, Stage::AwaitingPassword) {
             return Err("password message before the gateway asked for it".into());
@@ -192,7 +196,7 @@ impl Session {
         login.stage = Stage::Verifying(outcome);
         let mut sync = Vec::with_capacity(5);
         FrontendMessage::Sync.encode(&mut sync);
-        Ok(Action::Replace(sync))
+        Ok(Disposition::Replace(sync))
     }
 
     /// A server message while a token login is under way.
@@ -202,7 +206,7 @@ impl Session {
         tag: u8,
         body: &[u8],
         now_us: u64,
-    ) -> Result<Action, String> {
+    ) -> Result<Disposition, String> {
         let Some(login) = self.token_login.as_mut() else {
             return Err("token login state missing".into());
         };
@@ -212,7 +216,7 @@ impl Session {
             (BackendMessage::Authentication { code: 0, .. }, Step::AwaitingServer) => {
                 login.held.extend_from_slice(&framed(tag, body));
                 login.stage = Stage::AwaitingPassword;
-                Ok(Action::Replace(CLEARTEXT_PASSWORD_REQUEST.to_vec()))
+                Ok(Disposition::Replace(CLEARTEXT_PASSWORD_REQUEST.to_vec()))
             }
             (BackendMessage::Authentication { code, .. }, _) => Ok(self.refuse_login(
                 "28000",
@@ -223,7 +227,7 @@ impl Session {
                 now_us,
             )),
             (BackendMessage::NegotiateProtocolVersion { .. }, Step::AwaitingServer) => {
-                Ok(Action::Pass)
+                Ok(Disposition::Pass)
             }
             (BackendMessage::ErrorResponse { fields }, _) => {
                 let error = super::statement_error(fields);
@@ -259,7 +263,7 @@ impl Session {
                     _ => {}
                 }
                 login.held.extend_from_slice(&framed(tag, body));
-                Ok(Action::Drop)
+                Ok(Disposition::Drop)
             }
             (BackendMessage::ReadyForQuery { .. }, Step::Verifying) => {
                 let Stage::Verifying(outcome) = std::mem::take(&mut login.stage) else {
@@ -298,7 +302,7 @@ impl Session {
         held: Vec<u8>,
         protocol_version: String,
         now_us: u64,
-    ) -> Action {
+    ) -> Disposition {
         self.client = PgClient {
             identity: Some(identity.clone()),
             ..(*self.client).clone()
@@ -314,7 +318,7 @@ impl Session {
             protocol_version,
             login_refusal: None,
         }));
-        Action::Replace(held)
+        Disposition::Replace(held)
     }
 
     /// Ends the session with a FATAL for the client in place of the server's answer.
@@ -325,7 +329,7 @@ impl Session {
         detail: String,
         identity: Option<Box<Identity>>,
         now_us: u64,
-    ) -> Action {
+    ) -> Disposition {
         if let Some(login) = self.token_login.as_mut() {
             login.held = Vec::new();
         }
@@ -341,6 +345,6 @@ impl Session {
         self.backend.discarding = true;
         self.close_requested = true;
         self.end_session(EndReason::AuthenticationFailed, Some(detail), now_us);
-        Action::Replace(pg::fatal_error(sqlstate, message))
+        Disposition::Replace(pg::fatal_error(sqlstate, message))
     }
 }

@@ -2,8 +2,8 @@
 //! message as the server receives it, every server message after login, and
 //! the bytes of server messages that stream through.
 
-use super::{Action, Dir, Pending, Phase, Session};
-use crate::masking::{MaskAction, SessionMasker};
+use super::{Dir, Disposition, Phase, Session};
+use crate::masking::SessionMasker;
 use crate::protocol::{self as pg, BackendMessage, FrontendMessage};
 use gatehouse_core::identity::Identity;
 use gatehouse_core::policy::Decision;
@@ -23,12 +23,13 @@ impl Session {
     /// ahead of its Execute, and the requests the server will answer).
     pub(super) fn frontend_with_masking(
         &mut self,
+        msg: &FrontendMessage<'_>,
         tag: u8,
         body: &[u8],
         now_us: u64,
-    ) -> Result<Action, String> {
+    ) -> Result<Disposition, String> {
         if self.masker.is_none() || self.phase != Phase::Ready {
-            return self.on_frontend_message(tag, body, now_us);
+            return self.on_frontend_message(msg, tag, now_us);
         }
         let identity = self
             .policy_identity
@@ -38,7 +39,7 @@ impl Session {
             tag,
             pg::COPY_DATA_TAG | pg::COPY_DONE_TAG | pg::COPY_FAIL_TAG | pg::TERMINATE_TAG
         );
-        let idle = self.pending.is_empty();
+        let idle = self.ledger.requests.is_empty();
         // Messages of the masker's own, sent ahead of the client's.
         let mut ahead = None;
         if let Some(masker) = self.masker.as_mut() {
@@ -57,23 +58,21 @@ impl Session {
         let may_describe_copy = idle
             && matches!(tag, pg::QUERY_TAG | pg::PARSE_TAG | pg::BIND_TAG)
             && self.mode.is_enforce();
-        let action = self.on_frontend_message(tag, body, now_us)?;
+        let action = self.on_frontend_message(msg, tag, now_us)?;
         if let Some(masker) = self.masker.as_mut() {
             match &action {
-                Action::Pass => {
-                    if let Ok(msg) = FrontendMessage::decode(tag, body) {
-                        // The portal's columns, described ahead of its rows
-                        // (a shadow session adds no traffic: its unknown
-                        // columns are masked whole).
-                        if self.mode.is_enforce()
-                            && let Some(describe) = masker.describe_ahead_of_execute(&msg)
-                        {
-                            ahead
-                                .get_or_insert_with(Vec::new)
-                                .extend_from_slice(&describe);
-                        }
-                        masker.on_frontend(&msg);
+                Disposition::Pass => {
+                    // The portal's columns, described ahead of its rows (a
+                    // shadow session adds no traffic: its unknown columns
+                    // are masked whole).
+                    if self.mode.is_enforce()
+                        && let Some(describe) = masker.describe_ahead_of_execute(msg)
+                    {
+                        ahead
+                            .get_or_insert_with(Vec::new)
+                            .extend_from_slice(&describe);
                     }
+                    masker.on_frontend(msg);
                     // A COPY's columns, described ahead of it (see
                     // `crate::masking::copy`).
                     if may_describe_copy && let Some(describe) = masker.take_copy_describe() {
@@ -82,69 +81,87 @@ impl Session {
                             .extend_from_slice(&describe);
                     }
                 }
-                Action::Replace(bytes) => observe_frames(masker, bytes),
-                Action::Drop => {}
+                Disposition::Replace(bytes) => observe_frames(masker, bytes),
+                Disposition::Drop | Disposition::Withhold => {}
             }
         }
         Ok(match (ahead, action) {
             (None, action) => action,
-            (Some(mut bytes), Action::Pass) => {
+            (Some(mut bytes), Disposition::Pass) => {
                 bytes.push(tag);
                 let len = u32::try_from(body.len() + 4).unwrap_or(u32::MAX);
                 bytes.extend_from_slice(&len.to_be_bytes());
                 bytes.extend_from_slice(body);
-                Action::Replace(bytes)
+                Disposition::Replace(bytes)
             }
-            (Some(mut bytes), Action::Replace(rest)) => {
+            (Some(mut bytes), Disposition::Replace(rest)) => {
                 bytes.extend_from_slice(&rest);
-                Action::Replace(bytes)
+                Disposition::Replace(bytes)
             }
-            (Some(bytes), Action::Drop) => Action::Replace(bytes),
+            (Some(bytes), Disposition::Drop | Disposition::Withhold) => Disposition::Replace(bytes),
         })
     }
 
     /// A server message: the masker's rewrite, unless the engine itself
-    /// replaces or drops the message.
+    /// replaces or drops the message. Decoded once, here, except a DataRow
+    /// that only masking reads.
     pub(super) fn backend_with_masking(
         &mut self,
         tag: u8,
         body: &[u8],
         now_us: u64,
-    ) -> Result<Action, String> {
-        let masking = self.masker.is_some() && matches!(self.phase, Phase::Ready | Phase::Finished);
-        if !masking || self.owed_client_error.is_some() {
-            return self.on_backend_message(tag, body, now_us);
-        }
-        if tag == pg::DATA_ROW_TAG {
+    ) -> Result<Disposition, String> {
+        if tag == pg::DATA_ROW_TAG && self.masking_backend() {
             // The hottest path: the row is read in place, not decoded first.
             let masked = match self.masker.as_mut() {
                 Some(masker) => masker.on_data_row(body).map_err(|e| e.to_string())?,
-                None => MaskAction::Unchanged,
+                None => Disposition::Pass,
             };
-            if !matches!(masked, MaskAction::Consume | MaskAction::Withhold) {
+            if !matches!(masked, Disposition::Drop | Disposition::Withhold) {
                 // Held DataRows are counted here (streamed ones when they end).
                 self.count_row();
             }
-            return Ok(row_action(masked));
+            return Ok(masked);
         }
         let msg = BackendMessage::decode(tag, body).map_err(|e| e.to_string())?;
+        self.backend_decoded_with_masking(msg, tag, body, now_us)
+    }
+
+    /// Whether server messages go through the masker first.
+    fn masking_backend(&self) -> bool {
+        self.masker.is_some()
+            && matches!(self.phase, Phase::Ready | Phase::Finished)
+            && self.owed_client_error.is_none()
+    }
+
+    /// [`Session::backend_with_masking`] for a message already decoded: the
+    /// masker reads it, then the engine.
+    pub(super) fn backend_decoded_with_masking(
+        &mut self,
+        msg: BackendMessage<'_>,
+        tag: u8,
+        body: &[u8],
+        now_us: u64,
+    ) -> Result<Disposition, String> {
+        if !self.masking_backend() {
+            return self.on_backend_message(msg, tag, body, now_us);
+        }
         let masked = match self.masker.as_mut() {
             Some(masker) => masker.on_backend(&msg),
-            None => MaskAction::Unchanged,
+            None => Disposition::Pass,
         };
-        if masked == MaskAction::Consume {
-            return Ok(Action::Drop);
+        if masked == Disposition::Drop {
+            return Ok(Disposition::Drop);
         }
         if tag == pg::COPY_DATA_TAG {
-            // Nothing else in the engine acts on a row after login: spare the
-            // second decode.
-            return Ok(row_action(masked));
+            // Nothing else in the engine acts on a row after login.
+            return Ok(masked);
         }
-        let action = self.on_backend_message(tag, body, now_us)?;
+        let action = self.on_backend_message(msg, tag, body, now_us)?;
         Ok(match (action, masked) {
-            (Action::Pass, MaskAction::Replace(bytes)) => Action::Replace(bytes),
+            (Disposition::Pass, Disposition::Replace(bytes)) => Disposition::Replace(bytes),
             // Followed by the engine, withheld from the client.
-            (_, MaskAction::Withhold) => Action::Drop,
+            (_, Disposition::Withhold) => Disposition::Withhold,
             (action, _) => action,
         })
     }
@@ -242,7 +259,7 @@ impl Session {
         let Some(masker) = self.masker.as_ref() else {
             return values;
         };
-        let text = self.statements_by_name.get(statement).map(|t| &*t.text.0);
+        let text = self.ledger.statements.get(statement).map(|t| &*t.text.0);
         masker.record_parameters(text, values)
     }
 
@@ -251,12 +268,11 @@ impl Session {
         let Some(masker) = self.masker.as_ref() else {
             return error;
         };
-        let run = match self.pending.front() {
-            Some(Pending::Query(runs)) => runs.front(),
-            Some(Pending::Execute(run) | Pending::FunctionCall(Some(run))) => Some(run),
-            _ => None,
-        };
-        let text = run.and_then(|r| r.text.as_ref()).map(|t| &*t.text.0);
+        let text = self
+            .ledger
+            .answering_run()
+            .and_then(|r| r.text.as_ref())
+            .map(|t| &*t.text.0);
         error.message = masker.record_error_message(error.message, text);
         error
     }
@@ -284,14 +300,5 @@ fn observe_frames(masker: &mut SessionMasker, mut bytes: &[u8]) {
             masker.on_frontend(&msg);
         }
         bytes = rest;
-    }
-}
-
-/// What the engine does with a row the masker has seen.
-fn row_action(masked: MaskAction) -> Action {
-    match masked {
-        MaskAction::Replace(bytes) => Action::Replace(bytes),
-        MaskAction::Unchanged => Action::Pass,
-        MaskAction::Consume | MaskAction::Withhold => Action::Drop,
     }
 }

@@ -18,7 +18,8 @@
 //!
 //! [`EngineConfig::max_session_bytes`]: crate::EngineConfig::max_session_bytes
 
-use super::{Dir, Pending, Portal, Session, StatementRun, StatementText};
+use super::ledger::Pending;
+use super::{Dir, Portal, Session, StatementRun, StatementText};
 use crate::protocol as pg;
 use gatehouse_core::record::{ParameterValue, Record};
 use std::mem::size_of;
@@ -79,15 +80,21 @@ impl Session {
     /// (allocator overhead aside), and a walk over all of it: see the module docs.
     pub fn accounted_bytes(&self) -> usize {
         let frames = self.frontend.held_bytes() + self.backend.held_bytes();
-        let pending: usize = self.pending.iter().map(pending_bytes).sum::<usize>()
-            + self.pending.capacity() * size_of::<Pending>();
+        let pending: usize = self
+            .ledger
+            .requests
+            .iter()
+            .map(pending_bytes)
+            .sum::<usize>()
+            + self.ledger.requests.capacity() * size_of::<Pending>();
         let statements: usize = self
-            .statements_by_name
+            .ledger
+            .statements
             .iter()
             .chain(self.denied_statements.iter())
             .map(|(name, text)| PER_REQUEST + name.len() + text_share(text))
             .sum();
-        let portals: usize = self.portals.iter().map(portal_bytes).sum();
+        let portals: usize = self.ledger.portals.iter().map(portal_bytes).sum();
         let records: usize = self.records.iter().map(record_bytes).sum();
         let masking = self.masker.as_ref().map_or(0, |m| m.held_bytes());
         let login = self.token_login.as_ref().map_or(0, |l| l.held_bytes());

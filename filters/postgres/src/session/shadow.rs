@@ -27,7 +27,7 @@
 //! session start says why (`login_refusal`) and the session goes on with the
 //! claimed, unverified identity.
 
-use super::{Action, Session};
+use super::{Disposition, Session};
 use crate::login::{Authenticator, LoginRefusal};
 use crate::protocol::BackendMessage;
 use gatehouse_core::identity::Identity;
@@ -95,7 +95,7 @@ impl Session {
 
     /// The client's PasswordMessage in a shadow session: checked when it answers
     /// a cleartext password request (the token), passed on either way.
-    pub(super) fn observe_token_password(&mut self, data: &[u8], now_us: u64) -> Action {
+    pub(super) fn observe_token_password(&mut self, data: &[u8], now_us: u64) -> Disposition {
         let role = self.client.user.clone();
         if let Some(login) = self.shadow_login.as_mut()
             && login.password_requested
@@ -103,7 +103,7 @@ impl Session {
         {
             login.outcome = Some(login.authenticator.authenticate(data, &role, now_us));
         }
-        Action::Pass
+        Disposition::Pass
     }
 
     /// A server message during a shadow session's login (before the engine's

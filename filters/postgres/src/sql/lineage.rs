@@ -192,40 +192,22 @@ pub enum Outputs {
 }
 
 /// Why a statement must be refused: tainted values would leave through a sink.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
     /// Masked values written where they are not masked (another table or
     /// column, a new relation, a server file).
+    #[error("masked values would be written to {0}, where they are not masked")]
     Write(String),
     /// Masked values passed to a function whose effects the filter cannot
     /// follow (`pg_notify`, `set_config`, any non-built-in function).
+    #[error("masked values would be passed to {0}(), whose effects cannot be followed")]
     Call(String),
     /// Code the filter cannot read (DO blocks, function and trigger bodies).
+    #[error("{0} can read masked columns in ways that cannot be followed")]
     Code(&'static str),
     /// A statement the filter cannot parse that names masked tables or columns.
+    #[error("the statement names masked data and could not be analyzed")]
     Unreadable,
-}
-
-impl std::fmt::Display for Refusal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Refusal::Write(target) => write!(
-                f,
-                "masked values would be written to {target}, where they are not masked"
-            ),
-            Refusal::Call(function) => write!(
-                f,
-                "masked values would be passed to {function}(), whose effects cannot be followed"
-            ),
-            Refusal::Code(what) => write!(
-                f,
-                "{what} can read masked columns in ways that cannot be followed"
-            ),
-            Refusal::Unreadable => {
-                f.write_str("the statement names masked data and could not be analyzed")
-            }
-        }
-    }
 }
 
 /// The lineage of one statement.

@@ -439,6 +439,7 @@ fn is_role_setting(name: &str) -> bool {
 #[allow(clippy::indexing_slicing)]
 mod tests {
     use super::*;
+    use proptest::strategy::Strategy;
 
     #[test]
     fn every_kind_has_a_unique_name() {
@@ -601,7 +602,7 @@ mod tests {
         }
     }
 
-    /// A bounded, seeded fuzz run over texts built from SQL pieces: analysis never
+    /// A bounded, seeded proptest run over texts built from SQL pieces: analysis never
     /// panics, and a call of pg_read_file the lexer sees outside strings and
     /// comments is always listed, or its statement is refused as unanalyzable.
     #[test]
@@ -670,24 +671,15 @@ mod tests {
             "order ",
             "by ",
         ];
-        let mut state = 0x2545_f491_4f6c_dd1d_u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
         let limits = Limits::default();
-        for _ in 0..20_000 {
-            let len = 1 + (next() % 16) as usize;
-            let sql: String = (0..len)
-                .map(|_| pieces[(next() % pieces.len() as u64) as usize])
-                .collect();
+        let texts = proptest::collection::vec(proptest::sample::select(pieces.to_vec()), 1..17)
+            .prop_map(|pieces| pieces.concat());
+        crate::tests::run_cases(20_000, texts, |sql| {
             let lexed = lexer::tokenize(&sql);
             let analysis = analyze_lexed(&sql, &lexed, &limits);
             if lexed.error.is_some() {
                 assert!(analysis.statements.iter().all(|s| s.unparseable), "{sql:?}");
-                continue;
+                return Ok(());
             }
             for (tokens, info) in lexed.statement_tokens().zip(&analysis.statements) {
                 let calls = tokens.windows(2).any(|w| {
@@ -700,7 +692,8 @@ mod tests {
                     .any(|s| s.unparseable || s.functions.iter().any(|f| f == "pg_read_file"));
                 assert!(!calls || listed, "{sql:?}: {info:?}");
             }
-        }
+            Ok(())
+        });
     }
 
     #[test]

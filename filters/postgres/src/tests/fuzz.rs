@@ -6,18 +6,6 @@ use super::captures::CAPTURES;
 use super::*;
 use crate::protocol::StartupPacket;
 use proptest::prelude::*;
-use proptest::test_runner::{Config, RngSeed};
-
-/// A fixed seed and case count: the same inputs on every run, a few seconds
-/// in a debug build; no regression files written.
-fn config(cases: u32) -> Config {
-    Config {
-        cases,
-        rng_seed: RngSeed::Fixed(0x6761_7465_686f_7573),
-        failure_persistence: None,
-        ..Config::default()
-    }
-}
 
 /// One edit of a captured read.
 #[derive(Debug, Clone)]
@@ -228,7 +216,7 @@ fn check(reads: &[Read], splits: &[Vec<usize>]) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(config(1024))]
+    #![proptest_config(proptest_config(1024))]
 
     /// Mutated captures split anywhere: no panic, bounded buffers, a session
     /// end record, and the server receives only well-formed frames.

@@ -134,17 +134,27 @@ pub(crate) fn side_bytes(reads: &[Read], side: Side) -> Vec<u8> {
         .collect()
 }
 
-/// Deterministic xorshift generator for the property tests.
-pub(crate) struct Rng(pub u64);
-
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
+/// A fixed seed and case count for the property tests: the same inputs on
+/// every run, a few seconds in a debug build; no regression files written.
+pub(crate) fn proptest_config(cases: u32) -> proptest::test_runner::Config {
+    proptest::test_runner::Config {
+        cases,
+        rng_seed: proptest::test_runner::RngSeed::Fixed(0x6761_7465_686f_7573),
+        failure_persistence: None,
+        ..proptest::test_runner::Config::default()
     }
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
+}
+
+/// Runs `test` on `cases` values of `strategy` under [`proptest_config`]; a
+/// failure (a failed assertion or a panic) shrinks to a minimal input, which
+/// the panic names.
+pub(crate) fn run_cases<S: proptest::strategy::Strategy>(
+    cases: u32,
+    strategy: S,
+    test: impl Fn(S::Value) -> Result<(), proptest::test_runner::TestCaseError>,
+) {
+    let mut runner = proptest::test_runner::TestRunner::new(proptest_config(cases));
+    if let Err(failure) = runner.run(&strategy, test) {
+        panic!("{failure}");
     }
 }

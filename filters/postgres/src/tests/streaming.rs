@@ -1,10 +1,13 @@
 //! Bounded memory: huge messages stream through; random chunking and garbage
-//! never panic and never grow the engine's buffers past their limits.
+//! never panic and never grow the engine's buffers past their limits. The
+//! random inputs are proptest strategies under a fixed seed and case count
+//! ([`run_cases`]).
 
 use super::captures::CAPTURES;
 use super::*;
 use crate::Forward;
 use crate::protocol::{BackendMessage, FrontendMessage, StartupPacket};
+use proptest::prelude::*;
 
 fn login(s: &mut Session) {
     let mut startup = Vec::new();
@@ -121,30 +124,42 @@ fn query_over_the_buffer_limit_streams_and_is_recorded_truncated() {
     assert_eq!(r.rows, Some(1));
 }
 
+/// For each of `reads` reads, chunk lengths used in turn until the read is
+/// consumed.
+fn chunk_plan(reads: usize) -> impl Strategy<Value = Vec<Vec<usize>>> {
+    prop::collection::vec(prop::collection::vec(1..=97usize, 1..16), reads)
+}
+
 #[test]
 fn random_chunking_of_captures_gives_the_reference_records() {
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     for (name, log) in CAPTURES {
         let reads = parse_log(log);
         let reference = replay(EngineConfig::default(), &reads, &whole);
-        for _ in 0..20 {
-            let seed = rng.next();
-            let chunker = move |i: usize, bytes: &[u8]| {
-                let mut r = Rng(seed ^ (i as u64 + 1).wrapping_mul(0x2545_f491_4f6c_dd1d));
+        run_cases(20, chunk_plan(reads.len()), |plan| {
+            let chunker = |i: usize, bytes: &[u8]| {
+                let lengths = plan.get(i).map_or(&[][..], Vec::as_slice);
                 let mut out = Vec::new();
                 let mut rest = bytes;
-                while !rest.is_empty() {
-                    let n = 1 + r.below(rest.len().min(97));
-                    out.push(rest[..n].to_vec());
-                    rest = &rest[n..];
+                for &n in lengths.iter().cycle() {
+                    if rest.is_empty() {
+                        break;
+                    }
+                    // Spread over what is left, as short reads are split too.
+                    let (chunk, tail) = rest.split_at(1 + (n - 1) % rest.len());
+                    out.push(chunk.to_vec());
+                    rest = tail;
+                }
+                if !rest.is_empty() {
+                    out.push(rest.to_vec());
                 }
                 out
             };
             let run = replay(EngineConfig::default(), &reads, &chunker);
-            assert_eq!(run.to_server, reference.to_server, "{name} seed {seed}");
-            assert_eq!(run.to_client, reference.to_client, "{name} seed {seed}");
-            assert_eq!(run.records, reference.records, "{name} seed {seed}");
-        }
+            prop_assert_eq!(&run.to_server, &reference.to_server, "{}", name);
+            prop_assert_eq!(&run.to_client, &reference.to_client, "{}", name);
+            prop_assert_eq!(&run.records, &reference.records, "{}", name);
+            Ok(())
+        });
     }
 }
 
@@ -156,43 +171,59 @@ fn garbage_and_corrupted_captures_never_panic_or_grow_unbounded() {
     };
     // Worst case per direction: the cap plus a captured prefix.
     let bound = 2 * (config.max_buffered_bytes + config.max_statement_bytes + 8 * 1024);
-    let mut rng = Rng(42);
+    // Up to four bytes overwritten: which read, where in it, with what.
+    let edits = prop::collection::vec(
+        (
+            any::<prop::sample::Index>(),
+            any::<prop::sample::Index>(),
+            any::<u8>(),
+        ),
+        1..5,
+    );
     for (name, log) in CAPTURES {
         let reads = parse_log(log);
-        for _ in 0..60 {
+        run_cases(60, edits.clone(), |edits| {
             let mut corrupted = reads.clone();
-            for _ in 0..1 + rng.below(4) {
-                let i = rng.below(corrupted.len());
-                let read = &mut corrupted[i];
-                let j = rng.below(read.bytes.len());
-                read.bytes[j] = rng.next() as u8;
+            for (read, at, byte) in edits {
+                let bytes = &mut read.get_mut(&mut corrupted).bytes;
+                if !bytes.is_empty() {
+                    *at.get_mut(bytes) = byte;
+                }
             }
             let run = replay(config.clone(), &corrupted, &byte_by_byte);
-            assert!(run.max_buffered <= bound, "{name}: {}", run.max_buffered);
-            assert!(
+            prop_assert!(run.max_buffered <= bound, "{}: {}", name, run.max_buffered);
+            prop_assert!(
                 matches!(run.records.last(), Some(Record::SessionEnd(_))),
-                "{name}"
+                "{}",
+                name
             );
-        }
+            Ok(())
+        });
     }
-    for round in 0..300 {
+    // Forty reads of garbage from either side, before or after a login;
+    // every seventh is up to 40,000 bytes, the others up to 64.
+    let step = |long: bool| {
+        let most = if long { 40_000 } else { 64 };
+        (any::<bool>(), prop::collection::vec(any::<u8>(), 0..most))
+    };
+    let steps: Vec<_> = (0..40).map(|i| step(i % 7 == 0)).collect();
+    run_cases(300, (any::<bool>(), steps), |(logged_in, steps)| {
         let mut s = session(config.clone());
-        if round % 2 == 1 {
+        if logged_in {
             login(&mut s);
         }
-        for step in 0..40 {
-            let len = rng.below(if step % 7 == 0 { 40_000 } else { 64 });
-            let garbage: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
-            let _ = if rng.below(2) == 0 {
-                s.on_frontend(&garbage, step)
+        for (now, (client, garbage)) in (0..).zip(&steps) {
+            let _ = if *client {
+                s.on_frontend(garbage, now)
             } else {
-                s.on_backend(&garbage, step)
+                s.on_backend(garbage, now)
             };
-            assert!(s.buffered_bytes() <= bound);
+            prop_assert!(s.buffered_bytes() <= bound, "held {}", s.buffered_bytes());
             let _ = s.take_records();
         }
         s.on_close(CloseReason::Unknown, 100);
-    }
+        Ok(())
+    });
 }
 
 #[test]

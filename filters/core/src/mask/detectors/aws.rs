@@ -5,7 +5,7 @@
 use std::ops::Range;
 
 use super::{byte_at, byte_before};
-use crate::mask::{Detector, DetectorKind};
+use crate::mask::kind::{Detector, DetectorKind};
 
 /// Finds AWS access key ids.
 pub struct AwsAccessKeyDetector;

@@ -5,7 +5,7 @@
 use std::ops::Range;
 
 use super::{digit_run_end as run_end, digits_of, find_digit, value_ends_at, value_starts_at};
-use crate::mask::{Detector, DetectorKind};
+use crate::mask::kind::{Detector, DetectorKind};
 
 /// Finds payment card numbers.
 pub struct PaymentCardDetector;

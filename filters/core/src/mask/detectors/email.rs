@@ -6,7 +6,7 @@
 use std::ops::Range;
 
 use super::byte_at;
-use crate::mask::{Detector, DetectorKind};
+use crate::mask::kind::{Detector, DetectorKind};
 
 /// Finds e-mail addresses.
 pub struct EmailDetector;

@@ -6,7 +6,7 @@
 use std::ops::Range;
 
 use super::{byte_at, byte_before, digit_run_end, find_digit, is_alnum};
-use crate::mask::{Detector, DetectorKind};
+use crate::mask::kind::{Detector, DetectorKind};
 
 /// Finds IBANs.
 pub struct IbanDetector;

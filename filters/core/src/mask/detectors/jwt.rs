@@ -9,7 +9,7 @@ use base64::Engine;
 use serde::Deserialize;
 
 use super::{byte_at, byte_before};
-use crate::mask::{Detector, DetectorKind};
+use crate::mask::kind::{Detector, DetectorKind};
 
 /// Finds JWTs.
 pub struct JwtDetector;

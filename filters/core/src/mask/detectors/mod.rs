@@ -21,6 +21,25 @@ pub use private_key::PrivateKeyDetector;
 pub use secret::{SecretAssignmentDetector, is_secret_key_name, is_secret_value};
 pub use ssn::UsSsnDetector;
 
+use super::kind::{Detector, DetectorKind};
+
+impl DetectorKind {
+    /// The detector implementation.
+    pub fn detector(self) -> &'static dyn Detector {
+        match self {
+            DetectorKind::PrivateKey => &PrivateKeyDetector,
+            DetectorKind::Jwt => &JwtDetector,
+            DetectorKind::AwsAccessKey => &AwsAccessKeyDetector,
+            DetectorKind::SecretAssignment => &SecretAssignmentDetector,
+            DetectorKind::Email => &EmailDetector,
+            DetectorKind::PaymentCard => &PaymentCardDetector,
+            DetectorKind::Iban => &IbanDetector,
+            DetectorKind::UsSsn => &UsSsnDetector,
+            DetectorKind::Phone => &PhoneDetector,
+        }
+    }
+}
+
 /// The byte at `i`, or `None` past either end.
 fn byte_at(text: &[u8], i: usize) -> Option<u8> {
     text.get(i).copied()

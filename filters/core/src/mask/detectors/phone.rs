@@ -12,7 +12,7 @@
 use std::ops::Range;
 
 use super::{byte_at, byte_before, is_alnum, is_digit, number_ends_at, number_starts_at};
-use crate::mask::{Detector, DetectorKind};
+use crate::mask::kind::{Detector, DetectorKind};
 
 /// Finds phone numbers.
 pub struct PhoneDetector;

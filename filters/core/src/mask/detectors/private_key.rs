@@ -11,7 +11,7 @@ use std::sync::LazyLock;
 
 use memchr::memmem;
 
-use crate::mask::{Detector, DetectorKind};
+use crate::mask::kind::{Detector, DetectorKind};
 
 /// Finds PEM private key blocks.
 pub struct PrivateKeyDetector;

@@ -6,7 +6,7 @@
 use std::ops::Range;
 
 use super::{byte_at, byte_before};
-use crate::mask::{Detector, DetectorKind};
+use crate::mask::kind::{Detector, DetectorKind};
 
 /// Finds high-entropy values assigned to secret-looking keys.
 pub struct SecretAssignmentDetector;

@@ -7,7 +7,7 @@
 
 use std::ops::Range;
 
-use crate::mask::{Detector, DetectorKind};
+use crate::mask::kind::{Detector, DetectorKind};
 
 /// Finds dashed US SSNs.
 pub struct UsSsnDetector;

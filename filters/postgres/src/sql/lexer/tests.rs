@@ -1,6 +1,7 @@
 #![allow(clippy::indexing_slicing)]
 
 use super::*;
+use proptest::prelude::*;
 
 const OFF: Settings = Settings {
     standard_conforming_strings: false,
@@ -380,7 +381,7 @@ fn statement_spans_cover_first_to_last_token() {
 }
 
 /// Every byte string lexes without panicking, spans tile the text in order, and
-/// decoding any token never panics (a bounded, seeded fuzz run).
+/// decoding any token never panics (a bounded, seeded proptest run).
 #[test]
 fn arbitrary_bytes_lex_without_panics() {
     let pieces: &[&[u8]] = &[
@@ -425,19 +426,9 @@ fn arbitrary_bytes_lex_without_panics() {
         b"=",
         b"\x00",
     ];
-    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
-    for _ in 0..20_000 {
-        let len = (next() % 24) as usize;
-        let mut sql = Vec::new();
-        for _ in 0..len {
-            sql.extend_from_slice(pieces[(next() % pieces.len() as u64) as usize]);
-        }
+    let texts = prop::collection::vec(prop::sample::select(pieces.to_vec()), 0..24)
+        .prop_map(|pieces| pieces.concat());
+    crate::tests::run_cases(20_000, texts, |sql| {
         for settings in [Settings::default(), OFF] {
             let lexed = tokenize_bytes(&sql, settings);
             let mut end = 0;
@@ -458,5 +449,6 @@ fn arbitrary_bytes_lex_without_panics() {
             }
             let _ = redact_literals(&text, &lexed);
         }
-    }
+        Ok(())
+    });
 }

@@ -6,8 +6,9 @@ use super::super::tests::{
     encode_frontend, query, row_description, select_answer, with_portal_describes,
 };
 use super::*;
-use crate::masking::{MaskingPolicy, StreamRewrite};
-use crate::protocol::{Bind, CopyResponse};
+use crate::masking::{ColumnPlan, MaskingPolicy, StreamRewrite};
+use crate::protocol::{BackendMessage, Bind, CopyResponse, FrontendMessage};
+use gatehouse_core::mask::Masked;
 use std::sync::Arc;
 
 /// A session past its first request (so the catalog lookup is done).
@@ -456,8 +457,10 @@ fn unparseable_rows_are_starred_whole() {
 
 #[test]
 fn streamed_copy_rows_under_rules_are_starred_even_when_over_cap_is_allowed() {
-    let mut json: serde_json::Value =
-        serde_json::from_str(include_str!("../../../../examples/postgres-masking.json")).unwrap();
+    let mut json: serde_json::Value = serde_json::from_str(include_str!(
+        "../../../../../examples/postgres-masking.json"
+    ))
+    .unwrap();
     json["masker"]["over_cap"] = "allow".into();
     let policy = Arc::new(MaskingPolicy::from_json(json.to_string().as_bytes()).unwrap());
     let row = b"Ann Smith\t42\n";

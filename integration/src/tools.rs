@@ -291,9 +291,9 @@ impl FilterModules {
 }
 
 /// Which build of the filters a stack runs, from `GATEHOUSE_BUILD`: `wasm`
-/// (the default: proxy-wasm modules in V8) or `native` (the Postgres filter as
-/// the Envoy dynamic module `libgatehouse.so`; the Kubernetes filter and the
-/// audit service stay Wasm).
+/// (the default: proxy-wasm modules in V8) or `native` (the Postgres and
+/// Kubernetes filters as the Envoy dynamic module `libgatehouse.so`; the
+/// audit service stays Wasm).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Build {
     Wasm,
@@ -310,8 +310,8 @@ impl Build {
         }
     }
 
-    /// What Envoy puts before the Postgres filter's stat names.
-    pub fn pg_stat_prefix(self) -> &'static str {
+    /// What Envoy puts before the filters' stat names.
+    pub fn stat_prefix(self) -> &'static str {
         match self {
             Build::Wasm => "wasmcustom.",
             Build::Native => "dynamicmodulescustom.",

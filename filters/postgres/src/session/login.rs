@@ -139,7 +139,7 @@ impl Session {
     /// password request holds a logged-in server backend. `None` otherwise.
     pub fn login_deadline_us(&self) -> Option<u64> {
         let logging_in = matches!(
-            self.phase,
+            self.phase(),
             Phase::Startup | Phase::TlsNegotiation | Phase::Authenticating
         );
         self.token_login
@@ -309,7 +309,7 @@ impl Session {
         }
         .into();
         self.set_identity(identity);
-        self.phase = Phase::Ready;
+        self.stage = super::Stage::Ready;
         self.backend_bytes_since_record = 0;
         let header = self.next_header(now_us);
         self.push_record(Record::SessionStart(SessionStartRecord {
@@ -340,7 +340,7 @@ impl Session {
             }
             .into();
         }
-        self.phase = Phase::Finished;
+        self.stage = super::Stage::Finished;
         self.frontend.discarding = true;
         self.backend.discarding = true;
         self.close_requested = true;

@@ -156,7 +156,11 @@ impl Session {
             None => Some("no token: the client was not asked for one".to_owned()),
         };
         // Refused startup parameters would have ended the session first.
-        let login_refusal = self.startup_refusal.take().or(login_refusal);
+        let startup_refusal = self
+            .stage
+            .authenticating_mut()
+            .and_then(|(_, startup_refusal)| startup_refusal.take());
+        let login_refusal = startup_refusal.or(login_refusal);
         let header = self.next_header(now_us);
         self.push_record(Record::SessionStart(SessionStartRecord {
             header,

@@ -248,7 +248,7 @@ pub struct Session {
     /// Shared by every record of the session; set once the StartupMessage is seen.
     client: Shared<PgClient>,
     /// Where in the protocol the session is, with the state only that stretch needs.
-    stage: Stage,
+    stage: PhaseState,
     frontend: Framer,
     backend: Framer,
     /// A FATAL message the client is owed in place of the server's next answer.
@@ -274,14 +274,12 @@ pub struct Session {
     policy_identity: Option<gatehouse_core::identity::Identity>,
     /// Prepared statements (by name) whose Parse the policy blocked.
     denied_statements: enforce::DeniedStatements,
-    /// Present when the client must log in with a token.
-    token_login: Option<login::TokenLogin>,
+    /// How the client proves who it is (see [`Session::set_authenticator`]).
+    login_method: login::LoginMethod,
     /// The configuration in force, stamped on every record.
     policy_hash: Option<Shared<str>>,
     /// Enforcing, or observing only (see [`Session::set_mode`]).
     mode: FilterMode,
-    /// Shadow mode with token login: the passive check of the client's token.
-    shadow_login: Option<shadow::ShadowLogin>,
     /// Connected to the approval service (see [`Session::set_approval_gate`]).
     approvals: Option<approvals::SessionApprovals>,
     /// The settings that decide how the server lexes, as it last reported them.
@@ -310,7 +308,7 @@ enum TlsRequestKind {
 /// The session's place in the protocol behind [`Phase`]: the state that only
 /// the stretch before the session is established needs lives in [`Opening`],
 /// and is dropped when the session is ready or ends.
-enum Stage {
+enum PhaseState {
     /// Startup, TLS negotiation or authentication.
     Opening(Box<Opening>),
     Ready,
@@ -323,6 +321,18 @@ struct Opening {
     step: OpeningStep,
     /// The server already answered an SSLRequest: it refuses a second one.
     server_saw_ssl_request: bool,
+    /// The check of the client's token, with token login.
+    token_check: TokenCheck,
+}
+
+/// The token check under way while the client logs in.
+enum TokenCheck {
+    /// The server authenticates the client itself.
+    None,
+    /// The client must log in with a token.
+    Enforce(login::TokenLogin),
+    /// Shadow mode: the token is checked passively as it passes.
+    Observe(shadow::ShadowLogin),
 }
 
 enum OpeningStep {
@@ -345,25 +355,61 @@ enum OpeningStep {
     },
 }
 
-impl Stage {
+impl PhaseState {
     fn phase(&self) -> Phase {
         match self {
-            Stage::Opening(opening) => match opening.step {
+            PhaseState::Opening(opening) => match opening.step {
                 OpeningStep::Startup => Phase::Startup,
                 OpeningStep::TlsNegotiation { .. } => Phase::TlsNegotiation,
                 OpeningStep::Authenticating { .. } => Phase::Authenticating,
             },
-            Stage::Ready => Phase::Ready,
-            Stage::Cancelling => Phase::Cancelling,
-            Stage::Finished => Phase::Finished,
+            PhaseState::Ready => Phase::Ready,
+            PhaseState::Cancelling => Phase::Cancelling,
+            PhaseState::Finished => Phase::Finished,
         }
     }
 
     fn opening_mut(&mut self) -> Option<&mut Opening> {
         match self {
-            Stage::Opening(opening) => Some(opening),
+            PhaseState::Opening(opening) => Some(opening),
             _ => None,
         }
+    }
+
+    fn opening(&self) -> Option<&Opening> {
+        match self {
+            PhaseState::Opening(opening) => Some(opening),
+            _ => None,
+        }
+    }
+
+    /// The token login under way, with token login before the session is ready.
+    fn token_login(&self) -> Option<&login::TokenLogin> {
+        match &self.opening()?.token_check {
+            TokenCheck::Enforce(login) => Some(login),
+            _ => None,
+        }
+    }
+
+    fn token_login_mut(&mut self) -> Option<&mut login::TokenLogin> {
+        match &mut self.opening_mut()?.token_check {
+            TokenCheck::Enforce(login) => Some(login),
+            _ => None,
+        }
+    }
+
+    /// The passive token check under way, in a shadow session with token login.
+    fn shadow_login_mut(&mut self) -> Option<&mut shadow::ShadowLogin> {
+        match &mut self.opening_mut()?.token_check {
+            TokenCheck::Observe(login) => Some(login),
+            _ => None,
+        }
+    }
+
+    /// Bytes held for the opening (for the memory count).
+    fn held_bytes(&self) -> usize {
+        let login = self.token_login().map_or(0, login::TokenLogin::held_bytes);
+        self.opening().map_or(0, |_| size_of::<Opening>() + login)
     }
 
     /// The authentication step's state, while it is under way.
@@ -390,9 +436,10 @@ impl Session {
             config,
             conn,
             client,
-            stage: Stage::Opening(Box::new(Opening {
+            stage: PhaseState::Opening(Box::new(Opening {
                 step: OpeningStep::Startup,
                 server_saw_ssl_request: false,
+                token_check: TokenCheck::None,
             })),
             frontend: Framer::new(FrameMode::Untagged),
             backend: Framer::new(FrameMode::Tagged),
@@ -413,10 +460,9 @@ impl Session {
             statement_policy: None,
             policy_identity: None,
             denied_statements: HashMap::new(),
-            token_login: None,
+            login_method: login::LoginMethod::Server,
             policy_hash: None,
             mode: FilterMode::Enforce,
-            shadow_login: None,
             approvals: None,
             server_lexing: crate::policy::Lexing::default(),
             fast_path: fastpath::FastPathTable::default(),
@@ -890,7 +936,7 @@ impl Session {
                 self.owed_client_error = Some(client_error);
             }
         }
-        self.stage = Stage::Finished;
+        self.stage = PhaseState::Finished;
         if dir == Dir::Backend {
             self.end_session(failure.reason, Some(failure.detail), now_us);
         } else {
@@ -1004,7 +1050,7 @@ impl Session {
                 }
             }
             StartupPacket::Cancel { .. } => {
-                self.stage = Stage::Cancelling;
+                self.stage = PhaseState::Cancelling;
                 // Anything after it is a violation; frame it as messages to say so.
                 self.frontend.mode = FrameMode::Tagged;
                 self.hint_end(EndReason::CancelRequest, None);
@@ -1074,7 +1120,7 @@ impl Session {
         self.owed_client_error = Some(pg::fatal_error(refusal.sqlstate(), &message));
         self.frontend.discarding = true;
         self.backend.mode = FrameMode::AnswerByte;
-        self.stage = Stage::Finished;
+        self.stage = PhaseState::Finished;
         self.end_reason_hint = Some((EndReason::StartupRefused, Some(message)));
         let mut ssl_request = Vec::with_capacity(8);
         StartupPacket::SslRequest.encode(&mut ssl_request);
@@ -1104,7 +1150,7 @@ impl Session {
                 let option = protocol_options.swap_remove(0);
                 let refusal = crate::startup::StartupRefusal::AcceptedProtocolOption(option);
                 let message = refusal.to_string();
-                self.stage = Stage::Finished;
+                self.stage = PhaseState::Finished;
                 self.frontend.discarding = true;
                 self.backend.discarding = true;
                 self.close_requested = true;
@@ -1131,7 +1177,7 @@ impl Session {
         self.owed_client_error = Some(pg::fatal_error("08004", &message));
         self.frontend.discarding = true;
         self.backend.mode = FrameMode::AnswerByte;
-        self.stage = Stage::Finished;
+        self.stage = PhaseState::Finished;
         self.ended = true;
         let mut ssl_request = Vec::with_capacity(8);
         StartupPacket::SslRequest.encode(&mut ssl_request);
@@ -1151,7 +1197,7 @@ impl Session {
             let message = format!(
                 "gatehouse: {detail}; connect without TLS or with TLS to the gateway itself"
             );
-            s.stage = Stage::Finished;
+            s.stage = PhaseState::Finished;
             s.frontend.discarding = true;
             s.backend.discarding = true;
             s.close_requested = true;
@@ -1284,10 +1330,14 @@ impl Session {
         match self.phase() {
             Phase::Authenticating => {
                 return match *msg {
-                    FrontendMessage::Password { data } if self.token_login.is_some() => {
+                    FrontendMessage::Password { data }
+                        if self.login_method == login::LoginMethod::Token =>
+                    {
                         self.on_token_password(data, now_us)
                     }
-                    FrontendMessage::Password { data } if self.shadow_login.is_some() => {
+                    FrontendMessage::Password { data }
+                        if self.login_method == login::LoginMethod::ObservedToken =>
+                    {
                         Ok(self.observe_token_password(data, now_us))
                     }
                     FrontendMessage::Password { .. } => Ok(Disposition::Pass),
@@ -1381,7 +1431,7 @@ impl Session {
 
     fn on_terminate(&mut self) -> Disposition {
         self.terminate_seen = true;
-        self.stage = Stage::Finished;
+        self.stage = PhaseState::Finished;
         Disposition::Pass
     }
 
@@ -1553,7 +1603,7 @@ impl Session {
             return Ok(action);
         }
         match self.phase() {
-            Phase::Authenticating if self.token_login.is_some() => {
+            Phase::Authenticating if self.login_method == login::LoginMethod::Token => {
                 self.on_token_login_message(msg, tag, body, now_us)
             }
             Phase::Authenticating => self.on_login_message(msg, now_us),
@@ -1569,7 +1619,7 @@ impl Session {
         msg: BackendMessage<'_>,
         now_us: u64,
     ) -> Result<Disposition, String> {
-        if self.shadow_login.is_some() {
+        if self.login_method == login::LoginMethod::ObservedToken {
             self.observe_login_message(&msg, now_us);
         }
         match msg {
@@ -1593,7 +1643,7 @@ impl Session {
                 Ok(Disposition::Pass)
             }
             BackendMessage::ReadyForQuery { .. } => {
-                self.stage = Stage::Ready;
+                self.stage = PhaseState::Ready;
                 self.backend_bytes_since_record = 0;
                 Ok(Disposition::Pass)
             }

@@ -154,7 +154,12 @@ enum Expect {
     },
     /// The describe of a COPY's columns sent ahead of its Query (or Parse or
     /// Bind): everything through its ReadyForQuery is consumed.
-    CopyDescribe(copy::DescribedFields),
+    CopyDescribe {
+        fields: copy::DescribedFields,
+        /// Sent inside a transaction block: its error is kept for the COPY's
+        /// `25P02` answer.
+        in_block: bool,
+    },
     Sync,
 }
 
@@ -163,7 +168,7 @@ impl Expect {
         matches!(
             self,
             Expect::Catalog
-                | Expect::CopyDescribe(_)
+                | Expect::CopyDescribe { .. }
                 | Expect::Query { .. }
                 | Expect::FunctionCall { .. }
                 | Expect::Sync
@@ -220,7 +225,6 @@ pub struct SessionMasker {
     tx_status: u8,
     /// The error of a COPY's describe that failed in a transaction block.
     copy_describe_error: Option<Vec<u8>>,
-    copy_describe_in_block: bool,
     /// An extended-protocol batch is open (no Sync since its first message).
     batch_open: bool,
     /// The client message being handled starts a batch (see `copy`).
@@ -267,7 +271,6 @@ impl SessionMasker {
             copy: None,
             tx_status: b'I',
             copy_describe_error: None,
-            copy_describe_in_block: false,
             batch_open: false,
             at_boundary: true,
             copy_prepared: HashMap::new(),
@@ -470,7 +473,7 @@ impl SessionMasker {
     pub fn on_backend(&mut self, msg: &BackendMessage<'_>) -> Disposition {
         match self.expected.front() {
             Some(Expect::Catalog) => return self.on_lookup_answer(msg),
-            Some(Expect::CopyDescribe(_)) => return self.on_copy_describe_answer(msg),
+            Some(Expect::CopyDescribe { .. }) => return self.on_copy_describe_answer(msg),
             _ => {}
         }
         if let BackendMessage::DataRow { .. } = msg {
@@ -730,7 +733,7 @@ impl SessionMasker {
                 | Expect::FunctionCall { .. }
                 | Expect::Sync
                 | Expect::Catalog
-                | Expect::CopyDescribe(_),
+                | Expect::CopyDescribe { .. },
             )
             | None => {}
             Some(_) => {
@@ -779,7 +782,7 @@ impl SessionMasker {
     pub fn on_data_row(&mut self, body: &[u8]) -> Result<Disposition, DecodeError> {
         if matches!(
             self.expected.front(),
-            Some(Expect::Catalog | Expect::CopyDescribe(_))
+            Some(Expect::Catalog | Expect::CopyDescribe { .. })
         ) {
             // An answer to the masker's own request: rare, take the general path.
             let msg = BackendMessage::decode(crate::protocol::DATA_ROW_TAG, body)?;
@@ -1054,7 +1057,7 @@ impl SessionMasker {
     pub fn begin_stream(&mut self, tag: u8, body_len: usize) -> Option<StreamRewrite> {
         if matches!(
             self.expected.front(),
-            Some(Expect::Catalog | Expect::CopyDescribe(_))
+            Some(Expect::Catalog | Expect::CopyDescribe { .. })
         ) {
             return None;
         }

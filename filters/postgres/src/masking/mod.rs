@@ -197,11 +197,11 @@ pub struct SessionMasker {
     statements: HashMap<Vec<u8>, Rc<TextLineage>>,
     /// Portals the server confirmed.
     portals: HashMap<Vec<u8>, PortalShape>,
-    /// The portal the previous client message described, with the slot its
-    /// description fills: an Execute of it right after needs no describe.
+    /// The portal just described, with the slot its description fills, for
+    /// an Execute of it as the next client message: the client's Describe
+    /// (then the Execute needs no describe of its own) or the masker's own,
+    /// sent ahead of the Execute being handled.
     described_portal: Option<(Vec<u8>, Slot)>,
-    /// The masker's own Describe sent ahead of the Execute being handled.
-    own_describe: Option<(Vec<u8>, Slot)>,
     /// Masked columns by name, for lineage: the table rules, then the view
     /// columns the catalog lookup found.
     sources: Rc<crate::sql::lineage::Sources>,
@@ -259,7 +259,6 @@ impl SessionMasker {
             statements: HashMap::new(),
             portals: HashMap::new(),
             described_portal: None,
-            own_describe: None,
             sources: Rc::new(derived::policy_sources(&policy)),
             sources_generation: 0,
             lexing: Lexing::default(),
@@ -387,9 +386,8 @@ impl SessionMasker {
                 self.expect(Expect::Describe(slot));
             }
             FrontendMessage::Execute { portal, .. } => {
-                let slot = match (described, self.own_describe.take()) {
-                    (_, Some((name, slot))) if name == *portal => slot,
-                    (Some((name, slot)), _) if name == *portal => slot,
+                let slot = match described {
+                    Some((name, slot)) if name == *portal => slot,
                     // Not described: the columns stay unknown.
                     _ => Slot::default(),
                 };
@@ -430,7 +428,7 @@ impl SessionMasker {
         let slot = Slot::default();
         self.expected
             .push_back(Expect::OwnDescribe(Rc::clone(&slot)));
-        self.own_describe = Some((portal.to_vec(), slot));
+        self.described_portal = Some((portal.to_vec(), slot));
         let mut bytes = Vec::with_capacity(portal.len() + 7);
         FrontendMessage::Describe {
             kind: b'P',

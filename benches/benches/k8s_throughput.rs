@@ -5,7 +5,10 @@
 //! through the same Envoy route without any filter (the baseline), with a
 //! Wasm filter that does nothing (what Envoy's Wasm runtime costs alone) and
 //! with one that only holds each response whole and writes it back (what
-//! holding a body for masking costs before any masking), in one run against
+//! holding a body for masking costs before any masking), with the native
+//! build's pass-through HTTP filter alone and holding each response (the
+//! dynamic-module floor) and gatehouse's Kubernetes filter as the native
+//! build (`libgatehouse.so`, column "native gh"), in one run against
 //! the stand-in API server. Prints requests/s and their ratios to the
 //! baseline, and the CPU each request cost Envoy and the whole machine, which
 //! is steadier than requests/s on a shared machine.
@@ -49,6 +52,35 @@ enum Filter {
     Noop,
     /// A Wasm filter that holds each response whole and writes it back.
     Hold,
+    /// The native pass-through HTTP filter (`gatehouse_passthrough`): what a
+    /// dynamic module costs alone.
+    NativePassthrough,
+    /// The same, holding each response whole and writing it back.
+    NativeHold,
+    /// gatehouse's Kubernetes filter, native build (`libgatehouse.so`).
+    NativeGatehouse,
+}
+
+/// The native pass-through HTTP filter with `config`.
+fn native(config: &str) -> Result<String> {
+    native_filter("gatehouse_passthrough", "http_passthrough", config)
+}
+
+/// HTTP filter `filter` of native module `module`, with `config`.
+fn native_filter(module: &str, filter: &str, config: &str) -> Result<String> {
+    tools::native_module(module)?;
+    Ok(format!(
+        r#"          - name: envoy.filters.http.dynamic_modules
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter
+              dynamic_module_config: {{name: {module}}}
+              filter_name: {filter}
+              filter_config:
+                "@type": type.googleapis.com/google.protobuf.StringValue
+                value: {}
+"#,
+        gatehouse_integration::envoy::yaml_quote(config)
+    ))
 }
 
 /// A plaintext HTTP listener routing to the stand-in API server, with `filter`.
@@ -84,6 +116,14 @@ fn listener(name: &str, filter: Filter) -> Result<String> {
         ),
         Filter::Noop => wasm("bench_noop", "http", &pgbench::noop_module()?),
         Filter::Hold => wasm("bench_hold", "http-hold", &pgbench::noop_module()?),
+        Filter::NativePassthrough => native(r#"{}"#)?,
+        Filter::NativeHold => native(r#"{"hold_responses": true}"#)?,
+        Filter::NativeGatehouse => native_filter(
+            "gatehouse",
+            "kubernetes",
+            &json!({"filter": gatehouse_integration::stack::default_kubernetes_filter_config()})
+                .to_string(),
+        )?,
     };
     Ok(format!(
         r#"  - name: {name}
@@ -149,10 +189,13 @@ fn main() -> Result<()> {
     let connections: usize = env_or("K8S_BENCH_CONNECTIONS", "4").parse()?;
     let rounds: usize = env_or("K8S_BENCH_ROUNDS", "2").parse()?;
     let listeners = format!(
-        "{}{}{}{}",
+        "{}{}{}{}{}{}{}",
         listener("k8s_bench_gatehouse", Filter::Gatehouse)?,
+        listener("k8s_bench_native_gatehouse", Filter::NativeGatehouse)?,
         listener("k8s_bench_noop", Filter::Noop)?,
         listener("k8s_bench_hold", Filter::Hold)?,
+        listener("k8s_bench_native", Filter::NativePassthrough)?,
+        listener("k8s_bench_native_hold", Filter::NativeHold)?,
         listener("k8s_bench_baseline", Filter::None)?
     );
     let stack = Stack::start(
@@ -169,10 +212,13 @@ fn main() -> Result<()> {
             stack.envoy.listener_port(name)?,
         )))
     };
-    let (gatehouse, noop, hold, baseline) = (
+    let (gatehouse, native_gatehouse, noop, hold, native, native_hold, baseline) = (
         addr("k8s_bench_gatehouse")?,
+        addr("k8s_bench_native_gatehouse")?,
         addr("k8s_bench_noop")?,
         addr("k8s_bench_hold")?,
+        addr("k8s_bench_native")?,
+        addr("k8s_bench_native_hold")?,
         addr("k8s_bench_baseline")?,
     );
     let token = stack.token("developer")?;
@@ -235,7 +281,11 @@ fn main() -> Result<()> {
         .collect();
     // Both answer 200, and only the filtered route masks: check once before measuring.
     for (name, request) in &workloads {
-        for (target, masked) in [(gatehouse, true), (baseline, false)] {
+        for (target, masked) in [
+            (gatehouse, true),
+            (native_gatehouse, true),
+            (baseline, false),
+        ] {
             let (status, body) = Connection::open(target)?.exchange(request)?;
             let body = String::from_utf8_lossy(&body);
             if status != 200 {
@@ -254,22 +304,32 @@ fn main() -> Result<()> {
         ("baseline", baseline),
         ("wasm no-op", noop),
         ("hold body", hold),
+        ("native no-op", native),
+        ("native hold", native_hold),
         ("gatehouse", gatehouse),
+        ("native gatehouse", native_gatehouse),
     ];
     println!(
         "{connections} keep-alive connections, {rounds} x {seconds} s per mode and request, \
          alternating; Envoy --concurrency 2, HTTP/1.1 plaintext"
     );
     println!(
-        "{:<20} {:>12} {:>12} {:>12} {:>12}   (ratios to the baseline's requests/s)",
-        "request", "baseline/s", "no-op", "hold body", "gatehouse"
+        "{:<20} {:>12} {:>12} {:>12} {:>12} {:>12} {:>12} {:>12}   (ratios to the baseline's requests/s)",
+        "request",
+        "baseline/s",
+        "no-op",
+        "hold body",
+        "native no-op",
+        "native hold",
+        "gatehouse",
+        "native gh"
     );
     let duration = Duration::from_secs(seconds);
     let envoy = stack.envoy.pid();
     let mut costs = Vec::new();
     for (name, request) in &workloads {
         // Requests and CPU per mode, in the order of `modes`.
-        let mut measured = [(Load::default(), Usage::default()); 4];
+        let mut measured = [(Load::default(), Usage::default()); 7];
         for _ in 0..rounds {
             for ((_, target), (load, usage)) in modes.iter().zip(&mut measured) {
                 let before = Usage::now(envoy);
@@ -288,18 +348,28 @@ fn main() -> Result<()> {
         }
         let rate = measured.map(|(load, _)| load.per_second());
         println!(
-            "{name:<20} {:>12.0} {:>12.3} {:>12.3} {:>12.3}",
+            "{name:<20} {:>12.0} {:>12.3} {:>12.3} {:>12.3} {:>12.3} {:>12.3} {:>12.3}",
             rate[0],
             rate[1] / rate[0],
             rate[2] / rate[0],
-            rate[3] / rate[0]
+            rate[3] / rate[0],
+            rate[4] / rate[0],
+            rate[5] / rate[0],
+            rate[6] / rate[0]
         );
         costs.push((name, measured));
     }
     println!("\nCPU per request in µs, Envoy / whole machine:");
     println!(
-        "{:<20} {:>14} {:>14} {:>14} {:>14}",
-        "request", "baseline", "no-op", "hold body", "gatehouse"
+        "{:<20} {:>14} {:>14} {:>14} {:>14} {:>14} {:>14} {:>14}",
+        "request",
+        "baseline",
+        "no-op",
+        "hold body",
+        "native no-op",
+        "native hold",
+        "gatehouse",
+        "native gh"
     );
     for (name, measured) in costs {
         let cell = |(load, usage): &(Load, Usage)| {
@@ -310,11 +380,14 @@ fn main() -> Result<()> {
             )
         };
         println!(
-            "{name:<20} {:>14} {:>14} {:>14} {:>14}",
+            "{name:<20} {:>14} {:>14} {:>14} {:>14} {:>14} {:>14} {:>14}",
             cell(&measured[0]),
             cell(&measured[1]),
             cell(&measured[2]),
-            cell(&measured[3])
+            cell(&measured[3]),
+            cell(&measured[4]),
+            cell(&measured[5]),
+            cell(&measured[6])
         );
     }
     Ok(())

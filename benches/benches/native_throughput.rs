@@ -34,7 +34,9 @@ use anyhow::{Context, Result};
 use gatehouse_benches::cpu::Usage;
 use gatehouse_benches::pgbench::{self, Login};
 use gatehouse_integration::envoy::{Envoy, yaml_quote};
-use gatehouse_integration::stack::{demo_postgres_filter_config, native_postgres_config};
+use gatehouse_integration::stack::{
+    demo_postgres_filter_config, native_kubernetes_config, native_postgres_config,
+};
 use gatehouse_integration::{Stack, StackOptions, process, tools};
 use serde_json::json;
 
@@ -194,6 +196,10 @@ fn start_native_gateway(stack: &Stack, records: bool) -> Result<(Envoy, u16)> {
             ("IDP_PORT", stack.idp.port().to_string()),
             ("KUBE_WASM", modules.kubernetes.display().to_string()),
             ("KUBE_CONFIG", yaml_quote("{}")),
+            (
+                "KUBE_NATIVE_CONFIG",
+                yaml_quote(&native_kubernetes_config(&json!({}), records_port).to_string()),
+            ),
             ("RECORDS_PORT", records_port.to_string()),
             (
                 "PG_NATIVE_CONFIG",

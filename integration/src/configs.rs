@@ -69,6 +69,12 @@ pub fn vars(dir: &Path) -> Result<BTreeMap<&'static str, String>> {
         ),
         ("KUBE_CONFIG", envoy::yaml_quote("{}")),
         (
+            "KUBE_NATIVE_CONFIG",
+            envoy::yaml_quote(
+                &crate::stack::native_kubernetes_config(&serde_json::json!({}), 7070).to_string(),
+            ),
+        ),
+        (
             "PG_SHADOW_CONFIG",
             envoy::yaml_quote(r#"{"mode": "shadow"}"#),
         ),

@@ -114,6 +114,10 @@ pub struct IdentityProvider {
     addr: SocketAddr,
     jwks: Arc<Mutex<String>>,
     fetches: Arc<AtomicUsize>,
+    /// Requests accepted, answered or not.
+    requests: Arc<AtomicUsize>,
+    /// While set, accepted requests wait for their answer.
+    holding: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -126,13 +130,20 @@ impl IdentityProvider {
         let addr = listener.local_addr()?;
         let jwks = Arc::new(Mutex::new(jwks_of(minters)?));
         let fetches = Arc::new(AtomicUsize::new(0));
+        let requests = Arc::new(AtomicUsize::new(0));
+        let holding = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let (jwks, fetches, stop) = (jwks.clone(), fetches.clone(), stop.clone());
+            let (requests, holding) = (requests.clone(), holding.clone());
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     match listener.accept() {
                         Ok((stream, _)) => {
+                            requests.fetch_add(1, Ordering::Relaxed);
+                            while holding.load(Ordering::Relaxed) && !stop.load(Ordering::Relaxed) {
+                                std::thread::sleep(Duration::from_millis(10));
+                            }
                             let body = jwks.lock().map(|j| j.clone()).unwrap_or_default();
                             if serve_one(stream, &body).unwrap_or(false) {
                                 fetches.fetch_add(1, Ordering::Relaxed);
@@ -147,6 +158,8 @@ impl IdentityProvider {
             addr,
             jwks,
             fetches,
+            requests,
+            holding,
             stop,
             thread: Some(thread),
         })
@@ -169,6 +182,17 @@ impl IdentityProvider {
     /// How many times the JWKS has been fetched.
     pub fn fetches(&self) -> usize {
         self.fetches.load(Ordering::Relaxed)
+    }
+
+    /// How many requests arrived, answered or not.
+    pub fn requests(&self) -> usize {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// While `hold` is set, requests that arrive wait for their answer (a
+    /// slow identity provider); unset, they are answered in turn.
+    pub fn hold_answers(&self, hold: bool) {
+        self.holding.store(hold, Ordering::Relaxed);
     }
 }
 

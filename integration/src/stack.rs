@@ -263,6 +263,12 @@ impl Stack {
             let records_port = process::free_port()?;
             vars.insert("RECORDS_PORT", records_port.to_string());
             vars.insert(
+                "KUBE_NATIVE_CONFIG",
+                envoy::yaml_quote(
+                    &native_kubernetes_config(&opts.kubernetes_filter, records_port).to_string(),
+                ),
+            );
+            vars.insert(
                 "PG_NATIVE_CONFIG",
                 envoy::yaml_quote(
                     &native_postgres_config(&opts.postgres_filter, Some(records_port)).to_string(),
@@ -346,7 +352,13 @@ impl Stack {
     /// gives the build's stats); `None` when Envoy has no such stat yet.
     pub fn pg_stat(&self, name: &str) -> Result<Option<u64>> {
         self.envoy
-            .stat(&format!("{}{name}", self.build.pg_stat_prefix()))
+            .stat(&format!("{}{name}", self.build.stat_prefix()))
+    }
+
+    /// A Kubernetes filter stat (`gatehouse_k8s_…`), as [`Stack::pg_stat`].
+    pub fn k8s_stat(&self, name: &str) -> Result<Option<u64>> {
+        self.envoy
+            .stat(&format!("{}{name}", self.build.stat_prefix()))
     }
 
     /// A libpq URL through Envoy (no user or password: they come from the caller).
@@ -382,6 +394,16 @@ impl Stack {
     /// Runs psql through Envoy as `user` with `password` (a token under token
     /// login); never prompts.
     pub fn psql_login(&self, user: &str, password: Option<&str>, args: &[&str]) -> Result<Output> {
+        Ok(self.psql_login_command(user, password, args)?.output()?)
+    }
+
+    /// The command [`Stack::psql_login`] runs, to start it in the background.
+    pub fn psql_login_command(
+        &self,
+        user: &str,
+        password: Option<&str>,
+        args: &[&str],
+    ) -> Result<Command> {
         let mut psql = Command::new(crate::tools::pg_client("psql")?);
         psql.args(["-X", "-w", "-At", "-v", "ON_ERROR_STOP=1", "-d"])
             .arg(format!("{}?user={user}&sslmode=disable", self.pg_url()))
@@ -390,7 +412,7 @@ impl Stack {
         if let Some(password) = password {
             psql.env("PGPASSWORD", password);
         }
-        Ok(psql.output()?)
+        Ok(psql)
     }
 
     /// A fresh token for a demo identity (`developer`, `dba`, `ci`, `agent`, `admin`).
@@ -507,6 +529,16 @@ pub fn native_postgres_config(filter: &Value, records_port: Option<u16>) -> Valu
         );
     }
     config
+}
+
+/// The native module's configuration for a Kubernetes filter configuration:
+/// the same JSON, with where a recorded session's records go (the record
+/// listener, `records_port`).
+pub fn native_kubernetes_config(filter: &Value, records_port: u16) -> Value {
+    serde_json::json!({
+        "filter": filter,
+        "records": {"address": format!("127.0.0.1:{records_port}")},
+    })
 }
 
 /// Token login is ready once a worker fetched the issuer's keys; the others

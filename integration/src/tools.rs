@@ -310,8 +310,8 @@ impl Build {
         }
     }
 
-    /// What Envoy puts before the Postgres filter's stat names.
-    pub fn pg_stat_prefix(self) -> &'static str {
+    /// What Envoy puts before the filters' stat names.
+    pub fn stat_prefix(self) -> &'static str {
         match self {
             Build::Wasm => "wasmcustom.",
             Build::Native => "dynamicmodulescustom.",

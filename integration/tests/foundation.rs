@@ -87,8 +87,7 @@ fn kubectl_versions_list_pods_through_envoy() {
     );
     assert_eq!(record["responseStatus"]["code"], 200);
     let requests = stack
-        .envoy
-        .stat("wasmcustom.gatehouse_k8s_requests_total")
+        .k8s_stat("gatehouse_k8s_requests_total")
         .unwrap()
         .unwrap();
     assert!(

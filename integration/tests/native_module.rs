@@ -2,7 +2,8 @@
 //! 1.40, reports the ABI version Envoy was built with, sees a connection's
 //! bytes in both directions and carries a real pgbench run; and the native
 //! Postgres filter gives TLS to clients that ask for it with an SSLRequest,
-//! which the Wasm build cannot.
+//! which the Wasm build cannot; and an HTTP filter of the same module carries
+//! real kubectl to the stand-in API server, answers locally and calls out.
 
 #![allow(
     clippy::unwrap_used,
@@ -384,4 +385,312 @@ fn the_native_writer_holds_records_while_the_sink_fails_and_delivers_them_in_ord
         seen = held(&stack);
     }
     assert_eq!(seen, statements, "every record, once, in order");
+}
+
+/// An HTTP listener whose filter is the module's HTTP pass-through, before
+/// the router, in front of the stand-in Kubernetes API server.
+const HTTP_PASSTHROUGH: &str = r#"
+admin:
+  address: {socket_address: {address: 127.0.0.1, port_value: 0}}
+static_resources:
+  listeners:
+  - name: kubernetes
+    address: {socket_address: {address: 127.0.0.1, port_value: 0}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: kubernetes
+          access_log:
+          - name: envoy.access_loggers.file
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
+              path: "${ACCESS_LOG}"
+              log_format:
+                text_format_source:
+                  inline_string: "%REQ(:METHOD)% %REQ(:PATH)% %RESPONSE_CODE% %FILTER_STATE(gatehouse.http_passthrough:PLAIN)% received=%BYTES_RECEIVED% sent=%BYTES_SENT%\n"
+          route_config:
+            virtual_hosts:
+            - name: kube
+              domains: ["*"]
+              routes:
+              - match: {prefix: "/"}
+                route: {cluster: kube, timeout: 0s}
+          http_filters:
+          - name: envoy.filters.http.dynamic_modules
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter
+              dynamic_module_config: {name: gatehouse_passthrough}
+              filter_name: http_passthrough
+              filter_config: {"@type": type.googleapis.com/google.protobuf.StringValue, value: '{"callout_cluster": "kube"}'}
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+  - name: kube
+    type: STATIC
+    connect_timeout: 5s
+    load_assignment:
+      cluster_name: kube
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: ${KUBE_UPSTREAM_PORT}}}}
+"#;
+
+/// One HTTP/1.1 request on its own connection: the status, the response's
+/// head (lowercase) and its body.
+fn raw_request(port: u16, path: &str, headers: &[(&str, &str)]) -> (u16, String, String) {
+    let mut socket = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut request = format!("GET {path} HTTP/1.1\r\nHost: kube\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    socket.write_all(request.as_bytes()).unwrap();
+    let mut response = Vec::new();
+    let _ = socket.read_to_end(&mut response);
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    (status, head.to_ascii_lowercase(), body.to_string())
+}
+
+#[test]
+fn a_native_http_filter_carries_kubectl_answers_locally_and_calls_out() {
+    tools::native_module("gatehouse_passthrough").expect("module built");
+    let dir = scratch_dir("it", "native-http-passthrough").unwrap();
+    let standin = kube_standin::StandIn::start_demo().unwrap();
+    let access_log = dir.join("access.log");
+    let vars = BTreeMap::from([
+        ("KUBE_UPSTREAM_PORT", standin.addr().port().to_string()),
+        ("ACCESS_LOG", access_log.display().to_string()),
+    ]);
+    let envoy_dir = dir.join("envoy");
+    std::fs::create_dir_all(&envoy_dir).unwrap();
+    let envoy = Envoy::start(&envoy_dir, &envoy::render(HTTP_PASSTHROUGH, &vars).unwrap()).unwrap();
+    let port = envoy.listener_port("kubernetes").unwrap();
+    let cache = dir.join("kube-cache");
+    let kubectl = |args: &[&str]| {
+        run(
+            &format!("kubectl {args:?}"),
+            Command::new(tools::kubectl(Some("1.33")).unwrap())
+                .arg("--kubeconfig=/dev/null")
+                .arg(format!("--cache-dir={}", cache.display()))
+                .arg(format!("--server=http://127.0.0.1:{port}"))
+                .args(args),
+        )
+    };
+
+    // Real kubectl reads through the filter.
+    assert!(kubectl(&["get", "pods", "-n", "dev"]).contains("web-0"));
+    let password = kubectl(&[
+        "get",
+        "secret",
+        "db-credentials",
+        "-n",
+        "prod",
+        "-o",
+        "jsonpath={.data.password}",
+    ]);
+    assert!(!password.is_empty());
+
+    // A request body larger than one read, buffered whole by the filter, then
+    // passed on intact: what the server stored is what kubectl sent.
+    let blob: String = (0..60_000)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "bulky",
+        "-n",
+        "dev",
+        &format!("--from-literal=blob={blob}"),
+    ]);
+    let manifest = dir.join("configmap.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: flags, namespace: dev}\ndata: {beta: 'on'}\n",
+    )
+    .unwrap();
+    assert!(kubectl(&["apply", "-f", manifest.to_str().unwrap()]).contains("configmap/flags"));
+    let stored = kubectl(&[
+        "get",
+        "secret",
+        "bulky",
+        "-n",
+        "dev",
+        "-o",
+        "jsonpath={.data.blob}",
+    ]);
+    let decoded = Command::new("base64")
+        .arg("-d")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            child.stdin.take().unwrap().write_all(stored.as_bytes())?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    assert!(decoded.stdout == blob.as_bytes(), "the body arrived intact");
+    assert_eq!(
+        kubectl(&[
+            "get",
+            "cm",
+            "flags",
+            "-n",
+            "dev",
+            "-o",
+            "jsonpath={.data.beta}"
+        ]),
+        "on"
+    );
+
+    // The server saw the header the filter set (the body's length, which the
+    // filter read from Envoy's buffers) and not the one it removed.
+    let seen = standin.requests();
+    let create = seen
+        .iter()
+        .find(|r| r.method == "POST" && r.uri.starts_with("/api/v1/namespaces/dev/secrets"))
+        .expect("the create reached the server");
+    assert_eq!(
+        create.header("x-gatehouse-passthrough"),
+        create.header("content-length"),
+        "{create:?}"
+    );
+    assert!(
+        create
+            .header("content-length")
+            .and_then(|n| n.parse::<usize>().ok())
+            .is_some_and(|n| n > blob.len())
+    );
+    let (status, head, _) = raw_request(
+        port,
+        "/version",
+        &[("x-gatehouse-strip", "secret"), ("x-kept", "yes")],
+    );
+    assert_eq!(status, 200);
+    assert!(head.contains("x-gatehouse-passthrough: seen"), "{head}");
+    let version = standin.requests().into_iter().last().unwrap();
+    assert_eq!(version.uri, "/version");
+    assert_eq!(version.header("x-kept"), Some("yes"));
+    assert_eq!(version.header("x-gatehouse-strip"), None, "{version:?}");
+
+    // A local reply: the request never reaches the server.
+    let before = standin.requests().len();
+    let (status, head, body) = raw_request(
+        port,
+        "/probe/local",
+        &[("x-gatehouse-probe", "local-reply")],
+    );
+    assert_eq!((status, body.as_str()), (418, "answered by the module\n"));
+    assert!(head.contains("x-gatehouse-probe: answered"), "{head}");
+    // A callout from the filter to the server, answered with what it got.
+    let (status, head, body) =
+        raw_request(port, "/probe/callout", &[("x-gatehouse-probe", "callout")]);
+    assert_eq!(status, 200, "{head}{body}");
+    assert!(head.contains("x-callout-status: 200"), "{head}");
+    let answer: serde_json::Value = serde_json::from_str(&body).expect("the server's /version");
+    assert!(answer["gitVersion"].is_string(), "{answer}");
+    let after: Vec<_> = standin.requests().into_iter().skip(before).collect();
+    assert_eq!(
+        after.len(),
+        1,
+        "only the callout reached the server: {after:?}"
+    );
+    assert_eq!(after[0].uri, "/version");
+
+    // A response held whole and replaced, with its length: what masking does.
+    let (_, _, original) = raw_request(port, "/version", &[]);
+    let (status, head, body) = raw_request(port, "/version", &[("x-gatehouse-probe", "rewrite")]);
+    assert_eq!(status, 200, "{head}{body}");
+    assert_eq!(body, format!("{{\"rewritten\": {original}}}"));
+    assert!(
+        head.contains(&format!("content-length: {}", body.len())),
+        "{head}"
+    );
+    let rewritten: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        rewritten["rewritten"]["gitVersion"].is_string(),
+        "{rewritten}"
+    );
+
+    // A reset from the filter: no answer at all, and nothing upstream.
+    let before = standin.requests().len();
+    let (status, head, body) = raw_request(port, "/probe/reset", &[("x-gatehouse-probe", "reset")]);
+    assert_eq!(status, 0, "{head}{body}");
+    assert_eq!(standin.requests().len(), before);
+
+    // A panic in the filter: answered 500 at the boundary; Envoy serves on.
+    let (status, _, body) = raw_request(port, "/probe/panic", &[("x-gatehouse-probe", "panic")]);
+    assert_eq!(
+        (status, body.as_str()),
+        (500, "gatehouse: internal error\n")
+    );
+    assert!(kubectl(&["get", "pods", "-n", "dev"]).contains("web-0"));
+    let log = std::fs::read_to_string(envoy.log_path()).unwrap();
+    assert!(
+        log.contains("a panic in http_filter_request_headers was caught at the module boundary"),
+        "{log}"
+    );
+
+    let request_bytes = envoy
+        .stat("dynamicmodulescustom.http_passthrough_request_bytes")
+        .unwrap();
+    let stats = envoy::http_get(&envoy.admin, "/stats?filter=passthrough")
+        .unwrap()
+        .1;
+    assert!(
+        request_bytes.is_some_and(|n| n as usize > blob.len()),
+        "the module counted the request bodies:\n{stats}"
+    );
+
+    // A labelled family: Envoy makes a stat per method counted.
+    let prometheus = envoy::http_get(&envoy.admin, "/stats/prometheus")
+        .unwrap()
+        .1;
+    let by_method = |method: &str| {
+        let series = format!("http_passthrough_requests{{method=\"{method}\"}} ");
+        prometheus
+            .lines()
+            .find_map(|line| line.split_once(&series).map(|(_, n)| n.trim().to_owned()))
+            .and_then(|n| n.parse::<u64>().ok())
+    };
+    assert_eq!(by_method("POST"), Some(2), "{prometheus}");
+    assert!(by_method("GET").is_some_and(|n| n >= 10), "{prometheus}");
+
+    // Every stream reached the filter's end-of-stream hook, the ones it
+    // answered or reset itself included (Envoy ends those inside the hook),
+    // but for the one whose filter panicked: that filter is inert.
+    let completed = envoy
+        .stat("dynamicmodulescustom.http_passthrough_streams_completed")
+        .unwrap();
+
+    // Every proxied exchange: the filter's own count of both bodies, set as
+    // filter state at the end of the stream, matches what Envoy moved.
+    drop(envoy);
+    let lines = std::fs::read_to_string(&access_log).unwrap();
+    let streams = lines.lines().count() as u64;
+    assert_eq!(completed, Some(streams - 1), "{lines}");
+    let proxied: Vec<&str> = lines.lines().filter(|l| !l.contains("/probe/")).collect();
+    assert!(proxied.len() >= 6, "{lines}");
+    for line in proxied {
+        let words: BTreeMap<&str, &str> = line
+            .split_whitespace()
+            .filter_map(|w| w.split_once('='))
+            .collect();
+        assert_eq!(words["request"], words["received"], "{line}");
+        assert_eq!(words["response"], words["sent"], "{line}");
+        assert!(words["source"].starts_with("127.0.0.1:"), "{line}");
+    }
 }

@@ -12,11 +12,12 @@
 )]
 
 use gatehouse_integration::stack::demo_postgres_filter_config;
+use gatehouse_integration::tools::Build;
 use gatehouse_integration::{Stack, StackOptions, clients, idp};
 use serde_json::{Value, json};
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::Output;
+use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
 fn login_stack(name: &str) -> Stack {
@@ -222,6 +223,75 @@ fn keys_rotated_at_the_identity_provider_are_picked_up_without_a_restart() {
             .all(|m| m.contains("token is signed by an unknown key") && m.contains("try again")),
         "{refusals:?}"
     );
+}
+
+/// Native build only: a login whose token names a key the identity provider
+/// just rotated in is held while the key set is fetched, and judged with it,
+/// whichever worker it lands on and whoever fetches; a client that leaves while
+/// the fetch its login started is in flight holds back no other login. (The
+/// Wasm build fetches from its root context and refuses such a login with "try
+/// again" meanwhile: the test above covers both builds.)
+#[test]
+fn logins_with_a_rotated_in_key_wait_for_it_even_when_the_client_that_fetched_it_leaves() {
+    let mut config = demo_postgres_filter_config();
+    config["login"]["deadline_seconds"] = json!(20);
+    config["identity"]["issuers"][0]["remote_jwks"]["min_refetch_seconds"] = json!(2);
+    let options = StackOptions {
+        postgres_filter: config,
+        ..StackOptions::default()
+    };
+    let stack = Stack::start("it", "pg-login-rotation-held", options).expect("stack starts");
+    if stack.build != Build::Native {
+        return;
+    }
+    let before = stack.token("dba").unwrap();
+    let out = stack
+        .psql_login("postgres", Some(&before), &["-c", "select 1"])
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Past min_refetch_seconds of that fetch: an unknown kid may fetch now.
+    std::thread::sleep(Duration::from_millis(2500));
+
+    let rotated = idp::generate_minter().unwrap().with_kid("rotated-key");
+    stack.idp.serve_keys(&[&rotated]).unwrap();
+    let after = idp::mint(&rotated, "dba", 600).unwrap();
+    let login = |sql: &str| {
+        stack
+            .psql_login_command("postgres", Some(&after), &["-c", sql])
+            .unwrap()
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    stack.idp.hold_answers(true);
+    let requests = stack.idp.requests();
+    let mut leaving = login("select 'left'");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while stack.idp.requests() == requests {
+        assert!(
+            Instant::now() < deadline,
+            "the login never asked for the new keys"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The leaving client's login waits for its fetch; others arrive meanwhile
+    // (on its worker they wait for that fetch, on another they fetch).
+    let staying: Vec<Child> = (0..3).map(|_| login("select 'rotated'")).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    leaving.kill().unwrap();
+    leaving.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    stack.idp.hold_answers(false);
+    for child in staying {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(clients::stdout(&out).trim(), "rotated");
+    }
+    let out = stack
+        .psql_login("postgres", Some(&after), &["-c", "select 'later'"])
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
 }
 
 #[test]

@@ -49,14 +49,14 @@ fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     })
 }
 
-/// `/stats/prometheus`. The native build's Postgres stats are not in a
-/// namespace Envoy strips (as it strips `wasmcustom.`): Prometheus sees them
-/// as `envoy_dynamicmodulescustom_gatehouse_pg_*`, with the same labels and
-/// values; they are read here under the Wasm build's names.
+/// `/stats/prometheus`. The native build's stats are not in a namespace
+/// Envoy strips (as it strips `wasmcustom.`): Prometheus sees them as
+/// `envoy_dynamicmodulescustom_gatehouse_*`, with the same labels and values;
+/// they are read here under the Wasm build's names.
 fn prometheus(envoy: &Envoy) -> String {
     let (code, body) = envoy::http_get(&envoy.admin, "/stats/prometheus").unwrap();
     assert_eq!(code, 200);
-    body.replace("envoy_dynamicmodulescustom_gatehouse_pg_", "gatehouse_pg_")
+    body.replace("envoy_dynamicmodulescustom_gatehouse_", "gatehouse_")
 }
 
 /// Scrapes until `ready` holds (histograms reach the admin page with Envoy's

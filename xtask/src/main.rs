@@ -162,7 +162,7 @@ const NATIVE_MODULES: &[&str] = &[
     "gatehouse-native-passthrough",
 ];
 
-/// Integration tests that exercise the Postgres filter's glue: `cargo xtask
+/// Integration tests that exercise the Postgres and Kubernetes filters' glue: `cargo xtask
 /// test` runs them on the native build too (`GATEHOUSE_BUILD=native`).
 const NATIVE_GLUE_TESTS: &[&str] = &[
     "foundation",
@@ -172,6 +172,9 @@ const NATIVE_GLUE_TESTS: &[&str] = &[
     "postgres_masking",
     "postgres_copy_masking",
     "stats",
+    "kubernetes",
+    "kubernetes_hostile",
+    "exec_recording",
 ];
 
 fn cargo() -> Command {
@@ -403,13 +406,8 @@ fn test() -> Result<()> {
     for test in NATIVE_GLUE_TESTS {
         native.args(["--test", test]);
     }
-    // Known defect of the native build, open in the native-build issue: a key
-    // the identity provider rotates in is not adopted by the native module
-    // (its logins keep getting "unknown key"), while the Wasm build adopts it.
-    // Skipped here by name, so every other glue test still runs on both builds.
-    native.args(["--", "--skip", "keys_rotated_at_the_identity_provider"]);
     step(
-        "integration tests of the Postgres glue on the native build",
+        "integration tests of the Postgres and Kubernetes glue on the native build",
         native.env("GATEHOUSE_BUILD", "native"),
     )?;
     demo::smoke_test()?;

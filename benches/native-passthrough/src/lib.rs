@@ -12,13 +12,18 @@
 //! chunk that holds `<text>`: the integration test's proof that a panic is
 //! caught at the module boundary, ends only its own connection and leaves
 //! Envoy and every other connection running.
+//!
+//! The same module has an HTTP filter, `http_passthrough` ([`http`]): the HTTP
+//! floor, and the proof that the HTTP part of the bindings works in Envoy.
 
 use gatehouse_dynamic_modules_abi::network::{
     Buffer, Connection, ConnectionEvent, FilterStatus, MetricId, NetworkFilter, NetworkFilterConfig,
 };
-use gatehouse_dynamic_modules_abi::{declare_network_filters, network::ConfigEnvoy};
+use gatehouse_dynamic_modules_abi::{declare_filters, network::ConfigEnvoy};
 
-declare_network_filters!(new_config);
+mod http;
+
+declare_filters!(network: new_config, http: http::new_config);
 
 fn new_config(
     name: &str,

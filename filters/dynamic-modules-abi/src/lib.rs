@@ -6,9 +6,11 @@
 //! `source/extensions/dynamic_modules/abi/abi.h`: event hooks the module
 //! exports (`envoy_dynamic_module_on_*`) and callbacks Envoy exports
 //! (`envoy_dynamic_module_callback_*`). This crate declares the part gatehouse
-//! uses ([`sys`]), exports the network-filter hooks and turns them into the
-//! [`network::NetworkFilterConfig`] / [`network::NetworkFilter`] traits with
-//! safe handles ([`network`]).
+//! uses ([`sys`]), exports the network- and HTTP-filter hooks and turns them
+//! into traits with safe handles: [`network::NetworkFilterConfig`] /
+//! [`network::NetworkFilter`] over a [`network::Connection`] ([`network`]),
+//! [`http::HttpFilterConfig`] / [`http::HttpFilter`] over an [`http::Stream`]
+//! ([`http`]). A module names its filters with [`declare_filters`].
 //!
 //! It is the only crate of the native build allowed `unsafe`; every block says
 //! why it is sound. Builds are for **Envoy 1.40** (ABI [`sys::ABI_VERSION`]):
@@ -20,6 +22,26 @@
 //! workspace lints still deny the panicking constructs themselves.
 #![allow(unsafe_code)] // FFI bindings: every use carries a SAFETY comment.
 
+/// Declares the event hooks Envoy resolves (each `#[no_mangle] extern "C"`)
+/// and lists each definition in a `HOOKS` constant for the facts test.
+macro_rules! hooks {
+
+    ($( fn $name:ident ( $($arg:ident : $ty:ty),* $(,)? ) $(-> $ret:ty)? $body:block )*) => {
+        $(
+            #[unsafe(no_mangle)]
+            #[allow(clippy::not_unsafe_ptr_arg_deref)] // Envoy is the only caller.
+            pub extern "C" fn $name($($arg: $ty),*) $(-> $ret)? $body
+        )*
+
+        /// Every hook defined here: `(name, "(arguments) -> return")`.
+        pub const HOOKS: &[(&str, &str)] = &[
+            $( (stringify!($name), stringify!(($($arg: $ty),*) $(-> $ret)?)) ),*
+        ];
+    };
+}
+
+mod boundary;
+pub mod http;
 pub mod network;
 pub mod sys;
 
@@ -64,4 +86,19 @@ pub fn log(level: LogLevel, message: &str) {
         // Outside Envoy (unit tests of the glue): standard error.
         None => eprintln!("[{level:?}] {message}"),
     }
+}
+
+/// Defines the module's `envoy_dynamic_module_on_program_init`, which
+/// registers the functions that build its network filters
+/// ([`network::NewConfigFn`]) and its HTTP filters ([`http::NewConfigFn`]),
+/// and reports the ABI version. Use it once, in the `cdylib` crate Envoy loads.
+#[macro_export]
+macro_rules! declare_filters {
+    (network: $network:expr, http: $http:expr $(,)?) => {
+        #[unsafe(no_mangle)]
+        pub extern "C" fn envoy_dynamic_module_on_program_init() -> *const ::std::ffi::c_char {
+            $crate::http::register($http);
+            $crate::network::program_init($network)
+        }
+    };
 }

@@ -16,10 +16,10 @@
 //! seen is passed on); the filter is then inert. A panic must never unwind
 //! into Envoy, which is C++ and would abort the process.
 
+pub use crate::boundary::{CalloutResponse, CalloutResult};
+use crate::boundary::{callout_response, envoy_bytes, guard, try_hook};
 use crate::sys::{self, EnvoyBuffer, ModuleBuffer, envoy_call};
 use crate::{LogLevel, log};
-use std::any::Any;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::OnceLock;
 
 /// Whether Envoy passes the data on to the next filter now.
@@ -85,39 +85,6 @@ impl CloseKind {
 /// A metric a configuration defined; used through [`Connection`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MetricId(usize);
-
-/// How an HTTP callout ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CalloutResult {
-    Success,
-    /// The stream was reset (no upstream, timeout, connection failure).
-    Reset,
-    ExceedResponseBufferLimit,
-    Other(u32),
-}
-
-/// The answer to an HTTP callout, borrowed from Envoy for the hook.
-#[derive(Debug)]
-pub struct CalloutResponse<'a> {
-    pub result: CalloutResult,
-    pub headers: Vec<(&'a [u8], &'a [u8])>,
-    pub body: Vec<&'a [u8]>,
-}
-
-impl CalloutResponse<'_> {
-    /// The first value of header `name` (ASCII case-insensitive).
-    pub fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers
-            .iter()
-            .find(|(key, _)| key.eq_ignore_ascii_case(name.as_bytes()))
-            .map(|(_, value)| *value)
-    }
-
-    /// The body, joined.
-    pub fn body_bytes(&self) -> Vec<u8> {
-        self.body.concat()
-    }
-}
 
 /// A network filter's configuration: built on the main thread, shared by
 /// every worker, so it must be `Send + Sync` (per-worker state belongs in the
@@ -604,46 +571,6 @@ struct FilterSlot {
     failed: bool,
 }
 
-/// Runs `body`, catching a panic: logged, then `None`.
-fn try_hook<T>(hook: &str, body: impl FnOnce() -> T) -> Option<T> {
-    match catch_unwind(AssertUnwindSafe(body)) {
-        Ok(value) => Some(value),
-        Err(payload) => {
-            log(
-                LogLevel::Critical,
-                &format!(
-                    "gatehouse: a panic in {hook} was caught at the module boundary: {}",
-                    panic_message(payload.as_ref())
-                ),
-            );
-            None
-        }
-    }
-}
-
-/// [`try_hook`], with `on_panic` giving the value to return after a panic.
-fn guard<T>(hook: &str, body: impl FnOnce() -> T, on_panic: impl FnOnce() -> T) -> T {
-    try_hook(hook, body).unwrap_or_else(on_panic)
-}
-
-fn panic_message(payload: &(dyn Any + Send)) -> &str {
-    payload
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("(no message)")
-}
-
-/// Bytes Envoy lent for a hook, as a slice.
-fn envoy_bytes<'a>(buffer: EnvoyBuffer) -> &'a [u8] {
-    if buffer.ptr.is_null() {
-        return &[];
-    }
-    // SAFETY: Envoy keeps the bytes valid for the hook that received them;
-    // callers use the slice only within that hook.
-    unsafe { std::slice::from_raw_parts(buffer.ptr, buffer.length) }
-}
-
 /// Runs a hook of one connection's filter under [`guard`]. A panic marks the
 /// filter failed and aborts the connection; a failed filter's hooks do nothing
 /// but hold the data (`StopIteration`).
@@ -672,23 +599,6 @@ fn with_filter(
             FilterStatus::StopIteration
         }
     }
-}
-
-/// Declares the event hooks Envoy resolves for a network filter and lists
-/// each definition in [`HOOKS`] for the facts test.
-macro_rules! hooks {
-    ($( fn $name:ident ( $($arg:ident : $ty:ty),* $(,)? ) $(-> $ret:ty)? $body:block )*) => {
-        $(
-            #[unsafe(no_mangle)]
-            #[allow(clippy::not_unsafe_ptr_arg_deref)] // Envoy is the only caller.
-            pub extern "C" fn $name($($arg: $ty),*) $(-> $ret)? $body
-        )*
-
-        /// Every hook defined here: `(name, "(arguments) -> return")`.
-        pub const HOOKS: &[(&str, &str)] = &[
-            $( (stringify!($name), stringify!(($($arg: $ty),*) $(-> $ret)?)) ),*
-        ];
-    };
 }
 
 use sys::{
@@ -773,36 +683,7 @@ hooks! {
 
     fn envoy_dynamic_module_on_network_filter_http_callout_done(filter_envoy: NetworkFilterEnvoyPtr, filter: NetworkFilterModulePtr, callout_id: u64, result: CalloutResultCode, headers: *const EnvoyHttpHeader, headers_size: usize, body_chunks: *const EnvoyBuffer, body_chunks_size: usize) {
         with_filter("network_filter_http_callout_done", filter_envoy, filter, |f, c| {
-            let headers: &[EnvoyHttpHeader] = if headers.is_null() {
-                &[]
-            } else {
-                // SAFETY: Envoy passes `headers_size` headers, valid for this hook.
-                unsafe { std::slice::from_raw_parts(headers, headers_size) }
-            };
-            let body: &[EnvoyBuffer] = if body_chunks.is_null() {
-                &[]
-            } else {
-                // SAFETY: Envoy passes `body_chunks_size` chunks, valid for this hook.
-                unsafe { std::slice::from_raw_parts(body_chunks, body_chunks_size) }
-            };
-            let response = CalloutResponse {
-                result: match result {
-                    sys::CALLOUT_SUCCESS => CalloutResult::Success,
-                    sys::CALLOUT_RESET => CalloutResult::Reset,
-                    sys::CALLOUT_EXCEED_RESPONSE_BUFFER_LIMIT => CalloutResult::ExceedResponseBufferLimit,
-                    other => CalloutResult::Other(other),
-                },
-                headers: headers
-                    .iter()
-                    .map(|h| {
-                        (
-                            envoy_bytes(EnvoyBuffer { ptr: h.key_ptr, length: h.key_length }),
-                            envoy_bytes(EnvoyBuffer { ptr: h.value_ptr, length: h.value_length }),
-                        )
-                    })
-                    .collect(),
-                body: body.iter().map(|chunk| envoy_bytes(*chunk)).collect(),
-            };
+            let response = callout_response(result, headers, headers_size, body_chunks, body_chunks_size);
             f.on_http_callout_done(c, callout_id, response);
             FilterStatus::Continue
         });
@@ -851,15 +732,6 @@ macro_rules! declare_network_filters {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn panics_are_caught_and_their_message_kept() {
-        let value = guard("test", || -> u32 { std::panic::panic_any("boom") }, || 7);
-        assert_eq!(value, 7);
-        assert_eq!(panic_message(&"boom"), "boom");
-        assert_eq!(panic_message(&String::from("owned")), "owned");
-        assert_eq!(panic_message(&3u8), "(no message)");
-    }
 
     #[test]
     fn a_null_filter_holds_the_data() {

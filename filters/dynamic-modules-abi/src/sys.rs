@@ -81,6 +81,86 @@ pub type NetworkFilterSchedulerPtr = *mut c_void;
 /// `envoy_dynamic_module_type_network_filter_config_scheduler_module_ptr`.
 pub type NetworkFilterConfigSchedulerPtr = *mut c_void;
 
+/// `envoy_dynamic_module_type_http_filter_config_envoy_ptr`.
+pub type HttpFilterConfigEnvoyPtr = *mut c_void;
+/// `envoy_dynamic_module_type_http_filter_config_module_ptr`.
+pub type HttpFilterConfigModulePtr = *const c_void;
+/// `envoy_dynamic_module_type_http_filter_per_route_config_module_ptr`.
+pub type HttpFilterPerRouteConfigModulePtr = *const c_void;
+/// `envoy_dynamic_module_type_http_filter_envoy_ptr`.
+pub type HttpFilterEnvoyPtr = *mut c_void;
+/// `envoy_dynamic_module_type_http_filter_module_ptr`.
+pub type HttpFilterModulePtr = *const c_void;
+/// `envoy_dynamic_module_type_http_filter_scheduler_module_ptr`.
+pub type HttpFilterSchedulerPtr = *mut c_void;
+/// `envoy_dynamic_module_type_http_filter_config_scheduler_module_ptr`.
+pub type HttpFilterConfigSchedulerPtr = *mut c_void;
+
+/// `envoy_dynamic_module_type_http_header_type`: which header map.
+pub type HttpHeaderType = u32;
+pub const HEADERS_REQUEST: HttpHeaderType = 0;
+pub const TRAILERS_REQUEST: HttpHeaderType = 1;
+pub const HEADERS_RESPONSE: HttpHeaderType = 2;
+pub const TRAILERS_RESPONSE: HttpHeaderType = 3;
+
+/// `envoy_dynamic_module_type_http_body_type`: which body buffer.
+pub type HttpBodyType = u32;
+pub const BODY_RECEIVED_REQUEST: HttpBodyType = 0;
+pub const BODY_BUFFERED_REQUEST: HttpBodyType = 1;
+pub const BODY_RECEIVED_RESPONSE: HttpBodyType = 2;
+pub const BODY_BUFFERED_RESPONSE: HttpBodyType = 3;
+
+/// `envoy_dynamic_module_type_on_http_filter_request_headers_status` and
+/// `..._response_headers_status` (the same values: Envoy's `FilterHeadersStatus`).
+pub type HeadersStatus = u32;
+pub const HEADERS_CONTINUE: HeadersStatus = 0;
+pub const HEADERS_STOP_ITERATION: HeadersStatus = 1;
+pub const HEADERS_CONTINUE_AND_DONT_END_STREAM: HeadersStatus = 2;
+pub const HEADERS_STOP_ALL_ITERATION_AND_BUFFER: HeadersStatus = 3;
+pub const HEADERS_STOP_ALL_ITERATION_AND_WATERMARK: HeadersStatus = 4;
+
+/// `envoy_dynamic_module_type_on_http_filter_request_body_status` and
+/// `..._response_body_status` (Envoy's `FilterDataStatus`).
+pub type BodyStatus = u32;
+pub const BODY_CONTINUE: BodyStatus = 0;
+pub const BODY_STOP_ITERATION_AND_BUFFER: BodyStatus = 1;
+pub const BODY_STOP_ITERATION_AND_WATERMARK: BodyStatus = 2;
+pub const BODY_STOP_ITERATION_NO_BUFFER: BodyStatus = 3;
+
+/// `envoy_dynamic_module_type_on_http_filter_request_trailers_status` and
+/// `..._response_trailers_status` (Envoy's `FilterTrailersStatus`).
+pub type TrailersStatus = u32;
+pub const TRAILERS_CONTINUE: TrailersStatus = 0;
+pub const TRAILERS_STOP_ITERATION: TrailersStatus = 1;
+
+/// `envoy_dynamic_module_type_on_http_filter_local_reply_status`.
+pub type LocalReplyStatus = u32;
+pub const LOCAL_REPLY_CONTINUE: LocalReplyStatus = 0;
+pub const LOCAL_REPLY_CONTINUE_AND_RESET_STREAM: LocalReplyStatus = 1;
+
+/// `envoy_dynamic_module_type_http_filter_stream_reset_reason`: how a filter
+/// resets its own stream.
+pub type FilterStreamResetReason = u32;
+pub const FILTER_RESET_LOCAL_RESET: FilterStreamResetReason = 0;
+pub const FILTER_RESET_LOCAL_REFUSED_STREAM_RESET: FilterStreamResetReason = 1;
+
+/// `envoy_dynamic_module_type_http_stream_reset_reason` (streamed callouts).
+pub type StreamResetReason = u32;
+pub const STREAM_RESET_CONNECTION_FAILURE: StreamResetReason = 0;
+pub const STREAM_RESET_CONNECTION_TERMINATION: StreamResetReason = 1;
+pub const STREAM_RESET_LOCAL_RESET: StreamResetReason = 2;
+pub const STREAM_RESET_LOCAL_REFUSED_STREAM_RESET: StreamResetReason = 3;
+pub const STREAM_RESET_OVERFLOW: StreamResetReason = 4;
+pub const STREAM_RESET_REMOTE_RESET: StreamResetReason = 5;
+pub const STREAM_RESET_REMOTE_REFUSED_STREAM_RESET: StreamResetReason = 6;
+pub const STREAM_RESET_PROTOCOL_ERROR: StreamResetReason = 7;
+
+/// `envoy_dynamic_module_type_attribute_id` (the few gatehouse reads).
+pub type AttributeId = u32;
+pub const ATTRIBUTE_SOURCE_ADDRESS: AttributeId = 24;
+pub const ATTRIBUTE_SOURCE_PORT: AttributeId = 25;
+pub const ATTRIBUTE_CONNECTION_ID: AttributeId = 28;
+
 /// `envoy_dynamic_module_type_on_network_filter_data_status`.
 pub type DataStatus = u32;
 pub const DATA_STATUS_CONTINUE: DataStatus = 0;
@@ -124,6 +204,10 @@ pub const METRICS_SUCCESS: MetricsResult = 0;
 /// `envoy_dynamic_module_type_http_callout_init_result`.
 pub type CalloutInitResult = u32;
 pub const CALLOUT_INIT_SUCCESS: CalloutInitResult = 0;
+pub const CALLOUT_INIT_MISSING_REQUIRED_HEADERS: CalloutInitResult = 1;
+pub const CALLOUT_INIT_CLUSTER_NOT_FOUND: CalloutInitResult = 2;
+pub const CALLOUT_INIT_DUPLICATE_CALLOUT_ID: CalloutInitResult = 3;
+pub const CALLOUT_INIT_CANNOT_CREATE_REQUEST: CalloutInitResult = 4;
 
 /// `envoy_dynamic_module_type_http_callout_result`.
 pub type CalloutResultCode = u32;
@@ -244,4 +328,46 @@ callbacks! {
     fn envoy_dynamic_module_callback_network_filter_config_scheduler_new(config: NetworkFilterConfigEnvoyPtr) -> NetworkFilterConfigSchedulerPtr;
     fn envoy_dynamic_module_callback_network_filter_config_scheduler_commit(scheduler: NetworkFilterConfigSchedulerPtr, event_id: u64);
     fn envoy_dynamic_module_callback_network_filter_config_scheduler_delete(scheduler: NetworkFilterConfigSchedulerPtr);
+
+    fn envoy_dynamic_module_callback_http_get_header(filter: HttpFilterEnvoyPtr, header_type: HttpHeaderType, key: ModuleBuffer, result: *mut EnvoyBuffer, index: usize, optional_size: *mut usize) -> bool;
+    fn envoy_dynamic_module_callback_http_get_headers_size(filter: HttpFilterEnvoyPtr, header_type: HttpHeaderType) -> usize;
+    fn envoy_dynamic_module_callback_http_get_headers(filter: HttpFilterEnvoyPtr, header_type: HttpHeaderType, result: *mut EnvoyHttpHeader) -> bool;
+    fn envoy_dynamic_module_callback_http_set_header(filter: HttpFilterEnvoyPtr, header_type: HttpHeaderType, key: ModuleBuffer, value: ModuleBuffer) -> bool;
+    fn envoy_dynamic_module_callback_http_add_header(filter: HttpFilterEnvoyPtr, header_type: HttpHeaderType, key: ModuleBuffer, value: ModuleBuffer) -> bool;
+    fn envoy_dynamic_module_callback_http_send_response(filter: HttpFilterEnvoyPtr, status_code: u32, headers: *mut ModuleHttpHeader, headers_size: usize, body: ModuleBuffer, details: ModuleBuffer);
+    fn envoy_dynamic_module_callback_http_get_body_size(filter: HttpFilterEnvoyPtr, body_type: HttpBodyType) -> usize;
+    fn envoy_dynamic_module_callback_http_get_body_chunks_size(filter: HttpFilterEnvoyPtr, body_type: HttpBodyType) -> usize;
+    fn envoy_dynamic_module_callback_http_get_body_chunks(filter: HttpFilterEnvoyPtr, body_type: HttpBodyType, result: *mut EnvoyBuffer) -> bool;
+    fn envoy_dynamic_module_callback_http_append_body(filter: HttpFilterEnvoyPtr, body_type: HttpBodyType, data: ModuleBuffer) -> bool;
+    fn envoy_dynamic_module_callback_http_drain_body(filter: HttpFilterEnvoyPtr, body_type: HttpBodyType, length: usize) -> bool;
+    fn envoy_dynamic_module_callback_http_received_buffered_request_body(filter: HttpFilterEnvoyPtr) -> bool;
+    fn envoy_dynamic_module_callback_http_received_buffered_response_body(filter: HttpFilterEnvoyPtr) -> bool;
+    fn envoy_dynamic_module_callback_http_set_dynamic_metadata_string(filter: HttpFilterEnvoyPtr, namespace: ModuleBuffer, key: ModuleBuffer, value: ModuleBuffer);
+    fn envoy_dynamic_module_callback_http_set_dynamic_metadata_number(filter: HttpFilterEnvoyPtr, namespace: ModuleBuffer, key: ModuleBuffer, value: f64);
+    fn envoy_dynamic_module_callback_http_set_filter_state_bytes(filter: HttpFilterEnvoyPtr, key: ModuleBuffer, value: ModuleBuffer) -> bool;
+    fn envoy_dynamic_module_callback_http_get_filter_state_bytes(filter: HttpFilterEnvoyPtr, key: ModuleBuffer, result: *mut EnvoyBuffer) -> bool;
+    fn envoy_dynamic_module_callback_http_filter_get_attribute_string(filter: HttpFilterEnvoyPtr, attribute: AttributeId, result: *mut EnvoyBuffer) -> bool;
+    fn envoy_dynamic_module_callback_http_filter_get_attribute_int(filter: HttpFilterEnvoyPtr, attribute: AttributeId, result: *mut u64) -> bool;
+    fn envoy_dynamic_module_callback_http_filter_get_worker_index(filter: HttpFilterEnvoyPtr) -> u32;
+    fn envoy_dynamic_module_callback_http_filter_continue_decoding(filter: HttpFilterEnvoyPtr);
+    fn envoy_dynamic_module_callback_http_filter_continue_encoding(filter: HttpFilterEnvoyPtr);
+    fn envoy_dynamic_module_callback_http_filter_reset_stream(filter: HttpFilterEnvoyPtr, reason: FilterStreamResetReason, details: ModuleBuffer);
+    fn envoy_dynamic_module_callback_http_filter_http_callout(filter: HttpFilterEnvoyPtr, callout_id: *mut u64, cluster_name: ModuleBuffer, headers: *mut ModuleHttpHeader, headers_size: usize, body: ModuleBuffer, timeout_milliseconds: u64) -> CalloutInitResult;
+
+    fn envoy_dynamic_module_callback_http_filter_config_define_counter(config: HttpFilterConfigEnvoyPtr, name: ModuleBuffer, label_names: *mut ModuleBuffer, label_names_size: usize, id: *mut usize) -> MetricsResult;
+    fn envoy_dynamic_module_callback_http_filter_config_define_gauge(config: HttpFilterConfigEnvoyPtr, name: ModuleBuffer, label_names: *mut ModuleBuffer, label_names_size: usize, id: *mut usize) -> MetricsResult;
+    fn envoy_dynamic_module_callback_http_filter_config_define_histogram(config: HttpFilterConfigEnvoyPtr, name: ModuleBuffer, label_names: *mut ModuleBuffer, label_names_size: usize, id: *mut usize) -> MetricsResult;
+    fn envoy_dynamic_module_callback_http_filter_increment_counter(filter: HttpFilterEnvoyPtr, id: usize, label_values: *mut ModuleBuffer, label_values_size: usize, value: u64) -> MetricsResult;
+    fn envoy_dynamic_module_callback_http_filter_set_gauge(filter: HttpFilterEnvoyPtr, id: usize, label_values: *mut ModuleBuffer, label_values_size: usize, value: u64) -> MetricsResult;
+    fn envoy_dynamic_module_callback_http_filter_increment_gauge(filter: HttpFilterEnvoyPtr, id: usize, label_values: *mut ModuleBuffer, label_values_size: usize, value: u64) -> MetricsResult;
+    fn envoy_dynamic_module_callback_http_filter_decrement_gauge(filter: HttpFilterEnvoyPtr, id: usize, label_values: *mut ModuleBuffer, label_values_size: usize, value: u64) -> MetricsResult;
+    fn envoy_dynamic_module_callback_http_filter_record_histogram_value(filter: HttpFilterEnvoyPtr, id: usize, label_values: *mut ModuleBuffer, label_values_size: usize, value: u64) -> MetricsResult;
+    fn envoy_dynamic_module_callback_http_filter_config_increment_counter(config: HttpFilterConfigEnvoyPtr, id: usize, label_values: *mut ModuleBuffer, label_values_size: usize, value: u64) -> MetricsResult;
+
+    fn envoy_dynamic_module_callback_http_filter_scheduler_new(filter: HttpFilterEnvoyPtr) -> HttpFilterSchedulerPtr;
+    fn envoy_dynamic_module_callback_http_filter_scheduler_commit(scheduler: HttpFilterSchedulerPtr, event_id: u64);
+    fn envoy_dynamic_module_callback_http_filter_scheduler_delete(scheduler: HttpFilterSchedulerPtr);
+    fn envoy_dynamic_module_callback_http_filter_config_scheduler_new(config: HttpFilterConfigEnvoyPtr) -> HttpFilterConfigSchedulerPtr;
+    fn envoy_dynamic_module_callback_http_filter_config_scheduler_commit(scheduler: HttpFilterConfigSchedulerPtr, event_id: u64);
+    fn envoy_dynamic_module_callback_http_filter_config_scheduler_delete(scheduler: HttpFilterConfigSchedulerPtr);
 }

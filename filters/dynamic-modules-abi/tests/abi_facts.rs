@@ -6,7 +6,7 @@
 // Test code: a failed expect or an unknown name is a failed test.
 #![allow(clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
-use gatehouse_dynamic_modules_abi::{network, sys};
+use gatehouse_dynamic_modules_abi::{http, network, sys};
 use std::collections::BTreeMap;
 use std::mem::{offset_of, size_of};
 
@@ -31,6 +31,19 @@ fn c_type(rust: &str) -> String {
         "NetworkFilterConfigModulePtr" => "network_filter_config_module_ptr",
         "NetworkFilterSchedulerPtr" => "network_filter_scheduler_module_ptr",
         "NetworkFilterConfigSchedulerPtr" => "network_filter_config_scheduler_module_ptr",
+        "HttpFilterEnvoyPtr" => "http_filter_envoy_ptr",
+        "HttpFilterModulePtr" => "http_filter_module_ptr",
+        "HttpFilterConfigEnvoyPtr" => "http_filter_config_envoy_ptr",
+        "HttpFilterConfigModulePtr" => "http_filter_config_module_ptr",
+        "HttpFilterPerRouteConfigModulePtr" => "http_filter_per_route_config_module_ptr",
+        "HttpFilterSchedulerPtr" => "http_filter_scheduler_module_ptr",
+        "HttpFilterConfigSchedulerPtr" => "http_filter_config_scheduler_module_ptr",
+        "HttpHeaderType" => "http_header_type",
+        "HttpBodyType" => "http_body_type",
+        "AttributeId" => "attribute_id",
+        "StreamResetReason" => "http_stream_reset_reason",
+        "FilterStreamResetReason" => "http_filter_stream_reset_reason",
+        "LocalReplyStatus" => "on_http_filter_local_reply_status",
         "ModuleBuffer" => "module_buffer",
         "EnvoyBuffer" => "envoy_buffer",
         "ModuleHttpHeader" => "module_http_header",
@@ -46,7 +59,10 @@ fn c_type(rust: &str) -> String {
         "usize" => "size_t",
         "u64" => "uint64_t",
         "u32" => "uint32_t",
+        "f64" => "double",
         "bool" => "bool",
+        // Named by `status_type` already.
+        status if status.starts_with("on_http_filter_") => status,
         other => panic!("no header type known for Rust type {other:?}"),
     }
     .to_string()
@@ -97,10 +113,80 @@ fn every_callback_matches_the_header() {
     assert_eq!(declared, facts("callback"));
 }
 
+/// The header has one status enum per direction where the values are the
+/// same (Envoy's `FilterHeadersStatus`, …); the Rust declarations share one
+/// type, so a hook's return type is named by its hook.
+fn status_type(hook: &str, signature: &str) -> String {
+    let signature = signature.split_whitespace().collect::<Vec<_>>().join(" ");
+    let named = |rust: &str, header: &str| {
+        let direction = if hook.contains("request") {
+            "request"
+        } else {
+            "response"
+        };
+        signature.replace(rust, &format!("on_http_filter_{direction}_{header}_status"))
+    };
+    if signature.ends_with("-> HeadersCode") {
+        named("HeadersCode", "headers")
+    } else if signature.ends_with("-> BodyCode") {
+        named("BodyCode", "body")
+    } else if signature.ends_with("-> TrailersCode") {
+        named("TrailersCode", "trailers")
+    } else {
+        signature
+    }
+}
+
 #[test]
 fn every_hook_matches_the_header() {
-    let declared = declared(network::HOOKS, "envoy_dynamic_module_on_");
+    let hooks: Vec<(&str, String)> = network::HOOKS
+        .iter()
+        .chain(http::HOOKS)
+        .map(|(name, signature)| (*name, status_type(name, signature)))
+        .collect();
+    let hooks: Vec<(&str, &str)> = hooks.iter().map(|(n, s)| (*n, s.as_str())).collect();
+    let declared = declared(&hooks, "envoy_dynamic_module_on_");
     assert_eq!(declared, facts("hook"));
+}
+
+/// Every HTTP hook the pinned Envoy looks up (its binary holds their names)
+/// is defined here: a missing one would fail the filter's load.
+#[test]
+fn every_http_hook_the_pinned_envoy_names_is_defined() {
+    let Some(envoy) = envoy_binary() else {
+        eprintln!("Envoy is not installed (cargo xtask install): hook check not run");
+        return;
+    };
+    let binary = std::fs::read(&envoy).expect("read the Envoy binary");
+    let text = String::from_utf8_lossy(&binary);
+    let prefix = "envoy_dynamic_module_on_http_filter_";
+    let defined: Vec<&str> = http::HOOKS.iter().map(|(n, _)| *n).collect();
+    // The binary keeps the names it looks up back to back, so each piece
+    // that starts with the prefix runs into the next: it must begin with a
+    // hook defined here.
+    let pieces: Vec<String> = text
+        .match_indices(prefix)
+        .map(|(start, _)| {
+            let rest = &text[start..];
+            let end = rest[prefix.len()..]
+                .find(prefix)
+                .map_or(rest.len(), |n| n + prefix.len());
+            rest[..end]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect()
+        })
+        .collect();
+    assert!(pieces.len() >= 20, "found the hook names: {pieces:?}");
+    let missing: Vec<&String> = pieces
+        .iter()
+        .filter(|piece| !defined.iter().any(|name| piece.starts_with(name)))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} names hooks not defined here: {missing:?}",
+        envoy.display()
+    );
 }
 
 #[test]
@@ -110,6 +196,47 @@ fn the_reported_abi_version_is_the_headers() {
         .find_map(|line| line.strip_prefix("version "))
         .expect("a version line");
     assert_eq!(sys::ABI_VERSION, format!("{version}\0").as_bytes());
+}
+
+fn headers_status() -> Vec<(&'static str, u32)> {
+    vec![
+        ("Continue", sys::HEADERS_CONTINUE),
+        ("StopIteration", sys::HEADERS_STOP_ITERATION),
+        (
+            "ContinueAndDontEndStream",
+            sys::HEADERS_CONTINUE_AND_DONT_END_STREAM,
+        ),
+        (
+            "StopAllIterationAndBuffer",
+            sys::HEADERS_STOP_ALL_ITERATION_AND_BUFFER,
+        ),
+        (
+            "StopAllIterationAndWatermark",
+            sys::HEADERS_STOP_ALL_ITERATION_AND_WATERMARK,
+        ),
+    ]
+}
+
+fn body_status() -> Vec<(&'static str, u32)> {
+    vec![
+        ("Continue", sys::BODY_CONTINUE),
+        (
+            "StopIterationAndBuffer",
+            sys::BODY_STOP_ITERATION_AND_BUFFER,
+        ),
+        (
+            "StopIterationAndWatermark",
+            sys::BODY_STOP_ITERATION_AND_WATERMARK,
+        ),
+        ("StopIterationNoBuffer", sys::BODY_STOP_ITERATION_NO_BUFFER),
+    ]
+}
+
+fn trailers_status() -> Vec<(&'static str, u32)> {
+    vec![
+        ("Continue", sys::TRAILERS_CONTINUE),
+        ("StopIteration", sys::TRAILERS_STOP_ITERATION),
+    ]
 }
 
 #[test]
@@ -170,7 +297,93 @@ fn enum_values_match_the_header() {
         ("metrics_result", vec![("Success", sys::METRICS_SUCCESS)]),
         (
             "http_callout_init_result",
-            vec![("Success", sys::CALLOUT_INIT_SUCCESS)],
+            vec![
+                ("Success", sys::CALLOUT_INIT_SUCCESS),
+                (
+                    "MissingRequiredHeaders",
+                    sys::CALLOUT_INIT_MISSING_REQUIRED_HEADERS,
+                ),
+                ("ClusterNotFound", sys::CALLOUT_INIT_CLUSTER_NOT_FOUND),
+                ("DuplicateCalloutId", sys::CALLOUT_INIT_DUPLICATE_CALLOUT_ID),
+                (
+                    "CannotCreateRequest",
+                    sys::CALLOUT_INIT_CANNOT_CREATE_REQUEST,
+                ),
+            ],
+        ),
+        (
+            "http_header_type",
+            vec![
+                ("RequestHeader", sys::HEADERS_REQUEST),
+                ("RequestTrailer", sys::TRAILERS_REQUEST),
+                ("ResponseHeader", sys::HEADERS_RESPONSE),
+                ("ResponseTrailer", sys::TRAILERS_RESPONSE),
+            ],
+        ),
+        (
+            "http_body_type",
+            vec![
+                ("ReceivedRequestBody", sys::BODY_RECEIVED_REQUEST),
+                ("BufferedRequestBody", sys::BODY_BUFFERED_REQUEST),
+                ("ReceivedResponseBody", sys::BODY_RECEIVED_RESPONSE),
+                ("BufferedResponseBody", sys::BODY_BUFFERED_RESPONSE),
+            ],
+        ),
+        ("on_http_filter_request_headers_status", headers_status()),
+        ("on_http_filter_response_headers_status", headers_status()),
+        ("on_http_filter_request_body_status", body_status()),
+        ("on_http_filter_response_body_status", body_status()),
+        ("on_http_filter_request_trailers_status", trailers_status()),
+        ("on_http_filter_response_trailers_status", trailers_status()),
+        (
+            "on_http_filter_local_reply_status",
+            vec![
+                ("Continue", sys::LOCAL_REPLY_CONTINUE),
+                (
+                    "ContinueAndResetStream",
+                    sys::LOCAL_REPLY_CONTINUE_AND_RESET_STREAM,
+                ),
+            ],
+        ),
+        (
+            "http_filter_stream_reset_reason",
+            vec![
+                ("LocalReset", sys::FILTER_RESET_LOCAL_RESET),
+                (
+                    "LocalRefusedStreamReset",
+                    sys::FILTER_RESET_LOCAL_REFUSED_STREAM_RESET,
+                ),
+            ],
+        ),
+        (
+            "http_stream_reset_reason",
+            vec![
+                ("ConnectionFailure", sys::STREAM_RESET_CONNECTION_FAILURE),
+                (
+                    "ConnectionTermination",
+                    sys::STREAM_RESET_CONNECTION_TERMINATION,
+                ),
+                ("LocalReset", sys::STREAM_RESET_LOCAL_RESET),
+                (
+                    "LocalRefusedStreamReset",
+                    sys::STREAM_RESET_LOCAL_REFUSED_STREAM_RESET,
+                ),
+                ("Overflow", sys::STREAM_RESET_OVERFLOW),
+                ("RemoteReset", sys::STREAM_RESET_REMOTE_RESET),
+                (
+                    "RemoteRefusedStreamReset",
+                    sys::STREAM_RESET_REMOTE_REFUSED_STREAM_RESET,
+                ),
+                ("ProtocolError", sys::STREAM_RESET_PROTOCOL_ERROR),
+            ],
+        ),
+        (
+            "attribute_id",
+            vec![
+                ("SourceAddress", sys::ATTRIBUTE_SOURCE_ADDRESS),
+                ("SourcePort", sys::ATTRIBUTE_SOURCE_PORT),
+                ("ConnectionId", sys::ATTRIBUTE_CONNECTION_ID),
+            ],
         ),
         (
             "http_callout_result",

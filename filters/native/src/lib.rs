@@ -15,18 +15,21 @@
 //!     filter_config: {"@type": type.googleapis.com/google.protobuf.StringValue, value: '{…}'}
 //! ```
 //!
-//! Filters: `postgres` ([`postgres`]). Build it with
+//! Filters: the network filter `postgres` ([`postgres`]) and the HTTP filter
+//! `kubernetes` ([`kubernetes`], `envoy.filters.http.dynamic_modules`). Build it with
 //! `cargo xtask build --native` (profile `release-native`, which unwinds so
 //! that each hook catches a panic at the module boundary).
 
 pub mod keys;
+pub mod kubernetes;
 pub mod postgres;
 pub mod records;
 pub mod starttls;
 pub mod stats;
 pub mod timer;
 
-use gatehouse_dynamic_modules_abi::declare_network_filters;
+use gatehouse_dynamic_modules_abi::declare_filters;
+use gatehouse_dynamic_modules_abi::http::{HttpConfigEnvoy, HttpFilterConfig};
 use gatehouse_dynamic_modules_abi::network::{ConfigEnvoy, NetworkFilterConfig};
 use std::sync::Arc;
 
@@ -34,8 +37,29 @@ use std::sync::Arc;
 pub const EVENT_CLOSE: u64 = 1;
 pub const EVENT_START_TLS: u64 = 2;
 pub const EVENT_LOGIN_DEADLINE: u64 = 3;
+/// A fetch of keys a held login waits for ended.
+pub const EVENT_KEYS_FETCHED: u64 = 4;
 
-declare_network_filters!(new_network_filter);
+declare_filters!(network: new_network_filter, http: new_http_filter);
+
+/// Builds the HTTP filter `name` from its configuration.
+fn new_http_filter(
+    name: &str,
+    config: &[u8],
+    envoy: &mut HttpConfigEnvoy,
+) -> Result<Box<dyn HttpFilterConfig>, String> {
+    match name {
+        "kubernetes" => kubernetes::KubeConfig::new(config, envoy)
+            .map(|config| {
+                Box::new(kubernetes::KubeFilterConfig(Arc::new(config)))
+                    as Box<dyn HttpFilterConfig>
+            })
+            .map_err(|error| error.to_string()),
+        other => Err(format!(
+            "unknown HTTP filter {other:?} (this module has \"kubernetes\")"
+        )),
+    }
+}
 
 /// Builds the network filter `name` from its configuration.
 fn new_network_filter(

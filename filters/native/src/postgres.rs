@@ -25,15 +25,18 @@
 //!   access-log format serves both builds.
 //! - A client asking for TLS with an SSLRequest gets it (`starttls`).
 //! - A login deadline closes the connection from an alarm, not a 20 ms tick.
+//! - A login whose token needs keys the worker lacks (a key the identity
+//!   provider rotated in) waits for them instead of being refused with "try
+//!   again" (see [`PgFilter::hold_for_keys`]).
 //! - No approval service: a configuration with `approvals` is refused (the
 //!   module cannot poll the service's grants for its workers). Without it,
 //!   `require_approval` rules refuse like `deny`, as in the Wasm build.
 
-use crate::keys::{SharedKeys, WorkerKeys};
+use crate::keys::{BeforeLogin, Fetch, SharedKeys, WorkerKeys};
 use crate::records::{RecordWriter, RecordsConfig};
 use crate::starttls::{Gate, SSL_REQUEST, StartTlsGate};
 use crate::stats::{LabelledStats, Metrics, rule_names};
-use crate::{EVENT_CLOSE, EVENT_LOGIN_DEADLINE, EVENT_START_TLS, timer};
+use crate::{EVENT_CLOSE, EVENT_KEYS_FETCHED, EVENT_LOGIN_DEADLINE, EVENT_START_TLS, timer};
 use gatehouse_core::identity::Verifier;
 use gatehouse_core::record::{FilterMode, Shared};
 use gatehouse_dynamic_modules_abi::network::{
@@ -239,9 +242,13 @@ fn count_config(envoy: &mut ConfigEnvoy, metrics: &Metrics, counter: Counter) {
 struct Worker {
     /// The statement policy with this worker's decision cache.
     policy: Option<CachedPolicy>,
-    /// Token login's verifier and key upkeep.
-    keys: Option<RefCell<WorkerKeys>>,
+    /// Token login's verifier and key upkeep; a held login is woken through
+    /// its connection's scheduler.
+    keys: Option<RefCell<Keys>>,
 }
+
+/// A worker's key upkeep.
+type Keys = WorkerKeys<Arc<Scheduler>>;
 
 /// A worker's state for one configuration, with a way to tell the
 /// configuration went away.
@@ -311,9 +318,13 @@ struct FilterState {
     own_bytes_pending: usize,
     /// Key fetches this connection started: callout id → issuer.
     key_fetches: BTreeMap<u64, String>,
-    /// The client's bytes wait in Envoy's buffer for the worker's first keys
-    /// (a fetch of this connection is in flight for an issuer it has none of).
+    /// The client's bytes wait in Envoy's buffer for keys: the worker's first
+    /// keys (a fetch of this connection is in flight for an issuer it has none
+    /// of), or those the client's token needs (see [`PgFilter::hold_for_keys`]).
     waiting_for_keys: bool,
+    /// The login waited for a fetch this connection started: it is judged
+    /// with what that fetch brought, never held for another of its own.
+    login_fetched: bool,
     closed: bool,
 }
 
@@ -374,7 +385,7 @@ impl NetworkFilter for PgFilter {
             }
         }
         let _ = end;
-        if self.state.waiting_for_keys {
+        if self.state.waiting_for_keys || self.hold_for_keys(connection) {
             return FilterStatus::StopIteration;
         }
         self.with_host(connection, |glue, host| {
@@ -404,7 +415,7 @@ impl NetworkFilter for PgFilter {
             _ => return,
         };
         self.with_host(connection, |glue, host| glue.on_close(host, reason));
-        self.fail_pending_fetches("the connection closed before the answer");
+        self.abandon_key_fetches();
     }
 
     fn on_http_callout_done(
@@ -444,6 +455,7 @@ impl NetworkFilter for PgFilter {
             );
             keys.borrow_mut().failed(&issuer, now, &reason);
         }
+        wake(keys.borrow_mut().ended(&issuer));
         if self.state.waiting_for_keys && self.state.key_fetches.is_empty() {
             self.release_held_bytes(connection);
         }
@@ -453,6 +465,12 @@ impl NetworkFilter for PgFilter {
         match event_id {
             EVENT_CLOSE => {
                 connection.close(CloseKind::FlushWrite);
+            }
+            // The fetch another connection made for this login's keys ended.
+            EVENT_KEYS_FETCHED
+                if self.state.waiting_for_keys && self.state.key_fetches.is_empty() =>
+            {
+                self.release_held_bytes(connection);
             }
             EVENT_START_TLS => {
                 if connection.start_tls() {
@@ -514,10 +532,60 @@ impl PgFilter {
         }
     }
 
-    /// The keys came (or their fetch failed): the client's bytes that waited
-    /// go through the glue now, then on to the server.
+    /// Holds the client's bytes when they carry the login's token and its
+    /// keys must come first ([`WorkerKeys::before_login`] decides): judged
+    /// now, a token signed by a key the identity provider just rotated in
+    /// would be refused, and the fetch it calls for would run on the
+    /// connection its client closes on reading the refusal. Returns whether
+    /// the bytes are held; [`PgFilter::release_held_bytes`] asks again when
+    /// the fetch ends (the login deadline bounds the wait).
+    fn hold_for_keys(&mut self, connection: &mut Connection) -> bool {
+        // Only while logging in: the data path pays nothing after it.
+        if self.state.deadline_us.is_none() || self.state.closed {
+            return false;
+        }
+        let Some(worker) = self.worker.upgrade() else {
+            return false;
+        };
+        let Some(keys) = &worker.keys else {
+            return false;
+        };
+        let bytes = connection.buffer_bytes(Buffer::Read);
+        let Some(token) = self.glue.token_ahead(&bytes) else {
+            return false;
+        };
+        let decision = keys.borrow_mut().before_login(
+            &self.config.keys,
+            token,
+            now_seconds(),
+            !self.state.login_fetched,
+        );
+        let held = match decision {
+            BeforeLogin::Judge => false,
+            BeforeLogin::Fetch(fetch) => {
+                self.state.login_fetched = true;
+                start_fetch(connection, keys, &mut self.state.key_fetches, fetch)
+            }
+            BeforeLogin::Wait { issuer } => match scheduler(connection, &mut self.state) {
+                Some(scheduler) => {
+                    keys.borrow_mut().wait(issuer, scheduler);
+                    true
+                }
+                None => false,
+            },
+        };
+        self.state.waiting_for_keys = held;
+        held
+    }
+
+    /// The keys came (or their fetch ended without them): the client's bytes
+    /// that waited go through the glue now, then on to the server, unless
+    /// they must wait again ([`PgFilter::hold_for_keys`]).
     fn release_held_bytes(&mut self, connection: &mut Connection) {
         self.state.waiting_for_keys = false;
+        if self.hold_for_keys(connection) {
+            return;
+        }
         let length = connection
             .chunks(Buffer::Read)
             .iter()
@@ -531,21 +599,70 @@ impl PgFilter {
         connection.continue_reading();
     }
 
-    fn fail_pending_fetches(&mut self, reason: &str) {
+    /// The connection ends: its key fetches will never answer. They did not
+    /// fail (see [`WorkerKeys::abandoned`]): the logins waiting for them are
+    /// woken to fetch themselves, and no later login is held back. A login
+    /// this connection held stops waiting.
+    fn abandon_key_fetches(&mut self) {
         let fetches = std::mem::take(&mut self.state.key_fetches);
-        if let Some(worker) = self.worker.upgrade()
-            && let Some(keys) = &worker.keys
-        {
-            for issuer in fetches.values() {
-                keys.borrow_mut().failed(issuer, now_seconds(), reason);
-            }
+        let Some(worker) = self.worker.upgrade() else {
+            return;
+        };
+        let Some(keys) = &worker.keys else {
+            return;
+        };
+        let mut keys = keys.borrow_mut();
+        if let Some(ours) = &self.state.scheduler {
+            keys.stop_waiting(|waker| Arc::ptr_eq(waker, ours));
+        }
+        for issuer in fetches.values() {
+            wake(keys.abandoned(issuer));
         }
     }
 }
 
 impl Drop for PgFilter {
     fn drop(&mut self) {
-        self.fail_pending_fetches("the connection ended before the answer");
+        self.abandon_key_fetches();
+    }
+}
+
+/// Wakes logins held for keys (see [`PgFilter::hold_for_keys`]).
+fn wake(logins: Vec<Arc<Scheduler>>) {
+    for login in logins {
+        login.commit(EVENT_KEYS_FETCHED);
+    }
+}
+
+/// Starts `fetch` from `connection`; whether it is under way (one that could
+/// not start is recorded as failed).
+fn start_fetch(
+    connection: &mut Connection,
+    keys: &RefCell<Keys>,
+    key_fetches: &mut BTreeMap<u64, String>,
+    fetch: Fetch,
+) -> bool {
+    let headers = [
+        (":method", "GET"),
+        (":path", fetch.path.as_str()),
+        ("host", fetch.authority.as_str()),
+        (":authority", fetch.authority.as_str()),
+        ("accept", "application/json"),
+    ];
+    match connection.http_callout(&fetch.cluster, &headers, b"", u64::from(fetch.timeout_ms)) {
+        Ok(id) => {
+            keys.borrow_mut().started(&fetch.issuer);
+            key_fetches.insert(id, fetch.issuer);
+            true
+        }
+        Err(code) => {
+            keys.borrow_mut().failed(
+                &fetch.issuer,
+                now_seconds(),
+                &format!("dispatch failed: {code}"),
+            );
+            false
+        }
     }
 }
 
@@ -604,30 +721,10 @@ impl NativeHost<'_> {
         };
         let fetches = keys.borrow_mut().upkeep(&self.config.keys, now_seconds());
         for fetch in fetches {
-            let headers = [
-                (":method", "GET"),
-                (":path", fetch.path.as_str()),
-                ("host", fetch.authority.as_str()),
-                (":authority", fetch.authority.as_str()),
-                ("accept", "application/json"),
-            ];
-            match self.connection.http_callout(
-                &fetch.cluster,
-                &headers,
-                b"",
-                u64::from(fetch.timeout_ms),
-            ) {
-                Ok(id) => {
-                    if !keys.borrow().has_keys(&fetch.issuer) {
-                        self.state.waiting_for_keys = true;
-                    }
-                    self.state.key_fetches.insert(id, fetch.issuer);
-                }
-                Err(code) => keys.borrow_mut().failed(
-                    &fetch.issuer,
-                    now_seconds(),
-                    &format!("dispatch failed: {code}"),
-                ),
+            let first = !keys.borrow().has_keys(&fetch.issuer);
+            if start_fetch(self.connection, keys, &mut self.state.key_fetches, fetch) && first {
+                self.state.waiting_for_keys = true;
+                self.state.login_fetched = true;
             }
         }
     }

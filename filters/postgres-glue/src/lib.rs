@@ -408,6 +408,12 @@ impl PgConnection {
         self.publish_counters(host);
     }
 
+    /// The token of the PasswordMessage the client's next bytes `next` start
+    /// with, while the login waits for it (see [`Session::token_ahead`]).
+    pub fn token_ahead<'a>(&self, next: &'a [u8]) -> Option<&'a str> {
+        self.session.as_ref()?.token_ahead(next)
+    }
+
     /// Whether the glue already asked the host to close this connection.
     pub fn closing(&self) -> bool {
         self.closed

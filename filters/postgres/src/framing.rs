@@ -151,6 +151,15 @@ impl Framer {
         }
     }
 
+    /// Whether this direction's next bytes start a tagged message: nothing of
+    /// one is held, and they are not being discarded.
+    pub(crate) fn at_tagged_message_start(&self) -> bool {
+        self.mode == FrameMode::Tagged
+            && self.pending.is_empty()
+            && self.stream.is_none()
+            && !self.discarding
+    }
+
     /// Bytes held in memory for this direction.
     pub(crate) fn held_bytes(&self) -> usize {
         self.pending.len() + self.stream.as_ref().map_or(0, |s| s.captured.len())

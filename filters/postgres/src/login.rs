@@ -138,6 +138,13 @@ pub trait Authenticator {
     ) -> Result<Identity, LoginRefusal>;
 }
 
+/// The token a PasswordMessage body carries, as it is verified: `None` when
+/// it is not text.
+pub fn token_in(password: &[u8]) -> Option<&str> {
+    let token = password.strip_suffix(&[0]).unwrap_or(password);
+    std::str::from_utf8(token).ok().map(str::trim)
+}
+
 /// Key fetches that refused logins asked for (a first fetch, or a rotation);
 /// the glue starts them and hands the answers to the verifier.
 pub type WantedFetches = Rc<RefCell<Vec<KeyFetch>>>;
@@ -173,8 +180,7 @@ impl Authenticator for TokenLogin {
         now_us: u64,
     ) -> Result<Identity, LoginRefusal> {
         let now = i64::try_from(now_us / 1_000_000).unwrap_or(i64::MAX);
-        let token = password.strip_suffix(&[0]).unwrap_or(password);
-        let token = std::str::from_utf8(token).map_err(|_| LoginRefusal {
+        let token = token_in(password).ok_or_else(|| LoginRefusal {
             sqlstate: "28P01",
             message: "gatehouse: the password must be an access token (JWT) from a trusted issuer"
                 .to_owned(),
@@ -182,7 +188,7 @@ impl Authenticator for TokenLogin {
             identity: None,
         })?;
         let verified = match self.verifier.try_borrow() {
-            Ok(verifier) => verifier.verify(token.trim(), now),
+            Ok(verifier) => verifier.verify(token, now),
             Err(_) => Err(TokenRejection::KeysUnavailable {
                 issuer: String::new(),
             }),

@@ -31,6 +31,9 @@ pub struct JwksCache {
     keys: Option<Jwks>,
     fetched_at: Option<i64>,
     last_attempt: Option<i64>,
+    /// `last_attempt` before the latest fetch started, restored if that fetch
+    /// is abandoned.
+    attempt_before: Option<i64>,
     last_error: Option<String>,
 }
 
@@ -42,6 +45,7 @@ impl JwksCache {
             keys: None,
             fetched_at: None,
             last_attempt: None,
+            attempt_before: None,
             last_error: None,
         }
     }
@@ -64,7 +68,18 @@ impl JwksCache {
 
     /// Records that a fetch was started.
     pub fn on_fetch_started(&mut self, now: i64) {
+        self.attempt_before = self.last_attempt;
         self.last_attempt = Some(now);
+    }
+
+    /// The latest fetch was abandoned before its answer (the caller that held
+    /// it went away): it did not fail and learned nothing, so it no longer
+    /// paces the next one, and the next token that needs the keys may fetch
+    /// at once. A fetch that answers, even with an error, still counts. This
+    /// lets a client give up without holding back everyone else's login; the
+    /// identity provider still sees at most one request per abandoned fetch.
+    pub fn on_fetch_abandoned(&mut self) {
+        self.last_attempt = self.attempt_before.take();
     }
 
     /// A token named a `kid` the set lacks: returns whether to fetch now (and

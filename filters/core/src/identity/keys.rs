@@ -108,6 +108,14 @@ impl Verifier {
         }
     }
 
+    /// A fetch of `issuer`'s keys was abandoned before its answer (see
+    /// [`super::JwksCache::on_fetch_abandoned`]): not a failure.
+    pub fn keys_fetch_abandoned(&mut self, issuer: &str) {
+        if let Some(cache) = self.jwks_cache_mut(issuer) {
+            cache.on_fetch_abandoned();
+        }
+    }
+
     /// A fetch of `issuer`'s keys failed (status, timeout, connection error).
     pub fn keys_failed(&mut self, issuer: &str, now: i64, reason: &str) {
         if let Some(cache) = self.jwks_cache_mut(issuer) {
@@ -176,6 +184,82 @@ mod tests {
             .keys_fetched(minter.issuer(), rotated.jwks_json().as_bytes(), NOW + 22)
             .unwrap();
         assert_eq!(verifier.verify(&token, NOW + 22).unwrap().subject, "alice");
+    }
+
+    #[test]
+    fn an_abandoned_fetch_does_not_pace_the_next_one_but_a_failed_one_does() {
+        let minter = minter("k1");
+        let mut verifier = remote_verifier(&minter);
+        verifier
+            .keys_fetched(minter.issuer(), minter.jwks_json().as_bytes(), NOW)
+            .unwrap();
+        let rotated = self::minter("k2");
+        let token = rotated.mint(&json!({"sub": "alice"}), 300, NOW).unwrap();
+        let rejection = verifier.verify(&token, NOW + 20).unwrap_err();
+        assert!(verifier.fetch_for(&rejection, NOW + 20).is_some());
+        verifier.keys_fetch_abandoned(minter.issuer());
+        assert!(
+            verifier.fetch_for(&rejection, NOW + 21).is_some(),
+            "the caller of the first fetch went away: the next token may fetch at once"
+        );
+        verifier.keys_failed(minter.issuer(), NOW + 21, "status 503");
+        assert!(
+            verifier.fetch_for(&rejection, NOW + 22).is_none(),
+            "a fetch that answered with a failure paces the next one"
+        );
+        verifier
+            .keys_fetched(minter.issuer(), rotated.jwks_json().as_bytes(), NOW + 31)
+            .unwrap();
+        assert!(verifier.refreshes_due(NOW + 91).len() == 1);
+        verifier.keys_fetch_abandoned(minter.issuer());
+        assert!(
+            verifier.refreshes_due(NOW + 91).len() == 1,
+            "an abandoned scheduled refresh is due again at once"
+        );
+        assert!(
+            verifier.refreshes_due(NOW + 92).is_empty(),
+            "and paced again once started"
+        );
+    }
+
+    #[test]
+    fn lacks_keys_foresees_exactly_the_rejections_a_fetch_may_cure() {
+        let minter = minter("k1");
+        let mut verifier = remote_verifier(&minter);
+        let claims = json!({"sub": "alice", "aud": "gatehouse"});
+        let good = minter.mint(&claims, 300, NOW).unwrap();
+        let rotated = self::minter("k2").mint(&claims, 300, NOW).unwrap();
+        let forged = minter.impostor().unwrap().mint(&claims, 300, NOW).unwrap();
+        let expired = minter.mint_expired(&claims, NOW).unwrap();
+        let unknown_kid = TokenRejection::UnknownKid {
+            issuer: minter.issuer().to_owned(),
+        };
+        let unavailable = TokenRejection::KeysUnavailable {
+            issuer: minter.issuer().to_owned(),
+        };
+        for token in [&good, &rotated, &forged, &expired] {
+            assert_eq!(verifier.lacks_keys(token, NOW), Some(unavailable.clone()));
+        }
+        verifier
+            .keys_fetched(minter.issuer(), minter.jwks_json().as_bytes(), NOW)
+            .unwrap();
+        for (token, lacking) in [
+            (good.as_str(), None),
+            (rotated.as_str(), Some(unknown_kid)),
+            (forged.as_str(), None),
+            (expired.as_str(), None),
+            ("not a token", None),
+        ] {
+            assert_eq!(verifier.lacks_keys(token, NOW), lacking, "{token}");
+            if let Some(lacking) = lacking {
+                assert_eq!(verifier.verify(token, NOW).unwrap_err(), lacking);
+            } else {
+                assert!(!matches!(
+                    verifier.verify(token, NOW),
+                    Err(TokenRejection::UnknownKid { .. } | TokenRejection::KeysUnavailable { .. })
+                ));
+            }
+        }
     }
 
     #[test]

@@ -288,6 +288,41 @@ impl Verifier {
     /// Verifies `token` at `now_unix_seconds` and maps its claims to an identity.
     pub fn verify(&self, token: &str, now_unix_seconds: i64) -> Result<Identity, TokenRejection> {
         let now = now_unix_seconds;
+        let Unverified {
+            issuer,
+            alg,
+            untrusted,
+            claims,
+        } = self.unverified(token)?;
+        self.check_signature(issuer, alg, &untrusted, now)?;
+        check_times(&claims, issuer.leeway_seconds, now)?;
+        check_audience(&claims.custom, &issuer.audiences)?;
+        identity_from_claims(issuer, claims)
+    }
+
+    /// Whether [`Verifier::verify`] would refuse `token` at `now` for lack of
+    /// its issuer's keys ([`TokenRejection::UnknownKid`] or
+    /// [`TokenRejection::KeysUnavailable`]) and for nothing found before that;
+    /// that rejection if so. Checks no signature: a host asks this before it
+    /// judges a login, to fetch the keys first and judge once.
+    pub fn lacks_keys(&self, token: &str, now: i64) -> Option<TokenRejection> {
+        let unverified = self.unverified(token).ok()?;
+        if unverified.alg.key_family() == KeyFamily::Hmac {
+            return None;
+        }
+        let kid = unverified.untrusted.header().key_id.as_deref();
+        match self.select_key(unverified.issuer, unverified.alg, kid, now) {
+            Err(
+                rejection @ (TokenRejection::UnknownKid { .. }
+                | TokenRejection::KeysUnavailable { .. }),
+            ) => Some(rejection),
+            _ => None,
+        }
+    }
+
+    /// The token taken apart, its issuer found and its algorithm allowed:
+    /// every check before the signature.
+    fn unverified<'t>(&self, token: &'t str) -> Result<Unverified<'t, '_>, TokenRejection> {
         if token.len() > self.max_token_bytes {
             return Err(TokenRejection::Oversized);
         }
@@ -317,11 +352,12 @@ impl Verifier {
         if !issuer.allowed_algorithms.contains(&alg) {
             return Err(TokenRejection::AlgNotAllowed);
         }
-
-        self.check_signature(issuer, alg, &untrusted, now)?;
-        check_times(&claims, issuer.leeway_seconds, now)?;
-        check_audience(&claims.custom, &issuer.audiences)?;
-        identity_from_claims(issuer, claims)
+        Ok(Unverified {
+            issuer,
+            alg,
+            untrusted,
+            claims,
+        })
     }
 
     fn check_signature(
@@ -408,6 +444,14 @@ impl Verifier {
             }
         }
     }
+}
+
+/// A token before its signature is checked (see [`Verifier::unverified`]).
+struct Unverified<'t, 'v> {
+    issuer: &'v IssuerVerifier,
+    alg: JwsAlgorithm,
+    untrusted: UntrustedToken<'t, ExtraHeader>,
+    claims: Claims<Map<String, Value>>,
 }
 
 fn signature_result<T>(result: Result<T, ValidationError>) -> Result<(), TokenRejection> {

@@ -159,6 +159,9 @@ struct Input {
     withheld: Vec<u8>,
     /// The output's last line, to recognise a password prompt.
     prompt_tail: Vec<u8>,
+    /// Whether a password prompt was showing when the current line's first
+    /// byte was typed.
+    prompt_at_line_start: bool,
 }
 
 /// A recorded exec or attach session.
@@ -595,13 +598,14 @@ impl LineJudge<'_> {
         for &byte in data {
             if input.typed.is_empty() {
                 input.line_start_us = now_us;
+                input.prompt_at_line_start = is_password_prompt(&input.prompt_tail);
             }
             input.typed.push(byte);
             match input.editor.push(byte) {
                 Typed::Editing | Typed::Continued => {
                     if input.typed.len() >= MAX_TYPED_RECORD {
                         let typed = std::mem::take(&mut input.typed);
-                        let secret = is_password_prompt(&input.prompt_tail);
+                        let secret = input.typing_a_secret();
                         if recorder.input(&typed, secret, input.line_start_us, now_us, records)
                             == Limit::EndSession
                         {
@@ -620,7 +624,7 @@ impl LineJudge<'_> {
                     } else {
                         self.config.commands.judge(&line)
                     };
-                    let secret = is_password_prompt(&input.prompt_tail);
+                    let secret = input.typing_a_secret();
                     let typed = std::mem::take(&mut input.typed);
                     if recorder.input(&typed, secret, input.line_start_us, now_us, records)
                         == Limit::EndSession
@@ -707,6 +711,28 @@ fn notice_text(tty: bool, line: &str, secret: bool, reason: &str) -> Vec<u8> {
         "gatehouse: refused \"{shown}\": {reason}; it was not run{eol}"
     ));
     text.into_bytes()
+}
+
+impl Input {
+    /// Whether the line being typed answers a password prompt: the prompt
+    /// was showing when its first byte was typed, or it shows now and is not
+    /// merely the echo of what is being typed (a command line such as
+    /// `read -s -p Password: p`, echoed while it is typed, ends in
+    /// "Password:" for a moment).
+    fn typing_a_secret(&self) -> bool {
+        self.prompt_at_line_start
+            || (is_password_prompt(&self.prompt_tail)
+                && !echoes_typed(&self.prompt_tail, &self.typed))
+    }
+}
+
+/// Whether the output's last line ends with a prefix of the typed bytes,
+/// that is, with their echo, at least as long as a prompt word.
+fn echoes_typed(tail: &[u8], typed: &[u8]) -> bool {
+    const SHORTEST_PROMPT: usize = "token:".len();
+    let tail = tail.trim_ascii_end();
+    (SHORTEST_PROMPT..=typed.len().min(tail.len()))
+        .any(|len| typed.get(..len).is_some_and(|echo| tail.ends_with(echo)))
 }
 
 /// Whether the output's last line asks for a password.

@@ -455,6 +455,41 @@ fn a_password_typed_at_a_prompt_and_echoed_later_is_masked_in_the_recording() {
 }
 
 #[test]
+fn a_command_line_whose_echo_ends_like_a_password_prompt_is_not_taken_for_a_secret() {
+    // The terminal sends the line in two pieces and the shell echoes the
+    // first before the second arrives: for a moment the output's last line
+    // ends in "Password:", which is the echo of the typing, not a prompt.
+    let steps = vec![
+        Step::Server(ws_server(Channel::Stdout, b"$ "), 10),
+        Step::Client(ws_client(Channel::Stdin, b"read -s -p Password:"), 20),
+        Step::Server(ws_server(Channel::Stdout, b"read -s -p Password:"), 30),
+        Step::Client(ws_client(Channel::Stdin, b" p\r"), 40),
+        Step::Server(ws_server(Channel::Stdout, b" p\r\nPassword:"), 50),
+        Step::Client(ws_client(Channel::Stdin, b"hunter2-horse\r"), 60),
+    ];
+    let whole = run(
+        TransportKind::WebSocket,
+        info(true),
+        &config(json!({})),
+        &steps,
+        0,
+    );
+    let records = parsed(&whole);
+    let lines: Vec<_> = of_type(&records, "k8s.exec.command")
+        .iter()
+        .map(|c| (c["line"].clone(), c["secret"].clone()))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            (json!("read -s -p Password: p"), Value::Null),
+            (json!("****"), json!(true)),
+        ]
+    );
+    assert!(!whole.records.join("\n").contains("hunter2-horse"));
+}
+
+#[test]
 fn live_masking_rewrites_what_the_user_sees_frame_by_frame() {
     let config = config(json!({"mask_live": true}));
     let jwt = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4gRG9lIiwiaWF0IjoxNTE2MjM5MDIyfQ.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c";

@@ -18,6 +18,7 @@
 //! cannot be probed without a valid token.
 
 use super::{Disposition, PhaseState, Session};
+use crate::framing::{FrameMode, Header};
 use crate::login::{Authenticator, LoginRefusal};
 use crate::protocol::{self as pg, BackendMessage, FrontendMessage};
 use gatehouse_core::identity::Identity;
@@ -156,6 +157,30 @@ impl Session {
     /// password request holds a logged-in server backend. `None` otherwise.
     pub fn login_deadline_us(&self) -> Option<u64> {
         self.stage.token_login().map(|login| login.deadline_us)
+    }
+
+    /// The token of the PasswordMessage the client's next bytes `next` start
+    /// with, while the session waits for it and holds no part of a message
+    /// before them; `None` otherwise (also when the message is not whole in
+    /// `next`). A host that can hold the client's bytes asks this to fetch the
+    /// keys a token needs before the session judges it, since the judgement is
+    /// final for the connection.
+    pub fn token_ahead<'a>(&self, next: &'a [u8]) -> Option<&'a str> {
+        let login = self.stage.token_login()?;
+        if !matches!(login.stage, Stage::AwaitingPassword)
+            || !self.frontend.at_tagged_message_start()
+        {
+            return None;
+        }
+        let header = Header::parse(FrameMode::Tagged, next)?.ok()?;
+        let end = FrameMode::Tagged
+            .header_len()
+            .checked_add(header.body_len)?;
+        let body = next.get(FrameMode::Tagged.header_len()..end)?;
+        match FrontendMessage::decode(header.tag, body) {
+            Ok(FrontendMessage::Password { data }) => crate::login::token_in(data),
+            _ => None,
+        }
     }
 
     /// Statements sent after the login token expired are refused (the session

@@ -371,3 +371,35 @@ fn statements_after_the_token_expired_are_refused_while_the_session_stays_open()
         "{text}"
     );
 }
+
+#[test]
+fn the_token_ahead_is_seen_only_in_a_whole_password_message_the_session_waits_for() {
+    let mut s = login_session();
+    let password = frontend(&[FrontendMessage::Password {
+        data: b" good-token \0",
+    }]);
+    assert_eq!(s.token_ahead(&password), None, "before the startup");
+    feed(&mut s, true, &startup("app"), false);
+    assert_eq!(s.token_ahead(&password), None, "not asked for yet");
+    feed(&mut s, false, &server_startup_answer(), false);
+    assert_eq!(
+        s.token_ahead(&password),
+        Some("good-token"),
+        "as it is verified"
+    );
+    let mut trailing = password.clone();
+    trailing.extend_from_slice(&frontend(&[FrontendMessage::Sync]));
+    assert_eq!(s.token_ahead(&trailing), Some("good-token"));
+    for short in [0, 1, 5, password.len() - 1] {
+        assert_eq!(s.token_ahead(&password[..short]), None, "{short} bytes");
+    }
+    let sync = frontend(&[FrontendMessage::Sync]);
+    assert_eq!(s.token_ahead(&sync), None, "not a password");
+    // A message whose first bytes the session already holds: `next` does
+    // not start a message.
+    feed(&mut s, true, &password[..3], false);
+    assert_eq!(s.token_ahead(&password[3..]), None);
+    assert_eq!(s.token_ahead(&password), None);
+    feed(&mut s, true, &password[3..], false);
+    assert_eq!(s.token_ahead(&password), None, "judged already");
+}

@@ -9,9 +9,11 @@
 //! CPU Envoy spent per MB (steadier than bytes/s on a shared machine; it
 //! includes delivering the records to the access log); each run's output is
 //! checked whole, and each recorded session's records must account for every
-//! byte and verify.
+//! byte and verify. The Wasm and the native build run side by side, their
+//! rounds interleaved.
 //!
-//! Needs the filter modules built (`cargo xtask build`) and Envoy installed.
+//! Needs both builds (`cargo xtask build`, `cargo xtask build --native`) and
+//! Envoy installed.
 //! `cargo bench -p gatehouse-benches --bench exec_recording`; knobs:
 //! `EXEC_BENCH_LINES` (3000000), `EXEC_BENCH_ROUNDS` (5).
 
@@ -25,6 +27,7 @@
 use anyhow::{Context, Result, bail};
 use gatehouse_benches::cpu::{Usage, thread_times};
 use gatehouse_benches::pgbench::{env_or, skipped};
+use gatehouse_integration::tools::Build;
 use gatehouse_integration::{Stack, StackOptions};
 use serde_json::{Value, json};
 use std::time::Instant;
@@ -108,58 +111,98 @@ fn median(mut samples: Vec<f64>) -> f64 {
     samples.get(samples.len() / 2).copied().unwrap_or(0.0)
 }
 
+/// One build's stack and what its runs measured.
+struct Column {
+    build: Build,
+    stack: Stack,
+    /// (bytes/s, Envoy ms CPU per MB), per run: recorded, then unrecorded.
+    recorded: Vec<(f64, f64)>,
+    plain: Vec<(f64, f64)>,
+}
+
+impl Column {
+    fn start(build: Build) -> Result<Column> {
+        let stack = Stack::start(
+            "bench",
+            &format!("exec-recording-{build:?}").to_lowercase(),
+            StackOptions {
+                kubernetes_filter: policy(),
+                build: Some(build),
+                ..StackOptions::default()
+            },
+        )
+        .with_context(|| format!("starting the {build:?} stack"))?;
+        // Warm both paths (discovery caches, key fetches).
+        run(&stack, "developer", 1000)?;
+        run(&stack, "ci", 1000)?;
+        Ok(Column {
+            build,
+            stack,
+            recorded: Vec::new(),
+            plain: Vec::new(),
+        })
+    }
+
+    fn summary(&self, lines: u64, rounds: usize) {
+        let rate = |runs: &[(f64, f64)]| median(runs.iter().map(|r| r.0).collect());
+        let cpu = |runs: &[(f64, f64)]| median(runs.iter().map(|r| r.1).collect());
+        let (recorded, plain) = (rate(&self.recorded), rate(&self.plain));
+        let (recorded_cpu, plain_cpu) = (cpu(&self.recorded), cpu(&self.plain));
+        println!(
+            "{:?}: exec `seq {lines}` through Envoy, medians of {rounds}: recorded {:.1} MB/s, unrecorded {:.1} MB/s, ratio {:.2}; Envoy CPU per MB {recorded_cpu:.1} ms recorded, {plain_cpu:.1} ms unrecorded",
+            self.build,
+            recorded / 1e6,
+            plain / 1e6,
+            recorded / plain
+        );
+    }
+}
+
 fn main() -> Result<()> {
     if skipped("exec_recording") {
         return Ok(());
     }
     let lines: u64 = env_or("EXEC_BENCH_LINES", "3000000").parse()?;
     let rounds: usize = env_or("EXEC_BENCH_ROUNDS", "5").parse()?;
-    let stack = Stack::start(
-        "bench",
-        "exec-recording",
-        StackOptions {
-            kubernetes_filter: policy(),
-            ..StackOptions::default()
-        },
-    )
-    .context("starting the stack")?;
-    // Warm both paths (discovery caches, key fetches).
-    run(&stack, "developer", 1000)?;
-    run(&stack, "ci", 1000)?;
-    let (mut recorded, mut plain) = (Vec::new(), Vec::new());
-    let (mut recorded_cpu, mut plain_cpu) = (Vec::new(), Vec::new());
+    // Both builds side by side, same run: the Wasm modules and the native
+    // module (`cargo xtask build` and `cargo xtask build --native`).
+    let mut columns = vec![Column::start(Build::Wasm)?, Column::start(Build::Native)?];
     for round in 0..rounds {
-        // Alternate which goes first, so drift on a shared machine hits both.
-        let order = if round % 2 == 0 {
-            ["developer", "ci"]
-        } else {
-            ["ci", "developer"]
-        };
-        for context in order {
-            let (rate, cpu, main) = run(&stack, context, lines)?;
+        // Rotate which configuration goes first, so drift on a shared
+        // machine hits all four.
+        let mut order: Vec<(usize, &str)> = (0..columns.len())
+            .flat_map(|column| [(column, "developer"), (column, "ci")])
+            .collect();
+        let first = round % order.len();
+        order.rotate_left(first);
+        for (index, context) in order {
+            let Some(column) = columns.get_mut(index) else {
+                continue;
+            };
+            let (rate, cpu, main) = run(&column.stack, context, lines)?;
             println!(
-                "round {round}: {context:>9} {:>8.1} MB/s, Envoy {cpu:>6.1} ms CPU per MB ({main:.1} on the main thread)",
+                "round {round}: {:>6} {context:>9} {:>8.1} MB/s, Envoy {cpu:>6.1} ms CPU per MB ({main:.1} on the main thread)",
+                format!("{:?}", column.build),
                 rate / 1e6
             );
             if context == "developer" {
-                recorded.push(rate);
-                recorded_cpu.push(cpu);
+                column.recorded.push((rate, cpu));
             } else {
-                plain.push(rate);
-                plain_cpu.push(cpu);
+                column.plain.push((rate, cpu));
             }
         }
     }
-    let (recorded, plain) = (median(recorded), median(plain));
-    let (recorded_cpu, plain_cpu) = (median(recorded_cpu), median(plain_cpu));
-    println!(
-        "exec `seq {lines}` through Envoy, medians of {rounds}: recorded {:.1} MB/s, unrecorded {:.1} MB/s, ratio {:.2}; Envoy CPU per MB {recorded_cpu:.1} ms recorded, {plain_cpu:.1} ms unrecorded",
-        recorded / 1e6,
-        plain / 1e6,
-        recorded / plain
-    );
+    for column in &columns {
+        column.summary(lines, rounds);
+    }
+    for column in &columns {
+        check_records(column.build, &column.stack, rounds)?;
+    }
+    Ok(())
+}
 
-    // Every recorded session accounts for its bytes and verifies.
+/// Every recorded session of a stack accounts for its bytes and verifies.
+fn check_records(build: Build, stack: &Stack, rounds: usize) -> Result<()> {
     std::thread::sleep(std::time::Duration::from_secs(2));
     let log = std::fs::read_to_string(&stack.access_log)?;
     let ends: Vec<Value> = log
@@ -172,7 +215,7 @@ fn main() -> Result<()> {
         .filter(|end| end.get("stdout_bytes").and_then(Value::as_u64) > Some(1_000_000))
         .count();
     if full != rounds {
-        bail!("{full} recorded sessions of {rounds} account for their output: {ends:?}");
+        bail!("{build:?}: {full} recorded sessions of {rounds} account for their output: {ends:?}");
     }
     let cli = gatehouse_integration::tools::gatehouse_cli()?;
     let verify = std::process::Command::new(cli)
@@ -196,6 +239,6 @@ fn main() -> Result<()> {
             warnings.join("\n")
         );
     }
-    println!("{} recorded sessions verified", ends.len());
+    println!("{build:?}: {} recorded sessions verified", ends.len());
     Ok(())
 }

@@ -65,12 +65,17 @@ impl RawResponse {
     }
 }
 
+/// How often an unanswered HTTP/2 request is sent again (see [`send`]): the
+/// race it loses is the server answering before curl's upload ends, which a
+/// loaded machine makes likelier.
+const RESENDS: usize = 3;
+
 /// Sends `requests` to `base` (`https://127.0.0.1:PORT` or `http://…`),
 /// trusting `ca` for TLS, in parallel; the responses in request order. Files
 /// go under `dir/<name>/`.
 ///
-/// An HTTP/2 request that got no response is sent once more, on its own:
-/// curl 7.88 reports a stream the server answered before the upload ended
+/// An HTTP/2 request that got no response is sent again, on its own, up to
+/// [`RESENDS`] times: curl 7.88 reports a stream the server answered before the upload ended
 /// and then reset with NO_ERROR (as RFC 9113 §8.1 allows, and Envoy does for
 /// an early refusal) as a failure, dropping the answer it received.
 pub fn send(
@@ -98,15 +103,22 @@ pub fn send(
     };
     let all: Vec<usize> = (0..requests.len()).collect();
     batch.run("curl.config", &all, true, &mut responses)?;
-    let dropped: Vec<usize> = all
-        .into_iter()
-        .filter(|&i| {
-            let unanswered = responses.get(i).is_some_and(|r| r.status == 0);
-            unanswered && requests.get(i).is_some_and(|r| r.http2)
-        })
-        .collect();
-    if !dropped.is_empty() {
-        batch.run("curl-again.config", &dropped, false, &mut responses)?;
+    for attempt in 1..=RESENDS {
+        let dropped: Vec<usize> = (0..requests.len())
+            .filter(|&i| {
+                let unanswered = responses.get(i).is_some_and(|r| r.status == 0);
+                unanswered && requests.get(i).is_some_and(|r| r.http2)
+            })
+            .collect();
+        if dropped.is_empty() {
+            break;
+        }
+        batch.run(
+            &format!("curl-again-{attempt}.config"),
+            &dropped,
+            false,
+            &mut responses,
+        )?;
     }
     Ok(responses)
 }

@@ -291,9 +291,9 @@ impl FilterModules {
 }
 
 /// Which build of the filters a stack runs, from `GATEHOUSE_BUILD`: `wasm`
-/// (the default: proxy-wasm modules in V8) or `native` (the Postgres filter as
-/// the Envoy dynamic module `libgatehouse.so`; the Kubernetes filter and the
-/// audit service stay Wasm).
+/// (the default: proxy-wasm modules in V8) or `native` (the Postgres and
+/// Kubernetes filters as the Envoy dynamic module `libgatehouse.so`; the
+/// audit service stays Wasm).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Build {
     Wasm,

@@ -307,6 +307,9 @@ pub struct Request {
     /// The glue ended the stream: nothing more passes either way.
     stream_ended: bool,
     last_now_us: u64,
+    /// The clock as first read in the current event: one read serves the
+    /// whole event (records, audit ids, decisions), not one per use.
+    event_micros: Option<i64>,
 }
 
 impl Request {
@@ -330,11 +333,26 @@ impl Request {
             session: None,
             stream_ended: false,
             last_now_us: 0,
+            event_micros: None,
         }
     }
 
+    /// The current event's time: the clock is read at its first use in the
+    /// event, and not again.
     fn now(&mut self, host: &mut impl Host) -> i64 {
-        signed(clock(host, &mut self.last_now_us))
+        match self.event_micros {
+            Some(now) => now,
+            None => {
+                let now = signed(clock(host, &mut self.last_now_us));
+                self.event_micros = Some(now);
+                now
+            }
+        }
+    }
+
+    /// Starts an event from the host: its time is read again when needed.
+    fn begin_event(&mut self) {
+        self.event_micros = None;
     }
 
     /// Whether this request waits for approval call `token`.
@@ -354,6 +372,7 @@ impl Request {
         host: &mut impl Host,
         end_of_stream: bool,
     ) -> Flow {
+        self.begin_event();
         host.count(Counter::Requests, 1);
         self.request_complete = end_of_stream;
         if let Err(error) =
@@ -375,6 +394,7 @@ impl Request {
         size: usize,
         end_of_stream: bool,
     ) -> Flow {
+        self.begin_event();
         self.request_complete = end_of_stream;
         self.request_body_bytes = size;
         if self.stream_ended {
@@ -424,6 +444,7 @@ impl Request {
         if !self.awaits_approval(token) {
             return false;
         }
+        self.begin_event();
         let Some((_, step)) = self.approval.take() else {
             return false;
         };
@@ -444,6 +465,7 @@ impl Request {
         if !self.awaits_keys(token) {
             return false;
         }
+        self.begin_event();
         self.key_fetch = None;
         if self.admit(worker, host) == Flow::Continue {
             self.resume(host);
@@ -464,6 +486,7 @@ impl Request {
         host: &mut impl Host,
         end_of_stream: bool,
     ) -> Flow {
+        self.begin_event();
         self.started_micros = self.now(host);
         self.status = self
             .response_header(host, ":status")
@@ -512,6 +535,7 @@ impl Request {
         size: usize,
         end_of_stream: bool,
     ) -> Flow {
+        self.begin_event();
         if self.stream_ended {
             return Flow::Pause;
         }
@@ -522,11 +546,19 @@ impl Request {
             }
             return flow;
         }
-        if matches!(self.body_mode, BodyMode::PassThrough) {
-            if end_of_stream {
-                self.record(host);
+        match &self.body_mode {
+            BodyMode::PassThrough => {
+                if end_of_stream {
+                    self.record(host);
+                }
+                return Flow::Continue;
             }
-            return Flow::Continue;
+            // A chunk of a held body within the limit is only held: no work,
+            // so no clock read and no filter-time sample.
+            BodyMode::Buffered(masker) if !end_of_stream && size <= masker.max_body_bytes() => {
+                return Flow::Pause;
+            }
+            BodyMode::Buffered(_) | BodyMode::Watch(..) => {}
         }
         let started = self.now(host);
         let flow = self.mask_body(host, size, end_of_stream);
@@ -537,6 +569,7 @@ impl Request {
     /// The stream is over: a recorded session's last records go out, and
     /// the request's duration is recorded.
     pub fn on_log(&mut self, host: &mut impl Host) {
+        self.begin_event();
         if let Some(session) = self.session.take()
             && let Ok(mut session) = session.try_borrow_mut()
         {
@@ -563,11 +596,14 @@ impl Request {
     /// Judges the request and applies the outcome.
     fn admit(&mut self, worker: Option<&mut Worker>, host: &mut impl Host) -> Flow {
         let now = self.now(host);
-        let headers = host.request_headers().unwrap_or_else(|error| {
-            // Judged without them: the gate refuses what it cannot read.
-            host_failed(host, "reading request headers", &error);
-            Vec::new()
-        });
+        let (headers, headers_read) = match host.request_headers() {
+            Ok(headers) => (headers, true),
+            Err(error) => {
+                // Judged without them: the gate refuses what it cannot read.
+                host_failed(host, "reading request headers", &error);
+                (Vec::new(), false)
+            }
+        };
         let peer = host.peer_address().unwrap_or_else(|error| {
             host_failed(host, "reading the peer address", &error);
             None
@@ -647,20 +683,37 @@ impl Request {
                 let response = gateless_refusal(&head, &refusal);
                 self.respond(Some(worker), host, &response)
             }
-            Admission::Forward(forward) => self.forward(worker, host, forward),
+            Admission::Forward(forward) => {
+                let current = headers_read.then_some(headers.as_slice());
+                self.forward(worker, host, forward, current)
+            }
         }
     }
 
     /// Applies an admitted request's header changes and keeps its forward.
-    fn forward(&mut self, worker: &Worker, host: &mut impl Host, forward: Box<Forward>) -> Flow {
+    /// With the request's `current` headers (read in this event), a change
+    /// they already show is not made: each is a host call.
+    fn forward(
+        &mut self,
+        worker: &Worker,
+        host: &mut impl Host,
+        forward: Box<Forward>,
+        current: Option<&[(String, String)]>,
+    ) -> Flow {
         worker.count_decision(host, forward.decision());
         let map = Headers::Request;
         for name in &forward.remove_headers {
+            if current.is_some_and(|headers| values(headers, name).next().is_none()) {
+                continue;
+            }
             if let Err(error) = host.remove_header(map, name) {
                 host_failed(host, &format!("removing request header {name}"), &error);
             }
         }
         for (name, value) in &forward.set_headers {
+            if current.is_some_and(|headers| values(headers, name).eq([value.as_str()])) {
+                continue;
+            }
             if let Err(error) = host.set_header(map, name, value) {
                 host_failed(host, &format!("setting request header {name}"), &error);
             }
@@ -748,7 +801,8 @@ impl Request {
             return self.admit(None, host);
         };
         match worker.gate.conclude_approval(*step, status, body, now) {
-            Conclusion::Forward(forward) => self.forward(worker, host, forward),
+            // Another event than the headers': they are not at hand.
+            Conclusion::Forward(forward) => self.forward(worker, host, forward, None),
             Conclusion::Respond(response) => self.respond(Some(worker), host, &response),
         }
     }
@@ -810,7 +864,8 @@ impl Request {
 
     /// Records the time the filter spent since `started` (unix µs).
     fn note_filter_time(&mut self, host: &mut impl Host, started: i64) {
-        let spent = self.now(host).saturating_sub(started);
+        let ended = signed(clock(host, &mut self.last_now_us));
+        let spent = ended.saturating_sub(started);
         host.record(HistogramStat::FilterTime, unsigned(spent));
     }
 
@@ -1032,6 +1087,14 @@ impl Request {
             ),
         }
     }
+}
+
+/// The values of header `name` (any case) in `headers`.
+fn values<'a>(headers: &'a [(String, String)], name: &'a str) -> impl Iterator<Item = &'a str> {
+    headers
+        .iter()
+        .filter(move |(key, _)| key.eq_ignore_ascii_case(name))
+        .map(|(_, value)| value.as_str())
 }
 
 /// Asks the gate about a request, adopting other workers' keys when it wants

@@ -34,15 +34,26 @@ struct FakeHost {
     labelled: BTreeMap<String, u64>,
     records: Vec<String>,
     logs: Vec<String>,
+    /// Host calls made, by method.
+    calls: BTreeMap<&'static str, u32>,
 }
 
 impl FakeHost {
-    fn check(&self, call: &'static str) -> Result<(), HostError> {
+    fn check(&mut self, call: &'static str) -> Result<(), HostError> {
+        self.tally(call);
         if self.fail.contains(call) {
             Err(HostError(format!("{call} refused")))
         } else {
             Ok(())
         }
+    }
+
+    fn tally(&mut self, call: &'static str) {
+        *self.calls.entry(call).or_default() += 1;
+    }
+
+    fn total_calls(&self) -> u32 {
+        self.calls.values().sum()
     }
 
     fn headers(&mut self, map: Headers) -> &mut Vec<(String, String)> {
@@ -176,19 +187,25 @@ impl Host for FakeHost {
             .then(|| u32::try_from(self.key_fetches.len()).unwrap())
     }
     fn count(&mut self, counter: Counter, by: u64) {
+        self.tally("count");
         *self.counters.entry(counter).or_default() += by;
     }
-    fn record(&mut self, _: HistogramStat, _: u64) {}
+    fn record(&mut self, _: HistogramStat, _: u64) {
+        self.tally("record");
+    }
     fn count_labelled(&mut self, family: Family, class: &'static str, name: &str, by: u64) {
+        self.tally("count_labelled");
         *self
             .labelled
             .entry(format!("{}{{{class},{name}}}", family.name()))
             .or_default() += by;
     }
     fn emit_record(&mut self, line: &str, _: u64) {
+        self.tally("emit_record");
         self.records.push(line.to_owned());
     }
     fn log(&mut self, _: Level, message: &str) {
+        self.tally("log");
         self.logs.push(message.to_owned());
     }
 }
@@ -722,4 +739,150 @@ fn an_exec_on_a_protocol_gatehouse_cannot_read_is_ended_with_its_records() {
         "{:?}",
         host.records
     );
+}
+
+/// The host calls of one developer GET the rule masks, from its headers to
+/// its log, answered with `body` in two chunks, as kubectl sends it.
+fn host_calls_of_a_read(path: &str, accept: &str, body: &str) -> FakeHost {
+    let minter = minter();
+    let mut host = developer_request(&minter, "GET", path);
+    host.request.extend([
+        ("accept".into(), accept.into()),
+        ("user-agent".into(), "kubectl/v1.33.0".into()),
+        ("accept-encoding".into(), "gzip".into()),
+    ]);
+    let mut worker = warm_worker(&mut host, &minter, json!({}));
+    host.calls.clear();
+    let mut request = Request::new(1);
+    assert_eq!(
+        request.on_request_headers(Some(&mut worker), &mut host, true),
+        Flow::Continue
+    );
+    host.response = vec![
+        (":status".into(), "200".into()),
+        ("content-type".into(), "application/json".into()),
+        ("content-length".into(), body.len().to_string()),
+        ("audit-id".into(), "a".into()),
+        ("cache-control".into(), "no-cache, private".into()),
+    ];
+    assert_eq!(
+        request.on_response_headers(Some(&mut worker), &mut host, false),
+        Flow::Pause
+    );
+    host.server_body = body.as_bytes().to_vec();
+    assert_eq!(
+        request.on_response_body(&mut host, body.len() / 2, false),
+        Flow::Pause
+    );
+    assert_eq!(
+        request.on_response_body(&mut host, body.len(), true),
+        Flow::Continue
+    );
+    request.on_log(&mut host);
+    assert_eq!(host.last_event_code(), 200);
+    assert_eq!(host.counter(Counter::HostErrors), 0);
+    host
+}
+
+const POD: &str = r#"{"kind":"Pod","apiVersion":"v1","metadata":{"name":"web","namespace":"dev"},"spec":{"containers":[{"name":"app","image":"nginx","env":[{"name":"DB_PASSWORD","value":"hunter2"}]}]}}"#;
+const POD_TABLE: &str = r#"{"kind":"Table","apiVersion":"meta.k8s.io/v1","columnDefinitions":[{"name":"Name","type":"string"}],"rows":[{"cells":["web"],"object":{"kind":"PartialObjectMetadata","apiVersion":"meta.k8s.io/v1","metadata":{"name":"web","namespace":"dev"}}}]}"#;
+
+#[test]
+fn a_masked_read_makes_few_host_calls() {
+    let table = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json";
+    for (kind, path, accept, body) in [
+        (
+            "get secret",
+            "/api/v1/namespaces/dev/secrets/db",
+            "application/json",
+            SECRET,
+        ),
+        (
+            "get pod",
+            "/api/v1/namespaces/dev/pods/web",
+            "application/json",
+            POD,
+        ),
+        (
+            "list pods",
+            "/api/v1/namespaces/dev/pods?limit=500",
+            table,
+            POD_TABLE,
+        ),
+    ] {
+        let host = host_calls_of_a_read(path, accept, body);
+        eprintln!("{kind}: {} host calls {:?}", host.total_calls(), host.calls);
+        let calls = |name: &str| host.calls.get(name).copied().unwrap_or_default();
+        // One clock read per event, and one more where the filter's own time
+        // is measured (request headers, the whole body's masking); none for
+        // a chunk that is only held.
+        assert_eq!(calls("now_us"), 6, "{kind}: {:?}", host.calls);
+        assert_eq!(calls("record"), 3, "{kind}: {:?}", host.calls);
+        // The Accept header is already JSON only: left as it is.
+        assert_eq!(
+            host.request.iter().filter(|(k, _)| k == "accept").count(),
+            1,
+            "{kind}"
+        );
+        assert!(host.total_calls() <= 27, "{kind}: {:?}", host.calls);
+    }
+}
+
+#[test]
+fn header_changes_the_request_already_shows_are_not_made() {
+    let minter = minter();
+    let mut host = developer_request(&minter, "GET", "/api/v1/namespaces/dev/secrets/db");
+    host.request
+        .push(("accept".into(), "application/json".into()));
+    let mut worker = warm_worker(&mut host, &minter, json!({}));
+    host.calls.clear();
+    let mut request = Request::new(1);
+    assert_eq!(
+        request.on_request_headers(Some(&mut worker), &mut host, true),
+        Flow::Continue
+    );
+    // Only the credential is removed (there is no Accept-Encoding), and the
+    // Accept header stays: Audit-ID and Impersonate-User are set.
+    assert_eq!(
+        host.calls.get("remove_header"),
+        Some(&1),
+        "{:?}",
+        host.calls
+    );
+    assert_eq!(host.calls.get("set_header"), Some(&2), "{:?}", host.calls);
+    assert!(!host.request.iter().any(|(k, _)| k == "authorization"));
+    assert!(
+        host.request
+            .iter()
+            .any(|(k, v)| k.eq_ignore_ascii_case("impersonate-user") && v == "dana")
+    );
+
+    // A repeated Accept, or another value, is set; a present
+    // Accept-Encoding is removed.
+    for (accept, encoding) in [
+        (vec!["application/json", "application/json"], None),
+        (vec!["application/yaml"], Some("gzip")),
+    ] {
+        let mut host = developer_request(&minter, "GET", "/api/v1/namespaces/dev/secrets/db");
+        for value in &accept {
+            host.request.push(("accept".into(), (*value).into()));
+        }
+        if let Some(encoding) = encoding {
+            host.request
+                .push(("accept-encoding".into(), encoding.into()));
+        }
+        let mut request = Request::new(2);
+        assert_eq!(
+            request.on_request_headers(Some(&mut worker), &mut host, true),
+            Flow::Continue
+        );
+        let accepts: Vec<&str> = host
+            .request
+            .iter()
+            .filter(|(k, _)| k == "accept")
+            .map(|(_, v)| v.as_str())
+            .collect();
+        assert_eq!(accepts, ["application/json"], "{accept:?}");
+        assert!(!host.request.iter().any(|(k, _)| k == "accept-encoding"));
+    }
 }

@@ -192,20 +192,28 @@ type SharedState = Rc<RefCell<State>>;
 struct WasmHost<'a> {
     stats: &'a mut Stats,
     keys: Option<&'a mut KeyDistribution>,
+    /// The response headers, read whole at the callback's first
+    /// [`Host::header`] on them and dropped when it changes them: the glue
+    /// reads a few, and one map read costs Envoy about what one header does.
+    response_headers: Option<Vec<(String, String)>>,
+}
+
+impl<'a> WasmHost<'a> {
+    fn new(stats: &'a mut Stats, keys: Option<&'a mut KeyDistribution>) -> Self {
+        WasmHost {
+            stats,
+            keys,
+            response_headers: None,
+        }
+    }
 }
 
 /// Splits the worker state into the glue's worker and the host over the rest.
 fn split(state: &mut State) -> (Option<&mut Worker>, WasmHost<'_>) {
     let State { stats, worker } = state;
     match worker.as_mut() {
-        Some(Configured { glue, keys, .. }) => (
-            Some(glue),
-            WasmHost {
-                stats,
-                keys: Some(keys),
-            },
-        ),
-        None => (None, WasmHost { stats, keys: None }),
+        Some(Configured { glue, keys, .. }) => (Some(glue), WasmHost::new(stats, Some(keys))),
+        None => (None, WasmHost::new(stats, None)),
     }
 }
 
@@ -228,6 +236,13 @@ fn body(direction: Direction) -> BufferType {
 }
 
 impl WasmHost<'_> {
+    /// Header map `headers` is about to change: what was read of it is stale.
+    fn changing(&mut self, headers: Headers) {
+        if headers == Headers::Response {
+            self.response_headers = None;
+        }
+    }
+
     /// A stat update failed: counted (when that works) and logged.
     fn stat_failed(&mut self, what: &str, status: host::Status) {
         if let Some(id) = self.stats.counter(Counter::HostErrors) {
@@ -265,18 +280,33 @@ impl Host for WasmHost<'_> {
     }
 
     fn header(&mut self, headers: Headers, name: &str) -> Result<Option<String>, HostError> {
-        host::get_header(map(headers), name).map_err(host_error)
+        if headers == Headers::Request {
+            return host::get_header(map(headers), name).map_err(host_error);
+        }
+        let response = match &mut self.response_headers {
+            Some(response) => response,
+            cache => {
+                cache.insert(host::get_headers(MapType::HttpResponseHeaders).map_err(host_error)?)
+            }
+        };
+        Ok(response
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.clone()))
     }
 
     fn set_header(&mut self, headers: Headers, name: &str, value: &str) -> Result<(), HostError> {
+        self.changing(headers);
         host::replace_header(map(headers), name, value).map_err(host_error)
     }
 
     fn add_header(&mut self, headers: Headers, name: &str, value: &str) -> Result<(), HostError> {
+        self.changing(headers);
         host::add_header(map(headers), name, value).map_err(host_error)
     }
 
     fn remove_header(&mut self, headers: Headers, name: &str) -> Result<(), HostError> {
+        self.changing(headers);
         host::remove_header(map(headers), name).map_err(host_error)
     }
 
@@ -396,7 +426,7 @@ impl Host for WasmHost<'_> {
 /// when it fails).
 fn clock_us(stats: &mut Stats) -> u64 {
     host::now_micros().unwrap_or_else(|status| {
-        WasmHost { stats, keys: None }.stat_failed("reading the clock", status);
+        WasmHost::new(stats, None).stat_failed("reading the clock", status);
         0
     })
 }
@@ -513,10 +543,7 @@ impl RootContext for KubernetesRoot {
             if let Some(verifier) = glue.gate_mut().verifier_mut() {
                 keys.on_tick(verifier, seconds(now_us));
             }
-            glue.on_tick(&mut WasmHost {
-                stats,
-                keys: Some(keys),
-            });
+            glue.on_tick(&mut WasmHost::new(stats, Some(keys)));
         }
         host::records::flush();
     }

@@ -247,13 +247,10 @@ pub struct Session {
     conn: ConnectionInfo,
     /// Shared by every record of the session; set once the StartupMessage is seen.
     client: Shared<PgClient>,
-    phase: Phase,
+    /// Where in the protocol the session is, with the state only that stretch needs.
+    stage: PhaseState,
     frontend: Framer,
     backend: Framer,
-    /// What the client asked for when the pending TLS answer arrives.
-    tls_request: Option<TlsRequestKind>,
-    /// The server already answered an SSLRequest: it refuses a second one.
-    server_saw_ssl_request: bool,
     /// A FATAL message the client is owed in place of the server's next answer.
     owed_client_error: Option<Vec<u8>>,
     close_requested: bool,
@@ -277,24 +274,16 @@ pub struct Session {
     policy_identity: Option<gatehouse_core::identity::Identity>,
     /// Prepared statements (by name) whose Parse the policy blocked.
     denied_statements: enforce::DeniedStatements,
-    /// Present when the client must log in with a token.
-    token_login: Option<login::TokenLogin>,
+    /// How the client proves who it is (see [`Session::set_authenticator`]).
+    login_method: login::LoginMethod,
     /// The configuration in force, stamped on every record.
     policy_hash: Option<Shared<str>>,
     /// Enforcing, or observing only (see [`Session::set_mode`]).
     mode: FilterMode,
-    /// Shadow mode with token login: the passive check of the client's token.
-    shadow_login: Option<shadow::ShadowLogin>,
     /// Connected to the approval service (see [`Session::set_approval_gate`]).
     approvals: Option<approvals::SessionApprovals>,
     /// The settings that decide how the server lexes, as it last reported them.
     server_lexing: crate::policy::Lexing,
-    /// Why an enforcing session would have refused the startup parameters (shadow
-    /// mode records it on the session start).
-    startup_refusal: Option<String>,
-    /// Protocol options the client asked for that the server has not yet said
-    /// it does not know (see [`crate::startup`]).
-    protocol_options: Vec<String>,
     /// The fast-path functions and the engine's own catalog queries.
     fast_path: fastpath::FastPathTable,
     /// The count behind the session's memory bound.
@@ -316,6 +305,125 @@ enum TlsRequestKind {
     GssEnc,
 }
 
+/// The session's place in the protocol behind [`Phase`]: the state that only
+/// the stretch before the session is established needs lives in [`Opening`],
+/// and is dropped when the session is ready or ends.
+enum PhaseState {
+    /// Startup, TLS negotiation or authentication.
+    Opening(Box<Opening>),
+    Ready,
+    Cancelling,
+    Finished,
+}
+
+/// What the session needs until it is established.
+struct Opening {
+    step: OpeningStep,
+    /// The server already answered an SSLRequest: it refuses a second one.
+    server_saw_ssl_request: bool,
+    /// The check of the client's token, with token login.
+    token_check: TokenCheck,
+}
+
+/// The token check under way while the client logs in.
+enum TokenCheck {
+    /// The server authenticates the client itself.
+    None,
+    /// The client must log in with a token.
+    Enforce(login::TokenLogin),
+    /// Shadow mode: the token is checked passively as it passes.
+    Observe(shadow::ShadowLogin),
+}
+
+enum OpeningStep {
+    /// Waiting for the StartupMessage (or SSLRequest, GSSENCRequest, CancelRequest).
+    Startup,
+    /// An SSLRequest went to the server; waiting for its one-byte answer.
+    TlsNegotiation {
+        /// What the client asked for, answered when the server's byte arrives;
+        /// `None` for a second request, which the server refuses.
+        requested: Option<TlsRequestKind>,
+    },
+    /// StartupMessage sent; authentication exchange under way.
+    Authenticating {
+        /// Protocol options the client asked for that the server has not yet
+        /// said it does not know (see [`crate::startup`]).
+        protocol_options: Vec<String>,
+        /// Why an enforcing session would have refused the startup parameters
+        /// (shadow mode records it on the session start).
+        startup_refusal: Option<String>,
+    },
+}
+
+impl PhaseState {
+    fn phase(&self) -> Phase {
+        match self {
+            PhaseState::Opening(opening) => match opening.step {
+                OpeningStep::Startup => Phase::Startup,
+                OpeningStep::TlsNegotiation { .. } => Phase::TlsNegotiation,
+                OpeningStep::Authenticating { .. } => Phase::Authenticating,
+            },
+            PhaseState::Ready => Phase::Ready,
+            PhaseState::Cancelling => Phase::Cancelling,
+            PhaseState::Finished => Phase::Finished,
+        }
+    }
+
+    fn opening_mut(&mut self) -> Option<&mut Opening> {
+        match self {
+            PhaseState::Opening(opening) => Some(opening),
+            _ => None,
+        }
+    }
+
+    fn opening(&self) -> Option<&Opening> {
+        match self {
+            PhaseState::Opening(opening) => Some(opening),
+            _ => None,
+        }
+    }
+
+    /// The token login under way, with token login before the session is ready.
+    fn token_login(&self) -> Option<&login::TokenLogin> {
+        match &self.opening()?.token_check {
+            TokenCheck::Enforce(login) => Some(login),
+            _ => None,
+        }
+    }
+
+    fn token_login_mut(&mut self) -> Option<&mut login::TokenLogin> {
+        match &mut self.opening_mut()?.token_check {
+            TokenCheck::Enforce(login) => Some(login),
+            _ => None,
+        }
+    }
+
+    /// The passive token check under way, in a shadow session with token login.
+    fn shadow_login_mut(&mut self) -> Option<&mut shadow::ShadowLogin> {
+        match &mut self.opening_mut()?.token_check {
+            TokenCheck::Observe(login) => Some(login),
+            _ => None,
+        }
+    }
+
+    /// Bytes held for the opening (for the memory count).
+    fn held_bytes(&self) -> usize {
+        let login = self.token_login().map_or(0, login::TokenLogin::held_bytes);
+        self.opening().map_or(0, |_| size_of::<Opening>() + login)
+    }
+
+    /// The authentication step's state, while it is under way.
+    fn authenticating_mut(&mut self) -> Option<(&mut Vec<String>, &mut Option<String>)> {
+        match self.opening_mut()?.step {
+            OpeningStep::Authenticating {
+                ref mut protocol_options,
+                ref mut startup_refusal,
+            } => Some((protocol_options, startup_refusal)),
+            _ => None,
+        }
+    }
+}
+
 impl Session {
     /// A session for a new connection, before any bytes.
     pub fn new(config: Arc<EngineConfig>, conn: ConnectionInfo, now_us: u64) -> Self {
@@ -328,11 +436,13 @@ impl Session {
             config,
             conn,
             client,
-            phase: Phase::Startup,
+            stage: PhaseState::Opening(Box::new(Opening {
+                step: OpeningStep::Startup,
+                server_saw_ssl_request: false,
+                token_check: TokenCheck::None,
+            })),
             frontend: Framer::new(FrameMode::Untagged),
             backend: Framer::new(FrameMode::Tagged),
-            tls_request: None,
-            server_saw_ssl_request: false,
             owed_client_error: None,
             close_requested: false,
             ledger: Ledger::default(),
@@ -350,14 +460,11 @@ impl Session {
             statement_policy: None,
             policy_identity: None,
             denied_statements: HashMap::new(),
-            token_login: None,
+            login_method: login::LoginMethod::Server,
             policy_hash: None,
             mode: FilterMode::Enforce,
-            shadow_login: None,
             approvals: None,
             server_lexing: crate::policy::Lexing::default(),
-            startup_refusal: None,
-            protocol_options: Vec::new(),
             fast_path: fastpath::FastPathTable::default(),
             memory: memory::MemoryWatch::default(),
         }
@@ -455,7 +562,7 @@ impl Session {
 
     /// The session's protocol phase.
     pub fn phase(&self) -> Phase {
-        self.phase
+        self.stage.phase()
     }
 
     fn framer(&mut self, dir: Dir) -> &mut Framer {
@@ -756,11 +863,11 @@ impl Session {
         };
         // Streamed messages are never decoded whole, so check their phase here.
         let allowed = match dir {
-            Dir::Frontend => self.phase == Phase::Ready,
-            Dir::Backend => matches!(self.phase, Phase::Ready | Phase::Finished),
+            Dir::Frontend => self.phase() == Phase::Ready,
+            Dir::Backend => matches!(self.phase(), Phase::Ready | Phase::Finished),
         };
         if matches!(disposition, Buffering::Stream { .. }) && !allowed {
-            let when = if self.phase == Phase::Authenticating {
+            let when = if self.phase() == Phase::Authenticating {
                 "during authentication"
             } else {
                 "before startup"
@@ -804,7 +911,7 @@ impl Session {
                 self.owed_client_error = None;
             }
             Dir::Frontend => {
-                match self.phase {
+                match self.phase() {
                     Phase::Startup => {
                         let mut req = Vec::with_capacity(8);
                         StartupPacket::SslRequest.encode(&mut req);
@@ -812,7 +919,6 @@ impl Session {
                         self.backend.pending.clear();
                         self.backend.stream = None;
                         self.backend.mode = FrameMode::AnswerByte;
-                        self.tls_request = None;
                     }
                     Phase::TlsNegotiation => {}
                     Phase::Authenticating | Phase::Ready => {
@@ -830,7 +936,7 @@ impl Session {
                 self.owed_client_error = Some(client_error);
             }
         }
-        self.phase = Phase::Finished;
+        self.stage = PhaseState::Finished;
         if dir == Dir::Backend {
             self.end_session(failure.reason, Some(failure.detail), now_us);
         } else {
@@ -914,7 +1020,7 @@ impl Session {
     // ---- startup and TLS ----------------------------------------------------------
 
     fn on_startup_packet(&mut self, body: &[u8], now_us: u64) -> Result<Disposition, String> {
-        if self.phase != Phase::Startup {
+        if self.phase() != Phase::Startup {
             return Err("startup packet while a TLS answer is pending".into());
         }
         let packet = StartupPacket::decode(body).map_err(|e| e.to_string())?;
@@ -928,9 +1034,12 @@ impl Session {
                 // A second request (libpq tries GSSAPI encryption, then SSL) cannot
                 // be answered `N`: the server refuses a second SSLRequest. It is
                 // forwarded so that the server answers, and refused.
-                self.tls_request = (!self.server_saw_ssl_request).then_some(kind);
-                self.server_saw_ssl_request = true;
-                self.phase = Phase::TlsNegotiation;
+                if let Some(opening) = self.stage.opening_mut() {
+                    opening.step = OpeningStep::TlsNegotiation {
+                        requested: (!opening.server_saw_ssl_request).then_some(kind),
+                    };
+                    opening.server_saw_ssl_request = true;
+                }
                 self.backend.mode = FrameMode::AnswerByte;
                 if kind == TlsRequestKind::Ssl {
                     Ok(Disposition::Pass)
@@ -941,7 +1050,7 @@ impl Session {
                 }
             }
             StartupPacket::Cancel { .. } => {
-                self.phase = Phase::Cancelling;
+                self.stage = PhaseState::Cancelling;
                 // Anything after it is a violation; frame it as messages to say so.
                 self.frontend.mode = FrameMode::Tagged;
                 self.hint_end(EndReason::CancelRequest, None);
@@ -966,22 +1075,31 @@ impl Session {
                     identity: None,
                 }
                 .into();
+                let mut startup_refusal = None;
                 if let Err(refusal) =
                     crate::startup::check(&params, &self.config.startup_parameters)
                 {
                     if self.mode.is_enforce() {
                         return Ok(self.refuse_startup(&refusal));
                     }
-                    self.startup_refusal = Some(refusal.to_string());
+                    startup_refusal = Some(refusal.to_string());
                 }
-                self.protocol_options = crate::startup::protocol_options(&params);
-                self.phase = Phase::Authenticating;
+                let protocol_options = crate::startup::protocol_options(&params);
+                if let Some(opening) = self.stage.opening_mut() {
+                    opening.step = OpeningStep::Authenticating {
+                        protocol_options,
+                        startup_refusal,
+                    };
+                }
                 self.frontend.mode = FrameMode::Tagged;
                 self.backend.mode = FrameMode::Tagged;
                 let protocol_version = format!("{}.{}", version >> 16, version & 0xffff);
                 if !self.defer_session_start(protocol_version.clone()) {
                     let header = self.next_header(now_us);
-                    let login_refusal = self.startup_refusal.take();
+                    let login_refusal = self
+                        .stage
+                        .authenticating_mut()
+                        .and_then(|(_, startup_refusal)| startup_refusal.take());
                     self.push_record(Record::SessionStart(SessionStartRecord {
                         header,
                         client: self.client.clone(),
@@ -1002,8 +1120,7 @@ impl Session {
         self.owed_client_error = Some(pg::fatal_error(refusal.sqlstate(), &message));
         self.frontend.discarding = true;
         self.backend.mode = FrameMode::AnswerByte;
-        self.tls_request = None;
-        self.phase = Phase::Finished;
+        self.stage = PhaseState::Finished;
         self.end_reason_hint = Some((EndReason::StartupRefused, Some(message)));
         let mut ssl_request = Vec::with_capacity(8);
         StartupPacket::SslRequest.encode(&mut ssl_request);
@@ -1019,20 +1136,21 @@ impl Session {
         msg: &BackendMessage<'_>,
         now_us: u64,
     ) -> Option<Disposition> {
-        if self.protocol_options.is_empty() {
+        let enforce = self.mode.is_enforce();
+        let (protocol_options, _) = self.stage.authenticating_mut()?;
+        if protocol_options.is_empty() {
             return None;
         }
         match msg {
             BackendMessage::NegotiateProtocolVersion { unrecognized, .. } => {
-                self.protocol_options
-                    .retain(|option| !unrecognized.contains(&option.as_bytes()));
+                protocol_options.retain(|option| !unrecognized.contains(&option.as_bytes()));
                 None
             }
-            BackendMessage::Authentication { .. } if self.mode.is_enforce() => {
-                let option = self.protocol_options.swap_remove(0);
+            BackendMessage::Authentication { .. } if enforce => {
+                let option = protocol_options.swap_remove(0);
                 let refusal = crate::startup::StartupRefusal::AcceptedProtocolOption(option);
                 let message = refusal.to_string();
-                self.phase = Phase::Finished;
+                self.stage = PhaseState::Finished;
                 self.frontend.discarding = true;
                 self.backend.discarding = true;
                 self.close_requested = true;
@@ -1059,8 +1177,7 @@ impl Session {
         self.owed_client_error = Some(pg::fatal_error("08004", &message));
         self.frontend.discarding = true;
         self.backend.mode = FrameMode::AnswerByte;
-        self.tls_request = None;
-        self.phase = Phase::Finished;
+        self.stage = PhaseState::Finished;
         self.ended = true;
         let mut ssl_request = Vec::with_capacity(8);
         StartupPacket::SslRequest.encode(&mut ssl_request);
@@ -1072,12 +1189,15 @@ impl Session {
         if let Some(error) = self.deliver_owed_error(now_us) {
             return error;
         }
-        let requested = self.tls_request.take();
+        let requested = match self.stage.opening_mut().map(|opening| &opening.step) {
+            Some(OpeningStep::TlsNegotiation { requested }) => *requested,
+            _ => None,
+        };
         let refuse = |s: &mut Self, detail: &str| {
             let message = format!(
                 "gatehouse: {detail}; connect without TLS or with TLS to the gateway itself"
             );
-            s.phase = Phase::Finished;
+            s.stage = PhaseState::Finished;
             s.frontend.discarding = true;
             s.backend.discarding = true;
             s.close_requested = true;
@@ -1096,7 +1216,9 @@ impl Session {
         }
         match (answer, requested) {
             (b'N', Some(_)) => {
-                self.phase = Phase::Startup;
+                if let Some(opening) = self.stage.opening_mut() {
+                    opening.step = OpeningStep::Startup;
+                }
                 self.frontend.mode = FrameMode::Untagged;
                 Disposition::Pass
             }
@@ -1127,13 +1249,13 @@ impl Session {
             // handling, enforcement, masking and records all read it.
             (Dir::Frontend, _) => match FrontendMessage::decode(tag, body) {
                 Err(e) => Err(e.to_string()),
-                Ok(msg) if self.phase == Phase::Ready => {
+                Ok(msg) if self.phase() == Phase::Ready => {
                     self.frontend_with_own_requests(&msg, tag, body, now_us)
                 }
                 Ok(msg) => self.frontend_with_masking(&msg, tag, body, now_us),
             },
             (Dir::Backend, _)
-                if matches!(self.phase, Phase::Ready | Phase::Finished)
+                if matches!(self.phase(), Phase::Ready | Phase::Finished)
                     && self.answering_own_request() =>
             {
                 self.on_own_answer(tag, body, now_us)
@@ -1205,13 +1327,17 @@ impl Session {
         tag: u8,
         now_us: u64,
     ) -> Result<Disposition, String> {
-        match self.phase {
+        match self.phase() {
             Phase::Authenticating => {
                 return match *msg {
-                    FrontendMessage::Password { data } if self.token_login.is_some() => {
+                    FrontendMessage::Password { data }
+                        if self.login_method == login::LoginMethod::Token =>
+                    {
                         self.on_token_password(data, now_us)
                     }
-                    FrontendMessage::Password { data } if self.shadow_login.is_some() => {
+                    FrontendMessage::Password { data }
+                        if self.login_method == login::LoginMethod::ObservedToken =>
+                    {
                         Ok(self.observe_token_password(data, now_us))
                     }
                     FrontendMessage::Password { .. } => Ok(Disposition::Pass),
@@ -1305,7 +1431,7 @@ impl Session {
 
     fn on_terminate(&mut self) -> Disposition {
         self.terminate_seen = true;
-        self.phase = Phase::Finished;
+        self.stage = PhaseState::Finished;
         Disposition::Pass
     }
 
@@ -1466,18 +1592,18 @@ impl Session {
         {
             return Ok(action);
         }
-        if matches!(self.phase, Phase::Ready | Phase::Finished)
+        if matches!(self.phase(), Phase::Ready | Phase::Finished)
             && let Some(action) = self.denial_reply(&msg, now_us)
         {
             return Ok(action);
         }
-        if self.phase == Phase::Authenticating
+        if self.phase() == Phase::Authenticating
             && let Some(action) = self.check_protocol_options(&msg, now_us)
         {
             return Ok(action);
         }
-        match self.phase {
-            Phase::Authenticating if self.token_login.is_some() => {
+        match self.phase() {
+            Phase::Authenticating if self.login_method == login::LoginMethod::Token => {
                 self.on_token_login_message(msg, tag, body, now_us)
             }
             Phase::Authenticating => self.on_login_message(msg, now_us),
@@ -1493,7 +1619,7 @@ impl Session {
         msg: BackendMessage<'_>,
         now_us: u64,
     ) -> Result<Disposition, String> {
-        if self.shadow_login.is_some() {
+        if self.login_method == login::LoginMethod::ObservedToken {
             self.observe_login_message(&msg, now_us);
         }
         match msg {
@@ -1517,7 +1643,7 @@ impl Session {
                 Ok(Disposition::Pass)
             }
             BackendMessage::ReadyForQuery { .. } => {
-                self.phase = Phase::Ready;
+                self.stage = PhaseState::Ready;
                 self.backend_bytes_since_record = 0;
                 Ok(Disposition::Pass)
             }

@@ -154,7 +154,12 @@ enum Expect {
     },
     /// The describe of a COPY's columns sent ahead of its Query (or Parse or
     /// Bind): everything through its ReadyForQuery is consumed.
-    CopyDescribe(copy::DescribedFields),
+    CopyDescribe {
+        fields: copy::DescribedFields,
+        /// Sent inside a transaction block: its error is kept for the COPY's
+        /// `25P02` answer.
+        in_block: bool,
+    },
     Sync,
 }
 
@@ -163,7 +168,7 @@ impl Expect {
         matches!(
             self,
             Expect::Catalog
-                | Expect::CopyDescribe(_)
+                | Expect::CopyDescribe { .. }
                 | Expect::Query { .. }
                 | Expect::FunctionCall { .. }
                 | Expect::Sync
@@ -192,11 +197,11 @@ pub struct SessionMasker {
     statements: HashMap<Vec<u8>, Rc<TextLineage>>,
     /// Portals the server confirmed.
     portals: HashMap<Vec<u8>, PortalShape>,
-    /// The portal the previous client message described, with the slot its
-    /// description fills: an Execute of it right after needs no describe.
+    /// The portal just described, with the slot its description fills, for
+    /// an Execute of it as the next client message: the client's Describe
+    /// (then the Execute needs no describe of its own) or the masker's own,
+    /// sent ahead of the Execute being handled.
     described_portal: Option<(Vec<u8>, Slot)>,
-    /// The masker's own Describe sent ahead of the Execute being handled.
-    own_describe: Option<(Vec<u8>, Slot)>,
     /// Masked columns by name, for lineage: the table rules, then the view
     /// columns the catalog lookup found.
     sources: Rc<crate::sql::lineage::Sources>,
@@ -220,7 +225,6 @@ pub struct SessionMasker {
     tx_status: u8,
     /// The error of a COPY's describe that failed in a transaction block.
     copy_describe_error: Option<Vec<u8>>,
-    copy_describe_in_block: bool,
     /// An extended-protocol batch is open (no Sync since its first message).
     batch_open: bool,
     /// The client message being handled starts a batch (see `copy`).
@@ -255,7 +259,6 @@ impl SessionMasker {
             statements: HashMap::new(),
             portals: HashMap::new(),
             described_portal: None,
-            own_describe: None,
             sources: Rc::new(derived::policy_sources(&policy)),
             sources_generation: 0,
             lexing: Lexing::default(),
@@ -267,7 +270,6 @@ impl SessionMasker {
             copy: None,
             tx_status: b'I',
             copy_describe_error: None,
-            copy_describe_in_block: false,
             batch_open: false,
             at_boundary: true,
             copy_prepared: HashMap::new(),
@@ -384,9 +386,8 @@ impl SessionMasker {
                 self.expect(Expect::Describe(slot));
             }
             FrontendMessage::Execute { portal, .. } => {
-                let slot = match (described, self.own_describe.take()) {
-                    (_, Some((name, slot))) if name == *portal => slot,
-                    (Some((name, slot)), _) if name == *portal => slot,
+                let slot = match described {
+                    Some((name, slot)) if name == *portal => slot,
                     // Not described: the columns stay unknown.
                     _ => Slot::default(),
                 };
@@ -427,7 +428,7 @@ impl SessionMasker {
         let slot = Slot::default();
         self.expected
             .push_back(Expect::OwnDescribe(Rc::clone(&slot)));
-        self.own_describe = Some((portal.to_vec(), slot));
+        self.described_portal = Some((portal.to_vec(), slot));
         let mut bytes = Vec::with_capacity(portal.len() + 7);
         FrontendMessage::Describe {
             kind: b'P',
@@ -470,7 +471,7 @@ impl SessionMasker {
     pub fn on_backend(&mut self, msg: &BackendMessage<'_>) -> Disposition {
         match self.expected.front() {
             Some(Expect::Catalog) => return self.on_lookup_answer(msg),
-            Some(Expect::CopyDescribe(_)) => return self.on_copy_describe_answer(msg),
+            Some(Expect::CopyDescribe { .. }) => return self.on_copy_describe_answer(msg),
             _ => {}
         }
         if let BackendMessage::DataRow { .. } = msg {
@@ -730,7 +731,7 @@ impl SessionMasker {
                 | Expect::FunctionCall { .. }
                 | Expect::Sync
                 | Expect::Catalog
-                | Expect::CopyDescribe(_),
+                | Expect::CopyDescribe { .. },
             )
             | None => {}
             Some(_) => {
@@ -779,7 +780,7 @@ impl SessionMasker {
     pub fn on_data_row(&mut self, body: &[u8]) -> Result<Disposition, DecodeError> {
         if matches!(
             self.expected.front(),
-            Some(Expect::Catalog | Expect::CopyDescribe(_))
+            Some(Expect::Catalog | Expect::CopyDescribe { .. })
         ) {
             // An answer to the masker's own request: rare, take the general path.
             let msg = BackendMessage::decode(crate::protocol::DATA_ROW_TAG, body)?;
@@ -1054,7 +1055,7 @@ impl SessionMasker {
     pub fn begin_stream(&mut self, tag: u8, body_len: usize) -> Option<StreamRewrite> {
         if matches!(
             self.expected.front(),
-            Some(Expect::Catalog | Expect::CopyDescribe(_))
+            Some(Expect::Catalog | Expect::CopyDescribe { .. })
         ) {
             return None;
         }

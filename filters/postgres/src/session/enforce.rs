@@ -72,7 +72,7 @@ impl Session {
     /// Ends the session because the server reported a client encoding the filter
     /// cannot read: the client gets a FATAL in place of the report.
     fn end_for_encoding(&mut self, value: &str, now_us: u64) -> Disposition {
-        let reason = if self.phase == Phase::Authenticating {
+        let reason = if self.phase() == Phase::Authenticating {
             EndReason::StartupRefused
         } else {
             EndReason::ProtocolError

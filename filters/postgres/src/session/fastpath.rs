@@ -103,7 +103,8 @@ impl Session {
         let first_request = matches!(tag, pg::QUERY_TAG | pg::PARSE_TAG | pg::FUNCTION_CALL_TAG);
         let may_send = !self.fast_path.batch_open && self.mode.is_enforce();
         if self.fast_path.lookup == Lookup::Due && first_request {
-            let judged = self.statement_policy.is_some() || self.token_login.is_some();
+            let judged = self.statement_policy.is_some()
+                || self.login_method == super::login::LoginMethod::Token;
             if self.config.fast_path_functions.is_empty() || !self.mode.is_enforce() || !judged {
                 self.fast_path.lookup = Lookup::Unavailable;
             } else if may_send {
@@ -258,7 +259,8 @@ impl Session {
         call: &pg::FunctionCall<'_>,
         now_us: u64,
     ) -> Disposition {
-        if self.statement_policy.is_none() && self.token_login.is_none() {
+        if self.statement_policy.is_none() && self.login_method != super::login::LoginMethod::Token
+        {
             return Disposition::Pass;
         }
         let (sql, decision) = match self.fast_path.functions.get(&call.oid) {

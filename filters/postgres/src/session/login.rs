@@ -17,7 +17,7 @@
 //! server error (an unknown database, say) becomes a generic refusal, so names
 //! cannot be probed without a valid token.
 
-use super::{Disposition, Phase, Session};
+use super::{Disposition, PhaseState, Session};
 use crate::framing::{FrameMode, Header};
 use crate::login::{Authenticator, LoginRefusal};
 use crate::protocol::{self as pg, BackendMessage, FrontendMessage};
@@ -66,7 +66,18 @@ enum Step {
     Verifying,
 }
 
-/// A session's token login, present when the filter requires one.
+/// How the client proves who it is, for the whole session.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum LoginMethod {
+    /// The server authenticates the client itself.
+    Server,
+    /// The client logs in with a token the gateway verifies.
+    Token,
+    /// Shadow mode with token login: the token is checked as it passes.
+    ObservedToken,
+}
+
+/// A session's token login while it is under way, when the filter requires one.
 pub(super) struct TokenLogin {
     authenticator: Box<dyn Authenticator>,
     stage: Stage,
@@ -124,29 +135,28 @@ impl Session {
         authenticator: Box<dyn Authenticator>,
         deadline_seconds: u32,
     ) {
-        if self.mode.is_shadow() {
+        let check = if self.mode.is_shadow() {
             // Observing only: the token is checked as it passes (see `shadow`).
-            self.shadow_login = Some(super::shadow::ShadowLogin::new(authenticator));
-            return;
+            self.login_method = LoginMethod::ObservedToken;
+            super::TokenCheck::Observe(super::shadow::ShadowLogin::new(authenticator))
+        } else {
+            let deadline_us = self
+                .started_us
+                .saturating_add(u64::from(deadline_seconds).saturating_mul(1_000_000));
+            self.login_method = LoginMethod::Token;
+            super::TokenCheck::Enforce(TokenLogin::new(authenticator, deadline_us))
+        };
+        // Once the session is established, the check has nothing left to do.
+        if let Some(opening) = self.stage.opening_mut() {
+            opening.token_check = check;
         }
-        let deadline_us = self
-            .started_us
-            .saturating_add(u64::from(deadline_seconds).saturating_mul(1_000_000));
-        self.token_login = Some(TokenLogin::new(authenticator, deadline_us));
     }
 
     /// When the login must be complete (unix µs), while a token login is under
     /// way: past it the host closes the connection, since an unanswered
     /// password request holds a logged-in server backend. `None` otherwise.
     pub fn login_deadline_us(&self) -> Option<u64> {
-        let logging_in = matches!(
-            self.phase,
-            Phase::Startup | Phase::TlsNegotiation | Phase::Authenticating
-        );
-        self.token_login
-            .as_ref()
-            .filter(|_| logging_in)
-            .map(|login| login.deadline_us)
+        self.stage.token_login().map(|login| login.deadline_us)
     }
 
     /// The token of the PasswordMessage the client's next bytes `next` start
@@ -156,7 +166,7 @@ impl Session {
     /// keys a token needs before the session judges it, since the judgement is
     /// final for the connection.
     pub fn token_ahead<'a>(&self, next: &'a [u8]) -> Option<&'a str> {
-        let login = self.token_login.as_ref()?;
+        let login = self.stage.token_login()?;
         if !matches!(login.stage, Stage::AwaitingPassword)
             || !self.frontend.at_tagged_message_start()
         {
@@ -177,7 +187,7 @@ impl Session {
     /// stays open, so the client can finish a transaction's ROLLBACK and
     /// reconnect with a fresh token). `None` while the token is valid.
     pub(super) fn expired_token_denial(&self, now_us: u64) -> Option<Decision> {
-        if self.token_login.is_none() && self.shadow_login.is_none() {
+        if self.login_method == LoginMethod::Server {
             return None;
         }
         let identity = self.policy_identity.as_ref()?;
@@ -195,7 +205,7 @@ impl Session {
 
     /// Whether the session start waits for the token (recorded with the identity).
     pub(super) fn defer_session_start(&mut self, protocol_version: String) -> bool {
-        match self.token_login.as_mut() {
+        match self.stage.token_login_mut() {
             Some(login) => {
                 login.protocol_version = protocol_version;
                 true
@@ -211,7 +221,7 @@ impl Session {
         now_us: u64,
     ) -> Result<Disposition, String> {
         let role = self.client.user.clone();
-        let Some(login) = self.token_login.as_mut() else {
+        let Some(login) = self.stage.token_login_mut() else {
             return Ok(Disposition::Pass);
         };
         if !matches!(login.stage, Stage::AwaitingPassword) {
@@ -232,7 +242,7 @@ impl Session {
         body: &[u8],
         now_us: u64,
     ) -> Result<Disposition, String> {
-        let Some(login) = self.token_login.as_mut() else {
+        let Some(login) = self.stage.token_login_mut() else {
             return Err("token login state missing".into());
         };
         let step = login.stage.step();
@@ -334,7 +344,7 @@ impl Session {
         }
         .into();
         self.set_identity(identity);
-        self.phase = Phase::Ready;
+        self.stage = PhaseState::Ready;
         self.backend_bytes_since_record = 0;
         let header = self.next_header(now_us);
         self.push_record(Record::SessionStart(SessionStartRecord {
@@ -355,9 +365,6 @@ impl Session {
         identity: Option<Box<Identity>>,
         now_us: u64,
     ) -> Disposition {
-        if let Some(login) = self.token_login.as_mut() {
-            login.held = Vec::new();
-        }
         if let Some(identity) = identity {
             self.client = PgClient {
                 identity: Some(*identity),
@@ -365,7 +372,7 @@ impl Session {
             }
             .into();
         }
-        self.phase = Phase::Finished;
+        self.stage = PhaseState::Finished;
         self.frontend.discarding = true;
         self.backend.discarding = true;
         self.close_requested = true;

@@ -28,7 +28,7 @@ impl Session {
         body: &[u8],
         now_us: u64,
     ) -> Result<Disposition, String> {
-        if self.masker.is_none() || self.phase != Phase::Ready {
+        if self.masker.is_none() || self.phase() != Phase::Ready {
             return self.on_frontend_message(msg, tag, now_us);
         }
         let identity = self
@@ -130,7 +130,7 @@ impl Session {
     /// Whether server messages go through the masker first.
     fn masking_backend(&self) -> bool {
         self.masker.is_some()
-            && matches!(self.phase, Phase::Ready | Phase::Finished)
+            && matches!(self.phase(), Phase::Ready | Phase::Finished)
             && self.owed_client_error.is_none()
     }
 
@@ -168,7 +168,7 @@ impl Session {
 
     /// Starts the in-place rewrite of a server message that streams through.
     pub(super) fn begin_stream_mask(&mut self, dir: Dir, tag: u8, body_len: usize) {
-        if dir != Dir::Backend || !matches!(self.phase, Phase::Ready | Phase::Finished) {
+        if dir != Dir::Backend || !matches!(self.phase(), Phase::Ready | Phase::Finished) {
             return;
         }
         self.stream_mask = self

@@ -97,7 +97,7 @@ impl Session {
         let portals: usize = self.ledger.portals.iter().map(portal_bytes).sum();
         let records: usize = self.records.iter().map(record_bytes).sum();
         let masking = self.masker.as_ref().map_or(0, |m| m.held_bytes());
-        let login = self.token_login.as_ref().map_or(0, |l| l.held_bytes());
+        let login = self.stage.held_bytes();
         let owed = self.owed_client_error.as_ref().map_or(0, Vec::len);
         size_of::<Session>()
             + frames

@@ -84,7 +84,7 @@ impl Session {
 
     /// Whether a shadow login defers the session start until the token is checked.
     pub(super) fn defer_shadow_session_start(&mut self, protocol_version: String) -> bool {
-        match self.shadow_login.as_mut() {
+        match self.stage.shadow_login_mut() {
             Some(login) => {
                 login.protocol_version = protocol_version;
                 true
@@ -97,7 +97,7 @@ impl Session {
     /// a cleartext password request (the token), passed on either way.
     pub(super) fn observe_token_password(&mut self, data: &[u8], now_us: u64) -> Disposition {
         let role = self.client.user.clone();
-        if let Some(login) = self.shadow_login.as_mut()
+        if let Some(login) = self.stage.shadow_login_mut()
             && login.password_requested
             && login.outcome.is_none()
         {
@@ -109,7 +109,7 @@ impl Session {
     /// A server message during a shadow session's login (before the engine's
     /// own handling, which passes it on).
     pub(super) fn observe_login_message(&mut self, msg: &BackendMessage<'_>, now_us: u64) {
-        let Some(login) = self.shadow_login.as_mut() else {
+        let Some(login) = self.stage.shadow_login_mut() else {
             return;
         };
         match msg {
@@ -156,7 +156,11 @@ impl Session {
             None => Some("no token: the client was not asked for one".to_owned()),
         };
         // Refused startup parameters would have ended the session first.
-        let login_refusal = self.startup_refusal.take().or(login_refusal);
+        let startup_refusal = self
+            .stage
+            .authenticating_mut()
+            .and_then(|(_, startup_refusal)| startup_refusal.take());
+        let login_refusal = startup_refusal.or(login_refusal);
         let header = self.next_header(now_us);
         self.push_record(Record::SessionStart(SessionStartRecord {
             header,

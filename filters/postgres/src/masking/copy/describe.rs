@@ -167,10 +167,14 @@ impl SessionMasker {
         }
         // A stale description must not outlive a describe that fails.
         statement.fields.replace(None);
-        self.expected
-            .insert(at, Expect::CopyDescribe(Rc::clone(&statement.fields)));
+        self.expected.insert(
+            at,
+            Expect::CopyDescribe {
+                fields: Rc::clone(&statement.fields),
+                in_block: self.tx_status == b'T',
+            },
+        );
         self.copy_describe_error = None;
-        self.copy_describe_in_block = self.tx_status == b'T';
         Some(bytes)
     }
 
@@ -180,15 +184,21 @@ impl SessionMasker {
         &mut self,
         msg: &BackendMessage<'_>,
     ) -> Disposition {
+        let in_block = matches!(
+            self.expected.front(),
+            Some(Expect::CopyDescribe { in_block: true, .. })
+        );
         match msg {
             BackendMessage::RowDescription { body } => {
                 if let Ok(fields) = values::parse_row_description(body)
-                    && let Some(Expect::CopyDescribe(described)) = self.expected.front()
+                    && let Some(Expect::CopyDescribe {
+                        fields: described, ..
+                    }) = self.expected.front()
                 {
                     described.replace(Some(Rc::new(fields)));
                 }
             }
-            BackendMessage::ErrorResponse { fields } if self.copy_describe_in_block => {
+            BackendMessage::ErrorResponse { fields } if in_block => {
                 // Kept for the COPY's `25P02` answer (see the module docs).
                 let kept: Vec<(u8, &[u8])> = fields
                     .iter()

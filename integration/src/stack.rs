@@ -291,7 +291,7 @@ impl Stack {
         }
         let envoy = Envoy::start(&envoy_dir, &yaml)?;
         let pg_port = envoy.listener_port("postgres")?;
-        if opts.postgres_filter.get("identity").is_some() {
+        if opts.postgres_filter.get("identity").is_some() && build != crate::tools::Build::Native {
             wait_for_key_fetch(&idp)?;
         }
         let pg_tls_port = envoy.listener_port("postgres_tls")?;

@@ -291,7 +291,9 @@ impl Stack {
         }
         let envoy = Envoy::start(&envoy_dir, &yaml)?;
         let pg_port = envoy.listener_port("postgres")?;
-        if opts.postgres_filter.get("identity").is_some() && build != crate::tools::Build::Native {
+        // The Wasm build fetches keys at start; the native one when the first
+        // client logs in, holding that login until they arrive.
+        if build == crate::tools::Build::Wasm && opts.postgres_filter.get("identity").is_some() {
             wait_for_key_fetch(&idp)?;
         }
         let pg_tls_port = envoy.listener_port("postgres_tls")?;
@@ -541,9 +543,8 @@ pub fn native_kubernetes_config(filter: &Value, records_port: u16) -> Value {
     })
 }
 
-/// Token login is ready once a worker fetched the issuer's keys; the others
-/// adopt them on their next tick (20 ms). The native build fetches when the
-/// first client logs in and holds that login until the keys arrive.
+/// Token login on the Wasm build is ready once a worker fetched the issuer's
+/// keys; the others adopt them on their next tick (20 ms).
 fn wait_for_key_fetch(idp: &IdentityProvider) -> Result<()> {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while idp.fetches() == 0 {

@@ -6,7 +6,7 @@
 //! cargo xtask build            the filter modules (wasm32-wasip1, release, then wasm-opt -Oz);
 //!                              with --native, the Envoy dynamic modules (release-native)
 //! cargo xtask demo [--detach]  the whole gateway on this machine, with demo data
-//!                              (--native: the Postgres filter as an Envoy dynamic module)
+//!                              (--native: the Postgres and Kubernetes filters as an Envoy dynamic module)
 //! cargo xtask down             stops a detached demo
 //! cargo xtask token <identity>  a fresh token for a demo identity (`--ttl 15m`)
 //! cargo xtask gatehouse ...    the gatehouse command line

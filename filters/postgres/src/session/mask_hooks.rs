@@ -131,7 +131,7 @@ impl Session {
     fn masking_backend(&self) -> bool {
         self.masker.is_some()
             && matches!(self.phase(), Phase::Ready | Phase::Finished)
-            && self.owed_client_error.is_none()
+            && !self.stage.owes_client_error()
     }
 
     /// [`Session::backend_with_masking`] for a message already decoded: the

@@ -159,6 +159,8 @@ enum Expect {
         /// Sent inside a transaction block: its error is kept for the COPY's
         /// `25P02` answer.
         in_block: bool,
+        /// Its error, when it failed inside a transaction block.
+        error: Option<Vec<u8>>,
     },
     Sync,
 }
@@ -173,6 +175,32 @@ impl Expect {
                 | Expect::FunctionCall { .. }
                 | Expect::Sync
         )
+    }
+}
+
+/// The server's transaction status, as of its last ReadyForQuery.
+#[derive(Debug)]
+enum Transaction {
+    Idle,
+    InBlock,
+    /// A failed transaction block.
+    Failed {
+        /// The error of the COPY describe that failed the block, for the
+        /// COPY's `25P02` answer (see [`copy`]); `None` once used.
+        copy_describe_error: Option<Vec<u8>>,
+    },
+}
+
+impl Transaction {
+    /// The status a ReadyForQuery reports.
+    fn from_status(status: u8) -> Self {
+        match status {
+            b'T' => Transaction::InBlock,
+            b'E' => Transaction::Failed {
+                copy_describe_error: None,
+            },
+            _ => Transaction::Idle,
+        }
     }
 }
 
@@ -222,9 +250,7 @@ pub struct SessionMasker {
     /// A COPY TO STDOUT in progress: how its rows are masked.
     copy: Option<copy::CopyRows>,
     /// The transaction status of the last ReadyForQuery.
-    tx_status: u8,
-    /// The error of a COPY's describe that failed in a transaction block.
-    copy_describe_error: Option<Vec<u8>>,
+    transaction: Transaction,
     /// An extended-protocol batch is open (no Sync since its first message).
     batch_open: bool,
     /// The client message being handled starts a batch (see `copy`).
@@ -268,8 +294,7 @@ impl SessionMasker {
             expected: VecDeque::new(),
             query_plan: None,
             copy: None,
-            tx_status: b'I',
-            copy_describe_error: None,
+            transaction: Transaction::Idle,
             batch_open: false,
             at_boundary: true,
             copy_prepared: HashMap::new(),
@@ -639,12 +664,11 @@ impl SessionMasker {
             BackendMessage::ReadyForQuery { status } => {
                 self.query_plan = None;
                 self.copy = None;
-                self.tx_status = *status;
+                self.transaction = Transaction::from_status(*status);
                 if *status == b'I' {
                     // Portals end with their transaction.
                     self.portals.clear();
                 }
-                self.copy_describe_error = None;
                 while let Some(entry) = self.expected.pop_front() {
                     if entry.ends_at_ready() {
                         break;

@@ -1,7 +1,7 @@
 //! The describe sent ahead of a COPY: the messages that ask the server for
 //! its columns, when they may be sent, and its answers, consumed.
 
-use super::super::{Disposition, Expect, SessionMasker, values};
+use super::super::{Disposition, Expect, SessionMasker, Transaction, values};
 use super::{CopyStatement, copy_statements};
 use crate::protocol::{BackendMessage, FrontendMessage};
 use std::collections::VecDeque;
@@ -110,7 +110,7 @@ impl SessionMasker {
         // A statement may be prepared and never run: its describe must not be
         // able to abort the client's transaction block, so it is sent here
         // only outside one (inside, at each Bind, where the COPY runs next).
-        if self.tx_status == b'I' {
+        if matches!(self.transaction, Transaction::Idle) {
             self.copy_describe_next = Some(Rc::clone(&statement));
         }
         self.copy_prepared.insert(name.to_vec(), statement);
@@ -130,7 +130,7 @@ impl SessionMasker {
     /// `None` when there is none or it must not be sent. Call only when the
     /// server has answered everything before this message.
     pub fn take_copy_describe(&mut self) -> Option<Vec<u8>> {
-        if self.tx_status == b'E' || !self.at_boundary {
+        if matches!(self.transaction, Transaction::Failed { .. }) || !self.at_boundary {
             return None;
         }
         let (statement, bytes, at) = match self.copy_describe_next.take() {
@@ -171,10 +171,10 @@ impl SessionMasker {
             at,
             Expect::CopyDescribe {
                 fields: Rc::clone(&statement.fields),
-                in_block: self.tx_status == b'T',
+                in_block: matches!(self.transaction, Transaction::InBlock),
+                error: None,
             },
         );
-        self.copy_describe_error = None;
         Some(bytes)
     }
 
@@ -184,21 +184,21 @@ impl SessionMasker {
         &mut self,
         msg: &BackendMessage<'_>,
     ) -> Disposition {
-        let in_block = matches!(
-            self.expected.front(),
-            Some(Expect::CopyDescribe { in_block: true, .. })
-        );
+        let Some(Expect::CopyDescribe {
+            fields: described,
+            in_block,
+            error,
+        }) = self.expected.front_mut()
+        else {
+            return Disposition::Drop;
+        };
         match msg {
             BackendMessage::RowDescription { body } => {
-                if let Ok(fields) = values::parse_row_description(body)
-                    && let Some(Expect::CopyDescribe {
-                        fields: described, ..
-                    }) = self.expected.front()
-                {
+                if let Ok(fields) = values::parse_row_description(body) {
                     described.replace(Some(Rc::new(fields)));
                 }
             }
-            BackendMessage::ErrorResponse { fields } if in_block => {
+            BackendMessage::ErrorResponse { fields } if *in_block => {
                 // Kept for the COPY's `25P02` answer (see the module docs).
                 let kept: Vec<(u8, &[u8])> = fields
                     .iter()
@@ -207,10 +207,18 @@ impl SessionMasker {
                     .collect();
                 let mut bytes = Vec::new();
                 BackendMessage::ErrorResponse { fields: kept }.encode(&mut bytes);
-                self.copy_describe_error = Some(bytes);
+                *error = Some(bytes);
             }
             BackendMessage::ReadyForQuery { status } => {
-                self.tx_status = *status;
+                let error = error.take();
+                self.transaction = match Transaction::from_status(*status) {
+                    // The block failed: the error goes to the COPY that
+                    // follows (answered `25P02`).
+                    Transaction::Failed { .. } => Transaction::Failed {
+                        copy_describe_error: error,
+                    },
+                    other => other,
+                };
                 self.expected.pop_front();
             }
             // Asynchronous messages belong to the client.
@@ -242,7 +250,13 @@ impl SessionMasker {
         if !in_failed_block {
             return None;
         }
-        let saved = self.copy_describe_error.take()?;
+        let Transaction::Failed {
+            copy_describe_error,
+        } = &mut self.transaction
+        else {
+            return None;
+        };
+        let saved = copy_describe_error.take()?;
         let quoted = self.statement_reads_masked();
         self.on_error();
         let Ok(BackendMessage::ErrorResponse { fields }) = BackendMessage::decode(

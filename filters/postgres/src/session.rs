@@ -1432,7 +1432,7 @@ impl Session {
                     )),
                 };
             }
-            Phase::Ready if self.ledger.requests.len() >= MAX_PENDING_REQUESTS => {
+            Phase::Ready if self.ledger.client_requests() >= MAX_PENDING_REQUESTS => {
                 return Err(format!(
                     "more than {MAX_PENDING_REQUESTS} requests awaiting the server's answer"
                 ));

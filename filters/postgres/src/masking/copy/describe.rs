@@ -1,8 +1,10 @@
 //! The describe sent ahead of a COPY: the messages that ask the server for
 //! its columns, when they may be sent, and its answers, consumed.
 
-use super::super::{Disposition, Expect, SessionMasker, Transaction, values};
-use super::{CopyStatement, copy_statements};
+use super::super::{
+    Disposition, Expect, OwnAnswer, OwnRequest, SessionMasker, Transaction, values,
+};
+use super::{CopyStatement, DescribedFields, copy_statements};
 use crate::protocol::{BackendMessage, FrontendMessage};
 use std::collections::VecDeque;
 use std::rc::Rc;
@@ -128,8 +130,9 @@ impl SessionMasker {
     /// just seen by [`SessionMasker::on_frontend`] starts (a Query's first
     /// statement) or prepares or binds (a Parse or Bind), to send ahead of it;
     /// `None` when there is none or it must not be sent. Call only when the
-    /// server has answered everything before this message.
-    pub fn take_copy_describe(&mut self) -> Option<Vec<u8>> {
+    /// server has answered everything before this message (but the masker's
+    /// own requests); the request goes into the ledger ahead of the client's.
+    pub(crate) fn take_copy_describe(&mut self) -> Option<(Vec<u8>, OwnRequest)> {
         if matches!(self.transaction, Transaction::Failed { .. }) || !self.at_boundary {
             return None;
         }
@@ -156,49 +159,36 @@ impl SessionMasker {
             }
             None => return None,
         };
-        // Nothing but the catalog lookup may be awaiting answers before it.
-        if self
-            .expected
-            .iter()
-            .take(at)
-            .any(|e| !matches!(e, Expect::Catalog))
-        {
+        // Nothing of the client's may be awaiting answers before it.
+        if at > 0 {
             return None;
         }
         // A stale description must not outlive a describe that fails.
         statement.fields.replace(None);
-        self.expected.insert(
-            at,
-            Expect::CopyDescribe {
-                fields: Rc::clone(&statement.fields),
-                in_block: matches!(self.transaction, Transaction::InBlock),
-                error: None,
-            },
-        );
-        Some(bytes)
+        let request = OwnRequest::CopyDescribe {
+            fields: Rc::clone(&statement.fields),
+            in_block: matches!(self.transaction, Transaction::InBlock),
+            error: None,
+        };
+        Some((bytes, request))
     }
 
-    /// The answers to the injected describe, consumed; the description goes
-    /// to the COPY of the Query that follows.
+    /// The answers to the injected describe; the description goes to the
+    /// COPY of the Query that follows.
     pub(in crate::masking) fn on_copy_describe_answer(
         &mut self,
+        described: &DescribedFields,
+        in_block: bool,
+        error: &mut Option<Vec<u8>>,
         msg: &BackendMessage<'_>,
-    ) -> Disposition {
-        let Some(Expect::CopyDescribe {
-            fields: described,
-            in_block,
-            error,
-        }) = self.expected.front_mut()
-        else {
-            return Disposition::Drop;
-        };
+    ) -> OwnAnswer {
         match msg {
             BackendMessage::RowDescription { body } => {
                 if let Ok(fields) = values::parse_row_description(body) {
                     described.replace(Some(Rc::new(fields)));
                 }
             }
-            BackendMessage::ErrorResponse { fields } if *in_block => {
+            BackendMessage::ErrorResponse { fields } if in_block => {
                 // Kept for the COPY's `25P02` answer (see the module docs).
                 let kept: Vec<(u8, &[u8])> = fields
                     .iter()
@@ -219,21 +209,11 @@ impl SessionMasker {
                     },
                     other => other,
                 };
-                self.expected.pop_front();
-            }
-            // Asynchronous messages belong to the client.
-            BackendMessage::ParameterStatus { .. }
-            | BackendMessage::NotificationResponse { .. } => {
-                let describe = self.expected.pop_front();
-                let action = self.on_backend(msg);
-                if let Some(describe) = describe {
-                    self.expected.push_front(describe);
-                }
-                return action;
+                return OwnAnswer::Answered;
             }
             _ => {}
         }
-        Disposition::Drop
+        OwnAnswer::Consumed
     }
 
     /// An ErrorResponse after a COPY's describe failed in a transaction block:

@@ -27,10 +27,13 @@
 //! used up at the service, which an outage refuses). What a grant allows is
 //! decided in `gatehouse_core::approval` and the engines' gates.
 
+use crate::records::parse_response_head;
 use gatehouse_core::approval::{ApprovalServiceConfig, GrantBook, GrantsDocument};
 use gatehouse_dynamic_modules_abi::network::{CalloutResponse, CalloutResult};
 use gatehouse_dynamic_modules_abi::{LogLevel, log};
-use gatehouse_kubernetes::gate::{ApprovalMemory, RecentRefusal, remember};
+use gatehouse_kubernetes::gate::{
+    ApprovalMemory, RecentRefusal, forget, remember, standing_refusal,
+};
 use serde::Deserialize;
 use std::cell::RefCell;
 use std::io::{Read, Write};
@@ -257,26 +260,18 @@ struct SharedMemory(Arc<GrantFeed>);
 
 impl ApprovalMemory for SharedMemory {
     fn repeated_refusal(&self, subject: &str, hash: &str, now_micros: i64) -> Option<String> {
-        lock(&self.0.shared.refusals)
-            .iter()
-            .find(|r| r.subject == subject && r.hash == hash && r.until_micros > now_micros)
-            .map(|r| r.reason.clone())
+        standing_refusal(&lock(&self.0.shared.refusals), subject, hash, now_micros)
     }
 
     fn remember_refusal(&self, subject: &str, hash: &str, until_micros: i64, reason: &str) {
         remember(
             &mut lock(&self.0.shared.refusals),
-            RecentRefusal {
-                subject: subject.to_owned(),
-                hash: hash.to_owned(),
-                until_micros,
-                reason: reason.to_owned(),
-            },
+            RecentRefusal::new(subject, hash, until_micros, reason),
         );
     }
 
     fn forget_refusals(&self, subject: &str, hash: &str) {
-        lock(&self.0.shared.refusals).retain(|r| r.subject != subject || r.hash != hash);
+        forget(&mut lock(&self.0.shared.refusals), subject, hash);
     }
 
     fn in_use(&self, id: &str) -> bool {
@@ -385,30 +380,13 @@ impl GrantsClient {
     }
 }
 
-/// The status and body of a whole HTTP/1.1 answer whose body ends with the
-/// connection (no chunked encoding: the service sends a length).
+/// The status and body of a whole HTTP/1.1 answer, by its content length
+/// (the service sends one; a chunked body reads as empty and is refused as
+/// unreadable).
 fn split_answer(answer: &[u8]) -> Option<(u16, &[u8])> {
-    let end = answer.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let head = std::str::from_utf8(answer.get(..end)?).ok()?;
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()?
-        .strip_prefix("HTTP/1.")?
-        .get(2..)?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()?;
-    let chunked = lines.any(|line| {
-        line.split_once(':').is_some_and(|(name, value)| {
-            name.trim().eq_ignore_ascii_case("transfer-encoding")
-                && value.to_ascii_lowercase().contains("chunked")
-        })
-    });
-    if chunked {
-        return None;
-    }
-    Some((status, answer.get(end + 4..)?))
+    let head = parse_response_head(answer)?;
+    let body = answer.get(head.length..)?.get(..head.content_length)?;
+    Some((head.status, body))
 }
 
 #[cfg(test)]
@@ -647,8 +625,13 @@ mod tests {
     #[test]
     fn answers_are_split_at_the_head() {
         assert_eq!(
-            split_answer(b"HTTP/1.1 200 OK\r\na: b\r\n\r\n{}"),
+            split_answer(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}"),
             Some((200, &b"{}"[..]))
+        );
+        // A body shorter than its length was cut off.
+        assert_eq!(
+            split_answer(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\n{}"),
+            None
         );
         assert_eq!(split_answer(b"HTTP/1.1 200 OK\r\n"), None);
         assert_eq!(split_answer(b"SMTP 200\r\n\r\n"), None);

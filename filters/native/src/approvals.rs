@@ -292,12 +292,13 @@ struct Poller {
 
 impl Poller {
     fn run(mut self) {
-        // Logged when reading the grants starts or stops failing, not per poll.
-        let mut failing = false;
+        // Logged when reading the grants starts or stops failing, or fails
+        // for another reason, not per poll.
+        let mut failing: Option<String> = None;
         while !self.shared.stopping.load(Ordering::Relaxed) {
             match self.client.read() {
                 Ok(document) => {
-                    if std::mem::take(&mut failing) {
+                    if failing.take().is_some() {
                         log(
                             LogLevel::Info,
                             "gatehouse: the approval service's grants are read again",
@@ -306,14 +307,16 @@ impl Poller {
                     GrantFeed::publish(&self.shared, document);
                 }
                 Err(error) => {
-                    if !std::mem::replace(&mut failing, true) {
+                    let reason = error.to_string();
+                    if failing.as_ref() != Some(&reason) {
                         log(
                             LogLevel::Warn,
                             &format!(
                                 "gatehouse: reading the approval service's grants failed \
-                                 (the last ones read stay): {error}"
+                                 (the last ones read stay): {reason}"
                             ),
                         );
+                        failing = Some(reason);
                     }
                 }
             }
@@ -380,12 +383,16 @@ impl GrantsClient {
     }
 }
 
-/// The status and body of a whole HTTP/1.1 answer, by its content length
-/// (the service sends one; a chunked body reads as empty and is refused as
-/// unreadable).
+/// The status and body of a whole HTTP/1.1 answer: as long as its content
+/// length says, or up to the end of the connection without one (a chunked
+/// body is taken as it is, and refused as unreadable).
 fn split_answer(answer: &[u8]) -> Option<(u16, &[u8])> {
     let head = parse_response_head(answer)?;
-    let body = answer.get(head.length..)?.get(..head.content_length)?;
+    let rest = answer.get(head.length..)?;
+    let body = match head.content_length {
+        0 => rest,
+        length => rest.get(..length)?,
+    };
     Some((head.status, body))
 }
 
@@ -627,6 +634,11 @@ mod tests {
         assert_eq!(
             split_answer(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}"),
             Some((200, &b"{}"[..]))
+        );
+        // Without a length, the body ends with the connection.
+        assert_eq!(
+            split_answer(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n{\"a\": 1}"),
+            Some((200, &b"{\"a\": 1}"[..]))
         );
         // A body shorter than its length was cut off.
         assert_eq!(

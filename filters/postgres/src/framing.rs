@@ -153,6 +153,7 @@ impl<'c> Chunk<'c> {
     }
 
     /// Forwards a held message as it came.
+    #[inline]
     pub(crate) fn forward(&mut self, message: &Message<'_>) {
         match &message.bytes {
             MessageBytes::InChunk(range, _) => self.out.pass(range.clone()),
@@ -349,6 +350,7 @@ impl Framer {
     /// The next frame of `chunk`; `Ok(None)` when the chunk is used up (what
     /// it held of an unfinished frame is kept for the next chunk) or the
     /// direction is discarded. After an error the direction is discarded.
+    #[inline]
     pub(crate) fn next<'c>(
         &mut self,
         chunk: &mut Chunk<'c>,
@@ -398,6 +400,7 @@ impl Framer {
 
     /// Says how to read the message whose header [`Framer::next`] returned
     /// last. A streamed message's header is forwarded now.
+    #[inline]
     pub(crate) fn read_as(&mut self, buffering: Buffering, chunk: &mut Chunk<'_>) {
         let Reading::Undecided(header) = self.reading else {
             return;
@@ -425,6 +428,7 @@ impl Framer {
 
     /// Takes back the buffer of a message [`Framer::next`] assembled, so the
     /// next message split across chunks reuses its allocation.
+    #[inline]
     pub(crate) fn recycle(&mut self, message: Message<'_>) {
         if let MessageBytes::Assembled(mut buffer) = message.bytes
             && buffer.capacity() <= KEPT_CAPACITY
@@ -461,6 +465,7 @@ impl Framer {
     }
 
     /// Completes and checks a header; `None` while it is partial.
+    #[inline]
     fn header(&mut self, chunk: &mut Chunk<'_>) -> Result<Option<Header>, FramingError> {
         let header_len = self.mode.header_len();
         let bytes = if self.pending.is_empty() && chunk.unread() >= header_len {
@@ -505,6 +510,7 @@ impl Framer {
     }
 
     /// Reads a held message; `None` until it is whole.
+    #[inline]
     fn held<'c>(&mut self, header: Header, chunk: &mut Chunk<'c>) -> Option<Message<'c>> {
         let total = self.mode.header_len() + header.body_len;
         let bytes = if self.pending.is_empty() && chunk.unread() >= total {

@@ -101,7 +101,7 @@ fn ticks_to_duration(ticks: u64) -> Duration {
 /// Waits until each process in `pids` spends under 5% of a core for a whole
 /// second (a Wasm Envoy compiles its modules in the background after it
 /// starts listening: that must not count against the first round; an idle
-/// gatehouse Envoy spends 1–3% on its timers), for at most `limit`; returns
+/// gatehouse Envoy still spends 1–3% of a core), for at most `limit`; returns
 /// whether they settled.
 pub fn wait_until_idle(pids: &[u32], limit: Duration) -> bool {
     let start = std::time::Instant::now();

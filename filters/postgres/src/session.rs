@@ -62,7 +62,9 @@
 
 use crate::config::{EngineConfig, SslRequestPolicy};
 use crate::disposition::Disposition;
-use crate::framing::{FrameMode, Framer, Header, Output, Stream, Verdict};
+use crate::framing::{
+    Buffering, Chunk, Frame, FrameMode, Framer, Header, Message, Output, Stream, Verdict,
+};
 use crate::protocol::{self as pg, BackendMessage, FrontendMessage, StartupPacket};
 use crate::sql::lexer;
 use base64::Engine as _;
@@ -644,203 +646,78 @@ impl Session {
 
     // ---- framing ------------------------------------------------------------
 
-    fn process(&mut self, dir: Dir, chunk: &[u8], now_us: u64) -> Verdict {
-        let mut out = Output::new(chunk);
-        let mut pos = 0;
-        while pos < chunk.len() {
-            if self.framer(dir).discarding {
-                break;
-            }
-            let avail = chunk.len() - pos;
-            // A message streaming through: forward what arrived.
-            if let Some(stream) = self.framer(dir).stream.as_mut() {
-                let n = stream.remaining.min(avail);
-                let room = stream
-                    .capture_limit
-                    .saturating_sub(stream.captured.len())
-                    .min(n);
-                stream
-                    .captured
-                    .extend_from_slice(chunk.get(pos..pos + room).unwrap_or_default());
-                stream.remaining -= n;
-                let finished = stream.remaining == 0;
-                let bytes = chunk.get(pos..pos + n).unwrap_or_default();
-                match self.stream_mask_bytes(dir, bytes) {
-                    Some(masked) => out.emit(&masked),
-                    None => out.pass(pos..pos + n),
+    /// Reads a chunk frame by frame: framing decides where messages begin and
+    /// end, the session what each one means.
+    fn process(&mut self, dir: Dir, bytes: &[u8], now_us: u64) -> Verdict {
+        let mut chunk = Chunk::new(bytes);
+        loop {
+            let frame = match self.framer(dir).next(&mut chunk) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(error) => {
+                    self.violation(dir, error.to_string(), &mut chunk.out, now_us);
+                    break;
                 }
-                pos += n;
-                if finished && let Some(done) = self.framer(dir).stream.take() {
+            };
+            match frame {
+                Frame::Header(header) => self.on_header(dir, header, &mut chunk, now_us),
+                Frame::Message(message) => {
+                    let action = self.on_message(dir, &message, now_us);
+                    self.apply(action, &message, &mut chunk);
+                    self.framer(dir).recycle(message);
+                }
+                Frame::Part { range, bytes } => match self.stream_mask_bytes(dir, bytes) {
+                    Some(masked) => chunk.out.emit(&masked),
+                    None => chunk.out.pass(range),
+                },
+                Frame::Streamed(stream) => {
                     self.end_stream_mask(dir);
-                    self.on_streamed(dir, done, now_us);
-                }
-                continue;
-            }
-            let mode = self.framer(dir).mode;
-            let header_len = mode.header_len();
-            let pending_len = self.framer(dir).pending.len();
-            // Complete the header.
-            let header_bytes: Vec<u8>;
-            let (header, from_chunk) = if pending_len == 0 && avail >= header_len {
-                (
-                    Header::parse(mode, chunk.get(pos..pos + header_len).unwrap_or_default()),
-                    true,
-                )
-            } else if pending_len < header_len {
-                let n = (header_len - pending_len).min(avail);
-                let fr = self.framer(dir);
-                fr.pending
-                    .extend_from_slice(chunk.get(pos..pos + n).unwrap_or_default());
-                pos += n;
-                if fr.pending.len() < header_len {
-                    break;
-                }
-                header_bytes = fr.pending.clone();
-                (Header::parse(mode, &header_bytes), false)
-            } else {
-                header_bytes = self
-                    .framer(dir)
-                    .pending
-                    .get(..header_len)
-                    .unwrap_or_default()
-                    .to_vec();
-                (Header::parse(mode, &header_bytes), false)
-            };
-            let header = match header {
-                Some(Ok(h)) => h,
-                Some(Err(len)) => {
-                    self.violation(
-                        dir,
-                        format!("invalid message length {len}"),
-                        &mut out,
-                        now_us,
-                    );
-                    break;
-                }
-                None => {
-                    self.violation(dir, "unreadable message header".into(), &mut out, now_us);
-                    break;
-                }
-            };
-            if mode == FrameMode::AnswerByte {
-                let source = if from_chunk {
-                    pos += 1;
-                    Source::Chunk(pos - 1..pos)
-                } else {
-                    Source::Held
-                };
-                self.framer(dir).pending.clear();
-                let action = self.on_tls_answer(header.tag, now_us);
-                self.apply(action, source, &[header.tag], &mut out);
-                continue;
-            }
-            // Only check the header once: when it is first complete.
-            let first_look = from_chunk || pending_len < header_len;
-            let disposition = match self.buffering(dir, mode, header) {
-                Ok(d) => d,
-                Err(reason) => {
-                    self.violation(dir, reason, &mut out, now_us);
-                    break;
-                }
-            };
-            if first_look {
-                self.count_message(dir, header_len + header.body_len);
-                if let Err(detail) = self.admit_message(dir, header.tag, header.body_len) {
-                    let failure = Failure {
-                        sqlstate: "53200",
-                        client_message: format!(
-                            "gatehouse: the session holds more than {} bytes \
-                             (max_session_bytes); read the server's answers before \
-                             sending more",
-                            self.config.max_session_bytes
-                        ),
-                        reason: EndReason::MemoryLimit,
-                        detail,
-                    };
-                    self.fail(dir, failure, &mut out, now_us);
-                    break;
-                }
-            }
-            let total = header_len + header.body_len;
-            match disposition {
-                Buffering::Stream { capture_limit } => {
-                    if from_chunk {
-                        out.pass(pos..pos + header_len);
-                        pos += header_len;
-                    } else {
-                        let fr = self.framer(dir);
-                        let held = std::mem::take(&mut fr.pending);
-                        out.emit(&held);
-                    }
-                    let stream = Stream {
-                        tag: header.tag,
-                        body_len: header.body_len,
-                        remaining: header.body_len,
-                        captured: Vec::new(),
-                        capture_limit,
-                    };
-                    if header.body_len == 0 {
-                        self.on_streamed(dir, stream, now_us);
-                    } else {
-                        self.begin_stream_mask(dir, header.tag, header.body_len);
-                        self.framer(dir).stream = Some(stream);
-                    }
-                }
-                Buffering::Hold => {
-                    if from_chunk && avail >= total {
-                        let range = pos..pos + total;
-                        let body = chunk.get(pos + header_len..pos + total).unwrap_or_default();
-                        pos += total;
-                        let action = self.on_message(dir, mode, header.tag, body, now_us);
-                        self.apply(action, Source::Chunk(range), &[], &mut out);
-                    } else {
-                        let fr = self.framer(dir);
-                        let need = total - fr.pending.len();
-                        let start = if from_chunk {
-                            pos
-                        } else {
-                            pos.min(chunk.len())
-                        };
-                        let n = need.min(chunk.len() - start);
-                        fr.pending
-                            .extend_from_slice(chunk.get(start..start + n).unwrap_or_default());
-                        pos = start + n;
-                        if fr.pending.len() < total {
-                            break;
-                        }
-                        let mut held = std::mem::take(&mut fr.pending);
-                        let action = self.on_message(
-                            dir,
-                            mode,
-                            header.tag,
-                            held.get(header_len..).unwrap_or_default(),
-                            now_us,
-                        );
-                        self.apply(action, Source::Held, &held, &mut out);
-                        held.clear();
-                        // Keep the allocation unless it grew large.
-                        if held.capacity() <= 64 * 1024 {
-                            let fr = self.framer(dir);
-                            if fr.pending.is_empty() {
-                                fr.pending = held;
-                            }
-                        }
-                    }
+                    self.on_streamed(dir, stream, now_us);
                 }
             }
         }
         let close = self.stage.ending().is_some_and(|ending| ending.close);
-        out.finish(close)
+        chunk.finish(close)
     }
 
-    fn apply(&mut self, action: Disposition, source: Source, held: &[u8], out: &mut Output<'_>) {
+    /// A message's header is whole: decides whether it is held or streamed,
+    /// and charges it to the session's memory bound.
+    fn on_header(&mut self, dir: Dir, header: Header, chunk: &mut Chunk<'_>, now_us: u64) {
+        let mode = self.framer(dir).mode;
+        let buffering = match self.buffering(dir, mode, header) {
+            Ok(buffering) => buffering,
+            Err(reason) => {
+                self.violation(dir, reason, &mut chunk.out, now_us);
+                return;
+            }
+        };
+        self.count_message(dir, mode.header_len() + header.body_len);
+        if let Err(detail) = self.admit_message(dir, header.tag, header.body_len) {
+            let failure = Failure {
+                sqlstate: "53200",
+                client_message: format!(
+                    "gatehouse: the session holds more than {} bytes \
+                     (max_session_bytes); read the server's answers before \
+                     sending more",
+                    self.config.max_session_bytes
+                ),
+                reason: EndReason::MemoryLimit,
+                detail,
+            };
+            self.fail(dir, failure, &mut chunk.out, now_us);
+            return;
+        }
+        self.framer(dir).read_as(buffering, chunk);
+        if matches!(buffering, Buffering::Stream { .. }) && header.body_len > 0 {
+            self.begin_stream_mask(dir, header.tag, header.body_len);
+        }
+    }
+
+    fn apply(&mut self, action: Disposition, message: &Message<'_>, chunk: &mut Chunk<'_>) {
         match action {
-            Disposition::Pass => match source {
-                Source::Chunk(range) => out.pass(range),
-                Source::Held => out.emit(held),
-            },
+            Disposition::Pass => chunk.forward(message),
             Disposition::Replace(bytes) => {
-                out.emit(&bytes);
+                chunk.out.emit(&bytes);
                 if let Some(masker) = self.masker.as_mut() {
                     masker.recycle(bytes);
                 }
@@ -861,22 +738,9 @@ impl Session {
     /// Whether a message is held until complete or streamed, or is refused.
     fn buffering(&self, dir: Dir, mode: FrameMode, h: Header) -> Result<Buffering, String> {
         let cap = self.config.max_buffered_bytes;
+        // Startup packets are short (framing checks their limit): held.
         if mode == FrameMode::Untagged {
-            if h.body_len + 4 > pg::MAX_STARTUP_PACKET_LENGTH {
-                return Err(format!(
-                    "startup packet length {} over {}",
-                    h.body_len + 4,
-                    pg::MAX_STARTUP_PACKET_LENGTH
-                ));
-            }
             return Ok(Buffering::Hold);
-        }
-        if h.body_len > pg::MAX_MESSAGE_LENGTH {
-            return Err(format!(
-                "message type {} length {} over the protocol maximum",
-                pg::tag_name(h.tag),
-                h.body_len
-            ));
         }
         let over = h.body_len > cap;
         if over && dir == Dir::Frontend {
@@ -970,9 +834,7 @@ impl Session {
     /// reaches the server; see the module docs.
     fn fail(&mut self, dir: Dir, failure: Failure, out: &mut Output<'_>, now_us: u64) {
         let client_error = pg::fatal_error(failure.sqlstate, &failure.client_message);
-        self.frontend.discarding = true;
-        self.frontend.pending = Vec::new();
-        self.frontend.stream = None;
+        self.frontend.discard();
         match dir {
             Dir::Backend => {
                 out.emit(&client_error);
@@ -988,9 +850,7 @@ impl Session {
                         let mut req = Vec::with_capacity(8);
                         StartupPacket::SslRequest.encode(&mut req);
                         out.emit(&req);
-                        self.backend.pending.clear();
-                        self.backend.stream = None;
-                        self.backend.mode = FrameMode::AnswerByte;
+                        self.backend.restart(FrameMode::AnswerByte);
                     }
                     Phase::TlsNegotiation => {}
                     Phase::Authenticating | Phase::Ready => {
@@ -1319,15 +1179,10 @@ impl Session {
 
     // ---- messages -------------------------------------------------------------------
 
-    fn on_message(
-        &mut self,
-        dir: Dir,
-        mode: FrameMode,
-        tag: u8,
-        body: &[u8],
-        now_us: u64,
-    ) -> Disposition {
-        let result = match (dir, mode) {
+    fn on_message(&mut self, dir: Dir, message: &Message<'_>, now_us: u64) -> Disposition {
+        let (tag, body) = (message.tag, message.body());
+        let result = match (dir, message.mode) {
+            (_, FrameMode::AnswerByte) => Ok(self.on_tls_answer(tag, now_us)),
             (Dir::Frontend, FrameMode::Untagged) => self.on_startup_packet(body, now_us),
             // Each client message is decoded once, here; the engine's
             // handling, enforcement, masking and records all read it.
@@ -2000,17 +1855,6 @@ impl Session {
         };
         self.push_record(Record::Statement(Box::new(record)));
     }
-}
-
-#[derive(Clone, Copy)]
-enum Buffering {
-    Hold,
-    Stream { capture_limit: usize },
-}
-
-enum Source {
-    Chunk(std::ops::Range<usize>),
-    Held,
 }
 
 fn non_empty(name: &[u8]) -> Option<String> {

@@ -281,7 +281,11 @@ fn the_sink_refuses_whatever_is_not_whole_records_and_logs_none_of_it() {
         ),
         (
             "an empty line between records",
-            batch(&format!("{}\n\n{}", marked("empty-line"), marked("empty-line"))),
+            batch(&format!(
+                "{}\n\n{}",
+                marked("empty-line"),
+                marked("empty-line")
+            )),
             &[400],
         ),
         (

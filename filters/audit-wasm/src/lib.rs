@@ -48,7 +48,6 @@ proxy_wasm::main! {{
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(AuditRoot::default()) });
 }}
 
-
 /// The one host-error policy of both roles: a failed host call is logged and
 /// counted, never ignored. Shared by the root context and its requests.
 #[derive(Clone, Default)]

@@ -362,9 +362,17 @@ mod tests {
     #[test]
     fn a_refused_batch_stores_nothing_and_says_why() {
         for (body, status, why) in [
-            (&b"{}\nnot json"[..], BAD_BATCH, Some(BatchRefusal::NotOneRecord)),
+            (
+                &b"{}\nnot json"[..],
+                BAD_BATCH,
+                Some(BatchRefusal::NotOneRecord),
+            ),
             (&b""[..], BAD_BATCH, Some(BatchRefusal::NotOneRecord)),
-            (&[b'{'; 1_001][..], BAD_BATCH, Some(BatchRefusal::BatchTooLarge)),
+            (
+                &[b'{'; 1_001][..],
+                BAD_BATCH,
+                Some(BatchRefusal::BatchTooLarge),
+            ),
         ] {
             let mut host = handing_over(body);
             assert_eq!(

@@ -16,7 +16,10 @@
 //! Needs the filter modules built and the tools installed (see pg_throughput).
 //! Run with `cargo bench -p gatehouse-benches --bench pg_login`; knobs as in
 //! [`gatehouse_benches::pgbench`] (`PG_BENCH_SECONDS`, `PG_BENCH_CLIENTS`,
-//! `PG_BENCH_THREADS`, `PG_BENCH_ROUNDS`).
+//! `PG_BENCH_THREADS`, `PG_BENCH_ROUNDS`). With `PG_LOGIN_NO_CATALOG=1` the
+//! filter runs the demo configuration without what makes a session send the
+//! engine's own catalog queries (masking's table rules and the fast-path
+//! functions): what the login costs were those queries free.
 
 #![allow(
     clippy::unwrap_used,
@@ -61,7 +64,7 @@ fn main() -> Result<()> {
         "bench",
         "pg_login",
         StackOptions {
-            postgres_filter: demo_postgres_filter_config(),
+            postgres_filter: filter_config(),
             token_ttl_seconds: 3600,
             ..pgbench::stack_options()
         },
@@ -131,6 +134,22 @@ fn main() -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The demo configuration, without the catalog queries' causes under
+/// `PG_LOGIN_NO_CATALOG=1`.
+fn filter_config() -> serde_json::Value {
+    let mut config = demo_postgres_filter_config();
+    if env_or("PG_LOGIN_NO_CATALOG", "") == "1" {
+        if let Some(rules) = config.pointer_mut("/masking/rules") {
+            *rules = serde_json::json!([]);
+        }
+        if let Some(engine) = config.get_mut("engine").and_then(|e| e.as_object_mut()) {
+            engine.remove("fast_path_functions");
+        }
+        println!("without the catalog queries (PG_LOGIN_NO_CATALOG=1)");
+    }
+    config
 }
 
 /// Fails unless the filter's counters grew by what one gatehouse run did:

@@ -25,6 +25,25 @@ pub fn process_time(pid: u32) -> Duration {
     ticks_to_duration(ticks)
 }
 
+/// CPU time so far of a process's children that ended and were waited for
+/// (`cutime` + `cstime`): for PostgreSQL's postmaster, the backends of the
+/// connections that closed, one per connection.
+pub fn reaped_children_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // cutime is field 16 and cstime 17; the state (field 3) follows the name.
+    let ticks = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| {
+            rest.split_whitespace()
+                .skip(13)
+                .take(2)
+                .filter_map(|field| field.parse::<u64>().ok())
+                .sum::<u64>()
+        })
+        .unwrap_or_default();
+    ticks_to_duration(ticks)
+}
+
 /// CPU time so far of each thread of a process, by thread name (Envoy names
 /// its main thread `envoy` and its workers `wrk:worker_N`); threads of one
 /// name are added up.

@@ -4,7 +4,8 @@
 //! (its grants polled, its `customer-writes` rule in force for that user), in
 //! alternating rounds. pgbench's SELECTs match no `require_approval` rule, so
 //! the hot path should not change: the bench prints TPS and Envoy's CPU per
-//! transaction for both, and their ratios.
+//! transaction for both, and their ratios. It fails unless the policy is in
+//! force through both (a TRUNCATE refused, pgbench's SELECT allowed).
 //!
 //! Run with `cargo bench -p gatehouse-benches --bench pg_approvals`; the knobs
 //! are `pg_throughput`'s (`PG_BENCH_SECONDS`, `PG_BENCH_CLIENTS`,
@@ -18,18 +19,12 @@
 )]
 
 use anyhow::Result;
-use gatehouse_benches::cpu::Usage;
-use gatehouse_benches::pgbench::{self, env_or};
+use gatehouse_benches::pgbench::{self, Login, Samples, env_or};
 use gatehouse_integration::approvals::filter_section;
 use gatehouse_integration::envoy::yaml_quote;
 use gatehouse_integration::stack::ApprovalOptions;
 use gatehouse_integration::{Stack, StackOptions};
 use serde_json::{Value, json};
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values.get(values.len() / 2).copied().unwrap_or_default()
-}
 
 fn main() -> Result<()> {
     if pgbench::skipped("pg_approvals") {
@@ -70,7 +65,9 @@ fn main() -> Result<()> {
     };
     let (without, without_port) = start("policy", &policy)?;
     let (with, with_port) = start("policy_approvals", &connected)?;
-    let seconds: f64 = env_or("PG_BENCH_SECONDS", "10").parse()?;
+    for port in [without_port, with_port] {
+        pgbench::check_policy_in_force(port, &Login::superuser())?;
+    }
     let rounds: usize = env_or("PG_BENCH_ROUNDS", "3").parse()?;
     println!(
         "{}; median of {rounds} alternating rounds",
@@ -81,23 +78,23 @@ fn main() -> Result<()> {
         "mode", "TPS policy", "+approvals", "ratio", "Envoy µs/tx", "+approvals", "ratio"
     );
     for mode in ["simple", "prepared"] {
-        let mut tps = [Vec::new(), Vec::new()];
-        let mut cpu = [Vec::new(), Vec::new()];
+        let mut samples = [Samples::default(), Samples::default()];
         for _ in 0..rounds.max(1) {
-            for ((envoy, port), (tps, cpu)) in [(&without, without_port), (&with, with_port)]
+            for ((envoy, port), samples) in [(&without, without_port), (&with, with_port)]
                 .into_iter()
-                .zip(tps.iter_mut().zip(cpu.iter_mut()))
+                .zip(samples.iter_mut())
             {
-                let before = Usage::now(envoy.pid());
-                let rate = pgbench::tps(port, mode)?;
-                let spent = Usage::now(envoy.pid()).since(&before);
-                let transactions = (rate * seconds).max(1.0);
-                tps.push(rate);
-                cpu.push(spent.proxy.as_secs_f64() * 1e6 / transactions);
+                let extra = ["-M", mode];
+                samples.push(&pgbench::measure(
+                    port,
+                    envoy.pid(),
+                    &Login::superuser(),
+                    &extra,
+                )?);
             }
         }
-        let [tps_without, tps_with] = tps.map(median);
-        let [cpu_without, cpu_with] = cpu.map(median);
+        let [tps_without, tps_with] = samples.each_ref().map(Samples::median_tps);
+        let [cpu_without, cpu_with] = samples.each_ref().map(Samples::median_cpu);
         println!(
             "{mode:<10} {tps_without:>14.0} {tps_with:>14.0} {:>8.3} {cpu_without:>18.1} {cpu_with:>18.1} {:>8.3}",
             tps_with / tps_without,

@@ -29,9 +29,7 @@
 )]
 
 use anyhow::{Result, bail};
-use gatehouse_benches::cpu::Usage;
-use gatehouse_benches::median;
-use gatehouse_benches::pgbench::{self, Login, env_or};
+use gatehouse_benches::pgbench::{self, Login, Samples, env_or};
 use gatehouse_integration::stack::demo_postgres_filter_config;
 use gatehouse_integration::{Stack, StackOptions};
 
@@ -40,21 +38,6 @@ const MODES: [(&str, &[&str]); 2] = [
     ("new connection per txn (-C)", &["-C"]),
     ("long-lived sessions", &[]),
 ];
-
-/// Per-round samples of one configuration (mode × proxy).
-#[derive(Default)]
-struct Samples {
-    tps: Vec<f64>,
-    /// Envoy CPU per transaction, µs.
-    cpu: Vec<f64>,
-}
-
-impl Samples {
-    fn push(&mut self, tps: f64, spent: &Usage, transactions: u64) {
-        self.tps.push(tps);
-        self.cpu.push(spent.proxy_micros_per(transactions));
-    }
-}
 
 fn main() -> Result<()> {
     if pgbench::skipped("pg_login") {
@@ -104,12 +87,15 @@ fn main() -> Result<()> {
             for ((pid, port), samples) in proxies.iter().zip(by_proxy.iter_mut()) {
                 let gatehouse = *port == stack.pg_port;
                 let counted_before = read_counters()?;
-                let before = Usage::now(*pid);
-                let run = pgbench::run_as(*port, &login, extra)?;
-                let spent = Usage::now(*pid).since(&before);
-                samples.push(run.tps, &spent, run.transactions);
+                let measured = pgbench::measure(*port, *pid, &login, extra)?;
+                samples.push(&measured);
                 if gatehouse {
-                    check_work(counted_before, read_counters()?, extra, run.transactions)?;
+                    check_work(
+                        counted_before,
+                        read_counters()?,
+                        extra,
+                        measured.run.transactions,
+                    )?;
                 }
             }
         }
@@ -125,8 +111,8 @@ fn main() -> Result<()> {
         "mode", "tcp_proxy", "gatehouse", "ratio", "cpu tcp", "cpu gh", "ratio"
     );
     for ((name, _), [tcp, gatehouse]) in MODES.iter().zip(samples) {
-        let (tps_tcp, tps_gh) = (median(tcp.tps), median(gatehouse.tps));
-        let (cpu_tcp, cpu_gh) = (median(tcp.cpu), median(gatehouse.cpu));
+        let (tps_tcp, tps_gh) = (tcp.median_tps(), gatehouse.median_tps());
+        let (cpu_tcp, cpu_gh) = (tcp.median_cpu(), gatehouse.median_cpu());
         println!(
             "{name:<28} {tps_tcp:>10.0} {tps_gh:>10.0} {:>8.3} | {cpu_tcp:>9.1} {cpu_gh:>9.1} {:>8.2}",
             tps_gh / tps_tcp,

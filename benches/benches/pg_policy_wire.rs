@@ -12,6 +12,7 @@
 use criterion::{Criterion, Throughput, black_box, criterion_group, criterion_main};
 use gatehouse_benches::{feed, parse_log};
 use gatehouse_core::identity::Identity;
+use gatehouse_core::record::Record;
 use gatehouse_postgres::policy::{PgPolicy, PolicyCache};
 use gatehouse_postgres::protocol::{BackendMessage, FrontendMessage};
 use gatehouse_postgres::{CachedPolicy, ConnectionInfo, EngineConfig, Phase, Session};
@@ -71,6 +72,32 @@ fn logged_in<'a>(
     (session, body)
 }
 
+/// Replays `body` once; fails unless it held statements and a rule of the
+/// policy allowed every one (a policy that did not load, or rules that match
+/// nobody, would time the default's decision, not the rule list's).
+fn judged_by_policy(session: &mut Session, body: &[(bool, &[u8])], name: &str) -> usize {
+    let mut statements = 0;
+    for (from_client, bytes) in body {
+        let _ = if *from_client {
+            session.on_frontend(bytes, 1)
+        } else {
+            session.on_backend(bytes, 1)
+        };
+        for record in session.take_records() {
+            if let Record::Statement(statement) = record {
+                let decision = &statement.decision;
+                assert!(
+                    !decision.action.blocks() && decision.rule.is_some(),
+                    "{name}: a statement was not allowed by a policy rule: {decision:?}"
+                );
+                statements += 1;
+            }
+        }
+    }
+    assert!(statements > 0, "{name}: the capture replayed no statements");
+    statements
+}
+
 fn pg_policy_wire(c: &mut Criterion) {
     let policy = Arc::new(PgPolicy::from_json(POLICY).expect("demo policy compiles"));
     let cache = Rc::new(RefCell::new(PolicyCache::default()));
@@ -79,7 +106,7 @@ fn pg_policy_wire(c: &mut Criterion) {
     for (name, log) in CAPTURES {
         let reads = parse_log(log);
         let (mut session, body) = logged_in(&cached, &reads);
-        let statements = feed(&mut session, &body, 1); // warms the cache
+        let statements = judged_by_policy(&mut session, &body, name); // warms the cache
         group.throughput(Throughput::Elements(statements as u64));
         group.bench_function(format!("{name}/statements"), |b| {
             b.iter(|| feed(&mut session, &body, 2))
@@ -107,6 +134,10 @@ fn pg_policy_wire(c: &mut Criterion) {
             "DELETE FROM pgbench_accounts",
         )
         .decision;
+    assert!(
+        message.action.blocks() && message.rule.is_some(),
+        "the demo policy must deny an unfiltered DELETE by a rule: {message:?}"
+    );
     let denial = gatehouse_postgres::deny::denial_message(&message);
     let detail = denial.detail.unwrap_or_default();
     let mut answer = Vec::new();

@@ -7,8 +7,27 @@ use std::time::Duration;
 /// Clock ticks per second in `/proc` (Linux's USER_HZ, fixed at 100 for userspace).
 const TICKS_PER_SECOND: u64 = 100;
 
-/// A process's user + system CPU time so far (zero when it cannot be read).
+/// A process's CPU time so far (zero when it cannot be read): the sum of its
+/// threads' run time in nanoseconds from `/proc/<pid>/task/*/schedstat` where
+/// the kernel keeps it, otherwise user + system time in clock ticks (10 ms,
+/// coarse for a run that costs the proxy a fraction of a second).
 pub fn process_time(pid: u32) -> Duration {
+    scheduler_time(pid).unwrap_or_else(|| process_ticks(pid))
+}
+
+/// The run time of every live thread of a process, from schedstat.
+fn scheduler_time(pid: u32) -> Option<Duration> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut nanos: u64 = 0;
+    for task in tasks.flatten() {
+        let stat = std::fs::read_to_string(task.path().join("schedstat")).ok()?;
+        nanos += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(Duration::from_nanos(nanos))
+}
+
+/// A process's user + system CPU time so far, in clock ticks.
+fn process_ticks(pid: u32) -> Duration {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the parenthesised command name (which may hold spaces):
     // state is field 3, utime 14 and stime 15.
@@ -96,6 +115,28 @@ pub fn machine_busy_time() -> Duration {
 
 fn ticks_to_duration(ticks: u64) -> Duration {
     Duration::from_millis(ticks.saturating_mul(1000 / TICKS_PER_SECOND))
+}
+
+/// Waits until each process in `pids` spends under 5% of a core for a whole
+/// second (a Wasm Envoy compiles its modules in the background after it
+/// starts listening: that must not count against the first round; an idle
+/// gatehouse Envoy still spends 1–3% of a core), for at most `limit`; returns
+/// whether they settled.
+pub fn wait_until_idle(pids: &[u32], limit: Duration) -> bool {
+    let start = std::time::Instant::now();
+    let window = Duration::from_secs(1);
+    while start.elapsed() < limit {
+        let before: Vec<Duration> = pids.iter().map(|pid| process_time(*pid)).collect();
+        std::thread::sleep(window);
+        let idle = pids
+            .iter()
+            .zip(before)
+            .all(|(pid, before)| process_time(*pid).saturating_sub(before) < window / 20);
+        if idle {
+            return true;
+        }
+    }
+    false
 }
 
 /// CPU spent between two readings, by whom.

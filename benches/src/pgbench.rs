@@ -4,6 +4,7 @@
 //! Environment knobs shared by every end-to-end bench: `PG_BENCH_SECONDS`
 //! (default 10), `PG_BENCH_CLIENTS` (4), `PG_BENCH_THREADS` (2).
 
+use crate::cpu::Usage;
 use anyhow::{Context, Result, bail};
 use gatehouse_integration::envoy::{self, Envoy};
 use gatehouse_integration::postgres::PgOptions;
@@ -51,6 +52,12 @@ pub fn stack_options() -> StackOptions {
 /// `developers` group matching pgbench's user (`postgres`, the startup user,
 /// without token login) instead, so every statement runs the whole rule list.
 pub fn demo_policy_for_pgbench() -> serde_json::Value {
+    demo_policy_for_subject("postgres")
+}
+
+/// The demo policy with every rule for the `developers` group matching the
+/// subject `subject` instead (without token login, the startup user).
+pub fn demo_policy_for_subject(subject: &str) -> serde_json::Value {
     let mut policy = gatehouse_integration::stack::example("postgres-policy.json");
     if let Some(rules) = policy
         .get_mut("rules")
@@ -69,7 +76,7 @@ pub fn demo_policy_for_pgbench() -> serde_json::Value {
                 .is_some_and(|groups| groups.iter().any(|g| g == "developers"));
             if for_developers {
                 matcher.remove("groups");
-                matcher.insert("subjects".into(), serde_json::json!(["postgres"]));
+                matcher.insert("subjects".into(), serde_json::json!([subject]));
             }
         }
     }
@@ -192,6 +199,124 @@ pub fn run_as(port: u16, login: &Login<'_>, extra: &[&str]) -> Result<Run> {
         .and_then(|n| n.parse().ok())
         .with_context(|| format!("no transaction count in pgbench output:\n{text}"))?;
     Ok(Run { tps, transactions })
+}
+
+/// One pgbench run through a proxy, and the CPU spent meanwhile.
+#[derive(Debug, Clone, Copy)]
+pub struct Measured {
+    pub run: Run,
+    /// Read around the run; the proxy's part is the Envoy's whose pid was given.
+    pub spent: Usage,
+}
+
+impl Measured {
+    /// The proxy's CPU per transaction processed (one statement under `-S`), µs.
+    pub fn proxy_micros_per_transaction(&self) -> f64 {
+        self.spent.proxy_micros_per(self.run.transactions)
+    }
+}
+
+/// [`run_as`] through the Envoy with process id `pid`, reading its CPU time
+/// from /proc before and after.
+pub fn measure(port: u16, pid: Option<u32>, login: &Login<'_>, extra: &[&str]) -> Result<Measured> {
+    measure_until(port, pid, login, extra, || Ok(()))
+}
+
+/// [`measure`], with the CPU read after `settled` returns: work the run left
+/// behind (records still on their way) is part of its cost.
+pub fn measure_until(
+    port: u16,
+    pid: Option<u32>,
+    login: &Login<'_>,
+    extra: &[&str],
+    settled: impl FnOnce() -> Result<()>,
+) -> Result<Measured> {
+    let before = Usage::now(pid);
+    let run = run_as(port, login, extra)?;
+    settled()?;
+    let spent = Usage::now(pid).since(&before);
+    Ok(Measured { run, spent })
+}
+
+/// The runs of one configuration: what they measured, for medians.
+#[derive(Debug, Clone, Default)]
+pub struct Samples {
+    pub tps: Vec<f64>,
+    /// The proxy's CPU per transaction, µs.
+    pub cpu: Vec<f64>,
+    /// Transactions processed, over all runs.
+    pub transactions: u64,
+}
+
+impl Samples {
+    pub fn push(&mut self, measured: &Measured) {
+        self.tps.push(measured.run.tps);
+        self.cpu.push(measured.proxy_micros_per_transaction());
+        self.transactions += measured.run.transactions;
+    }
+
+    pub fn median_tps(&self) -> f64 {
+        crate::median(self.tps.iter().copied())
+    }
+
+    /// The median of the runs' proxy CPU per transaction, µs.
+    pub fn median_cpu(&self) -> f64 {
+        crate::median(self.cpu.iter().copied())
+    }
+}
+
+/// Runs `sql` with psql through 127.0.0.1:`port` as `login`; returns whether
+/// it succeeded and what psql printed (stdout, then stderr).
+pub fn psql_as(port: u16, login: &Login<'_>, sql: &str) -> Result<(bool, String)> {
+    let mut psql = Command::new(tools::pg_client("psql")?);
+    psql.args(["-X", "-w", "-At", "-v", "ON_ERROR_STOP=1", "-d"])
+        .arg(format!(
+            "postgresql://127.0.0.1:{port}/shop?user={}&sslmode=disable",
+            login.user
+        ))
+        .args(["-c", sql])
+        .env_remove("PGPASSWORD");
+    if let Some(password) = login.password {
+        psql.env("PGPASSWORD", password);
+    }
+    let out = psql.output()?;
+    Ok((
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    ))
+}
+
+/// Fails unless the demo statement policy is in force through `port` for
+/// `login` (as a developer, or as the subject [`demo_policy_for_subject`]
+/// names): a policy that did not load, or whose rules match nobody, would
+/// make a bench time a path that judges nothing.
+pub fn check_policy_in_force(port: u16, login: &Login<'_>) -> Result<()> {
+    let (ok, printed) = psql_as(port, login, "TRUNCATE pgbench_history")?;
+    if ok || !printed.contains("TRUNCATE is not allowed") {
+        bail!(
+            "the demo policy's no-truncate rule did not refuse TRUNCATE through port {port}:\n{printed}"
+        );
+    }
+    let (ok, printed) = psql_as(port, login, "SELECT count(*) FROM pgbench_branches")?;
+    if !ok || printed.trim() != "10" {
+        bail!("the demo policy did not allow pgbench's SELECT through port {port}:\n{printed}");
+    }
+    Ok(())
+}
+
+/// Fails unless the demo masking is in force through `port` for `login`: the
+/// demo customers' e-mail addresses come back partly masked.
+pub fn check_masking_in_force(port: u16, login: &Login<'_>) -> Result<()> {
+    let (ok, printed) = psql_as(port, login, "SELECT email FROM customers")?;
+    let emails: Vec<&str> = printed.lines().collect();
+    if !ok || emails.is_empty() || !emails.iter().all(|email| email.contains("***@")) {
+        bail!("the demo masking did not mask customers.email through port {port}:\n{printed}");
+    }
+    Ok(())
 }
 
 /// Starts an Envoy from `envoy/<template>` next to the stack, in front of the

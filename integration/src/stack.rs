@@ -260,20 +260,22 @@ impl Stack {
         let template_name = build.template(opts.envoy_template);
         if template_name != opts.envoy_template {
             crate::tools::native_module("gatehouse")?;
-            let records_port = process::free_port()?;
-            vars.insert("RECORDS_PORT", records_port.to_string());
-            vars.insert(
-                "KUBE_NATIVE_CONFIG",
-                envoy::yaml_quote(
-                    &native_kubernetes_config(&opts.kubernetes_filter, records_port).to_string(),
-                ),
-            );
-            vars.insert(
-                "PG_NATIVE_CONFIG",
-                envoy::yaml_quote(
-                    &native_postgres_config(&opts.postgres_filter, Some(records_port)).to_string(),
-                ),
-            );
+            // The approval service's records go to the listener already named.
+            let records_port = match vars.get("RECORDS_PORT") {
+                Some(port) => port.parse()?,
+                None => {
+                    let port = process::free_port()?;
+                    vars.insert("RECORDS_PORT", port.to_string());
+                    port
+                }
+            };
+            let approvals_port = approvals.as_ref().map(|service| service.port(0));
+            let mut kube = native_kubernetes_config(&opts.kubernetes_filter, records_port);
+            with_native_approvals(&mut kube, approvals_port);
+            vars.insert("KUBE_NATIVE_CONFIG", envoy::yaml_quote(&kube.to_string()));
+            let mut pg = native_postgres_config(&opts.postgres_filter, Some(records_port));
+            with_native_approvals(&mut pg, approvals_port);
+            vars.insert("PG_NATIVE_CONFIG", envoy::yaml_quote(&pg.to_string()));
         }
         let template_path = crate::workspace_root().join("envoy").join(template_name);
         let template = std::fs::read_to_string(&template_path)
@@ -541,6 +543,18 @@ pub fn native_kubernetes_config(filter: &Value, records_port: u16) -> Value {
         "filter": filter,
         "records": {"address": format!("127.0.0.1:{records_port}")},
     })
+}
+
+/// Tells a native configuration whose filter names the approval service
+/// where its grants are read: the service on `port` (its first replica).
+fn with_native_approvals(config: &mut Value, port: Option<u16>) {
+    let names_service = config["filter"].get("approvals").is_some();
+    if let (true, Some(port), Some(parts)) = (names_service, port, config.as_object_mut()) {
+        parts.insert(
+            "approvals".into(),
+            serde_json::json!({"address": format!("127.0.0.1:{port}")}),
+        );
+    }
 }
 
 /// Token login on the Wasm build is ready once a worker fetched the issuer's

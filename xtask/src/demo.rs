@@ -171,13 +171,7 @@ fn serve_until_stopped(native: bool) -> Result<()> {
     })?;
     let opts = StackOptions {
         kube_standin_binary: Some(standin),
-        // The native Postgres filter cannot reach the approval service: its
-        // require_approval rules refuse like deny there.
-        postgres_filter: if native {
-            demo_postgres_filter_config()
-        } else {
-            with_approvals(demo_postgres_filter_config())
-        },
+        postgres_filter: with_approvals(demo_postgres_filter_config()),
         kubernetes_filter: with_approvals(default_kubernetes_filter_config()),
         approvals: Some(ApprovalOptions {
             replicas: 1,

@@ -171,11 +171,13 @@ const NATIVE_GLUE_TESTS: &[&str] = &[
     "postgres_policy",
     "postgres_masking",
     "postgres_copy_masking",
+    "postgres_approvals",
     "stats",
     "kubernetes",
     "kubernetes_hostile",
     "exec_recording",
     "records",
+    "kubernetes_approvals",
 ];
 
 fn cargo() -> Command {

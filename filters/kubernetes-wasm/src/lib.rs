@@ -18,7 +18,9 @@
 use gatehouse_core::approval::ApprovalServiceConfig;
 use gatehouse_core::identity::{KeyFetch, Verifier};
 use gatehouse_host as host;
-use gatehouse_kubernetes::gate::{ApprovalMemory, RecentRefusal, remember};
+use gatehouse_kubernetes::gate::{
+    ApprovalMemory, RecentRefusal, forget, remember, standing_refusal,
+};
 use gatehouse_kubernetes_glue::{
     Counter, Direction, Family, Flow, Headers, HistogramStat, Host, HostError, Level, Request,
     Worker,
@@ -58,54 +60,40 @@ const REFUSALS_KEY: &str = "gatehouse_k8s_grants_refusals";
 struct SharedApprovalMemory;
 
 impl SharedApprovalMemory {
-    fn refusals() -> Vec<RecentRefusal> {
-        host::approvals::shared_lines(REFUSALS_KEY)
+    fn parse(lines: &[String]) -> Vec<RecentRefusal> {
+        lines
             .iter()
             .filter_map(|line| RecentRefusal::from_line(line))
             .collect()
     }
 
-    fn store(refusals: &[RecentRefusal], lines: &mut Vec<String>) {
-        *lines = refusals.iter().map(RecentRefusal::to_line).collect();
+    /// Changes the shared refusals with `change`.
+    fn update(change: impl Fn(&mut Vec<RecentRefusal>)) {
+        host::approvals::update_shared_lines(REFUSALS_KEY, |lines| {
+            let mut refusals = Self::parse(lines);
+            change(&mut refusals);
+            *lines = refusals.iter().map(RecentRefusal::to_line).collect();
+        });
     }
 }
 
 impl ApprovalMemory for SharedApprovalMemory {
     fn repeated_refusal(&self, subject: &str, hash: &str, now_micros: i64) -> Option<String> {
-        Self::refusals()
-            .into_iter()
-            .find(|r| r.subject == subject && r.hash == hash && r.until_micros > now_micros)
-            .map(|r| r.reason)
+        let refusals = Self::parse(&host::approvals::shared_lines(REFUSALS_KEY));
+        standing_refusal(&refusals, subject, hash, now_micros)
     }
 
     fn remember_refusal(&self, subject: &str, hash: &str, until_micros: i64, reason: &str) {
-        host::approvals::update_shared_lines(REFUSALS_KEY, |lines| {
-            let mut refusals: Vec<RecentRefusal> = lines
-                .iter()
-                .filter_map(|line| RecentRefusal::from_line(line))
-                .collect();
+        Self::update(|refusals| {
             remember(
-                &mut refusals,
-                RecentRefusal {
-                    subject: subject.to_owned(),
-                    hash: hash.to_owned(),
-                    until_micros,
-                    reason: reason.to_owned(),
-                },
+                refusals,
+                RecentRefusal::new(subject, hash, until_micros, reason),
             );
-            Self::store(&refusals, lines);
         });
     }
 
     fn forget_refusals(&self, subject: &str, hash: &str) {
-        host::approvals::update_shared_lines(REFUSALS_KEY, |lines| {
-            let refusals: Vec<RecentRefusal> = lines
-                .iter()
-                .filter_map(|line| RecentRefusal::from_line(line))
-                .filter(|r| r.subject != subject || r.hash != hash)
-                .collect();
-            Self::store(&refusals, lines);
-        });
+        Self::update(|refusals| forget(refusals, subject, hash));
     }
 
     fn in_use(&self, id: &str) -> bool {

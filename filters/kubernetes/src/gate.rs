@@ -23,7 +23,7 @@ mod self_review;
 mod shadow;
 pub use approval::{
     ApprovalMemory, ApprovalStep, Conclusion, LocalMemory, REASON_HEADER, RecentRefusal,
-    ServiceCall, remember,
+    ServiceCall, forget, remember, standing_refusal,
 };
 pub use self_review::{MAX_REVIEW_BODY_BYTES, PendingReview, SELF_REVIEW_RULE};
 pub use shadow::{

@@ -4,20 +4,28 @@
 //! # Configuration
 //! `filter_config` is a `StringValue` holding the Wasm build's configuration
 //! as it is, or an envelope around it, as for the Postgres filter:
-//! `{"filter": {…}, "records": {"address": "127.0.0.1:7070"}}` (`records`:
-//! where a recorded exec session's records go; without it they are counted as
-//! dropped).
+//! `{"filter": {…}, "records": {"address": "127.0.0.1:7070"},
+//! "approvals": {"address": "127.0.0.1:8090"}}` (`records`: where a recorded
+//! exec session's records go; without it they are counted as dropped;
+//! `approvals`: where the grants of the approval service the filter names are
+//! read, required with it, see [`crate::approvals`]).
 //!
 //! # Differences from the Wasm build
 //! - Stats are `dynamicmodulescustom.<name>`; the decision families are
 //!   labelled counters (`gatehouse_k8s_decisions_total{action, rule}`).
 //! - Filter state keys are the Wasm build's (`wasm.gatehouse_k8s_audit`), so
 //!   one access-log format serves both builds.
-//! - No approval service: a configuration with one is refused, as the native
-//!   Postgres filter does.
+//! - The approval service's grants are read by a thread of the
+//!   configuration and shared with its workers, as are the refusals kubectl's
+//!   retry must see again and the single-use grants being used; the calls a
+//!   held request waits for are callouts from its stream, as in the Wasm
+//!   build.
 //! - Key sets are fetched by HTTP callouts from the request that needs them
 //!   and shared with the other workers through the configuration.
 
+use crate::approvals::{
+    ApprovalsConfig, ApprovalsError, GrantFeed, WorkerGrants, answer_status, call_headers,
+};
 use crate::records::{RecordWriter, RecordsConfig};
 use gatehouse_core::approval::ApprovalServiceConfig;
 use gatehouse_core::identity::{KeyFetch, Verifier};
@@ -51,6 +59,8 @@ struct Envelope<'a> {
     filter: &'a RawValue,
     #[serde(default)]
     records: Option<RecordsConfig>,
+    #[serde(default)]
+    approvals: Option<ApprovalsConfig>,
 }
 
 /// Why a configuration was refused.
@@ -64,11 +74,8 @@ pub enum ConfigError {
     Filter(String),
     #[error("the record writer could not start: {0}")]
     Writer(std::io::Error),
-    #[error(
-        "approvals: the native build cannot use the approval service; use the Wasm build to \
-         file and grant approvals"
-    )]
-    ApprovalsUnsupported,
+    #[error("{0}")]
+    Approvals(ApprovalsError),
 }
 
 /// The stats of one configuration.
@@ -124,18 +131,24 @@ pub struct KubeConfig {
     metrics: Metrics,
     keys: SharedKeySets,
     records: Option<RecordWriter>,
+    /// The approval service's grants, read for every worker.
+    grants: Option<Arc<GrantFeed>>,
 }
 
 impl KubeConfig {
     pub fn new(bytes: &[u8], envoy: &mut HttpConfigEnvoy) -> Result<KubeConfig, ConfigError> {
         let document: serde_json::Value =
             serde_json::from_slice(bytes).map_err(ConfigError::NotJson)?;
-        let (filter, records) = if document.get("filter").is_some() {
+        let (filter, records, approvals) = if document.get("filter").is_some() {
             let envelope: Envelope<'_> =
                 serde_json::from_slice(bytes).map_err(ConfigError::Envelope)?;
-            (envelope.filter.get().as_bytes().to_vec(), envelope.records)
+            (
+                envelope.filter.get().as_bytes().to_vec(),
+                envelope.records,
+                envelope.approvals,
+            )
         } else {
-            (bytes.to_vec(), None)
+            (bytes.to_vec(), None, None)
         };
         let metrics = Metrics::define(envoy);
         let count = |envoy: &mut HttpConfigEnvoy, counter: Counter| {
@@ -150,10 +163,13 @@ impl KubeConfig {
                 return Err(ConfigError::Filter(error.to_string()));
             }
         };
-        if gate.policy().approval_service().is_some() {
-            count(envoy, Counter::ConfigRejected);
-            return Err(ConfigError::ApprovalsUnsupported);
-        }
+        let grants = match GrantFeed::start(gate.policy().approval_service(), approvals) {
+            Ok(grants) => grants.map(Arc::new),
+            Err(error) => {
+                count(envoy, Counter::ConfigRejected);
+                return Err(ConfigError::Approvals(error));
+            }
+        };
         let records = records
             .map(RecordWriter::start)
             .transpose()
@@ -165,6 +181,7 @@ impl KubeConfig {
             metrics,
             keys: SharedKeySets::default(),
             records,
+            grants,
         })
     }
 
@@ -183,8 +200,17 @@ impl KubeConfig {
                 fetches: &mut BTreeMap::new(),
             };
             let id = u32::try_from(self.id).unwrap_or(u32::MAX);
-            let glue = Worker::configure(&mut host, id, &self.filter);
-            let worker = Rc::new(RefCell::new(WorkerState { glue, adopted: 0 }));
+            let mut glue = Worker::configure(&mut host, id, &self.filter);
+            let grants = self.grants.as_ref().map(|feed| feed.worker());
+            if let (Some(glue), Some(feed), Some(grants)) = (&mut glue, &self.grants, &grants) {
+                glue.gate_mut().set_grant_book(grants.book());
+                glue.gate_mut().set_approval_memory(feed.memory());
+            }
+            let worker = Rc::new(RefCell::new(WorkerState {
+                glue,
+                adopted: 0,
+                grants,
+            }));
             workers.insert(self.id, (Arc::downgrade(self), Rc::clone(&worker)));
             worker
         })
@@ -197,6 +223,8 @@ struct WorkerState {
     glue: Option<Worker>,
     /// The shared key-set version last adopted.
     adopted: u64,
+    /// The grant book this worker's gate reads.
+    grants: Option<WorkerGrants>,
 }
 
 type WorkerEntry = (std::sync::Weak<KubeConfig>, Rc<RefCell<WorkerState>>);
@@ -372,16 +400,23 @@ impl Host for NativeHost<'_> {
             .ok_or_else(|| refused("setting filter state"))
     }
 
+    /// A callout from this request's stream; the answer comes to
+    /// [`KubeFilter::on_http_callout_done`].
     fn approval_call(
         &mut self,
-        _service: &ApprovalServiceConfig,
-        _method: &str,
-        _path: &str,
-        _body: &[u8],
-        _timeout_ms: u64,
+        service: &ApprovalServiceConfig,
+        method: &str,
+        path: &str,
+        body: &[u8],
+        timeout_ms: u64,
     ) -> Result<u32, HostError> {
-        // Refused with the configuration (see `ConfigError::ApprovalsUnsupported`).
-        Err(HostError("the native build has no approval service".into()))
+        let authorization = service.authorization();
+        let headers = call_headers(service, method, path, &authorization);
+        let id = self
+            .stream
+            .http_callout(&service.cluster, &headers, body, timeout_ms)
+            .map_err(|error| HostError(error.to_string()))?;
+        u32::try_from(id).map_err(|_| HostError(format!("callout id {id} too large")))
     }
 
     fn adopt_shared_keys(&mut self, verifier: &mut Verifier) -> bool {
@@ -513,7 +548,14 @@ impl KubeFilter {
                 return event(&mut self.glue, None, &mut host);
             }
         };
-        let WorkerState { glue, adopted } = &mut *state;
+        let WorkerState {
+            glue,
+            adopted,
+            grants,
+        } = &mut *state;
+        if let (Some(feed), Some(grants)) = (&self.config.grants, grants) {
+            grants.adopt(feed);
+        }
         let mut host = NativeHost {
             stream,
             config: &self.config,
@@ -567,6 +609,14 @@ impl HttpFilter for KubeFilter {
         let Ok(token) = u32::try_from(callout_id) else {
             return;
         };
+        if self.glue.awaits_approval(token) {
+            let status = answer_status(&response);
+            let body = response.body_bytes();
+            self.with(stream, |request, worker, host| {
+                request.on_approval_answer(worker, host, token, status, &body)
+            });
+            return;
+        }
         let Some(issuer) = self.fetches.remove(&token) else {
             return;
         };

@@ -21,6 +21,7 @@
 //! `cargo xtask build --native` (profile `release-native`, which unwinds so
 //! that each hook catches a panic at the module boundary).
 
+pub mod approvals;
 pub mod keys;
 pub mod kubernetes;
 pub mod postgres;

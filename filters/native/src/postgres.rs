@@ -9,12 +9,16 @@
 //! ```json
 //! {"filter": { …the same JSON as the Wasm build… },
 //!  "records": {"address": "127.0.0.1:7070"},
+//!  "approvals": {"address": "127.0.0.1:8090"},
 //!  "starttls": true}
 //! ```
 //!
 //! - `filter`: taken verbatim, so its `policy_hash` is the Wasm build's.
 //! - `records` ([`RecordsConfig`]): where the record listener is; without it
 //!   records are counted as dropped (as in the Wasm build without the service).
+//! - `approvals` ([`ApprovalsConfig`]): where the grants of the approval
+//!   service the filter's `approvals` section names are read; required with
+//!   that section (see [`crate::approvals`]).
 //! - `starttls`: answer an SSLRequest with `S` and switch the client to TLS;
 //!   the listener's transport socket must be `envoy.transport_sockets.starttls`.
 //!
@@ -28,10 +32,14 @@
 //! - A login whose token needs keys the worker lacks (a key the identity
 //!   provider rotated in) waits for them instead of being refused with "try
 //!   again" (see [`PgFilter::hold_for_keys`]).
-//! - No approval service: a configuration with `approvals` is refused (the
-//!   module cannot poll the service's grants for its workers). Without it,
-//!   `require_approval` rules refuse like `deny`, as in the Wasm build.
+//! - The approval service's grants are read by a thread of the
+//!   configuration and shared with its workers (see [`crate::approvals`]);
+//!   filing requests and using grants are callouts from the connection, as in
+//!   the Wasm build.
 
+use crate::approvals::{
+    ApprovalsConfig, ApprovalsError, GrantFeed, WorkerGrants, answer_status, call_headers,
+};
 use crate::keys::{BeforeLogin, Fetch, SharedKeys, WorkerKeys};
 use crate::records::{RecordWriter, RecordsConfig};
 use crate::starttls::{Gate, SSL_REQUEST, StartTlsGate};
@@ -49,12 +57,13 @@ use gatehouse_postgres::masking::MaskingPolicy;
 use gatehouse_postgres::policy::{PgPolicy, PolicyCache};
 use gatehouse_postgres::{CachedPolicy, CloseReason, EngineConfig, FilterConfig, PolicyConfig};
 use gatehouse_postgres_glue::{
-    Counter, Direction, Family, Gauge, HistogramStat, Host, HostError, Level, PgConnection, Setup,
+    Approvals, Counter, Direction, Family, Flow, Gauge, HistogramStat, Host, HostError, Level,
+    PgConnection, Setup,
 };
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -76,6 +85,8 @@ struct Envelope<'a> {
     #[serde(default)]
     records: Option<RecordsConfig>,
     #[serde(default)]
+    approvals: Option<ApprovalsConfig>,
+    #[serde(default)]
     starttls: bool,
 }
 
@@ -90,12 +101,8 @@ pub enum ConfigError {
     Filter(gatehouse_core::config::ConfigError),
     #[error("the record writer could not start: {0}")]
     Writer(std::io::Error),
-    #[error(
-        "approvals: the native build cannot use the approval service (it does not poll its \
-         grants); use the Wasm build to file and grant approvals, or leave `approvals` out and \
-         require_approval rules refuse like deny"
-    )]
-    ApprovalsUnsupported,
+    #[error("{0}")]
+    Approvals(ApprovalsError),
 }
 
 /// The parts of a native configuration.
@@ -104,6 +111,7 @@ struct Unwrapped<'a> {
     /// The filter's configuration as the Wasm build takes it, byte for byte.
     filter: &'a [u8],
     records: Option<RecordsConfig>,
+    approvals: Option<ApprovalsConfig>,
     starttls: bool,
 }
 
@@ -115,6 +123,7 @@ fn unwrap(bytes: &[u8]) -> Result<Unwrapped<'_>, ConfigError> {
         return Ok(Unwrapped {
             filter: bytes,
             records: None,
+            approvals: None,
             starttls: false,
         });
     }
@@ -122,17 +131,9 @@ fn unwrap(bytes: &[u8]) -> Result<Unwrapped<'_>, ConfigError> {
     Ok(Unwrapped {
         filter: envelope.filter.get().as_bytes(),
         records: envelope.records,
+        approvals: envelope.approvals,
         starttls: envelope.starttls,
     })
-}
-
-/// Refuses what the native build cannot do rather than ignore it: the
-/// approval service's grants are polled by the Wasm build's workers only.
-fn supported(config: &FilterConfig) -> Result<(), ConfigError> {
-    if config.approvals.is_some() {
-        return Err(ConfigError::ApprovalsUnsupported);
-    }
-    Ok(())
 }
 
 /// One Postgres filter configuration, shared by every worker.
@@ -146,6 +147,8 @@ pub struct PgConfig {
     mode: FilterMode,
     login: Option<(Verifier, Arc<LoginConfig>)>,
     keys: SharedKeys,
+    /// The approval service's grants, read for every worker (with a policy).
+    grants: Option<GrantFeed>,
     starttls: bool,
     records: Option<RecordWriter>,
     metrics: Metrics,
@@ -159,6 +162,7 @@ impl PgConfig {
         let Unwrapped {
             filter,
             records,
+            approvals,
             starttls,
         } = unwrap(bytes)?;
         let metrics = Metrics::define(envoy);
@@ -169,10 +173,13 @@ impl PgConfig {
                 return Err(ConfigError::Filter(error));
             }
         };
-        if let Err(error) = supported(&parsed) {
-            count_config(envoy, &metrics, Counter::ConfigRejected);
-            return Err(error);
-        }
+        let grants = match GrantFeed::start(parsed.approvals.as_ref(), approvals) {
+            Ok(grants) => grants,
+            Err(error) => {
+                count_config(envoy, &metrics, Counter::ConfigRejected);
+                return Err(ConfigError::Approvals(error));
+            }
+        };
         let document: serde_json::Value = serde_json::from_slice(filter).unwrap_or_default();
         let labelled = LabelledStats::define(
             envoy,
@@ -197,6 +204,7 @@ impl PgConfig {
                 .token_login
                 .map(|login| (login.verifier, login.login)),
             keys: SharedKeys::default(),
+            grants,
             starttls,
             records,
             metrics,
@@ -224,6 +232,7 @@ impl PgConfig {
                     .login
                     .as_ref()
                     .map(|(verifier, _)| RefCell::new(WorkerKeys::new(verifier.clone()))),
+                grants: self.grants.as_ref().map(|feed| RefCell::new(feed.worker())),
             });
             workers.insert(self.id, (Arc::downgrade(self), Rc::clone(&worker)));
             worker
@@ -245,6 +254,8 @@ struct Worker {
     /// Token login's verifier and key upkeep; a held login is woken through
     /// its connection's scheduler.
     keys: Option<RefCell<Keys>>,
+    /// The grant book this worker's sessions read.
+    grants: Option<RefCell<WorkerGrants>>,
 }
 
 /// A worker's key upkeep.
@@ -289,8 +300,13 @@ impl NetworkFilterConfig for PgFilterConfig {
             mode: config.mode,
             login,
             buffered_high_water: Arc::clone(&config.buffered_high_water),
-            // Refused with the configuration (see `ConfigError::ApprovalsUnsupported`).
-            approvals: None,
+            approvals: match (&config.policy, &worker.grants) {
+                (Some(policy), Some(grants)) => Some(Approvals {
+                    policy: Arc::clone(policy),
+                    book: grants.borrow().book(),
+                }),
+                _ => None,
+            },
         };
         Some(Box::new(PgFilter {
             glue: PgConnection::new(setup),
@@ -316,6 +332,8 @@ struct FilterState {
     gate: StartTlsGate,
     /// Key fetches this connection started: callout id → issuer.
     key_fetches: BTreeMap<u64, String>,
+    /// Approval service calls this connection started (callout ids).
+    approval_calls: BTreeSet<u64>,
     /// The client's bytes wait in Envoy's buffer for keys: the worker's first
     /// keys (a fetch of this connection is in flight for an issuer it has none
     /// of), or those the client's token needs (see [`PgFilter::hold_for_keys`]).
@@ -386,12 +404,13 @@ impl NetworkFilter for PgFilter {
         if self.state.waiting_for_keys || self.hold_for_keys(connection) {
             return FilterStatus::StopIteration;
         }
+        self.adopt_grants();
+        let mut flow = Flow::Continue;
         self.with_host(connection, |glue, host| {
-            // Nothing is held without an approval service: the flow is Continue.
-            let _ = glue.on_data(host, Direction::FromClient, length, false);
+            flow = glue.on_data(host, Direction::FromClient, length, false);
             host.start_key_fetches();
         });
-        FilterStatus::Continue
+        client_status(flow)
     }
 
     fn on_write(&mut self, connection: &mut Connection, length: usize, end: bool) -> FilterStatus {
@@ -417,6 +436,14 @@ impl NetworkFilter for PgFilter {
         callout_id: u64,
         response: CalloutResponse<'_>,
     ) {
+        if self.state.approval_calls.remove(&callout_id) {
+            let status = answer_status(&response);
+            let token = approval_token(callout_id).unwrap_or_default();
+            self.with_host(connection, |glue, host| {
+                glue.on_approval_answer(host, token, status);
+            });
+            return;
+        }
         let Some(issuer) = self.state.key_fetches.remove(&callout_id) else {
             return;
         };
@@ -583,12 +610,27 @@ impl PgFilter {
             .iter()
             .map(|c| c.len())
             .sum();
+        let mut flow = Flow::Continue;
         if length > 0 {
+            self.adopt_grants();
             self.with_host(connection, |glue, host| {
-                let _ = glue.on_data(host, Direction::FromClient, length, false);
+                flow = glue.on_data(host, Direction::FromClient, length, false);
             });
         }
-        connection.continue_reading();
+        if flow == Flow::Continue {
+            connection.continue_reading();
+        }
+    }
+
+    /// Brings this worker's grant book up to the configuration's last
+    /// publication before client bytes are judged.
+    fn adopt_grants(&self) {
+        if let (Some(feed), Some(worker)) = (&self.config.grants, self.worker.upgrade())
+            && let Some(grants) = &worker.grants
+            && let Ok(mut grants) = grants.try_borrow_mut()
+        {
+            grants.adopt(feed);
+        }
     }
 
     /// The connection ends: its key fetches will never answer. They did not
@@ -617,6 +659,21 @@ impl Drop for PgFilter {
     fn drop(&mut self) {
         self.abandon_key_fetches();
     }
+}
+
+/// What Envoy does with client bytes the glue saw: a [`Flow::Hold`] keeps
+/// them in the read buffer until the glue resumes reading.
+fn client_status(flow: Flow) -> FilterStatus {
+    match flow {
+        Flow::Continue => FilterStatus::Continue,
+        Flow::Hold => FilterStatus::StopIteration,
+    }
+}
+
+/// The glue's token for an approval call: the callout id (Envoy counts them
+/// per worker from 1, so one never outgrows a `u32` in practice).
+fn approval_token(callout_id: u64) -> Option<u32> {
+    u32::try_from(callout_id).ok()
 }
 
 /// Wakes logins held for keys (see [`PgFilter::hold_for_keys`]).
@@ -866,12 +923,37 @@ impl Host for NativeHost<'_> {
         }
     }
 
-    /// Never called: a configuration with the approval service is refused.
-    fn approval_call(&mut self, _path: &str, _body: &[u8]) -> Result<u32, HostError> {
-        Err(HostError(ConfigError::ApprovalsUnsupported.to_string()))
+    /// A callout to the filter's approval service cluster; the answer comes
+    /// to this connection's [`PgFilter::on_http_callout_done`].
+    fn approval_call(&mut self, path: &str, body: &[u8]) -> Result<u32, HostError> {
+        let feed = self
+            .config
+            .grants
+            .as_ref()
+            .ok_or_else(|| HostError("no approval service is configured".into()))?;
+        let service = feed.service();
+        let authorization = service.authorization();
+        let headers = call_headers(service, "POST", path, &authorization);
+        let id = self
+            .connection
+            .http_callout(
+                &service.cluster,
+                &headers,
+                body,
+                u64::from(service.timeout_ms),
+            )
+            .map_err(|code| HostError(format!("callout refused ({code})")))?;
+        let token =
+            approval_token(id).ok_or_else(|| HostError(format!("callout id {id} too large")))?;
+        self.state.approval_calls.insert(id);
+        Ok(token)
     }
 
-    fn share_grant_use(&mut self, _id: &str) {}
+    fn share_grant_use(&mut self, id: &str) {
+        if let Some(feed) = &self.config.grants {
+            feed.share_used(id);
+        }
+    }
 
     fn resume_client(&mut self) -> Result<(), HostError> {
         self.connection.continue_reading();
@@ -911,22 +993,22 @@ mod tests {
     }
 
     #[test]
-    fn the_approval_service_is_refused_and_require_approval_rules_refuse_like_deny() {
+    fn the_envelope_says_where_the_grants_are_read_and_the_filter_names_the_service() {
         let policy = r#""policy": {"rules": [{"name": "writes", "action": "require_approval",
             "approval": {"approvers": ["dba"]}, "match": {"kinds": ["delete"]}}]}"#;
-        let with_service = format!(
+        let filter = format!(
             r#"{{{policy}, "approvals": {{"cluster": "gatehouse_approvals", "key": "k-1"}}}}"#
         );
-        let error = supported(&FilterConfig::from_json(with_service.as_bytes()).unwrap())
-            .unwrap_err()
-            .to_string();
-        assert!(
-            error.contains("native build cannot use the approval service"),
-            "{error}"
-        );
-        let without = format!("{{{policy}}}");
-        let config = FilterConfig::from_json(without.as_bytes()).unwrap();
-        assert!(supported(&config).is_ok());
+        let envelope =
+            format!(r#"{{"filter": {filter}, "approvals": {{"address": "127.0.0.1:8090"}}}}"#);
+        let unwrapped = unwrap(envelope.as_bytes()).unwrap();
+        assert_eq!(unwrapped.filter, filter.as_bytes());
+        assert_eq!(unwrapped.approvals.unwrap().address, "127.0.0.1:8090");
+        let parsed = FilterConfig::from_json(unwrapped.filter).unwrap();
+        assert_eq!(parsed.approvals.unwrap().cluster, "gatehouse_approvals");
+        // The service without the address is refused (see `GrantFeed::start`);
+        // without the service, require_approval rules refuse like deny.
+        let config = FilterConfig::from_json(format!("{{{policy}}}").as_bytes()).unwrap();
         let ctx = gatehouse_postgres::policy::SessionContext::default();
         let verdict = config
             .policy
@@ -934,6 +1016,22 @@ mod tests {
             .0
             .decide(&ctx, "delete from t where id = 1");
         assert!(verdict.decision.action.blocks(), "{verdict:?}");
+    }
+
+    #[test]
+    fn approval_answers_are_read_fail_closed() {
+        let answer = |result, status: &'static [u8]| CalloutResponse {
+            result,
+            headers: vec![(&b":status"[..], status)],
+            body: vec![],
+        };
+        assert_eq!(answer_status(&answer(CalloutResult::Success, b"200")), 200);
+        assert_eq!(answer_status(&answer(CalloutResult::Success, b"409")), 409);
+        // No answer, or an unreadable one, is no confirmation.
+        assert_eq!(answer_status(&answer(CalloutResult::Reset, b"200")), 0);
+        assert_eq!(answer_status(&answer(CalloutResult::Success, b"2x0")), 0);
+        assert_eq!(client_status(Flow::Hold), FilterStatus::StopIteration);
+        assert_eq!(client_status(Flow::Continue), FilterStatus::Continue);
     }
 
     #[test]

@@ -292,18 +292,18 @@ impl HttpSink {
     }
 }
 
-/// What the writer needs from a response head.
+/// What the writer (and the grant poller) needs from a response head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct ResponseHead {
-    status: u16,
+pub(crate) struct ResponseHead {
+    pub(crate) status: u16,
     /// Bytes of the head, up to and including its blank line.
-    length: usize,
-    content_length: usize,
+    pub(crate) length: usize,
+    pub(crate) content_length: usize,
     keep_alive: bool,
 }
 
 /// Parses an HTTP/1.1 response head once `received` holds all of it.
-fn parse_response_head(received: &[u8]) -> Option<ResponseHead> {
+pub(crate) fn parse_response_head(received: &[u8]) -> Option<ResponseHead> {
     let end = received.windows(4).position(|w| w == b"\r\n\r\n")?;
     let text = String::from_utf8_lossy(received.get(..end)?);
     let mut lines = text.split("\r\n");

@@ -89,6 +89,15 @@ pub struct RecentRefusal {
 }
 
 impl RecentRefusal {
+    pub fn new(subject: &str, hash: &str, until_micros: i64, reason: &str) -> RecentRefusal {
+        RecentRefusal {
+            subject: subject.to_owned(),
+            hash: hash.to_owned(),
+            until_micros,
+            reason: reason.to_owned(),
+        }
+    }
+
     /// One line (tab-separated; the reason loses tabs and newlines).
     pub fn to_line(&self) -> String {
         let clean = |s: &str| s.replace(['\t', '\n', '\r'], " ");
@@ -115,30 +124,18 @@ impl RecentRefusal {
 
 impl ApprovalMemory for LocalMemory {
     fn repeated_refusal(&self, subject: &str, hash: &str, now_micros: i64) -> Option<String> {
-        self.refusals
-            .borrow()
-            .iter()
-            .find(|r| r.subject == subject && r.hash == hash && r.until_micros > now_micros)
-            .map(|r| r.reason.clone())
+        standing_refusal(&self.refusals.borrow(), subject, hash, now_micros)
     }
 
     fn remember_refusal(&self, subject: &str, hash: &str, until_micros: i64, reason: &str) {
-        let mut refusals = self.refusals.borrow_mut();
         remember(
-            &mut refusals,
-            RecentRefusal {
-                subject: subject.to_owned(),
-                hash: hash.to_owned(),
-                until_micros,
-                reason: reason.to_owned(),
-            },
+            &mut self.refusals.borrow_mut(),
+            RecentRefusal::new(subject, hash, until_micros, reason),
         );
     }
 
     fn forget_refusals(&self, subject: &str, hash: &str) {
-        self.refusals
-            .borrow_mut()
-            .retain(|r| r.subject != subject || r.hash != hash);
+        forget(&mut self.refusals.borrow_mut(), subject, hash);
     }
 
     fn in_use(&self, id: &str) -> bool {
@@ -158,6 +155,25 @@ pub fn remember(refusals: &mut Vec<RecentRefusal>, refusal: RecentRefusal) {
         refusals.remove(0);
     }
     refusals.push(refusal);
+}
+
+/// The reason of the refusal given to `subject` for `hash` that still stands
+/// at `now_micros`.
+pub fn standing_refusal(
+    refusals: &[RecentRefusal],
+    subject: &str,
+    hash: &str,
+    now_micros: i64,
+) -> Option<String> {
+    refusals
+        .iter()
+        .find(|r| r.subject == subject && r.hash == hash && r.until_micros > now_micros)
+        .map(|r| r.reason.clone())
+}
+
+/// Ends the refusals given to `subject` for `hash` (an approval came through).
+pub fn forget(refusals: &mut Vec<RecentRefusal>, subject: &str, hash: &str) {
+    refusals.retain(|r| r.subject != subject || r.hash != hash);
 }
 
 /// One call to the approval service, for the glue to make.

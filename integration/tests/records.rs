@@ -4,6 +4,9 @@
 //!
 //! A test-only producer module (integration/record-producer) emits numbered
 //! records through `gatehouse_host::records::emit`, the same call the filters use.
+//!
+//! Runs on both builds (`GATEHOUSE_BUILD`): the record listener's sink is the
+//! Wasm audit module's on the Wasm build and libgatehouse.so's on the native one.
 
 #![allow(
     clippy::unwrap_used,
@@ -16,6 +19,8 @@
 use gatehouse_integration::envoy::{self, http_get};
 use gatehouse_integration::stack::{Stack, StackOptions};
 use serde_json::{Value, json};
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 fn start(name: &str, audit_service: Option<Value>) -> (Stack, String) {
@@ -203,5 +208,128 @@ fn a_burst_over_the_bound_is_counted_and_recorded() {
         delivered,
         (1..=100).collect::<Vec<_>>(),
         "the oldest are kept, in order"
+    );
+}
+
+/// Sends `request` (head and body as written) to the record listener over
+/// HTTP/1.1 on a connection of its own; the status of the answer (0: none,
+/// the connection was closed or reset first).
+fn send_raw(listener: &str, request: &[u8]) -> u16 {
+    let mut stream = TcpStream::connect(listener).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    // A sink that refuses early may close while the rest is on its way.
+    let _ = stream.write_all(request);
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer)
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A POST of `body` to the record listener, as a producer sends a batch.
+fn batch(body: &str) -> Vec<u8> {
+    let mut request = format!(
+        "POST /record HTTP/1.1\r\nhost: gatehouse-records\r\n\
+         content-type: application/x-ndjson\r\ncontent-length: {}\r\n\
+         connection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(body.as_bytes());
+    request
+}
+
+/// A record of the hostile batches, marked with its case.
+fn marked(case: &str) -> String {
+    format!(r#"{{"type":"test.hostile","case":"{case}"}}"#)
+}
+
+#[test]
+fn the_sink_refuses_whatever_is_not_whole_records_and_logs_none_of_it() {
+    let (stack, _producer) = start("records-hostile", None);
+    let listener = format!(
+        "127.0.0.1:{}",
+        stack.envoy.listener_port("gatehouse_records").unwrap()
+    );
+    // Over the sink's default max_batch_bytes (4 MiB): refused, 413 while it
+    // arrives or 400 once whole, however Envoy cuts it (0: the answer came
+    // while the upload went on and the connection closed under it).
+    let mut oversize = String::new();
+    while oversize.len() <= 4 << 20 {
+        oversize.push_str(&marked("oversize"));
+        oversize.push('\n');
+    }
+    let cases: Vec<(&str, Vec<u8>, &[u16])> = vec![
+        (
+            "a line that is not JSON",
+            batch(&format!("{}\nnot json\n", marked("not-json"))),
+            &[400],
+        ),
+        (
+            "a record cut in two",
+            batch(&format!("{}\n{{\"type\":\"test.hostile\",", marked("cut"))),
+            &[400],
+        ),
+        (
+            "two records on one line",
+            batch(&format!("{} {}", marked("two"), marked("two"))),
+            &[400],
+        ),
+        (
+            "an empty line between records",
+            batch(&format!(
+                "{}\n\n{}",
+                marked("empty-line"),
+                marked("empty-line")
+            )),
+            &[400],
+        ),
+        (
+            "a carriage return that would split the log line",
+            batch(&format!("{}\r\n{}", marked("cr"), marked("cr"))),
+            &[400],
+        ),
+        ("an oversize batch", batch(&oversize), &[0, 400, 413]),
+        ("a request without a body", batch(""), &[400]),
+        (
+            "a GET",
+            b"GET /record HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n".to_vec(),
+            &[400],
+        ),
+    ];
+    for (what, request, expected) in &cases {
+        let status = send_raw(&listener, request);
+        assert!(expected.contains(&status), "{what}: answered {status}");
+    }
+    // A good batch after them all: accepted, each record on its own line.
+    let good = format!("{}\n{}\n", marked("good"), marked("good"));
+    assert_eq!(send_raw(&listener, &batch(&good)), 204);
+    stack
+        .wait_for_record("the good batch", |r| r["case"] == "good")
+        .unwrap();
+    // Every line of the log is one JSON object (access_log_records parses
+    // each), and of the hostile cases only the good batch's records are there.
+    let logged: Vec<String> = stack
+        .access_log_records()
+        .unwrap()
+        .into_iter()
+        .filter(|r| r["type"] == "test.hostile")
+        .map(|r| r["case"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(logged, ["good", "good"]);
+    assert_eq!(
+        stack
+            .envoy
+            .stat(&format!(
+                "{}gatehouse_records_host_errors",
+                stack.build.stat_prefix()
+            ))
+            .unwrap(),
+        Some(0),
+        "no host call failed"
     );
 }

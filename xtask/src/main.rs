@@ -156,14 +156,14 @@ const FILTER_MODULES: &[&str] = &[
 
 /// The native build's crates: Envoy dynamic modules (shared libraries).
 const NATIVE_MODULES: &[&str] = &[
-    // libgatehouse.so: the Postgres filter.
+    // libgatehouse.so: the Postgres and Kubernetes filters and the record sink.
     "gatehouse-native",
     // Test- and bench-only: passes bytes on, the native build's floor.
     "gatehouse-native-passthrough",
 ];
 
-/// Integration tests that exercise the Postgres and Kubernetes filters' glue: `cargo xtask
-/// test` runs them on the native build too (`GATEHOUSE_BUILD=native`).
+/// Integration tests that exercise the Postgres and Kubernetes filters' glue and the record
+/// sink: `cargo xtask test` runs them on the native build too (`GATEHOUSE_BUILD=native`).
 const NATIVE_GLUE_TESTS: &[&str] = &[
     "foundation",
     "postgres",
@@ -176,6 +176,7 @@ const NATIVE_GLUE_TESTS: &[&str] = &[
     "kubernetes",
     "kubernetes_hostile",
     "exec_recording",
+    "records",
     "kubernetes_approvals",
 ];
 

@@ -27,7 +27,7 @@
 //! `gatehouse_records_buffered`.
 
 use gatehouse_core::delivery::config::{AuditConfig, ServiceConfig, SinkConfig};
-use gatehouse_core::delivery::sink::{self, SinkStep};
+use gatehouse_core::delivery::sink::{self, HOST_ERRORS_METRIC};
 use gatehouse_core::delivery::{
     DeliveryCounter, DeliveryTotals, Outbox, SendOutcome, Ticket, classify,
 };
@@ -47,12 +47,6 @@ proxy_wasm::main! {{
     }));
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(AuditRoot::default()) });
 }}
-
-/// Filter-state key (`wasm.<key>`) the sink puts the record in.
-pub const RECORD_PROPERTY: &str = "gatehouse_record";
-
-/// Name of the counter of failed host calls.
-pub const HOST_ERRORS_METRIC: &str = "gatehouse_records_host_errors";
 
 /// The one host-error policy of both roles: a failed host call is logged and
 /// counted, never ignored. Shared by the root context and its requests.
@@ -333,6 +327,7 @@ impl RootContext for AuditRoot {
             Some(AuditConfig::Sink(config)) => Some(Box::new(RecordSinkRequest {
                 config,
                 errors: self.errors.clone(),
+                body_size: 0,
             })),
             _ => None,
         }
@@ -343,47 +338,39 @@ impl RootContext for AuditRoot {
 struct RecordSinkRequest {
     config: SinkConfig,
     errors: HostErrors,
+    /// The size of the body so far, as the last body hook said.
+    body_size: usize,
 }
 
-impl RecordSinkRequest {
-    fn step(&self, step: SinkStep) -> Action {
-        match step {
-            SinkStep::Answer(code) => self.answer(code),
-            SinkStep::Wait | SinkStep::ReadBody => Action::Pause,
-        }
+impl sink::SinkHost for RecordSinkRequest {
+    fn body(&mut self) -> Option<Vec<u8>> {
+        self.errors
+            .check(
+                "reading a batch",
+                host::get_buffer(host::BufferType::HttpRequestBody, 0, self.body_size),
+            )
+            .map(Option::unwrap_or_default)
     }
 
-    fn answer(&self, code: u32) -> Action {
+    fn store(&mut self, records: &[u8]) -> bool {
+        self.errors
+            .check(
+                "storing a batch in filter state",
+                host::set_property(&[sink::RECORD_STATE_KEY], records),
+            )
+            .is_some()
+    }
+
+    fn answer(&mut self, status: u32) {
         // A failed local reply leaves the request to time out; the service retries it.
         self.errors.check(
             "answering a batch",
-            host::send_http_response(code, &[], b""),
+            host::send_http_response(status, &[], b""),
         );
-        Action::Pause
     }
 
-    /// Stores the complete body's records, or says why not, as a status.
-    fn store(&self, body_size: usize) -> u32 {
-        let Some(body) = self.errors.check(
-            "reading a batch",
-            host::get_buffer(host::BufferType::HttpRequestBody, 0, body_size),
-        ) else {
-            return sink::HOST_FAILED;
-        };
-        let body = body.unwrap_or_default();
-        match sink::accept(&body, &self.config) {
-            Ok(batch) => match self.errors.check(
-                "storing a batch in filter state",
-                host::set_property(&[RECORD_PROPERTY], batch.records),
-            ) {
-                Some(()) => sink::STORED,
-                None => sink::HOST_FAILED,
-            },
-            Err(why) => {
-                host::log(LogLevel::Warn, &format!("record sink: {why}"));
-                why.status()
-            }
-        }
+    fn refused(&mut self, why: sink::BatchRefusal) {
+        host::log(LogLevel::Warn, &format!("record sink: {why}"));
     }
 }
 
@@ -391,17 +378,15 @@ impl Context for RecordSinkRequest {}
 
 impl HttpContext for RecordSinkRequest {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        self.step(sink::on_headers(end_of_stream))
+        sink::request_headers(self, end_of_stream);
+        Action::Pause
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        match sink::on_body(&self.config, body_size, end_of_stream) {
-            SinkStep::ReadBody => {
-                let code = self.store(body_size);
-                self.answer(code)
-            }
-            step => self.step(step),
-        }
+        self.body_size = body_size;
+        let config = self.config;
+        sink::request_body(self, &config, body_size, end_of_stream);
+        Action::Pause
     }
 }
 
@@ -419,24 +404,23 @@ mod tests {
                 max_batch_bytes: 1_000,
             },
             errors: HostErrors::default(),
+            body_size: 0,
         }
     }
 
     #[test]
     fn a_sink_whose_host_calls_fail_counts_each_failure_and_answers_500() {
         let mut request = sink_request();
-        assert_eq!(request.store(10), sink::HOST_FAILED);
-        assert_eq!(request.errors.count.get(), 1, "the failed body read");
         assert_eq!(request.on_http_request_body(10, true), Action::Pause);
         assert_eq!(
             request.errors.count.get(),
-            3,
-            "the body read and the failed 500 reply"
+            2,
+            "the failed body read and the failed 500 reply"
         );
         assert_eq!(request.on_http_request_headers(0, false), Action::Pause);
-        assert_eq!(request.errors.count.get(), 3, "holding makes no host call");
+        assert_eq!(request.errors.count.get(), 2, "holding makes no host call");
         assert_eq!(request.on_http_request_headers(0, true), Action::Pause);
-        assert_eq!(request.errors.count.get(), 4, "the failed 400 reply");
+        assert_eq!(request.errors.count.get(), 3, "the failed 400 reply");
     }
 
     #[test]

@@ -551,16 +551,22 @@ impl Stream {
         )) == Some(true)
     }
 
-    /// A body buffer's bytes, as Envoy's chunks.
+    /// A body buffer's bytes, as Envoy's chunks (none when Envoy could not
+    /// hand them over).
     pub fn body_chunks(&self, body: Body) -> Vec<&[u8]> {
+        self.try_body_chunks(body).unwrap_or_default()
+    }
+
+    /// A body buffer's bytes, as Envoy's chunks; `None` when Envoy could not
+    /// hand them over.
+    pub fn try_body_chunks(&self, body: Body) -> Option<Vec<&[u8]>> {
         // SAFETY: `ptr` is this hook's stream.
         let count = envoy_call!(envoy_dynamic_module_callback_http_get_body_chunks_size(
             self.ptr,
             body.code()
-        ))
-        .unwrap_or(0);
+        ))?;
         if count == 0 {
-            return Vec::new();
+            return Some(Vec::new());
         }
         let mut raw = vec![EnvoyBuffer::EMPTY; count];
         // SAFETY: `raw` has room for the `count` chunks Envoy just reported.
@@ -570,12 +576,14 @@ impl Stream {
             raw.as_mut_ptr()
         ));
         if filled != Some(true) {
-            return Vec::new();
+            return None;
         }
-        raw.iter()
-            .filter(|chunk| !chunk.ptr.is_null() && chunk.length > 0)
-            .map(|chunk| envoy_bytes(*chunk))
-            .collect()
+        Some(
+            raw.iter()
+                .filter(|chunk| !chunk.ptr.is_null() && chunk.length > 0)
+                .map(|chunk| envoy_bytes(*chunk))
+                .collect(),
+        )
     }
 
     /// A body buffer's bytes, copied into one slice.
@@ -602,6 +610,17 @@ impl Stream {
         let mut body = self.body_bytes(of.buffered());
         body.extend(self.body_chunks(of.received()).concat());
         body
+    }
+
+    /// [`Stream::whole_body`], or `None` when Envoy could not hand over a
+    /// buffer.
+    pub fn try_whole_body(&self, of: Message) -> Option<Vec<u8>> {
+        if self.received_is_buffered(of) {
+            return Some(self.try_body_chunks(of.received())?.concat());
+        }
+        let mut body = self.try_body_chunks(of.buffered())?.concat();
+        body.extend(self.try_body_chunks(of.received())?.concat());
+        Some(body)
     }
 
     /// The size of [`Stream::whole_body`].
@@ -1336,6 +1355,7 @@ mod tests {
         assert!(stream.headers(HeaderMap::RequestHeaders).is_empty());
         assert!(!stream.set_header(HeaderMap::RequestHeaders, "x", b"y"));
         assert!(stream.body_chunks(Body::BufferedRequest).is_empty());
+        assert_eq!(stream.try_whole_body(Message::Request), None);
         assert_eq!(
             stream.http_callout("c", &[], b"", 1),
             Err(CalloutError::Unavailable)

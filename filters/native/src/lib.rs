@@ -15,8 +15,9 @@
 //!     filter_config: {"@type": type.googleapis.com/google.protobuf.StringValue, value: '{…}'}
 //! ```
 //!
-//! Filters: the network filter `postgres` ([`postgres`]) and the HTTP filter
-//! `kubernetes` ([`kubernetes`], `envoy.filters.http.dynamic_modules`). Build it with
+//! Filters: the network filter `postgres` ([`postgres`]) and the HTTP filters
+//! `kubernetes` ([`kubernetes`]) and `sink` ([`sink`], the record listener's),
+//! both `envoy.filters.http.dynamic_modules`. Build it with
 //! `cargo xtask build --native` (profile `release-native`, which unwinds so
 //! that each hook catches a panic at the module boundary).
 
@@ -25,6 +26,7 @@ pub mod keys;
 pub mod kubernetes;
 pub mod postgres;
 pub mod records;
+pub mod sink;
 pub mod starttls;
 pub mod stats;
 pub mod timer;
@@ -56,8 +58,13 @@ fn new_http_filter(
                     as Box<dyn HttpFilterConfig>
             })
             .map_err(|error| error.to_string()),
+        "sink" => sink::SinkFilterConfig::new(config, envoy)
+            .map(|config| {
+                Box::new(sink::SinkConfigSlot(Arc::new(config))) as Box<dyn HttpFilterConfig>
+            })
+            .map_err(|error| error.to_string()),
         other => Err(format!(
-            "unknown HTTP filter {other:?} (this module has \"kubernetes\")"
+            "unknown HTTP filter {other:?} (this module has \"kubernetes\" and \"sink\")"
         )),
     }
 }

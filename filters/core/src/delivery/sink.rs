@@ -4,9 +4,19 @@
 //!
 //! The glue asks [`on_headers`] and [`on_body`] what to do at each step, and
 //! hands the whole body to [`accept`], which says what to store in filter
-//! state or why the batch is refused.
+//! state or why the batch is refused. [`request_headers`] and
+//! [`request_body`] run those steps over a [`SinkHost`], so the Wasm sink and
+//! the native one make the same host calls in the same order.
 
 use super::config::SinkConfig;
+
+/// Filter-state key the sink stores an accepted batch under, without the
+/// `wasm.` prefix proxy-wasm adds (the native build adds it itself), so both
+/// builds' record listeners log with `%FILTER_STATE(wasm.gatehouse_record:PLAIN)%`.
+pub const RECORD_STATE_KEY: &str = "gatehouse_record";
+
+/// Counter of the sink's (and the audit service's) failed host calls.
+pub const HOST_ERRORS_METRIC: &str = "gatehouse_records_host_errors";
 
 /// Status for a batch whose records are stored (the access log writes them).
 pub const STORED: u32 = 204;
@@ -71,8 +81,8 @@ pub fn on_body(config: &SinkConfig, body_size: usize, end_of_stream: bool) -> Si
 
 /// The records of a batch body to store in filter state: its lines without
 /// the final newline, if any (the access-log format adds the last line's).
-/// Every line must look like one JSON object (`{` … `}`) of at most
-/// `max_record_bytes`, so each becomes exactly one access-log line.
+/// Every line must be one brace-delimited object ([`is_one_object`]) of at
+/// most `max_record_bytes`, so each becomes exactly one access-log line.
 pub fn accept<'a>(body: &'a [u8], config: &SinkConfig) -> Result<Batch<'a>, BatchRefusal> {
     if body.len() > config.max_batch_bytes {
         return Err(BatchRefusal::BatchTooLarge);
@@ -83,12 +93,52 @@ pub fn accept<'a>(body: &'a [u8], config: &SinkConfig) -> Result<Batch<'a>, Batc
         if line.len() > config.max_record_bytes {
             return Err(BatchRefusal::RecordTooLarge);
         }
-        match (line.first(), line.last()) {
-            (Some(b'{'), Some(b'}')) => count += 1,
-            _ => return Err(BatchRefusal::NotOneRecord),
+        if !is_one_object(line) {
+            return Err(BatchRefusal::NotOneRecord);
         }
+        count += 1;
     }
     Ok(Batch { records, count })
+}
+
+/// Whether `line` is one brace-delimited object: it opens with `{`, and the
+/// `{` … `}` outside JSON strings balance for the first time at its last
+/// byte, so two objects side by side (`{…} {…}`) or a brace left open never
+/// pass as one record. One pass over the bytes; the JSON inside is the
+/// producer's (gatehouse's own serializer).
+fn is_one_object(line: &[u8]) -> bool {
+    if line.first() != Some(&b'{') {
+        return false;
+    }
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for (at, byte) in line.iter().enumerate() {
+        if in_string {
+            match (escaped, byte) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => {
+                depth = match depth.checked_sub(1) {
+                    Some(depth) => depth,
+                    None => return false,
+                };
+                if depth == 0 {
+                    return at + 1 == line.len() && *byte == b'}';
+                }
+            }
+            _ => {}
+        }
+    }
+    false
 }
 
 /// An accepted batch.
@@ -98,6 +148,82 @@ pub struct Batch<'a> {
     pub records: &'a [u8],
     /// How many records.
     pub count: usize,
+}
+
+/// The host calls of a sink request. A failed call is logged and counted by
+/// the host before it reports the failure here.
+pub trait SinkHost {
+    /// The request body so far, whole; `None` when the host failed to hand
+    /// it over.
+    fn body(&mut self) -> Option<Vec<u8>>;
+    /// Stores an accepted batch's records in filter state
+    /// ([`RECORD_STATE_KEY`]); `false` when the host failed to.
+    fn store(&mut self, records: &[u8]) -> bool;
+    /// Answers the request with `status` and no body.
+    fn answer(&mut self, status: u32);
+    /// Says why a batch was refused (the host's log).
+    fn refused(&mut self, why: BatchRefusal);
+}
+
+/// Where a request is after a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Held {
+    /// Held for more of it (a body hook keeps the chunk).
+    Waiting,
+    /// Answered; nothing of it goes further.
+    Answered,
+}
+
+/// The request's headers arrived.
+pub fn request_headers(host: &mut impl SinkHost, end_of_stream: bool) -> Held {
+    run(host, on_headers(end_of_stream))
+}
+
+/// A body chunk arrived; `body_size` bytes of the body are there so far.
+pub fn request_body(
+    host: &mut impl SinkHost,
+    config: &SinkConfig,
+    body_size: usize,
+    end_of_stream: bool,
+) -> Held {
+    match on_body(config, body_size, end_of_stream) {
+        SinkStep::ReadBody => {
+            let status = store(host, config, body_size);
+            host.answer(status);
+            Held::Answered
+        }
+        step => run(host, step),
+    }
+}
+
+fn run(host: &mut impl SinkHost, step: SinkStep) -> Held {
+    match step {
+        SinkStep::Answer(status) => {
+            host.answer(status);
+            Held::Answered
+        }
+        SinkStep::Wait | SinkStep::ReadBody => Held::Waiting,
+    }
+}
+
+/// Stores the complete body's records, or says why not, as a status. A body
+/// the host handed over short is a host failure (retried), never a refusal
+/// (which would drop the records).
+fn store(host: &mut impl SinkHost, config: &SinkConfig, body_size: usize) -> u32 {
+    let Some(body) = host.body() else {
+        return HOST_FAILED;
+    };
+    if body.len() != body_size {
+        return HOST_FAILED;
+    }
+    match accept(&body, config) {
+        Ok(batch) if host.store(batch.records) => STORED,
+        Ok(_) => HOST_FAILED,
+        Err(why) => {
+            host.refused(why);
+            why.status()
+        }
+    }
 }
 
 #[cfg(test)]
@@ -134,6 +260,9 @@ mod tests {
         assert_eq!((got.records, got.count), (&br#"{"a":1}"#[..], 1));
         let got = accept(b"{\"a\":1}\n{\"b\":2}\n{}", &CONFIG).unwrap();
         assert_eq!(got.count, 3);
+        // Braces inside strings, escaped quotes, nested objects and arrays.
+        let got = accept(br#"{"a":"}{\"}","b":[{"c":{}}],"d":"\\"}"#, &CONFIG).unwrap();
+        assert_eq!(got.count, 1);
         let got = accept(b"{\"a\":1}\n{\"b\":2}\n", &CONFIG).unwrap();
         assert_eq!(
             (got.records, got.count),
@@ -155,6 +284,10 @@ mod tests {
             (b"{\"a\":\n1}", BatchRefusal::NotOneRecord),
             (b"{}\n\n{}", BatchRefusal::NotOneRecord),
             (b"{}\r\n{}", BatchRefusal::NotOneRecord),
+            (b"{} {}", BatchRefusal::NotOneRecord),
+            (b"{}}", BatchRefusal::NotOneRecord),
+            (b"{{}", BatchRefusal::NotOneRecord),
+            (b"{\"a\":\"}\"", BatchRefusal::NotOneRecord),
             (b"{\"a\":\"12345678\"}", BatchRefusal::RecordTooLarge),
             (
                 b"{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}",
@@ -169,5 +302,118 @@ mod tests {
             );
             assert_eq!(why.status(), 400);
         }
+    }
+
+    /// A host that records the sink's calls; `body` is what it hands over
+    /// (`None`: the read fails), `stores` whether storing succeeds.
+    #[derive(Default)]
+    struct FakeHost {
+        body: Option<Vec<u8>>,
+        store_fails: bool,
+        stored: Vec<Vec<u8>>,
+        answers: Vec<u32>,
+        refusals: Vec<BatchRefusal>,
+    }
+
+    impl SinkHost for FakeHost {
+        fn body(&mut self) -> Option<Vec<u8>> {
+            self.body.clone()
+        }
+        fn store(&mut self, records: &[u8]) -> bool {
+            if self.store_fails {
+                return false;
+            }
+            self.stored.push(records.to_vec());
+            true
+        }
+        fn answer(&mut self, status: u32) {
+            self.answers.push(status);
+        }
+        fn refused(&mut self, why: BatchRefusal) {
+            self.refusals.push(why);
+        }
+    }
+
+    fn handing_over(body: &[u8]) -> FakeHost {
+        FakeHost {
+            body: Some(body.to_vec()),
+            ..FakeHost::default()
+        }
+    }
+
+    #[test]
+    fn a_complete_batch_is_stored_then_answered_204() {
+        let body = b"{\"a\":1}\n{\"b\":2}\n";
+        let mut host = handing_over(body);
+        assert_eq!(request_headers(&mut host, false), Held::Waiting);
+        assert_eq!(
+            request_body(&mut host, &CONFIG, body.len(), false),
+            Held::Waiting
+        );
+        assert!(host.answers.is_empty() && host.stored.is_empty());
+        assert_eq!(
+            request_body(&mut host, &CONFIG, body.len(), true),
+            Held::Answered
+        );
+        assert_eq!(host.stored, vec![b"{\"a\":1}\n{\"b\":2}".to_vec()]);
+        assert_eq!(host.answers, vec![STORED]);
+    }
+
+    #[test]
+    fn a_refused_batch_stores_nothing_and_says_why() {
+        for (body, status, why) in [
+            (
+                &b"{}\nnot json"[..],
+                BAD_BATCH,
+                Some(BatchRefusal::NotOneRecord),
+            ),
+            (&b""[..], BAD_BATCH, Some(BatchRefusal::NotOneRecord)),
+            (
+                &[b'{'; 1_001][..],
+                BAD_BATCH,
+                Some(BatchRefusal::BatchTooLarge),
+            ),
+        ] {
+            let mut host = handing_over(body);
+            assert_eq!(
+                request_body(&mut host, &CONFIG, body.len(), true),
+                Held::Answered
+            );
+            assert!(host.stored.is_empty());
+            assert_eq!(host.answers, vec![status]);
+            assert_eq!(host.refusals, why.into_iter().collect::<Vec<_>>());
+        }
+        // Past the limit before the end: refused without reading it.
+        let mut host = FakeHost::default();
+        assert_eq!(
+            request_body(&mut host, &CONFIG, 1_001, false),
+            Held::Answered
+        );
+        assert_eq!(host.answers, vec![TOO_LARGE]);
+        // No body at all.
+        let mut host = FakeHost::default();
+        assert_eq!(request_headers(&mut host, true), Held::Answered);
+        assert_eq!(host.answers, vec![BAD_BATCH]);
+        assert!(host.stored.is_empty());
+    }
+
+    #[test]
+    fn a_host_failure_is_answered_500_so_the_batch_is_resent_not_dropped() {
+        // The body could not be read.
+        let mut host = FakeHost::default();
+        request_body(&mut host, &CONFIG, 7, true);
+        assert_eq!(host.answers, vec![HOST_FAILED]);
+        // The body came short: not refused as a bad batch.
+        let mut host = handing_over(b"{}");
+        request_body(&mut host, &CONFIG, 7, true);
+        assert_eq!(host.answers, vec![HOST_FAILED]);
+        assert!(host.refusals.is_empty());
+        // Storing failed.
+        let mut host = FakeHost {
+            store_fails: true,
+            ..handing_over(b"{}")
+        };
+        request_body(&mut host, &CONFIG, 2, true);
+        assert_eq!(host.answers, vec![HOST_FAILED]);
     }
 }

@@ -253,18 +253,12 @@ pub struct Session {
     stage: PhaseState,
     frontend: Framer,
     backend: Framer,
-    /// A FATAL message the client is owed in place of the server's next answer.
-    owed_client_error: Option<Vec<u8>>,
-    close_requested: bool,
     /// The requests the server owes answers to, with the statements and
     /// portals they define.
     ledger: Ledger,
     frontend_bytes_since_record: u64,
     backend_bytes_since_record: u64,
     started_us: u64,
-    ended: bool,
-    terminate_seen: bool,
-    end_reason_hint: Option<(EndReason, Option<String>)>,
     sequence: u64,
     records: Vec<Record>,
     summary: SessionSummary,
@@ -307,16 +301,25 @@ enum TlsRequestKind {
     GssEnc,
 }
 
-/// The session's place in the protocol behind [`Phase`]: the state that only
-/// the stretch before the session is established needs lives in [`Opening`],
-/// and is dropped when the session is ready or ends.
+/// The session's place in the protocol behind [`Phase`], with the state
+/// only that stretch needs: the state before the session is established
+/// lives in [`Opening`] and is dropped when the session is ready or ends;
+/// the state of its ending lives in [`Ending`].
 enum PhaseState {
     /// Startup, TLS negotiation or authentication.
     Opening(Box<Opening>),
-    Ready,
+    Ready {
+        /// Why the session will end, when the server already said.
+        end_hint: Option<EndHint>,
+    },
+    /// A CancelRequest went to the server: the session ends for it.
     Cancelling,
-    Finished,
+    Finished(Box<Ending>),
 }
+
+/// Why a session will end, with the detail its end record gives, learned
+/// before the connection closes.
+type EndHint = (EndReason, Option<String>);
 
 /// What the session needs until it is established.
 struct Opening {
@@ -325,6 +328,22 @@ struct Opening {
     server_saw_ssl_request: bool,
     /// The check of the client's token, with token login.
     token_check: TokenCheck,
+    /// Why the session will end, when the server already said.
+    end_hint: Option<EndHint>,
+}
+
+/// What the session needs once it is ending: the client ended it, the server
+/// did, or the engine did (then nothing more reaches the server).
+#[derive(Default)]
+struct Ending {
+    /// Why it ends, when known before the connection closes.
+    reason: Option<EndHint>,
+    /// A FATAL the client is owed in place of the server's next answer.
+    owed_client_error: Option<Vec<u8>>,
+    /// The connection closes after what is forwarded now.
+    close: bool,
+    /// The session's end is recorded (or, for a readiness probe, never will be).
+    recorded: bool,
 }
 
 /// The token check under way while the client logs in.
@@ -365,10 +384,62 @@ impl PhaseState {
                 OpeningStep::TlsNegotiation { .. } => Phase::TlsNegotiation,
                 OpeningStep::Authenticating { .. } => Phase::Authenticating,
             },
-            PhaseState::Ready => Phase::Ready,
+            PhaseState::Ready { .. } => Phase::Ready,
             PhaseState::Cancelling => Phase::Cancelling,
-            PhaseState::Finished => Phase::Finished,
+            PhaseState::Finished(_) => Phase::Finished,
         }
+    }
+
+    /// The session is established, keeping what the opening learned of its end.
+    fn become_ready(&mut self) {
+        let end_hint = self
+            .opening_mut()
+            .and_then(|opening| opening.end_hint.take());
+        *self = PhaseState::Ready { end_hint };
+    }
+
+    /// The session is ending (if it was not already): what the phase knew
+    /// of why goes to its [`Ending`], which `change` then updates.
+    fn finish<R>(&mut self, change: impl FnOnce(&mut Ending) -> R) -> R {
+        let from = |reason| {
+            Box::new(Ending {
+                reason,
+                ..Ending::default()
+            })
+        };
+        let mut ending = match std::mem::replace(self, PhaseState::Cancelling) {
+            PhaseState::Finished(ending) => ending,
+            PhaseState::Opening(opening) => from(opening.end_hint),
+            PhaseState::Ready { end_hint } => from(end_hint),
+            PhaseState::Cancelling => from(Some((EndReason::CancelRequest, None))),
+        };
+        let changed = change(&mut ending);
+        *self = PhaseState::Finished(ending);
+        changed
+    }
+
+    fn ending(&self) -> Option<&Ending> {
+        match self {
+            PhaseState::Finished(ending) => Some(ending),
+            _ => None,
+        }
+    }
+
+    /// Where the phase keeps why the session will end; `None` when the phase
+    /// itself says (a cancel request).
+    fn end_hint_mut(&mut self) -> Option<&mut Option<EndHint>> {
+        match self {
+            PhaseState::Opening(opening) => Some(&mut opening.end_hint),
+            PhaseState::Ready { end_hint } => Some(end_hint),
+            PhaseState::Cancelling => None,
+            PhaseState::Finished(ending) => Some(&mut ending.reason),
+        }
+    }
+
+    /// A FATAL the client is owed in place of the server's next answer.
+    fn owes_client_error(&self) -> bool {
+        self.ending()
+            .is_some_and(|ending| ending.owed_client_error.is_some())
     }
 
     fn opening_mut(&mut self) -> Option<&mut Opening> {
@@ -408,10 +479,14 @@ impl PhaseState {
         }
     }
 
-    /// Bytes held for the opening (for the memory count).
+    /// Bytes held for the opening or the ending (for the memory count).
     fn held_bytes(&self) -> usize {
         let login = self.token_login().map_or(0, login::TokenLogin::held_bytes);
-        self.opening().map_or(0, |_| size_of::<Opening>() + login)
+        let opening = self.opening().map_or(0, |_| size_of::<Opening>() + login);
+        let ending = self.ending().map_or(0, |ending| {
+            size_of::<Ending>() + ending.owed_client_error.as_ref().map_or(0, Vec::len)
+        });
+        opening + ending
     }
 
     /// The authentication step's state, while it is under way.
@@ -442,18 +517,14 @@ impl Session {
                 step: OpeningStep::Startup,
                 server_saw_ssl_request: false,
                 token_check: TokenCheck::None,
+                end_hint: None,
             })),
             frontend: Framer::new(FrameMode::Untagged),
             backend: Framer::new(FrameMode::Tagged),
-            owed_client_error: None,
-            close_requested: false,
             ledger: Ledger::default(),
             frontend_bytes_since_record: 0,
             backend_bytes_since_record: 0,
             started_us: now_us,
-            ended: false,
-            terminate_seen: false,
-            end_reason_hint: None,
             sequence: 0,
             records: Vec::new(),
             summary: SessionSummary::default(),
@@ -505,7 +576,7 @@ impl Session {
     /// The connection closed. Records the session's end (once) and statements
     /// left without an answer.
     pub fn on_close(&mut self, reason: CloseReason, now_us: u64) {
-        if self.ended {
+        if self.stage.ending().is_some_and(|ending| ending.recorded) {
             return;
         }
         let unanswered = StatementError {
@@ -527,10 +598,9 @@ impl Session {
                 self.finish_statement(run, outcome, now_us);
             }
         }
-        let (reason, detail) = if let Some(hint) = self.end_reason_hint.take() {
+        let (reason, detail) = if let Some(hint) = self.stage.finish(|ending| ending.reason.take())
+        {
             hint
-        } else if self.terminate_seen {
-            (EndReason::ClientTerminate, None)
         } else {
             let r = match reason {
                 CloseReason::Client => EndReason::ClientClosed,
@@ -606,7 +676,7 @@ impl Session {
                 }
             }
         }
-        let close = self.close_requested;
+        let close = self.stage.ending().is_some_and(|ending| ending.close);
         chunk.finish(close)
     }
 
@@ -769,8 +839,10 @@ impl Session {
             Dir::Backend => {
                 out.emit(&client_error);
                 self.backend.discarding = true;
-                self.close_requested = true;
-                self.owed_client_error = None;
+                self.stage.finish(|ending| {
+                    ending.close = true;
+                    ending.owed_client_error = None;
+                });
             }
             Dir::Frontend => {
                 match self.phase() {
@@ -793,49 +865,60 @@ impl Session {
                     }
                     Phase::Cancelling | Phase::Finished => {}
                 }
-                self.owed_client_error = Some(client_error);
+                // The server still answers what came before; the session ends
+                // when the client gets its error or the connection closes.
+                self.stage.finish(|ending| {
+                    ending.owed_client_error = Some(client_error);
+                    ending.reason = Some((failure.reason, Some(failure.detail)));
+                });
+                return;
             }
         }
-        self.stage = PhaseState::Finished;
-        if dir == Dir::Backend {
-            self.end_session(failure.reason, Some(failure.detail), now_us);
-        } else {
-            // The server still answers what came before; the session ends when the
-            // client gets its error or the connection closes.
-            self.end_reason_hint = Some((failure.reason, Some(failure.detail)));
-        }
+        self.end_session(failure.reason, Some(failure.detail), now_us);
     }
 
     /// Remembers why the session will end, unless the engine's own ending of it
     /// already explains it.
     fn hint_end(&mut self, reason: EndReason, detail: Option<String>) {
+        let Some(hint) = self.stage.end_hint_mut() else {
+            return;
+        };
         if !matches!(
-            self.end_reason_hint,
+            hint,
             Some((
                 EndReason::ProtocolError | EndReason::MemoryLimit | EndReason::StartupRefused,
                 _
             ))
         ) {
-            self.end_reason_hint = Some((reason, detail));
+            *hint = Some((reason, detail));
         }
     }
 
     /// When the client is owed an error: the server's answer becomes that error.
     fn deliver_owed_error(&mut self, now_us: u64) -> Option<Disposition> {
-        let error = self.owed_client_error.take()?;
-        self.close_requested = true;
+        if !self.stage.owes_client_error() {
+            return None;
+        }
+        let (error, reason) = self.stage.finish(|ending| {
+            ending.close = true;
+            (ending.owed_client_error.take(), ending.reason.take())
+        });
+        let error = error?;
         self.backend.discarding = true;
-        if let Some((reason, detail)) = self.end_reason_hint.take() {
+        if let Some((reason, detail)) = reason {
             self.end_session(reason, detail, now_us);
         }
         Some(Disposition::Replace(error))
     }
 
+    /// Records the session's end, once; the session is ending from now on.
     fn end_session(&mut self, reason: EndReason, detail: Option<String>, now_us: u64) {
-        if self.ended {
+        if self
+            .stage
+            .finish(|ending| std::mem::replace(&mut ending.recorded, true))
+        {
             return;
         }
-        self.ended = true;
         let header = self.next_header(now_us);
         let last_sequence = header.sequence;
         let record = SessionEndRecord {
@@ -910,10 +993,10 @@ impl Session {
                 }
             }
             StartupPacket::Cancel { .. } => {
+                // The phase says why the session ends.
                 self.stage = PhaseState::Cancelling;
                 // Anything after it is a violation; frame it as messages to say so.
                 self.frontend.mode = FrameMode::Tagged;
-                self.hint_end(EndReason::CancelRequest, None);
                 Ok(Disposition::Pass)
             }
             StartupPacket::Startup { version, params } => {
@@ -977,11 +1060,12 @@ impl Session {
     /// the refusal.
     fn refuse_startup(&mut self, refusal: &crate::startup::StartupRefusal) -> Disposition {
         let message = refusal.to_string();
-        self.owed_client_error = Some(pg::fatal_error(refusal.sqlstate(), &message));
+        self.stage.finish(|ending| {
+            ending.owed_client_error = Some(pg::fatal_error(refusal.sqlstate(), &message));
+            ending.reason = Some((EndReason::StartupRefused, Some(message)));
+        });
         self.frontend.discarding = true;
         self.backend.mode = FrameMode::AnswerByte;
-        self.stage = PhaseState::Finished;
-        self.end_reason_hint = Some((EndReason::StartupRefused, Some(message)));
         let mut ssl_request = Vec::with_capacity(8);
         StartupPacket::SslRequest.encode(&mut ssl_request);
         Disposition::Replace(ssl_request)
@@ -1010,10 +1094,9 @@ impl Session {
                 let option = protocol_options.swap_remove(0);
                 let refusal = crate::startup::StartupRefusal::AcceptedProtocolOption(option);
                 let message = refusal.to_string();
-                self.stage = PhaseState::Finished;
+                self.stage.finish(|ending| ending.close = true);
                 self.frontend.discarding = true;
                 self.backend.discarding = true;
-                self.close_requested = true;
                 self.end_session(EndReason::StartupRefused, Some(message.clone()), now_us);
                 Some(Disposition::Replace(pg::fatal_error(
                     refusal.sqlstate(),
@@ -1034,11 +1117,13 @@ impl Session {
             "{READINESS_MESSAGE}: gatehouse postgres filter {}, policy {policy}",
             gatehouse_core::build::VERSION
         );
-        self.owed_client_error = Some(pg::fatal_error("08004", &message));
+        self.stage.finish(|ending| {
+            ending.owed_client_error = Some(pg::fatal_error("08004", &message));
+            // A probe leaves no records.
+            ending.recorded = true;
+        });
         self.frontend.discarding = true;
         self.backend.mode = FrameMode::AnswerByte;
-        self.stage = PhaseState::Finished;
-        self.ended = true;
         let mut ssl_request = Vec::with_capacity(8);
         StartupPacket::SslRequest.encode(&mut ssl_request);
         Disposition::Replace(ssl_request)
@@ -1057,10 +1142,9 @@ impl Session {
             let message = format!(
                 "gatehouse: {detail}; connect without TLS or with TLS to the gateway itself"
             );
-            s.stage = PhaseState::Finished;
+            s.stage.finish(|ending| ending.close = true);
             s.frontend.discarding = true;
             s.backend.discarding = true;
-            s.close_requested = true;
             s.end_session(EndReason::TlsRefused, Some(detail.to_string()), now_us);
             Disposition::Replace(pg::fatal_error("08P01", &message))
         };
@@ -1203,7 +1287,7 @@ impl Session {
                     )),
                 };
             }
-            Phase::Ready if self.ledger.requests.len() >= MAX_PENDING_REQUESTS => {
+            Phase::Ready if self.ledger.client_requests() >= MAX_PENDING_REQUESTS => {
                 return Err(format!(
                     "more than {MAX_PENDING_REQUESTS} requests awaiting the server's answer"
                 ));
@@ -1285,8 +1369,12 @@ impl Session {
     }
 
     fn on_terminate(&mut self) -> Disposition {
-        self.terminate_seen = true;
-        self.stage = PhaseState::Finished;
+        // A reason the session already had stands.
+        self.stage.finish(|ending| {
+            ending
+                .reason
+                .get_or_insert((EndReason::ClientTerminate, None));
+        });
         Disposition::Pass
     }
 
@@ -1498,7 +1586,7 @@ impl Session {
                 Ok(Disposition::Pass)
             }
             BackendMessage::ReadyForQuery { .. } => {
-                self.stage = PhaseState::Ready;
+                self.stage.become_ready();
                 self.backend_bytes_since_record = 0;
                 Ok(Disposition::Pass)
             }

@@ -18,9 +18,12 @@
 //!   ahead of the COPY, and by detector (see [`copy`]).
 //!
 //! Which description applies to a DataRow follows the server's order of
-//! answers: the masker keeps its own queue of the requests whose answers carry
-//! descriptions or rows (Parse, Bind, Describe, Execute, Query, Sync), and
-//! unwinds it on errors as the server does.
+//! answers: the masker keeps its own queue of the client's requests whose
+//! answers carry descriptions or rows (Parse, Bind, Describe, Execute, Query,
+//! Sync), and unwinds it on errors as the server does. The requests it sends
+//! itself and consumes whole (the catalog lookup, a COPY's describe) are
+//! [`OwnRequest`]s in the session's ledger, which hands their answers to
+//! [`SessionMasker::on_own_answer`].
 //!
 //! Masking fails closed. An Execute's rows are masked by a description of
 //! that very portal: unless the client described the portal in the message
@@ -109,8 +112,6 @@ struct PortalShape {
 /// A request whose answer the masker cares about, in the server's order.
 #[derive(Debug)]
 enum Expect {
-    /// The catalog lookup: everything through its ReadyForQuery is consumed.
-    Catalog,
     /// A Parse: its statement's lineage is the name's once the server
     /// answers ParseComplete.
     Parse {
@@ -152,14 +153,6 @@ enum Expect {
         binary: bool,
         builtin: bool,
     },
-    /// The describe of a COPY's columns sent ahead of its Query (or Parse or
-    /// Bind): everything through its ReadyForQuery is consumed.
-    CopyDescribe {
-        fields: copy::DescribedFields,
-        /// Sent inside a transaction block: its error is kept for the COPY's
-        /// `25P02` answer.
-        in_block: bool,
-    },
     Sync,
 }
 
@@ -167,12 +160,65 @@ impl Expect {
     fn ends_at_ready(&self) -> bool {
         matches!(
             self,
-            Expect::Catalog
-                | Expect::CopyDescribe { .. }
-                | Expect::Query { .. }
-                | Expect::FunctionCall { .. }
-                | Expect::Sync
+            Expect::Query { .. } | Expect::FunctionCall { .. } | Expect::Sync
         )
+    }
+}
+
+/// A request the masker sends ahead of the client's, kept in the session's
+/// ledger with the masker as its owner: everything the server answers to it,
+/// through its ReadyForQuery, is consumed by [`SessionMasker::on_own_answer`]
+/// (except the asynchronous messages, which are the client's).
+#[derive(Debug)]
+pub(crate) enum OwnRequest {
+    /// The catalog lookup (see [`catalog`]).
+    Catalog,
+    /// The describe of a COPY's columns sent ahead of its Query (or Parse or
+    /// Bind; see [`copy`]).
+    CopyDescribe {
+        fields: copy::DescribedFields,
+        /// Sent inside a transaction block: its error is kept for the COPY's
+        /// `25P02` answer.
+        in_block: bool,
+        /// Its error, when it failed inside a transaction block.
+        error: Option<Vec<u8>>,
+    },
+}
+
+/// What a server message answering an [`OwnRequest`] is.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum OwnAnswer {
+    /// Part of the answer, consumed.
+    Consumed,
+    /// Its last message (ReadyForQuery), consumed: the request is answered.
+    Answered,
+    /// An asynchronous message: the client's, to handle as any other.
+    Client,
+}
+
+/// The server's transaction status, as of its last ReadyForQuery.
+#[derive(Debug)]
+enum Transaction {
+    Idle,
+    InBlock,
+    /// A failed transaction block.
+    Failed {
+        /// The error of the COPY describe that failed the block, for the
+        /// COPY's `25P02` answer (see [`copy`]); `None` once used.
+        copy_describe_error: Option<Vec<u8>>,
+    },
+}
+
+impl Transaction {
+    /// The status a ReadyForQuery reports.
+    fn from_status(status: u8) -> Self {
+        match status {
+            b'T' => Transaction::InBlock,
+            b'E' => Transaction::Failed {
+                copy_describe_error: None,
+            },
+            _ => Transaction::Idle,
+        }
     }
 }
 
@@ -222,9 +268,7 @@ pub struct SessionMasker {
     /// A COPY TO STDOUT in progress: how its rows are masked.
     copy: Option<copy::CopyRows>,
     /// The transaction status of the last ReadyForQuery.
-    tx_status: u8,
-    /// The error of a COPY's describe that failed in a transaction block.
-    copy_describe_error: Option<Vec<u8>>,
+    transaction: Transaction,
     /// An extended-protocol batch is open (no Sync since its first message).
     batch_open: bool,
     /// The client message being handled starts a batch (see `copy`).
@@ -268,8 +312,7 @@ impl SessionMasker {
             expected: VecDeque::new(),
             query_plan: None,
             copy: None,
-            tx_status: b'I',
-            copy_describe_error: None,
+            transaction: Transaction::Idle,
             batch_open: false,
             at_boundary: true,
             copy_prepared: HashMap::new(),
@@ -304,8 +347,9 @@ impl SessionMasker {
         self.lookup == Lookup::Due
     }
 
-    /// The catalog lookup to send ahead of the client's next request (once);
-    /// its answers are consumed by [`SessionMasker::on_backend`].
+    /// The catalog lookup to send ahead of the client's next request (once),
+    /// as [`OwnRequest::Catalog`]; its answers are consumed by
+    /// [`SessionMasker::on_own_answer`].
     pub fn take_lookup(&mut self) -> Option<Vec<u8>> {
         if self.lookup != Lookup::Due {
             return None;
@@ -316,7 +360,6 @@ impl SessionMasker {
             return None;
         };
         self.lookup = Lookup::Sent;
-        self.expected.push_back(Expect::Catalog);
         Some(catalog::query_message(&sql))
     }
 
@@ -469,11 +512,6 @@ impl SessionMasker {
 
     /// A server message after login: what to forward in its place.
     pub fn on_backend(&mut self, msg: &BackendMessage<'_>) -> Disposition {
-        match self.expected.front() {
-            Some(Expect::Catalog) => return self.on_lookup_answer(msg),
-            Some(Expect::CopyDescribe { .. }) => return self.on_copy_describe_answer(msg),
-            _ => {}
-        }
         if let BackendMessage::DataRow { .. } = msg {
             return self.route(msg);
         }
@@ -639,12 +677,11 @@ impl SessionMasker {
             BackendMessage::ReadyForQuery { status } => {
                 self.query_plan = None;
                 self.copy = None;
-                self.tx_status = *status;
+                self.transaction = Transaction::from_status(*status);
                 if *status == b'I' {
                     // Portals end with their transaction.
                     self.portals.clear();
                 }
-                self.copy_describe_error = None;
                 while let Some(entry) = self.expected.pop_front() {
                     if entry.ends_at_ready() {
                         break;
@@ -688,8 +725,30 @@ impl SessionMasker {
         })
     }
 
-    /// The answers to the catalog lookup, consumed.
-    fn on_lookup_answer(&mut self, msg: &BackendMessage<'_>) -> Disposition {
+    /// A server message answering `request`, one of the masker's own.
+    pub(crate) fn on_own_answer(
+        &mut self,
+        request: &mut OwnRequest,
+        msg: &BackendMessage<'_>,
+    ) -> OwnAnswer {
+        if matches!(
+            msg,
+            BackendMessage::ParameterStatus { .. } | BackendMessage::NotificationResponse { .. }
+        ) {
+            return OwnAnswer::Client;
+        }
+        match request {
+            OwnRequest::Catalog => self.on_lookup_answer(msg),
+            OwnRequest::CopyDescribe {
+                fields,
+                in_block,
+                error,
+            } => self.on_copy_describe_answer(fields, *in_block, error, msg),
+        }
+    }
+
+    /// The answers to the catalog lookup.
+    fn on_lookup_answer(&mut self, msg: &BackendMessage<'_>) -> OwnAnswer {
         match msg {
             BackendMessage::DataRow { values } => {
                 if let Some(resolved) = catalog::parse_row(values)
@@ -703,22 +762,14 @@ impl SessionMasker {
             }
             BackendMessage::ErrorResponse { .. } => self.lookup = Lookup::Failed,
             BackendMessage::ReadyForQuery { .. } => {
-                self.expected.pop_front();
                 if self.lookup == Lookup::Sent {
                     self.lookup = Lookup::Done;
                 }
-            }
-            // Asynchronous messages belong to the client.
-            BackendMessage::ParameterStatus { .. }
-            | BackendMessage::NotificationResponse { .. } => {
-                self.expected.pop_front();
-                let action = self.on_backend(msg);
-                self.expected.push_front(Expect::Catalog);
-                return action;
+                return OwnAnswer::Answered;
             }
             _ => {}
         }
-        Disposition::Drop
+        OwnAnswer::Consumed
     }
 
     /// The server skips the rest of an extended-query batch after an error.
@@ -726,14 +777,7 @@ impl SessionMasker {
         self.query_plan = None;
         self.copy = None;
         match self.expected.front() {
-            Some(
-                Expect::Query { .. }
-                | Expect::FunctionCall { .. }
-                | Expect::Sync
-                | Expect::Catalog
-                | Expect::CopyDescribe { .. },
-            )
-            | None => {}
+            Some(Expect::Query { .. } | Expect::FunctionCall { .. } | Expect::Sync) | None => {}
             Some(_) => {
                 while self.expected.front().is_some_and(|e| !e.ends_at_ready()) {
                     self.expected.pop_front();
@@ -778,14 +822,6 @@ impl SessionMasker {
     /// rewritten into the masker's spare buffer (the values before it are
     /// copied as they came). Errors are the row's decoding errors.
     pub fn on_data_row(&mut self, body: &[u8]) -> Result<Disposition, DecodeError> {
-        if matches!(
-            self.expected.front(),
-            Some(Expect::Catalog | Expect::CopyDescribe { .. })
-        ) {
-            // An answer to the masker's own request: rare, take the general path.
-            let msg = BackendMessage::decode(crate::protocol::DATA_ROW_TAG, body)?;
-            return Ok(self.on_backend(&msg));
-        }
         if let Some(action) = self.guard_row(body.len()) {
             return Ok(action);
         }
@@ -1053,12 +1089,6 @@ impl SessionMasker {
     /// A streamed server message's in-place rewrite; `None` when it carries no
     /// data to mask.
     pub fn begin_stream(&mut self, tag: u8, body_len: usize) -> Option<StreamRewrite> {
-        if matches!(
-            self.expected.front(),
-            Some(Expect::Catalog | Expect::CopyDescribe { .. })
-        ) {
-            return None;
-        }
         let policy = Arc::clone(&self.policy);
         let rewrite = match tag {
             crate::protocol::DATA_ROW_TAG => {

@@ -296,6 +296,64 @@ fn text_rows_are_masked_by_rule_and_detector_with_every_length_recomputed() {
 }
 
 #[test]
+fn asynchronous_messages_amid_the_lookups_answers_are_the_clients() {
+    let mut wire = Wire::new(None);
+    let request = query("SELECT * FROM shop.customers");
+    let to_server = wire.client(&request);
+    let lookup = catalog::lookup_sql(&wire.policy).unwrap();
+    assert_eq!(
+        to_server,
+        [catalog::query_message(&lookup), request].concat()
+    );
+    let notification = |payload: &'static [u8]| BackendMessage::NotificationResponse {
+        pid: 42,
+        channel: b"orders",
+        payload,
+    };
+    let setting = BackendMessage::ParameterStatus {
+        name: b"application_name",
+        value: b"app",
+    };
+    // The lookup's answers, with a notification and a setting report amid
+    // them, then the client's own answer.
+    let answer = catalog_answer();
+    let (before_ready, ready) = answer.split_at(answer.len() - 6);
+    let mut from_server = before_ready.to_vec();
+    from_server.extend(encode_backend(&[
+        notification(b"{\"ssn\": \"536-22-1234\"}"),
+        setting.clone(),
+    ]));
+    from_server.extend_from_slice(ready);
+    let description = customers_description(0);
+    let row = data_row(&[
+        Some(b"1"),
+        Some(b"alice@example.com"),
+        Some(b"4111 1111 1111 1111"),
+        Some(b"536-22-1234"),
+        Some(b"-"),
+    ]);
+    from_server.extend(select_answer(&description, &[row], b"SELECT 1"));
+    let to_client = wire.server(&from_server);
+    let masked_row = data_row(&[
+        Some(b"1"),
+        Some(b"a***@example.com"),
+        Some(b"**** **** **** 1111"),
+        Some(b"****"),
+        Some(b"-"),
+    ]);
+    let expected = [
+        encode_backend(&[notification(b"{\"ssn\": \"****\"}"), setting]),
+        select_answer(&description, &[masked_row], b"SELECT 1"),
+    ]
+    .concat();
+    assert_eq!(to_client, expected);
+    let statements = wire.statements();
+    assert_eq!(statements.len(), 1);
+    assert_eq!(statements[0].rows, Some(1));
+    assert!(statements[0].error.is_none());
+}
+
+#[test]
 fn binary_rows_stay_valid_for_their_types() {
     let mut wire = Wire::new(None);
     let description = row_description(&[

@@ -64,7 +64,7 @@ impl Session {
         Lexing {
             // Anything unanswered may change a setting before the server reads
             // the text being judged (its report comes with ReadyForQuery).
-            settings_in_flight: !self.ledger.requests.is_empty(),
+            settings_in_flight: self.ledger.client_requests() > 0,
             ..self.server_lexing.clone()
         }
     }

@@ -5,6 +5,7 @@
 
 use super::fastpath::OwnRequest;
 use super::{Portal, StatementRun, StatementText};
+use crate::masking::OwnRequest as MaskingRequest;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
@@ -33,6 +34,34 @@ impl Ledger {
     pub(super) fn front_is_injected(&self, owner: Owner) -> bool {
         matches!(self.requests.front(), Some(Pending::Injected(injected)) if injected.owner() == owner)
     }
+
+    /// The masker's request whose answers come next, when the front request is one.
+    pub(super) fn masking_front(&mut self) -> Option<&mut MaskingRequest> {
+        match self.requests.front_mut() {
+            Some(Pending::Injected(Injected::Masking(request))) => Some(request),
+            _ => None,
+        }
+    }
+
+    /// Requests other than the masker's own, whose answers the client never
+    /// sees (they only ever wait at the front: the masker sends them when
+    /// nothing else awaits an answer).
+    pub(super) fn client_requests(&self) -> usize {
+        let own = self
+            .requests
+            .iter()
+            .take_while(|p| matches!(p, Pending::Injected(Injected::Masking(_))))
+            .count();
+        self.requests.len() - own
+    }
+
+    /// Puts the masker's `request` ahead of the client's request just
+    /// recorded, the one it is sent ahead of.
+    pub(super) fn insert_masking_ahead_of_last(&mut self, request: MaskingRequest) {
+        let at = self.requests.len().saturating_sub(1);
+        self.requests
+            .insert(at, Pending::Injected(Injected::Masking(request)));
+    }
 }
 
 /// A request whose answer the server still owes, in order.
@@ -60,7 +89,7 @@ impl Pending {
             Pending::Sync
                 | Pending::Query(_)
                 | Pending::FunctionCall(_)
-                | Pending::Injected(Injected::FastPath(_))
+                | Pending::Injected(Injected::FastPath(_) | Injected::Masking(_))
         )
     }
 }
@@ -72,6 +101,8 @@ pub(super) enum Owner {
     Enforcement,
     /// The fast-path function table (see `fastpath`).
     FastPath,
+    /// Masking (see [`crate::masking`] and `mask_hooks`).
+    Masking,
 }
 
 /// A request the engine sends itself, by owner.
@@ -86,6 +117,9 @@ pub(super) enum Injected {
     /// A Query of the fast path's own: its answers, through ReadyForQuery,
     /// are consumed.
     FastPath(OwnRequest),
+    /// The masker's catalog lookup or COPY describe: its answers, through
+    /// ReadyForQuery, are consumed by the masker.
+    Masking(MaskingRequest),
 }
 
 impl Injected {
@@ -93,6 +127,7 @@ impl Injected {
         match self {
             Injected::DenialBind | Injected::DenialPrelude => Owner::Enforcement,
             Injected::FastPath(_) => Owner::FastPath,
+            Injected::Masking(_) => Owner::Masking,
         }
     }
 }

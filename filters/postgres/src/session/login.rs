@@ -17,7 +17,7 @@
 //! server error (an unknown database, say) becomes a generic refusal, so names
 //! cannot be probed without a valid token.
 
-use super::{Disposition, PhaseState, Session};
+use super::{Disposition, Session};
 use crate::framing::{FrameMode, Header};
 use crate::login::{Authenticator, LoginRefusal};
 use crate::protocol::{self as pg, BackendMessage, FrontendMessage};
@@ -344,7 +344,7 @@ impl Session {
         }
         .into();
         self.set_identity(identity);
-        self.stage = PhaseState::Ready;
+        self.stage.become_ready();
         self.backend_bytes_since_record = 0;
         let header = self.next_header(now_us);
         self.push_record(Record::SessionStart(SessionStartRecord {
@@ -372,10 +372,9 @@ impl Session {
             }
             .into();
         }
-        self.stage = PhaseState::Finished;
+        self.stage.finish(|ending| ending.close = true);
         self.frontend.discarding = true;
         self.backend.discarding = true;
-        self.close_requested = true;
         self.end_session(EndReason::AuthenticationFailed, Some(detail), now_us);
         Disposition::Replace(pg::fatal_error(sqlstate, message))
     }

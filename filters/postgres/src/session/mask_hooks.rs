@@ -2,8 +2,9 @@
 //! message as the server receives it, every server message after login, and
 //! the bytes of server messages that stream through.
 
+use super::ledger::{Injected, Owner, Pending};
 use super::{Dir, Disposition, Phase, Session};
-use crate::masking::SessionMasker;
+use crate::masking::{OwnAnswer, OwnRequest, SessionMasker};
 use crate::protocol::{self as pg, BackendMessage, FrontendMessage};
 use gatehouse_core::identity::Identity;
 use gatehouse_core::policy::Decision;
@@ -39,7 +40,8 @@ impl Session {
             tag,
             pg::COPY_DATA_TAG | pg::COPY_DONE_TAG | pg::COPY_FAIL_TAG | pg::TERMINATE_TAG
         );
-        let idle = self.ledger.requests.is_empty();
+        // The masker's own requests wait only for their answers.
+        let idle = self.ledger.client_requests() == 0;
         // Messages of the masker's own, sent ahead of the client's.
         let mut ahead = None;
         if let Some(masker) = self.masker.as_mut() {
@@ -54,6 +56,11 @@ impl Session {
             if idle && starts_request && self.mode.is_enforce() {
                 ahead = masker.take_lookup();
             }
+        }
+        if ahead.is_some() {
+            self.ledger
+                .requests
+                .push_back(Pending::Injected(Injected::Masking(OwnRequest::Catalog)));
         }
         let may_describe_copy = idle
             && matches!(tag, pg::QUERY_TAG | pg::PARSE_TAG | pg::BIND_TAG)
@@ -75,7 +82,10 @@ impl Session {
                     masker.on_frontend(msg);
                     // A COPY's columns, described ahead of it (see
                     // `crate::masking::copy`).
-                    if may_describe_copy && let Some(describe) = masker.take_copy_describe() {
+                    if may_describe_copy
+                        && let Some((describe, request)) = masker.take_copy_describe()
+                    {
+                        self.ledger.insert_masking_ahead_of_last(request);
                         ahead
                             .get_or_insert_with(Vec::new)
                             .extend_from_slice(&describe);
@@ -111,7 +121,10 @@ impl Session {
         body: &[u8],
         now_us: u64,
     ) -> Result<Disposition, String> {
-        if tag == pg::DATA_ROW_TAG && self.masking_backend() {
+        if tag == pg::DATA_ROW_TAG
+            && self.masking_backend()
+            && !self.ledger.front_is_injected(Owner::Masking)
+        {
             // The hottest path: the row is read in place, not decoded first.
             let masked = match self.masker.as_mut() {
                 Some(masker) => masker.on_data_row(body).map_err(|e| e.to_string())?,
@@ -131,7 +144,7 @@ impl Session {
     fn masking_backend(&self) -> bool {
         self.masker.is_some()
             && matches!(self.phase(), Phase::Ready | Phase::Finished)
-            && self.owed_client_error.is_none()
+            && !self.stage.owes_client_error()
     }
 
     /// [`Session::backend_with_masking`] for a message already decoded: the
@@ -145,6 +158,16 @@ impl Session {
     ) -> Result<Disposition, String> {
         if !self.masking_backend() {
             return self.on_backend_message(msg, tag, body, now_us);
+        }
+        if let (Some(request), Some(masker)) = (self.ledger.masking_front(), self.masker.as_mut()) {
+            match masker.on_own_answer(request, &msg) {
+                OwnAnswer::Consumed => return Ok(Disposition::Drop),
+                OwnAnswer::Answered => {
+                    self.ledger.requests.pop_front();
+                    return Ok(Disposition::Drop);
+                }
+                OwnAnswer::Client => {}
+            }
         }
         let masked = match self.masker.as_mut() {
             Some(masker) => masker.on_backend(&msg),
@@ -168,7 +191,10 @@ impl Session {
 
     /// Starts the in-place rewrite of a server message that streams through.
     pub(super) fn begin_stream_mask(&mut self, dir: Dir, tag: u8, body_len: usize) {
-        if dir != Dir::Backend || !matches!(self.phase(), Phase::Ready | Phase::Finished) {
+        if dir != Dir::Backend
+            || !matches!(self.phase(), Phase::Ready | Phase::Finished)
+            || self.ledger.front_is_injected(Owner::Masking)
+        {
             return;
         }
         self.stream_mask = self

@@ -98,7 +98,6 @@ impl Session {
         let records: usize = self.records.iter().map(record_bytes).sum();
         let masking = self.masker.as_ref().map_or(0, |m| m.held_bytes());
         let login = self.stage.held_bytes();
-        let owed = self.owed_client_error.as_ref().map_or(0, Vec::len);
         size_of::<Session>()
             + frames
             + pending
@@ -107,7 +106,6 @@ impl Session {
             + records
             + masking
             + login
-            + owed
             + self.fast_path.held_bytes()
     }
 

@@ -311,6 +311,76 @@ fn frontend_violation_replaces_the_message_and_waits_for_the_server() {
 }
 
 #[test]
+fn the_end_record_keeps_the_first_reason_a_phase_learned() {
+    let shutdown = || {
+        be(backend(&[BackendMessage::ErrorResponse {
+            fields: vec![
+                (b'S', b"FATAL"),
+                (b'C', b"57P01"),
+                (b'M', b"terminating connection due to administrator command"),
+            ],
+        }]))
+    };
+    let terminate = || fe(frontend(&[FrontendMessage::Terminate]));
+    let shutdown_detail = Some("57P01 terminating connection due to administrator command");
+    let cases: [(&str, Vec<Read>, EndReason, Option<&str>); 5] = [
+        (
+            "server shutdown, then the client's Terminate",
+            vec![fe(startup()), be(login_ok()), shutdown(), terminate()],
+            EndReason::ServerClosed,
+            shutdown_detail,
+        ),
+        (
+            "Terminate, then a server shutdown",
+            vec![fe(startup()), be(login_ok()), terminate(), shutdown()],
+            EndReason::ServerClosed,
+            shutdown_detail,
+        ),
+        (
+            "Terminate alone",
+            vec![fe(startup()), be(login_ok()), terminate()],
+            EndReason::ClientTerminate,
+            None,
+        ),
+        (
+            "a login refused, then the client's Terminate",
+            vec![
+                fe(startup()),
+                be(backend(&[BackendMessage::ErrorResponse {
+                    fields: vec![(b'C', b"28P01"), (b'M', b"bad password")],
+                }])),
+                terminate(),
+            ],
+            EndReason::AuthenticationFailed,
+            Some("28P01 bad password"),
+        ),
+        (
+            "a server shutdown, then a client violation",
+            vec![
+                fe(startup()),
+                be(login_ok()),
+                shutdown(),
+                fe(tagged(b'Y', 4, b"")),
+            ],
+            EndReason::ProtocolError,
+            Some("client: unknown message type 'Y'"),
+        ),
+    ];
+    for (case, reads, reason, detail) in cases {
+        let run = replay(EngineConfig::default(), &reads, &whole);
+        let end = end_record(&run);
+        assert_eq!(end.reason, reason, "{case}");
+        assert_eq!(end.detail.as_deref(), detail, "{case}");
+        let ends = run
+            .records
+            .iter()
+            .filter(|r| matches!(r, Record::SessionEnd(_)))
+            .count();
+        assert_eq!(ends, 1, "{case}");
+    }
+}
+
+#[test]
 fn statement_in_flight_when_the_connection_closes_is_recorded_as_unanswered() {
     let reads = [
         fe(startup()),

@@ -1,8 +1,10 @@
 //! The describe sent ahead of a COPY: the messages that ask the server for
 //! its columns, when they may be sent, and its answers, consumed.
 
-use super::super::{Disposition, Expect, SessionMasker, values};
-use super::{CopyStatement, copy_statements};
+use super::super::{
+    Disposition, Expect, OwnAnswer, OwnRequest, SessionMasker, Transaction, values,
+};
+use super::{CopyStatement, DescribedFields, copy_statements};
 use crate::protocol::{BackendMessage, FrontendMessage};
 use std::collections::VecDeque;
 use std::rc::Rc;
@@ -110,7 +112,7 @@ impl SessionMasker {
         // A statement may be prepared and never run: its describe must not be
         // able to abort the client's transaction block, so it is sent here
         // only outside one (inside, at each Bind, where the COPY runs next).
-        if self.tx_status == b'I' {
+        if matches!(self.transaction, Transaction::Idle) {
             self.copy_describe_next = Some(Rc::clone(&statement));
         }
         self.copy_prepared.insert(name.to_vec(), statement);
@@ -128,9 +130,10 @@ impl SessionMasker {
     /// just seen by [`SessionMasker::on_frontend`] starts (a Query's first
     /// statement) or prepares or binds (a Parse or Bind), to send ahead of it;
     /// `None` when there is none or it must not be sent. Call only when the
-    /// server has answered everything before this message.
-    pub fn take_copy_describe(&mut self) -> Option<Vec<u8>> {
-        if self.tx_status == b'E' || !self.at_boundary {
+    /// server has answered everything before this message (but the masker's
+    /// own requests); the request goes into the ledger ahead of the client's.
+    pub(crate) fn take_copy_describe(&mut self) -> Option<(Vec<u8>, OwnRequest)> {
+        if matches!(self.transaction, Transaction::Failed { .. }) || !self.at_boundary {
             return None;
         }
         let (statement, bytes, at) = match self.copy_describe_next.take() {
@@ -156,45 +159,32 @@ impl SessionMasker {
             }
             None => return None,
         };
-        // Nothing but the catalog lookup may be awaiting answers before it.
-        if self
-            .expected
-            .iter()
-            .take(at)
-            .any(|e| !matches!(e, Expect::Catalog))
-        {
+        // Nothing of the client's may be awaiting answers before it.
+        if at > 0 {
             return None;
         }
         // A stale description must not outlive a describe that fails.
         statement.fields.replace(None);
-        self.expected.insert(
-            at,
-            Expect::CopyDescribe {
-                fields: Rc::clone(&statement.fields),
-                in_block: self.tx_status == b'T',
-            },
-        );
-        self.copy_describe_error = None;
-        Some(bytes)
+        let request = OwnRequest::CopyDescribe {
+            fields: Rc::clone(&statement.fields),
+            in_block: matches!(self.transaction, Transaction::InBlock),
+            error: None,
+        };
+        Some((bytes, request))
     }
 
-    /// The answers to the injected describe, consumed; the description goes
-    /// to the COPY of the Query that follows.
+    /// The answers to the injected describe; the description goes to the
+    /// COPY of the Query that follows.
     pub(in crate::masking) fn on_copy_describe_answer(
         &mut self,
+        described: &DescribedFields,
+        in_block: bool,
+        error: &mut Option<Vec<u8>>,
         msg: &BackendMessage<'_>,
-    ) -> Disposition {
-        let in_block = matches!(
-            self.expected.front(),
-            Some(Expect::CopyDescribe { in_block: true, .. })
-        );
+    ) -> OwnAnswer {
         match msg {
             BackendMessage::RowDescription { body } => {
-                if let Ok(fields) = values::parse_row_description(body)
-                    && let Some(Expect::CopyDescribe {
-                        fields: described, ..
-                    }) = self.expected.front()
-                {
+                if let Ok(fields) = values::parse_row_description(body) {
                     described.replace(Some(Rc::new(fields)));
                 }
             }
@@ -207,25 +197,23 @@ impl SessionMasker {
                     .collect();
                 let mut bytes = Vec::new();
                 BackendMessage::ErrorResponse { fields: kept }.encode(&mut bytes);
-                self.copy_describe_error = Some(bytes);
+                *error = Some(bytes);
             }
             BackendMessage::ReadyForQuery { status } => {
-                self.tx_status = *status;
-                self.expected.pop_front();
-            }
-            // Asynchronous messages belong to the client.
-            BackendMessage::ParameterStatus { .. }
-            | BackendMessage::NotificationResponse { .. } => {
-                let describe = self.expected.pop_front();
-                let action = self.on_backend(msg);
-                if let Some(describe) = describe {
-                    self.expected.push_front(describe);
-                }
-                return action;
+                let error = error.take();
+                self.transaction = match Transaction::from_status(*status) {
+                    // The block failed: the error goes to the COPY that
+                    // follows (answered `25P02`).
+                    Transaction::Failed { .. } => Transaction::Failed {
+                        copy_describe_error: error,
+                    },
+                    other => other,
+                };
+                return OwnAnswer::Answered;
             }
             _ => {}
         }
-        Disposition::Drop
+        OwnAnswer::Consumed
     }
 
     /// An ErrorResponse after a COPY's describe failed in a transaction block:
@@ -242,7 +230,13 @@ impl SessionMasker {
         if !in_failed_block {
             return None;
         }
-        let saved = self.copy_describe_error.take()?;
+        let Transaction::Failed {
+            copy_describe_error,
+        } = &mut self.transaction
+        else {
+            return None;
+        };
+        let saved = copy_describe_error.take()?;
         let quoted = self.statement_reads_masked();
         self.on_error();
         let Ok(BackendMessage::ErrorResponse { fields }) = BackendMessage::decode(

@@ -747,8 +747,10 @@ impl Session {
             self.refuse_unjudgeable(h.tag, h.body_len)?;
         }
         let statement_prefix = self.config.max_statement_bytes + NAMES_PREFIX;
-        if dir == Dir::Backend && self.answering_own_request() {
-            // Answers to the engine's own queries never reach the client.
+        if dir == Dir::Backend && self.ledger.front_is_own() {
+            // Answers to the engine's own queries (the fast path's and the
+            // masker's) are read whole and never reach the client unread,
+            // the asynchronous messages amid them included.
             if over {
                 return Err(format!(
                     "message type {} of {} bytes in answer to the gateway's catalog query",

@@ -354,6 +354,66 @@ fn asynchronous_messages_amid_the_lookups_answers_are_the_clients() {
 }
 
 #[test]
+fn an_over_limit_message_amid_the_lookups_answers_ends_the_session_unforwarded() {
+    // A message the engine cannot hold whole while its own lookup is
+    // answered can be neither consumed nor masked: it must not stream
+    // through to the client, whatever its type.
+    let config = EngineConfig {
+        max_buffered_bytes: 16 * 1024,
+        ..EngineConfig::default()
+    };
+    let secret = b"536-22-1234";
+    let mut payload = vec![b'x'; 20_000];
+    payload.extend_from_slice(secret);
+    let notification = encode_backend(&[BackendMessage::NotificationResponse {
+        pid: 42,
+        channel: b"orders",
+        payload: &payload,
+    }]);
+    let notice = {
+        let mut body = b"SWARNING\0C01000\0M".to_vec();
+        body.extend_from_slice(&payload);
+        body.extend_from_slice(b"\0\0");
+        let mut out = vec![b'N'];
+        out.extend_from_slice(&u32::try_from(body.len() + 4).unwrap().to_be_bytes());
+        out.extend(body);
+        out
+    };
+    for (what, message) in [("notification", &notification), ("notice", &notice)] {
+        for byte_by_byte in [false, true] {
+            let mut wire = Wire::with(config.clone(), None, byte_by_byte);
+            let _ = wire.client(&query("SELECT * FROM shop.customers"));
+            let answer = catalog_answer();
+            let (before_ready, _) = answer.split_at(answer.len() - 6);
+            let mut from_server = before_ready.to_vec();
+            from_server.extend_from_slice(message);
+            let mut to_client = Vec::new();
+            let mut closed = false;
+            for chunk in from_server.chunks(if byte_by_byte { 1 } else { from_server.len() }) {
+                let verdict = wire.session.on_backend(chunk, 50_000);
+                to_client.extend_from_slice(verdict.bytes(chunk));
+                if verdict.close_connection {
+                    closed = true;
+                    break;
+                }
+            }
+            assert!(
+                closed,
+                "{what} (byte_by_byte {byte_by_byte}): session not ended"
+            );
+            assert!(
+                !to_client.windows(secret.len()).any(|w| w == secret),
+                "{what} (byte_by_byte {byte_by_byte}) reached the client"
+            );
+            assert!(
+                String::from_utf8_lossy(&to_client).contains("08P01"),
+                "{what} (byte_by_byte {byte_by_byte}): no protocol error for the client"
+            );
+        }
+    }
+}
+
+#[test]
 fn binary_rows_stay_valid_for_their_types() {
     let mut wire = Wire::new(None);
     let description = row_description(&[

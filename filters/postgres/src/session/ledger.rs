@@ -30,6 +30,11 @@ impl Ledger {
         }
     }
 
+    /// Whether the front request is the engine's own, whoever owns it.
+    pub(super) fn front_is_own(&self) -> bool {
+        matches!(self.requests.front(), Some(Pending::Injected(_)))
+    }
+
     /// Whether the front request is the engine's own, owned by `owner`.
     pub(super) fn front_is_injected(&self, owner: Owner) -> bool {
         matches!(self.requests.front(), Some(Pending::Injected(injected)) if injected.owner() == owner)

@@ -29,7 +29,7 @@
 //! answers the lookup with the view's column.
 //!
 //! Run with `cargo bench -p gatehouse-benches --bench pg_catalog_cost`; knobs
-//! `PG_BENCH_SECONDS` (default 5 here), `PG_BENCH_CLIENTS`, `PG_BENCH_THREADS`,
+//! `PG_BENCH_SECONDS` (default 10), `PG_BENCH_CLIENTS`, `PG_BENCH_THREADS`,
 //! `PG_BENCH_ROUNDS` (default 4).
 
 #![allow(
@@ -135,7 +135,7 @@ fn main() -> Result<()> {
          postmaster's reaped children",
         env_or("PG_BENCH_CLIENTS", "4"),
         env_or("PG_BENCH_THREADS", "2"),
-        env_or("PG_BENCH_SECONDS", "5"),
+        env_or("PG_BENCH_SECONDS", "10"),
     );
     println!(
         "{:<12} {:>12} {:>10} | {:>10} {:>8}",
@@ -232,35 +232,7 @@ fn write_script(dir: &Path, index: usize, ahead: &[&str]) -> Result<std::path::P
 
 /// One `pgbench -C` run of `script`: connections per second and connections.
 fn run(port: u16, script: &Path) -> Result<(f64, u64)> {
-    let out = Command::new(tools::pg_client("pgbench")?)
-        .args(["-n", "-C", "-h", "127.0.0.1", "-U", "postgres", "-f"])
-        .arg(script)
-        .arg("-p")
-        .arg(port.to_string())
-        .arg("-c")
-        .arg(env_or("PG_BENCH_CLIENTS", "4"))
-        .arg("-j")
-        .arg(env_or("PG_BENCH_THREADS", "2"))
-        .arg("-T")
-        .arg(env_or("PG_BENCH_SECONDS", "5"))
-        .arg("shop")
-        .env("PGSSLMODE", "disable")
-        .output()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() || !text.contains("number of failed transactions: 0") {
-        bail!(
-            "pgbench failed: {}\n{text}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let field = |prefix: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(prefix))
-            .and_then(|rest| rest.split_whitespace().next())
-            .map(str::to_owned)
-            .with_context(|| format!("no {prefix:?} in pgbench output:\n{text}"))
-    };
-    let rate = field("tps = ")?.parse()?;
-    let connections = field("number of transactions actually processed: ")?.parse()?;
-    Ok((rate, connections))
+    let script = script.to_str().context("the script's path is not UTF-8")?;
+    let run = pgbench::run_script(port, &pgbench::Login::superuser(), &["-C", "-f", script])?;
+    Ok((run.tps, run.transactions))
 }

@@ -157,10 +157,17 @@ pub struct Run {
 /// (`sslmode=disable`): a build that answers an SSLRequest with TLS must not
 /// be measured doing TLS against one that does not.
 pub fn run_as(port: u16, login: &Login<'_>, extra: &[&str]) -> Result<Run> {
+    run_script(port, login, &[&["-S"], extra].concat())
+}
+
+/// One pgbench run of the transaction script `script` names (`-S`, or `-f`
+/// and a file, with any other options), the clients, threads and seconds from
+/// the environment, checked to have failed no transaction.
+pub fn run_script(port: u16, login: &Login<'_>, script: &[&str]) -> Result<Run> {
     let mut pgbench = Command::new(tools::pg_client("pgbench")?);
     pgbench
-        .args(["-n", "-S", "-h", "127.0.0.1", "-U", login.user])
-        .args(extra)
+        .args(["-n", "-h", "127.0.0.1", "-U", login.user])
+        .args(script)
         .arg("-p")
         .arg(port.to_string())
         .arg("-c")

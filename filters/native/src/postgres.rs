@@ -380,7 +380,9 @@ impl NetworkFilter for PgFilter {
     }
 
     fn on_read(&mut self, connection: &mut Connection, length: usize, end: bool) -> FilterStatus {
-        if self.config.starttls && !self.state.closed {
+        // Once the gate has decided, the client's bytes are not copied out
+        // again on every read.
+        if self.config.starttls && !self.state.closed && !self.state.gate.decided() {
             let bytes = connection.chunks(Buffer::Read).concat();
             match self.state.gate.on_client_bytes(&bytes) {
                 Gate::Pass => {}

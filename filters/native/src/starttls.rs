@@ -35,6 +35,12 @@ pub struct StartTlsGate {
 }
 
 impl StartTlsGate {
+    /// Whether the gate has decided, so it passes everything from now on and
+    /// the filter need not copy the client's bytes out to ask it.
+    pub fn decided(&self) -> bool {
+        self.decided
+    }
+
     /// Judges the client's first bytes (the whole read buffer, `buffer`).
     /// After `Upgrade` or `Pass` the gate passes everything.
     pub fn on_client_bytes(&mut self, buffer: &[u8]) -> Gate {
@@ -69,11 +75,13 @@ mod tests {
     fn an_ssl_request_is_upgraded_whole_or_byte_by_byte() {
         let mut gate = StartTlsGate::default();
         assert_eq!(gate.on_client_bytes(&SSL_REQUEST), Gate::Upgrade);
+        assert!(gate.decided());
         assert_eq!(gate.on_client_bytes(b"\x16\x03\x01"), Gate::Pass);
 
         let mut gate = StartTlsGate::default();
         for end in 1..SSL_REQUEST.len() {
             assert_eq!(gate.on_client_bytes(&SSL_REQUEST[..end]), Gate::Wait);
+            assert!(!gate.decided());
         }
         assert_eq!(gate.on_client_bytes(&SSL_REQUEST), Gate::Upgrade);
     }

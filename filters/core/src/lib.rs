@@ -9,6 +9,7 @@ pub mod build;
 pub mod config;
 pub mod delivery;
 pub mod exec_record;
+pub mod host;
 pub mod identity;
 pub mod mask;
 pub mod policy;

@@ -333,6 +333,19 @@ pub fn close_downstream() -> Result<(), Status> {
     }
 }
 
+/// Writes to Envoy's log under the `wasm` logger, at a glue crate's severity.
+pub fn log_at(level: gatehouse_core::host::Level, message: &str) {
+    use gatehouse_core::host::Level;
+    let level = match level {
+        Level::Debug => LogLevel::Debug,
+        Level::Info => LogLevel::Info,
+        Level::Warn => LogLevel::Warn,
+        Level::Error => LogLevel::Error,
+        Level::Critical => LogLevel::Critical,
+    };
+    log(level, message);
+}
+
 /// Writes to Envoy's log under the `wasm` logger.
 pub fn log(level: LogLevel, message: &str) {
     #[cfg(target_arch = "wasm32")]

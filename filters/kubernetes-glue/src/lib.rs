@@ -66,20 +66,7 @@ pub enum Headers {
     Response,
 }
 
-/// A host call that failed, as the host describes it.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct HostError(pub String);
-
-/// Severity of a log line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Level {
-    Debug,
-    Info,
-    Warn,
-    Error,
-    Critical,
-}
+pub use gatehouse_core::host::{HostError, Level};
 
 /// What an event asks of the host for the stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

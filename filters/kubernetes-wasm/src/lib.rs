@@ -399,14 +399,7 @@ impl Host for WasmHost<'_> {
     }
 
     fn log(&mut self, level: Level, message: &str) {
-        let level = match level {
-            Level::Debug => LogLevel::Debug,
-            Level::Info => LogLevel::Info,
-            Level::Warn => LogLevel::Warn,
-            Level::Error => LogLevel::Error,
-            Level::Critical => LogLevel::Critical,
-        };
-        host::log(level, message);
+        host::log_at(level, message);
     }
 }
 

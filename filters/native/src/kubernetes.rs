@@ -498,14 +498,7 @@ impl Host for NativeHost<'_> {
     }
 
     fn log(&mut self, level: Level, message: &str) {
-        let level = match level {
-            Level::Debug => LogLevel::Debug,
-            Level::Info => LogLevel::Info,
-            Level::Warn => LogLevel::Warn,
-            Level::Error => LogLevel::Error,
-            Level::Critical => LogLevel::Critical,
-        };
-        log(level, message);
+        crate::log_at(level, message);
     }
 }
 

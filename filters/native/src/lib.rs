@@ -86,3 +86,18 @@ fn new_network_filter(
         )),
     }
 }
+
+/// Writes to Envoy's log (the `dynamic_modules` logger) at a glue crate's
+/// severity.
+fn log_at(level: gatehouse_core::host::Level, message: &str) {
+    use gatehouse_core::host::Level;
+    use gatehouse_dynamic_modules_abi::LogLevel;
+    let level = match level {
+        Level::Debug => LogLevel::Debug,
+        Level::Info => LogLevel::Info,
+        Level::Warn => LogLevel::Warn,
+        Level::Error => LogLevel::Error,
+        Level::Critical => LogLevel::Critical,
+    };
+    gatehouse_dynamic_modules_abi::log(level, message);
+}

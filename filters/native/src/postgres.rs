@@ -901,13 +901,7 @@ impl Host for NativeHost<'_> {
     fn flush_records(&mut self) {}
 
     fn log(&mut self, level: Level, message: &str) {
-        let level = match level {
-            Level::Debug => LogLevel::Debug,
-            Level::Info => LogLevel::Info,
-            Level::Warn => LogLevel::Warn,
-            Level::Error => LogLevel::Error,
-        };
-        log(level, message);
+        crate::log_at(level, message);
     }
 
     fn login_deadline(&mut self, deadline_us: Option<u64>) {

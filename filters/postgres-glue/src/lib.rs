@@ -64,19 +64,7 @@ pub enum Direction {
     FromServer,
 }
 
-/// A host call that failed, as the host describes it.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct HostError(pub String);
-
-/// Severity of a log line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Level {
-    Debug,
-    Info,
-    Warn,
-    Error,
-}
+pub use gatehouse_core::host::{HostError, Level};
 
 /// What the glue needs from the Envoy it runs in, for one event of one
 /// connection. Every call that can fail says so; none may panic.

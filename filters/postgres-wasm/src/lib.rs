@@ -541,13 +541,7 @@ impl Host for WasmHost<'_> {
     }
 
     fn log(&mut self, level: Level, message: &str) {
-        let level = match level {
-            Level::Debug => LogLevel::Debug,
-            Level::Info => LogLevel::Info,
-            Level::Warn => LogLevel::Warn,
-            Level::Error => LogLevel::Error,
-        };
-        host::log(level, message);
+        host::log_at(level, message);
     }
 
     /// The root context's tick closes connections past their deadline.

@@ -57,7 +57,8 @@ pub fn needs_masking(info: &RequestInfo, settings: &MaskingConfig) -> bool {
 /// no objects (pod logs, proxied pages).
 #[derive(Debug, Clone)]
 pub struct BodyMasker {
-    settings: MaskingConfig,
+    /// Shared by the requests of a remembered admission.
+    settings: std::sync::Arc<MaskingConfig>,
     resource: String,
     foreign_media: bool,
 }
@@ -101,7 +102,7 @@ impl BodyMasker {
     /// Masks responses about `resource` (e.g. `configmaps`) with `settings`.
     pub fn new(settings: &MaskingConfig, resource: &str) -> BodyMasker {
         BodyMasker {
-            settings: settings.clone(),
+            settings: std::sync::Arc::new(settings.clone()),
             resource: resource.to_owned(),
             foreign_media: false,
         }

@@ -350,6 +350,12 @@ impl Gate {
         self.remembered.len()
     }
 
+    /// Forgets every remembered admission: the next request of each kind is
+    /// judged the whole way (what the benches measure as a first request).
+    pub fn forget_admissions(&mut self) {
+        self.remembered.clear();
+    }
+
     /// Judges a request's headers the whole way.
     fn admit_in_full(&mut self, head: &RequestHead<'_>) -> Admission {
         let now_seconds = head.now_micros.div_euclid(1_000_000);

@@ -651,10 +651,11 @@ fn stream_last_applied(
     };
     let mut masked = pass(text, kind)?;
     // A copy that names no kind is masked as a Secret too.
-    if kind != "Secret" && !stream::StreamMasker::root_has_member(text, masking, "kind")? {
-        if let Some(again) = pass(masked.as_deref().unwrap_or(text), "Secret")? {
-            masked = Some(again);
-        }
+    if kind != "Secret"
+        && !stream::StreamMasker::root_has_member(text, masking, "kind")?
+        && let Some(again) = pass(masked.as_deref().unwrap_or(text), "Secret")?
+    {
+        masked = Some(again);
     }
     match masked {
         Some(bytes) => String::from_utf8(bytes)

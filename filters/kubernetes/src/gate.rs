@@ -12,7 +12,6 @@ use crate::policy::{Policy, Request, Verdict};
 use crate::recording::{RecordingPlan, SessionRequest};
 use crate::request_info::{RequestInfo, decode_request};
 use crate::status::{self, Status};
-use crate::token_cache::TokenCache;
 use gatehouse_core::config::{ConfigError, config_hash};
 pub use gatehouse_core::identity::KeyFetch;
 use gatehouse_core::identity::{Identity, TokenRejection, Verifier};
@@ -48,8 +47,6 @@ pub const READINESS_RULE: &str = "gatehouse:readiness";
 pub struct Gate {
     policy: Policy,
     verifier: Option<Verifier>,
-    /// Tokens verified in the last few seconds (see [`crate::token_cache`]).
-    verified_tokens: TokenCache,
     /// `sha256:<hex>` of the configuration, on every audit Event.
     policy_hash: String,
     /// The grants this worker knows, once the glue connects them.
@@ -298,7 +295,6 @@ impl Gate {
         Ok(Gate {
             policy,
             verifier,
-            verified_tokens: TokenCache::default(),
             policy_hash: config_hash(json),
             approvals: None,
             remembered: remembered::Remembered::default(),
@@ -311,38 +307,45 @@ impl Gate {
     }
 
     /// Judges a request's headers: a repeat of a request let through in the
-    /// last few seconds is answered from memory ([`remembered`]).
+    /// last few seconds, by a caller its token still proves to be the same,
+    /// is answered from memory ([`remembered`]).
     pub fn admit(&mut self, head: &RequestHead<'_>) -> Admission {
         let key = self
             .mode()
             .is_enforce()
             .then(|| remembered::key(head))
             .flatten();
-        if let Some(key) = &key
-            && self.still_trusts_token(head)
-            && let Some(forward) = self.remembered.get(key, head)
+        let Some(key) = key else {
+            return self.admit_in_full(head);
+        };
+        if let Some(identity) = self.current_identity(head)
+            && let Some(forward) = self.remembered.get(&key, head, &identity)
         {
             return Admission::Forward(Box::new(forward));
         }
         let admission = self.admit_in_full(head);
-        if let (Some(key), Admission::Forward(forward)) = (key, &admission)
+        if let Admission::Forward(forward) = &admission
             && forward.recording.is_none()
             && matches!(forward.decision.action, Action::Allow | Action::Observe)
+            && let Some(identity) = self.current_identity(head)
         {
-            self.remembered
-                .insert(key, forward, head.now_micros.div_euclid(1_000_000));
+            let now = head.now_micros.div_euclid(1_000_000);
+            self.remembered.insert(key, forward, identity, now);
         }
         admission
     }
 
-    /// Whether the token cache still trusts the request's bearer token.
-    fn still_trusts_token(&self, head: &RequestHead<'_>) -> bool {
+    /// Who the request's bearer token proves the caller to be now, as the
+    /// verifier says (its kept verdicts included); `None` when it proves
+    /// nothing.
+    fn current_identity(&mut self, head: &RequestHead<'_>) -> Option<Identity> {
         let now = head.now_micros.div_euclid(1_000_000);
-        head.headers
+        let token = head
+            .headers
             .iter()
             .find(|(name, _)| name.eq_ignore_ascii_case("authorization"))
-            .and_then(|(_, value)| bearer_token(value))
-            .is_some_and(|token| self.verified_tokens.get(token, now).is_some())
+            .and_then(|(_, value)| bearer_token(value))?;
+        self.verifier.as_mut()?.verify_cached(token, now).ok()
     }
 
     /// How many admissions are remembered.
@@ -495,17 +498,12 @@ impl Gate {
                 "gatehouse needs a bearer token from a trusted issuer".to_owned(),
             ));
         };
-        if let Some(identity) = self.verified_tokens.get(token, now) {
-            return Ok(identity.clone());
-        }
-        let identity = verifier.verify(token, now).map_err(|rejection| {
+        verifier.verify_cached(token, now).map_err(|rejection| {
             match verifier.fetch_for(&rejection, now) {
                 Some(fetch) => Authentication::Fetch(fetch),
                 None => Authentication::Refused(rejection_message(&rejection)),
             }
-        })?;
-        self.verified_tokens.insert(token, &identity, now);
-        Ok(identity)
+        })
     }
 
     fn audit_for(
@@ -899,8 +897,7 @@ mod tests {
     }
 
     #[test]
-    fn a_verified_token_is_not_checked_again_for_a_few_seconds() {
-        use crate::token_cache::TRUSTED_SECONDS;
+    fn a_verified_token_is_trusted_until_the_key_set_changes() {
         let minter = minter();
         let mut gate = warm_gate(&minter);
         let bearer = format!("Bearer {}", token(&minter, "developer", "developers"));
@@ -919,20 +916,16 @@ mod tests {
             )
         };
         assert!(admitted_at(&mut gate, NOW));
-        // The issuer rotates its key: the token's signature no longer checks out.
+        assert!(admitted_at(&mut gate, NOW + 1));
+        assert_eq!(gate.verifier_mut().unwrap().trusted_tokens(), 1);
+        // The issuer rotates its key: the token's signature no longer checks
+        // out, and the gate stops trusting it as soon as it holds the new set.
         let rotated = Minter::generate(JwsAlgorithm::Es256, ISSUER, "gatehouse", "k2").unwrap();
         gate.verifier_mut()
             .unwrap()
-            .keys_fetched(ISSUER, rotated.jwks_json().as_bytes(), NOW)
+            .keys_fetched(ISSUER, rotated.jwks_json().as_bytes(), NOW + 1)
             .unwrap();
-        assert!(
-            admitted_at(&mut gate, NOW + TRUSTED_SECONDS - 1),
-            "trusted without a new signature check"
-        );
-        assert!(
-            !admitted_at(&mut gate, NOW + TRUSTED_SECONDS),
-            "checked again, and no longer valid"
-        );
+        assert!(!admitted_at(&mut gate, NOW + 1));
     }
 
     #[test]

@@ -13,17 +13,18 @@
 //!   path, every header in order but Envoy's own `x-request-id`, and the
 //!   peer's address; two requests share an entry only when all of it is
 //!   byte for byte the same;
-//! - for at most [`REMEMBERED_SECONDS`], and only while the token cache still
-//!   trusts the request's token ([`crate::token_cache`]): a remembered
-//!   admission never outlives the verification it rests on, so a key taken
-//!   out of the issuer's set ends it when it ends the token's trust. That is
-//!   the one way new keys can change an admission (the policy reads the
-//!   request and the identity, nothing else), so a key fetch forgets
-//!   nothing;
+//! - for at most [`REMEMBERED_SECONDS`], and only for a request whose token
+//!   the verifier accepts now as the same identity
+//!   ([`gatehouse_core::identity::token_cache`]: a kept verdict ends with a
+//!   new key set, the token's expiry or its trust window): a remembered
+//!   admission never outlives the verification it rests on. The policy reads
+//!   the request and the identity, nothing else, so nothing else can change
+//!   an admission;
 //! - forgotten whole when the gate is given a grant book or an approval
 //!   memory; a new configuration is a new gate.
 
 use super::{Forward, RequestHead};
+use gatehouse_core::identity::Identity;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
@@ -40,6 +41,8 @@ const REQUEST_ID_HEADER: &str = "x-request-id";
 #[derive(Debug)]
 struct Entry {
     forward: Forward,
+    /// Who the caller was proven to be.
+    identity: Identity,
     /// Unix seconds from which it is judged again.
     until: i64,
 }
@@ -52,17 +55,31 @@ pub(super) struct Remembered {
 
 impl Remembered {
     /// The forward remembered under `key` for a request arriving at
-    /// `head.now_micros`, made this request's; `None` when there is none or
-    /// it is no longer valid.
-    pub(super) fn get(&self, key: &[u8], head: &RequestHead<'_>) -> Option<Forward> {
+    /// `head.now_micros` from a caller now proven to be `identity`, made this
+    /// request's; `None` when there is none or it is no longer valid.
+    pub(super) fn get(
+        &self,
+        key: &[u8],
+        head: &RequestHead<'_>,
+        identity: &Identity,
+    ) -> Option<Forward> {
         let now = head.now_micros.div_euclid(1_000_000);
-        let entry = self.entries.get(key).filter(|entry| now < entry.until)?;
+        let entry = self
+            .entries
+            .get(key)
+            .filter(|entry| now < entry.until && entry.identity == *identity)?;
         Some(entry.forward.for_request(head.audit_id, head.now_micros))
     }
 
     /// Remembers `forward`, the gate's answer to the request of `key`, from
     /// `now_seconds`.
-    pub(super) fn insert(&mut self, key: Vec<u8>, forward: &Forward, now_seconds: i64) {
+    pub(super) fn insert(
+        &mut self,
+        key: Vec<u8>,
+        forward: &Forward,
+        identity: Identity,
+        now_seconds: i64,
+    ) {
         if self.entries.len() >= MAX_REMEMBERED && !self.entries.contains_key(&key) {
             self.entries.retain(|_, entry| now_seconds < entry.until);
             if self.entries.len() >= MAX_REMEMBERED {
@@ -76,6 +93,7 @@ impl Remembered {
             key,
             Entry {
                 forward,
+                identity,
                 until: now_seconds.saturating_add(REMEMBERED_SECONDS),
             },
         );
@@ -123,9 +141,9 @@ pub(super) fn key(head: &RequestHead<'_>) -> Option<Vec<u8>> {
 mod tests {
     use super::super::tests::{ISSUER, NOW, forward, minter, token, warm_gate};
     use super::super::{Admission, RequestHead};
-    use crate::token_cache::TRUSTED_SECONDS;
     use gatehouse_core::identity::JwsAlgorithm;
     use gatehouse_core::identity::testing::Minter;
+    use gatehouse_core::identity::token_cache::TRUSTED_SECONDS;
     use proptest::prelude::*;
     use serde_json::json;
 
@@ -313,20 +331,18 @@ mod tests {
             request
         };
         forward(gate.admit(&at(0).head()));
-        // The issuer rotates its key out: the token was trusted for
-        // TRUSTED_SECONDS from its verification, and no longer.
+        forward(gate.admit(&at(TRUSTED_SECONDS - 1).head()));
+        // The issuer rotates its key out: the token is judged again at once.
         let rotated = Minter::generate(JwsAlgorithm::Es256, ISSUER, "gatehouse", "k2").unwrap();
         gate.verifier_mut()
             .unwrap()
             .keys_fetched(ISSUER, rotated.jwks_json().as_bytes(), NOW + 1)
             .unwrap();
-        forward(gate.admit(&at(TRUSTED_SECONDS - 1).head()));
-        let late = at(TRUSTED_SECONDS);
-        let refused = gate.admit(&late.head());
+        let refused = gate.admit(&at(TRUSTED_SECONDS - 1).head());
         assert!(
             matches!(&refused, Admission::Respond(r) if r.status == 401)
                 || matches!(refused, Admission::FetchKeys(_)),
-            "judged again once the token is no longer trusted"
+            "judged again once the token is no longer trusted: {refused:?}"
         );
         // A token that expires (without leeway) is refused from its expiry on.
         let short = minter

@@ -65,6 +65,9 @@ mod held;
 #[allow(clippy::indexing_slicing)]
 mod hostile_tests;
 mod inspect;
+#[cfg(test)]
+#[allow(clippy::indexing_slicing)]
+mod ledger_tests;
 mod limits;
 pub mod preview;
 mod records;

@@ -1232,7 +1232,6 @@ impl Session {
                     .split(|&b| b == 0)
                     .next()
                     .unwrap_or_default();
-                self.ledger.simple_query();
                 self.enqueue_query(sql, truncated, None, now_us);
             }
             (Dir::Frontend, pg::PARSE_TAG) => {
@@ -1307,10 +1306,7 @@ impl Session {
             }
         }
         match *msg {
-            FrontendMessage::Query { sql } => {
-                self.ledger.simple_query();
-                return Ok(self.enforce_query(sql, now_us));
-            }
+            FrontendMessage::Query { sql } => return Ok(self.enforce_query(sql, now_us)),
             FrontendMessage::Parse { name, sql, .. } => {
                 let (action, undo) = self.enforce_parse(name, sql, now_us)?;
                 self.ledger.requests.push_back(Pending::Parse(undo));
@@ -1762,9 +1758,10 @@ impl Session {
             Some(_) => {}
         }
         // Extended query: the failing message, and everything up to the next Sync
-        // (which the server skips), are done. The first Execute among them is the
-        // statement that failed (its Parse or Bind may be what the server refused);
-        // later ones never ran and get no record.
+        // (which the server skips, a Query or FunctionCall included), are done.
+        // The first Execute among them is the statement that failed (its Parse or
+        // Bind may be what the server refused); later ones never ran and get no
+        // record.
         // What the refused request and the skipped ones defined or closed is
         // undone (see the ledger).
         let mut failed = false;
@@ -1773,7 +1770,7 @@ impl Session {
             .ledger
             .requests
             .front()
-            .is_some_and(|p| !p.ends_at_ready())
+            .is_some_and(|p| !matches!(p, Pending::Sync | Pending::Injected(_)))
         {
             match self.ledger.requests.pop_front() {
                 Some(Pending::Execute(run)) if !failed => {
@@ -1789,15 +1786,17 @@ impl Session {
 
     fn on_ready_for_query(&mut self, status: u8) {
         // Everything up to and including the request ReadyForQuery answers.
-        let mut answered = false;
+        let mut answered = None;
         while let Some(entry) = self.ledger.requests.pop_front() {
             if entry.ends_at_ready() {
-                answered = true;
+                answered = Some(entry);
                 break;
             }
         }
-        if !answered {
-            self.summary.unmatched_backend_messages += 1;
+        match answered {
+            Some(Pending::Query(_)) => self.ledger.query_ran(),
+            Some(_) => {}
+            None => self.summary.unmatched_backend_messages += 1,
         }
         if status == b'I' {
             self.ledger.end_transaction();

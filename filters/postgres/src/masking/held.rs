@@ -6,13 +6,14 @@ use super::{Expect, SessionMasker, Shape, Slot};
 use std::mem::size_of;
 use std::rc::Rc;
 
-/// Bookkeeping per map entry or queued expectation, beyond what it points to.
+/// Bookkeeping per map entry, beyond what it points to.
 const PER_ENTRY: usize = 64;
 
 impl SessionMasker {
-    /// An estimate of the bytes this masker holds: tracked names with their
-    /// descriptions, the queue of expected answers, plans and the spare row
-    /// (the shapes of statements and portals are the ledger's to count).
+    /// An estimate of the bytes this masker holds: the queue of expected
+    /// answers with their descriptions, plans, resolved columns, lineage and
+    /// the spare row (the shapes of statements and portals are on the
+    /// ledger's entries, counted with them).
     pub fn held_bytes(&self) -> usize {
         let expected: usize = self
             .expected

@@ -389,6 +389,37 @@ fn a_simple_query_drops_the_unnamed_statement() {
 }
 
 #[test]
+fn a_query_the_server_ignores_after_an_error_is_no_request() {
+    let (mut wire, mut server) = ready();
+    exchange(&mut wire, &mut server, &[parse(b"s", SECRET), SYNC]);
+    // The server skips everything up to Sync, the Query included: it gets
+    // no answer at all.
+    exchange(
+        &mut wire,
+        &mut server,
+        &[
+            parse(b"t", BAD),
+            FrontendMessage::Query {
+                sql: SECRET.as_bytes(),
+            },
+            SYNC,
+        ],
+    );
+    exchange(
+        &mut wire,
+        &mut server,
+        &[FrontendMessage::Query {
+            sql: SAFE.as_bytes(),
+        }],
+    );
+    exchange(
+        &mut wire,
+        &mut server,
+        &[bind(b"", b"s"), execute(b""), SYNC],
+    );
+}
+
+#[test]
 fn pipelined_batches_keep_their_portals_past_an_earlier_sync() {
     let (mut wire, mut server) = ready();
     exchange(
@@ -442,8 +473,7 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-/// The client's messages for `ops`, a Sync closing any batch before a
-/// Query and at the end.
+/// The client's messages for `ops`, and a Sync closing the last batch.
 fn messages(ops: &[Op]) -> Vec<FrontendMessage<'static>> {
     let mut out = Vec::new();
     let mut open = false;
@@ -463,14 +493,10 @@ fn messages(ops: &[Op]) -> Vec<FrontendMessage<'static>> {
             Op::CloseStatement(s) => close(b'S', NAMES[s]),
             Op::ClosePortal(p) => close(b'P', NAMES[p]),
             Op::Sync => SYNC,
-            Op::Query(t) => {
-                if open {
-                    out.push(SYNC);
-                }
-                FrontendMessage::Query {
-                    sql: TEXTS[t].as_bytes(),
-                }
-            }
+            // Inside a batch too: after an error the server ignores it.
+            Op::Query(t) => FrontendMessage::Query {
+                sql: TEXTS[t].as_bytes(),
+            },
         };
         open = !matches!(msg, FrontendMessage::Sync | FrontendMessage::Query { .. });
         out.push(msg);

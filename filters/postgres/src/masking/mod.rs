@@ -767,14 +767,19 @@ impl SessionMasker {
         OwnAnswer::Consumed
     }
 
-    /// The server skips the rest of an extended-query batch after an error.
+    /// The server skips the rest of an extended-query batch after an error,
+    /// up to Sync (a Query or FunctionCall in it gets no answer at all).
     fn on_error(&mut self) {
         self.query_plan = None;
         self.copy = None;
         match self.expected.front() {
             Some(Expect::Query { .. } | Expect::FunctionCall { .. } | Expect::Sync) | None => {}
             Some(_) => {
-                while self.expected.front().is_some_and(|e| !e.ends_at_ready()) {
+                while self
+                    .expected
+                    .front()
+                    .is_some_and(|e| !matches!(e, Expect::Sync))
+                {
                     self.expected.pop_front();
                 }
             }

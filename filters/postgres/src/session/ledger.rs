@@ -16,8 +16,10 @@
 //! (`42P05` for a name in use, a syntax error) leaves the name as it was. Two
 //! exceptions follow the server: a failed Parse of the unnamed statement
 //! leaves none (the server drops it before parsing), and so does a simple
-//! Query (with the unnamed portal). A ReadyForQuery outside a transaction
-//! ends every portal but those of Binds still pending.
+//! Query that runs (with the unnamed portal; the server ignores a Query sent
+//! after an error until Sync, so that one drops nothing). A ReadyForQuery
+//! outside a transaction ends every portal but those of Binds still
+//! pending.
 
 use super::fastpath::OwnRequest;
 use super::{Portal, StatementRun, StatementText, server_name};
@@ -111,10 +113,40 @@ impl Ledger {
         }
     }
 
-    /// A simple Query: the server drops the unnamed statement and portal.
-    pub(super) fn simple_query(&mut self) {
-        self.statements.remove(&[][..]);
-        self.portals.remove(&[][..]);
+    /// A simple Query ran (its ReadyForQuery came; one the server ignored
+    /// after an error gets none): the server dropped the unnamed statement
+    /// and portal. A request sent after it that defines or closes one of
+    /// them is the ledger's word on it, and has nothing to put back.
+    pub(super) fn query_ran(&mut self) {
+        let (mut statement, mut portal) = (false, false);
+        for entry in &mut self.requests {
+            match entry {
+                Pending::Parse(Undo::Statement { name, previous })
+                | Pending::Close(Undo::Statement { name, previous })
+                    if name.is_empty() && !statement =>
+                {
+                    *previous = None;
+                    statement = true;
+                }
+                Pending::Bind(Undo::Portal { name, previous })
+                | Pending::Close(Undo::Portal { name, previous })
+                    if name.is_empty() && !portal =>
+                {
+                    *previous = None;
+                    portal = true;
+                }
+                _ => {}
+            }
+            if statement && portal {
+                return;
+            }
+        }
+        if !statement {
+            self.statements.remove(&[][..]);
+        }
+        if !portal {
+            self.portals.remove(&[][..]);
+        }
     }
 
     /// The server refused the first of `entries` (the front request) and

@@ -1781,7 +1781,11 @@ impl Session {
                 entry => entries.push(entry),
             }
         }
-        self.ledger.unwind(entries);
+        if self.ledger.unwind(entries)
+            && let Some(masker) = self.masker.as_mut()
+        {
+            masker.forget_pending_names();
+        }
     }
 
     fn on_ready_for_query(&mut self, status: u8) {

@@ -531,6 +531,22 @@ impl SessionMasker {
         names.forget_portal_shapes();
     }
 
+    /// Requests still awaiting answers were read against names the server
+    /// does not have (see the ledger's unwinding): what they took from those
+    /// names is forgotten.
+    pub(crate) fn forget_pending_names(&mut self) {
+        for expect in &mut self.expected {
+            match expect {
+                Expect::Bind { lineage } => *lineage = None,
+                Expect::Execute { portal, plan, .. } => {
+                    *portal = None;
+                    *plan = None;
+                }
+                _ => {}
+            }
+        }
+    }
+
     fn expect(&mut self, expect: Expect) {
         if self.expected.len() < MAX_EXPECTED {
             self.expected.push_back(expect);

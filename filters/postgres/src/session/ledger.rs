@@ -13,7 +13,11 @@
 //! replaced, dropped when the server answers it. When the server refuses a
 //! request, it skips the rest of the batch up to Sync: the refused request
 //! and every skipped one are undone, newest first, so a Parse that fails
-//! (`42P05` for a name in use, a syntax error) leaves the name as it was. Two
+//! (`42P05` for a name in use, a syntax error) leaves the name as it was.
+//! Requests a client pipelined after that batch's Sync were defined against
+//! names as the skipped requests would have left them: they are applied
+//! again on the names as the server has them, and masking forgets what it
+//! took from names for them (failing closed). Two
 //! exceptions follow the server: a failed Parse of the unnamed statement
 //! leaves none (the server drops it before parsing), and so does a simple
 //! Query that runs (with the unnamed portal; the server ignores a Query sent
@@ -151,8 +155,30 @@ impl Ledger {
 
     /// The server refused the first of `entries` (the front request) and
     /// skipped the rest (in the order sent; `None` for those already taken
-    /// for their records): their changes are undone, newest first.
-    pub(super) fn unwind(&mut self, entries: Vec<Option<Pending>>) {
+    /// for their records): their changes are undone. Requests a client
+    /// pipelined after that batch's Sync are still pending: theirs are undone
+    /// first (newest first, keeping what each defined), then applied again
+    /// on the names as the server has them. A portal they bind takes its
+    /// statement's text as it is now; what masking took from the names for
+    /// them is forgotten (see [`crate::masking::Names`]), so their computed
+    /// columns are masked whole. Returns whether there were such requests.
+    pub(super) fn unwind(&mut self, entries: Vec<Option<Pending>>) -> bool {
+        let Ledger {
+            requests,
+            statements,
+            portals,
+        } = self;
+        // What each pending request defined (`None`: it closed, or changed nothing).
+        let mut defined: Vec<Defined> = Vec::with_capacity(requests.len());
+        for entry in requests.iter_mut().rev() {
+            defined.push(match entry {
+                Pending::Parse(undo) | Pending::Bind(undo) | Pending::Close(undo) => {
+                    undo_in_place(statements, portals, undo)
+                }
+                _ => Defined::Nothing,
+            });
+        }
+        defined.reverse();
         // The server drops the unnamed statement before parsing its new text.
         let unnamed_parse_failed = matches!(
             entries.first(),
@@ -166,6 +192,48 @@ impl Ledger {
         if unnamed_parse_failed {
             self.statements.remove(&[][..]);
         }
+        // Anything of the client's behind the batch's Sync.
+        let later = self
+            .requests
+            .iter()
+            .skip(1)
+            .any(|p| !matches!(p, Pending::Injected(_)));
+        for (entry, defined) in self.requests.iter_mut().zip(defined) {
+            match (entry, defined) {
+                (
+                    Pending::Parse(Undo::Statement { name, previous })
+                    | Pending::Close(Undo::Statement { name, previous }),
+                    Defined::Statement(statement),
+                ) => {
+                    *previous = match statement {
+                        Some(statement) => self.statements.insert(name.clone(), statement),
+                        None => self.statements.remove(name.as_slice()),
+                    };
+                }
+                (
+                    Pending::Bind(Undo::Portal { name, previous })
+                    | Pending::Close(Undo::Portal { name, previous }),
+                    Defined::Portal(portal),
+                ) => {
+                    *previous = match portal {
+                        Some(mut portal) => {
+                            portal.text = self
+                                .statements
+                                .get(server_name(&portal.statement_name))
+                                .map(|s| Arc::clone(&s.text));
+                            portal.masking = Shape::default();
+                            self.portals.insert(name.clone(), portal)
+                        }
+                        None => self.portals.remove(name.as_slice()),
+                    };
+                }
+                _ => {}
+            }
+        }
+        if later {
+            self.forget_portal_shapes();
+        }
+        later
     }
 
     fn undo(&mut self, undo: Undo) {
@@ -261,6 +329,39 @@ impl Ledger {
         let at = self.requests.len().saturating_sub(1);
         self.requests
             .insert(at, Pending::Injected(Injected::Masking(request)));
+    }
+}
+
+/// What a pending request defined under its name, kept while it is undone
+/// and applied again (see [`Ledger::unwind`]).
+enum Defined {
+    Nothing,
+    Statement(Option<Statement>),
+    Portal(Option<Portal>),
+}
+
+/// Undoes `undo` on the maps, leaving it empty; what the request defined.
+fn undo_in_place(
+    statements: &mut HashMap<Vec<u8>, Statement>,
+    portals: &mut HashMap<Vec<u8>, Portal>,
+    undo: &mut Undo,
+) -> Defined {
+    match undo {
+        Undo::Nothing => Defined::Nothing,
+        Undo::Statement { name, previous } => {
+            let defined = match previous.take() {
+                Some(previous) => statements.insert(name.clone(), previous),
+                None => statements.remove(name.as_slice()),
+            };
+            Defined::Statement(defined)
+        }
+        Undo::Portal { name, previous } => {
+            let defined = match previous.take() {
+                Some(previous) => portals.insert(name.clone(), previous),
+                None => portals.remove(name.as_slice()),
+            };
+            Defined::Portal(defined)
+        }
     }
 }
 

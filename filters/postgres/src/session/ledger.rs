@@ -17,13 +17,14 @@
 //! Requests a client pipelined after that batch's Sync were defined against
 //! names as the skipped requests would have left them: they are applied
 //! again on the names as the server has them, and masking forgets what it
-//! took from names for them (failing closed). Two
-//! exceptions follow the server: a failed Parse of the unnamed statement
+//! took from names for them (failing closed; their Executes' records keep
+//! the text read when they were sent).
+//!
+//! Two exceptions follow the server: a failed Parse of the unnamed statement
 //! leaves none (the server drops it before parsing), and so does a simple
 //! Query that runs (with the unnamed portal; the server ignores a Query sent
-//! after an error until Sync, so that one drops nothing). A ReadyForQuery
-//! outside a transaction ends every portal but those of Binds still
-//! pending.
+//! after an error until Sync, so that one drops nothing). And a ReadyForQuery
+//! outside a transaction ends every portal but those of Binds still pending.
 
 use super::fastpath::OwnRequest;
 use super::{Portal, StatementRun, StatementText, server_name};

@@ -1770,6 +1770,8 @@ impl Session {
         // The first Execute among them is the statement that failed (its Parse or
         // Bind may be what the server refused); later ones never ran and get no
         // record.
+        // The engine's own requests of the batch (a denial's Bind, refused or
+        // skipped) are done with it, and so are the client's behind them.
         // What the refused request and the skipped ones defined or closed is
         // undone (see the ledger).
         let mut failed = false;
@@ -1778,7 +1780,7 @@ impl Session {
             .ledger
             .requests
             .front()
-            .is_some_and(|p| !matches!(p, Pending::Sync | Pending::Injected(_)))
+            .is_some_and(|p| !p.ends_batch())
         {
             match self.ledger.requests.pop_front() {
                 Some(Pending::Execute(run)) if !failed => {

@@ -18,7 +18,21 @@ const SECRET: &str = "SELECT md5(ssn) AS note FROM customers";
 /// A text the server refuses (but whose lineage is known: a text the
 /// masker cannot read makes it forget every lineage, failing closed).
 const BAD: &str = "SELECT upper('plain') AS note FROM no_such_table";
+/// A text the statement policy denies: the server gets the raising block
+/// in its place, and the engine injects requests of its own for it.
+const DENIED: &str = "DROP TABLE customers";
 const TEXTS: [&str; 3] = [SAFE, SECRET, BAD];
+/// The raising block, as the server model knows it.
+const RAISING_BLOCK: &str = "DO (raises the denial)";
+const DENIAL_MESSAGE: &str = "gatehouse: DROP is not allowed";
+const STATEMENT_POLICY: &str = r#"{
+  "version": "ledger-tests",
+  "default": { "action": "allow" },
+  "rules": [
+    { "name": "no-drop", "action": "deny", "message": "gatehouse: DROP is not allowed",
+      "match": { "kinds": ["drop"] } }
+  ]
+}"#;
 
 const SAFE_VALUE: &[u8] = b"plain-value";
 /// No detector knows it: only the lineage of its text masks it.
@@ -48,6 +62,17 @@ fn error(code: &str) -> Vec<u8> {
     }])
 }
 
+/// The server raising a denial's block.
+fn denial() -> Vec<u8> {
+    encode_backend(&[BackendMessage::ErrorResponse {
+        fields: vec![
+            (b'S', b"ERROR"),
+            (b'C', b"42501"),
+            (b'M', DENIAL_MESSAGE.as_bytes()),
+        ],
+    }])
+}
+
 /// What PostgreSQL does with the messages it gets, for the texts above.
 #[derive(Default)]
 struct Server {
@@ -71,6 +96,9 @@ struct Server {
 
 impl Server {
     fn text(sql: &[u8]) -> &'static str {
+        if sql.starts_with(b"DO $gh") {
+            return RAISING_BLOCK;
+        }
         TEXTS
             .into_iter()
             .find(|t| t.as_bytes() == sql)
@@ -163,6 +191,11 @@ impl Server {
                 Some((_, true)) => {
                     encode_backend(&[BackendMessage::CommandComplete { tag: b"SELECT 0" }])
                 }
+                Some((text, _)) if *text == RAISING_BLOCK => {
+                    self.skipping = true;
+                    self.failed_batch = true;
+                    denial()
+                }
                 Some((text, ran)) => {
                     *ran = true;
                     let text = *text;
@@ -191,6 +224,8 @@ impl Server {
                 let mut out = if text == BAD {
                     // Not a batch: the ledger has nothing to unwind.
                     error("42P01")
+                } else if text == RAISING_BLOCK {
+                    denial()
                 } else {
                     let description = description();
                     let mut out =
@@ -208,9 +243,13 @@ impl Server {
     }
 }
 
-/// A session past its catalog lookup, beside the server model.
+/// A session past its catalog lookup, beside the server model, with a
+/// statement policy that denies [`DENIED`].
 fn ready() -> (Wire, Server) {
     let mut wire = Wire::new(None);
+    let policy = crate::policy::PgPolicy::from_json(STATEMENT_POLICY.as_bytes()).unwrap();
+    wire.session
+        .set_statement_policy(Box::new(std::sync::Arc::new(policy)));
     let mut server = Server::default();
     wire.first_request(&query(SAFE));
     let answer = server.answer(&FrontendMessage::Query {
@@ -502,6 +541,39 @@ fn pipelined_batches_keep_their_portals_past_an_earlier_sync() {
             SYNC,
         ],
     );
+}
+
+#[test]
+fn requests_behind_a_refused_injected_request_are_skipped_as_the_server_skips_them() {
+    let (mut wire, mut server) = ready();
+    exchange(&mut wire, &mut server, &[parse(b"s", SECRET), SYNC]);
+    // The client takes the portal name the engine binds to raise a denial at
+    // Describe: the engine's own Bind is refused (42P03), and the server
+    // skips the rest of the batch, the Close and re-Parse of `s` included.
+    exchange(
+        &mut wire,
+        &mut server,
+        &[
+            bind(crate::deny::PRIVATE_PORTAL, b"s"),
+            parse(b"d", DENIED),
+            FrontendMessage::Describe {
+                kind: b'S',
+                name: b"d",
+            },
+            close(b'S', b"s"),
+            parse(b"s", SAFE),
+            SYNC,
+        ],
+    );
+    assert!(server.statements.contains_key(b"d".as_slice()));
+    // `s` is still the SECRET text on the server: its rows are masked.
+    exchange(
+        &mut wire,
+        &mut server,
+        &[bind(b"", b"s"), execute(b""), SYNC],
+    );
+    let last = wire.statements().last().cloned().cloned().unwrap();
+    assert!(last.statement.unwrap().contains("md5"));
 }
 
 /// One client message over a few names, any of which may collide.

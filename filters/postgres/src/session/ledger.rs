@@ -12,7 +12,9 @@
 //! pending request has run. Each such request carries an [`Undo`] of what it
 //! replaced, dropped when the server answers it. When the server refuses a
 //! request, it skips the rest of the batch up to Sync: the refused request
-//! and every skipped one are undone, newest first, so a Parse that fails
+//! and every skipped one (the client's behind a refused or skipped request
+//! of the engine's own, such as a denial's Bind, included) are undone,
+//! newest first, so a Parse that fails
 //! (`42P05` for a name in use, a syntax error) leaves the name as it was.
 //! Requests a client pipelined after that batch's Sync were defined against
 //! names as the skipped requests would have left them: they are applied
@@ -394,6 +396,16 @@ pub(super) enum Pending {
 }
 
 impl Pending {
+    /// Entries a server's error in an extended-protocol batch does not skip:
+    /// the batch's Sync, and the engine's own Queries, which it sends only
+    /// outside a batch.
+    pub(super) fn ends_batch(&self) -> bool {
+        matches!(
+            self,
+            Pending::Sync | Pending::Injected(Injected::FastPath(_) | Injected::Masking(_))
+        )
+    }
+
     /// Entries that end with ReadyForQuery, where the server stops skipping after an error.
     pub(super) fn ends_at_ready(&self) -> bool {
         matches!(

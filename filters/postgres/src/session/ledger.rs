@@ -18,9 +18,17 @@
 //! (`42P05` for a name in use, a syntax error) leaves the name as it was.
 //! Requests a client pipelined after that batch's Sync were defined against
 //! names as the skipped requests would have left them: they are applied
-//! again on the names as the server has them, and masking forgets what it
-//! took from names for them (failing closed; their Executes' records keep
-//! the text read when they were sent).
+//! again on the names as the server has them (their Executes' records name
+//! the portals as applied again), and masking forgets what it took from
+//! names for them (failing closed).
+//!
+//! Enforcement's [`Guard`] of a statement (denied, or needing approval)
+//! lives with it, so it is undone and applied again with it. Those
+//! pipelined requests already reached the server, though: a Bind written
+//! while a Parse or Close of its statement's name in an earlier batch is
+//! unanswered must pass for the statement that request replaced too
+//! ([`Ledger::bind_targets`]), and a denied statement's Describe raises the
+//! denial only when the server holds the raising block whatever is pending.
 //!
 //! A request the client writes once the engine has seen such a refusal,
 //! before the batch's Sync, is skipped too: it never enters the ledger
@@ -52,6 +60,10 @@ pub(super) struct Ledger {
     /// Sync the client has not sent yet: it ignores every client request
     /// until that Sync.
     pub(super) skipping: bool,
+    /// Parses and Closes sent since the queue was last empty that replaced
+    /// a guarded statement: while any may be pending, a Bind is checked
+    /// against what the server may still hold (see [`Ledger::bind_targets`]).
+    replaced_guarded: usize,
 }
 
 /// A prepared statement.
@@ -61,6 +73,24 @@ pub(super) struct Statement {
     pub(super) text: Arc<StatementText>,
     /// What masking knows of it.
     pub(super) masking: Shape,
+    /// What enforcement does at its Binds and Describes.
+    pub(super) guard: Guard,
+}
+
+/// How enforcement treats a prepared statement (see `enforce` and
+/// `approvals`). It lives with the statement, so it is undone and applied
+/// again with it, as the server keeps or drops the statement.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) enum Guard {
+    /// Its Binds pass.
+    #[default]
+    Open,
+    /// The policy denied it: the server holds the raising block under its
+    /// name, and its Binds lose their parameters.
+    Denied,
+    /// It needs approval: each Bind is checked with its parameters against
+    /// this exact text.
+    Gated(Arc<[u8]>),
 }
 
 /// What a Parse, Bind or Close changed in the ledger: put back if the server
@@ -98,10 +128,81 @@ impl Ledger {
         let statement = Statement {
             text,
             masking: Shape::default(),
+            guard: Guard::Open,
         };
+        let previous = self.statements.insert(name.to_vec(), statement);
+        self.note_replaced(previous.as_ref());
         Undo::Statement {
             name: name.to_vec(),
-            previous: self.statements.insert(name.to_vec(), statement),
+            previous,
+        }
+    }
+
+    /// Guards the statement `name` as just defined; `false` when the name is
+    /// not tracked (past the limit).
+    pub(super) fn guard_statement(&mut self, name: &[u8], guard: Guard) -> bool {
+        match self.statements.get_mut(server_name(name)) {
+            Some(statement) => {
+                statement.guard = guard;
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn note_replaced(&mut self, previous: Option<&Statement>) {
+        if previous.is_some_and(|s| s.guard != Guard::Open) {
+            self.replaced_guarded += 1;
+        }
+    }
+
+    /// The statements a Bind of `name` written now may bind on the server:
+    /// the ledger's, and, when a Parse or Close of the name in an earlier
+    /// batch is still unanswered, what it replaced (the server keeps that if
+    /// it refuses or skips the request; within the Bind's own batch, a
+    /// refusal skips the Bind too). A Bind must pass for each of them.
+    pub(super) fn bind_targets(&self, name: &[u8]) -> Vec<&Statement> {
+        let name = server_name(name);
+        let mut targets: Vec<&Statement> = self.statements.get(name).into_iter().collect();
+        if self.replaced_guarded == 0 {
+            return targets;
+        }
+        let mut earlier_batch = false;
+        for entry in self.requests.iter().rev() {
+            match entry {
+                Pending::Sync => earlier_batch = true,
+                Pending::Parse(Undo::Statement {
+                    name: replaced,
+                    previous: Some(previous),
+                })
+                | Pending::Close(Undo::Statement {
+                    name: replaced,
+                    previous: Some(previous),
+                }) if earlier_batch && replaced.as_slice() == name => targets.push(previous),
+                _ => {}
+            }
+        }
+        targets
+    }
+
+    /// Whether some statement the server holds or may hold is denied.
+    pub(super) fn any_denied(&self) -> bool {
+        let denied = |s: &Statement| s.guard == Guard::Denied;
+        self.statements.values().any(denied)
+            || self.requests.iter().any(|entry| {
+                matches!(
+                    entry,
+                    Pending::Parse(Undo::Statement { previous: Some(s), .. })
+                        | Pending::Close(Undo::Statement { previous: Some(s), .. })
+                        if denied(s)
+                )
+            })
+    }
+
+    /// Every request was answered: none replaced a guarded statement any more.
+    pub(super) fn settled(&mut self) {
+        if self.requests.is_empty() {
+            self.replaced_guarded = 0;
         }
     }
 
@@ -122,6 +223,7 @@ impl Ledger {
         let name = server_name(name).to_vec();
         if kind == b'S' {
             let previous = self.statements.remove(&name);
+            self.note_replaced(previous.as_ref());
             Undo::Statement { name, previous }
         } else {
             let previous = self.portals.remove(&name);
@@ -222,6 +324,9 @@ impl Ledger {
                         Some(statement) => self.statements.insert(name.clone(), statement),
                         None => self.statements.remove(name.as_slice()),
                     };
+                    if previous.as_ref().is_some_and(|s| s.guard != Guard::Open) {
+                        self.replaced_guarded += 1;
+                    }
                 }
                 (
                     Pending::Bind(Undo::Portal { name, previous })
@@ -239,6 +344,13 @@ impl Ledger {
                         }
                         None => self.portals.remove(name.as_slice()),
                     };
+                }
+                // Its record names what the server runs: the portal as
+                // applied again.
+                (Pending::Execute(run), _) => {
+                    if let Some(portal) = run.portal_key.as_deref() {
+                        run.reread(self.portals.get(portal));
+                    }
                 }
                 _ => {}
             }

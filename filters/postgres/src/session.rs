@@ -196,6 +196,11 @@ struct Portal {
     parameters: Option<Vec<ParameterValue>>,
     /// What masking knows of it.
     masking: crate::masking::Shape,
+    /// Alive while the Bind that defined it awaits its answer: a portal
+    /// the server has not bound yet outlives the end of a transaction.
+    binder: std::rc::Weak<()>,
+    /// The transactions ended when an undo kept it (see the ledger).
+    stashed_in: u64,
 }
 
 /// A statement sent to the server whose outcome is awaited.
@@ -1496,6 +1501,8 @@ impl Session {
             text,
             parameters,
             masking: crate::masking::Shape::default(),
+            binder: std::rc::Weak::new(),
+            stashed_in: 0,
         };
         let limit = self.config.max_prepared_statements;
         self.ledger.define_portal(portal, portal_entry, limit)

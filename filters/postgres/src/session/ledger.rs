@@ -44,7 +44,8 @@
 use super::fastpath::OwnRequest;
 use super::{Portal, StatementRun, StatementText, server_name};
 use crate::masking::{Names, OwnRequest as MaskingRequest, Shape};
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
 use std::sync::Arc;
 
 /// Requests awaiting answers, statements and portals (see the module docs).
@@ -61,9 +62,13 @@ pub(super) struct Ledger {
     /// until that Sync.
     pub(super) skipping: bool,
     /// Parses and Closes sent since the queue was last empty that replaced
-    /// a guarded statement: while any may be pending, a Bind is checked
-    /// against what the server may still hold (see [`Ledger::bind_targets`]).
+    /// a guarded statement, or defined one: while any may be pending, a Bind
+    /// or Describe is checked against what the server may still hold (see
+    /// [`Ledger::bind_targets`]).
     replaced_guarded: usize,
+    /// ReadyForQuery `I` answers so far: a portal an undo kept is put back
+    /// only when none came since (see [`Ledger::end_transaction`]).
+    transactions_ended: u64,
 }
 
 /// A prepared statement.
@@ -108,6 +113,10 @@ pub(super) enum Undo {
     Portal {
         name: Vec<u8>,
         previous: Option<Portal>,
+        /// A Bind's: held, never read, while the Bind is pending (the
+        /// portal's `binder` sees it alive).
+        #[expect(dead_code, reason = "held for its liveness only")]
+        bind: Option<Rc<()>>,
     },
 }
 
@@ -144,6 +153,8 @@ impl Ledger {
         match self.statements.get_mut(server_name(name)) {
             Some(statement) => {
                 statement.guard = guard;
+                // What it replaced may stay on the server: see `bind_targets`.
+                self.replaced_guarded += 1;
                 true
             }
             None => false,
@@ -207,14 +218,18 @@ impl Ledger {
     }
 
     /// A Bind defines the portal `name` (as [`Ledger::define_statement`]).
-    pub(super) fn define_portal(&mut self, name: &[u8], portal: Portal, limit: usize) -> Undo {
+    pub(super) fn define_portal(&mut self, name: &[u8], mut portal: Portal, limit: usize) -> Undo {
         let name = server_name(name);
         if !name.is_empty() && !self.portals.contains_key(name) && self.portals.len() >= limit {
             return Undo::Nothing;
         }
+        let bind = Rc::new(());
+        portal.binder = Rc::downgrade(&bind);
+        let previous = self.portals.insert(name.to_vec(), portal);
         Undo::Portal {
             name: name.to_vec(),
-            previous: self.portals.insert(name.to_vec(), portal),
+            previous: stash(previous, self.transactions_ended),
+            bind: Some(bind),
         }
     }
 
@@ -226,8 +241,12 @@ impl Ledger {
             self.note_replaced(previous.as_ref());
             Undo::Statement { name, previous }
         } else {
-            let previous = self.portals.remove(&name);
-            Undo::Portal { name, previous }
+            let previous = stash(self.portals.remove(&name), self.transactions_ended);
+            Undo::Portal {
+                name,
+                previous,
+                bind: None,
+            }
         }
     }
 
@@ -246,8 +265,8 @@ impl Ledger {
                     *previous = None;
                     statement = true;
                 }
-                Pending::Bind(Undo::Portal { name, previous })
-                | Pending::Close(Undo::Portal { name, previous })
+                Pending::Bind(Undo::Portal { name, previous, .. })
+                | Pending::Close(Undo::Portal { name, previous, .. })
                     if name.is_empty() && !portal =>
                 {
                     *previous = None;
@@ -275,12 +294,32 @@ impl Ledger {
     /// on the names as the server has them. A portal they bind takes its
     /// statement's text as it is now; what masking took from the names for
     /// them is forgotten (see [`crate::masking::Names`]), so their computed
-    /// columns are masked whole. Returns whether there were such requests.
+    /// columns are masked whole. Returns whether there were such requests
+    /// and the refused or skipped ones changed a name (else nothing pending
+    /// is read again).
     pub(super) fn unwind(&mut self, entries: Vec<Option<Pending>>) -> bool {
+        // The server changed no name the ledger did not: what is pending
+        // was read against names as the server has them (a flood of
+        // failing batches costs each error its own requests only).
+        let unnamed_parse_failed = matches!(
+            entries.first(),
+            Some(Some(Pending::Parse(Undo::Statement { name, .. }))) if name.is_empty()
+        );
+        let changed = entries.iter().flatten().any(|entry| {
+            matches!(
+                entry,
+                Pending::Parse(undo) | Pending::Bind(undo) | Pending::Close(undo)
+                    if !matches!(undo, Undo::Nothing)
+            )
+        });
+        if !changed {
+            return false;
+        }
         let Ledger {
             requests,
             statements,
             portals,
+            transactions_ended,
             ..
         } = self;
         // What each pending request defined (`None`: it closed, or changed nothing).
@@ -288,17 +327,13 @@ impl Ledger {
         for entry in requests.iter_mut().rev() {
             defined.push(match entry {
                 Pending::Parse(undo) | Pending::Bind(undo) | Pending::Close(undo) => {
-                    undo_in_place(statements, portals, undo)
+                    undo_in_place(statements, portals, *transactions_ended, undo)
                 }
                 _ => Defined::Nothing,
             });
         }
         defined.reverse();
         // The server drops the unnamed statement before parsing its new text.
-        let unnamed_parse_failed = matches!(
-            entries.first(),
-            Some(Some(Pending::Parse(Undo::Statement { name, .. }))) if name.is_empty()
-        );
         for entry in entries.into_iter().rev().flatten() {
             if let Pending::Parse(undo) | Pending::Bind(undo) | Pending::Close(undo) = entry {
                 self.undo(undo);
@@ -329,11 +364,11 @@ impl Ledger {
                     }
                 }
                 (
-                    Pending::Bind(Undo::Portal { name, previous })
-                    | Pending::Close(Undo::Portal { name, previous }),
+                    Pending::Bind(Undo::Portal { name, previous, .. })
+                    | Pending::Close(Undo::Portal { name, previous, .. }),
                     Defined::Portal(portal),
                 ) => {
-                    *previous = match portal {
+                    let replaced = match portal {
                         Some(mut portal) => {
                             portal.text = self
                                 .statements
@@ -344,6 +379,7 @@ impl Ledger {
                         }
                         None => self.portals.remove(name.as_slice()),
                     };
+                    *previous = stash(replaced, self.transactions_ended);
                 }
                 // Its record names what the server runs: the portal as
                 // applied again.
@@ -372,41 +408,23 @@ impl Ledger {
                     self.statements.remove(&name);
                 }
             },
-            Undo::Portal { name, previous } => match previous {
-                Some(portal) => {
-                    self.portals.insert(name, portal);
-                }
-                None => {
-                    self.portals.remove(&name);
-                }
-            },
+            Undo::Portal { name, previous, .. } => {
+                match restorable(previous, self.transactions_ended) {
+                    Some(portal) => self.portals.insert(name, portal),
+                    None => self.portals.remove(&name),
+                };
+            }
         }
     }
 
     /// The server reported no transaction (ReadyForQuery `I`): its portals
     /// are gone; only those of Binds still pending (sent after its Sync)
-    /// will exist.
+    /// will exist, and a pending request that is undone puts back none of
+    /// the portals it replaced. Costs the portals, not the pending requests.
     pub(super) fn end_transaction(&mut self) {
-        if self.portals.is_empty() {
-            return;
-        }
-        for entry in &mut self.requests {
-            if let Pending::Bind(Undo::Portal { previous, .. })
-            | Pending::Close(Undo::Portal { previous, .. }) = entry
-            {
-                *previous = None;
-            }
-        }
-        let pending: HashSet<&[u8]> = self
-            .requests
-            .iter()
-            .filter_map(|entry| match entry {
-                Pending::Bind(Undo::Portal { name, .. }) => Some(name.as_slice()),
-                _ => None,
-            })
-            .collect();
+        self.transactions_ended += 1;
         self.portals
-            .retain(|name, _| pending.contains(name.as_slice()));
+            .retain(|_, portal| portal.binder.strong_count() > 0);
     }
 
     /// The statement whose answers come next, when the front request runs one.
@@ -469,6 +487,7 @@ enum Defined {
 fn undo_in_place(
     statements: &mut HashMap<Vec<u8>, Statement>,
     portals: &mut HashMap<Vec<u8>, Portal>,
+    transactions_ended: u64,
     undo: &mut Undo,
 ) -> Defined {
     match undo {
@@ -480,14 +499,32 @@ fn undo_in_place(
             };
             Defined::Statement(defined)
         }
-        Undo::Portal { name, previous } => {
-            let defined = match previous.take() {
+        Undo::Portal { name, previous, .. } => {
+            let defined = match restorable(previous.take(), transactions_ended) {
                 Some(previous) => portals.insert(name.clone(), previous),
                 None => portals.remove(name.as_slice()),
             };
             Defined::Portal(defined)
         }
     }
+}
+
+/// `previous`, kept in an undo: stamped with the transactions ended so far,
+/// so that it is put back only while its transaction lasts.
+fn stash(mut previous: Option<Portal>, transactions_ended: u64) -> Option<Portal> {
+    if let Some(portal) = previous.as_mut() {
+        portal.stashed_in = transactions_ended;
+    }
+    previous
+}
+
+/// A portal an undo kept, when it exists on the server: no transaction
+/// ended since it was replaced, or its own Bind is still pending (so it is
+/// bound after that end).
+fn restorable(previous: Option<Portal>, transactions_ended: u64) -> Option<Portal> {
+    previous.filter(|portal| {
+        portal.stashed_in == transactions_ended || portal.binder.strong_count() > 0
+    })
 }
 
 /// A request whose answer the server still owes, in order.

@@ -182,7 +182,7 @@ fn pending_bytes(entry: &Pending) -> usize {
             Undo::Statement { name, previous } => {
                 name.len() + previous.as_ref().map_or(0, |s| statement_bytes((name, s)))
             }
-            Undo::Portal { name, previous } => {
+            Undo::Portal { name, previous, .. } => {
                 name.len() + previous.as_ref().map_or(0, |p| portal_bytes((name, p)))
             }
         },

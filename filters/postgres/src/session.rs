@@ -189,6 +189,13 @@ struct StatementText {
     approval: Option<gatehouse_core::approval::ApprovalRef>,
 }
 
+impl StatementText {
+    /// Whether `other` is this text (a copy naming an approval included).
+    fn is_same_text(&self, other: &StatementText) -> bool {
+        Arc::ptr_eq(&self.text.0, &other.text.0)
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Portal {
     statement_name: Vec<u8>,

@@ -292,7 +292,9 @@ impl Ledger {
     /// pipelined after that batch's Sync are still pending: theirs are undone
     /// first (newest first, keeping what each defined), then applied again
     /// on the names as the server has them. A portal they bind takes its
-    /// statement's text as it is now; what masking took from the names for
+    /// statement's text as it is now (the text its Bind read keeps the
+    /// approval it was checked under), and their Executes' records read the
+    /// portals so applied again; what masking took from the names for
     /// them is forgotten (see [`crate::masking::Names`]), so their computed
     /// columns are masked whole. Returns whether there were such requests
     /// and the refused or skipped ones changed a name (else nothing pending
@@ -370,10 +372,17 @@ impl Ledger {
                 ) => {
                     let replaced = match portal {
                         Some(mut portal) => {
-                            portal.text = self
+                            let text = self
                                 .statements
                                 .get(server_name(&portal.statement_name))
                                 .map(|s| Arc::clone(&s.text));
+                            // The same text keeps what its Bind found (the
+                            // approval it runs under).
+                            if !portal.text.as_ref().is_some_and(|old| {
+                                text.as_ref().is_some_and(|new| old.is_same_text(new))
+                            }) {
+                                portal.text = text;
+                            }
                             portal.masking = Shape::default();
                             self.portals.insert(name.clone(), portal)
                         }

@@ -453,6 +453,55 @@ fn a_bind_pipelined_behind_a_redefinition_is_checked_against_what_the_server_may
 }
 
 #[test]
+fn an_approved_run_behind_a_refused_redefinition_is_recorded_with_its_approval() {
+    let mut wire = Wire::new();
+    let bind = prepared_delete(&mut wire);
+    let params: [Option<&[u8]>; 1] = [Some(b"7")];
+    wire.grant(
+        GrantKind::SingleUse,
+        Some(statement_hash(
+            b"DELETE FROM customers WHERE id = $1",
+            &params,
+        )),
+    );
+    // The redefinition is refused (42P05): the batch behind it is applied
+    // again on the DELETE, which runs under the approval its Bind was
+    // checked with.
+    let redefine = frontend(&[
+        FrontendMessage::Parse {
+            name: b"s1",
+            sql: b"SELECT 1",
+            param_types: vec![],
+        },
+        FrontendMessage::Sync,
+    ]);
+    let pipelined = [redefine, bind].concat();
+    assert_eq!(wire.client(&pipelined), pipelined);
+    let refused: Vec<ErrorField<'_>> = vec![
+        (b'S', b"ERROR"),
+        (b'C', b"42P05"),
+        (b'M', b"prepared statement \"s1\" already exists"),
+    ];
+    wire.server(&backend(&[
+        BackendMessage::ErrorResponse { fields: refused },
+        BackendMessage::ReadyForQuery { status: b'I' },
+        BackendMessage::BindComplete,
+        BackendMessage::CommandComplete { tag: b"DELETE 1" },
+        BackendMessage::ReadyForQuery { status: b'I' },
+    ]));
+    let record = wire.last_statement();
+    assert_eq!(record.command_tag.as_deref(), Some("DELETE 1"));
+    assert!(
+        record.statement.as_deref().unwrap().starts_with("DELETE"),
+        "{record:?}"
+    );
+    assert_eq!(
+        record.approval.as_ref().map(|a| a.id.as_str()),
+        Some("apr-granted1")
+    );
+}
+
+#[test]
 fn a_window_grant_passes_every_statement_of_its_rule_until_it_ends() {
     let mut wire = Wire::new();
     let policy = POLICY.replace(

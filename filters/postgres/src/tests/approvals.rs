@@ -392,30 +392,41 @@ fn prepared_delete(wire: &mut Wire) -> Vec<u8> {
     ])
 }
 
-#[test]
-fn a_redefinition_the_server_refuses_leaves_the_statement_needing_approval() {
-    let mut wire = Wire::new();
-    let bind = prepared_delete(&mut wire);
-    // `s1` is in use: the server refuses the new Parse (42P05) and keeps
-    // the DELETE under the name.
-    let parse = frontend(&[
+/// A Parse of `s1` as a harmless text, which the server refuses while `s1`
+/// is in use.
+fn redefinition() -> Vec<u8> {
+    frontend(&[
         FrontendMessage::Parse {
             name: b"s1",
             sql: b"SELECT 1",
             param_types: vec![],
         },
         FrontendMessage::Sync,
-    ]);
-    assert_eq!(wire.client(&parse), parse);
+    ])
+}
+
+/// The server's refusal of [`redefinition`] (42P05), through its ReadyForQuery.
+fn name_in_use() -> Vec<u8> {
     let refused: Vec<ErrorField<'_>> = vec![
         (b'S', b"ERROR"),
         (b'C', b"42P05"),
         (b'M', b"prepared statement \"s1\" already exists"),
     ];
-    wire.server(&backend(&[
+    backend(&[
         BackendMessage::ErrorResponse { fields: refused },
         BackendMessage::ReadyForQuery { status: b'I' },
-    ]));
+    ])
+}
+
+#[test]
+fn a_redefinition_the_server_refuses_leaves_the_statement_needing_approval() {
+    let mut wire = Wire::new();
+    let bind = prepared_delete(&mut wire);
+    // `s1` is in use: the server refuses the new Parse and keeps the DELETE
+    // under the name.
+    let parse = redefinition();
+    assert_eq!(wire.client(&parse), parse);
+    wire.server(&name_in_use());
     let sent = wire.client(&bind);
     assert_ne!(sent, bind, "the DELETE ran without approval");
     assert!(text_of(&sent).contains("gatehouse_approval"));
@@ -464,31 +475,16 @@ fn an_approved_run_behind_a_refused_redefinition_is_recorded_with_its_approval()
             &params,
         )),
     );
-    // The redefinition is refused (42P05): the batch behind it is applied
-    // again on the DELETE, which runs under the approval its Bind was
-    // checked with.
-    let redefine = frontend(&[
-        FrontendMessage::Parse {
-            name: b"s1",
-            sql: b"SELECT 1",
-            param_types: vec![],
-        },
-        FrontendMessage::Sync,
-    ]);
-    let pipelined = [redefine, bind].concat();
+    // The redefinition is refused: the batch behind it is applied again on
+    // the DELETE, which runs under the approval its Bind was checked with.
+    let pipelined = [redefinition(), bind].concat();
     assert_eq!(wire.client(&pipelined), pipelined);
-    let refused: Vec<ErrorField<'_>> = vec![
-        (b'S', b"ERROR"),
-        (b'C', b"42P05"),
-        (b'M', b"prepared statement \"s1\" already exists"),
-    ];
-    wire.server(&backend(&[
-        BackendMessage::ErrorResponse { fields: refused },
-        BackendMessage::ReadyForQuery { status: b'I' },
+    let ran = backend(&[
         BackendMessage::BindComplete,
         BackendMessage::CommandComplete { tag: b"DELETE 1" },
         BackendMessage::ReadyForQuery { status: b'I' },
-    ]));
+    ]);
+    wire.server(&[name_in_use(), ran].concat());
     let record = wire.last_statement();
     assert_eq!(record.command_tag.as_deref(), Some("DELETE 1"));
     assert!(

@@ -14,8 +14,8 @@
 //! request, it skips the rest of the batch up to Sync: the refused request
 //! and every skipped one (the client's behind a refused or skipped request
 //! of the engine's own, such as a denial's Bind, included) are undone,
-//! newest first, so a Parse that fails
-//! (`42P05` for a name in use, a syntax error) leaves the name as it was.
+//! newest first, so a Parse that fails (`42P05` for a name in use, a syntax
+//! error) leaves the name as it was.
 //! Requests a client pipelined after that batch's Sync were defined against
 //! names as the skipped requests would have left them: they are applied
 //! again on the names as the server has them (their Executes' records name
@@ -39,7 +39,9 @@
 //! leaves none (the server drops it before parsing), and so does a simple
 //! Query that runs (with the unnamed portal; the server ignores a Query sent
 //! after an error until Sync, so that one drops nothing). And a ReadyForQuery
-//! outside a transaction ends every portal but those of Binds still pending.
+//! outside a transaction ends every portal but those of Binds still pending
+//! (each portal knows whether its Bind is, so this costs the portals, not
+//! the pending requests).
 
 use super::fastpath::OwnRequest;
 use super::{Portal, StatementRun, StatementText, server_name};

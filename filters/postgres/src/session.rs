@@ -1485,9 +1485,14 @@ impl Session {
         truncated: bool,
         decision: Option<Decision>,
     ) -> Undo {
+        // A statement the policy blocks is tracked past the limit (as far
+        // again): its Binds and Describes must know it.
+        let mut limit = self.config.max_prepared_statements;
+        if decision.as_ref().is_some_and(|d| self.applies(d)) {
+            limit = limit.saturating_mul(2);
+        }
         let mut text = self.statement_text(sql, truncated);
         text.decision = decision;
-        let limit = self.config.max_prepared_statements;
         self.ledger.define_statement(name, Arc::new(text), limit)
     }
 

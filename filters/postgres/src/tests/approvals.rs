@@ -5,11 +5,12 @@
 
 use super::*;
 use crate::approval::{ApprovalCall, ApprovalGate, REASON_REPLACEMENT};
-use crate::policy::PgPolicy;
+use crate::policy::{PREPARE_NEEDS_APPROVAL, PgPolicy};
 use crate::protocol::{BackendMessage, Bind, ErrorField, FrontendMessage, StartupPacket};
 use gatehouse_core::approval::grant::statement_hash;
 use gatehouse_core::approval::{Grant, GrantBook, GrantKind, GrantsDocument, Principal};
 use gatehouse_core::identity::Identity;
+use gatehouse_core::policy::Action as PolicyAction;
 use gatehouse_core::record::StatementRecord;
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -555,4 +556,45 @@ fn the_reason_is_read_recorded_and_not_forwarded() {
         record.access_reason.as_deref(),
         Some("INC-42: restore a customer")
     );
+}
+
+/// An approval covers one run; a PREPARE it let through would let every later
+/// EXECUTE run the statement unchecked. So the PREPARE is refused by the rule,
+/// granted or not, and the session carries on.
+#[test]
+fn a_prepare_of_a_statement_needing_approval_is_refused_even_when_granted() {
+    for window in [false, true] {
+        let mut wire = Wire::new();
+        let prepare = "PREPARE purge AS DELETE FROM customers WHERE id = 7";
+        if window {
+            wire.grant(GrantKind::Window, None);
+        } else {
+            wire.grant(
+                GrantKind::SingleUse,
+                Some(statement_hash(prepare.as_bytes(), &[])),
+            );
+        }
+        let sent = text_of(&wire.client(&query(prepare)));
+        assert!(!sent.contains("PREPARE purge"), "{sent}");
+        assert!(sent.contains("cannot be prepared with PREPARE"), "{sent}");
+        assert!(
+            wire.session.take_approval_calls().is_empty(),
+            "nothing filed, nothing used up"
+        );
+        let message = PREPARE_NEEDS_APPROVAL;
+        let answer = wire.server(
+            &[
+                raised(message, ""),
+                backend(&[BackendMessage::ReadyForQuery { status: b'I' }]),
+            ]
+            .concat(),
+        );
+        assert!(text_of(&answer).contains(message), "{}", text_of(&answer));
+        let record = wire.last_statement();
+        assert_eq!(record.decision.action, PolicyAction::Deny);
+        assert_eq!(record.decision.rule.as_deref(), Some("customer-writes"));
+        // The session stays usable.
+        let next = query("SELECT 1");
+        assert_eq!(wire.client(&next), next);
+    }
 }

@@ -253,7 +253,55 @@ fn deny_and_retry_through_envoy_and_the_approval_service() {
     assert_eq!(server_log_count(&stack, "raced@example.com"), 1);
 
     a_statement_the_server_keeps_still_needs_approval(&stack, port);
+    a_prepare_of_a_statement_needing_approval_is_refused(&stack, port);
     requests_behind_a_refused_denial_bind_are_skipped(&stack, port);
+}
+
+/// An approval covers one run, so a PREPARE of a statement needing approval
+/// is refused by the rule (nothing filed): no EXECUTE can run it later. The
+/// session carries on.
+fn a_prepare_of_a_statement_needing_approval_is_refused(stack: &Stack, port: u16) {
+    let out = Command::new(tools::pg_client("psql").unwrap())
+        .args(["-X", "-w", "-At", "-d"])
+        .arg(format!(
+            "postgresql://127.0.0.1:{port}/shop?user=app&sslmode=disable"
+        ))
+        .args([
+            "-c",
+            "PREPARE purge AS UPDATE customers SET email = 'prepared@example.com' WHERE id = 5",
+            "-c",
+            "EXECUTE purge",
+            "-c",
+            "SELECT 'still usable'",
+        ])
+        .env("PGPASSWORD", stack.token("developer").unwrap())
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        stderr.contains("ERROR:  gatehouse: statements that need approval cannot be prepared"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("HINT"), "nothing filed: {stderr}");
+    assert!(
+        stderr.contains(r#"prepared statement "purge" does not exist"#),
+        "{stderr}"
+    );
+    assert_eq!(stdout.trim(), "still usable", "{stderr}");
+    assert_eq!(server_log_count(stack, "prepared@example.com"), 0);
+    stack
+        .wait_for_record("the refused PREPARE", |r| {
+            r["type"] == "pg.statement"
+                && r["decision"]["action"] == "deny"
+                && r["decision"]["rule"] == "customer-writes"
+                && r["statement"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with("PREPARE purge"))
+        })
+        .unwrap();
 }
 
 /// The full demo configuration (policy and masking) with raw bytes: the

@@ -151,6 +151,11 @@ pub struct Verdict {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub blocked_by: Option<usize>,
     pub statements: Vec<StatementVerdict>,
+    /// The prepared statements an EXECUTE anywhere in the text runs: the
+    /// session refuses one that needs approval (its Binds are checked, an
+    /// EXECUTE would not be).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub executes: Vec<String>,
 }
 
 /// A compiled, immutable Postgres policy.
@@ -309,10 +314,18 @@ impl PgPolicy {
             .blocks()
             .then(|| statements.iter().position(|s| s.decision == decision))
             .flatten();
+        let executes = analysis
+            .statements
+            .iter()
+            .flat_map(StatementInfo::walk)
+            .filter(|s| s.kind == StatementKind::Execute)
+            .filter_map(|s| s.prepared_name.clone())
+            .collect();
         Verdict {
             decision,
             blocked_by,
             statements,
+            executes,
         }
     }
 
@@ -467,6 +480,7 @@ impl Verdict {
             decision,
             blocked_by: Some(0),
             statements: Vec::new(),
+            executes: Vec::new(),
         }
     }
 }

@@ -37,7 +37,6 @@ use gatehouse_kubernetes::gate::{
 use serde::Deserialize;
 use std::cell::RefCell;
 use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -364,9 +363,7 @@ impl GrantsClient {
     }
 
     fn read(&mut self) -> Result<GrantsDocument, ReadError> {
-        let mut stream = TcpStream::connect(&self.address)?;
-        stream.set_read_timeout(Some(self.timeout))?;
-        stream.set_write_timeout(Some(self.timeout))?;
+        let mut stream = crate::connect::connect(&self.address, self.timeout)?;
         stream.write_all(&self.request)?;
         let mut answer = Vec::with_capacity(4096);
         let read = (&mut stream)
@@ -647,5 +644,14 @@ mod tests {
         );
         assert_eq!(split_answer(b"HTTP/1.1 200 OK\r\n"), None);
         assert_eq!(split_answer(b"SMTP 200\r\n\r\n"), None);
+    }
+
+    #[test]
+    fn an_unreachable_service_is_a_failed_read_within_the_timeout() {
+        // The poller's thread must get on with its next round (and the last
+        // grants' expiry) rather than wait out the system's connect timeout.
+        let (_guard, address) = crate::connect::unreachable();
+        let mut client = GrantsClient::new(&service(100), address);
+        assert!(matches!(client.read(), Err(ReadError::Io(_))));
     }
 }

@@ -22,6 +22,7 @@
 //! that each hook catches a panic at the module boundary).
 
 pub mod approvals;
+mod connect;
 pub mod keys;
 pub mod kubernetes;
 pub mod postgres;

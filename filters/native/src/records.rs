@@ -246,9 +246,7 @@ impl HttpSink {
         let stream = match self.connection.take() {
             Some(stream) => stream,
             None => {
-                let stream = TcpStream::connect(&self.address)?;
-                stream.set_read_timeout(Some(self.timeout))?;
-                stream.set_write_timeout(Some(self.timeout))?;
+                let stream = crate::connect::connect(&self.address, self.timeout)?;
                 stream.set_nodelay(true)?;
                 stream
             }
@@ -448,5 +446,19 @@ mod tests {
             .collect();
         let expected: Vec<String> = (0..5).map(|n| format!("{{\"n\":{n}}}")).collect();
         assert_eq!(delivered, expected);
+    }
+
+    #[test]
+    fn an_unreachable_record_listener_is_a_send_to_retry() {
+        // The writer gives up on the connect within its timeout and keeps the
+        // batch for the next attempt.
+        let (_guard, address) = crate::connect::unreachable();
+        let mut sink = HttpSink::new(&RecordsConfig {
+            address,
+            timeout_ms: 200,
+            ..RecordsConfig::default()
+        });
+        assert_eq!(sink.send(b"{}\n"), SendOutcome::Retry);
+        assert!(sink.connection.is_none());
     }
 }

@@ -223,6 +223,17 @@ fn keys_rotated_at_the_identity_provider_are_picked_up_without_a_restart() {
             .all(|m| m.contains("token is signed by an unknown key") && m.contains("try again")),
         "{refusals:?}"
     );
+    // The first token verified moments ago, and its key is gone from the set
+    // the gateway now holds: it is refused at once, not trusted for a while.
+    let out = stack
+        .psql_login("postgres", Some(&before), &["-c", "select 'stale'"])
+        .unwrap();
+    assert!(!out.status.success(), "a token of a removed key logged in");
+    assert!(
+        stderr(&out).contains("token is signed by an unknown key"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 /// Native build only: a login whose token names a key the identity provider

@@ -407,9 +407,18 @@ enum Path {
     Cursor,
     /// Execute with a row limit, then again (PortalSuspended).
     Suspended,
+    /// A harmless statement under a name, then the statement under another
+    /// that agrees with it in the 63 bytes the server keeps (after a Close
+    /// of that name), then a Bind of the first name: the server runs the
+    /// second.
+    LongNames,
+    /// The statement under a name, then a batch whose first Parse fails, so
+    /// that the server skips its Close of the name and a harmless re-Parse
+    /// of it; then a Bind of the name: the server runs the statement.
+    SkippedRedefine,
 }
 
-const PATHS: [Path; 10] = [
+const PATHS: [Path; 12] = [
     Path::Simple,
     Path::DescribeStatement,
     Path::DescribePortal,
@@ -420,6 +429,8 @@ const PATHS: [Path; 10] = [
     Path::SqlPrepare,
     Path::Cursor,
     Path::Suspended,
+    Path::LongNames,
+    Path::SkippedRedefine,
 ];
 
 static PREPARED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -521,6 +532,42 @@ fn run(conn: &mut Conn, path: Path, format: i16, sql: &str) -> Vec<u8> {
             ]),
             1,
         ),
+        Path::LongNames => {
+            let stem = format!("{n:l<63}");
+            let (a, b) = (format!("{stem}a"), format!("{stem}b"));
+            conn.round_trip(
+                &cat(&[
+                    parse(&a, "select 1 as harmless"),
+                    sync(),
+                    close(b'S', &b),
+                    parse(&b, sql),
+                    sync(),
+                    bind("", &a, format),
+                    execute("", 0),
+                    close(b'S', &a),
+                    sync(),
+                ]),
+                3,
+            )
+        }
+        Path::SkippedRedefine => {
+            let s = format!("r{n}");
+            conn.round_trip(
+                &cat(&[
+                    parse(&s, sql),
+                    sync(),
+                    parse("", "select 1 from no_such_table"),
+                    close(b'S', &s),
+                    parse(&s, "select 1 as harmless"),
+                    sync(),
+                    bind("", &s, format),
+                    execute("", 0),
+                    close(b'S', &s),
+                    sync(),
+                ]),
+                3,
+            )
+        }
     }
 }
 

@@ -12,7 +12,6 @@ use crate::policy::{Policy, Request, Verdict};
 use crate::recording::{RecordingPlan, SessionRequest};
 use crate::request_info::{RequestInfo, decode_request};
 use crate::status::{self, Status};
-use crate::token_cache::TokenCache;
 use gatehouse_core::config::{ConfigError, config_hash};
 pub use gatehouse_core::identity::KeyFetch;
 use gatehouse_core::identity::{Identity, TokenRejection, Verifier};
@@ -45,8 +44,6 @@ pub const READINESS_RULE: &str = "gatehouse:readiness";
 pub struct Gate {
     policy: Policy,
     verifier: Option<Verifier>,
-    /// Tokens verified in the last few seconds (see [`crate::token_cache`]).
-    verified_tokens: TokenCache,
     /// `sha256:<hex>` of the configuration, on every audit Event.
     policy_hash: String,
     /// The grants this worker knows, once the glue connects them.
@@ -265,7 +262,6 @@ impl Gate {
         Ok(Gate {
             policy,
             verifier,
-            verified_tokens: TokenCache::default(),
             policy_hash: config_hash(json),
             approvals: None,
         })
@@ -415,17 +411,12 @@ impl Gate {
                 "gatehouse needs a bearer token from a trusted issuer".to_owned(),
             ));
         };
-        if let Some(identity) = self.verified_tokens.get(token, now) {
-            return Ok(identity.clone());
-        }
-        let identity = verifier.verify(token, now).map_err(|rejection| {
+        verifier.verify_cached(token, now).map_err(|rejection| {
             match verifier.fetch_for(&rejection, now) {
                 Some(fetch) => Authentication::Fetch(fetch),
                 None => Authentication::Refused(rejection_message(&rejection)),
             }
-        })?;
-        self.verified_tokens.insert(token, &identity, now);
-        Ok(identity)
+        })
     }
 
     fn audit_for(
@@ -813,8 +804,7 @@ mod tests {
     }
 
     #[test]
-    fn a_verified_token_is_not_checked_again_for_a_few_seconds() {
-        use crate::token_cache::TRUSTED_SECONDS;
+    fn a_verified_token_is_trusted_until_the_key_set_changes() {
         let minter = minter();
         let mut gate = warm_gate(&minter);
         let bearer = format!("Bearer {}", token(&minter, "developer", "developers"));
@@ -833,20 +823,16 @@ mod tests {
             )
         };
         assert!(admitted_at(&mut gate, NOW));
-        // The issuer rotates its key: the token's signature no longer checks out.
+        assert!(admitted_at(&mut gate, NOW + 1));
+        assert_eq!(gate.verifier_mut().unwrap().trusted_tokens(), 1);
+        // The issuer rotates its key: the token's signature no longer checks
+        // out, and the gate stops trusting it as soon as it holds the new set.
         let rotated = Minter::generate(JwsAlgorithm::Es256, ISSUER, "gatehouse", "k2").unwrap();
         gate.verifier_mut()
             .unwrap()
-            .keys_fetched(ISSUER, rotated.jwks_json().as_bytes(), NOW)
+            .keys_fetched(ISSUER, rotated.jwks_json().as_bytes(), NOW + 1)
             .unwrap();
-        assert!(
-            admitted_at(&mut gate, NOW + TRUSTED_SECONDS - 1),
-            "trusted without a new signature check"
-        );
-        assert!(
-            !admitted_at(&mut gate, NOW + TRUSTED_SECONDS),
-            "checked again, and no longer valid"
-        );
+        assert!(!admitted_at(&mut gate, NOW + 1));
     }
 
     #[test]

@@ -10,4 +10,3 @@ pub mod policy;
 pub mod recording;
 pub mod request_info;
 pub mod status;
-pub mod token_cache;

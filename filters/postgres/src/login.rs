@@ -187,8 +187,11 @@ impl Authenticator for TokenLogin {
             code: "malformed",
             identity: None,
         })?;
-        let verified = match self.verifier.try_borrow() {
-            Ok(verifier) => verifier.verify(token, now),
+        // A token this worker verified moments ago is not checked again
+        // while that verdict holds (see `Verifier::verify_cached`):
+        // pools and `pgbench -C` log in with the same token every time.
+        let verified = match self.verifier.try_borrow_mut() {
+            Ok(mut verifier) => verifier.verify_cached(token, now),
             Err(_) => Err(TokenRejection::KeysUnavailable {
                 issuer: String::new(),
             }),
@@ -348,6 +351,79 @@ mod tests {
             .authenticate(&[0xff, 0xfe, 0], "app", NOW_US)
             .unwrap_err();
         assert_eq!(refusal.code, "malformed");
+    }
+
+    #[test]
+    fn a_token_is_verified_once_and_every_login_with_it_is_judged_alike() {
+        let minter = minter();
+        let (mut login, _) = login_with(&minter, true);
+        let claims = json!({"sub": "dev1", "groups": ["developers"], "team": "payments"});
+        let token = minter.mint(&claims, 300, NOW).unwrap();
+        let first = login
+            .authenticate(&password(&token), "app", NOW_US)
+            .unwrap();
+        assert_eq!(login.verifier.borrow().trusted_tokens(), 1);
+        let again = login
+            .authenticate(&password(&token), "app", NOW_US + 1_000_000)
+            .unwrap();
+        assert_eq!(again, first, "the same identity, claims and expiry");
+        assert_eq!(again.claims["team"], "payments");
+        let refusal = login
+            .authenticate(&password(&token), "postgres", NOW_US + 1_000_000)
+            .unwrap_err();
+        assert_eq!(
+            refusal.code, "role_not_allowed",
+            "the role is judged on every login"
+        );
+        let signature_at = token.rfind('.').unwrap() + 2;
+        let mut tampered = token.clone().into_bytes();
+        tampered[signature_at] = if tampered[signature_at] == b'A' {
+            b'B'
+        } else {
+            b'A'
+        };
+        let refusal = login
+            .authenticate(
+                &password(std::str::from_utf8(&tampered).unwrap()),
+                "app",
+                NOW_US,
+            )
+            .unwrap_err();
+        assert_eq!(refusal.code, "bad_signature");
+        assert_eq!(
+            login.verifier.borrow().trusted_tokens(),
+            1,
+            "refusals are not kept"
+        );
+    }
+
+    #[test]
+    fn a_kept_token_is_refused_from_the_second_it_expires() {
+        let minter = minter();
+        let config = format!(
+            r#"{{"issuers": [{{"issuer": "{}", "audiences": ["gatehouse"], "leeway_seconds": 0,
+                "jwks": {}}}]}}"#,
+            minter.issuer(),
+            minter.jwks_json()
+        );
+        let verifier = Verifier::from_json(config.as_bytes()).unwrap();
+        let mut login = TokenLogin::new(
+            Rc::new(RefCell::new(verifier)),
+            Arc::new(demo_login()),
+            WantedFetches::default(),
+        );
+        let token = minter
+            .mint(&json!({"sub": "dev1", "groups": ["developers"]}), 2, NOW)
+            .unwrap();
+        let at = |login: &mut TokenLogin, seconds: u64| {
+            login
+                .authenticate(&password(&token), "app", NOW_US + seconds * 1_000_000)
+                .map(|_| ())
+                .map_err(|refusal| refusal.code)
+        };
+        assert_eq!(at(&mut login, 0), Ok(()));
+        assert_eq!(at(&mut login, 2), Ok(()));
+        assert_eq!(at(&mut login, 3), Err("expired"));
     }
 
     #[test]

@@ -75,7 +75,7 @@ use gatehouse_core::record::{
     RecordHeader, SCHEMA_VERSION, SessionEndRecord, SessionStartRecord, Shared, StatementError,
     StatementRecord, Timestamp,
 };
-use ledger::{Ledger, Pending};
+use ledger::{Ledger, Pending, Undo};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
@@ -194,6 +194,8 @@ struct Portal {
     statement_name: Vec<u8>,
     text: Option<Arc<StatementText>>,
     parameters: Option<Vec<ParameterValue>>,
+    /// What masking knows of it.
+    masking: crate::masking::Shape,
 }
 
 /// A statement sent to the server whose outcome is awaited.
@@ -1245,15 +1247,15 @@ impl Session {
                 let mut parts = stream.captured.splitn(3, |&b| b == 0);
                 let name = parts.next().unwrap_or_default().to_vec();
                 let sql = parts.next().unwrap_or_default();
-                self.register_statement(name, sql, truncated, None);
-                self.ledger.requests.push_back(Pending::Parse);
+                let undo = self.register_statement(&name, sql, truncated, None);
+                self.ledger.requests.push_back(Pending::Parse(undo));
             }
             (Dir::Frontend, pg::BIND_TAG) => {
                 let mut parts = stream.captured.splitn(3, |&b| b == 0);
                 let portal = parts.next().unwrap_or_default().to_vec();
                 let statement = parts.next().unwrap_or_default().to_vec();
-                self.register_portal(portal, statement, None);
-                self.ledger.requests.push_back(Pending::Bind);
+                let undo = self.register_portal(&portal, statement, None);
+                self.ledger.requests.push_back(Pending::Bind(undo));
             }
             (Dir::Frontend, pg::FUNCTION_CALL_TAG) => {
                 let oid = stream
@@ -1315,8 +1317,8 @@ impl Session {
         match *msg {
             FrontendMessage::Query { sql } => return Ok(self.enforce_query(sql, now_us)),
             FrontendMessage::Parse { name, sql, .. } => {
-                let action = self.enforce_parse(name, sql, now_us)?;
-                self.ledger.requests.push_back(Pending::Parse);
+                let (action, undo) = self.enforce_parse(name, sql, now_us)?;
+                self.ledger.requests.push_back(Pending::Parse(undo));
                 return Ok(action);
             }
             FrontendMessage::Bind(ref bind) => {
@@ -1324,8 +1326,8 @@ impl Session {
                     .config
                     .record_parameters
                     .then(|| self.parameter_values(bind));
-                self.register_portal(bind.portal.to_vec(), bind.statement.to_vec(), parameters);
-                self.ledger.requests.push_back(Pending::Bind);
+                let undo = self.register_portal(bind.portal, bind.statement.to_vec(), parameters);
+                self.ledger.requests.push_back(Pending::Bind(undo));
                 return Ok(self.enforce_bind(bind, now_us));
             }
             FrontendMessage::Describe { kind, name } => {
@@ -1333,12 +1335,8 @@ impl Session {
             }
             FrontendMessage::Close { kind, name } => {
                 self.forget_denied(kind, name);
-                if kind == b'S' {
-                    self.ledger.statements.remove(server_name(name));
-                } else {
-                    self.ledger.portals.remove(server_name(name));
-                }
-                self.ledger.requests.push_back(Pending::Close);
+                let undo = self.ledger.close(kind, name);
+                self.ledger.requests.push_back(Pending::Close(undo));
             }
             FrontendMessage::Execute { portal, .. } => {
                 let info = self.ledger.portals.get(server_name(portal)).cloned();
@@ -1461,48 +1459,41 @@ impl Session {
             .push_back(Pending::FunctionCall(Some(run)));
     }
 
+    /// A Parse (or a statement the engine defines in its place) defines
+    /// `name` in the ledger; what it replaced, to undo.
     fn register_statement(
         &mut self,
-        name: Vec<u8>,
+        name: &[u8],
         sql: &[u8],
         truncated: bool,
         decision: Option<Decision>,
-    ) {
+    ) -> Undo {
         let mut text = self.statement_text(sql, truncated);
         text.decision = decision;
-        let text = Arc::new(text);
-        let mut name = name;
-        name.truncate(SERVER_NAME_BYTES);
-        if name.is_empty()
-            || self.ledger.statements.contains_key(&name)
-            || self.ledger.statements.len() < self.config.max_prepared_statements
-        {
-            self.ledger.statements.insert(name, text);
-        }
+        let limit = self.config.max_prepared_statements;
+        self.ledger.define_statement(name, Arc::new(text), limit)
     }
 
+    /// A Bind defines `portal` in the ledger; what it replaced, to undo.
     fn register_portal(
         &mut self,
-        portal: Vec<u8>,
+        portal: &[u8],
         statement: Vec<u8>,
         parameters: Option<Vec<ParameterValue>>,
-    ) {
-        let text = self.ledger.statements.get(server_name(&statement)).cloned();
-        let mut portal = portal;
-        portal.truncate(SERVER_NAME_BYTES);
-        if portal.is_empty()
-            || self.ledger.portals.contains_key(&portal)
-            || self.ledger.portals.len() < self.config.max_prepared_statements
-        {
-            self.ledger.portals.insert(
-                portal,
-                Portal {
-                    statement_name: statement,
-                    text,
-                    parameters,
-                },
-            );
-        }
+    ) -> Undo {
+        let text = self
+            .ledger
+            .statements
+            .get(server_name(&statement))
+            .map(|s| Arc::clone(&s.text));
+        let portal_entry = Portal {
+            statement_name: statement,
+            text,
+            parameters,
+            masking: crate::masking::Shape::default(),
+        };
+        let limit = self.config.max_prepared_statements;
+        self.ledger.define_portal(portal, portal_entry, limit)
     }
 
     fn parameter_values(&self, bind: &pg::Bind<'_>) -> Vec<ParameterValue> {
@@ -1631,9 +1622,9 @@ impl Session {
                     self.summary.unmatched_backend_messages += 1;
                 }
             }
-            BackendMessage::ParseComplete => self.expect_head(|p| matches!(p, Pending::Parse)),
-            BackendMessage::BindComplete => self.expect_head(|p| matches!(p, Pending::Bind)),
-            BackendMessage::CloseComplete => self.expect_head(|p| matches!(p, Pending::Close)),
+            BackendMessage::ParseComplete => self.expect_head(|p| matches!(p, Pending::Parse(_))),
+            BackendMessage::BindComplete => self.expect_head(|p| matches!(p, Pending::Bind(_))),
+            BackendMessage::CloseComplete => self.expect_head(|p| matches!(p, Pending::Close(_))),
             BackendMessage::CommandComplete { tag } => {
                 let tag = String::from_utf8_lossy(tag).into_owned();
                 self.complete_current(
@@ -1674,7 +1665,7 @@ impl Session {
                 let error = statement_error(&fields);
                 self.on_error_response(error, now_us);
             }
-            BackendMessage::ReadyForQuery { .. } => self.on_ready_for_query(),
+            BackendMessage::ReadyForQuery { status } => self.on_ready_for_query(status),
             other @ (BackendMessage::Authentication { .. }
             | BackendMessage::BackendKeyData { .. }
             | BackendMessage::NegotiateProtocolVersion { .. }) => {
@@ -1776,33 +1767,53 @@ impl Session {
             Some(_) => {}
         }
         // Extended query: the failing message, and everything up to the next Sync
-        // (which the server skips), are done. The first Execute among them is the
-        // statement that failed (its Parse or Bind may be what the server refused);
-        // later ones never ran and get no record.
+        // (which the server skips, a Query or FunctionCall included), are done.
+        // The first Execute among them is the statement that failed (its Parse or
+        // Bind may be what the server refused); later ones never ran and get no
+        // record.
+        // What the refused request and the skipped ones defined or closed is
+        // undone (see the ledger).
         let mut failed = false;
+        let mut entries = Vec::new();
         while self
             .ledger
             .requests
             .front()
-            .is_some_and(|p| !p.ends_at_ready())
+            .is_some_and(|p| !matches!(p, Pending::Sync | Pending::Injected(_)))
         {
-            if let Some(Pending::Execute(run)) = self.ledger.requests.pop_front()
-                && !failed
-            {
-                failed = true;
-                self.finish_statement(run, outcome(), now_us);
+            match self.ledger.requests.pop_front() {
+                Some(Pending::Execute(run)) if !failed => {
+                    failed = true;
+                    self.finish_statement(run, outcome(), now_us);
+                    entries.push(None);
+                }
+                entry => entries.push(entry),
             }
+        }
+        if self.ledger.unwind(entries)
+            && let Some(masker) = self.masker.as_mut()
+        {
+            masker.forget_pending_names();
         }
     }
 
-    fn on_ready_for_query(&mut self) {
+    fn on_ready_for_query(&mut self, status: u8) {
         // Everything up to and including the request ReadyForQuery answers.
+        let mut answered = None;
         while let Some(entry) = self.ledger.requests.pop_front() {
             if entry.ends_at_ready() {
-                return;
+                answered = Some(entry);
+                break;
             }
         }
-        self.summary.unmatched_backend_messages += 1;
+        match answered {
+            Some(Pending::Query(_)) => self.ledger.query_ran(),
+            Some(_) => {}
+            None => self.summary.unmatched_backend_messages += 1,
+        }
+        if status == b'I' {
+            self.ledger.end_transaction();
+        }
     }
 
     fn finish_statement(&mut self, run: StatementRun, outcome: Outcome, now_us: u64) {

@@ -10,8 +10,12 @@
 //! - When fetches fail, the last good keys are served for `max_stale_seconds`
 //!   past their refresh time; after that verification fails with
 //!   `keys_unavailable` rather than trusting keys that may have been revoked.
+//! - Every fetch that installs a key set other than the one held moves the
+//!   cache's [`JwksCache::generation`], which ends the trust in the tokens
+//!   verified with the previous keys (see [`super::token_cache`]).
 
 use super::jwks::{Jwks, JwksError};
+use sha2::{Digest as _, Sha256};
 
 /// The timing rules of one cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +39,11 @@ pub struct JwksCache {
     /// is abandoned.
     attempt_before: Option<i64>,
     last_error: Option<String>,
+    /// SHA-256 of the key set document held, to tell a new set from the same
+    /// one fetched again.
+    digest: Option<[u8; 32]>,
+    /// Moves each time a different key set is installed.
+    generation: u64,
 }
 
 impl JwksCache {
@@ -47,6 +56,8 @@ impl JwksCache {
             last_attempt: None,
             attempt_before: None,
             last_error: None,
+            digest: None,
+            generation: 0,
         }
     }
 
@@ -100,6 +111,11 @@ impl JwksCache {
             Ok(jwks) => {
                 self.fetched_at = Some(now);
                 self.last_error = None;
+                let digest: [u8; 32] = Sha256::digest(body).into();
+                if self.digest != Some(digest) {
+                    self.digest = Some(digest);
+                    self.generation = self.generation.wrapping_add(1);
+                }
                 Ok(self.keys.insert(jwks))
             }
             Err(error) => {
@@ -118,15 +134,28 @@ impl JwksCache {
     /// The keys to verify with at `now`: `None` before the first good fetch and
     /// once the set is stale beyond `max_stale_seconds`.
     pub fn keys(&self, now: i64) -> Option<&Jwks> {
-        let fetched_at = self.fetched_at?;
-        let usable_until = fetched_at
-            .saturating_add(self.policy.refresh_seconds)
-            .saturating_add(self.policy.max_stale_seconds);
-        if now > usable_until {
+        if now > self.usable_until()? {
             None
         } else {
             self.keys.as_ref()
         }
+    }
+
+    /// The last second (unix) the keys held may be used: `max_stale_seconds`
+    /// past their refresh time. `None` before the first good fetch.
+    pub fn usable_until(&self) -> Option<i64> {
+        let fetched_at = self.fetched_at?;
+        Some(
+            fetched_at
+                .saturating_add(self.policy.refresh_seconds)
+                .saturating_add(self.policy.max_stale_seconds),
+        )
+    }
+
+    /// Moves each time a key set other than the one held is installed (the
+    /// same document fetched again leaves it).
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// Whether the keys are past their refresh time (still usable while stale).

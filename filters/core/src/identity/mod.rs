@@ -5,7 +5,8 @@
 //! [`IdentityConfig`]) checks a token against the trusted issuers' keys and maps
 //! its claims to an [`Identity`], or says why not with a [`TokenRejection`].
 //! Remote key sets are kept in a [`JwksCache`] per issuer, which decides when the
-//! glue should fetch them.
+//! glue should fetch them. [`Verifier::verify_cached`] checks each distinct
+//! token once while its verdict holds (see [`token_cache`] for when it stops).
 //!
 //! Driving remote key sets from the glue (every time is unix seconds):
 //!
@@ -29,6 +30,7 @@ mod keys;
 pub mod testing;
 #[cfg(test)]
 mod tests;
+pub mod token_cache;
 mod verify;
 
 pub use algorithm::{JwsAlgorithm, KeyFamily};
@@ -36,6 +38,7 @@ pub use cache::{JwksCache, JwksCachePolicy};
 pub use config::{IdentityConfig, IssuerConfig, RemoteJwksConfig, Secret};
 pub use jwks::{Jwks, JwksError, MAX_JWKS_BYTES, MAX_KEYS, SkippedKey};
 pub use keys::KeyFetch;
+pub use token_cache::TRUSTED_SECONDS;
 pub use verify::{TokenRejection, Verifier};
 
 use serde::Serialize;

@@ -1052,3 +1052,247 @@ mod fuzz {
         }
     }
 }
+
+/// [`Verifier::verify_cached`]: a kept verdict is what a fresh verification
+/// gives, and nothing a fresh verification would refuse gets through.
+mod trusted_tokens {
+    use super::*;
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, RngSeed};
+
+    const LEEWAY: i64 = 5;
+
+    fn issuer_with_leeway(mut issuer: Value) -> Value {
+        issuer["leeway_seconds"] = json!(LEEWAY);
+        issuer
+    }
+
+    /// Issuer A with remote keys, fetched at `NOW` (usable until NOW + 900).
+    fn remote_verifier(keys: &[&Minter]) -> Verifier {
+        let mut verifier = verifier_for(vec![issuer_with_leeway(remote_issuer(ISS_A))]);
+        verifier
+            .keys_fetched(ISS_A, jwks_of(keys).to_string().as_bytes(), NOW)
+            .unwrap();
+        verifier
+    }
+
+    /// Both results, cached first: they must be the same.
+    fn both(verifier: &mut Verifier, token: &str, now: i64) -> Result<Identity, TokenRejection> {
+        let cached = verifier.verify_cached(token, now);
+        assert_eq!(cached, verifier.verify(token, now), "at {}", now - NOW);
+        cached
+    }
+
+    /// `token` with the byte at `at` replaced by another base64url character.
+    fn one_byte_off(token: &str, at: usize) -> String {
+        let mut bytes = token.as_bytes().to_vec();
+        bytes[at] = if bytes[at] == b'A' { b'B' } else { b'A' };
+        String::from_utf8(bytes).unwrap()
+    }
+
+    #[test]
+    fn a_token_is_verified_once_and_then_trusted_with_the_same_identity() {
+        let mut verifier = remote_verifier(&[ed()]);
+        let token = mint(ed(), &alice());
+        let fresh = verifier.verify(&token, NOW).unwrap();
+        assert_eq!(verifier.trusted_tokens(), 0, "verify keeps nothing");
+        assert_eq!(verifier.verify_cached(&token, NOW).unwrap(), fresh);
+        assert_eq!(verifier.trusted_tokens(), 1);
+        let again = verifier.verify_cached(&token, NOW + 1).unwrap();
+        assert_eq!(again, fresh, "subject, groups, claims, expiry: all of it");
+        assert_eq!(again.claims["env"], "ci", "claims policy rules read");
+        assert_eq!(verifier.trusted_tokens(), 1);
+    }
+
+    #[test]
+    fn a_token_one_byte_off_a_trusted_one_is_verified_and_refused() {
+        let mut verifier = remote_verifier(&[ed()]);
+        let token = mint(ed(), &alice());
+        verifier.verify_cached(&token, NOW).unwrap();
+        let signature_starts = token.rfind('.').unwrap() + 1;
+        for at in (signature_starts..token.len()).chain([0, signature_starts - 2]) {
+            let tampered = one_byte_off(&token, at);
+            assert!(
+                both(&mut verifier, &tampered, NOW + 1).is_err(),
+                "byte {at} changed"
+            );
+        }
+        let mut longer = token.clone();
+        longer.push('A');
+        assert!(both(&mut verifier, &longer, NOW + 1).is_err());
+        assert!(both(&mut verifier, &token[..token.len() - 1], NOW + 1).is_err());
+        assert_eq!(verifier.trusted_tokens(), 1, "refusals are never kept");
+        assert!(verifier.verify_cached(&token, NOW + 1).is_ok());
+    }
+
+    #[test]
+    fn a_trusted_token_is_refused_from_the_second_a_fresh_check_refuses_it() {
+        // exp at NOW + 3: accepted up to NOW + 3 + LEEWAY, within TRUSTED_SECONDS.
+        let mut verifier = remote_verifier(&[ed()]);
+        let token = ed().mint(&alice(), 3, NOW).unwrap();
+        assert!(both(&mut verifier, &token, NOW).is_ok());
+        for now in NOW + 1..=NOW + 3 + LEEWAY {
+            assert!(both(&mut verifier, &token, now).is_ok());
+        }
+        assert_eq!(
+            both(&mut verifier, &token, NOW + 4 + LEEWAY).unwrap_err(),
+            TokenRejection::Expired
+        );
+        // nbf at NOW: a clock that goes back past it refuses it again.
+        let token = ed().mint(&alice(), 300, NOW).unwrap();
+        assert!(both(&mut verifier, &token, NOW).is_ok());
+        assert_eq!(
+            both(&mut verifier, &token, NOW - LEEWAY - 1).unwrap_err(),
+            TokenRejection::NotYetValid
+        );
+    }
+
+    #[test]
+    fn another_key_set_ends_the_trust_at_once_and_the_same_one_does_not() {
+        let rotated = es().with_kid("es-rotated");
+        let mut verifier = remote_verifier(&[ed()]);
+        let token = mint(ed(), &alice());
+        assert!(verifier.verify_cached(&token, NOW).is_ok());
+        verifier
+            .keys_fetched(ISS_A, jwks_of(&[ed()]).to_string().as_bytes(), NOW + 1)
+            .unwrap();
+        assert_eq!(verifier.trusted_tokens(), 1, "the same set fetched again");
+        verifier
+            .keys_fetched(ISS_A, jwks_of(&[&rotated]).to_string().as_bytes(), NOW + 2)
+            .unwrap();
+        assert!(matches!(
+            both(&mut verifier, &token, NOW + 2),
+            Err(TokenRejection::UnknownKid { .. })
+        ));
+        assert_eq!(verifier.trusted_tokens(), 0);
+    }
+
+    #[test]
+    fn a_trusted_token_is_refused_once_its_issuers_keys_are_too_stale() {
+        let mut verifier = remote_verifier(&[ed()]);
+        let token = ed().mint(&alice(), 3600, NOW).unwrap();
+        let last_usable = NOW + 300 + 600;
+        assert!(both(&mut verifier, &token, last_usable - 1).is_ok());
+        assert!(both(&mut verifier, &token, last_usable).is_ok());
+        assert!(matches!(
+            both(&mut verifier, &token, last_usable + 1),
+            Err(TokenRejection::KeysUnavailable { .. })
+        ));
+    }
+
+    #[test]
+    fn an_oversized_token_is_verified_every_time() {
+        let mut issuer = issuer_with_leeway(issuer_config(ISS_A, jwks_of(&[ed()])));
+        issuer["max_token_bytes"] = json!(64 * 1024);
+        let mut verifier = verifier_for(vec![issuer]);
+        let mut claims = alice();
+        claims["padding"] = json!("p".repeat(token_cache::MAX_TOKEN_BYTES));
+        let token = mint(ed(), &claims);
+        assert!(token.len() > token_cache::MAX_TOKEN_BYTES);
+        assert!(both(&mut verifier, &token, NOW).is_ok());
+        assert_eq!(verifier.trusted_tokens(), 0);
+        let signature_starts = token.rfind('.').unwrap() + 1;
+        let tampered = one_byte_off(&token, signature_starts + 3);
+        assert_eq!(
+            both(&mut verifier, &tampered, NOW + 1).unwrap_err(),
+            TokenRejection::BadSignature
+        );
+    }
+
+    #[test]
+    fn a_trusted_token_needs_no_key_fetch() {
+        let mut verifier = remote_verifier(&[ed()]);
+        let token = mint(ed(), &alice());
+        assert_eq!(verifier.lacks_keys(&token, NOW), None);
+        verifier.verify_cached(&token, NOW).unwrap();
+        assert_eq!(verifier.lacks_keys(&token, NOW + 1), None);
+        assert!(matches!(
+            verifier.lacks_keys(&token, NOW + 901),
+            Some(TokenRejection::KeysUnavailable { .. })
+        ));
+    }
+
+    /// One step of a verifier's life.
+    #[derive(Debug, Clone)]
+    enum Step {
+        /// Verify token `.0` after moving the clock by `.1` seconds.
+        Verify(usize, i64),
+        /// Install key set `.0` (0: the first key, 1: the rotated one, 2: both).
+        Keys(usize),
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            8 => (0usize..6, -3i64..8).prop_map(|(token, dt)| Step::Verify(token, dt)),
+            1 => (0usize..3).prop_map(Step::Keys),
+        ]
+    }
+
+    /// Tokens that pass and fail in every way a clock and a rotation can
+    /// change: long-lived, about to expire, not valid for a while yet, signed
+    /// by the key rotated in, tampered, and an HS256 one.
+    fn fixture() -> &'static (Vec<String>, [String; 3]) {
+        static FIXTURE: OnceLock<(Vec<String>, [String; 3])> = OnceLock::new();
+        FIXTURE.get_or_init(|| {
+            let rotated = es().with_kid("es-rotated");
+            let good = mint(ed(), &alice());
+            let tokens = vec![
+                good.clone(),
+                ed().mint(&alice(), 12, NOW).unwrap(),
+                ed().mint(&alice(), 300, NOW + 20).unwrap(),
+                mint(&rotated, &alice()),
+                one_byte_off(&good, good.len() - 5),
+                mint(&hmac(), &json!({"sub": "hs"})),
+            ];
+            let sets = [
+                jwks_of(&[ed()]).to_string(),
+                jwks_of(&[&rotated]).to_string(),
+                jwks_of(&[ed(), &rotated]).to_string(),
+            ];
+            (tokens, sets)
+        })
+    }
+
+    fn hmac() -> Minter {
+        Minter::hs256(&[7; 32], ISS_B, AUD, "")
+    }
+
+    proptest! {
+        #![proptest_config(Config {
+            cases: 256,
+            rng_seed: RngSeed::Fixed(0x7472_7573),
+            failure_persistence: None,
+            ..Config::default()
+        })]
+
+        /// Whatever the clock and the key sets do, the cached verdict is
+        /// the fresh one.
+        #[test]
+        fn a_cached_verdict_is_always_the_fresh_one(
+            steps in prop::collection::vec(step(), 1..40),
+        ) {
+            let (tokens, sets) = fixture();
+            let mut hs = issuer_with_leeway(json!({"issuer": ISS_B, "audiences": [AUD]}));
+            hs["hs256_secret"] = json!(STANDARD.encode([7u8; 32]));
+            let mut verifier = verifier_for(vec![
+                issuer_with_leeway(remote_issuer(ISS_A)),
+                hs,
+            ]);
+            verifier.keys_fetched(ISS_A, sets[0].as_bytes(), NOW).unwrap();
+            let mut now = NOW;
+            for step in steps {
+                match step {
+                    Step::Verify(token, dt) => {
+                        now += dt;
+                        let token = &tokens[token];
+                        let cached = verifier.verify_cached(token, now);
+                        prop_assert_eq!(cached, verifier.verify(token, now));
+                    }
+                    Step::Keys(set) => {
+                        verifier.keys_fetched(ISS_A, sets[set].as_bytes(), now).unwrap();
+                    }
+                }
+            }
+        }
+    }
+}

@@ -25,6 +25,7 @@ use super::config::{IdentityConfig, IssuerConfig, RemoteJwksConfig, limits};
 #[cfg(feature = "es384")]
 use super::es384::Es384;
 use super::jwks::{Jwks, VerifyingKey, decode_base64url};
+use super::token_cache::{TokenCache, Validity};
 use crate::config::ConfigError;
 use base64::Engine as _;
 use chrono::{DateTime, Duration, Utc};
@@ -165,7 +166,7 @@ enum KeySource {
     Inline(Jwks),
     Remote {
         config: RemoteJwksConfig,
-        cache: JwksCache,
+        cache: Box<JwksCache>,
     },
 }
 
@@ -190,17 +191,30 @@ impl IssuerVerifier {
             KeySource::Remote { cache, .. } => cache.keys(now),
         }
     }
+
+    /// The last second the issuer's keys may verify a token signed with
+    /// `alg`; `None` when they never go stale (inline keys, HS256's secret).
+    fn keys_usable_until(&self, alg: JwsAlgorithm) -> Option<i64> {
+        match &self.keys {
+            KeySource::Remote { cache, .. } if alg.key_family() != KeyFamily::Hmac => {
+                cache.usable_until()
+            }
+            _ => None,
+        }
+    }
 }
 
 /// Verifies tokens of the configured issuers.
 ///
-/// Built once from the configuration and shared. Its only changing state is the
-/// remote key sets, updated through [`Verifier::jwks_cache_mut`].
+/// Built once from the configuration; each worker holds its own. Its changing
+/// state is the remote key sets, updated through [`Verifier::jwks_cache_mut`],
+/// and the tokens it verified recently ([`Verifier::verify_cached`]).
 #[derive(Clone)]
 pub struct Verifier {
     issuers: Vec<IssuerVerifier>,
     /// Largest per-issuer limit: the bound before the issuer is known.
     max_token_bytes: usize,
+    pub(super) trusted: TokenCache,
 }
 
 impl fmt::Debug for Verifier {
@@ -247,6 +261,7 @@ impl Verifier {
         Ok(Verifier {
             issuers,
             max_token_bytes,
+            trusted: TokenCache::default(),
         })
     }
 
@@ -269,7 +284,7 @@ impl Verifier {
             .iter()
             .find(|i| i.issuer == issuer)
             .and_then(|i| match &i.keys {
-                KeySource::Remote { cache, .. } => Some(cache),
+                KeySource::Remote { cache, .. } => Some(&**cache),
                 _ => None,
             })
     }
@@ -280,14 +295,57 @@ impl Verifier {
             .iter_mut()
             .find(|i| i.issuer == issuer)
             .and_then(|i| match &mut i.keys {
-                KeySource::Remote { cache, .. } => Some(cache),
+                KeySource::Remote { cache, .. } => Some(&mut **cache),
                 _ => None,
             })
     }
 
     /// Verifies `token` at `now_unix_seconds` and maps its claims to an identity.
     pub fn verify(&self, token: &str, now_unix_seconds: i64) -> Result<Identity, TokenRejection> {
-        let now = now_unix_seconds;
+        self.verify_with_validity(token, now_unix_seconds)
+            .map(|(identity, _)| identity)
+    }
+
+    /// [`Verifier::verify`], but a token this verifier accepted recently is
+    /// not checked again while that verdict still holds (see
+    /// [`super::token_cache`]): the result is the same, and so is a refusal,
+    /// which is never kept.
+    pub fn verify_cached(&mut self, token: &str, now: i64) -> Result<Identity, TokenRejection> {
+        let key_generation = self.key_generation();
+        self.trusted.keep_only(key_generation);
+        if let Some(identity) = self.trusted.get(token, now, key_generation) {
+            return Ok(identity.clone());
+        }
+        let (identity, validity) = self.verify_with_validity(token, now)?;
+        self.trusted
+            .insert(token, &identity, validity, now, key_generation);
+        Ok(identity)
+    }
+
+    /// How many tokens [`Verifier::verify_cached`] trusts without a new check.
+    pub fn trusted_tokens(&self) -> usize {
+        self.trusted.len()
+    }
+
+    /// Moves whenever any issuer's remote key set is replaced by a different
+    /// one (the sum of the caches' generations, each of which only grows).
+    fn key_generation(&self) -> u64 {
+        self.issuers
+            .iter()
+            .filter_map(|issuer| match &issuer.keys {
+                KeySource::Remote { cache, .. } => Some(cache.generation()),
+                _ => None,
+            })
+            .fold(0, u64::wrapping_add)
+    }
+
+    /// Verifies `token` at `now`, and says until when verifying it again
+    /// would give the same identity.
+    fn verify_with_validity(
+        &self,
+        token: &str,
+        now: i64,
+    ) -> Result<(Identity, Validity), TokenRejection> {
         let Unverified {
             issuer,
             alg,
@@ -297,7 +355,19 @@ impl Verifier {
         self.check_signature(issuer, alg, &untrusted, now)?;
         check_times(&claims, issuer.leeway_seconds, now)?;
         check_audience(&claims.custom, &issuer.audiences)?;
-        identity_from_claims(issuer, claims)
+        let from = claims
+            .not_before
+            .map(|nbf| nbf.timestamp().saturating_sub(issuer.leeway_seconds));
+        let keys_end = issuer
+            .keys_usable_until(alg)
+            .map(|last| last.saturating_add(1));
+        let identity = identity_from_claims(issuer, claims)?;
+        let before = match (identity.valid_before, keys_end) {
+            (Some(expiry), Some(keys_end)) => expiry.min(keys_end),
+            (Some(end), None) | (None, Some(end)) => end,
+            (None, None) => i64::MIN,
+        };
+        Ok((identity, Validity { from, before }))
     }
 
     /// Whether [`Verifier::verify`] would refuse `token` at `now` for lack of
@@ -306,6 +376,13 @@ impl Verifier {
     /// that rejection if so. Checks no signature: a host asks this before it
     /// judges a login, to fetch the keys first and judge once.
     pub fn lacks_keys(&self, token: &str, now: i64) -> Option<TokenRejection> {
+        if self
+            .trusted
+            .get(token, now, self.key_generation())
+            .is_some()
+        {
+            return None;
+        }
         let unverified = self.unverified(token).ok()?;
         if unverified.alg.key_family() == KeyFamily::Hmac {
             return None;
@@ -609,7 +686,7 @@ fn compile_issuer(config: &IssuerConfig) -> Result<IssuerVerifier, ConfigError> 
         (Some(jwks), None) => KeySource::Inline(inline_jwks(jwks)?),
         (None, Some(remote)) => KeySource::Remote {
             config: remote.clone(),
-            cache: JwksCache::new(cache_policy(remote)?),
+            cache: Box::new(JwksCache::new(cache_policy(remote)?)),
         },
         (None, None) if hs256_key.is_some() => KeySource::None,
         (None, None) => {

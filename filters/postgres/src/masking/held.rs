@@ -2,28 +2,19 @@
 //! bound (see the engine's `accounted_bytes`).
 
 use super::derived::TextLineage;
-use super::{Expect, PortalShape, SessionMasker, Slot};
+use super::{Expect, SessionMasker, Shape, Slot};
 use std::mem::size_of;
 use std::rc::Rc;
 
-/// Bookkeeping per map entry or queued expectation, beyond what it points to.
+/// Bookkeeping per map entry, beyond what it points to.
 const PER_ENTRY: usize = 64;
 
 impl SessionMasker {
-    /// An estimate of the bytes this masker holds: tracked names with their
-    /// descriptions, the queue of expected answers, plans and the spare row.
+    /// An estimate of the bytes this masker holds: the queue of expected
+    /// answers with their descriptions, plans, resolved columns, lineage and
+    /// the spare row (the shapes of statements and portals are on the
+    /// ledger's entries, counted with them).
     pub fn held_bytes(&self) -> usize {
-        let statements: usize = self
-            .statements
-            .iter()
-            .map(|(name, lineage)| PER_ENTRY + name.len() + lineage_share(lineage))
-            .sum();
-        let portals: usize = self.portals.iter().map(portal_bytes).sum();
-        let copies: usize = self
-            .copy_prepared
-            .iter()
-            .map(|(name, copy)| PER_ENTRY + name.len() + copy_share(copy))
-            .sum();
         let expected: usize = self
             .expected
             .iter()
@@ -31,13 +22,12 @@ impl SessionMasker {
                 size_of::<Expect>()
                     + match e {
                         Expect::Describe(slot) | Expect::OwnDescribe(slot) => slot_share(slot),
-                        Expect::Execute { portal, slot, .. } => portal.len() + slot_share(slot),
-                        Expect::Parse { name, lineage } => {
-                            name.len() + lineage.as_ref().map_or(0, lineage_share)
+                        Expect::Execute { portal, slot, .. } => {
+                            portal.as_ref().map_or(0, Shape::held_bytes) + slot_share(slot)
                         }
-                        Expect::Bind {
-                            portal, statement, ..
-                        } => portal.len() + statement.len(),
+                        Expect::Parse { lineage } | Expect::Bind { lineage } => {
+                            lineage.as_ref().map_or(0, lineage_share)
+                        }
                         Expect::Query {
                             copies, lineage, ..
                         } => {
@@ -53,9 +43,6 @@ impl SessionMasker {
             .as_ref()
             .map_or(0, |p| p.len() * size_of::<super::values::ColumnPlan>());
         size_of::<SessionMasker>()
-            + statements
-            + portals
-            + copies
             + expected
             + plan
             + self.resolved.len() * PER_ENTRY
@@ -77,7 +64,7 @@ fn slot_share(slot: &Slot) -> usize {
     (size_of::<Slot>() + fields).div_ceil(Rc::strong_count(slot))
 }
 
-fn copy_share(copy: &Rc<super::copy::CopyStatement>) -> usize {
+pub(super) fn copy_share(copy: &Rc<super::copy::CopyStatement>) -> usize {
     let bytes =
         size_of::<super::copy::CopyStatement>() + copy.describe_sql.as_ref().map_or(0, String::len);
     bytes.div_ceil(Rc::strong_count(copy))
@@ -85,13 +72,6 @@ fn copy_share(copy: &Rc<super::copy::CopyStatement>) -> usize {
 
 /// A text's lineage, shared out among the statements, portals and
 /// expectations holding it.
-fn lineage_share(lineage: &Rc<TextLineage>) -> usize {
+pub(super) fn lineage_share(lineage: &Rc<TextLineage>) -> usize {
     lineage.held_bytes().div_ceil(Rc::strong_count(lineage))
-}
-
-fn portal_bytes((name, shape): (&Vec<u8>, &PortalShape)) -> usize {
-    PER_ENTRY
-        + name.len()
-        + shape.lineage.as_ref().map_or(0, lineage_share)
-        + shape.copy.as_ref().map_or(0, copy_share)
 }

@@ -500,7 +500,8 @@ fn quoted_values_and_failing_rows_are_masked_whole() {
 #[test]
 fn a_statement_past_the_name_tracking_cap_is_still_described_and_masked() {
     let mut wire = ready_wire();
-    let names: Vec<String> = (0..=MAX_TRACKED_NAMES).map(|i| format!("s{i}")).collect();
+    let tracked = EngineConfig::default().max_prepared_statements;
+    let names: Vec<String> = (0..=tracked).map(|i| format!("s{i}")).collect();
     let mut batch = Vec::new();
     for name in &names {
         FrontendMessage::Parse {

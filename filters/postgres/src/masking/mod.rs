@@ -17,8 +17,13 @@
 //!   columns described by a Parse + Describe of the equivalent query sent
 //!   ahead of the COPY, and by detector (see [`copy`]).
 //!
-//! Which description applies to a DataRow follows the server's order of
-//! answers: the masker keeps its own queue of the client's requests whose
+//! Prepared statements and portals are the session's ledger's: the masker
+//! reads and annotates its entries through [`Names`] (each carries a
+//! [`Shape`]: the lineage of its text and the COPY it runs), so masking and
+//! the rest of the engine agree on what every name means, keyed as the server
+//! keys it and unwound as the server unwinds it (see the ledger's module
+//! docs). Which description applies to a DataRow follows the server's order
+//! of answers: the masker keeps a queue of the client's requests whose
 //! answers carry descriptions or rows (Parse, Bind, Describe, Execute, Query,
 //! Sync), and unwinds it on errors as the server does. The requests it sends
 //! itself and consumes whole (the catalog lookup, a COPY's describe) are
@@ -60,6 +65,9 @@ mod held;
 #[allow(clippy::indexing_slicing)]
 mod hostile_tests;
 mod inspect;
+#[cfg(test)]
+#[allow(clippy::indexing_slicing)]
+mod ledger_tests;
 mod limits;
 pub mod preview;
 mod records;
@@ -86,9 +94,6 @@ use std::rc::Rc;
 use std::sync::Arc;
 use values::{ColumnPlan, Field, RowPlan, ValueCounts};
 
-/// Prepared statements and portals tracked per session; past this, new names
-/// have no known lineage (their computed columns are masked whole).
-const MAX_TRACKED_NAMES: usize = 10_000;
 /// Requests awaiting answers tracked; past this the masker stops tracking
 /// (the engine ends such sessions well before).
 const MAX_EXPECTED: usize = 64 * 1024;
@@ -101,31 +106,64 @@ const MAX_SPARE_ROW: usize = 64 * 1024;
 /// A description filled when the server answers the Describe that asked for it.
 type Slot = Rc<OnceCell<Rc<Vec<Field>>>>;
 
+/// What masking knows of a prepared statement or portal, kept on its entry
+/// in the session's ledger. The default knows nothing: computed columns are
+/// masked whole and a COPY's rows by every rule.
 #[derive(Debug, Clone, Default)]
-struct PortalShape {
-    /// The lineage of the portal's statement; `None` when unknown.
+pub(crate) struct Shape {
+    /// The lineage of the statement's text; `None` when unknown.
     lineage: Option<Rc<TextLineage>>,
-    /// The portal runs a `COPY … TO STDOUT`.
+    /// The statement is a `COPY … TO STDOUT`.
     copy: Option<Rc<copy::CopyStatement>>,
+}
+
+impl Shape {
+    /// Its lineage becomes unknown (the COPY it is stays).
+    pub(crate) fn forget_lineage(&mut self) {
+        self.lineage = None;
+    }
+
+    /// The bytes it holds, shared out among the entries holding the same
+    /// lineage or COPY.
+    pub(crate) fn held_bytes(&self) -> usize {
+        self.lineage.as_ref().map_or(0, held::lineage_share)
+            + self.copy.as_ref().map_or(0, held::copy_share)
+    }
+}
+
+/// The session's prepared statements and portals, as masking reads and
+/// annotates them: the session's ledger, which defines, closes and unwinds
+/// the names (the masker never keeps names of its own). Names are the
+/// client's; the ledger keys them as the server does.
+pub(crate) trait Names {
+    /// The statement `name` as the server will have it when the request
+    /// being handled runs; `None` when the ledger does not track it.
+    fn statement_shape(&self, name: &[u8]) -> Option<&Shape>;
+    /// The portal `name`, likewise.
+    fn portal_shape(&self, name: &[u8]) -> Option<&Shape>;
+    /// Annotates the statement the request being handled (a Parse) defines.
+    fn set_statement_shape(&mut self, name: &[u8], shape: Shape);
+    /// Annotates the portal the request being handled (a Bind) defines.
+    fn set_portal_shape(&mut self, name: &[u8], shape: Shape);
+    /// Statements may have been redefined behind the protocol: none has a
+    /// known lineage any more (what an unwound request would put back
+    /// included).
+    fn forget_statement_lineages(&mut self);
+    /// Portals may have been declared or closed behind the protocol: none
+    /// has a known shape any more (likewise).
+    fn forget_portal_shapes(&mut self);
 }
 
 /// A request whose answer the masker cares about, in the server's order.
 #[derive(Debug)]
 enum Expect {
-    /// A Parse: its statement's lineage is the name's once the server
-    /// answers ParseComplete.
+    /// A Parse, with its text's lineage (for its errors).
     Parse {
-        name: Vec<u8>,
         lineage: Option<Rc<TextLineage>>,
     },
-    /// A Bind: the portal is the name's once the server answers BindComplete,
-    /// with the lineage its statement has then (the server's order); unless
-    /// a later request may have redefined names first (`valid` false).
+    /// A Bind, with its statement's lineage (for its errors).
     Bind {
-        portal: Vec<u8>,
-        statement: Vec<u8>,
-        copy: Option<Rc<copy::CopyStatement>>,
-        valid: bool,
+        lineage: Option<Rc<TextLineage>>,
     },
     /// The client's Describe.
     Describe(Slot),
@@ -133,9 +171,10 @@ enum Expect {
     /// answer is consumed.
     OwnDescribe(Slot),
     Execute {
-        /// The portal, looked up when its answers arrive (its Bind has been
-        /// answered by then).
-        portal: Vec<u8>,
+        /// The portal's shape as the ledger had it when the Execute was sent
+        /// (what the server runs, since an Execute after a failed Bind is
+        /// skipped); `None` when untracked.
+        portal: Option<Shape>,
         /// The portal's description (with its result formats).
         slot: Slot,
         plan: Option<Rc<RowPlan>>,
@@ -239,10 +278,6 @@ pub struct SessionMasker {
     lookup: Lookup,
     /// (table OID, attribute number) → rule index, from the catalog lookup.
     resolved: HashMap<(u32, i16), usize>,
-    /// Prepared statements the server confirmed, with their lineage.
-    statements: HashMap<Vec<u8>, Rc<TextLineage>>,
-    /// Portals the server confirmed.
-    portals: HashMap<Vec<u8>, PortalShape>,
     /// The portal just described, with the slot its description fills, for
     /// an Execute of it as the next client message: the client's Describe
     /// (then the Execute needs no describe of its own) or the masker's own,
@@ -273,8 +308,6 @@ pub struct SessionMasker {
     batch_open: bool,
     /// The client message being handled starts a batch (see `copy`).
     at_boundary: bool,
-    /// Prepared statements that are a `COPY … TO STDOUT`, by name.
-    copy_prepared: HashMap<Vec<u8>, Rc<copy::CopyStatement>>,
     /// The COPY whose columns the client message being handled may have
     /// described ahead of it (a Parse or Bind of one).
     copy_describe_next: Option<Rc<copy::CopyStatement>>,
@@ -300,8 +333,6 @@ impl SessionMasker {
             exempt: None,
             lookup,
             resolved: HashMap::new(),
-            statements: HashMap::new(),
-            portals: HashMap::new(),
             described_portal: None,
             sources: Rc::new(derived::policy_sources(&policy)),
             sources_generation: 0,
@@ -315,7 +346,6 @@ impl SessionMasker {
             transaction: Transaction::Idle,
             batch_open: false,
             at_boundary: true,
-            copy_prepared: HashMap::new(),
             copy_describe_next: None,
             detector_counts: DetectorCounts::default(),
             over_cap: 0,
@@ -368,20 +398,19 @@ impl SessionMasker {
         matches!(self.lookup, Lookup::Done | Lookup::Failed)
     }
 
-    /// A client message as the server receives it.
-    pub fn on_frontend(&mut self, msg: &FrontendMessage<'_>) {
+    /// A client message as the server receives it, after the session's
+    /// ledger (`names`) recorded what it defines or closes.
+    pub(crate) fn on_frontend(&mut self, msg: &FrontendMessage<'_>, names: &mut impl Names) {
         self.note_batch(msg);
         let described = self.described_portal.take();
         match msg {
             FrontendMessage::Query { sql } => {
-                // A Query destroys the unnamed statement.
-                self.statements.remove(&[][..]);
                 let lineage = self.text_lineage(sql);
                 if lineage.as_deref().is_none_or(TextLineage::redefines_names) {
-                    self.forget_names();
+                    self.forget_names(names);
                 }
                 // Portals may be declared or closed by any statement of it.
-                self.forget_portals();
+                self.forget_portals(names);
                 self.expect(Expect::Query {
                     copies: self.copies_of(sql),
                     lineage,
@@ -396,30 +425,40 @@ impl SessionMasker {
                 });
             }
             FrontendMessage::Parse { name, sql, .. } => {
-                // Until the server confirms it, the name means nothing known.
-                self.statements.remove(*name);
+                let copy = self.note_prepared(sql);
                 let lineage = self.text_lineage(sql);
                 if lineage.as_deref().is_none_or(TextLineage::redefines_names) {
-                    self.forget_names();
+                    self.forget_names(names);
                 }
-                self.expect(Expect::Parse {
-                    name: name.to_vec(),
-                    lineage,
-                });
+                names.set_statement_shape(
+                    name,
+                    Shape {
+                        lineage: lineage.clone(),
+                        copy,
+                    },
+                );
+                self.expect(Expect::Parse { lineage });
             }
             FrontendMessage::Bind(bind) => {
-                let lineage = self.statements.get(bind.statement).cloned();
-                if lineage.as_deref().is_none_or(TextLineage::redefines_names) {
+                let shape = names
+                    .statement_shape(bind.statement)
+                    .cloned()
+                    .unwrap_or_default();
+                if shape
+                    .lineage
+                    .as_deref()
+                    .is_none_or(TextLineage::redefines_names)
+                {
                     // Running it may declare or close cursors by any name.
-                    self.forget_portals();
+                    self.forget_portals(names);
                 }
-                let _ = lineage;
-                self.expect(Expect::Bind {
-                    portal: bind.portal.to_vec(),
-                    statement: bind.statement.to_vec(),
-                    copy: self.copy_prepared.get(bind.statement).cloned(),
-                    valid: true,
-                });
+                // The client's unnamed statement is described at its Parse only.
+                if !bind.statement.is_empty() {
+                    self.copy_describe_next.clone_from(&shape.copy);
+                }
+                let lineage = shape.lineage.clone();
+                names.set_portal_shape(bind.portal, shape);
+                self.expect(Expect::Bind { lineage });
             }
             FrontendMessage::Describe { kind, name } => {
                 let slot = Slot::default();
@@ -435,17 +474,10 @@ impl SessionMasker {
                     _ => Slot::default(),
                 };
                 self.expect(Expect::Execute {
-                    portal: portal.to_vec(),
+                    portal: names.portal_shape(portal).cloned(),
                     slot,
                     plan: None,
                 });
-            }
-            FrontendMessage::Close { kind, name } => {
-                if *kind == b'S' {
-                    self.statements.remove(*name);
-                } else {
-                    self.portals.remove(*name);
-                }
             }
             FrontendMessage::Sync => self.expect(Expect::Sync),
             _ => {}
@@ -483,23 +515,34 @@ impl SessionMasker {
 
     /// Prepared statements may have been redefined behind the protocol
     /// (PREPARE, DEALLOCATE, DISCARD): none has a known lineage any more.
-    fn forget_names(&mut self) {
-        self.statements.clear();
+    fn forget_names(&mut self, names: &mut impl Names) {
+        names.forget_statement_lineages();
         for expect in &mut self.expected {
-            if let Expect::Parse { lineage, .. } = expect {
+            if let Expect::Parse { lineage } | Expect::Bind { lineage } = expect {
                 *lineage = None;
             }
         }
-        self.forget_portals();
+        self.forget_portals(names);
     }
 
     /// Portals may have been declared or closed behind the protocol: none is
-    /// known any more, and Binds not yet answered are not trusted either.
-    fn forget_portals(&mut self) {
-        self.portals.clear();
+    /// known any more, those of Binds not yet answered included.
+    fn forget_portals(&mut self, names: &mut impl Names) {
+        names.forget_portal_shapes();
+    }
+
+    /// Requests still awaiting answers were read against names the server
+    /// does not have (see the ledger's unwinding): what they took from those
+    /// names is forgotten.
+    pub(crate) fn forget_pending_names(&mut self) {
         for expect in &mut self.expected {
-            if let Expect::Bind { valid, .. } = expect {
-                *valid = false;
+            match expect {
+                Expect::Bind { lineage } => *lineage = None,
+                Expect::Execute { portal, plan, .. } => {
+                    *portal = None;
+                    *plan = None;
+                }
+                _ => {}
             }
         }
     }
@@ -567,45 +610,16 @@ impl SessionMasker {
                 }
                 Disposition::Pass
             }
+            // The ledger defined the names when the client sent them.
             BackendMessage::ParseComplete => {
-                if let Some(Expect::Parse { .. }) = self.expected.front()
-                    && let Some(Expect::Parse { name, lineage }) = self.expected.pop_front()
-                {
-                    match lineage {
-                        Some(lineage)
-                            if self.statements.len() < MAX_TRACKED_NAMES
-                                || self.statements.contains_key(&name) =>
-                        {
-                            self.statements.insert(name, lineage);
-                        }
-                        _ => {
-                            self.statements.remove(&name);
-                        }
-                    }
+                if let Some(Expect::Parse { .. }) = self.expected.front() {
+                    self.expected.pop_front();
                 }
                 Disposition::Pass
             }
             BackendMessage::BindComplete => {
-                if let Some(Expect::Bind { .. }) = self.expected.front()
-                    && let Some(Expect::Bind {
-                        portal,
-                        statement,
-                        copy,
-                        valid,
-                    }) = self.expected.pop_front()
-                {
-                    let shape = PortalShape {
-                        lineage: self.statements.get(&statement).cloned(),
-                        copy,
-                    };
-                    if valid
-                        && (self.portals.len() < MAX_TRACKED_NAMES
-                            || self.portals.contains_key(&portal))
-                    {
-                        self.portals.insert(portal, shape);
-                    } else {
-                        self.portals.remove(&portal);
-                    }
+                if let Some(Expect::Bind { .. }) = self.expected.front() {
+                    self.expected.pop_front();
                 }
                 Disposition::Pass
             }
@@ -677,11 +691,8 @@ impl SessionMasker {
             BackendMessage::ReadyForQuery { status } => {
                 self.query_plan = None;
                 self.copy = None;
+                // (Portals end with their transaction: the ledger drops them.)
                 self.transaction = Transaction::from_status(*status);
-                if *status == b'I' {
-                    // Portals end with their transaction.
-                    self.portals.clear();
-                }
                 while let Some(entry) = self.expected.pop_front() {
                     if entry.ends_at_ready() {
                         break;
@@ -772,14 +783,19 @@ impl SessionMasker {
         OwnAnswer::Consumed
     }
 
-    /// The server skips the rest of an extended-query batch after an error.
+    /// The server skips the rest of an extended-query batch after an error,
+    /// up to Sync (a Query or FunctionCall in it gets no answer at all).
     fn on_error(&mut self) {
         self.query_plan = None;
         self.copy = None;
         match self.expected.front() {
             Some(Expect::Query { .. } | Expect::FunctionCall { .. } | Expect::Sync) | None => {}
             Some(_) => {
-                while self.expected.front().is_some_and(|e| !e.ends_at_ready()) {
+                while self
+                    .expected
+                    .front()
+                    .is_some_and(|e| !matches!(e, Expect::Sync))
+                {
                     self.expected.pop_front();
                 }
             }
@@ -806,7 +822,7 @@ impl SessionMasker {
             }
             // The portal's own description carries its result formats.
             let fields = slot.get().cloned()?;
-            let lineage = self.portals.get(portal).and_then(|p| p.lineage.clone());
+            let lineage = portal.as_ref().and_then(|p| p.lineage.clone());
             let taints = self.column_taints(lineage.as_deref(), 0, fields.len());
             let built = Rc::new(self.plan(&fields, None, &taints));
             if let Some(Expect::Execute { plan, .. }) = self.expected.front_mut() {
@@ -928,11 +944,12 @@ impl SessionMasker {
             Some(Expect::Query {
                 lineage, statement, ..
             }) => reads(lineage.as_ref(), *statement),
-            Some(Expect::Parse { lineage, .. }) => reads(lineage.as_ref(), 0),
-            Some(Expect::Execute { portal, .. }) => {
-                reads(self.portals.get(portal).and_then(|p| p.lineage.as_ref()), 0)
+            Some(Expect::Parse { lineage } | Expect::Bind { lineage }) => {
+                reads(lineage.as_ref(), 0)
             }
-            Some(Expect::Bind { statement, .. }) => reads(self.statements.get(statement), 0),
+            Some(Expect::Execute { portal, .. }) => {
+                reads(portal.as_ref().and_then(|p| p.lineage.as_ref()), 0)
+            }
             Some(Expect::Describe(_) | Expect::OwnDescribe(_) | Expect::FunctionCall { .. }) => {
                 true
             }

@@ -928,9 +928,12 @@ fn the_lookup_quotes_names_and_covers_views() {
 fn before_the_lookup_answers_table_rules_match_by_column_name() {
     let mut masker = SessionMasker::new(demo_policy());
     masker.set_exempt(false);
-    masker.on_frontend(&FrontendMessage::Query {
-        sql: b"SELECT ssn FROM customers",
-    });
+    masker.on_frontend(
+        &FrontendMessage::Query {
+            sql: b"SELECT ssn FROM customers",
+        },
+        &mut NoNames,
+    );
     let description = row_description(&[("ssn", 1, 1, TEXT, 0)]);
     assert_eq!(
         masker.on_backend(&BackendMessage::RowDescription { body: &description }),
@@ -974,4 +977,20 @@ fn garbage_and_truncated_server_messages_never_panic() {
         }
         assert!(wire.session.buffered_bytes() < 64 * 1024);
     }
+}
+
+/// Names for a masker driven without a session: none is tracked.
+struct NoNames;
+
+impl Names for NoNames {
+    fn statement_shape(&self, _: &[u8]) -> Option<&Shape> {
+        None
+    }
+    fn portal_shape(&self, _: &[u8]) -> Option<&Shape> {
+        None
+    }
+    fn set_statement_shape(&mut self, _: &[u8], _: Shape) {}
+    fn set_portal_shape(&mut self, _: &[u8], _: Shape) {}
+    fn forget_statement_lineages(&mut self) {}
+    fn forget_portal_shapes(&mut self) {}
 }

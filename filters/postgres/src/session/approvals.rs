@@ -285,7 +285,7 @@ impl Session {
     pub(super) fn gate_bind(&mut self, bind: &pg::Bind<'_>, now_us: u64) -> Option<Disposition> {
         let statement = super::server_name(bind.statement);
         let sql = self.approvals.as_ref()?.gated.get(statement)?.clone();
-        let text = self.ledger.statements.get(statement)?.clone();
+        let text = Arc::clone(&self.ledger.statements.get(statement)?.text);
         let decision = text.decision.clone()?;
         let (text, replacement) = match self.gate(&decision, &sql, &bind.params, true, now_us) {
             Gated::Run(approval) => (with_approval(&text, approval), None),

@@ -15,7 +15,7 @@
 //! routine fields on the way back.
 
 use super::approvals::Gated;
-use super::ledger::{Injected, Pending};
+use super::ledger::{Injected, Pending, Undo};
 use super::{Disposition, Phase, Session, StatementRun, StatementText};
 use crate::deny;
 use crate::framing::{Forward, Output};
@@ -196,21 +196,22 @@ impl Session {
         Disposition::Replace(deny::query(&denial))
     }
 
-    /// A Parse: registered with its decision; a blocked one is remembered by name
-    /// and replaced by a Parse of the raising block.
+    /// A Parse: registered with its decision (with what it replaced in the
+    /// ledger, to undo); a blocked one is remembered by name and replaced by a
+    /// Parse of the raising block.
     pub(super) fn enforce_parse(
         &mut self,
         name: &[u8],
         sql: &[u8],
         now_us: u64,
-    ) -> Result<Disposition, String> {
+    ) -> Result<(Disposition, Undo), String> {
         let decision = self.judge_text(sql, now_us);
-        self.register_statement(name.to_vec(), sql, false, decision.clone());
+        let undo = self.register_statement(name, sql, false, decision.clone());
         self.forget_gated(name);
         let key = super::server_name(name);
         let Some(blocking) = decision.filter(|d| self.applies(d)) else {
             self.denied_statements.remove(key);
-            return Ok(Disposition::Pass);
+            return Ok((Disposition::Pass, undo));
         };
         // Approval is checked at each Bind, with the parameters.
         if self.approval_applies(&blocking)
@@ -218,7 +219,7 @@ impl Session {
             && self.gate_parse(name, sql)
         {
             self.denied_statements.remove(key);
-            return Ok(Disposition::Pass);
+            return Ok((Disposition::Pass, undo));
         }
         if !self.denied_statements.contains_key(key)
             && self.denied_statements.len() >= self.config.max_prepared_statements
@@ -230,7 +231,7 @@ impl Session {
         }
         let message = deny::denial_message(&blocking);
         let text = match self.ledger.statements.get(key) {
-            Some(text) if text.decision.as_ref() == Some(&blocking) => text.clone(),
+            Some(s) if s.text.decision.as_ref() == Some(&blocking) => Arc::clone(&s.text),
             _ => {
                 let mut text = self.statement_text(sql, false);
                 text.decision = Some(blocking);
@@ -238,7 +239,7 @@ impl Session {
             }
         };
         self.denied_statements.insert(key.to_vec(), text);
-        Ok(Disposition::Replace(deny::parse(name, &message)))
+        Ok((Disposition::Replace(deny::parse(name, &message)), undo))
     }
 
     /// A Bind (already registered): to a denied statement it loses its

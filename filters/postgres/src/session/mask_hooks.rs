@@ -2,7 +2,7 @@
 //! message as the server receives it, every server message after login, and
 //! the bytes of server messages that stream through.
 
-use super::ledger::{Injected, Owner, Pending};
+use super::ledger::{Injected, Ledger, Owner, Pending};
 use super::{Dir, Disposition, Phase, Session};
 use crate::masking::{OwnAnswer, OwnRequest, SessionMasker};
 use crate::protocol::{self as pg, BackendMessage, FrontendMessage};
@@ -79,7 +79,7 @@ impl Session {
                             .get_or_insert_with(Vec::new)
                             .extend_from_slice(&describe);
                     }
-                    masker.on_frontend(msg);
+                    masker.on_frontend(msg, &mut self.ledger);
                     // A COPY's columns, described ahead of it (see
                     // `crate::masking::copy`).
                     if may_describe_copy
@@ -91,7 +91,7 @@ impl Session {
                             .extend_from_slice(&describe);
                     }
                 }
-                Disposition::Replace(bytes) => observe_frames(masker, bytes),
+                Disposition::Replace(bytes) => observe_frames(masker, &mut self.ledger, bytes),
                 Disposition::Drop | Disposition::Withhold => {}
             }
         }
@@ -285,7 +285,11 @@ impl Session {
         let Some(masker) = self.masker.as_ref() else {
             return values;
         };
-        let text = self.ledger.statements.get(statement).map(|t| &*t.text.0);
+        let text = self
+            .ledger
+            .statements
+            .get(super::server_name(statement))
+            .map(|s| &*s.text.text.0);
         masker.record_parameters(text, values)
     }
 
@@ -310,7 +314,7 @@ impl Session {
 }
 
 /// Messages the engine wrote in place of the client's, as the server gets them.
-fn observe_frames(masker: &mut SessionMasker, mut bytes: &[u8]) {
+fn observe_frames(masker: &mut SessionMasker, ledger: &mut Ledger, mut bytes: &[u8]) {
     while let Some((&tag, rest)) = bytes.split_first() {
         let Some((len, rest)) = rest.split_at_checked(4) else {
             return;
@@ -323,7 +327,7 @@ fn observe_frames(masker: &mut SessionMasker, mut bytes: &[u8]) {
             return;
         };
         if let Ok(msg) = FrontendMessage::decode(tag, body) {
-            masker.on_frontend(&msg);
+            masker.on_frontend(&msg, ledger);
         }
         bytes = rest;
     }

@@ -18,7 +18,7 @@
 //!
 //! [`EngineConfig::max_session_bytes`]: crate::EngineConfig::max_session_bytes
 
-use super::ledger::Pending;
+use super::ledger::{Pending, Statement, Undo};
 use super::{Dir, Portal, Session, StatementRun, StatementText};
 use crate::protocol as pg;
 use gatehouse_core::record::{ParameterValue, Record};
@@ -91,8 +91,12 @@ impl Session {
             .ledger
             .statements
             .iter()
-            .chain(self.denied_statements.iter())
-            .map(|(name, text)| PER_REQUEST + name.len() + text_share(text))
+            .map(statement_bytes)
+            .chain(
+                self.denied_statements
+                    .iter()
+                    .map(|(name, text)| PER_REQUEST + name.len() + text_share(text)),
+            )
             .sum();
         let portals: usize = self.ledger.portals.iter().map(portal_bytes).sum();
         let records: usize = self.records.iter().map(record_bytes).sum();
@@ -183,8 +187,21 @@ fn pending_bytes(entry: &Pending) -> usize {
                 + (runs.capacity() - runs.len()) * size_of::<StatementRun>()
         }
         Pending::Execute(run) | Pending::FunctionCall(Some(run)) => run_bytes(run),
+        Pending::Parse(undo) | Pending::Bind(undo) | Pending::Close(undo) => match undo {
+            Undo::Nothing => 0,
+            Undo::Statement { name, previous } => {
+                name.len() + previous.as_ref().map_or(0, |s| statement_bytes((name, s)))
+            }
+            Undo::Portal { name, previous } => {
+                name.len() + previous.as_ref().map_or(0, |p| portal_bytes((name, p)))
+            }
+        },
         _ => 0,
     }
+}
+
+fn statement_bytes((name, statement): (&Vec<u8>, &Statement)) -> usize {
+    PER_REQUEST + name.len() + text_share(&statement.text) + statement.masking.held_bytes()
 }
 
 fn portal_bytes((name, portal): (&Vec<u8>, &Portal)) -> usize {
@@ -193,6 +210,7 @@ fn portal_bytes((name, portal): (&Vec<u8>, &Portal)) -> usize {
         + portal.statement_name.len()
         + portal.text.as_ref().map_or(0, text_share)
         + parameters_bytes(portal.parameters.as_ref())
+        + portal.masking.held_bytes()
 }
 
 fn record_bytes(record: &Record) -> usize {

@@ -9,8 +9,6 @@ use crate::protocol::{BackendMessage, FrontendMessage};
 use std::collections::VecDeque;
 use std::rc::Rc;
 
-/// Prepared COPY statements tracked per session; later ones are unknown.
-const MAX_PREPARED_COPIES: usize = 1_000;
 /// The statement the extended-protocol describe prepares (and closes): named,
 /// so the client's unnamed statement is left alone.
 const DESCRIBE_STATEMENT: &[u8] = b"gatehouse_copy_describe";
@@ -70,24 +68,10 @@ impl SessionMasker {
         self.at_boundary = !self.batch_open;
         self.copy_describe_next = None;
         match msg {
-            FrontendMessage::Parse { name, sql, .. } => {
-                self.batch_open = true;
-                self.note_prepared(name, sql);
-            }
-            FrontendMessage::Bind(bind) => {
-                self.batch_open = true;
-                // The client's unnamed statement is described at its Parse only.
-                if !bind.statement.is_empty() {
-                    self.copy_describe_next = self.copy_prepared.get(bind.statement).cloned();
-                }
-            }
-            FrontendMessage::Close { kind, name } => {
-                self.batch_open = true;
-                if *kind == b'S' {
-                    self.copy_prepared.remove(*name);
-                }
-            }
-            FrontendMessage::Describe { .. }
+            FrontendMessage::Parse { .. }
+            | FrontendMessage::Bind(_)
+            | FrontendMessage::Close { .. }
+            | FrontendMessage::Describe { .. }
             | FrontendMessage::Execute { .. }
             | FrontendMessage::Flush => self.batch_open = true,
             FrontendMessage::Sync => self.batch_open = false,
@@ -95,27 +79,24 @@ impl SessionMasker {
         }
     }
 
-    /// A Parse: whether the statement is a `COPY … TO STDOUT`.
-    fn note_prepared(&mut self, name: &[u8], sql: &[u8]) {
-        self.copy_prepared.remove(name);
-        if self.policy.rules.is_empty() || self.copy_prepared.len() >= MAX_PREPARED_COPIES {
-            return;
+    /// A Parse: the `COPY … TO STDOUT` the statement is, if it is one (kept
+    /// on the statement's ledger entry).
+    pub(in crate::masking) fn note_prepared(&mut self, sql: &[u8]) -> Option<Rc<CopyStatement>> {
+        if self.policy.rules.is_empty() {
+            return None;
         }
         let mut copies = copy_statements(sql, self.lexing.settings());
         if copies.len() != 1 {
-            return;
+            return None;
         }
-        let Some(statement) = copies.pop_front() else {
-            return;
-        };
-        let statement = Rc::new(statement);
+        let statement = Rc::new(copies.pop_front()?);
         // A statement may be prepared and never run: its describe must not be
         // able to abort the client's transaction block, so it is sent here
         // only outside one (inside, at each Bind, where the COPY runs next).
         if matches!(self.transaction, Transaction::Idle) {
             self.copy_describe_next = Some(Rc::clone(&statement));
         }
-        self.copy_prepared.insert(name.to_vec(), statement);
+        Some(statement)
     }
 
     /// The COPY statements of a simple Query, tracked with it.

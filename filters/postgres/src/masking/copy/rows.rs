@@ -231,9 +231,8 @@ impl SessionMasker {
     pub(in crate::masking) fn start_copy(&mut self, response: &CopyResponse) {
         let statement = match self.expected.front_mut() {
             Some(Expect::Query { copies, .. }) => copies.pop_front(),
-            Some(Expect::Execute { portal, .. }) => self
-                .portals
-                .get(portal)
+            Some(Expect::Execute { portal, .. }) => portal
+                .as_ref()
                 .and_then(|shape| shape.copy.as_deref().cloned()),
             _ => None,
         };

@@ -1,6 +1,7 @@
 //! The Kubernetes filter's per-request work, as the glue runs it: decode,
 //! verify the bearer token with warm keys and decide under the default policy
-//! (`admit`) and writing the audit Event of an admitted request; and masking a
+//! (`admit`: a repeated request, and `_in_full` one judged the whole way) and
+//! writing the audit Event of an admitted request; and masking a
 //! list of about 100 pods, the Table `kubectl get pods` reads, one pod and a
 //! Secret.
 
@@ -84,7 +85,15 @@ fn admit(c: &mut Criterion) {
             now_micros: NOW * 1_000_000,
         };
         assert!(!matches!(gate.admit(&head), Admission::FetchKeys(_)));
+        // A repeated request (answered from the worker's memory when it was
+        // let through), then one judged the whole way.
         group.bench_function(name, |b| b.iter(|| black_box(gate.admit(black_box(&head)))));
+        group.bench_function(format!("{name}_in_full"), |b| {
+            b.iter(|| {
+                gate.forget_admissions();
+                black_box(gate.admit(black_box(&head)))
+            })
+        });
         // The audit Events of an admitted request: serialized, and written
         // again at the end of the response (only the time moved).
         if let Admission::Forward(mut forward) = gate.admit(&head) {

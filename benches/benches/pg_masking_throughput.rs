@@ -2,8 +2,9 @@
 //! (about 100 MB on the wire) with two columns under masking rules and every
 //! detector on the other text, straight to PostgreSQL, through Envoy's
 //! tcp_proxy alone, through the no-op Wasm filter (the Wasm runtime's floor)
-//! and through Envoy with gatehouse's Postgres filter masking, in one run on
-//! one server.
+//! and through Envoy with gatehouse's Postgres filter masking, as the Wasm
+//! build and as the native build (`libgatehouse.so`) with the same masking
+//! configuration, in one run on one server.
 //!
 //! The client is [`gatehouse_benches::pg_wire`]: it reads the answer off the
 //! wire and counts bytes, so it costs far less than any proxy measured (its
@@ -11,14 +12,17 @@
 //! through every path in turn; the bench prints the medians over the rounds
 //! of MB/s (wire bytes over the time from Query to ReadyForQuery) and of the
 //! CPU each path's Envoy spent per MB (from /proc around the query), and
-//! gatehouse / tcp_proxy for both (target: throughput at least 0.75).
+//! each build's gatehouse / tcp_proxy for both (target: throughput at least
+//! 0.75).
 //!
-//! Every run must bring back every row; through gatehouse each row's e-mail
+//! Every run must bring back every row; through either build of gatehouse
+//! each row's e-mail
 //! must be partly masked and its SSN wholly, elsewhere both in the clear,
 //! so a path that skipped masking cannot pass for a fast one.
 //!
-//! Needs the filter modules built (`cargo xtask build`, or `GATEHOUSE_WASM_DIR`)
-//! and PostgreSQL and Envoy installed (`cargo xtask install`). Run with
+//! Needs both builds (`cargo xtask build`, or `GATEHOUSE_WASM_DIR`; `cargo
+//! xtask build --native`, or `GATEHOUSE_NATIVE_DIR`) and PostgreSQL and Envoy
+//! installed (`cargo xtask install`). Run with
 //! `cargo bench -p gatehouse-benches --bench pg_masking_throughput`; knobs:
 //! `PG_MASKING_ROWS` (default 1000000), `PG_MASKING_ROUNDS` (5).
 
@@ -34,7 +38,7 @@ use gatehouse_benches::cpu::{Usage, process_time, wait_until_idle};
 use gatehouse_benches::median;
 use gatehouse_benches::pg_wire::Connection;
 use gatehouse_benches::pgbench;
-use gatehouse_integration::{Stack, StackOptions};
+use gatehouse_integration::{Stack, StackOptions, tools};
 use serde_json::json;
 use std::time::Duration;
 
@@ -132,11 +136,13 @@ fn main() -> Result<()> {
             { "name": "bench-ssn", "table": "masking_bench", "column": "ssn", "style": "redact" }
         ]
     });
+    let filter = json!({ "masking": masking });
     let stack = Stack::start(
         "bench",
         "pg_masking_throughput",
         StackOptions {
-            postgres_filter: json!({ "masking": masking }),
+            postgres_filter: filter.clone(),
+            build: Some(tools::Build::Wasm),
             ..pgbench::stack_options()
         },
     )?;
@@ -153,6 +159,7 @@ fn main() -> Result<()> {
     )?;
     let (baseline, baseline_port) = pgbench::start_tcp_proxy_baseline(&stack)?;
     let (noop, noop_port) = pgbench::start_noop_filter(&stack)?;
+    let (native, native_port) = pgbench::start_native_postgres(&stack, "native_masking", &filter)?;
     let paths = [
         Path {
             name: "direct",
@@ -173,9 +180,15 @@ fn main() -> Result<()> {
             masks: false,
         },
         Path {
-            name: "gatehouse",
+            name: "gh wasm",
             port: stack.pg_port,
             pid: stack.envoy.pid(),
+            masks: true,
+        },
+        Path {
+            name: "gh native",
+            port: native_port,
+            pid: native.pid(),
             masks: true,
         },
     ];
@@ -222,14 +235,29 @@ fn main() -> Result<()> {
             .get(index)
             .map_or(0.0, |s| median(of(s).iter().copied()))
     };
+    for (index, build) in [(3, "wasm"), (4, "native")] {
+        println!(
+            "gatehouse {build}/tcp_proxy: throughput {:.3} (target at least 0.75), Envoy cpu per \
+             MB {:.2}",
+            at(index, |s| &s.rate) / at(1, |s| &s.rate),
+            at(index, |s| &s.proxy) / at(1, |s| &s.proxy),
+        );
+    }
     println!(
-        "gatehouse/tcp_proxy: throughput {:.3} (target at least 0.75), Envoy cpu per MB {:.2}; \
-         no-op/tcp_proxy throughput {:.3}",
-        at(3, |s| &s.rate) / at(1, |s| &s.rate),
-        at(3, |s| &s.proxy) / at(1, |s| &s.proxy),
-        at(2, |s| &s.rate) / at(1, |s| &s.rate),
+        "no-op/tcp_proxy throughput {:.3}",
+        at(2, |s| &s.rate) / at(1, |s| &s.rate)
     );
-    let statements = stack.pg_stat("gatehouse_pg_statements_total")?.unwrap_or(0);
-    println!("statements the filter recorded: {statements}");
+    for (build, statements) in [
+        ("wasm", stack.pg_stat("gatehouse_pg_statements_total")?),
+        (
+            "native",
+            native.stat("dynamicmodulescustom.gatehouse_pg_statements_total")?,
+        ),
+    ] {
+        println!(
+            "statements the {build} filter recorded: {}",
+            statements.unwrap_or(0)
+        );
+    }
     Ok(())
 }

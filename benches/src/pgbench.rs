@@ -8,6 +8,7 @@ use crate::cpu::Usage;
 use anyhow::{Context, Result, bail};
 use gatehouse_integration::envoy::{self, Envoy};
 use gatehouse_integration::postgres::PgOptions;
+use gatehouse_integration::stack::native_postgres_config;
 use gatehouse_integration::{Stack, StackOptions, scratch_dir, tools, workspace_root};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -380,6 +381,25 @@ pub fn start_noop_filter(stack: &Stack) -> Result<(Envoy, u16)> {
             ("PG_WASM", noop_module()?.display().to_string()),
             ("PG_CONFIG", "network".to_string()),
         ],
+    )
+}
+
+/// Envoy with the native build's Postgres filter (`libgatehouse.so`, which
+/// `cargo xtask build --native` builds; `envoy/postgres-native.yaml`)
+/// configured with `filter`, the Wasm build's JSON, in front of the stack's
+/// PostgreSQL. Its records are made but not delivered.
+pub fn start_native_postgres(
+    stack: &Stack,
+    name: &str,
+    filter: &serde_json::Value,
+) -> Result<(Envoy, u16)> {
+    tools::native_module("gatehouse")?;
+    let config = native_postgres_config(filter, None).to_string();
+    start_envoy(
+        stack,
+        name,
+        "postgres-native.yaml",
+        &[("PG_NATIVE_CONFIG", envoy::yaml_quote(&config))],
     )
 }
 

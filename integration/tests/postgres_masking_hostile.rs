@@ -109,6 +109,10 @@ mod frames {
         message(b'S', &[])
     }
 
+    pub fn flush() -> Vec<u8> {
+        message(b'H', &[])
+    }
+
     pub fn function_call(oid: u32, args: &[&[u8]], format: i16) -> Vec<u8> {
         let mut body = oid.to_be_bytes().to_vec();
         body.extend_from_slice(&0u16.to_be_bytes());
@@ -182,6 +186,11 @@ impl Conn {
 
     /// Every byte received up to and including the `n`th ReadyForQuery.
     fn until_ready(&mut self, n: usize) -> Vec<u8> {
+        self.until(b'Z', n)
+    }
+
+    /// Every byte received up to and including the `n`th message tagged `last`.
+    fn until(&mut self, last: u8, n: usize) -> Vec<u8> {
         let mut out = Vec::new();
         let mut seen = 0;
         loop {
@@ -192,7 +201,7 @@ impl Conn {
                 }
                 let tag = self.buffered[0];
                 out.extend(self.buffered.drain(..1 + len));
-                if tag == b'Z' {
+                if tag == last {
                     seen += 1;
                     if seen == n {
                         return out;
@@ -416,9 +425,12 @@ enum Path {
     /// that the server skips its Close of the name and a harmless re-Parse
     /// of it; then a Bind of the name: the server runs the statement.
     SkippedRedefine,
+    /// As `SkippedRedefine`, but the Close and the re-Parse are written
+    /// once the gateway passed the error on, before the batch's Sync.
+    SkippedAfterSeenError,
 }
 
-const PATHS: [Path; 12] = [
+const PATHS: [Path; 13] = [
     Path::Simple,
     Path::DescribeStatement,
     Path::DescribePortal,
@@ -431,6 +443,7 @@ const PATHS: [Path; 12] = [
     Path::Suspended,
     Path::LongNames,
     Path::SkippedRedefine,
+    Path::SkippedAfterSeenError,
 ];
 
 static PREPARED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -567,6 +580,24 @@ fn run(conn: &mut Conn, path: Path, format: i16, sql: &str) -> Vec<u8> {
                 ]),
                 3,
             )
+        }
+        Path::SkippedAfterSeenError => {
+            let s = format!("w{n}");
+            let mut out = conn.round_trip(&cat(&[parse(&s, sql), sync()]), 1);
+            conn.send(&cat(&[parse("", "select 1 from no_such_table"), flush()]));
+            out.extend(conn.until(b'E', 1));
+            conn.send(&cat(&[close(b'S', &s), parse(&s, "select 1 as harmless")]));
+            out.extend(conn.round_trip(
+                &cat(&[
+                    sync(),
+                    bind("", &s, format),
+                    execute("", 0),
+                    close(b'S', &s),
+                    sync(),
+                ]),
+                2,
+            ));
+            out
         }
     }
 }

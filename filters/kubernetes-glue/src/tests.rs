@@ -534,6 +534,57 @@ fn a_held_secret_is_masked_whole_and_its_length_set() {
 }
 
 #[test]
+fn a_repeated_read_answered_from_memory_is_masked_and_recorded_as_its_own() {
+    let minter = minter();
+    let mut host = developer_request(&minter, "GET", "/api/v1/namespaces/dev/secrets/db");
+    let mut worker = warm_worker(&mut host, &minter, json!({}));
+    let sent = host.request.clone();
+    let mut ids = Vec::new();
+    for context in 1..=3 {
+        let mut request = Request::new(context);
+        host.clock += 1_000;
+        host.replaced.clear();
+        // What the client sends again (the last request's changes undone).
+        host.request.clone_from(&sent);
+        assert_eq!(
+            request.on_request_headers(Some(&mut worker), &mut host, true),
+            Flow::Continue
+        );
+        host.response = vec![
+            (":status".into(), "200".into()),
+            ("content-type".into(), "application/json".into()),
+        ];
+        assert_eq!(
+            request.on_response_headers(Some(&mut worker), &mut host, false),
+            Flow::Pause,
+            "held to be masked, as the first time"
+        );
+        host.server_body = SECRET.as_bytes().to_vec();
+        assert_eq!(
+            request.on_response_body(&mut host, SECRET.len(), true),
+            Flow::Continue
+        );
+        let (_, masked) = host.replaced.last().unwrap();
+        assert!(!String::from_utf8_lossy(masked).contains("aHVudGVyMg=="));
+        let sent_id = host
+            .request
+            .iter()
+            .find(|(name, _)| name == "Audit-ID")
+            .map(|(_, id)| id.clone())
+            .unwrap();
+        let event = host.events().pop().unwrap();
+        assert_eq!(event["auditID"], sent_id.as_str());
+        assert_eq!(event["annotations"]["gatehouse.dev/masked-fields"], "data");
+        assert_eq!(event["responseStatus"]["code"], 200);
+        ids.push(sent_id);
+    }
+    assert_eq!(worker.gate().remembered_admissions(), 1);
+    ids.dedup();
+    assert_eq!(ids.len(), 3, "every request has its own audit id: {ids:?}");
+    assert_eq!(host.counter(Counter::Requests), 3);
+}
+
+#[test]
 fn a_response_that_cannot_be_masked_is_refused_with_its_record() {
     let minter = minter();
     let (mut host, _worker, mut request) = secret_response(&minter, json!({}));

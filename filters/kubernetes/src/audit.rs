@@ -79,6 +79,18 @@ pub enum Stage {
     Panic,
 }
 
+impl Stage {
+    /// The stage's name, as its Events spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::RequestReceived => "RequestReceived",
+            Stage::ResponseStarted => "ResponseStarted",
+            Stage::ResponseComplete => "ResponseComplete",
+            Stage::Panic => "Panic",
+        }
+    }
+}
+
 /// `metav1.MicroTime` from unix microseconds; serializes as
 /// `2006-01-02T15:04:05.000000Z`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -367,6 +379,21 @@ impl RequestAudit {
         &self.template.audit_id
     }
 
+    /// When the request arrived (unix microseconds).
+    pub fn received_micros(&self) -> i64 {
+        self.template.request_received_timestamp.0
+    }
+
+    /// The same record for another request that shares everything but its
+    /// audit id and arrival time.
+    pub fn for_request(&self, audit_id: &str, received_micros: i64) -> RequestAudit {
+        let mut audit = self.clone();
+        audit.template.audit_id = audit_id.to_owned();
+        audit.template.request_received_timestamp = MicroTime(received_micros);
+        audit.template.stage_timestamp = MicroTime(received_micros);
+        audit
+    }
+
     /// The request's annotations so far.
     pub fn annotations(&self) -> &BTreeMap<&'static str, String> {
         &self.template.annotations
@@ -398,6 +425,168 @@ impl RequestAudit {
             ..self.template.clone()
         }
     }
+}
+
+/// A request's audit Event serialized once, with holes for what differs
+/// between writes and between requests that share everything else (an
+/// admission the gate remembers): the audit id, the stage, the response
+/// status, both timestamps and the masked fields. Filling the holes gives the
+/// bytes [`RequestAudit::event_json`] gives for the same values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventText {
+    text: String,
+    /// The audit id's value (without its quotes).
+    audit_id: std::ops::Range<usize>,
+    /// The stage's name.
+    stage: std::ops::Range<usize>,
+    /// Where `,"responseStatus":…` goes; the two timestamps follow it.
+    response_status: usize,
+    received: std::ops::Range<usize>,
+    stage_timestamp: std::ops::Range<usize>,
+    /// The masked-fields annotation member, with the comma that joins it.
+    masked: std::ops::Range<usize>,
+    masked_comma: Comma,
+}
+
+/// Which side of the masked-fields annotation its comma is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Comma {
+    Before,
+    After,
+}
+
+/// What differs between two writes of a request's Event.
+#[derive(Debug, Clone, Copy)]
+pub struct EventHoles<'a> {
+    pub audit_id: &'a str,
+    pub stage: Stage,
+    /// The response status in its audit form, as JSON.
+    pub response_status: &'a str,
+    pub received_micros: i64,
+    pub stage_micros: i64,
+    /// The masked fields, comma-separated (none: no annotation).
+    pub masked_fields: Option<&'a str>,
+}
+
+/// Values no request carries twice in its Event: found exactly once, they
+/// mark the holes; found any other number of times, there is no skeleton.
+const AUDIT_ID_HOLE: &str = "gatehouse-hole-audit-id";
+const MASKED_FIELDS_HOLE: &str = "gatehouse-hole-masked-fields";
+
+impl EventText {
+    /// The skeleton of `audit`'s Events; `None` when a hole cannot be told
+    /// apart from the request's own text (the caller serializes in full).
+    pub fn of(audit: &RequestAudit) -> Option<EventText> {
+        let mut template = audit.template.clone();
+        template.audit_id = AUDIT_ID_HOLE.to_owned();
+        template.stage = Stage::ResponseComplete;
+        template.response_status = None;
+        template.request_received_timestamp = MicroTime(0);
+        template.stage_timestamp = MicroTime(0);
+        template
+            .annotations
+            .insert(MASKED_FIELDS_ANNOTATION, MASKED_FIELDS_HOLE.to_owned());
+        let text = template.to_json().ok()?;
+        let once = |needle: &str| {
+            let mut found = text.match_indices(needle);
+            let (at, _) = found.next()?;
+            found.next().is_none().then_some(at)
+        };
+        once(AUDIT_ID_HOLE)?;
+        once(MASKED_FIELDS_HOLE)?;
+        let id_member = format!("\"auditID\":\"{AUDIT_ID_HOLE}\",\"stage\":\"");
+        let id_start = once(&id_member)? + "\"auditID\":\"".len();
+        let audit_id = id_start..id_start + AUDIT_ID_HOLE.len();
+        let stage_start = audit_id.end + "\",\"stage\":\"".len();
+        let stage_name = Stage::ResponseComplete.as_str();
+        if text.get(stage_start..stage_start + stage_name.len() + 1)
+            != Some(&format!("{stage_name}\"")[..])
+        {
+            return None;
+        }
+        let stage = stage_start..stage_start + stage_name.len();
+        let zero = MicroTime(0).to_string();
+        let times =
+            format!(",\"requestReceivedTimestamp\":\"{zero}\",\"stageTimestamp\":\"{zero}\"");
+        let response_status = once(&times)?;
+        let received_start = response_status + ",\"requestReceivedTimestamp\":\"".len();
+        let received = received_start..received_start + zero.len();
+        let stage_time_start = received.end + "\",\"stageTimestamp\":\"".len();
+        let stage_timestamp = stage_time_start..stage_time_start + zero.len();
+        let member = format!("\"{MASKED_FIELDS_ANNOTATION}\":\"{MASKED_FIELDS_HOLE}\"");
+        let member_start = once(&member)?;
+        let member_end = member_start + member.len();
+        let bytes = text.as_bytes();
+        let (masked, masked_comma) = if bytes.get(member_start.wrapping_sub(1)) == Some(&b',') {
+            (member_start - 1..member_end, Comma::Before)
+        } else if bytes.get(member_end) == Some(&b',') {
+            (member_start..member_end + 1, Comma::After)
+        } else {
+            return None;
+        };
+        let ordered = audit_id.end <= stage.start
+            && stage.end <= response_status
+            && stage_timestamp.end <= masked.start;
+        ordered.then_some(EventText {
+            text,
+            audit_id,
+            stage,
+            response_status,
+            received,
+            stage_timestamp,
+            masked,
+            masked_comma,
+        })
+    }
+
+    /// Appends the Event with `holes` filled to `out`.
+    pub fn render(&self, out: &mut String, holes: &EventHoles<'_>) {
+        let text = |range: std::ops::Range<usize>| self.text.get(range).unwrap_or_default();
+        out.push_str(text(0..self.audit_id.start));
+        push_json_string_content(out, holes.audit_id);
+        out.push_str(text(self.audit_id.end..self.stage.start));
+        out.push_str(holes.stage.as_str());
+        out.push_str(text(self.stage.end..self.response_status));
+        out.push_str(",\"responseStatus\":");
+        out.push_str(holes.response_status);
+        out.push_str(text(self.response_status..self.received.start));
+        out.push_str(&MicroTime(holes.received_micros).to_string());
+        out.push_str(text(self.received.end..self.stage_timestamp.start));
+        out.push_str(&MicroTime(holes.stage_micros).to_string());
+        out.push_str(text(self.stage_timestamp.end..self.masked.start));
+        if let Some(fields) = holes.masked_fields {
+            if self.masked_comma == Comma::Before {
+                out.push(',');
+            }
+            out.push('"');
+            out.push_str(MASKED_FIELDS_ANNOTATION);
+            out.push_str("\":\"");
+            push_json_string_content(out, fields);
+            out.push('"');
+            if self.masked_comma == Comma::After {
+                out.push(',');
+            }
+        }
+        out.push_str(text(self.masked.end..self.text.len()));
+    }
+}
+
+/// Appends `value` as the inside of a JSON string literal, escaped as
+/// serde_json escapes it.
+fn push_json_string_content(out: &mut String, value: &str) {
+    let plain = value
+        .bytes()
+        .all(|b| b >= 0x20 && b != b'"' && b != b'\\' && b < 0x7f);
+    if plain {
+        out.push_str(value);
+        return;
+    }
+    let quoted = serde_json::to_string(value).unwrap_or_default();
+    out.push_str(
+        quoted
+            .get(1..quoted.len().saturating_sub(1))
+            .unwrap_or_default(),
+    );
 }
 
 /// The API server's long-running check: verbs `watch` and `proxy`; subresources
@@ -930,5 +1119,96 @@ mod tests {
             MAX_USER_AGENT_BYTES + USER_AGENT_TRUNCATED_SUFFIX.len()
         );
         assert!(event.user_agent.ends_with("...TRUNCATED"));
+    }
+
+    /// Strings a request may carry into its Event: ordinary ones, ones JSON
+    /// must escape, and the texts that mark the skeleton's holes.
+    fn hostile_text() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            "[a-z0-9./:-]{0,12}",
+            "\\PC{0,8}",
+            "[\"\\\\\\n\\u{0}\\u{1f}\\u{7f}é,{}:]{0,6}",
+            Just(AUDIT_ID_HOLE.to_owned()),
+            Just(MASKED_FIELDS_HOLE.to_owned()),
+            Just(format!("\",\"stage\":\"{AUDIT_ID_HOLE}")),
+            Just("\"gatehouse.dev/masked-fields\":\"x\"".to_owned()),
+            Just(",\"requestReceivedTimestamp\":\"1970-01-01T00:00:00.000000Z\"".to_owned()),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config {
+            cases: 1500,
+            failure_persistence: None,
+            ..proptest::test_runner::Config::default()
+        })]
+        /// The skeleton filled in gives the bytes the Event serialized in
+        /// full gives, whatever the request carries; or there is none.
+        #[test]
+        fn a_filled_skeleton_is_the_event_serialized_in_full(
+            path in proptest::sample::select(vec![
+                "/api/v1/namespaces/prod/secrets/db-credentials",
+                "/api/v1/namespaces/dev/pods/web-0/exec?command=ls",
+                "/apis/apps/v1/namespaces/dev/deployments?watch=true",
+                "/version",
+            ]),
+            query in hostile_text(),
+            audit_id in hostile_text(),
+            subject in hostile_text(),
+            groups in proptest::collection::vec(hostile_text(), 0..3),
+            issuer in proptest::option::of(hostile_text()),
+            agent in hostile_text(),
+            session in hostile_text(),
+            peer in proptest::sample::select(vec![None, Some("10.0.0.7:5555"), Some("::ffff:10.0.0.8"), Some("nonsense")]),
+            rule in proptest::option::of(hostile_text()),
+            message in proptest::option::of(hostile_text()),
+            masked in proptest::option::of(hostile_text()),
+            annotate in proptest::option::of(hostile_text()),
+            stage in proptest::sample::select(vec![Stage::ResponseStarted, Stage::ResponseComplete, Stage::Panic]),
+            code in proptest::sample::select(vec![0u16, 101, 200, 403, 500]),
+            received in proptest::prop_oneof![proptest::strategy::Just(RECEIVED), -1_000_000_000_000i64..4_000_000_000_000_000],
+            at in proptest::prop_oneof![proptest::strategy::Just(RECEIVED + 5), 0i64..i64::MAX],
+        ) {
+            let uri = format!("{path}{query}");
+            let info = decode_request("GET", path).unwrap().info;
+            let identity = Identity {
+                subject,
+                groups,
+                issuer,
+                verified: true,
+                ..Identity::default()
+            };
+            let decision = Decision { action: Action::Allow, rule, message };
+            let mut audit = RequestAudit::new("first-id", &uri, &info, &identity, 7)
+                .with_headers([("user-agent", agent.as_str()), ("kubectl-session", session.as_str())], peer)
+                .with_decision(&decision)
+                .with_policy_hash("sha256:0f1e2d");
+            if let Some(value) = annotate {
+                audit.annotate(ACCESS_REASON_ANNOTATION, value);
+            }
+            let Some(skeleton) = EventText::of(&audit) else {
+                // Only a request that carries a hole's mark has none.
+                let text = audit.event(Stage::ResponseComplete, &Status::code_only(200), 0).to_json().unwrap();
+                proptest::prop_assert!(text.contains(AUDIT_ID_HOLE) || text.contains(MASKED_FIELDS_HOLE) || text.contains("1970-01-01T00:00:00.000000Z\",\"stageTimestamp"), "{}", text);
+                return Ok(());
+            };
+            let status = Status::code_only(code).for_audit();
+            let mut full = audit.for_request(&audit_id, received);
+            if let Some(fields) = &masked {
+                full.set_masked_fields(std::slice::from_ref(fields));
+            }
+            let expected = full.event_json(stage, &status, at).unwrap();
+            let mut rendered = String::new();
+            skeleton.render(&mut rendered, &EventHoles {
+                audit_id: &audit_id,
+                stage,
+                response_status: &serde_json::to_string(&status).unwrap(),
+                received_micros: received,
+                stage_micros: at,
+                masked_fields: masked.as_deref(),
+            });
+            proptest::prop_assert_eq!(rendered, expected);
+        }
     }
 }

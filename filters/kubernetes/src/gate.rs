@@ -5,7 +5,7 @@
 //!
 //! Times: `now_micros` is unix microseconds; key-cache times are unix seconds.
 
-use crate::audit::{AUDIT_ID_HEADER, MicroTime, RequestAudit, Stage};
+use crate::audit::{AUDIT_ID_HEADER, EventHoles, EventText, RequestAudit, Stage};
 use crate::exec::StreamRequest;
 use crate::masking::{BodyMasker, json_only_accept};
 use crate::policy::{Policy, Request, Verdict};
@@ -16,14 +16,17 @@ use gatehouse_core::config::{ConfigError, config_hash};
 pub use gatehouse_core::identity::KeyFetch;
 use gatehouse_core::identity::{Identity, TokenRejection, Verifier};
 use gatehouse_core::policy::{Action, Decision};
+use std::sync::Arc;
 
 mod approval;
+mod remembered;
 mod self_review;
 mod shadow;
 pub use approval::{
     ApprovalMemory, ApprovalStep, Conclusion, LocalMemory, REASON_HEADER, RecentRefusal,
     ServiceCall, forget, remember, standing_refusal,
 };
+pub use remembered::{MAX_REMEMBERED, REMEMBERED_SECONDS};
 pub use self_review::{MAX_REVIEW_BODY_BYTES, PendingReview, SELF_REVIEW_RULE};
 pub use shadow::{
     MODE_ANNOTATION, WOULD_BE_STATUS_ANNOTATION, WOULD_MASK_ANNOTATION, audit_filter_state_key,
@@ -48,6 +51,8 @@ pub struct Gate {
     policy_hash: String,
     /// The grants this worker knows, once the glue connects them.
     approvals: Option<approval::GateApprovals>,
+    /// Admissions of requests seen in the last few seconds.
+    remembered: remembered::Remembered,
 }
 
 /// What the glue knows when a request's headers arrive.
@@ -95,61 +100,81 @@ pub struct Forward {
     /// How to record the exec or attach session this request opens, when
     /// the rule that admitted it asks for a recording.
     pub recording: Option<RecordingPlan>,
-    audit: RequestAudit,
+    /// What the request's Events say, but for its own audit id, arrival
+    /// time and masked fields (below): the requests of one remembered
+    /// admission share it.
+    audit: Arc<RequestAudit>,
+    audit_id: String,
+    received_micros: i64,
+    /// The masked-fields annotation, once the response was masked.
+    masked_fields: Option<String>,
     decision: Decision,
+    /// The Events serialized once, with holes for what differs between
+    /// writes (built at the first write; shared with a remembered admission).
+    text: Option<Arc<EventText>>,
     /// The records as last written by [`Forward::current_records`].
-    written: Option<WrittenRecords>,
-}
-
-/// A request's records as last written, with what they were written for: at
-/// the end of the response only the `ResponseComplete` timestamp moves, and
-/// it is rewritten in place instead of serializing the Events again.
-#[derive(Debug, Clone)]
-struct WrittenRecords {
-    status_code: u16,
-    started_micros: i64,
-    text: String,
-    /// Where the last Event's `stageTimestamp` value starts in `text`.
-    stage_timestamp: usize,
-}
-
-impl WrittenRecords {
-    fn new(text: String, status_code: u16, started_micros: i64) -> WrittenRecords {
-        // A member name: inside a string value its quotes would be escaped.
-        const KEY: &str = "\"stageTimestamp\":\"";
-        let last_line = text.rfind('\n').map_or(0, |newline| newline + 1);
-        let stage_timestamp = text
-            .get(last_line..)
-            .and_then(|line| line.find(KEY))
-            .map_or(0, |at| last_line + at + KEY.len());
-        WrittenRecords {
-            status_code,
-            started_micros,
-            text,
-            stage_timestamp,
-        }
-    }
-
-    /// Moves the last Event's `stageTimestamp` to `now_micros`; false when
-    /// the text does not have one of the same width.
-    fn restamp(&mut self, now_micros: i64) -> bool {
-        let stamp = MicroTime(now_micros).to_string();
-        let range = self.stage_timestamp..self.stage_timestamp + stamp.len();
-        let fits = self.stage_timestamp > 0
-            && self.text.get(range.clone()).is_some_and(|old| {
-                old.bytes()
-                    .zip(stamp.bytes())
-                    .all(|(a, b)| a.is_ascii_digit() == b.is_ascii_digit())
-            })
-            && self.text.as_bytes().get(range.end) == Some(&b'"');
-        if fits {
-            self.text.replace_range(range, &stamp);
-        }
-        fits
-    }
+    written: String,
 }
 
 impl Forward {
+    /// A forward whose Events are `audit`'s.
+    fn new(
+        audit: RequestAudit,
+        decision: Decision,
+        (remove_headers, set_headers, add_headers): HeaderChanges,
+        body_masker: Option<BodyMasker>,
+        mask: bool,
+    ) -> Forward {
+        Forward {
+            remove_headers,
+            set_headers,
+            add_headers,
+            mask,
+            body_masker,
+            recording: None,
+            audit_id: audit.audit_id().to_owned(),
+            received_micros: audit.received_micros(),
+            audit: Arc::new(audit),
+            masked_fields: None,
+            decision,
+            text: None,
+            written: String::new(),
+        }
+    }
+
+    /// The same admission for another request with its own audit id and
+    /// arrival time (the `Audit-ID` header it sets changes with it).
+    fn for_request(&self, audit_id: &str, received_micros: i64) -> Forward {
+        let mut set_headers = self.set_headers.clone();
+        for (name, value) in &mut set_headers {
+            if name == AUDIT_ID_HEADER {
+                audit_id.clone_into(value);
+            }
+        }
+        Forward {
+            remove_headers: self.remove_headers.clone(),
+            set_headers,
+            add_headers: self.add_headers.clone(),
+            mask: self.mask,
+            body_masker: self.body_masker.clone(),
+            recording: None,
+            audit: Arc::clone(&self.audit),
+            audit_id: audit_id.to_owned(),
+            received_micros,
+            masked_fields: None,
+            decision: self.decision.clone(),
+            text: self.text.clone(),
+            written: String::new(),
+        }
+    }
+
+    /// Serializes the Events' skeleton, unless done.
+    fn prepare_text(&mut self) {
+        if self.text.is_none() {
+            self.text = EventText::of(&self.audit).map(Arc::new);
+        }
+    }
+
     /// The policy decision that let the request through (for stats).
     pub fn decision(&self) -> &Decision {
         &self.decision
@@ -157,14 +182,14 @@ impl Forward {
 
     /// Records that `approval` lets the request through.
     pub fn approve(&mut self, approval: &gatehouse_core::approval::ApprovalRef) {
-        self.audit.approve(approval);
-        self.written = None;
+        Arc::make_mut(&mut self.audit).approve(approval);
+        self.text = None;
     }
 
     /// Notes the response fields that were masked in the records.
     pub fn set_masked_fields(&mut self, fields: &[String]) {
-        if self.audit.set_masked_fields(fields) {
-            self.written = None;
+        if !fields.is_empty() {
+            self.masked_fields = Some(fields.join(","));
         }
     }
 
@@ -175,11 +200,16 @@ impl Forward {
     }
 
     /// The records to deliver once the response status is known, newline-separated
-    /// (`ResponseStarted` first for long-running requests, then `ResponseComplete`).
+    /// (`ResponseStarted` first for long-running requests, then `ResponseComplete`),
+    /// each Event serialized in full: what [`Forward::current_records`] must equal.
     pub fn records(&self, status_code: u16, started_micros: i64, now_micros: i64) -> String {
+        let mut audit = self.audit.for_request(&self.audit_id, self.received_micros);
+        if let Some(fields) = &self.masked_fields {
+            audit.set_masked_fields(std::slice::from_ref(fields));
+        }
         let response = Status::code_only(status_code);
         let mut out = String::new();
-        for stage in self.audit.stages() {
+        for stage in audit.stages() {
             let at = match stage {
                 Stage::ResponseStarted => started_micros,
                 _ => now_micros,
@@ -187,51 +217,54 @@ impl Forward {
             if !out.is_empty() {
                 out.push('\n');
             }
-            out.push_str(&event_json(&self.audit, *stage, &response, at));
+            out.push_str(&event_json(&audit, *stage, &response, at));
         }
         out
     }
 
     /// [`Forward::records`], for a glue that writes them more than once (at
     /// response headers, in case the stream ends without a last body, and
-    /// again at the end): when only the time moved since the last call, the
-    /// text written then gets the new `ResponseComplete` timestamp instead of
-    /// the Events being serialized again.
+    /// again at the end): the Events are serialized once, and each write
+    /// fills in what moved (status, times, masked fields).
     pub fn current_records(
         &mut self,
         status_code: u16,
         started_micros: i64,
         now_micros: i64,
     ) -> &str {
-        let restamped = match &mut self.written {
-            Some(written)
-                if written.status_code == status_code
-                    && written.started_micros == started_micros =>
-            {
-                written.restamp(now_micros)
-            }
-            _ => false,
+        self.prepare_text();
+        let Some(text) = &self.text else {
+            self.written = self.records(status_code, started_micros, now_micros);
+            return &self.written;
         };
-        if !restamped {
-            let response = Status::code_only(status_code);
-            let mut text = String::new();
-            for stage in self.audit.stages() {
-                let at = match stage {
-                    Stage::ResponseStarted => started_micros,
-                    _ => now_micros,
-                };
-                if !text.is_empty() {
-                    text.push('\n');
-                }
-                text.push_str(&event_json_in_place(&mut self.audit, *stage, &response, at));
+        let response = unserializable(serde_json::to_string(
+            &Status::code_only(status_code).for_audit(),
+        ));
+        self.written.clear();
+        for stage in self.audit.stages() {
+            let at = match stage {
+                Stage::ResponseStarted => started_micros,
+                _ => now_micros,
+            };
+            if !self.written.is_empty() {
+                self.written.push('\n');
             }
-            self.written = Some(WrittenRecords::new(text, status_code, started_micros));
+            let holes = EventHoles {
+                audit_id: &self.audit_id,
+                stage: *stage,
+                response_status: &response,
+                received_micros: self.received_micros,
+                stage_micros: at,
+                masked_fields: self.masked_fields.as_deref(),
+            };
+            text.render(&mut self.written, &holes);
         }
-        self.written
-            .as_ref()
-            .map_or("", |written| written.text.as_str())
+        &self.written
     }
 }
+
+/// The request header changes of a forward: removed, set, added.
+type HeaderChanges = (Vec<String>, Vec<(String, String)>, Vec<(String, String)>);
 
 /// The outcome of a request's headers.
 #[derive(Debug, Clone)]
@@ -264,6 +297,7 @@ impl Gate {
             verifier,
             policy_hash: config_hash(json),
             approvals: None,
+            remembered: remembered::Remembered::default(),
         })
     }
 
@@ -272,8 +306,61 @@ impl Gate {
         &self.policy
     }
 
-    /// Judges a request's headers.
+    /// Judges a request's headers: a repeat of a request let through in the
+    /// last few seconds, by a caller its token still proves to be the same,
+    /// is answered from memory ([`remembered`]).
     pub fn admit(&mut self, head: &RequestHead<'_>) -> Admission {
+        let key = self
+            .mode()
+            .is_enforce()
+            .then(|| remembered::key(head))
+            .flatten();
+        let Some(key) = key else {
+            return self.admit_in_full(head);
+        };
+        if let Some(identity) = self.current_identity(head)
+            && let Some(forward) = self.remembered.get(&key, head, &identity)
+        {
+            return Admission::Forward(Box::new(forward));
+        }
+        let admission = self.admit_in_full(head);
+        if let Admission::Forward(forward) = &admission
+            && forward.recording.is_none()
+            && matches!(forward.decision.action, Action::Allow | Action::Observe)
+            && let Some(identity) = self.current_identity(head)
+        {
+            let now = head.now_micros.div_euclid(1_000_000);
+            self.remembered.insert(key, forward, identity, now);
+        }
+        admission
+    }
+
+    /// Who the request's bearer token proves the caller to be now, as the
+    /// verifier says (its kept verdicts included); `None` when it proves
+    /// nothing.
+    fn current_identity(&mut self, head: &RequestHead<'_>) -> Option<Identity> {
+        let now = head.now_micros.div_euclid(1_000_000);
+        let token = head
+            .headers
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case("authorization"))
+            .and_then(|(_, value)| bearer_token(value))?;
+        self.verifier.as_mut()?.verify_cached(token, now).ok()
+    }
+
+    /// How many admissions are remembered.
+    pub fn remembered_admissions(&self) -> usize {
+        self.remembered.len()
+    }
+
+    /// Forgets every remembered admission: the next request of each kind is
+    /// judged the whole way (what the benches measure as a first request).
+    pub fn forget_admissions(&mut self) {
+        self.remembered.clear();
+    }
+
+    /// Judges a request's headers the whole way.
+    fn admit_in_full(&mut self, head: &RequestHead<'_>) -> Admission {
         let now_seconds = head.now_micros.div_euclid(1_000_000);
         let decoded = match decode_request(head.method, head.path) {
             Ok(decoded) => decoded,
@@ -528,17 +615,13 @@ impl Gate {
             set_headers.push(("accept".to_owned(), json_only_accept(accept)));
             remove_headers.push("accept-encoding".to_owned());
         }
-        Forward {
-            remove_headers,
-            set_headers,
-            add_headers,
-            mask,
-            body_masker,
-            recording: None,
+        Forward::new(
             audit,
             decision,
-            written: None,
-        }
+            (remove_headers, set_headers, add_headers),
+            body_masker,
+            mask,
+        )
     }
 }
 
@@ -620,22 +703,32 @@ pub fn audit_id(seed_high: u64, seed_low: u64) -> String {
     };
     let a = mix(seed_high ^ mix(seed_low));
     let b = mix(seed_low.wrapping_add(0x9e37_79b9_7f4a_7c15) ^ a);
-    let bytes: Vec<u8> = a.to_be_bytes().into_iter().chain(b.to_be_bytes()).collect();
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    // Version 4 / variant 1 layout, as clients expect of an Audit-ID.
-    let part = |from: usize, to: usize| hex.get(from..to).unwrap_or_default().to_owned();
-    format!(
-        "{}-{}-4{}-{}{}-{}",
-        part(0, 8),
-        part(8, 12),
-        part(13, 16),
-        ["8", "9", "a", "b"]
-            .get(usize::from(bytes.get(8).copied().unwrap_or_default() & 3))
-            .copied()
-            .unwrap_or("8"),
-        part(17, 20),
-        part(20, 32)
-    )
+    // The 32 hex digits of `a` then `b`, written straight into the id (one
+    // allocation: it is made for every request).
+    let digit = |at: usize| {
+        let word = if at < 16 { a } else { b };
+        let nibble = (word >> (60 - 4 * (at % 16))) & 0xf;
+        char::from_digit(u32::try_from(nibble).unwrap_or_default(), 16).unwrap_or('0')
+    };
+    // Version 4 / variant 1 layout, as clients expect of an Audit-ID: the
+    // version digit replaces digit 12, the variant digit (from the two low
+    // bits of `b`'s first byte) digit 16.
+    let variant = ['8', '9', 'a', 'b']
+        .get(usize::try_from((b >> 56) & 3).unwrap_or_default())
+        .copied()
+        .unwrap_or('8');
+    let mut id = String::with_capacity(36);
+    for at in 0..32 {
+        if matches!(at, 8 | 12 | 16 | 20) {
+            id.push('-');
+        }
+        id.push(match at {
+            12 => '4',
+            16 => variant,
+            _ => digit(at),
+        });
+    }
+    id
 }
 
 #[cfg(test)]
@@ -647,13 +740,13 @@ mod tests {
     use serde_json::json;
 
     pub(super) const NOW: i64 = 1_790_000_000;
-    const ISSUER: &str = "https://idp.gatehouse.test";
+    pub(super) const ISSUER: &str = "https://idp.gatehouse.test";
 
-    fn minter() -> Minter {
+    pub(super) fn minter() -> Minter {
         Minter::generate(JwsAlgorithm::Es256, ISSUER, "gatehouse", "k1").unwrap()
     }
 
-    fn gate(extra: serde_json::Value) -> Gate {
+    pub(super) fn gate(extra: serde_json::Value) -> Gate {
         let mut config = serde_json::from_str::<serde_json::Value>(include_str!(
             "../../../examples/kubernetes-policy.json"
         ))
@@ -664,7 +757,7 @@ mod tests {
         Gate::from_json(config.to_string().as_bytes()).unwrap()
     }
 
-    fn token(minter: &Minter, who: &str, group: &str) -> String {
+    pub(super) fn token(minter: &Minter, who: &str, group: &str) -> String {
         minter
             .mint(&json!({"sub": who, "groups": [group]}), 600, NOW)
             .unwrap()
@@ -705,7 +798,7 @@ mod tests {
     }
 
     /// A gate whose issuer's keys are loaded as if fetched.
-    fn warm_gate(minter: &Minter) -> Gate {
+    pub(super) fn warm_gate(minter: &Minter) -> Gate {
         let mut gate = gate(json!({}));
         gate.verifier_mut()
             .unwrap()
@@ -1200,6 +1293,41 @@ mod tests {
             &[("authorization", &bearer)],
         ));
         assert!(discovery.body_masker.is_none());
+    }
+
+    /// The audit id as first written (hex through `format!`): the direct
+    /// writing must give the same ids.
+    fn formatted_audit_id(seed_high: u64, seed_low: u64) -> String {
+        let mix = |mut z: u64| {
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        };
+        let a = mix(seed_high ^ mix(seed_low));
+        let b = mix(seed_low.wrapping_add(0x9e37_79b9_7f4a_7c15) ^ a);
+        let bytes: Vec<u8> = a.to_be_bytes().into_iter().chain(b.to_be_bytes()).collect();
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let variant = ["8", "9", "a", "b"][usize::from(bytes[8] & 3)];
+        format!(
+            "{}-{}-4{}-{variant}{}-{}",
+            &hex[0..8],
+            &hex[8..12],
+            &hex[13..16],
+            &hex[17..20],
+            &hex[20..32]
+        )
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config {
+            cases: 2000,
+            failure_persistence: None,
+            ..proptest::test_runner::Config::default()
+        })]
+        #[test]
+        fn audit_ids_are_the_formatted_ones(high: u64, low: u64) {
+            proptest::prop_assert_eq!(audit_id(high, low), formatted_audit_id(high, low));
+        }
     }
 
     #[test]

@@ -57,7 +57,8 @@ pub fn needs_masking(info: &RequestInfo, settings: &MaskingConfig) -> bool {
 /// no objects (pod logs, proxied pages).
 #[derive(Debug, Clone)]
 pub struct BodyMasker {
-    settings: MaskingConfig,
+    /// Shared by the requests of a remembered admission.
+    settings: std::sync::Arc<MaskingConfig>,
     resource: String,
     foreign_media: bool,
 }
@@ -101,7 +102,7 @@ impl BodyMasker {
     /// Masks responses about `resource` (e.g. `configmaps`) with `settings`.
     pub fn new(settings: &MaskingConfig, resource: &str) -> BodyMasker {
         BodyMasker {
-            settings: settings.clone(),
+            settings: std::sync::Arc::new(settings.clone()),
             resource: resource.to_owned(),
             foreign_media: false,
         }
@@ -610,6 +611,57 @@ fn masked_last_applied(text: &str, masking: &Masking<'_>, kind: &str) -> Option<
         }
         // Unreadable: it may hold anything, so it is replaced whole.
         Err(_) => Some(masking.settings.mask_text.clone()),
+    }
+}
+
+/// [`masked_last_applied`] by the one-pass walk: the copy keeps its own
+/// member order and spacing, and only the values a rule masks change. The
+/// tree takes what the walk cannot follow, and `fields` rules.
+fn masked_last_applied_streamed(text: &str, masking: &Masking<'_>, kind: &str) -> Option<String> {
+    if masking.fields.is_some() {
+        return masked_last_applied(text, masking, kind);
+    }
+    match stream_last_applied(text.as_bytes(), masking, kind) {
+        Ok(masked) => masked,
+        Err(stream::Fallback) => masked_last_applied(text, masking, kind),
+    }
+}
+
+/// The walk's half of [`masked_last_applied_streamed`]: the masked copy,
+/// `None` when nothing in it is masked.
+fn stream_last_applied(
+    text: &[u8],
+    masking: &Masking<'_>,
+    kind: &str,
+) -> Result<Option<String>, stream::Fallback> {
+    let settings = masking.settings;
+    // The masked text of one pass as `kind`, `None` when it masked nothing.
+    let pass = |json: &[u8], kind: &str| {
+        // What the reading pass refuses is for the tree to judge.
+        let located =
+            scan::scan(json, |name| is_rule_key(name, settings)).map_err(|_| stream::Fallback)?;
+        let streamed =
+            stream::StreamMasker::run_in(json, masking, &located, Context::root(Some(kind)))?;
+        match (streamed.fields.is_empty(), streamed.body) {
+            (true, _) => Ok(None),
+            (false, Some(body)) => Ok(Some(body)),
+            // Masked fields but no masked text: not a walk to trust.
+            (false, None) => Err(stream::Fallback),
+        }
+    };
+    let mut masked = pass(text, kind)?;
+    // A copy that names no kind is masked as a Secret too.
+    if kind != "Secret"
+        && !stream::StreamMasker::root_has_member(text, masking, "kind")?
+        && let Some(again) = pass(masked.as_deref().unwrap_or(text), "Secret")?
+    {
+        masked = Some(again);
+    }
+    match masked {
+        Some(bytes) => String::from_utf8(bytes)
+            .map(Some)
+            .map_err(|_| stream::Fallback),
+        None => Ok(None),
     }
 }
 
@@ -1524,7 +1576,7 @@ mod tests {
         let text = String::from_utf8_lossy(body);
         match (tree, streamed) {
             (Ok(tree), Ok(streamed)) => {
-                let parse = |bytes: &[u8]| serde_json::from_slice::<Value>(bytes).unwrap();
+                let parse = |bytes: &[u8]| applied_parsed(&serde_json::from_slice(bytes).unwrap());
                 assert_eq!(
                     parse(&streamed.body),
                     parse(&tree.body),
@@ -1810,6 +1862,109 @@ mod tests {
             "the one-pass path handled {streamed} bodies"
         );
         assert!(masked > 300, "only {masked} bodies had something to mask");
+    }
+
+    /// `value` with every last-applied copy that is JSON text parsed in
+    /// place: two copies that differ only in member order and spacing are
+    /// then equal.
+    fn applied_parsed(value: &Value) -> Value {
+        match value {
+            Value::Object(map) => Value::Object(
+                map.iter()
+                    .map(|(name, member)| {
+                        let member = match (name.as_str(), member) {
+                            (LAST_APPLIED, Value::String(text)) => {
+                                serde_json::from_str::<Value>(text)
+                                    .map_or_else(|_| member.clone(), |copy| applied_parsed(&copy))
+                            }
+                            _ => applied_parsed(member),
+                        };
+                        (name.clone(), member)
+                    })
+                    .collect(),
+            ),
+            Value::Array(items) => Value::Array(items.iter().map(applied_parsed).collect()),
+            other => other.clone(),
+        }
+    }
+
+    /// A last-applied copy masked by the walk is masked as the tree masks
+    /// it, whatever its member order and spacing (which the walk keeps), its
+    /// kind, or the kind its place gives it; what the walk cannot follow goes
+    /// to the tree.
+    #[test]
+    fn applied_copies_are_masked_by_the_walk_as_by_the_tree() {
+        let variants = [
+            settings(),
+            MaskingConfig {
+                secrets: false,
+                ..settings()
+            },
+            MaskingConfig {
+                pod_env: false,
+                mask_text: "<\"hidden\">".to_owned(),
+                ..settings()
+            },
+        ];
+        let cases = (
+            object(0).prop_flat_map(|copy| written(&copy)),
+            prop::sample::select(vec!["Secret", "Pod", "Deployment", "ConfigMap"]),
+            0..variants.len(),
+        );
+        let (walked, masked) = (Cell::new(0), Cell::new(0));
+        let mut runner = TestRunner::new(proptest_config(800));
+        let outcome = runner.run(&cases, |(text, kind, variant)| {
+            let masking = Masking {
+                settings: &variants[variant],
+                fields: None,
+                resource_kind: None,
+            };
+            let tree = masked_last_applied(&text, &masking, kind);
+            if stream_last_applied(text.as_bytes(), &masking, kind).is_ok() {
+                walked.set(walked.get() + 1);
+            }
+            let streamed = masked_last_applied_streamed(&text, &masking, kind);
+            match (&tree, &streamed) {
+                (None, None) => {}
+                (Some(tree), Some(streamed)) => {
+                    masked.set(masked.get() + 1);
+                    let parse = |text: &str| applied_parsed(&serde_json::from_str(text).unwrap());
+                    prop_assert_eq!(parse(streamed), parse(tree), "{}", text);
+                }
+                _ => prop_assert!(false, "{text}: tree {tree:?}, walk {streamed:?}"),
+            }
+            Ok(())
+        });
+        if let Err(failure) = outcome {
+            panic!("{failure}");
+        }
+        let (walked, masked) = (walked.get(), masked.get());
+        assert!(walked > 750, "the walk handled {walked} copies");
+        assert!(masked > 200, "only {masked} copies had something to mask");
+        // Escaped names go to the tree; text that is not JSON is replaced
+        // whole, as the tree replaces it.
+        let masking = Masking {
+            settings: &variants[0],
+            fields: None,
+            resource_kind: None,
+        };
+        for (copy, whole) in [
+            (r#"{"kind":"Secret","d\u0061ta":{"a":"eA=="}}"#, false),
+            (r#"{"\u006bind":"Secret","stringData":{"a":"x"}}"#, false),
+            (r#"{"kind":"Secret","data":{"a":"eA=="}"#, true),
+        ] {
+            assert!(stream_last_applied(copy.as_bytes(), &masking, "Pod").is_err());
+            let streamed = masked_last_applied_streamed(copy, &masking, "Pod").unwrap();
+            assert_eq!(
+                Some(&streamed),
+                masked_last_applied(copy, &masking, "Pod").as_ref()
+            );
+            assert_eq!(streamed == masking.settings.mask_text, whole, "{copy}");
+            assert!(
+                !streamed.contains("eA==") && !streamed.contains("\"x\""),
+                "{streamed}"
+            );
+        }
     }
 
     /// Bounded, seeded fuzzing of the body and watch-line maskers (fixed seed

@@ -1202,7 +1202,10 @@ impl Session {
             (Dir::Frontend, _) => match FrontendMessage::decode(tag, body) {
                 Err(e) => Err(e.to_string()),
                 Ok(msg) if self.phase() == Phase::Ready => {
-                    self.frontend_with_own_requests(&msg, tag, body, now_us)
+                    match self.skipped_until_sync(&msg, now_us) {
+                        Some(action) => Ok(action),
+                        None => self.frontend_with_own_requests(&msg, tag, body, now_us),
+                    }
                 }
                 Ok(msg) => self.frontend_with_masking(&msg, tag, body, now_us),
             },
@@ -1232,6 +1235,11 @@ impl Session {
         let truncated = stream.captured.len() < stream.body_len;
         if dir == Dir::Frontend {
             self.note_batch_message(stream.tag);
+            // Streamed only when there is nothing to judge (see
+            // `refuse_unjudgeable`): it passes, and the server ignores it.
+            if self.ledger.skipping {
+                return;
+            }
         }
         match (dir, stream.tag) {
             (Dir::Backend, pg::DATA_ROW_TAG) => self.count_row(),
@@ -1795,6 +1803,53 @@ impl Session {
         {
             masker.forget_pending_names();
         }
+        // The batch's Sync not sent yet: what the client writes until it is skipped.
+        self.ledger.skipping = !self
+            .ledger
+            .requests
+            .iter()
+            .any(|p| matches!(p, Pending::Sync));
+    }
+
+    /// A client request written while the server skips up to Sync after an
+    /// error (see [`ledger::Ledger::skipping`]): it is no request, so it
+    /// enters neither the ledger nor masking, and is not recorded. It still
+    /// passes only as the policy would let it (dropping it changes nothing
+    /// the server does); `None` for a message handled as usual. A Sync ends
+    /// the skip.
+    fn skipped_until_sync(
+        &mut self,
+        msg: &FrontendMessage<'_>,
+        now_us: u64,
+    ) -> Option<Disposition> {
+        if matches!(msg, FrontendMessage::Sync) {
+            self.ledger.skipping = false;
+        }
+        if !self.ledger.skipping {
+            return None;
+        }
+        let allowed = match *msg {
+            FrontendMessage::Query { sql } | FrontendMessage::Parse { sql, .. } => !self
+                .judge_text(sql, now_us)
+                .is_some_and(|decision| self.applies(&decision)),
+            // Its parameters must not reach a denied statement.
+            FrontendMessage::Bind(ref bind) => !self
+                .denied_statements
+                .contains_key(server_name(bind.statement)),
+            // Judged only with the fast path's function table: not here.
+            FrontendMessage::FunctionCall(_) => {
+                self.statement_policy.is_none() && self.login_method != login::LoginMethod::Token
+            }
+            FrontendMessage::Describe { .. }
+            | FrontendMessage::Execute { .. }
+            | FrontendMessage::Close { .. } => true,
+            _ => return None,
+        };
+        Some(if allowed {
+            Disposition::Pass
+        } else {
+            Disposition::Drop
+        })
     }
 
     fn on_ready_for_query(&mut self, status: u8) {

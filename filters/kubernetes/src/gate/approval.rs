@@ -213,6 +213,7 @@ impl Gate {
     /// Lets this worker's approvals read `book`, which the glue keeps current
     /// from the service's publications.
     pub fn set_grant_book(&mut self, book: Rc<RefCell<GrantBook>>) {
+        self.remembered.clear();
         self.approvals = Some(GateApprovals {
             book,
             filed: 0,
@@ -223,6 +224,7 @@ impl Gate {
     /// Shares refusals and grants in use with the other workers through
     /// `memory` (after [`Gate::set_grant_book`]).
     pub fn set_approval_memory(&mut self, memory: Rc<dyn ApprovalMemory>) {
+        self.remembered.clear();
         if let Some(approvals) = self.approvals.as_mut() {
             approvals.memory = memory;
         }
@@ -394,7 +396,7 @@ impl Gate {
     ) -> LocalResponse {
         let refusal = status::forbidden(&step.info, &step.subject, reason);
         let record = event_json_in_place(
-            &mut step.forward.audit,
+            std::sync::Arc::make_mut(&mut step.forward.audit),
             Stage::ResponseComplete,
             &refusal,
             now_micros,

@@ -103,18 +103,14 @@ fn observed(mut audit: RequestAudit, would_mask: bool, decision: Decision) -> Fo
     if would_mask {
         audit.annotate(WOULD_MASK_ANNOTATION, "true".to_owned());
     }
-    Forward {
-        remove_headers: Vec::new(),
-        set_headers: Vec::new(),
-        add_headers: Vec::new(),
-        mask: false,
-        body_masker: None,
-        // An observe-only instance changes nothing, so it records no session.
-        recording: None,
+    // An observe-only instance changes nothing, so it records no session.
+    Forward::new(
         audit,
         decision,
-        written: None,
-    }
+        (Vec::new(), Vec::new(), Vec::new()),
+        None,
+        false,
+    )
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@
 //! takes the tree path. Configured `fields` rules always take the tree path.
 
 use super::scan::Located;
-use super::{Context, LAST_APPLIED, Masking, masked_last_applied};
+use super::{Context, LAST_APPLIED, Masking, masked_last_applied_streamed};
 
 /// The walk cannot follow this body; mask it through the tree instead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +55,17 @@ impl<'a, 'm> StreamMasker<'a, 'm> {
         masking: &'a Masking<'m>,
         located: &'a Located,
     ) -> Step<Streamed> {
+        Self::run_in(json, masking, located, Context::root(masking.resource_kind))
+    }
+
+    /// [`StreamMasker::run`] with the root in `root` (a last-applied copy
+    /// is a root of the kind its place gives it).
+    pub(super) fn run_in(
+        json: &'a [u8],
+        masking: &'a Masking<'m>,
+        located: &'a Located,
+        root: Context<'a>,
+    ) -> Step<Streamed> {
         let settings = masking.settings;
         let literal = |text: &str| serde_json::to_string(text).map_err(|_| Fallback);
         let mut pass = StreamMasker {
@@ -69,7 +80,7 @@ impl<'a, 'm> StreamMasker<'a, 'm> {
             fields: Vec::new(),
         };
         let start = pass.skip_ws(0);
-        let end = pass.value(start, Context::root(masking.resource_kind))?;
+        let end = pass.value(start, root)?;
         if pass.skip_ws(end) != json.len() {
             return Err(Fallback);
         }
@@ -81,6 +92,42 @@ impl<'a, 'm> StreamMasker<'a, 'm> {
             body,
             fields: pass.fields,
         })
+    }
+
+    /// Whether the root of `json` (valid JSON) is an object with a member
+    /// `name`, as a parsed document's `get(name)` tells.
+    pub(super) fn root_has_member(
+        json: &'a [u8],
+        masking: &'a Masking<'m>,
+        name: &str,
+    ) -> Step<bool> {
+        let empty = Located::default();
+        let reader = StreamMasker {
+            json,
+            masking,
+            located: &empty,
+            data_literal: String::new(),
+            text_literal: String::new(),
+            out: None,
+            copied: 0,
+            at: String::new(),
+            fields: Vec::new(),
+        };
+        let start = reader.skip_ws(0);
+        if reader.byte(start)? != b'{' {
+            return Ok(false);
+        }
+        let mut found = false;
+        let mut i = start + 1;
+        loop {
+            match reader.next_member(i)? {
+                Ok((member, value)) => {
+                    found |= member == name;
+                    i = reader.skip_value(value)?;
+                }
+                Err(_) => return Ok(found),
+            }
+        }
     }
 
     fn byte(&self, i: usize) -> Step<u8> {
@@ -394,7 +441,7 @@ impl<'a, 'm> StreamMasker<'a, 'm> {
         let raw = self.json.get(start..end).ok_or(Fallback)?;
         let text: String = serde_json::from_slice(raw).map_err(|_| Fallback)?;
         let fallback = context.applied_kind(self.masking);
-        if let Some(masked) = masked_last_applied(&text, self.masking, fallback) {
+        if let Some(masked) = masked_last_applied_streamed(&text, self.masking, fallback) {
             let literal = serde_json::to_string(&masked).map_err(|_| Fallback)?;
             self.replace(start, end, literal.as_bytes())?;
             self.note(LAST_APPLIED);

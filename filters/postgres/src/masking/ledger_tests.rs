@@ -533,11 +533,10 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-/// The client's messages for `ops`, and a Sync at the end: the next chunk
-/// is sent once the server answered this one, and a server still skipping
-/// after an error ignores the requests of a chunk that begins without one
-/// (the session would take them for requests).
-fn messages(ops: &[Op]) -> Vec<FrontendMessage<'static>> {
+/// The client's messages for `ops`, and a Sync at the end when `sync`: the
+/// next chunk is sent once the server answered this one, so a chunk that
+/// ends without one after an error has its successor's requests skipped.
+fn messages(ops: &[Op], sync: bool) -> Vec<FrontendMessage<'static>> {
     let mut out = Vec::new();
     for op in ops {
         let msg = match *op {
@@ -562,7 +561,7 @@ fn messages(ops: &[Op]) -> Vec<FrontendMessage<'static>> {
         };
         out.push(msg);
     }
-    if !matches!(out.last(), Some(FrontendMessage::Sync)) {
+    if sync && !matches!(out.last(), Some(FrontendMessage::Sync)) {
         out.push(SYNC);
     }
     out
@@ -575,11 +574,79 @@ proptest! {
     /// and records follow the names exactly as the server does.
     #[test]
     fn masking_and_records_follow_names_as_the_server_does(
-        chunks in prop::collection::vec(prop::collection::vec(op(), 1..12), 1..5),
+        chunks in prop::collection::vec((prop::collection::vec(op(), 1..12), any::<bool>()), 1..5),
     ) {
         let (mut wire, mut server) = ready();
-        for ops in &chunks {
-            exchange(&mut wire, &mut server, &messages(ops));
+        for (ops, sync) in &chunks {
+            exchange(&mut wire, &mut server, &messages(ops, *sync));
         }
     }
+}
+
+/// Sends a batch whose Parse the server refuses, without its Sync: the
+/// session handles the error before the client writes again.
+fn fail_batch_unsynced(wire: &mut Wire, server: &mut Server) {
+    exchange(wire, server, &[parse(b"t", BAD)]);
+    assert!(server.skipping);
+}
+
+#[test]
+fn requests_written_after_a_seen_error_and_before_sync_are_skipped() {
+    let (mut wire, mut server) = ready();
+    exchange(&mut wire, &mut server, &[parse(b"", SECRET), SYNC]);
+    fail_batch_unsynced(&mut wire, &mut server);
+    // Written once the error was seen: the server skips all of it, so the
+    // unnamed statement stays the SECRET text.
+    exchange(
+        &mut wire,
+        &mut server,
+        &[
+            parse(b"", SAFE),
+            bind(b"", b""),
+            FrontendMessage::Describe {
+                kind: b'P',
+                name: b"",
+            },
+            execute(b""),
+        ],
+    );
+    exchange(&mut wire, &mut server, &[SYNC]);
+    exchange(
+        &mut wire,
+        &mut server,
+        &[bind(b"", b""), execute(b""), SYNC],
+    );
+    let last = wire.statements().last().cloned().cloned().unwrap();
+    assert!(last.statement.unwrap().contains("md5"));
+}
+
+#[test]
+fn a_query_written_after_a_seen_error_and_before_sync_is_skipped() {
+    let (mut wire, mut server) = ready();
+    fail_batch_unsynced(&mut wire, &mut server);
+    // The server ignores the Query up to Sync: it gets no answer at all.
+    exchange(
+        &mut wire,
+        &mut server,
+        &[FrontendMessage::Query {
+            sql: SAFE.as_bytes(),
+        }],
+    );
+    exchange(&mut wire, &mut server, &[SYNC]);
+    exchange(
+        &mut wire,
+        &mut server,
+        &[FrontendMessage::Query {
+            sql: SECRET.as_bytes(),
+        }],
+    );
+    exchange(
+        &mut wire,
+        &mut server,
+        &[FrontendMessage::Query {
+            sql: SAFE.as_bytes(),
+        }],
+    );
+    let last = wire.statements().last().cloned().cloned().unwrap();
+    assert!(!last.statement.unwrap().contains("md5"));
 }

@@ -20,6 +20,11 @@
 //! took from names for them (failing closed; their Executes' records keep
 //! the text read when they were sent).
 //!
+//! A request the client writes once the engine has seen such a refusal,
+//! before the batch's Sync, is skipped too: it never enters the ledger
+//! ([`Ledger::skipping`]), so it defines nothing, awaits no answer and is
+//! not recorded, as a skipped pipelined request.
+//!
 //! Two exceptions follow the server: a failed Parse of the unnamed statement
 //! leaves none (the server drops it before parsing), and so does a simple
 //! Query that runs (with the unnamed portal; the server ignores a Query sent
@@ -41,6 +46,10 @@ pub(super) struct Ledger {
     pub(super) statements: HashMap<Vec<u8>, Statement>,
     /// Portals by server name.
     pub(super) portals: HashMap<Vec<u8>, Portal>,
+    /// The server refused a request of an extended-protocol batch whose
+    /// Sync the client has not sent yet: it ignores every client request
+    /// until that Sync.
+    pub(super) skipping: bool,
 }
 
 /// A prepared statement.
@@ -168,6 +177,7 @@ impl Ledger {
             requests,
             statements,
             portals,
+            ..
         } = self;
         // What each pending request defined (`None`: it closed, or changed nothing).
         let mut defined: Vec<Defined> = Vec::with_capacity(requests.len());

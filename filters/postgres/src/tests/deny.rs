@@ -556,6 +556,56 @@ fn pipelined_unnamed_statements_deny_one_and_run_the_next() {
     assert_eq!(records[1].rows, Some(1));
 }
 
+#[test]
+fn requests_written_while_the_server_skips_to_sync_are_judged_and_never_recorded() {
+    let mut wire = Wire::new(TEST_POLICY, None);
+    let refused = frontend(&[parse("", "select * from missing", vec![])]);
+    assert_eq!(wire.client(&refused), refused);
+    let error = backend(&[BackendMessage::ErrorResponse {
+        fields: vec![(b'S', b"ERROR"), (b'C', b"42P01"), (b'M', b"no such table")],
+    }]);
+    assert_eq!(wire.server(&error), error);
+    // Written after the error, before Sync: the server ignores all of it.
+    // What the policy denies does not even reach it; the rest passes as is.
+    let denied = [
+        frontend(&[FrontendMessage::Query {
+            sql: b"drop table t",
+        }]),
+        frontend(&[parse("d", "drop table t", vec![])]),
+    ];
+    for message in &denied {
+        assert!(wire.client(message).is_empty());
+    }
+    let ignored = frontend(&[
+        parse("s", "select 2", vec![]),
+        bind("", "s", vec![]),
+        FrontendMessage::Execute {
+            portal: b"",
+            max_rows: 0,
+        },
+    ]);
+    assert_eq!(wire.client(&ignored), ignored);
+    let sync = frontend(&[FrontendMessage::Sync]);
+    assert_eq!(wire.client(&sync), sync);
+    assert_eq!(wire.server(&ready(b'I')), ready(b'I'));
+    assert!(wire.statements().is_empty(), "{:?}", wire.statements());
+    // The next request's answers are its own.
+    assert_eq!(wire.client(&query("select 1")), query("select 1"));
+    let answer = backend(&[
+        BackendMessage::DataRow {
+            values: vec![Some(b"1")],
+        },
+        BackendMessage::CommandComplete { tag: b"SELECT 1" },
+        BackendMessage::ReadyForQuery { status: b'I' },
+    ]);
+    assert_eq!(wire.server(&answer), answer);
+    let records = wire.statements();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].statement.as_deref(), Some("select 1"));
+    assert_eq!(records[0].rows, Some(1));
+    assert_eq!(wire.session.summary().denied, 0);
+}
+
 /// The policy-test identities of testdata/policy/corpus.tsv.
 fn corpus_identity(name: &str) -> Identity {
     let group = match name {

@@ -348,6 +348,7 @@ fn approvals_setup(sql: &str) -> Setup {
             reason: None,
         }],
         pending: vec![],
+        ..GrantsDocument::default()
     });
     Setup {
         policy: Some(CachedPolicy::new(

@@ -302,12 +302,15 @@ impl ApprovalGate {
             GateAnswer::Hold(held(&id))
         };
         if let Ok(mut book) = self.book.try_borrow_mut() {
-            book.note_pending(PendingRef {
-                id,
-                rule: ask.rule.to_owned(),
-                subject: subject.to_owned(),
-                hash: Some(hash),
-            });
+            book.note_pending(
+                PendingRef {
+                    id,
+                    rule: ask.rule.to_owned(),
+                    subject: subject.to_owned(),
+                    hash: Some(hash),
+                },
+                now,
+            );
         }
         answer
     }
@@ -546,6 +549,7 @@ mod tests {
         book.borrow_mut().update(GrantsDocument {
             grants: vec![grant(GrantKind::SingleUse, Some(hash.clone()))],
             pending: vec![],
+            ..GrantsDocument::default()
         });
         let answer = gate.check(&ask(&who, "writes", sql, &params));
         assert!(
@@ -565,6 +569,7 @@ mod tests {
         book.borrow_mut().update(GrantsDocument {
             grants: vec![grant(GrantKind::SingleUse, Some(hash))],
             pending: vec![],
+            ..GrantsDocument::default()
         });
         assert!(matches!(
             fresh.check(&ask(&who, "writes", sql, &[Some(b"43")])),
@@ -578,6 +583,7 @@ mod tests {
         book.borrow_mut().update(GrantsDocument {
             grants: vec![grant(GrantKind::Window, None)],
             pending: vec![],
+            ..GrantsDocument::default()
         });
         let who = who();
         let mut windowed = (*gate.requirement("writes").unwrap().clone()).clone();

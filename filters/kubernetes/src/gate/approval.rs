@@ -363,12 +363,15 @@ impl Gate {
             step.call.body =
                 serde_json::json!({"requester": requester, "request": request}).to_string();
             if let Ok(mut book) = approvals.book.try_borrow_mut() {
-                book.note_pending(PendingRef {
-                    id: id.clone(),
-                    rule,
-                    subject: identity.subject.clone(),
-                    hash: Some(hash),
-                });
+                book.note_pending(
+                    PendingRef {
+                        id: id.clone(),
+                        rule,
+                        subject: identity.subject.clone(),
+                        hash: Some(hash),
+                    },
+                    now,
+                );
             }
             step.request_id = id;
         }
@@ -699,6 +702,7 @@ mod tests {
                 reason: None,
             }],
             pending: vec![],
+            ..GrantsDocument::default()
         });
         let retry = step(admit(&mut gate, "POST", EXEC, &headers));
         assert_eq!(

@@ -86,9 +86,14 @@ impl Wire {
     }
 
     fn grant(&self, kind: GrantKind, hash: Option<String>) {
+        self.grant_request("apr-granted1", kind, hash);
+    }
+
+    /// Publishes request `id` as approved.
+    fn grant_request(&self, id: &str, kind: GrantKind, hash: Option<String>) {
         self.book.borrow_mut().update(GrantsDocument {
             grants: vec![Grant {
-                id: "apr-granted1".into(),
+                id: id.into(),
                 rule: "customer-writes".into(),
                 subject: "developer".into(),
                 kind,
@@ -102,6 +107,7 @@ impl Wire {
                 reason: None,
             }],
             pending: vec![],
+            ..GrantsDocument::default()
         });
     }
 
@@ -182,14 +188,15 @@ fn a_refused_query_names_its_request_and_a_single_use_grant_lets_it_run_once() {
     );
 
     // Approved for exactly this text: it passes once, through the service.
-    wire.grant(
+    wire.grant_request(
+        &id,
         GrantKind::SingleUse,
         Some(statement_hash(sql.as_bytes(), &[])),
     );
     let message = query(sql);
     assert_eq!(wire.client(&message), message);
     let calls = wire.session.take_approval_calls();
-    assert!(matches!(calls.as_slice(), [ApprovalCall::Consume { id, .. }] if id == "apr-granted1"));
+    assert!(matches!(calls.as_slice(), [ApprovalCall::Consume { id: used, .. }] if *used == id));
     wire.server(&backend(&[
         BackendMessage::CommandComplete { tag: b"DELETE 1" },
         BackendMessage::ReadyForQuery { status: b'I' },
@@ -198,7 +205,7 @@ fn a_refused_query_names_its_request_and_a_single_use_grant_lets_it_run_once() {
     let approval = record.approval.as_ref().unwrap();
     assert_eq!(
         (approval.id.as_str(), approval.approvers.as_slice()),
-        ("apr-granted1", &["dba".to_string()][..])
+        (id.as_str(), &["dba".to_string()][..])
     );
     assert_eq!(record.command_tag.as_deref(), Some("DELETE 1"));
 

@@ -59,7 +59,7 @@ use gatehouse_postgres::{
     Verdict,
 };
 use std::cell::RefCell;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -199,8 +199,9 @@ pub struct Setup {
 struct Held {
     /// Calls whose answer the held bytes wait for.
     consumes: BTreeSet<u32>,
-    /// Requests filed (their answers are only logged).
-    filings: BTreeSet<u32>,
+    /// Requests filed, by call: a failed filing is forgotten, so a retry
+    /// files anew.
+    filings: BTreeMap<u32, String>,
     /// The call the session's held statement waits for.
     hold: Option<u32>,
     /// Envoy's buffer keeps client bytes since the last [`Flow::Hold`].
@@ -428,12 +429,15 @@ impl PgConnection {
             self.release_hold(host, status, body);
             return;
         }
-        if self.held.filings.remove(&token) {
+        if let Some(id) = self.held.filings.remove(&token) {
             if !(200..300).contains(&status) {
                 host.log(
                     Level::Warn,
-                    &format!("gatehouse postgres: filing an approval request failed ({status})"),
+                    &format!("gatehouse postgres: filing approval request {id} failed ({status})"),
                 );
+                if let Some(session) = self.session.as_mut() {
+                    session.approval_filing_failed(&id);
+                }
             }
             return;
         }
@@ -543,8 +547,8 @@ impl PgConnection {
                     host.share_grant_use(id);
                     self.held.consumes.insert(token);
                 }
-                (Ok(token), ApprovalCall::File { .. }) => {
-                    self.held.filings.insert(token);
+                (Ok(token), ApprovalCall::File { id, .. }) => {
+                    self.held.filings.insert(token, id.clone());
                 }
                 (Ok(token), ApprovalCall::Hold { .. }) => {
                     self.held.hold = Some(token);
@@ -558,8 +562,11 @@ impl PgConnection {
                     host_error(host, "using an approval", &error);
                     self.close(host);
                 }
-                (Err(error), ApprovalCall::File { .. }) => {
+                (Err(error), ApprovalCall::File { id, .. }) => {
                     host_error(host, "filing an approval request", &error);
+                    if let Some(session) = self.session.as_mut() {
+                        session.approval_filing_failed(id);
+                    }
                 }
             }
         }

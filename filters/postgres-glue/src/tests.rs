@@ -408,6 +408,39 @@ fn a_statement_on_a_single_use_grant_waits_for_the_service_to_confirm_its_use() 
 }
 
 #[test]
+fn a_failed_filing_is_forgotten_so_the_next_run_files_anew() {
+    let sql = "delete from t where id = 3";
+    let mut host = FakeHost::default();
+    // The grant is for another statement: this one needs a request.
+    let mut glue = PgConnection::new(approvals_setup("delete from t where id = 4"));
+    assert_eq!(
+        run_granted_statement(&mut glue, &mut host, sql),
+        Flow::Continue
+    );
+    assert_eq!(host.approval_calls, ["/v1/requests"]);
+    // Until the service answers, a retry names the request filed.
+    let query = message(b'Q', format!("{sql}\0").as_bytes());
+    deliver(&mut glue, &mut host, Direction::FromClient, query.clone());
+    assert_eq!(host.approval_calls.len(), 1);
+    // The service refused it: a retry files a new one.
+    glue.on_approval_answer(&mut host, 1, 503, b"");
+    assert_eq!(host.closed, 0);
+    deliver(&mut glue, &mut host, Direction::FromClient, query.clone());
+    assert_eq!(host.approval_calls.len(), 2);
+    // Filed: retries name it.
+    glue.on_approval_answer(&mut host, 2, 201, b"");
+    deliver(&mut glue, &mut host, Direction::FromClient, query);
+    assert_eq!(host.approval_calls.len(), 2);
+    // A filing that cannot even start is forgotten too.
+    let other = message(b'Q', b"delete from t where id = 5\0");
+    host.fail_approval_call = true;
+    deliver(&mut glue, &mut host, Direction::FromClient, other.clone());
+    host.fail_approval_call = false;
+    deliver(&mut glue, &mut host, Direction::FromClient, other);
+    assert_eq!(host.approval_calls.len(), 3);
+}
+
+#[test]
 fn a_use_the_service_refuses_ends_the_connection_with_the_statement_still_held() {
     let sql = "delete from t where id = 2";
     let mut host = FakeHost::default();

@@ -186,6 +186,14 @@ impl ApprovalGate {
         self.policy.approval_requirement(rule)
     }
 
+    /// The filing of request `id` failed: retries file anew instead of
+    /// naming it.
+    pub fn filing_failed(&mut self, id: &str) {
+        if let Ok(mut book) = self.book.try_borrow_mut() {
+            book.forget_filing(id);
+        }
+    }
+
     /// Calls queued since the last take, in order.
     pub fn take_calls(&mut self) -> Vec<ApprovalCall> {
         std::mem::take(&mut self.calls)

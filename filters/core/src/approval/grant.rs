@@ -187,10 +187,11 @@ struct Filed {
 }
 
 /// How long a filing no publication names is trusted: one that never reached
-/// the service (it was down, or refused it) must not be named for ever.
-/// Publications come every poll period, so a filing that landed is named
-/// long before.
-const FILED_NOTE_SECONDS: u64 = 60;
+/// the service (it was down, or refused it, and the connection that filed it
+/// is gone, so the glue never heard) must not be named for long. A filing
+/// that landed is in every publication fetched after it, one poll period
+/// (a second by default) later.
+const FILED_NOTE_SECONDS: u64 = 10;
 
 /// Filings a worker keeps notes of at most (each is a request a user made
 /// within [`FILED_NOTE_SECONDS`]).
@@ -269,6 +270,12 @@ impl GrantBook {
         if !self.used.iter().any(|u| u == id) {
             self.used.push(id.to_owned());
         }
+    }
+
+    /// Forgets the note of filing `id`: the filing failed, so there is no
+    /// such request to name.
+    pub fn forget_filing(&mut self, id: &str) {
+        self.filed.retain(|f| f.pending.id != id);
     }
 
     /// Notes a request this worker filed at `now`, so a retry names it until
@@ -537,14 +544,21 @@ mod tests {
             "once published, the publications speak for it"
         );
         // A filing no publication ever names (it never reached the
-        // service) is named for a minute, not for ever.
+        // service) is named for a few poll periods, not for ever; one the
+        // glue saw fail is forgotten at once.
         book.note_pending(pending("apr-3"), 100);
         assert_eq!(
-            book.lookup("dev", "writes", &req, "sha256:h", 159),
+            book.lookup("dev", "writes", &req, "sha256:h", 109),
             Lookup::Pending("apr-3")
         );
         assert_eq!(
-            book.lookup("dev", "writes", &req, "sha256:h", 160),
+            book.lookup("dev", "writes", &req, "sha256:h", 110),
+            Lookup::Nothing
+        );
+        book.note_pending(pending("apr-5"), 105);
+        book.forget_filing("apr-5");
+        assert_eq!(
+            book.lookup("dev", "writes", &req, "sha256:h", 110),
             Lookup::Nothing
         );
         book.note_pending(pending("apr-4"), 200);

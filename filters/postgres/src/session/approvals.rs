@@ -152,6 +152,14 @@ impl Session {
         let _ = self.refuse_query(&held.sql, held.decision, "", now_us);
     }
 
+    /// The glue could not file request `id` (the call failed, or the
+    /// service refused it): a retry files anew instead of naming it.
+    pub fn approval_filing_failed(&mut self, id: &str) {
+        if let Some(approvals) = self.approvals.as_mut() {
+            approvals.gate.filing_failed(id);
+        }
+    }
+
     /// Calls to the approval service the glue must make, in order (see
     /// [`ApprovalCall`]).
     pub fn take_approval_calls(&mut self) -> Vec<ApprovalCall> {

@@ -199,8 +199,10 @@ pub struct Setup {
 struct Held {
     /// Calls whose answer the held bytes wait for.
     consumes: BTreeSet<u32>,
-    /// Requests filed, by call: a failed filing is forgotten, so a retry
-    /// files anew.
+    /// Requests filed, by call. The refusal naming one waits for its answer:
+    /// a client that leaves at once would end the connection, and with it
+    /// the call, before the request reached the service. A failed filing is
+    /// forgotten, so a retry files anew.
     filings: BTreeMap<u32, String>,
     /// The call the session's held statement waits for.
     hold: Option<u32>,
@@ -215,6 +217,14 @@ struct Held {
     /// The engine's output once a hold ended, waiting to go after the
     /// processed bytes when Envoy hands the buffer again.
     released: Vec<u8>,
+}
+
+impl Held {
+    /// Whether the held bytes still wait for a use to be confirmed or a
+    /// request to be filed.
+    fn waits_for_calls(&self) -> bool {
+        !self.consumes.is_empty() || !self.filings.is_empty()
+    }
 }
 
 /// What was last written to filter state, so unchanged values are not rewritten.
@@ -371,9 +381,10 @@ impl PgConnection {
         }
         let spent = self.now_us(host).saturating_sub(now);
         host.record(HistogramStat::FilterTime, spent);
-        if from_client && !self.held.consumes.is_empty() {
+        if from_client && self.held.waits_for_calls() {
             // What the engine let through waits in Envoy's buffer until the
-            // service confirms every single-use grant it relies on.
+            // service confirms every single-use grant it relies on, and has
+            // every request it names.
             self.held.buffered = buffered > 0;
             self.held.processed = buffered;
             self.held.unread = false;
@@ -439,6 +450,9 @@ impl PgConnection {
                     session.approval_filing_failed(&id);
                 }
             }
+            if !self.held.waits_for_calls() {
+                self.release_buffer(host);
+            }
             return;
         }
         if !self.held.consumes.remove(&token) {
@@ -456,7 +470,7 @@ impl PgConnection {
             self.close(host);
             return;
         }
-        if self.held.consumes.is_empty() {
+        if !self.held.waits_for_calls() {
             self.release_buffer(host);
         }
     }

@@ -413,30 +413,34 @@ fn a_failed_filing_is_forgotten_so_the_next_run_files_anew() {
     let mut host = FakeHost::default();
     // The grant is for another statement: this one needs a request.
     let mut glue = PgConnection::new(approvals_setup("delete from t where id = 4"));
-    assert_eq!(
-        run_granted_statement(&mut glue, &mut host, sql),
-        Flow::Continue
-    );
+    // The refusal naming the request waits until the service has it: a
+    // client leaving at once would otherwise take the filing with it.
+    assert_eq!(run_granted_statement(&mut glue, &mut host, sql), Flow::Hold);
     assert_eq!(host.approval_calls, ["/v1/requests"]);
-    // Until the service answers, a retry names the request filed.
-    let query = message(b'Q', format!("{sql}\0").as_bytes());
-    deliver(&mut glue, &mut host, Direction::FromClient, query.clone());
-    assert_eq!(host.approval_calls.len(), 1);
-    // The service refused it: a retry files a new one.
+    glue.on_approval_answer(&mut host, 99, 201, b"");
+    assert_eq!(host.resumed, 0, "another call's answer releases nothing");
+    // The service refused it: the refusal goes on, and a retry files anew.
     glue.on_approval_answer(&mut host, 1, 503, b"");
-    assert_eq!(host.closed, 0);
-    deliver(&mut glue, &mut host, Direction::FromClient, query.clone());
+    assert_eq!((host.resumed, host.closed), (1, 0));
+    let send = |glue: &mut PgConnection, host: &mut FakeHost, sql: &str| {
+        let query = message(b'Q', format!("{sql}\0").as_bytes());
+        let size = query.len();
+        host.buffers.insert(key(Direction::FromClient), query);
+        glue.on_data(host, Direction::FromClient, size, false)
+    };
+    assert_eq!(send(&mut glue, &mut host, sql), Flow::Hold);
     assert_eq!(host.approval_calls.len(), 2);
-    // Filed: retries name it.
+    // Filed: retries name it, without a call.
     glue.on_approval_answer(&mut host, 2, 201, b"");
-    deliver(&mut glue, &mut host, Direction::FromClient, query);
+    assert_eq!(host.resumed, 2);
+    assert_eq!(send(&mut glue, &mut host, sql), Flow::Continue);
     assert_eq!(host.approval_calls.len(), 2);
     // A filing that cannot even start is forgotten too.
-    let other = message(b'Q', b"delete from t where id = 5\0");
+    let other = "delete from t where id = 5";
     host.fail_approval_call = true;
-    deliver(&mut glue, &mut host, Direction::FromClient, other.clone());
+    assert_eq!(send(&mut glue, &mut host, other), Flow::Continue);
     host.fail_approval_call = false;
-    deliver(&mut glue, &mut host, Direction::FromClient, other);
+    assert_eq!(send(&mut glue, &mut host, other), Flow::Hold);
     assert_eq!(host.approval_calls.len(), 3);
 }
 

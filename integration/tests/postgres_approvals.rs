@@ -151,7 +151,10 @@ fn deny_and_retry_through_envoy_and_the_approval_service() {
     );
     webhook.wait_for(&format!("{id}: developer asks")).unwrap();
 
-    // Retrying before approval names the same request.
+    // Retrying before approval names the same request. The retry may land
+    // on another Envoy worker, which knows of the request from the
+    // service's next publication (read every 200 ms).
+    std::thread::sleep(Duration::from_millis(800));
     let again = psql(&stack, port, "developer", sql);
     assert_eq!(request_id(&String::from_utf8_lossy(&again.stderr)), id);
 

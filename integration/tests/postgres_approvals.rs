@@ -258,6 +258,93 @@ fn deny_and_retry_through_envoy_and_the_approval_service() {
         "{outcomes:?}"
     );
     assert_eq!(server_log_count(&stack, "raced@example.com"), 1);
+
+    a_statement_the_server_keeps_still_needs_approval(&stack, port);
+    requests_behind_a_refused_denial_bind_are_skipped(&stack, port);
+}
+
+/// The full demo configuration (policy and masking) with raw bytes: the
+/// client takes the portal name the gateway binds to raise a denial at
+/// Describe, so the gateway's own Bind is refused (42P03) and the server
+/// skips the rest of the batch, a redefinition of `s` included. `s` still
+/// reads the SSN, and its rows are masked.
+fn requests_behind_a_refused_denial_bind_are_skipped(stack: &Stack, port: u16) {
+    let token = stack.token("developer").unwrap();
+    let (mut raw, _) =
+        RawPg::login(port, &[("user", "app"), ("database", "shop")], &token).unwrap();
+    let wait = Duration::from_secs(10);
+    let mut exchange = |bytes: Vec<u8>| {
+        raw.send(&bytes).unwrap();
+        raw.read_until_ready(1, wait).unwrap()
+    };
+    let secret = b"SELECT replace(ssn, '-', 'x') AS v FROM customers WHERE id = 1";
+    let prepared = exchange([rawpg::parse("s", secret), rawpg::sync()].concat());
+    assert!(prepared.errors().is_empty(), "{prepared:?}");
+    let skipped = exchange(
+        [
+            rawpg::bind("\u{1}gatehouse_denied", "s", &[]),
+            rawpg::parse("d", b"DROP TABLE customers"),
+            rawpg::describe(b'S', "d"),
+            rawpg::close(b'S', "s"),
+            rawpg::parse("s", b"SELECT 'plain'::text AS v"),
+            rawpg::sync(),
+        ]
+        .concat(),
+    );
+    assert_eq!(skipped.errors(), ["42P03"], "{skipped:?}");
+    let ran = exchange([rawpg::bind("", "s", &[]), rawpg::execute(""), rawpg::sync()].concat());
+    let row = ran
+        .messages
+        .iter()
+        .find(|m| m.tag == b'D')
+        .unwrap_or_else(|| panic!("{ran:?}"));
+    assert!(
+        !row.body.iter().any(u8::is_ascii_digit),
+        "an SSN reached the client: {:?}",
+        String::from_utf8_lossy(&row.body)
+    );
+}
+
+/// A redefinition of a prepared statement needing approval that the server
+/// refuses (42P05: the name is in use) leaves that statement under the name:
+/// its Binds are checked as before, whether written after the refusal or
+/// pipelined behind the redefinition.
+fn a_statement_the_server_keeps_still_needs_approval(stack: &Stack, port: u16) {
+    let token = stack.token("developer").unwrap();
+    let (mut raw, login) =
+        RawPg::login(port, &[("user", "app"), ("database", "shop")], &token).unwrap();
+    assert!(!login.closed, "{login:?}");
+    let wait = Duration::from_secs(10);
+    let mut exchange = |bytes: Vec<u8>, readies: usize| {
+        raw.send(&bytes).unwrap();
+        raw.read_until_ready(readies, wait).unwrap()
+    };
+    let update = b"UPDATE customers SET email = $1 WHERE id = 4";
+    let prepared = exchange([rawpg::parse("s1", update), rawpg::sync()].concat(), 1);
+    assert!(prepared.errors().is_empty(), "{prepared:?}");
+    let redefine = [rawpg::parse("s1", b"SELECT 1"), rawpg::sync()].concat();
+    let run = |email: &'static [u8]| {
+        [
+            rawpg::bind("", "s1", &[Some(email)]),
+            rawpg::execute(""),
+            rawpg::sync(),
+        ]
+        .concat()
+    };
+    let updated = |reply: &rawpg::Reply| {
+        reply
+            .messages
+            .iter()
+            .any(|m| m.tag == b'C' && m.body.starts_with(b"UPDATE"))
+    };
+    assert_eq!(exchange(redefine.clone(), 1).errors(), ["42P05"]);
+    let after = exchange(run(b"kept-after@example.com"), 1);
+    assert!(!updated(&after), "ran without approval: {after:?}");
+    assert_eq!(after.errors(), ["42501"], "{after:?}");
+    let pipelined = exchange([redefine, run(b"kept-pipelined@example.com")].concat(), 2);
+    assert!(!updated(&pipelined), "ran without approval: {pipelined:?}");
+    assert_eq!(pipelined.errors(), ["42P05", "42501"], "{pipelined:?}");
+    assert_eq!(server_log_count(stack, "kept-"), 0);
 }
 
 /// How long the holding stack holds an UPDATE of customers: long enough for

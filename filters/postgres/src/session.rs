@@ -76,7 +76,7 @@ use gatehouse_core::record::{
     StatementRecord, Timestamp,
 };
 use ledger::{Ledger, Pending, Undo};
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 mod approvals;
@@ -189,6 +189,13 @@ struct StatementText {
     approval: Option<gatehouse_core::approval::ApprovalRef>,
 }
 
+impl StatementText {
+    /// Whether `other` is this text (a copy naming an approval included).
+    fn is_same_text(&self, other: &StatementText) -> bool {
+        Arc::ptr_eq(&self.text.0, &other.text.0)
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Portal {
     statement_name: Vec<u8>,
@@ -196,6 +203,11 @@ struct Portal {
     parameters: Option<Vec<ParameterValue>>,
     /// What masking knows of it.
     masking: crate::masking::Shape,
+    /// Alive while the Bind that defined it awaits its answer: a portal
+    /// the server has not bound yet outlives the end of a transaction.
+    binder: std::rc::Weak<()>,
+    /// The transactions ended when an undo kept it (see the ledger).
+    stashed_in: u64,
 }
 
 /// A statement sent to the server whose outcome is awaited.
@@ -211,6 +223,10 @@ struct StatementRun {
     start_us: u64,
     bytes_from_client: u64,
     rows_seen: u64,
+    /// The portal an Execute runs, as the server keys it (`None` for other
+    /// runs): what its record names is read there again when the ledger
+    /// applies its batch again.
+    portal_key: Option<Vec<u8>>,
 }
 
 impl StatementRun {
@@ -226,7 +242,16 @@ impl StatementRun {
             start_us,
             bytes_from_client: 0,
             rows_seen: 0,
+            portal_key: None,
         }
+    }
+
+    /// Reads the text, parameters and statement name of `portal` (none when
+    /// it is unknown).
+    fn reread(&mut self, portal: Option<&Portal>) {
+        self.text = portal.and_then(|p| p.text.clone());
+        self.parameters = portal.and_then(|p| p.parameters.clone());
+        self.statement_name = portal.and_then(|p| non_empty(&p.statement_name));
     }
 }
 
@@ -270,8 +295,6 @@ pub struct Session {
     stream_mask: Option<crate::masking::StreamRewrite>,
     statement_policy: Option<Box<dyn crate::guard::StatementPolicy>>,
     policy_identity: Option<gatehouse_core::identity::Identity>,
-    /// Prepared statements (by name) whose Parse the policy blocked.
-    denied_statements: enforce::DeniedStatements,
     /// How the client proves who it is (see [`Session::set_authenticator`]).
     login_method: login::LoginMethod,
     /// The configuration in force, stamped on every record.
@@ -534,7 +557,6 @@ impl Session {
             stream_mask: None,
             statement_policy: None,
             policy_identity: None,
-            denied_statements: HashMap::new(),
             login_method: login::LoginMethod::Server,
             policy_hash: None,
             mode: FilterMode::Enforce,
@@ -1342,18 +1364,14 @@ impl Session {
                 return Ok(self.enforce_describe(kind, name, now_us));
             }
             FrontendMessage::Close { kind, name } => {
-                self.forget_denied(kind, name);
                 let undo = self.ledger.close(kind, name);
                 self.ledger.requests.push_back(Pending::Close(undo));
             }
             FrontendMessage::Execute { portal, .. } => {
-                let info = self.ledger.portals.get(server_name(portal)).cloned();
+                let key = server_name(portal);
                 let mut run = StatementRun::new(PgProtocol::Extended, None, now_us);
-                if let Some(info) = info {
-                    run.text = info.text;
-                    run.parameters = info.parameters;
-                    run.statement_name = non_empty(&info.statement_name);
-                }
+                run.reread(self.ledger.portals.get(key));
+                run.portal_key = Some(key.to_vec());
                 run.portal = non_empty(portal);
                 run.bytes_from_client = std::mem::take(&mut self.frontend_bytes_since_record);
                 self.ledger.requests.push_back(Pending::Execute(run));
@@ -1476,9 +1494,14 @@ impl Session {
         truncated: bool,
         decision: Option<Decision>,
     ) -> Undo {
+        // A statement the policy blocks is tracked past the limit (as far
+        // again): its Binds and Describes must know it.
+        let mut limit = self.config.max_prepared_statements;
+        if decision.as_ref().is_some_and(|d| self.applies(d)) {
+            limit = limit.saturating_mul(2);
+        }
         let mut text = self.statement_text(sql, truncated);
         text.decision = decision;
-        let limit = self.config.max_prepared_statements;
         self.ledger.define_statement(name, Arc::new(text), limit)
     }
 
@@ -1499,6 +1522,8 @@ impl Session {
             text,
             parameters,
             masking: crate::masking::Shape::default(),
+            binder: std::rc::Weak::new(),
+            stashed_in: 0,
         };
         let limit = self.config.max_prepared_statements;
         self.ledger.define_portal(portal, portal_entry, limit)
@@ -1779,6 +1804,8 @@ impl Session {
         // The first Execute among them is the statement that failed (its Parse or
         // Bind may be what the server refused); later ones never ran and get no
         // record.
+        // The engine's own requests of the batch (a denial's Bind, refused or
+        // skipped) are done with it, and so are the client's behind them.
         // What the refused request and the skipped ones defined or closed is
         // undone (see the ledger).
         let mut failed = false;
@@ -1787,7 +1814,7 @@ impl Session {
             .ledger
             .requests
             .front()
-            .is_some_and(|p| !matches!(p, Pending::Sync | Pending::Injected(_)))
+            .is_some_and(|p| !p.ends_batch())
         {
             match self.ledger.requests.pop_front() {
                 Some(Pending::Execute(run)) if !failed => {
@@ -1833,9 +1860,11 @@ impl Session {
                 .judge_text(sql, now_us)
                 .is_some_and(|decision| self.applies(&decision)),
             // Its parameters must not reach a denied statement.
-            FrontendMessage::Bind(ref bind) => !self
-                .denied_statements
-                .contains_key(server_name(bind.statement)),
+            FrontendMessage::Bind(ref bind) => self
+                .ledger
+                .bind_targets(bind.statement)
+                .iter()
+                .all(|target| target.guard != ledger::Guard::Denied),
             // Judged only with the fast path's function table: not here.
             FrontendMessage::FunctionCall(_) => {
                 self.statement_policy.is_none() && self.login_method != login::LoginMethod::Token
@@ -1866,6 +1895,7 @@ impl Session {
             Some(_) => {}
             None => self.summary.unmatched_backend_messages += 1,
         }
+        self.ledger.settled();
         if status == b'I' {
             self.ledger.end_transaction();
         }

@@ -18,7 +18,23 @@ const SECRET: &str = "SELECT md5(ssn) AS note FROM customers";
 /// A text the server refuses (but whose lineage is known: a text the
 /// masker cannot read makes it forget every lineage, failing closed).
 const BAD: &str = "SELECT upper('plain') AS note FROM no_such_table";
-const TEXTS: [&str; 3] = [SAFE, SECRET, BAD];
+/// A text the statement policy denies: the server gets the raising block
+/// in its place, and the engine injects requests of its own for it. (A
+/// SELECT the masker reads: one it cannot read, such as a DROP, makes it
+/// forget every lineage, so safe rows would be masked whole.)
+const DENIED: &str = "SELECT note FROM secrets";
+const TEXTS: [&str; 4] = [SAFE, SECRET, BAD, DENIED];
+/// The raising block, as the server model knows it.
+const RAISING_BLOCK: &str = "DO (raises the denial)";
+const DENIAL_MESSAGE: &str = "gatehouse: no secrets";
+const STATEMENT_POLICY: &str = r#"{
+  "version": "ledger-tests",
+  "default": { "action": "allow" },
+  "rules": [
+    { "name": "no-secrets", "action": "deny", "message": "gatehouse: no secrets",
+      "match": { "reads": ["secrets"] } }
+  ]
+}"#;
 
 const SAFE_VALUE: &[u8] = b"plain-value";
 /// No detector knows it: only the lineage of its text masks it.
@@ -48,6 +64,17 @@ fn error(code: &str) -> Vec<u8> {
     }])
 }
 
+/// The server raising a denial's block.
+fn denial() -> Vec<u8> {
+    encode_backend(&[BackendMessage::ErrorResponse {
+        fields: vec![
+            (b'S', b"ERROR"),
+            (b'C', b"42501"),
+            (b'M', DENIAL_MESSAGE.as_bytes()),
+        ],
+    }])
+}
+
 /// What PostgreSQL does with the messages it gets, for the texts above.
 #[derive(Default)]
 struct Server {
@@ -63,14 +90,21 @@ struct Server {
     failed_batch: bool,
     /// A batch failed, and messages the client pipelined after it are being
     /// answered: the session has re-applied them on the names as the server
-    /// has them, but fails closed on what masking took from names for them
-    /// (and their records may name the text before), so their safe rows may
-    /// be masked whole.
+    /// has them (their records name what the server runs), but fails closed
+    /// on what masking took from names for them, so their safe rows may be
+    /// masked whole.
     unsure: bool,
+    /// The engine sent a raising block: the masker cannot read one, so it
+    /// forgets every statement's lineage (failing closed), and safe rows
+    /// may be masked whole from then on.
+    raising_block_sent: bool,
 }
 
 impl Server {
     fn text(sql: &[u8]) -> &'static str {
+        if sql.starts_with(b"DO $gh") {
+            return RAISING_BLOCK;
+        }
         TEXTS
             .into_iter()
             .find(|t| t.as_bytes() == sql)
@@ -84,7 +118,8 @@ impl Server {
     }
 
     fn rows(&mut self, text: &'static str) -> Vec<u8> {
-        self.ran.push((text, self.unsure));
+        self.ran
+            .push((text, self.unsure || self.raising_block_sent));
         let value = if text == SECRET {
             SECRET_VALUE
         } else {
@@ -112,6 +147,9 @@ impl Server {
     }
 
     fn answer(&mut self, msg: &FrontendMessage<'_>) -> Vec<u8> {
+        if let FrontendMessage::Parse { sql, .. } | FrontendMessage::Query { sql } = msg {
+            self.raising_block_sent |= Self::text(sql) == RAISING_BLOCK;
+        }
         if self.skipping && !matches!(msg, FrontendMessage::Sync) {
             return Vec::new();
         }
@@ -163,6 +201,11 @@ impl Server {
                 Some((_, true)) => {
                     encode_backend(&[BackendMessage::CommandComplete { tag: b"SELECT 0" }])
                 }
+                Some((text, _)) if *text == RAISING_BLOCK => {
+                    self.skipping = true;
+                    self.failed_batch = true;
+                    denial()
+                }
                 Some((text, ran)) => {
                     *ran = true;
                     let text = *text;
@@ -191,6 +234,8 @@ impl Server {
                 let mut out = if text == BAD {
                     // Not a batch: the ledger has nothing to unwind.
                     error("42P01")
+                } else if text == RAISING_BLOCK {
+                    denial()
                 } else {
                     let description = description();
                     let mut out =
@@ -208,9 +253,13 @@ impl Server {
     }
 }
 
-/// A session past its catalog lookup, beside the server model.
+/// A session past its catalog lookup, beside the server model, with a
+/// statement policy that denies [`DENIED`].
 fn ready() -> (Wire, Server) {
     let mut wire = Wire::new(None);
+    let policy = crate::policy::PgPolicy::from_json(STATEMENT_POLICY.as_bytes()).unwrap();
+    wire.session
+        .set_statement_policy(Box::new(std::sync::Arc::new(policy)));
     let mut server = Server::default();
     wire.first_request(&query(SAFE));
     let answer = server.answer(&FrontendMessage::Query {
@@ -252,10 +301,8 @@ fn exchange(wire: &mut Wire, server: &mut Server, messages: &[FrontendMessage<'_
         .map(|r| r.statement.as_deref().is_some_and(|t| t.contains("md5")))
         .collect();
     assert_eq!(recorded.len(), ran.len());
-    for (recorded, (text, unsure)) in recorded.iter().zip(&ran) {
-        if !unsure {
-            assert_eq!(*recorded, *text == SECRET, "a record names a text not run");
-        }
+    for (recorded, (text, _)) in recorded.iter().zip(&ran) {
+        assert_eq!(*recorded, *text == SECRET, "a record names a text not run");
     }
 }
 
@@ -376,6 +423,9 @@ fn a_batch_pipelined_after_a_failed_one_runs_on_the_names_the_server_has() {
             SYNC,
         ],
     );
+    // Its record names the text the server ran.
+    let ran = wire.statements().last().cloned().cloned().unwrap();
+    assert!(ran.statement.as_deref().unwrap().contains("md5"), "{ran:?}");
     // And the names are the server's from then on: records included.
     exchange(
         &mut wire,
@@ -504,11 +554,82 @@ fn pipelined_batches_keep_their_portals_past_an_earlier_sync() {
     );
 }
 
+#[test]
+fn requests_behind_a_refused_injected_request_are_skipped_as_the_server_skips_them() {
+    let (mut wire, mut server) = ready();
+    exchange(&mut wire, &mut server, &[parse(b"s", SECRET), SYNC]);
+    // The client takes the portal name the engine binds to raise a denial at
+    // Describe: the engine's own Bind is refused (42P03), and the server
+    // skips the rest of the batch, the Close and re-Parse of `s` included.
+    exchange(
+        &mut wire,
+        &mut server,
+        &[
+            bind(crate::deny::PRIVATE_PORTAL, b"s"),
+            parse(b"d", DENIED),
+            FrontendMessage::Describe {
+                kind: b'S',
+                name: b"d",
+            },
+            close(b'S', b"s"),
+            parse(b"s", SAFE),
+            SYNC,
+        ],
+    );
+    assert!(server.statements.contains_key(b"d".as_slice()));
+    // `s` is still the SECRET text on the server: its rows are masked.
+    exchange(
+        &mut wire,
+        &mut server,
+        &[bind(b"", b"s"), execute(b""), SYNC],
+    );
+    let last = wire.statements().last().cloned().cloned().unwrap();
+    assert!(last.statement.unwrap().contains("md5"));
+}
+
+#[test]
+fn a_long_pipeline_of_failing_and_running_batches_is_followed_to_its_end() {
+    const ROUNDS: usize = 1500;
+    let (mut wire, mut server) = ready();
+    exchange(&mut wire, &mut server, &[parse(b"s", SECRET), SYNC]);
+    // Thousands of batches written at once (7 500 requests awaiting
+    // answers): every other one fails (some redefining a name, some only
+    // running), and the portal `p` is bound again in each transaction, so a
+    // failure is answered after transactions ended behind pending Binds of
+    // `p`. Every row is masked and every record names its text.
+    let mut messages = Vec::new();
+    for round in 0..ROUNDS {
+        if round % 2 == 0 {
+            messages.extend([parse(b"", BAD), SYNC]);
+        } else {
+            messages.extend([execute(b"no_such_portal"), SYNC]);
+        }
+        messages.extend([bind(b"p", b"s"), execute(b"p"), SYNC]);
+    }
+    let before = wire.statements().len();
+    exchange(&mut wire, &mut server, &messages);
+    let ran = wire.statements()[before..]
+        .iter()
+        .filter(|r| r.rows == Some(1))
+        .count();
+    assert_eq!(ran, ROUNDS);
+    // Every answer matched its request, and the names are the server's.
+    assert_eq!(wire.session.summary().unmatched_backend_messages, 0);
+    exchange(
+        &mut wire,
+        &mut server,
+        &[bind(b"", b"s"), execute(b""), SYNC],
+    );
+}
+
 /// One client message over a few names, any of which may collide.
 #[derive(Debug, Clone)]
 enum Op {
     Parse(usize, usize),
     Bind(usize, usize),
+    /// A Bind of the portal the engine binds to raise a denial at Describe:
+    /// the engine's own Bind of it is then refused.
+    BindPrivate(usize),
     DescribePortal(usize),
     DescribeStatement(usize),
     Execute(usize),
@@ -523,6 +644,7 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         3 => (name(), 0..TEXTS.len()).prop_map(|(n, t)| Op::Parse(n, t)),
         3 => (name(), name()).prop_map(|(p, s)| Op::Bind(p, s)),
+        1 => name().prop_map(Op::BindPrivate),
         1 => name().prop_map(Op::DescribePortal),
         1 => name().prop_map(Op::DescribeStatement),
         3 => name().prop_map(Op::Execute),
@@ -542,6 +664,7 @@ fn messages(ops: &[Op], sync: bool) -> Vec<FrontendMessage<'static>> {
         let msg = match *op {
             Op::Parse(n, t) => parse(NAMES[n], TEXTS[t]),
             Op::Bind(p, s) => bind(NAMES[p], NAMES[s]),
+            Op::BindPrivate(s) => bind(crate::deny::PRIVATE_PORTAL, NAMES[s]),
             Op::DescribePortal(p) => FrontendMessage::Describe {
                 kind: b'P',
                 name: NAMES[p],
@@ -570,8 +693,9 @@ fn messages(ops: &[Op], sync: bool) -> Vec<FrontendMessage<'static>> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
-    /// Random extended-protocol traffic, pipelined in random chunks: masking
-    /// and records follow the names exactly as the server does.
+    /// Random extended-protocol traffic, pipelined in random chunks, with
+    /// denied statements the engine injects requests for: masking and
+    /// records follow the names exactly as the server does.
     #[test]
     fn masking_and_records_follow_names_as_the_server_does(
         chunks in prop::collection::vec((prop::collection::vec(op(), 1..12), any::<bool>()), 1..5),

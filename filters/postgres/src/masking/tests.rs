@@ -20,7 +20,7 @@ pub(super) fn demo_policy() -> Arc<MaskingPolicy> {
 }
 
 pub(super) struct Wire {
-    session: Session,
+    pub(super) session: Session,
     policy: Arc<MaskingPolicy>,
     records: Vec<Record>,
     now: u64,

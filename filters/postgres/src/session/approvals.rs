@@ -8,8 +8,10 @@
 //!   it, keeps it and the bytes after it ([`Session::holds_statement`]), and
 //!   reads them again once the service answers
 //!   ([`Session::on_hold_answer`]), the Query then judged by that answer.
-//! - A Parse is forwarded (preparing runs nothing) and its text kept; each
-//!   Bind is checked with its parameters. A refused Bind is replaced by
+//! - A Parse is forwarded (preparing runs nothing) and its text kept with
+//!   the statement in the ledger; each Bind is checked with its parameters,
+//!   against every text the server may hold under the name. A refused Bind
+//!   is replaced by
 //!   Close + Parse of a private statement holding the raising block + Bind of
 //!   the client's portal to it, so the portal's Execute raises the refusal
 //!   (the Close's and Parse's answers are not the client's and are dropped).
@@ -20,7 +22,7 @@
 //! Without the approval service, `require_approval` refuses like a denial.
 
 use super::Dir;
-use super::ledger::{Injected, Pending};
+use super::ledger::{Guard, Injected, Pending};
 use super::{Disposition, Session, StatementText};
 use crate::approval::{
     ApprovalAsk, ApprovalCall, ApprovalGate, GateAnswer, HeldRequest, HoldOutcome,
@@ -33,7 +35,6 @@ use gatehouse_core::approval::ApprovalRef;
 use gatehouse_core::approval::grant::statement_hash;
 use gatehouse_core::policy::{Action as PolicyAction, Decision};
 use gatehouse_core::record::Shared;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 /// The private statement a refused Bind's portal is bound to. Statement names
@@ -45,8 +46,6 @@ pub(super) struct SessionApprovals {
     gate: ApprovalGate,
     /// What the session said it is doing (`SET gatehouse.reason`).
     reason: Option<Shared<str>>,
-    /// Exact texts of prepared statements waiting for their Binds' check.
-    gated: HashMap<Vec<u8>, Arc<[u8]>>,
     /// The Query held while the service decides, once its bytes are set aside.
     held: Option<HeldStatement>,
     /// A hold began with the message being handled: the session stops there.
@@ -85,7 +84,6 @@ impl Session {
         self.approvals = Some(SessionApprovals {
             gate,
             reason: None,
-            gated: HashMap::new(),
             held: None,
             hold_began: false,
             concluded: None,
@@ -264,36 +262,20 @@ impl Session {
         approvals.concluded.take().map(|(_, outcome)| outcome)
     }
 
-    /// A Parse needing approval: forwarded, its text kept for its Binds. `false`
-    /// when it cannot be kept (too many prepared statements): then it is denied.
-    pub(super) fn gate_parse(&mut self, name: &[u8], sql: &[u8]) -> bool {
-        let limit = self.config.max_prepared_statements;
-        let Some(approvals) = self.approvals.as_mut() else {
-            return false;
-        };
-        // Keyed as the server knows the name: a Bind to a longer name that
-        // agrees on its first 63 bytes binds this statement.
-        let key = super::server_name(name);
-        if !approvals.gated.contains_key(key) && approvals.gated.len() >= limit {
-            return false;
-        }
-        approvals.gated.insert(key.to_vec(), Arc::from(sql));
-        true
-    }
-
-    /// A Parse or Close of `name`: whatever was gated under it is gone.
-    pub(super) fn forget_gated(&mut self, name: &[u8]) {
-        if let Some(approvals) = self.approvals.as_mut() {
-            approvals.gated.remove(super::server_name(name));
-        }
-    }
-
     /// A Bind (already registered) to a gated statement: checked with its
     /// parameters. `None` when the statement is not gated.
     pub(super) fn gate_bind(&mut self, bind: &pg::Bind<'_>, now_us: u64) -> Option<Disposition> {
-        let statement = super::server_name(bind.statement);
-        let sql = self.approvals.as_ref()?.gated.get(statement)?.clone();
-        let text = Arc::clone(&self.ledger.statements.get(statement)?.text);
+        // The statement the server may hold that needs approval (see the
+        // ledger's `bind_targets`), checked with these parameters.
+        self.approvals.as_ref()?;
+        let (sql, text) = self
+            .ledger
+            .bind_targets(bind.statement)
+            .into_iter()
+            .find_map(|target| match &target.guard {
+                Guard::Gated(sql) => Some((Arc::clone(sql), Arc::clone(&target.text))),
+                _ => None,
+            })?;
         let decision = text.decision.clone()?;
         let (text, replacement) = match self.gate(&decision, &sql, &bind.params, true, now_us) {
             Gated::Run(approval) => (with_approval(&text, approval), None),

@@ -3,9 +3,11 @@
 //!
 //! Extended protocol, for a statement whose Parse was denied:
 //! - the Parse becomes a Parse of the same name as the raising DO block, and the
-//!   name is remembered (a new Parse or a Close of it forgets it);
+//!   statement is guarded as denied in the ledger (undone with it when the
+//!   server refuses or skips the Parse; a new Parse or a Close replaces it);
 //! - every Bind to it loses its parameters and formats (a DO block takes none), so
-//!   the parameters never reach the server either;
+//!   the parameters never reach the server either; so does a Bind that may bind
+//!   it on the server (see the ledger's `bind_targets`);
 //! - Describe of it would reveal the DO block's (empty) description, so it becomes
 //!   Bind + Execute of a private portal: the server raises the denial there, and its
 //!   BindComplete is dropped;
@@ -15,8 +17,8 @@
 //! routine fields on the way back.
 
 use super::approvals::Gated;
-use super::ledger::{Injected, Pending, Undo};
-use super::{Disposition, Phase, Session, StatementRun, StatementText};
+use super::ledger::{Guard, Injected, Pending, Undo};
+use super::{Disposition, Phase, Session, StatementRun};
 use crate::deny;
 use crate::framing::{Forward, Output};
 use crate::guard::StatementPolicy;
@@ -207,38 +209,27 @@ impl Session {
     ) -> Result<(Disposition, Undo), String> {
         let decision = self.judge_text(sql, now_us);
         let undo = self.register_statement(name, sql, false, decision.clone());
-        self.forget_gated(name);
-        let key = super::server_name(name);
         let Some(blocking) = decision.filter(|d| self.applies(d)) else {
-            self.denied_statements.remove(key);
             return Ok((Disposition::Pass, undo));
         };
-        // Approval is checked at each Bind, with the parameters.
+        // Approval is checked at each Bind, with the parameters, against the
+        // text kept with the statement (see the ledger's `Guard`).
         if self.approval_applies(&blocking)
-            && self.ledger.statements.contains_key(key)
-            && self.gate_parse(name, sql)
+            && self
+                .ledger
+                .guard_statement(name, Guard::Gated(Arc::from(sql)))
         {
-            self.denied_statements.remove(key);
             return Ok((Disposition::Pass, undo));
         }
-        if !self.denied_statements.contains_key(key)
-            && self.denied_statements.len() >= self.config.max_prepared_statements
-        {
+        // A denied statement the ledger cannot track could have its Binds'
+        // parameters reach the server: the session ends instead.
+        if !self.ledger.guard_statement(name, Guard::Denied) {
             return Err(format!(
-                "more than {} denied prepared statements",
+                "more than {} prepared statements, one of them denied",
                 self.config.max_prepared_statements
             ));
         }
         let message = deny::denial_message(&blocking);
-        let text = match self.ledger.statements.get(key) {
-            Some(s) if s.text.decision.as_ref() == Some(&blocking) => Arc::clone(&s.text),
-            _ => {
-                let mut text = self.statement_text(sql, false);
-                text.decision = Some(blocking);
-                Arc::new(text)
-            }
-        };
-        self.denied_statements.insert(key.to_vec(), text);
         Ok((Disposition::Replace(deny::parse(name, &message)), undo))
     }
 
@@ -249,14 +240,18 @@ impl Session {
             return action;
         }
         let (portal, statement) = (bind.portal, bind.statement);
-        let Some(text) = self
-            .denied_statements
-            .get(super::server_name(statement))
-            .cloned()
-        else {
+        let targets = self.ledger.bind_targets(statement);
+        if targets.iter().all(|target| target.guard != Guard::Denied) {
             return Disposition::Pass;
-        };
-        if let Some(entry) = self.ledger.portals.get_mut(super::server_name(portal)) {
+        }
+        // Denied, or may be on the server: its parameters stay here.
+        let denied = targets
+            .first()
+            .filter(|target| target.guard == Guard::Denied)
+            .map(|target| Arc::clone(&target.text));
+        if let Some(text) = denied
+            && let Some(entry) = self.ledger.portals.get_mut(super::server_name(portal))
+        {
             entry.text = Some(text);
         }
         Disposition::Replace(deny::bind(portal, statement))
@@ -264,12 +259,16 @@ impl Session {
 
     /// A Describe: of a denied statement it makes the server raise the denial.
     pub(super) fn enforce_describe(&mut self, kind: u8, name: &[u8], now_us: u64) -> Disposition {
+        // Only when the server holds the raising block whatever is pending
+        // (else the private portal could run a text the client only
+        // described): the block's empty description is all it could reveal.
         let denied = (kind == b'S')
             .then(|| {
-                self.denied_statements
-                    .get(super::server_name(name))
-                    .cloned()
+                let targets = self.ledger.bind_targets(name);
+                let all_denied = targets.iter().all(|t| t.guard == Guard::Denied);
+                all_denied.then(|| targets.first().map(|t| Arc::clone(&t.text)))
             })
+            .flatten()
             .flatten();
         let Some(text) = denied else {
             self.ledger.requests.push_back(Pending::Describe);
@@ -283,14 +282,6 @@ impl Session {
             .push_back(Pending::Injected(Injected::DenialBind));
         self.ledger.requests.push_back(Pending::Execute(run));
         Disposition::Replace(deny::describe_replacement(name))
-    }
-
-    /// A Close of a statement forgets a denial of its name.
-    pub(super) fn forget_denied(&mut self, kind: u8, name: &[u8]) {
-        if kind == b'S' {
-            self.denied_statements.remove(super::server_name(name));
-            self.forget_gated(name);
-        }
     }
 
     /// What the client gets in place of a server message that answers a denial:
@@ -341,7 +332,7 @@ impl Session {
                 self.statement_policy.is_some()
             }
             // It might bind a denied statement, whose parameters must not pass.
-            pg::BIND_TAG => !self.denied_statements.is_empty(),
+            pg::BIND_TAG => self.ledger.any_denied(),
             _ => false,
         };
         if unjudgeable {
@@ -354,6 +345,3 @@ impl Session {
         Ok(())
     }
 }
-
-/// Keeps the type name in one place for the session's field.
-pub(super) type DeniedStatements = std::collections::HashMap<Vec<u8>, Arc<StatementText>>;

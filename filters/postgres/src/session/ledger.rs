@@ -12,13 +12,23 @@
 //! pending request has run. Each such request carries an [`Undo`] of what it
 //! replaced, dropped when the server answers it. When the server refuses a
 //! request, it skips the rest of the batch up to Sync: the refused request
-//! and every skipped one are undone, newest first, so a Parse that fails
-//! (`42P05` for a name in use, a syntax error) leaves the name as it was.
+//! and every skipped one (the client's behind a refused or skipped request
+//! of the engine's own, such as a denial's Bind, included) are undone,
+//! newest first, so a Parse that fails (`42P05` for a name in use, a syntax
+//! error) leaves the name as it was.
 //! Requests a client pipelined after that batch's Sync were defined against
 //! names as the skipped requests would have left them: they are applied
-//! again on the names as the server has them, and masking forgets what it
-//! took from names for them (failing closed; their Executes' records keep
-//! the text read when they were sent).
+//! again on the names as the server has them (their Executes' records name
+//! the portals as applied again), and masking forgets what it took from
+//! names for them (failing closed).
+//!
+//! Enforcement's [`Guard`] of a statement (denied, or needing approval)
+//! lives with it, so it is undone and applied again with it. Those
+//! pipelined requests already reached the server, though: a Bind written
+//! while a Parse or Close of its statement's name in an earlier batch is
+//! unanswered must pass for the statement that request replaced too
+//! ([`Ledger::bind_targets`]), and a denied statement's Describe raises the
+//! denial only when the server holds the raising block whatever is pending.
 //!
 //! A request the client writes once the engine has seen such a refusal,
 //! before the batch's Sync, is skipped too: it never enters the ledger
@@ -29,12 +39,15 @@
 //! leaves none (the server drops it before parsing), and so does a simple
 //! Query that runs (with the unnamed portal; the server ignores a Query sent
 //! after an error until Sync, so that one drops nothing). And a ReadyForQuery
-//! outside a transaction ends every portal but those of Binds still pending.
+//! outside a transaction ends every portal but those of Binds still pending
+//! (each portal knows whether its Bind is, so this costs the portals, not
+//! the pending requests).
 
 use super::fastpath::OwnRequest;
 use super::{Portal, StatementRun, StatementText, server_name};
 use crate::masking::{Names, OwnRequest as MaskingRequest, Shape};
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
 use std::sync::Arc;
 
 /// Requests awaiting answers, statements and portals (see the module docs).
@@ -50,6 +63,14 @@ pub(super) struct Ledger {
     /// Sync the client has not sent yet: it ignores every client request
     /// until that Sync.
     pub(super) skipping: bool,
+    /// Parses and Closes sent since the queue was last empty that replaced
+    /// a guarded statement, or defined one: while any may be pending, a Bind
+    /// or Describe is checked against what the server may still hold (see
+    /// [`Ledger::bind_targets`]).
+    replaced_guarded: usize,
+    /// ReadyForQuery `I` answers so far: a portal an undo kept is put back
+    /// only when none came since (see [`Ledger::end_transaction`]).
+    transactions_ended: u64,
 }
 
 /// A prepared statement.
@@ -59,6 +80,24 @@ pub(super) struct Statement {
     pub(super) text: Arc<StatementText>,
     /// What masking knows of it.
     pub(super) masking: Shape,
+    /// What enforcement does at its Binds and Describes.
+    pub(super) guard: Guard,
+}
+
+/// How enforcement treats a prepared statement (see `enforce` and
+/// `approvals`). It lives with the statement, so it is undone and applied
+/// again with it, as the server keeps or drops the statement.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) enum Guard {
+    /// Its Binds pass.
+    #[default]
+    Open,
+    /// The policy denied it: the server holds the raising block under its
+    /// name, and its Binds lose their parameters.
+    Denied,
+    /// It needs approval: each Bind is checked with its parameters against
+    /// this exact text.
+    Gated(Arc<[u8]>),
 }
 
 /// What a Parse, Bind or Close changed in the ledger: put back if the server
@@ -76,6 +115,10 @@ pub(super) enum Undo {
     Portal {
         name: Vec<u8>,
         previous: Option<Portal>,
+        /// A Bind's: held, never read, while the Bind is pending (the
+        /// portal's `binder` sees it alive).
+        #[expect(dead_code, reason = "held for its liveness only")]
+        bind: Option<Rc<()>>,
     },
 }
 
@@ -96,22 +139,99 @@ impl Ledger {
         let statement = Statement {
             text,
             masking: Shape::default(),
+            guard: Guard::Open,
         };
+        let previous = self.statements.insert(name.to_vec(), statement);
+        self.note_replaced(previous.as_ref());
         Undo::Statement {
             name: name.to_vec(),
-            previous: self.statements.insert(name.to_vec(), statement),
+            previous,
+        }
+    }
+
+    /// Guards the statement `name` as just defined; `false` when the name is
+    /// not tracked (past the limit).
+    pub(super) fn guard_statement(&mut self, name: &[u8], guard: Guard) -> bool {
+        match self.statements.get_mut(server_name(name)) {
+            Some(statement) => {
+                statement.guard = guard;
+                // What it replaced may stay on the server: see `bind_targets`.
+                self.replaced_guarded += 1;
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn note_replaced(&mut self, previous: Option<&Statement>) {
+        if previous.is_some_and(|s| s.guard != Guard::Open) {
+            self.replaced_guarded += 1;
+        }
+    }
+
+    /// The statements a Bind of `name` written now may bind on the server:
+    /// the ledger's, and, when a Parse or Close of the name in an earlier
+    /// batch is still unanswered, what it replaced (the server keeps that if
+    /// it refuses or skips the request; within the Bind's own batch, a
+    /// refusal skips the Bind too). A Bind must pass for each of them.
+    pub(super) fn bind_targets(&self, name: &[u8]) -> Vec<&Statement> {
+        let name = server_name(name);
+        let mut targets: Vec<&Statement> = self.statements.get(name).into_iter().collect();
+        if self.replaced_guarded == 0 {
+            return targets;
+        }
+        let mut earlier_batch = false;
+        for entry in self.requests.iter().rev() {
+            match entry {
+                Pending::Sync => earlier_batch = true,
+                Pending::Parse(Undo::Statement {
+                    name: replaced,
+                    previous: Some(previous),
+                })
+                | Pending::Close(Undo::Statement {
+                    name: replaced,
+                    previous: Some(previous),
+                }) if earlier_batch && replaced.as_slice() == name => targets.push(previous),
+                _ => {}
+            }
+        }
+        targets
+    }
+
+    /// Whether some statement the server holds or may hold is denied.
+    pub(super) fn any_denied(&self) -> bool {
+        let denied = |s: &Statement| s.guard == Guard::Denied;
+        self.statements.values().any(denied)
+            || self.requests.iter().any(|entry| {
+                matches!(
+                    entry,
+                    Pending::Parse(Undo::Statement { previous: Some(s), .. })
+                        | Pending::Close(Undo::Statement { previous: Some(s), .. })
+                        if denied(s)
+                )
+            })
+    }
+
+    /// Every request was answered: none replaced a guarded statement any more.
+    pub(super) fn settled(&mut self) {
+        if self.requests.is_empty() {
+            self.replaced_guarded = 0;
         }
     }
 
     /// A Bind defines the portal `name` (as [`Ledger::define_statement`]).
-    pub(super) fn define_portal(&mut self, name: &[u8], portal: Portal, limit: usize) -> Undo {
+    pub(super) fn define_portal(&mut self, name: &[u8], mut portal: Portal, limit: usize) -> Undo {
         let name = server_name(name);
         if !name.is_empty() && !self.portals.contains_key(name) && self.portals.len() >= limit {
             return Undo::Nothing;
         }
+        let bind = Rc::new(());
+        portal.binder = Rc::downgrade(&bind);
+        let previous = self.portals.insert(name.to_vec(), portal);
         Undo::Portal {
             name: name.to_vec(),
-            previous: self.portals.insert(name.to_vec(), portal),
+            previous: stash(previous, self.transactions_ended),
+            bind: Some(bind),
         }
     }
 
@@ -120,10 +240,15 @@ impl Ledger {
         let name = server_name(name).to_vec();
         if kind == b'S' {
             let previous = self.statements.remove(&name);
+            self.note_replaced(previous.as_ref());
             Undo::Statement { name, previous }
         } else {
-            let previous = self.portals.remove(&name);
-            Undo::Portal { name, previous }
+            let previous = stash(self.portals.remove(&name), self.transactions_ended);
+            Undo::Portal {
+                name,
+                previous,
+                bind: None,
+            }
         }
     }
 
@@ -142,8 +267,8 @@ impl Ledger {
                     *previous = None;
                     statement = true;
                 }
-                Pending::Bind(Undo::Portal { name, previous })
-                | Pending::Close(Undo::Portal { name, previous })
+                Pending::Bind(Undo::Portal { name, previous, .. })
+                | Pending::Close(Undo::Portal { name, previous, .. })
                     if name.is_empty() && !portal =>
                 {
                     *previous = None;
@@ -169,14 +294,36 @@ impl Ledger {
     /// pipelined after that batch's Sync are still pending: theirs are undone
     /// first (newest first, keeping what each defined), then applied again
     /// on the names as the server has them. A portal they bind takes its
-    /// statement's text as it is now; what masking took from the names for
+    /// statement's text as it is now (the text its Bind read keeps the
+    /// approval it was checked under), and their Executes' records read the
+    /// portals so applied again; what masking took from the names for
     /// them is forgotten (see [`crate::masking::Names`]), so their computed
-    /// columns are masked whole. Returns whether there were such requests.
+    /// columns are masked whole. Returns whether there were such requests
+    /// and the refused or skipped ones changed a name (else nothing pending
+    /// is read again).
     pub(super) fn unwind(&mut self, entries: Vec<Option<Pending>>) -> bool {
+        // The server changed no name the ledger did not: what is pending
+        // was read against names as the server has them (a flood of
+        // failing batches costs each error its own requests only).
+        let unnamed_parse_failed = matches!(
+            entries.first(),
+            Some(Some(Pending::Parse(Undo::Statement { name, .. }))) if name.is_empty()
+        );
+        let changed = entries.iter().flatten().any(|entry| {
+            matches!(
+                entry,
+                Pending::Parse(undo) | Pending::Bind(undo) | Pending::Close(undo)
+                    if !matches!(undo, Undo::Nothing)
+            )
+        });
+        if !changed {
+            return false;
+        }
         let Ledger {
             requests,
             statements,
             portals,
+            transactions_ended,
             ..
         } = self;
         // What each pending request defined (`None`: it closed, or changed nothing).
@@ -184,17 +331,13 @@ impl Ledger {
         for entry in requests.iter_mut().rev() {
             defined.push(match entry {
                 Pending::Parse(undo) | Pending::Bind(undo) | Pending::Close(undo) => {
-                    undo_in_place(statements, portals, undo)
+                    undo_in_place(statements, portals, *transactions_ended, undo)
                 }
                 _ => Defined::Nothing,
             });
         }
         defined.reverse();
         // The server drops the unnamed statement before parsing its new text.
-        let unnamed_parse_failed = matches!(
-            entries.first(),
-            Some(Some(Pending::Parse(Undo::Statement { name, .. }))) if name.is_empty()
-        );
         for entry in entries.into_iter().rev().flatten() {
             if let Pending::Parse(undo) | Pending::Bind(undo) | Pending::Close(undo) = entry {
                 self.undo(undo);
@@ -220,23 +363,41 @@ impl Ledger {
                         Some(statement) => self.statements.insert(name.clone(), statement),
                         None => self.statements.remove(name.as_slice()),
                     };
+                    if previous.as_ref().is_some_and(|s| s.guard != Guard::Open) {
+                        self.replaced_guarded += 1;
+                    }
                 }
                 (
-                    Pending::Bind(Undo::Portal { name, previous })
-                    | Pending::Close(Undo::Portal { name, previous }),
+                    Pending::Bind(Undo::Portal { name, previous, .. })
+                    | Pending::Close(Undo::Portal { name, previous, .. }),
                     Defined::Portal(portal),
                 ) => {
-                    *previous = match portal {
+                    let replaced = match portal {
                         Some(mut portal) => {
-                            portal.text = self
+                            let text = self
                                 .statements
                                 .get(server_name(&portal.statement_name))
                                 .map(|s| Arc::clone(&s.text));
+                            // The same text keeps what its Bind found (the
+                            // approval it runs under).
+                            if !portal.text.as_ref().is_some_and(|old| {
+                                text.as_ref().is_some_and(|new| old.is_same_text(new))
+                            }) {
+                                portal.text = text;
+                            }
                             portal.masking = Shape::default();
                             self.portals.insert(name.clone(), portal)
                         }
                         None => self.portals.remove(name.as_slice()),
                     };
+                    *previous = stash(replaced, self.transactions_ended);
+                }
+                // Its record names what the server runs: the portal as
+                // applied again.
+                (Pending::Execute(run), _) => {
+                    if let Some(portal) = run.portal_key.as_deref() {
+                        run.reread(self.portals.get(portal));
+                    }
                 }
                 _ => {}
             }
@@ -258,41 +419,23 @@ impl Ledger {
                     self.statements.remove(&name);
                 }
             },
-            Undo::Portal { name, previous } => match previous {
-                Some(portal) => {
-                    self.portals.insert(name, portal);
-                }
-                None => {
-                    self.portals.remove(&name);
-                }
-            },
+            Undo::Portal { name, previous, .. } => {
+                match restorable(previous, self.transactions_ended) {
+                    Some(portal) => self.portals.insert(name, portal),
+                    None => self.portals.remove(&name),
+                };
+            }
         }
     }
 
     /// The server reported no transaction (ReadyForQuery `I`): its portals
     /// are gone; only those of Binds still pending (sent after its Sync)
-    /// will exist.
+    /// will exist, and a pending request that is undone puts back none of
+    /// the portals it replaced. Costs the portals, not the pending requests.
     pub(super) fn end_transaction(&mut self) {
-        if self.portals.is_empty() {
-            return;
-        }
-        for entry in &mut self.requests {
-            if let Pending::Bind(Undo::Portal { previous, .. })
-            | Pending::Close(Undo::Portal { previous, .. }) = entry
-            {
-                *previous = None;
-            }
-        }
-        let pending: HashSet<&[u8]> = self
-            .requests
-            .iter()
-            .filter_map(|entry| match entry {
-                Pending::Bind(Undo::Portal { name, .. }) => Some(name.as_slice()),
-                _ => None,
-            })
-            .collect();
+        self.transactions_ended += 1;
         self.portals
-            .retain(|name, _| pending.contains(name.as_slice()));
+            .retain(|_, portal| portal.binder.strong_count() > 0);
     }
 
     /// The statement whose answers come next, when the front request runs one.
@@ -355,6 +498,7 @@ enum Defined {
 fn undo_in_place(
     statements: &mut HashMap<Vec<u8>, Statement>,
     portals: &mut HashMap<Vec<u8>, Portal>,
+    transactions_ended: u64,
     undo: &mut Undo,
 ) -> Defined {
     match undo {
@@ -366,14 +510,32 @@ fn undo_in_place(
             };
             Defined::Statement(defined)
         }
-        Undo::Portal { name, previous } => {
-            let defined = match previous.take() {
+        Undo::Portal { name, previous, .. } => {
+            let defined = match restorable(previous.take(), transactions_ended) {
                 Some(previous) => portals.insert(name.clone(), previous),
                 None => portals.remove(name.as_slice()),
             };
             Defined::Portal(defined)
         }
     }
+}
+
+/// `previous`, kept in an undo: stamped with the transactions ended so far,
+/// so that it is put back only while its transaction lasts.
+fn stash(mut previous: Option<Portal>, transactions_ended: u64) -> Option<Portal> {
+    if let Some(portal) = previous.as_mut() {
+        portal.stashed_in = transactions_ended;
+    }
+    previous
+}
+
+/// A portal an undo kept, when it exists on the server: no transaction
+/// ended since it was replaced, or its own Bind is still pending (so it is
+/// bound after that end).
+fn restorable(previous: Option<Portal>, transactions_ended: u64) -> Option<Portal> {
+    previous.filter(|portal| {
+        portal.stashed_in == transactions_ended || portal.binder.strong_count() > 0
+    })
 }
 
 /// A request whose answer the server still owes, in order.
@@ -394,6 +556,16 @@ pub(super) enum Pending {
 }
 
 impl Pending {
+    /// Entries a server's error in an extended-protocol batch does not skip:
+    /// the batch's Sync, and the engine's own Queries, which it sends only
+    /// outside a batch.
+    pub(super) fn ends_batch(&self) -> bool {
+        matches!(
+            self,
+            Pending::Sync | Pending::Injected(Injected::FastPath(_) | Injected::Masking(_))
+        )
+    }
+
     /// Entries that end with ReadyForQuery, where the server stops skipping after an error.
     pub(super) fn ends_at_ready(&self) -> bool {
         matches!(

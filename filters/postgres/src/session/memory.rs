@@ -87,17 +87,7 @@ impl Session {
             .map(pending_bytes)
             .sum::<usize>()
             + self.ledger.requests.capacity() * size_of::<Pending>();
-        let statements: usize = self
-            .ledger
-            .statements
-            .iter()
-            .map(statement_bytes)
-            .chain(
-                self.denied_statements
-                    .iter()
-                    .map(|(name, text)| PER_REQUEST + name.len() + text_share(text)),
-            )
-            .sum();
+        let statements: usize = self.ledger.statements.iter().map(statement_bytes).sum();
         let portals: usize = self.ledger.portals.iter().map(portal_bytes).sum();
         let records: usize = self.records.iter().map(record_bytes).sum();
         let masking = self.masker.as_ref().map_or(0, |m| m.held_bytes());
@@ -192,7 +182,7 @@ fn pending_bytes(entry: &Pending) -> usize {
             Undo::Statement { name, previous } => {
                 name.len() + previous.as_ref().map_or(0, |s| statement_bytes((name, s)))
             }
-            Undo::Portal { name, previous } => {
+            Undo::Portal { name, previous, .. } => {
                 name.len() + previous.as_ref().map_or(0, |p| portal_bytes((name, p)))
             }
         },
@@ -201,7 +191,11 @@ fn pending_bytes(entry: &Pending) -> usize {
 }
 
 fn statement_bytes((name, statement): (&Vec<u8>, &Statement)) -> usize {
-    PER_REQUEST + name.len() + text_share(&statement.text) + statement.masking.held_bytes()
+    let gated = match &statement.guard {
+        super::ledger::Guard::Gated(sql) => sql.len(),
+        _ => 0,
+    };
+    PER_REQUEST + name.len() + text_share(&statement.text) + statement.masking.held_bytes() + gated
 }
 
 fn portal_bytes((name, portal): (&Vec<u8>, &Portal)) -> usize {

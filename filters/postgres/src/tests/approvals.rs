@@ -368,6 +368,142 @@ fn a_bind_to_a_longer_name_the_server_reads_as_the_same_is_checked_too() {
     assert!(text_of(&sent).contains("gatehouse_approval"));
 }
 
+/// A prepared DELETE that needs approval, as the server holds it.
+fn prepared_delete(wire: &mut Wire) -> Vec<u8> {
+    let parse = frontend(&[
+        FrontendMessage::Parse {
+            name: b"s1",
+            sql: b"DELETE FROM customers WHERE id = $1",
+            param_types: vec![],
+        },
+        FrontendMessage::Sync,
+    ]);
+    assert_eq!(wire.client(&parse), parse);
+    wire.server(&backend(&[
+        BackendMessage::ParseComplete,
+        BackendMessage::ReadyForQuery { status: b'I' },
+    ]));
+    frontend(&[
+        FrontendMessage::Bind(Bind {
+            portal: b"",
+            statement: b"s1",
+            param_formats: vec![],
+            params: vec![Some(b"7")],
+            result_formats: vec![],
+        }),
+        FrontendMessage::Execute {
+            portal: b"",
+            max_rows: 0,
+        },
+        FrontendMessage::Sync,
+    ])
+}
+
+/// A Parse of `s1` as a harmless text, which the server refuses while `s1`
+/// is in use.
+fn redefinition() -> Vec<u8> {
+    frontend(&[
+        FrontendMessage::Parse {
+            name: b"s1",
+            sql: b"SELECT 1",
+            param_types: vec![],
+        },
+        FrontendMessage::Sync,
+    ])
+}
+
+/// The server's refusal of [`redefinition`] (42P05), through its ReadyForQuery.
+fn name_in_use() -> Vec<u8> {
+    let refused: Vec<ErrorField<'_>> = vec![
+        (b'S', b"ERROR"),
+        (b'C', b"42P05"),
+        (b'M', b"prepared statement \"s1\" already exists"),
+    ];
+    backend(&[
+        BackendMessage::ErrorResponse { fields: refused },
+        BackendMessage::ReadyForQuery { status: b'I' },
+    ])
+}
+
+#[test]
+fn a_redefinition_the_server_refuses_leaves_the_statement_needing_approval() {
+    let mut wire = Wire::new();
+    let bind = prepared_delete(&mut wire);
+    // `s1` is in use: the server refuses the new Parse and keeps the DELETE
+    // under the name.
+    let parse = redefinition();
+    assert_eq!(wire.client(&parse), parse);
+    wire.server(&name_in_use());
+    let sent = wire.client(&bind);
+    assert_ne!(sent, bind, "the DELETE ran without approval");
+    assert!(text_of(&sent).contains("gatehouse_approval"));
+}
+
+#[test]
+fn a_bind_pipelined_behind_a_redefinition_is_checked_against_what_the_server_may_hold() {
+    let mut wire = Wire::new();
+    let bind = prepared_delete(&mut wire);
+    // Written before any answer: if the server refuses the Close or the
+    // Parse (or skips them after an error), `s1` is still the DELETE when
+    // the next batch binds it.
+    let redefine = frontend(&[
+        FrontendMessage::Close {
+            kind: b'S',
+            name: b"s1",
+        },
+        FrontendMessage::Parse {
+            name: b"s1",
+            sql: b"SELECT 1",
+            param_types: vec![],
+        },
+        FrontendMessage::Sync,
+    ]);
+    assert_eq!(wire.client(&redefine), redefine);
+    let sent = wire.client(&bind);
+    assert_ne!(sent, bind, "the DELETE could run without approval");
+    assert!(text_of(&sent).contains("gatehouse_approval"));
+    // Within one batch a refused redefinition skips the Bind too: it is
+    // checked against the new text only, which needs nothing.
+    let mut wire = Wire::new();
+    let bind = prepared_delete(&mut wire);
+    let batch = [&redefine[..redefine.len() - 5], &bind[..]].concat();
+    assert_eq!(wire.client(&batch), batch);
+}
+
+#[test]
+fn an_approved_run_behind_a_refused_redefinition_is_recorded_with_its_approval() {
+    let mut wire = Wire::new();
+    let bind = prepared_delete(&mut wire);
+    let params: [Option<&[u8]>; 1] = [Some(b"7")];
+    wire.grant(
+        GrantKind::SingleUse,
+        Some(statement_hash(
+            b"DELETE FROM customers WHERE id = $1",
+            &params,
+        )),
+    );
+    // The redefinition is refused: the batch behind it is applied again on
+    // the DELETE, which runs under the approval its Bind was checked with.
+    let pipelined = [redefinition(), bind].concat();
+    assert_eq!(wire.client(&pipelined), pipelined);
+    let ran = backend(&[
+        BackendMessage::BindComplete,
+        BackendMessage::CommandComplete { tag: b"DELETE 1" },
+        BackendMessage::ReadyForQuery { status: b'I' },
+    ]);
+    wire.server(&[name_in_use(), ran].concat());
+    let record = wire.last_statement();
+    assert_eq!(record.command_tag.as_deref(), Some("DELETE 1"));
+    assert!(
+        record.statement.as_deref().unwrap().starts_with("DELETE"),
+        "{record:?}"
+    );
+    assert_eq!(
+        record.approval.as_ref().map(|a| a.id.as_str()),
+        Some("apr-granted1")
+    );
+}
+
 #[test]
 fn a_window_grant_passes_every_statement_of_its_rule_until_it_ends() {
     let mut wire = Wire::new();

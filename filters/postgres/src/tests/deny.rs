@@ -390,6 +390,31 @@ fn bind<'a>(
 }
 
 #[test]
+fn a_denied_statement_is_tracked_past_the_limit_of_allowed_ones() {
+    let config = EngineConfig {
+        max_prepared_statements: 2,
+        ..EngineConfig::default()
+    };
+    let mut wire = Wire::with_config(TEST_POLICY, None, false, config);
+    let allowed = frontend(&[
+        parse("a", "SELECT 1", vec![]),
+        parse("b", "SELECT 2", vec![]),
+    ]);
+    assert_eq!(wire.client(&allowed), allowed);
+    // The limit is reached by allowed statements: the denied one is still
+    // refused as usual, and its Bind loses its parameter.
+    let denied = frontend(&[
+        parse("s1", "DROP TABLE t", vec![]),
+        bind("", "s1", vec![Some(b"secret-param")]),
+    ]);
+    let expected = cat(&[
+        &deny::parse(b"s1", &denial(DROP_MESSAGE, "no-drop")),
+        &deny::bind(b"", b"s1"),
+    ]);
+    assert_eq!(wire.client(&denied), expected);
+}
+
+#[test]
 fn extended_named_statement_is_parsed_as_the_block_and_bound_without_parameters() {
     for byte_by_byte in [false, true] {
         let mut wire = Wire::with_chunking(TEST_POLICY, None, byte_by_byte);

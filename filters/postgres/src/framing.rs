@@ -152,8 +152,6 @@ impl<'c> Chunk<'c> {
         self.bytes.get(range).unwrap_or_default()
     }
 
-    /// Forwards a held message as it came.
-    #[inline]
     /// The chunk's bytes not read yet; the chunk is then read to its end
     /// (they are neither framed nor forwarded).
     pub(crate) fn take_rest(&mut self) -> &'c [u8] {
@@ -162,6 +160,8 @@ impl<'c> Chunk<'c> {
         rest
     }
 
+    /// Forwards a held message as it came.
+    #[inline]
     pub(crate) fn forward(&mut self, message: &Message<'_>) {
         match &message.bytes {
             MessageBytes::InChunk(range, _) => self.out.pass(range.clone()),

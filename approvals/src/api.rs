@@ -404,7 +404,9 @@ impl Api {
     /// Holds the answer until request `id` is decided or `wait_ms` pass, then
     /// answers it as it stands. An approved single-use grant is used up for
     /// `subject` running `hash` before the answer (state `used`): the filter
-    /// holding the request lets it through on that answer alone. Any replica
+    /// holding the request lets it through on that answer alone. If it cannot
+    /// be (another caller used it a moment earlier), the answer is 409, so a
+    /// `used` answer always means the use was this call's. Any replica
     /// may answer: the wait reads the database, the use takes the row lock.
     async fn await_decision(&self, id: &str, subject: &str, hash: &str, wait_ms: u64) -> Reply {
         let deadline = tokio::time::Instant::now()
@@ -431,10 +433,12 @@ impl Api {
                         .await;
                     return match used {
                         Ok(request) => Ok((StatusCode::OK, to_value(&request))),
-                        // Used or ended meanwhile: answer it as it now stands.
-                        Err(StoreError::Refused(_)) => {
-                            Ok((StatusCode::OK, to_value(&self.store.get(id).await?)))
-                        }
+                        // Used by another caller, or ended, meanwhile: the
+                        // holder must not take that for its own use.
+                        Err(StoreError::Refused(e)) => Err(ApiError::new(
+                            StatusCode::CONFLICT,
+                            format!("request {id} was approved but cannot be used here: {e}"),
+                        )),
                         Err(e) => Err(e.into()),
                     };
                 }

@@ -57,6 +57,11 @@ CREATE TABLE reasons (
     until   bigint NOT NULL
 );
 ",
+    // The publication's `closed` list reads requests by the end of their
+    // pending window.
+    r"
+CREATE INDEX requests_pending_until ON requests (pending_until);
+",
 ];
 
 /// Connections kept open between requests.
@@ -441,21 +446,29 @@ impl Store {
             .collect()
     }
 
-    /// Every grant still running and every request still pending at `now`.
+    /// Every grant still running and every request still pending at `now`,
+    /// and the ids of those no longer pending that still could be (see
+    /// [`GrantsDocument::closed`]).
     pub async fn grants(&self, now_us: u64) -> Result<GrantsDocument, StoreError> {
         let now = to_i64(seconds(now_us));
         let conn = self.conn().await?;
         let rows = conn
             .query(
-                "SELECT id, doc FROM requests
+                "SELECT id, doc, coalesce((state = 'approved' AND grant_until > $1)
+                                           OR state = 'pending', false) AS open
+                 FROM requests
                  WHERE (state = 'approved' AND grant_until > $1)
-                    OR (state = 'pending' AND pending_until > $1)",
+                    OR pending_until > $1",
                 &[&now],
             )
             .await?;
         self.release(conn);
         let mut document = GrantsDocument::default();
         for row in &rows {
+            if !row.get::<_, bool>(2) {
+                document.closed.push(row.get(0));
+                continue;
+            }
             let request: ApprovalRequest = serde_json::from_str(row.get::<_, &str>(1))
                 .map_err(|e| StoreError::Corrupt(row.get::<_, String>(0), e))?;
             match request.state {

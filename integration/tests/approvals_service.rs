@@ -223,6 +223,18 @@ fn approvals_through_the_service() {
     outcomes.sort();
     assert_eq!(outcomes, [200, 409]);
     assert_eq!(consume(0), 409, "a third use");
+    // Used, it is no longer granted: the publication names it closed, so a
+    // filter that filed it forgets its note.
+    let (_, grants) = f.call(0, "filter", "GET", "/v1/grants", Value::Null);
+    assert!(
+        !grants["grants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g["id"] == "apr-svc1"),
+        "{grants}"
+    );
+    assert_eq!(grants["closed"], json!(["apr-svc1"]), "{grants}");
 
     // A restart loses nothing.
     f.service.restart(0).unwrap();

@@ -3,7 +3,9 @@
 //! `customer-writes` rule (a DBA approves developers' UPDATE and DELETE of
 //! customer rows, once).
 //!
-//! One stack (two service replicas, a webhook receiver) for every case.
+//! One stack (two service replicas, a webhook receiver) for every case of
+//! deny and retry; another, whose rule has a `hold`, for holding (the native
+//! build holds, the Wasm build refuses at once as without one).
 
 #![allow(
     clippy::unwrap_used,
@@ -13,9 +15,11 @@
     reason = "an integration test: a failed unwrap or a missing item is a failed test"
 )]
 
+use gatehouse_core::approval::grant::statement_hash;
 use gatehouse_integration::approvals::{WebhookReceiver, filter_section};
 use gatehouse_integration::rawpg::{self, RawPg};
 use gatehouse_integration::stack::{ApprovalOptions, demo_postgres_filter_config};
+use gatehouse_integration::tools::Build;
 use gatehouse_integration::{Stack, StackOptions, clients, tools};
 use serde_json::Value;
 use std::process::{Command, Output};
@@ -147,7 +151,10 @@ fn deny_and_retry_through_envoy_and_the_approval_service() {
     );
     webhook.wait_for(&format!("{id}: developer asks")).unwrap();
 
-    // Retrying before approval names the same request.
+    // Retrying before approval names the same request. The retry may land
+    // on another Envoy worker, which knows of the request from the
+    // service's next publication (read every 200 ms).
+    std::thread::sleep(Duration::from_millis(800));
     let again = psql(&stack, port, "developer", sql);
     assert_eq!(request_id(&String::from_utf8_lossy(&again.stderr)), id);
 
@@ -437,6 +444,219 @@ fn a_statement_the_server_keeps_still_needs_approval(stack: &Stack, port: u16) {
     assert!(!updated(&pipelined), "ran without approval: {pipelined:?}");
     assert_eq!(pipelined.errors(), ["42P05", "42501"], "{pipelined:?}");
     assert_eq!(server_log_count(stack, "kept-"), 0);
+}
+
+/// How long the holding stack holds an UPDATE of customers: long enough for
+/// a person (the CLI, on a busy machine) to decide within it; a decision
+/// ends the hold at once.
+const HOLD: Duration = Duration::from_secs(30);
+/// How long it holds a DELETE of customers: the cases that wait it out.
+const SHORT_HOLD: Duration = Duration::from_secs(2);
+
+/// A stack whose `customer-writes` rule holds UPDATEs for [`HOLD`], and a
+/// rule just before it DELETEs for [`SHORT_HOLD`].
+fn start_holding() -> Stack {
+    let mut filter = demo_postgres_filter_config();
+    filter["approvals"] = filter_section(200);
+    let rules = filter["policy"]["rules"].as_array_mut().unwrap();
+    let at = rules
+        .iter()
+        .position(|r| r["name"] == "customer-writes")
+        .unwrap();
+    rules[at]["approval"]["hold"] = format!("{}s", HOLD.as_secs()).into();
+    let mut deletes = rules[at].clone();
+    deletes["name"] = "customer-deletes".into();
+    deletes["match"]["kinds"] = serde_json::json!(["delete"]);
+    deletes["approval"]["hold"] = format!("{}s", SHORT_HOLD.as_secs()).into();
+    rules.insert(at, deletes);
+    let opts = StackOptions {
+        postgres_filter: filter,
+        approvals: Some(ApprovalOptions {
+            replicas: 1,
+            webhook: None,
+        }),
+        ..StackOptions::default()
+    };
+    Stack::start("it", "pg-approvals-hold", opts).unwrap()
+}
+
+/// The id of the pending request for exactly `sql`, once the service has it
+/// (the filter files it as the statement arrives; records, and so the
+/// request, show its literals as parameters: it is found by its hash).
+fn pending_request(stack: &Stack, sql: &str) -> String {
+    let hash = statement_hash(sql.as_bytes(), &[]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, stdout, _) = cli(
+            stack,
+            0,
+            "dba",
+            &["approvals", "list", "--json", "--state", "pending"],
+        );
+        let found = serde_json::from_str::<Value>(&stdout)
+            .ok()
+            .and_then(|requests| {
+                requests.as_array()?.iter().find_map(|r| {
+                    (r["target"]["statement_hash"] == hash.as_str())
+                        .then(|| r["id"].as_str().map(str::to_owned))?
+                })
+            });
+        if let Some(id) = found {
+            return id;
+        }
+        assert!(Instant::now() < deadline, "no pending request for {sql}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The HINT of the at-once refusal (and of a hold that ends undecided).
+fn pending_hint(id: &str) -> String {
+    format!(
+        "HINT:  approval request {id} is pending; once approved, run the same statement \
+         again. An approver runs: gatehouse approve {id}"
+    )
+}
+
+/// psql as developer running `sqls`, each its own Query, on one session.
+fn psql_session(stack: &Stack, sqls: &[&str]) -> (String, String) {
+    let mut command = Command::new(tools::pg_client("psql").unwrap());
+    command.args(["-X", "-w", "-At", "-d"]).arg(format!(
+        "postgresql://127.0.0.1:{}/shop?user=app&sslmode=disable",
+        stack.pg_port
+    ));
+    for sql in sqls {
+        command.args(["-c", sql]);
+    }
+    let out = command
+        .env("PGPASSWORD", stack.token("developer").unwrap())
+        .output()
+        .unwrap();
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_statement_needing_approval_is_held_until_decided_on_the_native_build() {
+    let stack = start_holding();
+    if stack.build == Build::Wasm {
+        // proxy-wasm cannot answer a held statement later: the `hold` changes
+        // nothing, the refusal comes at once.
+        let (_, stderr) = psql_session(
+            &stack,
+            &["UPDATE customers SET email = 'wasm@example.com' WHERE id = 4"],
+        );
+        let id = request_id(&stderr);
+        assert!(stderr.contains(&pending_hint(&id)), "{stderr}");
+        assert_eq!(filed(&stack, &id)["state"], "pending");
+        assert_eq!(server_log_count(&stack, "wasm@example.com"), 0);
+        return;
+    }
+    let update = |marker: &str| format!("UPDATE customers SET email = '{marker}' WHERE id = 4");
+    let delete = |marker: &str| format!("DELETE FROM customers WHERE email = '{marker}'");
+
+    // Approved during the hold: the statement's result arrives, on its
+    // approval, the grant used up for it.
+    let sql = update("held-approved@example.com");
+    let (stdout, stderr) = std::thread::scope(|s| {
+        let run = s.spawn(|| psql_session(&stack, &[&sql]));
+        let id = pending_request(&stack, &sql);
+        let (code, out, err) = cli(&stack, 0, "dba", &["approve", &id, "--reason", "ok"]);
+        assert_eq!(code, 0, "{out}{err}");
+        run.join().unwrap()
+    });
+    assert_eq!(stdout.trim(), "UPDATE 1", "{stderr}");
+    assert_eq!(server_log_count(&stack, "held-approved@example.com"), 1);
+    let record = stack
+        .wait_for_record("the held statement that ran", |r| {
+            r["type"] == "pg.statement"
+                && r["command_tag"] == "UPDATE 1"
+                && r["approval"]["approvers"][0] == "dba"
+        })
+        .unwrap();
+    let id = record["approval"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(filed(&stack, &id)["state"], "used");
+
+    // Denied during the hold: the rule's 42501 naming the request, and the
+    // session goes on.
+    let sql = update("held-denied@example.com");
+    let (stdout, stderr) = std::thread::scope(|s| {
+        let run = s.spawn(|| psql_session(&stack, &[&sql, "SELECT 'after the denial'"]));
+        let id = pending_request(&stack, &sql);
+        let (code, out, err) = cli(&stack, 0, "dba", &["deny", &id, "--reason", "no ticket"]);
+        assert_eq!(code, 0, "{out}{err}");
+        run.join().unwrap()
+    });
+    let id = request_id(&stderr);
+    assert!(stderr.contains(&format!("ERROR:  {REFUSAL}")), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "HINT:  approval request {id} was denied by dba: no ticket"
+        )),
+        "{stderr}"
+    );
+    assert_eq!(stdout.trim(), "after the denial", "{stderr}");
+    assert_eq!(server_log_count(&stack, "held-denied@example.com"), 0);
+
+    // Undecided when the hold ends: exactly the at-once refusal; the
+    // request stays pending, and the session goes on.
+    let (stdout, stderr) = psql_session(
+        &stack,
+        &[
+            &delete("held-timeout@example.com"),
+            "SELECT 'after the hold'",
+        ],
+    );
+    let id = request_id(&stderr);
+    assert!(stderr.contains(&format!("ERROR:  {REFUSAL}")), "{stderr}");
+    assert!(stderr.contains(&pending_hint(&id)), "{stderr}");
+    assert_eq!(stdout.trim(), "after the hold");
+    assert_eq!(filed(&stack, &id)["state"], "pending");
+    assert_eq!(server_log_count(&stack, "held-timeout@example.com"), 0);
+
+    // Pipelined: a statement sent right behind the held one, in the same
+    // write, is answered after it, in order.
+    let token = stack.token("developer").unwrap();
+    let params = [("user", "app"), ("database", "shop")];
+    let (mut raw, _) = RawPg::login(stack.pg_port, &params, &token).unwrap();
+    let sql = update("held-pipelined@example.com");
+    raw.send(
+        &[
+            rawpg::query(sql.as_bytes()),
+            rawpg::query(b"SELECT 'behind the held one'"),
+        ]
+        .concat(),
+    )
+    .unwrap();
+    let id = pending_request(&stack, &sql);
+    let (code, out, err) = cli(&stack, 0, "dba", &["approve", &id]);
+    assert_eq!(code, 0, "{out}{err}");
+    let reply = raw.read_until_ready(2, Duration::from_secs(10)).unwrap();
+    let tags: Vec<char> = reply.messages.iter().map(|m| char::from(m.tag)).collect();
+    assert_eq!(tags, ['C', 'Z', 'T', 'D', 'C', 'Z'], "{reply:?}");
+    assert!(reply.messages[0].body.starts_with(b"UPDATE 1"));
+    assert!(reply.messages[3].body.ends_with(b"behind the held one"));
+    drop(raw);
+
+    // The client leaving during the hold: nothing runs (not even once the
+    // hold would have ended), the request stays filed, and the session's
+    // gauge comes back down.
+    let (mut raw, _) = RawPg::login(stack.pg_port, &params, &token).unwrap();
+    let sql = delete("held-left@example.com");
+    raw.send(&rawpg::query(sql.as_bytes())).unwrap();
+    let id = pending_request(&stack, &sql);
+    drop(raw);
+    std::thread::sleep(SHORT_HOLD + Duration::from_secs(1));
+    assert_eq!(server_log_count(&stack, "held-left@example.com"), 0);
+    assert_eq!(filed(&stack, &id)["state"], "pending");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while stack.pg_stat("gatehouse_pg_sessions_active").unwrap() != Some(0) {
+        assert!(Instant::now() < deadline, "a session is still counted");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (stdout, stderr) = psql_session(&stack, &["SELECT 'still serving'"]);
+    assert_eq!(stdout.trim(), "still serving", "{stderr}");
 }
 
 const JDBC_PROGRAM: &str = r#"

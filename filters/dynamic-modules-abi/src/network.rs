@@ -403,6 +403,21 @@ impl Connection {
         written
     }
 
+    /// Hands `bytes` to the read filters after this one (to the server, past
+    /// `tcp_proxy`) now, as if they had come from the client; this filter
+    /// does not see them. What Envoy's read buffer holds stays there.
+    pub fn inject_read_data(&mut self, bytes: &[u8]) -> bool {
+        // SAFETY: `ptr` is this hook's filter; `bytes` outlives the call.
+        envoy_call!(
+            envoy_dynamic_module_callback_network_filter_inject_read_data(
+                self.ptr,
+                ModuleBuffer::of(bytes),
+                false
+            )
+        )
+        .is_some()
+    }
+
     /// Resumes reading after a hook returned [`FilterStatus::StopIteration`].
     pub fn continue_reading(&mut self) {
         // SAFETY: `ptr` is this hook's filter.

@@ -300,6 +300,7 @@ callbacks! {
     fn envoy_dynamic_module_callback_network_filter_append_read_buffer(filter: NetworkFilterEnvoyPtr, data: ModuleBuffer) -> bool;
     fn envoy_dynamic_module_callback_network_filter_append_write_buffer(filter: NetworkFilterEnvoyPtr, data: ModuleBuffer) -> bool;
     fn envoy_dynamic_module_callback_network_filter_write(filter: NetworkFilterEnvoyPtr, data: ModuleBuffer, end_stream: bool);
+    fn envoy_dynamic_module_callback_network_filter_inject_read_data(filter: NetworkFilterEnvoyPtr, data: ModuleBuffer, end_stream: bool);
     fn envoy_dynamic_module_callback_network_filter_continue_reading(filter: NetworkFilterEnvoyPtr);
     fn envoy_dynamic_module_callback_network_filter_read_disable(filter: NetworkFilterEnvoyPtr, disable: bool) -> ReadDisableStatus;
     fn envoy_dynamic_module_callback_network_filter_close(filter: NetworkFilterEnvoyPtr, close_type: CloseType);

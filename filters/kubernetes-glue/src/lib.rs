@@ -741,8 +741,8 @@ impl Request {
     }
 
     /// Makes the approval service call a step names and holds the request
-    /// for its answer (other requests go on); answers at once when the step
-    /// says so.
+    /// for its answer (other requests go on); a refusal that names a filed
+    /// request also waits for it (see [`ApprovalStep::respond_now`]).
     fn hold_for_approval(
         &mut self,
         worker: &mut Worker,
@@ -761,9 +761,6 @@ impl Request {
         };
         if let Err(error) = &started {
             host_failed(host, "calling the approval service", error);
-        }
-        if let Some(response) = &step.respond_now {
-            return self.respond(Some(worker), host, response);
         }
         match started {
             Ok(token) => {

@@ -277,7 +277,7 @@ pub enum Admission {
     /// Let it through with these changes.
     Forward(Box<Forward>),
     /// Needs approval: make the step's call, and hand its answer to
-    /// [`Gate::conclude_approval`] (or answer at once with its `respond_now`).
+    /// [`Gate::conclude_approval`].
     Approval(Box<ApprovalStep>),
     /// A self-check the gate answers itself once it has the request body:
     /// hand the whole body to [`Gate::answer_review`].

@@ -505,6 +505,7 @@ mod tests {
         let with_grant = GrantsDocument {
             grants: vec![grant("apr-1")],
             pending: vec![],
+            ..GrantsDocument::default()
         };
         let pending = GrantsDocument {
             grants: vec![],
@@ -514,6 +515,7 @@ mod tests {
                 subject: "developer".into(),
                 hash: Some("sha256:aa".into()),
             }],
+            ..GrantsDocument::default()
         };
         // Pending first, then the grant; from the fourth request on, out.
         let answers = [ok(&pending), ok(&with_grant), ok(&with_grant)];
@@ -551,6 +553,7 @@ mod tests {
         let document = GrantsDocument {
             grants: vec![grant("apr-1")],
             pending: vec![],
+            ..GrantsDocument::default()
         };
         let answer = ok(&document);
         let (address, _) = fake_service(move |_| Some(answer.clone()));

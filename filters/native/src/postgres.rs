@@ -36,6 +36,13 @@
 //!   configuration and shared with its workers (see [`crate::approvals`]);
 //!   filing requests and using grants are callouts from the connection, as in
 //!   the Wasm build.
+//! - A simple Query a `require_approval` rule with a `hold` matches is held
+//!   while a person decides, instead of refused at once: the glue keeps what
+//!   the client sends meanwhile in Envoy's read buffer, sends the session's
+//!   output on its own when the answer comes ([`Connection::inject_read_data`]),
+//!   or, when client bytes wait in the buffer, has Envoy hand them again (a
+//!   read disabled and enabled) so the output goes ahead of them. A client
+//!   ending its side during a hold ends the connection.
 
 use crate::approvals::{
     ApprovalsConfig, ApprovalsError, GrantFeed, WorkerGrants, answer_status, call_headers,
@@ -304,6 +311,7 @@ impl NetworkFilterConfig for PgFilterConfig {
                 (Some(policy), Some(grants)) => Some(Approvals {
                     policy: Arc::clone(policy),
                     book: grants.borrow().book(),
+                    holds: true,
                 }),
                 _ => None,
             },
@@ -402,7 +410,13 @@ impl NetworkFilter for PgFilter {
                 }
             }
         }
-        let _ = end;
+        if end && self.glue.holds_statement() {
+            // The client is gone while its statement waits for a decision:
+            // nothing of it may reach the server now.
+            self.state.closed = true;
+            connection.close(CloseKind::Abort);
+            return FilterStatus::StopIteration;
+        }
         if self.state.waiting_for_keys || self.hold_for_keys(connection) {
             return FilterStatus::StopIteration;
         }
@@ -440,9 +454,10 @@ impl NetworkFilter for PgFilter {
     ) {
         if self.state.approval_calls.remove(&callout_id) {
             let status = answer_status(&response);
+            let body = response.body_bytes();
             let token = approval_token(callout_id).unwrap_or_default();
             self.with_host(connection, |glue, host| {
-                glue.on_approval_answer(host, token, status);
+                glue.on_approval_answer(host, token, status, &body);
             });
             return;
         }
@@ -921,7 +936,12 @@ impl Host for NativeHost<'_> {
 
     /// A callout to the filter's approval service cluster; the answer comes
     /// to this connection's [`PgFilter::on_http_callout_done`].
-    fn approval_call(&mut self, path: &str, body: &[u8]) -> Result<u32, HostError> {
+    fn approval_call(
+        &mut self,
+        path: &str,
+        body: &[u8],
+        timeout_ms: Option<u64>,
+    ) -> Result<u32, HostError> {
         let feed = self
             .config
             .grants
@@ -936,7 +956,7 @@ impl Host for NativeHost<'_> {
                 &service.cluster,
                 &headers,
                 body,
-                u64::from(service.timeout_ms),
+                timeout_ms.unwrap_or(u64::from(service.timeout_ms)),
             )
             .map_err(|code| HostError(format!("callout refused ({code})")))?;
         let token =
@@ -954,6 +974,25 @@ impl Host for NativeHost<'_> {
     fn resume_client(&mut self) -> Result<(), HostError> {
         self.connection.continue_reading();
         Ok(())
+    }
+
+    fn inject_client(&mut self, bytes: &[u8]) -> Result<(), HostError> {
+        if self.connection.inject_read_data(bytes) {
+            Ok(())
+        } else {
+            Err(HostError("client bytes not injected".into()))
+        }
+    }
+
+    /// Reading disabled and enabled again: Envoy then hands the bytes its
+    /// read buffer holds to the filter chain on the next turn of the loop,
+    /// even with nothing new in the socket.
+    fn redeliver_client(&mut self) -> Result<(), HostError> {
+        if self.connection.read_disable(true) && self.connection.read_disable(false) {
+            Ok(())
+        } else {
+            Err(HostError("reading could not be restarted".into()))
+        }
     }
 }
 

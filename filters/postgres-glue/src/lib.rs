@@ -34,6 +34,15 @@
 //! [`Flow::Hold`], and the bytes stay in Envoy's buffer until
 //! [`PgConnection::on_approval_answer`] has every use confirmed (a refused use
 //! ends the connection: held bytes can only go on unchanged or not at all).
+//!
+//! A host that can send client bytes on its own and have Envoy hand it held
+//! bytes again ([`Host::inject_client`], [`Host::redeliver_client`]: the
+//! native build, [`Approvals::holds`]) lets the session hold a statement for
+//! a decision: the engine keeps the Query and the bytes that came with it,
+//! what the client sends meanwhile stays in Envoy's buffer unread, and the
+//! service's answer releases the engine's output: sent at once when nothing
+//! waits in Envoy's buffer, else put after what is there when Envoy hands it
+//! again (so the client's order holds).
 
 pub mod stats;
 
@@ -50,7 +59,7 @@ use gatehouse_postgres::{
     Verdict,
 };
 use std::cell::RefCell;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -109,14 +118,34 @@ pub trait Host {
     /// The login deadline of this connection changed: `Some` (unix µs) when it
     /// must be closed if still logging in then, `None` when that is over.
     fn login_deadline(&mut self, deadline_us: Option<u64>);
-    /// Starts `POST path` with `body` to the approval service; its answer goes
-    /// to [`PgConnection::on_approval_answer`] with the returned token.
-    fn approval_call(&mut self, path: &str, body: &[u8]) -> Result<u32, HostError>;
+    /// Starts `POST path` with `body` to the approval service, with the
+    /// service's timeout or `timeout_ms`; its answer goes to
+    /// [`PgConnection::on_approval_answer`] with the returned token.
+    fn approval_call(
+        &mut self,
+        path: &str,
+        body: &[u8],
+        timeout_ms: Option<u64>,
+    ) -> Result<u32, HostError>;
     /// Tells the other sessions of this Envoy that single-use grant `id` is
     /// being used, so none relies on it too.
     fn share_grant_use(&mut self, id: &str);
     /// Lets the client bytes held since a [`Flow::Hold`] go on.
     fn resume_client(&mut self) -> Result<(), HostError>;
+    /// Sends `bytes` on to the server now, outside a data event, as if they
+    /// had come from the client (only with [`Approvals::holds`]).
+    fn inject_client(&mut self, _bytes: &[u8]) -> Result<(), HostError> {
+        Err(HostError(
+            "this build cannot send client bytes later".into(),
+        ))
+    }
+    /// Has Envoy hand the client bytes held since a [`Flow::Hold`] to
+    /// [`PgConnection::on_data`] again (only with [`Approvals::holds`]).
+    fn redeliver_client(&mut self) -> Result<(), HostError> {
+        Err(HostError(
+            "this build cannot read held client bytes again".into(),
+        ))
+    }
 }
 
 /// What a data event asks of the host for the bytes it saw.
@@ -137,6 +166,9 @@ pub enum Flow {
 pub struct Approvals {
     pub policy: Arc<PgPolicy>,
     pub book: Rc<RefCell<GrantBook>>,
+    /// The host can send client bytes later and have Envoy hand held ones
+    /// again: a rule's `hold` then holds its statements.
+    pub holds: bool,
 }
 
 /// What every connection of a worker shares: the configuration and the
@@ -161,16 +193,38 @@ pub struct Setup {
     pub approvals: Option<Approvals>,
 }
 
-/// Client bytes held while single-use grants are used up at the service.
+/// Client bytes held while single-use grants are used up at the service, or
+/// while the session holds a statement for a decision.
 #[derive(Default)]
 struct Held {
     /// Calls whose answer the held bytes wait for.
     consumes: BTreeSet<u32>,
-    /// Requests filed (their answers are only logged).
-    filings: BTreeSet<u32>,
+    /// Requests filed, by call. The refusal naming one waits for its answer:
+    /// a client that leaves at once would end the connection, and with it
+    /// the call, before the request reached the service. A failed filing is
+    /// forgotten, so a retry files anew.
+    filings: BTreeMap<u32, String>,
+    /// The call the session's held statement waits for.
+    hold: Option<u32>,
+    /// Envoy's buffer keeps client bytes since the last [`Flow::Hold`].
+    buffered: bool,
     /// Bytes at the start of Envoy's held buffer that the engine already
     /// processed; later events carry them again, followed by new ones.
     processed: usize,
+    /// After them, bytes the engine has not read (they came while it held a
+    /// statement).
+    unread: bool,
+    /// The engine's output once a hold ended, waiting to go after the
+    /// processed bytes when Envoy hands the buffer again.
+    released: Vec<u8>,
+}
+
+impl Held {
+    /// Whether the held bytes still wait for a use to be confirmed or a
+    /// request to be filed.
+    fn waits_for_calls(&self) -> bool {
+        !self.consumes.is_empty() || !self.filings.is_empty()
+    }
 }
 
 /// What was last written to filter state, so unchanged values are not rewritten.
@@ -235,7 +289,8 @@ impl PgConnection {
         size: usize,
         server_finished: bool,
     ) -> Flow {
-        let holding = direction == Direction::FromClient && !self.held.consumes.is_empty();
+        let from_client = direction == Direction::FromClient;
+        let holding = from_client && self.held.buffered;
         let held_flow = if holding { Flow::Hold } else { Flow::Continue };
         let buffer = if size == 0 {
             Vec::new()
@@ -257,6 +312,16 @@ impl PgConnection {
             0
         };
         let (done, chunk) = buffer.split_at(processed);
+        let released = if from_client {
+            std::mem::take(&mut self.held.released)
+        } else {
+            Vec::new()
+        };
+        if from_client && self.holds_statement() {
+            // The session holds a statement: what came after it waits,
+            // unread, behind what is already done.
+            return self.keep_unread(host, size, [done, &released].concat(), chunk);
+        }
         let counter = match direction {
             Direction::FromClient => Counter::ClientBytes,
             Direction::FromServer => Counter::ServerBytes,
@@ -277,15 +342,29 @@ impl PgConnection {
             let last = session.on_backend(&[], now);
             verdict = merge(verdict, chunk, last);
         }
+        self.after_engine(host);
+        let mut refused = Vec::new();
+        verdict.close_connection |= self.start_approval_calls(host, &mut refused);
         let mut buffered = buffer.len();
-        if let Forward::Replace(bytes) = &verdict.forward {
-            let joined;
-            let out = if done.is_empty() {
-                bytes
-            } else {
-                joined = [done, bytes.as_slice()].concat();
-                &joined
-            };
+        let joined;
+        let out: Option<&[u8]> = match &verdict.forward {
+            // The common case: the engine's bytes are the whole output.
+            Forward::Replace(bytes)
+                if done.is_empty() && released.is_empty() && refused.is_empty() =>
+            {
+                Some(bytes)
+            }
+            Forward::Replace(bytes) => {
+                joined = [done, &released, bytes, &refused].concat();
+                Some(&joined)
+            }
+            Forward::Unchanged if !released.is_empty() || !refused.is_empty() => {
+                joined = [done, &released, chunk, &refused].concat();
+                Some(&joined)
+            }
+            Forward::Unchanged => None,
+        };
+        if let Some(out) = out {
             match host.replace(direction, size, out) {
                 Ok(()) => buffered = out.len(),
                 Err(error) => {
@@ -300,29 +379,79 @@ impl PgConnection {
                 Direction::FromServer => self.close_after_write(host),
             }
         }
-        self.after_engine(host);
-        self.start_approval_calls(host);
         let spent = self.now_us(host).saturating_sub(now);
         host.record(HistogramStat::FilterTime, spent);
-        if direction == Direction::FromClient && !self.held.consumes.is_empty() {
+        if from_client && self.held.waits_for_calls() {
             // What the engine let through waits in Envoy's buffer until the
-            // service confirms every single-use grant it relies on.
+            // service confirms every single-use grant it relies on, and has
+            // every request it names.
+            self.held.buffered = buffered > 0;
             self.held.processed = buffered;
+            self.held.unread = false;
             return Flow::Hold;
         }
+        if from_client {
+            self.held.buffered = false;
+            self.held.unread = false;
+        }
         Flow::Continue
+    }
+
+    /// While the session holds a statement: Envoy's buffer becomes `done`
+    /// (processed, in order) followed by `unread`, and waits.
+    fn keep_unread(
+        &mut self,
+        host: &mut impl Host,
+        size: usize,
+        done: Vec<u8>,
+        unread: &[u8],
+    ) -> Flow {
+        if done.len() != self.held.processed.min(size)
+            && let Err(error) = host.replace(Direction::FromClient, size, &[&done, unread].concat())
+        {
+            host_error(host, "replacing connection data", &error);
+            self.close(host);
+        }
+        // An empty buffer is not handed again: nothing is kept then.
+        self.held.buffered = !done.is_empty() || !unread.is_empty();
+        self.held.processed = done.len();
+        self.held.unread = !unread.is_empty();
+        Flow::Hold
+    }
+
+    /// Whether the session holds a statement for the approval service's
+    /// answer: a client ending its side meanwhile ends the connection.
+    pub fn holds_statement(&self) -> bool {
+        self.session.as_ref().is_some_and(Session::holds_statement)
     }
 
     /// The approval service answered call `token` with HTTP `status` (0: no
     /// answer). A confirmed use releases the held bytes once every use they
     /// wait for is confirmed; a refused one ends the connection.
-    pub fn on_approval_answer(&mut self, host: &mut impl Host, token: u32, status: u16) {
-        if self.held.filings.remove(&token) {
+    pub fn on_approval_answer(
+        &mut self,
+        host: &mut impl Host,
+        token: u32,
+        status: u16,
+        body: &[u8],
+    ) {
+        if self.held.hold == Some(token) {
+            self.held.hold = None;
+            self.release_hold(host, status, body);
+            return;
+        }
+        if let Some(id) = self.held.filings.remove(&token) {
             if !(200..300).contains(&status) {
                 host.log(
                     Level::Warn,
-                    &format!("gatehouse postgres: filing an approval request failed ({status})"),
+                    &format!("gatehouse postgres: filing approval request {id} failed ({status})"),
                 );
+                if let Some(session) = self.session.as_mut() {
+                    session.approval_filing_failed(&id);
+                }
+            }
+            if !self.held.waits_for_calls() {
+                self.release_buffer(host);
             }
             return;
         }
@@ -341,43 +470,121 @@ impl PgConnection {
             self.close(host);
             return;
         }
-        if self.held.consumes.is_empty() {
+        if !self.held.waits_for_calls() {
+            self.release_buffer(host);
+        }
+    }
+
+    /// Nothing the held client bytes wait for is left: they go on as they
+    /// are, or, when some are unread or a hold's output must go after them,
+    /// Envoy hands them to [`PgConnection::on_data`] again.
+    fn release_buffer(&mut self, host: &mut impl Host) {
+        let result = if self.held.unread || !self.held.released.is_empty() {
+            host.redeliver_client()
+        } else {
+            self.held.buffered = false;
             self.held.processed = 0;
-            if let Err(error) = host.resume_client() {
-                host_error(host, "releasing held client bytes", &error);
-                self.close(host);
+            host.resume_client()
+        };
+        if let Err(error) = result {
+            host_error(host, "releasing held client bytes", &error);
+            self.close(host);
+        }
+    }
+
+    /// The service answered the held statement's call: the session judges it
+    /// by that answer and reads what came after it; the output goes to the
+    /// server now, or after what waits in Envoy's buffer.
+    fn release_hold(&mut self, host: &mut impl Host, status: u16, body: &[u8]) {
+        if self.closed {
+            return;
+        }
+        let now = self.now_us(host);
+        let Some(session) = self.session.as_mut() else {
+            return;
+        };
+        let verdict = session.on_hold_answer(status, body, now);
+        let mut output = verdict.bytes(&[]).to_vec();
+        let mut close = verdict.close_connection;
+        self.after_engine(host);
+        close |= self.start_approval_calls(host, &mut output);
+        if self.held.buffered {
+            self.held.released.extend_from_slice(&output);
+            if self.held.consumes.is_empty() {
+                self.release_buffer(host);
             }
+        } else if !output.is_empty()
+            && let Err(error) = host.inject_client(&output)
+        {
+            host_error(host, "sending released client bytes", &error);
+            self.close(host);
+        }
+        if close {
+            self.close(host);
         }
     }
 
     /// Starts the approval service calls the session asked for.
-    fn start_approval_calls(&mut self, host: &mut impl Host) {
+    /// A hold whose call cannot start is refused at once: the session's
+    /// output for it (and for what followed it) is added to `output`, which
+    /// goes right after this event's. Returns whether the connection must
+    /// close once it is written.
+    fn start_approval_calls(&mut self, host: &mut impl Host, output: &mut Vec<u8>) -> bool {
+        let mut close = false;
+        while self.start_calls(host) {
+            let now = self.now_us(host);
+            let Some(session) = self.session.as_mut() else {
+                break;
+            };
+            let verdict = session.on_hold_answer(0, &[], now);
+            output.extend_from_slice(verdict.bytes(&[]));
+            close |= verdict.close_connection;
+            self.after_engine(host);
+        }
+        close
+    }
+
+    /// Starts the calls the session asked for; whether a hold's call could
+    /// not start (no answer will come for it).
+    fn start_calls(&mut self, host: &mut impl Host) -> bool {
         let calls = match self.session.as_mut() {
             Some(session) if self.setup.approvals.is_some() => session.take_approval_calls(),
-            _ => return,
+            _ => return false,
         };
+        let mut hold_failed = false;
         for call in calls {
             match (
-                host.approval_call(&call.path(), call.body().as_bytes()),
+                host.approval_call(&call.path(), call.body().as_bytes(), call.timeout_ms()),
                 &call,
             ) {
                 (Ok(token), ApprovalCall::Consume { id, .. }) => {
                     host.share_grant_use(id);
                     self.held.consumes.insert(token);
                 }
-                (Ok(token), ApprovalCall::File { .. }) => {
-                    self.held.filings.insert(token);
+                (Ok(token), ApprovalCall::File { id, .. }) => {
+                    self.held.filings.insert(token, id.clone());
+                }
+                (Ok(token), ApprovalCall::Hold { .. }) => {
+                    self.held.hold = Some(token);
+                }
+                (Err(error), ApprovalCall::Hold { .. }) => {
+                    host_error(host, "holding a statement for approval", &error);
+                    hold_failed = true;
                 }
                 (Err(error), ApprovalCall::Consume { .. }) => {
                     // The grant cannot be confirmed: its statement must not run.
                     host_error(host, "using an approval", &error);
                     self.close(host);
                 }
-                (Err(error), ApprovalCall::File { .. }) => {
+                (Err(error), ApprovalCall::File { id, .. }) => {
                     host_error(host, "filing an approval request", &error);
+                    if let Some(session) = self.session.as_mut() {
+                        session.approval_filing_failed(id);
+                    }
                 }
             }
         }
+        hold_failed
     }
 
     /// The connection ended (`reason`: who closed it).
@@ -450,11 +657,16 @@ impl PgConnection {
             session.set_masker(SessionMasker::new(Arc::clone(masking)));
         }
         if let Some(approvals) = &setup.approvals {
-            session.set_approval_gate(ApprovalGate::new(
+            let gate = ApprovalGate::new(
                 Arc::clone(&approvals.policy),
                 Rc::clone(&approvals.book),
                 id,
-            ));
+            );
+            session.set_approval_gate(if approvals.holds {
+                gate.holding()
+            } else {
+                gate
+            });
         }
         if let Some((authenticator, deadline_seconds)) = &setup.login {
             session.set_authenticator(Box::new(authenticator.clone()), *deadline_seconds);

@@ -23,8 +23,13 @@ struct FakeHost {
     flushed: u32,
     deadlines: Vec<Option<u64>>,
     approval_calls: Vec<String>,
+    approval_bodies: Vec<Vec<u8>>,
+    approval_timeouts: Vec<Option<u64>>,
+    fail_approval_call: bool,
     grants_in_use: Vec<String>,
     resumed: u32,
+    injected: Vec<Vec<u8>>,
+    redelivered: u32,
 }
 
 fn key(direction: Direction) -> &'static str {
@@ -56,11 +61,20 @@ impl Host for FakeHost {
             .unwrap_or_default();
         Ok(bytes[..size.min(bytes.len())].to_vec())
     }
-    fn replace(&mut self, direction: Direction, _: usize, bytes: &[u8]) -> Result<(), HostError> {
+    fn replace(
+        &mut self,
+        direction: Direction,
+        size: usize,
+        bytes: &[u8],
+    ) -> Result<(), HostError> {
         if self.fail_replace {
             return Err(HostError("refused".into()));
         }
         self.replaced.push((direction, bytes.to_vec()));
+        // As Envoy's buffer does: the first `size` bytes become `bytes`.
+        let buffer = self.buffers.entry(key(direction)).or_default();
+        let rest = buffer.split_off(size.min(buffer.len()));
+        *buffer = [bytes, &rest].concat();
         Ok(())
     }
     fn close(&mut self) -> Result<(), HostError> {
@@ -101,8 +115,18 @@ impl Host for FakeHost {
     fn login_deadline(&mut self, deadline_us: Option<u64>) {
         self.deadlines.push(deadline_us);
     }
-    fn approval_call(&mut self, path: &str, _body: &[u8]) -> Result<u32, HostError> {
+    fn approval_call(
+        &mut self,
+        path: &str,
+        body: &[u8],
+        timeout_ms: Option<u64>,
+    ) -> Result<u32, HostError> {
+        if self.fail_approval_call {
+            return Err(HostError("no such cluster".into()));
+        }
         self.approval_calls.push(path.to_owned());
+        self.approval_bodies.push(body.to_vec());
+        self.approval_timeouts.push(timeout_ms);
         Ok(u32::try_from(self.approval_calls.len()).unwrap_or(u32::MAX))
     }
     fn share_grant_use(&mut self, id: &str) {
@@ -110,6 +134,14 @@ impl Host for FakeHost {
     }
     fn resume_client(&mut self) -> Result<(), HostError> {
         self.resumed += 1;
+        Ok(())
+    }
+    fn inject_client(&mut self, bytes: &[u8]) -> Result<(), HostError> {
+        self.injected.push(bytes.to_vec());
+        Ok(())
+    }
+    fn redeliver_client(&mut self) -> Result<(), HostError> {
+        self.redelivered += 1;
         Ok(())
     }
 }
@@ -316,13 +348,18 @@ fn approvals_setup(sql: &str) -> Setup {
             reason: None,
         }],
         pending: vec![],
+        ..GrantsDocument::default()
     });
     Setup {
         policy: Some(CachedPolicy::new(
             Arc::clone(&policy),
             Rc::new(RefCell::new(Default::default())),
         )),
-        approvals: Some(Approvals { policy, book }),
+        approvals: Some(Approvals {
+            policy,
+            book,
+            holds: false,
+        }),
         ..setup()
     }
 }
@@ -363,11 +400,48 @@ fn a_statement_on_a_single_use_grant_waits_for_the_service_to_confirm_its_use() 
         glue.on_data(&mut host, Direction::FromClient, size, false),
         Flow::Hold
     );
-    glue.on_approval_answer(&mut host, 99, 200);
+    glue.on_approval_answer(&mut host, 99, 200, b"");
     assert_eq!(host.resumed, 0);
-    glue.on_approval_answer(&mut host, 1, 200);
+    glue.on_approval_answer(&mut host, 1, 200, b"");
     assert_eq!(host.resumed, 1);
     assert_eq!(host.closed, 0);
+}
+
+#[test]
+fn a_failed_filing_is_forgotten_so_the_next_run_files_anew() {
+    let sql = "delete from t where id = 3";
+    let mut host = FakeHost::default();
+    // The grant is for another statement: this one needs a request.
+    let mut glue = PgConnection::new(approvals_setup("delete from t where id = 4"));
+    // The refusal naming the request waits until the service has it: a
+    // client leaving at once would otherwise take the filing with it.
+    assert_eq!(run_granted_statement(&mut glue, &mut host, sql), Flow::Hold);
+    assert_eq!(host.approval_calls, ["/v1/requests"]);
+    glue.on_approval_answer(&mut host, 99, 201, b"");
+    assert_eq!(host.resumed, 0, "another call's answer releases nothing");
+    // The service refused it: the refusal goes on, and a retry files anew.
+    glue.on_approval_answer(&mut host, 1, 503, b"");
+    assert_eq!((host.resumed, host.closed), (1, 0));
+    let send = |glue: &mut PgConnection, host: &mut FakeHost, sql: &str| {
+        let query = message(b'Q', format!("{sql}\0").as_bytes());
+        let size = query.len();
+        host.buffers.insert(key(Direction::FromClient), query);
+        glue.on_data(host, Direction::FromClient, size, false)
+    };
+    assert_eq!(send(&mut glue, &mut host, sql), Flow::Hold);
+    assert_eq!(host.approval_calls.len(), 2);
+    // Filed: retries name it, without a call.
+    glue.on_approval_answer(&mut host, 2, 201, b"");
+    assert_eq!(host.resumed, 2);
+    assert_eq!(send(&mut glue, &mut host, sql), Flow::Continue);
+    assert_eq!(host.approval_calls.len(), 2);
+    // A filing that cannot even start is forgotten too.
+    let other = "delete from t where id = 5";
+    host.fail_approval_call = true;
+    assert_eq!(send(&mut glue, &mut host, other), Flow::Continue);
+    host.fail_approval_call = false;
+    assert_eq!(send(&mut glue, &mut host, other), Flow::Hold);
+    assert_eq!(host.approval_calls.len(), 3);
 }
 
 #[test]
@@ -376,7 +450,147 @@ fn a_use_the_service_refuses_ends_the_connection_with_the_statement_still_held()
     let mut host = FakeHost::default();
     let mut glue = PgConnection::new(approvals_setup(sql));
     assert_eq!(run_granted_statement(&mut glue, &mut host, sql), Flow::Hold);
-    glue.on_approval_answer(&mut host, 1, 409);
+    glue.on_approval_answer(&mut host, 1, 409, b"");
     assert_eq!(host.resumed, 0);
     assert_eq!(host.closed, 1);
+}
+
+/// A session of `developer` past its login whose `delete` statements need
+/// approval, held for up to 2 s (the native build's host).
+fn holding_session(host: &mut FakeHost) -> PgConnection {
+    let policy = Arc::new(
+        PgPolicy::from_json(
+            br#"{"default": {"action": "allow"}, "rules": [{"name": "deletes",
+                "action": "require_approval",
+                "approval": {"approvers": ["dba"], "hold": "2s"},
+                "match": {"kinds": ["delete"]}}]}"#,
+        )
+        .unwrap(),
+    );
+    let mut glue = PgConnection::new(Setup {
+        policy: Some(CachedPolicy::new(
+            Arc::clone(&policy),
+            Rc::new(RefCell::new(Default::default())),
+        )),
+        approvals: Some(Approvals {
+            policy,
+            book: Rc::default(),
+            holds: true,
+        }),
+        ..setup()
+    });
+    glue.on_new_connection(host);
+    deliver(
+        &mut glue,
+        host,
+        Direction::FromClient,
+        startup("developer", "shop"),
+    );
+    let mut login = message(b'R', &0u32.to_be_bytes());
+    login.extend(message(b'Z', b"I"));
+    deliver(&mut glue, host, Direction::FromServer, login);
+    glue
+}
+
+fn query(sql: &str) -> Vec<u8> {
+    message(b'Q', format!("{sql}\0").as_bytes())
+}
+
+/// The service's answer to hold call `n` (from 1): the request it filed,
+/// approved by a dba and used up for the statement.
+fn approved_and_used(host: &FakeHost, n: usize) -> Vec<u8> {
+    use gatehouse_core::approval::{ApprovalRequest, NewRequest, Principal, Verdict};
+    let body: serde_json::Value = serde_json::from_slice(&host.approval_bodies[n - 1]).unwrap();
+    let new: NewRequest = serde_json::from_value(body["request"].clone()).unwrap();
+    let requester: Principal = serde_json::from_value(body["requester"].clone()).unwrap();
+    let id = new.id.clone().unwrap();
+    let hash = new.target.hash().unwrap().to_owned();
+    let mut request = ApprovalRequest::new(id, new, requester, 1_700_000_000).unwrap();
+    let dba = Principal {
+        subject: "dana".into(),
+        groups: vec!["dba".into()],
+    };
+    request
+        .review(&dba, Verdict::Approve, None, 1_700_000_001)
+        .unwrap();
+    request.consume("developer", &hash, 1_700_000_001).unwrap();
+    serde_json::to_vec(&request).unwrap()
+}
+
+#[test]
+fn a_held_statement_and_what_the_client_sent_after_it_go_on_in_order_once_approved() {
+    let mut host = FakeHost::default();
+    let mut glue = holding_session(&mut host);
+    let delete = query("delete from t where id = 1");
+    // The held statement leaves nothing in Envoy's buffer: reading goes on.
+    deliver(&mut glue, &mut host, Direction::FromClient, delete.clone());
+    assert!(glue.holds_statement());
+    assert_eq!(host.replaced.last().unwrap().1, b"");
+    assert_eq!(host.approval_calls, ["/v1/requests?wait_ms=2000"]);
+    assert_eq!(host.approval_timeouts, [Some(7_000)]);
+    // What the client sends meanwhile waits in Envoy's buffer, unread.
+    let after = query("select 2");
+    host.buffers
+        .insert(key(Direction::FromClient), after.clone());
+    let replaced = host.replaced.len();
+    assert_eq!(
+        glue.on_data(&mut host, Direction::FromClient, after.len(), false),
+        Flow::Hold
+    );
+    assert_eq!(host.replaced.len(), replaced);
+    // Approved: Envoy hands the buffer again, and the statement goes ahead
+    // of what waited there.
+    let answer = approved_and_used(&host, 1);
+    glue.on_approval_answer(&mut host, 1, 200, &answer);
+    assert!(!glue.holds_statement());
+    assert_eq!((host.redelivered, host.injected.len()), (1, 0));
+    assert_eq!(
+        glue.on_data(&mut host, Direction::FromClient, after.len(), false),
+        Flow::Continue
+    );
+    assert_eq!(
+        host.buffers[key(Direction::FromClient)],
+        [delete, after].concat()
+    );
+    assert_eq!(host.closed, 0);
+}
+
+#[test]
+fn a_refused_hold_with_nothing_waiting_is_sent_at_once_and_the_session_goes_on() {
+    let mut host = FakeHost::default();
+    let mut glue = holding_session(&mut host);
+    deliver(
+        &mut glue,
+        &mut host,
+        Direction::FromClient,
+        query("delete from t where id = 1"),
+    );
+    // No answer from the service: the at-once refusal, sent on its own.
+    glue.on_approval_answer(&mut host, 1, 0, b"");
+    assert_eq!((host.redelivered, host.injected.len()), (0, 1));
+    let refusal = String::from_utf8_lossy(&host.injected[0]).into_owned();
+    assert!(refusal.contains("42501") && refusal.contains("is pending; once approved"));
+    assert!(!refusal.contains("delete from t"));
+    // The next statement is read as usual.
+    deliver(
+        &mut glue,
+        &mut host,
+        Direction::FromClient,
+        query("select 1"),
+    );
+    assert_eq!(host.closed, 0);
+}
+
+#[test]
+fn a_hold_whose_call_cannot_start_is_refused_in_the_same_event() {
+    let mut host = FakeHost::default();
+    let mut glue = holding_session(&mut host);
+    host.fail_approval_call = true;
+    let sent = [query("select 1"), query("delete from t where id = 1")].concat();
+    deliver(&mut glue, &mut host, Direction::FromClient, sent);
+    assert!(!glue.holds_statement());
+    let out = String::from_utf8_lossy(&host.buffers[key(Direction::FromClient)]).into_owned();
+    assert!(out.starts_with("Q\0\0\0\rselect 1\0"), "{out}");
+    assert!(out.contains("is pending; once approved") && !out.contains("delete from t"));
+    assert!(host.injected.is_empty());
 }

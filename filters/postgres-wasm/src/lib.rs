@@ -352,9 +352,12 @@ impl RootContext for PostgresRoot {
                 .map(|login| (login.authenticator(), login.config.deadline_seconds)),
             buffered_high_water: Arc::clone(&self.buffered_high_water),
             approvals: match (&self.approvals, &self.policy_document) {
+                // proxy-wasm cannot send held client bytes later, changed:
+                // a statement needing approval is refused at once.
                 (Some(grants), Some(policy)) => Some(Approvals {
                     policy: Arc::clone(policy),
                     book: grants.book(),
+                    holds: false,
                 }),
                 _ => None,
             },
@@ -553,13 +556,28 @@ impl Host for WasmHost<'_> {
         };
     }
 
-    fn approval_call(&mut self, path: &str, body: &[u8]) -> Result<u32, HostError> {
+    fn approval_call(
+        &mut self,
+        path: &str,
+        body: &[u8],
+        timeout_ms: Option<u64>,
+    ) -> Result<u32, HostError> {
         let service = self
             .shared
             .approval_service
             .as_ref()
             .ok_or_else(|| HostError("no approval service is configured".into()))?;
-        host::approvals::call(service, "POST", path, Some(body)).map_err(host_error)
+        match timeout_ms {
+            Some(ms) => host::approvals::call_waiting(
+                service,
+                "POST",
+                path,
+                Some(body),
+                std::time::Duration::from_millis(ms),
+            ),
+            None => host::approvals::call(service, "POST", path, Some(body)),
+        }
+        .map_err(host_error)
     }
 
     fn share_grant_use(&mut self, id: &str) {
@@ -602,7 +620,8 @@ impl Context for PostgresConnection {
     /// The approval service answered one of this connection's calls.
     fn on_http_call_response(&mut self, token: u32, _: usize, _body_size: usize, _: usize) {
         let status = host::approvals::response_status();
-        self.with_host(|glue, host| glue.on_approval_answer(host, token, status));
+        // The body only matters to a held statement, which this build has not.
+        self.with_host(|glue, host| glue.on_approval_answer(host, token, status, &[]));
     }
 }
 

@@ -1,18 +1,26 @@
-//! Approvals on a Postgres session: deny and retry.
+//! Approvals on a Postgres session: deny and retry, or hold.
 //!
-//! A network filter cannot hold a statement and later turn it into an error
-//! (see `docs/approvals.md`), so a statement a `require_approval` rule matches
-//! is refused at once, naming the request filed for it; once approved, the
-//! same identity running the same statement (same text and parameters) passes
-//! once, or, with a window grant, everything the rule covers passes until the
-//! window ends.
+//! A proxy-wasm network filter cannot hold a statement and later turn it into
+//! an error (see `docs/approvals.md`), so there a statement a
+//! `require_approval` rule matches is refused at once, naming the request
+//! filed for it; once approved, the same identity running the same statement
+//! (same text and parameters) passes once, or, with a window grant,
+//! everything the rule covers passes until the window ends.
+//!
+//! A filter that can answer later (the native build: [`ApprovalGate::holding`])
+//! holds a simple Query whose rule has a `hold` instead: the request is filed
+//! (or the pending one awaited) with the service's hold, and
+//! [`ApprovalGate::conclude_hold`] reads the answer: approved (a single-use
+//! grant used up by the service as it answers) runs the statement; anything
+//! else refuses it exactly as the at-once refusal would.
 //!
 //! [`ApprovalGate`] decides which, from the grants the approval service
 //! published (a [`GrantBook`] the glue keeps current), and queues the calls
-//! the glue must make ([`ApprovalCall`]): file a request (fire and forget), or
-//! use up a single-use grant at the service before the statement's bytes go
-//! on (so single use holds across workers and Envoy replicas; if the service
-//! says no, the glue can only end the connection).
+//! the glue must make ([`ApprovalCall`]): file a request (fire and forget),
+//! file or await one and hold the statement for the answer, or use up a
+//! single-use grant at the service before the statement's bytes go on (so
+//! single use holds across workers and Envoy replicas; if the service says no,
+//! the glue can only end the connection).
 //!
 //! The session's reason comes from `SET gatehouse.reason = '…'`, which the
 //! filter reads and does not forward (see [`parse_set_reason`]).
@@ -21,7 +29,8 @@ use crate::policy::PgPolicy;
 use crate::sql::{Settings, lexer};
 use gatehouse_core::approval::grant::{fingerprint, request_id, statement_hash};
 use gatehouse_core::approval::{
-    ApprovalRef, ApprovalRequirement, GrantBook, Lookup, NewRequest, PendingRef, Principal, Target,
+    ApprovalRef, ApprovalRequest, ApprovalRequirement, GrantBook, GrantKind, Lookup, NewRequest,
+    PendingRef, Principal, State, Target,
 };
 use gatehouse_core::identity::Identity;
 use std::cell::RefCell;
@@ -37,6 +46,15 @@ pub enum ApprovalCall {
     /// bytes are held until the service answers: 200 lets them go on, anything
     /// else ends the connection.
     Consume { id: String, body: String },
+    /// `POST path` (filing with `?wait_ms=`, or awaiting a pending request):
+    /// the service answers once request `id` is decided or the hold ends. The
+    /// statement waits in the session for [`ApprovalGate::conclude_hold`].
+    Hold {
+        id: String,
+        path: String,
+        body: String,
+        timeout_ms: u64,
+    },
 }
 
 impl ApprovalCall {
@@ -45,19 +63,53 @@ impl ApprovalCall {
         match self {
             ApprovalCall::File { .. } => "/v1/requests".to_owned(),
             ApprovalCall::Consume { id, .. } => format!("/v1/requests/{id}/consume"),
+            ApprovalCall::Hold { path, .. } => path.clone(),
         }
     }
 
     pub fn body(&self) -> &str {
         match self {
-            ApprovalCall::File { body, .. } | ApprovalCall::Consume { body, .. } => body,
+            ApprovalCall::File { body, .. }
+            | ApprovalCall::Consume { body, .. }
+            | ApprovalCall::Hold { body, .. } => body,
         }
     }
 
     /// Whether the session's bytes wait for this call's answer.
     pub fn holds(&self) -> bool {
-        matches!(self, ApprovalCall::Consume { .. })
+        !matches!(self, ApprovalCall::File { .. })
     }
+
+    /// The call's own timeout, when it must outlast the service's usual one
+    /// (a hold: the hold and a margin for the answer).
+    pub fn timeout_ms(&self) -> Option<u64> {
+        match self {
+            ApprovalCall::Hold { timeout_ms, .. } => Some(*timeout_ms),
+            _ => None,
+        }
+    }
+}
+
+/// Extra time a held call gets beyond the hold, for the service to answer.
+const ANSWER_MARGIN_MS: u64 = 5_000;
+
+/// A statement held while the service decides request `id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldRequest {
+    pub id: String,
+    /// Who runs it, and the hash of its exact text and parameters: the
+    /// service's answer must be about exactly this.
+    pub subject: String,
+    pub hash: String,
+}
+
+/// What a held statement comes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HoldOutcome {
+    /// Approved within the hold (a single-use grant used up for it): run it.
+    Run(ApprovalRef),
+    /// Refused as the at-once refusal would be; the client is told this.
+    Refuse { hint: String },
 }
 
 /// What to do with a statement that needs approval.
@@ -70,6 +122,9 @@ pub enum GateAnswer {
     UseOnce(ApprovalRef),
     /// Refused; the client is told this (the HINT of the error).
     Refuse { hint: String },
+    /// Held: an [`ApprovalCall::Hold`] is queued, whose answer goes to
+    /// [`ApprovalGate::conclude_hold`].
+    Hold(HeldRequest),
 }
 
 /// One statement a `require_approval` rule matched.
@@ -89,6 +144,9 @@ pub struct ApprovalAsk<'a> {
     pub recorded_text: &'a str,
     pub reason: Option<&'a str>,
     pub now_us: u64,
+    /// Whether the session can hold this statement (a simple Query; a Bind is
+    /// refused at once in every build).
+    pub may_hold: bool,
 }
 
 /// A session's access to approvals: the worker's grant book, the policy's
@@ -100,6 +158,8 @@ pub struct ApprovalGate {
     connection_id: u64,
     filed: u64,
     calls: Vec<ApprovalCall>,
+    /// Whether the glue can hold a statement and answer it later.
+    holds: bool,
 }
 
 impl ApprovalGate {
@@ -110,12 +170,28 @@ impl ApprovalGate {
             connection_id,
             filed: 0,
             calls: Vec::new(),
+            holds: false,
         }
+    }
+
+    /// A gate whose glue can hold a statement and answer it later: a rule's
+    /// `hold` then holds its statements instead of refusing them at once.
+    pub fn holding(mut self) -> Self {
+        self.holds = true;
+        self
     }
 
     /// The settings of `rule`, when it is a `require_approval` rule of the policy.
     pub fn requirement(&self, rule: &str) -> Option<&Arc<ApprovalRequirement>> {
         self.policy.approval_requirement(rule)
+    }
+
+    /// The filing of request `id` failed: retries file anew instead of
+    /// naming it.
+    pub fn filing_failed(&mut self, id: &str) {
+        if let Ok(mut book) = self.book.try_borrow_mut() {
+            book.forget_filing(id);
+        }
     }
 
     /// Calls queued since the last take, in order.
@@ -156,10 +232,30 @@ impl ApprovalGate {
                 Lookup::Nothing => None,
             }
         };
+        let hold_ms = if self.holds && ask.may_hold {
+            requirement.hold_seconds.saturating_mul(1000)
+        } else {
+            0
+        };
+        let held = |id: &str| HeldRequest {
+            id: id.to_owned(),
+            subject: subject.to_owned(),
+            hash: hash.clone(),
+        };
         if let Some(id) = pending {
-            return GateAnswer::Refuse {
-                hint: pending_hint(&id),
-            };
+            if hold_ms == 0 {
+                return GateAnswer::Refuse {
+                    hint: pending_hint(&id),
+                };
+            }
+            let body = serde_json::json!({"subject": subject, "hash": hash, "wait_ms": hold_ms});
+            self.calls.push(ApprovalCall::Hold {
+                path: format!("/v1/requests/{id}/await"),
+                id: id.clone(),
+                body: body.to_string(),
+                timeout_ms: hold_ms + ANSWER_MARGIN_MS,
+            });
+            return GateAnswer::Hold(held(&id));
         }
         if requirement.reason_required && ask.reason.is_none() {
             return GateAnswer::Refuse {
@@ -195,22 +291,95 @@ impl ApprovalGate {
             subject: subject.to_owned(),
             groups: ask.identity.groups.clone(),
         };
-        let body = serde_json::json!({"requester": requester, "request": request});
-        self.calls.push(ApprovalCall::File {
-            id: id.clone(),
-            body: body.to_string(),
-        });
-        if let Ok(mut book) = self.book.try_borrow_mut() {
-            book.note_pending(PendingRef {
+        let body = serde_json::json!({"requester": requester, "request": request}).to_string();
+        let answer = if hold_ms == 0 {
+            self.calls.push(ApprovalCall::File {
                 id: id.clone(),
-                rule: ask.rule.to_owned(),
-                subject: subject.to_owned(),
-                hash: Some(hash),
+                body,
             });
+            GateAnswer::Refuse {
+                hint: pending_hint(&id),
+            }
+        } else {
+            self.calls.push(ApprovalCall::Hold {
+                id: id.clone(),
+                path: format!("/v1/requests?wait_ms={hold_ms}"),
+                body,
+                timeout_ms: hold_ms + ANSWER_MARGIN_MS,
+            });
+            GateAnswer::Hold(held(&id))
+        };
+        if let Ok(mut book) = self.book.try_borrow_mut() {
+            book.note_pending(
+                PendingRef {
+                    id,
+                    rule: ask.rule.to_owned(),
+                    subject: subject.to_owned(),
+                    hash: Some(hash),
+                },
+                now,
+            );
         }
-        GateAnswer::Refuse {
-            hint: pending_hint(&id),
-        }
+        answer
+    }
+
+    /// What the service's answer to a hold means for the statement `held`
+    /// (`status` 0: no answer). Only an answer about exactly this request,
+    /// requester and statement can let it run: used up for it (single use),
+    /// or approved (a window). Anything else (denied, expired, still pending,
+    /// a refused use, an unreadable or foreign answer) refuses it, with the
+    /// HINT the at-once refusal gives, or one saying how it was decided.
+    pub fn conclude_hold(&mut self, held: &HeldRequest, status: u16, body: &[u8]) -> HoldOutcome {
+        let answer = (status == 200)
+            .then(|| serde_json::from_slice::<ApprovalRequest>(body).ok())
+            .flatten()
+            .filter(|request| {
+                request.id == held.id
+                    && request.requester.subject == held.subject
+                    && request.target.hash() == Some(held.hash.as_str())
+            });
+        let id = &held.id;
+        let hint = match answer {
+            Some(request)
+                if request.state == State::Used
+                    && request.requirement.grant == GrantKind::SingleUse =>
+            {
+                // Used up for this statement: no session offers it again.
+                if let Ok(mut book) = self.book.try_borrow_mut() {
+                    book.mark_used(id);
+                }
+                return HoldOutcome::Run(request.approval_ref());
+            }
+            Some(request)
+                if request.state == State::Approved
+                    && request.requirement.grant == GrantKind::Window =>
+            {
+                return HoldOutcome::Run(request.approval_ref());
+            }
+            Some(request) if request.state == State::Denied => {
+                let by = request
+                    .reviews
+                    .last()
+                    .map(|review| {
+                        let why = review
+                            .reason
+                            .as_deref()
+                            .map(|why| format!(": {why}"))
+                            .unwrap_or_default();
+                        format!(" by {}{why}", review.by.subject)
+                    })
+                    .unwrap_or_default();
+                format!(
+                    "approval request {id} was denied{by}; run the same statement again to \
+                     ask anew"
+                )
+            }
+            Some(request) if request.state == State::Expired => {
+                format!("approval request {id} expired; run the same statement again to ask anew")
+            }
+            _ => pending_hint(id),
+        };
+        HoldOutcome::Refuse { hint }
     }
 }
 
@@ -324,6 +493,7 @@ mod tests {
             recorded_text: "delete from customers where id = $1",
             reason: None,
             now_us: 1_000_000_000,
+            may_hold: true,
         }
     }
 
@@ -387,6 +557,7 @@ mod tests {
         book.borrow_mut().update(GrantsDocument {
             grants: vec![grant(GrantKind::SingleUse, Some(hash.clone()))],
             pending: vec![],
+            ..GrantsDocument::default()
         });
         let answer = gate.check(&ask(&who, "writes", sql, &params));
         assert!(
@@ -406,6 +577,7 @@ mod tests {
         book.borrow_mut().update(GrantsDocument {
             grants: vec![grant(GrantKind::SingleUse, Some(hash))],
             pending: vec![],
+            ..GrantsDocument::default()
         });
         assert!(matches!(
             fresh.check(&ask(&who, "writes", sql, &[Some(b"43")])),
@@ -419,6 +591,7 @@ mod tests {
         book.borrow_mut().update(GrantsDocument {
             grants: vec![grant(GrantKind::Window, None)],
             pending: vec![],
+            ..GrantsDocument::default()
         });
         let who = who();
         let mut windowed = (*gate.requirement("writes").unwrap().clone()).clone();

@@ -152,6 +152,14 @@ impl<'c> Chunk<'c> {
         self.bytes.get(range).unwrap_or_default()
     }
 
+    /// The chunk's bytes not read yet; the chunk is then read to its end
+    /// (they are neither framed nor forwarded).
+    pub(crate) fn take_rest(&mut self) -> &'c [u8] {
+        let rest = self.bytes.get(self.read..).unwrap_or_default();
+        self.read = self.bytes.len();
+        rest
+    }
+
     /// Forwards a held message as it came.
     #[inline]
     pub(crate) fn forward(&mut self, message: &Message<'_>) {
@@ -251,6 +259,14 @@ enum MessageBytes<'c> {
 }
 
 impl Message<'_> {
+    /// The whole message, header included, as it came.
+    pub(crate) fn wire(&self) -> &[u8] {
+        match &self.bytes {
+            MessageBytes::InChunk(_, bytes) => bytes,
+            MessageBytes::Assembled(bytes) => bytes.as_slice(),
+        }
+    }
+
     /// The message's bytes after its header.
     pub(crate) fn body(&self) -> &[u8] {
         let frame = match &self.bytes {

@@ -603,6 +603,7 @@ impl Session {
         if self.stage.ending().is_some_and(|ending| ending.recorded) {
             return;
         }
+        self.abandon_hold(now_us);
         let unanswered = StatementError {
             sqlstate: "08006".into(),
             message: "connection closed before the server completed the statement".into(),
@@ -688,6 +689,14 @@ impl Session {
                 Frame::Message(message) => {
                     let action = self.on_message(dir, &message, now_us);
                     self.apply(action, &message, &mut chunk);
+                    if dir == Dir::Frontend && self.hold_began() {
+                        // Held for approval: the Query and what follows it
+                        // wait, unread, for the service's answer.
+                        let held = [message.wire(), chunk.take_rest()].concat();
+                        self.set_aside_held(message.wire().len(), held);
+                        self.framer(dir).recycle(message);
+                        break;
+                    }
                     self.framer(dir).recycle(message);
                 }
                 Frame::Part { range, bytes } => match self.stream_mask_bytes(dir, bytes) {

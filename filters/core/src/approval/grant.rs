@@ -135,6 +135,20 @@ pub struct PendingRef {
 pub struct GrantsDocument {
     pub grants: Vec<Grant>,
     pub pending: Vec<PendingRef>,
+    /// Requests no longer pending (denied, used, expired, withdrawn) while
+    /// they could still have been: a filter that filed one drops its note of
+    /// it, even when it never saw a publication list it as pending.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub closed: Vec<String>,
+}
+
+impl GrantsDocument {
+    /// Whether this publication knows of request `id`, in whatever state.
+    fn knows(&self, id: &str) -> bool {
+        self.pending.iter().any(|p| p.id == id)
+            || self.grants.iter().any(|g| g.id == id)
+            || self.closed.iter().any(|c| c == id)
+    }
 }
 
 /// What a filter should do about a statement or request its rule says needs
@@ -158,21 +172,46 @@ pub struct GrantBook {
     /// Single-use grants this worker has started using: never offered twice,
     /// even before the service's next publication says they are used.
     used: Vec<String>,
+    /// Requests this worker filed that no publication it adopted has named
+    /// yet. A publication fetched before a filing reached the service does
+    /// not list it, so replacing the document must not forget it: a retry
+    /// would file a second request.
+    filed: Vec<Filed>,
 }
+
+/// A request this worker filed, and when (Unix seconds).
+#[derive(Debug, Clone)]
+struct Filed {
+    pending: PendingRef,
+    at: u64,
+}
+
+/// How long a filing no publication names is trusted: one that never reached
+/// the service (it was down, or refused it, and the connection that filed it
+/// is gone, so the glue never heard) must not be named for long. A filing
+/// that landed is in every publication fetched after it, one poll period
+/// (a second by default) later.
+const FILED_NOTE_SECONDS: u64 = 10;
+
+/// Filings a worker keeps notes of at most (each is a request a user made
+/// within [`FILED_NOTE_SECONDS`]).
+const FILED_NOTES: usize = 1_024;
 
 impl GrantBook {
     /// Reads a published document.
     pub fn parse(bytes: &[u8]) -> Result<GrantBook, serde_json::Error> {
         Ok(GrantBook {
             document: serde_json::from_slice(bytes)?,
-            used: Vec::new(),
+            ..GrantBook::default()
         })
     }
 
-    /// Replaces the document, keeping what this worker used that is still listed.
+    /// Replaces the document, keeping what this worker used that is still
+    /// listed, and the filings the new document does not know of yet.
     pub fn update(&mut self, document: GrantsDocument) {
         self.used
             .retain(|id| document.grants.iter().any(|g| &g.id == id));
+        self.filed.retain(|f| !document.knows(&f.pending.id));
         self.document = document;
     }
 
@@ -183,7 +222,7 @@ impl GrantBook {
 
     /// Whether nothing is granted or pending (the common case: one comparison).
     pub fn is_empty(&self) -> bool {
-        self.document.grants.is_empty() && self.document.pending.is_empty()
+        self.document.grants.is_empty() && self.document.pending.is_empty() && self.filed.is_empty()
     }
 
     /// What to do for `subject` running `hash` under `rule`, at `now`.
@@ -212,12 +251,15 @@ impl GrantBook {
         }) {
             return Lookup::SingleUse(grant);
         }
-        match self
-            .document
-            .pending
+        let same = |p: &&PendingRef| {
+            p.subject == subject && p.rule == rule && p.hash.as_deref() == Some(hash)
+        };
+        let filed = self
+            .filed
             .iter()
-            .find(|p| p.subject == subject && p.rule == rule && p.hash.as_deref() == Some(hash))
-        {
+            .filter(|f| now.saturating_sub(f.at) < FILED_NOTE_SECONDS)
+            .map(|f| &f.pending);
+        match self.document.pending.iter().chain(filed).find(same) {
             Some(pending) => Lookup::Pending(&pending.id),
             None => Lookup::Nothing,
         }
@@ -230,10 +272,21 @@ impl GrantBook {
         }
     }
 
-    /// Notes a request this worker just filed, so a retry before the next
-    /// publication names it.
-    pub fn note_pending(&mut self, pending: PendingRef) {
-        self.document.pending.push(pending);
+    /// Forgets the note of filing `id`: the filing failed, so there is no
+    /// such request to name.
+    pub fn forget_filing(&mut self, id: &str) {
+        self.filed.retain(|f| f.pending.id != id);
+    }
+
+    /// Notes a request this worker filed at `now`, so a retry names it until
+    /// a publication that knows of it is adopted.
+    pub fn note_pending(&mut self, pending: PendingRef, now: u64) {
+        self.filed
+            .retain(|f| now.saturating_sub(f.at) < FILED_NOTE_SECONDS);
+        if self.filed.len() >= FILED_NOTES {
+            self.filed.remove(0);
+        }
+        self.filed.push(Filed { pending, at: now });
     }
 }
 
@@ -408,6 +461,7 @@ mod tests {
                 subject: "dev".into(),
                 hash: Some("sha256:other".into()),
             }],
+            ..GrantsDocument::default()
         });
         let req = requirement("single_use");
         assert_eq!(
@@ -435,12 +489,84 @@ mod tests {
         book.update(GrantsDocument {
             grants: vec![window.clone()],
             pending: vec![],
+            ..GrantsDocument::default()
         });
         let req = requirement("window");
         assert_eq!(
             book.lookup("dev", "writes", &req, "sha256:any", 200),
             Lookup::Window(&window)
         );
+    }
+
+    #[test]
+    fn a_filing_is_named_until_a_publication_knows_of_it() {
+        let pending = |id: &str| PendingRef {
+            id: id.into(),
+            rule: "writes".into(),
+            subject: "dev".into(),
+            hash: Some("sha256:h".into()),
+        };
+        let req = requirement("single_use");
+        let mut book = GrantBook::default();
+        book.note_pending(pending("apr-1"), 100);
+        assert!(!book.is_empty());
+        // A publication fetched before the filing reached the service.
+        book.update(GrantsDocument::default());
+        assert_eq!(
+            book.lookup("dev", "writes", &req, "sha256:h", 101),
+            Lookup::Pending("apr-1"),
+            "a stale publication forgot the filing"
+        );
+        assert_eq!(
+            book.lookup("eve", "writes", &req, "sha256:h", 101),
+            Lookup::Nothing
+        );
+        // Listed as pending, then closed without this worker seeing the
+        // listing (it adopts only the latest publication): either way the
+        // note goes, and the next run files anew.
+        book.update(GrantsDocument {
+            closed: vec!["apr-1".into()],
+            ..GrantsDocument::default()
+        });
+        assert_eq!(
+            book.lookup("dev", "writes", &req, "sha256:h", 101),
+            Lookup::Nothing
+        );
+        book.note_pending(pending("apr-2"), 100);
+        book.update(GrantsDocument {
+            pending: vec![pending("apr-2")],
+            ..GrantsDocument::default()
+        });
+        book.update(GrantsDocument::default());
+        assert_eq!(
+            book.lookup("dev", "writes", &req, "sha256:h", 101),
+            Lookup::Nothing,
+            "once published, the publications speak for it"
+        );
+        // A filing no publication ever names (it never reached the
+        // service) is named for a few poll periods, not for ever; one the
+        // glue saw fail is forgotten at once.
+        book.note_pending(pending("apr-3"), 100);
+        assert_eq!(
+            book.lookup("dev", "writes", &req, "sha256:h", 109),
+            Lookup::Pending("apr-3")
+        );
+        assert_eq!(
+            book.lookup("dev", "writes", &req, "sha256:h", 110),
+            Lookup::Nothing
+        );
+        book.note_pending(pending("apr-5"), 105);
+        book.forget_filing("apr-5");
+        assert_eq!(
+            book.lookup("dev", "writes", &req, "sha256:h", 110),
+            Lookup::Nothing
+        );
+        book.note_pending(pending("apr-4"), 200);
+        assert_eq!(book.filed.len(), 1, "expired notes are pruned");
+        for n in 0..2 * FILED_NOTES {
+            book.note_pending(pending(&format!("apr-x{n}")), 200);
+        }
+        assert_eq!(book.filed.len(), FILED_NOTES);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 pub const MAX_APPROVALS: u32 = 10;
 /// Longest a request may stay pending or a grant stay valid: a week.
 pub const MAX_SECONDS: u64 = 7 * 24 * 3600;
-/// Longest a Kubernetes request may be held waiting for a decision.
+/// Longest a request or statement may be held waiting for a decision.
 pub const MAX_HOLD_SECONDS: u64 = 300;
 
 /// What an approval grants once given.
@@ -92,8 +92,9 @@ pub struct ApprovalRequirement {
     /// grant is flagged as forced.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub break_glass: Vec<String>,
-    /// Kubernetes: how long a request is held waiting for a decision before the
-    /// client gets a 403 (0: refused at once, approve and retry).
+    /// How long a request (Kubernetes) or simple Query (Postgres, native
+    /// build) is held waiting for a decision before the client is refused (0:
+    /// refused at once, approve and retry).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub hold_seconds: u64,
 }
@@ -102,12 +103,14 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
-/// Whether a filter holds requests waiting for approval (only HTTP can).
+/// Whether a filter can hold what waits for approval (Kubernetes, and Postgres
+/// in the native build; the service's scopes cannot).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Holding {
-    /// The filter can hold a request (Kubernetes): `hold` is allowed.
+    /// The filter can hold (a Kubernetes request, a Postgres Query): `hold`
+    /// is allowed.
     Allowed,
-    /// The filter refuses at once (Postgres): `hold` is an error.
+    /// Nothing can be held here: `hold` is an error.
     NotPossible,
 }
 
@@ -158,8 +161,8 @@ impl ApprovalRequirement {
             (Some(_), Holding::NotPossible) => {
                 return Err(ConfigError::new(
                     "hold",
-                    "this filter cannot hold a statement: it refuses at once and the \
-                     client retries once approved",
+                    "nothing can be held here: it is refused at once and the client \
+                     retries once approved",
                 ));
             }
             (Some(text), Holding::Allowed) => seconds("hold", text, MAX_HOLD_SECONDS)?,
@@ -301,7 +304,8 @@ mod tests {
         )
         .unwrap_err();
         assert!(
-            err.to_string().starts_with("hold: this filter cannot hold"),
+            err.to_string()
+                .starts_with("hold: nothing can be held here"),
             "{err}"
         );
     }

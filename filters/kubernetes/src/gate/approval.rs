@@ -190,7 +190,9 @@ pub struct ServiceCall {
 pub struct ApprovalStep {
     /// The call to make.
     pub call: ServiceCall,
-    /// When set, answer with this now and do not wait for the call (no hold).
+    /// When set, the answer once the call is answered, whatever it says (a
+    /// filing without a hold): the refusal names a request the service has,
+    /// and ending the stream at once would cancel the filing call.
     pub respond_now: Option<LocalResponse>,
     /// The request id asked about (filed or pending), or the grant used.
     pub request_id: String,
@@ -363,12 +365,15 @@ impl Gate {
             step.call.body =
                 serde_json::json!({"requester": requester, "request": request}).to_string();
             if let Ok(mut book) = approvals.book.try_borrow_mut() {
-                book.note_pending(PendingRef {
-                    id: id.clone(),
-                    rule,
-                    subject: identity.subject.clone(),
-                    hash: Some(hash),
-                });
+                book.note_pending(
+                    PendingRef {
+                        id: id.clone(),
+                        rule,
+                        subject: identity.subject.clone(),
+                        hash: Some(hash),
+                    },
+                    now,
+                );
             }
             step.request_id = id;
         }
@@ -419,6 +424,17 @@ impl Gate {
         now_micros: i64,
     ) -> Conclusion {
         let id = step.request_id.clone();
+        if let Some(refusal) = step.respond_now.take() {
+            if !(200..300).contains(&status) {
+                // Not filed: a retry files anew rather than naming it.
+                if let Some(approvals) = self.approvals.as_ref()
+                    && let Ok(mut book) = approvals.book.try_borrow_mut()
+                {
+                    book.forget_filing(&id);
+                }
+            }
+            return Conclusion::Respond(refusal);
+        }
         if let Some(grant) = step.using.take() {
             if status == 200 {
                 self.forget_refusals(&step);
@@ -674,7 +690,7 @@ mod tests {
     }
 
     #[test]
-    fn without_a_hold_the_refusal_comes_at_once_and_a_retry_uses_the_grant() {
+    fn without_a_hold_the_refusal_comes_once_filed_and_a_retry_uses_the_grant() {
         let (mut gate, book, bearer) = setup("");
         let headers = [("authorization", bearer.as_str())];
         let refused = step(admit(&mut gate, "GET", EXEC, &headers));
@@ -682,6 +698,16 @@ mod tests {
         let response = refused.respond_now.clone().unwrap();
         assert_eq!(response.status, 403);
         assert!(response.body.contains(&refused.request_id));
+        // The refusal goes once the service has the request.
+        let Conclusion::Respond(answered) = gate.conclude_approval(refused.clone(), 201, b"{}", 0)
+        else {
+            panic!("forwarded on a filing");
+        };
+        assert_eq!(answered.body, response.body);
+        // A retry before the next publication names it.
+        let again = step(admit(&mut gate, "GET", EXEC, &headers));
+        assert_eq!(again.request_id, refused.request_id);
+        assert_ne!(again.call.path, "/v1/requests", "filed again");
         // Approved: the grant is published; the retry uses it up, then passes.
         book.borrow_mut().update(GrantsDocument {
             grants: vec![Grant {
@@ -699,6 +725,7 @@ mod tests {
                 reason: None,
             }],
             pending: vec![],
+            ..GrantsDocument::default()
         });
         let retry = step(admit(&mut gate, "POST", EXEC, &headers));
         assert_eq!(
@@ -733,6 +760,21 @@ mod tests {
             "{}",
             refusal.body
         );
+    }
+
+    #[test]
+    fn a_filing_the_service_refused_is_not_named_by_the_retry() {
+        let (mut gate, _, bearer) = setup("");
+        let headers = [("authorization", bearer.as_str())];
+        let refused = step(admit(&mut gate, "GET", EXEC, &headers));
+        let Conclusion::Respond(response) = gate.conclude_approval(refused.clone(), 503, b"", 0)
+        else {
+            panic!("forwarded on a failed filing");
+        };
+        assert_eq!(response.status, 403);
+        let retry = step(admit(&mut gate, "GET", EXEC, &headers));
+        assert_eq!(retry.call.path, "/v1/requests");
+        assert_ne!(retry.request_id, refused.request_id);
     }
 
     #[test]

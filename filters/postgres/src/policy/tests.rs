@@ -384,8 +384,8 @@ fn config_errors_name_their_path() {
             "rules[0].approval.approvals: must be 1 to 10",
         ),
         (
-            r#"{"rules": [{"name": "a", "action": "require_approval", "approval": {"approvers": ["dba"], "hold": "30s"}}]}"#,
-            "rules[0].approval.hold: this filter cannot hold a statement: it refuses at once and the client retries once approved",
+            r#"{"rules": [{"name": "a", "action": "require_approval", "approval": {"approvers": ["dba"], "hold": "6m"}}]}"#,
+            "rules[0].approval.hold: must be more than 0s and at most 300s",
         ),
         (
             r#"{"rules": [{"name": "a", "action": "deny", "approval": {"approvers": ["dba"]}}]}"#,

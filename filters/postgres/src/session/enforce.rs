@@ -228,16 +228,32 @@ impl Session {
         };
         let mut hint = String::new();
         if self.approval_applies(&blocking) {
-            match self.gate(&blocking, sql, &[], now_us) {
+            match self.gate(&blocking, sql, &[], false, now_us) {
                 Gated::Run(approval) => {
                     self.enqueue_query(sql, false, decision, now_us);
                     self.attach_approval_to_last_query(&approval);
                     return Disposition::Pass;
                 }
                 Gated::Refuse(_, refusal_hint) => hint = refusal_hint,
+                // Nothing goes on now: the session sets the Query aside with
+                // the bytes after it (see `Session::holds_statement`).
+                Gated::Hold => return Disposition::Drop,
             }
         }
-        let denial = deny::denial_message(&blocking).with_hint(&hint);
+        self.refuse_query(sql, blocking, &hint, now_us)
+    }
+
+    /// A simple Query refused: recorded as one denied statement (the whole
+    /// text) and replaced by the block raising `blocking`'s message with
+    /// `hint`.
+    pub(super) fn refuse_query(
+        &mut self,
+        sql: &[u8],
+        blocking: Decision,
+        hint: &str,
+        now_us: u64,
+    ) -> Disposition {
+        let denial = deny::denial_message(&blocking).with_hint(hint);
         let mut text = self.statement_text(sql, false);
         text.decision = Some(blocking);
         let mut run = StatementRun::new(PgProtocol::Simple, Some(Arc::new(text)), now_us);

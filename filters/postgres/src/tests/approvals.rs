@@ -87,9 +87,14 @@ impl Wire {
     }
 
     fn grant(&self, kind: GrantKind, hash: Option<String>) {
+        self.grant_request("apr-granted1", kind, hash);
+    }
+
+    /// Publishes request `id` as approved.
+    fn grant_request(&self, id: &str, kind: GrantKind, hash: Option<String>) {
         self.book.borrow_mut().update(GrantsDocument {
             grants: vec![Grant {
-                id: "apr-granted1".into(),
+                id: id.into(),
                 rule: "customer-writes".into(),
                 subject: "developer".into(),
                 kind,
@@ -103,6 +108,7 @@ impl Wire {
                 reason: None,
             }],
             pending: vec![],
+            ..GrantsDocument::default()
         });
     }
 
@@ -183,14 +189,15 @@ fn a_refused_query_names_its_request_and_a_single_use_grant_lets_it_run_once() {
     );
 
     // Approved for exactly this text: it passes once, through the service.
-    wire.grant(
+    wire.grant_request(
+        &id,
         GrantKind::SingleUse,
         Some(statement_hash(sql.as_bytes(), &[])),
     );
     let message = query(sql);
     assert_eq!(wire.client(&message), message);
     let calls = wire.session.take_approval_calls();
-    assert!(matches!(calls.as_slice(), [ApprovalCall::Consume { id, .. }] if id == "apr-granted1"));
+    assert!(matches!(calls.as_slice(), [ApprovalCall::Consume { id: used, .. }] if *used == id));
     wire.server(&backend(&[
         BackendMessage::CommandComplete { tag: b"DELETE 1" },
         BackendMessage::ReadyForQuery { status: b'I' },
@@ -199,7 +206,7 @@ fn a_refused_query_names_its_request_and_a_single_use_grant_lets_it_run_once() {
     let approval = record.approval.as_ref().unwrap();
     assert_eq!(
         (approval.id.as_str(), approval.approvers.as_slice()),
-        ("apr-granted1", &["dba".to_string()][..])
+        (id.as_str(), &["dba".to_string()][..])
     );
     assert_eq!(record.command_tag.as_deref(), Some("DELETE 1"));
 
@@ -556,6 +563,352 @@ fn the_reason_is_read_recorded_and_not_forwarded() {
         record.access_reason.as_deref(),
         Some("INC-42: restore a customer")
     );
+}
+
+/// Holding (the native build): a rule with a `hold` keeps a simple Query and
+/// everything after it until the service answers.
+mod holding {
+    use super::*;
+    use gatehouse_core::approval::{ApprovalRequest, NewRequest, State, Target, Verdict as Review};
+
+    const HOLDING_POLICY: &str = r#"{
+      "default": { "action": "allow" },
+      "rules": [
+        { "name": "customer-writes", "action": "require_approval",
+          "message": "writes to customers need a dba's approval",
+          "approval": { "approvers": ["dba"], "valid": "15m", "hold": "2s" },
+          "match": { "kinds": ["update", "delete"], "writes": ["customers"] } }
+      ]
+    }"#;
+
+    fn wire() -> Wire {
+        let mut wire = Wire::new();
+        let policy = Arc::new(PgPolicy::from_json(HOLDING_POLICY.as_bytes()).unwrap());
+        wire.session
+            .set_statement_policy(Box::new(Arc::clone(&policy)));
+        wire.session
+            .set_approval_gate(ApprovalGate::new(policy, Rc::clone(&wire.book), 9).holding());
+        wire
+    }
+
+    /// The one hold call queued, and the request as the service files it.
+    fn filed(wire: &mut Wire) -> ApprovalRequest {
+        let calls = wire.session.take_approval_calls();
+        let [
+            ApprovalCall::Hold {
+                id,
+                path,
+                body,
+                timeout_ms,
+            },
+        ] = calls.as_slice()
+        else {
+            panic!("{calls:?}");
+        };
+        assert_eq!(path, "/v1/requests?wait_ms=2000");
+        assert_eq!(*timeout_ms, 7_000);
+        let body: serde_json::Value = serde_json::from_str(body).unwrap();
+        let new: NewRequest = serde_json::from_value(body["request"].clone()).unwrap();
+        let requester: Principal = serde_json::from_value(body["requester"].clone()).unwrap();
+        ApprovalRequest::new(id.clone(), new, requester, wire.now / 1_000_000).unwrap()
+    }
+
+    fn dba() -> Principal {
+        Principal {
+            subject: "dana".into(),
+            groups: vec!["dba".into()],
+        }
+    }
+
+    /// The service's answer to the hold, as it would send it.
+    fn answer(wire: &mut Wire, request: &ApprovalRequest) -> Vec<u8> {
+        let verdict = wire.session.on_hold_answer(
+            200,
+            serde_json::to_string(request).unwrap().as_bytes(),
+            wire.now,
+        );
+        assert!(!verdict.close_connection);
+        wire.records.extend(wire.session.take_records());
+        verdict.bytes(&[]).to_vec()
+    }
+
+    #[test]
+    fn a_held_query_waits_with_what_follows_it_and_runs_once_approved() {
+        let mut wire = wire();
+        let delete = query("DELETE FROM customers WHERE id = 7");
+        let after = query("SELECT 2");
+        let sent = wire.client(&[query("SELECT 1"), delete.clone(), after.clone()].concat());
+        // What came before the held Query goes on; it and what follows wait.
+        assert_eq!(sent, query("SELECT 1"));
+        assert!(wire.session.holds_statement());
+        let mut request = filed(&mut wire);
+        // More from the client is not the session's to read until then.
+        wire.server(&backend(&[
+            BackendMessage::CommandComplete { tag: b"SELECT 1" },
+            BackendMessage::ReadyForQuery { status: b'I' },
+        ]));
+
+        request
+            .review(&dba(), Review::Approve, None, wire.now / 1_000_000)
+            .unwrap();
+        request
+            .consume(
+                "developer",
+                &statement_hash(b"DELETE FROM customers WHERE id = 7", &[]),
+                wire.now / 1_000_000,
+            )
+            .unwrap();
+        assert_eq!(request.state, State::Used);
+        // The held Query unchanged, then what followed it, in order.
+        assert_eq!(answer(&mut wire, &request), [delete, after].concat());
+        assert!(!wire.session.holds_statement());
+        assert!(wire.session.take_approval_calls().is_empty());
+        wire.server(&backend(&[
+            BackendMessage::CommandComplete { tag: b"DELETE 1" },
+            BackendMessage::ReadyForQuery { status: b'I' },
+        ]));
+        let record = wire
+            .records
+            .iter()
+            .find_map(|r| match r {
+                Record::Statement(s) if s.command_tag.as_deref() == Some("DELETE 1") => {
+                    Some(s.as_ref())
+                }
+                _ => None,
+            })
+            .unwrap();
+        let approval = record.approval.as_ref().unwrap();
+        assert_eq!(approval.id, request.id);
+        assert_eq!(approval.approvers, ["dana".to_string()]);
+        // The grant was used for it: a retry asks anew.
+        wire.client(&query("DELETE FROM customers WHERE id = 7"));
+        assert!(wire.session.holds_statement());
+    }
+
+    /// What the service answers (status, body) about the request it filed.
+    type ServiceAnswer = dyn Fn(&mut ApprovalRequest) -> (u16, Vec<u8>);
+
+    #[test]
+    fn anything_but_an_approval_for_exactly_it_refuses_it_as_at_once() {
+        let sql = "DELETE FROM customers WHERE id = 7";
+        let outcomes: Vec<(&str, Box<ServiceAnswer>)> = vec![
+            (
+                "denied",
+                Box::new(|r| {
+                    r.review(&dba(), Review::Deny, Some("not today".into()), r.created_at)
+                        .unwrap();
+                    (200, serde_json::to_vec(r).unwrap())
+                }),
+            ),
+            (
+                "still pending",
+                Box::new(|r| (200, serde_json::to_vec(r).unwrap())),
+            ),
+            ("no answer", Box::new(|_| (0, Vec::new()))),
+            (
+                "garbled",
+                Box::new(|_| (200, b"{\"state\": \"used\"".to_vec())),
+            ),
+            (
+                "refused",
+                Box::new(|_| (409, b"{\"error\": \"used\"}".to_vec())),
+            ),
+            (
+                "another statement's approval",
+                Box::new(|r| {
+                    r.review(&dba(), Review::Approve, None, r.created_at)
+                        .unwrap();
+                    let mut other = r.clone();
+                    other.target = Target::PostgresStatement {
+                        database: "shop".into(),
+                        role: "app".into(),
+                        statement: "DELETE FROM customers WHERE id = 8".into(),
+                        fingerprint: String::new(),
+                        statement_hash: statement_hash(b"DELETE FROM customers WHERE id = 8", &[]),
+                    };
+                    let hash = statement_hash(b"DELETE FROM customers WHERE id = 8", &[]);
+                    other.consume("developer", &hash, r.created_at).unwrap();
+                    (200, serde_json::to_vec(&other).unwrap())
+                }),
+            ),
+        ];
+        for (what, outcome) in outcomes {
+            let mut wire = wire();
+            let sent = wire.client(&[query(sql), query("SELECT 2")].concat());
+            assert!(sent.is_empty(), "{what}");
+            let mut request = filed(&mut wire);
+            let (status, body) = outcome(&mut request);
+            let verdict = wire.session.on_hold_answer(status, &body, wire.now);
+            let out = verdict.bytes(&[]).to_vec();
+            // The refusal replaces the Query, the next statement follows.
+            assert!(!text_of(&out).contains("DELETE FROM"), "{what}");
+            assert!(out.ends_with(&query("SELECT 2")), "{what}");
+            let refusal = &out[..out.len() - query("SELECT 2").len()];
+            let (id, hint) = hint_in(refusal);
+            assert_eq!(id, request.id, "{what}");
+            if what == "denied" {
+                assert_eq!(
+                    hint,
+                    format!(
+                        "approval request {id} was denied by dana: not today; run the same \
+                         statement again to ask anew"
+                    )
+                );
+            } else {
+                // Exactly the at-once refusal's HINT.
+                assert_eq!(
+                    hint,
+                    format!(
+                        "approval request {id} is pending; once approved, run the same \
+                         statement again. An approver runs: gatehouse approve {id}"
+                    ),
+                    "{what}"
+                );
+            }
+            // The session goes on: the refusal and the next statement are answered.
+            wire.server(
+                &[
+                    raised(MESSAGE, &hint),
+                    backend(&[
+                        BackendMessage::ReadyForQuery { status: b'I' },
+                        BackendMessage::CommandComplete { tag: b"SELECT 1" },
+                        BackendMessage::ReadyForQuery { status: b'I' },
+                    ]),
+                ]
+                .concat(),
+            );
+            let refused = wire
+                .records
+                .iter()
+                .find_map(|r| match r {
+                    Record::Statement(s) if s.approval.is_none() && s.error.is_some() => {
+                        Some(s.as_ref())
+                    }
+                    _ => None,
+                })
+                .unwrap();
+            assert_eq!(refused.decision.rule.as_deref(), Some("customer-writes"));
+            assert_eq!(
+                wire.last_statement().command_tag.as_deref(),
+                Some("SELECT 1")
+            );
+        }
+    }
+
+    #[test]
+    fn a_second_held_query_behind_the_first_is_held_in_its_turn() {
+        let mut wire = wire();
+        let first = "DELETE FROM customers WHERE id = 7";
+        let second = query("DELETE FROM customers WHERE id = 8");
+        let third = query("SELECT 3");
+        wire.client(&[query(first), second.clone(), third.clone()].concat());
+        let request = filed(&mut wire);
+        let out = wire
+            .session
+            .on_hold_answer(0, &[], wire.now)
+            .bytes(&[])
+            .to_vec();
+        // The first is refused; the second is held now, with the third.
+        let (id, _) = hint_in(&out);
+        assert_eq!(id, request.id);
+        assert!(!text_of(&out).contains("id = 8") && !text_of(&out).contains("SELECT 3"));
+        assert!(wire.session.holds_statement());
+        let next = filed(&mut wire);
+        assert_ne!(next.id, request.id);
+        assert_eq!(
+            next.target.hash(),
+            Some(statement_hash(b"DELETE FROM customers WHERE id = 8", &[]).as_str())
+        );
+    }
+
+    #[test]
+    fn a_pending_request_is_awaited_again_and_a_bind_is_never_held() {
+        let mut wire = wire();
+        let sql = "DELETE FROM customers WHERE id = 7";
+        wire.client(&query(sql));
+        let request = filed(&mut wire);
+        let _ = wire.session.on_hold_answer(0, &[], wire.now);
+        wire.server(
+            &[
+                raised(MESSAGE, "x"),
+                backend(&[BackendMessage::ReadyForQuery { status: b'I' }]),
+            ]
+            .concat(),
+        );
+        // The retry waits for the same request.
+        wire.client(&query(sql));
+        let calls = wire.session.take_approval_calls();
+        let [ApprovalCall::Hold { path, body, .. }] = calls.as_slice() else {
+            panic!("{calls:?}");
+        };
+        assert_eq!(path, &format!("/v1/requests/{}/await", request.id));
+        let body: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(body["wait_ms"], 2000);
+        assert_eq!(body["hash"], statement_hash(sql.as_bytes(), &[]));
+        let _ = wire.session.on_hold_answer(0, &[], wire.now);
+        wire.server(
+            &[
+                raised(MESSAGE, "x"),
+                backend(&[BackendMessage::ReadyForQuery { status: b'I' }]),
+            ]
+            .concat(),
+        );
+        // The extended protocol: refused at once, as in every build.
+        let bind = frontend(&[
+            FrontendMessage::Parse {
+                name: b"s1",
+                sql: b"DELETE FROM customers WHERE id = $1",
+                param_types: vec![],
+            },
+            FrontendMessage::Bind(Bind {
+                portal: b"",
+                statement: b"s1",
+                param_formats: vec![],
+                params: vec![Some(b"7")],
+                result_formats: vec![],
+            }),
+        ]);
+        let sent = wire.client(&bind);
+        assert!(!wire.session.holds_statement());
+        assert!(text_of(&sent).contains("gatehouse approve apr-"));
+        assert!(matches!(
+            wire.session.take_approval_calls().as_slice(),
+            [ApprovalCall::File { .. }]
+        ));
+    }
+
+    #[test]
+    fn a_client_leaving_during_a_hold_runs_nothing_and_is_recorded() {
+        let mut wire = wire();
+        wire.client(&query("DELETE FROM customers WHERE id = 7"));
+        let _ = filed(&mut wire);
+        wire.session.on_close(CloseReason::Client, wire.now);
+        wire.records.extend(wire.session.take_records());
+        assert!(!wire.session.holds_statement());
+        let record = wire.last_statement();
+        assert_eq!(record.decision.rule.as_deref(), Some("customer-writes"));
+        assert!(record.approval.is_none() && record.error.is_some());
+        // An answer arriving after the close changes nothing.
+        let late = wire.session.on_hold_answer(200, b"{}", wire.now);
+        assert!(late.bytes(&[]).is_empty());
+    }
+
+    #[test]
+    fn a_gate_that_cannot_hold_refuses_at_once_as_before() {
+        let mut wire = Wire::new();
+        let policy = Arc::new(PgPolicy::from_json(HOLDING_POLICY.as_bytes()).unwrap());
+        wire.session
+            .set_statement_policy(Box::new(Arc::clone(&policy)));
+        wire.session
+            .set_approval_gate(ApprovalGate::new(policy, Rc::clone(&wire.book), 9));
+        let sent = wire.client(&query("DELETE FROM customers WHERE id = 7"));
+        assert!(!wire.session.holds_statement());
+        assert!(text_of(&sent).contains("is pending; once approved"));
+        assert!(matches!(
+            wire.session.take_approval_calls().as_slice(),
+            [ApprovalCall::File { .. }]
+        ));
+    }
 }
 
 /// An approval covers one run; a PREPARE it let through would let every later

@@ -260,7 +260,106 @@ fn deny_and_retry_through_envoy_and_the_approval_service() {
     assert_eq!(server_log_count(&stack, "raced@example.com"), 1);
 
     a_statement_the_server_keeps_still_needs_approval(&stack, port);
+    a_prepare_of_a_statement_needing_approval_is_refused(&stack, port);
+    an_execute_cannot_run_a_parsed_statement_needing_approval(&stack, port);
     requests_behind_a_refused_denial_bind_are_skipped(&stack, port);
+}
+
+/// An approval covers one run, so a PREPARE of a statement needing approval
+/// is refused by the rule (nothing filed): no EXECUTE can run it later. The
+/// session carries on.
+fn a_prepare_of_a_statement_needing_approval_is_refused(stack: &Stack, port: u16) {
+    let out = Command::new(tools::pg_client("psql").unwrap())
+        .args(["-X", "-w", "-At", "-d"])
+        .arg(format!(
+            "postgresql://127.0.0.1:{port}/shop?user=app&sslmode=disable"
+        ))
+        .args([
+            "-c",
+            "PREPARE purge AS UPDATE customers SET email = 'prepared@example.com' WHERE id = 5",
+            "-c",
+            "EXECUTE purge",
+            "-c",
+            "SELECT 'still usable'",
+        ])
+        .env("PGPASSWORD", stack.token("developer").unwrap())
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        stderr.contains("ERROR:  gatehouse: statements that need approval cannot be prepared"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("HINT"), "nothing filed: {stderr}");
+    assert!(
+        stderr.contains(r#"prepared statement "purge" does not exist"#),
+        "{stderr}"
+    );
+    assert_eq!(stdout.trim(), "still usable", "{stderr}");
+    assert_eq!(server_log_count(stack, "prepared@example.com"), 0);
+    stack
+        .wait_for_record("the refused PREPARE", |r| {
+            r["type"] == "pg.statement"
+                && r["decision"]["action"] == "deny"
+                && r["decision"]["rule"] == "customer-writes"
+                && r["statement"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with("PREPARE purge"))
+        })
+        .unwrap();
+}
+
+/// SQL EXECUTE reaches statements prepared with Parse (the server runs an
+/// allowed one; masking hides its unknown column), but not one needing
+/// approval, whose Binds alone are checked; nor can a Parse hold an EXECUTE.
+fn an_execute_cannot_run_a_parsed_statement_needing_approval(stack: &Stack, port: u16) {
+    let token = stack.token("developer").unwrap();
+    let (mut raw, _) =
+        RawPg::login(port, &[("user", "app"), ("database", "shop")], &token).unwrap();
+    let wait = Duration::from_secs(10);
+    let mut exchange = |bytes: Vec<u8>| {
+        raw.send(&bytes).unwrap();
+        raw.read_until_ready(1, wait).unwrap()
+    };
+    let prepared = exchange(
+        [
+            rawpg::parse("plain", b"SELECT 'shared namespace'::text"),
+            rawpg::parse("gated", b"UPDATE customers SET email = $1 WHERE id = 6"),
+            rawpg::sync(),
+        ]
+        .concat(),
+    );
+    assert!(prepared.errors().is_empty(), "{prepared:?}");
+    let shared = exchange(rawpg::query(b"EXECUTE plain"));
+    assert!(
+        shared
+            .messages
+            .iter()
+            .any(|m| m.tag == b'C' && m.body.starts_with(b"SELECT 1")),
+        "{shared:?}"
+    );
+    let refused = exchange(rawpg::query(b"EXECUTE gated('executed@example.com')"));
+    assert_eq!(refused.errors(), ["42501"], "{refused:?}");
+    assert!(
+        refused
+            .error_message()
+            .is_some_and(|m| m.contains("cannot be run with EXECUTE")),
+        "{refused:?}"
+    );
+    let in_parse = exchange(
+        [
+            rawpg::parse("e", b"EXECUTE gated('executed@example.com')"),
+            rawpg::bind("", "e", &[]),
+            rawpg::execute(""),
+            rawpg::sync(),
+        ]
+        .concat(),
+    );
+    assert_eq!(in_parse.errors(), ["42501"], "{in_parse:?}");
+    assert_eq!(server_log_count(stack, "executed@example.com"), 0);
 }
 
 /// The full demo configuration (policy and masking) with raw bytes: the

@@ -151,6 +151,11 @@ pub struct Verdict {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub blocked_by: Option<usize>,
     pub statements: Vec<StatementVerdict>,
+    /// The prepared statements an EXECUTE anywhere in the text runs: the
+    /// session refuses one that needs approval (its Binds are checked, an
+    /// EXECUTE would not be).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub executes: Vec<String>,
 }
 
 /// A compiled, immutable Postgres policy.
@@ -293,21 +298,34 @@ impl PgPolicy {
                     .walk()
                     .into_iter()
                     .map(|s| self.judge_one(applicable, s));
+                let decision = strongest(decisions).unwrap_or_else(Decision::allow);
                 StatementVerdict {
                     index,
                     kind: statement.kind,
                     prepared_name: statement.prepared_name.clone(),
-                    decision: strongest(decisions).unwrap_or_else(Decision::allow),
+                    decision: refuse_approval_in_prepare(statement.kind, decision),
                 }
             })
             .collect();
-        let blocked_by = statements.iter().position(|s| s.decision.action.blocks());
         let decision = strongest(statements.iter().map(|s| s.decision.clone()))
             .unwrap_or_else(Decision::allow);
+        let blocked_by = decision
+            .action
+            .blocks()
+            .then(|| statements.iter().position(|s| s.decision == decision))
+            .flatten();
+        let executes = analysis
+            .statements
+            .iter()
+            .flat_map(StatementInfo::walk)
+            .filter(|s| s.kind == StatementKind::Execute)
+            .filter_map(|s| s.prepared_name.clone())
+            .collect();
         Verdict {
             decision,
             blocked_by,
             statements,
+            executes,
         }
     }
 
@@ -462,24 +480,46 @@ impl Verdict {
             decision,
             blocked_by: Some(0),
             statements: Vec::new(),
+            executes: Vec::new(),
         }
     }
 }
 
-/// The first blocking decision, else the first observed one, else the first.
+/// The first denial, else the first decision needing approval, else the first
+/// observed one, else the first. A denial outranks an approval: approving a text
+/// must never run a statement in it that the policy denies.
 fn strongest(decisions: impl Iterator<Item = Decision>) -> Option<Decision> {
     let mut first = None;
+    let mut gated = None;
     let mut observed = None;
     for decision in decisions {
-        if decision.action.blocks() {
-            return Some(decision);
-        }
-        if observed.is_none() && decision.action == Action::Observe {
-            observed = Some(decision.clone());
+        match decision.action {
+            Action::Deny => return Some(decision),
+            Action::RequireApproval if gated.is_none() => gated = Some(decision.clone()),
+            Action::Observe if observed.is_none() => observed = Some(decision.clone()),
+            _ => {}
         }
         first.get_or_insert(decision);
     }
-    observed.or(first)
+    gated.or(observed).or(first)
+}
+
+/// The message of a refused PREPARE of a statement that needs approval.
+pub const PREPARE_NEEDS_APPROVAL: &str = "gatehouse: statements that need approval cannot be \
+     prepared with PREPARE; run the statement itself, or prepare it with the protocol's \
+     Parse, where each Bind is checked";
+
+/// A PREPARE whose statement needs approval is denied by the same rule: an
+/// approval covers one run, and every later EXECUTE would run it unchecked.
+fn refuse_approval_in_prepare(kind: StatementKind, decision: Decision) -> Decision {
+    if kind != StatementKind::Prepare || decision.action != Action::RequireApproval {
+        return decision;
+    }
+    Decision {
+        action: Action::Deny,
+        rule: decision.rule,
+        message: Some(PREPARE_NEEDS_APPROVAL.to_string()),
+    }
 }
 
 fn rule_matches(rule: &Rule, s: &StatementInfo) -> bool {

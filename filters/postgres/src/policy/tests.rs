@@ -770,3 +770,43 @@ fn unparseable_statements_are_decided_by_rules_about_who_asks_only() {
         Some(UNPARSEABLE_RULE)
     );
 }
+
+#[test]
+fn a_prepare_of_a_statement_needing_approval_is_denied_by_its_rule() {
+    let policy = PgPolicy::from_json(DEFAULT_POLICY.as_bytes()).unwrap();
+    let c = ctx("developer");
+    for sql in [
+        "PREPARE purge AS DELETE FROM customers WHERE id = 7",
+        "prepare p (int) as update customers set name = 'x' where id = $1",
+        "PREPARE p AS WITH d AS (DELETE FROM customers WHERE id = 1 RETURNING *) SELECT * FROM d",
+        "SELECT 1; PREPARE purge AS DELETE FROM customers WHERE id = 7",
+    ] {
+        let v = policy.decide(&c, sql);
+        assert_eq!(v.decision.action, Action::Deny, "{sql}: {v:?}");
+        assert_eq!(v.decision.rule.as_deref(), Some("customer-writes"), "{sql}");
+        assert_eq!(v.decision.message.as_deref(), Some(PREPARE_NEEDS_APPROVAL));
+    }
+    // The statement itself still asks for approval.
+    let v = policy.decide(&c, "DELETE FROM customers WHERE id = 7");
+    assert_eq!(v.decision.action, Action::RequireApproval);
+}
+
+#[test]
+fn a_denial_outranks_an_approval_in_the_same_text() {
+    let policy = PgPolicy::from_json(DEFAULT_POLICY.as_bytes()).unwrap();
+    let c = ctx("developer");
+    for (sql, denied) in [
+        ("DELETE FROM customers WHERE id = 1; TRUNCATE users", 1),
+        ("TRUNCATE users; DELETE FROM customers WHERE id = 1", 0),
+    ] {
+        let v = policy.decide(&c, sql);
+        assert_eq!(v.decision.action, Action::Deny, "{sql}: {v:?}");
+        assert_eq!(v.decision.rule.as_deref(), Some("no-truncate"), "{sql}");
+        assert_eq!(v.blocked_by, Some(denied), "{sql}");
+    }
+    let v = policy.decide(
+        &c,
+        "WITH d AS (DELETE FROM customers WHERE id = 1 RETURNING *) DELETE FROM users",
+    );
+    assert_eq!(v.decision.action, Action::Deny, "{v:?}");
+}

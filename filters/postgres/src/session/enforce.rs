@@ -26,9 +26,28 @@ use crate::policy::{Lexing, SessionContext};
 use crate::protocol::{self as pg, BackendMessage};
 use crate::sql::{Settings, encoding};
 use gatehouse_core::identity::Identity;
-use gatehouse_core::policy::Decision;
+use gatehouse_core::policy::{Action as PolicyAction, Decision};
 use gatehouse_core::record::{EndReason, PgProtocol};
 use std::sync::Arc;
+
+/// When the statements of a judged text run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum TextRuns {
+    /// A simple Query: as it is read.
+    Now,
+    /// A Parse: at each Bind of it, later.
+    AtEachBind,
+}
+
+/// The pseudo-rule that refuses an EXECUTE in a Parse while approvals are on.
+pub const EXECUTE_IN_PARSE_RULE: &str = "(execute-in-parse)";
+/// Its message.
+pub const EXECUTE_IN_PARSE: &str = "gatehouse: EXECUTE cannot be sent in a Parse while \
+     approvals are on, as it runs whatever the name holds when bound; send it as a simple \
+     query";
+/// The message of a refused EXECUTE of a prepared statement that needs approval.
+pub const EXECUTE_NEEDS_APPROVAL: &str = "gatehouse: a prepared statement that needs \
+     approval cannot be run with EXECUTE; run it with Bind, where each run is checked";
 
 impl Session {
     /// Judges every Query and Parse text by `policy` from now on. Without one, every
@@ -133,16 +152,61 @@ impl Session {
     /// The decision about a Query or Parse text: a denial once the login token
     /// expired, else the policy's; `None` without either.
     pub(super) fn judge_text(&mut self, sql: &[u8], now_us: u64) -> Option<Decision> {
+        self.judge_text_as(sql, TextRuns::Now, now_us)
+    }
+
+    /// [`Self::judge_text`] for a text that runs `when`.
+    pub(super) fn judge_text_as(
+        &mut self,
+        sql: &[u8],
+        when: TextRuns,
+        now_us: u64,
+    ) -> Option<Decision> {
         if let Some(expired) = self.expired_token_denial(now_us) {
             return Some(expired);
         }
         let ctx = self.policy_context();
         let text = String::from_utf8_lossy(sql);
-        let decision = self
+        let verdict = self
             .statement_policy
             .as_mut()
-            .map(|policy| policy.decide(&ctx, &text).decision);
+            .map(|policy| policy.decide(&ctx, &text));
+        let decision = verdict.map(|verdict| {
+            self.execute_refusal(&verdict.executes, when)
+                .filter(|_| verdict.decision.action != PolicyAction::Deny)
+                .unwrap_or(verdict.decision)
+        });
         self.with_masking_refusal(sql, decision)
+    }
+
+    /// With approvals on, an EXECUTE must not run a statement that needs
+    /// approval, whose Binds alone are checked: refused when the name may hold
+    /// one, and in a Parse refused outright, since it runs whatever the name
+    /// holds at each Bind.
+    fn execute_refusal(&self, executes: &[String], when: TextRuns) -> Option<Decision> {
+        self.approvals.as_ref()?;
+        if executes.is_empty() {
+            return None;
+        }
+        if when == TextRuns::AtEachBind {
+            return Some(Decision {
+                action: PolicyAction::Deny,
+                rule: Some(EXECUTE_IN_PARSE_RULE.to_string()),
+                message: Some(EXECUTE_IN_PARSE.to_string()),
+            });
+        }
+        let gated = executes.iter().find_map(|name| {
+            self.ledger
+                .bind_targets(name.as_bytes())
+                .into_iter()
+                .find(|target| matches!(target.guard, Guard::Gated(_)))
+        })?;
+        let rule = gated.text.decision.as_ref().and_then(|d| d.rule.clone());
+        Some(Decision {
+            action: PolicyAction::Deny,
+            rule,
+            message: Some(EXECUTE_NEEDS_APPROVAL.to_string()),
+        })
     }
 
     /// Whether `decision` blocks here: in shadow mode nothing is blocked, the
@@ -207,7 +271,7 @@ impl Session {
         sql: &[u8],
         now_us: u64,
     ) -> Result<(Disposition, Undo), String> {
-        let decision = self.judge_text(sql, now_us);
+        let decision = self.judge_text_as(sql, TextRuns::AtEachBind, now_us);
         let undo = self.register_statement(name, sql, false, decision.clone());
         let Some(blocking) = decision.filter(|d| self.applies(d)) else {
             return Ok((Disposition::Pass, undo));

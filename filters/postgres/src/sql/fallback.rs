@@ -168,6 +168,20 @@ pub(super) fn classify(sql: &str, tokens: &[Token]) -> StatementInfo {
             props.role_change = true;
         }
         StatementKind::Drop if word_at(1, "database") => props.drop_database = true,
+        // `CREATE TABLE … AS EXECUTE name`: runs a prepared statement.
+        StatementKind::Create => {
+            let executes = tokens.iter().enumerate().filter_map(|(i, t)| {
+                (is_word(sql, t, "as") && word_at(i + 1, "execute"))
+                    .then(|| tokens.get(i + 2).and_then(|name| ident_value(sql, name)))
+                    .flatten()
+            });
+            for name in executes.collect::<Vec<_>>() {
+                info.runs.push(StatementInfo {
+                    prepared_name: Some(name),
+                    ..StatementInfo::new(StatementKind::Execute)
+                });
+            }
+        }
         StatementKind::Grant | StatementKind::Revoke => {
             // GRANT <privileges> ON <object> TO …; without ON it grants role membership.
             props.role_change = !tokens.iter().any(|t| is_word(sql, t, "on"));
@@ -330,6 +344,22 @@ mod tests {
                 .properties
                 .role_change
         );
+    }
+
+    #[test]
+    fn create_table_as_execute_runs_the_prepared_statement() {
+        for (sql, name) in [
+            ("CREATE TABLE t AS EXECUTE s1(7)", "s1"),
+            ("create temp table t as execute \"S1\"", "S1"),
+        ] {
+            let info = classify_text(sql);
+            assert_eq!(info.kind, StatementKind::Create, "{sql}");
+            let [run] = info.runs.as_slice() else {
+                panic!("{sql}: {info:?}");
+            };
+            assert_eq!(run.kind, StatementKind::Execute);
+            assert_eq!(run.prepared_name.as_deref(), Some(name));
+        }
     }
 
     #[test]

@@ -5,11 +5,12 @@
 
 use super::*;
 use crate::approval::{ApprovalCall, ApprovalGate, REASON_REPLACEMENT};
-use crate::policy::PgPolicy;
+use crate::policy::{PREPARE_NEEDS_APPROVAL, PgPolicy};
 use crate::protocol::{BackendMessage, Bind, ErrorField, FrontendMessage, StartupPacket};
 use gatehouse_core::approval::grant::statement_hash;
 use gatehouse_core::approval::{Grant, GrantBook, GrantKind, GrantsDocument, Principal};
 use gatehouse_core::identity::Identity;
+use gatehouse_core::policy::Action as PolicyAction;
 use gatehouse_core::record::StatementRecord;
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -908,4 +909,112 @@ mod holding {
             [ApprovalCall::File { .. }]
         ));
     }
+}
+
+/// An approval covers one run; a PREPARE it let through would let every later
+/// EXECUTE run the statement unchecked. So the PREPARE is refused by the rule,
+/// granted or not, and the session carries on.
+#[test]
+fn a_prepare_of_a_statement_needing_approval_is_refused_even_when_granted() {
+    for window in [false, true] {
+        let mut wire = Wire::new();
+        let prepare = "PREPARE purge AS DELETE FROM customers WHERE id = 7";
+        if window {
+            wire.grant(GrantKind::Window, None);
+        } else {
+            wire.grant(
+                GrantKind::SingleUse,
+                Some(statement_hash(prepare.as_bytes(), &[])),
+            );
+        }
+        let sent = text_of(&wire.client(&query(prepare)));
+        assert!(!sent.contains("PREPARE purge"), "{sent}");
+        assert!(sent.contains("cannot be prepared with PREPARE"), "{sent}");
+        assert!(
+            wire.session.take_approval_calls().is_empty(),
+            "nothing filed, nothing used up"
+        );
+        let message = PREPARE_NEEDS_APPROVAL;
+        let answer = wire.server(
+            &[
+                raised(message, ""),
+                backend(&[BackendMessage::ReadyForQuery { status: b'I' }]),
+            ]
+            .concat(),
+        );
+        assert!(text_of(&answer).contains(message), "{}", text_of(&answer));
+        let record = wire.last_statement();
+        assert_eq!(record.decision.action, PolicyAction::Deny);
+        assert_eq!(record.decision.rule.as_deref(), Some("customer-writes"));
+        // The session stays usable.
+        let next = query("SELECT 1");
+        assert_eq!(wire.client(&next), next);
+    }
+}
+
+/// SQL EXECUTE reaches statements prepared with Parse too, and its run is
+/// never checked: one that may run a statement needing approval is refused
+/// by that statement's rule.
+#[test]
+fn an_execute_of_a_parsed_statement_needing_approval_is_refused() {
+    let mut wire = Wire::new();
+    prepared_delete(&mut wire);
+    wire.grant(GrantKind::Window, None);
+    for sql in [
+        "EXECUTE s1(7)",
+        "execute S1 (7)",
+        "EXPLAIN ANALYZE EXECUTE s1(7)",
+        "CREATE TABLE t AS EXECUTE s1(7)",
+        "SELECT 1; EXECUTE s1(7)",
+    ] {
+        let sent = text_of(&wire.client(&query(sql)));
+        assert!(!sent.contains(sql), "{sql} ran without its Bind's check");
+        assert!(sent.contains("cannot be run with EXECUTE"), "{sent}");
+        wire.server(
+            &[
+                raised("", ""),
+                backend(&[BackendMessage::ReadyForQuery { status: b'I' }]),
+            ]
+            .concat(),
+        );
+        let record = wire.last_statement();
+        assert_eq!(record.decision.action, PolicyAction::Deny, "{sql}");
+        assert_eq!(
+            record.decision.rule.as_deref(),
+            Some("customer-writes"),
+            "{sql}"
+        );
+    }
+    assert!(wire.session.take_approval_calls().is_empty());
+    // Another name runs.
+    let other = query("EXECUTE s2(7)");
+    assert_eq!(wire.client(&other), other);
+}
+
+/// An EXECUTE in a Parse runs whatever its name holds at each Bind, which
+/// may be a statement needing approval prepared later: refused outright.
+#[test]
+fn an_execute_in_a_parse_is_refused() {
+    let mut wire = Wire::new();
+    let parse = frontend(&[
+        FrontendMessage::Parse {
+            name: b"e",
+            sql: b"EXECUTE s1(7)",
+            param_types: vec![],
+        },
+        FrontendMessage::Sync,
+    ]);
+    let sent = text_of(&wire.client(&parse));
+    assert!(!sent.contains("EXECUTE s1"), "{sent}");
+    assert!(sent.contains("EXECUTE cannot be sent in a Parse"), "{sent}");
+    // A Parse without EXECUTE is untouched.
+    let plain = frontend(&[
+        FrontendMessage::Parse {
+            name: b"p",
+            sql: b"SELECT 1",
+            param_types: vec![],
+        },
+        FrontendMessage::Sync,
+    ]);
+    assert_eq!(wire.client(&plain), plain);
 }

@@ -289,15 +289,20 @@ impl PgPolicy {
 
     /// Judges an analysis for a session with the given applicability.
     pub fn judge(&self, applicable: &Applicability, analysis: &Analysis) -> Verdict {
+        let mut executes = Vec::new();
         let statements: Vec<StatementVerdict> = analysis
             .statements
             .iter()
             .enumerate()
             .map(|(index, statement)| {
-                let decisions = statement
-                    .walk()
-                    .into_iter()
-                    .map(|s| self.judge_one(applicable, s));
+                let walked = statement.walk();
+                executes.extend(
+                    walked
+                        .iter()
+                        .filter(|s| s.kind == StatementKind::Execute)
+                        .filter_map(|s| s.prepared_name.clone()),
+                );
+                let decisions = walked.into_iter().map(|s| self.judge_one(applicable, s));
                 let decision = strongest(decisions).unwrap_or_else(Decision::allow);
                 StatementVerdict {
                     index,
@@ -314,13 +319,6 @@ impl PgPolicy {
             .blocks()
             .then(|| statements.iter().position(|s| s.decision == decision))
             .flatten();
-        let executes = analysis
-            .statements
-            .iter()
-            .flat_map(StatementInfo::walk)
-            .filter(|s| s.kind == StatementKind::Execute)
-            .filter_map(|s| s.prepared_name.clone())
-            .collect();
         Verdict {
             decision,
             blocked_by,

@@ -1822,9 +1822,10 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_one_pass_path_agrees_with_the_tree_on_generated_bodies() {
-        let variants = [
+    /// The settings the differential tests run under: the demo's, Secrets
+    /// unmasked, and pod env unmasked with a mask text that needs escaping.
+    fn variants() -> [MaskingConfig; 3] {
+        [
             settings(),
             MaskingConfig {
                 secrets: false,
@@ -1835,7 +1836,12 @@ mod tests {
                 mask_text: "<\"hidden\">".to_owned(),
                 ..settings()
             },
-        ];
+        ]
+    }
+
+    #[test]
+    fn the_one_pass_path_agrees_with_the_tree_on_generated_bodies() {
+        let variants = variants();
         let cases = (
             body().prop_flat_map(|body| written(&body)),
             prop::sample::select(vec!["pods", "secrets", "deployments", "configmaps"]),
@@ -1894,18 +1900,7 @@ mod tests {
     /// to the tree.
     #[test]
     fn applied_copies_are_masked_by_the_walk_as_by_the_tree() {
-        let variants = [
-            settings(),
-            MaskingConfig {
-                secrets: false,
-                ..settings()
-            },
-            MaskingConfig {
-                pod_env: false,
-                mask_text: "<\"hidden\">".to_owned(),
-                ..settings()
-            },
-        ];
+        let variants = variants();
         let cases = (
             object(0).prop_flat_map(|copy| written(&copy)),
             prop::sample::select(vec!["Secret", "Pod", "Deployment", "ConfigMap"]),

@@ -79,8 +79,9 @@ fn denial() -> Vec<u8> {
 #[derive(Default)]
 struct Server {
     statements: HashMap<Vec<u8>, &'static str>,
-    /// Portals with their text, and whether they have run.
-    portals: HashMap<Vec<u8>, (&'static str, bool)>,
+    /// Portals with their text, whether they have run, and whether they
+    /// were bound while `unsure` (the session forgot their shapes).
+    portals: HashMap<Vec<u8>, (&'static str, bool, bool)>,
     /// After an error, every message up to Sync is skipped.
     skipping: bool,
     /// The statements that returned a row, in order, and whether the
@@ -92,7 +93,7 @@ struct Server {
     /// answered: the session has re-applied them on the names as the server
     /// has them (their records name what the server runs), but fails closed
     /// on what masking took from names for them, so their safe rows may be
-    /// masked whole.
+    /// masked whole (and so may those of a portal they bound, run later).
     unsure: bool,
     /// The engine sent a raising block: the masker cannot read one, so it
     /// forgets every statement's lineage (failing closed), and safe rows
@@ -117,9 +118,10 @@ impl Server {
         error(code)
     }
 
-    fn rows(&mut self, text: &'static str) -> Vec<u8> {
+    /// `forgotten`: run through a portal the session forgot the shape of.
+    fn rows(&mut self, text: &'static str, forgotten: bool) -> Vec<u8> {
         self.ran
-            .push((text, self.unsure || self.raising_block_sent));
+            .push((text, self.unsure || self.raising_block_sent || forgotten));
         let value = if text == SECRET {
             SECRET_VALUE
         } else {
@@ -175,7 +177,8 @@ impl Server {
                 if !bind.portal.is_empty() && self.portals.contains_key(&key(bind.portal)) {
                     return self.refuse("42P03");
                 }
-                self.portals.insert(key(bind.portal), (text, false));
+                self.portals
+                    .insert(key(bind.portal), (text, false, self.unsure));
                 encode_backend(&[BackendMessage::BindComplete])
             }
             FrontendMessage::Describe { kind, name } => {
@@ -198,18 +201,18 @@ impl Server {
             FrontendMessage::Execute { portal, .. } => match self.portals.get_mut(&key(portal)) {
                 None => self.refuse("34000"),
                 // A portal runs once; executed again it has no more rows.
-                Some((_, true)) => {
+                Some((_, true, _)) => {
                     encode_backend(&[BackendMessage::CommandComplete { tag: b"SELECT 0" }])
                 }
-                Some((text, _)) if *text == RAISING_BLOCK => {
+                Some((text, ..)) if *text == RAISING_BLOCK => {
                     self.skipping = true;
                     self.failed_batch = true;
                     denial()
                 }
-                Some((text, ran)) => {
+                Some((text, ran, forgotten)) => {
                     *ran = true;
-                    let text = *text;
-                    self.rows(text)
+                    let (text, forgotten) = (*text, *forgotten);
+                    self.rows(text, forgotten)
                 }
             },
             FrontendMessage::Close { kind, name } => {
@@ -240,7 +243,7 @@ impl Server {
                     let description = description();
                     let mut out =
                         encode_backend(&[BackendMessage::RowDescription { body: &description }]);
-                    out.extend(self.rows(text));
+                    out.extend(self.rows(text, false));
                     out
                 };
                 out.extend(encode_backend(&[BackendMessage::ReadyForQuery {

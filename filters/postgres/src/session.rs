@@ -205,7 +205,7 @@ struct Portal {
     masking: crate::masking::Shape,
     /// Alive while the Bind that defined it awaits its answer: a portal
     /// the server has not bound yet outlives the end of a transaction.
-    binder: std::rc::Weak<()>,
+    binder: std::rc::Weak<[u8]>,
     /// The transactions ended when an undo kept it (see the ledger).
     stashed_in: u64,
 }
@@ -1522,7 +1522,7 @@ impl Session {
             text,
             parameters,
             masking: crate::masking::Shape::default(),
-            binder: std::rc::Weak::new(),
+            binder: std::rc::Weak::<[u8; 0]>::new(),
             stashed_in: 0,
         };
         let limit = self.config.max_prepared_statements;

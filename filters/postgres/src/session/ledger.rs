@@ -20,7 +20,10 @@
 //! names as the skipped requests would have left them: they are applied
 //! again on the names as the server has them (their Executes' records name
 //! the portals as applied again), and masking forgets what it took from
-//! names for them (failing closed).
+//! names for them (failing closed). Only the names the refused batch changed
+//! are applied again, and each only up to the first pending request that
+//! defines or closes it anew, so that a client pipelining thousands of
+//! failing batches costs each error about its own requests, not the queue.
 //!
 //! Enforcement's [`Guard`] of a statement (denied, or needing approval)
 //! lives with it, so it is undone and applied again with it. Those
@@ -71,6 +74,9 @@ pub(super) struct Ledger {
     /// ReadyForQuery `I` answers so far: a portal an undo kept is put back
     /// only when none came since (see [`Ledger::end_transaction`]).
     transactions_ended: u64,
+    /// Pending requests [`Ledger::apply_again`] walked, in all.
+    #[cfg(test)]
+    applied_again: usize,
 }
 
 /// A prepared statement.
@@ -115,10 +121,9 @@ pub(super) enum Undo {
     Portal {
         name: Vec<u8>,
         previous: Option<Portal>,
-        /// A Bind's: held, never read, while the Bind is pending (the
-        /// portal's `binder` sees it alive).
-        #[expect(dead_code, reason = "held for its liveness only")]
-        bind: Option<Rc<()>>,
+        /// A Bind's: the statement it binds (as the server keys it), held
+        /// while the Bind is pending (the portal's `binder` sees it alive).
+        bind: Option<Rc<[u8]>>,
     },
 }
 
@@ -225,7 +230,7 @@ impl Ledger {
         if !name.is_empty() && !self.portals.contains_key(name) && self.portals.len() >= limit {
             return Undo::Nothing;
         }
-        let bind = Rc::new(());
+        let bind: Rc<[u8]> = Rc::from(server_name(&portal.statement_name));
         portal.binder = Rc::downgrade(&bind);
         let previous = self.portals.insert(name.to_vec(), portal);
         Undo::Portal {
@@ -319,32 +324,26 @@ impl Ledger {
         if !changed {
             return false;
         }
-        let Ledger {
-            requests,
-            statements,
-            portals,
-            transactions_ended,
-            ..
-        } = self;
-        // What each pending request defined (`None`: it closed, or changed nothing).
-        let mut defined: Vec<Defined> = Vec::with_capacity(requests.len());
-        for entry in requests.iter_mut().rev() {
-            defined.push(match entry {
-                Pending::Parse(undo) | Pending::Bind(undo) | Pending::Close(undo) => {
-                    undo_in_place(statements, portals, *transactions_ended, undo)
-                }
-                _ => Defined::Nothing,
-            });
-        }
-        defined.reverse();
-        // The server drops the unnamed statement before parsing its new text.
+        // What the server has under each name the refused and skipped
+        // requests changed (the oldest one's previous value wins).
+        let mut restored = Restored::default();
         for entry in entries.into_iter().rev().flatten() {
             if let Pending::Parse(undo) | Pending::Bind(undo) | Pending::Close(undo) = entry {
-                self.undo(undo);
+                match undo {
+                    Undo::Nothing => {}
+                    Undo::Statement { name, previous } => {
+                        restored.statements.insert(name, previous);
+                    }
+                    Undo::Portal { name, previous, .. } => {
+                        let previous = restorable(previous, self.transactions_ended);
+                        restored.portals.insert(name, previous);
+                    }
+                }
             }
         }
+        // The server drops the unnamed statement before parsing its new text.
         if unnamed_parse_failed {
-            self.statements.remove(&[][..]);
+            restored.statements.insert(Vec::new(), None);
         }
         // Anything of the client's behind the batch's Sync.
         let later = self
@@ -352,78 +351,88 @@ impl Ledger {
             .iter()
             .skip(1)
             .any(|p| !matches!(p, Pending::Injected(_)));
-        for (entry, defined) in self.requests.iter_mut().zip(defined) {
-            match (entry, defined) {
-                (
-                    Pending::Parse(Undo::Statement { name, previous })
-                    | Pending::Close(Undo::Statement { name, previous }),
-                    Defined::Statement(statement),
-                ) => {
-                    *previous = match statement {
-                        Some(statement) => self.statements.insert(name.clone(), statement),
-                        None => self.statements.remove(name.as_slice()),
-                    };
-                    if previous.as_ref().is_some_and(|s| s.guard != Guard::Open) {
-                        self.replaced_guarded += 1;
-                    }
-                }
-                (
-                    Pending::Bind(Undo::Portal { name, previous, .. })
-                    | Pending::Close(Undo::Portal { name, previous, .. }),
-                    Defined::Portal(portal),
-                ) => {
-                    let replaced = match portal {
-                        Some(mut portal) => {
-                            let text = self
-                                .statements
-                                .get(server_name(&portal.statement_name))
-                                .map(|s| Arc::clone(&s.text));
-                            // The same text keeps what its Bind found (the
-                            // approval it runs under).
-                            if !portal.text.as_ref().is_some_and(|old| {
-                                text.as_ref().is_some_and(|new| old.is_same_text(new))
-                            }) {
-                                portal.text = text;
-                            }
-                            portal.masking = Shape::default();
-                            self.portals.insert(name.clone(), portal)
-                        }
-                        None => self.portals.remove(name.as_slice()),
-                    };
-                    *previous = stash(replaced, self.transactions_ended);
-                }
-                // Its record names what the server runs: the portal as
-                // applied again.
-                (Pending::Execute(run), _) => {
-                    if let Some(portal) = run.portal_key.as_deref() {
-                        run.reread(self.portals.get(portal));
-                    }
-                }
-                _ => {}
-            }
-        }
+        self.apply_again(restored);
         if later {
             self.forget_portal_shapes();
         }
         later
     }
 
-    fn undo(&mut self, undo: Undo) {
-        match undo {
-            Undo::Nothing => {}
-            Undo::Statement { name, previous } => match previous {
-                Some(statement) => {
-                    self.statements.insert(name, statement);
+    /// Applies the pending requests again over `restored`: each name's first
+    /// pending request that defines or closes it now replaces the restored
+    /// value, and what read a restored name before that (a Bind of the
+    /// statement, an Execute of the portal) reads it again. Walks the queue
+    /// only as far as some name is still open, so a flood of failing
+    /// batches over the same names costs each error its own requests.
+    fn apply_again(&mut self, mut restored: Restored) {
+        let epoch = self.transactions_ended;
+        for entry in &mut self.requests {
+            if restored.is_empty() {
+                break;
+            }
+            #[cfg(test)]
+            {
+                self.applied_again += 1;
+            }
+            match entry {
+                Pending::Parse(Undo::Statement { name, previous })
+                | Pending::Close(Undo::Statement { name, previous }) => {
+                    if let Some(value) = restored.statements.remove(name.as_slice()) {
+                        *previous = value;
+                        if previous.as_ref().is_some_and(|s| s.guard != Guard::Open) {
+                            self.replaced_guarded += 1;
+                        }
+                    }
                 }
-                None => {
-                    self.statements.remove(&name);
+                Pending::Bind(Undo::Portal {
+                    name,
+                    previous,
+                    bind,
+                }) => {
+                    restored.replace_portal(name, previous, epoch);
+                    // The portal it binds takes its statement's text as it is now.
+                    let statement = bind
+                        .as_deref()
+                        .and_then(|statement| restored.statements.get(server_name(statement)));
+                    if let Some(statement) = statement {
+                        let text = statement.as_ref().map(|s| Arc::clone(&s.text));
+                        restored.rebound.insert(name.clone(), text);
+                    }
                 }
-            },
-            Undo::Portal { name, previous, .. } => {
-                match restorable(previous, self.transactions_ended) {
-                    Some(portal) => self.portals.insert(name, portal),
-                    None => self.portals.remove(&name),
-                };
+                Pending::Close(Undo::Portal { name, previous, .. }) => {
+                    restored.replace_portal(name, previous, epoch);
+                }
+                // Its record names what the server runs: the portal as
+                // applied again.
+                Pending::Execute(run) => {
+                    let Some(portal) = run.portal_key.as_deref() else {
+                        continue;
+                    };
+                    if let Some(value) = restored.portals.get(portal) {
+                        run.reread(value.as_ref());
+                    } else if let Some(text) = restored.rebound.get(portal) {
+                        take_text(&mut run.text, text.as_ref());
+                    }
+                }
+                _ => {}
+            }
+        }
+        // Names no pending request defines again: the server's value stands.
+        for (name, value) in restored.statements {
+            match value {
+                Some(statement) => self.statements.insert(name, statement),
+                None => self.statements.remove(&name),
+            };
+        }
+        for (name, value) in restored.portals {
+            match value {
+                Some(portal) => self.portals.insert(name, portal),
+                None => self.portals.remove(&name),
+            };
+        }
+        for (name, text) in restored.rebound {
+            if let Some(portal) = self.portals.get_mut(&name) {
+                take_text(&mut portal.text, text.as_ref());
             }
         }
     }
@@ -486,37 +495,48 @@ impl Ledger {
     }
 }
 
-/// What a pending request defined under its name, kept while it is undone
-/// and applied again (see [`Ledger::unwind`]).
-enum Defined {
-    Nothing,
-    Statement(Option<Statement>),
-    Portal(Option<Portal>),
+/// The names a refused batch changed, while the pending requests are
+/// applied again over them (see [`Ledger::apply_again`]): each is dropped at
+/// the first pending request that defines or closes it again.
+#[derive(Default)]
+struct Restored {
+    /// Statements as the server has them.
+    statements: HashMap<Vec<u8>, Option<Statement>>,
+    /// Portals as the server has them.
+    portals: HashMap<Vec<u8>, Option<Portal>>,
+    /// Portals a pending Bind defined from a restored statement, with that
+    /// statement's text as the server has it.
+    rebound: HashMap<Vec<u8>, Option<Arc<StatementText>>>,
 }
 
-/// Undoes `undo` on the maps, leaving it empty; what the request defined.
-fn undo_in_place(
-    statements: &mut HashMap<Vec<u8>, Statement>,
-    portals: &mut HashMap<Vec<u8>, Portal>,
-    transactions_ended: u64,
-    undo: &mut Undo,
-) -> Defined {
-    match undo {
-        Undo::Nothing => Defined::Nothing,
-        Undo::Statement { name, previous } => {
-            let defined = match previous.take() {
-                Some(previous) => statements.insert(name.clone(), previous),
-                None => statements.remove(name.as_slice()),
-            };
-            Defined::Statement(defined)
+impl Restored {
+    fn is_empty(&self) -> bool {
+        self.statements.is_empty() && self.portals.is_empty() && self.rebound.is_empty()
+    }
+
+    /// A pending Bind or Close of the portal `name`, which replaced
+    /// `previous`: what it replaces on the server is the restored value, or
+    /// the rebound one as it now reads.
+    fn replace_portal(&mut self, name: &[u8], previous: &mut Option<Portal>, epoch: u64) {
+        if let Some(value) = self.portals.remove(name) {
+            *previous = stash(value, epoch);
+        } else if let Some(text) = self.rebound.remove(name)
+            && let Some(portal) = previous.as_mut()
+        {
+            take_text(&mut portal.text, text.as_ref());
         }
-        Undo::Portal { name, previous, .. } => {
-            let defined = match restorable(previous.take(), transactions_ended) {
-                Some(previous) => portals.insert(name.clone(), previous),
-                None => portals.remove(name.as_slice()),
-            };
-            Defined::Portal(defined)
-        }
+    }
+}
+
+/// A portal (or an Execute's record of it) bound again to a statement whose
+/// text is now `text`; the same text keeps what its Bind found (the approval
+/// it runs under).
+fn take_text(current: &mut Option<Arc<StatementText>>, text: Option<&Arc<StatementText>>) {
+    let same = current
+        .as_ref()
+        .is_some_and(|old| text.is_some_and(|new| old.is_same_text(new)));
+    if !same {
+        *current = text.cloned();
     }
 }
 
@@ -659,5 +679,63 @@ impl Names for Ledger {
                 previous.iter_mut().for_each(forget);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn portal(statement: &[u8]) -> Portal {
+        Portal {
+            statement_name: statement.to_vec(),
+            text: None,
+            parameters: None,
+            masking: Shape::default(),
+            binder: std::rc::Weak::<[u8; 0]>::new(),
+            stashed_in: 0,
+        }
+    }
+
+    /// The server refuses the front batch: its requests are taken off, up
+    /// to its Sync, and unwound, as the session's error handler does.
+    fn refuse_front_batch(ledger: &mut Ledger) {
+        let mut entries = Vec::new();
+        while let Some(entry) = ledger.requests.pop_front() {
+            if entry.ends_batch() {
+                break;
+            }
+            entries.push(Some(entry));
+        }
+        ledger.unwind(entries);
+    }
+
+    /// A client pipelines thousands of batches that each bind the unnamed
+    /// portal to a statement that does not exist, and the server refuses
+    /// each. Every error is unwound over the same name the next batch binds
+    /// again: each costs its own requests, where applying the whole queue
+    /// again on each error cost the queue's length squared (a minute of a
+    /// worker's time for 16 000 pipelined requests).
+    #[test]
+    fn a_flood_of_failing_batches_is_unwound_in_linear_work() {
+        const BATCHES: usize = 4_000;
+        let mut ledger = Ledger::default();
+        for _ in 0..BATCHES {
+            let undo = ledger.define_portal(b"", portal(b"missing"), 100);
+            ledger.requests.push_back(Pending::Bind(undo));
+            ledger.requests.push_back(Pending::Sync);
+        }
+        for _ in 0..BATCHES {
+            refuse_front_batch(&mut ledger);
+        }
+        assert!(ledger.requests.is_empty());
+        // Every Bind was refused: the server has no unnamed portal, and
+        // neither has the ledger.
+        assert!(ledger.portals.is_empty());
+        assert!(
+            ledger.applied_again <= 2 * BATCHES,
+            "{} requests walked for {BATCHES} errors",
+            ledger.applied_again
+        );
     }
 }

@@ -16,37 +16,15 @@
 )]
 
 use criterion::{Criterion, Throughput, black_box, criterion_group, criterion_main};
-use gatehouse_postgres::masking::{MaskingPolicy, SessionMasker};
-use gatehouse_postgres::protocol::{BackendMessage, FrontendMessage, StartupPacket};
-use gatehouse_postgres::{ConnectionInfo, EngineConfig, Session};
-use std::sync::Arc;
+use gatehouse_benches::pg_messages::{catalog_answer, encode, query, row_description, session};
+use gatehouse_postgres::Session;
+use gatehouse_postgres::protocol::BackendMessage;
 use std::time::Instant;
 
 const MASKING: &[u8] = include_bytes!("../../examples/postgres-masking.json");
 const CUSTOMERS_OID: u32 = 16_400;
 const BENCH_TABLE_OID: u32 = 16_500;
 const ROWS: usize = 1_000;
-
-fn encode(msgs: &[BackendMessage<'_>]) -> Vec<u8> {
-    let mut out = Vec::new();
-    msgs.iter().for_each(|m| m.encode(&mut out));
-    out
-}
-
-fn row_description(fields: &[(&str, u32, i16, u32)]) -> Vec<u8> {
-    let mut body = (fields.len() as i16).to_be_bytes().to_vec();
-    for (name, table, attnum, type_oid) in fields {
-        body.extend_from_slice(name.as_bytes());
-        body.push(0);
-        body.extend_from_slice(&table.to_be_bytes());
-        body.extend_from_slice(&attnum.to_be_bytes());
-        body.extend_from_slice(&type_oid.to_be_bytes());
-        body.extend_from_slice(&(-1i16).to_be_bytes());
-        body.extend_from_slice(&(-1i32).to_be_bytes());
-        body.extend_from_slice(&0i16.to_be_bytes());
-    }
-    body
-}
 
 /// The server's answer to `SELECT * FROM customers` for `ROWS` demo-like rows.
 fn customers_answer() -> Vec<u8> {
@@ -82,40 +60,6 @@ fn customers_answer() -> Vec<u8> {
     out.extend(encode(&[
         BackendMessage::CommandComplete {
             tag: b"SELECT 1000",
-        },
-        BackendMessage::ReadyForQuery { status: b'I' },
-    ]));
-    out
-}
-
-/// The answer to the masker's catalog lookup: `(attnum, rule index,
-/// column)` of table `relname` (`oid`).
-fn catalog_answer(oid: u32, relname: &str, columns: &[(&str, &str, &str)]) -> Vec<u8> {
-    let description = row_description(&[
-        ("relid", 0, 0, 20),
-        ("attnum", 0, 0, 21),
-        ("min", 0, 0, 23),
-        ("relname", 0, 0, 19),
-        ("attname", 0, 0, 19),
-    ]);
-    let mut out = encode(&[BackendMessage::RowDescription { body: &description }]);
-    let oid = oid.to_string();
-    for (attnum, rule, column) in columns {
-        BackendMessage::DataRow {
-            values: vec![
-                Some(oid.as_bytes()),
-                Some(attnum.as_bytes()),
-                Some(rule.as_bytes()),
-                Some(relname.as_bytes()),
-                Some(column.as_bytes()),
-            ],
-        }
-        .encode(&mut out);
-    }
-    let tag = format!("SELECT {}", columns.len());
-    out.extend(encode(&[
-        BackendMessage::CommandComplete {
-            tag: tag.as_bytes(),
         },
         BackendMessage::ReadyForQuery { status: b'I' },
     ]));
@@ -185,12 +129,6 @@ fn bench_table_answer(rows: u64) -> Vec<u8> {
     out
 }
 
-fn query(sql: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    FrontendMessage::Query { sql }.encode(&mut out);
-    out
-}
-
 /// The demo masking's rules with no detector: what the rules alone cost.
 fn rules_only() -> Vec<u8> {
     let mut config: serde_json::Value = serde_json::from_slice(MASKING).expect("demo masking");
@@ -201,42 +139,6 @@ fn rules_only() -> Vec<u8> {
         .expect("the demo masking has a masker section")
         .insert("detectors".into(), serde_json::json!([]));
     serde_json::to_vec(&config).expect("serializes")
-}
-
-/// A logged-in session that sent `query` and read `answer`, with `masking`
-/// when given (its catalog lookup answered with `catalog`).
-fn session(masking: Option<&[u8]>, catalog: &[u8], query: &[u8], answer: &[u8]) -> Session {
-    let masked = masking.is_some();
-    let mut session = Session::new(
-        Arc::new(EngineConfig::default()),
-        ConnectionInfo::default(),
-        0,
-    );
-    if let Some(masking) = masking {
-        let policy = MaskingPolicy::from_json(masking).expect("masking compiles");
-        session.set_masker(SessionMasker::new(Arc::new(policy)));
-    }
-    let mut startup = Vec::new();
-    StartupPacket::Startup {
-        version: 3 << 16,
-        params: vec![("user", "app"), ("database", "shop")],
-    }
-    .encode(&mut startup);
-    let _ = session.on_frontend(&startup, 0);
-    let _ = session.on_backend(
-        &encode(&[
-            BackendMessage::Authentication { code: 0, data: b"" },
-            BackendMessage::ReadyForQuery { status: b'I' },
-        ]),
-        0,
-    );
-    let _ = session.on_frontend(query, 0);
-    if masked {
-        let _ = session.on_backend(catalog, 0);
-    }
-    let _ = session.on_backend(answer, 0);
-    session.take_records();
-    session
 }
 
 fn round_trip(session: &mut Session, query: &[u8], answer: &[u8]) -> usize {

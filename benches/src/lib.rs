@@ -2,6 +2,7 @@
 
 pub mod cpu;
 pub mod http_load;
+pub mod pg_messages;
 pub mod pg_wire;
 pub mod pgbench;
 

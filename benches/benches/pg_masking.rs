@@ -162,7 +162,7 @@ fn pg_masking(c: &mut Criterion) {
         ("demo_masking", Some(MASKING)),
     ];
     for (name, masking) in variants {
-        let mut session = session(masking, &catalog, &query, &answer);
+        let mut session = session(masking, &catalog, &query, &answer).expect("a logged-in session");
         group.bench_function(format!("{ROWS}_rows/{name}"), |b| {
             b.iter(|| round_trip(&mut session, &query, &answer))
         });
@@ -172,7 +172,7 @@ fn pg_masking(c: &mut Criterion) {
     // The ratio, measured once more side by side.
     let mut rates = Vec::new();
     for (_, masking) in variants {
-        let mut session = session(masking, &catalog, &query, &answer);
+        let mut session = session(masking, &catalog, &query, &answer).expect("a logged-in session");
         let rounds = 50;
         let start = Instant::now();
         for _ in 0..rounds {
@@ -209,7 +209,8 @@ fn pg_masking_bench_table(c: &mut Criterion) {
         &catalog,
         &query,
         &answer,
-    );
+    )
+    .expect("a logged-in session");
     // The rows must come back masked, or the figure is a pass-through's.
     let _ = session.on_frontend(&query, 1);
     let verdict = session.on_backend(&answer, 2);

@@ -18,7 +18,7 @@
 
 use gatehouse_benches::median;
 use gatehouse_benches::pg_messages::{catalog_answer, encode, query, row_description, session};
-use gatehouse_postgres::protocol::{Bind, BackendMessage, FrontendMessage};
+use gatehouse_postgres::protocol::{BackendMessage, Bind, FrontendMessage};
 use gatehouse_postgres::{Phase, Session};
 use std::time::Instant;
 
@@ -63,7 +63,11 @@ impl Flood {
                     ),
                 };
                 let error = BackendMessage::ErrorResponse {
-                    fields: vec![(b'S', b"ERROR"), (b'C', code.as_bytes()), (b'M', b"refused")],
+                    fields: vec![
+                        (b'S', b"ERROR"),
+                        (b'C', code.as_bytes()),
+                        (b'M', b"refused"),
+                    ],
                 };
                 for _ in 0..messages / 2 {
                     request.encode(&mut client);
@@ -109,7 +113,7 @@ fn logged_in() -> Session {
         BackendMessage::CommandComplete { tag: b"SELECT 1" },
         BackendMessage::ReadyForQuery { status: b'I' },
     ]);
-    session(Some(MASKING), &catalog, &query(b"SELECT 1"), &answer)
+    session(Some(MASKING), &catalog, &query(b"SELECT 1"), &answer).expect("a logged-in session")
 }
 
 /// Frames of `tag` in `bytes`.
@@ -129,7 +133,11 @@ fn run(flood: Flood, messages: usize) -> f64 {
     let mut session = logged_in();
     let start = Instant::now();
     let to_server = session.on_frontend(&client, 1);
-    assert_eq!(to_server.bytes(&client).len(), client.len(), "{flood:?}: requests lost");
+    assert_eq!(
+        to_server.bytes(&client).len(),
+        client.len(),
+        "{flood:?}: requests lost"
+    );
     let to_client = session.on_backend(&server, 2);
     let elapsed = start.elapsed();
     let (tag, expected) = flood.answers(messages);
@@ -138,7 +146,11 @@ fn run(flood: Flood, messages: usize) -> f64 {
         expected,
         "{flood:?}: answers lost"
     );
-    assert_eq!(session.phase(), Phase::Ready, "{flood:?}: the session ended");
+    assert_eq!(
+        session.phase(),
+        Phase::Ready,
+        "{flood:?}: the session ended"
+    );
     elapsed.as_secs_f64() * 1e6 / messages as f64
 }
 
@@ -153,7 +165,10 @@ fn main() {
         }
     }
     println!("pg_pipeline_floods: µs per client message, median of {ROUNDS} interleaved rounds");
-    println!("{:<16} {:>12} {:>12} {:>12}", "flood", SHALLOW, DEEP, "deep/shallow");
+    println!(
+        "{:<16} {:>12} {:>12} {:>12}",
+        "flood", SHALLOW, DEEP, "deep/shallow"
+    );
     for (flood, [shallow, deep]) in floods.iter().zip(samples) {
         let (shallow, deep) = (median(shallow), median(deep));
         println!(

@@ -2,6 +2,7 @@
 //! server: encoders for the server's answers, and a session logged in past
 //! the masker's catalog lookup.
 
+use anyhow::{Result, anyhow};
 use gatehouse_postgres::masking::{MaskingPolicy, SessionMasker};
 use gatehouse_postgres::protocol::{BackendMessage, FrontendMessage, StartupPacket};
 use gatehouse_postgres::{ConnectionInfo, EngineConfig, Session};
@@ -74,7 +75,12 @@ pub fn query(sql: &[u8]) -> Vec<u8> {
 
 /// A logged-in session that sent `query` and read `answer`, with `masking`
 /// when given (its catalog lookup answered with `catalog`).
-pub fn session(masking: Option<&[u8]>, catalog: &[u8], query: &[u8], answer: &[u8]) -> Session {
+pub fn session(
+    masking: Option<&[u8]>,
+    catalog: &[u8],
+    query: &[u8],
+    answer: &[u8],
+) -> Result<Session> {
     let masked = masking.is_some();
     let mut session = Session::new(
         Arc::new(EngineConfig::default()),
@@ -82,7 +88,8 @@ pub fn session(masking: Option<&[u8]>, catalog: &[u8], query: &[u8], answer: &[u
         0,
     );
     if let Some(masking) = masking {
-        let policy = MaskingPolicy::from_json(masking).expect("masking compiles");
+        let policy = MaskingPolicy::from_json(masking)
+            .map_err(|error| anyhow!("the masking does not compile: {error}"))?;
         session.set_masker(SessionMasker::new(Arc::new(policy)));
     }
     let mut startup = Vec::new();
@@ -105,6 +112,5 @@ pub fn session(masking: Option<&[u8]>, catalog: &[u8], query: &[u8], answer: &[u
     }
     let _ = session.on_backend(answer, 0);
     session.take_records();
-    session
+    Ok(session)
 }
-

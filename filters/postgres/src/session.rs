@@ -202,7 +202,7 @@ struct Portal {
     text: Option<Arc<StatementText>>,
     parameters: Option<Vec<ParameterValue>>,
     /// What masking knows of it.
-    masking: crate::masking::Shape,
+    masking: ledger::Noted,
     /// Alive while the Bind that defined it awaits its answer: a portal
     /// the server has not bound yet outlives the end of a transaction.
     binder: std::rc::Weak<[u8]>,
@@ -1521,7 +1521,7 @@ impl Session {
             statement_name: statement,
             text,
             parameters,
-            masking: crate::masking::Shape::default(),
+            masking: ledger::Noted::default(),
             binder: std::rc::Weak::<[u8; 0]>::new(),
             stashed_in: 0,
         };

@@ -25,7 +25,7 @@ impl SessionMasker {
                         Expect::Execute { portal, slot, .. } => {
                             portal.as_ref().map_or(0, Shape::held_bytes) + slot_share(slot)
                         }
-                        Expect::Parse { lineage } | Expect::Bind { lineage } => {
+                        Expect::Parse { lineage, .. } | Expect::Bind { lineage, .. } => {
                             lineage.as_ref().map_or(0, lineage_share)
                         }
                         Expect::Query {

@@ -220,6 +220,63 @@ fn a_statement_redefined_by_sql_prepare_has_no_trusted_lineage() {
     );
 }
 
+/// A cursor declared in SQL under the name of a portal the client bound to
+/// a harmless statement runs its own text: what masking knew of the portal
+/// is forgotten at the Query, so its computed column is masked whole.
+#[test]
+fn a_portal_redeclared_by_sql_has_no_trusted_lineage() {
+    let mut wire = ready_wire();
+    wire.client(&query("BEGIN"));
+    let in_block = BackendMessage::ReadyForQuery { status: b'T' };
+    wire.server(&encode_backend(&[
+        BackendMessage::CommandComplete { tag: b"BEGIN" },
+        in_block.clone(),
+    ]));
+    let bind_c = FrontendMessage::Bind(Bind {
+        portal: b"c",
+        statement: b"s",
+        param_formats: vec![],
+        params: vec![],
+        result_formats: vec![0],
+    });
+    wire.client(&encode_frontend(&[
+        parse(b"s", "SELECT name FROM customers"),
+        bind_c,
+        FrontendMessage::Sync,
+    ]));
+    wire.server(&encode_backend(&[
+        BackendMessage::ParseComplete,
+        BackendMessage::BindComplete,
+        in_block.clone(),
+    ]));
+    let redeclare = query("CLOSE c; DECLARE c CURSOR FOR SELECT md5(ssn) FROM customers");
+    assert_eq!(wire.client(&redeclare), redeclare);
+    wire.server(&encode_backend(&[
+        BackendMessage::CommandComplete {
+            tag: b"CLOSE CURSOR",
+        },
+        BackendMessage::CommandComplete {
+            tag: b"DECLARE CURSOR",
+        },
+        in_block,
+    ]));
+    wire.client(&encode_frontend(&[
+        FrontendMessage::Execute {
+            portal: b"c",
+            max_rows: 0,
+        },
+        FrontendMessage::Sync,
+    ]));
+    // The server runs the cursor's query: a computed column whose values no
+    // detector knows.
+    let description = row_description(&[("md5", 0, 0, TEXT, 0)]);
+    let digest = b"2f1e0c6b9d4a";
+    let answer = executed(&[], &description, &data_row(&[Some(digest)]));
+    let to_client = wire.server(&answer);
+    assert!(!contains(&to_client, digest), "{to_client:?}");
+    assert!(contains(&to_client, b"****"));
+}
+
 #[test]
 fn computed_columns_are_masked_by_their_lineage() {
     let mut wire = ready_wire();

@@ -138,9 +138,9 @@ impl Shape {
 pub(crate) trait Names {
     /// The statement `name` as the server will have it when the request
     /// being handled runs; `None` when the ledger does not track it.
-    fn statement_shape(&self, name: &[u8]) -> Option<&Shape>;
+    fn statement_shape(&self, name: &[u8]) -> Option<Shape>;
     /// The portal `name`, likewise.
-    fn portal_shape(&self, name: &[u8]) -> Option<&Shape>;
+    fn portal_shape(&self, name: &[u8]) -> Option<Shape>;
     /// Annotates the statement the request being handled (a Parse) defines.
     fn set_statement_shape(&mut self, name: &[u8], shape: Shape);
     /// Annotates the portal the request being handled (a Bind) defines.
@@ -160,10 +160,12 @@ enum Expect {
     /// A Parse, with its text's lineage (for its errors).
     Parse {
         lineage: Option<Rc<TextLineage>>,
+        noted: Forgets,
     },
     /// A Bind, with its statement's lineage (for its errors).
     Bind {
         lineage: Option<Rc<TextLineage>>,
+        noted: Forgets,
     },
     /// The client's Describe.
     Describe(Slot),
@@ -178,6 +180,7 @@ enum Expect {
         /// The portal's description (with its result formats).
         slot: Slot,
         plan: Option<Rc<RowPlan>>,
+        noted: Forgets,
     },
     /// A simple Query or FunctionCall, with its `COPY … TO STDOUT`
     /// statements in order and its lineage: ends at ReadyForQuery.
@@ -202,6 +205,32 @@ impl Expect {
             Expect::Query { .. } | Expect::FunctionCall { .. } | Expect::Sync
         )
     }
+
+    /// The lineage of a Parse, Bind or Execute, unless masking forgot what
+    /// it took from names since it was sent (`forgot`: the count now).
+    fn known_lineage(&self, forgot: Forgets) -> Option<&Rc<TextLineage>> {
+        match self {
+            Expect::Parse { lineage, noted } if noted.lineages == forgot.lineages => {
+                lineage.as_ref()
+            }
+            Expect::Bind { lineage, noted } if *noted == forgot => lineage.as_ref(),
+            Expect::Execute { portal, noted, .. } if noted.pending == forgot.pending => {
+                portal.as_ref().and_then(|p| p.lineage.as_ref())
+            }
+            _ => None,
+        }
+    }
+}
+
+/// How many times masking forgot what requests awaiting answers took from
+/// names: every lineage (a statement redefined names behind the protocol),
+/// or what pending requests read (the ledger unwound a failed batch). A
+/// request notes the counts when sent, and reads as forgotten once they
+/// moved, so forgetting costs nothing however deep the pipeline.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Forgets {
+    lineages: u64,
+    pending: u64,
 }
 
 /// A request the masker sends ahead of the client's, kept in the session's
@@ -298,6 +327,8 @@ pub struct SessionMasker {
     /// Values masked whole because something opaque computed them.
     opaque_count: u64,
     expected: VecDeque<Expect>,
+    /// What masking forgot so far (see [`Forgets`]).
+    forgot: Forgets,
     /// The description of the simple Query result being received.
     query_plan: Option<Rc<RowPlan>>,
     /// A COPY TO STDOUT in progress: how its rows are masked.
@@ -341,6 +372,7 @@ impl SessionMasker {
             lineage_cache: derived::LineageCache::default(),
             opaque_count: 0,
             expected: VecDeque::new(),
+            forgot: Forgets::default(),
             query_plan: None,
             copy: None,
             transaction: Transaction::Idle,
@@ -437,13 +469,13 @@ impl SessionMasker {
                         copy,
                     },
                 );
-                self.expect(Expect::Parse { lineage });
+                self.expect(Expect::Parse {
+                    lineage,
+                    noted: self.forgot,
+                });
             }
             FrontendMessage::Bind(bind) => {
-                let shape = names
-                    .statement_shape(bind.statement)
-                    .cloned()
-                    .unwrap_or_default();
+                let shape = names.statement_shape(bind.statement).unwrap_or_default();
                 if shape
                     .lineage
                     .as_deref()
@@ -458,7 +490,10 @@ impl SessionMasker {
                 }
                 let lineage = shape.lineage.clone();
                 names.set_portal_shape(bind.portal, shape);
-                self.expect(Expect::Bind { lineage });
+                self.expect(Expect::Bind {
+                    lineage,
+                    noted: self.forgot,
+                });
             }
             FrontendMessage::Describe { kind, name } => {
                 let slot = Slot::default();
@@ -474,9 +509,10 @@ impl SessionMasker {
                     _ => Slot::default(),
                 };
                 self.expect(Expect::Execute {
-                    portal: names.portal_shape(portal).cloned(),
+                    portal: names.portal_shape(portal),
                     slot,
                     plan: None,
+                    noted: self.forgot,
                 });
             }
             FrontendMessage::Sync => self.expect(Expect::Sync),
@@ -517,11 +553,8 @@ impl SessionMasker {
     /// (PREPARE, DEALLOCATE, DISCARD): none has a known lineage any more.
     fn forget_names(&mut self, names: &mut impl Names) {
         names.forget_statement_lineages();
-        for expect in &mut self.expected {
-            if let Expect::Parse { lineage } | Expect::Bind { lineage } = expect {
-                *lineage = None;
-            }
-        }
+        // Those of pending Parses and Binds too.
+        self.forgot.lineages += 1;
         self.forget_portals(names);
     }
 
@@ -535,16 +568,7 @@ impl SessionMasker {
     /// does not have (see the ledger's unwinding): what they took from those
     /// names is forgotten.
     pub(crate) fn forget_pending_names(&mut self) {
-        for expect in &mut self.expected {
-            match expect {
-                Expect::Bind { lineage } => *lineage = None,
-                Expect::Execute { portal, plan, .. } => {
-                    *portal = None;
-                    *plan = None;
-                }
-                _ => {}
-            }
-        }
+        self.forgot.pending += 1;
     }
 
     fn expect(&mut self, expect: Expect) {
@@ -816,7 +840,22 @@ impl SessionMasker {
 
     /// The plan for the DataRow being received.
     fn current_plan(&mut self) -> Option<Rc<RowPlan>> {
-        if let Some(Expect::Execute { portal, slot, plan }) = self.expected.front() {
+        let forgot = self.forgot;
+        if let Some(Expect::Execute {
+            portal,
+            plan,
+            noted,
+            ..
+        }) = self.expected.front_mut()
+            && noted.pending != forgot.pending
+        {
+            // Built from what masking forgot since: built again without it.
+            (*portal, *plan, *noted) = (None, None, forgot);
+        }
+        if let Some(Expect::Execute {
+            portal, slot, plan, ..
+        }) = self.expected.front()
+        {
             if let Some(plan) = plan {
                 return Some(Rc::clone(plan));
             }
@@ -944,12 +983,9 @@ impl SessionMasker {
             Some(Expect::Query {
                 lineage, statement, ..
             }) => reads(lineage.as_ref(), *statement),
-            Some(Expect::Parse { lineage } | Expect::Bind { lineage }) => {
-                reads(lineage.as_ref(), 0)
-            }
-            Some(Expect::Execute { portal, .. }) => {
-                reads(portal.as_ref().and_then(|p| p.lineage.as_ref()), 0)
-            }
+            Some(
+                expect @ (Expect::Parse { .. } | Expect::Bind { .. } | Expect::Execute { .. }),
+            ) => reads(expect.known_lineage(self.forgot), 0),
             Some(Expect::Describe(_) | Expect::OwnDescribe(_) | Expect::FunctionCall { .. }) => {
                 true
             }

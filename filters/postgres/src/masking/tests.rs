@@ -983,10 +983,10 @@ fn garbage_and_truncated_server_messages_never_panic() {
 struct NoNames;
 
 impl Names for NoNames {
-    fn statement_shape(&self, _: &[u8]) -> Option<&Shape> {
+    fn statement_shape(&self, _: &[u8]) -> Option<Shape> {
         None
     }
-    fn portal_shape(&self, _: &[u8]) -> Option<&Shape> {
+    fn portal_shape(&self, _: &[u8]) -> Option<Shape> {
         None
     }
     fn set_statement_shape(&mut self, _: &[u8], _: Shape) {}

@@ -74,6 +74,10 @@ pub(super) struct Ledger {
     /// ReadyForQuery `I` answers so far: a portal an undo kept is put back
     /// only when none came since (see [`Ledger::end_transaction`]).
     transactions_ended: u64,
+    /// Times masking forgot every statement's lineage, and every portal's
+    /// shape: a [`Noted`] shape older than these reads as forgotten.
+    lineages_forgotten: u64,
+    portal_shapes_forgotten: u64,
     /// Pending requests [`Ledger::apply_again`] walked, in all.
     #[cfg(test)]
     applied_again: usize,
@@ -85,7 +89,7 @@ pub(super) struct Statement {
     /// Its text as recorded, with the policy's decision.
     pub(super) text: Arc<StatementText>,
     /// What masking knows of it.
-    pub(super) masking: Shape,
+    pub(super) masking: Noted,
     /// What enforcement does at its Binds and Describes.
     pub(super) guard: Guard,
 }
@@ -143,7 +147,7 @@ impl Ledger {
         }
         let statement = Statement {
             text,
-            masking: Shape::default(),
+            masking: Noted::default(),
             guard: Guard::Open,
         };
         let previous = self.statements.insert(name.to_vec(), statement);
@@ -636,49 +640,63 @@ impl Injected {
     }
 }
 
+/// What masking knows of a statement or portal, and when it learnt it: a
+/// shape learnt before masking last forgot them reads as forgotten, so that
+/// forgetting costs nothing however many names and pending requests hold
+/// one (a client pipelining thousands of Queries makes masking forget every
+/// portal at each).
+#[derive(Debug, Clone, Default)]
+pub(super) struct Noted {
+    shape: Shape,
+    /// The ledger's count of forgettings when it was learnt.
+    at: u64,
+}
+
+impl Noted {
+    pub(super) fn held_bytes(&self) -> usize {
+        self.shape.held_bytes()
+    }
+}
+
 impl Names for Ledger {
-    fn statement_shape(&self, name: &[u8]) -> Option<&Shape> {
-        self.statements.get(server_name(name)).map(|s| &s.masking)
+    fn statement_shape(&self, name: &[u8]) -> Option<Shape> {
+        let noted = &self.statements.get(server_name(name))?.masking;
+        let mut shape = noted.shape.clone();
+        if noted.at < self.lineages_forgotten {
+            shape.forget_lineage();
+        }
+        Some(shape)
     }
 
-    fn portal_shape(&self, name: &[u8]) -> Option<&Shape> {
-        self.portals.get(server_name(name)).map(|p| &p.masking)
+    fn portal_shape(&self, name: &[u8]) -> Option<Shape> {
+        let noted = &self.portals.get(server_name(name))?.masking;
+        (noted.at == self.portal_shapes_forgotten).then(|| noted.shape.clone())
     }
 
     fn set_statement_shape(&mut self, name: &[u8], shape: Shape) {
         if let Some(statement) = self.statements.get_mut(server_name(name)) {
-            statement.masking = shape;
+            statement.masking = Noted {
+                shape,
+                at: self.lineages_forgotten,
+            };
         }
     }
 
     fn set_portal_shape(&mut self, name: &[u8], shape: Shape) {
         if let Some(portal) = self.portals.get_mut(server_name(name)) {
-            portal.masking = shape;
+            portal.masking = Noted {
+                shape,
+                at: self.portal_shapes_forgotten,
+            };
         }
     }
 
     fn forget_statement_lineages(&mut self) {
-        let forget = |statement: &mut Statement| statement.masking.forget_lineage();
-        self.statements.values_mut().for_each(forget);
-        for entry in &mut self.requests {
-            if let Pending::Parse(Undo::Statement { previous, .. })
-            | Pending::Close(Undo::Statement { previous, .. }) = entry
-            {
-                previous.iter_mut().for_each(forget);
-            }
-        }
+        self.lineages_forgotten += 1;
     }
 
     fn forget_portal_shapes(&mut self) {
-        let forget = |portal: &mut Portal| portal.masking = Shape::default();
-        self.portals.values_mut().for_each(forget);
-        for entry in &mut self.requests {
-            if let Pending::Bind(Undo::Portal { previous, .. })
-            | Pending::Close(Undo::Portal { previous, .. }) = entry
-            {
-                previous.iter_mut().for_each(forget);
-            }
-        }
+        self.portal_shapes_forgotten += 1;
     }
 }
 
@@ -691,7 +709,7 @@ mod tests {
             statement_name: statement.to_vec(),
             text: None,
             parameters: None,
-            masking: Shape::default(),
+            masking: Noted::default(),
             binder: std::rc::Weak::<[u8; 0]>::new(),
             stashed_in: 0,
         }

@@ -45,11 +45,21 @@
 //! outside a transaction ends every portal but those of Binds still pending
 //! (each portal knows whether its Bind is, so this costs the portals, not
 //! the pending requests).
+//!
+//! Nothing the engine does per message walks the pending requests: they are
+//! indexed by the names they change ([`Requests`]), an unwound batch applies
+//! again only what its names reach, and masking forgets by counting (see
+//! [`Noted`]). A client pipelining thousands of requests pays for each
+//! about what it pays alone (`cargo bench -p gatehouse-benches --bench
+//! pg_pipeline_floods`).
 
 use super::fastpath::OwnRequest;
 use super::{Portal, StatementRun, StatementText, server_name};
 use crate::masking::{Names, OwnRequest as MaskingRequest, Shape};
 use std::collections::{HashMap, VecDeque};
+
+mod requests;
+pub(super) use requests::Requests;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -57,7 +67,7 @@ use std::sync::Arc;
 #[derive(Debug, Default)]
 pub(super) struct Ledger {
     /// Requests whose answers the server still owes, front first.
-    pub(super) requests: VecDeque<Pending>,
+    pub(super) requests: Requests,
     /// Prepared statements by server name.
     pub(super) statements: HashMap<Vec<u8>, Statement>,
     /// Portals by server name.
@@ -189,19 +199,25 @@ impl Ledger {
         if self.replaced_guarded == 0 {
             return targets;
         }
-        let mut earlier_batch = false;
-        for entry in self.requests.iter().rev() {
-            match entry {
-                Pending::Sync => earlier_batch = true,
+        let Some(last_sync) = self.requests.last_sync() else {
+            return targets;
+        };
+        for number in self.requests.statement_changes(name).rev() {
+            if number > last_sync {
+                continue;
+            }
+            if let Some(
                 Pending::Parse(Undo::Statement {
-                    name: replaced,
                     previous: Some(previous),
+                    ..
                 })
                 | Pending::Close(Undo::Statement {
-                    name: replaced,
                     previous: Some(previous),
-                }) if earlier_batch && replaced.as_slice() == name => targets.push(previous),
-                _ => {}
+                    ..
+                }),
+            ) = self.requests.numbered(number)
+            {
+                targets.push(previous);
             }
         }
         targets
@@ -266,34 +282,34 @@ impl Ledger {
     /// and portal. A request sent after it that defines or closes one of
     /// them is the ledger's word on it, and has nothing to put back.
     pub(super) fn query_ran(&mut self) {
-        let (mut statement, mut portal) = (false, false);
-        for entry in &mut self.requests {
-            match entry {
-                Pending::Parse(Undo::Statement { name, previous })
-                | Pending::Close(Undo::Statement { name, previous })
-                    if name.is_empty() && !statement =>
+        let first_statement_change = self.requests.statement_changes(b"").next();
+        match first_statement_change {
+            Some(number) => {
+                if let Some(
+                    Pending::Parse(Undo::Statement { previous, .. })
+                    | Pending::Close(Undo::Statement { previous, .. }),
+                ) = self.requests.numbered_mut(number)
                 {
                     *previous = None;
-                    statement = true;
                 }
-                Pending::Bind(Undo::Portal { name, previous, .. })
-                | Pending::Close(Undo::Portal { name, previous, .. })
-                    if name.is_empty() && !portal =>
+            }
+            None => {
+                self.statements.remove(&[][..]);
+            }
+        }
+        match self.requests.first_unnamed_portal_change() {
+            Some(number) => {
+                if let Some(
+                    Pending::Bind(Undo::Portal { previous, .. })
+                    | Pending::Close(Undo::Portal { previous, .. }),
+                ) = self.requests.numbered_mut(number)
                 {
                     *previous = None;
-                    portal = true;
                 }
-                _ => {}
             }
-            if statement && portal {
-                return;
+            None => {
+                self.portals.remove(&[][..]);
             }
-        }
-        if !statement {
-            self.statements.remove(&[][..]);
-        }
-        if !portal {
-            self.portals.remove(&[][..]);
         }
     }
 
@@ -713,6 +729,87 @@ mod tests {
             binder: std::rc::Weak::<[u8; 0]>::new(),
             stashed_in: 0,
         }
+    }
+
+    fn text(sql: &str) -> Arc<StatementText> {
+        Arc::new(StatementText {
+            text: sql.into(),
+            truncated: false,
+            kind: None,
+            decision: None,
+            approval: None,
+        })
+    }
+
+    fn previous_text(entry: Option<&Pending>) -> Option<String> {
+        match entry? {
+            Pending::Parse(Undo::Statement { previous, .. }) => {
+                previous.as_ref().map(|s| s.text.text.0.to_string())
+            }
+            Pending::Bind(Undo::Portal { previous, .. }) => previous
+                .as_ref()
+                .map(|p| String::from_utf8_lossy(&p.statement_name).into_owned()),
+            _ => None,
+        }
+    }
+
+    /// A simple Query drops the unnamed statement and portal when it runs:
+    /// the first Parse and Bind of them pipelined behind it replace none,
+    /// and the later ones replace what those define.
+    #[test]
+    fn a_query_that_ran_leaves_the_first_pending_unnamed_changes_nothing_to_put_back() {
+        let mut ledger = Ledger::default();
+        ledger.define_statement(b"", text("old"), 100);
+        ledger.define_portal(b"", portal(b"old"), 100);
+        ledger.requests.push_back(Pending::Query(VecDeque::new()));
+        for sql in ["a", "b"] {
+            let undo = ledger.define_statement(b"", text(sql), 100);
+            ledger.requests.push_back(Pending::Parse(undo));
+            let undo = ledger.define_portal(b"", portal(sql.as_bytes()), 100);
+            ledger.requests.push_back(Pending::Bind(undo));
+            ledger.requests.push_back(Pending::Sync);
+        }
+        ledger.requests.pop_front();
+        ledger.query_ran();
+        let previous = |at| previous_text(ledger.requests.get(at));
+        assert_eq!(previous(0), None);
+        assert_eq!(previous(1), None);
+        assert_eq!(previous(3).as_deref(), Some("a"));
+        assert_eq!(previous(4).as_deref(), Some("a"));
+    }
+
+    /// The engine inserts its own requests ahead of the client message's:
+    /// the client's requests behind keep being found by their names.
+    #[test]
+    fn requests_moved_by_an_insert_are_found_by_their_names() {
+        let mut ledger = Ledger::default();
+        let undo = ledger.define_statement(b"s", text("a"), 100);
+        ledger.requests.push_back(Pending::Parse(undo));
+        let undo = ledger.define_portal(b"", portal(b"s"), 100);
+        ledger.requests.push_back(Pending::Bind(undo));
+        ledger.requests.push_back(Pending::Sync);
+        ledger
+            .requests
+            .insert(0, Pending::Injected(Injected::DenialPrelude));
+        let parse = ledger.requests.statement_changes(b"s").next();
+        assert!(matches!(
+            parse.and_then(|n| ledger.requests.numbered(n)),
+            Some(Pending::Parse(_))
+        ));
+        let bind = ledger.requests.first_unnamed_portal_change();
+        assert!(matches!(
+            bind.and_then(|n| ledger.requests.numbered(n)),
+            Some(Pending::Bind(_))
+        ));
+        let sync = ledger.requests.last_sync();
+        assert!(matches!(
+            sync.and_then(|n| ledger.requests.numbered(n)),
+            Some(Pending::Sync)
+        ));
+        while ledger.requests.pop_front().is_some() {}
+        assert_eq!(ledger.requests.statement_changes(b"s").count(), 0);
+        assert_eq!(ledger.requests.first_unnamed_portal_change(), None);
+        assert_eq!(ledger.requests.last_sync(), None);
     }
 
     /// The server refuses the front batch: its requests are taken off, up

@@ -771,6 +771,47 @@ fn nothing_masked_reaches_the_client_on_any_path_type_or_expression() {
         check.cases
     );
 
+    // Behind thousands of pipelined batches that each fail (the gateway
+    // undoes each one's changes to names, and applies the pipeline behind it
+    // again where those names reach), every request is answered and what
+    // the statements behind return is masked.
+    const FAILING_BATCHES: usize = 2_000;
+    for sql in [
+        "select upper(ssn), email from customers where id <= 3",
+        "select card_number from customers where id <= 3",
+    ] {
+        let mut pipeline = Vec::new();
+        for _ in 0..FAILING_BATCHES {
+            // The Bind is refused, the harmless Parse behind it skipped.
+            pipeline.extend(frames::bind("", "missing", 0));
+            pipeline.extend(frames::parse("", "select 1"));
+            pipeline.extend(frames::sync());
+        }
+        pipeline.extend(frames::parse("", sql));
+        pipeline.extend(frames::bind("", "", 0));
+        pipeline.extend(frames::execute("", 0));
+        pipeline.extend(frames::sync());
+        let got = gateway.round_trip(&pipeline, FAILING_BATCHES + 1);
+        let refused = frames::split(&got)
+            .iter()
+            .filter(|(tag, body)| *tag == b'E' && contains(body, b"26000"))
+            .count();
+        assert_eq!(
+            refused, FAILING_BATCHES,
+            "{sql}: a failing batch went unanswered"
+        );
+        assert!(
+            frames::split(&got).iter().any(|(tag, _)| *tag == b'D'),
+            "{sql}: the statement behind the failures returned no rows"
+        );
+        check.case(
+            &format!("behind failing batches: {sql}"),
+            &got,
+            &direct.simple(sql),
+        );
+    }
+    check.assert_clean("behind failing batches");
+
     // The hand-written corpus (integration/tests/data/hostile_masking.sql).
     let corpus = include_str!("data/hostile_masking.sql");
     let mut attempts = 0;

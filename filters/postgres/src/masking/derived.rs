@@ -60,6 +60,16 @@ pub(super) struct TextLineage {
 }
 
 impl TextLineage {
+    /// The lineage of a text of the engine's own (a denial's raising block):
+    /// it redefines no name, and what it would return is unknown (it
+    /// returns nothing: it raises).
+    pub(super) fn engine_text() -> Self {
+        TextLineage {
+            sql: None,
+            analyzed: RefCell::new((0, Rc::from([]))),
+        }
+    }
+
     /// The lineage of statement `index`; `None` when unknown.
     fn statement(&self, index: usize) -> Option<StatementLineage> {
         self.analyzed.borrow().1.get(index).cloned()

@@ -520,6 +520,43 @@ impl SessionMasker {
         }
     }
 
+    /// A message the engine wrote in place of the client's (a denial's
+    /// raising block, a session reason's replacement), as the server gets it.
+    /// Its texts are the engine's own: they redefine no name, so masking
+    /// forgets nothing it knows of the other names, and what they would
+    /// return is unknown (they return nothing).
+    pub(crate) fn on_engine_frontend(&mut self, msg: &FrontendMessage<'_>, names: &mut impl Names) {
+        let engine_text = || Some(Rc::new(TextLineage::engine_text()));
+        match msg {
+            FrontendMessage::Parse { name, .. } => {
+                self.note_batch(msg);
+                self.described_portal = None;
+                let lineage = engine_text();
+                let shape = Shape {
+                    lineage: lineage.clone(),
+                    copy: None,
+                };
+                names.set_statement_shape(name, shape);
+                self.expect(Expect::Parse {
+                    lineage,
+                    noted: self.forgot,
+                });
+            }
+            FrontendMessage::Query { .. } => {
+                self.note_batch(msg);
+                self.described_portal = None;
+                // As any Query: the server ends the unnamed portal.
+                self.forget_portals(names);
+                self.expect(Expect::Query {
+                    copies: VecDeque::new(),
+                    lineage: engine_text(),
+                    statement: 0,
+                });
+            }
+            _ => self.on_frontend(msg, names),
+        }
+    }
+
     /// The Describe of a portal to send ahead of the client's Execute of it,
     /// unless the client described it in the message just before. Call it
     /// right before [`SessionMasker::on_frontend`] with the Execute; its

@@ -313,7 +313,8 @@ impl Session {
     }
 }
 
-/// Messages the engine wrote in place of the client's, as the server gets them.
+/// Messages the engine wrote in place of the client's, as the server gets
+/// them (every text among them is the engine's own).
 fn observe_frames(masker: &mut SessionMasker, ledger: &mut Ledger, mut bytes: &[u8]) {
     while let Some((&tag, rest)) = bytes.split_first() {
         let Some((len, rest)) = rest.split_at_checked(4) else {
@@ -327,7 +328,7 @@ fn observe_frames(masker: &mut SessionMasker, ledger: &mut Ledger, mut bytes: &[
             return;
         };
         if let Ok(msg) = FrontendMessage::decode(tag, body) {
-            masker.on_frontend(&msg, ledger);
+            masker.on_engine_frontend(&msg, ledger);
         }
         bytes = rest;
     }

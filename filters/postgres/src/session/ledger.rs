@@ -57,11 +57,11 @@ use super::fastpath::OwnRequest;
 use super::{Portal, StatementRun, StatementText, server_name};
 use crate::masking::{Names, OwnRequest as MaskingRequest, Shape};
 use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
+use std::sync::Arc;
 
 mod requests;
 pub(super) use requests::Requests;
-use std::rc::Rc;
-use std::sync::Arc;
 
 /// Requests awaiting answers, statements and portals (see the module docs).
 #[derive(Debug, Default)]
@@ -284,29 +284,13 @@ impl Ledger {
     pub(super) fn query_ran(&mut self) {
         let first_statement_change = self.requests.statement_changes(b"").next();
         match first_statement_change {
-            Some(number) => {
-                if let Some(
-                    Pending::Parse(Undo::Statement { previous, .. })
-                    | Pending::Close(Undo::Statement { previous, .. }),
-                ) = self.requests.numbered_mut(number)
-                {
-                    *previous = None;
-                }
-            }
+            Some(number) => replaces_nothing(self.requests.numbered_mut(number)),
             None => {
                 self.statements.remove(&[][..]);
             }
         }
         match self.requests.first_unnamed_portal_change() {
-            Some(number) => {
-                if let Some(
-                    Pending::Bind(Undo::Portal { previous, .. })
-                    | Pending::Close(Undo::Portal { previous, .. }),
-                ) = self.requests.numbered_mut(number)
-                {
-                    *previous = None;
-                }
-            }
+            Some(number) => replaces_nothing(self.requests.numbered_mut(number)),
             None => {
                 self.portals.remove(&[][..]);
             }
@@ -557,6 +541,22 @@ fn take_text(current: &mut Option<Arc<StatementText>>, text: Option<&Arc<Stateme
         .is_some_and(|old| text.is_some_and(|new| old.is_same_text(new)));
     if !same {
         *current = text.cloned();
+    }
+}
+
+/// A pending Parse, Bind or Close now replaces nothing: the server dropped
+/// what it replaced before running it.
+fn replaces_nothing(entry: Option<&mut Pending>) {
+    match entry {
+        Some(
+            Pending::Parse(Undo::Statement { previous, .. })
+            | Pending::Close(Undo::Statement { previous, .. }),
+        ) => *previous = None,
+        Some(
+            Pending::Bind(Undo::Portal { previous, .. })
+            | Pending::Close(Undo::Portal { previous, .. }),
+        ) => *previous = None,
+        _ => {}
     }
 }
 

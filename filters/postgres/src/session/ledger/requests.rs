@@ -1,6 +1,8 @@
 //! The queue of requests awaiting answers, indexed by the names they change:
 //! each pending Parse or Close of a statement is found by its name, and each
-//! Bind or Close of the unnamed portal, without walking the queue. A client
+//! Bind or Close of the unnamed portal and each Sync, without walking the
+//! queue (the index's entries are counted in the bytes a pending request is
+//! charged for, `session/memory.rs`'s `PER_REQUEST`). A client
 //! that pipelines thousands of requests would otherwise make each Bind of a
 //! guarded statement, and each simple Query's answer, cost the whole queue.
 //!

@@ -783,19 +783,23 @@ mod tests {
     #[test]
     fn requests_moved_by_an_insert_are_found_by_their_names() {
         let mut ledger = Ledger::default();
-        let undo = ledger.define_statement(b"s", text("a"), 100);
-        ledger.requests.push_back(Pending::Parse(undo));
+        for name in [&b"s"[..], b""] {
+            let undo = ledger.define_statement(name, text("a"), 100);
+            ledger.requests.push_back(Pending::Parse(undo));
+        }
         let undo = ledger.define_portal(b"", portal(b"s"), 100);
         ledger.requests.push_back(Pending::Bind(undo));
         ledger.requests.push_back(Pending::Sync);
         ledger
             .requests
             .insert(0, Pending::Injected(Injected::DenialPrelude));
-        let parse = ledger.requests.statement_changes(b"s").next();
-        assert!(matches!(
-            parse.and_then(|n| ledger.requests.numbered(n)),
-            Some(Pending::Parse(_))
-        ));
+        for name in [&b"s"[..], b""] {
+            let parse = ledger.requests.statement_changes(name).next();
+            assert!(matches!(
+                parse.and_then(|n| ledger.requests.numbered(n)),
+                Some(Pending::Parse(Undo::Statement { name: parsed, .. })) if parsed == name
+            ));
+        }
         let bind = ledger.requests.first_unnamed_portal_change();
         assert!(matches!(
             bind.and_then(|n| ledger.requests.numbered(n)),
@@ -808,6 +812,7 @@ mod tests {
         ));
         while ledger.requests.pop_front().is_some() {}
         assert_eq!(ledger.requests.statement_changes(b"s").count(), 0);
+        assert_eq!(ledger.requests.statement_changes(b"").count(), 0);
         assert_eq!(ledger.requests.first_unnamed_portal_change(), None);
         assert_eq!(ledger.requests.last_sync(), None);
     }

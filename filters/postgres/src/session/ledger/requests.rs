@@ -18,9 +18,13 @@ pub(in crate::session) struct Requests {
     queue: VecDeque<Pending>,
     /// Entries taken off the front so far: the number of the front entry.
     taken: u64,
-    /// The numbers of the pending Parses and Closes of each statement name
+    /// The numbers of the pending Parses and Closes of each named statement
     /// (as the server keys it), oldest first.
     statement_changes: HashMap<Vec<u8>, VecDeque<u64>>,
+    /// Those of the unnamed statement, apart: the extended protocol's every
+    /// statement parses it, and a map entry made and dropped for each would
+    /// cost an allocation on the data path.
+    unnamed_statement_changes: VecDeque<u64>,
     /// The numbers of the pending Binds and Closes of the unnamed portal.
     unnamed_portal_changes: VecDeque<u64>,
     /// The numbers of the pending Syncs.
@@ -30,6 +34,7 @@ pub(in crate::session) struct Requests {
 /// What an entry is in the indexes.
 enum Indexed<'a> {
     Statement(&'a [u8]),
+    UnnamedStatement,
     UnnamedPortal,
     Sync,
     No,
@@ -38,7 +43,13 @@ enum Indexed<'a> {
 fn indexed(entry: &Pending) -> Indexed<'_> {
     match entry {
         Pending::Parse(Undo::Statement { name, .. })
-        | Pending::Close(Undo::Statement { name, .. }) => Indexed::Statement(name),
+        | Pending::Close(Undo::Statement { name, .. }) => {
+            if name.is_empty() {
+                Indexed::UnnamedStatement
+            } else {
+                Indexed::Statement(name)
+            }
+        }
         Pending::Bind(Undo::Portal { name, .. }) | Pending::Close(Undo::Portal { name, .. })
             if name.is_empty() =>
         {
@@ -62,12 +73,14 @@ impl Requests {
         let at = at.min(self.queue.len());
         let number = self.taken + at as u64;
         let mut moved_names: Vec<Vec<u8>> = Vec::new();
-        let (mut unnamed_portal_moved, mut sync_moved) = (false, false);
+        let (mut unnamed_statement_moved, mut unnamed_portal_moved, mut sync_moved) =
+            (false, false, false);
         for moved in self.queue.range(at..) {
             match indexed(moved) {
                 Indexed::Statement(name) if !moved_names.iter().any(|n| n == name) => {
                     moved_names.push(name.to_vec());
                 }
+                Indexed::UnnamedStatement => unnamed_statement_moved = true,
                 Indexed::UnnamedPortal => unnamed_portal_moved = true,
                 Indexed::Sync => sync_moved = true,
                 _ => {}
@@ -77,6 +90,9 @@ impl Requests {
             if let Some(numbers) = self.statement_changes.get_mut(name) {
                 move_on(numbers, number);
             }
+        }
+        if unnamed_statement_moved {
+            move_on(&mut self.unnamed_statement_changes, number);
         }
         if unnamed_portal_moved {
             move_on(&mut self.unnamed_portal_changes, number);
@@ -108,6 +124,7 @@ impl Requests {
                 Some(numbers) => numbers,
                 None => self.statement_changes.entry(name.to_vec()).or_default(),
             },
+            Indexed::UnnamedStatement => &mut self.unnamed_statement_changes,
             Indexed::UnnamedPortal => &mut self.unnamed_portal_changes,
             Indexed::Sync => &mut self.syncs,
             Indexed::No => return,
@@ -127,6 +144,9 @@ impl Requests {
                         self.statement_changes.remove(name);
                     }
                 }
+            }
+            Indexed::UnnamedStatement => {
+                take(&mut self.unnamed_statement_changes);
             }
             Indexed::UnnamedPortal => {
                 take(&mut self.unnamed_portal_changes);
@@ -155,8 +175,12 @@ impl Requests {
         &self,
         name: &[u8],
     ) -> impl DoubleEndedIterator<Item = u64> {
-        self.statement_changes
-            .get(name)
+        let numbers = if name.is_empty() {
+            Some(&self.unnamed_statement_changes)
+        } else {
+            self.statement_changes.get(name)
+        };
+        numbers
             .into_iter()
             .flat_map(|numbers| numbers.iter().copied())
     }

@@ -31,6 +31,13 @@ pub(in crate::session) struct Requests {
     syncs: VecDeque<u64>,
 }
 
+/// The end of the queue an entry is taken from.
+#[derive(Clone, Copy)]
+enum End {
+    Front,
+    Back,
+}
+
 /// What an entry is in the indexes.
 enum Indexed<'a> {
     Statement(&'a [u8]),
@@ -40,6 +47,7 @@ enum Indexed<'a> {
     No,
 }
 
+#[inline]
 fn indexed(entry: &Pending) -> Indexed<'_> {
     match entry {
         Pending::Parse(Undo::Statement { name, .. })
@@ -61,6 +69,7 @@ fn indexed(entry: &Pending) -> Indexed<'_> {
 }
 
 impl Requests {
+    #[inline]
     pub(in crate::session) fn push_back(&mut self, entry: Pending) {
         self.index(self.taken + self.queue.len() as u64, &entry);
         self.queue.push_back(entry);
@@ -104,20 +113,22 @@ impl Requests {
         self.queue.insert(at, entry);
     }
 
+    #[inline]
     pub(in crate::session) fn pop_front(&mut self) -> Option<Pending> {
         let entry = self.queue.pop_front()?;
-        self.unindex(&entry, VecDeque::pop_front);
+        self.unindex(&entry, End::Front);
         self.taken += 1;
         Some(entry)
     }
 
     pub(in crate::session) fn pop_back(&mut self) -> Option<Pending> {
         let entry = self.queue.pop_back()?;
-        self.unindex(&entry, VecDeque::pop_back);
+        self.unindex(&entry, End::Back);
         Some(entry)
     }
 
     /// Adds `entry`, numbered `number`, to its index, in order.
+    #[inline]
     fn index(&mut self, number: u64, entry: &Pending) {
         let numbers = match indexed(entry) {
             Indexed::Statement(name) => match self.statement_changes.get_mut(name) {
@@ -129,13 +140,23 @@ impl Requests {
             Indexed::Sync => &mut self.syncs,
             Indexed::No => return,
         };
-        let at = numbers.partition_point(|n| *n < number);
-        numbers.insert(at, number);
+        // Pushed at the back but for an insert.
+        if numbers.back().is_none_or(|last| *last < number) {
+            numbers.push_back(number);
+        } else {
+            let at = numbers.partition_point(|n| *n < number);
+            numbers.insert(at, number);
+        }
     }
 
-    /// Drops `entry`'s number from its index, at the end `take` takes (the
-    /// entry is the queue's front or back, so its number is that end's).
-    fn unindex(&mut self, entry: &Pending, take: fn(&mut VecDeque<u64>) -> Option<u64>) {
+    /// Drops `entry`'s number from its index, at `end` (the entry was taken
+    /// from that end of the queue, so its number is at that end).
+    #[inline]
+    fn unindex(&mut self, entry: &Pending, end: End) {
+        let take = |numbers: &mut VecDeque<u64>| match end {
+            End::Front => numbers.pop_front(),
+            End::Back => numbers.pop_back(),
+        };
         match indexed(entry) {
             Indexed::Statement(name) => {
                 if let Some(numbers) = self.statement_changes.get_mut(name) {

@@ -46,10 +46,10 @@
 //! (each portal knows whether its Bind is, so this costs the portals, not
 //! the pending requests).
 //!
-//! Nothing the engine does per message walks the pending requests: they are
-//! indexed by the names they change ([`Requests`]), an unwound batch applies
-//! again only what its names reach, and masking forgets by counting (see
-//! [`Noted`]). A client pipelining thousands of requests pays for each
+//! No message's handling walks the whole queue of pending requests: they
+//! are indexed by the names they change ([`Requests`]), an unwound batch
+//! applies again only what its names reach, and masking forgets by counting
+//! (see [`Noted`]). A client pipelining thousands of requests pays for each
 //! about what it pays alone (`cargo bench -p gatehouse-benches --bench
 //! pg_pipeline_floods`).
 

@@ -263,6 +263,7 @@ fn deny_and_retry_through_envoy_and_the_approval_service() {
     a_prepare_of_a_statement_needing_approval_is_refused(&stack, port);
     an_execute_cannot_run_a_parsed_statement_needing_approval(&stack, port);
     requests_behind_a_refused_denial_bind_are_skipped(&stack, port);
+    a_denial_leaves_masking_in_force(&stack, port);
 }
 
 /// An approval covers one run, so a PREPARE of a statement needing approval
@@ -402,6 +403,67 @@ fn requests_behind_a_refused_denial_bind_are_skipped(stack: &Stack, port: u16) {
         "an SSN reached the client: {:?}",
         String::from_utf8_lossy(&row.body)
     );
+}
+
+/// The full demo configuration with raw bytes: denials, by Query and by
+/// Parse (the server gets the gateway's raising block), leave what masking
+/// knows of the session's other statements as it was. A statement computing
+/// from the SSN still has its rows masked, and a harmless computed column
+/// still passes as it came.
+fn a_denial_leaves_masking_in_force(stack: &Stack, port: u16) {
+    let token = stack.token("developer").unwrap();
+    let (mut raw, _) =
+        RawPg::login(port, &[("user", "app"), ("database", "shop")], &token).unwrap();
+    let wait = Duration::from_secs(10);
+    let mut exchange = |bytes: Vec<u8>| {
+        raw.send(&bytes).unwrap();
+        raw.read_until_ready(1, wait).unwrap()
+    };
+    let prepared = exchange(
+        [
+            rawpg::parse(
+                "secret",
+                b"SELECT replace(ssn, '-', 'x') AS v FROM customers WHERE id = 1",
+            ),
+            rawpg::parse("plain", b"SELECT upper('plain-value') AS v"),
+            rawpg::sync(),
+        ]
+        .concat(),
+    );
+    assert!(prepared.errors().is_empty(), "{prepared:?}");
+    let denied = exchange(rawpg::query(b"DROP TABLE customers"));
+    assert_eq!(denied.errors(), ["42501"], "{denied:?}");
+    // Each run behind a Parse the policy denies, which the server gets as
+    // the gateway's raising block.
+    let rows: Vec<String> = ["secret", "plain"]
+        .into_iter()
+        .map(|statement| {
+            let ran = exchange(
+                [
+                    rawpg::parse("d", b"DROP TABLE customers"),
+                    rawpg::bind("", statement, &[]),
+                    rawpg::execute(""),
+                    rawpg::close(b'S', "d"),
+                    rawpg::sync(),
+                ]
+                .concat(),
+            );
+            let row = ran
+                .messages
+                .iter()
+                .find(|m| m.tag == b'D')
+                .unwrap_or_else(|| panic!("{ran:?}"));
+            String::from_utf8_lossy(&row.body).into_owned()
+        })
+        .collect();
+    let [secret, plain] = &rows[..] else {
+        panic!("{rows:?}");
+    };
+    assert!(
+        !secret.chars().any(|c| c.is_ascii_digit()),
+        "an SSN reached the client: {secret:?}"
+    );
+    assert!(plain.contains("PLAIN-VALUE"), "{plain:?}");
 }
 
 /// A redefinition of a prepared statement needing approval that the server

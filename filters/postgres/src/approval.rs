@@ -189,7 +189,7 @@ impl ApprovalGate {
     /// The filing of request `id` failed: retries file anew instead of
     /// naming it.
     pub fn filing_failed(&mut self, id: &str) {
-        if let Ok(mut book) = self.book.try_borrow_mut() {
+        if let Ok(book) = self.book.try_borrow() {
             book.forget_filing(id);
         }
     }
@@ -228,7 +228,7 @@ impl ApprovalGate {
                     });
                     return GateAnswer::UseOnce(reference);
                 }
-                Lookup::Pending(id) => Some(id.to_owned()),
+                Lookup::Pending(id) => Some(id),
                 Lookup::Nothing => None,
             }
         };
@@ -237,25 +237,8 @@ impl ApprovalGate {
         } else {
             0
         };
-        let held = |id: &str| HeldRequest {
-            id: id.to_owned(),
-            subject: subject.to_owned(),
-            hash: hash.clone(),
-        };
         if let Some(id) = pending {
-            if hold_ms == 0 {
-                return GateAnswer::Refuse {
-                    hint: pending_hint(&id),
-                };
-            }
-            let body = serde_json::json!({"subject": subject, "hash": hash, "wait_ms": hold_ms});
-            self.calls.push(ApprovalCall::Hold {
-                path: format!("/v1/requests/{id}/await"),
-                id: id.clone(),
-                body: body.to_string(),
-                timeout_ms: hold_ms + ANSWER_MARGIN_MS,
-            });
-            return GateAnswer::Hold(held(&id));
+            return self.name_pending(id, subject, hash, hold_ms);
         }
         if requirement.reason_required && ask.reason.is_none() {
             return GateAnswer::Refuse {
@@ -271,6 +254,21 @@ impl ApprovalGate {
         seed.extend_from_slice(&self.filed.to_be_bytes());
         seed.extend_from_slice(hash.as_bytes());
         let id = request_id(&seed);
+        let note = PendingRef {
+            id: id.clone(),
+            rule: ask.rule.to_owned(),
+            subject: subject.to_owned(),
+            hash: Some(hash.clone()),
+        };
+        // Another connection, on any worker, may have filed the same since
+        // the lookup: name its request rather than file a second.
+        let claimed = match self.book.try_borrow() {
+            Ok(book) => book.claim_filing(note, now),
+            Err(_) => Ok(()),
+        };
+        if let Err(earlier) = claimed {
+            return self.name_pending(earlier, subject, hash, hold_ms);
+        }
         let sql = String::from_utf8_lossy(ask.sql);
         let shape = lexer::redact_literals(&sql, &lexer::tokenize_with(&sql, ask.lexing));
         let request = NewRequest {
@@ -292,35 +290,54 @@ impl ApprovalGate {
             groups: ask.identity.groups.clone(),
         };
         let body = serde_json::json!({"requester": requester, "request": request}).to_string();
-        let answer = if hold_ms == 0 {
+        if hold_ms == 0 {
             self.calls.push(ApprovalCall::File {
                 id: id.clone(),
                 body,
             });
-            GateAnswer::Refuse {
+            return GateAnswer::Refuse {
                 hint: pending_hint(&id),
-            }
-        } else {
-            self.calls.push(ApprovalCall::Hold {
-                id: id.clone(),
-                path: format!("/v1/requests?wait_ms={hold_ms}"),
-                body,
-                timeout_ms: hold_ms + ANSWER_MARGIN_MS,
-            });
-            GateAnswer::Hold(held(&id))
-        };
-        if let Ok(mut book) = self.book.try_borrow_mut() {
-            book.note_pending(
-                PendingRef {
-                    id,
-                    rule: ask.rule.to_owned(),
-                    subject: subject.to_owned(),
-                    hash: Some(hash),
-                },
-                now,
-            );
+            };
         }
-        answer
+        self.calls.push(ApprovalCall::Hold {
+            id: id.clone(),
+            path: format!("/v1/requests?wait_ms={hold_ms}"),
+            body,
+            timeout_ms: hold_ms + ANSWER_MARGIN_MS,
+        });
+        GateAnswer::Hold(HeldRequest {
+            id,
+            subject: subject.to_owned(),
+            hash,
+        })
+    }
+
+    /// A statement whose request `id` is pending: refused naming it, or
+    /// held while the service awaits its decision.
+    fn name_pending(
+        &mut self,
+        id: String,
+        subject: &str,
+        hash: String,
+        hold_ms: u64,
+    ) -> GateAnswer {
+        if hold_ms == 0 {
+            return GateAnswer::Refuse {
+                hint: pending_hint(&id),
+            };
+        }
+        let body = serde_json::json!({"subject": subject, "hash": hash, "wait_ms": hold_ms});
+        self.calls.push(ApprovalCall::Hold {
+            path: format!("/v1/requests/{id}/await"),
+            id: id.clone(),
+            body: body.to_string(),
+            timeout_ms: hold_ms + ANSWER_MARGIN_MS,
+        });
+        GateAnswer::Hold(HeldRequest {
+            id,
+            subject: subject.to_owned(),
+            hash,
+        })
     }
 
     /// What the service's answer to a hold means for the statement `held`
@@ -451,7 +468,9 @@ pub const REASON_REPLACEMENT: &str = "SET gatehouse.reason TO DEFAULT";
 #[allow(clippy::indexing_slicing)]
 mod tests {
     use super::*;
-    use gatehouse_core::approval::{Grant, GrantKind, GrantsDocument};
+    use gatehouse_core::approval::{
+        Filings, Grant, GrantKind, GrantsDocument, LocalFilings, RivalFiling,
+    };
 
     const POLICY: &str = r#"{"default": {"action": "allow"}, "rules": [
         {"name": "writes", "action": "require_approval",
@@ -512,6 +531,56 @@ mod tests {
             forced: false,
             reason: None,
         }
+    }
+
+    #[test]
+    fn a_run_on_another_worker_names_the_request_filed_on_this_one() {
+        let policy = Arc::new(PgPolicy::from_json(POLICY.as_bytes()).unwrap());
+        let filings: Rc<dyn Filings> = Rc::new(LocalFilings::default());
+        let worker = |connection| {
+            let book = GrantBook::sharing_filings(Rc::clone(&filings));
+            ApprovalGate::new(Arc::clone(&policy), Rc::new(RefCell::new(book)), connection)
+        };
+        let (mut first, mut second) = (worker(1), worker(2));
+        let who = who();
+        let sql = b"delete from customers where id = 1";
+        first.check(&ask(&who, "writes", sql, &[]));
+        let calls = first.take_calls();
+        let [ApprovalCall::File { id, .. }] = calls.as_slice() else {
+            panic!("{calls:?}");
+        };
+        // No publication has reached the second worker since.
+        let again = second.check(&ask(&who, "writes", sql, &[]));
+        assert_eq!(
+            again,
+            GateAnswer::Refuse {
+                hint: pending_hint(id)
+            }
+        );
+        assert_eq!(second.take_calls(), [], "filed a second request");
+    }
+
+    #[test]
+    fn a_filing_that_loses_the_race_names_the_winner() {
+        let policy = Arc::new(PgPolicy::from_json(POLICY.as_bytes()).unwrap());
+        let sql = b"delete from customers where id = 1";
+        let rival = PendingRef {
+            id: "apr-rival".into(),
+            rule: "writes".into(),
+            subject: "developer".into(),
+            hash: Some(statement_hash(sql, &[])),
+        };
+        let book = GrantBook::sharing_filings(Rc::new(RivalFiling::new(rival, 1_000)));
+        let mut gate = ApprovalGate::new(policy, Rc::new(RefCell::new(book)), 7);
+        let who = who();
+        let answer = gate.check(&ask(&who, "writes", sql, &[]));
+        assert_eq!(
+            answer,
+            GateAnswer::Refuse {
+                hint: pending_hint("apr-rival")
+            }
+        );
+        assert_eq!(gate.take_calls(), [], "filed a second request");
     }
 
     #[test]

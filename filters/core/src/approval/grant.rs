@@ -12,10 +12,12 @@
 //! honoured only if its reviews satisfy the filter's own rule (see
 //! [`Grant::satisfies`]).
 
+use super::filings::{Filings, LocalFilings};
 use super::request::{ApprovalRequest, Principal, State, Verdict};
 use super::requirement::{ApprovalRequirement, GrantKind};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::rc::Rc;
 
 /// A grant as published to the filters.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -159,70 +161,75 @@ pub enum Lookup<'a> {
     Window(&'a Grant),
     /// A single-use grant matches: use it up at the service, then let it through.
     SingleUse(&'a Grant),
-    /// A request for it is already pending: name that one.
-    Pending(&'a str),
-    /// Nothing yet: file a request.
+    /// A request for it is already pending (published, or filed by some
+    /// worker since): name that one.
+    Pending(String),
+    /// Nothing yet: file a request ([`GrantBook::claim_filing`] first).
     Nothing,
 }
 
 /// The grants and pending requests a filter knows of.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct GrantBook {
     document: GrantsDocument,
     /// Single-use grants this worker has started using: never offered twice,
     /// even before the service's next publication says they are used.
     used: Vec<String>,
-    /// Requests this worker filed that no publication it adopted has named
-    /// yet. A publication fetched before a filing reached the service does
-    /// not list it, so replacing the document must not forget it: a retry
-    /// would file a second request.
-    filed: Vec<Filed>,
+    /// Requests filed that no publication names yet, as every worker sharing
+    /// `filings` sees them at once (see [`super::filings`]).
+    filings: Rc<dyn Filings>,
+    /// Filings a publication this worker adopted knew of: the publications
+    /// speak for them from then on, even one that no longer lists them.
+    settled: Vec<String>,
 }
 
-/// A request this worker filed, and when (Unix seconds).
-#[derive(Debug, Clone)]
-struct Filed {
-    pending: PendingRef,
-    at: u64,
+impl Default for GrantBook {
+    fn default() -> Self {
+        GrantBook::sharing_filings(Rc::new(LocalFilings::default()))
+    }
 }
-
-/// How long a filing no publication names is trusted: one that never reached
-/// the service (it was down, or refused it, and the connection that filed it
-/// is gone, so the glue never heard) must not be named for long. A filing
-/// that landed is in every publication fetched after it, one poll period
-/// (a second by default) later.
-const FILED_NOTE_SECONDS: u64 = 10;
-
-/// Filings a worker keeps notes of at most (each is a request a user made
-/// within [`FILED_NOTE_SECONDS`]).
-const FILED_NOTES: usize = 1_024;
 
 impl GrantBook {
-    /// Reads a published document.
-    pub fn parse(bytes: &[u8]) -> Result<GrantBook, serde_json::Error> {
-        Ok(GrantBook {
-            document: serde_json::from_slice(bytes)?,
-            ..GrantBook::default()
-        })
+    /// An empty book whose notes of filings are kept in `filings`, which the
+    /// other workers' books share.
+    pub fn sharing_filings(filings: Rc<dyn Filings>) -> GrantBook {
+        GrantBook {
+            document: GrantsDocument::default(),
+            used: Vec::new(),
+            filings,
+            settled: Vec::new(),
+        }
     }
 
     /// Replaces the document, keeping what this worker used that is still
-    /// listed, and the filings the new document does not know of yet.
+    /// listed. Notes of filings stay for the workers that have not adopted
+    /// it: a publication fetched before a filing reached the service does
+    /// not list it; this worker stops naming the ones it knows of.
     pub fn update(&mut self, document: GrantsDocument) {
         self.used
             .retain(|id| document.grants.iter().any(|g| &g.id == id));
-        self.filed.retain(|f| !document.knows(&f.pending.id));
+        let settled = &mut self.settled;
+        self.filings.inspect(&mut |notes| {
+            settled.retain(|id| notes.names(id));
+            settled.extend(
+                notes
+                    .ids()
+                    .filter(|id| document.knows(id) && !settled.iter().any(|s| s == id))
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>(),
+            );
+        });
         self.document = document;
+    }
+
+    /// Whether a publication speaks for filing `id` on this worker.
+    fn is_settled(&self, id: &str) -> bool {
+        self.document.knows(id) || self.settled.iter().any(|s| s == id)
     }
 
     /// The document as last published (without this worker's local notes of use).
     pub fn clone_document(&self) -> GrantsDocument {
         self.document.clone()
-    }
-
-    /// Whether nothing is granted or pending (the common case: one comparison).
-    pub fn is_empty(&self) -> bool {
-        self.document.grants.is_empty() && self.document.pending.is_empty() && self.filed.is_empty()
     }
 
     /// What to do for `subject` running `hash` under `rule`, at `now`.
@@ -251,18 +258,21 @@ impl GrantBook {
         }) {
             return Lookup::SingleUse(grant);
         }
-        let same = |p: &&PendingRef| {
-            p.subject == subject && p.rule == rule && p.hash.as_deref() == Some(hash)
-        };
-        let filed = self
-            .filed
-            .iter()
-            .filter(|f| now.saturating_sub(f.at) < FILED_NOTE_SECONDS)
-            .map(|f| &f.pending);
-        match self.document.pending.iter().chain(filed).find(same) {
-            Some(pending) => Lookup::Pending(&pending.id),
-            None => Lookup::Nothing,
+        let published =
+            self.document.pending.iter().find(|p| {
+                p.subject == subject && p.rule == rule && p.hash.as_deref() == Some(hash)
+            });
+        if let Some(pending) = published {
+            return Lookup::Pending(pending.id.clone());
         }
+        let mut filed = None;
+        let settled = |id: &str| self.is_settled(id);
+        self.filings.inspect(&mut |notes| {
+            filed = notes
+                .pending(subject, rule, hash, now, &settled)
+                .map(|p| p.id.clone());
+        });
+        filed.map_or(Lookup::Nothing, Lookup::Pending)
     }
 
     /// Notes that this worker is using a single-use grant.
@@ -272,21 +282,23 @@ impl GrantBook {
         }
     }
 
-    /// Forgets the note of filing `id`: the filing failed, so there is no
-    /// such request to name.
-    pub fn forget_filing(&mut self, id: &str) {
-        self.filed.retain(|f| f.pending.id != id);
+    /// Notes a request about to be filed at `now`, so a retry on any worker
+    /// names it until a publication that knows of it is adopted; `Err` with
+    /// the id of a request for the same thing that another connection filed
+    /// since this one's [`GrantBook::lookup`], which is named instead.
+    pub fn claim_filing(&self, pending: PendingRef, now: u64) -> Result<(), String> {
+        let settled = |id: &str| self.is_settled(id);
+        let mut claimed = Ok(());
+        self.filings.change(&mut |notes| {
+            claimed = notes.claim(pending.clone(), now, &settled);
+        });
+        claimed
     }
 
-    /// Notes a request this worker filed at `now`, so a retry names it until
-    /// a publication that knows of it is adopted.
-    pub fn note_pending(&mut self, pending: PendingRef, now: u64) {
-        self.filed
-            .retain(|f| now.saturating_sub(f.at) < FILED_NOTE_SECONDS);
-        if self.filed.len() >= FILED_NOTES {
-            self.filed.remove(0);
-        }
-        self.filed.push(Filed { pending, at: now });
+    /// Forgets the note of filing `id`: the filing failed, so there is no
+    /// such request to name.
+    pub fn forget_filing(&self, id: &str) {
+        self.filings.change(&mut |notes| notes.forget(id));
     }
 }
 
@@ -478,7 +490,7 @@ mod tests {
         );
         assert_eq!(
             book.lookup("dev", "writes", &req, "sha256:other", 200),
-            Lookup::Pending("apr-pend")
+            Lookup::Pending("apr-pend".into())
         );
         book.mark_used(&single.id);
         assert_eq!(
@@ -498,23 +510,30 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_filing_is_named_until_a_publication_knows_of_it() {
-        let pending = |id: &str| PendingRef {
+    fn pending(id: &str) -> PendingRef {
+        PendingRef {
             id: id.into(),
             rule: "writes".into(),
             subject: "dev".into(),
             hash: Some("sha256:h".into()),
-        };
+        }
+    }
+
+    #[test]
+    fn a_filing_is_named_until_a_publication_knows_of_it() {
         let req = requirement("single_use");
         let mut book = GrantBook::default();
-        book.note_pending(pending("apr-1"), 100);
-        assert!(!book.is_empty());
+        let named =
+            |book: &GrantBook, now| match book.lookup("dev", "writes", &req, "sha256:h", now) {
+                Lookup::Pending(id) => Lookup::Pending(id),
+                _ => Lookup::Nothing,
+            };
+        book.claim_filing(pending("apr-1"), 100).unwrap();
         // A publication fetched before the filing reached the service.
         book.update(GrantsDocument::default());
         assert_eq!(
-            book.lookup("dev", "writes", &req, "sha256:h", 101),
-            Lookup::Pending("apr-1"),
+            named(&book, 101),
+            Lookup::Pending("apr-1".into()),
             "a stale publication forgot the filing"
         );
         assert_eq!(
@@ -523,50 +542,74 @@ mod tests {
         );
         // Listed as pending, then closed without this worker seeing the
         // listing (it adopts only the latest publication): either way the
-        // note goes, and the next run files anew.
+        // note is settled, and the next run files anew.
         book.update(GrantsDocument {
             closed: vec!["apr-1".into()],
             ..GrantsDocument::default()
         });
-        assert_eq!(
-            book.lookup("dev", "writes", &req, "sha256:h", 101),
-            Lookup::Nothing
-        );
-        book.note_pending(pending("apr-2"), 100);
+        assert_eq!(named(&book, 101), Lookup::Nothing);
+        book.claim_filing(pending("apr-2"), 100).unwrap();
         book.update(GrantsDocument {
             pending: vec![pending("apr-2")],
             ..GrantsDocument::default()
         });
+        assert_eq!(named(&book, 101), Lookup::Pending("apr-2".into()));
         book.update(GrantsDocument::default());
         assert_eq!(
-            book.lookup("dev", "writes", &req, "sha256:h", 101),
+            named(&book, 101),
             Lookup::Nothing,
             "once published, the publications speak for it"
         );
         // A filing no publication ever names (it never reached the
         // service) is named for a few poll periods, not for ever; one the
         // glue saw fail is forgotten at once.
-        book.note_pending(pending("apr-3"), 100);
-        assert_eq!(
-            book.lookup("dev", "writes", &req, "sha256:h", 109),
-            Lookup::Pending("apr-3")
-        );
-        assert_eq!(
-            book.lookup("dev", "writes", &req, "sha256:h", 110),
-            Lookup::Nothing
-        );
-        book.note_pending(pending("apr-5"), 105);
+        book.claim_filing(pending("apr-3"), 100).unwrap();
+        assert_eq!(named(&book, 109), Lookup::Pending("apr-3".into()));
+        assert_eq!(named(&book, 110), Lookup::Nothing);
+        book.claim_filing(pending("apr-5"), 110).unwrap();
+        assert_eq!(named(&book, 111), Lookup::Pending("apr-5".into()));
         book.forget_filing("apr-5");
+        assert_eq!(named(&book, 111), Lookup::Nothing);
+    }
+
+    #[test]
+    fn workers_sharing_filings_name_one_request() {
+        let req = requirement("single_use");
+        let filings: Rc<dyn Filings> = Rc::new(LocalFilings::default());
+        let first = GrantBook::sharing_filings(Rc::clone(&filings));
+        let mut second = GrantBook::sharing_filings(Rc::clone(&filings));
+        // The second worker has adopted no publication since the first filed.
         assert_eq!(
-            book.lookup("dev", "writes", &req, "sha256:h", 110),
+            second.lookup("dev", "writes", &req, "sha256:h", 100),
             Lookup::Nothing
         );
-        book.note_pending(pending("apr-4"), 200);
-        assert_eq!(book.filed.len(), 1, "expired notes are pruned");
-        for n in 0..2 * FILED_NOTES {
-            book.note_pending(pending(&format!("apr-x{n}")), 200);
-        }
-        assert_eq!(book.filed.len(), FILED_NOTES);
+        first.claim_filing(pending("apr-1"), 100).unwrap();
+        assert_eq!(
+            second.lookup("dev", "writes", &req, "sha256:h", 101),
+            Lookup::Pending("apr-1".into())
+        );
+        // Both looked before either filed: the second claim loses, and
+        // names the first filing instead of filing again.
+        assert_eq!(
+            second.claim_filing(pending("apr-2"), 101),
+            Err("apr-1".to_owned())
+        );
+        // A worker whose publication settled the request files anew while
+        // one still on an older publication names it.
+        second.update(GrantsDocument {
+            closed: vec!["apr-1".into()],
+            ..GrantsDocument::default()
+        });
+        assert_eq!(second.claim_filing(pending("apr-3"), 102), Ok(()));
+        assert_eq!(
+            first.lookup("dev", "writes", &req, "sha256:h", 102),
+            Lookup::Pending("apr-3".into())
+        );
+        first.forget_filing("apr-3");
+        assert_eq!(
+            second.lookup("dev", "writes", &req, "sha256:h", 102),
+            Lookup::Nothing
+        );
     }
 
     #[test]

@@ -276,7 +276,7 @@ impl Gate {
                     Ok((None, String::new()))
                 }
                 Lookup::SingleUse(grant) => Ok((Some(grant.reference()), grant.id.clone())),
-                Lookup::Pending(id) => Ok((None, id.to_owned())),
+                Lookup::Pending(id) => Ok((None, id)),
                 Lookup::Nothing => Ok((None, String::new())),
             }
         };
@@ -325,57 +325,66 @@ impl Gate {
                 head.now_micros,
             )));
         }
-        if !pending.is_empty() {
-            step.call.path = format!("/v1/requests/{pending}/await");
-            step.call.body = serde_json::json!({
-                "subject": identity.subject, "hash": hash, "wait_ms": hold_ms
-            })
-            .to_string();
-        } else {
+        let mut pending = pending;
+        if pending.is_empty() {
             approvals.filed += 1;
             let seed = format!(
                 "{}\0{}\0{}\0{hash}",
                 head.audit_id, head.now_micros, approvals.filed
             );
             let id = request_id(seed.as_bytes());
-            let request = NewRequest {
-                id: Some(id.clone()),
+            let note = PendingRef {
+                id: id.clone(),
                 rule: rule.clone(),
-                requirement: (*requirement).clone(),
-                reason,
-                target: Target::KubernetesRequest {
-                    verb: authorization_verb(info).to_owned(),
-                    resource: info.resource_path(),
-                    namespace: info.namespace.clone(),
-                    name: info.name.clone(),
-                    path: head.path.to_owned(),
-                    request_hash: hash.clone(),
-                },
-                grant_seconds: None,
-            };
-            let requester = Principal {
                 subject: identity.subject.clone(),
-                groups: identity.groups.clone(),
+                hash: Some(hash.clone()),
             };
-            step.call.path = if hold_ms > 0 {
-                format!("/v1/requests?wait_ms={hold_ms}")
-            } else {
-                "/v1/requests".to_owned()
+            // Another request, on any worker, may have filed the same since
+            // the lookup: name its request rather than file a second.
+            let claimed = match approvals.book.try_borrow() {
+                Ok(book) => book.claim_filing(note, now),
+                Err(_) => Ok(()),
             };
-            step.call.body =
-                serde_json::json!({"requester": requester, "request": request}).to_string();
-            if let Ok(mut book) = approvals.book.try_borrow_mut() {
-                book.note_pending(
-                    PendingRef {
-                        id: id.clone(),
+            match claimed {
+                Err(earlier) => pending = earlier,
+                Ok(()) => {
+                    let request = NewRequest {
+                        id: Some(id.clone()),
                         rule,
+                        requirement: (*requirement).clone(),
+                        reason,
+                        target: Target::KubernetesRequest {
+                            verb: authorization_verb(info).to_owned(),
+                            resource: info.resource_path(),
+                            namespace: info.namespace.clone(),
+                            name: info.name.clone(),
+                            path: head.path.to_owned(),
+                            request_hash: hash,
+                        },
+                        grant_seconds: None,
+                    };
+                    let requester = Principal {
                         subject: identity.subject.clone(),
-                        hash: Some(hash),
-                    },
-                    now,
-                );
+                        groups: identity.groups.clone(),
+                    };
+                    step.call.path = if hold_ms > 0 {
+                        format!("/v1/requests?wait_ms={hold_ms}")
+                    } else {
+                        "/v1/requests".to_owned()
+                    };
+                    step.call.body =
+                        serde_json::json!({"requester": requester, "request": request}).to_string();
+                    step.request_id = id;
+                }
             }
-            step.request_id = id;
+        }
+        if !pending.is_empty() {
+            step.call.path = format!("/v1/requests/{pending}/await");
+            step.call.body = serde_json::json!({
+                "subject": identity.subject, "hash": step.hash, "wait_ms": hold_ms
+            })
+            .to_string();
+            step.request_id = pending;
         }
         if hold_ms == 0 {
             let reason = retry_reason(&step.request_id, "is waiting for approval");
@@ -428,7 +437,7 @@ impl Gate {
             if !(200..300).contains(&status) {
                 // Not filed: a retry files anew rather than naming it.
                 if let Some(approvals) = self.approvals.as_ref()
-                    && let Ok(mut book) = approvals.book.try_borrow_mut()
+                    && let Ok(book) = approvals.book.try_borrow()
                 {
                     book.forget_filing(&id);
                 }
@@ -507,7 +516,9 @@ fn retry_reason(id: &str, what: &str) -> String {
 mod tests {
     use super::super::tests::{NOW, admit};
     use super::*;
-    use gatehouse_core::approval::{Grant, GrantKind, GrantsDocument};
+    use gatehouse_core::approval::{
+        Filings, Grant, GrantKind, GrantsDocument, LocalFilings, RivalFiling,
+    };
     use gatehouse_core::identity::JwsAlgorithm;
     use gatehouse_core::identity::testing::Minter;
     use serde_json::json;
@@ -760,6 +771,62 @@ mod tests {
             "{}",
             refusal.body
         );
+    }
+
+    /// [`setup`] (no hold) with the book's notes of filings kept in `filings`.
+    fn worker(filings: Rc<dyn Filings>) -> (Gate, String) {
+        let (mut gate, _, bearer) = setup("");
+        let book = GrantBook::sharing_filings(filings);
+        gate.set_grant_book(Rc::new(RefCell::new(book)));
+        (gate, bearer)
+    }
+
+    #[test]
+    fn a_retry_on_another_worker_names_the_request_filed_on_this_one() {
+        let filings: Rc<dyn Filings> = Rc::new(LocalFilings::default());
+        let (mut first, first_bearer) = worker(Rc::clone(&filings));
+        let (mut second, second_bearer) = worker(filings);
+        let filed = step(admit(
+            &mut first,
+            "GET",
+            EXEC,
+            &[("authorization", first_bearer.as_str())],
+        ));
+        assert_eq!(filed.call.path, "/v1/requests");
+        // No publication has reached the second worker since.
+        let retry = step(admit(
+            &mut second,
+            "GET",
+            EXEC,
+            &[("authorization", second_bearer.as_str())],
+        ));
+        assert_eq!(retry.request_id, filed.request_id);
+        assert_eq!(
+            retry.call.path,
+            format!("/v1/requests/{}/await", filed.request_id),
+            "filed a second request"
+        );
+        assert!(retry.respond_now.unwrap().body.contains(&filed.request_id));
+    }
+
+    #[test]
+    fn a_filing_that_loses_the_race_names_the_winner() {
+        let rival = PendingRef {
+            id: "apr-rival".into(),
+            rule: "prod-exec".into(),
+            subject: "developer".into(),
+            hash: Some(request_hash("create", EXEC)),
+        };
+        let now = u64::try_from(NOW).unwrap();
+        let (mut gate, bearer) = worker(Rc::new(RivalFiling::new(rival, now)));
+        let lost = step(admit(
+            &mut gate,
+            "GET",
+            EXEC,
+            &[("authorization", bearer.as_str())],
+        ));
+        assert_eq!(lost.request_id, "apr-rival");
+        assert_eq!(lost.call.path, "/v1/requests/apr-rival/await");
     }
 
     #[test]

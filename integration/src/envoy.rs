@@ -206,6 +206,21 @@ impl Envoy {
             .and_then(|v| v.trim().parse().ok()))
     }
 
+    /// Connections each worker accepted on the listener whose `stat_prefix`
+    /// is `listener` (Envoy's per-worker listener stats), by worker.
+    pub fn connections_per_worker(&self, listener: &str) -> Result<BTreeMap<String, u64>> {
+        let (_, body) = http_get(&self.admin, "/stats?filter=downstream_cx_total")?;
+        let prefix = format!("listener.{listener}.worker_");
+        Ok(body
+            .lines()
+            .filter_map(|line| {
+                let (name, value) = line.split_once(": ")?;
+                let worker = name.strip_prefix(&prefix)?.split('.').next()?;
+                Some((format!("worker_{worker}"), value.trim().parse().ok()?))
+            })
+            .collect())
+    }
+
     pub fn log_path(&self) -> &Path {
         self.process.log_path()
     }

@@ -259,11 +259,61 @@ fn deny_and_retry_through_envoy_and_the_approval_service() {
     );
     assert_eq!(server_log_count(&stack, "raced@example.com"), 1);
 
+    retries_on_every_worker_name_one_request(&stack, port);
     a_statement_the_server_keeps_still_needs_approval(&stack, port);
     a_prepare_of_a_statement_needing_approval_is_refused(&stack, port);
     an_execute_cannot_run_a_parsed_statement_needing_approval(&stack, port);
     requests_behind_a_refused_denial_bind_are_skipped(&stack, port);
     a_denial_leaves_masking_in_force(&stack, port);
+}
+
+/// Runs of one statement needing approval, at the same moment on both of
+/// Envoy's workers, before any publication of the service: one request is
+/// filed, and every refusal names it. Each worker's notes of what it filed
+/// are shared with the other at once, and a filing is claimed atomically.
+fn retries_on_every_worker_name_one_request(stack: &Stack, port: u16) {
+    let sql = "DELETE FROM customers WHERE id = 3";
+    let before = stack.envoy.connections_per_worker("postgres").unwrap();
+    let mut ids = Vec::new();
+    // Until both workers have taken part (the kernel spreads connections
+    // over the workers' sockets; a round can land on one alone).
+    for _round in 0..5 {
+        let stderrs: Vec<String> = std::thread::scope(|s| {
+            let runs: Vec<_> = (0..6)
+                .map(|_| {
+                    s.spawn(move || {
+                        String::from_utf8_lossy(&psql(stack, port, "developer", sql).stderr)
+                            .into_owned()
+                    })
+                })
+                .collect();
+            runs.into_iter().map(|r| r.join().unwrap()).collect()
+        });
+        ids.extend(stderrs.iter().map(|stderr| request_id(stderr)));
+        let after = stack.envoy.connections_per_worker("postgres").unwrap();
+        let busy = after
+            .iter()
+            .filter(|(worker, n)| before.get(*worker).is_none_or(|b| b < *n))
+            .count();
+        if busy >= 2 {
+            break;
+        }
+    }
+    let after = stack.envoy.connections_per_worker("postgres").unwrap();
+    assert!(
+        after
+            .iter()
+            .filter(|(worker, n)| before.get(*worker).is_none_or(|b| b < *n))
+            .count()
+            >= 2,
+        "the runs never reached both workers: {before:?} → {after:?}"
+    );
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "more than one request filed: {ids:?}");
+    let request = filed(stack, &ids[0]);
+    assert_eq!(request["requester"]["subject"], "developer");
+    assert_eq!(server_log_count(stack, "id = 3"), 0);
 }
 
 /// An approval covers one run, so a PREPARE of a statement needing approval

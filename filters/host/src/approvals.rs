@@ -8,7 +8,9 @@
 //! `gatehouse_core::approval`; this module only moves bytes.
 
 use crate::{BufferType, LogLevel, MapType, Status};
-use gatehouse_core::approval::{ApprovalServiceConfig, GrantBook, GrantsDocument};
+use gatehouse_core::approval::{
+    ApprovalServiceConfig, FiledNotes, Filings, GrantBook, GrantsDocument,
+};
 use std::cell::RefCell;
 use std::rc::Rc;
 
@@ -105,7 +107,7 @@ pub fn shared_lines(key: &str) -> Vec<String> {
 
 /// Changes the lines of a shared-data value with `change`, retrying when
 /// another worker wrote it meanwhile (compare-and-swap).
-pub fn update_shared_lines(key: &str, change: impl Fn(&mut Vec<String>)) {
+pub fn update_shared_lines(key: &str, mut change: impl FnMut(&mut Vec<String>)) {
     for _ in 0..8 {
         let (mut lines, cas) = match crate::get_shared_data(key) {
             Ok(Some((value, cas))) => (
@@ -124,6 +126,33 @@ pub fn update_shared_lines(key: &str, change: impl Fn(&mut Vec<String>)) {
             Err(Status::CasMismatch) => continue,
             _ => return,
         }
+    }
+}
+
+/// The notes of requests filed that no publication names yet, in shared
+/// data (`<prefix>_filed`), so a retry on any worker names the filing at once.
+#[derive(Debug)]
+struct SharedFilings {
+    key: String,
+}
+
+impl SharedFilings {
+    fn read(lines: &[String]) -> FiledNotes {
+        FiledNotes::from_text(&lines.join("\n"))
+    }
+}
+
+impl Filings for SharedFilings {
+    fn inspect(&self, read: &mut dyn FnMut(&FiledNotes)) {
+        read(&Self::read(&shared_lines(&self.key)));
+    }
+
+    fn change(&self, change: &mut dyn FnMut(&mut FiledNotes)) {
+        update_shared_lines(&self.key, |lines| {
+            let mut notes = Self::read(lines);
+            change(&mut notes);
+            *lines = notes.to_text().lines().map(str::to_owned).collect();
+        });
     }
 }
 
@@ -146,7 +175,11 @@ impl GrantDistribution {
         GrantDistribution {
             prefix,
             config,
-            book: Rc::new(RefCell::new(GrantBook::default())),
+            book: Rc::new(RefCell::new(GrantBook::sharing_filings(Rc::new(
+                SharedFilings {
+                    key: format!("{prefix}_filed"),
+                },
+            )))),
             adopted: None,
             adopted_used: None,
             in_flight: None,

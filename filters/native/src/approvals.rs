@@ -28,7 +28,9 @@
 //! decided in `gatehouse_core::approval` and the engines' gates.
 
 use crate::records::parse_response_head;
-use gatehouse_core::approval::{ApprovalServiceConfig, GrantBook, GrantsDocument};
+use gatehouse_core::approval::{
+    ApprovalServiceConfig, FiledNotes, Filings, GrantBook, GrantsDocument,
+};
 use gatehouse_dynamic_modules_abi::network::{CalloutResponse, CalloutResult};
 use gatehouse_dynamic_modules_abi::{LogLevel, log};
 use gatehouse_kubernetes::gate::{
@@ -86,6 +88,8 @@ struct Shared {
     used_version: AtomicU64,
     /// Refusals the Kubernetes filter repeats for a few seconds.
     refusals: Mutex<Vec<RecentRefusal>>,
+    /// Requests filed that no publication names yet.
+    filed: Mutex<FiledNotes>,
     /// The configuration went away: the poller stops.
     stopping: AtomicBool,
 }
@@ -139,8 +143,9 @@ impl GrantFeed {
 
     /// A worker's book, kept current by [`WorkerGrants::adopt`].
     pub fn worker(&self) -> WorkerGrants {
+        let filings = Rc::new(SharedFilings(Arc::clone(&self.shared)));
         WorkerGrants {
-            book: Rc::new(RefCell::new(GrantBook::default())),
+            book: Rc::new(RefCell::new(GrantBook::sharing_filings(filings))),
             adopted: 0,
             adopted_used: 0,
         }
@@ -250,6 +255,21 @@ impl WorkerGrants {
             book.mark_used(id);
         }
         self.adopted_used = used_version;
+    }
+}
+
+/// The notes of filings every worker of a configuration reads at once, so a
+/// retry on any worker names the filing.
+#[derive(Debug)]
+struct SharedFilings(Arc<Shared>);
+
+impl Filings for SharedFilings {
+    fn inspect(&self, read: &mut dyn FnMut(&FiledNotes)) {
+        read(&lock(&self.0.filed));
+    }
+
+    fn change(&self, change: &mut dyn FnMut(&mut FiledNotes)) {
+        change(&mut lock(&self.0.filed));
     }
 }
 
@@ -589,6 +609,32 @@ mod tests {
             Some("denied")
         );
         assert_eq!(feed.memory().repeated_refusal("developer", "h", 11), None);
+    }
+
+    #[test]
+    fn a_filing_on_one_worker_is_named_by_every_other_at_once() {
+        // The service publishes nothing: only the shared notes can tell.
+        let (address, _) = fake_service(|_| None);
+        let feed = GrantFeed::start(Some(&service(60_000)), Some(ApprovalsConfig { address }))
+            .unwrap()
+            .unwrap();
+        let (first, second) = (feed.worker(), feed.worker());
+        let filing = PendingRef {
+            id: "apr-3".into(),
+            rule: "writes".into(),
+            subject: "developer".into(),
+            hash: Some("sha256:aa".into()),
+        };
+        first.book.borrow().claim_filing(filing.clone(), 1).unwrap();
+        assert_eq!(lookup(&second), "pending apr-3");
+        let mut again = filing;
+        again.id = "apr-4".into();
+        assert_eq!(
+            second.book.borrow().claim_filing(again, 1),
+            Err("apr-3".to_owned())
+        );
+        first.book.borrow().forget_filing("apr-3");
+        assert_eq!(lookup(&second), "nothing");
     }
 
     #[test]

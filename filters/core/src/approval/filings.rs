@@ -22,11 +22,11 @@ use std::fmt;
 /// How long a note no publication knows of is trusted. A filing that landed
 /// is in every publication fetched after it, one poll period (a second by
 /// default) later.
-pub const FILED_NOTE_SECONDS: u64 = 10;
+const FILED_NOTE_SECONDS: u64 = 10;
 
 /// Notes kept at most (each is a request a user made within
 /// [`FILED_NOTE_SECONDS`]); the oldest goes first.
-pub const FILED_NOTES: usize = 1_024;
+const FILED_NOTES: usize = 1_024;
 
 /// Where the notes of one Envoy's workers are kept. An implementation runs
 /// each closure over the notes as they are at that moment, and a change as
@@ -153,11 +153,6 @@ impl FiledNotes {
     /// request to name.
     pub fn forget(&mut self, id: &str) {
         self.notes.retain(|f| f.pending.id != id);
-    }
-
-    /// Whether a note names request `id`.
-    pub fn names(&self, id: &str) -> bool {
-        self.notes.iter().any(|f| f.pending.id == id)
     }
 
     /// The ids the notes name.

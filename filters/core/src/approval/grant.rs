@@ -17,6 +17,7 @@ use super::request::{ApprovalRequest, Principal, State, Verdict};
 use super::requirement::{ApprovalRequirement, GrantKind};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::collections::HashSet;
 use std::rc::Rc;
 
 /// A grant as published to the filters.
@@ -180,7 +181,7 @@ pub struct GrantBook {
     filings: Rc<dyn Filings>,
     /// Filings a publication this worker adopted knew of: the publications
     /// speak for them from then on, even one that no longer lists them.
-    settled: Vec<String>,
+    settled: HashSet<String>,
 }
 
 impl Default for GrantBook {
@@ -197,7 +198,7 @@ impl GrantBook {
             document: GrantsDocument::default(),
             used: Vec::new(),
             filings,
-            settled: Vec::new(),
+            settled: HashSet::new(),
         }
     }
 
@@ -210,13 +211,13 @@ impl GrantBook {
             .retain(|id| document.grants.iter().any(|g| &g.id == id));
         let settled = &mut self.settled;
         self.filings.inspect(&mut |notes| {
-            settled.retain(|id| notes.names(id));
+            let named: HashSet<&str> = notes.ids().collect();
+            settled.retain(|id| named.contains(id.as_str()));
             settled.extend(
-                notes
-                    .ids()
-                    .filter(|id| document.knows(id) && !settled.iter().any(|s| s == id))
-                    .map(str::to_owned)
-                    .collect::<Vec<_>>(),
+                named
+                    .iter()
+                    .filter(|id| document.knows(id))
+                    .map(|id| (*id).to_owned()),
             );
         });
         self.document = document;
@@ -224,7 +225,7 @@ impl GrantBook {
 
     /// Whether a publication speaks for filing `id` on this worker.
     fn is_settled(&self, id: &str) -> bool {
-        self.document.knows(id) || self.settled.iter().any(|s| s == id)
+        self.document.knows(id) || self.settled.contains(id)
     }
 
     /// The document as last published (without this worker's local notes of use).

@@ -45,6 +45,8 @@ pub struct Api {
     pub verifier: Arc<RwLock<Verifier>>,
     pub filter_key: String,
     pub scopes: BTreeMap<String, gatehouse_core::approval::ApprovalRequirement>,
+    /// Pending requests one requester may have at once.
+    pub max_pending_per_requester: u32,
     /// Makes generated request ids unique within the process.
     pub counter: AtomicU64,
 }
@@ -80,6 +82,7 @@ impl From<StoreError> for ApiError {
                 | ApprovalError::InvalidId(_) => StatusCode::BAD_REQUEST,
                 _ => StatusCode::CONFLICT,
             },
+            StoreError::TooManyPending { .. } => StatusCode::TOO_MANY_REQUESTS,
             StoreError::Db(_) | StoreError::Corrupt(..) => StatusCode::SERVICE_UNAVAILABLE,
         };
         if status == StatusCode::SERVICE_UNAVAILABLE {
@@ -252,10 +255,11 @@ impl Api {
                     json!({"subject": who.subject, "reason": reason, "until": until}),
                 ))
             }
-            (Method::GET, ["v1", "grants"], Caller::Filter) => Ok((
-                StatusCode::OK,
-                to_value(&self.store.grants(now_us()).await?),
-            )),
+            (Method::GET, ["v1", "grants"], Caller::Filter) => {
+                let mut document = self.store.grants(now_us()).await?;
+                document.max_pending_per_requester = Some(self.max_pending_per_requester);
+                Ok((StatusCode::OK, to_value(&document)))
+            }
             (_, ["v1", ..], Caller::Filter) => Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "the filter key may only file, read grants and use them",
@@ -352,7 +356,10 @@ impl Api {
     }
 
     async fn create(&self, request: ApprovalRequest, now: u64) -> Reply {
-        let (stored, created) = self.store.create(&request, now).await?;
+        let (stored, created) = self
+            .store
+            .create(&request, self.max_pending_per_requester, now)
+            .await?;
         if !created && stored.requester.subject != request.requester.subject {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,

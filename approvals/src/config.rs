@@ -21,6 +21,9 @@
 //!   Bearer <key>`) to file requests, read grants and use them up.
 //! - `scopes` are what a person may ask a time window on (`gatehouse request
 //!   --scope NAME`): the same approval settings as the filters' rule of that name.
+//! - `max_pending_per_requester` (default 20) bounds the requests one person
+//!   has pending at once: every pending request is in the publication each
+//!   filter polls, so one client filing in a loop must not grow it for all.
 
 use gatehouse_core::approval::{ApprovalRequirement, GrantKind, Holding};
 use gatehouse_core::config::ConfigError;
@@ -47,10 +50,19 @@ struct ConfigDoc {
     scopes: BTreeMap<String, Value>,
     #[serde(default = "default_sweep_ms")]
     sweep_ms: u64,
+    #[serde(default = "default_max_pending")]
+    max_pending_per_requester: u32,
 }
 
 fn default_sweep_ms() -> u64 {
     500
+}
+
+/// Pending requests one requester may have at once, unless configured: a
+/// person rarely waits on more, and a client filing in a loop must not grow
+/// the publication every filter polls without bound.
+fn default_max_pending() -> u32 {
+    20
 }
 
 /// Where notifications go.
@@ -85,6 +97,9 @@ pub struct Config {
     pub records_url: Option<String>,
     pub scopes: BTreeMap<String, ApprovalRequirement>,
     pub sweep_ms: u64,
+    /// Pending requests one requester may have at once; a filing beyond is
+    /// refused (429).
+    pub max_pending_per_requester: u32,
 }
 
 impl Config {
@@ -128,6 +143,12 @@ impl Config {
         if let Some(url) = &doc.records_url {
             check_http_url(url).map_err(|e| e.under("records_url"))?;
         }
+        if !(1..=10_000).contains(&doc.max_pending_per_requester) {
+            return Err(ConfigError::new(
+                "max_pending_per_requester",
+                "must be 1 to 10000",
+            ));
+        }
         let mut scopes = BTreeMap::new();
         for (name, value) in doc.scopes {
             let requirement = ApprovalRequirement::from_value(value, Holding::NotPossible)
@@ -150,6 +171,7 @@ impl Config {
             records_url: doc.records_url,
             scopes,
             sweep_ms: doc.sweep_ms.clamp(50, 60_000),
+            max_pending_per_requester: doc.max_pending_per_requester,
         })
     }
 }
@@ -194,6 +216,7 @@ mod tests {
         let config = Config::from_json(doc.to_string().as_bytes()).unwrap();
         assert_eq!(config.webhook.unwrap().attempts, 5);
         assert_eq!(config.scopes["w"].approvers, ["dba"]);
+        assert_eq!(config.max_pending_per_requester, 20);
     }
 
     #[test]
@@ -213,6 +236,15 @@ mod tests {
                 .starts_with("scopes.w.approvers")
         );
         assert!(error(|d| d["listen"] = json!("nowhere")).starts_with("listen: "));
+        assert_eq!(
+            error(|d| d["max_pending_per_requester"] = json!(0)),
+            "max_pending_per_requester: must be 1 to 10000"
+        );
+        let negative = error(|d| d["max_pending_per_requester"] = json!(-1));
+        assert!(
+            negative.contains("invalid value: integer `-1`"),
+            "{negative}"
+        );
         assert!(error(|d| d["extra"] = json!(1)).contains("unknown field `extra`"));
     }
 }

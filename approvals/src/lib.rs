@@ -76,6 +76,7 @@ pub async fn start(
         verifier,
         filter_key: config.filter_key,
         scopes: config.scopes,
+        max_pending_per_requester: config.max_pending_per_requester,
         counter: AtomicU64::new(0),
     });
     Ok((address, serve(listener, api)))

@@ -80,6 +80,11 @@ pub enum StoreError {
     NotFound(String),
     #[error(transparent)]
     Refused(#[from] ApprovalError),
+    #[error(
+        "{requester} has {pending} approval requests pending, the most this service allows: \
+         withdraw one (gatehouse withdraw ID) or wait for a decision, then ask again"
+    )]
+    TooManyPending { requester: String, pending: u32 },
 }
 
 /// What is delivered for the outbox.
@@ -209,15 +214,25 @@ impl Store {
 
     /// Stores a new request with its `requested` record; when the id is taken,
     /// returns the stored one instead (a filter filing the same request twice).
+    /// A requester with `max_pending` requests pending files no more
+    /// ([`StoreError::TooManyPending`]).
     pub async fn create(
         &self,
         request: &ApprovalRequest,
+        max_pending: u32,
         now_us: u64,
     ) -> Result<(ApprovalRequest, bool), StoreError> {
         let mut conn = self.conn().await?;
         let tx = conn.transaction().await?;
         let doc = serde_json::to_string(request)
             .map_err(|e| StoreError::Corrupt(request.id.clone(), e))?;
+        // One filing per requester at a time, so concurrent filings on
+        // every replica count each other.
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtext('gatehouse.requester:' || $1))",
+            &[&request.requester.subject],
+        )
+        .await?;
         let inserted = tx
             .execute(
                 "INSERT INTO requests (id, state, requester, rule, target_hash, created_at,
@@ -240,6 +255,22 @@ impl Store {
             tx.rollback().await?;
             self.release(conn);
             return Ok((self.get(&request.id).await?, false));
+        }
+        let pending: i64 = tx
+            .query_one(
+                "SELECT count(*) FROM requests
+                 WHERE requester = $1 AND state = 'pending' AND pending_until > $2",
+                &[&request.requester.subject, &to_i64(seconds(now_us))],
+            )
+            .await?
+            .get(0);
+        if pending > i64::from(max_pending) {
+            tx.rollback().await?;
+            self.release(conn);
+            return Err(StoreError::TooManyPending {
+                requester: request.requester.subject.clone(),
+                pending: max_pending,
+            });
         }
         self.log_event(
             &tx,

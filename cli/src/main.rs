@@ -35,6 +35,7 @@ enum Command {
     Approvals(approvals::ApprovalsArgs),
     Approve(approvals::ApproveArgs),
     Deny(approvals::DenyArgs),
+    Withdraw(approvals::WithdrawArgs),
     Request(approvals::RequestArgs),
     Reason(approvals::ReasonArgs),
     /// Play one session back from an audit log: a recorded exec or attach
@@ -52,6 +53,7 @@ fn main() -> ExitCode {
         Command::Approvals(args) => approvals::run_approvals(args),
         Command::Approve(args) => approvals::run_approve(args),
         Command::Deny(args) => approvals::run_deny(args),
+        Command::Withdraw(args) => approvals::run_withdraw(args),
         Command::Request(args) => approvals::run_request(args),
         Command::Reason(args) => approvals::run_reason(args),
         Command::Replay(args) => audit::replay(args),

@@ -442,6 +442,44 @@ fn approvals_through_the_service() {
         "{stdout}"
     );
 
+    // One requester's pending requests are bounded (20 by default), so a
+    // client filing in a loop cannot grow the publication every filter
+    // polls: the next filing is refused and says what to do. Another
+    // requester still files, a stored id is still answered, and a
+    // withdrawn request makes room.
+    for n in 0..20 {
+        let hash = format!("sha256:cap{n}");
+        let (status, body) = f.file(&format!("apr-cap{n:02}"), "ci", requirement(), &hash);
+        assert_eq!(status, 201, "{body}");
+    }
+    let (status, refusal) = f.file("apr-cap20", "ci", requirement(), "sha256:cap20");
+    assert_eq!(status, 429, "{refusal}");
+    assert!(
+        refusal["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("ci has 20 approval requests pending, the most this service allows"),
+        "{refusal}"
+    );
+    let missing = f.call(0, "dba", "GET", "/v1/requests/apr-cap20", Value::Null);
+    assert_eq!(missing.0, 404, "{}", missing.1);
+    assert_eq!(
+        f.file("apr-cap00", "ci", requirement(), "sha256:cap0").0,
+        200
+    );
+    let other = f.file("apr-capdev", "developer", requirement(), "sha256:capdev");
+    assert_eq!(other.0, 201, "{}", other.1);
+    let withdrawn = f.call(
+        1,
+        "ci",
+        "POST",
+        "/v1/requests/apr-cap00/expire",
+        Value::Null,
+    );
+    assert_eq!(withdrawn.0, 200, "{}", withdrawn.1);
+    let (status, body) = f.file("apr-cap20", "ci", requirement(), "sha256:cap20");
+    assert_eq!(status, 201, "{body}");
+
     // The database holds it all (the service's own tables).
     let count = f
         .postgres

@@ -265,6 +265,67 @@ fn deny_and_retry_through_envoy_and_the_approval_service() {
     an_execute_cannot_run_a_parsed_statement_needing_approval(&stack, port);
     requests_behind_a_refused_denial_bind_are_skipped(&stack, port);
     a_denial_leaves_masking_in_force(&stack, port);
+    // Last: it leaves the developer at the limit of pending requests.
+    a_requester_at_the_limit_files_nothing_more(&stack, port);
+}
+
+/// A requester at the service's limit of pending requests (20 by default)
+/// is refused at once, told what to do, and nothing more is filed: a client
+/// filing in a loop cannot grow the publication every filter polls.
+/// Withdrawing a request makes room.
+fn a_requester_at_the_limit_files_nothing_more(stack: &Stack, port: u16) {
+    let pending = || -> Vec<String> {
+        let (code, stdout, stderr) = cli(
+            stack,
+            0,
+            "dba",
+            &["approvals", "list", "--json", "--state", "pending"],
+        );
+        assert_eq!(code, 0, "{stderr}");
+        let listed: Value = serde_json::from_str(&stdout).unwrap();
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["requester"]["subject"] == "developer")
+            .map(|r| r["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let already = pending().len();
+    assert!(already < 20, "{already} pending before the case");
+    for n in already..20 {
+        let sql = format!("DELETE FROM customers WHERE id = {}", 1000 + n);
+        let out = psql(stack, port, "developer", &sql);
+        request_id(&String::from_utf8_lossy(&out.stderr));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pending().len() < 20 {
+        assert!(
+            Instant::now() < deadline,
+            "the filings never reached the service"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The filters read the grants every 200 ms.
+    std::thread::sleep(Duration::from_millis(800));
+    let beyond = "DELETE FROM customers WHERE id = 2000";
+    let out = psql(stack, port, "developer", beyond);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("ERROR:  {REFUSAL}"))
+            && stderr.contains("HINT:  you have 20 approval requests pending")
+            && stderr.contains("gatehouse withdraw ID"),
+        "{stderr}"
+    );
+    assert_eq!(pending().len(), 20, "filed beyond the limit");
+    let oldest = pending().pop().unwrap();
+    let (code, stdout, stderr) = cli(stack, 0, "developer", &["withdraw", &oldest]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout.trim(), format!("{oldest}: withdrawn"));
+    std::thread::sleep(Duration::from_millis(800));
+    let out = psql(stack, port, "developer", beyond);
+    request_id(&String::from_utf8_lossy(&out.stderr));
+    assert_eq!(server_log_count(stack, "id = 2000"), 0);
 }
 
 /// Runs of one statement needing approval, at the same moment on both of

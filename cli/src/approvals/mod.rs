@@ -5,6 +5,7 @@
 //! gatehouse approvals show ID [--json]
 //! gatehouse approve ID [--reason TEXT]
 //! gatehouse deny ID --reason TEXT
+//! gatehouse withdraw ID
 //! gatehouse request --scope NAME --for 30m --reason TEXT
 //! gatehouse reason TEXT [--for 1h]
 //! ```
@@ -96,6 +97,18 @@ pub struct DenyArgs {
     service: Service,
 }
 
+/// Withdraw a request of yours that is still pending (or, as an approver, end
+/// one): it can no longer be approved, and it no longer counts towards the
+/// requests you may have pending.
+#[derive(Debug, clap::Args)]
+#[command(after_help = EXIT_STATUS)]
+pub struct WithdrawArgs {
+    #[arg(value_name = "ID", value_parser = request_id)]
+    id: String,
+    #[command(flatten)]
+    service: Service,
+}
+
 /// Ask for a time window on a scope (a rule the service lists).
 #[derive(Debug, clap::Args)]
 #[command(after_help = EXIT_STATUS)]
@@ -174,6 +187,11 @@ pub fn run_approve(args: ApproveArgs) -> ExitCode {
 /// `gatehouse deny ID --reason …`.
 pub fn run_deny(args: DenyArgs) -> ExitCode {
     finish(review(&args.service, &args.id, "deny", Some(&args.reason)))
+}
+
+/// `gatehouse withdraw ID`.
+pub fn run_withdraw(args: WithdrawArgs) -> ExitCode {
+    finish(review(&args.service, &args.id, "expire", None))
 }
 
 /// `gatehouse request --scope NAME --for 30m --reason …`.
@@ -407,6 +425,7 @@ fn outcome(r: &ApprovalRequest) -> String {
             r.requirement.approvals
         ),
         State::Denied => format!("{}: denied", r.id),
+        State::Expired => format!("{}: withdrawn", r.id),
         other => format!("{}: {}", r.id, other.as_str()),
     }
 }

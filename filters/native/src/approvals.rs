@@ -516,6 +516,7 @@ mod tests {
             Lookup::SingleUse(grant) => format!("single use {}", grant.id),
             Lookup::Window(grant) => format!("window {}", grant.id),
             Lookup::Pending(id) => format!("pending {id}"),
+            Lookup::TooManyPending(most) => format!("{most} pending already"),
             Lookup::Nothing => "nothing".into(),
         }
     }

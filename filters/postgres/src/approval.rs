@@ -27,7 +27,7 @@
 
 use crate::policy::PgPolicy;
 use crate::sql::{Settings, lexer};
-use gatehouse_core::approval::grant::{fingerprint, request_id, statement_hash};
+use gatehouse_core::approval::grant::{fingerprint, request_id, statement_hash, too_many_pending};
 use gatehouse_core::approval::{
     ApprovalRef, ApprovalRequest, ApprovalRequirement, GrantBook, GrantKind, Lookup, NewRequest,
     PendingRef, Principal, State, Target,
@@ -229,6 +229,11 @@ impl ApprovalGate {
                     return GateAnswer::UseOnce(reference);
                 }
                 Lookup::Pending(id) => Some(id),
+                Lookup::TooManyPending(most) => {
+                    return GateAnswer::Refuse {
+                        hint: too_many_pending(most),
+                    };
+                }
                 Lookup::Nothing => None,
             }
         };
@@ -558,6 +563,31 @@ mod tests {
             }
         );
         assert_eq!(second.take_calls(), [], "filed a second request");
+    }
+
+    #[test]
+    fn a_requester_at_the_services_limit_is_refused_without_a_filing() {
+        let (mut gate, book) = gate();
+        let pending = |n: u32| PendingRef {
+            id: format!("apr-pend{n}"),
+            rule: "writes".into(),
+            subject: "developer".into(),
+            hash: Some(format!("sha256:{n}")),
+        };
+        book.borrow_mut().update(GrantsDocument {
+            pending: vec![pending(1), pending(2)],
+            max_pending_per_requester: Some(2),
+            ..GrantsDocument::default()
+        });
+        let who = who();
+        let answer = gate.check(&ask(&who, "writes", b"delete from customers", &[]));
+        assert_eq!(
+            answer,
+            GateAnswer::Refuse {
+                hint: too_many_pending(2)
+            }
+        );
+        assert_eq!(gate.take_calls(), [], "filed beyond the limit");
     }
 
     #[test]

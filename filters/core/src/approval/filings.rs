@@ -114,17 +114,27 @@ impl FiledNotes {
         now: u64,
         settled: &dyn Fn(&str) -> bool,
     ) -> Option<&PendingRef> {
+        self.live(now).rev().map(|f| &f.pending).find(|p| {
+            p.subject == subject
+                && p.rule == rule
+                && p.hash.as_deref() == Some(hash)
+                && !settled(&p.id)
+        })
+    }
+
+    /// How many live notes name requests by `subject` that no publication
+    /// speaks for yet.
+    pub fn live_for(&self, subject: &str, now: u64, settled: &dyn Fn(&str) -> bool) -> usize {
+        self.live(now)
+            .filter(|f| f.pending.subject == subject && !settled(&f.pending.id))
+            .count()
+    }
+
+    /// The notes not yet expired at `now`, oldest first.
+    fn live(&self, now: u64) -> impl DoubleEndedIterator<Item = &Filed> {
         self.notes
             .iter()
-            .rev()
-            .filter(|f| now.saturating_sub(f.at) < FILED_NOTE_SECONDS)
-            .map(|f| &f.pending)
-            .find(|p| {
-                p.subject == subject
-                    && p.rule == rule
-                    && p.hash.as_deref() == Some(hash)
-                    && !settled(&p.id)
-            })
+            .filter(move |f| now.saturating_sub(f.at) < FILED_NOTE_SECONDS)
     }
 
     /// Notes `pending`, filed at `now`, unless a live note names the same

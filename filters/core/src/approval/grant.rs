@@ -143,6 +143,11 @@ pub struct GrantsDocument {
     /// it, even when it never saw a publication list it as pending.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub closed: Vec<String>,
+    /// Pending requests the service lets one requester have at once: a
+    /// filter refuses to file beyond it, saying so, rather than file a
+    /// request the service would refuse.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_pending_per_requester: Option<u32>,
 }
 
 impl GrantsDocument {
@@ -165,6 +170,9 @@ pub enum Lookup<'a> {
     /// A request for it is already pending (published, or filed by some
     /// worker since): name that one.
     Pending(String),
+    /// Nothing yet, and the requester already has this many requests
+    /// pending, the most the service allows: refuse without filing.
+    TooManyPending(u32),
     /// Nothing yet: file a request ([`GrantBook::claim_filing`] first).
     Nothing,
 }
@@ -267,13 +275,34 @@ impl GrantBook {
             return Lookup::Pending(pending.id.clone());
         }
         let mut filed = None;
+        let mut filed_unpublished = 0;
         let settled = |id: &str| self.is_settled(id);
         self.filings.inspect(&mut |notes| {
             filed = notes
                 .pending(subject, rule, hash, now, &settled)
                 .map(|p| p.id.clone());
+            filed_unpublished = notes.live_for(subject, now, &settled);
         });
-        filed.map_or(Lookup::Nothing, Lookup::Pending)
+        if let Some(id) = filed {
+            return Lookup::Pending(id);
+        }
+        match self.document.max_pending_per_requester {
+            Some(most) => {
+                let published = self
+                    .document
+                    .pending
+                    .iter()
+                    .filter(|p| p.subject == subject)
+                    .count();
+                let pending = published.saturating_add(filed_unpublished);
+                if pending >= usize::try_from(most).unwrap_or(usize::MAX) {
+                    Lookup::TooManyPending(most)
+                } else {
+                    Lookup::Nothing
+                }
+            }
+            None => Lookup::Nothing,
+        }
     }
 
     /// Notes that this worker is using a single-use grant.
@@ -301,6 +330,16 @@ impl GrantBook {
     pub fn forget_filing(&self, id: &str) {
         self.filings.change(&mut |notes| notes.forget(id));
     }
+}
+
+/// Why a filter files nothing for a requester who already has `most`
+/// requests pending ([`Lookup::TooManyPending`]), and what they can do.
+pub fn too_many_pending(most: u32) -> String {
+    format!(
+        "you have {most} approval requests pending, the most the approval service allows: \
+         withdraw one (gatehouse withdraw ID; gatehouse approvals list shows them) or wait \
+         for a decision, then run this again"
+    )
 }
 
 /// `sha256:<hex>` of a statement's exact text and parameters (each length-
@@ -571,6 +610,67 @@ mod tests {
         assert_eq!(named(&book, 111), Lookup::Pending("apr-5".into()));
         book.forget_filing("apr-5");
         assert_eq!(named(&book, 111), Lookup::Nothing);
+    }
+
+    #[test]
+    fn a_requester_at_the_services_limit_files_nothing_more() {
+        let req = requirement("single_use");
+        let mine = |id: &str, hash: &str| PendingRef {
+            hash: Some(hash.into()),
+            ..pending(id)
+        };
+        let mut book = GrantBook::default();
+        let document = GrantsDocument {
+            pending: vec![mine("apr-1", "sha256:a"), mine("apr-2", "sha256:b")],
+            max_pending_per_requester: Some(3),
+            ..GrantsDocument::default()
+        };
+        book.update(document.clone());
+        assert_eq!(
+            book.lookup("dev", "writes", &req, "sha256:h", 100),
+            Lookup::Nothing
+        );
+        // A filing no publication names yet counts too.
+        book.claim_filing(mine("apr-3", "sha256:c"), 100).unwrap();
+        assert_eq!(
+            book.lookup("dev", "writes", &req, "sha256:h", 100),
+            Lookup::TooManyPending(3)
+        );
+        // What is pending is still named; others are not limited.
+        assert_eq!(
+            book.lookup("dev", "writes", &req, "sha256:c", 100),
+            Lookup::Pending("apr-3".into())
+        );
+        assert_eq!(
+            book.lookup("eve", "writes", &req, "sha256:h", 100),
+            Lookup::Nothing
+        );
+        // Once published, the filing is counted once.
+        let mut published = document.clone();
+        published.pending.push(mine("apr-3", "sha256:c"));
+        book.update(published);
+        assert_eq!(
+            book.lookup("dev", "writes", &req, "sha256:h", 100),
+            Lookup::TooManyPending(3)
+        );
+        // A decision makes room; a service that publishes no limit has none.
+        book.update(document.clone());
+        book.update(GrantsDocument {
+            closed: vec!["apr-3".into()],
+            ..document.clone()
+        });
+        assert_eq!(
+            book.lookup("dev", "writes", &req, "sha256:h", 100),
+            Lookup::Nothing
+        );
+        let mut unlimited = document;
+        unlimited.max_pending_per_requester = None;
+        unlimited.pending.push(mine("apr-4", "sha256:d"));
+        book.update(unlimited);
+        assert_eq!(
+            book.lookup("dev", "writes", &req, "sha256:h", 100),
+            Lookup::Nothing
+        );
     }
 
     #[test]

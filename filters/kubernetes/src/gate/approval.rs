@@ -24,7 +24,7 @@ use crate::exec::authorization_verb;
 use crate::recording::RecordingPlan;
 use crate::request_info::RequestInfo;
 use crate::status;
-use gatehouse_core::approval::grant::{request_hash, request_id};
+use gatehouse_core::approval::grant::{request_hash, request_id, too_many_pending};
 use gatehouse_core::approval::{
     ApprovalRef, ApprovalRequest, GrantBook, Lookup, NewRequest, PendingRef, Principal, State,
     Target,
@@ -267,6 +267,7 @@ impl Gate {
         // An approved exec is recorded as its rule asks, like any admitted one.
         forward.recording = recording.take();
         let approvals = self.approvals.as_mut()?;
+        let mut too_many = None;
         let lookup = {
             let book = approvals.book.try_borrow().ok()?;
             match book.lookup(&identity.subject, &rule, &requirement, &hash, now) {
@@ -277,6 +278,10 @@ impl Gate {
                 }
                 Lookup::SingleUse(grant) => Ok((Some(grant.reference()), grant.id.clone())),
                 Lookup::Pending(id) => Ok((None, id)),
+                Lookup::TooManyPending(most) => {
+                    too_many = Some(most);
+                    Ok((None, String::new()))
+                }
                 Lookup::Nothing => Ok((None, String::new())),
             }
         };
@@ -319,6 +324,14 @@ impl Gate {
             .memory
             .repeated_refusal(&identity.subject, &hash, head.now_micros);
         if let Some(reason) = repeated {
+            return Some(Admission::Respond(self.approval_refusal(
+                &mut step,
+                &reason,
+                head.now_micros,
+            )));
+        }
+        if let Some(most) = too_many {
+            let reason = too_many_pending(most);
             return Some(Admission::Respond(self.approval_refusal(
                 &mut step,
                 &reason,
@@ -434,15 +447,21 @@ impl Gate {
     ) -> Conclusion {
         let id = step.request_id.clone();
         if let Some(refusal) = step.respond_now.take() {
-            if !(200..300).contains(&status) {
-                // Not filed: a retry files anew rather than naming it.
-                if let Some(approvals) = self.approvals.as_ref()
-                    && let Ok(book) = approvals.book.try_borrow()
-                {
-                    book.forget_filing(&id);
-                }
+            if (200..300).contains(&status) {
+                return Conclusion::Respond(refusal);
             }
-            return Conclusion::Respond(refusal);
+            // Not filed: a retry files anew rather than naming it, and the
+            // refusal says why instead of naming a request that does not exist.
+            if let Some(approvals) = self.approvals.as_ref()
+                && let Ok(book) = approvals.book.try_borrow()
+            {
+                book.forget_filing(&id);
+            }
+            let reason = format!(
+                "the approval request could not be filed ({}); run the same command again later",
+                service_failure(status, body)
+            );
+            return Conclusion::Respond(self.approval_refusal(&mut step, &reason, now_micros));
         }
         if let Some(grant) = step.using.take() {
             if status == 200 {
@@ -488,7 +507,7 @@ impl Gate {
             Some(_) => retry_reason(&id, "is still waiting for approval"),
             None => retry_reason(
                 &id,
-                &format!("could not be confirmed (the approval service answered {status})"),
+                &format!("could not be confirmed ({})", service_failure(status, body)),
             ),
         };
         if let Some(approvals) = self.approvals.as_ref() {
@@ -502,6 +521,26 @@ impl Gate {
         Conclusion::Respond(self.approval_refusal(&mut step, &reason, now_micros))
     }
 }
+
+/// What the approval service said when it did not do what was asked: its
+/// status and its `{"error": …}` message (cut short), or that it did not answer.
+fn service_failure(status: u16, body: &[u8]) -> String {
+    if status == 0 {
+        return "the approval service did not answer".to_owned();
+    }
+    let message = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|answer| answer.get("error")?.as_str().map(str::to_owned))
+        .map(|error| {
+            let cut: String = error.chars().take(MAX_SERVICE_MESSAGE).collect();
+            format!(": {cut}")
+        })
+        .unwrap_or_default();
+    format!("the approval service answered {status}{message}")
+}
+
+/// Characters of the service's error message a refusal repeats at most.
+const MAX_SERVICE_MESSAGE: usize = 300;
 
 /// A refusal that tells the client how to get through.
 fn retry_reason(id: &str, what: &str) -> String {
@@ -810,6 +849,35 @@ mod tests {
     }
 
     #[test]
+    fn a_requester_at_the_services_limit_is_refused_without_a_filing() {
+        let (mut gate, book, bearer) = setup("30s");
+        book.borrow_mut().update(GrantsDocument {
+            pending: vec![PendingRef {
+                id: "apr-other".into(),
+                rule: "prod-exec".into(),
+                subject: "developer".into(),
+                hash: Some("sha256:other".into()),
+            }],
+            max_pending_per_requester: Some(1),
+            ..GrantsDocument::default()
+        });
+        let Admission::Respond(refusal) = admit(
+            &mut gate,
+            "GET",
+            EXEC,
+            &[("authorization", bearer.as_str())],
+        ) else {
+            panic!("not refused at once");
+        };
+        assert_eq!(refusal.status, 403);
+        assert!(
+            refusal.body.contains(&too_many_pending(1)),
+            "{}",
+            refusal.body
+        );
+    }
+
+    #[test]
     fn a_filing_that_loses_the_race_names_the_winner() {
         let rival = PendingRef {
             id: "apr-rival".into(),
@@ -839,9 +907,43 @@ mod tests {
             panic!("forwarded on a failed filing");
         };
         assert_eq!(response.status, 403);
+        assert!(
+            response.body.contains(
+                "the approval request could not be filed (the approval service answered 503)"
+            ) && !response.body.contains(&refused.request_id),
+            "{}",
+            response.body
+        );
         let retry = step(admit(&mut gate, "GET", EXEC, &headers));
         assert_eq!(retry.call.path, "/v1/requests");
         assert_ne!(retry.request_id, refused.request_id);
+        // The service's own words reach the client, cut short.
+        let limit = format!(
+            r#"{{"error": "developer has 20 approval requests pending{}"}}"#,
+            "!".repeat(1000)
+        );
+        let Conclusion::Respond(response) = gate.conclude_approval(retry, 429, limit.as_bytes(), 0)
+        else {
+            panic!("forwarded on a refused filing");
+        };
+        assert!(
+            response.body.contains(
+                "(the approval service answered 429: developer has 20 approval requests pending!!"
+            ) && !response.body.contains(&"!".repeat(300)),
+            "{}",
+            response.body
+        );
+        let unanswered = step(admit(&mut gate, "GET", EXEC, &headers));
+        let Conclusion::Respond(response) = gate.conclude_approval(unanswered, 0, b"", 0) else {
+            panic!("forwarded on an unanswered filing");
+        };
+        assert!(
+            response
+                .body
+                .contains("(the approval service did not answer)"),
+            "{}",
+            response.body
+        );
     }
 
     #[test]

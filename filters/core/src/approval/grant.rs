@@ -286,23 +286,17 @@ impl GrantBook {
         if let Some(id) = filed {
             return Lookup::Pending(id);
         }
-        match self.document.max_pending_per_requester {
-            Some(most) => {
-                let published = self
-                    .document
-                    .pending
-                    .iter()
-                    .filter(|p| p.subject == subject)
-                    .count();
-                let pending = published.saturating_add(filed_unpublished);
-                if pending >= usize::try_from(most).unwrap_or(usize::MAX) {
-                    Lookup::TooManyPending(most)
-                } else {
-                    Lookup::Nothing
-                }
-            }
-            None => Lookup::Nothing,
-        }
+        let at_limit = self.document.max_pending_per_requester.filter(|most| {
+            let published = self
+                .document
+                .pending
+                .iter()
+                .filter(|p| p.subject == subject)
+                .count();
+            published.saturating_add(filed_unpublished)
+                >= usize::try_from(*most).unwrap_or(usize::MAX)
+        });
+        at_limit.map_or(Lookup::Nothing, Lookup::TooManyPending)
     }
 
     /// Notes that this worker is using a single-use grant.

@@ -377,6 +377,32 @@ fn retries_on_every_worker_name_one_request(stack: &Stack, port: u16) {
     assert_eq!(server_log_count(stack, "id = 3"), 0);
 }
 
+/// A raw-wire session as the developer (role app, database shop).
+struct DeveloperWire(RawPg);
+
+impl DeveloperWire {
+    fn login(stack: &Stack, port: u16) -> DeveloperWire {
+        let token = stack.token("developer").unwrap();
+        let (raw, login) =
+            RawPg::login(port, &[("user", "app"), ("database", "shop")], &token).unwrap();
+        assert!(!login.closed, "{login:?}");
+        DeveloperWire(raw)
+    }
+
+    /// Sends `bytes` and reads the answers through the next ReadyForQuery.
+    fn exchange(&mut self, bytes: Vec<u8>) -> rawpg::Reply {
+        self.exchange_until(bytes, 1)
+    }
+
+    /// Sends `bytes` and reads the answers through `readies` ReadyForQuerys.
+    fn exchange_until(&mut self, bytes: Vec<u8>, readies: usize) -> rawpg::Reply {
+        self.0.send(&bytes).unwrap();
+        self.0
+            .read_until_ready(readies, Duration::from_secs(10))
+            .unwrap()
+    }
+}
+
 /// An approval covers one run, so a PREPARE of a statement needing approval
 /// is refused by the rule (nothing filed): no EXECUTE can run it later. The
 /// session carries on.
@@ -428,15 +454,8 @@ fn a_prepare_of_a_statement_needing_approval_is_refused(stack: &Stack, port: u16
 /// allowed one; masking hides its unknown column), but not one needing
 /// approval, whose Binds alone are checked; nor can a Parse hold an EXECUTE.
 fn an_execute_cannot_run_a_parsed_statement_needing_approval(stack: &Stack, port: u16) {
-    let token = stack.token("developer").unwrap();
-    let (mut raw, _) =
-        RawPg::login(port, &[("user", "app"), ("database", "shop")], &token).unwrap();
-    let wait = Duration::from_secs(10);
-    let mut exchange = |bytes: Vec<u8>| {
-        raw.send(&bytes).unwrap();
-        raw.read_until_ready(1, wait).unwrap()
-    };
-    let prepared = exchange(
+    let mut wire = DeveloperWire::login(stack, port);
+    let prepared = wire.exchange(
         [
             rawpg::parse("plain", b"SELECT 'shared namespace'::text"),
             rawpg::parse("gated", b"UPDATE customers SET email = $1 WHERE id = 6"),
@@ -445,7 +464,7 @@ fn an_execute_cannot_run_a_parsed_statement_needing_approval(stack: &Stack, port
         .concat(),
     );
     assert!(prepared.errors().is_empty(), "{prepared:?}");
-    let shared = exchange(rawpg::query(b"EXECUTE plain"));
+    let shared = wire.exchange(rawpg::query(b"EXECUTE plain"));
     assert!(
         shared
             .messages
@@ -453,7 +472,7 @@ fn an_execute_cannot_run_a_parsed_statement_needing_approval(stack: &Stack, port
             .any(|m| m.tag == b'C' && m.body.starts_with(b"SELECT 1")),
         "{shared:?}"
     );
-    let refused = exchange(rawpg::query(b"EXECUTE gated('executed@example.com')"));
+    let refused = wire.exchange(rawpg::query(b"EXECUTE gated('executed@example.com')"));
     assert_eq!(refused.errors(), ["42501"], "{refused:?}");
     assert!(
         refused
@@ -461,7 +480,7 @@ fn an_execute_cannot_run_a_parsed_statement_needing_approval(stack: &Stack, port
             .is_some_and(|m| m.contains("cannot be run with EXECUTE")),
         "{refused:?}"
     );
-    let in_parse = exchange(
+    let in_parse = wire.exchange(
         [
             rawpg::parse("e", b"EXECUTE gated('executed@example.com')"),
             rawpg::bind("", "e", &[]),
@@ -480,18 +499,11 @@ fn an_execute_cannot_run_a_parsed_statement_needing_approval(stack: &Stack, port
 /// skips the rest of the batch, a redefinition of `s` included. `s` still
 /// reads the SSN, and its rows are masked.
 fn requests_behind_a_refused_denial_bind_are_skipped(stack: &Stack, port: u16) {
-    let token = stack.token("developer").unwrap();
-    let (mut raw, _) =
-        RawPg::login(port, &[("user", "app"), ("database", "shop")], &token).unwrap();
-    let wait = Duration::from_secs(10);
-    let mut exchange = |bytes: Vec<u8>| {
-        raw.send(&bytes).unwrap();
-        raw.read_until_ready(1, wait).unwrap()
-    };
+    let mut wire = DeveloperWire::login(stack, port);
     let secret = b"SELECT replace(ssn, '-', 'x') AS v FROM customers WHERE id = 1";
-    let prepared = exchange([rawpg::parse("s", secret), rawpg::sync()].concat());
+    let prepared = wire.exchange([rawpg::parse("s", secret), rawpg::sync()].concat());
     assert!(prepared.errors().is_empty(), "{prepared:?}");
-    let skipped = exchange(
+    let skipped = wire.exchange(
         [
             rawpg::bind("\u{1}gatehouse_denied", "s", &[]),
             rawpg::parse("d", b"DROP TABLE customers"),
@@ -503,7 +515,8 @@ fn requests_behind_a_refused_denial_bind_are_skipped(stack: &Stack, port: u16) {
         .concat(),
     );
     assert_eq!(skipped.errors(), ["42P03"], "{skipped:?}");
-    let ran = exchange([rawpg::bind("", "s", &[]), rawpg::execute(""), rawpg::sync()].concat());
+    let ran =
+        wire.exchange([rawpg::bind("", "s", &[]), rawpg::execute(""), rawpg::sync()].concat());
     let row = ran
         .messages
         .iter()
@@ -522,15 +535,8 @@ fn requests_behind_a_refused_denial_bind_are_skipped(stack: &Stack, port: u16) {
 /// from the SSN still has its rows masked, and a harmless computed column
 /// still passes as it came.
 fn a_denial_leaves_masking_in_force(stack: &Stack, port: u16) {
-    let token = stack.token("developer").unwrap();
-    let (mut raw, _) =
-        RawPg::login(port, &[("user", "app"), ("database", "shop")], &token).unwrap();
-    let wait = Duration::from_secs(10);
-    let mut exchange = |bytes: Vec<u8>| {
-        raw.send(&bytes).unwrap();
-        raw.read_until_ready(1, wait).unwrap()
-    };
-    let prepared = exchange(
+    let mut wire = DeveloperWire::login(stack, port);
+    let prepared = wire.exchange(
         [
             rawpg::parse(
                 "secret",
@@ -542,14 +548,14 @@ fn a_denial_leaves_masking_in_force(stack: &Stack, port: u16) {
         .concat(),
     );
     assert!(prepared.errors().is_empty(), "{prepared:?}");
-    let denied = exchange(rawpg::query(b"DROP TABLE customers"));
+    let denied = wire.exchange(rawpg::query(b"DROP TABLE customers"));
     assert_eq!(denied.errors(), ["42501"], "{denied:?}");
     // Each run behind a Parse the policy denies, which the server gets as
     // the gateway's raising block.
     let rows: Vec<String> = ["secret", "plain"]
         .into_iter()
         .map(|statement| {
-            let ran = exchange(
+            let ran = wire.exchange(
                 [
                     rawpg::parse("d", b"DROP TABLE customers"),
                     rawpg::bind("", statement, &[]),
@@ -582,17 +588,9 @@ fn a_denial_leaves_masking_in_force(stack: &Stack, port: u16) {
 /// its Binds are checked as before, whether written after the refusal or
 /// pipelined behind the redefinition.
 fn a_statement_the_server_keeps_still_needs_approval(stack: &Stack, port: u16) {
-    let token = stack.token("developer").unwrap();
-    let (mut raw, login) =
-        RawPg::login(port, &[("user", "app"), ("database", "shop")], &token).unwrap();
-    assert!(!login.closed, "{login:?}");
-    let wait = Duration::from_secs(10);
-    let mut exchange = |bytes: Vec<u8>, readies: usize| {
-        raw.send(&bytes).unwrap();
-        raw.read_until_ready(readies, wait).unwrap()
-    };
+    let mut wire = DeveloperWire::login(stack, port);
     let update = b"UPDATE customers SET email = $1 WHERE id = 4";
-    let prepared = exchange([rawpg::parse("s1", update), rawpg::sync()].concat(), 1);
+    let prepared = wire.exchange_until([rawpg::parse("s1", update), rawpg::sync()].concat(), 1);
     assert!(prepared.errors().is_empty(), "{prepared:?}");
     let redefine = [rawpg::parse("s1", b"SELECT 1"), rawpg::sync()].concat();
     let run = |email: &'static [u8]| {
@@ -609,11 +607,11 @@ fn a_statement_the_server_keeps_still_needs_approval(stack: &Stack, port: u16) {
             .iter()
             .any(|m| m.tag == b'C' && m.body.starts_with(b"UPDATE"))
     };
-    assert_eq!(exchange(redefine.clone(), 1).errors(), ["42P05"]);
-    let after = exchange(run(b"kept-after@example.com"), 1);
+    assert_eq!(wire.exchange_until(redefine.clone(), 1).errors(), ["42P05"]);
+    let after = wire.exchange_until(run(b"kept-after@example.com"), 1);
     assert!(!updated(&after), "ran without approval: {after:?}");
     assert_eq!(after.errors(), ["42501"], "{after:?}");
-    let pipelined = exchange([redefine, run(b"kept-pipelined@example.com")].concat(), 2);
+    let pipelined = wire.exchange_until([redefine, run(b"kept-pipelined@example.com")].concat(), 2);
     assert!(!updated(&pipelined), "ran without approval: {pipelined:?}");
     assert_eq!(pipelined.errors(), ["42P05", "42501"], "{pipelined:?}");
     assert_eq!(server_log_count(stack, "kept-"), 0);

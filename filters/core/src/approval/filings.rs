@@ -170,11 +170,13 @@ impl FiledNotes {
         self.notes.iter().map(|f| f.pending.id.as_str())
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.notes.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.notes.is_empty()
     }
 
